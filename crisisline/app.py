@@ -1,0 +1,90 @@
+"""The application factory: settings, database, queues, privacy vault and blueprints."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask
+from flask_rq import RQ
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from crisisline.db import db, engine_options, migrate
+from crisisline.phone import RedactPhoneNumbers
+from crisisline.privacy import Vault
+from crisisline.settings import PROJECT_ROOT, Settings
+
+rq = RQ()
+
+# Queues named by purpose, highest priority first; the Procfile's worker listens to all.
+QUEUES = ("calls", "messages", "followups", "upkeep")
+REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """Build the app. ``settings`` defaults to the environment; ``overrides`` go to app.config."""
+    settings = settings or Settings.from_env()
+    _configure_logging(settings.log_level)
+
+    app = Flask(__name__, instance_path=str(PROJECT_ROOT / "instance"))
+    app.config.from_mapping(
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.database_url),
+        RQ_CONNECTION=settings.redis_url,
+        RQ_CONNECTION_CLASS="crisisline.app.FastConnectRedis",
+        RQ_QUEUES=list(QUEUES),
+        RQ_ASYNC=True,
+        TESTING=settings.environment == "test",
+        MAX_CONTENT_LENGTH=256 * 1024,  # Twilio webhooks are small; refuse anything huge
+    )
+    app.config.update(overrides)
+    app.extensions["crisisline.settings"] = settings
+    app.extensions["crisisline.vault"] = Vault(settings.data_encryption_key)
+
+    if settings.trusted_proxy_count:
+        n = settings.trusted_proxy_count
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n
+        )
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    rq.init_app(app)
+
+    from crisisline import cli as line_cli
+    from ivr.views import bp as voice_bp
+    from routing.cli import routing_cli
+
+    app.register_blueprint(voice_bp)
+    app.cli.add_command(routing_cli)
+    line_cli.register(app)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """Liveness only; it does not touch the database, so it cannot take the line down."""
+        return {"status": "ok"}
+
+    return app
+
+
+class FastConnectRedis(redis.Redis):
+    """A Redis client that gives up connecting after a second: a dead Redis must not hold a
+    caller up. (No read timeout: workers block on queues by design.)"""
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> FastConnectRedis:
+        kwargs.setdefault("socket_connect_timeout", REDIS_CONNECT_TIMEOUT_SECONDS)
+        client: FastConnectRedis = super().from_url(url, **kwargs)
+        return client
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(level)
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactPhoneNumbers) for f in handler.filters):
+            handler.addFilter(RedactPhoneNumbers())

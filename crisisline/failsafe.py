@@ -1,0 +1,87 @@
+"""The last line of defence: TwiML that dials the backup line using nothing but settings.
+
+Used by ``/voice/fallback`` (Twilio's Fallback URL) and whenever a voice webhook fails for
+any reason: database down, Redis down, or a bug. It must not touch the database or Redis.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec
+
+from flask import Response, current_app, request
+from twilio.twiml.voice_response import VoiceResponse
+from werkzeug.exceptions import HTTPException
+
+from crisisline.settings import Settings
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+
+FAILSAFE_MESSAGE = "Please stay on the line. We are connecting you with someone who can help."
+FAILSAFE_RETRY_MESSAGE = "Please stay on the line. We are still trying to connect you."
+LAST_RESORT_MESSAGE = (
+    "We could not connect your call. Please call or text 9 8 8 now. "
+    "If you are in immediate danger, call 9 1 1."
+)
+BACKUP_DIAL_TIMEOUT_SECONDS = 30
+
+
+def twiml_response(twiml: VoiceResponse) -> Response:
+    return Response(twiml.to_xml(), status=200, mimetype="text/xml")
+
+
+def backup_twiml(backup_number: str, caller_id: str | None = None) -> VoiceResponse:
+    """Say one calm sentence, then dial the backup line; if that fails, try once more.
+
+    No ``action`` on the ``<Dial>`` so it needs no further request to us: when the first
+    dial ends unanswered Twilio simply runs the next verbs.
+    """
+    twiml = VoiceResponse()
+    twiml.say(FAILSAFE_MESSAGE)
+    twiml.dial(backup_number, timeout=BACKUP_DIAL_TIMEOUT_SECONDS, caller_id=caller_id)
+    twiml.say(FAILSAFE_RETRY_MESSAGE)
+    twiml.dial(backup_number, timeout=BACKUP_DIAL_TIMEOUT_SECONDS, caller_id=caller_id)
+    twiml.say(LAST_RESORT_MESSAGE)
+    return twiml
+
+
+def failsafe_response() -> Response:
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    return twiml_response(backup_twiml(settings.backup_number))
+
+
+def voice_failsafe(view: Callable[P, Response]) -> Callable[P, Response]:
+    """Turn any failure inside a voice webhook into TwiML that dials the backup line.
+
+    HTTP errors raised on purpose (403 for a bad signature) pass through unchanged.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
+        try:
+            return view(*args, **kwargs)
+        except HTTPException:
+            raise
+        except Exception as error:
+            # Class name and route only: exception text can carry personal data.
+            log.error(
+                "voice webhook failed, dialling backup line: %s at %s",
+                type(error).__name__,
+                request.path,
+            )
+            _rollback_quietly()
+            return failsafe_response()
+
+    return wrapper
+
+
+def _rollback_quietly() -> None:
+    try:
+        from crisisline.db import db
+
+        db.session.rollback()
+    except Exception:  # noqa: S110 - the database may be the thing that is down
+        pass

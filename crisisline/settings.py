@@ -1,0 +1,244 @@
+"""Process settings from the environment (12-factor), typed, frozen and validated at start.
+
+Everything that must survive a dead database lives here, above all the backup number that
+every fail-safe path dials. Problems are collected and reported together, so an operator
+fixes a broken deployment in one pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import phonenumbers
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+DEFAULT_ROUTING_FILE = PROJECT_ROOT / "config" / "routing.example.yaml"
+ENVIRONMENTS = ("development", "production", "test")
+LINE_MODES = ("normal", "system_down")
+# The 988 Suicide & Crisis Lifeline: a sane backup for a development checkout only.
+DEVELOPMENT_BACKUP_NUMBER = "+18002738255"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a runnable line; ``problems`` lists every issue."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the process needs from its environment. Frozen: read once at start."""
+
+    environment: str
+    secret_key: str
+    data_encryption_key: bytes
+    database_url: str
+    redis_url: str
+    backup_number: str
+    public_base_url: str | None
+    twilio_account_sid: str
+    twilio_auth_token: str
+    twilio_api_base_url: str | None
+    line_phone_number: str | None
+    default_region: str
+    trusted_proxy_count: int
+    routing_file: Path
+    line_mode_override: str | None
+    log_level: str
+
+    @property
+    def twilio_is_local(self) -> bool:
+        """True when no real Twilio account is configured (local stand-in or tests)."""
+        return self.twilio_api_base_url is not None or self.twilio_account_sid.startswith(
+            "AClocal"
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate settings; raise :class:`SettingsError` listing every problem."""
+        env = dict(os.environ if environ is None else environ)
+        problems: list[str] = []
+        environment = env.get("CRISISLINE_ENV", "development")
+        if environment not in ENVIRONMENTS:
+            problems.append(f"CRISISLINE_ENV: {environment!r} is not one of {ENVIRONMENTS}")
+        production = environment == "production"
+        dev_secrets = {} if production else _development_secrets(environment)
+
+        def required_in_production(name: str) -> str:
+            value = env.get(name, "").strip()
+            if value:
+                return value
+            if production:
+                problems.append(f"{name}: required in production")
+                return ""
+            return dev_secrets.get(name, "")
+
+        secret_key = required_in_production("SECRET_KEY")
+        if production and secret_key and len(secret_key) < 32:
+            problems.append("SECRET_KEY: use at least 32 random characters")
+
+        data_key = _decode_key(required_in_production("DATA_ENCRYPTION_KEY"), problems)
+
+        database_url = _normalise_database_url(
+            env.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'crisisline.db'}"
+        )
+        redis_url = env.get("REDIS_URL", "").strip()
+        if not redis_url:
+            if production:
+                problems.append("REDIS_URL: required in production")
+            redis_url = "redis://127.0.0.1:6379/0"
+        elif urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            problems.append("REDIS_URL: must start with redis://, rediss:// or unix://")
+
+        default_region = env.get("DEFAULT_REGION", "US").upper()
+        backup_raw = env.get("BACKUP_NUMBER", "").strip()
+        if not backup_raw:
+            if production:
+                problems.append("BACKUP_NUMBER: required; every fail-safe path dials it")
+            backup_raw = DEVELOPMENT_BACKUP_NUMBER
+        backup_number = _e164_or_problem("BACKUP_NUMBER", backup_raw, default_region, problems)
+
+        line_number_raw = env.get("LINE_PHONE_NUMBER", "").strip()
+        line_phone_number = (
+            _e164_or_problem("LINE_PHONE_NUMBER", line_number_raw, default_region, problems)
+            if line_number_raw
+            else None
+        )
+
+        public_base_url = env.get("PUBLIC_BASE_URL", "").strip().rstrip("/") or None
+        if public_base_url and urlsplit(public_base_url).scheme not in ("http", "https"):
+            problems.append("PUBLIC_BASE_URL: must be an http:// or https:// URL")
+        if production and not public_base_url:
+            problems.append("PUBLIC_BASE_URL: required in production (Twilio signs this URL)")
+
+        account_sid = env.get("TWILIO_ACCOUNT_SID", "").strip() or dev_secrets.get(
+            "TWILIO_ACCOUNT_SID", ""
+        )
+        auth_token = env.get("TWILIO_AUTH_TOKEN", "").strip() or dev_secrets.get(
+            "TWILIO_AUTH_TOKEN", ""
+        )
+        if production and not (account_sid and auth_token):
+            problems.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required in production")
+        if account_sid and not (account_sid.startswith("AC") and len(account_sid) == 34):
+            problems.append("TWILIO_ACCOUNT_SID: must be 'AC' followed by 32 characters")
+
+        api_base_url = env.get("TWILIO_API_BASE_URL", "").strip().rstrip("/") or None
+        if api_base_url and urlsplit(api_base_url).scheme not in ("http", "https"):
+            problems.append("TWILIO_API_BASE_URL: must be an http:// or https:// URL")
+
+        proxies_raw = env.get("TRUSTED_PROXY_COUNT", "0").strip() or "0"
+        trusted_proxy_count = 0
+        if proxies_raw.isdigit() and int(proxies_raw) <= 5:
+            trusted_proxy_count = int(proxies_raw)
+        else:
+            problems.append("TRUSTED_PROXY_COUNT: must be a whole number from 0 to 5")
+
+        mode_override = env.get("LINE_MODE_OVERRIDE", "").strip() or None
+        if mode_override and mode_override not in LINE_MODES:
+            problems.append(f"LINE_MODE_OVERRIDE: {mode_override!r} is not one of {LINE_MODES}")
+
+        routing_file = Path(env.get("ROUTING_FILE", "") or DEFAULT_ROUTING_FILE)
+        log_level = env.get("LOG_LEVEL", "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append("LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
+
+        if problems:
+            raise SettingsError(problems)
+        return cls(
+            environment=environment,
+            secret_key=secret_key,
+            data_encryption_key=data_key,
+            database_url=database_url,
+            redis_url=redis_url,
+            backup_number=backup_number,
+            public_base_url=public_base_url,
+            twilio_account_sid=account_sid,
+            twilio_auth_token=auth_token,
+            twilio_api_base_url=api_base_url,
+            line_phone_number=line_phone_number,
+            default_region=default_region,
+            trusted_proxy_count=trusted_proxy_count,
+            routing_file=routing_file,
+            line_mode_override=mode_override,
+            log_level=log_level,
+        )
+
+
+def _normalise_database_url(url: str) -> str:
+    """Accept Heroku-style ``postgres://`` URLs and pick the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _decode_key(raw: str, problems: list[str]) -> bytes:
+    if not raw:
+        return b""
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        problems.append("DATA_ENCRYPTION_KEY: not valid base64")
+        return b""
+    if len(key) != 32:
+        problems.append("DATA_ENCRYPTION_KEY: must be 32 random bytes, base64-encoded")
+    return key
+
+
+def _e164_or_problem(name: str, raw: str, region: str, problems: list[str]) -> str:
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        problems.append(f"{name}: not a valid phone number")
+        return ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def new_data_encryption_key() -> str:
+    """A fresh base64 DATA_ENCRYPTION_KEY, as ``flask line keygen`` prints."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _development_secrets(environment: str) -> dict[str, str]:
+    """Secrets for a local checkout, made once and kept in ``instance/`` (never in git).
+
+    The local Twilio stand-in signs webhooks with the same generated auth token, so
+    signature validation is never switched off, not even locally.
+    """
+    path = INSTANCE_DIR / f"{environment}-secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    values = {
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "DATA_ENCRYPTION_KEY": new_data_encryption_key(),
+        "TWILIO_ACCOUNT_SID": "AClocal" + secrets.token_hex(16)[:27],
+        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+    }
+    INSTANCE_DIR.mkdir(exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(values, handle, indent=2)
+    try:
+        # link() fails if another process won the race; then everyone uses the winner's file.
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    winner: dict[str, str] = json.loads(path.read_text())
+    return winner

@@ -1,0 +1,122 @@
+"""The call record and its event log. Every function is idempotent under duplicated webhooks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.models import BlockedNumber, Call, CallEvent
+from crisisline.phone import caller_number
+from crisisline.privacy import Vault
+
+PHONE_CONTEXT = "phone"
+SPEECH_CONTEXT = "speech"
+TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+def _vault() -> Vault:
+    vault: Vault = current_app.extensions["crisisline.vault"]
+    return vault
+
+
+def phone_hash(number: str) -> str:
+    """The keyed hash used to find a phone number without decrypting anything."""
+    return _vault().lookup_hash(number, context=PHONE_CONTEXT)
+
+
+def open_call(call_sid: str, raw_from: str | None, routing_version_id: int | None) -> Call:
+    """The call record for ``call_sid``, created on first sight.
+
+    Idempotent: a duplicated ``/voice/incoming`` finds the existing row (insert-or-ignore on
+    the unique ``call_sid``), so two web processes cannot create two records.
+    """
+    number = caller_number(raw_from)
+    values: dict[str, Any] = {
+        "call_sid": call_sid,
+        "routing_version_id": routing_version_id,
+        "status": "ringing",
+        "status_sequence": -1,
+        "language_attempts": 0,
+        "need_attempts": 0,
+        "started_at": datetime.now(UTC),
+    }
+    if number:
+        values["caller_hash"] = phone_hash(number)
+        values["sealed_caller"] = _vault().seal(number, context=PHONE_CONTEXT)
+    db.session.execute(insert_ignoring_duplicates(Call, values))
+    call = db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
+    db.session.commit()
+    return call
+
+
+def find_call(call_sid: str) -> Call | None:
+    return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).first()
+
+
+def require_call(call_sid: str, raw_from: str | None = None) -> Call:
+    """The call record, re-created if a mid-call webhook arrives for a call we lost track of."""
+    return find_call(call_sid) or open_call(call_sid, raw_from, None)
+
+
+def record_event(
+    call: Call,
+    kind: str,
+    dedupe_key: str,
+    detail: dict[str, Any] | None = None,
+    *,
+    speech: str | None = None,
+) -> None:
+    """Append an event once: a second event with the same ``dedupe_key`` is ignored.
+
+    ``detail`` must hold no personal data; a speech transcript is sealed separately.
+    """
+    values: dict[str, Any] = {
+        "call_id": call.id,
+        "kind": kind,
+        "dedupe_key": dedupe_key,
+        "detail": detail or {},
+        "occurred_at": datetime.now(UTC),
+    }
+    if speech:
+        values["sealed_detail"] = _vault().seal(speech, context=SPEECH_CONTEXT)
+    db.session.execute(insert_ignoring_duplicates(CallEvent, values))
+
+
+def is_blocked(raw_from: str | None) -> bool:
+    number = caller_number(raw_from)
+    if number is None:
+        return False
+    hashed = phone_hash(number)
+    return db.session.scalar(
+        select(BlockedNumber.id).where(BlockedNumber.number_hash == hashed)
+    ) is not None
+
+
+def apply_status(call: Call, status: str, sequence: int | None, duration: str | None) -> bool:
+    """Move the call to Twilio's ``status`` unless that would go backwards.
+
+    Twilio's status callbacks may arrive twice or out of order. A terminal status is final,
+    and a lower ``SequenceNumber`` never overwrites a higher one. Atomic (one conditional
+    UPDATE), so concurrent deliveries cannot interleave. Returns True if the row changed.
+    """
+    sequence = -1 if sequence is None else sequence
+    values: dict[str, Any] = {"status": status, "status_sequence": max(sequence, call.status_sequence)}
+    if status in TERMINAL_STATUSES:
+        values["ended_at"] = datetime.now(UTC)
+        if duration and duration.isdigit():
+            values["duration_seconds"] = int(duration)
+    result = db.session.execute(
+        update(Call)
+        .where(
+            Call.id == call.id,
+            Call.status.not_in(TERMINAL_STATUSES),
+            Call.status_sequence <= sequence if sequence >= 0 else Call.status_sequence >= -1,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

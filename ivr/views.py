@@ -1,0 +1,259 @@
+"""Twilio voice webhooks. Thin: read the request, ask ``menu``/``routing``, answer TwiML.
+
+Point the Twilio number at these (see README): Voice URL ``/voice/incoming``, status
+callback ``/voice/status``, Fallback URL ``/voice/fallback``. Every route checks
+``X-Twilio-Signature`` first, and every voice route turns any failure into TwiML that dials
+the backup line (``crisisline.failsafe``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, current_app, request, url_for
+
+from crisisline.db import db
+from crisisline.models import Call
+from crisisline.failsafe import failsafe_response, twiml_response, voice_failsafe
+from crisisline.settings import Settings
+from crisisline.twilio_auth import twilio_signed
+from ivr import call_log, twiml
+from ivr.menu import MenuInput, choose_language, choose_need, next_step
+from routing.document import Language, Need, RoutingDocument
+from routing.engine import decide_route
+from routing.store import active_routing
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+MAX_ATTEMPT = 10  # our own URLs never go past retries+1; clamp whatever arrives
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    return settings
+
+
+def _attempt() -> int:
+    raw = request.args.get("attempt", "1")
+    return min(max(int(raw), 1), MAX_ATTEMPT) if raw.isdigit() else 1
+
+
+def _document() -> tuple[int, RoutingDocument] | None:
+    active = active_routing()
+    return (active.version_id, active.document) if active else None
+
+
+@bp.post("/incoming")
+@twilio_signed
+@voice_failsafe
+def incoming() -> Response:
+    """A new call: greeting, confidentiality notice, then the language (or need) menu."""
+    if _settings().line_mode_override == "system_down":
+        return failsafe_response()  # the operator's emergency switch needs no database
+    active = _document()
+    if active is None:
+        return failsafe_response()
+    version_id, document = active
+    call = call_log.open_call(request.form["CallSid"], request.form.get("From"), version_id)
+    call_log.record_event(call, "call.started", "started", {"routing_version": version_id})
+    language = document.default_language
+
+    if call_log.is_blocked(request.form.get("From")):
+        return _to_backup(call, document, language, "blocked", attempt=1)
+    if document.mode == "system_down":
+        return _to_backup(call, document, language, "system_down", attempt=1)
+    db.session.commit()
+
+    lead = [language.prompt("greeting"), language.prompt("confidentiality")]
+    if len(document.languages) == 1:
+        return twiml_response(twiml.need_menu(
+            document, language, action=_need_url(language, 1), lead=lead
+        ))
+    return twiml_response(twiml.language_menu(
+        document, action=url_for("voice.language_menu", attempt=1),
+        lead=[(language, text) for text in lead],
+    ))
+
+
+@bp.post("/menu/language")
+@twilio_signed
+@voice_failsafe
+def language_menu() -> Response:
+    """The caller's answer to the language menu (keypad or speech)."""
+    active = _document()
+    if active is None:
+        return failsafe_response()
+    _, document = active
+    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
+    given = MenuInput.from_form(request.form)
+    attempt = _attempt()
+    step = next_step(choose_language(document, given), given, attempt, document.menu.retries,
+                     document.default_language)
+    detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
+    call.language_attempts = max(call.language_attempts, attempt)
+
+    if step.outcome == "retry":
+        call_log.record_event(call, f"menu.language.{step.reason}", f"language:{attempt}", detail,
+                              speech=given.speech)
+        db.session.commit()
+        language = document.default_language
+        sorry = language.prompt("no_input" if step.reason == "no_input" else "invalid_input")
+        return twiml_response(twiml.language_menu(
+            document, action=url_for("voice.language_menu", attempt=step.attempt),
+            lead=[(language, sorry)],
+        ))
+
+    assert step.choice is not None
+    language = step.choice
+    kind = "menu.language.chosen" if step.outcome == "chosen" else "menu.language.defaulted"
+    call_log.record_event(call, kind, f"language:{attempt}", {**detail, "language": language.code},
+                          speech=given.speech)
+    call.language = language.code
+    db.session.commit()
+    # The notice was heard in the default language; repeat it in the caller's own.
+    lead = [] if language.code == document.menu.default_language else [language.prompt("confidentiality")]
+    return twiml_response(twiml.need_menu(document, language, action=_need_url(language, 1), lead=lead))
+
+
+@bp.post("/menu/need")
+@twilio_signed
+@voice_failsafe
+def need_menu() -> Response:
+    """The caller's answer to the need menu; a choice (or the default) routes the call."""
+    active = _document()
+    if active is None:
+        return failsafe_response()
+    _, document = active
+    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
+    language = document.language(request.args.get("lang"))
+    given = MenuInput.from_form(request.form)
+    attempt = _attempt()
+    default_need = document.need(document.menu.default_need) or document.needs[-1]
+    step = next_step(choose_need(document, language, given), given, attempt, document.menu.retries,
+                     default_need)
+    detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
+    call.need_attempts = max(call.need_attempts, attempt)
+    call.language = call.language or language.code
+
+    if step.outcome == "retry":
+        call_log.record_event(call, f"menu.need.{step.reason}", f"need:{attempt}", detail,
+                              speech=given.speech)
+        db.session.commit()
+        sorry = language.prompt("no_input" if step.reason == "no_input" else "invalid_input")
+        return twiml_response(twiml.need_menu(
+            document, language, action=_need_url(language, step.attempt), lead=[sorry]
+        ))
+
+    assert step.choice is not None
+    need = step.choice
+    kind = "menu.need.chosen" if step.outcome == "chosen" else "menu.need.defaulted"
+    call_log.record_event(call, kind, f"need:{attempt}", {**detail, "need": need.key},
+                          speech=given.speech)
+    call.need = need.key
+    call.menu_completed_at = call.menu_completed_at or datetime.now(UTC)
+    return _route(call, document, language, need)
+
+
+def _route(call: Call, document: RoutingDocument, language: Language, need: Need) -> Response:
+    decision = decide_route(document, language.code, need, datetime.now(UTC))
+    call_log.record_event(call, "route.decided", "route", {
+        "target": decision.target,
+        "reason": decision.reason,
+        "language_matched": decision.language_matched,
+        "responders": [r.id for r in decision.responders],
+    })
+    if decision.target == "backup":
+        key = {"system_down": "system_down", "need_routes_to_backup": "connecting"}.get(
+            decision.reason, "nobody_available"
+        )
+        return _to_backup(call, document, language, key, attempt=1)
+    call.route = decision.target
+    db.session.commit()
+    return twiml_response(twiml.connect(
+        document, language, decision,
+        action=url_for("voice.dial_result", lang=language.code, need=need.key),
+        caller_id=request.form.get("To") or _settings().line_phone_number,
+    ))
+
+
+@bp.post("/dial-result")
+@twilio_signed
+@voice_failsafe
+def dial_result() -> Response:
+    """The responders' ``<Dial>`` ended: done if someone answered, otherwise the backup line."""
+    active = _document()
+    if active is None:
+        return failsafe_response()
+    _, document = active
+    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
+    language = document.language(request.args.get("lang"))
+    status = request.form.get("DialCallStatus", "")
+    call_log.record_event(call, "dial.result", "dial", {"status": status})
+    if status == "completed":
+        db.session.commit()
+        return twiml_response(twiml.finished())
+    return _to_backup(call, document, language, "nobody_available", attempt=1)
+
+
+@bp.post("/backup-result")
+@twilio_signed
+@voice_failsafe
+def backup_result() -> Response:
+    """The backup line's ``<Dial>`` ended: done if answered, else retry, else the last resort."""
+    active = _document()
+    if active is None:
+        return failsafe_response()
+    _, document = active
+    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
+    language = document.language(request.args.get("lang"))
+    attempt = _attempt()
+    status = request.form.get("DialCallStatus", "")
+    call_log.record_event(call, "backup.result", f"backup-result:{attempt}",
+                          {"attempt": attempt, "status": status})
+    if status == "completed":
+        db.session.commit()
+        return twiml_response(twiml.finished())
+    if attempt < document.transfer.backup_attempts:
+        return _to_backup(call, document, language, "backup_retry", attempt=attempt + 1)
+    call_log.record_event(call, "backup.unreachable", "backup-unreachable", {"attempts": attempt})
+    db.session.commit()
+    return twiml_response(twiml.last_resort(language))
+
+
+def _to_backup(
+    call: Call, document: RoutingDocument, language: Language, message_key: str,
+    *, attempt: int,
+) -> Response:
+    call_log.record_event(call, "backup.dialled", f"backup:{attempt}",
+                          {"attempt": attempt, "reason": message_key})
+    call.route = call.route or ("backup" if message_key != "blocked" else "blocked")
+    db.session.commit()
+    return twiml_response(twiml.backup(
+        document, language, message_key=message_key,
+        action=url_for("voice.backup_result", lang=language.code, attempt=attempt),
+    ))
+
+
+def _need_url(language: Language, attempt: int) -> str:
+    return url_for("voice.need_menu", lang=language.code, attempt=attempt)
+
+
+@bp.post("/status")
+@twilio_signed
+def status_callback() -> Response:
+    """Twilio's call status callback for the caller's leg. Idempotent; never controls the call."""
+    form = request.form
+    call = call_log.require_call(form["CallSid"], form.get("From"))
+    status = form.get("CallStatus", "")
+    sequence = form.get("SequenceNumber", "")
+    if call_log.apply_status(call, status, int(sequence) if sequence.isdigit() else None,
+                             form.get("CallDuration")):
+        call_log.record_event(call, "call.status", f"status:{status}", {"status": status})
+    db.session.commit()
+    return Response(status=204)
+
+
+@bp.post("/fallback")
+@twilio_signed
+def fallback() -> Response:
+    """Twilio's Fallback URL: reached when our main webhook failed. Settings only, no DB."""
+    return failsafe_response()

@@ -1,0 +1,85 @@
+"""Who to ring for a caller's language and need: the one routing engine every entry point uses.
+
+Pure functions over a :class:`RoutingDocument`; the caller supplies the time and which
+responders are unavailable, so the same rules serve voice, SMS, callbacks and the admin's
+"who would ring now" simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from routing.document import Need, Responder, RoutingDocument
+from routing.schedule import on_call
+
+MAX_SIMULTANEOUS_NUMBERS = 10  # Twilio's limit of <Number> nouns in one <Dial>
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Where a contact goes. ``responders`` is empty exactly when ``target == "backup"``."""
+
+    target: str  # "counselors", "co_responders" or "backup"
+    responders: tuple[Responder, ...]
+    language_matched: bool
+    reason: str
+
+
+def decide_route(
+    document: RoutingDocument,
+    language_code: str,
+    need: Need,
+    moment: datetime,
+    *,
+    unavailable: Collection[str] = (),
+    last_offered: Mapping[str, datetime] | None = None,
+) -> RouteDecision:
+    """Choose the responders for ``need`` in ``language_code`` at ``moment``.
+
+    Order of preference: the need's target with a responder who speaks the language; its
+    fallback target likewise; then (if the line allows) any on-call responder of those
+    targets with the caller told there is no language match; then the backup line.
+    Within a pool, the least recently offered responder comes first.
+    """
+    if document.mode == "system_down":
+        return RouteDecision("backup", (), True, "system_down")
+    targets = [need.target] + ([need.fallback] if need.fallback else [])
+    present = [r for r in on_call(document, moment) if r.id not in unavailable]
+    pools = [(target, _pool(present, target, need)) for target in targets if target != "backup"]
+
+    for target, pool in pools:
+        speakers = [r for r in pool if language_code in r.languages]
+        if speakers:
+            return RouteDecision(target, _ordered(speakers, last_offered), True, "matched")
+    if document.transfer.language_fallback == "any_language":
+        for target, pool in pools:
+            if pool:
+                return RouteDecision(target, _ordered(pool, last_offered), False, "no_language_match")
+    if need.target == "backup":
+        return RouteDecision("backup", (), True, "need_routes_to_backup")
+    return RouteDecision("backup", (), False, "nobody_on_call")
+
+
+def _pool(present: list[Responder], target: str, need: Need) -> list[Responder]:
+    kind = "counselor" if target == "counselors" else "co_responder"
+    # Co-responder units with no listed skills take every need routed to them.
+    return [
+        r for r in present
+        if r.kind == kind and (need.skill in r.skills or (kind == "co_responder" and not r.skills))
+    ]
+
+
+def _ordered(
+    pool: list[Responder], last_offered: Mapping[str, datetime] | None
+) -> tuple[Responder, ...]:
+    if not last_offered:
+        return tuple(pool)
+    never = datetime.min.replace(tzinfo=None)
+
+    def key(responder: Responder) -> tuple[bool, datetime]:
+        offered = last_offered.get(responder.id)
+        return (offered is not None, offered.replace(tzinfo=None) if offered else never)
+
+    return tuple(sorted(pool, key=key))

@@ -1,0 +1,39 @@
+"""Who is on call at a moment: weekly shifts in the line's time zone, then one-off overrides."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from routing.document import Responder, RoutingDocument, Shift
+
+
+def local_time(document: RoutingDocument, moment: datetime) -> datetime:
+    """``moment`` (aware) as a naive wall-clock time in the line's time zone."""
+    return moment.astimezone(document.timezone).replace(tzinfo=None)
+
+
+def shift_covers(shift: Shift, wall_clock: datetime) -> bool:
+    """True when ``wall_clock`` (line-local, naive) falls inside this weekly shift."""
+    day, moment = wall_clock.weekday(), wall_clock.time()
+    end = shift.end or time.max
+    if shift.start < end:
+        return day in shift.weekdays and shift.start <= moment < end
+    # Past midnight: the evening part belongs to the listed day, the early hours to the next.
+    previous_day = (wall_clock - timedelta(days=1)).weekday()
+    return (day in shift.weekdays and moment >= shift.start) or (
+        previous_day in shift.weekdays and moment < end
+    )
+
+
+def is_on_call(responder: Responder, wall_clock: datetime) -> bool:
+    """Overrides win over the weekly rota; among overlapping overrides the latest-starting wins."""
+    covering = [o for o in responder.overrides if o.start <= wall_clock < o.end]
+    if covering:
+        return max(covering, key=lambda override: override.start).on_call
+    return any(shift_covers(shift, wall_clock) for shift in responder.shifts)
+
+
+def on_call(document: RoutingDocument, moment: datetime) -> list[Responder]:
+    """Every responder on call at ``moment``, in config order."""
+    wall_clock = local_time(document, moment)
+    return [r for r in document.responders if is_on_call(r, wall_clock)]

@@ -1,0 +1,570 @@
+"""Routing YAML → :class:`RoutingDocument`, or every problem with its place in the file.
+
+Problems read like ``needs[2].digit: 3 is already used by needs[0]``. Errors refuse the
+document whole; warnings (e.g. a language nobody on the rota speaks) are reported but allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from crisisline.phone import InvalidPhoneNumber, to_e164
+from crisisline.settings import LINE_MODES
+from routing.document import (
+    PROMPT_PLACEHOLDERS,
+    TARGETS,
+    Language,
+    MenuSettings,
+    Need,
+    Override,
+    Responder,
+    RoutingDocument,
+    Shift,
+    TransferSettings,
+)
+
+T = TypeVar("T")
+WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+DAY_GROUPS = {"daily": set(range(7)), "weekdays": set(range(5)), "weekends": {5, 6}}
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        prefix = "" if self.severity == "error" else "warning: "
+        return f"{prefix}{self.path}: {self.message}" if self.path else f"{prefix}{self.message}"
+
+
+class InvalidRoutingDocument(ValueError):
+    """A routing document with at least one error; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(problem) for problem in problems))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without YAML 1.1's surprises: ``no`` stays a string (Norwegian), ``9:30`` stays
+    a time rather than the integer 570, and dates stay text for our own parser."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag
+        not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+)
+
+
+def parse_yaml(text: str) -> tuple[Any, list[Problem]]:
+    """Parse YAML text; a syntax error becomes a problem with its line and column."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader), []  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        return None, [Problem(where, f"YAML syntax error: {error.problem}")]
+    except yaml.YAMLError as error:
+        return None, [Problem("", f"YAML error: {error}")]
+
+
+def validate_text(text: str) -> tuple[RoutingDocument | None, list[Problem]]:
+    """Validate routing YAML. Returns the document only when there are no errors."""
+    raw, problems = parse_yaml(text)
+    if problems:
+        return None, problems
+    return validate(raw)
+
+
+def load_document(text: str) -> RoutingDocument:
+    """Validate routing YAML or raise :class:`InvalidRoutingDocument`."""
+    document, problems = validate_text(text)
+    if document is None:
+        raise InvalidRoutingDocument([p for p in problems if p.severity == "error"])
+    return document
+
+
+def validate(raw: Any) -> tuple[RoutingDocument | None, list[Problem]]:
+    """Validate an already-parsed document (a dict, as from YAML or JSON)."""
+    checker = _Checker()
+    document = checker.document(raw)
+    errors = [p for p in checker.problems if p.severity == "error"]
+    return (None if errors else document), checker.problems
+
+
+class _Checker:
+    """Walks the raw document once, collecting every problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message, "warning"))
+
+    # --- small typed readers -------------------------------------------------------------
+
+    def mapping(self, raw: Any, path: str, allowed: set[str], required: set[str]) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.error(path, f"must be a mapping, not {_kind(raw)}")
+            return {}
+        for key in raw:
+            if key not in allowed:
+                self.error(_join(path, str(key)), "unknown key (check the spelling)")
+        for key in sorted(required - raw.keys()):
+            self.error(_join(path, key), "missing")
+        return raw
+
+    def text(self, raw: dict[str, Any], key: str, path: str, default: str | None = None) -> str:
+        value = raw.get(key, default)
+        if value is None:
+            return ""
+        if not isinstance(value, str) or not value.strip():
+            self.error(_join(path, key), f"must be non-empty text, not {_kind(value)}")
+            return ""
+        return value.strip()
+
+    def integer(
+        self, raw: dict[str, Any], key: str, path: str, low: int, high: int, default: int
+    ) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(_join(path, key), f"must be a whole number, not {_kind(value)}")
+            return default
+        if not low <= value <= high:
+            self.error(_join(path, key), f"must be between {low} and {high}, not {value}")
+            return default
+        return value
+
+    def items(self, raw: Any, path: str) -> list[Any]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.error(path, f"must be a list, not {_kind(raw)}")
+            return []
+        return raw
+
+    def words(self, raw: Any, path: str) -> tuple[str, ...]:
+        words = []
+        for index, word in enumerate(self.items(raw, path)):
+            if not isinstance(word, str) or not word.strip():
+                self.error(f"{path}[{index}]", "must be non-empty text")
+            else:
+                words.append(word.strip())
+        return tuple(words)
+
+    def digit(self, raw: dict[str, Any], path: str, seen: dict[int, str]) -> int:
+        value = raw.get("digit")
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+            self.error(_join(path, "digit"), f"must be a single keypad digit 0-9, not {value!r}")
+            return -1
+        if value in seen:
+            self.error(_join(path, "digit"), f"{value} is already used by {seen[value]}")
+        else:
+            seen[value] = path
+        return value
+
+    def phone(self, raw: dict[str, Any], key: str, path: str, region: str) -> str:
+        value = raw.get(key)
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            self.error(_join(path, key), "missing or not text; quote phone numbers")
+            return ""
+        try:
+            return to_e164(str(value), region)
+        except InvalidPhoneNumber:
+            self.error(_join(path, key), "not a valid phone number")
+            return ""
+
+    def unique_id(self, raw: dict[str, Any], path: str, seen: dict[str, str], what: str) -> str:
+        key_name = "key" if what == "need" else ("code" if what == "language" else "id")
+        value = raw.get(key_name)
+        pattern = LANGUAGE_CODE if what == "language" else IDENTIFIER
+        if not isinstance(value, str) or not pattern.match(value):
+            hint = "a code like 'en' or 'es'" if what == "language" else "lowercase letters, digits, - or _"
+            self.error(_join(path, key_name), f"{value!r} is not valid ({hint})")
+            return ""
+        if value in seen:
+            self.error(_join(path, key_name), f"{value!r} is already used by {seen[value]}")
+        else:
+            seen[value] = path
+        return value
+
+    # --- sections --------------------------------------------------------------------------
+
+    def document(self, raw: Any) -> RoutingDocument | None:
+        top = self.mapping(
+            raw,
+            "",
+            {"version", "line", "menu", "transfer", "languages", "needs", "counselors",
+             "co_responder_units"},
+            {"line", "menu", "languages", "needs"},
+        )
+        if not top:
+            return None
+        if top.get("version", 1) != 1:
+            self.error("version", "only version 1 is understood")
+        line = self.mapping(
+            top.get("line", {}), "line",
+            {"name", "timezone", "region", "mode", "backup_number"},
+            {"name", "timezone", "backup_number"},
+        )
+        name = self.text(line, "name", "line")
+        timezone = self.timezone(line)
+        region = self.text(line, "region", "line", "US").upper()
+        mode = self.text(line, "mode", "line", "normal")
+        if mode and mode not in LINE_MODES:
+            self.error("line.mode", f"{mode!r} is not one of {', '.join(LINE_MODES)}")
+        backup = self.phone(line, "backup_number", "line", region)
+
+        languages = self.languages(top.get("languages"))
+        codes = {language.code for language in languages}
+        needs = self.needs(top.get("needs"), codes, single_language=len(languages) == 1)
+        keys = {need.key for need in needs}
+        responders = self.responders(top, codes, keys, region)
+        menu = self.menu(top.get("menu", {}), codes, keys)
+        transfer = self.transfer(top.get("transfer", {}))
+        self.coverage_warnings(languages, needs, responders)
+        if not languages or not needs or timezone is None:
+            return None
+        return RoutingDocument(
+            line_name=name, timezone=timezone, region=region, mode=mode, backup_number=backup,
+            menu=menu, transfer=transfer, languages=tuple(languages), needs=tuple(needs),
+            responders=tuple(responders),
+        )
+
+    def timezone(self, line: dict[str, Any]) -> ZoneInfo | None:
+        value = line.get("timezone")
+        if not isinstance(value, str):
+            return None  # reported as missing already, or reported here
+        try:
+            return ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.error("line.timezone", f"{value!r} is not an IANA time zone like 'America/Chicago'")
+            return None
+
+    def languages(self, raw: Any) -> list[Language]:
+        result: list[Language] = []
+        codes: dict[str, str] = {}
+        digits: dict[int, str] = {}
+        words: dict[str, str] = {}
+        entries = self.items(raw, "languages")
+        if raw is not None and not entries:
+            self.error("languages", "at least one language is needed")
+        if len(entries) > 9:
+            self.error("languages", "at most 9 languages fit on a keypad menu")
+        for index, entry in enumerate(entries):
+            path = f"languages[{index}]"
+            item = self.mapping(
+                entry, path,
+                {"code", "digit", "name", "twilio_language", "voice", "speech_words", "prompts"},
+                {"code", "digit", "name", "twilio_language", "prompts"},
+            )
+            if not item:
+                continue
+            code = self.unique_id(item, path, codes, "language")
+            digit = self.digit(item, path, digits)
+            speech = self.words(item.get("speech_words"), f"{path}.speech_words")
+            for word in speech:
+                normal = normalise_words(word)
+                if normal in words:
+                    self.error(f"{path}.speech_words", f"{word!r} is already used by {words[normal]}")
+                words[normal] = path
+            prompts = self.prompts(item.get("prompts"), path)
+            result.append(Language(
+                code=code, digit=digit, name=self.text(item, "name", path),
+                twilio_language=self.text(item, "twilio_language", path),
+                voice=self.text(item, "voice", path),
+                speech_words=speech, prompts=prompts,
+            ))
+        return result
+
+    def prompts(self, raw: Any, path: str) -> dict[str, str]:
+        if not isinstance(raw, dict):
+            self.error(f"{path}.prompts", f"must be a mapping, not {_kind(raw)}")
+            return {}
+        prompts: dict[str, str] = {}
+        for key in PROMPT_PLACEHOLDERS:
+            if key not in raw:
+                self.error(path, f"prompt {key!r} missing")
+        for key, value in raw.items():
+            where = f"{path}.prompts.{key}"
+            if key not in PROMPT_PLACEHOLDERS:
+                self.error(where, "unknown prompt (check the spelling)")
+                continue
+            if not isinstance(value, str) or not value.strip():
+                self.error(where, "must be non-empty text")
+                continue
+            try:
+                used = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+            except ValueError as error:
+                self.error(where, f"broken {{placeholder}}: {error}")
+                continue
+            for missing in sorted(PROMPT_PLACEHOLDERS[key] - used):
+                self.error(where, f"must contain {{{missing}}}")
+            for unknown in sorted(used - PROMPT_PLACEHOLDERS[key]):
+                self.error(where, f"unknown placeholder {{{unknown}}}")
+            prompts[key] = value.strip()
+        return prompts
+
+    def needs(self, raw: Any, codes: set[str], *, single_language: bool) -> list[Need]:
+        result: list[Need] = []
+        keys: dict[str, str] = {}
+        digits: dict[int, str] = {}
+        words: dict[tuple[str, str], str] = {}
+        entries = self.items(raw, "needs")
+        if raw is not None and not entries:
+            self.error("needs", "at least one need is needed")
+        for index, entry in enumerate(entries):
+            path = f"needs[{index}]"
+            item = self.mapping(
+                entry, path,
+                {"key", "digit", "target", "fallback", "skill", "labels", "speech_words"},
+                {"key", "digit", "target", "labels"},
+            )
+            if not item:
+                continue
+            key = self.unique_id(item, path, keys, "need")
+            digit = self.digit(item, path, digits)
+            target = self.text(item, "target", path)
+            if target and target not in TARGETS:
+                self.error(f"{path}.target", f"{target!r} is not one of {', '.join(TARGETS)}")
+            fallback = item.get("fallback")
+            if fallback is not None and fallback not in TARGETS:
+                self.error(f"{path}.fallback", f"{fallback!r} is not one of {', '.join(TARGETS)}")
+            labels = self.per_language(item.get("labels"), f"{path}.labels", codes, self.label)
+            speech = self.per_language(
+                item.get("speech_words") or {}, f"{path}.speech_words", codes, self.words,
+                require_all=False,
+            )
+            for code, code_words in speech.items():
+                for word in code_words:
+                    normal = (code, normalise_words(word))
+                    if normal in words:
+                        self.error(f"{path}.speech_words.{code}",
+                                   f"{word!r} is already used by {words[normal]}")
+                    words[normal] = path
+            skill = item.get("skill", key)
+            result.append(Need(
+                key=key, digit=digit, target=target, fallback=fallback,
+                skill=skill if isinstance(skill, str) else key, labels=labels, speech_words=speech,
+            ))
+        return result
+
+    def label(self, raw: Any, path: str) -> str:
+        if not isinstance(raw, str) or not raw.strip():
+            self.error(path, "must be non-empty text")
+            return ""
+        return raw.strip()
+
+    def per_language(
+        self, raw: Any, path: str, codes: set[str], read: Callable[[Any, str], T],
+        *, require_all: bool = True,
+    ) -> dict[str, T]:
+        if not isinstance(raw, dict):
+            self.error(path, f"must be a mapping of language code to value, not {_kind(raw)}")
+            return {}
+        result: dict[str, T] = {}
+        for code, value in raw.items():
+            if code not in codes:
+                self.error(f"{path}.{code}", "not one of the line's languages")
+                continue
+            result[code] = read(value, f"{path}.{code}")
+        if require_all:
+            for code in sorted(codes - raw.keys()):
+                self.error(path, f"missing for language {code!r}")
+        return result
+
+    def responders(
+        self, top: dict[str, Any], codes: set[str], needs: set[str], region: str
+    ) -> list[Responder]:
+        result: list[Responder] = []
+        ids: dict[str, str] = {}
+        for section, kind in (("counselors", "counselor"), ("co_responder_units", "co_responder")):
+            for index, entry in enumerate(self.items(top.get(section), section)):
+                path = f"{section}[{index}]"
+                item = self.mapping(
+                    entry, path,
+                    {"id", "name", "phone", "languages", "skills", "shifts", "overrides"},
+                    {"id", "name", "phone", "languages"},
+                )
+                if not item:
+                    continue
+                responder_id = self.unique_id(item, path, ids, "responder")
+                languages = self.words(item.get("languages"), f"{path}.languages")
+                for offset, code in enumerate(languages):
+                    if code not in codes:
+                        self.error(f"{path}.languages[{offset}]", f"{code!r} is not one of the line's languages")
+                skills = self.words(item.get("skills"), f"{path}.skills")
+                for offset, skill in enumerate(skills):
+                    if skill not in needs:
+                        self.error(f"{path}.skills[{offset}]", f"{skill!r} is not a need key")
+                result.append(Responder(
+                    id=responder_id, kind=kind, name=self.text(item, "name", path),
+                    phone=self.phone(item, "phone", path, region), languages=languages,
+                    skills=frozenset(skills),
+                    shifts=tuple(self.shifts(item.get("shifts"), f"{path}.shifts")),
+                    overrides=tuple(self.overrides(item.get("overrides"), f"{path}.overrides")),
+                ))
+        return result
+
+    def shifts(self, raw: Any, path: str) -> list[Shift]:
+        result = []
+        for index, entry in enumerate(self.items(raw, path)):
+            where = f"{path}[{index}]"
+            item = self.mapping(entry, where, {"days", "start", "end"}, {"days", "start", "end"})
+            if not item:
+                continue
+            days = self.weekdays(item.get("days"), f"{where}.days")
+            start = self.time_of_day(item.get("start"), f"{where}.start")
+            end = self.time_of_day(item.get("end"), f"{where}.end")
+            if start is not None and end is not None and start == end:
+                self.error(where, "start and end are the same time")
+            if days and start is not None and end is not None:
+                result.append(Shift(frozenset(days), start, None if end == time(0) else end))
+        return result
+
+    def weekdays(self, raw: Any, path: str) -> set[int]:
+        if isinstance(raw, str):
+            raw = [raw]
+        days: set[int] = set()
+        for index, day in enumerate(self.items(raw, path)):
+            name = str(day).lower()[:3] if str(day).lower() not in DAY_GROUPS else str(day).lower()
+            if name in DAY_GROUPS:
+                days |= DAY_GROUPS[name]
+            elif name in WEEKDAYS:
+                days.add(WEEKDAYS[name])
+            else:
+                self.error(f"{path}[{index}]", f"{day!r} is not a day (mon … sun, weekdays, weekends, daily)")
+        return days
+
+    def time_of_day(self, raw: Any, path: str) -> time | None:
+        match = TIME_OF_DAY.match(raw) if isinstance(raw, str) else None
+        if not match or (match.group(1) == "24" and match.group(2) != "00"):
+            self.error(path, f"{raw!r} is not a time of day like '08:00' or '24:00'")
+            return None
+        hour = int(match.group(1))
+        return time(0) if hour == 24 else time(hour, int(match.group(2)))
+
+    def overrides(self, raw: Any, path: str) -> list[Override]:
+        result = []
+        for index, entry in enumerate(self.items(raw, path)):
+            where = f"{path}[{index}]"
+            item = self.mapping(entry, where, {"start", "end", "on_call"}, {"start", "end", "on_call"})
+            if not item:
+                continue
+            start = self.local_datetime(item.get("start"), f"{where}.start")
+            end = self.local_datetime(item.get("end"), f"{where}.end")
+            on_call = item.get("on_call")
+            if not isinstance(on_call, bool):
+                self.error(f"{where}.on_call", "must be true or false")
+            elif start and end:
+                if end <= start:
+                    self.error(where, "end must be after start")
+                else:
+                    result.append(Override(start, end, on_call))
+        return result
+
+    def local_datetime(self, raw: Any, path: str) -> datetime | None:
+        try:
+            value = datetime.fromisoformat(str(raw))
+        except ValueError:
+            self.error(path, f"{raw!r} is not a local date and time like '2026-12-24T18:00'")
+            return None
+        if value.tzinfo is not None:
+            self.error(path, "give local time without an offset; the line's time zone applies")
+            return None
+        return value
+
+    def menu(self, raw: Any, codes: set[str], needs: set[str]) -> MenuSettings:
+        item = self.mapping(
+            raw, "menu", {"timeout_seconds", "retries", "default_language", "default_need"},
+            {"default_need"},
+        )
+        default_language = item.get("default_language")
+        if default_language is None and codes:
+            default_language = sorted(codes)[0]
+        if default_language not in codes:
+            self.error("menu.default_language", f"{default_language!r} is not one of the line's languages")
+        default_need = item.get("default_need")
+        if "default_need" in item and default_need not in needs:
+            self.error("menu.default_need", f"{default_need!r} is not a need key")
+        return MenuSettings(
+            timeout_seconds=self.integer(item, "timeout_seconds", "menu", 2, 30, 6),
+            retries=self.integer(item, "retries", "menu", 0, 5, 2),
+            default_language=str(default_language), default_need=str(default_need),
+        )
+
+    def transfer(self, raw: Any) -> TransferSettings:
+        item = self.mapping(
+            raw, "transfer", {"ring_timeout_seconds", "backup_attempts", "language_fallback"}, set()
+        )
+        fallback = self.text(item, "language_fallback", "transfer", "any_language")
+        if fallback not in ("any_language", "backup"):
+            self.error("transfer.language_fallback", "must be 'any_language' or 'backup'")
+        return TransferSettings(
+            ring_timeout_seconds=self.integer(item, "ring_timeout_seconds", "transfer", 5, 120, 20),
+            backup_attempts=self.integer(item, "backup_attempts", "transfer", 1, 5, 3),
+            language_fallback=fallback,
+        )
+
+    def coverage_warnings(
+        self, languages: list[Language], needs: list[Need], responders: list[Responder]
+    ) -> None:
+        for index, language in enumerate(languages):
+            if language.code and not any(language.code in r.languages for r in responders):
+                self.warn(f"languages[{index}]", f"nobody on the rota speaks {language.name or language.code}")
+        for index, need in enumerate(needs):
+            if need.target == "counselors" and not any(
+                r.kind == "counselor" and need.skill in r.skills for r in responders
+            ):
+                self.warn(f"needs[{index}]", f"no counselor has the skill {need.skill!r}")
+            if need.target == "co_responders" and not any(r.kind == "co_responder" for r in responders):
+                self.warn(f"needs[{index}]", "there are no co_responder_units")
+
+
+def normalise_words(text: str) -> str:
+    """Lower-case, accent-free, single-spaced text for matching speech to configured words."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    letters = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(re.sub(r"[^\w\s]", " ", letters).split())
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)

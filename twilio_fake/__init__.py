@@ -1,0 +1,5 @@
+"""A local stand-in for Twilio: signed webhooks, a TwiML-following phone and a fake REST API.
+
+Nothing here is imported by the app itself. Tests and the local sandbox use it to play
+Twilio's part over real HTTP, following ``shared/reference/twilio-semantics.md``.
+"""
