@@ -73,7 +73,15 @@ class Settings:
         if environment not in ENVIRONMENTS:
             problems.append(f"CRISISLINE_ENV: {environment!r} is not one of {ENVIRONMENTS}")
         production = environment == "production"
-        dev_secrets = {} if production else _development_secrets(environment)
+        generated: dict[str, str] = {}
+
+        def dev_secret(name: str) -> str:
+            # Made (and kept in instance/) only when a development value is actually missing.
+            if production:
+                return ""
+            if not generated:
+                generated.update(_development_secrets(environment))
+            return generated.get(name, "")
 
         def required_in_production(name: str) -> str:
             value = env.get(name, "").strip()
@@ -82,7 +90,7 @@ class Settings:
             if production:
                 problems.append(f"{name}: required in production")
                 return ""
-            return dev_secrets.get(name, "")
+            return dev_secret(name)
 
         secret_key = required_in_production("SECRET_KEY")
         if production and secret_key and len(secret_key) < 32:
@@ -122,12 +130,8 @@ class Settings:
         if production and not public_base_url:
             problems.append("PUBLIC_BASE_URL: required in production (Twilio signs this URL)")
 
-        account_sid = env.get("TWILIO_ACCOUNT_SID", "").strip() or dev_secrets.get(
-            "TWILIO_ACCOUNT_SID", ""
-        )
-        auth_token = env.get("TWILIO_AUTH_TOKEN", "").strip() or dev_secrets.get(
-            "TWILIO_AUTH_TOKEN", ""
-        )
+        account_sid = env.get("TWILIO_ACCOUNT_SID", "").strip() or dev_secret("TWILIO_ACCOUNT_SID")
+        auth_token = env.get("TWILIO_AUTH_TOKEN", "").strip() or dev_secret("TWILIO_AUTH_TOKEN")
         if production and not (account_sid and auth_token):
             problems.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required in production")
         if account_sid and not (account_sid.startswith("AC") and len(account_sid) == 34):

@@ -29,7 +29,7 @@ class ActiveRouting:
 
 
 _cache_lock = threading.Lock()
-_cache: dict[int, ActiveRouting] = {}
+_cache: dict[tuple[int, str], ActiveRouting] = {}
 
 
 def _vault() -> Vault:
@@ -68,18 +68,22 @@ def source_of(version: RoutingVersion) -> str:
 
 def active_routing() -> ActiveRouting | None:
     """The active document, or None if nothing was ever published. One cheap query per call."""
-    version_id = db.session.scalar(select(db.func.max(RoutingVersion.id)))
-    if version_id is None:
+    newest = db.session.execute(
+        select(RoutingVersion.id, RoutingVersion.digest).order_by(RoutingVersion.id.desc()).limit(1)
+    ).first()
+    if newest is None:
         return None
+    # Keyed by digest too: ids can be reused after a restore, contents cannot collide.
+    key = (newest.id, newest.digest)
     with _cache_lock:
-        cached = _cache.get(version_id)
+        cached = _cache.get(key)
     if cached is not None:
         return cached
-    version = db.session.get(RoutingVersion, version_id)
+    version = db.session.get(RoutingVersion, newest.id)
     if version is None:
         return None
-    active = ActiveRouting(version_id, load_document(source_of(version)))
+    active = ActiveRouting(version.id, load_document(source_of(version)))
     with _cache_lock:
         _cache.clear()  # only the newest version is ever served
-        _cache[version_id] = active
+        _cache[key] = active
     return active

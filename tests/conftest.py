@@ -1,0 +1,165 @@
+"""Shared fixtures: real SQLite and PostgreSQL (via Alembic migrations), a real Redis, and a
+phone that calls the app with webhooks signed exactly as Twilio signs them.
+
+Fixture shapes follow flaskr (``app``/``client``) and Indico (factory fixtures).
+PostgreSQL tests are skipped, with the reason, when no server answers at TEST_POSTGRES_URL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+
+from crisisline import create_app
+from crisisline.db import db
+from crisisline.redis_server import start_redis
+from crisisline.settings import DEFAULT_ROUTING_FILE, Settings
+from routing import store
+from twilio_fake.phone import Phone, WsgiTransport
+
+TEST_ACCOUNT_SID = "AC" + "7" * 32
+TEST_AUTH_TOKEN = "d2f1c0ffee0d2f1c0ffee0d2f1c0ffee"
+TEST_DATA_KEY = "bG9jYWwtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhISE="
+TEST_BACKUP_NUMBER = "+18005550199"
+LINE_NUMBER = "+13125550100"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+POSTGRES_TEST_DB = "crisisline_test"
+
+
+def settings_for(database_url: str, redis_url: str, **extra: str) -> Settings:
+    env = {
+        "CRISISLINE_ENV": "test",
+        "SECRET_KEY": "test-secret-key-that-is-long-enough-123",
+        "DATA_ENCRYPTION_KEY": TEST_DATA_KEY,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "TWILIO_ACCOUNT_SID": TEST_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
+        "BACKUP_NUMBER": TEST_BACKUP_NUMBER,
+        "ROUTING_FILE": str(DEFAULT_ROUTING_FILE),
+        "LOG_LEVEL": "WARNING",
+    }
+    env.update(extra)
+    return Settings.from_env(env)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: TEST_REDIS_URL if given, else a private redis-server for this run."""
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+        return
+    server = start_redis(tmp_path_factory.mktemp("redis"), persist=False)
+    yield server.url
+    server.stop()
+
+
+def _postgres_database_url() -> str:
+    """A fresh ``crisisline_test`` database on the local server, or skip with the reason."""
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {POSTGRES_TEST_DB} WITH (FORCE)")
+            connection.execute(f"CREATE DATABASE {POSTGRES_TEST_DB}")
+    except psycopg.OperationalError as error:
+        pytest.skip(f"PostgreSQL not reachable at TEST_POSTGRES_URL ({type(error).__name__})")
+    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
+    return f"{base}/{POSTGRES_TEST_DB}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Each database backend, migrated once per test session with Alembic (not create_all)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'line.db'}"
+    else:
+        url = _postgres_database_url()
+    return url
+
+
+_migrated: set[str] = set()
+
+
+def _empty_all_tables(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for table in reversed(db.metadata.sorted_tables):
+            connection.execute(text(f"DELETE FROM {table.name}"))
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return settings_for(database_url, redis_url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    """The app on a migrated, empty database with the example routing published."""
+    app = create_app(settings)
+    with app.app_context():
+        if settings.database_url not in _migrated:
+            upgrade()
+            _migrated.add(settings.database_url)
+        store.publish(DEFAULT_ROUTING_FILE.read_text(), published_by="tests")
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    _empty_all_tables(settings.database_url)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def phone(client: FlaskClient) -> Phone:
+    """Calls the app in-process, signing every webhook as Twilio would for http://localhost."""
+    return Phone(WsgiTransport(client), "http://localhost", TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER)
+
+
+@pytest.fixture
+def example_routing() -> dict[str, Any]:
+    """The shipped example routing document as plain data, for tests to modify."""
+    loaded: dict[str, Any] = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text())
+    return loaded
+
+
+@pytest.fixture
+def publish_routing(app: Flask, example_routing: dict[str, Any]) -> Callable[..., int]:
+    """Factory: publish the example routing after ``change(document)`` edits it; returns the id."""
+
+    def publish(change: Callable[[dict[str, Any]], None] | None = None) -> int:
+        document = yaml.safe_load(yaml.safe_dump(example_routing))
+        if change:
+            change(document)
+        with app.app_context():
+            return store.publish(yaml.safe_dump(document, allow_unicode=True), published_by="tests").id
+
+    return publish
+
+
+def table_row_counts(app: Flask) -> dict[str, int]:
+    """Rows per table: for asserting that a refused request wrote nothing."""
+    with app.app_context():
+        return {
+            table.name: db.session.execute(text(f"SELECT COUNT(*) FROM {table.name}")).scalar_one()
+            for table in db.metadata.sorted_tables
+        }
+
+
+ROOT = Path(__file__).resolve().parent.parent
