@@ -38,8 +38,8 @@ def decide_route(
 ) -> RouteDecision:
     """Choose the responders for ``need`` in ``language_code`` at ``moment``.
 
-    Order of preference: the need's target with a responder who speaks the language; its
-    fallback target likewise; then (if the line allows) any on-call responder of those
+    Order of preference: the need's target with a responder who has the need's skill and
+    speaks the language; its fallback target (anyone of that kind on call) likewise; then (if the line allows) any on-call responder of those
     targets with the caller told there is no language match; then the backup line.
     Within a pool, the least recently offered responder comes first.
     """
@@ -47,7 +47,11 @@ def decide_route(
         return RouteDecision("backup", (), True, "system_down")
     targets = [need.target] + ([need.fallback] if need.fallback else [])
     present = [r for r in on_call(document, moment) if r.id not in unavailable]
-    pools = [(target, _pool(present, target, need)) for target in targets if target != "backup"]
+    pools = [
+        (target, _pool(present, target, need, is_fallback=index > 0))
+        for index, target in enumerate(targets)
+        if target != "backup"
+    ]
 
     for target, pool in pools:
         speakers = [r for r in pool if language_code in r.languages]
@@ -62,12 +66,14 @@ def decide_route(
     return RouteDecision("backup", (), False, "nobody_on_call")
 
 
-def _pool(present: list[Responder], target: str, need: Need) -> list[Responder]:
+def _pool(present: list[Responder], target: str, need: Need, *, is_fallback: bool) -> list[Responder]:
     kind = "counselor" if target == "counselors" else "co_responder"
-    # Co-responder units with no listed skills take every need routed to them.
+    # A fallback target takes whoever of that kind is on call: someone beats no one. Units
+    # with no listed skills take every need routed to them.
     return [
         r for r in present
-        if r.kind == kind and (need.skill in r.skills or (kind == "co_responder" and not r.skills))
+        if r.kind == kind
+        and (is_fallback or need.skill in r.skills or (kind == "co_responder" and not r.skills))
     ]
 
 

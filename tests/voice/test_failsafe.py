@@ -1,0 +1,134 @@
+"""Never drop a caller: with the database dead, Redis dead, or a bug in a handler, every voice
+webhook still answers valid TwiML that dials the backup line from settings."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+from dataclasses import replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from flask import Flask
+
+import ivr.views
+from crisisline import create_app
+from crisisline.settings import Settings
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_BACKUP_NUMBER, settings_for
+from twilio_fake.phone import Keys, Phone, WsgiTransport
+from twilio_fake.signing import CallIdentity, gather_digits_params, signed_headers
+
+DEAD_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+MID_CALL_WEBHOOKS = [
+    ("/voice/incoming", {}),
+    ("/voice/menu/language?attempt=1", {"Digits": "2"}),
+    ("/voice/menu/language?attempt=3", {}),
+    ("/voice/menu/need?lang=es&attempt=1", {"Digits": "2"}),
+    ("/voice/dial-result?lang=es&need=suicide", {"DialCallStatus": "no-answer"}),
+    ("/voice/backup-result?lang=es&attempt=1", {"DialCallStatus": "busy"}),
+    ("/voice/fallback", {"ErrorCode": "11200"}),
+]
+
+
+def assert_dials_backup(body: bytes) -> None:
+    root = ET.fromstring(body)  # noqa: S314
+    assert root.tag == "Response"
+    dials = root.findall("Dial")
+    assert dials, "no <Dial> in the fail-safe answer"
+    assert dials[0].text == TEST_BACKUP_NUMBER
+    assert root.find("Hangup") is None
+
+
+@pytest.fixture(params=["database-down", "database-and-redis-down", "database-unmigrated"])
+def broken_app(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
+    database = DEAD_POSTGRES
+    if request.param == "database-unmigrated":  # reachable, but every query fails
+        database = f"sqlite:///{tmp_path_factory.mktemp('unmigrated') / 'never-migrated.db'}"
+    redis = DEAD_REDIS if request.param == "database-and-redis-down" else redis_url
+    yield create_app(settings_for(database, redis))
+
+
+def test_with_redis_down_a_caller_still_walks_the_menu_to_a_counselor(
+    app: Flask, settings: Settings
+) -> None:
+    redis_down = create_app(replace(settings, redis_url=DEAD_REDIS))
+    phone = Phone(WsgiTransport(redis_down.test_client()), "http://localhost", TEST_AUTH_TOKEN,
+                  TEST_ACCOUNT_SID, LINE_NUMBER)
+    with time_machine.travel(datetime(2026, 12, 2, 10, 0, tzinfo=ZoneInfo("America/Chicago"))):
+        call = phone.call([Keys("2"), Keys("2")], dial_outcomes=["completed"])
+
+    assert call.dials[0].numbers == ["+13125550101"]
+    assert call.ended_by == "hangup"
+
+
+@pytest.mark.parametrize(("path", "extra"), MID_CALL_WEBHOOKS)
+def test_every_voice_webhook_dials_the_backup_line_when_services_are_down(
+    broken_app: Flask, path: str, extra: dict[str, str]
+) -> None:
+    identity = CallIdentity(TEST_ACCOUNT_SID, "+13125550123", LINE_NUMBER)
+    params = identity.voice_params("in-progress", **extra)
+    url = "http://localhost" + path
+
+    response = broken_app.test_client().post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/xml"
+    assert_dials_backup(response.data)
+
+
+def test_a_bug_in_the_routing_engine_still_connects_the_caller(
+    app: Flask, phone: Phone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(ivr.views, "decide_route", broken)
+
+    call = phone.call([Keys("1"), Keys("2")], dial_outcomes=["completed"])
+
+    assert call.dials[0].numbers == [TEST_BACKUP_NUMBER]
+    assert call.steps[-1].status == 200
+
+
+def test_line_mode_override_sends_callers_to_backup_without_touching_the_database(redis_url: str) -> None:
+    app = create_app(settings_for(DEAD_POSTGRES, redis_url, LINE_MODE_OVERRIDE="system_down"))
+    phone = Phone(WsgiTransport(app.test_client()), "http://localhost", TEST_AUTH_TOKEN, TEST_ACCOUNT_SID)
+
+    call = phone.call([], dial_outcomes=["completed"])
+
+    assert call.dials[0].numbers == [TEST_BACKUP_NUMBER]
+
+
+def test_no_published_routing_still_connects_callers_to_backup(app: Flask) -> None:
+    from tests.conftest import _empty_all_tables
+
+    _empty_all_tables(app.config["SQLALCHEMY_DATABASE_URI"])
+    identity = CallIdentity(TEST_ACCOUNT_SID, "+13125550123", LINE_NUMBER)
+    url = "http://localhost/voice/menu/language?attempt=1"
+    params = gather_digits_params(identity, "1")
+
+    response = app.test_client().post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+
+    assert_dials_backup(response.data)
+
+
+def test_failsafe_logs_no_phone_number_or_secret(
+    broken_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    identity = CallIdentity(TEST_ACCOUNT_SID, "+13125550188", LINE_NUMBER)
+    params = identity.voice_params()
+    url = "http://localhost/voice/incoming"
+
+    with caplog.at_level("DEBUG"):
+        broken_app.test_client().post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+
+    logged = caplog.text
+    assert "voice webhook failed" in logged
+    assert "5550188" not in logged
+    assert TEST_AUTH_TOKEN not in logged

@@ -1,0 +1,134 @@
+"""Every Twilio-facing route refuses unsigned, forged, tampered and replayed requests (403),
+writes nothing, and accepts genuine ones behind a TLS-terminating proxy."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from crisisline import create_app
+from crisisline.settings import Settings
+from tests.conftest import TEST_AUTH_TOKEN, table_row_counts
+from twilio_fake.signing import CallIdentity, gather_digits_params, sign, signed_headers
+
+IDENTITY = CallIdentity("AC" + "7" * 32, "+13125550123", "+13125550100")
+
+
+def twilio_routes(app: Flask) -> list[str]:
+    """Every route Twilio calls, taken from the URL map so a new route cannot be forgotten."""
+    return sorted(
+        rule.rule for rule in app.url_map.iter_rules() if rule.rule.startswith(("/voice", "/sms"))
+    )
+
+
+def test_every_twilio_route_is_in_the_list_under_test(app: Flask) -> None:
+    assert set(twilio_routes(app)) >= {
+        "/voice/incoming", "/voice/menu/language", "/voice/menu/need", "/voice/dial-result",
+        "/voice/backup-result", "/voice/status", "/voice/fallback",
+    }
+
+
+FORGERIES = ["unsigned", "wrong-token", "tampered-param", "added-param", "other-route", "other-query"]
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_forged_requests_are_refused_on_every_route_and_write_nothing(
+    app: Flask, client: FlaskClient, forgery: str
+) -> None:
+    before = table_row_counts(app)
+    for route in twilio_routes(app):
+        url = f"http://localhost{route}?attempt=1"
+        params = gather_digits_params(IDENTITY, "2")
+        headers = signed_headers(TEST_AUTH_TOKEN, url, params)
+        if forgery == "unsigned":
+            del headers["X-Twilio-Signature"]
+        elif forgery == "wrong-token":
+            headers["X-Twilio-Signature"] = sign("0" * 32, url, params)
+        elif forgery == "tampered-param":
+            params = {**params, "Digits": "1"}
+        elif forgery == "added-param":
+            params = {**params, "Extra": "x"}
+        elif forgery == "other-route":
+            headers["X-Twilio-Signature"] = sign(TEST_AUTH_TOKEN, "http://localhost/voice/fallback", params)
+            if route == "/voice/fallback":
+                url = "http://localhost/voice/fallback?attempt=1"
+        elif forgery == "other-query":
+            url = f"http://localhost{route}?attempt=2"
+
+        response = client.post(url, data=params, headers=headers)
+
+        assert response.status_code == 403, route
+        assert b"<Dial" not in response.data
+    assert table_row_counts(app) == before
+
+
+def test_forged_request_is_refused_even_when_the_database_is_down(redis_url: str) -> None:
+    from tests.conftest import settings_for
+
+    app = create_app(settings_for("postgresql+psycopg://postgres@127.0.0.1:1/none", redis_url))
+    params = IDENTITY.voice_params()
+
+    response = app.test_client().post("/voice/incoming", data=params,
+                                      headers={"X-Twilio-Signature": "bogus"})
+
+    assert response.status_code == 403
+
+
+def test_genuine_request_with_an_unknown_new_twilio_parameter_is_accepted(client: FlaskClient) -> None:
+    url = "http://localhost/voice/incoming"
+    params = {**IDENTITY.voice_params(), "StirVerstat": "TN-Validation-Passed-A"}
+
+    response = client.post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/xml"
+
+
+@pytest.fixture
+def proxied_app(settings: Settings, app: Flask) -> Flask:
+    """The same database as ``app``, served as if behind one TLS-terminating proxy."""
+    from dataclasses import replace
+
+    return create_app(replace(settings, trusted_proxy_count=1))
+
+
+@pytest.mark.parametrize("public_url", [
+    "https://line.example.org/voice/incoming",
+    "https://line.example.org:443/voice/incoming",
+])
+def test_signature_is_valid_behind_a_tls_terminating_proxy(proxied_app: Flask, public_url: str) -> None:
+    params = IDENTITY.voice_params()
+    headers = signed_headers(TEST_AUTH_TOKEN, public_url, params)
+    headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "line.example.org",
+                    "X-Forwarded-For": "54.172.60.1"})
+
+    response = proxied_app.test_client().post("/voice/incoming", data=params, headers=headers,
+                                              base_url="http://10.0.0.5:8000")
+
+    assert response.status_code == 200
+
+
+def test_proxy_headers_are_ignored_unless_the_proxy_is_trusted(app: Flask) -> None:
+    public_url = "https://line.example.org/voice/incoming"
+    params = IDENTITY.voice_params()
+    headers = signed_headers(TEST_AUTH_TOKEN, public_url, params)
+    headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "line.example.org"})
+
+    response = app.test_client().post("/voice/incoming", data=params, headers=headers,
+                                      base_url="http://10.0.0.5:8000")
+
+    assert response.status_code == 403
+
+
+def test_public_base_url_validates_without_any_proxy_headers(settings: Settings, app: Flask) -> None:
+    from dataclasses import replace
+
+    public_app = create_app(replace(settings, public_base_url="https://line.example.org"))
+    params = IDENTITY.voice_params()
+    headers = signed_headers(TEST_AUTH_TOKEN, "https://line.example.org/voice/incoming", params)
+
+    response = public_app.test_client().post("/voice/incoming", data=params, headers=headers,
+                                             base_url="http://10.0.0.5:8000")
+
+    assert response.status_code == 200
