@@ -8,6 +8,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from crisisline.settings import Settings
+
 TWILIO_API_ORIGIN = "https://api.twilio.com"
 # Twilio gives up on webhooks after 15 s; our own REST calls must give up sooner so a
 # caller is never held by a slow API.
@@ -39,3 +41,10 @@ def make_rest_client(account_sid: str, auth_token: str, api_base_url: str | None
         else TwilioHttpClient(timeout=REST_TIMEOUT_SECONDS)
     )
     return Client(account_sid, auth_token, http_client=http_client)
+
+
+def rest_client_for(settings: Settings) -> Client:
+    """The REST client the line's settings describe (Twilio, or ``TWILIO_API_BASE_URL``)."""
+    return make_rest_client(
+        settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url
+    )

@@ -1,0 +1,69 @@
+"""Settings are read once from the environment, typed, and every problem is reported together."""
+
+from __future__ import annotations
+
+import pytest
+
+from crisisline.settings import Settings, SettingsError, new_data_encryption_key
+
+
+def production_env(**changes: str) -> dict[str, str]:
+    env = {
+        "CRISISLINE_ENV": "production",
+        "SECRET_KEY": "x" * 40,
+        "DATA_ENCRYPTION_KEY": new_data_encryption_key(),
+        "DATABASE_URL": "postgres://line@db.internal/line",
+        "REDIS_URL": "redis://cache.internal:6379/0",
+        "BACKUP_NUMBER": "(800) 273-8255",
+        "PUBLIC_BASE_URL": "https://line.example.org/",
+        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+        "TWILIO_AUTH_TOKEN": "f" * 32,
+    }
+    env.update(changes)
+    return env
+
+
+def test_production_settings_are_normalised() -> None:
+    settings = Settings.from_env(production_env())
+
+    assert settings.backup_number == "+18002738255"
+    assert settings.database_url == "postgresql+psycopg://line@db.internal/line"
+    assert settings.public_base_url == "https://line.example.org"
+    assert not settings.twilio_is_local
+
+
+def test_production_refuses_to_start_without_secrets_and_lists_every_problem() -> None:
+    env = production_env()
+    for name in ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "BACKUP_NUMBER", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL"):
+        del env[name]
+
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+
+    problems = "\n".join(raised.value.problems)
+    for name in ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "BACKUP_NUMBER", "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+                 "PUBLIC_BASE_URL"):
+        assert name in problems
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("BACKUP_NUMBER", "12345", "BACKUP_NUMBER: not a valid phone number"),
+    ("DATA_ENCRYPTION_KEY", "c2hvcnQ=", "DATA_ENCRYPTION_KEY: must be 32 random bytes"),
+    ("TRUSTED_PROXY_COUNT", "many", "TRUSTED_PROXY_COUNT: must be a whole number"),
+    ("REDIS_URL", "http://cache", "REDIS_URL: must start with redis://"),
+    ("LINE_MODE_OVERRIDE", "panic", "LINE_MODE_OVERRIDE: 'panic' is not one of"),
+    ("CRISISLINE_ENV", "staging", "CRISISLINE_ENV: 'staging' is not one of"),
+    ("TWILIO_ACCOUNT_SID", "XX123", "TWILIO_ACCOUNT_SID: must be 'AC'"),
+])
+def test_bad_values_get_a_clear_error(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(production_env(**{name: value}))
+
+    assert any(message in problem for problem in raised.value.problems)
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.from_env(production_env())
+
+    with pytest.raises(AttributeError):
+        settings.backup_number = "+15555555555"  # type: ignore[misc]
