@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import redis
 from flask import Flask
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     rq.init_app(app)
 
+    import workers.upkeep  # noqa: F401 - registers the periodic jobs
     from crisisline import cli as line_cli
     from ivr.views import bp as voice_bp
     from routing.cli import routing_cli
@@ -76,8 +77,7 @@ class FastConnectRedis(redis.Redis):
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> FastConnectRedis:
         kwargs.setdefault("socket_connect_timeout", REDIS_CONNECT_TIMEOUT_SECONDS)
-        client: FastConnectRedis = super().from_url(url, **kwargs)
-        return client
+        return cast(FastConnectRedis, super().from_url(url, **kwargs))
 
 
 def _configure_logging(level: str) -> None:

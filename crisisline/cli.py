@@ -29,6 +29,15 @@ def keygen() -> None:
     click.echo(new_data_encryption_key())
 
 
+@line_cli.command("purge")
+def purge() -> None:
+    """Scrub personal data past its retention period now (the clock also runs this hourly)."""
+    from workers.upkeep import purge_personal_data
+
+    counts = purge_personal_data()
+    click.echo(f"scrubbed {counts['calls']} call(s) and {counts['events']} event(s)")
+
+
 @line_cli.command("bootstrap")
 def bootstrap() -> None:
     """Publish ROUTING_FILE if no routing has ever been published (used by the run command)."""
@@ -36,8 +45,11 @@ def bootstrap() -> None:
         click.echo("routing already published; leaving it alone")
         return
     settings: Settings = current_app.extensions["crisisline.settings"]
-    version = store.publish(settings.routing_file.read_text(encoding="utf-8"),
-                            published_by="bootstrap", note=f"first start: {settings.routing_file.name}")
+    version = store.publish(
+        settings.routing_file.read_text(encoding="utf-8"),
+        published_by="bootstrap",
+        note=f"first start: {settings.routing_file.name}",
+    )
     click.echo(f"published {settings.routing_file.name} as routing version {version.id}")
 
 

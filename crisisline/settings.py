@@ -56,13 +56,12 @@ class Settings:
     routing_file: Path
     line_mode_override: str | None
     log_level: str
+    personal_data_retention_days: int
 
     @property
     def twilio_is_local(self) -> bool:
         """True when no real Twilio account is configured (local stand-in or tests)."""
-        return self.twilio_api_base_url is not None or self.twilio_account_sid.startswith(
-            "AClocal"
-        )
+        return self.twilio_api_base_url is not None or self.twilio_account_sid.startswith("AClocal")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +156,13 @@ class Settings:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append("LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR")
 
+        retention_raw = env.get("PERSONAL_DATA_RETENTION_DAYS", "30").strip()
+        retention_days = 30
+        if retention_raw.isdigit() and 1 <= int(retention_raw) <= 3650:
+            retention_days = int(retention_raw)
+        else:
+            problems.append("PERSONAL_DATA_RETENTION_DAYS: must be a whole number of days, 1 to 3650")
+
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -176,6 +182,7 @@ class Settings:
             routing_file=routing_file,
             line_mode_override=mode_override,
             log_level=log_level,
+            personal_data_retention_days=retention_days,
         )
 
 

@@ -36,9 +36,7 @@ class RebasedHttpClient(TwilioHttpClient):
 def make_rest_client(account_sid: str, auth_token: str, api_base_url: str | None = None) -> Client:
     """A twilio ``Client``; with ``api_base_url`` every request goes there instead of Twilio."""
     http_client = (
-        RebasedHttpClient(api_base_url)
-        if api_base_url
-        else TwilioHttpClient(timeout=REST_TIMEOUT_SECONDS)
+        RebasedHttpClient(api_base_url) if api_base_url else TwilioHttpClient(timeout=REST_TIMEOUT_SECONDS)
     )
     return Client(account_sid, auth_token, http_client=http_client)
 

@@ -42,10 +42,7 @@ def request_is_from_twilio() -> bool:
     validator = RequestValidator(settings.twilio_auth_token)
     # Every received field is signed, including ones Twilio adds without notice.
     params = request.form if request.method == "POST" else {}
-    return any(
-        validator.validate(url, params, signature)
-        for url in candidate_urls(settings.public_base_url)
-    )
+    return any(validator.validate(url, params, signature) for url in candidate_urls(settings.public_base_url))
 
 
 def twilio_signed(view: Callable[P, R]) -> Callable[P, R]:

@@ -91,9 +91,7 @@ def is_blocked(raw_from: str | None) -> bool:
     if number is None:
         return False
     hashed = phone_hash(number)
-    return db.session.scalar(
-        select(BlockedNumber.id).where(BlockedNumber.number_hash == hashed)
-    ) is not None
+    return db.session.scalar(select(BlockedNumber.id).where(BlockedNumber.number_hash == hashed)) is not None
 
 
 def apply_status(call: Call, status: str, sequence: int | None, duration: str | None) -> bool:

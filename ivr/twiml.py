@@ -54,7 +54,10 @@ def language_menu(
 
 
 def need_menu(
-    document: RoutingDocument, language: Language, *, action: str,
+    document: RoutingDocument,
+    language: Language,
+    *,
+    action: str,
     lead: Iterable[str] = (),
 ) -> VoiceResponse:
     """The need menu in the caller's language, by key or by voice."""
@@ -77,8 +80,12 @@ def need_menu(
 
 
 def connect(
-    document: RoutingDocument, language: Language, decision: RouteDecision, *,
-    action: str, caller_id: str | None,
+    document: RoutingDocument,
+    language: Language,
+    decision: RouteDecision,
+    *,
+    action: str,
+    caller_id: str | None,
 ) -> VoiceResponse:
     """Ring the chosen responders at once; the ``action`` handles no answer.
 
@@ -100,9 +107,7 @@ def connect(
     return twiml
 
 
-def backup(
-    document: RoutingDocument, language: Language, *, message_key: str, action: str
-) -> VoiceResponse:
+def backup(document: RoutingDocument, language: Language, *, message_key: str, action: str) -> VoiceResponse:
     """A calm sentence, then the backup line; ``action`` retries or gives the last resort."""
     twiml = VoiceResponse()
     say(twiml, language, language.prompt(message_key))

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, request, url_for
 
 from crisisline.db import db
-from crisisline.models import Call
 from crisisline.failsafe import failsafe_response, twiml_response, voice_failsafe
+from crisisline.models import Call
 from crisisline.settings import Settings
 from crisisline.twilio_auth import twilio_signed
 from ivr import call_log, twiml
@@ -65,13 +65,14 @@ def incoming() -> Response:
 
     lead = [language.prompt("greeting"), language.prompt("confidentiality")]
     if len(document.languages) == 1:
-        return twiml_response(twiml.need_menu(
-            document, language, action=_need_url(language, 1), lead=lead
-        ))
-    return twiml_response(twiml.language_menu(
-        document, action=url_for("voice.language_menu", attempt=1),
-        lead=[(language, text) for text in lead],
-    ))
+        return twiml_response(twiml.need_menu(document, language, action=_need_url(language, 1), lead=lead))
+    return twiml_response(
+        twiml.language_menu(
+            document,
+            action=url_for("voice.language_menu", attempt=1),
+            lead=[(language, text) for text in lead],
+        )
+    )
 
 
 @bp.post("/menu/language")
@@ -86,27 +87,33 @@ def language_menu() -> Response:
     call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
     given = MenuInput.from_form(request.form)
     attempt = _attempt()
-    step = next_step(choose_language(document, given), given, attempt, document.menu.retries,
-                     document.default_language)
+    step = next_step(
+        choose_language(document, given), given, attempt, document.menu.retries, document.default_language
+    )
     detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
     call.language_attempts = max(call.language_attempts, attempt)
 
     if step.outcome == "retry":
-        call_log.record_event(call, f"menu.language.{step.reason}", f"language:{attempt}", detail,
-                              speech=given.speech)
+        call_log.record_event(
+            call, f"menu.language.{step.reason}", f"language:{attempt}", detail, speech=given.speech
+        )
         db.session.commit()
         language = document.default_language
         sorry = language.prompt("no_input" if step.reason == "no_input" else "invalid_input")
-        return twiml_response(twiml.language_menu(
-            document, action=url_for("voice.language_menu", attempt=step.attempt),
-            lead=[(language, sorry)],
-        ))
+        return twiml_response(
+            twiml.language_menu(
+                document,
+                action=url_for("voice.language_menu", attempt=step.attempt),
+                lead=[(language, sorry)],
+            )
+        )
 
     assert step.choice is not None
     language = step.choice
     kind = "menu.language.chosen" if step.outcome == "chosen" else "menu.language.defaulted"
-    call_log.record_event(call, kind, f"language:{attempt}", {**detail, "language": language.code},
-                          speech=given.speech)
+    call_log.record_event(
+        call, kind, f"language:{attempt}", {**detail, "language": language.code}, speech=given.speech
+    )
     call.language = language.code
     db.session.commit()
     # The notice was heard in the default language; repeat it in the caller's own.
@@ -128,26 +135,27 @@ def need_menu() -> Response:
     given = MenuInput.from_form(request.form)
     attempt = _attempt()
     default_need = document.need(document.menu.default_need) or document.needs[-1]
-    step = next_step(choose_need(document, language, given), given, attempt, document.menu.retries,
-                     default_need)
+    step = next_step(
+        choose_need(document, language, given), given, attempt, document.menu.retries, default_need
+    )
     detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
     call.need_attempts = max(call.need_attempts, attempt)
     call.language = call.language or language.code
 
     if step.outcome == "retry":
-        call_log.record_event(call, f"menu.need.{step.reason}", f"need:{attempt}", detail,
-                              speech=given.speech)
+        call_log.record_event(
+            call, f"menu.need.{step.reason}", f"need:{attempt}", detail, speech=given.speech
+        )
         db.session.commit()
         sorry = language.prompt("no_input" if step.reason == "no_input" else "invalid_input")
-        return twiml_response(twiml.need_menu(
-            document, language, action=_need_url(language, step.attempt), lead=[sorry]
-        ))
+        return twiml_response(
+            twiml.need_menu(document, language, action=_need_url(language, step.attempt), lead=[sorry])
+        )
 
     assert step.choice is not None
     need = step.choice
     kind = "menu.need.chosen" if step.outcome == "chosen" else "menu.need.defaulted"
-    call_log.record_event(call, kind, f"need:{attempt}", {**detail, "need": need.key},
-                          speech=given.speech)
+    call_log.record_event(call, kind, f"need:{attempt}", {**detail, "need": need.key}, speech=given.speech)
     call.need = need.key
     call.menu_completed_at = call.menu_completed_at or datetime.now(UTC)
     return _route(call, document, language, need)
@@ -155,12 +163,17 @@ def need_menu() -> Response:
 
 def _route(call: Call, document: RoutingDocument, language: Language, need: Need) -> Response:
     decision = decide_route(document, language.code, need, datetime.now(UTC))
-    call_log.record_event(call, "route.decided", "route", {
-        "target": decision.target,
-        "reason": decision.reason,
-        "language_matched": decision.language_matched,
-        "responders": [r.id for r in decision.responders],
-    })
+    call_log.record_event(
+        call,
+        "route.decided",
+        "route",
+        {
+            "target": decision.target,
+            "reason": decision.reason,
+            "language_matched": decision.language_matched,
+            "responders": [r.id for r in decision.responders],
+        },
+    )
     if decision.target == "backup":
         key = {"system_down": "system_down", "need_routes_to_backup": "connecting"}.get(
             decision.reason, "nobody_available"
@@ -168,11 +181,15 @@ def _route(call: Call, document: RoutingDocument, language: Language, need: Need
         return _to_backup(call, document, language, key, attempt=1)
     call.route = decision.target
     db.session.commit()
-    return twiml_response(twiml.connect(
-        document, language, decision,
-        action=url_for("voice.dial_result", lang=language.code, need=need.key),
-        caller_id=request.form.get("To") or _settings().line_phone_number,
-    ))
+    return twiml_response(
+        twiml.connect(
+            document,
+            language,
+            decision,
+            action=url_for("voice.dial_result", lang=language.code, need=need.key),
+            caller_id=request.form.get("To") or _settings().line_phone_number,
+        )
+    )
 
 
 @bp.post("/dial-result")
@@ -207,8 +224,9 @@ def backup_result() -> Response:
     language = document.language(request.args.get("lang"))
     attempt = _attempt()
     status = request.form.get("DialCallStatus", "")
-    call_log.record_event(call, "backup.result", f"backup-result:{attempt}",
-                          {"attempt": attempt, "status": status})
+    call_log.record_event(
+        call, "backup.result", f"backup-result:{attempt}", {"attempt": attempt, "status": status}
+    )
     if status == "completed":
         db.session.commit()
         return twiml_response(twiml.finished())
@@ -220,17 +238,26 @@ def backup_result() -> Response:
 
 
 def _to_backup(
-    call: Call, document: RoutingDocument, language: Language, message_key: str,
-    *, attempt: int,
+    call: Call,
+    document: RoutingDocument,
+    language: Language,
+    message_key: str,
+    *,
+    attempt: int,
 ) -> Response:
-    call_log.record_event(call, "backup.dialled", f"backup:{attempt}",
-                          {"attempt": attempt, "reason": message_key})
+    call_log.record_event(
+        call, "backup.dialled", f"backup:{attempt}", {"attempt": attempt, "reason": message_key}
+    )
     call.route = call.route or ("backup" if message_key != "blocked" else "blocked")
     db.session.commit()
-    return twiml_response(twiml.backup(
-        document, language, message_key=message_key,
-        action=url_for("voice.backup_result", lang=language.code, attempt=attempt),
-    ))
+    return twiml_response(
+        twiml.backup(
+            document,
+            language,
+            message_key=message_key,
+            action=url_for("voice.backup_result", lang=language.code, attempt=attempt),
+        )
+    )
 
 
 def _need_url(language: Language, attempt: int) -> str:
@@ -245,8 +272,9 @@ def status_callback() -> Response:
     call = call_log.require_call(form["CallSid"], form.get("From"))
     status = form.get("CallStatus", "")
     sequence = form.get("SequenceNumber", "")
-    if call_log.apply_status(call, status, int(sequence) if sequence.isdigit() else None,
-                             form.get("CallDuration")):
+    if call_log.apply_status(
+        call, status, int(sequence) if sequence.isdigit() else None, form.get("CallDuration")
+    ):
         call_log.record_event(call, "call.status", f"status:{status}", {"status": status})
     db.session.commit()
     return Response(status=204)

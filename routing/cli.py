@@ -35,8 +35,10 @@ def check(path: str) -> None:
         errors = sum(1 for p in problems if p.severity == "error")
         click.echo(f"{path}: {errors} error(s); this file would be refused", err=True)
         sys.exit(1)
-    click.echo(f"{path}: valid ({len(document.languages)} languages, {len(document.needs)} needs, "
-               f"{len(document.responders)} responders)")
+    click.echo(
+        f"{path}: valid ({len(document.languages)} languages, {len(document.needs)} needs, "
+        f"{len(document.responders)} responders)"
+    )
 
 
 @routing_cli.command("load")
@@ -72,5 +74,7 @@ def export(version_id: int | None) -> None:
 def history() -> None:
     """List published versions, newest first."""
     for version in db.session.scalars(select(RoutingVersion).order_by(RoutingVersion.id.desc())):
-        click.echo(f"{version.id:>4}  {version.published_at:%Y-%m-%d %H:%M}Z  "
-                   f"{version.published_by:<16} {version.note or ''}")
+        click.echo(
+            f"{version.id:>4}  {version.published_at:%Y-%m-%d %H:%M}Z  "
+            f"{version.published_by:<16} {version.note or ''}"
+        )

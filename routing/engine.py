@@ -39,8 +39,9 @@ def decide_route(
     """Choose the responders for ``need`` in ``language_code`` at ``moment``.
 
     Order of preference: the need's target with a responder who has the need's skill and
-    speaks the language; its fallback target (anyone of that kind on call) likewise; then (if the line allows) any on-call responder of those
-    targets with the caller told there is no language match; then the backup line.
+    speaks the language; its fallback target (anyone of that kind on call) likewise; then,
+    if the line allows, any of those responders with the caller told there is no language
+    match; then the backup line.
     Within a pool, the least recently offered responder comes first.
     """
     if document.mode == "system_down":
@@ -71,15 +72,14 @@ def _pool(present: list[Responder], target: str, need: Need, *, is_fallback: boo
     # A fallback target takes whoever of that kind is on call: someone beats no one. Units
     # with no listed skills take every need routed to them.
     return [
-        r for r in present
+        r
+        for r in present
         if r.kind == kind
         and (is_fallback or need.skill in r.skills or (kind == "co_responder" and not r.skills))
     ]
 
 
-def _ordered(
-    pool: list[Responder], last_offered: Mapping[str, datetime] | None
-) -> tuple[Responder, ...]:
+def _ordered(pool: list[Responder], last_offered: Mapping[str, datetime] | None) -> tuple[Responder, ...]:
     if not last_offered:
         return tuple(pool)
     never = datetime.min.replace(tzinfo=None)

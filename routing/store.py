@@ -45,9 +45,7 @@ def publish(source: str, *, published_by: str, note: str | None = None) -> Routi
     """
     load_document(source)
     digest = hashlib.sha256(source.encode()).hexdigest()
-    latest = db.session.scalars(
-        select(RoutingVersion).order_by(RoutingVersion.id.desc()).limit(1)
-    ).first()
+    latest = db.session.scalars(select(RoutingVersion).order_by(RoutingVersion.id.desc()).limit(1)).first()
     if latest is not None and latest.digest == digest:
         return latest
     version = RoutingVersion(

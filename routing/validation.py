@@ -67,8 +67,7 @@ _StrictLoader.yaml_implicit_resolvers = {
     first: [
         (tag, regexp)
         for tag, regexp in resolvers
-        if tag
-        not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp")
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp")
     ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
@@ -150,9 +149,7 @@ class _Checker:
             return ""
         return value.strip()
 
-    def integer(
-        self, raw: dict[str, Any], key: str, path: str, low: int, high: int, default: int
-    ) -> int:
+    def integer(self, raw: dict[str, Any], key: str, path: str, low: int, high: int, default: int) -> int:
         value = raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             self.error(_join(path, key), f"must be a whole number, not {_kind(value)}")
@@ -223,8 +220,7 @@ class _Checker:
         top = self.mapping(
             raw,
             "",
-            {"version", "line", "menu", "transfer", "languages", "needs", "counselors",
-             "co_responder_units"},
+            {"version", "line", "menu", "transfer", "languages", "needs", "counselors", "co_responder_units"},
             {"line", "menu", "languages", "needs"},
         )
         if not top:
@@ -232,7 +228,8 @@ class _Checker:
         if top.get("version", 1) != 1:
             self.error("version", "only version 1 is understood")
         line = self.mapping(
-            top.get("line", {}), "line",
+            top.get("line", {}),
+            "line",
             {"name", "timezone", "region", "mode", "backup_number"},
             {"name", "timezone", "backup_number"},
         )
@@ -255,8 +252,15 @@ class _Checker:
         if not languages or not needs or timezone is None:
             return None
         return RoutingDocument(
-            line_name=name, timezone=timezone, region=region, mode=mode, backup_number=backup,
-            menu=menu, transfer=transfer, languages=tuple(languages), needs=tuple(needs),
+            line_name=name,
+            timezone=timezone,
+            region=region,
+            mode=mode,
+            backup_number=backup,
+            menu=menu,
+            transfer=transfer,
+            languages=tuple(languages),
+            needs=tuple(needs),
             responders=tuple(responders),
         )
 
@@ -283,7 +287,8 @@ class _Checker:
         for index, entry in enumerate(entries):
             path = f"languages[{index}]"
             item = self.mapping(
-                entry, path,
+                entry,
+                path,
                 {"code", "digit", "name", "twilio_language", "voice", "speech_words", "prompts"},
                 {"code", "digit", "name", "twilio_language", "prompts"},
             )
@@ -298,12 +303,17 @@ class _Checker:
                     self.error(f"{path}.speech_words", f"{word!r} is already used by {words[normal]}")
                 words[normal] = path
             prompts = self.prompts(item.get("prompts"), path)
-            result.append(Language(
-                code=code, digit=digit, name=self.text(item, "name", path),
-                twilio_language=self.text(item, "twilio_language", path),
-                voice=self.text(item, "voice", path),
-                speech_words=speech, prompts=prompts,
-            ))
+            result.append(
+                Language(
+                    code=code,
+                    digit=digit,
+                    name=self.text(item, "name", path),
+                    twilio_language=self.text(item, "twilio_language", path),
+                    voice=self.text(item, "voice", path),
+                    speech_words=speech,
+                    prompts=prompts,
+                )
+            )
         return result
 
     def prompts(self, raw: Any, path: str) -> dict[str, str]:
@@ -345,7 +355,8 @@ class _Checker:
         for index, entry in enumerate(entries):
             path = f"needs[{index}]"
             item = self.mapping(
-                entry, path,
+                entry,
+                path,
                 {"key", "digit", "target", "fallback", "skill", "labels", "speech_words"},
                 {"key", "digit", "target", "labels"},
             )
@@ -361,21 +372,32 @@ class _Checker:
                 self.error(f"{path}.fallback", f"{fallback!r} is not one of {', '.join(TARGETS)}")
             labels = self.per_language(item.get("labels"), f"{path}.labels", codes, self.label)
             speech = self.per_language(
-                item.get("speech_words") or {}, f"{path}.speech_words", codes, self.words,
+                item.get("speech_words") or {},
+                f"{path}.speech_words",
+                codes,
+                self.words,
                 require_all=False,
             )
             for code, code_words in speech.items():
                 for word in code_words:
                     normal = (code, normalise_words(word))
                     if normal in words:
-                        self.error(f"{path}.speech_words.{code}",
-                                   f"{word!r} is already used by {words[normal]}")
+                        self.error(
+                            f"{path}.speech_words.{code}", f"{word!r} is already used by {words[normal]}"
+                        )
                     words[normal] = path
             skill = item.get("skill", key)
-            result.append(Need(
-                key=key, digit=digit, target=target, fallback=fallback,
-                skill=skill if isinstance(skill, str) else key, labels=labels, speech_words=speech,
-            ))
+            result.append(
+                Need(
+                    key=key,
+                    digit=digit,
+                    target=target,
+                    fallback=fallback,
+                    skill=skill if isinstance(skill, str) else key,
+                    labels=labels,
+                    speech_words=speech,
+                )
+            )
         return result
 
     def label(self, raw: Any, path: str) -> str:
@@ -385,8 +407,13 @@ class _Checker:
         return raw.strip()
 
     def per_language(
-        self, raw: Any, path: str, codes: set[str], read: Callable[[Any, str], T],
-        *, require_all: bool = True,
+        self,
+        raw: Any,
+        path: str,
+        codes: set[str],
+        read: Callable[[Any, str], T],
+        *,
+        require_all: bool = True,
     ) -> dict[str, T]:
         if not isinstance(raw, dict):
             self.error(path, f"must be a mapping of language code to value, not {_kind(raw)}")
@@ -411,7 +438,8 @@ class _Checker:
             for index, entry in enumerate(self.items(top.get(section), section)):
                 path = f"{section}[{index}]"
                 item = self.mapping(
-                    entry, path,
+                    entry,
+                    path,
                     {"id", "name", "phone", "languages", "skills", "shifts", "overrides"},
                     {"id", "name", "phone", "languages"},
                 )
@@ -421,18 +449,25 @@ class _Checker:
                 languages = self.words(item.get("languages"), f"{path}.languages")
                 for offset, code in enumerate(languages):
                     if code not in codes:
-                        self.error(f"{path}.languages[{offset}]", f"{code!r} is not one of the line's languages")
+                        self.error(
+                            f"{path}.languages[{offset}]", f"{code!r} is not one of the line's languages"
+                        )
                 skills = self.words(item.get("skills"), f"{path}.skills")
                 for offset, skill in enumerate(skills):
                     if skill not in needs:
                         self.error(f"{path}.skills[{offset}]", f"{skill!r} is not a need key")
-                result.append(Responder(
-                    id=responder_id, kind=kind, name=self.text(item, "name", path),
-                    phone=self.phone(item, "phone", path, region), languages=languages,
-                    skills=frozenset(skills),
-                    shifts=tuple(self.shifts(item.get("shifts"), f"{path}.shifts")),
-                    overrides=tuple(self.overrides(item.get("overrides"), f"{path}.overrides")),
-                ))
+                result.append(
+                    Responder(
+                        id=responder_id,
+                        kind=kind,
+                        name=self.text(item, "name", path),
+                        phone=self.phone(item, "phone", path, region),
+                        languages=languages,
+                        skills=frozenset(skills),
+                        shifts=tuple(self.shifts(item.get("shifts"), f"{path}.shifts")),
+                        overrides=tuple(self.overrides(item.get("overrides"), f"{path}.overrides")),
+                    )
+                )
         return result
 
     def shifts(self, raw: Any, path: str) -> list[Shift]:
@@ -505,7 +540,9 @@ class _Checker:
 
     def menu(self, raw: Any, codes: set[str], needs: set[str]) -> MenuSettings:
         item = self.mapping(
-            raw, "menu", {"timeout_seconds", "retries", "default_language", "default_need"},
+            raw,
+            "menu",
+            {"timeout_seconds", "retries", "default_language", "default_need"},
             {"default_need"},
         )
         default_language = item.get("default_language")
@@ -519,7 +556,8 @@ class _Checker:
         return MenuSettings(
             timeout_seconds=self.integer(item, "timeout_seconds", "menu", 2, 30, 6),
             retries=self.integer(item, "retries", "menu", 0, 5, 2),
-            default_language=str(default_language), default_need=str(default_need),
+            default_language=str(default_language),
+            default_need=str(default_need),
         )
 
     def transfer(self, raw: Any) -> TransferSettings:
@@ -540,7 +578,9 @@ class _Checker:
     ) -> None:
         for index, language in enumerate(languages):
             if language.code and not any(language.code in r.languages for r in responders):
-                self.warn(f"languages[{index}]", f"nobody on the rota speaks {language.name or language.code}")
+                self.warn(
+                    f"languages[{index}]", f"nobody on the rota speaks {language.name or language.code}"
+                )
         for index, need in enumerate(needs):
             if need.target == "counselors" and not any(
                 r.kind == "counselor" and need.skill in r.skills for r in responders
@@ -566,5 +606,11 @@ def _join(path: str, key: str) -> str:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

@@ -32,13 +32,16 @@ TEST_AUTH_TOKEN = "d2f1c0ffee0d2f1c0ffee0d2f1c0ffee"
 TEST_DATA_KEY = "bG9jYWwtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhISE="
 TEST_BACKUP_NUMBER = "+18005550199"
 LINE_NUMBER = "+13125550100"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 POSTGRES_TEST_DB = "crisisline_test"
 
 
 def settings_for(database_url: str, redis_url: str, **extra: str) -> Settings:
+    return Settings.from_env(deployment_environment(database_url, redis_url, **extra))
+
+
+def deployment_environment(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment variables of a test deployment (also handed to real worker processes)."""
     env = {
         "CRISISLINE_ENV": "test",
         "SECRET_KEY": "test-secret-key-that-is-long-enough-123",
@@ -52,7 +55,7 @@ def settings_for(database_url: str, redis_url: str, **extra: str) -> Settings:
         "LOG_LEVEL": "WARNING",
     }
     env.update(extra)
-    return Settings.from_env(env)
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +122,22 @@ def app(settings: Settings) -> Iterator[Flask]:
         db.session.remove()
         db.engine.dispose()
     _empty_all_tables(settings.database_url)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[[Settings], Flask]]:
+    """Factory: another app (other settings, same or broken services), disposed after the test."""
+    made: list[Flask] = []
+
+    def make(settings: Settings) -> Flask:
+        made.append(create_app(settings))
+        return made[-1]
+
+    yield make
+    for extra_app in made:
+        with extra_app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture

@@ -60,7 +60,9 @@ class WsgiTransport:
 
     def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
         reply = self.client.post(url, data=params, headers=headers)  # type: ignore[attr-defined]
-        return HttpReply(reply.status_code, reply.headers.get("Content-Type", ""), reply.get_data(as_text=True))
+        return HttpReply(
+            reply.status_code, reply.headers.get("Content-Type", ""), reply.get_data(as_text=True)
+        )
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,9 @@ class Phone:
             fallback_params = {**params, "ErrorCode": "11200", "ErrorUrl": url}
             reply = self.post(self.fallback_url, fallback_params)
             twiml = _parse_twiml(reply)
-            record.steps.append(Step(self.fallback_url, fallback_params, reply.status, reply.content_type, twiml))
+            record.steps.append(
+                Step(self.fallback_url, fallback_params, reply.status, reply.content_type, twiml)
+            )
         return twiml
 
     def _run(
@@ -239,11 +243,16 @@ class Phone:
                 dialled.outcome = outcome_for(dialled)
                 record.dials.append(dialled)
                 if verb.get("action"):
-                    extra = {"DialCallStatus": dialled.outcome, "DialBridged": str(dialled.outcome == "completed").lower()}
+                    extra = {
+                        "DialCallStatus": dialled.outcome,
+                        "DialBridged": str(dialled.outcome == "completed").lower(),
+                    }
                     extra["DialCallSid"] = "CA" + "0" * 32
                     if dialled.outcome == "completed":
                         extra["DialCallDuration"] = "42"
-                    return urljoin(current_url, verb.get("action", "")), identity.voice_params("in-progress", **extra)
+                    return urljoin(current_url, verb.get("action", "")), identity.voice_params(
+                        "in-progress", **extra
+                    )
             elif verb.tag in ("Hangup", "Reject"):
                 record.ended_by = "hangup"
                 return "", {}
@@ -257,7 +266,7 @@ def _heard(say: ET.Element) -> Heard:
 
 def _parse_twiml(reply: HttpReply) -> ET.Element | None:
     """TwiML as Twilio would accept it, or None for anything Twilio treats as a failure."""
-    if reply.status != 200 or not reply.content_type.split(";")[0].strip() in TWIML_TYPES:
+    if reply.status != 200 or reply.content_type.split(";")[0].strip() not in TWIML_TYPES:
         return None
     if len(reply.body.encode()) > 64 * 1024:
         return None
@@ -270,16 +279,25 @@ def _parse_twiml(reply: HttpReply) -> ET.Element | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Place one local test call against a running line and print what the caller hears."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base-url", default="http://127.0.0.1:5000")
-    parser.add_argument("--press", action="append", default=[], help="keys for the next menu")
-    parser.add_argument("--say", action="append", default=[], help="words for the next menu")
+    # Both append to one list, so "--press 2 --say suicide" answers the menus in that order.
+    parser.add_argument(
+        "--press", dest="inputs", type=Keys, action="append", default=[], help="keys for the next menu"
+    )
+    parser.add_argument(
+        "--say", dest="inputs", type=Words, action="append", default=[], help="words for the next menu"
+    )
     parser.add_argument("--dial-outcome", action="append", default=[], help="completed, no-answer, busy…")
     parser.add_argument("--secrets", default=str(Path("instance") / "development-secrets.json"))
     args = parser.parse_args(argv)
     secrets = json.loads(Path(args.secrets).read_text())
-    actions: list[CallerAction] = [Keys(k) for k in args.press] + [Words(w) for w in args.say]
-    phone = Phone(RequestsTransport(), args.base_url, secrets["TWILIO_AUTH_TOKEN"], secrets["TWILIO_ACCOUNT_SID"])
+    actions: list[CallerAction] = args.inputs
+    phone = Phone(
+        RequestsTransport(), args.base_url, secrets["TWILIO_AUTH_TOKEN"], secrets["TWILIO_ACCOUNT_SID"]
+    )
     call = phone.call(actions, dial_outcomes=args.dial_outcome)
     for step in call.steps:
         print(f"→ POST {step.url}  [{step.status}]")

@@ -747,9 +747,7 @@ class FakeTwilio:
 
     def _status_hook(self, call: CallRecord, status: str) -> list[_Outbound]:
         """The status callback for ``status`` if the call subscribed to its event (§1.6)."""
-        if not call.status_callback or _CALL_EVENT_FOR_STATUS[status] not in (
-            call.status_callback_events
-        ):
+        if not call.status_callback or _CALL_EVENT_FOR_STATUS[status] not in (call.status_callback_events):
             return []
         params = self._voice_params(call, status)
         params.update(
@@ -764,11 +762,7 @@ class FakeTwilio:
             if status == "completed":
                 # Billed minutes; an answered call bills at least one.
                 params["Duration"] = str(max(1, math.ceil((call.duration or 0) / 60)))
-        return [
-            _Outbound(
-                "call-status", call.sid, call.status_callback, call.status_callback_method, params
-            )
-        ]
+        return [_Outbound("call-status", call.sid, call.status_callback, call.status_callback_method, params)]
 
     def _set_progress(self, call: CallRecord, status: str) -> list[_Outbound]:
         call.status = status
@@ -813,9 +807,7 @@ class FakeTwilio:
                     hooks += self._set_progress(call, "initiated")
                 if status == "no-answer" and _CALL_RANK[call.status] < _CALL_RANK["ringing"]:
                     hooks += self._set_progress(call, "ringing")
-                hooks += self._end_call(
-                    call, status, duration=duration, silent=call.status == "queued"
-                )
+                hooks += self._end_call(call, status, duration=duration, silent=call.status == "queued")
             else:
                 if _CALL_RANK[status] <= _CALL_RANK[call.status]:
                     return None
@@ -870,9 +862,7 @@ class FakeTwilio:
         log.info("call %s ended: %s", call.sid, status)
         return hooks
 
-    def _detach_from_conference(
-        self, call: CallRecord, call_status: str, reason: str
-    ) -> list[_Outbound]:
+    def _detach_from_conference(self, call: CallRecord, call_status: str, reason: str) -> list[_Outbound]:
         """Take a call out of its conference because the call ended or was redirected."""
         hooks: list[_Outbound] = []
         if call.conference_sid and call.conference_sid in self.conferences:
@@ -920,9 +910,7 @@ class FakeTwilio:
                     raise FakeTwilioError(400, 21220, "Call is not in-progress. Cannot redirect.")
                 call.url, call.method, call.twiml = url, method.upper(), None if url else twiml
                 if call.status == "in-progress":
-                    hooks += self._detach_from_conference(
-                        call, "in-progress", "participant_updated_via_api"
-                    )
+                    hooks += self._detach_from_conference(call, "in-progress", "participant_updated_via_api")
                     call.conference_leg = False  # it runs its own TwiML from now on
                     redirect = RedirectRecord(url, method.upper(), None if url else twiml)
                     call.redirects.append(redirect)
@@ -937,9 +925,7 @@ class FakeTwilio:
             elif status is not None and call.status not in TERMINAL_CALL_STATUSES:
                 answered = call.status == "in-progress"
                 if status == "completed" and answered:
-                    hooks += self._end_call(
-                        call, "completed", leave_reason="participant_updated_via_api"
-                    )
+                    hooks += self._end_call(call, "completed", leave_reason="participant_updated_via_api")
                 elif not answered:
                     hooks += self._end_call(call, "canceled", silent=call.status == "queued")
         self._send_all(hooks)
@@ -1081,9 +1067,7 @@ class FakeTwilio:
         ):
             raise FakeTwilioError(400, 16025, "Participant label already in use")
 
-    def _join(
-        self, conference: ConferenceRecord, participant: ParticipantRecord
-    ) -> list[_Outbound]:
+    def _join(self, conference: ConferenceRecord, participant: ParticipantRecord) -> list[_Outbound]:
         if not conference.configured:
             conference.configured = True
             conference.status_callback = participant.conference_status_callback
@@ -1100,11 +1084,7 @@ class FakeTwilio:
         log.info("call %s joined conference %s", participant.call_sid, conference.sid)
         hooks = self._conference_hook(conference, "join", "participant-join", participant)
         joined = [p for p in conference.participants.values() if p.joined]
-        if (
-            not conference.started
-            and len(joined) >= 2
-            and any(p.start_conference_on_enter for p in joined)
-        ):
+        if not conference.started and len(joined) >= 2 and any(p.start_conference_on_enter for p in joined):
             conference.started = True
             conference.status = "in-progress"
             hooks += self._conference_hook(conference, "start", "conference-start")
@@ -1314,9 +1294,7 @@ class FakeTwilio:
             )
             if conference is None or conference.status == "completed":
                 if re.fullmatch(r"CF[0-9a-fA-F]{32}", conference_sid_or_name):
-                    raise FakeTwilioError(
-                        400, 16003, "Could not recognize conference sid or friendly name"
-                    )
+                    raise FakeTwilioError(400, 16003, "Could not recognize conference sid or friendly name")
                 conference = self._conference_for_join(conference_sid_or_name)
             call = self.create_call(
                 to,
@@ -1356,9 +1334,7 @@ class FakeTwilio:
         log.info("participant leg %s created for conference %s", call.sid, conference.sid)
         return participant
 
-    def get_participant(
-        self, conference_sid_or_name: str, call_sid_or_label: str
-    ) -> ParticipantRecord:
+    def get_participant(self, conference_sid_or_name: str, call_sid_or_label: str) -> ParticipantRecord:
         """A current participant by call SID or label; 404/20404 if not there."""
         with self._lock:
             conference = self.get_conference(conference_sid_or_name)
@@ -1424,9 +1400,7 @@ class FakeTwilio:
                 modified |= call_sid_to_coach != participant.call_sid_to_coach
                 participant.call_sid_to_coach = call_sid_to_coach
             if modified:
-                hooks += self._conference_hook(
-                    conference, "modify", "participant-modify", participant
-                )
+                hooks += self._conference_hook(conference, "modify", "participant-modify", participant)
             participant.date_updated = _now()
         self._send_all(hooks)
         return participant
@@ -1604,8 +1578,7 @@ def participant_json(p: ParticipantRecord) -> dict[str, Any]:
         "start_conference_on_enter": p.start_conference_on_enter,
         "status": p.status,
         "uri": (
-            f"{_account_uri(p.account_sid)}/Conferences/{p.conference_sid}"
-            f"/Participants/{p.call_sid}.json"
+            f"{_account_uri(p.account_sid)}/Conferences/{p.conference_sid}/Participants/{p.call_sid}.json"
         ),
     }
 
@@ -1802,8 +1775,7 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
             items = [
                 conference_json(c)
                 for c in _newest_first(fake.conferences.values())
-                if (name is None or c.friendly_name == name)
-                and (status is None or c.status == status)
+                if (name is None or c.friendly_name == name) and (status is None or c.status == status)
             ]
         return jsonify(_page("conferences", items, f"{_account_uri(account_sid)}/Conferences.json"))
 

@@ -100,9 +100,7 @@ def gather_digits_params(identity: CallIdentity, digits: str) -> dict[str, str]:
     return identity.voice_params("in-progress", Digits=digits, FinishedOnKey="", msg="Gather End")
 
 
-def gather_speech_params(
-    identity: CallIdentity, speech: str, confidence: float = 0.92
-) -> dict[str, str]:
+def gather_speech_params(identity: CallIdentity, speech: str, confidence: float = 0.92) -> dict[str, str]:
     """Parameters of a ``<Gather>`` action request after speech input (§1.2)."""
     return identity.voice_params(
         "in-progress", SpeechResult=speech, Confidence=f"{confidence:.8f}", msg="Gather End"

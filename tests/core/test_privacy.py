@@ -29,9 +29,12 @@ def test_sealing_twice_gives_different_ciphertexts_but_the_same_lookup_hash() ->
     vault = Vault(KEY)
 
     assert vault.seal("+13125550123", context="phone") != vault.seal("+13125550123", context="phone")
-    assert vault.lookup_hash("+13125550123", context="phone") == vault.lookup_hash("+13125550123", context="phone")
+    assert vault.lookup_hash("+13125550123", context="phone") == vault.lookup_hash(
+        "+13125550123", context="phone"
+    )
     assert vault.lookup_hash("+13125550123", context="phone") != Vault(b"j" * 32).lookup_hash(
-        "+13125550123", context="phone")
+        "+13125550123", context="phone"
+    )
 
 
 def test_tampered_ciphertext_is_rejected() -> None:
@@ -43,14 +46,17 @@ def test_tampered_ciphertext_is_rejected() -> None:
         vault.open(tampered, context="sms")
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("+13125550123", "+13125550123"),
-    ("anonymous", None),
-    ("Restricted", None),
-    ("client:alice", None),
-    ("", None),
-    ("+1", None),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+13125550123", "+13125550123"),
+        ("anonymous", None),
+        ("Restricted", None),
+        ("client:alice", None),
+        ("", None),
+        ("+1", None),
+    ],
+)
 def test_caller_number_from_twilio_from_field(raw: str, expected: str | None) -> None:
     assert caller_number(raw) == expected
 
@@ -61,7 +67,9 @@ def test_numbers_are_normalised_to_e164() -> None:
 
 
 def test_log_filter_masks_phone_numbers() -> None:
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "call from %s failed", ("+1 312 555 0123",), None)
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "call from %s failed", ("+1 312 555 0123",), None
+    )
 
     RedactPhoneNumbers().filter(record)
 

@@ -34,27 +34,41 @@ def test_production_settings_are_normalised() -> None:
 
 def test_production_refuses_to_start_without_secrets_and_lists_every_problem() -> None:
     env = production_env()
-    for name in ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "BACKUP_NUMBER", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL"):
+    for name in (
+        "SECRET_KEY",
+        "DATA_ENCRYPTION_KEY",
+        "BACKUP_NUMBER",
+        "TWILIO_AUTH_TOKEN",
+        "PUBLIC_BASE_URL",
+    ):
         del env[name]
 
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(env)
 
     problems = "\n".join(raised.value.problems)
-    for name in ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "BACKUP_NUMBER", "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
-                 "PUBLIC_BASE_URL"):
+    for name in (
+        "SECRET_KEY",
+        "DATA_ENCRYPTION_KEY",
+        "BACKUP_NUMBER",
+        "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+        "PUBLIC_BASE_URL",
+    ):
         assert name in problems
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("BACKUP_NUMBER", "12345", "BACKUP_NUMBER: not a valid phone number"),
-    ("DATA_ENCRYPTION_KEY", "c2hvcnQ=", "DATA_ENCRYPTION_KEY: must be 32 random bytes"),
-    ("TRUSTED_PROXY_COUNT", "many", "TRUSTED_PROXY_COUNT: must be a whole number"),
-    ("REDIS_URL", "http://cache", "REDIS_URL: must start with redis://"),
-    ("LINE_MODE_OVERRIDE", "panic", "LINE_MODE_OVERRIDE: 'panic' is not one of"),
-    ("CRISISLINE_ENV", "staging", "CRISISLINE_ENV: 'staging' is not one of"),
-    ("TWILIO_ACCOUNT_SID", "XX123", "TWILIO_ACCOUNT_SID: must be 'AC'"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BACKUP_NUMBER", "12345", "BACKUP_NUMBER: not a valid phone number"),
+        ("DATA_ENCRYPTION_KEY", "c2hvcnQ=", "DATA_ENCRYPTION_KEY: must be 32 random bytes"),
+        ("TRUSTED_PROXY_COUNT", "many", "TRUSTED_PROXY_COUNT: must be a whole number"),
+        ("REDIS_URL", "http://cache", "REDIS_URL: must start with redis://"),
+        ("LINE_MODE_OVERRIDE", "panic", "LINE_MODE_OVERRIDE: 'panic' is not one of"),
+        ("CRISISLINE_ENV", "staging", "CRISISLINE_ENV: 'staging' is not one of"),
+        ("TWILIO_ACCOUNT_SID", "XX123", "TWILIO_ACCOUNT_SID: must be 'AC'"),
+    ],
+)
 def test_bad_values_get_a_clear_error(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(production_env(**{name: value}))

@@ -53,9 +53,7 @@ class WebhookReceiver:
         # The URL exactly as sent: werkzeug's ``req.url`` re-decodes the query string
         # (``%2C`` -> ``,``), which would break signatures of GET webhooks.
         raw_url = req.host_url.rstrip("/") + environ.get("RAW_URI", req.full_path)
-        received = Received(
-            req.method, raw_url, req.path, dict(req.form), dict(req.args), dict(req.headers)
-        )
+        received = Received(req.method, raw_url, req.path, dict(req.form), dict(req.args), dict(req.headers))
         with self._lock:
             self.requests.append(received)
             status, body, content_type = self.replies.get(req.path, (204, "", "text/plain"))
@@ -67,9 +65,7 @@ class WebhookReceiver:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self._server.server_port}{path}"
 
-    def reply(
-        self, path: str, body: str, status: int = 200, content_type: str = "text/xml"
-    ) -> None:
+    def reply(self, path: str, body: str, status: int = 200, content_type: str = "text/xml") -> None:
         self.replies[path] = (status, body, content_type)
 
     def at(self, path: str) -> list[Received]:

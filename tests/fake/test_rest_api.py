@@ -71,9 +71,7 @@ def test_invalid_to_number_raises_21211(client: Client, bad_number: str) -> None
     assert caught.value.code == 21211
 
 
-def test_send_to_opted_out_number_raises_21610_until_opt_in(
-    server: FakeTwilioServer, client: Client
-) -> None:
+def test_send_to_opted_out_number_raises_21610_until_opt_in(server: FakeTwilioServer, client: Client) -> None:
     server.fake.opt_out(CALLER)
 
     with pytest.raises(TwilioRestException) as caught:
@@ -214,9 +212,7 @@ def test_auto_deliver_sends_callbacks_in_background(receiver: WebhookReceiver) -
         assert server.fake.messages[message.sid].status == "delivered"
 
 
-def test_message_list_has_paging_meta_and_filters_by_to(
-    server: FakeTwilioServer, client: Client
-) -> None:
+def test_message_list_has_paging_meta_and_filters_by_to(server: FakeTwilioServer, client: Client) -> None:
     for index in range(3):
         client.messages.create(to=CALLER, from_=HOTLINE, body=f"m{index}")
     client.messages.create(to=COUNSELOR, from_=HOTLINE, body="other")
@@ -240,13 +236,11 @@ def test_message_list_has_paging_meta_and_filters_by_to(
     assert [m["body"] for m in body["messages"]] == ["m2", "m1"]  # newest first
     assert (body["page"], body["page_size"], body["start"], body["end"]) == (0, 2, 0, 1)
     assert body["previous_page_uri"] is None
-    assert body["next_page_uri"].startswith(
-        f"/2010-04-01/Accounts/{server.account_sid}/Messages.json?"
-    )
+    assert body["next_page_uri"].startswith(f"/2010-04-01/Accounts/{server.account_sid}/Messages.json?")
     # twilio-python follows next_page_uri to the end, and the filter holds across pages.
     everything = client.messages.list(to=CALLER, page_size=2)
     assert [m.body for m in everything] == ["m2", "m1", "m0"]
-    last = requests.get(list_uri, params={"To": CALLER, "PageSize": 2, "Page": 1}, auth=auth)
+    last = requests.get(list_uri, params={"To": CALLER, "PageSize": 2, "Page": 1}, auth=auth, timeout=5)
     assert last.json()["next_page_uri"] is None
 
 
@@ -314,9 +308,7 @@ def test_call_without_event_list_only_gets_completed_callback(
     assert "Duration" not in callback.form  # billed minutes only on completed
 
 
-def test_answering_inline_twiml_call_returns_its_twiml(
-    server: FakeTwilioServer, client: Client
-) -> None:
+def test_answering_inline_twiml_call_returns_its_twiml(server: FakeTwilioServer, client: Client) -> None:
     call = client.calls.create(to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML)
 
     assert server.fake.advance_call(call.sid, "in-progress") == VOICE_TWIML
@@ -672,9 +664,7 @@ def test_duplicate_participant_label_is_rejected(
     _caller_in_room(server, receiver, "room-10")
 
     with pytest.raises(TwilioRestException) as caught:
-        client.conferences("room-10").participants.create(
-            from_=HOTLINE, to=COUNSELOR, label="caller"
-        )
+        client.conferences("room-10").participants.create(from_=HOTLINE, to=COUNSELOR, label="caller")
 
     assert caught.value.code == 16025
 
@@ -694,9 +684,7 @@ def test_injected_fault_returns_500_then_succeeds(server: FakeTwilioServer, clie
     assert len(server.fake.messages) == 1
 
 
-def test_injected_delay_slows_request_without_failing_it(
-    server: FakeTwilioServer, client: Client
-) -> None:
+def test_injected_delay_slows_request_without_failing_it(server: FakeTwilioServer, client: Client) -> None:
     server.fake.inject_fault("*", r"/Calls", status=200, delay=0.3)
     started = time.monotonic()
 
@@ -713,20 +701,20 @@ def test_control_endpoints_advance_deliver_state_and_reset(
     message = client.messages.create(to=CALLER, from_=HOTLINE, body="hi")
 
     advanced = requests.post(
-        f"{server.base_url}/_fake/calls/{call.sid}/advance", data={"status": "in-progress"}
+        f"{server.base_url}/_fake/calls/{call.sid}/advance", data={"status": "in-progress"}, timeout=5
     ).json()
     delivered = requests.post(
-        f"{server.base_url}/_fake/messages/{message.sid}/deliver", data={"final": "undelivered"}
+        f"{server.base_url}/_fake/messages/{message.sid}/deliver", data={"final": "undelivered"}, timeout=5
     ).json()
-    state = requests.get(f"{server.base_url}/_fake/state").json()
+    state = requests.get(f"{server.base_url}/_fake/state", timeout=5).json()
 
     assert advanced == {"call": advanced["call"], "twiml": VOICE_TWIML}
     assert advanced["call"]["status"] == "in-progress"
     assert delivered["status"] == "undelivered"
     assert [c["sid"] for c in state["calls"]] == [call.sid]
     assert [m["status"] for m in state["messages"]] == ["undelivered"]
-    assert requests.post(f"{server.base_url}/_fake/reset").status_code == 204
-    assert requests.get(f"{server.base_url}/_fake/state").json()["calls"] == []
+    assert requests.post(f"{server.base_url}/_fake/reset", timeout=5).status_code == 204
+    assert requests.get(f"{server.base_url}/_fake/state", timeout=5).json()["calls"] == []
 
 
 def test_unreachable_webhook_is_logged_not_raised(server: FakeTwilioServer, client: Client) -> None:
@@ -748,9 +736,7 @@ def test_webhook_handler_can_call_back_into_the_api_without_deadlock(
         # What the app does: react to a conference event by calling the REST API.
         if received.form["StatusCallbackEvent"] == "participant-join":
             conference_sid = received.form["ConferenceSid"]
-            client.conferences(conference_sid).participants(received.form["CallSid"]).update(
-                muted=True
-            )
+            client.conferences(conference_sid).participants(received.form["CallSid"]).update(muted=True)
 
     receiver.handlers["/conf"] = hold_on_join
 
@@ -779,9 +765,7 @@ def test_redirecting_a_conference_call_takes_it_out_of_the_room(
     redirected = server.fake.get_call(leg.call_sid)
     assert redirected.status == "in-progress"  # it now runs the new TwiML
     assert redirected.redirects[-1].twiml == VOICE_TWIML
-    assert [p.call_sid for p in client.conferences(leg.conference_sid).participants.list()] == [
-        caller_sid
-    ]
+    assert [p.call_sid for p in client.conferences(leg.conference_sid).participants.list()] == [caller_sid]
 
 
 def test_hanging_up_a_conference_call_via_api_leaves_the_room(
@@ -824,9 +808,7 @@ def test_inbound_call_final_status_goes_to_number_callback(
     server: FakeTwilioServer, receiver: WebhookReceiver
 ) -> None:
     call_sid = "CA" + "3" * 32
-    server.fake.record_inbound_call(
-        call_sid, CALLER, HOTLINE, status_callback=receiver.url("/status")
-    )
+    server.fake.record_inbound_call(call_sid, CALLER, HOTLINE, status_callback=receiver.url("/status"))
 
     assert server.fake.advance_call(call_sid, "in-progress") is None  # the test phone has TwiML
     server.fake.advance_call(call_sid, "completed")

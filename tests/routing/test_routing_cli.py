@@ -39,26 +39,78 @@ def _delete(path: list[Any]) -> Edit:
 
 BROKEN: list[tuple[str, Edit, str]] = [
     ("duplicate need digit", _set(["needs", 2, "digit"], 1), "needs[2].digit: 1 is already used by needs[0]"),
-    ("bad counselor phone", _set(["counselors", 4, "phone"], "555-12"), "counselors[4].phone: not a valid phone number"),
-    ("missing prompt", _delete(["languages", 1, "prompts", "need_option"]), "languages[1]: prompt 'need_option' missing"),
-    ("prompt without placeholder", _set(["languages", 0, "prompts", "need_option"], "Press a key."),
-     "languages[0].prompts.need_option: must contain {digit}"),
-    ("unknown target", _set(["needs", 0, "target"], "police"), "needs[0].target: 'police' is not one of counselors, co_responders, backup"),
-    ("unknown time zone", _set(["line", "timezone"], "Mars/Olympus"), "line.timezone: 'Mars/Olympus' is not an IANA time zone"),
-    ("bad shift time", _set(["counselors", 0, "shifts", 0, "start"], "25:00"), "counselors[0].shifts[0].start: '25:00' is not a time of day"),
-    ("unknown day", _set(["counselors", 1, "shifts", 0, "days"], ["funday"]), "counselors[1].shifts[0].days[0]: 'funday' is not a day"),
-    ("unknown language on counselor", _set(["counselors", 2, "languages"], ["en", "fr"]),
-     "counselors[2].languages[1]: 'fr' is not one of the line's languages"),
-    ("unknown skill", _set(["counselors", 0, "skills"], ["suicide", "juggling"]), "counselors[0].skills[1]: 'juggling' is not a need key"),
-    ("duplicate responder id", _set(["counselors", 1, "id"], "ana-ruiz"), "counselors[1].id: 'ana-ruiz' is already used by counselors[0]"),
-    ("default need unknown", _set(["menu", "default_need"], "nothing"), "menu.default_need: 'nothing' is not a need key"),
+    (
+        "bad counselor phone",
+        _set(["counselors", 4, "phone"], "555-12"),
+        "counselors[4].phone: not a valid phone number",
+    ),
+    (
+        "missing prompt",
+        _delete(["languages", 1, "prompts", "need_option"]),
+        "languages[1]: prompt 'need_option' missing",
+    ),
+    (
+        "prompt without placeholder",
+        _set(["languages", 0, "prompts", "need_option"], "Press a key."),
+        "languages[0].prompts.need_option: must contain {digit}",
+    ),
+    (
+        "unknown target",
+        _set(["needs", 0, "target"], "police"),
+        "needs[0].target: 'police' is not one of counselors, co_responders, backup",
+    ),
+    (
+        "unknown time zone",
+        _set(["line", "timezone"], "Mars/Olympus"),
+        "line.timezone: 'Mars/Olympus' is not an IANA time zone",
+    ),
+    (
+        "bad shift time",
+        _set(["counselors", 0, "shifts", 0, "start"], "25:00"),
+        "counselors[0].shifts[0].start: '25:00' is not a time of day",
+    ),
+    (
+        "unknown day",
+        _set(["counselors", 1, "shifts", 0, "days"], ["funday"]),
+        "counselors[1].shifts[0].days[0]: 'funday' is not a day",
+    ),
+    (
+        "unknown language on counselor",
+        _set(["counselors", 2, "languages"], ["en", "fr"]),
+        "counselors[2].languages[1]: 'fr' is not one of the line's languages",
+    ),
+    (
+        "unknown skill",
+        _set(["counselors", 0, "skills"], ["suicide", "juggling"]),
+        "counselors[0].skills[1]: 'juggling' is not a need key",
+    ),
+    (
+        "duplicate responder id",
+        _set(["counselors", 1, "id"], "ana-ruiz"),
+        "counselors[1].id: 'ana-ruiz' is already used by counselors[0]",
+    ),
+    (
+        "default need unknown",
+        _set(["menu", "default_need"], "nothing"),
+        "menu.default_need: 'nothing' is not a need key",
+    ),
     ("retries out of range", _set(["menu", "retries"], 40), "menu.retries: must be between 0 and 5, not 40"),
-    ("override ends before start", _set(["counselors", 0, "overrides", 0, "end"], "2026-12-01T08:00"),
-     "counselors[0].overrides[0]: end must be after start"),
+    (
+        "override ends before start",
+        _set(["counselors", 0, "overrides", 0, "end"], "2026-12-01T08:00"),
+        "counselors[0].overrides[0]: end must be after start",
+    ),
     ("misspelt key", _set(["line", "nmae"], "x"), "line.nmae: unknown key (check the spelling)"),
-    ("label missing for a language", _delete(["needs", 3, "labels", "es"]), "needs[3].labels: missing for language 'es'"),
-    ("same speech word for two needs", _set(["needs", 1, "speech_words", "en"], ["drugs"]),
-     "needs[3].speech_words.en: 'drugs' is already used by needs[1]"),
+    (
+        "label missing for a language",
+        _delete(["needs", 3, "labels", "es"]),
+        "needs[3].labels: missing for language 'es'",
+    ),
+    (
+        "same speech word for two needs",
+        _set(["needs", 1, "speech_words", "en"], ["drugs"]),
+        "needs[3].speech_words.en: 'drugs' is already used by needs[1]",
+    ),
 ]
 
 
@@ -86,12 +138,15 @@ def test_check_reports_each_problem_with_its_place(
     assert "would be refused" in result.output
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("line: [unclosed", "line 1, column 16: YAML syntax error"),
-    ("- just\n- a list\n", "must be a mapping, not a list"),
-    ("", "must be a mapping, not nothing"),
-    ("line:\n  name: x\n", "languages: missing"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("line: [unclosed", "line 1, column 16: YAML syntax error"),
+        ("- just\n- a list\n", "must be a mapping, not a list"),
+        ("", "must be a mapping, not nothing"),
+        ("line:\n  name: x\n", "languages: missing"),
+    ],
+)
 def test_check_reports_unreadable_documents(app: Flask, tmp_path: Path, text: str, expected: str) -> None:
     result = app.test_cli_runner().invoke(args=["routing", "check", str(_write(tmp_path, text=text))])
 
@@ -111,7 +166,9 @@ def test_check_warns_about_a_language_nobody_speaks_but_accepts_it(app: Flask, t
         for person in document["counselors"] + document["co_responder_units"]:
             person["languages"] = ["en"]
 
-    result = app.test_cli_runner().invoke(args=["routing", "check", str(_write(tmp_path, nobody_speaks_spanish))])
+    result = app.test_cli_runner().invoke(
+        args=["routing", "check", str(_write(tmp_path, nobody_speaks_spanish))]
+    )
 
     assert result.exit_code == 0
     assert "warning: languages[1]: nobody on the rota speaks Español" in result.output

@@ -25,15 +25,18 @@ def at(day: int, hour: int, minute: int = 0, month: int = 12) -> datetime:
     return datetime(2026, month, day, hour, minute, tzinfo=CHICAGO)
 
 
-@pytest.mark.parametrize(("moment", "expected"), [
-    (at(2, 10), {"ana-ruiz", "unit-north"}),                     # Wednesday morning
-    (at(2, 15, 59), {"ana-ruiz", "diego-morales", "unit-north"}),
-    (at(2, 16), {"ben-carter", "diego-morales", "unit-north"}),  # shift change on the minute
-    (at(2, 23, 30), {"ben-carter", "chloe-nguyen", "unit-north"}),
-    (at(3, 1, 30), {"chloe-nguyen", "unit-north"}),              # overnight shifts past midnight
-    (at(3, 2), {"chloe-nguyen"}),
-    (at(24, 10), {"erin-walsh", "unit-north"}),                  # Ana on leave, Erin covering
-])
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (at(2, 10), {"ana-ruiz", "unit-north"}),  # Wednesday morning
+        (at(2, 15, 59), {"ana-ruiz", "diego-morales", "unit-north"}),
+        (at(2, 16), {"ben-carter", "diego-morales", "unit-north"}),  # shift change on the minute
+        (at(2, 23, 30), {"ben-carter", "chloe-nguyen", "unit-north"}),
+        (at(3, 1, 30), {"chloe-nguyen", "unit-north"}),  # overnight shifts past midnight
+        (at(3, 2), {"chloe-nguyen"}),
+        (at(24, 10), {"erin-walsh", "unit-north"}),  # Ana on leave, Erin covering
+    ],
+)
 def test_on_call_follows_shifts_overnight_windows_and_overrides(
     document: RoutingDocument, moment: datetime, expected: set[str]
 ) -> None:
@@ -67,7 +70,9 @@ def test_engine_falls_back_to_any_language_and_says_so(document: RoutingDocument
     assert decision.reason == "no_language_match"
 
 
-def test_co_responder_need_falls_back_to_counselors_when_no_unit_is_on_call(document: RoutingDocument) -> None:
+def test_co_responder_need_falls_back_to_counselors_when_no_unit_is_on_call(
+    document: RoutingDocument,
+) -> None:
     need = document.need("danger_now")
     assert need is not None
 

@@ -4,8 +4,7 @@ webhook still answers valid TwiML that dials the backup line from settings."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -15,7 +14,6 @@ import time_machine
 from flask import Flask
 
 import ivr.views
-from crisisline import create_app
 from crisisline.settings import Settings
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_BACKUP_NUMBER, settings_for
 from twilio_fake.phone import Keys, Phone, WsgiTransport
@@ -45,21 +43,29 @@ def assert_dials_backup(body: bytes) -> None:
 
 @pytest.fixture(params=["database-down", "database-and-redis-down", "database-unmigrated"])
 def broken_app(
-    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Flask]:
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    make_app: Callable[[Settings], Flask],
+) -> Flask:
     database = DEAD_POSTGRES
     if request.param == "database-unmigrated":  # reachable, but every query fails
         database = f"sqlite:///{tmp_path_factory.mktemp('unmigrated') / 'never-migrated.db'}"
     redis = DEAD_REDIS if request.param == "database-and-redis-down" else redis_url
-    yield create_app(settings_for(database, redis))
+    return make_app(settings_for(database, redis))
 
 
 def test_with_redis_down_a_caller_still_walks_the_menu_to_a_counselor(
-    app: Flask, settings: Settings
+    app: Flask, settings: Settings, make_app: Callable[[Settings], Flask]
 ) -> None:
-    redis_down = create_app(replace(settings, redis_url=DEAD_REDIS))
-    phone = Phone(WsgiTransport(redis_down.test_client()), "http://localhost", TEST_AUTH_TOKEN,
-                  TEST_ACCOUNT_SID, LINE_NUMBER)
+    redis_down = make_app(replace(settings, redis_url=DEAD_REDIS))
+    phone = Phone(
+        WsgiTransport(redis_down.test_client()),
+        "http://localhost",
+        TEST_AUTH_TOKEN,
+        TEST_ACCOUNT_SID,
+        LINE_NUMBER,
+    )
     with time_machine.travel(datetime(2026, 12, 2, 10, 0, tzinfo=ZoneInfo("America/Chicago"))):
         call = phone.call([Keys("2"), Keys("2")], dial_outcomes=["completed"])
 
@@ -75,7 +81,9 @@ def test_every_voice_webhook_dials_the_backup_line_when_services_are_down(
     params = identity.voice_params("in-progress", **extra)
     url = "http://localhost" + path
 
-    response = broken_app.test_client().post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+    response = broken_app.test_client().post(
+        url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params)
+    )
 
     assert response.status_code == 200
     assert response.mimetype == "text/xml"
@@ -96,8 +104,10 @@ def test_a_bug_in_the_routing_engine_still_connects_the_caller(
     assert call.steps[-1].status == 200
 
 
-def test_line_mode_override_sends_callers_to_backup_without_touching_the_database(redis_url: str) -> None:
-    app = create_app(settings_for(DEAD_POSTGRES, redis_url, LINE_MODE_OVERRIDE="system_down"))
+def test_line_mode_override_sends_callers_to_backup_without_touching_the_database(
+    redis_url: str, make_app: Callable[[Settings], Flask]
+) -> None:
+    app = make_app(settings_for(DEAD_POSTGRES, redis_url, LINE_MODE_OVERRIDE="system_down"))
     phone = Phone(WsgiTransport(app.test_client()), "http://localhost", TEST_AUTH_TOKEN, TEST_ACCOUNT_SID)
 
     call = phone.call([], dial_outcomes=["completed"])
@@ -118,9 +128,7 @@ def test_no_published_routing_still_connects_callers_to_backup(app: Flask) -> No
     assert_dials_backup(response.data)
 
 
-def test_failsafe_logs_no_phone_number_or_secret(
-    broken_app: Flask, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_failsafe_logs_no_phone_number_or_secret(broken_app: Flask, caplog: pytest.LogCaptureFixture) -> None:
     identity = CallIdentity(TEST_ACCOUNT_SID, "+13125550188", LINE_NUMBER)
     params = identity.voice_params()
     url = "http://localhost/voice/incoming"

@@ -22,17 +22,25 @@ def post(client: FlaskClient, path: str, params: dict[str, str]) -> int:
 
 def counts(app: Flask) -> tuple[int, int]:
     with app.app_context():
-        return (db.session.scalar(select(func.count(Call.id))) or 0,
-                db.session.scalar(select(func.count(CallEvent.id))) or 0)
+        return (
+            db.session.scalar(select(func.count(Call.id))) or 0,
+            db.session.scalar(select(func.count(CallEvent.id))) or 0,
+        )
 
 
 def test_duplicated_incoming_webhook_creates_one_call_and_one_event(app: Flask, client: FlaskClient) -> None:
     params = IDENTITY.voice_params()
 
-    first = client.post("http://localhost/voice/incoming", data=params,
-                        headers=signed_headers(TEST_AUTH_TOKEN, "http://localhost/voice/incoming", params))
-    second = client.post("http://localhost/voice/incoming", data=params,
-                         headers=signed_headers(TEST_AUTH_TOKEN, "http://localhost/voice/incoming", params))
+    first = client.post(
+        "http://localhost/voice/incoming",
+        data=params,
+        headers=signed_headers(TEST_AUTH_TOKEN, "http://localhost/voice/incoming", params),
+    )
+    second = client.post(
+        "http://localhost/voice/incoming",
+        data=params,
+        headers=signed_headers(TEST_AUTH_TOKEN, "http://localhost/voice/incoming", params),
+    )
 
     assert first.data == second.data
     assert counts(app) == (1, 1)
@@ -49,8 +57,11 @@ def test_duplicated_menu_answer_is_recorded_once(app: Flask, client: FlaskClient
 
 
 def status(sequence: int, call_status: str, duration: str | None = None) -> dict[str, str]:
-    extra = {"SequenceNumber": str(sequence), "CallbackSource": "call-progress-events",
-             "Timestamp": "Wed, 02 Dec 2026 16:00:00 +0000"}
+    extra = {
+        "SequenceNumber": str(sequence),
+        "CallbackSource": "call-progress-events",
+        "Timestamp": "Wed, 02 Dec 2026 16:00:00 +0000",
+    }
     if duration:
         extra["CallDuration"] = duration
     return IDENTITY.voice_params(call_status, **extra)

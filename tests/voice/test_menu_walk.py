@@ -113,9 +113,7 @@ NEEDS_BY_DIGIT = {
 
 
 @pytest.mark.parametrize("digit", sorted(NEEDS_BY_DIGIT))
-def test_each_need_by_key_dials_the_on_call_responders_for_it(
-    app: Flask, phone: Phone, digit: str
-) -> None:
+def test_each_need_by_key_dials_the_on_call_responders_for_it(app: Flask, phone: Phone, digit: str) -> None:
     need, numbers = NEEDS_BY_DIGIT[digit]
 
     call = phone.call([Keys("2"), Keys(digit)], dial_outcomes=["completed"])
@@ -130,8 +128,13 @@ def test_each_need_by_key_dials_the_on_call_responders_for_it(
     row = call_row(app, call.identity.call_sid)
     assert (row.language, row.need) == ("es", need)
     kinds = [e.kind for e in events_of(app, call.identity.call_sid)]
-    assert kinds == ["call.started", "menu.language.chosen", "menu.need.chosen", "route.decided",
-                     "dial.result"]
+    assert kinds == [
+        "call.started",
+        "menu.language.chosen",
+        "menu.need.chosen",
+        "route.decided",
+        "dial.result",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -147,7 +150,7 @@ def test_need_is_recognised_from_speech(app: Flask, phone: Phone, speech: str, n
     call = phone.call([Keys("1"), Words(speech)], dial_outcomes=["completed"])
 
     assert call_row(app, call.identity.call_sid).need == need
-    chosen = [e for e in events_of(app, call.identity.call_sid) if e.kind == "menu.need.chosen"][0]
+    chosen = next(e for e in events_of(app, call.identity.call_sid) if e.kind == "menu.need.chosen")
     assert chosen.detail["via"] == "speech"
     # The transcript is kept only sealed, never in the plain detail column.
     assert chosen.sealed_detail is not None and speech not in chosen.sealed_detail
@@ -181,7 +184,12 @@ def test_silence_and_bad_keys_reprompt_then_take_the_default_routes(app: Flask, 
     assert "Sorry, I didn't get that." in call.heard_text()
     assert call.dials[0].numbers == [ANA]
     row = call_row(app, call.identity.call_sid)
-    assert (row.language, row.need, row.language_attempts, row.need_attempts) == ("en", "something_else", 3, 3)
+    assert (row.language, row.need, row.language_attempts, row.need_attempts) == (
+        "en",
+        "something_else",
+        3,
+        3,
+    )
     kinds = [e.kind for e in events_of(app, call.identity.call_sid)]
     assert kinds.count("menu.language.no_input") == 1
     assert kinds.count("menu.language.invalid") == 1
@@ -197,7 +205,10 @@ def test_retries_are_configurable(phone: Phone, publish_routing: Callable[..., i
 
     call = phone.call([Keys("7"), Keys("8")], dial_outcomes=["completed"])
 
-    assert call.requested_paths()[1:3] == ["voice/menu/language?attempt=1", "voice/menu/need?lang=en&attempt=1"]
+    assert call.requested_paths()[1:3] == [
+        "voice/menu/language?attempt=1",
+        "voice/menu/need?lang=en&attempt=1",
+    ]
     assert call.dials[0].numbers == [ANA]
 
 
@@ -309,7 +320,9 @@ def test_caller_number_is_stored_only_encrypted_and_hashed(app: Flask, phone: Ph
 
 
 def test_withheld_caller_id_is_routed_normally(app: Flask, phone: Phone) -> None:
-    call = phone.call([Keys("1"), Keys("2")], identity=phone.identity("anonymous"), dial_outcomes=["completed"])
+    call = phone.call(
+        [Keys("1"), Keys("2")], identity=phone.identity("anonymous"), dial_outcomes=["completed"]
+    )
 
     assert call.dials[0].numbers == [ANA]
     assert call_row(app, call.identity.call_sid).caller_hash is None

@@ -9,7 +9,7 @@ import requests
 import time_machine
 
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
-from twilio_fake.phone import Keys, Phone, RequestsTransport, Words
+from twilio_fake.phone import Phone, RequestsTransport, Words
 
 
 def test_a_spanish_caller_reaches_a_counselor_over_real_http(live_server: str) -> None:

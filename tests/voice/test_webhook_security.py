@@ -3,11 +3,12 @@ writes nothing, and accepts genuine ones behind a TLS-terminating proxy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from crisisline import create_app
 from crisisline.settings import Settings
 from tests.conftest import TEST_AUTH_TOKEN, table_row_counts
 from twilio_fake.signing import CallIdentity, gather_digits_params, sign, signed_headers
@@ -17,15 +18,18 @@ IDENTITY = CallIdentity("AC" + "7" * 32, "+13125550123", "+13125550100")
 
 def twilio_routes(app: Flask) -> list[str]:
     """Every route Twilio calls, taken from the URL map so a new route cannot be forgotten."""
-    return sorted(
-        rule.rule for rule in app.url_map.iter_rules() if rule.rule.startswith(("/voice", "/sms"))
-    )
+    return sorted(rule.rule for rule in app.url_map.iter_rules() if rule.rule.startswith(("/voice", "/sms")))
 
 
 def test_every_twilio_route_is_in_the_list_under_test(app: Flask) -> None:
     assert set(twilio_routes(app)) >= {
-        "/voice/incoming", "/voice/menu/language", "/voice/menu/need", "/voice/dial-result",
-        "/voice/backup-result", "/voice/status", "/voice/fallback",
+        "/voice/incoming",
+        "/voice/menu/language",
+        "/voice/menu/need",
+        "/voice/dial-result",
+        "/voice/backup-result",
+        "/voice/status",
+        "/voice/fallback",
     }
 
 
@@ -63,14 +67,15 @@ def test_forged_requests_are_refused_on_every_route_and_write_nothing(
     assert table_row_counts(app) == before
 
 
-def test_forged_request_is_refused_even_when_the_database_is_down(redis_url: str) -> None:
+def test_forged_request_is_refused_even_when_the_database_is_down(
+    redis_url: str, make_app: Callable[[Settings], Flask]
+) -> None:
     from tests.conftest import settings_for
 
-    app = create_app(settings_for("postgresql+psycopg://postgres@127.0.0.1:1/none", redis_url))
+    app = make_app(settings_for("postgresql+psycopg://postgres@127.0.0.1:1/none", redis_url))
     params = IDENTITY.voice_params()
 
-    response = app.test_client().post("/voice/incoming", data=params,
-                                      headers={"X-Twilio-Signature": "bogus"})
+    response = app.test_client().post("/voice/incoming", data=params, headers={"X-Twilio-Signature": "bogus"})
 
     assert response.status_code == 403
 
@@ -86,25 +91,34 @@ def test_genuine_request_with_an_unknown_new_twilio_parameter_is_accepted(client
 
 
 @pytest.fixture
-def proxied_app(settings: Settings, app: Flask) -> Flask:
+def proxied_app(settings: Settings, app: Flask, make_app: Callable[[Settings], Flask]) -> Flask:
     """The same database as ``app``, served as if behind one TLS-terminating proxy."""
     from dataclasses import replace
 
-    return create_app(replace(settings, trusted_proxy_count=1))
+    return make_app(replace(settings, trusted_proxy_count=1))
 
 
-@pytest.mark.parametrize("public_url", [
-    "https://line.example.org/voice/incoming",
-    "https://line.example.org:443/voice/incoming",
-])
+@pytest.mark.parametrize(
+    "public_url",
+    [
+        "https://line.example.org/voice/incoming",
+        "https://line.example.org:443/voice/incoming",
+    ],
+)
 def test_signature_is_valid_behind_a_tls_terminating_proxy(proxied_app: Flask, public_url: str) -> None:
     params = IDENTITY.voice_params()
     headers = signed_headers(TEST_AUTH_TOKEN, public_url, params)
-    headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "line.example.org",
-                    "X-Forwarded-For": "54.172.60.1"})
+    headers.update(
+        {
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "line.example.org",
+            "X-Forwarded-For": "54.172.60.1",
+        }
+    )
 
-    response = proxied_app.test_client().post("/voice/incoming", data=params, headers=headers,
-                                              base_url="http://10.0.0.5:8000")
+    response = proxied_app.test_client().post(
+        "/voice/incoming", data=params, headers=headers, base_url="http://10.0.0.5:8000"
+    )
 
     assert response.status_code == 200
 
@@ -115,20 +129,24 @@ def test_proxy_headers_are_ignored_unless_the_proxy_is_trusted(app: Flask) -> No
     headers = signed_headers(TEST_AUTH_TOKEN, public_url, params)
     headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "line.example.org"})
 
-    response = app.test_client().post("/voice/incoming", data=params, headers=headers,
-                                      base_url="http://10.0.0.5:8000")
+    response = app.test_client().post(
+        "/voice/incoming", data=params, headers=headers, base_url="http://10.0.0.5:8000"
+    )
 
     assert response.status_code == 403
 
 
-def test_public_base_url_validates_without_any_proxy_headers(settings: Settings, app: Flask) -> None:
+def test_public_base_url_validates_without_any_proxy_headers(
+    settings: Settings, app: Flask, make_app: Callable[[Settings], Flask]
+) -> None:
     from dataclasses import replace
 
-    public_app = create_app(replace(settings, public_base_url="https://line.example.org"))
+    public_app = make_app(replace(settings, public_base_url="https://line.example.org"))
     params = IDENTITY.voice_params()
     headers = signed_headers(TEST_AUTH_TOKEN, "https://line.example.org/voice/incoming", params)
 
-    response = public_app.test_client().post("/voice/incoming", data=params, headers=headers,
-                                             base_url="http://10.0.0.5:8000")
+    response = public_app.test_client().post(
+        "/voice/incoming", data=params, headers=headers, base_url="http://10.0.0.5:8000"
+    )
 
     assert response.status_code == 200

@@ -1,0 +1,89 @@
+"""The retention purge scrubs personal data past its window, keeps aggregates, and is idempotent.
+It also runs as a real RQ job through a real worker and Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import time_machine
+from flask import Flask
+from sqlalchemy import select
+
+from crisisline.app import rq
+from crisisline.db import db
+from crisisline.models import Call, CallEvent
+from crisisline.settings import Settings
+from tests.conftest import ROOT, deployment_environment
+from twilio_fake.phone import Keys, Phone, Words
+
+
+def place_call_at(phone: Phone, moment: datetime) -> str:
+    with time_machine.travel(moment, tick=False):
+        call = phone.call([Keys("1"), Words("I want to kill myself")], dial_outcomes=["completed"])
+    return call.identity.call_sid
+
+
+def row(app: Flask, call_sid: str) -> Call:
+    with app.app_context():
+        return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
+
+
+def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phone: Phone) -> None:
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    old = place_call_at(phone, now - timedelta(days=31))
+    recent = place_call_at(phone, now - timedelta(days=29))
+
+    with app.app_context():
+        from workers.upkeep import purge_personal_data
+
+        first = purge_personal_data(now.isoformat())
+        second = purge_personal_data(now.isoformat())
+
+    assert first == {"calls": 1, "events": 1}
+    assert second == {"calls": 0, "events": 0}
+    scrubbed, kept = row(app, old), row(app, recent)
+    assert scrubbed.sealed_caller is None and scrubbed.caller_hash is None
+    assert scrubbed.personal_data_purged_at is not None
+    assert (scrubbed.language, scrubbed.need) == ("en", "suicide")  # anonymous path kept for metrics
+    assert kept.sealed_caller is not None and kept.caller_hash is not None
+    with app.app_context():
+        transcripts = db.session.scalars(
+            select(CallEvent.sealed_detail).join(Call).where(Call.call_sid == old)
+        ).all()
+    assert all(t is None for t in transcripts)
+
+
+def test_purge_runs_as_a_job_on_the_procfile_worker(app: Flask, phone: Phone, settings: Settings) -> None:
+    old = place_call_at(phone, datetime.now(UTC) - timedelta(days=60))
+    with app.app_context():
+        from workers.upkeep import purge_personal_data
+
+        job = rq.get_queue("upkeep").enqueue(purge_personal_data, job_timeout=60, failure_ttl=3600)
+
+    # The Procfile's worker command, as a real process, in burst mode.
+    env = {**os.environ, **deployment_environment(settings.database_url, settings.redis_url)}
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "upkeep"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+    job.refresh()
+    assert job.get_status() == "finished"
+    assert job.return_value() == {"calls": 1, "events": 1}
+    assert row(app, old).sealed_caller is None
+
+
+def test_the_purge_is_declared_as_a_periodic_job(app: Flask) -> None:
+    with app.app_context():
+        scheduler = rq.make_cron_scheduler()
+
+    jobs = {job.func.__name__: job for job in scheduler.get_jobs()}
+    assert "purge_personal_data" in jobs
+    assert jobs["purge_personal_data"].queue_name == "upkeep"

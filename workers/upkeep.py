@@ -1,0 +1,54 @@
+"""Upkeep jobs: the retention purge. Periodic jobs are declared as data in ``PERIODIC_JOBS``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import or_, update
+
+from crisisline.app import rq
+from crisisline.db import db
+from crisisline.models import Call, CallEvent
+from crisisline.settings import Settings
+
+
+def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
+    """Irreversibly scrub personal data older than ``PERSONAL_DATA_RETENTION_DAYS``.
+
+    Removes the sealed caller number and keyed hash of old calls and sealed speech
+    transcripts of their events; keeps the anonymous path and timings that metrics need.
+    Idempotent: a second run finds nothing left to scrub and changes nothing.
+    """
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
+    cutoff = now - timedelta(days=settings.personal_data_retention_days)
+    old_calls = (
+        db.select(Call.id)
+        .where(Call.started_at < cutoff)
+        .where(or_(Call.sealed_caller.is_not(None), Call.caller_hash.is_not(None)))
+    )
+    old_call_ids = list(db.session.scalars(old_calls))
+    events = db.session.execute(
+        update(CallEvent)
+        .where(CallEvent.occurred_at < cutoff, CallEvent.sealed_detail.is_not(None))
+        .values(sealed_detail=None)
+        .execution_options(synchronize_session=False)
+    )
+    calls = db.session.execute(
+        update(Call)
+        .where(Call.id.in_(old_call_ids))
+        .values(sealed_caller=None, caller_hash=None, personal_data_purged_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return {"calls": calls.rowcount, "events": events.rowcount}  # type: ignore[attr-defined]
+
+
+# (job, cron schedule in UTC, queue). Run by the Procfile's ``clock`` (``flask rq cron``).
+PERIODIC_JOBS = [
+    (purge_personal_data, "17 * * * *", "upkeep"),
+]
+
+for job, schedule, queue in PERIODIC_JOBS:
+    rq.cron_register(job, schedule, queue=queue, job_timeout=600, failure_ttl=86400)
