@@ -61,6 +61,8 @@ def run_line() -> int:
     env.setdefault("CRISISLINE_ENV", "development")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("PORT", "5000")
+    env.setdefault("BIND_HOST", "127.0.0.1")  # local only; a tunnel (e.g. ngrok) reaches it
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # honcho's shells find gunicorn, flask
     redis_process = None
     if not env.get("REDIS_URL"):
         redis_process = start_redis(ROOT / "instance" / "redis")

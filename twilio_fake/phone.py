@@ -298,7 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     phone = Phone(
         RequestsTransport(), args.base_url, secrets["TWILIO_AUTH_TOKEN"], secrets["TWILIO_ACCOUNT_SID"]
     )
-    call = phone.call(actions, dial_outcomes=args.dial_outcome)
+    try:
+        call = phone.call(actions, dial_outcomes=args.dial_outcome)
+    except requests.ConnectionError:
+        print(f"nothing answers at {args.base_url}: start the line with 'python3 dev.py run'")
+        return 1
     for step in call.steps:
         print(f"→ POST {step.url}  [{step.status}]")
     for heard in call.heard:
