@@ -79,11 +79,13 @@ def run_line() -> int:
             flush=True,
         )
         honcho = subprocess.Popen([str(BIN / "honcho"), "start", "web", "worker", "clock"], env=env, cwd=ROOT)
-        try:
-            return honcho.wait()
-        except KeyboardInterrupt:
-            honcho.send_signal(signal.SIGINT)
-            return honcho.wait()
+
+        def stop(signum: int, _frame: object) -> None:
+            honcho.send_signal(signal.SIGTERM)  # honcho stops web, worker and clock in turn
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        return honcho.wait()
     finally:
         if redis_process:
             redis_process.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import phonenumbers
 
@@ -38,7 +37,7 @@ def caller_number(raw_from: str | None) -> str | None:
         return None
 
 
-_PHONE_LIKE = re.compile(r"\+?\d[\d\s().-]{7,}\d")
+LOG_REGION = "US"
 
 
 class RedactPhoneNumbers(logging.Filter):
@@ -46,7 +45,13 @@ class RedactPhoneNumbers(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _PHONE_LIKE.sub("[redacted-number]", message)
+        redacted = message
+        # libphonenumber's own matcher: finds "(312) 555-0123" and "+44 20 7946 0958" but
+        # not IP addresses, timings or status codes.
+        for match in phonenumbers.PhoneNumberMatcher(
+            message, LOG_REGION, leniency=phonenumbers.Leniency.VALID
+        ):
+            redacted = redacted.replace(match.raw_string, "[redacted-number]")
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

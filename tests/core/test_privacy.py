@@ -75,3 +75,21 @@ def test_log_filter_masks_phone_numbers() -> None:
 
     assert "555" not in record.getMessage()
     assert "[redacted-number]" in record.getMessage()
+
+
+@pytest.mark.parametrize("number", ["+13125550123", "(312) 555-0123", "312.555.0123", "+44 20 7946 0958"])
+def test_log_filter_masks_every_phone_number_shape(number: str) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, f"from {number} now", None, None)
+
+    RedactPhoneNumbers().filter(record)
+
+    assert record.getMessage() == "from [redacted-number] now"
+
+
+def test_log_filter_leaves_ip_addresses_and_short_numbers_alone() -> None:
+    message = '127.0.0.1 "POST /voice/incoming?attempt=2 HTTP/1.1" 200 731 0.041647s'
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None)
+
+    RedactPhoneNumbers().filter(record)
+
+    assert record.getMessage() == message

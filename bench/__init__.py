@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory, measured here and never asserted in the test suite."""
