@@ -41,6 +41,8 @@ class Call(Model):
     caller_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     sealed_caller: Mapped[str | None] = mapped_column(Text)
     routing_version_id: Mapped[int | None] = mapped_column(ForeignKey("routing_versions.id"))
+    # The line's own Twilio number that was called (not personal): the caller ID for offers.
+    line_number: Mapped[str | None] = mapped_column(String(20))
     language: Mapped[str | None] = mapped_column(String(16))
     need: Mapped[str | None] = mapped_column(String(64))
     language_attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -90,3 +92,72 @@ class BlockedNumber(Model):
     reason: Mapped[str | None] = mapped_column(String(200))
     added_by: Mapped[str] = mapped_column(String(120))
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ResponderState(Model):
+    """Live availability of a counselor or co-responder unit (identified by its config id).
+
+    ``engaged_offer_id`` is the responder's claim: set atomically when they are offered a
+    contact and kept while they are with the caller, so nobody is ever offered two at once.
+    """
+
+    __tablename__ = "responder_states"
+
+    responder_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    engaged_offer_id: Mapped[int | None] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(default=False)
+    paused_reason: Mapped[str | None] = mapped_column(String(32))
+    missed_in_a_row: Mapped[int] = mapped_column(Integer, default=0)
+    last_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Transfer(Model):
+    """One search for a human for one caller: offers, acceptance, and the conference.
+
+    ``state`` moves only forward: waiting → connecting → connected → ended, or waiting →
+    abandoned / to_backup. Acceptance is a single conditional UPDATE (one winner).
+    """
+
+    __tablename__ = "transfers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    caller_call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    language: Mapped[str] = mapped_column(String(16))
+    need: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="waiting", index=True)
+    language_matched: Mapped[bool] = mapped_column(default=True)
+    accepted_offer_id: Mapped[int | None] = mapped_column(Integer)
+    dispatch_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (UniqueConstraint("call_id", "round"),)
+
+    @property
+    def conference_name(self) -> str:
+        return f"transfer-{self.id}"
+
+
+class Offer(Model):
+    """One attempt to reach one responder for a transfer (a counselor leg), and its outcome."""
+
+    __tablename__ = "offers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    transfer_id: Mapped[int] = mapped_column(ForeignKey("transfers.id", ondelete="CASCADE"), index=True)
+    responder_id: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(16), default="answer")  # or "join" (three-way)
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="placing", index=True)
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    status_sequence: Mapped[int] = mapped_column(Integer, default=-1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -28,7 +28,9 @@ def phone_hash(number: str) -> str:
     return _vault().lookup_hash(number, context=PHONE_CONTEXT)
 
 
-def open_call(call_sid: str, raw_from: str | None, routing_version_id: int | None) -> Call:
+def open_call(
+    call_sid: str, raw_from: str | None, routing_version_id: int | None, *, line_number: str | None = None
+) -> Call:
     """The call record for ``call_sid``, created on first sight.
 
     Idempotent: a duplicated ``/voice/incoming`` finds the existing row (insert-or-ignore on
@@ -43,6 +45,7 @@ def open_call(call_sid: str, raw_from: str | None, routing_version_id: int | Non
         "language_attempts": 0,
         "need_attempts": 0,
         "started_at": datetime.now(UTC),
+        "line_number": caller_number(line_number),
     }
     if number:
         values["caller_hash"] = phone_hash(number)

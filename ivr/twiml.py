@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from routing.document import Language, RoutingDocument
-from routing.engine import MAX_SIMULTANEOUS_NUMBERS, RouteDecision
 
 BACKUP_RING_SECONDS = 30
 
@@ -76,34 +75,6 @@ def need_menu(
         say(gather, language, language.prompt("need_option", label=label, digit=need.digit))
     twiml.append(gather)
     twiml.redirect(action, method="POST")
-    return twiml
-
-
-def connect(
-    document: RoutingDocument,
-    language: Language,
-    decision: RouteDecision,
-    *,
-    action: str,
-    caller_id: str | None,
-) -> VoiceResponse:
-    """Ring the chosen responders at once; the ``action`` handles no answer.
-
-    The responders see the line's number, never the caller's (``caller_id``).
-    """
-    twiml = VoiceResponse()
-    if not decision.language_matched:
-        say(twiml, language, language.prompt("no_language_match"))
-    say(twiml, language, language.prompt("connecting"))
-    dial = twiml.dial(
-        action=action,
-        method="POST",
-        timeout=document.transfer.ring_timeout_seconds,
-        answer_on_bridge=True,
-        caller_id=caller_id,
-    )
-    for responder in decision.responders[:MAX_SIMULTANEOUS_NUMBERS]:
-        dial.number(responder.phone)
     return twiml
 
 

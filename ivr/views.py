@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request, url_for
+from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline.db import db
 from crisisline.failsafe import failsafe_response, twiml_response, voice_failsafe
@@ -18,10 +19,13 @@ from crisisline.models import Call
 from crisisline.settings import Settings
 from crisisline.twilio_auth import twilio_signed
 from ivr import call_log, twiml
+from ivr.backup import to_backup
 from ivr.menu import MenuInput, choose_language, choose_need, next_step
 from routing.document import Language, Need, RoutingDocument
 from routing.engine import decide_route
 from routing.store import active_routing
+from transfer import flow
+from transfer import views as transfer_views
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 MAX_ATTEMPT = 10  # our own URLs never go past retries+1; clamp whatever arrives
@@ -53,14 +57,16 @@ def incoming() -> Response:
     if active is None:
         return failsafe_response()
     version_id, document = active
-    call = call_log.open_call(request.form["CallSid"], request.form.get("From"), version_id)
+    call = call_log.open_call(
+        request.form["CallSid"], request.form.get("From"), version_id, line_number=request.form.get("To")
+    )
     call_log.record_event(call, "call.started", "started", {"routing_version": version_id})
     language = document.default_language
 
     if call_log.is_blocked(request.form.get("From")):
-        return _to_backup(call, document, language, "blocked", attempt=1)
+        return to_backup(call, document, language, "blocked", attempt=1)
     if document.mode == "system_down":
-        return _to_backup(call, document, language, "system_down", attempt=1)
+        return to_backup(call, document, language, "system_down", attempt=1)
     db.session.commit()
 
     lead = [language.prompt("greeting"), language.prompt("confidentiality")]
@@ -178,37 +184,24 @@ def _route(call: Call, document: RoutingDocument, language: Language, need: Need
         key = {"system_down": "system_down", "need_routes_to_backup": "connecting"}.get(
             decision.reason, "nobody_available"
         )
-        return _to_backup(call, document, language, key, attempt=1)
+        return to_backup(call, document, language, key, attempt=1)
     call.route = decision.target
     db.session.commit()
-    return twiml_response(
-        twiml.connect(
-            document,
-            language,
-            decision,
-            action=url_for("voice.dial_result", lang=language.code, need=need.key),
-            caller_id=request.form.get("To") or _settings().line_phone_number,
-        )
+    transfer = flow.begin(call, document, language.code, need.key, language_matched=decision.language_matched)
+    step = flow.hold_step(transfer, document, tick=1)
+    if step.kind == "backup":
+        return to_backup(call, document, language, "nobody_available", attempt=1)
+    response = VoiceResponse()
+    if not decision.language_matched:
+        twiml.say(response, language, language.prompt("no_language_match"))
+    follow = (
+        transfer_views.hold_twiml(transfer, document, "hold", 1)
+        if step.kind == "hold"
+        else transfer_views._caller_join_twiml(transfer)
     )
-
-
-@bp.post("/dial-result")
-@twilio_signed
-@voice_failsafe
-def dial_result() -> Response:
-    """The responders' ``<Dial>`` ended: done if someone answered, otherwise the backup line."""
-    active = _document()
-    if active is None:
-        return failsafe_response()
-    _, document = active
-    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
-    language = document.language(request.args.get("lang"))
-    status = request.form.get("DialCallStatus", "")
-    call_log.record_event(call, "dial.result", "dial", {"status": status})
-    if status == "completed":
-        db.session.commit()
-        return twiml_response(twiml.finished())
-    return _to_backup(call, document, language, "nobody_available", attempt=1)
+    for verb in follow.verbs:
+        response.append(verb)
+    return twiml_response(response)
 
 
 @bp.post("/backup-result")
@@ -231,33 +224,10 @@ def backup_result() -> Response:
         db.session.commit()
         return twiml_response(twiml.finished())
     if attempt < document.transfer.backup_attempts:
-        return _to_backup(call, document, language, "backup_retry", attempt=attempt + 1)
+        return to_backup(call, document, language, "backup_retry", attempt=attempt + 1)
     call_log.record_event(call, "backup.unreachable", "backup-unreachable", {"attempts": attempt})
     db.session.commit()
     return twiml_response(twiml.last_resort(language))
-
-
-def _to_backup(
-    call: Call,
-    document: RoutingDocument,
-    language: Language,
-    message_key: str,
-    *,
-    attempt: int,
-) -> Response:
-    call_log.record_event(
-        call, "backup.dialled", f"backup:{attempt}", {"attempt": attempt, "reason": message_key}
-    )
-    call.route = call.route or ("backup" if message_key != "blocked" else "blocked")
-    db.session.commit()
-    return twiml_response(
-        twiml.backup(
-            document,
-            language,
-            message_key=message_key,
-            action=url_for("voice.backup_result", lang=language.code, attempt=attempt),
-        )
-    )
 
 
 def _need_url(language: Language, attempt: int) -> str:
@@ -272,6 +242,8 @@ def status_callback() -> Response:
     call = call_log.require_call(form["CallSid"], form.get("From"))
     status = form.get("CallStatus", "")
     sequence = form.get("SequenceNumber", "")
+    if status in call_log.TERMINAL_STATUSES:
+        flow.caller_left(call)
     if call_log.apply_status(
         call, status, int(sequence) if sequence.isdigit() else None, form.get("CallDuration")
     ):

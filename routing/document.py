@@ -25,7 +25,30 @@ PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "backup_unreachable": frozenset(),
     "system_down": frozenset(),
     "blocked": frozenset(),
+    "hold": frozenset(),
+    "hold_update": frozenset(),
+    "hold_next": frozenset(),
+    "staff_left": frozenset(),
+    "sms_unavailable": frozenset(),
 }
+
+# What counselors and co-responder units hear and read, in the line's working language.
+STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "whisper": frozenset({"language", "need", "wait"}),
+    "whisper_add_unit": frozenset({"language", "need"}),
+    "already_connected": frozenset(),
+    "caller_gone": frozenset(),
+    "connecting": frozenset(),
+    "passed": frozenset(),
+    "no_response": frozenset(),
+    "counselor_menu": frozenset(),
+    "unit_calling": frozenset(),
+    "paused_sms": frozenset({"count"}),
+    "status_sms": frozenset({"status"}),
+    "on_sms": frozenset(),
+    "off_sms": frozenset(),
+}
+STRATEGIES = ("sequential", "parallel")
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,7 @@ class Language:
     voice: str
     speech_words: tuple[str, ...]
     prompts: dict[str, str]
+    staff_name: str  # how staff hear it named ("Spanish"), defaults to ``name``
 
     def prompt(self, key: str, **values: object) -> str:
         """The prompt ``key`` in this language, with its placeholders filled in."""
@@ -50,6 +74,7 @@ class Need:
     target: str
     fallback: str | None
     skill: str
+    strategy: str | None
     labels: dict[str, str]
     speech_words: dict[str, tuple[str, ...]]
 
@@ -99,6 +124,15 @@ class TransferSettings:
     ring_timeout_seconds: int
     backup_attempts: int
     language_fallback: str  # "any_language" or "backup"
+    accept_timeout_seconds: int
+    strategy: str  # "sequential" or "parallel"
+    parallel_max: int
+    max_hold_seconds: int
+    pause_after_missed: int
+    hold_music_url: str | None
+
+    def strategy_for(self, need: Need) -> str:
+        return need.strategy or self.strategy
 
 
 @dataclass(frozen=True)
@@ -113,6 +147,16 @@ class RoutingDocument:
     languages: tuple[Language, ...]
     needs: tuple[Need, ...]
     responders: tuple[Responder, ...]
+    staff_prompts: dict[str, str]
+
+    def staff_prompt(self, key: str, **values: object) -> str:
+        return self.staff_prompts[key].format(**values)
+
+    def responder(self, responder_id: str) -> Responder | None:
+        return next((r for r in self.responders if r.id == responder_id), None)
+
+    def responder_by_phone(self, phone: str) -> Responder | None:
+        return next((r for r in self.responders if r.phone == phone), None)
 
     @property
     def default_language(self) -> Language:

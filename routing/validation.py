@@ -20,6 +20,8 @@ from crisisline.phone import InvalidPhoneNumber, to_e164
 from crisisline.settings import LINE_MODES
 from routing.document import (
     PROMPT_PLACEHOLDERS,
+    STAFF_PROMPT_PLACEHOLDERS,
+    STRATEGIES,
     TARGETS,
     Language,
     MenuSettings,
@@ -220,8 +222,18 @@ class _Checker:
         top = self.mapping(
             raw,
             "",
-            {"version", "line", "menu", "transfer", "languages", "needs", "counselors", "co_responder_units"},
-            {"line", "menu", "languages", "needs"},
+            {
+                "version",
+                "line",
+                "menu",
+                "transfer",
+                "languages",
+                "needs",
+                "counselors",
+                "co_responder_units",
+                "staff_prompts",
+            },
+            {"line", "menu", "languages", "needs", "staff_prompts"},
         )
         if not top:
             return None
@@ -248,6 +260,7 @@ class _Checker:
         responders = self.responders(top, codes, keys, region)
         menu = self.menu(top.get("menu", {}), codes, keys)
         transfer = self.transfer(top.get("transfer", {}))
+        staff_prompts = self.prompts(top.get("staff_prompts"), "", STAFF_PROMPT_PLACEHOLDERS, "staff_prompts")
         self.coverage_warnings(languages, needs, responders)
         if not languages or not needs or timezone is None:
             return None
@@ -257,6 +270,7 @@ class _Checker:
             region=region,
             mode=mode,
             backup_number=backup,
+            staff_prompts=staff_prompts,
             menu=menu,
             transfer=transfer,
             languages=tuple(languages),
@@ -289,7 +303,16 @@ class _Checker:
             item = self.mapping(
                 entry,
                 path,
-                {"code", "digit", "name", "twilio_language", "voice", "speech_words", "prompts"},
+                {
+                    "code",
+                    "digit",
+                    "name",
+                    "staff_name",
+                    "twilio_language",
+                    "voice",
+                    "speech_words",
+                    "prompts",
+                },
                 {"code", "digit", "name", "twilio_language", "prompts"},
             )
             if not item:
@@ -312,21 +335,29 @@ class _Checker:
                     voice=self.text(item, "voice", path),
                     speech_words=speech,
                     prompts=prompts,
+                    staff_name=self.text(item, "staff_name", path) or self.text(item, "name", path),
                 )
             )
         return result
 
-    def prompts(self, raw: Any, path: str) -> dict[str, str]:
+    def prompts(
+        self,
+        raw: Any,
+        path: str,
+        spec: dict[str, frozenset[str]] = PROMPT_PLACEHOLDERS,
+        section: str = "prompts",
+    ) -> dict[str, str]:
+        where_all = f"{path}.{section}" if path else section
         if not isinstance(raw, dict):
-            self.error(f"{path}.prompts", f"must be a mapping, not {_kind(raw)}")
+            self.error(where_all, f"must be a mapping, not {_kind(raw)}")
             return {}
         prompts: dict[str, str] = {}
-        for key in PROMPT_PLACEHOLDERS:
+        for key in spec:
             if key not in raw:
-                self.error(path, f"prompt {key!r} missing")
+                self.error(path or section, f"prompt {key!r} missing")
         for key, value in raw.items():
-            where = f"{path}.prompts.{key}"
-            if key not in PROMPT_PLACEHOLDERS:
+            where = f"{where_all}.{key}"
+            if key not in spec:
                 self.error(where, "unknown prompt (check the spelling)")
                 continue
             if not isinstance(value, str) or not value.strip():
@@ -337,9 +368,9 @@ class _Checker:
             except ValueError as error:
                 self.error(where, f"broken {{placeholder}}: {error}")
                 continue
-            for missing in sorted(PROMPT_PLACEHOLDERS[key] - used):
+            for missing in sorted(spec[key] - used):
                 self.error(where, f"must contain {{{missing}}}")
-            for unknown in sorted(used - PROMPT_PLACEHOLDERS[key]):
+            for unknown in sorted(used - spec[key]):
                 self.error(where, f"unknown placeholder {{{unknown}}}")
             prompts[key] = value.strip()
         return prompts
@@ -357,7 +388,7 @@ class _Checker:
             item = self.mapping(
                 entry,
                 path,
-                {"key", "digit", "target", "fallback", "skill", "labels", "speech_words"},
+                {"key", "digit", "target", "fallback", "skill", "strategy", "labels", "speech_words"},
                 {"key", "digit", "target", "labels"},
             )
             if not item:
@@ -387,6 +418,10 @@ class _Checker:
                         )
                     words[normal] = path
             skill = item.get("skill", key)
+            strategy = item.get("strategy")
+            if strategy is not None and strategy not in STRATEGIES:
+                self.error(f"{path}.strategy", f"{strategy!r} is not one of {', '.join(STRATEGIES)}")
+                strategy = None
             result.append(
                 Need(
                     key=key,
@@ -394,6 +429,7 @@ class _Checker:
                     target=target,
                     fallback=fallback,
                     skill=skill if isinstance(skill, str) else key,
+                    strategy=strategy,
                     labels=labels,
                     speech_words=speech,
                 )
@@ -562,15 +598,32 @@ class _Checker:
 
     def transfer(self, raw: Any) -> TransferSettings:
         item = self.mapping(
-            raw, "transfer", {"ring_timeout_seconds", "backup_attempts", "language_fallback"}, set()
-        )
+            raw,
+            "transfer",
+            {"ring_timeout_seconds", "backup_attempts", "language_fallback", "accept_timeout_seconds",
+             "strategy", "parallel_max", "max_hold_seconds", "pause_after_missed", "hold_music_url"},
+            set(),
+        )  # fmt: skip
         fallback = self.text(item, "language_fallback", "transfer", "any_language")
         if fallback not in ("any_language", "backup"):
             self.error("transfer.language_fallback", "must be 'any_language' or 'backup'")
+        strategy = self.text(item, "strategy", "transfer", "sequential")
+        if strategy not in STRATEGIES:
+            self.error("transfer.strategy", f"{strategy!r} is not one of {', '.join(STRATEGIES)}")
+        music = item.get("hold_music_url")
+        if music is not None and not (isinstance(music, str) and music.startswith("https://")):
+            self.error("transfer.hold_music_url", "must be an https:// URL of an MP3 or WAV file")
+            music = None
         return TransferSettings(
             ring_timeout_seconds=self.integer(item, "ring_timeout_seconds", "transfer", 5, 120, 20),
             backup_attempts=self.integer(item, "backup_attempts", "transfer", 1, 5, 3),
             language_fallback=fallback,
+            accept_timeout_seconds=self.integer(item, "accept_timeout_seconds", "transfer", 3, 30, 8),
+            strategy=strategy if strategy in STRATEGIES else "sequential",
+            parallel_max=self.integer(item, "parallel_max", "transfer", 1, 10, 3),
+            max_hold_seconds=self.integer(item, "max_hold_seconds", "transfer", 30, 1800, 240),
+            pause_after_missed=self.integer(item, "pause_after_missed", "transfer", 1, 20, 3),
+            hold_music_url=music,
         )
 
     def coverage_warnings(

@@ -8,7 +8,9 @@ PostgreSQL tests are skipped, with the reason, when no server answers at TEST_PO
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
 
 from crisisline import create_app
 from crisisline.db import db
-from crisisline.redis_server import start_redis
+from crisisline.redis_server import free_port, start_redis
 from crisisline.settings import DEFAULT_ROUTING_FILE, Settings
 from routing import store
-from twilio_fake.phone import Phone, WsgiTransport
+from twilio_fake.phone import Phone, RequestsTransport, WsgiTransport
+from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.server import FakeTwilioServer
 
 TEST_ACCOUNT_SID = "AC" + "7" * 32
 TEST_AUTH_TOKEN = "d2f1c0ffee0d2f1c0ffee0d2f1c0ffee"
@@ -103,9 +108,37 @@ def _empty_all_tables(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def fake_twilio_server() -> Iterator[FakeTwilioServer]:
+    """The local stand-in for Twilio's REST API, over real HTTP, for the whole run."""
+    with FakeTwilioServer(account_sid=TEST_ACCOUNT_SID, auth_token=TEST_AUTH_TOKEN) as server:
+        yield server
+
+
 @pytest.fixture
-def settings(database_url: str, redis_url: str) -> Settings:
-    return settings_for(database_url, redis_url)
+def fake(fake_twilio_server: FakeTwilioServer) -> Iterator[FakeTwilio]:
+    """The fake Twilio's state (calls placed, messages sent, conferences), empty per test."""
+    fake_twilio_server.fake.reset()
+    yield fake_twilio_server.fake
+    fake_twilio_server.fake.reset()
+
+
+@pytest.fixture
+def app_port() -> int:
+    """The port the app will be served on, known before the app exists (its public URL)."""
+    return free_port()
+
+
+@pytest.fixture
+def settings(
+    database_url: str, redis_url: str, fake_twilio_server: FakeTwilioServer, app_port: int
+) -> Settings:
+    return settings_for(
+        database_url,
+        redis_url,
+        TWILIO_API_BASE_URL=fake_twilio_server.base_url,
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{app_port}",
+    )
 
 
 @pytest.fixture
@@ -146,8 +179,15 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def phone(client: FlaskClient) -> Phone:
-    """Calls the app in-process, signing every webhook as Twilio would for http://localhost."""
+def phone(live_server: str, fake: FakeTwilio) -> Phone:
+    """Calls the app over real HTTP as Twilio would: signed webhooks, TwiML followed, REST
+    calls the app places answered through the fake Twilio."""
+    return Phone(RequestsTransport(), live_server, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
+
+
+@pytest.fixture
+def wsgi_phone(client: FlaskClient) -> Phone:
+    """Calls the app in-process (no network), for webhooks that never leave the menu."""
     return Phone(WsgiTransport(client), "http://localhost", TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER)
 
 
@@ -184,16 +224,21 @@ def table_row_counts(app: Flask) -> dict[str, int]:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def live_server(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on a free loopback port; yields its base URL."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+@contextmanager
+def serving(app: Flask, port: int) -> Iterator[str]:
+    """Serve ``app`` over real HTTP on a loopback port; yields its base URL."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(app: Flask, app_port: int) -> Iterator[str]:
+    """The app served over real HTTP on its loopback port (its PUBLIC_BASE_URL)."""
+    with serving(app, app_port) as url:
+        yield url

@@ -23,9 +23,11 @@ from urllib.parse import urljoin
 
 import requests
 
+from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.signing import CallIdentity, gather_digits_params, gather_speech_params, signed_headers
 
 TWIML_TYPES = ("text/xml", "application/xml", "text/html")
+TERMINAL_CALL_STATUSES = ("completed", "busy", "failed", "no-answer", "canceled")
 MAX_REQUESTS = 60  # a flow that needs more than this is looping
 
 
@@ -111,13 +113,36 @@ class Dialled:
 
 @dataclass
 class PhoneCall:
-    """The transcript of one call: every request, every sentence heard, every dial."""
+    """The transcript of one call leg: every request, every sentence heard, every dial.
+
+    A call can pause (``ended_by`` is then ``"on-hold"`` or ``"in-conference"``) and be
+    resumed with :meth:`Phone.resume`, which is how tests interleave several legs.
+    """
 
     identity: CallIdentity
     steps: list[Step] = field(default_factory=list)
     heard: list[Heard] = field(default_factory=list)
     dials: list[Dialled] = field(default_factory=list)
-    ended_by: str = ""  # "hangup", "end-of-twiml", "application-error", "caller-hung-up"
+    # "hangup", "end-of-twiml", "application-error", "caller-hung-up", or a pause:
+    # "on-hold", "in-conference"
+    ended_by: str = ""
+    next_url: str = ""
+    next_params: dict[str, str] = field(default_factory=dict)
+    conference: str | None = None  # the conference this leg sits in, while it does
+    conference_dial: dict[str, str] = field(default_factory=dict)
+    conference_url: str = ""  # the document whose <Dial><Conference> put it there
+    hold_turns: int = 0
+    redirects_seen: int = 0
+    actions: list[CallerAction] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+
+    @property
+    def paused(self) -> bool:
+        return self.ended_by in ("on-hold", "in-conference")
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.ended_by) and not self.paused
 
     @property
     def last_twiml(self) -> ET.Element:
@@ -143,7 +168,9 @@ class Phone:
         account_sid: str,
         line_number: str = "+13125550100",
         fallback_path: str | None = "/voice/fallback",
+        fake: FakeTwilio | None = None,
     ) -> None:
+        self.fake = fake
         self.transport = transport
         self.base_url = base_url.rstrip("/")
         self.auth_token = auth_token
@@ -166,36 +193,163 @@ class Phone:
         identity: CallIdentity | None = None,
         path: str = "/voice/incoming",
         hang_up_after_requests: int | None = None,
+        max_hold_turns: int | None = None,
     ) -> PhoneCall:
-        """Call the line and follow its TwiML until the call ends.
+        """Call the line and follow its TwiML until the call ends or pauses.
 
         ``caller`` answers each ``<Gather>`` in turn (running out means silence);
         ``dial_outcomes`` gives each ``<Dial>``'s ``DialCallStatus`` (default ``no-answer``).
+        With ``max_hold_turns`` the call pauses after that many turns of the hold loop.
         """
         identity = identity or self.identity()
-        record = PhoneCall(identity)
-        actions = list(caller)
+        record = PhoneCall(identity, actions=list(caller))
+        record.next_url, record.next_params = self.base_url + path, identity.voice_params("ringing")
+        if self.fake is not None:
+            self.fake.record_inbound_call(
+                identity.call_sid, identity.from_number, identity.to_number,
+                status_callback=self.base_url + "/voice/status",
+            )  # fmt: skip
+        return self._drive(record, dial_outcomes, hang_up_after_requests, max_hold_turns)
+
+    def answer(self, call_sid: str, responder: Iterable[CallerAction] = ()) -> PhoneCall:
+        """A responder picks up a leg the app placed over REST, and answers its whisper."""
+        assert self.fake is not None, "answering REST-placed calls needs the fake Twilio"
+        leg = self.fake.get_call(call_sid)
+        self.fake.advance_call(call_sid, "ringing")
+        twiml_text = self.fake.advance_call(call_sid, "in-progress")
+        identity = CallIdentity(
+            self.account_sid, leg.from_, leg.to, call_sid=call_sid, direction="outbound-api"
+        )
+        record = PhoneCall(identity, actions=list(responder))
+        twiml = _parse_twiml(HttpReply(200, "text/xml", twiml_text or ""))
+        record.steps.append(Step(leg.url or "", {}, 200, "text/xml", twiml))
+        if twiml is None:
+            record.ended_by = "application-error"
+            return record
+        self._run(record, twiml, leg.url or "", lambda _dial: "no-answer")
+        return self._drive(record, (), None, None)
+
+    def resume(
+        self,
+        record: PhoneCall,
+        caller: Iterable[CallerAction] = (),
+        *,
+        dial_outcomes: Iterable[str] | Callable[[Dialled], str] = (),
+        max_hold_turns: int | None = None,
+    ) -> PhoneCall:
+        """Carry on a paused call: follow a REST redirect, leave an ended conference, or
+        take more hold turns."""
+        record.actions.extend(caller)
+        if record.paused:
+            record.ended_by = ""
+        return self._drive(record, dial_outcomes, None, max_hold_turns)
+
+    def hang_up(self, record: PhoneCall) -> None:
+        """The person on this leg hangs up (conference left, final status sent by the fake)."""
+        if self.fake is not None:
+            if record.conference:
+                self.fake.leave_conference(record.conference, record.identity.call_sid)
+                record.conference = None
+            self.fake.advance_call(record.identity.call_sid, "completed")
+        record.ended_by = "caller-hung-up"
+
+    def _drive(
+        self,
+        record: PhoneCall,
+        dial_outcomes: Iterable[str] | Callable[[Dialled], str],
+        hang_up_after_requests: int | None,
+        max_hold_turns: int | None,
+    ) -> PhoneCall:
         if callable(dial_outcomes):
             outcome_for = dial_outcomes
         else:
-            outcomes = list(dial_outcomes)
+            record.outcomes.extend(dial_outcomes)
 
             def outcome_for(_dial: Dialled) -> str:
-                return outcomes.pop(0) if outcomes else "no-answer"
+                return record.outcomes.pop(0) if record.outcomes else "no-answer"
 
-        url, params = self.base_url + path, identity.voice_params("ringing")
-        while url:
+        hold_budget = max_hold_turns
+        while not record.ended_by:
             if len(record.steps) >= MAX_REQUESTS:
                 raise AssertionError(f"call looped: more than {MAX_REQUESTS} webhook requests")
+            if self._follow_redirect(record, outcome_for):
+                continue
+            if record.conference:
+                if not self._left_conference(record):
+                    record.ended_by = "in-conference"
+                    break
+                continue
+            if not record.next_url:
+                self._finish(record, "end-of-twiml")
+                break
             if hang_up_after_requests is not None and len(record.steps) >= hang_up_after_requests:
                 record.ended_by = "caller-hung-up"
                 break
+            if "/voice/hold" in record.next_url and len(record.steps) > 0:
+                if hold_budget is not None:
+                    if hold_budget <= 0:
+                        record.ended_by = "on-hold"
+                        break
+                    hold_budget -= 1
+                record.hold_turns += 1
+            url, params = record.next_url, record.next_params
+            record.next_url = ""
             twiml = self._fetch(record, url, params)
             if twiml is None:
-                record.ended_by = "application-error"
+                self._finish(record, "application-error")
                 break
-            url, params = self._run(record, twiml, url, actions, outcome_for)
+            self._answer_inbound(record)
+            self._run(record, twiml, url, outcome_for)
         return record
+
+    def _answer_inbound(self, record: PhoneCall) -> None:
+        """Twilio answers an inbound call when it starts running its TwiML."""
+        if self.fake is None or record.identity.direction != "inbound":
+            return
+        leg = self.fake.get_call(record.identity.call_sid)
+        if leg.status == "ringing":
+            self.fake.advance_call(record.identity.call_sid, "in-progress")
+
+    def _finish(self, record: PhoneCall, how: str) -> None:
+        record.ended_by = how
+        sid = record.identity.call_sid
+        if (
+            self.fake is not None
+            and sid in self.fake.calls
+            and self.fake.get_call(sid).status not in TERMINAL_CALL_STATUSES
+        ):
+            self.fake.advance_call(sid, "completed")
+
+    def _follow_redirect(self, record: PhoneCall, outcome_for: Callable[[Dialled], str]) -> bool:
+        """A REST ``Calls(sid).update(url=...)`` moved this leg: run the TwiML Twilio fetched."""
+        if self.fake is None or record.identity.call_sid not in self.fake.calls:
+            return False
+        redirects = self.fake.get_call(record.identity.call_sid).redirects
+        if len(redirects) <= record.redirects_seen:
+            return False
+        record.redirects_seen = len(redirects)
+        latest = redirects[-1]
+        record.conference = None
+        twiml = _parse_twiml(HttpReply(latest.status_code or 200, "text/xml", latest.twiml or ""))
+        record.steps.append(Step(latest.url or "", {}, latest.status_code or 200, "text/xml", twiml))
+        if twiml is None:
+            self._finish(record, "application-error")
+            return True
+        record.next_url = ""
+        self._run(record, twiml, latest.url or "", outcome_for)
+        return True
+
+    def _left_conference(self, record: PhoneCall) -> bool:
+        """True once this leg is out of its conference (it ended); its ``<Dial>`` then ends."""
+        assert self.fake is not None and record.conference
+        if self.fake.get_call(record.identity.call_sid).conference_sid is not None:
+            return False
+        record.conference = None
+        action = record.conference_dial.get("action")
+        if action:
+            record.next_url = urljoin(record.conference_url, action)
+            record.next_params = record.identity.voice_params("in-progress", DialCallStatus="answered")
+        return True
 
     def _fetch(self, record: PhoneCall, url: str, params: dict[str, str]) -> ET.Element | None:
         reply = self.post(url, params)
@@ -216,26 +370,40 @@ class Phone:
         record: PhoneCall,
         twiml: ET.Element,
         current_url: str,
-        actions: list[CallerAction],
         outcome_for: Callable[[Dialled], str],
-    ) -> tuple[str, dict[str, str]]:
+    ) -> None:
+        """Execute one TwiML document; sets the next request, a conference, or the end."""
         identity = record.identity
+        record.next_url = ""
         for verb in twiml:
             if verb.tag == "Say":
                 record.heard.append(_heard(verb))
             elif verb.tag == "Gather":
                 record.heard.extend(_heard(child) for child in verb if child.tag == "Say")
-                action = actions.pop(0) if actions else Silence()
+                action = record.actions.pop(0) if record.actions else Silence()
                 target = urljoin(current_url, verb.get("action") or current_url)
                 if isinstance(action, Keys):
-                    return target, gather_digits_params(identity, action.digits)
+                    record.next_url, record.next_params = (
+                        target,
+                        gather_digits_params(identity, action.digits),
+                    )
+                    return
                 if isinstance(action, Words):
-                    return target, gather_speech_params(identity, action.speech, action.confidence)
+                    record.next_url = target
+                    record.next_params = gather_speech_params(identity, action.speech, action.confidence)
+                    return
                 if verb.get("actionOnEmptyResult") == "true":
-                    return target, identity.voice_params("in-progress")
+                    record.next_url, record.next_params = target, identity.voice_params("in-progress")
+                    return
             elif verb.tag == "Redirect":
-                return urljoin(current_url, (verb.text or "").strip()), identity.voice_params("in-progress")
+                record.next_url = urljoin(current_url, (verb.text or "").strip())
+                record.next_params = identity.voice_params("in-progress")
+                return
             elif verb.tag == "Dial":
+                conference = verb.find("Conference")
+                if conference is not None:
+                    self._join(record, verb, conference, current_url)
+                    return
                 numbers = [(n.text or "").strip() for n in verb if n.tag == "Number"]
                 if verb.text and verb.text.strip():
                     numbers.append(verb.text.strip())
@@ -246,18 +414,36 @@ class Phone:
                     extra = {
                         "DialCallStatus": dialled.outcome,
                         "DialBridged": str(dialled.outcome == "completed").lower(),
+                        "DialCallSid": "CA" + "0" * 32,
                     }
-                    extra["DialCallSid"] = "CA" + "0" * 32
                     if dialled.outcome == "completed":
                         extra["DialCallDuration"] = "42"
-                    return urljoin(current_url, verb.get("action", "")), identity.voice_params(
-                        "in-progress", **extra
-                    )
+                    record.next_url = urljoin(current_url, verb.get("action", ""))
+                    record.next_params = identity.voice_params("in-progress", **extra)
+                    return
             elif verb.tag in ("Hangup", "Reject"):
-                record.ended_by = "hangup"
-                return "", {}
-        record.ended_by = "end-of-twiml"
-        return "", {}
+                self._finish(record, "hangup")
+                return
+        self._finish(record, "end-of-twiml")
+
+    def _join(self, record: PhoneCall, dial: ET.Element, conference: ET.Element, current_url: str) -> None:
+        """``<Dial><Conference>``: the leg enters the room in the fake Twilio and waits there."""
+        assert self.fake is not None, "conferences need the fake Twilio (Phone(fake=...))"
+        name = (conference.text or "").strip()
+        callback = conference.get("statusCallback")
+        self.fake.join_conference(
+            name,
+            record.identity.call_sid,
+            start_on_enter=conference.get("startConferenceOnEnter", "true") == "true",
+            end_on_exit=conference.get("endConferenceOnExit", "false") == "true",
+            label=conference.get("participantLabel"),
+            status_callback=urljoin(current_url, callback) if callback else None,
+            status_callback_event=conference.get("statusCallbackEvent", ""),
+        )
+        record.conference = name
+        record.conference_dial = dict(dial.attrib)
+        record.conference_url = current_url
+        record.ended_by = ""
 
 
 def _heard(say: ET.Element) -> Heard:

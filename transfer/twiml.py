@@ -1,0 +1,110 @@
+"""What the waiting caller and the responders hear. Pure builders over the routing document."""
+
+from __future__ import annotations
+
+from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
+
+from ivr.twiml import say
+from routing.document import Language, RoutingDocument
+
+HOLD_PAUSE_SECONDS = 15  # between updates when no hold music is configured
+CONFERENCE_EVENTS = "start end join leave"
+
+
+def hold(document: RoutingDocument, language: Language, *, message: str, next_url: str) -> VoiceResponse:
+    """One turn of the hold loop: a sentence, music (or a pause), then back to us.
+
+    Each turn is a fresh request to ``next_url``, which is how the hold limit is enforced
+    without any background worker.
+    """
+    twiml = VoiceResponse()
+    say(twiml, language, message)
+    if document.transfer.hold_music_url:
+        twiml.play(document.transfer.hold_music_url)
+    else:
+        twiml.pause(length=HOLD_PAUSE_SECONDS)
+    twiml.redirect(next_url, method="POST")
+    return twiml
+
+
+def _conference(dial: Dial, name: str, *, events_url: str, label: str, ends_conference: bool) -> None:
+    dial.conference(
+        name,
+        start_conference_on_enter=True,
+        end_conference_on_exit=ends_conference,
+        beep=False,
+        participant_label=label,
+        status_callback=events_url,
+        status_callback_event=CONFERENCE_EVENTS,
+        status_callback_method="POST",
+    )
+
+
+def caller_joins(name: str, *, events_url: str, after_url: str) -> VoiceResponse:
+    """The caller enters the conference. Their leaving ends it, so no responder is left
+    talking to an empty room; responders leaving do not end it (see ``responder_joins``)."""
+    twiml = VoiceResponse()
+    dial = Dial(action=after_url, method="POST")
+    _conference(dial, name, events_url=events_url, label="caller", ends_conference=True)
+    twiml.append(dial)
+    return twiml
+
+
+def responder_joins(
+    document: RoutingDocument, name: str, *, events_url: str, after_url: str, label: str
+) -> VoiceResponse:
+    """A responder who pressed 1 enters the conference; ``*`` opens the counselor menu."""
+    twiml = VoiceResponse()
+    twiml.say(document.staff_prompt("connecting"))
+    dial = Dial(action=after_url, method="POST", hangup_on_star=True)
+    _conference(dial, name, events_url=events_url, label=label, ends_conference=False)
+    twiml.append(dial)
+    return twiml
+
+
+def whisper(document: RoutingDocument, text: str, *, action: str) -> VoiceResponse:
+    """The brief a responder hears on answering, then 1 to accept / 2 to pass.
+
+    Silence (a voicemail greeting answering) falls through to a hang-up: a pass.
+    """
+    twiml = VoiceResponse()
+    gather = Gather(
+        input="dtmf",
+        num_digits=1,
+        timeout=document.transfer.accept_timeout_seconds,
+        action=action,
+        method="POST",
+    )
+    gather.say(text)
+    gather.pause(length=1)
+    gather.say(text)
+    twiml.append(gather)
+    twiml.say(document.staff_prompt("no_response"))
+    twiml.hangup()
+    return twiml
+
+
+def staff_message(text: str) -> VoiceResponse:
+    """A sentence to a responder, then hang up their leg."""
+    twiml = VoiceResponse()
+    twiml.say(text)
+    twiml.hangup()
+    return twiml
+
+
+def counselor_menu(document: RoutingDocument, *, action: str, back_url: str) -> VoiceResponse:
+    """After ``*``: bring in the co-responder unit, or go back; silence goes back."""
+    twiml = VoiceResponse()
+    gather = Gather(input="dtmf", num_digits=1, timeout=5, action=action, method="POST")
+    gather.say(document.staff_prompt("counselor_menu"))
+    twiml.append(gather)
+    twiml.redirect(back_url, method="POST")
+    return twiml
+
+
+def spoken_wait(seconds: float) -> str:
+    """ "40 seconds" / "3 minutes": how long the caller has waited, for the whisper."""
+    whole = int(seconds)
+    if whole < 90:
+        return f"{whole} seconds"
+    return f"{round(whole / 60)} minutes"

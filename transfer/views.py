@@ -1,0 +1,273 @@
+"""Webhooks of the warm transfer: the caller's hold loop and conference, and responder legs.
+
+Caller-facing routes fail safe to the backup line (``voice_failsafe``); responder-facing
+routes fail by ending the responder's leg politely, since the caller's hold loop carries on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec
+
+from flask import Blueprint, Response, abort, request
+from twilio.twiml.voice_response import VoiceResponse
+from werkzeug.exceptions import HTTPException
+
+from crisisline.db import db
+from crisisline.failsafe import twiml_response, voice_failsafe
+from crisisline.models import Call, Offer, Transfer
+from crisisline.twilio_auth import twilio_signed
+from crisisline.urls import path_for
+from ivr import twiml as ivr_twiml
+from ivr.backup import to_backup
+from routing.document import RoutingDocument
+from routing.store import active_routing
+from transfer import flow, state
+from transfer import twiml as transfer_twiml
+
+bp = Blueprint("transfer", __name__, url_prefix="/voice")
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+STAFF_ERROR = "Sorry, something went wrong on the crisis line. The caller is still being looked after."
+
+
+def staff_failsafe(view: Callable[P, Response]) -> Callable[P, Response]:
+    """A failure on a responder's leg ends that leg politely; it must never dial the backup
+    line from a counselor's phone. The caller's own hold loop keeps them safe."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
+        try:
+            return view(*args, **kwargs)
+        except HTTPException:
+            raise
+        except Exception as error:
+            log.error("responder webhook failed: %s at %s", type(error).__name__, request.path)
+            db.session.rollback()
+            return twiml_response(transfer_twiml.staff_message(STAFF_ERROR))
+
+    return wrapper
+
+
+def _document() -> RoutingDocument:
+    active = active_routing()
+    if active is None:
+        raise RuntimeError("no routing published")
+    return active.document
+
+
+def _transfer() -> Transfer:
+    transfer_id = request.args.get("transfer", "")
+    transfer = db.session.get(Transfer, int(transfer_id)) if transfer_id.isdigit() else None
+    if transfer is None:
+        abort(404)
+    return transfer
+
+
+def _offer() -> tuple[Offer, Transfer]:
+    offer_id = request.args.get("offer", "")
+    offer = db.session.get(Offer, int(offer_id)) if offer_id.isdigit() else None
+    if offer is None:
+        abort(404)
+    transfer = db.session.get(Transfer, offer.transfer_id)
+    assert transfer is not None
+    return offer, transfer
+
+
+def _events_url(transfer: Transfer) -> str:
+    return path_for("transfer.conference_events", transfer=transfer.id)
+
+
+def _caller_join_twiml(transfer: Transfer) -> VoiceResponse:
+    return transfer_twiml.caller_joins(
+        transfer.conference_name,
+        events_url=_events_url(transfer),
+        after_url=path_for("transfer.caller_after", transfer=transfer.id),
+    )
+
+
+def hold_twiml(transfer: Transfer, document: RoutingDocument, message: str, tick: int) -> VoiceResponse:
+    language = document.language(transfer.language)
+    return transfer_twiml.hold(
+        document, language, message=language.prompt(message),
+        next_url=path_for("transfer.hold", transfer=transfer.id, tick=tick + 1),
+    )  # fmt: skip
+
+
+def _backup(transfer: Transfer, document: RoutingDocument, message: str) -> Response:
+    call = db.session.get(Call, transfer.call_id)
+    assert call is not None
+    return to_backup(call, document, document.language(transfer.language), message, attempt=1)
+
+
+# --- the caller ------------------------------------------------------------------------------
+
+
+@bp.post("/hold")
+@twilio_signed
+@voice_failsafe
+def hold() -> Response:
+    """One turn of the caller's hold loop: keep holding, join the responder, or go to backup."""
+    transfer, document = _transfer(), _document()
+    tick = int(request.args.get("tick", "1")) if request.args.get("tick", "1").isdigit() else 1
+    step = flow.hold_step(transfer, document, tick)
+    if step.kind == "join":
+        flow.caller_joined(transfer)
+        return twiml_response(_caller_join_twiml(transfer))
+    if step.kind == "backup":
+        return _backup(transfer, document, step.message)
+    return twiml_response(hold_twiml(transfer, document, step.message, tick))
+
+
+@bp.post("/transfer/join")
+@twilio_signed
+@voice_failsafe
+def caller_join() -> Response:
+    """Where an accepting responder's press of 1 redirects the caller: into the conference."""
+    transfer, document = _transfer(), _document()
+    if flow.caller_joined(transfer):
+        return twiml_response(_caller_join_twiml(transfer))
+    # Not accepted after all (or already over): back to the hold loop, which knows what next.
+    return twiml_response(hold_twiml(transfer, document, "hold_update", 1))
+
+
+@bp.post("/transfer/after")
+@twilio_signed
+@voice_failsafe
+def caller_after() -> Response:
+    """The caller's conference ended while they are still on the line: never leave them there."""
+    transfer, document = _transfer(), _document()
+    renewed = flow.restart_after_staff_left(transfer, document)
+    language = document.language(transfer.language)
+    twiml = hold_twiml(renewed, document, "hold", 1)
+    response = VoiceResponse()
+    ivr_twiml.say(response, language, language.prompt("staff_left"))
+    for verb in twiml.verbs:
+        response.append(verb)
+    return twiml_response(response)
+
+
+@bp.post("/transfer/staff-left")
+@twilio_signed
+@voice_failsafe
+def staff_left() -> Response:
+    """Everyone from the line left the caller's conference: tell them, and search again."""
+    return caller_after()
+
+
+@bp.post("/conference/events")
+@twilio_signed
+def conference_events() -> Response:
+    """Conference status callbacks: recorded for metrics; they never steer the call."""
+    transfer = _transfer()
+    event = request.form.get("StatusCallbackEvent", "")
+    sequence = request.form.get("SequenceNumber", "")
+    label = request.form.get("ParticipantLabel", "")
+    flow._event(transfer, f"conference.{event}", f"conference:{transfer.id}:{sequence}:{event}", label=label)
+    db.session.commit()
+    return Response(status=204)
+
+
+# --- responders ------------------------------------------------------------------------------
+
+
+@bp.post("/offer/whisper")
+@twilio_signed
+@staff_failsafe
+def whisper() -> Response:
+    """A responder answered their phone: brief them and ask for 1 (accept) or 2 (pass)."""
+    offer, transfer = _offer()
+    document = _document()
+    step = flow.offer_answered(offer, transfer, document)
+    if step.kind == "staff":
+        return twiml_response(transfer_twiml.staff_message(step.text))
+    return twiml_response(
+        transfer_twiml.whisper(document, step.text, action=path_for("transfer.decide", offer=offer.id))
+    )
+
+
+@bp.post("/offer/decide")
+@twilio_signed
+@staff_failsafe
+def decide() -> Response:
+    """The responder's key after the whisper: 1 joins them to the caller (if they are first)."""
+    offer, transfer = _offer()
+    document = _document()
+    decision = flow.offer_decided(offer, transfer, document, request.form.get("Digits", "").strip()[:1])
+    if decision.kind == "joined":
+        return twiml_response(_responder_join_twiml(offer, transfer, document))
+    return twiml_response(transfer_twiml.staff_message(document.staff_prompt(decision.key)))
+
+
+def _responder_join_twiml(offer: Offer, transfer: Transfer, document: RoutingDocument) -> VoiceResponse:
+    return transfer_twiml.responder_joins(
+        document, transfer.conference_name,
+        events_url=_events_url(transfer),
+        after_url=path_for("transfer.responder_after", offer=offer.id),
+        label=f"{offer.purpose}-{offer.id}",
+    )  # fmt: skip
+
+
+@bp.post("/offer/status")
+@twilio_signed
+def offer_status() -> Response:
+    """Status callbacks of a responder's leg (duplicated and reordered by Twilio at will)."""
+    offer, transfer = _offer()
+    status = request.form.get("CallStatus", "")
+    sequence = request.form.get("SequenceNumber", "")
+    fresh = state.apply_offer_sequence(offer, int(sequence) if sequence.isdigit() else None)
+    db.session.commit()
+    if fresh and status in flow.TERMINAL_LEG_STATUSES:
+        db.session.refresh(offer)
+        flow.offer_leg_ended(offer, transfer, _document(), status)
+    return Response(status=204)
+
+
+@bp.post("/offer/after")
+@twilio_signed
+@staff_failsafe
+def responder_after() -> Response:
+    """A responder's conference ``<Dial>`` ended: they pressed ``*``, or the call is over."""
+    offer, transfer = _offer()
+    document = _document()
+    db.session.refresh(transfer)
+    if offer.state != "accepted" or transfer.state not in ("connecting", "connected"):
+        return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
+    if offer.purpose != "answer":
+        return twiml_response(_responder_join_twiml(offer, transfer, document))
+    return twiml_response(
+        transfer_twiml.counselor_menu(
+            document,
+            action=path_for("transfer.counselor_menu", offer=offer.id),
+            back_url=path_for("transfer.rejoin", offer=offer.id),
+        )
+    )
+
+
+@bp.post("/offer/menu")
+@twilio_signed
+@staff_failsafe
+def counselor_menu() -> Response:
+    """The counselor's menu: 1 rings the co-responder unit into the call; anything else goes back."""
+    offer, transfer = _offer()
+    document = _document()
+    response = VoiceResponse()
+    if request.form.get("Digits", "").startswith("1"):
+        from transfer import dispatch
+
+        dispatch.invite_unit(transfer, document)
+        response.say(document.staff_prompt("unit_calling"))
+    for verb in _responder_join_twiml(offer, transfer, document).verbs:
+        response.append(verb)
+    return twiml_response(response)
+
+
+@bp.post("/offer/rejoin")
+@twilio_signed
+@staff_failsafe
+def rejoin() -> Response:
+    """Back into the caller's conference."""
+    offer, transfer = _offer()
+    return twiml_response(_responder_join_twiml(offer, transfer, _document()))
