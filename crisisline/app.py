@@ -57,10 +57,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     from crisisline import cli as line_cli
     from ivr.views import bp as voice_bp
     from routing.cli import routing_cli
+    from sms.views import bp as sms_bp
     from transfer.views import bp as transfer_bp
 
     app.register_blueprint(voice_bp)
     app.register_blueprint(transfer_bp)
+    app.register_blueprint(sms_bp)
     app.cli.add_command(routing_cli)
     line_cli.register(app)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import time_machine
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
@@ -28,6 +29,7 @@ from crisisline.db import db
 from crisisline.redis_server import free_port, start_redis
 from crisisline.settings import DEFAULT_ROUTING_FILE, Settings
 from routing import store
+from tests.rota import WEDNESDAY_EVENING, WEDNESDAY_MORNING
 from twilio_fake.phone import Phone, RequestsTransport, WsgiTransport
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.server import FakeTwilioServer
@@ -242,3 +244,15 @@ def live_server(app: Flask, app_port: int) -> Iterator[str]:
     """The app served over real HTTP on its loopback port (its PUBLIC_BASE_URL)."""
     with serving(app, app_port) as url:
         yield url
+
+
+@pytest.fixture
+def wednesday_evening() -> Iterator[time_machine.Coordinates]:
+    with time_machine.travel(WEDNESDAY_EVENING, tick=True) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def wednesday_morning() -> Iterator[time_machine.Coordinates]:
+    with time_machine.travel(WEDNESDAY_MORNING, tick=True) as traveller:
+        yield traveller

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Call, CallEvent, Offer, ResponderState, Transfer
-from tests.transfer.conftest import ANA, BEN, DIEGO, UNIT, leg_to, legs
+from tests.rota import ANA, BEN, DIEGO, UNIT, leg_to, legs
 from twilio_fake.phone import Keys, Phone, PhoneCall, Silence
 from twilio_fake.rest_api import FakeTwilio
 

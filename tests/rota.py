@@ -1,13 +1,9 @@
-"""Fixtures for warm-transfer tests: a known moment on the rota and helpers over the fake."""
+"""The example rota at known moments, and helpers over the fake Twilio's responder legs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
-
-import pytest
-import time_machine
 
 from twilio_fake.rest_api import CallRecord, FakeTwilio
 
@@ -17,18 +13,6 @@ WEDNESDAY_EVENING = datetime(2026, 12, 2, 17, 0, tzinfo=CHICAGO)
 # Wednesday 10:00: only Ana for most needs; the co-responder unit is on call too.
 WEDNESDAY_MORNING = datetime(2026, 12, 2, 10, 0, tzinfo=CHICAGO)
 ANA, BEN, DIEGO, UNIT = "+13125550101", "+13125550102", "+13125550104", "+13125550150"
-
-
-@pytest.fixture
-def wednesday_evening() -> Iterator[time_machine.Coordinates]:
-    with time_machine.travel(WEDNESDAY_EVENING, tick=True) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def wednesday_morning() -> Iterator[time_machine.Coordinates]:
-    with time_machine.travel(WEDNESDAY_MORNING, tick=True) as traveller:
-        yield traveller
 
 
 def legs(fake: FakeTwilio) -> list[CallRecord]:
