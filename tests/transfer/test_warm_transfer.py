@@ -324,3 +324,25 @@ def test_co_responder_unit_joins_a_live_call_and_stays_with_the_caller_when_the_
     assert set(room.participants) == {caller.identity.call_sid, unit.identity.call_sid}
     (transfer,) = transfers(app)
     assert transfer.state == "connected"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_waiting_caller_hears_updates_not_endless_music(phone: Phone, fake: FakeTwilio) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=2)
+
+    assert caller.ended_by == "on-hold"
+    said = [heard.text for heard in caller.heard]
+    assert "Please stay on the line while we find someone to talk with you." in said
+    assert "You are next. Someone will be with you very soon." in said  # alone in the queue, Ben ringing
+    pauses = [step.twiml.find("Pause") for step in caller.steps if step.twiml is not None]
+    assert any(pause is not None for pause in pauses)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_second_waiting_caller_hears_the_general_update(phone: Phone, fake: FakeTwilio) -> None:
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    second = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550126"), max_hold_turns=2)
+
+    said = [heard.text for heard in second.heard]
+    assert any(text.startswith("Thank you for waiting.") for text in said)
+    assert "You are next. Someone will be with you very soon." not in said
