@@ -105,9 +105,7 @@ def main() -> None:
                 report("healthy (SQLite)", measure(url, args.calls))
             with serve("postgresql+psycopg://postgres@127.0.0.1:1/dead", redis.url, migrate=False) as url:
                 report("database refused (fail-safe)", measure(url, args.calls))
-            with serve(
-                "postgresql+psycopg://postgres@127.0.0.1:1/dead", "redis://127.0.0.1:1/0", migrate=False
-            ) as url:
+            with serve("postgresql+psycopg://postgres@127.0.0.1:1/dead", "redis://127.0.0.1:1/0", migrate=False) as url:
                 report("database+redis down", measure(url, args.calls))
         finally:
             redis.stop()

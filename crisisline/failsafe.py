@@ -23,8 +23,7 @@ P = ParamSpec("P")
 FAILSAFE_MESSAGE = "Please stay on the line. We are connecting you with someone who can help."
 FAILSAFE_RETRY_MESSAGE = "Please stay on the line. We are still trying to connect you."
 LAST_RESORT_MESSAGE = (
-    "We could not connect your call. Please call or text 9 8 8 now. "
-    "If you are in immediate danger, call 9 1 1."
+    "We could not connect your call. Please call or text 9 8 8 now. If you are in immediate danger, call 9 1 1."
 )
 BACKUP_DIAL_TIMEOUT_SECONDS = 30
 

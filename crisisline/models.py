@@ -161,3 +161,87 @@ class Offer(Model):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Texter(Model):
+    """Someone who texts the line, known only by keyed hash (plus their sealed number, to reply).
+
+    ``opted_out`` is the STOP status: while set, the line sends them nothing at all.
+    """
+
+    __tablename__ = "texters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    sealed_number: Mapped[str | None] = mapped_column(Text)
+    opted_out: Mapped[bool] = mapped_column(default=False)
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Conversation(Model):
+    """One text conversation (a case): menus, queue, the counselor who took it, its close.
+
+    ``state``: language → need → queued ⇄ offered → active → closed. The tag staff see is
+    ``#<id>``. Assignment is one conditional UPDATE, so two counselors cannot both take it.
+    """
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    texter_id: Mapped[int] = mapped_column(ForeignKey("texters.id", ondelete="CASCADE"), index=True)
+    previous_id: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="language", index=True)
+    language: Mapped[str | None] = mapped_column(String(16))
+    need: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    menu_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    counselor_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    line_number: Mapped[str | None] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_texter_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    backup_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    close_reason: Mapped[str | None] = mapped_column(String(24))
+
+    @property
+    def tag(self) -> str:
+        return str(self.id)
+
+
+class ConversationOffer(Model):
+    """A text conversation offered to one counselor, open until taken, passed or timed out."""
+
+    __tablename__ = "conversation_offers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    responder_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open|taken|passed|expired|closed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Message(Model):
+    """One text in or out. Inbound rows are unique by Twilio's ``MessageSid`` (dedupe); outbound
+    rows by ``idempotency_key``, claimed before the send so a retry can never send twice."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"), index=True)
+    direction: Mapped[str] = mapped_column(String(8))  # in | out
+    party: Mapped[str] = mapped_column(String(16))  # texter | counselor | line
+    message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    responder_id: Mapped[str | None] = mapped_column(String(64))
+    sealed_body: Mapped[str | None] = mapped_column(Text)
+    segments: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16))
+    status_rank: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

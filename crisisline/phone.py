@@ -48,9 +48,7 @@ class RedactPhoneNumbers(logging.Filter):
         redacted = message
         # libphonenumber's own matcher: finds "(312) 555-0123" and "+44 20 7946 0958" but
         # not IP addresses, timings or status codes.
-        for match in phonenumbers.PhoneNumberMatcher(
-            message, LOG_REGION, leniency=phonenumbers.Leniency.VALID
-        ):
+        for match in phonenumbers.PhoneNumberMatcher(message, LOG_REGION, leniency=phonenumbers.Leniency.VALID):
             redacted = redacted.replace(match.raw_string, "[redacted-number]")
         if redacted != message:
             record.msg, record.args = redacted, None

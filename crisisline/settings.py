@@ -97,9 +97,7 @@ class Settings:
 
         data_key = _decode_key(required_in_production("DATA_ENCRYPTION_KEY"), problems)
 
-        database_url = _normalise_database_url(
-            env.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'crisisline.db'}"
-        )
+        database_url = _normalise_database_url(env.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'crisisline.db'}")
         redis_url = env.get("REDIS_URL", "").strip()
         if not redis_url:
             if production:

@@ -35,14 +35,10 @@ class RebasedHttpClient(TwilioHttpClient):
 
 def make_rest_client(account_sid: str, auth_token: str, api_base_url: str | None = None) -> Client:
     """A twilio ``Client``; with ``api_base_url`` every request goes there instead of Twilio."""
-    http_client = (
-        RebasedHttpClient(api_base_url) if api_base_url else TwilioHttpClient(timeout=REST_TIMEOUT_SECONDS)
-    )
+    http_client = RebasedHttpClient(api_base_url) if api_base_url else TwilioHttpClient(timeout=REST_TIMEOUT_SECONDS)
     return Client(account_sid, auth_token, http_client=http_client)
 
 
 def rest_client_for(settings: Settings) -> Client:
     """The REST client the line's settings describe (Twilio, or ``TWILIO_API_BASE_URL``)."""
-    return make_rest_client(
-        settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url
-    )
+    return make_rest_client(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url)

@@ -12,13 +12,9 @@ from ivr import call_log, twiml
 from routing.document import Language, RoutingDocument
 
 
-def to_backup(
-    call: Call, document: RoutingDocument, language: Language, message_key: str, *, attempt: int
-) -> Response:
+def to_backup(call: Call, document: RoutingDocument, language: Language, message_key: str, *, attempt: int) -> Response:
     """A calm sentence (``message_key``) and the backup line; its result comes back to us."""
-    call_log.record_event(
-        call, "backup.dialled", f"backup:{attempt}", {"attempt": attempt, "reason": message_key}
-    )
+    call_log.record_event(call, "backup.dialled", f"backup:{attempt}", {"attempt": attempt, "reason": message_key})
     call.route = call.route or ("backup" if message_key != "blocked" else "blocked")
     db.session.commit()
     return twiml_response(

@@ -86,9 +86,7 @@ def choose_language(document: RoutingDocument, given: MenuInput) -> Language | N
     if digit is not None:
         return next((lang for lang in document.languages if lang.digit == digit), None)
     if given.speech:
-        return match_words(
-            given.speech, [(lang, (lang.name, *lang.speech_words)) for lang in document.languages]
-        )
+        return match_words(given.speech, [(lang, (lang.name, *lang.speech_words)) for lang in document.languages])
     return None
 
 
@@ -106,9 +104,7 @@ def choose_need(document: RoutingDocument, language: Language, given: MenuInput)
     return None
 
 
-def next_step(
-    choice: Choice | None, given: MenuInput, attempt: int, retries: int, default: Choice
-) -> MenuStep[Choice]:
+def next_step(choice: Choice | None, given: MenuInput, attempt: int, retries: int, default: Choice) -> MenuStep[Choice]:
     """Decide what follows attempt number ``attempt`` (1-based) of a menu."""
     if choice is not None:
         return MenuStep("chosen", choice, attempt)

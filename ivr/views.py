@@ -93,16 +93,12 @@ def language_menu() -> Response:
     call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
     given = MenuInput.from_form(request.form)
     attempt = _attempt()
-    step = next_step(
-        choose_language(document, given), given, attempt, document.menu.retries, document.default_language
-    )
+    step = next_step(choose_language(document, given), given, attempt, document.menu.retries, document.default_language)
     detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
     call.language_attempts = max(call.language_attempts, attempt)
 
     if step.outcome == "retry":
-        call_log.record_event(
-            call, f"menu.language.{step.reason}", f"language:{attempt}", detail, speech=given.speech
-        )
+        call_log.record_event(call, f"menu.language.{step.reason}", f"language:{attempt}", detail, speech=given.speech)
         db.session.commit()
         language = document.default_language
         sorry = language.prompt("no_input" if step.reason == "no_input" else "invalid_input")
@@ -117,9 +113,7 @@ def language_menu() -> Response:
     assert step.choice is not None
     language = step.choice
     kind = "menu.language.chosen" if step.outcome == "chosen" else "menu.language.defaulted"
-    call_log.record_event(
-        call, kind, f"language:{attempt}", {**detail, "language": language.code}, speech=given.speech
-    )
+    call_log.record_event(call, kind, f"language:{attempt}", {**detail, "language": language.code}, speech=given.speech)
     call.language = language.code
     db.session.commit()
     # The notice was heard in the default language; repeat it in the caller's own.
@@ -141,17 +135,13 @@ def need_menu() -> Response:
     given = MenuInput.from_form(request.form)
     attempt = _attempt()
     default_need = document.need(document.menu.default_need) or document.needs[-1]
-    step = next_step(
-        choose_need(document, language, given), given, attempt, document.menu.retries, default_need
-    )
+    step = next_step(choose_need(document, language, given), given, attempt, document.menu.retries, default_need)
     detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
     call.need_attempts = max(call.need_attempts, attempt)
     call.language = call.language or language.code
 
     if step.outcome == "retry":
-        call_log.record_event(
-            call, f"menu.need.{step.reason}", f"need:{attempt}", detail, speech=given.speech
-        )
+        call_log.record_event(call, f"menu.need.{step.reason}", f"need:{attempt}", detail, speech=given.speech)
         db.session.commit()
         sorry = language.prompt("no_input" if step.reason == "no_input" else "invalid_input")
         return twiml_response(
@@ -217,9 +207,7 @@ def backup_result() -> Response:
     language = document.language(request.args.get("lang"))
     attempt = _attempt()
     status = request.form.get("DialCallStatus", "")
-    call_log.record_event(
-        call, "backup.result", f"backup-result:{attempt}", {"attempt": attempt, "status": status}
-    )
+    call_log.record_event(call, "backup.result", f"backup-result:{attempt}", {"attempt": attempt, "status": status})
     if status == "completed":
         db.session.commit()
         return twiml_response(twiml.finished())
@@ -244,9 +232,7 @@ def status_callback() -> Response:
     sequence = form.get("SequenceNumber", "")
     if status in call_log.TERMINAL_STATUSES:
         flow.caller_left(call)
-    if call_log.apply_status(
-        call, status, int(sequence) if sequence.isdigit() else None, form.get("CallDuration")
-    ):
+    if call_log.apply_status(call, status, int(sequence) if sequence.isdigit() else None, form.get("CallDuration")):
         call_log.record_event(call, "call.status", f"status:{status}", {"status": status})
     db.session.commit()
     return Response(status=204)

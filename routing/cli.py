@@ -75,6 +75,5 @@ def history() -> None:
     """List published versions, newest first."""
     for version in db.session.scalars(select(RoutingVersion).order_by(RoutingVersion.id.desc())):
         click.echo(
-            f"{version.id:>4}  {version.published_at:%Y-%m-%d %H:%M}Z  "
-            f"{version.published_by:<16} {version.note or ''}"
+            f"{version.id:>4}  {version.published_at:%Y-%m-%d %H:%M}Z  {version.published_by:<16} {version.note or ''}"
         )

@@ -50,6 +50,36 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
 }
 STRATEGIES = ("sequential", "parallel")
 
+# What texters read, per language (``languages[i].sms``), with the placeholders each must use.
+SMS_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "language_option": frozenset({"digit"}),
+    "welcome": frozenset(),
+    "need_menu": frozenset(),
+    "need_option": frozenset({"label", "digit"}),
+    "need_retry": frozenset(),
+    "queued": frozenset({"minutes"}),
+    "nobody_free": frozenset({"minutes"}),
+    "backup": frozenset(),
+    "closed": frozenset(),
+    "idle_closed": frozenset(),
+    "help": frozenset({"line", "voice_number"}),
+    "mms": frozenset(),
+    "started": frozenset(),
+}
+SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "sms_offer": frozenset({"tag", "language", "need", "wait"}),
+    "sms_taken": frozenset({"tag"}),
+    "sms_returning": frozenset({"tag"}),
+    "sms_too_late": frozenset({"tag"}),
+    "sms_ambiguous": frozenset({"tags"}),
+    "sms_no_conversation": frozenset(),
+    "sms_ended": frozenset({"tag"}),
+    "sms_passed": frozenset({"tag"}),
+    "sms_relay": frozenset({"tag", "body"}),
+    "sms_texter_left": frozenset({"tag"}),
+}
+STAFF_PROMPT_PLACEHOLDERS.update(SMS_STAFF_PROMPT_PLACEHOLDERS)
+
 
 @dataclass(frozen=True)
 class Language:
@@ -61,6 +91,11 @@ class Language:
     speech_words: tuple[str, ...]
     prompts: dict[str, str]
     staff_name: str  # how staff hear it named ("Spanish"), defaults to ``name``
+    sms: dict[str, str]
+
+    def text(self, key: str, **values: object) -> str:
+        """The texting prompt ``key`` in this language."""
+        return self.sms[key].format(**values)
 
     def prompt(self, key: str, **values: object) -> str:
         """The prompt ``key`` in this language, with its placeholders filled in."""
@@ -75,6 +110,7 @@ class Need:
     fallback: str | None
     skill: str
     strategy: str | None
+    priority: int  # higher is answered first; a text naming this need raises its conversation
     labels: dict[str, str]
     speech_words: dict[str, tuple[str, ...]]
 
@@ -136,6 +172,15 @@ class TransferSettings:
 
 
 @dataclass(frozen=True)
+class SmsSettings:
+    offer_timeout_seconds: int
+    max_conversations_per_counselor: int
+    max_wait_seconds: int  # then the texter is given the backup line's text option
+    idle_close_minutes: int
+    language_confidence: float  # below this the texter is asked which language
+
+
+@dataclass(frozen=True)
 class RoutingDocument:
     line_name: str
     timezone: ZoneInfo
@@ -148,6 +193,7 @@ class RoutingDocument:
     needs: tuple[Need, ...]
     responders: tuple[Responder, ...]
     staff_prompts: dict[str, str]
+    sms: SmsSettings
 
     def staff_prompt(self, key: str, **values: object) -> str:
         return self.staff_prompts[key].format(**values)

@@ -74,8 +74,7 @@ def _pool(present: list[Responder], target: str, need: Need, *, is_fallback: boo
     return [
         r
         for r in present
-        if r.kind == kind
-        and (is_fallback or need.skill in r.skills or (kind == "co_responder" and not r.skills))
+        if r.kind == kind and (is_fallback or need.skill in r.skills or (kind == "co_responder" and not r.skills))
     ]
 
 

@@ -20,9 +20,7 @@ def shift_covers(shift: Shift, wall_clock: datetime) -> bool:
         return day in shift.weekdays and shift.start <= moment < end
     # Past midnight: the evening part belongs to the listed day, the early hours to the next.
     previous_day = (wall_clock - timedelta(days=1)).weekday()
-    return (day in shift.weekdays and moment >= shift.start) or (
-        previous_day in shift.weekdays and moment < end
-    )
+    return (day in shift.weekdays and moment >= shift.start) or (previous_day in shift.weekdays and moment < end)
 
 
 def is_on_call(responder: Responder, wall_clock: datetime) -> bool:

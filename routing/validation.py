@@ -20,6 +20,7 @@ from crisisline.phone import InvalidPhoneNumber, to_e164
 from crisisline.settings import LINE_MODES
 from routing.document import (
     PROMPT_PLACEHOLDERS,
+    SMS_PROMPT_PLACEHOLDERS,
     STAFF_PROMPT_PLACEHOLDERS,
     STRATEGIES,
     TARGETS,
@@ -30,6 +31,7 @@ from routing.document import (
     Responder,
     RoutingDocument,
     Shift,
+    SmsSettings,
     TransferSettings,
 )
 
@@ -227,6 +229,7 @@ class _Checker:
                 "line",
                 "menu",
                 "transfer",
+                "sms",
                 "languages",
                 "needs",
                 "counselors",
@@ -260,6 +263,7 @@ class _Checker:
         responders = self.responders(top, codes, keys, region)
         menu = self.menu(top.get("menu", {}), codes, keys)
         transfer = self.transfer(top.get("transfer", {}))
+        sms = self.sms_settings(top.get("sms", {}))
         staff_prompts = self.prompts(top.get("staff_prompts"), "", STAFF_PROMPT_PLACEHOLDERS, "staff_prompts")
         self.coverage_warnings(languages, needs, responders)
         if not languages or not needs or timezone is None:
@@ -271,6 +275,7 @@ class _Checker:
             mode=mode,
             backup_number=backup,
             staff_prompts=staff_prompts,
+            sms=sms,
             menu=menu,
             transfer=transfer,
             languages=tuple(languages),
@@ -312,8 +317,9 @@ class _Checker:
                     "voice",
                     "speech_words",
                     "prompts",
+                    "sms",
                 },
-                {"code", "digit", "name", "twilio_language", "prompts"},
+                {"code", "digit", "name", "twilio_language", "prompts", "sms"},
             )
             if not item:
                 continue
@@ -336,6 +342,7 @@ class _Checker:
                     speech_words=speech,
                     prompts=prompts,
                     staff_name=self.text(item, "staff_name", path) or self.text(item, "name", path),
+                    sms=self.prompts(item.get("sms"), path, SMS_PROMPT_PLACEHOLDERS, "sms"),
                 )
             )
         return result
@@ -388,7 +395,17 @@ class _Checker:
             item = self.mapping(
                 entry,
                 path,
-                {"key", "digit", "target", "fallback", "skill", "strategy", "labels", "speech_words"},
+                {
+                    "key",
+                    "digit",
+                    "target",
+                    "fallback",
+                    "skill",
+                    "strategy",
+                    "priority",
+                    "labels",
+                    "speech_words",
+                },
                 {"key", "digit", "target", "labels"},
             )
             if not item:
@@ -413,9 +430,7 @@ class _Checker:
                 for word in code_words:
                     normal = (code, normalise_words(word))
                     if normal in words:
-                        self.error(
-                            f"{path}.speech_words.{code}", f"{word!r} is already used by {words[normal]}"
-                        )
+                        self.error(f"{path}.speech_words.{code}", f"{word!r} is already used by {words[normal]}")
                     words[normal] = path
             skill = item.get("skill", key)
             strategy = item.get("strategy")
@@ -430,6 +445,7 @@ class _Checker:
                     fallback=fallback,
                     skill=skill if isinstance(skill, str) else key,
                     strategy=strategy,
+                    priority=self.integer(item, "priority", path, 0, 9, 0),
                     labels=labels,
                     speech_words=speech,
                 )
@@ -465,9 +481,7 @@ class _Checker:
                 self.error(path, f"missing for language {code!r}")
         return result
 
-    def responders(
-        self, top: dict[str, Any], codes: set[str], needs: set[str], region: str
-    ) -> list[Responder]:
+    def responders(self, top: dict[str, Any], codes: set[str], needs: set[str], region: str) -> list[Responder]:
         result: list[Responder] = []
         ids: dict[str, str] = {}
         for section, kind in (("counselors", "counselor"), ("co_responder_units", "co_responder")):
@@ -485,9 +499,7 @@ class _Checker:
                 languages = self.words(item.get("languages"), f"{path}.languages")
                 for offset, code in enumerate(languages):
                     if code not in codes:
-                        self.error(
-                            f"{path}.languages[{offset}]", f"{code!r} is not one of the line's languages"
-                        )
+                        self.error(f"{path}.languages[{offset}]", f"{code!r} is not one of the line's languages")
                 skills = self.words(item.get("skills"), f"{path}.skills")
                 for offset, skill in enumerate(skills):
                     if skill not in needs:
@@ -626,14 +638,30 @@ class _Checker:
             hold_music_url=music,
         )
 
-    def coverage_warnings(
-        self, languages: list[Language], needs: list[Need], responders: list[Responder]
-    ) -> None:
+    def sms_settings(self, raw: Any) -> SmsSettings:
+        item = self.mapping(
+            raw,
+            "sms",
+            {"offer_timeout_seconds", "max_conversations_per_counselor", "max_wait_seconds",
+             "idle_close_minutes", "language_confidence"},
+            set(),
+        )  # fmt: skip
+        confidence = item.get("language_confidence", 0.75)
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 < confidence < 1:
+            self.error("sms.language_confidence", "must be a number between 0 and 1, like 0.75")
+            confidence = 0.75
+        return SmsSettings(
+            offer_timeout_seconds=self.integer(item, "offer_timeout_seconds", "sms", 30, 1800, 120),
+            max_conversations_per_counselor=self.integer(item, "max_conversations_per_counselor", "sms", 1, 10, 3),
+            max_wait_seconds=self.integer(item, "max_wait_seconds", "sms", 60, 86400, 900),
+            idle_close_minutes=self.integer(item, "idle_close_minutes", "sms", 5, 1440, 60),
+            language_confidence=float(confidence),
+        )
+
+    def coverage_warnings(self, languages: list[Language], needs: list[Need], responders: list[Responder]) -> None:
         for index, language in enumerate(languages):
             if language.code and not any(language.code in r.languages for r in responders):
-                self.warn(
-                    f"languages[{index}]", f"nobody on the rota speaks {language.name or language.code}"
-                )
+                self.warn(f"languages[{index}]", f"nobody on the rota speaks {language.name or language.code}")
         for index, need in enumerate(needs):
             if need.target == "counselors" and not any(
                 r.kind == "counselor" and need.skill in r.skills for r in responders

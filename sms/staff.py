@@ -1,25 +1,34 @@
-"""Commands responders text to the line from their registered phone: ON, OFF, STATUS."""
+"""Where a responder's text to the line is handled: ON/OFF/STATUS, YES/END/PASS <tag>, replies."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
 
 from crisisline.db import db
+from crisisline.models import Conversation, Message
 from routing.document import Responder, RoutingDocument
+from sms import conversations as convo
 from transfer import state
 from transfer.availability import availability
 
 COMMANDS = ("ON", "OFF", "STATUS")
+AMBIGUITY_WINDOW = timedelta(minutes=2)  # two texters this close together: ask for the tag
+_TAGGED = re.compile(r"^\s*(YES|END|PASS)\s*#?\s*(\d+)\s*[.!]?\s*$", re.IGNORECASE)
+_RELAY = re.compile(r"^\s*#\s*(\d+)[\s:,-]*(.*)$", re.DOTALL)
 
 
 def parse_command(body: str) -> str | None:
-    """The command in a text ("on", " Status. " …), or None if it is not one."""
+    """ON / OFF / STATUS ("on", " Status. " …), or None."""
     word = body.strip().strip(".!").upper()
     return word if word in COMMANDS else None
 
 
 def run_command(document: RoutingDocument, responder: Responder, command: str) -> str:
-    """Carry out ``command`` for ``responder`` and return the reply text. Idempotent."""
+    """Carry out ON / OFF / STATUS for ``responder``; returns the reply text. Idempotent."""
     if command == "ON":
         state.set_paused(responder.id, False, None)
         db.session.commit()
@@ -29,3 +38,89 @@ def run_command(document: RoutingDocument, responder: Responder, command: str) -
         db.session.commit()
         return document.staff_prompt("off_sms")
     return document.staff_prompt("status_sms", status=availability(document, responder, datetime.now(UTC)))
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    conversation: Conversation | None = None
+
+
+def handle_staff_message(document: RoutingDocument, responder: Responder, inbound: Message, body: str) -> Reply:
+    """A responder's text: a command, or words for a texter (relayed from the line's number)."""
+    command = parse_command(body)
+    if command is not None:
+        return Reply(run_command(document, responder, command))
+    tagged = _TAGGED.match(body)
+    if tagged:
+        verb, tag = tagged.group(1).upper(), tagged.group(2)
+        conversation = db.session.get(Conversation, int(tag))
+        if conversation is None:
+            return Reply(document.staff_prompt("sms_too_late", tag=tag))
+        return _tagged_command(document, responder, verb, conversation)
+    relay = _RELAY.match(body)
+    if relay:
+        conversation = db.session.get(Conversation, int(relay.group(1)))
+        words = relay.group(2).strip()
+        if conversation is None or conversation.state != "active" or conversation.counselor_id != responder.id:
+            return Reply(document.staff_prompt("sms_too_late", tag=relay.group(1)))
+        return _relay(conversation, inbound, words)
+    mine = _active_conversations(responder)
+    if not mine:
+        return Reply(document.staff_prompt("sms_no_conversation"))
+    target = _untagged_target(mine)
+    if target is None:
+        tags = ", ".join(f"#{c.tag}" for c in mine)
+        return Reply(document.staff_prompt("sms_ambiguous", tags=tags))
+    return _relay(target, inbound, body.strip())
+
+
+def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, conversation: Conversation) -> Reply:
+    tag = conversation.tag
+    if verb == "YES":
+        if not convo.take(conversation, responder, document):
+            return Reply(document.staff_prompt("sms_too_late", tag=tag))
+        db.session.refresh(conversation)
+        text = document.staff_prompt("sms_taken", tag=tag)
+        if conversation.previous_id:
+            text += " " + document.staff_prompt("sms_returning", tag=tag)
+        return Reply(text, conversation)
+    if conversation.counselor_id != responder.id or conversation.state != "active":
+        return Reply(document.staff_prompt("sms_too_late", tag=tag))
+    if verb == "END":
+        convo.close(conversation, document, "counselor_ended", tell_texter="closed")
+        convo.sweep(document)  # capacity freed: offer a waiting texter
+        return Reply(document.staff_prompt("sms_ended", tag=tag))
+    convo.pass_back(conversation, responder, document)
+    return Reply(document.staff_prompt("sms_passed", tag=tag))
+
+
+def _relay(conversation: Conversation, inbound: Message, words: str) -> Reply:
+    """Counselor → texter, from the line's number: neither ever sees the other's number."""
+    if words:
+        conversation.last_activity_at = convo.now()
+        db.session.commit()
+        convo.to_texter(conversation, f"relay:{inbound.id}", words)
+    return Reply("", conversation)
+
+
+def _active_conversations(responder: Responder) -> list[Conversation]:
+    return list(
+        db.session.scalars(
+            select(Conversation)
+            .where(Conversation.counselor_id == responder.id, Conversation.state == "active")
+            .order_by(Conversation.last_texter_at.desc().nulls_last(), Conversation.id.desc())
+        )
+    )
+
+
+def _untagged_target(mine: list[Conversation]) -> Conversation | None:
+    """The only conversation, or the most recent one unless another texter wrote just as recently."""
+    if len(mine) == 1:
+        return mine[0]
+    latest, runner_up = mine[0].last_texter_at, mine[1].last_texter_at
+    if latest is None:
+        return None
+    if runner_up is not None and latest - runner_up < AMBIGUITY_WINDOW:
+        return None
+    return mine[0]

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import requests
 import time_machine
 import yaml
 from flask import Flask
@@ -33,6 +34,7 @@ from tests.rota import WEDNESDAY_EVENING, WEDNESDAY_MORNING
 from twilio_fake.phone import Phone, RequestsTransport, WsgiTransport
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.server import FakeTwilioServer
+from twilio_fake.signing import signed_headers, sms_params
 
 TEST_ACCOUNT_SID = "AC" + "7" * 32
 TEST_AUTH_TOKEN = "d2f1c0ffee0d2f1c0ffee0d2f1c0ffee"
@@ -132,9 +134,7 @@ def app_port() -> int:
 
 
 @pytest.fixture
-def settings(
-    database_url: str, redis_url: str, fake_twilio_server: FakeTwilioServer, app_port: int
-) -> Settings:
+def settings(database_url: str, redis_url: str, fake_twilio_server: FakeTwilioServer, app_port: int) -> Settings:
     return settings_for(
         database_url,
         redis_url,
@@ -256,3 +256,35 @@ def wednesday_evening() -> Iterator[time_machine.Coordinates]:
 def wednesday_morning() -> Iterator[time_machine.Coordinates]:
     with time_machine.travel(WEDNESDAY_MORNING, tick=True) as traveller:
         yield traveller
+
+
+class TextingPhone:
+    """Texts the line as Twilio delivers them (signed, full parameters) over real HTTP, and reads
+    back what the line sent each number through the fake Twilio's REST API."""
+
+    def __init__(self, base_url: str, fake: FakeTwilio) -> None:
+        self.url = base_url + "/sms/incoming"
+        self.fake = fake
+        self.session = requests.Session()
+
+    def send(self, sender: str, body: str, *, message_sid: str | None = None, num_media: int = 0) -> list[str]:
+        """Deliver one inbound text; returns the texts the line sent ``sender`` in response."""
+        before = len(self.inbox(sender))
+        self.deliver(sms_params(TEST_ACCOUNT_SID, sender, LINE_NUMBER, body, message_sid, num_media))
+        return self.inbox(sender)[before:]
+
+    def deliver(self, params: dict[str, str]) -> requests.Response:
+        headers = signed_headers(TEST_AUTH_TOKEN, self.url, params, voice=False)
+        response = self.session.post(self.url, data=params, headers=headers, timeout=15)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/xml")
+        return response
+
+    def inbox(self, number: str) -> list[str]:
+        """Every text the line sent ``number``, oldest first."""
+        return [m.body for m in self.fake.messages.values() if m.to == number]
+
+
+@pytest.fixture
+def texting(live_server: str, fake: FakeTwilio) -> TextingPhone:
+    return TextingPhone(live_server, fake)

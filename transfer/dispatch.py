@@ -34,9 +34,7 @@ def rest_client() -> Client:
     settings: Settings = current_app.extensions["crisisline.settings"]
     client: Client | None = current_app.extensions.get("crisisline.rest")
     if client is None:
-        client = make_rest_client(
-            settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url
-        )
+        client = make_rest_client(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url)
         client.http_client.timeout = INLINE_REST_TIMEOUT_SECONDS
         current_app.extensions["crisisline.rest"] = client
     return client
@@ -101,9 +99,7 @@ def invite_unit(transfer: Transfer, document: RoutingDocument) -> bool:
     need = document.need(transfer.need)
     if need is None:
         return False
-    unavailable = state.unavailable_responder_ids() | {
-        offer.responder_id for offer in state.staff_on_call(transfer.id)
-    }
+    unavailable = state.unavailable_responder_ids() | {offer.responder_id for offer in state.staff_on_call(transfer.id)}
     units = [r for r in _on_call_units(document) if r.id not in unavailable]
     units.sort(key=lambda unit: transfer.language not in unit.languages)  # speakers first
     return any(_ring(transfer, unit, document, purpose="join") for unit in units[:1])

@@ -26,9 +26,7 @@ def _event(transfer: Transfer, kind: str, key: str, **detail: object) -> None:
         call_log.record_event(call, kind, key, {"transfer": transfer.id, "round": transfer.round, **detail})
 
 
-def begin(
-    call: Call, document: RoutingDocument, language: str, need: str, *, language_matched: bool
-) -> Transfer:
+def begin(call: Call, document: RoutingDocument, language: str, need: str, *, language_matched: bool) -> Transfer:
     """Start looking for a human for this caller and ring the first responder(s) at once."""
     transfer = state.start_transfer(call, language, need, language_matched=language_matched)
     _event(

@@ -40,9 +40,7 @@ def start_transfer(call: Call, language: str, need: str, *, language_matched: bo
     existing = open_transfer(call)
     if existing is not None:
         return existing
-    next_round = (
-        db.session.scalar(select(func.max(Transfer.round)).where(Transfer.call_id == call.id)) or 0
-    ) + 1
+    next_round = (db.session.scalar(select(func.max(Transfer.round)).where(Transfer.call_id == call.id)) or 0) + 1
     db.session.execute(
         insert_ignoring_duplicates(
             Transfer,
@@ -84,9 +82,7 @@ def move_transfer(transfer_id: int, from_states: tuple[str, ...], to_state: str,
 
 def accept(transfer_id: int, offer_id: int) -> bool:
     """The one-winner step: of all responders pressing 1, exactly one gets True."""
-    won = move_transfer(
-        transfer_id, ("waiting",), "connecting", accepted_offer_id=offer_id, accepted_at=now()
-    )
+    won = move_transfer(transfer_id, ("waiting",), "connecting", accepted_offer_id=offer_id, accepted_at=now())
     if won:
         _change(Offer, [Offer.id == offer_id], {"state": "accepted", "decided_at": now()})
     return won
@@ -180,9 +176,7 @@ def count_missed(responder_id: str, outcome: str) -> int:
         {"missed_in_a_row": ResponderState.missed_in_a_row + 1},
     )
     return (
-        db.session.scalar(
-            select(ResponderState.missed_in_a_row).where(ResponderState.responder_id == responder_id)
-        )
+        db.session.scalar(select(ResponderState.missed_in_a_row).where(ResponderState.responder_id == responder_id))
         or 0
     )
 
@@ -206,17 +200,13 @@ def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
 
 def active_offers(transfer_id: int) -> list[Offer]:
     return list(
-        db.session.scalars(
-            select(Offer).where(Offer.transfer_id == transfer_id, Offer.state.in_(ACTIVE_OFFER_STATES))
-        )
+        db.session.scalars(select(Offer).where(Offer.transfer_id == transfer_id, Offer.state.in_(ACTIVE_OFFER_STATES)))
     )
 
 
 def staff_on_call(transfer_id: int) -> list[Offer]:
     """Responders who accepted and whose leg has not ended: the people with the caller."""
-    return list(
-        db.session.scalars(select(Offer).where(Offer.transfer_id == transfer_id, Offer.state == "accepted"))
-    )
+    return list(db.session.scalars(select(Offer).where(Offer.transfer_id == transfer_id, Offer.state == "accepted")))
 
 
 def offered_responder_ids(transfer_id: int) -> set[str]:
@@ -255,9 +245,7 @@ def apply_offer_sequence(offer: Offer, sequence: int | None) -> bool:
     """Record a status callback's SequenceNumber; False for one older than already seen."""
     if sequence is None:
         return True
-    return _change(
-        Offer, [Offer.id == offer.id, Offer.status_sequence < sequence], {"status_sequence": sequence}
-    )
+    return _change(Offer, [Offer.id == offer.id, Offer.status_sequence < sequence], {"status_sequence": sequence})
 
 
 def waiting_ahead_of(transfer: Transfer) -> int:

@@ -62,9 +62,7 @@ class WsgiTransport:
 
     def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
         reply = self.client.post(url, data=params, headers=headers)  # type: ignore[attr-defined]
-        return HttpReply(
-            reply.status_code, reply.headers.get("Content-Type", ""), reply.get_data(as_text=True)
-        )
+        return HttpReply(reply.status_code, reply.headers.get("Content-Type", ""), reply.get_data(as_text=True))
 
 
 @dataclass(frozen=True)
@@ -217,9 +215,7 @@ class Phone:
         leg = self.fake.get_call(call_sid)
         self.fake.advance_call(call_sid, "ringing")
         twiml_text = self.fake.advance_call(call_sid, "in-progress")
-        identity = CallIdentity(
-            self.account_sid, leg.from_, leg.to, call_sid=call_sid, direction="outbound-api"
-        )
+        identity = CallIdentity(self.account_sid, leg.from_, leg.to, call_sid=call_sid, direction="outbound-api")
         record = PhoneCall(identity, actions=list(responder))
         twiml = _parse_twiml(HttpReply(200, "text/xml", twiml_text or ""))
         record.steps.append(Step(leg.url or "", {}, 200, "text/xml", twiml))
@@ -360,9 +356,7 @@ class Phone:
             fallback_params = {**params, "ErrorCode": "11200", "ErrorUrl": url}
             reply = self.post(self.fallback_url, fallback_params)
             twiml = _parse_twiml(reply)
-            record.steps.append(
-                Step(self.fallback_url, fallback_params, reply.status, reply.content_type, twiml)
-            )
+            record.steps.append(Step(self.fallback_url, fallback_params, reply.status, reply.content_type, twiml))
         return twiml
 
     def _run(
@@ -465,25 +459,17 @@ def _parse_twiml(reply: HttpReply) -> ET.Element | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Place one local test call against a running line and print what the caller hears."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default="http://127.0.0.1:5000")
     # Both append to one list, so "--press 2 --say suicide" answers the menus in that order.
-    parser.add_argument(
-        "--press", dest="inputs", type=Keys, action="append", default=[], help="keys for the next menu"
-    )
-    parser.add_argument(
-        "--say", dest="inputs", type=Words, action="append", default=[], help="words for the next menu"
-    )
+    parser.add_argument("--press", dest="inputs", type=Keys, action="append", default=[], help="keys for the next menu")
+    parser.add_argument("--say", dest="inputs", type=Words, action="append", default=[], help="words for the next menu")
     parser.add_argument("--dial-outcome", action="append", default=[], help="completed, no-answer, busy…")
     parser.add_argument("--secrets", default=str(Path("instance") / "development-secrets.json"))
     args = parser.parse_args(argv)
     secrets = json.loads(Path(args.secrets).read_text())
     actions: list[CallerAction] = args.inputs
-    phone = Phone(
-        RequestsTransport(), args.base_url, secrets["TWILIO_AUTH_TOKEN"], secrets["TWILIO_ACCOUNT_SID"]
-    )
+    phone = Phone(RequestsTransport(), args.base_url, secrets["TWILIO_AUTH_TOKEN"], secrets["TWILIO_ACCOUNT_SID"])
     try:
         call = phone.call(actions, dial_outcomes=args.dial_outcome)
     except requests.ConnectionError:

@@ -61,9 +61,7 @@ _SIP_RESPONSE_CODES = {
     "canceled": "487",
     "failed": "404",
 }
-CONFERENCE_EVENTS = frozenset(
-    {"start", "end", "join", "leave", "mute", "hold", "modify", "speaker", "announcement"}
-)
+CONFERENCE_EVENTS = frozenset({"start", "end", "join", "leave", "mute", "hold", "modify", "speaker", "announcement"})
 MESSAGE_FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
 # [INF] Default error codes: 30003 unreachable handset, 30008 unknown error.
 _DEFAULT_MESSAGE_ERRORS = {"undelivered": 30003, "failed": 30008}
@@ -425,9 +423,7 @@ class FakeTwilio:
                 resp = self._http.get(url, headers=headers, timeout=self.webhook_timeout)
             else:
                 headers = signed_headers(self.auth_token, hook.url, hook.params, voice=hook.voice)
-                resp = self._http.post(
-                    hook.url, data=hook.params, headers=headers, timeout=self.webhook_timeout
-                )
+                resp = self._http.post(hook.url, data=hook.params, headers=headers, timeout=self.webhook_timeout)
             entry.status_code = resp.status_code
             entry.response_text = resp.text
         except requests.RequestException as exc:
@@ -526,9 +522,7 @@ class FakeTwilio:
         if not body and not media:
             raise FakeTwilioError(400, 21602, "Message body is required.")
         if len(body) > MAX_BODY_CHARS:
-            raise FakeTwilioError(
-                400, 21617, "The concatenated message body exceeds the 1600 character limit."
-            )
+            raise FakeTwilioError(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
         if not is_valid_number(to):
             raise FakeTwilioError(400, 21211, "Invalid 'To' Phone Number")
         with self._lock:
@@ -550,9 +544,7 @@ class FakeTwilio:
             self.messages[message.sid] = message
         log.info("message %s created", message.sid)
         if self.auto_deliver:
-            threading.Thread(
-                target=self._auto_deliver, args=(message.sid,), daemon=True, name="auto-deliver"
-            ).start()
+            threading.Thread(target=self._auto_deliver, args=(message.sid,), daemon=True, name="auto-deliver").start()
         return message
 
     def _auto_deliver(self, sid: str) -> None:
@@ -769,9 +761,7 @@ class FakeTwilio:
         call.date_updated = _now()
         if call.pending_join is not None:
             _, participant = call.pending_join
-            participant.status = {"initiated": "connecting", "ringing": "ringing"}.get(
-                status, participant.status
-            )
+            participant.status = {"initiated": "connecting", "ringing": "ringing"}.get(status, participant.status)
         return self._status_hook(call, status)
 
     def advance_call(
@@ -957,17 +947,13 @@ class FakeTwilio:
         with self._lock:
             conference = self.conferences.get(sid_or_name) or self.find_conference(sid_or_name)
             if conference is None:
-                raise FakeTwilioError(
-                    404, 20404, f"The requested resource Conference {sid_or_name} was not found"
-                )
+                raise FakeTwilioError(404, 20404, f"The requested resource Conference {sid_or_name} was not found")
             return conference
 
     def _conference_for_join(self, friendly_name: str) -> ConferenceRecord:
         conference = self.find_conference(friendly_name)
         if conference is None:
-            conference = ConferenceRecord(
-                sid=new_sid("CF"), account_sid=self.account_sid, friendly_name=friendly_name
-            )
+            conference = ConferenceRecord(sid=new_sid("CF"), account_sid=self.account_sid, friendly_name=friendly_name)
             self.conferences[conference.sid] = conference
             log.info("conference %s created", conference.sid)
         return conference
@@ -1117,9 +1103,7 @@ class FakeTwilio:
             conference = self.get_conference(friendly_name_or_sid)
             participant = conference.participants.get(call_sid)
             if participant is None or not participant.joined:
-                raise FakeTwilioError(
-                    404, 20404, f"Participant {call_sid} is not in conference {conference.sid}"
-                )
+                raise FakeTwilioError(404, 20404, f"Participant {call_sid} is not in conference {conference.sid}")
             call = self.calls.get(call_sid)
             call_status = call.status if call is not None else "completed"
             hooks = self._leave(conference, participant, reason, call_status=call_status)
@@ -1289,9 +1273,7 @@ class FakeTwilio:
         if not from_:
             raise FakeTwilioError(400, 21213, "No 'From' number is specified")
         with self._lock:
-            conference = self.conferences.get(conference_sid_or_name) or self.find_conference(
-                conference_sid_or_name
-            )
+            conference = self.conferences.get(conference_sid_or_name) or self.find_conference(conference_sid_or_name)
             if conference is None or conference.status == "completed":
                 if re.fullmatch(r"CF[0-9a-fA-F]{32}", conference_sid_or_name):
                     raise FakeTwilioError(400, 16003, "Could not recognize conference sid or friendly name")
@@ -1577,9 +1559,7 @@ def participant_json(p: ParticipantRecord) -> dict[str, Any]:
         "queue_time": "0",
         "start_conference_on_enter": p.start_conference_on_enter,
         "status": p.status,
-        "uri": (
-            f"{_account_uri(p.account_sid)}/Conferences/{p.conference_sid}/Participants/{p.call_sid}.json"
-        ),
+        "uri": (f"{_account_uri(p.account_sid)}/Conferences/{p.conference_sid}/Participants/{p.call_sid}.json"),
     }
 
 

@@ -135,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8089)
     parser.add_argument("--account-sid", default=None, help="default: a random AC... sid")
     parser.add_argument("--auth-token", default=None, help="default: a random token")
-    parser.add_argument(
-        "--auto-deliver", action="store_true", help="deliver each message right after creation"
-    )
+    parser.add_argument("--auto-deliver", action="store_true", help="deliver each message right after creation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     fake = FakeTwilio(args.account_sid, args.auth_token, auto_deliver=args.auto_deliver)

@@ -29,9 +29,7 @@ def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
     return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
 
 
-def signed_headers(
-    auth_token: str, url: str, params: Mapping[str, str], *, voice: bool = True
-) -> dict[str, str]:
+def signed_headers(auth_token: str, url: str, params: Mapping[str, str], *, voice: bool = True) -> dict[str, str]:
     """All headers of a Twilio webhook POST, signature included."""
     return {
         "X-Twilio-Signature": sign(auth_token, url, params),
@@ -102,9 +100,7 @@ def gather_digits_params(identity: CallIdentity, digits: str) -> dict[str, str]:
 
 def gather_speech_params(identity: CallIdentity, speech: str, confidence: float = 0.92) -> dict[str, str]:
     """Parameters of a ``<Gather>`` action request after speech input (§1.2)."""
-    return identity.voice_params(
-        "in-progress", SpeechResult=speech, Confidence=f"{confidence:.8f}", msg="Gather End"
-    )
+    return identity.voice_params("in-progress", SpeechResult=speech, Confidence=f"{confidence:.8f}", msg="Gather End")
 
 
 def sms_params(

@@ -29,9 +29,7 @@ def test_sealing_twice_gives_different_ciphertexts_but_the_same_lookup_hash() ->
     vault = Vault(KEY)
 
     assert vault.seal("+13125550123", context="phone") != vault.seal("+13125550123", context="phone")
-    assert vault.lookup_hash("+13125550123", context="phone") == vault.lookup_hash(
-        "+13125550123", context="phone"
-    )
+    assert vault.lookup_hash("+13125550123", context="phone") == vault.lookup_hash("+13125550123", context="phone")
     assert vault.lookup_hash("+13125550123", context="phone") != Vault(b"j" * 32).lookup_hash(
         "+13125550123", context="phone"
     )
@@ -67,9 +65,7 @@ def test_numbers_are_normalised_to_e164() -> None:
 
 
 def test_log_filter_masks_phone_numbers() -> None:
-    record = logging.LogRecord(
-        "x", logging.INFO, __file__, 1, "call from %s failed", ("+1 312 555 0123",), None
-    )
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "call from %s failed", ("+1 312 555 0123",), None)
 
     RedactPhoneNumbers().filter(record)
 

@@ -44,9 +44,7 @@ class WebhookReceiver:
         self.handlers: dict[str, Callable[[Received], None]] = {}
         self._lock = threading.Lock()
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def _app(self, environ: dict, start_response):  # type: ignore[no-untyped-def]
         req = Request(environ)

@@ -149,9 +149,7 @@ def test_message_with_accents_reports_ucs2_segments(client: Client) -> None:
 def test_message_status_callbacks_are_signed_sent_then_delivered(
     server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
 ) -> None:
-    message = client.messages.create(
-        to=CALLER, from_=HOTLINE, body="hi", status_callback=receiver.url("/sms-status")
-    )
+    message = client.messages.create(to=CALLER, from_=HOTLINE, body="hi", status_callback=receiver.url("/sms-status"))
 
     server.fake.deliver_message(message.sid)
 
@@ -172,9 +170,7 @@ def test_message_status_callbacks_are_signed_sent_then_delivered(
 def test_undelivered_message_callback_carries_error_code(
     server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
 ) -> None:
-    message = client.messages.create(
-        to=CALLER, from_=HOTLINE, body="hi", status_callback=receiver.url("/sms-status")
-    )
+    message = client.messages.create(to=CALLER, from_=HOTLINE, body="hi", status_callback=receiver.url("/sms-status"))
 
     server.fake.deliver_message(message.sid, final="undelivered", error_code=30005)
 
@@ -187,9 +183,7 @@ def test_undelivered_message_callback_carries_error_code(
 def test_failed_message_skips_sent_callback(
     server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
 ) -> None:
-    message = client.messages.create(
-        to=CALLER, from_=HOTLINE, body="hi", status_callback=receiver.url("/sms-status")
-    )
+    message = client.messages.create(to=CALLER, from_=HOTLINE, body="hi", status_callback=receiver.url("/sms-status"))
 
     server.fake.deliver_message(message.sid, final="failed")
 
@@ -293,9 +287,7 @@ def test_call_progress_sends_only_subscribed_events_in_sequence_and_fetches_url(
 def test_call_without_event_list_only_gets_completed_callback(
     server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
 ) -> None:
-    call = client.calls.create(
-        to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status")
-    )
+    call = client.calls.create(to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status"))
 
     server.fake.advance_call(call.sid, "ringing")
     server.fake.advance_call(call.sid, "busy")
@@ -337,9 +329,7 @@ def test_answering_fills_in_skipped_initiated_and_ringing_events(
 def test_terminal_call_ignores_further_advances(
     server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
 ) -> None:
-    call = client.calls.create(
-        to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status")
-    )
+    call = client.calls.create(to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status"))
     server.fake.advance_call(call.sid, "no-answer")
 
     assert server.fake.advance_call(call.sid, "in-progress") is None
@@ -351,9 +341,7 @@ def test_terminal_call_ignores_further_advances(
 def test_cancel_while_ringing_sends_canceled_callback(
     server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
 ) -> None:
-    call = client.calls.create(
-        to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status")
-    )
+    call = client.calls.create(to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status"))
     server.fake.advance_call(call.sid, "ringing")
 
     updated = client.calls(call.sid).update(status="canceled")
@@ -367,9 +355,7 @@ def test_cancel_while_ringing_sends_canceled_callback(
 def test_cancel_while_queued_sends_no_callback(
     server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
 ) -> None:
-    call = client.calls.create(
-        to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status")
-    )
+    call = client.calls.create(to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status"))
 
     assert client.calls(call.sid).update(status="canceled").status == "canceled"
     assert receiver.at("/status") == []
@@ -378,9 +364,7 @@ def test_cancel_while_queued_sends_no_callback(
 def test_cancel_does_not_touch_answered_call_but_completed_hangs_it_up(
     server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
 ) -> None:
-    call = client.calls.create(
-        to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status")
-    )
+    call = client.calls.create(to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, status_callback=receiver.url("/status"))
     server.fake.advance_call(call.sid, "in-progress")
 
     assert client.calls(call.sid).update(status="canceled").status == "in-progress"
@@ -489,9 +473,7 @@ def test_participant_create_dials_leg_that_joins_when_answered(
     assert {p.status for p in listed} == {"connected"}
 
 
-def test_conference_start_fires_once_only(
-    server: FakeTwilioServer, client: Client, receiver: WebhookReceiver
-) -> None:
+def test_conference_start_fires_once_only(server: FakeTwilioServer, client: Client, receiver: WebhookReceiver) -> None:
     _caller_in_room(server, receiver, "room-2")
     for _ in range(2):
         leg = client.conferences("room-2").participants.create(from_=HOTLINE, to=COUNSELOR)
@@ -597,14 +579,10 @@ def test_end_conference_on_exit_ends_room_and_removes_others(
     assert server.fake.get_call(leg.call_sid).status == "completed"
 
 
-def test_last_participant_leaving_ends_conference(
-    server: FakeTwilioServer, receiver: WebhookReceiver
-) -> None:
+def test_last_participant_leaving_ends_conference(server: FakeTwilioServer, receiver: WebhookReceiver) -> None:
     call_sid = "CA" + "2" * 32
     server.fake.record_inbound_call(call_sid, CALLER, HOTLINE)
-    server.fake.join_conference(
-        "room-7", call_sid, status_callback=receiver.url("/conf"), status_callback_event="end"
-    )
+    server.fake.join_conference("room-7", call_sid, status_callback=receiver.url("/conf"), status_callback_event="end")
 
     conference = server.fake.leave_conference("room-7", call_sid)
 
@@ -718,9 +696,7 @@ def test_control_endpoints_advance_deliver_state_and_reset(
 
 
 def test_unreachable_webhook_is_logged_not_raised(server: FakeTwilioServer, client: Client) -> None:
-    message = client.messages.create(
-        to=CALLER, from_=HOTLINE, body="hi", status_callback="http://127.0.0.1:9/nowhere"
-    )
+    message = client.messages.create(to=CALLER, from_=HOTLINE, body="hi", status_callback="http://127.0.0.1:9/nowhere")
 
     entries = server.fake.deliver_message(message.sid)
 
@@ -804,9 +780,7 @@ def test_status_callback_with_get_method_is_signed_over_the_query_string(
     assert callback.signature_valid(server.auth_token)
 
 
-def test_inbound_call_final_status_goes_to_number_callback(
-    server: FakeTwilioServer, receiver: WebhookReceiver
-) -> None:
+def test_inbound_call_final_status_goes_to_number_callback(server: FakeTwilioServer, receiver: WebhookReceiver) -> None:
     call_sid = "CA" + "3" * 32
     server.fake.record_inbound_call(call_sid, CALLER, HOTLINE, status_callback=receiver.url("/status"))
 

@@ -166,9 +166,7 @@ def test_check_warns_about_a_language_nobody_speaks_but_accepts_it(app: Flask, t
         for person in document["counselors"] + document["co_responder_units"]:
             person["languages"] = ["en"]
 
-    result = app.test_cli_runner().invoke(
-        args=["routing", "check", str(_write(tmp_path, nobody_speaks_spanish))]
-    )
+    result = app.test_cli_runner().invoke(args=["routing", "check", str(_write(tmp_path, nobody_speaks_spanish))])
 
     assert result.exit_code == 0
     assert "warning: languages[1]: nobody on the rota speaks Español" in result.output

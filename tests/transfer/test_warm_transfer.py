@@ -43,9 +43,7 @@ def responder_state(app: Flask, responder_id: str) -> ResponderState | None:
 
 
 @pytest.mark.usefixtures("wednesday_evening")
-def test_happy_path_bridges_caller_and_counselor_in_one_conference(
-    app: Flask, phone: Phone, fake: FakeTwilio
-) -> None:
+def test_happy_path_bridges_caller_and_counselor_in_one_conference(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
 
     counselor = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
@@ -68,9 +66,7 @@ def test_happy_path_bridges_caller_and_counselor_in_one_conference(
 
 @pytest.mark.usefixtures("wednesday_evening")
 @pytest.mark.parametrize("how", ["no-answer", "busy", "failed", "pass", "voicemail"])
-def test_a_missed_offer_rolls_over_to_the_next_person(
-    app: Flask, phone: Phone, fake: FakeTwilio, how: str
-) -> None:
+def test_a_missed_offer_rolls_over_to_the_next_person(app: Flask, phone: Phone, fake: FakeTwilio, how: str) -> None:
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     first = leg_to(fake, BEN)
 
@@ -92,15 +88,11 @@ def test_a_missed_offer_rolls_over_to_the_next_person(
 
 
 @pytest.mark.usefixtures("wednesday_evening")
-def test_duplicated_and_reordered_leg_callbacks_ring_nobody_twice(
-    app: Flask, phone: Phone, fake: FakeTwilio
-) -> None:
+def test_duplicated_and_reordered_leg_callbacks_ring_nobody_twice(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
     phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     first = leg_to(fake, BEN)
     fake.advance_call(first.sid, "no-answer")
-    (sent,) = [
-        w for w in fake.webhooks("call-status", first.sid) if w.params.get("CallStatus") == "no-answer"
-    ]
+    (sent,) = [w for w in fake.webhooks("call-status", first.sid) if w.params.get("CallStatus") == "no-answer"]
 
     for _ in range(3):  # Twilio delivering the same callback again
         phone.post(sent.url, sent.params)
@@ -130,9 +122,7 @@ def test_invalid_responder_number_is_skipped_and_logged_without_the_number(
 
 
 @pytest.mark.usefixtures("wednesday_evening")
-def test_twilio_outage_on_ringing_still_gets_the_caller_to_the_backup_line(
-    phone: Phone, fake: FakeTwilio
-) -> None:
+def test_twilio_outage_on_ringing_still_gets_the_caller_to_the_backup_line(phone: Phone, fake: FakeTwilio) -> None:
     fake.inject_fault("POST", r"/Calls\.json$", status=503, times=None)
 
     caller = phone.call([Keys("1"), Keys("2")], dial_outcomes=["completed"])
@@ -246,16 +236,12 @@ def test_hold_limit_sends_the_waiting_caller_to_backup_without_any_worker(
 
 
 @pytest.mark.usefixtures("wednesday_morning")
-def test_a_counselor_with_a_caller_is_not_offered_a_second_one(
-    app: Flask, phone: Phone, fake: FakeTwilio
-) -> None:
+def test_a_counselor_with_a_caller_is_not_offered_a_second_one(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
     first = phone.call([Keys("1"), Keys("3")], max_hold_turns=0)
     phone.answer(leg_to(fake, ANA).sid, [Keys("1")])
     phone.resume(first, max_hold_turns=0)
 
-    second = phone.call(
-        [Keys("1"), Keys("3")], identity=phone.identity("+13125550124"), dial_outcomes=["completed"]
-    )
+    second = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550124"), dial_outcomes=["completed"])
 
     assert [leg.to for leg in legs(fake)] == [ANA]
     assert second.dials[0].numbers == ["+18002738255"]
@@ -281,9 +267,7 @@ def test_missing_offers_in_a_row_pauses_the_counselor_and_texts_them(
 
 
 @pytest.mark.usefixtures("wednesday_evening")
-def test_counselor_leaving_keeps_the_caller_and_searches_again(
-    app: Flask, phone: Phone, fake: FakeTwilio
-) -> None:
+def test_counselor_leaving_keeps_the_caller_and_searches_again(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
     phone.resume(caller, max_hold_turns=0)

@@ -92,9 +92,7 @@ def test_every_voice_webhook_dials_the_backup_line_when_services_are_down(
     params = identity.voice_params("in-progress", **extra)
     url = "http://localhost" + path
 
-    response = broken_app.test_client().post(
-        url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params)
-    )
+    response = broken_app.test_client().post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
 
     assert response.status_code == 200
     assert response.mimetype == "text/xml"

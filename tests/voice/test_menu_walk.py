@@ -173,12 +173,8 @@ def test_spanish_speech_is_matched_with_spanish_words_ignoring_accents(app: Flas
     assert call_row(app, call.identity.call_sid).need == "mental_health"
 
 
-def test_silence_and_bad_keys_reprompt_then_take_the_default_routes(
-    app: Flask, phone: Phone, fake: FakeTwilio
-) -> None:
-    call = phone.call(
-        [Silence(), Keys("9"), Keys("*"), Silence(), Keys("0"), Words("banana")], max_hold_turns=0
-    )
+def test_silence_and_bad_keys_reprompt_then_take_the_default_routes(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
+    call = phone.call([Silence(), Keys("9"), Keys("*"), Silence(), Keys("0"), Words("banana")], max_hold_turns=0)
 
     paths = call.requested_paths()
     assert paths == [
@@ -207,9 +203,7 @@ def test_silence_and_bad_keys_reprompt_then_take_the_default_routes(
     assert "menu.need.defaulted" in kinds
 
 
-def test_retries_are_configurable(
-    phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int]
-) -> None:
+def test_retries_are_configurable(phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int]) -> None:
     def no_retries(document: dict[str, Any]) -> None:
         document["menu"]["retries"] = 0
 
@@ -291,9 +285,7 @@ def test_nobody_on_call_sends_the_caller_to_the_backup_line_with_a_message(phone
     assert "All of our counselors are helping other callers" in call.heard_text()
 
 
-def test_spanish_caller_is_told_when_only_english_speakers_are_on_call(
-    phone: Phone, fake: FakeTwilio
-) -> None:
+def test_spanish_caller_is_told_when_only_english_speakers_are_on_call(phone: Phone, fake: FakeTwilio) -> None:
     # Monday 17:00: Ben (English only) is on; Ana's shift has ended and Diego is off.
     with time_machine.travel(datetime(2026, 11, 30, 17, 0, tzinfo=CHICAGO)):
         call = phone.call([Keys("2"), Keys("2")], max_hold_turns=0)

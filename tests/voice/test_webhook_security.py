@@ -133,9 +133,7 @@ def test_proxy_headers_are_ignored_unless_the_proxy_is_trusted(app: Flask) -> No
     headers = signed_headers(TEST_AUTH_TOKEN, public_url, params)
     headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "line.example.org"})
 
-    response = app.test_client().post(
-        "/voice/incoming", data=params, headers=headers, base_url="http://10.0.0.5:8000"
-    )
+    response = app.test_client().post("/voice/incoming", data=params, headers=headers, base_url="http://10.0.0.5:8000")
 
     assert response.status_code == 403
 

@@ -50,9 +50,7 @@ def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phon
     assert (scrubbed.language, scrubbed.need) == ("en", "suicide")  # anonymous path kept for metrics
     assert kept.sealed_caller is not None and kept.caller_hash is not None
     with app.app_context():
-        transcripts = db.session.scalars(
-            select(CallEvent.sealed_detail).join(Call).where(Call.call_sid == old)
-        ).all()
+        transcripts = db.session.scalars(select(CallEvent.sealed_detail).join(Call).where(Call.call_sid == old)).all()
     assert all(t is None for t in transcripts)
 
 

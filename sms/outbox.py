@@ -1,0 +1,131 @@
+"""Sending texts: at most once, never lost silently, recorded with their delivery status.
+
+Each outbound text has an idempotency key (e.g. ``relay:<inbound id>``). The row is claimed
+in the database before the Twilio request, so a duplicated webhook or a retried job finds the
+claim and sends nothing; a crash between claim and send leaves a ``claimed`` row for a human.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+from flask import current_app
+from sqlalchemy import select, update
+from twilio.base.exceptions import TwilioRestException
+
+from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.models import Message, Texter
+from crisisline.privacy import Vault
+from crisisline.urls import public_url
+from sms.segments import segment_count, split_for_sms
+from transfer.dispatch import rest_client
+
+log = logging.getLogger(__name__)
+BODY_CONTEXT = "sms-body"
+OPTED_OUT = 21610
+# Later statuses never overwrite final ones (callbacks arrive out of order).
+STATUS_RANK = {"claimed": 0, "accepted": 1, "queued": 1, "sending": 2, "sent": 3, "failed": 4,
+               "undelivered": 4, "delivered": 4, "read": 5, "received": 4}  # fmt: skip
+
+
+def vault() -> Vault:
+    box: Vault = current_app.extensions["crisisline.vault"]
+    return box
+
+
+def send_text(
+    *,
+    key: str,
+    to_number: str,
+    from_number: str,
+    body: str,
+    party: str,
+    conversation_id: int | None = None,
+    responder_id: str | None = None,
+    texter: Texter | None = None,
+) -> bool:
+    """Send ``body`` once for ``key`` (split if over 1600 characters). True if sent now.
+
+    Texts to an opted-out texter are never sent; Twilio's 21610 marks them opted out.
+    """
+    if texter is not None and texter.opted_out:
+        return False
+    sent_any = False
+    for index, part in enumerate(split_for_sms(body)):
+        part_key = key if index == 0 else f"{key}:{index}"
+        claimed = db.session.execute(
+            insert_ignoring_duplicates(
+                Message,
+                {
+                    "conversation_id": conversation_id,
+                    "direction": "out",
+                    "party": party,
+                    "idempotency_key": part_key,
+                    "responder_id": responder_id,
+                    "sealed_body": vault().seal(part, context=BODY_CONTEXT),
+                    "segments": segment_count(part),
+                    "status": "claimed",
+                    "status_rank": 0,
+                },
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        db.session.commit()
+        if not claimed:
+            continue  # sent (or being sent) already for this key
+        message_id = db.session.scalar(select(Message.id).where(Message.idempotency_key == part_key))
+        try:
+            created = rest_client().messages.create(
+                to=to_number, from_=from_number, body=part,
+                status_callback=public_url("sms.message_status", message=message_id),
+            )  # fmt: skip
+        except TwilioRestException as error:
+            log.warning("text %s not sent: Twilio error %s", message_id, error.code)
+            _set(message_id, status="failed", status_rank=4, error_code=error.code)
+            if error.code == OPTED_OUT and texter is not None:
+                mark_opted_out(texter)
+            db.session.commit()
+            return sent_any
+        except (requests.RequestException, OSError) as error:
+            # Left "claimed": never retried blindly (it may have gone out); a human sees it.
+            log.error("text %s: Twilio unreachable (%s); left for review", message_id, type(error).__name__)
+            return sent_any
+        _set(message_id, message_sid=created.sid, status="queued", status_rank=1)
+        db.session.commit()
+        sent_any = True
+    return sent_any
+
+
+def _set(message_id: int | None, **values: object) -> None:
+    db.session.execute(update(Message).where(Message.id == message_id).values(**values))
+
+
+def record_status(message_id: int, status: str, error_code: str | None) -> None:
+    """A delivery status callback; out-of-order and repeated ones never move a text backwards."""
+    rank = STATUS_RANK.get(status, 0)
+    values: dict[str, object] = {"status": status, "status_rank": rank}
+    if error_code and error_code.isdigit():
+        values["error_code"] = int(error_code)
+    db.session.execute(update(Message).where(Message.id == message_id, Message.status_rank < rank).values(**values))
+    if error_code == str(OPTED_OUT):
+        texter = _texter_of(message_id)
+        if texter is not None:
+            mark_opted_out(texter)
+    db.session.commit()
+
+
+def _texter_of(message_id: int) -> Texter | None:
+    from crisisline.models import Conversation
+
+    message = db.session.get(Message, message_id)
+    if message is None or message.conversation_id is None or message.party != "texter":
+        return None
+    conversation = db.session.get(Conversation, message.conversation_id)
+    return db.session.get(Texter, conversation.texter_id) if conversation else None
+
+
+def mark_opted_out(texter: Texter) -> None:
+    from crisisline.models import utcnow
+
+    texter.opted_out = True
+    texter.opted_out_at = texter.opted_out_at or utcnow()

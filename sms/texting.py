@@ -1,0 +1,159 @@
+"""Where a texter's message is handled: keywords, language, need, queue, relay."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from crisisline.db import db
+from crisisline.models import Conversation, Message, Texter
+from ivr.menu import MenuInput, choose_need
+from routing.document import RoutingDocument
+from sms import conversations as convo
+from sms.language import detect
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+START_WORDS = frozenset({"START", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+
+def keyword_of(body: str) -> str:
+    return body.strip().strip(".!").upper()
+
+
+def handle_texter_message(
+    document: RoutingDocument, texter: Texter, inbound: Message, body: str, num_media: int,
+    line_number: str | None,
+) -> None:  # fmt: skip
+    """Handle one inbound text (already deduplicated by MessageSid)."""
+    keyword = keyword_of(body)
+    if keyword in STOP_WORDS:
+        _opt_out(document, texter)
+        return
+    if keyword in START_WORDS or (keyword == "YES" and texter.opted_out):
+        texter.opted_out, texter.opted_out_at = False, None
+        db.session.commit()
+        conversation = convo.open_conversation(texter) or convo.start_conversation(texter, line_number)
+        convo.to_texter(conversation, f"start:{inbound.id}", document.default_language.text("started"))
+        return
+    if texter.opted_out:
+        return  # Twilio would refuse any reply (21610); the message is kept, nothing is sent
+    conversation = convo.open_conversation(texter) or convo.start_conversation(texter, line_number)
+    db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=conversation.id))
+    db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id)
+        .values(last_activity_at=convo.now(), last_texter_at=convo.now())
+    )
+    db.session.commit()
+    db.session.refresh(conversation)
+    language = document.language(conversation.language)
+    if keyword in HELP_WORDS:
+        voice = conversation.line_number or ""
+        convo.to_texter(
+            conversation,
+            f"help:{inbound.id}",
+            language.text("help", line=document.line_name, voice_number=voice),
+        )
+        return
+    if num_media:
+        convo.to_texter(conversation, f"mms:{inbound.id}", language.text("mms"))
+        if not body.strip():
+            return
+    handle_step(document, conversation, inbound, body)
+
+
+def handle_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
+    if conversation.state == "language":
+        _language_step(document, conversation, inbound, body)
+    elif conversation.state == "need":
+        _need_step(document, conversation, inbound, body)
+    elif conversation.state in convo.WAITING_STATES:
+        _raise_priority(document, conversation, body)
+    elif conversation.state == "active" and conversation.counselor_id:
+        responder = document.responder(conversation.counselor_id)
+        if responder is not None:
+            convo.to_counselor(
+                conversation, responder, f"relay:{inbound.id}",
+                document.staff_prompt("sms_relay", tag=conversation.tag, body=body.strip()),
+            )  # fmt: skip
+
+
+def _language_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
+    chosen = None
+    text = body.strip()
+    if conversation.menu_attempts > 0 and text[:1].isdigit():
+        chosen = next((lang for lang in document.languages if str(lang.digit) == text[:1]), None)
+    if chosen is None:
+        detected, confidence = detect(document, text)
+        if detected is not None and confidence >= document.sms.language_confidence:
+            chosen = detected
+    if chosen is None and conversation.menu_attempts > document.menu.retries:
+        chosen = document.default_language
+    if chosen is None:
+        conversation.menu_attempts += 1
+        db.session.commit()
+        question = " / ".join(lang.text("language_option", digit=lang.digit) for lang in document.languages)
+        convo.to_texter(conversation, f"language-ask:{inbound.id}", question)
+        return
+    conversation.language = chosen.code
+    conversation.menu_attempts = 0
+    need = choose_need(document, chosen, MenuInput(speech=text)) if not text[:1].isdigit() else None
+    convo.to_texter(conversation, "welcome", chosen.text("welcome"))
+    if need is not None:
+        _set_need(conversation, need.key, need.priority)
+        convo.queue(conversation, document)
+        return
+    conversation.state = "need"
+    db.session.commit()
+    _send_need_menu(document, conversation, f"need-menu:{inbound.id}")
+
+
+def _send_need_menu(document: RoutingDocument, conversation: Conversation, key: str) -> None:
+    language = document.language(conversation.language)
+    lines = [language.text("need_menu")] + [
+        language.text("need_option", digit=need.digit, label=need.labels.get(language.code, need.key))
+        for need in document.needs
+    ]
+    convo.to_texter(conversation, key, "\n".join(lines))
+
+
+def _need_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
+    language = document.language(conversation.language)
+    text = body.strip()
+    given = MenuInput(digits=text[:1]) if text[:1].isdigit() and len(text) <= 2 else MenuInput(speech=text)
+    need = choose_need(document, language, given)
+    if need is None:
+        conversation.menu_attempts += 1
+        db.session.commit()
+        if conversation.menu_attempts <= document.menu.retries:
+            convo.to_texter(conversation, f"need-retry:{inbound.id}", language.text("need_retry"))
+            return
+        need = document.need(document.menu.default_need) or document.needs[-1]
+    _set_need(conversation, need.key, need.priority)
+    convo.queue(conversation, document)
+
+
+def _set_need(conversation: Conversation, need: str, priority: int) -> None:
+    conversation.need = need
+    conversation.priority = max(conversation.priority, priority)
+    db.session.commit()
+
+
+def _raise_priority(document: RoutingDocument, conversation: Conversation, body: str) -> None:
+    """Risk words while waiting (e.g. "I took the pills") move the texter up the queue."""
+    language = document.language(conversation.language)
+    need = choose_need(document, language, MenuInput(speech=body))
+    if need is not None and need.priority > conversation.priority:
+        conversation.priority = need.priority
+        db.session.commit()
+
+
+def _opt_out(document: RoutingDocument, texter: Texter) -> None:
+    """STOP: nothing more is sent to this number (follow-ups included); open threads close."""
+    from sms.outbox import mark_opted_out
+
+    mark_opted_out(texter)
+    db.session.commit()
+    conversation = convo.open_conversation(texter)
+    if conversation is not None:
+        convo.close(conversation, document, "stopped", tell_texter=None)
