@@ -66,6 +66,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def insert_once(model: Any, values: dict[str, Any]) -> bool:
+    """Insert the row unless a unique constraint says it exists already; True if inserted.
+
+    Uses RETURNING rather than ``rowcount``, which PostgreSQL drivers report as -1 for
+    ORM-enabled inserts.
+    """
+    primary_key = list(model.__table__.primary_key.columns)
+    statement = insert_ignoring_duplicates(model, values).returning(*primary_key)
+    return db.session.execute(statement).first() is not None
+
+
 def insert_ignoring_duplicates(model: Any, values: dict[str, Any]) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` on either backend: the basis of idempotent webhooks.
 

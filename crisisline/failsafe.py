@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import ParamSpec
 
 from flask import Response, current_app, request
+from sqlalchemy.exc import DBAPIError
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
@@ -19,6 +20,9 @@ from crisisline.settings import Settings
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
+# Called with the CallSid after the fail-safe answered, best effort (e.g. to stop ringing
+# responders for a caller now on the backup line). Registered by the features that need it.
+AFTER_FAILSAFE: list[Callable[[str], None]] = []
 
 FAILSAFE_MESSAGE = "Please stay on the line. We are connecting you with someone who can help."
 FAILSAFE_RETRY_MESSAGE = "Please stay on the line. We are still trying to connect you."
@@ -72,9 +76,21 @@ def voice_failsafe(view: Callable[P, Response]) -> Callable[P, Response]:
                 request.path,
             )
             _rollback_quietly()
-            return failsafe_response()
+            response = failsafe_response()
+            if not isinstance(error, DBAPIError):  # with the database down, hooks would only wait
+                _run_hooks(request.form.get("CallSid", ""))
+            return response
 
     return wrapper
+
+
+def _run_hooks(call_sid: str) -> None:
+    for hook in AFTER_FAILSAFE:
+        try:
+            hook(call_sid)
+        except Exception as error:
+            log.warning("after-failsafe hook failed: %s", type(error).__name__)
+            _rollback_quietly()
 
 
 def _rollback_quietly() -> None:

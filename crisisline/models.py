@@ -131,6 +131,8 @@ class Transfer(Model):
     language_matched: Mapped[bool] = mapped_column(default=True)
     accepted_offer_id: Mapped[int | None] = mapped_column(Integer)
     dispatch_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Each hold turn of the caller touches this: proof they are still in our hold loop.
+    last_hold_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

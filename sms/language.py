@@ -7,6 +7,9 @@ from functools import lru_cache
 from lingua import IsoCode639_1, LanguageDetector, LanguageDetectorBuilder
 
 from routing.document import Language, RoutingDocument
+from routing.validation import normalise_words
+
+MIN_LETTERS = 4
 
 
 @lru_cache(maxsize=8)
@@ -19,11 +22,19 @@ def _detector(codes: tuple[str, ...]) -> LanguageDetector | None:
 
 
 def detect(document: RoutingDocument, text: str) -> tuple[Language | None, float]:
-    """The most likely line language and its confidence (0 to 1); None when it cannot tell."""
+    """The most likely line language and its confidence (0 to 1); None when it cannot tell.
+
+    Words the line configured for one language only ("quiero morir", "want to die") are the
+    strongest evidence; otherwise lingua decides, restricted to the line's languages.
+    """
     if len(document.languages) == 1:
         return document.languages[0], 1.0
+    by_words = _languages_by_configured_words(document, text)
+    if len(by_words) == 1:
+        return by_words[0], 1.0
     detector = _detector(tuple(language.code for language in document.languages))
-    if detector is None or not any(ch.isalpha() for ch in text):
+    # A word or two ("ok", "hi") says too little to tell languages apart: ask instead.
+    if detector is None or sum(ch.isalpha() for ch in text) < MIN_LETTERS:
         return None, 0.0
     values = detector.compute_language_confidence_values(text)
     if not values:
@@ -32,3 +43,16 @@ def detect(document: RoutingDocument, text: str) -> tuple[Language | None, float
     code = best.language.iso_code_639_1.name.lower()
     language = next((lang for lang in document.languages if lang.code.split("-")[0] == code), None)
     return language, float(best.value)
+
+
+def _languages_by_configured_words(document: RoutingDocument, text: str) -> list[Language]:
+    heard = f" {normalise_words(text)} "
+    found = []
+    for language in document.languages:
+        words = [
+            *language.speech_words,
+            *(w for need in document.needs for w in need.speech_words.get(language.code, ())),
+        ]
+        if any(f" {normalise_words(word)} " in heard for word in words if len(normalise_words(word)) > 3):
+            found.append(language)
+    return found

@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from twilio.base.exceptions import TwilioRestException
 
-from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.db import db, insert_once
 from crisisline.models import Message, Texter
 from crisisline.privacy import Vault
 from crisisline.urls import public_url
@@ -54,22 +54,20 @@ def send_text(
     sent_any = False
     for index, part in enumerate(split_for_sms(body)):
         part_key = key if index == 0 else f"{key}:{index}"
-        claimed = db.session.execute(
-            insert_ignoring_duplicates(
-                Message,
-                {
-                    "conversation_id": conversation_id,
-                    "direction": "out",
-                    "party": party,
-                    "idempotency_key": part_key,
-                    "responder_id": responder_id,
-                    "sealed_body": vault().seal(part, context=BODY_CONTEXT),
-                    "segments": segment_count(part),
-                    "status": "claimed",
-                    "status_rank": 0,
-                },
-            )
-        ).rowcount  # type: ignore[attr-defined]
+        claimed = insert_once(
+            Message,
+            {
+                "conversation_id": conversation_id,
+                "direction": "out",
+                "party": party,
+                "idempotency_key": part_key,
+                "responder_id": responder_id,
+                "sealed_body": vault().seal(part, context=BODY_CONTEXT),
+                "segments": segment_count(part),
+                "status": "claimed",
+                "status_rank": 0,
+            },
+        )
         db.session.commit()
         if not claimed:
             continue  # sent (or being sent) already for this key

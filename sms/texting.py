@@ -98,6 +98,8 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     conversation.language = chosen.code
     conversation.menu_attempts = 0
     need = choose_need(document, chosen, MenuInput(speech=text)) if not text[:1].isdigit() else None
+    if need is not None and need.key == document.menu.default_need:
+        need = None  # "talk to someone" is not a choice; show the menu so they can pick
     convo.to_texter(conversation, "welcome", chosen.text("welcome"))
     if need is not None:
         _set_need(conversation, need.key, need.priority)

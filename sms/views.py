@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 from twilio.twiml.messaging_response import MessagingResponse
 
-from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.db import db, insert_once
 from crisisline.models import Message
 from crisisline.phone import caller_number
 from crisisline.twilio_auth import twilio_signed
@@ -60,22 +60,20 @@ def _incoming() -> Response:
         return _twiml()
     responder = document.responder_by_phone(sender)
     body = form.get("Body", "")
-    inserted = db.session.execute(
-        insert_ignoring_duplicates(
-            Message,
-            {
-                "direction": "in",
-                "party": "counselor" if responder else "texter",
-                "message_sid": form.get("MessageSid", ""),
-                "responder_id": responder.id if responder else None,
-                "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
-                "segments": segment_count(body) if body else 0,
-                "status": "received",
-                "status_rank": 4,
-                "created_at": convo.now(),
-            },
-        )
-    ).rowcount  # type: ignore[attr-defined]
+    inserted = insert_once(
+        Message,
+        {
+            "direction": "in",
+            "party": "counselor" if responder else "texter",
+            "message_sid": form.get("MessageSid", ""),
+            "responder_id": responder.id if responder else None,
+            "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
+            "segments": segment_count(body) if body else 0,
+            "status": "received",
+            "status_rank": 4,
+            "created_at": convo.now(),
+        },
+    )
     db.session.commit()
     if not inserted:
         return _twiml()  # a duplicate delivery: already handled

@@ -42,7 +42,8 @@ TEST_DATA_KEY = "bG9jYWwtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhISE="
 TEST_BACKUP_NUMBER = "+18005550199"
 LINE_NUMBER = "+13125550100"
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-POSTGRES_TEST_DB = "crisisline_test"
+# One database per test run, so two runs on one machine never drop each other's tables.
+POSTGRES_TEST_DB = f"crisisline_test_{os.getpid()}"
 
 
 def settings_for(database_url: str, redis_url: str, **extra: str) -> Settings:
@@ -92,13 +93,15 @@ def _postgres_database_url() -> str:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Each database backend, migrated once per test session with Alembic (not create_all)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'line.db'}"
-    else:
-        url = _postgres_database_url()
-    return url
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'line.db'}"
+        return
+    yield _postgres_database_url()
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {POSTGRES_TEST_DB} WITH (FORCE)")
 
 
 _migrated: set[str] = set()

@@ -26,7 +26,7 @@ from transfer import state
 
 log = logging.getLogger(__name__)
 # REST calls made while Twilio waits for our TwiML must be quick; the hold loop retries.
-INLINE_REST_TIMEOUT_SECONDS = 5.0
+INLINE_REST_TIMEOUT_SECONDS = 3.0
 LEG_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
@@ -78,6 +78,9 @@ def advance(transfer_id: int, document: RoutingDocument) -> DispatchResult:
             active = len(state.active_offers(transfer_id))
             if active >= capacity:
                 break
+            db.session.refresh(transfer)
+            if transfer.state != "waiting":
+                break  # someone accepted (or the caller left) while we were ringing
             unavailable = state.offered_responder_ids(transfer_id) | state.unavailable_responder_ids()
             decision = decide_route(
                 document, transfer.language, need, state.now(),
@@ -102,6 +105,8 @@ def invite_unit(transfer: Transfer, document: RoutingDocument) -> bool:
     unavailable = state.unavailable_responder_ids() | {offer.responder_id for offer in state.staff_on_call(transfer.id)}
     units = [r for r in _on_call_units(document) if r.id not in unavailable]
     units.sort(key=lambda unit: transfer.language not in unit.languages)  # speakers first
+    if transfer.state != "connected":
+        return False  # the caller has gone: nobody is rung into an empty room
     return any(_ring(transfer, unit, document, purpose="join") for unit in units[:1])
 
 
@@ -152,24 +157,47 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
     return 1
 
 
-def hang_up_offer(offer: Offer) -> None:
-    """End a responder's leg: cancel it if still ringing, hang up if answered (whisper)."""
-    if not offer.call_sid:
+def hang_up_call(call_sid: str | None, *, answered: bool) -> None:
+    """End a responder's leg: ``completed`` hangs up an answered call, ``canceled`` a ringing one."""
+    if not call_sid:
         return
-    status = "completed" if offer.state == "answered" else "canceled"
     try:
-        rest_client().calls(offer.call_sid).update(status=status)
+        rest_client().calls(call_sid).update(status="completed" if answered else "canceled")
+        if not answered:
+            # It may have been answered meanwhile; "canceled" does not end an answered call.
+            rest_client().calls(call_sid).update(status="completed")
     except (TwilioRestException, requests.RequestException, OSError) as error:
-        log.info("could not end leg of offer %s: %s", offer.id, type(error).__name__)
+        log.info("could not end responder leg: %s", type(error).__name__)
 
 
-def redirect_caller(transfer: Transfer, endpoint: str) -> bool:
-    """Move the waiting or connected caller to new TwiML. False if their call is gone."""
+REDIRECTED, CALLER_GONE, REDIRECT_FAILED = "redirected", "caller_gone", "failed"
+GONE_ERROR_CODES = frozenset({20404, 21220})  # unknown call; call not in progress
+
+
+def redirect_caller(transfer: Transfer, endpoint: str) -> str:
+    """Move the caller to new TwiML: ``redirected``, ``caller_gone`` (their call has ended), or
+    ``failed`` (Twilio unreachable or erroring: the caller is still there, and their own hold
+    turns will carry them on)."""
     try:
         rest_client().calls(transfer.caller_call_sid).update(
             url=public_url(endpoint, transfer=transfer.id), method="POST"
         )
-    except (TwilioRestException, requests.RequestException, OSError) as error:
+    except TwilioRestException as error:
+        log.info("could not redirect caller of transfer %s: Twilio error %s", transfer.id, error.code)
+        gone = error.status == 404 or error.code in GONE_ERROR_CODES
+        return CALLER_GONE if gone else REDIRECT_FAILED
+    except (requests.RequestException, OSError) as error:
         log.info("could not redirect caller of transfer %s: %s", transfer.id, type(error).__name__)
-        return False
-    return True
+        return REDIRECT_FAILED
+    return REDIRECTED
+
+
+def call_has_ended(call_sid: str) -> bool | None:
+    """Ask Twilio whether a call is over (None if Twilio cannot be asked right now)."""
+    try:
+        status = rest_client().calls(call_sid).fetch().status
+    except TwilioRestException as error:
+        return True if error.status == 404 else None
+    except (requests.RequestException, OSError):
+        return None
+    return str(status) in ("completed", "busy", "failed", "no-answer", "canceled")

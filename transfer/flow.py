@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import requests
 from twilio.base.exceptions import TwilioRestException
@@ -61,17 +62,17 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
         return HoldStep("join")
     if transfer.state != "waiting":
         return HoldStep("backup", "nobody_available")
+    state.touch_hold(transfer.id)
+    db.session.commit()
     waited = (state.now() - transfer.started_at).total_seconds()
     if waited >= document.transfer.max_hold_seconds:
-        send_to_backup(transfer, "hold_limit")
-        return HoldStep("backup", "nobody_available")
+        return _backup_unless_accepted(transfer, "hold_limit")
     result = dispatch.advance(transfer.id, document)
     db.session.refresh(transfer)
     if transfer.state in ("connecting", "connected"):
         return HoldStep("join")
     if result.exhausted and not state.active_offers(transfer.id):
-        send_to_backup(transfer, "nobody_left")
-        return HoldStep("backup", "nobody_available")
+        return _backup_unless_accepted(transfer, "nobody_left")
     if tick <= 1:
         return HoldStep("hold", "hold")
     if state.waiting_ahead_of(transfer) == 0 and result.ringing:
@@ -79,28 +80,47 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
     return HoldStep("hold", "hold_update")
 
 
-def send_to_backup(transfer: Transfer, reason: str) -> None:
+def _backup_unless_accepted(transfer: Transfer, reason: str) -> HoldStep:
+    """To the backup line, unless a responder accepted in this very moment: then join them."""
+    if send_to_backup(transfer, reason):
+        return HoldStep("backup", "nobody_available")
+    db.session.refresh(transfer)
+    if transfer.state in ("connecting", "connected"):
+        return HoldStep("join")
+    return HoldStep("backup", "nobody_available")
+
+
+def send_to_backup(transfer: Transfer, reason: str) -> bool:
     """Give up the search (once): stop every ringing leg; the caller goes to the backup line."""
-    if state.move_transfer(transfer.id, ("waiting",), "to_backup", end_reason=reason):
-        _event(
-            transfer,
-            "transfer.to_backup",
-            f"transfer:{transfer.id}:backup",
-            reason=reason,
-            waited_seconds=round((state.now() - transfer.started_at).total_seconds()),
-        )
+    if not state.move_transfer(transfer.id, ("waiting",), "to_backup", end_reason=reason):
         db.session.commit()
-        _stop_ringing(transfer)
+        return False
+    waited = round((state.now() - transfer.started_at).total_seconds())
+    _event(transfer, "transfer.to_backup", f"transfer:{transfer.id}:backup", reason=reason, waited_seconds=waited)
+    db.session.commit()
+    _stop_ringing(transfer)
+    return True
 
 
 def _stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
     for offer in state.active_offers(transfer.id):
         if offer.id == keep:
             continue
+        answered, call_sid = offer.state == "answered", offer.call_sid  # read before it changes
         if state.finish_offer(offer, "superseded"):
             db.session.commit()
-            dispatch.hang_up_offer(offer)
+            dispatch.hang_up_call(call_sid, answered=answered)
     db.session.commit()
+
+
+# A caller whose hold turns stopped this long ago is not in our hold loop any more (the
+# fail-safe or the Fallback URL took them to the backup line, or they hung up).
+HOLD_STALE_AFTER = timedelta(seconds=75)
+
+
+def caller_is_holding(transfer: Transfer) -> bool:
+    beat = transfer.last_hold_at or transfer.started_at
+    return state.now() - beat < HOLD_STALE_AFTER
 
 
 @dataclass(frozen=True)
@@ -172,8 +192,10 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
         db.session.commit()
         return Decision("staff", "caller_gone")
 
+    if not caller_is_holding(transfer):
+        # The caller is not in our hold loop any more: they are on the backup line or gone.
+        send_to_backup(transfer, "caller_not_holding")
     if not state.accept(transfer.id, offer.id):
-        db.session.rollback()
         state.finish_offer(offer, "too_late")
         db.session.commit()
         db.session.refresh(transfer)
@@ -189,25 +211,30 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
     )
     state.count_missed(offer.responder_id, "accepted")
     db.session.commit()
-    _stop_ringing(transfer, keep=offer.id)
-    if not dispatch.redirect_caller(transfer, "transfer.caller_join"):
-        # The caller hung up in the very moment of acceptance.
+    # The caller first (their next hold turn would also bring them in if this fails), then
+    # stop the other ringing phones, so pressing 1 never waits on them.
+    if dispatch.redirect_caller(transfer, "transfer.caller_join") == dispatch.CALLER_GONE:
         state.move_transfer(transfer.id, ("connecting",), "abandoned", end_reason="caller_left")
         state.finish_offer(offer, "caller_gone", from_states=("accepted",))
         db.session.commit()
+        _stop_ringing(transfer)
         return Decision("staff", "caller_gone")
+    _stop_ringing(transfer, keep=offer.id)
     return Decision("joined")
 
 
-def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument, status: str) -> None:
-    """A responder's leg reached a final status (Twilio may repeat or reorder these)."""
+def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument, status: str) -> bool:
+    """A responder's leg reached a final status (Twilio may repeat or reorder these).
+
+    Returns True if this moved the caller on (their responder left and nobody else is there).
+    """
     if offer.state == "accepted":
         # They were with the caller and have left. The caller must not be left alone.
         if state.finish_offer(offer, "completed", from_states=("accepted",)):
             _event(transfer, "offer.left", f"offer:{offer.id}:left", responder=offer.responder_id)
             db.session.commit()
-            _after_staff_left(transfer)
-        return
+            return _after_staff_left(transfer)
+        return False
     outcome = {
         "busy": "busy",
         "no-answer": "no_answer",
@@ -216,7 +243,7 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
         "completed": "no_decision" if offer.state == "answered" else "no_answer",
     }[status]
     if not state.finish_offer(offer, outcome):
-        return
+        return False
     _event(
         transfer,
         "offer.missed" if outcome in state.MISSED_OUTCOMES else "offer.ended",
@@ -231,8 +258,12 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     if offer.purpose == "answer" and transfer.state == "waiting":
         result = dispatch.advance(transfer.id, document)
         if result.exhausted:
-            # Nobody left: move the caller on now rather than at their next hold turn.
-            dispatch.redirect_caller(transfer, "transfer.hold")
+            if caller_is_holding(transfer):
+                # Nobody left: move the caller on now rather than at their next hold turn.
+                dispatch.redirect_caller(transfer, "transfer.hold")
+            else:
+                send_to_backup(transfer, "caller_not_holding")
+    return False
 
 
 def pause_for_missed(responder_id: str, missed: int, document: RoutingDocument, transfer: Transfer) -> None:
@@ -252,15 +283,16 @@ def pause_for_missed(responder_id: str, missed: int, document: RoutingDocument, 
         log.warning("pause notice to %s not sent: %s", responder_id, type(error).__name__)
 
 
-def _after_staff_left(transfer: Transfer) -> None:
-    """If nobody from the line is with the caller any more, move the caller on."""
+def _after_staff_left(transfer: Transfer) -> bool:
+    """If nobody from the line is with the caller any more, move the caller on (True if moved).
+    A failed redirect is retried by ``transfer.reconcile`` every minute."""
     db.session.refresh(transfer)
     if transfer.state not in ("connecting", "connected") or state.staff_on_call(transfer.id):
-        return
+        return False
     caller = db.session.get(Call, transfer.call_id)
     if caller is None or caller.status in call_log.TERMINAL_STATUSES:
-        return
-    dispatch.redirect_caller(transfer, "transfer.staff_left")
+        return False
+    return dispatch.redirect_caller(transfer, "transfer.staff_left") == dispatch.REDIRECTED
 
 
 def caller_left(call: Call) -> None:
@@ -300,3 +332,29 @@ def restart_after_staff_left(transfer: Transfer, document: RoutingDocument) -> T
     call = db.session.get(Call, transfer.call_id)
     assert call is not None
     return begin(call, document, transfer.language, transfer.need, language_matched=transfer.language_matched)
+
+
+def caller_still_with_us(offer: Offer, transfer: Transfer) -> bool:
+    """Before putting a responder back into the room: is the caller still in it?
+
+    Checks our own records first, then asks Twilio, because the conference-end that sends a
+    responder to their menu can arrive before the caller's final status callback.
+    """
+    db.session.refresh(transfer)
+    if offer.state != "accepted" or transfer.state not in ("connecting", "connected"):
+        return False
+    caller = db.session.get(Call, transfer.call_id)
+    if caller is not None and caller.status in call_log.TERMINAL_STATUSES:
+        return False
+    return dispatch.call_has_ended(transfer.caller_call_sid) is not True
+
+
+def failsafe_took_over(call_sid: str) -> None:
+    """The fail-safe sent this caller to the backup line: stop searching for them, so no
+    accepting responder can pull them off it. Best effort: the database may be what failed."""
+    call = call_log.find_call(call_sid)
+    if call is None:
+        return
+    transfer = state.open_transfer(call)
+    if transfer is not None:
+        send_to_backup(transfer, "failsafe")

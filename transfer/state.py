@@ -53,6 +53,7 @@ def start_transfer(call: Call, language: str, need: str, *, language_matched: bo
                 "state": "waiting",
                 "language_matched": language_matched,
                 "started_at": now(),
+                "last_hold_at": now(),
             },
         )
     )
@@ -111,6 +112,11 @@ def lease_dispatch(transfer_id: int, seconds: int = 20) -> bool:
         ],
         {"dispatch_lease_until": moment + timedelta(seconds=seconds)},
     )
+
+
+def touch_hold(transfer_id: int) -> None:
+    """The caller took another hold turn: they are still with us."""
+    _change(Transfer, [Transfer.id == transfer_id], {"last_hold_at": now()})
 
 
 def release_dispatch(transfer_id: int) -> None:

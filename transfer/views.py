@@ -16,7 +16,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from crisisline.db import db
-from crisisline.failsafe import twiml_response, voice_failsafe
+from crisisline.failsafe import AFTER_FAILSAFE, twiml_response, voice_failsafe
 from crisisline.models import Call, Offer, Transfer
 from crisisline.twilio_auth import twilio_signed
 from crisisline.urls import path_for
@@ -28,6 +28,7 @@ from transfer import flow, state
 from transfer import twiml as transfer_twiml
 
 bp = Blueprint("transfer", __name__, url_prefix="/voice")
+AFTER_FAILSAFE.append(flow.failsafe_took_over)
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 STAFF_ERROR = "Sorry, something went wrong on the crisis line. The caller is still being looked after."
@@ -139,6 +140,8 @@ def caller_join() -> Response:
 def caller_after() -> Response:
     """The caller's conference ended while they are still on the line: never leave them there."""
     transfer, document = _transfer(), _document()
+    if request.form.get("CallStatus") in flow.TERMINAL_LEG_STATUSES:
+        return twiml_response(VoiceResponse())  # they hung up: nobody to search for
     renewed = flow.restart_after_staff_left(transfer, document)
     language = document.language(transfer.language)
     twiml = hold_twiml(renewed, document, "hold", 1)
@@ -232,8 +235,7 @@ def responder_after() -> Response:
     """A responder's conference ``<Dial>`` ended: they pressed ``*``, or the call is over."""
     offer, transfer = _offer()
     document = _document()
-    db.session.refresh(transfer)
-    if offer.state != "accepted" or transfer.state not in ("connecting", "connected"):
+    if not flow.caller_still_with_us(offer, transfer):
         return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
     if offer.purpose != "answer":
         return twiml_response(_responder_join_twiml(offer, transfer, document))
@@ -253,6 +255,8 @@ def counselor_menu() -> Response:
     """The counselor's menu: 1 rings the co-responder unit into the call; anything else goes back."""
     offer, transfer = _offer()
     document = _document()
+    if not flow.caller_still_with_us(offer, transfer):
+        return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
     response = VoiceResponse()
     if request.form.get("Digits", "").startswith("1"):
         from transfer import dispatch
@@ -268,6 +272,9 @@ def counselor_menu() -> Response:
 @twilio_signed
 @staff_failsafe
 def rejoin() -> Response:
-    """Back into the caller's conference."""
+    """Back into the caller's conference (if the caller is still there)."""
     offer, transfer = _offer()
-    return twiml_response(_responder_join_twiml(offer, transfer, _document()))
+    document = _document()
+    if not flow.caller_still_with_us(offer, transfer):
+        return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
+    return twiml_response(_responder_join_twiml(offer, transfer, document))

@@ -45,10 +45,32 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     return {"calls": calls.rowcount, "events": events.rowcount}  # type: ignore[attr-defined]
 
 
+def sweep_text_conversations() -> dict[str, int]:
+    """Re-offer text offers that timed out, give long waits the backup option, close idle
+    conversations. Every inbound text runs this too; the clock makes it happen when none arrive.
+    Idempotent: each step is a conditional UPDATE, so overlapping runs do each thing once."""
+    from routing.store import active_routing
+    from sms.conversations import sweep
+
+    active = active_routing()
+    return sweep(active.document) if active else {}
+
+
+def reconcile_transfers() -> dict[str, int]:
+    """Repair transfers after lost Twilio callbacks (see ``transfer.reconcile``). Idempotent."""
+    from routing.store import active_routing
+    from transfer.reconcile import reconcile
+
+    active = active_routing()
+    return reconcile(active.document) if active else {}
+
+
 # (job, cron schedule in UTC, queue). Run by the Procfile's ``clock`` (``flask rq cron``).
 PERIODIC_JOBS = [
     (purge_personal_data, "17 * * * *", "upkeep"),
+    (sweep_text_conversations, "* * * * *", "messages"),
+    (reconcile_transfers, "* * * * *", "calls"),
 ]
 
 for job, schedule, queue in PERIODIC_JOBS:
-    rq.cron_register(job, schedule, queue=queue, job_timeout=600, failure_ttl=86400)
+    rq.cron_register(job, schedule, queue=queue, job_timeout=300, failure_ttl=86400)

@@ -83,5 +83,5 @@ def test_the_purge_is_declared_as_a_periodic_job(app: Flask) -> None:
         scheduler = rq.make_cron_scheduler()
 
     jobs = {job.func.__name__: job for job in scheduler.get_jobs()}
-    assert "purge_personal_data" in jobs
     assert jobs["purge_personal_data"].queue_name == "upkeep"
+    assert jobs["sweep_text_conversations"].queue_name == "messages"

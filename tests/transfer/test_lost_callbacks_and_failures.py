@@ -1,0 +1,120 @@
+"""What Twilio's failures leave behind: a lost callback, a failed redirect, a crashed hold turn.
+The caller is never left alone, and never pulled off the backup line."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+import transfer.flow
+from crisisline.db import db
+from crisisline.models import Transfer
+from tests.rota import BEN, DIEGO, leg_to, legs
+from twilio_fake.phone import Keys, Phone
+from twilio_fake.rest_api import FakeTwilio
+
+
+def only_transfer(app: Flask) -> Transfer:
+    with app.app_context():
+        return db.session.scalars(select(Transfer)).one()
+
+
+def transfers(app: Flask) -> list[Transfer]:
+    with app.app_context():
+        return list(db.session.scalars(select(Transfer).order_by(Transfer.id)))
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_failed_redirect_after_acceptance_still_brings_the_caller_in_on_their_next_hold_turn(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    fake.inject_fault("POST", rf"/Calls/{caller.identity.call_sid}\.json$", status=500)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    assert ben.conference is not None
+    assert only_transfer(app).state == "connecting"  # not "abandoned": the caller is still there
+
+    phone.resume(caller, max_hold_turns=1)
+
+    assert caller.conference == ben.conference
+    assert only_transfer(app).state == "connected"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_lost_callback_after_the_counselor_left_is_repaired_by_the_clock(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    # Ben's phone drops; Twilio's final status callback for his leg never arrives.
+    fake.leave_conference(ben.conference or "", ben.identity.call_sid)
+    fake.calls[ben.identity.call_sid].status = "completed"
+
+    with app.app_context():
+        from workers.upkeep import reconcile_transfers
+
+        counts = reconcile_transfers()
+        again = reconcile_transfers()
+
+    assert counts == {"offers_closed": 1, "callers_moved": 1}
+    assert again == {"offers_closed": 0, "callers_moved": 0}
+    phone.resume(caller, max_hold_turns=0)
+    assert "The person you were talking with has been disconnected." in caller.heard_text()
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_crashed_hold_turn_sends_the_caller_to_backup_and_stops_the_search(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(transfer.flow, "hold_step", crash)
+    phone.resume(caller, dial_outcomes=["completed"], max_hold_turns=1)
+
+    assert caller.dials[0].numbers == ["+18005550199"]  # the fail-safe's backup number
+    assert fake.get_call(leg_to(fake, BEN).sid).status == "canceled"
+    assert only_transfer(app).state == "to_backup"
+    late = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])  # had it still rung, too late now
+    assert late.conference is None
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_caller_who_hung_up_is_not_searched_for_again(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    transfer_id = only_transfer(app).id
+
+    # Twilio posts the caller's <Dial> action with the final status after they hang up.
+    url = f"{phone.base_url}/voice/transfer/after?transfer={transfer_id}"
+    reply = phone.post(url, caller.identity.voice_params("completed", DialCallStatus="answered"))
+
+    assert "<Dial" not in reply.body
+    assert len(transfers(app)) == 1
+    assert [leg.to for leg in legs(fake)] == [BEN]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_hearing_the_whisper_is_hung_up_when_the_caller_leaves(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN)
+    fake.advance_call(ben_leg.sid, "ringing")
+    fake.advance_call(ben_leg.sid, "in-progress")  # Ben is listening to the whisper
+
+    phone.hang_up(caller)
+
+    assert fake.get_call(ben_leg.sid).status == "completed"
+    with app.app_context():
+        from crisisline.models import ResponderState
+
+        state = db.session.get(ResponderState, "ben-carter")
+    assert state is not None and state.engaged_offer_id is None

@@ -1,0 +1,65 @@
+"""Repairs for what lost callbacks and crashes leave behind. Run every minute by the clock.
+
+Twilio does not retry status callbacks. If one is lost, an offer can stay "ringing" or
+"accepted" forever, keeping a responder engaged, or a caller can sit in a conference whose
+responder has gone. Each repair asks Twilio for the truth and then runs the same flow the
+callback would have run, so running this twice (or alongside the callback) is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from crisisline.db import db
+from crisisline.models import Call, Offer, Transfer
+from ivr import call_log
+from routing.document import RoutingDocument
+from transfer import dispatch, flow, state
+
+log = logging.getLogger(__name__)
+PLACING_GRACE = timedelta(seconds=60)
+
+
+def reconcile(document: RoutingDocument) -> dict[str, int]:
+    """Close offers whose legs ended unseen, and move on callers left without a responder."""
+    counts = {"offers_closed": 0, "callers_moved": 0}
+    moment = state.now()
+    ring_limit = timedelta(
+        seconds=document.transfer.ring_timeout_seconds + document.transfer.accept_timeout_seconds + 60
+    )
+    for offer in db.session.scalars(
+        select(Offer).where(Offer.state.in_(("placing", "ringing", "answered", "accepted")))
+    ):
+        transfer = db.session.get(Transfer, offer.transfer_id)
+        if transfer is None:
+            continue
+        if offer.state == "placing":
+            if moment - offer.created_at > PLACING_GRACE and state.finish_offer(offer, "error"):
+                db.session.commit()
+                dispatch.hang_up_call(offer.call_sid, answered=False)
+                counts["offers_closed"] += 1
+            continue
+        if offer.state in ("ringing", "answered") and moment - offer.created_at < ring_limit:
+            continue
+        if not offer.call_sid:
+            continue
+        if dispatch.call_has_ended(offer.call_sid):
+            before = offer.state
+            counts["callers_moved"] += int(flow.offer_leg_ended(offer, transfer, document, "completed"))
+            db.session.refresh(offer)
+            counts["offers_closed"] += int(offer.state != before)
+    for transfer in db.session.scalars(select(Transfer).where(Transfer.state == "connected")):
+        if state.staff_on_call(transfer.id):
+            continue
+        caller = db.session.get(Call, transfer.call_id)
+        if caller is None or caller.status in call_log.TERMINAL_STATUSES:
+            continue
+        outcome = dispatch.redirect_caller(transfer, "transfer.staff_left")
+        if outcome == dispatch.CALLER_GONE:
+            flow.caller_left(caller)
+        counts["callers_moved"] += int(outcome == dispatch.REDIRECTED)
+    db.session.commit()
+    return counts
