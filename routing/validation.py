@@ -18,6 +18,7 @@ import yaml
 
 from crisisline.phone import InvalidPhoneNumber, to_e164
 from crisisline.settings import LINE_MODES
+from crisisline.sms_segments import is_gsm7, segment_count
 from routing.document import (
     PROMPT_PLACEHOLDERS,
     SMS_PROMPT_PLACEHOLDERS,
@@ -266,6 +267,7 @@ class _Checker:
         sms = self.sms_settings(top.get("sms", {}))
         staff_prompts = self.prompts(top.get("staff_prompts"), "", STAFF_PROMPT_PLACEHOLDERS, "staff_prompts")
         self.coverage_warnings(languages, needs, responders)
+        self.sms_cost_warnings(languages)
         if not languages or not needs or timezone is None:
             return None
         return RoutingDocument(
@@ -657,6 +659,21 @@ class _Checker:
             idle_close_minutes=self.integer(item, "idle_close_minutes", "sms", 5, 1440, 60),
             language_confidence=float(confidence),
         )
+
+    def sms_cost_warnings(self, languages: list[Language]) -> None:
+        """Texts cost segments: warn where a prompt forces UCS-2 or runs past one segment."""
+        for index, language in enumerate(languages):
+            for key, text in language.sms.items():
+                where = f"languages[{index}].sms.{key}"
+                odd = sorted({ch for ch in text if not is_gsm7(ch)})
+                if odd:
+                    self.warn(
+                        where,
+                        f"{''.join(odd)!r} is not in GSM-7, so this text is sent as UCS-2 "
+                        "(70 characters a segment instead of 160)",
+                    )
+                elif segment_count(text) > 1:
+                    self.warn(where, f"{len(text)} characters: costs {segment_count(text)} segments")
 
     def coverage_warnings(self, languages: list[Language], needs: list[Need], responders: list[Responder]) -> None:
         for index, language in enumerate(languages):

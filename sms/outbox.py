@@ -17,8 +17,8 @@ from twilio.base.exceptions import TwilioRestException
 from crisisline.db import db, insert_once
 from crisisline.models import Message, Texter
 from crisisline.privacy import Vault
+from crisisline.sms_segments import segment_count, split_for_sms
 from crisisline.urls import public_url
-from sms.segments import segment_count, split_for_sms
 from transfer.dispatch import rest_client
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ from twilio.twiml.messaging_response import MessagingResponse
 from crisisline.db import db, insert_once
 from crisisline.models import Message
 from crisisline.phone import caller_number
+from crisisline.sms_segments import segment_count
 from crisisline.twilio_auth import twilio_signed
 from ivr.call_log import phone_hash
 from routing.store import active_routing
 from sms import conversations as convo
 from sms import outbox
-from sms.segments import segment_count
 from sms.staff import handle_staff_message
 from sms.texting import handle_texter_message
 

@@ -225,3 +225,13 @@ def test_bootstrap_publishes_only_when_nothing_was_published(app: Flask) -> None
     result = app.test_cli_runner().invoke(args=["line", "bootstrap"])
 
     assert "already published" in result.output
+
+
+def test_check_warns_when_a_text_prompt_would_cost_ucs2_segments(app: Flask, tmp_path: Path) -> None:
+    def accented(document: dict[str, Any]) -> None:
+        document["languages"][1]["sms"]["closed"] = "Esta conversación ha terminado."
+
+    result = app.test_cli_runner().invoke(args=["routing", "check", str(_write(tmp_path, accented))])
+
+    assert result.exit_code == 0
+    assert "warning: languages[1].sms.closed: 'ó' is not in GSM-7" in result.output

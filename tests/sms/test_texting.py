@@ -308,3 +308,46 @@ def test_the_clock_job_re_offers_a_timed_out_text_without_any_inbound_message(
 
     assert counts["reoffered"] == 1
     assert texting.inbox(DIEGO)[0].startswith("New text #")
+
+
+def test_a_counselor_is_not_offered_more_than_their_limit_of_conversations(
+    app: Flask, texting: TextingPhone, publish_routing: object, wednesday_evening: time_machine.Coordinates
+) -> None:
+    publish_routing(lambda document: document["sms"].update(max_conversations_per_counselor=1))  # type: ignore[operator]
+    texting.send(DIEGO, "OFF")
+    texting.send(TEXTER, "I want to kill myself")
+    texting.send(BEN, f"YES {conversation_of(app).id}")
+
+    texting.send(OTHER_TEXTER, "I want to kill myself")
+
+    second = conversation_of(app, 2)
+    assert second.state == "queued"  # Ben is full and Diego is paused: nobody is offered it
+    assert not any(text.startswith(f"New text #{second.id}") for text in texting.inbox(BEN))
+    assert texting.send(BEN, f"YES {second.id}") == [f"#{second.id} is already taken or closed. Thank you."]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_delivery_statuses_are_recorded_and_never_go_backwards(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    welcome = next(m for m in fake.messages.values() if m.to == TEXTER)
+
+    fake.deliver_message(welcome.sid, final="delivered")
+    sent_callback = next(
+        w
+        for w in fake.webhooks()
+        if w.params.get("MessageSid") == welcome.sid and w.params.get("MessageStatus") == "sent"
+    )
+    texting.session.post(sent_callback.url, data=sent_callback.params, headers=_signed(sent_callback), timeout=10)
+
+    with app.app_context():
+        row = db.session.scalars(select(Message).where(Message.message_sid == welcome.sid)).one()
+    assert row.status == "delivered"
+
+
+def _signed(entry: object) -> dict[str, str]:
+    from tests.conftest import TEST_AUTH_TOKEN
+    from twilio_fake.signing import signed_headers
+
+    return signed_headers(TEST_AUTH_TOKEN, entry.url, entry.params, voice=False)  # type: ignore[attr-defined]
