@@ -98,3 +98,13 @@ def finished() -> VoiceResponse:
     twiml = VoiceResponse()
     twiml.hangup()
     return twiml
+
+
+def with_lead(language: Language, lead: Iterable[str], rest: VoiceResponse) -> VoiceResponse:
+    """``rest`` preceded by sentences in the caller's language (e.g. a notice before holding)."""
+    twiml = VoiceResponse()
+    for text in lead:
+        say(twiml, language, text)
+    for verb in rest.verbs:
+        twiml.append(verb)
+    return twiml

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request, url_for
-from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline.db import db
 from crisisline.failsafe import failsafe_response, twiml_response, voice_failsafe
@@ -181,17 +180,13 @@ def _route(call: Call, document: RoutingDocument, language: Language, need: Need
     step = flow.hold_step(transfer, document, tick=1)
     if step.kind == "backup":
         return to_backup(call, document, language, "nobody_available", attempt=1)
-    response = VoiceResponse()
-    if not decision.language_matched:
-        twiml.say(response, language, language.prompt("no_language_match"))
+    lead = [] if decision.language_matched else [language.prompt("no_language_match")]
     follow = (
         transfer_views.hold_twiml(transfer, document, "hold", 1)
         if step.kind == "hold"
-        else transfer_views._caller_join_twiml(transfer)
+        else transfer_views.caller_join_twiml(transfer)
     )
-    for verb in follow.verbs:
-        response.append(verb)
-    return twiml_response(response)
+    return twiml_response(twiml.with_lead(language, lead, follow))
 
 
 @bp.post("/backup-result")

@@ -81,7 +81,7 @@ def _events_url(transfer: Transfer) -> str:
     return path_for("transfer.conference_events", transfer=transfer.id)
 
 
-def _caller_join_twiml(transfer: Transfer) -> VoiceResponse:
+def caller_join_twiml(transfer: Transfer) -> VoiceResponse:
     return transfer_twiml.caller_joins(
         transfer.conference_name,
         events_url=_events_url(transfer),
@@ -116,7 +116,7 @@ def hold() -> Response:
     step = flow.hold_step(transfer, document, tick)
     if step.kind == "join":
         flow.caller_joined(transfer)
-        return twiml_response(_caller_join_twiml(transfer))
+        return twiml_response(caller_join_twiml(transfer))
     if step.kind == "backup":
         return _backup(transfer, document, step.message)
     return twiml_response(hold_twiml(transfer, document, step.message, tick))
@@ -129,7 +129,7 @@ def caller_join() -> Response:
     """Where an accepting responder's press of 1 redirects the caller: into the conference."""
     transfer, document = _transfer(), _document()
     if flow.caller_joined(transfer):
-        return twiml_response(_caller_join_twiml(transfer))
+        return twiml_response(caller_join_twiml(transfer))
     # Not accepted after all (or already over): back to the hold loop, which knows what next.
     return twiml_response(hold_twiml(transfer, document, "hold_update", 1))
 
@@ -144,12 +144,9 @@ def caller_after() -> Response:
         return twiml_response(VoiceResponse())  # they hung up: nobody to search for
     renewed = flow.restart_after_staff_left(transfer, document)
     language = document.language(transfer.language)
-    twiml = hold_twiml(renewed, document, "hold", 1)
-    response = VoiceResponse()
-    ivr_twiml.say(response, language, language.prompt("staff_left"))
-    for verb in twiml.verbs:
-        response.append(verb)
-    return twiml_response(response)
+    return twiml_response(
+        ivr_twiml.with_lead(language, [language.prompt("staff_left")], hold_twiml(renewed, document, "hold", 1))
+    )
 
 
 @bp.post("/transfer/staff-left")

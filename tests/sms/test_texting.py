@@ -351,3 +351,15 @@ def _signed(entry: object) -> dict[str, str]:
     from twilio_fake.signing import signed_headers
 
     return signed_headers(TEST_AUTH_TOKEN, entry.url, entry.params, voice=False)  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_need_by_keyword_after_the_menu_and_a_retry_for_nonsense(app: Flask, texting: TextingPhone) -> None:
+    texting.send(TEXTER, "hola, necesito hablar con alguien por favor")
+
+    assert texting.send(TEXTER, "banana") == ["Perdon, responda con uno de los numeros, o cuentenos en pocas palabras."]
+    texting.send(TEXTER, "mi amigo tomo una sobredosis")
+
+    conversation = conversation_of(app)
+    assert (conversation.language, conversation.need) == ("es", "substance_use")
+    assert texting.inbox(DIEGO)[0].startswith(f"New text #{conversation.id}: Spanish, drug or alcohol use")
