@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
@@ -9,15 +10,17 @@ from sqlalchemy import or_, update
 
 from crisisline.app import rq
 from crisisline.db import db
-from crisisline.models import Call, CallEvent
+from crisisline.models import Call, CallEvent, Conversation, Message, Texter
 from crisisline.settings import Settings
 
 
 def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     """Irreversibly scrub personal data older than ``PERSONAL_DATA_RETENTION_DAYS``.
 
-    Removes the sealed caller number and keyed hash of old calls and sealed speech
-    transcripts of their events; keeps the anonymous path and timings that metrics need.
+    Removes the sealed caller number and keyed hash of old calls, sealed speech transcripts,
+    sealed text bodies, and texters' sealed numbers; a texter's keyed hash is replaced by a
+    random one (the link to the person is gone) unless they opted out, because STOP must be
+    honoured for as long as the line exists. Keeps the anonymous paths and timings metrics need.
     Idempotent: a second run finds nothing left to scrub and changes nothing.
     """
     settings: Settings = current_app.extensions["crisisline.settings"]
@@ -41,8 +44,36 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .values(sealed_caller=None, caller_hash=None, personal_data_purged_at=now)
         .execution_options(synchronize_session=False)
     )
+    texts = db.session.execute(
+        update(Message)
+        .where(Message.created_at < cutoff, Message.sealed_body.is_not(None))
+        .values(sealed_body=None)
+        .execution_options(synchronize_session=False)
+    )
+    texters = _purge_texters(cutoff)
     db.session.commit()
-    return {"calls": calls.rowcount, "events": events.rowcount}  # type: ignore[attr-defined]
+    return {
+        "calls": calls.rowcount,  # type: ignore[attr-defined]
+        "events": events.rowcount,  # type: ignore[attr-defined]
+        "texts": texts.rowcount,  # type: ignore[attr-defined]
+        "texters": texters,
+    }
+
+
+def _purge_texters(cutoff: datetime) -> int:
+    recent = (
+        db.select(Conversation.texter_id)
+        .where(or_(Conversation.last_activity_at >= cutoff, Conversation.state != "closed"))
+        .scalar_subquery()
+    )
+    stale = db.session.scalars(
+        db.select(Texter).where(Texter.created_at < cutoff, Texter.sealed_number.is_not(None), Texter.id.not_in(recent))
+    ).all()
+    for texter in stale:
+        texter.sealed_number = None
+        if not texter.opted_out:
+            texter.number_hash = "purged:" + secrets.token_hex(24)
+    return len(stale)
 
 
 def sweep_text_conversations() -> dict[str, int]:

@@ -16,7 +16,7 @@ from crisisline.app import rq
 from crisisline.db import db
 from crisisline.models import Call, CallEvent
 from crisisline.settings import Settings
-from tests.conftest import ROOT, deployment_environment
+from tests.conftest import ROOT, TextingPhone, deployment_environment
 from twilio_fake.phone import Keys, Phone, Words
 
 
@@ -42,8 +42,8 @@ def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phon
         first = purge_personal_data(now.isoformat())
         second = purge_personal_data(now.isoformat())
 
-    assert first == {"calls": 1, "events": 1}
-    assert second == {"calls": 0, "events": 0}
+    assert first == {"calls": 1, "events": 1, "texts": 0, "texters": 0}
+    assert second == {"calls": 0, "events": 0, "texts": 0, "texters": 0}
     scrubbed, kept = row(app, old), row(app, recent)
     assert scrubbed.sealed_caller is None and scrubbed.caller_hash is None
     assert scrubbed.personal_data_purged_at is not None
@@ -74,7 +74,7 @@ def test_purge_runs_as_a_job_on_the_procfile_worker(app: Flask, phone: Phone, se
 
     job.refresh()
     assert job.get_status() == "finished"
-    assert job.return_value() == {"calls": 1, "events": 1}
+    assert job.return_value() == {"calls": 1, "events": 1, "texts": 0, "texters": 0}
     assert row(app, old).sealed_caller is None
 
 
@@ -85,3 +85,35 @@ def test_the_purge_is_declared_as_a_periodic_job(app: Flask) -> None:
     jobs = {job.func.__name__: job for job in scheduler.get_jobs()}
     assert jobs["purge_personal_data"].queue_name == "upkeep"
     assert jobs["sweep_text_conversations"].queue_name == "messages"
+
+
+def test_purge_scrubs_old_texts_and_numbers_but_keeps_stop_honoured(app: Flask, texting: TextingPhone) -> None:
+    from crisisline.models import Message, Texter
+
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    with time_machine.travel(now - timedelta(days=40), tick=False):
+        texting.send("+13125550171", "I want to kill myself")
+        texting.send("+13125550172", "hello there friend")
+        texting.send("+13125550172", "STOP")
+    with app.app_context():
+        from sqlalchemy import update
+
+        from crisisline.models import Conversation
+
+        db.session.execute(update(Conversation).values(state="closed"))
+        db.session.commit()
+        from workers.upkeep import purge_personal_data
+
+        counts = purge_personal_data(now.isoformat())
+        again = purge_personal_data(now.isoformat())
+        texters = db.session.scalars(select(Texter).order_by(Texter.id)).all()
+        bodies = db.session.scalars(select(Message.sealed_body)).all()
+
+    assert counts["texters"] == 2
+    assert counts["texts"] > 0
+    assert again == {"calls": 0, "events": 0, "texts": 0, "texters": 0}
+    assert all(texter.sealed_number is None for texter in texters)
+    assert all(body is None for body in bodies)
+    kept, gone = (t for t in texters if t.opted_out), (t for t in texters if not t.opted_out)
+    assert all(not t.number_hash.startswith("purged:") for t in kept)  # STOP still recognised
+    assert all(t.number_hash.startswith("purged:") for t in gone)
