@@ -59,12 +59,14 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     from routing.cli import routing_cli
     from sms.views import bp as sms_bp
     from transfer.views import bp as transfer_bp
+    from workers import cli as workers_cli
 
     app.register_blueprint(voice_bp)
     app.register_blueprint(transfer_bp)
     app.register_blueprint(sms_bp)
     app.cli.add_command(routing_cli)
     line_cli.register(app)
+    workers_cli.register(app)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

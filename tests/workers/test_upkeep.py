@@ -117,3 +117,14 @@ def test_purge_scrubs_old_texts_and_numbers_but_keeps_stop_honoured(app: Flask, 
     kept, gone = (t for t in texters if t.opted_out), (t for t in texters if not t.opted_out)
     assert all(not t.number_hash.startswith("purged:") for t in kept)  # STOP still recognised
     assert all(t.number_hash.startswith("purged:") for t in gone)
+
+
+def test_workers_status_lists_queues_workers_and_periodic_jobs(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["workers", "status"])
+
+    assert result.exit_code == 0, result.output
+    for queue in ("calls", "messages", "followups", "upkeep"):
+        assert f"\n{queue} " in result.output
+    assert "0 worker(s) alive" in result.output
+    assert "* * * * *    calls      workers.upkeep.reconcile_transfers" in result.output
+    assert "17 * * * *   upkeep     workers.upkeep.purge_personal_data" in result.output

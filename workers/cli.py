@@ -1,0 +1,38 @@
+"""``flask workers status``: what the background side is doing, for an operator."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from rq import Worker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from crisisline.app import QUEUES, rq
+from workers.upkeep import PERIODIC_JOBS
+
+workers_cli = AppGroup("workers", help="The RQ workers, queues and periodic jobs.")
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(workers_cli)
+
+
+@workers_cli.command("status")
+def status() -> None:
+    """Queues (waiting, running, scheduled, failed), live workers, and the periodic jobs."""
+    connection = rq.get_queue(QUEUES[0]).connection
+    click.echo("queue        waiting  running  scheduled  failed")
+    for name in QUEUES:
+        queue = rq.get_queue(name)
+        click.echo(
+            f"{name:<12} {queue.count:>7}  {StartedJobRegistry(queue=queue).count:>7}  "
+            f"{ScheduledJobRegistry(queue=queue).count:>9}  {FailedJobRegistry(queue=queue).count:>6}"
+        )
+    workers = Worker.all(connection=connection)
+    click.echo(f"\n{len(workers)} worker(s) alive")
+    for worker in workers:
+        click.echo(f"  {worker.name}: {worker.get_state()} on {', '.join(worker.queue_names())}")
+    click.echo("\nperiodic jobs (run by the clock process):")
+    for job, schedule, queue_name in PERIODIC_JOBS:
+        click.echo(f"  {schedule:<12} {queue_name:<10} {job.__module__}.{job.__name__}")
