@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crisisline.db import Model, UTCDateTime
@@ -204,10 +204,23 @@ class Conversation(Model):
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_texter_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_counselor_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     backup_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     close_reason: Mapped[str | None] = mapped_column(String(24))
+
+    # One open conversation per texter, enforced by the database (texts arrive in bursts,
+    # handled by several processes at once).
+    __table_args__ = (
+        Index(
+            "uq_conversations_open_per_texter",
+            "texter_id",
+            unique=True,
+            postgresql_where=text("state != 'closed'"),
+            sqlite_where=text("state != 'closed'"),
+        ),
+    )
 
     @property
     def tag(self) -> str:
@@ -226,6 +239,17 @@ class ConversationOffer(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # At most one open offer per conversation, whoever runs the sweep.
+    __table_args__ = (
+        Index(
+            "uq_conversation_offers_one_open",
+            "conversation_id",
+            unique=True,
+            postgresql_where=text("state = 'open'"),
+            sqlite_where=text("state = 'open'"),
+        ),
+    )
 
 
 class Message(Model):

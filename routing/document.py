@@ -77,6 +77,8 @@ SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_passed": frozenset({"tag"}),
     "sms_relay": frozenset({"tag", "body"}),
     "sms_texter_left": frozenset({"tag"}),
+    "sms_needs_tag": frozenset({"command"}),
+    "sms_requeued": frozenset({"tag"}),
 }
 STAFF_PROMPT_PLACEHOLDERS.update(SMS_STAFF_PROMPT_PLACEHOLDERS)
 

@@ -5,6 +5,7 @@ Every state change is a conditional UPDATE (one winner); every text sent has a k
 
 from __future__ import annotations
 
+import logging
 import statistics
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from routing.engine import decide_route
 from sms import outbox
 from transfer import state as voice_state
 
+log = logging.getLogger(__name__)
 OPEN_STATES = ("language", "need", "queued", "offered", "active")
 WAITING_STATES = ("queued", "offered")
 DEFAULT_WAIT_SECONDS = 180
@@ -55,14 +57,31 @@ def open_conversation(texter: Texter) -> Conversation | None:
     ).first()
 
 
-def start_conversation(texter: Texter, line_number: str | None) -> Conversation:
+def open_or_start_conversation(texter: Texter, line_number: str | None) -> Conversation:
+    """The texter's open conversation, or a new one. Two processes handling two texts of one
+    burst cannot open two: a unique index allows one open conversation per texter."""
+    existing = open_conversation(texter)
+    if existing is not None:
+        return existing
     previous = db.session.scalar(select(func.max(Conversation.id)).where(Conversation.texter_id == texter.id))
-    conversation = Conversation(
-        texter_id=texter.id, previous_id=previous, state="language", line_number=line_number,
-        started_at=now(), last_activity_at=now(),
-    )  # fmt: skip
-    db.session.add(conversation)
+    db.session.execute(
+        insert_ignoring_duplicates(
+            Conversation,
+            {
+                "texter_id": texter.id,
+                "previous_id": previous,
+                "state": "language",
+                "line_number": line_number,
+                "started_at": now(),
+                "last_activity_at": now(),
+                "priority": 0,
+                "menu_attempts": 0,
+            },
+        )
+    )
     db.session.commit()
+    conversation = open_conversation(texter)
+    assert conversation is not None
     return conversation
 
 
@@ -137,16 +156,20 @@ def counselor_load(responder_id: str) -> int:
 
 
 def offer_next(conversation: Conversation, document: RoutingDocument) -> bool:
-    """Offer a waiting conversation to the next suitable counselor. True if one was offered."""
-    need = document.need(conversation.need)
-    if need is None or conversation.state not in WAITING_STATES:
-        return False
-    if db.session.scalar(
-        select(ConversationOffer.id).where(
-            ConversationOffer.conversation_id == conversation.id, ConversationOffer.state == "open"
-        )
-    ):
-        return True  # one open offer at a time
+    """Offer a waiting conversation to the next suitable counselor. True if one was offered.
+
+    The queued → offered UPDATE is the claim: of two sweeps running at once, one offers.
+    """
+    need = document.need(conversation.need) or document.need(document.menu.default_need) or document.needs[-1]
+    claimed = db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state == "queued")
+        .values(state="offered")
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if not claimed:
+        db.session.refresh(conversation)
+        return conversation.state == "offered"
     tried = set(
         db.session.scalars(
             select(ConversationOffer.responder_id).where(ConversationOffer.conversation_id == conversation.id)
@@ -160,9 +183,12 @@ def offer_next(conversation: Conversation, document: RoutingDocument) -> bool:
         )
     )
     full = {r.id for r in document.responders if counselor_load(r.id) >= document.sms.max_conversations_per_counselor}
+    holding_offers = set(
+        db.session.scalars(select(ConversationOffer.responder_id).where(ConversationOffer.state == "open"))
+    )
     decision = decide_route(
         document, conversation.language or document.menu.default_language, need, now(),
-        unavailable=tried | engaged | full, last_offered=voice_state.last_offered(),
+        unavailable=tried | engaged | full | holding_offers, last_offered=voice_state.last_offered(),
     )  # fmt: skip
     counselors = [r for r in decision.responders if r.kind == "counselor"]
     if not counselors:
@@ -196,7 +222,7 @@ def offer_next(conversation: Conversation, document: RoutingDocument) -> bool:
 
 def take(conversation: Conversation, responder: Responder, document: RoutingDocument) -> bool:
     """A counselor takes a waiting conversation: exactly one can (conditional UPDATE)."""
-    if counselor_load(responder.id) >= document.sms.max_conversations_per_counselor:
+    if responder.kind != "counselor" or counselor_load(responder.id) >= document.sms.max_conversations_per_counselor:
         return False
     won = db.session.execute(
         update(Conversation)
@@ -216,7 +242,33 @@ def take(conversation: Conversation, responder: Responder, document: RoutingDocu
             .values(state="taken")
         )  # fmt: skip
     db.session.commit()
+    if won:
+        db.session.refresh(conversation)
+        relay_backlog(conversation, responder)
     return bool(won)
+
+
+def relay_backlog(conversation: Conversation, responder: Responder) -> None:
+    """Everything the texter wrote before being taken (their first words included), to the
+    counselor who took them, in order. Each uses the same key as a live relay of that text,
+    so nothing is ever sent twice (a counselor taking a passed conversation sees it all)."""
+    from routing.store import active_routing
+
+    active = active_routing()
+    if active is None:
+        return
+    backlog = db.session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation.id, Message.direction == "in", Message.party == "texter")
+        .order_by(Message.id)
+    ).all()
+    for message in backlog:
+        body = outbox.vault().open(message.sealed_body, context=outbox.BODY_CONTEXT) if message.sealed_body else ""
+        if body.strip():
+            to_counselor(
+                conversation, responder, f"relay:{message.id}",
+                active.document.staff_prompt("sms_relay", tag=conversation.tag, body=body.strip()),
+            )  # fmt: skip
 
 
 def pass_back(conversation: Conversation, responder: Responder, document: RoutingDocument) -> bool:
@@ -265,9 +317,20 @@ def close(conversation: Conversation, document: RoutingDocument, reason: str, *,
 
 def sweep(document: RoutingDocument) -> dict[str, int]:
     """Timed work, safe to run anywhere any number of times: expired offers are re-offered,
-    long waits get the backup option once, idle conversations are closed with a note."""
+    long waits get the backup option once, unanswered texters go back to the queue, idle
+    conversations are closed with a note. One broken conversation never stops the others."""
+    counts = {"reoffered": 0, "backup": 0, "idle_closed": 0, "requeued": 0, "stopped": 0}
+    for step in (_expire_offers, _offer_queued, _backup_option, _requeue_unanswered, _close_idle, _close_stopped):
+        try:
+            step(document, counts)
+        except Exception as error:  # class name only: exception text may hold personal data
+            log.error("text sweep step %s failed: %s", step.__name__, type(error).__name__)
+            db.session.rollback()
+    return counts
+
+
+def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:
     moment = now()
-    counts = {"reoffered": 0, "backup": 0, "idle_closed": 0}
     for offer in db.session.scalars(
         select(ConversationOffer).where(ConversationOffer.state == "open", ConversationOffer.expires_at <= moment)
     ).all():
@@ -285,6 +348,9 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
             db.session.commit()
             db.session.refresh(conversation)
             counts["reoffered"] += int(offer_next(conversation, document))
+
+
+def _offer_queued(document: RoutingDocument, counts: dict[str, int]) -> None:
     # Waiting texters with no open offer, most urgent and longest waiting first.
     for conversation in db.session.scalars(
         select(Conversation)
@@ -292,6 +358,10 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
         .order_by(Conversation.priority.desc(), Conversation.queued_at)
     ).all():
         counts["reoffered"] += int(offer_next(conversation, document))
+
+
+def _backup_option(document: RoutingDocument, counts: dict[str, int]) -> None:
+    moment = now()
     for conversation in db.session.scalars(
         select(Conversation).where(
             Conversation.state.in_(WAITING_STATES),
@@ -307,16 +377,65 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
         if claimed:
             to_texter(conversation, "backup", document.language(conversation.language).text("backup"))
             counts["backup"] += 1
-    idle_before = moment - timedelta(minutes=document.sms.idle_close_minutes)
-    # Only conversations waiting on the texter go idle; a texter waiting on us is never closed.
+
+
+def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """A texter who wrote last and got no reply for the idle time goes back to the queue."""
+    before = now() - timedelta(minutes=document.sms.idle_close_minutes)
+    for conversation in db.session.scalars(
+        select(Conversation).where(Conversation.state == "active", Conversation.last_texter_at <= before)
+    ).all():
+        counselor_last = conversation.last_counselor_at or conversation.assigned_at
+        if counselor_last is not None and counselor_last >= (conversation.last_texter_at or counselor_last):
+            continue  # the counselor wrote last: the texter has gone quiet (see _close_idle)
+        responder = document.responder(conversation.counselor_id or "")
+        if responder is None:
+            requeue_orphan(conversation, document)
+            counts["requeued"] += 1
+        elif pass_back(conversation, responder, document):
+            key = f"requeued:{conversation.last_texter_at}"
+            to_counselor(conversation, responder, key, document.staff_prompt("sms_requeued", tag=conversation.tag))
+            counts["requeued"] += 1
+
+
+def requeue_orphan(conversation: Conversation, document: RoutingDocument) -> None:
+    """The assigned counselor is no longer in the routing config: back to the queue."""
+    moved = db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state == "active")
+        .values(state="queued", counselor_id=None, assigned_at=None)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if moved:
+        db.session.refresh(conversation)
+        offer_next(conversation, document)
+
+
+def _close_idle(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """Conversations waiting on the texter (menus, or the counselor wrote last) close when idle.
+    A texter waiting on us is never closed: see _requeue_unanswered and _backup_option."""
+    before = now() - timedelta(minutes=document.sms.idle_close_minutes)
     for conversation in db.session.scalars(
         select(Conversation).where(
-            Conversation.state.in_(("language", "need", "active")),
-            Conversation.last_activity_at <= idle_before,
+            Conversation.state.in_(("language", "need", "active")), Conversation.last_activity_at <= before
         )
     ).all():
+        if conversation.state == "active":
+            counselor_last = conversation.last_counselor_at or conversation.assigned_at
+            texter_last = conversation.last_texter_at
+            if texter_last is not None and (counselor_last is None or texter_last > counselor_last):
+                continue
         counts["idle_closed"] += int(close(conversation, document, "idle", tell_texter="idle_closed"))
-    return counts
+
+
+def _close_stopped(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """Texters Twilio reports as opted out (error 21610): close their threads, send nothing."""
+    for conversation in db.session.scalars(
+        select(Conversation)
+        .join(Texter, Texter.id == Conversation.texter_id)
+        .where(Conversation.state.in_(OPEN_STATES), Texter.opted_out.is_(True))
+    ).all():
+        counts["stopped"] += int(close(conversation, document, "stopped", tell_texter=None))
 
 
 def last_message_from_texter(conversation_id: int) -> datetime | None:

@@ -82,6 +82,12 @@ def send_text(
             _set(message_id, status="failed", status_rank=4, error_code=error.code)
             if error.code == OPTED_OUT and texter is not None:
                 mark_opted_out(texter)
+            if error.code == OPTED_OUT and responder_id is not None:
+                # A counselor whose phone blocks the line can't get offers: pause them, loudly.
+                from transfer.state import set_paused
+
+                set_paused(responder_id, True, "sms_blocked")
+                log.error("responder %s blocks texts from the line (21610): paused", responder_id)
             db.session.commit()
             return sent_any
         except (requests.RequestException, OSError) as error:

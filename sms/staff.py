@@ -16,7 +16,11 @@ from transfer import state
 from transfer.availability import availability
 
 COMMANDS = ("ON", "OFF", "STATUS")
-AMBIGUITY_WINDOW = timedelta(minutes=2)  # two texters this close together: ask for the tag
+AMBIGUITY_WINDOW = timedelta(minutes=2)
+NEVER_RELAYED = frozenset(
+    {"YES", "END", "PASS", "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "QUIT", "REVOKE", "OPTOUT", "START",
+     "UNSTOP", "HELP", "INFO"}
+)  # fmt: skip  # two texters this close together: ask for the tag
 _TAGGED = re.compile(r"^\s*(YES|END|PASS)\s*#?\s*(\d+)\s*[.!]?\s*$", re.IGNORECASE)
 _RELAY = re.compile(r"^\s*#\s*(\d+)[\s:,-]*(.*)$", re.DOTALL)
 
@@ -65,6 +69,10 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
         if conversation is None or conversation.state != "active" or conversation.counselor_id != responder.id:
             return Reply(document.staff_prompt("sms_too_late", tag=relay.group(1)))
         return _relay(conversation, inbound, words)
+    bare = body.strip().strip(".!").upper()
+    if bare in NEVER_RELAYED:
+        # "END" without a number must not reach a texter (and is an opt-out word to carriers).
+        return Reply(document.staff_prompt("sms_needs_tag", command=bare))
     mine = _active_conversations(responder)
     if not mine:
         return Reply(document.staff_prompt("sms_no_conversation"))
@@ -98,7 +106,11 @@ def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, 
 def _relay(conversation: Conversation, inbound: Message, words: str) -> Reply:
     """Counselor → texter, from the line's number: neither ever sees the other's number."""
     if words:
+        db.session.refresh(conversation)
+        if conversation.state != "active":
+            return Reply(f"#{conversation.tag} is closed; not sent.", conversation)
         conversation.last_activity_at = convo.now()
+        conversation.last_counselor_at = convo.now()
         db.session.commit()
         convo.to_texter(conversation, f"relay:{inbound.id}", words)
     return Reply("", conversation)

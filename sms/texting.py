@@ -32,12 +32,12 @@ def handle_texter_message(
     if keyword in START_WORDS or (keyword == "YES" and texter.opted_out):
         texter.opted_out, texter.opted_out_at = False, None
         db.session.commit()
-        conversation = convo.open_conversation(texter) or convo.start_conversation(texter, line_number)
+        conversation = convo.open_or_start_conversation(texter, line_number)
         convo.to_texter(conversation, f"start:{inbound.id}", document.default_language.text("started"))
         return
     if texter.opted_out:
         return  # Twilio would refuse any reply (21610); the message is kept, nothing is sent
-    conversation = convo.open_conversation(texter) or convo.start_conversation(texter, line_number)
+    conversation = convo.open_or_start_conversation(texter, line_number)
     db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=conversation.id))
     db.session.execute(
         update(Conversation)
@@ -47,6 +47,11 @@ def handle_texter_message(
     db.session.commit()
     db.session.refresh(conversation)
     language = document.language(conversation.language)
+    if conversation.state == "active":
+        handle_step(document, conversation, inbound, body)  # with a counselor, every word goes to them
+        if num_media:
+            convo.to_texter(conversation, f"mms:{inbound.id}", language.text("mms"))
+        return
     if keyword in HELP_WORDS:
         voice = conversation.line_number or ""
         convo.to_texter(
@@ -71,7 +76,9 @@ def handle_step(document: RoutingDocument, conversation: Conversation, inbound: 
         _raise_priority(document, conversation, body)
     elif conversation.state == "active" and conversation.counselor_id:
         responder = document.responder(conversation.counselor_id)
-        if responder is not None:
+        if responder is None:
+            convo.requeue_orphan(conversation, document)  # their counselor left the rota
+        elif body.strip():
             convo.to_counselor(
                 conversation, responder, f"relay:{inbound.id}",
                 document.staff_prompt("sms_relay", tag=conversation.tag, body=body.strip()),
@@ -90,8 +97,7 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     if chosen is None and conversation.menu_attempts > document.menu.retries:
         chosen = document.default_language
     if chosen is None:
-        conversation.menu_attempts += 1
-        db.session.commit()
+        _count_attempt(conversation)
         question = " / ".join(lang.text("language_option", digit=lang.digit) for lang in document.languages)
         convo.to_texter(conversation, f"language-ask:{inbound.id}", question)
         return
@@ -125,14 +131,23 @@ def _need_step(document: RoutingDocument, conversation: Conversation, inbound: M
     given = MenuInput(digits=text[:1]) if text[:1].isdigit() and len(text) <= 2 else MenuInput(speech=text)
     need = choose_need(document, language, given)
     if need is None:
-        conversation.menu_attempts += 1
-        db.session.commit()
+        _count_attempt(conversation)
         if conversation.menu_attempts <= document.menu.retries:
             convo.to_texter(conversation, f"need-retry:{inbound.id}", language.text("need_retry"))
             return
         need = document.need(document.menu.default_need) or document.needs[-1]
     _set_need(conversation, need.key, need.priority)
     convo.queue(conversation, document)
+
+
+def _count_attempt(conversation: Conversation) -> None:
+    db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id)
+        .values(menu_attempts=Conversation.menu_attempts + 1)
+    )
+    db.session.commit()
+    db.session.refresh(conversation)
 
 
 def _set_need(conversation: Conversation, need: str, priority: int) -> None:

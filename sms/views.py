@@ -40,13 +40,28 @@ def _twiml(text: str | None = None) -> Response:
 @twilio_signed
 def incoming() -> Response:
     """An inbound text. Delivered twice (or five times, concurrently) it is handled once."""
+    if not request.form.get("MessageSid"):
+        return Response("MessageSid is required", status=400)
     try:
-        return _incoming()
+        response = _incoming()
     except Exception as error:
         # Class name only: the exception text could hold a body or a number.
         log.error("sms webhook failed: %s", type(error).__name__)
         db.session.rollback()
         return _twiml(FAILSAFE_TEXT)
+    _sweep_quietly()
+    return response
+
+
+def _sweep_quietly() -> None:
+    """Timed work piggybacks on every inbound text; its failure never affects the reply."""
+    try:
+        active = active_routing()
+        if active is not None:
+            convo.sweep(active.document)
+    except Exception as error:
+        log.error("text sweep after webhook failed: %s", type(error).__name__)
+        db.session.rollback()
 
 
 def _incoming() -> Response:
@@ -90,7 +105,6 @@ def _incoming() -> Response:
     else:
         texter = convo.find_or_create_texter(sender, phone_hash(sender))
         handle_texter_message(document, texter, inbound, body, int(form.get("NumMedia", "0") or 0), line_number)
-    convo.sweep(document)
     return _twiml()
 
 

@@ -96,7 +96,8 @@ def test_counselor_takes_and_both_sides_talk_through_the_line_number(
     texting.send(TEXTER, "are you there?")
     texting.send(BEN, f"#{tag} I'm here. I'm Ben. Are you safe right now?")
 
-    assert taken[0].startswith(f"You have #{tag}.")
+    assert taken == [f"#{tag}: I want to kill myself", taken[-1]]
+    assert taken[-1].startswith(f"You have #{tag}.")
     assert texting.inbox(BEN)[-1] == f"#{tag}: are you there?"
     assert texting.inbox(TEXTER)[-1] == "I'm here. I'm Ben. Are you safe right now?"
     # Neither side ever sees the other's number: every text comes from the line.
@@ -165,7 +166,10 @@ def test_an_offer_not_taken_in_time_goes_to_the_next_counselor(
     texting.send(TEXTER, "hello?")  # any activity runs the sweep; so does the clock, every minute
 
     assert texting.inbox(DIEGO)[0].startswith(f"New text #{tag}")
-    assert texting.send(BEN, f"YES {tag}")[0].startswith(f"You have #{tag}")  # Ben may still take it
+    taken = texting.send(BEN, f"YES {tag}")  # Ben may still take it
+    # What the texter wrote before being taken comes first, their first words included.
+    assert taken[:2] == [f"#{tag}: I want to kill myself", f"#{tag}: hello?"]
+    assert taken[2].startswith(f"You have #{tag}")
 
 
 def test_nobody_free_tells_the_wait_then_gives_the_backup_option_once(
@@ -211,7 +215,7 @@ def test_texting_again_starts_a_new_conversation_the_counselor_is_told_about(app
     taken = texting.send(BEN, f"YES {second.id}")
 
     assert second.previous_id == first
-    assert f"#{second.id} has texted the line before." in taken[0]
+    assert f"#{second.id} has texted the line before." in taken[-1]
 
 
 @pytest.mark.usefixtures("wednesday_evening")

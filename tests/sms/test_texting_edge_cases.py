@@ -1,0 +1,144 @@
+"""The hard cases of texting: words sent while waiting, commands without a number, bursts of
+texts handled by several processes, texters waiting on a silent counselor, blocked phones."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import func, select
+
+from crisisline.db import db
+from crisisline.models import Conversation, ConversationOffer, ResponderState
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TextingPhone
+from tests.rota import BEN
+from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import sms_params
+
+TEXTER = "+13125550177"
+
+
+def only_conversation(app: Flask) -> Conversation:
+    with app.app_context():
+        return db.session.scalars(select(Conversation)).one()
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_help_written_to_a_counselor_reaches_the_counselor(app: Flask, texting: TextingPhone) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    tag = only_conversation(app).id
+    texting.send(BEN, f"YES {tag}")
+
+    replies = texting.send(TEXTER, "help")
+
+    assert texting.inbox(BEN)[-1] == f"#{tag}: help"
+    assert not any(reply.startswith("Riverside County Crisis Line: text us") for reply in replies)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+@pytest.mark.parametrize("word", ["END", "yes", "PASS", "stop", "Help"])
+def test_a_counselors_command_without_a_number_is_never_relayed(app: Flask, texting: TextingPhone, word: str) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    texting.send(BEN, f"YES {only_conversation(app).id}")
+    before = texting.inbox(TEXTER)
+
+    replies = texting.send(BEN, word)
+
+    assert texting.inbox(TEXTER) == before
+    assert replies == [f"Not sent. Add the conversation number, like {word.upper()} 12."]
+
+
+def test_a_texter_waiting_on_a_silent_counselor_goes_back_to_the_queue_not_closed(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates
+) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    tag = only_conversation(app).id
+    texting.send(BEN, f"YES {tag}")
+    texting.send(BEN, f"#{tag} Hi, I'm Ben.")
+    texting.send(TEXTER, "are you there? please")
+
+    wednesday_evening.shift(timedelta(minutes=61))
+    texting.send("+13125550199", "hi")  # any webhook runs the sweep
+
+    with app.app_context():
+        conversation = db.session.get(Conversation, tag)
+    assert conversation is not None
+    assert conversation.state in ("queued", "offered")  # not closed
+    assert not any(t.startswith("We have not heard from you") for t in texting.inbox(TEXTER))
+    assert texting.inbox(BEN)[-1] == f"#{tag} had no reply for a while, so it went back to the queue for someone else."
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_burst_of_first_texts_opens_one_conversation(app: Flask, texting: TextingPhone) -> None:
+    bursts = [sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, f"hola necesito ayuda {n}") for n in range(4)]
+    barrier = threading.Barrier(len(bursts))
+
+    def deliver(params: dict[str, str]) -> None:
+        barrier.wait()
+        texting.deliver(params)
+
+    threads = [threading.Thread(target=deliver, args=(params,)) for params in bursts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Conversation.id))) == 1
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_sweeps_running_at_once_make_one_offer(app: Flask, texting: TextingPhone) -> None:
+    texting.send(BEN, "OFF")
+    texting.send(TEXTER, "I want to kill myself")  # offered to Diego
+    with app.app_context():
+        db.session.execute(db.update(ConversationOffer).values(state="expired"))
+        db.session.execute(db.update(Conversation).values(state="queued"))
+        db.session.commit()
+    texting.send(BEN, "ON")  # Ben is free again: both sweeps below would offer to him
+
+    def sweep_once() -> None:
+        with app.app_context():
+            from workers.upkeep import sweep_text_conversations
+
+            sweep_text_conversations()
+
+    threads = [threading.Thread(target=sweep_once) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    with app.app_context():
+        open_offers = db.session.scalar(
+            select(func.count(ConversationOffer.id)).where(ConversationOffer.state == "open")
+        )
+    assert open_offers == 1
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_whose_phone_blocks_the_line_is_paused(app: Flask, texting: TextingPhone, fake: FakeTwilio) -> None:
+    fake.opt_out(BEN)
+
+    texting.send(TEXTER, "I want to kill myself")  # the offer text to Ben fails with 21610
+
+    with app.app_context():
+        state = db.session.get(ResponderState, "ben-carter")
+    assert state is not None
+    assert (state.paused, state.paused_reason) == (True, "sms_blocked")
+
+
+def test_an_inbound_text_without_a_message_sid_is_refused(texting: TextingPhone) -> None:
+    params = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, "hello")
+    del params["MessageSid"]
+    from tests.conftest import TEST_AUTH_TOKEN
+    from twilio_fake.signing import signed_headers
+
+    response = texting.session.post(
+        texting.url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, texting.url, params, voice=False), timeout=10
+    )
+
+    assert response.status_code == 400
