@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 BODY_CONTEXT = "sms-body"
 OPTED_OUT = 21610
 # Later statuses never overwrite final ones (callbacks arrive out of order).
-STATUS_RANK = {"claimed": 0, "accepted": 1, "queued": 1, "sending": 2, "sent": 3, "failed": 4,
-               "undelivered": 4, "delivered": 4, "read": 5, "received": 4}  # fmt: skip
+STATUS_RANK = {"claimed": 0, "accepted": 1, "scheduled": 1, "queued": 1, "sending": 2, "sent": 3,
+               "partially_delivered": 4, "failed": 5, "undelivered": 5, "canceled": 5, "delivered": 5,
+               "received": 5, "read": 6}  # fmt: skip
 
 
 def vault() -> Vault:

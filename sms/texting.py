@@ -63,6 +63,9 @@ def handle_texter_message(
     if num_media:
         convo.to_texter(conversation, f"mms:{inbound.id}", language.text("mms"))
         if not body.strip():
+            if conversation.state == "language" and conversation.menu_attempts == 0:
+                _count_attempt(conversation)  # a picture alone: ask which language, so they know what next
+                convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
             return
     handle_step(document, conversation, inbound, body)
 
@@ -98,8 +101,7 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
         chosen = document.default_language
     if chosen is None:
         _count_attempt(conversation)
-        question = " / ".join(lang.text("language_option", digit=lang.digit) for lang in document.languages)
-        convo.to_texter(conversation, f"language-ask:{inbound.id}", question)
+        convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
         return
     conversation.language = chosen.code
     conversation.menu_attempts = 0
@@ -114,6 +116,10 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     conversation.state = "need"
     db.session.commit()
     _send_need_menu(document, conversation, f"need-menu:{inbound.id}")
+
+
+def _language_question(document: RoutingDocument) -> str:
+    return " / ".join(lang.text("language_option", digit=lang.digit) for lang in document.languages)
 
 
 def _send_need_menu(document: RoutingDocument, conversation: Conversation, key: str) -> None:

@@ -132,6 +132,8 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
             from_=line_number(transfer),
             url=public_url("transfer.whisper", offer=offer.id),
             method="POST",
+            fallback_url=public_url("transfer.staff_fallback", offer=offer.id),
+            fallback_method="POST",
             status_callback=public_url("transfer.offer_status", offer=offer.id),
             status_callback_event=LEG_EVENTS,
             status_callback_method="POST",

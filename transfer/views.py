@@ -188,6 +188,14 @@ def whisper() -> Response:
     )
 
 
+@bp.post("/offer/fallback")
+@twilio_signed
+def staff_fallback() -> Response:
+    """Twilio's fallback for a responder's leg (our whisper or decide failed): a plain apology
+    instead of Twilio's generic error; the caller's own hold loop carries on regardless."""
+    return twiml_response(transfer_twiml.staff_message(STAFF_ERROR))
+
+
 @bp.post("/offer/decide")
 @twilio_signed
 @staff_failsafe

@@ -280,7 +280,8 @@ def test_the_same_message_delivered_five_times_is_handled_once(app: Flask, texti
 @pytest.mark.usefixtures("wednesday_evening")
 def test_pictures_get_a_notice_and_the_words_still_count(app: Flask, texting: TextingPhone) -> None:
     assert texting.send(TEXTER, "", num_media=1) == [
-        "We cannot receive pictures. Please tell us in words what is happening."
+        "We cannot receive pictures. Please tell us in words what is happening.",
+        "Reply 1 for English / Responda 2 para español",
     ]
 
     replies = texting.send(TEXTER, "I want to kill myself", num_media=2)
