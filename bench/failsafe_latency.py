@@ -24,17 +24,20 @@ from flask_migrate import upgrade
 from werkzeug.serving import make_server
 
 from crisisline import create_app
-from crisisline.redis_server import start_redis
+from crisisline.redis_server import free_port, start_redis
 from crisisline.settings import DEFAULT_ROUTING_FILE, Settings
 from routing import store
 from twilio_fake.phone import Keys, Phone, RequestsTransport
+from twilio_fake.server import FakeTwilioServer
 
 ACCOUNT_SID = "AC" + "b" * 32
 AUTH_TOKEN = "e" * 32
 
 
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(database_url: str, redis_url: str, twilio_url: str, port: int) -> Settings:
     return Settings.from_env({
+        "TWILIO_API_BASE_URL": twilio_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "CRISISLINE_ENV": "test",
         "SECRET_KEY": "bench-secret-key-long-enough-0123456789",
         "DATA_ENCRYPTION_KEY": base64.urlsafe_b64encode(b"b" * 32).decode(),
@@ -48,13 +51,14 @@ def settings(database_url: str, redis_url: str) -> Settings:
 
 
 @contextmanager
-def serve(database_url: str, redis_url: str, *, migrate: bool) -> Iterator[str]:
-    app = create_app(settings(database_url, redis_url))
+def serve(database_url: str, redis_url: str, twilio_url: str, *, migrate: bool) -> Iterator[str]:
+    port = free_port()
+    app = create_app(settings(database_url, redis_url, twilio_url, port))
     if migrate:
         with app.app_context():
             upgrade()
             store.publish(DEFAULT_ROUTING_FILE.read_text(), published_by="bench")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -64,7 +68,8 @@ def serve(database_url: str, redis_url: str, *, migrate: bool) -> Iterator[str]:
 
 
 def measure(base_url: str, calls: int) -> list[float]:
-    """Per-request latency (seconds) of whole calls: incoming, two menus, dial result."""
+    """Per-request latency (seconds) of calls: incoming, two menus, the first hold turn (which
+    rings a responder over the fake REST API), with the database healthy or dead."""
     phone = Phone(RequestsTransport(), base_url, AUTH_TOKEN, ACCOUNT_SID)
     latencies: list[float] = []
     original = phone.post
@@ -77,7 +82,7 @@ def measure(base_url: str, calls: int) -> list[float]:
 
     phone.post = timed  # type: ignore[method-assign]
     for _ in range(calls):
-        phone.call([Keys("1"), Keys("3")], dial_outcomes=["completed"])
+        phone.call([Keys("1"), Keys("3")], dial_outcomes=["completed"], max_hold_turns=0)
     return latencies
 
 
@@ -100,14 +105,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         redis = start_redis(Path(scratch) / "redis", persist=False)
+        twilio = FakeTwilioServer(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN).start()
+        dead_db = "postgresql+psycopg://postgres@127.0.0.1:1/dead"
         try:
-            with serve(f"sqlite:///{scratch}/bench.db", redis.url, migrate=True) as url:
+            with serve(f"sqlite:///{scratch}/bench.db", redis.url, twilio.base_url, migrate=True) as url:
                 report("healthy (SQLite)", measure(url, args.calls))
-            with serve("postgresql+psycopg://postgres@127.0.0.1:1/dead", redis.url, migrate=False) as url:
+            with serve(dead_db, redis.url, twilio.base_url, migrate=False) as url:
                 report("database refused (fail-safe)", measure(url, args.calls))
-            with serve("postgresql+psycopg://postgres@127.0.0.1:1/dead", "redis://127.0.0.1:1/0", migrate=False) as url:
+            with serve(dead_db, "redis://127.0.0.1:1/0", twilio.base_url, migrate=False) as url:
                 report("database+redis down", measure(url, args.calls))
         finally:
+            twilio.stop()
             redis.stop()
 
 
