@@ -265,6 +265,11 @@ class Message(Model):
     message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(120), unique=True)
     responder_id: Mapped[str | None] = mapped_column(String(64))
+    texter_id: Mapped[int | None] = mapped_column(ForeignKey("texters.id", ondelete="SET NULL"))
+    line_number: Mapped[str | None] = mapped_column(String(20))  # the line's own number, not personal
+    num_media: Mapped[int] = mapped_column(Integer, default=0)
+    # Inbound only: set once the text was fully handled; the sweep retries any left unset.
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sealed_body: Mapped[str | None] = mapped_column(Text)
     segments: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16))

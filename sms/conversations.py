@@ -319,14 +319,46 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
     """Timed work, safe to run anywhere any number of times: expired offers are re-offered,
     long waits get the backup option once, unanswered texters go back to the queue, idle
     conversations are closed with a note. One broken conversation never stops the others."""
-    counts = {"reoffered": 0, "backup": 0, "idle_closed": 0, "requeued": 0, "stopped": 0}
-    for step in (_expire_offers, _offer_queued, _backup_option, _requeue_unanswered, _close_idle, _close_stopped):
+    counts = {"retried": 0, "reoffered": 0, "backup": 0, "idle_closed": 0, "requeued": 0, "stopped": 0}
+    steps = (_retry_unhandled, _expire_offers, _offer_queued, _backup_option, _requeue_unanswered, _close_idle,
+             _close_stopped)  # fmt: skip
+    for step in steps:
         try:
             step(document, counts)
         except Exception as error:  # class name only: exception text may hold personal data
             log.error("text sweep step %s failed: %s", step.__name__, type(error).__name__)
             db.session.rollback()
     return counts
+
+
+RETRY_AFTER = timedelta(seconds=30)
+GIVE_UP_AFTER = timedelta(hours=6)
+
+
+def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """Inbound texts stored but never fully handled (a crash, a dead dependency) are handled
+    again: nothing a texter writes is lost. Each is retried on its own."""
+    from sms.views import handle_inbound
+
+    moment = now()
+    for message in db.session.scalars(
+        select(Message)
+        .where(
+            Message.direction == "in",
+            Message.handled_at.is_(None),
+            Message.created_at <= moment - RETRY_AFTER,
+            Message.created_at >= moment - GIVE_UP_AFTER,
+        )
+        .order_by(Message.id)
+        .limit(100)
+    ).all():
+        try:
+            body = outbox.vault().open(message.sealed_body, context=outbox.BODY_CONTEXT) if message.sealed_body else ""
+            handle_inbound(document, message, body)
+            counts["retried"] += 1
+        except Exception as error:
+            log.error("retry of inbound text %s failed: %s", message.id, type(error).__name__)
+            db.session.rollback()
 
 
 def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:

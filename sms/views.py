@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import select
+from sqlalchemy import select, update
 from twilio.twiml.messaging_response import MessagingResponse
 
 from crisisline.db import db, insert_once
-from crisisline.models import Message
+from crisisline.models import Message, Texter
 from crisisline.phone import caller_number
 from crisisline.sms_segments import segment_count
 from crisisline.twilio_auth import twilio_signed
 from ivr.call_log import phone_hash
+from routing.document import RoutingDocument
 from routing.store import active_routing
 from sms import conversations as convo
 from sms import outbox
@@ -74,7 +75,9 @@ def _incoming() -> Response:
     if sender is None:
         return _twiml()
     responder = document.responder_by_phone(sender)
+    texter = None if responder else convo.find_or_create_texter(sender, phone_hash(sender))
     body = form.get("Body", "")
+    settings = current_app.extensions["crisisline.settings"]
     inserted = insert_once(
         Message,
         {
@@ -82,30 +85,44 @@ def _incoming() -> Response:
             "party": "counselor" if responder else "texter",
             "message_sid": form.get("MessageSid", ""),
             "responder_id": responder.id if responder else None,
+            "texter_id": texter.id if texter else None,
+            "line_number": caller_number(form.get("To")) or settings.line_phone_number,
+            "num_media": int(form.get("NumMedia", "0") or 0) if form.get("NumMedia", "0").isdigit() else 0,
             "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
             "segments": segment_count(body) if body else 0,
             "status": "received",
-            "status_rank": 4,
+            "status_rank": 5,
             "created_at": convo.now(),
         },
     )
     db.session.commit()
     if not inserted:
-        return _twiml()  # a duplicate delivery: already handled
+        return _twiml()  # a duplicate delivery: already handled (or being retried by the sweep)
     inbound = db.session.scalars(select(Message).where(Message.message_sid == form.get("MessageSid", ""))).one()
-    line_number = caller_number(form.get("To")) or current_app.extensions["crisisline.settings"].line_phone_number
-    if responder is not None:
-        reply = handle_staff_message(document, responder, inbound, body)
-        if reply.text:
-            outbox.send_text(
-                key=f"staff:{inbound.id}", to_number=responder.phone, from_number=line_number or "",
-                body=reply.text, party="counselor", responder_id=responder.id,
-                conversation_id=reply.conversation.id if reply.conversation else None,
-            )  # fmt: skip
-    else:
-        texter = convo.find_or_create_texter(sender, phone_hash(sender))
-        handle_texter_message(document, texter, inbound, body, int(form.get("NumMedia", "0") or 0), line_number)
+    handle_inbound(document, inbound, body)
     return _twiml()
+
+
+def handle_inbound(document: RoutingDocument, inbound: Message, body: str) -> None:
+    """Handle one stored inbound text, then mark it handled. Safe to run again for the same
+    text: every reply and relay it sends is keyed on the text's id, and every state change
+    is conditional."""
+    if inbound.responder_id is not None:
+        responder = document.responder(inbound.responder_id)
+        if responder is not None:
+            reply = handle_staff_message(document, responder, inbound, body)
+            if reply.text:
+                outbox.send_text(
+                    key=f"staff:{inbound.id}", to_number=responder.phone, from_number=inbound.line_number or "",
+                    body=reply.text, party="counselor", responder_id=responder.id,
+                    conversation_id=reply.conversation.id if reply.conversation else None,
+                )  # fmt: skip
+    else:
+        texter = db.session.get(Texter, inbound.texter_id) if inbound.texter_id else None
+        if texter is not None:
+            handle_texter_message(document, texter, inbound, body, inbound.num_media, inbound.line_number)
+    db.session.execute(update(Message).where(Message.id == inbound.id).values(handled_at=convo.now()))
+    db.session.commit()
 
 
 @bp.post("/status")

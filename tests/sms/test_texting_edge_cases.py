@@ -142,3 +142,25 @@ def test_an_inbound_text_without_a_message_sid_is_refused(texting: TextingPhone)
     )
 
     assert response.status_code == 400
+
+
+def test_a_text_whose_handling_crashed_is_handled_later_not_lost(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates
+) -> None:
+    import sms.views
+
+    real = sms.views.handle_texter_message
+
+    def crash_once(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(sms.views, "handle_texter_message", real)
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(sms.views, "handle_texter_message", crash_once)
+    replies = texting.send(TEXTER, "I want to kill myself")
+    assert replies == []  # the webhook answered the 988 pointer by TwiML; nothing was handled
+
+    wednesday_evening.shift(timedelta(seconds=31))
+    texting.send("+13125550199", "hi")  # the next webhook's sweep retries it
+
+    assert texting.inbox(TEXTER)[-1].startswith("Thank you. A counselor will text you back shortly")
+    assert texting.inbox(BEN)[0].startswith("New text #")
