@@ -68,10 +68,14 @@ def run_line() -> int:
         redis_process = start_redis(ROOT / "instance" / "redis")
         env["REDIS_URL"] = redis_process.url
         print(f"started a private Redis at {redis_process.url} (data in instance/redis)", flush=True)
+    twilio_process = None
     try:
         flask("db", "upgrade", env=env)
         flask("line", "bootstrap", env=env)
         port = env["PORT"]
+        env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
+        if not env.get("TWILIO_ACCOUNT_SID") and not env.get("TWILIO_API_BASE_URL"):
+            twilio_process = start_local_twilio(env)
         print(
             f"\nThe line is up at http://127.0.0.1:{port}  (Ctrl-C stops it)\n"
             f"Place a test call:  {PYTHON} -m twilio_fake.phone --base-url http://127.0.0.1:{port}"
@@ -87,8 +91,29 @@ def run_line() -> int:
         signal.signal(signal.SIGINT, stop)
         return honcho.wait()
     finally:
+        if twilio_process:
+            twilio_process.terminate()
         if redis_process:
             redis_process.stop()
+
+
+def start_local_twilio(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """No Twilio account configured: run the local stand-in of Twilio's REST API, so the line
+    can ring responders and send texts end to end without reaching the internet."""
+    import json
+
+    from crisisline.redis_server import free_port
+
+    secrets = json.loads((ROOT / "instance" / "development-secrets.json").read_text())
+    port = free_port()
+    process = subprocess.Popen(
+        [str(PYTHON), "-m", "twilio_fake.server", "--port", str(port), "--auto-deliver",
+         "--account-sid", secrets["TWILIO_ACCOUNT_SID"], "--auth-token", secrets["TWILIO_AUTH_TOKEN"]],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    env["TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{port}"
+    print(f"no Twilio account set: local Twilio stand-in on http://127.0.0.1:{port} (state: /_fake/state)")
+    return process
 
 
 def run_tests(pytest_args: list[str]) -> int:

@@ -466,12 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--say", dest="inputs", type=Words, action="append", default=[], help="words for the next menu")
     parser.add_argument("--dial-outcome", action="append", default=[], help="completed, no-answer, busy…")
     parser.add_argument("--secrets", default=str(Path("instance") / "development-secrets.json"))
+    parser.add_argument("--hold-turns", type=int, default=2, help="hold turns to stay for before hanging up")
     args = parser.parse_args(argv)
     secrets = json.loads(Path(args.secrets).read_text())
     actions: list[CallerAction] = args.inputs
     phone = Phone(RequestsTransport(), args.base_url, secrets["TWILIO_AUTH_TOKEN"], secrets["TWILIO_ACCOUNT_SID"])
     try:
-        call = phone.call(actions, dial_outcomes=args.dial_outcome)
+        call = phone.call(actions, dial_outcomes=args.dial_outcome, max_hold_turns=args.hold_turns)
     except requests.ConnectionError:
         print(f"nothing answers at {args.base_url}: start the line with 'python3 dev.py run'")
         return 1
@@ -481,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ({heard.language}) {heard.text}")
     for dial in call.dials:
         print(f"  dialled {len(dial.numbers)} number(s): {dial.outcome}")
-    print(f"call ended: {call.ended_by}")
+    if call.ended_by == "on-hold":
+        print("still on hold after the turns asked for; responders' phones ring in the local Twilio")
+        print("stand-in (see its /_fake/state); answer one there with POST /_fake/calls/<sid>/advance")
+    else:
+        print(f"call ended: {call.ended_by}")
     return 0
 
 
