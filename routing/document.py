@@ -28,6 +28,7 @@ PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "hold": frozenset(),
     "hold_update": frozenset(),
     "hold_next": frozenset(),
+    "hold_wait": frozenset({"minutes"}),
     "staff_left": frozenset(),
     "sms_unavailable": frozenset(),
 }

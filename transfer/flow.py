@@ -45,10 +45,12 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
 
 @dataclass(frozen=True)
 class HoldStep:
-    """What the waiting caller hears next: ``hold`` (``message`` key), ``join`` or ``backup``."""
+    """What the waiting caller hears next: ``hold`` (``message`` key, with ``minutes`` for
+    ``hold_wait``), ``join`` or ``backup``."""
 
     kind: str
     message: str = ""
+    minutes: int = 0
 
 
 def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldStep:
@@ -75,8 +77,13 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
         return _backup_unless_accepted(transfer, "nobody_left")
     if tick <= 1:
         return HoldStep("hold", "hold")
-    if state.waiting_ahead_of(transfer) == 0 and result.ringing:
+    ahead = state.waiting_ahead_of(transfer)
+    if ahead == 0 and result.ringing:
         return HoldStep("hold", "hold_next")
+    typical = state.typical_speed_to_answer_seconds()
+    if typical is not None and tick % 2 == 0:
+        # An honest estimate, from how long recent callers waited, times the callers ahead.
+        return HoldStep("hold", "hold_wait", minutes=max(1, round(typical * (ahead + 1) / 60)))
     return HoldStep("hold", "hold_update")
 
 

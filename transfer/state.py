@@ -264,3 +264,15 @@ def waiting_ahead_of(transfer: Transfer) -> int:
         )
         or 0
     )
+
+
+def typical_speed_to_answer_seconds(recent: int = 20) -> float | None:
+    """The median time from the start of a search to acceptance, over recent transfers."""
+    rows = db.session.execute(
+        select(Transfer.started_at, Transfer.accepted_at)
+        .where(Transfer.accepted_at.is_not(None))
+        .order_by(Transfer.accepted_at.desc())
+        .limit(recent)
+    ).all()
+    waits = sorted((accepted - started).total_seconds() for started, accepted in rows if accepted and started)
+    return waits[len(waits) // 2] if waits else None

@@ -89,12 +89,14 @@ def caller_join_twiml(transfer: Transfer) -> VoiceResponse:
     )
 
 
-def hold_twiml(transfer: Transfer, document: RoutingDocument, message: str, tick: int) -> VoiceResponse:
+def hold_twiml(
+    transfer: Transfer, document: RoutingDocument, message: str, tick: int, *, minutes: int = 0
+) -> VoiceResponse:
     language = document.language(transfer.language)
+    text = language.prompt(message, minutes=minutes) if message == "hold_wait" else language.prompt(message)
     return transfer_twiml.hold(
-        document, language, message=language.prompt(message),
-        next_url=path_for("transfer.hold", transfer=transfer.id, tick=tick + 1),
-    )  # fmt: skip
+        document, language, message=text, next_url=path_for("transfer.hold", transfer=transfer.id, tick=tick + 1)
+    )
 
 
 def _backup(transfer: Transfer, document: RoutingDocument, message: str) -> Response:
@@ -119,7 +121,7 @@ def hold() -> Response:
         return twiml_response(caller_join_twiml(transfer))
     if step.kind == "backup":
         return _backup(transfer, document, step.message)
-    return twiml_response(hold_twiml(transfer, document, step.message, tick))
+    return twiml_response(hold_twiml(transfer, document, step.message, tick, minutes=step.minutes))
 
 
 @bp.post("/transfer/join")

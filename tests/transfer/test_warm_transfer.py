@@ -330,3 +330,23 @@ def test_a_second_waiting_caller_hears_the_general_update(phone: Phone, fake: Fa
     said = [heard.text for heard in second.heard]
     assert any(text.startswith("Thank you for waiting.") for text in said)
     assert "You are next. Someone will be with you very soon." not in said
+
+
+def test_a_waiting_caller_behind_others_hears_an_honest_expected_wait(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    # History: one earlier caller was answered after 3 minutes on hold, talked, and hung up.
+    earlier = phone.call([Keys("1"), Keys("2")], identity=phone.identity("+13125550140"), max_hold_turns=0)
+    for _ in range(3):
+        wednesday_evening.shift(timedelta(minutes=1))
+        phone.resume(earlier, max_hold_turns=1)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(earlier, max_hold_turns=0)
+    phone.hang_up(earlier)
+    phone.resume(ben)
+    # Now two callers wait, each with a counselor's phone ringing; the second is behind the first.
+    phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550141"), max_hold_turns=0)
+    second = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550142"), max_hold_turns=3)
+
+    said = [heard.text for heard in second.heard]
+    assert "Thank you for waiting. The wait right now is about 6 minutes. Please stay on the line." in said
