@@ -276,3 +276,30 @@ class Message(Model):
     status_rank: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScheduledContact(Model):
+    """Something the line must do later for a person (a missed-contact text, a check-in, a
+    callback). It lives here first and in Redis second: a lost Redis is rebuilt from these rows.
+
+    ``state``: pending → sending (claimed by one worker) → sent | failed | canceled; a claim
+    that never finishes (a killed worker) becomes ``needs_human``, never a second send.
+    """
+
+    __tablename__ = "scheduled_contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def job_id(self) -> str:
+        return f"contact-{self.id}"

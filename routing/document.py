@@ -66,6 +66,7 @@ SMS_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "help": frozenset({"line", "voice_number"}),
     "mms": frozenset(),
     "started": frozenset(),
+    "missed_call": frozenset(),
 }
 SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_offer": frozenset({"tag", "language", "need", "wait"}),
@@ -184,6 +185,11 @@ class SmsSettings:
 
 
 @dataclass(frozen=True)
+class FollowupSettings:
+    missed_contact_after_seconds: int  # 0: never text a caller who hung up while waiting
+
+
+@dataclass(frozen=True)
 class RoutingDocument:
     line_name: str
     timezone: ZoneInfo
@@ -197,6 +203,7 @@ class RoutingDocument:
     responders: tuple[Responder, ...]
     staff_prompts: dict[str, str]
     sms: SmsSettings
+    followups: FollowupSettings
 
     def staff_prompt(self, key: str, **values: object) -> str:
         return self.staff_prompts[key].format(**values)

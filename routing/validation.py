@@ -25,6 +25,7 @@ from routing.document import (
     STAFF_PROMPT_PLACEHOLDERS,
     STRATEGIES,
     TARGETS,
+    FollowupSettings,
     Language,
     MenuSettings,
     Need,
@@ -231,6 +232,7 @@ class _Checker:
                 "menu",
                 "transfer",
                 "sms",
+                "followups",
                 "languages",
                 "needs",
                 "counselors",
@@ -265,6 +267,12 @@ class _Checker:
         menu = self.menu(top.get("menu", {}), codes, keys)
         transfer = self.transfer(top.get("transfer", {}))
         sms = self.sms_settings(top.get("sms", {}))
+        followups_raw = self.mapping(top.get("followups", {}), "followups", {"missed_contact_after_seconds"}, set())
+        followups = FollowupSettings(
+            missed_contact_after_seconds=self.integer(
+                followups_raw, "missed_contact_after_seconds", "followups", 0, 3600, 0
+            )
+        )
         staff_prompts = self.prompts(top.get("staff_prompts"), "", STAFF_PROMPT_PLACEHOLDERS, "staff_prompts")
         self.coverage_warnings(languages, needs, responders)
         self.sms_cost_warnings(languages)
@@ -278,6 +286,7 @@ class _Checker:
             backup_number=backup,
             staff_prompts=staff_prompts,
             sms=sms,
+            followups=followups,
             menu=menu,
             transfer=transfer,
             languages=tuple(languages),

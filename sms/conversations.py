@@ -204,10 +204,11 @@ def offer_next(conversation: Conversation, document: RoutingDocument) -> bool:
         expires_at=now() + timedelta(seconds=document.sms.offer_timeout_seconds),
     )  # fmt: skip
     db.session.add(offer)
+    # Stamp the offer on the responder, so offers rotate (least recently offered first).
+    voice_state.ensure_responder_state(counselor.id)
     db.session.execute(
-        update(Conversation).where(Conversation.id == conversation.id, Conversation.state == "queued")
-        .values(state="offered")
-    )  # fmt: skip
+        update(ResponderState).where(ResponderState.responder_id == counselor.id).values(last_offered_at=now())
+    )
     db.session.commit()
     language = document.language(conversation.language)
     waited = max(1, round((now() - (conversation.queued_at or now())).total_seconds() / 60))

@@ -307,19 +307,17 @@ def caller_left(call: Call) -> None:
     transfer = state.open_transfer(call)
     if transfer is None:
         return
-    if transfer.state == "waiting":
-        if state.move_transfer(transfer.id, ("waiting",), "abandoned", end_reason="caller_left"):
-            _event(
-                transfer,
-                "transfer.abandoned",
-                f"transfer:{transfer.id}:abandoned",
-                waited_seconds=round((state.now() - transfer.started_at).total_seconds()),
-            )
-            db.session.commit()
-            _stop_ringing(transfer)
+    # Try both moves: an acceptance may commit between reading the state and writing it.
+    if state.move_transfer(transfer.id, ("waiting",), "abandoned", end_reason="caller_left"):
+        waited = round((state.now() - transfer.started_at).total_seconds())
+        _event(transfer, "transfer.abandoned", f"transfer:{transfer.id}:abandoned", waited_seconds=waited)
+        db.session.commit()
+        _stop_ringing(transfer)
+        _invite_back(call, waited)
     elif state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="caller_left"):
         _event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
         db.session.commit()
+        _stop_ringing(transfer)
 
 
 def caller_joined(transfer: Transfer) -> bool:
@@ -365,3 +363,18 @@ def failsafe_took_over(call_sid: str) -> None:
     transfer = state.open_transfer(call)
     if transfer is not None:
         send_to_backup(transfer, "failsafe")
+
+
+def _invite_back(call: Call, waited_seconds: int) -> None:
+    """A caller who hung up after waiting long enough gets one text inviting them back."""
+    from routing.store import active_routing
+    from workers.contacts import schedule
+
+    active = active_routing()
+    threshold = active.document.followups.missed_contact_after_seconds if active else 0
+    if threshold and waited_seconds >= threshold and call.sealed_caller:
+        try:
+            schedule("missed_contact", f"missed:{call.id}", state.now(), call_id=call.id)
+        except Exception as error:  # never let a follow-up break the hang-up handling
+            log.error("missed-contact text not scheduled: %s", type(error).__name__)
+            db.session.rollback()

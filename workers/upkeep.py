@@ -96,11 +96,19 @@ def reconcile_transfers() -> dict[str, int]:
     return reconcile(active.document) if active else {}
 
 
+def rebuild_scheduled_contacts() -> dict[str, int]:
+    """Re-queue scheduled contacts Redis lost; flag stuck sends for a human. Idempotent."""
+    from workers.contacts import rebuild_schedule
+
+    return rebuild_schedule()
+
+
 # (job, cron schedule in UTC, queue). Run by the Procfile's ``clock`` (``flask rq cron``).
 PERIODIC_JOBS = [
     (purge_personal_data, "17 * * * *", "upkeep"),
     (sweep_text_conversations, "* * * * *", "messages"),
     (reconcile_transfers, "* * * * *", "calls"),
+    (rebuild_scheduled_contacts, "* * * * *", "followups"),
 ]
 
 for job, schedule, queue in PERIODIC_JOBS:

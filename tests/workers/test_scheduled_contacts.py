@@ -1,0 +1,159 @@
+"""Scheduled contacts, database first and Redis second, run by the Procfile's real worker:
+a caller who hung up after waiting gets one text; Redis losing everything loses nothing; a
+worker dying mid-send leaves the contact for a human, never a second text."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+import time_machine
+from flask import Flask
+from sqlalchemy import select, update
+
+from crisisline.db import db
+from crisisline.models import ScheduledContact
+from crisisline.settings import Settings
+from tests.conftest import ROOT, TextingPhone, deployment_environment
+from twilio_fake.phone import Keys, Phone
+from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.server import FakeTwilioServer
+
+MISSED_ES = (
+    "Linea de Crisis de Riverside: perdon por no atenderle. Llamenos o escribanos cuando quiera. "
+    "Si esta en peligro, llame al 911. Responda STOP para parar."
+)
+
+
+@pytest.fixture
+def clean_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """An empty Redis, so no other test's jobs run against this test's database."""
+    connection = redis.Redis.from_url(settings.redis_url)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+@pytest.fixture
+def run_worker(settings: Settings, fake_twilio_server: FakeTwilioServer) -> object:
+    def run() -> None:
+        env = {
+            **os.environ,
+            **deployment_environment(
+                settings.database_url, settings.redis_url,
+                TWILIO_API_BASE_URL=fake_twilio_server.base_url, PUBLIC_BASE_URL=settings.public_base_url or "",
+            ),
+        }  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "followups"],
+            env=env, cwd=ROOT, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+    return run
+
+
+def wait_then_hang_up(phone: Phone, clock: time_machine.Coordinates, number: str, *, spanish: bool = False) -> None:
+    caller = phone.call([Keys("2" if spanish else "1"), Keys("2")], identity=phone.identity(number), max_hold_turns=0)
+    for _ in range(2):  # about a minute on hold, turn by turn
+        clock.shift(timedelta(seconds=35))
+        phone.resume(caller, max_hold_turns=1)
+    phone.hang_up(caller)
+
+
+def contacts(app: Flask) -> list[ScheduledContact]:
+    with app.app_context():
+        return list(db.session.scalars(select(ScheduledContact).order_by(ScheduledContact.id)))
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_caller_who_hung_up_after_waiting_gets_one_text_inviting_them_back(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: object, wednesday_evening: time_machine.Coordinates
+) -> None:
+    wait_then_hang_up(phone, wednesday_evening, "+13125550161", spanish=True)
+    (hung_up,) = [w for w in fake.webhooks("call-status") if w.params.get("CallStatus") == "completed"
+                  and w.params.get("From") == "+13125550161"]  # fmt: skip
+    phone.post(hung_up.url, hung_up.params)  # Twilio repeats the final callback
+
+    run_worker()  # type: ignore[operator]
+    run_worker()  # type: ignore[operator]
+
+    texts = [m.body for m in fake.messages.values() if m.to == "+13125550161"]
+    assert texts == [MISSED_ES]
+    (contact,) = contacts(app)
+    assert (contact.kind, contact.state, contact.outcome) == ("missed_contact", "sent", "sent")
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_short_wait_gets_no_text(app: Flask, phone: Phone, wednesday_evening: time_machine.Coordinates) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    phone.hang_up(caller)
+
+    assert contacts(app) == []
+
+
+def test_flushall_with_contacts_pending_loses_none_and_sends_none_twice(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: object, clean_redis: redis.Redis,
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    numbers = ["+13125550162", "+13125550163", "+13125550164"]
+    for number in numbers:
+        wait_then_hang_up(phone, wednesday_evening, number)
+    assert [c.state for c in contacts(app)] == ["pending"] * 3
+
+    clean_redis.flushall()
+    with app.app_context():
+        from workers.upkeep import rebuild_scheduled_contacts
+
+        first = rebuild_scheduled_contacts()
+        second = rebuild_scheduled_contacts()
+    run_worker()  # type: ignore[operator]
+    with app.app_context():
+        third = rebuild_scheduled_contacts()
+    run_worker()  # type: ignore[operator]
+
+    assert (first["requeued"], second["requeued"], third["requeued"]) == (3, 0, 0)
+    for number in numbers:
+        assert len([m for m in fake.messages.values() if m.to == number]) == 1
+    assert [c.state for c in contacts(app)] == ["sent"] * 3
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_number_that_texted_stop_gets_no_missed_contact_text(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, run_worker: object,
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    texting.send("+13125550165", "STOP")
+    wait_then_hang_up(phone, wednesday_evening, "+13125550165")
+
+    run_worker()  # type: ignore[operator]
+
+    assert [m for m in fake.messages.values() if m.to == "+13125550165"] == []
+    (contact,) = contacts(app)
+    assert (contact.state, contact.outcome) == ("canceled", "opted_out")
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_send_left_half_done_by_a_dead_worker_goes_to_a_human_not_out_again(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: object, wednesday_evening: time_machine.Coordinates
+) -> None:
+    wait_then_hang_up(phone, wednesday_evening, "+13125550166")
+    with app.app_context():  # a worker claimed it, then was SIGKILLed before sending
+        db.session.execute(update(ScheduledContact).values(state="sending", claimed_at=db.func.now()))
+        db.session.commit()
+    wednesday_evening.shift(timedelta(minutes=4))
+
+    with app.app_context():
+        from workers.upkeep import rebuild_scheduled_contacts
+
+        counts = rebuild_scheduled_contacts()
+    run_worker()  # type: ignore[operator]
+
+    assert counts["needs_human"] == 1
+    assert [m for m in fake.messages.values() if m.to == "+13125550166"] == []
+    (contact,) = contacts(app)
+    assert (contact.state, contact.outcome) == ("needs_human", "worker_died_mid_send")

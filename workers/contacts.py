@@ -1,0 +1,137 @@
+"""Scheduled contacts: things the line must do later for a person, never lost, never doubled.
+
+Every contact is a database row first (unique by ``dedupe_key``, so a duplicated webhook
+cannot schedule two) and an RQ job second (``contact-<id>``, so enqueuing twice is harmless).
+``rebuild_schedule`` re-enqueues from the database whatever Redis lost. A job claims its row
+(pending → sending) before sending and marks it after; a worker killed in between leaves
+``sending``, which ``rebuild_schedule`` turns into ``needs_human`` rather than a second send.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
+from rq.job import Job
+from sqlalchemy import select, update
+
+from crisisline.app import rq
+from crisisline.db import db, insert_once
+from crisisline.models import Call, ScheduledContact, Texter
+from crisisline.privacy import Vault
+from ivr.call_log import PHONE_CONTEXT, phone_hash
+
+log = logging.getLogger(__name__)
+QUEUE = "followups"
+JOB_TIMEOUT_SECONDS = 60
+FAILURE_TTL_SECONDS = 24 * 3600  # failed jobs must not keep even ids for RQ's default year
+STUCK_AFTER = timedelta(minutes=3)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def schedule(kind: str, dedupe_key: str, due_at: datetime, *, call_id: int | None = None) -> bool:
+    """Record a contact (once per ``dedupe_key``) and queue its job. True if newly scheduled.
+
+    Redis being down does not lose it: the row is committed first, and the clock's
+    ``rebuild_schedule`` enqueues it once Redis is back.
+    """
+    created = insert_once(
+        ScheduledContact,
+        {"kind": kind, "dedupe_key": dedupe_key, "call_id": call_id, "due_at": due_at, "state": "pending",
+         "created_at": now()},
+    )  # fmt: skip
+    db.session.commit()
+    if created:
+        contact = db.session.scalars(select(ScheduledContact).where(ScheduledContact.dedupe_key == dedupe_key)).one()
+        try:
+            enqueue(contact)
+        except Exception as error:  # Redis down: the database copy is the one that counts
+            log.warning("contact %s not queued yet (%s); the clock will queue it", contact.id, type(error).__name__)
+    return created
+
+
+def enqueue(contact: ScheduledContact) -> None:
+    queue = rq.get_queue(QUEUE)
+    options = {"job_id": contact.job_id, "job_timeout": JOB_TIMEOUT_SECONDS, "failure_ttl": FAILURE_TTL_SECONDS}
+    if contact.due_at <= now():
+        queue.enqueue(run_scheduled_contact, contact.id, **options)
+    else:
+        queue.enqueue_at(contact.due_at, run_scheduled_contact, contact.id, **options)
+
+
+def run_scheduled_contact(contact_id: int) -> str:
+    """The RQ job. Idempotent: only the worker that moves the row from pending to sending acts."""
+    claimed = db.session.execute(
+        update(ScheduledContact)
+        .where(ScheduledContact.id == contact_id, ScheduledContact.state == "pending")
+        .values(state="sending", claimed_at=now())
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if not claimed:
+        return "not pending"
+    contact = db.session.get(ScheduledContact, contact_id)
+    assert contact is not None
+    senders = {"missed_contact": _send_missed_contact}
+    sender = senders.get(contact.kind)
+    outcome = sender(contact) if sender else "unknown_kind"
+    final = "sent" if outcome == "sent" else ("canceled" if outcome in ("opted_out", "no_number") else "failed")
+    db.session.execute(
+        update(ScheduledContact)
+        .where(ScheduledContact.id == contact_id, ScheduledContact.state == "sending")
+        .values(state=final, outcome=outcome, finished_at=now())
+    )
+    db.session.commit()
+    return outcome
+
+
+def _send_missed_contact(contact: ScheduledContact) -> str:
+    from routing.store import active_routing
+    from sms import outbox
+    from sms.conversations import find_or_create_texter
+
+    call = db.session.get(Call, contact.call_id) if contact.call_id else None
+    active = active_routing()
+    if call is None or call.sealed_caller is None or active is None or not call.line_number:
+        return "no_number"
+    vault: Vault = current_app.extensions["crisisline.vault"]
+    number = vault.open(call.sealed_caller, context=PHONE_CONTEXT)
+    known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
+    if known is not None and known.opted_out:
+        return "opted_out"  # STOP covers everything the line sends, follow-ups included
+    texter = known or find_or_create_texter(number, phone_hash(number))
+    language = active.document.language(call.language)
+    sent = outbox.send_text(
+        key=f"contact:{contact.id}", to_number=number, from_number=call.line_number,
+        body=language.text("missed_call"), party="texter", texter=texter,
+    )  # fmt: skip
+    db.session.refresh(texter)
+    if texter.opted_out:
+        return "opted_out"
+    return "sent" if sent else "send_failed"
+
+
+def rebuild_schedule() -> dict[str, int]:
+    """Re-queue pending contacts whose job Redis lost, and hand stuck claims to a human.
+
+    Idempotent: a contact whose job exists is left alone, and ``enqueue`` reuses its job id.
+    """
+    counts = {"requeued": 0, "needs_human": 0}
+    connection = rq.get_queue(QUEUE).connection
+    for contact in db.session.scalars(select(ScheduledContact).where(ScheduledContact.state == "pending")).all():
+        if not Job.exists(contact.job_id, connection=connection):
+            enqueue(contact)
+            counts["requeued"] += 1
+    stuck = db.session.execute(
+        update(ScheduledContact)
+        .where(ScheduledContact.state == "sending", ScheduledContact.claimed_at < now() - STUCK_AFTER)
+        .values(state="needs_human", outcome="worker_died_mid_send", finished_at=now())
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    counts["needs_human"] = stuck
+    if stuck:
+        log.error("%s scheduled contact(s) need a human: a worker stopped mid-send", stuck)
+    return counts
