@@ -157,3 +157,79 @@ def test_a_send_left_half_done_by_a_dead_worker_goes_to_a_human_not_out_again(
     assert [m for m in fake.messages.values() if m.to == "+13125550166"] == []
     (contact,) = contacts(app)
     assert (contact.state, contact.outcome) == ("needs_human", "worker_died_mid_send")
+
+
+def test_sigkill_at_random_points_never_doubles_or_silently_loses_a_text(
+    app: Flask, phone: Phone, fake: FakeTwilio, settings: Settings, fake_twilio_server: FakeTwilioServer,
+    clean_redis: redis.Redis, run_worker: object, wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    """20 workers killed with SIGKILL at random moments around the Twilio request."""
+    import random
+    import signal
+    import time
+
+    rounds = 20
+    numbers = [f"+1312555{index:04d}" for index in range(2000, 2000 + rounds)]
+    for number in numbers:
+        wait_then_hang_up(phone, wednesday_evening, number)
+    fake.inject_fault("POST", r"/Messages\.json$", status=200, delay=1.5, times=None)  # a slow Twilio
+    env = {
+        **os.environ,
+        **deployment_environment(
+            settings.database_url, settings.redis_url,
+            TWILIO_API_BASE_URL=fake_twilio_server.base_url, PUBLIC_BASE_URL=settings.public_base_url or "",
+        ),
+    }  # fmt: skip
+    chance = random.Random(20261126)  # reproducible kill points
+    for _ in range(rounds):
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "--max-jobs", "1",
+             "followups"],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        if chance.random() < 0.5:
+            time.sleep(chance.uniform(0.2, 3.5))  # anywhere in the worker's life
+        else:
+            _wait_for_a_claim(app, timeout=5.0)  # inside the send: claimed, request in flight
+            time.sleep(chance.uniform(0.0, 1.4))
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+    interrupted = [c.state for c in contacts(app)]
+    assert "sending" in interrupted, "no kill landed mid-send: the test did not test anything"
+    wednesday_evening.shift(timedelta(minutes=4))  # past the 3-minute stuck threshold
+    with app.app_context():
+        from workers.upkeep import rebuild_scheduled_contacts
+
+        rebuild_scheduled_contacts()
+    fake.clear_faults()
+    run_worker()  # type: ignore[operator]
+    with app.app_context():
+        rebuild_scheduled_contacts()
+    run_worker()  # type: ignore[operator]
+
+    for number in numbers:
+        assert len([m for m in fake.messages.values() if m.to == number]) <= 1, "a text went out twice"
+    final = {c.state for c in contacts(app)}
+    assert final <= {"sent", "needs_human"}, final  # nothing pending or silently lost
+    sent = [c for c in contacts(app) if c.state == "sent"]
+    for contact in sent:
+        assert contact.outcome == "sent"
+
+
+def _claimed(app: Flask) -> int:
+    with app.app_context():
+        return len(
+            db.session.scalars(select(ScheduledContact.id).where(ScheduledContact.claimed_at.is_not(None))).all()
+        )
+
+
+def _wait_for_a_claim(app: Flask, timeout: float) -> None:
+    """Until the worker just started claims a contact (one more claimed than before)."""
+    import time
+
+    before = _claimed(app)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _claimed(app) == before:
+        time.sleep(0.02)
