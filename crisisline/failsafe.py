@@ -14,7 +14,6 @@ from typing import ParamSpec
 from flask import Response, current_app, request
 from sqlalchemy.exc import DBAPIError
 from twilio.twiml.voice_response import VoiceResponse
-from werkzeug.exceptions import HTTPException
 
 from crisisline.settings import Settings
 
@@ -56,32 +55,41 @@ def failsafe_response() -> Response:
     return twiml_response(backup_twiml(settings.backup_number))
 
 
-def voice_failsafe(view: Callable[P, Response]) -> Callable[P, Response]:
-    """Turn any failure inside a voice webhook into TwiML that dials the backup line.
+def answering_failures_with(
+    fallback: Callable[[BaseException], Response], what: str
+) -> Callable[[Callable[P, Response]], Callable[P, Response]]:
+    """A decorator: any failure inside the view (a bug, a dead database, a missing row, a
+    malformed request) is logged by class name and answered with ``fallback(error)``.
 
-    HTTP errors raised on purpose (403 for a bad signature) pass through unchanged.
+    Signature checks run outside it (``@twilio_signed`` goes above), so a forged request still
+    gets its 403; everything that reaches the view gets an answer Twilio can act on.
     """
 
-    @functools.wraps(view)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-        try:
-            return view(*args, **kwargs)
-        except HTTPException:
-            raise
-        except Exception as error:
-            # Class name and route only: exception text can carry personal data.
-            log.error(
-                "voice webhook failed, dialling backup line: %s at %s",
-                type(error).__name__,
-                request.path,
-            )
-            _rollback_quietly()
-            response = failsafe_response()
-            if not isinstance(error, DBAPIError):  # with the database down, hooks would only wait
-                _run_hooks(request.form.get("CallSid", ""))
-            return response
+    def decorate(view: Callable[P, Response]) -> Callable[P, Response]:
+        @functools.wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
+            try:
+                return view(*args, **kwargs)
+            except Exception as error:  # HTTPException too: a 404 would leave Twilio with nothing
+                # Class name and route only: exception text can carry personal data.
+                log.error("%s: %s at %s", what, type(error).__name__, request.path)
+                _rollback_quietly()
+                return fallback(error)
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+def _dial_backup(error: BaseException) -> Response:
+    response = failsafe_response()
+    if not isinstance(error, DBAPIError):  # with the database down, hooks would only wait
+        _run_hooks(request.form.get("CallSid", ""))
+    return response
+
+
+voice_failsafe = answering_failures_with(_dial_backup, "voice webhook failed, dialling backup line")
+voice_failsafe.__doc__ = "Turn any failure inside a voice webhook into TwiML that dials the backup line."
 
 
 def _run_hooks(call_sid: str) -> None:

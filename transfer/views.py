@@ -6,17 +6,14 @@ routes fail by ending the responder's leg politely, since the caller's hold loop
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from typing import ParamSpec
 
 from flask import Blueprint, Response, abort, request
 from twilio.twiml.voice_response import VoiceResponse
-from werkzeug.exceptions import HTTPException
 
 from crisisline.db import db
-from crisisline.failsafe import AFTER_FAILSAFE, twiml_response, voice_failsafe
+from crisisline.failsafe import AFTER_FAILSAFE, answering_failures_with, twiml_response, voice_failsafe
 from crisisline.models import Call, Offer, Transfer
 from crisisline.twilio_auth import twilio_signed
 from crisisline.urls import path_for
@@ -34,22 +31,11 @@ P = ParamSpec("P")
 STAFF_ERROR = "Sorry, something went wrong on the crisis line. The caller is still being looked after."
 
 
-def staff_failsafe(view: Callable[P, Response]) -> Callable[P, Response]:
-    """A failure on a responder's leg ends that leg politely; it must never dial the backup
-    line from a counselor's phone. The caller's own hold loop keeps them safe."""
-
-    @functools.wraps(view)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-        try:
-            return view(*args, **kwargs)
-        except HTTPException:
-            raise
-        except Exception as error:
-            log.error("responder webhook failed: %s at %s", type(error).__name__, request.path)
-            db.session.rollback()
-            return twiml_response(transfer_twiml.staff_message(STAFF_ERROR))
-
-    return wrapper
+# A failure on a responder's leg ends that leg politely; it must never dial the backup line
+# from a counselor's phone. The caller's own hold loop keeps them safe.
+staff_failsafe = answering_failures_with(
+    lambda _error: twiml_response(transfer_twiml.staff_message(STAFF_ERROR)), "responder webhook failed"
+)
 
 
 def _document() -> RoutingDocument:

@@ -149,3 +149,25 @@ def test_failsafe_logs_no_phone_number_or_secret(broken_app: Flask, caplog: pyte
     assert "voice webhook failed" in logged
     assert "5550188" not in logged
     assert TEST_AUTH_TOKEN not in logged
+
+
+@pytest.mark.parametrize("path", ["/voice/hold?transfer=999", "/voice/transfer/join?transfer=abc"])
+def test_a_voice_webhook_for_an_unknown_transfer_still_dials_the_backup_line(app: Flask, path: str) -> None:
+    identity = CallIdentity(TEST_ACCOUNT_SID, "+13125550123", LINE_NUMBER)
+    params = identity.voice_params("in-progress")
+    url = "http://localhost" + path
+
+    response = app.test_client().post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+
+    assert response.status_code == 200
+    assert_dials_backup(response.data)
+
+
+def test_a_voice_webhook_without_a_call_sid_still_dials_the_backup_line(app: Flask) -> None:
+    url = "http://localhost/voice/menu/language?attempt=1"
+    params = {"AccountSid": TEST_ACCOUNT_SID, "Digits": "1"}
+
+    response = app.test_client().post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+
+    assert response.status_code == 200
+    assert_dials_backup(response.data)
