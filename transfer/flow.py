@@ -185,6 +185,9 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
                 dispatch.advance(transfer.id, document)
         return Decision("staff", "passed")
 
+    if offer.state == "accepted" and transfer.state in ("connecting", "connected"):
+        return Decision("joined")  # the same key press delivered again: answer it the same way
+
     if offer.purpose == "join":
         if transfer.state == "connected" and state.accept_join(offer.id):
             _event(

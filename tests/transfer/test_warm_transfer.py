@@ -350,3 +350,19 @@ def test_a_waiting_caller_behind_others_hears_an_honest_expected_wait(
 
     said = [heard.text for heard in second.heard]
     assert "Thank you for waiting. The wait right now is about 6 minutes. Please stay on the line." in said
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_repeated_key_press_request_from_the_winner_joins_them_again(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    url, params = _answer_and_get_key_request(fake, BEN)
+
+    first = phone.post(url, params).body
+    again = phone.post(url, params).body  # Twilio retrying the same request
+
+    assert "<Conference" in first
+    assert "<Conference" in again
+    with app.app_context():
+        assert len(db.session.scalars(select(Offer).where(Offer.state == "accepted")).all()) == 1
