@@ -469,11 +469,3 @@ def _close_stopped(document: RoutingDocument, counts: dict[str, int]) -> None:
         .where(Conversation.state.in_(OPEN_STATES), Texter.opted_out.is_(True))
     ).all():
         counts["stopped"] += int(close(conversation, document, "stopped", tell_texter=None))
-
-
-def last_message_from_texter(conversation_id: int) -> datetime | None:
-    return db.session.scalar(
-        select(func.max(Message.created_at)).where(
-            Message.conversation_id == conversation_id, Message.direction == "in", Message.party == "texter"
-        )
-    )

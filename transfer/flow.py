@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 TERMINAL_LEG_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
 
-def _event(transfer: Transfer, kind: str, key: str, **detail: object) -> None:
+def record_event(transfer: Transfer, kind: str, key: str, **detail: object) -> None:
+    """Append an event to the caller's call record (once per ``key``), for metrics."""
     call = db.session.get(Call, transfer.call_id)
     if call is not None:
         call_log.record_event(call, kind, key, {"transfer": transfer.id, "round": transfer.round, **detail})
@@ -30,7 +31,7 @@ def _event(transfer: Transfer, kind: str, key: str, **detail: object) -> None:
 def begin(call: Call, document: RoutingDocument, language: str, need: str, *, language_matched: bool) -> Transfer:
     """Start looking for a human for this caller and ring the first responder(s) at once."""
     transfer = state.start_transfer(call, language, need, language_matched=language_matched)
-    _event(
+    record_event(
         transfer,
         "transfer.started",
         f"transfer:{transfer.id}:started",
@@ -103,7 +104,7 @@ def send_to_backup(transfer: Transfer, reason: str) -> bool:
         db.session.commit()
         return False
     waited = round((state.now() - transfer.started_at).total_seconds())
-    _event(transfer, "transfer.to_backup", f"transfer:{transfer.id}:backup", reason=reason, waited_seconds=waited)
+    record_event(transfer, "transfer.to_backup", f"transfer:{transfer.id}:backup", reason=reason, waited_seconds=waited)
     db.session.commit()
     _stop_ringing(transfer)
     return True
@@ -179,7 +180,7 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
     """The responder pressed a key after the whisper."""
     if digits != "1":
         if state.finish_offer(offer, "passed"):
-            _event(transfer, "offer.passed", f"offer:{offer.id}:outcome", responder=offer.responder_id)
+            record_event(transfer, "offer.passed", f"offer:{offer.id}:outcome", responder=offer.responder_id)
             db.session.commit()
             if offer.purpose == "answer":
                 dispatch.advance(transfer.id, document)
@@ -190,7 +191,7 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
 
     if offer.purpose == "join":
         if transfer.state == "connected" and state.accept_join(offer.id):
-            _event(
+            record_event(
                 transfer,
                 "offer.accepted",
                 f"offer:{offer.id}:outcome",
@@ -212,7 +213,7 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
         key = "caller_gone" if transfer.state in ("abandoned", "ended", "to_backup") else "already_connected"
         return Decision("staff", key)
     waited = (state.now() - transfer.started_at).total_seconds()
-    _event(
+    record_event(
         transfer,
         "offer.accepted",
         f"offer:{offer.id}:outcome",
@@ -241,7 +242,7 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     if offer.state == "accepted":
         # They were with the caller and have left. The caller must not be left alone.
         if state.finish_offer(offer, "completed", from_states=("accepted",)):
-            _event(transfer, "offer.left", f"offer:{offer.id}:left", responder=offer.responder_id)
+            record_event(transfer, "offer.left", f"offer:{offer.id}:left", responder=offer.responder_id)
             db.session.commit()
             return _after_staff_left(transfer)
         return False
@@ -254,7 +255,7 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     }[status]
     if not state.finish_offer(offer, outcome):
         return False
-    _event(
+    record_event(
         transfer,
         "offer.missed" if outcome in state.MISSED_OUTCOMES else "offer.ended",
         f"offer:{offer.id}:outcome",
@@ -313,12 +314,12 @@ def caller_left(call: Call) -> None:
     # Try both moves: an acceptance may commit between reading the state and writing it.
     if state.move_transfer(transfer.id, ("waiting",), "abandoned", end_reason="caller_left"):
         waited = round((state.now() - transfer.started_at).total_seconds())
-        _event(transfer, "transfer.abandoned", f"transfer:{transfer.id}:abandoned", waited_seconds=waited)
+        record_event(transfer, "transfer.abandoned", f"transfer:{transfer.id}:abandoned", waited_seconds=waited)
         db.session.commit()
         _stop_ringing(transfer)
         _invite_back(call, waited)
     elif state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="caller_left"):
-        _event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
+        record_event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
         db.session.commit()
         _stop_ringing(transfer)
 
@@ -326,7 +327,7 @@ def caller_left(call: Call) -> None:
 def caller_joined(transfer: Transfer) -> bool:
     """The caller's join TwiML was fetched: they are now with the responder."""
     if state.move_transfer(transfer.id, ("connecting",), "connected", connected_at=state.now()):
-        _event(transfer, "transfer.connected", f"transfer:{transfer.id}:connected")
+        record_event(transfer, "transfer.connected", f"transfer:{transfer.id}:connected")
         db.session.commit()
     db.session.refresh(transfer)
     return transfer.state == "connected"
@@ -335,7 +336,7 @@ def caller_joined(transfer: Transfer) -> bool:
 def restart_after_staff_left(transfer: Transfer, document: RoutingDocument) -> Transfer:
     """Close this round and start a new search for the same caller, language and need."""
     state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="staff_left")
-    _event(transfer, "transfer.staff_left", f"transfer:{transfer.id}:staff_left")
+    record_event(transfer, "transfer.staff_left", f"transfer:{transfer.id}:staff_left")
     db.session.commit()
     call = db.session.get(Call, transfer.call_id)
     assert call is not None

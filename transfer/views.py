@@ -79,7 +79,7 @@ def hold_twiml(
     transfer: Transfer, document: RoutingDocument, message: str, tick: int, *, minutes: int = 0
 ) -> VoiceResponse:
     language = document.language(transfer.language)
-    text = language.prompt(message, minutes=minutes) if message == "hold_wait" else language.prompt(message)
+    text = language.prompt(message, minutes=minutes)  # prompts without {minutes} ignore it
     return transfer_twiml.hold(
         document, language, message=text, next_url=path_for("transfer.hold", transfer=transfer.id, tick=tick + 1)
     )
@@ -153,7 +153,7 @@ def conference_events() -> Response:
     event = request.form.get("StatusCallbackEvent", "")
     sequence = request.form.get("SequenceNumber", "")
     label = request.form.get("ParticipantLabel", "")
-    flow._event(transfer, f"conference.{event}", f"conference:{transfer.id}:{sequence}:{event}", label=label)
+    flow.record_event(transfer, f"conference.{event}", f"conference:{transfer.id}:{sequence}:{event}", label=label)
     db.session.commit()
     return Response(status=204)
 
