@@ -138,6 +138,10 @@ class Transfer(Model):
     connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(32))
+    # "live": the caller holds in our loop. "callback": nobody is on the line yet; the person
+    # is dialled (``caller_call_sid`` set then) only after a responder accepts.
+    mode: Mapped[str] = mapped_column(String(12), default="live", server_default="live")
+    callback_id: Mapped[int | None] = mapped_column(ForeignKey("callbacks.id", ondelete="SET NULL"), index=True)
 
     __table_args__ = (UniqueConstraint("call_id", "round"),)
 
@@ -293,6 +297,9 @@ class ScheduledContact(Model):
     dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    callback_id: Mapped[int | None] = mapped_column(ForeignKey("callbacks.id", ondelete="CASCADE"))
+    checkin_id: Mapped[int | None] = mapped_column(ForeignKey("checkins.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -303,3 +310,80 @@ class ScheduledContact(Model):
     @property
     def job_id(self) -> str:
         return f"contact-{self.id}"
+
+
+class Callback(Model):
+    """A person's request to be called back instead of holding (a key on hold, or ``CALL`` by text).
+
+    ``state``: waiting (searching for a counselor) → calling (one accepted; the person's phone
+    rings) → connected; or → retry_wait (no answer; the next attempt is a scheduled contact)
+    → … → gave_up (texted how to reach us) / canceled. ``queue_since`` is the person's place in
+    the queue: when they first started waiting, so asking for a callback never costs it.
+    Its transfers (one per attempt) hang on ``call_id``; a text-born callback gets its own Call row.
+    """
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
+    origin: Mapped[str] = mapped_column(String(8))  # call | text
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    language: Mapped[str] = mapped_column(String(16))
+    need: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="waiting", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queue_since: Mapped[datetime] = mapped_column(UTCDateTime)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+
+
+class CheckIn(Model):
+    """A follow-up check-in the person agreed to, at the end of a call or a text conversation.
+
+    ``state``: asked → consented (scheduled) → sent → second_sent → flagged (no reply: a
+    supervisor is told), or → answered (``reply``: ok | talk | text), declined, opted_out.
+    ``texter_id`` is whom to text: their sealed number and their STOP status live there.
+    """
+
+    __tablename__ = "checkins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)  # call:<id> | text:<id>
+    origin: Mapped[str] = mapped_column(String(8))  # call | text
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    texter_id: Mapped[int | None] = mapped_column(ForeignKey("texters.id", ondelete="CASCADE"), index=True)
+    language: Mapped[str] = mapped_column(String(16))
+    need: Mapped[str | None] = mapped_column(String(64))
+    line_number: Mapped[str | None] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(16), default="asked", index=True)
+    asked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    consented_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    second_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reply: Mapped[str | None] = mapped_column(String(8))
+    sealed_reply: Mapped[str | None] = mapped_column(Text)
+    flagged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    flag_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class SurveyResponse(Model):
+    """A one-question rating after a consented contact. Anonymous once answered or expired:
+    ``texter_id`` only links the question to its asker while an answer is awaited."""
+
+    __tablename__ = "survey_responses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
+    origin: Mapped[str] = mapped_column(String(8))
+    need: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(16))
+    texter_id: Mapped[int | None] = mapped_column(ForeignKey("texters.id", ondelete="SET NULL"), index=True)
+    asked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rating: Mapped[int | None] = mapped_column(Integer)

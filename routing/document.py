@@ -31,6 +31,12 @@ PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "hold_wait": frozenset({"minutes"}),
     "staff_left": frozenset(),
     "sms_unavailable": frozenset(),
+    "callback_offer": frozenset({"digit"}),
+    "callback_confirmed": frozenset(),
+    "callback_impossible": frozenset(),
+    "callback_greeting": frozenset(),
+    "checkin_question": frozenset(),
+    "checkin_thanks": frozenset(),
 }
 
 # What counselors and co-responder units hear and read, in the line's working language.
@@ -48,6 +54,10 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "status_sms": frozenset({"status"}),
     "on_sms": frozenset(),
     "off_sms": frozenset(),
+    "whisper_callback": frozenset({"language", "need", "ago"}),
+    "callback_calling": frozenset(),
+    "callback_no_answer": frozenset(),
+    "checkin_flag_sms": frozenset({"case", "reason"}),
 }
 STRATEGIES = ("sequential", "parallel")
 
@@ -67,6 +77,17 @@ SMS_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "mms": frozenset(),
     "started": frozenset(),
     "missed_call": frozenset(),
+    "callback_confirmed": frozenset(),
+    "callback_impossible": frozenset(),
+    "callback_missed": frozenset(),
+    "checkin_question": frozenset(),
+    "checkin": frozenset(),
+    "checkin_second": frozenset(),
+    "checkin_ok": frozenset(),
+    "checkin_talk": frozenset(),
+    "checkin_noted": frozenset(),
+    "survey": frozenset(),
+    "survey_thanks": frozenset(),
 }
 SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_offer": frozenset({"tag", "language", "need", "wait"}),
@@ -185,8 +206,40 @@ class SmsSettings:
 
 
 @dataclass(frozen=True)
+class CallbackSettings:
+    """Calling people back instead of keeping them on hold (``callbacks:``)."""
+
+    enabled: bool
+    digit: str  # the key a holding caller presses for a callback
+    offer_after_seconds: int  # hold time before the option is offered (it is always offered
+    #                           when nobody is on call)
+    retry_after_minutes: tuple[int, ...]  # waits between attempts when the person does not answer
+    ring_timeout_seconds: int  # how long the person's phone rings
+    give_up_after_minutes: int  # not taken by a counselor by then: the "we tried" text
+
+
+@dataclass(frozen=True)
 class FollowupSettings:
     missed_contact_after_seconds: int  # 0: never text a caller who hung up while waiting
+    checkins: bool  # ask for consent to a check-in at the end of a call or text conversation
+    checkin_after_hours: dict[str, int]  # per need key; "default" for the rest
+    second_attempt_after_hours: int  # no reply to the check-in → one more
+    escalate_after_hours: int  # no reply to the second → flagged for a supervisor
+    talk_by: str  # what a "2 I'd like to talk" reply opens: "text" or "call"
+    survey: bool  # one-question rating by text after a consented contact
+    survey_after_minutes: int
+
+    def checkin_hours(self, need: str | None) -> int:
+        return self.checkin_after_hours.get(need or "", self.checkin_after_hours.get("default", 24))
+
+
+@dataclass(frozen=True)
+class Supervisor:
+    """Someone who is told (by text) about cases that need a human: unanswered check-ins."""
+
+    id: str
+    name: str
+    phone: str
 
 
 @dataclass(frozen=True)
@@ -204,6 +257,8 @@ class RoutingDocument:
     staff_prompts: dict[str, str]
     sms: SmsSettings
     followups: FollowupSettings
+    callbacks: CallbackSettings
+    supervisors: tuple[Supervisor, ...]
 
     def staff_prompt(self, key: str, **values: object) -> str:
         return self.staff_prompts[key].format(**values)

@@ -25,6 +25,7 @@ from routing.document import (
     STAFF_PROMPT_PLACEHOLDERS,
     STRATEGIES,
     TARGETS,
+    CallbackSettings,
     FollowupSettings,
     Language,
     MenuSettings,
@@ -34,6 +35,7 @@ from routing.document import (
     RoutingDocument,
     Shift,
     SmsSettings,
+    Supervisor,
     TransferSettings,
 )
 
@@ -233,6 +235,8 @@ class _Checker:
                 "transfer",
                 "sms",
                 "followups",
+                "callbacks",
+                "supervisors",
                 "languages",
                 "needs",
                 "counselors",
@@ -267,12 +271,11 @@ class _Checker:
         menu = self.menu(top.get("menu", {}), codes, keys)
         transfer = self.transfer(top.get("transfer", {}))
         sms = self.sms_settings(top.get("sms", {}))
-        followups_raw = self.mapping(top.get("followups", {}), "followups", {"missed_contact_after_seconds"}, set())
-        followups = FollowupSettings(
-            missed_contact_after_seconds=self.integer(
-                followups_raw, "missed_contact_after_seconds", "followups", 0, 3600, 0
-            )
-        )
+        followups = self.followups(top.get("followups", {}), keys)
+        callbacks = self.callbacks(top.get("callbacks", {}))
+        supervisors = self.supervisors(top.get("supervisors"), region)
+        if followups.checkins and not supervisors:
+            self.warn("supervisors", "check-ins that get no reply are flagged, but nobody is listed to be told")
         staff_prompts = self.prompts(top.get("staff_prompts"), "", STAFF_PROMPT_PLACEHOLDERS, "staff_prompts")
         self.coverage_warnings(languages, needs, responders)
         self.sms_cost_warnings(languages)
@@ -287,6 +290,8 @@ class _Checker:
             staff_prompts=staff_prompts,
             sms=sms,
             followups=followups,
+            callbacks=callbacks,
+            supervisors=tuple(supervisors),
             menu=menu,
             transfer=transfer,
             languages=tuple(languages),
@@ -668,6 +673,91 @@ class _Checker:
             idle_close_minutes=self.integer(item, "idle_close_minutes", "sms", 5, 1440, 60),
             language_confidence=float(confidence),
         )
+
+    def followups(self, raw: Any, needs: set[str]) -> FollowupSettings:
+        item = self.mapping(
+            raw,
+            "followups",
+            {"missed_contact_after_seconds", "checkins", "checkin_after_hours", "second_attempt_after_hours",
+             "escalate_after_hours", "talk_by", "survey", "survey_after_minutes"},
+            set(),
+        )  # fmt: skip
+        hours_raw = item.get("checkin_after_hours", {"default": 24})
+        hours: dict[str, int] = {}
+        if not isinstance(hours_raw, dict):
+            self.error("followups.checkin_after_hours", f"must be a mapping of need → hours, not {_kind(hours_raw)}")
+            hours_raw = {}
+        for key in hours_raw:
+            if key != "default" and key not in needs:
+                self.error(f"followups.checkin_after_hours.{key}", f"{key!r} is not a need key (or 'default')")
+                continue
+            hours[str(key)] = self.integer(hours_raw, key, "followups.checkin_after_hours", 1, 24 * 14, 24)
+        hours.setdefault("default", 24)
+        talk_by = self.text(item, "talk_by", "followups", "text")
+        if talk_by not in ("text", "call"):
+            self.error("followups.talk_by", f"{talk_by!r} is not 'text' or 'call'")
+            talk_by = "text"
+        return FollowupSettings(
+            missed_contact_after_seconds=self.integer(item, "missed_contact_after_seconds", "followups", 0, 3600, 0),
+            checkins=self.boolean(item, "checkins", "followups", False),
+            checkin_after_hours=hours,
+            second_attempt_after_hours=self.integer(item, "second_attempt_after_hours", "followups", 1, 72, 4),
+            escalate_after_hours=self.integer(item, "escalate_after_hours", "followups", 1, 72, 4),
+            talk_by=talk_by,
+            survey=self.boolean(item, "survey", "followups", False),
+            survey_after_minutes=self.integer(item, "survey_after_minutes", "followups", 1, 10080, 60),
+        )
+
+    def callbacks(self, raw: Any) -> CallbackSettings:
+        item = self.mapping(
+            raw,
+            "callbacks",
+            {"enabled", "digit", "offer_after_seconds", "retry_after_minutes", "ring_timeout_seconds",
+             "give_up_after_minutes"},
+            set(),
+        )  # fmt: skip
+        digit = str(item.get("digit", "9"))
+        if len(digit) != 1 or digit not in "0123456789*#":
+            self.error("callbacks.digit", f"must be one keypad key (0-9, * or #), not {item.get('digit')!r}")
+            digit = "9"
+        retries: list[int] = []
+        for index, minutes in enumerate(self.items(item.get("retry_after_minutes", [5, 15]), "callbacks")):
+            where = f"callbacks.retry_after_minutes[{index}]"
+            retries.append(self.integer({where: minutes}, where, "", 1, 1440, 5))
+        if len(retries) > 5:
+            self.error("callbacks.retry_after_minutes", "at most 5 retries")
+        return CallbackSettings(
+            enabled=self.boolean(item, "enabled", "callbacks", False),
+            digit=digit,
+            offer_after_seconds=self.integer(item, "offer_after_seconds", "callbacks", 0, 1800, 60),
+            retry_after_minutes=tuple(retries[:5]),
+            ring_timeout_seconds=self.integer(item, "ring_timeout_seconds", "callbacks", 10, 60, 25),
+            give_up_after_minutes=self.integer(item, "give_up_after_minutes", "callbacks", 5, 1440, 120),
+        )
+
+    def supervisors(self, raw: Any, region: str) -> list[Supervisor]:
+        result: list[Supervisor] = []
+        ids: dict[str, str] = {}
+        for index, entry in enumerate(self.items(raw, "supervisors")):
+            path = f"supervisors[{index}]"
+            item = self.mapping(entry, path, {"id", "name", "phone"}, {"id", "name", "phone"})
+            if not item:
+                continue
+            result.append(
+                Supervisor(
+                    id=self.unique_id(item, path, ids, "supervisor"),
+                    name=self.text(item, "name", path),
+                    phone=self.phone(item, "phone", path, region),
+                )
+            )
+        return result
+
+    def boolean(self, raw: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            self.error(_join(path, key), f"must be true or false, not {_kind(value)}")
+            return default
+        return value
 
     def sms_cost_warnings(self, languages: list[Language]) -> None:
         """Texts cost segments: warn where a prompt forces UCS-2 or runs past one segment."""

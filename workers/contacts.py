@@ -9,7 +9,9 @@ cannot schedule two) and an RQ job second (``contact-<id>``, so enqueuing twice 
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
@@ -28,12 +30,40 @@ JOB_TIMEOUT_SECONDS = 60
 FAILURE_TTL_SECONDS = 24 * 3600  # failed jobs must not keep even ids for RQ's default year
 STUCK_AFTER = timedelta(minutes=3)
 
+# A sender does the contact's one action and returns an outcome: "sent" (done), one of
+# CANCELED_OUTCOMES (nothing to do any more: opted out, already answered…), or a failure.
+Sender = Callable[[ScheduledContact], str]
+SENDERS: dict[str, Sender] = {}
+# Modules whose senders register themselves with ``@sends(kind)``; imported before a job runs.
+SENDER_MODULES = ("workers.contacts", "callbacks.attempts", "followups.checkins")
+CANCELED_OUTCOMES = frozenset({"opted_out", "no_number", "not_needed"})
+
+
+def sends(kind: str) -> Callable[[Sender], Sender]:
+    """Register the sender for contacts of ``kind``."""
+
+    def register(function: Sender) -> Sender:
+        SENDERS[kind] = function
+        return function
+
+    return register
+
+
+def sender_for(kind: str) -> Sender | None:
+    for module in SENDER_MODULES:
+        importlib.import_module(module)
+    return SENDERS.get(kind)
+
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def schedule(kind: str, dedupe_key: str, due_at: datetime, *, call_id: int | None = None) -> bool:
+def schedule(
+    kind: str, dedupe_key: str, due_at: datetime, *, call_id: int | None = None,
+    conversation_id: int | None = None, callback_id: int | None = None, checkin_id: int | None = None,
+    attempt: int = 1,
+) -> bool:  # fmt: skip
     """Record a contact (once per ``dedupe_key``) and queue its job. True if newly scheduled.
 
     Redis being down does not lose it: the row is committed first, and the clock's
@@ -41,8 +71,9 @@ def schedule(kind: str, dedupe_key: str, due_at: datetime, *, call_id: int | Non
     """
     created = insert_once(
         ScheduledContact,
-        {"kind": kind, "dedupe_key": dedupe_key, "call_id": call_id, "due_at": due_at, "state": "pending",
-         "created_at": now()},
+        {"kind": kind, "dedupe_key": dedupe_key, "call_id": call_id, "conversation_id": conversation_id,
+         "callback_id": callback_id, "checkin_id": checkin_id, "attempt": attempt, "due_at": due_at,
+         "state": "pending", "created_at": now()},
     )  # fmt: skip
     db.session.commit()
     if created:
@@ -75,10 +106,9 @@ def run_scheduled_contact(contact_id: int) -> str:
         return "not pending"
     contact = db.session.get(ScheduledContact, contact_id)
     assert contact is not None
-    senders = {"missed_contact": _send_missed_contact}
-    sender = senders.get(contact.kind)
+    sender = sender_for(contact.kind)
     outcome = sender(contact) if sender else "unknown_kind"
-    final = "sent" if outcome == "sent" else ("canceled" if outcome in ("opted_out", "no_number") else "failed")
+    final = "sent" if outcome == "sent" else ("canceled" if outcome in CANCELED_OUTCOMES else "failed")
     db.session.execute(
         update(ScheduledContact)
         .where(ScheduledContact.id == contact_id, ScheduledContact.state == "sending")
@@ -88,6 +118,7 @@ def run_scheduled_contact(contact_id: int) -> str:
     return outcome
 
 
+@sends("missed_contact")
 def _send_missed_contact(contact: ScheduledContact) -> str:
     from routing.store import active_routing
     from sms import outbox

@@ -1,0 +1,1 @@
+"""Callback attempts as scheduled contacts (filled in by the callbacks work)."""

@@ -1,0 +1,1 @@
+"""Follow-ups after a contact: check-ins the person agreed to, and the optional survey."""
