@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
     import workers.upkeep  # noqa: F401 - registers the periodic jobs
     from crisisline import cli as line_cli
+    from followups.views import bp as followups_bp
     from ivr.views import bp as voice_bp
     from routing.cli import routing_cli
     from sms.views import bp as sms_bp
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(voice_bp)
     app.register_blueprint(transfer_bp)
     app.register_blueprint(sms_bp)
+    app.register_blueprint(followups_bp)
     app.cli.add_command(routing_cli)
     line_cli.register(app)
     workers_cli.register(app)

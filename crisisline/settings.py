@@ -24,6 +24,7 @@ INSTANCE_DIR = PROJECT_ROOT / "instance"
 DEFAULT_ROUTING_FILE = PROJECT_ROOT / "config" / "routing.example.yaml"
 ENVIRONMENTS = ("development", "production", "test")
 LINE_MODES = ("normal", "system_down")
+RETENTION_KINDS = ("calls", "texts", "followups")  # RETENTION_DAYS_<KIND> overrides the general window
 # The 988 Suicide & Crisis Lifeline: a sane backup for a development checkout only.
 DEVELOPMENT_BACKUP_NUMBER = "+18002738255"
 
@@ -57,6 +58,10 @@ class Settings:
     line_mode_override: str | None
     log_level: str
     personal_data_retention_days: int
+    # Per kind of data; each defaults to ``personal_data_retention_days``.
+    retention_days_calls: int = 30
+    retention_days_texts: int = 30
+    retention_days_followups: int = 30
 
     @property
     def twilio_is_local(self) -> bool:
@@ -160,6 +165,17 @@ class Settings:
             retention_days = int(retention_raw)
         else:
             problems.append("PERSONAL_DATA_RETENTION_DAYS: must be a whole number of days, 1 to 3650")
+        per_kind: dict[str, int] = {}
+        for kind in RETENTION_KINDS:
+            name = f"RETENTION_DAYS_{kind.upper()}"
+            raw = env.get(name, "").strip()
+            per_kind[kind] = retention_days
+            if not raw:
+                continue
+            if raw.isdigit() and 1 <= int(raw) <= 3650:
+                per_kind[kind] = int(raw)
+            else:
+                problems.append(f"{name}: must be a whole number of days, 1 to 3650")
 
         if problems:
             raise SettingsError(problems)
@@ -181,6 +197,9 @@ class Settings:
             line_mode_override=mode_override,
             log_level=log_level,
             personal_data_retention_days=retention_days,
+            retention_days_calls=per_kind["calls"],
+            retention_days_texts=per_kind["texts"],
+            retention_days_followups=per_kind["followups"],
         )
 
 

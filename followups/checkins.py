@@ -1,1 +1,387 @@
-"""Check-ins and surveys as scheduled contacts (filled in by the follow-ups work)."""
+"""Check-ins and the survey: consent, the scheduled texts, escalation to a supervisor.
+
+A check-in is something the person agreed to at the end of a call (key 1) or a text
+conversation (YES): a text some hours later asking how they are. No reply → one more text →
+flagged for the supervisors. Every text goes through ``sms.outbox`` under its own key (at most
+once), every state change is a conditional UPDATE, and a texter who sent STOP gets nothing.
+
+The senders below run as scheduled contacts (``workers.contacts``): each returns "sent",
+"not_needed" (answered or canceled meanwhile), "opted_out" or "no_number", or a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from crisisline.db import db, insert_once
+from crisisline.models import Call, CheckIn, Conversation, ScheduledContact, SurveyResponse, Texter
+from routing.document import RoutingDocument
+from workers.contacts import schedule, sends
+
+log = logging.getLogger(__name__)
+
+# A YES to the consent question counts for this long after it was asked.
+CONSENT_WINDOW = timedelta(hours=2)
+# What counts as yes, in any of the line's languages (accents and case ignored: "sí" = "SI").
+CONSENT_WORDS = frozenset({"YES", "Y", "YEAH", "YEP", "SI", "S", "CLARO", "OUI", "JA"})
+# A survey question awaits its 1-5 answer for this long; then it becomes anonymous unanswered.
+SURVEY_ANSWER_WINDOW = timedelta(hours=24)
+# Check-ins in these states may still send something: STOP cancels them.
+PENDING_STATES = ("asked", "consented", "sent", "second_sent")
+AWAITING_REPLY = ("sent", "second_sent")
+# Conversations opened by a check-in reply are answered before ordinary ones.
+CHECKIN_PRIORITY = 5
+REPLY_CONTEXT = "checkin-reply"
+FLAG_REASON_TEXT = {"no_reply": "no reply to two check-in texts"}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _document() -> RoutingDocument | None:
+    from routing.store import active_routing
+
+    active = active_routing()
+    return active.document if active else None
+
+
+# --- consent --------------------------------------------------------------------------------
+
+
+def ask_after_text(conversation: Conversation, document: RoutingDocument) -> bool:
+    """A counselor ended the conversation: ask whether we may check in later (once per
+    conversation). True if the question went out now."""
+    if not document.followups.checkins or not conversation.line_number:
+        return False
+    texter = db.session.get(Texter, conversation.texter_id)
+    if texter is None or texter.opted_out:
+        return False
+    created = insert_once(
+        CheckIn,
+        {"dedupe_key": f"text:{conversation.id}", "origin": "text", "conversation_id": conversation.id,
+         "texter_id": texter.id, "language": document.language(conversation.language).code,
+         "need": conversation.need, "line_number": conversation.line_number, "state": "asked", "asked_at": now()},
+    )  # fmt: skip
+    db.session.commit()
+    if not created:
+        return False
+    from sms import conversations as convo
+
+    question = document.language(conversation.language).text("checkin_question")
+    return convo.to_texter(conversation, "checkin-question", question)
+
+
+def is_consent(keyword: str) -> bool:
+    return _plain(keyword) in CONSENT_WORDS
+
+
+def _plain(word: str) -> str:
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFKD", word.strip().strip(".!¡").upper())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def asked_checkin(texter: Texter) -> CheckIn | None:
+    """The texter's consent question still open for a YES (the most recent one)."""
+    return db.session.scalars(
+        select(CheckIn)
+        .where(CheckIn.texter_id == texter.id, CheckIn.state == "asked", CheckIn.asked_at >= now() - CONSENT_WINDOW)
+        .order_by(CheckIn.id.desc())
+    ).first()
+
+
+def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
+    """Record consent once and schedule the check-in (and the survey, if the line runs one)."""
+    moment = now()
+    due = moment + timedelta(hours=document.followups.checkin_hours(checkin.need))
+    moved = db.session.execute(
+        update(CheckIn)
+        .where(CheckIn.id == checkin.id, CheckIn.state == "asked")
+        .values(state="consented", consented_at=moment, due_at=due)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if not moved:
+        return False
+    schedule("checkin", f"checkin:{checkin.id}:1", due, checkin_id=checkin.id, attempt=1)
+    if document.followups.survey:
+        insert_once(
+            SurveyResponse,
+            {"dedupe_key": f"survey:{checkin.dedupe_key}", "origin": checkin.origin, "need": checkin.need,
+             "language": checkin.language, "texter_id": checkin.texter_id},
+        )  # fmt: skip
+        db.session.commit()
+        after = timedelta(minutes=document.followups.survey_after_minutes)
+        schedule("survey", f"survey:{checkin.id}", moment + after, checkin_id=checkin.id)
+    return True
+
+
+def consent_from_call(call: Call, language: str, need: str | None, document: RoutingDocument) -> CheckIn | None:
+    """A caller pressed 1 for a check-in. Idempotent: a repeated webhook finds the same one."""
+    texter = texter_for_call(call)
+    line_number = call.line_number or _settings_line_number()
+    if texter is None or texter.opted_out or not line_number:
+        return None
+    values: dict[str, Any] = {
+        "dedupe_key": f"call:{call.id}", "origin": "call", "call_id": call.id, "texter_id": texter.id,
+        "language": document.language(language).code, "need": need, "line_number": line_number,
+        "state": "asked", "asked_at": now(),
+    }  # fmt: skip
+    insert_once(CheckIn, values)
+    db.session.commit()
+    checkin = db.session.scalars(select(CheckIn).where(CheckIn.dedupe_key == f"call:{call.id}")).one()
+    consent(checkin, document)
+    db.session.refresh(checkin)
+    return checkin
+
+
+def texter_for_call(call: Call, *, create: bool = True) -> Texter | None:
+    """The caller as someone we can text (their STOP status lives there), from the sealed number."""
+    from ivr.call_log import PHONE_CONTEXT, phone_hash
+    from sms.conversations import find_or_create_texter
+
+    if not call.sealed_caller:
+        return None
+    number = current_app.extensions["crisisline.vault"].open(call.sealed_caller, context=PHONE_CONTEXT)
+    known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
+    if known is not None or not create:
+        return known
+    return find_or_create_texter(number, phone_hash(number))
+
+
+def _settings_line_number() -> str | None:
+    number: str | None = current_app.extensions["crisisline.settings"].line_phone_number
+    return number
+
+
+# --- STOP and replies ------------------------------------------------------------------------
+
+
+def cancel_for_texter(texter: Texter) -> int:
+    """STOP: every pending check-in of this texter is over and nothing scheduled goes out."""
+    ids = list(
+        db.session.scalars(select(CheckIn.id).where(CheckIn.texter_id == texter.id, CheckIn.state.in_(PENDING_STATES)))
+    )
+    if ids:
+        db.session.execute(
+            update(CheckIn).where(CheckIn.id.in_(ids), CheckIn.state.in_(PENDING_STATES)).values(state="opted_out")
+        )
+        _cancel_contacts(ids, "opted_out", kinds=None)
+    db.session.commit()
+    return len(ids)
+
+
+def _cancel_contacts(checkin_ids: list[int], outcome: str, *, kinds: tuple[str, ...] | None) -> None:
+    where = [ScheduledContact.checkin_id.in_(checkin_ids), ScheduledContact.state == "pending"]
+    if kinds:
+        where.append(ScheduledContact.kind.in_(kinds))
+    db.session.execute(
+        update(ScheduledContact).where(*where).values(state="canceled", outcome=outcome, finished_at=now())
+    )
+
+
+def awaiting_reply(texter: Texter) -> CheckIn | None:
+    return db.session.scalars(
+        select(CheckIn)
+        .where(CheckIn.texter_id == texter.id, CheckIn.state.in_(AWAITING_REPLY))
+        .order_by(CheckIn.id.desc())
+    ).first()
+
+
+def record_reply(checkin: CheckIn, reply: str, words: str | None = None) -> bool:
+    """The person answered: ok | talk | text. Once; what is still scheduled is canceled."""
+    values: dict[str, Any] = {"state": "answered", "reply": reply, "replied_at": now()}
+    if words:
+        values["sealed_reply"] = current_app.extensions["crisisline.vault"].seal(words, context=REPLY_CONTEXT)
+    moved = db.session.execute(
+        update(CheckIn).where(CheckIn.id == checkin.id, CheckIn.state.in_(AWAITING_REPLY)).values(**values)
+    ).rowcount  # type: ignore[attr-defined]
+    if moved:
+        _cancel_contacts([checkin.id], "answered", kinds=("checkin", "checkin_escalate"))
+    db.session.commit()
+    return bool(moved)
+
+
+def awaiting_survey(texter: Texter) -> SurveyResponse | None:
+    return db.session.scalars(
+        select(SurveyResponse)
+        .where(
+            SurveyResponse.texter_id == texter.id,
+            SurveyResponse.asked_at >= now() - SURVEY_ANSWER_WINDOW,
+            SurveyResponse.answered_at.is_(None),
+        )
+        .order_by(SurveyResponse.id.desc())
+    ).first()
+
+
+def record_rating(survey: SurveyResponse, rating: int) -> bool:
+    """Store the rating and drop the link to the person: the answer is anonymous from now on."""
+    moved = db.session.execute(
+        update(SurveyResponse)
+        .where(SurveyResponse.id == survey.id, SurveyResponse.answered_at.is_(None))
+        .values(rating=rating, answered_at=now(), texter_id=None)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    return bool(moved)
+
+
+# --- the scheduled senders ---------------------------------------------------------------------
+
+
+def _text(checkin: CheckIn, texter: Texter, key: str, body: str) -> bool:
+    from sms import conversations as convo
+    from sms import outbox
+
+    if not texter.sealed_number or not checkin.line_number:
+        return False
+    return outbox.send_text(
+        key=key, to_number=convo.texter_number(texter), from_number=checkin.line_number, body=body,
+        party="texter", texter=texter,
+    )  # fmt: skip
+
+
+def _recipient(checkin: CheckIn) -> tuple[Texter | None, str | None]:
+    """The texter to write to, or why not (an outcome that cancels the contact)."""
+    texter = db.session.get(Texter, checkin.texter_id) if checkin.texter_id else None
+    if texter is None or not texter.sealed_number or not checkin.line_number:
+        return None, "no_number"
+    if texter.opted_out:
+        db.session.execute(
+            update(CheckIn).where(CheckIn.id == checkin.id, CheckIn.state.in_(PENDING_STATES)).values(state="opted_out")
+        )
+        db.session.commit()
+        return None, "opted_out"
+    return texter, None
+
+
+@sends("checkin")
+def send_checkin(contact: ScheduledContact) -> str:
+    """Attempt 1 (``checkin``) or 2 (``checkin_second``); each schedules what follows silence."""
+    checkin = db.session.get(CheckIn, contact.checkin_id) if contact.checkin_id else None
+    document = _document()
+    first = contact.attempt == 1
+    if checkin is None or document is None:
+        return "not_needed"
+    if checkin.state != ("consented" if first else "sent"):
+        return "not_needed"  # answered, opted out or canceled meanwhile
+    texter, refusal = _recipient(checkin)
+    if texter is None:
+        return refusal or "no_number"
+    # A newer question supersedes an unanswered survey: a "1" is then about the check-in.
+    db.session.execute(
+        update(SurveyResponse)
+        .where(SurveyResponse.texter_id == texter.id, SurveyResponse.answered_at.is_(None),
+               SurveyResponse.asked_at.is_not(None))
+        .values(texter_id=None)
+    )  # fmt: skip
+    db.session.commit()
+    language = document.language(checkin.language)
+    sent = _text(checkin, texter, f"contact:{contact.id}", language.text("checkin" if first else "checkin_second"))
+    db.session.refresh(texter)
+    if texter.opted_out:
+        return "opted_out"
+    if not sent:
+        return "send_failed"
+    moment = now()
+    if first:
+        values: dict[str, Any] = {"state": "sent", "sent_at": moment}
+        follow = ("checkin", f"checkin:{checkin.id}:2", document.followups.second_attempt_after_hours, 2)
+    else:
+        values = {"state": "second_sent", "second_sent_at": moment}
+        follow = ("checkin_escalate", f"checkin:{checkin.id}:escalate", document.followups.escalate_after_hours, 3)
+    moved = db.session.execute(
+        update(CheckIn).where(CheckIn.id == checkin.id, CheckIn.state == ("consented" if first else "sent"))
+        .values(**values)
+    ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+    db.session.commit()
+    if moved:
+        kind, key, hours, attempt = follow
+        schedule(kind, key, moment + timedelta(hours=hours), checkin_id=checkin.id, attempt=attempt)
+    return "sent"
+
+
+@sends("checkin_escalate")
+def escalate_checkin(contact: ScheduledContact) -> str:
+    """No reply to either text: flag the case and tell every supervisor (case and reason only)."""
+    checkin = db.session.get(CheckIn, contact.checkin_id) if contact.checkin_id else None
+    document = _document()
+    if checkin is None or document is None:
+        return "not_needed"
+    moved = db.session.execute(
+        update(CheckIn)
+        .where(CheckIn.id == checkin.id, CheckIn.state == "second_sent")
+        .values(state="flagged", flagged_at=now(), flag_reason="no_reply")
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if not moved:
+        return "not_needed"
+    return notify_supervisors(checkin, document, "no_reply")
+
+
+def notify_supervisors(checkin: CheckIn, document: RoutingDocument, reason: str) -> str:
+    from sms import outbox
+
+    if not document.supervisors:
+        log.error("check-in %s is flagged but no supervisor is configured to be told", checkin.id)
+        return "no_supervisors"
+    from_number = checkin.line_number or _settings_line_number() or ""
+    body = document.staff_prompt("checkin_flag_sms", case=f"C{checkin.id}", reason=FLAG_REASON_TEXT.get(reason, reason))
+    told = 0
+    for supervisor in document.supervisors:
+        key = f"checkin-flag:{checkin.id}:{supervisor.id}"
+        sent = outbox.send_text(
+            key=key, to_number=supervisor.phone, from_number=from_number, body=body, party="supervisor"
+        )
+        told += int(sent)
+    return "sent" if told else "send_failed"
+
+
+@sends("survey")
+def send_survey(contact: ScheduledContact) -> str:
+    checkin = db.session.get(CheckIn, contact.checkin_id) if contact.checkin_id else None
+    survey = (
+        db.session.scalars(select(SurveyResponse).where(SurveyResponse.dedupe_key == f"survey:{checkin.dedupe_key}"))
+        .first() if checkin else None
+    )  # fmt: skip
+    document = _document()
+    if checkin is None or survey is None or document is None or survey.asked_at or survey.texter_id is None:
+        return "not_needed"
+    texter = db.session.get(Texter, survey.texter_id)
+    refusal = None
+    if texter is None or not texter.sealed_number or not checkin.line_number:
+        refusal = "no_number"
+    elif texter.opted_out:
+        refusal = "opted_out"
+    if refusal or texter is None:
+        _forget_asker(survey)
+        return refusal or "no_number"
+    body = document.language(survey.language).text("survey")
+    sent = _text(checkin, texter, f"contact:{contact.id}", body)
+    db.session.refresh(texter)
+    if texter.opted_out:
+        _forget_asker(survey)
+        return "opted_out"
+    if not sent:
+        return "send_failed"
+    db.session.execute(update(SurveyResponse).where(SurveyResponse.id == survey.id).values(asked_at=now()))
+    db.session.commit()
+    return "sent"
+
+
+def _forget_asker(survey: SurveyResponse) -> None:
+    db.session.execute(update(SurveyResponse).where(SurveyResponse.id == survey.id).values(texter_id=None))
+    db.session.commit()
+
+
+def state_counts() -> dict[str, int]:
+    """Check-ins per state, for ``flask workers status``."""
+    from sqlalchemy import func
+
+    rows = db.session.execute(select(CheckIn.state, func.count(CheckIn.id)).group_by(CheckIn.state)).all()
+    return {state: count for state, count in rows}

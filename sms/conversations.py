@@ -126,8 +126,10 @@ def estimate_wait_minutes(conversation: Conversation) -> int:
     return max(1, round(typical * (ahead + 1) / 60))
 
 
-def queue(conversation: Conversation, document: RoutingDocument) -> None:
-    """Put a sorted conversation in the queue, tell the texter the wait, offer it out."""
+def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter: bool = True) -> None:
+    """Put a sorted conversation in the queue, tell the texter the wait, offer it out.
+
+    ``tell_texter=False``: the caller already told them (e.g. a check-in reply's own text)."""
     moved = db.session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.state.in_(("language", "need")))
@@ -139,6 +141,8 @@ def queue(conversation: Conversation, document: RoutingDocument) -> None:
     db.session.refresh(conversation)
     language = document.language(conversation.language)
     offered = offer_next(conversation, document)
+    if not tell_texter:
+        return
     minutes = estimate_wait_minutes(conversation)
     key = "queued" if offered else "nobody_free"
     to_texter(conversation, "queued", language.text(key, minutes=minutes))
@@ -304,6 +308,8 @@ def close(conversation: Conversation, document: RoutingDocument, reason: str, *,
         return False
     if tell_texter:
         to_texter(conversation, "closed", document.language(conversation.language).text(tell_texter))
+    if reason == "counselor_ended":
+        _ask_for_checkin(conversation, document)
     if conversation.counselor_id and reason != "counselor_ended":
         responder = document.responder(conversation.counselor_id)
         if responder:
@@ -314,6 +320,18 @@ def close(conversation: Conversation, document: RoutingDocument, reason: str, *,
                 document.staff_prompt("sms_texter_left", tag=conversation.tag),
             )
     return True
+
+
+def _ask_for_checkin(conversation: Conversation, document: RoutingDocument) -> None:
+    """Follow-ups hook: a conversation a counselor ended asks for consent to a check-in.
+    Its failure never affects the close."""
+    try:
+        from followups.checkins import ask_after_text
+
+        ask_after_text(conversation, document)
+    except Exception as error:
+        log.error("check-in question after #%s not sent: %s", conversation.id, type(error).__name__)
+        db.session.rollback()
 
 
 def sweep(document: RoutingDocument) -> dict[str, int]:

@@ -37,6 +37,11 @@ def handle_texter_message(
         return
     if texter.opted_out:
         return  # Twilio would refuse any reply (21610); the message is kept, nothing is sent
+    if keyword not in HELP_WORDS and convo.open_conversation(texter) is None:
+        from followups.replies import handle_reply  # a survey rating, check-in reply or YES to one
+
+        if handle_reply(document, texter, inbound, body, line_number):
+            return
     conversation = convo.open_or_start_conversation(texter, line_number)
     db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=conversation.id))
     db.session.execute(
@@ -173,10 +178,12 @@ def _raise_priority(document: RoutingDocument, conversation: Conversation, body:
 
 def _opt_out(document: RoutingDocument, texter: Texter) -> None:
     """STOP: nothing more is sent to this number (follow-ups included); open threads close."""
+    from followups.checkins import cancel_for_texter
     from sms.outbox import mark_opted_out
 
     mark_opted_out(texter)
     db.session.commit()
+    cancel_for_texter(texter)
     conversation = convo.open_conversation(texter)
     if conversation is not None:
         convo.close(conversation, document, "stopped", tell_texter=None)

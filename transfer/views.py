@@ -130,6 +130,14 @@ def caller_after() -> Response:
     transfer, document = _transfer(), _document()
     if request.form.get("CallStatus") in flow.TERMINAL_LEG_STATUSES:
         return twiml_response(VoiceResponse())  # they hung up: nobody to search for
+    # --- follow-ups hook (followups/views.py): first ask whether we may check in by text;
+    # None (disabled, number unknown, STOP, any problem) carries on exactly as before.
+    from followups.views import checkin_offer
+
+    checkin_question = checkin_offer(transfer, document)
+    if checkin_question is not None:
+        return twiml_response(checkin_question)
+    # --- end of follow-ups hook
     renewed = flow.restart_after_staff_left(transfer, document)
     language = document.language(transfer.language)
     return twiml_response(

@@ -33,6 +33,18 @@ def status() -> None:
     click.echo(f"\n{len(workers)} worker(s) alive")
     for worker in workers:
         click.echo(f"  {worker.name}: {worker.get_state()} on {', '.join(worker.queue_names())}")
+    click.echo("\ncheck-ins by state: " + _checkin_states())
     click.echo("\nperiodic jobs (run by the clock process):")
     for job, schedule, queue_name in PERIODIC_JOBS:
         click.echo(f"  {schedule:<12} {queue_name:<10} {job.__module__}.{job.__name__}")
+
+
+def _checkin_states() -> str:
+    """e.g. "consented 3, sent 1, flagged 1" (or why it cannot be read)."""
+    try:
+        from followups.checkins import state_counts
+
+        counts = state_counts()
+    except Exception as error:  # the database may be down; the rest of the status still helps
+        return f"unavailable ({type(error).__name__})"
+    return ", ".join(f"{state} {count}" for state, count in sorted(counts.items())) or "none"

@@ -10,31 +10,38 @@ from sqlalchemy import or_, update
 
 from crisisline.app import rq
 from crisisline.db import db
-from crisisline.models import Call, CallEvent, Conversation, Message, Texter
+from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
 from crisisline.settings import Settings
 
 
 def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
-    """Irreversibly scrub personal data older than ``PERSONAL_DATA_RETENTION_DAYS``.
+    """Irreversibly scrub personal data older than its retention window.
 
-    Removes the sealed caller number and keyed hash of old calls, sealed speech transcripts,
-    sealed text bodies, and texters' sealed numbers; a texter's keyed hash is replaced by a
-    random one (the link to the person is gone) unless they opted out, because STOP must be
-    honoured for as long as the line exists. Keeps the anonymous paths and timings metrics need.
-    Idempotent: a second run finds nothing left to scrub and changes nothing.
+    Each kind has its own window (``RETENTION_DAYS_CALLS``, ``_TEXTS``, ``_FOLLOWUPS``, each
+    defaulting to ``PERSONAL_DATA_RETENTION_DAYS``). Calls: the sealed caller number and keyed
+    hash, sealed speech transcripts. Texts: sealed bodies, and texters' sealed numbers; a
+    texter's keyed hash is replaced by a random one (the link to the person is gone) unless
+    they opted out, because STOP must be honoured for as long as the line exists. Follow-ups:
+    check-ins' sealed replies and their link to the texter; survey answers lose their link
+    once answered or unanswered for a day. Kept: the anonymous paths, states, ratings, needs
+    and timings metrics need. Idempotent: a second run finds nothing left to scrub.
     """
+    from followups.checkins import SURVEY_ANSWER_WINDOW
+
     settings: Settings = current_app.extensions["crisisline.settings"]
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
-    cutoff = now - timedelta(days=settings.personal_data_retention_days)
+    calls_cutoff = now - timedelta(days=settings.retention_days_calls)
+    texts_cutoff = now - timedelta(days=settings.retention_days_texts)
+    followups_cutoff = now - timedelta(days=settings.retention_days_followups)
     old_calls = (
         db.select(Call.id)
-        .where(Call.started_at < cutoff)
+        .where(Call.started_at < calls_cutoff)
         .where(or_(Call.sealed_caller.is_not(None), Call.caller_hash.is_not(None)))
     )
     old_call_ids = list(db.session.scalars(old_calls))
     events = db.session.execute(
         update(CallEvent)
-        .where(CallEvent.occurred_at < cutoff, CallEvent.sealed_detail.is_not(None))
+        .where(CallEvent.occurred_at < calls_cutoff, CallEvent.sealed_detail.is_not(None))
         .values(sealed_detail=None)
         .execution_options(synchronize_session=False)
     )
@@ -46,17 +53,33 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     )
     texts = db.session.execute(
         update(Message)
-        .where(Message.created_at < cutoff, Message.sealed_body.is_not(None))
+        .where(Message.created_at < texts_cutoff, Message.sealed_body.is_not(None))
         .values(sealed_body=None)
         .execution_options(synchronize_session=False)
     )
-    texters = _purge_texters(cutoff)
+    checkins = db.session.execute(
+        update(CheckIn)
+        .where(CheckIn.asked_at < followups_cutoff)
+        .where(or_(CheckIn.sealed_reply.is_not(None), CheckIn.texter_id.is_not(None)))
+        .values(sealed_reply=None, texter_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    survey_cutoff = max(followups_cutoff, now - SURVEY_ANSWER_WINDOW)
+    surveys = db.session.execute(
+        update(SurveyResponse)
+        .where(SurveyResponse.asked_at < survey_cutoff, SurveyResponse.texter_id.is_not(None))
+        .values(texter_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    texters = _purge_texters(texts_cutoff)
     db.session.commit()
     return {
         "calls": calls.rowcount,  # type: ignore[attr-defined]
         "events": events.rowcount,  # type: ignore[attr-defined]
         "texts": texts.rowcount,  # type: ignore[attr-defined]
         "texters": texters,
+        "checkins": checkins.rowcount,  # type: ignore[attr-defined]
+        "surveys": surveys.rowcount,  # type: ignore[attr-defined]
     }
 
 
@@ -66,9 +89,16 @@ def _purge_texters(cutoff: datetime) -> int:
         .where(or_(Conversation.last_activity_at >= cutoff, Conversation.state != "closed"))
         .scalar_subquery()
     )
+    # Someone a follow-up may still text (or whose answer is awaited) keeps their number until
+    # the follow-up's own window has passed.
+    checked_in = db.select(CheckIn.texter_id).where(CheckIn.texter_id.is_not(None)).scalar_subquery()
+    surveyed = db.select(SurveyResponse.texter_id).where(SurveyResponse.texter_id.is_not(None)).scalar_subquery()
     stale = db.session.scalars(
-        db.select(Texter).where(Texter.created_at < cutoff, Texter.sealed_number.is_not(None), Texter.id.not_in(recent))
-    ).all()
+        db.select(Texter).where(
+            Texter.created_at < cutoff, Texter.sealed_number.is_not(None), Texter.id.not_in(recent),
+            Texter.id.not_in(checked_in), Texter.id.not_in(surveyed),
+        )
+    ).all()  # fmt: skip
     for texter in stale:
         texter.sealed_number = None
         if not texter.opted_out:

@@ -139,7 +139,10 @@ def test_end_closes_with_a_message_in_the_texters_language(app: Flask, texting: 
     assert texting.send(BEN, f"END {tag}") == [f"#{tag} is already taken or closed. Thank you."]
     assert texting.send(DIEGO, f"END {tag}") == [f"#{tag} is closed. Thank you."]
 
-    assert texting.inbox(TEXTER)[-1] == "Esta conversacion ha terminado. Escribanos cuando necesite hablar."
+    assert texting.inbox(TEXTER)[-2:] == [
+        "Esta conversacion ha terminado. Escribanos cuando necesite hablar.",
+        "Quiere que le escribamos mas tarde para saber como esta? Responda SI. Responda STOP para parar.",
+    ]  # the closing text, then (check-ins being on) the consent question
     assert conversation_of(app).state == "closed"
 
 

@@ -1,0 +1,97 @@
+"""Follow-up fixtures: a clean Redis per test, and running what is due, in this process (under
+the test's travelled clock) or on the Procfile's real worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from flask import Flask
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+from sqlalchemy import select
+
+from crisisline.app import rq
+from crisisline.db import db
+from crisisline.models import CheckIn, ScheduledContact
+from crisisline.settings import Settings
+from tests.conftest import ROOT, deployment_environment
+from twilio_fake.server import FakeTwilioServer
+
+
+@pytest.fixture(autouse=True)
+def clean_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """An empty Redis, so no other test's jobs run against this test's database."""
+    connection = redis.Redis.from_url(settings.redis_url)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+@pytest.fixture
+def run_due(app: Flask) -> Callable[[], list[str]]:
+    """Run every pending contact that is due by the (travelled) clock, as the RQ job does;
+    returns their outcomes. Contacts not yet due are left alone."""
+
+    def run() -> list[str]:
+        from workers.contacts import now, run_scheduled_contact
+
+        outcomes = []
+        with app.app_context():
+            due = db.session.scalars(
+                select(ScheduledContact.id)
+                .where(ScheduledContact.state == "pending", ScheduledContact.due_at <= now())
+                .order_by(ScheduledContact.due_at, ScheduledContact.id)
+            ).all()
+            for contact_id in due:
+                outcomes.append(run_scheduled_contact(contact_id))
+        return outcomes
+
+    return run
+
+
+@pytest.fixture
+def run_real_worker(app: Flask, settings: Settings, fake_twilio_server: FakeTwilioServer) -> Callable[[], None]:
+    """Hand the jobs due by the travelled clock to the queue (as RQ's scheduler does when their
+    time comes) and run the Procfile's worker as a real process, in burst mode."""
+
+    def run() -> None:
+        from workers.contacts import QUEUE, now
+
+        with app.app_context():
+            queue = rq.get_queue(QUEUE)
+            registry = ScheduledJobRegistry(queue=queue)
+            for job_id in registry.get_job_ids():
+                contact = db.session.scalars(
+                    select(ScheduledContact).where(ScheduledContact.id == int(job_id.removeprefix("contact-")))
+                ).one()
+                if contact.due_at <= now():
+                    registry.remove(job_id)
+                    queue.enqueue_job(Job.fetch(job_id, connection=queue.connection))
+        env = {
+            **os.environ,
+            **deployment_environment(
+                settings.database_url, settings.redis_url,
+                TWILIO_API_BASE_URL=fake_twilio_server.base_url, PUBLIC_BASE_URL=settings.public_base_url or "",
+            ),
+        }  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "followups"],
+            env=env, cwd=ROOT, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+    return run
+
+
+def checkins(app: Flask) -> list[CheckIn]:
+    with app.app_context():
+        return list(db.session.scalars(select(CheckIn).order_by(CheckIn.id)))
+
+
+def contacts(app: Flask) -> list[ScheduledContact]:
+    with app.app_context():
+        return list(db.session.scalars(select(ScheduledContact).order_by(ScheduledContact.id)))
