@@ -1,1 +1,310 @@
-"""Callback attempts as scheduled contacts (filled in by the callbacks work)."""
+"""Callback attempts: counselor first, then the person, retried, then a text.
+
+Each attempt is a scheduled contact (kind ``callback``, at most once) that starts a callback
+*transfer*: the ordinary search for a responder (same whisper, same one-winner accept, a pass
+rings the next person), except nobody is on the line yet. Only when a responder presses 1 is
+the person dialled into the responder's conference, so the person is never called by a line
+with nobody on it. No answer → the next attempt after the configured wait; after the last,
+kind ``callback_missed`` texts them how to reach us.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import requests
+from flask import current_app
+from sqlalchemy import func, select, update
+from twilio.base.exceptions import TwilioRestException
+from twilio.twiml.voice_response import VoiceResponse
+
+from crisisline.db import db
+from crisisline.models import Call, Callback, ScheduledContact, Texter, Transfer
+from crisisline.privacy import Vault
+from crisisline.urls import public_url
+from ivr.call_log import PHONE_CONTEXT, phone_hash
+from routing.document import RoutingDocument
+from transfer import dispatch, flow, state
+from workers.contacts import schedule, sends
+
+log = logging.getLogger(__name__)
+PERSON_LEG_GRACE = timedelta(seconds=120)  # past ring timeout: ask Twilio about a silent person leg
+
+
+def _active_document() -> RoutingDocument | None:
+    from routing.store import active_routing
+
+    active = active_routing()
+    return active.document if active else None
+
+
+@sends("callback", retry_safe=True)
+def start_attempt(contact: ScheduledContact) -> str:
+    """Start attempt ``contact.attempt``: a callback search that rings responders now.
+
+    Safe to run twice (a worker killed mid-way is simply run again): the attempt counter
+    moves once, and a search already started for this attempt is not started again.
+    """
+    document = _active_document()
+    callback = db.session.get(Callback, contact.callback_id) if contact.callback_id else None
+    if callback is None or document is None:
+        return "not_needed"
+    db.session.execute(
+        update(Callback)
+        .where(
+            Callback.id == callback.id,
+            Callback.state.in_(("waiting", "retry_wait")),
+            Callback.attempts == contact.attempt - 1,
+        )
+        .values(state="waiting", attempts=contact.attempt)
+    )
+    db.session.commit()
+    db.session.refresh(callback)
+    started = db.session.scalar(select(func.count(Transfer.id)).where(Transfer.callback_id == callback.id)) or 0
+    if callback.state != "waiting" or callback.attempts != contact.attempt or started >= contact.attempt:
+        return "not_needed"
+    db.session.refresh(callback)
+    call = db.session.get(Call, callback.call_id)
+    assert call is not None
+    if _reached_us_since(callback, call):
+        db.session.execute(
+            update(Callback)
+            .where(Callback.id == callback.id, Callback.state == "waiting")
+            .values(state="canceled", outcome="called_in", finished_at=state.now())
+        )
+        db.session.commit()
+        return "not_needed"
+    transfer = state.start_transfer(call, callback.language, callback.need, language_matched=True, callback=callback)
+    flow.record_event(transfer, "callback.attempt", f"callback:{callback.id}:attempt:{contact.attempt}")
+    db.session.commit()
+    dispatch.advance(transfer.id, document)
+    return "sent"
+
+
+def _reached_us_since(callback: Callback, call: Call) -> bool:
+    """The person called in again after asking, and is (or was) being looked after live."""
+    if not call.caller_hash:
+        return False
+    return (
+        db.session.scalar(
+            select(func.count(Transfer.id))
+            .join(Call, Call.id == Transfer.call_id)
+            .where(
+                Call.caller_hash == call.caller_hash,
+                Call.id != call.id,
+                Call.started_at > callback.requested_at,
+                Transfer.mode == "live",
+                Transfer.state.in_(("waiting", "connecting", "connected", "ended")),
+            )
+        )
+        or 0
+    ) > 0
+
+
+@sends("callback_missed")
+def send_missed_text(contact: ScheduledContact) -> str:
+    """We could not reach them (no answer, or nobody free in time): say so, and how to reach us."""
+    from sms import outbox
+    from sms.conversations import find_or_create_texter
+
+    document = _active_document()
+    callback = db.session.get(Callback, contact.callback_id) if contact.callback_id else None
+    call = db.session.get(Call, callback.call_id) if callback else None
+    if callback is None or call is None or not call.sealed_caller or document is None:
+        return "no_number"
+    number = _vault().open(call.sealed_caller, context=PHONE_CONTEXT)
+    known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
+    if known is not None and known.opted_out:
+        return "opted_out"
+    texter = known or find_or_create_texter(number, phone_hash(number))
+    settings = current_app.extensions["crisisline.settings"]
+    from_number = call.line_number or settings.line_phone_number
+    if not from_number:
+        return "no_line_number"
+    sent = outbox.send_text(
+        key=f"contact:{contact.id}", to_number=number, from_number=from_number,
+        body=document.language(callback.language).text("callback_missed"), party="line", texter=texter,
+    )  # fmt: skip
+    return "sent" if sent else "send_failed"
+
+
+def call_person(transfer: Transfer, document: RoutingDocument) -> bool:
+    """A responder accepted a callback: ring the person into their conference (once)."""
+    callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
+    call = db.session.get(Call, transfer.call_id)
+    if callback is None or call is None or not call.sealed_caller:
+        return False
+    if transfer.caller_call_sid:
+        return True  # the same accept delivered twice: the person is already being rung
+    number = _vault().open(call.sealed_caller, context=PHONE_CONTEXT)
+    try:
+        placed = dispatch.rest_client().calls.create(
+            to=number,
+            from_=dispatch.line_number(transfer),
+            url=public_url("callbacks.person_answer", transfer=transfer.id),
+            method="POST",
+            fallback_url=public_url("voice.fallback"),
+            fallback_method="POST",
+            status_callback=public_url("callbacks.person_status", transfer=transfer.id),
+            status_callback_event=dispatch.LEG_EVENTS,
+            status_callback_method="POST",
+            timeout=document.callbacks.ring_timeout_seconds,
+            # An answering machine is not the person: we hang up (no message, for their
+            # privacy), tell the counselor, and try again later.
+            machine_detection="Enable",
+        )
+    except (TwilioRestException, requests.RequestException, OSError) as error:
+        code = getattr(error, "code", None) or type(error).__name__
+        log.warning("callback %s: the person's call was not placed (%s)", callback.id, code)
+        person_not_reached(transfer, document, "not_placed", tell_responder=False)  # told in the reply
+        return False
+    db.session.execute(
+        update(Transfer)
+        .where(Transfer.id == transfer.id, Transfer.caller_call_sid == "")
+        .values(caller_call_sid=placed.sid)
+    )
+    db.session.execute(
+        update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="calling")
+    )
+    flow.record_event(transfer, "callback.dialled", f"callback:{callback.id}:dialled:{transfer.id}")
+    db.session.commit()
+    return True
+
+
+def person_answered(transfer: Transfer) -> bool:
+    """The person picked up: into the conference if their responder is still there."""
+    if not flow.caller_joined(transfer):
+        return False
+    db.session.execute(
+        update(Callback)
+        .where(Callback.id == transfer.callback_id, Callback.state == "calling")
+        .values(state="connected", connected_at=state.now(), outcome="connected", finished_at=state.now())
+    )
+    db.session.commit()
+    return True
+
+
+def person_leg_ended(transfer: Transfer, document: RoutingDocument, status: str, call_sid: str) -> None:
+    """The person's leg ended (Twilio may repeat or reorder this). Never answered → their
+    responder is told and the next attempt is scheduled; answered → the call is over, in
+    whichever round it was (their responder may have left and a new search begun)."""
+    call = db.session.get(Call, transfer.call_id)
+    later_rounds = db.session.scalars(
+        select(Transfer).where(
+            Transfer.call_id == transfer.call_id,
+            Transfer.id != transfer.id,
+            Transfer.caller_call_sid == call_sid,
+            Transfer.state.in_(state.OPEN_TRANSFER_STATES),
+        )
+    ).all()
+    for later in later_rounds:
+        if call is not None:
+            flow.leg_gone(later, call)
+    if state.move_transfer(transfer.id, ("connected",), "ended", end_reason="caller_left"):
+        flow.record_event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
+        db.session.commit()
+        flow.stop_ringing(transfer)
+        return
+    if transfer.state == "connecting":
+        person_not_reached(transfer, document, status.replace("-", "_"))
+
+
+def person_not_reached(
+    transfer: Transfer, document: RoutingDocument, reason: str, *, tell_responder: bool = True
+) -> None:
+    """End this attempt (once): tell the waiting responder, then retry or text."""
+    if not state.move_transfer(transfer.id, ("connecting",), "ended", end_reason="person_no_answer"):
+        db.session.commit()
+        return
+    flow.record_event(transfer, "callback.no_answer", f"transfer:{transfer.id}:no_answer", reason=reason)
+    db.session.commit()
+    for offer in state.staff_on_call(transfer.id) if tell_responder else ():
+        _tell_responder(offer.call_sid, document.staff_prompt("callback_no_answer"))
+    callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
+    if callback is not None:
+        _next_step(callback, document)
+
+
+def _next_step(callback: Callback, document: RoutingDocument) -> None:
+    retries = document.callbacks.retry_after_minutes
+    if callback.attempts <= len(retries):
+        moved = db.session.execute(
+            update(Callback)
+            .where(Callback.id == callback.id, Callback.state.in_(("waiting", "calling")))
+            .values(state="retry_wait")
+        ).rowcount  # type: ignore[attr-defined]
+        db.session.commit()
+        if moved:
+            due = state.now() + timedelta(minutes=retries[callback.attempts - 1])
+            attempt = callback.attempts + 1
+            schedule(
+                "callback", f"callback:{callback.id}:{attempt}", due, call_id=callback.call_id,
+                callback_id=callback.id, attempt=attempt,
+            )  # fmt: skip
+        return
+    give_up(callback, "no_answer")
+
+
+def give_up(callback: Callback, outcome: str) -> None:
+    """No more attempts: text the person how to reach us (once)."""
+    moved = db.session.execute(
+        update(Callback)
+        .where(Callback.id == callback.id, Callback.state.in_(("waiting", "calling", "retry_wait")))
+        .values(state="gave_up", outcome=outcome, finished_at=state.now())
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if moved:
+        schedule(
+            "callback_missed", f"callback-missed:{callback.id}", state.now(), call_id=callback.call_id,
+            callback_id=callback.id,
+        )  # fmt: skip
+
+
+def _tell_responder(call_sid: str | None, text: str) -> None:
+    if not call_sid:
+        return
+    message = VoiceResponse()
+    message.say(text)
+    message.hangup()
+    try:
+        dispatch.rest_client().calls(call_sid).update(twiml=str(message))
+    except (TwilioRestException, requests.RequestException, OSError) as error:
+        log.info("could not tell the responder the callback failed: %s", type(error).__name__)
+        dispatch.hang_up_call(call_sid, answered=True)
+
+
+def tend(document: RoutingDocument) -> dict[str, int]:
+    """Every minute: ring for waiting callbacks in queue order, give up on ones nobody could
+    take in time, and settle person legs whose final status callback was lost. Idempotent."""
+    counts = {"rung": 0, "gave_up": 0, "settled": 0}
+    moment = state.now()
+    give_up_after = timedelta(minutes=document.callbacks.give_up_after_minutes)
+    waiting = db.session.scalars(
+        select(Transfer)
+        .where(Transfer.mode == "callback", Transfer.state == "waiting")
+        .order_by(Transfer.started_at, Transfer.id)
+    ).all()
+    for transfer in waiting:
+        callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
+        if callback is not None and moment - callback.requested_at > give_up_after:
+            if flow.send_to_backup(transfer, "callback_gave_up"):
+                give_up(callback, "nobody_free")
+                counts["gave_up"] += 1
+            continue
+        counts["rung"] += dispatch.advance(transfer.id, document).rung
+    ring_limit = timedelta(seconds=document.callbacks.ring_timeout_seconds) + PERSON_LEG_GRACE
+    stalled = db.session.scalars(
+        select(Transfer).where(Transfer.mode == "callback", Transfer.state == "connecting")
+    ).all()
+    for transfer in stalled:
+        overdue = transfer.accepted_at is not None and moment - transfer.accepted_at > ring_limit
+        if overdue and (not transfer.caller_call_sid or dispatch.call_has_ended(transfer.caller_call_sid)):
+            person_not_reached(transfer, document, "lost_status")
+            counts["settled"] += 1
+    return counts
+
+
+def _vault() -> Vault:
+    vault: Vault = current_app.extensions["crisisline.vault"]
+    return vault

@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     rq.init_app(app)
 
     import workers.upkeep  # noqa: F401 - registers the periodic jobs
+    from callbacks.views import bp as callbacks_bp
     from crisisline import cli as line_cli
     from followups.views import bp as followups_bp
     from ivr.views import bp as voice_bp
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(transfer_bp)
     app.register_blueprint(sms_bp)
     app.register_blueprint(followups_bp)
+    app.register_blueprint(callbacks_bp)
     app.cli.add_command(routing_cli)
     line_cli.register(app)
     workers_cli.register(app)

@@ -326,7 +326,7 @@ class Callback(Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
-    origin: Mapped[str] = mapped_column(String(8))  # call | text
+    origin: Mapped[str] = mapped_column(String(8))  # call | text | checkin (a "2, I'd like to talk")
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
     language: Mapped[str] = mapped_column(String(16))

@@ -169,23 +169,23 @@ def _route(call: Call, document: RoutingDocument, language: Language, need: Need
             "responders": [r.id for r in decision.responders],
         },
     )
-    if decision.target == "backup":
+    callback_instead = decision.reason == "nobody_on_call" and document.callbacks.enabled and bool(call.sealed_caller)
+    if decision.target == "backup" and not callback_instead:
         key = {"system_down": "system_down", "need_routes_to_backup": "connecting"}.get(
             decision.reason, "nobody_available"
         )
         return to_backup(call, document, language, key, attempt=1)
+    # Nobody on call but a callback is possible: begin the search anyway; the hold step
+    # finds nobody to ring and offers the callback key for a few seconds before the backup line.
     call.route = decision.target
     db.session.commit()
     transfer = flow.begin(call, document, language.code, need.key, language_matched=decision.language_matched)
     step = flow.hold_step(transfer, document, tick=1)
     if step.kind == "backup":
         return to_backup(call, document, language, "nobody_available", attempt=1)
-    lead = [] if decision.language_matched else [language.prompt("no_language_match")]
-    follow = (
-        transfer_views.hold_twiml(transfer, document, "hold", 1)
-        if step.kind == "hold"
-        else transfer_views.caller_join_twiml(transfer)
-    )
+    matched = decision.language_matched or decision.target == "backup"
+    lead = [] if matched else [language.prompt("no_language_match")]
+    follow = transfer_views.step_twiml(transfer, document, step, 1)
     return twiml_response(twiml.with_lead(language, lead, follow))
 
 

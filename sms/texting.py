@@ -14,6 +14,7 @@ from sms.language import detect
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 START_WORDS = frozenset({"START", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
+CALL_WORDS = frozenset({"CALL", "CALL ME", "PHONE ME", "LLAMAR", "LLAMADA", "LLAMEME", "LLÁMEME", "LLAMENME"})
 
 
 def keyword_of(body: str) -> str:
@@ -57,6 +58,9 @@ def handle_texter_message(
         if num_media:
             convo.to_texter(conversation, f"mms:{inbound.id}", language.text("mms"))
         return
+    if keyword in CALL_WORDS and conversation.state != "active":
+        _call_me_back(document, conversation, texter, inbound)
+        return
     if keyword in HELP_WORDS:
         voice = conversation.line_number or ""
         convo.to_texter(
@@ -73,6 +77,18 @@ def handle_texter_message(
                 convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
             return
     handle_step(document, conversation, inbound, body)
+
+
+def _call_me_back(document: RoutingDocument, conversation: Conversation, texter: Texter, inbound: Message) -> None:
+    """``CALL``: the texter would rather talk. A callback takes over their place in the queue."""
+    from callbacks.requests import request_from_text
+
+    language = document.language(conversation.language)
+    if not request_from_text(conversation, texter, document):
+        convo.to_texter(conversation, f"callback-impossible:{inbound.id}", language.text("callback_impossible"))
+        return
+    convo.to_texter(conversation, f"callback:{inbound.id}", language.text("callback_confirmed"))
+    convo.close(conversation, document, "callback", tell_texter=None)
 
 
 def handle_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:

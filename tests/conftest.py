@@ -8,6 +8,8 @@ PostgreSQL tests are skipped, with the reason, when no server answers at TEST_PO
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 import requests
 import time_machine
 import yaml
@@ -291,3 +294,33 @@ class TextingPhone:
 @pytest.fixture
 def texting(live_server: str, fake: FakeTwilio) -> TextingPhone:
     return TextingPhone(live_server, fake)
+
+
+@pytest.fixture
+def clean_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """An empty Redis, so no other test's jobs run against this test's database."""
+    connection = redis.Redis.from_url(settings.redis_url)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+@pytest.fixture
+def run_worker(settings: Settings, fake_twilio_server: FakeTwilioServer) -> Callable[..., None]:
+    """Runs the Procfile's worker (``flask rq worker --burst``) as a real process until the
+    queue is empty, with this test's database, Redis and fake Twilio."""
+
+    def run(*queues: str) -> None:
+        env = {
+            **os.environ,
+            **deployment_environment(
+                settings.database_url, settings.redis_url,
+                TWILIO_API_BASE_URL=fake_twilio_server.base_url, PUBLIC_BASE_URL=settings.public_base_url or "",
+            ),
+        }  # fmt: skip
+        command = [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst"]
+        subprocess.run(  # noqa: S603 - our own interpreter and module
+            [*command, *(queues or ("followups",))], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120
+        )
+
+    return run

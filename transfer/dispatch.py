@@ -63,6 +63,11 @@ def advance(transfer_id: int, document: RoutingDocument) -> DispatchResult:
     transfer = db.session.get(Transfer, transfer_id)
     if transfer is None or transfer.state != "waiting":
         return DispatchResult(0, 0, False)
+    if transfer.mode == "live":
+        # Queue order: people who asked to be called back keep their place, so responders
+        # free now are offered to callbacks that were waiting before this caller first.
+        for earlier_id in state.earlier_waiting_callbacks(transfer):
+            advance(earlier_id, document)
     if not state.lease_dispatch(transfer_id):
         db.session.commit()
         return DispatchResult(0, len(state.active_offers(transfer_id)), False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import requests
 from twilio.base.exceptions import TwilioRestException
@@ -52,6 +52,7 @@ class HoldStep:
     kind: str
     message: str = ""
     minutes: int = 0
+    offer_callback: bool = False
 
 
 def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldStep:
@@ -69,26 +70,38 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
     db.session.commit()
     waited = (state.now() - transfer.started_at).total_seconds()
     if waited >= document.transfer.max_hold_seconds:
-        return _backup_unless_accepted(transfer, "hold_limit")
+        return backup_unless_accepted(transfer, "hold_limit")
     result = dispatch.advance(transfer.id, document)
     db.session.refresh(transfer)
     if transfer.state in ("connecting", "connected"):
         return HoldStep("join")
     if result.exhausted and not state.active_offers(transfer.id):
-        return _backup_unless_accepted(transfer, "nobody_left")
+        if callback_possible(transfer, document):
+            return HoldStep("callback_or_backup", "nobody_available")  # a few seconds to choose
+        return backup_unless_accepted(transfer, "nobody_left")
+    offer = callback_possible(transfer, document) and waited >= document.callbacks.offer_after_seconds
     if tick <= 1:
-        return HoldStep("hold", "hold")
+        return HoldStep("hold", "hold", offer_callback=offer)
     ahead = state.waiting_ahead_of(transfer)
     if ahead == 0 and result.ringing:
-        return HoldStep("hold", "hold_next")
+        return HoldStep("hold", "hold_next", offer_callback=offer)
     typical = state.typical_speed_to_answer_seconds()
     if typical is not None and tick % 2 == 0:
         # An honest estimate, from how long recent callers waited, times the callers ahead.
-        return HoldStep("hold", "hold_wait", minutes=max(1, round(typical * (ahead + 1) / 60)))
-    return HoldStep("hold", "hold_update")
+        minutes = max(1, round(typical * (ahead + 1) / 60))
+        return HoldStep("hold", "hold_wait", minutes=minutes, offer_callback=offer)
+    return HoldStep("hold", "hold_update", offer_callback=offer)
 
 
-def _backup_unless_accepted(transfer: Transfer, reason: str) -> HoldStep:
+def callback_possible(transfer: Transfer, document: RoutingDocument) -> bool:
+    """A live caller whose number we can call back, on a line that offers callbacks."""
+    if transfer.mode != "live" or not document.callbacks.enabled:
+        return False
+    call = db.session.get(Call, transfer.call_id)
+    return call is not None and bool(call.sealed_caller) and call.call_sid == transfer.caller_call_sid
+
+
+def backup_unless_accepted(transfer: Transfer, reason: str) -> HoldStep:
     """To the backup line, unless a responder accepted in this very moment: then join them."""
     if send_to_backup(transfer, reason):
         return HoldStep("backup", "nobody_available")
@@ -106,11 +119,12 @@ def send_to_backup(transfer: Transfer, reason: str) -> bool:
     waited = round((state.now() - transfer.started_at).total_seconds())
     record_event(transfer, "transfer.to_backup", f"transfer:{transfer.id}:backup", reason=reason, waited_seconds=waited)
     db.session.commit()
-    _stop_ringing(transfer)
+    stop_ringing(transfer)
     return True
 
 
-def _stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
+def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
+    """Stop every responder leg still ringing (or whispering) for this transfer."""
     for offer in state.active_offers(transfer.id):
         if offer.id == keep:
             continue
@@ -162,6 +176,10 @@ def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) 
     need_label = need.labels.get(document.menu.default_language, need.key) if need else transfer.need
     if offer.purpose == "join":
         text = document.staff_prompt("whisper_add_unit", language=language.staff_name, need=need_label)
+    elif transfer.mode == "callback":
+        asked = _callback_requested_at(transfer) or transfer.started_at
+        ago = spoken_wait((state.now() - asked).total_seconds())
+        text = document.staff_prompt("whisper_callback", language=language.staff_name, need=need_label, ago=ago)
     else:
         waited = spoken_wait((state.now() - transfer.started_at).total_seconds())
         text = document.staff_prompt("whisper", language=language.staff_name, need=need_label, wait=waited)
@@ -174,6 +192,7 @@ class Decision:
 
     kind: str
     key: str = ""
+    lead: str = "connecting"  # for ``joined``: what the responder hears before the conference
 
 
 def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, digits: str) -> Decision:
@@ -203,7 +222,7 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
         db.session.commit()
         return Decision("staff", "caller_gone")
 
-    if not caller_is_holding(transfer):
+    if transfer.mode == "live" and not caller_is_holding(transfer):
         # The caller is not in our hold loop any more: they are on the backup line or gone.
         send_to_backup(transfer, "caller_not_holding")
     if not state.accept(transfer.id, offer.id):
@@ -222,15 +241,22 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
     )
     state.count_missed(offer.responder_id, "accepted")
     db.session.commit()
+    if transfer.mode == "callback":
+        from callbacks.attempts import call_person
+
+        stop_ringing(transfer, keep=offer.id)
+        if call_person(transfer, document):
+            return Decision("joined", lead="callback_calling")
+        return Decision("staff", "callback_no_answer")
     # The caller first (their next hold turn would also bring them in if this fails), then
     # stop the other ringing phones, so pressing 1 never waits on them.
     if dispatch.redirect_caller(transfer, "transfer.caller_join") == dispatch.CALLER_GONE:
         state.move_transfer(transfer.id, ("connecting",), "abandoned", end_reason="caller_left")
         state.finish_offer(offer, "caller_gone", from_states=("accepted",))
         db.session.commit()
-        _stop_ringing(transfer)
+        stop_ringing(transfer)
         return Decision("staff", "caller_gone")
-    _stop_ringing(transfer, keep=offer.id)
+    stop_ringing(transfer, keep=offer.id)
     return Decision("joined")
 
 
@@ -268,7 +294,7 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
         pause_for_missed(offer.responder_id, missed, document, transfer)
     if offer.purpose == "answer" and transfer.state == "waiting":
         result = dispatch.advance(transfer.id, document)
-        if result.exhausted:
+        if result.exhausted and transfer.mode == "live":
             if caller_is_holding(transfer):
                 # Nobody left: move the caller on now rather than at their next hold turn.
                 dispatch.redirect_caller(transfer, "transfer.hold")
@@ -300,28 +326,44 @@ def _after_staff_left(transfer: Transfer) -> bool:
     db.session.refresh(transfer)
     if transfer.state not in ("connecting", "connected") or state.staff_on_call(transfer.id):
         return False
-    caller = db.session.get(Call, transfer.call_id)
-    if caller is None or caller.status in call_log.TERMINAL_STATUSES:
+    if caller_hung_up(transfer) or not transfer.caller_call_sid:
         return False
+    if transfer.mode == "callback" and transfer.state == "connecting":
+        return False  # the person's phone is still ringing: their status callback settles it
     return dispatch.redirect_caller(transfer, "transfer.staff_left") == dispatch.REDIRECTED
+
+
+def caller_hung_up(transfer: Transfer) -> bool:
+    """Our records say the caller's leg is over. For a live caller that is their call's status;
+    the leg we dial for a callback reports to its transfer, which ends when the leg does."""
+    if transfer.caller_call_sid and transfer.mode == "live":
+        caller = db.session.get(Call, transfer.call_id)
+        if caller is not None and caller.call_sid == transfer.caller_call_sid:
+            return caller.status in call_log.TERMINAL_STATUSES
+    return transfer.state not in state.OPEN_TRANSFER_STATES
 
 
 def caller_left(call: Call) -> None:
     """The caller hung up: stop every ringing leg at once and record the abandonment."""
     transfer = state.open_transfer(call)
-    if transfer is None:
-        return
+    if transfer is None or transfer.caller_call_sid != call.call_sid:
+        return  # e.g. a callback search under way for them: their old call's end is old news
+    leg_gone(transfer, call)
+
+
+def leg_gone(transfer: Transfer, call: Call) -> None:
+    """The caller's leg of this transfer ended: abandon the search or end the conversation."""
     # Try both moves: an acceptance may commit between reading the state and writing it.
     if state.move_transfer(transfer.id, ("waiting",), "abandoned", end_reason="caller_left"):
         waited = round((state.now() - transfer.started_at).total_seconds())
         record_event(transfer, "transfer.abandoned", f"transfer:{transfer.id}:abandoned", waited_seconds=waited)
         db.session.commit()
-        _stop_ringing(transfer)
+        stop_ringing(transfer)
         _invite_back(call, waited)
     elif state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="caller_left"):
         record_event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
         db.session.commit()
-        _stop_ringing(transfer)
+        stop_ringing(transfer)
 
 
 def caller_joined(transfer: Transfer) -> bool:
@@ -338,9 +380,23 @@ def restart_after_staff_left(transfer: Transfer, document: RoutingDocument) -> T
     state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="staff_left")
     record_event(transfer, "transfer.staff_left", f"transfer:{transfer.id}:staff_left")
     db.session.commit()
+    return restart_for_person(transfer, document, transfer.caller_call_sid)
+
+
+def restart_for_person(transfer: Transfer, document: RoutingDocument, caller_call_sid: str) -> Transfer:
+    """A new live search for the person on ``caller_call_sid`` (same language and need):
+    after their responder left, or a called-back person whose responder had gone."""
     call = db.session.get(Call, transfer.call_id)
     assert call is not None
-    return begin(call, document, transfer.language, transfer.need, language_matched=transfer.language_matched)
+    renewed = state.start_transfer(
+        call, transfer.language, transfer.need, language_matched=transfer.language_matched,
+        caller_call_sid=caller_call_sid or call.call_sid,
+    )  # fmt: skip
+    record_event(renewed, "transfer.started", f"transfer:{renewed.id}:started", need=renewed.need,
+                 language=renewed.language, language_matched=renewed.language_matched)  # fmt: skip
+    db.session.commit()
+    dispatch.advance(renewed.id, document)
+    return renewed
 
 
 def caller_still_with_us(offer: Offer, transfer: Transfer) -> bool:
@@ -352,8 +408,7 @@ def caller_still_with_us(offer: Offer, transfer: Transfer) -> bool:
     db.session.refresh(transfer)
     if offer.state != "accepted" or transfer.state not in ("connecting", "connected"):
         return False
-    caller = db.session.get(Call, transfer.call_id)
-    if caller is not None and caller.status in call_log.TERMINAL_STATUSES:
+    if caller_hung_up(transfer) or not transfer.caller_call_sid:
         return False
     return dispatch.call_has_ended(transfer.caller_call_sid) is not True
 
@@ -367,6 +422,13 @@ def failsafe_took_over(call_sid: str) -> None:
     transfer = state.open_transfer(call)
     if transfer is not None:
         send_to_backup(transfer, "failsafe")
+
+
+def _callback_requested_at(transfer: Transfer) -> datetime | None:
+    from crisisline.models import Callback
+
+    callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
+    return callback.requested_at if callback else None
 
 
 def _invite_back(call: Call, waited_seconds: int) -> None:

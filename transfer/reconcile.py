@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Call, Offer, Transfer
-from ivr import call_log
 from routing.document import RoutingDocument
 from transfer import dispatch, flow, state
 
@@ -55,11 +54,11 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
         if state.staff_on_call(transfer.id):
             continue
         caller = db.session.get(Call, transfer.call_id)
-        if caller is None or caller.status in call_log.TERMINAL_STATUSES:
+        if caller is None or flow.caller_hung_up(transfer):
             continue
         outcome = dispatch.redirect_caller(transfer, "transfer.staff_left")
         if outcome == dispatch.CALLER_GONE:
-            flow.caller_left(caller)
+            flow.leg_gone(transfer, caller)
         counts["callers_moved"] += int(outcome == dispatch.REDIRECTED)
     db.session.commit()
     return counts

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from crisisline.db import db, insert_ignoring_duplicates
-from crisisline.models import Call, Offer, ResponderState, Transfer
+from crisisline.models import Call, Callback, Offer, ResponderState, Transfer
 
 ACTIVE_OFFER_STATES = ("placing", "ringing", "answered")
 OPEN_TRANSFER_STATES = ("waiting", "connecting", "connected")
@@ -31,11 +31,15 @@ def open_transfer(call: Call) -> Transfer | None:
     ).first()
 
 
-def start_transfer(call: Call, language: str, need: str, *, language_matched: bool) -> Transfer:
+def start_transfer(
+    call: Call, language: str, need: str, *, language_matched: bool, caller_call_sid: str | None = None,
+    callback: Callback | None = None,
+) -> Transfer:  # fmt: skip
     """Begin (or return the already begun) search for a human for this caller.
 
     Idempotent: a duplicated need-menu request finds the open transfer; two concurrent ones
-    race on the unique (call, round) and one insert is ignored.
+    race on the unique (call, round) and one insert is ignored. With ``callback`` it is a
+    callback search: nobody is on the line, and it queues from the person's first wait.
     """
     existing = open_transfer(call)
     if existing is not None:
@@ -46,14 +50,16 @@ def start_transfer(call: Call, language: str, need: str, *, language_matched: bo
             Transfer,
             {
                 "call_id": call.id,
-                "caller_call_sid": call.call_sid,
+                "caller_call_sid": "" if callback else (caller_call_sid or call.call_sid),
                 "round": next_round,
                 "language": language,
                 "need": need,
                 "state": "waiting",
                 "language_matched": language_matched,
-                "started_at": now(),
+                "started_at": callback.queue_since if callback else now(),
                 "last_hold_at": now(),
+                "mode": "callback" if callback else "live",
+                "callback_id": callback.id if callback else None,
             },
         )
     )
@@ -74,7 +80,7 @@ def _change(model: Any, where: list[Any], values: dict[str, Any]) -> bool:
 def move_transfer(transfer_id: int, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
     """Move a transfer forward only if it is still in one of ``from_states``."""
     extra = dict(values)
-    if to_state in ("ended", "abandoned", "to_backup"):
+    if to_state in ("ended", "abandoned", "to_backup", "callback"):
         extra.setdefault("ended_at", now())
     return _change(
         Transfer, [Transfer.id == transfer_id, Transfer.state.in_(from_states)], {"state": to_state, **extra}
@@ -263,6 +269,24 @@ def waiting_ahead_of(transfer: Transfer) -> int:
             )
         )
         or 0
+    )
+
+
+def earlier_waiting_callbacks(transfer: Transfer, limit: int = 3) -> list[int]:
+    """Callback searches queued before this caller that have nobody ringing for them yet."""
+    ringing = select(Offer.transfer_id).where(Offer.state.in_(ACTIVE_OFFER_STATES))
+    return list(
+        db.session.scalars(
+            select(Transfer.id)
+            .where(
+                Transfer.mode == "callback",
+                Transfer.state == "waiting",
+                Transfer.started_at < transfer.started_at,
+                Transfer.id.not_in(ringing),
+            )
+            .order_by(Transfer.started_at, Transfer.id)
+            .limit(limit)
+        )
     )
 
 

@@ -11,19 +11,42 @@ HOLD_PAUSE_SECONDS = 15  # between updates when no hold music is configured
 CONFERENCE_EVENTS = "start end join leave"
 
 
-def hold(document: RoutingDocument, language: Language, *, message: str, next_url: str) -> VoiceResponse:
+def hold(
+    document: RoutingDocument, language: Language, *, message: str, next_url: str,
+    callback_offer: str | None = None, callback_url: str | None = None,
+) -> VoiceResponse:  # fmt: skip
     """One turn of the hold loop: a sentence, music (or a pause), then back to us.
 
     Each turn is a fresh request to ``next_url``, which is how the hold limit is enforced
-    without any background worker.
+    without any background worker. With ``callback_offer`` the turn listens for the callback
+    key (sent to ``callback_url``); pressing nothing just carries on holding.
     """
     twiml = VoiceResponse()
-    say(twiml, language, message)
+    turn: VoiceResponse | Gather = twiml
+    if callback_offer and callback_url:
+        turn = Gather(input="dtmf", num_digits=1, timeout=1, action=callback_url, method="POST")
+        twiml.append(turn)
+    say(turn, language, message)
+    if callback_offer:
+        say(turn, language, callback_offer)
     if document.transfer.hold_music_url:
-        twiml.play(document.transfer.hold_music_url)
+        turn.play(document.transfer.hold_music_url)
     else:
-        twiml.pause(length=HOLD_PAUSE_SECONDS)
+        turn.pause(length=HOLD_PAUSE_SECONDS)
     twiml.redirect(next_url, method="POST")
+    return twiml
+
+
+def callback_or_backup(
+    language: Language, *, message: str, callback_offer: str, callback_url: str, backup_url: str
+) -> VoiceResponse:
+    """Nobody can take the call now: offer a callback for a few seconds, else the backup line."""
+    twiml = VoiceResponse()
+    gather = Gather(input="dtmf", num_digits=1, timeout=6, action=callback_url, method="POST")
+    say(gather, language, message)
+    say(gather, language, callback_offer)
+    twiml.append(gather)
+    twiml.redirect(backup_url, method="POST")
     return twiml
 
 
@@ -51,11 +74,11 @@ def caller_joins(name: str, *, events_url: str, after_url: str) -> VoiceResponse
 
 
 def responder_joins(
-    document: RoutingDocument, name: str, *, events_url: str, after_url: str, label: str
+    document: RoutingDocument, name: str, *, events_url: str, after_url: str, label: str, lead: str = "connecting"
 ) -> VoiceResponse:
     """A responder who pressed 1 enters the conference; ``*`` opens the counselor menu."""
     twiml = VoiceResponse()
-    twiml.say(document.staff_prompt("connecting"))
+    twiml.say(document.staff_prompt(lead))
     dial = Dial(action=after_url, method="POST", hangup_on_star=True)
     _conference(dial, name, events_url=events_url, label=label, ends_conference=False)
     twiml.append(dial)

@@ -76,16 +76,44 @@ def caller_join_twiml(transfer: Transfer) -> VoiceResponse:
 
 
 def hold_twiml(
-    transfer: Transfer, document: RoutingDocument, message: str, tick: int, *, minutes: int = 0
-) -> VoiceResponse:
+    transfer: Transfer, document: RoutingDocument, message: str, tick: int, *, minutes: int = 0,
+    offer_callback: bool = False,
+) -> VoiceResponse:  # fmt: skip
     language = document.language(transfer.language)
     text = language.prompt(message, minutes=minutes)  # prompts without {minutes} ignore it
     return transfer_twiml.hold(
-        document, language, message=text, next_url=path_for("transfer.hold", transfer=transfer.id, tick=tick + 1)
-    )
+        document, language, message=text, next_url=path_for("transfer.hold", transfer=transfer.id, tick=tick + 1),
+        callback_offer=language.prompt("callback_offer", digit=document.callbacks.digit) if offer_callback else None,
+        callback_url=path_for("callbacks.caller_key", transfer=transfer.id, tick=tick + 1),
+    )  # fmt: skip
 
 
-def _backup(transfer: Transfer, document: RoutingDocument, message: str) -> Response:
+def hold_turn(transfer: Transfer, document: RoutingDocument, tick: int) -> Response:
+    """One turn of the hold loop as TwiML: hold (maybe offering a callback), join, or backup."""
+    step = flow.hold_step(transfer, document, tick)
+    if step.kind == "backup":
+        return backup(transfer, document, step.message)
+    return twiml_response(step_twiml(transfer, document, step, tick))
+
+
+def step_twiml(transfer: Transfer, document: RoutingDocument, step: flow.HoldStep, tick: int) -> VoiceResponse:
+    """The TwiML of a hold step other than ``backup``: join, hold, or the callback-or-backup choice."""
+    if step.kind == "join":
+        flow.caller_joined(transfer)
+        return caller_join_twiml(transfer)
+    if step.kind == "callback_or_backup":
+        language = document.language(transfer.language)
+        return transfer_twiml.callback_or_backup(
+            language,
+            message=language.prompt(step.message),
+            callback_offer=language.prompt("callback_offer", digit=document.callbacks.digit),
+            callback_url=path_for("callbacks.caller_key", transfer=transfer.id, tick=tick + 1),
+            backup_url=path_for("callbacks.declined", transfer=transfer.id),
+        )
+    return hold_twiml(transfer, document, step.message, tick, minutes=step.minutes, offer_callback=step.offer_callback)
+
+
+def backup(transfer: Transfer, document: RoutingDocument, message: str) -> Response:
     call = db.session.get(Call, transfer.call_id)
     assert call is not None
     return to_backup(call, document, document.language(transfer.language), message, attempt=1)
@@ -101,13 +129,7 @@ def hold() -> Response:
     """One turn of the caller's hold loop: keep holding, join the responder, or go to backup."""
     transfer, document = _transfer(), _document()
     tick = int(request.args.get("tick", "1")) if request.args.get("tick", "1").isdigit() else 1
-    step = flow.hold_step(transfer, document, tick)
-    if step.kind == "join":
-        flow.caller_joined(transfer)
-        return twiml_response(caller_join_twiml(transfer))
-    if step.kind == "backup":
-        return _backup(transfer, document, step.message)
-    return twiml_response(hold_twiml(transfer, document, step.message, tick, minutes=step.minutes))
+    return hold_turn(transfer, document, tick)
 
 
 @bp.post("/transfer/join")
@@ -201,16 +223,18 @@ def decide() -> Response:
     document = _document()
     decision = flow.offer_decided(offer, transfer, document, request.form.get("Digits", "").strip()[:1])
     if decision.kind == "joined":
-        return twiml_response(_responder_join_twiml(offer, transfer, document))
+        return twiml_response(_responder_join_twiml(offer, transfer, document, lead=decision.lead))
     return twiml_response(transfer_twiml.staff_message(document.staff_prompt(decision.key)))
 
 
-def _responder_join_twiml(offer: Offer, transfer: Transfer, document: RoutingDocument) -> VoiceResponse:
+def _responder_join_twiml(
+    offer: Offer, transfer: Transfer, document: RoutingDocument, *, lead: str = "connecting"
+) -> VoiceResponse:
     return transfer_twiml.responder_joins(
         document, transfer.conference_name,
         events_url=_events_url(transfer),
         after_url=path_for("transfer.responder_after", offer=offer.id),
-        label=f"{offer.purpose}-{offer.id}",
+        label=f"{offer.purpose}-{offer.id}", lead=lead,
     )  # fmt: skip
 
 

@@ -126,6 +126,16 @@ def reconcile_transfers() -> dict[str, int]:
     return reconcile(active.document) if active else {}
 
 
+def tend_callbacks() -> dict[str, int]:
+    """Ring for waiting callbacks in queue order, give up on ones nobody took in time, settle
+    person legs whose last status callback was lost (see ``callbacks.attempts.tend``). Idempotent."""
+    from callbacks.attempts import tend
+    from routing.store import active_routing
+
+    active = active_routing()
+    return tend(active.document) if active else {}
+
+
 def rebuild_scheduled_contacts() -> dict[str, int]:
     """Re-queue scheduled contacts Redis lost; flag stuck sends for a human. Idempotent."""
     from workers.contacts import rebuild_schedule
@@ -138,6 +148,7 @@ PERIODIC_JOBS = [
     (purge_personal_data, "17 * * * *", "upkeep"),
     (sweep_text_conversations, "* * * * *", "messages"),
     (reconcile_transfers, "* * * * *", "calls"),
+    (tend_callbacks, "* * * * *", "calls"),
     (rebuild_scheduled_contacts, "* * * * *", "followups"),
 ]
 

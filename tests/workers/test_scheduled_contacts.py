@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -28,33 +27,6 @@ MISSED_ES = (
     "Linea de Crisis de Riverside: perdon por no atenderle. Llamenos o escribanos cuando quiera. "
     "Si esta en peligro, llame al 911. Responda STOP para parar."
 )
-
-
-@pytest.fixture
-def clean_redis(settings: Settings) -> Iterator[redis.Redis]:
-    """An empty Redis, so no other test's jobs run against this test's database."""
-    connection = redis.Redis.from_url(settings.redis_url)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-
-
-@pytest.fixture
-def run_worker(settings: Settings, fake_twilio_server: FakeTwilioServer) -> object:
-    def run() -> None:
-        env = {
-            **os.environ,
-            **deployment_environment(
-                settings.database_url, settings.redis_url,
-                TWILIO_API_BASE_URL=fake_twilio_server.base_url, PUBLIC_BASE_URL=settings.public_base_url or "",
-            ),
-        }  # fmt: skip
-        subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "followups"],
-            env=env, cwd=ROOT, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-
-    return run
 
 
 def wait_then_hang_up(phone: Phone, clock: time_machine.Coordinates, number: str, *, spanish: bool = False) -> None:

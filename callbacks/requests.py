@@ -1,0 +1,162 @@
+"""Asking for a callback: from the hold loop (a key) or by text (``CALL``).
+
+A request is one ``Callback`` row (unique per call or text conversation, so a repeated key
+press or a duplicated webhook asks once) and its first attempt, a scheduled contact due now.
+The person keeps their place: the callback queues from when they first started waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+
+from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
+from ivr import call_log
+from routing.document import RoutingDocument
+from transfer import flow, state
+
+log = logging.getLogger(__name__)
+
+
+def can_call_back(call: Call | None, document: RoutingDocument) -> bool:
+    """Callbacks are on, and we have a number to call (withheld numbers are never sealed)."""
+    return bool(document.callbacks.enabled and call is not None and call.sealed_caller)
+
+
+def offer_callback_now(transfer: Transfer, document: RoutingDocument) -> bool:
+    """Should this hold turn offer the callback key? After the configured wait."""
+    if transfer.mode != "live" or not can_call_back(db.session.get(Call, transfer.call_id), document):
+        return False
+    waited = (state.now() - transfer.started_at).total_seconds()
+    return waited >= document.callbacks.offer_after_seconds
+
+
+def request_from_hold(transfer: Transfer, document: RoutingDocument) -> str:
+    """The holding caller pressed the callback key. Returns ``requested`` (tell them and
+    hang up), ``join`` (a responder accepted this very moment), or ``impossible``.
+
+    Idempotent: a repeated press finds the transfer already handed to the callback.
+    """
+    call = db.session.get(Call, transfer.call_id)
+    if call is None or not can_call_back(call, document):
+        return "impossible"
+    if transfer.state == "callback":
+        return "requested"
+    callback = _create(
+        dedupe_key=f"call:{call.id}", origin="call", call_id=call.id, conversation_id=None,
+        language=transfer.language, need=transfer.need, queue_since=transfer.started_at,
+    )  # fmt: skip
+    if not state.move_transfer(transfer.id, ("waiting",), "callback", end_reason="callback_requested"):
+        db.session.commit()
+        db.session.refresh(transfer)
+        if transfer.state in ("connecting", "connected"):
+            _cancel(callback, "answered_live")
+            return "join"
+        if transfer.state != "callback":
+            _cancel(callback, "caller_gone")
+            return "impossible"
+        return "requested"
+    waited = round((state.now() - transfer.started_at).total_seconds())
+    flow.record_event(transfer, "callback.requested", f"callback:{callback.id}:requested", waited_seconds=waited)
+    db.session.commit()
+    flow.stop_ringing(transfer)
+    _schedule_first_attempt(callback)
+    return "requested"
+
+
+def request_from_text(conversation: Conversation, texter: Texter, document: RoutingDocument) -> bool:
+    """A texter replied ``CALL``. Their conversation is handed to the callback (it closes
+    quietly) and keeps its queue place. False if callbacks are off or the number unknown."""
+    if not document.callbacks.enabled or not texter.sealed_number:
+        return False
+    language = conversation.language or document.menu.default_language
+    need = conversation.need or document.menu.default_need
+    call = _call_for_texter(f"text-callback-{conversation.id}", texter, conversation.line_number, language, need)
+    callback = _create(
+        dedupe_key=f"text:{conversation.id}", origin="text", call_id=call.id, conversation_id=conversation.id,
+        language=language, need=need, queue_since=conversation.queued_at or conversation.started_at,
+    )  # fmt: skip
+    call_log.record_event(call, "callback.requested", f"callback:{callback.id}:requested", {"origin": "text"})
+    db.session.commit()
+    _schedule_first_attempt(callback)
+    return True
+
+
+def request_from_checkin(checkin: CheckIn) -> bool:
+    """A check-in reply "2, I'd like to talk" on a line with ``followups.talk_by: call``.
+    It queues from when the check-in was sent, so it goes ahead of contacts that came later."""
+    from routing.store import active_routing
+
+    active = active_routing()
+    texter = db.session.get(Texter, checkin.texter_id) if checkin.texter_id else None
+    if active is None or not active.document.callbacks.enabled or texter is None or not texter.sealed_number:
+        return False
+    document = active.document
+    need = checkin.need or document.menu.default_need
+    call = _call_for_texter(f"checkin-callback-{checkin.id}", texter, checkin.line_number, checkin.language, need)
+    callback = _create(
+        dedupe_key=f"checkin:{checkin.id}", origin="checkin", call_id=call.id, conversation_id=None,
+        language=checkin.language, need=need, queue_since=checkin.sent_at or state.now(),
+    )  # fmt: skip
+    call_log.record_event(call, "callback.requested", f"callback:{callback.id}:requested", {"origin": "checkin"})
+    db.session.commit()
+    _schedule_first_attempt(callback)
+    return True
+
+
+def _call_for_texter(call_sid: str, texter: Texter, line_number: str | None, language: str, need: str) -> Call:
+    """The call record a callback for someone who texted hangs on (idempotent by ``call_sid``)."""
+    db.session.execute(
+        insert_ignoring_duplicates(
+            Call,
+            {
+                "call_sid": call_sid,
+                "caller_hash": texter.number_hash,
+                "sealed_caller": texter.sealed_number,  # both sealed under the "phone" context
+                "line_number": line_number,
+                "language": language,
+                "need": need,
+                "route": "callback",
+                "status": "callback",
+                "started_at": state.now(),
+            },
+        )
+    )
+    return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
+
+
+def _create(
+    *, dedupe_key: str, origin: str, call_id: int, conversation_id: int | None, language: str, need: str,
+    queue_since: datetime,
+) -> Callback:  # fmt: skip
+    db.session.execute(
+        insert_ignoring_duplicates(
+            Callback,
+            {
+                "dedupe_key": dedupe_key, "origin": origin, "call_id": call_id,
+                "conversation_id": conversation_id, "language": language, "need": need, "state": "waiting",
+                "attempts": 0, "queue_since": queue_since, "requested_at": state.now(),
+            },
+        )
+    )  # fmt: skip
+    callback = db.session.scalars(select(Callback).where(Callback.dedupe_key == dedupe_key)).one()
+    db.session.commit()
+    return callback
+
+
+def _cancel(callback: Callback, outcome: str) -> None:
+    db.session.execute(
+        db.update(Callback)
+        .where(Callback.id == callback.id, Callback.attempts == 0, Callback.state == "waiting")
+        .values(state="canceled", outcome=outcome, finished_at=state.now())
+    )
+    db.session.commit()
+
+
+def _schedule_first_attempt(callback: Callback) -> None:
+    from workers.contacts import schedule
+
+    schedule("callback", f"callback:{callback.id}:1", state.now(), call_id=callback.call_id, callback_id=callback.id)

@@ -1,0 +1,111 @@
+"""Webhooks of callbacks: the holding caller's key, and the leg that rings the person back.
+
+Caller-facing routes fail safe to the backup line (``voice_failsafe``), like every voice route.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, request
+from twilio.twiml.voice_response import VoiceResponse
+
+from callbacks import attempts
+from callbacks.requests import request_from_hold
+from crisisline.db import db
+from crisisline.failsafe import twiml_response, voice_failsafe
+from crisisline.models import Transfer
+from crisisline.twilio_auth import twilio_signed
+from ivr import twiml as ivr_twiml
+from routing.document import RoutingDocument
+from routing.store import active_routing
+from transfer import flow
+from transfer import views as transfer_views
+
+bp = Blueprint("callbacks", __name__, url_prefix="/voice/callback")
+
+
+def _document() -> RoutingDocument:
+    active = active_routing()
+    if active is None:
+        raise RuntimeError("no routing published")
+    return active.document
+
+
+def _transfer() -> Transfer:
+    transfer_id = request.args.get("transfer", "")
+    transfer = db.session.get(Transfer, int(transfer_id)) if transfer_id.isdigit() else None
+    if transfer is None:
+        abort(404)
+    return transfer
+
+
+@bp.post("/request")
+@twilio_signed
+@voice_failsafe
+def caller_key() -> Response:
+    """A key pressed while holding: the callback key hands them to a callback; any other
+    key (or one when a callback is impossible) carries on holding."""
+    transfer, document = _transfer(), _document()
+    language = document.language(transfer.language)
+    tick = int(request.args.get("tick", "1")) if request.args.get("tick", "1").isdigit() else 1
+    if request.form.get("Digits", "").strip()[:1] != document.callbacks.digit:
+        return transfer_views.hold_turn(transfer, document, tick)
+    outcome = request_from_hold(transfer, document)
+    if outcome == "requested":
+        response = VoiceResponse()
+        ivr_twiml.say(response, language, language.prompt("callback_confirmed"))
+        response.hangup()
+        return twiml_response(response)
+    if outcome == "join":
+        return transfer_views.hold_turn(transfer, document, tick)
+    lead = [language.prompt("callback_impossible")]
+    holding = transfer_views.hold_twiml(transfer, document, "hold", tick)
+    return twiml_response(ivr_twiml.with_lead(language, lead, holding))
+
+
+@bp.post("/declined")
+@twilio_signed
+@voice_failsafe
+def declined() -> Response:
+    """Nobody could take the call and no callback key was pressed: the backup line now
+    (unless a responder accepted in this very moment)."""
+    transfer, document = _transfer(), _document()
+    step = flow.backup_unless_accepted(transfer, "nobody_left")
+    if step.kind == "join":
+        flow.caller_joined(transfer)
+        return twiml_response(transfer_views.caller_join_twiml(transfer))
+    return transfer_views.backup(transfer, document, step.message)
+
+
+@bp.post("/answer")
+@twilio_signed
+@voice_failsafe
+def person_answer() -> Response:
+    """The person we called back picked up: a greeting, then their responder's conference.
+    If the responder has gone meanwhile, they are on the line with us: search again."""
+    transfer, document = _transfer(), _document()
+    answered_by = request.form.get("AnsweredBy", "")
+    if answered_by.startswith("machine") or answered_by == "fax":
+        attempts.person_not_reached(transfer, document, "machine")
+        response = VoiceResponse()
+        response.hangup()
+        return twiml_response(response)
+    language = document.language(transfer.language)
+    greeting = [language.prompt("callback_greeting")]
+    if attempts.person_answered(transfer):
+        return twiml_response(ivr_twiml.with_lead(language, greeting, transfer_views.caller_join_twiml(transfer)))
+    renewed = flow.restart_for_person(transfer, document, request.form.get("CallSid", ""))
+    return twiml_response(
+        ivr_twiml.with_lead(language, greeting, transfer_views.hold_twiml(renewed, document, "hold", 1))
+    )
+
+
+@bp.post("/status")
+@twilio_signed
+def person_status() -> Response:
+    """Status callbacks of the person's leg (duplicated and reordered by Twilio at will)."""
+    transfer = _transfer()
+    status = request.form.get("CallStatus", "")
+    call_sid = request.form.get("CallSid", "")
+    if status in flow.TERMINAL_LEG_STATUSES and transfer.caller_call_sid in ("", call_sid):
+        attempts.person_leg_ended(transfer, _document(), status, call_sid)
+    return Response(status=204)

@@ -1,0 +1,405 @@
+"""Callbacks end to end: the hold key and the texter's CALL, the Procfile's real worker
+starting each attempt, the counselor rung and briefed first, and only then the person
+dialled into the counselor's conference; retries, the "we tried" text, and queue order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import select
+
+from crisisline.db import db
+from crisisline.models import Callback, Conversation, ScheduledContact, Transfer
+from tests.conftest import TextingPhone
+from twilio_fake.phone import Keys, Phone, PhoneCall
+from twilio_fake.rest_api import CallRecord, FakeTwilio
+
+pytestmark = pytest.mark.usefixtures("clean_redis")
+CALLER = "+13125550123"  # the phone fixture's default caller
+BEN, DIEGO = "+13125550102", "+13125550104"
+COUNSELORS = {"+13125550101", BEN, "+13125550103", DIEGO, "+13125550105"}  # everyone on the example rota
+TRIED_TEXT = (
+    "Riverside County Crisis Line: we tried to call you back. Call or text us any time. If you are in danger, call 911."
+)
+
+
+def around_the_clock(document: dict[str, Any], *, on_call: tuple[str, ...] = ("ben-carter", "diego-morales")) -> None:
+    """Only ``on_call`` counselors, on call at every hour (the worker runs on the real clock)."""
+    for counselor in document["counselors"]:
+        counselor.pop("overrides", None)
+        whole_day = [
+            {"days": "daily", "start": start, "end": end} for start, end in (("00:00", "12:00"), ("12:00", "24:00"))
+        ]
+        counselor["shifts"] = whole_day if counselor["id"] in on_call else []
+    document["callbacks"]["offer_after_seconds"] = 0  # the key is offered from the first hold turn
+
+
+@pytest.fixture
+def rota(publish_routing: Callable[..., int]) -> Callable[..., None]:
+    def publish(**changes: Any) -> None:
+        def change(document: dict[str, Any]) -> None:
+            around_the_clock(document, **{k: v for k, v in changes.items() if k == "on_call"})
+            document["callbacks"].update({k: v for k, v in changes.items() if k != "on_call"})
+
+        publish_routing(change)
+
+    publish()
+    return publish
+
+
+def responder_legs(fake: FakeTwilio) -> list[CallRecord]:
+    return [leg for leg in fake.calls.values() if leg.direction == "outbound-api" and leg.to in COUNSELORS]
+
+
+def person_legs(fake: FakeTwilio, number: str = CALLER) -> list[CallRecord]:
+    return [leg for leg in fake.calls.values() if leg.direction == "outbound-api" and leg.to == number]
+
+
+def ringing_responder(fake: FakeTwilio) -> CallRecord:
+    ringing = [leg for leg in responder_legs(fake) if leg.status in ("queued", "initiated", "ringing")]
+    assert len(ringing) == 1, f"expected one responder ringing, found {len(ringing)}"
+    return ringing[0]
+
+
+def callbacks(app: Flask) -> list[Callback]:
+    with app.app_context():
+        return list(db.session.scalars(select(Callback).order_by(Callback.id)))
+
+
+def contacts(app: Flask, kind: str) -> list[ScheduledContact]:
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                select(ScheduledContact).where(ScheduledContact.kind == kind).order_by(ScheduledContact.id)
+            )
+        )
+
+
+def run_contact(app: Flask, contact: ScheduledContact) -> str:
+    """What RQ's scheduler does at the due time, in-process (so time travel applies)."""
+    from workers.contacts import run_scheduled_contact
+
+    with app.app_context():
+        return run_scheduled_contact(contact.id)
+
+
+def ask_for_callback(phone: Phone, number: str = CALLER) -> PhoneCall:
+    """English, thoughts of suicide, then the callback key at the first hold turn."""
+    return phone.call([Keys("1"), Keys("2"), Keys("9")], identity=phone.identity(number))
+
+
+@pytest.mark.usefixtures("rota")
+def test_callback_rings_the_counselor_first_and_bridges_the_person_only_after_they_accept(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    caller = ask_for_callback(phone)
+    assert "If you would rather we call you back when someone is free, press 9." in caller.heard_text()
+    assert "We will call you back at this number as soon as someone is free." in caller.heard_text()
+    assert caller.ended_by == "hangup"
+    assert all(leg.status == "canceled" for leg in responder_legs(fake))  # live ringing stopped
+
+    run_worker()
+    counselor_leg = ringing_responder(fake)
+    assert person_legs(fake) == []  # nobody calls the person before a counselor is on the line
+
+    counselor = phone.answer(counselor_leg.sid, [Keys("1")])
+    assert counselor.heard[0].text.startswith("Crisis line callback: English-speaking person, thoughts of suicide")
+    assert "We are calling them now." in counselor.heard_text()
+    (person_leg,) = person_legs(fake)
+    assert person_leg.from_ == phone.line_number
+    person = phone.answer(person_leg.sid)
+
+    assert "calling you back" in person.heard_text()
+    assert person.conference is not None and person.conference == counselor.conference
+    room = fake.get_conference(person.conference)
+    assert set(room.participants) == {person_leg.sid, counselor_leg.sid}
+    (callback,) = callbacks(app)
+    assert (callback.origin, callback.state, callback.attempts) == ("call", "connected", 1)
+    (contact,) = contacts(app, "callback")
+    assert (contact.state, contact.outcome) == ("sent", "sent")
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_person_who_does_not_answer_is_retried_on_schedule_then_texted_once(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    ask_for_callback(phone)
+    run_worker()
+    with time_machine.travel(fake_now(), tick=True) as clock:
+        for attempt in (1, 2, 3):
+            counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+            fake.advance_call(person_legs(fake)[-1].sid, "no-answer")
+            phone.resume(counselor)  # the counselor is told, and their leg ends
+            assert "They did not answer. We will try again later." in counselor.heard_text()
+            assert counselor.finished
+            if attempt < 3:
+                pending = contacts(app, "callback")[-1]
+                assert (pending.attempt, pending.state) == (attempt + 1, "pending")
+                waited = (pending.due_at - pending.created_at).total_seconds()
+                assert waited == pytest.approx((5 if attempt == 1 else 15) * 60, abs=2)
+                clock.shift(timedelta(seconds=waited + 1))
+                assert run_contact(app, pending) == "sent"
+
+    assert len(person_legs(fake)) == 3  # the first try and the two configured retries
+    (tried,) = contacts(app, "callback_missed")
+    assert run_contact(app, tried) == "sent"
+    assert run_contact(app, tried) == "not pending"  # a duplicated job sends nothing
+    assert [m.body for m in fake.messages.values() if m.to == CALLER] == [TRIED_TEXT]
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome, callback.attempts) == ("gave_up", "no_answer", 3)
+
+
+def fake_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_counselor_who_passes_on_a_callback_hands_it_to_the_next_counselor(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    ask_for_callback(phone)
+    run_worker()
+    first = ringing_responder(fake)
+
+    phone.answer(first.sid, [Keys("2")])
+    second = ringing_responder(fake)
+    assert second.to != first.to
+    assert person_legs(fake) == []
+    counselor = phone.answer(second.sid, [Keys("1")])
+    person = phone.answer(person_legs(fake)[0].sid)
+
+    assert person.conference == counselor.conference
+    assert callbacks(app)[0].state == "connected"
+
+
+def test_a_texter_who_replies_call_is_called_back_counselor_first(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None],
+    run_worker: Callable[..., None],
+) -> None:  # fmt: skip
+    texter = "+13125550177"
+    texting.send(texter, "I need to talk to someone")
+    replies = texting.send(texter, "CALL")
+
+    assert replies == [
+        "We will call you at this number as soon as a counselor is free. If you are in danger, call 911."
+    ]
+    with app.app_context():
+        (conversation,) = db.session.scalars(select(Conversation)).all()
+        assert (conversation.state, conversation.close_reason) == ("closed", "callback")
+    run_worker()
+    counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+    (person_leg,) = person_legs(fake, texter)
+    person = phone.answer(person_leg.sid)
+
+    assert person.conference == counselor.conference
+    (callback,) = callbacks(app)
+    assert (callback.origin, callback.state) == ("text", "connected")
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_repeated_callback_key_press_asks_for_one_callback(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
+    caller = ask_for_callback(phone)
+    key_press = next(step for step in caller.steps if "/voice/callback/request" in step.url)
+
+    again = phone.post(key_press.url, key_press.params)  # Twilio delivering the request twice
+
+    assert "We will call you back" in again.body
+    assert len(callbacks(app)) == 1
+    assert len(contacts(app, "callback")) == 1
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_key_other_than_the_callback_key_keeps_the_caller_holding(app: Flask, phone: Phone) -> None:
+    caller = phone.call([Keys("1"), Keys("2"), Keys("5")], max_hold_turns=1)
+
+    assert caller.ended_by == "on-hold"
+    assert callbacks(app) == []
+
+
+def test_with_nobody_on_call_the_caller_may_choose_a_callback_or_gets_the_backup_line(
+    app: Flask, phone: Phone, rota: Callable[..., None]
+) -> None:
+    rota(on_call=())
+
+    waits = phone.call([Keys("1"), Keys("2")], dial_outcomes=["completed"], identity=phone.identity("+13125550181"))
+    chooses = ask_for_callback(phone, "+13125550182")
+
+    assert "press 9" in waits.heard_text()
+    assert waits.dials[0].numbers == ["+18002738255"]  # silence: the backup line, never dropped
+    assert chooses.dials == []
+    assert "We will call you back" in chooses.heard_text()
+    assert [c.state for c in callbacks(app)] == ["waiting"]
+
+
+def test_a_callback_nobody_takes_in_time_gives_up_with_a_text(
+    app: Flask, phone: Phone, fake: FakeTwilio, rota: Callable[..., None], run_worker: Callable[..., None]
+) -> None:
+    rota(on_call=())
+    ask_for_callback(phone)
+    run_worker()  # the attempt starts, finds nobody, and waits in the queue
+
+    with time_machine.travel(fake_now() + timedelta(minutes=121)), app.app_context():
+        from workers.upkeep import tend_callbacks
+
+        first, second = tend_callbacks(), tend_callbacks()
+    run_worker()
+
+    assert (first["gave_up"], second["gave_up"]) == (1, 0)
+    assert [m.body for m in fake.messages.values() if m.to == CALLER] == [TRIED_TEXT]
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("gave_up", "nobody_free")
+
+
+def test_a_waiting_callback_keeps_its_place_ahead_of_a_later_caller(
+    app: Flask, phone: Phone, fake: FakeTwilio, rota: Callable[..., None], run_worker: Callable[..., None]
+) -> None:
+    rota(on_call=("ben-carter",))
+    busy = phone.call([Keys("1"), Keys("2")], identity=phone.identity("+13125550191"), max_hold_turns=0)
+    with_first = phone.answer(ringing_responder(fake).sid, [Keys("1")])  # Ben is with the first caller
+    phone.resume(busy, max_hold_turns=0)
+    ask_for_callback(phone)  # Ben busy: the second caller asks for a callback
+    run_worker()
+    assert [leg for leg in responder_legs(fake) if leg.status == "ringing"] == []
+
+    phone.hang_up(busy)  # their call ends, Ben's leg too: he is free again, and a third caller arrives
+    phone.resume(with_first)
+    later = phone.call([Keys("1"), Keys("2")], identity=phone.identity("+13125550193"), dial_outcomes=["completed"])
+
+    ben = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+    assert ben.heard[0].text.startswith("Crisis line callback:")  # the callback, asked first, goes first
+    assert "press 9" in later.heard_text()  # no one free: a callback, or the backup line
+    assert later.dials[0].numbers == ["+18002738255"]
+    with app.app_context():
+        modes = db.session.scalars(select(Transfer.mode).where(Transfer.state == "connecting")).all()
+        assert modes == ["callback"]
+
+
+@pytest.mark.usefixtures("rota")
+def test_an_answering_machine_is_hung_up_on_without_a_message_and_retried(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    ask_for_callback(phone)
+    run_worker()
+    counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+    (person_leg,) = person_legs(fake)
+    assert person_leg.machine_detection == "Enable"
+
+    fake.advance_call(person_leg.sid, "ringing")
+    twiml = fake.advance_call(person_leg.sid, "in-progress", answered_by="machine_start")
+    fake.advance_call(person_leg.sid, "completed")
+    phone.resume(counselor)
+
+    assert twiml is not None and "<Hangup" in twiml and "<Say" not in twiml  # nothing said to a machine
+    assert "They did not answer." in counselor.heard_text()
+    retry = contacts(app, "callback")[-1]
+    assert (retry.attempt, retry.state) == (2, "pending")
+    assert callbacks(app)[0].state == "retry_wait"
+
+
+@pytest.mark.usefixtures("rota")
+@pytest.mark.parametrize("killed", ["before_ringing", "after_ringing"])
+def test_a_callback_attempt_left_by_a_killed_worker_is_run_again_and_rings_once(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], killed: str
+) -> None:
+    from sqlalchemy import update
+
+    from workers.upkeep import rebuild_scheduled_contacts
+
+    ask_for_callback(phone)
+    if killed == "after_ringing":
+        run_worker()  # the search started and a phone rings; then the worker "died" before marking it
+    with app.app_context():
+        db.session.execute(update(ScheduledContact).values(state="sending", claimed_at=db.func.now()))
+        db.session.commit()
+
+    with time_machine.travel(fake_now() + timedelta(minutes=4)), app.app_context():
+        first = rebuild_scheduled_contacts()
+        second = rebuild_scheduled_contacts()
+    run_worker()
+    run_worker()
+
+    assert (first["retried"], second["retried"], first["needs_human"]) == (1, 0, 0)
+    assert len(responder_legs(fake)) == 2  # the live caller's first ring (canceled), then exactly one
+    ringing_responder(fake)
+    (contact,) = contacts(app, "callback")
+    assert contact.state in ("sent", "canceled")
+
+
+@pytest.mark.usefixtures("rota")
+def test_flushall_while_a_retry_is_pending_loses_no_callback(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], clean_redis: Any
+) -> None:
+    from workers.upkeep import rebuild_scheduled_contacts
+
+    ask_for_callback(phone)
+    run_worker()
+    counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+    fake.advance_call(person_legs(fake)[-1].sid, "no-answer")
+    phone.resume(counselor)
+    retry = contacts(app, "callback")[-1]
+    assert retry.state == "pending"
+
+    clean_redis.flushall()
+    with app.app_context():
+        restored = rebuild_scheduled_contacts()
+    with time_machine.travel(retry.due_at + timedelta(seconds=1)):
+        assert run_contact(app, retry) == "sent"
+        assert run_contact(app, retry) == "not pending"
+
+    assert restored["requeued"] == 1
+    ringing_responder(fake)  # the second attempt rings a counselor, once
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_person_who_calls_in_again_before_the_callback_is_not_called_twice(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    ask_for_callback(phone)
+    again = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)  # same number, holding live now
+    legs_before = len(responder_legs(fake))
+
+    run_worker()
+
+    assert again.ended_by == "on-hold"
+    assert len(responder_legs(fake)) == legs_before  # nobody rung for the stale callback
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("canceled", "called_in")
+
+
+def test_a_check_in_reply_2_on_a_talk_by_call_line_rings_a_counselor_then_calls_them(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, publish_routing: Callable[..., int],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    from tests.followups.test_checkins import TEXTER, checkin_sent
+    from workers.contacts import now, run_scheduled_contact
+
+    def talk_by_call(document: dict[str, Any]) -> None:
+        document["followups"]["talk_by"] = "call"
+
+    publish_routing(talk_by_call)
+
+    def run_due() -> list[str]:
+        with app.app_context():
+            due = db.session.scalars(
+                select(ScheduledContact.id).where(ScheduledContact.state == "pending", ScheduledContact.due_at <= now())
+            ).all()
+            return [run_scheduled_contact(contact_id) for contact_id in due]
+
+    checkin_sent(app, texting, wednesday_evening, run_due)
+    texting.send(TEXTER, "2")
+    assert run_due() == ["sent"]  # the callback's first attempt
+
+    counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+    person = phone.answer(person_legs(fake, TEXTER)[0].sid)
+
+    assert counselor.heard[0].text.startswith("Crisis line callback: English-speaking person, thoughts of suicide")
+    assert person.conference == counselor.conference
+    (callback,) = callbacks(app)
+    assert (callback.origin, callback.state) == ("checkin", "connected")
