@@ -15,7 +15,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from rq.job import Job
+from redis import Redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
 from crisisline.app import rq
@@ -28,7 +30,9 @@ log = logging.getLogger(__name__)
 QUEUE = "followups"
 JOB_TIMEOUT_SECONDS = 60
 FAILURE_TTL_SECONDS = 24 * 3600  # failed jobs must not keep even ids for RQ's default year
-STUCK_AFTER = timedelta(minutes=3)
+# A claim older than the job timeout plus a margin belongs to a dead worker (RQ kills a job at
+# its timeout). The clock's rebuild runs every minute, so it is found within 3 minutes.
+STUCK_AFTER = timedelta(seconds=JOB_TIMEOUT_SECONDS + 60)
 
 # A sender does the contact's one action and returns an outcome: "sent" (done), one of
 # CANCELED_OUTCOMES (nothing to do any more: opted out, already answered…), or a failure.
@@ -37,13 +41,18 @@ SENDERS: dict[str, Sender] = {}
 # Modules whose senders register themselves with ``@sends(kind)``; imported before a job runs.
 SENDER_MODULES = ("workers.contacts", "callbacks.attempts", "followups.checkins")
 CANCELED_OUTCOMES = frozenset({"opted_out", "no_number", "not_needed"})
+# Kinds whose action is idempotent (safe to run twice): a claim left by a killed worker is
+# run again rather than handed to a human. A text is never among them.
+RETRY_SAFE_KINDS: set[str] = set()
 
 
-def sends(kind: str) -> Callable[[Sender], Sender]:
-    """Register the sender for contacts of ``kind``."""
+def sends(kind: str, *, retry_safe: bool = False) -> Callable[[Sender], Sender]:
+    """Register the sender for contacts of ``kind`` (``retry_safe``: running it twice is harmless)."""
 
     def register(function: Sender) -> Sender:
         SENDERS[kind] = function
+        if retry_safe:
+            RETRY_SAFE_KINDS.add(kind)
         return function
 
     return register
@@ -145,15 +154,48 @@ def _send_missed_contact(contact: ScheduledContact) -> str:
     return "sent" if sent else "send_failed"
 
 
+def _waiting_in_redis(job_id: str, connection: Redis) -> bool:
+    """Is this job queued or scheduled? A job a killed worker had already taken off the queue
+    (started, failed) will not run again by itself, though it still exists: re-queue it. A
+    job that is in fact running now is harmless to queue again: its claim makes it run once."""
+    try:
+        status = Job.fetch(job_id, connection=connection).get_status(refresh=False)
+    except NoSuchJobError:
+        return False
+    if status == JobStatus.QUEUED:
+        # Still marked queued, but a worker may have popped it and died before starting it.
+        return rq.get_queue(QUEUE).get_job_position(job_id) is not None
+    return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
+
+
 def rebuild_schedule() -> dict[str, int]:
-    """Re-queue pending contacts whose job Redis lost, and hand stuck claims to a human.
+    """Re-queue pending contacts whose job Redis lost, and hand stuck claims to a human (or,
+    for kinds that are safe to run twice, run them again).
 
     Idempotent: a contact whose job exists is left alone, and ``enqueue`` reuses its job id.
     """
-    counts = {"requeued": 0, "needs_human": 0}
+    counts = {"requeued": 0, "needs_human": 0, "retried": 0}
     connection = rq.get_queue(QUEUE).connection
+    sender_for("")  # load every sender module, so RETRY_SAFE_KINDS is complete
+    stuck_but_safe = db.session.scalars(
+        select(ScheduledContact).where(
+            ScheduledContact.state == "sending",
+            ScheduledContact.claimed_at < now() - STUCK_AFTER,
+            ScheduledContact.kind.in_(RETRY_SAFE_KINDS),
+        )
+    ).all()
+    for contact in stuck_but_safe:
+        retried = db.session.execute(
+            update(ScheduledContact)
+            .where(ScheduledContact.id == contact.id, ScheduledContact.state == "sending")
+            .values(state="pending", claimed_at=None)
+        ).rowcount  # type: ignore[attr-defined]
+        db.session.commit()
+        if retried:
+            enqueue(contact)  # the dead worker's job still exists in Redis: queue it afresh
+            counts["retried"] += 1
     for contact in db.session.scalars(select(ScheduledContact).where(ScheduledContact.state == "pending")).all():
-        if not Job.exists(contact.job_id, connection=connection):
+        if not _waiting_in_redis(contact.job_id, connection):
             enqueue(contact)
             counts["requeued"] += 1
     stuck = db.session.execute(
