@@ -7,8 +7,6 @@ answer and has been handled; otherwise the ordinary texting flow takes it.
 
 from __future__ import annotations
 
-import importlib
-
 from sqlalchemy import update
 
 from crisisline.db import db
@@ -64,16 +62,11 @@ def _checkin_reply(document: RoutingDocument, texter: Texter, checkin: CheckIn, 
 
 
 def _request_call(checkin: CheckIn) -> bool:
-    """``talk_by: call``: ask the callbacks feature to call them. Without it (or if it cannot
-    take the request) the person gets a prioritised text conversation instead."""
-    try:
-        requests_module = importlib.import_module("callbacks.requests")
-    except ImportError:
-        return False
-    request_from_checkin = getattr(requests_module, "request_from_checkin", None)
-    if request_from_checkin is None:
-        return False
-    return bool(request_from_checkin(checkin))
+    """``talk_by: call``: a callback (counselor first, then them). If callbacks are off or
+    their number is gone, the person gets a prioritised text conversation instead."""
+    from callbacks.requests import request_from_checkin
+
+    return request_from_checkin(checkin)
 
 
 def open_prioritised(

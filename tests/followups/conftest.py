@@ -3,10 +3,7 @@ the test's travelled clock) or on the Procfile's real worker."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -18,18 +15,12 @@ from sqlalchemy import select
 from crisisline.app import rq
 from crisisline.db import db
 from crisisline.models import CheckIn, ScheduledContact
-from crisisline.settings import Settings
-from tests.conftest import ROOT, deployment_environment
-from twilio_fake.server import FakeTwilioServer
 
 
 @pytest.fixture(autouse=True)
-def clean_redis(settings: Settings) -> Iterator[redis.Redis]:
-    """An empty Redis, so no other test's jobs run against this test's database."""
-    connection = redis.Redis.from_url(settings.redis_url)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
+def _empty_redis(clean_redis: redis.Redis) -> redis.Redis:
+    """Every follow-up test starts with an empty Redis (see ``clean_redis``)."""
+    return clean_redis
 
 
 @pytest.fixture
@@ -55,7 +46,7 @@ def run_due(app: Flask) -> Callable[[], list[str]]:
 
 
 @pytest.fixture
-def run_real_worker(app: Flask, settings: Settings, fake_twilio_server: FakeTwilioServer) -> Callable[[], None]:
+def run_real_worker(app: Flask, run_worker: Callable[..., None]) -> Callable[[], None]:
     """Hand the jobs due by the travelled clock to the queue (as RQ's scheduler does when their
     time comes) and run the Procfile's worker as a real process, in burst mode."""
 
@@ -72,17 +63,7 @@ def run_real_worker(app: Flask, settings: Settings, fake_twilio_server: FakeTwil
                 if contact.due_at <= now():
                     registry.remove(job_id)
                     queue.enqueue_job(Job.fetch(job_id, connection=queue.connection))
-        env = {
-            **os.environ,
-            **deployment_environment(
-                settings.database_url, settings.redis_url,
-                TWILIO_API_BASE_URL=fake_twilio_server.base_url, PUBLIC_BASE_URL=settings.public_base_url or "",
-            ),
-        }  # fmt: skip
-        subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "followups"],
-            env=env, cwd=ROOT, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        run_worker(QUEUE)
 
     return run
 
