@@ -45,7 +45,7 @@ def checkin_offer(transfer: Transfer, document: RoutingDocument) -> VoiceRespons
 def _checkin_offer(transfer: Transfer, document: RoutingDocument) -> VoiceResponse | None:
     from transfer import flow, state
 
-    if not document.followups.checkins or transfer.mode != "live":
+    if not document.followups.checkins:
         return None
     call = db.session.get(Call, transfer.call_id)
     if call is None or not call.sealed_caller or not (call.line_number or checkins._settings_line_number()):

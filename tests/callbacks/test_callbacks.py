@@ -403,3 +403,24 @@ def test_a_check_in_reply_2_on_a_talk_by_call_line_rings_a_counselor_then_calls_
     assert person.conference == counselor.conference
     (callback,) = callbacks(app)
     assert (callback.origin, callback.state) == ("checkin", "connected")
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_called_back_person_whose_counselor_hangs_up_is_asked_about_a_check_in(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    from crisisline.models import CheckIn
+
+    ask_for_callback(phone)
+    run_worker()
+    counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+    person = phone.answer(person_legs(fake)[0].sid)
+
+    phone.hang_up(counselor)
+    phone.resume(person, [Keys("1")], max_hold_turns=0)
+
+    assert "If you would like a text from us to check how you are doing, press 1." in person.heard_text()
+    assert person.ended_by == "hangup"
+    with app.app_context():
+        (checkin,) = db.session.scalars(select(CheckIn)).all()
+        assert (checkin.origin, checkin.state, checkin.need) == ("call", "consented", "suicide")
