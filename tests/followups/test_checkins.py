@@ -335,3 +335,35 @@ def test_yes_from_a_texter_who_sent_stop_opts_them_back_in_and_is_not_consent(
     (checkin,) = checkins(app)
     assert checkin.state == "opted_out"
     assert contacts(app) == []
+
+
+def test_flushall_with_check_ins_pending_restores_all_and_sends_each_once(
+    app: Flask, texting: TextingPhone, clean_redis: object, run_real_worker: Callable[[], None],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    from workers.upkeep import rebuild_scheduled_contacts
+
+    texters = ["+13125550171", "+13125550172", "+13125550173"]
+    for number in texters:
+        texting.send(number, "I want to kill myself")
+        with app.app_context():
+            tag = db.session.scalars(select(Conversation.id).order_by(Conversation.id.desc())).first()
+        (counselor,) = [c for c in (BEN, DIEGO) if any(f"#{tag}:" in text for text in texting.inbox(c))]
+        texting.send(counselor, f"YES {tag}")
+        texting.send(counselor, f"END {tag}")
+        texting.send(number, "yes")
+    assert [(c.kind, c.state) for c in contacts(app)] == [("checkin", "pending")] * 3
+
+    clean_redis.flushall()  # type: ignore[attr-defined]
+    with app.app_context():
+        restored, again = rebuild_scheduled_contacts(), rebuild_scheduled_contacts()
+    wednesday_evening.shift(12 * HOURS + timedelta(minutes=1))
+    run_real_worker()
+    with app.app_context():
+        after = rebuild_scheduled_contacts()
+    run_real_worker()
+
+    assert (restored["requeued"], again["requeued"], after["requeued"]) == (3, 0, 0)
+    for number in texters:
+        assert texting.inbox(number).count(CHECKIN_EN) == 1
+    assert [c.state for c in contacts(app) if c.kind == "checkin" and c.attempt == 1] == ["sent"] * 3
