@@ -377,11 +377,3 @@ def send_survey(contact: ScheduledContact) -> str:
 def _forget_asker(survey: SurveyResponse) -> None:
     db.session.execute(update(SurveyResponse).where(SurveyResponse.id == survey.id).values(texter_id=None))
     db.session.commit()
-
-
-def state_counts() -> dict[str, int]:
-    """Check-ins per state, for ``flask workers status``."""
-    from sqlalchemy import func
-
-    rows = db.session.execute(select(CheckIn.state, func.count(CheckIn.id)).group_by(CheckIn.state)).all()
-    return {state: count for state, count in rows}

@@ -33,18 +33,27 @@ def status() -> None:
     click.echo(f"\n{len(workers)} worker(s) alive")
     for worker in workers:
         click.echo(f"  {worker.name}: {worker.get_state()} on {', '.join(worker.queue_names())}")
-    click.echo("\ncheck-ins by state: " + _checkin_states())
+    click.echo("\nscheduled contacts: " + _by_state("scheduled_contacts"))
+    click.echo("callbacks: " + _by_state("callbacks"))
+    click.echo("check-ins: " + _by_state("checkins"))
+    click.echo("  (needs_human and flagged mean a person must look: see docs in README, 'Later contacts')")
     click.echo("\nperiodic jobs (run by the clock process):")
     for job, schedule, queue_name in PERIODIC_JOBS:
         click.echo(f"  {schedule:<12} {queue_name:<10} {job.__module__}.{job.__name__}")
 
 
-def _checkin_states() -> str:
-    """e.g. "consented 3, sent 1, flagged 1" (or why it cannot be read)."""
-    try:
-        from followups.checkins import state_counts
+def _by_state(table: str) -> str:
+    """e.g. "pending 3, sent 12, needs_human 1" (or why it cannot be read)."""
+    from sqlalchemy import func, select
 
-        counts = state_counts()
+    from crisisline.db import db
+    from crisisline.models import Callback, CheckIn, ScheduledContact
+
+    state = {
+        "scheduled_contacts": ScheduledContact.state, "callbacks": Callback.state, "checkins": CheckIn.state,
+    }[table]  # fmt: skip
+    try:
+        rows = db.session.execute(select(state, func.count()).group_by(state)).all()
     except Exception as error:  # the database may be down; the rest of the status still helps
         return f"unavailable ({type(error).__name__})"
-    return ", ".join(f"{state} {count}" for state, count in sorted(counts.items())) or "none"
+    return ", ".join(f"{state} {count}" for state, count in sorted(rows)) or "none"

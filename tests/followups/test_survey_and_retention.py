@@ -120,7 +120,7 @@ def test_retention_days_can_be_set_per_kind_and_default_to_the_general_window(da
     assert "RETENTION_DAYS_CALLS: must be a whole number of days, 1 to 3650" in str(refused.value)
 
 
-def test_workers_status_counts_check_ins_by_state(
+def test_workers_status_counts_check_ins_and_scheduled_contacts_by_state(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates
 ) -> None:
     consent_by_text(app, texting)
@@ -128,6 +128,8 @@ def test_workers_status_counts_check_ins_by_state(
     result = app.test_cli_runner().invoke(args=["workers", "status"])
 
     assert result.exit_code == 0, result.output
-    assert "check-ins by state: consented 1" in result.output
+    assert "check-ins: consented 1" in result.output
+    assert "scheduled contacts: pending 1" in result.output
+    assert "callbacks: none" in result.output
     with app.app_context():
         assert db.session.scalar(select(db.func.count(CheckIn.id))) == 1
