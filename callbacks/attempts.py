@@ -176,6 +176,12 @@ def person_answered(transfer: Transfer) -> bool:
     """The person picked up: into the conference if their responder is still there."""
     if not flow.caller_joined(transfer):
         return False
+    if not state.staff_on_call(transfer.id):
+        # Their counselor hung up while the phone rang: no empty conference; search again.
+        state.move_transfer(transfer.id, ("connected",), "ended", end_reason="staff_left")
+        flow.record_event(transfer, "transfer.staff_left", f"transfer:{transfer.id}:staff_left")
+        db.session.commit()
+        return False
     db.session.execute(
         update(Callback)
         .where(Callback.id == transfer.callback_id, Callback.state == "calling")
@@ -308,3 +314,14 @@ def tend(document: RoutingDocument) -> dict[str, int]:
 def _vault() -> Vault:
     vault: Vault = current_app.extensions["crisisline.vault"]
     return vault
+
+
+def answered_after_all(transfer: Transfer) -> None:
+    """The person picked up after this attempt had ended (their counselor left, or a status
+    arrived late): they are served live now, so no further attempt may ring them again."""
+    db.session.execute(
+        update(Callback)
+        .where(Callback.id == transfer.callback_id, Callback.state.in_(("waiting", "calling", "retry_wait")))
+        .values(state="connected", outcome="answered_late", connected_at=state.now(), finished_at=state.now())
+    )
+    db.session.commit()

@@ -43,10 +43,8 @@ def request_from_hold(transfer: Transfer, document: RoutingDocument) -> str:
     call = db.session.get(Call, transfer.call_id)
     if call is None or not can_call_back(call, document):
         return "impossible"
-    if transfer.state == "callback":
-        return "requested"
     callback = _create(
-        dedupe_key=f"call:{call.id}", origin="call", call_id=call.id, conversation_id=None,
+        dedupe_key=f"call:{call.id}:{transfer.id}", origin="call", call_id=call.id, conversation_id=None,
         language=transfer.language, need=transfer.need, queue_since=transfer.started_at,
     )  # fmt: skip
     if not state.move_transfer(transfer.id, ("waiting",), "callback", end_reason="callback_requested"):
@@ -58,6 +56,7 @@ def request_from_hold(transfer: Transfer, document: RoutingDocument) -> str:
         if transfer.state != "callback":
             _cancel(callback, "caller_gone")
             return "impossible"
+        _schedule_first_attempt(callback)  # idempotent: a repeated press, or a crash before scheduling
         return "requested"
     waited = round((state.now() - transfer.started_at).total_seconds())
     flow.record_event(transfer, "callback.requested", f"callback:{callback.id}:requested", waited_seconds=waited)

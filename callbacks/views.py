@@ -93,6 +93,7 @@ def person_answer() -> Response:
     greeting = [language.prompt("callback_greeting")]
     if attempts.person_answered(transfer):
         return twiml_response(ivr_twiml.with_lead(language, greeting, transfer_views.caller_join_twiml(transfer)))
+    attempts.answered_after_all(transfer)
     renewed = flow.restart_for_person(transfer, document, request.form.get("CallSid", ""))
     return twiml_response(
         ivr_twiml.with_lead(language, greeting, transfer_views.hold_twiml(renewed, document, "hold", 1))

@@ -424,3 +424,22 @@ def test_a_called_back_person_whose_counselor_hangs_up_is_asked_about_a_check_in
     with app.app_context():
         (checkin,) = db.session.scalars(select(CheckIn)).all()
         assert (checkin.origin, checkin.state, checkin.need) == ("call", "consented", "suicide")
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_person_answering_after_their_counselor_hung_up_is_not_left_in_an_empty_room(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    ask_for_callback(phone)
+    run_worker()
+    counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+    phone.hang_up(counselor)  # gone while the person's phone rings
+
+    person_leg = person_legs(fake)[0]
+    fake.advance_call(person_leg.sid, "ringing")
+    twiml = fake.advance_call(person_leg.sid, "in-progress")  # the person picks up
+
+    assert twiml is not None and "<Conference" not in twiml
+    assert "/voice/hold" in twiml  # searching again, with them live on the line
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("connected", "answered_late")
