@@ -3,12 +3,19 @@
 Plain functions: a :class:`MenuInput` (what Twilio heard) and the routing document in, a
 :class:`MenuStep` (what happens next) out. No Flask, no database: easy to test and to reuse
 for the SMS menu.
+
+- Language menu: :func:`choose_language`, then :func:`next_step`.
+- Need menu: :func:`need_step` (built on :func:`understand_need` and :func:`heard_needs`).
+- Confirming a co-responder need heard in speech: :func:`confirm_step`.
+
+Every word list (spoken digits, negations, hedges, yes/no) comes from the language's
+``words`` in the routing config, so a new language is a config change only.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -17,12 +24,12 @@ from routing.validation import normalise_words
 
 Choice = TypeVar("Choice", Language, Need)
 
-# Spoken numbers, for callers who say "two" instead of pressing it.
-NUMBER_WORDS = {
-    "zero": 0, "cero": 0, "one": 1, "uno": 1, "una": 1, "two": 2, "dos": 2, "three": 3,
-    "tres": 3, "four": 4, "cuatro": 4, "five": 5, "cinco": 5, "six": 6, "seis": 6,
-    "seven": 7, "siete": 7, "eight": 8, "ocho": 8, "nine": 9, "nueve": 9,
-}  # fmt: skip
+# Speech recognition often drops commas, so "not" cannot deny words far after it.
+NEGATION_REACH = 5
+CONFIRM_KEY = "1"  # the confirmation prompt says "press 1 if that is right..."
+CHOOSE_AGAIN_KEY = "2"  # "...or 2 to choose again"
+CONFIRM_TRIES = 2  # the confirmation is said at most twice, then the need menu again
+CLAUSE_PUNCTUATION = re.compile(r"[.,;:!?¿¡]+")
 
 
 @dataclass(frozen=True)
@@ -49,9 +56,10 @@ class MenuInput:
 class MenuStep(Generic[Choice]):
     """The outcome of one menu answer.
 
-    ``outcome`` is ``"chosen"`` (``choice`` set), ``"retry"`` (ask again with ``attempt``
-    as the next attempt number; ``reason`` is ``"invalid"`` or ``"no_input"``) or
-    ``"default"`` (retries used up; ``choice`` is the configured default).
+    ``outcome`` is ``"chosen"`` (``choice`` set), ``"confirm"`` (a co-responder need heard in
+    speech: ask for the confirming key before anyone is rung), ``"retry"`` (ask again with
+    ``attempt`` as the next attempt number; ``reason`` is ``"invalid"``, ``"no_input"`` or
+    ``"unclear"``) or ``"default"`` (retries used up; ``choice`` is the configured default).
     """
 
     outcome: str
@@ -60,15 +68,83 @@ class MenuStep(Generic[Choice]):
     reason: str = ""
 
 
-def spoken_digit(speech: str) -> int | None:
-    """A single digit the caller said ("2", "two", "dos"), if that is all they said."""
-    words = normalise_words(speech).split()
+@dataclass(frozen=True)
+class HeardNeeds:
+    """The needs named in a sentence: ``said`` plainly, or only ``denied`` ("I'm not in danger")."""
+
+    said: tuple[Need, ...]
+    denied: tuple[Need, ...]
+
+
+@dataclass(frozen=True)
+class NeedAnswer:
+    """What a need-menu answer means: ``need`` (or None with ``reason``), and whether by key."""
+
+    need: Need | None
+    by_key: bool
+    reason: str = ""  # "no_input", "invalid" (a key no need has) or "unclear" (speech)
+
+
+@dataclass(frozen=True)
+class ConfirmStep:
+    """The outcome of a confirmation answer: ``"confirmed"`` (key 1 only), ``"again"`` (say
+    the confirmation again as try ``tries``) or ``"choose_again"`` (back to the need menu)."""
+
+    outcome: str
+    tries: int
+    reason: str = ""  # "no_input", "spoken_yes", "declined" or "other"
+
+
+# --- spoken numbers --------------------------------------------------------------------------
+
+
+def spoken_digit(speech: str, digit_words: Mapping[str, int], fillers: Iterable[str] = ()) -> int | None:
+    """A single digit the caller said ("2", "two", "number dos"), if that is all they said."""
+    words = _without(normalise_words(speech).split(), fillers)
     if len(words) != 1:
         return None
     word = words[0]
     if re.fullmatch(r"\d", word):
         return int(word)
-    return NUMBER_WORDS.get(word)
+    return digit_words.get(word)
+
+
+def _without(words: list[str], phrases: Iterable[str]) -> list[str]:
+    free = [True] * len(words)
+    for phrase in sorted(phrases, key=lambda p: -len(p.split())):
+        for start in _find(words, phrase.split(), free):
+            free[start : start + len(phrase.split())] = [False] * len(phrase.split())
+    return [word for word, keep in zip(words, free, strict=True) if keep]
+
+
+def _languages_from(document: RoutingDocument, first: Language) -> list[Language]:
+    """``first``, then the line's other languages: callers mix languages ("tengo panic attack")."""
+    return [first, *(language for language in document.languages if language.code != first.code)]
+
+
+def _digit_words(languages: Sequence[Language]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for language in languages:
+        for word, digit in language.digit_words.items():
+            merged.setdefault(word, digit)
+    return merged
+
+
+def _fillers(languages: Sequence[Language]) -> list[str]:
+    return [word for language in languages for word in language.filler_words]
+
+
+def _digit(given: MenuInput, languages: Sequence[Language]) -> int | None:
+    if given.digits:
+        # numDigits=1 should give one key; if a phone sends more, the first one counts.
+        first = given.digits[0]
+        return int(first) if first.isdigit() else -1
+    if given.speech:
+        return spoken_digit(given.speech, _digit_words(languages), _fillers(languages))
+    return None
+
+
+# --- the language menu -----------------------------------------------------------------------
 
 
 def match_words(speech: str, options: Sequence[tuple[Choice, Sequence[str]]]) -> Choice | None:
@@ -82,25 +158,11 @@ def match_words(speech: str, options: Sequence[tuple[Choice, Sequence[str]]]) ->
 
 def choose_language(document: RoutingDocument, given: MenuInput) -> Language | None:
     """The language a caller picked by key ("2") or by voice ("español"), or None."""
-    digit = _digit(given)
+    digit = _digit(given, _languages_from(document, document.default_language))
     if digit is not None:
         return next((lang for lang in document.languages if lang.digit == digit), None)
     if given.speech:
         return match_words(given.speech, [(lang, (lang.name, *lang.speech_words)) for lang in document.languages])
-    return None
-
-
-def choose_need(document: RoutingDocument, language: Language, given: MenuInput) -> Need | None:
-    """The need a caller picked by key or by voice ("I want to kill myself"), or None."""
-    digit = _digit(given)
-    if digit is not None:
-        return next((need for need in document.needs if need.digit == digit), None)
-    if given.speech:
-        options = [
-            (need, (need.labels.get(language.code, ""), *need.speech_words.get(language.code, ())))
-            for need in document.needs
-        ]
-        return match_words(given.speech, options)
     return None
 
 
@@ -114,9 +176,205 @@ def next_step(choice: Choice | None, given: MenuInput, attempt: int, retries: in
     return MenuStep("retry", None, attempt + 1, reason)
 
 
-def _digit(given: MenuInput) -> int | None:
+# --- the need menu ---------------------------------------------------------------------------
+
+
+def heard_needs(document: RoutingDocument, language: Language, speech: str) -> HeardNeeds:
+    """Which needs a sentence names, and which it names only to deny or doubt them.
+
+    A need word counts unless a negation ("not", "no") comes shortly before it in the same
+    clause, or a hedge ("maybe", "tal vez") is anywhere in that clause. Clauses end at
+    punctuation and at break words ("but", "just", "pero"), so in "I'm not in danger, I just
+    need to talk to someone" only "talk to someone" counts. A need phrase that holds a
+    negation itself ("no quiero vivir") and look-alikes ("not okay") deny nothing.
+    """
+    languages = _languages_from(document, language)
+    words, clause_of = _tokens(speech)
+    free = [True] * len(words)
+
+    matches: list[tuple[int, Need]] = []  # (first word, need)
+    for phrase, need in _need_phrases(document, languages):
+        for start in _find(words, phrase, free, clause_of):
+            free[start : start + len(phrase)] = [False] * len(phrase)
+            matches.append((start, need))
+    _mask(words, free, clause_of, (w for lang in languages for w in lang.not_negation_words))
+
+    # Break words split the punctuation clauses further; a matched phrase keeps its clause.
+    breaks = _mask(words, free, clause_of, (w for lang in languages for w in lang.clause_breaks))
+    by_punctuation = list(clause_of)
+    clause = 0
+    for index in range(len(words)):
+        if index in breaks or (index and by_punctuation[index] != by_punctuation[index - 1]):
+            clause += 1
+        clause_of[index] = clause
+
+    # Hedges first: some hold a negation ("not sure", "no sé si") that should not count twice.
+    hedge_words = [word for lang in languages for word in lang.hedge_words]
+    negation_words = [word for lang in languages for word in lang.negation_words]
+    hedged = {clause_of[start] for start, _ in _spans(words, free, clause_of, hedge_words)}
+    negations = [(clause_of[start], start + size - 1) for start, size in _spans(words, free, clause_of, negation_words)]
+
+    said: dict[str, Need] = {}
+    denied: dict[str, Need] = {}
+    for start, need in matches:
+        doubted = clause_of[start] in hedged or any(
+            where == clause_of[start] and 0 < start - end <= NEGATION_REACH for where, end in negations
+        )
+        (denied if doubted else said)[need.key] = need
+    order = {need.key: index for index, need in enumerate(document.needs)}
+    return HeardNeeds(
+        said=tuple(sorted(said.values(), key=lambda n: order[n.key])),
+        denied=tuple(sorted((n for k, n in denied.items() if k not in said), key=lambda n: order[n.key])),
+    )
+
+
+def understand_need(document: RoutingDocument, language: Language, given: MenuInput) -> NeedAnswer:
+    """The need a caller picked by key, or by voice when the speech is clear.
+
+    Speech is clear when it names one need (the catch-all default need gives way to any
+    other), or several of which one has a strictly higher ``priority``. Speech naming needs
+    only to deny them, naming several equally, or naming none is ``"unclear"``.
+    """
+    languages = _languages_from(document, language)
+    digit = _digit(given, languages)
+    if digit is not None:
+        need = next((need for need in document.needs if need.digit == digit), None)
+        if need is not None:
+            return NeedAnswer(need, by_key=bool(given.digits))
+        return NeedAnswer(None, bool(given.digits), "invalid" if given.digits else "unclear")
+    if not given.speech:
+        return NeedAnswer(None, by_key=False, reason="no_input")
+    said = heard_needs(document, language, given.speech).said
+    specific = [need for need in said if need.key != document.menu.default_need] or list(said)
+    if specific:
+        top = max(need.priority for need in specific)
+        leaders = [need for need in specific if need.priority == top]
+        if len(leaders) == 1:
+            return NeedAnswer(leaders[0], by_key=False)
+    return NeedAnswer(None, by_key=False, reason="unclear")
+
+
+def choose_need(document: RoutingDocument, language: Language, given: MenuInput) -> Need | None:
+    """The need a caller picked by key or by voice ("I want to kill myself"), or None."""
+    return understand_need(document, language, given).need
+
+
+def needs_confirmation(answer: NeedAnswer) -> bool:
+    """A co-responder unit (police-involved) is never rung on speech alone: a key confirms it."""
+    return answer.need is not None and answer.need.target == "co_responders" and not answer.by_key
+
+
+def need_step(document: RoutingDocument, language: Language, given: MenuInput, attempt: int) -> MenuStep[Need]:
+    """What follows attempt ``attempt`` (1-based) of the need menu.
+
+    ``"chosen"`` routes the call; ``"confirm"`` asks for the confirming key first (even on the
+    last attempt); ``"retry"`` asks again (``"unclear"`` speech is asked to press a number);
+    after ``menu.retries`` retries, ``"default"`` goes with ``menu.default_need``.
+    """
+    answer = understand_need(document, language, given)
+    if answer.need is not None:
+        return MenuStep("confirm" if needs_confirmation(answer) else "chosen", answer.need, attempt)
+    if attempt > document.menu.retries:
+        return MenuStep("default", default_need(document), attempt, answer.reason)
+    return MenuStep("retry", None, attempt + 1, answer.reason)
+
+
+def default_need(document: RoutingDocument) -> Need:
+    return document.need(document.menu.default_need) or document.needs[-1]
+
+
+# --- confirming a co-responder need ----------------------------------------------------------
+
+
+def confirm_step(document: RoutingDocument, language: Language, given: MenuInput, tries: int) -> ConfirmStep:
+    """The caller's answer to "You said ... Press 1 if that is right, or 2 to choose again".
+
+    Only the key 1 confirms. Any other key, "no", or other words: back to the need menu.
+    Silence or a spoken "yes": the confirmation once more, then the need menu.
+    """
     if given.digits:
-        # numDigits=1 should give one key; if a phone sends more, the first one counts.
-        first = given.digits[0]
-        return int(first) if first.isdigit() else -1
-    return spoken_digit(given.speech) if given.speech else None
+        if given.digits[0] == CONFIRM_KEY:
+            return ConfirmStep("confirmed", tries)
+        return ConfirmStep("choose_again", tries, "declined" if given.digits[0] == CHOOSE_AGAIN_KEY else "other")
+    reason = "no_input"
+    if given.speech:
+        languages = _languages_from(document, language)
+        digit = spoken_digit(given.speech, _digit_words(languages), _fillers(languages))
+        if digit == int(CHOOSE_AGAIN_KEY) or _says_any(given.speech, (w for lang in languages for w in lang.no_words)):
+            return ConfirmStep("choose_again", tries, "declined")
+        if digit != int(CONFIRM_KEY) and not _says_any(given.speech, (w for lang in languages for w in lang.yes_words)):
+            return ConfirmStep("choose_again", tries, "other")
+        reason = "spoken_yes"
+    if tries < CONFIRM_TRIES:
+        return ConfirmStep("again", tries + 1, reason)
+    return ConfirmStep("choose_again", tries, reason)
+
+
+# --- matching words --------------------------------------------------------------------------
+
+
+def _tokens(speech: str) -> tuple[list[str], list[int]]:
+    """Normalised words and, for each, the punctuation-delimited clause it is in."""
+    words: list[str] = []
+    clause_of: list[int] = []
+    for clause, piece in enumerate(CLAUSE_PUNCTUATION.split(speech)):
+        piece_words = normalise_words(piece).split()
+        words.extend(piece_words)
+        clause_of.extend([clause] * len(piece_words))
+    return words, clause_of
+
+
+def _need_phrases(document: RoutingDocument, languages: Sequence[Language]) -> list[tuple[list[str], Need]]:
+    """Every need's label and speech words, longest first so "kill myself" beats "kill"."""
+    phrases: list[tuple[list[str], Need]] = []
+    for language in languages:
+        for need in document.needs:
+            for text in (need.labels.get(language.code, ""), *need.speech_words.get(language.code, ())):
+                words = normalise_words(text).split()
+                if words:
+                    phrases.append((words, need))
+    return sorted(phrases, key=lambda item: -len(item[0]))
+
+
+def _find(
+    words: Sequence[str], phrase: Sequence[str], free: Sequence[bool], clause_of: Sequence[int] = ()
+) -> list[int]:
+    """Starts of ``phrase`` in ``words`` over free words only, within one clause, not overlapping."""
+    size = len(phrase)
+    starts: list[int] = []
+    index = 0
+    while size and index + size <= len(words):
+        span = range(index, index + size)
+        if (
+            list(words[index : index + size]) == list(phrase)
+            and all(free[i] for i in span)
+            and (not clause_of or clause_of[index] == clause_of[index + size - 1])
+        ):
+            starts.append(index)
+            index += size
+        else:
+            index += 1
+    return starts
+
+
+def _spans(
+    words: Sequence[str], free: list[bool], clause_of: Sequence[int], phrases: Iterable[str]
+) -> list[tuple[int, int]]:
+    """(start, length) of each phrase found among free words, longest phrases first; marks them used."""
+    found: list[tuple[int, int]] = []
+    for phrase in sorted(set(phrases), key=lambda p: -len(p.split())):
+        parts = phrase.split()
+        for start in _find(words, parts, free, clause_of):
+            free[start : start + len(parts)] = [False] * len(parts)
+            found.append((start, len(parts)))
+    return found
+
+
+def _mask(words: Sequence[str], free: list[bool], clause_of: Sequence[int], phrases: Iterable[str]) -> set[int]:
+    """Mark the phrases' words used; returns the positions they covered."""
+    return {start + offset for start, length in _spans(words, free, clause_of, phrases) for offset in range(length)}
+
+
+def _says_any(speech: str, phrases: Iterable[str]) -> bool:
+    heard = f" {normalise_words(speech)} "
+    return any(f" {phrase} " in heard for phrase in phrases if phrase)

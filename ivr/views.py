@@ -8,6 +8,7 @@ the backup line (``crisisline.failsafe``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request, url_for
@@ -19,7 +20,15 @@ from crisisline.settings import Settings
 from crisisline.twilio_auth import twilio_signed
 from ivr import call_log, twiml
 from ivr.backup import to_backup
-from ivr.menu import MenuInput, choose_language, choose_need, next_step
+from ivr.menu import (
+    CONFIRM_TRIES,
+    MenuInput,
+    choose_language,
+    confirm_step,
+    default_need,
+    need_step,
+    next_step,
+)
 from routing.document import Language, Need, RoutingDocument
 from routing.engine import decide_route
 from routing.store import active_routing
@@ -27,7 +36,8 @@ from transfer import flow
 from transfer import views as transfer_views
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
-MAX_ATTEMPT = 10  # our own URLs never go past retries+1; clamp whatever arrives
+MAX_ATTEMPT = 10  # our own URLs stay below this (retries+1, a few more after confirmations); clamp the rest
+SORRY_PROMPTS = {"no_input": "no_input", "invalid": "invalid_input", "unclear": "need_unclear"}
 
 
 def _settings() -> Settings:
@@ -35,9 +45,9 @@ def _settings() -> Settings:
     return settings
 
 
-def _attempt() -> int:
-    raw = request.args.get("attempt", "1")
-    return min(max(int(raw), 1), MAX_ATTEMPT) if raw.isdigit() else 1
+def _attempt(name: str = "attempt", highest: int = MAX_ATTEMPT) -> int:
+    raw = request.args.get(name, "1")
+    return min(max(int(raw), 1), highest) if raw.isdigit() else 1
 
 
 def _document() -> tuple[int, RoutingDocument] | None:
@@ -49,7 +59,8 @@ def _document() -> tuple[int, RoutingDocument] | None:
 @twilio_signed
 @voice_failsafe
 def incoming() -> Response:
-    """A new call: greeting, confidentiality notice, then the language (or need) menu."""
+    """A new call: the greeting, then the language menu (or, on a one-language line, the
+    confidentiality notice and the need menu). Every sentence can be interrupted by a key."""
     if _settings().line_mode_override == "system_down":
         return failsafe_response()  # the operator's emergency switch needs no database
     active = _document()
@@ -68,8 +79,10 @@ def incoming() -> Response:
         return to_backup(call, document, language, "system_down", attempt=1)
     db.session.commit()
 
-    lead = [language.prompt("greeting"), language.prompt("confidentiality")]
+    lead = twiml.welcome(document)
     if len(document.languages) == 1:
+        if not document.menu.ask_need:
+            return _without_need_menu(call, document, language, lead)
         return twiml_response(twiml.need_menu(document, language, action=_need_url(language, 1), lead=lead))
     return twiml_response(
         twiml.language_menu(
@@ -115,9 +128,19 @@ def language_menu() -> Response:
     call_log.record_event(call, kind, f"language:{attempt}", {**detail, "language": language.code}, speech=given.speech)
     call.language = language.code
     db.session.commit()
-    # The notice was heard in the default language; repeat it in the caller's own.
-    lead = [] if language.code == document.menu.default_language else [language.prompt("confidentiality")]
+    lead = twiml.after_language(document, language)  # the confidentiality notice, in their language
+    if not document.menu.ask_need:
+        return _without_need_menu(call, document, language, lead)
     return twiml_response(twiml.need_menu(document, language, action=_need_url(language, 1), lead=lead))
+
+
+def _without_need_menu(call: Call, document: RoutingDocument, language: Language, lead: list[str]) -> Response:
+    """``menu.ask_need: false``: everyone goes with the default need; ``lead`` is said while it rings."""
+    need = default_need(document)
+    call_log.record_event(call, "menu.need.not_asked", "need:0", {"need": need.key})
+    call.need = need.key
+    call.menu_completed_at = call.menu_completed_at or datetime.now(UTC)
+    return _route(call, document, language, need, lead=lead)
 
 
 @bp.post("/menu/need")
@@ -133,8 +156,7 @@ def need_menu() -> Response:
     language = document.language(request.args.get("lang"))
     given = MenuInput.from_form(request.form)
     attempt = _attempt()
-    default_need = document.need(document.menu.default_need) or document.needs[-1]
-    step = next_step(choose_need(document, language, given), given, attempt, document.menu.retries, default_need)
+    step = need_step(document, language, given, attempt)
     detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
     call.need_attempts = max(call.need_attempts, attempt)
     call.language = call.language or language.code
@@ -142,13 +164,22 @@ def need_menu() -> Response:
     if step.outcome == "retry":
         call_log.record_event(call, f"menu.need.{step.reason}", f"need:{attempt}", detail, speech=given.speech)
         db.session.commit()
-        sorry = language.prompt("no_input" if step.reason == "no_input" else "invalid_input")
+        sorry = language.prompt(SORRY_PROMPTS[step.reason])
         return twiml_response(
             twiml.need_menu(document, language, action=_need_url(language, step.attempt), lead=[sorry])
         )
 
     assert step.choice is not None
     need = step.choice
+    if step.outcome == "confirm":
+        # A co-responder unit involves the police: speech alone never rings it.
+        call_log.record_event(
+            call, "menu.need.confirming", f"need:{attempt}", {**detail, "need": need.key}, speech=given.speech
+        )
+        db.session.commit()
+        return twiml_response(
+            twiml.confirm_need(document, language, need, action=_confirm_url(language, need, attempt, 1))
+        )
     kind = "menu.need.chosen" if step.outcome == "chosen" else "menu.need.defaulted"
     call_log.record_event(call, kind, f"need:{attempt}", {**detail, "need": need.key}, speech=given.speech)
     call.need = need.key
@@ -156,7 +187,58 @@ def need_menu() -> Response:
     return _route(call, document, language, need)
 
 
-def _route(call: Call, document: RoutingDocument, language: Language, need: Need) -> Response:
+@bp.post("/menu/confirm")
+@twilio_signed
+@voice_failsafe
+def confirm_need() -> Response:
+    """The answer to "You said ... If that's right, press 1. To choose again, press 2."
+
+    Only the key 1 routes the call (to the need heard in speech). Silence or a spoken "yes":
+    the confirmation once more. Anything else, or a second silence: the need menu again.
+    """
+    active = _document()
+    if active is None:
+        return failsafe_response()
+    _, document = active
+    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
+    language = document.language(request.args.get("lang"))
+    need = document.need(request.args.get("need"))
+    attempt = _attempt()
+    tries = _attempt("asked", CONFIRM_TRIES)
+    given = MenuInput.from_form(request.form)
+    if need is None:  # the routing changed under the call: ask again
+        return twiml_response(twiml.need_menu(document, language, action=_need_url(language, attempt)))
+    step = confirm_step(document, language, given, tries)
+    detail = {"attempt": attempt, "asked": tries, "via": given.via, "digits": given.digits[:4], "need": need.key}
+    dedupe = f"confirm:{attempt}:{tries}"
+
+    if step.outcome == "again":
+        call_log.record_event(call, f"menu.confirm.{step.reason}", dedupe, detail, speech=given.speech)
+        db.session.commit()
+        lead = [language.prompt("need_confirm_key" if step.reason == "spoken_yes" else "no_input")]
+        return twiml_response(
+            twiml.confirm_need(
+                document, language, need, action=_confirm_url(language, need, attempt, step.tries), lead=lead
+            )
+        )
+    if step.outcome == "choose_again":
+        call_log.record_event(call, f"menu.confirm.{step.reason}", dedupe, detail, speech=given.speech)
+        db.session.commit()
+        lead = [] if step.reason == "declined" else [language.prompt("need_unclear")]
+        # A retry. Past the last one a clear answer is still taken (they were told they could
+        # choose again); an unclear one goes with the default need.
+        return twiml_response(twiml.need_menu(document, language, action=_need_url(language, attempt + 1), lead=lead))
+
+    call_log.record_event(call, "menu.need.chosen", dedupe, {**detail, "confirmed": True}, speech=given.speech)
+    call.need = need.key
+    call.menu_completed_at = call.menu_completed_at or datetime.now(UTC)
+    return _route(call, document, language, need)
+
+
+def _route(
+    call: Call, document: RoutingDocument, language: Language, need: Need, *, lead: Sequence[str] = ()
+) -> Response:
+    """Start the search for a human now (their phone rings); ``lead`` is said meanwhile."""
     decision = decide_route(document, language.code, need, datetime.now(UTC))
     call_log.record_event(
         call,
@@ -184,9 +266,9 @@ def _route(call: Call, document: RoutingDocument, language: Language, need: Need
     if step.kind == "backup":
         return to_backup(call, document, language, "nobody_available", attempt=1)
     matched = decision.language_matched or decision.target == "backup"
-    lead = [] if matched else [language.prompt("no_language_match")]
+    told = [*lead, *([] if matched else [language.prompt("no_language_match")])]
     follow = transfer_views.step_twiml(transfer, document, step, 1)
-    return twiml_response(twiml.with_lead(language, lead, follow))
+    return twiml_response(twiml.with_lead(language, told, follow))
 
 
 @bp.post("/backup-result")
@@ -215,6 +297,10 @@ def backup_result() -> Response:
 
 def _need_url(language: Language, attempt: int) -> str:
     return url_for("voice.need_menu", lang=language.code, attempt=attempt)
+
+
+def _confirm_url(language: Language, need: Need, attempt: int, tries: int) -> str:
+    return url_for("voice.confirm_need", lang=language.code, need=need.key, attempt=attempt, asked=tries)
 
 
 @bp.post("/status")

@@ -1,4 +1,4 @@
-"""``flask routing check|load|export|history``: the operator's way to change who gets called."""
+"""``flask routing check|load|export|history|timing``: the operator's way to change who gets called."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import RoutingVersion
-from routing import store
+from routing import store, timing
+from routing.document import RoutingDocument
 from routing.validation import InvalidRoutingDocument, validate_text
 
 routing_cli = AppGroup("routing", help="Check, publish and export the line's routing config.")
@@ -35,10 +36,33 @@ def check(path: str) -> None:
         errors = sum(1 for p in problems if p.severity == "error")
         click.echo(f"{path}: {errors} error(s); this file would be refused", err=True)
         sys.exit(1)
+    for warning in _time_to_ring_warnings(document):
+        click.echo(f"{path}: warning: {warning}", err=True)
     click.echo(
         f"{path}: valid ({len(document.languages)} languages, {len(document.needs)} needs, "
         f"{len(document.responders)} responders)"
     )
+
+
+def _time_to_ring_warnings(document: RoutingDocument) -> list[str]:
+    """Menus too long before the first ring, and a default that rings a unit unasked."""
+    warnings = []
+    slowest: dict[str, float] = {}
+    for path in timing.slow_paths(document):
+        slowest[path.language] = max(slowest.get(path.language, 0.0), path.following_seconds)
+    for code, seconds in slowest.items():
+        who = f"{document.language(code).staff_name}-speaking callers"
+        warnings.append(
+            f"menu.max_seconds_to_ring: {who} who follow the menus hear {seconds:.1f} s of prompts "
+            f"before the first ring (limit {document.menu.max_seconds_to_ring} s); "
+            "shorten the prompts or labels (see `flask routing timing`)"
+        )
+    default = document.need(document.menu.default_need)
+    if default is not None and default.target == "co_responders":
+        warnings.append(
+            f"menu.default_need: {default.key!r} rings co-responder units for callers who never chose it by key"
+        )
+    return warnings
 
 
 @routing_cli.command("load")
@@ -77,3 +101,42 @@ def history() -> None:
         click.echo(
             f"{version.id:>4}  {version.published_at:%Y-%m-%d %H:%M}Z  {version.published_by:<16} {version.note or ''}"
         )
+
+
+@routing_cli.command("timing")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--words-per-second",
+    type=click.FloatRange(min=0.5, max=10),
+    default=timing.DEFAULT_WORDS_PER_SECOND,
+    show_default=True,
+    help="How fast the voices speak.",
+)
+def timing_command(path: str | None, words_per_second: float) -> None:
+    """Seconds of prompts before the first counselor's phone rings, per language and need.
+
+    Reads PATH, or the active routing. "following": a caller who presses each key when its
+    menu ends; "barge-in": one who presses keys during the prompts.
+    """
+    document = _document_from(path)
+    limit = document.menu.max_seconds_to_ring
+    click.echo(f"Seconds of speech before the first ring ({words_per_second:g} words a second, limit {limit} s)")
+    click.echo(f"{'language':<10}{'need':<22}{'following':>10}{'barge-in':>10}")
+    for row in timing.path_timings(document, words_per_second):
+        over = "  over the limit" if row.following_seconds > limit else ""
+        click.echo(f"{row.language:<10}{row.need:<22}{row.following_seconds:>10.1f}{row.barge_in_seconds:>10.1f}{over}")
+
+
+def _document_from(path: str | None) -> RoutingDocument:
+    """The routing in PATH (refused if invalid), or the active one."""
+    if path is None:
+        active = store.active_routing()
+        if active is None:
+            raise click.ClickException("no routing version has been published")
+        return active.document
+    document, problems = validate_text(_read(path))
+    if document is None:
+        for problem in problems:
+            click.echo(f"{path}: {problem}", err=True)
+        raise click.ClickException(f"{path}: not a valid routing document")
+    return document

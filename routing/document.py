@@ -16,6 +16,9 @@ PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "language_option": frozenset({"digit"}),
     "need_menu_intro": frozenset(),
     "need_option": frozenset({"label", "digit"}),
+    "need_unclear": frozenset(),  # speech not understood: asks for a key
+    "need_confirm": frozenset({"label"}),  # a co-responder need heard in speech: 1 confirms
+    "need_confirm_key": frozenset(),  # they said "yes": the key is still needed
     "invalid_input": frozenset(),
     "no_input": frozenset(),
     "connecting": frozenset(),
@@ -117,6 +120,15 @@ class Language:
     prompts: dict[str, str]
     staff_name: str  # how staff hear it named ("Spanish"), defaults to ``name``
     sms: dict[str, str]
+    # How speech in this language is understood (``languages[i].words``); all normalised.
+    digit_words: dict[str, int]  # spoken numbers ("two", "dos") and the key each stands for
+    filler_words: tuple[str, ...]  # ignored around a spoken number ("number two", "um, dos")
+    negation_words: tuple[str, ...]  # "not", "no": need words after them in a clause do not count
+    not_negation_words: tuple[str, ...]  # "not okay", "no puedo": look negative, deny nothing
+    hedge_words: tuple[str, ...]  # "maybe", "tal vez": need words in their clause do not count
+    clause_breaks: tuple[str, ...]  # "but", "pero": end a clause, and a negation's reach
+    yes_words: tuple[str, ...]  # a spoken "yes" to a confirmation (a key is still asked for)
+    no_words: tuple[str, ...]  # a spoken "no" to a confirmation: back to the menu
 
     def text(self, key: str, **values: object) -> str:
         """The texting prompt ``key`` in this language."""
@@ -178,6 +190,8 @@ class MenuSettings:
     retries: int
     default_language: str
     default_need: str
+    ask_need: bool  # false: no need menu, every caller goes with ``default_need``
+    max_seconds_to_ring: int  # ``flask routing check`` warns when a menu path speaks longer
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,35 @@ IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
 
+# Prompts added after the first configs were written: an older config without them stays
+# valid and says these stand-ins, built from prompts it already has in the same language.
+LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
+    "need_unclear": lambda prompts: prompts.get("invalid_input", ""),
+    "need_confirm": lambda prompts: prompts.get("need_option", "").replace("{digit}", "1"),
+    "need_confirm_key": lambda prompts: prompts.get("invalid_input", ""),
+}
+
+# ``languages[i].words``: how speech is understood. A language without them (a config written
+# before they were configurable) gets English and Spanish together, as the line used to.
+SPEECH_WORD_LISTS = ("fillers", "negations", "not_negations", "hedges", "clause_breaks", "yes_words", "no_words")
+DEFAULT_DIGIT_WORDS = {
+    "zero": 0, "cero": 0, "one": 1, "uno": 1, "una": 1, "two": 2, "dos": 2, "three": 3,
+    "tres": 3, "four": 4, "cuatro": 4, "five": 5, "cinco": 5, "six": 6, "seis": 6,
+    "seven": 7, "siete": 7, "eight": 8, "ocho": 8, "nine": 9, "nueve": 9,
+}  # fmt: skip
+DEFAULT_SPEECH_WORDS: dict[str, tuple[str, ...]] = {
+    "fillers": ("um", "uh", "number", "option", "press", "the", "please", "eh", "número", "opción", "el", "la"),
+    "negations": ("not", "no", "never", "don't", "dont", "isn't", "aren't", "wasn't", "nobody", "no one",
+                  "nothing", "nunca", "nadie", "nada", "sin", "ni"),
+    "not_negations": ("not okay", "not ok", "not good", "not well", "don't know what to do", "no estoy bien",
+                      "no me siento bien", "no sé qué hacer", "no puedo"),
+    "hedges": ("maybe", "perhaps", "not sure", "kind of", "sort of", "i guess", "tal vez", "quizás", "quizá",
+               "a lo mejor", "no sé si"),
+    "clause_breaks": ("but", "and", "just", "because", "pero", "y", "sino", "solo", "sólo", "porque", "aunque"),
+    "yes_words": ("yes", "yeah", "yep", "correct", "right", "sí", "si", "correcto", "claro"),
+    "no_words": ("no", "nope", "wrong", "incorrecto", "otra vez"),
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -332,6 +361,7 @@ class _Checker:
                     "twilio_language",
                     "voice",
                     "speech_words",
+                    "words",
                     "prompts",
                     "sms",
                 },
@@ -348,6 +378,8 @@ class _Checker:
                     self.error(f"{path}.speech_words", f"{word!r} is already used by {words[normal]}")
                 words[normal] = path
             prompts = self.prompts(item.get("prompts"), path)
+            understood = self.menu_words(item.get("words"), f"{path}.words")
+            digit_words = self.digit_words(item.get("words"), f"{path}.words.digits")
             result.append(
                 Language(
                     code=code,
@@ -359,8 +391,44 @@ class _Checker:
                     prompts=prompts,
                     staff_name=self.text(item, "staff_name", path) or self.text(item, "name", path),
                     sms=self.prompts(item.get("sms"), path, SMS_PROMPT_PLACEHOLDERS, "sms"),
+                    digit_words=digit_words,
+                    filler_words=understood["fillers"],
+                    negation_words=understood["negations"],
+                    not_negation_words=understood["not_negations"],
+                    hedge_words=understood["hedges"],
+                    clause_breaks=understood["clause_breaks"],
+                    yes_words=understood["yes_words"],
+                    no_words=understood["no_words"],
                 )
             )
+        return result
+
+    def menu_words(self, raw: Any, path: str) -> dict[str, tuple[str, ...]]:
+        """``words``' lists, normalised for matching; a list left out gets the default."""
+        item = self.mapping(raw, path, {"digits", *SPEECH_WORD_LISTS}, set()) if raw is not None else {}
+        lists: dict[str, tuple[str, ...]] = {}
+        for name in SPEECH_WORD_LISTS:
+            words = self.words(item[name], f"{path}.{name}") if name in item else DEFAULT_SPEECH_WORDS[name]
+            lists[name] = tuple(dict.fromkeys(normal for normal in map(normalise_words, words) if normal))
+        return lists
+
+    def digit_words(self, raw: Any, path: str) -> dict[str, int]:
+        """``words.digits``: spoken number → keypad digit ("two: 2", "dos: 2")."""
+        digits = raw.get("digits") if isinstance(raw, dict) else None
+        if digits is None:
+            return dict(DEFAULT_DIGIT_WORDS)
+        if not isinstance(digits, dict):
+            self.error(path, f"must be a mapping of word → digit, like {{two: 2}}, not {_kind(digits)}")
+            return dict(DEFAULT_DIGIT_WORDS)
+        result: dict[str, int] = {}
+        for word, digit in digits.items():
+            normal = normalise_words(str(word))
+            if not normal or len(normal.split()) != 1:
+                self.error(f"{path}.{word}", "must be a single spoken word")
+            elif isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
+                self.error(f"{path}.{word}", f"must be a keypad digit 0-9, not {digit!r}")
+            else:
+                result[normal] = digit
         return result
 
     def prompts(
@@ -375,8 +443,9 @@ class _Checker:
             self.error(where_all, f"must be a mapping, not {_kind(raw)}")
             return {}
         prompts: dict[str, str] = {}
+        later = LATER_PROMPTS if spec is PROMPT_PLACEHOLDERS else {}
         for key in spec:
-            if key not in raw:
+            if key not in raw and key not in later:
                 self.error(path or section, f"prompt {key!r} missing")
         for key, value in raw.items():
             where = f"{where_all}.{key}"
@@ -396,6 +465,9 @@ class _Checker:
             for unknown in sorted(used - spec[key]):
                 self.error(where, f"unknown placeholder {{{unknown}}}")
             prompts[key] = value.strip()
+        for key, stand_in in later.items():
+            if key not in raw and stand_in(prompts):
+                prompts[key] = stand_in(prompts)
         return prompts
 
     def needs(self, raw: Any, codes: set[str], *, single_language: bool) -> list[Need]:
@@ -606,7 +678,7 @@ class _Checker:
         item = self.mapping(
             raw,
             "menu",
-            {"timeout_seconds", "retries", "default_language", "default_need"},
+            {"timeout_seconds", "retries", "default_language", "default_need", "ask_need", "max_seconds_to_ring"},
             {"default_need"},
         )
         default_language = item.get("default_language")
@@ -622,6 +694,8 @@ class _Checker:
             retries=self.integer(item, "retries", "menu", 0, 5, 2),
             default_language=str(default_language),
             default_need=str(default_need),
+            ask_need=self.boolean(item, "ask_need", "menu", True),
+            max_seconds_to_ring=self.integer(item, "max_seconds_to_ring", "menu", 5, 120, 20),
         )
 
     def transfer(self, raw: Any) -> TransferSettings:

@@ -95,6 +95,32 @@ BROKEN: list[tuple[str, Edit, str]] = [
         "menu.default_need: 'nothing' is not a need key",
     ),
     ("retries out of range", _set(["menu", "retries"], 40), "menu.retries: must be between 0 and 5, not 40"),
+    ("ask_need not true/false", _set(["menu", "ask_need"], "sometimes"), "menu.ask_need: must be true or false"),
+    (
+        "max seconds to ring out of range",
+        _set(["menu", "max_seconds_to_ring"], 2),
+        "menu.max_seconds_to_ring: must be between 5 and 120, not 2",
+    ),
+    (
+        "spoken digit not a key",
+        _set(["languages", 0, "words", "digits", "two"], 12),
+        "languages[0].words.digits.two: must be a keypad digit 0-9, not 12",
+    ),
+    (
+        "misspelt word list",
+        _set(["languages", 1, "words", "negatons"], ["nunca"]),
+        "languages[1].words.negatons: unknown key (check the spelling)",
+    ),
+    (
+        "empty negation word",
+        _set(["languages", 0, "words", "negations"], ["not", " "]),
+        "languages[0].words.negations[1]: must be non-empty text",
+    ),
+    (
+        "confirmation without the need",
+        _set(["languages", 0, "prompts", "need_confirm"], "Press 1 if that is right."),
+        "languages[0].prompts.need_confirm: must contain {label}",
+    ),
     (
         "override ends before start",
         _set(["counselors", 0, "overrides", 0, "end"], "2026-12-01T08:00"),

@@ -34,6 +34,7 @@ MID_CALL_WEBHOOKS = [
     ("/voice/menu/language?attempt=1", {"Digits": "2"}),
     ("/voice/menu/language?attempt=3", {}),
     ("/voice/menu/need?lang=es&attempt=1", {"Digits": "2"}),
+    ("/voice/menu/confirm?lang=en&need=danger_now&attempt=1&asked=1", {"Digits": "1"}),
     ("/voice/hold?transfer=1&tick=2", {}),
     ("/voice/transfer/join?transfer=1", {}),
     ("/voice/transfer/staff-left?transfer=1", {}),

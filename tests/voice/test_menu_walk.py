@@ -51,20 +51,25 @@ def call_row(app: Flask, call_sid: str) -> Call:
         return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
 
 
-def test_incoming_call_hears_greeting_notice_then_language_menu_in_each_language(phone: Phone) -> None:
+def test_incoming_call_hears_the_greeting_then_the_language_menu_all_inside_the_gather(phone: Phone) -> None:
     call = phone.call([], hang_up_after_requests=1)
 
     twiml = call.last_twiml
-    says = twiml.findall("Say")
-    assert "Riverside County Crisis Line" in (says[0].text or "")
-    assert "confidential" in (says[1].text or "")
+    # Nothing is said outside the first <Gather>: a caller who knows the menu presses at once.
+    assert twiml.findall("Say") == []
     gather = twiml.find("Gather")
     assert gather is not None
+    assert twiml[0] is gather
+    greeting = gather.findall("Say")[0]
+    assert greeting.text == "Riverside County Crisis Line."
+    assert (greeting.get("language"), greeting.get("voice")) == ("en-US", "Polly.Joanna")
+    # The confidentiality notice waits for the caller's language (it is said once, in theirs).
+    assert "confidential" not in " ".join(say.text or "" for say in gather.iter("Say"))
     assert gather.get("input") == "dtmf speech"
     assert gather.get("numDigits") == "1"
     assert gather.get("action") == "/voice/menu/language?attempt=1"
     assert "español" in (gather.get("hints") or "")
-    options = {(say.get("language"), say.get("voice")): say.text for say in gather.findall("Say")}
+    options = {(say.get("language"), say.get("voice")): say.text for say in gather.findall("Say")[1:]}
     assert options[("en-US", "Polly.Joanna")] == "For English, press 1."
     assert options[("es-US", "Polly.Lupe")] == "Para español, oprima 2."
     # Silence falls through the Gather to a Redirect: never dead air, never a hang-up.
@@ -99,13 +104,22 @@ def test_language_is_chosen_by_key_or_by_speech(
     assert chosen[0].detail["via"] == ("keypad" if isinstance(answer, Keys) else "speech")
 
 
-def test_spanish_caller_hears_the_confidentiality_notice_again_in_spanish(phone: Phone) -> None:
-    call = phone.call([Keys("2")], hang_up_after_requests=2)
+@pytest.mark.parametrize(
+    ("key", "notice", "twilio_language"),
+    [("1", "This call is confidential.", "en-US"), ("2", "Esta llamada es confidencial.", "es-US")],
+)
+def test_the_confidentiality_notice_is_said_once_in_the_callers_language_inside_the_need_menu(
+    phone: Phone, key: str, notice: str, twilio_language: str
+) -> None:
+    call = phone.call([Keys(key)], hang_up_after_requests=2)
 
-    first = call.last_twiml.find("Say")
-    assert first is not None
-    assert first.get("language") == "es-US"
-    assert "confidencial" in (first.text or "")
+    need_menu = call.last_twiml.find("Gather")
+    assert need_menu is not None
+    assert call.last_twiml.findall("Say") == []  # all of it inside the <Gather>: keys barge in
+    first = need_menu.findall("Say")[0]
+    assert (first.text, first.get("language")) == (notice, twilio_language)
+    said = [item.text for item in call.heard]
+    assert sum("confiden" in text for text in said) == 1
 
 
 NEEDS_BY_DIGIT = {
@@ -152,8 +166,8 @@ def test_each_need_by_key_rings_the_on_call_responder_for_it_while_the_caller_ho
     [
         ("I want to kill myself", "suicide"),
         ("my friend took an overdose", "substance_use"),
-        ("there is a man with a gun", "danger_now"),
         ("I'm having a panic attack", "mental_health"),
+        ("I'm not in danger, I just need to talk to someone", "something_else"),
     ],
 )
 def test_need_is_recognised_from_speech(app: Flask, phone: Phone, speech: str, need: str) -> None:

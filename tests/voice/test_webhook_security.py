@@ -26,6 +26,7 @@ def test_every_twilio_route_is_in_the_list_under_test(app: Flask) -> None:
         "/voice/incoming",
         "/voice/menu/language",
         "/voice/menu/need",
+        "/voice/menu/confirm",
         "/voice/hold",
         "/voice/offer/whisper",
         "/voice/offer/decide",
