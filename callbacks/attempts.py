@@ -17,8 +17,8 @@ import requests
 from flask import current_app
 from sqlalchemy import func, select, update
 from twilio.base.exceptions import TwilioRestException
-from twilio.twiml.voice_response import VoiceResponse
 
+import line_queue
 from crisisline.db import db
 from crisisline.models import Call, Callback, ScheduledContact, Texter, Transfer
 from crisisline.privacy import Vault
@@ -75,7 +75,11 @@ def start_attempt(contact: ScheduledContact) -> str:
         )
         db.session.commit()
         return "not_needed"
-    transfer = state.start_transfer(call, callback.language, callback.need, language_matched=True, callback=callback)
+    need = document.need(callback.need)
+    transfer = state.start_transfer(
+        call, callback.language, callback.need, language_matched=True, callback=callback,
+        priority=need.priority if need else 0,
+    )  # fmt: skip
     flow.record_event(transfer, "callback.attempt", f"callback:{callback.id}:attempt:{contact.attempt}")
     db.session.commit()
     dispatch.advance(transfer.id, document)
@@ -127,6 +131,11 @@ def send_missed_text(contact: ScheduledContact) -> str:
         body=document.language(callback.language).text("callback_missed"), party="line", texter=texter,
     )  # fmt: skip
     return "sent" if sent else "send_failed"
+
+
+@flow.callback_accepted.connect
+def _dial_the_person(transfer: Transfer, *, document: RoutingDocument, **_: object) -> bool:
+    return call_person(transfer, document)
 
 
 def call_person(transfer: Transfer, document: RoutingDocument) -> bool:
@@ -226,7 +235,7 @@ def person_not_reached(
     flow.record_event(transfer, "callback.no_answer", f"transfer:{transfer.id}:no_answer", reason=reason)
     db.session.commit()
     for offer in state.staff_on_call(transfer.id) if tell_responder else ():
-        _tell_responder(offer.call_sid, document.staff_prompt("callback_no_answer"))
+        dispatch.tell_responder(offer.call_sid, document.staff_prompt("callback_no_answer"))
     callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
     if callback is not None:
         _next_step(callback, document)
@@ -267,38 +276,24 @@ def give_up(callback: Callback, outcome: str) -> None:
         )  # fmt: skip
 
 
-def _tell_responder(call_sid: str | None, text: str) -> None:
-    if not call_sid:
-        return
-    message = VoiceResponse()
-    message.say(text)
-    message.hangup()
-    try:
-        dispatch.rest_client().calls(call_sid).update(twiml=str(message))
-    except (TwilioRestException, requests.RequestException, OSError) as error:
-        log.info("could not tell the responder the callback failed: %s", type(error).__name__)
-        dispatch.hang_up_call(call_sid, answered=True)
-
-
 def tend(document: RoutingDocument) -> dict[str, int]:
-    """Every minute: ring for waiting callbacks in queue order, give up on ones nobody could
-    take in time, and settle person legs whose final status callback was lost. Idempotent."""
+    """Every minute: give up on callbacks nobody could take in time, offer free responders to
+    the queue (callbacks among everyone waiting, in queue order: the safety net behind the
+    events), and settle person legs whose final status callback was lost. Idempotent."""
     counts = {"rung": 0, "gave_up": 0, "settled": 0}
     moment = state.now()
     give_up_after = timedelta(minutes=document.callbacks.give_up_after_minutes)
-    waiting = db.session.scalars(
+    overdue_searches = db.session.scalars(
         select(Transfer)
-        .where(Transfer.mode == "callback", Transfer.state == "waiting")
-        .order_by(Transfer.started_at, Transfer.id)
+        .join(Callback, Callback.id == Transfer.callback_id)
+        .where(Transfer.mode == "callback", Transfer.state == "waiting", Callback.requested_at < moment - give_up_after)
     ).all()
-    for transfer in waiting:
+    for transfer in overdue_searches:
         callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
-        if callback is not None and moment - callback.requested_at > give_up_after:
-            if flow.send_to_backup(transfer, "callback_gave_up"):
-                give_up(callback, "nobody_free")
-                counts["gave_up"] += 1
-            continue
-        counts["rung"] += dispatch.advance(transfer.id, document).rung
+        if callback is not None and flow.send_to_backup(transfer, "callback_gave_up"):
+            give_up(callback, "nobody_free")
+            counts["gave_up"] += 1
+    counts["rung"] += line_queue.fill(document)
     ring_limit = timedelta(seconds=document.callbacks.ring_timeout_seconds) + PERSON_LEG_GRACE
     stalled = db.session.scalars(
         select(Transfer).where(Transfer.mode == "callback", Transfer.state == "connecting")

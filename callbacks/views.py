@@ -5,37 +5,18 @@ Caller-facing routes fail safe to the backup line (``voice_failsafe``), like eve
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, request
 from twilio.twiml.voice_response import VoiceResponse
 
 from callbacks import attempts
 from callbacks.requests import request_from_hold
-from crisisline.db import db
 from crisisline.failsafe import twiml_response, voice_failsafe
-from crisisline.models import Transfer
 from crisisline.twilio_auth import twilio_signed
 from ivr import twiml as ivr_twiml
-from routing.document import RoutingDocument
-from routing.store import active_routing
 from transfer import flow
 from transfer import views as transfer_views
 
 bp = Blueprint("callbacks", __name__, url_prefix="/voice/callback")
-
-
-def _document() -> RoutingDocument:
-    active = active_routing()
-    if active is None:
-        raise RuntimeError("no routing published")
-    return active.document
-
-
-def _transfer() -> Transfer:
-    transfer_id = request.args.get("transfer", "")
-    transfer = db.session.get(Transfer, int(transfer_id)) if transfer_id.isdigit() else None
-    if transfer is None:
-        abort(404)
-    return transfer
 
 
 @bp.post("/request")
@@ -44,7 +25,7 @@ def _transfer() -> Transfer:
 def caller_key() -> Response:
     """A key pressed while holding: the callback key hands them to a callback; any other
     key (or one when a callback is impossible) carries on holding."""
-    transfer, document = _transfer(), _document()
+    transfer, document = transfer_views.requested_transfer(), transfer_views.active_document()
     language = document.language(transfer.language)
     tick = int(request.args.get("tick", "1")) if request.args.get("tick", "1").isdigit() else 1
     if request.form.get("Digits", "").strip()[:1] != document.callbacks.digit:
@@ -68,8 +49,9 @@ def caller_key() -> Response:
 def declined() -> Response:
     """Nobody could take the call and no callback key was pressed: the backup line now
     (unless a responder accepted in this very moment)."""
-    transfer, document = _transfer(), _document()
-    step = flow.backup_unless_accepted(transfer, "nobody_left")
+    transfer, document = transfer_views.requested_transfer(), transfer_views.active_document()
+    reason = request.args.get("reason", "")
+    step = flow.backup_unless_accepted(transfer, reason if reason in ("hold_limit", "nobody_left") else "nobody_left")
     if step.kind == "join":
         flow.caller_joined(transfer)
         return twiml_response(transfer_views.caller_join_twiml(transfer))
@@ -82,7 +64,7 @@ def declined() -> Response:
 def person_answer() -> Response:
     """The person we called back picked up: a greeting, then their responder's conference.
     If the responder has gone meanwhile, they are on the line with us: search again."""
-    transfer, document = _transfer(), _document()
+    transfer, document = transfer_views.requested_transfer(), transfer_views.active_document()
     answered_by = request.form.get("AnsweredBy", "")
     if answered_by.startswith("machine") or answered_by == "fax":
         attempts.person_not_reached(transfer, document, "machine")
@@ -104,9 +86,9 @@ def person_answer() -> Response:
 @twilio_signed
 def person_status() -> Response:
     """Status callbacks of the person's leg (duplicated and reordered by Twilio at will)."""
-    transfer = _transfer()
+    transfer = transfer_views.requested_transfer()
     status = request.form.get("CallStatus", "")
     call_sid = request.form.get("CallSid", "")
     if status in flow.TERMINAL_LEG_STATUSES and transfer.caller_call_sid in ("", call_sid):
-        attempts.person_leg_ended(transfer, _document(), status, call_sid)
+        attempts.person_leg_ended(transfer, transfer_views.active_document(), status, call_sid)
     return Response(status=204)

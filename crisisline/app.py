@@ -6,10 +6,11 @@ import logging
 from typing import Any, cast
 
 import redis
-from flask import Flask
+from flask import Flask, Response
 from flask_rq import RQ
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from crisisline import events
 from crisisline.db import db, engine_options, migrate
 from crisisline.phone import RedactPhoneNumbers
 from crisisline.privacy import Vault
@@ -71,6 +72,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.cli.add_command(routing_cli)
     line_cli.register(app)
     workers_cli.register(app)
+
+    @app.after_request
+    def publish_events(response: Response) -> Response:
+        """What this request changed (a responder became free…) is acted on now, once its
+        own work is committed; a subscriber's failure never touches the response."""
+        events.publish_pending()
+        return response
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

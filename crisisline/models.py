@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crisisline.db import Model, UTCDateTime
 
+# An offer in one of these states holds its responder: their phone rings, or they are deciding.
+ACTIVE_OFFER_STATES = ("placing", "ringing", "answered")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -142,8 +145,15 @@ class Transfer(Model):
     # is dialled (``caller_call_sid`` set then) only after a responder accepts.
     mode: Mapped[str] = mapped_column(String(12), default="live", server_default="live")
     callback_id: Mapped[int | None] = mapped_column(ForeignKey("callbacks.id", ondelete="SET NULL"), index=True)
+    # The person's place in the one queue (``line_queue``): the need's priority, then since
+    # when they have been waiting (kept across a callback, and after a responder dropped them).
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    queued_since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (UniqueConstraint("call_id", "round"),)
+    __table_args__ = (
+        UniqueConstraint("call_id", "round"),
+        Index("ix_transfers_queue_order", "state", "priority", "queued_since"),
+    )
 
     @property
     def conference_name(self) -> str:
@@ -217,6 +227,7 @@ class Conversation(Model):
     # One open conversation per texter, enforced by the database (texts arrive in bursts,
     # handled by several processes at once).
     __table_args__ = (
+        Index("ix_conversations_queue_order", "state", "priority", "queued_at"),
         Index(
             "uq_conversations_open_per_texter",
             "texter_id",

@@ -42,6 +42,31 @@ def check(path: str) -> None:
         f"{path}: valid ({len(document.languages)} languages, {len(document.needs)} needs, "
         f"{len(document.responders)} responders)"
     )
+    for line in queue_policy(document):
+        click.echo(f"{path}: {line}")
+
+
+def queue_policy(document: RoutingDocument) -> list[str]:
+    """The one queue's order and re-offer rules, as an administrator reads them."""
+    tiers: dict[int, list[str]] = {}
+    for need in document.needs:
+        tiers.setdefault(need.priority, []).append(need.key)
+    order = "; then ".join(
+        f"{', '.join(keys)} (priority {priority})" for priority, keys in sorted(tiers.items(), reverse=True)
+    )
+    queue = document.queue
+    together = (
+        "texts and calls wait in one line; a counselor is offered one contact at a time"
+        if queue.channels == "shared"
+        else "texts and calls are offered independently (queue.channels: separate)"
+    )
+    return [
+        f"queue order: {order}; within a priority, who has waited longest (a callback keeps its place)",
+        f"queue: {together}; someone who passed or missed a contact may be offered it again after "
+        f"{queue.reoffer_after_seconds} s; callers wait up to {document.transfer.max_hold_seconds} s while "
+        "anyone who could take them is on shift"
+        + ("; waiting callers hear their place in line" if queue.announce_position else ""),
+    ]
 
 
 def _time_to_ring_warnings(document: RoutingDocument) -> list[str]:

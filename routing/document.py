@@ -32,6 +32,7 @@ PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "hold_update": frozenset(),
     "hold_next": frozenset(),
     "hold_wait": frozenset({"minutes"}),
+    "hold_position": frozenset({"position", "minutes"}),
     "staff_left": frozenset(),
     "sms_unavailable": frozenset(),
     "callback_offer": frozenset({"digit"}),
@@ -233,6 +234,24 @@ class CallbackSettings:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """The one queue of waiting contacts (``queue:``): who is offered first, and when again.
+
+    Order: the need's ``priority`` (higher first), then arrival; a callback keeps the place
+    its person had. ``channels``: ``shared`` puts texts and calls in one line (a counselor is
+    offered one contact at a time, whichever waited first); ``separate`` offers texts and
+    calls independently (a counselor may hold a text offer while their phone rings).
+    """
+
+    reoffer_after_seconds: int  # a responder who passed or missed a contact may get it again after this
+    channels: str  # "shared" or "separate"
+    announce_position: bool  # hold updates say "You are number N in line"
+
+
+QUEUE_CHANNELS = ("shared", "separate")
+
+
+@dataclass(frozen=True)
 class FollowupSettings:
     missed_contact_after_seconds: int  # 0: never text a caller who hung up while waiting
     checkins: bool  # ask for consent to a check-in at the end of a call or text conversation
@@ -273,6 +292,7 @@ class RoutingDocument:
     followups: FollowupSettings
     callbacks: CallbackSettings
     supervisors: tuple[Supervisor, ...]
+    queue: QueueSettings
 
     def staff_prompt(self, key: str, **values: object) -> str:
         return self.staff_prompts[key].format(**values)

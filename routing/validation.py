@@ -21,6 +21,7 @@ from crisisline.settings import LINE_MODES
 from crisisline.sms_segments import is_gsm7, segment_count
 from routing.document import (
     PROMPT_PLACEHOLDERS,
+    QUEUE_CHANNELS,
     SMS_PROMPT_PLACEHOLDERS,
     STAFF_PROMPT_PLACEHOLDERS,
     STRATEGIES,
@@ -31,6 +32,7 @@ from routing.document import (
     MenuSettings,
     Need,
     Override,
+    QueueSettings,
     Responder,
     RoutingDocument,
     Shift,
@@ -52,6 +54,7 @@ LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "need_unclear": lambda prompts: prompts.get("invalid_input", ""),
     "need_confirm": lambda prompts: prompts.get("need_option", "").replace("{digit}", "1"),
     "need_confirm_key": lambda prompts: prompts.get("invalid_input", ""),
+    "hold_position": lambda prompts: prompts.get("hold_wait", ""),  # a config from before the one queue
 }
 
 # ``languages[i].words``: how speech is understood. A language without them (a config written
@@ -265,6 +268,7 @@ class _Checker:
                 "sms",
                 "followups",
                 "callbacks",
+                "queue",
                 "supervisors",
                 "languages",
                 "needs",
@@ -302,6 +306,7 @@ class _Checker:
         sms = self.sms_settings(top.get("sms", {}))
         followups = self.followups(top.get("followups", {}), keys)
         callbacks = self.callbacks(top.get("callbacks", {}))
+        queue = self.queue(top.get("queue", {}), transfer)
         supervisors = self.supervisors(top.get("supervisors"), region)
         if followups.checkins and not supervisors:
             self.warn("supervisors", "check-ins that get no reply are flagged, but nobody is listed to be told")
@@ -321,6 +326,7 @@ class _Checker:
             followups=followups,
             callbacks=callbacks,
             supervisors=tuple(supervisors),
+            queue=queue,
             menu=menu,
             transfer=transfer,
             languages=tuple(languages),
@@ -807,6 +813,25 @@ class _Checker:
             retry_after_minutes=tuple(retries[:5]),
             ring_timeout_seconds=self.integer(item, "ring_timeout_seconds", "callbacks", 10, 60, 25),
             give_up_after_minutes=self.integer(item, "give_up_after_minutes", "callbacks", 5, 1440, 120),
+        )
+
+    def queue(self, raw: Any, transfer: TransferSettings) -> QueueSettings:
+        item = self.mapping(raw, "queue", {"reoffer_after_seconds", "channels", "announce_position"}, set())
+        channels = self.text(item, "channels", "queue", "separate")
+        if channels not in QUEUE_CHANNELS:
+            self.error("queue.channels", f"{channels!r} is not one of {', '.join(QUEUE_CHANNELS)}")
+            channels = "separate"
+        reoffer = self.integer(item, "reoffer_after_seconds", "queue", 0, 3600, 60)
+        if reoffer >= transfer.max_hold_seconds:
+            self.warn(
+                "queue.reoffer_after_seconds",
+                f"{reoffer} s is not shorter than transfer.max_hold_seconds ({transfer.max_hold_seconds} s): "
+                "a caller everyone missed is never offered to them again before the backup line",
+            )
+        return QueueSettings(
+            reoffer_after_seconds=reoffer,
+            channels=channels,
+            announce_position=self.boolean(item, "announce_position", "queue", True),
         )
 
     def supervisors(self, raw: Any, region: str) -> list[Supervisor]:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
+import line_queue
+from crisisline import events
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
 from routing.document import Responder, RoutingDocument
-from routing.engine import decide_route
 from sms import outbox
 from transfer import state as voice_state
 
@@ -103,8 +105,8 @@ def to_counselor(conversation: Conversation, responder: Responder, key: str, bod
     )  # fmt: skip
 
 
-def estimate_wait_minutes(conversation: Conversation) -> int:
-    """An honest guess: recent time-to-answer, times the texters waiting ahead plus one."""
+def estimate_wait_minutes(conversation: Conversation, document: RoutingDocument) -> int:
+    """An honest guess: recent time-to-answer of texts, times the texters ahead in line plus one."""
     recent = db.session.execute(
         select(Conversation.queued_at, Conversation.assigned_at)
         .where(Conversation.assigned_at.is_not(None), Conversation.queued_at.is_not(None))
@@ -113,21 +115,15 @@ def estimate_wait_minutes(conversation: Conversation) -> int:
     ).all()
     waits = [(assigned - queued).total_seconds() for queued, assigned in recent if assigned and queued]
     typical = statistics.median(waits) if waits else DEFAULT_WAIT_SECONDS
-    ahead = (
-        db.session.scalar(
-            select(func.count(Conversation.id)).where(
-                Conversation.state.in_(WAITING_STATES),
-                Conversation.id != conversation.id,
-                Conversation.queued_at < (conversation.queued_at or now()),
-            )
-        )
-        or 0
+    place = line_queue.position(
+        document, "text", conversation.priority, conversation.queued_at or now(), conversation.id
     )
-    return max(1, round(typical * (ahead + 1) / 60))
+    return max(1, round(typical * place / 60))
 
 
 def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter: bool = True) -> None:
-    """Put a sorted conversation in the queue, tell the texter the wait, offer it out.
+    """Put a sorted conversation in the one queue, tell the texter the wait; the queue offers
+    it to a free counselor at once if it is first in line for one.
 
     ``tell_texter=False``: the caller already told them (e.g. a check-in reply's own text)."""
     moved = db.session.execute(
@@ -138,13 +134,13 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
     db.session.commit()
     if not moved:
         return
+    line_queue.fill(document)
     db.session.refresh(conversation)
-    language = document.language(conversation.language)
-    offered = offer_next(conversation, document)
     if not tell_texter:
         return
-    minutes = estimate_wait_minutes(conversation)
-    key = "queued" if offered else "nobody_free"
+    language = document.language(conversation.language)
+    minutes = estimate_wait_minutes(conversation, document)
+    key = "queued" if conversation.state in ("offered", "active") else "nobody_free"
     to_texter(conversation, "queued", language.text(key, minutes=minutes))
 
 
@@ -159,12 +155,15 @@ def counselor_load(responder_id: str) -> int:
     )
 
 
-def offer_next(conversation: Conversation, document: RoutingDocument) -> bool:
-    """Offer a waiting conversation to the next suitable counselor. True if one was offered.
+@line_queue.offers_for("text")
+def offer_conversation(conversation_id: int, counselors: Sequence[Responder], document: RoutingDocument) -> int:
+    """The queue chose ``counselors[0]`` for this waiting conversation: offer it by text.
 
-    The queued → offered UPDATE is the claim: of two sweeps running at once, one offers.
+    The queued → offered UPDATE is the claim: of two processes offering at once, one offers.
     """
-    need = document.need(conversation.need) or document.need(document.menu.default_need) or document.needs[-1]
+    conversation = db.session.get(Conversation, conversation_id)
+    if conversation is None or not counselors:
+        return 0
     claimed = db.session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.state == "queued")
@@ -172,36 +171,7 @@ def offer_next(conversation: Conversation, document: RoutingDocument) -> bool:
     ).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     if not claimed:
-        db.session.refresh(conversation)
-        return conversation.state == "offered"
-    tried = set(
-        db.session.scalars(
-            select(ConversationOffer.responder_id).where(ConversationOffer.conversation_id == conversation.id)
-        )
-    )
-    engaged = set(
-        db.session.scalars(
-            select(ResponderState.responder_id).where(
-                ResponderState.engaged_offer_id.is_not(None) | ResponderState.paused.is_(True)
-            )
-        )
-    )
-    full = {r.id for r in document.responders if counselor_load(r.id) >= document.sms.max_conversations_per_counselor}
-    holding_offers = set(
-        db.session.scalars(select(ConversationOffer.responder_id).where(ConversationOffer.state == "open"))
-    )
-    decision = decide_route(
-        document, conversation.language or document.menu.default_language, need, now(),
-        unavailable=tried | engaged | full | holding_offers, last_offered=voice_state.last_offered(),
-    )  # fmt: skip
-    counselors = [r for r in decision.responders if r.kind == "counselor"]
-    if not counselors:
-        db.session.execute(
-            update(Conversation).where(Conversation.id == conversation.id, Conversation.state == "offered")
-            .values(state="queued")
-        )  # fmt: skip
-        db.session.commit()
-        return False
+        return 0
     counselor = counselors[0]
     offer = ConversationOffer(
         conversation_id=conversation.id, responder_id=counselor.id, state="open", created_at=now(),
@@ -214,6 +184,8 @@ def offer_next(conversation: Conversation, document: RoutingDocument) -> bool:
         update(ResponderState).where(ResponderState.responder_id == counselor.id).values(last_offered_at=now())
     )
     db.session.commit()
+    db.session.refresh(conversation)
+    need = document.need(conversation.need) or document.need(document.menu.default_need) or document.needs[-1]
     language = document.language(conversation.language)
     waited = max(1, round((now() - (conversation.queued_at or now())).total_seconds() / 60))
     label = need.labels.get(document.menu.default_language, need.key)
@@ -222,7 +194,7 @@ def offer_next(conversation: Conversation, document: RoutingDocument) -> bool:
         document.staff_prompt("sms_offer", tag=conversation.tag, language=language.staff_name,
                               need=label, wait=f"{waited} min"),
     )  # fmt: skip
-    return True
+    return 1
 
 
 def take(conversation: Conversation, responder: Responder, document: RoutingDocument) -> bool:
@@ -277,17 +249,25 @@ def relay_backlog(conversation: Conversation, responder: Responder) -> None:
 
 
 def pass_back(conversation: Conversation, responder: Responder, document: RoutingDocument) -> bool:
-    """The assigned counselor hands the conversation back; it is offered to someone else."""
+    """The assigned counselor hands the conversation back; it is offered to someone else (and
+    to them again only after the queue's re-offer cooldown)."""
     moved = db.session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.state == "active",
                Conversation.counselor_id == responder.id)
         .values(state="queued", counselor_id=None, assigned_at=None)
     ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+    if moved:
+        db.session.execute(
+            update(ConversationOffer)
+            .where(ConversationOffer.conversation_id == conversation.id, ConversationOffer.responder_id == responder.id,
+                   ConversationOffer.state == "taken")
+            .values(state="passed", decided_at=now())
+        )  # fmt: skip
+        events.note_responder_freed(responder.id)
     db.session.commit()
     if moved:
-        db.session.refresh(conversation)
-        offer_next(conversation, document)
+        line_queue.fill(document)
     return bool(moved)
 
 
@@ -298,6 +278,13 @@ def close(conversation: Conversation, document: RoutingDocument, reason: str, *,
         .where(Conversation.id == conversation.id, Conversation.state.in_(OPEN_STATES))
         .values(state="closed", closed_at=now(), close_reason=reason)
     ).rowcount  # type: ignore[attr-defined]
+    holders = set(
+        db.session.scalars(
+            select(ConversationOffer.responder_id).where(
+                ConversationOffer.conversation_id == conversation.id, ConversationOffer.state == "open"
+            )
+        )
+    )
     db.session.execute(
         update(ConversationOffer)
         .where(ConversationOffer.conversation_id == conversation.id, ConversationOffer.state == "open")
@@ -306,6 +293,10 @@ def close(conversation: Conversation, document: RoutingDocument, reason: str, *,
     db.session.commit()
     if not closed:
         return False
+    # Their conversation slot (or the offer they were holding) is free: the queue may offer
+    # them the next texter once this unit of work is over.
+    for responder_id in holders | ({conversation.counselor_id} if conversation.counselor_id else set()):
+        events.note_responder_freed(responder_id)
     if tell_texter:
         to_texter(conversation, "closed", document.language(conversation.language).text(tell_texter))
     if reason == "counselor_ended":
@@ -397,18 +388,13 @@ def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:
                 .values(state="queued")
             )  # fmt: skip
             db.session.commit()
-            db.session.refresh(conversation)
-            counts["reoffered"] += int(offer_next(conversation, document))
+            events.note_responder_freed(offer.responder_id)
+    counts["reoffered"] += line_queue.fill(document)
 
 
 def _offer_queued(document: RoutingDocument, counts: dict[str, int]) -> None:
-    # Waiting texters with no open offer, most urgent and longest waiting first.
-    for conversation in db.session.scalars(
-        select(Conversation)
-        .where(Conversation.state == "queued")
-        .order_by(Conversation.priority.desc(), Conversation.queued_at)
-    ).all():
-        counts["reoffered"] += int(offer_next(conversation, document))
+    """The clock's safety net: free counselors are offered the first texters in line."""
+    counts["reoffered"] += line_queue.fill(document)
 
 
 def _backup_option(document: RoutingDocument, counts: dict[str, int]) -> None:
@@ -458,8 +444,7 @@ def requeue_orphan(conversation: Conversation, document: RoutingDocument) -> Non
     ).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     if moved:
-        db.session.refresh(conversation)
-        offer_next(conversation, document)
+        line_queue.fill(document)
 
 
 def _close_idle(document: RoutingDocument, counts: dict[str, int]) -> None:

@@ -96,8 +96,8 @@ def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, 
     if conversation.counselor_id != responder.id or conversation.state != "active":
         return Reply(document.staff_prompt("sms_too_late", tag=tag))
     if verb == "END":
+        # Closing frees a slot; the queue offers it to the next texter in line.
         convo.close(conversation, document, "counselor_ended", tell_texter="closed")
-        convo.sweep(document)  # capacity freed: offer a waiting texter
         return Reply(document.staff_prompt("sms_ended", tag=tag))
     convo.pass_back(conversation, responder, document)
     return Reply(document.staff_prompt("sms_passed", tag=tag))

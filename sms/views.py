@@ -50,19 +50,9 @@ def incoming() -> Response:
         log.error("sms webhook failed: %s", type(error).__name__)
         db.session.rollback()
         return _twiml(FAILSAFE_TEXT)
-    _sweep_quietly()
+    # Timed work (expired offers, idle closes, retries) is the clock's, every minute: an
+    # inbound text costs the same however many people wait.
     return response
-
-
-def _sweep_quietly() -> None:
-    """Timed work piggybacks on every inbound text; its failure never affects the reply."""
-    try:
-        active = active_routing()
-        if active is not None:
-            convo.sweep(active.document)
-    except Exception as error:
-        log.error("text sweep after webhook failed: %s", type(error).__name__)
-        db.session.rollback()
 
 
 def _incoming() -> Response:

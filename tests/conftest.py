@@ -38,6 +38,7 @@ from twilio_fake.phone import Phone, RequestsTransport, WsgiTransport
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.server import FakeTwilioServer
 from twilio_fake.signing import signed_headers, sms_params
+from workers import upkeep
 
 TEST_ACCOUNT_SID = "AC" + "7" * 32
 TEST_AUTH_TOKEN = "d2f1c0ffee0d2f1c0ffee0d2f1c0ffee"
@@ -294,6 +295,22 @@ class TextingPhone:
 @pytest.fixture
 def texting(live_server: str, fake: FakeTwilio) -> TextingPhone:
     return TextingPhone(live_server, fake)
+
+
+@pytest.fixture
+def clock_tick(app: Flask) -> Callable[[], dict[str, dict[str, int]]]:
+    """Runs the clock's every-minute jobs once, in-process, as ``flask rq cron`` runs them:
+    the timed text work, transfer repairs and callbacks (the safety nets behind the events)."""
+
+    def tick() -> dict[str, dict[str, int]]:
+        with app.app_context():
+            return {
+                "texts": upkeep.sweep_text_conversations(),
+                "transfers": upkeep.reconcile_transfers(),
+                "callbacks": upkeep.tend_callbacks(),
+            }
+
+    return tick
 
 
 @pytest.fixture

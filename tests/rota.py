@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from twilio_fake.rest_api import CallRecord, FakeTwilio
@@ -24,3 +25,15 @@ def leg_to(fake: FakeTwilio, number: str) -> CallRecord:
     matching = [leg for leg in legs(fake) if leg.to == number]
     assert len(matching) == 1, f"expected one leg to that number, found {len(matching)}"
     return matching[0]
+
+
+def around_the_clock(document: dict[str, Any], *, on_call: tuple[str, ...] = ("ben-carter", "diego-morales")) -> None:
+    """Only ``on_call`` counselors, on call at every hour (a worker process runs on the real
+    clock, not the test's travelled one)."""
+    for counselor in document["counselors"]:
+        counselor.pop("overrides", None)
+        whole_day = [
+            {"days": "daily", "start": start, "end": end} for start, end in (("00:00", "12:00"), ("12:00", "24:00"))
+        ]
+        counselor["shifts"] = whole_day if counselor["id"] in on_call else []
+    document["callbacks"]["offer_after_seconds"] = 0  # the key is offered from the first hold turn

@@ -1,27 +1,31 @@
-"""Ringing responders: the one place that decides who to ring next and places those calls.
+"""Ringing responders: placing the calls the queue (``line_queue``) decided on.
 
 ``advance`` is safe to call from anywhere, any number of times, concurrently: from the
-need menu, every hold tick, every responder leg's status callback, or a worker. A lease
-serialises it per transfer, and each responder is claimed atomically before being rung.
+need menu, every hold tick, every responder leg's status callback, or a worker. Which
+waiting contact a free responder is offered is the queue's decision, in queue order; this
+module rings them (``ring_for_transfer``), a lease serialising it per transfer and each
+responder claimed atomically before being rung.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import requests
 from flask import current_app
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
 
+import line_queue
 from crisisline.db import db
 from crisisline.models import Offer, Transfer
 from crisisline.settings import Settings
 from crisisline.telephony import make_rest_client
 from crisisline.urls import public_url
 from routing.document import Responder, RoutingDocument
-from routing.engine import decide_route
 from transfer import state
 
 log = logging.getLogger(__name__)
@@ -53,50 +57,45 @@ def line_number(transfer: Transfer) -> str:
 
 @dataclass(frozen=True)
 class DispatchResult:
-    rung: int  # new legs placed now
-    ringing: int  # legs in progress after this pass
-    exhausted: bool  # nobody left to try: the caller should go to the backup line
+    rung: int  # new legs placed now (for this transfer or anyone else in the queue)
+    ringing: int  # this transfer's legs in progress after this pass
+    exhausted: bool  # nobody on shift could ever take it: the caller should move on now
 
 
 def advance(transfer_id: int, document: RoutingDocument) -> DispatchResult:
-    """Ring as many new responders as the strategy allows. Idempotent and concurrency-safe."""
+    """Offer free responders to the queue (this transfer only where it is first in line for
+    them), then say where this transfer stands. Idempotent and concurrency-safe."""
+    rung = line_queue.fill(document)
     transfer = db.session.get(Transfer, transfer_id)
-    if transfer is None or transfer.state != "waiting":
-        return DispatchResult(0, 0, False)
-    if transfer.mode == "live":
-        # Queue order: people who asked to be called back keep their place, so responders
-        # free now are offered to callbacks that were waiting before this caller first.
-        for earlier_id in state.earlier_waiting_callbacks(transfer):
-            advance(earlier_id, document)
+    if transfer is None:
+        return DispatchResult(rung, 0, False)
+    db.session.refresh(transfer)
+    if transfer.state != "waiting":
+        return DispatchResult(rung, 0, False)
+    ringing = len(state.active_offers(transfer_id))
+    exhausted = not ringing and not line_queue.anyone_can_take(document, transfer.language, transfer.need, transfer.id)
+    return DispatchResult(rung, ringing, exhausted)
+
+
+@line_queue.offers_for("voice")
+def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], document: RoutingDocument) -> int:
+    """The queue chose ``responders`` for this waiting caller (or callback): ring them. One
+    process rings for a transfer at a time (a lease); each responder is claimed before ringing."""
     if not state.lease_dispatch(transfer_id):
         db.session.commit()
-        return DispatchResult(0, len(state.active_offers(transfer_id)), False)
+        return 0
     db.session.commit()
     rung = 0
-    exhausted = False
     try:
-        need = document.need(transfer.need)
-        if need is None:
-            return DispatchResult(0, 0, True)
-        capacity = document.transfer.parallel_max if document.transfer.strategy_for(need) == "parallel" else 1
-        while True:
-            active = len(state.active_offers(transfer_id))
-            if active >= capacity:
+        transfer = db.session.get(Transfer, transfer_id)
+        for responder in responders:
+            if transfer is None:
                 break
             db.session.refresh(transfer)
             if transfer.state != "waiting":
                 break  # someone accepted (or the caller left) while we were ringing
-            unavailable = state.offered_responder_ids(transfer_id) | state.unavailable_responder_ids()
-            decision = decide_route(
-                document, transfer.language, need, state.now(),
-                unavailable=unavailable, last_offered=state.last_offered(),
-            )  # fmt: skip
-            if not decision.responders:
-                exhausted = active == 0
-                break
-            for responder in decision.responders[: capacity - active]:
-                rung += _ring(transfer, responder, document, purpose="answer")
-        return DispatchResult(rung, len(state.active_offers(transfer_id)), exhausted)
+            rung += _ring(transfer, responder, document, purpose="answer")
+        return rung
     finally:
         state.release_dispatch(transfer_id)
         db.session.commit()
@@ -175,6 +174,20 @@ def hang_up_call(call_sid: str | None, *, answered: bool) -> None:
             rest_client().calls(call_sid).update(status="completed")
     except (TwilioRestException, requests.RequestException, OSError) as error:
         log.info("could not end responder leg: %s", type(error).__name__)
+
+
+def tell_responder(call_sid: str | None, text: str) -> None:
+    """Say ``text`` to a responder on their leg, then end it (it frees them for the queue)."""
+    if not call_sid:
+        return
+    message = VoiceResponse()
+    message.say(text)
+    message.hangup()
+    try:
+        rest_client().calls(call_sid).update(twiml=str(message))
+    except (TwilioRestException, requests.RequestException, OSError) as error:
+        log.info("could not tell the responder: %s", type(error).__name__)
+        hang_up_call(call_sid, answered=True)
 
 
 REDIRECTED, CALLER_GONE, REDIRECT_FAILED = "redirected", "caller_gone", "failed"

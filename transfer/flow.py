@@ -8,16 +8,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import requests
+from blinker import Namespace
+from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
 
+import line_queue
 from crisisline.db import db
-from crisisline.models import Call, Offer, Transfer
+from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Offer, Transfer
 from ivr import call_log
 from routing.document import RoutingDocument
+from routing.store import active_routing
 from transfer import dispatch, state
 from transfer.twiml import spoken_wait
+from workers.contacts import schedule
 
 log = logging.getLogger(__name__)
+# A responder accepted a callback search (sender: the transfer; ``document``): a receiver
+# dials the person into the responder's conference and returns True if the call was placed.
+callback_accepted = Namespace().signal("callback-accepted")
 TERMINAL_LEG_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
 
@@ -29,8 +37,10 @@ def record_event(transfer: Transfer, kind: str, key: str, **detail: object) -> N
 
 
 def begin(call: Call, document: RoutingDocument, language: str, need: str, *, language_matched: bool) -> Transfer:
-    """Start looking for a human for this caller and ring the first responder(s) at once."""
-    transfer = state.start_transfer(call, language, need, language_matched=language_matched)
+    """Put this caller in the queue and ring the first responder(s) free for them at once."""
+    need_config = document.need(need)
+    priority = need_config.priority if need_config else 0
+    transfer = state.start_transfer(call, language, need, language_matched=language_matched, priority=priority)
     record_event(
         transfer,
         "transfer.started",
@@ -46,22 +56,31 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
 
 @dataclass(frozen=True)
 class HoldStep:
-    """What the waiting caller hears next: ``hold`` (``message`` key, with ``minutes`` for
-    ``hold_wait``), ``join`` or ``backup``."""
+    """What the waiting caller hears next: ``hold`` (``message`` key, with ``position`` and
+    ``minutes`` for the prompts that say them), ``join``, ``settle`` (a second's pause while
+    the redirect to their responder lands), ``callback_or_backup`` or ``backup``."""
 
     kind: str
     message: str = ""
     minutes: int = 0
     offer_callback: bool = False
+    position: int = 0
+    reason: str = ""  # why a ``callback_or_backup`` step moves the caller on, if they choose nothing
 
 
 def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldStep:
     """One turn of the caller's hold loop: the safety net that needs no worker.
 
     Accepted already → join the conference (also covers a lost REST redirect). Hold limit
-    passed, or nobody left to ring → the backup line. Otherwise ring whoever should be rung
-    now (a lost status callback cannot stall the search) and keep holding.
+    passed → a callback offer or the backup line. Nobody on shift who could ever take them →
+    the same, at once. Otherwise offer free responders to the queue (a lost status callback
+    cannot stall it) and keep holding, hearing their place in line and an honest wait.
     """
+    just_accepted = transfer.accepted_at is not None and state.now() - transfer.accepted_at < JOIN_REDIRECT_GRACE
+    if transfer.state == "connecting" and transfer.mode == "live" and just_accepted and not _redirect_failed(transfer):
+        # The accepting responder's REST redirect is bringing them in this very moment;
+        # joining here as well would bounce them out of the room and back.
+        return HoldStep("settle")
     if transfer.state in ("connecting", "connected"):
         return HoldStep("join")
     if transfer.state != "waiting":
@@ -69,28 +88,40 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
     state.touch_hold(transfer.id)
     db.session.commit()
     waited = (state.now() - transfer.started_at).total_seconds()
+    callback_ok = callback_possible(transfer, document)
     if waited >= document.transfer.max_hold_seconds:
+        if callback_ok:  # a few seconds to choose a callback, else the backup line
+            return HoldStep("callback_or_backup", "nobody_available", reason="hold_limit")
         return backup_unless_accepted(transfer, "hold_limit")
     result = dispatch.advance(transfer.id, document)
     db.session.refresh(transfer)
     if transfer.state in ("connecting", "connected"):
         return HoldStep("join")
-    if result.exhausted and not state.active_offers(transfer.id):
-        if callback_possible(transfer, document):
-            return HoldStep("callback_or_backup", "nobody_available")  # a few seconds to choose
+    if result.exhausted:
+        if callback_ok:
+            return HoldStep("callback_or_backup", "nobody_available", reason="nobody_left")
         return backup_unless_accepted(transfer, "nobody_left")
-    offer = callback_possible(transfer, document) and waited >= document.callbacks.offer_after_seconds
+    offer = callback_ok and waited >= document.callbacks.offer_after_seconds
     if tick <= 1:
         return HoldStep("hold", "hold", offer_callback=offer)
-    ahead = state.waiting_ahead_of(transfer)
-    if ahead == 0 and result.ringing:
-        return HoldStep("hold", "hold_next", offer_callback=offer)
-    typical = state.typical_speed_to_answer_seconds()
-    if typical is not None and tick % 2 == 0:
-        # An honest estimate, from how long recent callers waited, times the callers ahead.
-        minutes = max(1, round(typical * (ahead + 1) / 60))
-        return HoldStep("hold", "hold_wait", minutes=minutes, offer_callback=offer)
-    return HoldStep("hold", "hold_update", offer_callback=offer)
+    place = line_queue.position(document, "voice", transfer.priority, transfer.queued_since, transfer.id)
+    if place == 1 and result.ringing:
+        return HoldStep("hold", "hold_next", offer_callback=offer, position=1)
+    minutes = line_queue.expected_wait_minutes(document, place, transfer.language, transfer.need)
+    if document.queue.announce_position:
+        return HoldStep("hold", "hold_position", minutes=minutes, offer_callback=offer, position=place)
+    message = "hold_wait" if tick % 2 == 0 else "hold_update"
+    return HoldStep("hold", message, minutes=minutes, offer_callback=offer, position=place)
+
+
+def _redirect_failed(transfer: Transfer) -> bool:
+    key = f"transfer:{transfer.id}:redirect_failed"
+    return (
+        db.session.scalar(
+            select(CallEvent.id).where(CallEvent.call_id == transfer.call_id, CallEvent.dedupe_key == key)
+        )
+        is not None
+    )
 
 
 def callback_possible(transfer: Transfer, document: RoutingDocument) -> bool:
@@ -135,6 +166,9 @@ def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
     db.session.commit()
 
 
+# After an acceptance, how long the caller's own hold turn leaves the REST redirect to bring
+# them in before joining them itself (the redirect failed, or was never sent).
+JOIN_REDIRECT_GRACE = timedelta(seconds=3)
 # A caller whose hold turns stopped this long ago is not in our hold loop any more (the
 # fail-safe or the Fallback URL took them to the backup line, or they hung up).
 HOLD_STALE_AFTER = timedelta(seconds=75)
@@ -156,11 +190,11 @@ class WhisperStep:
 def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) -> WhisperStep:
     """A responder picked up: brief them, or tell them the caller is taken or gone."""
     if offer.purpose == "join":
-        if transfer.state != "connected" or offer.state not in state.ACTIVE_OFFER_STATES:
+        if transfer.state != "connected" or offer.state not in ACTIVE_OFFER_STATES:
             state.finish_offer(offer, "superseded")
             db.session.commit()
             return WhisperStep("staff", document.staff_prompt("caller_gone"))
-    elif transfer.state != "waiting" or offer.state not in state.ACTIVE_OFFER_STATES:
+    elif transfer.state != "waiting" or offer.state not in ACTIVE_OFFER_STATES:
         state.finish_offer(offer, "superseded")
         db.session.commit()
         key = "caller_gone" if transfer.state in ("abandoned", "ended", "to_backup") else "already_connected"
@@ -242,20 +276,25 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
     state.count_missed(offer.responder_id, "accepted")
     db.session.commit()
     if transfer.mode == "callback":
-        from callbacks.attempts import call_person
-
         stop_ringing(transfer, keep=offer.id)
-        if call_person(transfer, document):
+        # The callbacks feature dials the person (it subscribes; transfer does not import it).
+        placed = [result for _receiver, result in callback_accepted.send(transfer, document=document)]
+        if any(placed):
             return Decision("joined", lead="callback_calling")
         return Decision("staff", "callback_no_answer")
     # The caller first (their next hold turn would also bring them in if this fails), then
     # stop the other ringing phones, so pressing 1 never waits on them.
-    if dispatch.redirect_caller(transfer, "transfer.caller_join") == dispatch.CALLER_GONE:
+    redirected = dispatch.redirect_caller(transfer, "transfer.caller_join")
+    if redirected == dispatch.CALLER_GONE:
         state.move_transfer(transfer.id, ("connecting",), "abandoned", end_reason="caller_left")
         state.finish_offer(offer, "caller_gone", from_states=("accepted",))
         db.session.commit()
         stop_ringing(transfer)
         return Decision("staff", "caller_gone")
+    if redirected == dispatch.REDIRECT_FAILED:
+        # Their next hold turn brings them in: it must not wait for a redirect that never comes.
+        record_event(transfer, "transfer.redirect_failed", f"transfer:{transfer.id}:redirect_failed")
+        db.session.commit()
     stop_ringing(transfer, keep=offer.id)
     return Decision("joined")
 
@@ -364,6 +403,16 @@ def leg_gone(transfer: Transfer, call: Call) -> None:
         record_event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
         db.session.commit()
         stop_ringing(transfer)
+        release_staff(transfer)
+
+
+def release_staff(transfer: Transfer) -> None:
+    """The caller has gone: anyone from the line still on a leg for them (back in an empty
+    room after the conference ended, say) is told and their leg ended, which frees them."""
+    active = active_routing()
+    text = active.document.staff_prompt("caller_gone") if active else "The caller has hung up."
+    for offer in state.staff_on_call(transfer.id):
+        dispatch.tell_responder(offer.call_sid, text)
 
 
 def caller_joined(transfer: Transfer) -> bool:
@@ -388,9 +437,11 @@ def restart_for_person(transfer: Transfer, document: RoutingDocument, caller_cal
     after their responder left, or a called-back person whose responder had gone."""
     call = db.session.get(Call, transfer.call_id)
     assert call is not None
+    # They keep their place in line: being dropped by a responder must not send them to the back.
     renewed = state.start_transfer(
         call, transfer.language, transfer.need, language_matched=transfer.language_matched,
-        caller_call_sid=caller_call_sid or call.call_sid,
+        caller_call_sid=caller_call_sid or call.call_sid, priority=transfer.priority,
+        queued_since=transfer.queued_since,
     )  # fmt: skip
     record_event(renewed, "transfer.started", f"transfer:{renewed.id}:started", need=renewed.need,
                  language=renewed.language, language_matched=renewed.language_matched)  # fmt: skip
@@ -425,17 +476,12 @@ def failsafe_took_over(call_sid: str) -> None:
 
 
 def _callback_requested_at(transfer: Transfer) -> datetime | None:
-    from crisisline.models import Callback
-
     callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
     return callback.requested_at if callback else None
 
 
 def _invite_back(call: Call, waited_seconds: int) -> None:
     """A caller who hung up after waiting long enough gets one text inviting them back."""
-    from routing.store import active_routing
-    from workers.contacts import schedule
-
     active = active_routing()
     threshold = active.document.followups.missed_contact_after_seconds if active else 0
     if threshold and waited_seconds >= threshold and call.sealed_caller:

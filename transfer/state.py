@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from crisisline import events
 from crisisline.db import db, insert_ignoring_duplicates
-from crisisline.models import Call, Callback, Offer, ResponderState, Transfer
+from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, ResponderState, Transfer
 
-ACTIVE_OFFER_STATES = ("placing", "ringing", "answered")
 OPEN_TRANSFER_STATES = ("waiting", "connecting", "connected")
 # Outcomes that count as a missed offer (a deliberate "2" does not).
 MISSED_OUTCOMES = frozenset({"no_answer", "busy", "no_decision"})
@@ -33,13 +33,14 @@ def open_transfer(call: Call) -> Transfer | None:
 
 def start_transfer(
     call: Call, language: str, need: str, *, language_matched: bool, caller_call_sid: str | None = None,
-    callback: Callback | None = None,
+    callback: Callback | None = None, priority: int = 0, queued_since: datetime | None = None,
 ) -> Transfer:  # fmt: skip
     """Begin (or return the already begun) search for a human for this caller.
 
     Idempotent: a duplicated need-menu request finds the open transfer; two concurrent ones
     race on the unique (call, round) and one insert is ignored. With ``callback`` it is a
     callback search: nobody is on the line, and it queues from the person's first wait.
+    ``priority`` and ``queued_since`` are the person's place in the one queue (default: now).
     """
     existing = open_transfer(call)
     if existing is not None:
@@ -56,7 +57,9 @@ def start_transfer(
                 "need": need,
                 "state": "waiting",
                 "language_matched": language_matched,
-                "started_at": callback.queue_since if callback else now(),
+                "started_at": now(),
+                "queued_since": callback.queue_since if callback else (queued_since or now()),
+                "priority": priority,
                 "last_hold_at": now(),
                 "mode": "callback" if callback else "live",
                 "callback_id": callback.id if callback else None,
@@ -153,12 +156,14 @@ def claim_responder(responder_id: str, offer_id: int) -> bool:
 
 
 def release_responder(responder_id: str, offer_id: int) -> None:
-    """Free a responder from this offer (a no-op if they moved on to another already)."""
-    _change(
+    """Free a responder from this offer (a no-op if they moved on to another already). Once
+    this unit of work is over, the queue offers them the next contact (``responder_freed``)."""
+    if _change(
         ResponderState,
         [ResponderState.responder_id == responder_id, ResponderState.engaged_offer_id == offer_id],
         {"engaged_offer_id": None, "updated_at": now()},
-    )
+    ):
+        events.note_responder_freed(responder_id)
 
 
 def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = ACTIVE_OFFER_STATES) -> bool:
@@ -203,11 +208,14 @@ def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
     }
     if not paused:
         values["missed_in_a_row"] = 0
-    return _change(
+    changed = _change(
         ResponderState,
         [ResponderState.responder_id == responder_id, ResponderState.paused.is_(not paused)],
         values,
     )
+    if changed and not paused:
+        events.note_responder_freed(responder_id)
+    return changed
 
 
 def active_offers(transfer_id: int) -> list[Offer]:
@@ -244,59 +252,8 @@ def unavailable_responder_ids() -> set[str]:
     )
 
 
-def last_offered() -> dict[str, datetime]:
-    rows = db.session.execute(
-        select(ResponderState.responder_id, ResponderState.last_offered_at).where(
-            ResponderState.last_offered_at.is_not(None)
-        )
-    )
-    return {responder_id: offered for responder_id, offered in rows if offered is not None}
-
-
 def apply_offer_sequence(offer: Offer, sequence: int | None) -> bool:
     """Record a status callback's SequenceNumber; False for one older than already seen."""
     if sequence is None:
         return True
     return _change(Offer, [Offer.id == offer.id, Offer.status_sequence < sequence], {"status_sequence": sequence})
-
-
-def waiting_ahead_of(transfer: Transfer) -> int:
-    """How many callers have been waiting longer than this one."""
-    return (
-        db.session.scalar(
-            select(func.count(Transfer.id)).where(
-                Transfer.state == "waiting", Transfer.started_at < transfer.started_at
-            )
-        )
-        or 0
-    )
-
-
-def earlier_waiting_callbacks(transfer: Transfer, limit: int = 3) -> list[int]:
-    """Callback searches queued before this caller that have nobody ringing for them yet."""
-    ringing = select(Offer.transfer_id).where(Offer.state.in_(ACTIVE_OFFER_STATES))
-    return list(
-        db.session.scalars(
-            select(Transfer.id)
-            .where(
-                Transfer.mode == "callback",
-                Transfer.state == "waiting",
-                Transfer.started_at < transfer.started_at,
-                Transfer.id.not_in(ringing),
-            )
-            .order_by(Transfer.started_at, Transfer.id)
-            .limit(limit)
-        )
-    )
-
-
-def typical_speed_to_answer_seconds(recent: int = 20) -> float | None:
-    """The median time from the start of a search to acceptance, over recent transfers."""
-    rows = db.session.execute(
-        select(Transfer.started_at, Transfer.accepted_at)
-        .where(Transfer.accepted_at.is_not(None))
-        .order_by(Transfer.accepted_at.desc())
-        .limit(recent)
-    ).all()
-    waits = sorted((accepted - started).total_seconds() for started, accepted in rows if accepted and started)
-    return waits[len(waits) // 2] if waits else None

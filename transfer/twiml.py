@@ -37,6 +37,14 @@ def hold(
     return twiml
 
 
+def settle(next_url: str) -> VoiceResponse:
+    """A second of quiet, then the next hold turn: while a REST redirect brings the caller in."""
+    twiml = VoiceResponse()
+    twiml.pause(length=1)
+    twiml.redirect(next_url, method="POST")
+    return twiml
+
+
 def callback_or_backup(
     language: Language, *, message: str, callback_offer: str, callback_url: str, backup_url: str
 ) -> VoiceResponse:

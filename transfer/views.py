@@ -38,14 +38,14 @@ staff_failsafe = answering_failures_with(
 )
 
 
-def _document() -> RoutingDocument:
+def active_document() -> RoutingDocument:
     active = active_routing()
     if active is None:
         raise RuntimeError("no routing published")
     return active.document
 
 
-def _transfer() -> Transfer:
+def requested_transfer() -> Transfer:
     transfer_id = request.args.get("transfer", "")
     transfer = db.session.get(Transfer, int(transfer_id)) if transfer_id.isdigit() else None
     if transfer is None:
@@ -77,10 +77,10 @@ def caller_join_twiml(transfer: Transfer) -> VoiceResponse:
 
 def hold_twiml(
     transfer: Transfer, document: RoutingDocument, message: str, tick: int, *, minutes: int = 0,
-    offer_callback: bool = False,
+    offer_callback: bool = False, position: int = 0,
 ) -> VoiceResponse:  # fmt: skip
     language = document.language(transfer.language)
-    text = language.prompt(message, minutes=minutes)  # prompts without {minutes} ignore it
+    text = language.prompt(message, minutes=minutes, position=position)  # unused placeholders are ignored
     return transfer_twiml.hold(
         document, language, message=text, next_url=path_for("transfer.hold", transfer=transfer.id, tick=tick + 1),
         callback_offer=language.prompt("callback_offer", digit=document.callbacks.digit) if offer_callback else None,
@@ -101,6 +101,8 @@ def step_twiml(transfer: Transfer, document: RoutingDocument, step: flow.HoldSte
     if step.kind == "join":
         flow.caller_joined(transfer)
         return caller_join_twiml(transfer)
+    if step.kind == "settle":
+        return transfer_twiml.settle(path_for("transfer.hold", transfer=transfer.id, tick=tick + 1))
     if step.kind == "callback_or_backup":
         language = document.language(transfer.language)
         return transfer_twiml.callback_or_backup(
@@ -108,9 +110,12 @@ def step_twiml(transfer: Transfer, document: RoutingDocument, step: flow.HoldSte
             message=language.prompt(step.message),
             callback_offer=language.prompt("callback_offer", digit=document.callbacks.digit),
             callback_url=path_for("callbacks.caller_key", transfer=transfer.id, tick=tick + 1),
-            backup_url=path_for("callbacks.declined", transfer=transfer.id),
+            backup_url=path_for("callbacks.declined", transfer=transfer.id, reason=step.reason or "nobody_left"),
         )
-    return hold_twiml(transfer, document, step.message, tick, minutes=step.minutes, offer_callback=step.offer_callback)
+    return hold_twiml(
+        transfer, document, step.message, tick, minutes=step.minutes, offer_callback=step.offer_callback,
+        position=step.position,
+    )  # fmt: skip
 
 
 def backup(transfer: Transfer, document: RoutingDocument, message: str) -> Response:
@@ -127,7 +132,7 @@ def backup(transfer: Transfer, document: RoutingDocument, message: str) -> Respo
 @voice_failsafe
 def hold() -> Response:
     """One turn of the caller's hold loop: keep holding, join the responder, or go to backup."""
-    transfer, document = _transfer(), _document()
+    transfer, document = requested_transfer(), active_document()
     tick = int(request.args.get("tick", "1")) if request.args.get("tick", "1").isdigit() else 1
     return hold_turn(transfer, document, tick)
 
@@ -137,7 +142,7 @@ def hold() -> Response:
 @voice_failsafe
 def caller_join() -> Response:
     """Where an accepting responder's press of 1 redirects the caller: into the conference."""
-    transfer, document = _transfer(), _document()
+    transfer, document = requested_transfer(), active_document()
     if flow.caller_joined(transfer):
         return twiml_response(caller_join_twiml(transfer))
     # Not accepted after all (or already over): back to the hold loop, which knows what next.
@@ -149,7 +154,7 @@ def caller_join() -> Response:
 @voice_failsafe
 def caller_after() -> Response:
     """The caller's conference ended while they are still on the line: never leave them there."""
-    transfer, document = _transfer(), _document()
+    transfer, document = requested_transfer(), active_document()
     if request.form.get("CallStatus") in flow.TERMINAL_LEG_STATUSES:
         return twiml_response(VoiceResponse())  # they hung up: nobody to search for
     # --- follow-ups hook (followups/views.py): first ask whether we may check in by text;
@@ -179,7 +184,7 @@ def staff_left() -> Response:
 @twilio_signed
 def conference_events() -> Response:
     """Conference status callbacks: recorded for metrics; they never steer the call."""
-    transfer = _transfer()
+    transfer = requested_transfer()
     event = request.form.get("StatusCallbackEvent", "")
     sequence = request.form.get("SequenceNumber", "")
     label = request.form.get("ParticipantLabel", "")
@@ -197,7 +202,7 @@ def conference_events() -> Response:
 def whisper() -> Response:
     """A responder answered their phone: brief them and ask for 1 (accept) or 2 (pass)."""
     offer, transfer = _offer()
-    document = _document()
+    document = active_document()
     step = flow.offer_answered(offer, transfer, document)
     if step.kind == "staff":
         return twiml_response(transfer_twiml.staff_message(step.text))
@@ -220,7 +225,7 @@ def staff_fallback() -> Response:
 def decide() -> Response:
     """The responder's key after the whisper: 1 joins them to the caller (if they are first)."""
     offer, transfer = _offer()
-    document = _document()
+    document = active_document()
     decision = flow.offer_decided(offer, transfer, document, request.form.get("Digits", "").strip()[:1])
     if decision.kind == "joined":
         return twiml_response(_responder_join_twiml(offer, transfer, document, lead=decision.lead))
@@ -249,7 +254,7 @@ def offer_status() -> Response:
     db.session.commit()
     if fresh and status in flow.TERMINAL_LEG_STATUSES:
         db.session.refresh(offer)
-        flow.offer_leg_ended(offer, transfer, _document(), status)
+        flow.offer_leg_ended(offer, transfer, active_document(), status)
     return Response(status=204)
 
 
@@ -259,7 +264,7 @@ def offer_status() -> Response:
 def responder_after() -> Response:
     """A responder's conference ``<Dial>`` ended: they pressed ``*``, or the call is over."""
     offer, transfer = _offer()
-    document = _document()
+    document = active_document()
     if not flow.caller_still_with_us(offer, transfer):
         return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
     if offer.purpose != "answer":
@@ -279,7 +284,7 @@ def responder_after() -> Response:
 def counselor_menu() -> Response:
     """The counselor's menu: 1 rings the co-responder unit into the call; anything else goes back."""
     offer, transfer = _offer()
-    document = _document()
+    document = active_document()
     if not flow.caller_still_with_us(offer, transfer):
         return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
     response = VoiceResponse()
@@ -299,7 +304,7 @@ def counselor_menu() -> Response:
 def rejoin() -> Response:
     """Back into the caller's conference (if the caller is still there)."""
     offer, transfer = _offer()
-    document = _document()
+    document = active_document()
     if not flow.caller_still_with_us(offer, transfer):
         return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
     return twiml_response(_responder_join_twiml(offer, transfer, document))

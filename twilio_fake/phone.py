@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from twilio_fake.signing import CallIdentity, gather_digits_params, gather_speec
 
 TWIML_TYPES = ("text/xml", "application/xml", "text/html")
 TERMINAL_CALL_STATUSES = ("completed", "busy", "failed", "no-answer", "canceled")
+REDIRECT_FETCH_WAIT_SECONDS = 16.0  # a redirect's URL is fetched within Twilio's 15 s webhook cap
 MAX_REQUESTS = 60  # a flow that needs more than this is looping
 
 
@@ -45,11 +47,15 @@ class Transport(Protocol):
 class RequestsTransport:
     """Real HTTP, as Twilio does it."""
 
-    def __init__(self, timeout: float = 15.0) -> None:
+    def __init__(self, timeout: float = 15.0, *, fresh_connections: bool = False) -> None:
         self.session = requests.Session()
         self.timeout = timeout
+        # One connection per webhook: no reuse of a keep-alive connection the server may be
+        # closing at that very moment (many threads sharing one phone, under load).
+        self.extra_headers = {"Connection": "close"} if fresh_connections else {}
 
     def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
+        headers = {**headers, **self.extra_headers}
         reply = self.session.post(url, data=params, headers=headers, timeout=self.timeout)
         return HttpReply(reply.status_code, reply.headers.get("Content-Type", ""), reply.text)
 
@@ -244,7 +250,9 @@ class Phone:
         """The person on this leg hangs up (conference left, final status sent by the fake)."""
         if self.fake is not None:
             if record.conference:
-                self.fake.leave_conference(record.conference, record.identity.call_sid)
+                # The room may be gone already (a REST redirect took this leg out of it).
+                if self.fake.get_call(record.identity.call_sid).conference_sid is not None:
+                    self.fake.leave_conference(record.conference, record.identity.call_sid)
                 record.conference = None
             self.fake.advance_call(record.identity.call_sid, "completed")
         record.ended_by = "caller-hung-up"
@@ -290,11 +298,16 @@ class Phone:
                 record.hold_turns += 1
             url, params = record.next_url, record.next_params
             record.next_url = ""
+            redirects_before = self._redirect_count(record)
             twiml = self._fetch(record, url, params)
             if twiml is None:
                 self._finish(record, "application-error")
                 break
             self._answer_inbound(record)
+            if self._redirect_count(record) > redirects_before:
+                # A REST redirect landed while this webhook was in flight: Twilio runs the
+                # redirect's TwiML instead, and the late response is dropped.
+                continue
             self._run(record, twiml, url, outcome_for)
         return record
 
@@ -316,6 +329,11 @@ class Phone:
         ):
             self.fake.advance_call(sid, "completed")
 
+    def _redirect_count(self, record: PhoneCall) -> int:
+        if self.fake is None or record.identity.call_sid not in self.fake.calls:
+            return 0
+        return len(self.fake.get_call(record.identity.call_sid).redirects)
+
     def _follow_redirect(self, record: PhoneCall, outcome_for: Callable[[Dialled], str]) -> bool:
         """A REST ``Calls(sid).update(url=...)`` moved this leg: run the TwiML Twilio fetched."""
         if self.fake is None or record.identity.call_sid not in self.fake.calls:
@@ -325,6 +343,10 @@ class Phone:
             return False
         record.redirects_seen = len(redirects)
         latest = redirects[-1]
+        waited = 0.0
+        while not latest.fetched and waited < REDIRECT_FETCH_WAIT_SECONDS:  # Twilio is fetching it
+            time.sleep(0.01)
+            waited += 0.01
         record.conference = None
         twiml = _parse_twiml(HttpReply(latest.status_code or 200, "text/xml", latest.twiml or ""))
         record.steps.append(Step(latest.url or "", {}, latest.status_code or 200, "text/xml", twiml))

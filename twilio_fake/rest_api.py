@@ -229,6 +229,7 @@ class RedirectRecord:
     method: str
     twiml: str | None  # inline TwiML, or the body fetched from ``url``
     status_code: int | None = None
+    fetched: bool = True  # False while ``url`` is being fetched: the call runs it only after
 
 
 @dataclass
@@ -902,7 +903,7 @@ class FakeTwilio:
                 if call.status == "in-progress":
                     hooks += self._detach_from_conference(call, "in-progress", "participant_updated_via_api")
                     call.conference_leg = False  # it runs its own TwiML from now on
-                    redirect = RedirectRecord(url, method.upper(), None if url else twiml)
+                    redirect = RedirectRecord(url, method.upper(), None if url else twiml, fetched=not url)
                     call.redirects.append(redirect)
                     if url:
                         fetch = _Outbound(
@@ -924,6 +925,7 @@ class FakeTwilio:
             with self._lock:
                 redirect.twiml = entry.response_text
                 redirect.status_code = entry.status_code
+                redirect.fetched = True
         return call
 
     def delete_call(self, call_sid: str) -> None:

@@ -20,6 +20,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
+from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db, insert_once
 from crisisline.models import Call, ScheduledContact, Texter
@@ -124,6 +125,7 @@ def run_scheduled_contact(contact_id: int) -> str:
         .values(state=final, outcome=outcome, finished_at=now())
     )
     db.session.commit()
+    events.publish_pending()  # e.g. a callback search freed a responder: the queue offers them
     return outcome
 
 

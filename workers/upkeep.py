@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app
 from sqlalchemy import or_, update
 
+from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db
 from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
@@ -114,7 +115,9 @@ def sweep_text_conversations() -> dict[str, int]:
     from sms.conversations import sweep
 
     active = active_routing()
-    return sweep(active.document) if active else {}
+    counts = sweep(active.document) if active else {}
+    events.publish_pending()
+    return counts
 
 
 def reconcile_transfers() -> dict[str, int]:
@@ -123,7 +126,9 @@ def reconcile_transfers() -> dict[str, int]:
     from transfer.reconcile import reconcile
 
     active = active_routing()
-    return reconcile(active.document) if active else {}
+    counts = reconcile(active.document) if active else {}
+    events.publish_pending()
+    return counts
 
 
 def tend_callbacks() -> dict[str, int]:
@@ -133,7 +138,9 @@ def tend_callbacks() -> dict[str, int]:
     from routing.store import active_routing
 
     active = active_routing()
-    return tend(active.document) if active else {}
+    counts = tend(active.document) if active else {}
+    events.publish_pending()
+    return counts
 
 
 def rebuild_scheduled_contacts() -> dict[str, int]:

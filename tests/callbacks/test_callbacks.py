@@ -16,6 +16,7 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import Callback, Conversation, ScheduledContact, Transfer
 from tests.conftest import TextingPhone
+from tests.rota import around_the_clock
 from twilio_fake.phone import Keys, Phone, PhoneCall
 from twilio_fake.rest_api import CallRecord, FakeTwilio
 
@@ -26,17 +27,6 @@ COUNSELORS = {"+13125550101", BEN, "+13125550103", DIEGO, "+13125550105"}  # eve
 TRIED_TEXT = (
     "Riverside County Crisis Line: we tried to call you back. Call or text us any time. If you are in danger, call 911."
 )
-
-
-def around_the_clock(document: dict[str, Any], *, on_call: tuple[str, ...] = ("ben-carter", "diego-morales")) -> None:
-    """Only ``on_call`` counselors, on call at every hour (the worker runs on the real clock)."""
-    for counselor in document["counselors"]:
-        counselor.pop("overrides", None)
-        whole_day = [
-            {"days": "daily", "start": start, "end": end} for start, end in (("00:00", "12:00"), ("12:00", "24:00"))
-        ]
-        counselor["shifts"] = whole_day if counselor["id"] in on_call else []
-    document["callbacks"]["offer_after_seconds"] = 0  # the key is offered from the first hold turn
 
 
 @pytest.fixture
@@ -270,12 +260,13 @@ def test_a_waiting_callback_keeps_its_place_ahead_of_a_later_caller(
 
     phone.hang_up(busy)  # their call ends, Ben's leg too: he is free again, and a third caller arrives
     phone.resume(with_first)
-    later = phone.call([Keys("1"), Keys("2")], identity=phone.identity("+13125550193"), dial_outcomes=["completed"])
+    later = phone.call([Keys("1"), Keys("2")], identity=phone.identity("+13125550193"), max_hold_turns=2)
 
     ben = phone.answer(ringing_responder(fake).sid, [Keys("1")])
     assert ben.heard[0].text.startswith("Crisis line callback:")  # the callback, asked first, goes first
-    assert "press 9" in later.heard_text()  # no one free: a callback, or the backup line
-    assert later.dials[0].numbers == ["+18002738255"]
+    assert later.ended_by == "on-hold"  # Ben is on shift: the later caller waits for him in line
+    assert later.dials == []
+    assert "You are number 2 in line." in later.heard_text()
     with app.app_context():
         modes = db.session.scalars(select(Transfer.mode).where(Transfer.state == "connecting")).all()
         assert modes == ["callback"]

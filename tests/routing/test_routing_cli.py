@@ -187,6 +187,36 @@ def test_check_accepts_the_shipped_example(app: Flask) -> None:
     assert "valid (2 languages, 6 needs, 6 responders)" in result.output
 
 
+def test_check_shows_the_queue_policy_written_in_the_config(app: Flask, tmp_path: Path) -> None:
+    def shared_queue_with_urgent_dv(document: dict[str, Any]) -> None:
+        document["queue"] = {"channels": "shared", "reoffer_after_seconds": 90}
+        next(n for n in document["needs"] if n["key"] == "domestic_violence")["priority"] = 8
+
+    result = app.test_cli_runner().invoke(args=["routing", "check", str(_write(tmp_path, shared_queue_with_urgent_dv))])
+
+    assert result.exit_code == 0
+    assert "queue order: danger_now (priority 9); then suicide, domestic_violence (priority 8); then " in result.output
+    assert "texts and calls wait in one line" in result.output
+    assert "offered it again after 90 s" in result.output
+
+
+@pytest.mark.parametrize(
+    ("queue", "expected"),
+    [
+        ({"channels": "together"}, "queue.channels: 'together' is not one of shared, separate"),
+        ({"reoffer_after_seconds": -1}, "queue.reoffer_after_seconds"),
+        ({"order": "fifo"}, "queue.order"),
+    ],
+)
+def test_check_refuses_a_bad_queue_section(app: Flask, tmp_path: Path, queue: dict[str, Any], expected: str) -> None:
+    result = app.test_cli_runner().invoke(
+        args=["routing", "check", str(_write(tmp_path, lambda document: document.update(queue=queue)))]
+    )
+
+    assert result.exit_code == 1
+    assert expected in result.output, result.output
+
+
 def test_check_warns_about_a_language_nobody_speaks_but_accepts_it(app: Flask, tmp_path: Path) -> None:
     def nobody_speaks_spanish(document: dict[str, Any]) -> None:
         for person in document["counselors"] + document["co_responder_units"]:

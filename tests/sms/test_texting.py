@@ -4,7 +4,9 @@ through the line's number. Signed webhooks in, the fake Twilio REST API out, rea
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import time_machine
@@ -159,14 +161,15 @@ def test_pass_hands_the_conversation_to_someone_else(app: Flask, texting: Textin
 
 
 def test_an_offer_not_taken_in_time_goes_to_the_next_counselor(
-    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any]
 ) -> None:
     texting.send(TEXTER, "I want to kill myself")
     tag = conversation_of(app).id
     assert texting.inbox(BEN)[0].startswith(f"New text #{tag}")
 
     wednesday_evening.shift(timedelta(seconds=121))
-    texting.send(TEXTER, "hello?")  # any activity runs the sweep; so does the clock, every minute
+    texting.send(TEXTER, "hello?")
+    clock_tick()  # the clock, every minute, expires offers not taken in time
 
     assert texting.inbox(DIEGO)[0].startswith(f"New text #{tag}")
     taken = texting.send(BEN, f"YES {tag}")  # Ben may still take it
@@ -176,7 +179,7 @@ def test_an_offer_not_taken_in_time_goes_to_the_next_counselor(
 
 
 def test_nobody_free_tells_the_wait_then_gives_the_backup_option_once(
-    app: Flask, texting: TextingPhone, wednesday_morning: time_machine.Coordinates
+    app: Flask, texting: TextingPhone, wednesday_morning: time_machine.Coordinates, clock_tick: Callable[[], Any]
 ) -> None:
     texting.send(ANA, "OFF")  # the only counselor on for this need
 
@@ -184,7 +187,9 @@ def test_nobody_free_tells_the_wait_then_gives_the_backup_option_once(
     assert replies[-1].startswith("All our counselors are busy right now; the wait is about")
 
     wednesday_morning.shift(timedelta(seconds=901))
+    clock_tick()
     texting.send(TEXTER, "still there?")
+    clock_tick()
     texting.send(TEXTER, "hello")
 
     backups = [t for t in texting.inbox(TEXTER) if t.startswith("If you cannot wait")]
@@ -192,14 +197,14 @@ def test_nobody_free_tells_the_wait_then_gives_the_backup_option_once(
 
 
 def test_an_idle_conversation_closes_with_a_message(
-    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any]
 ) -> None:
     texting.send(TEXTER, "I want to kill myself")
     tag = conversation_of(app).id
     texting.send(BEN, f"YES {tag}")
 
     wednesday_evening.shift(timedelta(minutes=61))
-    texting.send(OTHER_TEXTER, "hi")  # any webhook runs the sweep
+    clock_tick()
 
     assert conversation_of(app).close_reason == "idle"
     assert texting.inbox(TEXTER)[-1].startswith("We have not heard from you in a while")

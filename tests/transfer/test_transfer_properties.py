@@ -5,9 +5,10 @@ has a next step, no responder is rung while engaged, and no transfer is accepted
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 from typing import Any
 
-import pytest
+import time_machine
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from twilio_fake.phone import Keys, Phone, PhoneCall, Silence
 from twilio_fake.rest_api import FakeTwilio
 
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
+REOFFER_AFTER_SECONDS = 60  # queue.reoffer_after_seconds in the example routing
 BACKUP = "+18002738255"
 
 leg_outcomes = st.sampled_from(["no-answer", "busy", "failed", "accept", "pass", "voicemail"])
@@ -73,27 +75,34 @@ def _assert_one_acceptance_per_transfer(app: Flask) -> None:
                 assert winner is not None and winner.transfer_id == transfer.id
 
 
-def _assert_caller_has_a_next_step(phone: Phone, fake: FakeTwilio, caller: PhoneCall) -> None:
+def _assert_caller_has_a_next_step(
+    phone: Phone, fake: FakeTwilio, caller: PhoneCall, clock: time_machine.Coordinates
+) -> None:
     phone.resume(caller, dial_outcomes=["no-answer"] * 5, max_hold_turns=1)
+    if caller.ended_by == "on-hold" and not [leg for leg in legs(fake) if leg.status not in TERMINAL]:
+        # Everyone on shift passed or missed them lately: they wait in line, and are offered
+        # again once the re-offer cooldown has passed (the hold loop alone sees to it).
+        clock.shift(timedelta(seconds=REOFFER_AFTER_SECONDS + 1))
+        phone.resume(caller, dial_outcomes=["no-answer"] * 5, max_hold_turns=1)
     if caller.ended_by == "in-conference":
         room = fake.get_conference(caller.conference or "")
         assert len(room.participants) >= 1
         return
     if caller.ended_by == "on-hold":
         live = [leg for leg in legs(fake) if leg.status not in TERMINAL]
-        assert live, "caller on hold while nobody is being rung"
+        assert live, "caller on hold while nobody is being rung, even after the re-offer cooldown"
         return
     # Otherwise the caller was sent to the backup line (and, with it unanswered, told where to turn).
     assert caller.dials, caller.requested_paths()
     assert caller.dials[0].numbers == [BACKUP]
 
 
-@pytest.mark.usefixtures("wednesday_evening")
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(strategy=st.sampled_from(["sequential", "parallel"]), script=actions)
 def test_any_sequence_of_leg_events_keeps_every_invariant(
-    app: Flask, phone: Phone, fake: FakeTwilio, strategy: str, script: list[tuple[str, int, str]]
-) -> None:
+    app: Flask, phone: Phone, fake: FakeTwilio, strategy: str, script: list[tuple[str, int, str]],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
     _reset(app, fake, strategy)
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     answered: dict[str, PhoneCall] = {}
@@ -124,6 +133,6 @@ def test_any_sequence_of_leg_events_keeps_every_invariant(
         _assert_one_acceptance_per_transfer(app)
 
     if not caller_gone and caller.paused:
-        _assert_caller_has_a_next_step(phone, fake, caller)
+        _assert_caller_has_a_next_step(phone, fake, caller, wednesday_evening)
     if caller_gone:
         assert all(leg.status in TERMINAL or leg.sid in answered for leg in legs(fake))

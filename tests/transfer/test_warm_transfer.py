@@ -131,16 +131,25 @@ def test_twilio_outage_on_ringing_still_gets_the_caller_to_the_backup_line(phone
     assert "All of our counselors are helping other callers" in caller.heard_text()
 
 
-@pytest.mark.usefixtures("wednesday_evening")
-def test_everyone_missing_sends_the_caller_to_the_backup_line_at_once(phone: Phone, fake: FakeTwilio) -> None:
+def test_everyone_missing_keeps_the_caller_in_line_and_offers_them_again_after_the_cooldown(
+    phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     fake.advance_call(leg_to(fake, BEN).sid, "no-answer")
     fake.advance_call(leg_to(fake, DIEGO).sid, "busy")
 
-    phone.resume(caller, dial_outcomes=["completed"], max_hold_turns=0)
+    phone.resume(caller, max_hold_turns=2)  # both still on shift: the caller waits, not the backup line
+    assert caller.ended_by == "on-hold"
+    assert caller.dials == []
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
 
-    assert caller.dials[0].numbers == ["+18002738255"]
-    assert caller.ended_by == "hangup"
+    wednesday_evening.shift(timedelta(seconds=61))  # queue.reoffer_after_seconds: 60
+    phone.resume(caller, max_hold_turns=1)
+
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO, BEN]  # the least recently offered first
+    counselor = phone.answer(legs(fake)[-1].sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    assert caller.conference == counselor.conference
 
 
 def test_parallel_ringing_with_two_accepts_at_once_has_exactly_one_winner(
@@ -236,15 +245,22 @@ def test_hold_limit_sends_the_waiting_caller_to_backup_without_any_worker(
 
 
 @pytest.mark.usefixtures("wednesday_morning")
-def test_a_counselor_with_a_caller_is_not_offered_a_second_one(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
+def test_a_counselor_with_a_caller_is_not_offered_a_second_one_who_waits_for_her(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
     first = phone.call([Keys("1"), Keys("3")], max_hold_turns=0)
-    phone.answer(leg_to(fake, ANA).sid, [Keys("1")])
+    ana = phone.answer(leg_to(fake, ANA).sid, [Keys("1")])
     phone.resume(first, max_hold_turns=0)
 
-    second = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550124"), dial_outcomes=["completed"])
+    second = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550124"), max_hold_turns=2)
 
     assert [leg.to for leg in legs(fake)] == [ANA]
-    assert second.dials[0].numbers == ["+18002738255"]
+    assert second.ended_by == "on-hold"  # Ana is on shift, only busy: the caller waits for her
+    assert second.dials == []
+    assert "You are number 1 in line." in second.heard_text()
+
+    phone.hang_up(ana)  # her call ends: she is offered the next caller at once, by that event
+    assert [leg.to for leg in legs(fake)] == [ANA, ANA]
 
 
 @pytest.mark.usefixtures("wednesday_morning")
@@ -323,33 +339,35 @@ def test_waiting_caller_hears_updates_not_endless_music(phone: Phone, fake: Fake
 
 
 @pytest.mark.usefixtures("wednesday_evening")
-def test_a_second_waiting_caller_hears_the_general_update(phone: Phone, fake: FakeTwilio) -> None:
+def test_a_second_waiting_caller_hears_their_place_in_line(phone: Phone, fake: FakeTwilio) -> None:
     phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     second = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550126"), max_hold_turns=2)
 
     said = [heard.text for heard in second.heard]
-    assert any(text.startswith("Thank you for waiting.") for text in said)
+    assert any(text.startswith("You are number 2 in line.") for text in said)
     assert "You are next. Someone will be with you very soon." not in said
 
 
 def test_a_waiting_caller_behind_others_hears_an_honest_expected_wait(
-    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_morning: time_machine.Coordinates
 ) -> None:
-    # History: one earlier caller was answered after 3 minutes on hold, talked, and hung up.
-    earlier = phone.call([Keys("1"), Keys("2")], identity=phone.identity("+13125550140"), max_hold_turns=0)
-    for _ in range(3):
-        wednesday_evening.shift(timedelta(minutes=1))
-        phone.resume(earlier, max_hold_turns=1)
-    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    # History: Ana (the only counselor on for this need) talked with an earlier caller for 4 minutes.
+    earlier = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550140"), max_hold_turns=0)
+    ana = phone.answer(leg_to(fake, ANA).sid, [Keys("1")])
     phone.resume(earlier, max_hold_turns=0)
+    wednesday_morning.shift(timedelta(minutes=4))
     phone.hang_up(earlier)
-    phone.resume(ben)
-    # Now two callers wait, each with a counselor's phone ringing; the second is behind the first.
-    phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550141"), max_hold_turns=0)
-    second = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550142"), max_hold_turns=3)
+    phone.resume(ana)
+    # Now she is with another caller, and two more wait behind.
+    talking = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550141"), max_hold_turns=0)
+    phone.answer(legs(fake)[-1].sid, [Keys("1")])
+    phone.resume(talking, max_hold_turns=0)
+    phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550142"), max_hold_turns=0)
+    second = phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550143"), max_hold_turns=2)
 
+    # Two people up to and including them, one counselor, about 4 minutes each.
     said = [heard.text for heard in second.heard]
-    assert "Thank you for waiting. The wait right now is about 6 minutes. Please stay on the line." in said
+    assert "You are number 2 in line. The wait is about 8 minutes. Please stay on the line." in said
 
 
 @pytest.mark.usefixtures("wednesday_evening")

@@ -257,12 +257,15 @@ def test_one_language_line_skips_the_language_menu(
 
 
 def test_unanswered_responder_rolls_over_to_the_backup_line_then_retry_then_last_resort(
-    app: Flask, phone: Phone, fake: FakeTwilio
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int]
 ) -> None:
+    # One miss pauses a responder here: with nobody else on call for this need, nobody is left
+    # who could take the caller, so they move on at once rather than wait in line.
+    publish_routing(lambda document: document["transfer"].update(pause_after_missed=1))
     call = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     (ana_leg,) = [c for c in fake.calls.values() if c.to == ANA]
 
-    fake.advance_call(ana_leg.sid, "no-answer")  # nobody else is on call for this need
+    fake.advance_call(ana_leg.sid, "no-answer")
     phone.resume(call, dial_outcomes=["busy", "failed", "no-answer"])
 
     assert [d.numbers for d in call.dials] == [["+18002738255"]] * 3
@@ -275,9 +278,12 @@ def test_unanswered_responder_rolls_over_to_the_backup_line_then_retry_then_last
     assert kinds[-1] == "backup.unreachable" or "backup.unreachable" in kinds
 
 
-def test_backup_line_answering_ends_the_flow(phone: Phone, fake: FakeTwilio) -> None:
+def test_backup_line_answering_ends_the_flow(
+    phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int]
+) -> None:
+    publish_routing(lambda document: document["transfer"].update(pause_after_missed=1))
     call = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    fake.advance_call(rung_sid(fake, ANA), "busy")
+    fake.advance_call(rung_sid(fake, ANA), "busy")  # a miss: Ana is paused, nobody else is on
 
     phone.resume(call, dial_outcomes=["completed"])
 

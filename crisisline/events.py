@@ -1,0 +1,48 @@
+"""Domain events: how one feature reacts to another without importing it.
+
+``responder_freed`` fires when a counselor or unit may be able to take a contact again (their
+call or conversation ended, they passed or missed an offer, they texted ON). The queue
+(``line_queue``) subscribes and offers them the first eligible waiting contact.
+
+Senders *note* an event where it happens (often mid-transaction) and the events are
+*published* once the unit of work is over: after each request (``crisisline.app``), after
+each job, or explicitly. So a subscriber never runs inside someone else's half-done change.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from blinker import Namespace
+
+from crisisline.db import db
+
+log = logging.getLogger(__name__)
+signals = Namespace()
+# Sent with the responder's config id as sender.
+responder_freed = signals.signal("responder-freed")
+# Sent with the kind ("call", "callback", "text") as sender and ``contact_id`` (a transfer or
+# conversation id): a contact left the queue (answered, abandoned, sent to the backup line).
+contact_ended = signals.signal("contact-ended")
+
+_PENDING_FREED = "crisisline.pending_freed"
+
+
+def note_responder_freed(responder_id: str) -> None:
+    """Remember that ``responder_id`` became free; published by :func:`publish_pending`."""
+    pending: set[str] = db.session.info.setdefault(_PENDING_FREED, set())
+    pending.add(responder_id)
+
+
+def publish_pending() -> int:
+    """Publish the events noted so far (once each). A subscriber's failure is logged by class
+    name only and never reaches the caller of this function: the hold loop and the clock are
+    the safety nets. Returns how many were published."""
+    pending: set[str] = db.session.info.pop(_PENDING_FREED, set())
+    for responder_id in sorted(pending):
+        try:
+            responder_freed.send(responder_id)
+        except Exception as error:
+            log.error("responder-freed subscriber failed: %s", type(error).__name__)
+            db.session.rollback()
+    return len(pending)

@@ -1,0 +1,16 @@
+"""The one queue of everyone waiting for a human: live callers, people waiting for a callback,
+and text conversations waiting for a counselor.
+
+- ``waiting``: reading the queue (its head in order, a contact's place, an honest wait).
+- ``matching``: offering free responders the first eligible waiting contacts, on the events
+  that change who is free or who waits (``crisisline.events``), never by sweeping everything.
+
+Voice (``transfer``) and texts (``sms``) register how a contact of theirs is offered
+(``offers_for``); callbacks are voice contacts. So this package depends on neither: they meet
+here, and each depends only downward.
+"""
+
+from line_queue.matching import anyone_can_take, fill, offers_for
+from line_queue.waiting import WaitingContact, expected_wait_minutes, head, position
+
+__all__ = ["WaitingContact", "anyone_can_take", "expected_wait_minutes", "fill", "head", "offers_for", "position"]

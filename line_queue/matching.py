@@ -1,0 +1,229 @@
+"""Offering free responders the first eligible waiting contacts.
+
+``fill`` is the one place that decides which waiting contact a free responder is offered. It
+runs on the events that change who is free or who waits (a contact joins the queue, a
+responder's call or conversation ends, they pass or miss an offer, they text ON) and, as
+safety nets, on every caller's hold turn and on the clock. Its cost is bounded by the number
+of responders and a fixed head of the queue, never by how many wait.
+
+Concurrency: each responder is claimed by one conditional UPDATE (voice) or one open offer
+(text), and each contact is leased or claimed before it is offered, so two processes filling
+at once cannot ring a busy responder or offer one sequential contact twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from crisisline.db import db
+from crisisline.events import responder_freed
+from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState
+from line_queue.waiting import WaitingContact, head, now
+from routing.document import Responder, RoutingDocument
+from routing.engine import decide_route
+from routing.schedule import on_call
+from routing.store import active_routing
+
+log = logging.getLogger(__name__)
+# How many contacts at the head of the queue a pass looks at. A free responder none of them
+# can use (another language, say) waits for the next pass; the queue's length costs nothing.
+HEAD_LIMIT = 50
+# An offer that ended like this never reached the responder's phone (Twilio refused the
+# number, or could not be reached): they cannot take this contact, however long it waits.
+UNREACHABLE_OUTCOMES = ("error", "rest_unreachable")
+
+# channel → how a contact of that channel is offered to these responders; returns how many
+# offers were made. Registered by ``transfer.dispatch`` (voice) and ``sms.conversations`` (text).
+Offerer = Callable[[int, Sequence[Responder], RoutingDocument], int]
+_offerers: dict[str, Offerer] = {}
+
+
+def offers_for(channel: str) -> Callable[[Offerer], Offerer]:
+    """Register how contacts of ``channel`` ("voice" or "text") are offered."""
+
+    def register(offerer: Offerer) -> Offerer:
+        _offerers[channel] = offerer
+        return offerer
+
+    return register
+
+
+def fill(document: RoutingDocument) -> int:
+    """Offer every free responder the first waiting contact they are eligible for, in queue
+    order. Idempotent and safe to run concurrently. Returns how many offers were made."""
+    if document.mode == "system_down":
+        return 0
+    moment = now()
+    pools = free_responders(document, moment)
+    channels = tuple(channel for channel, pool in pools.items() if pool)
+    if not channels:
+        return 0
+    entries = head(document, HEAD_LIMIT, channels)
+    if not entries:
+        return 0
+    excluded = recently_offered(entries, moment, document.queue.reoffer_after_seconds)
+    rotation = last_offered()
+    shared = document.queue.channels == "shared"
+    made = 0
+    for entry in entries:
+        pool = pools.get(entry.channel, {})
+        offerer = _offerers.get(entry.channel)
+        room = capacity(document, entry) - entry.active_offers
+        if not pool or offerer is None or room <= 0:
+            continue
+        chosen = eligible(document, entry, pool, excluded.get((entry.channel, entry.id), set()), moment, rotation)
+        if not chosen:
+            continue
+        chosen = chosen[:room]
+        made += offerer(entry.id, chosen, document)
+        # Offered or not (a lost race, a refused number), not again in this pass.
+        for responder in chosen:
+            for other in pools.values() if shared else (pool,):
+                other.pop(responder.id, None)
+        if not any(pools.values()):
+            break
+    return made
+
+
+def free_responders(document: RoutingDocument, moment: datetime) -> dict[str, dict[str, Responder]]:
+    """Who could be offered a contact now, per channel: on shift, not paused, not ringing or on
+    a call. Texts also need a counselor under their conversation limit without an open text
+    offer; with shared channels, an open text offer keeps them from being rung too."""
+    present = on_call(document, moment)
+    if not present:
+        return {"voice": {}, "text": {}}
+    ids = [responder.id for responder in present]
+    states = {
+        state.responder_id: state
+        for state in db.session.scalars(select(ResponderState).where(ResponderState.responder_id.in_(ids)))
+    }
+    holding_text_offer = set(
+        db.session.scalars(
+            select(ConversationOffer.responder_id).where(
+                ConversationOffer.state == "open", ConversationOffer.responder_id.in_(ids)
+            )
+        )
+    )
+    loads = dict(
+        db.session.execute(
+            select(Conversation.counselor_id, func.count(Conversation.id))
+            .where(Conversation.state == "active", Conversation.counselor_id.in_(ids))
+            .group_by(Conversation.counselor_id)
+        ).all()
+    )
+    shared = document.queue.channels == "shared"
+    voice: dict[str, Responder] = {}
+    text: dict[str, Responder] = {}
+    for responder in present:
+        state = states.get(responder.id)
+        if state is not None and (state.paused or state.engaged_offer_id is not None):
+            continue
+        if not (shared and responder.id in holding_text_offer):
+            voice[responder.id] = responder
+        if (
+            responder.kind == "counselor"
+            and responder.id not in holding_text_offer
+            and loads.get(responder.id, 0) < document.sms.max_conversations_per_counselor
+        ):
+            text[responder.id] = responder
+    return {"voice": voice, "text": text}
+
+
+def capacity(document: RoutingDocument, entry: WaitingContact) -> int:
+    """How many offers a contact may have at once: one, or ``parallel_max`` for a need rung in parallel."""
+    if entry.channel == "text":
+        return 1
+    need = document.need(entry.need)
+    parallel = need is not None and document.transfer.strategy_for(need) == "parallel"
+    return document.transfer.parallel_max if parallel else 1
+
+
+def eligible(
+    document: RoutingDocument, entry: WaitingContact, pool: dict[str, Responder], excluded: set[str],
+    moment: datetime, rotation: dict[str, datetime],
+) -> list[Responder]:  # fmt: skip
+    """The free responders the routing engine would choose for this contact, best first."""
+    need = document.need(entry.need) or document.need(document.menu.default_need)
+    if need is None:
+        return []
+    unavailable = {r.id for r in document.responders if r.id not in pool} | excluded
+    if entry.channel == "text":
+        unavailable |= {r.id for r in document.responders if r.kind != "counselor"}  # units take calls only
+    decision = decide_route(document, entry.language, need, moment, unavailable=unavailable, last_offered=rotation)
+    return [responder for responder in decision.responders if responder.id in pool]
+
+
+def recently_offered(
+    entries: Sequence[WaitingContact], moment: datetime, cooldown_seconds: int
+) -> dict[tuple[str, int], set[str]]:
+    """Per contact, the responders not to offer it to now: ringing for it already, or who
+    passed or missed it less than ``cooldown_seconds`` ago (small teams get it again after)."""
+    since = moment - timedelta(seconds=cooldown_seconds)
+    result: dict[tuple[str, int], set[str]] = {}
+    voice_ids = [entry.id for entry in entries if entry.channel == "voice"]
+    if voice_ids:
+        for transfer_id, responder_id in db.session.execute(
+            select(Offer.transfer_id, Offer.responder_id).where(
+                Offer.transfer_id.in_(voice_ids),
+                or_(Offer.state.in_(ACTIVE_OFFER_STATES), Offer.ended_at >= since, _unreachable(Offer.outcome)),
+                or_(Offer.outcome.is_(None), Offer.outcome != "engaged_elsewhere"),
+            )
+        ):  # fmt: skip
+            result.setdefault(("voice", transfer_id), set()).add(responder_id)
+    text_ids = [entry.id for entry in entries if entry.channel == "text"]
+    if text_ids:
+        for conversation_id, responder_id in db.session.execute(
+            select(ConversationOffer.conversation_id, ConversationOffer.responder_id).where(
+                ConversationOffer.conversation_id.in_(text_ids),
+                or_(ConversationOffer.state == "open", ConversationOffer.decided_at >= since),
+            )
+        ):
+            result.setdefault(("text", conversation_id), set()).add(responder_id)
+    return result
+
+
+def _unreachable(outcome: Any) -> Any:
+    return or_(outcome.in_(UNREACHABLE_OUTCOMES), outcome.like("rest_error%"))
+
+
+def last_offered() -> dict[str, datetime]:
+    """When each responder was last offered anything: the least recently offered goes first."""
+    rows = db.session.execute(
+        select(ResponderState.responder_id, ResponderState.last_offered_at).where(
+            ResponderState.last_offered_at.is_not(None)
+        )
+    )
+    return {responder_id: offered for responder_id, offered in rows if offered is not None}
+
+
+def anyone_can_take(document: RoutingDocument, language: str, need_key: str, transfer_id: int | None = None) -> bool:
+    """Is anyone who could take this contact on shift and not paused, even if busy right now?
+    While so, a caller waits (up to the hold limit) rather than moving on. Responders whose
+    phone Twilio could not ring for this contact do not count."""
+    need = document.need(need_key) or document.need(document.menu.default_need)
+    if need is None:
+        return False
+    unavailable = set(db.session.scalars(select(ResponderState.responder_id).where(ResponderState.paused.is_(True))))
+    if transfer_id is not None:
+        unavailable |= set(
+            db.session.scalars(
+                select(Offer.responder_id).where(
+                    Offer.transfer_id == transfer_id,
+                    _unreachable(Offer.outcome),
+                )
+            )
+        )
+    return bool(decide_route(document, language, need, now(), unavailable=unavailable).responders)
+
+
+@responder_freed.connect
+def _offer_to_the_freed(responder_id: str, **_: object) -> None:
+    """A responder became free: offer them (and anyone else free) the first eligible contact."""
+    active = active_routing()
+    if active is not None:
+        fill(active.document)

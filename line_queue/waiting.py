@@ -1,0 +1,152 @@
+"""Reading the queue: who waits, in what order, and how long a person should expect to wait.
+
+Order (the policy, also printed by ``flask routing check``): the need's ``priority`` (higher
+first), then since when the person has been waiting (``Transfer.queued_since``: a callback
+keeps the place its person had; ``Conversation.queued_at``), then arrival id. Every query here
+is bounded (a LIMIT, or a COUNT over an index), so no webhook's cost grows with the queue.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+
+from crisisline.db import db
+from crisisline.models import ACTIVE_OFFER_STATES, Conversation, Offer, ResponderState, Transfer
+from routing.document import RoutingDocument
+from routing.engine import decide_route
+
+VOICE_KINDS = ("call", "callback")
+TEXT_WAITING_STATES = ("queued", "offered")
+DEFAULT_HANDLE_SECONDS = 8 * 60  # before the line has finished calls of its own to learn from
+RECENT = 20  # how many recent calls the wait estimate learns from
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class WaitingContact:
+    """One entry of the queue. ``id`` is a transfer id (voice) or a conversation id (text)."""
+
+    kind: str  # "call", "callback" or "text"
+    id: int
+    language: str
+    need: str
+    priority: int
+    since: datetime
+    active_offers: int  # phones ringing (voice) or open text offers for it now
+
+    @property
+    def channel(self) -> str:
+        return "voice" if self.kind in VOICE_KINDS else "text"
+
+    @property
+    def order(self) -> tuple[int, datetime, int, int]:
+        return (-self.priority, self.since, 0 if self.channel == "voice" else 1, self.id)
+
+
+def head(
+    document: RoutingDocument, limit: int = 50, channels: tuple[str, ...] = ("voice", "text")
+) -> list[WaitingContact]:
+    """The first ``limit`` waiting contacts in queue order (both channels merged)."""
+    entries: list[WaitingContact] = []
+    if "voice" in channels:
+        ringing = (
+            select(func.count(Offer.id))
+            .where(Offer.transfer_id == Transfer.id, Offer.state.in_(ACTIVE_OFFER_STATES), Offer.purpose == "answer")
+            .scalar_subquery()
+        )
+        rows = db.session.execute(
+            select(Transfer.id, Transfer.mode, Transfer.language, Transfer.need, Transfer.priority,
+                   Transfer.queued_since, ringing)
+            .where(Transfer.state == "waiting")
+            .order_by(Transfer.priority.desc(), Transfer.queued_since, Transfer.id)
+            .limit(limit)
+        ).all()  # fmt: skip
+        entries += [
+            WaitingContact("callback" if mode == "callback" else "call", id_, language, need, priority, since, active)
+            for id_, mode, language, need, priority, since, active in rows
+        ]
+    if "text" in channels:
+        rows = db.session.execute(
+            select(Conversation.id, Conversation.language, Conversation.need, Conversation.priority,
+                   Conversation.queued_at, Conversation.state)
+            .where(Conversation.state.in_(TEXT_WAITING_STATES))
+            .order_by(Conversation.priority.desc(), Conversation.queued_at, Conversation.id)
+            .limit(limit)
+        ).all()  # fmt: skip
+        default_language = document.menu.default_language
+        entries += [
+            WaitingContact("text", id_, language or default_language, need or document.menu.default_need,
+                           priority, since or now(), int(state == "offered"))
+            for id_, language, need, priority, since, state in rows
+        ]  # fmt: skip
+    return sorted(entries, key=lambda entry: entry.order)[:limit]
+
+
+def position(document: RoutingDocument, channel: str, priority: int, since: datetime, contact_id: int) -> int:
+    """A waiting contact's place in line (1 = next). With ``queue.channels: shared`` texters
+    waiting ahead count too; with ``separate`` only the contact's own channel does."""
+    ahead = 0
+    counted = ("voice", "text") if document.queue.channels == "shared" else (channel,)
+    if "voice" in counted:
+        ties = "id" if channel == "voice" else "all"  # calls go first at an equal place
+        ahead += db.session.scalar(
+            select(func.count(Transfer.id)).where(
+                Transfer.state == "waiting",
+                _ahead(Transfer.priority, Transfer.queued_since, Transfer.id, priority, since, contact_id, ties),
+            )
+        ) or 0  # fmt: skip
+    if "text" in counted:
+        ties = "id" if channel == "text" else "none"
+        ahead += db.session.scalar(
+            select(func.count(Conversation.id)).where(
+                Conversation.state.in_(TEXT_WAITING_STATES),
+                _ahead(
+                    Conversation.priority, Conversation.queued_at, Conversation.id, priority, since, contact_id, ties
+                ),
+            )
+        ) or 0  # fmt: skip
+    return ahead + 1
+
+
+def _ahead(
+    priority_column: Any, since_column: Any, id_column: Any, priority: int, since: datetime, contact_id: int,
+    ties: str,
+) -> Any:  # fmt: skip
+    """SQL for "waits ahead of (priority, since, id)". ``ties``: at an equal place, ``id``
+    (same channel: the lower id is ahead), ``all`` (voice rows ahead of a text) or ``none``."""
+    earlier = or_(priority_column > priority, and_(priority_column == priority, since_column < since))
+    same_place = and_(priority_column == priority, since_column == since)
+    if ties == "id":
+        return or_(earlier, and_(same_place, id_column < contact_id))
+    return or_(earlier, same_place) if ties == "all" else earlier
+
+
+def expected_wait_minutes(document: RoutingDocument, place: int, language: str, need_key: str) -> int:
+    """An honest estimate for the person at ``place``: the people up to and including them,
+    shared among the responders who could take them and are not paused, each taking as long
+    as the line's recent calls took (median). At least one minute."""
+    need = document.need(need_key) or document.need(document.menu.default_need)
+    paused = set(db.session.scalars(select(ResponderState.responder_id).where(ResponderState.paused.is_(True))))
+    staff = len(decide_route(document, language, need, now(), unavailable=paused).responders) if need else 0
+    seconds = place * typical_handle_seconds() / max(1, staff)
+    return max(1, round(seconds / 60))
+
+
+def typical_handle_seconds() -> float:
+    """How long a recent live call kept its responder (median, from connection to end)."""
+    rows = db.session.execute(
+        select(Transfer.connected_at, Transfer.ended_at)
+        .where(Transfer.mode == "live", Transfer.connected_at.is_not(None), Transfer.ended_at.is_not(None))
+        .order_by(Transfer.ended_at.desc())
+        .limit(RECENT)
+    ).all()
+    talks = [(ended - connected).total_seconds() for connected, ended in rows if connected and ended]
+    return statistics.median(talks) if talks else DEFAULT_HANDLE_SECONDS
