@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 from flask_rq import RQ
+from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crisisline import events
 from crisisline.db import db, engine_options, migrate
+from crisisline.deadline import VoiceDeadline
 from crisisline.phone import RedactPhoneNumbers
 from crisisline.privacy import Vault
 from crisisline.settings import PROJECT_ROOT, Settings
@@ -26,7 +30,7 @@ REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """Build the app. ``settings`` defaults to the environment; ``overrides`` go to app.config."""
     settings = settings or Settings.from_env()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
 
     app = Flask(__name__, instance_path=str(PROJECT_ROOT / "instance"))
     app.config.from_mapping(
@@ -44,6 +48,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.extensions["crisisline.settings"] = settings
     app.extensions["crisisline.vault"] = Vault(settings.data_encryption_key)
 
+    # Voice webhooks answer within their deadline whatever hangs (inside ProxyFix, so the
+    # deadline's own signature check sees the public URL).
+    deadline = VoiceDeadline(app, settings.voice_deadline_seconds)
+    app.extensions["crisisline.deadline"] = deadline
+    app.wsgi_app = deadline  # type: ignore[method-assign]
     if settings.trusted_proxy_count:
         n = settings.trusted_proxy_count
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
@@ -85,7 +94,48 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
         """Liveness only; it does not touch the database, so it cannot take the line down."""
         return {"status": "ok"}
 
+    @app.get("/readyz")
+    def readyz() -> tuple[dict[str, str], int]:
+        """Readiness for a load balancer: the database and Redis each answer within a second.
+        Names what is down, never why (error text could carry connection details)."""
+        checks = {"database": _database_answers, "redis": _redis_answers}
+        futures = {name: deadline.pool.submit(_in_app_context, app, check) for name, check in checks.items()}
+        status = {}
+        for name, future in futures.items():
+            try:
+                status[name] = "ok" if future.result(timeout=READINESS_TIMEOUT_SECONDS) else "down"
+            except Exception:
+                status[name] = "down"
+        ready = all(value == "ok" for value in status.values())
+        return {"status": "ready" if ready else "not ready", **status}, 200 if ready else 503
+
     return app
+
+
+READINESS_TIMEOUT_SECONDS = 1.0
+
+
+def _in_app_context(app: Flask, check: Callable[[], bool]) -> bool:
+    with app.app_context():
+        return check()
+
+
+def _database_answers() -> bool:
+    try:
+        return db.session.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        db.session.remove()
+
+
+def _redis_answers() -> bool:
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=READINESS_TIMEOUT_SECONDS, socket_timeout=READINESS_TIMEOUT_SECONDS
+    )
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
 
 
 class FastConnectRedis(redis.Redis):
@@ -98,11 +148,32 @@ class FastConnectRedis(redis.Redis):
         return cast(FastConnectRedis, super().from_url(url, **kwargs))
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, log_format: str = "text") -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if log_format == "json":
+            for handler in root.handlers:
+                handler.setFormatter(JsonLines())
     root.setLevel(level)
+    # twilio's HTTP client logs every request (URL and parameters) at INFO: not for our logs.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     for handler in root.handlers:
         if not any(isinstance(f, RedactPhoneNumbers) for f in handler.filters):
             handler.addFilter(RedactPhoneNumbers())
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line (``LOG_FORMAT=json``), for log shippers. The redaction filter
+    still runs on the message first; exceptions are reduced to their class name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exception"] = record.exc_info[0].__name__
+        return json.dumps(entry, ensure_ascii=False)

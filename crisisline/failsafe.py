@@ -31,6 +31,10 @@ LAST_RESORT_MESSAGE = (
 BACKUP_DIAL_TIMEOUT_SECONDS = 30
 
 
+class DeadlineExceeded(Exception):
+    """A voice webhook did not finish within its deadline (``crisisline.deadline``)."""
+
+
 def twiml_response(twiml: VoiceResponse) -> Response:
     return Response(twiml.to_xml(), status=200, mimetype="text/xml")
 
@@ -76,6 +80,8 @@ def answering_failures_with(
                 _rollback_quietly()
                 return fallback(error)
 
+        # What ``crisisline.deadline`` answers when this view runs past its deadline.
+        wrapper.on_deadline = fallback  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
@@ -83,16 +89,21 @@ def answering_failures_with(
 
 def _dial_backup(error: BaseException) -> Response:
     response = failsafe_response()
-    if not isinstance(error, DBAPIError):  # with the database down, hooks would only wait
-        _run_hooks(request.form.get("CallSid", ""))
+    # With the database down (or hung: past the deadline), hooks would only wait here.
+    if not isinstance(error, DBAPIError | DeadlineExceeded):
+        run_after_failsafe_hooks(request.form.get("CallSid", ""))
     return response
+
+
+_dial_backup.dials_backup = True  # type: ignore[attr-defined]
 
 
 voice_failsafe = answering_failures_with(_dial_backup, "voice webhook failed, dialling backup line")
 voice_failsafe.__doc__ = "Turn any failure inside a voice webhook into TwiML that dials the backup line."
 
 
-def _run_hooks(call_sid: str) -> None:
+def run_after_failsafe_hooks(call_sid: str) -> None:
+    """Best effort, after the fail-safe answered: e.g. stop ringing for a caller on the backup line."""
     for hook in AFTER_FAILSAFE:
         try:
             hook(call_sid)

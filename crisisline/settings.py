@@ -58,6 +58,9 @@ class Settings:
     line_mode_override: str | None
     log_level: str
     personal_data_retention_days: int
+    # How long a voice webhook may take before it answers with its fail-safe (``crisisline.deadline``).
+    voice_deadline_seconds: float = 2.0
+    log_format: str = "text"  # or "json": one JSON object per line
     # Per kind of data; each defaults to ``personal_data_retention_days``.
     retention_days_calls: int = 30
     retention_days_texts: int = 30
@@ -177,6 +180,20 @@ class Settings:
             else:
                 problems.append(f"{name}: must be a whole number of days, 1 to 3650")
 
+        log_format = env.get("LOG_FORMAT", "text").strip().lower() or "text"
+        if log_format not in ("text", "json"):
+            problems.append("LOG_FORMAT: must be text or json")
+        deadline_raw = env.get("VOICE_DEADLINE_SECONDS", "2").strip()
+        voice_deadline = 2.0
+        try:
+            voice_deadline = float(deadline_raw)
+        except ValueError:
+            voice_deadline = -1.0
+        if not 0.5 <= voice_deadline <= 5:
+            problems.append("VOICE_DEADLINE_SECONDS: must be a number of seconds from 0.5 to 5 (Twilio waits 15)")
+
+        if production:
+            problems += _unsafe_in_production(env, secret_key, data_key, public_base_url)
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -200,7 +217,33 @@ class Settings:
             retention_days_calls=per_kind["calls"],
             retention_days_texts=per_kind["texts"],
             retention_days_followups=per_kind["followups"],
+            voice_deadline_seconds=voice_deadline,
+            log_format=log_format,
         )
+
+
+# Values people paste from examples and tutorials: never a production secret.
+PLACEHOLDER_SECRETS = ("change", "secret", "example", "password", "dev-", "test-", "xxxx")
+
+
+def _unsafe_in_production(
+    env: Mapping[str, str], secret_key: str, data_key: bytes, public_url: str | None
+) -> list[str]:
+    """Settings a production line must refuse: each would quietly weaken privacy or safety."""
+    problems = []
+    if not env.get("DATABASE_URL", "").strip():
+        problems.append(
+            "DATABASE_URL: required in production (without it the line would quietly use a local SQLite "
+            "file that one machine alone can see)"
+        )
+    if secret_key and (len(set(secret_key)) < 12 or any(word in secret_key.lower() for word in PLACEHOLDER_SECRETS)):
+        problems.append("SECRET_KEY: looks weak or like a placeholder; use `python -c 'import secrets; "
+                        "print(secrets.token_urlsafe(48))'`")  # fmt: skip
+    if len(data_key) == 32 and len(set(data_key)) < 16:
+        problems.append("DATA_ENCRYPTION_KEY: not random (too few distinct bytes); make one with `flask line keygen`")
+    if public_url and urlsplit(public_url).scheme != "https":
+        problems.append("PUBLIC_BASE_URL: must be https:// in production (Twilio's webhooks carry personal data)")
+    return problems
 
 
 def _normalise_database_url(url: str) -> str:

@@ -67,6 +67,9 @@ def deployment_environment(database_url: str, redis_url: str, **extra: str) -> d
         "BACKUP_NUMBER": TEST_BACKUP_NUMBER,
         "ROUTING_FILE": str(DEFAULT_ROUTING_FILE),
         "LOG_LEVEL": "WARNING",
+        # The longest deadline allowed: a busy test machine must not turn a slow-but-fine
+        # webhook into a fail-safe. The reliability tests set the production default.
+        "VOICE_DEADLINE_SECONDS": "5",
     }
     env.update(extra)
     return env

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
+
 import pytest
 
 from crisisline.settings import Settings, SettingsError, new_data_encryption_key
@@ -10,7 +13,7 @@ from crisisline.settings import Settings, SettingsError, new_data_encryption_key
 def production_env(**changes: str) -> dict[str, str]:
     env = {
         "CRISISLINE_ENV": "production",
-        "SECRET_KEY": "x" * 40,
+        "SECRET_KEY": secrets.token_urlsafe(48),
         "DATA_ENCRYPTION_KEY": new_data_encryption_key(),
         "DATABASE_URL": "postgres://line@db.internal/line",
         "REDIS_URL": "redis://cache.internal:6379/0",
@@ -30,6 +33,30 @@ def test_production_settings_are_normalised() -> None:
     assert settings.database_url == "postgresql+psycopg://line@db.internal/line"
     assert settings.public_base_url == "https://line.example.org"
     assert not settings.twilio_is_local
+
+
+@pytest.mark.parametrize(
+    ("changes", "refused"),
+    [
+        ({"DATABASE_URL": ""}, "DATABASE_URL: required in production"),
+        ({"SECRET_KEY": "a" * 32}, "SECRET_KEY: looks weak or like a placeholder"),
+        ({"SECRET_KEY": "change-me-to-a-long-random-string-please"}, "SECRET_KEY: looks weak or like a placeholder"),
+        ({"DATA_ENCRYPTION_KEY": base64.urlsafe_b64encode(bytes(32)).decode()}, "DATA_ENCRYPTION_KEY: not random"),
+        ({"PUBLIC_BASE_URL": "http://line.example.org"}, "PUBLIC_BASE_URL: must be https:// in production"),
+        ({"VOICE_DEADLINE_SECONDS": "14"}, "VOICE_DEADLINE_SECONDS: must be a number of seconds from 0.5 to 5"),
+        ({"VOICE_DEADLINE_SECONDS": "soon"}, "VOICE_DEADLINE_SECONDS: must be a number of seconds from 0.5 to 5"),
+    ],
+)
+def test_production_refuses_unsafe_settings_with_a_clear_message(changes: dict[str, str], refused: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(production_env(**changes))
+
+    assert any(problem.startswith(refused) for problem in raised.value.problems), raised.value.problems
+
+
+def test_the_voice_deadline_defaults_to_two_seconds_and_is_configurable() -> None:
+    assert Settings.from_env(production_env()).voice_deadline_seconds == 2.0
+    assert Settings.from_env(production_env(VOICE_DEADLINE_SECONDS="3.5")).voice_deadline_seconds == 3.5
 
 
 def test_production_refuses_to_start_without_secrets_and_lists_every_problem() -> None:

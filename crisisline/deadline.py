@@ -1,0 +1,144 @@
+"""A hard deadline on every voice webhook: whatever hangs, Twilio gets TwiML in time.
+
+Connect and statement timeouts do not stop a request stuck on a database or Redis that stopped
+answering mid-query, nor a slow Twilio REST call; gunicorn's ``timeout`` does not stop a slow
+request in a threaded worker. So voice webhooks run in a small thread pool, and the request
+thread waits at most ``VOICE_DEADLINE_SECONDS``. Past it, the request answers with what its
+route answers on any failure (``crisisline.failsafe``: the backup line for a caller, a polite
+message for a responder), or, for a caller already safely in the hold loop, one more hold turn
+(twice at most, then the backup line). The late handler finishes on its own thread; its
+answer is dropped, and its changes are the idempotent, conditional ones every handler makes.
+
+The signature is still checked first: a forged request gets 403 even while everything hangs.
+Status callbacks are not under the deadline: Twilio needs no TwiML from them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from flask import Flask, Response, request
+from twilio.twiml.voice_response import VoiceResponse
+from werkzeug.exceptions import HTTPException
+
+from crisisline.failsafe import DeadlineExceeded, run_after_failsafe_hooks, twiml_response
+from crisisline.twilio_auth import request_is_from_twilio
+
+log = logging.getLogger(__name__)
+# Endpoints whose late answer is one more hold turn rather than the backup line: the caller
+# is waiting safely, and the backup line would take them out of the queue.
+HOLD_ENDPOINTS = frozenset({"transfer.hold"})
+LATE_HOLD_TURNS = 2  # then the backup line: the line is evidently not recovering
+LATE_HOLD_PAUSE_SECONDS = 5
+Captured = tuple[str, list[tuple[str, str]], bytes]
+
+
+class VoiceDeadline:
+    """WSGI middleware running deadline-bound routes (views marked ``on_deadline`` by the
+    fail-safe decorators) on a bounded pool, answering in time whatever they do."""
+
+    def __init__(self, app: Flask, seconds: float, workers: int = 16) -> None:
+        self.app = app
+        self.inner: Callable[..., Iterable[bytes]] = app.wsgi_app
+        self.seconds = seconds
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voice-deadline")
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        endpoint, on_deadline = self._route(environ)
+        if on_deadline is None or environ.get("REQUEST_METHOD") != "POST":
+            return self.inner(environ, start_response)
+        body = _read_body(environ, self.app.config.get("MAX_CONTENT_LENGTH") or 256 * 1024)
+        worker_environ = dict(environ, **{"wsgi.input": io.BytesIO(body)})
+        future: Future[Captured] = self.pool.submit(self._run, worker_environ)
+        try:
+            status, headers, payload = future.result(timeout=self.seconds)
+        except FutureTimeout:
+            future.cancel()  # not started yet (the pool is full of stuck handlers): never start it
+            environ["wsgi.input"] = io.BytesIO(body)
+            return self._late(environ, endpoint, on_deadline, start_response)
+        start_response(status, headers)
+        return [payload]
+
+    def _route(self, environ: dict[str, Any]) -> tuple[str, Callable[[BaseException], Response] | None]:
+        try:
+            endpoint, _ = self.app.url_map.bind_to_environ(environ).match(method="POST")
+        except HTTPException:
+            return "", None
+        view = self.app.view_functions.get(str(endpoint))
+        return str(endpoint), getattr(view, "on_deadline", None)
+
+    def _run(self, environ: dict[str, Any]) -> Captured:
+        """The whole request on this pool thread, with its own app context and session."""
+        captured: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        result = self.inner(environ, start_response)
+        try:
+            payload = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # teardown, after-request events: on this thread, not the caller's
+        return captured["status"], captured["headers"], payload
+
+    def _late(
+        self, environ: dict[str, Any], endpoint: str, on_deadline: Callable[[BaseException], Response],
+        start_response: Callable[..., Any],
+    ) -> Iterable[bytes]:  # fmt: skip
+        with self.app.request_context(environ):
+            if not request_is_from_twilio():
+                log.warning("refused unsigned or forged request to %s", request.path)
+                response: Response = Response("Forbidden", status=403)
+            elif endpoint in HOLD_ENDPOINTS and _late_turns(request.query_string) < LATE_HOLD_TURNS:
+                log.error("voice deadline passed at %s: one more hold turn", endpoint)
+                response = twiml_response(_one_more_hold_turn(request.script_root + request.path, request.query_string))
+            else:
+                log.error("voice deadline passed at %s: answering with its fail-safe", endpoint)
+                response = on_deadline(DeadlineExceeded())
+                if getattr(on_deadline, "dials_backup", False):
+                    self._after_failsafe(request.form.get("CallSid", ""))
+            return response(environ, start_response)
+
+    def _after_failsafe(self, call_sid: str) -> None:
+        """Stop the search for a caller now on the backup line, off this thread (best effort:
+        the database may be what hangs)."""
+        if not call_sid:
+            return
+
+        def run() -> None:
+            with self.app.app_context():
+                run_after_failsafe_hooks(call_sid)
+
+        self.pool.submit(run)
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes:
+    length_raw = environ.get("CONTENT_LENGTH") or "0"
+    length = int(length_raw) if length_raw.isdecimal() else 0
+    stream = environ.get("wsgi.input")
+    if stream is None or length <= 0:
+        return b""
+    return bytes(stream.read(min(length, limit + 1)))
+
+
+def _late_turns(query_string: bytes) -> int:
+    raw = dict(parse_qsl(query_string.decode("latin-1"))).get("late", "0")
+    return int(raw) if raw.isdecimal() and len(raw) < 3 else LATE_HOLD_TURNS
+
+
+def _one_more_hold_turn(path: str, query_string: bytes) -> VoiceResponse:
+    """A pause and the same hold URL again, counting the late turns in ``late``."""
+    query = dict(parse_qsl(query_string.decode("latin-1")))
+    query["late"] = str(_late_turns(query_string) + 1)
+    twiml = VoiceResponse()
+    twiml.pause(length=LATE_HOLD_PAUSE_SECONDS)
+    twiml.redirect(f"{path}?{urlencode(query)}", method="POST")
+    return twiml

@@ -1,0 +1,33 @@
+"""Logs: JSON lines when asked, phone numbers masked either way, twilio's request lines off."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from crisisline.app import JsonLines, _configure_logging
+from crisisline.phone import RedactPhoneNumbers
+
+
+def test_json_lines_carry_the_message_with_numbers_masked_and_exceptions_by_class_only() -> None:
+    record = logging.LogRecord("sms.views", logging.ERROR, __file__, 1, "reply to %s failed", ("+13125550177",), None)
+    assert RedactPhoneNumbers().filter(record)
+    try:
+        raise ValueError("body: I want to die")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+
+    line = json.loads(JsonLines().format(record))
+
+    assert line["level"] == "ERROR" and line["logger"] == "sms.views"
+    assert "5550177" not in line["message"]
+    assert line["exception"] == "ValueError"
+    assert "want to die" not in json.dumps(line)
+
+
+def test_twilios_per_request_info_lines_are_turned_down() -> None:
+    _configure_logging("INFO")
+
+    assert not logging.getLogger("twilio.http_client").isEnabledFor(logging.INFO)
