@@ -237,3 +237,17 @@ def test_hold_estimates_learn_from_live_calls_only(
         (transfer,) = db.session.scalars(select(Transfer)).all()
         assert transfer.mode == "live"
     assert leg_to(fake, BEN).to == BEN and DIEGO not in [leg.to for leg in legs(fake)]
+
+
+def test_a_counselor_texting_on_is_offered_the_waiting_texter_by_that_text(
+    app: Flask, texting: TextingPhone, wednesday_morning: time_machine.Coordinates
+) -> None:
+    texting.send(ANA, "OFF")
+    texting.send("+13125550177", "I keep having panic attacks and I can't breathe")
+    with app.app_context():
+        (conversation,) = db.session.scalars(select(Conversation)).all()
+    assert conversation.state == "queued"
+
+    replies = texting.send(ANA, "ON")  # no clock, no other text: her ON frees her
+
+    assert any(text.startswith(f"New text #{conversation.id}") for text in replies)
