@@ -71,6 +71,7 @@ def test_callers_wait_for_the_one_busy_counselor_in_order_hearing_their_place(
     # Offered on the path of the event that freed her: no hold turn, no clock, within a second.
     assert [leg.to for leg in legs(fake)] == [ANA, ANA]
     assert seconds < 1.0
+    print(f"\nthe call ended and the freed counselor's phone rang for the next caller {seconds * 1000:.0f} ms later")
     ana_with_second = connect(phone, fake, second)
     assert ana_with_second.heard[0].text.startswith("Crisis line: English-speaking caller, ")
     phone.resume(third, max_hold_turns=1)

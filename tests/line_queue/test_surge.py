@@ -142,8 +142,10 @@ def test_a_surge_of_twenty_callers_all_reach_one_of_four_counselors_in_queue_ord
         callers.append(threading.Thread(target=_caller, args=(phone, index, results, errors), daemon=True))
         callers[-1].start()
         time.sleep(0.05)
+    started = time.monotonic()
     for thread in callers:
         thread.join(timeout=DEADLINE_SECONDS + 30)
+    print(f"\nsurge: {CALLERS} callers, {len(COUNSELORS)} counselors, all done in {time.monotonic() - started:.1f} s")
     stop.set()
     for thread in counselors:
         thread.join(timeout=30)
