@@ -25,6 +25,9 @@ from crisisline.privacy import Vault
 from crisisline.urls import public_url
 from ivr.call_log import PHONE_CONTEXT, phone_hash
 from routing.document import RoutingDocument
+from routing.store import active_routing
+from sms import outbox
+from sms.conversations import find_or_create_texter
 from transfer import dispatch, flow, state
 from workers.contacts import schedule, sends
 
@@ -33,8 +36,6 @@ PERSON_LEG_GRACE = timedelta(seconds=120)  # past ring timeout: ask Twilio about
 
 
 def _active_document() -> RoutingDocument | None:
-    from routing.store import active_routing
-
     active = active_routing()
     return active.document if active else None
 
@@ -109,9 +110,6 @@ def _reached_us_since(callback: Callback, call: Call) -> bool:
 @sends("callback_missed")
 def send_missed_text(contact: ScheduledContact) -> str:
     """We could not reach them (no answer, or nobody free in time): say so, and how to reach us."""
-    from sms import outbox
-    from sms.conversations import find_or_create_texter
-
     document = _active_document()
     callback = db.session.get(Callback, contact.callback_id) if contact.callback_id else None
     call = db.session.get(Call, callback.call_id) if callback else None

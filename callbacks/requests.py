@@ -3,6 +3,7 @@
 A request is one ``Callback`` row (unique per call or text conversation, so a repeated key
 press or a duplicated webhook asks once) and its first attempt, a scheduled contact due now.
 The person keeps their place: the callback queues from when they first started waiting.
+A texter's ``CALL`` reaches :func:`request_from_text` through ``sms.texting.call_requested``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
 from ivr import call_log
 from routing.document import RoutingDocument
+from routing.store import active_routing
+from sms.texting import call_requested
 from transfer import flow, state
+from workers.contacts import schedule
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,11 @@ def request_from_hold(transfer: Transfer, document: RoutingDocument) -> str:
     return "requested"
 
 
+@call_requested.connect
+def _call_the_texter(conversation: Conversation, *, texter: Texter, document: RoutingDocument, **_: object) -> bool:
+    return request_from_text(conversation, texter, document)
+
+
 def request_from_text(conversation: Conversation, texter: Texter, document: RoutingDocument) -> bool:
     """A texter replied ``CALL``. Their conversation is handed to the callback (it closes
     quietly) and keeps its queue place. False if callbacks are off or the number unknown."""
@@ -87,8 +96,6 @@ def request_from_text(conversation: Conversation, texter: Texter, document: Rout
 def request_from_checkin(checkin: CheckIn) -> bool:
     """A check-in reply "2, I'd like to talk" on a line with ``followups.talk_by: call``.
     It queues from when the check-in was sent, so it goes ahead of contacts that came later."""
-    from routing.store import active_routing
-
     active = active_routing()
     texter = db.session.get(Texter, checkin.texter_id) if checkin.texter_id else None
     if active is None or not active.document.callbacks.enabled or texter is None or not texter.sealed_number:
@@ -156,6 +163,4 @@ def _cancel(callback: Callback, outcome: str) -> None:
 
 
 def _schedule_first_attempt(callback: Callback) -> None:
-    from workers.contacts import schedule
-
     schedule("callback", f"callback:{callback.id}:1", state.now(), call_id=callback.call_id, callback_id=callback.id)

@@ -7,6 +7,14 @@ call or conversation ended, they passed or missed an offer, they texted ON). The
 Senders *note* an event where it happens (often mid-transaction) and the events are
 *published* once the unit of work is over: after each request (``crisisline.app``), after
 each job, or explicitly. So a subscriber never runs inside someone else's half-done change.
+
+``texter_opted_out`` and ``conversation_ended_by_counselor`` are sent at once, where they
+happen (after the change is committed), for reactions of features above the channels
+(``followups``). Hooks whose receivers return a value that steers a channel's own flow live
+beside the code that asks, in that channel: ``transfer.flow.callback_accepted``,
+``transfer.views.staff_left_caller``, ``sms.texting.text_between_conversations`` and
+``sms.texting.call_requested``. Packages depend only downward (see the README): a feature
+reacts by connecting a receiver when its module is imported, never by being imported from below.
 """
 
 from __future__ import annotations
@@ -21,9 +29,12 @@ log = logging.getLogger(__name__)
 signals = Namespace()
 # Sent with the responder's config id as sender.
 responder_freed = signals.signal("responder-freed")
-# Sent with the kind ("call", "callback", "text") as sender and ``contact_id`` (a transfer or
-# conversation id): a contact left the queue (answered, abandoned, sent to the backup line).
-contact_ended = signals.signal("contact-ended")
+# Sent with the Texter as sender, right after their STOP is recorded: nothing more may be
+# sent to them (e.g. pending check-ins are canceled).
+texter_opted_out = signals.signal("texter-opted-out")
+# Sent with the Conversation as sender and ``document`` (the routing document), right after a
+# counselor ended it (END): e.g. the texter is asked whether we may check in later.
+conversation_ended_by_counselor = signals.signal("conversation-ended-by-counselor")
 
 _PENDING_FREED = "crisisline.pending_freed"
 

@@ -7,20 +7,28 @@ once), every state change is a conditional UPDATE, and a texter who sent STOP ge
 
 The senders below run as scheduled contacts (``workers.contacts``): each returns "sent",
 "not_needed" (answered or canceled meanwhile), "opted_out" or "no_number", or a failure.
+Texts tell us what they need through ``crisisline.events``: a STOP cancels pending check-ins,
+a conversation a counselor ended asks for consent (the receivers at the end of this module).
 """
 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
 
+from crisisline import events
 from crisisline.db import db, insert_once
 from crisisline.models import Call, CheckIn, Conversation, ScheduledContact, SurveyResponse, Texter
+from ivr.call_log import PHONE_CONTEXT, phone_hash
 from routing.document import RoutingDocument
+from routing.store import active_routing
+from sms import conversations as convo
+from sms import outbox
 from workers.contacts import schedule, sends
 
 log = logging.getLogger(__name__)
@@ -45,8 +53,6 @@ def now() -> datetime:
 
 
 def _document() -> RoutingDocument | None:
-    from routing.store import active_routing
-
     active = active_routing()
     return active.document if active else None
 
@@ -71,8 +77,6 @@ def ask_after_text(conversation: Conversation, document: RoutingDocument) -> boo
     db.session.commit()
     if not created:
         return False
-    from sms import conversations as convo
-
     question = document.language(conversation.language).text("checkin_question")
     return convo.to_texter(conversation, "checkin-question", question)
 
@@ -82,8 +86,6 @@ def is_consent(keyword: str) -> bool:
 
 
 def _plain(word: str) -> str:
-    import unicodedata
-
     decomposed = unicodedata.normalize("NFKD", word.strip().strip(".!¡").upper())
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
@@ -143,16 +145,13 @@ def consent_from_call(call: Call, language: str, need: str | None, document: Rou
 
 def texter_for_call(call: Call, *, create: bool = True) -> Texter | None:
     """The caller as someone we can text (their STOP status lives there), from the sealed number."""
-    from ivr.call_log import PHONE_CONTEXT, phone_hash
-    from sms.conversations import find_or_create_texter
-
     if not call.sealed_caller:
         return None
     number = current_app.extensions["crisisline.vault"].open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
     if known is not None or not create:
         return known
-    return find_or_create_texter(number, phone_hash(number))
+    return convo.find_or_create_texter(number, phone_hash(number))
 
 
 def _settings_line_number() -> str | None:
@@ -235,9 +234,6 @@ def record_rating(survey: SurveyResponse, rating: int) -> bool:
 
 
 def _text(checkin: CheckIn, texter: Texter, key: str, body: str) -> bool:
-    from sms import conversations as convo
-    from sms import outbox
-
     if not texter.sealed_number or not checkin.line_number:
         return False
     return outbox.send_text(
@@ -325,8 +321,6 @@ def escalate_checkin(contact: ScheduledContact) -> str:
 
 
 def notify_supervisors(checkin: CheckIn, document: RoutingDocument, reason: str) -> str:
-    from sms import outbox
-
     if not document.supervisors:
         log.error("check-in %s is flagged but no supervisor is configured to be told", checkin.id)
         return "no_supervisors"
@@ -377,3 +371,16 @@ def send_survey(contact: ScheduledContact) -> str:
 def _forget_asker(survey: SurveyResponse) -> None:
     db.session.execute(update(SurveyResponse).where(SurveyResponse.id == survey.id).values(texter_id=None))
     db.session.commit()
+
+
+# --- reactions to texts (connected when this module is imported) -------------------------------
+
+
+@events.texter_opted_out.connect
+def _cancel_on_stop(texter: Texter, **_: object) -> None:
+    cancel_for_texter(texter)
+
+
+@events.conversation_ended_by_counselor.connect
+def _ask_on_end(conversation: Conversation, *, document: RoutingDocument, **_: object) -> None:
+    ask_after_text(conversation, document)

@@ -1,19 +1,30 @@
 """Texts that answer a follow-up question: a survey rating, a check-in reply, a YES to consent.
 
-Called for every inbound text from a texter who is not opted out and has no open conversation
-(with one, their words belong to that conversation). Returns True when the text was an
-answer and has been handled; otherwise the ordinary texting flow takes it.
+Called (``sms.texting.text_between_conversations``) for every inbound text from a texter who
+is not opted out and has no open conversation (with one, their words belong to that
+conversation). Returns True when the text was an answer and has been handled; otherwise the
+ordinary texting flow takes it.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import update
 
+from callbacks.requests import request_from_checkin
 from crisisline.db import db
 from crisisline.models import CheckIn, Conversation, Message, Texter
 from followups import checkins
 from routing.document import RoutingDocument
 from sms import conversations as convo
+from sms import outbox
+from sms.texting import text_between_conversations
+
+
+@text_between_conversations.connect
+def _answer(
+    texter: Texter, *, document: RoutingDocument, inbound: Message, body: str, line_number: str | None, **_: object
+) -> bool:
+    return handle_reply(document, texter, inbound, body, line_number)
 
 
 def handle_reply(
@@ -64,8 +75,6 @@ def _checkin_reply(document: RoutingDocument, texter: Texter, checkin: CheckIn, 
 def _request_call(checkin: CheckIn) -> bool:
     """``talk_by: call``: a callback (counselor first, then them). If callbacks are off or
     their number is gone, the person gets a prioritised text conversation instead."""
-    from callbacks.requests import request_from_checkin
-
     return request_from_checkin(checkin)
 
 
@@ -93,8 +102,6 @@ def open_prioritised(
 
 
 def _to_texter(texter: Texter, line_number: str, key: str, body: str) -> None:
-    from sms import outbox
-
     if not line_number or not texter.sealed_number:
         return
     outbox.send_text(

@@ -1,8 +1,9 @@
 """Voice side of check-ins: when the counselor leaves a caller who is still on the line, ask
 (key 1) whether we may text them later to check on them; anything else searches again.
 
-``transfer.views.caller_after`` calls :func:`checkin_offer` first (a marked hook there). The
-consent route is a caller route: signed, and any failure dials the backup line.
+:func:`checkin_offer` is connected to ``transfer.views.staff_left_caller``, so the caller
+hears the question before anything else. The consent route is a caller route: signed, and
+any failure dials the backup line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from followups import checkins
 from ivr import twiml as ivr_twiml
 from routing.document import RoutingDocument
 from routing.store import active_routing
+from transfer import flow, state
+from transfer.views import hold_twiml, staff_left_caller
 
 bp = Blueprint("followups", __name__, url_prefix="/voice/checkin")
 log = logging.getLogger(__name__)
@@ -29,6 +32,11 @@ log = logging.getLogger(__name__)
 
 def _asked_key(transfer: Transfer) -> str:
     return f"checkin:asked:{transfer.id}"
+
+
+@staff_left_caller.connect
+def _offer_checkin(transfer: Transfer, *, document: RoutingDocument, **_: object) -> VoiceResponse | None:
+    return checkin_offer(transfer, document)
 
 
 def checkin_offer(transfer: Transfer, document: RoutingDocument) -> VoiceResponse | None:
@@ -43,8 +51,6 @@ def checkin_offer(transfer: Transfer, document: RoutingDocument) -> VoiceRespons
 
 
 def _checkin_offer(transfer: Transfer, document: RoutingDocument) -> VoiceResponse | None:
-    from transfer import flow, state
-
     if not document.followups.checkins:
         return None
     call = db.session.get(Call, transfer.call_id)
@@ -87,9 +93,6 @@ def _asked_before(transfer: Transfer) -> bool:
 def consent() -> Response:
     """1: the caller agrees to a check-in text; thank them and end the call. Anything else
     (or silence): exactly what happens when a counselor leaves: tell them, search again."""
-    from transfer import flow
-    from transfer.views import hold_twiml
-
     transfer_id = request.args.get("transfer", "")
     transfer = db.session.get(Transfer, int(transfer_id)) if transfer_id.isdigit() else None
     active = active_routing()

@@ -4,6 +4,8 @@ and text conversations waiting for a counselor.
 - ``waiting``: reading the queue (its head in order, a contact's place, an honest wait).
 - ``matching``: offering free responders the first eligible waiting contacts, on the events
   that change who is free or who waits (``crisisline.events``), never by sweeping everything.
+- ``responders``: each responder's live availability (claimed, paused, missed in a row), shared
+  by voice and texts; freeing one notes ``responder_freed`` for the queue.
 
 Voice (``transfer``) and texts (``sms``) register how a contact of theirs is offered
 (``offers_for``); callbacks are voice contacts. So this package depends on neither: they meet

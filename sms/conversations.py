@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import func, select, update
 
@@ -16,9 +17,10 @@ import line_queue
 from crisisline import events
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
+from line_queue.responders import ensure_responder_state
 from routing.document import Responder, RoutingDocument
+from routing.store import active_routing
 from sms import outbox
-from transfer import state as voice_state
 
 log = logging.getLogger(__name__)
 OPEN_STATES = ("language", "need", "queued", "offered", "active")
@@ -179,7 +181,7 @@ def offer_conversation(conversation_id: int, counselors: Sequence[Responder], do
     )  # fmt: skip
     db.session.add(offer)
     # Stamp the offer on the responder, so offers rotate (least recently offered first).
-    voice_state.ensure_responder_state(counselor.id)
+    ensure_responder_state(counselor.id)
     db.session.execute(
         update(ResponderState).where(ResponderState.responder_id == counselor.id).values(last_offered_at=now())
     )
@@ -229,8 +231,6 @@ def relay_backlog(conversation: Conversation, responder: Responder) -> None:
     """Everything the texter wrote before being taken (their first words included), to the
     counselor who took them, in order. Each uses the same key as a live relay of that text,
     so nothing is ever sent twice (a counselor taking a passed conversation sees it all)."""
-    from routing.store import active_routing
-
     active = active_routing()
     if active is None:
         return
@@ -314,14 +314,12 @@ def close(conversation: Conversation, document: RoutingDocument, reason: str, *,
 
 
 def _ask_for_checkin(conversation: Conversation, document: RoutingDocument) -> None:
-    """Follow-ups hook: a conversation a counselor ended asks for consent to a check-in.
-    Its failure never affects the close."""
+    """A counselor ended this conversation: whoever reacts does now (``followups`` asks for
+    consent to a check-in). A reaction's failure never affects the close."""
     try:
-        from followups.checkins import ask_after_text
-
-        ask_after_text(conversation, document)
+        events.conversation_ended_by_counselor.send(conversation, document=document)
     except Exception as error:
-        log.error("check-in question after #%s not sent: %s", conversation.id, type(error).__name__)
+        log.error("a reaction to #%s ending failed: %s", conversation.id, type(error).__name__)
         db.session.rollback()
 
 
@@ -343,13 +341,28 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
 
 RETRY_AFTER = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(hours=6)
+# How a stored inbound text is handled (document, text, body). ``sms.inbound`` registers it:
+# it sits above this module (it hands texts to ``sms.texting`` and ``sms.staff``, which use
+# this one), so the retry below reaches it without importing upwards.
+InboundHandler = Callable[[RoutingDocument, Message, str], None]
+_INBOUND_HANDLERS: list[InboundHandler] = []
+_Handler = TypeVar("_Handler", bound=InboundHandler)
+
+
+def handles_inbound(handler: _Handler) -> _Handler:
+    """Register the handler the sweep retries unhandled inbound texts with (one: a later
+    registration replaces it)."""
+    _INBOUND_HANDLERS[:] = [handler]
+    return handler
 
 
 def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
     """Inbound texts stored but never fully handled (a crash, a dead dependency) are handled
     again: nothing a texter writes is lost. Each is retried on its own."""
-    from sms.views import handle_inbound
-
+    if not _INBOUND_HANDLERS:
+        # Loud (the sweep logs the step's failure): texts would wait unhandled otherwise.
+        raise RuntimeError("no inbound text handler registered: import sms.inbound")
+    handle_inbound = _INBOUND_HANDLERS[-1]
     moment = now()
     for message in db.session.scalars(
         select(Message)

@@ -15,10 +15,11 @@ from sqlalchemy import select, update
 from twilio.base.exceptions import TwilioRestException
 
 from crisisline.db import db, insert_once
-from crisisline.models import Message, Texter
+from crisisline.models import Conversation, Message, Texter, utcnow
 from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count, split_for_sms
 from crisisline.urls import public_url
+from line_queue.responders import set_paused
 from transfer.dispatch import rest_client
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ OPTED_OUT = 21610
 STATUS_RANK = {"claimed": 0, "accepted": 1, "scheduled": 1, "queued": 1, "sending": 2, "sent": 3,
                "partially_delivered": 4, "failed": 5, "undelivered": 5, "canceled": 5, "delivered": 5,
                "received": 5, "read": 6}  # fmt: skip
+# Every MessageStatus Twilio reports; anything else in a status callback is ignored.
+MESSAGE_STATUSES = frozenset(STATUS_RANK) - {"claimed"}
 
 
 def vault() -> Vault:
@@ -85,8 +88,6 @@ def send_text(
                 mark_opted_out(texter)
             if error.code == OPTED_OUT and responder_id is not None:
                 # A counselor whose phone blocks the line can't get offers: pause them, loudly.
-                from transfer.state import set_paused
-
                 set_paused(responder_id, True, "sms_blocked")
                 log.error("responder %s blocks texts from the line (21610): paused", responder_id)
             db.session.commit()
@@ -120,8 +121,6 @@ def record_status(message_id: int, status: str, error_code: str | None) -> None:
 
 
 def _texter_of(message_id: int) -> Texter | None:
-    from crisisline.models import Conversation
-
     message = db.session.get(Message, message_id)
     if message is None or message.conversation_id is None or message.party != "texter":
         return None
@@ -130,7 +129,5 @@ def _texter_of(message_id: int) -> Texter | None:
 
 
 def mark_opted_out(texter: Texter) -> None:
-    from crisisline.models import utcnow
-
     texter.opted_out = True
     texter.opted_out_at = texter.opted_out_at or utcnow()

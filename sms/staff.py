@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Conversation, Message
+from line_queue import responders as state  # pause/resume: shared with voice, below both
 from routing.document import Responder, RoutingDocument
 from sms import conversations as convo
-from transfer import state
 from transfer.availability import availability
 
 COMMANDS = ("ON", "OFF", "STATUS")

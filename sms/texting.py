@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+from blinker import Namespace
 from sqlalchemy import update
 
+from crisisline import events
 from crisisline.db import db
 from crisisline.models import Conversation, Message, Texter
 from ivr.menu import MenuInput, choose_need
 from routing.document import RoutingDocument
 from sms import conversations as convo
 from sms.language import detect
+from sms.outbox import mark_opted_out
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 START_WORDS = frozenset({"START", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
 CALL_WORDS = frozenset({"CALL", "CALL ME", "PHONE ME", "LLAMAR", "LLAMADA", "LLAMEME", "LLÁMEME", "LLAMENME"})
+
+# Hooks for the features above texts (they connect when imported; see ``crisisline.events``).
+signals = Namespace()
+# A texter (not opted out) wrote while no conversation of theirs is open, and not HELP. Sender:
+# the Texter; ``document``, ``inbound`` (the Message), ``body``, ``line_number``. A receiver
+# that recognises an answer to something the line sent (``followups``: a survey rating, a
+# check-in reply, a YES to the check-in question) handles it and returns True: then the text
+# opens no conversation.
+text_between_conversations = signals.signal("text-between-conversations")
+# A texter asked to be called (CALL, LLAMAR…) while not yet with a counselor. Sender: the
+# Conversation; ``texter``, ``document``. A receiver that arranged a callback (``callbacks``)
+# returns True: the conversation then closes quietly. No True: they hear it is not possible.
+call_requested = signals.signal("call-requested")
 
 
 def keyword_of(body: str) -> str:
@@ -39,9 +55,10 @@ def handle_texter_message(
     if texter.opted_out:
         return  # Twilio would refuse any reply (21610); the message is kept, nothing is sent
     if keyword not in HELP_WORDS and convo.open_conversation(texter) is None:
-        from followups.replies import handle_reply  # a survey rating, check-in reply or YES to one
-
-        if handle_reply(document, texter, inbound, body, line_number):
+        answered = text_between_conversations.send(
+            texter, document=document, inbound=inbound, body=body, line_number=line_number
+        )
+        if any(handled for _receiver, handled in answered):
             return
     conversation = convo.open_or_start_conversation(texter, line_number)
     db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=conversation.id))
@@ -81,10 +98,9 @@ def handle_texter_message(
 
 def _call_me_back(document: RoutingDocument, conversation: Conversation, texter: Texter, inbound: Message) -> None:
     """``CALL``: the texter would rather talk. A callback takes over their place in the queue."""
-    from callbacks.requests import request_from_text
-
     language = document.language(conversation.language)
-    if not request_from_text(conversation, texter, document):
+    arranged = call_requested.send(conversation, texter=texter, document=document)
+    if not any(done for _receiver, done in arranged):
         convo.to_texter(conversation, f"callback-impossible:{inbound.id}", language.text("callback_impossible"))
         return
     convo.to_texter(conversation, f"callback:{inbound.id}", language.text("callback_confirmed"))
@@ -194,12 +210,9 @@ def _raise_priority(document: RoutingDocument, conversation: Conversation, body:
 
 def _opt_out(document: RoutingDocument, texter: Texter) -> None:
     """STOP: nothing more is sent to this number (follow-ups included); open threads close."""
-    from followups.checkins import cancel_for_texter
-    from sms.outbox import mark_opted_out
-
     mark_opted_out(texter)
     db.session.commit()
-    cancel_for_texter(texter)
+    events.texter_opted_out.send(texter)  # e.g. pending check-ins are canceled
     conversation = convo.open_conversation(texter)
     if conversation is not None:
         convo.close(conversation, document, "stopped", tell_texter=None)

@@ -9,13 +9,20 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from crisisline import events
 from crisisline.db import db, insert_ignoring_duplicates
-from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, ResponderState, Transfer
+from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
+
+# Responders' availability is shared with texts, so it lives below both channels; these
+# names stay importable from here for voice's callers.
+from line_queue.responders import MISSED_OUTCOMES as MISSED_OUTCOMES
+from line_queue.responders import claim_responder as claim_responder
+from line_queue.responders import count_missed as count_missed
+from line_queue.responders import ensure_responder_state as ensure_responder_state
+from line_queue.responders import release_responder
+from line_queue.responders import set_paused as set_paused
+from line_queue.responders import unavailable_responder_ids as unavailable_responder_ids
 
 OPEN_TRANSFER_STATES = ("waiting", "connecting", "connected")
-# Outcomes that count as a missed offer (a deliberate "2" does not).
-MISSED_OUTCOMES = frozenset({"no_answer", "busy", "no_decision"})
 
 
 def now() -> datetime:
@@ -132,40 +139,6 @@ def release_dispatch(transfer_id: int) -> None:
     _change(Transfer, [Transfer.id == transfer_id], {"dispatch_lease_until": None})
 
 
-def ensure_responder_state(responder_id: str) -> None:
-    db.session.execute(
-        insert_ignoring_duplicates(
-            ResponderState,
-            {"responder_id": responder_id, "paused": False, "missed_in_a_row": 0, "updated_at": now()},
-        )
-    )
-
-
-def claim_responder(responder_id: str, offer_id: int) -> bool:
-    """Engage a responder for one offer, unless they are engaged or paused already."""
-    ensure_responder_state(responder_id)
-    return _change(
-        ResponderState,
-        [
-            ResponderState.responder_id == responder_id,
-            ResponderState.engaged_offer_id.is_(None),
-            ResponderState.paused.is_(False),
-        ],
-        {"engaged_offer_id": offer_id, "last_offered_at": now(), "updated_at": now()},
-    )
-
-
-def release_responder(responder_id: str, offer_id: int) -> None:
-    """Free a responder from this offer (a no-op if they moved on to another already). Once
-    this unit of work is over, the queue offers them the next contact (``responder_freed``)."""
-    if _change(
-        ResponderState,
-        [ResponderState.responder_id == responder_id, ResponderState.engaged_offer_id == offer_id],
-        {"engaged_offer_id": None, "updated_at": now()},
-    ):
-        events.note_responder_freed(responder_id)
-
-
 def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = ACTIVE_OFFER_STATES) -> bool:
     """Close an offer with its outcome and free the responder. False if already closed."""
     closed = _change(
@@ -176,46 +149,6 @@ def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = A
     if closed:
         release_responder(offer.responder_id, offer.id)
     return closed
-
-
-def count_missed(responder_id: str, outcome: str) -> int:
-    """Track missed offers in a row; returns the new count (0 after an accepted call)."""
-    ensure_responder_state(responder_id)
-    if outcome == "accepted":
-        _change(ResponderState, [ResponderState.responder_id == responder_id], {"missed_in_a_row": 0})
-        return 0
-    if outcome not in MISSED_OUTCOMES:
-        state = db.session.get(ResponderState, responder_id)
-        return state.missed_in_a_row if state else 0
-    _change(
-        ResponderState,
-        [ResponderState.responder_id == responder_id],
-        {"missed_in_a_row": ResponderState.missed_in_a_row + 1},
-    )
-    return (
-        db.session.scalar(select(ResponderState.missed_in_a_row).where(ResponderState.responder_id == responder_id))
-        or 0
-    )
-
-
-def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
-    """Pause or resume a responder. True if this changed anything (idempotent)."""
-    ensure_responder_state(responder_id)
-    values: dict[str, Any] = {
-        "paused": paused,
-        "paused_reason": reason if paused else None,
-        "updated_at": now(),
-    }
-    if not paused:
-        values["missed_in_a_row"] = 0
-    changed = _change(
-        ResponderState,
-        [ResponderState.responder_id == responder_id, ResponderState.paused.is_(not paused)],
-        values,
-    )
-    if changed and not paused:
-        events.note_responder_freed(responder_id)
-    return changed
 
 
 def active_offers(transfer_id: int) -> list[Offer]:
@@ -236,17 +169,6 @@ def offered_responder_ids(transfer_id: int) -> set[str]:
             select(Offer.responder_id).where(
                 Offer.transfer_id == transfer_id,
                 (Offer.outcome.is_(None)) | (Offer.outcome != "engaged_elsewhere"),
-            )
-        )
-    )
-
-
-def unavailable_responder_ids() -> set[str]:
-    """Responders engaged with another contact, or paused."""
-    return set(
-        db.session.scalars(
-            select(ResponderState.responder_id).where(
-                ResponderState.engaged_offer_id.is_not(None) | ResponderState.paused.is_(True)
             )
         )
     )

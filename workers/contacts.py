@@ -26,6 +26,9 @@ from crisisline.db import db, insert_once
 from crisisline.models import Call, ScheduledContact, Texter
 from crisisline.privacy import Vault
 from ivr.call_log import PHONE_CONTEXT, phone_hash
+from routing.store import active_routing
+from sms import outbox
+from sms.conversations import find_or_create_texter
 
 log = logging.getLogger(__name__)
 QUEUE = "followups"
@@ -131,10 +134,6 @@ def run_scheduled_contact(contact_id: int) -> str:
 
 @sends("missed_contact")
 def _send_missed_contact(contact: ScheduledContact) -> str:
-    from routing.store import active_routing
-    from sms import outbox
-    from sms.conversations import find_or_create_texter
-
     call = db.session.get(Call, contact.call_id) if contact.call_id else None
     active = active_routing()
     if call is None or call.sealed_caller is None or active is None or not call.line_number:

@@ -8,11 +8,18 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app
 from sqlalchemy import or_, update
 
+import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
+from callbacks.attempts import tend
 from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db
 from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
 from crisisline.settings import Settings
+from followups.checkins import SURVEY_ANSWER_WINDOW
+from routing.store import active_routing
+from sms.conversations import sweep
+from transfer.reconcile import reconcile
+from workers.contacts import rebuild_schedule
 
 
 def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
@@ -27,8 +34,6 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     once answered or unanswered for a day. Kept: the anonymous paths, states, ratings, needs
     and timings metrics need. Idempotent: a second run finds nothing left to scrub.
     """
-    from followups.checkins import SURVEY_ANSWER_WINDOW
-
     settings: Settings = current_app.extensions["crisisline.settings"]
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
     calls_cutoff = now - timedelta(days=settings.retention_days_calls)
@@ -111,9 +116,6 @@ def sweep_text_conversations() -> dict[str, int]:
     """Re-offer text offers that timed out, give long waits the backup option, close idle
     conversations. Every inbound text runs this too; the clock makes it happen when none arrive.
     Idempotent: each step is a conditional UPDATE, so overlapping runs do each thing once."""
-    from routing.store import active_routing
-    from sms.conversations import sweep
-
     active = active_routing()
     counts = sweep(active.document) if active else {}
     events.publish_pending()
@@ -122,9 +124,6 @@ def sweep_text_conversations() -> dict[str, int]:
 
 def reconcile_transfers() -> dict[str, int]:
     """Repair transfers after lost Twilio callbacks (see ``transfer.reconcile``). Idempotent."""
-    from routing.store import active_routing
-    from transfer.reconcile import reconcile
-
     active = active_routing()
     counts = reconcile(active.document) if active else {}
     events.publish_pending()
@@ -134,9 +133,6 @@ def reconcile_transfers() -> dict[str, int]:
 def tend_callbacks() -> dict[str, int]:
     """Ring for waiting callbacks in queue order, give up on ones nobody took in time, settle
     person legs whose last status callback was lost (see ``callbacks.attempts.tend``). Idempotent."""
-    from callbacks.attempts import tend
-    from routing.store import active_routing
-
     active = active_routing()
     counts = tend(active.document) if active else {}
     events.publish_pending()
@@ -145,8 +141,6 @@ def tend_callbacks() -> dict[str, int]:
 
 def rebuild_scheduled_contacts() -> dict[str, int]:
     """Re-queue scheduled contacts Redis lost; flag stuck sends for a human. Idempotent."""
-    from workers.contacts import rebuild_schedule
-
     return rebuild_schedule()
 
 

@@ -1,0 +1,110 @@
+"""Responders' availability in the database (``ResponderState``), shared by voice and texts.
+
+Who is engaged with an offer, who is paused (and why), who missed offers in a row. It lives
+here, below both channels, because a call (``transfer``) and a text (``sms``) change it alike:
+a counselor who texts OFF is not rung, one whose phone blocks the line's texts is paused.
+Every change is one conditional UPDATE, so concurrent webhooks and workers cannot produce two
+winners. Freeing or un-pausing someone notes ``responder_freed`` (``crisisline.events``): once
+the unit of work is over, the queue offers them the first contact they can take.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from crisisline import events
+from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.models import ResponderState
+
+# Outcomes that count as a missed offer (a deliberate "2" does not).
+MISSED_OUTCOMES = frozenset({"no_answer", "busy", "no_decision"})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _change(where: list[Any], values: dict[str, Any]) -> bool:
+    result = db.session.execute(
+        update(ResponderState).where(*where).values(**values).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def ensure_responder_state(responder_id: str) -> None:
+    """The responder's row, created once (a concurrent insert is ignored)."""
+    db.session.execute(
+        insert_ignoring_duplicates(
+            ResponderState,
+            {"responder_id": responder_id, "paused": False, "missed_in_a_row": 0, "updated_at": _now()},
+        )
+    )
+
+
+def claim_responder(responder_id: str, offer_id: int) -> bool:
+    """Engage a responder for one offer, unless they are engaged or paused already."""
+    ensure_responder_state(responder_id)
+    return _change(
+        [
+            ResponderState.responder_id == responder_id,
+            ResponderState.engaged_offer_id.is_(None),
+            ResponderState.paused.is_(False),
+        ],
+        {"engaged_offer_id": offer_id, "last_offered_at": _now(), "updated_at": _now()},
+    )
+
+
+def release_responder(responder_id: str, offer_id: int) -> None:
+    """Free a responder from this offer (a no-op if they moved on to another already). Once
+    this unit of work is over, the queue offers them the next contact (``responder_freed``)."""
+    if _change(
+        [ResponderState.responder_id == responder_id, ResponderState.engaged_offer_id == offer_id],
+        {"engaged_offer_id": None, "updated_at": _now()},
+    ):
+        events.note_responder_freed(responder_id)
+
+
+def count_missed(responder_id: str, outcome: str) -> int:
+    """Track missed offers in a row; returns the new count (0 after an accepted call)."""
+    ensure_responder_state(responder_id)
+    if outcome == "accepted":
+        _change([ResponderState.responder_id == responder_id], {"missed_in_a_row": 0})
+        return 0
+    if outcome not in MISSED_OUTCOMES:
+        state = db.session.get(ResponderState, responder_id)
+        return state.missed_in_a_row if state else 0
+    _change([ResponderState.responder_id == responder_id], {"missed_in_a_row": ResponderState.missed_in_a_row + 1})
+    return (
+        db.session.scalar(select(ResponderState.missed_in_a_row).where(ResponderState.responder_id == responder_id))
+        or 0
+    )
+
+
+def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
+    """Pause or resume a responder. True if this changed anything (idempotent)."""
+    ensure_responder_state(responder_id)
+    values: dict[str, Any] = {
+        "paused": paused,
+        "paused_reason": reason if paused else None,
+        "updated_at": _now(),
+    }
+    if not paused:
+        values["missed_in_a_row"] = 0
+    changed = _change([ResponderState.responder_id == responder_id, ResponderState.paused.is_(not paused)], values)
+    if changed and not paused:
+        events.note_responder_freed(responder_id)
+    return changed
+
+
+def unavailable_responder_ids() -> set[str]:
+    """Responders engaged with another contact, or paused."""
+    return set(
+        db.session.scalars(
+            select(ResponderState.responder_id).where(
+                ResponderState.engaged_offer_id.is_not(None) | ResponderState.paused.is_(True)
+            )
+        )
+    )
