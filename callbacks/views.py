@@ -10,6 +10,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from callbacks import attempts
 from callbacks.requests import request_from_hold
+from crisisline import twilio_params
 from crisisline.failsafe import twiml_response, voice_failsafe
 from crisisline.twilio_auth import twilio_signed
 from ivr import twiml as ivr_twiml
@@ -86,9 +87,10 @@ def person_answer() -> Response:
 @twilio_signed
 def person_status() -> Response:
     """Status callbacks of the person's leg (duplicated and reordered by Twilio at will)."""
-    transfer = transfer_views.requested_transfer()
-    status = request.form.get("CallStatus", "")
-    call_sid = request.form.get("CallSid", "")
+    transfer = transfer_views.found_transfer()
+    status, call_sid = twilio_params.call_status(request.form), twilio_params.call_sid(request.form)
+    if transfer is None or call_sid is None:
+        return Response(status=204)  # acknowledged and ignored: no callback or no leg we know
     if status in flow.TERMINAL_LEG_STATUSES and transfer.caller_call_sid in ("", call_sid):
         attempts.person_leg_ended(transfer, transfer_views.active_document(), status, call_sid)
     return Response(status=204)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import phonenumbers
 
 # Twilio sends these instead of a number when caller ID is withheld.
 WITHHELD_CALLER_IDS = frozenset({"anonymous", "unknown", "private", "restricted", "unavailable"})
+# ...or these, the same words spelled on a keypad (ANONYMOUS, RESTRICTED, UNAVAILABLE,
+# UNKNOWN, BLOCKED): shaped like numbers, but nobody can be called back on them.
+WITHHELD_KEYPAD_IDS = frozenset({"+266696687", "+7378742833", "+86282452253", "+8656696", "+2562533"})
+# E.164: "+", a country code that does not start with 0, at most 15 digits in all. Below 8
+# digits nothing Twilio delivers is a real subscriber number.
+PLAUSIBLE_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+MAX_RAW_LENGTH = 64  # longer is not a caller ID; phonenumbers is not asked to read it
 
 
 class InvalidPhoneNumber(ValueError):
@@ -26,18 +34,29 @@ def to_e164(raw: str, default_region: str = "US") -> str:
 
 
 def caller_number(raw_from: str | None) -> str | None:
-    """The caller's E.164 number from Twilio's ``From``, or None when withheld or not a number."""
-    if not raw_from or raw_from.strip().lower() in WITHHELD_CALLER_IDS:
+    """The caller's or texter's E.164 number from Twilio's ``From``, or None when withheld
+    or not a number.
+
+    Lenient on purpose: a number Twilio delivered from can be replied to and called back even
+    when libphonenumber does not know it (a new area code, some international ranges), so a
+    plausible E.164 number is accepted as it is. Staff numbers use the strict :func:`to_e164`.
+    """
+    if not raw_from or len(raw_from) > MAX_RAW_LENGTH:
         return None
-    if raw_from.startswith(("client:", "sip:")):
+    raw = raw_from.strip()
+    if raw.lower() in WITHHELD_CALLER_IDS or raw in WITHHELD_KEYPAD_IDS:
+        return None
+    if not raw.isascii() or not raw.isprintable() or raw.startswith(("client:", "sip:")):
         return None
     try:
-        return to_e164(raw_from)
+        number = to_e164(raw)
     except InvalidPhoneNumber:
-        return None
+        return raw if PLAUSIBLE_E164.fullmatch(raw) else None
+    return None if number in WITHHELD_KEYPAD_IDS else number
 
 
 LOG_REGION = "US"
+E164_IN_TEXT = re.compile(r"\+[1-9][0-9]{7,14}(?![0-9])")
 
 
 class RedactPhoneNumbers(logging.Filter):
@@ -50,6 +69,8 @@ class RedactPhoneNumbers(logging.Filter):
         # not IP addresses, timings or status codes.
         for match in phonenumbers.PhoneNumberMatcher(message, LOG_REGION, leniency=phonenumbers.Leniency.VALID):
             redacted = redacted.replace(match.raw_string, "[redacted-number]")
+        # ...and numbers it does not know but the line accepts from callers (caller_number).
+        redacted = E164_IN_TEXT.sub("[redacted-number]", redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

@@ -12,6 +12,7 @@ from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import BlockedNumber, Call, CallEvent
 from crisisline.phone import caller_number
 from crisisline.privacy import Vault
+from crisisline.twilio_params import natural
 
 PHONE_CONTEXT = "phone"
 SPEECH_CONTEXT = "speech"
@@ -108,8 +109,9 @@ def apply_status(call: Call, status: str, sequence: int | None, duration: str | 
     values: dict[str, Any] = {"status": status, "status_sequence": max(sequence, call.status_sequence)}
     if status in TERMINAL_STATUSES:
         values["ended_at"] = datetime.now(UTC)
-        if duration and duration.isdigit():
-            values["duration_seconds"] = int(duration)
+        seconds = natural(duration)  # ASCII digits only: "²".isdigit() is True, int("²") raises
+        if seconds is not None:
+            values["duration_seconds"] = seconds
     result = db.session.execute(
         update(Call)
         .where(

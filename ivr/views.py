@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request, url_for
 
+from crisisline import twilio_params
 from crisisline.db import db
 from crisisline.failsafe import failsafe_response, twiml_response, voice_failsafe
 from crisisline.models import Call
@@ -46,8 +47,14 @@ def _settings() -> Settings:
 
 
 def _attempt(name: str = "attempt", highest: int = MAX_ATTEMPT) -> int:
-    raw = request.args.get(name, "1")
-    return min(max(int(raw), 1), highest) if raw.isdigit() else 1
+    return twilio_params.query_number(name, 1, highest=highest)
+
+
+def _menu_input() -> MenuInput:
+    """What the caller keyed or said, checked at the edge: keys ``[0-9*#]`` only (anything
+    else counts as no key), speech without control characters and of bounded length."""
+    speech = twilio_params.text(request.form, "SpeechResult", limit=twilio_params.MAX_SPEECH)
+    return MenuInput(twilio_params.digits(request.form), speech)
 
 
 def _document() -> tuple[int, RoutingDocument] | None:
@@ -63,13 +70,14 @@ def incoming() -> Response:
     confidentiality notice and the need menu). Every sentence can be interrupted by a key."""
     if _settings().line_mode_override == "system_down":
         return failsafe_response()  # the operator's emergency switch needs no database
+    call_sid = twilio_params.call_sid(request.form)
+    if call_sid is None:
+        return failsafe_response()  # a call we could not follow: straight to the backup line
     active = _document()
     if active is None:
         return failsafe_response()
     version_id, document = active
-    call = call_log.open_call(
-        request.form["CallSid"], request.form.get("From"), version_id, line_number=request.form.get("To")
-    )
+    call = call_log.open_call(call_sid, request.form.get("From"), version_id, line_number=request.form.get("To"))
     call_log.record_event(call, "call.started", "started", {"routing_version": version_id})
     language = document.default_language
 
@@ -102,8 +110,11 @@ def language_menu() -> Response:
     if active is None:
         return failsafe_response()
     _, document = active
-    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
-    given = MenuInput.from_form(request.form)
+    call_sid = twilio_params.call_sid(request.form)
+    if call_sid is None:
+        return failsafe_response()  # a call we could not follow: straight to the backup line
+    call = call_log.require_call(call_sid, request.form.get("From"))
+    given = _menu_input()
     attempt = _attempt()
     step = next_step(choose_language(document, given), given, attempt, document.menu.retries, document.default_language)
     detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
@@ -152,9 +163,12 @@ def need_menu() -> Response:
     if active is None:
         return failsafe_response()
     _, document = active
-    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
+    call_sid = twilio_params.call_sid(request.form)
+    if call_sid is None:
+        return failsafe_response()  # a call we could not follow: straight to the backup line
+    call = call_log.require_call(call_sid, request.form.get("From"))
     language = document.language(request.args.get("lang"))
-    given = MenuInput.from_form(request.form)
+    given = _menu_input()
     attempt = _attempt()
     step = need_step(document, language, given, attempt)
     detail = {"attempt": attempt, "via": given.via, "digits": given.digits[:4]}
@@ -200,12 +214,15 @@ def confirm_need() -> Response:
     if active is None:
         return failsafe_response()
     _, document = active
-    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
+    call_sid = twilio_params.call_sid(request.form)
+    if call_sid is None:
+        return failsafe_response()  # a call we could not follow: straight to the backup line
+    call = call_log.require_call(call_sid, request.form.get("From"))
     language = document.language(request.args.get("lang"))
     need = document.need(request.args.get("need"))
     attempt = _attempt()
     tries = _attempt("asked", CONFIRM_TRIES)
-    given = MenuInput.from_form(request.form)
+    given = _menu_input()
     if need is None:  # the routing changed under the call: ask again
         return twiml_response(twiml.need_menu(document, language, action=_need_url(language, attempt)))
     step = confirm_step(document, language, given, tries)
@@ -280,10 +297,13 @@ def backup_result() -> Response:
     if active is None:
         return failsafe_response()
     _, document = active
-    call = call_log.require_call(request.form["CallSid"], request.form.get("From"))
+    call_sid = twilio_params.call_sid(request.form)
+    if call_sid is None:
+        return failsafe_response()  # a call we could not follow: straight to the backup line
+    call = call_log.require_call(call_sid, request.form.get("From"))
     language = document.language(request.args.get("lang"))
     attempt = _attempt()
-    status = request.form.get("DialCallStatus", "")
+    status = twilio_params.choice(request.form, "DialCallStatus", twilio_params.DIAL_CALL_STATUSES) or ""
     call_log.record_event(call, "backup.result", f"backup-result:{attempt}", {"attempt": attempt, "status": status})
     if status == "completed":
         db.session.commit()
@@ -308,12 +328,13 @@ def _confirm_url(language: Language, need: Need, attempt: int, tries: int) -> st
 def status_callback() -> Response:
     """Twilio's call status callback for the caller's leg. Idempotent; never controls the call."""
     form = request.form
-    call = call_log.require_call(form["CallSid"], form.get("From"))
-    status = form.get("CallStatus", "")
-    sequence = form.get("SequenceNumber", "")
+    call_sid, status = twilio_params.call_sid(form), twilio_params.call_status(form)
+    if call_sid is None or status is None:
+        return Response(status=204)  # acknowledged and ignored: no call or no status we can record
+    call = call_log.require_call(call_sid, form.get("From"))
     if status in call_log.TERMINAL_STATUSES:
         flow.caller_left(call)
-    if call_log.apply_status(call, status, int(sequence) if sequence.isdigit() else None, form.get("CallDuration")):
+    if call_log.apply_status(call, status, twilio_params.number(form, "SequenceNumber"), form.get("CallDuration")):
         call_log.record_event(call, "call.status", f"status:{status}", {"status": status})
     db.session.commit()
     return Response(status=204)

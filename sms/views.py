@@ -9,20 +9,20 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import select, update
+from sqlalchemy import select
 from twilio.twiml.messaging_response import MessagingResponse
 
+from crisisline import twilio_params
 from crisisline.db import db, insert_once
-from crisisline.models import Message, Texter
+from crisisline.models import Message
 from crisisline.phone import caller_number
 from crisisline.sms_segments import segment_count
 from crisisline.twilio_auth import twilio_signed
 from ivr.call_log import phone_hash
-from routing.document import RoutingDocument
 from routing.store import active_routing
 from sms import conversations as convo
 from sms import outbox
-from sms.staff import handle_staff_message
+from sms.inbound import handle_inbound
 from sms.texting import handle_texter_message
 
 bp = Blueprint("sms", __name__, url_prefix="/sms")
@@ -61,23 +61,23 @@ def _incoming() -> Response:
     if active is None:
         return _twiml(FAILSAFE_TEXT)
     document = active.document
+    # A withheld or unreadable sender cannot be answered, but what they wrote is still kept.
     sender = caller_number(form.get("From"))
-    if sender is None:
-        return _twiml()
-    responder = document.responder_by_phone(sender)
-    texter = None if responder else convo.find_or_create_texter(sender, phone_hash(sender))
-    body = form.get("Body", "")
+    responder = document.responder_by_phone(sender) if sender else None
+    texter = convo.find_or_create_texter(sender, phone_hash(sender)) if sender and not responder else None
+    message_key = twilio_params.message_key(form.get("MessageSid", ""))
+    body = form.get("Body", "")  # as written, whole: sealed, never trimmed
     settings = current_app.extensions["crisisline.settings"]
     inserted = insert_once(
         Message,
         {
             "direction": "in",
             "party": "counselor" if responder else "texter",
-            "message_sid": form.get("MessageSid", ""),
+            "message_sid": message_key,
             "responder_id": responder.id if responder else None,
             "texter_id": texter.id if texter else None,
             "line_number": caller_number(form.get("To")) or settings.line_phone_number,
-            "num_media": int(form.get("NumMedia", "0") or 0) if form.get("NumMedia", "0").isdigit() else 0,
+            "num_media": twilio_params.count(form, "NumMedia", highest=twilio_params.MAX_MEDIA),
             "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
             "segments": segment_count(body) if body else 0,
             "status": "received",
@@ -88,38 +88,20 @@ def _incoming() -> Response:
     db.session.commit()
     if not inserted:
         return _twiml()  # a duplicate delivery: already handled (or being retried by the sweep)
-    inbound = db.session.scalars(select(Message).where(Message.message_sid == form.get("MessageSid", ""))).one()
-    handle_inbound(document, inbound, body)
+    inbound = db.session.scalars(select(Message).where(Message.message_sid == message_key)).one()
+    # The texter handler is named here, so this module's binding is the one used (and the one
+    # a test may replace); the clock's retry uses sms.texting's own.
+    handle_inbound(document, inbound, body, texter_handler=handle_texter_message)
     return _twiml()
-
-
-def handle_inbound(document: RoutingDocument, inbound: Message, body: str) -> None:
-    """Handle one stored inbound text, then mark it handled. Safe to run again for the same
-    text: every reply and relay it sends is keyed on the text's id, and every state change
-    is conditional."""
-    if inbound.responder_id is not None:
-        responder = document.responder(inbound.responder_id)
-        if responder is not None:
-            reply = handle_staff_message(document, responder, inbound, body)
-            if reply.text:
-                outbox.send_text(
-                    key=f"staff:{inbound.id}", to_number=responder.phone, from_number=inbound.line_number or "",
-                    body=reply.text, party="counselor", responder_id=responder.id,
-                    conversation_id=reply.conversation.id if reply.conversation else None,
-                )  # fmt: skip
-    else:
-        texter = db.session.get(Texter, inbound.texter_id) if inbound.texter_id else None
-        if texter is not None:
-            handle_texter_message(document, texter, inbound, body, inbound.num_media, inbound.line_number)
-    db.session.execute(update(Message).where(Message.id == inbound.id).values(handled_at=convo.now()))
-    db.session.commit()
 
 
 @bp.post("/status")
 @twilio_signed
 def message_status() -> Response:
     """Delivery status of a text we sent (duplicated and reordered by Twilio at will)."""
-    message_id = request.args.get("message", "")
-    if message_id.isdigit():
-        outbox.record_status(int(message_id), request.form.get("MessageStatus", ""), request.form.get("ErrorCode"))
+    message_id = twilio_params.query_id("message")
+    status = twilio_params.choice(request.form, "MessageStatus", outbox.MESSAGE_STATUSES)
+    if message_id is not None and status is not None:
+        error_code = twilio_params.number(request.form, "ErrorCode")
+        outbox.record_status(message_id, status, str(error_code) if error_code is not None else None)
     return Response(status=204)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 from typing import ParamSpec
 
+from blinker import Namespace
 from flask import Blueprint, Response, abort, request
 from twilio.twiml.voice_response import VoiceResponse
 
+from crisisline import twilio_params
 from crisisline.db import db
 from crisisline.failsafe import AFTER_FAILSAFE, answering_failures_with, twiml_response, voice_failsafe
 from crisisline.models import Call, Offer, Transfer
@@ -21,7 +23,7 @@ from ivr import twiml as ivr_twiml
 from ivr.backup import to_backup
 from routing.document import RoutingDocument
 from routing.store import active_routing
-from transfer import flow, state
+from transfer import dispatch, flow, state
 from transfer import twiml as transfer_twiml
 
 bp = Blueprint("transfer", __name__, url_prefix="/voice")
@@ -45,22 +47,31 @@ def active_document() -> RoutingDocument:
     return active.document
 
 
+def found_transfer() -> Transfer | None:
+    """The transfer named by ``?transfer=`` (a row id in ASCII digits), or None."""
+    transfer_id = twilio_params.query_id("transfer")
+    return db.session.get(Transfer, transfer_id) if transfer_id else None
+
+
 def requested_transfer() -> Transfer:
-    transfer_id = request.args.get("transfer", "")
-    transfer = db.session.get(Transfer, int(transfer_id)) if transfer_id.isdigit() else None
+    transfer = found_transfer()
     if transfer is None:
         abort(404)
     return transfer
 
 
+def _found_offer() -> tuple[Offer, Transfer] | None:
+    offer_id = twilio_params.query_id("offer")
+    offer = db.session.get(Offer, offer_id) if offer_id else None
+    transfer = db.session.get(Transfer, offer.transfer_id) if offer else None
+    return (offer, transfer) if offer and transfer else None
+
+
 def _offer() -> tuple[Offer, Transfer]:
-    offer_id = request.args.get("offer", "")
-    offer = db.session.get(Offer, int(offer_id)) if offer_id.isdigit() else None
-    if offer is None:
+    found = _found_offer()
+    if found is None:
         abort(404)
-    transfer = db.session.get(Transfer, offer.transfer_id)
-    assert transfer is not None
-    return offer, transfer
+    return found
 
 
 def _events_url(transfer: Transfer) -> str:
@@ -149,6 +160,13 @@ def caller_join() -> Response:
     return twiml_response(hold_twiml(transfer, document, "hold_update", 1))
 
 
+# The line's people left a caller who is still on the line (sender: the transfer; ``document``).
+# A receiver may return TwiML for the caller to hear first (``followups``: may we check in by
+# text?); every receiver runs, the first TwiML wins. None from all of them (disabled, number unknown,
+# STOP, any problem) carries on exactly as without them: tell the caller, search again.
+staff_left_caller = Namespace().signal("staff-left-caller")
+
+
 @bp.post("/transfer/after")
 @twilio_signed
 @voice_failsafe
@@ -157,14 +175,9 @@ def caller_after() -> Response:
     transfer, document = requested_transfer(), active_document()
     if request.form.get("CallStatus") in flow.TERMINAL_LEG_STATUSES:
         return twiml_response(VoiceResponse())  # they hung up: nobody to search for
-    # --- follow-ups hook (followups/views.py): first ask whether we may check in by text;
-    # None (disabled, number unknown, STOP, any problem) carries on exactly as before.
-    from followups.views import checkin_offer
-
-    checkin_question = checkin_offer(transfer, document)
-    if checkin_question is not None:
-        return twiml_response(checkin_question)
-    # --- end of follow-ups hook
+    for _receiver, first in staff_left_caller.send(transfer, document=document):
+        if first is not None:
+            return twiml_response(first)
     renewed = flow.restart_after_staff_left(transfer, document)
     language = document.language(transfer.language)
     return twiml_response(
@@ -184,11 +197,14 @@ def staff_left() -> Response:
 @twilio_signed
 def conference_events() -> Response:
     """Conference status callbacks: recorded for metrics; they never steer the call."""
-    transfer = requested_transfer()
-    event = request.form.get("StatusCallbackEvent", "")
-    sequence = request.form.get("SequenceNumber", "")
-    label = request.form.get("ParticipantLabel", "")
-    flow.record_event(transfer, f"conference.{event}", f"conference:{transfer.id}:{sequence}:{event}", label=label)
+    transfer = found_transfer()
+    event = twilio_params.choice(request.form, "StatusCallbackEvent", twilio_params.CONFERENCE_EVENTS)
+    if transfer is None or event is None:
+        return Response(status=204)  # acknowledged and ignored: nothing known to record it on
+    sequence = twilio_params.number(request.form, "SequenceNumber")
+    label = twilio_params.text(request.form, "ParticipantLabel", limit=64)  # our own, e.g. "answer-12"
+    key = f"conference:{transfer.id}:{'' if sequence is None else sequence}:{event}"
+    flow.record_event(transfer, f"conference.{event}", key, label=label)
     db.session.commit()
     return Response(status=204)
 
@@ -247,10 +263,12 @@ def _responder_join_twiml(
 @twilio_signed
 def offer_status() -> Response:
     """Status callbacks of a responder's leg (duplicated and reordered by Twilio at will)."""
-    offer, transfer = _offer()
-    status = request.form.get("CallStatus", "")
-    sequence = request.form.get("SequenceNumber", "")
-    fresh = state.apply_offer_sequence(offer, int(sequence) if sequence.isdigit() else None)
+    found = _found_offer()
+    if found is None:
+        return Response(status=204)  # acknowledged and ignored: no such offer
+    offer, transfer = found
+    status = twilio_params.call_status(request.form) or ""
+    fresh = state.apply_offer_sequence(offer, twilio_params.number(request.form, "SequenceNumber"))
     db.session.commit()
     if fresh and status in flow.TERMINAL_LEG_STATUSES:
         db.session.refresh(offer)
@@ -289,8 +307,6 @@ def counselor_menu() -> Response:
         return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
     response = VoiceResponse()
     if request.form.get("Digits", "").startswith("1"):
-        from transfer import dispatch
-
         dispatch.invite_unit(transfer, document)
         response.say(document.staff_prompt("unit_calling"))
     for verb in _responder_join_twiml(offer, transfer, document).verbs:

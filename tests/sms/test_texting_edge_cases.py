@@ -167,3 +167,85 @@ def test_a_text_whose_handling_crashed_is_handled_later_not_lost(
 
     assert texting.inbox(TEXTER)[-1].startswith("Thank you. A counselor will text you back shortly")
     assert texting.inbox(BEN)[0].startswith("New text #")
+
+
+# --- odd requests: whatever else is wrong with them, what a texter wrote is kept ----------------
+
+
+def stored_bodies(app: Flask, message_sid: str) -> list[str]:
+    """The opened bodies of the inbound texts stored under ``message_sid`` (malformed ones
+    are stored under a digest of it)."""
+    from crisisline import twilio_params
+    from crisisline.models import Message
+    from sms import outbox
+
+    with app.app_context():
+        rows = db.session.scalars(
+            select(Message).where(Message.message_sid == twilio_params.message_key(message_sid))
+        ).all()
+        return [outbox.vault().open(row.sealed_body or "", context=outbox.BODY_CONTEXT) for row in rows]
+
+
+@pytest.fixture
+def twilio_reaches_every_plausible_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twilio delivered a text from the number, so it can send one back; the fake's strict
+    libphonenumber check (its 21211) would refuse numbers libphonenumber does not know yet."""
+    import phonenumbers
+
+    from twilio_fake import rest_api
+
+    def reachable(number: str) -> bool:
+        try:
+            return phonenumbers.is_possible_number(phonenumbers.parse(number, None))
+        except phonenumbers.NumberParseException:
+            return False
+
+    monkeypatch.setattr(rest_api, "is_valid_number", reachable)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_text_whose_num_media_only_looks_like_a_digit_is_kept_and_answered(app: Flask, texting: TextingPhone) -> None:
+    assert "²".isdigit()  # but int("²") raises: this used to lose the text
+    params = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, "I need to talk to someone tonight")
+    params["NumMedia"] = "²"
+
+    texting.deliver(params)
+
+    assert stored_bodies(app, params["MessageSid"]) == ["I need to talk to someone tonight"]
+    assert texting.inbox(TEXTER)[0].startswith("Riverside County Crisis Line.")
+
+
+@pytest.mark.usefixtures("wednesday_evening", "twilio_reaches_every_plausible_number")
+@pytest.mark.parametrize("number", ["+16725550123", "+8821234567890", "+15555550123"])
+def test_a_texter_whose_number_libphonenumber_does_not_know_gets_the_first_reply(
+    app: Flask, texting: TextingPhone, number: str
+) -> None:
+    replies = texting.send(number, "Hi, I really need to talk to someone tonight")
+
+    assert replies[0].startswith("Riverside County Crisis Line.")
+    assert only_conversation(app).state == "need"
+
+
+@pytest.mark.parametrize(
+    "message_sid",
+    ["SM" + "a" * 4998, "SM\x00" + "b" * 31, "not-a-sid"],
+    ids=["5000 characters", "NUL byte", "malformed"],
+)
+def test_a_text_with_a_malformed_message_sid_is_kept_once(app: Flask, texting: TextingPhone, message_sid: str) -> None:
+    params = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, "please help", message_sid=message_sid)
+
+    texting.deliver(params)
+    texting.deliver(params)  # Twilio's retry: still one row
+
+    assert stored_bodies(app, message_sid) == ["please help"]
+
+
+@pytest.mark.parametrize("sender", ["anonymous", "", "+266696687", "not a number", "+1312555\x000123"])
+def test_a_text_from_a_sender_we_cannot_answer_is_still_kept(app: Flask, texting: TextingPhone, sender: str) -> None:
+    params = sms_params(TEST_ACCOUNT_SID, sender, LINE_NUMBER, "I am scared\x00 and alone " + "é" * 2000)
+    params["NumSegments"] = "x" * 500
+
+    texting.deliver(params)
+
+    assert stored_bodies(app, params["MessageSid"]) == ["I am scared\x00 and alone " + "é" * 2000]
+    assert texting.fake.messages == {}  # nobody to reply to
