@@ -163,6 +163,7 @@ def app(settings: Settings) -> Iterator[Flask]:
             _migrated.add(settings.database_url)
         store.publish(DEFAULT_ROUTING_FILE.read_text(), published_by="tests")
     yield app
+    app.extensions["crisisline.deadline"].pool.shutdown(wait=True)  # webhooks still finishing
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
@@ -180,6 +181,7 @@ def make_app() -> Iterator[Callable[[Settings], Flask]]:
 
     yield make
     for extra_app in made:
+        extra_app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
         with extra_app.app_context():
             db.session.remove()
             db.engine.dispose()

@@ -43,7 +43,13 @@ def hung_database_client(
                 TWILIO_API_BASE_URL=settings.twilio_api_base_url or "", PUBLIC_BASE_URL=settings.public_base_url or "",
             )
         )  # fmt: skip
-        yield line.test_client(), proxy
+        try:
+            yield line.test_client(), proxy
+        finally:
+            # Let the late handlers finish against the live link and close their connections
+            # before the engine is disposed: nothing is left half-open for the next test.
+            proxy.resume()
+            line.extensions["crisisline.deadline"].pool.shutdown(wait=True)
 
 
 def timed(phone: Phone, path: str, params: dict[str, str]) -> tuple[float, ET.Element]:
