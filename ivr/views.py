@@ -62,6 +62,16 @@ def _document() -> tuple[int, RoutingDocument] | None:
     return (active.version_id, active.document) if active else None
 
 
+def _menu_call() -> tuple[RoutingDocument, Call] | None:
+    """The active routing and the call a menu answer belongs to, or None when there is no
+    routing or the request names no call we can follow."""
+    active = _document()
+    call_sid = twilio_params.call_sid(request.form)
+    if active is None or call_sid is None:
+        return None
+    return active[1], call_log.require_call(call_sid, request.form.get("From"))
+
+
 @bp.post("/incoming")
 @twilio_signed
 @voice_failsafe
@@ -106,14 +116,10 @@ def incoming() -> Response:
 @voice_failsafe
 def language_menu() -> Response:
     """The caller's answer to the language menu (keypad or speech)."""
-    active = _document()
-    if active is None:
-        return failsafe_response()
-    _, document = active
-    call_sid = twilio_params.call_sid(request.form)
-    if call_sid is None:
-        return failsafe_response()  # a call we could not follow: straight to the backup line
-    call = call_log.require_call(call_sid, request.form.get("From"))
+    found = _menu_call()
+    if found is None:
+        return failsafe_response()  # no routing, or a call we could not follow: the backup line
+    document, call = found
     given = _menu_input()
     attempt = _attempt()
     step = next_step(choose_language(document, given), given, attempt, document.menu.retries, document.default_language)
@@ -159,14 +165,10 @@ def _without_need_menu(call: Call, document: RoutingDocument, language: Language
 @voice_failsafe
 def need_menu() -> Response:
     """The caller's answer to the need menu; a choice (or the default) routes the call."""
-    active = _document()
-    if active is None:
-        return failsafe_response()
-    _, document = active
-    call_sid = twilio_params.call_sid(request.form)
-    if call_sid is None:
-        return failsafe_response()  # a call we could not follow: straight to the backup line
-    call = call_log.require_call(call_sid, request.form.get("From"))
+    found = _menu_call()
+    if found is None:
+        return failsafe_response()  # no routing, or a call we could not follow: the backup line
+    document, call = found
     language = document.language(request.args.get("lang"))
     given = _menu_input()
     attempt = _attempt()
@@ -210,14 +212,10 @@ def confirm_need() -> Response:
     Only the key 1 routes the call (to the need heard in speech). Silence or a spoken "yes":
     the confirmation once more. Anything else, or a second silence: the need menu again.
     """
-    active = _document()
-    if active is None:
-        return failsafe_response()
-    _, document = active
-    call_sid = twilio_params.call_sid(request.form)
-    if call_sid is None:
-        return failsafe_response()  # a call we could not follow: straight to the backup line
-    call = call_log.require_call(call_sid, request.form.get("From"))
+    found = _menu_call()
+    if found is None:
+        return failsafe_response()  # no routing, or a call we could not follow: the backup line
+    document, call = found
     language = document.language(request.args.get("lang"))
     need = document.need(request.args.get("need"))
     attempt = _attempt()
@@ -293,14 +291,10 @@ def _route(
 @voice_failsafe
 def backup_result() -> Response:
     """The backup line's ``<Dial>`` ended: done if answered, else retry, else the last resort."""
-    active = _document()
-    if active is None:
-        return failsafe_response()
-    _, document = active
-    call_sid = twilio_params.call_sid(request.form)
-    if call_sid is None:
-        return failsafe_response()  # a call we could not follow: straight to the backup line
-    call = call_log.require_call(call_sid, request.form.get("From"))
+    found = _menu_call()
+    if found is None:
+        return failsafe_response()  # no routing, or a call we could not follow: the backup line
+    document, call = found
     language = document.language(request.args.get("lang"))
     attempt = _attempt()
     status = twilio_params.choice(request.form, "DialCallStatus", twilio_params.DIAL_CALL_STATUSES) or ""
