@@ -162,18 +162,6 @@ def staff_on_call(transfer_id: int) -> list[Offer]:
     return list(db.session.scalars(select(Offer).where(Offer.transfer_id == transfer_id, Offer.state == "accepted")))
 
 
-def offered_responder_ids(transfer_id: int) -> set[str]:
-    """Responders this caller was already offered to (one who was busy elsewhere may come back)."""
-    return set(
-        db.session.scalars(
-            select(Offer.responder_id).where(
-                Offer.transfer_id == transfer_id,
-                (Offer.outcome.is_(None)) | (Offer.outcome != "engaged_elsewhere"),
-            )
-        )
-    )
-
-
 def apply_offer_sequence(offer: Offer, sequence: int | None) -> bool:
     """Record a status callback's SequenceNumber; False for one older than already seen."""
     if sequence is None:
