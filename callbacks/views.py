@@ -28,7 +28,7 @@ def caller_key() -> Response:
     key (or one when a callback is impossible) carries on holding."""
     transfer, document = transfer_views.requested_transfer(), transfer_views.active_document()
     language = document.language(transfer.language)
-    tick = int(request.args.get("tick", "1")) if request.args.get("tick", "1").isdigit() else 1
+    tick = twilio_params.query_number("tick", 1)
     if request.form.get("Digits", "").strip()[:1] != document.callbacks.digit:
         return transfer_views.hold_turn(transfer, document, tick)
     outcome = request_from_hold(transfer, document)

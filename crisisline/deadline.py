@@ -21,21 +21,24 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 from flask import Flask, Response, request
-from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
-from crisisline.failsafe import DeadlineExceeded, run_after_failsafe_hooks, twiml_response
+from crisisline.failsafe import (
+    LATE_HOLD_TURNS,
+    DeadlineExceeded,
+    late_hold_turns,
+    one_more_hold_turn,
+    run_after_failsafe_hooks,
+    twiml_response,
+)
 from crisisline.twilio_auth import request_is_from_twilio
 
 log = logging.getLogger(__name__)
 # Endpoints whose late answer is one more hold turn rather than the backup line: the caller
 # is waiting safely, and the backup line would take them out of the queue.
 HOLD_ENDPOINTS = frozenset({"transfer.hold"})
-LATE_HOLD_TURNS = 2  # then the backup line: the line is evidently not recovering
-LATE_HOLD_PAUSE_SECONDS = 5
 Captured = tuple[str, list[tuple[str, str]], bytes]
 
 
@@ -97,9 +100,9 @@ class VoiceDeadline:
             if not request_is_from_twilio():
                 log.warning("refused unsigned or forged request to %s", request.path)
                 response: Response = Response("Forbidden", status=403)
-            elif endpoint in HOLD_ENDPOINTS and _late_turns(request.query_string) < LATE_HOLD_TURNS:
+            elif endpoint in HOLD_ENDPOINTS and late_hold_turns(request.query_string) < LATE_HOLD_TURNS:
                 log.error("voice deadline passed at %s: one more hold turn", endpoint)
-                response = twiml_response(_one_more_hold_turn(request.script_root + request.path, request.query_string))
+                response = twiml_response(one_more_hold_turn(request.script_root + request.path, request.query_string))
             else:
                 log.error("voice deadline passed at %s: answering with its fail-safe", endpoint)
                 response = on_deadline(DeadlineExceeded())
@@ -127,18 +130,3 @@ def _read_body(environ: dict[str, Any], limit: int) -> bytes:
     if stream is None or length <= 0:
         return b""
     return bytes(stream.read(min(length, limit + 1)))
-
-
-def _late_turns(query_string: bytes) -> int:
-    raw = dict(parse_qsl(query_string.decode("latin-1"))).get("late", "0")
-    return int(raw) if raw.isdecimal() and len(raw) < 3 else LATE_HOLD_TURNS
-
-
-def _one_more_hold_turn(path: str, query_string: bytes) -> VoiceResponse:
-    """A pause and the same hold URL again, counting the late turns in ``late``."""
-    query = dict(parse_qsl(query_string.decode("latin-1")))
-    query["late"] = str(_late_turns(query_string) + 1)
-    twiml = VoiceResponse()
-    twiml.pause(length=LATE_HOLD_PAUSE_SECONDS)
-    twiml.redirect(f"{path}?{urlencode(query)}", method="POST")
-    return twiml

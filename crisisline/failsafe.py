@@ -10,9 +10,11 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import ParamSpec
+from urllib.parse import parse_qsl, urlencode
 
 from flask import Response, current_app, request
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline.settings import Settings
@@ -29,6 +31,11 @@ LAST_RESORT_MESSAGE = (
     "We could not connect your call. Please call or text 9 8 8 now. If you are in immediate danger, call 9 1 1."
 )
 BACKUP_DIAL_TIMEOUT_SECONDS = 30
+# A caller already safely in the hold loop whose turn fails on the database (down, hung, pool
+# exhausted) hears one more hold turn, twice at most, then the backup line: the backup line
+# would take them out of the queue for what may be a few seconds' blip.
+LATE_HOLD_TURNS = 2
+LATE_HOLD_PAUSE_SECONDS = 5
 
 
 class DeadlineExceeded(Exception):
@@ -100,6 +107,32 @@ _dial_backup.dials_backup = True  # type: ignore[attr-defined]
 
 voice_failsafe = answering_failures_with(_dial_backup, "voice webhook failed, dialling backup line")
 voice_failsafe.__doc__ = "Turn any failure inside a voice webhook into TwiML that dials the backup line."
+
+
+def late_hold_turns(query_string: bytes) -> int:
+    """How many hold turns in a row were answered without the database (``late`` in the URL)."""
+    raw = dict(parse_qsl(query_string.decode("latin-1"))).get("late", "0")
+    return int(raw) if raw.isdecimal() and len(raw) < 3 else LATE_HOLD_TURNS
+
+
+def one_more_hold_turn(path: str, query_string: bytes) -> VoiceResponse:
+    """A pause and the same hold URL again, counting the late turns in ``late``."""
+    query = dict(parse_qsl(query_string.decode("latin-1")))
+    query["late"] = str(late_hold_turns(query_string) + 1)
+    twiml = VoiceResponse()
+    twiml.pause(length=LATE_HOLD_PAUSE_SECONDS)
+    twiml.redirect(f"{path}?{urlencode(query)}", method="POST")
+    return twiml
+
+
+def _hold_or_backup(error: BaseException) -> Response:
+    if isinstance(error, DBAPIError | PoolTimeout) and late_hold_turns(request.query_string) < LATE_HOLD_TURNS:
+        return twiml_response(one_more_hold_turn(request.script_root + request.path, request.query_string))
+    return _dial_backup(error)
+
+
+hold_failsafe = answering_failures_with(_hold_or_backup, "hold turn failed")
+hold_failsafe.__doc__ = "A hold turn's fail-safe: a database failure holds the caller twice more, then backup."
 
 
 def run_after_failsafe_hooks(call_sid: str) -> None:

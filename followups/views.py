@@ -14,6 +14,7 @@ from flask import Blueprint, Response, abort, request
 from sqlalchemy import func, select
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from crisisline import twilio_params
 from crisisline.db import db
 from crisisline.failsafe import twiml_response, voice_failsafe
 from crisisline.models import Call, CallEvent, CheckIn, Transfer
@@ -93,8 +94,8 @@ def _asked_before(transfer: Transfer) -> bool:
 def consent() -> Response:
     """1: the caller agrees to a check-in text; thank them and end the call. Anything else
     (or silence): exactly what happens when a counselor leaves: tell them, search again."""
-    transfer_id = request.args.get("transfer", "")
-    transfer = db.session.get(Transfer, int(transfer_id)) if transfer_id.isdigit() else None
+    transfer_id = twilio_params.query_id("transfer")
+    transfer = db.session.get(Transfer, transfer_id) if transfer_id is not None else None
     active = active_routing()
     if transfer is None or active is None:
         abort(404)  # the fail-safe answers with the backup line

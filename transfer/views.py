@@ -15,7 +15,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline import twilio_params
 from crisisline.db import db
-from crisisline.failsafe import AFTER_FAILSAFE, answering_failures_with, twiml_response, voice_failsafe
+from crisisline.failsafe import AFTER_FAILSAFE, answering_failures_with, hold_failsafe, twiml_response, voice_failsafe
 from crisisline.models import Call, Offer, Transfer
 from crisisline.twilio_auth import twilio_signed
 from crisisline.urls import path_for
@@ -140,11 +140,11 @@ def backup(transfer: Transfer, document: RoutingDocument, message: str) -> Respo
 
 @bp.post("/hold")
 @twilio_signed
-@voice_failsafe
+@hold_failsafe
 def hold() -> Response:
     """One turn of the caller's hold loop: keep holding, join the responder, or go to backup."""
     transfer, document = requested_transfer(), active_document()
-    tick = int(request.args.get("tick", "1")) if request.args.get("tick", "1").isdigit() else 1
+    tick = twilio_params.query_number("tick", 1)
     return hold_turn(transfer, document, tick)
 
 

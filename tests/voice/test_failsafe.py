@@ -35,7 +35,7 @@ MID_CALL_WEBHOOKS = [
     ("/voice/menu/language?attempt=3", {}),
     ("/voice/menu/need?lang=es&attempt=1", {"Digits": "2"}),
     ("/voice/menu/confirm?lang=en&need=danger_now&attempt=1&asked=1", {"Digits": "1"}),
-    ("/voice/hold?transfer=1&tick=2", {}),
+    ("/voice/hold?transfer=1&tick=2&late=2", {}),  # held twice without a database already
     ("/voice/transfer/join?transfer=1", {}),
     ("/voice/transfer/staff-left?transfer=1", {}),
     ("/voice/backup-result?lang=es&attempt=1", {"DialCallStatus": "busy"}),
@@ -98,6 +98,29 @@ def test_every_voice_webhook_dials_the_backup_line_when_services_are_down(
     assert response.status_code == 200
     assert response.mimetype == "text/xml"
     assert_dials_backup(response.data)
+
+
+def test_a_holding_caller_is_held_twice_more_while_the_database_is_down_then_sent_to_the_backup_line(
+    broken_app: Flask,
+) -> None:
+    identity = CallIdentity(TEST_ACCOUNT_SID, "+13125550124", LINE_NUMBER)
+    params = identity.voice_params("in-progress")
+    client = broken_app.test_client()
+    path, turns = "/voice/hold?transfer=1&tick=4", []
+    for _ in range(3):
+        url = "http://localhost" + path
+        response = client.post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+        assert response.status_code == 200
+        root = ET.fromstring(response.data)  # noqa: S314
+        turns.append(root)
+        redirect = root.find("Redirect")
+        if redirect is None:
+            break
+        path = (redirect.text or "").strip()
+
+    assert [turn.find("Pause") is not None for turn in turns] == [True, True, False]
+    assert "late=2" in path and "tick=4" in path
+    assert_dials_backup(ET.tostring(turns[-1]))
 
 
 def test_a_bug_in_the_routing_engine_still_connects_the_caller(
