@@ -13,7 +13,7 @@ from flask_rq import RQ
 from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from crisisline import events
+from crisisline import background, events
 from crisisline.db import db, engine_options, migrate
 from crisisline.deadline import VoiceDeadline
 from crisisline.phone import RedactPhoneNumbers
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
             app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n
         )
 
+    background.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     rq.init_app(app)

@@ -29,6 +29,7 @@ from crisisline.failsafe import (
     LATE_HOLD_TURNS,
     DeadlineExceeded,
     late_hold_turns,
+    note_answered_by_failsafe,
     one_more_hold_turn,
     run_after_failsafe_hooks,
     twiml_response,
@@ -107,6 +108,7 @@ class VoiceDeadline:
                 log.error("voice deadline passed at %s: answering with its fail-safe", endpoint)
                 response = on_deadline(DeadlineExceeded())
                 if getattr(on_deadline, "dials_backup", False):
+                    note_answered_by_failsafe(request.form.get("CallSid", ""))
                     self._after_failsafe(request.form.get("CallSid", ""))
             return response(environ, start_response)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import ParamSpec
 from urllib.parse import parse_qsl, urlencode
@@ -133,6 +135,35 @@ def _hold_or_backup(error: BaseException) -> Response:
 
 hold_failsafe = answering_failures_with(_hold_or_backup, "hold turn failed")
 hold_failsafe.__doc__ = "A hold turn's fail-safe: a database failure holds the caller twice more, then backup."
+
+
+# Calls this process answered with the backup line because their webhook ran past its
+# deadline. The late handler is still running here and must not start a search for them
+# afterwards (a counselor accepting would pull the caller off the backup line).
+_ANSWERED_LATE: dict[str, float] = {}
+_ANSWERED_LATE_LOCK = threading.Lock()
+REMEMBER_LATE_SECONDS = 600
+
+
+def note_answered_by_failsafe(call_sid: str) -> None:
+    """Remember that the fail-safe answered this call (in this process, for 10 minutes)."""
+    if not call_sid:
+        return
+    moment = time.monotonic()
+    with _ANSWERED_LATE_LOCK:
+        for sid, at in list(_ANSWERED_LATE.items()):
+            if moment - at > REMEMBER_LATE_SECONDS:
+                del _ANSWERED_LATE[sid]
+        _ANSWERED_LATE[call_sid] = moment
+
+
+def answered_by_failsafe(call_sid: str | None) -> bool:
+    """Whether the fail-safe already sent this call to the backup line (see above)."""
+    if not call_sid:
+        return False
+    with _ANSWERED_LATE_LOCK:
+        at = _ANSWERED_LATE.get(call_sid)
+    return at is not None and time.monotonic() - at <= REMEMBER_LATE_SECONDS
 
 
 def run_after_failsafe_hooks(call_sid: str) -> None:

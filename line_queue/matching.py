@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 HEAD_LIMIT = 50
 # An offer that ended like this never reached the responder's phone (Twilio refused the
 # number, or could not be reached): they cannot take this contact, however long it waits.
-UNREACHABLE_OUTCOMES = ("error", "rest_unreachable")
+UNREACHABLE_OUTCOMES = ("error", "rest_unreachable", "rest_lost")
 
 # channel → how a contact of that channel is offered to these responders; returns how many
 # offers were made. Registered by ``transfer.dispatch`` (voice) and ``sms.conversations`` (text).
@@ -53,23 +53,39 @@ def offers_for(channel: str) -> Callable[[Offerer], Offerer]:
     return register
 
 
+# A pass whose offers partly failed (a refused number, Twilio unreachable) runs again at once,
+# so the next person is rung now rather than on the caller's next hold turn.
+MAX_FILL_PASSES = 3
+
+
 def fill(document: RoutingDocument) -> int:
     """Offer every free responder the first waiting contact they are eligible for, in queue
     order. Idempotent and safe to run concurrently. Returns how many offers were made."""
     if document.mode == "system_down":
         return 0
+    made = 0
+    for _ in range(MAX_FILL_PASSES):
+        offered, attempted = _fill_pass(document)
+        made += offered
+        if offered == attempted:
+            break
+    return made
+
+
+def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
+    """One pass over the queue's head: (offers made, offers attempted)."""
     moment = now()
     pools = free_responders(document, moment)
     channels = tuple(channel for channel, pool in pools.items() if pool)
     if not channels:
-        return 0
+        return 0, 0
     entries = head(document, HEAD_LIMIT, channels)
     if not entries:
-        return 0
+        return 0, 0
     excluded = recently_offered(entries, moment, document.queue.reoffer_after_seconds)
     rotation = last_offered()
     shared = document.queue.channels == "shared"
-    made = 0
+    made = attempted = 0
     for entry in entries:
         pool = pools.get(entry.channel, {})
         offerer = _offerers.get(entry.channel)
@@ -81,13 +97,14 @@ def fill(document: RoutingDocument) -> int:
             continue
         chosen = chosen[:room]
         made += offerer(entry.id, chosen, document)
+        attempted += len(chosen)
         # Offered or not (a lost race, a refused number), not again in this pass.
         for responder in chosen:
             for other in pools.values() if shared else (pool,):
                 other.pop(responder.id, None)
         if not any(pools.values()):
             break
-    return made
+    return made, attempted
 
 
 def free_responders(document: RoutingDocument, moment: datetime) -> dict[str, dict[str, Responder]]:

@@ -34,7 +34,7 @@ from crisisline.redis_server import free_port, start_redis
 from crisisline.settings import DEFAULT_ROUTING_FILE, Settings
 from routing import store
 from tests.rota import WEDNESDAY_EVENING, WEDNESDAY_MORNING
-from twilio_fake.phone import Phone, RequestsTransport, WsgiTransport
+from twilio_fake.phone import HttpReply, Phone, RequestsTransport, WsgiTransport
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.server import FakeTwilioServer
 from twilio_fake.signing import signed_headers, sms_params
@@ -164,6 +164,7 @@ def app(settings: Settings) -> Iterator[Flask]:
         store.publish(DEFAULT_ROUTING_FILE.read_text(), published_by="tests")
     yield app
     app.extensions["crisisline.deadline"].pool.shutdown(wait=True)  # webhooks still finishing
+    app.extensions["crisisline.background"].shutdown()  # and the ringing they started
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
@@ -182,6 +183,7 @@ def make_app() -> Iterator[Callable[[Settings], Flask]]:
     yield make
     for extra_app in made:
         extra_app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
+        extra_app.extensions["crisisline.background"].shutdown()
         with extra_app.app_context():
             db.session.remove()
             db.engine.dispose()
@@ -193,10 +195,25 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def phone(live_server: str, fake: FakeTwilio) -> Phone:
+def phone(app: Flask, live_server: str, fake: FakeTwilio) -> Phone:
     """Calls the app over real HTTP as Twilio would: signed webhooks, TwiML followed, REST
-    calls the app places answered through the fake Twilio."""
-    return Phone(RequestsTransport(), live_server, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
+    calls the app places answered through the fake Twilio. After each webhook it waits for the
+    ringing the webhook started off its request path, so tests see its legs on a busy machine."""
+    transport = SettledTransport(RequestsTransport(), app)
+    return Phone(transport, live_server, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
+
+
+class SettledTransport:
+    """A transport that returns once the app's background work (``crisisline.background``)
+    started by the request is done."""
+
+    def __init__(self, inner: RequestsTransport, app: Flask) -> None:
+        self.inner, self.app = inner, app
+
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
+        reply = self.inner.post(url, params, headers)
+        self.app.extensions["crisisline.background"].wait_idle(timeout=30)
+        return reply
 
 
 @pytest.fixture

@@ -12,14 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import requests
 from flask import current_app
+from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 import line_queue
+from crisisline.background import within_budget
 from crisisline.db import db
 from crisisline.models import Offer, Transfer
 from crisisline.settings import Settings
@@ -44,6 +47,12 @@ def rest_client() -> Client:
     return client
 
 
+def ringing_budget_seconds() -> float:
+    """Half the voice deadline: room for the request's own database work and the answer."""
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    return settings.voice_deadline_seconds / 2
+
+
 def line_number(transfer: Transfer) -> str:
     settings: Settings = current_app.extensions["crisisline.settings"]
     from crisisline.models import Call
@@ -64,8 +73,13 @@ class DispatchResult:
 
 def advance(transfer_id: int, document: RoutingDocument) -> DispatchResult:
     """Offer free responders to the queue (this transfer only where it is first in line for
-    them), then say where this transfer stands. Idempotent and concurrency-safe."""
-    rung = line_queue.fill(document)
+    them), then say where this transfer stands. Idempotent and concurrency-safe.
+
+    On a webhook, the ringing (Twilio REST calls) runs off the request thread and the request
+    waits for it only within ``ringing_budget_seconds``: a slow Twilio API leaves the caller
+    holding, never silent, and the ringing carries on.
+    """
+    rung = within_budget("line_queue.fill", lambda: line_queue.fill(document), ringing_budget_seconds()) or 0
     transfer = db.session.get(Transfer, transfer_id)
     if transfer is None:
         return DispatchResult(rung, 0, False)
@@ -150,16 +164,25 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         db.session.commit()
         return 0
     except (requests.RequestException, OSError) as error:
+        # A read timeout means Twilio may have placed the call all the same: ``rest_lost`` legs
+        # are adopted when answered (``flow.adopt_lost_leg``) or cancelled (``cancel_stray_legs``).
+        lost = isinstance(error, requests.ReadTimeout | requests.exceptions.ChunkedEncodingError)
         log.warning("offer %s to %s failed: %s", offer.id, responder.id, type(error).__name__)
-        state.finish_offer(offer, "rest_unreachable")
+        state.finish_offer(offer, state.LOST_REST_ANSWER if lost else "rest_unreachable")
         db.session.commit()
         return 0
-    db.session.execute(
+    placed = db.session.execute(
         db.update(Offer)
         .where(Offer.id == offer.id, Offer.state == "placing")
         .values(call_sid=call.sid, state="ringing")
+        .execution_options(synchronize_session=False)
     )
     db.session.commit()
+    if not placed.rowcount:  # type: ignore[attr-defined]
+        # Superseded while Twilio was placing it (accepted by someone else, the caller left
+        # or went to the backup line): nobody owns this leg any more, so it must not ring on.
+        hang_up_call(call.sid, answered=False)
+        return 0
     return 1
 
 
@@ -210,6 +233,37 @@ def redirect_caller(transfer: Transfer, endpoint: str) -> str:
         log.info("could not redirect caller of transfer %s: %s", transfer.id, type(error).__name__)
         return REDIRECT_FAILED
     return REDIRECTED
+
+
+STRAY_LEG_STATUSES = frozenset({"queued", "initiated", "ringing"})
+
+
+def cancel_stray_legs(offer: Offer, phone: str, transfer: Transfer) -> int:
+    """Cancel the still-ringing calls Twilio placed for a ``rest_lost`` offer that no offer
+    owns (its REST answer never reached us). Returns how many were cancelled."""
+    since = offer.created_at - timedelta(seconds=5)  # Twilio's clock and ours may differ a little
+    try:
+        listed = rest_client().calls.list(to=phone, from_=line_number(transfer), limit=20)
+    except (TwilioRestException, requests.RequestException, OSError) as error:
+        log.info("could not list calls to reconcile offer %s: %s", offer.id, type(error).__name__)
+        return 0
+    candidates = [
+        call.sid for call in listed
+        if str(call.status) in STRAY_LEG_STATUSES and call.date_created is not None and call.date_created >= since
+    ]  # fmt: skip
+    known = (
+        set(db.session.scalars(select(Offer.call_sid).where(Offer.call_sid.in_(candidates)))) if candidates else set()
+    )
+    cancelled = 0
+    for sid in candidates:
+        if sid in known:
+            continue
+        try:
+            rest_client().calls(sid).update(status="canceled")
+            cancelled += 1
+        except (TwilioRestException, requests.RequestException, OSError) as error:
+            log.info("could not cancel a stray leg: %s", type(error).__name__)
+    return cancelled
 
 
 def call_has_ended(call_sid: str) -> bool | None:

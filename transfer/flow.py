@@ -14,6 +14,7 @@ from twilio.base.exceptions import TwilioRestException
 
 import line_queue
 from crisisline.db import db
+from crisisline.failsafe import answered_by_failsafe
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Offer, Transfer
 from ivr import call_log
 from routing.document import RoutingDocument
@@ -37,7 +38,7 @@ def record_event(transfer: Transfer, kind: str, key: str, **detail: object) -> N
 
 
 def begin(call: Call, document: RoutingDocument, language: str, need: str, *, language_matched: bool) -> Transfer:
-    """Put this caller in the queue and ring the first responder(s) free for them at once."""
+    """Put this caller in the queue; the first hold step, in the same request, rings."""
     need_config = document.need(need)
     priority = need_config.priority if need_config else 0
     transfer = state.start_transfer(call, language, need, language_matched=language_matched, priority=priority)
@@ -50,8 +51,13 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
         language_matched=language_matched,
     )
     db.session.commit()
-    dispatch.advance(transfer.id, document)
-    return transfer
+    if answered_by_failsafe(call.call_sid):
+        # This request ran past its deadline and the caller is on the backup line already:
+        # no search for them (checked after the commit, so either this or the fail-safe's own
+        # hook, ``failsafe_took_over``, sees the transfer and ends it).
+        send_to_backup(transfer, "failsafe")
+        db.session.commit()
+    return transfer  # its first hold step (``hold_step``) rings who is free, at once
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,23 @@ class WhisperStep:
 
     kind: str
     text: str
+
+
+def adopt_lost_leg(offer: Offer, transfer: Transfer, call_sid: str | None) -> bool:
+    """A responder answered a leg whose REST answer was lost (Twilio placed it after our
+    request timed out): if the caller still waits and the responder is free, it becomes the
+    offer it was meant to be, and they are briefed as usual. Otherwise they hear the truth."""
+    if offer.state != "ended" or offer.outcome != state.LOST_REST_ANSWER or not call_sid:
+        return False
+    if transfer.state != "waiting" or offer.purpose != "answer":
+        return False
+    adopted = state.revive_lost_offer(offer, call_sid)
+    db.session.commit()
+    db.session.refresh(offer)
+    if adopted:
+        record_event(transfer, "offer.adopted", f"offer:{offer.id}:adopted", responder=offer.responder_id)
+        db.session.commit()
+    return adopted
 
 
 def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) -> WhisperStep:

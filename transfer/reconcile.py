@@ -20,12 +20,15 @@ from transfer import dispatch, flow, state
 
 log = logging.getLogger(__name__)
 PLACING_GRACE = timedelta(seconds=60)
+# How long after a lost REST answer Twilio could still be ringing the leg it placed.
+LOST_LEG_WINDOW = timedelta(minutes=10)
 
 
 def reconcile(document: RoutingDocument) -> dict[str, int]:
     """Close offers whose legs ended unseen, and move on callers left without a responder."""
-    counts = {"offers_closed": 0, "callers_moved": 0}
+    counts = {"offers_closed": 0, "callers_moved": 0, "stray_legs_cancelled": 0}
     moment = state.now()
+    counts["stray_legs_cancelled"] = cancel_unneeded_lost_legs(document)
     ring_limit = timedelta(
         seconds=document.transfer.ring_timeout_seconds + document.transfer.accept_timeout_seconds + 60
     )
@@ -62,3 +65,19 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
         counts["callers_moved"] += int(outcome == dispatch.REDIRECTED)
     db.session.commit()
     return counts
+
+
+def cancel_unneeded_lost_legs(document: RoutingDocument) -> int:
+    """Legs Twilio placed although our request for them timed out (``rest_lost`` offers):
+    while their caller still waits they may ring on, and are adopted if answered; once the
+    caller is connected, gone or elsewhere, they are cancelled so no phone rings for nothing."""
+    cancelled = 0
+    recent = state.now() - LOST_LEG_WINDOW
+    lost = db.session.scalars(select(Offer).where(Offer.outcome == state.LOST_REST_ANSWER, Offer.created_at >= recent))
+    for offer in list(lost):
+        transfer = db.session.get(Transfer, offer.transfer_id)
+        responder = document.responder(offer.responder_id)
+        if transfer is None or responder is None or transfer.state == "waiting":
+            continue
+        cancelled += dispatch.cancel_stray_legs(offer, responder.phone, transfer)
+    return cancelled

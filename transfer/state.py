@@ -151,6 +151,26 @@ def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = A
     return closed
 
 
+# Twilio may have placed a call whose REST answer we never got (a read timeout): the offer is
+# closed with this outcome, and the leg, if it exists, is adopted or cancelled later.
+LOST_REST_ANSWER = "rest_lost"
+
+
+def revive_lost_offer(offer: Offer, call_sid: str) -> bool:
+    """Make a ``rest_lost`` offer the ringing offer it was meant to be, now that its leg showed
+    up (``call_sid``): only if its responder is still free. False otherwise."""
+    if not claim_responder(offer.responder_id, offer.id):
+        return False
+    revived = _change(
+        Offer,
+        [Offer.id == offer.id, Offer.state == "ended", Offer.outcome == LOST_REST_ANSWER],
+        {"state": "ringing", "outcome": None, "ended_at": None, "call_sid": call_sid},
+    )
+    if not revived:
+        release_responder(offer.responder_id, offer.id)
+    return revived
+
+
 def active_offers(transfer_id: int) -> list[Offer]:
     return list(
         db.session.scalars(select(Offer).where(Offer.transfer_id == transfer_id, Offer.state.in_(ACTIVE_OFFER_STATES)))

@@ -50,6 +50,7 @@ def hung_database_client(
             # before the engine is disposed: nothing is left half-open for the next test.
             proxy.resume()
             line.extensions["crisisline.deadline"].pool.shutdown(wait=True)
+            line.extensions["crisisline.background"].shutdown()
 
 
 def timed(phone: Phone, path: str, params: dict[str, str]) -> tuple[float, ET.Element]:
@@ -144,9 +145,11 @@ def test_a_slow_twilio_api_never_adds_to_a_callers_silence_past_the_deadline(
 
     need_answer = call.steps[-1]
     assert need_answer.status == 200 and need_answer.twiml is not None
-    assert call.ended_by in ("on-hold", "hangup") or call.dials  # a next step: holding, or the backup line
-    assert slowest < DEADLINE + GRACE
-    print(f"\nslow Twilio REST (10 s): the need answer came after {slowest:.2f} s")
+    # Ringing runs off the request path: the caller holds in line (not the backup line), told
+    # so within the ringing budget (half the deadline), while Twilio takes its time.
+    assert call.ended_by == "on-hold" and not call.dials
+    assert slowest < DEADLINE / 2 + GRACE
+    print(f"\nslow Twilio REST (10 s): the need answer came after {slowest:.2f} s; the caller holds")
 
 
 class TimedTransport:

@@ -1,0 +1,103 @@
+"""Work a webhook starts but must not wait on: ringing responders (Twilio REST calls).
+
+A caller's request waits at most a small budget for it. Usually it is done in milliseconds
+and the TwiML reflects who is ringing; when Twilio is slow, the request answers anyway and the
+work carries on here, so Twilio's speed never adds to a caller's silence.
+
+Not a job queue: if this process dies mid-task, the caller's next hold turn and the clock run
+the same idempotent work again. Outside a request (a worker, the clock, a CLI) the work simply
+runs inline: those have no caller waiting on them, and a job's process may end with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
+
+from flask import Flask, current_app, g, has_request_context
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+EXTENSION = "crisisline.background"
+
+
+class Background:
+    """A small per-process pool; runs of the same ``key`` not yet started are shared, so a
+    burst of hold turns queues one fill rather than one each."""
+
+    def __init__(self, app: Flask, workers: int = 4) -> None:
+        self.app = app
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="background")
+        self._lock = threading.Lock()
+        self._queued: dict[str, Future[object]] = {}
+        self._running = 0
+        self._idle = threading.Condition(self._lock)
+
+    def run(self, key: str, work: Callable[[], T], budget: float) -> T | None:
+        """Run ``work`` in its own app context; wait up to ``budget`` seconds for its result.
+
+        None when it is still running (it carries on). A failure inside ``work`` is raised here
+        when it happens within the budget, as if it had run inline; later, it is only logged.
+        """
+        with self._lock:
+            future = self._queued.get(key)
+            if future is None:
+                future = self.pool.submit(self._run, key, work)
+                self._queued[key] = future
+                self._running += 1
+                future.add_done_callback(self._done)
+        try:
+            return future.result(timeout=budget)  # type: ignore[return-value]
+        except FutureTimeout:
+            log.warning("%s still running after %.1f s: answering without waiting for it", key, budget)
+            future.add_done_callback(_log_late_failure)
+            return None
+
+    def _run(self, key: str, work: Callable[[], T]) -> T:
+        with self._lock:
+            self._queued.pop(key, None)  # started: a later request queues a fresh run
+        with self.app.app_context():
+            return work()
+
+    def _done(self, _future: Future[object]) -> None:
+        with self._idle:
+            self._running -= 1
+            if not self._running:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is queued or running (for tests and a graceful stop)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout=timeout)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _log_late_failure(future: Future[object]) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("background work failed after its caller moved on: %s", type(error).__name__)
+
+
+def init_app(app: Flask, workers: int = 4) -> Background:
+    background = Background(app, workers)
+    app.extensions[EXTENSION] = background
+    return background
+
+
+def within_budget(key: str, work: Callable[[], T], budget: float) -> T | None:
+    """``work()`` off the request thread when serving a request, inline otherwise.
+
+    ``budget`` is per request: a second call in the same request waits only what is left of it.
+    """
+    background: Background | None = current_app.extensions.get(EXTENSION)
+    if background is None or not has_request_context():
+        return work()
+    ends = g.setdefault("background_budget_ends", time.monotonic() + budget)
+    return background.run(key, work, max(0.0, ends - time.monotonic()))
