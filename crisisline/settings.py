@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 
+from crisisline.privacy import DataKey, key_id
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 DEFAULT_ROUTING_FILE = PROJECT_ROOT / "config" / "routing.example.yaml"
@@ -65,6 +67,11 @@ class Settings:
     retention_days_calls: int = 30
     retention_days_texts: int = 30
     retention_days_followups: int = 30
+    # Key rotation (``crisisline.privacy``): older data keys still open what they sealed, and
+    # the lookup-hash key, pinned so rotation never changes a hash. ``data_encryption_key``
+    # itself is a ``DataKey`` carrying both, so ``Vault(settings.data_encryption_key)`` has the ring.
+    data_encryption_old_keys: tuple[bytes, ...] = ()
+    lookup_hash_key: bytes | None = None
 
     @property
     def twilio_is_local(self) -> bool:
@@ -104,6 +111,7 @@ class Settings:
             problems.append("SECRET_KEY: use at least 32 random characters")
 
         data_key = _decode_key(required_in_production("DATA_ENCRYPTION_KEY"), problems)
+        old_keys, lookup_hash_key = _keyring(env, data_key, problems)
 
         database_url = _normalise_database_url(env.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'crisisline.db'}")
         redis_url = env.get("REDIS_URL", "").strip()
@@ -194,12 +202,15 @@ class Settings:
 
         if production:
             problems += _unsafe_in_production(env, secret_key, data_key, public_base_url)
+            problems += _unsafe_keyring_in_production(data_key, old_keys, lookup_hash_key)
         if problems:
             raise SettingsError(problems)
         return cls(
             environment=environment,
             secret_key=secret_key,
-            data_encryption_key=data_key,
+            data_encryption_key=DataKey(data_key, old_keys, lookup_hash_key),
+            data_encryption_old_keys=old_keys,
+            lookup_hash_key=lookup_hash_key,
             database_url=database_url,
             redis_url=redis_url,
             backup_number=backup_number,
@@ -254,17 +265,67 @@ def _normalise_database_url(url: str) -> str:
     return url
 
 
-def _decode_key(raw: str, problems: list[str]) -> bytes:
+def _decode_key(raw: str, problems: list[str], name: str = "DATA_ENCRYPTION_KEY") -> bytes:
     if not raw:
         return b""
     try:
         key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
-        problems.append("DATA_ENCRYPTION_KEY: not valid base64")
+        problems.append(f"{name}: not valid base64")
         return b""
     if len(key) != 32:
-        problems.append("DATA_ENCRYPTION_KEY: must be 32 random bytes, base64-encoded")
+        problems.append(f"{name}: must be 32 random bytes, base64-encoded")
     return key
+
+
+def _keyring(env: Mapping[str, str], data_key: bytes, problems: list[str]) -> tuple[tuple[bytes, ...], bytes | None]:
+    """DATA_ENCRYPTION_OLD_KEYS (comma-separated, still decrypt) and LOOKUP_HASH_KEY (pinned).
+
+    Problems here break the line in any environment, so they are refused everywhere: a key
+    that cannot be read loses data, and a rotation without a pinned hash key changes every
+    lookup hash (the blocklist and STOP would quietly stop matching).
+    """
+    old_keys: list[bytes] = []
+    raw_old = [part.strip() for part in env.get("DATA_ENCRYPTION_OLD_KEYS", "").split(",") if part.strip()]
+    for position, raw in enumerate(raw_old, start=1):
+        key = _decode_key(raw, problems, f"DATA_ENCRYPTION_OLD_KEYS (key {position})")
+        if len(key) == 32:
+            old_keys.append(key)
+    raw_hash_key = env.get("LOOKUP_HASH_KEY", "").strip()
+    lookup_hash_key = _decode_key(raw_hash_key, problems, "LOOKUP_HASH_KEY") if raw_hash_key else None
+    if lookup_hash_key is not None and len(lookup_hash_key) != 32:
+        lookup_hash_key = None
+    if raw_old and not raw_hash_key:
+        problems.append(
+            "LOOKUP_HASH_KEY: required while DATA_ENCRYPTION_OLD_KEYS is set (rotation must not change lookup "
+            "hashes); set it to what `flask keys hash-key` printed before the rotation, with the old key as "
+            "DATA_ENCRYPTION_KEY"
+        )
+    if lookup_hash_key is not None and lookup_hash_key in (data_key, *old_keys):
+        problems.append("LOOKUP_HASH_KEY: is a data encryption key; use the value `flask keys hash-key` prints")
+    ring = {key for key in (data_key, *old_keys) if len(key) == 32}
+    if len({key_id(key) for key in ring}) != len(ring):
+        problems.append("DATA_ENCRYPTION_OLD_KEYS: two keys share a key id; generate a new DATA_ENCRYPTION_KEY")
+    return tuple(old_keys), lookup_hash_key
+
+
+def _unsafe_keyring_in_production(
+    data_key: bytes, old_keys: tuple[bytes, ...], lookup_hash_key: bytes | None
+) -> list[str]:  # fmt: skip
+    """A keyring a production line must refuse. Weak *old* keys are allowed: rotating away
+    from one is exactly what they are there for."""
+    problems = []
+    for position, key in enumerate(old_keys, start=1):
+        if key == data_key:
+            problems.append(
+                f"DATA_ENCRYPTION_OLD_KEYS (key {position}): is the current DATA_ENCRYPTION_KEY; an old key must "
+                "be the one you rotated away from (make a new key with `flask keys generate`)"
+            )
+    if len(set(old_keys)) != len(old_keys):
+        problems.append("DATA_ENCRYPTION_OLD_KEYS: the same key is listed twice")
+    if lookup_hash_key is not None and len(set(lookup_hash_key)) < 16:
+        problems.append("LOOKUP_HASH_KEY: not random (too few distinct bytes); use `flask keys hash-key`")
+    return problems
 
 
 def _e164_or_problem(name: str, raw: str, region: str, problems: list[str]) -> str:
