@@ -64,13 +64,27 @@ class RedactPhoneNumbers(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = message
-        # libphonenumber's own matcher: finds "(312) 555-0123" and "+44 20 7946 0958" but
-        # not IP addresses, timings or status codes.
-        for match in phonenumbers.PhoneNumberMatcher(message, LOG_REGION, leniency=phonenumbers.Leniency.VALID):
-            redacted = redacted.replace(match.raw_string, "[redacted-number]")
-        # ...and numbers it does not know but the line accepts from callers (caller_number).
-        redacted = E164_IN_TEXT.sub("[redacted-number]", redacted)
+        redacted = redact_numbers(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            # A traceback's exception text can carry a number too (e.g. Twilio's 21211 message):
+            # format it once here, masked; handlers then print ``exc_text`` as it is.
+            record.exc_text = redact_numbers(_TRACEBACKS.formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_numbers(record.exc_text)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+def redact_numbers(text: str) -> str:
+    """``text`` with anything shaped like a phone number replaced by ``[redacted-number]``."""
+    redacted = text
+    # libphonenumber's own matcher: finds "(312) 555-0123" and "+44 20 7946 0958" but
+    # not IP addresses, timings or status codes.
+    for match in phonenumbers.PhoneNumberMatcher(text, LOG_REGION, leniency=phonenumbers.Leniency.VALID):
+        redacted = redacted.replace(match.raw_string, "[redacted-number]")
+    # ...and numbers it does not know but the line accepts from callers (caller_number).
+    return E164_IN_TEXT.sub("[redacted-number]", redacted)

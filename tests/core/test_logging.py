@@ -31,3 +31,18 @@ def test_twilios_per_request_info_lines_are_turned_down() -> None:
     _configure_logging("INFO")
 
     assert not logging.getLogger("twilio.http_client").isEnabledFor(logging.INFO)
+
+
+def test_a_traceback_whose_exception_text_carries_a_number_is_masked_in_plain_logs() -> None:
+    try:
+        raise RuntimeError("Unable to create record: The 'To' number +13125550177 is not a valid phone number.")
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("transfer.dispatch", logging.ERROR, __file__, 1, "ring failed", (), sys.exc_info())
+
+    assert RedactPhoneNumbers().filter(record)
+    text = logging.Formatter("%(message)s").format(record)
+
+    assert "RuntimeError" in text and "Traceback" in text
+    assert "5550177" not in text
