@@ -1,5 +1,6 @@
 """Real faults for the reliability tests: a TCP proxy in front of a service that can stall
-(accepts bytes, forwards nothing: a network partition or a hung server) and resume."""
+(accepts bytes, forwards nothing: a network partition or a hung server), add latency (a slow
+link or an overloaded server), refuse (the service is down), and recover."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from types import TracebackType
 
 class StallingProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``stall()`` makes every connection, open or
-    new, go silent in both directions until ``resume()``."""
+    new, go silent in both directions until ``resume()``; ``slow(seconds)`` delays every chunk
+    each way (a round trip costs twice that); ``refuse()`` drops every connection, open or new."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.stalled = threading.Event()
+        self.refusing = threading.Event()
+        self.latency = 0.0
         self.closed = threading.Event()
         self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -28,6 +32,17 @@ class StallingProxy:
 
     def resume(self) -> None:
         self.stalled.clear()
+        self.refusing.clear()
+        self.latency = 0.0
+
+    def slow(self, seconds: float) -> None:
+        self.latency = seconds
+
+    def refuse(self) -> None:
+        self.refusing.set()
+        for sock in list(self.sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self.closed.set()
@@ -48,6 +63,9 @@ class StallingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.refusing.is_set():
+                client.close()  # the peer sees its connection dropped at once, as from a dead service
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -70,6 +88,8 @@ class StallingProxy:
                 return
             while self.stalled.is_set() and not self.closed.is_set():
                 time.sleep(0.05)  # hold the bytes: the peer waits forever, as on a dead link
+            if self.latency:
+                time.sleep(self.latency)
             try:
                 sink.sendall(data)
             except OSError:
