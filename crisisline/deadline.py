@@ -35,6 +35,7 @@ from crisisline.failsafe import (
     twiml_response,
 )
 from crisisline.twilio_auth import request_is_from_twilio
+from crisisline.urls import url_prefix
 
 log = logging.getLogger(__name__)
 # Endpoints whose late answer is one more hold turn rather than the backup line: the caller
@@ -103,7 +104,7 @@ class VoiceDeadline:
                 response: Response = Response("Forbidden", status=403)
             elif endpoint in HOLD_ENDPOINTS and late_hold_turns(request.query_string) < LATE_HOLD_TURNS:
                 log.error("voice deadline passed at %s: one more hold turn", endpoint)
-                response = twiml_response(one_more_hold_turn(request.script_root + request.path, request.query_string))
+                response = twiml_response(one_more_hold_turn(url_prefix() + request.path, request.query_string))
             else:
                 log.error("voice deadline passed at %s: answering with its fail-safe", endpoint)
                 response = on_deadline(DeadlineExceeded())

@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline.settings import Settings
+from crisisline.urls import url_prefix
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -129,7 +130,7 @@ def one_more_hold_turn(path: str, query_string: bytes) -> VoiceResponse:
 
 def _hold_or_backup(error: BaseException) -> Response:
     if isinstance(error, DBAPIError | PoolTimeout) and late_hold_turns(request.query_string) < LATE_HOLD_TURNS:
-        return twiml_response(one_more_hold_turn(request.script_root + request.path, request.query_string))
+        return twiml_response(one_more_hold_turn(url_prefix() + request.path, request.query_string))
     return _dial_backup(error)
 
 

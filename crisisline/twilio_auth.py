@@ -13,6 +13,7 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 from flask import abort, current_app, request
 from twilio.request_validator import RequestValidator
@@ -30,7 +31,13 @@ def candidate_urls(public_base_url: str | None) -> list[str]:
     suffix = f"?{query}" if query else ""
     urls = [request.base_url + suffix]
     if public_base_url:
-        urls.append(public_base_url + request.script_root + request.path + suffix)
+        # The proxy may pass the line's path prefix on (``SCRIPT_NAME`` via X-Forwarded-Prefix)
+        # or strip it silently; either way Twilio signed PUBLIC_BASE_URL + the route's path.
+        parts = urlsplit(public_base_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        for url in (public_base_url + request.path, origin + request.script_root + request.path):
+            if url + suffix not in urls:
+                urls.append(url + suffix)
     return urls
 
 

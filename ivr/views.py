@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, request
 
 from crisisline import twilio_params
 from crisisline.db import db
@@ -19,6 +19,7 @@ from crisisline.failsafe import failsafe_response, twiml_response, voice_failsaf
 from crisisline.models import Call
 from crisisline.settings import Settings
 from crisisline.twilio_auth import twilio_signed
+from crisisline.urls import path_for
 from ivr import call_log, twiml
 from ivr.backup import to_backup
 from ivr.menu import (
@@ -105,7 +106,7 @@ def incoming() -> Response:
     return twiml_response(
         twiml.language_menu(
             document,
-            action=url_for("voice.language_menu", attempt=1),
+            action=path_for("voice.language_menu", attempt=1),
             lead=[(language, text) for text in lead],
         )
     )
@@ -134,7 +135,7 @@ def language_menu() -> Response:
         return twiml_response(
             twiml.language_menu(
                 document,
-                action=url_for("voice.language_menu", attempt=step.attempt),
+                action=path_for("voice.language_menu", attempt=step.attempt),
                 lead=[(language, sorry)],
             )
         )
@@ -310,11 +311,11 @@ def backup_result() -> Response:
 
 
 def _need_url(language: Language, attempt: int) -> str:
-    return url_for("voice.need_menu", lang=language.code, attempt=attempt)
+    return path_for("voice.need_menu", lang=language.code, attempt=attempt)
 
 
 def _confirm_url(language: Language, need: Need, attempt: int, tries: int) -> str:
-    return url_for("voice.confirm_need", lang=language.code, need=need.key, attempt=attempt, asked=tries)
+    return path_for("voice.confirm_need", lang=language.code, need=need.key, attempt=attempt, asked=tries)
 
 
 @bp.post("/status")
