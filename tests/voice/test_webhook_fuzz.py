@@ -37,7 +37,7 @@ from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from twilio_fake.signing import FORM_CONTENT_TYPE, CallIdentity, new_sid, sms_params
 
 SEED = int(os.environ.get("FUZZ_SEED", "20261202"))
-PAYLOADS = int(os.environ.get("FUZZ_PAYLOADS", "2000"))  # per database
+PAYLOADS = int(os.environ.get("FUZZ_PAYLOADS", "5000"))  # per database: 10,000 in all
 STATUS_CALLBACK = re.compile(r"/(status|events)$")
 LEAKS = re.compile(
     r"Traceback|File \"|Internal Server Error|Exception|Error:|sqlalchemy|psycopg|sqlite3|"
