@@ -1,0 +1,123 @@
+"""The clock: one leader among several clock processes, and it outlives Redis: while Redis is
+down it runs the safety nets itself, so a callback promised then is still placed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from rq import Queue
+from rq.utils import now
+from sqlalchemy import select
+
+from crisisline.db import db
+from crisisline.models import Callback, ScheduledContact
+from crisisline.settings import Settings
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, serving
+from tests.rota import around_the_clock
+from twilio_fake.phone import Keys, Phone, RequestsTransport
+from twilio_fake.rest_api import FakeTwilio
+from workers import clock as clock_module
+from workers.clock import LEADER_KEY, LineClock, make_clock
+from workers.upkeep import PERIODIC_JOBS
+
+pytestmark = pytest.mark.usefixtures("clean_redis")
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+BEN = "+13125550102"
+
+
+def due_now(clock: LineClock) -> LineClock:
+    """Make every periodic job due (cron jobs first fall due at the next minute)."""
+    for job in clock._cron_jobs:
+        job.next_enqueue_time = now() - timedelta(seconds=1)
+    return clock
+
+
+def queued_jobs(connection: redis.Redis) -> int:
+    return sum(Queue(name, connection=connection).count for name in ("calls", "messages", "followups", "upkeep"))
+
+
+@pytest.fixture
+def two_clocks(app: Flask) -> Iterator[tuple[LineClock, LineClock]]:
+    with app.app_context():
+        first, second = make_clock(), make_clock()
+        yield first, second
+        first.resign()
+        second.resign()
+
+
+def test_of_two_clocks_only_the_leader_enqueues_each_periodic_job(
+    two_clocks: tuple[LineClock, LineClock], clean_redis: redis.Redis
+) -> None:
+    first, second = (due_now(clock) for clock in two_clocks)
+
+    first.tick()
+    enqueued_by_leader = queued_jobs(clean_redis)
+    second.tick()
+
+    assert enqueued_by_leader == len(PERIODIC_JOBS)  # each once
+    assert queued_jobs(clean_redis) == enqueued_by_leader
+    assert clean_redis.get(LEADER_KEY) == first.identity.encode()
+    assert second.calculate_sleep_interval() > 0  # the follower kept time: no busy loop
+
+
+def test_a_follower_takes_over_when_the_leader_stops(
+    two_clocks: tuple[LineClock, LineClock], clean_redis: redis.Redis
+) -> None:
+    first, second = (due_now(clock) for clock in two_clocks)
+    first.tick()
+    first.resign()  # the leader's process stops (or its lease runs out)
+    before = queued_jobs(clean_redis)
+
+    due_now(second).tick()
+
+    assert clean_redis.get(LEADER_KEY) == second.identity.encode()
+    assert queued_jobs(clean_redis) == before + len(PERIODIC_JOBS)
+
+
+def test_with_redis_down_the_clock_keeps_running_and_backs_off(app: Flask) -> None:
+    with app.app_context():
+        clock = LineClock(redis.Redis.from_url(DEAD_REDIS, socket_connect_timeout=0.5))
+
+        pauses = [clock.tick() for _ in range(6)]
+
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+
+
+@pytest.fixture
+def redis_down_app(settings: Settings, make_app: Callable[[Settings], Flask], app: Flask) -> Flask:
+    """The same line (database, fake Twilio) with Redis gone: web and clock alike."""
+    return make_app(replace(settings, redis_url=DEAD_REDIS))
+
+
+def test_a_callback_promised_while_redis_is_down_is_placed_by_the_clock_alone(
+    app: Flask, redis_down_app: Flask, publish_routing: Callable[..., int], fake: FakeTwilio, app_port: int,
+) -> None:  # fmt: skip
+    def only_ben(document: dict[str, Any]) -> None:
+        around_the_clock(document, on_call=("ben-carter",))
+
+    publish_routing(only_ben)
+    with serving(redis_down_app, app_port) as url:
+        phone = Phone(RequestsTransport(), url, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
+        caller = phone.call([Keys("1"), Keys("2"), Keys("9")], identity=phone.identity("+13125550191"))
+        assert "We will call you back at this number as soon as someone is free." in caller.heard_text()
+        with redis_down_app.app_context():
+            (contact,) = db.session.scalars(select(ScheduledContact).where(ScheduledContact.kind == "callback"))
+            assert contact.state == "pending"  # promised, stored, and no worker can take it
+            ringing_before = [leg.sid for leg in fake.calls.values() if leg.to == BEN]
+            clock = LineClock(redis.Redis.from_url(DEAD_REDIS, socket_connect_timeout=0.5),
+                              inline_jobs=[clock_module.run_due_contacts])  # fmt: skip
+
+            clock.tick()  # Redis is down: the clock runs the due contact itself
+
+            db.session.expire_all()
+            (callback,) = db.session.scalars(select(Callback))
+            assert db.session.get(ScheduledContact, contact.id).state in ("sent", "sending")  # type: ignore[union-attr]
+    rung = [leg for leg in fake.calls.values() if leg.to == BEN and leg.sid not in ringing_before]
+    assert len(rung) == 1  # the counselor is rung for the callback, counselor first
+    assert callback.state in ("searching", "ringing", "waiting")
