@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from crisisline.settings import Settings
 from tests.conftest import TEST_AUTH_TOKEN, table_row_counts
+from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.signing import CallIdentity, gather_digits_params, sign, signed_headers
 
 IDENTITY = CallIdentity("AC" + "7" * 32, "+13125550123", "+13125550100")
@@ -41,35 +43,60 @@ def test_every_twilio_route_is_in_the_list_under_test(app: Flask) -> None:
 FORGERIES = ["unsigned", "wrong-token", "tampered-param", "added-param", "other-route", "other-query"]
 
 
+def forged(route: str, forgery: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A request to ``route`` forged as ``forgery``: (url, params, headers)."""
+    url = f"http://localhost{route}?attempt=1"
+    params = gather_digits_params(IDENTITY, "2")
+    headers = signed_headers(TEST_AUTH_TOKEN, url, params)
+    if forgery == "unsigned":
+        del headers["X-Twilio-Signature"]
+    elif forgery == "wrong-token":
+        headers["X-Twilio-Signature"] = sign("0" * 32, url, params)
+    elif forgery == "tampered-param":
+        params = {**params, "Digits": "1"}
+    elif forgery == "added-param":
+        params = {**params, "Extra": "x"}
+    elif forgery == "other-route":
+        headers["X-Twilio-Signature"] = sign(TEST_AUTH_TOKEN, "http://localhost/voice/fallback", params)
+        if route == "/voice/fallback":
+            url = "http://localhost/voice/fallback?attempt=1"
+    elif forgery == "other-query":
+        url = f"http://localhost{route}?attempt=2"
+    return url, params, headers
+
+
 @pytest.mark.parametrize("forgery", FORGERIES)
 def test_forged_requests_are_refused_on_every_route_and_write_nothing(
-    app: Flask, client: FlaskClient, forgery: str
+    app: Flask, client: FlaskClient, forgery: str, fake: FakeTwilio, clean_redis: redis.Redis
 ) -> None:
     before = table_row_counts(app)
+    rest_before = (len(fake.calls), len(fake.messages))
     for route in twilio_routes(app):
-        url = f"http://localhost{route}?attempt=1"
-        params = gather_digits_params(IDENTITY, "2")
-        headers = signed_headers(TEST_AUTH_TOKEN, url, params)
-        if forgery == "unsigned":
-            del headers["X-Twilio-Signature"]
-        elif forgery == "wrong-token":
-            headers["X-Twilio-Signature"] = sign("0" * 32, url, params)
-        elif forgery == "tampered-param":
-            params = {**params, "Digits": "1"}
-        elif forgery == "added-param":
-            params = {**params, "Extra": "x"}
-        elif forgery == "other-route":
-            headers["X-Twilio-Signature"] = sign(TEST_AUTH_TOKEN, "http://localhost/voice/fallback", params)
-            if route == "/voice/fallback":
-                url = "http://localhost/voice/fallback?attempt=1"
-        elif forgery == "other-query":
-            url = f"http://localhost{route}?attempt=2"
+        url, params, headers = forged(route, forgery)
 
         response = client.post(url, data=params, headers=headers)
 
         assert response.status_code == 403, route
         assert b"<Dial" not in response.data
     assert table_row_counts(app) == before
+    assert (len(fake.calls), len(fake.messages)) == rest_before  # no REST call placed
+    assert clean_redis.dbsize() == 0  # no job queued
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_forged_requests_are_refused_on_every_route_with_the_database_and_redis_down(
+    redis_url: str, make_app: Callable[[Settings], Flask], forgery: str
+) -> None:
+    from tests.conftest import settings_for
+
+    dead = make_app(settings_for("postgresql+psycopg://postgres@127.0.0.1:1/none", "redis://127.0.0.1:1/0"))
+    client = dead.test_client()
+    for route in twilio_routes(dead):
+        url, params, headers = forged(route, forgery)
+
+        response = client.post(url, data=params, headers=headers)
+
+        assert response.status_code == 403, route
 
 
 def test_forged_request_is_refused_even_when_the_database_is_down(
