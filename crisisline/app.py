@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     rq.init_app(app)
 
+    import console
     import workers.upkeep  # noqa: F401 - registers the periodic jobs
     from callbacks.views import bp as callbacks_bp
     from crisisline import cli as line_cli
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.cli.add_command(routing_cli)
     line_cli.register(app)
     workers_cli.register(app)
+    console.init_app(app)  # staff console: sign-in, roles, CSRF for the app (Twilio views keep signatures)
 
     @app.after_request
     def publish_events(response: Response) -> Response:

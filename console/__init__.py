@@ -1,0 +1,40 @@
+"""The web console (issue 11): staff sign in with a role, and see the line.
+
+- ``access``: sessions, roles (deny by default), CSRF for the whole app, cookies, idle timeout.
+- ``accounts``: accounts, passwords, sign-in and its rate limit, ``flask users``.
+- ``audit``: who did what, when.
+- ``board``: the supervisors' live board of the queue and the responders.
+- ``desk``: a counselor's own page (their availability switch, what is on now).
+
+Pages are server-rendered; the board and the desk refresh themselves with a few lines of
+JavaScript served by the app (no CDN). ``init_app`` is called once by the app factory.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+
+def init_app(app: Flask) -> None:
+    """Tables, security, the ``/console`` blueprints and ``flask users``."""
+    from console import models  # noqa: F401 - the tables join the metadata Alembic compares
+    from console.access import CSRFError, csrf_failed, guard, security_headers
+    from console.access import init_app as init_access
+    from console.accounts.cli import users_cli
+    from console.accounts.views import bp as accounts_bp
+    from console.audit.views import bp as audit_bp
+    from console.board.views import bp as board_bp
+    from console.desk.views import bp as desk_bp
+
+    init_access(app)
+    console = Blueprint(
+        "console", __name__, url_prefix="/console", template_folder="templates", static_folder="static",
+        static_url_path="/static",
+    )  # fmt: skip
+    console.before_request(guard)
+    console.after_request(security_headers)
+    for child in (accounts_bp, audit_bp, board_bp, desk_bp):
+        console.register_blueprint(child)
+    app.register_blueprint(console)
+    app.register_error_handler(CSRFError, csrf_failed)
+    app.cli.add_command(users_cli)

@@ -1,0 +1,202 @@
+"""Who may see what: sessions, roles, CSRF and cookies for the console. Deny by default.
+
+Every console view declares who may use it, with ``@allow(...)`` or ``@public``. The console
+blueprint's guard refuses (403) any view that declares nothing, so a route added without a
+thought about roles is closed, not open; a test walks the URL map for the same reason.
+
+CSRF is checked on every state-changing request of the whole app, except views guarded by
+``twilio_signed`` (Twilio cannot send a token; its signature is the proof there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, flash, redirect, render_template, request, session, url_for
+
+# Neither ships type information; these are the console's only untyped imports.
+from flask_login import LoginManager, current_user, login_user, logout_user  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFError, CSRFProtect  # type: ignore[import-untyped]
+from sqlalchemy import select
+from werkzeug.wrappers import Response as BaseResponse
+
+from console.audit.log import record
+from console.models import ROLES, User
+from crisisline.db import db
+from crisisline.settings import Settings
+from crisisline.twilio_auth import twilio_signed
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+ROLES_ATTRIBUTE = "console_roles"
+PUBLIC: frozenset[str] = frozenset({"public"})
+IDLE_MINUTES = 30  # CONSOLE_IDLE_MINUTES overrides
+# Sent by the pages' own refresh: a page left open is not activity, so it does not keep a
+# session alive past the idle timeout.
+POLL_HEADER = "X-Console-Poll"
+
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+
+def allow(*roles: str) -> Callable[[V], V]:
+    """Declare the roles that may use a console view (checked by the guard)."""
+    unknown = set(roles) - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"roles must be some of {ROLES}, got {roles}")
+
+    def mark(view: V) -> V:
+        setattr(view, ROLES_ATTRIBUTE, frozenset(roles))
+        return view
+
+    return mark
+
+
+def public(view: V) -> V:
+    """Declare a console view open to anyone (the sign-in page)."""
+    setattr(view, ROLES_ATTRIBUTE, PUBLIC)
+    return view
+
+
+def declared_roles(view: Callable[..., Any] | None) -> frozenset[str] | None:
+    """The roles a view declared, ``PUBLIC``, or None when it declared nothing."""
+    roles = getattr(view, ROLES_ATTRIBUTE, None)
+    return roles if isinstance(roles, frozenset) else None
+
+
+_SIGNED_CODE = twilio_signed(lambda: None).__code__
+
+
+def is_twilio_signed(view: Callable[..., Any] | None) -> bool:
+    """True when ``view`` is (or wraps) a ``twilio_signed`` guard."""
+    while view is not None:
+        if getattr(view, "__code__", None) is _SIGNED_CODE:
+            return True
+        view = getattr(view, "__wrapped__", None)
+    return False
+
+
+def init_app(app: Flask) -> None:
+    settings: Settings = app.extensions["crisisline.settings"]
+    https = (settings.public_base_url or "").startswith("https://") or settings.environment == "production"
+    idle = int(app.config.get("CONSOLE_IDLE_MINUTES", IDLE_MINUTES))
+    app.config.setdefault("CONSOLE_IDLE_MINUTES", idle)
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=https,
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=idle),
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=https,
+        # Checked by ``_csrf_unless_twilio_signed`` below, which knows the Twilio webhooks.
+        WTF_CSRF_CHECK_DEFAULT=False,
+    )
+    csrf.init_app(app)
+    app.before_request(_csrf_unless_twilio_signed)
+    login_manager.init_app(app)
+    login_manager.session_protection = "strong"
+    login_manager.user_loader(_load_user)
+
+
+def _csrf_unless_twilio_signed() -> None:
+    """Every POST/PUT/PATCH/DELETE needs a CSRF token, whoever registered the route, unless
+    its view checks Twilio's signature instead."""
+    if request.method not in current_app.config["WTF_CSRF_METHODS"] or not request.endpoint:
+        return
+    if is_twilio_signed(current_app.view_functions.get(request.endpoint)):
+        return
+    csrf.protect()
+
+
+__all__ = ["CSRFError", "current_user", "login_user", "logout_user", "signed_in"]
+
+
+def signed_in() -> User:
+    """The signed-in account (only inside views the guard let through with a role)."""
+    user: User = current_user._get_current_object()
+    return user
+
+
+def _load_user(token: str) -> User | None:
+    return db.session.scalars(select(User).where(User.session_token == token, User.active.is_(True))).first()
+
+
+def guard() -> BaseResponse | None:
+    """Runs before every console view: declared roles, signed in, not idle, right role."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    if request.endpoint == "console.static":
+        return None  # the console's own CSS and JS: nothing personal
+    roles = declared_roles(view)
+    if roles is None:
+        return _refuse(403)
+    if roles == PUBLIC:
+        return None
+    if not current_user.is_authenticated:
+        return _to_sign_in()
+    if _idle_too_long():
+        record("signed_out_idle", actor=signed_in())
+        db.session.commit()
+        logout_user()
+        session.clear()
+        flash("You were signed out after a time without activity. Please sign in again.", "info")
+        return _to_sign_in()
+    if request.headers.get(POLL_HEADER) != "1":
+        session["seen"] = datetime.now(UTC).timestamp()
+    if current_user.role not in roles:
+        return _refuse(403)
+    return None
+
+
+def _idle_too_long() -> bool:
+    seen = session.get("seen")
+    if not isinstance(seen, int | float):
+        return True  # a session that never saw activity is not one we made
+    limit = timedelta(minutes=current_app.config["CONSOLE_IDLE_MINUTES"]).total_seconds()
+    return datetime.now(UTC).timestamp() - seen > limit
+
+
+def _wants_json() -> bool:
+    return request.path.endswith(".json") or request.headers.get(POLL_HEADER) == "1"
+
+
+def _to_sign_in() -> BaseResponse:
+    if _wants_json():
+        return _refuse(401)
+    target = request.full_path.rstrip("?") if request.method == "GET" else None
+    return redirect(url_for("console.accounts.sign_in", next=target))
+
+
+def _refuse(status: int) -> Response:
+    if _wants_json():
+        body = current_app.json.dumps({"error": "sign in" if status == 401 else "not allowed"})
+        return Response(body, status=status, mimetype="application/json")
+    return Response(render_template("console/refused.html", status=status), status=status)
+
+
+def csrf_failed(error: CSRFError) -> tuple[str, int]:
+    """A form without a valid token: say so plainly (most often, it was open too long)."""
+    return render_template("console/refused.html", status=400, reason=error.description), 400
+
+
+def security_headers(response: Response) -> Response:
+    """Console pages: no framing, no inline or third-party scripts, nothing cached."""
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "console.static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def safe_next(target: str | None) -> str | None:
+    """A redirect target after sign-in, only if it is a path inside the console."""
+    if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None

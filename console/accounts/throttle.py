@@ -1,0 +1,100 @@
+"""Sign-in rate limits, per account and per client address, kept in the database (so every
+web process sees the same counts).
+
+An account is locked after ``ACCOUNT_LIMIT`` failures within ``WINDOW`` (a success clears its
+count); an address after ``ADDRESS_LIMIT``. A locked attempt is refused before the password
+is looked at, and is not itself counted, so an attacker cannot extend the lock by trying more.
+Names and addresses are stored as keyed hashes only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import delete, func, select
+
+from console.models import SignInAttempt
+from crisisline.db import db
+
+ACCOUNT_LIMIT = 5
+ADDRESS_LIMIT = 20
+WINDOW = timedelta(minutes=15)
+KEEP = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Lockout:
+    scope: str  # "account" or "address"
+    retry_after: timedelta
+
+    @property
+    def minutes(self) -> int:
+        return max(1, -(-int(self.retry_after.total_seconds()) // 60))
+
+    @property
+    def message(self) -> str:
+        whose = "this account" if self.scope == "account" else "your network address"
+        return (
+            f"Too many failed sign-ins for {whose}. For safety, signing in is paused: "
+            f"try again in {self.minutes} minute{'s' if self.minutes != 1 else ''}, "
+            "or ask an administrator to check the account."
+        )
+
+
+def _key(kind: str, value: str) -> str:
+    secret = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(secret, f"console-sign-in:{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def account_key(username: str) -> str:
+    return _key("account", username.strip().lower())
+
+
+def address_key(address: str | None) -> str:
+    return _key("address", address or "unknown")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def lockout(username: str, address: str | None) -> Lockout | None:
+    """The lock that refuses a sign-in now, if any."""
+    now = _now()
+    since = now - WINDOW
+    account = account_key(username)
+    last_success = db.session.scalar(
+        select(func.max(SignInAttempt.attempted_at)).where(
+            SignInAttempt.account_key == account, SignInAttempt.succeeded.is_(True)
+        )
+    )
+    account_since = max(since, last_success) if last_success else since
+    for scope, where, limit in (
+        ("account", [SignInAttempt.account_key == account, SignInAttempt.attempted_at > account_since], ACCOUNT_LIMIT),
+        ("address", [SignInAttempt.address_key == address_key(address), SignInAttempt.attempted_at > since],
+         ADDRESS_LIMIT),
+    ):  # fmt: skip
+        failures = list(
+            db.session.scalars(
+                select(SignInAttempt.attempted_at)
+                .where(SignInAttempt.succeeded.is_(False), *where)
+                .order_by(SignInAttempt.attempted_at.desc())
+                .limit(limit)
+            )
+        )
+        if len(failures) >= limit:
+            # Unlocked when the oldest of the last ``limit`` failures leaves the window.
+            return Lockout(scope, failures[-1] + WINDOW - now)
+    return None
+
+
+def note_attempt(username: str, address: str | None, *, succeeded: bool) -> None:
+    """Count an attempt (in the current transaction), and forget ones too old to matter."""
+    db.session.add(
+        SignInAttempt(account_key=account_key(username), address_key=address_key(address), succeeded=succeeded)
+    )
+    db.session.execute(delete(SignInAttempt).where(SignInAttempt.attempted_at < _now() - KEEP))

@@ -1,0 +1,110 @@
+"""Signing in and out, the console's front door, and the administrators' accounts page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from console.access import allow, current_user, login_user, logout_user, public, safe_next, signed_in
+from console.accounts import users
+from console.accounts.forms import AddUserForm, ConfirmForm, SignInForm
+from console.accounts.passwords import WeakPassword
+from console.models import ADMIN, COUNSELOR, ROLES, SUPERVISOR, User
+from crisisline.db import db
+
+bp = Blueprint("accounts", __name__)
+
+HOME = {ADMIN: "console.board.page", SUPERVISOR: "console.board.page", COUNSELOR: "console.desk.page"}
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+@public
+def sign_in() -> Response | tuple[str, int] | str:
+    if current_user.is_authenticated:
+        return redirect(url_for("console.accounts.home"))
+    form = SignInForm(next=request.args.get("next", ""))
+    if not form.validate_on_submit():
+        return render_template("console/sign_in.html", form=form)
+    result = users.sign_in(form.username.data or "", form.password.data or "", request.remote_addr)
+    if result.user is None:
+        return render_template("console/sign_in.html", form=form, refusal=result.refusal), result.status
+    session.clear()  # nothing from before sign-in carries over
+    session.permanent = True
+    login_user(result.user)
+    session["seen"] = datetime.now(UTC).timestamp()
+    return redirect(safe_next(form.next.data) or url_for(HOME[result.user.role]))
+
+
+@bp.post("/sign-out")
+@allow(*ROLES)
+def sign_out() -> Response:
+    users.sign_out(signed_in())
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("console.accounts.sign_in"))
+
+
+@bp.get("/")
+@allow(*ROLES)
+def home() -> Response:
+    return redirect(url_for(HOME[current_user.role]))
+
+
+@bp.get("/users")
+@allow(ADMIN)
+def user_list() -> str:
+    return _user_page(AddUserForm())
+
+
+def _user_page(form: AddUserForm) -> str:
+    accounts = list(db.session.scalars(select(User).order_by(User.active.desc(), User.username)))
+    return render_template(
+        "console/users.html",
+        form=form,
+        accounts=accounts,
+        confirm=ConfirmForm(),
+        responders=sorted(users.responder_ids()),
+    )
+
+
+@bp.post("/users")
+@allow(ADMIN)
+def user_add() -> Response | tuple[str, int]:
+    form = AddUserForm()
+    if form.validate_on_submit():
+        try:
+            user = users.create_user(
+                form.username.data or "", form.password.data or "", role=form.role.data or "",
+                display_name=form.display_name.data, responder_id=form.responder_id.data,
+                actor=signed_in(),
+            )  # fmt: skip
+        except (users.AccountError, WeakPassword) as problem:
+            db.session.rollback()
+            form.username.errors = [*form.username.errors, str(problem)]
+        else:
+            db.session.commit()
+            flash(f"Account {user.username} created.", "info")
+            return redirect(url_for("console.accounts.user_list"))
+    return _user_page(form), 400
+
+
+@bp.post("/users/<int:user_id>/deactivate")
+@allow(ADMIN)
+def user_deactivate(user_id: int) -> Response:
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    if ConfirmForm().validate_on_submit():
+        try:
+            users.deactivate(user, actor=signed_in())
+        except users.AccountError as problem:
+            db.session.rollback()
+            flash(str(problem), "error")
+        else:
+            db.session.commit()
+            flash(f"Account {user.username} closed; its sessions have ended.", "info")
+    return redirect(url_for("console.accounts.user_list"))

@@ -1,0 +1,162 @@
+"""What the live board shows, read from the one queue (``line_queue.waiting``) and each
+responder's availability (``transfer.availability``): never a phone number, never words."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from crisisline.db import db
+from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState, Transfer
+from line_queue.waiting import TEXT_WAITING_STATES, WaitingContact, head
+from routing.document import Responder, RoutingDocument
+from routing.schedule import is_on_call, local_time
+from transfer.availability import ON_A_CALL, availability
+
+BOARD_LIMIT = 100  # the queue's head; the total is counted separately
+RINGING = "ringing"
+KIND_LABELS = {"call": "call", "callback": "callback", "text": "text"}
+
+
+@dataclass(frozen=True)
+class WaitingRow:
+    place: int
+    channel: str  # voice | text
+    kind: str  # call | callback | text
+    tag: str | None  # a text's "#12", which staff use in their replies; None for calls
+    language: str
+    need: str
+    priority: int
+    waiting_seconds: int
+    being_offered: bool  # a phone rings, or a text offer is open, for it now
+
+
+@dataclass(frozen=True)
+class ResponderRow:
+    id: str
+    name: str
+    kind: str  # counselor | co_responder
+    languages: list[str]
+    on_shift: bool
+    status: str  # available | ringing | on a call | paused | off shift
+    paused_reason: str | None
+    texts: int  # text conversations they hold now
+    text_offered: bool
+
+
+@dataclass(frozen=True)
+class Board:
+    at: datetime
+    waiting: list[WaitingRow]  # the head of the queue, at most ``BOARD_LIMIT``
+    responders: list[ResponderRow]
+    waiting_by_channel: dict[str, int]  # everyone in the queue, however long it is
+
+    @property
+    def longest_wait_seconds(self) -> int:
+        return max((row.waiting_seconds for row in self.waiting), default=0)
+
+    def counts(self) -> dict[str, int]:
+        statuses = [row.status for row in self.responders]
+        return {
+            "waiting": sum(self.waiting_by_channel.values()),
+            "shown": len(self.waiting),
+            "voice": self.waiting_by_channel.get("voice", 0),
+            "text": self.waiting_by_channel.get("text", 0),
+            "on_shift": sum(row.on_shift for row in self.responders),
+            "available": statuses.count("available"),
+            "ringing": statuses.count(RINGING),
+            "on_a_call": statuses.count(ON_A_CALL),
+            "paused": statuses.count("paused"),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "longest_wait_seconds": self.longest_wait_seconds,
+            "counts": self.counts(),
+            "waiting": [asdict(row) for row in self.waiting],
+            "responders": [asdict(row) for row in self.responders],
+        }
+
+
+def language_name(document: RoutingDocument, code: str) -> str:
+    return document.language(code).staff_name
+
+
+def need_label(document: RoutingDocument, key: str) -> str:
+    need = document.need(key)
+    label = need.labels.get(document.menu.default_language) or next(iter(need.labels.values()), key) if need else key
+    return label[:1].upper() + label[1:]  # labels are written to be spoken mid-sentence
+
+
+def waiting_row(document: RoutingDocument, place: int, contact: WaitingContact, moment: datetime) -> WaitingRow:
+    return WaitingRow(
+        place=place,
+        channel=contact.channel,
+        kind=KIND_LABELS.get(contact.kind, contact.kind),
+        tag=f"#{contact.id}" if contact.channel == "text" else None,
+        language=language_name(document, contact.language),
+        need=need_label(document, contact.need),
+        priority=contact.priority,
+        waiting_seconds=max(0, int((moment - contact.since).total_seconds())),
+        being_offered=contact.active_offers > 0,
+    )
+
+
+def voice_status(document: RoutingDocument, responder: Responder, moment: datetime) -> str:
+    """``availability``, with "on a call" split into ringing (offered, deciding) and on a call."""
+    status = availability(document, responder, moment)
+    if status != ON_A_CALL:
+        return status
+    state = db.session.get(ResponderState, responder.id)
+    offer = db.session.get(Offer, state.engaged_offer_id) if state and state.engaged_offer_id else None
+    return RINGING if offer is not None and offer.state in ACTIVE_OFFER_STATES else ON_A_CALL
+
+
+def snapshot(document: RoutingDocument, moment: datetime) -> Board:
+    """The board at ``moment``: the queue's head in order, then every responder in config order."""
+    waiting = [
+        waiting_row(document, place, contact, moment)
+        for place, contact in enumerate(head(document, limit=BOARD_LIMIT), start=1)
+    ]
+    texts = dict(
+        db.session.execute(
+            select(Conversation.counselor_id, func.count(Conversation.id))
+            .where(Conversation.state == "active", Conversation.counselor_id.is_not(None))
+            .group_by(Conversation.counselor_id)
+        ).all()
+    )
+    text_offered = set(
+        db.session.scalars(select(ConversationOffer.responder_id).where(ConversationOffer.state == "open"))
+    )
+    states = {state.responder_id: state for state in db.session.scalars(select(ResponderState))}
+    wall_clock = local_time(document, moment)
+    responders = []
+    for responder in document.responders:
+        state = states.get(responder.id)
+        responders.append(
+            ResponderRow(
+                id=responder.id,
+                name=responder.name,
+                kind=responder.kind,
+                languages=[language_name(document, code) for code in responder.languages],
+                on_shift=is_on_call(responder, wall_clock),
+                status=voice_status(document, responder, moment),
+                paused_reason=state.paused_reason if state is not None and state.paused else None,
+                texts=int(texts.get(responder.id, 0)),
+                text_offered=responder.id in text_offered,
+            )
+        )
+    return Board(moment, waiting, responders, waiting_by_channel())
+
+
+def waiting_by_channel() -> dict[str, int]:
+    """How many wait in all, per channel (two COUNTs over the queue-order indexes)."""
+    voice = db.session.scalar(select(func.count(Transfer.id)).where(Transfer.state == "waiting")) or 0
+    text = db.session.scalar(
+        select(func.count(Conversation.id)).where(Conversation.state.in_(TEXT_WAITING_STATES))
+    ) or 0  # fmt: skip
+    return {"voice": voice, "text": text}

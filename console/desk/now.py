@@ -1,0 +1,112 @@
+"""A counselor's situation now, and their availability switch: the same ``set_paused`` the
+SMS ``ON``/``OFF`` commands use, so the queue reacts the same way (un-pausing notes
+``responder_freed``: they are offered the first contact they can take once the request ends)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from console.audit.log import record
+from console.board.live import RINGING, language_name, need_label, voice_status
+from console.models import User
+from crisisline.db import db
+from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState, Transfer
+from line_queue import responders
+from routing.document import Responder, RoutingDocument
+from routing.schedule import is_on_call, local_time
+
+
+@dataclass(frozen=True)
+class Contact:
+    channel: str  # voice | text
+    state: str  # ringing | on a call | offered | active
+    tag: str | None
+    language: str
+    need: str
+    seconds: int  # waited so far (offered), or since it was taken (on now)
+
+
+@dataclass(frozen=True)
+class Desk:
+    responder_id: str
+    name: str
+    status: str  # available | ringing | on a call | paused | off shift
+    paused: bool
+    paused_reason: str | None
+    on_shift: bool
+    contacts: list[Contact] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _seconds(moment: datetime, since: datetime | None) -> int:
+    return max(0, int((moment - since).total_seconds())) if since else 0
+
+
+def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> Desk:
+    state = db.session.get(ResponderState, responder.id)
+    status = voice_status(document, responder, moment)
+    contacts: list[Contact] = []
+    if state is not None and state.engaged_offer_id is not None:
+        offer = db.session.get(Offer, state.engaged_offer_id)
+        transfer = db.session.get(Transfer, offer.transfer_id) if offer else None
+        if offer is not None and transfer is not None:
+            ringing = offer.state in ACTIVE_OFFER_STATES
+            contacts.append(
+                Contact(
+                    channel="voice",
+                    state=RINGING if ringing else "on a call",
+                    tag=None,
+                    language=language_name(document, transfer.language),
+                    need=need_label(document, transfer.need),
+                    seconds=_seconds(moment, transfer.queued_since if ringing else transfer.connected_at),
+                )
+            )
+    offered = db.session.execute(
+        select(Conversation)
+        .join(ConversationOffer, ConversationOffer.conversation_id == Conversation.id)
+        .where(ConversationOffer.responder_id == responder.id, ConversationOffer.state == "open")
+        .order_by(Conversation.priority.desc(), Conversation.queued_at)
+    ).scalars()
+    active = db.session.scalars(
+        select(Conversation)
+        .where(Conversation.counselor_id == responder.id, Conversation.state == "active")
+        .order_by(Conversation.assigned_at)
+    )
+    for conversation, how, since in [
+        *((c, "offered", c.queued_at) for c in offered),
+        *((c, "active", c.assigned_at) for c in active),
+    ]:
+        contacts.append(
+            Contact(
+                channel="text",
+                state=how,
+                tag=f"#{conversation.tag}",
+                language=language_name(document, conversation.language or document.menu.default_language),
+                need=need_label(document, conversation.need or document.menu.default_need),
+                seconds=_seconds(moment, since),
+            )
+        )
+    return Desk(
+        responder_id=responder.id,
+        name=responder.name,
+        status=status,
+        paused=bool(state and state.paused),
+        paused_reason=state.paused_reason if state is not None and state.paused else None,
+        on_shift=is_on_call(responder, local_time(document, moment)),
+        contacts=contacts,
+    )
+
+
+def set_available(user: User, responder: Responder, available: bool) -> bool:
+    """The availability switch. True if it changed anything; audited; commits."""
+    changed = responders.set_paused(responder.id, not available, None if available else "self")
+    if changed:
+        record("availability_changed", actor=user, target=f"responder:{responder.id}", available=available)
+    db.session.commit()
+    return changed

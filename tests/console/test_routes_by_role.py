@@ -1,0 +1,148 @@
+"""Deny by default, checked from the app's URL map: every console route declares its roles,
+every route by every role and anonymous gets exactly what was intended, and every
+state-changing request without a CSRF token fails, except Twilio's signed webhooks."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.routing import Rule
+
+from console.access import PUBLIC, declared_roles, is_twilio_signed
+from console.models import ADMIN, COUNSELOR, ROLES, SUPERVISOR
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+from tests.console.conftest import Account, MakeUser, audit_actions, csrf_token, sign_in
+from twilio_fake.signing import signed_headers, sms_params
+
+EVERYONE = frozenset(ROLES)
+STAFF = frozenset({ADMIN, SUPERVISOR})
+# The intended access of every console route. A new route must be added here (the first
+# test fails until it is), so its roles are a decision, not an accident.
+INTENDED: dict[str, frozenset[str]] = {
+    "console.accounts.sign_in": PUBLIC,
+    "console.accounts.sign_out": EVERYONE,
+    "console.accounts.home": EVERYONE,
+    "console.accounts.user_list": frozenset({ADMIN}),
+    "console.accounts.user_add": frozenset({ADMIN}),
+    "console.accounts.user_deactivate": frozenset({ADMIN}),
+    "console.audit.log": STAFF,
+    "console.board.page": STAFF,
+    "console.board.data": STAFF,
+    "console.desk.page": frozenset({COUNSELOR}),
+    "console.desk.data": frozenset({COUNSELOR}),
+    "console.desk.availability": frozenset({COUNSELOR}),
+}
+ANONYMOUS = "anonymous"
+
+
+def console_rules(app: Flask) -> list[Rule]:
+    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint.startswith("console.")]
+    return [rule for rule in rules if rule.endpoint != "console.static"]
+
+
+def requests_for(rule: Rule, spare_user_id: int, role: str) -> list[tuple[str, str, dict[str, str]]]:
+    """(method, path, form data) that exercise ``rule`` successfully when allowed."""
+    built = rule.build({"user_id": spare_user_id} if "user_id" in rule.arguments else {})
+    assert built is not None
+    path = built[1]
+    data = {
+        "console.accounts.user_add": {"username": f"new-{role}", "role": SUPERVISOR, "password": "x" * 16},
+        "console.desk.availability": {"available": "0"},
+    }.get(rule.endpoint, {})
+    methods = sorted((rule.methods or set()) & {"GET", "POST"})
+    return [(method, path, data if method == "POST" else {}) for method in methods]
+
+
+def test_every_console_route_declares_its_roles_as_intended(app: Flask) -> None:
+    declared = {rule.endpoint: declared_roles(app.view_functions[rule.endpoint]) for rule in console_rules(app)}
+
+    undeclared = sorted(endpoint for endpoint, roles in declared.items() if roles is None)
+    assert not undeclared, f"console routes without @allow/@public: {undeclared}"
+    assert declared == INTENDED
+
+
+def test_a_console_route_added_without_roles_is_refused_to_everyone(
+    app: Flask, client: FlaskClient, admin: Account
+) -> None:
+    app.add_url_rule("/console/forgotten", "console.forgotten", lambda: "secret")
+    assert client.get("/console/forgotten").status_code == 403
+    sign_in(client, admin)
+    assert client.get("/console/forgotten").status_code == 403
+
+
+@pytest.mark.parametrize("role", [*ROLES, ANONYMOUS])
+def test_route_by_role_matrix(app: Flask, client: FlaskClient, make_user: MakeUser, role: str) -> None:
+    spare = make_user(COUNSELOR, "spare")
+    if role != ANONYMOUS:
+        if role != ADMIN:
+            make_user(ADMIN, "another-admin")
+        assert sign_in(client, make_user(role, f"me-{role}")) == 302
+    # Signing out last: it ends the session the other requests use.
+    rules = sorted(console_rules(app), key=lambda rule: rule.endpoint == "console.accounts.sign_out")
+    outcomes: dict[tuple[str, str], int] = {}
+    for rule in rules:
+        for method, path, data in requests_for(rule, spare.id, role):
+            if method == "POST":
+                data = {**data, "csrf_token": csrf_token(client)}
+            response = client.open(path, method=method, data=data)
+            location = response.headers.get("Location", "")
+            intended = INTENDED[rule.endpoint]
+            if intended == PUBLIC or role in intended:
+                assert response.status_code not in (400, 401, 403), (method, path)
+                assert "/console/sign-in" not in location or rule.endpoint == "console.accounts.sign_out"
+            elif role == ANONYMOUS:
+                if path.endswith(".json"):
+                    assert response.status_code == 401, (method, path)
+                else:
+                    assert response.status_code == 302 and "/console/sign-in" in location, (method, path)
+            else:
+                assert response.status_code == 403, (method, path, role)
+            outcomes[(method, rule.endpoint)] = response.status_code
+    assert len(outcomes) == sum(len(requests_for(rule, spare.id, role)) for rule in rules)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_state_changing_console_requests_without_a_csrf_token_fail(
+    app: Flask, client: FlaskClient, make_user: MakeUser, role: str
+) -> None:
+    spare = make_user(COUNSELOR, "spare")
+    assert sign_in(client, make_user(role, f"me-{role}")) == 302
+    before = audit_actions(app)
+    posts = [(rule, path) for rule in console_rules(app) for method, path, _ in requests_for(rule, spare.id, role)
+             if method == "POST"]  # fmt: skip
+    assert posts
+
+    for _rule, path in posts:
+        data: dict[str, Any] = {"available": "0", "username": "sneaky", "role": ADMIN, "password": "y" * 16}
+        assert client.post(path, data=data).status_code == 400, path
+        assert client.post(path, data={**data, "csrf_token": "forged"}).status_code == 400, path
+    assert audit_actions(app) == before  # nothing changed, nobody signed out
+    assert client.get("/console/").status_code == 302
+
+
+def test_csrf_guards_every_other_form_of_the_app_but_not_twilio_webhooks(app: Flask, client: FlaskClient) -> None:
+    """Twilio cannot send a CSRF token: its views check its signature instead (403 unsigned).
+    Any other state-changing route of the app, whoever adds it, needs a token (400)."""
+    posts = [
+        rule for rule in app.url_map.iter_rules()
+        if "POST" in (rule.methods or ()) and not rule.endpoint.startswith("console.") and not rule.arguments
+    ]  # fmt: skip
+    assert posts
+    for rule in posts:
+        expected = 403 if is_twilio_signed(app.view_functions[rule.endpoint]) else 400
+        assert client.post(rule.rule, data={"From": "+13125550123"}).status_code == expected, rule.rule
+    assert any(is_twilio_signed(app.view_functions[rule.endpoint]) for rule in posts)
+
+
+def test_a_signed_twilio_webhook_needs_no_csrf_token(client: FlaskClient) -> None:
+    url = "http://localhost/sms/incoming"
+    params = sms_params(TEST_ACCOUNT_SID, "+13125550123", LINE_NUMBER, "hello", None, 0)
+
+    response = client.post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params, voice=False))
+
+    assert response.status_code == 200
+    assert re.search(r"<Response", response.get_data(as_text=True))
