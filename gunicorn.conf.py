@@ -1,8 +1,17 @@
-"""Gunicorn settings for the web process (read automatically from the working directory)."""
+"""Gunicorn settings for the web process (read automatically from the working directory).
 
+In production gunicorn sits behind nginx (``deploy/nginx.conf``), which reads every request
+whole before handing it on: gunicorn's few threads must never wait on a slow client. So it
+listens on loopback unless ``BIND_HOST`` says otherwise (a container or platform router that
+itself buffers whole requests: ``BIND_HOST=0.0.0.0``).
+"""
+
+import ipaddress
 import os
+from typing import Any
 
-bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
+bind_host = os.environ.get("BIND_HOST", "127.0.0.1")
+bind = f"{bind_host}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
 # Twilio gives up on a webhook after 15 s; a stuck worker must be replaced before that.
@@ -11,3 +20,20 @@ graceful_timeout = 10
 accesslog = "-"
 # Paths and status only: our URLs carry no personal data, and query strings are menu state.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def on_starting(server: Any) -> None:
+    """Say so when gunicorn is reachable from outside: only safe behind a buffering proxy."""
+    if not _loopback(bind_host):
+        server.log.warning(
+            "listening on %s: slow clients can starve the webhooks unless a proxy that buffers "
+            "whole requests (deploy/nginx.conf) is the only way in",
+            bind,
+        )
