@@ -1,19 +1,24 @@
-"""``flask routing check|load|export|history|timing``: the operator's way to change who gets called."""
+"""``flask routing check|load|export|history|rollback|timing|who|coverage``: the operator's way
+to change who gets called, and to see who would be.
+
+Thin: the logic is in plain functions (``routing.review``, ``routing.publishing``,
+``routing.simulator``, ``routing.coverage``) that the web console calls too.
+"""
 
 from __future__ import annotations
 
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
 from flask.cli import AppGroup
-from sqlalchemy import select
 
-from crisisline.db import db
-from crisisline.models import RoutingVersion
-from routing import store, timing
+from routing import coverage, publishing, store, timing
 from routing.document import RoutingDocument
-from routing.validation import InvalidRoutingDocument, validate_text
+from routing.review import check_text
+from routing.simulator import UnknownChoice, who_would_be_rung
+from routing.validation import Problem, validate_text
 
 routing_cli = AppGroup("routing", help="Check, publish and export the line's routing config.")
 
@@ -25,19 +30,23 @@ def _read(path: str) -> str:
         raise click.ClickException(f"{path}: cannot read file ({error.__class__.__name__})") from error
 
 
+def _echo_problems(path: str, problems: list[Problem]) -> None:
+    for problem in problems:
+        click.echo(f"{path}: {problem.describe()}", err=True)
+
+
 @routing_cli.command("check")
 @click.argument("path", type=click.Path(dir_okay=False))
 def check(path: str) -> None:
-    """Validate PATH and print every problem with its place in the file. Changes nothing."""
-    document, problems = validate_text(_read(path))
-    for problem in problems:
-        click.echo(f"{path}: {problem}", err=True)
-    if document is None:
-        errors = sum(1 for p in problems if p.severity == "error")
-        click.echo(f"{path}: {errors} error(s); this file would be refused", err=True)
+    """Validate PATH and print every problem with its line and place in the file. Changes nothing."""
+    report = check_text(
+        _read(path), now=datetime.now(UTC), environment_backup_number=publishing.environment_backup_number()
+    )
+    _echo_problems(path, report.errors + report.warnings)
+    if report.document is None:
+        click.echo(f"{path}: {len(report.errors)} error(s); this file would be refused", err=True)
         sys.exit(1)
-    for warning in _time_to_ring_warnings(document):
-        click.echo(f"{path}: warning: {warning}", err=True)
+    document = report.document
     click.echo(
         f"{path}: valid ({len(document.languages)} languages, {len(document.needs)} needs, "
         f"{len(document.responders)} responders)"
@@ -69,63 +78,90 @@ def queue_policy(document: RoutingDocument) -> list[str]:
     ]
 
 
-def _time_to_ring_warnings(document: RoutingDocument) -> list[str]:
-    """Menus too long before the first ring, and a default that rings a unit unasked."""
-    warnings = []
-    slowest: dict[str, float] = {}
-    for path in timing.slow_paths(document):
-        slowest[path.language] = max(slowest.get(path.language, 0.0), path.following_seconds)
-    for code, seconds in slowest.items():
-        who = f"{document.language(code).staff_name}-speaking callers"
-        warnings.append(
-            f"menu.max_seconds_to_ring: {who} who follow the menus hear {seconds:.1f} s of prompts "
-            f"before the first ring (limit {document.menu.max_seconds_to_ring} s); "
-            "shorten the prompts or labels (see `flask routing timing`)"
-        )
-    default = document.need(document.menu.default_need)
-    if default is not None and default.target == "co_responders":
-        warnings.append(
-            f"menu.default_need: {default.key!r} rings co-responder units for callers who never chose it by key"
-        )
-    return warnings
-
-
 @routing_cli.command("load")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--note", help="Why this change was made (kept in the version history).")
-@click.option("--by", "published_by", default="cli", show_default=True, help="Who published it.")
-def load(path: str, note: str | None, published_by: str) -> None:
-    """Validate PATH and publish it as the new active version. An invalid file changes nothing."""
+@click.option("--note", required=True, help="Why this change was made (kept in the version history).")
+@click.option(
+    "--base",
+    type=int,
+    help="The version this file was edited from (see `history`). Refused if the live version is newer.",
+)
+@click.option("--force", is_flag=True, help="Publish even over a live version newer than --base.")
+@click.option("--author", "--by", "author", help="Who is publishing (default: your OS user name).")
+def load(path: str, note: str, base: int | None, force: bool, author: str | None) -> None:
+    """Show the diff against the live version and every warning, then publish PATH.
+
+    An invalid file, or one edited from an older version than the live one, changes nothing.
+    """
+    text = _read(path)
     try:
-        version = store.publish(_read(path), published_by=published_by, note=note)
-    except InvalidRoutingDocument as error:
-        for problem in error.problems:
-            click.echo(f"{path}: {problem}", err=True)
-        click.echo(f"{path}: refused; the active routing is unchanged", err=True)
+        result = publishing.publish(
+            text, base=base, note=note, author=author or publishing.default_author(), force=force
+        )
+    except publishing.PublishRefused as refused:
+        if refused.preview is not None:
+            _show_preview(path, refused.preview)
+        click.echo(f"{path}: refused: {refused}; the live routing is unchanged", err=True)
         sys.exit(1)
-    click.echo(f"published routing version {version.id}")
+    _show_preview(path, result.preview)
+    if not result.created:
+        click.echo(f"unchanged: this is the live version {result.version}")
+        return
+    based = f" (edited from version {base})" if base is not None else ""
+    click.echo(f"published routing version {result.version}{based}")
+
+
+def _show_preview(path: str, preview: publishing.Preview) -> None:
+    if preview.diff:
+        click.echo(preview.diff, nl=False)
+        if not preview.diff.endswith("\n"):
+            click.echo()
+    _echo_problems(path, preview.problems + preview.warnings)
 
 
 @routing_cli.command("export")
 @click.option("--version", "version_id", type=int, help="A past version (default: the active one).")
 def export(version_id: int | None) -> None:
     """Print the active (or a past) routing document as published."""
-    query = select(RoutingVersion).order_by(RoutingVersion.id.desc())
-    if version_id is not None:
-        query = select(RoutingVersion).where(RoutingVersion.id == version_id)
-    version = db.session.scalars(query.limit(1)).first()
-    if version is None:
-        raise click.ClickException("no routing version has been published")
-    click.echo(store.source_of(version), nl=False)
+    found = publishing.live_version() if version_id is None else publishing.version(version_id)
+    if found is None:
+        raise click.ClickException("no such routing version" if version_id else "no routing version has been published")
+    click.echo(store.source_of(found), nl=False)
 
 
 @routing_cli.command("history")
-def history() -> None:
-    """List published versions, newest first."""
-    for version in db.session.scalars(select(RoutingVersion).order_by(RoutingVersion.id.desc())):
-        click.echo(
-            f"{version.id:>4}  {version.published_at:%Y-%m-%d %H:%M}Z  {version.published_by:<16} {version.note or ''}"
-        )
+@click.option("--diff", "diff_of", type=int, help="Show what version N changed instead.")
+def history(diff_of: int | None) -> None:
+    """List published versions, newest first: number, time (UTC), author, note."""
+    if diff_of is not None:
+        try:
+            click.echo(publishing.version_diff(diff_of), nl=False)
+        except publishing.PublishRefused as error:
+            raise click.ClickException(str(error)) from error
+        return
+    for row in publishing.history():
+        live = "  (live)" if row.live else ""
+        click.echo(f"{row.number:>4}  {row.published_at:%Y-%m-%d %H:%M}Z  {row.author:<16} {row.note}{live}")
+
+
+@routing_cli.command("rollback")
+@click.argument("number", type=int)
+@click.option("--note", help="Why (added to the version's note).")
+@click.option("--author", "--by", "author", help="Who is rolling back (default: your OS user name).")
+def rollback(number: int, note: str | None, author: str | None) -> None:
+    """Publish version NUMBER again, as a new version (nothing in the history is changed)."""
+    try:
+        result = publishing.rollback(number, author=author or publishing.default_author(), note=note)
+    except publishing.PublishRefused as refused:
+        if refused.preview is not None:
+            _show_preview(f"version {number}", refused.preview)
+        click.echo(f"refused: {refused}; the live routing is unchanged", err=True)
+        sys.exit(1)
+    _show_preview(f"version {number}", result.preview)
+    if not result.created:
+        click.echo(f"unchanged: version {number}'s text is already live (version {result.version})")
+        return
+    click.echo(f"published routing version {result.version}: the text of version {number}")
 
 
 @routing_cli.command("timing")
@@ -152,6 +188,87 @@ def timing_command(path: str | None, words_per_second: float) -> None:
         click.echo(f"{row.language:<10}{row.need:<22}{row.following_seconds:>10.1f}{row.barge_in_seconds:>10.1f}{over}")
 
 
+@routing_cli.command("who")
+@click.option("--language", "language_choice", required=True, help="Language code or menu key (es, 2).")
+@click.option("--need", "need_choice", required=True, help="Need key or menu key (suicide, 2).")
+@click.option("--at", "at", help='Local time on the line, "2026-12-05 03:00" (default: now).')
+@click.option("--file", "path", type=click.Path(dir_okay=False), help="A draft file instead of the live routing.")
+def who(language_choice: str, need_choice: str, at: str | None, path: str | None) -> None:
+    """Who would be rung for a caller, in what order, what they hear, and how long before the first ring."""
+    document = _document_from(path)
+    moment = _local_moment(document, at)
+    try:
+        result = who_would_be_rung(document, language_choice, need_choice, moment)
+    except UnknownChoice as error:
+        raise click.ClickException(str(error)) from error
+    language = document.language(result.language)
+    click.echo(
+        f"{language.staff_name}-speaking caller, need {result.need}, at {result.local_time:%a %Y-%m-%d %H:%M %Z}"
+        + ("" if result.need_was_asked else " (no need menu: the default need)")
+    )
+    click.echo(
+        f"Before the first ring: {result.seconds_before_ring:.1f} s of prompts following the menus, "
+        f"{result.seconds_before_ring_barge_in:.1f} s pressing keys during them"
+    )
+    click.echo("They hear:")
+    for sentence in result.heard_before_ring:
+        click.echo(f"  {sentence}")
+    if result.rings:
+        how = "all at once per round" if result.strategy == "parallel" else "one at a time"
+        click.echo(f"Rung ({result.target}, {how}; the least recently offered first, here in config order):")
+        for rung in result.rings:
+            click.echo(f"  {rung.round}. {rung.name} ({rung.id}, {rung.kind}, speaks {', '.join(rung.languages)})")
+        if not result.language_matched:
+            click.echo(f"  nobody on call speaks {language.staff_name}: they are told so")
+    else:
+        click.echo(f"Nobody is rung ({result.reason}): the backup line {result.backup_number}")
+    click.echo("Then:")
+    for sentence in result.heard_after_choice:
+        click.echo(f"  {sentence}")
+
+
+@routing_cli.command("coverage")
+@click.option("--week", "week_of", help="A date (2026-12-24): that week with its overrides (default: the weekly rota).")
+@click.option("--file", "path", type=click.Path(dir_okay=False), help="A draft file instead of the live routing.")
+def coverage_command(week_of: str | None, path: str | None) -> None:
+    """The week per language and need: # someone who speaks it, ~ another language, . nobody (backup)."""
+    document = _document_from(path)
+    week = None
+    if week_of is not None:
+        try:
+            week = date.fromisoformat(week_of)
+        except ValueError as error:
+            raise click.ClickException(f"--week {week_of!r} is not a date like 2026-12-24") from error
+    title = "the weekly rota (one-off overrides left out)" if week is None else f"the week of {week:%Y-%m-%d}"
+    click.echo(f"Coverage of {title}; each character is an hour, 00 to 23")
+    for row in coverage.week_coverage(document, week):
+        who = document.language(row.language).staff_name
+        click.echo(f"{who} ({row.language}) / {row.need}: " + ("covered all week" if not row.gaps else "gaps"))
+        if not row.gaps:
+            continue
+        for day, hours in zip(coverage.DAY_NAMES, coverage.hourly_grid(row), strict=True):
+            click.echo(f"  {day} {hours}")
+        for gap in row.gaps:
+            what = (
+                "nobody: the backup line"
+                if gap.status == coverage.NOBODY
+                else "another language: " + ", ".join(gap.responders)
+            )
+            click.echo(f"  gap {gap.label}: {what}")
+
+
+def _local_moment(document: RoutingDocument, at: str | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    try:
+        wall_clock = datetime.fromisoformat(at)
+    except ValueError as error:
+        raise click.ClickException(f'--at {at!r} is not a time like "2026-12-05 03:00"') from error
+    if wall_clock.tzinfo is not None:
+        return wall_clock
+    return wall_clock.replace(tzinfo=document.timezone)
+
+
 def _document_from(path: str | None) -> RoutingDocument:
     """The routing in PATH (refused if invalid), or the active one."""
     if path is None:
@@ -161,7 +278,6 @@ def _document_from(path: str | None) -> RoutingDocument:
         return active.document
     document, problems = validate_text(_read(path))
     if document is None:
-        for problem in problems:
-            click.echo(f"{path}: {problem}", err=True)
+        _echo_problems(path, problems)
         raise click.ClickException(f"{path}: not a valid routing document")
     return document

@@ -255,15 +255,16 @@ QUEUE_CHANNELS = ("shared", "separate")
 class FollowupSettings:
     missed_contact_after_seconds: int  # 0: never text a caller who hung up while waiting
     checkins: bool  # ask for consent to a check-in at the end of a call or text conversation
-    checkin_after_hours: dict[str, int]  # per need key; "default" for the rest
-    second_attempt_after_hours: int  # no reply to the check-in → one more
-    escalate_after_hours: int  # no reply to the second → flagged for a supervisor
+    # Hours may be a part of one: the config takes durations like ``30m`` (0.5).
+    checkin_after_hours: dict[str, float]  # per need key; "default" for the rest
+    second_attempt_after_hours: float  # no reply to the check-in → one more
+    escalate_after_hours: float  # no reply to the second → flagged for a supervisor
     talk_by: str  # what a "2 I'd like to talk" reply opens: "text" or "call"
     survey: bool  # one-question rating by text after a consented contact
     survey_after_minutes: int
 
-    def checkin_hours(self, need: str | None) -> int:
-        return self.checkin_after_hours.get(need or "", self.checkin_after_hours.get("default", 24))
+    def checkin_hours(self, need: str | None) -> float:
+        return self.checkin_after_hours.get(need or "", self.checkin_after_hours.get("default", 24.0))
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,19 @@ class Supervisor:
     id: str
     name: str
     phone: str
+
+
+@dataclass(frozen=True)
+class Service:
+    """A community service in the line's referral directory (``services:``), sent to people
+    by text: who it is, how to reach it, in which languages and for which needs."""
+
+    id: str
+    name: str
+    phone: str  # E.164
+    languages: tuple[str, ...]
+    needs: tuple[str, ...]  # need keys it helps with; empty: any need
+    description: str  # one short line for the referral text (may be empty)
 
 
 @dataclass(frozen=True)
@@ -293,6 +307,7 @@ class RoutingDocument:
     callbacks: CallbackSettings
     supervisors: tuple[Supervisor, ...]
     queue: QueueSettings
+    services: tuple[Service, ...] = ()
 
     def staff_prompt(self, key: str, **values: object) -> str:
         return self.staff_prompts[key].format(**values)
@@ -314,3 +329,12 @@ class RoutingDocument:
 
     def need(self, key: str | None) -> Need | None:
         return next((need for need in self.needs if need.key == key), None)
+
+    def referrals(self, language: str | None = None, need: str | None = None) -> tuple[Service, ...]:
+        """Services from the directory that speak ``language`` and help with ``need`` (None: any)."""
+        return tuple(
+            service
+            for service in self.services
+            if (language is None or language in service.languages)
+            and (need is None or not service.needs or need in service.needs)
+        )

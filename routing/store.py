@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from crisisline.db import db
 from crisisline.models import RoutingVersion
@@ -37,26 +38,59 @@ def _vault() -> Vault:
     return vault
 
 
-def publish(source: str, *, published_by: str, note: str | None = None) -> RoutingVersion:
+PUBLISH_LOCK_KEY = 0x526F757465  # PostgreSQL advisory lock: one publish at a time
+
+
+def publish(
+    source: str,
+    *,
+    published_by: str,
+    note: str | None = None,
+    check_live: Callable[[int | None], None] | None = None,
+) -> RoutingVersion:
     """Validate ``source`` and publish it as the new active version.
 
     Raises :class:`routing.validation.InvalidRoutingDocument` and writes nothing if invalid.
     Publishing the same text as the active version again is a no-op returning that version.
+    ``check_live`` is called with the live version's id (None if none) while publishes are
+    serialised, and may raise to refuse (a draft based on an older version): nothing is written.
     """
     load_document(source)
     digest = hashlib.sha256(source.encode()).hexdigest()
-    latest = db.session.scalars(select(RoutingVersion).order_by(RoutingVersion.id.desc()).limit(1)).first()
+    latest = _latest()
     if latest is not None and latest.digest == digest:
         return latest
+    # One publisher at a time, held until commit or rollback, so two cannot both pass
+    # ``check_live`` against the same live version.
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUBLISH_LOCK_KEY})
+    else:  # SQLite: a write (of no rows) takes the database's one write lock now
+        db.session.execute(text("UPDATE routing_versions SET id = id WHERE 0 = 1"))
+    latest = _latest()  # again, under the lock
+    if latest is not None and latest.digest == digest:
+        db.session.commit()  # someone published this very text meanwhile; release the lock
+        return latest
+    if check_live is not None:
+        try:
+            check_live(latest.id if latest is not None else None)
+        except BaseException:
+            db.session.rollback()  # releases the lock; nothing was written
+            raise
     version = RoutingVersion(
         sealed_source=_vault().seal(source, context=SEAL_CONTEXT),
         digest=digest,
-        published_by=published_by,
-        note=note,
+        published_by=published_by[:120],
+        note=note[:500] if note else note,
     )
     db.session.add(version)
     db.session.commit()
     return version
+
+
+def _latest() -> RoutingVersion | None:
+    return db.session.scalars(
+        select(RoutingVersion).order_by(RoutingVersion.id.desc()).limit(1).execution_options(populate_existing=True)
+    ).first()
 
 
 def source_of(version: RoutingVersion) -> str:
@@ -80,7 +114,8 @@ def active_routing() -> ActiveRouting | None:
     version = db.session.get(RoutingVersion, newest.id)
     if version is None:
         return None
-    active = ActiveRouting(version.id, load_document(source_of(version)))
+    # Not strict: a version published before a newer check must keep the line running.
+    active = ActiveRouting(version.id, load_document(source_of(version), strict=False))
     with _cache_lock:
         _cache.clear()  # only the newest version is ever served
         _cache[key] = active

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,11 +35,13 @@ from routing.document import (
     QueueSettings,
     Responder,
     RoutingDocument,
+    Service,
     Shift,
     SmsSettings,
     Supervisor,
     TransferSettings,
 )
+from routing.voices import check_voice
 
 T = TypeVar("T")
 WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
@@ -47,6 +49,10 @@ DAY_GROUPS = {"daily": set(range(7)), "weekdays": set(range(5)), "weekends": {5,
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
+HOUR, DAY = 3600, 86400
+UNIT_SECONDS = {"s": 1, "m": 60, "h": HOUR, "d": DAY}
+UNIT_NAMES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 # Prompts added after the first configs were written: an older config without them stays
 # valid and says these stand-ins, built from prompts it already has in the same language.
@@ -81,13 +87,27 @@ DEFAULT_SPEECH_WORDS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Problem:
+    """One error or warning: ``path`` names the value (``counselors[3].phone``); ``line`` and
+    ``column`` (1-based) are where that value is in the YAML text, when it came from text."""
+
     path: str
     message: str
     severity: str = "error"
+    line: int | None = None
+    column: int | None = None
 
     def __str__(self) -> str:
         prefix = "" if self.severity == "error" else "warning: "
         return f"{prefix}{self.path}: {self.message}" if self.path else f"{prefix}{self.message}"
+
+    @property
+    def place(self) -> str:
+        """``line 12, column 5``, or empty when the problem has no place in a text."""
+        return f"line {self.line}, column {self.column}" if self.line is not None else ""
+
+    def describe(self) -> str:
+        """The problem with its place first, as ``flask routing check`` prints it."""
+        return f"{self.place}: {self}" if self.place else str(self)
 
 
 class InvalidRoutingDocument(ValueError):
@@ -95,7 +115,7 @@ class InvalidRoutingDocument(ValueError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(problem) for problem in problems))
+        super().__init__("\n".join(problem.describe() for problem in problems))
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -119,37 +139,144 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
-def parse_yaml(text: str) -> tuple[Any, list[Problem]]:
-    """Parse YAML text; a syntax error becomes a problem with its line and column."""
+class SourceMap:
+    """Where each value of a YAML text is: problem path (``needs[2].digit``) → (line, column).
+
+    Built from PyYAML's node tree (``compose``), whose nodes carry their marks, so paths are
+    spelt exactly as the validator spells them. A path with no node of its own (a missing
+    key) is placed at its nearest ancestor.
+    """
+
+    MAX_NODES = 200_000  # aliases can make a small text a huge tree; stop mapping there
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.marks: dict[str, tuple[int, int]] = {}
+        self.duplicates: list[Problem] = []
+        self._visited = 0
+        if root is not None:
+            self.marks[""] = _position(root.start_mark)
+            self._walk(root, "", ())
+
+    def _walk(self, node: yaml.Node, path: str, ancestors: tuple[int, ...]) -> None:
+        self._visited += 1
+        if self._visited > self.MAX_NODES or id(node) in ancestors:
+            return
+        inside = (*ancestors, id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                child = _join(path, str(key_node.value))
+                key_line = key_node.start_mark.line + 1
+                if key_node.value in first_seen:
+                    # PyYAML would keep the last one silently; a second ``overrides:`` or
+                    # ``backup_number:`` is almost always a paste mistake that loses data.
+                    self.duplicates.append(
+                        Problem(
+                            child,
+                            f"{key_node.value!r} appears twice in the same mapping (first at line "
+                            f"{first_seen[key_node.value]}); keep one",
+                            line=key_line,
+                            column=key_node.start_mark.column + 1,
+                        )
+                    )
+                else:
+                    first_seen[key_node.value] = key_line
+                # Scalars and one-line {…}/[…] values are pointed at; a block below its key at the key.
+                on_its_line = isinstance(value_node, yaml.ScalarNode) or bool(getattr(value_node, "flow_style", False))
+                self.marks[child] = _position((value_node if on_its_line else key_node).start_mark)
+                self._walk(value_node, child, inside)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                child = f"{path}[{index}]"
+                self.marks[child] = _position(item.start_mark)
+                self._walk(item, child, inside)
+
+    def locate(self, path: str) -> tuple[int, int] | None:
+        """(line, column) of ``path``, or of its nearest ancestor that is in the text."""
+        while True:
+            if path in self.marks:
+                return self.marks[path]
+            if not path:
+                return None
+            path = _parent_path(path)
+
+    def place(self, problem: Problem) -> Problem:
+        """``problem`` with its line and column filled in (unless it has them already)."""
+        if problem.line is not None:
+            return problem
+        found = self.locate(problem.path)
+        if found is None:
+            return problem
+        return replace(problem, line=found[0], column=found[1])
+
+
+def _position(mark: yaml.Mark) -> tuple[int, int]:
+    return mark.line + 1, mark.column + 1
+
+
+def _parent_path(path: str) -> str:
+    if path.endswith("]") and "[" in path:
+        return path[: path.rindex("[")]
+    return path.rpartition(".")[0]
+
+
+def compose(text: str) -> tuple[Any, SourceMap, list[Problem]]:
+    """Parse YAML text: (data, where each value is, problems). A syntax error, or any key
+    given twice in one mapping, is a problem with its line and column."""
+    loader = _StrictLoader(text)
     try:
-        return yaml.load(text, Loader=_StrictLoader), []  # noqa: S506 - a SafeLoader subclass
+        root = loader.get_single_node()
+        source_map = SourceMap(root)
+        raw = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        return None, [Problem(where, f"YAML syntax error: {error.problem}")]
+        line, column = _position(mark) if mark else (None, None)
+        return None, SourceMap(None), [Problem("", f"YAML syntax error: {error.problem}", line=line, column=column)]
     except yaml.YAMLError as error:
-        return None, [Problem("", f"YAML error: {error}")]
+        return None, SourceMap(None), [Problem("", f"YAML error: {error}")]
+    except RecursionError:  # PyYAML composes recursively: thousands of nested brackets
+        return None, SourceMap(None), [Problem("", "YAML error: nested too deeply")]
+    finally:
+        loader.dispose()
+    return raw, source_map, source_map.duplicates
 
 
-def validate_text(text: str) -> tuple[RoutingDocument | None, list[Problem]]:
-    """Validate routing YAML. Returns the document only when there are no errors."""
-    raw, problems = parse_yaml(text)
+def parse_yaml(text: str) -> tuple[Any, list[Problem]]:
+    """Parse YAML text; a syntax error or a duplicate key becomes a problem with its line and column."""
+    raw, _, problems = compose(text)
+    return (None if problems else raw), problems
+
+
+def validate_text(text: str, *, strict: bool = True) -> tuple[RoutingDocument | None, list[Problem]]:
+    """Validate routing YAML. Returns the document only when there are no errors; every
+    problem carries the line and column of the value it is about.
+
+    ``strict=False`` reads a version that is already published: checks added since it was
+    published (duplicate keys, voices) must not take a working line down, so they are
+    ignored or only warned about. Publishing is always strict.
+    """
+    raw, source_map, problems = compose(text)
+    if not strict:
+        problems = [problem for problem in problems if problem not in source_map.duplicates]
     if problems:
         return None, problems
-    return validate(raw)
+    document, found = validate(raw, strict=strict)
+    return document, [source_map.place(problem) for problem in found]
 
 
-def load_document(text: str) -> RoutingDocument:
-    """Validate routing YAML or raise :class:`InvalidRoutingDocument`."""
-    document, problems = validate_text(text)
+def load_document(text: str, *, strict: bool = True) -> RoutingDocument:
+    """Validate routing YAML or raise :class:`InvalidRoutingDocument` (see :func:`validate_text`)."""
+    document, problems = validate_text(text, strict=strict)
     if document is None:
         raise InvalidRoutingDocument([p for p in problems if p.severity == "error"])
     return document
 
 
-def validate(raw: Any) -> tuple[RoutingDocument | None, list[Problem]]:
+def validate(raw: Any, *, strict: bool = True) -> tuple[RoutingDocument | None, list[Problem]]:
     """Validate an already-parsed document (a dict, as from YAML or JSON)."""
-    checker = _Checker()
+    checker = _Checker(strict=strict)
     document = checker.document(raw)
     errors = [p for p in checker.problems if p.severity == "error"]
     return (None if errors else document), checker.problems
@@ -158,8 +285,9 @@ def validate(raw: Any) -> tuple[RoutingDocument | None, list[Problem]]:
 class _Checker:
     """Walks the raw document once, collecting every problem instead of stopping at the first."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, strict: bool = True) -> None:
         self.problems: list[Problem] = []
+        self.strict = strict  # False: a published version; newer checks only warn
 
     def error(self, path: str, message: str) -> None:
         self.problems.append(Problem(path, message))
@@ -198,6 +326,41 @@ class _Checker:
             self.error(_join(path, key), f"must be between {low} and {high}, not {value}")
             return default
         return value
+
+    def duration(self, raw: dict[str, Any], key: str, path: str, unit: str, low: int, high: int, default: int) -> int:
+        """A duration in seconds: ``90s``, ``15m``, ``2h``, ``3d`` (or ``1h30m``), or a plain
+        number in the key's own ``unit`` as configs have always written it. ``low``/``high``/
+        ``default`` are in seconds."""
+        value = raw.get(key, default // UNIT_SECONDS[unit])
+        seconds = parse_duration(value, unit)
+        where = _join(path, key)
+        if seconds is None:
+            self.error(
+                where, f"must be a duration like 90s, 15m, 2h or 3d (or a number of {UNIT_NAMES[unit]}), not {value!r}"
+            )
+            return default
+        if not low <= seconds <= high:
+            plain = isinstance(value, int)  # say it in the unit it was written in
+            shown = (
+                (low // UNIT_SECONDS[unit], high // UNIT_SECONDS[unit], value)
+                if plain and low % UNIT_SECONDS[unit] == 0 and high % UNIT_SECONDS[unit] == 0
+                else (format_duration(low), format_duration(high), format_duration(seconds))
+            )
+            self.error(where, f"must be between {shown[0]} and {shown[1]}, not {shown[2]}")
+            return default
+        return seconds
+
+    def whole_minutes(self, raw: dict[str, Any], key: str, path: str, low: int, high: int, default: int) -> int:
+        """A duration kept in whole minutes (``idle_close_minutes`` …); bounds in minutes."""
+        seconds = self.duration(raw, key, path, "m", low * 60, high * 60, default * 60)
+        if seconds % 60:
+            self.error(_join(path, key), f"must be whole minutes, not {format_duration(seconds)}")
+            return default
+        return seconds // 60
+
+    def hours(self, raw: dict[str, Any], key: str, path: str, low: int, high: int, default: int) -> float:
+        """A duration kept in hours, which may now be a part of one (``30m`` is 0.5); bounds in seconds."""
+        return self.duration(raw, key, path, "h", low, high, default) / 3600
 
     def items(self, raw: Any, path: str) -> list[Any]:
         if raw is None:
@@ -275,6 +438,7 @@ class _Checker:
                 "counselors",
                 "co_responder_units",
                 "staff_prompts",
+                "services",
             },
             {"line", "menu", "languages", "needs", "staff_prompts"},
         )
@@ -308,6 +472,7 @@ class _Checker:
         callbacks = self.callbacks(top.get("callbacks", {}))
         queue = self.queue(top.get("queue", {}), transfer)
         supervisors = self.supervisors(top.get("supervisors"), region)
+        services = self.services(top.get("services"), codes, keys, region)
         if followups.checkins and not supervisors:
             self.warn("supervisors", "check-ins that get no reply are flagged, but nobody is listed to be told")
         staff_prompts = self.prompts(top.get("staff_prompts"), "", STAFF_PROMPT_PLACEHOLDERS, "staff_prompts")
@@ -332,6 +497,7 @@ class _Checker:
             languages=tuple(languages),
             needs=tuple(needs),
             responders=tuple(responders),
+            services=tuple(services),
         )
 
     def timezone(self, line: dict[str, Any]) -> ZoneInfo | None:
@@ -384,6 +550,12 @@ class _Checker:
                     self.error(f"{path}.speech_words", f"{word!r} is already used by {words[normal]}")
                 words[normal] = path
             prompts = self.prompts(item.get("prompts"), path)
+            voice = self.text(item, "voice", path)
+            twilio_language = self.text(item, "twilio_language", path)
+            trouble = check_voice(voice, twilio_language)
+            if trouble is not None:
+                severity = trouble.severity if self.strict else "warning"
+                self.problems.append(Problem(f"{path}.voice", trouble.message, severity))
             understood = self.menu_words(item.get("words"), f"{path}.words")
             digit_words = self.digit_words(item.get("words"), f"{path}.words.digits")
             result.append(
@@ -391,8 +563,8 @@ class _Checker:
                     code=code,
                     digit=digit,
                     name=self.text(item, "name", path),
-                    twilio_language=self.text(item, "twilio_language", path),
-                    voice=self.text(item, "voice", path),
+                    twilio_language=twilio_language,
+                    voice=voice,
                     speech_words=speech,
                     prompts=prompts,
                     staff_name=self.text(item, "staff_name", path) or self.text(item, "name", path),
@@ -622,9 +794,15 @@ class _Checker:
             days = self.weekdays(item.get("days"), f"{where}.days")
             start = self.time_of_day(item.get("start"), f"{where}.start")
             end = self.time_of_day(item.get("end"), f"{where}.end")
-            if start is not None and end is not None and start == end:
-                self.error(where, "start and end are the same time")
+            if item.get("start") == "24:00":
+                self.error(f"{where}.start", "a shift starts at 00:00 at the latest; '24:00' is only an end")
+                continue
+            whole_day = start == time(0) and item.get("end") == "24:00"
+            if start is not None and end is not None and start == end and not whole_day:
+                self.error(where, "start and end are the same time (for the whole day write 00:00 to 24:00)")
+                continue
             if days and start is not None and end is not None:
+                # ``end`` None is midnight at the end of the day: 00:00 to 24:00 is the whole day.
                 result.append(Shift(frozenset(days), start, None if end == time(0) else end))
         return result
 
@@ -696,12 +874,12 @@ class _Checker:
         if "default_need" in item and default_need not in needs:
             self.error("menu.default_need", f"{default_need!r} is not a need key")
         return MenuSettings(
-            timeout_seconds=self.integer(item, "timeout_seconds", "menu", 2, 30, 6),
+            timeout_seconds=self.duration(item, "timeout_seconds", "menu", "s", 2, 30, 6),
             retries=self.integer(item, "retries", "menu", 0, 5, 2),
             default_language=str(default_language),
             default_need=str(default_need),
             ask_need=self.boolean(item, "ask_need", "menu", True),
-            max_seconds_to_ring=self.integer(item, "max_seconds_to_ring", "menu", 5, 120, 20),
+            max_seconds_to_ring=self.duration(item, "max_seconds_to_ring", "menu", "s", 5, 120, 20),
         )
 
     def transfer(self, raw: Any) -> TransferSettings:
@@ -723,13 +901,13 @@ class _Checker:
             self.error("transfer.hold_music_url", "must be an https:// URL of an MP3 or WAV file")
             music = None
         return TransferSettings(
-            ring_timeout_seconds=self.integer(item, "ring_timeout_seconds", "transfer", 5, 120, 20),
+            ring_timeout_seconds=self.duration(item, "ring_timeout_seconds", "transfer", "s", 5, 120, 20),
             backup_attempts=self.integer(item, "backup_attempts", "transfer", 1, 5, 3),
             language_fallback=fallback,
-            accept_timeout_seconds=self.integer(item, "accept_timeout_seconds", "transfer", 3, 30, 8),
+            accept_timeout_seconds=self.duration(item, "accept_timeout_seconds", "transfer", "s", 3, 30, 8),
             strategy=strategy if strategy in STRATEGIES else "sequential",
             parallel_max=self.integer(item, "parallel_max", "transfer", 1, 10, 3),
-            max_hold_seconds=self.integer(item, "max_hold_seconds", "transfer", 30, 1800, 240),
+            max_hold_seconds=self.duration(item, "max_hold_seconds", "transfer", "s", 30, 1800, 240),
             pause_after_missed=self.integer(item, "pause_after_missed", "transfer", 1, 20, 3),
             hold_music_url=music,
         )
@@ -747,10 +925,10 @@ class _Checker:
             self.error("sms.language_confidence", "must be a number between 0 and 1, like 0.75")
             confidence = 0.75
         return SmsSettings(
-            offer_timeout_seconds=self.integer(item, "offer_timeout_seconds", "sms", 30, 1800, 120),
+            offer_timeout_seconds=self.duration(item, "offer_timeout_seconds", "sms", "s", 30, 1800, 120),
             max_conversations_per_counselor=self.integer(item, "max_conversations_per_counselor", "sms", 1, 10, 3),
-            max_wait_seconds=self.integer(item, "max_wait_seconds", "sms", 60, 86400, 900),
-            idle_close_minutes=self.integer(item, "idle_close_minutes", "sms", 5, 1440, 60),
+            max_wait_seconds=self.duration(item, "max_wait_seconds", "sms", "s", 60, 86400, 900),
+            idle_close_minutes=self.whole_minutes(item, "idle_close_minutes", "sms", 5, 1440, 60),
             language_confidence=float(confidence),
         )
 
@@ -763,7 +941,7 @@ class _Checker:
             set(),
         )  # fmt: skip
         hours_raw = item.get("checkin_after_hours", {"default": 24})
-        hours: dict[str, int] = {}
+        hours: dict[str, float] = {}
         if not isinstance(hours_raw, dict):
             self.error("followups.checkin_after_hours", f"must be a mapping of need → hours, not {_kind(hours_raw)}")
             hours_raw = {}
@@ -771,21 +949,25 @@ class _Checker:
             if key != "default" and key not in needs:
                 self.error(f"followups.checkin_after_hours.{key}", f"{key!r} is not a need key (or 'default')")
                 continue
-            hours[str(key)] = self.integer(hours_raw, key, "followups.checkin_after_hours", 1, 24 * 14, 24)
-        hours.setdefault("default", 24)
+            hours[str(key)] = self.hours(hours_raw, key, "followups.checkin_after_hours", 15 * 60, 14 * DAY, 24 * HOUR)
+        hours.setdefault("default", 24.0)
         talk_by = self.text(item, "talk_by", "followups", "text")
         if talk_by not in ("text", "call"):
             self.error("followups.talk_by", f"{talk_by!r} is not 'text' or 'call'")
             talk_by = "text"
         return FollowupSettings(
-            missed_contact_after_seconds=self.integer(item, "missed_contact_after_seconds", "followups", 0, 3600, 0),
+            missed_contact_after_seconds=self.duration(
+                item, "missed_contact_after_seconds", "followups", "s", 0, 3600, 0
+            ),
             checkins=self.boolean(item, "checkins", "followups", False),
             checkin_after_hours=hours,
-            second_attempt_after_hours=self.integer(item, "second_attempt_after_hours", "followups", 1, 72, 4),
-            escalate_after_hours=self.integer(item, "escalate_after_hours", "followups", 1, 72, 4),
+            second_attempt_after_hours=self.hours(
+                item, "second_attempt_after_hours", "followups", 30 * 60, 72 * HOUR, 4 * HOUR
+            ),
+            escalate_after_hours=self.hours(item, "escalate_after_hours", "followups", 30 * 60, 72 * HOUR, 4 * HOUR),
             talk_by=talk_by,
             survey=self.boolean(item, "survey", "followups", False),
-            survey_after_minutes=self.integer(item, "survey_after_minutes", "followups", 1, 10080, 60),
+            survey_after_minutes=self.whole_minutes(item, "survey_after_minutes", "followups", 1, 10080, 60),
         )
 
     def callbacks(self, raw: Any) -> CallbackSettings:
@@ -803,16 +985,16 @@ class _Checker:
         retries: list[int] = []
         for index, minutes in enumerate(self.items(item.get("retry_after_minutes", [5, 15]), "callbacks")):
             where = f"callbacks.retry_after_minutes[{index}]"
-            retries.append(self.integer({where: minutes}, where, "", 1, 1440, 5))
+            retries.append(self.whole_minutes({where: minutes}, where, "", 1, 1440, 5))
         if len(retries) > 5:
             self.error("callbacks.retry_after_minutes", "at most 5 retries")
         return CallbackSettings(
             enabled=self.boolean(item, "enabled", "callbacks", False),
             digit=digit,
-            offer_after_seconds=self.integer(item, "offer_after_seconds", "callbacks", 0, 1800, 60),
+            offer_after_seconds=self.duration(item, "offer_after_seconds", "callbacks", "s", 0, 1800, 60),
             retry_after_minutes=tuple(retries[:5]),
-            ring_timeout_seconds=self.integer(item, "ring_timeout_seconds", "callbacks", 10, 60, 25),
-            give_up_after_minutes=self.integer(item, "give_up_after_minutes", "callbacks", 5, 1440, 120),
+            ring_timeout_seconds=self.duration(item, "ring_timeout_seconds", "callbacks", "s", 10, 60, 25),
+            give_up_after_minutes=self.whole_minutes(item, "give_up_after_minutes", "callbacks", 5, 1440, 120),
         )
 
     def queue(self, raw: Any, transfer: TransferSettings) -> QueueSettings:
@@ -821,7 +1003,7 @@ class _Checker:
         if channels not in QUEUE_CHANNELS:
             self.error("queue.channels", f"{channels!r} is not one of {', '.join(QUEUE_CHANNELS)}")
             channels = "separate"
-        reoffer = self.integer(item, "reoffer_after_seconds", "queue", 0, 3600, 60)
+        reoffer = self.duration(item, "reoffer_after_seconds", "queue", "s", 0, 3600, 60)
         if reoffer >= transfer.max_hold_seconds:
             self.warn(
                 "queue.reoffer_after_seconds",
@@ -847,6 +1029,41 @@ class _Checker:
                     id=self.unique_id(item, path, ids, "supervisor"),
                     name=self.text(item, "name", path),
                     phone=self.phone(item, "phone", path, region),
+                )
+            )
+        return result
+
+    def services(self, raw: Any, codes: set[str], needs: set[str], region: str) -> list[Service]:
+        """``services:``: the referral directory of community services."""
+        result: list[Service] = []
+        ids: dict[str, str] = {}
+        for index, entry in enumerate(self.items(raw, "services")):
+            path = f"services[{index}]"
+            item = self.mapping(
+                entry, path, {"id", "name", "phone", "languages", "needs", "description"}, {"id", "name", "phone"}
+            )
+            if not item:
+                continue
+            # A service may speak languages the line does not offer; only the form is checked.
+            languages = self.words(item.get("languages"), f"{path}.languages")
+            for offset, code in enumerate(languages):
+                if not LANGUAGE_CODE.match(code):
+                    self.error(f"{path}.languages[{offset}]", f"{code!r} is not a language code like 'en' or 'es'")
+            helps = self.words(item.get("needs"), f"{path}.needs")
+            for offset, key in enumerate(helps):
+                if key not in needs:
+                    self.warn(f"{path}.needs[{offset}]", f"{key!r} is not a need key: never matched by it")
+            description = self.text(item, "description", path) if item.get("description") is not None else ""
+            if len(description) > 160:
+                self.error(f"{path}.description", f"{len(description)} characters: at most 160 (one text)")
+            result.append(
+                Service(
+                    id=self.unique_id(item, path, ids, "service"),
+                    name=self.text(item, "name", path),
+                    phone=self.phone(item, "phone", path, region),
+                    languages=languages or tuple(sorted(codes)),
+                    needs=helps,
+                    description=description,
                 )
             )
         return result
@@ -884,6 +1101,36 @@ class _Checker:
                 self.warn(f"needs[{index}]", f"no counselor has the skill {need.skill!r}")
             if need.target == "co_responders" and not any(r.kind == "co_responder" for r in responders):
                 self.warn(f"needs[{index}]", "there are no co_responder_units")
+
+
+def parse_duration(value: object, unit: str) -> int | None:
+    """Seconds in ``90s``, ``15m``, ``2h``, ``3d`` or ``1h30m``; a plain whole number counts in
+    ``unit`` ("s", "m", "h" or "d"). None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value * UNIT_SECONDS[unit] if value >= 0 else -1
+    if not isinstance(value, str):
+        return None
+    text = value.strip().replace(" ", "")
+    if text.isdigit():
+        return int(text) * UNIT_SECONDS[unit]
+    match = DURATION.match(text)
+    if not text or not match:
+        return None
+    return sum(int(amount) * UNIT_SECONDS[name] for name, amount in match.groupdict().items() if amount)
+
+
+def format_duration(seconds: int) -> str:
+    """``5400`` → ``1h30m``: the way a config writes a duration."""
+    if seconds <= 0:
+        return "0s" if seconds == 0 else f"{seconds}s"
+    parts = []
+    for name in ("d", "h", "m", "s"):
+        amount, seconds = divmod(seconds, UNIT_SECONDS[name])
+        if amount:
+            parts.append(f"{amount}{name}")
+    return "".join(parts)
 
 
 def normalise_words(text: str) -> str:

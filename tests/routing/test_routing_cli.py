@@ -140,6 +140,14 @@ BROKEN: list[tuple[str, Edit, str]] = [
 ]
 
 
+def live_version(app: Flask) -> str:
+    """The live routing version's number, as the CLI takes it."""
+    from routing import publishing
+
+    with app.app_context():
+        return str(publishing.history()[0].number)
+
+
 def _write(tmp_path: Path, edit: Edit | None = None, text: str | None = None) -> Path:
     if text is None:
         document = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text())
@@ -233,10 +241,12 @@ def test_loading_a_broken_file_leaves_the_active_routing_unchanged(app: Flask, t
     before_export = runner.invoke(args=["routing", "export"]).output
     before_rows = table_row_counts(app)
 
-    result = runner.invoke(args=["routing", "load", str(_write(tmp_path, BROKEN[0][1]))])
+    result = runner.invoke(
+        args=["routing", "load", str(_write(tmp_path, BROKEN[0][1])), "--note", "x", "--base", live_version(app)]
+    )
 
     assert result.exit_code == 1
-    assert "refused; the active routing is unchanged" in result.output
+    assert "refused: 1 error(s); the live routing is unchanged" in result.output
     assert runner.invoke(args=["routing", "export"]).output == before_export
     assert table_row_counts(app) == before_rows
 
@@ -245,23 +255,28 @@ def test_load_publishes_a_new_version_and_export_prints_it_exactly(app: Flask, t
     path = _write(tmp_path, _set(["menu", "retries"], 1))
     runner = app.test_cli_runner()
 
-    result = runner.invoke(args=["routing", "load", str(path), "--note", "fewer retries"])
+    result = runner.invoke(
+        args=["routing", "load", str(path), "--note", "fewer retries", "--base", live_version(app), "--author", "kim"]
+    )
 
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     assert "published routing version" in result.output
     assert runner.invoke(args=["routing", "export"]).output == path.read_text(encoding="utf-8")
     history = runner.invoke(args=["routing", "history"]).output.splitlines()
-    assert len(history) == 2 and "fewer retries" in history[0]
+    assert len(history) == 2
+    assert "kim" in history[0] and "fewer retries" in history[0] and history[0].endswith("(live)")
 
 
 def test_loading_the_same_file_twice_publishes_one_version(app: Flask, tmp_path: Path) -> None:
     path = _write(tmp_path, _set(["menu", "retries"], 1))
     runner = app.test_cli_runner()
 
-    first = runner.invoke(args=["routing", "load", str(path)]).output
-    second = runner.invoke(args=["routing", "load", str(path)]).output
+    base = live_version(app)
+    first = runner.invoke(args=["routing", "load", str(path), "--note", "one", "--base", base]).output
+    second = runner.invoke(args=["routing", "load", str(path), "--note", "two", "--base", base]).output
 
-    assert first == second
+    assert "published routing version" in first
+    assert "unchanged: this is the live version" in second
     assert len(runner.invoke(args=["routing", "history"]).output.splitlines()) == 2
 
 

@@ -1,0 +1,159 @@
+"""Who covers the week: for each language and need a caller can choose, the stretches of the
+week when the engine would ring a speaker of their language, someone in another language, or
+nobody (the backup line).
+
+Computed with the real engine (:func:`routing.engine.decide_route`) at every moment the rota
+changes (a shift or override starting or ending), so it cannot disagree with what a caller
+gets. Plain values, for ``flask routing coverage``, ``flask routing check`` and the console.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from routing.document import Need, RoutingDocument
+from routing.engine import decide_route
+
+WEEK_MINUTES = 7 * 24 * 60
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# What a caller gets during a stretch of the week.
+COVERED = "covered"  # someone who speaks their language and takes their need
+OTHER_LANGUAGE = "other_language"  # someone on call, told there is no language match
+NOBODY = "nobody"  # the backup line
+# A Monday with no DST change anywhere, for the weekly rota (its wall-clock is all that counts).
+REFERENCE_MONDAY = date(2024, 1, 1)
+UTC = ZoneInfo("UTC")
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """``start``-``end`` in minutes from Monday 00:00 of the week (``end`` may be 10080)."""
+
+    start: int
+    end: int
+    status: str  # COVERED, OTHER_LANGUAGE or NOBODY
+    responders: tuple[str, ...]  # responder ids the engine would ring (in order, first stretch minute)
+
+    @property
+    def label(self) -> str:
+        """``Mon 16:00-Tue 08:00``, ``Sat 02:00-08:00``, ``Sun 22:00-24:00``."""
+        return span_label(self.start, self.end)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """One language and need over one week."""
+
+    language: str
+    need: str
+    stretches: tuple[Stretch, ...]
+
+    @property
+    def gaps(self) -> tuple[Stretch, ...]:
+        return tuple(stretch for stretch in self.stretches if stretch.status != COVERED)
+
+
+def clock_label(minute: int) -> str:
+    """``Tue 08:00`` for a minute of the week."""
+    day, rest = divmod(minute, 24 * 60)
+    return f"{DAY_NAMES[day % 7]} {rest // 60:02d}:{rest % 60:02d}"
+
+
+def span_label(start: int, end: int) -> str:
+    first = clock_label(start)
+    if end == start + WEEK_MINUTES:
+        return "all week"
+    start_day, end_day = start // 1440, end // 1440
+    if end % 1440 == 0 and end_day == start_day + 1:
+        return f"{first}–24:00"
+    if end_day == start_day:
+        return f"{first}–{clock_label(end)[4:]}"
+    return f"{first}–{clock_label(end)}"
+
+
+def routable_needs(document: RoutingDocument) -> tuple[Need, ...]:
+    """The needs a caller can reach: every need, or only the default one without a need menu."""
+    if document.menu.ask_need:
+        return document.needs
+    default = document.need(document.menu.default_need)
+    return (default,) if default is not None else ()
+
+
+def week_coverage(document: RoutingDocument, week_of: date | None = None) -> list[Coverage]:
+    """Every routable language x need over a week.
+
+    ``week_of`` None: the weekly rota alone (one-off overrides left out). A date: the week
+    (Monday to Sunday) holding it, overrides included.
+    """
+    monday = REFERENCE_MONDAY if week_of is None else week_of - timedelta(days=week_of.weekday())
+    # Evaluate on the line's wall-clock: a UTC document makes local time equal to the moment
+    # we pass, so shift edges are exact even in a week with a DST change.
+    rota = replace(
+        document,
+        timezone=UTC,
+        responders=document.responders
+        if week_of is not None
+        else tuple(replace(responder, overrides=()) for responder in document.responders),
+    )
+    start_of_week = datetime.combine(monday, time(0))
+    edges = _edges(rota, start_of_week)
+    result = []
+    for language in document.languages:
+        for need in routable_needs(document):
+            stretches: list[Stretch] = []
+            for index, minute in enumerate(edges):
+                end = edges[index + 1] if index + 1 < len(edges) else WEEK_MINUTES
+                moment = (start_of_week + timedelta(minutes=minute)).replace(tzinfo=UTC)
+                decision = decide_route(rota, language.code, need, moment)
+                if need.target == "backup" and decision.target == "backup":
+                    status = COVERED  # the need is meant for the backup line
+                elif decision.target == "backup":
+                    status = NOBODY
+                else:
+                    status = COVERED if decision.language_matched else OTHER_LANGUAGE
+                stretch = Stretch(minute, end, status, tuple(r.id for r in decision.responders))
+                if stretches and stretches[-1].status == status:
+                    stretches[-1] = replace(stretches[-1], end=end)
+                else:
+                    stretches.append(stretch)
+            if week_of is None and len(stretches) > 1 and stretches[0].status == stretches[-1].status:
+                # The rota repeats: Sunday night runs on into Monday morning.
+                last = stretches.pop()
+                stretches[0] = replace(
+                    stretches[0], start=last.start, end=stretches[0].end + WEEK_MINUTES, responders=last.responders
+                )
+            result.append(Coverage(language.code, need.key, tuple(stretches)))
+    return result
+
+
+def _edges(rota: RoutingDocument, start_of_week: datetime) -> list[int]:
+    """Every minute of the week at which someone's shift or override starts or ends."""
+    edges = {0}
+    for responder in rota.responders:
+        for shift in responder.shifts:
+            start = shift.start.hour * 60 + shift.start.minute
+            end = 24 * 60 if shift.end is None else shift.end.hour * 60 + shift.end.minute
+            for day in shift.weekdays:
+                edges.add(day * 1440 + start)
+                edges.add((day * 1440 + end + (1440 if end <= start else 0)) % WEEK_MINUTES)
+        for override in responder.overrides:
+            for moment in (override.start, override.end):
+                minute = int((moment - start_of_week).total_seconds() // 60)
+                if 0 <= minute < WEEK_MINUTES:
+                    edges.add(minute)
+    return sorted(edges)
+
+
+def hourly_grid(coverage: Coverage) -> list[str]:
+    """Seven strings of 24 characters (Monday first): ``#`` covered, ``~`` another language,
+    ``.`` nobody: the worst thing that happens at any minute of that hour."""
+    worst = {COVERED: 0, OTHER_LANGUAGE: 1, NOBODY: 2}
+    symbol = {0: "#", 1: "~", 2: "."}
+    cells = [0] * (7 * 24)
+    for stretch in coverage.stretches:
+        for minute in range(stretch.start, stretch.end, 1):
+            hour = (minute % WEEK_MINUTES) // 60
+            cells[hour] = max(cells[hour], worst[stretch.status])
+    return ["".join(symbol[cell] for cell in cells[day * 24 : (day + 1) * 24]) for day in range(7)]
