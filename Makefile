@@ -1,8 +1,16 @@
 # The README's two commands, for those who prefer make. Both only need Python 3.11+.
-.PHONY: run test bench
+.PHONY: run test bench bench-quick
 run:
 	python3 dev.py run
 test:
 	python3 dev.py test
+# Needs PostgreSQL (BENCH_POSTGRES_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/test);
+# writes bench/results/latest.{json,md} and bench/results/workers-latest.{json,md}. See docs/performance.md.
 bench:
+	.venv/bin/python -m bench.load --output bench/results/latest
+	.venv/bin/python -m bench.workers --output bench/results/workers-latest
+	.venv/bin/python -m bench.language_memory
 	.venv/bin/python -m bench.failsafe_latency
+bench-quick:
+	.venv/bin/python -m bench.load --quick
+	.venv/bin/python -m bench.workers --quick

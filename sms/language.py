@@ -1,4 +1,12 @@
-"""Which of the line's languages a first text is written in (lingua, restricted to them)."""
+"""Which of the line's languages a first text is written in (lingua, restricted to them).
+
+Memory: lingua's high-accuracy mode loads five n-gram models per language (about 80 MiB for
+English and Spanish, in every web worker that handles a text), its low-accuracy mode only the
+trigram models (a few MiB). ``bench/language_memory.py`` measures both on the spoken-needs
+corpus; low accuracy decides fewer short texts (those are asked which language instead, as
+texts under ``MIN_LETTERS`` already are) and decided none wrongly there. The detector is built
+on the first text that needs it, for the line's languages only, and models load lazily.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +18,20 @@ from routing.document import Language, RoutingDocument
 from routing.validation import normalise_words
 
 MIN_LETTERS = 4
+# "low" (trigram models only) or "high" (all n-gram models); see the module docstring.
+ACCURACY = "low"
 
 
 @lru_cache(maxsize=8)
-def _detector(codes: tuple[str, ...]) -> LanguageDetector | None:
+def _detector(codes: tuple[str, ...], accuracy: str = "high") -> LanguageDetector | None:
     isos = [getattr(IsoCode639_1, code.split("-")[0].upper(), None) for code in codes]
     known = [iso for iso in isos if iso is not None]
     if len(known) < 2:
         return None
-    return LanguageDetectorBuilder.from_iso_codes_639_1(*known).build()
+    builder = LanguageDetectorBuilder.from_iso_codes_639_1(*known)
+    if accuracy == "low":
+        builder = builder.with_low_accuracy_mode()
+    return builder.build()
 
 
 def detect(document: RoutingDocument, text: str) -> tuple[Language | None, float]:
@@ -32,9 +45,12 @@ def detect(document: RoutingDocument, text: str) -> tuple[Language | None, float
     by_words = _languages_by_configured_words(document, text)
     if len(by_words) == 1:
         return by_words[0], 1.0
-    detector = _detector(tuple(language.code for language in document.languages))
-    # A word or two ("ok", "hi") says too little to tell languages apart: ask instead.
-    if detector is None or sum(ch.isalpha() for ch in text) < MIN_LETTERS:
+    # A word or two ("ok", "hi") says too little to tell languages apart: ask instead (and
+    # never load a model for it).
+    if sum(ch.isalpha() for ch in text) < MIN_LETTERS:
+        return None, 0.0
+    detector = _detector(tuple(language.code for language in document.languages), ACCURACY)
+    if detector is None:
         return None, 0.0
     values = detector.compute_language_confidence_values(text)
     if not values:

@@ -8,6 +8,7 @@ PostgreSQL tests are skipped, with the reason, when no server answers at TEST_PO
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -291,9 +292,10 @@ class TextingPhone:
     """Texts the line as Twilio delivers them (signed, full parameters) over real HTTP, and reads
     back what the line sent each number through the fake Twilio's REST API."""
 
-    def __init__(self, base_url: str, fake: FakeTwilio) -> None:
+    def __init__(self, base_url: str, fake: FakeTwilio, app: Flask | None = None) -> None:
         self.url = base_url + "/sms/incoming"
         self.fake = fake
+        self.app = app
         self.session = requests.Session()
 
     def send(self, sender: str, body: str, *, message_sid: str | None = None, num_media: int = 0) -> list[str]:
@@ -307,6 +309,8 @@ class TextingPhone:
         response = self.session.post(self.url, data=params, headers=headers, timeout=15)
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/xml")
+        if self.app is not None:  # the offers the text started off its request path, as for calls
+            self.app.extensions["crisisline.background"].wait_idle(timeout=30)
         return response
 
     def inbox(self, number: str) -> list[str]:
@@ -315,13 +319,13 @@ class TextingPhone:
 
 
 @pytest.fixture
-def texting(live_server: str, fake: FakeTwilio) -> TextingPhone:
-    return TextingPhone(live_server, fake)
+def texting(app: Flask, live_server: str, fake: FakeTwilio) -> TextingPhone:
+    return TextingPhone(live_server, fake, app)
 
 
 @pytest.fixture
 def clock_tick(app: Flask) -> Callable[[], dict[str, dict[str, int]]]:
-    """Runs the clock's every-minute jobs once, in-process, as ``flask rq cron`` runs them:
+    """Runs the clock's every-minute jobs once, in-process, as the Procfile's clock has them run:
     the timed text work, transfer repairs and callbacks (the safety nets behind the events)."""
 
     def tick() -> dict[str, dict[str, int]]:
@@ -346,8 +350,8 @@ def clean_redis(settings: Settings) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def run_worker(settings: Settings, fake_twilio_server: FakeTwilioServer) -> Callable[..., None]:
-    """Runs the Procfile's worker (``flask rq worker --burst``) as a real process until the
-    queue is empty, with this test's database, Redis and fake Twilio."""
+    """Runs the Procfile's worker (its ``worker:`` line, in burst mode) as a real process until
+    the queues are empty, with this test's database, Redis and fake Twilio."""
 
     def run(*queues: str) -> None:
         env = {
@@ -357,9 +361,21 @@ def run_worker(settings: Settings, fake_twilio_server: FakeTwilioServer) -> Call
                 TWILIO_API_BASE_URL=fake_twilio_server.base_url, PUBLIC_BASE_URL=settings.public_base_url or "",
             ),
         }  # fmt: skip
-        command = [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst"]
         subprocess.run(  # noqa: S603 - our own interpreter and module
-            [*command, *(queues or ("followups",))], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120
-        )
+            [*procfile_worker(), "--burst", *(queues or ("followups",))],
+            env=env, cwd=ROOT, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
 
     return run
+
+
+def procfile_worker() -> list[str]:
+    """The Procfile's ``worker:`` line as argv for this interpreter, without its queue names
+    and ``--with-scheduler`` (each test names its queues and runs in burst mode)."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("worker:"):
+            words = shlex.split(line.removeprefix("worker:"))
+            assert words[0] == "flask"
+            options = [word for word in words[1:] if word.startswith("-") or word in ("workers", "run", "crisisline")]
+            return [sys.executable, "-m", "flask", *(o for o in options if o != "--with-scheduler")]
+    raise AssertionError("the Procfile has no worker line")

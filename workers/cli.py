@@ -1,14 +1,17 @@
-"""``flask workers status``: what the background side is doing, for an operator."""
+"""``flask workers``: the Procfile's worker (``run``) and clock (``clock``), and ``status``:
+what the background side is doing, for an operator."""
 
 from __future__ import annotations
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from rq import Worker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from crisisline.app import QUEUES, rq
+from workers.clock import make_clock
+from workers.runner import make_worker
 from workers.upkeep import PERIODIC_JOBS
 
 workers_cli = AppGroup("workers", help="The RQ workers, queues and periodic jobs.")
@@ -57,3 +60,27 @@ def _by_state(table: str) -> str:
     except Exception as error:  # the database may be down; the rest of the status still helps
         return f"unavailable ({type(error).__name__})"
     return ", ".join(f"{state} {count}" for state, count in sorted(rows)) or "none"
+
+
+@workers_cli.command("run")
+@click.argument("queues", nargs=-1)
+@click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
+@click.option("--with-scheduler", is_flag=True, help="Also move scheduled jobs to their queues when due.")
+@click.option("--max-jobs", type=int, default=None, help="Stop after this many jobs (e.g. to recycle memory).")
+@click.option("--name", default=None, help="Worker name (default: RQ's, unique per process).")
+def run(queues: tuple[str, ...], burst: bool, with_scheduler: bool, max_jobs: int | None, name: str | None) -> None:
+    """Run jobs from QUEUES (default: all, highest priority first) in this one process, each in
+    its own app context: the Procfile's worker (see ``workers.runner``)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        worker = make_worker(app, queues, name=name)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="QUEUES") from None
+    worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs)
+
+
+@workers_cli.command("clock")
+def clock() -> None:
+    """Enqueue the periodic jobs on time: the Procfile's clock. Safe to run twice (one leader),
+    and it outlives Redis, running the safety nets itself meanwhile (see ``workers.clock``)."""
+    make_clock().start()

@@ -144,7 +144,7 @@ def rebuild_scheduled_contacts() -> dict[str, int]:
     return rebuild_schedule()
 
 
-# (job, cron schedule in UTC, queue). Run by the Procfile's ``clock`` (``flask rq cron``).
+# (job, cron schedule in UTC, queue). Enqueued by the Procfile's ``clock`` (``flask workers clock``).
 PERIODIC_JOBS = [
     (purge_personal_data, "17 * * * *", "upkeep"),
     (sweep_text_conversations, "* * * * *", "messages"),

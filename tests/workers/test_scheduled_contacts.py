@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -19,6 +18,7 @@ from crisisline.db import db
 from crisisline.models import ScheduledContact
 from crisisline.settings import Settings
 from tests.conftest import ROOT, TextingPhone, deployment_environment
+from tests.workers.jobs import PROCFILE_WORKER
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.server import FakeTwilioServer
@@ -154,9 +154,8 @@ def test_sigkill_at_random_points_never_doubles_or_silently_loses_a_text(
     }  # fmt: skip
     chance = random.Random(20261126)  # reproducible kill points
     for _ in range(rounds):
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "--max-jobs", "1",
-             "followups"],
+        worker = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [*PROCFILE_WORKER, "--burst", "--max-jobs", "1", "followups"],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         if chance.random() < 0.5:

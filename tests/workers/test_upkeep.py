@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import time_machine
@@ -17,6 +16,7 @@ from crisisline.db import db
 from crisisline.models import Call, CallEvent
 from crisisline.settings import Settings
 from tests.conftest import ROOT, TextingPhone, deployment_environment
+from tests.workers.jobs import PROCFILE_WORKER
 from twilio_fake.phone import Keys, Phone, Words
 
 
@@ -63,8 +63,8 @@ def test_purge_runs_as_a_job_on_the_procfile_worker(app: Flask, phone: Phone, se
 
     # The Procfile's worker command, as a real process, in burst mode.
     env = {**os.environ, **deployment_environment(settings.database_url, settings.redis_url)}
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "upkeep"],
+    subprocess.run(  # noqa: S603 - our own interpreter and module
+        [*PROCFILE_WORKER, "--burst", "upkeep"],
         env=env,
         cwd=ROOT,
         check=True,

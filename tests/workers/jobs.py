@@ -1,0 +1,38 @@
+"""Jobs for the worker tests (importable by a worker process), and the Procfile's worker command."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import text
+
+from crisisline.db import db
+from tests.conftest import procfile_worker
+
+PROCFILE_WORKER = procfile_worker()
+
+
+def leave_a_transaction_open() -> str:
+    """Writes without committing, marks its session, then fails."""
+    db.session.info["left-behind"] = True
+    db.session.execute(text("CREATE TEMPORARY TABLE IF NOT EXISTS job_scratch (x INTEGER)"))
+    db.session.execute(text("INSERT INTO job_scratch (x) VALUES (1)"))
+    raise RuntimeError("job failed halfway")
+
+
+def session_is_fresh() -> bool:
+    """True when this job's session carries nothing from an earlier job."""
+    return "left-behind" not in db.session.info and not db.session().in_transaction()
+
+
+def sleep_past_timeout(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+def exit_the_interpreter() -> None:
+    raise SystemExit(3)
+
+
+def succeed(value: int) -> int:
+    return value * 2
