@@ -12,7 +12,9 @@ Voice (``transfer``) and texts (``sms``) register how a contact of theirs is off
 here, and each depends only downward.
 """
 
-from line_queue.matching import anyone_can_take, fill, offers_for
+from line_queue.matching import anyone_can_take, fill, fill_soon, offers_for
 from line_queue.waiting import WaitingContact, expected_wait_minutes, head, position
 
-__all__ = ["WaitingContact", "anyone_can_take", "expected_wait_minutes", "fill", "head", "offers_for", "position"]
+__all__ = [
+    "WaitingContact", "anyone_can_take", "expected_wait_minutes", "fill", "fill_soon", "head", "offers_for", "position",
+]  # fmt: skip

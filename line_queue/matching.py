@@ -18,11 +18,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, or_, select
 
+from crisisline.background import within_budget
 from crisisline.db import db
 from crisisline.events import responder_freed
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState
+from crisisline.settings import Settings
 from line_queue.waiting import WaitingContact, head, now
 from routing.document import Responder, RoutingDocument
 from routing.engine import decide_route
@@ -70,6 +73,15 @@ def fill(document: RoutingDocument) -> int:
         if offered == attempted:
             break
     return made
+
+
+def fill_soon(document: RoutingDocument) -> int:
+    """``fill``, but on a webhook the offers (Twilio REST calls) run off the request thread and
+    the request waits for them at most half the voice deadline: a slow Twilio API never adds to
+    a caller's or texter's wait for our answer. Inline in workers, the clock and the CLI."""
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    budget = settings.voice_deadline_seconds / 2
+    return within_budget("line_queue.fill", lambda: fill(document), budget) or 0
 
 
 def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
@@ -243,4 +255,4 @@ def _offer_to_the_freed(responder_id: str, **_: object) -> None:
     """A responder became free: offer them (and anyone else free) the first eligible contact."""
     active = active_routing()
     if active is not None:
-        fill(active.document)
+        fill_soon(active.document)

@@ -136,7 +136,7 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
     db.session.commit()
     if not moved:
         return
-    line_queue.fill(document)
+    line_queue.fill_soon(document)
     db.session.refresh(conversation)
     if not tell_texter:
         return
@@ -267,7 +267,7 @@ def pass_back(conversation: Conversation, responder: Responder, document: Routin
         events.note_responder_freed(responder.id)
     db.session.commit()
     if moved:
-        line_queue.fill(document)
+        line_queue.fill_soon(document)
     return bool(moved)
 
 
@@ -402,12 +402,12 @@ def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:
             )  # fmt: skip
             db.session.commit()
             events.note_responder_freed(offer.responder_id)
-    counts["reoffered"] += line_queue.fill(document)
+    counts["reoffered"] += line_queue.fill_soon(document)
 
 
 def _offer_queued(document: RoutingDocument, counts: dict[str, int]) -> None:
     """The clock's safety net: free counselors are offered the first texters in line."""
-    counts["reoffered"] += line_queue.fill(document)
+    counts["reoffered"] += line_queue.fill_soon(document)
 
 
 def _backup_option(document: RoutingDocument, counts: dict[str, int]) -> None:
@@ -457,7 +457,7 @@ def requeue_orphan(conversation: Conversation, document: RoutingDocument) -> Non
     ).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     if moved:
-        line_queue.fill(document)
+        line_queue.fill_soon(document)
 
 
 def _close_idle(document: RoutingDocument, counts: dict[str, int]) -> None:

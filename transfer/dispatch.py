@@ -22,7 +22,6 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 import line_queue
-from crisisline.background import within_budget
 from crisisline.db import db
 from crisisline.models import Offer, Transfer
 from crisisline.settings import Settings
@@ -45,12 +44,6 @@ def rest_client() -> Client:
         client.http_client.timeout = INLINE_REST_TIMEOUT_SECONDS
         current_app.extensions["crisisline.rest"] = client
     return client
-
-
-def ringing_budget_seconds() -> float:
-    """Half the voice deadline: room for the request's own database work and the answer."""
-    settings: Settings = current_app.extensions["crisisline.settings"]
-    return settings.voice_deadline_seconds / 2
 
 
 def line_number(transfer: Transfer) -> str:
@@ -76,10 +69,10 @@ def advance(transfer_id: int, document: RoutingDocument) -> DispatchResult:
     them), then say where this transfer stands. Idempotent and concurrency-safe.
 
     On a webhook, the ringing (Twilio REST calls) runs off the request thread and the request
-    waits for it only within ``ringing_budget_seconds``: a slow Twilio API leaves the caller
+    waits for it at most half the voice deadline: a slow Twilio API leaves the caller
     holding, never silent, and the ringing carries on.
     """
-    rung = within_budget("line_queue.fill", lambda: line_queue.fill(document), ringing_budget_seconds()) or 0
+    rung = line_queue.fill_soon(document)
     transfer = db.session.get(Transfer, transfer_id)
     if transfer is None:
         return DispatchResult(rung, 0, False)
