@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set up and run the crisis line on a machine that has only Python 3.11+.
 
-    python3 dev.py run    # web + worker on http://127.0.0.1:5000, SQLite, a private Redis
+    python3 dev.py run [--port N]   # web + worker + clock on http://127.0.0.1:5000 (or PORT), SQLite,
+                                    # a private Redis, the local Twilio stand-in
     python3 dev.py test   # lint, type-check and the whole test suite
 
 The first run makes .venv/ and installs requirements; later runs reinstall only when a
@@ -53,44 +54,113 @@ def flask(*args: str, env: dict[str, str]) -> None:
     subprocess.run([str(BIN / "flask"), "--app", "crisisline", *args], check=True, env=env, cwd=ROOT)
 
 
-def run_line() -> int:
-    """Start Redis if none is configured, migrate, publish the example routing, start web + worker."""
-    from crisisline.redis_server import start_redis  # only importable inside the venv
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on ``host:port`` (gunicorn would then stop on
+    "Connection in use" after we said the line was up)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 60.0) -> bool:
+    """Poll ``url`` until it answers 200, the process dies, or ``seconds`` pass."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 - our own loopback URL
+                if reply.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def run_line(args: list[str]) -> int:
+    """Start Redis if none is configured, migrate, publish the example routing, start web + worker
+    + clock (and the local Twilio stand-in when no account is set); say where each one is."""
+    from crisisline.redis_server import free_port, start_redis  # only importable inside the venv
+    from twilio_fake.local_line import DEFAULT_LINE_NUMBER, LocalLine, remove_local_line, write_local_line
 
     env = dict(os.environ)
+    if "--port" in args:
+        if args.index("--port") + 1 >= len(args) or not args[args.index("--port") + 1].isdigit():
+            print("--port needs a number, e.g. python3 dev.py run --port 5050", file=sys.stderr)
+            return 2
+        env["PORT"] = args[args.index("--port") + 1]
     env.setdefault("CRISISLINE_ENV", "development")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("PORT", "5000")
     env.setdefault("BIND_HOST", "127.0.0.1")  # local only; a tunnel (e.g. ngrok) reaches it
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # honcho's shells find gunicorn, flask
+    host, port = env["BIND_HOST"], env["PORT"]
+    if port_in_use(host, int(port)):
+        print(
+            f"Port {port} on {host} is already in use, so the line cannot start there.\n"
+            f"Pick another port:  python3 dev.py run --port 5050   (or PORT=5050 python3 dev.py run)",
+            file=sys.stderr,
+        )
+        return 1
     redis_process = None
     if not env.get("REDIS_URL"):
-        redis_process = start_redis(ROOT / "instance" / "redis")
+        # On Redis's default port when it is free: then the line's own CLIs (`flask workers
+        # status`), which fall back to redis://127.0.0.1:6379/0, find it without REDIS_URL.
+        redis_port = 6379 if not port_in_use("127.0.0.1", 6379) else free_port()
+        redis_process = start_redis(ROOT / "instance" / "redis", port=redis_port)
         env["REDIS_URL"] = redis_process.url
         print(f"started a private Redis at {redis_process.url} (data in instance/redis)", flush=True)
+        if redis_port != 6379:
+            print(f"  (port 6379 was taken: run flask commands with REDIS_URL={redis_process.url})", flush=True)
     twilio_process = None
+    honcho: subprocess.Popen[bytes] | None = None
     try:
         flask("db", "upgrade", env=env)
         flask("line", "bootstrap", env=env)
-        port = env["PORT"]
         env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
         if not env.get("TWILIO_ACCOUNT_SID") and not env.get("TWILIO_API_BASE_URL"):
             twilio_process = start_local_twilio(env)
-        print(
-            f"\nThe line is up at http://127.0.0.1:{port}  (Ctrl-C stops it)\n"
-            f"Place a test call:  {PYTHON} -m twilio_fake.phone --base-url http://127.0.0.1:{port}"
-            " --press 2 --press 3\n",
-            flush=True,
-        )
+        base_url = f"http://127.0.0.1:{port}"
+        twilio_url = env.get("TWILIO_API_BASE_URL") if twilio_process else None
+        write_local_line(
+            LocalLine(base_url, env["REDIS_URL"], twilio_url, env.get("LINE_PHONE_NUMBER") or DEFAULT_LINE_NUMBER,
+                      os.getpid())
+        )  # fmt: skip
         honcho = subprocess.Popen([str(BIN / "honcho"), "start", "web", "worker", "clock"], env=env, cwd=ROOT)
 
         def stop(signum: int, _frame: object) -> None:
-            honcho.send_signal(signal.SIGTERM)  # honcho stops web, worker and clock in turn
+            if honcho is not None:
+                honcho.send_signal(signal.SIGTERM)  # honcho stops web, worker and clock in turn
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if not wait_until_up(f"{base_url}/healthz", honcho):
+            print(f"\nThe web process did not come up on {base_url}; see its output above.", flush=True)
+            honcho.send_signal(signal.SIGTERM)
+            return honcho.wait() or 1
+        print(
+            f"\nThe line is up at {base_url}  (Ctrl-C stops it; its addresses are in instance/line.json)\n"
+            + (f"Twilio stand-in: {twilio_url}  (state: {twilio_url}/_fake/state)\n" if twilio_url else "")
+            + f'Place a test call:   {PYTHON} -m twilio_fake.phone --press 2 --say "quiero morir"\n'
+            f"Be the counselor:    {PYTHON} -m twilio_fake.phone answer-as any\n"
+            f'Text the line:       {PYTHON} -m twilio_fake.phone text "I need to talk to someone"\n',
+            flush=True,
+        )
         return honcho.wait()
     finally:
+        remove_local_line()
+        if honcho is not None and honcho.poll() is None:
+            honcho.terminate()
+            honcho.wait(timeout=30)
         if twilio_process:
             twilio_process.terminate()
         if redis_process:
@@ -99,20 +169,25 @@ def run_line() -> int:
 
 def start_local_twilio(env: dict[str, str]) -> subprocess.Popen[bytes]:
     """No Twilio account configured: run the local stand-in of Twilio's REST API, so the line
-    can ring responders and send texts end to end without reaching the internet."""
+    can ring responders and send texts end to end without reaching the internet. Its calls ring
+    out to ``no-answer`` after their ring timeout, as on Twilio."""
     import json
 
     from crisisline.redis_server import free_port
 
     secrets = json.loads((ROOT / "instance" / "development-secrets.json").read_text())
     port = free_port()
+    log = (ROOT / "instance" / "twilio-stand-in.log").open("ab")
     process = subprocess.Popen(
-        [str(PYTHON), "-m", "twilio_fake.server", "--port", str(port), "--auto-deliver",
+        [str(PYTHON), "-m", "twilio_fake.server", "--port", str(port), "--auto-deliver", "--ring-timeouts",
          "--account-sid", secrets["TWILIO_ACCOUNT_SID"], "--auth-token", secrets["TWILIO_AUTH_TOKEN"]],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, stdout=log, stderr=log,
     )  # fmt: skip
-    env["TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{port}"
-    print(f"no Twilio account set: local Twilio stand-in on http://127.0.0.1:{port} (state: /_fake/state)")
+    url = f"http://127.0.0.1:{port}"
+    if not wait_until_up(f"{url}/_fake/state", process, seconds=30):
+        raise SystemExit(f"the local Twilio stand-in did not start; see {log.name}")
+    env["TWILIO_API_BASE_URL"] = url
+    print(f"no Twilio account set: local Twilio stand-in on {url} (log: instance/twilio-stand-in.log)")
     return process
 
 
@@ -134,7 +209,7 @@ def main() -> int:
         ensure_venv()
         in_venv(f"_{command}", *rest)
     sys.path.insert(0, str(ROOT))
-    return run_line() if command == "_run" else run_tests(rest)
+    return run_line(rest) if command == "_run" else run_tests(rest)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,16 @@
 
 It plays both Twilio's voice engine and the caller: give it what the caller does at each
 ``<Gather>`` (keys, words or silence) and how each ``<Dial>`` ends, and it returns the call's
-transcript. It follows ``shared/reference/twilio-semantics.md`` §4: a ``<Gather>`` without
-input falls through to the next verb, ``action``/``<Redirect>`` hand over to a new document,
-running out of verbs ends the call, and a failed webhook goes to the Fallback URL.
+transcript. A ``<Gather>`` without input falls through to the next verb, ``action`` and
+``<Redirect>`` hand over to a new document, running out of verbs ends the call, and a failed
+webhook goes to the Fallback URL, as on Twilio. Hanging up sends the call's final status
+callback (through the Twilio stand-in, or directly when there is none).
 
-    python -m twilio_fake.phone --base-url http://127.0.0.1:5000 --press 2 --press 3
+With a line started by ``python3 dev.py run`` (which writes ``instance/line.json``):
+
+    python -m twilio_fake.phone --press 2 --say "quiero morir"     # call the line as a caller
+    python -m twilio_fake.phone answer-as +13125550102              # be that counselor's phone
+    python -m twilio_fake.phone text "I need to talk to someone"    # text the line
 """
 
 from __future__ import annotations
@@ -19,13 +24,20 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import urljoin
+from typing import Any, Protocol
+from urllib.parse import quote, urljoin
 
 import requests
 
-from twilio_fake.rest_api import FakeTwilio
-from twilio_fake.signing import CallIdentity, gather_digits_params, gather_speech_params, signed_headers
+from twilio_fake.local_line import DEFAULT_BASE_URL, DEFAULT_LINE_NUMBER, SECRETS_FILE, read_local_line
+from twilio_fake.rest_api import CallRecord, FakeTwilioError, RedirectRecord
+from twilio_fake.signing import (
+    CallIdentity,
+    gather_digits_params,
+    gather_speech_params,
+    signed_headers,
+    sms_params,
+)
 
 TWIML_TYPES = ("text/xml", "application/xml", "text/html")
 TERMINAL_CALL_STATUSES = ("completed", "busy", "failed", "no-answer", "canceled")
@@ -69,6 +81,121 @@ class WsgiTransport:
     def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
         reply = self.client.post(url, data=params, headers=headers)  # type: ignore[attr-defined]
         return HttpReply(reply.status_code, reply.headers.get("Content-Type", ""), reply.get_data(as_text=True))
+
+
+class TwilioControl(Protocol):
+    """What a phone needs of the Twilio stand-in: ``FakeTwilio`` in-process, or
+    ``RemoteTwilio`` over HTTP (a stand-in in another process, as ``dev.py run`` starts)."""
+
+    def record_inbound_call(
+        self, call_sid: str, from_: str, to: str, *, status_callback: str | None = None
+    ) -> object: ...
+
+    def get_call(self, call_sid: str) -> CallRecord: ...
+
+    def advance_call(self, call_sid: str, status: str) -> str | None: ...
+
+    def join_conference(
+        self,
+        friendly_name: str,
+        call_sid: str,
+        *,
+        start_on_enter: bool = True,
+        end_on_exit: bool = False,
+        label: str | None = None,
+        status_callback: str | None = None,
+        status_callback_event: str = "",
+    ) -> object: ...
+
+
+class RemoteTwilio:
+    """The Twilio stand-in served by ``python -m twilio_fake.server``, driven through its
+    ``/_fake/`` control endpoints: the same operations as ``FakeTwilio``'s, over HTTP."""
+
+    def __init__(self, base_url: str, timeout: float = 20.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        reply = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        if reply.status_code >= 400:
+            try:
+                body = reply.json()
+            except ValueError:
+                body = {}
+            raise FakeTwilioError(reply.status_code, int(body.get("code", reply.status_code)), body.get("message", ""))
+        return reply.json() if reply.content else None
+
+    def record_inbound_call(
+        self, call_sid: str, from_: str, to: str, *, status_callback: str | None = None
+    ) -> CallRecord:
+        data = {"CallSid": call_sid, "From": from_, "To": to, "StatusCallback": status_callback or ""}
+        return _call_record(self._request("POST", "/_fake/calls/inbound", data=data))
+
+    def get_call(self, call_sid: str) -> CallRecord:
+        return _call_record(self._request("GET", f"/_fake/calls/{call_sid}"))
+
+    def advance_call(self, call_sid: str, status: str) -> str | None:
+        twiml: str | None = self._request("POST", f"/_fake/calls/{call_sid}/advance", data={"status": status})["twiml"]
+        return twiml
+
+    def join_conference(
+        self,
+        friendly_name: str,
+        call_sid: str,
+        *,
+        start_on_enter: bool = True,
+        end_on_exit: bool = False,
+        label: str | None = None,
+        status_callback: str | None = None,
+        status_callback_event: str = "",
+    ) -> object:
+        data = {
+            "CallSid": call_sid,
+            "StartConferenceOnEnter": str(start_on_enter).lower(),
+            "EndConferenceOnExit": str(end_on_exit).lower(),
+            "Label": label or "",
+            "StatusCallback": status_callback or "",
+            "StatusCallbackEvent": status_callback_event,
+        }
+        return self._request("POST", f"/_fake/conferences/{quote(friendly_name, safe='')}/join", data=data)
+
+    def calls(self, to: str | None = None, statuses: Iterable[str] = ()) -> list[CallRecord]:
+        """Calls the stand-in knows, oldest first, optionally only ``to`` a number / in ``statuses``."""
+        params: list[tuple[str, str]] = [("to", to)] if to else []
+        params += [("status", status) for status in statuses]
+        return [_call_record(item) for item in self._request("GET", "/_fake/calls", params=params)["calls"]]
+
+    def messages(self, to: str | None = None) -> list[dict[str, Any]]:
+        """Every message the line sent ``to`` this number (or anyone), oldest first (REST JSON)."""
+        params = {"to": to} if to else {}
+        found: list[dict[str, Any]] = self._request("GET", "/_fake/messages", params=params)["messages"]
+        return found
+
+    def program_number(self, number: str, behaviour: str | None) -> None:
+        self._request("POST", f"/_fake/numbers/{quote(number, safe='')}", data={"behaviour": behaviour or ""})
+
+    def keyword(self, number: str, body: str) -> None:
+        """Twilio's own handling of opt-out/opt-in words texted by ``number`` (§2.4)."""
+        self._request("POST", "/_fake/keyword", data={"From": number, "Body": body})
+
+
+def _call_record(data: dict[str, Any]) -> CallRecord:
+    return CallRecord(
+        sid=data["sid"],
+        account_sid=data["account_sid"],
+        to=data["to"],
+        from_=data["from"],
+        direction=data["direction"],
+        status=data["status"],
+        url=data.get("url"),
+        twiml=data.get("twiml"),
+        timeout=int(data.get("timeout") or 60),
+        parent_call_sid=data.get("parent_call_sid"),
+        conference_sid=data.get("conference_sid"),
+        redirects=[RedirectRecord(**item) for item in data.get("redirects", [])],
+    )
 
 
 @dataclass(frozen=True)
@@ -172,9 +299,14 @@ class Phone:
         account_sid: str,
         line_number: str = "+13125550100",
         fallback_path: str | None = "/voice/fallback",
-        fake: FakeTwilio | None = None,
+        fake: TwilioControl | None = None,
+        status_path: str | None = None,
     ) -> None:
+        """``fake``: the Twilio stand-in that knows this phone's calls (its REST-placed legs,
+        conferences, final status callbacks). Without one, ``status_path`` (e.g.
+        ``/voice/status``) gets the caller's final status callback straight from the phone."""
         self.fake = fake
+        self.status_url = base_url.rstrip("/") + status_path if status_path else None
         self.transport = transport
         self.base_url = base_url.rstrip("/")
         self.auth_token = auth_token
@@ -247,15 +379,52 @@ class Phone:
         return self._drive(record, dial_outcomes, None, max_hold_turns)
 
     def hang_up(self, record: PhoneCall) -> None:
-        """The person on this leg hangs up (conference left, final status sent by the fake)."""
-        if self.fake is not None:
-            if record.conference:
-                # The room may be gone already (a REST redirect took this leg out of it).
-                if self.fake.get_call(record.identity.call_sid).conference_sid is not None:
-                    self.fake.leave_conference(record.conference, record.identity.call_sid)
-                record.conference = None
-            self.fake.advance_call(record.identity.call_sid, "completed")
+        """The person on this leg hangs up: Twilio takes the leg out of its conference
+        (``participant-leave``, and ``conference-end`` if that ends the room), then sends the
+        call's own final status callback, ``completed``."""
+        record.conference = None
+        self._send_final_status(record)
         record.ended_by = "caller-hung-up"
+
+    def _send_final_status(self, record: PhoneCall) -> None:
+        sid = record.identity.call_sid
+        if self.fake is not None:
+            if self._known(sid):
+                self.fake.advance_call(sid, "completed")
+        elif self.status_url and not record.finished:
+            params = record.identity.voice_params("completed", CallDuration="0", CallbackSource="call-progress-events")
+            self.post(self.status_url, params)
+
+    def _known(self, sid: str) -> bool:
+        assert self.fake is not None
+        try:
+            self.fake.get_call(sid)
+        except FakeTwilioError:
+            return False
+        return True
+
+    def wait_on_hold(
+        self,
+        record: PhoneCall,
+        *,
+        seconds: float,
+        turn_seconds: float = 2.0,
+        dial_outcomes: Iterable[str] | Callable[[Dialled], str] = (),
+    ) -> PhoneCall:
+        """Stay on hold in real time (one hold turn every ``turn_seconds``) until the line moves
+        the call (into a conference, or on to a ``<Dial>``) or ``seconds`` pass. A REST redirect
+        is followed within a fraction of a second, as Twilio follows it at once."""
+        deadline = time.monotonic() + seconds
+        while record.ended_by == "on-hold" and time.monotonic() < deadline:
+            next_turn = min(deadline, time.monotonic() + turn_seconds)
+            seen = self._redirect_count(record)
+            while time.monotonic() < next_turn and self._redirect_count(record) == seen:
+                time.sleep(0.1)
+            dials = len(record.dials)
+            self.resume(record, max_hold_turns=1, dial_outcomes=dial_outcomes)
+            if record.conference is not None or len(record.dials) > dials:
+                break
+        return record
 
     def _drive(
         self,
@@ -320,33 +489,34 @@ class Phone:
             self.fake.advance_call(record.identity.call_sid, "in-progress")
 
     def _finish(self, record: PhoneCall, how: str) -> None:
+        """Twilio ended the call (``<Hangup>``, no more verbs, an application error)."""
+        self._send_final_status(record)
         record.ended_by = how
-        sid = record.identity.call_sid
-        if (
-            self.fake is not None
-            and sid in self.fake.calls
-            and self.fake.get_call(sid).status not in TERMINAL_CALL_STATUSES
-        ):
-            self.fake.advance_call(sid, "completed")
 
     def _redirect_count(self, record: PhoneCall) -> int:
-        if self.fake is None or record.identity.call_sid not in self.fake.calls:
+        if self.fake is None:
             return 0
-        return len(self.fake.get_call(record.identity.call_sid).redirects)
+        try:
+            return len(self.fake.get_call(record.identity.call_sid).redirects)
+        except FakeTwilioError:
+            return 0
 
     def _follow_redirect(self, record: PhoneCall, outcome_for: Callable[[Dialled], str]) -> bool:
         """A REST ``Calls(sid).update(url=...)`` moved this leg: run the TwiML Twilio fetched."""
-        if self.fake is None or record.identity.call_sid not in self.fake.calls:
+        if self.fake is None or not self._known(record.identity.call_sid):
             return False
         redirects = self.fake.get_call(record.identity.call_sid).redirects
         if len(redirects) <= record.redirects_seen:
             return False
         record.redirects_seen = len(redirects)
-        latest = redirects[-1]
+        index = len(redirects) - 1
+        latest = redirects[index]
         waited = 0.0
         while not latest.fetched and waited < REDIRECT_FETCH_WAIT_SECONDS:  # Twilio is fetching it
             time.sleep(0.01)
             waited += 0.01
+            if isinstance(self.fake, RemoteTwilio):  # a copy: read it again
+                latest = self.fake.get_call(record.identity.call_sid).redirects[index]
         record.conference = None
         twiml = _parse_twiml(HttpReply(latest.status_code or 200, "text/xml", latest.twiml or ""))
         record.steps.append(Step(latest.url or "", {}, latest.status_code or 200, "text/xml", twiml))
@@ -479,37 +649,242 @@ def _parse_twiml(reply: HttpReply) -> ET.Element | None:
     return root if root.tag == "Response" else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Place one local test call against a running line and print what the caller hears."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-url", default="http://127.0.0.1:5000")
+COMMANDS = ("call", "text", "answer-as", "inbox")
+EPILOG = """commands (the first argument; "call" when left out):
+  call       call the line as a caller (the options above)
+  text       text the line and print its replies:  text "I need to talk" [--from NUMBER]
+  answer-as  be a counselor's phone: wait for the line to ring NUMBER, hear the whisper, press 1
+             answer-as +13125550102 [--say "Hi, I'm here"] [--calls 2]   (or: answer-as any)
+  inbox      the texts the line sent a number (or everyone):  inbox [NUMBER]
+  (each has its own --help)
+
+The line's URL, the Twilio stand-in's URL and the line's number are read from
+instance/line.json, which 'python3 dev.py run' writes; --base-url and --twilio-url override."""
+
+
+@dataclass
+class _Cli:
+    base_url: str
+    twilio: RemoteTwilio | None
+    line_number: str
+    account_sid: str
+    auth_token: str
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-url", default=None, help="the line (default: from instance/line.json, else :5000)")
+    parser.add_argument("--twilio-url", default=None, help="the Twilio stand-in (default: from instance/line.json)")
+    parser.add_argument("--secrets", default=str(SECRETS_FILE), help="the local account sid and auth token")
+
+
+def _connect(args: argparse.Namespace) -> _Cli:
+    line = read_local_line()
+    base_url = args.base_url or (line.base_url if line else DEFAULT_BASE_URL)
+    twilio_url = args.twilio_url or (line.twilio_url if line and not args.base_url else None)
+    secrets = json.loads(Path(args.secrets).read_text())
+    return _Cli(
+        base_url.rstrip("/"),
+        RemoteTwilio(twilio_url) if twilio_url else None,
+        line.line_number if line else DEFAULT_LINE_NUMBER,
+        secrets["TWILIO_ACCOUNT_SID"],
+        secrets["TWILIO_AUTH_TOKEN"],
+    )
+
+
+def _print_heard(heard: Iterable[Heard], prefix: str = "  ") -> None:
+    for item in heard:
+        print(f"{prefix}({item.language}) {item.text}", flush=True)
+
+
+def _call_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m twilio_fake.phone",
+        description="Call the local line as a caller and print what the caller hears.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common_options(parser)
     # Both append to one list, so "--press 2 --say suicide" answers the menus in that order.
     parser.add_argument("--press", dest="inputs", type=Keys, action="append", default=[], help="keys for the next menu")
     parser.add_argument("--say", dest="inputs", type=Words, action="append", default=[], help="words for the next menu")
     parser.add_argument("--dial-outcome", action="append", default=[], help="completed, no-answer, busy…")
-    parser.add_argument("--secrets", default=str(Path("instance") / "development-secrets.json"))
-    parser.add_argument("--hold-turns", type=int, default=2, help="hold turns to stay for before hanging up")
+    parser.add_argument("--from", dest="from_number", default="+13125550123", help="the caller's number")
+    parser.add_argument("--wait", type=float, default=90.0, help="seconds to hold for a human before hanging up")
+    parser.add_argument("--talk", type=float, default=5.0, help="seconds to stay with the human, then hang up")
     args = parser.parse_args(argv)
-    secrets = json.loads(Path(args.secrets).read_text())
-    actions: list[CallerAction] = args.inputs
-    phone = Phone(RequestsTransport(), args.base_url, secrets["TWILIO_AUTH_TOKEN"], secrets["TWILIO_ACCOUNT_SID"])
+    cli = _connect(args)
+    phone = Phone(
+        RequestsTransport(), cli.base_url, cli.auth_token, cli.account_sid, cli.line_number,
+        fake=cli.twilio, status_path=None if cli.twilio else "/voice/status",
+    )  # fmt: skip
     try:
-        call = phone.call(actions, dial_outcomes=args.dial_outcome, max_hold_turns=args.hold_turns)
+        call = phone.call(
+            args.inputs, identity=phone.identity(args.from_number), dial_outcomes=args.dial_outcome, max_hold_turns=0
+        )
+        shown = 0
+        for step in call.steps:
+            print(f"→ POST {step.url}  [{step.status}]", flush=True)
+        _print_heard(call.heard)
+        shown = len(call.heard)
+        if call.ended_by == "on-hold":
+            print(f"on hold: waiting up to {args.wait:.0f} s for a counselor to accept…", flush=True)
+            phone.wait_on_hold(call, seconds=args.wait, dial_outcomes=args.dial_outcome)
+            _print_heard(call.heard[shown:])
+            shown = len(call.heard)
+        if call.conference is not None:
+            print(f"connected to a human (conference {call.conference}); talking for {args.talk:.0f} s", flush=True)
+            deadline = time.monotonic() + args.talk
+            while time.monotonic() < deadline and call.conference is not None:
+                time.sleep(0.2)
+                phone.resume(call, max_hold_turns=0)
+            _print_heard(call.heard[shown:])
+        for dial in call.dials:
+            print(f"  dialled {len(dial.numbers)} number(s): {dial.outcome}")
+        if not call.finished:
+            phone.hang_up(call)  # Twilio then sends the call's final status callback
+            print("you hung up (the line got the call's final status)")
+        else:
+            print(f"call ended: {call.ended_by}")
     except requests.ConnectionError:
-        print(f"nothing answers at {args.base_url}: start the line with 'python3 dev.py run'")
+        print(f"nothing answers at {cli.base_url}: start the line with 'python3 dev.py run'")
         return 1
-    for step in call.steps:
-        print(f"→ POST {step.url}  [{step.status}]")
-    for heard in call.heard:
-        print(f"  ({heard.language}) {heard.text}")
-    for dial in call.dials:
-        print(f"  dialled {len(dial.numbers)} number(s): {dial.outcome}")
-    if call.ended_by == "on-hold":
-        print("still on hold after the turns asked for; responders' phones ring in the local Twilio")
-        print("stand-in (see its /_fake/state); answer one there with POST /_fake/calls/<sid>/advance")
-    else:
-        print(f"call ended: {call.ended_by}")
     return 0
+
+
+def _text_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m twilio_fake.phone text",
+        description="Text the local line (a texter, or a counselor from their own number) and print its replies.",
+    )
+    _common_options(parser)
+    parser.add_argument("body", help="the text to send")
+    parser.add_argument("--from", dest="from_number", default="+13125550177", help="your number")
+    parser.add_argument("--wait", type=float, default=4.0, help="seconds to wait for the line's texts back")
+    args = parser.parse_args(argv)
+    cli = _connect(args)
+    url = cli.base_url + "/sms/incoming"
+    try:
+        before = len(cli.twilio.messages(args.from_number)) if cli.twilio else 0
+        if cli.twilio:
+            cli.twilio.keyword(args.from_number, args.body)  # Twilio sees STOP/START first
+        params = sms_params(cli.account_sid, args.from_number, cli.line_number, args.body)
+        reply = requests.post(
+            url, data=params, headers=signed_headers(cli.auth_token, url, params, voice=False), timeout=15
+        )
+    except requests.ConnectionError:
+        print(f"nothing answers at {cli.base_url}: start the line with 'python3 dev.py run'")
+        return 1
+    print(f"→ you ({args.from_number}): {args.body}  [{reply.status_code}]", flush=True)
+    twiml = _parse_twiml(HttpReply(reply.status_code, reply.headers.get("Content-Type", ""), reply.text))
+    for message in twiml.iter("Message") if twiml is not None else ():
+        body = message.findtext("Body") or message.text or ""
+        print(f"← line: {body.strip()}", flush=True)
+    if cli.twilio is None:
+        print("(no Twilio stand-in known: texts the line sends over REST are not shown)")
+        return 0
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        sent = cli.twilio.messages(args.from_number)
+        for sent_message in sent[before:]:
+            print(f"← line: {sent_message['body']}", flush=True)
+        before = len(sent)
+        time.sleep(0.2)
+    return 0
+
+
+def _answer_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m twilio_fake.phone answer-as",
+        description="Be a counselor's (or unit's) phone: wait for the line to ring NUMBER, answer, hear the "
+        "whisper, press a key (1 accepts), say something, and stay until the caller leaves.",
+    )
+    _common_options(parser)
+    parser.add_argument(
+        "number", help="the responder's phone number, as in the routing (e.g. +13125550102), or 'any' responder"
+    )
+    parser.add_argument("--press", default="1", help="the key to press at the whisper (1 accepts, 2 passes)")
+    parser.add_argument("--say", default="Hello, I'm here with you.", help="what you say once connected")
+    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for a ring")
+    parser.add_argument("--talk", type=float, default=60.0, help="longest time to stay on a call before hanging up")
+    parser.add_argument("--calls", type=int, default=1, help="how many calls to answer before exiting")
+    args = parser.parse_args(argv)
+    cli = _connect(args)
+    if cli.twilio is None:
+        print("answer-as needs the local Twilio stand-in (started by 'python3 dev.py run' with no Twilio account)")
+        return 1
+    phone = Phone(RequestsTransport(), cli.base_url, cli.auth_token, cli.account_sid, cli.line_number, fake=cli.twilio)
+    handled: set[str] = set()
+    answered = 0
+    deadline = time.monotonic() + args.wait
+    print(f"{args.number}: waiting for the line to ring…", flush=True)
+    try:
+        while answered < args.calls and time.monotonic() < deadline:
+            to = None if args.number == "any" else args.number
+            ringing = [leg for leg in cli.twilio.calls(to=to, statuses=("queued", "initiated", "ringing"))
+                       if leg.sid not in handled and leg.direction == "outbound-api"]  # fmt: skip
+            if not ringing:
+                time.sleep(0.2)
+                continue
+            leg = ringing[0]
+            handled.add(leg.sid)
+            answered += 1
+            print(f"ring ring: the line calls {leg.to} from {leg.from_}; you answer", flush=True)
+            record = phone.answer(leg.sid, [Keys(args.press)])
+            _print_heard(record.heard)
+            shown = len(record.heard)
+            if record.conference is None:
+                print(f"(you pressed {args.press}) call ended: {record.ended_by}", flush=True)
+                deadline = time.monotonic() + args.wait
+                continue
+            print(f"(you pressed {args.press}) connected with the caller. You say: {args.say}", flush=True)
+            talk_until = time.monotonic() + args.talk
+            while not record.finished and time.monotonic() < talk_until:
+                time.sleep(0.2)
+                phone.resume(record, max_hold_turns=0)
+            _print_heard(record.heard[shown:])
+            if record.finished:
+                print(f"the call ended: {record.ended_by}", flush=True)
+            else:
+                phone.hang_up(record)
+                print("you hung up", flush=True)
+            deadline = time.monotonic() + args.wait
+    except requests.ConnectionError:
+        print(f"nothing answers at {cli.base_url}: start the line with 'python3 dev.py run'")
+        return 1
+    if answered < args.calls:
+        print(f"nobody rang {args.number} within {args.wait:.0f} s")
+        return 1
+    return 0
+
+
+def _inbox_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m twilio_fake.phone inbox",
+        description="Print the texts the line sent a number (a counselor's phone, a texter), or everyone.",
+    )
+    _common_options(parser)
+    parser.add_argument("number", nargs="?", default=None, help="whose texts (default: everyone's)")
+    args = parser.parse_args(argv)
+    cli = _connect(args)
+    if cli.twilio is None:
+        print("inbox needs the local Twilio stand-in (started by 'python3 dev.py run' with no Twilio account)")
+        return 1
+    for message in cli.twilio.messages(args.number):
+        print(f"→ {message['to']}: {message['body']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``call`` (the default), ``text``, ``answer-as`` or ``inbox``: see ``--help``."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = arguments.pop(0) if arguments and arguments[0] in COMMANDS else "call"
+    if command == "text":
+        return _text_main(arguments)
+    if command == "answer-as":
+        return _answer_main(arguments)
+    if command == "inbox":
+        return _inbox_main(arguments)
+    return _call_main(arguments)
 
 
 if __name__ == "__main__":

@@ -5,24 +5,47 @@ tests (and a TwiML-following test phone) drive call progress directly through ``
 Every webhook the fake sends is signed exactly as Twilio signs it (``twilio_fake.signing``), so
 the app's signature validation runs unchanged.
 
-Behaviour follows /work/shared/reference/twilio-semantics.md (§1.6 call status callbacks,
-§1.7 conference events, §2.3 message status callbacks, §5 REST shapes). Where Twilio's
-behaviour is undocumented the choice is marked [INF] in a comment.
+Behaviour follows Twilio's documentation: call status callbacks (Call resource,
+``StatusCallbackEvent``), conference events (``<Conference statusCallbackEvent>``), message
+status callbacks and the REST resources' JSON shapes. The ``§`` marks in comments point to the
+sections of the project's research notes on those documents (kept outside this repository);
+where Twilio's behaviour is undocumented the choice is marked [INF].
 
 State changes happen under one ``RLock``; webhooks are always sent *after* the lock is
 released, because the app's webhook handler may call back into this API from another thread.
+
+Call progress is driven by the test (``advance_call``) unless ``ring_timeouts=True``: then a
+REST-placed leg dials by itself (``initiated``, ``ringing``), ends ``busy``/``failed`` if its
+number is programmed so (``program_number``), and, if nobody answers within its ``Timeout``,
+ends in ``no-answer``, as Twilio does. The stand-in ``dev.py run`` starts turns this on; the
+test suite's fixtures leave it off, so their legs ring until the test acts.
+
+What it does not model, plainly: audio (nobody hears anything; a test phone reads the TwiML),
+the ~5 s Twilio adds to a ring ``Timeout`` (the fake rings exactly ``Timeout`` seconds), the
+CPS queue of outbound calls (``queue_time`` is always 0), answering machines (``AnsweredBy``
+is whatever the test says), carrier SIP codes beyond one typical code per outcome, recordings,
+and out-of-order delivery of callbacks (the fake sends them in order, one at a time). Twilio's
+auto-reply to STOP/START is not sent (the block itself is). TwiML runs in the test phone
+(``twilio_fake.phone``), not here: a leg's ``<Gather>``/``<Dial>`` progress only while its
+phone drives it, and ``<Dial><Number>`` legs exist only in that phone's transcript.
+
+Order of callbacks on a hang-up [INF: Twilio documents no cross-resource order]: the room's
+events first (the leaver's ``participant-leave``, then, if that ends the room, the others'
+``participant-leave`` and ``conference-end``), then each ended leg's final call status.
 """
 
 from __future__ import annotations
 
 import email.utils
+import heapq
+import itertools
 import logging
 import math
 import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +86,13 @@ _SIP_RESPONSE_CODES = {
 }
 CONFERENCE_EVENTS = frozenset({"start", "end", "join", "leave", "mute", "hold", "modify", "speaker", "announcement"})
 MESSAGE_FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
+# How a programmed number treats a call: rings until answered or its Timeout (default),
+# never answers (rings out to no-answer), is busy, or cannot be reached (failed).
+NUMBER_BEHAVIOURS = frozenset({"ring", "no-answer", "busy", "failed"})
+UNANSWERED_CALL_STATUSES = frozenset({"queued", "initiated", "ringing"})
+# Twilio's default opt-out handling on long codes: single-word messages only (§2.4).
+OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+OPT_IN_WORDS = frozenset({"START", "YES", "UNSTOP"})
 # [INF] Default error codes: 30003 unreachable handset, 30008 unknown error.
 _DEFAULT_MESSAGE_ERRORS = {"undelivered": 30003, "failed": 30008}
 
@@ -351,6 +381,47 @@ class _Outbound:
     voice: bool = True
 
 
+class _Timers:
+    """One daemon thread running due callbacks in time order (ring progress and timeouts).
+
+    ``clear()`` drops everything pending, so ``FakeTwilio.reset()`` leaves no timer behind
+    to touch the next test's calls.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, Callable[[], object]]] = []
+        self._cond = threading.Condition()
+        self._order = itertools.count()
+        self._generation = 0
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, action: Callable[[], object]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), self._generation, action))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fake-twilio-timers", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._heap.clear()
+            self._generation += 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(timeout=(self._heap[0][0] - time.monotonic()) if self._heap else None)
+                _, _, generation, action = heapq.heappop(self._heap)
+                if generation != self._generation:
+                    continue
+            try:
+                action()
+            except Exception:  # a timer must never kill the thread that runs all the others
+                log.exception("fake Twilio timer failed")
+
+
 # --------------------------------------------------------------------------------------------
 # The fake
 # --------------------------------------------------------------------------------------------
@@ -372,13 +443,24 @@ class FakeTwilio:
         auto_deliver_delay: float = 0.05,
         webhook_timeout: float = WEBHOOK_TIMEOUT_SECONDS,
         http: Any = None,
+        ring_timeouts: bool = False,
+        dial_delay: float = 0.2,
     ) -> None:
-        """``http`` is anything with ``requests``' ``post``/``get`` (default: ``requests``)."""
+        """``http`` is anything with ``requests``' ``post``/``get`` (default: ``requests``).
+
+        ``ring_timeouts``: REST-placed legs progress by themselves (``dial_delay`` seconds after
+        creation they are ``initiated`` then ``ringing``) and end ``no-answer`` after their
+        ``Timeout`` unless answered first. Off by default: tests drive every step.
+        """
         self.account_sid = account_sid or new_sid("AC")
         self.auth_token = auth_token or secrets.token_hex(16)
         self.auto_deliver = auto_deliver
         self.auto_deliver_delay = auto_deliver_delay
         self.webhook_timeout = webhook_timeout
+        self.ring_timeouts = ring_timeouts
+        self.dial_delay = dial_delay
+        self.number_behaviours: dict[str, str] = {}
+        self._timers = _Timers()
         self._http: Any = http or requests
         self._lock = threading.RLock()
         self.messages: dict[str, MessageRecord] = {}
@@ -389,8 +471,10 @@ class FakeTwilio:
         self.webhook_log: list[WebhookLogEntry] = []
 
     def reset(self) -> None:
-        """Forget all state (credentials stay)."""
+        """Forget all state (credentials and the ``ring_timeouts`` mode stay)."""
+        self._timers.clear()
         with self._lock:
+            self.number_behaviours.clear()
             self.messages.clear()
             self.calls.clear()
             self.conferences.clear()
@@ -497,6 +581,22 @@ class FakeTwilio:
         """Undo ``opt_out`` (the recipient texted START)."""
         with self._lock:
             self.opted_out.discard(_normalize(number))
+
+    def receive_keyword(self, number: str, body: str) -> str | None:
+        """Twilio's own handling of a text from ``number`` before it reaches the webhook: a
+        single opt-out word blocks later sends to it (21610), an opt-in word lifts that. The
+        message is still delivered to the app either way. Returns ``stop``/``start`` or None.
+
+        Twilio's own auto-reply to the keyword is not modelled (nothing is texted back).
+        """
+        word = body.strip().upper()
+        if word in OPT_OUT_WORDS:
+            self.opt_out(number)
+            return "stop"
+        if word in OPT_IN_WORDS:
+            self.opt_in(number)
+            return "start"
+        return None
 
     # ---- messages -------------------------------------------------------------------------
 
@@ -684,8 +784,45 @@ class FakeTwilio:
         )
         with self._lock:
             self.calls[call.sid] = call
+            programmed = _normalize(to) in self.number_behaviours
         log.info("call %s created (%s)", call.sid, direction)
+        if direction == "outbound-api" and (self.ring_timeouts or programmed):
+            self._timers.schedule(self.dial_delay, lambda: self._auto_dial(call.sid))
         return call
+
+    def program_number(self, number: str, behaviour: str | None) -> None:
+        """How the phone at ``number`` treats the calls placed to it from now on.
+
+        ``busy`` / ``failed``: each leg ends so right after ``initiated`` (it never rings);
+        ``no-answer``: it rings out to ``no-answer`` after its ``Timeout`` even without
+        ``ring_timeouts``; ``ring`` (or ``None``, the default) rings until answered, or until
+        its ``Timeout`` with ``ring_timeouts``.
+        """
+        if behaviour is not None and behaviour not in NUMBER_BEHAVIOURS:
+            raise ValueError(f"behaviour must be one of {sorted(NUMBER_BEHAVIOURS)}")
+        with self._lock:
+            if behaviour in (None, "ring"):
+                self.number_behaviours.pop(_normalize(number), None)
+            else:
+                self.number_behaviours[_normalize(number)] = behaviour
+
+    def _auto_dial(self, sid: str) -> None:
+        """Twilio dials a REST-placed leg: it starts, then rings, or is busy or unreachable."""
+        with self._lock:
+            call = self.calls.get(sid)
+            if call is None or call.status != "queued":
+                return  # canceled meanwhile, or a test drove it by hand
+            behaviour = self.number_behaviours.get(_normalize(call.to), "ring")
+            ring_seconds = max(1, min(600, call.timeout))
+        if behaviour in ("busy", "failed"):
+            self._advance_call(sid, behaviour, only_from=UNANSWERED_CALL_STATUSES)
+            return
+        self._advance_call(sid, "ringing", only_from=UNANSWERED_CALL_STATUSES)
+        if self.ring_timeouts or behaviour == "no-answer":
+            # Nobody picked up within Timeout: Twilio gives up with no-answer (§5 Create Call).
+            self._timers.schedule(
+                ring_seconds, lambda: self._advance_call(sid, "no-answer", only_from=UNANSWERED_CALL_STATUSES)
+            )
 
     def record_inbound_call(
         self, call_sid: str, from_: str, to: str, *, status_callback: str | None = None
@@ -785,11 +922,27 @@ class FakeTwilio:
         ``Url``, or its inline ``Twiml``. A REST participant leg joins its conference instead
         and returns None. Terminal calls and backward moves are ignored (returns None).
         """
+        return self._advance_call(call_sid, status, duration=duration, answered_by=answered_by)
+
+    def _advance_call(
+        self,
+        call_sid: str,
+        status: str,
+        *,
+        duration: int | None = None,
+        answered_by: str | None = None,
+        only_from: frozenset[str] | None = None,
+    ) -> str | None:
+        """``advance_call``; with ``only_from``, only if the call is in one of those statuses
+        (checked under the lock: a ring timeout must never end a call answered meanwhile)."""
         if status not in CALL_STATUSES:
             raise ValueError(f"status must be one of {sorted(CALL_STATUSES)}")
         with self._lock:
+            call = self.calls.get(call_sid)
+            if call is None and only_from is not None:
+                return None  # a timer outlived its call (deleted)
             call = self._call(call_sid)
-            if call.status in TERMINAL_CALL_STATUSES:
+            if call.status in TERMINAL_CALL_STATUSES or (only_from is not None and call.status not in only_from):
                 return None
             hooks: list[_Outbound] = []
             fetch: _Outbound | None = None
@@ -1189,6 +1342,8 @@ class FakeTwilio:
         conference.reason_conference_ended = reason_ended
         conference.call_sid_ending_conference = ending.call_sid if ending else None
         conference.date_updated = _now()
+        # The room's events first, then each leg it hung up reports its final status [INF].
+        leg_hooks: list[_Outbound] = []
         for other in list(conference.participants.values()):
             conference.participants.pop(other.call_sid)
             call = self.calls.get(other.call_sid)
@@ -1209,7 +1364,7 @@ class FakeTwilio:
                 call.conference_sid = None
                 call.last_conference_exit = leave_reason
                 if call.conference_leg and call.status not in TERMINAL_CALL_STATUSES:
-                    hooks += self._end_call(call, "completed")
+                    leg_hooks += self._end_call(call, "completed")
         extra = {"ReasonConferenceEnded": reason_ended, "Reason": reason_text}
         if ending is not None:
             extra["CallSidEndingConference"] = ending.call_sid
@@ -1217,7 +1372,7 @@ class FakeTwilio:
                 extra["ParticipantLabelEndingConference"] = ending.label
         hooks += self._conference_hook(conference, "end", "conference-end", extra=extra)
         log.info("conference %s ended: %s", conference.sid, reason_ended)
-        return hooks
+        return hooks + leg_hooks
 
     def end_conference(self, sid_or_name: str) -> ConferenceRecord:
         """``POST Conferences/<Sid>.json Status=completed``: end it for everyone."""
@@ -1423,18 +1578,7 @@ class FakeTwilio:
             return {
                 "account_sid": self.account_sid,
                 "messages": [message_json(m) for m in self.messages.values()],
-                "calls": [
-                    {
-                        **call_json(c),
-                        "url": c.url,
-                        "twiml": c.twiml,
-                        "status_callback": c.status_callback,
-                        "status_callback_events": c.status_callback_events,
-                        "conference_sid": c.conference_sid,
-                        "redirects": [asdict(r) for r in c.redirects],
-                    }
-                    for c in self.calls.values()
-                ],
+                "calls": [call_state_json(c) for c in self.calls.values()],
                 "conferences": [
                     {
                         **conference_json(c),
@@ -1443,6 +1587,8 @@ class FakeTwilio:
                     for c in self.conferences.values()
                 ],
                 "opted_out": sorted(self.opted_out),
+                "number_behaviours": dict(self.number_behaviours),
+                "ring_timeouts": self.ring_timeouts,
                 "faults": [asdict(f) for f in self.faults],
                 "webhooks": [asdict(w) for w in self.webhook_log],
             }
@@ -1519,6 +1665,20 @@ def call_json(c: CallRecord) -> dict[str, Any]:
             "payments": f"{uri}/Payments.json",
             "events": f"{uri}/Events.json",
         },
+    }
+
+
+def call_state_json(c: CallRecord) -> dict[str, Any]:
+    """The Call resource plus the fake's own state of it (for ``/_fake/`` and remote phones)."""
+    return {
+        **call_json(c),
+        "url": c.url,
+        "twiml": c.twiml,
+        "timeout": c.timeout,
+        "status_callback": c.status_callback,
+        "status_callback_events": c.status_callback_events,
+        "conference_sid": c.conference_sid,
+        "redirects": [asdict(r) for r in c.redirects],
     }
 
 
@@ -1863,6 +2023,79 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
             raise FakeTwilioError(400, 21218, f"Invalid status: {status}")
         twiml = fake.advance_call(sid, status)
         return jsonify({"call": call_json(fake.get_call(sid)), "twiml": twiml})
+
+    @app.get("/_fake/calls")
+    def calls_state() -> ResponseReturnValue:
+        """Calls in creation order, optionally only ``to`` a number and/or in ``status``es."""
+        to, statuses = request.args.get("to"), request.args.getlist("status")
+        with fake._lock:
+            items = [
+                call_state_json(c)
+                for c in fake.calls.values()
+                if (to is None or _normalize(c.to) == _normalize(to)) and (not statuses or c.status in statuses)
+            ]
+        return jsonify({"calls": items})
+
+    @app.get("/_fake/calls/<sid>")
+    def call_state(sid: str) -> ResponseReturnValue:
+        with fake._lock:
+            return jsonify(call_state_json(fake._call(sid)))
+
+    @app.post("/_fake/calls/inbound")
+    def inbound_call() -> ResponseReturnValue:
+        """A phone is calling the line: Twilio's record of it, whose final status goes to
+        ``StatusCallback`` (the number's own status callback)."""
+        form = request.form
+        call = fake.record_inbound_call(
+            form["CallSid"], form["From"], form["To"], status_callback=form.get("StatusCallback") or None
+        )
+        with fake._lock:
+            return jsonify(call_state_json(call)), 201
+
+    @app.post("/_fake/conferences/<name>/join")
+    def conference_join(name: str) -> ResponseReturnValue:
+        """A call's ``<Dial><Conference>`` (run by the phone that plays the call's TwiML)."""
+        form = request.form
+        conference = fake.join_conference(
+            name,
+            form["CallSid"],
+            start_on_enter=_bool_param(form.get("StartConferenceOnEnter"), True),
+            end_on_exit=_bool_param(form.get("EndConferenceOnExit"), False),
+            label=form.get("Label") or None,
+            status_callback=form.get("StatusCallback") or None,
+            status_callback_event=form.get("StatusCallbackEvent", ""),
+            status_callback_method=form.get("StatusCallbackMethod") or "POST",
+        )
+        return jsonify(conference_json(conference))
+
+    @app.post("/_fake/conferences/<name>/leave")
+    def conference_leave(name: str) -> ResponseReturnValue:
+        reason = request.form.get("reason", "participant_hung_up")
+        conference = fake.leave_conference(name, request.form["CallSid"], reason)
+        return jsonify(conference_json(conference))
+
+    @app.post("/_fake/numbers/<path:number>")
+    def number_behaviour(number: str) -> ResponseReturnValue:
+        behaviour = request.form.get("behaviour") or None
+        if behaviour is not None and behaviour not in NUMBER_BEHAVIOURS:
+            raise FakeTwilioError(400, 21218, f"Invalid behaviour: {behaviour}")
+        fake.program_number(number, behaviour)
+        return "", 204
+
+    @app.post("/_fake/keyword")
+    def keyword() -> ResponseReturnValue:
+        """A phone texted the line: apply Twilio's opt-out words before the webhook goes."""
+        return jsonify({"keyword": fake.receive_keyword(request.form["From"], request.form.get("Body", ""))})
+
+    @app.get("/_fake/messages")
+    def messages_state() -> ResponseReturnValue:
+        """Messages sent, in creation order, optionally only ``to`` a number."""
+        to = request.args.get("to")
+        with fake._lock:
+            items = [
+                message_json(m) for m in fake.messages.values() if to is None or _normalize(m.to) == _normalize(to)
+            ]
+        return jsonify({"messages": items})
 
     @app.post("/_fake/messages/<sid>/deliver")
     def deliver(sid: str) -> ResponseReturnValue:

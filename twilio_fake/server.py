@@ -7,9 +7,9 @@ In tests::
         client.messages.create(to="+14155550100", from_="+14155550199", body="hi")
         server.fake.messages               # what the app sent
 
-Standalone (e.g. for the browser sandbox or a local app run)::
+Standalone (``dev.py run`` starts it so, when no Twilio account is set)::
 
-    python -m twilio_fake.server --port 8089 --account-sid AC... --auth-token ...
+    python -m twilio_fake.server --port 8089 --account-sid AC... --auth-token ... --ring-timeouts
 """
 
 from __future__ import annotations
@@ -136,14 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--account-sid", default=None, help="default: a random AC... sid")
     parser.add_argument("--auth-token", default=None, help="default: a random token")
     parser.add_argument("--auto-deliver", action="store_true", help="deliver each message right after creation")
+    parser.add_argument(
+        "--ring-timeouts",
+        action="store_true",
+        help="REST-placed calls ring by themselves and end no-answer after their Timeout, as on Twilio "
+        "(default: they ring until told otherwise through /_fake/calls/<sid>/advance)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    fake = FakeTwilio(args.account_sid, args.auth_token, auto_deliver=args.auto_deliver)
+    fake = FakeTwilio(
+        args.account_sid, args.auth_token, auto_deliver=args.auto_deliver, ring_timeouts=args.ring_timeouts
+    )
     server = _make_server(args.host, args.port, fake)
-    # Credentials are printed on purpose: this is a local fake and the app needs them.
-    print(f"fake Twilio API on http://{args.host}:{server.server_port}")
-    print(f"TWILIO_ACCOUNT_SID={fake.account_sid}")
-    print(f"TWILIO_AUTH_TOKEN={fake.auth_token}")
+    print(f"fake Twilio API on http://{args.host}:{server.server_port}", flush=True)
+    if args.auth_token is None:
+        # Made up here, so printed on purpose: the app needs them. Given ones are not echoed
+        # (dev.py passes the local ones and keeps this output in a log file).
+        print(f"TWILIO_ACCOUNT_SID={fake.account_sid}")
+        print(f"TWILIO_AUTH_TOKEN={fake.auth_token}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
