@@ -3,8 +3,11 @@
 - ``access``: sessions, roles (deny by default), CSRF for the whole app, cookies, idle timeout.
 - ``accounts``: accounts, passwords, sign-in and its rate limit, ``flask users``.
 - ``audit``: who did what, when.
-- ``board``: the supervisors' live board of the queue and the responders.
-- ``desk``: a counselor's own page (their availability switch, what is on now).
+- ``board``: the supervisors' live board of the queue and the responders, and the emergency
+  unmask of a live contact's number (a reason required, sealed; audited; shown once).
+- ``desk``: a counselor's own page: availability switch, what is on now with the person's
+  earlier contacts (by keyed hash), the SMS inbox (replies go through ``sms.staff`` as a
+  text would), and wrap-ups after a contact (outcome, check-in consent, a sealed note).
 
 Pages are server-rendered; the board and the desk refresh themselves with a few lines of
 JavaScript served by the app (no CDN). ``init_app`` is called once by the app factory.

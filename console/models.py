@@ -1,6 +1,7 @@
-"""The console's own tables: staff accounts, the audit log, and sign-in attempts.
+"""The console's own tables: staff accounts, the audit log, sign-in attempts, and wrap-ups.
 
-Nothing here holds a caller's or texter's number. Passwords are stored as argon2id hashes
+Nothing here holds a caller's or texter's number; a wrap-up's note and an unmask's reason are
+sealed with the Vault. Passwords are stored as argon2id hashes
 only. Sign-in attempts are kept by keyed hash (the typed name could be a mistyped password;
 an IP address is personal data), and only long enough to rate-limit.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crisisline.db import Model, UTCDateTime
@@ -18,6 +19,17 @@ from crisisline.models import utcnow
 
 ADMIN, SUPERVISOR, COUNSELOR = "admin", "supervisor", "counselor"
 ROLES = (ADMIN, SUPERVISOR, COUNSELOR)
+# Vault contexts of the console's sealed values (each binds a value to its column).
+NOTE_CONTEXT = "console-wrap-up-note"
+UNMASK_REASON_CONTEXT = "console-unmask-reason"
+# A wrap-up's outcome: key -> what the form says.
+OUTCOMES = {
+    "de_escalated": "De-escalated",
+    "referred": "Referred to a service",
+    "co_responder_dispatched": "Co-responder unit dispatched",
+    "emergency_services": "Emergency services contacted",
+    "other": "Other",
+}
 
 
 class User(Model):
@@ -73,6 +85,8 @@ class AuditEntry(Model):
     action: Mapped[str] = mapped_column(String(48), index=True)
     target: Mapped[str | None] = mapped_column(String(160))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What must be kept but is personal (an emergency unmask's reason): sealed, never in ``detail``.
+    sealed_detail: Mapped[str | None] = mapped_column(Text)
 
 
 class SignInAttempt(Model):
@@ -89,3 +103,29 @@ class SignInAttempt(Model):
     address_key: Mapped[str] = mapped_column(String(64))
     succeeded: Mapped[bool] = mapped_column(default=False)
     attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WrapUp(Model):
+    """What a counselor records after a contact they handled: a call (by its transfer, one
+    round of one call) or a text conversation. One per contact (``contact_key``).
+
+    The note is sealed (``NOTE_CONTEXT``); outcome, consent and need are plain, for metrics.
+    """
+
+    __tablename__ = "console_wrap_ups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_key: Mapped[str] = mapped_column(String(40), unique=True)  # call:<transfer id> | text:<conversation id>
+    channel: Mapped[str] = mapped_column(String(8))  # voice | text
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    transfer_id: Mapped[int | None] = mapped_column(ForeignKey("transfers.id", ondelete="SET NULL"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    responder_id: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("console_users.id", ondelete="SET NULL"))
+    language: Mapped[str | None] = mapped_column(String(16))
+    need: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32))
+    followup_consent: Mapped[bool] = mapped_column(default=False)
+    followup: Mapped[str | None] = mapped_column(String(24))  # scheduled | no_number | opted_out | checkins_off
+    sealed_note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

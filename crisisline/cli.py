@@ -12,6 +12,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import Column, Table, case, delete, func, select, update
 
+from console.models import NOTE_CONTEXT as WRAP_UP_NOTE_CONTEXT
+from console.models import UNMASK_REASON_CONTEXT
 from crisisline.db import db
 from crisisline.models import BlockedNumber, Call, RoutingVersion, Texter
 from crisisline.phone import InvalidPhoneNumber, to_e164
@@ -38,6 +40,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(line_cli)
     app.cli.add_command(keys_cli)
     app.cli.add_command(blocklist_cli)
+    app.cli.add_command(__import__("metrics.cli", fromlist=["metrics_cli"]).metrics_cli)  # flask metrics …
 
 
 @line_cli.command("keygen")
@@ -119,6 +122,8 @@ SEAL_CONTEXTS: dict[tuple[str, str], str] = {
     ("texters", "sealed_number"): PHONE_CONTEXT,
     ("messages", "sealed_body"): BODY_CONTEXT,
     ("checkins", "sealed_reply"): REPLY_CONTEXT,
+    ("console_wrap_ups", "sealed_note"): WRAP_UP_NOTE_CONTEXT,
+    ("console_audit_entries", "sealed_detail"): UNMASK_REASON_CONTEXT,
 }
 ROTATION_BATCH_SIZE = 500
 # A row the line rewrote while we re-sealed it is left as written; another pass picks it up

@@ -6,6 +6,7 @@ from flask import Blueprint, render_template, request
 
 from console.access import allow
 from console.audit.log import recent
+from console.board.unmask import opened_reason
 from console.models import ADMIN, SUPERVISOR
 
 bp = Blueprint("audit", __name__)
@@ -15,4 +16,7 @@ bp = Blueprint("audit", __name__)
 @allow(ADMIN, SUPERVISOR)
 def log() -> str:
     action = request.args.get("action") or None
-    return render_template("console/audit.html", entries=recent(action=action), action=action)
+    entries = recent(action=action)
+    # An unmask's reason is sealed; admins and supervisors read it here (never in a log).
+    reasons = {entry.id: opened_reason(entry.sealed_detail) for entry in entries if entry.sealed_detail}
+    return render_template("console/audit.html", entries=entries, action=action, reasons=reasons)

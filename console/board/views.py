@@ -1,13 +1,15 @@
-"""The live board page and the JSON its script polls (supervisors and admins)."""
+"""The live board page, the JSON its script polls, and the emergency unmask (supervisors and admins)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, render_template
 
-from console.access import allow
+from console.access import allow, signed_in
+from console.board import unmask
+from console.board.forms import UnmaskForm
 from console.board.live import snapshot
 from console.models import ADMIN, SUPERVISOR
 from routing.store import active_routing
@@ -31,3 +33,32 @@ def data() -> dict[str, Any]:
     if active is None:
         return {"error": "no routing published", "waiting": [], "responders": []}
     return snapshot(active.document, datetime.now(UTC)).as_json()
+
+
+# --- emergency unmask ---------------------------------------------------------------------------
+
+
+@bp.get("/board/unmask")
+@allow(ADMIN, SUPERVISOR)
+def unmask_list() -> str:
+    """Everyone in contact now, each with the unmask form (a reason is required)."""
+    active = active_routing()
+    contacts = unmask.live_contacts(active.document) if active else []
+    return render_template("console/unmask.html", contacts=contacts, form=UnmaskForm(), revealed=None, chosen=None)
+
+
+@bp.post("/board/unmask/<any(voice, text):channel>/<int:contact_id>")
+@allow(ADMIN, SUPERVISOR)
+def unmask_reveal(channel: str, contact_id: int) -> tuple[str, int] | str:
+    """The number, shown once in this response (never stored, logged or cached), audited."""
+    active = active_routing()
+    contact = unmask.find_live(active.document, channel, contact_id) if active else None
+    if active is None or contact is None:
+        abort(404)
+    form = UnmaskForm()
+    if not form.validate_on_submit():
+        contacts = unmask.live_contacts(active.document)
+        page = render_template("console/unmask.html", contacts=contacts, form=form, revealed=None, chosen=contact)
+        return page, 400
+    number = unmask.reveal(signed_in(), contact, form.reason.data or "")
+    return render_template("console/unmask.html", contacts=[], form=None, revealed=number or "", chosen=contact)

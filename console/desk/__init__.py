@@ -1,1 +1,1 @@
-"""The counselor's own page: their availability switch and what they are offered or on now."""
+"""The counselor's own page: availability, what is on now, the SMS inbox, and wrap-ups."""

@@ -12,12 +12,20 @@ from sqlalchemy import select
 
 from console.audit.log import record
 from console.board.live import RINGING, language_name, need_label, voice_status
+from console.desk.history import History, earlier_contacts, person_hash_of_conversation, person_hash_of_transfer
 from console.models import User
 from crisisline.db import db
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState, Transfer
 from line_queue import responders
 from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
+
+
+@dataclass(frozen=True)
+class EarlierRow:
+    channel: str  # voice | text
+    date: str  # YYYY-MM-DD (UTC)
+    need: str
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,9 @@ class Contact:
     language: str
     need: str
     seconds: int  # waited so far (offered), or since it was taken (on now)
+    # Earlier calls and texts by the same person (by keyed hash): how many, and the newest.
+    earlier_count: int = 0
+    earlier: list[EarlierRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,14 @@ def _seconds(moment: datetime, since: datetime | None) -> int:
     return max(0, int((moment - since).total_seconds())) if since else 0
 
 
+def _earlier(document: RoutingDocument, history: History) -> dict[str, Any]:
+    rows = [
+        EarlierRow(e.channel, e.at.strftime("%Y-%m-%d"), need_label(document, e.need or document.menu.default_need))
+        for e in history.recent
+    ]
+    return {"earlier_count": history.count, "earlier": rows}
+
+
 def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> Desk:
     state = db.session.get(ResponderState, responder.id)
     status = voice_status(document, responder, moment)
@@ -57,6 +76,8 @@ def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> D
         transfer = db.session.get(Transfer, offer.transfer_id) if offer else None
         if offer is not None and transfer is not None:
             ringing = offer.state in ACTIVE_OFFER_STATES
+            person, call_id = person_hash_of_transfer(transfer)
+            history = earlier_contacts(person, transfer.started_at, call_id=call_id)
             contacts.append(
                 Contact(
                     channel="voice",
@@ -65,6 +86,7 @@ def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> D
                     language=language_name(document, transfer.language),
                     need=need_label(document, transfer.need),
                     seconds=_seconds(moment, transfer.queued_since if ringing else transfer.connected_at),
+                    **_earlier(document, history),
                 )
             )
     offered = db.session.execute(
@@ -82,6 +104,9 @@ def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> D
         *((c, "offered", c.queued_at) for c in offered),
         *((c, "active", c.assigned_at) for c in active),
     ]:
+        history = earlier_contacts(
+            person_hash_of_conversation(conversation), conversation.started_at, conversation_id=conversation.id
+        )
         contacts.append(
             Contact(
                 channel="text",
@@ -90,6 +115,7 @@ def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> D
                 language=language_name(document, conversation.language or document.menu.default_language),
                 need=need_label(document, conversation.need or document.menu.default_need),
                 seconds=_seconds(moment, since),
+                **_earlier(document, history),
             )
         )
     return Desk(

@@ -1,12 +1,15 @@
 """The console in a real Chromium (Debian's), driven by Playwright, against the app served as
 the Procfile serves it (gunicorn, over real HTTP): a supervisor signs in and watches the live
 board pick up a caller who dialled in through the real voice webhooks; a counselor, on a
-phone-sized screen, sees the call ringing for them and pauses; the board follows. Screenshots
+phone-sized screen, sees the call ringing for them and pauses; the board follows; the
+supervisor unmasks the waiting caller with a reason; the counselor takes a text, replies from
+the inbox, ends it and files its wrap-up; the audit log shows it all. Screenshots
 of each page go to tests/console/screenshots/ (ignored by git)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +24,7 @@ from flask import Flask
 
 from console.models import ADMIN, COUNSELOR, SUPERVISOR
 from crisisline.settings import Settings
-from tests.conftest import LINE_NUMBER, ROOT, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, deployment_environment
+from tests.conftest import LINE_NUMBER, ROOT, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TextingPhone, deployment_environment
 from tests.console.conftest import Account, MakeUser
 from tests.rota import ANA, around_the_clock, legs
 from twilio_fake.phone import Keys, Phone, RequestsTransport
@@ -41,6 +44,7 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 ]  # fmt: skip
+TEXTER = "+13125550177"
 BOARD_REFRESH_WAIT_MS = 20_000  # the board polls every 5 s; a loaded CI machine gets some slack
 
 
@@ -169,10 +173,54 @@ def test_a_supervisor_watches_a_caller_arrive_and_a_counselor_pauses_from_their_
         desk.get_by_role("button", name="Take contacts again").click()
         expect(desk.get_by_role("button", name="Pause me")).to_be_visible()
 
-        # The audit log shows who signed in, failed to, and switched availability.
+        # The supervisor unmasks the waiting caller, with a reason.
+        board.get_by_role("link", name=re.compile("^Emergency unmask")).click()
+        board.get_by_role("button", name=re.compile(r"^Unmask the call")).first.click()  # no reason: refused
+        expect(board.get_by_role("alert").first).to_contain_text("Give a reason")
+        board.get_by_label(re.compile("^Reason")).first.fill("Caller said they took pills, then went silent")
+        board.get_by_role("button", name=re.compile(r"^Unmask the call")).first.click()
+        expect(board.locator("#unmasked-number")).to_have_text("+13125550201")
+        shot(board, database, "08-emergency-unmask")
+
+        # The caller hangs up: Ana is free, and a person texts the line.
+        phone.hang_up(call)
+        expect(desk.locator("#my-contacts")).to_contain_text("Nothing right now.", timeout=BOARD_REFRESH_WAIT_MS)
+        # Ana takes the text from her page and replies from the inbox.
+        texting = TextingPhone(procfile_web, fake)
+        texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
+        take = desk.get_by_role("button", name=re.compile(r"^Take text #"))
+        expect(take).to_be_visible(timeout=BOARD_REFRESH_WAIT_MS)
+        take.click()
+        inbox = desk.locator("#inbox")
+        expect(inbox).to_contain_text("panic attacks")
+        desk.get_by_label(re.compile(r"^Reply to #")).fill("I'm here with you. Are you somewhere safe?")
+        desk.get_by_role("button", name="Send reply").click()
+        expect(desk.get_by_role("status").first).to_contain_text("Sent to #")
+        expect(inbox).to_contain_text("Are you somewhere safe?")
+        assert "I'm here with you. Are you somewhere safe?" in texting.inbox(TEXTER)
+        assert "5550177" not in desk.content()
+        shot(desk, database, "09-counselor-inbox-reply")
+
+        # She ends it, and wraps it up: the person agreed to a check-in.
+        desk.get_by_role("button", name=re.compile(r"^End conversation #")).click()
+        expect(desk.get_by_role("status").first).to_contain_text("is closed")
+        desk.get_by_role("link", name=re.compile(r"^Wrap up the text #")).click()
+        desk.get_by_label("De-escalated").check()
+        desk.get_by_label(re.compile("agreed to a check-in")).check()
+        desk.get_by_label(re.compile("^Short note")).fill("Breathing exercise helped; sister with her tonight")
+        shot(desk, database, "10-counselor-wrap-up")
+        desk.get_by_role("button", name="Save wrap-up").click()
+        expect(desk.get_by_role("status").first).to_contain_text("A check-in is scheduled.")
+
+        # The audit log shows who signed in, failed to, switched availability, unmasked (with
+        # the reason) and wrapped up (without the note).
         board.get_by_role("link", name="Audit log").click()
         log = board.locator("table")
         expect(log).to_contain_text("availability_changed")
+        expect(log).to_contain_text("unmask")
+        expect(log).to_contain_text("took pills")
+        expect(log).to_contain_text("wrap_up")
+        assert "sister" not in board.content()
         expect(log).to_contain_text("sign_in_failed")
         shot(board, database, "06-audit-log")
 

@@ -54,13 +54,17 @@ def test_an_admin_adds_accounts_with_clear_errors_and_closes_one(
 
 
 def test_every_asset_is_served_by_the_app_and_every_field_has_a_label(
-    client: FlaskClient, admin: Account, supervisor: Account
+    app: Flask, client: FlaskClient, admin: Account, counselor: Account
 ) -> None:
     pages = [client.get("/console/sign-in").get_data(as_text=True)]
     sign_in(client, admin)
     pages += [
-        client.get(path).get_data(as_text=True) for path in ("/console/board", "/console/users", "/console/audit")
+        client.get(path).get_data(as_text=True)
+        for path in ("/console/board", "/console/users", "/console/audit", "/console/board/unmask")
     ]
+    desk = app.test_client()
+    sign_in(desk, counselor)
+    pages.append(desk.get("/console/me").get_data(as_text=True))
 
     for page in pages:
         for url in re.findall(r'(?:src|href)="([^"]+)"', page):
@@ -70,5 +74,5 @@ def test_every_asset_is_served_by_the_app_and_every_field_has_a_label(
                 assert response.status_code == 200, asset
                 assert response.mimetype in ("text/css", "text/javascript", "application/javascript")
         labelled = set(re.findall(r'<label for="([^"]+)"', page))
-        fields = set(re.findall(r'<(?:input|select)(?![^>]*type="hidden")[^>]*\bid="([^"]+)"', page))
+        fields = set(re.findall(r'<(?:input|select|textarea)(?![^>]*type="hidden")[^>]*\bid="([^"]+)"', page))
         assert fields <= labelled, fields - labelled

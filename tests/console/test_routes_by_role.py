@@ -32,10 +32,20 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.audit.log": STAFF,
     "console.board.page": STAFF,
     "console.board.data": STAFF,
+    "console.board.unmask_list": STAFF,
+    "console.board.unmask_reveal": STAFF,
     "console.desk.page": frozenset({COUNSELOR}),
     "console.desk.data": frozenset({COUNSELOR}),
     "console.desk.availability": frozenset({COUNSELOR}),
+    "console.desk.conversation": frozenset({COUNSELOR}),
+    "console.desk.reply": frozenset({COUNSELOR}),
+    "console.desk.command": frozenset({COUNSELOR}),
+    "console.desk.wrap_up": frozenset({COUNSELOR}),
+    "console.desk.wrap_up_save": frozenset({COUNSELOR}),
 }
+# Values for the routes' arguments (a conversation or contact that does not exist: 404 for
+# the roles allowed, the same refusals as any route for the others).
+ARGUMENTS = {"conversation_id": 999_999, "contact_id": 999_999, "channel": "text", "command": "end"}
 ANONYMOUS = "anonymous"
 
 
@@ -46,12 +56,17 @@ def console_rules(app: Flask) -> list[Rule]:
 
 def requests_for(rule: Rule, spare_user_id: int, role: str) -> list[tuple[str, str, dict[str, str]]]:
     """(method, path, form data) that exercise ``rule`` successfully when allowed."""
-    built = rule.build({"user_id": spare_user_id} if "user_id" in rule.arguments else {})
+    values: dict[str, Any] = {"user_id": spare_user_id, **ARGUMENTS}
+    built = rule.build({name: value for name, value in values.items() if name in rule.arguments})
     assert built is not None
     path = built[1]
     data = {
         "console.accounts.user_add": {"username": f"new-{role}", "role": SUPERVISOR, "password": "x" * 16},
         "console.desk.availability": {"available": "0"},
+        "console.desk.reply": {"body": "hello", "key": "k" * 24},
+        "console.desk.command": {"key": "k" * 24},
+        "console.desk.wrap_up_save": {"outcome": "other"},
+        "console.board.unmask_reveal": {"reason": "imminent risk stated"},
     }.get(rule.endpoint, {})
     methods = sorted((rule.methods or set()) & {"GET", "POST"})
     return [(method, path, data if method == "POST" else {}) for method in methods]

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import create_engine, func, insert, select, update
 
+from console.models import NOTE_CONTEXT, UNMASK_REASON_CONTEXT, AuditEntry, WrapUp
 from crisisline.cli import SEAL_CONTEXTS, rotate_sealed_values, sealed_columns, sealed_value_counts
 from crisisline.db import db
 from crisisline.models import Call, CheckIn, Message, Texter
@@ -196,8 +197,8 @@ def key_ids_in_use(app: Flask) -> set[str]:
 
 def a_day_on_the_old_key(app: Flask, port: int, fake: FakeTwilio) -> None:
     """Texts, a STOP, a call with spoken words, a blocked number: the line itself writes every
-    sealed column (but a check-in reply, stored directly); one text body is then put back in
-    the format from before key ids."""
+    sealed column (but a check-in reply and the console's wrap-up note and unmask reason, stored
+    directly); one text body is then put back in the format from before key ids."""
     runner = app.test_cli_runner()
     assert runner.invoke(args=["blocklist", "add", BLOCKED_CALLER]).output == "blocked\n"
     with serving(app, port) as url:
@@ -214,6 +215,16 @@ def a_day_on_the_old_key(app: Flask, port: int, fake: FakeTwilio) -> None:
         db.session.execute(update(Message).where(Message.id == first.id).values(sealed_body=legacy))
         reply = app.extensions["crisisline.vault"].seal("couldn't sleep", context=REPLY_CONTEXT)
         db.session.add(CheckIn(dedupe_key="text:1", origin="text", language="en", state="answered", sealed_reply=reply))
+        # What staff write in the console: a wrap-up note and an unmask's reason.
+        vault = app.extensions["crisisline.vault"]
+        note = vault.seal("talked it through", context=NOTE_CONTEXT)
+        reason = vault.seal("imminent risk", context=UNMASK_REASON_CONTEXT)
+        db.session.add(
+            WrapUp(
+                contact_key="text:1", channel="text", responder_id="ana-ruiz", outcome="de_escalated", sealed_note=note
+            )
+        )
+        db.session.add(AuditEntry(actor="supervisor", action="unmask", target="call:1", sealed_detail=reason))
         db.session.commit()
 
 

@@ -1,0 +1,16 @@
+"""The board's forms (Flask-WTF: each carries its CSRF token)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm  # type: ignore[import-untyped]
+from wtforms import TextAreaField  # type: ignore[import-untyped]
+from wtforms.validators import DataRequired, Length  # type: ignore[import-untyped]
+
+from console.board.unmask import MAX_REASON, MIN_REASON
+
+
+class UnmaskForm(FlaskForm):
+    reason = TextAreaField(
+        "Reason (required: the imminent risk; kept encrypted in the audit log)",
+        validators=[DataRequired(), Length(min=MIN_REASON, max=MAX_REASON)],
+    )

@@ -1,0 +1,118 @@
+"""Emergency unmask: a supervisor reveals a live caller's or texter's number, for imminent
+risk, with a reason. Every reveal is audited (who, when, which contact; the reason sealed
+with the Vault, never in the entry's plain detail). The number is returned to the view once;
+nothing here logs or stores it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app
+from sqlalchemy import select
+
+from console.audit.log import record
+from console.board.live import language_name, need_label
+from console.models import UNMASK_REASON_CONTEXT, User
+from crisisline.db import db
+from crisisline.models import Call, Conversation, Texter, Transfer
+from crisisline.privacy import DecryptionError, Vault
+from ivr.call_log import PHONE_CONTEXT
+from routing.document import RoutingDocument
+from sms.conversations import OPEN_STATES
+from transfer.state import OPEN_TRANSFER_STATES
+
+CHANNELS = ("voice", "text")
+MIN_REASON = 5
+MAX_REASON = 500
+
+
+@dataclass(frozen=True)
+class LiveContact:
+    channel: str  # voice | text
+    id: int  # transfer id (voice) or conversation id (text)
+    state: str
+    language: str
+    need: str
+    since: datetime
+
+    @property
+    def target(self) -> str:
+        return f"call:{self.id}" if self.channel == "voice" else f"text:{self.id}"
+
+    @property
+    def label(self) -> str:
+        return f"call {self.id}" if self.channel == "voice" else f"text #{self.id}"
+
+
+def _vault() -> Vault:
+    vault: Vault = current_app.extensions["crisisline.vault"]
+    return vault
+
+
+def _transfer_row(document: RoutingDocument, transfer: Transfer) -> LiveContact:
+    return LiveContact("voice", transfer.id, transfer.state, language_name(document, transfer.language),
+                       need_label(document, transfer.need), transfer.started_at)  # fmt: skip
+
+
+def _conversation_row(document: RoutingDocument, conversation: Conversation) -> LiveContact:
+    return LiveContact(
+        "text", conversation.id, conversation.state,
+        language_name(document, conversation.language or document.menu.default_language),
+        need_label(document, conversation.need or document.menu.default_need), conversation.started_at,
+    )  # fmt: skip
+
+
+def live_contacts(document: RoutingDocument) -> list[LiveContact]:
+    """Everyone in contact with the line now: callers waiting or talking, open text threads."""
+    transfers = db.session.scalars(
+        select(Transfer).where(Transfer.state.in_(OPEN_TRANSFER_STATES)).order_by(Transfer.started_at).limit(200)
+    )
+    conversations = db.session.scalars(
+        select(Conversation).where(Conversation.state.in_(OPEN_STATES)).order_by(Conversation.started_at).limit(200)
+    )
+    return [_transfer_row(document, t) for t in transfers] + [_conversation_row(document, c) for c in conversations]
+
+
+def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveContact | None:
+    if channel == "voice":
+        transfer = db.session.get(Transfer, contact_id)
+        return _transfer_row(document, transfer) if transfer and transfer.state in OPEN_TRANSFER_STATES else None
+    conversation = db.session.get(Conversation, contact_id)
+    if conversation is None or conversation.state not in OPEN_STATES:
+        return None
+    return _conversation_row(document, conversation)
+
+
+def _sealed_number(contact: LiveContact) -> str | None:
+    if contact.channel == "voice":
+        transfer = db.session.get(Transfer, contact.id)
+        call = db.session.get(Call, transfer.call_id) if transfer else None
+        return call.sealed_caller if call else None
+    conversation = db.session.get(Conversation, contact.id)
+    texter = db.session.get(Texter, conversation.texter_id) if conversation else None
+    return texter.sealed_number if texter else None
+
+
+def reveal(user: User, contact: LiveContact, reason: str) -> str | None:
+    """The contact's number (None if the line never had it, e.g. withheld). Audited, with the
+    reason sealed, whether or not there was a number to show. Commits."""
+    reason = reason.strip()
+    if len(reason) < MIN_REASON:
+        raise ValueError("a reason is required")
+    sealed = _sealed_number(contact)
+    number = _vault().open(sealed, context=PHONE_CONTEXT) if sealed else None
+    entry = record("unmask", actor=user, target=contact.target, shown=number is not None)
+    entry.sealed_detail = _vault().seal(reason[:MAX_REASON], context=UNMASK_REASON_CONTEXT)
+    db.session.commit()
+    return number
+
+
+def opened_reason(sealed: str | None) -> str | None:
+    """An unmask's reason, opened for the audit page (admins and supervisors)."""
+    if not sealed:
+        return None
+    try:
+        return _vault().open(sealed, context=UNMASK_REASON_CONTEXT)
+    except DecryptionError:  # its key left the keyring
+        return "(sealed with a key no longer in the keyring)"

@@ -1,0 +1,34 @@
+"""The counselor page's forms (Flask-WTF: each carries its CSRF token). A form that sends
+something to a texter also carries a random key of its own, so a double submit sends once."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask_wtf import FlaskForm  # type: ignore[import-untyped]
+from wtforms import BooleanField, HiddenField, RadioField, SelectChoice, TextAreaField  # type: ignore[import-untyped]
+from wtforms.validators import DataRequired, InputRequired, Length, Regexp  # type: ignore[import-untyped]
+
+from console.desk.texts import FORM_KEY, MAX_REPLY
+from console.desk.wrapups import MAX_NOTE
+from console.models import OUTCOMES
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class KeyedForm(FlaskForm):
+    key = HiddenField(validators=[DataRequired(), Regexp(FORM_KEY)], default=new_key)
+
+
+class ReplyForm(KeyedForm):
+    body = TextAreaField("Your reply", validators=[DataRequired(), Length(max=MAX_REPLY)])
+
+
+class WrapUpForm(FlaskForm):
+    outcome = RadioField(
+        "Outcome", choices=[SelectChoice(key, label) for key, label in OUTCOMES.items()], validators=[InputRequired()]
+    )
+    consent = BooleanField("They agreed to a check-in later (the line texts them)")
+    note = TextAreaField("Short note (stored encrypted)", validators=[Length(max=MAX_NOTE)])

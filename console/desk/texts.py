@@ -1,0 +1,165 @@
+"""The counselor's SMS inbox: their open text conversations, each thread read back for them
+alone, and replies and commands from the browser.
+
+A reply or command from the console is handled exactly as if the counselor had texted it to
+the line: it is stored as their inbound text (sealed, like every text) and handed to
+``sms.staff.handle_staff_message``, the function a counselor's SMS goes through. So a reply
+is relayed from the line's number under the same once-only key (``relay:<text id>``), and
+``END``/``PASS``/``YES`` do what they do by text. Each form carries its own random key; the
+stored text is unique by it, so a double submit sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from console.models import User
+from crisisline.db import db, insert_once
+from crisisline.models import Conversation, ConversationOffer, Message, utcnow
+from crisisline.privacy import Vault
+from crisisline.sms_segments import segment_count
+from routing.document import Responder, RoutingDocument
+from sms.outbox import BODY_CONTEXT
+from sms.staff import handle_staff_message
+
+FORM_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+COMMANDS = {"end": "END", "pass": "PASS", "take": "YES"}
+MAX_REPLY = 1600
+
+
+@dataclass(frozen=True)
+class Line:
+    who: str  # texter | counselor | line
+    at: datetime
+    body: str
+
+
+@dataclass(frozen=True)
+class Sent:
+    handled: bool  # False: this form was submitted before (nothing sent again)
+    answer: str  # what the line would have texted back to the counselor ("" for a plain reply)
+
+
+def _vault() -> Vault:
+    vault: Vault = current_app.extensions["crisisline.vault"]
+    return vault
+
+
+def mine(responder_id: str, conversation_id: int) -> Conversation | None:
+    """The conversation if this counselor holds it now (active and theirs), else None."""
+    conversation = db.session.get(Conversation, conversation_id)
+    if conversation is None or conversation.state != "active" or conversation.counselor_id != responder_id:
+        return None
+    return conversation
+
+
+def offered_to(responder_id: str, conversation_id: int) -> Conversation | None:
+    """The conversation if it is offered to this counselor now (an open offer), else None."""
+    return db.session.scalars(
+        select(Conversation)
+        .join(ConversationOffer, ConversationOffer.conversation_id == Conversation.id)
+        .where(Conversation.id == conversation_id, Conversation.state == "offered",
+               ConversationOffer.responder_id == responder_id, ConversationOffer.state == "open")
+    ).first()  # fmt: skip
+
+
+def open_conversations(responder_id: str) -> list[Conversation]:
+    return list(
+        db.session.scalars(
+            select(Conversation)
+            .where(Conversation.counselor_id == responder_id, Conversation.state == "active")
+            .order_by(Conversation.assigned_at)
+        )
+    )
+
+
+def thread(conversation: Conversation) -> list[Line]:
+    """What the texter wrote and what the line and counselors sent them, oldest first. Texts
+    to counselors' phones (offers, relays of the texter's words) are left out: they repeat."""
+    messages = db.session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation.id, Message.party == "texter")
+        .order_by(Message.created_at, Message.id)
+    )
+    vault = _vault()
+    lines = []
+    for message in messages:
+        if message.direction == "in":
+            who = "texter"
+        else:
+            who = "counselor" if ":relay:" in (message.idempotency_key or "") else "line"
+        body = vault.open(message.sealed_body, context=BODY_CONTEXT) if message.sealed_body else ""
+        lines.append(Line(who, message.created_at, body))
+    return lines
+
+
+def send_as_text(
+    user: User, document: RoutingDocument, responder: Responder, conversation: Conversation, form_key: str,
+    body: str,
+) -> Sent:  # fmt: skip
+    """Handle ``body`` as the counselor's text to the line, once per ``form_key``."""
+    if not FORM_KEY.match(form_key):
+        raise ValueError("bad form key")
+    key = f"console:{user.id}:{form_key}"
+    inserted = insert_once(
+        Message,
+        {
+            "conversation_id": None,  # as a counselor's text: their words reach the thread as the relay
+            "direction": "in",
+            "party": "counselor",
+            "idempotency_key": key,
+            "responder_id": responder.id,
+            "line_number": conversation.line_number,
+            "num_media": 0,
+            "sealed_body": _vault().seal(body, context=BODY_CONTEXT),
+            "segments": segment_count(body) if body else 0,
+            "status": "received",
+            "status_rank": 5,
+            "created_at": utcnow(),
+        },
+    )
+    db.session.commit()
+    if not inserted:
+        return Sent(False, "")
+    inbound = db.session.scalars(select(Message).where(Message.idempotency_key == key)).one()
+    reply = handle_staff_message(document, responder, inbound, body)
+    db.session.execute(update(Message).where(Message.id == inbound.id).values(handled_at=utcnow()))
+    db.session.commit()
+    return Sent(True, reply.text)
+
+
+def reply(
+    user: User, document: RoutingDocument, responder: Responder, conversation: Conversation, form_key: str,
+    words: str,
+) -> Sent:  # fmt: skip
+    """Words for the texter: ``#<tag> words``, the tagged reply, so it goes to this one."""
+    return send_as_text(user, document, responder, conversation, form_key, f"#{conversation.tag} {words.strip()}")
+
+
+def command(
+    user: User, document: RoutingDocument, responder: Responder, conversation: Conversation, form_key: str,
+    name: str,
+) -> Sent:  # fmt: skip
+    """``END``, ``PASS`` or ``YES`` with the conversation's tag."""
+    return send_as_text(user, document, responder, conversation, form_key, f"{COMMANDS[name]} {conversation.tag}")
+
+
+def inbox_signature(responder_id: str) -> str:
+    """Changes when a conversation of theirs opens or closes or gets a new message: the page
+    reloads its inbox then (ids and counts only, nothing anyone wrote)."""
+    conversations = open_conversations(responder_id)
+    if not conversations:
+        return ""
+    counts = dict(
+        db.session.execute(
+            select(Message.conversation_id, func.count(Message.id))
+            .where(Message.conversation_id.in_([c.id for c in conversations]), Message.party == "texter")
+            .group_by(Message.conversation_id)
+        ).all()
+    )
+    return ",".join(f"{c.id}:{counts.get(c.id, 0)}" for c in conversations)

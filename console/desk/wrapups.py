@@ -1,0 +1,175 @@
+"""Wrap-ups: after a call or a text conversation a counselor handled, what came of it (an
+outcome), whether the person agreed to a check-in (scheduled through ``followups``), and a
+short note sealed with the Vault. One per contact; offered on the counselor's page for their
+contacts of the last ``WINDOW`` that ended without one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from console.audit.log import record
+from console.models import NOTE_CONTEXT, OUTCOMES, User, WrapUp
+from crisisline.db import db, insert_once
+from crisisline.models import Call, CheckIn, Conversation, Offer, Texter, Transfer, utcnow
+from crisisline.privacy import Vault
+from followups import checkins
+from routing.document import RoutingDocument
+from transfer.state import OPEN_TRANSFER_STATES
+
+WINDOW = timedelta(days=7)
+LIMIT = 20
+MAX_NOTE = 2000
+
+
+@dataclass(frozen=True)
+class EndedContact:
+    channel: str  # voice | text
+    id: int  # a transfer id (voice) or a conversation id (text)
+    language: str | None
+    need: str | None
+    ended_at: datetime | None
+
+    @property
+    def key(self) -> str:
+        return f"{'call' if self.channel == 'voice' else 'text'}:{self.id}"
+
+    @property
+    def label(self) -> str:
+        return f"call {self.id}" if self.channel == "voice" else f"text #{self.id}"
+
+
+def _vault() -> Vault:
+    vault: Vault = current_app.extensions["crisisline.vault"]
+    return vault
+
+
+def _calls(responder_id: str, since: datetime, transfer_id: int | None = None) -> list[EndedContact]:
+    query = (
+        select(Transfer)
+        .join(Offer, Offer.id == Transfer.accepted_offer_id)
+        .where(Offer.responder_id == responder_id, Transfer.connected_at.is_not(None),
+               Transfer.state.not_in(OPEN_TRANSFER_STATES), Transfer.connected_at >= since)
+        .order_by(Transfer.connected_at.desc())
+        .limit(LIMIT)
+    )  # fmt: skip
+    if transfer_id is not None:
+        query = query.where(Transfer.id == transfer_id)
+    return [
+        EndedContact("voice", t.id, t.language, t.need, t.ended_at or t.connected_at) for t in db.session.scalars(query)
+    ]
+
+
+def _texts(responder_id: str, since: datetime, conversation_id: int | None = None) -> list[EndedContact]:
+    query = (
+        select(Conversation)
+        .where(Conversation.counselor_id == responder_id, Conversation.state == "closed",
+               Conversation.assigned_at.is_not(None), Conversation.closed_at >= since)
+        .order_by(Conversation.closed_at.desc())
+        .limit(LIMIT)
+    )  # fmt: skip
+    if conversation_id is not None:
+        query = query.where(Conversation.id == conversation_id)
+    return [EndedContact("text", c.id, c.language, c.need, c.closed_at) for c in db.session.scalars(query)]
+
+
+def _done(keys: list[str]) -> set[str]:
+    if not keys:
+        return set()
+    return set(db.session.scalars(select(WrapUp.contact_key).where(WrapUp.contact_key.in_(keys))))
+
+
+def pending(responder_id: str) -> list[EndedContact]:
+    """This counselor's contacts of the last ``WINDOW`` that ended without a wrap-up, newest first."""
+    since = utcnow() - WINDOW
+    contacts = _calls(responder_id, since) + _texts(responder_id, since)
+    done = _done([contact.key for contact in contacts])
+    left = [contact for contact in contacts if contact.key not in done]
+    return sorted(left, key=lambda contact: contact.ended_at or since, reverse=True)
+
+
+def find(responder_id: str, channel: str, contact_id: int) -> EndedContact | None:
+    """One ended contact of this counselor (wrapped up or not), or None."""
+    since = utcnow() - WINDOW
+    found = _calls(responder_id, since, contact_id) if channel == "voice" else _texts(responder_id, since, contact_id)
+    return found[0] if found else None
+
+
+def wrapped_up(contact: EndedContact) -> bool:
+    return bool(_done([contact.key]))
+
+
+def save(
+    user: User, document: RoutingDocument, responder_id: str, contact: EndedContact, *, outcome: str,
+    consent: bool, note: str,
+) -> WrapUp | None:  # fmt: skip
+    """Record the wrap-up once (None if the contact has one already), then schedule the
+    check-in the person agreed to. Audited (outcome and follow-up; never the note). Commits."""
+    if outcome not in OUTCOMES:
+        raise ValueError("unknown outcome")
+    note = note.strip()[:MAX_NOTE]
+    transfer = db.session.get(Transfer, contact.id) if contact.channel == "voice" else None
+    inserted = insert_once(
+        WrapUp,
+        {
+            "contact_key": contact.key, "channel": contact.channel,
+            "call_id": transfer.call_id if transfer else None, "transfer_id": transfer.id if transfer else None,
+            "conversation_id": contact.id if contact.channel == "text" else None,
+            "responder_id": responder_id, "user_id": user.id, "language": contact.language, "need": contact.need,
+            "outcome": outcome, "followup_consent": consent,
+            "sealed_note": _vault().seal(note, context=NOTE_CONTEXT) if note else None,
+            "created_at": utcnow(),
+        },
+    )  # fmt: skip
+    db.session.commit()
+    if not inserted:
+        return None
+    followup = schedule_checkin(document, contact) if consent else None
+    wrap_up = db.session.scalars(select(WrapUp).where(WrapUp.contact_key == contact.key)).one()
+    if followup is not None:
+        db.session.execute(update(WrapUp).where(WrapUp.id == wrap_up.id).values(followup=followup))
+    record("wrap_up", actor=user, target=contact.key, outcome=outcome, consent=consent, followup=followup)
+    db.session.commit()
+    db.session.refresh(wrap_up)
+    return wrap_up
+
+
+def schedule_checkin(document: RoutingDocument, contact: EndedContact) -> str:
+    """Schedule the check-in through ``followups`` (consent, as a caller's 1 or a texter's
+    YES records it): "scheduled", or why not ("checkins_off", "no_number", "opted_out")."""
+    if not document.followups.checkins:
+        return "checkins_off"
+    if contact.channel == "voice":
+        transfer = db.session.get(Transfer, contact.id)
+        call = db.session.get(Call, transfer.call_id) if transfer else None
+        if transfer is None or call is None or not call.sealed_caller:
+            return "no_number"
+        known = checkins.texter_for_call(call, create=False)
+        if known is not None and known.opted_out:
+            return "opted_out"
+        checkin = checkins.consent_from_call(call, transfer.language, transfer.need, document)
+        return "scheduled" if checkin is not None and checkin.consented_at else "no_number"
+    conversation = db.session.get(Conversation, contact.id)
+    texter = db.session.get(Texter, conversation.texter_id) if conversation else None
+    if conversation is None or texter is None or not texter.sealed_number or not conversation.line_number:
+        return "no_number"
+    if texter.opted_out:
+        return "opted_out"
+    # The question may have gone out when the conversation was ended (END): consent to it.
+    # Otherwise (closed another way) the consent given to the counselor opens the same record.
+    insert_once(
+        CheckIn,
+        {"dedupe_key": f"text:{conversation.id}", "origin": "text", "conversation_id": conversation.id,
+         "texter_id": texter.id, "language": document.language(conversation.language).code,
+         "need": conversation.need, "line_number": conversation.line_number, "state": "asked",
+         "asked_at": utcnow()},
+    )  # fmt: skip
+    db.session.commit()
+    checkin = db.session.scalars(select(CheckIn).where(CheckIn.dedupe_key == f"text:{conversation.id}")).one()
+    checkins.consent(checkin, document)
+    db.session.refresh(checkin)
+    return "scheduled" if checkin.consented_at else "not_scheduled"
