@@ -118,7 +118,7 @@ class Settings:
         if not redis_url:
             if production:
                 problems.append("REDIS_URL: required in production")
-            redis_url = "redis://127.0.0.1:6379/0"
+            redis_url = _local_line_redis() or "redis://127.0.0.1:6379/0"
         elif urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
             problems.append("REDIS_URL: must start with redis://, rediss:// or unix://")
 
@@ -374,3 +374,16 @@ def _development_secrets(environment: str) -> dict[str, str]:
         temporary.unlink()
     winner: dict[str, str] = json.loads(path.read_text())
     return winner
+
+
+def _local_line_redis() -> str | None:
+    """Outside production, with no ``REDIS_URL``: the private Redis of the line ``dev.py run``
+    started (``instance/line.json``), so ``flask workers status`` and friends reach it rather
+    than whatever else holds port 6379. Read as plain JSON: production never imports the
+    development tools."""
+    try:
+        data = json.loads((INSTANCE_DIR / "line.json").read_text())
+    except (OSError, ValueError):
+        return None
+    url = data.get("redis_url") if isinstance(data, dict) else None
+    return url if isinstance(url, str) and url.startswith(("redis://", "unix://")) else None

@@ -4,10 +4,10 @@ ring a responder who is already engaged, or move a transfer backwards."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
@@ -130,9 +130,23 @@ def lease_dispatch(transfer_id: int, seconds: int = 20) -> bool:
     )
 
 
+# The heartbeat only needs to be fresher than ``flow.HOLD_STALE_AFTER`` (75 s): a hold turn
+# within this long of the last beat writes nothing (measured in bench/queries.py: one UPDATE of
+# the transfer row per turn, for every waiting caller, most of them saying nothing new).
+HOLD_BEAT_EVERY = timedelta(seconds=30)
+
+
 def touch_hold(transfer_id: int) -> None:
     """The caller took another hold turn: they are still with us."""
-    _change(Transfer, [Transfer.id == transfer_id], {"last_hold_at": now()})
+    moment = now()
+    _change(
+        Transfer,
+        [
+            Transfer.id == transfer_id,
+            or_(Transfer.last_hold_at.is_(None), Transfer.last_hold_at < moment - HOLD_BEAT_EVERY),
+        ],
+        {"last_hold_at": moment},
+    )
 
 
 def release_dispatch(transfer_id: int) -> None:

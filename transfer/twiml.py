@@ -134,8 +134,11 @@ def counselor_menu(document: RoutingDocument, *, action: str, back_url: str) -> 
 
 
 def spoken_wait(seconds: float) -> str:
-    """ "40 seconds" / "3 minutes": how long the caller has waited, for the whisper."""
+    """ "a few seconds" / "40 seconds" / "3 minutes": how long the caller has waited, for the whisper."""
     whole = int(seconds)
+    if whole < 10:
+        return "a few seconds"  # never "0 seconds" or "1 seconds"
     if whole < 90:
         return f"{whole} seconds"
-    return f"{round(whole / 60)} minutes"
+    minutes = round(whole / 60)
+    return f"{minutes} minutes" if minutes != 1 else "1 minute"
