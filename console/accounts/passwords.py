@@ -4,14 +4,22 @@ rehashes each password at its next successful sign-in."""
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 MIN_LENGTH = 12
 MAX_LENGTH = 256  # argon2 takes any length; this only stops silly request bodies
 _hasher = PasswordHasher()
-# Verified against when the account does not exist, so a wrong name takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a password of anyone's")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so a wrong name takes as long as a
+    wrong password. Made on first use: hashing at import cost every process (web workers, RQ
+    workers, the clock) 0.5 s and 64 MiB at start (bench/load.py)."""
+    return _hasher.hash("not a password of anyone's")
 
 
 class WeakPassword(ValueError):
@@ -33,7 +41,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """True if ``password`` matches; a missing hash costs the same time and fails."""
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password[:MAX_LENGTH]) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password[:MAX_LENGTH]) and stored_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
