@@ -23,7 +23,7 @@ from crisisline.db import db
 from crisisline.models import Call, Callback, ScheduledContact, Texter, Transfer
 from crisisline.privacy import Vault
 from crisisline.urls import public_url
-from ivr.call_log import PHONE_CONTEXT, phone_hash
+from ivr.call_log import PHONE_CONTEXT, phone_hash, record_event
 from routing.document import RoutingDocument
 from routing.store import active_routing
 from sms import outbox
@@ -69,11 +69,13 @@ def start_attempt(contact: ScheduledContact) -> str:
     call = db.session.get(Call, callback.call_id)
     assert call is not None
     if _reached_us_since(callback, call):
-        db.session.execute(
+        canceled = db.session.execute(
             update(Callback)
             .where(Callback.id == callback.id, Callback.state == "waiting")
             .values(state="canceled", outcome="called_in", finished_at=state.now())
-        )
+        ).rowcount  # type: ignore[attr-defined]
+        if canceled:
+            record_outcome(callback, "callback.canceled", "called_in")
         db.session.commit()
         return "not_needed"
     need = document.need(callback.need)
@@ -189,11 +191,14 @@ def person_answered(transfer: Transfer) -> bool:
         flow.record_event(transfer, "transfer.staff_left", f"transfer:{transfer.id}:staff_left")
         db.session.commit()
         return False
-    db.session.execute(
+    connected = db.session.execute(
         update(Callback)
         .where(Callback.id == transfer.callback_id, Callback.state == "calling")
         .values(state="connected", connected_at=state.now(), outcome="connected", finished_at=state.now())
-    )
+    ).rowcount  # type: ignore[attr-defined]
+    callback = db.session.get(Callback, transfer.callback_id) if connected and transfer.callback_id else None
+    if callback is not None:
+        record_outcome(callback, "callback.connected", "connected")
     db.session.commit()
     return True
 
@@ -266,6 +271,8 @@ def give_up(callback: Callback, outcome: str) -> None:
         .where(Callback.id == callback.id, Callback.state.in_(("waiting", "calling", "retry_wait")))
         .values(state="gave_up", outcome=outcome, finished_at=state.now())
     ).rowcount  # type: ignore[attr-defined]
+    if moved:
+        record_outcome(callback, "callback.gave_up", outcome)
     db.session.commit()
     if moved:
         schedule(
@@ -312,9 +319,21 @@ def _vault() -> Vault:
 def answered_after_all(transfer: Transfer) -> None:
     """The person picked up after this attempt had ended (their counselor left, or a status
     arrived late): they are served live now, so no further attempt may ring them again."""
-    db.session.execute(
+    connected = db.session.execute(
         update(Callback)
         .where(Callback.id == transfer.callback_id, Callback.state.in_(("waiting", "calling", "retry_wait")))
         .values(state="connected", outcome="answered_late", connected_at=state.now(), finished_at=state.now())
-    )
+    ).rowcount  # type: ignore[attr-defined]
+    callback = db.session.get(Callback, transfer.callback_id) if connected and transfer.callback_id else None
+    if callback is not None:
+        record_outcome(callback, "callback.connected", "answered_late")
     db.session.commit()
+
+
+def record_outcome(callback: Callback, kind: str, outcome: str) -> None:
+    """The callback's one final event (``callback.connected``/``gave_up``/``canceled``), on
+    its call record, once: every way a callback ends is in the event log (docs/metrics.md)."""
+    call = db.session.get(Call, callback.call_id)
+    if call is not None:
+        detail = {"callback": callback.id, "origin": callback.origin, "outcome": outcome, "attempts": callback.attempts}
+        record_event(call, kind, f"callback:{callback.id}:outcome", detail)

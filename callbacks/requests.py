@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from callbacks.attempts import record_outcome
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
 from ivr import call_log
@@ -154,11 +155,13 @@ def _create(
 
 
 def _cancel(callback: Callback, outcome: str) -> None:
-    db.session.execute(
+    canceled = db.session.execute(
         db.update(Callback)
         .where(Callback.id == callback.id, Callback.attempts == 0, Callback.state == "waiting")
         .values(state="canceled", outcome=outcome, finished_at=state.now())
-    )
+    ).rowcount  # type: ignore[attr-defined]
+    if canceled:
+        record_outcome(callback, "callback.canceled", outcome)
     db.session.commit()
 
 

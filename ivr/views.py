@@ -256,18 +256,20 @@ def _route(
 ) -> Response:
     """Start the search for a human now (their phone rings); ``lead`` is said meanwhile."""
     decision = decide_route(document, language.code, need, datetime.now(UTC))
+    callback_instead = decision.reason == "nobody_on_call" and document.callbacks.enabled and bool(call.sealed_caller)
     call_log.record_event(
         call,
         "route.decided",
         "route",
         {
-            "target": decision.target,
+            # What the line did: "callback_offer" callers hear the callback key first, so the
+            # backup line is only one of their outcomes (docs/metrics.md).
+            "target": "callback_offer" if callback_instead else decision.target,
             "reason": decision.reason,
             "language_matched": decision.language_matched,
             "responders": [r.id for r in decision.responders],
         },
     )
-    callback_instead = decision.reason == "nobody_on_call" and document.callbacks.enabled and bool(call.sealed_caller)
     if decision.target == "backup" and not callback_instead:
         key = {"system_down": "system_down", "need_routes_to_backup": "connecting"}.get(
             decision.reason, "nobody_available"

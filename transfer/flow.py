@@ -154,7 +154,9 @@ def send_to_backup(transfer: Transfer, reason: str) -> bool:
         db.session.commit()
         return False
     waited = round((state.now() - transfer.started_at).total_seconds())
-    record_event(transfer, "transfer.to_backup", f"transfer:{transfer.id}:backup", reason=reason, waited_seconds=waited)
+    if transfer.mode == "live":  # a callback search that stops is a callback outcome, recorded by callbacks
+        key = f"transfer:{transfer.id}:backup"
+        record_event(transfer, "transfer.to_backup", key, reason=reason, waited_seconds=waited)
     db.session.commit()
     stop_ringing(transfer)
     return True

@@ -33,6 +33,7 @@ LAYERS = {
     "callbacks": 4,
     "followups": 4,
     "workers": 5,
+    "metrics": 5,  # reads the event log and the routing; the console shows it
     "console": 6,  # the staff's web pages: they read the queue and the routing, nothing reads them
 }
 # Stand-ins and tools outside the line's own layering (nothing above imports them).

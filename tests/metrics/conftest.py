@@ -1,0 +1,58 @@
+"""Metrics fixtures: scheduled contacts run in this process under the travelled clock, and the
+report of the published routing over a period. Tests that drive the line use ``clean_redis``
+(callbacks and check-ins are scheduled contacts); the pure ones need no service at all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from crisisline.db import db
+from crisisline.models import ScheduledContact
+from metrics import Report, build_report
+from metrics.facts import Period
+from routing.store import active_routing
+
+WEDNESDAY = Period(date(2026, 12, 2), date(2026, 12, 3))  # tests.rota's Wednesday, local dates
+WEDNESDAY_AND_THURSDAY = Period(date(2026, 12, 2), date(2026, 12, 4))
+
+
+@pytest.fixture
+def run_due(app: Flask) -> Callable[[], list[str]]:
+    """Run every pending scheduled contact due by the (travelled) clock, as its RQ job does."""
+
+    def run() -> list[str]:
+        from workers.contacts import now, run_scheduled_contact
+
+        with app.app_context():
+            due = db.session.scalars(
+                select(ScheduledContact.id)
+                .where(ScheduledContact.state == "pending", ScheduledContact.due_at <= now())
+                .order_by(ScheduledContact.due_at, ScheduledContact.id)
+            ).all()
+            return [run_scheduled_contact(contact_id) for contact_id in due]
+
+    return run
+
+
+@pytest.fixture
+def metrics_of(app: Flask) -> Callable[..., Report]:
+    """The report the console page and the CLI build, from what the line recorded."""
+
+    def build(channel: str, period: Period = WEDNESDAY, breakdown: str | None = None) -> Report:
+        with app.app_context():
+            active = active_routing()
+            assert active is not None
+            return build_report(db.session, active.document, period, channel, breakdown)
+
+    return build
+
+
+def number(value: object) -> float:
+    """A metric's value that must be there (not withheld, not undefined)."""
+    assert isinstance(value, int | float), value
+    return float(value)
