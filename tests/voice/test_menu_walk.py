@@ -240,7 +240,7 @@ def test_one_language_line_skips_the_language_menu(
         for need in document["needs"]:
             need["labels"].pop("es")
             need["speech_words"].pop("es")
-        for person in document["counselors"] + document["co_responder_units"]:
+        for person in document["counselors"] + document["co_responder_units"] + document.get("services", []):
             person["languages"] = ["en"]
 
     publish_routing(english_only)
