@@ -127,9 +127,9 @@ def run_line(args: list[str]) -> int:
         flask("db", "upgrade", env=env)
         flask("line", "bootstrap", env=env)
         env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
-        if not env.get("TWILIO_ACCOUNT_SID") and not env.get("TWILIO_API_BASE_URL"):
-            twilio_process = start_local_twilio(env)
         base_url = f"http://127.0.0.1:{port}"
+        if not env.get("TWILIO_ACCOUNT_SID") and not env.get("TWILIO_API_BASE_URL"):
+            twilio_process = start_local_twilio(env, base_url, env.get("LINE_PHONE_NUMBER") or DEFAULT_LINE_NUMBER)
         twilio_url = env.get("TWILIO_API_BASE_URL") if twilio_process else None
         write_local_line(
             LocalLine(base_url, env["REDIS_URL"], twilio_url, env.get("LINE_PHONE_NUMBER") or DEFAULT_LINE_NUMBER,
@@ -150,6 +150,7 @@ def run_line(args: list[str]) -> int:
         print(
             f"\nThe line is up at {base_url}  (Ctrl-C stops it; its addresses are in instance/line.json)\n"
             + (f"Twilio stand-in: {twilio_url}  (state: {twilio_url}/_fake/state)\n" if twilio_url else "")
+            + (f"Browser phone:   {twilio_url}/phone/  (call, text, answer: a web page)\n" if twilio_url else "")
             + f'Place a test call:   {PYTHON} -m twilio_fake.phone --press 2 --say "quiero morir"\n'
             f"Be the counselor:    {PYTHON} -m twilio_fake.phone answer-as any\n"
             f'Text the line:       {PYTHON} -m twilio_fake.phone text "I need to talk to someone"\n',
@@ -167,10 +168,11 @@ def run_line(args: list[str]) -> int:
             redis_process.stop()
 
 
-def start_local_twilio(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_local_twilio(env: dict[str, str], line_url: str, line_number: str) -> subprocess.Popen[bytes]:
     """No Twilio account configured: run the local stand-in of Twilio's REST API, so the line
     can ring responders and send texts end to end without reaching the internet. Its calls ring
-    out to ``no-answer`` after their ring timeout, as on Twilio."""
+    out to ``no-answer`` after their ring timeout, as on Twilio. It also serves the browser
+    phone for the line at ``line_url`` (``<stand-in>/phone/``)."""
     import json
 
     from crisisline.redis_server import free_port
@@ -180,8 +182,9 @@ def start_local_twilio(env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = (ROOT / "instance" / "twilio-stand-in.log").open("ab")
     process = subprocess.Popen(
         [str(PYTHON), "-m", "twilio_fake.server", "--port", str(port), "--auto-deliver", "--ring-timeouts",
-         "--account-sid", secrets["TWILIO_ACCOUNT_SID"], "--auth-token", secrets["TWILIO_AUTH_TOKEN"]],
-        cwd=ROOT, stdout=log, stderr=log,
+         "--account-sid", secrets["TWILIO_ACCOUNT_SID"], "--auth-token", secrets["TWILIO_AUTH_TOKEN"],
+         "--line-url", line_url, "--line-number", line_number],
+        cwd=ROOT, stdout=log, stderr=log, env=env,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     if not wait_until_up(f"{url}/_fake/state", process, seconds=30):

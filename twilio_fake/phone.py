@@ -107,6 +107,8 @@ class TwilioControl(Protocol):
         status_callback_event: str = "",
     ) -> object: ...
 
+    def leave_conference(self, friendly_name_or_sid: str, call_sid: str, reason: str = ...) -> object: ...
+
 
 class RemoteTwilio:
     """The Twilio stand-in served by ``python -m twilio_fake.server``, driven through its
@@ -160,6 +162,10 @@ class RemoteTwilio:
             "StatusCallbackEvent": status_callback_event,
         }
         return self._request("POST", f"/_fake/conferences/{quote(friendly_name, safe='')}/join", data=data)
+
+    def leave_conference(self, friendly_name_or_sid: str, call_sid: str, reason: str = "participant_hung_up") -> object:
+        data = {"CallSid": call_sid, "reason": reason}
+        return self._request("POST", f"/_fake/conferences/{quote(friendly_name_or_sid, safe='')}/leave", data=data)
 
     def calls(self, to: str | None = None, statuses: Iterable[str] = ()) -> list[CallRecord]:
         """Calls the stand-in knows, oldest first, optionally only ``to`` a number / in ``statuses``."""
@@ -215,6 +221,8 @@ class Silence:
 
 
 CallerAction = Keys | Words | Silence
+# Asked at a <Gather> when no scripted action is left (an interactive phone: the browser phone).
+Listener = Callable[["PhoneCall", ET.Element], CallerAction]
 
 
 @dataclass
@@ -301,11 +309,15 @@ class Phone:
         fallback_path: str | None = "/voice/fallback",
         fake: TwilioControl | None = None,
         status_path: str | None = None,
+        listen: Listener | None = None,
     ) -> None:
         """``fake``: the Twilio stand-in that knows this phone's calls (its REST-placed legs,
         conferences, final status callbacks). Without one, ``status_path`` (e.g.
-        ``/voice/status``) gets the caller's final status callback straight from the phone."""
+        ``/voice/status``) gets the caller's final status callback straight from the phone.
+        ``listen``: asked what the person does at a ``<Gather>`` once the scripted actions are
+        used up (default: silence), so a person can answer each menu as it comes."""
         self.fake = fake
+        self.listen = listen
         self.status_url = base_url.rstrip("/") + status_path if status_path else None
         self.transport = transport
         self.base_url = base_url.rstrip("/")
@@ -385,6 +397,17 @@ class Phone:
         record.conference = None
         self._send_final_status(record)
         record.ended_by = "caller-hung-up"
+
+    def press_star(self, record: PhoneCall) -> bool:
+        """``*`` on a leg held in a conference by ``<Dial hangupOnStar="true">``: Twilio takes it
+        out of the room and the ``<Dial>``'s action runs next (on the next :meth:`resume`); the
+        call goes on. False (nothing happens) on any other leg, as on Twilio."""
+        if record.conference is None or record.conference_dial.get("hangupOnStar") != "true":
+            return False
+        assert self.fake is not None
+        # [INF] Twilio documents no ReasonParticipantLeft for hangupOnStar; the leg did leave.
+        self.fake.leave_conference(record.conference, record.identity.call_sid, "participant_hung_up")
+        return True
 
     def _send_final_status(self, record: PhoneCall) -> None:
         sid = record.identity.call_sid
@@ -566,7 +589,10 @@ class Phone:
                 record.heard.append(_heard(verb))
             elif verb.tag == "Gather":
                 record.heard.extend(_heard(child) for child in verb if child.tag == "Say")
-                action = record.actions.pop(0) if record.actions else Silence()
+                if record.actions:
+                    action = record.actions.pop(0)
+                else:
+                    action = self.listen(record, verb) if self.listen is not None else Silence()
                 target = urljoin(current_url, verb.get("action") or current_url)
                 if isinstance(action, Keys):
                     record.next_url, record.next_params = (

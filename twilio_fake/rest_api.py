@@ -1778,6 +1778,10 @@ def _newest_first(records: Iterable[Any]) -> list[Any]:
     return list(reversed(list(records)))
 
 
+# The control endpoints and the browser phone (``twilio_fake.web_phone``): local tools, no auth.
+UNAUTHENTICATED_PREFIXES = ("/_fake/", "/phone")
+
+
 def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
     """The Flask app serving ``fake`` as ``/2010-04-01/Accounts/<AccountSid>/...`` plus the
     unauthenticated ``/_fake/`` control endpoints."""
@@ -1787,7 +1791,7 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
 
     @app.before_request
     def _faults_then_auth() -> ResponseReturnValue | None:
-        if request.path.startswith("/_fake/"):
+        if request.path.startswith(UNAUTHENTICATED_PREFIXES):
             return None
         fault = fake.take_fault(request.method, request.path)
         if fault is not None:

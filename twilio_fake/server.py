@@ -9,7 +9,10 @@ In tests::
 
 Standalone (``dev.py run`` starts it so, when no Twilio account is set)::
 
-    python -m twilio_fake.server --port 8089 --account-sid AC... --auth-token ... --ring-timeouts
+    python -m twilio_fake.server --port 8089 --account-sid AC... --auth-token ... --ring-timeouts \
+        --line-url http://127.0.0.1:5000 --line-number +13125550100
+
+With ``--line-url`` it also serves the browser phone (``twilio_fake.web_phone``) at ``/phone/``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from twilio.rest import Client
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from crisisline.telephony import make_rest_client
+from twilio_fake.local_line import DEFAULT_LINE_NUMBER
 from twilio_fake.rest_api import FakeTwilio, create_fake_twilio_app
+from twilio_fake.web_phone import WebPhone, add_web_phone
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +41,11 @@ class _PathOnlyLogHandler(WSGIRequestHandler):
         self.log("info", '"%s %s" %s', self.command, self.path.split("?", 1)[0], code)
 
 
-def _make_server(host: str, port: int, fake: FakeTwilio) -> BaseWSGIServer:
-    return make_server(
-        host,
-        port,
-        create_fake_twilio_app(fake),
-        threaded=True,
-        request_handler=_PathOnlyLogHandler,
-    )
+def _make_server(host: str, port: int, fake: FakeTwilio, web_phone: WebPhone | None = None) -> BaseWSGIServer:
+    app = create_fake_twilio_app(fake)
+    if web_phone is not None:
+        add_web_phone(app, web_phone)
+    return make_server(host, port, app, threaded=True, request_handler=_PathOnlyLogHandler)
 
 
 class FakeTwilioServer:
@@ -142,13 +144,18 @@ def main(argv: list[str] | None = None) -> int:
         help="REST-placed calls ring by themselves and end no-answer after their Timeout, as on Twilio "
         "(default: they ring until told otherwise through /_fake/calls/<sid>/advance)",
     )
+    parser.add_argument("--line-url", default=None, help="the line's URL: serve the browser phone at /phone/ for it")
+    parser.add_argument("--line-number", default=DEFAULT_LINE_NUMBER, help="the line's phone number")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     fake = FakeTwilio(
         args.account_sid, args.auth_token, auto_deliver=args.auto_deliver, ring_timeouts=args.ring_timeouts
     )
-    server = _make_server(args.host, args.port, fake)
+    web_phone = WebPhone(fake, args.line_url, args.line_number) if args.line_url else None
+    server = _make_server(args.host, args.port, fake, web_phone)
     print(f"fake Twilio API on http://{args.host}:{server.server_port}", flush=True)
+    if web_phone is not None:
+        print(f"browser phone on http://{args.host}:{server.server_port}/phone/", flush=True)
     if args.auth_token is None:
         # Made up here, so printed on purpose: the app needs them. Given ones are not echoed
         # (dev.py passes the local ones and keeps this output in a log file).

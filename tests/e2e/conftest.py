@@ -1,6 +1,7 @@
 """The whole line as the Procfile runs it, on loopback: gunicorn (web), the RQ worker and the
 clock as real processes, on PostgreSQL and a real Redis, with the Twilio stand-in as its own
-process (``python -m twilio_fake.server --ring-timeouts``, as ``dev.py run`` starts it).
+process (``python -m twilio_fake.server --ring-timeouts``, as ``dev.py run`` starts it, with its
+browser phone for the line at ``/phone/``).
 
 The processes start once for the folder; each story gets empty tables, a fresh stand-in and
 its own published routing. Phones reach the stand-in only over HTTP (``RemoteTwilio``), as the
@@ -159,7 +160,8 @@ def line(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFac
     try:
         stand_in = start("twilio", [sys.executable, "-m", "twilio_fake.server", "--port", str(twilio_port),
                                     "--auto-deliver", "--ring-timeouts", "--account-sid", TEST_ACCOUNT_SID,
-                                    "--auth-token", TEST_AUTH_TOKEN])  # fmt: skip
+                                    "--auth-token", TEST_AUTH_TOKEN, "--line-url", web_url,
+                                    "--line-number", LINE_NUMBER])  # fmt: skip
         web = start("web", PROCFILE["web"])
         start("worker", PROCFILE["worker"])
         start("clock", PROCFILE["clock"])
