@@ -5,9 +5,13 @@
 - ``audit``: who did what, when.
 - ``board``: the supervisors' live board of the queue and the responders, and the emergency
   unmask of a live contact's number (a reason required, sealed; audited; shown once).
+- ``metrics_pages``: the line's 988-style numbers, plots, staffing and a CSV (``metrics``).
 - ``desk``: a counselor's own page: availability switch, what is on now with the person's
   earlier contacts (by keyed hash), the SMS inbox (replies go through ``sms.staff`` as a
   text would), and wrap-ups after a contact (outcome, check-in consent, a sealed note).
+- ``routing_pages``: the routing config: YAML editor (preview with errors at their lines,
+  warnings and diff; publish with a note, refused when stale or invalid), history and roll
+  back, the simulator and coverage week, and people and shift forms that make drafts.
 
 Pages are server-rendered; the board and the desk refresh themselves with a few lines of
 JavaScript served by the app (no CDN). ``init_app`` is called once by the app factory.
@@ -28,6 +32,8 @@ def init_app(app: Flask) -> None:
     from console.audit.views import bp as audit_bp
     from console.board.views import bp as board_bp
     from console.desk.views import bp as desk_bp
+    from console.metrics_pages.views import bp as metrics_bp
+    from console.routing_pages.views import bp as routing_bp
 
     init_access(app)
     console = Blueprint(
@@ -36,7 +42,7 @@ def init_app(app: Flask) -> None:
     )  # fmt: skip
     console.before_request(guard)
     console.after_request(security_headers)
-    for child in (accounts_bp, audit_bp, board_bp, desk_bp):
+    for child in (accounts_bp, audit_bp, board_bp, desk_bp, metrics_bp, routing_bp):
         console.register_blueprint(child)
     app.register_blueprint(console)
     app.register_error_handler(CSRFError, csrf_failed)

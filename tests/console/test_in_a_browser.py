@@ -241,3 +241,140 @@ def test_a_supervisor_watches_a_caller_arrive_and_a_counselor_pauses_from_their_
     finally:
         desk_context.close()
         board_context.close()
+
+
+def test_an_admin_changes_the_routing_safely_in_the_browser(
+    app: Flask, browser: Any, procfile_web: str, make_user: MakeUser, settings: Settings
+) -> None:
+    """Edit a need's prompt, preview the diff, publish with a note, see it in history; an
+    invalid change and a stale one refused with the live config unchanged; roll back; add a
+    counselor (an invalid phone first), then a shift, and see the simulator pick them and the
+    coverage gap close."""
+    from routing import publishing, store
+
+    expect = sync_api.expect
+    database = settings.database_url.split(":")[0].split("+")[0]
+    admin = make_user(ADMIN, "ada", display_name="Ada Admin")
+
+    def live_text() -> tuple[int, str]:
+        with app.app_context():
+            version = publishing.live_version()
+            assert version is not None
+            return version.id, store.source_of(version)
+
+    first, original = live_text()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        sign_in(page, procfile_web, admin)
+        page.get_by_role("link", name="Routing", exact=True).click()
+        expect(page.locator("#live-version")).to_contain_text(f"Version {first}")
+        editor = page.get_by_label("Routing YAML")
+        assert editor.input_value() == original
+
+        # A need's label (what the menu says for it), edited in the YAML, previewed, published.
+        label = "labels: {en: drug or alcohol use, es: drogas o alcohol}"
+        editor.fill(original.replace(label, "labels: {en: drugs or alcohol, es: drogas o alcohol}"))
+        page.get_by_role("button", name="Preview").click()
+        expect(page.locator("#verdict")).to_contain_text("ready to publish")
+        expect(page.locator("#preview-diff")).to_contain_text("+    labels: {en: drugs or alcohol")
+        expect(page.locator("#warnings")).to_contain_text("BACKUP_NUMBER")
+        shot(page, database, "11-routing-preview")
+        page.get_by_role("button", name="Publish").click()  # no note: refused
+        expect(page.locator("#refusal")).to_contain_text("a note saying why is required")
+        assert live_text() == (first, original)
+        page.get_by_label(re.compile("^Note")).fill("Shorter label for drugs and alcohol")
+        page.get_by_role("button", name="Publish").click()
+        expect(page).to_have_url(procfile_web + "/console/routing/history")
+        second, edited = live_text()
+        assert second == first + 1 and "drugs or alcohol" in edited
+        expect(page.locator(f"#version-{second}")).to_contain_text("Shorter label for drugs and alcohol")
+        expect(page.locator(f"#version-{second}")).to_contain_text("(live)")
+        shot(page, database, "12-routing-history")
+
+        # An invalid change: refused, shown at its line, nothing published.
+        page.get_by_role("link", name="Editor").click()
+        page.get_by_label("Routing YAML").fill(
+            edited.replace("  timezone: America/Chicago", "  timezone: Mars/Olympus")
+        )
+        page.get_by_label(re.compile("^Note")).fill("a typo")
+        page.get_by_role("button", name="Publish").click()
+        expect(page.locator("#refusal")).to_contain_text("Not published: 1 error(s)")
+        error_link = page.locator("#errors a.line-link").first
+        expect(error_link).to_contain_text("line ")
+        error_link.click()
+        line = error_link.get_attribute("data-line")
+        expect(page.locator(f"#line-{line}")).to_have_class(re.compile(r"\berror\b"))
+        expect(page.get_by_label("Routing YAML")).to_be_focused()  # the cursor on that line too
+        shot(page, database, "13-routing-invalid-refused")
+        assert live_text() == (second, edited)
+
+        # A stale draft: someone publishes meanwhile, on the same line: refused, merged by hand.
+        page.get_by_role("link", name="Editor").click()
+        page.get_by_label("Routing YAML").fill(edited.replace("retries: 2", "retries: 4"))
+        with app.app_context():
+            theirs = publishing.publish(
+                edited.replace("retries: 2", "retries: 3"), base=second, note="three retries", author="bob"
+            ).version
+        page.get_by_label(re.compile("^Note")).fill("four retries")
+        page.get_by_role("button", name="Publish").click()
+        expect(page.locator("#stale")).to_contain_text(f"The live version is {theirs}")
+        expect(page.locator("#merge-result")).to_contain_text("Merge by hand")
+        expect(page.locator("#theirs-diff")).to_contain_text("+  retries: 3")
+        shot(page, database, "14-routing-stale-refused")
+        assert live_text()[0] == theirs
+
+        # Roll back to the first version: a new version with the old text.
+        page.get_by_role("link", name="History").click()
+        page.get_by_label(f"Why roll back to version {first} (optional)").fill("back to the original")
+        page.get_by_role("button", name=f"Roll back to version {first}").click()
+        expect(page.get_by_role("status").first).to_contain_text(f"the text of version {first}")
+        rolled, text_now = live_text()
+        assert rolled == theirs + 1 and text_now == original
+
+        # A new counselor: an invalid phone first, then a valid one; the draft is published.
+        page.get_by_role("link", name="People and shifts").click()
+        page.get_by_label(re.compile("^Id")).fill("fay-lopez")
+        page.get_by_label("Name", exact=True).fill("Fay Lopez")
+        page.get_by_label(re.compile("^Phone number")).fill("555-12")
+        page.locator("#responder-form").get_by_label("English").check()
+        page.locator("#responder-form").get_by_label("drug or alcohol use").check()
+        page.get_by_role("button", name="Preview the new responder").click()
+        expect(page.locator("#phone-errors")).to_contain_text("is not a valid phone number")
+        shot(page, database, "15-routing-person-invalid-phone")
+        page.get_by_label(re.compile("^Phone number")).fill("+1 312 555 0109")
+        page.get_by_role("button", name="Preview the new responder").click()
+        expect(page.locator("#draft-of")).to_contain_text("adding Fay Lopez")
+        expect(page.locator("#preview-diff")).to_contain_text('+    phone: "+13125550109"')
+        page.get_by_label(re.compile("^Note")).fill("Fay joins")
+        page.get_by_role("button", name="Publish").click()
+        expect(page).to_have_url(procfile_web + "/console/routing/history")
+
+        # Saturday 03:00, drug or alcohol use: nobody, until Fay's night shift is published.
+        page.get_by_role("link", name="Simulator").first.click()
+        page.get_by_label("Language").select_option("en")
+        page.get_by_label("Need").select_option("substance_use")
+        page.get_by_label("Day").select_option("sat")
+        page.get_by_label("Time").fill("03:00")
+        page.get_by_role("button", name="Simulate").click()
+        expect(page.locator("#rung")).to_contain_text("Nobody is rung")
+        page.get_by_role("link", name="People and shifts").click()
+        page.get_by_label("Who").select_option("fay-lopez")
+        for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"):
+            page.locator("#shift-form").get_by_label(day).check()
+        page.get_by_label(re.compile("^Start")).fill("00:00")
+        page.get_by_label(re.compile("^End")).fill("08:00")
+        page.get_by_role("button", name="Preview the new shift").click()
+        expect(page.locator("#draft-of")).to_contain_text("a shift for Fay Lopez")
+        page.get_by_label(re.compile("^Note")).fill("Fay's nights")
+        page.get_by_role("button", name="Publish").click()
+        expect(page).to_have_url(procfile_web + "/console/routing/history")
+        page.goto(procfile_web + "/console/routing/simulator?language=en&need=substance_use&day=sat&time=03:00")
+        expect(page.locator("#rung")).to_contain_text("Fay Lopez")
+        shot(page, database, "16-routing-simulator")
+        page.get_by_role("link", name="Coverage").first.click()
+        expect(page.locator("#coverage-summary")).to_be_visible()
+        assert page.locator("#cov-en-substance_use").count() == 0  # the English gap closed
+        shot(page, database, "17-routing-coverage")
+    finally:
+        context.close()

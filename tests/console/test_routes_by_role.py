@@ -14,6 +14,7 @@ from werkzeug.routing import Rule
 
 from console.access import PUBLIC, declared_roles, is_twilio_signed
 from console.models import ADMIN, COUNSELOR, ROLES, SUPERVISOR
+from crisisline.settings import DEFAULT_ROUTING_FILE
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from tests.console.conftest import Account, MakeUser, audit_actions, csrf_token, sign_in
 from twilio_fake.signing import signed_headers, sms_params
@@ -34,6 +35,10 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.board.data": STAFF,
     "console.board.unmask_list": STAFF,
     "console.board.unmask_reveal": STAFF,
+    "console.metrics.page": STAFF,
+    "console.metrics.download": STAFF,
+    "console.metrics.staffing": STAFF,
+    "console.metrics.definitions_page": STAFF,
     "console.desk.page": frozenset({COUNSELOR}),
     "console.desk.data": frozenset({COUNSELOR}),
     "console.desk.availability": frozenset({COUNSELOR}),
@@ -42,10 +47,24 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.desk.command": frozenset({COUNSELOR}),
     "console.desk.wrap_up": frozenset({COUNSELOR}),
     "console.desk.wrap_up_save": frozenset({COUNSELOR}),
+    "console.routing.editor": frozenset({ADMIN}),
+    "console.routing.preview": frozenset({ADMIN}),
+    "console.routing.publish": frozenset({ADMIN}),
+    "console.routing.history": frozenset({ADMIN}),
+    "console.routing.version": frozenset({ADMIN}),
+    "console.routing.rollback": frozenset({ADMIN}),
+    "console.routing.people": frozenset({ADMIN}),
+    "console.routing.add_responder": frozenset({ADMIN}),
+    "console.routing.add_shift": frozenset({ADMIN}),
+    "console.routing.line_settings": frozenset({ADMIN}),
+    "console.routing.simulator": STAFF,
+    "console.routing.coverage_week": STAFF,
 }
 # Values for the routes' arguments (a conversation or contact that does not exist: 404 for
 # the roles allowed, the same refusals as any route for the others).
-ARGUMENTS = {"conversation_id": 999_999, "contact_id": 999_999, "channel": "text", "command": "end"}
+ARGUMENTS = {
+    "conversation_id": 999_999, "contact_id": 999_999, "channel": "text", "command": "end", "number": 999_999,
+}  # fmt: skip
 ANONYMOUS = "anonymous"
 
 
@@ -67,6 +86,24 @@ def requests_for(rule: Rule, spare_user_id: int, role: str) -> list[tuple[str, s
         "console.desk.command": {"key": "k" * 24},
         "console.desk.wrap_up_save": {"outcome": "other"},
         "console.board.unmask_reveal": {"reason": "imminent risk stated"},
+        "console.routing.preview": {"text": "version: 1\n"},
+        # The live text again: valid, and nothing to publish (the matrix changes no routing).
+        "console.routing.publish": {"text": DEFAULT_ROUTING_FILE.read_text(), "note": "the same text"},
+        "console.routing.add_responder": {
+            "kind": "counselor",
+            "responder_id": f"new-{role}",
+            "name": "New Person",
+            "phone": "+1 312 555 0109",
+            "languages": "en",
+        },
+        "console.routing.add_shift": {"responder_id": "ana-ruiz", "days": "sat", "start": "02:00", "end": "04:00"},
+        "console.routing.line_settings": {
+            "mode": "normal",
+            "strategy": "sequential",
+            "ring_timeout": "20s",
+            "max_hold": "4m",
+            "menu_timeout": "6s",
+        },
     }.get(rule.endpoint, {})
     methods = sorted((rule.methods or set()) & {"GET", "POST"})
     return [(method, path, data if method == "POST" else {}) for method in methods]

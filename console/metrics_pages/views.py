@@ -1,0 +1,121 @@
+"""``/console/metrics``: a period's numbers, plots and staffing; CSV with small counts withheld."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from flask import Blueprint, Response, render_template, request
+from markupsafe import Markup
+
+from console.access import allow
+from console.metrics_pages.definitions import defined_names, definitions
+from console.models import ADMIN, SUPERVISOR
+from crisisline.db import db
+from metrics import BREAKDOWNS, CHANNELS, Period, build_report, build_staffing
+from metrics.export import DEFAULT_MIN_COUNT, to_csv
+from metrics.svg import contacts_over_time, speed_to_answer_histogram, staffing_heatmap
+from routing.document import RoutingDocument
+from routing.store import active_routing
+
+bp = Blueprint("metrics", __name__)
+DEFAULT_DAYS = 28
+
+
+def _document() -> RoutingDocument | None:
+    active = active_routing()
+    return active.document if active else None
+
+
+def _day(name: str, default: date) -> tuple[date, str | None]:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return default, None
+    try:
+        return date.fromisoformat(raw), None
+    except ValueError:
+        return default, f"{name}: use a date like 2026-11-01"
+
+
+def _chosen(document: RoutingDocument) -> tuple[Period, str, str | None, list[str]]:
+    """The period, channel and breakdown asked for, with a message for each bad field (the
+    page then shows the default instead of failing)."""
+    today = datetime.now(document.timezone).date()
+    end, end_problem = _day("to", today + timedelta(days=1))
+    start, start_problem = _day("from", end - timedelta(days=DEFAULT_DAYS))
+    problems = [problem for problem in (start_problem, end_problem) if problem]
+    if end <= start:
+        problems.append("the period must end after it starts")
+        start, end = end - timedelta(days=DEFAULT_DAYS), end
+    channel = request.args.get("channel", "voice")
+    if channel not in CHANNELS:
+        problems.append(f"channel: one of {', '.join(CHANNELS)}")
+        channel = "voice"
+    breakdown = request.args.get("by") or None
+    if breakdown is not None and breakdown not in BREAKDOWNS:
+        problems.append(f"by: one of {', '.join(BREAKDOWNS)}")
+        breakdown = None
+    return Period(start, end), channel, breakdown, problems
+
+
+@bp.get("/metrics")
+@allow(ADMIN, SUPERVISOR)
+def page() -> str | tuple[str, int]:
+    document = _document()
+    if document is None:
+        return render_template("console/metrics.html", report=None, problems=["No routing is published yet."]), 200
+    period, channel, breakdown, problems = _chosen(document)
+    report = build_report(db.session, document, period, channel, breakdown)
+    charts = {
+        # Our own SVG, built from aggregates; every text in it is escaped by metrics.svg.
+        "contacts": Markup(contacts_over_time(report)),  # noqa: S704
+        "speed": Markup(speed_to_answer_histogram(report)),  # noqa: S704
+    }
+    return render_template(
+        "console/metrics.html", report=report, charts=charts, problems=problems, breakdowns=BREAKDOWNS,
+        channels=CHANNELS, defined=defined_names(), min_count=DEFAULT_MIN_COUNT,
+    )  # fmt: skip
+
+
+@bp.get("/metrics.csv")
+@allow(ADMIN, SUPERVISOR)
+def download() -> Response:
+    """Aggregates only, counts under the threshold (and what is computed over them) withheld."""
+    document = _document()
+    if document is None:
+        return Response("No routing is published yet.\n", status=409, mimetype="text/plain")
+    period, channel, breakdown, problems = _chosen(document)
+    if problems:
+        return Response("; ".join(problems) + "\n", status=400, mimetype="text/plain")
+    report = build_report(db.session, document, period, channel, breakdown)
+    name = f"metrics-{channel}-{period.start}-{period.end}{'-by-' + breakdown if breakdown else ''}.csv"
+    return Response(
+        to_csv(report, DEFAULT_MIN_COUNT), mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+    )  # fmt: skip
+
+
+@bp.get("/metrics/staffing")
+@allow(ADMIN, SUPERVISOR)
+def staffing() -> str:
+    document = _document()
+    if document is None:
+        return render_template("console/staffing.html", grid=None, chart=None, problems=["No routing is published."])
+    weeks_raw = request.args.get("weeks", "4")
+    weeks = int(weeks_raw) if weeks_raw.isdecimal() and 1 <= int(weeks_raw) <= 52 else 4
+    codes = [language.code for language in document.languages]
+    language = request.args.get("language") or None
+    if language not in (None, *codes):
+        language = None
+    end = datetime.now(document.timezone).date() + timedelta(days=1)
+    grid = build_staffing(db.session, document, end, weeks, language)
+    names = {lang.code: lang.staff_name for lang in document.languages}
+    chart = Markup(staffing_heatmap(grid, language_name=names.get(language or "")))  # noqa: S704 - our own SVG
+    return render_template(
+        "console/staffing.html", grid=grid, chart=chart, weeks=weeks, language=language, languages=names, problems=[]
+    )
+
+
+@bp.get("/metrics/definitions")
+@allow(ADMIN, SUPERVISOR)
+def definitions_page() -> str:
+    return render_template("console/metric_definitions.html", definitions=definitions())
