@@ -469,11 +469,13 @@ class FakeTwilio:
         self.opted_out: set[str] = set()
         self.faults: list[FaultRecord] = []
         self.webhook_log: list[WebhookLogEntry] = []
+        self.generation = 0  # bumped by ``reset``: a request delayed across it does nothing
 
     def reset(self) -> None:
         """Forget all state (credentials and the ``ring_timeouts`` mode stay)."""
         self._timers.clear()
         with self._lock:
+            self.generation += 1
             self.number_behaviours.clear()
             self.messages.clear()
             self.calls.clear()
@@ -1796,7 +1798,12 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
         fault = fake.take_fault(request.method, request.path)
         if fault is not None:
             if fault.delay:
+                generation = fake.generation
                 time.sleep(fault.delay)
+                if fake.generation != generation:
+                    # Reset while this slow request slept (the next test began): it must not
+                    # create a call in a world it was never sent to.
+                    return _error(503, 20503, "The fake Twilio was reset during this request")
             if fault.status >= 400:
                 log.info("injected fault %s on %s", fault.status, request.method)
                 return _error(fault.status, fault.code, fault.message)

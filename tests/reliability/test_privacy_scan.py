@@ -289,6 +289,8 @@ def test_a_day_of_calls_and_texts_leaves_no_number_or_words_in_plain_text(
     assert scan.figures["rows"] > 40 and scan.figures["Redis keys"] > 0 and scan.figures["log records"] > 50
     with app.app_context():  # the day wrote every kind of personal value (sealed)...
         for sealed in sealed_columns():
+            if sealed.table.name.startswith("console_"):
+                continue  # staff write these in the console (wrap-up notes, unmask reasons): tests/console
             assert db.session.scalar(select(func.count()).where(sealed.column.is_not(None))), sealed.name
     twilio_side = Scan()  # ...and the scan knows them when it sees them: Twilio's own copy holds them
     for message in fake.messages.values():
