@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -47,12 +48,22 @@ from twilio_fake.phone import CallerAction, Keys, Phone, PhoneCall, RemoteTwilio
 from twilio_fake.signing import signed_headers, sms_params
 
 STARTUP_SECONDS = 90.0
-PROCFILE = {
-    "web": [sys.executable, "-m", "gunicorn", "crisisline:create_app()", "--config", "gunicorn.conf.py"],
-    "worker": [sys.executable, "-m", "flask", "--app", "crisisline", "workers", "run", "--with-scheduler",
-               "calls", "messages", "followups", "upkeep"],
-    "clock": [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "cron"],
-}  # fmt: skip
+
+
+def _procfile(*names: str) -> dict[str, list[str]]:
+    """The Procfile's lines as argv for this interpreter (``gunicorn ...`` runs as
+    ``python -m gunicorn ...``), so the stories run exactly what a deployment runs."""
+    commands: dict[str, list[str]] = {}
+    for entry in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = entry.partition(":")
+        if name.strip() in names:
+            program, *arguments = shlex.split(command)
+            commands[name.strip()] = [sys.executable, "-m", program, *arguments]
+    assert set(commands) == set(names), f"the Procfile lacks {set(names) - set(commands)}"
+    return commands
+
+
+PROCFILE = _procfile("web", "worker", "clock")
 COUNSELOR_PHONES = {
     "ana-ruiz": "+13125550101",  # en, es
     "ben-carter": "+13125550102",  # en
@@ -86,15 +97,26 @@ class Line:
     secrets_file: Path
     logs: Path
 
-    def phone(self) -> Phone:
-        return Phone(RequestsTransport(timeout=20), self.url, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER,
-                     fake=self.twilio)  # fmt: skip
+    def phone(self, *, fresh_connections: bool = False) -> Phone:
+        """A phone of its own (its own connections to the line and the stand-in, so phones in
+        different threads share nothing); ``fresh_connections``: a new connection per webhook."""
+        transport = RequestsTransport(timeout=20, fresh_connections=fresh_connections)
+        return Phone(transport, self.url, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER,
+                     fake=RemoteTwilio(self.twilio_url))  # fmt: skip
 
     def publish(self, change: Callable[[dict[str, Any]], None]) -> None:
         document: dict[str, Any] = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text())
         change(document)
         with self.app.app_context():
             store.publish(yaml.safe_dump(document, allow_unicode=True), published_by="e2e")
+
+    @staticmethod
+    def put_away(phone: Phone) -> None:
+        """Close a phone's connections (to the line and to the stand-in)."""
+        if isinstance(phone.transport, RequestsTransport):
+            phone.transport.session.close()
+        if isinstance(phone.fake, RemoteTwilio):
+            phone.fake.session.close()
 
     def text(self, sender: str, body: str) -> requests.Response:
         """One inbound text, delivered (signed) as Twilio delivers it, after Twilio's own
@@ -128,7 +150,7 @@ class Line:
                 db.session.remove()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def line(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
     """Web, worker, clock and the Twilio stand-in, up for the whole folder (PostgreSQL only)."""
     if not database_url.startswith("postgresql"):
@@ -219,6 +241,7 @@ class CounselorPhone:
     talk: float = 30.0
     ignore: int = 0
     answered: list[PhoneCall] = field(default_factory=list)
+    rooms: dict[str, str] = field(default_factory=dict)  # answered leg's sid -> the conference it sat in
     ignored: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -234,12 +257,19 @@ class CounselorPhone:
         self.thread.join(timeout=seconds)
         self.stop.set()
 
+    def put_down(self, seconds: float) -> None:
+        """Stop answering (hanging up a leg still open) and wait for the thread to finish."""
+        self.stop.set()
+        self.thread.join(timeout=seconds)
+
     def _run(self) -> None:
         phone = self.line.phone()
+        assert isinstance(phone.fake, RemoteTwilio)
+        twilio = phone.fake
         handled: set[str] = set()
         try:
             while not self.stop.is_set() and len(self.answered) < self.calls:
-                ringing = [leg for leg in self.line.twilio.calls(to=self.number, statuses=("ringing",))
+                ringing = [leg for leg in twilio.calls(to=self.number, statuses=("ringing",))
                            if leg.sid not in handled]  # fmt: skip
                 if not ringing:
                     time.sleep(0.1)
@@ -253,12 +283,20 @@ class CounselorPhone:
                 self.answered.append(record)
                 until = time.monotonic() + self.talk
                 while not record.finished and time.monotonic() < until and not self.stop.is_set():
+                    if record.conference is not None:
+                        self.rooms[leg.sid] = record.conference
                     time.sleep(0.1)
+                    if record.conference is not None:  # one look at the leg: still in the room, not moved?
+                        now = twilio.get_call(leg.sid)
+                        if now.conference_sid is not None and len(now.redirects) <= record.redirects_seen:
+                            continue
                     phone.resume(record, max_hold_turns=0)
                 if not record.finished:
                     phone.hang_up(record)
         except Exception as error:  # reported by the story
             self.errors.append(f"{type(error).__name__}: {error}")
+        finally:
+            self.line.put_away(phone)
 
 
 def call_and_wait(
