@@ -91,8 +91,9 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
         return HoldStep("join")
     if transfer.state != "waiting":
         return HoldStep("backup", "nobody_available")
-    state.touch_hold(transfer.id)
-    db.session.commit()
+    if transfer.last_hold_at is None or state.now() - transfer.last_hold_at >= state.HOLD_BEAT_EVERY:
+        state.touch_hold(transfer.id)  # the heartbeat, only when it is getting old: no write otherwise
+        db.session.commit()
     waited = (state.now() - transfer.started_at).total_seconds()
     callback_ok = callback_possible(transfer, document)
     if waited >= document.transfer.max_hold_seconds:
