@@ -24,7 +24,10 @@ from flask import Blueprint, Flask
 
 def init_app(app: Flask) -> None:
     """Tables, security, the ``/console`` blueprints and ``flask users``."""
-    from console import models  # noqa: F401 - the tables join the metadata Alembic compares
+    from console import (
+        models,  # noqa: F401 - the tables join the metadata Alembic compares
+        retention,  # noqa: F401 - notes and unmask reasons join the retention purge
+    )
     from console.access import CSRFError, csrf_failed, guard, security_headers
     from console.access import init_app as init_access
     from console.accounts.cli import users_cli

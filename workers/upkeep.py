@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from flask import current_app
 from sqlalchemy import or_, update
@@ -14,6 +14,7 @@ from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db
 from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
+from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
 from followups.checkins import SURVEY_ANSWER_WINDOW
 from routing.store import active_routing
@@ -32,13 +33,14 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     they opted out, because STOP must be honoured for as long as the line exists. Follow-ups:
     check-ins' sealed replies and their link to the texter; survey answers lose their link
     once answered or unanswered for a day. Kept: the anonymous paths, states, ratings, needs
-    and timings metrics need. Idempotent: a second run finds nothing left to scrub.
+    and timings metrics need. Purges registered by higher packages (``crisisline.retention``:
+    the console's wrap-up notes and unmask reasons) run in the same transaction.
+    Idempotent: a second run finds nothing left to scrub.
     """
     settings: Settings = current_app.extensions["crisisline.settings"]
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
-    calls_cutoff = now - timedelta(days=settings.retention_days_calls)
-    texts_cutoff = now - timedelta(days=settings.retention_days_texts)
-    followups_cutoff = now - timedelta(days=settings.retention_days_followups)
+    cutoffs = Cutoffs.at(now, settings)
+    calls_cutoff, texts_cutoff, followups_cutoff = cutoffs.calls, cutoffs.texts, cutoffs.followups
     old_calls = (
         db.select(Call.id)
         .where(Call.started_at < calls_cutoff)
@@ -78,6 +80,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .execution_options(synchronize_session=False)
     )
     texters = _purge_texters(texts_cutoff)
+    registered = {name: purge(cutoffs) for name, purge in registered_purges().items()}
     db.session.commit()
     return {
         "calls": calls.rowcount,  # type: ignore[attr-defined]
@@ -86,6 +89,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         "texters": texters,
         "checkins": checkins.rowcount,  # type: ignore[attr-defined]
         "surveys": surveys.rowcount,  # type: ignore[attr-defined]
+        **registered,
     }
 
 
