@@ -6,8 +6,9 @@ request in a threaded worker. So voice webhooks run in a small thread pool, and 
 thread waits at most ``VOICE_DEADLINE_SECONDS``. Past it, the request answers with what its
 route answers on any failure (``crisisline.failsafe``: the backup line for a caller, a polite
 message for a responder), or, for a caller already safely in the hold loop, one more hold turn
-(twice at most, then the backup line). The late handler finishes on its own thread; its
-answer is dropped, and its changes are the idempotent, conditional ones every handler makes.
+(twice at most, then the backup line: the hold route's own fail-safe decides). The late
+handler finishes on its own thread; its answer is dropped, and its changes are the
+idempotent, conditional ones every handler makes.
 
 The signature is still checked first: a forged request gets 403 even while everything hangs.
 Status callbacks are not under the deadline: Twilio needs no TwiML from them.
@@ -25,22 +26,10 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from crisisline.failsafe import (
-    LATE_HOLD_TURNS,
-    DeadlineExceeded,
-    late_hold_turns,
-    note_answered_by_failsafe,
-    one_more_hold_turn,
-    run_after_failsafe_hooks,
-    twiml_response,
-)
+from crisisline.failsafe import DeadlineExceeded, run_after_failsafe_hooks
 from crisisline.twilio_auth import request_is_from_twilio
-from crisisline.urls import url_prefix
 
 log = logging.getLogger(__name__)
-# Endpoints whose late answer is one more hold turn rather than the backup line: the caller
-# is waiting safely, and the backup line would take them out of the queue.
-HOLD_ENDPOINTS = frozenset({"transfer.hold"})
 Captured = tuple[str, list[tuple[str, str]], bytes]
 
 
@@ -102,14 +91,12 @@ class VoiceDeadline:
             if not request_is_from_twilio():
                 log.warning("refused unsigned or forged request to %s", request.path)
                 response: Response = Response("Forbidden", status=403)
-            elif endpoint in HOLD_ENDPOINTS and late_hold_turns(request.query_string) < LATE_HOLD_TURNS:
-                log.error("voice deadline passed at %s: one more hold turn", endpoint)
-                response = twiml_response(one_more_hold_turn(url_prefix() + request.path, request.query_string))
             else:
+                # The route's own fail-safe decides (a hold turn: one more turn, twice at most).
                 log.error("voice deadline passed at %s: answering with its fail-safe", endpoint)
-                response = on_deadline(DeadlineExceeded())
-                if getattr(on_deadline, "dials_backup", False):
-                    note_answered_by_failsafe(request.form.get("CallSid", ""))
+                late = DeadlineExceeded()
+                response = on_deadline(late)
+                if late.dialled_backup:
                     self._after_failsafe(request.form.get("CallSid", ""))
             return response(environ, start_response)
 

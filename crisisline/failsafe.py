@@ -42,7 +42,15 @@ LATE_HOLD_PAUSE_SECONDS = 5
 
 
 class DeadlineExceeded(Exception):
-    """A voice webhook did not finish within its deadline (``crisisline.deadline``)."""
+    """A voice webhook did not finish within its deadline (``crisisline.deadline``).
+
+    The fallback that answers it sets ``dialled_backup`` when its answer sends the caller to
+    the backup line: the deadline then runs the after-fail-safe hooks off the request thread.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("voice deadline passed")
+        self.dialled_backup = False
 
 
 def twiml_response(twiml: VoiceResponse) -> Response:
@@ -99,13 +107,14 @@ def answering_failures_with(
 
 def _dial_backup(error: BaseException) -> Response:
     response = failsafe_response()
-    # With the database down (or hung: past the deadline), hooks would only wait here.
-    if not isinstance(error, DBAPIError | DeadlineExceeded):
+    if isinstance(error, DeadlineExceeded):
+        # The late handler is still running in this process: it must not search for this
+        # caller afterwards. The deadline runs the hooks off the request thread.
+        note_answered_by_failsafe(request.form.get("CallSid", ""))
+        error.dialled_backup = True
+    elif not isinstance(error, DBAPIError):  # with the database down, hooks would only wait here
         run_after_failsafe_hooks(request.form.get("CallSid", ""))
     return response
-
-
-_dial_backup.dials_backup = True  # type: ignore[attr-defined]
 
 
 voice_failsafe = answering_failures_with(_dial_backup, "voice webhook failed, dialling backup line")
@@ -129,13 +138,17 @@ def one_more_hold_turn(path: str, query_string: bytes) -> VoiceResponse:
 
 
 def _hold_or_backup(error: BaseException) -> Response:
-    if isinstance(error, DBAPIError | PoolTimeout) and late_hold_turns(request.query_string) < LATE_HOLD_TURNS:
+    """A caller already safely in the hold loop whose turn failed on the database or ran past
+    its deadline: one more hold turn, twice at most, then the backup line. Any other failure
+    (a bug) goes to the backup line at once: another turn would fail the same way."""
+    slow_or_down = isinstance(error, DBAPIError | PoolTimeout | DeadlineExceeded)
+    if slow_or_down and late_hold_turns(request.query_string) < LATE_HOLD_TURNS:
         return twiml_response(one_more_hold_turn(url_prefix() + request.path, request.query_string))
     return _dial_backup(error)
 
 
 hold_failsafe = answering_failures_with(_hold_or_backup, "hold turn failed")
-hold_failsafe.__doc__ = "A hold turn's fail-safe: a database failure holds the caller twice more, then backup."
+hold_failsafe.__doc__ = "A hold turn's fail-safe: the database down or slow holds the caller twice more, then backup."
 
 
 # Calls this process answered with the backup line because their webhook ran past its
