@@ -14,7 +14,7 @@ from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crisisline import background, events
-from crisisline.db import db, engine_options, migrate
+from crisisline.db import db, engine_options, init_migrations
 from crisisline.deadline import VoiceDeadline
 from crisisline.phone import RedactPhoneNumbers
 from crisisline.privacy import Vault
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
     background.init_app(app)
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    init_migrations(app, PROJECT_ROOT / "migrations")
     rq.init_app(app)
 
     import console

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask_migrate import Migrate
+from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -34,7 +36,17 @@ if TYPE_CHECKING:
     Model = Base
 else:
     Model = db.Model
-migrate = Migrate(render_as_batch=True)
+
+
+def init_migrations(app: Flask, directory: Path) -> None:
+    """Flask-Migrate (``flask db``), except in a gunicorn web worker: it never migrates (the
+    Procfile's release step does), and Alembic would cost every worker 12 MiB of memory."""
+    if "gunicorn" in sys.modules:
+        return
+    from flask_migrate import Migrate
+
+    Migrate(app, db, directory=str(directory), render_as_batch=True)
+
 
 # A voice webhook must answer Twilio within 15 s; a database that hangs must fail fast so the
 # fail-safe can still dial the backup line.
