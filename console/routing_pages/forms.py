@@ -111,3 +111,183 @@ class SettingsForm(FlaskForm):
     menu_timeout = StringField(
         "Silence before a menu is repeated (e.g. 6s)", validators=[DataRequired(), Length(max=16)]
     )
+
+
+# --- the forms for each part of the config (issue 11) ---------------------------------------
+# Each carries ``base``: the version its values were read from. A form posted after someone
+# else published goes through the editor's stale check and merge, as a YAML draft does.
+
+DIGIT = r"^[0-9]$"
+TARGET_CHOICES = [
+    SelectChoice("counselors", "Counselors (by skill)"),
+    SelectChoice("co_responders", "Co-responder units"),
+    SelectChoice("backup", "The backup line"),
+]
+FALLBACK_CHOICES = [SelectChoice("", "None: the backup line"), *TARGET_CHOICES[:2]]
+PRIORITY_CHOICES = [SelectChoice(str(level), str(level)) for level in range(9, -1, -1)]
+KEY_MESSAGE = "Use lowercase letters, digits, - or _, starting with a letter."
+
+
+class BaseForm(FlaskForm):
+    base = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}$")])
+
+
+def _digit_field(label: str) -> StringField:
+    return StringField(
+        label,
+        validators=[DataRequired(), Regexp(DIGIT, message="One keypad digit, 0-9.")],
+        render_kw={"inputmode": "numeric", "maxlength": 1},
+    )
+
+
+class LanguageForm(BaseForm):
+    """One language's name, voice and menu key (its prompts are on the prompts page)."""
+
+    code = HiddenField(validators=[DataRequired()])
+    name = StringField("Name, as callers hear it (e.g. Español)", validators=[DataRequired(), Length(max=60)])
+    staff_name = StringField("Name staff hear (e.g. Spanish)", validators=[Optional(), Length(max=60)])
+    twilio_language = StringField(
+        "Speech language (e.g. es-US)",
+        validators=[
+            DataRequired(),
+            Length(max=16),
+            Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$", message="A locale like es-US."),
+        ],
+        render_kw={"autocapitalize": "none", "spellcheck": "false"},
+    )
+    voice = StringField(
+        "Voice (e.g. Polly.Lupe)",
+        validators=[Optional(), Length(max=64)],
+        render_kw={"autocapitalize": "none", "spellcheck": "false", "list": "voices"},
+    )
+    digit = _digit_field("Menu key")
+    speech_words = StringField(
+        "Words callers may say to choose it (comma-separated)", validators=[Optional(), Length(max=400)]
+    )
+
+
+class NewLanguageForm(LanguageForm):
+    code = StringField(
+        "Code (e.g. fr, or vi)",
+        validators=[
+            DataRequired(),
+            Length(max=12),
+            Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", message="A code like fr."),
+        ],
+        render_kw={"autocapitalize": "none", "spellcheck": "false"},
+    )
+    copy_from = SelectField("Start its prompts and texts from (translate them before publishing)")
+
+
+class RemoveLanguageForm(BaseForm):
+    code = SelectField("Language to remove")
+
+
+class NeedForm(BaseForm):
+    """One need: its menu key, priority in the queue, who takes it, and its label per language
+    (the label is what the need menu says for it). Label fields are added per language."""
+
+    key = HiddenField(validators=[DataRequired()])
+    digit = _digit_field("Menu key")
+    priority = SelectField("Priority in the queue (9 is answered first)", choices=PRIORITY_CHOICES)
+    target = SelectField("Who is rung", choices=TARGET_CHOICES)
+    fallback = SelectField("If nobody of them is on call", choices=FALLBACK_CHOICES)
+    counselors = CheckboxesField("Counselors who take it", validators=[Optional()])
+
+
+class NewNeedForm(NeedForm):
+    key = StringField(
+        "Key (e.g. grief)",
+        validators=[DataRequired(), Length(max=64), Regexp(r"^[a-z][a-z0-9_-]*$", message=KEY_MESSAGE)],
+        render_kw={"autocapitalize": "none", "spellcheck": "false"},
+    )
+
+
+class RemoveNeedForm(BaseForm):
+    key = SelectField("Need to remove")
+
+
+class MenuForm(BaseForm):
+    ask_need = SelectField(
+        "Need menu",
+        choices=[
+            SelectChoice("on", "On: callers choose a need"),
+            SelectChoice("off", "Off: everyone goes with the default need"),
+        ],
+    )
+    retries = SelectField(
+        "Attempts: how many times a menu is asked again after silence or a wrong key",
+        choices=[SelectChoice(str(n), str(n)) for n in range(6)],
+    )
+    default_language = SelectField("Default language (after the attempts, or for a one-language line)")
+    default_need = SelectField("Default need (after the attempts, or with the need menu off)")
+    max_seconds_to_ring = StringField(
+        "Warn when menus take longer than this before the first ring (e.g. 20s)",
+        validators=[DataRequired(), Length(max=16)],
+    )
+
+
+class OverrideForm(BaseForm):
+    responder_id = SelectField("Who", validators=[DataRequired()], id="override_responder_id")
+    day = StringField(
+        "Date",
+        validators=[DataRequired(), Regexp(r"^\d{4}-\d{2}-\d{2}$", message="A date like 2026-12-24.")],
+        render_kw={"type": "date"},
+    )
+    start = StringField(
+        "From (HH:MM)", default="08:00", validators=[DataRequired(), Regexp(CLOCK, message="A time like 08:00.")]
+    )
+    end = StringField(
+        "To (HH:MM; 24:00 is midnight; before the start ends the next day)",
+        default="16:00",
+        validators=[DataRequired(), Regexp(CLOCK_OR_MIDNIGHT, message="A time like 16:00 or 24:00.")],
+    )
+    on_call = SelectField(
+        "On call?",
+        choices=[SelectChoice("on", "On call (covering)"), SelectChoice("off", "Off call (leave)")],
+    )
+
+
+class RemoveOverrideForm(BaseForm):
+    responder_id = HiddenField(validators=[DataRequired()])
+    index = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9]{1,4}$")])
+
+
+class PromptsForm(BaseForm):
+    """Every prompt of one language; the fields are added per prompt (see ``prompts_form``)."""
+
+    language = HiddenField(validators=[DataRequired()])
+
+
+def prompt_field(name: str) -> str:
+    return "p_" + name.replace(".", "__")
+
+
+def prompts_form(keys: list[str], **kwargs: object) -> PromptsForm:
+    """A prompts form with one text box per ``keys`` entry (``prompts.greeting``, ``sms.welcome``)."""
+
+    class Prompts(PromptsForm):
+        pass
+
+    for key in keys:
+        setattr(
+            Prompts,
+            prompt_field(key),
+            TextAreaField(key, validators=[DataRequired(), Length(max=1000)], render_kw={"rows": 2}),
+        )
+    return Prompts(**kwargs)
+
+
+def need_form(languages: list[tuple[str, str]], new: bool = False, **kwargs: object) -> NeedForm:
+    """A need form with a label field per language (code, staff name)."""
+
+    class Need(NewNeedForm if new else NeedForm):  # type: ignore[misc]
+        pass
+
+    for code, name in languages:
+        setattr(
+            Need,
+            f"label_{code.replace('-', '_')}",
+            StringField(f"Label in {name} (what the menu says)", validators=[DataRequired(), Length(max=120)]),
+        )
+    return Need(**kwargs)

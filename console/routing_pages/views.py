@@ -319,16 +319,8 @@ def _people_forms(document: RoutingDocument, responder: ResponderForm, shift: Sh
     ]
 
 
-def _people_page(
-    responder: ResponderForm, shift: ShiftForm, document: RoutingDocument | None, settings: SettingsForm | None = None
-) -> str:
-    if settings is None:
-        settings = SettingsForm(formdata=None)
-        if document is not None:
-            _current_settings(document, settings)
-    return render_template(
-        "console/routing_people.html", responder=responder, shift=shift, settings=settings, document=document
-    )
+def _people_page(responder: ResponderForm, shift: ShiftForm, document: RoutingDocument | None) -> str:
+    return render_template("console/routing_people.html", responder=responder, shift=shift, document=document)
 
 
 # Form field → where it is in the routing text.
@@ -443,10 +435,9 @@ def line_settings() -> tuple[str, int]:
     document = _document_or_none()
     if document is None:
         abort(404)
-    responder, shift, settings = ResponderForm(formdata=None), ShiftForm(formdata=None), SettingsForm()
-    _people_forms(document, responder, shift)
+    settings = SettingsForm()
     if not settings.validate_on_submit():
-        return _people_page(responder, shift, document, settings), 400
+        return form_views.menus_page(form_views._base(), settings=settings), 400
     current = SettingsForm(formdata=None)
     _current_settings(document, current)
     text, changed = _live_text(), []
@@ -458,5 +449,10 @@ def line_settings() -> tuple[str, int]:
                 changed.append(".".join(keys))
     except drafts.DraftError as error:
         settings.mode.errors = [*settings.mode.errors, str(error)]
-        return _people_page(responder, shift, document, settings), 400
+        return form_views.menus_page(form_views._base(), settings=settings), 400
     return _draft_page(text, "changing " + (", ".join(changed) or "nothing")), 200
+
+
+# The forms for languages, needs, prompts, menus and overrides: the same blueprint, registered
+# by importing them once this module is complete.
+from console.routing_pages import form_views  # noqa: E402

@@ -8,12 +8,14 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
 from console.access import PUBLIC, declared_roles, is_twilio_signed
 from console.models import ADMIN, COUNSELOR, ROLES, SUPERVISOR
+from console.routing_pages.forms import prompt_field
 from crisisline.settings import DEFAULT_ROUTING_FILE
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from tests.console.conftest import Account, MakeUser, audit_actions, csrf_token, sign_in
@@ -57,6 +59,21 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.routing.add_responder": frozenset({ADMIN}),
     "console.routing.add_shift": frozenset({ADMIN}),
     "console.routing.line_settings": frozenset({ADMIN}),
+    "console.routing.languages": frozenset({ADMIN}),
+    "console.routing.edit_language": frozenset({ADMIN}),
+    "console.routing.add_language": frozenset({ADMIN}),
+    "console.routing.remove_language": frozenset({ADMIN}),
+    "console.routing.needs": frozenset({ADMIN}),
+    "console.routing.edit_need": frozenset({ADMIN}),
+    "console.routing.add_need": frozenset({ADMIN}),
+    "console.routing.remove_need": frozenset({ADMIN}),
+    "console.routing.prompts": frozenset({ADMIN}),
+    "console.routing.edit_prompts": frozenset({ADMIN}),
+    "console.routing.menus": frozenset({ADMIN}),
+    "console.routing.edit_menus": frozenset({ADMIN}),
+    "console.routing.overrides": frozenset({ADMIN}),
+    "console.routing.add_override": frozenset({ADMIN}),
+    "console.routing.remove_override": frozenset({ADMIN}),
     "console.routing.simulator": STAFF,
     "console.routing.coverage_week": STAFF,
 }
@@ -66,6 +83,12 @@ ARGUMENTS = {
     "conversation_id": 999_999, "contact_id": 999_999, "channel": "text", "command": "end", "number": 999_999,
 }  # fmt: skip
 ANONYMOUS = "anonymous"
+
+
+def _english_prompts() -> dict[str, str]:
+    """The prompts form's fields for English, as the example routing has them."""
+    english = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text())["languages"][0]
+    return {prompt_field(f"{part}.{key}"): text for part in ("prompts", "sms") for key, text in english[part].items()}
 
 
 def console_rules(app: Flask) -> list[Rule]:
@@ -104,7 +127,26 @@ def requests_for(rule: Rule, spare_user_id: int, role: str) -> list[tuple[str, s
             "max_hold": "4m",
             "menu_timeout": "6s",
         },
-    }.get(rule.endpoint, {})
+        # The routing forms: each makes a draft (nothing is published).
+        "console.routing.edit_language": {"code": "es", "name": "Español", "staff_name": "Spanish",
+                                          "twilio_language": "es-US", "voice": "Polly.Miguel", "digit": "2"},
+        "console.routing.add_language": {"code": "fr", "name": "Français", "staff_name": "French",
+                                         "twilio_language": "fr-FR", "voice": "Polly.Lea", "digit": "3",
+                                         "copy_from": "en"},
+        "console.routing.remove_language": {"code": "es"},
+        "console.routing.edit_need": {"key": "suicide", "digit": "2", "priority": "8", "target": "counselors",
+                                      "fallback": "", "label_en": "suicidal thoughts",
+                                      "label_es": "pensamientos de suicidio"},
+        "console.routing.add_need": {"key": "grief", "digit": "7", "priority": "2", "target": "counselors",
+                                     "fallback": "", "label_en": "grief", "label_es": "duelo"},
+        "console.routing.remove_need": {"key": "mental_health"},
+        "console.routing.edit_prompts": {"language": "en", **_english_prompts()},
+        "console.routing.edit_menus": {"ask_need": "off", "retries": "2", "default_language": "en",
+                                       "default_need": "something_else", "max_seconds_to_ring": "20s"},
+        "console.routing.add_override": {"responder_id": "ben-carter", "on_call": "on", "day": "2031-01-02",
+                                         "start": "08:00", "end": "16:00"},
+        "console.routing.remove_override": {"responder_id": "ana-ruiz", "index": "0"},
+    }.get(rule.endpoint, {})  # fmt: skip
     methods = sorted((rule.methods or set()) & {"GET", "POST"})
     return [(method, path, data if method == "POST" else {}) for method in methods]
 
