@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from crisisline import background, events
 from crisisline.db import db, engine_options, init_migrations
 from crisisline.deadline import VoiceDeadline
+from crisisline.failsafe import KnownBackupNumber
 from crisisline.phone import RedactPhoneNumbers
 from crisisline.privacy import Vault
 from crisisline.settings import PROJECT_ROOT, Settings
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config.update(overrides)
     app.extensions["crisisline.settings"] = settings
     app.extensions["crisisline.vault"] = Vault(settings.data_encryption_key)
+    app.extensions["crisisline.known_backup"] = KnownBackupNumber()  # see crisisline.failsafe
 
     # Voice webhooks answer within their deadline whatever hangs (inside ProxyFix, so the
     # deadline's own signature check sees the public URL).

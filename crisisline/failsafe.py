@@ -72,9 +72,37 @@ def backup_twiml(backup_number: str, caller_id: str | None = None) -> VoiceRespo
     return twiml
 
 
-def failsafe_response() -> Response:
+class KnownBackupNumber:
+    """The backup number of the routing this process last read (``line.backup_number``).
+
+    The routing is the one place the backup number is edited; every read of it refreshes this,
+    so a fail-safe with the database down dials the number the console last published.
+    ``BACKUP_NUMBER`` is only what a process dials before it has ever read the routing (it
+    started while the database was down).
+    """
+
+    def __init__(self) -> None:
+        self.number: str | None = None
+
+
+def remember_backup_number(number: str) -> None:
+    """Called with each routing read (``routing.store.active_routing``): cheap, no I/O."""
+    known: KnownBackupNumber | None = current_app.extensions.get("crisisline.known_backup")
+    if known is not None and known.number != number:
+        known.number = number
+
+
+def failsafe_backup_number() -> str:
+    """The routing's backup number as last read here, else ``BACKUP_NUMBER``. No I/O."""
+    known: KnownBackupNumber | None = current_app.extensions.get("crisisline.known_backup")
+    if known is not None and known.number:
+        return known.number
     settings: Settings = current_app.extensions["crisisline.settings"]
-    return twiml_response(backup_twiml(settings.backup_number))
+    return settings.backup_number
+
+
+def failsafe_response() -> Response:
+    return twiml_response(backup_twiml(failsafe_backup_number()))
 
 
 def answering_failures_with(

@@ -74,16 +74,17 @@ def review(document: RoutingDocument, *, now: datetime, environment_backup_numbe
 
 
 def backup_number_warnings(document: RoutingDocument, environment_backup_number: str | None) -> list[Problem]:
-    """The backup number is in two places; they must agree, or callers reach different lines
-    depending on what failed."""
+    """The routing's backup number is the one the line dials, fail-safes included, once a
+    process has read the routing; ``BACKUP_NUMBER`` is dialled only by a process that has not
+    (it started with the database down). They should agree."""
     if not environment_backup_number or environment_backup_number == document.backup_number:
         return []
     return [
         Problem(
             "line.backup_number",
             f"{document.backup_number} here, but BACKUP_NUMBER in the environment is {environment_backup_number}; "
-            "the menus' backup line dials this one, every fail-safe (database or Redis down, a crash) dials "
-            "BACKUP_NUMBER. Set both to the same number",
+            "the line and its fail-safes dial this one, but a process that starts while the database is down "
+            "dials BACKUP_NUMBER until it can read the routing. Set BACKUP_NUMBER to the same number",
             "warning",
         )
     ]

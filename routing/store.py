@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy import select, text
 
 from crisisline.db import db
+from crisisline.failsafe import remember_backup_number
 from crisisline.models import RoutingVersion
 from crisisline.privacy import Vault
 from routing.document import RoutingDocument
@@ -110,6 +111,7 @@ def active_routing() -> ActiveRouting | None:
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:
+        remember_backup_number(cached.document.backup_number)
         return cached
     version = db.session.get(RoutingVersion, newest.id)
     if version is None:
@@ -119,4 +121,5 @@ def active_routing() -> ActiveRouting | None:
     with _cache_lock:
         _cache.clear()  # only the newest version is ever served
         _cache[key] = active
+    remember_backup_number(active.document.backup_number)
     return active

@@ -44,7 +44,9 @@ from workers import upkeep
 TEST_ACCOUNT_SID = "AC" + "7" * 32
 TEST_AUTH_TOKEN = "d2f1c0ffee0d2f1c0ffee0d2f1c0ffee"
 TEST_DATA_KEY = "bG9jYWwtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEhISE="
-TEST_BACKUP_NUMBER = "+18005550199"
+# BACKUP_NUMBER as an operator sets it: the example routing's ``line.backup_number`` (the
+# fail-safe dials the routing's number once read; BACKUP_NUMBER before that).
+TEST_BACKUP_NUMBER = "+18002738255"
 LINE_NUMBER = "+13125550100"
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # One database per test run, so two runs on one machine never drop each other's tables.

@@ -27,7 +27,7 @@ TALK_SECONDS = 2.0
 HOLD_TURN_SECONDS = 1.0
 OUTCOME_WITHIN_SECONDS = MAX_HOLD_SECONDS + 20  # menus, the hold limit, and the backup line's turn
 # The routing's backup line, and the fail-safe's (a webhook past its deadline, the database down).
-BACKUP_LINES = {"+18002738255": "backup line", TEST_BACKUP_NUMBER: "fail-safe backup line"}
+BACKUP_LINES = {"+18002738255", TEST_BACKUP_NUMBER}
 
 
 @dataclass
@@ -79,7 +79,9 @@ def _call_and_stay(line: Line, caller: Caller, go: threading.Event) -> None:
             caller.cut_off = call.conference is None
             phone.hang_up(call)
         elif call.dials and call.dials[0].numbers[:1] and call.dials[0].numbers[0] in BACKUP_LINES:
-            caller.outcome, caller.backup_line = "backup", BACKUP_LINES[call.dials[0].numbers[0]]
+            # The menus' backup dial reports back (an ``action``); the fail-safe's needs no request.
+            by_failsafe = "action" not in call.dials[0].attributes
+            caller.outcome, caller.backup_line = "backup", "fail-safe backup line" if by_failsafe else "backup line"
         else:
             caller.outcome = "neither a human nor the backup line"
     except Exception as error:  # reported by the story
