@@ -26,6 +26,11 @@ class ReplyForm(KeyedForm):
     body = TextAreaField("Your reply", validators=[DataRequired(), Length(max=MAX_REPLY)])
 
 
+class ReferralForm(FlaskForm):
+    """Only the CSRF token: the chosen services travel as repeated ``service`` fields, and the
+    referral's own key (the contact and the services) makes a second submit send nothing."""
+
+
 class WrapUpForm(FlaskForm):
     outcome = RadioField(
         "Outcome", choices=[SelectChoice(key, label) for key, label in OUTCOMES.items()], validators=[InputRequired()]

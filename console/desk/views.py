@@ -1,5 +1,6 @@
 """The counselor page (phone-sized), its JSON, the availability switch, the SMS inbox
-(threads, replies, END/PASS/YES), and wrap-ups after a contact."""
+(threads, replies, END/PASS/YES), wrap-ups after a contact, the button that brings the
+co-responder unit into a live call, and referrals texted from the line's directory."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from werkzeug.wrappers import Response
 from console.access import allow, current_user, signed_in
 from console.accounts.forms import ConfirmForm
 from console.board.live import language_name, need_label
-from console.desk import texts, wrapups
-from console.desk.forms import KeyedForm, ReplyForm, WrapUpForm
+from console.desk import calls, referrals, texts, wrapups
+from console.desk.forms import KeyedForm, ReferralForm, ReplyForm, WrapUpForm
 from console.desk.now import desk, set_available
 from console.models import COUNSELOR
 from crisisline.models import Conversation
@@ -54,6 +55,13 @@ def _inbox(document: RoutingDocument, responder: Responder, moment: datetime) ->
     return [_card(document, conversation, moment) for conversation in texts.open_conversations(responder.id)]
 
 
+def _signature(document: RoutingDocument, responder: Responder) -> str:
+    """What makes the open page reload (see desk.js): the inbox, and the live call's state."""
+    live = calls.live_call(document, responder)
+    inbox = texts.inbox_signature(responder.id)
+    return f"{inbox}|{live.signature}" if live else inbox
+
+
 def _card(document: RoutingDocument, conversation: Conversation, moment: datetime) -> dict[str, Any]:
     since = conversation.queued_at or conversation.started_at
     return {
@@ -72,11 +80,14 @@ def page() -> str:
     mine = _mine()
     moment = datetime.now(UTC)
     now = desk(*mine, moment) if mine else None
+    live = calls.live_call(*mine) if mine else None
     return render_template(
         "console/desk.html", desk=now, form=AvailabilityForm(), refresh_seconds=REFRESH_SECONDS,
         inbox=_inbox(*mine, moment) if mine else [], reply_form=ReplyForm, command_form=KeyedForm,
         wrap_ups=wrapups.pending(mine[1].id) if mine else [],
-        inbox_signature=texts.inbox_signature(mine[1].id) if mine else "",
+        inbox_signature=_signature(*mine) if mine else "",
+        live=live, unit_form=ConfirmForm(),
+        live_recipient=referrals.find(mine[1].id, "voice", live.transfer_id) if mine and live else None,
         need_of=(lambda key: need_label(mine[0], key or mine[0].menu.default_need)) if mine else str,
     )  # fmt: skip
 
@@ -87,7 +98,7 @@ def data() -> dict[str, Any]:
     mine = _mine()
     if mine is None:
         return {"error": "not linked to a responder of the routing config"}
-    return {**desk(*mine, datetime.now(UTC)).as_json(), "inbox": texts.inbox_signature(mine[1].id)}
+    return {**desk(*mine, datetime.now(UTC)).as_json(), "inbox": _signature(*mine)}
 
 
 @bp.post("/me/availability")
@@ -187,6 +198,7 @@ def _ended_or_404(channel: str, contact_id: int) -> tuple[RoutingDocument, wrapu
 def _wrap_up_page(document: RoutingDocument, contact: wrapups.EndedContact, form: WrapUpForm) -> str:
     return render_template(
         "console/wrap_up.html", contact=contact, form=form, done=wrapups.wrapped_up(contact),
+        unit_joined=wrapups.unit_joined(contact),
         language=language_name(document, contact.language or document.menu.default_language),
         need=need_label(document, contact.need or document.menu.default_need),
     )  # fmt: skip
@@ -196,7 +208,10 @@ def _wrap_up_page(document: RoutingDocument, contact: wrapups.EndedContact, form
 @allow(COUNSELOR)
 def wrap_up(channel: str, contact_id: int) -> str:
     document, contact = _ended_or_404(channel, contact_id)
-    return _wrap_up_page(document, contact, WrapUpForm())
+    form = WrapUpForm()
+    if wrapups.unit_joined(contact):
+        form.outcome.data = "co_responder_dispatched"  # a suggestion: the counselor may change it
+    return _wrap_up_page(document, contact, form)
 
 
 @bp.post("/me/wrap-up/<any(voice, text):channel>/<int:contact_id>")
@@ -216,3 +231,76 @@ def wrap_up_save(channel: str, contact_id: int) -> Response | tuple[str, int]:
         followup = FOLLOWUP_WORDS.get(saved.followup or "", "") if saved.followup_consent else ""
         flash(f"Wrap-up saved for the {contact.label}. {followup}".strip(), "info")
     return redirect(url_for("console.desk.page"))
+
+
+# --- on a live call: bring in the co-responder unit ----------------------------------------------
+
+
+@bp.post("/me/calls/<int:contact_id>/unit")
+@allow(COUNSELOR)
+def bring_unit(contact_id: int) -> Response:
+    """Ask the line to ring the co-responder unit into this counselor's live call (once)."""
+    document, responder = _mine_or_404()
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    asked, words = calls.bring_in_unit(signed_in(), document, responder, contact_id)
+    flash(words, "info" if asked else "error")
+    return redirect(url_for("console.desk.page") + "#live-call")
+
+
+# --- referrals from the line's directory, by text ------------------------------------------------
+
+
+def _recipient_or_404(channel: str, contact_id: int) -> tuple[RoutingDocument, Responder, referrals.Recipient]:
+    document, responder = _mine_or_404()
+    recipient = referrals.find(responder.id, channel, contact_id)
+    if recipient is None:
+        abort(404)
+    return document, responder, recipient
+
+
+@bp.get("/me/referral/<any(voice, text):channel>/<int:contact_id>")
+@allow(COUNSELOR)
+def referral(channel: str, contact_id: int) -> str:
+    """Choose services (a GET form: nothing changes), then preview the text and send it."""
+    document, _responder, recipient = _recipient_or_404(channel, contact_id)
+    every_need = request.args.get("every") == "1"
+    offered = referrals.services_for(document, recipient, every_need=every_need)
+    picked_ids = request.args.getlist("service")
+    picked = referrals.chosen(document, picked_ids) if picked_ids else None
+    body = referrals.compose(document, picked) if picked else ""
+    return render_template(
+        "console/desk_referral.html", recipient=recipient, services=offered, every_need=every_need,
+        picked=picked, picked_ids=set(picked_ids), body=body, segments=referrals.segments(body) if body else 0,
+        problem=bool(picked_ids) and picked is None, max_services=referrals.MAX_SERVICES,
+        form=ReferralForm(), earlier=referrals.earlier(recipient),
+        names={service.id: service.name for service in document.services},
+        language=language_name(document, recipient.language or document.menu.default_language),
+        need=need_label(document, recipient.need or document.menu.default_need),
+    )  # fmt: skip
+
+
+@bp.post("/me/referral/<any(voice, text):channel>/<int:contact_id>/send")
+@allow(COUNSELOR)
+def referral_send(channel: str, contact_id: int) -> Response:
+    """Text the chosen services to the person, once for this contact and set of services."""
+    document, responder, recipient = _recipient_or_404(channel, contact_id)
+    form = ReferralForm()
+    if not form.validate_on_submit():
+        abort(400)
+    back = url_for("console.desk.referral", channel=channel, contact_id=contact_id)
+    picked = referrals.chosen(document, request.form.getlist("service"))
+    if picked is None:
+        flash(f"Nothing sent: choose between 1 and {referrals.MAX_SERVICES} services of the directory.", "error")
+        return redirect(back)
+    outcome = referrals.send(signed_in(), recipient, picked, responder.id)
+    names = ", ".join(service.name for service in picked)
+    flash(
+        *{
+            referrals.SENT: (f"Referral sent to the {recipient.label}: {names}.", "info"),
+            referrals.SENDING: (f"Sending the referral to the {recipient.label}: {names}.", "info"),
+            referrals.ALREADY: ("Already sent: this referral went to them before (nothing was sent twice).", "info"),
+            referrals.CANNOT_TEXT: (f"Not sent: {recipient.reason_text}", "error"),
+        }.get(outcome, ("The referral could not be sent. Give them the numbers by voice or try later.", "error"))
+    )
+    return redirect(back)

@@ -103,6 +103,17 @@ def wrapped_up(contact: EndedContact) -> bool:
     return bool(_done([contact.key]))
 
 
+def unit_joined(contact: EndedContact) -> bool:
+    """Did a co-responder unit join this call (its join offer was accepted)? The wrap-up then
+    suggests "co-responder dispatched"."""
+    if contact.channel != "voice":
+        return False
+    joined = select(Offer.id).where(
+        Offer.transfer_id == contact.id, Offer.purpose == "join", Offer.decided_at.is_not(None)
+    )
+    return db.session.scalar(joined.limit(1)) is not None
+
+
 def save(
     user: User, document: RoutingDocument, responder_id: str, contact: EndedContact, *, outcome: str,
     consent: bool, note: str,

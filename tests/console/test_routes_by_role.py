@@ -77,6 +77,14 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.routing.simulator": STAFF,
     "console.routing.coverage_week": STAFF,
 }
+# The counselor's actions on a contact (console/desk): the co-responder unit, referrals.
+INTENDED.update(
+    {
+        "console.desk.bring_unit": frozenset({COUNSELOR}),
+        "console.desk.referral": frozenset({COUNSELOR}),
+        "console.desk.referral_send": frozenset({COUNSELOR}),
+    }
+)
 # Values for the routes' arguments (a conversation or contact that does not exist: 404 for
 # the roles allowed, the same refusals as any route for the others).
 ARGUMENTS = {

@@ -1,0 +1,192 @@
+"""A counselor on a live call asks for the co-responder unit to join it (from the console).
+
+The ringing and the briefing are the phone menu's own (``*`` then 1): ``dispatch.invite_unit``
+rings an on-call unit with an offer of purpose ``join``, the unit hears ``whisper_add_unit`` and
+presses 1 to join the caller's conference (``flow.offer_answered``/``offer_decided``).
+
+What this adds is the once-only request: the request is a ``unit.requested`` call event whose
+``dedupe_key`` carries an attempt number, so of two clicks or two tabs racing, one insert wins
+and only the winner rings. A new attempt is possible once the previous one is settled (the unit
+passed, did not answer, or could not be rung). The REST call runs off the request thread
+(``crisisline.background``), as the queue's ringing does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from crisisline.background import within_budget
+from crisisline.db import db, insert_once
+from crisisline.models import ACTIVE_OFFER_STATES, CallEvent, Offer, Transfer
+from crisisline.settings import Settings
+from routing.document import Responder, RoutingDocument
+from routing.schedule import on_call
+from routing.store import active_routing
+from transfer import dispatch, state
+
+REQUESTED = "unit.requested"
+NOT_RUNG = "unit.not_rung"
+# A request whose ringing has not shown up as an offer by then was lost with its process.
+IN_FLIGHT = timedelta(seconds=30)
+
+# Outcomes of a request. ``ringing`` and ``already`` mean the unit is (being) asked.
+RINGING, ALREADY = "ringing", "already"
+NOT_ON_CALL, NO_UNIT_ON_SHIFT, UNITS_BUSY = "not_on_call", "no_unit_on_shift", "units_busy"
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    outcome: str
+    unit_id: str | None = None  # the unit asked (a config id, never a number)
+    rung: bool | None = None  # for ``ringing``: its phone rings (None: still being placed)
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    """Where a live call stands with the unit: ``""`` (not asked), ``requested`` (being
+    placed), ``ringing``, ``joined``, or ``left`` (it joined, then left the call)."""
+
+    state: str
+    unit_id: str | None = None
+
+
+def counselor_on_call(transfer: Transfer, responder_id: str) -> bool:
+    """Is ``responder_id`` the counselor with the caller on this live call right now?"""
+    if transfer.state != "connected":
+        return False
+    return any(
+        offer.responder_id == responder_id and offer.purpose == "answer" for offer in state.staff_on_call(transfer.id)
+    )
+
+
+def units_on_shift(document: RoutingDocument) -> list[Responder]:
+    return [responder for responder in on_call(document, state.now()) if responder.kind == "co_responder"]
+
+
+def units_to_ask(document: RoutingDocument, transfer: Transfer) -> list[Responder]:
+    """On-shift units free to join, in the order ``dispatch.invite_unit`` asks them: those
+    speaking the caller's language first (its pick is the first of these)."""
+    unavailable = state.unavailable_responder_ids() | {offer.responder_id for offer in state.staff_on_call(transfer.id)}
+    units = [unit for unit in units_on_shift(document) if unit.id not in unavailable]
+    units.sort(key=lambda unit: transfer.language not in unit.languages)
+    return units
+
+
+def _key_prefix(transfer_id: int) -> str:
+    return f"transfer:{transfer_id}:unit_requested:"
+
+
+def _requests(transfer: Transfer) -> list[CallEvent]:
+    return list(
+        db.session.scalars(
+            select(CallEvent)
+            .where(CallEvent.call_id == transfer.call_id, CallEvent.kind == REQUESTED,
+                   CallEvent.dedupe_key.startswith(_key_prefix(transfer.id)))
+            .order_by(CallEvent.occurred_at.desc(), CallEvent.id.desc())
+        )
+    )  # fmt: skip
+
+
+def _join_offers(transfer_id: int) -> list[Offer]:
+    return list(
+        db.session.scalars(
+            select(Offer).where(Offer.transfer_id == transfer_id, Offer.purpose == "join").order_by(Offer.id.desc())
+        )
+    )
+
+
+def unit_status(transfer: Transfer) -> UnitStatus:
+    offers = _join_offers(transfer.id)
+    for offer in offers:
+        if offer.state == "accepted":
+            return UnitStatus("joined", offer.responder_id)
+    for offer in offers:
+        if offer.state in ACTIVE_OFFER_STATES:
+            return UnitStatus("ringing", offer.responder_id)
+    pending = _pending_request(transfer, offers)
+    if pending is not None:
+        return UnitStatus("requested", pending.detail.get("responder"))
+    joined = next((offer for offer in offers if offer.decided_at is not None), None)
+    return UnitStatus("left", joined.responder_id) if joined else UnitStatus("")
+
+
+def _pending_request(transfer: Transfer, offers: list[Offer]) -> CallEvent | None:
+    """The newest request if its ringing is still being placed (no offer for it yet)."""
+    requests = _requests(transfer)
+    if not requests:
+        return None
+    latest = requests[0]
+    if state.now() - latest.occurred_at >= IN_FLIGHT:
+        return None
+    if any(offer.created_at >= latest.occurred_at for offer in offers):
+        return None
+    settled = db.session.scalar(
+        select(CallEvent.id).where(
+            CallEvent.call_id == transfer.call_id, CallEvent.dedupe_key == f"{latest.dedupe_key}:not_rung"
+        )
+    )
+    return None if settled is not None else latest
+
+
+def request_unit_join(transfer_id: int, requested_by: str, document: RoutingDocument) -> JoinRequest:
+    """Ask the co-responder unit to join the live call ``transfer_id`` of counselor
+    ``requested_by`` (a responder id). Idempotent: while a unit is being rung or is on the
+    call, asking again changes nothing (``already``). Commits."""
+    transfer = db.session.get(Transfer, transfer_id)
+    if transfer is None:
+        return JoinRequest(NOT_ON_CALL)
+    db.session.refresh(transfer)
+    if not counselor_on_call(transfer, requested_by):
+        return JoinRequest(NOT_ON_CALL)
+    # Counted before the open-request check: two requests racing either count the same
+    # attempt (one insert wins) or the later one counts after the earlier committed, and
+    # then sees it as open.
+    attempt = db.session.scalar(
+        select(func.count(CallEvent.id)).where(
+            CallEvent.call_id == transfer.call_id, CallEvent.dedupe_key.startswith(_key_prefix(transfer.id))
+        )
+    ) or 0  # fmt: skip
+    status = unit_status(transfer)
+    if status.state in ("joined", "ringing", "requested"):
+        return JoinRequest(ALREADY, status.unit_id)
+    if not units_on_shift(document):
+        return JoinRequest(NO_UNIT_ON_SHIFT)
+    units = units_to_ask(document, transfer)
+    if not units:
+        return JoinRequest(UNITS_BUSY)
+    unit = units[0]
+    key = f"{_key_prefix(transfer.id)}{attempt}"
+    won = insert_once(
+        CallEvent,
+        {"call_id": transfer.call_id, "kind": REQUESTED, "dedupe_key": key, "occurred_at": state.now(),
+         "detail": {"transfer": transfer.id, "round": transfer.round, "responder": unit.id,
+                    "requested_by": requested_by}},
+    )  # fmt: skip
+    db.session.commit()
+    if not won:
+        return JoinRequest(ALREADY, unit.id)
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    rung = within_budget(
+        f"transfer.unit_join:{transfer.id}", lambda: _ring_unit(transfer_id, key), settings.voice_deadline_seconds / 2
+    )
+    return JoinRequest(RINGING, unit.id, rung)
+
+
+def _ring_unit(transfer_id: int, request_key: str) -> bool:
+    """Ring the unit (ids only: this may run off the request thread). If nobody could be
+    rung, the request is marked settled at once, so the counselor may ask again."""
+    transfer = db.session.get(Transfer, transfer_id)
+    active = active_routing()
+    rung = transfer is not None and active is not None and dispatch.invite_unit(transfer, active.document)
+    if not rung and transfer is not None:
+        insert_once(
+            CallEvent,
+            {"call_id": transfer.call_id, "kind": NOT_RUNG, "dedupe_key": f"{request_key}:not_rung",
+             "occurred_at": state.now(), "detail": {"transfer": transfer.id}},
+        )  # fmt: skip
+    db.session.commit()
+    return bool(rung)
