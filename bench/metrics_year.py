@@ -1,8 +1,9 @@
-"""Metrics bench: a year of a busy line in PostgreSQL, and how long the metrics page takes.
+"""Metrics bench: a year of a busy line in PostgreSQL, the rollup, and how long the pages take.
 
-A fresh database (``bench.common.fresh_database``), migrated by the release step
-(``flask db upgrade``), is filled with a year of synthetic contacts of a busy line (default
-1,000,000: about 70 % calls, 30 % text conversations) in the shapes ``metrics/load.py`` reads:
+A fresh scratch database (``metrics_bench_<pid>``, dropped afterwards), migrated by the release
+step (``flask db upgrade``), is filled with a year of synthetic contacts of a busy line
+(default 1,000,000: about 70 % calls, 30 % text conversations) in the shapes ``metrics/load.py``
+reads:
 
 - calls with their event log: ``call.started``, the menu's events, ``route.decided``,
   ``transfer.started``, missed / passed offers (``offer.missed``, ``offer.passed``,
@@ -18,21 +19,22 @@ A fresh database (``bench.common.fresh_database``), migrated by the release step
 
 Demand follows the hour of day (a night trough, an evening peak), the weekday and the season,
 in the line's time zone (America/Chicago, DST included). Rows go in with ``COPY`` (psycopg),
-one day per transaction. Then the database is ``VACUUM ANALYZE``d and the bench times what
-the console's pages call, each in a fresh process (``spawn``) so its peak RSS is its own:
+one day per transaction, all but the last day. Then, each in a fresh process (``spawn``) so
+its peak RSS is its own:
 
-- ``metrics.build_report`` for a month, a quarter and the year, voice and sms, overall and
-  ``by hour`` (``/console/metrics``);
-- ``metrics.build_staffing`` for the last 4 weeks (``/console/metrics/staffing``).
+1. the rollup's first build (``metrics.rollup.refresh`` over everything);
+2. the last day is loaded, and an incremental refresh timed (what the clock's job does);
+3. the pages on the rollup (``metrics.build_report``: refresh the tail, then SQL aggregates)
+   for a month, a quarter and the year, voice and sms, overall and by hour; the year's voice
+   by language, need and weekday; ``metrics.build_staffing`` for the last 4 weeks;
+4. the baseline: the old path (``metrics.report_from_events``, every event of the period
+   replayed in Python) on the month.
 
-Each run reports wall seconds, the seconds spent in SQL (every statement timed), the slowest
-statement (the app's engine kills a statement after ``STATEMENT_TIMEOUT_MS``, 4 s: a page whose
-statement runs longer fails), and peak RSS. The queries of the month's and the year's voice
-report are ``EXPLAIN (ANALYZE, BUFFERS)``ed. Then the indexes ``metrics/load.py`` lacks are
-created **in the bench's database only** (``INDEXES`` below; no migration) and
-everything is measured again.
+Each run reports wall seconds, the seconds spent in SQL, the slowest statement (the app's
+engine kills a statement after ``STATEMENT_TIMEOUT_MS``, 4 s), and peak RSS. The month's and
+the year's voice aggregates are ``EXPLAIN (ANALYZE, BUFFERS)``ed.
 
-    .venv/bin/python -m bench.metrics_year [--contacts 1000000] [--quick] [--no-indexes] [--output PATH]
+    .venv/bin/python -m bench.metrics_year [--contacts 1000000] [--quick] [--output PATH]
 """
 
 from __future__ import annotations
@@ -77,16 +79,6 @@ PERIODS = {
 }
 STAFFING_WEEKS = 4
 EXPLAINED = {("month", "voice", None), ("year", "voice", None)}
-
-# The indexes metrics/load.py's range filters and joins lack (created by this bench only).
-INDEXES = (
-    "CREATE INDEX bench_ix_calls_started_at ON calls (started_at)",
-    "CREATE INDEX bench_ix_conversations_started_at ON conversations (started_at)",
-    "CREATE INDEX bench_ix_callbacks_requested_at ON callbacks (requested_at)",
-    "CREATE INDEX bench_ix_checkins_due_at ON checkins (due_at) WHERE consented_at IS NOT NULL",
-    "CREATE INDEX bench_ix_survey_responses_answered_at ON survey_responses (answered_at)",
-    "CREATE INDEX bench_ix_call_events_call_time ON call_events (call_id, occurred_at, id)",
-)
 
 TZ = ZoneInfo("America/Chicago")
 VOICE_SHARE = 0.70
@@ -493,32 +485,22 @@ class Year:
                                                  language, replied, replied + _seconds(120), int(rating)))  # fmt: skip
 
 
-def load(database_url: str, contacts: int, seed: int) -> dict[str, Any]:
-    """Generate the year into the database with COPY; returns seconds and rows per table."""
+def load(database_url: str, contacts: int, seed: int) -> tuple[dict[str, Any], Day]:
+    """Generate the year into the database with COPY, all but its last day, which is returned
+    (the bench loads it after the rollup's first build, to time an incremental refresh)."""
     year = Year(contacts, seed)
     copy_seconds: dict[str, float] = {table: 0.0 for table in COLUMNS}
     started = time.perf_counter()
+    held_back: Day | None = None
     with psycopg.connect(_plain(database_url)) as connection:
         for index, day in enumerate(year.generate()):
-            with connection.transaction():
-                for table in TABLE_ORDER:
-                    rows = day.rows[table]
-                    if not rows:
-                        continue
-                    begun = time.perf_counter()
-                    with (
-                        connection.cursor() as cursor,
-                        cursor.copy(f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN") as copy,
-                    ):
-                        for row in rows:
-                            copy.write_row(row)
-                    copy_seconds[table] += time.perf_counter() - begun
+            if held_back is not None:
+                _copy_day(connection, held_back, copy_seconds)
+            held_back = day
             if index % 30 == 29:
                 print(f"  loaded {index + 1} days, {time.perf_counter() - started:.0f} s", flush=True)
-        connection.autocommit = True
-        for table in COLUMNS:
-            highest = f"SELECT coalesce(max(id), 1) FROM {table}"  # noqa: S608 - our own table names
-            connection.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ({highest}))")
+        _set_sequences(connection)
+    assert held_back is not None
     load_seconds = time.perf_counter() - started
     begun = time.perf_counter()
     with psycopg.connect(_plain(database_url), autocommit=True) as connection:
@@ -536,7 +518,38 @@ def load(database_url: str, contacts: int, seed: int) -> dict[str, Any]:
         "vacuum_analyze_seconds": round(time.perf_counter() - begun, 1),
         "rows": counts,
         "database_mib": round(size / 2**20),
-    }
+    }, held_back
+
+
+def _copy_day(connection: psycopg.Connection[Any], day: Day, copy_seconds: dict[str, float]) -> None:
+    with connection.transaction():
+        for table in TABLE_ORDER:
+            rows = day.rows[table]
+            if not rows:
+                continue
+            begun = time.perf_counter()
+            with (
+                connection.cursor() as cursor,
+                cursor.copy(f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+            copy_seconds[table] = copy_seconds.get(table, 0.0) + time.perf_counter() - begun
+
+
+def _set_sequences(connection: psycopg.Connection[Any]) -> None:
+    connection.autocommit = True
+    for table in COLUMNS:
+        highest = f"SELECT coalesce(max(id), 1) FROM {table}"  # noqa: S608 - our own table names
+        connection.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ({highest}))")
+
+
+def load_last_day(database_url: str, day: Day) -> int:
+    """The held-back last day, as the line would have recorded it since the last refresh."""
+    with psycopg.connect(_plain(database_url)) as connection:
+        _copy_day(connection, day, {})
+        _set_sequences(connection)
+    return sum(len(rows) for rows in day.rows.values())
 
 
 def _plain(url: str) -> str:
@@ -546,11 +559,12 @@ def _plain(url: str) -> str:
 @dataclass(frozen=True)
 class Job:
     database_url: str
-    what: str  # report | staffing
+    what: str  # report | staffing | rollup (a refresh: the first build, or one day's tail)
     period: str
     channel: str | None
     breakdown: str | None
     explain: bool
+    path: str = "rollup"  # rollup (the page's: refresh the tail, aggregate in SQL) | events (the old replay)
 
 
 def measure(job: Job) -> dict[str, Any]:
@@ -558,7 +572,7 @@ def measure(job: Job) -> dict[str, Any]:
     from sqlalchemy import create_engine, event, text
     from sqlalchemy.orm import Session
 
-    from metrics import Period, build_report, build_staffing
+    from metrics import Period, build_report, build_staffing, refresh, report_from_events
     from routing.validation import load_document
 
     engine = create_engine(job.database_url)
@@ -574,17 +588,22 @@ def measure(job: Job) -> dict[str, Any]:
                            "seconds": time.perf_counter() - context._bench_started})  # fmt: skip
 
     document = load_document(DEFAULT_ROUTING_FILE.read_text())
-    start, end = PERIODS[job.period]
-    result: dict[str, Any] = {"what": job.what, "period": job.period, "channel": job.channel, "by": job.breakdown}
+    start, end = PERIODS.get(job.period, PERIODS["year"])
+    result: dict[str, Any] = {"what": job.what, "period": job.period, "channel": job.channel, "by": job.breakdown,
+                              "path": job.path}  # fmt: skip
     with Session(engine) as session:
         session.execute(text("SELECT 1"))
         statements.clear()
         gc.collect()
         rss_before = _rss_mib()
         begun = time.perf_counter()
-        if job.what == "report":
+        if job.what == "rollup":
+            done = refresh(session, document)
+            result.update(looked_at=done.looked_at, written=done.written, caught_up=done.caught_up)
+        elif job.what == "report":
             assert job.channel is not None
-            report = build_report(session, document, Period(start, end), job.channel, job.breakdown)
+            build = build_report if job.path == "rollup" else report_from_events
+            report = build(session, document, Period(start, end), job.channel, job.breakdown)
             result["offered"] = report.overall.values["offered"]
             result["answer_rate"] = report.overall.values["answer_rate"]
             result["groups"] = len(report.rows) - 1
@@ -598,12 +617,20 @@ def measure(job: Job) -> dict[str, Any]:
         result["statements"] = [
             {"table": _table_of(s["sql"]), "seconds": round(s["seconds"], 3), "rows": s["rows"]} for s in statements
         ]
+        if job.what == "rollup":  # thousands of statements: keep the slowest
+            result["statements"] = sorted(result["statements"], key=lambda s: -s["seconds"])[:5]
+            statements.clear()
         if job.explain:
             result["plans"] = []
             raw = session.connection().connection.dbapi_connection
             assert isinstance(raw, psycopg.Connection)
             cursor = psycopg.ClientCursor(raw)  # parameters inlined: EXPLAIN takes none
-            for s in statements:
+            # The aggregates only: the refresh's UPDATEs would run again under EXPLAIN ANALYZE.
+            explained = [s for s in statements if s["sql"].lstrip().startswith("SELECT") and "metric_facts" in s["sql"]]
+            result["statements"] = [
+                {"table": _table_of(s["sql"]), "seconds": round(s["seconds"], 3), "rows": s["rows"]} for s in explained
+            ]
+            for s in explained:
                 cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + s["sql"], s["params"])
                 plan = "\n".join(line[0] for line in cursor.fetchall())
                 result["plans"].append({"table": _table_of(s["sql"]), "plan": plan})
@@ -626,44 +653,42 @@ def _table_of(sql: str) -> str:
     return table
 
 
-def measure_all(database_url: str, explain: bool) -> list[dict[str, Any]]:
+def measure_one(job: Job) -> dict[str, Any]:
+    # A fresh interpreter per measurement: its peak RSS is this page's alone.
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        result = pool.submit(measure, job).result()
+    print(f"  {_label(result):44} {result['seconds']:7.2f} s (SQL {result['sql_seconds']:.2f} s), "
+          f"peak RSS {result['peak_rss_mib']} MiB", flush=True)  # fmt: skip
+    return result
+
+
+def page_jobs(database_url: str) -> list[Job]:
+    """What the console's pages call, on the rollup: each period and channel, overall and by
+    hour; the year by every breakdown; the staffing view."""
     jobs = [
-        Job(database_url, "report", period, channel, breakdown, explain and (period, channel, breakdown) in EXPLAINED)
+        Job(database_url, "report", period, channel, breakdown, (period, channel, breakdown) in EXPLAINED)
         for period in PERIODS
         for channel in ("voice", "sms")
         for breakdown in (None, "hour")
     ]
+    jobs += [Job(database_url, "report", "year", "voice", by, False) for by in ("language", "need", "weekday")]
     jobs.append(Job(database_url, "staffing", "year", None, None, False))
-    results = []
-    for job in jobs:
-        # A fresh interpreter per measurement: its peak RSS is this page's alone.
-        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            result = pool.submit(measure, job).result()
-        results.append(result)
-        print(f"  {_label(result):34} {result['seconds']:7.2f} s (SQL {result['sql_seconds']:.2f} s), "
-              f"peak RSS {result['peak_rss_mib']} MiB", flush=True)  # fmt: skip
-    return results
+    return jobs
+
+
+def baseline_jobs(database_url: str) -> list[Job]:
+    """The old path (every event of the period replayed in Python) on the month only: on the
+    year it needs minutes and gigabytes."""
+    return [Job(database_url, "report", "month", channel, None, False, path="events") for channel in ("voice", "sms")]
 
 
 def _label(result: dict[str, Any]) -> str:
     if result["what"] == "staffing":
         return f"build_staffing, last {STAFFING_WEEKS} weeks"
-    return f"{result['period']} {result['channel']}{' by hour' if result['by'] else ''}"
-
-
-def create_indexes(database_url: str) -> list[dict[str, Any]]:
-    made = []
-    with psycopg.connect(_plain(database_url), autocommit=True) as connection:
-        for statement in INDEXES:
-            begun = time.perf_counter()
-            connection.execute(statement)
-            name = statement.split()[2]
-            sized = connection.execute("SELECT pg_relation_size(%s::regclass)", (name,)).fetchone()
-            size = sized[0] if sized else 0
-            made.append({"sql": statement, "seconds": round(time.perf_counter() - begun, 1),
-                         "mib": round(size / 2**20, 1)})  # fmt: skip
-        connection.execute("ANALYZE")
-    return made
+    if result["what"] == "rollup":
+        return f"rollup refresh ({result['period']})"
+    path = " (old path: replay in Python)" if result.get("path") == "events" else ""
+    return f"{result['period']} {result['channel']}{' by ' + result['by'] if result['by'] else ''}{path}"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -676,26 +701,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     report["app_statement_timeout_ms"] = STATEMENT_TIMEOUT_MS
     with tempfile.TemporaryDirectory(prefix="crisisline-bench-") as scratch, \
-            fresh_database("crisisline_bench_metrics") as database_url, \
+            fresh_database("metrics_bench") as database_url, \
             redis_for_bench(Path(scratch)) as redis_url:  # fmt: skip
         env = deployment_env(database_url, redis_url, "http://127.0.0.1:9", free_port())
         flask(env, "db", "upgrade")
         print(f"generating {args.contacts:,} contacts over {YEAR_START} to {YEAR_END} ...", flush=True)
-        report["load"] = load(database_url, args.contacts, args.seed)
+        report["load"], last_day = load(database_url, args.contacts, args.seed)
         print(f"  {report['load']['rows']}", flush=True)
-        print("measuring with the migrations' indexes only ...", flush=True)
-        report["without_indexes"] = measure_all(database_url, explain=True)
-        if not args.no_indexes:
-            print("creating the bench's indexes ...", flush=True)
-            report["indexes"] = create_indexes(database_url)
-            print("measuring with them ...", flush=True)
-            report["with_indexes"] = measure_all(database_url, explain=True)
+        print("the rollup's first build (all but the last day) ...", flush=True)
+        report["rollup_build"] = measure_one(Job(database_url, "rollup", "first build", None, None, False))
+        report["last_day_rows"] = load_last_day(database_url, last_day)
+        print("an incremental refresh: the last day's contacts ...", flush=True)
+        report["rollup_refresh"] = measure_one(Job(database_url, "rollup", "one more day", None, None, False))
+        with psycopg.connect(_plain(database_url), autocommit=True) as connection:
+            connection.execute("VACUUM ANALYZE metric_facts")
+            sized = connection.execute("SELECT pg_total_relation_size('metric_facts')").fetchone()
+            report["rollup_mib"] = round((sized[0] if sized else 0) / 2**20)
+        print("the pages, on the rollup ...", flush=True)
+        report["pages"] = [measure_one(job) for job in page_jobs(database_url)]
+        print("baseline: the old path on the month ...", flush=True)
+        report["baseline"] = [measure_one(job) for job in baseline_jobs(database_url)]
     return report
 
 
 def markdown(report: dict[str, Any]) -> str:
     m, loaded = report["machine"], report["load"]
     timeout = report["app_statement_timeout_ms"] / 1000
+    build, tail = report["rollup_build"], report["rollup_refresh"]
     lines = [
         f"# Metrics bench, {report['started_at']}",
         "",
@@ -710,34 +742,34 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|",
         *(f"| {table} | {count:,} |" for table, count in loaded["rows"].items()),
         "",
+        "## The rollup (`metric_facts`)",
+        "",
+        f"- First build (all but the last day): {build['seconds']:.1f} s, {build['looked_at']:,} sources looked at, "
+        f"{build['written']:,} facts written, peak RSS {build['peak_rss_mib']} MiB.",
+        f"- Incremental refresh after one more day ({report['last_day_rows']:,} rows): {tail['seconds']:.2f} s, "
+        f"{tail['looked_at']:,} sources looked at, {tail['written']:,} facts written.",
+        f"- Size: {report['rollup_mib']} MiB with its indexes.",
+        "",
+        "## The pages (refresh the tail, then aggregate the rollup in SQL)",
+        "",
+        "| what | offered | s | SQL s | slowest stmt s | peak RSS MiB (before) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    phases = [("without_indexes", "migrations' indexes only")]
-    if "with_indexes" in report:
-        phases.append(("with_indexes", "with the bench's indexes"))
-    header = "| what | offered | " + " | ".join(f"s ({label}) | SQL s | slowest stmt s | peak RSS MiB (before)"
-                                                for _, label in phases) + " |"  # fmt: skip
-    lines += [header, "|---|---:|" + "---:|---:|---:|---:|" * len(phases)]
-    rows = list(zip(*(report[key] for key, _ in phases), strict=True))
-    for measured in rows:
-        first = measured[0]
-        cells = [_label(first), str(first.get("offered", "")) or f"busiest {first.get('busiest_per_week')}/week"]
-        for result in measured:
-            slowest = max((s["seconds"] for s in result["statements"]), default=0.0)
-            flag = " (over the app's statement_timeout)" if slowest > timeout else ""
-            cells += [f"{result['seconds']:.2f}", f"{result['sql_seconds']:.2f}", f"{slowest:.2f}{flag}",
-                      f"{result['peak_rss_mib']} ({result['rss_before_mib']})"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    if "indexes" in report:
-        lines += ["", "Indexes created by the bench (not by a migration):", ""]
-        lines += [f"- `{i['sql']}`: {i['seconds']} s, {i['mib']} MiB" for i in report["indexes"]]
-    for key, label in phases:
-        for result in report[key]:
-            if "plans" not in result:
-                continue
-            lines += ["", f"## Plans, {_label(result)}, {label}", ""]
-            for statement, plan in zip(result["statements"], result["plans"], strict=True):
-                lines += [f"`{plan['table']}`: {statement['seconds']} s, {statement['rows']} rows", "", "```",
-                          plan["plan"], "```", ""]  # fmt: skip
+    for result in [*report["pages"], *report["baseline"]]:
+        slowest = max((s["seconds"] for s in result["statements"]), default=0.0)
+        flag = " (over the app's statement_timeout)" if slowest > timeout else ""
+        offered = str(result.get("offered", "")) or f"busiest {result.get('busiest_per_week')}/week"
+        lines.append(
+            f"| {_label(result)} | {offered} | {result['seconds']:.2f} | {result['sql_seconds']:.2f} | "
+            f"{slowest:.2f}{flag} | {result['peak_rss_mib']} ({result['rss_before_mib']}) |"
+        )
+    for result in report["pages"]:
+        if "plans" not in result:
+            continue
+        lines += ["", f"## Plans, {_label(result)}", ""]
+        for statement, plan in zip(result["statements"], result["plans"], strict=True):
+            lines += [f"`{plan['table']}`: {statement['seconds']} s, {statement['rows']} rows", "", "```",
+                      plan["plan"], "```", ""]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -746,9 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=1_000_000, help="contacts over the year (calls and texts)")
     parser.add_argument("--quick", action="store_true", help="10,000 contacts: a smoke run")
     parser.add_argument("--seed", type=int, default=988)
-    parser.add_argument("--no-indexes", action="store_true", help="measure with the migrations' indexes only")
-    parser.add_argument("--output", type=Path, default=RESULTS / "metrics-year-latest",
-                        help="writes <output>.json and .md (default bench/results/metrics-year-latest)")  # fmt: skip
+    parser.add_argument("--output", type=Path, default=RESULTS / "metrics-rollup-latest",
+                        help="writes <output>.json and .md (default bench/results/metrics-rollup-latest)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.contacts = 10_000

@@ -398,3 +398,63 @@ class SurveyResponse(Model):
     asked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rating: Mapped[int | None] = mapped_column(Integer)
+
+
+class MetricFact(Model):
+    """The metrics rollup (``metrics.rollup``): one narrow row per contact (a call or a text
+    conversation), callback request, agreed check-in or survey rating, derived from the event
+    log and rows so a year of a busy line is aggregated in SQL, not in Python.
+
+    Aggregates only: no number, no words, no hash. ``source_id`` names the row it was derived
+    from (a call, conversation, callback, check-in or survey id) so a change is written over
+    the same fact; it has no foreign key, so a purge or a deletion never removes a fact.
+    ``local_*`` are in the line's time zone (``metric_rollup_state.timezone``).
+    """
+
+    __tablename__ = "metric_facts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(12))  # call | conversation | callback | checkin | survey
+    source_id: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)  # started, requested, due or answered
+    local_day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD
+    local_hour: Mapped[int] = mapped_column(Integer)
+    local_weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday
+    language: Mapped[str | None] = mapped_column(String(16))
+    need: Mapped[str | None] = mapped_column(String(64))
+    offered: Mapped[bool] = mapped_column(default=False)
+    outcome: Mapped[str] = mapped_column(String(12))
+    answered_by: Mapped[str | None] = mapped_column(String(16))
+    speed_to_answer_seconds: Mapped[float | None] = mapped_column()
+    waited_seconds: Mapped[float | None] = mapped_column()
+    rollovers: Mapped[int] = mapped_column(Integer, default=0)
+    co_responder_involved: Mapped[bool] = mapped_column(default=False)
+    first_response_seconds: Mapped[float | None] = mapped_column()
+    seconds_to_callback: Mapped[float | None] = mapped_column()
+    sent: Mapped[bool] = mapped_column(default=False)
+    reached: Mapped[bool] = mapped_column(default=False)
+    escalated: Mapped[bool] = mapped_column(default=False)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    # False while its source may still change without a new event (an open text conversation).
+    settled: Mapped[bool] = mapped_column(default=True)
+
+    __table_args__ = (
+        UniqueConstraint("source", "source_id"),
+        Index("ix_metric_facts_source_at", "source", "at"),
+        Index("ix_metric_facts_source_settled", "source", "settled"),
+    )
+
+
+class MetricRollupState(Model):
+    """The rollup's progress (one row, id 1): the line's time zone it was built in, a lease
+    (one refresh at a time), and per source the checkpoints and the pass in progress."""
+
+    __tablename__ = "metric_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    marks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from crisisline.db import db
-from metrics import build_report, build_staffing
+from metrics import build_report, build_staffing, refresh
 from metrics.compute import WEEKDAYS
 from metrics.export import DEFAULT_MIN_COUNT, to_csv, to_json, to_table
 from metrics.facts import BREAKDOWNS, CHANNELS, Period
@@ -67,6 +67,16 @@ def report_command(start: date, end: date, channel: str, breakdown: str | None, 
         click.echo(to_json(result, min_count), nl=False)
     else:
         click.echo(to_table(result), nl=False)
+
+
+@metrics_cli.command("rollup")
+def rollup_command() -> None:
+    """Bring the metrics rollup up to now (a first build after an upgrade; the clock does it too)."""
+    done = refresh(db.session, _document())
+    if not done.claimed:
+        raise click.ClickException("another refresh is running; try again in a minute")
+    click.echo(f"looked at {done.looked_at} calls, conversations, check-ins and survey questions; "
+               f"{done.written} facts written")  # fmt: skip
 
 
 @metrics_cli.command("staffing")

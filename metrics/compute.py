@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -135,10 +135,7 @@ class Report:
 
 def report(facts: Facts, period: Period, channel: str, breakdown: str | None = None) -> Report:
     """The metrics of ``channel`` for contacts that started in ``period`` (local dates)."""
-    if channel not in CHANNELS:
-        raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
-    if breakdown is not None and breakdown not in BREAKDOWNS:
-        raise ValueError(f"breakdown must be one of {', '.join(BREAKDOWNS)}")
+    check(channel, breakdown)
     tz = facts.timezone
     start, end = period.utc_bounds(tz)
 
@@ -150,7 +147,7 @@ def report(facts: Facts, period: Period, channel: str, breakdown: str | None = N
     followups = [f for f in facts.followups if f.channel == channel and within(f.due_at)]
     surveys = [s for s in facts.surveys if s.channel == channel and within(s.answered_at)]
 
-    rows = [Row("all", _values(contacts, callbacks, followups, surveys))]
+    tallies = {"all": tally(contacts, callbacks, followups, surveys)}
     if breakdown is not None:
         key = _group_key(breakdown, tz)
         groups = sorted(
@@ -158,94 +155,162 @@ def report(facts: Facts, period: Period, channel: str, breakdown: str | None = N
             | {key(c.language, c.need, c.requested_at) for c in callbacks}
             | {key(f.language, f.need, f.due_at) for f in followups}
             | {key(s.language, s.need, s.answered_at) for s in surveys},
-            key=_group_order(breakdown),
+            key=group_order(breakdown),
         )
         for group in groups:
-            rows.append(
-                Row(
-                    group,
-                    _values(
-                        [c for c in contacts if key(c.language, c.need, c.started_at) == group],
-                        [c for c in callbacks if key(c.language, c.need, c.requested_at) == group],
-                        [f for f in followups if key(f.language, f.need, f.due_at) == group],
-                        [s for s in surveys if key(s.language, s.need, s.answered_at) == group],
-                    ),
-                )
+            tallies[group] = tally(
+                [c for c in contacts if key(c.language, c.need, c.started_at) == group],
+                [c for c in callbacks if key(c.language, c.need, c.requested_at) == group],
+                [f for f in followups if key(f.language, f.need, f.due_at) == group],
+                [s for s in surveys if key(s.language, s.need, s.answered_at) == group],
             )
-    speeds = tuple(
-        sorted(c.speed_to_answer_seconds for c in contacts if c.speed_to_answer_seconds is not None and _answered(c))
-    )
+    return assemble(period, channel, breakdown, str(tz), tallies, _daily(contacts, period, tz))
+
+
+def check(channel: str, breakdown: str | None) -> None:
+    if channel not in CHANNELS:
+        raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
+    if breakdown is not None and breakdown not in BREAKDOWNS:
+        raise ValueError(f"breakdown must be one of {', '.join(BREAKDOWNS)}")
+
+
+def assemble(
+    period: Period, channel: str, breakdown: str | None, timezone: str, tallies: dict[str, Tally],
+    daily: tuple[DayPoint, ...],
+) -> Report:  # fmt: skip
+    """The report from each group's tally (``all`` first, then the groups in order)."""
+    names = [m.name for m in metrics_for(channel)]
+    rows = []
+    for group, t in tallies.items():
+        computed = values(t)  # once per group: it sorts every second of the group
+        rows.append(Row(group, {name: computed.get(name) for name in names}))
     return Report(
         period=period,
         channel=channel,
         breakdown=breakdown,
-        timezone=str(tz),
-        rows=tuple(Row(row.group, {m.name: row.values.get(m.name) for m in metrics_for(channel)}) for row in rows),
-        daily=_daily(contacts, period, tz),
-        speed_to_answer_seconds=speeds,
+        timezone=timezone,
+        rows=tuple(rows),
+        daily=daily,
+        speed_to_answer_seconds=tuple(sorted(tallies["all"].speeds)),
     )
 
 
-def _answered(contact: Contact) -> bool:
-    return contact.offered and contact.outcome == ANSWERED
+@dataclass
+class Tally:
+    """What one group's metrics are computed from: counts, and the seconds the percentiles need.
+    ``compute.tally`` fills it from facts; ``metrics.query`` from the rollup's SQL aggregates."""
+
+    offered: int = 0
+    answered: int = 0
+    answered_by_co_responder: int = 0
+    abandoned: int = 0
+    abandoned_within_30s: int = 0
+    to_backup: int = 0
+    chose_callback: int = 0
+    rollovers: int = 0
+    co_responder_involved: int = 0
+    ended_in_menu: int = 0
+    speeds: list[float] = field(default_factory=list)  # answered contacts' speed to answer
+    first_responses: list[float] = field(default_factory=list)
+    callbacks_requested: int = 0
+    callbacks_completed: int = 0
+    callbacks_gave_up: int = 0
+    callbacks_canceled: int = 0
+    to_callback: list[float] = field(default_factory=list)
+    followups_due: int = 0
+    followups_sent: int = 0
+    followups_reached: int = 0
+    followups_escalated: int = 0
+    survey_answers: int = 0
+    survey_total: int = 0  # the sum of the ratings
+
+    def add(self, other: Tally) -> None:
+        for name, value in vars(other).items():
+            mine = getattr(self, name)
+            setattr(self, name, mine + value)
 
 
-def _values(
+def tally(
     contacts: Sequence[Contact],
     callbacks: Sequence[CallbackRequest],
     followups: Sequence[FollowUp],
     surveys: Sequence[SurveyAnswer],
-) -> dict[str, Value]:
+) -> Tally:
     offered = [c for c in contacts if c.offered]
     answered = [c for c in offered if c.outcome == ANSWERED]
     abandoned = [c for c in offered if c.outcome == ABANDONED]
-    early = [c for c in abandoned if c.waited_seconds is not None and c.waited_seconds < EARLY_ABANDON_SECONDS]
-    backup = [c for c in offered if c.outcome == BACKUP]
-    speeds = [c.speed_to_answer_seconds for c in answered if c.speed_to_answer_seconds is not None]
-    first = [c.first_response_seconds for c in offered if c.first_response_seconds is not None]
-    rollovers = sum(c.rollovers for c in offered)
     completed = [c for c in callbacks if c.outcome == "connected"]
-    to_callback = [c.seconds_to_callback for c in completed if c.seconds_to_callback is not None]
-    ratings = [s.rating for s in surveys]
-    n = len(offered)
+    return Tally(
+        offered=len(offered),
+        answered=len(answered),
+        answered_by_co_responder=sum(1 for c in answered if c.answered_by == "co_responder"),
+        abandoned=len(abandoned),
+        abandoned_within_30s=sum(
+            1 for c in abandoned if c.waited_seconds is not None and c.waited_seconds < EARLY_ABANDON_SECONDS
+        ),
+        to_backup=sum(1 for c in offered if c.outcome == BACKUP),
+        chose_callback=sum(1 for c in offered if c.outcome == CALLBACK),
+        rollovers=sum(c.rollovers for c in offered),
+        co_responder_involved=sum(1 for c in offered if c.co_responder_involved),
+        ended_in_menu=sum(1 for c in contacts if not c.offered),
+        speeds=[c.speed_to_answer_seconds for c in answered if c.speed_to_answer_seconds is not None],
+        first_responses=[c.first_response_seconds for c in offered if c.first_response_seconds is not None],
+        callbacks_requested=len(callbacks),
+        callbacks_completed=len(completed),
+        callbacks_gave_up=sum(1 for c in callbacks if c.outcome == "gave_up"),
+        callbacks_canceled=sum(1 for c in callbacks if c.outcome == "canceled"),
+        to_callback=[c.seconds_to_callback for c in completed if c.seconds_to_callback is not None],
+        followups_due=len(followups),
+        followups_sent=sum(1 for f in followups if f.sent),
+        followups_reached=sum(1 for f in followups if f.reached),
+        followups_escalated=sum(1 for f in followups if f.escalated),
+        survey_answers=len(surveys),
+        survey_total=sum(s.rating for s in surveys),
+    )
+
+
+def values(t: Tally) -> dict[str, Value]:
+    """Every metric of one group (``docs/metrics.md``) from its tally."""
+    n = t.offered
     return {
         "offered": n,
-        "answered": len(answered),
-        "answered_by_counselor": sum(1 for c in answered if c.answered_by != "co_responder"),
-        "answered_by_co_responder": sum(1 for c in answered if c.answered_by == "co_responder"),
-        "answer_rate": _ratio(len(answered), n),
-        "speed_to_answer_mean": _mean(speeds),
-        "speed_to_answer_median": _median(speeds),
-        "speed_to_answer_p90": percentile(speeds, 90),
-        "abandoned": len(abandoned),
-        "abandoned_within_30s": len(early),
-        "abandonment_rate": _ratio(len(abandoned), n),
+        "answered": t.answered,
+        "answered_by_counselor": t.answered - t.answered_by_co_responder,
+        "answered_by_co_responder": t.answered_by_co_responder,
+        "answer_rate": _ratio(t.answered, n),
+        "speed_to_answer_mean": _mean(t.speeds),
+        "speed_to_answer_median": _median(t.speeds),
+        "speed_to_answer_p90": percentile(t.speeds, 90),
+        "abandoned": t.abandoned,
+        "abandoned_within_30s": t.abandoned_within_30s,
+        "abandonment_rate": _ratio(t.abandoned, n),
         # 988 style: short abandons (often misdials) leave both the numerator and the denominator.
-        "abandonment_rate_after_30s": _ratio(len(abandoned) - len(early), n - len(early)),
-        "to_backup": len(backup),
-        "backup_rate": _ratio(len(backup), n),
-        "chose_callback": sum(1 for c in offered if c.outcome == CALLBACK),
-        "rollovers": rollovers,
-        "rollovers_per_contact": _ratio(rollovers, n),
-        "co_responder_involved": sum(1 for c in offered if c.co_responder_involved),
-        "ended_in_menu": sum(1 for c in contacts if not c.offered),
-        "first_response_mean": _mean(first),
-        "first_response_median": _median(first),
-        "first_response_p90": percentile(first, 90),
-        "first_responses": len(first),
-        "callbacks_requested": len(callbacks),
-        "callbacks_completed": len(completed),
-        "callbacks_gave_up": sum(1 for c in callbacks if c.outcome == "gave_up"),
-        "callbacks_canceled": sum(1 for c in callbacks if c.outcome == "canceled"),
-        "time_to_callback_mean": _mean(to_callback),
-        "time_to_callback_median": _median(to_callback),
-        "time_to_callback_p90": percentile(to_callback, 90),
-        "followups_due": len(followups),
-        "followups_sent": sum(1 for f in followups if f.sent),
-        "followups_reached": sum(1 for f in followups if f.reached),
-        "followups_escalated": sum(1 for f in followups if f.escalated),
-        "survey_answers": len(ratings),
-        "survey_mean_score": _mean([float(r) for r in ratings]),
+        "abandonment_rate_after_30s": _ratio(t.abandoned - t.abandoned_within_30s, n - t.abandoned_within_30s),
+        "to_backup": t.to_backup,
+        "backup_rate": _ratio(t.to_backup, n),
+        "chose_callback": t.chose_callback,
+        "rollovers": t.rollovers,
+        "rollovers_per_contact": _ratio(t.rollovers, n),
+        "co_responder_involved": t.co_responder_involved,
+        "ended_in_menu": t.ended_in_menu,
+        "first_response_mean": _mean(t.first_responses),
+        "first_response_median": _median(t.first_responses),
+        "first_response_p90": percentile(t.first_responses, 90),
+        "first_responses": len(t.first_responses),
+        "callbacks_requested": t.callbacks_requested,
+        "callbacks_completed": t.callbacks_completed,
+        "callbacks_gave_up": t.callbacks_gave_up,
+        "callbacks_canceled": t.callbacks_canceled,
+        "time_to_callback_mean": _mean(t.to_callback),
+        "time_to_callback_median": _median(t.to_callback),
+        "time_to_callback_p90": percentile(t.to_callback, 90),
+        "followups_due": t.followups_due,
+        "followups_sent": t.followups_sent,
+        "followups_reached": t.followups_reached,
+        "followups_escalated": t.followups_escalated,
+        "survey_answers": t.survey_answers,
+        # Ratings are whole numbers: their exact sum over the count is fmean of them.
+        "survey_mean_score": t.survey_total / t.survey_answers if t.survey_answers else None,
     }
 
 
@@ -288,7 +353,7 @@ def _group_key(breakdown: str, tz: ZoneInfo) -> Callable[[str | None, str | None
     return key
 
 
-def _group_order(breakdown: str) -> Callable[[str], tuple[int, str]]:
+def group_order(breakdown: str) -> Callable[[str], tuple[int, str]]:
     if breakdown == "weekday":
         return lambda group: (WEEKDAYS.index(group), group)
     return lambda group: (group == "unknown", group)

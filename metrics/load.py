@@ -8,11 +8,11 @@ Each rule is written in ``docs/metrics.md``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, scoped_session
 
 from crisisline.models import (
@@ -62,47 +62,59 @@ TERMINAL_CALL_STATUSES = ("completed", "busy", "failed", "no-answer", "canceled"
 CHANNEL_OF_ORIGIN = {"call": "voice", "checkin": "voice", "text": "sms"}
 
 
+IdSet = Select[Any] | Collection[int]  # ids, or a query that selects them
+
+
 def load_facts(session: DbSession, period: Period, document: RoutingDocument) -> Facts:
-    """Every fact of ``period`` (local dates in the routing's time zone)."""
+    """Every fact of ``period`` (local dates in the routing's time zone), derived in Python.
+
+    The reference the rollup (``metrics.rollup``) is checked against, and the bench's baseline;
+    the pages read the rollup instead, which derives each fact once with the same functions.
+    """
     start, end = period.utc_bounds(document.timezone)
-    kinds = {responder.id: responder.kind for responder in document.responders}
+    kinds = responder_kinds(document)
+    calls = select(Call.id).where(Call.started_at >= start, Call.started_at < end)
+    texts = select(Conversation.id).where(Conversation.started_at >= start, Conversation.started_at < end)
+    asked = select(Callback.id).where(Callback.requested_at >= start, Callback.requested_at < end)
+    due = select(CheckIn.id).where(CheckIn.due_at >= start, CheckIn.due_at < end)
+    rated = select(SurveyResponse.id).where(SurveyResponse.answered_at >= start, SurveyResponse.answered_at < end)
     return Facts(
-        contacts=tuple(voice_contacts(session, start, end, kinds)) + tuple(text_contacts(session, start, end)),
-        callbacks=tuple(callback_requests(session, start, end)),
-        followups=tuple(followups(session, start, end)),
-        surveys=tuple(survey_answers(session, start, end)),
+        contacts=tuple(voice_contacts(session, calls, kinds).values()) + tuple(text_contacts(session, texts).values()),
+        callbacks=tuple(callback_requests(session, asked).values()),
+        followups=tuple(followups(session, due).values()),
+        surveys=tuple(survey_answers(session, rated).values()),
         timezone=document.timezone,
     )
 
 
-def voice_contacts(
-    session: DbSession, start: datetime, end: datetime, responder_kinds: Mapping[str, str]
-) -> list[Contact]:
+def responder_kinds(document: RoutingDocument) -> dict[str, str]:
+    return {responder.id: responder.kind for responder in document.responders}
+
+
+def voice_contacts(session: DbSession, call_ids: IdSet, responder_kinds: Mapping[str, str]) -> dict[int, Contact]:
+    """The contacts of these calls, by call id (a record that is not an inbound call has none)."""
     calls = session.execute(
-        select(Call.id, Call.started_at, Call.language, Call.need, Call.status).where(
-            Call.started_at >= start, Call.started_at < end
-        )
+        select(Call.id, Call.started_at, Call.language, Call.need, Call.status).where(Call.id.in_(call_ids))
     ).all()
     if not calls:
-        return []
-    in_period = select(Call.id).where(Call.started_at >= start, Call.started_at < end)
+        return {}
     events: dict[int, list[tuple[str, datetime, dict[str, Any]]]] = defaultdict(list)
     for call_id, kind, occurred_at, detail in session.execute(
         select(CallEvent.call_id, CallEvent.kind, CallEvent.occurred_at, CallEvent.detail)
-        .where(CallEvent.call_id.in_(in_period), CallEvent.kind.in_(VOICE_KINDS))
+        .where(CallEvent.call_id.in_(call_ids), CallEvent.kind.in_(VOICE_KINDS))
         .order_by(CallEvent.call_id, CallEvent.occurred_at, CallEvent.id)
     ):
         events[call_id].append((kind, occurred_at, detail or {}))
     callback_searches = set(
-        session.scalars(select(Transfer.id).where(Transfer.call_id.in_(in_period), Transfer.mode == "callback"))
+        session.scalars(select(Transfer.id).where(Transfer.call_id.in_(call_ids), Transfer.mode == "callback"))
     )
-    contacts = []
+    contacts = {}
     for call_id, started_at, language, need, status in calls:
         contact = voice_contact(
             events.get(call_id, []), started_at, language, need, status, callback_searches, responder_kinds
         )
         if contact is not None:
-            contacts.append(contact)
+            contacts[call_id] = contact
     return contacts
 
 
@@ -178,29 +190,29 @@ def _seconds(detail: dict[str, Any], occurred_at: datetime, queued_at: datetime 
     return None if queued_at is None else (occurred_at - queued_at).total_seconds()
 
 
-def text_contacts(session: DbSession, start: datetime, end: datetime) -> list[Contact]:
+def text_contacts(session: DbSession, conversation_ids: IdSet) -> dict[int, Contact]:
+    """The contacts of these text conversations, by conversation id."""
     rows = session.execute(
         select(
             Conversation.id, Conversation.started_at, Conversation.language, Conversation.need,
             Conversation.queued_at, Conversation.assigned_at, Conversation.closed_at, Conversation.close_reason,
             Conversation.backup_offered_at, Conversation.state,
-        ).where(Conversation.started_at >= start, Conversation.started_at < end)
+        ).where(Conversation.id.in_(conversation_ids))
     ).all()  # fmt: skip
     if not rows:
-        return []
-    in_period = select(Conversation.id).where(Conversation.started_at >= start, Conversation.started_at < end)
+        return {}
     offers: dict[int, list[tuple[str, datetime, datetime | None]]] = defaultdict(list)
     for conversation_id, state, created_at, decided_at in session.execute(
         select(
             ConversationOffer.conversation_id, ConversationOffer.state, ConversationOffer.created_at,
             ConversationOffer.decided_at,
-        ).where(ConversationOffer.conversation_id.in_(in_period))
+        ).where(ConversationOffer.conversation_id.in_(conversation_ids))
     ):  # fmt: skip
         offers[conversation_id].append((state, created_at, decided_at))
     first_relay: dict[int, datetime] = {}
     for texted_conversation, created_at in session.execute(
         select(Message.conversation_id, Message.created_at).where(
-            Message.conversation_id.in_(in_period),
+            Message.conversation_id.in_(conversation_ids),
             Message.direction == "out",
             Message.party == "texter",
             Message.idempotency_key.like("c%:relay:%"),  # a counselor's words relayed (sms.staff)
@@ -210,7 +222,7 @@ def text_contacts(session: DbSession, start: datetime, end: datetime) -> list[Co
             texted_conversation not in first_relay or created_at < first_relay[texted_conversation]
         ):
             first_relay[texted_conversation] = created_at
-    contacts = []
+    contacts = {}
     for cid, started_at, language, need, queued_at, assigned_at, closed_at, reason, backup_at, state in rows:
         taken = [decided for st, _, decided in offers.get(cid, []) if st in ("taken", "passed") and decided]
         answered_at = assigned_at or (min(taken) if taken else None) or first_relay.get(cid)
@@ -231,20 +243,18 @@ def text_contacts(session: DbSession, start: datetime, end: datetime) -> list[Co
             if st == "expired" and (answered_at is None or created < answered_at)
         ]
         relay = first_relay.get(cid)
-        contacts.append(
-            Contact(
-                channel="sms",
-                started_at=started_at,
-                language=language,
-                need=need,
-                offered=queued_at is not None,
-                outcome=outcome,
-                answered_by="counselor" if answered_at is not None else None,
-                speed_to_answer_seconds=_between(queued_at, answered_at),
-                waited_seconds=_between(queued_at, waited_until),
-                rollovers=len(expired_before),
-                first_response_seconds=_between(queued_at, relay),
-            )
+        contacts[cid] = Contact(
+            channel="sms",
+            started_at=started_at,
+            language=language,
+            need=need,
+            offered=queued_at is not None,
+            outcome=outcome,
+            answered_by="counselor" if answered_at is not None else None,
+            speed_to_answer_seconds=_between(queued_at, answered_at),
+            waited_seconds=_between(queued_at, waited_until),
+            rollovers=len(expired_before),
+            first_response_seconds=_between(queued_at, relay),
         )
     return contacts
 
@@ -255,15 +265,16 @@ def _between(earlier: datetime | None, later: datetime | None) -> float | None:
     return max(0.0, (later - earlier).total_seconds())
 
 
-def callback_requests(session: DbSession, start: datetime, end: datetime) -> list[CallbackRequest]:
+def callback_requests(session: DbSession, callback_ids: IdSet) -> dict[int, CallbackRequest]:
+    """These callbacks' requests and how they ended, by callback id (never asked: none)."""
     rows = session.execute(
         select(
             Callback.id, Callback.origin, Callback.call_id, Callback.language, Callback.need, Callback.state,
-            Callback.requested_at, Callback.connected_at,
-        ).where(Callback.requested_at >= start, Callback.requested_at < end)
+            Callback.connected_at,
+        ).where(Callback.id.in_(callback_ids))
     ).all()  # fmt: skip
     if not rows:
-        return []
+        return {}
     call_ids = {row.call_id for row in rows}
     requested: dict[str, datetime] = {}
     ended: dict[str, tuple[str, datetime]] = {}
@@ -276,35 +287,34 @@ def callback_requests(session: DbSession, start: datetime, end: datetime) -> lis
             requested[key] = occurred_at
         elif kind in CALLBACK_OUTCOMES:
             ended[key] = (CALLBACK_OUTCOMES[kind], occurred_at)
-    found = []
-    for cid, origin, _call_id, language, need, state, _requested_at, connected_at in rows:
+    found = {}
+    for cid, origin, _call_id, language, need, state, connected_at in rows:
         asked = requested.get(f"callback:{cid}:requested")
         if asked is None:
             continue  # created and canceled in the same moment (a responder accepted): never asked
         outcome, at = ended.get(f"callback:{cid}:outcome", (ROW_OUTCOMES.get(state, "pending"), connected_at))
         seconds = _between(asked, at) if outcome == "connected" else None
-        found.append(
-            CallbackRequest(
-                channel=CHANNEL_OF_ORIGIN.get(origin, "voice"),
-                requested_at=asked,
-                language=language,
-                need=need,
-                outcome=outcome,
-                seconds_to_callback=seconds,
-            )
+        found[cid] = CallbackRequest(
+            channel=CHANNEL_OF_ORIGIN.get(origin, "voice"),
+            requested_at=asked,
+            language=language,
+            need=need,
+            outcome=outcome,
+            seconds_to_callback=seconds,
         )
     return found
 
 
-def followups(session: DbSession, start: datetime, end: datetime) -> list[FollowUp]:
+def followups(session: DbSession, checkin_ids: IdSet) -> dict[int, FollowUp]:
+    """These check-ins, by id, if the person agreed to them (the others are no follow-up)."""
     rows = session.execute(
         select(
-            CheckIn.origin, CheckIn.due_at, CheckIn.language, CheckIn.need, CheckIn.sent_at, CheckIn.replied_at,
-            CheckIn.flagged_at,
-        ).where(CheckIn.consented_at.is_not(None), CheckIn.due_at >= start, CheckIn.due_at < end)
+            CheckIn.id, CheckIn.origin, CheckIn.due_at, CheckIn.language, CheckIn.need, CheckIn.sent_at,
+            CheckIn.replied_at, CheckIn.flagged_at,
+        ).where(CheckIn.id.in_(checkin_ids), CheckIn.consented_at.is_not(None), CheckIn.due_at.is_not(None))
     ).all()  # fmt: skip
-    return [
-        FollowUp(
+    return {
+        checkin_id: FollowUp(
             channel=CHANNEL_OF_ORIGIN.get(origin, "sms"),
             due_at=due_at,
             language=language,
@@ -313,22 +323,24 @@ def followups(session: DbSession, start: datetime, end: datetime) -> list[Follow
             reached=replied_at is not None,
             escalated=flagged_at is not None,
         )
-        for origin, due_at, language, need, sent_at, replied_at, flagged_at in rows
+        for checkin_id, origin, due_at, language, need, sent_at, replied_at, flagged_at in rows
         if due_at is not None
-    ]
+    }
 
 
-def survey_answers(session: DbSession, start: datetime, end: datetime) -> list[SurveyAnswer]:
+def survey_answers(session: DbSession, survey_ids: IdSet) -> dict[int, SurveyAnswer]:
+    """These survey questions' ratings, by id (unanswered: none)."""
     rows = session.execute(
         select(
-            SurveyResponse.origin, SurveyResponse.answered_at, SurveyResponse.language, SurveyResponse.need,
-            SurveyResponse.rating,
+            SurveyResponse.id, SurveyResponse.origin, SurveyResponse.answered_at, SurveyResponse.language,
+            SurveyResponse.need, SurveyResponse.rating,
         ).where(
-            SurveyResponse.rating.is_not(None), SurveyResponse.answered_at >= start, SurveyResponse.answered_at < end
+            SurveyResponse.id.in_(survey_ids), SurveyResponse.rating.is_not(None),
+            SurveyResponse.answered_at.is_not(None),
         )
     ).all()  # fmt: skip
-    return [
-        SurveyAnswer(CHANNEL_OF_ORIGIN.get(origin, "sms"), answered_at, language, need, rating)
-        for origin, answered_at, language, need, rating in rows
+    return {
+        survey_id: SurveyAnswer(CHANNEL_OF_ORIGIN.get(origin, "sms"), answered_at, language, need, rating)
+        for survey_id, origin, answered_at, language, need, rating in rows
         if answered_at is not None and rating is not None
-    ]
+    }

@@ -62,6 +62,7 @@ def staffing_period(end: date, weeks: int) -> Period:
 def staffing(
     document: RoutingDocument, contacts: Iterable[Contact], end: date, weeks: int = 4, language: str | None = None
 ) -> StaffingGrid:
+    """The grid from contacts (facts); ``staffing_grid`` from counts (the rollup's)."""
     period = staffing_period(end, weeks)
     start_utc, end_utc = period.utc_bounds(document.timezone)
     demand = [[0] * 24 for _ in WEEKDAYS]
@@ -72,6 +73,14 @@ def staffing(
             continue
         moment = contact.started_at.astimezone(document.timezone)
         demand[moment.weekday()][moment.hour] += 1
+    return staffing_grid(document, demand, end, weeks, language)
+
+
+def staffing_grid(
+    document: RoutingDocument, demand: list[list[int]], end: date, weeks: int = 4, language: str | None = None
+) -> StaffingGrid:
+    """``demand[weekday][hour]``: contacts offered over the ``weeks`` before ``end``."""
+    period = staffing_period(end, weeks)
     responders = [r for r in document.responders if language is None or language in r.languages]
     on_shift = [[0] * 24 for _ in WEEKDAYS]
     for day in period.days():

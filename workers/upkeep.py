@@ -17,6 +17,7 @@ from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, S
 from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
 from followups.checkins import SURVEY_ANSWER_WINDOW
+from metrics.rollup import refresh_metrics_rollup
 from routing.store import active_routing
 from sms.conversations import sweep
 from transfer.reconcile import reconcile
@@ -155,6 +156,7 @@ PERIODIC_JOBS = [
     (reconcile_transfers, "* * * * *", "calls"),
     (tend_callbacks, "* * * * *", "calls"),
     (rebuild_scheduled_contacts, "* * * * *", "followups"),
+    (refresh_metrics_rollup, "*/5 * * * *", "upkeep"),
 ]
 
 for job, schedule, queue in PERIODIC_JOBS:

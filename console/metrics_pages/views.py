@@ -11,7 +11,7 @@ from console.access import allow
 from console.metrics_pages.definitions import defined_names, definitions
 from console.models import ADMIN, SUPERVISOR
 from crisisline.db import db
-from metrics import BREAKDOWNS, CHANNELS, Period, build_report, build_staffing
+from metrics import BREAKDOWNS, CHANNELS, Period, build_report, build_staffing, refresh
 from metrics.export import DEFAULT_MIN_COUNT, to_csv
 from metrics.svg import contacts_over_time, speed_to_answer_histogram, staffing_heatmap
 from routing.document import RoutingDocument
@@ -19,6 +19,18 @@ from routing.store import active_routing
 
 bp = Blueprint("metrics", __name__)
 DEFAULT_DAYS = 28
+# Sources the page's own refresh may look at: the clock's job keeps the rollup current, so
+# this is the last few minutes' tail; a first build of a long history is left to the clock.
+PAGE_BUDGET = 5000
+BEHIND = (
+    "Older contacts are still being counted (a first build runs in the background): the numbers are not complete yet."
+)
+
+
+def _refresh(document: RoutingDocument) -> list[str]:
+    """The rollup brought up to now before the numbers are read; a note if it is not there yet."""
+    done = refresh(db.session, document, budget=PAGE_BUDGET)
+    return [BEHIND] if done.claimed and not done.caught_up else []
 
 
 def _document() -> RoutingDocument | None:
@@ -64,7 +76,8 @@ def page() -> str | tuple[str, int]:
     if document is None:
         return render_template("console/metrics.html", report=None, problems=["No routing is published yet."]), 200
     period, channel, breakdown, problems = _chosen(document)
-    report = build_report(db.session, document, period, channel, breakdown)
+    notices = _refresh(document)
+    report = build_report(db.session, document, period, channel, breakdown, budget=0)
     charts = {
         # Our own SVG, built from aggregates; every text in it is escaped by metrics.svg.
         "contacts": Markup(contacts_over_time(report)),  # noqa: S704
@@ -72,7 +85,7 @@ def page() -> str | tuple[str, int]:
     }
     return render_template(
         "console/metrics.html", report=report, charts=charts, problems=problems, breakdowns=BREAKDOWNS,
-        channels=CHANNELS, defined=defined_names(), min_count=DEFAULT_MIN_COUNT,
+        channels=CHANNELS, defined=defined_names(), min_count=DEFAULT_MIN_COUNT, notices=notices,
     )  # fmt: skip
 
 
@@ -86,7 +99,7 @@ def download() -> Response:
     period, channel, breakdown, problems = _chosen(document)
     if problems:
         return Response("; ".join(problems) + "\n", status=400, mimetype="text/plain")
-    report = build_report(db.session, document, period, channel, breakdown)
+    report = build_report(db.session, document, period, channel, breakdown, budget=PAGE_BUDGET)
     name = f"metrics-{channel}-{period.start}-{period.end}{'-by-' + breakdown if breakdown else ''}.csv"
     return Response(
         to_csv(report, DEFAULT_MIN_COUNT), mimetype="text/csv",
@@ -107,11 +120,19 @@ def staffing() -> str:
     if language not in (None, *codes):
         language = None
     end = datetime.now(document.timezone).date() + timedelta(days=1)
-    grid = build_staffing(db.session, document, end, weeks, language)
+    notices = _refresh(document)
+    grid = build_staffing(db.session, document, end, weeks, language, budget=0)
     names = {lang.code: lang.staff_name for lang in document.languages}
     chart = Markup(staffing_heatmap(grid, language_name=names.get(language or "")))  # noqa: S704 - our own SVG
     return render_template(
-        "console/staffing.html", grid=grid, chart=chart, weeks=weeks, language=language, languages=names, problems=[]
+        "console/staffing.html",
+        grid=grid,
+        chart=chart,
+        weeks=weeks,
+        language=language,
+        languages=names,
+        problems=[],
+        notices=notices,
     )
 
 
