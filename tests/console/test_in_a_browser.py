@@ -278,7 +278,7 @@ def test_an_admin_changes_the_routing_safely_in_the_browser(
         page.get_by_role("button", name="Preview").click()
         expect(page.locator("#verdict")).to_contain_text("ready to publish")
         expect(page.locator("#preview-diff")).to_contain_text("+    labels: {en: drugs or alcohol")
-        expect(page.locator("#warnings")).to_contain_text("BACKUP_NUMBER")
+        expect(page.locator("#warnings")).to_contain_text("coverage gap")
         shot(page, database, "11-routing-preview")
         page.get_by_role("button", name="Publish").click()  # no note: refused
         expect(page.locator("#refusal")).to_contain_text("a note saying why is required")

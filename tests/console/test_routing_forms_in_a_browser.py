@@ -57,7 +57,7 @@ def test_an_admin_edits_a_need_and_a_voice_through_the_forms_in_the_browser(
         expect(page.locator("#verdict")).to_contain_text("ready to publish")
         expect(page.locator("#preview-diff")).to_contain_text('+    labels: {en: "drugs or alcohol"')
         expect(page.locator("#preview-diff")).to_contain_text("-    labels: {en: drug or alcohol use")
-        expect(page.locator("#warnings")).to_contain_text("BACKUP_NUMBER")
+        expect(page.locator("#warnings")).to_contain_text("coverage gap")
         shot(page, database, "32-routing-form-need-preview")
         assert live_text() == (first, original)  # only a draft so far
 

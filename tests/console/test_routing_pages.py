@@ -96,7 +96,7 @@ def test_preview_shows_the_diff_and_every_warning_then_publish_needs_a_note_and_
     assert escape("+      " + NEW_HOLD) in diff.group(0)
     with app.app_context():
         warnings = publishing.preview(text.replace(HOLD, NEW_HOLD, 1), number).warnings
-    assert warnings  # the example has coverage gaps, and BACKUP_NUMBER differs from its own
+    assert warnings  # the example has coverage gaps
     for warning in warnings:
         assert escape(str(warning)) in preview
 
