@@ -109,10 +109,13 @@ def procfile_command(process: str) -> list[str]:
 
 def flask(env: dict[str, str], *args: str) -> None:
     """A ``flask --app crisisline`` command, e.g. the release step's ``db upgrade``."""
-    subprocess.run(  # noqa: S603 - our own interpreter and module
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "flask", "--app", "crisisline", *args],
-        env=env, cwd=ROOT, check=True, capture_output=True, timeout=300,
+        env=env, cwd=ROOT, capture_output=True, timeout=300,
     )  # fmt: skip
+    if done.returncode:
+        tail = (done.stdout + done.stderr).decode("utf-8", "replace")[-2000:]
+        raise RuntimeError(f"flask {args[0]} {args[1] if len(args) > 1 else ''} failed:\n{tail}")
 
 
 def publish_routing_on_call_around_the_clock(env: dict[str, str], scratch: Path) -> None:
@@ -193,11 +196,12 @@ def wait_for_http(url: str, process: Process, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{process.role} did not answer at {url}")
 
 
-def start_fake_twilio(started: Processes) -> str:
-    """The fake Twilio REST API as its own process (its CPU is then not the load generator's)."""
+def start_fake_twilio(started: Processes, *extra_args: str) -> str:
+    """The fake Twilio REST API as its own process (its CPU is then not the load generator's);
+    ``extra_args`` e.g. ``--calls-per-second 1``."""
     port = free_port()
     argv = [sys.executable, "-m", "twilio_fake.server", "--port", str(port),
-            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN]  # fmt: skip
+            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN, *extra_args]  # fmt: skip
     process = started.start("fake-twilio", argv, {**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/_fake/state", process)

@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import psycopg
+import yaml
 from sqlalchemy import create_engine, text
 
 from bench import baseline
@@ -62,6 +63,7 @@ from bench.common import (
     wait_for_http,
 )
 from crisisline.redis_server import free_port
+from crisisline.settings import DEFAULT_ROUTING_FILE
 from twilio_fake.signing import CallIdentity, gather_digits_params, signed_headers, sms_params
 
 ENGLISH_FIRST_TEXTS = (
@@ -160,6 +162,16 @@ def next_path(current_path: str, body: str) -> str:
     return ""
 
 
+def _routing_backup_number() -> str:
+    """The example routing's ``line.backup_number`` in E.164: since the fail-safe dials the
+    routing's number once a process has read it, a reply dialling it is a backup-line answer too."""
+    raw = str(yaml.safe_load(DEFAULT_ROUTING_FILE.read_text())["line"]["backup_number"])
+    return "+" + "".join(ch for ch in raw if ch.isdigit())
+
+
+ROUTING_BACKUP_NUMBER = _routing_backup_number()
+
+
 def check_twiml(reply: Reply, *, expect_status: int = 200) -> str | None:
     """None if Twilio would be happy with this reply and it is not the fail-safe; else why."""
     if reply.status != expect_status:
@@ -168,7 +180,7 @@ def check_twiml(reply: Reply, *, expect_status: int = 200) -> str | None:
         return None
     if not reply.content_type.startswith(("text/xml", "application/xml")) or "<Response" not in reply.body:
         return "not TwiML"
-    if BACKUP_NUMBER in reply.body:
+    if BACKUP_NUMBER in reply.body or ROUTING_BACKUP_NUMBER in reply.body:
         return "fail-safe (backup line)"
     return None
 
@@ -351,9 +363,10 @@ def texts() -> Iterator[Task]:
         yield task
 
 
-def surge(people: int, *, texters: bool = True) -> Iterator[Task]:
+def surge(people: int, *, texters: bool = True, need_keys: tuple[str, ...] = NEED_KEYS) -> Iterator[Task]:
     """``people`` contacts at once: half call (menus, two hold turns, hang up), half text
-    (``texters=False``: all call, e.g. to warm the web workers up)."""
+    (``texters=False``: all call, e.g. to warm the web workers up); callers choose among
+    ``need_keys``."""
     for index in range(people):
         if index % 2 and texters:
 
@@ -369,7 +382,7 @@ def surge(people: int, *, texters: bool = True) -> Iterator[Task]:
             path = "/voice/incoming"
             sample, reply = timed(connection, "voice_incoming", path, caller.identity.voice_params("ringing"))
             done.append(sample)
-            steps = [("language_answer", "1"), ("need_answer", random.choice(NEED_KEYS))]  # noqa: S311
+            steps = [("language_answer", "1"), ("need_answer", random.choice(need_keys))]  # noqa: S311
             for kind, digits in steps:
                 if reply is None or sample.error:
                     return done

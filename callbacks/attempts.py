@@ -176,7 +176,9 @@ def call_person(transfer: Transfer, document: RoutingDocument) -> bool:
     db.session.execute(
         update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="calling")
     )
-    flow.record_event(transfer, "callback.dialled", f"callback:{callback.id}:dialled:{transfer.id}")
+    # queue_time: how long Twilio's calls-per-second queue held the call before it rang (ms).
+    flow.record_event(transfer, "callback.dialled", f"callback:{callback.id}:dialled:{transfer.id}",
+                      queue_time_ms=dispatch.queue_time_ms(placed))  # fmt: skip
     db.session.commit()
     return True
 

@@ -23,10 +23,11 @@ from twilio.twiml.voice_response import VoiceResponse
 
 import line_queue
 from crisisline.db import db
-from crisisline.models import Offer, Transfer
+from crisisline.models import Call, Offer, Transfer
 from crisisline.settings import Settings
 from crisisline.telephony import make_rest_client
 from crisisline.urls import public_url
+from ivr import call_log
 from routing.document import Responder, RoutingDocument
 from transfer import state
 
@@ -170,6 +171,7 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         .values(call_sid=call.sid, state="ringing")
         .execution_options(synchronize_session=False)
     )
+    _record_queue_time(transfer, offer, queue_time_ms(call))
     db.session.commit()
     if not placed.rowcount:  # type: ignore[attr-defined]
         # Superseded while Twilio was placing it (accepted by someone else, the caller left
@@ -177,6 +179,24 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         hang_up_call(call.sid, answered=False)
         return 0
     return 1
+
+
+def queue_time_ms(placed: object) -> int:
+    """Twilio's ``queue_time`` of a call it just accepted: the estimated ms it waits behind the
+    account's calls-per-second limit before it is placed (0 when absent or unreadable)."""
+    try:
+        return max(0, round(float(getattr(placed, "queue_time", None) or 0)))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _record_queue_time(transfer: Transfer, offer: Offer, queue_ms: int) -> None:
+    """Twilio queued this leg: its phone rings ``queue_ms`` late. Logged on the caller's record
+    (only when queued: no write otherwise)."""
+    call = db.session.get(Call, transfer.call_id) if queue_ms > 0 else None
+    if call is not None:
+        detail = {"transfer": transfer.id, "round": transfer.round, "responder": offer.responder_id}
+        call_log.record_event(call, "offer.queued", f"offer:{offer.id}:queued", {**detail, "queue_time_ms": queue_ms})
 
 
 def hang_up_call(call_sid: str | None, *, answered: bool) -> None:

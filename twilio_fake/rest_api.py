@@ -20,9 +20,18 @@ number is programmed so (``program_number``), and, if nobody answers within its 
 ends in ``no-answer``, as Twilio does. The stand-in ``dev.py run`` starts turns this on; the
 test suite's fixtures leave it off, so their legs ring until the test acts.
 
+Calls per second: Twilio places REST-created calls (``calls.create`` and conference participants)
+at the account's CPS, 1 per second by default, and the rest wait in its outbound queue. With
+``calls_per_second=N`` (``--calls-per-second``, or ``FAKE_TWILIO_CPS`` for the server) the fake
+does the same: each such call gets the next free slot, its resource carries ``queue_time`` (the
+estimated milliseconds until that slot) and it stays ``queued`` until then; a test or phone that
+drives it earlier waits for the slot. A queue holding more than 24 hours of calls refuses new ones
+(22005). Off by default (``None``: every call is placed at once, ``queue_time`` 0), like ring
+timeouts, so tests stay instant.
+
 What it does not model, plainly: audio (nobody hears anything; a test phone reads the TwiML),
-the ~5 s Twilio adds to a ring ``Timeout`` (the fake rings exactly ``Timeout`` seconds), the
-CPS queue of outbound calls (``queue_time`` is always 0), answering machines (``AnsweredBy``
+the ~5 s Twilio adds to a ring ``Timeout`` (the fake rings exactly ``Timeout`` seconds),
+answering machines (``AnsweredBy``
 is whatever the test says), carrier SIP codes beyond one typical code per outcome, recordings,
 and out-of-order delivery of callbacks (the fake sends them in order, one at a time). Twilio's
 auto-reply to STOP/START is not sent (the block itself is). TwiML runs in the test phone
@@ -62,6 +71,8 @@ from twilio_fake.signing import API_VERSION, CallIdentity, new_sid, signed_heade
 log = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_SECONDS = 15.0  # Twilio's hard cap on call-related webhooks (§6).
+TWILIO_DEFAULT_CPS = 1.0  # an account's calls per second unless raised in the Console
+MAX_QUEUE_SECONDS = 24 * 3600  # past this much queued work Twilio refuses new calls (22005)
 MAX_BODY_CHARS = 1600
 MAX_TWIML_CHARS = 4000
 
@@ -287,6 +298,7 @@ class ParticipantRecord:
     conference_status_callback: str | None = None
     conference_status_callback_method: str = "POST"
     conference_events: list[str] = field(default_factory=list)
+    queue_time_ms: int = 0  # its leg's wait in the CPS queue
     date_created: datetime = field(default_factory=_now)
     date_updated: datetime = field(default_factory=_now)
 
@@ -332,6 +344,11 @@ class CallRecord:
     conference_leg: bool = False
     pending_join: tuple[str, ParticipantRecord] | None = None  # (friendly name, participant)
     last_conference_exit: str | None = None  # ReasonParticipantLeft of the last exit
+    # Precise times for benches (date_created is to the second, as Twilio's): when the create
+    # request reached the fake (epoch s), and when its CPS slot comes (monotonic s).
+    created_at: float = field(default_factory=time.time)
+    dial_at: float = field(default_factory=time.monotonic)
+    queue_time_ms: int = 0  # the estimate returned to the creator: dial_at - creation
 
 
 @dataclass
@@ -445,12 +462,16 @@ class FakeTwilio:
         http: Any = None,
         ring_timeouts: bool = False,
         dial_delay: float = 0.2,
+        calls_per_second: float | None = None,
     ) -> None:
         """``http`` is anything with ``requests``' ``post``/``get`` (default: ``requests``).
 
         ``ring_timeouts``: REST-placed legs progress by themselves (``dial_delay`` seconds after
         creation they are ``initiated`` then ``ringing``) and end ``no-answer`` after their
         ``Timeout`` unless answered first. Off by default: tests drive every step.
+
+        ``calls_per_second``: model Twilio's outbound queue at this rate (Twilio's default is
+        ``TWILIO_DEFAULT_CPS``); ``None`` places every call at once.
         """
         self.account_sid = account_sid or new_sid("AC")
         self.auth_token = auth_token or secrets.token_hex(16)
@@ -459,6 +480,8 @@ class FakeTwilio:
         self.webhook_timeout = webhook_timeout
         self.ring_timeouts = ring_timeouts
         self.dial_delay = dial_delay
+        self.calls_per_second = calls_per_second
+        self._next_slot = 0.0  # monotonic time of the CPS queue's next free slot
         self.number_behaviours: dict[str, str] = {}
         self._timers = _Timers()
         self._http: Any = http or requests
@@ -472,10 +495,11 @@ class FakeTwilio:
         self.generation = 0  # bumped by ``reset``: a request delayed across it does nothing
 
     def reset(self) -> None:
-        """Forget all state (credentials and the ``ring_timeouts`` mode stay)."""
+        """Forget all state (credentials, the ``ring_timeouts`` mode and the CPS stay)."""
         self._timers.clear()
         with self._lock:
             self.generation += 1
+            self._next_slot = 0.0
             self.number_behaviours.clear()
             self.messages.clear()
             self.calls.clear()
@@ -785,12 +809,49 @@ class FakeTwilio:
             conference_leg=_conference_leg,
         )
         with self._lock:
+            if direction == "outbound-api":
+                self._take_cps_slot(call)
             self.calls[call.sid] = call
             programmed = _normalize(to) in self.number_behaviours
-        log.info("call %s created (%s)", call.sid, direction)
+        log.info("call %s created (%s), queue_time %s ms", call.sid, direction, call.queue_time_ms)
         if direction == "outbound-api" and (self.ring_timeouts or programmed):
-            self._timers.schedule(self.dial_delay, lambda: self._auto_dial(call.sid))
+            wait = call.queue_time_ms / 1000
+            self._timers.schedule(wait + self.dial_delay, lambda: self._auto_dial(call.sid))
         return call
+
+    def set_calls_per_second(self, calls_per_second: float | None) -> None:
+        """Change the account's CPS (``None``: unlimited); calls already queued keep their slot."""
+        if calls_per_second is not None and calls_per_second <= 0:
+            raise ValueError("calls_per_second must be positive (or None for unlimited)")
+        with self._lock:
+            self.calls_per_second = calls_per_second
+
+    def _take_cps_slot(self, call: CallRecord) -> None:
+        """Give a REST-created call the CPS queue's next free slot (under the lock)."""
+        if self.calls_per_second is None:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        if slot - now > MAX_QUEUE_SECONDS:
+            # [INF] the HTTP status of 22005 is not documented; 429 says "too many".
+            raise FakeTwilioError(429, 22005, "Outbound call queue is full: more than 24 hours of calls queued")
+        self._next_slot = slot + 1 / self.calls_per_second
+        call.dial_at = slot
+        call.queue_time_ms = round((slot - now) * 1000)
+
+    def _give_back_cps_slots(self) -> None:
+        """A call left the CPS queue unplaced (canceled): the queue ends after the last call
+        still waiting. [INF] Calls behind a gap keep their slots (Twilio's own re-planning is
+        undocumented); a queue emptied by cancels is free again at once."""
+        if self.calls_per_second is None:
+            return
+        now = time.monotonic()
+        waiting = [c.dial_at for c in self.calls.values() if c.status == "queued" and c.dial_at > now]
+        self._next_slot = min(self._next_slot, (max(waiting) if waiting else now) + 1 / self.calls_per_second)
+
+    def seconds_until_dialled(self, call: CallRecord) -> float:
+        """How long ``call`` still waits in the CPS queue (0 once Twilio is placing it)."""
+        return max(0.0, call.dial_at - time.monotonic()) if call.status == "queued" else 0.0
 
     def program_number(self, number: str, behaviour: str | None) -> None:
         """How the phone at ``number`` treats the calls placed to it from now on.
@@ -939,6 +1000,13 @@ class FakeTwilio:
         (checked under the lock: a ring timeout must never end a call answered meanwhile)."""
         if status not in CALL_STATUSES:
             raise ValueError(f"status must be one of {sorted(CALL_STATUSES)}")
+        if status != "canceled":
+            # A call still in the CPS queue cannot ring (or be answered) before its slot.
+            with self._lock:
+                queued = self.calls.get(call_sid)
+                wait = self.seconds_until_dialled(queued) if queued is not None else 0.0
+            if wait:
+                time.sleep(wait)
         with self._lock:
             call = self.calls.get(call_sid)
             if call is None and only_from is not None:
@@ -997,6 +1065,7 @@ class FakeTwilio:
     ) -> list[_Outbound]:
         """Finish a call: leave/abandon its conference, then the terminal status callback."""
         hooks: list[_Outbound] = []
+        still_waiting = self.seconds_until_dialled(call) > 0
         if call.answered_at is not None and duration is None:
             duration = round(time.monotonic() - call.answered_at)
         call.duration = duration or 0
@@ -1005,6 +1074,8 @@ class FakeTwilio:
         hooks += self._detach_from_conference(call, status, leave_reason)
         if not silent:
             hooks += self._status_hook(call, status)
+        if still_waiting:
+            self._give_back_cps_slots()
         log.info("call %s ended: %s", call.sid, status)
         return hooks
 
@@ -1449,6 +1520,7 @@ class FakeTwilio:
             )
             participant = ParticipantRecord(
                 call_sid=call.sid,
+                queue_time_ms=call.queue_time_ms,
                 conference_sid=conference.sid,
                 account_sid=self.account_sid,
                 label=label,
@@ -1591,6 +1663,7 @@ class FakeTwilio:
                 "opted_out": sorted(self.opted_out),
                 "number_behaviours": dict(self.number_behaviours),
                 "ring_timeouts": self.ring_timeouts,
+                "calls_per_second": self.calls_per_second,
                 "faults": [asdict(f) for f in self.faults],
                 "webhooks": [asdict(w) for w in self.webhook_log],
             }
@@ -1658,7 +1731,7 @@ def call_json(c: CallRecord) -> dict[str, Any]:
         "forwarded_from": None,
         "group_sid": None,
         "caller_name": None,
-        "queue_time": "0",
+        "queue_time": str(c.queue_time_ms),
         "trunk_sid": None,
         "uri": f"{uri}.json",
         "subresource_uris": {
@@ -1681,6 +1754,9 @@ def call_state_json(c: CallRecord) -> dict[str, Any]:
         "status_callback_events": c.status_callback_events,
         "conference_sid": c.conference_sid,
         "redirects": [asdict(r) for r in c.redirects],
+        # Epoch seconds, precise (benches): the create request's arrival and the CPS slot.
+        "created_at": c.created_at,
+        "dialled_at": c.created_at + c.queue_time_ms / 1000,
     }
 
 
@@ -1720,7 +1796,7 @@ def participant_json(p: ParticipantRecord) -> dict[str, Any]:
         "hold": p.hold,
         "label": p.label,
         "muted": p.muted,
-        "queue_time": "0",
+        "queue_time": str(p.queue_time_ms),
         "start_conference_on_enter": p.start_conference_on_enter,
         "status": p.status,
         "uri": (f"{_account_uri(p.account_sid)}/Conferences/{p.conference_sid}/Participants/{p.call_sid}.json"),
@@ -2084,6 +2160,16 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
         reason = request.form.get("reason", "participant_hung_up")
         conference = fake.leave_conference(name, request.form["CallSid"], reason)
         return jsonify(conference_json(conference))
+
+    @app.post("/_fake/cps")
+    def calls_per_second() -> ResponseReturnValue:
+        """Set the account's calls per second (``calls_per_second``; empty: unlimited)."""
+        raw = request.form.get("calls_per_second", "").strip()
+        try:
+            fake.set_calls_per_second(float(raw) if raw else None)
+        except ValueError:
+            raise FakeTwilioError(400, 21218, "Invalid calls_per_second") from None
+        return jsonify({"calls_per_second": fake.calls_per_second})
 
     @app.post("/_fake/numbers/<path:number>")
     def number_behaviour(number: str) -> ResponseReturnValue:

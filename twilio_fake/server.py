@@ -10,7 +10,7 @@ In tests::
 Standalone (``dev.py run`` starts it so, when no Twilio account is set)::
 
     python -m twilio_fake.server --port 8089 --account-sid AC... --auth-token ... --ring-timeouts \
-        --line-url http://127.0.0.1:5000 --line-number +13125550100
+        --line-url http://127.0.0.1:5000 --line-number +13125550100 [--calls-per-second 1]
 
 With ``--line-url`` it also serves the browser phone (``twilio_fake.web_phone``) at ``/phone/``.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 from types import TracebackType
 from typing import Any
@@ -144,12 +145,23 @@ def main(argv: list[str] | None = None) -> int:
         help="REST-placed calls ring by themselves and end no-answer after their Timeout, as on Twilio "
         "(default: they ring until told otherwise through /_fake/calls/<sid>/advance)",
     )
+    parser.add_argument(
+        "--calls-per-second",
+        type=float,
+        default=float(os.environ["FAKE_TWILIO_CPS"]) if os.environ.get("FAKE_TWILIO_CPS") else None,
+        help="place REST-created calls at this rate, queueing the rest as Twilio does (its default is 1; "
+        "default here: FAKE_TWILIO_CPS, else unlimited). Changeable at run time: POST /_fake/cps",
+    )
     parser.add_argument("--line-url", default=None, help="the line's URL: serve the browser phone at /phone/ for it")
     parser.add_argument("--line-number", default=DEFAULT_LINE_NUMBER, help="the line's phone number")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     fake = FakeTwilio(
-        args.account_sid, args.auth_token, auto_deliver=args.auto_deliver, ring_timeouts=args.ring_timeouts
+        args.account_sid,
+        args.auth_token,
+        auto_deliver=args.auto_deliver,
+        ring_timeouts=args.ring_timeouts,
+        calls_per_second=args.calls_per_second,
     )
     web_phone = WebPhone(fake, args.line_url, args.line_number) if args.line_url else None
     server = _make_server(args.host, args.port, fake, web_phone)

@@ -402,6 +402,7 @@ class PhoneSession:
                 and leg.status in UNANSWERED_CALL_STATUSES
                 and leg.sid not in self._handled_legs
                 and _normalize(leg.to) == self.number
+                and not fake.seconds_until_dialled(leg)  # still in Twilio's CPS queue: not ringing yet
             ]
         if not legs:
             return

@@ -33,6 +33,9 @@ def test_the_backup_line_and_anything_twilio_would_reject_are_errors() -> None:
 
     assert check_twiml(ok) is None
     assert check_twiml(backup) == "fail-safe (backup line)"
+    # The fail-safe dials the routing's backup number once a process has read the routing.
+    routing_backup = Reply(200, "text/xml", "<Response><Dial>+18002738255</Dial></Response>")
+    assert check_twiml(routing_backup) == "fail-safe (backup line)"
     assert check_twiml(Reply(500, "text/html", "oops")) == "http 500"
     assert check_twiml(Reply(200, "application/json", "{}")) == "not TwiML"
     assert check_twiml(Reply(204, "", ""), expect_status=204) is None

@@ -213,7 +213,7 @@ def test_message_list_has_paging_meta_and_filters_by_to(server: FakeTwilioServer
     list_uri = f"{server.base_url}/2010-04-01/Accounts/{server.account_sid}/Messages.json"
     auth = (server.account_sid, server.auth_token)
 
-    page = requests.get(list_uri, params={"To": CALLER, "PageSize": 2}, auth=auth, timeout=5)
+    page = requests.get(list_uri, params={"To": CALLER, "PageSize": "2"}, auth=auth, timeout=5)
 
     body = page.json()
     assert set(body) == {
@@ -234,7 +234,7 @@ def test_message_list_has_paging_meta_and_filters_by_to(server: FakeTwilioServer
     # twilio-python follows next_page_uri to the end, and the filter holds across pages.
     everything = client.messages.list(to=CALLER, page_size=2)
     assert [m.body for m in everything] == ["m2", "m1", "m0"]
-    last = requests.get(list_uri, params={"To": CALLER, "PageSize": 2, "Page": 1}, auth=auth, timeout=5)
+    last = requests.get(list_uri, params={"To": CALLER, "PageSize": "2", "Page": "1"}, auth=auth, timeout=5)
     assert last.json()["next_page_uri"] is None
 
 
