@@ -10,6 +10,7 @@ from sqlalchemy import select
 import transfer.flow
 from crisisline.db import db
 from crisisline.models import Transfer
+from tests.conftest import TEST_BACKUP_NUMBER
 from tests.rota import BEN, DIEGO, leg_to, legs
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
@@ -78,7 +79,8 @@ def test_a_crashed_hold_turn_sends_the_caller_to_backup_and_stops_the_search(
     monkeypatch.setattr(transfer.flow, "hold_step", crash)
     phone.resume(caller, dial_outcomes=["completed"], max_hold_turns=1)
 
-    assert caller.dials[0].numbers == ["+18005550199"]  # the fail-safe's backup number
+    assert caller.dials[0].numbers == [TEST_BACKUP_NUMBER]
+    assert "action" not in caller.dials[0].attributes  # the fail-safe's dial: it needs no request back
     assert fake.get_call(leg_to(fake, BEN).sid).status == "canceled"
     assert only_transfer(app).state == "to_backup"
     late = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])  # had it still rung, too late now
