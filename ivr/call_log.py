@@ -87,7 +87,13 @@ def record_event(
     }
     if speech:
         values["sealed_detail"] = _vault().seal(speech, context=SPEECH_CONTEXT)
-    db.session.execute(insert_ignoring_duplicates(CallEvent, values))
+    if call.id is None:  # a call row not yet written: the event needs its id
+        db.session.flush()
+        values["call_id"] = call.id
+    # The event does not need the call's other pending changes written first: they go in one
+    # UPDATE when the handler commits, not one UPDATE per event (a need answer made three).
+    with db.session.no_autoflush:
+        db.session.execute(insert_ignoring_duplicates(CallEvent, values))
 
 
 def is_blocked(raw_from: str | None) -> bool:
