@@ -33,8 +33,10 @@ from routing.schedule import on_call
 from routing.store import active_routing
 
 log = logging.getLogger(__name__)
-# How many contacts at the head of the queue a pass looks at. A free responder none of them
-# can use (another language, say) waits for the next pass; the queue's length costs nothing.
+# How many contacts at the head of the queue (of each line, with separate channels) a pass
+# looks at, of those who may be offered more now (a contact already offered as much as it may
+# be is skipped, so it cannot hide the ones behind it). A free responder none of them can use
+# (another language, say) waits for the next pass; the queue's length costs nothing.
 HEAD_LIMIT = 50
 # An offer that ended like this never reached the responder's phone (Twilio refused the
 # number, or could not be reached): they cannot take this contact, however long it waits.
@@ -91,7 +93,13 @@ def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
     channels = tuple(channel for channel, pool in pools.items() if pool)
     if not channels:
         return 0, 0
-    entries = head(document, HEAD_LIMIT, channels)
+    if document.queue.channels == "shared":
+        entries = head(document, HEAD_LIMIT, channels, offerable=True)
+    else:  # two lines: texters waiting never hide a caller from a responder free for calls
+        entries = sorted(
+            (entry for channel in channels for entry in head(document, HEAD_LIMIT, (channel,), offerable=True)),
+            key=lambda entry: entry.order,
+        )
     if not entries:
         return 0, 0
     excluded = recently_offered(entries, moment, document.queue.reoffer_after_seconds)

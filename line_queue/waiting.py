@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 
 from crisisline.db import db
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, Offer, ResponderState, Transfer
@@ -52,9 +52,14 @@ class WaitingContact:
 
 
 def head(
-    document: RoutingDocument, limit: int = 50, channels: tuple[str, ...] = ("voice", "text")
-) -> list[WaitingContact]:
-    """The first ``limit`` waiting contacts in queue order (both channels merged)."""
+    document: RoutingDocument, limit: int = 50, channels: tuple[str, ...] = ("voice", "text"),
+    *, offerable: bool = False,
+) -> list[WaitingContact]:  # fmt: skip
+    """The first ``limit`` waiting contacts in queue order (both channels merged).
+
+    ``offerable``: only those who may be offered more now (a texter without an open offer, a
+    caller ringing fewer phones than their need allows), so that contacts who cannot take
+    another offer never hide the ones behind them from a free responder."""
     entries: list[WaitingContact] = []
     if "voice" in channels:
         ringing = (
@@ -62,10 +67,15 @@ def head(
             .where(Offer.transfer_id == Transfer.id, Offer.state.in_(ACTIVE_OFFER_STATES), Offer.purpose == "answer")
             .scalar_subquery()
         )
+        voice_waiting: list[Any] = [Transfer.state == "waiting"]
+        if offerable:
+            parallel = [n.key for n in document.needs if document.transfer.strategy_for(n) == "parallel"]
+            room = case((Transfer.need.in_(parallel), document.transfer.parallel_max), else_=1) if parallel else 1
+            voice_waiting.append(ringing < room)
         rows = db.session.execute(
             select(Transfer.id, Transfer.mode, Transfer.language, Transfer.need, Transfer.priority,
                    Transfer.queued_since, ringing)
-            .where(Transfer.state == "waiting")
+            .where(*voice_waiting)
             .order_by(Transfer.priority.desc(), Transfer.queued_since, Transfer.id)
             .limit(limit)
         ).all()  # fmt: skip
@@ -77,7 +87,7 @@ def head(
         rows = db.session.execute(
             select(Conversation.id, Conversation.language, Conversation.need, Conversation.priority,
                    Conversation.queued_at, Conversation.state)
-            .where(Conversation.state.in_(TEXT_WAITING_STATES))
+            .where(Conversation.state.in_(("queued",) if offerable else TEXT_WAITING_STATES))
             .order_by(Conversation.priority.desc(), Conversation.queued_at, Conversation.id)
             .limit(limit)
         ).all()  # fmt: skip

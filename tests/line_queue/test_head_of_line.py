@@ -1,0 +1,73 @@
+"""A free counselor is offered a waiting caller however many contacts wait ahead of them that
+cannot take another offer (texters already offered to someone, callers already ringing as
+many phones as they may), and, with ``queue.channels: separate``, however many texters wait.
+
+Before the fix, ``fill`` looked only at the first ``HEAD_LIMIT`` (50) contacts of the merged
+queue: after a busy spell with 50 texters waiting, a caller behind them was never rung by any
+fill (need answer, hold turn, clock), although a counselor was free for calls. SQLite and
+PostgreSQL, signed webhooks over real HTTP, the fake Twilio REST API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+
+from crisisline.db import db
+from crisisline.models import Conversation, Texter
+from line_queue.matching import HEAD_LIMIT
+from line_queue.waiting import now
+from tests.rota import ANA, legs
+from twilio_fake.phone import Keys, Phone
+from twilio_fake.rest_api import FakeTwilio
+
+MENTAL_HEALTH = [Keys("1"), Keys("3")]  # Ana is on for it on Wednesday morning
+
+
+def texters_waiting(app: Flask, count: int, state: str) -> None:
+    """``count`` texters queued a few minutes ago (ahead of any caller now), in ``state``."""
+    with app.app_context():
+        since = now() - timedelta(minutes=5)
+        for index in range(count):
+            texter = Texter(number_hash=hashlib.sha256(f"head-of-line-{index}".encode()).hexdigest())
+            db.session.add(texter)
+            db.session.flush()
+            db.session.add(
+                Conversation(texter_id=texter.id, state=state, language="en", need="mental_health", priority=0,
+                             queued_at=since + timedelta(seconds=index))
+            )  # fmt: skip
+        db.session.commit()
+
+
+@pytest.mark.parametrize("channels", ["separate", "shared"])
+def test_a_caller_behind_a_full_head_of_offered_texters_is_rung(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    wednesday_morning: time_machine.Coordinates, channels: str,
+) -> None:  # fmt: skip
+    publish_routing(lambda document: document["queue"].update(channels=channels))
+    # Each of them has its one text offer out already (to counselors not on shift now): none
+    # can be offered anything more, but they fill the head of the queue.
+    texters_waiting(app, HEAD_LIMIT, "offered")
+
+    call = phone.call(MENTAL_HEALTH, identity=phone.identity("+13125550201"), max_hold_turns=2)
+
+    assert [leg.to for leg in legs(fake)] == [ANA], "Ana is free and takes calls: she must be rung"
+    assert call.dials == []
+
+
+def test_with_separate_channels_queued_texters_do_not_hide_a_caller(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_morning: time_machine.Coordinates
+) -> None:
+    # The example routing's channels are separate: texts and calls are two lines. Ana is
+    # offered the first text, and rung for the caller all the same.
+    texters_waiting(app, HEAD_LIMIT + 5, "queued")
+
+    call = phone.call(MENTAL_HEALTH, identity=phone.identity("+13125550202"), max_hold_turns=2)
+
+    assert [leg.to for leg in legs(fake)] == [ANA]
+    assert call.dials == []
