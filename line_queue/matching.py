@@ -173,9 +173,14 @@ def free_responders(document: RoutingDocument, moment: datetime) -> dict[str, di
 
 def capacity(document: RoutingDocument, entry: WaitingContact) -> int:
     """How many offers a contact may have at once: one, or ``parallel_max`` for a need rung in parallel."""
-    if entry.channel == "text":
+    return offers_allowed(document, entry.channel, entry.need)
+
+
+def offers_allowed(document: RoutingDocument, channel: str, need_key: str | None) -> int:
+    """How many offers a contact of this channel and need may have open at once."""
+    if channel == "text":
         return 1
-    need = document.need(entry.need)
+    need = document.need(need_key) if need_key else None
     parallel = need is not None and document.transfer.strategy_for(need) == "parallel"
     return document.transfer.parallel_max if parallel else 1
 

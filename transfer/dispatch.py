@@ -88,7 +88,11 @@ def advance(transfer_id: int, document: RoutingDocument) -> DispatchResult:
 @line_queue.offers_for("voice")
 def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], document: RoutingDocument) -> int:
     """The queue chose ``responders`` for this waiting caller (or callback): ring them. One
-    process rings for a transfer at a time (a lease); each responder is claimed before ringing."""
+    process rings for a transfer at a time (a lease); each responder is claimed before ringing.
+
+    The queue chose from a snapshot taken before the lease: another pass may have rung for
+    this caller meanwhile, so the phones already ringing are counted again under the lease
+    and never more than the need allows ring at once."""
     if not state.lease_dispatch(transfer_id):
         db.session.commit()
         return 0
@@ -96,9 +100,11 @@ def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], documen
     rung = 0
     try:
         transfer = db.session.get(Transfer, transfer_id)
-        for responder in responders:
-            if transfer is None:
-                break
+        if transfer is None:
+            return 0
+        allowed = line_queue.offers_allowed(document, "voice", transfer.need)
+        ringing = sum(offer.purpose == "answer" for offer in state.active_offers(transfer_id))
+        for responder in responders[: max(0, allowed - ringing)]:
             db.session.refresh(transfer)
             if transfer.state != "waiting":
                 break  # someone accepted (or the caller left) while we were ringing
