@@ -19,7 +19,10 @@ reads:
 
 Demand follows the hour of day (a night trough, an evening peak), the weekday and the season,
 in the line's time zone (America/Chicago, DST included). Rows go in with ``COPY`` (psycopg),
-one day per transaction, all but the last day. Then, each in a fresh process (``spawn``) so
+one day per transaction, all but the last day: a second process generates the days and
+formats them as COPY text while this one feeds the server, and the load skips the foreign keys'
+per-row checks (``session_replication_role = replica``; the ids are consistent by construction).
+The indexes are kept, filled as the app's inserts fill them. Then, each in a fresh process (``spawn``) so
 its peak RSS is its own:
 
 1. the rollup's first build (``metrics.rollup.refresh`` over everything);
@@ -43,6 +46,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import random
 import resource
 import sys
@@ -50,6 +54,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing import get_context
@@ -66,6 +71,7 @@ from bench.common import (
     flask,
     fresh_database,
     machine,
+    postgres_admin_url,
     redis_for_bench,
 )
 from crisisline.redis_server import free_port
@@ -485,21 +491,75 @@ class Year:
                                                  language, replied, replied + _seconds(120), int(rating)))  # fmt: skip
 
 
-def load(database_url: str, contacts: int, seed: int) -> tuple[dict[str, Any], Day]:
+CopyDay = dict[str, tuple[int, bytes]]  # per table: rows, and their COPY text
+
+
+def _copy_field(value: Any) -> str:
+    """One value in COPY's text format (no personal data here: all synthetic)."""
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return str(value)
+
+
+def copy_text(day: Day) -> CopyDay:
+    """A day's rows as COPY text, per table."""
+    return {
+        table: (len(rows), "".join("\t".join(map(_copy_field, row)) + "\n" for row in rows).encode())
+        for table, rows in day.rows.items()
+        if rows
+    }
+
+
+def _produce(contacts: int, seed: int, days: Any) -> None:
+    """The generator's own process: the year a day at a time, as COPY text, while the main
+    process feeds PostgreSQL (two cores: Python and the server work at once). None: done."""
+    for day in Year(contacts, seed).generate():
+        days.put(copy_text(day))
+    days.put(None)
+
+
+def load(database_url: str, contacts: int, seed: int) -> tuple[dict[str, Any], CopyDay]:
     """Generate the year into the database with COPY, all but its last day, which is returned
-    (the bench loads it after the rollup's first build, to time an incremental refresh)."""
-    year = Year(contacts, seed)
+    (the bench loads it after the rollup's first build, to time an incremental refresh).
+
+    Fast: the rows are generated and formatted in a second process; COPY (text format, one day
+    per transaction) runs with ``session_replication_role = replica``, which skips the foreign
+    keys' per-row checks (the generator's ids are consistent by construction: every row
+    points to one written before it), and without waiting for each commit's WAL flush. The
+    indexes are kept and filled as the app's own inserts would fill them."""
+    context = get_context("spawn")
+    days = context.Queue(maxsize=16)
+    producer = context.Process(target=_produce, args=(contacts, seed, days), daemon=True)
     copy_seconds: dict[str, float] = {table: 0.0 for table in COLUMNS}
     started = time.perf_counter()
-    held_back: Day | None = None
-    with psycopg.connect(_plain(database_url)) as connection:
-        for index, day in enumerate(year.generate()):
-            if held_back is not None:
-                _copy_day(connection, held_back, copy_seconds)
-            held_back = day
-            if index % 30 == 29:
-                print(f"  loaded {index + 1} days, {time.perf_counter() - started:.0f} s", flush=True)
-        _set_sequences(connection)
+    held_back: CopyDay | None = None
+    producer.start()
+    try:
+        with psycopg.connect(_plain(database_url)) as connection:
+            connection.execute("SET session_replication_role = replica")
+            connection.execute("SET synchronous_commit = off")
+            connection.commit()
+            index = 0
+            while (day := days.get()) is not None:
+                if held_back is not None:
+                    _copy_day(connection, held_back, copy_seconds)
+                held_back = day
+                index += 1
+                if index % 30 == 0:
+                    print(f"  loaded {index} days, {time.perf_counter() - started:.0f} s", flush=True)
+            _set_sequences(connection)
+    finally:
+        producer.join(timeout=10)
+        if producer.is_alive():
+            producer.terminate()
     assert held_back is not None
     load_seconds = time.perf_counter() - started
     begun = time.perf_counter()
@@ -521,19 +581,17 @@ def load(database_url: str, contacts: int, seed: int) -> tuple[dict[str, Any], D
     }, held_back
 
 
-def _copy_day(connection: psycopg.Connection[Any], day: Day, copy_seconds: dict[str, float]) -> None:
+def _copy_day(connection: psycopg.Connection[Any], day: CopyDay, copy_seconds: dict[str, float]) -> None:
     with connection.transaction():
         for table in TABLE_ORDER:
-            rows = day.rows[table]
-            if not rows:
+            if table not in day:
                 continue
             begun = time.perf_counter()
             with (
                 connection.cursor() as cursor,
                 cursor.copy(f"COPY {table} ({', '.join(COLUMNS[table])}) FROM STDIN") as copy,
             ):
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(day[table][1])
             copy_seconds[table] = copy_seconds.get(table, 0.0) + time.perf_counter() - begun
 
 
@@ -544,12 +602,28 @@ def _set_sequences(connection: psycopg.Connection[Any]) -> None:
         connection.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ({highest}))")
 
 
-def load_last_day(database_url: str, day: Day) -> int:
-    """The held-back last day, as the line would have recorded it since the last refresh."""
+def load_last_day(database_url: str, day: CopyDay) -> int:
+    """The held-back last day, as the line would have recorded it since the last refresh (with
+    the foreign keys checked, as the app's own inserts are)."""
     with psycopg.connect(_plain(database_url)) as connection:
         _copy_day(connection, day, {})
         _set_sequences(connection)
-    return sum(len(rows) for rows in day.rows.values())
+    return sum(rows for rows, _ in day.values())
+
+
+@contextmanager
+def scratch_database(prefix: str, keep: bool) -> Iterator[str]:
+    """``bench.common.fresh_database``, or a new database left in place (``--keep-database``)."""
+    if not keep:
+        with fresh_database(prefix) as url:
+            yield url
+        return
+    name = f"{prefix}_{os.getpid()}"
+    with psycopg.connect(_plain(postgres_admin_url()), autocommit=True, connect_timeout=3) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    url = f"{postgres_admin_url().rpartition('/')[0]}/{name}"
+    yield url
+    print(f"kept the database: {url} (drop it with DROP DATABASE {name})", flush=True)
 
 
 def _plain(url: str) -> str:
@@ -584,7 +658,9 @@ def measure(job: Job) -> dict[str, Any]:
 
     @event.listens_for(engine, "after_cursor_execute")
     def _after(_conn: Any, cursor: Any, statement: str, params: Any, context: Any, _many: bool) -> None:
-        statements.append({"sql": statement, "params": params, "rows": cursor.rowcount,
+        # The parameters only for EXPLAIN: a first build's thousands of 2,000-id lookups would
+        # hold gigabytes (a first run's "peak RSS 2,031 MiB" was this list, not the rollup).
+        statements.append({"sql": statement, "params": params if job.explain else None, "rows": cursor.rowcount,
                            "seconds": time.perf_counter() - context._bench_started})  # fmt: skip
 
     document = load_document(DEFAULT_ROUTING_FILE.read_text())
@@ -626,7 +702,12 @@ def measure(job: Job) -> dict[str, Any]:
             assert isinstance(raw, psycopg.Connection)
             cursor = psycopg.ClientCursor(raw)  # parameters inlined: EXPLAIN takes none
             # The aggregates only: the refresh's UPDATEs would run again under EXPLAIN ANALYZE.
-            explained = [s for s in statements if s["sql"].lstrip().startswith("SELECT") and "metric_facts" in s["sql"]]
+            # The page's aggregates, not the refresh's lookups by id.
+            explained = [
+                s for s in statements
+                if s["sql"].lstrip().startswith("SELECT") and "metric_facts" in s["sql"]
+                and "source_id IN" not in s["sql"]
+            ]  # fmt: skip
             result["statements"] = [
                 {"table": _table_of(s["sql"]), "seconds": round(s["seconds"], 3), "rows": s["rows"]} for s in explained
             ]
@@ -700,14 +781,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from crisisline.db import STATEMENT_TIMEOUT_MS
 
     report["app_statement_timeout_ms"] = STATEMENT_TIMEOUT_MS
+    if args.pages_only:
+        previous = json.loads(args.output.with_suffix(".json").read_text())
+        for key in ("load", "rollup_build", "last_day_rows", "rollup_refresh", "rollup_mib"):
+            report[key] = previous[key]
+        report["reused_database_from"] = previous["started_at"]
+        if args.rebuild:
+            with psycopg.connect(_plain(args.pages_only), autocommit=True) as connection:
+                connection.execute("TRUNCATE metric_facts")
+                connection.execute("DELETE FROM metric_rollup_state")
+                connection.execute("VACUUM ANALYZE metric_facts")
+            print("the rollup's first build again (the whole year) ...", flush=True)
+            report["rollup_build"] = measure_one(Job(args.pages_only, "rollup", "first build", None, None, False))
+            report["rollup_build"]["whole_year"] = True
+        print("the pages, on the rollup ...", flush=True)
+        report["pages"] = [measure_one(job) for job in page_jobs(args.pages_only)]
+        print("baseline: the old path on the month ...", flush=True)
+        report["baseline"] = [measure_one(job) for job in baseline_jobs(args.pages_only)]
+        return report
     with tempfile.TemporaryDirectory(prefix="crisisline-bench-") as scratch, \
-            fresh_database("metrics_bench") as database_url, \
+            scratch_database("metrics_bench", args.keep_database) as database_url, \
             redis_for_bench(Path(scratch)) as redis_url:  # fmt: skip
         env = deployment_env(database_url, redis_url, "http://127.0.0.1:9", free_port())
         flask(env, "db", "upgrade")
         print(f"generating {args.contacts:,} contacts over {YEAR_START} to {YEAR_END} ...", flush=True)
         report["load"], last_day = load(database_url, args.contacts, args.seed)
-        print(f"  {report['load']['rows']}", flush=True)
+        print(f"  {report['load']['load_seconds']} s: {report['load']['rows']}", flush=True)
         print("the rollup's first build (all but the last day) ...", flush=True)
         report["rollup_build"] = measure_one(Job(database_url, "rollup", "first build", None, None, False))
         report["last_day_rows"] = load_last_day(database_url, last_day)
@@ -744,7 +843,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## The rollup (`metric_facts`)",
         "",
-        f"- First build (all but the last day): {build['seconds']:.1f} s, {build['looked_at']:,} sources looked at, "
+        f"- First build ({'the whole year, again' if build.get('whole_year') else 'all but the last day'}): "
+        f"{build['seconds']:.1f} s (SQL {build['sql_seconds']:.1f} s), {build['looked_at']:,} sources looked at, "
         f"{build['written']:,} facts written, peak RSS {build['peak_rss_mib']} MiB.",
         f"- Incremental refresh after one more day ({report['last_day_rows']:,} rows): {tail['seconds']:.2f} s, "
         f"{tail['looked_at']:,} sources looked at, {tail['written']:,} facts written.",
@@ -780,6 +880,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=988)
     parser.add_argument("--output", type=Path, default=RESULTS / "metrics-rollup-latest",
                         help="writes <output>.json and .md (default bench/results/metrics-rollup-latest)")  # fmt: skip
+    parser.add_argument(
+        "--keep-database", action="store_true", help="keep the scratch database (its URL is printed) for --pages-only"
+    )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="with --pages-only: empty the rollup and time its first build again (the whole year)",
+    )
+    parser.add_argument("--pages-only", metavar="DATABASE_URL",
+                        help="time the pages again on a kept database (the load and the rollup's figures are "
+                             "taken from <output>.json)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.contacts = 10_000

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -123,7 +124,9 @@ class Report:
     timezone: str
     rows: tuple[Row, ...]
     daily: tuple[DayPoint, ...]
-    speed_to_answer_seconds: tuple[float, ...]  # every answered contact's, for the distribution
+    # The distribution's chart: (whole seconds, answered contacts whose speed to answer is that
+    # many seconds and a fraction), ascending; a year of 500,000 answers is a few thousand pairs.
+    speed_to_answer_counts: tuple[tuple[int, int], ...]
 
     @property
     def overall(self) -> Row:
@@ -191,8 +194,28 @@ def assemble(
         timezone=timezone,
         rows=tuple(rows),
         daily=daily,
-        speed_to_answer_seconds=tuple(sorted(tallies["all"].speeds)),
+        speed_to_answer_counts=tallies["all"].speed_counts or whole_seconds(tallies["all"].speeds),
     )
+
+
+def whole_seconds(samples: Iterable[float]) -> tuple[tuple[int, int], ...]:
+    """How many samples fall in each whole second (floor), ascending."""
+    return tuple(sorted(Counter(math.floor(value) for value in samples).items()))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The mean, median and 90th percentile of a list of seconds, and how many there are: from
+    the list (:func:`summarize`), or from SQL aggregates that give exactly the same values."""
+
+    count: int
+    mean: float | None
+    median: float | None
+    p90: float | None
+
+
+def summarize(samples: Sequence[float]) -> Summary:
+    return Summary(len(samples), _mean(samples), _median(samples), percentile(samples, 90))
 
 
 @dataclass
@@ -223,11 +246,22 @@ class Tally:
     followups_escalated: int = 0
     survey_answers: int = 0
     survey_total: int = 0  # the sum of the ratings
+    # Set by ``metrics.query`` on PostgreSQL instead of the lists above (``speeds``,
+    # ``first_responses``, ``to_callback``): their summaries, computed in SQL, and the speeds'
+    # whole-second counts. Not added up: a group's percentiles are not its parts' sum.
+    summaries: dict[str, Summary] = field(default_factory=dict)
+    speed_counts: tuple[tuple[int, int], ...] = ()
 
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
+            if name in ("summaries", "speed_counts"):
+                continue
             mine = getattr(self, name)
             setattr(self, name, mine + value)
+
+    def summary(self, name: str) -> Summary:
+        """``speeds``, ``first_responses`` or ``to_callback``: its count, mean, median and p90."""
+        return self.summaries.get(name) or summarize(getattr(self, name))
 
 
 def tally(
@@ -272,15 +306,16 @@ def tally(
 def values(t: Tally) -> dict[str, Value]:
     """Every metric of one group (``docs/metrics.md``) from its tally."""
     n = t.offered
+    speed, first, callback = t.summary("speeds"), t.summary("first_responses"), t.summary("to_callback")
     return {
         "offered": n,
         "answered": t.answered,
         "answered_by_counselor": t.answered - t.answered_by_co_responder,
         "answered_by_co_responder": t.answered_by_co_responder,
         "answer_rate": _ratio(t.answered, n),
-        "speed_to_answer_mean": _mean(t.speeds),
-        "speed_to_answer_median": _median(t.speeds),
-        "speed_to_answer_p90": percentile(t.speeds, 90),
+        "speed_to_answer_mean": speed.mean,
+        "speed_to_answer_median": speed.median,
+        "speed_to_answer_p90": speed.p90,
         "abandoned": t.abandoned,
         "abandoned_within_30s": t.abandoned_within_30s,
         "abandonment_rate": _ratio(t.abandoned, n),
@@ -293,17 +328,17 @@ def values(t: Tally) -> dict[str, Value]:
         "rollovers_per_contact": _ratio(t.rollovers, n),
         "co_responder_involved": t.co_responder_involved,
         "ended_in_menu": t.ended_in_menu,
-        "first_response_mean": _mean(t.first_responses),
-        "first_response_median": _median(t.first_responses),
-        "first_response_p90": percentile(t.first_responses, 90),
-        "first_responses": len(t.first_responses),
+        "first_response_mean": first.mean,
+        "first_response_median": first.median,
+        "first_response_p90": first.p90,
+        "first_responses": first.count,
         "callbacks_requested": t.callbacks_requested,
         "callbacks_completed": t.callbacks_completed,
         "callbacks_gave_up": t.callbacks_gave_up,
         "callbacks_canceled": t.callbacks_canceled,
-        "time_to_callback_mean": _mean(t.to_callback),
-        "time_to_callback_median": _median(t.to_callback),
-        "time_to_callback_p90": percentile(t.to_callback, 90),
+        "time_to_callback_mean": callback.mean,
+        "time_to_callback_median": callback.median,
+        "time_to_callback_p90": callback.p90,
         "followups_due": t.followups_due,
         "followups_sent": t.followups_sent,
         "followups_reached": t.followups_reached,

@@ -1,9 +1,11 @@
 """The metrics of a period from the rollup (``metric_facts``), aggregated in SQL.
 
-Counts are GROUP BY aggregates (by local day and the breakdown's group, in one scan); the
-seconds a median or a 90th percentile needs are fetched as one narrow column, only for the
-contacts they are over, so every value is exactly what ``compute.report`` gives over the same
-facts (the same ``compute.values`` turns a group's tally into its metrics).
+Counts are GROUP BY aggregates (by local day and the breakdown's group, in one scan). The
+means, medians and 90th percentiles are, on PostgreSQL, ordered-set aggregates and exact
+integer sums (``_summaries``: a year's half million seconds are never fetched), and on SQLite
+one narrow column fetched and ranked in Python. Either way every value is exactly what
+``compute.report`` gives over the same facts (the same ``compute.values`` turns a group's tally
+into its metrics), to the last bit.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy import BigInteger, ColumnElement, and_, case, cast, func, literal, select
 
 from crisisline.models import MetricFact
 from metrics.compute import (
@@ -22,10 +25,12 @@ from metrics.compute import (
     WEEKDAYS,
     DayPoint,
     Report,
+    Summary,
     Tally,
     assemble,
     check,
     group_order,
+    summarize,
 )
 from metrics.facts import ABANDONED, ANSWERED, BACKUP, CALLBACK, Period
 from metrics.load import DbSession
@@ -91,21 +96,42 @@ def report_from_rollup(
         daily_offered[row[1]] += counts.offered
         daily_answered[row[1]] += counts.answered
 
-    # The seconds behind the means and percentiles: one narrow column, of the contacts they are over.
-    speed = case((answered, F.speed_to_answer_seconds), else_=None)
-    for raw, seconds, first in session.execute(
-        select(group, speed, F.first_response_seconds).where(
-            contacts, in_period, offered, or_(speed.is_not(None), F.first_response_seconds.is_not(None))
-        )
-    ):
-        tally = groups[label(raw)]
-        if seconds is not None:
-            tally.speeds.append(seconds)
-        if first is not None:
-            tally.first_responses.append(first)
-
     callbacks = and_(F.source == "callback", F.channel == channel, in_period)
     connected = F.outcome == "connected"
+    # The seconds behind the means and percentiles, of the contacts they are over.
+    seconds = (
+        ("speeds", F.speed_to_answer_seconds, and_(contacts, in_period, answered)),
+        ("first_responses", F.first_response_seconds, and_(contacts, in_period, offered)),
+        ("to_callback", F.seconds_to_callback, and_(callbacks, connected)),
+    )
+    overall_summaries: dict[str, Summary] = {}
+    speed_counts: tuple[tuple[int, int], ...] = ()
+    if session.get_bind().dialect.name == "postgresql":
+        # In SQL: a year's half million seconds are never fetched.
+        for name, column, where in seconds:
+            if name == "first_responses" and channel != "sms":
+                continue  # calls have none
+            by_group = _summaries(session, group, column, where)
+            if by_group is None:  # a value SQL cannot sum exactly (never from timestamps): in Python
+                _fetch(session, group, label, name, column, where, groups)
+                continue
+            for raw, summary in by_group.items():
+                groups[label(raw)].summaries[name] = summary
+            whole = by_group if breakdown is None else _summaries(session, None, column, where) or {}
+            overall_summaries[name] = next(iter(whole.values()), summarize([]))
+        speed_counts = tuple(
+            (int(second), int(count))
+            for second, count in session.execute(
+                select(func.floor(F.speed_to_answer_seconds).label("second"), func.count())
+                .where(seconds[0][2], F.speed_to_answer_seconds.is_not(None))
+                .group_by("second")
+                .order_by("second")
+            )
+        )
+    else:  # SQLite: one narrow column, ranked in Python
+        for name, column, where in seconds:
+            _fetch(session, group, label, name, column, where, groups)
+
     for raw, requested, completed, gave_up, canceled in session.execute(
         select(group, func.count(), _count(connected), _count(F.outcome == "gave_up"), _count(F.outcome == "canceled"))
         .where(callbacks)
@@ -116,11 +142,6 @@ def report_from_rollup(
         tally.callbacks_completed += int(completed)
         tally.callbacks_gave_up += int(gave_up)
         tally.callbacks_canceled += int(canceled)
-    for raw, seconds in session.execute(
-        select(group, F.seconds_to_callback).where(callbacks, connected, F.seconds_to_callback.is_not(None))
-    ):
-        groups[label(raw)].to_callback.append(seconds)
-
     for raw, due, sent, reached, escalated in session.execute(
         select(group, func.count(), _count(F.sent.is_(True)), _count(F.reached.is_(True)),
                _count(F.escalated.is_(True)))
@@ -144,6 +165,8 @@ def report_from_rollup(
     overall = Tally()
     for part in groups.values():
         overall.add(part)
+    overall.summaries.update(overall_summaries)
+    overall.speed_counts = speed_counts
     tallies = {"all": overall}
     if breakdown is not None:
         tallies.update((name, groups[name]) for name in sorted(groups, key=group_order(breakdown)))
@@ -152,6 +175,52 @@ def report_from_rollup(
         for day in period.days()
     )
     return assemble(period, channel, breakdown, timezone.key, tallies, daily)
+
+
+def _fetch(
+    session: DbSession, group: Any, label: Callable[[Any], str], name: str, column: Any, where: Any,
+    groups: dict[str, Tally],
+) -> None:  # fmt: skip
+    """Every value of one kind of seconds, appended to its group's list (ranked in Python)."""
+    for raw, value in session.execute(select(group, column).where(where, column.is_not(None))):
+        getattr(groups[label(raw)], name).append(value)
+
+
+def _summaries(session: DbSession, group: Any, column: Any, where: Any) -> dict[Any, Summary] | None:
+    """PostgreSQL: each group's count, mean, median and 90th percentile of ``column``, exactly
+    the values ``compute.summarize`` gives over the same floats (None: one value can't be).
+
+    - 90th percentile: ``percentile_disc(0.9)`` is the nearest rank, ``ceil(0.9 * n)``, the
+      same float product as ``compute.percentile`` (``percentile_cont`` would interpolate).
+    - Median: the middle value, or the mean of the two middle ones (``statistics.median``):
+      ``percentile_disc(0.5)`` in ascending and in descending order.
+    - Mean: ``statistics.fmean`` is the correctly rounded sum (``math.fsum``) over n; SQL's
+      float sum rounds at every step. So each value is split into two exact integers, its
+      2⁻²⁰ s and its 2⁻⁷² s: a value of whole microseconds (any difference of two timestamps)
+      has no finer bit, and integer sums are exact; the sum is rounded once, in Python.
+    """
+    scaled = column * literal(float(2**20))
+    high = func.floor(scaled)
+    low = (scaled - high) * literal(float(2**52))
+    columns = (
+        func.count(column), func.sum(cast(high, BigInteger)), func.sum(cast(low, BigInteger)),
+        func.coalesce(func.sum(case((low != func.floor(low), 1), else_=0)), 0),
+        func.percentile_disc(0.5).within_group(column.asc()), func.percentile_disc(0.5).within_group(column.desc()),
+        func.percentile_disc(0.9).within_group(column.asc()),
+    )  # fmt: skip
+    query = select(literal("all") if group is None else group, *columns).where(where, column.is_not(None))
+    if group is not None:
+        query = query.group_by(group)
+    found: dict[Any, Summary] = {}
+    for raw, count, high_sum, low_sum, inexact, lower, upper, p90 in session.execute(query):
+        if not count:
+            continue
+        if inexact:
+            return None
+        total = float(Fraction(int(high_sum) * 2**52 + int(low_sum), 2**72))  # = math.fsum of the values
+        median = lower if count % 2 else (lower + upper) / 2
+        found[raw] = Summary(count, total / count, float(median), p90)
+    return found
 
 
 def demand(

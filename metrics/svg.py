@@ -84,13 +84,16 @@ def contacts_over_time(report: Report, chart_id: str = "contacts-over-time") -> 
     return "\n".join(parts)
 
 
-def histogram_bins(samples: Sequence[float], bin_seconds: int = 15, max_seconds: int = 300) -> list[tuple[str, int]]:
-    """Counts per ``bin_seconds`` wide bin from 0 to ``max_seconds``, then one bin for the rest."""
+def histogram_bins(
+    seconds: Sequence[tuple[int, int]], bin_seconds: int = 15, max_seconds: int = 300
+) -> list[tuple[str, int]]:
+    """Counts per ``bin_seconds`` wide bin from 0 to ``max_seconds``, then one bin for the rest,
+    from counts per whole second (``Report.speed_to_answer_counts``)."""
     edges = list(range(0, max_seconds, bin_seconds))
     counts = [0] * (len(edges) + 1)
-    for value in samples:
-        index = len(edges) if value >= max_seconds else int(value // bin_seconds)
-        counts[index] += 1
+    for second, count in seconds:
+        index = len(edges) if second >= max_seconds else max(0, second) // bin_seconds
+        counts[index] += count
     labels = [f"{edge}-{edge + bin_seconds}s" for edge in edges] + [f"{max_seconds}s+"]
     return list(zip(labels, counts, strict=True))
 
@@ -99,12 +102,12 @@ def speed_to_answer_histogram(
     report: Report, chart_id: str = "speed-to-answer", bin_seconds: int = 15, max_seconds: int = 300
 ) -> str:
     """How long answered contacts waited: one bar per bin, its count written above it."""
-    bins = histogram_bins(report.speed_to_answer_seconds, bin_seconds, max_seconds)
+    bins = histogram_bins(report.speed_to_answer_counts, bin_seconds, max_seconds)
     width, height, left, top, bottom = 40 + 30 * len(bins), 240, 40, 20, 60
     plot_w, plot_h = width - left - 10, height - top - bottom
     scale = _nice_ceiling(max((count for _, count in bins), default=0))
     slot = plot_w / len(bins)
-    total = len(report.speed_to_answer_seconds)
+    total = sum(count for _, count in report.speed_to_answer_counts)
     parts = _open(
         width, height, chart_id,
         f"Speed to answer, {report.channel}, {report.period.start} to {report.period.end}",

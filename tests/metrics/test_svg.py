@@ -61,7 +61,7 @@ def test_speed_to_answer_histogram_bins_every_answered_contact() -> None:
 
     bars = marks(root, "bar")
     assert len(bars) == 21  # 0-15 s … 285-300 s, and 300 s and over
-    counted = dict(histogram_bins(result.speed_to_answer_seconds))
+    counted = dict(histogram_bins(result.speed_to_answer_counts))
     assert (counted["0-15s"], counted["15-30s"], counted["300s+"]) == (1, 2, 1)
     assert [bar.find(f"{SVG}title").text for bar in bars[:2]] == ["0-15s: 1", "15-30s: 2"]  # type: ignore[union-attr]
 
