@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # be is skipped, so it cannot hide the ones behind it). A free responder none of them can use
 # (another language, say) waits for the next pass; the queue's length costs nothing.
 HEAD_LIMIT = 50
+# How deep a pass looks when responders are still free after the head (see ``_fill_pass``).
+DEEPER_HEAD_LIMIT = 500
 # An offer that ended like this never reached the responder's phone (Twilio refused the
 # number, or could not be reached): they cannot take this contact, however long it waits.
 UNREACHABLE_OUTCOMES = ("error", "rest_unreachable", "rest_lost")
@@ -87,19 +89,47 @@ def fill_soon(document: RoutingDocument) -> int:
 
 
 def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
-    """One pass over the queue's head: (offers made, offers attempted)."""
+    """One pass over the queue's head: (offers made, offers attempted).
+
+    The head is the first ``HEAD_LIMIT`` contacts who may be offered more. If responders are
+    still free after it and the queue went on, the pass looks once more, ``DEEPER_HEAD_LIMIT``
+    deep: a free counselor is never kept from a caller by 50 contacts none of whom they may take
+    (other languages, each passed by them a minute ago). That second read only happens when it
+    can help, so a webhook's cost still does not grow with the queue in the common case."""
     moment = now()
     pools = free_responders(document, moment)
-    channels = tuple(channel for channel, pool in pools.items() if pool)
-    if not channels:
-        return 0, 0
+    made = attempted = 0
+    seen: set[tuple[str, int]] = set()
+    for limit in (HEAD_LIMIT, DEEPER_HEAD_LIMIT):
+        channels = tuple(channel for channel, pool in pools.items() if pool)
+        if not channels:
+            break
+        entries, more = _head_of(document, limit, channels)
+        fresh = [entry for entry in entries if (entry.channel, entry.id) not in seen]
+        seen.update((entry.channel, entry.id) for entry in fresh)
+        offered, tried = _offer_to(document, fresh, pools, moment)
+        made, attempted = made + offered, attempted + tried
+        if not more:
+            break  # the whole queue was seen
+    return made, attempted
+
+
+def _head_of(document: RoutingDocument, limit: int, channels: tuple[str, ...]) -> tuple[list[WaitingContact], bool]:
+    """The head to offer from, and whether the queue goes on beyond it."""
     if document.queue.channels == "shared":
-        entries = head(document, HEAD_LIMIT, channels, offerable=True)
-    else:  # two lines: texters waiting never hide a caller from a responder free for calls
-        entries = sorted(
-            (entry for channel in channels for entry in head(document, HEAD_LIMIT, (channel,), offerable=True)),
-            key=lambda entry: entry.order,
-        )
+        entries = head(document, limit, channels, offerable=True)
+        return entries, len(entries) >= limit
+    # Two lines: texters waiting never hide a caller from a responder free for calls.
+    heads = [head(document, limit, (channel,), offerable=True) for channel in channels]
+    entries = sorted((entry for part in heads for entry in part), key=lambda entry: entry.order)
+    return entries, any(len(part) >= limit for part in heads)
+
+
+def _offer_to(
+    document: RoutingDocument, entries: list[WaitingContact], pools: dict[str, dict[str, Responder]],
+    moment: datetime,
+) -> tuple[int, int]:  # fmt: skip
+    """Offer each entry, in order, the free responders it may have; the pools shrink as it goes."""
     if not entries:
         return 0, 0
     excluded = recently_offered(entries, moment, document.queue.reoffer_after_seconds)

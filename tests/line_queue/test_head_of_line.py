@@ -19,7 +19,7 @@ import time_machine
 from flask import Flask
 
 from crisisline.db import db
-from crisisline.models import Conversation, Texter
+from crisisline.models import Conversation, ConversationOffer, Texter
 from line_queue.matching import HEAD_LIMIT
 from line_queue.waiting import now
 from tests.rota import ANA, legs
@@ -29,8 +29,9 @@ from twilio_fake.rest_api import FakeTwilio
 MENTAL_HEALTH = [Keys("1"), Keys("3")]  # Ana is on for it on Wednesday morning
 
 
-def texters_waiting(app: Flask, count: int, state: str) -> None:
-    """``count`` texters queued a few minutes ago (ahead of any caller now), in ``state``."""
+def texters_waiting(app: Flask, count: int, state: str, passed_by: str | None = None) -> None:
+    """``count`` texters queued a few minutes ago (ahead of any caller now), in ``state``;
+    each passed a moment ago by the responder ``passed_by`` if given."""
     with app.app_context():
         since = now() - timedelta(minutes=5)
         for index in range(count):
@@ -38,9 +39,15 @@ def texters_waiting(app: Flask, count: int, state: str) -> None:
             db.session.add(texter)
             db.session.flush()
             db.session.add(
-                Conversation(texter_id=texter.id, state=state, language="en", need="mental_health", priority=0,
-                             queued_at=since + timedelta(seconds=index))
+                conversation := Conversation(texter_id=texter.id, state=state, language="en", need="mental_health",
+                                             priority=0, queued_at=since + timedelta(seconds=index))
             )  # fmt: skip
+            if passed_by is not None:
+                db.session.flush()
+                db.session.add(
+                    ConversationOffer(conversation_id=conversation.id, responder_id=passed_by, state="passed",
+                                      created_at=now() - timedelta(seconds=30), expires_at=now(), decided_at=now())
+                )  # fmt: skip
         db.session.commit()
 
 
@@ -70,4 +77,19 @@ def test_with_separate_channels_queued_texters_do_not_hide_a_caller(
     call = phone.call(MENTAL_HEALTH, identity=phone.identity("+13125550202"), max_hold_turns=2)
 
     assert [leg.to for leg in legs(fake)] == [ANA]
+    assert call.dials == []
+
+
+def test_a_free_counselor_is_rung_for_a_caller_behind_fifty_texters_she_just_passed(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    wednesday_morning: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    # One line for both channels: the head is 50 texters Ana passed a moment ago (not offered
+    # to her again before the cooldown), so the caller behind them is the one she can take.
+    publish_routing(lambda document: document["queue"].update(channels="shared"))
+    texters_waiting(app, HEAD_LIMIT, "queued", passed_by="ana-ruiz")
+
+    call = phone.call(MENTAL_HEALTH, identity=phone.identity("+13125550203"), max_hold_turns=2)
+
+    assert [leg.to for leg in legs(fake)] == [ANA], "the pass must look past a head Ana cannot take"
     assert call.dials == []
