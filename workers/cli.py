@@ -11,7 +11,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 from crisisline.app import QUEUES, rq
 from workers.clock import make_clock
-from workers.runner import make_worker
+from workers.runner import AppWorker, make_worker, work_until_stopped
 from workers.upkeep import PERIODIC_JOBS
 
 workers_cli = AppGroup("workers", help="The RQ workers, queues and periodic jobs.")
@@ -73,10 +73,16 @@ def run(queues: tuple[str, ...], burst: bool, with_scheduler: bool, max_jobs: in
     its own app context: the Procfile's worker (see ``workers.runner``)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        worker = make_worker(app, queues, name=name)
+        first = make_worker(app, queues, name=name)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="QUEUES") from None
-    worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs)
+
+    def make(attempt: int) -> AppWorker:
+        if attempt == 0:
+            return first
+        return make_worker(app, queues, name=f"{name}.{attempt}" if name else None)
+
+    work_until_stopped(make, burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs)
 
 
 @workers_cli.command("clock")

@@ -25,9 +25,13 @@ killed mid-send.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from flask import Flask
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
@@ -72,3 +76,37 @@ def make_worker(app: Flask, queue_names: tuple[str, ...], **kwargs: Any) -> AppW
         raise ValueError(f"unknown queue(s): {', '.join(unknown)}")
     queues = [configured[name] for name in names]
     return AppWorker(queues, app=app, connection=queues[0].connection, job_class=queues[0].job_class, **kwargs)
+
+
+# Back-off between restarts of the work loop while Redis is unreachable (seconds).
+RESTART_WAIT_FIRST, RESTART_WAIT_MAX = 1.0, 30.0
+
+
+def work_until_stopped(
+    make: Callable[[int], AppWorker], *, burst: bool, with_scheduler: bool, max_jobs: int | None
+) -> None:
+    """RQ's work loop, started again whenever it ends without being asked to.
+
+    RQ retries a lost Redis only while it waits for a job; a connection error anywhere else
+    (its suspension check, its maintenance, its heartbeat) ends ``work()`` as if the worker
+    were done, and the queue would be left unserved until something restarted the process.
+    So the loop starts again, backing off while Redis stays away. ``make(attempt)`` builds each
+    worker (a new one each time: the old one's registration may outlive it in Redis)."""
+    wait, attempt = RESTART_WAIT_FIRST, 0
+    while True:
+        worker = make(attempt)
+        try:
+            worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs)
+        except StopRequested:
+            return
+        except redis.exceptions.RedisError as error:
+            log.warning("worker stopped: Redis %s; starting again in %.0f s", type(error).__name__, wait)
+        else:
+            if burst or max_jobs is not None or worker._stop_requested or worker._shutdown_requested_date:
+                return
+            log.warning("worker loop ended by an error (see above); starting again in %.0f s", wait)
+        try:
+            time.sleep(wait)
+        except StopRequested:  # SIGTERM while waiting: the old worker's handler still listens
+            return
+        wait, attempt = min(wait * 2, RESTART_WAIT_MAX), attempt + 1
