@@ -14,6 +14,7 @@ at once cannot ring a busy responder or offer one sequential contact twice.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,11 +66,44 @@ def offers_for(channel: str) -> Callable[[Offerer], Offerer]:
 MAX_FILL_PASSES = 3
 
 
+# A caller's hold turn runs a pass only as a safety net: every event that changes who is free or
+# who waits runs its own pass at once. So a process runs at most one safety-net pass in this
+# many seconds after any pass began: a hundred callers holding do not run a hundred identical
+# passes a second, and a lost event still costs at most this long plus a hold turn.
+SAFETY_NET_INTERVAL_SECONDS = 1.0
+
+
+class _PassClock:
+    """When this process last began a fill pass, by the line's clock (the one cooldowns and
+    shifts are measured with, so a cooldown that just ran out is never hidden by it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.began: datetime | None = None
+
+    def begin_unless_recent(self, interval: float) -> bool:
+        with self.lock:
+            moment = now()
+            since = (moment - self.began).total_seconds() if self.began else None
+            if since is not None and 0 <= since < interval:
+                return False
+            self.began = moment
+            return True
+
+
+def _pass_clock() -> _PassClock:
+    clock: _PassClock | None = current_app.extensions.get("line_queue.pass_clock")
+    if clock is None:
+        clock = current_app.extensions.setdefault("line_queue.pass_clock", _PassClock())
+    return clock
+
+
 def fill(document: RoutingDocument) -> int:
     """Offer every free responder the first waiting contact they are eligible for, in queue
     order. Idempotent and safe to run concurrently. Returns how many offers were made."""
     if document.mode == "system_down":
         return 0
+    _pass_clock().begin_unless_recent(0.0)
     made = 0
     for _ in range(MAX_FILL_PASSES):
         offered, attempted = _fill_pass(document)
@@ -79,10 +113,15 @@ def fill(document: RoutingDocument) -> int:
     return made
 
 
-def fill_soon(document: RoutingDocument) -> int:
+def fill_soon(document: RoutingDocument, *, safety_net: bool = False) -> int:
     """``fill``, but on a webhook the offers (Twilio REST calls) run off the request thread and
     the request waits for them at most half the voice deadline: a slow Twilio API never adds to
-    a caller's or texter's wait for our answer. Inline in workers, the clock and the CLI."""
+    a caller's or texter's wait for our answer. Inline in workers, the clock and the CLI.
+
+    ``safety_net`` (a hold turn): skipped when this process began a pass less than
+    ``SAFETY_NET_INTERVAL_SECONDS`` ago; that pass saw the queue as this one would."""
+    if safety_net and not _pass_clock().begin_unless_recent(SAFETY_NET_INTERVAL_SECONDS):
+        return 0
     settings: Settings = current_app.extensions["crisisline.settings"]
     budget = settings.voice_deadline_seconds / 2
     return within_budget("line_queue.fill", lambda: fill(document), budget) or 0

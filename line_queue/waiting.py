@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import and_, case, func, or_, select
 
 from crisisline.db import db
@@ -24,6 +25,8 @@ VOICE_KINDS = ("call", "callback")
 TEXT_WAITING_STATES = ("queued", "offered")
 DEFAULT_HANDLE_SECONDS = 8 * 60  # before the line has finished calls of its own to learn from
 RECENT = 20  # how many recent calls the wait estimate learns from
+HANDLE_SECONDS_KEPT = timedelta(seconds=60)
+HANDLE_SECONDS_EXTENSION = "line_queue.handle_seconds"
 
 
 def now() -> datetime:
@@ -151,7 +154,20 @@ def expected_wait_minutes(document: RoutingDocument, place: int, language: str, 
 
 
 def typical_handle_seconds() -> float:
-    """How long a recent live call kept its responder (median, from connection to end)."""
+    """How long a recent live call kept its responder (median, from connection to end).
+
+    Every hold turn asks; the answer moves only when a call ends, so a process keeps it for
+    ``HANDLE_SECONDS_KEPT`` (by the line's clock)."""
+    kept: tuple[datetime, float] | None = current_app.extensions.get(HANDLE_SECONDS_EXTENSION)
+    moment = now()
+    if kept is not None and timedelta(0) <= moment - kept[0] < HANDLE_SECONDS_KEPT:
+        return kept[1]
+    seconds = _median_handle_seconds()
+    current_app.extensions[HANDLE_SECONDS_EXTENSION] = (moment, seconds)
+    return seconds
+
+
+def _median_handle_seconds() -> float:
     rows = db.session.execute(
         select(Transfer.connected_at, Transfer.ended_at)
         .where(Transfer.mode == "live", Transfer.connected_at.is_not(None), Transfer.ended_at.is_not(None))

@@ -222,6 +222,10 @@ def take(conversation: Conversation, responder: Responder, document: RoutingDocu
         )  # fmt: skip
     db.session.commit()
     if won:
+        if document.queue.channels == "shared":
+            # On one shared line her open text offer kept her phone from ringing; now that it
+            # is taken she may take a call too (up to her conversation limit).
+            events.note_responder_freed(responder.id)
         db.session.refresh(conversation)
         relay_backlog(conversation, responder)
     return bool(won)

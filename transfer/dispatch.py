@@ -65,15 +65,16 @@ class DispatchResult:
     exhausted: bool  # nobody on shift could ever take it: the caller should move on now
 
 
-def advance(transfer_id: int, document: RoutingDocument) -> DispatchResult:
+def advance(transfer_id: int, document: RoutingDocument, *, safety_net: bool = False) -> DispatchResult:
     """Offer free responders to the queue (this transfer only where it is first in line for
     them), then say where this transfer stands. Idempotent and concurrency-safe.
 
     On a webhook, the ringing (Twilio REST calls) runs off the request thread and the request
     waits for it at most half the voice deadline: a slow Twilio API leaves the caller
-    holding, never silent, and the ringing carries on.
+    holding, never silent, and the ringing carries on. ``safety_net``: a later hold turn,
+    whose pass a process runs at most once a second (``line_queue.fill_soon``).
     """
-    rung = line_queue.fill_soon(document)
+    rung = line_queue.fill_soon(document, safety_net=safety_net)
     transfer = db.session.get(Transfer, transfer_id)
     if transfer is None:
         return DispatchResult(rung, 0, False)

@@ -100,7 +100,9 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
         if callback_ok:  # a few seconds to choose a callback, else the backup line
             return HoldStep("callback_or_backup", "nobody_available", reason="hold_limit")
         return backup_unless_accepted(transfer, "hold_limit")
-    result = dispatch.advance(transfer.id, document)
+    # The first step (the need answer, a callback's first turn) rings at once; later turns
+    # are the safety net for a lost event.
+    result = dispatch.advance(transfer.id, document, safety_net=tick > 1)
     db.session.refresh(transfer)
     if transfer.state in ("connecting", "connected"):
         return HoldStep("join")
