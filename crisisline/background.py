@@ -1,4 +1,5 @@
-"""Work a webhook starts but must not wait on: ringing responders (Twilio REST calls).
+"""Work a webhook starts but must not wait on: ringing responders and ending their legs
+(Twilio REST calls).
 
 A caller's request waits at most a small budget for it. Usually it is done in milliseconds
 and the TwiML reflects who is ringing; when Twilio is slow, the request answers anyway and the
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, has_request_context
 
@@ -27,15 +28,18 @@ EXTENSION = "crisisline.background"
 
 
 class Background:
-    """A small per-process pool; runs of the same ``key`` not yet started are shared, so a
-    burst of hold turns queues one fill rather than one each."""
+    """A small per-process pool. Runs of one ``key`` never overlap: while one runs, the requests
+    that ask for it share a single run queued behind it (started as soon as it ends), so a
+    burst of hold turns and texts costs two passes over the queue, not one each fighting for
+    the same leases."""
 
     def __init__(self, app: Flask, workers: int = 4) -> None:
         self.app = app
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="background")
         self._lock = threading.Lock()
-        self._queued: dict[str, Future[object]] = {}
-        self._running = 0
+        self._queued: dict[str, tuple[Future[object], Callable[[], object]]] = {}
+        self._active: set[str] = set()
+        self._running = 0  # queued or running
         self._idle = threading.Condition(self._lock)
 
     def run(self, key: str, work: Callable[[], T], budget: float) -> T | None:
@@ -44,31 +48,51 @@ class Background:
         None when it is still running (it carries on). A failure inside ``work`` is raised here
         when it happens within the budget, as if it had run inline; later, it is only logged.
         """
-        with self._lock:
-            future = self._queued.get(key)
-            if future is None:
-                future = self.pool.submit(self._run, key, work)
-                self._queued[key] = future
-                self._running += 1
-                future.add_done_callback(self._done)
+        future = self.submit(key, work)
         try:
-            return future.result(timeout=budget)  # type: ignore[return-value]
+            return future.result(timeout=budget)
         except FutureTimeout:
             log.warning("%s still running after %.1f s: answering without waiting for it", key, budget)
             future.add_done_callback(_log_late_failure)
             return None
 
-    def _run(self, key: str, work: Callable[[], T]) -> T:
+    def submit(self, key: str, work: Callable[[], T]) -> Future[T]:
+        """Queue ``work`` under ``key`` (or share the run already queued) and return its future."""
         with self._lock:
-            self._queued.pop(key, None)  # started: a later request queues a fresh run
-        with self.app.app_context():
-            return work()
+            queued = self._queued.get(key)
+            if queued is None:
+                queued = (Future(), work)
+                self._queued[key] = queued
+                self._running += 1
+                if key not in self._active:
+                    self._start(key)
+        return queued[0]  # type: ignore[return-value]
 
-    def _done(self, _future: Future[object]) -> None:
-        with self._idle:
+    def _start(self, key: str) -> None:
+        """Start the run queued for ``key`` (the lock is held)."""
+        future, work = self._queued.pop(key)  # started: a later request queues a fresh run
+        try:
+            self.pool.submit(self._run, key, work, future)
+        except RuntimeError as error:  # shutting down: nothing more will start
             self._running -= 1
-            if not self._running:
-                self._idle.notify_all()
+            future.set_exception(error)
+            return
+        self._active.add(key)
+
+    def _run(self, key: str, work: Callable[[], object], future: Future[object]) -> None:
+        try:
+            with self.app.app_context():
+                future.set_result(work())
+        except BaseException as error:  # handed to whoever waits on the future
+            future.set_exception(error)
+        finally:
+            with self._idle:
+                self._active.discard(key)
+                if key in self._queued:
+                    self._start(key)
+                self._running -= 1
+                if not self._running:
+                    self._idle.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until nothing is queued or running (for tests and a graceful stop)."""
@@ -79,7 +103,7 @@ class Background:
         self.pool.shutdown(wait=True)
 
 
-def _log_late_failure(future: Future[object]) -> None:
+def _log_late_failure(future: Future[Any]) -> None:
     error = future.exception()
     if error is not None:
         log.error("background work failed after its caller moved on: %s", type(error).__name__)
@@ -89,6 +113,17 @@ def init_app(app: Flask, workers: int = 4) -> Background:
     background = Background(app, workers)
     app.extensions[EXTENSION] = background
     return background
+
+
+def start_soon(key: str, work: Callable[[], object]) -> None:
+    """``work()`` off the request thread, not waited for: for what nobody's answer depends on
+    (ending a phone that rings for nothing). Inline outside a request. ``key`` must name work
+    that is the same whoever asks (runs queued under one key are shared)."""
+    background: Background | None = current_app.extensions.get(EXTENSION)
+    if background is None or not has_request_context():
+        work()
+        return
+    background.submit(key, work).add_done_callback(_log_late_failure)
 
 
 def within_budget(key: str, work: Callable[[], T], budget: float) -> T | None:

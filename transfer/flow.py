@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import requests
 from blinker import Namespace
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
+from crisisline.background import start_soon
 from crisisline.db import db
 from crisisline.failsafe import answered_by_failsafe
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Offer, Transfer
@@ -166,14 +168,19 @@ def send_to_backup(transfer: Transfer, reason: str) -> bool:
 
 
 def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
-    """Stop every responder leg still ringing (or whispering) for this transfer."""
+    """Stop every responder leg still ringing (or whispering) for this transfer.
+
+    The offers end here; the legs are ended off the request thread (Twilio REST calls a slow
+    API must not add to anyone's wait). If this process dies first, a leg still answered
+    finds its offer over and is ended by its own webhook."""
     for offer in state.active_offers(transfer.id):
         if offer.id == keep:
             continue
         answered, call_sid = offer.state == "answered", offer.call_sid  # read before it changes
         if state.finish_offer(offer, "superseded"):
             db.session.commit()
-            dispatch.hang_up_call(call_sid, answered=answered)
+            if call_sid:
+                start_soon(f"hang_up:{call_sid}", partial(dispatch.hang_up_call, call_sid, answered=answered))
     db.session.commit()
 
 
