@@ -3,7 +3,8 @@
 ``fill`` is the one place that decides which waiting contact a free responder is offered. It
 runs on the events that change who is free or who waits (a contact joins the queue, a
 responder's call or conversation ends, they pass or miss an offer, they text ON) and, as
-safety nets, on every caller's hold turn and on the clock. Its cost is bounded by the number
+safety nets, on callers' hold turns (at most one a second per process) and on the clock.
+A process runs one pass at a time. Its cost is bounded by the number
 of responders and a fixed head of the queue, never by how many wait.
 
 Concurrency: each responder is claimed by one conditional UPDATE (voice) or one open offer
@@ -22,7 +23,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, or_, select
 
-from crisisline.background import within_budget
+from crisisline.background import start_soon, within_budget
 from crisisline.db import db
 from crisisline.events import responder_freed
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState
@@ -71,6 +72,7 @@ MAX_FILL_PASSES = 3
 # many seconds after any pass began: a hundred callers holding do not run a hundred identical
 # passes a second, and a lost event still costs at most this long plus a hold turn.
 SAFETY_NET_INTERVAL_SECONDS = 1.0
+FILL_KEY = "line_queue.fill"  # one pass at a time per process (``crisisline.background``)
 
 
 class _PassClock:
@@ -124,7 +126,7 @@ def fill_soon(document: RoutingDocument, *, safety_net: bool = False) -> int:
         return 0
     settings: Settings = current_app.extensions["crisisline.settings"]
     budget = settings.voice_deadline_seconds / 2
-    return within_budget("line_queue.fill", lambda: fill(document), budget) or 0
+    return within_budget(FILL_KEY, lambda: fill(document), budget) or 0
 
 
 def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
@@ -334,7 +336,11 @@ def anyone_can_take(document: RoutingDocument, language: str, need_key: str, tra
 
 @responder_freed.connect
 def _offer_to_the_freed(responder_id: str, **_: object) -> None:
-    """A responder became free: offer them (and anyone else free) the first eligible contact."""
+    """A responder became free: offer them (and anyone else free) the first eligible contact.
+
+    Started, not waited for: the request that freed them (a status callback, a counselor's
+    text) answers nothing that depends on it, and its reply is sent only after this returns."""
     active = active_routing()
     if active is not None:
-        fill_soon(active.document)
+        document = active.document
+        start_soon(FILL_KEY, lambda: fill(document))

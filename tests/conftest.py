@@ -203,7 +203,14 @@ def phone(app: Flask, live_server: str, fake: FakeTwilio) -> Phone:
     calls the app places answered through the fake Twilio. After each webhook it waits for the
     ringing the webhook started off its request path, so tests see its legs on a busy machine."""
     transport = SettledTransport(RequestsTransport(), app)
+    settle_after_callbacks(fake, app)
     return Phone(transport, live_server, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
+
+
+def settle_after_callbacks(fake: FakeTwilio, app: Flask) -> None:
+    """A call the test drives (``fake.advance_call``) returns once the work its callbacks
+    started off their request path is done (the next person rung after a no-answer, say)."""
+    fake.settle = lambda: app.extensions["crisisline.background"].wait_idle(timeout=30)
 
 
 class SettledTransport:
@@ -322,6 +329,7 @@ class TextingPhone:
 
 @pytest.fixture
 def texting(app: Flask, live_server: str, fake: FakeTwilio) -> TextingPhone:
+    settle_after_callbacks(fake, app)
     return TextingPhone(live_server, fake, app)
 
 

@@ -493,9 +493,13 @@ class FakeTwilio:
         self.faults: list[FaultRecord] = []
         self.webhook_log: list[WebhookLogEntry] = []
         self.generation = 0  # bumped by ``reset``: a request delayed across it does nothing
+        # Called after ``advance_call`` has sent its callbacks: a test sets it to wait for the
+        # work the app started off its request path (ringing the next person, say).
+        self.settle: Callable[[], object] | None = None
 
     def reset(self) -> None:
         """Forget all state (credentials, the ``ring_timeouts`` mode and the CPS stay)."""
+        self.settle = None
         self._timers.clear()
         with self._lock:
             self.generation += 1
@@ -985,7 +989,10 @@ class FakeTwilio:
         ``Url``, or its inline ``Twiml``. A REST participant leg joins its conference instead
         and returns None. Terminal calls and backward moves are ignored (returns None).
         """
-        return self._advance_call(call_sid, status, duration=duration, answered_by=answered_by)
+        twiml = self._advance_call(call_sid, status, duration=duration, answered_by=answered_by)
+        if self.settle is not None:
+            self.settle()
+        return twiml
 
     def _advance_call(
         self,
