@@ -18,14 +18,13 @@ import requests
 from flask import current_app
 from sqlalchemy import select
 from twilio.base.exceptions import TwilioRestException
-from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 import line_queue
 from crisisline.db import db
 from crisisline.models import Call, Offer, Transfer
 from crisisline.settings import Settings
-from crisisline.telephony import make_rest_client
+from crisisline.telephony import TwilioRest, make_rest_client
 from crisisline.urls import public_url
 from ivr import call_log
 from routing.document import Responder, RoutingDocument
@@ -37,14 +36,14 @@ INLINE_REST_TIMEOUT_SECONDS = 3.0
 LEG_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
-def rest_client() -> Client:
+def rest_client() -> TwilioRest:
     settings: Settings = current_app.extensions["crisisline.settings"]
-    client: Client | None = current_app.extensions.get("crisisline.rest")
-    if client is None:
+    rest: TwilioRest | None = current_app.extensions.get("crisisline.rest")
+    if rest is None:
         client = make_rest_client(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url)
         client.http_client.timeout = INLINE_REST_TIMEOUT_SECONDS
-        current_app.extensions["crisisline.rest"] = client
-    return client
+        rest = current_app.extensions.setdefault("crisisline.rest", TwilioRest(client))
+    return rest
 
 
 def line_number(transfer: Transfer) -> str:
