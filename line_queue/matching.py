@@ -28,7 +28,7 @@ from crisisline.db import db
 from crisisline.events import responder_freed
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState
 from crisisline.settings import Settings
-from line_queue.waiting import WaitingContact, head, now
+from line_queue.waiting import WaitingContact, Wanted, head, now
 from routing.document import Responder, RoutingDocument
 from routing.engine import decide_route
 from routing.schedule import on_call
@@ -135,17 +135,24 @@ def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
     The head is the first ``HEAD_LIMIT`` contacts who may be offered more. If responders are
     still free after it and the queue went on, the pass looks once more, ``DEEPER_HEAD_LIMIT``
     deep: a free counselor is never kept from a caller by 50 contacts none of whom they may take
-    (other languages, each passed by them a minute ago). That second read only happens when it
-    can help, so a webhook's cost still does not grow with the queue in the common case."""
+    (other languages, each passed by them a minute ago). If they are still free, a last look
+    reads only the languages and needs they could take, however deep in the queue. These reads
+    only happen when they can help, so a webhook's cost does not grow with the queue in the
+    common case."""
     moment = now()
     pools = free_responders(document, moment)
     made = attempted = 0
     seen: set[tuple[str, int]] = set()
-    for limit in (HEAD_LIMIT, DEEPER_HEAD_LIMIT):
+    for limit, only_takeable in ((HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, True)):
         channels = tuple(channel for channel, pool in pools.items() if pool)
         if not channels:
             break
-        entries, more = _head_of(document, limit, channels)
+        # The last look reads only contacts of a language and need someone free could take: a
+        # long queue of others (another language, a need only busy responders take) never
+        # starves a caller behind it. Contacts they passed a moment ago still count in the
+        # first two looks; after the cooldown they are offered again, in order.
+        wanted = takeable(document, pools, moment) if only_takeable else None
+        entries, more = _head_of(document, limit, channels, wanted)
         fresh = [entry for entry in entries if (entry.channel, entry.id) not in seen]
         seen.update((entry.channel, entry.id) for entry in fresh)
         offered, tried = _offer_to(document, fresh, pools, moment)
@@ -155,13 +162,29 @@ def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
     return made, attempted
 
 
-def _head_of(document: RoutingDocument, limit: int, channels: tuple[str, ...]) -> tuple[list[WaitingContact], bool]:
+def takeable(document: RoutingDocument, pools: dict[str, dict[str, Responder]], moment: datetime) -> Wanted:
+    """Per channel, the (language, need) pairs the routing would give one of its free responders."""
+    wanted: Wanted = {}
+    for channel, pool in pools.items():
+        busy = {responder.id for responder in document.responders if responder.id not in pool}
+        wanted[channel] = {
+            (language.code, need.key)
+            for language in document.languages
+            for need in document.needs
+            if pool and decide_route(document, language.code, need, moment, unavailable=busy).responders
+        }
+    return wanted
+
+
+def _head_of(
+    document: RoutingDocument, limit: int, channels: tuple[str, ...], wanted: Wanted | None = None
+) -> tuple[list[WaitingContact], bool]:
     """The head to offer from, and whether the queue goes on beyond it."""
     if document.queue.channels == "shared":
-        entries = head(document, limit, channels, offerable=True)
+        entries = head(document, limit, channels, offerable=True, wanted=wanted)
         return entries, len(entries) >= limit
     # Two lines: texters waiting never hide a caller from a responder free for calls.
-    heads = [head(document, limit, (channel,), offerable=True) for channel in channels]
+    heads = [head(document, limit, (channel,), offerable=True, wanted=wanted) for channel in channels]
     entries = sorted((entry for part in heads for entry in part), key=lambda entry: entry.order)
     return entries, any(len(part) >= limit for part in heads)
 

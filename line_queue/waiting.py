@@ -54,16 +54,23 @@ class WaitingContact:
         return (-self.priority, self.since, 0 if self.channel == "voice" else 1, self.id)
 
 
+# Per channel, the (language, need) pairs a reader of the queue wants; None: every contact.
+Wanted = dict[str, set[tuple[str, str]]]
+
+
 def head(
     document: RoutingDocument, limit: int = 50, channels: tuple[str, ...] = ("voice", "text"),
-    *, offerable: bool = False,
+    *, offerable: bool = False, wanted: Wanted | None = None,
 ) -> list[WaitingContact]:  # fmt: skip
     """The first ``limit`` waiting contacts in queue order (both channels merged).
 
     ``offerable``: only those who may be offered more now (a texter without an open offer, a
     caller ringing fewer phones than their need allows), so that contacts who cannot take
-    another offer never hide the ones behind them from a free responder."""
+    another offer never hide the ones behind them from a free responder. ``wanted``: only
+    contacts of these (language, need) pairs (texters not yet sorted always)."""
     entries: list[WaitingContact] = []
+    if wanted is not None:
+        channels = tuple(channel for channel in channels if wanted.get(channel))
     if "voice" in channels:
         ringing = (
             select(func.count(Offer.id))
@@ -75,6 +82,10 @@ def head(
             parallel = [n.key for n in document.needs if document.transfer.strategy_for(n) == "parallel"]
             room = case((Transfer.need.in_(parallel), document.transfer.parallel_max), else_=1) if parallel else 1
             voice_waiting.append(ringing < room)
+        if wanted is not None:
+            voice_waiting.append(
+                or_(*(and_(Transfer.language == language, Transfer.need == need) for language, need in wanted["voice"]))
+            )
         rows = db.session.execute(
             select(Transfer.id, Transfer.mode, Transfer.language, Transfer.need, Transfer.priority,
                    Transfer.queued_since, ringing)
@@ -87,10 +98,19 @@ def head(
             for id_, mode, language, need, priority, since, active in rows
         ]
     if "text" in channels:
+        text_waiting: list[Any] = [Conversation.state.in_(("queued",) if offerable else TEXT_WAITING_STATES)]
+        if wanted is not None:
+            text_waiting.append(
+                or_(
+                    Conversation.language.is_(None), Conversation.need.is_(None),
+                    *(and_(Conversation.language == language, Conversation.need == need)
+                      for language, need in wanted["text"]),
+                )
+            )  # fmt: skip
         rows = db.session.execute(
             select(Conversation.id, Conversation.language, Conversation.need, Conversation.priority,
                    Conversation.queued_at, Conversation.state)
-            .where(Conversation.state.in_(("queued",) if offerable else TEXT_WAITING_STATES))
+            .where(*text_waiting)
             .order_by(Conversation.priority.desc(), Conversation.queued_at, Conversation.id)
             .limit(limit)
         ).all()  # fmt: skip

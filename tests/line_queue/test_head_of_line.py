@@ -13,14 +13,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import time_machine
 from flask import Flask
+from sqlalchemy import select
 
 from crisisline.db import db
-from crisisline.models import Conversation, ConversationOffer, Texter
-from line_queue.matching import HEAD_LIMIT
+from crisisline.models import Call, Conversation, ConversationOffer, Offer, Texter, Transfer
+from line_queue.matching import DEEPER_HEAD_LIMIT, HEAD_LIMIT
 from line_queue.waiting import now
 from tests.rota import ANA, legs
 from twilio_fake.phone import Keys, Phone
@@ -30,10 +32,10 @@ MENTAL_HEALTH = [Keys("1"), Keys("3")]  # Ana is on for it on Wednesday morning
 
 
 def texters_waiting(app: Flask, count: int, state: str, passed_by: str | None = None) -> None:
-    """``count`` texters queued a few minutes ago (ahead of any caller now), in ``state``;
-    each passed a moment ago by the responder ``passed_by`` if given."""
+    """``count`` texters queued a second apart, the last of them a minute ago (ahead of any
+    caller now), in ``state``; each passed a moment ago by the responder ``passed_by`` if given."""
     with app.app_context():
-        since = now() - timedelta(minutes=5)
+        since = now() - timedelta(minutes=1, seconds=count)
         for index in range(count):
             texter = Texter(number_hash=hashlib.sha256(f"head-of-line-{index}".encode()).hexdigest())
             db.session.add(texter)
@@ -92,4 +94,43 @@ def test_a_free_counselor_is_rung_for_a_caller_behind_fifty_texters_she_just_pas
     call = phone.call(MENTAL_HEALTH, identity=phone.identity("+13125550203"), max_hold_turns=2)
 
     assert [leg.to for leg in legs(fake)] == [ANA], "the pass must look past a head Ana cannot take"
+    assert call.dials == []
+
+
+def callers_waiting(app: Flask, count: int, need: str) -> None:
+    """``count`` callers holding for ``need`` since a few minutes ago, nobody ringing for them."""
+    with app.app_context():
+        since = now() - timedelta(minutes=5)
+        for index in range(count):
+            db.session.add(call := Call(call_sid=f"CA{index:032x}", language="en", need=need))
+            db.session.flush()
+            db.session.add(
+                Transfer(call_id=call.id, caller_call_sid=call.call_sid, language="en", need=need, state="waiting",
+                         priority=0, started_at=since, queued_since=since + timedelta(milliseconds=index),
+                         last_hold_at=now())
+            )  # fmt: skip
+        db.session.commit()
+
+
+def test_a_caller_behind_more_callers_than_a_pass_reads_is_rung_by_the_one_free_for_them(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    wednesday_morning: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    # A busy spell: more callers wait for substance use than a pass reads (the head and the
+    # deeper look), and nobody free takes it; Ana, free, takes only mental health now. The
+    # mental-health caller behind them must be rung, not starve until the queue ahead drains.
+    def ana_only_mental_health(document: dict[str, Any]) -> None:
+        for counselor in document["counselors"]:
+            if counselor["id"] == "ana-ruiz":
+                counselor["skills"] = ["mental_health"]
+
+    publish_routing(ana_only_mental_health)
+    callers_waiting(app, HEAD_LIMIT + DEEPER_HEAD_LIMIT + 10, "substance_use")
+
+    call = phone.call(MENTAL_HEALTH, identity=phone.identity("+13125550204"), max_hold_turns=0)
+
+    assert [leg.to for leg in legs(fake)] == [ANA], "Ana is free and the caller is one she takes"
+    with app.app_context():
+        (offer,) = db.session.scalars(select(Offer)).all()
+        assert db.session.get(Transfer, offer.transfer_id).need == "mental_health"  # type: ignore[union-attr]
     assert call.dials == []
