@@ -140,7 +140,8 @@ def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
     only happen when they can help, so a webhook's cost does not grow with the queue in the
     common case."""
     moment = now()
-    pools = free_responders(document, moment)
+    rotation: dict[str, datetime] = {}
+    pools = free_responders(document, moment, rotation)
     made = attempted = 0
     seen: set[tuple[str, int]] = set()
     for limit, only_takeable in ((HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, True)):
@@ -149,13 +150,13 @@ def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
             break
         # The last look reads only contacts of a language and need someone free could take: a
         # long queue of others (another language, a need only busy responders take) never
-        # starves a caller behind it. Contacts they passed a moment ago still count in the
-        # first two looks; after the cooldown they are offered again, in order.
+        # starves a caller behind it. Contacts they passed a moment ago can still fill a look
+        # until their cooldown ends; then they are offered again, in order.
         wanted = takeable(document, pools, moment) if only_takeable else None
         entries, more = _head_of(document, limit, channels, wanted)
         fresh = [entry for entry in entries if (entry.channel, entry.id) not in seen]
         seen.update((entry.channel, entry.id) for entry in fresh)
-        offered, tried = _offer_to(document, fresh, pools, moment)
+        offered, tried = _offer_to(document, fresh, pools, moment, rotation)
         made, attempted = made + offered, attempted + tried
         if not more:
             break  # the whole queue was seen
@@ -191,13 +192,13 @@ def _head_of(
 
 def _offer_to(
     document: RoutingDocument, entries: list[WaitingContact], pools: dict[str, dict[str, Responder]],
-    moment: datetime,
+    moment: datetime, rotation: dict[str, datetime],
 ) -> tuple[int, int]:  # fmt: skip
-    """Offer each entry, in order, the free responders it may have; the pools shrink as it goes."""
+    """Offer each entry, in order, the free responders it may have; the pools shrink as it goes.
+    ``rotation``: when each free responder was last offered anything (least recent first)."""
     if not entries:
         return 0, 0
     excluded = recently_offered(entries, moment, document.queue.reoffer_after_seconds)
-    rotation = last_offered()
     shared = document.queue.channels == "shared"
     made = attempted = 0
     for entry in entries:
@@ -221,10 +222,13 @@ def _offer_to(
     return made, attempted
 
 
-def free_responders(document: RoutingDocument, moment: datetime) -> dict[str, dict[str, Responder]]:
+def free_responders(
+    document: RoutingDocument, moment: datetime, rotation: dict[str, datetime] | None = None
+) -> dict[str, dict[str, Responder]]:
     """Who could be offered a contact now, per channel: on shift, not paused, not ringing or on
     a call. Texts also need a counselor under their conversation limit without an open text
-    offer; with shared channels, an open text offer keeps them from being rung too."""
+    offer; with shared channels, an open text offer keeps them from being rung too. Fills
+    ``rotation`` with when each one on shift was last offered anything (read in the same go)."""
     present = on_call(document, moment)
     if not present:
         return {"voice": {}, "text": {}}
@@ -233,6 +237,8 @@ def free_responders(document: RoutingDocument, moment: datetime) -> dict[str, di
         state.responder_id: state
         for state in db.session.scalars(select(ResponderState).where(ResponderState.responder_id.in_(ids)))
     }
+    if rotation is not None:
+        rotation.update({rid: state.last_offered_at for rid, state in states.items() if state.last_offered_at})
     holding_text_offer = set(
         db.session.scalars(
             select(ConversationOffer.responder_id).where(
@@ -325,16 +331,6 @@ def recently_offered(
 
 def _unreachable(outcome: Any) -> Any:
     return or_(outcome.in_(UNREACHABLE_OUTCOMES), outcome.like("rest_error%"))
-
-
-def last_offered() -> dict[str, datetime]:
-    """When each responder was last offered anything: the least recently offered goes first."""
-    rows = db.session.execute(
-        select(ResponderState.responder_id, ResponderState.last_offered_at).where(
-            ResponderState.last_offered_at.is_not(None)
-        )
-    )
-    return {responder_id: offered for responder_id, offered in rows if offered is not None}
 
 
 def anyone_can_take(document: RoutingDocument, language: str, need_key: str, transfer_id: int | None = None) -> bool:
