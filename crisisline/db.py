@@ -79,14 +79,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def insert_once(model: Any, values: dict[str, Any]) -> bool:
-    """Insert the row unless a unique constraint says it exists already; True if inserted.
+    """Insert the row unless a unique constraint says it exists already; True if inserted."""
+    return inserted_id(model, values) is not None
+
+
+def inserted_id(model: Any, values: dict[str, Any]) -> Any | None:
+    """``insert_once``, returning the new row's primary key (None if the row existed).
 
     Uses RETURNING rather than ``rowcount``, which PostgreSQL drivers report as -1 for
-    ORM-enabled inserts.
+    ORM-enabled inserts; it also saves reading the new row's id back.
     """
     primary_key = list(model.__table__.primary_key.columns)
     statement = insert_ignoring_duplicates(model, values).returning(*primary_key)
-    return db.session.execute(statement).first() is not None
+    row = db.session.execute(statement).first()
+    return row[0] if row is not None else None
 
 
 def insert_ignoring_duplicates(model: Any, values: dict[str, Any]) -> Any:

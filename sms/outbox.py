@@ -11,10 +11,10 @@ import logging
 
 import requests
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import update
 from twilio.base.exceptions import TwilioRestException
 
-from crisisline.db import db, insert_once
+from crisisline.db import db, inserted_id
 from crisisline.models import Conversation, Message, Texter, utcnow
 from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count, split_for_sms
@@ -58,7 +58,7 @@ def send_text(
     sent_any = False
     for index, part in enumerate(split_for_sms(body)):
         part_key = key if index == 0 else f"{key}:{index}"
-        claimed = insert_once(
+        message_id = inserted_id(
             Message,
             {
                 "conversation_id": conversation_id,
@@ -73,9 +73,8 @@ def send_text(
             },
         )
         db.session.commit()
-        if not claimed:
+        if message_id is None:
             continue  # sent (or being sent) already for this key
-        message_id = db.session.scalar(select(Message.id).where(Message.idempotency_key == part_key))
         try:
             created = rest_client().messages.create(
                 to=to_number, from_=from_number, body=part,
