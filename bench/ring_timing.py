@@ -143,6 +143,24 @@ class Fake:
         return False
 
 
+def fresh_measured_counselors(database_url: str) -> None:
+    """Before each measured phase: the measured counselors have missed nothing in a row.
+
+    Every round ends its first leg with a no-answer, and the rotation gives every miss to two of
+    the four; over the warm-up, idle and loaded phases (63 rounds) they would reach the
+    routing's ``pause_after_missed`` (at most 20) and be paused, as the line should pause
+    them, leaving a round with nobody to ring next."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE responder_states SET missed_in_a_row = 0, paused = false, paused_reason = NULL "
+                     "WHERE responder_id LIKE 'bench-mh-%'")
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+
+
 def to_menus(connection: load.Connection, caller: load.Caller) -> str | None:
     """The call comes in and chooses English: the path of the need menu's answer."""
     path = "/voice/incoming"
@@ -308,6 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             probe = load.Connection(line_url, line_url)
             measure_rings(probe, fake, 3)  # warms the measured path; not counted
             print("  idle…", flush=True)
+            fresh_measured_counselors(database_url)
             report["idle"] = {k: summary(v) for k, v in measure_rings(probe, fake, args.callers).items()}
             print(f"  {report['idle']}", flush=True)
 
@@ -338,6 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             thread.start()
             time.sleep(2.0)  # the load's queue builds up first
             print("  under load…", flush=True)
+            fresh_measured_counselors(database_url)
             report["under_load"] = {k: summary(v) for k, v in measure_rings(probe, fake, args.callers).items()}
             print(f"  {report['under_load']}", flush=True)
             stop.set()
