@@ -83,6 +83,10 @@ class _PassClock:
         self.lock = threading.Lock()
         self.began: datetime | None = None
 
+    def mark(self) -> None:
+        with self.lock:
+            self.began = now()
+
     def begin_unless_recent(self, interval: float) -> bool:
         with self.lock:
             moment = now()
@@ -105,7 +109,7 @@ def fill(document: RoutingDocument) -> int:
     order. Idempotent and safe to run concurrently. Returns how many offers were made."""
     if document.mode == "system_down":
         return 0
-    _pass_clock().begin_unless_recent(0.0)
+    _pass_clock().mark()
     made = 0
     for _ in range(MAX_FILL_PASSES):
         offered, attempted = _fill_pass(document)
