@@ -17,6 +17,7 @@ import time_machine
 from flask import Flask
 
 from line_queue import matching
+from routing.document import RoutingDocument
 from routing.store import active_routing
 from tests.conftest import WEDNESDAY_EVENING
 
@@ -41,46 +42,45 @@ def frozen_evening() -> Iterator[time_machine.Coordinates]:
         yield traveller
 
 
-def test_a_hold_turn_within_a_second_of_a_pass_runs_none(
-    app: Flask, passes: list[int], frozen_evening: time_machine.Coordinates
-) -> None:
+@pytest.fixture
+def document(app: Flask, frozen_evening: time_machine.Coordinates) -> Iterator[RoutingDocument]:
+    """The published routing, inside the app's context for the whole test."""
     with app.app_context():
-        document = active_routing().document  # type: ignore[union-attr]
-        matching.fill_soon(document)  # an event: a caller joined the queue
-        assert len(passes) == 1
-        frozen_evening.shift(timedelta(milliseconds=900))
-        assert matching.fill_soon(document, safety_net=True) == 0
-        assert len(passes) == 1
+        active = active_routing()
+        assert active is not None
+        yield active.document
+
+
+def test_a_hold_turn_within_a_second_of_a_pass_runs_none(
+    document: RoutingDocument, passes: list[int], frozen_evening: time_machine.Coordinates
+) -> None:
+    matching.fill_soon(document)  # an event: a caller joined the queue
+    assert len(passes) == 1
+    frozen_evening.shift(timedelta(milliseconds=900))
+    assert matching.fill_soon(document, safety_net=True) == 0
+    assert len(passes) == 1
 
 
 def test_the_safety_net_runs_again_once_the_interval_is_over(
-    app: Flask, passes: list[int], frozen_evening: time_machine.Coordinates
+    document: RoutingDocument, passes: list[int], frozen_evening: time_machine.Coordinates
 ) -> None:
-    with app.app_context():
-        document = active_routing().document  # type: ignore[union-attr]
-        matching.fill_soon(document, safety_net=True)
-        frozen_evening.shift(timedelta(seconds=matching.SAFETY_NET_INTERVAL_SECONDS))
-        matching.fill_soon(document, safety_net=True)
-        assert len(passes) == 2
+    matching.fill_soon(document, safety_net=True)
+    frozen_evening.shift(timedelta(seconds=matching.SAFETY_NET_INTERVAL_SECONDS))
+    matching.fill_soon(document, safety_net=True)
+    assert len(passes) == 2
 
 
-def test_an_event_runs_its_pass_however_recent_the_last(
-    app: Flask, passes: list[int], frozen_evening: time_machine.Coordinates
-) -> None:
-    with app.app_context():
-        document = active_routing().document  # type: ignore[union-attr]
-        matching.fill_soon(document, safety_net=True)
-        matching.fill_soon(document)  # e.g. a responder's call ended this very moment
-        matching.fill_soon(document)
-        assert len(passes) == 3
+def test_an_event_runs_its_pass_however_recent_the_last(document: RoutingDocument, passes: list[int]) -> None:
+    matching.fill_soon(document, safety_net=True)
+    matching.fill_soon(document)  # e.g. a responder's call ended this very moment
+    matching.fill_soon(document)
+    assert len(passes) == 3
 
 
 def test_a_clock_set_back_does_not_silence_the_safety_net(
-    app: Flask, passes: list[int], frozen_evening: time_machine.Coordinates
+    document: RoutingDocument, passes: list[int], frozen_evening: time_machine.Coordinates
 ) -> None:
-    with app.app_context():
-        document = active_routing().document  # type: ignore[union-attr]
-        matching.fill_soon(document)
-        frozen_evening.shift(timedelta(minutes=-5))  # NTP stepped the clock back
-        matching.fill_soon(document, safety_net=True)
-        assert len(passes) == 2
+    matching.fill_soon(document)
+    frozen_evening.shift(timedelta(minutes=-5))  # NTP stepped the clock back
+    matching.fill_soon(document, safety_net=True)
+    assert len(passes) == 2
