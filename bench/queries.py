@@ -6,7 +6,10 @@ text and answers the need menu with few and with many conversations already wait
 app in-process (Flask's test client, signed requests) on a fresh PostgreSQL database, with the
 fake Twilio REST API on a local port. Counts do not depend on machine load, unlike timings.
 
-    .venv/bin/python -m bench.queries [--waiting 10,200]
+    .venv/bin/python -m bench.queries [--waiting 10,200] [--show need_answer]
+
+``--show`` also prints each statement of the requests whose name starts with it, in order: the
+way to see which reads repeat (a row read again after a commit expired it, say).
 """
 
 from __future__ import annotations
@@ -72,7 +75,12 @@ def summarise(statements: list[str]) -> dict[str, Any]:
         if head == "UPDATE":
             match = UPDATE_TABLE.match(statement)
             updates[match.group(1) if match else "?"] += 1
-    return {"total": len(statements), "by_verb": dict(verbs), "updates_by_table": dict(updates)}
+    return {
+        "total": len(statements),
+        "by_verb": dict(verbs),
+        "updates_by_table": dict(updates),
+        "statements": [" ".join(statement.split()) for statement in statements],
+    }
 
 
 def post(client: FlaskClient, public: str, path: str, params: dict[str, str], *, voice: bool = True) -> str:
@@ -165,6 +173,7 @@ def run(waiting_levels: list[int]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--waiting", default="10,200", help="texters already waiting, comma-separated")
+    parser.add_argument("--show", default="", help="also print the statements of this request (e.g. need_answer)")
     args = parser.parse_args(argv)
     random.seed(7)
     report = run([int(level) for level in args.waiting.split(",")])
@@ -179,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {row['total']} | {verbs.get('SELECT', 0)} | {verbs.get('INSERT', 0)} | "
             f"{verbs.get('UPDATE', 0)} | {row['updates_by_table']} |"
         )
+    for name, row in rows:
+        if args.show and name.startswith(args.show):
+            print(f"\n{name}:")
+            print("\n".join(f"{n:3} {statement[:240]}" for n, statement in enumerate(row["statements"], 1)))
     return 0
 
 
