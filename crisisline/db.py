@@ -78,6 +78,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def commit_keeping_loaded() -> None:
+    """Commit without expiring the rows this session has loaded.
+
+    For a commit of rows nobody here reads back (a text's claim, a new transfer just read
+    through RETURNING): without it every row the request holds is read again on its next
+    use, a SELECT each (measured: a fifth of an inbound text's time). What the session holds
+    stays as it was read, so a value read before a Twilio request is as old as that request:
+    code that decides on state another process may change (a conversation's state, a
+    transfer's) refreshes it first (``db.session.refresh``), and state changes that race are
+    conditional UPDATEs, which never rely on a value held here.
+    """
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+
+
 def insert_once(model: Any, values: dict[str, Any]) -> bool:
     """Insert the row unless a unique constraint says it exists already; True if inserted."""
     return inserted_id(model, values) is not None
