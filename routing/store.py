@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import current_app, has_request_context, request
 from sqlalchemy import select, text
 
 from crisisline.db import db
@@ -85,6 +85,8 @@ def publish(
     )
     db.session.add(version)
     db.session.commit()
+    if has_request_context():
+        request.environ.pop(_REQUEST_KEY, None)  # this request now sees the new version
     return version
 
 
@@ -99,8 +101,24 @@ def source_of(version: RoutingVersion) -> str:
     return _vault().open(version.sealed_source, context=SEAL_CONTEXT)
 
 
+# Where a request keeps the routing it read: one version per request, read once (a status
+# callback asked three times). Per request, not per app context: a worker's context lives long.
+_REQUEST_KEY = "crisisline.active_routing"
+
+
 def active_routing() -> ActiveRouting | None:
-    """The active document, or None if nothing was ever published. One cheap query per call."""
+    """The active document, or None if nothing was ever published. One cheap query per
+    request (a request sees one version throughout, even if another is published meanwhile)."""
+    if has_request_context() and _REQUEST_KEY in request.environ:
+        kept: ActiveRouting | None = request.environ[_REQUEST_KEY]
+        return kept
+    active = _read_active_routing()
+    if has_request_context():
+        request.environ[_REQUEST_KEY] = active
+    return active
+
+
+def _read_active_routing() -> ActiveRouting | None:
     newest = db.session.execute(
         select(RoutingVersion.id, RoutingVersion.digest).order_by(RoutingVersion.id.desc()).limit(1)
     ).first()
