@@ -8,7 +8,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select, update
 
-from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates
 from crisisline.models import BlockedNumber, Call, CallEvent
 from crisisline.phone import caller_number
 from crisisline.privacy import Vault
@@ -51,9 +51,9 @@ def open_call(
     if number:
         values["caller_hash"] = phone_hash(number)
         values["sealed_caller"] = _vault().seal(number, context=PHONE_CONTEXT)
-    db.session.execute(insert_ignoring_duplicates(Call, values))
-    call = db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
-    db.session.commit()
+    created = db.session.scalars(insert_ignoring_duplicates(Call, values).returning(Call)).first()
+    call = created or db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
+    commit_keeping_loaded()  # the new row is what was just written: no need to read it again
     return call
 
 

@@ -277,8 +277,7 @@ def _route(
         return to_backup(call, document, language, key, attempt=1)
     # Nobody on call but a callback is possible: begin the search anyway; the hold step
     # finds nobody to ring and offers the callback key for a few seconds before the backup line.
-    call.route = decision.target
-    db.session.commit()
+    call.route = decision.target  # committed with the new transfer, by ``flow.begin``
     transfer = flow.begin(call, document, language.code, need.key, language_matched=decision.language_matched)
     step = flow.hold_step(transfer, document, tick=1)
     if step.kind == "backup":

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, or_, select
+from sqlalchemy import CompoundSelect, String, literal, or_, select, union_all
 
 from crisisline.background import start_soon, within_budget
 from crisisline.db import db
@@ -119,6 +120,12 @@ def fill(document: RoutingDocument) -> int:
     return made
 
 
+def safety_net_due() -> bool:
+    """Whether a safety-net pass runs now: no pass began in this process in the last
+    ``SAFETY_NET_INTERVAL_SECONDS``. If so, this one counts as begun."""
+    return _pass_clock().begin_unless_recent(SAFETY_NET_INTERVAL_SECONDS)
+
+
 def fill_soon(document: RoutingDocument, *, safety_net: bool = False) -> int:
     """``fill``, but on a webhook the offers (Twilio REST calls) run off the request thread and
     the request waits for them at most half the voice deadline: a slow Twilio API never adds to
@@ -126,7 +133,7 @@ def fill_soon(document: RoutingDocument, *, safety_net: bool = False) -> int:
 
     ``safety_net`` (a hold turn): skipped when this process began a pass less than
     ``SAFETY_NET_INTERVAL_SECONDS`` ago; that pass saw the queue as this one would."""
-    if safety_net and not _pass_clock().begin_unless_recent(SAFETY_NET_INTERVAL_SECONDS):
+    if safety_net and not safety_net_due():
         return 0
     settings: Settings = current_app.extensions["crisisline.settings"]
     budget = settings.voice_deadline_seconds / 2
@@ -243,20 +250,19 @@ def free_responders(
     }
     if rotation is not None:
         rotation.update({rid: state.last_offered_at for rid, state in states.items() if state.last_offered_at})
-    holding_text_offer = set(
-        db.session.scalars(
-            select(ConversationOffer.responder_id).where(
-                ConversationOffer.state == "open", ConversationOffer.responder_id.in_(ids)
-            )
-        )
+    # Their texts, in one statement: an open text offer each, and a row per conversation they
+    # are in (a few per counselor at most).
+    texts_of_theirs: CompoundSelect[Any] = union_all(
+        select(ConversationOffer.responder_id, literal("offer", String)).where(
+            ConversationOffer.state == "open", ConversationOffer.responder_id.in_(ids)
+        ),
+        select(Conversation.counselor_id, literal("active", String)).where(
+            Conversation.state == "active", Conversation.counselor_id.in_(ids)
+        ),
     )
-    loads = dict(
-        db.session.execute(
-            select(Conversation.counselor_id, func.count(Conversation.id))
-            .where(Conversation.state == "active", Conversation.counselor_id.in_(ids))
-            .group_by(Conversation.counselor_id)
-        ).all()
-    )
+    texts = [(str(responder_id), str(kind)) for responder_id, kind in db.session.execute(texts_of_theirs)]
+    holding_text_offer = {responder_id for responder_id, kind in texts if kind == "offer"}
+    loads = Counter(responder_id for responder_id, kind in texts if kind == "active")
     shared = document.queue.channels == "shared"
     voice: dict[str, Responder] = {}
     text: dict[str, Responder] = {}

@@ -46,15 +46,16 @@ def ensure_responder_state(responder_id: str) -> None:
 
 def claim_responder(responder_id: str, offer_id: int) -> bool:
     """Engage a responder for one offer, unless they are engaged or paused already."""
-    ensure_responder_state(responder_id)
-    return _change(
-        [
-            ResponderState.responder_id == responder_id,
-            ResponderState.engaged_offer_id.is_(None),
-            ResponderState.paused.is_(False),
-        ],
-        {"engaged_offer_id": offer_id, "last_offered_at": _now(), "updated_at": _now()},
-    )
+    where = [
+        ResponderState.responder_id == responder_id,
+        ResponderState.engaged_offer_id.is_(None),
+        ResponderState.paused.is_(False),
+    ]
+    values = {"engaged_offer_id": offer_id, "last_offered_at": _now(), "updated_at": _now()}
+    if _change(where, values):
+        return True  # the usual case: their row exists, one statement
+    ensure_responder_state(responder_id)  # never rung before, or engaged or paused: try once more
+    return _change(where, values)
 
 
 def release_responder(responder_id: str, offer_id: int) -> None:

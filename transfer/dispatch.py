@@ -73,11 +73,16 @@ def advance(transfer_id: int, document: RoutingDocument, *, safety_net: bool = F
     holding, never silent, and the ringing carries on. ``safety_net``: a later hold turn,
     whose pass a process runs at most once a second (``line_queue.fill_soon``).
     """
-    rung = line_queue.fill_soon(document, safety_net=safety_net)
+    passed = not safety_net or line_queue.safety_net_due()
+    rung = line_queue.fill_soon(document) if passed else 0
     transfer = db.session.get(Transfer, transfer_id)
     if transfer is None:
         return DispatchResult(rung, 0, False)
-    db.session.refresh(transfer)
+    if passed:
+        # The session's own copy is refreshed: callers holding it read the state after the
+        # pass (someone may have accepted meanwhile). A hold turn whose safety-net pass did
+        # not run holds the copy read at the start of this request: no second read.
+        db.session.refresh(transfer)
     if transfer.state != "waiting":
         return DispatchResult(rung, 0, False)
     ringing = len(state.active_offers(transfer_id))
@@ -99,13 +104,14 @@ def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], documen
     db.session.commit()
     rung = 0
     try:
-        transfer = db.session.get(Transfer, transfer_id)
+        transfer = db.session.get(Transfer, transfer_id, populate_existing=True)  # as the lease left it
         if transfer is None:
             return 0
         allowed = line_queue.offers_allowed(document, "voice", transfer.need)
         ringing = sum(offer.purpose == "answer" for offer in state.active_offers(transfer_id))
-        for responder in responders[: max(0, allowed - ringing)]:
-            db.session.refresh(transfer)
+        for number, responder in enumerate(responders[: max(0, allowed - ringing)]):
+            if number:
+                db.session.refresh(transfer)
             if transfer.state != "waiting":
                 break  # someone accepted (or the caller left) while we were ringing
             rung += _ring(transfer, responder, document, purpose="answer")
@@ -143,16 +149,19 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         offer.state, offer.outcome = "ended", "engaged_elsewhere"
         db.session.commit()
         return 0
+    # Read before the commit expires the rows (reading them after costs a SELECT each).
+    offer_id, from_number = offer.id, line_number(transfer)
+    queued = QueuedLeg(transfer.call_id, transfer.id, transfer.round, responder.id, offer_id)
     db.session.commit()
     try:
         call = rest_client().calls.create(
             to=responder.phone,
-            from_=line_number(transfer),
-            url=public_url("transfer.whisper", offer=offer.id),
+            from_=from_number,
+            url=public_url("transfer.whisper", offer=offer_id),
             method="POST",
-            fallback_url=public_url("transfer.staff_fallback", offer=offer.id),
+            fallback_url=public_url("transfer.staff_fallback", offer=offer_id),
             fallback_method="POST",
-            status_callback=public_url("transfer.offer_status", offer=offer.id),
+            status_callback=public_url("transfer.offer_status", offer=offer_id),
             status_callback_event=LEG_EVENTS,
             status_callback_method="POST",
             timeout=document.transfer.ring_timeout_seconds,
@@ -173,11 +182,11 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         return 0
     placed = db.session.execute(
         db.update(Offer)
-        .where(Offer.id == offer.id, Offer.state == "placing")
+        .where(Offer.id == offer_id, Offer.state == "placing")
         .values(call_sid=call.sid, state="ringing")
         .execution_options(synchronize_session=False)
     )
-    _record_queue_time(transfer, offer, queue_time_ms(call))
+    _record_queue_time(queued, queue_time_ms(call))
     db.session.commit()
     if not placed.rowcount:  # type: ignore[attr-defined]
         # Superseded while Twilio was placing it (accepted by someone else, the caller left
@@ -196,13 +205,25 @@ def queue_time_ms(placed: object) -> int:
         return 0
 
 
-def _record_queue_time(transfer: Transfer, offer: Offer, queue_ms: int) -> None:
+@dataclass(frozen=True)
+class QueuedLeg:
+    """Whose leg a ``queue_time`` belongs to: plain values, read before the ring's commit."""
+
+    call_id: int
+    transfer_id: int
+    round: int
+    responder_id: str
+    offer_id: int
+
+
+def _record_queue_time(leg: QueuedLeg, queue_ms: int) -> None:
     """Twilio queued this leg: its phone rings ``queue_ms`` late. Logged on the caller's record
     (only when queued: no write otherwise)."""
-    call = db.session.get(Call, transfer.call_id) if queue_ms > 0 else None
+    call = db.session.get(Call, leg.call_id) if queue_ms > 0 else None
     if call is not None:
-        detail = {"transfer": transfer.id, "round": transfer.round, "responder": offer.responder_id}
-        call_log.record_event(call, "offer.queued", f"offer:{offer.id}:queued", {**detail, "queue_time_ms": queue_ms})
+        detail = {"transfer": leg.transfer_id, "round": leg.round, "responder": leg.responder_id}
+        key = f"offer:{leg.offer_id}:queued"
+        call_log.record_event(call, "offer.queued", key, {**detail, "queue_time_ms": queue_ms})
 
 
 def hang_up_call(call_sid: str | None, *, answered: bool) -> None:

@@ -15,7 +15,7 @@ from twilio.base.exceptions import TwilioRestException
 
 import line_queue
 from crisisline.background import start_soon
-from crisisline.db import db
+from crisisline.db import commit_keeping_loaded, db
 from crisisline.failsafe import answered_by_failsafe
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Offer, Transfer
 from ivr import call_log
@@ -52,7 +52,9 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
         language=language,
         language_matched=language_matched,
     )
-    db.session.commit()
+    # The menu's answer, the route and the new transfer in one commit; the call and the transfer
+    # (read back through RETURNING) stay loaded: nobody else has seen the transfer yet.
+    commit_keeping_loaded()
     if answered_by_failsafe(call.call_sid):
         # This request ran past its deadline and the caller is on the backup line already:
         # no search for them (checked after the commit, so either this or the fail-safe's own
@@ -103,9 +105,8 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
             return HoldStep("callback_or_backup", "nobody_available", reason="hold_limit")
         return backup_unless_accepted(transfer, "hold_limit")
     # The first step (the need answer, a callback's first turn) rings at once; later turns
-    # are the safety net for a lost event.
+    # are the safety net for a lost event. ``advance`` refreshes ``transfer`` if it could have changed.
     result = dispatch.advance(transfer.id, document, safety_net=tick > 1)
-    db.session.refresh(transfer)
     if transfer.state in ("connecting", "connected"):
         return HoldStep("join")
     if result.exhausted:

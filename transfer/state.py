@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
@@ -45,15 +45,20 @@ def start_transfer(
     """Begin (or return the already begun) search for a human for this caller.
 
     Idempotent: a duplicated need-menu request finds the open transfer; two concurrent ones
-    race on the unique (call, round) and one insert is ignored. With ``callback`` it is a
+    race on the unique (call, round) and one insert is ignored. The caller commits (with the
+    events it records about the new transfer: one commit for the lot). With ``callback`` it is a
     callback search: nobody is on the line, and it queues from the person's first wait.
     ``priority`` and ``queued_since`` are the person's place in the one queue (default: now).
     """
-    existing = open_transfer(call)
+    # Every round of this call, as the database has them now (a copy this session holds may
+    # predate an UPDATE that ended it): the open one if any, else the next round's number.
+    rounds = select(Transfer).where(Transfer.call_id == call.id).order_by(Transfer.round.desc())
+    earlier = list(db.session.scalars(rounds.execution_options(populate_existing=True)))
+    existing = next((transfer for transfer in earlier if transfer.state in OPEN_TRANSFER_STATES), None)
     if existing is not None:
         return existing
-    next_round = (db.session.scalar(select(func.max(Transfer.round)).where(Transfer.call_id == call.id)) or 0) + 1
-    db.session.execute(
+    next_round = (earlier[0].round if earlier else 0) + 1
+    created = db.session.scalars(
         insert_ignoring_duplicates(
             Transfer,
             {
@@ -71,13 +76,12 @@ def start_transfer(
                 "mode": "callback" if callback else "live",
                 "callback_id": callback.id if callback else None,
             },
-        )
-    )
-    transfer = db.session.scalars(
-        select(Transfer).where(Transfer.call_id == call.id, Transfer.round == next_round)
-    ).one()
-    db.session.commit()
-    return transfer
+        ).returning(Transfer)
+    ).first()
+    if created is not None:
+        return created
+    # A concurrent request inserted this round first: theirs is the caller's transfer.
+    return db.session.scalars(select(Transfer).where(Transfer.call_id == call.id, Transfer.round == next_round)).one()
 
 
 def _change(model: Any, where: list[Any], values: dict[str, Any]) -> bool:
