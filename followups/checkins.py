@@ -65,7 +65,7 @@ def ask_after_text(conversation: Conversation, document: RoutingDocument) -> boo
     conversation). True if the question went out now."""
     if not document.followups.checkins or not conversation.line_number:
         return False
-    texter = db.session.get(Texter, conversation.texter_id)
+    texter = db.session.get(Texter, conversation.texter_id, populate_existing=True)  # a STOP a moment ago counts
     if texter is None or texter.opted_out:
         return False
     created = insert_once(

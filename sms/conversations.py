@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 
 import line_queue
 from crisisline import events
-from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
 from line_queue.responders import ensure_responder_state
 from routing.document import Responder, RoutingDocument
@@ -37,19 +37,19 @@ def texter_number(texter: Texter) -> str:
 
 
 def find_or_create_texter(number: str, number_hash: str) -> Texter:
-    db.session.execute(
-        insert_ignoring_duplicates(
-            Texter,
-            {
-                "number_hash": number_hash,
-                "sealed_number": outbox.vault().seal(number, context="phone"),
-                "opted_out": False,
-                "created_at": now(),
-            },
-        )
-    )
-    texter = db.session.scalars(select(Texter).where(Texter.number_hash == number_hash)).one()
-    db.session.commit()
+    """The texter with this number (looked up by its keyed hash), created and committed once."""
+    known = select(Texter).where(Texter.number_hash == number_hash)
+    texter = db.session.scalars(known).first()
+    if texter is None:
+        values = {
+            "number_hash": number_hash,
+            "sealed_number": outbox.vault().seal(number, context="phone"),
+            "opted_out": False,
+            "created_at": now(),
+        }
+        created = db.session.scalars(insert_ignoring_duplicates(Texter, values).returning(Texter)).first()
+        texter = created or db.session.scalars(known).one()  # or a concurrent first text created them
+    commit_keeping_loaded()
     return texter
 
 
@@ -64,11 +64,14 @@ def open_conversation(texter: Texter) -> Conversation | None:
 def open_or_start_conversation(texter: Texter, line_number: str | None) -> Conversation:
     """The texter's open conversation, or a new one. Two processes handling two texts of one
     burst cannot open two: a unique index allows one open conversation per texter."""
-    existing = open_conversation(texter)
-    if existing is not None:
-        return existing
-    previous = db.session.scalar(select(func.max(Conversation.id)).where(Conversation.texter_id == texter.id))
-    db.session.execute(
+    return open_conversation(texter) or start_conversation(texter, line_number)
+
+
+def start_conversation(texter: Texter, line_number: str | None) -> Conversation:
+    """A new conversation for a texter who had none open a moment ago (or the one a concurrent
+    text of theirs opened meanwhile: the unique index lets one insert through)."""
+    previous = select(func.max(Conversation.id)).where(Conversation.texter_id == texter.id).scalar_subquery()
+    created = db.session.scalars(
         insert_ignoring_duplicates(
             Conversation,
             {
@@ -81,10 +84,10 @@ def open_or_start_conversation(texter: Texter, line_number: str | None) -> Conve
                 "priority": 0,
                 "menu_attempts": 0,
             },
-        )
-    )
-    db.session.commit()
-    conversation = open_conversation(texter)
+        ).returning(Conversation)
+    ).first()
+    commit_keeping_loaded()
+    conversation = created or open_conversation(texter)  # or the one a concurrent text opened
     assert conversation is not None
     return conversation
 
@@ -133,8 +136,9 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
         .where(Conversation.id == conversation.id, Conversation.state.in_(("language", "need")))
         .values(state="queued", queued_at=now())
     ).rowcount  # type: ignore[attr-defined]
-    db.session.commit()
+    commit_keeping_loaded()  # the conversation is refreshed below, after the queue's pass
     if not moved:
+        db.session.refresh(conversation)
         return
     line_queue.fill_soon(document)
     db.session.refresh(conversation)

@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import update
 from twilio.base.exceptions import TwilioRestException
 
-from crisisline.db import db, inserted_id
+from crisisline.db import commit_keeping_loaded, db, inserted_id
 from crisisline.models import Conversation, Message, Texter, utcnow
 from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count, split_for_sms
@@ -72,7 +72,7 @@ def send_text(
                 "status_rank": 0,
             },
         )
-        db.session.commit()
+        commit_keeping_loaded()  # the claim, before the request: the sender's rows stay loaded
         if message_id is None:
             continue  # sent (or being sent) already for this key
         try:
@@ -96,7 +96,7 @@ def send_text(
             log.error("text %s: Twilio unreachable (%s); left for review", message_id, type(error).__name__)
             return sent_any
         _set(message_id, message_sid=created.sid, status="queued", status_rank=1)
-        db.session.commit()
+        commit_keeping_loaded()
         sent_any = True
     return sent_any
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from blinker import Namespace
-from sqlalchemy import update
+from sqlalchemy import case, update
 
 from crisisline import events
-from crisisline.db import db
+from crisisline.db import commit_keeping_loaded, db
 from crisisline.models import Conversation, Message, Texter
 from ivr.menu import MenuInput, choose_need
 from routing.document import RoutingDocument
@@ -54,21 +54,22 @@ def handle_texter_message(
         return
     if texter.opted_out:
         return  # Twilio would refuse any reply (21610); the message is kept, nothing is sent
-    if keyword not in HELP_WORDS and convo.open_conversation(texter) is None:
+    current = convo.open_conversation(texter)
+    if keyword not in HELP_WORDS and current is None:
         answered = text_between_conversations.send(
             texter, document=document, inbound=inbound, body=body, line_number=line_number
         )
         if any(handled for _receiver, handled in answered):
             return
-    conversation = convo.open_or_start_conversation(texter, line_number)
+    conversation = current or convo.start_conversation(texter, line_number)
     db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=conversation.id))
     db.session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id)
         .values(last_activity_at=convo.now(), last_texter_at=convo.now())
     )
-    db.session.commit()
-    db.session.refresh(conversation)
+    commit_keeping_loaded()
+    db.session.refresh(conversation)  # its state, as a counselor or the queue may have left it
     language = document.language(conversation.language)
     if conversation.state == "active":
         handle_step(document, conversation, inbound, body)  # with a counselor, every word goes to them
@@ -88,6 +89,9 @@ def handle_texter_message(
         return
     if num_media:
         convo.to_texter(conversation, f"mms:{inbound.id}", language.text("mms"))
+        # A picture and its caption often arrive as two texts, handled side by side: the other
+        # may have moved the conversation on during the Twilio request just made.
+        db.session.refresh(conversation)
         if not body.strip():
             if conversation.state == "language" and conversation.menu_attempts == 0:
                 _count_attempt(conversation)  # a picture alone: ask which language, so they know what next
@@ -151,7 +155,7 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
         convo.queue(conversation, document)
         return
     conversation.state = "need"
-    db.session.commit()
+    commit_keeping_loaded()  # what was written is what the session holds
     _send_need_menu(document, conversation, f"need-menu:{inbound.id}")
 
 
@@ -194,9 +198,16 @@ def _count_attempt(conversation: Conversation) -> None:
 
 
 def _set_need(conversation: Conversation, need: str, priority: int) -> None:
-    conversation.need = need
-    conversation.priority = max(conversation.priority, priority)
-    db.session.commit()
+    """Record the chosen need; the priority only ever rises (risk words in another text of
+    theirs, handled side by side, may have raised it: compared in the database, not here)."""
+    db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id)
+        .values(need=need, priority=case((Conversation.priority > priority, Conversation.priority), else_=priority))
+        .execution_options(synchronize_session=False)
+    )
+    commit_keeping_loaded()
+    db.session.expire(conversation, ["need", "priority"])  # read again only if used
 
 
 def _raise_priority(document: RoutingDocument, conversation: Conversation, body: str) -> None:

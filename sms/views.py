@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import select
 from twilio.twiml.messaging_response import MessagingResponse
 
 from crisisline import twilio_params
-from crisisline.db import db, insert_once
+from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates
 from crisisline.models import Message
 from crisisline.phone import caller_number
 from crisisline.sms_segments import segment_count
@@ -68,27 +67,28 @@ def _incoming() -> Response:
     message_key = twilio_params.message_key(form.get("MessageSid", ""))
     body = form.get("Body", "")  # as written, whole: sealed, never trimmed
     settings = current_app.extensions["crisisline.settings"]
-    inserted = insert_once(
-        Message,
-        {
-            "direction": "in",
-            "party": "counselor" if responder else "texter",
-            "message_sid": message_key,
-            "responder_id": responder.id if responder else None,
-            "texter_id": texter.id if texter else None,
-            "line_number": caller_number(form.get("To")) or settings.line_phone_number,
-            "num_media": twilio_params.count(form, "NumMedia", highest=twilio_params.MAX_MEDIA),
-            "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
-            "segments": segment_count(body) if body else 0,
-            "status": "received",
-            "status_rank": 5,
-            "created_at": convo.now(),
-        },
-    )
-    db.session.commit()
-    if not inserted:
+    inbound = db.session.scalars(
+        insert_ignoring_duplicates(
+            Message,
+            {
+                "direction": "in",
+                "party": "counselor" if responder else "texter",
+                "message_sid": message_key,
+                "responder_id": responder.id if responder else None,
+                "texter_id": texter.id if texter else None,
+                "line_number": caller_number(form.get("To")) or settings.line_phone_number,
+                "num_media": twilio_params.count(form, "NumMedia", highest=twilio_params.MAX_MEDIA),
+                "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
+                "segments": segment_count(body) if body else 0,
+                "status": "received",
+                "status_rank": 5,
+                "created_at": convo.now(),
+            },
+        ).returning(Message)
+    ).first()
+    commit_keeping_loaded()  # stored before anything is done with it; the texter and it stay loaded
+    if inbound is None:
         return _twiml()  # a duplicate delivery: already handled (or being retried by the sweep)
-    inbound = db.session.scalars(select(Message).where(Message.message_sid == message_key)).one()
     # The texter handler is named here, so this module's binding is the one used (and the one
     # a test may replace); the clock's retry uses sms.texting's own.
     handle_inbound(document, inbound, body, texter_handler=handle_texter_message)
