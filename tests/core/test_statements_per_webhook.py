@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 
+from bench.queries import StatementLog, next_path
 from crisisline.db import db
 from crisisline.models import Conversation
 from crisisline.settings import Settings
@@ -35,19 +35,9 @@ BUDGET = {
 WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
-class Statements:
-    """Every statement the app's engine sends, grouped by the request that caused it."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def record(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.sent.append(statement)
-
-
 @pytest.fixture
-def statements(app: Flask) -> Iterator[Statements]:
-    log = Statements()
+def statements(app: Flask) -> Iterator[StatementLog]:
+    log = StatementLog()
     with app.app_context():
         event.listen(db.engine, "before_cursor_execute", log.record)
     yield log
@@ -56,27 +46,20 @@ def statements(app: Flask) -> Iterator[Statements]:
 
 
 @pytest.fixture
-def webhook(client: FlaskClient, settings: Settings, statements: Statements) -> Callable[..., tuple[str, list[str]]]:
+def webhook(client: FlaskClient, settings: Settings, statements: StatementLog) -> Callable[..., tuple[str, list[str]]]:
     """POST a signed webhook; returns the reply and the statements it sent, counting the work
     it started off its request thread (the ringing, a freed responder's pass) as its own."""
     background = client.application.extensions["crisisline.background"]
 
     def post(path: str, params: dict[str, str], *, voice: bool = True) -> tuple[str, list[str]]:
-        start = len(statements.sent)
+        start = len(statements.statements)
         headers = signed_headers(TEST_AUTH_TOKEN, f"{settings.public_base_url}{path}", params, voice=voice)
         reply = client.post(path, data=params, headers=headers)
         assert reply.status_code in (200, 204), (path, reply.status_code)
         background.wait_idle(timeout=30)
-        return reply.get_data(as_text=True), statements.sent[start:]
+        return reply.get_data(as_text=True), statements.statements[start:]
 
     return post
-
-
-def next_path(twiml: str) -> str:
-    redirect = re.search(r"<Redirect[^>]*>([^<]+)</Redirect>", twiml)
-    gather = re.search(r"<Gather[^>]*\baction=\"([^\"]+)\"", twiml)
-    found = redirect.group(1) if redirect else gather.group(1) if gather else ""
-    return found.replace("&amp;", "&").strip()
 
 
 def one_call(post: Callable[..., tuple[str, list[str]]], caller: str) -> dict[str, list[str]]:

@@ -136,7 +136,7 @@ def test_any_sequence_of_leg_events_keeps_every_invariant(
     if not caller_gone and caller.paused:
         _assert_caller_has_a_next_step(phone, fake, caller, wednesday_evening)
     if caller_gone:
-        assert _every_leg_ends(fake, answered), [(leg.to, leg.status) for leg in legs(fake)]
+        assert _every_leg_ends(fake, answered), [(leg.sid, leg.status) for leg in legs(fake)]
 
 
 def _every_leg_ends(fake: FakeTwilio, answered: dict[str, PhoneCall], seconds: float = 10.0) -> bool:
