@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from routing.document import Language, Need, RoutingDocument
-from routing.validation import normalise_words
+from routing.validation import normalise_words, normalised_configured
 
 Choice = TypeVar("Choice", Language, Need)
 
@@ -151,7 +151,7 @@ def match_words(speech: str, options: Sequence[tuple[Choice, Sequence[str]]]) ->
     """The first option (in config order) with a configured word or phrase in ``speech``."""
     heard = f" {normalise_words(speech)} "
     for choice, words in options:
-        if any(f" {normalise_words(word)} " in heard for word in words if normalise_words(word)):
+        if any(f" {normalised_configured(word)} " in heard for word in words if normalised_configured(word)):
             return choice
     return None
 
@@ -330,7 +330,7 @@ def _need_phrases(document: RoutingDocument, languages: Sequence[Language]) -> l
     for language in languages:
         for need in document.needs:
             for text in (need.labels.get(language.code, ""), *need.speech_words.get(language.code, ())):
-                words = normalise_words(text).split()
+                words = normalised_configured(text).split()
                 if words:
                     phrases.append((words, need))
     return sorted(phrases, key=lambda item: -len(item[0]))
@@ -343,10 +343,12 @@ def _find(
     size = len(phrase)
     starts: list[int] = []
     index = 0
+    first = phrase[0] if size else ""
     while size and index + size <= len(words):
         span = range(index, index + size)
         if (
-            list(words[index : index + size]) == list(phrase)
+            words[index] == first
+            and list(words[index : index + size]) == list(phrase)
             and all(free[i] for i in span)
             and (not clause_of or clause_of[index] == clause_of[index + size - 1])
         ):

@@ -15,7 +15,7 @@ from functools import lru_cache
 from lingua import IsoCode639_1, LanguageDetector, LanguageDetectorBuilder
 
 from routing.document import Language, RoutingDocument
-from routing.validation import normalise_words
+from routing.validation import normalise_words, normalised_configured
 
 MIN_LETTERS = 4
 # "low" (trigram models only) or "high" (all n-gram models); see the module docstring.
@@ -69,6 +69,6 @@ def _languages_by_configured_words(document: RoutingDocument, text: str) -> list
             *language.speech_words,
             *(w for need in document.needs for w in need.speech_words.get(language.code, ())),
         ]
-        if any(f" {normalise_words(word)} " in heard for word in words if len(normalise_words(word)) > 3):
+        if any(f" {normalised_configured(word)} " in heard for word in words if len(normalised_configured(word)) > 3):
             found.append(language)
     return found

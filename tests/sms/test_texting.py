@@ -376,3 +376,28 @@ def test_need_by_keyword_after_the_menu_and_a_retry_for_nonsense(app: Flask, tex
     conversation = conversation_of(app)
     assert (conversation.language, conversation.need) == ("es", "substance_use")
     assert texting.inbox(DIEGO)[0].startswith(f"New text #{conversation.id}: Spanish, drug or alcohol use")
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_matching_words_remembers_the_configs_words_but_never_what_a_texter_wrote(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from routing.validation import normalised_configured
+
+    remembered: list[str] = []
+
+    def recording(word: str) -> str:
+        remembered.append(word)
+        return normalised_configured(word)
+
+    monkeypatch.setattr("sms.language.normalised_configured", recording)
+    monkeypatch.setattr("ivr.menu.normalised_configured", recording)
+    normalised_configured.cache_clear()
+
+    texting.send(TEXTER, "Necesito hablar con alguien, no puedo dormir Zqxwv")
+    texting.send(TEXTER, "quiero hablar, Zqxwv")
+
+    assert conversation_of(app).language == "es"
+    assert remembered, "the configured words go through the cache"
+    assert not [word for word in remembered if "zqxwv" in word.lower()]
+    assert normalised_configured.cache_info().hits > 0  # the second text normalised nothing again
