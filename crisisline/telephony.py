@@ -41,7 +41,22 @@ class RebasedHttpClient(TwilioHttpClient):
 def make_rest_client(account_sid: str, auth_token: str, api_base_url: str | None = None) -> Client:
     """A twilio ``Client``; with ``api_base_url`` every request goes there instead of Twilio."""
     http_client = RebasedHttpClient(api_base_url) if api_base_url else TwilioHttpClient(timeout=REST_TIMEOUT_SECONDS)
+    _read_environment_once(http_client, api_base_url or TWILIO_API_ORIGIN)
     return Client(account_sid, auth_token, http_client=http_client)
+
+
+def _read_environment_once(http_client: TwilioHttpClient, origin: str) -> None:
+    """Take the proxy and CA-bundle settings (``HTTPS_PROXY``, ``NO_PROXY``,
+    ``REQUESTS_CA_BUNDLE``...) from the environment now, for the one origin every request goes
+    to, instead of on every request: requests reads and parses the whole environment each time
+    (5% of an inbound text's time)."""
+    session = http_client.session
+    if session is None:
+        return
+    found = session.merge_environment_settings(origin, {}, None, None, None)
+    session.proxies.update(found["proxies"] or {})
+    session.verify = found["verify"]
+    session.trust_env = False
 
 
 def rest_client_for(settings: Settings) -> Client:

@@ -98,3 +98,32 @@ def test_the_lean_client_leaves_twilios_generated_resources_unimported() -> None
     )
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)  # noqa: S603
     assert found.stdout.strip() == "[]"
+
+
+def test_a_proxy_named_in_the_environment_carries_rest_requests(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    with FakeTwilioServer(account_sid=TEST_ACCOUNT_SID, auth_token=TEST_AUTH_TOKEN) as server:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        through_proxy = lean_rest(settings, server)
+
+        with pytest.raises(requests.exceptions.ProxyError):
+            through_proxy.messages.create(to="+13125550123", from_="+13125550100", body="Check-in")
+
+
+def test_the_environment_is_read_once_when_the_client_is_made(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeTwilioServer(account_sid=TEST_ACCOUNT_SID, auth_token=TEST_AUTH_TOKEN) as server:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the fake's host: no proxy for it
+        rest = lean_rest(settings, server)
+        monkeypatch.delenv("NO_PROXY")  # too late: the client read its settings when made
+
+        message = rest.messages.create(to="+13125550123", from_="+13125550100", body="Check-in")
+
+        assert message.sid in server.fake.messages
