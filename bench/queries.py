@@ -54,16 +54,40 @@ UPDATE_TABLE = re.compile(r"^\s*UPDATE\s+\"?(\w+)", re.I)
 class StatementLog:
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.checkouts = 0
+        self.pings = 0
 
     def record(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         self.statements.append(statement)
 
+    def record_checkout(self, *_args: Any) -> None:
+        """A connection taken from the pool: with ``pool_pre_ping`` each costs a round trip."""
+        self.checkouts += 1
+
+    def counting_pings(self, do_ping: Any) -> Any:
+        """``dialect.do_ping``, counted: the round trips a request spends checking connections."""
+
+        def ping(dbapi_connection: Any) -> Any:
+            self.pings += 1
+            return do_ping(dbapi_connection)
+
+        return ping
+
     @contextmanager
-    def capture(self) -> Iterator[list[str]]:
-        captured: list[str] = []
-        start = len(self.statements)
+    def capture(self) -> Iterator[Captured]:
+        captured = Captured()
+        start, checkouts, pings = len(self.statements), self.checkouts, self.pings
         yield captured
         captured.extend(self.statements[start:])
+        captured.checkouts, captured.pings = self.checkouts - checkouts, self.pings - pings
+
+
+class Captured(list[str]):
+    """The statements of one request, how many times it took a connection from the pool, and
+    how many of those it pinged first."""
+
+    checkouts = 0
+    pings = 0
 
 
 def summarise(statements: list[str]) -> dict[str, Any]:
@@ -77,6 +101,8 @@ def summarise(statements: list[str]) -> dict[str, Any]:
             updates[match.group(1) if match else "?"] += 1
     return {
         "total": len(statements),
+        "checkouts": getattr(statements, "checkouts", 0),
+        "pings": getattr(statements, "pings", 0),
         "by_verb": dict(verbs),
         "updates_by_table": dict(updates),
         "statements": [" ".join(statement.split()) for statement in statements],
@@ -149,6 +175,8 @@ def run(waiting_levels: list[int]) -> dict[str, Any]:
             log = StatementLog()
             with app.app_context():
                 event.listen(db.engine, "before_cursor_execute", log.record)
+                event.listen(db.engine, "checkout", log.record_checkout)
+                db.engine.dialect.do_ping = log.counting_pings(db.engine.dialect.do_ping)  # type: ignore[method-assign]
             client = app.test_client()
             one_call(client, public, log)  # warm-up: caches, first-use imports
             report["call"] = one_call(client, public, log)
@@ -177,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     random.seed(7)
     report = run([int(level) for level in args.waiting.split(",")])
-    print("| request | statements | SELECT | INSERT | UPDATE | UPDATEs by table |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| request | statements | SELECT | INSERT | UPDATE | UPDATEs by table | pool checkouts | pings |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|")
     rows = [*report["call"].items()]
     for level, texts in report["texts"].items():
         rows += [(f"{kind} ({level.replace('_', ' ')})", row) for kind, row in texts.items()]
@@ -186,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         verbs = row["by_verb"]
         print(
             f"| {name} | {row['total']} | {verbs.get('SELECT', 0)} | {verbs.get('INSERT', 0)} | "
-            f"{verbs.get('UPDATE', 0)} | {row['updates_by_table']} |"
+            f"{verbs.get('UPDATE', 0)} | {row['updates_by_table']} | {row['checkouts']} | {row['pings']} |"
         )
     for name, row in rows:
         if args.show and name.startswith(args.show):

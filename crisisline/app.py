@@ -14,7 +14,7 @@ from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crisisline import background, events
-from crisisline.db import db, engine_options, init_migrations
+from crisisline.db import db, engine_options, init_migrations, ping_idle_connections
 from crisisline.deadline import VoiceDeadline
 from crisisline.failsafe import KnownBackupNumber
 from crisisline.phone import RedactPhoneNumbers
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
     background.init_app(app)
     db.init_app(app)
+    with app.app_context():
+        ping_idle_connections(db.engine)
     init_migrations(app, PROJECT_ROOT / "migrations")
     rq.init_app(app)
 

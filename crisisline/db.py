@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase
@@ -54,9 +55,17 @@ CONNECT_TIMEOUT_SECONDS = 2
 STATEMENT_TIMEOUT_MS = 4000
 
 
+# A connection back in the pool for longer than this is pinged before its next use; one used
+# more recently is taken as alive. (A request takes a connection from the pool once per commit,
+# ten times for a first text: ``pool_pre_ping`` made each a round trip to the database.)
+PING_AFTER_IDLE_SECONDS = 1.0
+_RETURNED_AT = "crisisline.returned_at"
+
+
 def engine_options(database_url: str) -> dict[str, Any]:
-    """Engine options per backend: short timeouts, pre-ping, no parameters in error text."""
-    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    """Engine options per backend: short timeouts, no parameters in error text (pings:
+    ``ping_idle_connections``)."""
+    options: dict[str, Any] = {"hide_parameters": True}
     if database_url.startswith("postgresql"):
         options["connect_args"] = {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -66,6 +75,36 @@ def engine_options(database_url: str) -> dict[str, Any]:
     elif database_url.startswith("sqlite"):
         options["connect_args"] = {"timeout": 5}
     return options
+
+
+def ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection before use when it sat idle over ``PING_AFTER_IDLE_SECONDS``.
+
+    One that fails its ping is replaced before the request uses it (the pool retries the
+    checkout on ``DisconnectionError``), as ``pool_pre_ping`` does, so a database restart or a
+    dropped idle connection costs no caller anything. A connection that died less than a second
+    after its last successful use fails its statement instead: the request answers through its
+    fail-safe, and SQLAlchemy drops every pooled connection that old.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get(_RETURNED_AT)
+        if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # any failure: replace the connection, as pre-ping would
+            raise exc.DisconnectionError("an idle connection failed its ping") from error
 
 
 @event.listens_for(Engine, "connect")
