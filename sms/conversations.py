@@ -81,6 +81,7 @@ def start_conversation(texter: Texter, line_number: str | None) -> Conversation:
                 "line_number": line_number,
                 "started_at": now(),
                 "last_activity_at": now(),
+                "last_texter_at": now(),  # a texter's text starts every conversation
                 "priority": 0,
                 "menu_attempts": 0,
             },

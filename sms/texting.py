@@ -61,15 +61,23 @@ def handle_texter_message(
         )
         if any(handled for _receiver, handled in answered):
             return
-    conversation = current or convo.start_conversation(texter, line_number)
-    db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=conversation.id))
-    db.session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation.id)
-        .values(last_activity_at=convo.now(), last_texter_at=convo.now())
-    )
-    commit_keeping_loaded()
-    db.session.refresh(conversation)  # its state, as a counselor or the queue may have left it
+    if current is None:
+        # Read or written a moment ago (stamped with this text's time when it is ours).
+        conversation = convo.start_conversation(texter, line_number)
+        db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=conversation.id))
+        commit_keeping_loaded()
+    else:
+        db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=current.id))
+        # The row comes back from its UPDATE (which locks it until the commit): its state, as a
+        # counselor or the queue may have left it, without reading it again.
+        conversation = db.session.scalars(
+            update(Conversation)
+            .where(Conversation.id == current.id)
+            .values(last_activity_at=convo.now(), last_texter_at=convo.now())
+            .returning(Conversation)
+            .execution_options(populate_existing=True)
+        ).one()
+        commit_keeping_loaded()
     language = document.language(conversation.language)
     if conversation.state == "active":
         handle_step(document, conversation, inbound, body)  # with a counselor, every word goes to them
@@ -154,8 +162,7 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
         _set_need(conversation, need.key, need.priority)
         convo.queue(conversation, document)
         return
-    conversation.state = "need"
-    commit_keeping_loaded()  # what was written is what the session holds
+    conversation.state = "need"  # committed with the menu's claim (or at the end of handling)
     _send_need_menu(document, conversation, f"need-menu:{inbound.id}")
 
 
