@@ -21,7 +21,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
 import line_queue
-from crisisline.db import db
+from crisisline.db import commit_keeping_loaded, db
 from crisisline.models import Call, Offer, Transfer
 from crisisline.settings import Settings
 from crisisline.telephony import TwilioRest, make_rest_client
@@ -46,15 +46,35 @@ def rest_client() -> TwilioRest:
     return rest
 
 
-def line_number(transfer: Transfer) -> str:
-    settings: Settings = current_app.extensions["crisisline.settings"]
-    from crisisline.models import Call
+# The line number each caller dialled, by their CallSid (unique, and the number never changes
+# during a call): every ring for them calls from it, and reading their call row for it was a
+# SELECT per ring. The line's own numbers only, nothing personal; bounded.
+_LINE_NUMBER_OF_CALL: dict[str, str] = {}
+_LINE_NUMBERS_KEPT = 10_000
 
+
+def line_number(transfer: Transfer) -> str:
+    """The number the line calls responders from for this transfer: the one its caller dialled."""
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    known = _LINE_NUMBER_OF_CALL.get(transfer.caller_call_sid) if transfer.caller_call_sid else None
+    if known is not None:
+        return known
     call = db.session.get(Call, transfer.call_id)
     number = (call.line_number if call else None) or settings.line_phone_number
     if not number:
         raise RuntimeError("no line number to call from: set LINE_PHONE_NUMBER")
+    if call is not None and call.line_number:
+        remember_line_number(transfer.caller_call_sid, call.line_number)
     return number
+
+
+def remember_line_number(caller_call_sid: str, number: str | None) -> None:
+    """The caller with this CallSid dialled ``number`` (a callback's transfer has no CallSid)."""
+    if not caller_call_sid or not number:
+        return
+    if len(_LINE_NUMBER_OF_CALL) >= _LINE_NUMBERS_KEPT:
+        _LINE_NUMBER_OF_CALL.clear()
+    _LINE_NUMBER_OF_CALL[caller_call_sid] = number
 
 
 @dataclass(frozen=True)
@@ -98,15 +118,13 @@ def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], documen
     The queue chose from a snapshot taken before the lease: another pass may have rung for
     this caller meanwhile, so the phones already ringing are counted again under the lease
     and never more than the need allows ring at once."""
-    if not state.lease_dispatch(transfer_id):
+    transfer = state.lease_dispatch(transfer_id)
+    if transfer is None:
         db.session.commit()
         return 0
-    db.session.commit()
+    commit_keeping_loaded()  # the transfer as the lease left it stays loaded
     rung = 0
     try:
-        transfer = db.session.get(Transfer, transfer_id, populate_existing=True)  # as the lease left it
-        if transfer is None:
-            return 0
         allowed = line_queue.offers_allowed(document, "voice", transfer.need)
         ringing = sum(offer.purpose == "answer" for offer in state.active_offers(transfer_id))
         for number, responder in enumerate(responders[: max(0, allowed - ringing)]):

@@ -118,20 +118,24 @@ def accept_join(offer_id: int) -> bool:
     )
 
 
-def lease_dispatch(transfer_id: int, seconds: int = 20) -> bool:
-    """Only one process rings for a transfer at a time; a crashed holder's lease expires."""
-    moment = now()
-    from datetime import timedelta
+def lease_dispatch(transfer_id: int, seconds: int = 20) -> Transfer | None:
+    """Only one process rings for a transfer at a time; a crashed holder's lease expires.
 
-    return _change(
-        Transfer,
-        [
+    The transfer as leased (the UPDATE returns it, so it is not read again), or None when it
+    is not waiting or another process holds the lease."""
+    moment = now()
+    leased = db.session.scalars(
+        update(Transfer)
+        .where(
             Transfer.id == transfer_id,
             Transfer.state == "waiting",
             (Transfer.dispatch_lease_until.is_(None)) | (Transfer.dispatch_lease_until < moment),
-        ],
-        {"dispatch_lease_until": moment + timedelta(seconds=seconds)},
-    )
+        )
+        .values(dispatch_lease_until=moment + timedelta(seconds=seconds))
+        .returning(Transfer)
+        .execution_options(populate_existing=True)
+    ).first()
+    return leased
 
 
 # The heartbeat only needs to be fresher than ``flow.HOLD_STALE_AFTER`` (75 s): a hold turn
