@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates
 from crisisline.models import BlockedNumber, Call, CallEvent
@@ -32,10 +33,12 @@ def phone_hash(number: str) -> str:
 def open_call(
     call_sid: str, raw_from: str | None, routing_version_id: int | None, *, line_number: str | None = None
 ) -> Call:
-    """The call record for ``call_sid``, created on first sight.
+    """The call record for ``call_sid``, created on first sight; the request commits it with
+    what it adds (the call's first event, its menu answer), in one transaction.
 
     Idempotent: a duplicated ``/voice/incoming`` finds the existing row (insert-or-ignore on
-    the unique ``call_sid``), so two web processes cannot create two records.
+    the unique ``call_sid``; on PostgreSQL the second insert waits for the first to commit),
+    so two web processes cannot create two records.
     """
     number = caller_number(raw_from)
     values: dict[str, Any] = {
@@ -52,9 +55,7 @@ def open_call(
         values["caller_hash"] = phone_hash(number)
         values["sealed_caller"] = _vault().seal(number, context=PHONE_CONTEXT)
     created = db.session.scalars(insert_ignoring_duplicates(Call, values).returning(Call)).first()
-    call = created or db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
-    commit_keeping_loaded()  # the new row is what was just written: no need to read it again
-    return call
+    return created or db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
 
 
 def find_call(call_sid: str) -> Call | None:
@@ -128,4 +129,12 @@ def apply_status(call: Call, status: str, sequence: int | None, duration: str | 
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    changed = bool(result.rowcount)  # type: ignore[attr-defined]
+    # The session's copy follows the row: what was written when it changed, read again when
+    # used when it did not (another delivery moved it on). Either way it can stay loaded.
+    for key, value in values.items():
+        if changed:
+            set_committed_value(call, key, value)
+        else:
+            db.session.expire(call, [key])
+    return changed

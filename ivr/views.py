@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, request
 
 from crisisline import twilio_params
-from crisisline.db import db
+from crisisline.db import commit_keeping_loaded, db
 from crisisline.failsafe import failsafe_response, twiml_response, voice_failsafe
 from crisisline.models import Call
 from crisisline.settings import Settings
@@ -328,10 +328,13 @@ def status_callback() -> Response:
     if call_sid is None or status is None:
         return Response(status=204)  # acknowledged and ignored: no call or no status we can record
     call = call_log.require_call(call_sid, form.get("From"))
-    if status in call_log.TERMINAL_STATUSES:
-        flow.caller_left(call)
     if call_log.apply_status(call, status, twilio_params.number(form, "SequenceNumber"), form.get("CallDuration")):
         call_log.record_event(call, "call.status", f"status:{status}", {"status": status})
+    # The call's end is stored first (anyone asking whether the caller is still there sees it);
+    # its copy follows the row, so it is not read again.
+    commit_keeping_loaded()
+    if status in call_log.TERMINAL_STATUSES:
+        flow.caller_left(call)
     db.session.commit()
     return Response(status=204)
 

@@ -55,6 +55,7 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
     # The menu's answer, the route and the new transfer in one commit; the call and the transfer
     # (read back through RETURNING) stay loaded: nobody else has seen the transfer yet.
     commit_keeping_loaded()
+    dispatch.remember_line_number(transfer.caller_call_sid, call.line_number)  # the rings call from it
     if answered_by_failsafe(call.call_sid):
         # This request ran past its deadline and the caller is on the backup line already:
         # no search for them (checked after the commit, so either this or the fail-safe's own
@@ -432,14 +433,22 @@ def leg_gone(transfer: Transfer, call: Call) -> None:
     if state.move_transfer(transfer.id, ("waiting",), "abandoned", end_reason="caller_left"):
         waited = round((state.now() - transfer.started_at).total_seconds())
         record_event(transfer, "transfer.abandoned", f"transfer:{transfer.id}:abandoned", waited_seconds=waited)
-        db.session.commit()
+        _commit_moved(transfer)
         stop_ringing(transfer)
         _invite_back(call, waited)
     elif state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="caller_left"):
         record_event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
-        db.session.commit()
+        _commit_moved(transfer)
         stop_ringing(transfer)
         release_staff(transfer)
+
+
+def _commit_moved(transfer: Transfer) -> None:
+    """Commit a ``move_transfer`` of ``transfer``: what the UPDATE changed is read again when
+    used; the rest of the rows the request holds stay loaded (its id, for one, is all that
+    stopping the ringing needs: reading the transfer again for it was a SELECT)."""
+    db.session.expire(transfer, ["state", "ended_at", "end_reason"])
+    commit_keeping_loaded()
 
 
 def release_staff(transfer: Transfer) -> None:
