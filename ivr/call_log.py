@@ -9,7 +9,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates
+from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import BlockedNumber, Call, CallEvent
 from crisisline.phone import caller_number
 from crisisline.privacy import Vault

@@ -14,7 +14,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crisisline.db import commit_keeping_loaded, db
-from crisisline.models import Texter, utcnow
+from crisisline.models import Call, Texter, utcnow
 
 
 @pytest.fixture
@@ -96,3 +96,25 @@ def test_the_session_expires_on_commit_again_after_a_failed_commit(
 
     db.session.rollback()
     assert db.session().expire_on_commit is True
+
+
+def test_a_call_status_written_by_its_conditional_update_is_what_the_kept_copy_holds(
+    statements: list[str],
+) -> None:
+    from ivr import call_log
+
+    call = call_log.open_call("CA" + "7" * 32, "+13125550142", None)
+    commit_keeping_loaded()
+
+    assert call_log.apply_status(call, "in-progress", 2, None)
+    commit_keeping_loaded()
+    statements.clear()
+    assert (call.status, call.status_sequence) == ("in-progress", 2)
+    assert statements == []  # the copy followed the row: nothing read again
+
+    # An older callback arriving late changes nothing; the copy reads the row again when used.
+    other = update(Call).where(Call.id == call.id).values(status_sequence=5)
+    db.session.execute(other.execution_options(synchronize_session=False))
+    assert not call_log.apply_status(call, "ringing", 1, None)
+    commit_keeping_loaded()
+    assert (call.status, call.status_sequence) == ("in-progress", 5)
