@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +57,37 @@ def open_call(
         values["sealed_caller"] = _vault().seal(number, context=PHONE_CONTEXT)
     created = db.session.scalars(insert_ignoring_duplicates(Call, values).returning(Call)).first()
     return created or db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What stays the same for the whole of a call: the line number it came in on, and whether
+    the caller's number is known (so a callback can be offered). Each process remembers them by
+    CallSid (unique), so a hold turn or a ring need not read the call row for them. Nothing
+    personal: not the caller's number, only whether there is one."""
+
+    call_id: int
+    line_number: str | None
+    has_caller_number: bool
+
+
+_FACTS_BY_CALL_SID: dict[str, CallFacts] = {}
+_FACTS_KEPT = 10_000  # far more calls than a process holds at once; cleared when full
+
+
+def facts_of(call: Call) -> CallFacts:
+    """This call's facts, remembered for the next request of the same call in this process."""
+    facts = CallFacts(call.id, call.line_number, bool(call.sealed_caller))
+    if call.call_sid:
+        if len(_FACTS_BY_CALL_SID) >= _FACTS_KEPT:
+            _FACTS_BY_CALL_SID.clear()
+        _FACTS_BY_CALL_SID[call.call_sid] = facts
+    return facts
+
+
+def known_facts(call_sid: str | None) -> CallFacts | None:
+    """The facts remembered for ``call_sid`` in this process, if any (see ``facts_of``)."""
+    return _FACTS_BY_CALL_SID.get(call_sid) if call_sid else None
 
 
 def find_call(call_sid: str) -> Call | None:

@@ -46,35 +46,18 @@ def rest_client() -> TwilioRest:
     return rest
 
 
-# The line number each caller dialled, by their CallSid (unique, and the number never changes
-# during a call): every ring for them calls from it, and reading their call row for it was a
-# SELECT per ring. The line's own numbers only, nothing personal; bounded.
-_LINE_NUMBER_OF_CALL: dict[str, str] = {}
-_LINE_NUMBERS_KEPT = 10_000
-
-
 def line_number(transfer: Transfer) -> str:
-    """The number the line calls responders from for this transfer: the one its caller dialled."""
+    """The number the line calls responders from for this transfer: the one its caller dialled
+    (remembered per call: ``ivr.call_log.CallFacts``)."""
     settings: Settings = current_app.extensions["crisisline.settings"]
-    known = _LINE_NUMBER_OF_CALL.get(transfer.caller_call_sid) if transfer.caller_call_sid else None
-    if known is not None:
-        return known
-    call = db.session.get(Call, transfer.call_id)
-    number = (call.line_number if call else None) or settings.line_phone_number
+    facts = call_log.known_facts(transfer.caller_call_sid)
+    if facts is None or facts.call_id != transfer.call_id:
+        call = db.session.get(Call, transfer.call_id)
+        facts = call_log.facts_of(call) if call is not None else None
+    number = (facts.line_number if facts else None) or settings.line_phone_number
     if not number:
         raise RuntimeError("no line number to call from: set LINE_PHONE_NUMBER")
-    if call is not None and call.line_number:
-        remember_line_number(transfer.caller_call_sid, call.line_number)
     return number
-
-
-def remember_line_number(caller_call_sid: str, number: str | None) -> None:
-    """The caller with this CallSid dialled ``number`` (a callback's transfer has no CallSid)."""
-    if not caller_call_sid or not number:
-        return
-    if len(_LINE_NUMBER_OF_CALL) >= _LINE_NUMBERS_KEPT:
-        _LINE_NUMBER_OF_CALL.clear()
-    _LINE_NUMBER_OF_CALL[caller_call_sid] = number
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
     # The menu's answer, the route and the new transfer in one commit; the call and the transfer
     # (read back through RETURNING) stay loaded: nobody else has seen the transfer yet.
     commit_keeping_loaded()
-    dispatch.remember_line_number(transfer.caller_call_sid, call.line_number)  # the rings call from it
+    call_log.facts_of(call)  # its line number and whether it can be called back, for its hold turns and rings
     if answered_by_failsafe(call.call_sid):
         # This request ran past its deadline and the caller is on the backup line already:
         # no search for them (checked after the commit, so either this or the fail-safe's own
@@ -141,8 +141,13 @@ def callback_possible(transfer: Transfer, document: RoutingDocument) -> bool:
     """A live caller whose number we can call back, on a line that offers callbacks."""
     if transfer.mode != "live" or not document.callbacks.enabled:
         return False
-    call = db.session.get(Call, transfer.call_id)
-    return call is not None and bool(call.sealed_caller) and call.call_sid == transfer.caller_call_sid
+    facts = call_log.known_facts(transfer.caller_call_sid)
+    if facts is None or facts.call_id != transfer.call_id:
+        call = db.session.get(Call, transfer.call_id)
+        if call is None or call.call_sid != transfer.caller_call_sid:
+            return False
+        facts = call_log.facts_of(call)
+    return facts.has_caller_number
 
 
 def backup_unless_accepted(transfer: Transfer, reason: str) -> HoldStep:

@@ -27,7 +27,7 @@ BUDGET = {
     "incoming": 4,
     "language_answer": 4,
     "need_answer": 24,  # 22-23, and the first ring of a responder creates their state row
-    "hold_turn": 5,
+    "hold_turn": 4,
     "status_callback": 15,
     "first_text": 18,
     "need_answer_text": 18,
