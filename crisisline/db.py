@@ -80,9 +80,10 @@ def engine_options(database_url: str) -> dict[str, Any]:
 def ping_idle_connections(engine: Engine) -> None:
     """Ping a pooled connection before use when it sat idle over ``PING_AFTER_IDLE_SECONDS``.
 
-    One that fails its ping is replaced before the request uses it (the pool retries the
-    checkout on ``DisconnectionError``), as ``pool_pre_ping`` does, so a database restart or a
-    dropped idle connection costs no caller anything. A connection that died less than a second
+    One that fails its ping is replaced before the request uses it, and with it every pooled
+    connection older than that moment (the pool retries the checkout on ``InvalidatePoolError``),
+    as ``pool_pre_ping`` does, so a database restart or a dropped idle connection costs no
+    caller anything. A connection that died less than a second
     after its last successful use fails its statement instead: the request answers through its
     fail-safe, and SQLAlchemy drops every pooled connection that old.
     """
@@ -101,10 +102,15 @@ def ping_idle_connections(engine: Engine) -> None:
         returned = record.info.get(_RETURNED_AT)
         if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
             return
+        dialect = engine.dialect
         try:
-            engine.dialect.do_ping(dbapi_connection)
-        except Exception as error:  # any failure: replace the connection, as pre-ping would
-            raise exc.DisconnectionError("an idle connection failed its ping") from error
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if not dialect.is_disconnect(error, dbapi_connection, None):
+                raise  # not a lost connection: the request fails as it would have (pre-ping did the same)
+            # The database went away (a restart, a failover): as pre-ping does, every connection
+            # opened before now is replaced, not only this one; the checkout retries on a new one.
+            raise exc.InvalidatePoolError("an idle connection failed its ping") from error
 
 
 @event.listens_for(Engine, "connect")

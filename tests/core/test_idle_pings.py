@@ -79,3 +79,37 @@ def test_a_connection_the_database_dropped_while_idle_is_replaced_before_use(
         db.session.commit()
 
     assert replacement != dropped
+
+
+def test_a_failed_ping_replaces_every_connection_the_pool_held_before_it(
+    app: Flask, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a database restart the first failed ping tells the pool so: a connection used
+    moments before the restart is not handed out unpinged (as ``pool_pre_ping`` does)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    with app.app_context():
+        engine = db.engine
+        with engine.connect() as first, engine.connect() as second:  # two pooled connections
+            dropped = {
+                first.execute(text("SELECT pg_backend_pid()")).scalar(),
+                second.execute(text("SELECT pg_backend_pid()")).scalar(),
+            }
+        admin = create_engine(database_url)
+        with admin.connect() as connection:
+            for pid in dropped:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.dispose()
+        time.sleep(0.1)
+
+        monkeypatch.setattr(crisisline.db, "PING_AFTER_IDLE_SECONDS", 0.0)  # this checkout pings
+        with engine.connect() as pinged:
+            assert pinged.execute(select(1)).scalar() == 1
+        monkeypatch.setattr(crisisline.db, "PING_AFTER_IDLE_SECONDS", 1000.0)  # these do not
+        with engine.connect() as one, engine.connect() as other:
+            now_serving = {
+                one.execute(text("SELECT pg_backend_pid()")).scalar(),
+                other.execute(text("SELECT pg_backend_pid()")).scalar(),
+            }
+
+    assert not now_serving & dropped
