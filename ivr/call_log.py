@@ -71,23 +71,29 @@ class CallFacts:
     has_caller_number: bool
 
 
-_FACTS_BY_CALL_SID: dict[str, CallFacts] = {}
 _FACTS_KEPT = 10_000  # far more calls than a process holds at once; cleared when full
+
+
+def _remembered_facts() -> dict[str, CallFacts]:
+    """The app's memo (per app, so a test's new app never sees another's calls)."""
+    memo: dict[str, CallFacts] = current_app.extensions.setdefault("crisisline.call_facts", {})
+    return memo
 
 
 def facts_of(call: Call) -> CallFacts:
     """This call's facts, remembered for the next request of the same call in this process."""
     facts = CallFacts(call.id, call.line_number, bool(call.sealed_caller))
     if call.call_sid:
-        if len(_FACTS_BY_CALL_SID) >= _FACTS_KEPT:
-            _FACTS_BY_CALL_SID.clear()
-        _FACTS_BY_CALL_SID[call.call_sid] = facts
+        memo = _remembered_facts()
+        if len(memo) >= _FACTS_KEPT:
+            memo.clear()
+        memo[call.call_sid] = facts
     return facts
 
 
 def known_facts(call_sid: str | None) -> CallFacts | None:
     """The facts remembered for ``call_sid`` in this process, if any (see ``facts_of``)."""
-    return _FACTS_BY_CALL_SID.get(call_sid) if call_sid else None
+    return _remembered_facts().get(call_sid) if call_sid else None
 
 
 def find_call(call_sid: str) -> Call | None:

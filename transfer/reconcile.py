@@ -57,7 +57,12 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
         if state.staff_on_call(transfer.id):
             continue
         caller = db.session.get(Call, transfer.call_id)
-        if caller is None or flow.caller_hung_up(transfer):
+        if caller is None:
+            continue
+        if flow.caller_hung_up(transfer):
+            # Their call's end was stored but the transfer never closed (the status callback
+            # stores the call's end first, and failed after it): close it now.
+            flow.leg_gone(transfer, caller)
             continue
         outcome = dispatch.redirect_caller(transfer, "transfer.staff_left")
         if outcome == dispatch.CALLER_GONE:

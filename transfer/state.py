@@ -194,14 +194,27 @@ def revive_lost_offer(offer: Offer, call_sid: str) -> bool:
 
 
 def active_offers(transfer_id: int) -> list[Offer]:
+    """The transfer's offers still ringing, whispering or answered, as the database has them now
+    (a copy the session kept from earlier in the request is overwritten: its leg's sid, say)."""
     return list(
-        db.session.scalars(select(Offer).where(Offer.transfer_id == transfer_id, Offer.state.in_(ACTIVE_OFFER_STATES)))
+        db.session.scalars(
+            select(Offer)
+            .where(Offer.transfer_id == transfer_id, Offer.state.in_(ACTIVE_OFFER_STATES))
+            .execution_options(populate_existing=True)
+        )
     )
 
 
 def staff_on_call(transfer_id: int) -> list[Offer]:
-    """Responders who accepted and whose leg has not ended: the people with the caller."""
-    return list(db.session.scalars(select(Offer).where(Offer.transfer_id == transfer_id, Offer.state == "accepted")))
+    """Responders who accepted and whose leg has not ended: the people with the caller (as the
+    database has them now, like ``active_offers``)."""
+    return list(
+        db.session.scalars(
+            select(Offer)
+            .where(Offer.transfer_id == transfer_id, Offer.state == "accepted")
+            .execution_options(populate_existing=True)
+        )
+    )
 
 
 def apply_offer_sequence(offer: Offer, sequence: int | None) -> bool:

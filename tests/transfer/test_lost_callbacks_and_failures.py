@@ -120,3 +120,31 @@ def test_a_counselor_hearing_the_whisper_is_hung_up_when_the_caller_leaves(
 
         state = db.session.get(ResponderState, "ben-carter")
     assert state is not None and state.engaged_offer_id is None
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_caller_whose_hang_up_was_stored_but_whose_transfer_stayed_open_is_closed_by_the_clock(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """The status callback stores the call's end before it closes the transfer: if it fails in
+    between, the clock closes the transfer (it would otherwise stay "connected" for good)."""
+    from crisisline.models import Call
+
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    fake.leave_conference(ben.conference or "", ben.identity.call_sid)
+    fake.calls[ben.identity.call_sid].status = "completed"  # his final callback is lost too
+    with app.app_context():
+        db.session.execute(db.update(Call).where(Call.call_sid == caller.identity.call_sid).values(status="completed"))
+        db.session.commit()
+    assert only_transfer(app).state == "connected"
+
+    with app.app_context():
+        from workers.upkeep import reconcile_transfers
+
+        reconcile_transfers()
+
+    closed = only_transfer(app)
+    assert (closed.state, closed.end_reason) == ("ended", "caller_left")
+    assert [leg.to for leg in legs(fake)] == [BEN]  # nobody is rung for a caller who has gone
