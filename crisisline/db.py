@@ -83,9 +83,9 @@ def ping_idle_connections(engine: Engine) -> None:
     One that fails its ping is replaced before the request uses it, and with it every pooled
     connection older than that moment (the pool retries the checkout on ``InvalidatePoolError``),
     as ``pool_pre_ping`` does, so a database restart or a dropped idle connection costs no
-    caller anything. A connection that died less than a second
-    after its last successful use fails its statement instead: the request answers through its
-    fail-safe, and SQLAlchemy drops every pooled connection that old.
+    caller anything. A connection that died less than a second after its last successful use
+    fails its statement instead: the request answers through its fail-safe, and SQLAlchemy
+    drops every pooled connection that old.
     """
 
     @event.listens_for(engine, "connect")
