@@ -20,11 +20,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, has_request_context
+from flask import Flask, current_app, g, has_request_context, request
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EXTENSION = "crisisline.background"
+# ``time.monotonic()`` when a request reached the app, stamped by the voice deadline before the
+# request waits for a thread: a wait for background work is counted from then.
+ARRIVED_AT = "crisisline.arrived_at"
 
 
 class Background:
@@ -129,10 +132,14 @@ def start_soon(key: str, work: Callable[[], object]) -> None:
 def within_budget(key: str, work: Callable[[], T], budget: float) -> T | None:
     """``work()`` off the request thread when serving a request, inline otherwise.
 
-    ``budget`` is per request: a second call in the same request waits only what is left of it.
+    ``budget`` is per request and counted from the request's arrival where the voice deadline
+    stamped it: time the request already spent (a slow database, a queue for a thread) comes
+    out of the wait, so it never pushes the answer towards the deadline. A second call in the
+    same request waits only what is left.
     """
     background: Background | None = current_app.extensions.get(EXTENSION)
     if background is None or not has_request_context():
         return work()
-    ends = g.setdefault("background_budget_ends", time.monotonic() + budget)
+    arrived_at = request.environ.get(ARRIVED_AT, time.monotonic())
+    ends = g.setdefault("background_budget_ends", arrived_at + budget)
     return background.run(key, work, max(0.0, ends - time.monotonic()))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,6 +27,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from crisisline.background import ARRIVED_AT
 from crisisline.failsafe import DeadlineExceeded, run_after_failsafe_hooks
 from crisisline.twilio_auth import request_is_from_twilio
 
@@ -44,14 +46,17 @@ class VoiceDeadline:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voice-deadline")
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        arrived_at = time.monotonic()
         endpoint, on_deadline = self._route(environ)
         if on_deadline is None or environ.get("REQUEST_METHOD") != "POST":
             return self.inner(environ, start_response)
+        environ[ARRIVED_AT] = arrived_at
         body = _read_body(environ, self.app.config.get("MAX_CONTENT_LENGTH") or 256 * 1024)
         worker_environ = dict(environ, **{"wsgi.input": io.BytesIO(body)})
         future: Future[Captured] = self.pool.submit(self._run, worker_environ)
         try:
-            status, headers, payload = future.result(timeout=self.seconds)
+            # Counted from arrival: reading the body came out of the caller's silence too.
+            status, headers, payload = future.result(timeout=max(0.0, arrived_at + self.seconds - time.monotonic()))
         except FutureTimeout:
             future.cancel()  # not started yet (the pool is full of stuck handlers): never start it
             environ["wsgi.input"] = io.BytesIO(body)

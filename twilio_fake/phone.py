@@ -310,13 +310,17 @@ class Phone:
         fake: TwilioControl | None = None,
         status_path: str | None = None,
         listen: Listener | None = None,
+        max_requests: int = MAX_REQUESTS,
     ) -> None:
         """``fake``: the Twilio stand-in that knows this phone's calls (its REST-placed legs,
         conferences, final status callbacks). Without one, ``status_path`` (e.g.
         ``/voice/status``) gets the caller's final status callback straight from the phone.
         ``listen``: asked what the person does at a ``<Gather>`` once the scripted actions are
-        used up (default: silence), so a person can answer each menu as it comes."""
+        used up (default: silence), so a person can answer each menu as it comes.
+        ``max_requests``: more webhook requests than this on one call is taken for a loop (a
+        caller who holds by the clock makes one per hold turn, so a slow machine needs more)."""
         self.fake = fake
+        self.max_requests = max_requests
         self.listen = listen
         self.status_url = base_url.rstrip("/") + status_path if status_path else None
         self.transport = transport
@@ -466,8 +470,8 @@ class Phone:
 
         hold_budget = max_hold_turns
         while not record.ended_by:
-            if len(record.steps) >= MAX_REQUESTS:
-                raise AssertionError(f"call looped: more than {MAX_REQUESTS} webhook requests")
+            if len(record.steps) >= self.max_requests:
+                raise AssertionError(f"call looped: more than {self.max_requests} webhook requests")
             if self._follow_redirect(record, outcome_for):
                 continue
             if record.conference:

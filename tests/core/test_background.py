@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
-from crisisline.background import Background
+from crisisline.background import ARRIVED_AT, Background, init_app, within_budget
 
 
 @pytest.fixture
@@ -95,3 +95,26 @@ def test_a_request_waits_no_longer_than_its_budget(background: Background) -> No
     gate.opened.set()
     assert background.wait_idle(5)
     assert gate.runs == 1  # it carried on and finished
+
+
+def test_a_requests_wait_is_counted_from_its_arrival_not_from_when_it_asked() -> None:
+    app = Flask(__name__)
+    background = init_app(app, workers=2)
+    try:
+        quick = Gate()
+        quick.opened.set()
+        with app.test_request_context("/voice/menu/need", method="POST"):
+            assert within_budget("fill", quick, budget=5) == 1  # no stamp: a full budget from now
+        assert background.wait_idle(5)
+
+        slow_arrival = {ARRIVED_AT: time.monotonic() - 10}  # the request spent its budget already
+        gate = Gate()
+        opener = threading.Timer(0.3, gate.opened.set)  # done well within a budget counted from now
+        opener.start()
+        with app.test_request_context("/voice/menu/need", method="POST", environ_base=slow_arrival):
+            assert within_budget("fill", gate, budget=5) is None  # answers without waiting
+        opener.join()
+        assert background.wait_idle(5)
+        assert gate.runs == 1  # the work still ran, off the request
+    finally:
+        background.shutdown()
