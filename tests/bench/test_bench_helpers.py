@@ -10,6 +10,7 @@ import pytest
 
 from bench import baseline
 from bench.common import AUTH_TOKEN, BACKUP_NUMBER, procfile_command
+from bench.cpu import Meter, report
 from bench.load import Reply, check_twiml, next_path
 from twilio_fake.signing import CallIdentity, signed_headers
 
@@ -66,3 +67,15 @@ def test_the_baseline_validates_twilios_signature_then_inserts_and_selects(
     assert first.status_code == 200 and "Seen 1." in first.get_data(as_text=True)
     assert "Seen 2." in second.get_data(as_text=True)
     assert forged.status_code == 403
+
+
+def test_the_cpu_bench_reports_each_kind_against_the_baselines_median() -> None:
+    meter = Meter("")
+    meter.cpu["baseline_c_pg"] = [0.004, 0.005, 0.006]
+    meter.cpu["need_answer"] = [0.020, 0.025, 0.030]
+
+    rows = {line.split(" | ")[0].strip("| "): line for line in report(meter).splitlines()[2:]}
+
+    assert set(rows) == {"baseline_c_pg", "need_answer"}  # a kind never measured is left out
+    assert rows["need_answer"] == "| need_answer | 3 | 25.00 | 25.00 | 0.20 |"
+    assert rows["baseline_c_pg"].endswith("| 1.00 |")

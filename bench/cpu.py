@@ -1,0 +1,214 @@
+"""Web CPU per webhook, beside the baseline's, in one process: the figure throughput follows
+on a machine whose cores are all busy, and one that a shared machine barely disturbs.
+
+``bench.load`` measures requests per second against the processes as the Procfile runs them;
+on a shared two-core machine its baseline's own speed varies by 1.8x within a run. This bench
+runs the app in-process (Flask's test client, signed requests) and counts the CPU time this
+process spends per request, including the threads a request hands work to (ringing, a queue
+pass), which it waits for. PostgreSQL, Redis and the fake Twilio are other processes and are
+not counted. The baseline (``bench.baseline``, ``c_pg``) runs in the same process, on the same
+database, interleaved with the line's requests round by round.
+
+    .venv/bin/python -m bench.cpu [--rounds 40] [--profile need_answer]
+
+``--profile KIND`` also prints where that kind's CPU goes (cProfile, by own time and by
+cumulative time), which is how to find the next thing to cut. cProfile sees one thread, so
+with it every request runs on the calling thread, the deadline's pool and background threads
+left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import logging
+import os
+import pstats
+import random
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from bench import baseline
+from bench.common import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    LINE_NUMBER,
+    deployment_env,
+    flask,
+    fresh_database,
+    processes,
+    publish_routing_on_call_around_the_clock,
+    redis_for_bench,
+    start_fake_twilio,
+)
+from bench.queries import next_path
+from crisisline import create_app
+from crisisline.redis_server import free_port
+from crisisline.settings import Settings
+from twilio_fake.signing import CallIdentity, gather_digits_params, signed_headers, sms_params
+
+KINDS = ("baseline_c_pg", "voice_incoming", "language_answer", "need_answer", "hold_turn", "status_callback",
+         "first_text", "need_answer_text")  # fmt: skip
+
+
+class Meter:
+    """CPU seconds of this process per request kind; one kind may be profiled."""
+
+    def __init__(self, profile_kind: str) -> None:
+        self.cpu: dict[str, list[float]] = defaultdict(list)
+        self.profile_kind = profile_kind
+        self.profiler = cProfile.Profile(time.process_time) if profile_kind else None  # CPU, not waits
+
+    def measure(self, kind: str, request: Callable[..., str], *args: Any, **kwargs: Any) -> str:
+        profiling = self.profiler is not None and kind == self.profile_kind
+        if profiling and self.profiler is not None:
+            self.profiler.enable()
+        started = time.process_time()
+        body = request(*args, **kwargs)
+        self.cpu[kind].append(time.process_time() - started)
+        if profiling and self.profiler is not None:
+            self.profiler.disable()
+        return body
+
+
+def post(client: FlaskClient, public: str, path: str, params: dict[str, str], *, voice: bool = True) -> str:
+    headers = signed_headers(AUTH_TOKEN, public + path, params, voice=voice)
+    reply = client.post(path, data=params, headers=headers)
+    if reply.status_code not in (200, 204):
+        raise RuntimeError(f"{path}: HTTP {reply.status_code}")
+    # Work the request started off its thread (ringing, a queue pass) is its own CPU.
+    background = client.application.extensions.get("crisisline.background")
+    if background is not None:
+        background.wait_idle(timeout=30)
+    return reply.get_data(as_text=True)
+
+
+def one_call(client: FlaskClient, public: str, meter: Meter) -> None:
+    identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
+    body = meter.measure("voice_incoming", post, client, public, "/voice/incoming", identity.voice_params("ringing"))
+    for kind, digits in (("language_answer", "1"), ("need_answer", "2")):
+        path = next_path(body)
+        body = meter.measure(kind, post, client, public, path, gather_digits_params(identity, digits))
+    for _turn in range(3):
+        path = next_path(body)
+        body = meter.measure("hold_turn", post, client, public, path, identity.voice_params("in-progress"))
+    status = identity.voice_params("completed", CallDuration="60", SequenceNumber="3")
+    meter.measure("status_callback", post, client, public, "/voice/status", status)
+
+
+def one_texter(client: FlaskClient, public: str, meter: Meter) -> None:
+    number = f"+1773{random.randint(2000000, 9999999)}"  # noqa: S311
+    for kind, text in (("first_text", "I am not doing well tonight and need to talk"), ("need_answer_text", "3")):
+        params = sms_params(ACCOUNT_SID, number, LINE_NUMBER, text)
+        meter.measure(kind, post, client, public, "/sms/incoming", params, voice=False)
+
+
+def baseline_hit(client: FlaskClient, public: str, meter: Meter) -> None:
+    identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
+    params = identity.voice_params("ringing")
+    headers = signed_headers(AUTH_TOKEN, public + "/hook", params, voice=True)
+
+    def hit() -> str:
+        reply = client.post("/hook", data=params, headers=headers)
+        if reply.status_code != 200:
+            raise RuntimeError(f"baseline: HTTP {reply.status_code}")
+        return reply.get_data(as_text=True)
+
+    meter.measure("baseline_c_pg", hit)
+
+
+def run(rounds: int, profile_kind: str) -> tuple[Meter, dict[str, Any]]:
+    meter = Meter(profile_kind)
+    with (
+        tempfile.TemporaryDirectory() as scratch_name,
+        fresh_database("crisisline_bench_cpu") as database_url,
+        processes() as started,
+    ):
+        scratch = Path(scratch_name)
+        with redis_for_bench(scratch) as redis_url:
+            twilio_url = start_fake_twilio(started)
+            port = free_port()
+            env = deployment_env(database_url, redis_url, twilio_url, port)
+            flask(env, "db", "upgrade")
+            publish_routing_on_call_around_the_clock(env, scratch)
+            app: Flask = create_app(Settings.from_env({k: v for k, v in env.items() if k.isupper()}))
+            public = f"http://127.0.0.1:{port}"
+            baseline.create_tables(database_url)
+            os.environ.update(DATABASE_URL=database_url, TWILIO_AUTH_TOKEN=AUTH_TOKEN, PUBLIC_BASE_URL=public)
+            baseline_client = baseline.create_app().test_client()
+            if profile_kind:
+                # cProfile sees one thread: run each request, and the work it would hand to
+                # other threads, on this one (the figures then leave out that hand-over's cost).
+                app.wsgi_app = app.extensions["crisisline.deadline"].inner  # type: ignore[method-assign]
+                app.extensions.pop("crisisline.background").shutdown()
+            client = app.test_client()
+            warm = Meter("")
+            for _ in range(3):  # first-use imports, caches, pooled connections
+                one_call(client, public, warm)
+                one_texter(client, public, warm)
+                baseline_hit(baseline_client, public, warm)
+            for _ in range(rounds):
+                baseline_hit(baseline_client, public, meter)
+                one_call(client, public, meter)
+                baseline_hit(baseline_client, public, meter)
+                one_texter(client, public, meter)
+            app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
+            if "crisisline.background" in app.extensions:
+                app.extensions["crisisline.background"].shutdown()
+    return meter, {"rounds": rounds}
+
+
+def report(meter: Meter) -> str:
+    base = sorted(meter.cpu["baseline_c_pg"])
+    base_median = base[len(base) // 2]
+    lines = ["| request | n | CPU ms p50 | CPU ms mean | x baseline (p50 CPU, baseline / kind) |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for kind in KINDS:
+        samples = sorted(meter.cpu[kind])
+        if not samples:
+            continue
+        median = samples[len(samples) // 2]
+        mean = sum(samples) / len(samples)
+        ratio = base_median / median
+        lines.append(f"| {kind} | {len(samples)} | {median * 1000:.2f} | {mean * 1000:.2f} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
+def profile_report(meter: Meter, top: int = 35) -> str:
+    if meter.profiler is None:
+        return ""
+    out = io.StringIO()
+    stats = pstats.Stats(meter.profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=40, help="call flows and texters measured (after 3 to warm up)")
+    parser.add_argument("--profile", default="", choices=["", *KINDS], help="also profile this kind's requests")
+    parser.add_argument("--profile-file", default="", help="save the profile here too (pstats, e.g. for snakeviz)")
+    args = parser.parse_args(argv)
+    random.seed(7)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    meter, _ = run(args.rounds, args.profile)
+    print(report(meter))
+    if args.profile:
+        print(profile_report(meter))
+        if args.profile_file and meter.profiler is not None:
+            meter.profiler.dump_stats(args.profile_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
