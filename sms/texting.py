@@ -157,26 +157,28 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     need = choose_need(document, chosen, MenuInput(speech=text)) if not text[:1].isdigit() else None
     if need is not None and need.key == document.menu.default_need:
         need = None  # "talk to someone" is not a choice; show the menu so they can pick
-    convo.to_texter(conversation, "welcome", chosen.text("welcome"))
     if need is not None:
+        convo.to_texter(conversation, "welcome", chosen.text("welcome"))
         _set_need(conversation, need.key, need.priority)
         convo.queue(conversation, document)
         return
     conversation.state = "need"  # committed with the menu's claim (or at the end of handling)
-    _send_need_menu(document, conversation, f"need-menu:{inbound.id}")
+    # The welcome and the menu in one text: two texts may arrive in either order, and the menu
+    # must not come before the welcome. Sent once per conversation, as the welcome alone was.
+    _send_welcome_and_need_menu(document, conversation, chosen.text("welcome"))
 
 
 def _language_question(document: RoutingDocument) -> str:
     return " / ".join(lang.text("language_option", digit=lang.digit) for lang in document.languages)
 
 
-def _send_need_menu(document: RoutingDocument, conversation: Conversation, key: str) -> None:
+def _send_welcome_and_need_menu(document: RoutingDocument, conversation: Conversation, welcome: str) -> None:
     language = document.language(conversation.language)
-    lines = [language.text("need_menu")] + [
+    lines = [welcome, "", language.text("need_menu")] + [
         language.text("need_option", digit=need.digit, label=need.labels.get(language.code, need.key))
         for need in document.needs
     ]
-    convo.to_texter(conversation, key, "\n".join(lines))
+    convo.to_texter(conversation, "welcome", "\n".join(lines))
 
 
 def _need_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:

@@ -29,7 +29,7 @@ BUDGET = {
     "need_answer": 24,  # 22-23, and the first ring of a responder creates their state row
     "hold_turn": 4,
     "status_callback": 15,
-    "first_text": 18,
+    "first_text": 15,  # 14: the welcome and the need menu are one text
     "need_answer_text": 18,
 }
 WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)

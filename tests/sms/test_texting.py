@@ -46,11 +46,13 @@ def test_language_is_detected_from_a_realistic_first_text(
 
     assert conversation_of(app).language == language
     assert conversation_of(app).state == "need"
+    # One text: separate texts may arrive in either order, and the menu must follow the welcome.
+    assert len(replies) == 1
     welcome = {"en": "Riverside County Crisis Line.", "es": "Linea de Crisis"}[language]
     assert replies[0].startswith(welcome)
     menu_start = {"en": "What is happening?", "es": "Que esta pasando?"}[language]
-    assert replies[1].startswith(menu_start)
-    assert ("1 someone in danger right now" in replies[1]) == (language == "en")
+    assert replies[0].index(menu_start) > len(welcome)
+    assert ("1 someone in danger right now" in replies[0]) == (language == "en")
 
 
 @pytest.mark.usefixtures("wednesday_evening")
@@ -60,7 +62,7 @@ def test_language_is_asked_when_unsure_and_the_answer_is_taken(app: Flask, texti
     replies = texting.send(TEXTER, "2")
 
     assert conversation_of(app).language == "es"
-    assert replies[1].startswith("Que esta pasando?")
+    assert "\n\nQue esta pasando?" in replies[0]
 
 
 @pytest.mark.usefixtures("wednesday_evening")
