@@ -14,6 +14,7 @@ bench:
 	.venv/bin/python -m bench.scale_out --output bench/results/scale-out-latest
 	.venv/bin/python -m bench.language_memory
 	.venv/bin/python -m bench.failsafe_latency
+	.venv/bin/python -m bench.cpu
 bench-quick:
 	.venv/bin/python -m bench.load --quick
 	.venv/bin/python -m bench.workers --quick

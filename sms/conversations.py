@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 import line_queue
 from crisisline import events
@@ -127,28 +127,60 @@ def estimate_wait_minutes(conversation: Conversation, document: RoutingDocument)
     return max(1, round(typical * place / 60))
 
 
-def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter: bool = True) -> None:
+def need_values(need: str, priority: int) -> dict[str, object]:
+    """The chosen need; the priority only ever rises (risk words in another text of theirs,
+    handled side by side, may have raised it: compared in the database, not here)."""
+    return {"need": need, "priority": case((Conversation.priority > priority, Conversation.priority), else_=priority)}
+
+
+def set_need(conversation: Conversation, need: str, priority: int) -> None:
+    db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id)
+        .values(need_values(need, priority))
+        .execution_options(synchronize_session=False)
+    )
+    commit_keeping_loaded()
+    db.session.expire(conversation, ["need", "priority"])  # read again only if used
+
+
+def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter: bool = True,
+          welcome: str = "", need: tuple[str, int] | None = None) -> None:  # fmt: skip
     """Put a sorted conversation in the one queue, tell the texter the wait; the queue offers
     it to a free counselor at once if it is first in line for one.
 
-    ``tell_texter=False``: the caller already told them (e.g. a check-in reply's own text)."""
+    ``tell_texter=False``: the caller already told them (e.g. a check-in reply's own text).
+    ``welcome``: the line's first words to a new texter, sent in the same text as the wait
+    (two texts may arrive in either order), and once per conversation.
+    ``need``: (need, priority) chosen by the texter, stored in the same statement."""
     moved = db.session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.state.in_(("language", "need")))
-        .values(state="queued", queued_at=now())
+        .values(state="queued", queued_at=now(), **(need_values(*need) if need else {}))
+        .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     commit_keeping_loaded()  # the conversation is refreshed below, after the queue's pass
     if not moved:
+        if need:  # another text of theirs queued it meanwhile: their choice still counts
+            set_need(conversation, *need)
         db.session.refresh(conversation)
+        if welcome:  # another text of theirs queued it (and may have told them the wait)
+            to_texter(conversation, "welcome", welcome)
         return
     line_queue.fill_soon(document)
     db.session.refresh(conversation)
     if not tell_texter:
+        if welcome:
+            to_texter(conversation, "welcome", welcome)
         return
     language = document.language(conversation.language)
     minutes = estimate_wait_minutes(conversation, document)
     key = "queued" if conversation.state in ("offered", "active") else "nobody_free"
-    to_texter(conversation, "queued", language.text(key, minutes=minutes))
+    wait = language.text(key, minutes=minutes)
+    if welcome:
+        to_texter(conversation, "welcome", f"{welcome}\n\n{wait}")
+    else:
+        to_texter(conversation, "queued", wait)
 
 
 def counselor_load(responder_id: str) -> int:

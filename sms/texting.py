@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from blinker import Namespace
-from sqlalchemy import case, update
+from sqlalchemy import update
 
 from crisisline import events
 from crisisline.db import commit_keeping_loaded, db
@@ -158,9 +158,7 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     if need is not None and need.key == document.menu.default_need:
         need = None  # "talk to someone" is not a choice; show the menu so they can pick
     if need is not None:
-        convo.to_texter(conversation, "welcome", chosen.text("welcome"))
-        _set_need(conversation, need.key, need.priority)
-        convo.queue(conversation, document)
+        convo.queue(conversation, document, welcome=chosen.text("welcome"), need=(need.key, need.priority))
         return
     conversation.state = "need"  # committed with the menu's claim (or at the end of handling)
     # The welcome and the menu in one text: two texts may arrive in either order, and the menu
@@ -192,8 +190,7 @@ def _need_step(document: RoutingDocument, conversation: Conversation, inbound: M
             convo.to_texter(conversation, f"need-retry:{inbound.id}", language.text("need_retry"))
             return
         need = document.need(document.menu.default_need) or document.needs[-1]
-    _set_need(conversation, need.key, need.priority)
-    convo.queue(conversation, document)
+    convo.queue(conversation, document, need=(need.key, need.priority))
 
 
 def _count_attempt(conversation: Conversation) -> None:
@@ -204,19 +201,6 @@ def _count_attempt(conversation: Conversation) -> None:
     )
     db.session.commit()
     db.session.refresh(conversation)
-
-
-def _set_need(conversation: Conversation, need: str, priority: int) -> None:
-    """Record the chosen need; the priority only ever rises (risk words in another text of
-    theirs, handled side by side, may have raised it: compared in the database, not here)."""
-    db.session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation.id)
-        .values(need=need, priority=case((Conversation.priority > priority, Conversation.priority), else_=priority))
-        .execution_options(synchronize_session=False)
-    )
-    commit_keeping_loaded()
-    db.session.expire(conversation, ["need", "priority"])  # read again only if used
 
 
 def _raise_priority(document: RoutingDocument, conversation: Conversation, body: str) -> None:

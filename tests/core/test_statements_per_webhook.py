@@ -30,7 +30,7 @@ BUDGET = {
     "hold_turn": 4,
     "status_callback": 15,
     "first_text": 15,  # 14: the welcome and the need menu are one text
-    "need_answer_text": 18,
+    "need_answer_text": 17,  # 16: the chosen need is stored by the queue's own UPDATE
 }
 WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 

@@ -165,7 +165,7 @@ def test_a_text_whose_handling_crashed_is_handled_later_not_lost(
     wednesday_evening.shift(timedelta(seconds=31))
     clock_tick()  # the clock's sweep retries it
 
-    assert texting.inbox(TEXTER)[-1].startswith("Thank you. A counselor will text you back shortly")
+    assert texting.inbox(TEXTER)[-1].split("\n\n")[-1].startswith("Thank you. A counselor will text you back shortly")
     assert texting.inbox(BEN)[0].startswith("New text #")
 
 
@@ -249,3 +249,26 @@ def test_a_text_from_a_sender_we_cannot_answer_is_still_kept(app: Flask, texting
 
     assert stored_bodies(app, params["MessageSid"]) == ["I am scared\x00 and alone " + "é" * 2000]
     assert texting.fake.messages == {}  # nobody to reply to
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_need_chosen_after_another_text_queued_the_conversation_still_counts_and_never_lowers_priority(
+    app: Flask, texting: TextingPhone
+) -> None:
+    texting.send(TEXTER, "I want to kill myself")  # queued at once, priority 8
+    sent = len(texting.inbox(TEXTER))
+
+    with app.app_context():  # a second text of theirs, handled side by side, chose from the menu
+        from routing.store import active_routing
+        from sms import conversations
+
+        conversation = db.session.scalars(select(Conversation)).one()
+        active = active_routing()
+        assert active is not None
+        conversations.queue(conversation, active.document, welcome="Welcome.", need=("substance_use", 5))
+
+    conversation = only_conversation(app)
+    assert (conversation.state, conversation.need, conversation.priority) in {
+        ("queued", "substance_use", 8), ("offered", "substance_use", 8)
+    }  # fmt: skip
+    assert len(texting.inbox(TEXTER)) == sent  # the welcome went out once, with the wait
