@@ -151,7 +151,8 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
 
     ``tell_texter=False``: the caller already told them (e.g. a check-in reply's own text).
     ``welcome``: the line's first words to a new texter, sent in the same text as the wait
-    (two texts may arrive in either order), and once per conversation.
+    (two texts may arrive in either order). The wait is told once per conversation, so when
+    another text of theirs queued it first, that text's handling tells them, not this one.
     ``need``: (need, priority) chosen by the texter, stored in the same statement."""
     moved = db.session.execute(
         update(Conversation)
@@ -164,23 +165,18 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
         if need:  # another text of theirs queued it meanwhile: their choice still counts
             set_need(conversation, *need)
         db.session.refresh(conversation)
-        if welcome:  # another text of theirs queued it (and may have told them the wait)
-            to_texter(conversation, "welcome", welcome)
         return
     line_queue.fill_soon(document)
     db.session.refresh(conversation)
     if not tell_texter:
-        if welcome:
-            to_texter(conversation, "welcome", welcome)
         return
     language = document.language(conversation.language)
     minutes = estimate_wait_minutes(conversation, document)
     key = "queued" if conversation.state in ("offered", "active") else "nobody_free"
     wait = language.text(key, minutes=minutes)
-    if welcome:
-        to_texter(conversation, "welcome", f"{welcome}\n\n{wait}")
-    else:
-        to_texter(conversation, "queued", wait)
+    # Under the wait's own key, never the menu's ("welcome"): a menu sent for another first
+    # text of theirs must not stop the wait going out. The welcome may then come twice.
+    to_texter(conversation, "queued", f"{welcome}\n\n{wait}" if welcome else wait)
 
 
 def counselor_load(responder_id: str) -> int:

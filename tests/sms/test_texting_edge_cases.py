@@ -271,4 +271,27 @@ def test_a_need_chosen_after_another_text_queued_the_conversation_still_counts_a
     assert (conversation.state, conversation.need, conversation.priority) in {
         ("queued", "substance_use", 8), ("offered", "substance_use", 8)
     }  # fmt: skip
-    assert len(texting.inbox(TEXTER)) == sent  # the welcome went out once, with the wait
+    assert len(texting.inbox(TEXTER)) == sent  # the text that queued it told them the wait; once
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_need_named_in_a_text_handled_beside_one_that_got_the_menu_still_tells_the_wait(
+    app: Flask, texting: TextingPhone
+) -> None:
+    menu = texting.send(TEXTER, "I am not doing well tonight and need to talk")  # welcome and menu
+    assert len(menu) == 1 and "What is happening?" in menu[0]
+
+    with app.app_context():  # their second first text, read while the conversation was new, named a need
+        from routing.store import active_routing
+        from sms import conversations
+
+        conversation = db.session.scalars(select(Conversation)).one()
+        active = active_routing()
+        assert active is not None
+        conversations.queue(conversation, active.document, welcome="Riverside County Crisis Line.",
+                            need=("suicide", 8))  # fmt: skip
+
+    told = texting.inbox(TEXTER)[-1]
+    assert told.startswith("Riverside County Crisis Line.\n\n")
+    assert "A counselor will text you back shortly" in told
+    assert only_conversation(app).priority == 8
