@@ -94,8 +94,9 @@ def work_until_stopped(
     worker (a new one each time: the old one's registration may outlive it in Redis)."""
     wait, attempt = RESTART_WAIT_FIRST, 0
     while True:
-        worker = make(attempt)
         try:
+            # Inside the try: making a worker may reach Redis too, and Redis may still be away.
+            worker = make(attempt)
             worker.work(burst=burst, with_scheduler=with_scheduler, max_jobs=max_jobs)
         except StopRequested:
             return

@@ -44,6 +44,23 @@ def test_the_loop_starts_again_after_redis_errors_and_stops_on_request(monkeypat
     assert waits == [1.0, 2.0, 4.0]  # backing off while Redis stays away
 
 
+def test_a_worker_that_cannot_be_made_while_redis_is_away_is_made_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(runner.time, "sleep", waits.append)
+    made: list[int] = []
+
+    def make(attempt: int) -> Any:
+        made.append(attempt)
+        if attempt < 2:
+            raise redis.exceptions.ConnectionError("refused")  # Redis still away when restarting
+        return Worker("stopped")
+
+    runner.work_until_stopped(make, burst=False, with_scheduler=True, max_jobs=None)
+
+    assert made == [0, 1, 2]
+    assert waits == [1.0, 2.0]
+
+
 def test_a_burst_run_ends_once_its_work_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner.time, "sleep", lambda _seconds: pytest.fail("no restart expected"))
 
