@@ -179,6 +179,31 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
     to_texter(conversation, "queued", f"{welcome}\n\n{wait}" if welcome else wait)
 
 
+# A wait told late (below) is told only this long after the queueing, so it never races the
+# handling that queued the conversation and is about to tell the wait (with its welcome).
+WAIT_TOLD_LATE_AFTER = timedelta(seconds=10)
+
+
+def tell_wait_if_never_told(conversation: Conversation, document: RoutingDocument) -> bool:
+    """A texter writing while waiting who was never told the wait hears it now, once (with
+    the welcome if that never went out either). So it is when the process handling the text
+    that queued them died between the queueing and the telling (the clock's retry of that
+    text comes here), or when a check-in reply queued them with its own words. True if sent."""
+    queued_at = conversation.queued_at
+    if queued_at is None or queued_at > now() - WAIT_TOLD_LATE_AFTER:
+        return False
+    wait_key, welcome_key = f"c{conversation.id}:queued", f"c{conversation.id}:welcome"
+    sent = set(
+        db.session.scalars(select(Message.idempotency_key).where(Message.idempotency_key.in_((wait_key, welcome_key))))
+    )
+    if wait_key in sent:
+        return False
+    language = document.language(conversation.language)
+    key = "queued" if conversation.state in ("offered", "active") else "nobody_free"
+    wait = language.text(key, minutes=estimate_wait_minutes(conversation, document))
+    return to_texter(conversation, "queued", wait if welcome_key in sent else f"{language.text('welcome')}\n\n{wait}")
+
+
 def counselor_load(responder_id: str) -> int:
     return (
         db.session.scalar(

@@ -126,6 +126,7 @@ def handle_step(document: RoutingDocument, conversation: Conversation, inbound: 
         _need_step(document, conversation, inbound, body)
     elif conversation.state in convo.WAITING_STATES:
         _raise_priority(document, conversation, body)
+        convo.tell_wait_if_never_told(conversation, document)
     elif conversation.state == "active" and conversation.counselor_id:
         responder = document.responder(conversation.counselor_id)
         if responder is None:
@@ -152,15 +153,23 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
         _count_attempt(conversation)
         convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
         return
-    conversation.language = chosen.code
-    conversation.menu_attempts = 0
     need = choose_need(document, chosen, MenuInput(speech=text)) if not text[:1].isdigit() else None
     if need is not None and need.key == document.menu.default_need:
         need = None  # "talk to someone" is not a choice; show the menu so they can pick
     if need is not None:
+        conversation.language, conversation.menu_attempts = chosen.code, 0  # flushed by the queue's UPDATE
         convo.queue(conversation, document, welcome=chosen.text("welcome"), need=(need.key, need.priority))
         return
-    conversation.state = "need"  # committed with the menu's claim (or at the end of handling)
+    # Conditional: a text of theirs handled beside this one may have queued them meanwhile,
+    # and must not be put back to the menu (committed with the menu's claim).
+    moved = db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state == "language")
+        .values(state="need", language=chosen.code, menu_attempts=0)
+    ).rowcount  # type: ignore[attr-defined]
+    if not moved:
+        db.session.commit()
+        return
     # The welcome and the menu in one text: two texts may arrive in either order, and the menu
     # must not come before the welcome. Sent once per conversation, as the welcome alone was.
     _send_welcome_and_need_menu(document, conversation, chosen.text("welcome"))

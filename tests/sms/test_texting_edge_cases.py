@@ -295,3 +295,87 @@ def test_a_need_named_in_a_text_handled_beside_one_that_got_the_menu_still_tells
     assert told.startswith("Riverside County Crisis Line.\n\n")
     assert "A counselor will text you back shortly" in told
     assert only_conversation(app).priority == 8
+
+
+def crash_once_before_telling_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies (a bug, a kill) after the queueing committed, before the wait is told."""
+    from sms import conversations
+
+    real = conversations.estimate_wait_minutes
+
+    def crash_once(*args: Any, **kwargs: Any) -> int:
+        monkeypatch.setattr(conversations, "estimate_wait_minutes", real)
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(conversations, "estimate_wait_minutes", crash_once)
+
+
+def test_a_texter_queued_by_a_text_whose_handling_died_before_the_wait_is_told_it_by_the_clocks_retry(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    crash_once_before_telling_the_wait(monkeypatch)
+    assert texting.send(TEXTER, "I want to kill myself") == []
+    assert only_conversation(app).state in ("queued", "offered")  # queued, but told nothing
+
+    wednesday_evening.shift(timedelta(seconds=31))
+    clock_tick()  # the clock's sweep retries the text: it finds them waiting
+
+    told = texting.inbox(TEXTER)
+    assert len(told) == 1
+    assert told[0].startswith("Riverside County Crisis Line. Your texts are private.")  # the welcome too
+    assert "A counselor will text you back shortly" in told[0]
+
+
+def test_a_menu_answer_whose_handling_died_before_the_wait_is_told_it_once_without_a_second_welcome(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    texting.send(TEXTER, "I am not doing well tonight and need to talk")  # welcome and menu
+    crash_once_before_telling_the_wait(monkeypatch)
+    assert texting.send(TEXTER, "1") == []
+
+    wednesday_evening.shift(timedelta(seconds=31))
+    clock_tick()
+    texting.send(TEXTER, "hello? is anyone there")  # a text while waiting: told already, nothing more
+    wednesday_evening.shift(timedelta(seconds=31))
+    clock_tick()
+
+    told = texting.inbox(TEXTER)
+    assert len(told) == 2, told
+    assert told[1].startswith("Thank you. A counselor will text you back shortly")
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_text_while_waiting_soon_after_the_queueing_never_races_the_wait_being_told(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash_once_before_telling_the_wait(monkeypatch)
+    texting.send(TEXTER, "I want to kill myself")
+
+    texting.send(TEXTER, "please")  # within seconds: the handling that queued them may still tell it
+
+    assert texting.inbox(TEXTER) == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_menu_answer_never_puts_a_conversation_another_text_queued_back_to_the_menu(
+    app: Flask, texting: TextingPhone
+) -> None:
+    from routing.store import active_routing
+    from sms import texting as texting_module
+
+    texting.send(TEXTER, "?")  # which language?
+    with app.app_context():
+        conversation = db.session.scalars(select(Conversation)).one()  # this handling's copy
+        active = active_routing()
+        assert active is not None and conversation.state == "language"
+        with db.engine.begin() as other_process:  # another text of theirs queued them meanwhile
+            other_process.execute(
+                Conversation.__table__.update().where(Conversation.__table__.c.id == conversation.id)
+                .values(state="queued")
+            )  # fmt: skip
+        texting_module.handle_step(active.document, conversation, None, "1")  # type: ignore[arg-type]
+
+    assert only_conversation(app).state == "queued"
+    assert not any("What is happening?" in text for text in texting.inbox(TEXTER))
