@@ -26,19 +26,20 @@ R = TypeVar("R")
 
 
 def candidate_urls(public_base_url: str | None) -> list[str]:
-    """The URLs Twilio may have signed for the current request."""
+    """The URLs Twilio may have signed for the current request, the likeliest first: each
+    one tried costs two HMACs (with and without the port), on every webhook."""
     query = request.query_string.decode("latin-1")
     suffix = f"?{query}" if query else ""
-    urls = [request.base_url + suffix]
+    urls: list[str] = []
     if public_base_url:
         # The proxy may pass the line's path prefix on (``SCRIPT_NAME`` via X-Forwarded-Prefix)
         # or strip it silently; either way Twilio signed PUBLIC_BASE_URL + the route's path.
         parts = urlsplit(public_base_url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        for url in (public_base_url + request.path, origin + request.script_root + request.path):
-            if url + suffix not in urls:
-                urls.append(url + suffix)
-    return urls
+        urls.append(public_base_url + request.path + suffix)
+        urls.append(origin + request.script_root + request.path + suffix)
+    urls.append(request.base_url + suffix)  # as the WSGI request (or ProxyFix) sees it
+    return list(dict.fromkeys(urls))
 
 
 def request_is_from_twilio() -> bool:
