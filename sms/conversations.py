@@ -145,7 +145,7 @@ def set_need(conversation: Conversation, need: str, priority: int) -> None:
 
 
 def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter: bool = True,
-          welcome: str = "", need: tuple[str, int] | None = None) -> None:  # fmt: skip
+          welcome: str = "", need: tuple[str, int] | None = None, language: str | None = None) -> None:  # fmt: skip
     """Put a sorted conversation in the one queue, tell the texter the wait; the queue offers
     it to a free counselor at once if it is first in line for one.
 
@@ -153,11 +153,17 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
     ``welcome``: the line's first words to a new texter, sent in the same text as the wait
     (two texts may arrive in either order). The wait is told once per conversation, so when
     another text of theirs queued it first, that text's handling tells them, not this one.
-    ``need``: (need, priority) chosen by the texter, stored in the same statement."""
+    ``need``: (need, priority) chosen by the texter, and ``language``, their language, stored
+    in the same statement (so neither overwrites what another text that queued them chose)."""
     moved = db.session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.state.in_(("language", "need")))
-        .values(state="queued", queued_at=now(), **(need_values(*need) if need else {}))
+        .values(
+            state="queued",
+            queued_at=now(),
+            **(need_values(*need) if need else {}),
+            **({"language": language, "menu_attempts": 0} if language else {}),
+        )
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     commit_keeping_loaded()  # the conversation is refreshed below, after the queue's pass

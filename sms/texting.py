@@ -157,17 +157,20 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     if need is not None and need.key == document.menu.default_need:
         need = None  # "talk to someone" is not a choice; show the menu so they can pick
     if need is not None:
-        conversation.language, conversation.menu_attempts = chosen.code, 0  # flushed by the queue's UPDATE
-        convo.queue(conversation, document, welcome=chosen.text("welcome"), need=(need.key, need.priority))
+        convo.queue(conversation, document, welcome=chosen.text("welcome"), need=(need.key, need.priority),
+                    language=chosen.code)  # fmt: skip
         return
     # Conditional: a text of theirs handled beside this one may have queued them meanwhile,
-    # and must not be put back to the menu (committed with the menu's claim).
-    moved = db.session.execute(
+    # and must not be put back to the menu (committed with the menu's claim). The row comes
+    # back from the UPDATE only if it moved; the session's copy is left alone otherwise.
+    moved = db.session.scalars(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.state == "language")
         .values(state="need", language=chosen.code, menu_attempts=0)
-    ).rowcount  # type: ignore[attr-defined]
-    if not moved:
+        .returning(Conversation)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).first()
+    if moved is None:
         db.session.commit()
         return
     # The welcome and the menu in one text: two texts may arrive in either order, and the menu
@@ -217,7 +220,13 @@ def _raise_priority(document: RoutingDocument, conversation: Conversation, body:
     language = document.language(conversation.language)
     need = choose_need(document, language, MenuInput(speech=body))
     if need is not None and need.priority > conversation.priority:
-        conversation.priority = need.priority
+        # Conditional: a text handled beside this one may have raised it higher already.
+        db.session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation.id, Conversation.priority < need.priority)
+            .values(priority=need.priority)
+            .execution_options(synchronize_session=False)
+        )
         db.session.commit()
 
 

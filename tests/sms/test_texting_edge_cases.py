@@ -379,3 +379,46 @@ def test_a_menu_answer_never_puts_a_conversation_another_text_queued_back_to_the
 
     assert only_conversation(app).state == "queued"
     assert not any("What is happening?" in text for text in texting.inbox(TEXTER))
+
+
+def queue_meanwhile(app: Flask, conversation_id: int, **values: object) -> None:
+    """Another process (another text of theirs) moved the conversation on, after this one read it."""
+    with db.engine.begin() as other_process:
+        table = Conversation.__table__
+        other_process.execute(table.update().where(table.c.id == conversation_id).values(**values))
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_need_named_in_another_language_never_overwrites_the_language_of_a_text_that_queued_them_first(
+    app: Flask, texting: TextingPhone
+) -> None:
+    from routing.store import active_routing
+    from sms import texting as texting_module
+
+    texting.send(TEXTER, "?")  # which language?
+    with app.app_context():
+        conversation = db.session.scalars(select(Conversation)).one()  # this handling's copy
+        active = active_routing()
+        assert active is not None
+        queue_meanwhile(app, conversation.id, state="queued", language="es", need="suicide", priority=8)
+        texting_module.handle_step(active.document, conversation, None, "I want to kill myself")  # type: ignore[arg-type]
+
+    assert only_conversation(app).language == "es"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_risk_words_while_waiting_never_lower_a_priority_another_text_raised(app: Flask, texting: TextingPhone) -> None:
+    from routing.store import active_routing
+    from sms import texting as texting_module
+
+    texting.send(TEXTER, "I am not doing well tonight and need to talk")
+    texting.send(TEXTER, "6")  # something else: queued at the lowest priority
+    with app.app_context():
+        conversation = db.session.scalars(select(Conversation)).one()  # read before the other text
+        active = active_routing()
+        assert active is not None and conversation.state in ("queued", "offered")
+        assert conversation.priority == 0
+        queue_meanwhile(app, conversation.id, priority=9)  # danger now, in a text handled beside this one
+        texting_module.handle_step(active.document, conversation, None, "I want to kill myself")  # type: ignore[arg-type]
+
+    assert only_conversation(app).priority == 9
