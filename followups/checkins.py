@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from crisisline import events
 from crisisline.db import db, insert_once
-from crisisline.models import Call, CheckIn, Conversation, ScheduledContact, SurveyResponse, Texter
+from crisisline.models import Call, CheckIn, Conversation, Message, ScheduledContact, SurveyResponse, Texter
 from ivr.call_log import PHONE_CONTEXT, phone_hash
 from routing.document import RoutingDocument
 from routing.store import active_routing
@@ -185,17 +185,26 @@ def _cancel_contacts(checkin_ids: list[int], outcome: str, *, kinds: tuple[str, 
     )
 
 
-def awaiting_reply(texter: Texter) -> CheckIn | None:
+def awaiting_reply(texter: Texter, inbound: Message | None = None) -> CheckIn | None:
+    """The texter's check-in still waiting for their reply, or the one ``inbound`` answered
+    already (state ``answered``): so it is when the handling of that text died after
+    ``record_reply`` and the clock's sweep hands the same text back. A later text of theirs
+    was stored later, so it never matches (``replied_at`` is the answering text's
+    ``created_at``, to the microsecond). One query either way: it runs for every first text."""
+    awaited: list[ColumnElement[bool]] = [CheckIn.state.in_(AWAITING_REPLY)]
+    if inbound is not None:
+        awaited.append(and_(CheckIn.state == "answered", CheckIn.replied_at == inbound.created_at))
     return db.session.scalars(
-        select(CheckIn)
-        .where(CheckIn.texter_id == texter.id, CheckIn.state.in_(AWAITING_REPLY))
-        .order_by(CheckIn.id.desc())
+        select(CheckIn).where(CheckIn.texter_id == texter.id, or_(*awaited)).order_by(CheckIn.id.desc())
     ).first()
 
 
-def record_reply(checkin: CheckIn, reply: str, words: str | None = None) -> bool:
-    """The person answered: ok | talk | text. Once; what is still scheduled is canceled."""
-    values: dict[str, Any] = {"state": "answered", "reply": reply, "replied_at": now()}
+def record_reply(checkin: CheckIn, reply: str, words: str | None = None, *, at: datetime | None = None) -> bool:
+    """The person answered: ok | talk | text. Once; what is still scheduled is canceled.
+
+    ``at``: when their answer reached us (the inbound text's ``created_at``). Stored as
+    ``replied_at``, it is also what ties the answer to that text (``awaiting_reply``)."""
+    values: dict[str, Any] = {"state": "answered", "reply": reply, "replied_at": at or now()}
     if words:
         values["sealed_reply"] = current_app.extensions["crisisline.vault"].seal(words, context=REPLY_CONTEXT)
     moved = db.session.execute(

@@ -8,8 +8,11 @@ ordinary texting flow takes it.
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from datetime import datetime
 
+from sqlalchemy import select, update
+
+import line_queue
 from callbacks.requests import request_from_checkin
 from crisisline.db import db
 from crisisline.models import CheckIn, Conversation, Message, Texter
@@ -31,13 +34,18 @@ def handle_reply(
     document: RoutingDocument, texter: Texter, inbound: Message, body: str, line_number: str | None
 ) -> bool:
     text = body.strip()
+    checkin = checkins.awaiting_reply(texter, inbound)
+    if checkin is not None and checkin.state == "answered":
+        # The clock's retry of a check-in answer whose handling died after the answer was
+        # recorded: the rest is carried out now (each step at most once).
+        _carry_out(document, texter, checkin, inbound)
+        return True
     survey = checkins.awaiting_survey(texter)
     if survey is not None and text.strip(".!") in {"1", "2", "3", "4", "5"}:
         if checkins.record_rating(survey, int(text.strip(".!"))):
             thanks = document.language(survey.language).text("survey_thanks")
             _to_texter(texter, line_number or "", f"survey-thanks:{inbound.id}", thanks)
         return True
-    checkin = checkins.awaiting_reply(texter)
     if checkin is not None and text:
         return _checkin_reply(document, texter, checkin, inbound, text)
     asked = checkins.asked_checkin(texter)
@@ -49,27 +57,62 @@ def handle_reply(
     return False
 
 
+def _reply_kind(text: str) -> str:
+    """ok ("1") | talk ("2") | text (anything else: their words)."""
+    answer = text.strip(".!")
+    return {"1": "ok", "2": "talk"}.get(answer, "text")
+
+
 def _checkin_reply(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbound: Message, text: str) -> bool:
+    kind = _reply_kind(text)
+    words = text if kind == "text" else None
+    # Stamped with the text's own time: a retry of this text recognises its answer by it.
+    if not checkins.record_reply(checkin, kind, words=words, at=inbound.created_at):
+        db.session.refresh(checkin)
+        if checkin.state == "answered" and checkin.replied_at == inbound.created_at:
+            _carry_out(document, texter, checkin, inbound)  # this text's own handling, racing its retry
+            return True
+        return False  # another text of theirs answered it: this one is an ordinary text
+    _carry_out(document, texter, checkin, inbound)
+    return True
+
+
+def _carry_out(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbound: Message) -> None:
+    """What an answer recorded for ``inbound`` promises, each step at most once however often
+    this runs (it runs again when the handling died part-way): a callback (``talk_by: call``)
+    or a prioritised conversation, stored before the words that promise it are sent; the
+    words go under the conversation's own wait key, so a text while waiting does not tell
+    the wait again (``sms.conversations.tell_wait_if_never_told``)."""
     language = document.language(checkin.language)
     line_number = checkin.line_number or inbound.line_number or ""
-    answer = text.strip(".!")
-    if answer == "1":
-        if checkins.record_reply(checkin, "ok"):
-            _to_texter(texter, line_number, f"checkin-ok:{inbound.id}", language.text("checkin_ok"))
-        return True
-    if answer == "2":
-        if not checkins.record_reply(checkin, "talk"):
-            return True
+    if checkin.reply == "ok":
+        _to_texter(texter, line_number, f"checkin-ok:{inbound.id}", language.text("checkin_ok"))
+        return
+    if checkin.reply == "talk" and document.followups.talk_by == "call" and _request_call(checkin):
         _to_texter(texter, line_number, f"checkin-talk:{inbound.id}", language.text("checkin_talk"))
-        if document.followups.talk_by == "call" and _request_call(checkin):
-            return True
-        open_prioritised(document, texter, checkin, line_number, relay=None)
-        return True
-    if not checkins.record_reply(checkin, "text", words=text or None):
-        return True
-    _to_texter(texter, line_number, f"checkin-noted:{inbound.id}", language.text("checkin_noted"))
-    open_prioritised(document, texter, checkin, line_number, relay=inbound)
-    return True
+        return  # idempotent: one callback per check-in
+    if checkin.replied_at is not None and _talked_since(texter, checkin.replied_at):
+        return  # its conversation was opened and is over already: never a second one
+    conversation = open_prioritised(
+        document, texter, checkin, line_number, relay=inbound if checkin.reply == "text" else None
+    )
+    if conversation.line_number:
+        words = language.text("checkin_talk" if checkin.reply == "talk" else "checkin_noted")
+        convo.to_texter(conversation, "queued", words)
+    line_queue.fill_soon(document)  # the clock's sweep offers it if this never runs
+
+
+def _talked_since(texter: Texter, moment: datetime) -> bool:
+    """A conversation of theirs begun since ``moment`` and closed: the answer's own (a retry
+    running late, after a counselor ended it). An open one is joined, not a reason to stop."""
+    return (
+        db.session.scalars(
+            select(Conversation.id).where(
+                Conversation.texter_id == texter.id, Conversation.started_at >= moment, Conversation.state == "closed"
+            )
+        ).first()
+        is not None
+    )
 
 
 def _request_call(checkin: CheckIn) -> bool:
@@ -82,22 +125,33 @@ def open_prioritised(
     document: RoutingDocument, texter: Texter, checkin: CheckIn, line_number: str, *, relay: Message | None
 ) -> Conversation:
     """A text conversation ahead of ordinary ones, already sorted (language and need from the
-    check-in), queued and offered. ``relay`` (their reply) reaches whoever takes it."""
-    conversation = convo.open_or_start_conversation(texter, line_number or None)
+    check-in) and queued; ``relay`` (their reply) reaches whoever takes it. The queue's pass
+    is the caller's to start.
+
+    It starts in the queue, never at the language menu, where the clock's retry of their text
+    would land (a text from someone with an open conversation goes to it, never here)."""
     need = document.need(checkin.need)
     priority = max(checkins.CHECKIN_PRIORITY, need.priority if need else 0)
-    if conversation.state in ("language", "need"):
-        db.session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation.id, Conversation.state.in_(("language", "need")))
-            .values(language=checkin.language, need=checkin.need or document.menu.default_need,
-                    priority=priority, last_texter_at=convo.now(), last_activity_at=convo.now())
-        )  # fmt: skip
-    if relay is not None:
-        db.session.execute(update(Message).where(Message.id == relay.id).values(conversation_id=conversation.id))
+    sorted_as = {"language": checkin.language, "need": checkin.need or document.menu.default_need,
+                 "priority": priority}  # fmt: skip
+    conversation = convo.start_conversation(
+        texter, line_number or None, queued_as=sorted_as, with_text=relay.id if relay is not None else None
+    )
+    # Or the one a text of theirs opened meanwhile (one open per texter): sorted and queued the
+    # same way if still at the menus, given the check-in's priority if waiting (no-ops for ours).
+    db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state.in_(("language", "need")))
+        .values(state="queued", queued_at=convo.now(), **sorted_as)
+    )
+    db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state.in_(convo.WAITING_STATES),
+               Conversation.priority < priority)
+        .values(priority=priority)
+    )  # fmt: skip
     db.session.commit()
     db.session.refresh(conversation)
-    convo.queue(conversation, document, tell_texter=False)
     return conversation
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -67,28 +67,35 @@ def open_or_start_conversation(texter: Texter, line_number: str | None) -> Conve
     return open_conversation(texter) or start_conversation(texter, line_number)
 
 
-def start_conversation(texter: Texter, line_number: str | None) -> Conversation:
+def start_conversation(
+    texter: Texter, line_number: str | None, *, queued_as: Mapping[str, object] | None = None,
+    with_text: int | None = None,
+) -> Conversation:  # fmt: skip
     """A new conversation for a texter who had none open a moment ago (or the one a concurrent
-    text of theirs opened meanwhile: the unique index lets one insert through)."""
+    text of theirs opened meanwhile: the unique index lets one insert through).
+
+    ``queued_as``: already sorted (language, need, priority), so it starts in the queue, never
+    at the menus (a check-in's answer: ``followups``). ``with_text``: the id of their inbound
+    text that opened it, linked in the same transaction (never a conversation without it)."""
     previous = select(func.max(Conversation.id)).where(Conversation.texter_id == texter.id).scalar_subquery()
-    created = db.session.scalars(
-        insert_ignoring_duplicates(
-            Conversation,
-            {
-                "texter_id": texter.id,
-                "previous_id": previous,
-                "state": "language",
-                "line_number": line_number,
-                "started_at": now(),
-                "last_activity_at": now(),
-                "last_texter_at": now(),  # a texter's text starts every conversation
-                "priority": 0,
-                "menu_attempts": 0,
-            },
-        ).returning(Conversation)
-    ).first()
-    commit_keeping_loaded()
+    values: dict[str, object] = {
+        "texter_id": texter.id,
+        "previous_id": previous,
+        "state": "language",
+        "line_number": line_number,
+        "started_at": now(),
+        "last_activity_at": now(),
+        "last_texter_at": now(),  # a texter's text starts every conversation
+        "priority": 0,
+        "menu_attempts": 0,
+    }
+    if queued_as is not None:
+        values.update(queued_as, state="queued", queued_at=now())
+    created = db.session.scalars(insert_ignoring_duplicates(Conversation, values).returning(Conversation)).first()
     conversation = created or open_conversation(texter)  # or the one a concurrent text opened
+    if conversation is not None and with_text is not None:
+        db.session.execute(update(Message).where(Message.id == with_text).values(conversation_id=conversation.id))
+    commit_keeping_loaded()
     assert conversation is not None
     return conversation
 
@@ -144,16 +151,15 @@ def set_need(conversation: Conversation, need: str, priority: int) -> None:
     db.session.expire(conversation, ["need", "priority"])  # read again only if used
 
 
-def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter: bool = True,
-          welcome: str = "", need: tuple[str, int] | None = None, language: str | None = None) -> None:  # fmt: skip
+def queue(conversation: Conversation, document: RoutingDocument, *, welcome: str = "",
+          need: tuple[str, int] | None = None, language_code: str | None = None) -> None:  # fmt: skip
     """Put a sorted conversation in the one queue, tell the texter the wait; the queue offers
     it to a free counselor at once if it is first in line for one.
 
-    ``tell_texter=False``: the caller already told them (e.g. a check-in reply's own text).
     ``welcome``: the line's first words to a new texter, sent in the same text as the wait
     (two texts may arrive in either order). The wait is told once per conversation, so when
     another text of theirs queued it first, that text's handling tells them, not this one.
-    ``need``: (need, priority) chosen by the texter, and ``language``, their language, stored
+    ``need``: (need, priority) chosen by the texter, and ``language_code``, their language, stored
     in the same statement (so neither overwrites what another text that queued them chose)."""
     moved = db.session.execute(
         update(Conversation)
@@ -162,7 +168,7 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
             state="queued",
             queued_at=now(),
             **(need_values(*need) if need else {}),
-            **({"language": language, "menu_attempts": 0} if language else {}),
+            **({"language": language_code, "menu_attempts": 0} if language_code else {}),
         )
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
@@ -174,8 +180,6 @@ def queue(conversation: Conversation, document: RoutingDocument, *, tell_texter:
         return
     line_queue.fill_soon(document)
     db.session.refresh(conversation)
-    if not tell_texter:
-        return
     language = document.language(conversation.language)
     minutes = estimate_wait_minutes(conversation, document)
     key = "queued" if conversation.state in ("offered", "active") else "nobody_free"
@@ -194,7 +198,8 @@ def tell_wait_if_never_told(conversation: Conversation, document: RoutingDocumen
     """A texter writing while waiting who was never told the wait hears it now, once (with
     the welcome if that never went out either). So it is when the process handling the text
     that queued them died between the queueing and the telling (the clock's retry of that
-    text comes here), or when a check-in reply queued them with its own words. True if sent."""
+    text comes here). Whoever queues a conversation with other words than the wait sends them
+    under the same key (``queued``: a check-in's answer does). True if sent."""
     queued_at = conversation.queued_at
     if queued_at is None or queued_at > now() - WAIT_TOLD_LATE_AFTER:
         return False

@@ -63,9 +63,7 @@ def handle_texter_message(
             return
     if current is None:
         # Read or written a moment ago (stamped with this text's time when it is ours).
-        conversation = convo.start_conversation(texter, line_number)
-        db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=conversation.id))
-        commit_keeping_loaded()
+        conversation = convo.start_conversation(texter, line_number, with_text=inbound.id)
     else:
         db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=current.id))
         # The row comes back from its UPDATE (which locks it until the commit): its state, as a
@@ -158,7 +156,7 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
         need = None  # "talk to someone" is not a choice; show the menu so they can pick
     if need is not None:
         convo.queue(conversation, document, welcome=chosen.text("welcome"), need=(need.key, need.priority),
-                    language=chosen.code)  # fmt: skip
+                    language_code=chosen.code)  # fmt: skip
         return
     # Conditional: a text of theirs handled beside this one may have queued them meanwhile,
     # and must not be put back to the menu (committed with the menu's claim). The row comes
