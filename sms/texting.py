@@ -21,11 +21,13 @@ CALL_WORDS = frozenset({"CALL", "CALL ME", "PHONE ME", "LLAMAR", "LLAMADA", "LLA
 
 # Hooks for the features above texts (they connect when imported; see ``crisisline.events``).
 signals = Namespace()
-# A texter (not opted out) wrote while no conversation of theirs is open, and not HELP. Sender:
+# A texter (not opted out) wrote while no conversation of theirs was open, and not HELP: the
+# text is handled now, or later (the clock's retry of a text whose handling died, or one of a
+# burst handled after a later one) when a conversation they opened since may be open. Sender:
 # the Texter; ``document``, ``inbound`` (the Message), ``body``, ``line_number``. A receiver
 # that recognises an answer to something the line sent (``followups``: a survey rating, a
 # check-in reply, a YES to the check-in question) handles it and returns True: then the text
-# opens no conversation.
+# goes to no conversation.
 text_between_conversations = signals.signal("text-between-conversations")
 # A texter asked to be called (CALL, LLAMAR…) while not yet with a counselor. Sender: the
 # Conversation; ``texter``, ``document``. A receiver that arranged a callback (``callbacks``)
@@ -55,7 +57,10 @@ def handle_texter_message(
     if texter.opted_out:
         return  # Twilio would refuse any reply (21610); the message is kept, nothing is sent
     current = convo.open_conversation(texter)
-    if keyword not in HELP_WORDS and current is None:
+    # Written before their open conversation began (a retried or late-handled text): it may
+    # answer what the line sent them, as it would have when it arrived.
+    between = current is None or inbound.created_at < current.started_at
+    if keyword not in HELP_WORDS and between:
         answered = text_between_conversations.send(
             texter, document=document, inbound=inbound, body=body, line_number=line_number
         )

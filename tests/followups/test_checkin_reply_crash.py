@@ -220,28 +220,51 @@ def test_a_check_in_texter_writing_while_waiting_is_not_told_the_wait_or_welcome
     assert_prioritised(talk)
 
 
-def test_a_talk_reply_whose_handling_died_after_its_conversation_was_stored_is_told_the_wait_by_the_retry(
+def test_a_talk_reply_whose_handling_died_after_its_conversation_was_stored_gets_its_words_from_the_retry(
     app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
     run_due: Callable[[], list[str]], clock_tick: Callable[[], Any],
 ) -> None:  # fmt: skip
-    """The narrow window between storing the conversation and sending the words that promise
-    it: the retry finds them waiting in it, so it tells them the wait (the ordinary words for
-    it), once; they keep the check-in's place in the queue."""
+    """The moment between storing the conversation and sending the words that promise it: the
+    retried text was written before that conversation began, so it is still read as the
+    check-in's answer, and the answer is finished (its words, once), not told the wait."""
     from sms import conversations
 
     checkin_sent(app, texting, wednesday_evening, run_due)
+    before = len(texting.inbox(TEXTER))
     crashed = crash_once(monkeypatch, conversations, "to_texter")
 
     assert texting.send(TEXTER, "2") == []
     assert crashed
     retry_later(wednesday_evening, clock_tick)
+    clock_tick()
 
     (talk,) = talks(app)
     assert_prioritised(talk)
-    told = texting.inbox(TEXTER)[-1]
-    assert "A counselor will text you back shortly" in told or "the wait is about" in told
-    clock_tick()
-    assert texting.inbox(TEXTER)[-1] == told and texting.inbox(TEXTER).count(told) == 1
+    assert texting.inbox(TEXTER)[before:] == [TALK]  # not the welcome and the wait
+
+
+def test_a_talk_reply_retried_after_the_person_texted_again_still_gets_the_check_ins_place(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """No answer came, so they wrote again: that text opened a conversation at the menus. The
+    retried "2" was written before it began, so it is the check-in's answer, not a menu answer:
+    the conversation is sorted with the check-in's language and need and queued ahead."""
+    from followups import replies
+
+    checkin_sent(app, texting, wednesday_evening, run_due)
+    crashed = crash_once(monkeypatch, replies, "open_prioritised")
+    texting.send(TEXTER, "2")
+    assert crashed
+
+    wednesday_evening.shift(timedelta(seconds=5))
+    texting.send(TEXTER, "??")  # an ordinary first text: which language?
+    retry_later(wednesday_evening, clock_tick)
+
+    (talk,) = talks(app)
+    assert_prioritised(talk)
+    assert texting.inbox(TEXTER).count(TALK) == 1
+    assert texting.inbox(CHLOE)[-1].startswith(f"New text #{talk.id}: English, thoughts of suicide")
 
 
 def test_a_free_text_reply_reaches_the_counselor_who_takes_its_conversation_before_the_retry(
