@@ -2,8 +2,10 @@
 
 Called (``sms.texting.text_between_conversations``) for every inbound text from a texter who
 is not opted out and has no open conversation (with one, their words belong to that
-conversation). Returns True when the text was an answer and has been handled; otherwise the
-ordinary texting flow takes it.
+conversation), and ``late`` for a text written before the conversation they have open began
+(the clock's retry of a text whose handling died): then only a check-in answer recorded for
+that very text is finished. Returns True when the text was an answer and has been handled;
+otherwise the ordinary texting flow takes it.
 """
 
 from __future__ import annotations
@@ -25,21 +27,25 @@ from sms.texting import text_between_conversations
 
 @text_between_conversations.connect
 def _answer(
-    texter: Texter, *, document: RoutingDocument, inbound: Message, body: str, line_number: str | None, **_: object
-) -> bool:
-    return handle_reply(document, texter, inbound, body, line_number)
+    texter: Texter, *, document: RoutingDocument, inbound: Message, body: str, line_number: str | None,
+    late: bool = False, **_: object,
+) -> bool:  # fmt: skip
+    return handle_reply(document, texter, inbound, body, line_number, late=late)
 
 
 def handle_reply(
-    document: RoutingDocument, texter: Texter, inbound: Message, body: str, line_number: str | None
-) -> bool:
+    document: RoutingDocument, texter: Texter, inbound: Message, body: str, line_number: str | None,
+    *, late: bool = False,
+) -> bool:  # fmt: skip
     text = body.strip()
     checkin = checkins.awaiting_reply(texter, inbound)
     if checkin is not None and checkin.state == "answered":
         # The clock's retry of a check-in answer whose handling died after the answer was
         # recorded: the rest is carried out now (each step at most once).
-        _carry_out(document, texter, checkin, inbound)
+        _carry_out(document, texter, checkin, inbound, body)
         return True
+    if late:
+        return False  # a conversation of theirs is open: their words belong to it
     survey = checkins.awaiting_survey(texter)
     if survey is not None and text.strip(".!") in {"1", "2", "3", "4", "5"}:
         if checkins.record_rating(survey, int(text.strip(".!"))):
@@ -70,14 +76,14 @@ def _checkin_reply(document: RoutingDocument, texter: Texter, checkin: CheckIn, 
     if not checkins.record_reply(checkin, kind, words=words, at=inbound.created_at):
         db.session.refresh(checkin)
         if checkin.state == "answered" and checkin.replied_at == inbound.created_at:
-            _carry_out(document, texter, checkin, inbound)  # this text's own handling, racing its retry
+            _carry_out(document, texter, checkin, inbound, text)  # this text's own handling, racing its retry
             return True
         return False  # another text of theirs answered it: this one is an ordinary text
-    _carry_out(document, texter, checkin, inbound)
+    _carry_out(document, texter, checkin, inbound, text)
     return True
 
 
-def _carry_out(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbound: Message) -> None:
+def _carry_out(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbound: Message, body: str) -> None:
     """What an answer recorded for ``inbound`` promises, each step at most once however often
     this runs (it runs again when the handling died part-way): a callback (``talk_by: call``)
     or a prioritised conversation, stored before the words that promise it are sent; the
@@ -99,6 +105,12 @@ def _carry_out(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbo
     if conversation.line_number:
         words = language.text("checkin_talk" if checkin.reply == "talk" else "checkin_noted")
         convo.to_texter(conversation, "queued", words)
+    counselor = document.responder(conversation.counselor_id or "") if conversation.state == "active" else None
+    if checkin.reply == "text" and counselor is not None and body.strip():
+        # A retry that finds the conversation taken already (the backlog went to the counselor
+        # before these words were linked): relayed under the key a live relay uses, so once.
+        convo.to_counselor(conversation, counselor, f"relay:{inbound.id}",
+                           document.staff_prompt("sms_relay", tag=conversation.tag, body=body.strip()))  # fmt: skip
     line_queue.fill_soon(document)  # the clock's sweep offers it if this never runs
 
 
@@ -129,7 +141,7 @@ def open_prioritised(
     is the caller's to start.
 
     It starts in the queue, never at the language menu, where the clock's retry of their text
-    would land (a text from someone with an open conversation goes to it, never here)."""
+    would otherwise be read as a menu answer."""
     need = document.need(checkin.need)
     priority = max(checkins.CHECKIN_PRIORITY, need.priority if need else 0)
     sorted_as = {"language": checkin.language, "need": checkin.need or document.menu.default_need,

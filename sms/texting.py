@@ -21,13 +21,13 @@ CALL_WORDS = frozenset({"CALL", "CALL ME", "PHONE ME", "LLAMAR", "LLAMADA", "LLA
 
 # Hooks for the features above texts (they connect when imported; see ``crisisline.events``).
 signals = Namespace()
-# A texter (not opted out) wrote while no conversation of theirs was open, and not HELP: the
-# text is handled now, or later (the clock's retry of a text whose handling died, or one of a
-# burst handled after a later one) when a conversation they opened since may be open. Sender:
-# the Texter; ``document``, ``inbound`` (the Message), ``body``, ``line_number``. A receiver
-# that recognises an answer to something the line sent (``followups``: a survey rating, a
-# check-in reply, a YES to the check-in question) handles it and returns True: then the text
-# goes to no conversation.
+# A texter (not opted out) wrote while no conversation of theirs is open, and not HELP. Sender:
+# the Texter; ``document``, ``inbound`` (the Message), ``body``, ``line_number``, ``late``. A
+# receiver that recognises an answer to something the line sent (``followups``: a survey
+# rating, a check-in reply, a YES to the check-in question) handles it and returns True: then
+# the text goes to no conversation. ``late``: a conversation of theirs is open now, begun after
+# this text was written (a retry, a burst): only an answer already recorded for this very text
+# may be finished; anything else is left to that conversation.
 text_between_conversations = signals.signal("text-between-conversations")
 # A texter asked to be called (CALL, LLAMAR…) while not yet with a counselor. Sender: the
 # Conversation; ``texter``, ``document``. A receiver that arranged a callback (``callbacks``)
@@ -57,12 +57,14 @@ def handle_texter_message(
     if texter.opted_out:
         return  # Twilio would refuse any reply (21610); the message is kept, nothing is sent
     current = convo.open_conversation(texter)
-    # Written before their open conversation began (a retried or late-handled text): it may
-    # answer what the line sent them, as it would have when it arrived.
-    between = current is None or inbound.created_at < current.started_at
-    if keyword not in HELP_WORDS and between:
+    # Written before their open conversation began: the clock's retry of a text whose handling
+    # died, or one of a burst handled out of order. Offered ``late``: then only an answer the
+    # line recorded for this very text is finished (matched exactly, never by comparing two
+    # processes' clocks, as this test does); anything else belongs to the open conversation.
+    late = current is not None and inbound.created_at < current.started_at
+    if keyword not in HELP_WORDS and (current is None or late):
         answered = text_between_conversations.send(
-            texter, document=document, inbound=inbound, body=body, line_number=line_number
+            texter, document=document, inbound=inbound, body=body, line_number=line_number, late=late
         )
         if any(handled for _receiver, handled in answered):
             return

@@ -18,7 +18,7 @@ from crisisline.models import Callback, Conversation, Message
 from followups.checkins import CHECKIN_PRIORITY
 from tests.conftest import TextingPhone
 from tests.followups.conftest import checkins
-from tests.followups.test_checkins import TEXTER, checkin_sent
+from tests.followups.test_checkins import TEXTER, checkin_sent, end_a_text_conversation
 from twilio_fake.rest_api import FakeTwilio
 
 CHLOE = "+13125550103"  # on the overnight shift when the check-in's reply arrives
@@ -287,3 +287,50 @@ def test_a_free_text_reply_reaches_the_counselor_who_takes_its_conversation_befo
     taken = texting.send(CHLOE, f"YES {talk.id}")
 
     assert f"#{talk.id}: not great, couldn't sleep" in taken
+
+
+def test_a_retried_free_text_answer_reaches_a_counselor_who_took_the_conversation_another_text_opened(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    from followups import replies
+
+    checkin_sent(app, texting, wednesday_evening, run_due)
+    crashed = crash_once(monkeypatch, replies, "open_prioritised")
+    texting.send(TEXTER, "not great, couldn't sleep")
+    assert crashed
+    wednesday_evening.shift(timedelta(seconds=5))
+    texting.send(TEXTER, "I want to kill myself")  # opens a conversation, offered at once
+    (talk,) = talks(app)
+    texting.send(CHLOE, f"YES {talk.id}")  # taken before the retry: the backlog has only the second text
+
+    retry_later(wednesday_evening, clock_tick)
+
+    assert f"#{talk.id}: not great, couldn't sleep" in texting.inbox(CHLOE)
+    assert texting.inbox(CHLOE).count(f"#{talk.id}: not great, couldn't sleep") == 1
+
+
+def test_a_yes_written_in_an_open_conversation_is_never_taken_for_consent_whatever_the_clocks_say(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """The process that opened the conversation ran 2 s ahead, so "yes" looks written before
+    the conversation began: it still goes to the conversation, and no consent is recorded."""
+    from sms import conversations
+
+    end_a_text_conversation(app, texting)  # the consent question is asked
+    real_now = conversations.now
+    monkeypatch.setattr(conversations, "now", lambda: real_now() + timedelta(seconds=2))
+    texting.send(TEXTER, "I want to kill myself")
+    monkeypatch.setattr(conversations, "now", real_now)
+    wednesday_evening.shift(timedelta(seconds=1))
+
+    texting.send(TEXTER, "yes")
+
+    (checkin,) = checkins(app)
+    assert checkin.state == "asked"
+    (talk,) = talks(app)
+    with app.app_context():
+        words = db.session.scalars(
+            select(Message.id).where(Message.conversation_id == talk.id, Message.direction == "in")
+        ).all()
+    assert len(words) == 2  # both texts are the conversation's
