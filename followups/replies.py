@@ -106,11 +106,10 @@ def _carry_out(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbo
         words = language.text("checkin_talk" if checkin.reply == "talk" else "checkin_noted")
         convo.to_texter(conversation, "queued", words)
     counselor = document.responder(conversation.counselor_id or "") if conversation.state == "active" else None
-    if checkin.reply == "text" and counselor is not None and body.strip():
+    if checkin.reply == "text" and counselor is not None:
         # A retry that finds the conversation taken already (the backlog went to the counselor
         # before these words were linked): relayed under the key a live relay uses, so once.
-        convo.to_counselor(conversation, counselor, f"relay:{inbound.id}",
-                           document.staff_prompt("sms_relay", tag=conversation.tag, body=body.strip()))  # fmt: skip
+        convo.relay_to_counselor(conversation, counselor, document, inbound.id, body)
     line_queue.fill_soon(document)  # the clock's sweep offers it if this never runs
 
 

@@ -100,22 +100,39 @@ def start_conversation(
     return conversation
 
 
+def text_key(conversation: Conversation, key: str) -> str:
+    """The idempotency key of a text this conversation sends (one per ``key``)."""
+    return f"c{conversation.id}:{key}"
+
+
 def to_texter(conversation: Conversation, key: str, body: str) -> bool:
     texter = db.session.get(Texter, conversation.texter_id)
     if texter is None or not conversation.line_number:
         return False
     return outbox.send_text(
-        key=f"c{conversation.id}:{key}", to_number=texter_number(texter), from_number=conversation.line_number,
+        key=text_key(conversation, key), to_number=texter_number(texter), from_number=conversation.line_number,
         body=body, party="texter", conversation_id=conversation.id, texter=texter,
     )  # fmt: skip
 
 
 def to_counselor(conversation: Conversation, responder: Responder, key: str, body: str) -> bool:
     return outbox.send_text(
-        key=f"c{conversation.id}:{key}", to_number=responder.phone,
+        key=text_key(conversation, key), to_number=responder.phone,
         from_number=conversation.line_number or "", body=body, party="counselor",
         conversation_id=conversation.id, responder_id=responder.id,
     )  # fmt: skip
+
+
+def relay_to_counselor(
+    conversation: Conversation, responder: Responder, document: RoutingDocument, message_id: int, body: str
+) -> bool:
+    """A texter's words (their inbound text ``message_id``) to the counselor with them, tagged;
+    one key per text, so live relays, the backlog and retries never send it twice."""
+    words = body.strip()
+    if not words:
+        return False
+    prompt = document.staff_prompt("sms_relay", tag=conversation.tag, body=words)
+    return to_counselor(conversation, responder, f"relay:{message_id}", prompt)
 
 
 def estimate_wait_minutes(conversation: Conversation, document: RoutingDocument) -> int:
@@ -203,7 +220,7 @@ def tell_wait_if_never_told(conversation: Conversation, document: RoutingDocumen
     queued_at = conversation.queued_at
     if queued_at is None or queued_at > now() - WAIT_TOLD_LATE_AFTER:
         return False
-    wait_key, welcome_key = f"c{conversation.id}:queued", f"c{conversation.id}:welcome"
+    wait_key, welcome_key = text_key(conversation, "queued"), text_key(conversation, "welcome")
     sent = set(
         db.session.scalars(select(Message.idempotency_key).where(Message.idempotency_key.in_((wait_key, welcome_key))))
     )
@@ -314,11 +331,7 @@ def relay_backlog(conversation: Conversation, responder: Responder) -> None:
     ).all()
     for message in backlog:
         body = outbox.vault().open(message.sealed_body, context=outbox.BODY_CONTEXT) if message.sealed_body else ""
-        if body.strip():
-            to_counselor(
-                conversation, responder, f"relay:{message.id}",
-                active.document.staff_prompt("sms_relay", tag=conversation.tag, body=body.strip()),
-            )  # fmt: skip
+        relay_to_counselor(conversation, responder, active.document, message.id, body)
 
 
 def pass_back(conversation: Conversation, responder: Responder, document: RoutingDocument) -> bool:

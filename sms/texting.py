@@ -136,11 +136,8 @@ def handle_step(document: RoutingDocument, conversation: Conversation, inbound: 
         responder = document.responder(conversation.counselor_id)
         if responder is None:
             convo.requeue_orphan(conversation, document)  # their counselor left the rota
-        elif body.strip():
-            convo.to_counselor(
-                conversation, responder, f"relay:{inbound.id}",
-                document.staff_prompt("sms_relay", tag=conversation.tag, body=body.strip()),
-            )  # fmt: skip
+        else:
+            convo.relay_to_counselor(conversation, responder, document, inbound.id, body)
 
 
 def _language_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
