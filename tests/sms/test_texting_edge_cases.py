@@ -358,67 +358,56 @@ def test_a_text_while_waiting_soon_after_the_queueing_never_races_the_wait_being
     assert texting.inbox(TEXTER) == []
 
 
+def step_on_a_copy_read_before_another_text(app: Flask, body: str, **meanwhile: object) -> None:
+    """This handling read the conversation; then another text of theirs, handled by another
+    process, changed it (``meanwhile``); then this handling's step runs on its copy."""
+    from routing.store import active_routing
+    from sms import texting as texting_module
+
+    with app.app_context():
+        conversation = db.session.scalars(select(Conversation)).one()  # this handling's copy
+        active = active_routing()
+        assert active is not None
+        with db.engine.begin() as other_process:
+            table = Conversation.__table__
+            other_process.execute(table.update().where(table.c.id == conversation.id).values(**meanwhile))
+        texting_module.handle_step(active.document, conversation, None, body)  # type: ignore[arg-type]
+
+
 @pytest.mark.usefixtures("wednesday_evening")
 def test_a_menu_answer_never_puts_a_conversation_another_text_queued_back_to_the_menu(
     app: Flask, texting: TextingPhone
 ) -> None:
-    from routing.store import active_routing
-    from sms import texting as texting_module
-
     texting.send(TEXTER, "?")  # which language?
-    with app.app_context():
-        conversation = db.session.scalars(select(Conversation)).one()  # this handling's copy
-        active = active_routing()
-        assert active is not None and conversation.state == "language"
-        with db.engine.begin() as other_process:  # another text of theirs queued them meanwhile
-            other_process.execute(
-                Conversation.__table__.update().where(Conversation.__table__.c.id == conversation.id)
-                .values(state="queued")
-            )  # fmt: skip
-        texting_module.handle_step(active.document, conversation, None, "1")  # type: ignore[arg-type]
+    assert only_conversation(app).state == "language"
+
+    step_on_a_copy_read_before_another_text(app, "1", state="queued")
 
     assert only_conversation(app).state == "queued"
     assert not any("What is happening?" in text for text in texting.inbox(TEXTER))
-
-
-def queue_meanwhile(app: Flask, conversation_id: int, **values: object) -> None:
-    """Another process (another text of theirs) moved the conversation on, after this one read it."""
-    with db.engine.begin() as other_process:
-        table = Conversation.__table__
-        other_process.execute(table.update().where(table.c.id == conversation_id).values(**values))
 
 
 @pytest.mark.usefixtures("wednesday_evening")
 def test_a_need_named_in_another_language_never_overwrites_the_language_of_a_text_that_queued_them_first(
     app: Flask, texting: TextingPhone
 ) -> None:
-    from routing.store import active_routing
-    from sms import texting as texting_module
-
     texting.send(TEXTER, "?")  # which language?
-    with app.app_context():
-        conversation = db.session.scalars(select(Conversation)).one()  # this handling's copy
-        active = active_routing()
-        assert active is not None
-        queue_meanwhile(app, conversation.id, state="queued", language="es", need="suicide", priority=8)
-        texting_module.handle_step(active.document, conversation, None, "I want to kill myself")  # type: ignore[arg-type]
+
+    step_on_a_copy_read_before_another_text(
+        app, "I want to kill myself", state="queued", language="es", need="suicide", priority=8
+    )
 
     assert only_conversation(app).language == "es"
 
 
 @pytest.mark.usefixtures("wednesday_evening")
 def test_risk_words_while_waiting_never_lower_a_priority_another_text_raised(app: Flask, texting: TextingPhone) -> None:
-    from routing.store import active_routing
-    from sms import texting as texting_module
-
     texting.send(TEXTER, "I am not doing well tonight and need to talk")
     texting.send(TEXTER, "6")  # something else: queued at the lowest priority
-    with app.app_context():
-        conversation = db.session.scalars(select(Conversation)).one()  # read before the other text
-        active = active_routing()
-        assert active is not None and conversation.state in ("queued", "offered")
-        assert conversation.priority == 0
-        queue_meanwhile(app, conversation.id, priority=9)  # danger now, in a text handled beside this one
-        texting_module.handle_step(active.document, conversation, None, "I want to kill myself")  # type: ignore[arg-type]
+    waiting = only_conversation(app)
+    assert waiting.state in ("queued", "offered") and waiting.priority == 0
+
+    # danger now, in a text handled beside this one
+    step_on_a_copy_read_before_another_text(app, "I want to kill myself", priority=9)
 
     assert only_conversation(app).priority == 9
