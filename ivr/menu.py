@@ -342,18 +342,25 @@ def _find(
     """Starts of ``phrase`` in ``words`` over free words only, within one clause, not overlapping."""
     size = len(phrase)
     starts: list[int] = []
+    if not size:
+        return starts
+    first, wanted, last = phrase[0], list(phrase), len(words) - size
     index = 0
-    first = phrase[0] if size else ""
-    while size and index + size <= len(words):
-        span = range(index, index + size)
+    while index <= last:
+        # Jump to the next place the phrase could start: a text is read against every need
+        # phrase of the line, and most phrases' first word is nowhere in it.
+        try:
+            index = words.index(first, index, last + 1)
+        except ValueError:
+            break
+        end = index + size
         if (
-            words[index] == first
-            and list(words[index : index + size]) == list(phrase)
-            and all(free[i] for i in span)
-            and (not clause_of or clause_of[index] == clause_of[index + size - 1])
+            list(words[index:end]) == wanted
+            and all(free[index:end])
+            and (not clause_of or clause_of[index] == clause_of[end - 1])
         ):
             starts.append(index)
-            index += size
+            index = end
         else:
             index += 1
     return starts
