@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crisisline.db import db, insert_ignoring_duplicates
@@ -96,8 +96,12 @@ def known_facts(call_sid: str | None) -> CallFacts | None:
     return _remembered_facts().get(call_sid) if call_sid else None
 
 
+# Built once (every voice webhook runs it): see ``crisisline.db`` on prebuilt statements.
+_CALL_BY_SID = select(Call).where(Call.call_sid == bindparam("call_sid"))
+
+
 def find_call(call_sid: str) -> Call | None:
-    return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).first()
+    return db.session.scalars(_CALL_BY_SID, {"call_sid": call_sid}).first()
 
 
 def require_call(call_sid: str, raw_from: str | None = None) -> Call:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import Select, and_, bindparam, case, func, or_, select
 
 from crisisline.db import db
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, Offer, ResponderState, Transfer
@@ -128,33 +129,33 @@ def position(document: RoutingDocument, channel: str, priority: int, since: date
     waiting ahead count too; with ``separate`` only the contact's own channel does."""
     ahead = 0
     counted = ("voice", "text") if document.queue.channels == "shared" else (channel,)
+    place = {"priority": priority, "since": since, "contact_id": contact_id}
     if "voice" in counted:
         ties = "id" if channel == "voice" else "all"  # calls go first at an equal place
-        ahead += db.session.scalar(
-            select(func.count(Transfer.id)).where(
-                Transfer.state == "waiting",
-                _ahead(Transfer.priority, Transfer.queued_since, Transfer.id, priority, since, contact_id, ties),
-            )
-        ) or 0  # fmt: skip
+        ahead += db.session.scalar(_count_ahead("voice", ties), place) or 0
     if "text" in counted:
         ties = "id" if channel == "text" else "none"
-        ahead += db.session.scalar(
-            select(func.count(Conversation.id)).where(
-                Conversation.state.in_(TEXT_WAITING_STATES),
-                _ahead(
-                    Conversation.priority, Conversation.queued_at, Conversation.id, priority, since, contact_id, ties
-                ),
-            )
-        ) or 0  # fmt: skip
+        ahead += db.session.scalar(_count_ahead("text", ties), place) or 0
     return ahead + 1
 
 
-def _ahead(
-    priority_column: Any, since_column: Any, id_column: Any, priority: int, since: datetime, contact_id: int,
-    ties: str,
-) -> Any:  # fmt: skip
-    """SQL for "waits ahead of (priority, since, id)". ``ties``: at an equal place, ``id``
+@cache
+def _count_ahead(channel: str, ties: str) -> Select[int]:
+    """How many of ``channel`` wait ahead of the place bound as ``priority``, ``since`` and
+    ``contact_id``. Built once per shape: every hold turn asks, and building a statement costs
+    about as much CPU as running it."""
+    place: list[Any] = [bindparam("priority"), bindparam("since"), bindparam("contact_id")]
+    if channel == "voice":
+        voice_ahead = _ahead(Transfer.priority, Transfer.queued_since, Transfer.id, place, ties)
+        return select(func.count(Transfer.id)).where(Transfer.state == "waiting", voice_ahead)
+    text_ahead = _ahead(Conversation.priority, Conversation.queued_at, Conversation.id, place, ties)
+    return select(func.count(Conversation.id)).where(Conversation.state.in_(TEXT_WAITING_STATES), text_ahead)
+
+
+def _ahead(priority_column: Any, since_column: Any, id_column: Any, place: list[Any], ties: str) -> Any:
+    """SQL for "waits ahead of ``place``" (priority, since, id). ``ties``: at an equal place, ``id``
     (same channel: the lower id is ahead), ``all`` (voice rows ahead of a text) or ``none``."""
+    priority, since, contact_id = place
     earlier = or_(priority_column > priority, and_(priority_column == priority, since_column < since))
     same_place = and_(priority_column == priority, since_column == since)
     if ties == "id":

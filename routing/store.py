@@ -118,10 +118,12 @@ def active_routing() -> ActiveRouting | None:
     return active
 
 
+# Built once: every webhook runs it, and building a statement costs as much as running it.
+_NEWEST_VERSION = select(RoutingVersion.id, RoutingVersion.digest).order_by(RoutingVersion.id.desc()).limit(1)
+
+
 def _read_active_routing() -> ActiveRouting | None:
-    newest = db.session.execute(
-        select(RoutingVersion.id, RoutingVersion.digest).order_by(RoutingVersion.id.desc()).limit(1)
-    ).first()
+    newest = db.session.execute(_NEWEST_VERSION).first()
     if newest is None:
         return None
     # Keyed by digest too: ids can be reused after a restore, contents cannot collide.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
@@ -193,16 +193,17 @@ def revive_lost_offer(offer: Offer, call_sid: str) -> bool:
     return revived
 
 
+_ACTIVE_OFFERS = (
+    select(Offer)
+    .where(Offer.transfer_id == bindparam("transfer_id"), Offer.state.in_(ACTIVE_OFFER_STATES))
+    .execution_options(populate_existing=True)
+)
+
+
 def active_offers(transfer_id: int) -> list[Offer]:
     """The transfer's offers still ringing, whispering or answered, as the database has them now
     (a copy the session kept from earlier in the request is overwritten: its leg's sid, say)."""
-    return list(
-        db.session.scalars(
-            select(Offer)
-            .where(Offer.transfer_id == transfer_id, Offer.state.in_(ACTIVE_OFFER_STATES))
-            .execution_options(populate_existing=True)
-        )
-    )
+    return list(db.session.scalars(_ACTIVE_OFFERS, {"transfer_id": transfer_id}))
 
 
 def staff_on_call(transfer_id: int) -> list[Offer]:
