@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.db import db, insert_ignoring_duplicates, insert_once
 from crisisline.models import BlockedNumber, Call, CallEvent
 from crisisline.phone import caller_number
 from crisisline.privacy import Vault
@@ -136,7 +136,7 @@ def record_event(
     # The event does not need the call's other pending changes written first: they go in one
     # UPDATE when the handler commits, not one UPDATE per event (a need answer made three).
     with db.session.no_autoflush:
-        db.session.execute(insert_ignoring_duplicates(CallEvent, values))
+        insert_once(CallEvent, values)
 
 
 def is_blocked(raw_from: str | None) -> bool:
