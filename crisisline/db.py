@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
@@ -32,6 +32,7 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+M = TypeVar("M", bound=Base)
 
 # Models subclass ``Model``: Flask-SQLAlchemy's ``db.Model`` at run time, typed as ``Base``.
 if TYPE_CHECKING:
@@ -153,9 +154,8 @@ def inserted_id(model: Any, values: dict[str, Any]) -> Any | None:
 
     ``values`` are plain values (no SQL expressions): they are bound to a statement built once
     per table (every call event and text goes through here, and building a statement costs
-    about as much CPU as running it). Uses RETURNING rather than ``rowcount``, which
-    PostgreSQL drivers report as -1 for ORM-enabled inserts; it also saves reading the new
-    row's id back.
+    about as much CPU as running it). Uses RETURNING, which saves reading the new row's id
+    back; the table's column names are its attributes' names throughout ``crisisline.models``.
     """
     statement = _insert_once_returning_key(db.session.get_bind().dialect.name, model.__table__)
     row = db.session.execute(statement, values).first()
@@ -166,6 +166,23 @@ def inserted_id(model: Any, values: dict[str, Any]) -> Any | None:
 def _insert_once_returning_key(dialect: str, table: Table) -> Insert:
     module = postgresql if dialect == "postgresql" else sqlite
     return module.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+
+
+def inserted_row(model: type[M], values: dict[str, Any]) -> M | None:
+    """``insert_once``, returning the new row, loaded (None if the row existed): one statement
+    where an insert and a read would be two. ``values`` are plain values, as for ``inserted_id``."""
+    statement = _insert_once_returning_row(db.session.get_bind().dialect.name, model)
+    row: M | None = db.session.scalars(statement, values).first()
+    return row
+
+
+@cache
+def _insert_once_returning_row(dialect: str, model: type[Any]) -> Insert:
+    module = postgresql if dialect == "postgresql" else sqlite
+    # "orm", not the "bulk" mode a params dict would pick: a None is written as NULL (bulk
+    # mode leaves it out, so a column default would fill in) and an unknown key raises.
+    statement = module.insert(model).on_conflict_do_nothing().returning(model)
+    return statement.execution_options(dml_strategy="orm")
 
 
 def insert_ignoring_duplicates(model: Any, values: dict[str, Any]) -> Any:

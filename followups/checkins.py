@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from crisisline import events
 from crisisline.db import db, insert_once
@@ -90,13 +90,18 @@ def _plain(word: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+# A first text asks all three of these (a consent, a check-in answer, a rating?): built once,
+# as building a statement costs about as much CPU as running it.
+_ASKED_CHECKIN = (
+    select(CheckIn)
+    .where(CheckIn.texter_id == bindparam("texter"), CheckIn.state == "asked", CheckIn.asked_at >= bindparam("since"))
+    .order_by(CheckIn.id.desc())
+)
+
+
 def asked_checkin(texter: Texter) -> CheckIn | None:
     """The texter's consent question still open for a YES (the most recent one)."""
-    return db.session.scalars(
-        select(CheckIn)
-        .where(CheckIn.texter_id == texter.id, CheckIn.state == "asked", CheckIn.asked_at >= now() - CONSENT_WINDOW)
-        .order_by(CheckIn.id.desc())
-    ).first()
+    return db.session.scalars(_ASKED_CHECKIN, {"texter": texter.id, "since": now() - CONSENT_WINDOW}).first()
 
 
 def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
@@ -191,12 +196,28 @@ def awaiting_reply(texter: Texter, inbound: Message | None = None) -> CheckIn | 
     ``record_reply`` and the clock's sweep hands the same text back. A later text of theirs
     was stored later, so it never matches (``replied_at`` is the answering text's
     ``created_at``, to the microsecond). One query either way: it runs for every first text."""
-    awaited: list[ColumnElement[bool]] = [CheckIn.state.in_(AWAITING_REPLY)]
-    if inbound is not None:
-        awaited.append(and_(CheckIn.state == "answered", CheckIn.replied_at == inbound.created_at))
-    return db.session.scalars(
-        select(CheckIn).where(CheckIn.texter_id == texter.id, or_(*awaited)).order_by(CheckIn.id.desc())
-    ).first()
+    if inbound is None:
+        return db.session.scalars(_AWAITING_REPLY, {"texter": texter.id}).first()
+    bound = {"texter": texter.id, "answered_at": inbound.created_at}
+    return db.session.scalars(_AWAITING_OR_ANSWERED_BY, bound).first()
+
+
+_AWAITING_REPLY = (
+    select(CheckIn)
+    .where(CheckIn.texter_id == bindparam("texter"), CheckIn.state.in_(AWAITING_REPLY))
+    .order_by(CheckIn.id.desc())
+)
+_AWAITING_OR_ANSWERED_BY = (
+    select(CheckIn)
+    .where(
+        CheckIn.texter_id == bindparam("texter"),
+        or_(
+            CheckIn.state.in_(AWAITING_REPLY),
+            and_(CheckIn.state == "answered", CheckIn.replied_at == bindparam("answered_at")),
+        ),
+    )
+    .order_by(CheckIn.id.desc())
+)
 
 
 def record_reply(checkin: CheckIn, reply: str, words: str | None = None, *, at: datetime | None = None) -> bool:
@@ -217,15 +238,18 @@ def record_reply(checkin: CheckIn, reply: str, words: str | None = None, *, at: 
 
 
 def awaiting_survey(texter: Texter) -> SurveyResponse | None:
-    return db.session.scalars(
-        select(SurveyResponse)
-        .where(
-            SurveyResponse.texter_id == texter.id,
-            SurveyResponse.asked_at >= now() - SURVEY_ANSWER_WINDOW,
-            SurveyResponse.answered_at.is_(None),
-        )
-        .order_by(SurveyResponse.id.desc())
-    ).first()
+    return db.session.scalars(_AWAITING_SURVEY, {"texter": texter.id, "since": now() - SURVEY_ANSWER_WINDOW}).first()
+
+
+_AWAITING_SURVEY = (
+    select(SurveyResponse)
+    .where(
+        SurveyResponse.texter_id == bindparam("texter"),
+        SurveyResponse.asked_at >= bindparam("since"),
+        SurveyResponse.answered_at.is_(None),
+    )
+    .order_by(SurveyResponse.id.desc())
+)
 
 
 def record_rating(survey: SurveyResponse, rating: int) -> bool:

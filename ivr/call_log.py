@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crisisline.db import db, insert_ignoring_duplicates, insert_once
+from crisisline.db import db, insert_once, inserted_row
 from crisisline.models import BlockedNumber, Call, CallEvent
 from crisisline.phone import caller_number
 from crisisline.privacy import Vault
@@ -55,8 +55,8 @@ def open_call(
     if number:
         values["caller_hash"] = phone_hash(number)
         values["sealed_caller"] = _vault().seal(number, context=PHONE_CONTEXT)
-    created = db.session.scalars(insert_ignoring_duplicates(Call, values).returning(Call)).first()
-    return created or db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
+    created = inserted_row(Call, values)
+    return created or db.session.scalars(_CALL_BY_SID, {"call_sid": call_sid}).one()
 
 
 @dataclass(frozen=True)

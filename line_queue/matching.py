@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import CompoundSelect, String, literal, or_, select, union_all
+from sqlalchemy import CompoundSelect, String, bindparam, literal, or_, select, union_all
 
 from crisisline.background import start_soon, within_budget
 from crisisline.db import db
@@ -233,6 +233,23 @@ def _offer_to(
     return made, attempted
 
 
+# The fill pass's reads, built once (a need answer, a status callback and a text each run a
+# pass, and building a statement costs about as much CPU as running it); ``ids`` are the
+# responders on shift.
+_ON_SHIFT: Any = bindparam("ids", expanding=True)
+_STATES_OF = select(ResponderState).where(ResponderState.responder_id.in_(_ON_SHIFT))
+# Their texts, in one statement: an open text offer each, and a row per conversation they are
+# in (a few per counselor at most).
+_TEXTS_OF: CompoundSelect[Any] = union_all(
+    select(ConversationOffer.responder_id, literal("offer", String)).where(
+        ConversationOffer.state == "open", ConversationOffer.responder_id.in_(_ON_SHIFT)
+    ),
+    select(Conversation.counselor_id, literal("active", String)).where(
+        Conversation.state == "active", Conversation.counselor_id.in_(_ON_SHIFT)
+    ),
+)
+
+
 def free_responders(
     document: RoutingDocument, moment: datetime, rotation: dict[str, datetime] | None = None
 ) -> dict[str, dict[str, Responder]]:
@@ -243,24 +260,11 @@ def free_responders(
     present = on_call(document, moment)
     if not present:
         return {"voice": {}, "text": {}}
-    ids = [responder.id for responder in present]
-    states = {
-        state.responder_id: state
-        for state in db.session.scalars(select(ResponderState).where(ResponderState.responder_id.in_(ids)))
-    }
+    ids = {"ids": [responder.id for responder in present]}
+    states = {state.responder_id: state for state in db.session.scalars(_STATES_OF, ids)}
     if rotation is not None:
         rotation.update({rid: state.last_offered_at for rid, state in states.items() if state.last_offered_at})
-    # Their texts, in one statement: an open text offer each, and a row per conversation they
-    # are in (a few per counselor at most).
-    texts_of_theirs: CompoundSelect[Any] = union_all(
-        select(ConversationOffer.responder_id, literal("offer", String)).where(
-            ConversationOffer.state == "open", ConversationOffer.responder_id.in_(ids)
-        ),
-        select(Conversation.counselor_id, literal("active", String)).where(
-            Conversation.state == "active", Conversation.counselor_id.in_(ids)
-        ),
-    )
-    texts = [(str(responder_id), str(kind)) for responder_id, kind in db.session.execute(texts_of_theirs)]
+    texts = [(str(responder_id), str(kind)) for responder_id, kind in db.session.execute(_TEXTS_OF, ids)]
     holding_text_offer = {responder_id for responder_id, kind in texts if kind == "offer"}
     loads = Counter(responder_id for responder_id, kind in texts if kind == "active")
     shared = document.queue.channels == "shared"
@@ -319,28 +323,29 @@ def recently_offered(
     result: dict[tuple[str, int], set[str]] = {}
     voice_ids = [entry.id for entry in entries if entry.channel == "voice"]
     if voice_ids:
-        for transfer_id, responder_id in db.session.execute(
-            select(Offer.transfer_id, Offer.responder_id).where(
-                Offer.transfer_id.in_(voice_ids),
-                or_(Offer.state.in_(ACTIVE_OFFER_STATES), Offer.ended_at >= since, _unreachable(Offer.outcome)),
-                or_(Offer.outcome.is_(None), Offer.outcome != "engaged_elsewhere"),
-            )
-        ):  # fmt: skip
+        for transfer_id, responder_id in db.session.execute(_VOICE_OFFERED, {"ids": voice_ids, "since": since}):
             result.setdefault(("voice", transfer_id), set()).add(responder_id)
     text_ids = [entry.id for entry in entries if entry.channel == "text"]
     if text_ids:
-        for conversation_id, responder_id in db.session.execute(
-            select(ConversationOffer.conversation_id, ConversationOffer.responder_id).where(
-                ConversationOffer.conversation_id.in_(text_ids),
-                or_(ConversationOffer.state == "open", ConversationOffer.decided_at >= since),
-            )
-        ):
+        for conversation_id, responder_id in db.session.execute(_TEXT_OFFERED, {"ids": text_ids, "since": since}):
             result.setdefault(("text", conversation_id), set()).add(responder_id)
     return result
 
 
 def _unreachable(outcome: Any) -> Any:
     return or_(outcome.in_(UNREACHABLE_OUTCOMES), outcome.like("rest_error%"))
+
+
+# ``recently_offered``'s reads, built once: ``ids`` the contacts, ``since`` the cooldown's start.
+_VOICE_OFFERED = select(Offer.transfer_id, Offer.responder_id).where(
+    Offer.transfer_id.in_(bindparam("ids", expanding=True)),
+    or_(Offer.state.in_(ACTIVE_OFFER_STATES), Offer.ended_at >= bindparam("since"), _unreachable(Offer.outcome)),
+    or_(Offer.outcome.is_(None), Offer.outcome != "engaged_elsewhere"),
+)
+_TEXT_OFFERED = select(ConversationOffer.conversation_id, ConversationOffer.responder_id).where(
+    ConversationOffer.conversation_id.in_(bindparam("ids", expanding=True)),
+    or_(ConversationOffer.state == "open", ConversationOffer.decided_at >= bindparam("since")),
+)
 
 
 def anyone_can_take(document: RoutingDocument, language: str, need_key: str, transfer_id: int | None = None) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from crisisline import events
 from crisisline.db import db, insert_ignoring_duplicates
@@ -44,27 +44,43 @@ def ensure_responder_state(responder_id: str) -> None:
     )
 
 
-def claim_responder(responder_id: str, offer_id: int) -> bool:
-    """Engage a responder for one offer, unless they are engaged or paused already."""
-    where = [
-        ResponderState.responder_id == responder_id,
+# Claiming and freeing run for every ring and every ended leg: built once (building a
+# statement costs about as much CPU as running it). Bound: ``responder``, ``offer``, ``at``.
+_CLAIM = (
+    update(ResponderState)
+    .where(
+        ResponderState.responder_id == bindparam("responder"),
         ResponderState.engaged_offer_id.is_(None),
         ResponderState.paused.is_(False),
-    ]
-    values = {"engaged_offer_id": offer_id, "last_offered_at": _now(), "updated_at": _now()}
-    if _change(where, values):
+    )
+    .values(engaged_offer_id=bindparam("offer"), last_offered_at=bindparam("at"), updated_at=bindparam("at"))
+    .execution_options(synchronize_session=False)
+)
+_RELEASE = (
+    update(ResponderState)
+    .where(ResponderState.responder_id == bindparam("responder"), ResponderState.engaged_offer_id == bindparam("offer"))
+    .values(engaged_offer_id=None, updated_at=bindparam("at"))
+    .execution_options(synchronize_session=False)
+)
+
+
+def _changed(statement: Any, responder_id: str, offer_id: int) -> bool:
+    result = db.session.execute(statement, {"responder": responder_id, "offer": offer_id, "at": _now()})
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_responder(responder_id: str, offer_id: int) -> bool:
+    """Engage a responder for one offer, unless they are engaged or paused already."""
+    if _changed(_CLAIM, responder_id, offer_id):
         return True  # the usual case: their row exists, one statement
     ensure_responder_state(responder_id)  # never rung before, or engaged or paused: try once more
-    return _change(where, values)
+    return _changed(_CLAIM, responder_id, offer_id)
 
 
 def release_responder(responder_id: str, offer_id: int) -> None:
     """Free a responder from this offer (a no-op if they moved on to another already). Once
     this unit of work is over, the queue offers them the next contact (``responder_freed``)."""
-    if _change(
-        [ResponderState.responder_id == responder_id, ResponderState.engaged_offer_id == offer_id],
-        {"engaged_offer_id": None, "updated_at": _now()},
-    ):
+    if _changed(_RELEASE, responder_id, offer_id):
         events.note_responder_freed(responder_id)
 
 

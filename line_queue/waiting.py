@@ -11,11 +11,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import Executable, Select, and_, bindparam, case, func, or_, select
 
 from crisisline.db import db
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, Offer, ResponderState, Transfer
@@ -73,48 +73,21 @@ def head(
     if wanted is not None:
         channels = tuple(channel for channel in channels if wanted.get(channel))
     if "voice" in channels:
-        ringing = (
-            select(func.count(Offer.id))
-            .where(Offer.transfer_id == Transfer.id, Offer.state.in_(ACTIVE_OFFER_STATES), Offer.purpose == "answer")
-            .scalar_subquery()
-        )
-        voice_waiting: list[Any] = [Transfer.state == "waiting"]
+        room = None
         if offerable:
-            parallel = [n.key for n in document.needs if document.transfer.strategy_for(n) == "parallel"]
-            room = case((Transfer.need.in_(parallel), document.transfer.parallel_max), else_=1) if parallel else 1
-            voice_waiting.append(ringing < room)
-        if wanted is not None:
-            voice_waiting.append(
-                or_(*(and_(Transfer.language == language, Transfer.need == need) for language, need in wanted["voice"]))
-            )
+            parallel = tuple(n.key for n in document.needs if document.transfer.strategy_for(n) == "parallel")
+            room = (parallel, document.transfer.parallel_max)
         rows = db.session.execute(
-            select(Transfer.id, Transfer.mode, Transfer.language, Transfer.need, Transfer.priority,
-                   Transfer.queued_since, ringing)
-            .where(*voice_waiting)
-            .order_by(Transfer.priority.desc(), Transfer.queued_since, Transfer.id)
-            .limit(limit)
-        ).all()  # fmt: skip
+            _voice_head(limit, room, tuple(sorted(wanted["voice"])) if wanted is not None else None)
+        ).all()
         entries += [
             WaitingContact("callback" if mode == "callback" else "call", id_, language, need, priority, since, active)
             for id_, mode, language, need, priority, since, active in rows
         ]
     if "text" in channels:
-        text_waiting: list[Any] = [Conversation.state.in_(("queued",) if offerable else TEXT_WAITING_STATES)]
-        if wanted is not None:
-            text_waiting.append(
-                or_(
-                    Conversation.language.is_(None), Conversation.need.is_(None),
-                    *(and_(Conversation.language == language, Conversation.need == need)
-                      for language, need in wanted["text"]),
-                )
-            )  # fmt: skip
         rows = db.session.execute(
-            select(Conversation.id, Conversation.language, Conversation.need, Conversation.priority,
-                   Conversation.queued_at, Conversation.state)
-            .where(*text_waiting)
-            .order_by(Conversation.priority.desc(), Conversation.queued_at, Conversation.id)
-            .limit(limit)
-        ).all()  # fmt: skip
+            _text_head(limit, offerable, tuple(sorted(wanted["text"])) if wanted is not None else None)
+        ).all()
         default_language = document.menu.default_language
         entries += [
             WaitingContact("text", id_, language or default_language, need or document.menu.default_need,
@@ -122,6 +95,56 @@ def head(
             for id_, language, need, priority, since, state in rows
         ]  # fmt: skip
     return sorted(entries, key=lambda entry: entry.order)[:limit]
+
+
+# The heads' statements, built once per shape (every need answer, status callback and text reads
+# the head, and building a statement costs about as much CPU as running it). Shapes with a
+# ``wanted`` list (the fill pass's last look) are few per routing version, so they are kept too.
+@lru_cache(maxsize=256)
+def _voice_head(
+    limit: int, room: tuple[tuple[str, ...], int] | None, wanted: tuple[tuple[str, str], ...] | None
+) -> Executable:
+    """``room``: (the needs rung in parallel, ``parallel_max``), to read only callers ringing
+    fewer phones than their need allows; None for every waiting caller."""
+    ringing = (
+        select(func.count(Offer.id))
+        .where(Offer.transfer_id == Transfer.id, Offer.state.in_(ACTIVE_OFFER_STATES), Offer.purpose == "answer")
+        .scalar_subquery()
+    )
+    voice_waiting: list[Any] = [Transfer.state == "waiting"]
+    if room is not None:
+        parallel, parallel_max = room
+        voice_waiting.append(ringing < (case((Transfer.need.in_(parallel), parallel_max), else_=1) if parallel else 1))
+    if wanted is not None:
+        voice_waiting.append(
+            or_(*(and_(Transfer.language == language, Transfer.need == need) for language, need in wanted))
+        )
+    return (
+        select(Transfer.id, Transfer.mode, Transfer.language, Transfer.need, Transfer.priority,
+               Transfer.queued_since, ringing)
+        .where(*voice_waiting)
+        .order_by(Transfer.priority.desc(), Transfer.queued_since, Transfer.id)
+        .limit(limit)
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def _text_head(limit: int, offerable: bool, wanted: tuple[tuple[str, str], ...] | None) -> Executable:
+    text_waiting: list[Any] = [Conversation.state.in_(("queued",) if offerable else TEXT_WAITING_STATES)]
+    if wanted is not None:
+        text_waiting.append(
+            or_(
+                Conversation.language.is_(None), Conversation.need.is_(None),
+                *(and_(Conversation.language == language, Conversation.need == need) for language, need in wanted),
+            )
+        )  # fmt: skip
+    return (
+        select(Conversation.id, Conversation.language, Conversation.need, Conversation.priority,
+               Conversation.queued_at, Conversation.state)
+        .where(*text_waiting)
+        .order_by(Conversation.priority.desc(), Conversation.queued_at, Conversation.id)
+        .limit(limit)
+    )  # fmt: skip
 
 
 def position(document: RoutingDocument, channel: str, priority: int, since: datetime, contact_id: int) -> int:

@@ -11,11 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 
 import line_queue
 from crisisline import events
-from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates
+from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates, inserted_row
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
 from line_queue.responders import ensure_responder_state
 from routing.document import Responder, RoutingDocument
@@ -38,8 +38,8 @@ def texter_number(texter: Texter) -> str:
 
 def find_or_create_texter(number: str, number_hash: str) -> Texter:
     """The texter with this number (looked up by its keyed hash), created and committed once."""
-    known = select(Texter).where(Texter.number_hash == number_hash)
-    texter = db.session.scalars(known).first()
+    known = {"number_hash": number_hash}
+    texter = db.session.scalars(_TEXTER_BY_HASH, known).first()
     if texter is None:
         values = {
             "number_hash": number_hash,
@@ -47,18 +47,23 @@ def find_or_create_texter(number: str, number_hash: str) -> Texter:
             "opted_out": False,
             "created_at": now(),
         }
-        created = db.session.scalars(insert_ignoring_duplicates(Texter, values).returning(Texter)).first()
-        texter = created or db.session.scalars(known).one()  # or a concurrent first text created them
+        created = inserted_row(Texter, values)
+        texter = created or db.session.scalars(_TEXTER_BY_HASH, known).one()  # or a concurrent first text's
     commit_keeping_loaded()
     return texter
 
 
 def open_conversation(texter: Texter) -> Conversation | None:
-    return db.session.scalars(
-        select(Conversation)
-        .where(Conversation.texter_id == texter.id, Conversation.state.in_(OPEN_STATES))
-        .order_by(Conversation.id.desc())
-    ).first()
+    return db.session.scalars(_OPEN_CONVERSATION, {"texter": texter.id}).first()
+
+
+# Every text runs these: built once (building a statement costs about as much CPU as running it).
+_TEXTER_BY_HASH = select(Texter).where(Texter.number_hash == bindparam("number_hash"))
+_OPEN_CONVERSATION = (
+    select(Conversation)
+    .where(Conversation.texter_id == bindparam("texter"), Conversation.state.in_(OPEN_STATES))
+    .order_by(Conversation.id.desc())
+)
 
 
 def open_or_start_conversation(texter: Texter, line_number: str | None) -> Conversation:

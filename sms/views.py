@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, request
 from twilio.twiml.messaging_response import MessagingResponse
 
 from crisisline import twilio_params
-from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates
+from crisisline.db import commit_keeping_loaded, db, inserted_row
 from crisisline.models import Message
 from crisisline.phone import caller_number
 from crisisline.sms_segments import segment_count
@@ -67,25 +67,23 @@ def _incoming() -> Response:
     message_key = twilio_params.message_key(form.get("MessageSid", ""))
     body = form.get("Body", "")  # as written, whole: sealed, never trimmed
     settings = current_app.extensions["crisisline.settings"]
-    inbound = db.session.scalars(
-        insert_ignoring_duplicates(
-            Message,
-            {
-                "direction": "in",
-                "party": "counselor" if responder else "texter",
-                "message_sid": message_key,
-                "responder_id": responder.id if responder else None,
-                "texter_id": texter.id if texter else None,
-                "line_number": caller_number(form.get("To")) or settings.line_phone_number,
-                "num_media": twilio_params.count(form, "NumMedia", highest=twilio_params.MAX_MEDIA),
-                "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
-                "segments": segment_count(body) if body else 0,
-                "status": "received",
-                "status_rank": 5,
-                "created_at": convo.now(),
-            },
-        ).returning(Message)
-    ).first()
+    inbound = inserted_row(
+        Message,
+        {
+            "direction": "in",
+            "party": "counselor" if responder else "texter",
+            "message_sid": message_key,
+            "responder_id": responder.id if responder else None,
+            "texter_id": texter.id if texter else None,
+            "line_number": caller_number(form.get("To")) or settings.line_phone_number,
+            "num_media": twilio_params.count(form, "NumMedia", highest=twilio_params.MAX_MEDIA),
+            "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
+            "segments": segment_count(body) if body else 0,
+            "status": "received",
+            "status_rank": 5,
+            "created_at": convo.now(),
+        },
+    )
     commit_keeping_loaded()  # stored before anything is done with it; the texter and it stay loaded
     if inbound is None:
         return _twiml()  # a duplicate delivery: already handled (or being retried by the sweep)

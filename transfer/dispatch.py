@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import requests
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -181,12 +181,7 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         state.finish_offer(offer, state.LOST_REST_ANSWER if lost else "rest_unreachable")
         db.session.commit()
         return 0
-    placed = db.session.execute(
-        db.update(Offer)
-        .where(Offer.id == offer_id, Offer.state == "placing")
-        .values(call_sid=call.sid, state="ringing")
-        .execution_options(synchronize_session=False)
-    )
+    placed = db.session.execute(_PLACED, {"offer": offer_id, "sid": call.sid})
     _record_queue_time(queued, queue_time_ms(call))
     db.session.commit()
     if not placed.rowcount:  # type: ignore[attr-defined]
@@ -195,6 +190,15 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         hang_up_call(call.sid, answered=False)
         return 0
     return 1
+
+
+# Built once: every ring runs it (building a statement costs about as much CPU as running it).
+_PLACED = (
+    update(Offer)
+    .where(Offer.id == bindparam("offer"), Offer.state == "placing")
+    .values(call_sid=bindparam("sid"), state="ringing")
+    .execution_options(synchronize_session=False)
+)
 
 
 def queue_time_ms(placed: object) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, or_, select, update
 
-from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.db import db, inserted_row
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
 
 # Responders' availability is shared with texts, so it lives below both channels; these
@@ -31,11 +31,15 @@ def now() -> datetime:
 
 def open_transfer(call: Call) -> Transfer | None:
     """The caller's transfer that is still in progress, if any."""
-    return db.session.scalars(
-        select(Transfer)
-        .where(Transfer.call_id == call.id, Transfer.state.in_(OPEN_TRANSFER_STATES))
-        .order_by(Transfer.round.desc())
-    ).first()
+    return db.session.scalars(_OPEN_TRANSFER, {"call": call.id}).first()
+
+
+# Every status callback asks: built once (building a statement costs about as much CPU as running it).
+_OPEN_TRANSFER = (
+    select(Transfer)
+    .where(Transfer.call_id == bindparam("call"), Transfer.state.in_(OPEN_TRANSFER_STATES))
+    .order_by(Transfer.round.desc())
+)
 
 
 def start_transfer(
@@ -52,36 +56,42 @@ def start_transfer(
     """
     # Every round of this call, as the database has them now (a copy this session holds may
     # predate an UPDATE that ended it): the open one if any, else the next round's number.
-    rounds = select(Transfer).where(Transfer.call_id == call.id).order_by(Transfer.round.desc())
-    earlier = list(db.session.scalars(rounds.execution_options(populate_existing=True)))
+    earlier = list(db.session.scalars(_ROUNDS, {"call": call.id}))
     existing = next((transfer for transfer in earlier if transfer.state in OPEN_TRANSFER_STATES), None)
     if existing is not None:
         return existing
     next_round = (earlier[0].round if earlier else 0) + 1
-    created = db.session.scalars(
-        insert_ignoring_duplicates(
-            Transfer,
-            {
-                "call_id": call.id,
-                "caller_call_sid": "" if callback else (caller_call_sid or call.call_sid),
-                "round": next_round,
-                "language": language,
-                "need": need,
-                "state": "waiting",
-                "language_matched": language_matched,
-                "started_at": now(),
-                "queued_since": callback.queue_since if callback else (queued_since or now()),
-                "priority": priority,
-                "last_hold_at": now(),
-                "mode": "callback" if callback else "live",
-                "callback_id": callback.id if callback else None,
-            },
-        ).returning(Transfer)
-    ).first()
+    created = inserted_row(
+        Transfer,
+        {
+            "call_id": call.id,
+            "caller_call_sid": "" if callback else (caller_call_sid or call.call_sid),
+            "round": next_round,
+            "language": language,
+            "need": need,
+            "state": "waiting",
+            "language_matched": language_matched,
+            "started_at": now(),
+            "queued_since": callback.queue_since if callback else (queued_since or now()),
+            "priority": priority,
+            "last_hold_at": now(),
+            "mode": "callback" if callback else "live",
+            "callback_id": callback.id if callback else None,
+        },
+    )
     if created is not None:
         return created
     # A concurrent request inserted this round first: theirs is the caller's transfer.
     return db.session.scalars(select(Transfer).where(Transfer.call_id == call.id, Transfer.round == next_round)).one()
+
+
+# Every round of a call, newest first: built once (every need answer reads it).
+_ROUNDS = (
+    select(Transfer)
+    .where(Transfer.call_id == bindparam("call"))
+    .order_by(Transfer.round.desc())
+    .execution_options(populate_existing=True)
+)
 
 
 def _change(model: Any, where: list[Any], values: dict[str, Any]) -> bool:
@@ -124,18 +134,31 @@ def lease_dispatch(transfer_id: int, seconds: int = 20) -> Transfer | None:
     The transfer as leased (the UPDATE returns it, so it is not read again), or None when it
     is not waiting or another process holds the lease."""
     moment = now()
-    leased = db.session.scalars(
-        update(Transfer)
-        .where(
-            Transfer.id == transfer_id,
-            Transfer.state == "waiting",
-            (Transfer.dispatch_lease_until.is_(None)) | (Transfer.dispatch_lease_until < moment),
-        )
-        .values(dispatch_lease_until=moment + timedelta(seconds=seconds))
-        .returning(Transfer)
-        .execution_options(populate_existing=True)
-    ).first()
-    return leased
+    bound = {"transfer": transfer_id, "now": moment, "until": moment + timedelta(seconds=seconds)}
+    return db.session.scalars(_LEASE, bound).first()
+
+
+# Every ring takes and gives back a lease: built once (building a statement costs about as
+# much CPU as running it).
+_LEASE = (
+    update(Transfer)
+    .where(
+        Transfer.id == bindparam("transfer"),
+        Transfer.state == "waiting",
+        (Transfer.dispatch_lease_until.is_(None)) | (Transfer.dispatch_lease_until < bindparam("now")),
+    )
+    .values(dispatch_lease_until=bindparam("until"))
+    .returning(Transfer)
+    # Bound values: ORM "evaluate" synchronisation would see None in them; RETURNING and
+    # ``populate_existing`` refresh the session's copy instead.
+    .execution_options(populate_existing=True, synchronize_session=False)
+)
+_RELEASE_LEASE = (
+    update(Transfer)
+    .where(Transfer.id == bindparam("transfer"))
+    .values(dispatch_lease_until=None)
+    .execution_options(synchronize_session=False)
+)
 
 
 # The heartbeat only needs to be fresher than ``flow.HOLD_STALE_AFTER`` (75 s): a hold turn
@@ -158,20 +181,25 @@ def touch_hold(transfer_id: int) -> None:
 
 
 def release_dispatch(transfer_id: int) -> None:
-    _change(Transfer, [Transfer.id == transfer_id], {"dispatch_lease_until": None})
+    db.session.execute(_RELEASE_LEASE, {"transfer": transfer_id})
 
 
 def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = ACTIVE_OFFER_STATES) -> bool:
     """Close an offer with its outcome and free the responder. False if already closed."""
-    closed = _change(
-        Offer,
-        [Offer.id == offer.id, Offer.state.in_(from_states)],
-        {"state": "ended", "outcome": outcome, "ended_at": now()},
-    )
+    bound = {"offer": offer.id, "from_states": list(from_states), "outcome": outcome, "at": now()}
+    closed = bool(db.session.execute(_FINISH_OFFER, bound).rowcount)  # type: ignore[attr-defined]
     if closed:
         release_responder(offer.responder_id, offer.id)
     return closed
 
+
+# Built once: every ended leg closes its offer.
+_FINISH_OFFER = (
+    update(Offer)
+    .where(Offer.id == bindparam("offer"), Offer.state.in_(bindparam("from_states", expanding=True)))
+    .values(state="ended", outcome=bindparam("outcome"), ended_at=bindparam("at"))
+    .execution_options(synchronize_session=False)
+)
 
 # Twilio may have placed a call whose REST answer we never got (a read timeout): the offer is
 # closed with this outcome, and the leg, if it exists, is adopted or cancelled later.
