@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # REST calls made while Twilio waits for our TwiML must be quick; the hold loop retries.
 INLINE_REST_TIMEOUT_SECONDS = 3.0
 LEG_EVENTS = ["initiated", "ringing", "answered", "completed"]
+TERMINAL_LEG_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
 
 def rest_client() -> TwilioRest:
@@ -236,9 +237,10 @@ def hang_up_call(call_sid: str | None, *, answered: bool) -> None:
     if not call_sid:
         return
     try:
-        rest_client().calls(call_sid).update(status="completed" if answered else "canceled")
-        if not answered:
-            # It may have been answered meanwhile; "canceled" does not end an answered call.
+        left = rest_client().calls(call_sid).update(status="completed" if answered else "canceled")
+        if not answered and left.status not in TERMINAL_LEG_STATUSES:
+            # Answered meanwhile: "canceled" does not end an answered call. (Twilio answers the
+            # update with the call as it left it: a ringing leg comes back "canceled", done.)
             rest_client().calls(call_sid).update(status="completed")
     except (TwilioRestException, requests.RequestException, OSError) as error:
         log.info("could not end responder leg: %s", type(error).__name__)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # A responder accepted a callback search (sender: the transfer; ``document``): a receiver
 # dials the person into the responder's conference and returns True if the call was placed.
 callback_accepted = Namespace().signal("callback-accepted")
-TERMINAL_LEG_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+TERMINAL_LEG_STATUSES = dispatch.TERMINAL_LEG_STATUSES
 
 
 def record_event(transfer: Transfer, kind: str, key: str, **detail: object) -> None:

@@ -338,6 +338,7 @@ class CallRecord:
     duration: int | None = None
     callback_sequence: int = 0
     redirects: list[RedirectRecord] = field(default_factory=list)
+    status_updates: list[str] = field(default_factory=list)  # each ``Status`` POSTed for it, in order
     conference_sid: str | None = None  # the conference it is in (or being dialed into)
     # Participant legs created over REST have no TwiML of their own: they hang up when they
     # leave the conference, and join it when answered.
@@ -1127,6 +1128,8 @@ class FakeTwilio:
         fetch: _Outbound | None = None
         with self._lock:
             call = self._call(call_sid)
+            if status is not None:
+                call.status_updates.append(status)
             if status_callback:
                 call.status_callback = status_callback
             if (url or twiml) and status is None:

@@ -13,6 +13,7 @@ import time_machine
 from flask import Flask
 from sqlalchemy import select
 
+import transfer.dispatch
 from crisisline.db import db
 from crisisline.models import Call, CallEvent, Offer, ResponderState, Transfer
 from tests.rota import ANA, BEN, DIEGO, UNIT, leg_to, legs
@@ -226,7 +227,26 @@ def test_responder_who_answers_after_the_caller_hung_up_hears_so(phone: Phone, f
     phone.hang_up(caller)
 
     assert fake.get_call(ben_leg.sid).status == "canceled"
+    assert fake.get_call(ben_leg.sid).status_updates == ["canceled"]  # one REST request, not two
     assert [leg.to for leg in legs(fake)] == [BEN]  # nobody else is rung for a caller who left
+
+
+def test_a_leg_answered_after_the_line_read_it_as_ringing_is_still_hung_up(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], wednesday_evening: Any
+) -> None:
+    publish_routing(lambda document: document["transfer"].update(strategy="parallel"))
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ringing, answered = leg_to(fake, BEN), leg_to(fake, DIEGO)
+    fake.advance_call(ringing.sid, "ringing")
+    fake.advance_call(answered.sid, "in-progress")  # picked up just after the line decided to cancel it
+
+    with app.app_context():
+        for leg in (ringing, answered):
+            transfer.dispatch.hang_up_call(leg.sid, answered=False)
+
+    assert (fake.get_call(ringing.sid).status, fake.get_call(ringing.sid).status_updates) == ("canceled", ["canceled"])
+    after = fake.get_call(answered.sid)
+    assert (after.status, after.status_updates) == ("completed", ["canceled", "completed"])
 
 
 def test_hold_limit_sends_the_waiting_caller_to_backup_without_any_worker(
