@@ -239,8 +239,9 @@ def hang_up_call(call_sid: str | None, *, answered: bool) -> None:
     try:
         left = rest_client().calls(call_sid).update(status="completed" if answered else "canceled")
         if not answered and left.status not in TERMINAL_LEG_STATUSES:
-            # Answered meanwhile: "canceled" does not end an answered call. (Twilio answers the
-            # update with the call as it left it: a ringing leg comes back "canceled", done.)
+            # Answered meanwhile ("canceled" does not end an answered call), or the answer to the
+            # update does not say it ended: "completed" as well. A ringing leg that comes back
+            # "canceled" costs one request.
             rest_client().calls(call_sid).update(status="completed")
     except (TwilioRestException, requests.RequestException, OSError) as error:
         log.info("could not end responder leg: %s", type(error).__name__)
