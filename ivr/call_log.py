@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crisisline.db import db, insert_once, inserted_row
@@ -161,16 +162,9 @@ def apply_status(call: Call, status: str, sequence: int | None, duration: str | 
         seconds = natural(duration)  # ASCII digits only: "²".isdigit() is True, int("²") raises
         if seconds is not None:
             values["duration_seconds"] = seconds
-    result = db.session.execute(
-        update(Call)
-        .where(
-            Call.id == call.id,
-            Call.status.not_in(TERMINAL_STATUSES),
-            Call.status_sequence <= sequence if sequence >= 0 else Call.status_sequence >= -1,
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    statement = _status_statement(tuple(sorted(values)), ordered=sequence >= 0)
+    bound = {f"new_{column}": value for column, value in values.items()}
+    result = db.session.execute(statement, {"call": call.id, "sequence": sequence, **bound})
     changed = bool(result.rowcount)  # type: ignore[attr-defined]
     # The session's copy follows the row: what was written when it changed, read again when
     # used when it did not (another delivery moved it on). Either way it can stay loaded.
@@ -180,3 +174,16 @@ def apply_status(call: Call, status: str, sequence: int | None, duration: str | 
         else:
             db.session.expire(call, [key])
     return changed
+
+
+@cache
+def _status_statement(columns: tuple[str, ...], *, ordered: bool) -> Update:
+    """``apply_status``'s UPDATE, built once per shape (every call status callback runs it):
+    ``ordered``, only over a lower ``SequenceNumber`` (bound as ``sequence``)."""
+    order = Call.status_sequence <= bindparam("sequence") if ordered else Call.status_sequence >= -1
+    return (
+        update(Call)
+        .where(Call.id == bindparam("call"), Call.status.not_in(TERMINAL_STATUSES), order)
+        .values({column: bindparam(f"new_{column}") for column in columns})
+        .execution_options(synchronize_session=False)
+    )

@@ -5,9 +5,10 @@ ring a responder who is already engaged, or move a transfer backwards."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import Update, bindparam, or_, select, update
 
 from crisisline.db import db, inserted_row
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
@@ -103,11 +104,24 @@ def _change(model: Any, where: list[Any], values: dict[str, Any]) -> bool:
 
 def move_transfer(transfer_id: int, from_states: tuple[str, ...], to_state: str, **values: Any) -> bool:
     """Move a transfer forward only if it is still in one of ``from_states``."""
-    extra = dict(values)
+    changes = {"state": to_state, **values}
     if to_state in ("ended", "abandoned", "to_backup", "callback"):
-        extra.setdefault("ended_at", now())
-    return _change(
-        Transfer, [Transfer.id == transfer_id, Transfer.state.in_(from_states)], {"state": to_state, **extra}
+        changes.setdefault("ended_at", now())
+    bound = {f"new_{column}": value for column, value in changes.items()}
+    statement = _move_statement(tuple(sorted(changes)))
+    result = db.session.execute(statement, {"transfer": transfer_id, "from_states": list(from_states), **bound})
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@cache
+def _move_statement(columns: tuple[str, ...]) -> Update:
+    """``move_transfer``'s UPDATE setting ``columns`` (bound as ``new_<column>``), built once
+    per set of columns: every status callback and acceptance moves a transfer."""
+    return (
+        update(Transfer)
+        .where(Transfer.id == bindparam("transfer"), Transfer.state.in_(bindparam("from_states", expanding=True)))
+        .values({column: bindparam(f"new_{column}") for column in columns})
+        .execution_options(synchronize_session=False)
     )
 
 

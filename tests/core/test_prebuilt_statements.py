@@ -17,6 +17,8 @@ from sqlalchemy import Update, bindparam, create_engine, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 
+import ivr.call_log
+import transfer.state
 from crisisline.db import Base
 from crisisline.models import ResponderState
 
@@ -32,6 +34,11 @@ def module_level_updates() -> list[tuple[str, UpdateBase]]:
             for name, value in vars(module).items():
                 if isinstance(value, Update):
                     found.append((f"{info.name}.{name}", value))
+    # UPDATEs built once per shape by a cached builder, in the shapes the line uses.
+    found += [
+        ("ivr.call_log._status_statement", ivr.call_log._status_statement(("status", "status_sequence"), ordered=True)),
+        ("transfer.state._move_statement", transfer.state._move_statement(("ended_at", "end_reason", "state"))),
+    ]
     return found
 
 
