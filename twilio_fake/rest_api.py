@@ -1116,6 +1116,8 @@ class FakeTwilio:
 
         ``canceled`` ends only queued/ringing calls (others unchanged). ``completed`` hangs up
         an answered call (leaving any conference) and cancels one not yet answered [INF].
+        The answer is the call as the update left it ("canceled" for a ringing call) [INF]:
+        ``transfer.dispatch.hang_up_call`` sends ``completed`` too unless it says the call ended.
         ``url``/``twiml`` on a live call takes it out of its conference and runs the new TwiML:
         a ``RedirectRecord`` holding the inline TwiML or the body fetched (signed) from ``url``
         is appended to ``call.redirects``. Before answer it only replaces the Url/Twiml.

@@ -13,20 +13,20 @@ import pkgutil
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Update, bindparam, create_engine, select, update
+from sqlalchemy import BindParameter, Update, bindparam, create_engine, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql import visitors
 
 import ivr.call_log
 import transfer.state
 from crisisline.db import Base
-from crisisline.models import ResponderState
+from crisisline.models import ResponderState, Transfer
 
 LINE_PACKAGES = ("crisisline", "routing", "line_queue", "transfer", "sms", "ivr", "callbacks", "followups", "workers")
 
 
-def module_level_updates() -> list[tuple[str, UpdateBase]]:
-    found: list[tuple[str, UpdateBase]] = []
+def module_level_updates() -> list[tuple[str, Update]]:
+    found: list[tuple[str, Update]] = []
     for package_name in LINE_PACKAGES:
         package = importlib.import_module(package_name)
         for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
@@ -48,8 +48,31 @@ def test_the_hot_paths_have_prebuilt_updates_to_check() -> None:
 
 
 @pytest.mark.parametrize(("name", "statement"), module_level_updates(), ids=lambda value: str(value))
-def test_every_prebuilt_update_leaves_session_synchronisation_off(name: str, statement: UpdateBase) -> None:
+def test_every_prebuilt_update_leaves_session_synchronisation_off(name: str, statement: Update) -> None:
     assert statement.get_execution_options().get("synchronize_session") is False, name
+
+
+def where_keys_named_like_columns(statement: Update) -> set[str]:
+    """Keys bound in the WHERE clause that are also column names of the updated table.
+
+    SQLAlchemy adds an execution key named like a column to the SET clause: a WHERE value bound
+    as "transfer" would silently overwrite a column "transfer" added one day."""
+    where_keys = {
+        element.key
+        for criterion in statement._where_criteria
+        for element in visitors.iterate(criterion)
+        if isinstance(element, BindParameter)
+    }
+    return where_keys & set(statement.table.c.keys())
+
+
+@pytest.mark.parametrize(("name", "statement"), module_level_updates(), ids=lambda value: str(value))
+def test_no_prebuilt_update_binds_a_where_value_under_a_column_name(name: str, statement: Update) -> None:
+    assert where_keys_named_like_columns(statement) == set(), name
+
+
+def test_a_where_value_bound_under_a_column_name_is_caught() -> None:
+    assert where_keys_named_like_columns(update(Transfer).where(Transfer.id == bindparam("need"))) == {"need"}
 
 
 def test_an_update_left_to_evaluate_bound_values_writes_none_into_the_session() -> None:
