@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, Insert, MetaData, Table, event, exc
+from sqlalchemy import DateTime, Insert, MetaData, Table, bindparam, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase
@@ -149,23 +149,46 @@ def insert_once(model: Any, values: dict[str, Any]) -> bool:
     return inserted_id(model, values) is not None
 
 
+# Statements built once. On the webhooks' paths, building a statement (SQLAlchemy's coercions
+# and cache key) costs about as much CPU as running it (bench.cpu, docs/performance.md), so the
+# hot paths build theirs at import, or once per shape (``functools.cache``), and bind their
+# values at execution. A prebuilt ORM UPDATE says ``synchronize_session=False`` (the default
+# "evaluate" would write a bound value's build-time None into the session's copies) and binds
+# WHERE values under names that are no column's (tests/core/test_prebuilt_statements.py).
+
+
+def bound_set(columns: tuple[str, ...]) -> dict[str, Any]:
+    """The SET clause of an UPDATE built once per set of ``columns``: each bound as
+    ``new_<column>`` (SQLAlchemy reserves a column's own name). Pair with ``new_values``."""
+    return {column: bindparam(f"new_{column}") for column in columns}
+
+
+def new_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` keyed as ``bound_set`` binds them."""
+    return {f"new_{column}": value for column, value in values.items()}
+
+
 def inserted_id(model: Any, values: dict[str, Any]) -> Any | None:
     """``insert_once``, returning the new row's primary key (None if the row existed).
 
-    ``values`` are plain values (no SQL expressions): they are bound to a statement built once
-    per table (every call event and text goes through here, and building a statement costs
-    about as much CPU as running it). Uses RETURNING, which saves reading the new row's id
-    back; the table's column names are its attributes' names throughout ``crisisline.models``.
+    ``values`` are plain values (no SQL expressions), bound to a statement built once per table.
+    Uses RETURNING, which saves reading the new row's id back; the table's column names are its
+    attributes' names throughout ``crisisline.models``.
     """
     statement = _insert_once_returning_key(db.session.get_bind().dialect.name, model.__table__)
     row = db.session.execute(statement, values).first()
     return row[0] if row is not None else None
 
 
+def _insert(dialect: str, target: Any) -> Insert:
+    """An INSERT that can say ON CONFLICT DO NOTHING, on PostgreSQL or SQLite."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(target).on_conflict_do_nothing()
+
+
 @cache
 def _insert_once_returning_key(dialect: str, table: Table) -> Insert:
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return _insert(dialect, table).returning(*table.primary_key.columns)
 
 
 def inserted_row(model: type[M], values: dict[str, Any]) -> M | None:
@@ -178,11 +201,9 @@ def inserted_row(model: type[M], values: dict[str, Any]) -> M | None:
 
 @cache
 def _insert_once_returning_row(dialect: str, model: type[Any]) -> Insert:
-    module = postgresql if dialect == "postgresql" else sqlite
     # "orm", not the "bulk" mode a params dict would pick: a None is written as NULL (bulk
     # mode leaves it out, so a column default would fill in) and an unknown key raises.
-    statement = module.insert(model).on_conflict_do_nothing().returning(model)
-    return statement.execution_options(dml_strategy="orm")
+    return _insert(dialect, model).returning(model).execution_options(dml_strategy="orm")
 
 
 def insert_ignoring_duplicates(model: Any, values: dict[str, Any]) -> Any:
@@ -190,9 +211,7 @@ def insert_ignoring_duplicates(model: Any, values: dict[str, Any]) -> Any:
 
     Check-then-insert races between processes; a unique constraint plus this does not.
     """
-    dialect = db.session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(model).values(**values).on_conflict_do_nothing()
+    return _insert(db.session.get_bind().dialect.name, model).values(**values)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -90,8 +90,8 @@ def _plain(word: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
-# A first text asks all three of these (a consent, a check-in answer, a rating?): built once,
-# as building a statement costs about as much CPU as running it.
+# A first text asks all three of these (a consent, a check-in answer, a rating?): built once
+# (``crisisline.db``, "Statements built once").
 _ASKED_CHECKIN = (
     select(CheckIn)
     .where(CheckIn.texter_id == bindparam("texter"), CheckIn.state == "asked", CheckIn.asked_at >= bindparam("since"))

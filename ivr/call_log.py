@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crisisline.db import db, insert_once, inserted_row
+from crisisline.db import bound_set, db, insert_once, inserted_row, new_values
 from crisisline.models import BlockedNumber, Call, CallEvent
 from crisisline.phone import caller_number
 from crisisline.privacy import Vault
@@ -97,7 +97,7 @@ def known_facts(call_sid: str | None) -> CallFacts | None:
     return _remembered_facts().get(call_sid) if call_sid else None
 
 
-# Built once (every voice webhook runs it): see ``crisisline.db`` on prebuilt statements.
+# Built once (every voice webhook runs it; ``crisisline.db``, "Statements built once").
 _CALL_BY_SID = select(Call).where(Call.call_sid == bindparam("call_sid"))
 
 
@@ -163,8 +163,7 @@ def apply_status(call: Call, status: str, sequence: int | None, duration: str | 
         if seconds is not None:
             values["duration_seconds"] = seconds
     statement = _status_statement(tuple(sorted(values)), ordered=sequence >= 0)
-    bound = {f"new_{column}": value for column, value in values.items()}
-    result = db.session.execute(statement, {"call": call.id, "sequence": sequence, **bound})
+    result = db.session.execute(statement, {"call": call.id, "sequence": sequence, **new_values(values)})
     changed = bool(result.rowcount)  # type: ignore[attr-defined]
     # The session's copy follows the row: what was written when it changed, read again when
     # used when it did not (another delivery moved it on). Either way it can stay loaded.
@@ -184,6 +183,6 @@ def _status_statement(columns: tuple[str, ...], *, ordered: bool) -> Update:
     return (
         update(Call)
         .where(Call.id == bindparam("call"), Call.status.not_in(TERMINAL_STATUSES), order)
-        .values({column: bindparam(f"new_{column}") for column in columns})
+        .values(bound_set(columns))
         .execution_options(synchronize_session=False)
     )

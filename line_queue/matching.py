@@ -233,9 +233,8 @@ def _offer_to(
     return made, attempted
 
 
-# The fill pass's reads, built once (a need answer, a status callback and a text each run a
-# pass, and building a statement costs about as much CPU as running it); ``ids`` are the
-# responders on shift.
+# The fill pass's reads, built once: a need answer, a status callback and a text each run a
+# pass (``crisisline.db``, "Statements built once"). ``ids`` are the responders on shift.
 _ON_SHIFT: Any = bindparam("ids", expanding=True)
 _STATES_OF = select(ResponderState).where(ResponderState.responder_id.in_(_ON_SHIFT))
 # Their texts, in one statement: an open text offer each, and a row per conversation they are

@@ -44,8 +44,8 @@ def ensure_responder_state(responder_id: str) -> None:
     )
 
 
-# Claiming and freeing run for every ring and every ended leg: built once (building a
-# statement costs about as much CPU as running it). Bound: ``responder``, ``offer``, ``at``.
+# Claiming and freeing run for every ring and every ended leg: built once
+# (``crisisline.db``, "Statements built once"). Bound: ``responder``, ``offer``, ``at``.
 _CLAIM = (
     update(ResponderState)
     .where(

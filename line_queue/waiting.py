@@ -97,9 +97,9 @@ def head(
     return sorted(entries, key=lambda entry: entry.order)[:limit]
 
 
-# The heads' statements, built once per shape (every need answer, status callback and text reads
-# the head, and building a statement costs about as much CPU as running it). Shapes with a
-# ``wanted`` list (the fill pass's last look) are few per routing version, so they are kept too.
+# The heads' statements, built once per shape: every need answer, status callback and text
+# reads the head (``crisisline.db``, "Statements built once"). Shapes with a ``wanted`` list
+# (the fill pass's last look) are few per routing version, so they are kept too.
 @lru_cache(maxsize=256)
 def _voice_head(
     limit: int, room: tuple[tuple[str, ...], int] | None, wanted: tuple[tuple[str, str], ...] | None
@@ -165,8 +165,7 @@ def position(document: RoutingDocument, channel: str, priority: int, since: date
 @cache
 def _count_ahead(channel: str, ties: str) -> Select[int]:
     """How many of ``channel`` wait ahead of the place bound as ``priority``, ``since`` and
-    ``contact_id``. Built once per shape: every hold turn asks, and building a statement costs
-    about as much CPU as running it."""
+    ``contact_id``. Built once per shape: every hold turn asks (``crisisline.db``, "Statements built once")."""
     place: list[Any] = [bindparam("priority"), bindparam("since"), bindparam("contact_id")]
     if channel == "voice":
         voice_ahead = _ahead(Transfer.priority, Transfer.queued_since, Transfer.id, place, ties)

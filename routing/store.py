@@ -118,7 +118,7 @@ def active_routing() -> ActiveRouting | None:
     return active
 
 
-# Built once: every webhook runs it, and building a statement costs as much as running it.
+# Built once: every webhook runs it (``crisisline.db``, "Statements built once").
 _NEWEST_VERSION = select(RoutingVersion.id, RoutingVersion.digest).order_by(RoutingVersion.id.desc()).limit(1)
 
 

@@ -57,7 +57,7 @@ def open_conversation(texter: Texter) -> Conversation | None:
     return db.session.scalars(_OPEN_CONVERSATION, {"texter": texter.id}).first()
 
 
-# Every text runs these: built once (building a statement costs about as much CPU as running it).
+# Every text runs these: built once (``crisisline.db``, "Statements built once").
 _TEXTER_BY_HASH = select(Texter).where(Texter.number_hash == bindparam("number_hash"))
 _OPEN_CONVERSATION = (
     select(Conversation)

@@ -101,7 +101,7 @@ def send_text(
     return sent_any
 
 
-# Built once: every text sent runs it (building a statement costs about as much CPU as running it).
+# Built once: every text sent runs it (``crisisline.db``, "Statements built once").
 _SENT = (
     update(Message)
     .where(Message.id == bindparam("message"))

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Update, bindparam, or_, select, update
 
-from crisisline.db import db, inserted_row
+from crisisline.db import bound_set, db, inserted_row, new_values
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
 
 # Responders' availability is shared with texts, so it lives below both channels; these
@@ -35,7 +35,7 @@ def open_transfer(call: Call) -> Transfer | None:
     return db.session.scalars(_OPEN_TRANSFER, {"call": call.id}).first()
 
 
-# Every status callback asks: built once (building a statement costs about as much CPU as running it).
+# Every status callback asks: built once (``crisisline.db``, "Statements built once").
 _OPEN_TRANSFER = (
     select(Transfer)
     .where(Transfer.call_id == bindparam("call"), Transfer.state.in_(OPEN_TRANSFER_STATES))
@@ -107,9 +107,9 @@ def move_transfer(transfer_id: int, from_states: tuple[str, ...], to_state: str,
     changes = {"state": to_state, **values}
     if to_state in ("ended", "abandoned", "to_backup", "callback"):
         changes.setdefault("ended_at", now())
-    bound = {f"new_{column}": value for column, value in changes.items()}
     statement = _move_statement(tuple(sorted(changes)))
-    result = db.session.execute(statement, {"transfer": transfer_id, "from_states": list(from_states), **bound})
+    bound = {"transfer": transfer_id, "from_states": list(from_states), **new_values(changes)}
+    result = db.session.execute(statement, bound)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -120,7 +120,7 @@ def _move_statement(columns: tuple[str, ...]) -> Update:
     return (
         update(Transfer)
         .where(Transfer.id == bindparam("transfer"), Transfer.state.in_(bindparam("from_states", expanding=True)))
-        .values({column: bindparam(f"new_{column}") for column in columns})
+        .values(bound_set(columns))
         .execution_options(synchronize_session=False)
     )
 
@@ -152,8 +152,7 @@ def lease_dispatch(transfer_id: int, seconds: int = 20) -> Transfer | None:
     return db.session.scalars(_LEASE, bound).first()
 
 
-# Every ring takes and gives back a lease: built once (building a statement costs about as
-# much CPU as running it).
+# Every ring takes and gives back a lease: built once (``crisisline.db``, "Statements built once").
 _LEASE = (
     update(Transfer)
     .where(
