@@ -14,7 +14,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, Insert, MetaData, Table, bindparam, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names so Alembic migrations are reproducible on SQLite and PostgreSQL.
@@ -204,6 +205,60 @@ def _insert_once_returning_row(dialect: str, model: type[Any]) -> Insert:
     # "orm", not the "bulk" mode a params dict would pick: a None is written as NULL (bulk
     # mode leaves it out, so a column default would fill in) and an unknown key raises.
     return _insert(dialect, model).returning(model).execution_options(dml_strategy="orm")
+
+
+# Rows written at commit, per table: see ``insert_once_at_commit``.
+_AT_COMMIT = "crisisline.insert_at_commit"
+
+
+def insert_once_at_commit(model: Any, values: dict[str, Any]) -> None:
+    """``insert_once``, written when the session commits, in one statement with the other rows
+    of its table that this transaction added the same way (a need answer records three call
+    events: one INSERT, not three). For append-only rows nobody reads back in the request.
+
+    Nothing is lost or seen late: any statement of this session that involves the table writes
+    the rows first (``_write_before_reading``), and a rollback or close drops them with the rest
+    of the transaction. ``values`` must carry the same keys for every row of a table."""
+    pending: dict[Table, list[dict[str, Any]]] = db.session.info.setdefault(_AT_COMMIT, {})
+    pending.setdefault(model.__table__, []).append(values)
+
+
+def _write_pending(session: Session, tables: Any = None) -> None:
+    """Write the rows ``insert_once_at_commit`` holds (of ``tables`` only, if given)."""
+    pending: dict[Table, list[dict[str, Any]]] | None = session.info.get(_AT_COMMIT)
+    if not pending:
+        return
+    dialect = session.get_bind().dialect.name
+    for table in [table for table in pending if tables is None or table in tables]:
+        rows = pending.pop(table)  # popped first: the INSERT below passes through the hook too
+        session.execute(_insert_many_once(dialect, table), rows)
+
+
+@cache
+def _insert_many_once(dialect: str, table: Table) -> Insert:
+    return _insert(dialect, table)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_at_commit(session: Session) -> None:
+    _write_pending(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _write_before_reading(state: ORMExecuteState) -> None:
+    """Rows held for the commit are written before a statement that involves their table (or
+    one whose tables are unknown, as raw SQL's are): a read in the same transaction sees them."""
+    if state.session.info.get(_AT_COMMIT):
+        statement: Any = state.statement
+        tables = find_tables(statement, check_columns=True, include_crud=True)
+        _write_pending(state.session, set(tables) if tables else None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    """A rollback or close drops what the transaction would have written at its commit."""
+    if transaction.parent is None:
+        session.info.pop(_AT_COMMIT, None)
 
 
 def insert_ignoring_duplicates(model: Any, values: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crisisline.db import bound_set, db, insert_once, inserted_row, new_values
+from crisisline.db import bound_set, db, insert_once_at_commit, inserted_row, new_values
 from crisisline.models import BlockedNumber, Call, CallEvent
 from crisisline.phone import caller_number
 from crisisline.privacy import Vault
@@ -129,15 +129,14 @@ def record_event(
         "detail": detail or {},
         "occurred_at": datetime.now(UTC),
     }
-    if speech:
-        values["sealed_detail"] = _vault().seal(speech, context=SPEECH_CONTEXT)
+    # Every row of one INSERT carries the same keys.
+    values["sealed_detail"] = _vault().seal(speech, context=SPEECH_CONTEXT) if speech else None
     if call.id is None:  # a call row not yet written: the event needs its id
         db.session.flush()
         values["call_id"] = call.id
-    # The event does not need the call's other pending changes written first: they go in one
-    # UPDATE when the handler commits, not one UPDATE per event (a need answer made three).
-    with db.session.no_autoflush:
-        insert_once(CallEvent, values)
+    # Written when the request commits, with its other events in one INSERT, and with the
+    # call's own changes in one UPDATE (a need answer records three events).
+    insert_once_at_commit(CallEvent, values)
 
 
 def is_blocked(raw_from: str | None) -> bool:
