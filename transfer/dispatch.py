@@ -79,17 +79,11 @@ def advance(transfer_id: int, document: RoutingDocument, *, safety_net: bool = F
     """
     passed = not safety_net or line_queue.safety_net_due()
     rung = line_queue.fill_soon(document) if passed else 0
-    transfer = db.session.get(Transfer, transfer_id)
-    if transfer is None:
+    # The session's own copy is refreshed in the same read: callers holding it read the state
+    # after the pass (someone may have accepted meanwhile).
+    transfer, ringing = state.where_it_stands(transfer_id)
+    if transfer is None or transfer.state != "waiting":
         return DispatchResult(rung, 0, False)
-    if passed:
-        # The session's own copy is refreshed: callers holding it read the state after the
-        # pass (someone may have accepted meanwhile). A hold turn whose safety-net pass did
-        # not run holds the copy read at the start of this request: no second read.
-        db.session.refresh(transfer)
-    if transfer.state != "waiting":
-        return DispatchResult(rung, 0, False)
-    ringing = len(state.active_offers(transfer_id))
     exhausted = not ringing and not line_queue.anyone_can_take(document, transfer.language, transfer.need, transfer.id)
     return DispatchResult(rung, ringing, exhausted)
 

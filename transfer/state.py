@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, or_, select, update
+from sqlalchemy import Update, bindparam, func, or_, select, update
 
 from crisisline.db import bound_set, db, inserted_row, new_values
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
@@ -245,6 +245,26 @@ def active_offers(transfer_id: int) -> list[Offer]:
     """The transfer's offers still ringing, whispering or answered, as the database has them now
     (a copy the session kept from earlier in the request is overwritten: its leg's sid, say)."""
     return list(db.session.scalars(_ACTIVE_OFFERS, {"transfer_id": transfer_id}))
+
+
+# A transfer as it stands, with how many of its legs are in progress, in one read.
+_STANDING = (
+    select(
+        Transfer,
+        select(func.count(Offer.id))
+        .where(Offer.transfer_id == Transfer.id, Offer.state.in_(ACTIVE_OFFER_STATES))
+        .scalar_subquery(),
+    )
+    .where(Transfer.id == bindparam("transfer_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+def where_it_stands(transfer_id: int) -> tuple[Transfer | None, int]:
+    """The transfer as the database has it now (the session's copy is refreshed: someone may
+    have accepted meanwhile) and the number of its offers still ringing, whispering or answered."""
+    row = db.session.execute(_STANDING, {"transfer_id": transfer_id}).first()
+    return (None, 0) if row is None else (row[0], int(row[1]))
 
 
 def staff_on_call(transfer_id: int) -> list[Offer]:
