@@ -9,9 +9,10 @@ import logging
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from functools import cache
+from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import Insert, Update, bindparam, case, func, select, update
 
 import line_queue
 from crisisline import events
@@ -82,10 +83,9 @@ def start_conversation(
     ``queued_as``: already sorted (language, need, priority), so it starts in the queue, never
     at the menus (a check-in's answer: ``followups``). ``with_text``: the id of their inbound
     text that opened it, linked in the same transaction (never a conversation without it)."""
-    previous = select(func.max(Conversation.id)).where(Conversation.texter_id == texter.id).scalar_subquery()
     values: dict[str, object] = {
         "texter_id": texter.id,
-        "previous_id": previous,
+        "previous_of": texter.id,
         "state": "language",
         "line_number": line_number,
         "started_at": now(),
@@ -96,13 +96,29 @@ def start_conversation(
     }
     if queued_as is not None:
         values.update(queued_as, state="queued", queued_at=now())
-    created = db.session.scalars(insert_ignoring_duplicates(Conversation, values).returning(Conversation)).first()
+    dialect = db.session.get_bind().dialect.name
+    statement = _new_conversation(dialect, tuple(sorted(values)))
+    created = db.session.scalars(statement, values).first()
     conversation = created or open_conversation(texter)  # or the one a concurrent text opened
     if conversation is not None and with_text is not None:
         db.session.execute(update(Message).where(Message.id == with_text).values(conversation_id=conversation.id))
     commit_keeping_loaded()
     assert conversation is not None
     return conversation
+
+
+@cache
+def _new_conversation(dialect: str, keys: tuple[str, ...]) -> Insert:
+    """``start_conversation``'s INSERT, built once per shape (every new texter runs it): each
+    value bound under its column's name, and ``previous_id``, their newest conversation before
+    this one, read in the same statement (bound as ``previous_of``, the texter's id)."""
+    previous = select(func.max(Conversation.id)).where(Conversation.texter_id == bindparam("previous_of"))
+    columns: dict[str, object] = {key: bindparam(key) for key in keys if key != "previous_of"}
+    columns["previous_id"] = previous.scalar_subquery()
+    # "orm": the returned row is loaded as a Conversation (the mode a params dict would pick is "bulk").
+    return (
+        insert_ignoring_duplicates(Conversation, columns).returning(Conversation).execution_options(dml_strategy="orm")
+    )
 
 
 def text_key(conversation: Conversation, key: str) -> str:
@@ -183,17 +199,13 @@ def queue(conversation: Conversation, document: RoutingDocument, *, welcome: str
     another text of theirs queued it first, that text's handling tells them, not this one.
     ``need``: (need, priority) chosen by the texter, and ``language_code``, their language, stored
     in the same statement (so neither overwrites what another text that queued them chose)."""
-    moved = db.session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation.id, Conversation.state.in_(("language", "need")))
-        .values(
-            state="queued",
-            queued_at=now(),
-            **(need_values(*need) if need else {}),
-            **({"language": language_code, "menu_attempts": 0} if language_code else {}),
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    bound: dict[str, object] = {"conversation": conversation.id, "new_queued_at": now()}
+    if need:
+        bound.update(new_need=need[0], new_priority=need[1])
+    if language_code:
+        bound["new_language"] = language_code
+    statement = _queue_statement(with_need=bool(need), with_language=bool(language_code))
+    moved = db.session.execute(statement, bound).rowcount  # type: ignore[attr-defined]
     commit_keeping_loaded()  # the conversation is refreshed below, after the queue's pass
     if not moved:
         if need:  # another text of theirs queued it meanwhile: their choice still counts
@@ -209,6 +221,25 @@ def queue(conversation: Conversation, document: RoutingDocument, *, welcome: str
     # Under the wait's own key, never the menu's ("welcome"): a menu sent for another first
     # text of theirs must not stop the wait going out. The welcome may then come twice.
     to_texter(conversation, "queued", f"{welcome}\n\n{wait}" if welcome else wait)
+
+
+@cache
+def _queue_statement(*, with_need: bool, with_language: bool) -> Update:
+    """``queue``'s UPDATE, built once per shape (every text that sorts a conversation runs it).
+    The priority only ever rises, as in ``need_values``: compared in the database."""
+    values: dict[str, object] = {"state": "queued", "queued_at": bindparam("new_queued_at")}
+    if with_need:
+        chosen: Any = bindparam("new_priority")
+        values.update(need=bindparam("new_need"),
+                      priority=case((Conversation.priority > chosen, Conversation.priority), else_=chosen))  # fmt: skip
+    if with_language:
+        values.update(language=bindparam("new_language"), menu_attempts=0)
+    return (
+        update(Conversation)
+        .where(Conversation.id == bindparam("conversation"), Conversation.state.in_(("language", "need")))
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 # A wait told late (below) is told only this long after the queueing, so it never races the

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import visitors
 
 import ivr.call_log
+import sms.conversations
 import transfer.state
 from crisisline.db import Base
 from crisisline.models import ResponderState, Transfer
@@ -38,6 +39,7 @@ def module_level_updates() -> list[tuple[str, Update]]:
     found += [
         ("ivr.call_log._status_statement", ivr.call_log._status_statement(("status", "status_sequence"), ordered=True)),
         ("transfer.state._move_statement", transfer.state._move_statement(("ended_at", "end_reason", "state"))),
+        ("sms.conversations._queue_statement", sms.conversations._queue_statement(with_need=True, with_language=True)),
     ]
     return found
 
