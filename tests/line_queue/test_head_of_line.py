@@ -82,6 +82,24 @@ def test_with_separate_channels_queued_texters_do_not_hide_a_caller(
     assert call.dials == []
 
 
+def test_with_separate_channels_a_caller_is_rung_before_the_texters_ahead_are_offered(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_morning: time_machine.Coordinates
+) -> None:
+    # Texters queued before the caller: with two lines their order decides nothing between
+    # channels, so the pass rings the caller first (each text offer is a REST request too).
+    texters_waiting(app, 5, "queued")
+
+    call = phone.call(MENTAL_HEALTH, identity=phone.identity("+13125550204"), max_hold_turns=0)
+
+    assert [leg.to for leg in legs(fake)] == [ANA]
+    with app.app_context():
+        (ring,) = db.session.scalars(select(Offer.created_at))
+        text_offers = list(db.session.scalars(select(ConversationOffer.created_at)))
+    assert text_offers, "Ana is offered a text and rung for the caller in one pass"
+    assert ring < min(text_offers)
+    assert call.dials == []
+
+
 def test_a_free_counselor_is_rung_for_a_caller_behind_fifty_texters_she_just_passed(
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
     wednesday_morning: time_machine.Coordinates,
