@@ -74,6 +74,7 @@ MAX_FILL_PASSES = 3
 # passes a second, and a lost event still costs at most this long plus a hold turn.
 SAFETY_NET_INTERVAL_SECONDS = 1.0
 FILL_KEY = "line_queue.fill"  # one pass at a time per process (``crisisline.background``)
+CHANNELS = ("voice", "text")
 
 
 class _PassClock:
@@ -105,15 +106,18 @@ def _pass_clock() -> _PassClock:
     return clock
 
 
-def fill(document: RoutingDocument) -> int:
+def fill(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> int:
     """Offer every free responder the first waiting contact they are eligible for, in queue
-    order. Idempotent and safe to run concurrently. Returns how many offers were made."""
+    order. Idempotent and safe to run concurrently. Returns how many offers were made.
+
+    ``channels``: only these lines (``queue.channels: separate``; see ``fill_soon``)."""
     if document.mode == "system_down":
         return 0
-    _pass_clock().mark()
+    if "voice" in channels:  # the hold turns' safety net is for callers (``safety_net_due``)
+        _pass_clock().mark()
     made = 0
     for _ in range(MAX_FILL_PASSES):
-        offered, attempted = _fill_pass(document)
+        offered, attempted = _fill_pass(document, channels)
         made += offered
         if offered == attempted:
             break
@@ -126,21 +130,29 @@ def safety_net_due() -> bool:
     return _pass_clock().begin_unless_recent(SAFETY_NET_INTERVAL_SECONDS)
 
 
-def fill_soon(document: RoutingDocument, *, safety_net: bool = False) -> int:
+def fill_soon(document: RoutingDocument, *, safety_net: bool = False, joined: str | None = None) -> int:
     """``fill``, but on a webhook the offers (Twilio REST calls) run off the request thread and
     the request waits for them at most half the voice deadline: a slow Twilio API never adds to
     a caller's or texter's wait for our answer. Inline in workers, the clock and the CLI.
 
     ``safety_net`` (a hold turn): skipped when this process began a pass less than
-    ``SAFETY_NET_INTERVAL_SECONDS`` ago; that pass saw the queue as this one would."""
+    ``SAFETY_NET_INTERVAL_SECONDS`` ago; that pass saw the queue as this one would.
+
+    ``joined``: the channel of a contact that just joined the queue (a new caller, a text
+    conversation just sorted). With separate lines nothing else changed for the other line, so
+    the pass offers this one only, one at a time per process under a key of its own: a new
+    caller's first ring never waits behind a pass sending text offers (each a REST request)."""
     if safety_net and not safety_net_due():
         return 0
     settings: Settings = current_app.extensions["crisisline.settings"]
     budget = settings.voice_deadline_seconds / 2
+    if joined is not None and document.queue.channels == "separate":
+        only = (joined,)
+        return within_budget(f"{FILL_KEY}:{joined}", lambda: fill(document, only), budget) or 0
     return within_budget(FILL_KEY, lambda: fill(document), budget) or 0
 
 
-def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
+def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> tuple[int, int]:
     """One pass over the queue's head: (offers made, offers attempted).
 
     The head is the first ``HEAD_LIMIT`` contacts who may be offered more. If responders are
@@ -152,7 +164,7 @@ def _fill_pass(document: RoutingDocument) -> tuple[int, int]:
     common case."""
     moment = now()
     rotation: dict[str, datetime] = {}
-    pools = free_responders(document, moment, rotation)
+    pools = free_responders(document, moment, rotation, channels)
     made = attempted = 0
     seen: set[tuple[str, int]] = set()
     for limit, only_takeable in ((HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, True)):
@@ -257,12 +269,14 @@ _TEXTS_OF: CompoundSelect[Any] = union_all(
 
 
 def free_responders(
-    document: RoutingDocument, moment: datetime, rotation: dict[str, datetime] | None = None
-) -> dict[str, dict[str, Responder]]:
+    document: RoutingDocument, moment: datetime, rotation: dict[str, datetime] | None = None,
+    channels: tuple[str, ...] = CHANNELS,
+) -> dict[str, dict[str, Responder]]:  # fmt: skip
     """Who could be offered a contact now, per channel: on shift, not paused, not ringing or on
     a call. Texts also need a counselor under their conversation limit without an open text
     offer; with shared channels, an open text offer keeps them from being rung too. Fills
-    ``rotation`` with when each one on shift was last offered anything (read in the same go)."""
+    ``rotation`` with when each one on shift was last offered anything (read in the same go).
+    ``channels``: the pools wanted (the others come back empty)."""
     present = on_call(document, moment)
     if not present:
         return {"voice": {}, "text": {}}
@@ -270,10 +284,14 @@ def free_responders(
     states = {state.responder_id: state for state in db.session.scalars(_STATES_OF, ids)}
     if rotation is not None:
         rotation.update({rid: state.last_offered_at for rid, state in states.items() if state.last_offered_at})
-    texts = [(str(responder_id), str(kind)) for responder_id, kind in db.session.execute(_TEXTS_OF, ids)]
+    shared = document.queue.channels == "shared"
+    # Who holds a text offer or how many texts they have matters to the text pool, and to the
+    # voice pool only when the lines are one.
+    texts_matter = shared or "text" in channels
+    read = db.session.execute(_TEXTS_OF, ids) if texts_matter else ()
+    texts = [(str(responder_id), str(kind)) for responder_id, kind in read]
     holding_text_offer = {responder_id for responder_id, kind in texts if kind == "offer"}
     loads = Counter(responder_id for responder_id, kind in texts if kind == "active")
-    shared = document.queue.channels == "shared"
     voice: dict[str, Responder] = {}
     text: dict[str, Responder] = {}
     for responder in present:
@@ -288,7 +306,7 @@ def free_responders(
             and loads.get(responder.id, 0) < document.sms.max_conversations_per_counselor
         ):
             text[responder.id] = responder
-    return {"voice": voice, "text": text}
+    return {"voice": voice if "voice" in channels else {}, "text": text if "text" in channels else {}}
 
 
 def capacity(document: RoutingDocument, entry: WaitingContact) -> int:

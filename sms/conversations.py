@@ -212,7 +212,7 @@ def queue(conversation: Conversation, document: RoutingDocument, *, welcome: str
             set_need(conversation, *need)
         db.session.refresh(conversation)
         return
-    line_queue.fill_soon(document)
+    line_queue.fill_soon(document, joined="text")
     db.session.refresh(conversation)
     language = document.language(conversation.language)
     minutes = estimate_wait_minutes(conversation, document)

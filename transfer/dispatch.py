@@ -68,17 +68,21 @@ class DispatchResult:
     exhausted: bool  # nobody on shift could ever take it: the caller should move on now
 
 
-def advance(transfer_id: int, document: RoutingDocument, *, safety_net: bool = False) -> DispatchResult:
+def advance(
+    transfer_id: int, document: RoutingDocument, *, safety_net: bool = False, joined: str | None = None
+) -> DispatchResult:
     """Offer free responders to the queue (this transfer only where it is first in line for
     them), then say where this transfer stands. Idempotent and concurrency-safe.
 
     On a webhook, the ringing (Twilio REST calls) runs off the request thread and the request
     waits for it at most half the voice deadline: a slow Twilio API leaves the caller
     holding, never silent, and the ringing carries on. ``safety_net``: a later hold turn,
-    whose pass a process runs at most once a second (``line_queue.fill_soon``).
+    whose pass a process runs at most once a second (``line_queue.fill_soon``). ``joined``:
+    "voice" when the transfer has just joined the queue and nothing else changed (its first
+    step), so with separate lines only the callers' line is looked at (``fill_soon``).
     """
     passed = not safety_net or line_queue.safety_net_due()
-    rung = line_queue.fill_soon(document) if passed else 0
+    rung = line_queue.fill_soon(document, joined=joined) if passed else 0
     # The session's own copy is refreshed in the same read: callers holding it read the state
     # after the pass (someone may have accepted meanwhile).
     transfer, ringing = state.where_it_stands(transfer_id)

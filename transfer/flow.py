@@ -107,7 +107,7 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
         return backup_unless_accepted(transfer, "hold_limit")
     # The first step (the need answer, a callback's first turn) rings at once; later turns
     # are the safety net for a lost event. ``advance`` refreshes ``transfer`` if it could have changed.
-    result = dispatch.advance(transfer.id, document, safety_net=tick > 1)
+    result = dispatch.advance(transfer.id, document, safety_net=tick > 1, joined="voice" if tick <= 1 else None)
     if transfer.state in ("connecting", "connected"):
         return HoldStep("join")
     if result.exhausted:

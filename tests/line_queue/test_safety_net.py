@@ -28,9 +28,9 @@ def passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     ran: list[int] = []
     real = matching._fill_pass
 
-    def counted(document: object) -> tuple[int, int]:
+    def counted(document: object, channels: tuple[str, ...] = matching.CHANNELS) -> tuple[int, int]:
         ran.append(1)
-        return real(document)  # type: ignore[arg-type]
+        return real(document, channels)  # type: ignore[arg-type]
 
     monkeypatch.setattr(matching, "_fill_pass", counted)
     return ran
@@ -74,6 +74,17 @@ def test_an_event_runs_its_pass_however_recent_the_last(document: RoutingDocumen
     matching.fill_soon(document, safety_net=True)
     matching.fill_soon(document)  # e.g. a responder's call ended this very moment
     matching.fill_soon(document)
+    assert len(passes) == 3
+
+
+def test_a_pass_of_the_texts_line_alone_does_not_silence_the_callers_safety_net(
+    document: RoutingDocument, passes: list[int]
+) -> None:
+    assert document.queue.channels == "separate"
+    matching.fill_soon(document, joined="text")  # a text just sorted: the texts' line only
+    matching.fill_soon(document, safety_net=True)  # a hold turn: no pass for callers ran yet
+    matching.fill_soon(document, joined="voice")  # a new caller
+    matching.fill_soon(document, safety_net=True)  # within a second of a pass over callers
     assert len(passes) == 3
 
 
