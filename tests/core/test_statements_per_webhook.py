@@ -26,11 +26,11 @@ from twilio_fake.signing import CallIdentity, gather_digits_params, signed_heade
 BUDGET = {
     "incoming": 4,
     "language_answer": 4,
-    "need_answer": 21,  # 19-20 (its call events are one INSERT); a responder's first ring creates their state row
+    "need_answer": 19,  # 17-18 (one INSERT for its events, its own line's pass); +1 for a responder's first ring
     "hold_turn": 4,
     "status_callback": 15,
     "first_text": 15,  # 14: the welcome and the need menu are one text
-    "need_answer_text": 17,  # 16: the chosen need is stored by the queue's own UPDATE
+    "need_answer_text": 16,  # 15: the need stored by the queue's own UPDATE, a pass of the texts' line
 }
 WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
