@@ -36,13 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class _PathOnlyLogHandler(WSGIRequestHandler):
-    """Access log without query strings: list filters such as ``?To=+1...`` hold phone numbers.
-
-    HTTP/1.1, so a client's connection stays open between requests as Twilio's API keeps it
-    (werkzeug's default, HTTP/1.0, closes it after every answer: each ring and each text sent
-    would open a new TCP connection, which the line never pays against Twilio)."""
-
-    protocol_version = "HTTP/1.1"
+    """Access log without query strings: list filters such as ``?To=+1...`` hold phone numbers."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         self.log("info", '"%s %s" %s', self.command, self.path.split("?", 1)[0], code)
