@@ -218,8 +218,15 @@ def insert_once_at_commit(model: Any, values: dict[str, Any]) -> None:
 
     Nothing is lost or seen late: any statement of this session that involves the table writes
     the rows first (``_write_before_reading``), and a rollback or close drops them with the rest
-    of the transaction. ``values`` must carry the same keys for every row of a table."""
-    pending: dict[Table, list[dict[str, Any]]] = db.session.info.setdefault(_AT_COMMIT, {})
+    of the transaction. ``values`` must carry the same keys for every row of a table. A read
+    that reaches the table only through a relationship (``joinedload``, ``join(Call.events)``)
+    is not seen as involving it: read such rows with a statement that names their table."""
+    session = db.session()
+    if not session.in_transaction():
+        # Held rows belong to a transaction: with none begun yet, a rollback would have none
+        # to end and would leave them for the next commit.
+        session.begin()
+    pending: dict[Table, list[dict[str, Any]]] = session.info.setdefault(_AT_COMMIT, {})
     pending.setdefault(model.__table__, []).append(values)
 
 

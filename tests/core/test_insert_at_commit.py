@@ -140,3 +140,16 @@ def test_a_duplicate_key_is_recorded_once_within_one_commit_and_across_commits(
     with db.engine.connect() as other:
         kinds = other.execute(select(CallEvent.kind).where(CallEvent.call_id == call_id)).scalars().all()
     assert kinds == ["first"]
+
+
+def test_rows_held_before_any_statement_of_the_transaction_are_dropped_by_its_rollback(
+    app: Flask, statements: list[str], call: Call
+) -> None:
+    call_id, values = call.id, event_values(call, "first-act")
+    db.session.commit()  # nothing begun: holding the row is the next transaction's first act
+    insert_once_at_commit(CallEvent, values)
+    db.session.rollback()
+
+    db.session.commit()
+
+    assert keys_in_database(app, call_id) == []
