@@ -113,7 +113,10 @@ def fill(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> int
     ``channels``: only these lines (``queue.channels: separate``; see ``fill_soon``)."""
     if document.mode == "system_down":
         return 0
-    if "voice" in channels:  # the hold turns' safety net is for callers (``safety_net_due``)
+    if set(channels) >= set(CHANNELS):
+        # Only a pass over both lines stands in for a hold turn's safety-net pass, which looks
+        # at both (``safety_net_due``): a new caller's pass must not hold back the one that
+        # would offer a texter left waiting by a lost event.
         _pass_clock().mark()
     made = 0
     for _ in range(MAX_FILL_PASSES):
