@@ -83,9 +83,17 @@ def advance(
     """
     passed = not safety_net or line_queue.safety_net_due()
     rung = line_queue.fill_soon(document, joined=joined) if passed else 0
-    # The session's own copy is refreshed in the same read: callers holding it read the state
-    # after the pass (someone may have accepted meanwhile).
-    transfer, ringing = state.where_it_stands(transfer_id)
+    if passed:
+        # The session's own copy is refreshed in the same read: callers holding it read the
+        # state after the pass (someone may have accepted meanwhile).
+        transfer, ringing = state.where_it_stands(transfer_id)
+    else:
+        # A hold turn whose safety-net pass did not run keeps the copy read at the start of its
+        # request. Reading it again here would let the turn join a caller whom the accepting
+        # responder's REST redirect is bringing in this very moment (``flow.hold_step`` settles
+        # only on the copy it started with): CI saw "already in a conference".
+        transfer = db.session.get(Transfer, transfer_id)
+        ringing = len(state.active_offers(transfer_id)) if transfer is not None else 0
     if transfer is None or transfer.state != "waiting":
         return DispatchResult(rung, 0, False)
     exhausted = not ringing and not line_queue.anyone_can_take(document, transfer.language, transfer.need, transfer.id)
