@@ -5,33 +5,14 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from flask import Flask
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from crisisline.db import commit_keeping_loaded, db
 from crisisline.models import Call, Texter, utcnow
-
-
-@pytest.fixture
-def statements(app: Flask) -> Iterator[list[str]]:
-    """Every statement the app's engine sends while the test runs, in an app context."""
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", record)
-        try:
-            yield sent
-        finally:
-            event.remove(db.engine, "before_cursor_execute", record)
-            db.session.rollback()
 
 
 @pytest.fixture

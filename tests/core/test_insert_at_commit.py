@@ -4,33 +4,15 @@ that; gone with a rollback; a duplicate still recorded once. On SQLite and Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, exists, func, select, text
+from sqlalchemy import exists, func, select, text
 
 from crisisline.db import db, insert_once_at_commit
 from crisisline.models import Call, CallEvent
-
-
-@pytest.fixture
-def statements(app: Flask) -> Iterator[list[str]]:
-    """Every statement the app's engine sends while the test runs, in an app context."""
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(" ".join(statement.split()))
-
-    with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", record)
-        try:
-            yield sent
-        finally:
-            event.remove(db.engine, "before_cursor_execute", record)
-            db.session.rollback()
 
 
 @pytest.fixture
