@@ -53,10 +53,10 @@ def declined() -> Response:
     transfer, document = transfer_views.requested_transfer(), transfer_views.active_document()
     reason = request.args.get("reason", "")
     step = flow.backup_unless_accepted(transfer, reason if reason in ("hold_limit", "nobody_left") else "nobody_left")
-    if step.kind == "join":
-        flow.caller_joined(transfer)
-        return twiml_response(transfer_views.caller_join_twiml(transfer))
-    return transfer_views.backup(transfer, document, step.message)
+    if step.kind == "backup":
+        return transfer_views.backup(transfer, document, step.message)
+    # Accepted meanwhile: join, or settle while the responder's redirect brings them in.
+    return twiml_response(transfer_views.step_twiml(transfer, document, step, twilio_params.query_number("tick", 1)))
 
 
 @bp.post("/answer")

@@ -87,13 +87,9 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
     the same, at once. Otherwise offer free responders to the queue (a lost status callback
     cannot stall it) and keep holding, hearing their place in line and an honest wait.
     """
-    just_accepted = transfer.accepted_at is not None and state.now() - transfer.accepted_at < JOIN_REDIRECT_GRACE
-    if transfer.state == "connecting" and transfer.mode == "live" and just_accepted and not _redirect_failed(transfer):
-        # The accepting responder's REST redirect is bringing them in this very moment;
-        # joining here as well would bounce them out of the room and back.
-        return HoldStep("settle")
-    if transfer.state in ("connecting", "connected"):
-        return HoldStep("join")
+    accepted = join_or_settle(transfer)
+    if accepted is not None:
+        return accepted
     if transfer.state != "waiting":
         return HoldStep("backup", "nobody_available")
     if transfer.last_hold_at is None or state.now() - transfer.last_hold_at >= state.HOLD_BEAT_EVERY:
@@ -108,8 +104,9 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
     # The first step (the need answer, a callback's first turn) rings at once; later turns
     # are the safety net for a lost event. ``advance`` refreshes ``transfer`` if it could have changed.
     result = dispatch.advance(transfer.id, document, safety_net=tick > 1, joined="voice" if tick <= 1 else None)
-    if transfer.state in ("connecting", "connected"):
-        return HoldStep("join")
+    accepted = join_or_settle(transfer)  # a pass refreshes ``transfer``: someone may have accepted meanwhile
+    if accepted is not None:
+        return accepted
     if result.exhausted:
         if callback_ok:
             return HoldStep("callback_or_backup", "nobody_available", reason="nobody_left")
@@ -125,6 +122,20 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
         return HoldStep("hold", "hold_position", minutes=minutes, offer_callback=offer, position=place)
     message = "hold_wait" if tick % 2 == 0 else "hold_update"
     return HoldStep("hold", message, minutes=minutes, offer_callback=offer, position=place)
+
+
+def join_or_settle(transfer: Transfer) -> HoldStep | None:
+    """Once a responder has accepted: join the conference, or settle for a second while the
+    accepting responder's REST redirect is bringing the caller in this very moment (joining
+    as well would bounce them out of the room and back). None while nobody has accepted.
+
+    Every place a hold turn reads an accepted transfer asks this, whichever read saw it."""
+    if transfer.state not in ("connecting", "connected"):
+        return None
+    just_accepted = transfer.accepted_at is not None and state.now() - transfer.accepted_at < JOIN_REDIRECT_GRACE
+    if transfer.state == "connecting" and transfer.mode == "live" and just_accepted and not _redirect_failed(transfer):
+        return HoldStep("settle")
+    return HoldStep("join")
 
 
 def _redirect_failed(transfer: Transfer) -> bool:
@@ -155,9 +166,7 @@ def backup_unless_accepted(transfer: Transfer, reason: str) -> HoldStep:
     if send_to_backup(transfer, reason):
         return HoldStep("backup", "nobody_available")
     db.session.refresh(transfer)
-    if transfer.state in ("connecting", "connected"):
-        return HoldStep("join")
-    return HoldStep("backup", "nobody_available")
+    return join_or_settle(transfer) or HoldStep("backup", "nobody_available")
 
 
 def send_to_backup(transfer: Transfer, reason: str) -> bool:

@@ -44,6 +44,57 @@ def test_a_failed_redirect_after_acceptance_still_brings_the_caller_in_on_their_
 
 
 @pytest.mark.usefixtures("wednesday_evening")
+def test_a_hold_turn_that_sees_an_acceptance_made_during_its_pass_waits_for_the_redirect_instead_of_joining(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn's own copy said "waiting"; the pass's fresh read says "connecting", accepted this
+    instant. Joining too would bounce the caller the accepting responder's redirect is bringing in
+    out of the room and back (Twilio: "already in a conference")."""
+    import line_queue
+    from transfer import state
+
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    transfer_id = only_transfer(app).id
+
+    def accepted_during_the_pass(*_args: object, **_kwargs: object) -> int:
+        assert state.move_transfer(transfer_id, ("waiting",), "connecting", accepted_at=state.now())
+        db.session.commit()
+        return 0
+
+    monkeypatch.setattr(line_queue, "safety_net_due", lambda: True)
+    monkeypatch.setattr(line_queue, "fill_soon", accepted_during_the_pass)
+    phone.resume(caller, max_hold_turns=1)
+
+    turn = caller.steps[-1]
+    assert "/voice/hold" in turn.url and turn.twiml is not None
+    assert turn.twiml.find(".//Conference") is None
+    assert [child.tag for child in turn.twiml] == ["Pause", "Redirect"]
+    assert only_transfer(app).state == "connecting"  # nothing marked the caller as joined
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_caller_going_to_the_backup_line_just_as_a_responder_accepts_waits_for_the_redirect(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """The callback-or-backup choice ran out (``declined``) the instant a responder accepted: not
+    the backup line, and not a second join while the responder's redirect brings the caller in."""
+    from transfer import state
+
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    transfer_id = only_transfer(app).id
+    with app.app_context():
+        assert state.move_transfer(transfer_id, ("waiting",), "connecting", accepted_at=state.now())
+        db.session.commit()
+
+    url = f"{phone.base_url}/voice/callback/declined?transfer={transfer_id}&reason=hold_limit"
+    reply = phone.post(url, caller.identity.voice_params("in-progress"))
+
+    assert "<Dial" not in reply.body and "<Conference" not in reply.body
+    assert "<Pause" in reply.body and "/voice/hold" in reply.body
+    assert only_transfer(app).state == "connecting"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
 def test_a_lost_callback_after_the_counselor_left_is_repaired_by_the_clock(
     app: Flask, phone: Phone, fake: FakeTwilio
 ) -> None:
