@@ -96,6 +96,7 @@ class Line:
     app: Flask
     secrets_file: Path
     logs: Path
+    counselor_phones: list[CounselorPhone] = field(default_factory=list)  # started in this story
 
     def phone(self, *, fresh_connections: bool = False) -> Phone:
         """A phone of its own (its own connections to the line and the stand-in, so phones in
@@ -216,6 +217,10 @@ def fresh_line(line: Line) -> Iterator[Line]:
     started = time.monotonic()
     yield line
     print(f"\nstory took {time.monotonic() - started:.1f} s")
+    # A story that failed early leaves its counselors' phones answering: the next story's
+    # legs would be theirs (CI once saw one failure become three).
+    while line.counselor_phones:
+        line.counselor_phones.pop().put_down(10)
 
 
 def on_call(*responders: str, **transfer: Any) -> Callable[[dict[str, Any]], None]:
@@ -250,6 +255,7 @@ class CounselorPhone:
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"counselor-{self.number}")
 
     def start(self) -> CounselorPhone:
+        self.line.counselor_phones.append(self)
         self.thread.start()
         return self
 
