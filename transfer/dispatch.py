@@ -89,9 +89,7 @@ def advance(
         transfer, ringing = state.where_it_stands(transfer_id)
     else:
         # A hold turn whose safety-net pass did not run keeps the copy read at the start of its
-        # request. Reading it again here would let the turn join a caller whom the accepting
-        # responder's REST redirect is bringing in this very moment (``flow.hold_step`` settles
-        # only on the copy it started with): CI saw "already in a conference".
+        # request: nothing it did could have changed the transfer, so no second read.
         transfer = db.session.get(Transfer, transfer_id)
         ringing = len(state.active_offers(transfer_id)) if transfer is not None else 0
     if transfer is None or transfer.state != "waiting":
@@ -267,14 +265,15 @@ def tell_responder(call_sid: str | None, text: str) -> None:
         hang_up_call(call_sid, answered=True)
 
 
-REDIRECTED, CALLER_GONE, REDIRECT_FAILED = "redirected", "caller_gone", "failed"
+REDIRECTED, CALLER_GONE, REDIRECT_FAILED, REDIRECT_UNSURE = "redirected", "caller_gone", "failed", "unsure"
 GONE_ERROR_CODES = frozenset({20404, 21220})  # unknown call; call not in progress
 
 
 def redirect_caller(transfer: Transfer, endpoint: str) -> str:
-    """Move the caller to new TwiML: ``redirected``, ``caller_gone`` (their call has ended), or
+    """Move the caller to new TwiML: ``redirected``, ``caller_gone`` (their call has ended),
     ``failed`` (Twilio unreachable or erroring: the caller is still there, and their own hold
-    turns will carry them on)."""
+    turns will carry them on), or ``unsure`` (Twilio took the request but its answer timed out:
+    the redirect may still happen)."""
     try:
         rest_client().calls(transfer.caller_call_sid).update(
             url=public_url(endpoint, transfer=transfer.id), method="POST"
@@ -283,6 +282,9 @@ def redirect_caller(transfer: Transfer, endpoint: str) -> str:
         log.info("could not redirect caller of transfer %s: Twilio error %s", transfer.id, error.code)
         gone = error.status == 404 or error.code in GONE_ERROR_CODES
         return CALLER_GONE if gone else REDIRECT_FAILED
+    except requests.ReadTimeout:
+        log.info("redirect of the caller of transfer %s sent, its answer timed out", transfer.id)
+        return REDIRECT_UNSURE
     except (requests.RequestException, OSError) as error:
         log.info("could not redirect caller of transfer %s: %s", transfer.id, type(error).__name__)
         return REDIRECT_FAILED

@@ -132,7 +132,9 @@ def join_or_settle(transfer: Transfer) -> HoldStep | None:
     Every place a hold turn reads an accepted transfer asks this, whichever read saw it."""
     if transfer.state not in ("connecting", "connected"):
         return None
-    just_accepted = transfer.accepted_at is not None and state.now() - transfer.accepted_at < JOIN_REDIRECT_GRACE
+    # Both ways: a clock stepped back must not make "just accepted" last until it catches up.
+    since = state.now() - transfer.accepted_at if transfer.accepted_at is not None else None
+    just_accepted = since is not None and -JOIN_REDIRECT_GRACE < since < JOIN_REDIRECT_GRACE
     if transfer.state == "connecting" and transfer.mode == "live" and just_accepted and not _redirect_failed(transfer):
         return HoldStep("settle")
     return HoldStep("join")
@@ -201,8 +203,10 @@ def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
 
 
 # After an acceptance, how long the caller's own hold turn leaves the REST redirect to bring
-# them in before joining them itself (the redirect failed, or was never sent).
-JOIN_REDIRECT_GRACE = timedelta(seconds=3)
+# them in before joining them itself (the redirect was never sent: a failed one is recorded
+# and joins at once). Longer than the redirect's own timeout: a slow redirect that lands after
+# the turn joined them would bounce the caller out of the room and back.
+JOIN_REDIRECT_GRACE = timedelta(seconds=dispatch.INLINE_REST_TIMEOUT_SECONDS + 2)
 # A caller whose hold turns stopped this long ago is not in our hold loop any more (the
 # fail-safe or the Fallback URL took them to the backup line, or they hung up).
 HOLD_STALE_AFTER = timedelta(seconds=75)
@@ -344,6 +348,7 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
         return Decision("staff", "caller_gone")
     if redirected == dispatch.REDIRECT_FAILED:
         # Their next hold turn brings them in: it must not wait for a redirect that never comes.
+        # Not when it is ``unsure``: Twilio may still carry it out, so the turns wait out the grace.
         record_event(transfer, "transfer.redirect_failed", f"transfer:{transfer.id}:redirect_failed")
         db.session.commit()
     stop_ringing(transfer, keep=offer.id)

@@ -3,6 +3,8 @@ The caller is never left alone, and never pulled off the backup line."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from flask import Flask
 from sqlalchemy import select
@@ -92,6 +94,33 @@ def test_a_caller_going_to_the_backup_line_just_as_a_responder_accepts_waits_for
     assert "<Dial" not in reply.body and "<Conference" not in reply.body
     assert "<Pause" in reply.body and "/voice/hold" in reply.body
     assert only_transfer(app).state == "connecting"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_redirect_whose_answer_timed_out_is_not_taken_for_failed_and_brings_the_caller_in_once(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Twilio took the redirect but answered after our 3 s timeout: it may still carry it out.
+    Recorded as failed, the caller's next hold turn would join them at once and the late
+    redirect would then bounce them out of the room and back."""
+    from crisisline.models import CallEvent
+
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    fake.inject_fault("POST", rf"/Calls/{caller.identity.call_sid}\.json$", status=200, delay=4.0)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    with app.app_context():
+        kinds = set(db.session.scalars(select(CallEvent.kind)))
+    assert "transfer.redirect_failed" not in kinds
+    deadline = time.monotonic() + 10
+    while not fake.get_call(caller.identity.call_sid).redirects and time.monotonic() < deadline:
+        time.sleep(0.05)  # Twilio carries the slow redirect out after all
+    phone.resume(caller, max_hold_turns=1)
+
+    assert caller.conference == ben.conference is not None
+    joins = [step for step in caller.steps if step.twiml is not None and step.twiml.find(".//Conference") is not None]
+    assert [step.url.split("?")[0].rsplit("/", 2)[-2:] for step in joins] == [["transfer", "join"]]
+    assert only_transfer(app).state == "connected"
 
 
 @pytest.mark.usefixtures("wednesday_evening")
