@@ -17,7 +17,9 @@ slot comes), on the same machine's clock as the load generator:
 * surge (after the idle phase, on a line with nobody else waiting): ``--surge-callers`` (20)
   callers choose their need at once, parallel ringing of 3, 60 free counselors of their own,
   at Twilio's default 1 CPS and at ``--raised-cps`` (20): need answer -> the first of the
-  caller's phones actually ringing (its CPS slot), and the ``queue_time`` the line recorded.
+  caller's phones actually ringing (its CPS slot), and the ``queue_time`` the line recorded;
+* surge after the busy spell (last): the load's texters still waiting, a fresh shift of 60
+  counselors comes on (a new routing) as the same surge arrives, at ``--raised-cps``.
 
     .venv/bin/python -m bench.ring_timing [--callers 30] [--connections 16] [--quick] [--output PATH]
 """
@@ -369,6 +371,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for row in [load.summarise(result, kind)]
             }
             report["rss_mib_after_load"] = {k: round(v, 1) for k, v in sampler.sample().items()}
+
+            # A crisis after a busy spell: the load's texters still wait when a fresh shift of
+            # counselors comes on (a new routing) and a surge of callers choose their need at once.
+            document = surge_routing(base, 3, 3 * args.surge_callers)
+            publish(env, scratch, document, "surge-after-load", base=4)
+            fake.set_cps(args.raised_cps)
+            time.sleep(1.0)
+            print(f"  surge after the busy spell at {args.raised_cps:g} CPS…", flush=True)
+            waiting = load.waiting_counts(database_url)
+            found = surge_rings(line_url, fake, database_url, args.surge_callers)
+            report["surge_after_load"] = {**found, "queue_before": waiting, "cps": args.raised_cps}
+            print(f"  {report['surge_after_load']}", flush=True)
+            fake.set_cps(None)
             for connection in [*line, probe]:
                 connection.close()
 
@@ -406,11 +421,19 @@ def markdown(report: dict[str, Any]) -> str:
               "| CPS | legs | need answer -> first phone rings p50 / p99 / max ms | -> first call request p50 / p99 "
               "| queue_time p50 / max ms | offer.queued events (max ms) |",
               "|---:|---:|---|---|---|---|"]  # fmt: skip
-    for cps, row in report["surge"].items():
+    surges = [(cps.removesuffix("_cps"), row) for cps, row in report["surge"].items()]
+    if "surge_after_load" in report:
+        surges.append((f"{report['surge_after_load']['cps']:g}, after the busy spell", report["surge_after_load"]))
+    for label, row in surges:
         ring, request, queue = row["first_ring_ms"], row["first_request_ms"], row["queue_time_ms"]
-        lines.append(f"| {cps.removesuffix('_cps')} | {row['legs_placed']} | {ring['p50']} / {ring['p99']} / "
+        lines.append(f"| {label} | {row['legs_placed']} | {ring['p50']} / {ring['p99']} / "
                      f"{ring['max']} | {request['p50']} / {request['p99']} | {queue['p50']} / {queue['max']} | "
                      f"{row['offer_queued_events']} ({row['offer_queued_max_ms']}) |")  # fmt: skip
+    if "surge_after_load" in report:
+        row = report["surge_after_load"]
+        waiting = {k: v for k, v in row["queue_before"].items() if k in ("transfers_waiting", "conversations_queued")}
+        lines += ["", f"After the busy spell: a fresh shift of {3 * report['settings']['surge_callers']} counselors "
+                  f"comes on while {waiting} still wait; legs per caller {row['legs_per_caller']}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
