@@ -266,6 +266,11 @@ def surge_rings(line_url: str, fake: Fake, database_url: str, people: int) -> di
         per_caller.append(len(mine))
         first_ring.append((min(leg["dialled_at"] for leg in mine) - started) * 1000)
         first_request.append((min(leg["created_at"] for leg in mine) - started) * 1000)
+    # Twilio places REST-created calls in the order they came: how many callers had a phone
+    # among the first ``callers`` legs placed (all of them when first legs go first).
+    caller_of = {sid: caller for caller, sid in rows}
+    placed = sorted(legs.values(), key=lambda leg: leg["created_at"])[: len(sent)]
+    first_legs_first = len({caller_of.get(leg["sid"]) for leg in placed} & set(sent))
     queue_times = [int(leg["queue_time"]) for leg in legs.values()]
     recorded_ms = [_detail(row[0]).get("queue_time_ms", 0) for row in recorded]
     for connection, caller in zip(connections, callers, strict=True):
@@ -275,6 +280,7 @@ def surge_rings(line_url: str, fake: Fake, database_url: str, people: int) -> di
         "callers": len(sent),
         "legs_placed": len(legs),
         "legs_per_caller": sorted(per_caller),
+        "callers_rung_in_the_first_legs": first_legs_first,
         "first_ring_ms": summary(first_ring),
         "first_request_ms": summary(first_request),
         "queue_time_ms": summary([float(q) for q in queue_times]),

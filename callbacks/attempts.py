@@ -177,6 +177,7 @@ def call_person(transfer: Transfer, document: RoutingDocument) -> bool:
         update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="calling")
     )
     # queue_time: how long Twilio's calls-per-second queue held the call before it rang (ms).
+    line_queue.call_queue().heard(dispatch.queue_time_ms(placed))
     flow.record_event(transfer, "callback.dialled", f"callback:{callback.id}:dialled:{transfer.id}",
                       queue_time_ms=dispatch.queue_time_ms(placed))  # fmt: skip
     db.session.commit()

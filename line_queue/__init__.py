@@ -12,10 +12,18 @@ Voice (``transfer``) and texts (``sms``) register how a contact of theirs is off
 here, and each depends only downward.
 """
 
-from line_queue.matching import anyone_can_take, fill, fill_soon, offers_allowed, offers_for, safety_net_due
+from line_queue.matching import (
+    anyone_can_take,
+    call_queue,
+    fill,
+    fill_soon,
+    offers_allowed,
+    offers_for,
+    safety_net_due,
+)
 from line_queue.waiting import WaitingContact, expected_wait_minutes, head, position
 
 __all__ = [
-    "WaitingContact", "anyone_can_take", "expected_wait_minutes", "fill", "fill_soon", "head", "offers_allowed",
-    "offers_for", "position", "safety_net_due",
+    "WaitingContact", "anyone_can_take", "call_queue", "expected_wait_minutes", "fill", "fill_soon", "head",
+    "offers_allowed", "offers_for", "position", "safety_net_due",
 ]  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -228,30 +229,41 @@ def _offer_to(
     moment: datetime, rotation: dict[str, datetime],
 ) -> tuple[int, int]:  # fmt: skip
     """Offer each entry, in order, the free responders it may have; the pools shrink as it goes.
-    ``rotation``: when each free responder was last offered anything (least recent first)."""
+    ``rotation``: when each free responder was last offered anything (least recent first).
+
+    First offers first: when several contacts wait, each is offered one responder, in order,
+    before anyone is offered the extra phones of parallel ringing. In a surge a phone rings for
+    every caller before a second rings for anyone (also in Twilio's calls-per-second queue, which
+    places the line's REST calls in the order they came), and when responders are scarce they go
+    to different callers rather than three to the first, of whom only one can take the call."""
     if not entries:
         return 0, 0
     excluded = recently_offered(entries, moment, document.queue.reoffer_after_seconds)
     shared = document.queue.channels == "shared"
+    rooms = {(entry.channel, entry.id): capacity(document, entry) - entry.active_offers for entry in entries}
+    waiting = [entry for entry in entries if rooms[(entry.channel, entry.id)] > 0]
+    rounds = (1, None) if len(waiting) > 1 and any(rooms[(e.channel, e.id)] > 1 for e in waiting) else (None,)
     made = attempted = 0
-    for entry in entries:
-        pool = pools.get(entry.channel, {})
-        offerer = _offerers.get(entry.channel)
-        room = capacity(document, entry) - entry.active_offers
-        if not pool or offerer is None or room <= 0:
-            continue
-        chosen = eligible(document, entry, pool, excluded.get((entry.channel, entry.id), set()), moment, rotation)
-        if not chosen:
-            continue
-        chosen = chosen[:room]
-        made += offerer(entry.id, chosen, document)
-        attempted += len(chosen)
-        # Offered or not (a lost race, a refused number), not again in this pass.
-        for responder in chosen:
-            for other in pools.values() if shared else (pool,):
-                other.pop(responder.id, None)
-        if not any(pools.values()):
-            break
+    for at_most in rounds:
+        for entry in waiting:
+            pool = pools.get(entry.channel, {})
+            offerer = _offerers.get(entry.channel)
+            key = (entry.channel, entry.id)
+            room = rooms[key] if at_most is None else min(rooms[key], at_most)
+            if not pool or offerer is None or room <= 0:
+                continue
+            chosen = eligible(document, entry, pool, excluded.get(key, set()), moment, rotation)[:room]
+            if not chosen:
+                continue
+            made += offerer(entry.id, chosen, document)
+            attempted += len(chosen)
+            rooms[key] -= len(chosen)
+            # Offered or not (a lost race, a refused number), not again in this pass.
+            for responder in chosen:
+                for other in pools.values() if shared else (pool,):
+                    other.pop(responder.id, None)
+            if not any(pools.values()):
+                return made, attempted
     return made, attempted
 
 
@@ -318,12 +330,49 @@ def capacity(document: RoutingDocument, entry: WaitingContact) -> int:
 
 
 def offers_allowed(document: RoutingDocument, channel: str, need_key: str | None) -> int:
-    """How many offers a contact of this channel and need may have open at once."""
+    """How many offers a contact of this channel and need may have open at once: one, or
+    ``parallel_max`` for a need rung in parallel, except while Twilio's calls-per-second queue
+    is behind (``CallQueue``): then one, so every caller's first phone is placed before anyone's
+    extra phones. Their extra phones follow once it has caught up (the next pass)."""
     if channel == "text":
         return 1
     need = document.need(need_key) if need_key else None
     parallel = need is not None and document.transfer.strategy_for(need) == "parallel"
-    return document.transfer.parallel_max if parallel else 1
+    if not parallel or call_queue().behind():
+        return 1
+    return document.transfer.parallel_max
+
+
+class CallQueue:
+    """How far behind Twilio's calls-per-second queue is, as this process's last placed call
+    heard it (Twilio answers each REST-created call with its ``queue_time``). Twilio places the
+    account's calls one by one in the order they came: at the default 1 CPS, 20 callers rung
+    three phones each in a surge waited up to 57 s for a first ring, behind others' second and
+    third phones. Per process and in memory: a process that has not placed a call lately knows
+    no backlog, and a dead Redis or database cannot make the line ring fewer phones for long."""
+
+    BEHIND_SECONDS = 1.0  # a new call would wait longer than this before it rings
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clear_at = 0.0  # time.monotonic() when the queue's last known call is placed
+
+    def heard(self, queue_time_ms: int) -> None:
+        """Twilio's answer to a call just placed: it waits ``queue_time_ms`` before it rings."""
+        with self.lock:
+            self.clear_at = time.monotonic() + max(0, queue_time_ms) / 1000
+
+    def behind(self) -> bool:
+        with self.lock:
+            return self.clear_at - time.monotonic() > self.BEHIND_SECONDS
+
+
+def call_queue() -> CallQueue:
+    """This process's view of Twilio's calls-per-second queue (one per app)."""
+    queue: CallQueue | None = current_app.extensions.get("line_queue.call_queue")
+    if queue is None:
+        queue = current_app.extensions.setdefault("line_queue.call_queue", CallQueue())
+    return queue
 
 
 def eligible(
