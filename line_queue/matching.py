@@ -208,14 +208,18 @@ def _head_of(
     document: RoutingDocument, limit: int, channels: tuple[str, ...], wanted: Wanted | None = None
 ) -> tuple[list[WaitingContact], bool]:
     """The head to offer from, and whether the queue goes on beyond it."""
+    most = parallel_max_now(document)  # while Twilio's queue is behind, a caller ringing one phone is full
     if document.queue.channels == "shared":
-        entries = head(document, limit, channels, offerable=True, wanted=wanted)
+        entries = head(document, limit, channels, offerable=True, wanted=wanted, parallel_max=most)
         return entries, len(entries) >= limit
     # Two lines: texters waiting never hide a caller from a responder free for calls. Their
     # pools are apart, so the order between the lines decides only who is offered first in
     # this pass: callers, whose silence is counted in seconds (a ring is a REST request, and so
     # is each text offer; behind 60 of them a caller waited 1.2 s for a first ring, not 0.45).
-    heads = [head(document, limit, (channel,), offerable=True, wanted=wanted) for channel in _voice_first(channels)]
+    heads = [
+        head(document, limit, (channel,), offerable=True, wanted=wanted, parallel_max=most)
+        for channel in _voice_first(channels)
+    ]
     entries = [entry for part in heads for entry in part]
     return entries, any(len(part) >= limit for part in heads)
 
@@ -240,16 +244,20 @@ def _offer_to(
         return 0, 0
     excluded = recently_offered(entries, moment, document.queue.reoffer_after_seconds)
     shared = document.queue.channels == "shared"
-    rooms = {(entry.channel, entry.id): capacity(document, entry) - entry.active_offers for entry in entries}
-    waiting = [entry for entry in entries if rooms[(entry.channel, entry.id)] > 0]
-    rounds = (1, None) if len(waiting) > 1 and any(rooms[(e.channel, e.id)] > 1 for e in waiting) else (None,)
+    waiting = [entry for entry in entries if capacity(document, entry) > entry.active_offers]
+    # Several waiting: first a phone for each contact who has none, then the extra phones.
+    rounds = [[entry for entry in waiting if not entry.active_offers], waiting] if len(waiting) > 1 else [waiting]
+    given: Counter[tuple[str, int]] = Counter()
     made = attempted = 0
-    for at_most in rounds:
-        for entry in waiting:
+    for number, contacts in enumerate(rounds):
+        for entry in contacts:
             pool = pools.get(entry.channel, {})
             offerer = _offerers.get(entry.channel)
             key = (entry.channel, entry.id)
-            room = rooms[key] if at_most is None else min(rooms[key], at_most)
+            # Read again each time: this pass's own calls may have put Twilio's queue behind.
+            room = capacity(document, entry) - entry.active_offers - given[key]
+            if number == 0 and len(rounds) > 1:
+                room = min(room, 1)
             if not pool or offerer is None or room <= 0:
                 continue
             chosen = eligible(document, entry, pool, excluded.get(key, set()), moment, rotation)[:room]
@@ -257,7 +265,7 @@ def _offer_to(
                 continue
             made += offerer(entry.id, chosen, document)
             attempted += len(chosen)
-            rooms[key] -= len(chosen)
+            given[key] += len(chosen)
             # Offered or not (a lost race, a refused number), not again in this pass.
             for responder in chosen:
                 for other in pools.values() if shared else (pool,):
@@ -338,9 +346,12 @@ def offers_allowed(document: RoutingDocument, channel: str, need_key: str | None
         return 1
     need = document.need(need_key) if need_key else None
     parallel = need is not None and document.transfer.strategy_for(need) == "parallel"
-    if not parallel or call_queue().behind():
-        return 1
-    return document.transfer.parallel_max
+    return parallel_max_now(document) if parallel else 1
+
+
+def parallel_max_now(document: RoutingDocument) -> int:
+    """How many phones a caller rung in parallel may have now (see ``offers_allowed``)."""
+    return 1 if call_queue().behind() else document.transfer.parallel_max
 
 
 class CallQueue:
@@ -358,9 +369,11 @@ class CallQueue:
         self.clear_at = 0.0  # time.monotonic() when the queue's last known call is placed
 
     def heard(self, queue_time_ms: int) -> None:
-        """Twilio's answer to a call just placed: it waits ``queue_time_ms`` before it rings."""
+        """Twilio's answer to a call just placed: it waits ``queue_time_ms`` before it rings.
+        The queue is first in, first out, so an answer that arrives late (another thread's)
+        never brings the end of the queue forward."""
         with self.lock:
-            self.clear_at = time.monotonic() + max(0, queue_time_ms) / 1000
+            self.clear_at = max(self.clear_at, time.monotonic() + max(0, queue_time_ms) / 1000)
 
     def behind(self) -> bool:
         with self.lock:

@@ -61,13 +61,14 @@ Wanted = dict[str, set[tuple[str, str]]]
 
 def head(
     document: RoutingDocument, limit: int = 50, channels: tuple[str, ...] = ("voice", "text"),
-    *, offerable: bool = False, wanted: Wanted | None = None,
+    *, offerable: bool = False, wanted: Wanted | None = None, parallel_max: int | None = None,
 ) -> list[WaitingContact]:  # fmt: skip
     """The first ``limit`` waiting contacts in queue order (both channels merged).
 
     ``offerable``: only those who may be offered more now (a texter without an open offer, a
     caller ringing fewer phones than their need allows), so that contacts who cannot take
-    another offer never hide the ones behind them from a free responder. ``wanted``: only
+    another offer never hide the ones behind them from a free responder. ``parallel_max``: the
+    phones a caller rung in parallel may have now (default: the routing's). ``wanted``: only
     contacts of these (language, need) pairs (texters not yet sorted always)."""
     entries: list[WaitingContact] = []
     if wanted is not None:
@@ -76,7 +77,7 @@ def head(
         room = None
         if offerable:
             parallel = tuple(n.key for n in document.needs if document.transfer.strategy_for(n) == "parallel")
-            room = (parallel, document.transfer.parallel_max)
+            room = (parallel, parallel_max or document.transfer.parallel_max)
         rows = db.session.execute(
             _voice_head(limit, room, tuple(sorted(wanted["voice"])) if wanted is not None else None)
         ).all()

@@ -6,6 +6,7 @@ SQLite and PostgreSQL, signed webhooks, the fake Twilio REST API."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from crisisline.models import Offer, Transfer
 from line_queue.matching import fill
 from routing.store import active_routing
 from tests.rota import around_the_clock, legs
+from transfer import dispatch
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
 
@@ -132,7 +134,28 @@ def test_while_twilios_call_queue_is_behind_a_new_caller_is_rung_one_phone_and_t
     assert [leg.queue_time_ms > 0 for leg in legs(fake)] == [False, True, True, True]
 
     cps(None)
-    app.extensions["line_queue.call_queue"].heard(0)  # Twilio's next answer: placed at once
+    queue = app.extensions["line_queue.call_queue"]
+    deadline = time.monotonic() + 10
+    while queue.behind() and time.monotonic() < deadline:
+        time.sleep(0.1)  # Twilio's queue places the four calls, one a second
     one_pass(app)
 
     assert rung_for(app, fake) == [first, first, first, second, second]  # the free fifth counselor too
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_caller_with_no_phone_ringing_is_rung_before_one_already_ringing_gets_another(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_routing(lambda document: (around_the_clock(document), document["transfer"].update(strategy="parallel")))
+    callers_waiting_unrung(phone, monkeypatch, 2)
+    with app.app_context():
+        first, second = db.session.scalars(select(Transfer.id).order_by(Transfer.id)).all()
+        active = active_routing()
+        assert active is not None
+        ben = next(r for r in active.document.responders if r.id == "ben-carter")
+        assert dispatch.ring_for_transfer(first, [ben], active.document) == 1
+
+    one_pass(app)  # Diego is the only one free: the second caller's first phone, not the first's second
+
+    assert rung_for(app, fake) == [first, second]
