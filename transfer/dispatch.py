@@ -273,8 +273,8 @@ GONE_ERROR_CODES = frozenset({20404, 21220})  # unknown call; call not in progre
 def redirect_caller(transfer: Transfer, endpoint: str) -> str:
     """Move the caller to new TwiML: ``redirected``, ``caller_gone`` (their call has ended),
     ``failed`` (Twilio unreachable or erroring: the caller is still there, and their own hold
-    turns will carry them on), or ``unsure`` (Twilio took the request but its answer timed out:
-    the redirect may still happen)."""
+    turns will carry them on), or ``unsure`` (the request went out but its answer timed out or
+    broke off: the redirect may still happen)."""
     try:
         rest_client().calls(transfer.caller_call_sid).update(
             url=public_url(endpoint, transfer=transfer.id), method="POST"
@@ -283,8 +283,9 @@ def redirect_caller(transfer: Transfer, endpoint: str) -> str:
         log.info("could not redirect caller of transfer %s: Twilio error %s", transfer.id, error.code)
         gone = error.status == 404 or error.code in GONE_ERROR_CODES
         return CALLER_GONE if gone else REDIRECT_FAILED
-    except requests.ReadTimeout:
-        log.info("redirect of the caller of transfer %s sent, its answer timed out", transfer.id)
+    except (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError):
+        # As a ring whose answer was lost (``_ring``): Twilio may have taken it all the same.
+        log.info("redirect of the caller of transfer %s sent, its answer lost", transfer.id)
         return REDIRECT_UNSURE
     except (requests.RequestException, OSError) as error:
         log.info("could not redirect caller of transfer %s: %s", transfer.id, type(error).__name__)
