@@ -177,9 +177,10 @@ def call_person(transfer: Transfer, document: RoutingDocument) -> bool:
         update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="calling")
     )
     # queue_time: how long Twilio's calls-per-second queue held the call before it rang (ms).
-    line_queue.call_queue().heard(dispatch.queue_time_ms(placed))
+    queued_ms = dispatch.queue_time_ms(placed)
+    line_queue.call_queue().heard(queued_ms)
     flow.record_event(transfer, "callback.dialled", f"callback:{callback.id}:dialled:{transfer.id}",
-                      queue_time_ms=dispatch.queue_time_ms(placed))  # fmt: skip
+                      queue_time_ms=queued_ms)  # fmt: skip
     db.session.commit()
     return True
 

@@ -187,8 +187,9 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         db.session.commit()
         return 0
     placed = db.session.execute(_PLACED, {"offer": offer_id, "sid": call.sid})
-    line_queue.call_queue().heard(queue_time_ms(call))
-    _record_queue_time(queued, queue_time_ms(call))
+    queued_ms = queue_time_ms(call)
+    line_queue.call_queue().heard(queued_ms)
+    _record_queue_time(queued, queued_ms)
     db.session.commit()
     if not placed.rowcount:  # type: ignore[attr-defined]
         # Superseded while Twilio was placing it (accepted by someone else, the caller left
