@@ -49,6 +49,12 @@ def rung_for(app: Flask, fake: FakeTwilio) -> list[int]:
     return [transfer_of[leg.sid] for leg in legs(fake)]
 
 
+def transfer_ids(app: Flask) -> list[int]:
+    """The waiting callers' transfers, in the order they joined the queue."""
+    with app.app_context():
+        return list(db.session.scalars(select(Transfer.id).order_by(Transfer.id)))
+
+
 def one_pass(app: Flask) -> None:
     with app.app_context():
         active = active_routing()
@@ -66,8 +72,7 @@ def test_a_pass_rings_one_phone_for_each_waiting_caller_before_a_second_for_any(
 
     one_pass(app)
 
-    with app.app_context():
-        first, second = db.session.scalars(select(Transfer.id).order_by(Transfer.id)).all()
+    first, second = transfer_ids(app)
     order = rung_for(app, fake)
     assert order[:2] == [first, second]  # a phone rings for each, in queue order
     assert order[2:] == [first, first]  # then the first caller's extra phones, as many as are free
@@ -83,8 +88,7 @@ def test_scarce_responders_go_one_to_each_caller_in_queue_order(
 
     one_pass(app)
 
-    with app.app_context():
-        transfers = db.session.scalars(select(Transfer.id).order_by(Transfer.id)).all()
+    transfers = transfer_ids(app)
     # Four counselors, five callers: the first four callers each have a phone ringing (three
     # for the first caller would leave two waiting with nobody, though only one can answer).
     assert rung_for(app, fake) == transfers[:4]
@@ -127,8 +131,7 @@ def test_while_twilios_call_queue_is_behind_a_new_caller_is_rung_one_phone_and_t
 
     phone.call(SUICIDE_IN_ENGLISH, identity=phone.identity("+13125554001"), max_hold_turns=0)
 
-    with app.app_context():
-        first, second = db.session.scalars(select(Transfer.id).order_by(Transfer.id)).all()
+    first, second = transfer_ids(app)
     # One phone for the second caller: two would queue behind it and hold up the next caller's first.
     assert rung_for(app, fake) == [first, first, first, second]
     assert [leg.queue_time_ms > 0 for leg in legs(fake)] == [False, True, True, True]
@@ -149,8 +152,8 @@ def test_a_caller_with_no_phone_ringing_is_rung_before_one_already_ringing_gets_
 ) -> None:
     publish_routing(lambda document: (around_the_clock(document), document["transfer"].update(strategy="parallel")))
     callers_waiting_unrung(phone, monkeypatch, 2)
+    first, second = transfer_ids(app)
     with app.app_context():
-        first, second = db.session.scalars(select(Transfer.id).order_by(Transfer.id)).all()
         active = active_routing()
         assert active is not None
         ben = next(r for r in active.document.responders if r.id == "ben-carter")
