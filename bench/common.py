@@ -34,6 +34,27 @@ BACKUP_NUMBER = "+18005550199"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+# One caller's webhooks in the call-flow mix (issue 14's "call-flow mix on average"): the menus
+# once, a minute on hold (a hold turn every 15 s, the routing's default without hold music),
+# the hang-up. A kind's share of a mix is its count here, its cost 1 / its ratio.
+CALL_FLOW_MIX = {
+    "voice_incoming": 1,
+    "language_answer": 1,
+    "need_answer": 1,
+    "hold_turn": 4,
+    "status_callback": 1,
+}
+
+
+def mix_ratio(ratios: dict[str, float], mix: dict[str, int] = CALL_FLOW_MIX) -> float | None:
+    """The mix's ratio to the baseline: requests in the mix over the baseline requests that
+    cost the same (a weighted harmonic mean of the kinds' ratios). None when a kind of the mix
+    was not measured or served nothing."""
+    if any(ratios.get(kind, 0) <= 0 for kind in mix):
+        return None
+    return sum(mix.values()) / sum(count / ratios[kind] for kind, count in mix.items())
+
+
 def postgres_admin_url() -> str:
     return os.environ.get("BENCH_POSTGRES_URL", os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
 

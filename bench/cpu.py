@@ -41,10 +41,12 @@ from bench import baseline
 from bench.common import (
     ACCOUNT_SID,
     AUTH_TOKEN,
+    CALL_FLOW_MIX,
     LINE_NUMBER,
     deployment_env,
     flask,
     fresh_database,
+    mix_ratio,
     processes,
     publish_routing_on_call_around_the_clock,
     redis_for_bench,
@@ -172,14 +174,18 @@ def report(meter: Meter) -> str:
     base_median = base[len(base) // 2]
     lines = ["| request | n | CPU ms p50 | CPU ms mean | x baseline (p50 CPU, baseline / kind) |",
              "|---|---:|---:|---:|---:|"]  # fmt: skip
+    ratios: dict[str, float] = {}
     for kind in KINDS:
         samples = sorted(meter.cpu[kind])
         if not samples:
             continue
         median = samples[len(samples) // 2]
         mean = sum(samples) / len(samples)
-        ratio = base_median / median
-        lines.append(f"| {kind} | {len(samples)} | {median * 1000:.2f} | {mean * 1000:.2f} | {ratio:.2f} |")
+        ratios[kind] = base_median / median
+        lines.append(f"| {kind} | {len(samples)} | {median * 1000:.2f} | {mean * 1000:.2f} | {ratios[kind]:.2f} |")
+    mix = mix_ratio(ratios)
+    if mix is not None:
+        lines += ["", f"Call-flow mix ({CALL_FLOW_MIX}): {mix:.2f}x the baseline."]
     return "\n".join(lines)
 
 

@@ -47,6 +47,7 @@ from bench.common import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     BACKUP_NUMBER,
+    CALL_FLOW_MIX,
     LINE_NUMBER,
     RESULTS,
     MemorySampler,
@@ -55,6 +56,7 @@ from bench.common import (
     flask,
     fresh_database,
     machine,
+    mix_ratio,
     processes,
     procfile_command,
     publish_routing_on_call_around_the_clock,
@@ -563,6 +565,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     report["baseline_after"] = {**base_after, "ratio": round(base_after["req_per_s"] / reference, 2)}
     report["kinds"] = kinds
+    mix = mix_ratio({kind: row["ratio"] for kind, row in kinds.items()})
+    report["call_flow_mix"] = {"per_call": CALL_FLOW_MIX, "ratio": None if mix is None else round(mix, 2)}
     surge_kinds = sorted({s.kind for s in surge_result.samples})
     report["surge"] = {
         "people": args.surge,
@@ -611,6 +615,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row['ratio']} | "
             f"{row['p50_ms']} / {row['p90_ms']} / {row['p99_ms']} | {row['errors']} | {row['web_cpu_ms_per_request']} |"
         )
+    mix = report.get("call_flow_mix", {})
+    if mix:
+        per_call = ", ".join(f"{count} {LABELS[kind]}" for kind, count in mix["per_call"].items())
+        lines += ["", f"Call-flow mix ({per_call}): **{mix['ratio']}x** the baseline (goal 1.0)."]
     sms = report["kinds"].get("inbound_sms", {})
     if sms:
         lines += [

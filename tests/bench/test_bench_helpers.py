@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import baseline
-from bench.common import AUTH_TOKEN, BACKUP_NUMBER, procfile_command
+from bench.common import AUTH_TOKEN, BACKUP_NUMBER, CALL_FLOW_MIX, mix_ratio, procfile_command
 from bench.cpu import Meter, report
 from bench.load import Reply, check_twiml, next_path
 from twilio_fake.signing import CallIdentity, signed_headers
@@ -79,3 +79,26 @@ def test_the_cpu_bench_reports_each_kind_against_the_baselines_median() -> None:
     assert set(rows) == {"baseline_c_pg", "need_answer"}  # a kind never measured is left out
     assert rows["need_answer"] == "| need_answer | 3 | 25.00 | 25.00 | 0.20 |"
     assert rows["baseline_c_pg"].endswith("| 1.00 |")
+
+
+def test_the_call_flow_mix_weighs_each_kind_by_its_count_in_a_call_and_its_cost() -> None:
+    every_kind_at = {kind: 0.5 for kind in CALL_FLOW_MIX}
+    # 8 requests a call: 1 incoming, 1 language, 1 need, 4 hold turns, 1 hang-up
+    one_slow_need = {**every_kind_at, "need_answer": 0.1}
+
+    assert mix_ratio(every_kind_at) == pytest.approx(0.5)
+    # 7 requests at 2 baseline-costs each and 1 at 10: 8 requests cost 24 baseline requests
+    assert mix_ratio(one_slow_need) == pytest.approx(8 / 24)
+    assert mix_ratio({**every_kind_at, "hold_turn": 0.0}) is None  # a kind that served nothing
+    assert mix_ratio({k: v for k, v in every_kind_at.items() if k != "status_callback"}) is None
+
+
+def test_the_cpu_bench_reports_the_call_flow_mix_once_every_kind_of_it_was_measured() -> None:
+    meter = Meter("")
+    meter.cpu["baseline_c_pg"] = [0.002]
+    for kind in CALL_FLOW_MIX:
+        meter.cpu[kind] = [0.004]
+
+    assert report(meter).splitlines()[-1].endswith(": 0.50x the baseline.")
+    del meter.cpu["need_answer"]
+    assert "Call-flow mix" not in report(meter)
