@@ -224,15 +224,32 @@ def record_reply(checkin: CheckIn, reply: str, words: str | None = None, *, at: 
     """The person answered: ok | talk | text. Once; what is still scheduled is canceled.
 
     ``at``: when their answer reached us (the inbound text's ``created_at``). Stored as
-    ``replied_at``, it is also what ties the answer to that text (``awaiting_reply``)."""
-    values: dict[str, Any] = {"state": "answered", "reply": reply, "replied_at": at or now()}
+    ``replied_at``, it is also what ties the answer to that text (``awaiting_reply``).
+
+    Their other check-ins still awaiting a reply (two conversations a few hours apart, each
+    with its own check-in) are answered by the same text: one reply is how they are, and
+    without it the older one would text them again and flag a person who did reply. ``checkin``
+    (the newest) alone carries their words and what the answer promises; the others have
+    lower ids, so a retry of this text still finds ``checkin`` first."""
+    replied_at = at or now()
+    values: dict[str, Any] = {"state": "answered", "reply": reply, "replied_at": replied_at}
     if words:
         values["sealed_reply"] = current_app.extensions["crisisline.vault"].seal(words, context=REPLY_CONTEXT)
     moved = db.session.execute(
         update(CheckIn).where(CheckIn.id == checkin.id, CheckIn.state.in_(AWAITING_REPLY)).values(**values)
     ).rowcount  # type: ignore[attr-defined]
     if moved:
-        _cancel_contacts([checkin.id], "answered", kinds=("checkin", "checkin_escalate"))
+        answered = [checkin.id]
+        if checkin.texter_id is not None:
+            answered += db.session.scalars(
+                update(CheckIn)
+                .where(
+                    CheckIn.texter_id == checkin.texter_id, CheckIn.id < checkin.id, CheckIn.state.in_(AWAITING_REPLY)
+                )
+                .values(state="answered", reply=reply, replied_at=replied_at)
+                .returning(CheckIn.id)
+            ).all()
+        _cancel_contacts(answered, "answered", kinds=("checkin", "checkin_escalate"))
     db.session.commit()
     return bool(moved)
 

@@ -308,6 +308,28 @@ def test_a_late_reply_after_the_second_text_still_counts_and_stops_the_escalatio
     assert flags == []
 
 
+def test_one_reply_answers_every_check_in_awaiting_it_so_nobody_who_replied_is_texted_again_or_flagged(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, run_due: Callable[[], list[str]]
+) -> None:
+    consent_by_text(app, texting)  # two conversations two hours apart, a check-in agreed in each
+    wednesday_evening.shift(2 * HOURS)
+    consent_by_text(app, texting)
+    wednesday_evening.shift(12 * HOURS + timedelta(minutes=1))
+    assert run_due() == ["sent", "sent"]
+
+    assert texting.send(TEXTER, "1") == ["Thank you for letting us know. Text or call us any time."]
+
+    older, newer = checkins(app)
+    assert [(c.state, c.reply) for c in (older, newer)] == [("answered", "ok"), ("answered", "ok")]
+    assert older.replied_at == newer.replied_at
+    texts_after_the_reply = len(texting.inbox(TEXTER))
+    wednesday_evening.shift(9 * HOURS)
+    assert run_due() == []  # neither a second check-in text nor an escalation
+    assert len(texting.inbox(TEXTER)) == texts_after_the_reply
+    assert texting.inbox(SUPERVISOR) == []
+    assert sorted(c.state for c in contacts(app)) == ["canceled", "canceled", "sent", "sent"]
+
+
 def test_a_sender_finding_the_check_in_answered_sends_nothing(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, run_due: Callable[[], list[str]]
 ) -> None:
