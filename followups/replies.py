@@ -10,8 +10,6 @@ otherwise the ordinary texting flow takes it.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import select, update
 
 import line_queue
@@ -97,11 +95,9 @@ def _carry_out(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbo
     if checkin.reply == "talk" and document.followups.talk_by == "call" and _request_call(checkin):
         _to_texter(texter, line_number, f"checkin-talk:{inbound.id}", language.text("checkin_talk"))
         return  # idempotent: one callback per check-in
-    if checkin.replied_at is not None and _talked_since(texter, checkin.replied_at):
+    if _its_conversation_ended(inbound):
         return  # its conversation was opened and is over already: never a second one
-    conversation = open_prioritised(
-        document, texter, checkin, line_number, relay=inbound if checkin.reply == "text" else None
-    )
+    conversation = open_prioritised(document, texter, checkin, line_number, answer=inbound)
     if conversation.line_number:
         words = language.text("checkin_talk" if checkin.reply == "talk" else "checkin_noted")
         convo.to_texter(conversation, "queued", words)
@@ -113,17 +109,17 @@ def _carry_out(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbo
     line_queue.fill_soon(document)  # the clock's sweep offers it if this never runs
 
 
-def _talked_since(texter: Texter, moment: datetime) -> bool:
-    """A conversation of theirs begun since ``moment`` and closed: the answer's own (a retry
-    running late, after a counselor ended it). An open one is joined, not a reason to stop."""
-    return (
-        db.session.scalars(
-            select(Conversation.id).where(
-                Conversation.texter_id == texter.id, Conversation.started_at >= moment, Conversation.state == "closed"
-            )
-        ).first()
-        is not None
-    )
+def _its_conversation_ended(answer: Message) -> bool:
+    """The conversation this answer opened (its text is linked to it) is closed: a retry
+    running late, after a counselor ended it. Read from the database, not the session: the
+    text's own handling may be racing its retry. Only the answer's own conversation counts:
+    one a later text of theirs opened and closed meanwhile never stands in for it."""
+    state = db.session.scalars(
+        select(Conversation.state)
+        .join(Message, Message.conversation_id == Conversation.id)
+        .where(Message.id == answer.id)
+    ).first()
+    return state == "closed"
 
 
 def _request_call(checkin: CheckIn) -> bool:
@@ -133,11 +129,12 @@ def _request_call(checkin: CheckIn) -> bool:
 
 
 def open_prioritised(
-    document: RoutingDocument, texter: Texter, checkin: CheckIn, line_number: str, *, relay: Message | None
+    document: RoutingDocument, texter: Texter, checkin: CheckIn, line_number: str, *, answer: Message
 ) -> Conversation:
     """A text conversation ahead of ordinary ones, already sorted (language and need from the
-    check-in) and queued; ``relay`` (their reply) reaches whoever takes it. The queue's pass
-    is the caller's to start.
+    check-in) and queued, with ``answer`` (their reply: a "2" or their words) linked to it in
+    the same transaction, so it reaches whoever takes it and a retry knows the conversation as
+    this answer's own. The queue's pass is the caller's to start.
 
     It starts in the queue, never at the language menu, where the clock's retry of their text
     would otherwise be read as a menu answer."""
@@ -145,9 +142,7 @@ def open_prioritised(
     priority = max(checkins.CHECKIN_PRIORITY, need.priority if need else 0)
     sorted_as = {"language": checkin.language, "need": checkin.need or document.menu.default_need,
                  "priority": priority}  # fmt: skip
-    conversation = convo.start_conversation(
-        texter, line_number or None, queued_as=sorted_as, with_text=relay.id if relay is not None else None
-    )
+    conversation = convo.start_conversation(texter, line_number or None, queued_as=sorted_as, with_text=answer.id)
     # Or the one a text of theirs opened meanwhile (one open per texter): sorted and queued the
     # same way if still at the menus, given the check-in's priority if waiting (no-ops for ours).
     db.session.execute(

@@ -120,6 +120,34 @@ def test_a_free_text_reply_whose_handling_died_reaches_the_counselor_on_the_retr
     assert taken[0] == f"#{talk.id}: not great, couldn't sleep"
 
 
+def test_a_free_text_reply_retried_after_another_conversation_of_theirs_opened_and_closed_still_reaches_a_counselor(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    from followups import replies
+    from routing.store import active_routing
+    from sms import conversations
+
+    checkin_sent(app, texting, wednesday_evening, run_due)
+    crashed = crash_once(monkeypatch, replies, "open_prioritised")
+    texting.send(TEXTER, "not great, couldn't sleep")  # answer recorded; its handling dies
+    assert crashed
+    wednesday_evening.shift(timedelta(seconds=2))
+    texting.send(TEXTER, "hello?")  # a conversation of its own, at the menus, closed before the retry
+    (unrelated,) = talks(app)
+    with app.app_context():
+        document = active_routing().document  # type: ignore[union-attr]
+        assert conversations.close(db.session.get_one(Conversation, unrelated.id), document, "idle", tell_texter=None)
+
+    retry_later(wednesday_evening, clock_tick)
+
+    closed, talk = talks(app)  # the answer's own, opened by the retry
+    assert (closed.id, closed.state) == (unrelated.id, "closed")
+    assert_prioritised(talk)
+    taken = texting.send(CHLOE, f"YES {talk.id}")
+    assert taken[0] == f"#{talk.id}: not great, couldn't sleep"
+
+
 def test_a_talk_by_call_reply_whose_handling_died_requests_the_callback_on_the_retry(
     app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
     run_due: Callable[[], list[str]], clock_tick: Callable[[], Any], publish_routing: Callable[..., int],
