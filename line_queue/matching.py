@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from flask import current_app
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 # be is skipped, so it cannot hide the ones behind it). A free responder none of them can use
 # (another language, say) waits for the next pass; the queue's length costs nothing.
 HEAD_LIMIT = 50
-# How deep a pass looks when responders are still free after the head (see ``_fill_pass``).
+# How deep a pass looks, at contacts someone free could take, when responders are still free
+# after the head (see ``_fill_pass``).
 DEEPER_HEAD_LIMIT = 500
 # An offer that ended like this never reached the responder's phone (Twilio refused the
 # number, or could not be reached): they cannot take this contact, however long it waits.
@@ -161,37 +163,46 @@ def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) 
 
     The head is the first ``HEAD_LIMIT`` contacts who may be offered more. If responders are
     still free after it and the queue went on, the pass looks once more, ``DEEPER_HEAD_LIMIT``
-    deep: a free counselor is never kept from a caller by 50 contacts none of whom they may take
-    (other languages, each passed by them a minute ago). If they are still free, a last look
-    reads only the languages and needs they could take, however deep in the queue. These reads
-    only happen when they can help, so a webhook's cost does not grow with the queue in the
-    common case."""
+    deep, at only the languages and needs someone free could take: a free counselor is never
+    kept from a caller by 50 contacts none of whom they may take (other languages, each passed
+    by them a minute ago), and a long queue of contacts only busy responders could take (a
+    surge, everyone ringing) costs the pass nothing to look past. The second look happens only
+    when someone free could take someone, so a webhook's cost does not grow with the queue."""
     moment = now()
     rotation: dict[str, datetime] = {}
     pools = free_responders(document, moment, rotation, channels)
+    matcher = _Matcher(document, moment, rotation)
     made = attempted = 0
     seen: set[tuple[str, int]] = set()
-    for limit, only_takeable in ((HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, True)):
+    for limit, only_takeable in ((HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, True)):
         channels = tuple(channel for channel, pool in pools.items() if pool)
         if not channels:
             break
-        # The last look reads only contacts of a language and need someone free could take: a
-        # long queue of others (another language, a need only busy responders take) never
-        # starves a caller behind it. Contacts they passed a moment ago can still fill a look
+        # The second look reads only contacts of a language and need someone free could take:
+        # a long queue of others (another language, a need only busy responders take) never
+        # starves a caller behind it. It finds every contact the first look's limit hid that
+        # could be offered now (an offer needs someone free whom the routing would choose for
+        # their language and need). Contacts they passed a moment ago can still fill a look
         # until their cooldown ends; then they are offered again, in order.
-        wanted = takeable(document, pools, moment) if only_takeable else None
+        wanted = takeable(document, pools, moment, matcher.present) if only_takeable else None
+        if wanted is not None and not any(wanted.values()):
+            break  # nobody free could take anyone, however deep the queue
         entries, more = _head_of(document, limit, channels, wanted)
         fresh = [entry for entry in entries if (entry.channel, entry.id) not in seen]
         seen.update((entry.channel, entry.id) for entry in fresh)
-        offered, tried = _offer_to(document, fresh, pools, moment, rotation)
+        offered, tried = _offer_to(document, fresh, pools, matcher)
         made, attempted = made + offered, attempted + tried
         if not more:
             break  # the whole queue was seen
     return made, attempted
 
 
-def takeable(document: RoutingDocument, pools: dict[str, dict[str, Responder]], moment: datetime) -> Wanted:
-    """Per channel, the (language, need) pairs the routing would give one of its free responders."""
+def takeable(
+    document: RoutingDocument, pools: dict[str, dict[str, Responder]], moment: datetime,
+    present: Sequence[Responder] | None = None,
+) -> Wanted:  # fmt: skip
+    """Per channel, the (language, need) pairs the routing would give one of its free responders.
+    ``present``: who is on call at ``moment``, when the caller knows already."""
     wanted: Wanted = {}
     for channel, pool in pools.items():
         busy = {responder.id for responder in document.responders if responder.id not in pool}
@@ -199,7 +210,8 @@ def takeable(document: RoutingDocument, pools: dict[str, dict[str, Responder]], 
             (language.code, need.key)
             for language in document.languages
             for need in document.needs
-            if pool and decide_route(document, language.code, need, moment, unavailable=busy).responders
+            if pool
+            and decide_route(document, language.code, need, moment, unavailable=busy, present=present).responders
         }
     return wanted
 
@@ -230,10 +242,10 @@ def _voice_first(channels: tuple[str, ...]) -> list[str]:
 
 def _offer_to(
     document: RoutingDocument, entries: list[WaitingContact], pools: dict[str, dict[str, Responder]],
-    moment: datetime, rotation: dict[str, datetime],
+    matcher: _Matcher,
 ) -> tuple[int, int]:  # fmt: skip
-    """Offer each entry, in order, the free responders it may have; the pools shrink as it goes.
-    ``rotation``: when each free responder was last offered anything (least recent first).
+    """Offer each entry, in order, the free responders it may have (``matcher``: this pass's
+    routing decisions); the pools shrink as it goes.
 
     First offers first: when several contacts wait, each is offered one responder, in order,
     before anyone is offered the extra phones of parallel ringing. In a surge a phone rings for
@@ -242,9 +254,17 @@ def _offer_to(
     to different callers rather than three to the first, of whom only one can take the call."""
     if not entries:
         return 0, 0
-    excluded = recently_offered(entries, moment, document.queue.reoffer_after_seconds)
+    offered_lately: dict[tuple[str, int], set[str]] | None = None
+
+    def excluded(key: tuple[str, int]) -> set[str]:
+        # Read once, and only if someone free could take one of them (a busy line: never).
+        nonlocal offered_lately
+        if offered_lately is None:
+            offered_lately = recently_offered(entries, matcher.moment, document.queue.reoffer_after_seconds)
+        return offered_lately.get(key, set())
+
     shared = document.queue.channels == "shared"
-    waiting = [entry for entry in entries if capacity(document, entry) > entry.active_offers]
+    waiting = [entry for entry in entries if matcher.capacity(entry) > entry.active_offers]
     # Several waiting: first a phone for each contact who has none, then the extra phones.
     rounds = [[entry for entry in waiting if not entry.active_offers], waiting] if len(waiting) > 1 else [waiting]
     given: Counter[tuple[str, int]] = Counter()
@@ -254,16 +274,16 @@ def _offer_to(
             pool = pools.get(entry.channel, {})
             offerer = _offerers.get(entry.channel)
             key = (entry.channel, entry.id)
-            # Read again each time: this pass's own calls may have put Twilio's queue behind.
-            room = capacity(document, entry) - entry.active_offers - given[key]
+            room = matcher.capacity(entry) - entry.active_offers - given[key]
             if number == 0 and len(rounds) > 1:
                 room = min(room, 1)
             if not pool or offerer is None or room <= 0:
                 continue
-            chosen = eligible(document, entry, pool, excluded.get(key, set()), moment, rotation)[:room]
+            chosen = matcher.eligible(entry, pool, partial(excluded, key))[:room]
             if not chosen:
                 continue
             made += offerer(entry.id, chosen, document)
+            matcher.capacities.clear()  # read again: these calls may have put Twilio's queue behind
             attempted += len(chosen)
             given[key] += len(chosen)
             # Offered or not (a lost race, a refused number), not again in this pass.
@@ -390,17 +410,59 @@ def call_queue() -> CallQueue:
 
 def eligible(
     document: RoutingDocument, entry: WaitingContact, pool: dict[str, Responder], excluded: set[str],
-    moment: datetime, rotation: dict[str, datetime],
+    moment: datetime, rotation: dict[str, datetime], *, present: Sequence[Responder] | None = None,
 ) -> list[Responder]:  # fmt: skip
-    """The free responders the routing engine would choose for this contact, best first."""
+    """The free responders the routing engine would choose for this contact, best first.
+    ``present``: who is on call at ``moment``, when the caller knows already."""
     need = document.need(entry.need) or document.need(document.menu.default_need)
     if need is None:
         return []
     unavailable = {r.id for r in document.responders if r.id not in pool} | excluded
     if entry.channel == "text":
         unavailable |= {r.id for r in document.responders if r.kind != "counselor"}  # units take calls only
-    decision = decide_route(document, entry.language, need, moment, unavailable=unavailable, last_offered=rotation)
+    decision = decide_route(
+        document, entry.language, need, moment, unavailable=unavailable, last_offered=rotation, present=present
+    )
     return [responder for responder in decision.responders if responder.id in pool]
+
+
+class _Matcher:
+    """``eligible`` for one pass, where the moment is fixed and the pools only shrink: who is on
+    call is read once, and a kind of contact (line, language, need) that nobody free may take is
+    known as such for the rest of the pass. Without it a pass behind a long queue of contacts
+    only busy responders could take (everyone ringing in a surge) asked the routing engine
+    for each of up to ``DEEPER_HEAD_LIMIT`` of them, over every responder's shifts: most of a
+    need answer's CPU on a busy line."""
+
+    def __init__(self, document: RoutingDocument, moment: datetime, rotation: dict[str, datetime]) -> None:
+        self.document, self.moment, self.rotation = document, moment, rotation
+        self.present = on_call(document, moment)
+        self.nobody_for: set[tuple[str, str, str | None]] = set()
+        self.capacities: dict[tuple[str, str | None], int] = {}  # cleared once an offer is made
+
+    def capacity(self, entry: WaitingContact) -> int:
+        """``capacity``, read once per line and need until the pass makes an offer."""
+        kind = (entry.channel, entry.need)
+        if kind not in self.capacities:
+            self.capacities[kind] = capacity(self.document, entry)
+        return self.capacities[kind]
+
+    def eligible(
+        self, entry: WaitingContact, pool: dict[str, Responder], excluded: Callable[[], set[str]]
+    ) -> list[Responder]:
+        """``eligible``, with ``excluded()`` (a read of the database) asked only when someone
+        free could take this kind of contact were nobody excluded."""
+        kind = (entry.channel, entry.language, entry.need)
+        if kind in self.nobody_for:
+            return []  # fewer free now than when nobody fitted, and exclusions only take away
+        anyone = eligible(self.document, entry, pool, set(), self.moment, self.rotation, present=self.present)
+        if not anyone:
+            self.nobody_for.add(kind)
+            return []
+        not_them = excluded()
+        if not not_them:
+            return anyone
+        return eligible(self.document, entry, pool, not_them, self.moment, self.rotation, present=self.present)
 
 
 def recently_offered(
@@ -444,17 +506,16 @@ def anyone_can_take(document: RoutingDocument, language: str, need_key: str, tra
     need = document.need(need_key) or document.need(document.menu.default_need)
     if need is None:
         return False
-    unavailable = set(db.session.scalars(select(ResponderState.responder_id).where(ResponderState.paused.is_(True))))
-    if transfer_id is not None:
-        unavailable |= set(
-            db.session.scalars(
-                select(Offer.responder_id).where(
-                    Offer.transfer_id == transfer_id,
-                    _unreachable(Offer.outcome),
-                )
-            )
-        )
+    unavailable = set(db.session.scalars(_PAUSED_OR_UNREACHABLE, {"transfer": transfer_id or 0}))  # 0: no row
     return bool(decide_route(document, language, need, now(), unavailable=unavailable).responders)
+
+
+# ``anyone_can_take``'s read, built once and in one round trip (every need answer on a line
+# where nobody is free asks): who is paused, and whom Twilio could not ring for ``transfer``.
+_PAUSED_OR_UNREACHABLE: CompoundSelect[Any] = union_all(
+    select(ResponderState.responder_id).where(ResponderState.paused.is_(True)),
+    select(Offer.responder_id).where(Offer.transfer_id == bindparam("transfer"), _unreachable(Offer.outcome)),
+)
 
 
 @responder_freed.connect

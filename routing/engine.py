@@ -7,7 +7,7 @@ responders are unavailable, so the same rules serve voice, SMS, callbacks and th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,6 +35,7 @@ def decide_route(
     *,
     unavailable: Collection[str] = (),
     last_offered: Mapping[str, datetime] | None = None,
+    present: Sequence[Responder] | None = None,
 ) -> RouteDecision:
     """Choose the responders for ``need`` in ``language_code`` at ``moment``.
 
@@ -43,13 +44,15 @@ def decide_route(
     if the line allows, any of those responders with the caller told there is no language
     match; then the backup line.
     Within a pool, the least recently offered responder comes first.
+    ``present``: ``on_call(document, moment)``, when the caller has it already (a queue pass
+    asks for many contacts at one moment).
     """
     if document.mode == "system_down":
         return RouteDecision("backup", (), True, "system_down")
     targets = [need.target] + ([need.fallback] if need.fallback else [])
-    present = [r for r in on_call(document, moment) if r.id not in unavailable]
+    available = [r for r in (on_call(document, moment) if present is None else present) if r.id not in unavailable]
     pools = [
-        (target, _pool(present, target, need, is_fallback=index > 0))
+        (target, _pool(available, target, need, is_fallback=index > 0))
         for index, target in enumerate(targets)
         if target != "backup"
     ]

@@ -22,8 +22,10 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Call, Conversation, ConversationOffer, Offer, Texter, Transfer
+from line_queue import matching
 from line_queue.matching import DEEPER_HEAD_LIMIT, HEAD_LIMIT
 from line_queue.waiting import now
+from routing.store import active_routing
 from tests.rota import ANA, legs
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
@@ -120,11 +122,12 @@ def test_a_free_counselor_is_rung_for_a_caller_behind_fifty_texters_she_just_pas
     assert call.dials == []
 
 
-def callers_waiting(app: Flask, count: int, need: str) -> None:
-    """``count`` callers holding for ``need`` since a few minutes ago, nobody ringing for them."""
+def callers_waiting(app: Flask, count: int, need: str, *, first: int = 0) -> None:
+    """``count`` callers holding for ``need`` since a few minutes ago, nobody ringing for them
+    (``first``: the index of the first, to add more later)."""
     with app.app_context():
         since = now() - timedelta(minutes=5)
-        for index in range(count):
+        for index in range(first, first + count):
             db.session.add(call := Call(call_sid=f"CA{index:032x}", language="en", need=need))
             db.session.flush()
             db.session.add(
@@ -135,6 +138,12 @@ def callers_waiting(app: Flask, count: int, need: str) -> None:
         db.session.commit()
 
 
+def ana_only_mental_health(document: dict[str, Any]) -> None:
+    for counselor in document["counselors"]:
+        if counselor["id"] == "ana-ruiz":
+            counselor["skills"] = ["mental_health"]
+
+
 def test_a_caller_behind_more_callers_than_a_pass_reads_is_rung_by_the_one_free_for_them(
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
     wednesday_morning: time_machine.Coordinates,
@@ -142,11 +151,6 @@ def test_a_caller_behind_more_callers_than_a_pass_reads_is_rung_by_the_one_free_
     # A busy spell: more callers wait for substance use than a pass reads (the head and the
     # deeper look), and nobody free takes it; Ana, free, takes only mental health now. The
     # mental-health caller behind them must be rung, not starve until the queue ahead drains.
-    def ana_only_mental_health(document: dict[str, Any]) -> None:
-        for counselor in document["counselors"]:
-            if counselor["id"] == "ana-ruiz":
-                counselor["skills"] = ["mental_health"]
-
     publish_routing(ana_only_mental_health)
     callers_waiting(app, HEAD_LIMIT + DEEPER_HEAD_LIMIT + 10, "substance_use")
 
@@ -157,3 +161,36 @@ def test_a_caller_behind_more_callers_than_a_pass_reads_is_rung_by_the_one_free_
         (offer,) = db.session.scalars(select(Offer)).all()
         assert db.session.get(Transfer, offer.transfer_id).need == "mental_health"  # type: ignore[union-attr]
     assert call.dials == []
+
+
+def test_a_pass_behind_callers_nobody_free_takes_asks_the_routing_engine_as_often_for_60_as_for_600(
+    app: Flask, publish_routing: Callable[..., int], wednesday_morning: time_machine.Coordinates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # A surge: everyone who takes substance use is busy, Ana is free but takes only mental
+    # health. Each pass (every need answer, status callback and text) used to ask the routing
+    # engine about every caller it read, up to 550 of them, over every responder's shifts.
+    # (Either queue is longer than the head, so both passes look deeper.)
+    publish_routing(ana_only_mental_health)
+    asked: list[str] = []
+    routing_engine = matching.decide_route
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        asked.append(args[1])
+        return routing_engine(*args, **kwargs)
+
+    monkeypatch.setattr(matching, "decide_route", counted)
+
+    def asked_in_one_pass() -> int:
+        asked.clear()
+        with app.app_context():
+            active = active_routing()
+            assert active is not None
+            assert matching.fill(active.document) == 0  # nobody free takes them
+        return len(asked)
+
+    callers_waiting(app, HEAD_LIMIT + 10, "substance_use")
+    behind_60 = asked_in_one_pass()
+    callers_waiting(app, 540, "substance_use", first=HEAD_LIMIT + 10)
+
+    assert asked_in_one_pass() == behind_60
