@@ -9,7 +9,11 @@ pass), which it waits for. PostgreSQL, Redis and the fake Twilio are other proce
 not counted. The baseline (``bench.baseline``, ``c_pg``) runs in the same process, on the same
 database, interleaved with the line's requests round by round.
 
-    .venv/bin/python -m bench.cpu [--rounds 40] [--profile need_answer]
+    .venv/bin/python -m bench.cpu [--rounds 40] [--busy 80] [--profile need_answer]
+
+``--busy N``: a busy line, as ``bench.load``'s is after its first seconds and a surge's is:
+every responder ringing for someone (nobody answers), N callers waiting; each round one more
+caller joins (menus, hold turns) and the longest-waiting one hangs up.
 
 ``--profile KIND`` also prints where that kind's CPU goes (cProfile, by own time and by
 cumulative time), which is how to find the next thing to cut. cProfile sees one thread, so
@@ -29,7 +33,7 @@ import random
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -107,6 +111,21 @@ def one_call(client: FlaskClient, public: str, meter: Meter) -> None:
     meter.measure("status_callback", post, client, public, "/voice/status", status)
 
 
+def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: deque[CallIdentity]) -> None:
+    """A caller joins a busy line (menus, hold turns) and stays; the longest-waiting one hangs up."""
+    identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
+    body = meter.measure("voice_incoming", post, client, public, "/voice/incoming", identity.voice_params("ringing"))
+    for kind, digits in (("language_answer", "1"), ("need_answer", "2")):
+        body = meter.measure(kind, post, client, public, next_path(body), gather_digits_params(identity, digits))
+    for _turn in range(3):
+        path = next_path(body)
+        body = meter.measure("hold_turn", post, client, public, path, identity.voice_params("in-progress"))
+    waiting.append(identity)
+    if len(waiting) > 1:
+        status = waiting.popleft().voice_params("completed", CallDuration="300", SequenceNumber="3")
+        meter.measure("status_callback", post, client, public, "/voice/status", status)
+
+
 def one_texter(client: FlaskClient, public: str, meter: Meter) -> None:
     number = f"+1773{random.randint(2000000, 9999999)}"  # noqa: S311
     for kind, text in (("first_text", "I am not doing well tonight and need to talk"), ("need_answer_text", "3")):
@@ -128,7 +147,7 @@ def baseline_hit(client: FlaskClient, public: str, meter: Meter) -> None:
     meter.measure("baseline_c_pg", hit)
 
 
-def run(rounds: int, profile_kind: str) -> tuple[Meter, dict[str, Any]]:
+def run(rounds: int, profile_kind: str, busy: int = 0) -> tuple[Meter, dict[str, Any]]:
     meter = Meter(profile_kind)
     with (
         tempfile.TemporaryDirectory() as scratch_name,
@@ -158,15 +177,21 @@ def run(rounds: int, profile_kind: str) -> tuple[Meter, dict[str, Any]]:
                 one_call(client, public, warm)
                 one_texter(client, public, warm)
                 baseline_hit(baseline_client, public, warm)
+            waiting: deque[CallIdentity] = deque()
+            for _ in range(busy):  # nobody answers: the first callers engage every responder
+                one_busy_call(client, public, warm, waiting)
             for _ in range(rounds):
                 baseline_hit(baseline_client, public, meter)
-                one_call(client, public, meter)
+                if busy:
+                    one_busy_call(client, public, meter, waiting)
+                else:
+                    one_call(client, public, meter)
                 baseline_hit(baseline_client, public, meter)
                 one_texter(client, public, meter)
             app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
             if "crisisline.background" in app.extensions:
                 app.extensions["crisisline.background"].shutdown()
-    return meter, {"rounds": rounds}
+    return meter, {"rounds": rounds, "busy": busy}
 
 
 def report(meter: Meter) -> str:
@@ -202,12 +227,14 @@ def profile_report(meter: Meter, top: int = 35) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=40, help="call flows and texters measured (after 3 to warm up)")
+    parser.add_argument("--busy", type=int, default=0, help="a busy line with this many callers waiting (0: idle)")
     parser.add_argument("--profile", default="", choices=["", *KINDS], help="also profile this kind's requests")
     parser.add_argument("--profile-file", default="", help="save the profile here too (pstats, e.g. for snakeviz)")
     args = parser.parse_args(argv)
     random.seed(7)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    meter, _ = run(args.rounds, args.profile)
+    meter, _ = run(args.rounds, args.profile, args.busy)
+    print(f"A busy line: every responder ringing, {args.busy} callers waiting.\n" if args.busy else "An idle line.\n")
     print(report(meter))
     if args.profile:
         print(profile_report(meter))
