@@ -161,31 +161,29 @@ def fill_soon(document: RoutingDocument, *, safety_net: bool = False, joined: st
 def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> tuple[int, int]:
     """One pass over the queue's head: (offers made, offers attempted).
 
-    The head is the first ``HEAD_LIMIT`` contacts who may be offered more. If responders are
-    still free after it and the queue went on, the pass looks once more, ``DEEPER_HEAD_LIMIT``
-    deep, at only the languages and needs someone free could take: a free counselor is never
-    kept from a caller by 50 contacts none of whom they may take (other languages, each passed
-    by them a minute ago), and a long queue of contacts only busy responders could take (a
-    surge, everyone ringing) costs the pass nothing to look past. The second look happens only
-    when someone free could take someone, so a webhook's cost does not grow with the queue."""
+    The pass reads only contacts of a language and need someone free could take (``takeable``)
+    who may be offered more: the first ``HEAD_LIMIT`` of them and, if responders are still free
+    after those and the queue goes on, ``DEEPER_HEAD_LIMIT`` more. So a free counselor is
+    never kept from a caller by 50 contacts none of whom they may take (other languages, each
+    passed by them a minute ago), and a long queue of contacts only busy responders could take
+    (a surge, everyone ringing) costs the pass nothing: when nobody free could take anyone it
+    reads no queue at all. A webhook's cost does not grow with the queue."""
     moment = now()
     rotation: dict[str, datetime] = {}
     pools = free_responders(document, moment, rotation, channels)
     matcher = _Matcher(document, moment, rotation)
     made = attempted = 0
     seen: set[tuple[str, int]] = set()
-    for limit, only_takeable in ((HEAD_LIMIT, False), (DEEPER_HEAD_LIMIT, True)):
+    for limit in (HEAD_LIMIT, DEEPER_HEAD_LIMIT):
         channels = tuple(channel for channel, pool in pools.items() if pool)
         if not channels:
             break
-        # The second look reads only contacts of a language and need someone free could take:
-        # a long queue of others (another language, a need only busy responders take) never
-        # starves a caller behind it. It finds every contact the first look's limit hid that
-        # could be offered now (an offer needs someone free whom the routing would choose for
-        # their language and need). Contacts they passed a moment ago can still fill a look
-        # until their cooldown ends; then they are offered again, in order.
-        wanted = takeable(document, pools, moment, matcher.present) if only_takeable else None
-        if wanted is not None and not any(wanted.values()):
+        # Only contacts someone free could take (an offer needs someone free whom the routing
+        # would choose for their language and need): the rest could fill a look and hide the
+        # ones behind them. Contacts they passed a moment ago can still fill a look until
+        # their cooldown ends; then they are offered again, in order.
+        wanted = takeable(document, pools, moment, matcher.present)
+        if not any(wanted.values()):
             break  # nobody free could take anyone, however deep the queue
         entries, more = _head_of(document, limit, channels, wanted)
         fresh = [entry for entry in entries if (entry.channel, entry.id) not in seen]
@@ -202,18 +200,44 @@ def takeable(
     present: Sequence[Responder] | None = None,
 ) -> Wanted:  # fmt: skip
     """Per channel, the (language, need) pairs the routing would give one of its free responders.
-    ``present``: who is on call at ``moment``, when the caller knows already."""
+    ``present``: who is on call at ``moment``, when the caller knows already.
+
+    Every pass asks, so the answer is kept per routing version, pool and on-call set, which
+    is all it depends on (``moment`` only through who is on call)."""
+    on_call_ids = frozenset(r.id for r in (on_call(document, moment) if present is None else present))
+    cache = _takeable_cache()
     wanted: Wanted = {}
     for channel, pool in pools.items():
+        key = (id(document), channel, frozenset(pool), on_call_ids)
+        kept = cache.get(key)
+        if kept is not None and kept[0] is document:
+            wanted[channel] = set(kept[1])
+            continue
         busy = {responder.id for responder in document.responders if responder.id not in pool}
-        wanted[channel] = {
+        pairs = frozenset(
             (language.code, need.key)
             for language in document.languages
             for need in document.needs
             if pool
             and decide_route(document, language.code, need, moment, unavailable=busy, present=present).responders
-        }
+        )
+        if len(cache) >= TAKEABLE_CACHE_SIZE:
+            cache.clear()
+        cache[key] = (document, pairs)  # the document kept too: its id is never another's meanwhile
+        wanted[channel] = set(pairs)
     return wanted
+
+
+TAKEABLE_CACHE_SIZE = 256
+_TakeableKey = tuple[int, str, frozenset[str], frozenset[str]]
+
+
+def _takeable_cache() -> dict[_TakeableKey, tuple[RoutingDocument, frozenset[tuple[str, str]]]]:
+    cache: dict[_TakeableKey, tuple[RoutingDocument, frozenset[tuple[str, str]]]] | None
+    cache = current_app.extensions.get("line_queue.takeable")
+    if cache is None:
+        cache = current_app.extensions.setdefault("line_queue.takeable", {})
+    return cache
 
 
 def _head_of(

@@ -69,17 +69,21 @@ def head(
     caller ringing fewer phones than their need allows), so that contacts who cannot take
     another offer never hide the ones behind them from a free responder. ``parallel_max``: the
     phones a caller rung in parallel may have now (default: the routing's). ``wanted``: only
-    contacts of these (language, need) pairs (texters not yet sorted always)."""
+    contacts of these (language, need) pairs, and always those whose language or need the
+    routing does not know (not sorted yet, or kept from an earlier routing version: the
+    routing engine takes them as its default need, or as any language, so only it can say)."""
     entries: list[WaitingContact] = []
+    known = None
     if wanted is not None:
         channels = tuple(channel for channel in channels if wanted.get(channel))
+        known = (tuple(sorted(n.key for n in document.needs)), tuple(sorted(lang.code for lang in document.languages)))
     if "voice" in channels:
         room = None
         if offerable:
             parallel = tuple(n.key for n in document.needs if document.transfer.strategy_for(n) == "parallel")
             room = (parallel, parallel_max or document.transfer.parallel_max)
         rows = db.session.execute(
-            _voice_head(limit, room, tuple(sorted(wanted["voice"])) if wanted is not None else None)
+            _voice_head(limit, room, tuple(sorted(wanted["voice"])) if wanted is not None else None, known)
         ).all()
         entries += [
             WaitingContact("callback" if mode == "callback" else "call", id_, language, need, priority, since, active)
@@ -87,7 +91,7 @@ def head(
         ]
     if "text" in channels:
         rows = db.session.execute(
-            _text_head(limit, offerable, tuple(sorted(wanted["text"])) if wanted is not None else None)
+            _text_head(limit, offerable, tuple(sorted(wanted["text"])) if wanted is not None else None, known)
         ).all()
         default_language = document.menu.default_language
         entries += [
@@ -101,10 +105,25 @@ def head(
 # The heads' statements, built once per shape: every need answer, status callback and text
 # reads the head (``crisisline.db``, "Statements built once"). Shapes with a ``wanted`` list
 # (the fill pass's last look) are few per routing version, so they are kept too.
+# The routing's need keys and language codes, for ``wanted``: contacts outside them always match.
+Known = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def _wanted_or_unknown(language: Any, need: Any, wanted: tuple[tuple[str, str], ...], known: Known | None) -> Any:
+    need_keys, language_codes = known or ((), ())
+    unknown = [language.is_(None), need.is_(None)]
+    if need_keys:
+        unknown.append(need.not_in(need_keys))
+    if language_codes:
+        unknown.append(language.not_in(language_codes))
+    return or_(*unknown, *(and_(language == code, need == key) for code, key in wanted))
+
+
 @lru_cache(maxsize=256)
 def _voice_head(
-    limit: int, room: tuple[tuple[str, ...], int] | None, wanted: tuple[tuple[str, str], ...] | None
-) -> Executable:
+    limit: int, room: tuple[tuple[str, ...], int] | None, wanted: tuple[tuple[str, str], ...] | None,
+    known: Known | None = None,
+) -> Executable:  # fmt: skip
     """``room``: (the needs rung in parallel, ``parallel_max``), to read only callers ringing
     fewer phones than their need allows; None for every waiting caller."""
     ringing = (
@@ -117,9 +136,7 @@ def _voice_head(
         parallel, parallel_max = room
         voice_waiting.append(ringing < (case((Transfer.need.in_(parallel), parallel_max), else_=1) if parallel else 1))
     if wanted is not None:
-        voice_waiting.append(
-            or_(*(and_(Transfer.language == language, Transfer.need == need) for language, need in wanted))
-        )
+        voice_waiting.append(_wanted_or_unknown(Transfer.language, Transfer.need, wanted, known))
     return (
         select(Transfer.id, Transfer.mode, Transfer.language, Transfer.need, Transfer.priority,
                Transfer.queued_since, ringing)
@@ -130,15 +147,12 @@ def _voice_head(
 
 
 @lru_cache(maxsize=256)
-def _text_head(limit: int, offerable: bool, wanted: tuple[tuple[str, str], ...] | None) -> Executable:
+def _text_head(
+    limit: int, offerable: bool, wanted: tuple[tuple[str, str], ...] | None, known: Known | None = None
+) -> Executable:
     text_waiting: list[Any] = [Conversation.state.in_(("queued",) if offerable else TEXT_WAITING_STATES)]
     if wanted is not None:
-        text_waiting.append(
-            or_(
-                Conversation.language.is_(None), Conversation.need.is_(None),
-                *(and_(Conversation.language == language, Conversation.need == need) for language, need in wanted),
-            )
-        )  # fmt: skip
+        text_waiting.append(_wanted_or_unknown(Conversation.language, Conversation.need, wanted, known))
     return (
         select(Conversation.id, Conversation.language, Conversation.need, Conversation.priority,
                Conversation.queued_at, Conversation.state)
