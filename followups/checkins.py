@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, union_all, update
 
 from crisisline import events
 from crisisline.db import db, insert_once
@@ -188,6 +188,29 @@ def _cancel_contacts(checkin_ids: list[int], outcome: str, *, kinds: tuple[str, 
     db.session.execute(
         update(ScheduledContact).where(*where).values(state="canceled", outcome=outcome, finished_at=now())
     )
+
+
+def nothing_pending(texter: Texter, inbound: Message) -> bool:
+    """No check-in or survey of theirs could take ``inbound`` as its answer (a consent question,
+    a check-in awaiting a reply or answered by this very text, an unanswered survey): so for
+    nearly every first text. One query for the three it otherwise takes (a superset of theirs,
+    without their time windows: a match only means those three run)."""
+    bound = {"texter": texter.id, "answered_at": inbound.created_at}
+    return db.session.execute(_ANY_PENDING, bound).first() is None
+
+
+_ANY_PENDING = union_all(
+    select(CheckIn.id).where(
+        CheckIn.texter_id == bindparam("texter"),
+        or_(
+            CheckIn.state.in_(("asked", *AWAITING_REPLY)),
+            and_(CheckIn.state == "answered", CheckIn.replied_at == bindparam("answered_at")),
+        ),
+    ),
+    select(SurveyResponse.id).where(
+        SurveyResponse.texter_id == bindparam("texter"), SurveyResponse.answered_at.is_(None)
+    ),
+).limit(1)
 
 
 def awaiting_reply(texter: Texter, inbound: Message | None = None) -> CheckIn | None:

@@ -35,6 +35,8 @@ def handle_reply(
     document: RoutingDocument, texter: Texter, inbound: Message, body: str, line_number: str | None,
     *, late: bool = False,
 ) -> bool:  # fmt: skip
+    if checkins.nothing_pending(texter, inbound):
+        return False
     text = body.strip()
     checkin = checkins.awaiting_reply(texter, inbound)
     if checkin is not None and checkin.state == "answered":
