@@ -6,7 +6,7 @@ import secrets
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import or_, update
+from sqlalchemy import and_, literal, or_, update
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
 from callbacks.attempts import tend
@@ -74,9 +74,24 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .execution_options(synchronize_session=False)
     )
     survey_cutoff = max(followups_cutoff, now - SURVEY_ANSWER_WINDOW)
+    # A survey never asked (they sent STOP first, the line stopped running surveys) has no
+    # asked_at: it goes by the check-in it came with (its key is "survey:" + the check-in's).
+    its_checkin_is_old = (
+        db.select(CheckIn.id)
+        .where(
+            literal("survey:") + CheckIn.dedupe_key == SurveyResponse.dedupe_key, CheckIn.asked_at < followups_cutoff
+        )
+        .exists()
+    )
     surveys = db.session.execute(
         update(SurveyResponse)
-        .where(SurveyResponse.asked_at < survey_cutoff, SurveyResponse.texter_id.is_not(None))
+        .where(
+            SurveyResponse.texter_id.is_not(None),
+            or_(
+                SurveyResponse.asked_at < survey_cutoff,
+                and_(SurveyResponse.asked_at.is_(None), its_checkin_is_old),
+            ),
+        )
         .values(texter_id=None)
         .execution_options(synchronize_session=False)
     )

@@ -105,6 +105,33 @@ def test_purge_scrubs_follow_up_links_and_replies_per_kind_window_and_twice_chan
     assert texter.sealed_number is None and texter.number_hash.startswith("purged:")
 
 
+def test_a_survey_never_asked_loses_its_link_to_the_person_with_its_check_in_so_their_number_is_purged(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    from workers.upkeep import purge_personal_data
+
+    publish_routing(survey_on)
+    consent_by_text(app, texting)
+    start = datetime.now(UTC)
+    texting.send(TEXTER, "STOP")  # before the survey was due: it is never asked
+    wednesday_evening.shift(timedelta(hours=2))
+    run_due()
+    (survey,) = surveys(app)
+    assert (survey.asked_at, survey.texter_id is not None) == (None, True)
+
+    with app.app_context():
+        week = purge_personal_data((start + timedelta(days=7)).isoformat())
+    assert week["surveys"] == 0  # the follow-ups' window (30 days) has not passed
+    with app.app_context():
+        month = purge_personal_data((start + timedelta(days=31)).isoformat())
+        texter = db.session.scalars(select(Texter)).one()
+
+    assert month["surveys"] == 1
+    assert surveys(app)[0].texter_id is None
+    assert month["texters"] == 1 and texter.sealed_number is None  # kept STOP, lost the number
+
+
 def test_retention_days_can_be_set_per_kind_and_default_to_the_general_window(database_url: str) -> None:
     redis_url = "redis://127.0.0.1:6379/0"
     general = settings_for(database_url, redis_url, PERSONAL_DATA_RETENTION_DAYS="60", RETENTION_DAYS_TEXTS="10")
