@@ -12,8 +12,9 @@ database, interleaved with the line's requests round by round.
     .venv/bin/python -m bench.cpu [--rounds 40] [--busy 80] [--profile need_answer]
 
 ``--busy N``: a busy line, as ``bench.load``'s is after its first seconds and a surge's is:
-every responder ringing for someone (nobody answers), N callers waiting; each round one more
-caller joins (menus, hold turns) and the longest-waiting one hangs up.
+N callers wait and every responder who could take them is ringing for one (nobody answers);
+those free take other needs or languages. Each round one more caller joins (menus, hold
+turns); at the end the callers measured hang up while waiting (the status callbacks).
 
 ``--profile KIND`` also prints where that kind's CPU goes (cProfile, by own time and by
 cumulative time), which is how to find the next thing to cut. cProfile sees one thread, so
@@ -33,7 +34,7 @@ import random
 import sys
 import tempfile
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,8 @@ def one_call(client: FlaskClient, public: str, meter: Meter) -> None:
     meter.measure("status_callback", post, client, public, "/voice/status", status)
 
 
-def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: deque[CallIdentity]) -> None:
-    """A caller joins a busy line (menus, hold turns) and stays; the longest-waiting one hangs up."""
+def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: list[CallIdentity]) -> None:
+    """A caller joins a busy line (menus, hold turns) and waits."""
     identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
     body = meter.measure("voice_incoming", post, client, public, "/voice/incoming", identity.voice_params("ringing"))
     for kind, digits in (("language_answer", "1"), ("need_answer", "2")):
@@ -121,8 +122,11 @@ def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: deque
         path = next_path(body)
         body = meter.measure("hold_turn", post, client, public, path, identity.voice_params("in-progress"))
     waiting.append(identity)
-    if len(waiting) > 1:
-        status = waiting.popleft().voice_params("completed", CallDuration="300", SequenceNumber="3")
+
+
+def hang_up_waiting(client: FlaskClient, public: str, meter: Meter, waiting: list[CallIdentity]) -> None:
+    for identity in waiting:
+        status = identity.voice_params("completed", CallDuration="300", SequenceNumber="3")
         meter.measure("status_callback", post, client, public, "/voice/status", status)
 
 
@@ -177,9 +181,9 @@ def run(rounds: int, profile_kind: str, busy: int = 0) -> tuple[Meter, dict[str,
                 one_call(client, public, warm)
                 one_texter(client, public, warm)
                 baseline_hit(baseline_client, public, warm)
-            waiting: deque[CallIdentity] = deque()
+            waiting: list[CallIdentity] = []
             for _ in range(busy):  # nobody answers: the first callers engage every responder
-                one_busy_call(client, public, warm, waiting)
+                one_busy_call(client, public, warm, [])
             for _ in range(rounds):
                 baseline_hit(baseline_client, public, meter)
                 if busy:
@@ -188,6 +192,10 @@ def run(rounds: int, profile_kind: str, busy: int = 0) -> tuple[Meter, dict[str,
                     one_call(client, public, meter)
                 baseline_hit(baseline_client, public, meter)
                 one_texter(client, public, meter)
+            if busy:
+                hang_up_waiting(client, public, meter, waiting)
+                for _ in range(len(waiting)):
+                    baseline_hit(baseline_client, public, meter)
             app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
             if "crisisline.background" in app.extensions:
                 app.extensions["crisisline.background"].shutdown()
@@ -234,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(7)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     meter, _ = run(args.rounds, args.profile, args.busy)
-    print(f"A busy line: every responder ringing, {args.busy} callers waiting.\n" if args.busy else "An idle line.\n")
+    busy_line = f"A busy line: {args.busy} callers waiting, everyone who could take them ringing.\n"
+    print(busy_line if args.busy else "An idle line.\n")
     print(report(meter))
     if args.profile:
         print(profile_report(meter))
