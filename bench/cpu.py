@@ -124,8 +124,12 @@ def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: list[
     waiting.append(identity)
 
 
-def hang_up_waiting(client: FlaskClient, public: str, meter: Meter, waiting: list[CallIdentity]) -> None:
+def hang_up_waiting(
+    client: FlaskClient, baseline_client: FlaskClient, public: str, meter: Meter, waiting: list[CallIdentity]
+) -> None:
+    """The callers measured hang up while waiting, one by one, a baseline request before each."""
     for identity in waiting:
+        baseline_hit(baseline_client, public, meter)
         status = identity.voice_params("completed", CallDuration="300", SequenceNumber="3")
         meter.measure("status_callback", post, client, public, "/voice/status", status)
 
@@ -193,9 +197,7 @@ def run(rounds: int, profile_kind: str, busy: int = 0) -> tuple[Meter, dict[str,
                 baseline_hit(baseline_client, public, meter)
                 one_texter(client, public, meter)
             if busy:
-                hang_up_waiting(client, public, meter, waiting)
-                for _ in range(len(waiting)):
-                    baseline_hit(baseline_client, public, meter)
+                hang_up_waiting(client, baseline_client, public, meter, waiting)
             app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
             if "crisisline.background" in app.extensions:
                 app.extensions["crisisline.background"].shutdown()

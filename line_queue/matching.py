@@ -167,7 +167,8 @@ def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) 
     never kept from a caller by 50 contacts none of whom they may take (other languages, each
     passed by them a minute ago), and a long queue of contacts only busy responders could take
     (a surge, everyone ringing) costs the pass nothing: when nobody free could take anyone it
-    reads no queue at all. A webhook's cost does not grow with the queue."""
+    reads no queue at all. (Contacts whose need or language the routing no longer knows are
+    read whatever; ``_Matcher`` asks the routing engine once per kind of them.)"""
     moment = now()
     rotation: dict[str, datetime] = {}
     pools = free_responders(document, moment, rotation, channels)
@@ -195,6 +196,10 @@ def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) 
     return made, attempted
 
 
+TAKEABLE_CACHE_SIZE = 256
+_TakeableKey = tuple[int, str, frozenset[str], frozenset[str]]
+
+
 def takeable(
     document: RoutingDocument, pools: dict[str, dict[str, Responder]], moment: datetime,
     present: Sequence[Responder] | None = None,
@@ -204,7 +209,8 @@ def takeable(
 
     Every pass asks, so the answer is kept per routing version, pool and on-call set, which
     is all it depends on (``moment`` only through who is on call)."""
-    on_call_ids = frozenset(r.id for r in (on_call(document, moment) if present is None else present))
+    present = on_call(document, moment) if present is None else present
+    on_call_ids = frozenset(responder.id for responder in present)
     cache = _takeable_cache()
     wanted: Wanted = {}
     for channel, pool in pools.items():
@@ -226,10 +232,6 @@ def takeable(
         cache[key] = (document, pairs)  # the document kept too: its id is never another's meanwhile
         wanted[channel] = set(pairs)
     return wanted
-
-
-TAKEABLE_CACHE_SIZE = 256
-_TakeableKey = tuple[int, str, frozenset[str], frozenset[str]]
 
 
 def _takeable_cache() -> dict[_TakeableKey, tuple[RoutingDocument, frozenset[tuple[str, str]]]]:
@@ -307,7 +309,7 @@ def _offer_to(
             if not chosen:
                 continue
             made += offerer(entry.id, chosen, document)
-            matcher.capacities.clear()  # read again: these calls may have put Twilio's queue behind
+            matcher.offered()
             attempted += len(chosen)
             given[key] += len(chosen)
             # Offered or not (a lost race, a refused number), not again in this pass.
@@ -453,16 +455,21 @@ def eligible(
 class _Matcher:
     """``eligible`` for one pass, where the moment is fixed and the pools only shrink: who is on
     call is read once, and a kind of contact (line, language, need) that nobody free may take is
-    known as such for the rest of the pass. Without it a pass behind a long queue of contacts
-    only busy responders could take (everyone ringing in a surge) asked the routing engine
-    for each of up to ``DEEPER_HEAD_LIMIT`` of them, over every responder's shifts: most of a
-    need answer's CPU on a busy line."""
+    known as such for the rest of the pass. The head a pass reads holds only kinds someone free
+    could take when the look began, so this matters once its offers have taken those free, and
+    for contacts whose need or language the routing no longer knows (always read): without it
+    the pass asked the routing engine for each of them, over every responder's shifts."""
 
     def __init__(self, document: RoutingDocument, moment: datetime, rotation: dict[str, datetime]) -> None:
         self.document, self.moment, self.rotation = document, moment, rotation
         self.present = on_call(document, moment)
         self.nobody_for: set[tuple[str, str, str | None]] = set()
-        self.capacities: dict[tuple[str, str | None], int] = {}  # cleared once an offer is made
+        self.capacities: dict[tuple[str, str | None], int] = {}
+
+    def offered(self) -> None:
+        """An offer was made: capacities are read again (these calls may have put Twilio's
+        calls-per-second queue behind)."""
+        self.capacities.clear()
 
     def capacity(self, entry: WaitingContact) -> int:
         """``capacity``, read once per line and need until the pass makes an offer."""

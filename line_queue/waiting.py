@@ -102,9 +102,6 @@ def head(
     return sorted(entries, key=lambda entry: entry.order)[:limit]
 
 
-# The heads' statements, built once per shape: every need answer, status callback and text
-# reads the head (``crisisline.db``, "Statements built once"). Shapes with a ``wanted`` list
-# (the fill pass's last look) are few per routing version, so they are kept too.
 # The routing's need keys and language codes, for ``wanted``: contacts outside them always match.
 Known = tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -119,6 +116,9 @@ def _wanted_or_unknown(language: Any, need: Any, wanted: tuple[tuple[str, str], 
     return or_(*unknown, *(and_(language == code, need == key) for code, key in wanted))
 
 
+# The heads' statements, built once per shape: every need answer, status callback and text
+# reads the head (``crisisline.db``, "Statements built once"). A pass's ``wanted`` pairs follow
+# who is free; the shapes that recur (the same free responders) are kept, up to 256.
 @lru_cache(maxsize=256)
 def _voice_head(
     limit: int, room: tuple[tuple[str, ...], int] | None, wanted: tuple[tuple[str, str], ...] | None,

@@ -6,7 +6,7 @@ import secrets
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import and_, literal, or_, update
+from sqlalchemy import and_, func, or_, update
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
 from callbacks.attempts import tend
@@ -33,9 +33,10 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     texter's keyed hash is replaced by a random one (the link to the person is gone) unless
     they opted out, because STOP must be honoured for as long as the line exists. Follow-ups:
     check-ins' sealed replies and their link to the texter; survey answers lose their link
-    once answered or unanswered for a day. Kept: the anonymous paths, states, ratings, needs
-    and timings metrics need. Purges registered by higher packages (``crisisline.retention``:
-    the console's wrap-up notes and unmask reasons) run in the same transaction.
+    once answered or unanswered for a day (one never asked, with its check-in's). Kept: the
+    anonymous paths, states, ratings, needs and timings metrics need. Purges registered by
+    higher packages (``crisisline.retention``: the console's wrap-up notes and unmask reasons)
+    run in the same transaction.
     Idempotent: a second run finds nothing left to scrub.
     """
     settings: Settings = current_app.extensions["crisisline.settings"]
@@ -78,9 +79,8 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     # asked_at: it goes by the check-in it came with (its key is "survey:" + the check-in's).
     its_checkin_is_old = (
         db.select(CheckIn.id)
-        .where(
-            literal("survey:") + CheckIn.dedupe_key == SurveyResponse.dedupe_key, CheckIn.asked_at < followups_cutoff
-        )
+        .where(CheckIn.dedupe_key == func.substr(SurveyResponse.dedupe_key, len("survey:") + 1))  # by its index
+        .where(CheckIn.asked_at < followups_cutoff)
         .exists()
     )
     surveys = db.session.execute(

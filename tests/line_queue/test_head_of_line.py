@@ -164,15 +164,10 @@ def test_a_caller_behind_more_callers_than_a_pass_reads_is_rung_by_the_one_free_
     assert call.dials == []
 
 
-def test_a_pass_behind_callers_nobody_free_takes_asks_the_routing_engine_no_more_for_600_than_for_60(
-    app: Flask, publish_routing: Callable[..., int], wednesday_morning: time_machine.Coordinates,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    # A surge: everyone who takes substance use is busy, Ana is free but takes only mental
-    # health. Each pass (every need answer, status callback and text) used to ask the routing
-    # engine about every caller it read, up to 550 of them, over every responder's shifts.
-    # (Either queue is longer than the head, so both passes look deeper.)
-    publish_routing(ana_only_mental_health)
+@pytest.fixture
+def routing_engine_asks(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """How often one pass (``fill``) asks the routing engine, starting with nothing kept from
+    an earlier pass (``takeable``'s answers)."""
     asked: list[str] = []
     routing_engine = matching.decide_route
 
@@ -184,22 +179,49 @@ def test_a_pass_behind_callers_nobody_free_takes_asks_the_routing_engine_no_more
 
     def asked_in_one_pass() -> int:
         asked.clear()
+        app.extensions.pop("line_queue.takeable", None)
         with app.app_context():
             active = active_routing()
             assert active is not None
             assert matching.fill(active.document) == 0  # nobody free takes them
         return len(asked)
 
+    return asked_in_one_pass
+
+
+def test_a_pass_behind_callers_nobody_free_takes_costs_the_same_behind_60_as_behind_600(
+    app: Flask, publish_routing: Callable[..., int], wednesday_morning: time_machine.Coordinates,
+    routing_engine_asks: Callable[[], int],
+) -> None:  # fmt: skip
+    # A surge: everyone who takes substance use is busy, Ana is free but takes only mental
+    # health. Each pass (every need answer, status callback and text) used to read the queue
+    # 550 deep and ask the routing engine about every caller it read, over every responder's
+    # shifts. Now it reads only callers someone free could take: here none.
+    publish_routing(ana_only_mental_health)
     callers_waiting(app, HEAD_LIMIT + 10, "substance_use")
-    behind_60 = asked_in_one_pass()
+    behind_60 = routing_engine_asks()
     callers_waiting(app, 540, "substance_use", first=HEAD_LIMIT + 10)
 
-    assert asked_in_one_pass() <= behind_60
+    assert routing_engine_asks() == behind_60
 
 
-def test_a_caller_waiting_with_a_need_the_republished_routing_no_longer_has_is_still_rung(
-    app: Flask, fake: FakeTwilio, publish_routing: Callable[..., int], wednesday_morning: time_machine.Coordinates,
+def test_a_pass_asks_the_routing_engine_once_per_kind_of_caller_it_reads_not_once_per_caller(
+    app: Flask, publish_routing: Callable[..., int], wednesday_morning: time_machine.Coordinates,
+    routing_engine_asks: Callable[[], int],
 ) -> None:  # fmt: skip
+    # Callers waiting with a need the routing no longer knows are always read (the routing
+    # engine takes them as its default need, "something else"), and nobody free takes that.
+    publish_routing(ana_only_mental_health)
+    callers_waiting(app, HEAD_LIMIT + 10, "a_need_since_renamed")
+    behind_60 = routing_engine_asks()
+    callers_waiting(app, 540, "a_need_since_renamed", first=HEAD_LIMIT + 10)
+
+    assert routing_engine_asks() == behind_60
+
+
+def test_a_caller_waiting_with_a_need_the_routing_no_longer_has_is_still_rung(
+    app: Flask, fake: FakeTwilio, wednesday_morning: time_machine.Coordinates
+) -> None:
     # Waiting since before a routing that renamed their need (or came back for a callback, or
     # from a check-in, with the old key): the routing engine takes them as its default need,
     # so the pass must read them, however it narrows the queue to what someone free can take.
@@ -216,9 +238,9 @@ def test_a_caller_waiting_with_a_need_the_republished_routing_no_longer_has_is_s
     assert legs(fake), "someone free was rung for them"
 
 
-def test_a_texter_queued_with_a_need_the_republished_routing_no_longer_has_is_still_offered(
-    app: Flask, publish_routing: Callable[..., int], wednesday_morning: time_machine.Coordinates,
-) -> None:  # fmt: skip
+def test_a_texter_queued_with_a_need_the_routing_no_longer_has_is_still_offered(
+    app: Flask, wednesday_morning: time_machine.Coordinates
+) -> None:
     # A check-in's "2" queues them with the need stored hours ago, under an older routing.
     with app.app_context():
         texter = Texter(number_hash=hashlib.sha256(b"renamed-need").hexdigest())
