@@ -45,6 +45,8 @@ AWAITING_REPLY = ("sent", "second_sent")
 # Conversations opened by a check-in reply are answered before ordinary ones.
 CHECKIN_PRIORITY = 5
 REPLY_CONTEXT = "checkin-reply"
+# A survey's dedupe key is this + its check-in's (the purge finds the check-in by it).
+SURVEY_KEY_PREFIX = "survey:"
 FLAG_REASON_TEXT = {"no_reply": "no reply to two check-in texts"}
 
 
@@ -120,7 +122,7 @@ def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
     if document.followups.survey:
         insert_once(
             SurveyResponse,
-            {"dedupe_key": f"survey:{checkin.dedupe_key}", "origin": checkin.origin, "need": checkin.need,
+            {"dedupe_key": SURVEY_KEY_PREFIX + checkin.dedupe_key, "origin": checkin.origin, "need": checkin.need,
              "language": checkin.language, "texter_id": checkin.texter_id},
         )  # fmt: skip
         db.session.commit()
@@ -412,9 +414,10 @@ def notify_supervisors(checkin: CheckIn, document: RoutingDocument, reason: str)
 @sends("survey")
 def send_survey(contact: ScheduledContact) -> str:
     checkin = db.session.get(CheckIn, contact.checkin_id) if contact.checkin_id else None
+    survey_key = SURVEY_KEY_PREFIX + checkin.dedupe_key if checkin else None
     survey = (
-        db.session.scalars(select(SurveyResponse).where(SurveyResponse.dedupe_key == f"survey:{checkin.dedupe_key}"))
-        .first() if checkin else None
+        db.session.scalars(select(SurveyResponse).where(SurveyResponse.dedupe_key == survey_key)).first()
+        if survey_key else None
     )  # fmt: skip
     document = _document()
     if checkin is None or survey is None or document is None or survey.asked_at or survey.texter_id is None:

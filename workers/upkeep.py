@@ -16,7 +16,7 @@ from crisisline.db import db
 from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
 from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
-from followups.checkins import SURVEY_ANSWER_WINDOW
+from followups.checkins import SURVEY_ANSWER_WINDOW, SURVEY_KEY_PREFIX
 from metrics.rollup import refresh_metrics_rollup
 from routing.store import active_routing
 from sms.conversations import sweep
@@ -76,10 +76,10 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     )
     survey_cutoff = max(followups_cutoff, now - SURVEY_ANSWER_WINDOW)
     # A survey never asked (they sent STOP first, the line stopped running surveys) has no
-    # asked_at: it goes by the check-in it came with (its key is "survey:" + the check-in's).
+    # asked_at: it goes by the check-in it came with (``SURVEY_KEY_PREFIX`` + the check-in's key).
     its_checkin_is_old = (
         db.select(CheckIn.id)
-        .where(CheckIn.dedupe_key == func.substr(SurveyResponse.dedupe_key, len("survey:") + 1))  # by its index
+        .where(CheckIn.dedupe_key == func.substr(SurveyResponse.dedupe_key, len(SURVEY_KEY_PREFIX) + 1))  # by its index
         .where(CheckIn.asked_at < followups_cutoff)
         .exists()
     )
