@@ -189,32 +189,28 @@ def routing_engine_asks(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Callable
     return asked_in_one_pass
 
 
+@pytest.mark.parametrize(
+    "need",
+    [
+        # A surge: everyone who takes substance use is busy, Ana is free but takes only mental
+        # health. A pass used to read the queue 550 deep and ask the routing engine about every
+        # caller it read, over every responder's shifts; now it reads only callers someone free
+        # could take: here none.
+        "substance_use",
+        # A need the routing no longer knows: such callers are always read (the routing engine
+        # takes them as its default need, "something else", which nobody free takes); the pass
+        # asks once per kind of caller, not once per caller.
+        "a_need_since_renamed",
+    ],
+)
 def test_a_pass_behind_callers_nobody_free_takes_costs_the_same_behind_60_as_behind_600(
     app: Flask, publish_routing: Callable[..., int], wednesday_morning: time_machine.Coordinates,
-    routing_engine_asks: Callable[[], int],
+    routing_engine_asks: Callable[[], int], need: str,
 ) -> None:  # fmt: skip
-    # A surge: everyone who takes substance use is busy, Ana is free but takes only mental
-    # health. Each pass (every need answer, status callback and text) used to read the queue
-    # 550 deep and ask the routing engine about every caller it read, over every responder's
-    # shifts. Now it reads only callers someone free could take: here none.
     publish_routing(ana_only_mental_health)
-    callers_waiting(app, HEAD_LIMIT + 10, "substance_use")
+    callers_waiting(app, HEAD_LIMIT + 10, need)
     behind_60 = routing_engine_asks()
-    callers_waiting(app, 540, "substance_use", first=HEAD_LIMIT + 10)
-
-    assert routing_engine_asks() == behind_60
-
-
-def test_a_pass_asks_the_routing_engine_once_per_kind_of_caller_it_reads_not_once_per_caller(
-    app: Flask, publish_routing: Callable[..., int], wednesday_morning: time_machine.Coordinates,
-    routing_engine_asks: Callable[[], int],
-) -> None:  # fmt: skip
-    # Callers waiting with a need the routing no longer knows are always read (the routing
-    # engine takes them as its default need, "something else"), and nobody free takes that.
-    publish_routing(ana_only_mental_health)
-    callers_waiting(app, HEAD_LIMIT + 10, "a_need_since_renamed")
-    behind_60 = routing_engine_asks()
-    callers_waiting(app, 540, "a_need_since_renamed", first=HEAD_LIMIT + 10)
+    callers_waiting(app, 540, need, first=HEAD_LIMIT + 10)
 
     assert routing_engine_asks() == behind_60
 
