@@ -100,20 +100,13 @@ def post(client: FlaskClient, public: str, path: str, params: dict[str, str], *,
 
 
 def one_call(client: FlaskClient, public: str, meter: Meter) -> None:
-    identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
-    body = meter.measure("voice_incoming", post, client, public, "/voice/incoming", identity.voice_params("ringing"))
-    for kind, digits in (("language_answer", "1"), ("need_answer", "2")):
-        path = next_path(body)
-        body = meter.measure(kind, post, client, public, path, gather_digits_params(identity, digits))
-    for _turn in range(3):
-        path = next_path(body)
-        body = meter.measure("hold_turn", post, client, public, path, identity.voice_params("in-progress"))
+    identity = join_the_queue(client, public, meter)
     status = identity.voice_params("completed", CallDuration="60", SequenceNumber="3")
     meter.measure("status_callback", post, client, public, "/voice/status", status)
 
 
-def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: list[CallIdentity]) -> None:
-    """A caller joins a busy line (menus, hold turns) and waits."""
+def join_the_queue(client: FlaskClient, public: str, meter: Meter) -> CallIdentity:
+    """A new caller: the menus (language 1, need 2) and three hold turns; they keep waiting."""
     identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
     body = meter.measure("voice_incoming", post, client, public, "/voice/incoming", identity.voice_params("ringing"))
     for kind, digits in (("language_answer", "1"), ("need_answer", "2")):
@@ -121,7 +114,12 @@ def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: list[
     for _turn in range(3):
         path = next_path(body)
         body = meter.measure("hold_turn", post, client, public, path, identity.voice_params("in-progress"))
-    waiting.append(identity)
+    return identity
+
+
+def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: list[CallIdentity]) -> None:
+    """A caller joins a busy line (menus, hold turns) and waits."""
+    waiting.append(join_the_queue(client, public, meter))
 
 
 def hang_up_waiting(
