@@ -123,6 +123,23 @@ class Fake:
         self.session.post(f"{self.url}/_fake/cps", data={"calls_per_second": "" if cps is None else str(cps)},
                           timeout=10)  # fmt: skip
 
+    def slow_calls(self, seconds: float) -> None:
+        """Every ``calls.create`` takes ``seconds`` before it is answered (a slow Twilio API)."""
+        self.session.post(
+            f"{self.url}/_fake/faults",
+            timeout=10,
+            data={
+                "method": "POST",
+                "path_regex": r"/Calls\.json$",
+                "status": "200",
+                "delay": str(seconds),
+                "times": "",
+            },
+        )
+
+    def clear_faults(self) -> None:
+        self.session.post(f"{self.url}/_fake/faults/clear", timeout=10)
+
     def new_leg(self, numbers: set[str], seen: set[str], seconds: float = 10.0) -> dict[str, Any] | None:
         """The first leg to one of ``numbers`` not in ``seen``, polled until it exists."""
         deadline = time.monotonic() + seconds
@@ -352,7 +369,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  {report['surge'][f'{cps:g}_cps']}", flush=True)
                 fake.set_cps(None)
                 time.sleep(2.0)
-            publish(env, scratch, base, "measured-again", base=3)
+            # A slow Twilio API (every call request answered after ``--slow-api-seconds``): the
+            # same surge at the raised CPS, so the rate does not hide how the line's requests queue.
+            document = surge_routing(base, 3, 3 * args.surge_callers)
+            publish(env, scratch, document, "surge-slow-api", base=3)
+            fake.set_cps(args.raised_cps)
+            fake.slow_calls(args.slow_api_seconds)
+            time.sleep(1.0)
+            print(f"  surge with a slow API ({args.slow_api_seconds:g} s a call request)…", flush=True)
+            found = surge_rings(line_url, fake, database_url, args.surge_callers)
+            report["surge_slow_api"] = {**found, "cps": args.raised_cps, "api_seconds": args.slow_api_seconds}
+            print(f"  {report['surge_slow_api']}", flush=True)
+            fake.clear_faults()
+            fake.set_cps(None)
+            time.sleep(2.0)
+            publish(env, scratch, base, "measured-again", base=4)
+            if args.surges_only:
+                sampler.stop()
+                return report
 
             stop = threading.Event()
             background: dict[str, load.PhaseResult] = {}
@@ -380,8 +414,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # A crisis after a busy spell: the load's texters still wait when a fresh shift of
             # counselors comes on (a new routing) and a surge of callers choose their need at once.
-            document = surge_routing(base, 3, 3 * args.surge_callers)
-            publish(env, scratch, document, "surge-after-load", base=4)
+            document = surge_routing(base, 4, 3 * args.surge_callers)
+            publish(env, scratch, document, "surge-after-load", base=5)
             fake.set_cps(args.raised_cps)
             time.sleep(1.0)
             print(f"  surge after the busy spell at {args.raised_cps:g} CPS…", flush=True)
@@ -404,30 +438,32 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Machine: {m['nproc']} CPU ({m['cpu_model']}), {m['ram_gib']} GiB RAM, Python {m['python']}, load average "
         f"at start {m['load_average_at_start']}. {report['note']}",
-        "",
-        "| ms | idle p50 / p99 / max | under load p50 / p99 / max |",
-        "|---|---|---|",
     ]
-    labels = {
-        "first_ring_ms": "need answer -> first responder's call request",
-        "next_ring_ms": "no-answer callback -> next responder's call request",
-        "need_answer_reply_ms": "need answer's own reply",
-    }
-    for key, label in labels.items():
-        idle, busy = report["idle"][key], report["under_load"][key]
-        lines.append(f"| {label} (n={idle['n']}/{busy['n']}) | {idle['p50']} / {idle['p99']} / {idle['max']} | "
-                     f"{busy['p50']} / {busy['p99']} / {busy['max']} |")  # fmt: skip
-    lines += ["", "Background load while measuring (bench.load's call and text mix):", ""]
-    lines += ["| kind | requests | req/s | p50 / p99 ms | errors |", "|---|---:|---:|---|---:|"]
-    for kind, row in report["under_load"].get("background", {}).items():
-        lines.append(f"| {kind} | {row['requests']} | {row['req_per_s']} | {row['p50_ms']} / {row['p99_ms']} | "
-                     f"{row['errors']} |")  # fmt: skip
+    if "under_load" in report:  # not with --surges-only
+        lines += ["", "| ms | idle p50 / p99 / max | under load p50 / p99 / max |", "|---|---|---|"]
+        labels = {
+            "first_ring_ms": "need answer -> first responder's call request",
+            "next_ring_ms": "no-answer callback -> next responder's call request",
+            "need_answer_reply_ms": "need answer's own reply",
+        }
+        for key, label in labels.items():
+            idle, busy = report["idle"][key], report["under_load"][key]
+            lines.append(f"| {label} (n={idle['n']}/{busy['n']}) | {idle['p50']} / {idle['p99']} / {idle['max']} | "
+                         f"{busy['p50']} / {busy['p99']} / {busy['max']} |")  # fmt: skip
+        lines += ["", "Background load while measuring (bench.load's call and text mix):", ""]
+        lines += ["| kind | requests | req/s | p50 / p99 ms | errors |", "|---|---:|---:|---|---:|"]
+        for kind, row in report["under_load"].get("background", {}).items():
+            lines.append(f"| {kind} | {row['requests']} | {row['req_per_s']} | {row['p50_ms']} / {row['p99_ms']} | "
+                         f"{row['errors']} |")  # fmt: skip
     lines += ["", f"Surge: {report['settings']['surge_callers']} callers choose their need at once, parallel "
               "ringing of 3, 60 free counselors.", "",
               "| CPS | legs | need answer -> first phone rings p50 / p99 / max ms | -> first call request p50 / p99 "
               "| queue_time p50 / max ms | offer.queued events (max ms) |",
               "|---:|---:|---|---|---|---|"]  # fmt: skip
     surges = [(cps.removesuffix("_cps"), row) for cps, row in report["surge"].items()]
+    if "surge_slow_api" in report:
+        row = report["surge_slow_api"]
+        surges.append((f"{row['cps']:g}, every call request {row['api_seconds']:g} s (slow API)", row))
     if "surge_after_load" in report:
         surges.append((f"{report['surge_after_load']['cps']:g}, after the busy spell", report["surge_after_load"]))
     for label, row in surges:
@@ -449,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="connections of the background load")
     parser.add_argument("--surge-callers", type=int, default=20)
     parser.add_argument("--raised-cps", type=float, default=20.0)
+    parser.add_argument(
+        "--slow-api-seconds", type=float, default=1.0, help="how long each call request takes in the slow-API surge"
+    )
+    parser.add_argument("--surges-only", action="store_true", help="the idle phase and the surges, no load phases")
     parser.add_argument("--quick", action="store_true", help="10 measured callers, a surge of 6")
     parser.add_argument("--output", type=Path, default=None, help="write <output>.json and .md")
     args = parser.parse_args(argv)

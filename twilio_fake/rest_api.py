@@ -2183,6 +2183,31 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
             raise FakeTwilioError(400, 21218, "Invalid calls_per_second") from None
         return jsonify({"calls_per_second": fake.calls_per_second})
 
+    @app.post("/_fake/faults")
+    def inject_fault() -> ResponseReturnValue:
+        """Inject a REST fault from another process (``FakeTwilio.inject_fault``): ``method``,
+        ``path_regex``, ``status`` (below 400: only slow), ``delay`` seconds, ``times`` (empty:
+        forever). How a bench makes the API slow for the line it runs."""
+        form = request.form
+        try:
+            path_regex, times = form.get("path_regex", ""), form.get("times", "1").strip()
+            re.compile(path_regex)
+            status, delay, count = int(form.get("status", "500")), float(form.get("delay", "0")), int(times or 0)
+            if not 0 <= delay <= 60:
+                raise ValueError("delay")
+        except (ValueError, re.error):
+            raise FakeTwilioError(400, 21218, "Invalid fault") from None
+        fault = fake.inject_fault(
+            form.get("method", "*"), path_regex, status=status, delay=delay, times=count if times else None
+        )
+        return jsonify({"method": fault.method, "path_regex": fault.path_regex, "status": fault.status,
+                        "delay": fault.delay, "times": fault.remaining})  # fmt: skip
+
+    @app.post("/_fake/faults/clear")
+    def clear_faults() -> ResponseReturnValue:
+        fake.clear_faults()
+        return "", 204
+
     @app.post("/_fake/numbers/<path:number>")
     def number_behaviour(number: str) -> ResponseReturnValue:
         behaviour = request.form.get("behaviour") or None

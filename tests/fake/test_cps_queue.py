@@ -201,3 +201,36 @@ def test_canceled_calls_at_the_end_of_the_queue_give_their_slots_back() -> None:
         fake.update_call(call.sid, status="canceled")
     after_all = fake.create_call(COUNSELORS[1], HOTLINE, twiml=TWIML)
     assert after_all.queue_time_ms <= 1000  # only the call already placed is ahead of it
+
+
+def test_a_slow_api_can_be_injected_and_cleared_through_the_control_endpoint(
+    server: FakeTwilioServer, client: Client
+) -> None:
+    reply = requests.post(f"{server.base_url}/_fake/faults", timeout=5,
+                          data={"method": "POST", "path_regex": r"/Calls\.json$", "status": "200", "delay": "0.3",
+                                "times": ""})  # fmt: skip
+    assert reply.json() == {"method": "POST", "path_regex": r"/Calls\.json$", "status": 200, "delay": 0.3,
+                            "times": None}  # fmt: skip
+
+    began = time.monotonic()
+    client.calls.create(to=COUNSELORS[0], from_=HOTLINE, twiml=TWIML)
+    client.calls.create(to=COUNSELORS[1], from_=HOTLINE, twiml=TWIML)
+    slow = time.monotonic() - began
+    requests.post(f"{server.base_url}/_fake/faults/clear", timeout=5)
+    began = time.monotonic()
+    client.calls.create(to=COUNSELORS[2], from_=HOTLINE, twiml=TWIML)
+    fast = time.monotonic() - began
+
+    assert slow >= 0.6  # both slowed: forever, not once
+    assert fast < 0.3
+    assert len(server.fake.calls) == 3  # slow, not failed
+
+
+@pytest.mark.parametrize(("field", "value"), [("delay", "-1"), ("delay", "soon"), ("path_regex", "("), ("times", "x")])
+def test_an_invalid_fault_is_refused_and_adds_nothing(server: FakeTwilioServer, field: str, value: str) -> None:
+    data = {"method": "POST", "path_regex": "Calls", "status": "200", "delay": "1", field: value}
+
+    reply = requests.post(f"{server.base_url}/_fake/faults", data=data, timeout=5)
+
+    assert reply.status_code == 400
+    assert server.fake.faults == []
