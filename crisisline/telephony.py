@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from flask import current_app
 from twilio.base.version import Version
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -100,6 +102,7 @@ class TwilioRest:
         self.client = client
         self.calls = _Calls(self)
         self.messages = _Messages(self)
+        self.last_seconds = 0.0  # how long the last request took, answered or not (``api_is_slow``)
 
     def request(self, method: str, path: str, *, data: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -108,11 +111,28 @@ class TwilioRest:
         headers = {"Accept": "application/json"}
         if method == "POST":
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        response = self.client.request(method, uri, params=params, data=data, headers=headers)
+        started = time.monotonic()
+        try:
+            response = self.client.request(method, uri, params=params, data=data, headers=headers)
+        finally:
+            self.last_seconds = time.monotonic() - started
         if not 200 <= response.status_code < 300:
             raise Version.exception(method, uri, response, f"Unable to {method} {path}")
         body: dict[str, Any] = json.loads(response.text) if response.text else {}
         return body
+
+
+# The app's ``TwilioRest`` (``transfer.dispatch.rest_client`` makes it on first use).
+REST_EXTENSION = "crisisline.rest"
+# A Twilio API answering slower than this is slow: a queue pass then asks it for its offers'
+# calls side by side rather than one after another (``crisisline.background.side_by_side``).
+SLOW_API_SECONDS = 0.25
+
+
+def api_is_slow() -> bool:
+    """Whether this app's last Twilio REST request took longer than ``SLOW_API_SECONDS``."""
+    rest: TwilioRest | None = current_app.extensions.get(REST_EXTENSION)
+    return rest is not None and rest.last_seconds > SLOW_API_SECONDS
 
 
 def twilio_form(**values: Any) -> dict[str, Any]:

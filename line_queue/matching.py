@@ -26,11 +26,12 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import CompoundSelect, String, bindparam, literal, or_, select, union_all
 
-from crisisline.background import start_soon, within_budget
+from crisisline.background import side_by_side, start_soon, within_budget
 from crisisline.db import db
 from crisisline.events import responder_freed
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState
 from crisisline.settings import Settings
+from crisisline.telephony import api_is_slow
 from line_queue.waiting import WaitingContact, Wanted, head, now
 from routing.document import Responder, RoutingDocument
 from routing.engine import decide_route
@@ -296,6 +297,12 @@ def _offer_to(
     given: Counter[tuple[str, int]] = Counter()
     made = attempted = 0
     for number, contacts in enumerate(rounds):
+        # A round's offers are decided first (the pools shrink as they are), then made: one
+        # after another while Twilio answers quickly (it places calls in the order they came),
+        # side by side once it is slow (the round's last contact would otherwise wait for every
+        # request before theirs). The next round starts once they end, so every first phone is
+        # asked for before any extra one.
+        offers: list[Callable[[], int]] = []
         for entry in contacts:
             pool = pools.get(entry.channel, {})
             offerer = _offerers.get(entry.channel)
@@ -308,8 +315,7 @@ def _offer_to(
             chosen = matcher.eligible(entry, pool, partial(excluded, key))[:room]
             if not chosen:
                 continue
-            made += offerer(entry.id, chosen, document)
-            matcher.offered()
+            offers.append(partial(offerer, entry.id, chosen, document))
             attempted += len(chosen)
             given[key] += len(chosen)
             # Offered or not (a lost race, a refused number), not again in this pass.
@@ -317,7 +323,12 @@ def _offer_to(
                 for other in pools.values() if shared else (pool,):
                     other.pop(responder.id, None)
             if not any(pools.values()):
-                return made, attempted
+                break
+        if offers:
+            made += sum(side_by_side(offers, when=api_is_slow))
+            matcher.offered()
+        if not any(pools.values()):
+            break
     return made, attempted
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import requests
 from flask import current_app
@@ -21,10 +22,11 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
 import line_queue
+from crisisline.background import side_by_side
 from crisisline.db import commit_keeping_loaded, db
 from crisisline.models import Call, Offer, Transfer
 from crisisline.settings import Settings
-from crisisline.telephony import TwilioRest, make_rest_client
+from crisisline.telephony import REST_EXTENSION, TwilioRest, api_is_slow, make_rest_client
 from crisisline.urls import public_url
 from ivr import call_log
 from routing.document import Responder, RoutingDocument
@@ -39,11 +41,11 @@ TERMINAL_LEG_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "
 
 def rest_client() -> TwilioRest:
     settings: Settings = current_app.extensions["crisisline.settings"]
-    rest: TwilioRest | None = current_app.extensions.get("crisisline.rest")
+    rest: TwilioRest | None = current_app.extensions.get(REST_EXTENSION)
     if rest is None:
         client = make_rest_client(settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url)
         client.http_client.timeout = INLINE_REST_TIMEOUT_SECONDS
-        rest = current_app.extensions.setdefault("crisisline.rest", TwilioRest(client))
+        rest = current_app.extensions.setdefault(REST_EXTENSION, TwilioRest(client))
     return rest
 
 
@@ -111,20 +113,28 @@ def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], documen
         db.session.commit()
         return 0
     commit_keeping_loaded()  # the transfer as the lease left it stays loaded
-    rung = 0
     try:
         allowed = line_queue.offers_allowed(document, "voice", transfer.need)
         ringing = sum(offer.purpose == "answer" for offer in state.active_offers(transfer_id))
-        for number, responder in enumerate(responders[: max(0, allowed - ringing)]):
-            if number:
-                db.session.refresh(transfer)
-            if transfer.state != "waiting":
-                break  # someone accepted (or the caller left) while we were ringing
-            rung += _ring(transfer, responder, document, purpose="answer")
-        return rung
+        chosen = responders[: max(0, allowed - ringing)]
+        if not chosen or transfer.state != "waiting":
+            return 0
+        # Parallel ringing's phones, side by side when Twilio is slow (``side_by_side``).
+        rings = [partial(_ring, transfer, chosen[0], document, purpose="answer")]
+        rings += [partial(_ring_while_waiting, transfer_id, responder, document) for responder in chosen[1:]]
+        return sum(side_by_side(rings, when=api_is_slow))
     finally:
         state.release_dispatch(transfer_id)
         db.session.commit()
+
+
+def _ring_while_waiting(transfer_id: int, responder: Responder, document: RoutingDocument) -> int:
+    """Another of a caller's phones: rung unless someone accepted (or the caller left) while the
+    ones before it were rung. Read fresh, in whichever session this runs in."""
+    transfer = db.session.get(Transfer, transfer_id, populate_existing=True)
+    if transfer is None or transfer.state != "waiting":
+        return 0
+    return _ring(transfer, responder, document, purpose="answer")
 
 
 def invite_unit(transfer: Transfer, document: RoutingDocument) -> bool:
