@@ -166,39 +166,52 @@ def side_by_side(steps: Sequence[Callable[[], T]], *, when: Callable[[], bool] =
 
     Side by side, the first step still runs here, in this thread's app context and session;
     the others each in an app context (and so a database session) of their own, up to
-    ``SIDE_BY_SIDE`` at once. A step that fails fails the call once every step has ended (the
-    first failure is raised). Always one after another on SQLite: it takes one writer at a
-    time, and a transaction that read before another committed cannot write after it."""
+    ``SIDE_BY_SIDE`` at once. However they ran, a failing step stops no other: the call fails
+    once every step has ended (the first failure is raised).
+
+    Always one after another on SQLite (it takes one writer at a time, and a transaction that
+    read before another committed cannot write after it), and within a step run side by side
+    (a caller's phones, within a pass's offer to them): waiting there for more threads of the
+    same pool could leave every thread waiting for another."""
     background: Background | None = current_app.extensions.get(EXTENSION)
-    results: list[T] = []
+    together = background is not None and not _one_writer_at_a_time() and not getattr(_side, "running", False)
+    outcomes: list[Future[T]] = []
     index = 0
-    together = background is not None and not _one_writer_at_a_time()
     while index < len(steps) and not (together and len(steps) - index > 1 and when()):
-        results.append(steps[index]())
+        outcomes.append(_run_here(steps[index]))
         index += 1
-    if index == len(steps):
-        return results
-    assert background is not None
-    app = background.app
-    others = [background.side_pool.submit(_in_app_context, app, step) for step in steps[index + 1 :]]
-    first_error: BaseException | None = None
+    if index < len(steps):
+        assert background is not None
+        others = [background.side_pool.submit(_in_app_context, background.app, step) for step in steps[index + 1 :]]
+        outcomes += [_run_here(steps[index]), *others]
+    failures = [error for error in (outcome.exception() for outcome in outcomes) if error is not None]
+    if failures:
+        raise failures[0]
+    return [outcome.result() for outcome in outcomes]
+
+
+def _run_here(step: Callable[[], T]) -> Future[T]:
+    """``step()`` on this thread, its result or failure kept as a finished future. After a
+    failure the session is rolled back, so the next step here starts clean."""
+    outcome: Future[T] = Future()
     try:
-        results.append(steps[index]())
-    except BaseException as error:
-        first_error = error
-    for future in others:
-        try:
-            results.append(future.result())
-        except BaseException as error:
-            first_error = first_error or error
-    if first_error is not None:
-        raise first_error
-    return results
+        outcome.set_result(step())
+    except Exception as error:
+        db.session.rollback()
+        outcome.set_exception(error)
+    return outcome
+
+
+_side = threading.local()  # ``running``: this thread is running a step side by side
 
 
 def _in_app_context(app: Flask, step: Callable[[], T]) -> T:
-    with app.app_context():
-        return step()
+    _side.running = True
+    try:
+        with app.app_context():
+            return step()
+    finally:
+        _side.running = False
 
 
 def _one_writer_at_a_time() -> bool:

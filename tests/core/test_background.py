@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
-from crisisline.background import ARRIVED_AT, Background, init_app, within_budget
+from crisisline.background import ARRIVED_AT, SIDE_BY_SIDE, Background, init_app, side_by_side, within_budget
 
 
 @pytest.fixture
@@ -118,3 +118,64 @@ def test_a_requests_wait_is_counted_from_its_arrival_not_from_when_it_asked() ->
         assert gate.runs == 1  # the work still ran, off the request
     finally:
         background.shutdown()
+
+
+def test_side_by_side_steps_run_in_threads_of_their_own_and_their_results_keep_order(
+    app: Flask, database_url: str
+) -> None:
+    gate = Gate()
+    opener = threading.Timer(0.5, gate.opened.set)  # all three must be running at once to see it
+    opener.start()
+    with app.app_context():
+        results = side_by_side([lambda: (1, gate()), lambda: (2, gate()), lambda: (3, gate())])
+    opener.cancel()
+
+    assert [number for number, _ in results] == [1, 2, 3]
+    if database_url.startswith("sqlite"):
+        assert gate.most_at_once == 1  # one writer at a time: one after another
+    else:
+        assert gate.most_at_once == 3
+
+
+def test_side_by_side_goes_one_after_another_while_not_asked_to_go_together(app: Flask, database_url: str) -> None:
+    gate = Gate()
+    gate.opened.set()
+    asked: list[int] = []
+    with app.app_context():
+        side_by_side([gate, gate, gate], when=lambda: bool(asked.append(1)))
+
+    assert gate.most_at_once == 1
+    if not database_url.startswith("sqlite"):  # SQLite never goes together, so never asks
+        assert len(asked) == 2  # before each step that has another after it
+
+
+def test_a_step_run_side_by_side_runs_its_own_steps_in_its_own_thread(app: Flask) -> None:
+    """A step waiting on more threads of the same pool could leave every thread waiting for
+    another (a pass's offers, each ringing a caller's phones)."""
+
+    def thread_of_each_inner_step() -> set[int]:
+        inner = side_by_side([threading.get_ident for _ in range(SIDE_BY_SIDE)])
+        return {threading.get_ident(), *inner}
+
+    with app.app_context():
+        threads_per_outer = side_by_side([thread_of_each_inner_step for _ in range(SIDE_BY_SIDE + 2)])
+
+    # The first runs on the calling thread, which is not one of the pool's: its own may go together.
+    assert all(len(threads) == 1 for threads in threads_per_outer[1:])
+
+
+def test_a_failing_step_fails_side_by_side_once_every_step_has_ended(app: Flask) -> None:
+    ended: list[int] = []
+
+    def fails() -> int:
+        raise LookupError("step failed")
+
+    def slow(number: int) -> int:
+        time.sleep(0.2)
+        ended.append(number)
+        return number
+
+    with app.app_context(), pytest.raises(LookupError):
+        side_by_side([fails, lambda: slow(2), lambda: slow(3)])
+
+    assert sorted(ended) == [2, 3]

@@ -6,6 +6,7 @@ with an injected delay."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -37,7 +38,7 @@ def slow_calls(fake: FakeTwilio) -> Iterator[Callable[[], None]]:
 def creation_gaps(fake: FakeTwilio) -> list[float]:
     """Seconds between one leg's call request being taken and the next's, in order."""
     created = sorted(leg.created_at for leg in legs(fake))
-    return [later - earlier for earlier, later in zip(created, created[1:], strict=False)]
+    return [later - earlier for earlier, later in itertools.pairwise(created)]
 
 
 @pytest.mark.usefixtures("wednesday_evening")
