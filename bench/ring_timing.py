@@ -125,7 +125,7 @@ class Fake:
 
     def slow_calls(self, seconds: float) -> None:
         """Every ``calls.create`` takes ``seconds`` before it is answered (a slow Twilio API)."""
-        self.session.post(
+        reply = self.session.post(
             f"{self.url}/_fake/faults",
             timeout=10,
             data={
@@ -136,6 +136,7 @@ class Fake:
                 "times": "",
             },
         )
+        reply.raise_for_status()
 
     def clear_faults(self) -> None:
         self.session.post(f"{self.url}/_fake/faults/clear", timeout=10)
@@ -375,12 +376,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             publish(env, scratch, document, "surge-slow-api", base=3)
             fake.set_cps(args.raised_cps)
             fake.slow_calls(args.slow_api_seconds)
-            time.sleep(1.0)
-            print(f"  surge with a slow API ({args.slow_api_seconds:g} s a call request)…", flush=True)
-            found = surge_rings(line_url, fake, database_url, args.surge_callers)
+            try:
+                time.sleep(1.0)
+                print(f"  surge with a slow API ({args.slow_api_seconds:g} s a call request)…", flush=True)
+                found = surge_rings(line_url, fake, database_url, args.surge_callers)
+            finally:
+                fake.clear_faults()
             report["surge_slow_api"] = {**found, "cps": args.raised_cps, "api_seconds": args.slow_api_seconds}
             print(f"  {report['surge_slow_api']}", flush=True)
-            fake.clear_faults()
             fake.set_cps(None)
             time.sleep(2.0)
             publish(env, scratch, base, "measured-again", base=4)

@@ -45,9 +45,10 @@ class Background:
     def __init__(self, app: Flask, workers: int = 4) -> None:
         self.app = app
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="background")
-        # For ``side_by_side``: its own threads, so a pass waiting on them never waits for
-        # threads of the pool it runs in.
-        self.side_pool = ThreadPoolExecutor(max_workers=SIDE_BY_SIDE, thread_name_prefix="side-by-side")
+        # For ``side_by_side``: threads of their own (a pass waiting on them never waits for
+        # threads of the pool it runs in), one set per lane, made when first used.
+        self._lanes: dict[str, ThreadPoolExecutor] = {}
+        self._closed = False
         self._lock = threading.Lock()
         self._queued: dict[str, tuple[Future[object], Callable[[], object]]] = {}
         self._active: set[str] = set()
@@ -111,9 +112,28 @@ class Background:
         with self._idle:
             return self._idle.wait_for(lambda: not self._running, timeout=timeout)
 
+    def lane(self, name: str) -> ThreadPoolExecutor:
+        """The threads ``side_by_side`` runs steps of lane ``name`` on (RuntimeError once shut down)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("background work is shutting down")
+            lane = self._lanes.get(name)
+            if lane is None:
+                lane = ThreadPoolExecutor(max_workers=SIDE_BY_SIDE, thread_name_prefix=f"side-{name}")
+                self._lanes[name] = lane
+            return lane
+
+    def lanes_used(self) -> list[str]:
+        with self._lock:
+            return sorted(self._lanes)
+
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True)
-        self.side_pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True)  # first: a run may still hand steps to a lane
+        with self._lock:
+            self._closed = True
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.shutdown(wait=True)
 
 
 def _log_late_failure(future: Future[Any]) -> None:
@@ -155,54 +175,73 @@ def within_budget(key: str, work: Callable[[], T], budget: float) -> T | None:
     return background.run(key, work, max(0.0, ends - time.monotonic()))
 
 
-def side_by_side(steps: Sequence[Callable[[], T]], *, when: Callable[[], bool] = lambda: True) -> list[T]:
+def side_by_side(
+    steps: Sequence[Callable[[], T]], *, when: Callable[[], bool] = lambda: True, lane: str = "default"
+) -> list[T]:
     """Run independent steps of one task and wait for them all; their results, in order.
 
-    One after another, here, until ``when()`` says otherwise (asked before each step); then the
-    rest at the same time. For the offers of one queue pass, each a Twilio REST request, with
-    ``when`` "the API is slow": Twilio places calls in the order their requests came, which
-    only steps run one after another keep, but with the API taking a second a request a pass
-    ringing 20 callers made the last wait 20 seconds.
+    One after another, here, until ``when()`` says otherwise (asked before each step that has
+    another after it); then the rest at the same time. For the offers of one queue pass, each
+    a Twilio REST request, with ``when`` "the API is slow": Twilio places calls in the order
+    their requests came, which only steps run one after another keep, but with the API taking
+    a second a request a pass ringing 20 callers made the last wait 20 seconds.
 
-    Side by side, the first step still runs here, in this thread's app context and session;
-    the others each in an app context (and so a database session) of their own, up to
-    ``SIDE_BY_SIDE`` at once. However they ran, a failing step stops no other: the call fails
-    once every step has ended (the first failure is raised).
+    Side by side, every step but the last goes to the threads of ``lane`` (up to
+    ``SIDE_BY_SIDE`` at once, in order), each in an app context and so a database session of
+    its own; the last runs here. Steps of one lane queue behind each other: work that must not
+    wait behind another's (a new caller's first phone behind texts) uses a lane of its own.
+    However they ran, a failing step stops no other: the call fails once every step has ended
+    (the first failure is raised).
 
     Always one after another on SQLite (it takes one writer at a time, and a transaction that
     read before another committed cannot write after it), and within a step run side by side
-    (a caller's phones, within a pass's offer to them): waiting there for more threads of the
-    same pool could leave every thread waiting for another."""
+    (a pass's offer to a caller, ringing their phones): a step waiting there for more threads
+    of its lane could leave every thread waiting for another, and a caller's lease would run
+    out while their phones queued behind other callers'."""
     background: Background | None = current_app.extensions.get(EXTENSION)
     together = background is not None and not _one_writer_at_a_time() and not getattr(_side, "running", False)
     outcomes: list[Future[T]] = []
     index = 0
     while index < len(steps) and not (together and len(steps) - index > 1 and when()):
-        outcomes.append(_run_here(steps[index]))
+        outcomes.append(_run_here(steps[index], as_side=False))
         index += 1
-    if index < len(steps):
-        assert background is not None
-        others = [background.side_pool.submit(_in_app_context, background.app, step) for step in steps[index + 1 :]]
-        outcomes += [_run_here(steps[index]), *others]
+    if index == len(steps):
+        return _results(outcomes)
+    assert background is not None
+    for step in steps[index:-1]:
+        try:
+            outcomes.append(background.lane(lane).submit(_in_app_context, background.app, step))
+        except RuntimeError:  # shutting down: what was not handed over runs here
+            outcomes.append(_run_here(step, as_side=True))
+    outcomes.append(_run_here(steps[-1], as_side=True))
+    return _results(outcomes)
+
+
+def _results(outcomes: list[Future[T]]) -> list[T]:
     failures = [error for error in (outcome.exception() for outcome in outcomes) if error is not None]
     if failures:
         raise failures[0]
     return [outcome.result() for outcome in outcomes]
 
 
-def _run_here(step: Callable[[], T]) -> Future[T]:
-    """``step()`` on this thread, its result or failure kept as a finished future. After a
-    failure the session is rolled back, so the next step here starts clean."""
+def _run_here(step: Callable[[], T], *, as_side: bool) -> Future[T]:
+    """``step()`` on this thread, its result or failure kept as a finished future; ``as_side``:
+    as a step run side by side (its own steps go one after another). After a failure the
+    session is rolled back, so the next step here starts clean."""
     outcome: Future[T] = Future()
+    already = getattr(_side, "running", False)
+    _side.running = already or as_side
     try:
         outcome.set_result(step())
     except Exception as error:
         db.session.rollback()
         outcome.set_exception(error)
+    finally:
+        _side.running = already
     return outcome
 
 
-_side = threading.local()  # ``running``: this thread is running a step side by side
+_side = threading.local()  # ``running``: this thread is running a step of ``side_by_side``
 
 
 def _in_app_context(app: Flask, step: Callable[[], T]) -> T:

@@ -102,7 +102,9 @@ class TwilioRest:
         self.client = client
         self.calls = _Calls(self)
         self.messages = _Messages(self)
-        self.last_seconds = 0.0  # how long the last request took, answered or not (``api_is_slow``)
+        # How long the last request that places a call or sends a text took, answered or not
+        # (``api_is_slow``); the quick updates that end a leg say nothing about the offers'.
+        self.last_create_seconds = 0.0
 
     def request(self, method: str, path: str, *, data: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -115,7 +117,8 @@ class TwilioRest:
         try:
             response = self.client.request(method, uri, params=params, data=data, headers=headers)
         finally:
-            self.last_seconds = time.monotonic() - started
+            if method == "POST" and path in CREATES:
+                self.last_create_seconds = time.monotonic() - started
         if not 200 <= response.status_code < 300:
             raise Version.exception(method, uri, response, f"Unable to {method} {path}")
         body: dict[str, Any] = json.loads(response.text) if response.text else {}
@@ -124,15 +127,19 @@ class TwilioRest:
 
 # The app's ``TwilioRest`` (``transfer.dispatch.rest_client`` makes it on first use).
 REST_EXTENSION = "crisisline.rest"
-# A Twilio API answering slower than this is slow: a queue pass then asks it for its offers'
-# calls side by side rather than one after another (``crisisline.background.side_by_side``).
-SLOW_API_SECONDS = 0.25
+# A Twilio API placing a call or sending a text slower than this is slow: a queue pass then
+# makes its offers side by side rather than one after another (``line_queue``), giving up the
+# order Twilio places them in (the order their requests came) to spare the last of a surge's
+# callers every earlier request's wait.
+SLOW_API_SECONDS = 0.5
+CREATES = frozenset({"Calls.json", "Messages.json"})
 
 
 def api_is_slow() -> bool:
-    """Whether this app's last Twilio REST request took longer than ``SLOW_API_SECONDS``."""
+    """Whether this app's last request placing a call or sending a text took longer than
+    ``SLOW_API_SECONDS``."""
     rest: TwilioRest | None = current_app.extensions.get(REST_EXTENSION)
-    return rest is not None and rest.last_seconds > SLOW_API_SECONDS
+    return rest is not None and rest.last_create_seconds > SLOW_API_SECONDS
 
 
 def twilio_form(**values: Any) -> dict[str, Any]:

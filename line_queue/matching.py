@@ -170,6 +170,9 @@ def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) 
     (a surge, everyone ringing) costs the pass nothing: when nobody free could take anyone it
     reads no queue at all. (Contacts whose need or language the routing no longer knows are
     read whatever; ``_Matcher`` asks the routing engine once per kind of them.)"""
+    # A lane per pass's set of lines: a new caller's pass (voice only) never queues its offers
+    # behind those of a pass that also offers texters (``side_by_side``).
+    lane = "+".join(channels)
     moment = now()
     rotation: dict[str, datetime] = {}
     pools = free_responders(document, moment, rotation, channels)
@@ -190,7 +193,7 @@ def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) 
         entries, more = _head_of(document, limit, channels, wanted)
         fresh = [entry for entry in entries if (entry.channel, entry.id) not in seen]
         seen.update((entry.channel, entry.id) for entry in fresh)
-        offered, tried = _offer_to(document, fresh, pools, matcher)
+        offered, tried = _offer_to(document, fresh, pools, matcher, lane)
         made, attempted = made + offered, attempted + tried
         if not more:
             break  # the whole queue was seen
@@ -269,7 +272,7 @@ def _voice_first(channels: tuple[str, ...]) -> list[str]:
 
 def _offer_to(
     document: RoutingDocument, entries: list[WaitingContact], pools: dict[str, dict[str, Responder]],
-    matcher: _Matcher,
+    matcher: _Matcher, lane: str = "offers",
 ) -> tuple[int, int]:  # fmt: skip
     """Offer each entry, in order, the free responders it may have (``matcher``: this pass's
     routing decisions); the pools shrink as it goes.
@@ -297,12 +300,12 @@ def _offer_to(
     given: Counter[tuple[str, int]] = Counter()
     made = attempted = 0
     for number, contacts in enumerate(rounds):
-        # A round's offers are decided first (the pools shrink as they are), then made: one
-        # after another while Twilio answers quickly (it places calls in the order they came),
-        # side by side once it is slow (the round's last contact would otherwise wait for every
-        # request before theirs). The next round starts once they end, so every first phone is
-        # asked for before any extra one.
-        offers: list[Callable[[], int]] = []
+        # While Twilio answers quickly each offer is made as soon as it is decided: Twilio
+        # places calls in the order they came. Once it is slow, the rest of the round's offers
+        # are decided (the pools shrink as they are), then made side by side: the round's last
+        # contact would otherwise wait for every request before theirs. The next round starts
+        # once they end, so every first phone is asked for before any extra one.
+        later: list[Callable[[], int]] = []
         for entry in contacts:
             pool = pools.get(entry.channel, {})
             offerer = _offerers.get(entry.channel)
@@ -315,7 +318,11 @@ def _offer_to(
             chosen = matcher.eligible(entry, pool, partial(excluded, key))[:room]
             if not chosen:
                 continue
-            offers.append(partial(offerer, entry.id, chosen, document))
+            if later or api_is_slow():
+                later.append(partial(offerer, entry.id, chosen, document))
+            else:
+                made += offerer(entry.id, chosen, document)
+                matcher.offered()
             attempted += len(chosen)
             given[key] += len(chosen)
             # Offered or not (a lost race, a refused number), not again in this pass.
@@ -324,8 +331,8 @@ def _offer_to(
                     other.pop(responder.id, None)
             if not any(pools.values()):
                 break
-        if offers:
-            made += sum(side_by_side(offers, when=api_is_slow))
+        if later:
+            made += sum(side_by_side(later, lane=lane))
             matcher.offered()
         if not any(pools.values()):
             break

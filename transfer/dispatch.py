@@ -122,7 +122,7 @@ def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], documen
         # Parallel ringing's phones, side by side when Twilio is slow (``side_by_side``).
         rings = [partial(_ring, transfer, chosen[0], document, purpose="answer")]
         rings += [partial(_ring_while_waiting, transfer_id, responder, document) for responder in chosen[1:]]
-        return sum(side_by_side(rings, when=api_is_slow))
+        return sum(side_by_side(rings, when=api_is_slow, lane="phones"))
     finally:
         state.release_dispatch(transfer_id)
         db.session.commit()

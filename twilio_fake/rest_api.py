@@ -2193,8 +2193,8 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
             path_regex, times = form.get("path_regex", ""), form.get("times", "1").strip()
             re.compile(path_regex)
             status, delay, count = int(form.get("status", "500")), float(form.get("delay", "0")), int(times or 0)
-            if not 0 <= delay <= 60:
-                raise ValueError("delay")
+            if not 0 <= delay <= 60 or not 100 <= status <= 599 or (times and count < 1):
+                raise ValueError("fault")
         except (ValueError, re.error):
             raise FakeTwilioError(400, 21218, "Invalid fault") from None
         fault = fake.inject_fault(

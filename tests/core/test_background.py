@@ -124,7 +124,7 @@ def test_side_by_side_steps_run_in_threads_of_their_own_and_their_results_keep_o
     app: Flask, database_url: str
 ) -> None:
     gate = Gate()
-    opener = threading.Timer(0.5, gate.opened.set)  # all three must be running at once to see it
+    opener = threading.Timer(1.0, gate.opened.set)  # all three must be running at once to see it
     opener.start()
     with app.app_context():
         results = side_by_side([lambda: (1, gate()), lambda: (2, gate()), lambda: (3, gate())])
@@ -145,6 +145,7 @@ def test_side_by_side_goes_one_after_another_while_not_asked_to_go_together(app:
         side_by_side([gate, gate, gate], when=lambda: bool(asked.append(1)))
 
     assert gate.most_at_once == 1
+    assert app.extensions["crisisline.background"].lanes_used() == []  # no thread but this one
     if not database_url.startswith("sqlite"):  # SQLite never goes together, so never asks
         assert len(asked) == 2  # before each step that has another after it
 
@@ -160,8 +161,7 @@ def test_a_step_run_side_by_side_runs_its_own_steps_in_its_own_thread(app: Flask
     with app.app_context():
         threads_per_outer = side_by_side([thread_of_each_inner_step for _ in range(SIDE_BY_SIDE + 2)])
 
-    # The first runs on the calling thread, which is not one of the pool's: its own may go together.
-    assert all(len(threads) == 1 for threads in threads_per_outer[1:])
+    assert all(len(threads) == 1 for threads in threads_per_outer)  # the one run here too
 
 
 def test_a_failing_step_fails_side_by_side_once_every_step_has_ended(app: Flask) -> None:
@@ -179,3 +179,11 @@ def test_a_failing_step_fails_side_by_side_once_every_step_has_ended(app: Flask)
         side_by_side([fails, lambda: slow(2), lambda: slow(3)])
 
     assert sorted(ended) == [2, 3]
+
+
+def test_steps_run_side_by_side_after_shutdown_run_here_instead(app: Flask) -> None:
+    app.extensions["crisisline.background"].shutdown()
+    with app.app_context():
+        threads = side_by_side([threading.get_ident, threading.get_ident, threading.get_ident])
+
+    assert set(threads) == {threading.get_ident()}

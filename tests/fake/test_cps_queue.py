@@ -226,7 +226,10 @@ def test_a_slow_api_can_be_injected_and_cleared_through_the_control_endpoint(
     assert len(server.fake.calls) == 3  # slow, not failed
 
 
-@pytest.mark.parametrize(("field", "value"), [("delay", "-1"), ("delay", "soon"), ("path_regex", "("), ("times", "x")])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("delay", "-1"), ("delay", "soon"), ("path_regex", "("), ("times", "x"), ("times", "0"), ("status", "99")],
+)
 def test_an_invalid_fault_is_refused_and_adds_nothing(server: FakeTwilioServer, field: str, value: str) -> None:
     data = {"method": "POST", "path_regex": "Calls", "status": "200", "delay": "1", field: value}
 

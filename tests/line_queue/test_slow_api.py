@@ -25,7 +25,7 @@ from transfer import dispatch
 from twilio_fake.phone import Phone
 from twilio_fake.rest_api import FakeTwilio
 
-API_SECONDS = 0.6  # each call request, in the slow API
+API_SECONDS = 0.8  # each call request, in the slow API
 
 
 @pytest.fixture
@@ -63,6 +63,7 @@ def test_with_a_slow_api_a_pass_asks_for_the_rest_of_its_callers_phones_side_by_
         # The first request showed the API slow; the other three went together.
         assert first >= API_SECONDS * 0.9
         assert sum(rest) < API_SECONDS / 2
+        assert app.extensions["crisisline.background"].lanes_used() == ["voice+text"]
 
 
 @pytest.mark.usefixtures("wednesday_evening")
@@ -83,6 +84,7 @@ def test_with_a_slow_api_a_lone_callers_parallel_phones_are_asked_for_side_by_si
     else:
         assert first >= API_SECONDS * 0.9  # the first showed the API slow
         assert second < API_SECONDS / 2  # the other two went together
+        assert app.extensions["crisisline.background"].lanes_used() == ["phones"]
 
 
 @pytest.mark.usefixtures("wednesday_evening")
@@ -95,8 +97,22 @@ def test_while_the_api_answers_quickly_a_pass_asks_for_phones_one_after_another_
     one_pass(app)
 
     assert rung_for(app, fake) == transfer_ids(app)[:4]  # the order Twilio places them in
+    assert app.extensions["crisisline.background"].lanes_used() == []  # all on the pass's thread
     with app.app_context():
         assert not api_is_slow()
+
+
+def test_only_placing_calls_and_sending_texts_tell_whether_the_api_is_slow(
+    app: Flask, fake: FakeTwilio, slow_calls: Callable[[], None]
+) -> None:
+    with app.app_context():
+        rest = dispatch.rest_client()
+        slow_calls()
+        placed = rest.calls.create(to="+13125550100", from_="+13125550199", twiml="<Response/>")
+
+        rest.calls(placed.sid).update(status="canceled")  # quick: ending a leg is not placing one
+
+        assert api_is_slow()
 
 
 def test_the_api_counts_as_slow_from_one_slow_request_until_a_quick_one(
