@@ -124,9 +124,9 @@ def fill(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> int
         _pass_clock().mark()
     made = 0
     for _ in range(MAX_FILL_PASSES):
-        offered, attempted = _fill_pass(document, channels)
+        offered, attempted, deferred = _fill_pass(document, channels)
         made += offered
-        if offered == attempted:
+        if offered == attempted and not deferred:
             break
     return made
 
@@ -159,8 +159,9 @@ def fill_soon(document: RoutingDocument, *, safety_net: bool = False, joined: st
     return within_budget(FILL_KEY, lambda: fill(document), budget) or 0
 
 
-def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> tuple[int, int]:
-    """One pass over the queue's head: (offers made, offers attempted).
+def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> tuple[int, int, bool]:
+    """One pass over the queue's head: (offers made, offers attempted, extra phones deferred
+    to the next pass: ``_offer_to``).
 
     The pass reads only contacts of a language and need someone free could take (``takeable``)
     who may be offered more: the first ``HEAD_LIMIT`` of them and, if responders are still free
@@ -178,6 +179,7 @@ def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) 
     pools = free_responders(document, moment, rotation, channels)
     matcher = _Matcher(document, moment, rotation)
     made = attempted = 0
+    deferred = False
     seen: set[tuple[str, int]] = set()
     for limit in (HEAD_LIMIT, DEEPER_HEAD_LIMIT):
         channels = tuple(channel for channel, pool in pools.items() if pool)
@@ -193,11 +195,11 @@ def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) 
         entries, more = _head_of(document, limit, channels, wanted)
         fresh = [entry for entry in entries if (entry.channel, entry.id) not in seen]
         seen.update((entry.channel, entry.id) for entry in fresh)
-        offered, tried = _offer_to(document, fresh, pools, matcher, lane)
-        made, attempted = made + offered, attempted + tried
+        offered, tried, later = _offer_to(document, fresh, pools, matcher, lane)
+        made, attempted, deferred = made + offered, attempted + tried, deferred or later
         if not more:
             break  # the whole queue was seen
-    return made, attempted
+    return made, attempted, deferred
 
 
 TAKEABLE_CACHE_SIZE = 256
@@ -273,7 +275,7 @@ def _voice_first(channels: tuple[str, ...]) -> list[str]:
 def _offer_to(
     document: RoutingDocument, entries: list[WaitingContact], pools: dict[str, dict[str, Responder]],
     matcher: _Matcher, lane: str = "offers",
-) -> tuple[int, int]:  # fmt: skip
+) -> tuple[int, int, bool]:  # fmt: skip
     """Offer each entry, in order, the free responders it may have (``matcher``: this pass's
     routing decisions); the pools shrink as it goes.
 
@@ -283,7 +285,7 @@ def _offer_to(
     places the line's REST calls in the order they came), and when responders are scarce they go
     to different callers rather than three to the first, of whom only one can take the call."""
     if not entries:
-        return 0, 0
+        return 0, 0, False
     offered_lately: dict[tuple[str, int], set[str]] | None = None
 
     def excluded(key: tuple[str, int]) -> set[str]:
@@ -300,6 +302,10 @@ def _offer_to(
     given: Counter[tuple[str, int]] = Counter()
     made = attempted = 0
     for number, contacts in enumerate(rounds):
+        if number and attempted and api_is_slow():
+            # Twilio is slow: the extra phones go to the next pass (``fill`` runs it at once),
+            # which first rings a phone for whoever joined the queue meanwhile.
+            return made, attempted, True
         # While Twilio answers quickly each offer is made as soon as it is decided: Twilio
         # places calls in the order they came. Once it is slow, the rest of the round's offers
         # are decided (the pools shrink as they are), then made side by side: the round's last
@@ -336,7 +342,7 @@ def _offer_to(
             matcher.offered()
         if not any(pools.values()):
             break
-    return made, attempted
+    return made, attempted, False
 
 
 # The fill pass's reads, built once: a need answer, a status callback and a text each run a

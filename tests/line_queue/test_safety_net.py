@@ -28,7 +28,7 @@ def passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     ran: list[int] = []
     real = matching._fill_pass
 
-    def counted(document: object, channels: tuple[str, ...] = matching.CHANNELS) -> tuple[int, int]:
+    def counted(document: object, channels: tuple[str, ...] = matching.CHANNELS) -> tuple[int, int, bool]:
         ran.append(1)
         return real(document, channels)  # type: ignore[arg-type]
 

@@ -13,10 +13,13 @@ import pytest
 from flask import Flask
 
 from crisisline.telephony import REST_EXTENSION, SLOW_API_SECONDS, api_is_slow
+from line_queue import matching
+from routing.document import RoutingDocument
 from tests.line_queue.test_first_offers_first import (
     callers_waiting_unrung,
     one_pass,
     parallel_of_three,
+    parallel_of_three_among_five,
     rung_for,
     transfer_ids,
 )
@@ -85,6 +88,32 @@ def test_with_a_slow_api_a_lone_callers_parallel_phones_are_asked_for_side_by_si
         assert first >= API_SECONDS * 0.9  # the first showed the API slow
         assert second < API_SECONDS / 2  # the other two went together
         assert app.extensions["crisisline.background"].lanes_used() == ["phones"]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_with_a_slow_api_a_pass_rings_first_phones_and_leaves_extra_phones_to_a_pass_of_their_own(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    monkeypatch: pytest.MonkeyPatch, slow_calls: Callable[[], None],
+) -> None:  # fmt: skip
+    """Whoever joins the queue while the first phones are asked for is rung before the extras."""
+    publish_routing(parallel_of_three_among_five)
+    callers_waiting_unrung(phone, monkeypatch, 2)
+    legs_after_each_pass: list[int] = []
+    real = matching._fill_pass
+
+    def recorded(document: RoutingDocument, channels: tuple[str, ...] = matching.CHANNELS) -> tuple[int, int, bool]:
+        outcome = real(document, channels)
+        legs_after_each_pass.append(len(legs(fake)))
+        return outcome
+
+    monkeypatch.setattr(matching, "_fill_pass", recorded)
+    slow_calls()
+
+    one_pass(app)
+
+    first, second = transfer_ids(app)
+    assert legs_after_each_pass == [2, 5]  # a phone each, then the extras (3 for the first, 2 for the second)
+    assert sorted(rung_for(app, fake)[:2]) == [first, second]
 
 
 @pytest.mark.usefixtures("wednesday_evening")
