@@ -186,12 +186,12 @@ def side_by_side(
     their requests came, which only steps run one after another keep, but with the API taking
     a second a request a pass ringing 20 callers made the last wait 20 seconds.
 
-    Side by side, every step but the last goes to the threads of ``lane`` (up to
-    ``SIDE_BY_SIDE`` at once, in order), each in an app context and so a database session of
-    its own; the last runs here. Steps of one lane queue behind each other: work that must not
-    wait behind another's (a new caller's first phone behind texts) uses a lane of its own.
-    However they ran, a failing step stops no other: the call fails once every step has ended
-    (the first failure is raised).
+    Side by side, the first of the rest runs here, in this thread's app context and session,
+    and the others go to the threads of ``lane`` (up to ``SIDE_BY_SIDE`` at once, in order),
+    each in an app context and so a database session of its own. Steps of one lane queue
+    behind each other: work that must not wait behind another's (a new caller's first phone
+    behind texts) uses a lane of its own. However they ran, a failing step stops no other: the
+    call fails once every step has ended (the first failure is raised).
 
     Always one after another on SQLite (it takes one writer at a time, and a transaction that
     read before another committed cannot write after it), and within a step run side by side
@@ -208,12 +208,14 @@ def side_by_side(
     if index == len(steps):
         return _results(outcomes)
     assert background is not None
-    for step in steps[index:-1]:
+    handed: list[Future[T] | Callable[[], T]] = []
+    for step in steps[index + 1 :]:
         try:
-            outcomes.append(background.lane(lane).submit(_in_app_context, background.app, step))
-        except RuntimeError:  # shutting down: what was not handed over runs here
-            outcomes.append(_run_here(step, as_side=True))
-    outcomes.append(_run_here(steps[-1], as_side=True))
+            handed.append(background.lane(lane).submit(_in_app_context, background.app, step))
+        except RuntimeError:  # shutting down: run here, in its turn
+            handed.append(step)
+    outcomes.append(_run_here(steps[index], as_side=True))
+    outcomes += [item if isinstance(item, Future) else _run_here(item, as_side=True) for item in handed]
     return _results(outcomes)
 
 

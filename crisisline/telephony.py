@@ -102,9 +102,9 @@ class TwilioRest:
         self.client = client
         self.calls = _Calls(self)
         self.messages = _Messages(self)
-        # How long the last request that places a call or sends a text took, answered or not
-        # (``api_is_slow``); the quick updates that end a leg say nothing about the offers'.
-        self.last_create_seconds = 0.0
+        # How long the last request placing a call, and the last sending a text, took, answered
+        # or not (``api_is_slow``); the quick updates that end a leg say nothing about offers.
+        self.create_seconds: dict[str, float] = {}
 
     def request(self, method: str, path: str, *, data: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -118,7 +118,7 @@ class TwilioRest:
             response = self.client.request(method, uri, params=params, data=data, headers=headers)
         finally:
             if method == "POST" and path in CREATES:
-                self.last_create_seconds = time.monotonic() - started
+                self.create_seconds[path] = time.monotonic() - started
         if not 200 <= response.status_code < 300:
             raise Version.exception(method, uri, response, f"Unable to {method} {path}")
         body: dict[str, Any] = json.loads(response.text) if response.text else {}
@@ -136,10 +136,10 @@ CREATES = frozenset({"Calls.json", "Messages.json"})
 
 
 def api_is_slow() -> bool:
-    """Whether this app's last request placing a call or sending a text took longer than
-    ``SLOW_API_SECONDS``."""
+    """Whether this app's last request placing a call, or its last sending a text, took longer
+    than ``SLOW_API_SECONDS`` (each kind on its own: quick texts do not hide slow calls)."""
     rest: TwilioRest | None = current_app.extensions.get(REST_EXTENSION)
-    return rest is not None and rest.last_create_seconds > SLOW_API_SECONDS
+    return rest is not None and any(seconds > SLOW_API_SECONDS for seconds in rest.create_seconds.values())
 
 
 def twilio_form(**values: Any) -> dict[str, Any]:

@@ -123,8 +123,10 @@ def fill(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> int
         # would offer a texter left waiting by a lost event.
         _pass_clock().mark()
     made = 0
-    for _ in range(MAX_FILL_PASSES):
-        offered, attempted, deferred = _fill_pass(document, channels)
+    for number in range(MAX_FILL_PASSES):
+        # Only the first pass may leave extra phones to the next (``_offer_to``): at most once
+        # per fill, so a surge that never lets up cannot hold them back for good.
+        offered, attempted, deferred = _fill_pass(document, channels, may_defer=number == 0)
         made += offered
         if offered == attempted and not deferred:
             break
@@ -159,9 +161,11 @@ def fill_soon(document: RoutingDocument, *, safety_net: bool = False, joined: st
     return within_budget(FILL_KEY, lambda: fill(document), budget) or 0
 
 
-def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) -> tuple[int, int, bool]:
-    """One pass over the queue's head: (offers made, offers attempted, extra phones deferred
-    to the next pass: ``_offer_to``).
+def _fill_pass(
+    document: RoutingDocument, channels: tuple[str, ...] = CHANNELS, *, may_defer: bool = False
+) -> tuple[int, int, bool]:
+    """One pass over the queue's head: (offers made, offers attempted, extra phones left to the
+    next pass: ``_offer_to``, only when ``may_defer``).
 
     The pass reads only contacts of a language and need someone free could take (``takeable``)
     who may be offered more: the first ``HEAD_LIMIT`` of them and, if responders are still free
@@ -195,7 +199,7 @@ def _fill_pass(document: RoutingDocument, channels: tuple[str, ...] = CHANNELS) 
         entries, more = _head_of(document, limit, channels, wanted)
         fresh = [entry for entry in entries if (entry.channel, entry.id) not in seen]
         seen.update((entry.channel, entry.id) for entry in fresh)
-        offered, tried, later = _offer_to(document, fresh, pools, matcher, lane)
+        offered, tried, later = _offer_to(document, fresh, pools, matcher, lane, may_defer=may_defer)
         made, attempted, deferred = made + offered, attempted + tried, deferred or later
         if not more:
             break  # the whole queue was seen
@@ -274,7 +278,7 @@ def _voice_first(channels: tuple[str, ...]) -> list[str]:
 
 def _offer_to(
     document: RoutingDocument, entries: list[WaitingContact], pools: dict[str, dict[str, Responder]],
-    matcher: _Matcher, lane: str = "offers",
+    matcher: _Matcher, lane: str = "offers", *, may_defer: bool = False,
 ) -> tuple[int, int, bool]:  # fmt: skip
     """Offer each entry, in order, the free responders it may have (``matcher``: this pass's
     routing decisions); the pools shrink as it goes.
@@ -300,11 +304,15 @@ def _offer_to(
     # Several waiting: first a phone for each contact who has none, then the extra phones.
     rounds = [[entry for entry in waiting if not entry.active_offers], waiting] if len(waiting) > 1 else [waiting]
     given: Counter[tuple[str, int]] = Counter()
+
+    def room_left(entry: WaitingContact) -> bool:
+        return matcher.capacity(entry) - entry.active_offers - given[(entry.channel, entry.id)] > 0
+
     made = attempted = 0
     for number, contacts in enumerate(rounds):
-        if number and attempted and api_is_slow():
-            # Twilio is slow: the extra phones go to the next pass (``fill`` runs it at once),
-            # which first rings a phone for whoever joined the queue meanwhile.
+        if number and may_defer and made and api_is_slow() and any(room_left(entry) for entry in contacts):
+            # Twilio is slow and first phones were just rung: the extra phones go to the next
+            # pass (``fill`` runs it at once), which first rings whoever joined meanwhile.
             return made, attempted, True
         # While Twilio answers quickly each offer is made as soon as it is decided: Twilio
         # places calls in the order they came. Once it is slow, the rest of the round's offers

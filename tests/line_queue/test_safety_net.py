@@ -28,9 +28,11 @@ def passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     ran: list[int] = []
     real = matching._fill_pass
 
-    def counted(document: object, channels: tuple[str, ...] = matching.CHANNELS) -> tuple[int, int, bool]:
+    def counted(
+        document: object, channels: tuple[str, ...] = matching.CHANNELS, *, may_defer: bool = False
+    ) -> tuple[int, int, bool]:
         ran.append(1)
-        return real(document, channels)  # type: ignore[arg-type]
+        return real(document, channels, may_defer=may_defer)  # type: ignore[arg-type]
 
     monkeypatch.setattr(matching, "_fill_pass", counted)
     return ran
