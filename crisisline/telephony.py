@@ -104,7 +104,9 @@ class TwilioRest:
         self.messages = _Messages(self)
         # How long the last request placing a call, and the last sending a text, took, answered
         # or not (``api_is_slow``); the quick updates that end a leg say nothing about offers.
-        self.create_seconds: dict[str, float] = {}
+        # Both keys from the start: threads only replace values, so a reader's loop over them
+        # never sees the dict change size.
+        self.create_seconds: dict[str, float] = dict.fromkeys(CREATES, 0.0)
 
     def request(self, method: str, path: str, *, data: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
