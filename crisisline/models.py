@@ -285,12 +285,25 @@ class Message(Model):
     num_media: Mapped[int] = mapped_column(Integer, default=0)
     # Inbound only: set once the text was fully handled; the sweep retries any left unset.
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Inbound only: set when the sweep told the supervisors a text could not be handled.
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sealed_body: Mapped[str | None] = mapped_column(Text)
     segments: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16))
     status_rank: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # The clock's every-minute retry and escalation, and the board, look for inbound texts not
+    # yet handled: a handful, among every text the line has kept.
+    __table_args__ = (
+        Index(
+            "ix_messages_unhandled",
+            "created_at",
+            postgresql_where=text("direction = 'in' AND handled_at IS NULL"),
+            sqlite_where=text("direction = 'in' AND handled_at IS NULL"),
+        ),
+    )
 
 
 class ScheduledContact(Model):

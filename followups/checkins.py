@@ -401,13 +401,7 @@ def notify_supervisors(checkin: CheckIn, document: RoutingDocument, reason: str)
         return "no_supervisors"
     from_number = checkin.line_number or _settings_line_number() or ""
     body = document.staff_prompt("checkin_flag_sms", case=f"C{checkin.id}", reason=FLAG_REASON_TEXT.get(reason, reason))
-    told = 0
-    for supervisor in document.supervisors:
-        key = f"checkin-flag:{checkin.id}:{supervisor.id}"
-        sent = outbox.send_text(
-            key=key, to_number=supervisor.phone, from_number=from_number, body=body, party="supervisor"
-        )
-        told += int(sent)
+    told = outbox.tell_supervisors(document, key=f"checkin-flag:{checkin.id}", body=body, from_number=from_number)
     return "sent" if told else "send_failed"
 
 

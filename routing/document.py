@@ -62,6 +62,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "callback_calling": frozenset(),
     "callback_no_answer": frozenset(),
     "checkin_flag_sms": frozenset({"case", "reason"}),
+    "text_stuck_sms": frozenset({"case", "minutes"}),
 }
 STRATEGIES = ("sequential", "parallel")
 

@@ -64,6 +64,12 @@ LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "need_confirm_key": lambda prompts: prompts.get("invalid_input", ""),
     "hold_position": lambda prompts: prompts.get("hold_wait", ""),  # a config from before the one queue
 }
+LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
+    "text_stuck_sms": lambda prompts: (
+        "Crisis line: text {case} could not be handled for {minutes} minutes. The sender was pointed to the"
+        " backup line. Please see the live board."
+    ),
+}
 
 # ``languages[i].words``: how speech is understood. A language without them (a config written
 # before they were configurable) gets English and Spanish together, as the line used to.
@@ -624,6 +630,8 @@ class _Checker:
             return {}
         prompts: dict[str, str] = {}
         later = LATER_PROMPTS if spec is PROMPT_PLACEHOLDERS else {}
+        if spec is STAFF_PROMPT_PLACEHOLDERS:
+            later = LATER_STAFF_PROMPTS
         for key in spec:
             if key not in raw and key not in later:
                 self.error(path or section, f"prompt {key!r} missing")

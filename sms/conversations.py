@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Insert, Update, bindparam, case, func, select, update
+from sqlalchemy import Insert, Select, Update, bindparam, case, func, select, update
 
 import line_queue
 from crisisline import events
@@ -449,9 +449,10 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
     """Timed work, safe to run anywhere any number of times: expired offers are re-offered,
     long waits get the backup option once, unanswered texters go back to the queue, idle
     conversations are closed with a note. One broken conversation never stops the others."""
-    counts = {"retried": 0, "reoffered": 0, "backup": 0, "idle_closed": 0, "requeued": 0, "stopped": 0}
-    steps = (_retry_unhandled, _expire_offers, _offer_queued, _backup_option, _requeue_unanswered, _close_idle,
-             _close_stopped)  # fmt: skip
+    counts = {"retried": 0, "escalated": 0, "reoffered": 0, "backup": 0, "idle_closed": 0, "requeued": 0,
+              "stopped": 0}  # fmt: skip
+    steps = (_retry_unhandled, _escalate_stuck, _expire_offers, _offer_queued, _backup_option, _requeue_unanswered,
+             _close_idle, _close_stopped)  # fmt: skip
     for step in steps:
         try:
             step(document, counts)
@@ -463,6 +464,10 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
 
 RETRY_AFTER = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(hours=6)
+# A text the retries have not handled by then is a person's to deal with: the supervisors are
+# told and the board lists it (for ``STUCK_LISTED_FOR``) until it is handled or taken over.
+ESCALATE_AFTER = timedelta(minutes=3)
+STUCK_LISTED_FOR = timedelta(hours=24)
 # How a stored inbound text is handled (document, text, body). ``sms.inbound`` registers it:
 # it sits above this module (it hands texts to ``sms.texting`` and ``sms.staff``, which use
 # this one), so the retry below reaches it without importing upwards.
@@ -480,7 +485,8 @@ def handles_inbound(handler: _Handler) -> _Handler:
 
 def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
     """Inbound texts stored but never fully handled (a crash, a dead dependency) are handled
-    again: nothing a texter writes is lost. Each is retried on its own."""
+    again: nothing a texter writes is lost. Each is retried on its own, for ``GIVE_UP_AFTER``;
+    after ``ESCALATE_AFTER`` the supervisors also know (``_escalate_stuck``)."""
     if not _INBOUND_HANDLERS:
         # Loud (the sweep logs the step's failure): texts would wait unhandled otherwise.
         raise RuntimeError("no inbound text handler registered: import sms.inbound")
@@ -504,6 +510,59 @@ def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
         except Exception as error:
             log.error("retry of inbound text %s failed: %s", message.id, type(error).__name__)
             db.session.rollback()
+
+
+def stuck_case(message_id: int) -> str:
+    """How staff name a text that could not be handled: its id, never who sent it or what."""
+    return f"T{message_id}"
+
+
+def stuck_texts(moment: datetime) -> Select[Message]:
+    """Inbound texts not handled, escalated or not, from the last ``STUCK_LISTED_FOR``, oldest first."""
+    return (
+        select(Message)
+        .where(Message.direction == "in", Message.handled_at.is_(None), Message.created_at >= moment - STUCK_LISTED_FOR)
+        .order_by(Message.created_at, Message.id)
+    )
+
+
+def take_over_stuck(message_id: int) -> bool:
+    """A person has the sender of a text the line could not handle: the text is marked handled
+    (the retries stop) if it still was not. Not committed: the caller audits it in the same
+    transaction. False if it was handled meanwhile (by a retry or by someone else)."""
+    taken = db.session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.direction == "in", Message.handled_at.is_(None))
+        .values(handled_at=now())
+    ).rowcount  # type: ignore[attr-defined]
+    return bool(taken)
+
+
+def _escalate_stuck(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """Texts the retries have not handled in ``ESCALATE_AFTER`` (a bug that fails every time,
+    a dependency down for long): the supervisors are told once, by a text naming the case
+    only. The sender was already pointed to the backup line by the webhook's fail-safe reply;
+    this puts a person on it. One winner per text, whoever runs the sweep."""
+    moment = now()
+    waiting = stuck_texts(moment).where(Message.escalated_at.is_(None), Message.created_at <= moment - ESCALATE_AFTER)
+    for message in db.session.scalars(waiting.limit(100)).all():
+        claimed = db.session.execute(
+            update(Message)
+            .where(Message.id == message.id, Message.escalated_at.is_(None), Message.handled_at.is_(None))
+            .values(escalated_at=moment)
+        ).rowcount  # type: ignore[attr-defined]
+        db.session.commit()
+        if not claimed:
+            continue
+        counts["escalated"] += 1
+        if not document.supervisors:
+            log.error("text %s could not be handled and no supervisor is configured to be told", message.id)
+            continue
+        minutes = max(1, int((moment - message.created_at).total_seconds() // 60))
+        body = document.staff_prompt("text_stuck_sms", case=stuck_case(message.id), minutes=minutes)
+        from_number = message.line_number or ""
+        if not outbox.tell_supervisors(document, key=f"text-stuck:{message.id}", body=body, from_number=from_number):
+            log.error("text %s could not be handled and no supervisor could be told: the board lists it", message.id)
 
 
 def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:

@@ -20,6 +20,7 @@ from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count, split_for_sms
 from crisisline.urls import public_url
 from line_queue.responders import set_paused
+from routing.document import RoutingDocument
 from transfer.dispatch import rest_client
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,18 @@ def send_text(
         commit_keeping_loaded()
         sent_any = True
     return sent_any
+
+
+def tell_supervisors(document: RoutingDocument, *, key: str, body: str, from_number: str) -> int:
+    """Text ``body`` to every supervisor in the routing, once each for ``key``; returns how many
+    were sent now. ``body`` names a case, never a number or what anyone wrote."""
+    told = 0
+    for supervisor in document.supervisors:
+        told += int(
+            send_text(key=f"{key}:{supervisor.id}", to_number=supervisor.phone, from_number=from_number, body=body,
+                      party="supervisor")
+        )  # fmt: skip
+    return told
 
 
 # Built once: every text sent runs it (``crisisline.db``, "Statements built once").

@@ -14,3 +14,7 @@ class UnmaskForm(FlaskForm):
         "Reason (required: the imminent risk; kept encrypted in the audit log)",
         validators=[DataRequired(), Length(min=MIN_REASON, max=MAX_REASON)],
     )
+
+
+class TakeOverForm(FlaskForm):
+    """ "A person has this text": the CSRF token is its only field."""

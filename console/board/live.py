@@ -3,17 +3,26 @@ responder's availability (``transfer.availability``): never a phone number, neve
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from crisisline.db import db
-from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState, Transfer
+from crisisline.models import (
+    ACTIVE_OFFER_STATES,
+    Conversation,
+    ConversationOffer,
+    Message,
+    Offer,
+    ResponderState,
+    Transfer,
+)
 from line_queue.waiting import TEXT_WAITING_STATES, WaitingContact, head
 from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
+from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_case, stuck_texts
 from transfer.availability import ON_A_CALL, availability
 
 BOARD_LIMIT = 100  # the queue's head; the total is counted separately
@@ -48,11 +57,24 @@ class ResponderRow:
 
 
 @dataclass(frozen=True)
+class StuckTextRow:
+    """A text the line could not handle: a person must reach its sender."""
+
+    message_id: int
+    case: str  # "T12", as the supervisors' alert names it
+    sender: str  # texter | counselor
+    tag: str | None  # the texter's open conversation ("#12"), if they have one
+    waiting_seconds: int
+    supervisors_told: bool  # the sweep escalated it (after ``ESCALATE_AFTER``)
+
+
+@dataclass(frozen=True)
 class Board:
     at: datetime
     waiting: list[WaitingRow]  # the head of the queue, at most ``BOARD_LIMIT``
     responders: list[ResponderRow]
     waiting_by_channel: dict[str, int]  # everyone in the queue, however long it is
+    stuck_texts: list[StuckTextRow] = field(default_factory=list)
 
     @property
     def longest_wait_seconds(self) -> int:
@@ -70,6 +92,7 @@ class Board:
             "ringing": statuses.count(RINGING),
             "on_a_call": statuses.count(ON_A_CALL),
             "paused": statuses.count("paused"),
+            "stuck_texts": len(self.stuck_texts),
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -79,6 +102,7 @@ class Board:
             "counts": self.counts(),
             "waiting": [asdict(row) for row in self.waiting],
             "responders": [asdict(row) for row in self.responders],
+            "stuck_texts": [asdict(row) for row in self.stuck_texts],
         }
 
 
@@ -150,7 +174,32 @@ def snapshot(document: RoutingDocument, moment: datetime) -> Board:
                 text_offered=responder.id in text_offered,
             )
         )
-    return Board(moment, waiting, responders, waiting_by_channel())
+    return Board(moment, waiting, responders, waiting_by_channel(), stuck_text_rows(moment))
+
+
+def stuck_text_rows(moment: datetime) -> list[StuckTextRow]:
+    """Texts not handled for longer than a retry takes, oldest first (at most ``BOARD_LIMIT``)."""
+    older = stuck_texts(moment).where(Message.created_at <= moment - RETRY_AFTER).limit(BOARD_LIMIT)
+    messages = db.session.scalars(older).all()
+    texter_ids = {message.texter_id for message in messages if message.texter_id is not None}
+    open_by_texter = dict(
+        db.session.execute(
+            select(Conversation.texter_id, Conversation.id).where(
+                Conversation.texter_id.in_(texter_ids), Conversation.state.in_(OPEN_STATES)
+            )
+        ).all()
+    ) if texter_ids else {}  # fmt: skip
+    return [
+        StuckTextRow(
+            message_id=message.id,
+            case=stuck_case(message.id),
+            sender="counselor" if message.responder_id else "texter",
+            tag=f"#{open_by_texter[message.texter_id]}" if message.texter_id in open_by_texter else None,
+            waiting_seconds=max(0, int((moment - message.created_at).total_seconds())),
+            supervisors_told=message.escalated_at is not None,
+        )
+        for message in messages
+    ]
 
 
 def waiting_by_channel() -> dict[str, int]:

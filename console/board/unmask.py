@@ -6,31 +6,31 @@ nothing here logs or stores it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from console.audit.log import record
 from console.board.live import language_name, need_label
 from console.models import UNMASK_REASON_CONTEXT, User
 from crisisline.db import db
-from crisisline.models import Call, Conversation, Texter, Transfer
+from crisisline.models import Call, Conversation, Message, Texter, Transfer
 from crisisline.privacy import DecryptionError, Vault
 from ivr.call_log import PHONE_CONTEXT
 from routing.document import RoutingDocument
-from sms.conversations import OPEN_STATES
+from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_case, stuck_texts
 from transfer.state import OPEN_TRANSFER_STATES
 
-CHANNELS = ("voice", "text")
+CHANNELS = ("voice", "text", "stuck")
 MIN_REASON = 5
 MAX_REASON = 500
 
 
 @dataclass(frozen=True)
 class LiveContact:
-    channel: str  # voice | text
-    id: int  # transfer id (voice) or conversation id (text)
+    channel: str  # voice | text | stuck (a text the line could not handle)
+    id: int  # transfer id (voice), conversation id (text) or message id (stuck)
     state: str
     language: str
     need: str
@@ -38,11 +38,11 @@ class LiveContact:
 
     @property
     def target(self) -> str:
-        return f"call:{self.id}" if self.channel == "voice" else f"text:{self.id}"
+        return {"voice": f"call:{self.id}", "text": f"text:{self.id}"}.get(self.channel, f"message:{self.id}")
 
     @property
     def label(self) -> str:
-        return f"call {self.id}" if self.channel == "voice" else f"text #{self.id}"
+        return {"voice": f"call {self.id}", "text": f"text #{self.id}"}.get(self.channel, f"text {stuck_case(self.id)}")
 
 
 def _vault() -> Vault:
@@ -63,21 +63,40 @@ def _conversation_row(document: RoutingDocument, conversation: Conversation) -> 
     )  # fmt: skip
 
 
+def _stuck_row(document: RoutingDocument, message: Message) -> LiveContact:
+    unknown = "not known (the line could not handle the text)"
+    return LiveContact("stuck", message.id, "could not be handled", unknown, unknown, message.created_at)
+
+
+def _stuck_from_texters(moment: datetime) -> Select[Message]:
+    """Texts the line could not handle whose sender is a texter (a counselor's number is in the routing)."""
+    return stuck_texts(moment).where(Message.created_at <= moment - RETRY_AFTER, Message.texter_id.is_not(None))
+
+
 def live_contacts(document: RoutingDocument) -> list[LiveContact]:
-    """Everyone in contact with the line now: callers waiting or talking, open text threads."""
+    """Everyone in contact with the line now: callers waiting or talking, open text threads, and
+    texters whose text the line could not handle (they may have no thread)."""
     transfers = db.session.scalars(
         select(Transfer).where(Transfer.state.in_(OPEN_TRANSFER_STATES)).order_by(Transfer.started_at).limit(200)
     )
     conversations = db.session.scalars(
         select(Conversation).where(Conversation.state.in_(OPEN_STATES)).order_by(Conversation.started_at).limit(200)
     )
-    return [_transfer_row(document, t) for t in transfers] + [_conversation_row(document, c) for c in conversations]
+    stuck = db.session.scalars(_stuck_from_texters(datetime.now(UTC)).limit(200))
+    return (
+        [_transfer_row(document, t) for t in transfers]
+        + [_conversation_row(document, c) for c in conversations]
+        + [_stuck_row(document, m) for m in stuck]
+    )
 
 
 def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveContact | None:
     if channel == "voice":
         transfer = db.session.get(Transfer, contact_id)
         return _transfer_row(document, transfer) if transfer and transfer.state in OPEN_TRANSFER_STATES else None
+    if channel == "stuck":
+        message = db.session.scalar(_stuck_from_texters(datetime.now(UTC)).where(Message.id == contact_id))
+        return _stuck_row(document, message) if message is not None else None
     conversation = db.session.get(Conversation, contact_id)
     if conversation is None or conversation.state not in OPEN_STATES:
         return None
@@ -89,6 +108,10 @@ def _sealed_number(contact: LiveContact) -> str | None:
         transfer = db.session.get(Transfer, contact.id)
         call = db.session.get(Call, transfer.call_id) if transfer else None
         return call.sealed_caller if call else None
+    if contact.channel == "stuck":
+        message = db.session.get(Message, contact.id)
+        sender = db.session.get(Texter, message.texter_id) if message and message.texter_id else None
+        return sender.sealed_number if sender else None
     conversation = db.session.get(Conversation, contact.id)
     texter = db.session.get(Texter, conversation.texter_id) if conversation else None
     return texter.sealed_number if texter else None

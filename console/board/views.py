@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from werkzeug.wrappers import Response
 
 from console.access import allow, signed_in
+from console.audit import log as audit
 from console.board import unmask
-from console.board.forms import UnmaskForm
+from console.board.forms import TakeOverForm, UnmaskForm
 from console.board.live import snapshot
 from console.models import ADMIN, SUPERVISOR
+from crisisline.db import db
 from routing.store import active_routing
+from sms.conversations import stuck_case, take_over_stuck
 
 bp = Blueprint("board", __name__)
 REFRESH_SECONDS = 5
@@ -23,7 +27,9 @@ REFRESH_SECONDS = 5
 def page() -> str:
     active = active_routing()
     board = snapshot(active.document, datetime.now(UTC)) if active else None
-    return render_template("console/board.html", board=board, refresh_seconds=REFRESH_SECONDS)
+    return render_template(
+        "console/board.html", board=board, refresh_seconds=REFRESH_SECONDS, take_over_form=TakeOverForm()
+    )
 
 
 @bp.get("/board.json")
@@ -33,6 +39,23 @@ def data() -> dict[str, Any]:
     if active is None:
         return {"error": "no routing published", "waiting": [], "responders": []}
     return snapshot(active.document, datetime.now(UTC)).as_json()
+
+
+@bp.post("/board/stuck-texts/<int:message_id>/taken")
+@allow(ADMIN, SUPERVISOR)
+def take_over(message_id: int) -> Response:
+    """A supervisor has a person on a text the line could not handle: its retries stop, audited."""
+    if not TakeOverForm().validate_on_submit():
+        abort(400)
+    case = stuck_case(message_id)
+    if take_over_stuck(message_id):
+        audit.record("stuck_text_taken_over", actor=signed_in(), target=f"message:{message_id}", case=case)
+        db.session.commit()
+        flash(f"Text {case} is marked as taken over by a person. The line stops retrying it.", "success")
+    else:
+        db.session.rollback()
+        flash(f"Text {case} was already handled or taken over.", "info")
+    return redirect(url_for("console.board.page"))
 
 
 # --- emergency unmask ---------------------------------------------------------------------------
@@ -47,7 +70,7 @@ def unmask_list() -> str:
     return render_template("console/unmask.html", contacts=contacts, form=UnmaskForm(), revealed=None, chosen=None)
 
 
-@bp.post("/board/unmask/<any(voice, text):channel>/<int:contact_id>")
+@bp.post("/board/unmask/<any(voice, text, stuck):channel>/<int:contact_id>")
 @allow(ADMIN, SUPERVISOR)
 def unmask_reveal(channel: str, contact_id: int) -> tuple[str, int] | str:
     """The number, shown once in this response (never stored, logged or cached), audited."""

@@ -4,6 +4,33 @@
   var root = document.getElementById("board");
   if (!root || !document.getElementById("queue-rows")) { return; }
   function set(id, text) { var node = document.getElementById(id); if (node) { node.textContent = text; } }
+  // Texts the line could not handle: each row carries its own "A person has this" form.
+  function renderStuck(stuck) {
+    var section = document.getElementById("stuck-texts");
+    var body = document.getElementById("stuck-rows");
+    if (!section || !body) { return; }
+    var token = document.querySelector('meta[name="csrf-token"]');
+    body.replaceChildren.apply(body, stuck.map(function (s) {
+      var row = window.consoleRow([s.case, s.sender, s.tag || "", window.consoleDuration(s.waiting_seconds),
+        s.supervisors_told ? "yes" : "not yet", ""]);
+      var form = document.createElement("form");
+      form.method = "post";
+      form.action = section.dataset.action.replace(/\/0\/taken$/, "/" + s.message_id + "/taken");
+      var csrf = document.createElement("input");
+      csrf.type = "hidden";
+      csrf.name = "csrf_token";
+      csrf.value = token ? token.content : "";
+      var button = document.createElement("button");
+      button.type = "submit";
+      button.textContent = "A person has this";
+      form.appendChild(csrf);
+      form.appendChild(button);
+      row.children[5].appendChild(form);
+      row.dataset.message = String(s.message_id);
+      return row;
+    }));
+    section.hidden = stuck.length === 0;
+  }
   function render(data) {
     var queue = document.getElementById("queue-rows");
     var rows = data.waiting.map(function (w) {
@@ -28,6 +55,7 @@
       row.dataset.responder = r.id;
       return row;
     }));
+    renderStuck(data.stuck_texts || []);
     set("waiting-count", String(data.counts.waiting));
     set("shown-count", String(data.counts.shown));
     var cut = document.getElementById("queue-cut");

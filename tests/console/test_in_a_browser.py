@@ -378,3 +378,54 @@ def test_an_admin_changes_the_routing_safely_in_the_browser(
         shot(page, database, "17-routing-coverage")
     finally:
         context.close()
+
+
+def test_a_supervisor_sees_a_text_the_line_could_not_handle_appear_and_marks_it_taken_over(
+    app: Flask, browser: Any, live_server: str, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch,
+    make_user: MakeUser, clock_tick: Callable[[], Any], settings: Settings,
+) -> None:  # fmt: skip
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from crisisline.db import db
+    from crisisline.models import Message
+    from sms import conversations as convo
+    from tests.sms.stuck import HandlingFails
+
+    expect = sync_api.expect
+    database = settings.database_url.split(":")[0].split("+")[0]
+    supervisor = make_user(SUPERVISOR, "sue-supervisor")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        sign_in(page, live_server, supervisor)
+        page.goto(live_server + "/console/board")
+        stuck = page.locator("#stuck-texts")
+        expect(stuck).to_be_hidden()
+
+        HandlingFails(monkeypatch)
+        texting.send(TEXTER, "I want to kill myself")
+        with app.app_context():  # the text arrived past the escalation time, retried all along
+            for message in db.session.scalars(select(Message)):
+                message.created_at -= convo.ESCALATE_AFTER * 2
+            db.session.commit()
+        assert clock_tick()["texts"]["escalated"] == 1
+
+        rows = page.locator("#stuck-rows tr")
+        expect(rows).to_have_count(1, timeout=BOARD_REFRESH_WAIT_MS)  # drawn by the board's own refresh
+        expect(stuck).to_be_visible()
+        expect(rows.first).to_contain_text("texter")
+        expect(rows.first).to_contain_text("yes")
+        expect(page.get_by_role("alert")).to_contain_text("pointed to the backup line")
+        assert "kill" not in page.content() and "5550177" not in page.content()
+        shot(page, database, "board-stuck-text")
+
+        rows.first.get_by_role("button", name="A person has this").click()
+
+        expect(page.get_by_role("status").first).to_contain_text("taken over by a person")
+        expect(page.locator("#stuck-texts")).to_be_hidden()
+        with app.app_context():
+            assert db.session.scalars(convo.stuck_texts(convo.now() + timedelta(seconds=1))).all() == []
+    finally:
+        context.close()

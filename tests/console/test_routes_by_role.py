@@ -37,6 +37,7 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.board.data": STAFF,
     "console.board.unmask_list": STAFF,
     "console.board.unmask_reveal": STAFF,
+    "console.board.take_over": STAFF,
     "console.metrics.page": STAFF,
     "console.metrics.download": STAFF,
     "console.metrics.staffing": STAFF,
@@ -89,6 +90,7 @@ INTENDED.update(
 # the roles allowed, the same refusals as any route for the others).
 ARGUMENTS = {
     "conversation_id": 999_999, "contact_id": 999_999, "channel": "text", "command": "end", "number": 999_999,
+    "message_id": 999_999,
 }  # fmt: skip
 ANONYMOUS = "anonymous"
 

@@ -1,0 +1,134 @@
+"""A text the line cannot handle, retry after retry, is not left to the retries alone: after
+three minutes the supervisors are told once, by a text that names the case and nothing else,
+and a person takes it from there. A text a retry handles in time troubles nobody."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import select
+
+from crisisline.db import db
+from crisisline.models import Message
+from sms import conversations as convo
+from tests.conftest import TextingPhone
+from tests.sms.stuck import HandlingFails
+
+TEXTER = "+13125550177"
+SUPERVISOR = "+13125550190"  # Sam Okafor in the example routing
+WORDS = "I want to kill myself"
+
+
+def inbound_id(app: Flask) -> int:
+    with app.app_context():
+        ids = db.session.scalars(select(Message.id).where(Message.direction == "in")).all()
+    assert len(ids) == 1
+    return ids[0]
+
+
+def test_a_text_that_keeps_failing_is_escalated_to_the_supervisors_once_with_the_case_only(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    failing = HandlingFails(monkeypatch)
+    assert texting.send(TEXTER, WORDS) == []  # the webhook's fail-safe TwiML pointed them to the backup line
+    message_id = inbound_id(app)
+
+    wednesday_evening.shift(timedelta(seconds=31))
+    assert clock_tick()["texts"]["escalated"] == 0  # a retry first: most faults pass
+    assert texting.inbox(SUPERVISOR) == []
+    wednesday_evening.shift(convo.ESCALATE_AFTER)
+    assert clock_tick()["texts"]["escalated"] == 1
+    wednesday_evening.shift(timedelta(minutes=1))
+    assert clock_tick()["texts"]["escalated"] == 0
+
+    alerts = texting.inbox(SUPERVISOR)
+    assert len(alerts) == 1
+    assert f"T{message_id}" in alerts[0]
+    assert "kill" not in alerts[0] and "5550177" not in alerts[0]
+    assert failing.attempts >= 3  # the webhook and two retries, at least
+    with app.app_context():
+        message = db.session.get(Message, message_id)
+        assert message is not None and message.handled_at is None and message.escalated_at is not None
+
+
+def test_a_stuck_text_handled_once_the_bug_is_fixed_leaves_the_retries(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    failing = HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+    clock_tick()
+    failing.heal()
+
+    wednesday_evening.shift(timedelta(minutes=1))
+    assert clock_tick()["texts"]["retried"] == 1
+
+    assert texting.inbox(TEXTER)[-1].split("\n\n")[-1].startswith("Thank you. A counselor will text you back shortly")
+    with app.app_context():
+        assert db.session.scalars(convo.stuck_texts(convo.now())).all() == []
+
+
+def test_a_text_a_retry_handles_in_time_is_never_escalated(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    failing = HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    failing.heal()
+
+    wednesday_evening.shift(timedelta(seconds=31))
+    assert clock_tick()["texts"]["retried"] == 1
+    wednesday_evening.shift(convo.ESCALATE_AFTER)
+    assert clock_tick()["texts"]["escalated"] == 0
+
+    assert texting.inbox(SUPERVISOR) == []
+
+
+def test_with_no_supervisor_listed_a_stuck_text_is_logged_loudly_and_still_escalated_once(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any], publish_routing: Callable[..., int], caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    publish_routing(lambda document: document.update(supervisors=[]))
+    HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    message_id = inbound_id(app)
+
+    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+    with caplog.at_level(logging.ERROR, logger="sms.conversations"):
+        assert clock_tick()["texts"]["escalated"] == 1
+
+    assert f"text {message_id} could not be handled and no supervisor is configured" in caplog.text
+    assert "5550177" not in caplog.text and "kill" not in caplog.text
+    assert texting.inbox(SUPERVISOR) == []
+
+
+def test_two_sweeps_at_once_tell_the_supervisors_once(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    from concurrent.futures import ThreadPoolExecutor
+
+    from routing.store import active_routing
+
+    HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+
+    def sweep_once(_: int) -> int:
+        with app.app_context():
+            active = active_routing()
+            assert active is not None
+            return convo.sweep(active.document)["escalated"]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        escalated = list(pool.map(sweep_once, range(2)))
+
+    assert sum(escalated) == 1
+    assert len(texting.inbox(SUPERVISOR)) == 1
