@@ -369,3 +369,24 @@ def test_a_service_may_speak_a_language_the_line_does_not_but_an_unknown_need_is
 
     assert document is not None and document.services[0].languages == ("en", "vi")
     assert [(p.severity, p.path) for p in problems] == [("warning", "services[0].needs[0]")]
+
+
+def test_a_config_written_before_the_stuck_text_alert_stays_valid_with_an_english_stand_in() -> None:
+    raw = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))
+    del raw["staff_prompts"]["text_stuck_sms"]
+
+    document, problems = validate_text(yaml.safe_dump(raw, allow_unicode=True))
+
+    assert document is not None and [str(p) for p in problems] == []
+    alert = document.staff_prompt("text_stuck_sms", case="T12", minutes=3)
+    assert alert.startswith("Crisis line: text T12 could not be handled for 3 minutes.")
+
+
+def test_a_stuck_text_alert_without_its_case_number_is_refused() -> None:
+    raw = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))
+    raw["staff_prompts"]["text_stuck_sms"] = "A text could not be handled for {minutes} minutes."
+
+    document, problems = validate_text(yaml.safe_dump(raw, allow_unicode=True))
+
+    assert document is None
+    assert any("text_stuck_sms" in str(p) and "{case}" in str(p) for p in problems)
