@@ -11,7 +11,9 @@ handler finishes on its own thread; its answer is dropped, and its changes are t
 idempotent, conditional ones every handler makes.
 
 The signature is still checked first: a forged request gets 403 even while everything hangs.
-Status callbacks are not under the deadline: Twilio needs no TwiML from them.
+Status callbacks are not under the deadline: Twilio needs no TwiML from them. An inbound text
+is, with its own, longer deadline (``deadline_seconds`` on its view): a texter is not waiting
+in silence, but a database that hangs must not keep the text from being kept (``sms.views``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class VoiceDeadline:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         arrived_at = time.monotonic()
-        endpoint, on_deadline = self._route(environ)
+        endpoint, on_deadline, seconds = self._route(environ)
         if on_deadline is None or environ.get("REQUEST_METHOD") != "POST":
             return self.inner(environ, start_response)
         environ[ARRIVED_AT] = arrived_at
@@ -56,7 +58,7 @@ class VoiceDeadline:
         future: Future[Captured] = self.pool.submit(self._run, worker_environ)
         try:
             # Counted from arrival: reading the body came out of the caller's silence too.
-            status, headers, payload = future.result(timeout=max(0.0, arrived_at + self.seconds - time.monotonic()))
+            status, headers, payload = future.result(timeout=max(0.0, arrived_at + seconds - time.monotonic()))
         except FutureTimeout:
             future.cancel()  # not started yet (the pool is full of stuck handlers): never start it
             environ["wsgi.input"] = io.BytesIO(body)
@@ -64,13 +66,14 @@ class VoiceDeadline:
         start_response(status, headers)
         return [payload]
 
-    def _route(self, environ: dict[str, Any]) -> tuple[str, Callable[[BaseException], Response] | None]:
+    def _route(self, environ: dict[str, Any]) -> tuple[str, Callable[[BaseException], Response] | None, float]:
+        """The route's endpoint, its fail-safe (None: not deadline-bound) and its deadline."""
         try:
             endpoint, _ = self.app.url_map.bind_to_environ(environ).match(method="POST")
         except HTTPException:
-            return "", None
+            return "", None, self.seconds
         view = self.app.view_functions.get(str(endpoint))
-        return str(endpoint), getattr(view, "on_deadline", None)
+        return str(endpoint), getattr(view, "on_deadline", None), getattr(view, "deadline_seconds", self.seconds)
 
     def _run(self, environ: dict[str, Any]) -> Captured:
         """The whole request on this pool thread, with its own app context and session."""
@@ -98,7 +101,7 @@ class VoiceDeadline:
                 response: Response = Response("Forbidden", status=403)
             else:
                 # The route's own fail-safe decides (a hold turn: one more turn, twice at most).
-                log.error("voice deadline passed at %s: answering with its fail-safe", endpoint)
+                log.error("deadline passed at %s: answering with its fail-safe", endpoint)
                 late = DeadlineExceeded()
                 response = on_deadline(late)
                 if late.dialled_backup:

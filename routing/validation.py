@@ -66,8 +66,7 @@ LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
 }
 LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "text_stuck_sms": lambda prompts: (
-        "Crisis line: text {case} could not be handled for {minutes} minutes. The sender was pointed to the"
-        " backup line. Please see the live board."
+        "Crisis line: text {case} could not be handled for {minutes} minutes. Please see the live board."
     ),
 }
 

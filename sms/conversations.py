@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
 
+from flask import current_app
 from sqlalchemy import Insert, Select, Update, bindparam, case, func, select, update
 
 import line_queue
@@ -512,6 +513,14 @@ def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
             db.session.rollback()
 
 
+STUCK_ALERT_KEY = "text-stuck"
+
+
+def stuck_alert_key(message_id: int) -> str:
+    """The outbound key of a stuck text's alert, before ``:<supervisor id>``."""
+    return f"{STUCK_ALERT_KEY}:{message_id}"
+
+
 def stuck_case(message_id: int) -> str:
     """How staff name a text that could not be handled: its id, never who sent it or what."""
     return f"T{message_id}"
@@ -529,11 +538,19 @@ def stuck_texts(moment: datetime) -> Select[Message]:
 def take_over_stuck(message_id: int) -> bool:
     """A person has the sender of a text the line could not handle: the text is marked handled
     (the retries stop) if it still was not. Not committed: the caller audits it in the same
-    transaction. False if it was handled meanwhile (by a retry or by someone else)."""
+    transaction. False if it was handled meanwhile (by a retry or by someone else), or is not
+    one the board lists (too new to be stuck: the webhook may be handling it now)."""
+    moment = now()
     taken = db.session.execute(
         update(Message)
-        .where(Message.id == message_id, Message.direction == "in", Message.handled_at.is_(None))
-        .values(handled_at=now())
+        .where(
+            Message.id == message_id,
+            Message.direction == "in",
+            Message.handled_at.is_(None),
+            Message.created_at <= moment - RETRY_AFTER,
+            Message.created_at >= moment - STUCK_LISTED_FOR,
+        )
+        .values(handled_at=moment)
     ).rowcount  # type: ignore[attr-defined]
     return bool(taken)
 
@@ -542,7 +559,9 @@ def _escalate_stuck(document: RoutingDocument, counts: dict[str, int]) -> None:
     """Texts the retries have not handled in ``ESCALATE_AFTER`` (a bug that fails every time,
     a dependency down for long): the supervisors are told once, by a text naming the case
     only. The sender was already pointed to the backup line by the webhook's fail-safe reply;
-    this puts a person on it. One winner per text, whoever runs the sweep."""
+    this puts a person on it. One winner per text, whoever runs the sweep. Whether each
+    supervisor was told is on the outbound texts (keys ``text-stuck:<id>:<supervisor>``); an
+    alert whose send failed is not sent again: the board shows it."""
     moment = now()
     waiting = stuck_texts(moment).where(Message.escalated_at.is_(None), Message.created_at <= moment - ESCALATE_AFTER)
     for message in db.session.scalars(waiting.limit(100)).all():
@@ -560,8 +579,8 @@ def _escalate_stuck(document: RoutingDocument, counts: dict[str, int]) -> None:
             continue
         minutes = max(1, int((moment - message.created_at).total_seconds() // 60))
         body = document.staff_prompt("text_stuck_sms", case=stuck_case(message.id), minutes=minutes)
-        from_number = message.line_number or ""
-        if not outbox.tell_supervisors(document, key=f"text-stuck:{message.id}", body=body, from_number=from_number):
+        from_number = message.line_number or current_app.extensions["crisisline.settings"].line_phone_number or ""
+        if not outbox.tell_supervisors(document, key=stuck_alert_key(message.id), body=body, from_number=from_number):
             log.error("text %s could not be handled and no supervisor could be told: the board lists it", message.id)
 
 

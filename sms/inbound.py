@@ -7,20 +7,78 @@ handler registered below (this module is above ``sms.conversations``, which cann
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from sqlalchemy import bindparam, update
 
-from crisisline.db import db
+from crisisline import twilio_params
+from crisisline.db import commit_keeping_loaded, db, inserted_row
 from crisisline.models import Message, Texter
+from crisisline.phone import caller_number
+from crisisline.sms_segments import segment_count
+from ivr.call_log import phone_hash
 from routing.document import RoutingDocument
 from sms import conversations as convo
 from sms import outbox
 from sms.staff import handle_staff_message
 from sms.texting import handle_texter_message
+from sms.unstored import KeptText
 
+log = logging.getLogger(__name__)
 # (document, texter, text, body, number of media, line number)
 TexterHandler = Callable[[RoutingDocument, Texter, Message, str, int, str | None], None]
+
+
+def store_inbound(
+    document: RoutingDocument, params: Mapping[str, str], *, received_at: datetime, line_number: str | None
+) -> Message | None:
+    """Store one inbound text (Twilio's webhook parameters) before anything is done with it;
+    None for a duplicate delivery (stored already: handled, or being retried by the sweep).
+    ``line_number``: the line's own, for a text whose ``To`` is unreadable."""
+    # A withheld or unreadable sender cannot be answered, but what they wrote is still kept.
+    sender = caller_number(params.get("From"))
+    responder = document.responder_by_phone(sender) if sender else None
+    texter = convo.find_or_create_texter(sender, phone_hash(sender)) if sender and not responder else None
+    body = params.get("Body", "")  # as written, whole: sealed, never trimmed
+    inbound = inserted_row(
+        Message,
+        {
+            "direction": "in",
+            "party": "counselor" if responder else "texter",
+            "message_sid": twilio_params.message_key(params.get("MessageSid", "")),
+            "responder_id": responder.id if responder else None,
+            "texter_id": texter.id if texter else None,
+            "line_number": caller_number(params.get("To")) or line_number,
+            "num_media": twilio_params.count(params, "NumMedia", highest=twilio_params.MAX_MEDIA),
+            "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
+            "segments": segment_count(body) if body else 0,
+            "status": "received",
+            "status_rank": 5,
+            "created_at": received_at,
+        },
+    )
+    commit_keeping_loaded()  # stored before anything is done with it; the texter and it stay loaded
+    return inbound
+
+
+def receive_kept(document: RoutingDocument, kept: KeptText, *, line_number: str | None) -> bool:
+    """A text kept in Redis while the database was away (``sms.unstored``): stored now, then
+    handled; True if it was stored now (False: stored already, by another run or by the
+    webhook's late handler). Stored as arriving now, not when it was sent, so the sweep's
+    retry and escalation windows (``sms.conversations``) count from here: if handling fails,
+    the sweep retries it like any other text, and never while it is being handled here."""
+    inbound = store_inbound(document, kept.params, received_at=convo.now(), line_number=line_number)
+    if inbound is None:
+        return False
+    try:
+        handle_inbound(document, inbound, kept.params.get("Body", ""))
+    except Exception as error:  # class name only: the text may be in it
+        log.error("kept text %s stored, its handling failed (the sweep retries it): %s", inbound.id,
+                  type(error).__name__)  # fmt: skip
+        db.session.rollback()
+    return True
 
 
 @convo.handles_inbound

@@ -30,6 +30,8 @@ OPTED_OUT = 21610
 STATUS_RANK = {"claimed": 0, "accepted": 1, "scheduled": 1, "queued": 1, "sending": 2, "sent": 3,
                "partially_delivered": 4, "failed": 5, "undelivered": 5, "canceled": 5, "delivered": 5,
                "received": 5, "read": 6}  # fmt: skip
+# A text that did not go out (or never reached the phone).
+UNSENT_STATUSES = ("failed", "undelivered", "canceled")
 # Every MessageStatus Twilio reports; anything else in a status callback is ignored.
 MESSAGE_STATUSES = frozenset(STATUS_RANK) - {"claimed"}
 

@@ -1,7 +1,7 @@
-"""The Twilio messaging webhooks. Thin: deduplicate, find who is texting, hand over, reply.
+"""The Twilio messaging webhooks. Thin: store the text (``sms.inbound``), hand it over, reply.
 
 Replies go out through the REST API (``sms.outbox``), each claimed once and tracked to
-delivery; the webhook itself answers with empty TwiML.
+delivery; the webhook itself answers with empty TwiML, or with the fail-safe text.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from flask import Blueprint, Response, current_app, request
 from twilio.twiml.messaging_response import MessagingResponse
 
 from crisisline import twilio_params
-from crisisline.db import commit_keeping_loaded, db, inserted_row
-from crisisline.models import Message
-from crisisline.phone import caller_number
-from crisisline.sms_segments import segment_count
+from crisisline.db import db
 from crisisline.twilio_auth import twilio_signed
-from ivr.call_log import phone_hash
 from routing.store import active_routing
 from sms import conversations as convo
-from sms import outbox
-from sms.inbound import handle_inbound
+from sms import outbox, unstored
+from sms.inbound import handle_inbound, store_inbound
 from sms.texting import handle_texter_message
 
 bp = Blueprint("sms", __name__, url_prefix="/sms")
 log = logging.getLogger(__name__)
 FAILSAFE_TEXT = "To talk to someone now, call this number, or call or text 988. If you are in danger, call 911."
+# Past this, a text still being stored or handled is answered with the fail-safe and kept
+# (``crisisline.deadline``). Twilio waits 15 s for a messaging webhook; a texter is not in
+# silence on a line, so this is longer than a voice route's and clear of a slow REST reply.
+DEADLINE_SECONDS = 10.0
 
 
 def _twiml(text: str | None = None) -> Response:
@@ -39,58 +39,61 @@ def _twiml(text: str | None = None) -> Response:
 @bp.post("/incoming")
 @twilio_signed
 def incoming() -> Response:
-    """An inbound text. Delivered twice (or five times, concurrently) it is handled once."""
+    """An inbound text. Delivered twice (or five times, concurrently) it is handled once.
+
+    Stored first: if the database will not take it (refused, broken, or hung past
+    ``DEADLINE_SECONDS``), it is kept in Redis, sealed, for the clock to store; if its handling
+    fails, the clock's sweep retries it. Either way the texter is pointed to the backup line
+    now. Timed work (expired offers, idle closes, retries) is the clock's, every minute: an
+    inbound text costs the same however many people wait."""
     if not request.form.get("MessageSid"):
         return Response("MessageSid is required", status=400)
     try:
-        response = _incoming()
+        active = active_routing()
+        if active is None:
+            raise LookupError("no routing published")
+        document = active.document
+        settings = current_app.extensions["crisisline.settings"]
+        inbound = store_inbound(document, request.form, received_at=convo.now(), line_number=settings.line_phone_number)
     except Exception as error:
         # Class name only: the exception text could hold a body or a number.
-        log.error("sms webhook failed: %s", type(error).__name__)
-        db.session.rollback()
-        return _twiml(FAILSAFE_TEXT)
-    # Timed work (expired offers, idle closes, retries) is the clock's, every minute: an
-    # inbound text costs the same however many people wait.
-    return response
-
-
-def _incoming() -> Response:
-    form = request.form
-    active = active_routing()
-    if active is None:
-        return _twiml(FAILSAFE_TEXT)
-    document = active.document
-    # A withheld or unreadable sender cannot be answered, but what they wrote is still kept.
-    sender = caller_number(form.get("From"))
-    responder = document.responder_by_phone(sender) if sender else None
-    texter = convo.find_or_create_texter(sender, phone_hash(sender)) if sender and not responder else None
-    message_key = twilio_params.message_key(form.get("MessageSid", ""))
-    body = form.get("Body", "")  # as written, whole: sealed, never trimmed
-    settings = current_app.extensions["crisisline.settings"]
-    inbound = inserted_row(
-        Message,
-        {
-            "direction": "in",
-            "party": "counselor" if responder else "texter",
-            "message_sid": message_key,
-            "responder_id": responder.id if responder else None,
-            "texter_id": texter.id if texter else None,
-            "line_number": caller_number(form.get("To")) or settings.line_phone_number,
-            "num_media": twilio_params.count(form, "NumMedia", highest=twilio_params.MAX_MEDIA),
-            "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
-            "segments": segment_count(body) if body else 0,
-            "status": "received",
-            "status_rank": 5,
-            "created_at": convo.now(),
-        },
-    )
-    commit_keeping_loaded()  # stored before anything is done with it; the texter and it stay loaded
+        log.error("sms webhook failed: could not store a text: %s", type(error).__name__)
+        return keep_and_point_to_backup(error)
     if inbound is None:
         return _twiml()  # a duplicate delivery: already handled (or being retried by the sweep)
-    # The texter handler is named here, so this module's binding is the one used (and the one
-    # a test may replace); the clock's retry uses sms.texting's own.
-    handle_inbound(document, inbound, body, texter_handler=handle_texter_message)
+    try:
+        # The texter handler is named here, so this module's binding is the one used (and the
+        # one a test may replace); the clock's retry uses sms.texting's own.
+        handle_inbound(document, inbound, request.form.get("Body", ""), texter_handler=handle_texter_message)
+    except Exception as error:
+        log.error("sms webhook failed: %s", type(error).__name__)
+        _rollback_quietly()
+        return _twiml(FAILSAFE_TEXT)
     return _twiml()
+
+
+def keep_and_point_to_backup(error: BaseException) -> Response:
+    """A text not stored: kept in Redis for the clock (a copy, if the late handler does store
+    it after all: the clock then finds it stored and forgets the copy), and the texter pointed
+    to the backup line. Touches neither the database nor anything that can raise."""
+    try:
+        unstored.keep(request.form, convo.now())
+    except Exception as failure:  # keep() logs its own Redis failures; this is anything else
+        log.error("a text the database could not store was lost: %s", type(failure).__name__)
+    _rollback_quietly()
+    return _twiml(FAILSAFE_TEXT)
+
+
+def _rollback_quietly() -> None:
+    try:
+        db.session.rollback()
+    except Exception as error:  # a broken connection: the answer matters more
+        log.warning("rollback after a failed text failed too: %s", type(error).__name__)
+
+
+# What ``crisisline.deadline`` answers when the webhook runs past its deadline.
+incoming.on_deadline = keep_and_point_to_backup  # type: ignore[attr-defined]
+incoming.deadline_seconds = DEADLINE_SECONDS  # type: ignore[attr-defined]
 
 
 @bp.post("/status")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import UTC, datetime
 
@@ -18,10 +19,15 @@ from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
 from followups.checkins import SURVEY_ANSWER_WINDOW, SURVEY_KEY_PREFIX
 from metrics.rollup import refresh_metrics_rollup
+from routing.document import RoutingDocument
 from routing.store import active_routing
+from sms import unstored
 from sms.conversations import sweep
+from sms.inbound import receive_kept
 from transfer.reconcile import reconcile
 from workers.contacts import rebuild_schedule
+
+log = logging.getLogger(__name__)
 
 
 def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
@@ -134,12 +140,29 @@ def _purge_texters(cutoff: datetime) -> int:
 
 def sweep_text_conversations() -> dict[str, int]:
     """Re-offer text offers that timed out, give long waits the backup option, close idle
-    conversations. Every inbound text runs this too; the clock makes it happen when none arrive.
+    conversations, retry and escalate texts not handled, store texts kept in Redis while the
+    database was away. The clock runs it every minute.
     Idempotent: each step is a conditional UPDATE, so overlapping runs do each thing once."""
     active = active_routing()
-    counts = sweep(active.document) if active else {}
-    events.publish_pending()
+    try:
+        counts = sweep(active.document) if active else {}
+        if active is not None:
+            counts["kept_stored"] = _store_kept_texts(active.document)
+    finally:
+        events.publish_pending()
     return counts
+
+
+def _store_kept_texts(document: RoutingDocument) -> int:
+    """Texts kept in Redis while the database was away are stored and handled now (their
+    sender was pointed to the backup line meanwhile). A Redis that is away too waits a run."""
+    line_number = current_app.extensions["crisisline.settings"].line_phone_number
+    try:
+        return unstored.store_kept(lambda kept: receive_kept(document, kept, line_number=line_number))
+    except Exception as error:  # never the sweep's or the events' loss: the next run tries again
+        log.error("kept texts not stored this run: %s", type(error).__name__)
+        db.session.rollback()
+        return 0
 
 
 def reconcile_transfers() -> dict[str, int]:

@@ -22,7 +22,8 @@ from crisisline.models import (
 from line_queue.waiting import TEXT_WAITING_STATES, WaitingContact, head
 from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
-from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_case, stuck_texts
+from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_alert_key, stuck_case, stuck_texts
+from sms.outbox import UNSENT_STATUSES
 from transfer.availability import ON_A_CALL, availability
 
 BOARD_LIMIT = 100  # the queue's head; the total is counted separately
@@ -65,7 +66,9 @@ class StuckTextRow:
     sender: str  # texter | counselor
     tag: str | None  # the texter's open conversation ("#12"), if they have one
     waiting_seconds: int
-    supervisors_told: bool  # the sweep escalated it (after ``ESCALATE_AFTER``)
+    escalated: bool  # the sweep has texted (or tried to text) the supervisors, after ``ESCALATE_AFTER``
+    supervisors_told: int  # of those texts, how many Twilio took (not failed, not left unsent)
+    alert: str  # the two above, as the board says them
 
 
 @dataclass(frozen=True)
@@ -174,13 +177,14 @@ def snapshot(document: RoutingDocument, moment: datetime) -> Board:
                 text_offered=responder.id in text_offered,
             )
         )
-    return Board(moment, waiting, responders, waiting_by_channel(), stuck_text_rows(moment))
+    return Board(moment, waiting, responders, waiting_by_channel(), stuck_text_rows(document, moment))
 
 
-def stuck_text_rows(moment: datetime) -> list[StuckTextRow]:
+def stuck_text_rows(document: RoutingDocument, moment: datetime) -> list[StuckTextRow]:
     """Texts not handled for longer than a retry takes, oldest first (at most ``BOARD_LIMIT``)."""
     older = stuck_texts(moment).where(Message.created_at <= moment - RETRY_AFTER).limit(BOARD_LIMIT)
     messages = db.session.scalars(older).all()
+    told = _alerts_taken(document, [message.id for message in messages if message.escalated_at is not None])
     texter_ids = {message.texter_id for message in messages if message.texter_id is not None}
     open_by_texter = dict(
         db.session.execute(
@@ -196,10 +200,38 @@ def stuck_text_rows(moment: datetime) -> list[StuckTextRow]:
             sender="counselor" if message.responder_id else "texter",
             tag=f"#{open_by_texter[message.texter_id]}" if message.texter_id in open_by_texter else None,
             waiting_seconds=max(0, int((moment - message.created_at).total_seconds())),
-            supervisors_told=message.escalated_at is not None,
+            escalated=message.escalated_at is not None,
+            supervisors_told=told.get(message.id, 0),
+            alert=alert_state(message.escalated_at is not None, told.get(message.id, 0)),
         )
         for message in messages
     ]
+
+
+def alert_state(escalated: bool, told: int) -> str:
+    if not escalated:
+        return "not yet"
+    return f"yes ({told})" if told else "no: the alert could not be sent"
+
+
+def _alerts_taken(document: RoutingDocument, message_ids: list[int]) -> dict[int, int]:
+    """Per stuck text, how many of its supervisor alerts Twilio took."""
+    keys = {
+        f"{stuck_alert_key(message_id)}:{supervisor.id}": message_id
+        for message_id in message_ids
+        for supervisor in document.supervisors
+    }
+    if not keys:
+        return {}
+    taken = db.session.scalars(
+        select(Message.idempotency_key).where(
+            Message.idempotency_key.in_(keys), Message.status.not_in(("claimed", *UNSENT_STATUSES))
+        )
+    )
+    counts: dict[int, int] = {}
+    for key in taken:
+        counts[keys[str(key)]] = counts.get(keys[str(key)], 0) + 1
+    return counts
 
 
 def waiting_by_channel() -> dict[str, int]:

@@ -12,7 +12,7 @@
     var token = document.querySelector('meta[name="csrf-token"]');
     body.replaceChildren.apply(body, stuck.map(function (s) {
       var row = window.consoleRow([s.case, s.sender, s.tag || "", window.consoleDuration(s.waiting_seconds),
-        s.supervisors_told ? "yes" : "not yet", ""]);
+        s.alert, ""]);
       var form = document.createElement("form");
       form.method = "post";
       form.action = section.dataset.action.replace(/\/0\/taken$/, "/" + s.message_id + "/taken");

@@ -19,6 +19,9 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.add_column(sa.Column('escalated_at', sa.DateTime(timezone=True), nullable=True))
+    # Texts left unhandled before this release are not alerted all at once on the first sweep
+    # (a burst of texts to every supervisor); the board still lists those from the last day.
+    op.execute("UPDATE messages SET escalated_at = created_at WHERE direction = 'in' AND handled_at IS NULL")
     unhandled = sa.text("direction = 'in' AND handled_at IS NULL")
     op.create_index('ix_messages_unhandled', 'messages', ['created_at'], unique=False,
                     postgresql_where=unhandled, sqlite_where=unhandled)

@@ -416,8 +416,8 @@ def test_a_supervisor_sees_a_text_the_line_could_not_handle_appear_and_marks_it_
         expect(rows).to_have_count(1, timeout=BOARD_REFRESH_WAIT_MS)  # drawn by the board's own refresh
         expect(stuck).to_be_visible()
         expect(rows.first).to_contain_text("texter")
-        expect(rows.first).to_contain_text("yes")
-        expect(page.get_by_role("alert")).to_contain_text("pointed to the backup line")
+        expect(rows.first).to_contain_text("yes (1)")  # Sam, the one supervisor, was texted
+        expect(page.get_by_role("alert")).to_contain_text("the backup line")
         assert "kill" not in page.content() and "5550177" not in page.content()
         shot(page, database, "board-stuck-text")
 

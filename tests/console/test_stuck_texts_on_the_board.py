@@ -52,8 +52,8 @@ def test_the_board_lists_a_stuck_text_by_its_case_never_its_words_or_number(
 
     assert data["counts"]["stuck_texts"] == 1
     (row,) = data["stuck_texts"]
-    assert (row["message_id"], row["case"], row["sender"], row["supervisors_told"]) == (
-        message_id, f"T{message_id}", "texter", True
+    assert (row["message_id"], row["case"], row["sender"], row["supervisors_told"], row["alert"]) == (
+        message_id, f"T{message_id}", "texter", 1, "yes (1)"
     )  # fmt: skip
     assert row["waiting_seconds"] >= convo.ESCALATE_AFTER.total_seconds()
     assert f"T{message_id}" in page and "Texts the line could not handle" in page

@@ -17,8 +17,11 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import Message
 from sms import conversations as convo
-from tests.conftest import TextingPhone
+from sms.views import FAILSAFE_TEXT
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TextingPhone
 from tests.sms.stuck import HandlingFails
+from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import sms_params
 
 TEXTER = "+13125550177"
 SUPERVISOR = "+13125550190"  # Sam Okafor in the example routing
@@ -37,7 +40,8 @@ def test_a_text_that_keeps_failing_is_escalated_to_the_supervisors_once_with_the
     clock_tick: Callable[[], Any],
 ) -> None:  # fmt: skip
     failing = HandlingFails(monkeypatch)
-    assert texting.send(TEXTER, WORDS) == []  # the webhook's fail-safe TwiML pointed them to the backup line
+    answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
+    assert FAILSAFE_TEXT in answer.text  # the webhook's fail-safe pointed them to the backup line
     message_id = inbound_id(app)
 
     wednesday_evening.shift(timedelta(seconds=31))
@@ -132,3 +136,43 @@ def test_two_sweeps_at_once_tell_the_supervisors_once(
 
     assert sum(escalated) == 1
     assert len(texting.inbox(SUPERVISOR)) == 1
+
+
+def test_an_alert_twilio_refuses_is_shown_as_not_sent_and_the_text_still_listed(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,
+    wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    from console.board.live import stuck_text_rows
+    from routing.store import active_routing
+
+    HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+    fake.inject_fault("POST", r"/Messages\.json$", status=400, code=21211, message="Invalid 'To' Phone Number")
+
+    assert clock_tick()["texts"]["escalated"] == 1
+
+    assert texting.inbox(SUPERVISOR) == []
+    with app.app_context():
+        active = active_routing()
+        assert active is not None
+        (row,) = stuck_text_rows(active.document, convo.now())
+    assert (row.escalated, row.supervisors_told, row.alert) == (True, 0, "no: the alert could not be sent")
+
+
+def test_a_text_too_new_to_be_stuck_cannot_be_taken_over(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    message_id = inbound_id(app)
+
+    with app.app_context():
+        taken_now = convo.take_over_stuck(message_id)
+        db.session.commit()
+    wednesday_evening.shift(convo.RETRY_AFTER + timedelta(seconds=1))
+    with app.app_context():
+        taken_later = convo.take_over_stuck(message_id)
+        db.session.commit()
+
+    assert (taken_now, taken_later) == (False, True)

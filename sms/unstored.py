@@ -1,0 +1,110 @@
+"""Texts that arrived while the database could not store them: kept in Redis, sealed, until
+the clock stores and handles them. The webhook's fail-safe reply already pointed the sender
+to the backup line; this keeps what they wrote, so a counselor still gets to read it.
+
+Only what storing needs is kept (the message id, the sender, the line's number, the body,
+the media count, when it arrived), sealed whole with the Vault: Redis never holds a number
+or words in clear. A text that Redis could not take either is lost, loudly (logged by its
+MessageSid, Twilio's id, with which an operator can still find it in Twilio's logs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import redis
+from flask import current_app
+
+from crisisline import twilio_params
+from crisisline.db import db
+from crisisline.privacy import DecryptionError
+from crisisline.settings import Settings
+from sms import outbox
+
+log = logging.getLogger(__name__)
+KEY = "sms:unstored"
+DEAD_KEY = "sms:unstored:dead"  # kept texts that could never be stored: for a person (sealed)
+CONTEXT = "sms-unstored"
+FIELDS = ("MessageSid", "From", "To", "Body", "NumMedia")
+KEPT_FOR = timedelta(days=7)  # an outage longer than this is for a human; the key then expires
+# A hung Redis must not hold a texter's webhook: it is already failing over.
+REDIS_TIMEOUT_SECONDS = 0.5
+BATCH = 100
+GIVE_UP_AFTER = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class KeptText:
+    params: dict[str, str]  # the webhook's parameters that storing reads (``FIELDS``)
+    received_at: datetime
+
+
+def _redis() -> redis.Redis:
+    client: redis.Redis | None = current_app.extensions.get("crisisline.unstored_redis")
+    if client is None:
+        settings: Settings = current_app.extensions["crisisline.settings"]
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
+        )
+        current_app.extensions["crisisline.unstored_redis"] = client
+    return client
+
+
+def keep(params: Mapping[str, str], received_at: datetime) -> bool:
+    """Keep one text the database would not take. True if Redis has it. Never raises."""
+    # The MessageSid is Twilio's id, not personal: with it an operator can find a lost text.
+    sid = twilio_params.message_key(params.get("MessageSid", ""))
+    try:
+        record = {name: params.get(name, "") for name in FIELDS} | {"received_at": received_at.isoformat()}
+        sealed = outbox.vault().seal(json.dumps(record), context=CONTEXT)
+        with _redis().pipeline() as pipe:  # one round trip: kept and its expiry renewed together
+            pipe.rpush(KEY, sealed)
+            pipe.expire(KEY, KEPT_FOR)
+            pipe.execute()
+    except Exception as error:  # Redis away or hung, or anything else: the answer goes out regardless
+        log.error("text %s could not be stored or kept, it is lost (%s)", sid, type(error).__name__)
+        return False
+    log.warning("text %s could not be stored: kept in Redis for the clock", sid)
+    return True
+
+
+def store_kept(store: Callable[[KeptText], bool]) -> int:
+    """Store each kept text with ``store``, which returns True if it stored it now (False: it
+    was stored already; it must be idempotent by MessageSid, as two runs may overlap), and
+    forget it once stored. One that fails stays for the next run without holding the others
+    up; one still failing after ``GIVE_UP_AFTER`` is moved to ``DEAD_KEY`` for a person. One
+    that cannot be opened (sealed under a key this process lacks, mid-rotation) stays. Returns
+    how many were stored now."""
+    client = _redis()
+    stored = 0
+    for item in client.lrange(KEY, 0, BATCH - 1):
+        token = item.decode() if isinstance(item, bytes) else str(item)
+        try:
+            record = json.loads(outbox.vault().open(token, context=CONTEXT))
+            kept = KeptText(
+                {name: str(record.get(name, "")) for name in FIELDS}, datetime.fromisoformat(record["received_at"])
+            )
+        except (DecryptionError, ValueError, KeyError, TypeError) as error:
+            log.error("a kept text could not be opened (%s): left for a process with its key", type(error).__name__)
+            continue
+        sid = twilio_params.message_key(kept.params["MessageSid"])
+        try:
+            stored += int(store(kept))
+        except Exception as error:  # class name only: the text may be in it
+            db.session.rollback()
+            if datetime.now(UTC) - kept.received_at > GIVE_UP_AFTER:
+                log.error("kept text %s still could not be stored: moved to %s for a person", sid, DEAD_KEY)
+                with client.pipeline() as pipe:
+                    pipe.rpush(DEAD_KEY, token)
+                    pipe.expire(DEAD_KEY, KEPT_FOR)
+                    pipe.lrem(KEY, 1, token)
+                    pipe.execute()
+            else:
+                log.error("kept text %s could not be stored yet: %s", sid, type(error).__name__)
+            continue
+        client.lrem(KEY, 1, token)
+    return stored
