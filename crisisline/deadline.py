@@ -12,8 +12,8 @@ idempotent, conditional ones every handler makes.
 
 The signature is still checked first: a forged request gets 403 even while everything hangs.
 Status callbacks are not under the deadline: Twilio needs no TwiML from them. An inbound text
-is, with its own, longer deadline (``deadline_seconds`` on its view): a texter is not waiting
-in silence, but a database that hangs must not keep the text from being kept (``sms.views``).
+is: a database that hangs must not keep the text from being kept (``sms.views``, which notes
+in ``PROGRESS`` whether the text was stored when its deadline passed).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from crisisline.failsafe import DeadlineExceeded, run_after_failsafe_hooks
 from crisisline.twilio_auth import request_is_from_twilio
 
 log = logging.getLogger(__name__)
+# A dict in the environ, shared by the handler's thread and the late answer's: what the
+# handler got done before its deadline passed (e.g. ``{"stored": True}`` for a text).
+PROGRESS = "crisisline.deadline.progress"
 Captured = tuple[str, list[tuple[str, str]], bytes]
 
 
@@ -49,16 +52,17 @@ class VoiceDeadline:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         arrived_at = time.monotonic()
-        endpoint, on_deadline, seconds = self._route(environ)
+        endpoint, on_deadline = self._route(environ)
         if on_deadline is None or environ.get("REQUEST_METHOD") != "POST":
             return self.inner(environ, start_response)
         environ[ARRIVED_AT] = arrived_at
+        environ[PROGRESS] = {}  # shared with the worker's copy below: the late answer may read it
         body = _read_body(environ, self.app.config.get("MAX_CONTENT_LENGTH") or 256 * 1024)
         worker_environ = dict(environ, **{"wsgi.input": io.BytesIO(body)})
         future: Future[Captured] = self.pool.submit(self._run, worker_environ)
         try:
             # Counted from arrival: reading the body came out of the caller's silence too.
-            status, headers, payload = future.result(timeout=max(0.0, arrived_at + seconds - time.monotonic()))
+            status, headers, payload = future.result(timeout=max(0.0, arrived_at + self.seconds - time.monotonic()))
         except FutureTimeout:
             future.cancel()  # not started yet (the pool is full of stuck handlers): never start it
             environ["wsgi.input"] = io.BytesIO(body)
@@ -66,14 +70,14 @@ class VoiceDeadline:
         start_response(status, headers)
         return [payload]
 
-    def _route(self, environ: dict[str, Any]) -> tuple[str, Callable[[BaseException], Response] | None, float]:
-        """The route's endpoint, its fail-safe (None: not deadline-bound) and its deadline."""
+    def _route(self, environ: dict[str, Any]) -> tuple[str, Callable[[BaseException], Response] | None]:
+        """The route's endpoint and its fail-safe (None: not deadline-bound)."""
         try:
             endpoint, _ = self.app.url_map.bind_to_environ(environ).match(method="POST")
         except HTTPException:
-            return "", None, self.seconds
+            return "", None
         view = self.app.view_functions.get(str(endpoint))
-        return str(endpoint), getattr(view, "on_deadline", None), getattr(view, "deadline_seconds", self.seconds)
+        return str(endpoint), getattr(view, "on_deadline", None)
 
     def _run(self, environ: dict[str, Any]) -> Captured:
         """The whole request on this pool thread, with its own app context and session."""

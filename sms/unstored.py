@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ KEPT_FOR = timedelta(days=7)  # an outage longer than this is for a human; the k
 # A hung Redis must not hold a texter's webhook: it is already failing over.
 REDIS_TIMEOUT_SECONDS = 0.5
 BATCH = 100
+BUDGET_SECONDS = 30.0
 GIVE_UP_AFTER = timedelta(hours=6)
 
 
@@ -72,16 +74,25 @@ def keep(params: Mapping[str, str], received_at: datetime) -> bool:
     return True
 
 
-def store_kept(store: Callable[[KeptText], bool]) -> int:
+def store_kept(
+    store: Callable[[KeptText], bool],
+    *,
+    on_dead: Callable[[KeptText, str], None],
+    budget_seconds: float = BUDGET_SECONDS,
+) -> int:
     """Store each kept text with ``store``, which returns True if it stored it now (False: it
     was stored already; it must be idempotent by MessageSid, as two runs may overlap), and
-    forget it once stored. One that fails stays for the next run without holding the others
-    up; one still failing after ``GIVE_UP_AFTER`` is moved to ``DEAD_KEY`` for a person. One
-    that cannot be opened (sealed under a key this process lacks, mid-rotation) stays. Returns
-    how many were stored now."""
+    forget it once stored. One that fails, or cannot be opened (sealed under a key this process
+    lacks, mid-rotation), goes to the back of the list: it holds no other up. One still failing
+    after ``GIVE_UP_AFTER`` moves to ``DEAD_KEY`` and ``on_dead(it, its MessageSid)`` tells a
+    person. Stops after ``budget_seconds`` (the clock has other work). Returns how many were
+    stored now."""
     client = _redis()
     stored = 0
+    started = time.monotonic()
     for item in client.lrange(KEY, 0, BATCH - 1):
+        if time.monotonic() - started > budget_seconds:
+            break
         token = item.decode() if isinstance(item, bytes) else str(item)
         try:
             record = json.loads(outbox.vault().open(token, context=CONTEXT))
@@ -90,21 +101,31 @@ def store_kept(store: Callable[[KeptText], bool]) -> int:
             )
         except (DecryptionError, ValueError, KeyError, TypeError) as error:
             log.error("a kept text could not be opened (%s): left for a process with its key", type(error).__name__)
+            _to_the_back(client, token)
             continue
         sid = twilio_params.message_key(kept.params["MessageSid"])
         try:
             stored += int(store(kept))
         except Exception as error:  # class name only: the text may be in it
             db.session.rollback()
-            if datetime.now(UTC) - kept.received_at > GIVE_UP_AFTER:
-                log.error("kept text %s still could not be stored: moved to %s for a person", sid, DEAD_KEY)
-                with client.pipeline() as pipe:
-                    pipe.rpush(DEAD_KEY, token)
-                    pipe.expire(DEAD_KEY, KEPT_FOR)
-                    pipe.lrem(KEY, 1, token)
-                    pipe.execute()
-            else:
+            if datetime.now(UTC) - kept.received_at <= GIVE_UP_AFTER:
                 log.error("kept text %s could not be stored yet: %s", sid, type(error).__name__)
+                _to_the_back(client, token)
+                continue
+            log.error("kept text %s still could not be stored: moved to %s for a person", sid, DEAD_KEY)
+            with client.pipeline() as pipe:
+                pipe.rpush(DEAD_KEY, token)
+                pipe.expire(DEAD_KEY, KEPT_FOR)
+                pipe.lrem(KEY, 1, token)
+                pipe.execute()
+            on_dead(kept, sid)
             continue
         client.lrem(KEY, 1, token)
     return stored
+
+
+def _to_the_back(client: redis.Redis, token: str) -> None:
+    with client.pipeline() as pipe:
+        pipe.lrem(KEY, 1, token)
+        pipe.rpush(KEY, token)
+        pipe.execute()

@@ -13,6 +13,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from crisisline import twilio_params
 from crisisline.db import db
+from crisisline.deadline import PROGRESS
+from crisisline.failsafe import DeadlineExceeded
 from crisisline.twilio_auth import twilio_signed
 from routing.store import active_routing
 from sms import conversations as convo
@@ -23,10 +25,6 @@ from sms.texting import handle_texter_message
 bp = Blueprint("sms", __name__, url_prefix="/sms")
 log = logging.getLogger(__name__)
 FAILSAFE_TEXT = "To talk to someone now, call this number, or call or text 988. If you are in danger, call 911."
-# Past this, a text still being stored or handled is answered with the fail-safe and kept
-# (``crisisline.deadline``). Twilio waits 15 s for a messaging webhook; a texter is not in
-# silence on a line, so this is longer than a voice route's and clear of a slow REST reply.
-DEADLINE_SECONDS = 10.0
 
 
 def _twiml(text: str | None = None) -> Response:
@@ -41,11 +39,13 @@ def _twiml(text: str | None = None) -> Response:
 def incoming() -> Response:
     """An inbound text. Delivered twice (or five times, concurrently) it is handled once.
 
-    Stored first: if the database will not take it (refused, broken, or hung past
-    ``DEADLINE_SECONDS``), it is kept in Redis, sealed, for the clock to store; if its handling
-    fails, the clock's sweep retries it. Either way the texter is pointed to the backup line
-    now. Timed work (expired offers, idle closes, retries) is the clock's, every minute: an
-    inbound text costs the same however many people wait."""
+    Stored first: if the database will not take it (refused, broken, or hung past the
+    deadline, ``VOICE_DEADLINE_SECONDS`` as for calls), it is kept in Redis, sealed, for the
+    clock to store, and the texter is pointed to the backup line now. Once stored it is safe:
+    if its handling fails, the clock's sweep retries it (the texter gets the fail-safe text);
+    if it is slow (a slow Twilio API), the deadline answers and the handling goes on. Timed
+    work (expired offers, idle closes, retries) is the clock's, every minute: an inbound text
+    costs the same however many people wait."""
     if not request.form.get("MessageSid"):
         return Response("MessageSid is required", status=400)
     try:
@@ -55,6 +55,7 @@ def incoming() -> Response:
         document = active.document
         settings = current_app.extensions["crisisline.settings"]
         inbound = store_inbound(document, request.form, received_at=convo.now(), line_number=settings.line_phone_number)
+        request.environ.get(PROGRESS, {})["stored"] = True
     except Exception as error:
         # Class name only: the exception text could hold a body or a number.
         log.error("sms webhook failed: could not store a text: %s", type(error).__name__)
@@ -76,6 +77,10 @@ def keep_and_point_to_backup(error: BaseException) -> Response:
     """A text not stored: kept in Redis for the clock (a copy, if the late handler does store
     it after all: the clock then finds it stored and forgets the copy), and the texter pointed
     to the backup line. Touches neither the database nor anything that can raise."""
+    if isinstance(error, DeadlineExceeded) and request.environ.get(PROGRESS, {}).get("stored"):
+        return _twiml()  # stored, slow to handle: the handling goes on and replies itself
+    if not request.form.get("MessageSid"):
+        return _twiml(FAILSAFE_TEXT)  # never checked by the view (it never ran): nothing to key it by
     try:
         unstored.keep(request.form, convo.now())
     except Exception as failure:  # keep() logs its own Redis failures; this is anything else
@@ -93,7 +98,6 @@ def _rollback_quietly() -> None:
 
 # What ``crisisline.deadline`` answers when the webhook runs past its deadline.
 incoming.on_deadline = keep_and_point_to_backup  # type: ignore[attr-defined]
-incoming.deadline_seconds = DEADLINE_SECONDS  # type: ignore[attr-defined]
 
 
 @bp.post("/status")

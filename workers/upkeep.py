@@ -15,19 +15,21 @@ from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db
 from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
+from crisisline.phone import caller_number
 from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
 from followups.checkins import SURVEY_ANSWER_WINDOW, SURVEY_KEY_PREFIX
 from metrics.rollup import refresh_metrics_rollup
 from routing.document import RoutingDocument
 from routing.store import active_routing
-from sms import unstored
+from sms import outbox, unstored
 from sms.conversations import sweep
 from sms.inbound import receive_kept
 from transfer.reconcile import reconcile
 from workers.contacts import rebuild_schedule
 
 log = logging.getLogger(__name__)
+GIVE_UP_MINUTES = unstored.GIVE_UP_AFTER.total_seconds() // 60
 
 
 def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
@@ -157,8 +159,16 @@ def _store_kept_texts(document: RoutingDocument) -> int:
     """Texts kept in Redis while the database was away are stored and handled now (their
     sender was pointed to the backup line meanwhile). A Redis that is away too waits a run."""
     line_number = current_app.extensions["crisisline.settings"].line_phone_number
+
+    def tell_a_person(kept: unstored.KeptText, message_sid: str) -> None:
+        body = document.staff_prompt("text_stuck_sms", case=message_sid, minutes=int(GIVE_UP_MINUTES))
+        from_number = caller_number(kept.params.get("To")) or line_number or ""
+        outbox.tell_supervisors(document, key=f"text-dead:{message_sid}", body=body, from_number=from_number)
+
     try:
-        return unstored.store_kept(lambda kept: receive_kept(document, kept, line_number=line_number))
+        return unstored.store_kept(
+            lambda kept: receive_kept(document, kept, line_number=line_number), on_dead=tell_a_person
+        )
     except Exception as error:  # never the sweep's or the events' loss: the next run tries again
         log.error("kept texts not stored this run: %s", type(error).__name__)
         db.session.rollback()

@@ -184,7 +184,7 @@ def stuck_text_rows(document: RoutingDocument, moment: datetime) -> list[StuckTe
     """Texts not handled for longer than a retry takes, oldest first (at most ``BOARD_LIMIT``)."""
     older = stuck_texts(moment).where(Message.created_at <= moment - RETRY_AFTER).limit(BOARD_LIMIT)
     messages = db.session.scalars(older).all()
-    told = _alerts_taken(document, [message.id for message in messages if message.escalated_at is not None])
+    tried, told = _alerts(document, [message.id for message in messages if message.escalated_at is not None])
     texter_ids = {message.texter_id for message in messages if message.texter_id is not None}
     open_by_texter = dict(
         db.session.execute(
@@ -202,36 +202,40 @@ def stuck_text_rows(document: RoutingDocument, moment: datetime) -> list[StuckTe
             waiting_seconds=max(0, int((moment - message.created_at).total_seconds())),
             escalated=message.escalated_at is not None,
             supervisors_told=told.get(message.id, 0),
-            alert=alert_state(message.escalated_at is not None, told.get(message.id, 0)),
+            alert=alert_state(message.escalated_at is not None, tried.get(message.id, 0), told.get(message.id, 0)),
         )
         for message in messages
     ]
 
 
-def alert_state(escalated: bool, told: int) -> str:
+def alert_state(escalated: bool, tried: int, told: int) -> str:
     if not escalated:
         return "not yet"
-    return f"yes ({told})" if told else "no: the alert could not be sent"
+    if told:
+        return f"yes ({told})"
+    # Escalated with no alert tried: no supervisor listed, or left before alerts existed.
+    return "no: the alert could not be sent" if tried else "no alert was sent"
 
 
-def _alerts_taken(document: RoutingDocument, message_ids: list[int]) -> dict[int, int]:
-    """Per stuck text, how many of its supervisor alerts Twilio took."""
+def _alerts(document: RoutingDocument, message_ids: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """Per stuck text, how many supervisor alerts were tried, and how many Twilio took."""
     keys = {
         f"{stuck_alert_key(message_id)}:{supervisor.id}": message_id
         for message_id in message_ids
         for supervisor in document.supervisors
     }
+    tried: dict[int, int] = {}
+    taken: dict[int, int] = {}
     if not keys:
-        return {}
-    taken = db.session.scalars(
-        select(Message.idempotency_key).where(
-            Message.idempotency_key.in_(keys), Message.status.not_in(("claimed", *UNSENT_STATUSES))
-        )
-    )
-    counts: dict[int, int] = {}
-    for key in taken:
-        counts[keys[str(key)]] = counts.get(keys[str(key)], 0) + 1
-    return counts
+        return tried, taken
+    for key, status in db.session.execute(
+        select(Message.idempotency_key, Message.status).where(Message.idempotency_key.in_(keys))
+    ):
+        message_id = keys[str(key)]
+        tried[message_id] = tried.get(message_id, 0) + 1
+        if status not in ("claimed", *UNSENT_STATUSES):
+            taken[message_id] = taken.get(message_id, 0) + 1
+    return tried, taken
 
 
 def waiting_by_channel() -> dict[str, int]:

@@ -54,7 +54,7 @@ def take_over(message_id: int) -> Response:
         flash(f"Text {case} is marked as taken over by a person. The line stops retrying it.", "success")
     else:
         db.session.rollback()
-        flash(f"Text {case} was already handled or taken over.", "info")
+        flash(f"Text {case} is not one to take over: handled or taken over already, or not on the board.", "info")
     return redirect(url_for("console.board.page"))
 
 

@@ -20,7 +20,8 @@ def upgrade():
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.add_column(sa.Column('escalated_at', sa.DateTime(timezone=True), nullable=True))
     # Texts left unhandled before this release are not alerted all at once on the first sweep
-    # (a burst of texts to every supervisor); the board still lists those from the last day.
+    # (a burst of texts to every supervisor); the board lists those from the last day as
+    # "no alert was sent".
     op.execute("UPDATE messages SET escalated_at = created_at WHERE direction = 'in' AND handled_at IS NULL")
     unhandled = sa.text("direction = 'in' AND handled_at IS NULL")
     op.create_index('ix_messages_unhandled', 'messages', ['created_at'], unique=False,

@@ -74,7 +74,7 @@ def test_a_supervisor_marks_a_stuck_text_taken_over_and_the_retries_stop(
 
     assert response.status_code == 302 and again.status_code == 302
     followed = client.get("/console/board").get_data(as_text=True)
-    assert "already handled or taken over" in followed
+    assert "handled or taken over already" in followed
     assert board(client)["stuck_texts"] == []
     taken = [entry for entry in audit_actions(app) if entry[1] == "stuck_text_taken_over"]
     assert taken == [("sue-supervisor", "stuck_text_taken_over", f"message:{message_id}")]
