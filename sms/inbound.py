@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
 
 from sqlalchemy import bindparam, update
 
@@ -31,9 +30,7 @@ log = logging.getLogger(__name__)
 TexterHandler = Callable[[RoutingDocument, Texter, Message, str, int, str | None], None]
 
 
-def store_inbound(
-    document: RoutingDocument, params: Mapping[str, str], *, received_at: datetime, line_number: str | None
-) -> Message | None:
+def store_inbound(document: RoutingDocument, params: Mapping[str, str], *, line_number: str | None) -> Message | None:
     """Store one inbound text (Twilio's webhook parameters) before anything is done with it;
     None for a duplicate delivery (stored already: handled, or being retried by the sweep).
     ``line_number``: the line's own, for a text whose ``To`` is unreadable."""
@@ -56,7 +53,7 @@ def store_inbound(
             "segments": segment_count(body) if body else 0,
             "status": "received",
             "status_rank": 5,
-            "created_at": received_at,
+            "created_at": convo.now(),
         },
     )
     commit_keeping_loaded()  # stored before anything is done with it; the texter and it stay loaded
@@ -69,7 +66,7 @@ def receive_kept(document: RoutingDocument, kept: KeptText, *, line_number: str 
     webhook's late handler). Stored as arriving now, not when it was sent, so the sweep's
     retry and escalation windows (``sms.conversations``) count from here: if handling fails,
     the sweep retries it like any other text, and never while it is being handled here."""
-    inbound = store_inbound(document, kept.params, received_at=convo.now(), line_number=line_number)
+    inbound = store_inbound(document, kept.params, line_number=line_number)
     if inbound is None:
         return False
     try:

@@ -54,7 +54,7 @@ def incoming() -> Response:
             raise LookupError("no routing published")
         document = active.document
         settings = current_app.extensions["crisisline.settings"]
-        inbound = store_inbound(document, request.form, received_at=convo.now(), line_number=settings.line_phone_number)
+        inbound = store_inbound(document, request.form, line_number=settings.line_phone_number)
         request.environ.get(PROGRESS, {})["stored"] = True
     except Exception as error:
         # Class name only: the exception text could hold a body or a number.

@@ -63,7 +63,7 @@ def _conversation_row(document: RoutingDocument, conversation: Conversation) -> 
     )  # fmt: skip
 
 
-def _stuck_row(document: RoutingDocument, message: Message) -> LiveContact:
+def _stuck_row(message: Message) -> LiveContact:
     unknown = "not known (the line could not handle the text)"
     return LiveContact("stuck", message.id, "could not be handled", unknown, unknown, message.created_at)
 
@@ -86,7 +86,7 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
     return (
         [_transfer_row(document, t) for t in transfers]
         + [_conversation_row(document, c) for c in conversations]
-        + [_stuck_row(document, m) for m in stuck]
+        + [_stuck_row(m) for m in stuck]
     )
 
 
@@ -96,7 +96,7 @@ def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveC
         return _transfer_row(document, transfer) if transfer and transfer.state in OPEN_TRANSFER_STATES else None
     if channel == "stuck":
         message = db.session.scalar(_stuck_from_texters(datetime.now(UTC)).where(Message.id == contact_id))
-        return _stuck_row(document, message) if message is not None else None
+        return _stuck_row(message) if message is not None else None
     conversation = db.session.get(Conversation, contact_id)
     if conversation is None or conversation.state not in OPEN_STATES:
         return None

@@ -27,9 +27,7 @@ REFRESH_SECONDS = 5
 def page() -> str:
     active = active_routing()
     board = snapshot(active.document, datetime.now(UTC)) if active else None
-    return render_template(
-        "console/board.html", board=board, refresh_seconds=REFRESH_SECONDS, take_over_form=TakeOverForm()
-    )
+    return render_template("console/board.html", board=board, refresh_seconds=REFRESH_SECONDS)
 
 
 @bp.get("/board.json")
