@@ -22,6 +22,7 @@ not TwiML, or the fail-safe's backup line), web CPU per request, and peak RSS pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import queue
@@ -39,6 +40,7 @@ from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import psycopg
+import requests
 import yaml
 from sqlalchemy import create_engine, text
 
@@ -346,6 +348,22 @@ class CallFlow:
             yield task
 
 
+# Where the load generator, playing Twilio, sends the replies in the line's messaging TwiML
+# (``twilio_fake``'s ``/_fake/messaging-reply``); set by each bench once its fake runs.
+FAKE_TWILIO: dict[str, str] = {}
+
+
+def send_twiml_replies(number: str, reply: Reply | None) -> None:
+    """What Twilio does with a text webhook's answer: send the ``<Message>``s it holds (after
+    the request was timed, as Twilio does after the answer came)."""
+    url = FAKE_TWILIO.get("url")
+    if url is None or reply is None or reply.status != 200 or "<Message" not in reply.body:
+        return
+    data = {"From": number, "To": LINE_NUMBER, "Twiml": reply.body}
+    with contextlib.suppress(requests.RequestException):  # counted by the correctness checks, not here
+        requests.post(url + "/_fake/messaging-reply", data=data, timeout=30)
+
+
 def texts() -> Iterator[Task]:
     """New texters: a first text in their own words (the language detector decides), then the
     need menu's answer."""
@@ -355,11 +373,13 @@ def texts() -> Iterator[Task]:
             number = f"+1773{random.randint(2000000, 9999999)}"  # noqa: S311 - fake numbers
             spanish = random.random() < 0.3  # noqa: S311
             body = random.choice(SPANISH_FIRST_TEXTS if spanish else ENGLISH_FIRST_TEXTS)  # noqa: S311
-            first, _ = timed(connection, "inbound_sms", "/sms/incoming",
-                             sms_params(ACCOUNT_SID, number, LINE_NUMBER, body), voice=False)  # fmt: skip
-            second, _ = timed(connection, "inbound_sms", "/sms/incoming",
-                              sms_params(ACCOUNT_SID, number, LINE_NUMBER, random.choice(NEED_KEYS[1:])),  # noqa: S311
-                              voice=False)  # fmt: skip
+            first, reply = timed(connection, "inbound_sms", "/sms/incoming",
+                                 sms_params(ACCOUNT_SID, number, LINE_NUMBER, body), voice=False)  # fmt: skip
+            send_twiml_replies(number, reply)
+            second, reply = timed(connection, "inbound_sms", "/sms/incoming",
+                                  sms_params(ACCOUNT_SID, number, LINE_NUMBER, random.choice(NEED_KEYS[1:])),  # noqa: S311
+                                  voice=False)  # fmt: skip
+            send_twiml_replies(number, reply)
             return [first, second]
 
         yield task
@@ -482,6 +502,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scratch = started.scratch
         with redis_for_bench(scratch) as redis_url:
             twilio_url = start_fake_twilio(started)
+            FAKE_TWILIO["url"] = twilio_url
             sampler.track("fake-twilio", started.started[-1].popen.pid)
             base_port, line_port = free_port(), free_port()
             base_env = deployment_env(database_url, redis_url, twilio_url, base_port)

@@ -334,6 +334,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scratch = started.scratch
         with redis_for_bench(scratch) as redis_url:
             twilio_url = start_fake_twilio(started)
+            load.FAKE_TWILIO["url"] = twilio_url
             fake = Fake(twilio_url)
             port = free_port()
             env = deployment_env(database_url, redis_url, twilio_url, port)

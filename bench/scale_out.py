@@ -185,6 +185,7 @@ def run_topology(webs: int, workers: int, args: argparse.Namespace) -> dict[str,
         scratch = started.scratch
         with redis_for_bench(scratch) as redis_url:
             twilio_url = start_fake_twilio(started)
+            load.FAKE_TWILIO["url"] = twilio_url
             ports = [free_port() for _ in range(webs)]
             envs = [deployment_env(database_url, redis_url, twilio_url, port, WEB_CONCURRENCY="1") for port in ports]
             flask(envs[0], "db", "upgrade")

@@ -3,18 +3,27 @@
 Each outbound text has an idempotency key (e.g. ``relay:<inbound id>``). The row is claimed
 in the database before the Twilio request, so a duplicated webhook or a retried job finds the
 claim and sends nothing; a crash between claim and send leaves a ``claimed`` row for a human.
+
+A reply to the person whose text a webhook is answering (to their number, from the number they
+texted) goes out in that webhook's own TwiML (``TwimlReplies``), as Twilio means replies to be
+sent: no REST request holds the texter's webhook (100 to 300 ms each against Twilio, longer
+when its API is slow), and each ``<Message>`` carries the status callback of its row. Every
+other text (to a counselor, a supervisor, a texter from a job) goes over the REST API.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterable
 
 import requests
-from flask import current_app
-from sqlalchemy import bindparam, update
+from flask import current_app, has_request_context, request
+from sqlalchemy import bindparam, func, update
 from twilio.base.exceptions import TwilioRestException
 
 from crisisline.db import commit_keeping_loaded, db, inserted_id
+from crisisline.deadline import PROGRESS
 from crisisline.models import Conversation, Message, Texter, utcnow
 from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count, split_for_sms
@@ -34,6 +43,62 @@ STATUS_RANK = {"claimed": 0, "accepted": 1, "scheduled": 1, "queued": 1, "sendin
 UNSENT_STATUSES = ("failed", "undelivered", "canceled")
 # Every MessageStatus Twilio reports; anything else in a status callback is ignored.
 MESSAGE_STATUSES = frozenset(STATUS_RANK) - {"claimed"}
+
+
+class TwimlReplies:
+    """The texts a webhook answers its sender with, sent in its TwiML.
+
+    Shared by the webhook's handler and its deadline (``crisisline.deadline``), which may
+    answer first: whichever takes the replies first decides how they go. The handler
+    ``render``s them into its answer; if the deadline answered first (``abandon``), the handler
+    sends them over the REST API instead, so a slow handler loses no reply; if the handler had
+    already taken them, the deadline's answer carries them."""
+
+    def __init__(self, to_number: str | None, from_number: str | None) -> None:
+        self.to_number = to_number
+        self.from_number = from_number
+        self.parts: list[tuple[int, str]] = []  # (message id, text), in the order claimed
+        self._state = "open"  # open -> rendered (the handler's answer) | abandoned (the deadline's)
+        self._lock = threading.Lock()
+
+    def take(self, message_id: int, to_number: str, from_number: str, part: str) -> bool:
+        """Keep ``part`` for the answer if it is a reply to the sender still to be answered."""
+        if not self.to_number or (to_number, from_number) != (self.to_number, self.from_number):
+            return False
+        with self._lock:
+            if self._state != "open":
+                return False
+            self.parts.append((message_id, part))
+            return True
+
+    def render(self) -> list[tuple[int, str]] | None:
+        """For the handler's answer: the replies, or None if the deadline answered already."""
+        with self._lock:
+            if self._state == "abandoned":
+                return None
+            self._state = "rendered"
+            return list(self.parts)
+
+    def abandon(self) -> list[tuple[int, str]]:
+        """For the deadline's answer: the replies the handler had taken for its own answer (the
+        one that will now never be sent), else none (the handler sends them itself)."""
+        with self._lock:
+            if self._state == "rendered":
+                return list(self.parts)
+            self._state = "abandoned"
+            return []
+
+
+def answering(replies: TwimlReplies) -> None:
+    """Send this request's replies to its sender in its TwiML (``TwimlReplies``)."""
+    request.environ.setdefault(PROGRESS, {})["replies"] = replies
+
+
+def _twiml_replies() -> TwimlReplies | None:
+    if not has_request_context():
+        return None  # a job, the clock, a background pass: nobody's webhook to answer
+    replies: TwimlReplies | None = request.environ.get(PROGRESS, {}).get("replies")
+    return replies
 
 
 def vault() -> Vault:
@@ -78,30 +143,66 @@ def send_text(
         commit_keeping_loaded()  # the claim, before the request: the sender's rows stay loaded
         if message_id is None:
             continue  # sent (or being sent) already for this key
-        try:
-            created = rest_client().messages.create(
-                to=to_number, from_=from_number, body=part,
-                status_callback=public_url("sms.message_status", message=message_id),
-            )  # fmt: skip
-        except TwilioRestException as error:
-            log.warning("text %s not sent: Twilio error %s", message_id, error.code)
-            _set(message_id, status="failed", status_rank=4, error_code=error.code)
-            if error.code == OPTED_OUT and texter is not None:
-                mark_opted_out(texter)
-            if error.code == OPTED_OUT and responder_id is not None:
-                # A counselor whose phone blocks the line can't get offers: pause them, loudly.
-                set_paused(responder_id, True, "sms_blocked")
-                log.error("responder %s blocks texts from the line (21610): paused", responder_id)
-            db.session.commit()
+        replies = _twiml_replies()
+        if replies is not None and replies.take(message_id, to_number, from_number, part):
+            sent_any = True
+            continue
+        if not _send_over_rest(message_id, to_number, from_number, part, responder_id=responder_id, texter=texter):
             return sent_any
-        except (requests.RequestException, OSError) as error:
-            # Left "claimed": never retried blindly (it may have gone out); a human sees it.
-            log.error("text %s: Twilio unreachable (%s); left for review", message_id, type(error).__name__)
-            return sent_any
-        db.session.execute(_SENT, {"message": message_id, "sid": created.sid})
-        commit_keeping_loaded()
         sent_any = True
     return sent_any
+
+
+def _send_over_rest(
+    message_id: int, to_number: str, from_number: str, part: str, *, responder_id: str | None = None,
+    texter: Texter | None = None,
+) -> bool:  # fmt: skip
+    """One claimed part, over the REST API; True if Twilio took it."""
+    try:
+        created = rest_client().messages.create(
+            to=to_number, from_=from_number, body=part,
+            status_callback=public_url("sms.message_status", message=message_id),
+        )  # fmt: skip
+    except TwilioRestException as error:
+        log.warning("text %s not sent: Twilio error %s", message_id, error.code)
+        _set(message_id, status="failed", status_rank=4, error_code=error.code)
+        if error.code == OPTED_OUT and texter is not None:
+            mark_opted_out(texter)
+        if error.code == OPTED_OUT and responder_id is not None:
+            # A counselor whose phone blocks the line can't get offers: pause them, loudly.
+            set_paused(responder_id, True, "sms_blocked")
+            log.error("responder %s blocks texts from the line (21610): paused", responder_id)
+        db.session.commit()
+        return False
+    except (requests.RequestException, OSError) as error:
+        # Left "claimed": never retried blindly (it may have gone out); a human sees it.
+        log.error("text %s: Twilio unreachable (%s); left for review", message_id, type(error).__name__)
+        return False
+    db.session.execute(_SENT, {"message": message_id, "sid": created.sid})
+    commit_keeping_loaded()
+    return True
+
+
+def send_abandoned(replies: TwimlReplies) -> None:
+    """The replies of a webhook whose deadline answered before its handler could (``TwimlReplies``),
+    over the REST API now, in order; a part Twilio refuses stops the rest, as in ``send_text``."""
+    if not replies.to_number or not replies.from_number:
+        return
+    for message_id, part in replies.parts:
+        if not _send_over_rest(message_id, replies.to_number, replies.from_number, part):
+            return
+
+
+def handed_to_twilio(message_ids: Iterable[int]) -> None:
+    """Replies now in a webhook's TwiML: ``queued`` at Twilio, as a REST send's would be, their
+    SIDs known from their first status callback (``record_status``). Rows a callback moved on
+    already stay as they are."""
+    ids = list(message_ids)
+    if ids:
+        db.session.execute(
+            update(Message).where(Message.id.in_(ids), Message.status_rank < 1).values(status="queued", status_rank=1)
+        )
+        db.session.commit()
 
 
 def tell_supervisors(document: RoutingDocument, *, key: str, body: str, from_number: str) -> int:
@@ -129,10 +230,13 @@ def _set(message_id: int | None, **values: object) -> None:
     db.session.execute(update(Message).where(Message.id == message_id).values(**values))
 
 
-def record_status(message_id: int, status: str, error_code: str | None) -> None:
-    """A delivery status callback; out-of-order and repeated ones never move a text backwards."""
+def record_status(message_id: int, status: str, error_code: str | None, message_sid: str | None = None) -> None:
+    """A delivery status callback; out-of-order and repeated ones never move a text backwards.
+    ``message_sid``: the callback's, kept for a reply sent in TwiML (its row had none)."""
     rank = STATUS_RANK.get(status, 0)
     values: dict[str, object] = {"status": status, "status_rank": rank}
+    if message_sid:
+        values["message_sid"] = func.coalesce(Message.message_sid, message_sid)
     if error_code and error_code.isdigit():
         values["error_code"] = int(error_code)
     db.session.execute(update(Message).where(Message.id == message_id, Message.status_rank < rank).values(**values))

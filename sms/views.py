@@ -1,12 +1,14 @@
 """The Twilio messaging webhooks. Thin: store the text (``sms.inbound``), hand it over, reply.
 
-Replies go out through the REST API (``sms.outbox``), each claimed once and tracked to
-delivery; the webhook itself answers with empty TwiML, or with the fail-safe text.
+Replies to the sender go out in the webhook's TwiML, each claimed once first and tracked to
+delivery by its status callback (``sms.outbox.TwimlReplies``); the fail-safe text joins them
+when the handling failed. Texts to anyone else go through the REST API.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from flask import Blueprint, Response, current_app, request
 from twilio.twiml.messaging_response import MessagingResponse
@@ -15,7 +17,9 @@ from crisisline import twilio_params
 from crisisline.db import db
 from crisisline.deadline import PROGRESS
 from crisisline.failsafe import DeadlineExceeded
+from crisisline.phone import caller_number
 from crisisline.twilio_auth import twilio_signed
+from crisisline.urls import public_url
 from routing.store import active_routing
 from sms import conversations as convo
 from sms import outbox, unstored
@@ -27,11 +31,30 @@ log = logging.getLogger(__name__)
 FAILSAFE_TEXT = "To talk to someone now, call this number, or call or text 988. If you are in danger, call 911."
 
 
-def _twiml(text: str | None = None) -> Response:
+def _twiml(text: str | None = None, replies: Sequence[tuple[int, str]] = ()) -> Response:
+    """Messaging TwiML: each reply (claimed in ``sms.outbox``) with its row's status callback,
+    then ``text`` (the fail-safe's, which is not tracked)."""
     response = MessagingResponse()
+    for message_id, part in replies:
+        response.message(part, status_callback=public_url("sms.message_status", message=message_id))
     if text:
         response.message(text)
     return Response(response.to_xml(), mimetype="text/xml")
+
+
+def _answer(replies: outbox.TwimlReplies, text: str | None = None) -> Response:
+    """The handler's answer, with the replies it claimed; if the deadline answered already,
+    they go over the REST API instead (this answer is then dropped)."""
+    parts = replies.render()
+    if parts is None:
+        outbox.send_abandoned(replies)
+        return _twiml(text)
+    try:
+        outbox.handed_to_twilio(message_id for message_id, _ in parts)
+    except Exception as error:  # the replies matter more than their status: answered anyway
+        log.error("replies answered, their status not recorded: %s", type(error).__name__)
+        _rollback_quietly()
+    return _twiml(text, parts)
 
 
 @bp.post("/incoming")
@@ -48,12 +71,16 @@ def incoming() -> Response:
     costs the same however many people wait."""
     if not request.form.get("MessageSid"):
         return Response("MessageSid is required", status=400)
+    settings = current_app.extensions["crisisline.settings"]
+    replies = outbox.TwimlReplies(
+        caller_number(request.form.get("From")), caller_number(request.form.get("To")) or settings.line_phone_number
+    )
+    outbox.answering(replies)
     try:
         active = active_routing()
         if active is None:
             raise LookupError("no routing published")
         document = active.document
-        settings = current_app.extensions["crisisline.settings"]
         inbound = store_inbound(document, request.form, line_number=settings.line_phone_number)
         request.environ.get(PROGRESS, {})["stored"] = True
     except Exception as error:
@@ -69,16 +96,19 @@ def incoming() -> Response:
     except Exception as error:
         log.error("sms webhook failed: %s", type(error).__name__)
         _rollback_quietly()
-        return _twiml(FAILSAFE_TEXT)
-    return _twiml()
+        return _answer(replies, FAILSAFE_TEXT)  # with any reply claimed before it failed
+    return _answer(replies)
 
 
 def keep_and_point_to_backup(error: BaseException) -> Response:
     """A text not stored: kept in Redis for the clock (a copy, if the late handler does store
     it after all: the clock then finds it stored and forgets the copy), and the texter pointed
     to the backup line. Touches neither the database nor anything that can raise."""
+    replies: outbox.TwimlReplies | None = request.environ.get(PROGRESS, {}).get("replies")
+    # Replies the handler had already taken for its own answer, which will not be sent now.
+    parts = replies.abandon() if replies is not None else []
     if isinstance(error, DeadlineExceeded) and request.environ.get(PROGRESS, {}).get("stored"):
-        return _twiml()  # stored, slow to handle: the handling goes on and replies itself
+        return _twiml(replies=parts)  # stored, slow to handle: the handling goes on and replies itself
     if not request.form.get("MessageSid"):
         return _twiml(FAILSAFE_TEXT)  # never checked by the view (it never ran): nothing to key it by
     try:
@@ -86,7 +116,7 @@ def keep_and_point_to_backup(error: BaseException) -> Response:
     except Exception as failure:  # keep() logs its own Redis failures; this is anything else
         log.error("a text the database could not store was lost: %s", type(failure).__name__)
     _rollback_quietly()
-    return _twiml(FAILSAFE_TEXT)
+    return _twiml(FAILSAFE_TEXT, parts)
 
 
 def _rollback_quietly() -> None:
@@ -108,5 +138,6 @@ def message_status() -> Response:
     status = twilio_params.choice(request.form, "MessageStatus", outbox.MESSAGE_STATUSES)
     if message_id is not None and status is not None:
         error_code = twilio_params.number(request.form, "ErrorCode")
-        outbox.record_status(message_id, status, str(error_code) if error_code is not None else None)
+        outbox.record_status(message_id, status, str(error_code) if error_code is not None else None,
+                             twilio_params.sid(request.form, "MessageSid"))  # fmt: skip
     return Response(status=204)

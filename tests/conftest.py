@@ -297,6 +297,10 @@ def wednesday_morning() -> Iterator[time_machine.Coordinates]:
         yield traveller
 
 
+# A text Twilio could not get to the phone (to an opted-out number, say) never shows in its inbox.
+UNDELIVERED = ("failed", "undelivered")
+
+
 class TextingPhone:
     """Texts the line as Twilio delivers them (signed, full parameters) over real HTTP, and reads
     back what the line sent each number through the fake Twilio's REST API."""
@@ -314,17 +318,19 @@ class TextingPhone:
         return self.inbox(sender)[before:]
 
     def deliver(self, params: dict[str, str]) -> requests.Response:
+        """Deliver one inbound text and, as Twilio does, send the replies its TwiML holds."""
         headers = signed_headers(TEST_AUTH_TOKEN, self.url, params, voice=False)
         response = self.session.post(self.url, data=params, headers=headers, timeout=15)
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/xml")
+        self.fake.reply_with_twiml(params["From"], params["To"], response.text)
         if self.app is not None:  # the offers the text started off its request path, as for calls
             self.app.extensions["crisisline.background"].wait_idle(timeout=30)
         return response
 
     def inbox(self, number: str) -> list[str]:
-        """Every text the line sent ``number``, oldest first."""
-        return [m.body for m in self.fake.messages.values() if m.to == number]
+        """Every text the line sent ``number`` that reached it, oldest first."""
+        return [m.body for m in self.fake.messages.values() if m.to == number and m.status not in UNDELIVERED]
 
 
 @pytest.fixture

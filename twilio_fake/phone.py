@@ -182,6 +182,12 @@ class RemoteTwilio:
     def program_number(self, number: str, behaviour: str | None) -> None:
         self._request("POST", f"/_fake/numbers/{quote(number, safe='')}", data={"behaviour": behaviour or ""})
 
+    def messaging_reply(self, sender: str, line_number: str, twiml: str) -> list[dict[str, Any]]:
+        """Send the replies in the TwiML the line answered ``sender``'s text with, as Twilio does."""
+        data = {"From": sender, "To": line_number, "Twiml": twiml}
+        sent: list[dict[str, Any]] = self._request("POST", "/_fake/messaging-reply", data=data)["messages"]
+        return sent
+
     def keyword(self, number: str, body: str) -> None:
         """Twilio's own handling of opt-out/opt-in words texted by ``number`` (§2.4)."""
         self._request("POST", "/_fake/keyword", data={"From": number, "Body": body})
@@ -805,13 +811,15 @@ def _text_main(argv: list[str]) -> int:
         print(f"nothing answers at {cli.base_url}: start the line with 'python3 dev.py run'")
         return 1
     print(f"→ you ({args.from_number}): {args.body}  [{reply.status_code}]", flush=True)
-    twiml = _parse_twiml(HttpReply(reply.status_code, reply.headers.get("Content-Type", ""), reply.text))
-    for message in twiml.iter("Message") if twiml is not None else ():
-        body = message.findtext("Body") or message.text or ""
-        print(f"← line: {body.strip()}", flush=True)
     if cli.twilio is None:
+        twiml = _parse_twiml(HttpReply(reply.status_code, reply.headers.get("Content-Type", ""), reply.text))
+        for message in twiml.iter("Message") if twiml is not None else ():
+            body = message.findtext("Body") or message.text or ""
+            print(f"← line: {body.strip()}", flush=True)
         print("(no Twilio stand-in known: texts the line sends over REST are not shown)")
         return 0
+    if reply.status_code == 200:
+        cli.twilio.messaging_reply(args.from_number, cli.line_number, reply.text)  # as Twilio sends them
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
         sent = cli.twilio.messages(args.from_number)

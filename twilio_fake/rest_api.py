@@ -54,6 +54,7 @@ import re
 import secrets
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -677,6 +678,47 @@ class FakeTwilio:
         log.info("message %s created", message.sid)
         if self.auto_deliver:
             threading.Thread(target=self._auto_deliver, args=(message.sid,), daemon=True, name="auto-deliver").start()
+        return message
+
+    def reply_with_twiml(self, sender: str, line_number: str, twiml: str) -> list[MessageRecord]:
+        """What Twilio does with the TwiML a messaging webhook answered ``sender``'s text with
+        (``line_number`` received it): each ``<Message>`` is sent, ``to`` the sender and ``from``
+        the line unless it says otherwise, with its ``statusCallback``; to an opted-out number
+        it fails (status callback ``failed``, 21610) rather than being refused (§2.2).
+
+        Raises ``FakeTwilioError`` (12100) for a reply that is not TwiML, as Twilio logs it."""
+        try:
+            root = ET.fromstring(twiml)  # noqa: S314 - the app under test's own TwiML
+        except ET.ParseError as error:
+            raise FakeTwilioError(502, 12100, "Document parse failure") from error
+        if root.tag != "Response":
+            raise FakeTwilioError(502, 12100, "Document parse failure")
+        sent: list[MessageRecord] = []
+        for element in root.iter("Message"):
+            body = (element.findtext("Body") or element.text or "").strip()
+            to = element.get("to") or sender
+            callback = element.get("statusCallback")
+            try:
+                message = self.create_message(to, body, from_=element.get("from") or line_number,
+                                              status_callback=callback)  # fmt: skip
+            except FakeTwilioError as error:
+                if error.code != 21610:
+                    raise
+                message = self._failed_reply(to, body, element.get("from") or line_number, callback)
+            message.direction = "outbound-reply"
+            sent.append(message)
+        return sent
+
+    def _failed_reply(self, to: str, body: str, from_: str, status_callback: str | None) -> MessageRecord:
+        """A TwiML reply to an opted-out number: created, then failed with 21610."""
+        with self._lock:
+            message = MessageRecord(
+                sid=new_sid("SM"), account_sid=self.account_sid, to=to, from_=from_, body=body,
+                messaging_service_sid=None, media_urls=[], status_callback=status_callback, status="queued",
+                num_segments=count_segments(body),
+            )  # fmt: skip
+            self.messages[message.sid] = message
+        self.deliver_message(message.sid, "failed", 21610)
         return message
 
     def _auto_deliver(self, sid: str) -> None:
@@ -2220,6 +2262,12 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
     def keyword() -> ResponseReturnValue:
         """A phone texted the line: apply Twilio's opt-out words before the webhook goes."""
         return jsonify({"keyword": fake.receive_keyword(request.form["From"], request.form.get("Body", ""))})
+
+    @app.post("/_fake/messaging-reply")
+    def messaging_reply() -> ResponseReturnValue:
+        """The line answered a text from ``From`` to ``To`` with TwiML ``Twiml``: send its replies."""
+        sent = fake.reply_with_twiml(request.form["From"], request.form["To"], request.form.get("Twiml", ""))
+        return jsonify({"messages": [message_json(message) for message in sent]})
 
     @app.get("/_fake/messages")
     def messages_state() -> ResponseReturnValue:

@@ -36,14 +36,12 @@ from flask.typing import ResponseReturnValue
 from twilio_fake.phone import (
     CallerAction,
     Dialled,
-    HttpReply,
     Keys,
     Phone,
     PhoneCall,
     RequestsTransport,
     Silence,
     Words,
-    _parse_twiml,
 )
 from twilio_fake.rest_api import (
     TERMINAL_CALL_STATUSES,
@@ -304,12 +302,11 @@ class PhoneSession:
         except requests.RequestException as error:
             self.note("system", f"the line did not answer at {owner.line_url} ({type(error).__name__})")
             return {"ok": False, "message": "The line did not answer."}
-        twiml = _parse_twiml(HttpReply(reply.status_code, reply.headers.get("Content-Type", ""), reply.text))
-        with self._cond:
-            for message in twiml.iter("Message") if twiml is not None else ():
-                text = (message.findtext("Body") or message.text or "").strip()
-                if text:
-                    self.texts.append({"mine": False, "body": text, "status": "delivered"})
+        if reply.status_code == 200:
+            try:  # Twilio sends the replies the line's TwiML holds; they show below like any text
+                owner.fake.reply_with_twiml(self.number, owner.line_number, reply.text)
+            except FakeTwilioError:
+                self.note("system", "the line answered with something that is not TwiML")
         self.sync_texts()
         return {"ok": True}
 

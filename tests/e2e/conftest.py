@@ -128,6 +128,7 @@ class Line:
         reply = requests.post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params, voice=False),
                               timeout=15)  # fmt: skip
         assert reply.status_code == 200
+        self.twilio.messaging_reply(sender, LINE_NUMBER, reply.text)  # Twilio sends the TwiML's replies
         return reply
 
     def inbox(self, number: str) -> list[str]:

@@ -1,0 +1,156 @@
+"""A reply to the person whose text the line is answering goes out in the webhook's own TwiML,
+as Twilio means replies to be sent: no REST request holds their webhook. Each reply is claimed
+in the database before the answer and tracked by its ``<Message statusCallback>``. Texts to
+anyone else (a counselor offered the conversation) still go over the REST API. If the
+webhook's deadline answers before its handler, the replies go over REST instead: none lost,
+none sent twice."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from sqlalchemy import select
+
+from crisisline.db import db
+from crisisline.models import Message
+from sms.outbox import TwimlReplies
+from sms.views import FAILSAFE_TEXT
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TextingPhone
+from tests.reliability.test_fault_matrix import DEADLINE, Line, line  # noqa: F401 - the line fixture
+from tests.rota import BEN
+from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import signed_headers, sms_params
+
+TEXTER = "+13125550177"
+WORDS = "I want to kill myself tonight"
+ANSWER = "A counselor will text you back"
+
+
+def outbound_to_texter(app: Flask) -> list[Message]:
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                select(Message).where(Message.direction == "out", Message.party == "texter").order_by(Message.id)
+            )
+        )
+
+
+def post_text(url: str, params: dict[str, str]) -> requests.Response:
+    """The webhook alone, signed as Twilio signs it: nobody sends what its TwiML holds."""
+    webhook = url + "/sms/incoming"
+    headers = signed_headers(TEST_AUTH_TOKEN, webhook, params, voice=False)
+    response = requests.post(webhook, data=params, headers=headers, timeout=15)
+    assert response.status_code == 200
+    return response
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_texters_replies_are_in_the_webhooks_twiml_each_stored_first_with_its_status_callback(
+    app: Flask, live_server: str
+) -> None:
+    answer = post_text(live_server, sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
+
+    messages = ET.fromstring(answer.text).findall("Message")  # noqa: S314 - the app's own TwiML
+    (row,) = outbound_to_texter(app)
+    assert [message.text for message in messages] == [_opened(app, row)]
+    assert ANSWER in (messages[0].text or "")
+    assert messages[0].get("statusCallback") == f"{live_server}/sms/status?message={row.id}"
+    assert "to" not in messages[0].attrib  # Twilio replies to the sender: no number in the answer
+    assert (row.status, row.message_sid) == ("queued", None)  # handed to Twilio; its SID comes with the callback
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_twilio_sends_the_twiml_replies_and_their_status_callbacks_give_each_row_its_sid(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    replies = texting.send(TEXTER, WORDS)
+
+    assert any(ANSWER in reply for reply in replies)
+    to_texter = [message for message in fake.messages.values() if message.to == TEXTER]
+    assert {message.direction for message in to_texter} == {"outbound-reply"}  # no REST request for them
+    for message in to_texter:
+        fake.deliver_message(message.sid)  # "sent", then "delivered", to each <Message statusCallback>
+    rows = outbound_to_texter(app)
+    assert [(row.message_sid, row.status) for row in rows] == [(message.sid, "delivered") for message in to_texter]
+    # The counselor offered the conversation is texted over the REST API, off the texter's webhook.
+    (offer,) = [message for message in fake.messages.values() if message.to == BEN]
+    assert offer.direction == "outbound-api"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_reply_claimed_before_the_handling_failed_goes_out_with_the_fail_safe_and_never_again(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, clock_tick: Callable[[], Any]
+) -> None:
+    import sms.views
+
+    real = sms.views.handle_texter_message
+
+    def fails_after_replying(*args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(sms.views, "handle_texter_message", real)
+        real(*args, **kwargs)
+        raise RuntimeError("simulated bug after the reply was claimed")
+
+    monkeypatch.setattr(sms.views, "handle_texter_message", fails_after_replying)
+    replies = texting.send(TEXTER, "I am not doing well tonight and need to talk")
+
+    assert len(replies) == 2
+    assert replies[0].startswith("Riverside County Crisis Line. Your texts are private.")  # welcome and menu
+    assert replies[1] == FAILSAFE_TEXT
+    clock_tick()  # nothing for the clock to send again: the reply is claimed and went out
+    assert texting.inbox(TEXTER) == replies
+
+
+def test_replies_the_handler_took_go_in_the_deadlines_answer_if_it_answers_after_all() -> None:
+    replies = TwimlReplies(TEXTER, LINE_NUMBER)
+    assert replies.take(1, TEXTER, LINE_NUMBER, "first")
+    assert not replies.take(2, "+13125550199", LINE_NUMBER, "to someone else")  # not the sender: over REST
+
+    assert replies.render() == [(1, "first")]
+    assert replies.abandon() == [(1, "first")]  # the handler's answer will be dropped: this one carries them
+    assert not replies.take(3, TEXTER, LINE_NUMBER, "later")  # too late for any answer: over REST
+
+
+def test_replies_the_deadline_abandoned_are_left_to_the_handler_to_send_over_rest() -> None:
+    replies = TwimlReplies(TEXTER, LINE_NUMBER)
+    assert replies.take(1, TEXTER, LINE_NUMBER, "first")
+
+    assert replies.abandon() == []  # the deadline's answer carries none of them
+    assert replies.render() is None  # the handler's answer is dropped: it sends them itself
+    assert not replies.take(2, TEXTER, LINE_NUMBER, "second")
+
+
+def test_a_handling_slower_than_the_deadline_sends_its_replies_over_rest_once(
+    line: Line, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - the fixture, by name
+) -> None:  # fmt: skip
+    import sms.views
+
+    real = sms.views.handle_texter_message
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)  # the reply is claimed for the answer...
+        time.sleep(DEADLINE + 1.0)  # ...which the deadline gives first
+
+    monkeypatch.setattr(sms.views, "handle_texter_message", slow)
+    texting = TextingPhone(line.url, fake)
+
+    answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
+
+    assert ET.fromstring(answer.text).findall("Message") == []  # noqa: S314 - stored: no fail-safe, no reply yet
+    line.app.extensions["crisisline.deadline"].pool.shutdown(wait=True)  # the late handler finishes
+    to_texter = [message for message in fake.messages.values() if message.to == TEXTER]
+    assert [(ANSWER in message.body, message.direction) for message in to_texter] == [(True, "outbound-api")]
+    (row,) = outbound_to_texter(line.app)
+    assert row.message_sid == to_texter[0].sid
+
+
+def _opened(app: Flask, row: Message) -> str:
+    from sms import outbox
+
+    with app.app_context():
+        return outbox.vault().open(row.sealed_body or "", context=outbox.BODY_CONTEXT)
