@@ -353,6 +353,14 @@ class CallFlow:
 FAKE_TWILIO: dict[str, str] = {}
 
 
+def slow_api(twilio_url: str, seconds: float) -> None:
+    """Every request that places a call or sends a text takes ``seconds`` to answer, as over the
+    internet to api.twilio.com (the local fake answers in a millisecond)."""
+    fault = {"method": "POST", "path_regex": r"/(Calls|Messages)\.json$", "status": "201", "delay": str(seconds),
+             "times": ""}  # fmt: skip
+    requests.post(twilio_url + "/_fake/faults", data=fault, timeout=10).raise_for_status()
+
+
 def send_twiml_replies(number: str, reply: Reply | None) -> None:
     """What Twilio does with a text webhook's answer: send the ``<Message>``s it holds (after
     the request was timed, as Twilio does after the answer came)."""
@@ -494,6 +502,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": {"connections": args.connections, "seconds_per_kind": seconds, "surge_people": args.surge,
+                     "api_latency_seconds": args.api_latency,
                      "web": "gunicorn, gunicorn.conf.py, 2 workers x 4 threads", "quick": args.quick},
         "note": "2-core machine shared with other engineers' test runs: compare ratios within one run only.",
     }  # fmt: skip
@@ -503,6 +512,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with redis_for_bench(scratch) as redis_url:
             twilio_url = start_fake_twilio(started)
             FAKE_TWILIO["url"] = twilio_url
+            if args.api_latency:
+                slow_api(twilio_url, args.api_latency)
             sampler.track("fake-twilio", started.started[-1].popen.pid)
             base_port, line_port = free_port(), free_port()
             base_env = deployment_env(database_url, redis_url, twilio_url, base_port)
@@ -622,7 +633,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"load average at start {m['load_average_at_start']}. {report['note']}",
         f"{report['settings']['connections']} connections, {report['settings']['seconds_per_kind']} s per kind; "
         "each kind's ratio is to a baseline slice run just before it. "
-        f"Tree: {m.get('git_commit')} with {m.get('uncommitted_files')} uncommitted files.",
+        f"Tree: {m.get('git_commit')} with {m.get('uncommitted_files')} uncommitted files."
+        + (
+            f" Twilio's API answers each call placed and text sent in {latency:g} s."
+            if (latency := report["settings"].get("api_latency_seconds"))
+            else ""
+        ),
         "",
         "| webhook | requests | req/s | baseline req/s just before | x baseline | p50 / p90 / p99 ms | errors "
         "| web CPU ms/req |",
@@ -685,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="per webhook kind")
     parser.add_argument("--surge", type=int, default=300, help="people arriving at once in the surge")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s per kind, a small surge")
+    parser.add_argument("--api-latency", type=float, default=0.0,
+                        help="seconds the fake Twilio takes to answer each request placing a call or sending a "
+                        "text (api.twilio.com takes 0.1 to 0.3 from most places; 0: as fast as it can)")  # fmt: skip
     parser.add_argument("--output", type=Path, default=None, help="write <output>.json and .md (make bench: latest)")
     args = parser.parse_args(argv)
     if args.quick:

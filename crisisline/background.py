@@ -199,7 +199,7 @@ def side_by_side(
     of its lane could leave every thread waiting for another, and a caller's lease would run
     out while their phones queued behind other callers'."""
     background: Background | None = current_app.extensions.get(EXTENSION)
-    together = background is not None and not _one_writer_at_a_time() and not getattr(_side, "running", False)
+    together = background is not None and not one_writer_at_a_time() and not getattr(_side, "running", False)
     outcomes: list[Future[T]] = []
     index = 0
     while index < len(steps) and not (together and len(steps) - index > 1 and when()):
@@ -255,5 +255,7 @@ def _in_app_context(app: Flask, step: Callable[[], T]) -> T:
         _side.running = False
 
 
-def _one_writer_at_a_time() -> bool:
+def one_writer_at_a_time() -> bool:
+    """SQLite: a transaction that read before another committed cannot write after it, so work
+    that writes is never left running beside a request that may write after it."""
     return bool(db.engine.dialect.name == "sqlite")

@@ -26,7 +26,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import CompoundSelect, String, bindparam, literal, or_, select, union_all
 
-from crisisline.background import side_by_side, start_soon, within_budget
+from crisisline.background import one_writer_at_a_time, side_by_side, start_soon, within_budget
 from crisisline.db import db
 from crisisline.events import responder_freed
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState
@@ -139,10 +139,18 @@ def safety_net_due() -> bool:
     return _pass_clock().begin_unless_recent(SAFETY_NET_INTERVAL_SECONDS)
 
 
-def fill_soon(document: RoutingDocument, *, safety_net: bool = False, joined: str | None = None) -> int:
+def fill_soon(
+    document: RoutingDocument, *, safety_net: bool = False, joined: str | None = None, wait: bool = True
+) -> int:
     """``fill``, but on a webhook the offers (Twilio REST calls) run off the request thread and
     the request waits for them at most half the voice deadline: a slow Twilio API never adds to
     a caller's or texter's wait for our answer. Inline in workers, the clock and the CLI.
+
+    ``wait=False``: for a request whose answer does not depend on the pass (a caller's first hold
+    step hears "hold" whoever is rung), it is started and not waited for at all; returns 0. The
+    pass runs as it would have (under the same key, shared with any queued behind it), so the
+    first ring comes as soon; the caller's silence just no longer includes Twilio's answer.
+    Waited for on SQLite all the same (``one_writer_at_a_time``).
 
     ``safety_net`` (a hold turn): skipped when this process began a pass less than
     ``SAFETY_NET_INTERVAL_SECONDS`` ago; that pass saw the queue as this one would.
@@ -155,10 +163,13 @@ def fill_soon(document: RoutingDocument, *, safety_net: bool = False, joined: st
         return 0
     settings: Settings = current_app.extensions["crisisline.settings"]
     budget = settings.voice_deadline_seconds / 2
+    key, work = FILL_KEY, lambda: fill(document)
     if joined is not None and document.queue.channels == "separate":
-        only = (joined,)
-        return within_budget(f"{FILL_KEY}:{joined}", lambda: fill(document, only), budget) or 0
-    return within_budget(FILL_KEY, lambda: fill(document), budget) or 0
+        key, work = f"{FILL_KEY}:{joined}", lambda: fill(document, (joined,))
+    if not wait and not one_writer_at_a_time():
+        start_soon(key, work)
+        return 0
+    return within_budget(key, work, budget) or 0
 
 
 def _fill_pass(

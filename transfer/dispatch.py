@@ -76,15 +76,19 @@ def advance(
     """Offer free responders to the queue (this transfer only where it is first in line for
     them), then say where this transfer stands. Idempotent and concurrency-safe.
 
-    On a webhook, the ringing (Twilio REST calls) runs off the request thread and the request
-    waits for it at most half the voice deadline: a slow Twilio API leaves the caller
-    holding, never silent, and the ringing carries on. ``safety_net``: a later hold turn,
-    whose pass a process runs at most once a second (``line_queue.fill_soon``). ``joined``:
+    On a webhook, the ringing (Twilio REST calls) runs off the request thread; a later turn
+    waits for it at most half the voice deadline (a slow Twilio API leaves the caller holding,
+    never silent, and the ringing carries on), a first step not at all. ``safety_net``: a
+    later hold turn, whose pass a process runs at most once a second (``line_queue.fill_soon``). ``joined``:
     "voice" when the transfer has just joined the queue and nothing else changed (its first
     step), so with separate lines only the callers' line is looked at (``fill_soon``).
     """
     passed = not safety_net or line_queue.safety_net_due()
-    rung = line_queue.fill_soon(document, joined=joined) if passed else 0
+    # A caller's first step is not kept waiting for the ringing: its answer is "hold" whoever
+    # rings, and a ring it waited for would add Twilio's answer time (0.1 to 0.3 s, seconds
+    # when the API is slow) to the silence after their keypress. Later turns wait, within
+    # the budget: they say who is ringing ("you are next").
+    rung = line_queue.fill_soon(document, joined=joined, wait=joined is None) if passed else 0
     if passed:
         # The session's own copy is refreshed in the same read: callers holding it read the
         # state after the pass (someone may have accepted meanwhile).

@@ -20,6 +20,7 @@ from tests.conftest import (
     TEST_ACCOUNT_SID,
     TEST_AUTH_TOKEN,
     TEST_BACKUP_NUMBER,
+    SettledTransport,
     serving,
     settings_for,
 )
@@ -74,7 +75,9 @@ def test_with_redis_down_a_caller_still_reaches_a_counselor(
         serving(redis_down, app_port) as url,
         time_machine.travel(datetime(2026, 12, 2, 10, 0, tzinfo=ZoneInfo("America/Chicago")), tick=True),
     ):
-        phone = Phone(RequestsTransport(), url, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
+        # Settled: the first ring is started by the need answer, not waited for.
+        transport = SettledTransport(RequestsTransport(), redis_down)
+        phone = Phone(transport, url, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
         call = phone.call([Keys("2"), Keys("2")], max_hold_turns=0)
         (leg,) = [c for c in fake.calls.values() if c.direction == "outbound-api"]
         counselor = phone.answer(leg.sid, [Keys("1")])
