@@ -500,15 +500,18 @@ class Phone:
                 record.hold_turns += 1
             url, params = record.next_url, record.next_params
             record.next_url = ""
-            redirects_before = self._redirect_count(record)
             twiml = self._fetch(record, url, params)
             if twiml is None:
                 self._finish(record, "application-error")
                 break
             self._answer_inbound(record)
-            if self._redirect_count(record) > redirects_before:
-                # A REST redirect landed while this webhook was in flight: Twilio runs the
-                # redirect's TwiML instead, and the late response is dropped.
+            if self._redirect_count(record) > record.redirects_seen:
+                # A REST redirect landed while this webhook was in flight (or just before it
+                # went, after the check above): Twilio runs the redirect's TwiML instead, and
+                # the late response is dropped. Counted against the redirects followed, not
+                # a count taken before the request, which a redirect landing in between
+                # would already include (the response then ran too: a join on top of the
+                # redirect's own join).
                 continue
             self._run(record, twiml, url, outcome_for)
         return record

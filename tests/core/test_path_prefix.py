@@ -61,6 +61,7 @@ def test_every_url_handed_to_twilio_keeps_the_lines_path_prefix(
 
     redirect = holding.find("Redirect")
     assert redirect is not None and (redirect.text or "").startswith("/crisis/voice/hold?")
+    client.application.extensions["crisisline.background"].wait_idle(timeout=30)  # the ring, started off the request
     (leg,) = legs(fake)  # the counselor's call, placed over REST with absolute URLs
     assert (leg.url or "").startswith(f"{PUBLIC}/voice/offer/whisper?offer=")
     assert (leg.status_callback or "").startswith(f"{PUBLIC}/voice/offer/status?offer=")

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import Callback, Conversation, Message
 from followups.checkins import CHECKIN_PRIORITY
+from sms.views import FAILSAFE_TEXT
 from tests.conftest import TextingPhone
 from tests.followups.conftest import checkins
 from tests.followups.test_checkins import TEXTER, checkin_sent, end_a_text_conversation
@@ -109,7 +110,8 @@ def test_a_free_text_reply_whose_handling_died_reaches_the_counselor_on_the_retr
     checkin_sent(app, texting, wednesday_evening, run_due)
     crashed = crash_once(monkeypatch, replies, "open_prioritised")
 
-    assert texting.send(TEXTER, "not great, couldn't sleep") == []  # the words follow the stored conversation
+    # The crashed handling's answer is the fail-safe; the words follow the stored conversation.
+    assert texting.send(TEXTER, "not great, couldn't sleep") == [FAILSAFE_TEXT]
     assert crashed
     retry_later(wednesday_evening, clock_tick)
 
@@ -161,7 +163,7 @@ def test_a_talk_by_call_reply_whose_handling_died_requests_the_callback_on_the_r
     checkin_sent(app, texting, wednesday_evening, run_due)
     crashed = crash_once(monkeypatch, replies, "_request_call")
 
-    assert texting.send(TEXTER, "2") == []  # the words follow the stored callback
+    assert texting.send(TEXTER, "2") == [FAILSAFE_TEXT]  # the words follow the stored callback
     assert crashed
     retry_later(wednesday_evening, clock_tick)
 
@@ -261,14 +263,14 @@ def test_a_talk_reply_whose_handling_died_after_its_conversation_was_stored_gets
     before = len(texting.inbox(TEXTER))
     crashed = crash_once(monkeypatch, conversations, "to_texter")
 
-    assert texting.send(TEXTER, "2") == []
+    assert texting.send(TEXTER, "2") == [FAILSAFE_TEXT]
     assert crashed
     retry_later(wednesday_evening, clock_tick)
     clock_tick()
 
     (talk,) = talks(app)
     assert_prioritised(talk)
-    assert texting.inbox(TEXTER)[before:] == [TALK]  # not the welcome and the wait
+    assert texting.inbox(TEXTER)[before:] == [FAILSAFE_TEXT, TALK]  # not the welcome and the wait
 
 
 def test_a_talk_reply_retried_after_the_person_texted_again_still_gets_the_check_ins_place(
