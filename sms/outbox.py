@@ -14,12 +14,14 @@ other text (to a counselor, a supervisor, a texter from a job) goes over the RES
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import requests
 from flask import current_app, has_request_context, request
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, case, func, update
 from twilio.base.exceptions import TwilioRestException
 
 from crisisline.db import commit_keeping_loaded, db, inserted_id
@@ -45,48 +47,83 @@ UNSENT_STATUSES = ("failed", "undelivered", "canceled")
 MESSAGE_STATUSES = frozenset(STATUS_RANK) - {"claimed"}
 
 
+# At most this much of a webhook's answer is replies; the rest go over REST, after them. Twilio
+# drops a TwiML answer over 64 kB whole (11750), and a counselor taking a conversation is sent
+# its whole backlog in answer to their "YES".
+MAX_TWIML_REPLIES = 8
+MAX_TWIML_REPLY_BYTES = 16_000
+# What XML 1.0 cannot carry: one such character in a texter's words (relayed to a counselor)
+# would make Twilio refuse the whole answer (12100). Such a text goes over REST.
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+@dataclass(frozen=True)
+class TakenReply:
+    """A claimed part kept for the answer; what a REST send of it would need too."""
+
+    message_id: int
+    text: str
+    responder_id: str | None = None
+    texter: Texter | None = None
+
+
 class TwimlReplies:
     """The texts a webhook answers its sender with, sent in its TwiML.
 
     Shared by the webhook's handler and its deadline (``crisisline.deadline``), which may
     answer first: whichever takes the replies first decides how they go. The handler
-    ``render``s them into its answer; if the deadline answered first (``abandon``), the handler
-    sends them over the REST API instead, so a slow handler loses no reply; if the handler had
-    already taken them, the deadline's answer carries them."""
+    ``render``s them into its answer. If the deadline answers first (``abandon``), its answer
+    carries the replies taken so far and later ones go over REST; if the handler had already
+    built its answer (which will now never be sent), the deadline's answer carries them. A
+    reply that does not fit (``MAX_TWIML_REPLIES``, ``MAX_TWIML_REPLY_BYTES``, a character XML
+    cannot carry) ``spill``s: the replies taken before it go over REST first, in order, and it
+    and every later one after them."""
 
     def __init__(self, to_number: str | None, from_number: str | None) -> None:
         self.to_number = to_number
         self.from_number = from_number
-        self.parts: list[tuple[int, str]] = []  # (message id, text), in the order claimed
-        self._state = "open"  # open -> rendered (the handler's answer) | abandoned (the deadline's)
+        self._parts: list[TakenReply] = []
+        self._bytes = 0
+        self._state = "open"  # open -> rendered | abandoned | spilled (then abandoned or rendered)
         self._lock = threading.Lock()
 
-    def take(self, message_id: int, to_number: str, from_number: str, part: str) -> bool:
-        """Keep ``part`` for the answer if it is a reply to the sender still to be answered."""
-        if not self.to_number or (to_number, from_number) != (self.to_number, self.from_number):
-            return False
+    def answers(self, to_number: str, from_number: str) -> bool:
+        """Whether a text to ``to_number`` from ``from_number`` replies to this webhook's sender."""
+        return bool(self.to_number) and (to_number, from_number) == (self.to_number, self.from_number)
+
+    def take(self, reply: TakenReply) -> tuple[bool, list[TakenReply]]:
+        """(kept for the answer, replies taken before that must now go over REST first)."""
+        size = len(reply.text.encode())
         with self._lock:
             if self._state != "open":
-                return False
-            self.parts.append((message_id, part))
-            return True
+                return False, []
+            fits = (len(self._parts) < MAX_TWIML_REPLIES and self._bytes + size <= MAX_TWIML_REPLY_BYTES
+                    and not _NOT_IN_XML.search(reply.text))  # fmt: skip
+            if fits:
+                self._parts.append(reply)
+                self._bytes += size
+                return True, []
+            self._state = "spilled"
+            spilled, self._parts = self._parts, []
+            return False, spilled
 
     def render(self) -> list[tuple[int, str]] | None:
-        """For the handler's answer: the replies, or None if the deadline answered already."""
+        """For the handler's answer: (message id, text) of each reply, or None if the deadline
+        answered already (with the replies taken by then)."""
         with self._lock:
             if self._state == "abandoned":
                 return None
             self._state = "rendered"
-            return list(self.parts)
+            return [(part.message_id, part.text) for part in self._parts]
 
     def abandon(self) -> list[tuple[int, str]]:
-        """For the deadline's answer: the replies the handler had taken for its own answer (the
-        one that will now never be sent), else none (the handler sends them itself)."""
+        """For the deadline's answer: the replies taken so far (the handler's answer will never
+        be sent); any later reply goes over REST."""
         with self._lock:
-            if self._state == "rendered":
-                return list(self.parts)
-            self._state = "abandoned"
-            return []
+            taken = [(part.message_id, part.text) for part in self._parts]
+            if self._state != "rendered":
+                self._state, self._parts = "abandoned", []
+            return taken
 
 
 def answering(replies: TwimlReplies) -> None:
@@ -144,9 +181,14 @@ def send_text(
         if message_id is None:
             continue  # sent (or being sent) already for this key
         replies = _twiml_replies()
-        if replies is not None and replies.take(message_id, to_number, from_number, part):
-            sent_any = True
-            continue
+        if replies is not None and replies.answers(to_number, from_number):
+            taken, earlier = replies.take(TakenReply(message_id, part, responder_id, texter))
+            for reply in earlier:  # taken for the answer, now sent before this part, in order
+                _send_over_rest(reply.message_id, to_number, from_number, reply.text,
+                                responder_id=reply.responder_id, texter=reply.texter)  # fmt: skip
+            if taken:
+                sent_any = True
+                continue
         if not _send_over_rest(message_id, to_number, from_number, part, responder_id=responder_id, texter=texter):
             return sent_any
         sent_any = True
@@ -183,16 +225,6 @@ def _send_over_rest(
     return True
 
 
-def send_abandoned(replies: TwimlReplies) -> None:
-    """The replies of a webhook whose deadline answered before its handler could (``TwimlReplies``),
-    over the REST API now, in order; a part Twilio refuses stops the rest, as in ``send_text``."""
-    if not replies.to_number or not replies.from_number:
-        return
-    for message_id, part in replies.parts:
-        if not _send_over_rest(message_id, replies.to_number, replies.from_number, part):
-            return
-
-
 def handed_to_twilio(message_ids: Iterable[int]) -> None:
     """Replies now in a webhook's TwiML: ``queued`` at Twilio, as a REST send's would be, their
     SIDs known from their first status callback (``record_status``). Rows a callback moved on
@@ -218,10 +250,15 @@ def tell_supervisors(document: RoutingDocument, *, key: str, body: str, from_num
 
 
 # Built once: every text sent runs it (``crisisline.db``, "Statements built once").
+# A status callback may come before it: the SID is kept, the status never moved back.
 _SENT = (
     update(Message)
     .where(Message.id == bindparam("message"))
-    .values(message_sid=bindparam("sid"), status="queued", status_rank=1)
+    .values(
+        message_sid=bindparam("sid"),
+        status=case((Message.status_rank < 1, "queued"), else_=Message.status),
+        status_rank=case((Message.status_rank < 1, 1), else_=Message.status_rank),
+    )
     .execution_options(synchronize_session=False)
 )
 

@@ -43,12 +43,10 @@ def _twiml(text: str | None = None, replies: Sequence[tuple[int, str]] = ()) -> 
 
 
 def _answer(replies: outbox.TwimlReplies, text: str | None = None) -> Response:
-    """The handler's answer, with the replies it claimed; if the deadline answered already,
-    they go over the REST API instead (this answer is then dropped)."""
+    """The handler's answer, with the replies it claimed (``sms.outbox.TwimlReplies``)."""
     parts = replies.render()
     if parts is None:
-        outbox.send_abandoned(replies)
-        return _twiml(text)
+        return _twiml(text)  # dropped: the deadline's answer carried the replies taken by then
     try:
         outbox.handed_to_twilio(message_id for message_id, _ in parts)
     except Exception as error:  # the replies matter more than their status: answered anyway
@@ -105,7 +103,7 @@ def keep_and_point_to_backup(error: BaseException) -> Response:
     it after all: the clock then finds it stored and forgets the copy), and the texter pointed
     to the backup line. Touches neither the database nor anything that can raise."""
     replies: outbox.TwimlReplies | None = request.environ.get(PROGRESS, {}).get("replies")
-    # Replies the handler had already taken for its own answer, which will not be sent now.
+    # Replies the handler took for its answer so far: this answer carries them (``TwimlReplies``).
     parts = replies.abandon() if replies is not None else []
     if isinstance(error, DeadlineExceeded) and request.environ.get(PROGRESS, {}).get("stored"):
         return _twiml(replies=parts)  # stored, slow to handle: the handling goes on and replies itself

@@ -158,6 +158,10 @@ def count_segments(body: str) -> int:
     return 1 if units <= single else math.ceil(units / multi)
 
 
+# Twilio drops a TwiML answer larger than this (error 11750).
+MAX_TWIML_BYTES = 64_000
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -686,7 +690,10 @@ class FakeTwilio:
         the line unless it says otherwise, with its ``statusCallback``; to an opted-out number
         it fails (status callback ``failed``, 21610) rather than being refused (§2.2).
 
-        Raises ``FakeTwilioError`` (12100) for a reply that is not TwiML, as Twilio logs it."""
+        Raises ``FakeTwilioError`` for an answer Twilio would drop whole: 11750 over 64 kB,
+        12100 not TwiML (as Twilio logs them)."""
+        if len(twiml.encode()) > MAX_TWIML_BYTES:
+            raise FakeTwilioError(502, 11750, "TwiML response body too large")  # nothing is sent
         try:
             root = ET.fromstring(twiml)  # noqa: S314 - the app under test's own TwiML
         except ET.ParseError as error:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Message
-from sms.outbox import TwimlReplies
+from sms.outbox import MAX_TWIML_REPLIES, MAX_TWIML_REPLY_BYTES, TakenReply, TwimlReplies
 from sms.views import FAILSAFE_TEXT
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TextingPhone
 from tests.reliability.test_fault_matrix import DEADLINE, Line, line  # noqa: F401 - the line fixture
@@ -30,6 +30,7 @@ from twilio_fake.signing import signed_headers, sms_params
 TEXTER = "+13125550177"
 WORDS = "I want to kill myself tonight"
 ANSWER = "A counselor will text you back"
+WELCOME = "Riverside County Crisis Line. Your texts are private."
 
 
 def outbound_to_texter(app: Flask) -> list[Message]:
@@ -106,26 +107,103 @@ def test_a_reply_claimed_before_the_handling_failed_goes_out_with_the_fail_safe_
     assert texting.inbox(TEXTER) == replies
 
 
+def reply(message_id: int, text: str = "words") -> TakenReply:
+    return TakenReply(message_id, text)
+
+
+def test_a_reply_is_kept_for_the_answer_only_if_it_goes_to_the_sender_from_the_number_they_texted() -> None:
+    replies = TwimlReplies(TEXTER, LINE_NUMBER)
+
+    assert replies.answers(TEXTER, LINE_NUMBER)
+    assert not replies.answers("+13125550199", LINE_NUMBER)  # someone else: over REST
+    assert not replies.answers(TEXTER, "+13125550111")  # from another of the line's numbers
+    assert not TwimlReplies(None, LINE_NUMBER).answers(TEXTER, LINE_NUMBER)  # a withheld sender
+
+
 def test_replies_the_handler_took_go_in_the_deadlines_answer_if_it_answers_after_all() -> None:
     replies = TwimlReplies(TEXTER, LINE_NUMBER)
-    assert replies.take(1, TEXTER, LINE_NUMBER, "first")
-    assert not replies.take(2, "+13125550199", LINE_NUMBER, "to someone else")  # not the sender: over REST
+    assert replies.take(reply(1, "first")) == (True, [])
 
     assert replies.render() == [(1, "first")]
     assert replies.abandon() == [(1, "first")]  # the handler's answer will be dropped: this one carries them
-    assert not replies.take(3, TEXTER, LINE_NUMBER, "later")  # too late for any answer: over REST
+    assert replies.take(reply(2)) == (False, [])  # too late for any answer: over REST
 
 
-def test_replies_the_deadline_abandoned_are_left_to_the_handler_to_send_over_rest() -> None:
+def test_the_deadlines_answer_carries_the_replies_taken_so_far_and_later_ones_go_over_rest() -> None:
     replies = TwimlReplies(TEXTER, LINE_NUMBER)
-    assert replies.take(1, TEXTER, LINE_NUMBER, "first")
+    assert replies.take(reply(1, "first")) == (True, [])
 
-    assert replies.abandon() == []  # the deadline's answer carries none of them
-    assert replies.render() is None  # the handler's answer is dropped: it sends them itself
-    assert not replies.take(2, TEXTER, LINE_NUMBER, "second")
+    assert replies.abandon() == [(1, "first")]
+    assert replies.render() is None  # the handler's answer is dropped
+    assert replies.take(reply(2)) == (False, [])
+    assert replies.abandon() == []  # never carried twice
 
 
-def test_a_handling_slower_than_the_deadline_sends_its_replies_over_rest_once(
+def test_a_reply_that_does_not_fit_sends_the_ones_before_it_over_rest_first_and_every_later_one_too() -> None:
+    replies = TwimlReplies(TEXTER, LINE_NUMBER)
+    for number in range(MAX_TWIML_REPLIES):
+        assert replies.take(reply(number)) == (True, [])
+
+    taken, earlier = replies.take(reply(99))
+
+    assert not taken
+    assert [part.message_id for part in earlier] == list(range(MAX_TWIML_REPLIES))  # in order, before it
+    assert replies.take(reply(100)) == (False, [])  # after it
+    assert replies.render() == []
+
+
+@pytest.mark.parametrize("text", ["x" * (MAX_TWIML_REPLY_BYTES + 1), "a vertical tab \x0b XML cannot carry"])
+def test_a_reply_too_long_for_the_answer_or_not_xml_goes_over_rest(text: str) -> None:
+    replies = TwimlReplies(TEXTER, LINE_NUMBER)
+    assert replies.take(reply(1)) == (True, [])
+
+    taken, earlier = replies.take(reply(2, text))
+
+    assert (taken, [part.message_id for part in earlier]) == (False, [1])
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_taking_a_long_backlog_gets_every_text_once_in_order(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    texting.send(TEXTER, WORDS)  # queued, offered to Ben
+    backlog = [f"still here {number}" for number in range(MAX_TWIML_REPLIES + 3)]
+    for text in backlog:
+        texting.send(TEXTER, text)
+    offer = next(text for text in texting.inbox(BEN) if text.startswith("New text #"))
+    tag = offer.split("#", 1)[1].split(":", 1)[0]
+
+    texting.send(BEN, f"YES {tag}")  # the whole backlog is relayed in answer: more than fits
+
+    relayed = [text for text in texting.inbox(BEN) if "still here" in text]
+    assert [next(word for word in backlog if text.endswith(word)) for text in relayed] == backlog
+
+
+def test_a_handling_that_replies_after_the_deadline_sends_its_reply_over_rest_once(
+    line: Line, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - the fixture, by name
+) -> None:  # fmt: skip
+    import sms.views
+
+    real = sms.views.handle_texter_message
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        time.sleep(DEADLINE + 1.0)  # the deadline answers first...
+        real(*args, **kwargs)  # ...then the reply is claimed
+
+    monkeypatch.setattr(sms.views, "handle_texter_message", slow)
+    texting = TextingPhone(line.url, fake)
+
+    answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
+
+    assert ET.fromstring(answer.text).findall("Message") == []  # noqa: S314 - stored: no fail-safe, no reply yet
+    line.app.extensions["crisisline.deadline"].pool.shutdown(wait=True)  # the late handler finishes
+    to_texter = [message for message in fake.messages.values() if message.to == TEXTER]
+    assert [(message.body.startswith(WELCOME), message.direction) for message in to_texter] == [(True, "outbound-api")]
+    (row,) = outbound_to_texter(line.app)
+    assert row.message_sid == to_texter[0].sid
+
+
+def test_a_reply_taken_before_the_deadline_goes_in_the_deadlines_answer_once(
     line: Line, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - the fixture, by name
 ) -> None:  # fmt: skip
     import sms.views
@@ -141,12 +219,11 @@ def test_a_handling_slower_than_the_deadline_sends_its_replies_over_rest_once(
 
     answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
 
-    assert ET.fromstring(answer.text).findall("Message") == []  # noqa: S314 - stored: no fail-safe, no reply yet
+    messages = ET.fromstring(answer.text).findall("Message")  # noqa: S314 - the app's own TwiML
+    assert [ANSWER in (message.text or "") for message in messages] == [True]  # the reply, not the fail-safe
     line.app.extensions["crisisline.deadline"].pool.shutdown(wait=True)  # the late handler finishes
     to_texter = [message for message in fake.messages.values() if message.to == TEXTER]
-    assert [(ANSWER in message.body, message.direction) for message in to_texter] == [(True, "outbound-api")]
-    (row,) = outbound_to_texter(line.app)
-    assert row.message_sid == to_texter[0].sid
+    assert [message.direction for message in to_texter] == ["outbound-reply"]  # sent once, by Twilio
 
 
 def _opened(app: Flask, row: Message) -> str:

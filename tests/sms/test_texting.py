@@ -267,6 +267,7 @@ def test_twilio_opt_out_error_marks_the_texter_opted_out(app: Flask, texting: Te
     with app.app_context():
         failed = db.session.scalars(select(Message).where(Message.error_code == 21610)).all()
     assert len(failed) == 1  # tried once, then never again
+    assert [m.status for m in fake.messages.values() if m.to == TEXTER] == ["failed"]  # by Twilio, 21610
     assert texting.inbox(TEXTER) == []
 
 
