@@ -76,8 +76,8 @@ class TwimlReplies:
     carries the replies taken so far and later ones go over REST; if the handler had already
     built its answer (which will now never be sent), the deadline's answer carries them. A
     reply that does not fit (``MAX_TWIML_REPLIES``, ``MAX_TWIML_REPLY_BYTES``, a character XML
-    cannot carry) ``spill``s: the replies taken before it go over REST first, in order, and it
-    and every later one after them."""
+    cannot carry) spills them: the replies taken before it go over REST first, in order, then
+    it and every later one."""
 
     def __init__(self, to_number: str | None, from_number: str | None) -> None:
         self.to_number = to_number
