@@ -113,6 +113,26 @@ def test_with_the_database_and_redis_both_refused_the_texter_is_still_pointed_to
     assert "kill" not in caplog.text and "5550177" not in caplog.text
 
 
+def test_with_the_database_and_redis_both_hung_the_texter_is_pointed_to_the_backup_line_in_time(
+    line: Line, texting_the_line: TextingPhone, kept: redis.Redis, caplog: pytest.LogCaptureFixture,  # noqa: F811
+) -> None:  # fmt: skip
+    line.database.stall()
+    line.redis.stall()
+
+    started = time.perf_counter()
+    with caplog.at_level(logging.ERROR):
+        answer = texting_the_line.deliver(sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
+    seconds = time.perf_counter() - started
+
+    assert FAILSAFE_TEXT in answer.text
+    # The deadline, then one Redis timeout for keeping it: redis-py's own retries (three, with
+    # a backoff) made this about 9 s, close to Twilio's 15 s limit.
+    assert seconds < DEADLINE + GRACE + unstored.REDIS_TIMEOUT_SECONDS + 0.5
+    assert "could not be stored or kept, it is lost" in caplog.text
+    line.redis.resume()
+    line.database.resume()
+
+
 def test_a_text_the_database_would_not_take_is_kept_on_every_database(
     app: Flask, texting: TextingPhone, kept: redis.Redis, monkeypatch: pytest.MonkeyPatch,
     clock_tick: Callable[[], Any], settings: Settings,
