@@ -200,9 +200,6 @@ class PhaseResult:
     wall_seconds: float
     web_cpu_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
-    # The Procfile's dispatcher (a new caller's first pass runs there): CPU the line spent on
-    # these requests outside the web process, so moving work there is not counted as saved.
-    dispatcher_cpu_seconds: float = 0.0
 
 
 def run_phase(
@@ -214,7 +211,6 @@ def run_phase(
     samples: list[Sample] = []
     sampler.phase = name
     cpu_before = sampler.cpu_seconds(cpu_role)
-    dispatcher_before = sampler.cpu_seconds("dispatcher")
     started = time.perf_counter()
     deadline = started + seconds
 
@@ -238,8 +234,7 @@ def run_phase(
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return PhaseResult(name, samples, wall, sampler.cpu_seconds(cpu_role) - cpu_before,
-                       dispatcher_cpu_seconds=sampler.cpu_seconds("dispatcher") - dispatcher_before)  # fmt: skip
+    return PhaseResult(name, samples, wall, sampler.cpu_seconds(cpu_role) - cpu_before)
 
 
 def timed(connection: Connection, kind: str, path: str, params: dict[str, str], *, voice: bool = True,
@@ -476,7 +471,6 @@ def summarise(result: PhaseResult, kind: str) -> dict[str, Any]:
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "web_cpu_ms_per_request": round(result.web_cpu_seconds * 1000 / len(mine), 2) if mine else 0.0,
-        "dispatcher_cpu_ms_per_request": round(result.dispatcher_cpu_seconds * 1000 / len(mine), 2) if mine else 0.0,
         "seconds": round(span, 1),
     }
 
@@ -532,7 +526,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             baseline_argv = [*gunicorn[:1], "bench.baseline:create_app()", *gunicorn[2:]]
             start_web(started, base_env, "baseline-web", baseline_argv, base_port, sampler)
             start_web(started, line_env, "web", gunicorn, line_port, sampler)
-            for role in ("worker", "clock", "dispatcher"):
+            for role in ("worker", "clock"):
                 process = started.start(role, procfile_command(role), line_env)
                 sampler.track(role, process.popen.pid)
             time.sleep(1.0)
@@ -647,16 +641,16 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         "",
         "| webhook | requests | req/s | baseline req/s just before | x baseline | p50 / p90 / p99 ms | errors "
-        "| web CPU ms/req | dispatcher CPU ms/req |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| web CPU ms/req |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     rows = [*report["kinds"].items(), ("baseline_after", report["baseline_after"])]
     for kind, row in rows:
         label = LABELS.get(kind, "baseline `c_pg`, again at the end")
         lines.append(
             f"| {label} | {row['requests']} | {row['req_per_s']} | {row.get('baseline_req_per_s_just_before', '')} | "
-            f"{row['ratio']} | {row['p50_ms']} / {row['p90_ms']} / {row['p99_ms']} | {row['errors']} | "
-            f"{row['web_cpu_ms_per_request']} | {row.get('dispatcher_cpu_ms_per_request', '')} |"
+            f"{row['ratio']} | "
+            f"{row['p50_ms']} / {row['p90_ms']} / {row['p99_ms']} | {row['errors']} | {row['web_cpu_ms_per_request']} |"
         )
     mix = report.get("call_flow_mix", {})
     if mix:

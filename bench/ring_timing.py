@@ -344,7 +344,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             web = started.start("web", procfile_command("web"), env)
             wait_for_http(f"http://127.0.0.1:{port}/healthz", web)
             sampler.track("web", web.popen.pid)
-            for role in ("worker", "clock", "dispatcher"):
+            for role in ("worker", "clock"):
                 sampler.track(role, started.start(role, procfile_command(role), env).popen.pid)
             line_url = f"http://127.0.0.1:{port}"
             line = [load.Connection(line_url, line_url) for _ in range(args.connections)]

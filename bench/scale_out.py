@@ -198,7 +198,6 @@ def run_topology(webs: int, workers: int, args: argparse.Namespace) -> dict[str,
                 sampler.track(f"worker-{index + 1}", started.start(f"worker-{index + 1}", procfile_command("worker"),
                                                                    envs[0]).popen.pid)  # fmt: skip
             started.start("clock", procfile_command("clock"), envs[0])
-            sampler.track("dispatcher", started.start("dispatcher", procfile_command("dispatcher"), envs[0]).popen.pid)
             urls = [f"http://127.0.0.1:{port}" for port in ports]
             # A load balancer's round robin: connection i goes to web process i mod N.
             line = [load.Connection(urls[i % webs], urls[i % webs]) for i in range(args.connections)]

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from flask import current_app, has_request_context
+from flask import current_app
 from sqlalchemy import CompoundSelect, String, bindparam, literal, or_, select, union_all
 
 from crisisline.background import one_writer_at_a_time, side_by_side, start_soon, within_budget
@@ -32,7 +32,6 @@ from crisisline.events import responder_freed
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState
 from crisisline.settings import Settings
 from crisisline.telephony import api_is_slow
-from line_queue import handoff
 from line_queue.waiting import WaitingContact, Wanted, head, now
 from routing.document import Responder, RoutingDocument
 from routing.engine import decide_route
@@ -79,7 +78,7 @@ MAX_FILL_PASSES = 3
 # passes a second, and a lost event still costs at most this long plus a hold turn.
 SAFETY_NET_INTERVAL_SECONDS = 1.0
 FILL_KEY = "line_queue.fill"  # one pass at a time per process (``crisisline.background``)
-CHANNELS: tuple[str, ...] = ("voice", "text")
+CHANNELS = ("voice", "text")
 
 
 class _PassClock:
@@ -151,9 +150,7 @@ def fill_soon(
     step hears "hold" whoever is rung), it is started and not waited for at all; returns 0. The
     pass runs as it would have (under the same key, shared with any queued behind it), so the
     first ring comes as soon; the caller's silence just no longer includes Twilio's answer.
-    On a webhook, with the Procfile's dispatcher up, that process runs it instead, away from
-    the webhooks' CPU (``line_queue.handoff``). Waited for on SQLite all the same
-    (``one_writer_at_a_time``).
+    Waited for on SQLite all the same (``one_writer_at_a_time``).
 
     ``safety_net`` (a hold turn): skipped when this process began a pass less than
     ``SAFETY_NET_INTERVAL_SECONDS`` ago; that pass saw the queue as this one would.
@@ -166,13 +163,11 @@ def fill_soon(
         return 0
     settings: Settings = current_app.extensions["crisisline.settings"]
     budget = settings.voice_deadline_seconds / 2
-    key, work, channels = FILL_KEY, lambda: fill(document), CHANNELS
+    key, work = FILL_KEY, lambda: fill(document)
     if joined is not None and document.queue.channels == "separate":
-        key, work, channels = f"{FILL_KEY}:{joined}", lambda: fill(document, (joined,)), (joined,)
+        key, work = f"{FILL_KEY}:{joined}", lambda: fill(document, (joined,))
     if not wait and not one_writer_at_a_time():
-        # On a webhook, a live dispatcher process runs it (``line_queue.handoff``).
-        if not (has_request_context() and handoff.hand_off(channels)):
-            start_soon(key, work)
+        start_soon(key, work)
         return 0
     return within_budget(key, work, budget) or 0
 

@@ -1,10 +1,7 @@
-"""``flask workers``: the Procfile's worker (``run``), clock (``clock``) and dispatcher
-(``dispatch``), and ``status``: what the background side is doing, for an operator."""
+"""``flask workers``: the Procfile's worker (``run``) and clock (``clock``), and ``status``:
+what the background side is doing, for an operator."""
 
 from __future__ import annotations
-
-import signal
-import threading
 
 import click
 from flask import Flask, current_app
@@ -14,7 +11,6 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 from crisisline.app import QUEUES, rq
 from workers.clock import make_clock
-from workers.dispatcher import make_dispatcher
 from workers.runner import AppWorker, make_worker, work_until_stopped
 from workers.upkeep import PERIODIC_JOBS
 
@@ -94,15 +90,3 @@ def clock() -> None:
     """Enqueue the periodic jobs on time: the Procfile's clock. Safe to run twice (one leader),
     and it outlives Redis, running the safety nets itself meanwhile (see ``workers.clock``)."""
     make_clock().start()
-
-
-@workers_cli.command("dispatch")
-def dispatch() -> None:
-    """Run the queue passes the web processes hand over (a new caller's first ring): the
-    Procfile's dispatcher. Optional and safe to run twice; without one, web processes run them
-    (see ``workers.dispatcher``). Stops on SIGINT/SIGTERM."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    make_dispatcher(app).run(stop)
