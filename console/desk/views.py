@@ -70,7 +70,7 @@ def _card(document: RoutingDocument, conversation: Conversation, moment: datetim
         "language": language_name(document, conversation.language or document.menu.default_language),
         "need": need_label(document, conversation.need or document.menu.default_need),
         "waited": max(0, int(((conversation.assigned_at or moment) - since).total_seconds())),
-        "lines": texts.thread(conversation),
+        "lines": texts.thread(conversation, moment),
     }
 
 

@@ -1,0 +1,93 @@
+"""A counselor sees what became of each text sent to the texter: delivered, not delivered (and
+why, in plain words), or possibly never sent (Twilio could not be reached, so the line did not
+send it again blindly). Their page reloads when that changes. Signed webhooks over HTTP, the
+fake Twilio's own delivery callbacks, and a real timeout against a slow fake API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+
+import time_machine
+from flask import Flask
+from flask.testing import FlaskClient
+
+from console.desk.texts import UNSURE_AFTER
+from console.models import COUNSELOR
+from tests.conftest import TextingPhone
+from tests.console.conftest import MakeUser, sign_in
+from tests.console.test_board_and_desk import only_ana_on_call
+from tests.console.test_inbox_and_wrap_up import me, offered_tag, post
+from transfer import dispatch
+from twilio_fake.rest_api import FakeTwilio, MessageRecord
+
+TEXTER = "+13125550177"
+
+
+def sent_to_texter(fake: FakeTwilio, body: str) -> MessageRecord:
+    (message,) = [m for m in fake.messages.values() if m.to == TEXTER and m.body == body]
+    return message
+
+
+def delivery_after(page: str, body: str) -> str:
+    """The delivery note shown with the text ``body`` in the thread ("" if none)."""
+    item = page.split(f'<span class="body">{body}</span>', 1)[1].split("</li>", 1)[0]
+    found = re.search(r'<span class="delivery [a-z]+"[^>]*>([^<]*)</span>', item)
+    return found.group(1) if found else ""
+
+
+def take_a_text(client: FlaskClient, texting: TextingPhone, publish_routing: Callable[..., int],
+                make_user: MakeUser) -> str:  # fmt: skip
+    only_ana_on_call(publish_routing)
+    sign_in(client, make_user(COUNSELOR, "ana"))
+    texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
+    tag = offered_tag(texting)
+    assert post(client, f"/console/me/texts/{tag}/take", key="take-key-0000000000001").status_code == 302
+    return f"/console/me/texts/{tag}"
+
+
+def test_a_counselor_sees_which_texts_reached_the_texter_and_why_one_did_not(
+    client: FlaskClient, texting: TextingPhone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    make_user: MakeUser,
+) -> None:  # fmt: skip
+    thread = take_a_text(client, texting, publish_routing, make_user)
+    assert (
+        post(client, f"{thread}/reply", body="Are you somewhere safe?", key="reply-key-000000000001").status_code == 302
+    )
+    assert post(client, f"{thread}/reply", body="I am still here.", key="reply-key-000000000002").status_code == 302
+    page = client.get(thread).get_data(as_text=True)
+    assert delivery_after(page, "Are you somewhere safe?") == ""  # on its way: nothing to say yet
+    signature = me(client)["inbox"]
+
+    fake.deliver_message(sent_to_texter(fake, "Are you somewhere safe?").sid)
+    fake.deliver_message(sent_to_texter(fake, "I am still here.").sid, "undelivered", 30003)
+
+    page = client.get(thread).get_data(as_text=True)
+    assert delivery_after(page, "Are you somewhere safe?") == "Delivered"
+    assert delivery_after(page, "I am still here.") == "Not delivered: their phone is off or out of signal."
+    assert 'class="delivery failed" role="note"' in page
+    assert me(client)["inbox"] != signature  # the open page reloads to show it
+
+
+def test_a_reply_twilio_never_took_is_flagged_as_maybe_unsent_after_two_minutes(
+    app: Flask, client: FlaskClient, texting: TextingPhone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    make_user: MakeUser, wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    thread = take_a_text(client, texting, publish_routing, make_user)
+    with app.app_context():
+        dispatch.rest_client().client.http_client.timeout = 0.5  # type: ignore[union-attr]
+    fake.inject_fault("POST", r"/Messages\.json$", status=200, delay=1.0, times=1)  # answered too late
+
+    assert post(client, f"{thread}/reply", body="Can you tell me where you are?",
+                key="reply-key-000000000003").status_code == 302  # fmt: skip
+    assert delivery_after(client.get(thread).get_data(as_text=True), "Can you tell me where you are?") == ""
+    signature = me(client)["inbox"]
+
+    wednesday_evening.shift(UNSURE_AFTER + timedelta(seconds=1))
+
+    page = client.get(thread).get_data(as_text=True)
+    assert delivery_after(page, "Can you tell me where you are?") == (
+        "May not have been sent: the line could not reach Twilio. Check with the texter."
+    )
+    assert me(client)["inbox"] != signature
