@@ -267,6 +267,10 @@ class ConversationOffer(Model):
     )
 
 
+# Texts sent that did not reach their phone, or may not have gone out (``sms.delivery``).
+NOT_DELIVERED_ROWS = "direction = 'out' AND status IN ('claimed', 'failed', 'undelivered', 'canceled')"
+
+
 class Message(Model):
     """One text in or out. Inbound rows are unique by Twilio's ``MessageSid`` (dedupe); outbound
     rows by ``idempotency_key``, claimed before the send so a retry can never send twice."""
@@ -295,13 +299,20 @@ class Message(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     # The clock's every-minute retry and escalation, and the board, look for inbound texts not
-    # yet handled: a handful, among every text the line has kept.
+    # yet handled: a handful, among every text the line has kept. The board also lists texts
+    # sent that did not reach their phone (``sms.delivery``), polling every few seconds.
     __table_args__ = (
         Index(
             "ix_messages_unhandled",
             "created_at",
             postgresql_where=text("direction = 'in' AND handled_at IS NULL"),
             sqlite_where=text("direction = 'in' AND handled_at IS NULL"),
+        ),
+        Index(
+            "ix_messages_not_delivered",
+            "created_at",
+            postgresql_where=text(NOT_DELIVERED_ROWS),
+            sqlite_where=text(NOT_DELIVERED_ROWS),
         ),
     )
 

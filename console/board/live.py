@@ -4,7 +4,7 @@ responder's availability (``transfer.availability``): never a phone number, neve
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,10 +23,12 @@ from line_queue.waiting import TEXT_WAITING_STATES, WaitingContact, head
 from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
 from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_alert_key, stuck_case, stuck_texts
-from sms.outbox import UNSENT_STATUSES
+from sms.delivery import delivery_of, not_delivered
+from sms.outbox import OPTED_OUT, UNSENT_STATUSES
 from transfer.availability import ON_A_CALL, availability
 
 BOARD_LIMIT = 100  # the queue's head; the total is counted separately
+UNDELIVERED_LISTED_FOR = timedelta(hours=1)
 RINGING = "ringing"
 KIND_LABELS = {"call": "call", "callback": "callback", "text": "text"}
 
@@ -72,12 +74,25 @@ class StuckTextRow:
 
 
 @dataclass(frozen=True)
+class UndeliveredRow:
+    """A text to a texter, in the last ``UNDELIVERED_LISTED_FOR``, that did not reach their
+    phone or may not have gone out: someone may need to reach them another way."""
+
+    message_id: int
+    tag: str | None  # the conversation it belongs to ("#12"); None for a check-in, say
+    counselor: str | None  # who holds that conversation now, if anyone
+    seconds_ago: int
+    what: str  # ``sms.delivery``'s words: why it did not arrive
+
+
+@dataclass(frozen=True)
 class Board:
     at: datetime
     waiting: list[WaitingRow]  # the head of the queue, at most ``BOARD_LIMIT``
     responders: list[ResponderRow]
     waiting_by_channel: dict[str, int]  # everyone in the queue, however long it is
     stuck_texts: list[StuckTextRow] = field(default_factory=list)
+    undelivered: list[UndeliveredRow] = field(default_factory=list)
 
     @property
     def longest_wait_seconds(self) -> int:
@@ -96,6 +111,7 @@ class Board:
             "on_a_call": statuses.count(ON_A_CALL),
             "paused": statuses.count("paused"),
             "stuck_texts": len(self.stuck_texts),
+            "undelivered": len(self.undelivered),
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -106,6 +122,7 @@ class Board:
             "waiting": [asdict(row) for row in self.waiting],
             "responders": [asdict(row) for row in self.responders],
             "stuck_texts": [asdict(row) for row in self.stuck_texts],
+            "undelivered": [asdict(row) for row in self.undelivered],
         }
 
 
@@ -177,7 +194,38 @@ def snapshot(document: RoutingDocument, moment: datetime) -> Board:
                 text_offered=responder.id in text_offered,
             )
         )
-    return Board(moment, waiting, responders, waiting_by_channel(), stuck_text_rows(document, moment))
+    return Board(
+        moment, waiting, responders, waiting_by_channel(), stuck_text_rows(document, moment),
+        undelivered_rows(document, moment),
+    )  # fmt: skip
+
+
+def undelivered_rows(document: RoutingDocument, moment: datetime) -> list[UndeliveredRow]:
+    """Texts to texters in the last hour that did not reach them, newest first. Texts refused
+    because the texter sent STOP are left out: they chose it, and nobody can text them."""
+    found = db.session.execute(
+        select(Message.id, Message.status, Message.error_code, Message.created_at, Conversation.id,
+               Conversation.counselor_id)
+        .outerjoin(Conversation, Conversation.id == Message.conversation_id)
+        .where(Message.party == "texter", Message.created_at >= moment - UNDELIVERED_LISTED_FOR,
+               not_delivered(moment), Message.error_code.is_distinct_from(OPTED_OUT))
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(BOARD_LIMIT)
+    ).all()  # fmt: skip
+    rows = []
+    for message_id, status, error_code, sent_at, conversation_id, counselor_id in found:
+        delivery = delivery_of(status, error_code, sent_at, moment)
+        counselor = document.responder(counselor_id) if counselor_id else None
+        rows.append(
+            UndeliveredRow(
+                message_id=message_id,
+                tag=f"#{conversation_id}" if conversation_id else None,
+                counselor=counselor.name if counselor else None,
+                seconds_ago=max(0, int((moment - sent_at).total_seconds())),
+                what=delivery.text if delivery else status,
+            )
+        )
+    return rows
 
 
 def stuck_text_rows(document: RoutingDocument, moment: datetime) -> list[StuckTextRow]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, select, update
 
 from console.models import User
 from crisisline.db import db, insert_once
@@ -24,35 +24,13 @@ from crisisline.models import Conversation, ConversationOffer, Message, utcnow
 from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count
 from routing.document import Responder, RoutingDocument
-from sms.outbox import BODY_CONTEXT, OPTED_OUT, UNSENT_STATUSES
+from sms.delivery import DELIVERED_STATUSES, Delivery, delivery_of, not_delivered
+from sms.outbox import BODY_CONTEXT
 from sms.staff import handle_staff_message
 
 FORM_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 COMMANDS = {"end": "END", "pass": "PASS", "take": "YES"}
 MAX_REPLY = 1600
-
-
-# A text the line claimed but Twilio never took (unreachable, or the process died sending it)
-# is not sent again blindly, since it may have gone out: by this age the counselor is told.
-UNSURE_AFTER = timedelta(minutes=2)
-DELIVERED_STATUSES = ("delivered", "read")
-# Why a text did not reach the texter's phone, for a counselor deciding what to do next (Twilio's
-# error pages: https://www.twilio.com/docs/api/errors/<code>). Others show Twilio's code.
-FAILURE_REASONS = {
-    OPTED_OUT: "they texted STOP, so the line cannot text them until they text START",
-    30003: "their phone is off or out of signal",
-    30005: "their carrier does not know the number",
-    30006: "the number cannot receive texts (a landline?)",
-    30007: "their carrier filtered it",
-}
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What a counselor is told of a text sent to the texter."""
-
-    kind: str  # delivered | failed | unsure
-    text: str
 
 
 @dataclass(frozen=True)
@@ -61,29 +39,6 @@ class Line:
     at: datetime
     body: str
     delivery: Delivery | None = None  # texts sent to the texter only; None while on its way
-
-
-def delivery_of(status: str, error_code: int | None, sent_at: datetime, moment: datetime) -> Delivery | None:
-    """What a text to the texter became, in a counselor's words; None while it is on its way."""
-    if status in DELIVERED_STATUSES:
-        return Delivery("delivered", "Delivered")
-    if status in UNSENT_STATUSES:
-        reason = FAILURE_REASONS.get(error_code or 0)
-        if reason is None:
-            reason = f"Twilio error {error_code}" if error_code else "no reason given"
-        return Delivery("failed", f"Not delivered: {reason}.")
-    if status == "claimed" and moment - sent_at >= UNSURE_AFTER:
-        return Delivery("unsure", "May not have been sent: the line could not reach Twilio. Check with the texter.")
-    return None
-
-
-def _needs_a_look(moment: datetime) -> ColumnElement[bool]:
-    """A text to the texter that did not reach them, or may not have gone out (``delivery_of``)."""
-    return and_(
-        Message.direction == "out",
-        or_(Message.status.in_(UNSENT_STATUSES),
-            and_(Message.status == "claimed", Message.created_at <= moment - UNSURE_AFTER)),
-    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -215,7 +170,7 @@ def inbox_signature(responder_id: str, moment: datetime | None = None) -> str:
                 Message.conversation_id,
                 func.count(Message.id),
                 func.sum(case((and_(Message.direction == "out", Message.status.in_(DELIVERED_STATUSES)), 1), else_=0)),
-                func.sum(case((_needs_a_look(moment), 1), else_=0)),
+                func.sum(case((not_delivered(moment), 1), else_=0)),
             )
             .where(Message.conversation_id.in_([c.id for c in conversations]), Message.party == "texter")
             .group_by(Message.conversation_id)

@@ -31,6 +31,19 @@
     }));
     section.hidden = stuck.length === 0;
   }
+  // Texts to texters that did not reach them in the last hour (no action here: information).
+  function renderUndelivered(undelivered) {
+    var section = document.getElementById("undelivered-texts");
+    var body = document.getElementById("undelivered-rows");
+    if (!section || !body) { return; }
+    body.replaceChildren.apply(body, undelivered.map(function (u) {
+      var row = window.consoleRow([u.tag || "none", u.counselor || "nobody",
+        window.consoleDuration(u.seconds_ago) + " ago", u.what]);
+      row.dataset.message = String(u.message_id);
+      return row;
+    }));
+    section.hidden = undelivered.length === 0;
+  }
   function render(data) {
     var queue = document.getElementById("queue-rows");
     var rows = data.waiting.map(function (w) {
@@ -56,6 +69,7 @@
       return row;
     }));
     renderStuck(data.stuck_texts || []);
+    renderUndelivered(data.undelivered || []);
     set("waiting-count", String(data.counts.waiting));
     set("shown-count", String(data.counts.shown));
     var cut = document.getElementById("queue-cut");

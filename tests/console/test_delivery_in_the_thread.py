@@ -1,7 +1,8 @@
 """A counselor sees what became of each text sent to the texter: delivered, not delivered (and
 why, in plain words), or possibly never sent (Twilio could not be reached, so the line did not
-send it again blindly). Their page reloads when that changes. Signed webhooks over HTTP, the
-fake Twilio's own delivery callbacks, and a real timeout against a slow fake API."""
+send it again blindly). Their page reloads when that changes. Supervisors see the last hour's
+texts that did not arrive on the live board. Signed webhooks over HTTP, the fake Twilio's own
+delivery callbacks, and a real timeout against a slow fake API."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
-from console.desk.texts import UNSURE_AFTER
-from console.models import COUNSELOR
+from console.board.live import UNDELIVERED_LISTED_FOR
+from console.models import COUNSELOR, SUPERVISOR
+from crisisline.models import NOT_DELIVERED_ROWS
+from sms.delivery import UNSURE_AFTER
+from sms.outbox import UNSENT_STATUSES
 from tests.conftest import TextingPhone
 from tests.console.conftest import MakeUser, sign_in
-from tests.console.test_board_and_desk import only_ana_on_call
+from tests.console.test_board_and_desk import board, only_ana_on_call, without_digits_of
 from tests.console.test_inbox_and_wrap_up import me, offered_tag, post
 from transfer import dispatch
 from twilio_fake.rest_api import FakeTwilio, MessageRecord
@@ -91,3 +95,40 @@ def test_a_reply_twilio_never_took_is_flagged_as_maybe_unsent_after_two_minutes(
         "May not have been sent: the line could not reach Twilio. Check with the texter."
     )
     assert me(client)["inbox"] != signature
+
+
+def test_the_board_lists_texts_that_did_not_reach_a_texter_in_the_last_hour_but_not_a_stop(
+    app: Flask, client: FlaskClient, texting: TextingPhone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    make_user: MakeUser, wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    thread = take_a_text(client, texting, publish_routing, make_user)
+    tag = "#" + thread.rsplit("/", 1)[1]
+    for number, body in enumerate(("Are you somewhere safe?", "I am still here.", "Text me when you can.")):
+        assert post(client, f"{thread}/reply", body=body, key=f"reply-key-10000000000{number}").status_code == 302
+    fake.deliver_message(sent_to_texter(fake, "Are you somewhere safe?").sid)
+    fake.deliver_message(sent_to_texter(fake, "I am still here.").sid, "undelivered", 30003)
+    fake.deliver_message(sent_to_texter(fake, "Text me when you can.").sid, "failed", 21610)  # they chose STOP
+    supervisor = app.test_client()
+    sue = make_user(SUPERVISOR, "sue-supervisor")
+    sign_in(supervisor, sue)
+
+    data = board(supervisor)
+    page = supervisor.get("/console/board").get_data(as_text=True)
+
+    assert data["counts"]["undelivered"] == 1
+    (row,) = data["undelivered"]
+    assert (row["tag"], row["counselor"], row["what"]) == (
+        tag, "Ana Ruiz", "Not delivered: their phone is off or out of signal."
+    )  # fmt: skip
+    assert "Texts that did not reach a texter" in page and "their phone is off" in page
+    for shown in (str(data), page):
+        assert "still here" not in shown and without_digits_of([TEXTER], shown)
+
+    wednesday_evening.shift(UNDELIVERED_LISTED_FOR + timedelta(minutes=1))
+    sign_in(supervisor, sue)  # the console's idle sign-out came first
+    assert board(supervisor)["undelivered"] == []
+
+
+def test_the_index_of_texts_not_delivered_covers_every_status_the_board_reads() -> None:
+    indexed = set(re.findall(r"'([a-z]+)'", NOT_DELIVERED_ROWS)) - {"out"}
+    assert indexed == {"claimed", *UNSENT_STATUSES}

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
+from flask.testing import FlaskClient
 
 from console.models import ADMIN, COUNSELOR, SUPERVISOR
 from crisisline.settings import Settings
@@ -427,5 +428,43 @@ def test_a_supervisor_sees_a_text_the_line_could_not_handle_appear_and_marks_it_
         expect(page.locator("#stuck-texts")).to_be_hidden()
         with app.app_context():
             assert db.session.scalars(convo.stuck_texts(convo.now() + timedelta(seconds=1))).all() == []
+    finally:
+        context.close()
+
+
+def test_a_supervisors_open_board_shows_a_text_that_did_not_reach_its_texter(
+    app: Flask, browser: Any, live_server: str, client: FlaskClient, texting: TextingPhone, fake: FakeTwilio,
+    make_user: MakeUser, publish_routing: Callable[..., int], settings: Settings,
+) -> None:  # fmt: skip
+    from tests.console.test_delivery_in_the_thread import take_a_text
+    from tests.console.test_inbox_and_wrap_up import post
+
+    expect = sync_api.expect
+    database = settings.database_url.split(":")[0].split("+")[0]
+    supervisor = make_user(SUPERVISOR, "sue-supervisor")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        sign_in(page, live_server, supervisor)
+        page.goto(live_server + "/console/board")
+        section = page.locator("#undelivered-texts")
+        expect(section).to_be_hidden()
+
+        thread = take_a_text(client, texting, publish_routing, make_user)  # Ana, from her own browser session
+        assert (
+            post(client, f"{thread}/reply", body="Are you somewhere safe?", key="reply-key-200000000000").status_code
+            == 302
+        )
+        (sent,) = [m for m in fake.messages.values() if m.to == TEXTER and m.body == "Are you somewhere safe?"]
+        fake.deliver_message(sent.sid, "undelivered", 30003)
+
+        rows = page.locator("#undelivered-rows tr")
+        expect(rows).to_have_count(1, timeout=BOARD_REFRESH_WAIT_MS)  # drawn by the board's own refresh
+        expect(section).to_be_visible()
+        expect(rows.first).to_contain_text("#" + thread.rsplit("/", 1)[1])
+        expect(rows.first).to_contain_text("Ana Ruiz")
+        expect(rows.first).to_contain_text("Not delivered: their phone is off or out of signal.")
+        assert "somewhere safe" not in page.content() and "5550177" not in page.content()
+        shot(page, database, "board-undelivered-text")
     finally:
         context.close()
