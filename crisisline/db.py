@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, Insert, MetaData, Table, bindparam, event, exc
+from sqlalchemy import BindParameter, DateTime, Insert, MetaData, Table, bindparam, event, exc, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, SessionTransaction
@@ -124,6 +124,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def constant(value: str) -> BindParameter[str]:
+    """``value`` written into the statement's SQL rather than sent beside it. SQLite uses a
+    partial index only when the query implies the index's condition, and it cannot tell that
+    ``status IN (?, ?)`` does: it reads the whole table (34.8 ms on 200,000 texts against 0.03
+    with the list written in; ``tests/console/test_delivery_in_the_thread.py`` checks the plan)."""
+    return literal(value, literal_execute=True)
 
 
 def commit_keeping_loaded() -> None:

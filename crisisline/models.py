@@ -268,7 +268,9 @@ class ConversationOffer(Model):
 
 
 # Texts sent that did not reach their phone, or may not have gone out (``sms.delivery``).
-NOT_DELIVERED_ROWS = "direction = 'out' AND status IN ('claimed', 'failed', 'undelivered', 'canceled')"
+NOT_DELIVERED_ROWS = (
+    "direction = 'out' AND status IN ('claimed', 'failed', 'undelivered', 'canceled', 'partially_delivered')"
+)
 
 
 class Message(Model):

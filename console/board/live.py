@@ -80,7 +80,7 @@ class UndeliveredRow:
 
     message_id: int
     tag: str | None  # the conversation it belongs to ("#12"); None for a check-in, say
-    counselor: str | None  # who holds that conversation now, if anyone
+    counselor: str | None  # who holds that conversation now (and sees it in their thread), if anyone
     seconds_ago: int
     what: str  # ``sms.delivery``'s words: why it did not arrive
 
@@ -205,7 +205,7 @@ def undelivered_rows(document: RoutingDocument, moment: datetime) -> list[Undeli
     because the texter sent STOP are left out: they chose it, and nobody can text them."""
     found = db.session.execute(
         select(Message.id, Message.status, Message.error_code, Message.created_at, Conversation.id,
-               Conversation.counselor_id)
+               Conversation.counselor_id, Conversation.state)
         .outerjoin(Conversation, Conversation.id == Message.conversation_id)
         .where(Message.party == "texter", Message.created_at >= moment - UNDELIVERED_LISTED_FOR,
                not_delivered(moment), Message.error_code.is_distinct_from(OPTED_OUT))
@@ -213,9 +213,10 @@ def undelivered_rows(document: RoutingDocument, moment: datetime) -> list[Undeli
         .limit(BOARD_LIMIT)
     ).all()  # fmt: skip
     rows = []
-    for message_id, status, error_code, sent_at, conversation_id, counselor_id in found:
+    for message_id, status, error_code, sent_at, conversation_id, counselor_id, state in found:
         delivery = delivery_of(status, error_code, sent_at, moment)
-        counselor = document.responder(counselor_id) if counselor_id else None
+        # Only a counselor holding the conversation now sees it in their thread.
+        counselor = document.responder(counselor_id) if counselor_id and state == "active" else None
         rows.append(
             UndeliveredRow(
                 message_id=message_id,

@@ -55,10 +55,11 @@ def _inbox(document: RoutingDocument, responder: Responder, moment: datetime) ->
     return [_card(document, conversation, moment) for conversation in texts.open_conversations(responder.id)]
 
 
-def _signature(document: RoutingDocument, responder: Responder) -> str:
-    """What makes the open page reload (see desk.js): the inbox, and the live call's state."""
+def _signature(document: RoutingDocument, responder: Responder, moment: datetime) -> str:
+    """What makes the open page reload (see desk.js): the inbox, and the live call's state.
+    ``moment``: the page's own, so a note the page lacks is never already counted here."""
     live = calls.live_call(document, responder)
-    inbox = texts.inbox_signature(responder.id)
+    inbox = texts.inbox_signature(responder.id, moment)
     return f"{inbox}|{live.signature}" if live else inbox
 
 
@@ -85,7 +86,7 @@ def page() -> str:
         "console/desk.html", desk=now, form=AvailabilityForm(), refresh_seconds=REFRESH_SECONDS,
         inbox=_inbox(*mine, moment) if mine else [], reply_form=ReplyForm, command_form=KeyedForm,
         wrap_ups=wrapups.pending(mine[1].id) if mine else [],
-        inbox_signature=_signature(*mine) if mine else "",
+        inbox_signature=_signature(*mine, moment) if mine else "",
         live=live, unit_form=ConfirmForm(),
         live_recipient=referrals.find(mine[1].id, "voice", live.transfer_id) if mine and live else None,
         need_of=(lambda key: need_label(mine[0], key or mine[0].menu.default_need)) if mine else str,
@@ -98,7 +99,8 @@ def data() -> dict[str, Any]:
     mine = _mine()
     if mine is None:
         return {"error": "not linked to a responder of the routing config"}
-    return {**desk(*mine, datetime.now(UTC)).as_json(), "inbox": _signature(*mine)}
+    moment = datetime.now(UTC)
+    return {**desk(*mine, moment).as_json(), "inbox": _signature(*mine, moment)}
 
 
 @bp.post("/me/availability")

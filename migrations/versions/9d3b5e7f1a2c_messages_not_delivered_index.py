@@ -15,7 +15,9 @@ down_revision = '6a2f8c4d1e7b'
 branch_labels = None
 depends_on = None
 
-NOT_DELIVERED = "direction = 'out' AND status IN ('claimed', 'failed', 'undelivered', 'canceled')"
+NOT_DELIVERED = (
+    "direction = 'out' AND status IN ('claimed', 'failed', 'undelivered', 'canceled', 'partially_delivered')"
+)
 
 
 def upgrade():

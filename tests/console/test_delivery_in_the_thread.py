@@ -9,16 +9,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+import pytest
 import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
-from console.board.live import UNDELIVERED_LISTED_FOR
+from console.board.live import UNDELIVERED_LISTED_FOR, undelivered_rows
 from console.models import COUNSELOR, SUPERVISOR
-from crisisline.models import NOT_DELIVERED_ROWS
-from sms.delivery import UNSURE_AFTER
-from sms.outbox import UNSENT_STATUSES
+from crisisline.db import db
+from crisisline.models import NOT_DELIVERED_ROWS, utcnow
+from crisisline.settings import Settings
+from routing import store
+from sms.conversations import stuck_texts
+from sms.delivery import NOT_ARRIVED, UNSURE_AFTER
 from tests.conftest import TextingPhone
 from tests.console.conftest import MakeUser, sign_in
 from tests.console.test_board_and_desk import board, only_ana_on_call, without_digits_of
@@ -92,7 +98,7 @@ def test_a_reply_twilio_never_took_is_flagged_as_maybe_unsent_after_two_minutes(
 
     page = client.get(thread).get_data(as_text=True)
     assert delivery_after(page, "Can you tell me where you are?") == (
-        "May not have been sent: the line could not reach Twilio. Check with the texter."
+        "May not have been sent: the line does not know whether Twilio took it. Check with the texter."
     )
     assert me(client)["inbox"] != signature
 
@@ -129,6 +135,63 @@ def test_the_board_lists_texts_that_did_not_reach_a_texter_in_the_last_hour_but_
     assert board(supervisor)["undelivered"] == []
 
 
+def test_the_board_names_nobody_for_a_closed_conversation_and_lists_a_reply_that_may_not_have_gone_out(
+    app: Flask, client: FlaskClient, texting: TextingPhone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    make_user: MakeUser, wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    thread = take_a_text(client, texting, publish_routing, make_user)
+    with app.app_context():
+        dispatch.rest_client().client.http_client.timeout = 0.5  # type: ignore[union-attr]
+    fake.inject_fault("POST", r"/Messages\.json$", status=200, delay=1.0, times=1)  # answered too late
+    post(client, f"{thread}/reply", body="Can you tell me where you are?", key="reply-key-300000000000")
+    post(client, f"{thread}/reply", body="Please stay with me.", key="reply-key-300000000001")
+    fake.deliver_message(sent_to_texter(fake, "Please stay with me.").sid, "undelivered", 30006)
+    assert post(client, f"{thread}/end", key="end-key-30000000000000").status_code == 302  # Ana no longer holds it
+    wednesday_evening.shift(UNSURE_AFTER + timedelta(seconds=1))
+    supervisor = app.test_client()
+    sign_in(supervisor, make_user(SUPERVISOR, "sue-supervisor"))
+
+    rows = board(supervisor)["undelivered"]
+
+    assert [(row["counselor"], row["what"]) for row in rows] == [
+        (None, "Not delivered: the number cannot receive texts (a landline?)."),
+        (None, "May not have been sent: the line does not know whether Twilio took it. Check with the texter."),
+    ]  # newest first; no error code on the second, and still listed
+
+
 def test_the_index_of_texts_not_delivered_covers_every_status_the_board_reads() -> None:
-    indexed = set(re.findall(r"'([a-z]+)'", NOT_DELIVERED_ROWS)) - {"out"}
-    assert indexed == {"claimed", *UNSENT_STATUSES}
+    indexed = set(re.findall(r"'([a-z_]+)'", NOT_DELIVERED_ROWS)) - {"out"}
+    assert indexed == {"claimed", *NOT_ARRIVED}
+
+
+def test_on_sqlite_the_board_reads_texts_through_their_partial_indexes_not_the_whole_table(
+    app: Flask, settings: Settings
+) -> None:
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite's rule: a partial index only for a query that states its condition word for word")
+    with app.app_context():
+        document = store.active_routing()
+        assert document is not None
+        moment = utcnow()
+        undelivered = plan_of(lambda: undelivered_rows(document.document, moment))
+        stuck = plan_of(lambda: db.session.scalars(stuck_texts(moment)).all())
+
+    assert any("USING INDEX ix_messages_not_delivered" in step for step in undelivered), undelivered
+    assert any("USING INDEX ix_messages_unhandled" in step for step in stuck), stuck
+
+
+def plan_of(run: Callable[[], object]) -> list[str]:
+    """SQLite's plan for the statement on ``messages`` that ``run`` sends, as it was sent."""
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        run()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    statement, parameters = next((sql, bound) for sql, bound in sent if "FROM messages" in sql)
+    rows = db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+    return [str(row[-1]) for row in rows]
