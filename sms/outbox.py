@@ -217,7 +217,8 @@ def _send_over_rest(
         db.session.commit()
         return False
     except (requests.RequestException, OSError) as error:
-        # Left "claimed": never retried blindly (it may have gone out); a human sees it.
+        # Left "claimed": never retried blindly (it may have gone out). After two minutes the
+        # counselor's thread and the live board say it may not have been sent (``sms.delivery``).
         log.error("text %s: Twilio unreachable (%s); left for review", message_id, type(error).__name__)
         return False
     db.session.execute(_SENT, {"message": message_id, "sid": created.sid})
