@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
@@ -450,10 +450,10 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
     """Timed work, safe to run anywhere any number of times: expired offers are re-offered,
     long waits get the backup option once, unanswered texters go back to the queue, idle
     conversations are closed with a note. One broken conversation never stops the others."""
-    counts = {"retried": 0, "escalated": 0, "reoffered": 0, "backup": 0, "idle_closed": 0, "requeued": 0,
-              "stopped": 0}  # fmt: skip
-    steps = (_retry_unhandled, _escalate_stuck, _expire_offers, _offer_queued, _backup_option, _requeue_unanswered,
-             _close_idle, _close_stopped)  # fmt: skip
+    counts = {"retried": 0, "escalated": 0, "realerted": 0, "reoffered": 0, "backup": 0, "idle_closed": 0,
+              "requeued": 0, "stopped": 0}  # fmt: skip
+    steps = (_retry_unhandled, _escalate_stuck, _alert_again, _expire_offers, _offer_queued, _backup_option,
+             _requeue_unanswered, _close_idle, _close_stopped)  # fmt: skip
     for step in steps:
         try:
             step(document, counts)
@@ -514,11 +514,28 @@ def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
 
 
 STUCK_ALERT_KEY = "text-stuck"
+# An alert no supervisor got (Twilio refused it, or could not be reached) is sent again this
+# long after the last try, in rounds, at most this many in all: half an hour of Twilio away.
+REALERT_EVERY = timedelta(minutes=5)
+MAX_ALERT_ROUNDS = 6
 
 
-def stuck_alert_key(message_id: int) -> str:
-    """The outbound key of a stuck text's alert, before ``:<supervisor id>``."""
-    return f"{STUCK_ALERT_KEY}:{message_id}"
+def stuck_alert_key(message_id: int, round_number: int = 0) -> str:
+    """The outbound key of a stuck text's alert in a round (0: the first), before
+    ``:<supervisor id>``."""
+    base = f"{STUCK_ALERT_KEY}:{message_id}"
+    return base if round_number == 0 else f"{base}:again{round_number}"
+
+
+def stuck_alert_keys(message_ids: Iterable[int], supervisor_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """Every key the alerts of these stuck texts may have, each to its (text id, round)."""
+    supervisors = list(supervisor_ids)
+    return {
+        f"{stuck_alert_key(message_id, number)}:{supervisor}": (message_id, number)
+        for message_id in message_ids
+        for number in range(MAX_ALERT_ROUNDS)
+        for supervisor in supervisors
+    }
 
 
 def stuck_case(message_id: int) -> str:
@@ -577,11 +594,51 @@ def _escalate_stuck(document: RoutingDocument, counts: dict[str, int]) -> None:
         if not document.supervisors:
             log.error("text %s could not be handled and no supervisor is configured to be told", message.id)
             continue
-        minutes = max(1, int((moment - message.created_at).total_seconds() // 60))
-        body = document.staff_prompt("text_stuck_sms", case=stuck_case(message.id), minutes=minutes)
-        from_number = message.line_number or current_app.extensions["crisisline.settings"].line_phone_number or ""
-        if not outbox.tell_supervisors(document, key=stuck_alert_key(message.id), body=body, from_number=from_number):
+        if not _alert_supervisors(document, message, moment, 0):
             log.error("text %s could not be handled and no supervisor could be told: the board lists it", message.id)
+
+
+def _alert_supervisors(document: RoutingDocument, message: Message, moment: datetime, round_number: int) -> int:
+    """Text every supervisor that ``message`` is stuck (its case only), once for this round;
+    how many Twilio took."""
+    minutes = max(1, int((moment - message.created_at).total_seconds() // 60))
+    body = document.staff_prompt("text_stuck_sms", case=stuck_case(message.id), minutes=minutes)
+    from_number = message.line_number or current_app.extensions["crisisline.settings"].line_phone_number or ""
+    key = stuck_alert_key(message.id, round_number)
+    return outbox.tell_supervisors(document, key=key, body=body, from_number=from_number)
+
+
+def _alert_again(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """Stuck texts whose alerts reached no supervisor (each refused by Twilio, or left unsent
+    when it could not be reached): all the supervisors are texted again, a round every
+    ``REALERT_EVERY`` after the last try, ``MAX_ALERT_ROUNDS`` in all; the board says how it
+    went. A round's keys are claimed like every text, so two sweeps send it once. An alert
+    left unsent may have gone out: a supervisor may get it twice, never not at all. Texts
+    escalated with no alert tried (nobody listed then, or before alerts existed) are left to
+    the board, not alerted late in a burst."""
+    if not document.supervisors:
+        return
+    moment = now()
+    escalated = stuck_texts(moment).where(Message.escalated_at <= moment - REALERT_EVERY)
+    messages = {message.id: message for message in db.session.scalars(escalated.limit(100))}
+    if not messages:
+        return
+    keys = stuck_alert_keys(messages, (supervisor.id for supervisor in document.supervisors))
+    tried: dict[int, list[tuple[int, str, datetime]]] = {}
+    for key, status, sent_at in db.session.execute(
+        select(Message.idempotency_key, Message.status, Message.created_at).where(Message.idempotency_key.in_(keys))
+    ):
+        message_id, number = keys[str(key)]
+        tried.setdefault(message_id, []).append((number, status, sent_at))
+    for message_id, alerts in tried.items():
+        if any(status not in ("claimed", *outbox.UNSENT_STATUSES) for _, status, _ in alerts):
+            continue  # a supervisor got it
+        last_round = max(number for number, _, _ in alerts)
+        if last_round + 1 >= MAX_ALERT_ROUNDS or moment - max(at for _, _, at in alerts) < REALERT_EVERY:
+            continue
+        counts["realerted"] += 1
+        if not _alert_supervisors(document, messages[message_id], moment, last_round + 1):
+            log.error("text %s: still no supervisor could be told (round %d)", message_id, last_round + 1)
 
 
 def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:

@@ -22,7 +22,7 @@ from crisisline.models import (
 from line_queue.waiting import TEXT_WAITING_STATES, WaitingContact, head
 from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
-from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_alert_key, stuck_case, stuck_texts
+from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_alert_keys, stuck_case, stuck_texts
 from sms.delivery import delivery_of, not_delivered
 from sms.outbox import OPTED_OUT, UNSENT_STATUSES
 from transfer.availability import ON_A_CALL, availability
@@ -269,9 +269,8 @@ def alert_state(escalated: bool, tried: int, told: int) -> str:
 def _alerts(document: RoutingDocument, message_ids: list[int]) -> tuple[dict[int, int], dict[int, int]]:
     """Per stuck text, how many supervisor alerts were tried, and how many Twilio took."""
     keys = {
-        f"{stuck_alert_key(message_id)}:{supervisor.id}": message_id
-        for message_id in message_ids
-        for supervisor in document.supervisors
+        key: message_id
+        for key, (message_id, _round) in stuck_alert_keys(message_ids, (s.id for s in document.supervisors)).items()
     }
     tried: dict[int, int] = {}
     taken: dict[int, int] = {}

@@ -113,6 +113,11 @@ def test_with_no_supervisor_listed_a_stuck_text_is_logged_loudly_and_still_escal
     assert "5550177" not in caplog.text and "kill" not in caplog.text
     assert texting.inbox(SUPERVISOR) == []
 
+    publish_routing()  # Sam is listed again: the board shows the text; no late alert in a burst
+    wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
+    assert clock_tick()["texts"]["realerted"] == 0
+    assert texting.inbox(SUPERVISOR) == []
+
 
 def test_two_sweeps_at_once_tell_the_supervisors_once(
     app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
@@ -176,3 +181,57 @@ def test_a_text_too_new_to_be_stuck_cannot_be_taken_over(
         db.session.commit()
 
     assert (taken_now, taken_later) == (False, True)
+
+
+def test_an_alert_no_supervisor_got_is_sent_again_until_one_does(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,
+    wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    from console.board.live import stuck_text_rows
+    from routing.store import active_routing
+
+    HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    message_id = inbound_id(app)
+    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable")
+    assert clock_tick()["texts"]["escalated"] == 1
+    assert texting.inbox(SUPERVISOR) == []  # Twilio was away for the first alert
+
+    wednesday_evening.shift(timedelta(minutes=1))
+    assert clock_tick()["texts"]["realerted"] == 0  # not before the next round is due
+    wednesday_evening.shift(convo.REALERT_EVERY)
+    assert clock_tick()["texts"]["realerted"] == 1
+    wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
+    assert clock_tick()["texts"]["realerted"] == 0  # Sam has it now: no more rounds
+
+    (alert,) = texting.inbox(SUPERVISOR)
+    assert f"T{message_id}" in alert and "kill" not in alert and "5550177" not in alert
+    with app.app_context():
+        active = active_routing()
+        assert active is not None
+        (row,) = stuck_text_rows(active.document, convo.now())
+    assert (row.supervisors_told, row.alert) == (1, "yes (1)")
+
+
+def test_alerts_twilio_keeps_refusing_are_tried_for_a_bounded_number_of_rounds(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,
+    wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable", times=None)
+    assert clock_tick()["texts"]["escalated"] == 1
+
+    rounds = 0
+    for _ in range(convo.MAX_ALERT_ROUNDS + 2):
+        wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
+        rounds += clock_tick()["texts"]["realerted"]
+
+    assert rounds == convo.MAX_ALERT_ROUNDS - 1  # the first alert and five more, then the board alone
+    with app.app_context():
+        alerts = db.session.scalars(
+            select(Message.status).where(Message.party == "supervisor", Message.direction == "out")
+        ).all()
+    assert alerts == ["failed"] * convo.MAX_ALERT_ROUNDS  # one per round to Sam, each refused
