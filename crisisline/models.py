@@ -291,7 +291,8 @@ class Message(Model):
     num_media: Mapped[int] = mapped_column(Integer, default=0)
     # Inbound only: set once the text was fully handled; the sweep retries any left unset.
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Inbound only: set when the sweep told the supervisors a text could not be handled.
+    # Inbound only: when the sweep last texted the supervisors that this text could not be
+    # handled (first escalation, then each alert round no supervisor got: ``sms.conversations``).
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sealed_body: Mapped[str | None] = mapped_column(Text)
     segments: Mapped[int] = mapped_column(Integer, default=1)

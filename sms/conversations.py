@@ -23,6 +23,7 @@ from line_queue.responders import ensure_responder_state
 from routing.document import Responder, RoutingDocument
 from routing.store import active_routing
 from sms import outbox
+from sms.delivery import NOT_ARRIVED
 
 log = logging.getLogger(__name__)
 OPEN_STATES = ("language", "need", "queued", "offered", "active")
@@ -518,6 +519,7 @@ STUCK_ALERT_KEY = "text-stuck"
 # long after the last try, in rounds, at most this many in all: half an hour of Twilio away.
 REALERT_EVERY = timedelta(minutes=5)
 MAX_ALERT_ROUNDS = 6
+REALERT_WINDOW = ESCALATE_AFTER + (MAX_ALERT_ROUNDS + 1) * REALERT_EVERY
 
 
 def stuck_alert_key(message_id: int, round_number: int = 0) -> str:
@@ -609,36 +611,48 @@ def _alert_supervisors(document: RoutingDocument, message: Message, moment: date
 
 
 def _alert_again(document: RoutingDocument, counts: dict[str, int]) -> None:
-    """Stuck texts whose alerts reached no supervisor (each refused by Twilio, or left unsent
-    when it could not be reached): all the supervisors are texted again, a round every
-    ``REALERT_EVERY`` after the last try, ``MAX_ALERT_ROUNDS`` in all; the board says how it
-    went. A round's keys are claimed like every text, so two sweeps send it once. An alert
-    left unsent may have gone out: a supervisor may get it twice, never not at all. Texts
-    escalated with no alert tried (nobody listed then, or before alerts existed) are left to
-    the board, not alerted late in a burst."""
+    """Stuck texts whose alerts reached none of the supervisors listed now (Twilio refused them,
+    or could not be reached, or nobody was listed then): they are all texted again, a round
+    every ``REALERT_EVERY``, ``MAX_ALERT_ROUNDS`` in all, for texts from the last
+    ``REALERT_WINDOW`` only (older ones are the board's). One winner per round: it moves the
+    text's ``escalated_at`` on, conditionally, before sending, and a round's keys are claimed
+    like every text. An alert left unsent may have gone out: a supervisor may get it twice,
+    never not at all. The board says how it went."""
     if not document.supervisors:
         return
     moment = now()
-    escalated = stuck_texts(moment).where(Message.escalated_at <= moment - REALERT_EVERY)
-    messages = {message.id: message for message in db.session.scalars(escalated.limit(100))}
+    due = stuck_texts(moment).where(
+        Message.escalated_at <= moment - REALERT_EVERY, Message.created_at >= moment - REALERT_WINDOW
+    )
+    messages = {message.id: message for message in db.session.scalars(due.limit(100))}
     if not messages:
         return
     keys = stuck_alert_keys(messages, (supervisor.id for supervisor in document.supervisors))
-    tried: dict[int, list[tuple[int, str, datetime]]] = {}
-    for key, status, sent_at in db.session.execute(
-        select(Message.idempotency_key, Message.status, Message.created_at).where(Message.idempotency_key.in_(keys))
+    rounds: dict[int, int] = {}
+    told: set[int] = set()
+    for key, status in db.session.execute(
+        select(Message.idempotency_key, Message.status).where(Message.idempotency_key.in_(keys))
     ):
         message_id, number = keys[str(key)]
-        tried.setdefault(message_id, []).append((number, status, sent_at))
-    for message_id, alerts in tried.items():
-        if any(status not in ("claimed", *outbox.UNSENT_STATUSES) for _, status, _ in alerts):
-            continue  # a supervisor got it
-        last_round = max(number for number, _, _ in alerts)
-        if last_round + 1 >= MAX_ALERT_ROUNDS or moment - max(at for _, _, at in alerts) < REALERT_EVERY:
+        rounds[message_id] = max(rounds.get(message_id, -1), number)
+        if status not in ("claimed", *NOT_ARRIVED):
+            told.add(message_id)
+    for message_id, message in messages.items():
+        next_round = rounds.get(message_id, -1) + 1
+        if message_id in told or next_round >= MAX_ALERT_ROUNDS:
             continue
+        claimed = db.session.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.escalated_at <= moment - REALERT_EVERY,
+                   Message.handled_at.is_(None))
+            .values(escalated_at=moment)
+        ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+        db.session.commit()
+        if not claimed:
+            continue  # another sweep has this round, or a person took the text over
         counts["realerted"] += 1
-        if not _alert_supervisors(document, messages[message_id], moment, last_round + 1):
-            log.error("text %s: still no supervisor could be told (round %d)", message_id, last_round + 1)
+        if not _alert_supervisors(document, message, moment, next_round):
+            log.error("text %s: still no supervisor could be told (alert round %d)", message_id, next_round)
 
 
 def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:

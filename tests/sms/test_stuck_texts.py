@@ -35,6 +35,53 @@ def inbound_id(app: Flask) -> int:
     return ids[0]
 
 
+@pytest.fixture
+def escalate_while_twilio_refuses(
+    texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,
+    wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
+) -> Callable[..., None]:  # fmt: skip
+    """Factory: a text no handling can handle, escalated while Twilio refuses texts
+    (``refusal``: ``FakeTwilio.inject_fault``'s keywords)."""
+
+    def escalate(**refusal: Any) -> None:
+        HandlingFails(monkeypatch)
+        texting.send(TEXTER, WORDS)
+        wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+        fake.inject_fault("POST", r"/Messages\.json$", **refusal)
+        assert clock_tick()["texts"]["escalated"] == 1
+        assert texting.inbox(SUPERVISOR) == []
+
+    return escalate
+
+
+def two_sweeps_at_once(app: Flask, count: str) -> list[int]:
+    """Two text sweeps run side by side, as two clocks' jobs could; each one's ``count``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from routing.store import active_routing
+
+    def sweep_once(_: int) -> int:
+        with app.app_context():
+            active = active_routing()
+            assert active is not None
+            return convo.sweep(active.document)[count]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(sweep_once, range(2)))
+
+
+def board_row(app: Flask) -> Any:
+    """The stuck text's one row on the live board, now."""
+    from console.board.live import stuck_text_rows
+    from routing.store import active_routing
+
+    with app.app_context():
+        active = active_routing()
+        assert active is not None
+        (row,) = stuck_text_rows(active.document, convo.now())
+    return row
+
+
 def test_a_text_that_keeps_failing_is_escalated_to_the_supervisors_once_with_the_case_only(
     app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
     clock_tick: Callable[[], Any],
@@ -96,7 +143,7 @@ def test_a_text_a_retry_handles_in_time_is_never_escalated(
     assert texting.inbox(SUPERVISOR) == []
 
 
-def test_with_no_supervisor_listed_a_stuck_text_is_logged_loudly_and_still_escalated_once(
+def test_with_no_supervisor_listed_a_stuck_text_is_logged_loudly_and_whoever_is_listed_later_is_told(
     app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
     clock_tick: Callable[[], Any], publish_routing: Callable[..., int], caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
@@ -113,55 +160,33 @@ def test_with_no_supervisor_listed_a_stuck_text_is_logged_loudly_and_still_escal
     assert "5550177" not in caplog.text and "kill" not in caplog.text
     assert texting.inbox(SUPERVISOR) == []
 
-    publish_routing()  # Sam is listed again: the board shows the text; no late alert in a burst
+    publish_routing()  # Sam is listed now: the next round tells him
     wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
-    assert clock_tick()["texts"]["realerted"] == 0
-    assert texting.inbox(SUPERVISOR) == []
+    assert clock_tick()["texts"]["realerted"] == 1
+    (alert,) = texting.inbox(SUPERVISOR)
+    assert f"T{message_id}" in alert
 
 
 def test_two_sweeps_at_once_tell_the_supervisors_once(
     app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
 ) -> None:  # fmt: skip
-    from concurrent.futures import ThreadPoolExecutor
-
-    from routing.store import active_routing
-
     HandlingFails(monkeypatch)
     texting.send(TEXTER, WORDS)
     wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
 
-    def sweep_once(_: int) -> int:
-        with app.app_context():
-            active = active_routing()
-            assert active is not None
-            return convo.sweep(active.document)["escalated"]
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        escalated = list(pool.map(sweep_once, range(2)))
+    escalated = two_sweeps_at_once(app, "escalated")
 
     assert sum(escalated) == 1
     assert len(texting.inbox(SUPERVISOR)) == 1
 
 
 def test_an_alert_twilio_refuses_is_shown_as_not_sent_and_the_text_still_listed(
-    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,
-    wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
-) -> None:  # fmt: skip
-    from console.board.live import stuck_text_rows
-    from routing.store import active_routing
+    app: Flask, escalate_while_twilio_refuses: Callable[..., None]
+) -> None:
+    escalate_while_twilio_refuses(status=400, code=21211, message="Invalid 'To' Phone Number")
 
-    HandlingFails(monkeypatch)
-    texting.send(TEXTER, WORDS)
-    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
-    fake.inject_fault("POST", r"/Messages\.json$", status=400, code=21211, message="Invalid 'To' Phone Number")
+    row = board_row(app)
 
-    assert clock_tick()["texts"]["escalated"] == 1
-
-    assert texting.inbox(SUPERVISOR) == []
-    with app.app_context():
-        active = active_routing()
-        assert active is not None
-        (row,) = stuck_text_rows(active.document, convo.now())
     assert (row.escalated, row.supervisors_told, row.alert) == (True, 0, "no: the alert could not be sent")
 
 
@@ -184,19 +209,11 @@ def test_a_text_too_new_to_be_stuck_cannot_be_taken_over(
 
 
 def test_an_alert_no_supervisor_got_is_sent_again_until_one_does(
-    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,
+    app: Flask, texting: TextingPhone, escalate_while_twilio_refuses: Callable[..., None],
     wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
 ) -> None:  # fmt: skip
-    from console.board.live import stuck_text_rows
-    from routing.store import active_routing
-
-    HandlingFails(monkeypatch)
-    texting.send(TEXTER, WORDS)
+    escalate_while_twilio_refuses(status=503, code=20503, message="Service Unavailable")
     message_id = inbound_id(app)
-    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
-    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable")
-    assert clock_tick()["texts"]["escalated"] == 1
-    assert texting.inbox(SUPERVISOR) == []  # Twilio was away for the first alert
 
     wednesday_evening.shift(timedelta(minutes=1))
     assert clock_tick()["texts"]["realerted"] == 0  # not before the next round is due
@@ -207,31 +224,38 @@ def test_an_alert_no_supervisor_got_is_sent_again_until_one_does(
 
     (alert,) = texting.inbox(SUPERVISOR)
     assert f"T{message_id}" in alert and "kill" not in alert and "5550177" not in alert
-    with app.app_context():
-        active = active_routing()
-        assert active is not None
-        (row,) = stuck_text_rows(active.document, convo.now())
+    row = board_row(app)
     assert (row.supervisors_told, row.alert) == (1, "yes (1)")
 
 
-def test_alerts_twilio_keeps_refusing_are_tried_for_a_bounded_number_of_rounds(
-    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,
-    wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
+def test_alerts_twilio_keeps_refusing_are_tried_every_five_minutes_for_six_rounds(
+    app: Flask, escalate_while_twilio_refuses: Callable[..., None], wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
 ) -> None:  # fmt: skip
-    HandlingFails(monkeypatch)
-    texting.send(TEXTER, WORDS)
-    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
-    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable", times=None)
-    assert clock_tick()["texts"]["escalated"] == 1
+    escalate_while_twilio_refuses(status=503, code=20503, message="Service Unavailable", times=None)
 
-    rounds = 0
-    for _ in range(convo.MAX_ALERT_ROUNDS + 2):
-        wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
-        rounds += clock_tick()["texts"]["realerted"]
+    realerted_at_minute = []
+    for minute in range(1, 36):  # the clock's every-minute sweep
+        wednesday_evening.shift(timedelta(seconds=61))
+        if clock_tick()["texts"]["realerted"]:
+            realerted_at_minute.append(minute)
 
-    assert rounds == convo.MAX_ALERT_ROUNDS - 1  # the first alert and five more, then the board alone
+    assert realerted_at_minute == [5, 10, 15, 20, 25]  # the first alert and five more, then the board alone
     with app.app_context():
         alerts = db.session.scalars(
             select(Message.status).where(Message.party == "supervisor", Message.direction == "out")
         ).all()
     assert alerts == ["failed"] * convo.MAX_ALERT_ROUNDS  # one per round to Sam, each refused
+
+
+def test_two_sweeps_at_once_send_an_alert_round_once(
+    app: Flask, texting: TextingPhone, escalate_while_twilio_refuses: Callable[..., None],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    escalate_while_twilio_refuses(status=503, code=20503, message="Service Unavailable")
+    wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
+
+    realerted = two_sweeps_at_once(app, "realerted")
+
+    assert sum(realerted) == 1
+    assert len(texting.inbox(SUPERVISOR)) == 1
