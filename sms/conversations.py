@@ -579,8 +579,8 @@ def _escalate_stuck(document: RoutingDocument, counts: dict[str, int]) -> None:
     a dependency down for long): the supervisors are told once, by a text naming the case
     only. The sender was already pointed to the backup line by the webhook's fail-safe reply;
     this puts a person on it. One winner per text, whoever runs the sweep. Whether each
-    supervisor was told is on the outbound texts (keys ``text-stuck:<id>:<supervisor>``); an
-    alert whose send failed is not sent again: the board shows it."""
+    supervisor was told is on the outbound texts (keys ``text-stuck:<id>:<supervisor>``); if
+    none was, ``_alert_again`` tries again in rounds, and the board shows how it went."""
     moment = now()
     waiting = stuck_texts(moment).where(Message.escalated_at.is_(None), Message.created_at <= moment - ESCALATE_AFTER)
     for message in db.session.scalars(waiting.limit(100)).all():
