@@ -22,8 +22,7 @@ from crisisline.models import Conversation, ConversationOffer, Message, Responde
 from line_queue.responders import ensure_responder_state
 from routing.document import Responder, RoutingDocument
 from routing.store import active_routing
-from sms import outbox
-from sms.delivery import NOT_ARRIVED
+from sms import delivery, outbox
 
 log = logging.getLogger(__name__)
 OPEN_STATES = ("language", "need", "queued", "offered", "active")
@@ -635,7 +634,7 @@ def _alert_again(document: RoutingDocument, counts: dict[str, int]) -> None:
     ):
         message_id, number = keys[str(key)]
         rounds[message_id] = max(rounds.get(message_id, -1), number)
-        if status not in ("claimed", *NOT_ARRIVED):
+        if delivery.taken(status):
             told.add(message_id)
     for message_id, message in messages.items():
         next_round = rounds.get(message_id, -1) + 1

@@ -38,6 +38,11 @@ class Delivery:
     text: str
 
 
+def taken(status: str) -> bool:
+    """Whether Twilio took a text and nothing says it failed to arrive (on its way, or there)."""
+    return status not in ("claimed", *NOT_ARRIVED)
+
+
 def delivery_of(status: str, error_code: int | None, sent_at: datetime, moment: datetime) -> Delivery | None:
     """What a text to the texter became; None while it is on its way."""
     if status in DELIVERED_STATUSES:

@@ -23,7 +23,8 @@ from line_queue.waiting import TEXT_WAITING_STATES, WaitingContact, head
 from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
 from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_alert_keys, stuck_case, stuck_texts
-from sms.delivery import NOT_ARRIVED, delivery_of, not_delivered
+from sms.delivery import delivery_of, not_delivered
+from sms.delivery import taken as told_by
 from sms.outbox import OPTED_OUT
 from transfer.availability import ON_A_CALL, availability
 
@@ -281,7 +282,7 @@ def _alerts(document: RoutingDocument, message_ids: list[int]) -> tuple[dict[int
     ):
         message_id = keys[str(key)]
         tried[message_id] = tried.get(message_id, 0) + 1
-        if status not in ("claimed", *NOT_ARRIVED):
+        if told_by(status):
             taken[message_id] = taken.get(message_id, 0) + 1
     return tried, taken
 

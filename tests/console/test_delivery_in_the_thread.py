@@ -47,6 +47,13 @@ def delivery_after(page: str, body: str) -> str:
     return found.group(1) if found else ""
 
 
+def next_text_times_out(app: Flask, fake: FakeTwilio) -> None:
+    """The line's next text: Twilio answers after the line's REST timeout (a real timeout)."""
+    with app.app_context():
+        dispatch.rest_client().client.http_client.timeout = 0.5  # type: ignore[union-attr]
+    fake.inject_fault("POST", r"/Messages\.json$", status=200, delay=1.0, times=1)  # answered too late
+
+
 def take_a_text(client: FlaskClient, texting: TextingPhone, publish_routing: Callable[..., int],
                 make_user: MakeUser) -> str:  # fmt: skip
     only_ana_on_call(publish_routing)
@@ -85,9 +92,7 @@ def test_a_reply_twilio_never_took_is_flagged_as_maybe_unsent_after_two_minutes(
     make_user: MakeUser, wednesday_evening: time_machine.Coordinates,
 ) -> None:  # fmt: skip
     thread = take_a_text(client, texting, publish_routing, make_user)
-    with app.app_context():
-        dispatch.rest_client().client.http_client.timeout = 0.5  # type: ignore[union-attr]
-    fake.inject_fault("POST", r"/Messages\.json$", status=200, delay=1.0, times=1)  # answered too late
+    next_text_times_out(app, fake)
 
     assert post(client, f"{thread}/reply", body="Can you tell me where you are?",
                 key="reply-key-000000000003").status_code == 302  # fmt: skip
@@ -140,9 +145,7 @@ def test_the_board_names_nobody_for_a_closed_conversation_and_lists_a_reply_that
     make_user: MakeUser, wednesday_evening: time_machine.Coordinates,
 ) -> None:  # fmt: skip
     thread = take_a_text(client, texting, publish_routing, make_user)
-    with app.app_context():
-        dispatch.rest_client().client.http_client.timeout = 0.5  # type: ignore[union-attr]
-    fake.inject_fault("POST", r"/Messages\.json$", status=200, delay=1.0, times=1)  # answered too late
+    next_text_times_out(app, fake)
     post(client, f"{thread}/reply", body="Can you tell me where you are?", key="reply-key-300000000000")
     post(client, f"{thread}/reply", body="Please stay with me.", key="reply-key-300000000001")
     fake.deliver_message(sent_to_texter(fake, "Please stay with me.").sid, "undelivered", 30006)

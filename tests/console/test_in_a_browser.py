@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,19 @@ def shot(page: Any, database: str, name: str) -> None:
     folder = SCREENSHOTS / database
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+@contextmanager
+def board_open_for_a_supervisor(browser: Any, base_url: str, make_user: MakeUser) -> Iterator[Any]:
+    """Sue, a supervisor, signed in with the live board open on a desktop-sized screen."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        sign_in(page, base_url, make_user(SUPERVISOR, "sue-supervisor"))
+        page.goto(base_url + "/console/board")
+        yield page
+    finally:
+        context.close()
 
 
 def sign_in(page: Any, base_url: str, account: Account) -> None:
@@ -396,12 +410,7 @@ def test_a_supervisor_sees_a_text_the_line_could_not_handle_appear_and_marks_it_
 
     expect = sync_api.expect
     database = settings.database_url.split(":")[0].split("+")[0]
-    supervisor = make_user(SUPERVISOR, "sue-supervisor")
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
-        sign_in(page, live_server, supervisor)
-        page.goto(live_server + "/console/board")
+    with board_open_for_a_supervisor(browser, live_server, make_user) as page:
         stuck = page.locator("#stuck-texts")
         expect(stuck).to_be_hidden()
 
@@ -428,8 +437,6 @@ def test_a_supervisor_sees_a_text_the_line_could_not_handle_appear_and_marks_it_
         expect(page.locator("#stuck-texts")).to_be_hidden()
         with app.app_context():
             assert db.session.scalars(convo.stuck_texts(convo.now() + timedelta(seconds=1))).all() == []
-    finally:
-        context.close()
 
 
 def test_a_supervisors_open_board_shows_a_text_that_did_not_reach_its_texter(
@@ -441,12 +448,7 @@ def test_a_supervisors_open_board_shows_a_text_that_did_not_reach_its_texter(
 
     expect = sync_api.expect
     database = settings.database_url.split(":")[0].split("+")[0]
-    supervisor = make_user(SUPERVISOR, "sue-supervisor")
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
-        sign_in(page, live_server, supervisor)
-        page.goto(live_server + "/console/board")
+    with board_open_for_a_supervisor(browser, live_server, make_user) as page:
         section = page.locator("#undelivered-texts")
         expect(section).to_be_hidden()
 
@@ -466,5 +468,3 @@ def test_a_supervisors_open_board_shows_a_text_that_did_not_reach_its_texter(
         expect(rows.first).to_contain_text("Not delivered: their phone is off or out of signal.")
         assert "somewhere safe" not in page.content() and "5550177" not in page.content()
         shot(page, database, "board-undelivered-text")
-    finally:
-        context.close()
