@@ -33,10 +33,17 @@ FAILSAFE_TEXT = "To talk to someone now, call this number, or call or text 988. 
 
 def _twiml(text: str | None = None, replies: Sequence[tuple[int, str]] = ()) -> Response:
     """Messaging TwiML: each reply (claimed in ``sms.outbox``) with its row's status callback,
-    then ``text`` (the fail-safe's, which is not tracked)."""
+    then ``text`` (the fail-safe's, which is not tracked).
+
+    Twilio sends a TwiML reply's status callbacks only if its ``<Message>`` also has an
+    ``action``, the same URL (twilio-semantics §2.2). An ``action`` ends the answer (the verbs
+    after it are never reached), so only the last verb can carry one: earlier replies stay
+    ``queued``, which no page reads as a failure."""
     response = MessagingResponse()
-    for message_id, part in replies:
-        response.message(part, status_callback=public_url("sms.message_status", message=message_id))
+    for position, (message_id, part) in enumerate(replies, start=1):
+        status_url = public_url("sms.message_status", message=message_id)
+        last_verb = position == len(replies) and not text
+        response.message(part, status_callback=status_url, action=status_url if last_verb else None)
     if text:
         response.message(text)
     return Response(response.to_xml(), mimetype="text/xml")
@@ -131,11 +138,12 @@ incoming.on_deadline = keep_and_point_to_backup  # type: ignore[attr-defined]
 @bp.post("/status")
 @twilio_signed
 def message_status() -> Response:
-    """Delivery status of a text we sent (duplicated and reordered by Twilio at will)."""
+    """Delivery status of a text we sent (duplicated and reordered by Twilio at will); also the
+    ``action`` of the last reply in a webhook's TwiML (``_twiml``)."""
     message_id = twilio_params.query_id("message")
     status = twilio_params.choice(request.form, "MessageStatus", outbox.MESSAGE_STATUSES)
     if message_id is not None and status is not None:
         error_code = twilio_params.number(request.form, "ErrorCode")
         outbox.record_status(message_id, status, str(error_code) if error_code is not None else None,
                              twilio_params.sid(request.form, "MessageSid"))  # fmt: skip
-    return Response(status=204)
+    return _twiml()  # empty TwiML: as a <Message action>'s answer it sends nothing more

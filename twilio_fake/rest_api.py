@@ -58,6 +58,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -234,7 +235,7 @@ def _event_set(events: str | Iterable[str] | None) -> list[str]:
 class WebhookLogEntry:
     """One outbound request the fake made to the app (status callback or TwiML fetch)."""
 
-    kind: str  # call-status | call-url | call-redirect | conference-status | message-status
+    kind: str  # call-status | call-url | call-redirect | conference-status | message-status | message-action
     sid: str
     method: str
     url: str
@@ -247,7 +248,8 @@ class WebhookLogEntry:
 
 @dataclass
 class MessageRecord:
-    """An outbound message created over REST."""
+    """An outbound message created over REST, or a ``<Message>`` of a TwiML answer (``direction``
+    ``outbound-reply``; ``action`` set if it had one, requested when it is delivered)."""
 
     sid: str
     account_sid: str
@@ -265,6 +267,8 @@ class MessageRecord:
     date_created: datetime = field(default_factory=_now)
     date_updated: datetime = field(default_factory=_now)
     date_sent: datetime | None = None
+    action: _Outbound | None = None
+    action_answered: Callable[[str], object] | None = None
 
 
 @dataclass
@@ -687,8 +691,13 @@ class FakeTwilio:
     def reply_with_twiml(self, sender: str, line_number: str, twiml: str) -> list[MessageRecord]:
         """What Twilio does with the TwiML a messaging webhook answered ``sender``'s text with
         (``line_number`` received it): each ``<Message>`` is sent, ``to`` the sender and ``from``
-        the line unless it says otherwise, with its ``statusCallback``; to an opted-out number
-        it fails (status callback ``failed``, 21610) rather than being refused (§2.2).
+        the line unless it says otherwise; to an opted-out number it fails (status callback
+        ``failed``, 21610) rather than being refused (§2.2).
+
+        A reply's status callbacks go to its ``statusCallback`` only when it has an ``action``
+        too (the legacy quirk of §2.2). After a ``<Message action>`` Twilio requests the action
+        (``MessageSid``, ``MessageStatus``) and goes on with the TwiML it answers; the verbs after
+        it are never reached.
 
         Raises ``FakeTwilioError`` for an answer Twilio would drop whole: 11750 over 64 kB,
         12100 not TwiML (as Twilio logs them)."""
@@ -701,10 +710,13 @@ class FakeTwilio:
         if root.tag != "Response":
             raise FakeTwilioError(502, 12100, "Document parse failure")
         sent: list[MessageRecord] = []
-        for element in root.iter("Message"):
+        for element in root:
+            if element.tag != "Message":
+                continue
             body = (element.findtext("Body") or element.text or "").strip()
             to = element.get("to") or sender
-            callback = element.get("statusCallback")
+            action = element.get("action")
+            callback = element.get("statusCallback") if action else None
             try:
                 message = self.create_message(to, body, from_=element.get("from") or line_number,
                                               status_callback=callback)  # fmt: skip
@@ -714,7 +726,34 @@ class FakeTwilio:
                 message = self._failed_reply(to, body, element.get("from") or line_number, callback)
             message.direction = "outbound-reply"
             sent.append(message)
+            if action:
+                method = (element.get("method") or "POST").upper()
+                message.action = _Outbound("message-action", message.sid, action, method, {}, voice=False)
+                message.action_answered = partial(self._answered_action, sender, line_number, message.sid)
+                if message.status in MESSAGE_FINAL_STATUSES:  # failed at once (21610): processed
+                    self._request_action(message)
+                break  # the verbs after a <Message action> are never reached
         return sent
+
+    def _request_action(self, message: MessageRecord) -> None:
+        """A ``<Message action>``'s request, once the message is processed (sent, or failed),
+        then the TwiML it answered, as Twilio goes on with it. Once per message."""
+        with self._lock:
+            hook, answered = message.action, message.action_answered
+            message.action = message.action_answered = None
+            if hook is None:
+                return
+            failure = {"ErrorCode": str(message.error_code)} if message.error_code else {}
+            hook.params = hook.params or self._message_params(message, failure)
+        entry = self._send(hook)
+        if entry.status_code == 200 and entry.response_text and answered is not None:
+            answered(entry.response_text)
+
+    def _answered_action(self, sender: str, line_number: str, sid: str, twiml: str) -> None:
+        try:
+            self.reply_with_twiml(sender, line_number, twiml)
+        except FakeTwilioError as error:
+            log.warning("the TwiML answered to %s's action was dropped: %s", sid, error.code)
 
     def _failed_reply(self, to: str, body: str, from_: str, status_callback: str | None) -> MessageRecord:
         """A TwiML reply to an opted-out number: created, then failed with 21610."""
@@ -738,7 +777,8 @@ class FakeTwilio:
         """Move a message to its final status and send its signed status callbacks.
 
         ``delivered``/``undelivered`` send ``sent`` then the final status; ``failed`` sends only
-        ``failed`` (Twilio never reports ``sent`` for a message it could not send, §2.3).
+        ``failed`` (Twilio never reports ``sent`` for a message it could not send, §2.3). A TwiML
+        reply's ``action`` is requested first, with the first of those statuses.
         Failures carry ``ErrorCode``. A message already final is left alone (returns ``[]``).
         """
         if final not in MESSAGE_FINAL_STATUSES:
@@ -761,6 +801,8 @@ class FakeTwilio:
                     extra["ErrorCode"] = str(message.error_code)
                 if status in ("delivered", "undelivered"):
                     extra["RawDlrDoneDate"] = message.date_updated.strftime("%y%m%d%H%M")
+                if message.action is not None and not message.action.params:  # as first processed
+                    message.action.params = self._message_params(message, extra)
                 if message.status_callback:
                     hooks.append(
                         _Outbound(
@@ -772,6 +814,7 @@ class FakeTwilio:
                             voice=False,
                         )
                     )
+        self._request_action(message)  # a TwiML reply's action, then its status callbacks
         return self._send_all(hooks)
 
     def _message_params(self, message: MessageRecord, extra: Mapping[str, str]) -> dict[str, str]:

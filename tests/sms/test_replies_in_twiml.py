@@ -179,6 +179,56 @@ def test_a_counselor_taking_a_long_backlog_gets_every_text_once_in_order(
     assert [next(word for word in backlog if text.endswith(word)) for text in relayed] == backlog
 
 
+@pytest.mark.usefixtures("wednesday_evening")
+def test_only_the_last_reply_has_an_action_so_no_reply_after_it_is_lost_and_its_status_comes_back(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    """Twilio reports a TwiML reply's status only to a ``<Message>`` with an ``action`` too, and
+    reaches no verb after an ``action`` (twilio-semantics §2.2)."""
+    texting.send(TEXTER, WORDS)  # queued, offered to Ben
+    for number in range(3):
+        texting.send(TEXTER, f"still here {number}")
+    offer = next(text for text in texting.inbox(BEN) if text.startswith("New text #"))
+    tag = offer.split("#", 1)[1].split(":", 1)[0]
+
+    answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, BEN, LINE_NUMBER, f"YES {tag}"))
+
+    messages = ET.fromstring(answer.text).findall("Message")  # noqa: S314 - the app's own TwiML
+    assert len(messages) >= 4  # the backlog, relayed in answer to the counselor's YES
+    assert [message.get("action") for message in messages[:-1]] == [None] * (len(messages) - 1)
+    assert messages[-1].get("action") == messages[-1].get("statusCallback") is not None
+    relayed = [
+        message for message in fake.messages.values() if message.to == BEN and message.direction == "outbound-reply"
+    ]
+    assert [message.body for message in relayed] == [message.text for message in messages]  # none unreachable
+    sent_before = len(fake.messages)
+    for message in relayed:
+        fake.deliver_message(message.sid)
+    (action,) = fake.webhooks(kind="message-action")
+    assert action.status_code == 200 and "<Response />" in (action.response_text or "")
+    assert len(fake.messages) == sent_before  # the action's empty answer sends nothing more
+    with app.app_context():
+        rows = list(db.session.scalars(select(Message).where(Message.id.in_(_ids(messages))).order_by(Message.id)))
+    assert [row.status for row in rows] == ["queued"] * (len(rows) - 1) + ["delivered"]
+    assert rows[-1].message_sid == relayed[-1].sid
+
+
+def test_no_reply_has_an_action_when_the_fail_safe_text_follows_it(app: Flask) -> None:
+    from sms.views import _twiml
+
+    with app.test_request_context("/sms/incoming", method="POST"):
+        with_text = ET.fromstring(_twiml(FAILSAFE_TEXT, [(7, "words")]).get_data(as_text=True))  # noqa: S314
+        alone = ET.fromstring(_twiml(replies=[(7, "words")]).get_data(as_text=True))  # noqa: S314
+
+    assert [message.get("action") for message in with_text.findall("Message")] == [None, None]
+    (last,) = alone.findall("Message")
+    assert last.get("action") == last.get("statusCallback") is not None
+
+
+def _ids(messages: list[ET.Element]) -> list[int]:
+    return [int((message.get("statusCallback") or "").rsplit("=", 1)[1]) for message in messages]
+
+
 def test_a_handling_that_replies_after_the_deadline_sends_its_reply_over_rest_once(
     line: Line, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - the fixture, by name
 ) -> None:  # fmt: skip
