@@ -269,9 +269,14 @@ def need_step(document: RoutingDocument, language: Language, given: MenuInput, a
 
     ``"chosen"`` routes the call; ``"confirm"`` asks for the confirming key first (even on the
     last attempt); ``"retry"`` asks again (``"unclear"`` speech is asked to press a number);
-    after ``menu.retries`` retries, ``"default"`` goes with ``menu.default_need``.
+    after ``menu.retries`` retries, ``"default"`` goes with ``menu.default_need``. A caller
+    who was asked to confirm on the last attempt and came back unconfirmed (who cannot or will
+    not press keys) goes with the default too: speech alone never rings the unit, and the
+    counselor who answers can add it.
     """
     answer = understand_need(document, language, given)
+    if answer.need is not None and needs_confirmation(answer) and attempt > document.menu.retries + 1:
+        return MenuStep("default", default_need(document), attempt, "unconfirmed")
     if answer.need is not None:
         return MenuStep("confirm" if needs_confirmation(answer) else "chosen", answer.need, attempt)
     if attempt > document.menu.retries:

@@ -175,6 +175,26 @@ def test_on_the_last_attempt_spoken_danger_is_still_confirmed_and_choosing_again
     assert [(e.detail["attempt"], e.detail["digits"]) for e in chosen] == [(4, "5")]
 
 
+def test_a_caller_who_never_confirms_spoken_danger_past_the_last_attempt_goes_with_the_default_need(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Someone who cannot press keys is not looped between the need menu and the confirmation."""
+    last = [Words("someone is in danger"), Silence(), Silence()]  # asked twice, never confirmed
+    actions = [Keys("1"), Silence(), Silence(), *last, Words("someone is in danger")]
+    call = phone.call(actions, max_hold_turns=0)
+
+    assert call.requested_paths()[4:8] == [
+        "voice/menu/need?lang=en&attempt=3",
+        "voice/menu/confirm?lang=en&need=danger_now&attempt=3&asked=1",
+        "voice/menu/confirm?lang=en&need=danger_now&attempt=3&asked=2",
+        "voice/menu/need?lang=en&attempt=4",
+    ]
+    assert need_of(app, call) == "something_else"
+    assert rung(fake) == [ANA]  # a counselor, never the unit on speech alone
+    (defaulted,) = [e for e in events_of(app, call) if e.kind == "menu.need.defaulted"]
+    assert defaulted.detail["attempt"] == 4
+
+
 def test_spanish_confirmation_is_in_spanish(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
     call = phone.call([Keys("2"), Words("hay un hombre con una pistola"), Keys("1")], max_hold_turns=0)
 
