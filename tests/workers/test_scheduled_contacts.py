@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -115,7 +115,8 @@ def test_a_send_left_half_done_by_a_dead_worker_goes_to_a_human_not_out_again(
 ) -> None:
     wait_then_hang_up(phone, wednesday_evening, "+13125550166")
     with app.app_context():  # a worker claimed it, then was SIGKILLed before sending
-        db.session.execute(update(ScheduledContact).values(state="sending", claimed_at=db.func.now()))
+        # On the test's clock: the database's now() is the real one, hours from the traveled one.
+        db.session.execute(update(ScheduledContact).values(state="sending", claimed_at=datetime.now(UTC)))
         db.session.commit()
     wednesday_evening.shift(timedelta(minutes=4))
 
@@ -169,6 +170,11 @@ def test_sigkill_at_random_points_never_doubles_or_silently_loses_a_text(
 
     interrupted = [c.state for c in contacts(app)]
     assert "sending" in interrupted, "no kill landed mid-send: the test did not test anything"
+    with app.app_context():  # the workers claimed on the real clock; the test's is traveled
+        db.session.execute(
+            update(ScheduledContact).where(ScheduledContact.state == "sending").values(claimed_at=datetime.now(UTC))
+        )
+        db.session.commit()
     wednesday_evening.shift(timedelta(minutes=4))  # past the 3-minute stuck threshold
     with app.app_context():
         from workers.upkeep import rebuild_scheduled_contacts
