@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twilio.twiml.voice_response import VoiceResponse
 
+from crisisline.background import start_soon
 from crisisline.settings import Settings
 from crisisline.urls import url_prefix
 
@@ -140,7 +141,15 @@ def _dial_backup(error: BaseException) -> Response:
         # caller afterwards. The deadline runs the hooks off the request thread.
         note_answered_by_failsafe(request.form.get("CallSid", ""))
         error.dialled_backup = True
-    elif not isinstance(error, DBAPIError):  # with the database down, hooks would only wait here
+    elif isinstance(error, DBAPIError):
+        # The database failed this request; it may take the next one (a dropped connection, a
+        # failover). The hooks run off this thread, where they cannot hold the answer: left
+        # undone, a counselor freed later could pull the caller off the backup line.
+        call_sid = request.form.get("CallSid", "")
+        note_answered_by_failsafe(call_sid)
+        if call_sid:
+            start_soon(f"after-failsafe:{call_sid}", functools.partial(run_after_failsafe_hooks, call_sid))
+    else:
         run_after_failsafe_hooks(request.form.get("CallSid", ""))
     return response
 

@@ -285,6 +285,9 @@ def offer_conversation(conversation_id: int, counselors: Sequence[Responder], do
     """The queue chose ``counselors[0]`` for this waiting conversation: offer it by text.
 
     The queued → offered UPDATE is the claim: of two processes offering at once, one offers.
+    The claim, the offer and the counselor's stamp commit together: an "offered" conversation
+    always has the offer whose expiry hands it back (a crash between them left it offered to
+    nobody, for good).
     """
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None or not counselors:
@@ -294,8 +297,8 @@ def offer_conversation(conversation_id: int, counselors: Sequence[Responder], do
         .where(Conversation.id == conversation.id, Conversation.state == "queued")
         .values(state="offered")
     ).rowcount  # type: ignore[attr-defined]
-    db.session.commit()
     if not claimed:
+        db.session.commit()
         return 0
     counselor = counselors[0]
     offer = ConversationOffer(
@@ -323,7 +326,13 @@ def offer_conversation(conversation_id: int, counselors: Sequence[Responder], do
 
 
 def take(conversation: Conversation, responder: Responder, document: RoutingDocument) -> bool:
-    """A counselor takes a waiting conversation: exactly one can (conditional UPDATE)."""
+    """A counselor takes a waiting conversation: exactly one can (conditional UPDATE).
+
+    Theirs already (their YES handled again after a failure part way, or sent twice): True,
+    and the backlog is relayed again, which sends only what did not go out (the same keys)."""
+    if conversation.state == "active" and conversation.counselor_id == responder.id:
+        relay_backlog(conversation, responder)
+        return True
     if responder.kind != "counselor" or counselor_load(responder.id) >= document.sms.max_conversations_per_counselor:
         return False
     won = db.session.execute(

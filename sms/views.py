@@ -113,7 +113,10 @@ def keep_and_point_to_backup(error: BaseException) -> Response:
     # Replies the handler took for its answer so far: this answer carries them (``TwimlReplies``).
     parts = replies.abandon() if replies is not None else []
     if isinstance(error, DeadlineExceeded) and request.environ.get(PROGRESS, {}).get("stored"):
-        return _twiml(replies=parts)  # stored, slow to handle: the handling goes on and replies itself
+        # Stored, slow to handle: the handling goes on and replies itself, over REST. With no
+        # reply yet, the texter is pointed to the backup line now, as when it was not stored:
+        # a handling that then fails has no answer left to carry its fail-safe text.
+        return _twiml(replies=parts) if parts else _twiml(FAILSAFE_TEXT)
     if not request.form.get("MessageSid"):
         return _twiml(FAILSAFE_TEXT)  # never checked by the view (it never ran): nothing to key it by
     try:

@@ -229,7 +229,7 @@ def _ids(messages: list[ET.Element]) -> list[int]:
     return [int((message.get("statusCallback") or "").rsplit("=", 1)[1]) for message in messages]
 
 
-def test_a_handling_that_replies_after_the_deadline_sends_its_reply_over_rest_once(
+def test_a_handling_that_replies_after_the_deadline_sends_its_reply_over_rest_once_after_the_fail_safe(
     line: Line, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - the fixture, by name
 ) -> None:  # fmt: skip
     import sms.views
@@ -245,12 +245,34 @@ def test_a_handling_that_replies_after_the_deadline_sends_its_reply_over_rest_on
 
     answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
 
-    assert ET.fromstring(answer.text).findall("Message") == []  # noqa: S314 - stored: no fail-safe, no reply yet
+    # Stored, no reply yet: the backup line now (a handling that then failed would have no
+    # answer left to carry it), the reply when the handling gets to it.
+    assert [m.text for m in ET.fromstring(answer.text).findall("Message")] == [FAILSAFE_TEXT]  # noqa: S314
     line.app.extensions["crisisline.deadline"].pool.shutdown(wait=True)  # the late handler finishes
     to_texter = [message for message in fake.messages.values() if message.to == TEXTER]
-    assert [(message.body.startswith(WELCOME), message.direction) for message in to_texter] == [(True, "outbound-api")]
-    (row,) = outbound_to_texter(line.app)
-    assert row.message_sid == to_texter[0].sid
+    assert [(message.body.startswith(WELCOME), message.direction) for message in to_texter] == [
+        (False, "outbound-reply"), (True, "outbound-api"),
+    ]  # fmt: skip
+    (row,) = outbound_to_texter(line.app)  # the fail-safe text is not a stored reply
+    assert row.message_sid == to_texter[1].sid
+
+
+def test_a_stored_text_whose_handling_fails_after_the_deadline_still_pointed_the_texter_to_the_backup_line(
+    line: Line, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch,  # noqa: F811 - the fixture, by name
+) -> None:  # fmt: skip
+    import sms.views
+
+    def slow_then_fails(*_args: Any, **_kwargs: Any) -> None:
+        time.sleep(DEADLINE + 1.0)
+        raise RuntimeError("simulated database failure after the deadline answered")
+
+    monkeypatch.setattr(sms.views, "handle_texter_message", slow_then_fails)
+    texting = TextingPhone(line.url, fake)
+
+    texting.deliver(sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
+    line.app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
+
+    assert texting.inbox(TEXTER) == [FAILSAFE_TEXT]  # once, from the deadline's answer
 
 
 def test_a_reply_taken_before_the_deadline_goes_in_the_deadlines_answer_once(

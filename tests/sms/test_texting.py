@@ -113,6 +113,38 @@ def test_counselor_takes_and_both_sides_talk_through_the_line_number(
     assert conversation_of(app).counselor_id == "ben-carter"
 
 
+def test_a_yes_whose_backlog_failed_half_way_is_finished_by_the_retry_not_called_too_late(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    import sms.conversations
+
+    texting.send(TEXTER, "I want to kill myself")
+    texting.send(TEXTER, "I have the pills here")
+    tag = conversation_of(app).id
+    real = sms.conversations.relay_to_counselor
+    relayed: list[int] = []
+
+    def fails_on_the_second(*args: Any, **kwargs: Any) -> None:
+        relayed.append(1)
+        if len(relayed) == 2:
+            monkeypatch.setattr(sms.conversations, "relay_to_counselor", real)
+            raise RuntimeError("simulated failure relaying the backlog")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(sms.conversations, "relay_to_counselor", fails_on_the_second)
+    texting.send(BEN, f"YES {tag}")  # taken, the first text relayed, then the failure
+    assert conversation_of(app).counselor_id == "ben-carter"
+
+    wednesday_evening.shift(timedelta(seconds=31))
+    clock_tick()  # the sweep handles Ben's YES again
+
+    backlog = [text for text in texting.inbox(BEN) if text.startswith(f"#{tag}: ")]
+    assert backlog == [f"#{tag}: I want to kill myself", f"#{tag}: I have the pills here"]  # each once
+    assert texting.inbox(BEN)[-1].startswith(f"You have #{tag}.")
+    assert not any("too late" in text.lower() or "already" in text.lower() for text in texting.inbox(BEN))
+
+
 @pytest.mark.usefixtures("wednesday_evening")
 def test_untagged_replies_go_to_the_only_conversation_and_ambiguous_ones_bounce(
     app: Flask, texting: TextingPhone

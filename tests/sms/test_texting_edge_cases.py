@@ -122,6 +122,29 @@ def test_sweeps_running_at_once_make_one_offer(app: Flask, texting: TextingPhone
     assert open_offers == 1
 
 
+def test_an_offer_that_failed_half_way_leaves_the_conversation_queued_for_the_next_pass(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    import sms.conversations
+
+    real = sms.conversations.ensure_responder_state
+
+    def fails_once(responder_id: str) -> None:
+        monkeypatch.setattr(sms.conversations, "ensure_responder_state", real)
+        raise RuntimeError("simulated database error between the claim and the offer")
+
+    monkeypatch.setattr(sms.conversations, "ensure_responder_state", fails_once)
+    texting.send(TEXTER, "I want to kill myself")
+
+    assert only_conversation(app).state == "queued"  # never "offered" to nobody
+    assert texting.inbox(BEN) == []
+    wednesday_evening.shift(timedelta(seconds=31))
+    clock_tick()
+    assert texting.inbox(BEN)[0].startswith("New text #")
+    assert only_conversation(app).state == "offered"
+
+
 @pytest.mark.usefixtures("wednesday_evening")
 def test_a_counselor_whose_phone_blocks_the_line_is_paused(app: Flask, texting: TextingPhone, fake: FakeTwilio) -> None:
     fake.opt_out(BEN)

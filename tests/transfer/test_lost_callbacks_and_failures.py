@@ -8,6 +8,7 @@ import time
 import pytest
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 import transfer.flow
 from crisisline.db import db
@@ -165,6 +166,27 @@ def test_a_crashed_hold_turn_sends_the_caller_to_backup_and_stops_the_search(
     assert only_transfer(app).state == "to_backup"
     late = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])  # had it still rung, too late now
     assert late.conference is None
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_hold_turns_failing_on_the_database_send_the_caller_to_backup_and_still_stop_the_search(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failed the turns, not the search's own statements later (a dropped
+    connection, a failover): once it answers again, nobody may pull the caller off the backup."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+
+    def database_fails(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(transfer.flow, "hold_step", database_fails)
+    phone.resume(caller, dial_outcomes=["completed"], max_hold_turns=5)
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert caller.dials[0].numbers == [TEST_BACKUP_NUMBER]
+    assert "late=2" in caller.requested_paths()[-1]  # held twice more first, then the backup line
+    assert only_transfer(app).state == "to_backup"
+    assert fake.get_call(leg_to(fake, BEN).sid).status == "canceled"
 
 
 @pytest.mark.usefixtures("wednesday_evening")
