@@ -69,7 +69,8 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
 class HoldStep:
     """What the waiting caller hears next: ``hold`` (``message`` key, with ``position`` and
     ``minutes`` for the prompts that say them), ``join``, ``settle`` (a second's pause while
-    the redirect to their responder lands), ``callback_or_backup`` or ``backup``."""
+    the redirect to their responder lands), ``staff_left`` (everyone who accepted has gone:
+    on to the staff-left turn), ``callback_or_backup`` or ``backup``."""
 
     kind: str
     message: str = ""
@@ -127,7 +128,8 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
 def join_or_settle(transfer: Transfer) -> HoldStep | None:
     """Once a responder has accepted: join the conference, or settle for a second while the
     accepting responder's REST redirect is bringing the caller in this very moment (joining
-    as well would bounce them out of the room and back). None while nobody has accepted.
+    as well would bounce them out of the room and back), or ``staff_left`` if everyone who
+    accepted has left already. None while nobody has accepted.
 
     Every place a hold turn reads an accepted transfer asks this, whichever read saw it."""
     if transfer.state not in ("connecting", "connected"):
@@ -137,6 +139,10 @@ def join_or_settle(transfer: Transfer) -> HoldStep | None:
     just_accepted = since is not None and -JOIN_REDIRECT_GRACE < since < JOIN_REDIRECT_GRACE
     if transfer.state == "connecting" and transfer.mode == "live" and just_accepted and not _redirect_failed(transfer):
         return HoldStep("settle")
+    if transfer.mode == "live" and not state.staff_on_call(transfer.id):
+        # The responder who accepted has gone already (their leg ended while Twilio could not
+        # move the caller): no empty room; the staff-left turn tells them and searches again.
+        return HoldStep("staff_left")
     return HoldStep("join")
 
 

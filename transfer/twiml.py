@@ -37,6 +37,13 @@ def hold(
     return twiml
 
 
+def go_to(url: str) -> VoiceResponse:
+    """Straight on to ``url``'s TwiML."""
+    twiml = VoiceResponse()
+    twiml.redirect(url, method="POST")
+    return twiml
+
+
 def settle(next_url: str) -> VoiceResponse:
     """A second of quiet, then the next hold turn: while a REST redirect brings the caller in."""
     twiml = VoiceResponse()

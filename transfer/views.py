@@ -114,6 +114,8 @@ def step_twiml(transfer: Transfer, document: RoutingDocument, step: flow.HoldSte
         return caller_join_twiml(transfer)
     if step.kind == "settle":
         return transfer_twiml.settle(path_for("transfer.hold", transfer=transfer.id, tick=tick + 1))
+    if step.kind == "staff_left":
+        return transfer_twiml.go_to(path_for("transfer.staff_left", transfer=transfer.id))
     if step.kind == "callback_or_backup":
         language = document.language(transfer.language)
         return transfer_twiml.callback_or_backup(

@@ -47,6 +47,23 @@ def test_a_failed_redirect_after_acceptance_still_brings_the_caller_in_on_their_
 
 
 @pytest.mark.usefixtures("wednesday_evening")
+def test_a_caller_whose_responder_left_before_twilio_could_bring_them_in_is_told_and_searched_for_not_joined_alone(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    fake.inject_fault("POST", rf"/Calls/{caller.identity.call_sid}\.json$", status=500, times=None)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])  # accepted; the caller's redirect fails
+    phone.hang_up(ben)  # Ben's phone drops; the staff-left redirect fails too
+    fake.clear_faults()
+
+    phone.resume(caller, max_hold_turns=1)
+
+    assert caller.conference is None  # never put in an empty room
+    assert "The person you were talking with has been disconnected." in caller.heard_text()
+    assert [t.state for t in transfers(app)] == ["ended", "waiting"]  # searched for again
+
+
+@pytest.mark.usefixtures("wednesday_evening")
 def test_a_hold_turn_that_sees_an_acceptance_made_during_its_pass_waits_for_the_redirect_instead_of_joining(
     app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
