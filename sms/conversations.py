@@ -403,13 +403,21 @@ def pass_back(conversation: Conversation, responder: Responder, document: Routin
     return bool(moved)
 
 
-def close(conversation: Conversation, document: RoutingDocument, reason: str, *, tell_texter: str | None) -> bool:
-    """Close once; tell the texter (``tell_texter`` is a prompt key) and the counselor."""
-    closed = db.session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation.id, Conversation.state.in_(OPEN_STATES))
-        .values(state="closed", closed_at=now(), close_reason=reason)
-    ).rowcount  # type: ignore[attr-defined]
+def close(
+    conversation: Conversation, document: RoutingDocument, reason: str, *, tell_texter: str | None,
+    quiet_since: datetime | None = None,
+) -> bool:  # fmt: skip
+    """Close once; tell the texter (``tell_texter`` is a prompt key) and the counselor.
+
+    ``quiet_since``: close only if nobody has written since then (an idle close read before a
+    text arrived must not close the conversation that text just woke)."""
+    closing = update(Conversation).where(Conversation.id == conversation.id, Conversation.state.in_(OPEN_STATES))
+    if quiet_since is not None:
+        closing = closing.where(Conversation.last_activity_at <= quiet_since)
+    closed = db.session.execute(closing.values(state="closed", closed_at=now(), close_reason=reason)).rowcount  # type: ignore[attr-defined]
+    if not closed and quiet_since is not None:
+        db.session.commit()
+        return False  # written in since: still open, its offers too
     holders = set(
         db.session.scalars(
             select(ConversationOffer.responder_id).where(
@@ -709,10 +717,21 @@ def _backup_option(document: RoutingDocument, counts: dict[str, int]) -> None:
 
 
 def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> None:
-    """A texter who wrote last and got no reply for the idle time goes back to the queue."""
+    """A texter who wrote last and got no reply for the idle time goes back to the queue. The
+    time runs from their first text since the counselor last wrote: asking "are you there?"
+    again must not keep them with a counselor who has gone."""
     before = now() - timedelta(minutes=document.sms.idle_close_minutes)
+    counselor_wrote = func.coalesce(Conversation.last_counselor_at, Conversation.assigned_at)
+    first_unanswered = (
+        select(func.min(Message.created_at))
+        .where(Message.conversation_id == Conversation.id, Message.direction == "in", Message.party == "texter",
+               Message.created_at > counselor_wrote)
+        .scalar_subquery()
+    )  # fmt: skip
     for conversation in db.session.scalars(
-        select(Conversation).where(Conversation.state == "active", Conversation.last_texter_at <= before)
+        select(Conversation).where(
+            Conversation.state == "active", Conversation.last_texter_at > counselor_wrote, first_unanswered <= before
+        )
     ).all():
         counselor_last = conversation.last_counselor_at or conversation.assigned_at
         if counselor_last is not None and counselor_last >= (conversation.last_texter_at or counselor_last):
@@ -753,7 +772,8 @@ def _close_idle(document: RoutingDocument, counts: dict[str, int]) -> None:
             texter_last = conversation.last_texter_at
             if texter_last is not None and (counselor_last is None or texter_last > counselor_last):
                 continue
-        counts["idle_closed"] += int(close(conversation, document, "idle", tell_texter="idle_closed"))
+        closed = close(conversation, document, "idle", tell_texter="idle_closed", quiet_since=before)
+        counts["idle_closed"] += int(closed)
 
 
 def _close_stopped(document: RoutingDocument, counts: dict[str, int]) -> None:

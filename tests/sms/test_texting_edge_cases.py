@@ -74,6 +74,26 @@ def test_a_texter_waiting_on_a_silent_counselor_goes_back_to_the_queue_not_close
     assert texting.inbox(BEN)[-1] == f"#{tag} had no reply for a while, so it went back to the queue for someone else."
 
 
+def test_a_texter_asking_again_and_again_is_still_passed_on_from_a_silent_counselor(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any]
+) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    tag = only_conversation(app).id
+    texting.send(BEN, f"YES {tag}")
+    texting.send(BEN, f"#{tag} Hi, I'm Ben.")
+    for minutes in (0, 20, 20, 19):  # unanswered for 59 minutes, asking every 20 or so
+        wednesday_evening.shift(timedelta(minutes=minutes))
+        texting.send(TEXTER, "are you there? please")
+        clock_tick()
+        assert only_conversation(app).state == "active"  # not an hour yet since the first
+
+    wednesday_evening.shift(timedelta(minutes=2))
+    clock_tick()
+
+    assert only_conversation(app).state in ("queued", "offered")
+    assert texting.inbox(BEN)[-1] == f"#{tag} had no reply for a while, so it went back to the queue for someone else."
+
+
 @pytest.mark.usefixtures("wednesday_evening")
 def test_a_burst_of_first_texts_opens_one_conversation(app: Flask, texting: TextingPhone) -> None:
     bursts = [sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, f"hola necesito ayuda {n}") for n in range(4)]
@@ -143,6 +163,28 @@ def test_an_offer_that_failed_half_way_leaves_the_conversation_queued_for_the_ne
     clock_tick()
     assert texting.inbox(BEN)[0].startswith("New text #")
     assert only_conversation(app).state == "offered"
+
+
+def test_an_idle_close_read_before_the_texter_wrote_again_leaves_the_conversation_open(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates
+) -> None:
+    from routing.store import active_routing
+    from sms.conversations import close, now
+
+    texting.send(TEXTER, "hello")  # the menus: waiting on the texter
+    wednesday_evening.shift(timedelta(minutes=61))
+    with app.app_context():
+        document = active_routing().document  # type: ignore[union-attr]
+        quiet_since = now() - timedelta(minutes=document.sms.idle_close_minutes)
+        read_by_the_sweep = db.session.scalars(select(Conversation)).one()  # idle, as the sweep read it
+    texting.send(TEXTER, "sorry, I'm here")  # the texter writes before the sweep closes it
+
+    with app.app_context():
+        closed = close(read_by_the_sweep, document, "idle", tell_texter="idle_closed", quiet_since=quiet_since)
+
+    assert closed is False
+    assert only_conversation(app).state != "closed"
+    assert not any("closed" in text.lower() for text in texting.inbox(TEXTER))
 
 
 @pytest.mark.usefixtures("wednesday_evening")
