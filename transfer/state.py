@@ -126,11 +126,16 @@ def _move_statement(columns: tuple[str, ...]) -> Update:
 
 
 def accept(transfer_id: int, offer_id: int) -> bool:
-    """The one-winner step: of all responders pressing 1, exactly one gets True."""
-    won = move_transfer(transfer_id, ("waiting",), "connecting", accepted_offer_id=offer_id, accepted_at=now())
-    if won:
-        _change(Offer, [Offer.id == offer_id], {"state": "accepted", "decided_at": now()})
-    return won
+    """The one-winner step: of all responders pressing 1, exactly one gets True, and only with
+    a leg still live: a press of 1 handled after the leg's end (they pressed and hung up, the
+    callbacks crossed) is no acceptance; the transfer stays waiting, under this transaction's lock."""
+    if not move_transfer(transfer_id, ("waiting",), "connecting", accepted_offer_id=offer_id, accepted_at=now()):
+        return False
+    live = [Offer.id == offer_id, Offer.state.in_(ACTIVE_OFFER_STATES)]
+    if _change(Offer, live, {"state": "accepted", "decided_at": now()}):
+        return True
+    move_transfer(transfer_id, ("connecting",), "waiting", accepted_offer_id=None, accepted_at=None)
+    return False
 
 
 def accept_join(offer_id: int) -> bool:

@@ -12,11 +12,12 @@ from sqlalchemy.exc import OperationalError
 
 import transfer.flow
 from crisisline.db import db
-from crisisline.models import Transfer
-from tests.conftest import TEST_BACKUP_NUMBER
+from crisisline.models import Offer, Transfer
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_BACKUP_NUMBER
 from tests.rota import BEN, DIEGO, leg_to, legs
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import CallIdentity
 
 
 def only_transfer(app: Flask) -> Transfer:
@@ -204,6 +205,28 @@ def test_hold_turns_failing_on_the_database_send_the_caller_to_backup_and_still_
     assert "late=2" in caller.requested_paths()[-1]  # held twice more first, then the backup line
     assert only_transfer(app).state == "to_backup"
     assert fake.get_call(leg_to(fake, BEN).sid).status == "canceled"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_press_of_1_handled_after_the_counselors_leg_ended_is_no_acceptance(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN)
+    fake.advance_call(ben_leg.sid, "in-progress")  # Ben hears the whisper
+    fake.advance_call(ben_leg.sid, "completed")  # ...presses 1 and hangs up: the end is handled first
+    with app.app_context():
+        offer_id = db.session.scalars(select(Offer.id).where(Offer.call_sid == ben_leg.sid)).one()
+    ben = CallIdentity(TEST_ACCOUNT_SID, LINE_NUMBER, BEN, call_sid=ben_leg.sid, direction="outbound-api")
+
+    phone.post(f"{phone.base_url}/voice/offer/decide?offer={offer_id}", ben.voice_params("in-progress", Digits="1"))
+
+    transfer = only_transfer(app)
+    assert (transfer.state, transfer.accepted_offer_id) == ("waiting", None)  # still searched for
+    with app.app_context():
+        assert db.session.get(Offer, offer_id).state != "accepted"  # type: ignore[union-attr]
+    phone.resume(caller, max_hold_turns=1)
+    assert caller.conference is None  # never joined to a room with nobody
 
 
 @pytest.mark.usefixtures("wednesday_evening")
