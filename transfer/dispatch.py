@@ -17,7 +17,7 @@ from functools import partial
 
 import requests
 from flask import current_app
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, case, or_, select, update
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -214,10 +214,18 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
 
 
 # Built once: every ring runs it (``crisisline.db``, "Statements built once").
+# An offer its own leg's webhooks moved on first (the responder picked up, even pressed 1, before
+# the REST answer reached us) is still theirs: it gets its SID and keeps its state.
 _PLACED = (
     update(Offer)
-    .where(Offer.id == bindparam("offer"), Offer.state == "placing")
-    .values(call_sid=bindparam("sid"), state="ringing")
+    .where(
+        Offer.id == bindparam("offer"),
+        or_(
+            Offer.state == "placing",
+            and_(Offer.state.in_(("ringing", "answered", "accepted")), Offer.call_sid.is_(None)),
+        ),
+    )
+    .values(call_sid=bindparam("sid"), state=case((Offer.state == "placing", "ringing"), else_=Offer.state))
     .execution_options(synchronize_session=False)
 )
 

@@ -230,6 +230,36 @@ def test_a_press_of_1_handled_after_the_counselors_leg_ended_is_no_acceptance(
 
 
 @pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_picks_up_before_twilios_rest_answer_arrives_is_kept_on_the_line(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crisisline.telephony
+
+    real_create = crisisline.telephony._Calls.create
+
+    def answered_before_the_answer(self: object, **values: object) -> object:
+        placed = real_create(self, **values)  # type: ignore[arg-type]
+        # The whisper runs before the line reads this answer. (Without the fake's settle: it
+        # waits for the app's background work, which is this very ring.)
+        settle, fake.settle = fake.settle, None
+        try:
+            fake.advance_call(placed.sid, "in-progress")
+        finally:
+            fake.settle = settle
+        return placed
+
+    monkeypatch.setattr(crisisline.telephony._Calls, "create", answered_before_the_answer)
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    ben_leg = leg_to(fake, BEN)
+    assert fake.get_call(ben_leg.sid).status == "in-progress"  # not hung up as a stray leg
+    with app.app_context():
+        offer = db.session.scalars(select(Offer).where(Offer.responder_id == "ben-carter")).one()
+    assert (offer.state, offer.call_sid) == ("answered", ben_leg.sid)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
 def test_a_caller_who_hung_up_is_not_searched_for_again(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
