@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 
 from flask import Blueprint, Response, current_app, request
 from twilio.twiml.messaging_response import MessagingResponse
 
 from crisisline import twilio_params
+from crisisline.background import start_soon
 from crisisline.db import db
 from crisisline.deadline import PROGRESS
 from crisisline.failsafe import DeadlineExceeded
@@ -112,6 +114,15 @@ def keep_and_point_to_backup(error: BaseException) -> Response:
     replies: outbox.TwimlReplies | None = request.environ.get(PROGRESS, {}).get("replies")
     # Replies the handler took for its answer so far: this answer carries them (``TwimlReplies``).
     parts = replies.abandon() if replies is not None else []
+    if parts:
+        # Handed to Twilio in this answer: ``queued``, as the handler's own answer marks them,
+        # off this thread (the database may be what is slow); else after two minutes the
+        # counselor's thread and the board would say they may not have been sent.
+        ids = [message_id for message_id, _ in parts]
+        try:
+            start_soon(f"handed:{ids[0]}", partial(outbox.handed_to_twilio, ids))
+        except Exception as failure:  # nothing may keep this answer from Twilio
+            log.warning("replies answered, their status not recorded: %s", type(failure).__name__)
     if isinstance(error, DeadlineExceeded) and request.environ.get(PROGRESS, {}).get("stored"):
         # Stored, slow to handle: the handling goes on and replies itself, over REST. With no
         # reply yet, the texter is pointed to the backup line now, as when it was not stored:

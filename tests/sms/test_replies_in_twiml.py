@@ -296,6 +296,8 @@ def test_a_reply_taken_before_the_deadline_goes_in_the_deadlines_answer_once(
     line.app.extensions["crisisline.deadline"].pool.shutdown(wait=True)  # the late handler finishes
     to_texter = [message for message in fake.messages.values() if message.to == TEXTER]
     assert [message.direction for message in to_texter] == ["outbound-reply"]  # sent once, by Twilio
+    line.app.extensions["crisisline.background"].wait_idle(timeout=30)
+    assert [row.status for row in outbound_to_texter(line.app)] == ["queued"]  # handed over, not left "claimed"
 
 
 def _opened(app: Flask, row: Message) -> str:
