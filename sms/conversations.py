@@ -730,7 +730,10 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
     )  # fmt: skip
     for conversation in db.session.scalars(
         select(Conversation).where(
-            Conversation.state == "active", Conversation.last_texter_at > counselor_wrote, first_unanswered <= before
+            Conversation.state == "active",
+            Conversation.last_texter_at > counselor_wrote,
+            # A text stored before the counselor wrote and handled after: timed from its handling.
+            func.coalesce(first_unanswered, Conversation.last_texter_at) <= before,
         )
     ).all():
         counselor_last = conversation.last_counselor_at or conversation.assigned_at

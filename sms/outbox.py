@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import requests
 from flask import current_app, has_request_context, request
 from sqlalchemy import bindparam, case, func, update
+from sqlalchemy.exc import IntegrityError
 from twilio.base.exceptions import TwilioRestException
 
 from crisisline.db import commit_keeping_loaded, db, inserted_id
@@ -43,6 +44,8 @@ STATUS_RANK = {"claimed": 0, "accepted": 1, "scheduled": 1, "queued": 1, "sendin
                "received": 5, "read": 6}  # fmt: skip
 # A text that did not go out (or never reached the phone).
 UNSENT_STATUSES = ("failed", "undelivered", "canceled")
+# What Twilio reports of a text it received: never news of one the line sent.
+INBOUND_STATUSES = frozenset({"receiving", "received"})
 # Every MessageStatus Twilio reports; anything else in a status callback is ignored.
 MESSAGE_STATUSES = frozenset(STATUS_RANK) - {"claimed"}
 
@@ -270,14 +273,25 @@ def _set(message_id: int | None, **values: object) -> None:
 
 def record_status(message_id: int, status: str, error_code: str | None, message_sid: str | None = None) -> None:
     """A delivery status callback; out-of-order and repeated ones never move a text backwards.
-    ``message_sid``: the callback's, kept for a reply sent in TwiML (its row had none)."""
+    ``message_sid``: the callback's, kept for a reply sent in TwiML (its row had none).
+
+    Also a TwiML reply's ``action`` request, whose parameters Twilio's documents do not pin
+    down: if they are the inbound text's ("received", its SID), they say nothing of our text."""
+    if status in INBOUND_STATUSES:
+        return
     rank = STATUS_RANK.get(status, 0)
     values: dict[str, object] = {"status": status, "status_rank": rank}
     if message_sid:
         values["message_sid"] = func.coalesce(Message.message_sid, message_sid)
     if error_code and error_code.isdigit():
         values["error_code"] = int(error_code)
-    db.session.execute(update(Message).where(Message.id == message_id, Message.status_rank < rank).values(**values))
+    moving = update(Message).where(Message.id == message_id, Message.status_rank < rank)
+    try:
+        db.session.execute(moving.values(**values))
+    except IntegrityError:  # the SID is another text's: the status alone
+        db.session.rollback()
+        values.pop("message_sid", None)
+        db.session.execute(moving.values(**values))
     if error_code == str(OPTED_OUT):
         texter = _texter_of(message_id)
         if texter is not None:

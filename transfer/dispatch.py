@@ -24,7 +24,7 @@ from twilio.twiml.voice_response import VoiceResponse
 import line_queue
 from crisisline.background import side_by_side
 from crisisline.db import commit_keeping_loaded, db
-from crisisline.models import Call, Offer, Transfer
+from crisisline.models import ACTIVE_OFFER_STATES, Call, Offer, Transfer
 from crisisline.settings import Settings
 from crisisline.telephony import REST_EXTENSION, TwilioRest, api_is_slow, make_rest_client
 from crisisline.urls import public_url
@@ -197,7 +197,14 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
         # are adopted when answered (``flow.adopt_lost_leg``) or cancelled (``cancel_stray_legs``).
         lost = isinstance(error, requests.ReadTimeout | requests.exceptions.ChunkedEncodingError)
         log.warning("offer %s to %s failed: %s", offer.id, responder.id, type(error).__name__)
-        state.finish_offer(offer, state.LOST_REST_ANSWER if lost else "rest_unreachable")
+        # Only while still placing: an offer its own leg's webhooks moved on (picked up already)
+        # proves the call exists and is theirs.
+        if not state.finish_offer(
+            offer, state.LOST_REST_ANSWER if lost else "rest_unreachable", from_states=("placing",)
+        ):
+            db.session.commit()
+            db.session.refresh(offer)
+            return int(offer.state in (*ACTIVE_OFFER_STATES, "accepted"))
         db.session.commit()
         return 0
     placed = db.session.execute(_PLACED, {"offer": offer_id, "sid": call.sid})

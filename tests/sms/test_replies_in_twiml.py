@@ -213,6 +213,28 @@ def test_only_the_last_reply_has_an_action_so_no_reply_after_it_is_lost_and_its_
     assert rows[-1].message_sid == relayed[-1].sid
 
 
+@pytest.mark.usefixtures("wednesday_evening")
+@pytest.mark.parametrize("status", ["received", "sent"])
+def test_an_action_request_carrying_the_inbound_texts_parameters_never_breaks_or_rewrites_the_reply(
+    app: Flask, live_server: str, status: str
+) -> None:
+    """Twilio's documents do not say whose MessageSid a <Message action> request carries."""
+    inbound = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS)
+    post_text(live_server, inbound)
+    (row,) = outbound_to_texter(app)
+    url = f"{live_server}/sms/status?message={row.id}"
+    params = {**inbound, "MessageStatus": status, "SmsStatus": status}  # the inbound text's SID
+
+    answer = requests.post(
+        url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params, voice=False), timeout=15
+    )
+
+    assert answer.status_code == 200
+    (after,) = outbound_to_texter(app)
+    assert after.message_sid is None  # never the inbound text's SID
+    assert after.status == ("queued" if status == "received" else "sent")
+
+
 def test_no_reply_has_an_action_when_the_fail_safe_text_follows_it(app: Flask) -> None:
     from sms.views import _twiml
 

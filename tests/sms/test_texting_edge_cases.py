@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from crisisline.db import db
-from crisisline.models import Conversation, ConversationOffer, ResponderState
+from crisisline.models import Conversation, ConversationOffer, Message, ResponderState
 from sms.views import FAILSAFE_TEXT
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TextingPhone
 from tests.rota import BEN
@@ -92,6 +92,28 @@ def test_a_texter_asking_again_and_again_is_still_passed_on_from_a_silent_counse
 
     assert only_conversation(app).state in ("queued", "offered")
     assert texting.inbox(BEN)[-1] == f"#{tag} had no reply for a while, so it went back to the queue for someone else."
+
+
+def test_a_text_stored_before_the_counselor_wrote_and_handled_after_still_times_the_wait(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any]
+) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    tag = only_conversation(app).id
+    texting.send(BEN, f"YES {tag}")
+    texting.send(BEN, f"#{tag} Hi, I'm Ben.")
+    texting.send(TEXTER, "are you there? please")
+    with app.app_context():  # stored a moment before Ben wrote, its handling retried after
+        conversation = db.session.get(Conversation, tag)
+        assert conversation is not None and conversation.last_counselor_at is not None
+        last = db.session.scalars(select(Message).where(Message.direction == "in").order_by(Message.id.desc())).first()
+        assert last is not None
+        last.created_at = conversation.last_counselor_at - timedelta(seconds=5)
+        db.session.commit()
+
+    wednesday_evening.shift(timedelta(minutes=61))
+    clock_tick()
+
+    assert only_conversation(app).state in ("queued", "offered")
 
 
 @pytest.mark.usefixtures("wednesday_evening")

@@ -260,6 +260,43 @@ def test_a_counselor_who_picks_up_before_twilios_rest_answer_arrives_is_kept_on_
 
 
 @pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_picks_up_while_twilios_rest_answer_is_lost_can_still_accept(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    import crisisline.telephony
+
+    real_create = crisisline.telephony._Calls.create
+
+    def answered_then_lost(self: object, **values: object) -> object:
+        placed = real_create(self, **values)  # type: ignore[arg-type]
+        settle, fake.settle = fake.settle, None  # (its settle waits for this very ring)
+        try:
+            fake.advance_call(placed.sid, "in-progress")  # Ben hears the whisper...
+        finally:
+            fake.settle = settle
+        raise requests.ReadTimeout("the REST answer never came")  # ...and the line never hears of his call
+
+    monkeypatch.setattr(crisisline.telephony._Calls, "create", answered_then_lost)
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    monkeypatch.undo()
+    ben_leg = leg_to(fake, BEN)
+    with app.app_context():
+        offer_id = db.session.scalars(select(Offer.id).where(Offer.responder_id == "ben-carter")).one()
+    ben = CallIdentity(TEST_ACCOUNT_SID, LINE_NUMBER, BEN, call_sid=ben_leg.sid, direction="outbound-api")
+
+    phone.post(f"{phone.base_url}/voice/offer/decide?offer={offer_id}", ben.voice_params("in-progress", Digits="1"))
+
+    assert only_transfer(app).state in ("connecting", "connected")  # Ben's acceptance counts
+    phone.resume(caller, max_hold_turns=2)
+    assert only_transfer(app).state == "connected"
+    with app.app_context():
+        assert db.session.get(Offer, offer_id).state == "accepted"  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
 def test_a_caller_who_hung_up_is_not_searched_for_again(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
