@@ -54,13 +54,19 @@ def test_a_counselors_command_without_a_number_is_never_relayed(app: Flask, text
     assert replies == [f"Not sent. Add the conversation number, like {word.upper()} 12."]
 
 
-def test_a_texter_waiting_on_a_silent_counselor_goes_back_to_the_queue_not_closed(
-    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any]
-) -> None:
+def taken_by_ben_who_wrote(app: Flask, texting: TextingPhone) -> int:
+    """A texter's conversation, taken by Ben, who has written once: its tag."""
     texting.send(TEXTER, "I want to kill myself")
     tag = only_conversation(app).id
     texting.send(BEN, f"YES {tag}")
     texting.send(BEN, f"#{tag} Hi, I'm Ben.")
+    return tag
+
+
+def test_a_texter_waiting_on_a_silent_counselor_goes_back_to_the_queue_not_closed(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any]
+) -> None:
+    tag = taken_by_ben_who_wrote(app, texting)
     texting.send(TEXTER, "are you there? please")
 
     wednesday_evening.shift(timedelta(minutes=61))
@@ -77,10 +83,7 @@ def test_a_texter_waiting_on_a_silent_counselor_goes_back_to_the_queue_not_close
 def test_a_texter_asking_again_and_again_is_still_passed_on_from_a_silent_counselor(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any]
 ) -> None:
-    texting.send(TEXTER, "I want to kill myself")
-    tag = only_conversation(app).id
-    texting.send(BEN, f"YES {tag}")
-    texting.send(BEN, f"#{tag} Hi, I'm Ben.")
+    tag = taken_by_ben_who_wrote(app, texting)
     for minutes in (0, 20, 20, 19):  # unanswered for 59 minutes, asking every 20 or so
         wednesday_evening.shift(timedelta(minutes=minutes))
         texting.send(TEXTER, "are you there? please")
@@ -97,10 +100,7 @@ def test_a_texter_asking_again_and_again_is_still_passed_on_from_a_silent_counse
 def test_a_text_stored_before_the_counselor_wrote_and_handled_after_still_times_the_wait(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any]
 ) -> None:
-    texting.send(TEXTER, "I want to kill myself")
-    tag = only_conversation(app).id
-    texting.send(BEN, f"YES {tag}")
-    texting.send(BEN, f"#{tag} Hi, I'm Ben.")
+    tag = taken_by_ben_who_wrote(app, texting)
     texting.send(TEXTER, "are you there? please")
     with app.app_context():  # stored a moment before Ben wrote, its handling retried after
         conversation = db.session.get(Conversation, tag)

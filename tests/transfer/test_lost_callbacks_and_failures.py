@@ -229,26 +229,34 @@ def test_a_press_of_1_handled_after_the_counselors_leg_ended_is_no_acceptance(
     assert caller.conference is None  # never joined to a room with nobody
 
 
-@pytest.mark.usefixtures("wednesday_evening")
-def test_a_counselor_who_picks_up_before_twilios_rest_answer_arrives_is_kept_on_the_line(
-    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+def picked_up_while_twilio_answers(
+    fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch, *, then: Exception | None = None
 ) -> None:
+    """Every call the line places is answered (its whisper runs) before the line reads Twilio's
+    REST answer; with ``then``, that answer is lost (``then`` is raised instead)."""
     import crisisline.telephony
 
     real_create = crisisline.telephony._Calls.create
 
-    def answered_before_the_answer(self: object, **values: object) -> object:
+    def answered_first(self: object, **values: object) -> object:
         placed = real_create(self, **values)  # type: ignore[arg-type]
-        # The whisper runs before the line reads this answer. (Without the fake's settle: it
-        # waits for the app's background work, which is this very ring.)
-        settle, fake.settle = fake.settle, None
+        settle, fake.settle = fake.settle, None  # (its settle waits for the app's background: this ring)
         try:
             fake.advance_call(placed.sid, "in-progress")
         finally:
             fake.settle = settle
+        if then is not None:
+            raise then
         return placed
 
-    monkeypatch.setattr(crisisline.telephony._Calls, "create", answered_before_the_answer)
+    monkeypatch.setattr(crisisline.telephony._Calls, "create", answered_first)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_picks_up_before_twilios_rest_answer_arrives_is_kept_on_the_line(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picked_up_while_twilio_answers(fake, monkeypatch)
     phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     app.extensions["crisisline.background"].wait_idle(timeout=30)
 
@@ -265,20 +273,7 @@ def test_a_counselor_who_picks_up_while_twilios_rest_answer_is_lost_can_still_ac
 ) -> None:
     import requests
 
-    import crisisline.telephony
-
-    real_create = crisisline.telephony._Calls.create
-
-    def answered_then_lost(self: object, **values: object) -> object:
-        placed = real_create(self, **values)  # type: ignore[arg-type]
-        settle, fake.settle = fake.settle, None  # (its settle waits for this very ring)
-        try:
-            fake.advance_call(placed.sid, "in-progress")  # Ben hears the whisper...
-        finally:
-            fake.settle = settle
-        raise requests.ReadTimeout("the REST answer never came")  # ...and the line never hears of his call
-
-    monkeypatch.setattr(crisisline.telephony._Calls, "create", answered_then_lost)
+    picked_up_while_twilio_answers(fake, monkeypatch, then=requests.ReadTimeout("the REST answer never came"))
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     app.extensions["crisisline.background"].wait_idle(timeout=30)
     monkeypatch.undo()
