@@ -72,7 +72,7 @@ TWILIO_PARAMETERS = {
     "fallback_method": "FallbackMethod", "status_callback": "StatusCallback",
     "status_callback_event": "StatusCallbackEvent", "status_callback_method": "StatusCallbackMethod",
     "timeout": "Timeout", "machine_detection": "MachineDetection", "twiml": "Twiml", "status": "Status",
-    "body": "Body",
+    "body": "Body", "parent_call_sid": "ParentCallSid",
 }  # fmt: skip
 
 

@@ -354,6 +354,25 @@ def cancel_stray_legs(offer: Offer, phone: str, transfer: Transfer) -> int:
     return cancelled
 
 
+LIVE_LEG_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
+
+
+def caller_dial_legs(call_sid: str | None) -> list[str] | None:
+    """The statuses of the calls the caller's call has dialled through ``<Dial>`` (the backup
+    line, where the fail-safe or the Fallback URL sends them): its child calls, by
+    ``ParentCallSid``. The responders' legs, placed over REST, are never among them. None if
+    Twilio cannot be asked right now. Assumes Twilio's call list shows a dial leg once it has
+    started (not checked against a real account: see ``docs/reliability.md``)."""
+    if not call_sid:
+        return None
+    try:
+        children = rest_client().calls.list(parent_call_sid=call_sid, limit=20)
+    except (TwilioRestException, requests.RequestException, OSError) as error:
+        log.info("could not list the caller's legs: %s", type(error).__name__)
+        return None
+    return [child.status for child in children]
+
+
 def call_has_ended(call_sid: str) -> bool | None:
     """Ask Twilio whether a call is over (None if Twilio cannot be asked right now)."""
     try:

@@ -213,14 +213,33 @@ def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
 # and joins at once). Longer than the redirect's own timeout: a slow redirect that lands after
 # the turn joined them would bounce the caller out of the room and back.
 JOIN_REDIRECT_GRACE = timedelta(seconds=dispatch.INLINE_REST_TIMEOUT_SECONDS + 2)
-# A caller whose hold turns stopped this long ago is not in our hold loop any more (the
-# fail-safe or the Fallback URL took them to the backup line, or they hung up).
+# A caller whose hold turns stopped this long ago may have left our hold loop (the fail-safe
+# or the Fallback URL took them to the backup line, or they hung up) or be deep in a long
+# hold-music clip: Twilio is asked which (``caller_is_ours``, the minute's repair).
 HOLD_STALE_AFTER = timedelta(seconds=75)
 
 
 def caller_is_holding(transfer: Transfer) -> bool:
     beat = transfer.last_hold_at or transfer.started_at
     return state.now() - beat < HOLD_STALE_AFTER
+
+
+def caller_is_off_our_line(transfer: Transfer) -> bool | None:
+    """Whether a live caller has left our TwiML for a ``<Dial>`` (the backup line); None when
+    Twilio cannot say. Asked of Twilio, not told by the hold turns: a long hold-music clip
+    stops the turns for minutes while the caller is still ours, and a hold turn handled late,
+    after the fail-safe sent the caller to the backup line, can still stamp its beat."""
+    legs = dispatch.caller_dial_legs(transfer.caller_call_sid)
+    if legs is None:
+        return None
+    return any(status in dispatch.LIVE_LEG_STATUSES for status in legs)
+
+
+def caller_is_ours(transfer: Transfer) -> bool:
+    """Whether a live caller can be brought to a counselor: no live ``<Dial>`` leg of theirs,
+    or, when Twilio cannot say, hold turns recent enough to show they are in our loop."""
+    off = caller_is_off_our_line(transfer)
+    return caller_is_holding(transfer) if off is None else not off
 
 
 @dataclass(frozen=True)
@@ -317,8 +336,9 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
         db.session.commit()
         return Decision("staff", "caller_gone")
 
-    if transfer.mode == "live" and not caller_is_holding(transfer):
-        # The caller is not in our hold loop any more: they are on the backup line or gone.
+    if transfer.mode == "live" and not caller_is_ours(transfer):
+        # On the backup line (or not holding, when Twilio cannot say): bringing them in would
+        # pull them off it mid-sentence.
         send_to_backup(transfer, "caller_not_holding")
     if not state.accept(transfer.id, offer.id):
         state.finish_offer(offer, "too_late")
@@ -396,7 +416,7 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     if offer.purpose == "answer" and transfer.state == "waiting":
         result = dispatch.advance(transfer.id, document)
         if result.exhausted and transfer.mode == "live":
-            if caller_is_holding(transfer):
+            if caller_is_ours(transfer):
                 # Nobody left: move the caller on now rather than at their next hold turn.
                 dispatch.redirect_caller(transfer, "transfer.hold")
             else:
@@ -452,8 +472,9 @@ def caller_left(call: Call) -> None:
     leg_gone(transfer, call)
 
 
-def leg_gone(transfer: Transfer, call: Call) -> None:
-    """The caller's leg of this transfer ended: abandon the search or end the conversation."""
+def leg_gone(transfer: Transfer, call: Call) -> bool:
+    """The caller's leg of this transfer ended: abandon the search or end the conversation.
+    True if this moved the transfer (not already moved by another process)."""
     # Try both moves: an acceptance may commit between reading the state and writing it.
     if state.move_transfer(transfer.id, ("waiting",), "abandoned", end_reason="caller_left"):
         waited = round((state.now() - transfer.started_at).total_seconds())
@@ -461,11 +482,14 @@ def leg_gone(transfer: Transfer, call: Call) -> None:
         _commit_moved(transfer)
         stop_ringing(transfer)
         _invite_back(call, waited)
-    elif state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="caller_left"):
+        return True
+    if state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="caller_left"):
         record_event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
         _commit_moved(transfer)
         stop_ringing(transfer)
         release_staff(transfer)
+        return True
+    return False
 
 
 def _commit_moved(transfer: Transfer) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from crisisline.db import db
 from crisisline.models import Call, Offer, Transfer
@@ -69,7 +69,48 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
             flow.leg_gone(transfer, caller)
         counts["callers_moved"] += int(outcome == dispatch.REDIRECTED)
     db.session.commit()
+    # Last: with Twilio slow, its requests must not hold up the repairs above.
+    counts["callers_moved"] += settle_callers_off_the_hold_loop()
     return counts
+
+
+# Callers asked about per run: each costs Twilio requests, and a long hold-music clip can leave
+# every waiting caller's turns stale at once (the rest are asked next minute).
+QUIET_CALLERS_PER_RUN = 20
+
+
+def settle_callers_off_the_hold_loop() -> int:
+    """Waiting callers whose hold turns stopped: the search for them ends if their call has
+    dialled out (the fail-safe sent them to the backup line while the database could not record
+    it) or is over (its status callback was lost). Otherwise responders would go on being rung
+    for them, and one who pressed 1 could be refused or, worse, pull them off the backup line.
+    A caller whose hold turn is merely long (a long hold-music clip) is still ours and waits on."""
+    moved = 0
+    stale_before = state.now() - flow.HOLD_STALE_AFTER
+    quiet = (
+        select(Transfer)
+        .where(
+            Transfer.state == "waiting",
+            Transfer.mode == "live",
+            func.coalesce(Transfer.last_hold_at, Transfer.started_at) < stale_before,
+        )
+        .order_by(func.coalesce(Transfer.last_hold_at, Transfer.started_at), Transfer.id)  # quietest first
+        .limit(QUIET_CALLERS_PER_RUN)
+    )
+    for transfer in list(db.session.scalars(quiet)):
+        caller = db.session.get(Call, transfer.call_id)
+        if caller is None:
+            continue
+        if flow.caller_hung_up(transfer):
+            moved += int(flow.leg_gone(transfer, caller))
+            continue
+        dialled = dispatch.caller_dial_legs(transfer.caller_call_sid)
+        if dialled:
+            # On the backup line, or was and has finished: either way the line sent them there.
+            moved += int(flow.send_to_backup(transfer, "caller_not_holding"))
+        elif dialled == [] and dispatch.call_has_ended(transfer.caller_call_sid):
+            moved += int(flow.leg_gone(transfer, caller))
+    return moved
 
 
 def cancel_unneeded_lost_legs(document: RoutingDocument) -> int:

@@ -2072,7 +2072,12 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
                 for c in _newest_first(fake.calls.values())
                 if all(
                     args.get(name) in (None, value)
-                    for name, value in (("To", c.to), ("From", c.from_), ("Status", c.status))
+                    for name, value in (
+                        ("To", c.to),
+                        ("From", c.from_),
+                        ("Status", c.status),
+                        ("ParentCallSid", c.parent_call_sid),
+                    )
                 )
             ]
         return jsonify(_page("calls", items, f"{_account_uri(account_sid)}/Calls.json"))

@@ -807,3 +807,21 @@ def test_leg_answering_after_its_room_ended_opens_a_new_room(
     reopened = server.fake.find_conference("room-14")
     assert reopened is not None and reopened.sid != leg.conference_sid
     assert list(reopened.participants) == [leg.call_sid]
+
+
+def test_calls_list_by_parent_call_sid_returns_only_that_calls_dial_legs(
+    server: FakeTwilioServer, client: Client
+) -> None:
+    """``ParentCallSid`` filters the calls a ``<Dial>`` spawned from one call (twilio-python's
+    ``parent_call_sid``): how the line tells a caller on the backup line from one on hold."""
+    caller = client.calls.create(to=CALLER, from_=HOTLINE, twiml=VOICE_TWIML)
+    other = client.calls.create(to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML)
+    child = server.fake.create_call(
+        to=COUNSELOR, from_=HOTLINE, twiml=VOICE_TWIML, direction="outbound-dial", parent_call_sid=caller.sid
+    )
+
+    children = client.calls.list(parent_call_sid=caller.sid)
+
+    assert [c.sid for c in children] == [child.sid]
+    assert children[0].parent_call_sid == caller.sid
+    assert client.calls.list(parent_call_sid=other.sid) == []

@@ -4,8 +4,10 @@ The caller is never left alone, and never pulled off the backup line."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
+import time_machine
 from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -13,6 +15,8 @@ from sqlalchemy.exc import OperationalError
 import transfer.flow
 from crisisline.db import db
 from crisisline.models import Offer, Transfer
+from line_queue.responders import set_paused
+from routing.store import active_routing
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_BACKUP_NUMBER
 from tests.rota import BEN, DIEGO, leg_to, legs
 from twilio_fake.phone import Keys, Phone
@@ -352,3 +356,175 @@ def test_a_caller_whose_hang_up_was_stored_but_whose_transfer_stayed_open_is_clo
     closed = only_transfer(app)
     assert (closed.state, closed.end_reason) == ("ended", "caller_left")
     assert [leg.to for leg in legs(fake)] == [BEN]  # nobody is rung for a caller who has gone
+
+
+def on_the_backup_line(fake: FakeTwilio, caller_sid: str) -> None:
+    """The caller's ``<Dial>`` to the backup line is answered and still going (the fail-safe's
+    answer put them there while the line could not record it): a child leg of their call."""
+    child = fake.create_call(
+        to=TEST_BACKUP_NUMBER, from_=LINE_NUMBER, twiml="<Response/>", direction="outbound-dial",
+        parent_call_sid=caller_sid,
+    )  # fmt: skip
+    fake.advance_call(child.sid, "in-progress")
+
+
+# Past ``flow.HOLD_STALE_AFTER`` (75 s) without a hold turn.
+HOLD_TURNS_STOPPED = timedelta(seconds=80)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_accepts_a_caller_deep_in_a_long_hold_music_clip_gets_them(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """A hold turn lasts as long as the line's hold music: with a long clip, the caller's turns
+    stop for minutes while they are still on our line. The press of 1 must bring them in."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    wednesday_evening.shift(HOLD_TURNS_STOPPED)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert ben.conference is not None
+    assert only_transfer(app).state == "connected"  # the redirect brought the caller into the room
+    redirected_to = [redirect.url or "" for redirect in fake.get_call(caller.identity.call_sid).redirects]
+    assert ["/voice/transfer/join" in url for url in redirected_to] == [True]
+
+
+@pytest.mark.parametrize("since_last_hold_turn", [timedelta(seconds=5), HOLD_TURNS_STOPPED])
+def test_a_counselor_who_accepts_a_caller_now_on_the_backup_line_never_pulls_them_off_it(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    since_last_hold_turn: timedelta,
+) -> None:  # fmt: skip
+    """However recent their last hold turn (a database blip: the fail-safe sent them on a
+    moment ago and could not record it), the press of 1 asks Twilio where the caller is."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    on_the_backup_line(fake, caller.identity.call_sid)
+    wednesday_evening.shift(since_last_hold_turn)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert ben.conference is None
+    assert "The caller has hung up." in ben.heard_text()
+    assert only_transfer(app).state == "to_backup"
+    assert fake.get_call(caller.identity.call_sid).redirects == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_minutes_repair_ends_the_search_for_a_caller_on_the_backup_line_and_stops_their_ringing(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    on_the_backup_line(fake, caller.identity.call_sid)
+    wednesday_evening.shift(HOLD_TURNS_STOPPED)
+
+    with app.app_context():
+        from workers.upkeep import reconcile_transfers
+
+        counts = reconcile_transfers()
+        again = reconcile_transfers()
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert counts["callers_moved"] == 1 and again["callers_moved"] == 0
+    assert only_transfer(app).state == "to_backup"
+    assert fake.get_call(leg_to(fake, BEN).sid).status == "canceled"
+    assert fake.get_call(caller.identity.call_sid).redirects == []  # left where they are
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_minutes_repair_leaves_a_caller_in_a_long_hold_turn_waiting_and_their_counselor_ringing(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    wednesday_evening.shift(HOLD_TURNS_STOPPED)
+
+    with app.app_context():
+        from workers.upkeep import reconcile_transfers
+
+        counts = reconcile_transfers()
+
+    assert counts["callers_moved"] == 0
+    assert only_transfer(app).state == "waiting"
+    assert fake.get_call(leg_to(fake, BEN).sid).status in ("queued", "initiated", "ringing")
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_minutes_repair_closes_the_search_for_a_caller_whose_hang_up_was_never_heard(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    fake.get_call(caller.identity.call_sid).status = "completed"  # ended; its status callback lost
+    wednesday_evening.shift(HOLD_TURNS_STOPPED)
+
+    with app.app_context():
+        from workers.upkeep import reconcile_transfers
+
+        counts = reconcile_transfers()
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert counts["callers_moved"] == 1
+    transfer = only_transfer(app)
+    assert (transfer.state, transfer.end_reason) == ("abandoned", "caller_left")
+    assert fake.get_call(leg_to(fake, BEN).sid).status == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("since_last_hold_turn", "outcome"), [(timedelta(seconds=5), "connected"), (HOLD_TURNS_STOPPED, "to_backup")]
+)
+def test_when_twilio_cannot_say_where_the_caller_is_their_hold_turns_decide_the_press_of_1(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    since_last_hold_turn: timedelta, outcome: str,
+) -> None:  # fmt: skip
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    wednesday_evening.shift(since_last_hold_turn)
+    fake.inject_fault("GET", r"/Calls\.json$", status=500, times=None)  # the list of their legs fails
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert only_transfer(app).state == outcome
+    assert (ben.conference is not None) == (outcome == "connected")
+    assert (fake.get_call(caller.identity.call_sid).redirects != []) == (outcome == "connected")
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_minutes_repair_counts_a_caller_who_finished_on_the_backup_line_as_sent_there_not_abandoned(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """The fail-safe sent them to the backup line, they talked and hung up, and none of it
+    reached the database: no abandonment in the figures, no "we missed you" text."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    on_the_backup_line(fake, caller.identity.call_sid)
+    for call in fake.calls.values():
+        if call.parent_call_sid == caller.identity.call_sid:
+            fake.advance_call(call.sid, "completed")
+    fake.get_call(caller.identity.call_sid).status = "completed"  # their status callback lost
+    wednesday_evening.shift(HOLD_TURNS_STOPPED)
+
+    with app.app_context():
+        from workers.upkeep import reconcile_transfers
+
+        counts = reconcile_transfers()
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert counts["callers_moved"] == 1
+    assert only_transfer(app).state == "to_backup"
+    assert [m for m in fake.messages.values() if m.to == caller.identity.from_] == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_caller_deep_in_a_long_hold_clip_with_nobody_left_to_ring_is_moved_on_at_once(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Nobody left to ring: the caller is redirected to their next hold turn (the callback
+    offer or the backup line) rather than left in the clip, or sent to backup unoffered."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    wednesday_evening.shift(HOLD_TURNS_STOPPED)
+    with app.app_context():  # everyone else goes off shift meanwhile
+        active = active_routing()
+        assert active is not None
+        for responder in active.document.responders:
+            set_paused(responder.id, True, "self")
+        db.session.commit()
+    fake.advance_call(leg_to(fake, BEN).sid, "no-answer")  # nobody left to ring
+
+    redirected_to = [redirect.url or "" for redirect in fake.get_call(caller.identity.call_sid).redirects]
+    assert len(redirected_to) == 1 and "/voice/hold?" in redirected_to[0], redirected_to
+    assert only_transfer(app).state == "waiting"
