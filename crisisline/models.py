@@ -294,6 +294,9 @@ class Message(Model):
     # Inbound only: when the sweep last texted the supervisors that this text could not be
     # handled (first escalation, then each alert round no supervisor got: ``sms.conversations``).
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Inbound only: the line could not answer this text (its sender had texted STOP, or is
+    # blocked with their carrier), so a person must see to it (``sms.conversations``).
+    person_needed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sealed_body: Mapped[str | None] = mapped_column(Text)
     segments: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16))
@@ -310,6 +313,12 @@ class Message(Model):
             "created_at",
             postgresql_where=text("direction = 'in' AND handled_at IS NULL"),
             sqlite_where=text("direction = 'in' AND handled_at IS NULL"),
+        ),
+        Index(
+            "ix_messages_person_needed",
+            "person_needed_at",
+            postgresql_where=text("direction = 'in' AND person_needed_at IS NOT NULL"),
+            sqlite_where=text("direction = 'in' AND person_needed_at IS NOT NULL"),
         ),
         Index(
             "ix_messages_not_delivered",

@@ -63,6 +63,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "callback_no_answer": frozenset(),
     "checkin_flag_sms": frozenset({"case", "reason"}),
     "text_stuck_sms": frozenset({"case", "minutes"}),
+    "text_after_stop_sms": frozenset({"case"}),
 }
 STRATEGIES = ("sequential", "parallel")
 

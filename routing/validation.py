@@ -68,6 +68,10 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "text_stuck_sms": lambda prompts: (
         "Crisis line: text {case} could not be handled for {minutes} minutes. Please see the live board."
     ),
+    "text_after_stop_sms": lambda prompts: (
+        "Crisis line: text {case} is from someone who had texted STOP: the line cannot text them back."
+        " If they may be at risk, their number is on the board's emergency page."
+    ),
 }
 
 # ``languages[i].words``: how speech is understood. A language without them (a config written

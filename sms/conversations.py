@@ -468,9 +468,9 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
     long waits get the backup option once, unanswered texters go back to the queue, idle
     conversations are closed with a note. One broken conversation never stops the others."""
     counts = {"retried": 0, "escalated": 0, "realerted": 0, "reoffered": 0, "backup": 0, "idle_closed": 0,
-              "requeued": 0, "stopped": 0}  # fmt: skip
+              "requeued": 0, "stopped": 0, "after_stop": 0}  # fmt: skip
     steps = (_retry_unhandled, _escalate_stuck, _alert_again, _expire_offers, _offer_queued, _backup_option,
-             _requeue_unanswered, _close_idle, _close_stopped)  # fmt: skip
+             _requeue_unanswered, _close_idle, _close_stopped, _tell_of_texts_after_stop)  # fmt: skip
     for step in steps:
         try:
             step(document, counts)
@@ -559,6 +559,60 @@ def stuck_alert_keys(message_ids: Iterable[int], supervisor_ids: Iterable[str]) 
 def stuck_case(message_id: int) -> str:
     """How staff name a text that could not be handled: its id, never who sent it or what."""
     return f"T{message_id}"
+
+
+# Texts the line cannot answer: their sender had texted STOP, or is blocked with their carrier
+# (Twilio then refuses every text to them, 21610, until they text START). A person must see to
+# them: the supervisors are told once per sender per hour, for texts marked in the last
+# ``AFTER_STOP_ALERT_WINDOW`` (a clock that was down does not wake them for old ones), and the
+# emergency unmask page lists the senders for ``STUCK_LISTED_FOR``, so a supervisor can call
+# someone who may be at risk.
+AFTER_STOP_KEY = "text-after-stop"
+AFTER_STOP_ALERT_WINDOW = timedelta(minutes=10)
+
+
+def needs_a_person(message_id: int) -> None:
+    """The line cannot answer this inbound text: the sweep tells the supervisors. Committed."""
+    db.session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.person_needed_at.is_(None))
+        .values(person_needed_at=now())
+    )
+    db.session.commit()
+
+
+def texts_after_stop(moment: datetime) -> Select[Message]:
+    """Handled texts the line could not answer, from senders still opted out, marked in the
+    last ``STUCK_LISTED_FOR``, newest first."""
+    return (
+        select(Message)
+        .join(Texter, Texter.id == Message.texter_id)
+        .where(
+            Message.direction == "in",
+            Message.person_needed_at >= moment - STUCK_LISTED_FOR,
+            Message.handled_at.is_not(None),
+            Texter.opted_out.is_(True),
+        )
+        .order_by(Message.person_needed_at.desc(), Message.id.desc())
+    )
+
+
+def _tell_of_texts_after_stop(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """Supervisors hear of the texts the line could not answer (the case only), once per
+    sender per hour: the keys are claimed like every text, so two sweeps send it once. An
+    alert Twilio refused is not sent again (the unmask page lists the sender all the same)."""
+    if not document.supervisors:
+        return
+    moment = now()
+    recent = texts_after_stop(moment).where(Message.person_needed_at >= moment - AFTER_STOP_ALERT_WINDOW)
+    newest_per_hour: dict[str, Message] = {}
+    for message in db.session.scalars(recent.limit(200)):
+        marked = message.person_needed_at or moment
+        newest_per_hour.setdefault(f"{AFTER_STOP_KEY}:{message.texter_id}:{marked:%Y%m%d%H}", message)
+    for key, message in newest_per_hour.items():
+        body = document.staff_prompt("text_after_stop_sms", case=stuck_case(message.id))
+        from_number = message.line_number or current_app.extensions["crisisline.settings"].line_phone_number or ""
+        counts["after_stop"] += outbox.tell_supervisors(document, key=key, body=body, from_number=from_number)
 
 
 def stuck_texts(moment: datetime) -> Select[Message]:
@@ -787,3 +841,21 @@ def _close_stopped(document: RoutingDocument, counts: dict[str, int]) -> None:
         .where(Conversation.state.in_(OPEN_STATES), Texter.opted_out.is_(True))
     ).all():
         counts["stopped"] += int(close(conversation, document, "stopped", tell_texter=None))
+        refused = select(Message.id).where(
+            Message.conversation_id == conversation.id,
+            Message.direction == "out",
+            Message.responder_id.is_(None),
+            Message.error_code == outbox.OPTED_OUT,
+        )
+        if db.session.scalar(refused.limit(1)) is None:
+            continue  # they texted STOP themselves (``_opt_out`` closes the thread a moment later)
+        # Blocked with their carrier: the line learnt it when Twilio refused a text to them
+        # (21610). Whatever they wrote last, a person must see to it.
+        last = db.session.scalar(
+            select(Message.id)
+            .where(Message.conversation_id == conversation.id, Message.direction == "in")
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        if last is not None:
+            needs_a_person(last)

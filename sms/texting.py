@@ -55,7 +55,12 @@ def handle_texter_message(
         convo.to_texter(conversation, f"start:{inbound.id}", document.default_language.text("started"))
         return
     if texter.opted_out:
-        return  # Twilio would refuse any reply (21610); the message is kept, nothing is sent
+        # Twilio would refuse any reply (21610): the message is kept, nothing is sent, and a
+        # person is told (the sweep texts the supervisors; the unmask page lists the sender).
+        # Not a text written before their STOP and handled after it (a retry, a burst).
+        if texter.opted_out_at is None or inbound.created_at >= texter.opted_out_at:
+            convo.needs_a_person(inbound.id)
+        return
     current = convo.open_conversation(texter)
     # Written before their open conversation began: the clock's retry of a text whose handling
     # died, or one of a burst handled out of order. Offered ``late``: then only an answer the

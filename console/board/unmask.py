@@ -19,18 +19,20 @@ from crisisline.models import Call, Conversation, Message, Texter, Transfer
 from crisisline.privacy import DecryptionError, Vault
 from ivr.call_log import PHONE_CONTEXT
 from routing.document import RoutingDocument
-from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_case, stuck_texts
+from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_case, stuck_texts, texts_after_stop
 from transfer.state import OPEN_TRANSFER_STATES
 
-CHANNELS = ("voice", "text", "stuck")
+CHANNELS = ("voice", "text", "stuck", "after_stop")
 MIN_REASON = 5
 MAX_REASON = 500
 
 
 @dataclass(frozen=True)
 class LiveContact:
-    channel: str  # voice | text | stuck (a text the line could not handle)
-    id: int  # transfer id (voice), conversation id (text) or message id (stuck)
+    # voice | text | stuck (a text the line could not handle) | after_stop (a text it could not
+    # answer: its sender had texted STOP)
+    channel: str
+    id: int  # transfer id (voice), conversation id (text) or message id (stuck, after_stop)
     state: str
     language: str
     need: str
@@ -68,6 +70,21 @@ def _stuck_row(message: Message) -> LiveContact:
     return LiveContact("stuck", message.id, "could not be handled", unknown, unknown, message.created_at)
 
 
+def _after_stop_row(message: Message) -> LiveContact:
+    unknown = "not known (the line could not answer)"
+    state = "wrote after texting STOP: the line cannot text them until they text START"
+    return LiveContact("after_stop", message.id, state, unknown, unknown, message.created_at)
+
+
+def _latest_after_stop(moment: datetime) -> list[Message]:
+    """Each opted-out sender's latest text the line could not answer (one row per person),
+    the newest people first."""
+    latest: dict[int | None, Message] = {}
+    for message in db.session.scalars(texts_after_stop(moment).limit(1000)):
+        latest.setdefault(message.texter_id, message)
+    return list(latest.values())[:200]
+
+
 def _stuck_from_texters(moment: datetime) -> Select[Message]:
     """Texts the line could not handle whose sender is a texter (a counselor's number is in the routing)."""
     return stuck_texts(moment).where(Message.created_at <= moment - RETRY_AFTER, Message.texter_id.is_not(None))
@@ -82,11 +99,13 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
     conversations = db.session.scalars(
         select(Conversation).where(Conversation.state.in_(OPEN_STATES)).order_by(Conversation.started_at).limit(200)
     )
-    stuck = db.session.scalars(_stuck_from_texters(datetime.now(UTC)).limit(200))
+    moment = datetime.now(UTC)
+    stuck = db.session.scalars(_stuck_from_texters(moment).limit(200))
     return (
         [_transfer_row(document, t) for t in transfers]
         + [_conversation_row(document, c) for c in conversations]
         + [_stuck_row(m) for m in stuck]
+        + [_after_stop_row(m) for m in _latest_after_stop(moment)]
     )
 
 
@@ -97,6 +116,9 @@ def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveC
     if channel == "stuck":
         message = db.session.scalar(_stuck_from_texters(datetime.now(UTC)).where(Message.id == contact_id))
         return _stuck_row(message) if message is not None else None
+    if channel == "after_stop":
+        message = db.session.scalar(texts_after_stop(datetime.now(UTC)).where(Message.id == contact_id))
+        return _after_stop_row(message) if message is not None else None
     conversation = db.session.get(Conversation, contact_id)
     if conversation is None or conversation.state not in OPEN_STATES:
         return None
@@ -108,7 +130,7 @@ def _sealed_number(contact: LiveContact) -> str | None:
         transfer = db.session.get(Transfer, contact.id)
         call = db.session.get(Call, transfer.call_id) if transfer else None
         return call.sealed_caller if call else None
-    if contact.channel == "stuck":
+    if contact.channel in ("stuck", "after_stop"):
         message = db.session.get(Message, contact.id)
         sender = db.session.get(Texter, message.texter_id) if message and message.texter_id else None
         return sender.sealed_number if sender else None

@@ -1,0 +1,168 @@
+"""Twilio blocks every text to someone who texted STOP, so what they write next cannot be
+answered by text. A person must see to it: the supervisors are told (the case only, once per
+person per hour) and the emergency unmask page lists the sender, so a supervisor can call
+someone who may be at risk. START, and they are the line's to answer again."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import select
+
+import sms.texting
+import sms.views
+from crisisline.db import db
+from crisisline.models import Message
+from sms import conversations as convo
+from tests.conftest import TextingPhone
+from tests.sms.stuck import HandlingFails
+from twilio_fake.rest_api import FakeTwilio
+
+TEXTER = "+13125550177"
+SUPERVISOR = "+13125550190"  # Sam Okafor in the example routing
+WORDS = "I want to kill myself"
+ALERT = re.compile(r"Crisis line: text (T\d+) is from someone who had texted STOP: the line cannot text them back\.")
+
+
+def last_inbound_id(app: Flask) -> int:
+    with app.app_context():
+        newest = select(Message.id).where(Message.direction == "in").order_by(Message.id.desc()).limit(1)
+        return db.session.scalars(newest).one()
+
+
+def alerts(texting: TextingPhone) -> list[str]:
+    return [text for text in texting.inbox(SUPERVISOR) if ALERT.match(text)]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_text_written_after_stop_reaches_the_supervisors_once_naming_only_its_case(
+    app: Flask, texting: TextingPhone, clock_tick: Callable[[], Any]
+) -> None:
+    texting.send(TEXTER, "STOP")
+    replies = texting.send(TEXTER, WORDS)
+    message_id = last_inbound_id(app)
+
+    first = clock_tick()["texts"]["after_stop"]
+    again = clock_tick()["texts"]["after_stop"]
+
+    assert replies == [] and texting.inbox(TEXTER) == []  # Twilio would refuse anything
+    assert (first, again) == (1, 0)
+    (alert,) = alerts(texting)
+    assert ALERT.match(alert).group(1) == f"T{message_id}"  # type: ignore[union-attr]
+    assert "5550177" not in alert and "kill" not in alert
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_more_texts_in_the_same_hour_do_not_alert_again_but_a_later_hour_does(
+    texting: TextingPhone, clock_tick: Callable[[], Any], wednesday_evening: time_machine.Coordinates
+) -> None:
+    texting.send(TEXTER, "STOP")
+    texting.send(TEXTER, "hello?")
+    clock_tick()
+    texting.send(TEXTER, "is anyone there")
+    clock_tick()
+    assert len(alerts(texting)) == 1
+
+    wednesday_evening.shift(timedelta(hours=1))
+    texting.send(TEXTER, "please")
+    clock_tick()
+    assert len(alerts(texting)) == 2
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_second_stop_is_no_text_a_person_must_see_to(texting: TextingPhone, clock_tick: Callable[[], Any]) -> None:
+    texting.send(TEXTER, "STOP")
+    texting.send(TEXTER, "STOP")
+
+    assert clock_tick()["texts"]["after_stop"] == 0
+    assert alerts(texting) == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_texter_blocked_with_their_carrier_whom_no_counselor_read_is_seen_to(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, clock_tick: Callable[[], Any]
+) -> None:
+    """They never texted STOP to the line: Twilio's 21610 on the welcome is how the line learns."""
+    fake.opt_out(TEXTER)
+    texting.send(TEXTER, WORDS)
+    message_id = last_inbound_id(app)
+
+    counts = clock_tick()["texts"]
+
+    assert (counts["stopped"], counts["after_stop"]) == (1, 1)
+    (alert,) = alerts(texting)
+    assert ALERT.match(alert).group(1) == f"T{message_id}"  # type: ignore[union-attr]
+
+
+def test_a_stuck_text_handled_later_then_a_stop_is_no_text_after_stop(
+    texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """The stuck-text alerts and these are two things: a text written before STOP was answerable."""
+    failing = HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)
+    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+    assert clock_tick()["texts"]["escalated"] == 1
+    failing.heal()
+    clock_tick()  # a retry handles it
+
+    texting.send(TEXTER, "STOP")
+
+    assert clock_tick()["texts"]["after_stop"] == 0
+    assert alerts(texting) == []
+
+
+def test_a_text_written_before_stop_and_handled_after_it_is_no_text_after_stop(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch,
+    wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    failing = HandlingFails(monkeypatch)
+    texting.send(TEXTER, WORDS)  # its handling fails: the clock retries it
+    failing.heal()
+    monkeypatch.setattr(sms.views, "handle_texter_message", sms.texting.handle_texter_message)  # the STOP is handled
+    wednesday_evening.shift(timedelta(seconds=5))
+    texting.send(TEXTER, "STOP")
+    wednesday_evening.shift(convo.RETRY_AFTER)
+
+    counts = clock_tick()["texts"]
+
+    assert counts["retried"] == 1 and counts["after_stop"] == 0
+    assert alerts(texting) == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_carrier_block_the_line_learns_late_still_reaches_the_supervisors(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    """The texter waits in the queue; their number is blocked meanwhile, and the line learns it
+    only when the sweep's text to them (the backup option, 15 minutes on) is refused."""
+    with app.app_context():
+        from line_queue.responders import set_paused
+        from routing.store import active_routing
+
+        active = active_routing()
+        assert active is not None
+        for responder in active.document.responders:
+            set_paused(responder.id, True, "self")
+        db.session.commit()
+    texting.send(TEXTER, WORDS)
+    texting.send(TEXTER, "1")
+    message_id = last_inbound_id(app)
+    fake.opt_out(TEXTER)
+    wednesday_evening.shift(timedelta(minutes=16))
+
+    first = clock_tick()["texts"]  # the backup option is refused (21610)
+    second = clock_tick()["texts"]  # the thread is closed and a person is asked for
+
+    assert first["backup"] == 1
+    assert second["stopped"] + first["stopped"] == 1
+    assert first["after_stop"] + second["after_stop"] == 1
+    (alert,) = alerts(texting)
+    assert ALERT.match(alert).group(1) == f"T{message_id}"  # type: ignore[union-attr]
