@@ -95,6 +95,8 @@ class TwilioControl(Protocol):
 
     def advance_call(self, call_sid: str, status: str) -> str | None: ...
 
+    def dial_leg(self, parent_call_sid: str, to: str, from_: str, status: str) -> CallRecord: ...
+
     def join_conference(
         self,
         friendly_name: str,
@@ -141,6 +143,10 @@ class RemoteTwilio:
     def advance_call(self, call_sid: str, status: str) -> str | None:
         twiml: str | None = self._request("POST", f"/_fake/calls/{call_sid}/advance", data={"status": status})["twiml"]
         return twiml
+
+    def dial_leg(self, parent_call_sid: str, to: str, from_: str, status: str) -> CallRecord:
+        data = {"To": to, "From": from_, "Status": status}
+        return _call_record(self._request("POST", f"/_fake/calls/{parent_call_sid}/dial", data=data))
 
     def join_conference(
         self,
@@ -247,6 +253,16 @@ class Heard:
     text: str
     language: str
     voice: str
+
+
+# A ``dial_outcomes`` entry, not a ``DialCallStatus``: the dialled number answered and the
+# conversation is still going when the test looks (the call stops there, its dial leg live).
+TALKING = "talking"
+# The final status of a ``<Dial>``'s child call for each outcome.
+_DIAL_LEG_STATUS = {
+    TALKING: "in-progress", "completed": "completed", "answered": "completed", "busy": "busy",
+    "no-answer": "no-answer", "failed": "failed", "canceled": "canceled",
+}  # fmt: skip
 
 
 @dataclass
@@ -635,11 +651,15 @@ class Phone:
                 dialled = Dialled(numbers, dict(verb.attrib), "")
                 dialled.outcome = outcome_for(dialled)
                 record.dials.append(dialled)
+                dial_sid = self._dial_legs(record, verb, dialled)
+                if dialled.outcome == TALKING:
+                    record.ended_by = "on-a-dial"  # answered, and they are talking still: the test stops here
+                    return
                 if verb.get("action"):
                     extra = {
                         "DialCallStatus": dialled.outcome,
                         "DialBridged": str(dialled.outcome == "completed").lower(),
-                        "DialCallSid": "CA" + "0" * 32,
+                        "DialCallSid": dial_sid or "CA" + "0" * 32,
                     }
                     if dialled.outcome == "completed":
                         extra["DialCallDuration"] = "42"
@@ -650,6 +670,27 @@ class Phone:
                 self._finish(record, "hangup")
                 return
         self._finish(record, "end-of-twiml")
+
+    def _dial_legs(self, record: PhoneCall, dial: ET.Element, dialled: Dialled) -> str | None:
+        """Each ``<Number>`` of a ``<Dial>`` is a child call of this one in Twilio (its
+        ``ParentCallSid``, listed by ``Calls.json?ParentCallSid=``), ending as the dial did: the
+        first carries the outcome; the others, rung beside it, are canceled once it is answered.
+        Returns the first one's sid (the action's ``DialCallSid``)."""
+        if self.fake is None:
+            return None
+        final = _DIAL_LEG_STATUS.get(dialled.outcome, "completed")
+        sids: list[str] = []
+        caller_id = dial.get("callerId") or record.identity.from_number
+        for number in dialled.numbers:
+            answered_elsewhere = sids and final in ("in-progress", "completed")
+            try:
+                leg = self.fake.dial_leg(
+                    record.identity.call_sid, number, caller_id, "canceled" if answered_elsewhere else final
+                )
+            except FakeTwilioError:
+                continue  # a number Twilio could not dial: no leg
+            sids.append(leg.sid)
+        return sids[0] if sids else None
 
     def _join(self, record: PhoneCall, dial: ET.Element, conference: ET.Element, current_url: str) -> None:
         """``<Dial><Conference>``: the leg enters the room in the fake Twilio and waits there."""

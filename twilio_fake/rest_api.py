@@ -36,7 +36,8 @@ is whatever the test says), carrier SIP codes beyond one typical code per outcom
 and out-of-order delivery of callbacks (the fake sends them in order, one at a time). Twilio's
 auto-reply to STOP/START is not sent (the block itself is). TwiML runs in the test phone
 (``twilio_fake.phone``), not here: a leg's ``<Gather>``/``<Dial>`` progress only while its
-phone drives it, and ``<Dial><Number>`` legs exist only in that phone's transcript.
+phone drives it. A ``<Dial><Number>`` the phone runs is kept here as Twilio keeps it, a child
+call (``ParentCallSid``) in the dial's final status (``dial_leg``), with no callbacks of its own.
 
 Order of callbacks on a hang-up [INF: Twilio documents no cross-resource order]: the room's
 events first (the leaver's ``participant-leave``, then, if that ends the room, the others'
@@ -1007,6 +1008,17 @@ class FakeTwilio:
             self.calls[call_sid] = call
         log.info("inbound call %s recorded", call_sid)
         return call
+
+    def dial_leg(self, parent_call_sid: str, to: str, from_: str, status: str) -> CallRecord:
+        """A ``<Dial><Number>`` of ``parent_call_sid`` (run by the test phone), as Twilio keeps
+        it: a child call (``ParentCallSid``, direction ``outbound-dial``) driven to ``status``
+        (``in-progress`` while they still talk). ``FakeTwilioError`` 21211 for a number Twilio
+        could not dial."""
+        leg = self.create_call(
+            to=to, from_=from_, twiml="<Response/>", direction="outbound-dial", parent_call_sid=parent_call_sid
+        )
+        self.advance_call(leg.sid, status)
+        return leg
 
     def get_call(self, call_sid: str) -> CallRecord:
         """The call record; ``FakeTwilioError`` 404/20404 if unknown."""
@@ -2247,6 +2259,14 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
         )
         with fake._lock:
             return jsonify(call_state_json(call)), 201
+
+    @app.post("/_fake/calls/<sid>/dial")
+    def dial_leg(sid: str) -> ResponseReturnValue:
+        """The phone of call ``sid`` ran a ``<Dial><Number>``: its child call, as Twilio keeps it."""
+        form = request.form
+        leg = fake.dial_leg(sid, form["To"], form["From"], form["Status"])
+        with fake._lock:
+            return jsonify(call_state_json(leg)), 201
 
     @app.post("/_fake/conferences/<name>/join")
     def conference_join(name: str) -> ResponseReturnValue:

@@ -14,7 +14,7 @@ from twilio.rest import Client
 
 from tests.fake.conftest import WebhookReceiver
 from twilio_fake import local_line
-from twilio_fake.phone import Keys, Phone, RemoteTwilio, RequestsTransport, main
+from twilio_fake.phone import TALKING, Keys, Phone, RemoteTwilio, RequestsTransport, main
 from twilio_fake.server import FakeTwilioServer
 
 CALLER = "+14155550100"
@@ -261,6 +261,49 @@ def test_phone_hanging_up_on_hold_sends_the_callers_final_status_through_the_sta
     assert final.form["Direction"] == "inbound"
     assert final.signature_valid(server.auth_token)
     assert server.fake.get_call(call.identity.call_sid).status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "statuses"), [("completed", ["completed", "canceled"]), ("busy", ["busy", "busy"])]
+)
+def test_a_dial_of_two_numbers_leaves_two_child_calls_twilio_lists_by_parent_call_sid(
+    server: FakeTwilioServer, receiver: WebhookReceiver, client: Client, outcome: str, statuses: list[str]
+) -> None:
+    """Over HTTP, as ``dev.py run``'s phones drive it: each ``<Number>`` is a child call of the
+    caller's; once one answers, the other is canceled. The action's ``DialCallSid`` is the first."""
+    dial = (
+        "<Response><Dial action='/after'><Number>+16175551212</Number><Number>+16175551213</Number></Dial></Response>"
+    )
+    receiver.reply("/voice/incoming", dial)
+    receiver.reply("/after", "<Response><Hangup/></Response>")
+    phone = Phone(
+        RequestsTransport(), receiver.url(""), server.auth_token, server.account_sid, HOTLINE,
+        fake=RemoteTwilio(server.base_url),
+    )  # fmt: skip
+
+    call = phone.call(dial_outcomes=[outcome])
+
+    children = client.calls.list(parent_call_sid=call.identity.call_sid)
+    by_number = {child.to: child for child in children}
+    assert [by_number["+16175551212"].status, by_number["+16175551213"].status] == statuses
+    assert {child.direction for child in children} == {"outbound-dial"}
+    (after,) = receiver.at("/after")
+    assert after.form["DialCallSid"] == by_number["+16175551212"].sid
+
+
+def test_a_dial_still_talking_leaves_its_child_call_in_progress(
+    server: FakeTwilioServer, receiver: WebhookReceiver, client: Client
+) -> None:
+    receiver.reply("/voice/incoming", "<Response><Dial><Number>+16175551212</Number></Dial></Response>")
+    phone = Phone(
+        RequestsTransport(), receiver.url(""), server.auth_token, server.account_sid, HOTLINE, fake=server.fake
+    )
+
+    call = phone.call(dial_outcomes=[TALKING])
+
+    assert call.ended_by == "on-a-dial"
+    (child,) = client.calls.list(parent_call_sid=call.identity.call_sid)
+    assert child.status == "in-progress"
 
 
 def test_phone_without_a_stand_in_posts_the_final_status_itself(receiver: WebhookReceiver) -> None:

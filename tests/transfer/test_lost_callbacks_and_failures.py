@@ -19,7 +19,7 @@ from line_queue.responders import set_paused
 from routing.store import active_routing
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_BACKUP_NUMBER
 from tests.rota import BEN, DIEGO, leg_to, legs
-from twilio_fake.phone import Keys, Phone
+from twilio_fake.phone import TALKING, Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.signing import CallIdentity
 
@@ -361,11 +361,7 @@ def test_a_caller_whose_hang_up_was_stored_but_whose_transfer_stayed_open_is_clo
 def on_the_backup_line(fake: FakeTwilio, caller_sid: str) -> None:
     """The caller's ``<Dial>`` to the backup line is answered and still going (the fail-safe's
     answer put them there while the line could not record it): a child leg of their call."""
-    child = fake.create_call(
-        to=TEST_BACKUP_NUMBER, from_=LINE_NUMBER, twiml="<Response/>", direction="outbound-dial",
-        parent_call_sid=caller_sid,
-    )  # fmt: skip
-    fake.advance_call(child.sid, "in-progress")
+    fake.dial_leg(caller_sid, TEST_BACKUP_NUMBER, LINE_NUMBER, "in-progress")
 
 
 # Past ``flow.HOLD_STALE_AFTER`` (75 s) without a hold turn.
@@ -491,10 +487,7 @@ def test_the_minutes_repair_counts_a_caller_who_finished_on_the_backup_line_as_s
     """The fail-safe sent them to the backup line, they talked and hung up, and none of it
     reached the database: no abandonment in the figures, no "we missed you" text."""
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    on_the_backup_line(fake, caller.identity.call_sid)
-    for call in fake.calls.values():
-        if call.parent_call_sid == caller.identity.call_sid:
-            fake.advance_call(call.sid, "completed")
+    fake.dial_leg(caller.identity.call_sid, TEST_BACKUP_NUMBER, LINE_NUMBER, "completed")
     fake.get_call(caller.identity.call_sid).status = "completed"  # their status callback lost
     wednesday_evening.shift(HOLD_TURNS_STOPPED)
 
@@ -528,3 +521,32 @@ def test_a_caller_deep_in_a_long_hold_clip_with_nobody_left_to_ring_is_moved_on_
     redirected_to = [redirect.url or "" for redirect in fake.get_call(caller.identity.call_sid).redirects]
     assert len(redirected_to) == 1 and "/voice/hold?" in redirected_to[0], redirected_to
     assert only_transfer(app).state == "waiting"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_caller_the_failsafe_sent_to_the_backup_line_unrecorded_is_never_pulled_off_it_when_the_database_returns(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: the database fails the hold turns and everything after them (the fail-safe's
+    own bookkeeping too), the caller talks with the backup line, the database comes back, and
+    the counselor still ringing presses 1."""
+    import crisisline.failsafe
+
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+
+    def database_fails(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+    with monkeypatch.context() as outage:
+        outage.setattr(transfer.flow, "hold_step", database_fails)
+        outage.setattr(crisisline.failsafe, "AFTER_FAILSAFE", [])  # it could not record where they went
+        phone.resume(caller, dial_outcomes=[TALKING], max_hold_turns=5)
+        app.extensions["crisisline.background"].wait_idle(timeout=30)
+    assert caller.dials[-1].numbers == [TEST_BACKUP_NUMBER] and caller.ended_by == "on-a-dial"
+    assert only_transfer(app).state == "waiting"  # nothing recorded it
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert ben.conference is None
+    assert only_transfer(app).state == "to_backup"
+    assert fake.get_call(caller.identity.call_sid).redirects == []
