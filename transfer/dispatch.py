@@ -355,6 +355,9 @@ def cancel_stray_legs(offer: Offer, phone: str, transfer: Transfer) -> int:
 
 
 LIVE_LEG_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
+# Asked on a counselor's press of 1, before the redirect, within that webhook's 2 s deadline:
+# a slower answer counts as "Twilio cannot say" (the hold turns decide), not a missed deadline.
+WHEREABOUTS_TIMEOUT_SECONDS = 0.8
 
 
 def caller_dial_legs(call_sid: str | None) -> list[str] | None:
@@ -366,7 +369,7 @@ def caller_dial_legs(call_sid: str | None) -> list[str] | None:
     if not call_sid:
         return None
     try:
-        children = rest_client().calls.list(parent_call_sid=call_sid, limit=20)
+        children = rest_client().calls.list(parent_call_sid=call_sid, limit=20, timeout=WHEREABOUTS_TIMEOUT_SECONDS)
     except (TwilioRestException, requests.RequestException, OSError) as error:
         log.info("could not list the caller's legs: %s", type(error).__name__)
         return None

@@ -30,7 +30,7 @@ from urllib.parse import quote, urljoin
 import requests
 
 from twilio_fake.local_line import DEFAULT_BASE_URL, DEFAULT_LINE_NUMBER, SECRETS_FILE, read_local_line
-from twilio_fake.rest_api import CallRecord, FakeTwilioError, RedirectRecord
+from twilio_fake.rest_api import DIAL_LEG_SECONDS, CallRecord, FakeTwilioError, RedirectRecord
 from twilio_fake.signing import (
     CallIdentity,
     gather_digits_params,
@@ -662,7 +662,7 @@ class Phone:
                         "DialCallSid": dial_sid or "CA" + "0" * 32,
                     }
                     if dialled.outcome == "completed":
-                        extra["DialCallDuration"] = "42"
+                        extra["DialCallDuration"] = str(DIAL_LEG_SECONDS)
                     record.next_url = urljoin(current_url, verb.get("action", ""))
                     record.next_params = identity.voice_params("in-progress", **extra)
                     return
@@ -678,7 +678,9 @@ class Phone:
         Returns the first one's sid (the action's ``DialCallSid``)."""
         if self.fake is None:
             return None
-        final = _DIAL_LEG_STATUS.get(dialled.outcome, "completed")
+        if dialled.outcome not in _DIAL_LEG_STATUS:
+            raise ValueError(f"unknown dial outcome {dialled.outcome!r}: one of {sorted(_DIAL_LEG_STATUS)}")
+        final = _DIAL_LEG_STATUS[dialled.outcome]
         sids: list[str] = []
         caller_id = dial.get("callerId") or record.identity.from_number
         for number in dialled.numbers:
@@ -787,7 +789,10 @@ def _call_main(argv: list[str]) -> int:
     # Both append to one list, so "--press 2 --say suicide" answers the menus in that order.
     parser.add_argument("--press", dest="inputs", type=Keys, action="append", default=[], help="keys for the next menu")
     parser.add_argument("--say", dest="inputs", type=Words, action="append", default=[], help="words for the next menu")
-    parser.add_argument("--dial-outcome", action="append", default=[], help="completed, no-answer, busy…")
+    parser.add_argument(
+        "--dial-outcome", action="append", default=[], choices=sorted(set(_DIAL_LEG_STATUS) - {TALKING}),
+        help="how each <Dial> ends, in turn (default no-answer)",
+    )  # fmt: skip
     parser.add_argument("--from", dest="from_number", default="+13125550123", help="the caller's number")
     parser.add_argument("--wait", type=float, default=90.0, help="seconds to hold for a human before hanging up")
     parser.add_argument("--talk", type=float, default=5.0, help="seconds to stay with the human, then hang up")

@@ -81,6 +81,8 @@ MAX_TWIML_CHARS = 4000
 
 TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 CALL_STATUSES = frozenset({"initiated", "ringing", "in-progress"}) | TERMINAL_CALL_STATUSES
+# How long a completed ``<Dial><Number>`` leg talked (the phone's ``DialCallDuration``).
+DIAL_LEG_SECONDS = 42
 _CALL_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3}
 # The StatusCallbackEvent subscription that covers each status (§1.6).
 _CALL_EVENT_FOR_STATUS = {
@@ -1014,10 +1016,17 @@ class FakeTwilio:
         it: a child call (``ParentCallSid``, direction ``outbound-dial``) driven to ``status``
         (``in-progress`` while they still talk). ``FakeTwilioError`` 21211 for a number Twilio
         could not dial."""
+        if status not in CALL_STATUSES:
+            raise FakeTwilioError(400, 21218, f"Invalid Status: {status}")
+        self.get_call(parent_call_sid)  # 20404 for a call the fake does not know
         leg = self.create_call(
             to=to, from_=from_, twiml="<Response/>", direction="outbound-dial", parent_call_sid=parent_call_sid
         )
-        self.advance_call(leg.sid, status)
+        if status == "completed":  # answered, talked, hung up
+            self.advance_call(leg.sid, "in-progress")
+            self.advance_call(leg.sid, "completed", duration=DIAL_LEG_SECONDS)
+        else:
+            self.advance_call(leg.sid, status)
         return leg
 
     def get_call(self, call_sid: str) -> CallRecord:
@@ -1184,11 +1193,22 @@ class FakeTwilio:
         call.status = status
         call.end_time = call.date_updated = _now()
         hooks += self._detach_from_conference(call, status, leave_reason)
+        hooks += self._end_dial_legs(call)
         if not silent:
             hooks += self._status_hook(call, status)
         if still_waiting:
             self._give_back_cps_slots()
         log.info("call %s ended: %s", call.sid, status)
+        return hooks
+
+    def _end_dial_legs(self, call: CallRecord) -> list[_Outbound]:
+        """A call that hangs up or is redirected ends its ``<Dial>``: the child legs still live
+        end with it (answered ones completed, the others canceled)."""
+        hooks: list[_Outbound] = []
+        for child in list(self.calls.values()):
+            live = child.status not in TERMINAL_CALL_STATUSES
+            if live and child.parent_call_sid == call.sid and child.direction == "outbound-dial":
+                hooks += self._end_call(child, "completed" if child.status == "in-progress" else "canceled")
         return hooks
 
     def _detach_from_conference(self, call: CallRecord, call_status: str, reason: str) -> list[_Outbound]:
@@ -1244,6 +1264,7 @@ class FakeTwilio:
                 call.url, call.method, call.twiml = url, method.upper(), None if url else twiml
                 if call.status == "in-progress":
                     hooks += self._detach_from_conference(call, "in-progress", "participant_updated_via_api")
+                    hooks += self._end_dial_legs(call)
                     call.conference_leg = False  # it runs its own TwiML from now on
                     redirect = RedirectRecord(url, method.upper(), None if url else twiml, fetched=not url)
                     call.redirects.append(redirect)

@@ -305,6 +305,31 @@ def test_a_dial_still_talking_leaves_its_child_call_in_progress(
     (child,) = client.calls.list(parent_call_sid=call.identity.call_sid)
     assert child.status == "in-progress"
 
+    client.calls(call.identity.call_sid).update(status="completed")  # the caller's call ends
+
+    assert server.fake.get_call(child.sid).status == "completed"  # and its <Dial> with it
+
+
+def test_a_redirect_of_the_caller_ends_their_dial_and_a_completed_leg_talked(
+    server: FakeTwilioServer, receiver: WebhookReceiver, client: Client
+) -> None:
+    receiver.reply("/voice/incoming", "<Response><Dial><Number>+16175551212</Number></Dial></Response>")
+    receiver.reply("/elsewhere", "<Response><Pause length='1'/></Response>")
+    phone = Phone(
+        RequestsTransport(), receiver.url(""), server.auth_token, server.account_sid, HOTLINE, fake=server.fake
+    )
+    talking = phone.call(dial_outcomes=[TALKING])
+    done = phone.call(dial_outcomes=["completed"])
+
+    client.calls(talking.identity.call_sid).update(url=receiver.url("/elsewhere"))
+
+    (redirected,) = client.calls.list(parent_call_sid=talking.identity.call_sid)
+    (completed,) = client.calls.list(parent_call_sid=done.identity.call_sid)
+    assert redirected.status == "completed"
+    assert (completed.status, server.fake.get_call(completed.sid).duration) == ("completed", 42)
+    with pytest.raises(ValueError, match="unknown dial outcome"):
+        phone.call(dial_outcomes=["answred"])
+
 
 def test_phone_without_a_stand_in_posts_the_final_status_itself(receiver: WebhookReceiver) -> None:
     receiver.reply("/voice/incoming", "<Response><Say>Goodbye.</Say></Response>")

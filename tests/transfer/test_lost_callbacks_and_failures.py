@@ -465,16 +465,27 @@ def test_the_minutes_repair_closes_the_search_for_a_caller_whose_hang_up_was_nev
 @pytest.mark.parametrize(
     ("since_last_hold_turn", "outcome"), [(timedelta(seconds=5), "connected"), (HOLD_TURNS_STOPPED, "to_backup")]
 )
+@pytest.mark.parametrize("listing", ["fails", "slow"])
 def test_when_twilio_cannot_say_where_the_caller_is_their_hold_turns_decide_the_press_of_1(
     app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
-    since_last_hold_turn: timedelta, outcome: str,
+    since_last_hold_turn: timedelta, outcome: str, listing: str,
 ) -> None:  # fmt: skip
+    """Slow: past ``WHEREABOUTS_TIMEOUT_SECONDS``, so the counselor's answer stays within the
+    webhook's 2 s deadline (past it, they would hear an error and be hung up)."""
+    from transfer.dispatch import WHEREABOUTS_TIMEOUT_SECONDS
+
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     wednesday_evening.shift(since_last_hold_turn)
-    fake.inject_fault("GET", r"/Calls\.json$", status=500, times=None)  # the list of their legs fails
+    if listing == "fails":
+        fake.inject_fault("GET", r"/Calls\.json$", status=500, times=None)
+    else:
+        fake.inject_fault("GET", r"/Calls\.json$", status=200, delay=WHEREABOUTS_TIMEOUT_SECONDS + 1.5, times=None)
 
+    started = time.monotonic()
     ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
 
+    assert time.monotonic() - started < 2.5  # the deadline (2 s) and its 0.5 s margin
+    assert "sorry" not in ben.heard_text().lower()
     assert only_transfer(app).state == outcome
     assert (ben.conference is not None) == (outcome == "connected")
     assert (fake.get_call(caller.identity.call_sid).redirects != []) == (outcome == "connected")
