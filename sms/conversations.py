@@ -611,8 +611,13 @@ def _tell_of_texts_after_stop(document: RoutingDocument, counts: dict[str, int])
         newest_per_hour.setdefault(f"{AFTER_STOP_KEY}:{message.texter_id}:{marked:%Y%m%d%H}", message)
     for key, message in newest_per_hour.items():
         body = document.staff_prompt("text_after_stop_sms", case=stuck_case(message.id))
-        from_number = message.line_number or current_app.extensions["crisisline.settings"].line_phone_number or ""
-        counts["after_stop"] += outbox.tell_supervisors(document, key=key, body=body, from_number=from_number)
+        counts["after_stop"] += outbox.tell_supervisors(document, key=key, body=body, from_number=_line_of(message))
+
+
+def _line_of(message: Message) -> str:
+    """The line's number a text came in on (the configured one if not recorded): what the
+    supervisors' alerts about it are sent from."""
+    return message.line_number or current_app.extensions["crisisline.settings"].line_phone_number or ""
 
 
 def stuck_texts(moment: datetime) -> Select[Message]:
@@ -675,9 +680,8 @@ def _alert_supervisors(document: RoutingDocument, message: Message, moment: date
     how many Twilio took."""
     minutes = max(1, int((moment - message.created_at).total_seconds() // 60))
     body = document.staff_prompt("text_stuck_sms", case=stuck_case(message.id), minutes=minutes)
-    from_number = message.line_number or current_app.extensions["crisisline.settings"].line_phone_number or ""
     key = stuck_alert_key(message.id, round_number)
-    return outbox.tell_supervisors(document, key=key, body=body, from_number=from_number)
+    return outbox.tell_supervisors(document, key=key, body=body, from_number=_line_of(message))
 
 
 def _alert_again(document: RoutingDocument, counts: dict[str, int]) -> None:
