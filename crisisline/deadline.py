@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from crisisline.background import ARRIVED_AT
@@ -37,6 +38,13 @@ log = logging.getLogger(__name__)
 # A dict in the environ, shared by the handler's thread and the late answer's: what the
 # handler got done before its deadline passed (e.g. ``{"stored": True}`` for a text).
 PROGRESS = "crisisline.deadline.progress"
+# In ``PROGRESS``: the TwiML a handler asked the deadline to answer with (``answer_if_late``),
+# and, once the deadline has answered, which answer it gave (``PROMISED`` or ``FAILSAFE``).
+LATE_TWIML, ANSWERED = "late_twiml", "answered"
+PROMISED, FAILSAFE = "promised", "failsafe"
+# Guards those two keys only (never held across I/O): a handler and its deadline agree on
+# which answer went out.
+_ANSWER_LOCK = threading.Lock()
 Captured = tuple[str, list[tuple[str, str]], bytes]
 
 
@@ -104,12 +112,22 @@ class VoiceDeadline:
                 log.warning("refused unsigned or forged request to %s", request.path)
                 response: Response = Response("Forbidden", status=403)
             else:
-                # The route's own fail-safe decides (a hold turn: one more turn, twice at most).
-                log.error("deadline passed at %s: answering with its fail-safe", endpoint)
-                late = DeadlineExceeded()
-                response = on_deadline(late)
-                if late.dialled_backup:
-                    self._after_failsafe(request.form.get("CallSid", ""))
+                progress = environ[PROGRESS]
+                with _ANSWER_LOCK:
+                    promised = progress.get(LATE_TWIML)
+                    progress[ANSWERED] = FAILSAFE if promised is None else PROMISED
+                if promised is not None:
+                    # The handler did the irreversible part (a counselor's acceptance) and told
+                    # us what that means for this leg; what is still slow runs on without it.
+                    log.warning("deadline passed at %s: answering with the handler's promised answer", endpoint)
+                    response = Response(promised, status=200, mimetype="text/xml")
+                else:
+                    # The route's own fail-safe decides (a hold turn: one more turn, twice at most).
+                    log.error("deadline passed at %s: answering with its fail-safe", endpoint)
+                    late = DeadlineExceeded()
+                    response = on_deadline(late)
+                    if late.dialled_backup:
+                        self._after_failsafe(request.form.get("CallSid", ""))
             return response(environ, start_response)
 
     def _after_failsafe(self, call_sid: str) -> None:
@@ -123,6 +141,33 @@ class VoiceDeadline:
                 run_after_failsafe_hooks(call_sid)
 
         self.pool.submit(run)
+
+
+def answer_if_late(twiml: str) -> bool:
+    """From now on, should this request's deadline pass, answer with ``twiml`` instead of the
+    route's fail-safe: for a handler past a step it cannot take back (a counselor's press of 1,
+    accepted), whose slow rest (the caller's REST redirect) must not turn the counselor's answer
+    into an error while the caller is brought to them. False if the deadline has already
+    answered; True outside a deadline (nothing else will answer)."""
+    progress = request.environ.get(PROGRESS) if has_request_context() else None
+    if progress is None:
+        return True
+    with _ANSWER_LOCK:
+        if ANSWERED in progress:
+            return False
+        progress[LATE_TWIML] = twiml
+        return True
+
+
+def answered_by_deadline() -> str | None:
+    """Whether this request's deadline has already answered for it: ``PROMISED`` (with the
+    handler's ``answer_if_late`` TwiML), ``FAILSAFE`` (the route's fail-safe), or None."""
+    progress = request.environ.get(PROGRESS) if has_request_context() else None
+    if progress is None:
+        return None
+    with _ANSWER_LOCK:
+        answered: str | None = progress.get(ANSWERED)
+        return answered
 
 
 def _read_body(environ: dict[str, Any], limit: int) -> bytes:

@@ -49,6 +49,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "whisper_add_unit": frozenset({"language", "need"}),
     "already_connected": frozenset(),
     "caller_gone": frozenset(),
+    "caller_on_backup": frozenset(),
     "connecting": frozenset(),
     "passed": frozenset(),
     "no_response": frozenset(),

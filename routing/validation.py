@@ -65,6 +65,7 @@ LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "hold_position": lambda prompts: prompts.get("hold_wait", ""),  # a config from before the one queue
 }
 LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
+    "caller_on_backup": lambda prompts: "The caller has been passed to our backup line. Thank you.",
     "text_stuck_sms": lambda prompts: (
         "Crisis line: text {case} could not be handled for {minutes} minutes. Please see the live board."
     ),

@@ -4,6 +4,7 @@ duplicated or late Twilio callback finds the state already moved on and does not
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 # dials the person into the responder's conference and returns True if the call was placed.
 callback_accepted = Namespace().signal("callback-accepted")
 TERMINAL_LEG_STATUSES = dispatch.TERMINAL_LEG_STATUSES
+# An offer whose press of 1 came after the counselor's webhook had answered without it (its
+# deadline passed): not a miss of theirs.
+DEADLINE_PASSED = "deadline_passed"
 
 
 def record_event(transfer: Transfer, kind: str, key: str, **detail: object) -> None:
@@ -242,6 +246,13 @@ def caller_is_ours(transfer: Transfer) -> bool:
     return caller_is_holding(transfer) if off is None else not off
 
 
+def too_late_key(transfer_state: str) -> str:
+    """What a responder is told when the caller they answered for is no longer theirs to take."""
+    if transfer_state == "to_backup":
+        return "caller_on_backup"  # still being helped: "hung up" would be untrue
+    return "caller_gone" if transfer_state in ("abandoned", "ended") else "already_connected"
+
+
 @dataclass(frozen=True)
 class WhisperStep:
     """What an answering responder hears: ``whisper`` (``text``) or ``staff`` message ``text``."""
@@ -277,7 +288,7 @@ def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) 
     elif transfer.state != "waiting" or offer.state not in ACTIVE_OFFER_STATES:
         state.finish_offer(offer, "superseded")
         db.session.commit()
-        key = "caller_gone" if transfer.state in ("abandoned", "ended", "to_backup") else "already_connected"
+        key = too_late_key(transfer.state)
         return WhisperStep("staff", document.staff_prompt(key))
     db.session.execute(
         db.update(Offer)
@@ -309,8 +320,25 @@ class Decision:
     lead: str = "connecting"  # for ``joined``: what the responder hears before the conference
 
 
-def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, digits: str) -> Decision:
-    """The responder pressed a key after the whisper."""
+def _still_answering() -> bool:
+    return True
+
+
+def _promise_nothing(_lead: str) -> bool:
+    return True
+
+
+def offer_decided(
+    offer: Offer, transfer: Transfer, document: RoutingDocument, digits: str, *,
+    still_answering: Callable[[], bool] = _still_answering, promise_join: Callable[[str], bool] = _promise_nothing,
+) -> Decision:  # fmt: skip
+    """The responder pressed a key after the whisper.
+
+    ``still_answering`` says whether this webhook's answer is still ours to give (its deadline
+    has not answered with an apology); ``promise_join(lead)``, called once the acceptance is
+    stored, makes a deadline that passes from then on put the responder in the room with that
+    lead, as a timely answer would, while the caller's redirect is still on its way.
+    """
     if digits != "1":
         if state.finish_offer(offer, "passed"):
             record_event(transfer, "offer.passed", f"offer:{offer.id}:outcome", responder=offer.responder_id)
@@ -340,11 +368,22 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
         # On the backup line (or not holding, when Twilio cannot say): bringing them in would
         # pull them off it mid-sentence.
         send_to_backup(transfer, "caller_not_holding")
+    if not still_answering():
+        # The counselor already heard the deadline's apology and is being hung up: accepting
+        # now would bring the caller into a room nobody will be in. Ring the next person.
+        if state.finish_offer(offer, DEADLINE_PASSED):
+            record_event(
+                transfer, "offer.ended", f"offer:{offer.id}:outcome", responder=offer.responder_id,
+                outcome=DEADLINE_PASSED,
+            )  # fmt: skip
+            db.session.commit()
+            dispatch.advance(transfer.id, document)
+        return Decision("staff", "passed")
     if not state.accept(transfer.id, offer.id):
         state.finish_offer(offer, "too_late")
         db.session.commit()
         db.session.refresh(transfer)
-        key = "caller_gone" if transfer.state in ("abandoned", "ended", "to_backup") else "already_connected"
+        key = too_late_key(transfer.state)
         return Decision("staff", key)
     waited = (state.now() - transfer.started_at).total_seconds()
     record_event(
@@ -356,6 +395,10 @@ def offer_decided(offer: Offer, transfer: Transfer, document: RoutingDocument, d
     )
     state.count_missed(offer.responder_id, "accepted")
     db.session.commit()
+    # From here a deadline puts the counselor in the room, not in an apology. Too late only if
+    # it passed while the acceptance was being written: then their leg ends and the caller,
+    # brought in below, is told and searched for again (``_after_staff_left``).
+    promise_join("callback_calling" if transfer.mode == "callback" else "connecting")
     if transfer.mode == "callback":
         stop_ringing(transfer, keep=offer.id)
         # The callbacks feature dials the person (it subscribes; transfer does not import it).

@@ -13,7 +13,7 @@ from blinker import Namespace
 from flask import Blueprint, Response, abort, request
 from twilio.twiml.voice_response import VoiceResponse
 
-from crisisline import twilio_params
+from crisisline import deadline, twilio_params
 from crisisline.db import db
 from crisisline.failsafe import AFTER_FAILSAFE, answering_failures_with, hold_failsafe, twiml_response, voice_failsafe
 from crisisline.models import Call, Offer, Transfer
@@ -245,10 +245,22 @@ def decide() -> Response:
     """The responder's key after the whisper: 1 joins them to the caller (if they are first)."""
     offer, transfer = _offer()
     document = active_document()
-    decision = flow.offer_decided(offer, transfer, document, request.form.get("Digits", "").strip()[:1])
+
+    def promise_join(lead: str) -> bool:
+        return deadline.answer_if_late(_responder_join_twiml(offer, transfer, document, lead=lead).to_xml())
+
+    decision = flow.offer_decided(
+        offer, transfer, document, request.form.get("Digits", "").strip()[:1],
+        still_answering=lambda: deadline.answered_by_deadline() is None, promise_join=promise_join,
+    )  # fmt: skip
     if decision.kind == "joined":
         return twiml_response(_responder_join_twiml(offer, transfer, document, lead=decision.lead))
-    return twiml_response(transfer_twiml.staff_message(document.staff_prompt(decision.key)))
+    message = document.staff_prompt(decision.key)
+    if deadline.answered_by_deadline() == deadline.PROMISED:
+        # Their deadline put them in the room; it will stay empty (the caller hung up meanwhile,
+        # the person's phone could not be dialled): tell them there, over REST.
+        dispatch.tell_responder(offer.call_sid, message)
+    return twiml_response(transfer_twiml.staff_message(message))
 
 
 def _responder_join_twiml(

@@ -399,9 +399,28 @@ def test_a_counselor_who_accepts_a_caller_now_on_the_backup_line_never_pulls_the
     ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
 
     assert ben.conference is None
-    assert "The caller has hung up." in ben.heard_text()
+    assert "The caller has been passed to our backup line." in ben.heard_text()
     assert only_transfer(app).state == "to_backup"
     assert fake.get_call(caller.identity.call_sid).redirects == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_answering_for_a_caller_already_passed_to_the_backup_line_is_told_so_not_that_they_hung_up(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Their leg was still ringing when the search ended (its cancel not yet through)."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    with app.app_context():
+        from transfer import state
+
+        assert state.move_transfer(only_transfer(app).id, ("waiting",), "to_backup", end_reason="caller_not_holding")
+        db.session.commit()
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert ben.conference is None
+    assert "The caller has been passed to our backup line." in ben.heard_text()
+    assert "hung up" not in ben.heard_text()
 
 
 @pytest.mark.usefixtures("wednesday_evening")
