@@ -597,6 +597,15 @@ def texts_after_stop(moment: datetime) -> Select[Message]:
     )
 
 
+def latest_texts_after_stop(moment: datetime, limit: int = 200) -> list[Message]:
+    """Each opted-out sender's latest text the line could not answer (one per person), the
+    newest people first: what the board and the emergency unmask page list."""
+    latest: dict[int | None, Message] = {}
+    for message in db.session.scalars(texts_after_stop(moment).limit(5 * limit)):
+        latest.setdefault(message.texter_id, message)
+    return list(latest.values())[:limit]
+
+
 def _tell_of_texts_after_stop(document: RoutingDocument, counts: dict[str, int]) -> None:
     """Supervisors hear of the texts the line could not answer (the case only), once per
     sender per hour: the keys are claimed like every text, so two sweeps send it once. An

@@ -22,7 +22,17 @@ from crisisline.models import (
 from line_queue.waiting import TEXT_WAITING_STATES, WaitingContact, head
 from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
-from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_alert_keys, stuck_case, stuck_texts
+from sms.conversations import (
+    AFTER_STOP_ALERT_WINDOW,
+    AFTER_STOP_KEY,
+    OPEN_STATES,
+    RETRY_AFTER,
+    STUCK_LISTED_FOR,
+    latest_texts_after_stop,
+    stuck_alert_keys,
+    stuck_case,
+    stuck_texts,
+)
 from sms.delivery import delivery_of, not_delivered
 from sms.delivery import taken as told_by
 from sms.outbox import OPTED_OUT
@@ -87,6 +97,18 @@ class UndeliveredRow:
 
 
 @dataclass(frozen=True)
+class AfterStopRow:
+    """Someone who wrote after texting STOP (or whom Twilio reports blocked with their carrier):
+    the line cannot text them back until they text START, so a person may need to call them."""
+
+    message_id: int  # their latest such text
+    case: str  # "T12", as the supervisors' alert names it
+    seconds_ago: int  # since the line found it could not answer them
+    ago: str  # the same, as the board says it ("3 h 05 min ago")
+    alert: str  # whether the supervisors were texted about them, as the board says it
+
+
+@dataclass(frozen=True)
 class Board:
     at: datetime
     waiting: list[WaitingRow]  # the head of the queue, at most ``BOARD_LIMIT``
@@ -94,6 +116,7 @@ class Board:
     waiting_by_channel: dict[str, int]  # everyone in the queue, however long it is
     stuck_texts: list[StuckTextRow] = field(default_factory=list)
     undelivered: list[UndeliveredRow] = field(default_factory=list)
+    after_stop: list[AfterStopRow] = field(default_factory=list)
 
     @property
     def longest_wait_seconds(self) -> int:
@@ -113,6 +136,7 @@ class Board:
             "paused": statuses.count("paused"),
             "stuck_texts": len(self.stuck_texts),
             "undelivered": len(self.undelivered),
+            "after_stop": len(self.after_stop),
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -124,6 +148,7 @@ class Board:
             "responders": [asdict(row) for row in self.responders],
             "stuck_texts": [asdict(row) for row in self.stuck_texts],
             "undelivered": [asdict(row) for row in self.undelivered],
+            "after_stop": [asdict(row) for row in self.after_stop],
         }
 
 
@@ -197,7 +222,7 @@ def snapshot(document: RoutingDocument, moment: datetime) -> Board:
         )
     return Board(
         moment, waiting, responders, waiting_by_channel(), stuck_text_rows(document, moment),
-        undelivered_rows(document, moment),
+        undelivered_rows(document, moment), after_stop_rows(document, moment),
     )  # fmt: skip
 
 
@@ -256,6 +281,49 @@ def stuck_text_rows(document: RoutingDocument, moment: datetime) -> list[StuckTe
         )
         for message in messages
     ]
+
+
+def after_stop_rows(document: RoutingDocument, moment: datetime) -> list[AfterStopRow]:
+    """The people the line cannot text back, newest first, one row each (their latest text),
+    with whether the supervisors were texted about them: an alert goes once per person per
+    hour, so any alert about them in the listed day counts."""
+    messages = latest_texts_after_stop(moment, limit=BOARD_LIMIT)
+    if not messages:
+        return []
+    tried: dict[str, int] = {}
+    taken: dict[str, int] = {}
+    alerts = select(Message.idempotency_key, Message.status).where(
+        Message.party == "supervisor",
+        Message.idempotency_key.like(f"{AFTER_STOP_KEY}:%"),
+        Message.created_at >= moment - STUCK_LISTED_FOR,
+    )
+    for key, status in db.session.execute(alerts.limit(20 * BOARD_LIMIT)):
+        texter = str(key).split(":")[1]  # text-after-stop:<texter>:<hour>:<supervisor>
+        tried[texter] = tried.get(texter, 0) + 1
+        taken[texter] = taken.get(texter, 0) + int(told_by(status))
+    rows = []
+    for message in messages:
+        marked = message.person_needed_at or moment
+        texter = str(message.texter_id)
+        if texter in tried:
+            alert = alert_state(True, tried[texter], taken[texter])
+        elif not document.supervisors:
+            alert = "no supervisor is listed to text"
+        else:
+            alert = "not yet" if moment - marked < AFTER_STOP_ALERT_WINDOW else "no alert was sent"
+        seconds_ago = max(0, int((moment - marked).total_seconds()))
+        rows.append(AfterStopRow(message.id, stuck_case(message.id), seconds_ago, ago(seconds_ago), alert))
+    return rows
+
+
+def ago(seconds: int) -> str:
+    """How long ago, for rows listed for a day: "just now", "7 min ago", "3 h 05 min ago"."""
+    minutes = seconds // 60
+    if minutes < 1:
+        return "just now"
+    if minutes < 60:
+        return f"{minutes} min ago"
+    return f"{minutes // 60} h {minutes % 60:02d} min ago"
 
 
 def alert_state(escalated: bool, tried: int, told: int) -> str:

@@ -19,7 +19,14 @@ from crisisline.models import Call, Conversation, Message, Texter, Transfer
 from crisisline.privacy import DecryptionError, Vault
 from ivr.call_log import PHONE_CONTEXT
 from routing.document import RoutingDocument
-from sms.conversations import OPEN_STATES, RETRY_AFTER, stuck_case, stuck_texts, texts_after_stop
+from sms.conversations import (
+    OPEN_STATES,
+    RETRY_AFTER,
+    latest_texts_after_stop,
+    stuck_case,
+    stuck_texts,
+    texts_after_stop,
+)
 from transfer.state import OPEN_TRANSFER_STATES
 
 CHANNELS = ("voice", "text", "stuck", "after_stop")
@@ -76,15 +83,6 @@ def _after_stop_row(message: Message) -> LiveContact:
     return LiveContact("after_stop", message.id, state, unknown, unknown, message.created_at)
 
 
-def _latest_after_stop(moment: datetime) -> list[Message]:
-    """Each opted-out sender's latest text the line could not answer (one row per person),
-    the newest people first."""
-    latest: dict[int | None, Message] = {}
-    for message in db.session.scalars(texts_after_stop(moment).limit(1000)):
-        latest.setdefault(message.texter_id, message)
-    return list(latest.values())[:200]
-
-
 def _stuck_from_texters(moment: datetime) -> Select[Message]:
     """Texts the line could not handle whose sender is a texter (a counselor's number is in the routing)."""
     return stuck_texts(moment).where(Message.created_at <= moment - RETRY_AFTER, Message.texter_id.is_not(None))
@@ -105,7 +103,7 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
         [_transfer_row(document, t) for t in transfers]
         + [_conversation_row(document, c) for c in conversations]
         + [_stuck_row(m) for m in stuck]
-        + [_after_stop_row(m) for m in _latest_after_stop(moment)]
+        + [_after_stop_row(m) for m in latest_texts_after_stop(moment)]
     )
 
 

@@ -44,6 +44,19 @@
     }));
     section.hidden = undelivered.length === 0;
   }
+  // People who wrote after texting STOP: the line cannot text them back (information; the
+  // emergency unmask page has their number).
+  function renderAfterStop(people) {
+    var section = document.getElementById("after-stop-texts");
+    var body = document.getElementById("after-stop-rows");
+    if (!section || !body) { return; }
+    body.replaceChildren.apply(body, people.map(function (p) {
+      var row = window.consoleRow([p.case, p.ago, p.alert]);
+      row.dataset.message = String(p.message_id);
+      return row;
+    }));
+    section.hidden = people.length === 0;
+  }
   function render(data) {
     var queue = document.getElementById("queue-rows");
     var rows = data.waiting.map(function (w) {
@@ -70,6 +83,7 @@
     }));
     renderStuck(data.stuck_texts || []);
     renderUndelivered(data.undelivered || []);
+    renderAfterStop(data.after_stop || []);
     set("waiting-count", String(data.counts.waiting));
     set("shown-count", String(data.counts.shown));
     var cut = document.getElementById("queue-cut");

@@ -439,6 +439,32 @@ def test_a_supervisor_sees_a_text_the_line_could_not_handle_appear_and_marks_it_
             assert db.session.scalars(convo.stuck_texts(convo.now() + timedelta(seconds=1))).all() == []
 
 
+def test_a_supervisors_open_board_shows_someone_who_wrote_after_stop_and_points_to_the_emergency_page(
+    browser: Any, live_server: str, texting: TextingPhone, make_user: MakeUser, clock_tick: Callable[[], Any],
+    settings: Settings,
+) -> None:  # fmt: skip
+    expect = sync_api.expect
+    database = settings.database_url.split(":")[0].split("+")[0]
+    with board_open_for_a_supervisor(browser, live_server, make_user) as page:
+        section = page.locator("#after-stop-texts")
+        expect(section).to_be_hidden()
+
+        texting.send(TEXTER, "STOP")
+        texting.send(TEXTER, "I want to kill myself")
+        clock_tick()  # the supervisors are texted
+
+        rows = page.locator("#after-stop-rows tr")
+        expect(rows).to_have_count(1, timeout=BOARD_REFRESH_WAIT_MS)  # drawn by the board's own refresh
+        expect(section).to_be_visible()
+        expect(rows.first).to_contain_text("yes (1)")
+        expect(section.get_by_role("link", name="emergency unmask")).to_be_visible()
+        assert "kill" not in page.content() and "5550177" not in page.content()
+        shot(page, database, "board-after-stop")
+
+        texting.send(TEXTER, "START")
+        expect(section).to_be_hidden(timeout=BOARD_REFRESH_WAIT_MS)
+
+
 def test_a_supervisors_open_board_shows_a_text_that_did_not_reach_its_texter(
     app: Flask, browser: Any, live_server: str, client: FlaskClient, texting: TextingPhone, fake: FakeTwilio,
     make_user: MakeUser, publish_routing: Callable[..., int], settings: Settings,
