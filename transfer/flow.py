@@ -232,7 +232,10 @@ def caller_is_off_our_line(transfer: Transfer) -> bool | None:
     """Whether a live caller has left our TwiML for a ``<Dial>`` (the backup line); None when
     Twilio cannot say. Asked of Twilio, not told by the hold turns: a long hold-music clip
     stops the turns for minutes while the caller is still ours, and a hold turn handled late,
-    after the fail-safe sent the caller to the backup line, can still stamp its beat."""
+    after the fail-safe sent the caller to the backup line, can still stamp its beat.
+    Ends the session's read transaction first (nothing is pending here): the database is not
+    held idle in a transaction while Twilio answers."""
+    commit_keeping_loaded()
     legs = dispatch.caller_dial_legs(transfer.caller_call_sid)
     if legs is None:
         return None

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from crisisline.db import db
+from crisisline.db import commit_keeping_loaded, db
 from crisisline.models import Call, Offer, Transfer
 from routing.document import RoutingDocument
 from transfer import dispatch, flow, state
@@ -104,6 +104,7 @@ def settle_callers_off_the_hold_loop() -> int:
         if flow.caller_hung_up(transfer):
             moved += int(flow.leg_gone(transfer, caller))
             continue
+        commit_keeping_loaded()  # not idle in a transaction while Twilio answers
         dialled = dispatch.caller_dial_legs(transfer.caller_call_sid)
         if dialled:
             # On the backup line, or was and has finished: either way the line sent them there.

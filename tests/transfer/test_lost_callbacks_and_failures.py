@@ -510,6 +510,36 @@ def test_when_twilio_cannot_say_where_the_caller_is_their_hold_turns_decide_the_
     assert (fake.get_call(caller.identity.call_sid).redirects != []) == (outcome == "connected")
 
 
+def test_asking_twilio_where_the_caller_is_never_holds_a_database_transaction_open(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Up to 0.8 s each on a counselor's press of 1 and in the minute's repair: idle in a
+    transaction, a PostgreSQL connection holds its snapshot (and a pooler's server connection)."""
+    from transfer import dispatch
+
+    asked_inside_a_transaction: list[bool] = []
+    ask = dispatch.caller_dial_legs
+
+    def watched(call_sid: str | None) -> list[str] | None:
+        asked_inside_a_transaction.append(db.session().in_transaction())
+        return ask(call_sid)
+
+    monkeypatch.setattr(dispatch, "caller_dial_legs", watched)
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    wednesday_evening.shift(HOLD_TURNS_STOPPED)
+
+    phone.answer(leg_to(fake, BEN).sid, [Keys("1")])  # the first caller: the press of 1 asks
+    with app.app_context():
+        from workers.upkeep import reconcile_transfers
+
+        reconcile_transfers()  # the second, quiet for 80 s: the repair asks
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert asked_inside_a_transaction == [False, False]
+
+
 @pytest.mark.usefixtures("wednesday_evening")
 def test_the_minutes_repair_counts_a_caller_who_finished_on_the_backup_line_as_sent_there_not_abandoned(
     app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
