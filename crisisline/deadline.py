@@ -147,8 +147,9 @@ def answer_if_late(twiml: str) -> bool:
     """From now on, should this request's deadline pass, answer with ``twiml`` instead of the
     route's fail-safe: for a handler past a step it cannot take back (a counselor's press of 1,
     accepted), whose slow rest (the caller's REST redirect) must not turn the counselor's answer
-    into an error while the caller is brought to them. False if the deadline has already
-    answered; True outside a deadline (nothing else will answer)."""
+    into an error while the caller is brought to them. A later call replaces it (the handler
+    decided otherwise). False if the deadline has already answered; True outside a deadline
+    (nothing else will answer)."""
     progress = request.environ.get(PROGRESS) if has_request_context() else None
     if progress is None:
         return True

@@ -249,11 +249,13 @@ def caller_is_ours(transfer: Transfer) -> bool:
     return caller_is_holding(transfer) if off is None else not off
 
 
-def too_late_key(transfer_state: str) -> str:
+def too_late_key(transfer: Transfer) -> str:
     """What a responder is told when the caller they answered for is no longer theirs to take."""
-    if transfer_state == "to_backup":
+    if transfer.state == "to_backup" and transfer.mode == "live":
         return "caller_on_backup"  # still being helped: "hung up" would be untrue
-    return "caller_gone" if transfer_state in ("abandoned", "ended") else "already_connected"
+    if transfer.state in ("abandoned", "ended", "to_backup", "callback"):
+        return "caller_gone"  # a callback search given up, or a caller who left to be called back
+    return "already_connected"
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,7 @@ def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) 
     elif transfer.state != "waiting" or offer.state not in ACTIVE_OFFER_STATES:
         state.finish_offer(offer, "superseded")
         db.session.commit()
-        key = too_late_key(transfer.state)
+        key = too_late_key(transfer)
         return WhisperStep("staff", document.staff_prompt(key))
     db.session.execute(
         db.update(Offer)
@@ -340,14 +342,15 @@ def offer_decided(
     ``still_answering`` says whether this webhook's answer is still ours to give (its deadline
     has not answered with an apology); ``promise_join(lead)``, called once the acceptance is
     stored, makes a deadline that passes from then on put the responder in the room with that
-    lead, as a timely answer would, while the caller's redirect is still on its way.
+    lead, as a timely answer would, while the caller's redirect is still on its way; False if
+    the deadline has already apologised.
     """
     if digits != "1":
         if state.finish_offer(offer, "passed"):
             record_event(transfer, "offer.passed", f"offer:{offer.id}:outcome", responder=offer.responder_id)
             db.session.commit()
             if offer.purpose == "answer":
-                dispatch.advance(transfer.id, document)
+                ring_next(transfer, document)
         return Decision("staff", "passed")
 
     if offer.state == "accepted" and transfer.state in ("connecting", "connected"):
@@ -375,19 +378,23 @@ def offer_decided(
         # The counselor already heard the deadline's apology and is being hung up: accepting
         # now would bring the caller into a room nobody will be in. Ring the next person.
         if state.finish_offer(offer, DEADLINE_PASSED):
-            record_event(
-                transfer, "offer.ended", f"offer:{offer.id}:outcome", responder=offer.responder_id,
-                outcome=DEADLINE_PASSED,
-            )  # fmt: skip
-            db.session.commit()
-            dispatch.advance(transfer.id, document)
+            _deadline_passed(offer, transfer, document)
         return Decision("staff", "passed")
     if not state.accept(transfer.id, offer.id):
         state.finish_offer(offer, "too_late")
         db.session.commit()
         db.session.refresh(transfer)
-        key = too_late_key(transfer.state)
+        key = too_late_key(transfer)
         return Decision("staff", key)
+    db.session.commit()  # the acceptance, on its own: what the promise stands on
+    # From here a deadline puts the counselor in the room, not in an apology.
+    if not promise_join("callback_calling" if transfer.mode == "callback" else "connecting"):
+        # It apologised while the acceptance was being written (a slow database): withdrawn,
+        # unless the caller has moved on meanwhile (their hold turn joined them, or the
+        # counselor's leg end already searched again), and the next person is rung.
+        if state.withdraw_acceptance(transfer.id, offer, DEADLINE_PASSED):
+            _deadline_passed(offer, transfer, document)
+        return Decision("staff", "passed")
     waited = (state.now() - transfer.started_at).total_seconds()
     record_event(
         transfer,
@@ -398,10 +405,6 @@ def offer_decided(
     )
     state.count_missed(offer.responder_id, "accepted")
     db.session.commit()
-    # From here a deadline puts the counselor in the room, not in an apology. Too late only if
-    # it passed while the acceptance was being written: then their leg ends and the caller,
-    # brought in below, is told and searched for again (``_after_staff_left``).
-    promise_join("callback_calling" if transfer.mode == "callback" else "connecting")
     if transfer.mode == "callback":
         stop_ringing(transfer, keep=offer.id)
         # The callbacks feature dials the person (it subscribes; transfer does not import it).
@@ -460,14 +463,30 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     if outcome in state.MISSED_OUTCOMES and missed >= document.transfer.pause_after_missed:
         pause_for_missed(offer.responder_id, missed, document, transfer)
     if offer.purpose == "answer" and transfer.state == "waiting":
-        result = dispatch.advance(transfer.id, document)
-        if result.exhausted and transfer.mode == "live":
-            if caller_is_ours(transfer):
-                # Nobody left: move the caller on now rather than at their next hold turn.
-                dispatch.redirect_caller(transfer, "transfer.hold")
-            else:
-                send_to_backup(transfer, "caller_not_holding")
+        ring_next(transfer, document)
     return False
+
+
+def ring_next(transfer: Transfer, document: RoutingDocument) -> None:
+    """An offer for this caller closed without an acceptance: ring the next person. With nobody
+    left, a live caller is moved on now rather than at their next hold turn (a long hold-music
+    clip can put that minutes away)."""
+    result = dispatch.advance(transfer.id, document)
+    if result.exhausted and transfer.mode == "live":
+        if caller_is_ours(transfer):
+            dispatch.redirect_caller(transfer, "transfer.hold")
+        else:
+            send_to_backup(transfer, "caller_not_holding")
+
+
+def _deadline_passed(offer: Offer, transfer: Transfer, document: RoutingDocument) -> None:
+    """The offer just closed as ``DEADLINE_PASSED`` (not committed): recorded, not counted as
+    the counselor's miss, and the next person rung."""
+    record_event(
+        transfer, "offer.ended", f"offer:{offer.id}:outcome", responder=offer.responder_id, outcome=DEADLINE_PASSED
+    )
+    db.session.commit()
+    ring_next(transfer, document)
 
 
 def pause_for_missed(responder_id: str, missed: int, document: RoutingDocument, transfer: Transfer) -> None:

@@ -256,11 +256,13 @@ def decide() -> Response:
     if decision.kind == "joined":
         return twiml_response(_responder_join_twiml(offer, transfer, document, lead=decision.lead))
     message = document.staff_prompt(decision.key)
-    if deadline.answered_by_deadline() == deadline.PROMISED:
-        # Their deadline put them in the room; it will stay empty (the caller hung up meanwhile,
-        # the person's phone could not be dialled): tell them there, over REST.
+    answer = transfer_twiml.staff_message(message)
+    # This answer replaces any promised room for a deadline still to pass; if it already put
+    # them in the room, it will stay empty (the caller hung up meanwhile, the person's phone
+    # could not be dialled): they are told there, over REST.
+    if not deadline.answer_if_late(answer.to_xml()) and deadline.answered_by_deadline() == deadline.PROMISED:
         dispatch.tell_responder(offer.call_sid, message)
-    return twiml_response(transfer_twiml.staff_message(message))
+    return twiml_response(answer)
 
 
 def _responder_join_twiml(

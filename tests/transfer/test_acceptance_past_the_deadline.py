@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from flask import Flask
+from flask import Flask, Response, request
 from sqlalchemy import select
 
+import transfer.views
 from crisisline.db import db
-from crisisline.models import Offer, ResponderState, Transfer
+from crisisline.models import CallEvent, Offer, ResponderState, Transfer
+from line_queue.responders import set_paused
 from tests.rota import BEN, DIEGO, leg_to, legs
 from transfer import flow
 from transfer.views import active_document
-from twilio_fake.phone import Keys, Phone
+from twilio_fake.phone import HttpReply, Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
 
 DEADLINE = 2.0  # VOICE_DEADLINE_SECONDS, the production default
@@ -27,9 +31,26 @@ SLOWER_THAN_THE_DEADLINE = DEADLINE + 0.6
 def production_deadline(app: Flask) -> Iterator[None]:
     """The tests' app allows 5 s; these need the 2 s a production line has."""
     voice_deadline = app.extensions["crisisline.deadline"]
+    allowed = voice_deadline.seconds
     voice_deadline.seconds = DEADLINE
     yield
-    voice_deadline.seconds = 5.0
+    voice_deadline.seconds = allowed
+
+
+class TimedTransport:
+    """The phone's transport, timing each webhook: a counselor's press of 1 alone, not the
+    whisper before it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds: dict[str, float] = {}  # by the path's last two parts: "offer/decide"
+
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> HttpReply:
+        started = time.monotonic()
+        try:
+            return self.inner.post(url, params, headers)  # type: ignore[no-any-return]
+        finally:
+            self.seconds["/".join(urlsplit(url).path.split("/")[-2:])] = time.monotonic() - started
 
 
 def only_transfer(app: Flask) -> Transfer:
@@ -42,12 +63,48 @@ def offer_to(app: Flask, number: str, fake: FakeTwilio) -> Offer:
         return db.session.scalars(select(Offer).where(Offer.call_sid == leg_to(fake, number).sid)).one()
 
 
+def event_kinds(app: Flask) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(select(CallEvent.kind).order_by(CallEvent.id)))
+
+
+def missed_in_a_row(app: Flask, responder_id: str) -> int:
+    with app.app_context():
+        state = db.session.get(ResponderState, responder_id)
+        return state.missed_in_a_row if state else 0
+
+
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
     """Wait for the late handler, which finishes on its own thread after the deadline answered."""
     give_up = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < give_up, "the late handler did not finish in time"
         time.sleep(0.05)
+
+
+def ben_whispered(app: Flask, phone: Phone, fake: FakeTwilio) -> tuple[Offer, Transfer]:
+    """A caller holds; Ben has answered his leg and hears the whisper (no key pressed yet)."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN).sid
+    fake.advance_call(ben_leg, "ringing")
+    fake.advance_call(ben_leg, "in-progress")
+    with app.app_context():
+        offer = db.session.scalars(select(Offer).where(Offer.call_sid == ben_leg)).one()
+        assert offer.state == "answered"
+        return offer, db.session.get_one(Transfer, offer.transfer_id)
+
+
+def decide(app: Flask, offer: Offer, *, still_answering: bool = True, promised: bool = True) -> flow.Decision:
+    """Ben's press of 1, handled late: its deadline already apologised before the acceptance
+    (``still_answering`` False) or while it was being written (``promised`` False)."""
+    with app.app_context():
+        own_offer = db.session.get_one(Offer, offer.id)
+        decision = flow.offer_decided(
+            own_offer, db.session.get_one(Transfer, own_offer.transfer_id), active_document(), "1",
+            still_answering=lambda: still_answering, promise_join=lambda _lead: promised,
+        )  # fmt: skip
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    return decision
 
 
 @pytest.mark.usefixtures("wednesday_evening", "production_deadline")
@@ -60,11 +117,11 @@ def test_a_counselor_whose_acceptance_outlasts_the_deadline_on_a_slow_redirect_i
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     caller_sid = caller.identity.call_sid
     fake.inject_fault("POST", rf"/Calls/{caller_sid}\.json$", status=200, delay=SLOWER_THAN_THE_DEADLINE)
+    phone.transport = timed = TimedTransport(phone.transport)
 
-    started = time.monotonic()
     ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
 
-    assert time.monotonic() - started < DEADLINE + 0.5
+    assert timed.seconds["offer/decide"] < DEADLINE + 0.5  # the deadline's answer, not the handler's
     assert "sorry" not in ben.heard_text().lower()
     assert ben.conference is not None
     eventually(lambda: [r.fetched for r in fake.get_call(caller_sid).redirects] == [True])
@@ -80,7 +137,7 @@ def test_a_counselor_put_in_the_room_by_the_deadline_is_told_there_when_the_slow
 ) -> None:
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
     caller_sid = caller.identity.call_sid
-    fake.inject_fault(
+    redirect = fake.inject_fault(
         "POST", rf"/Calls/{caller_sid}\.json$", status=404, code=20404, delay=SLOWER_THAN_THE_DEADLINE
     )  # the caller hung up while the redirect was on its way
 
@@ -93,7 +150,34 @@ def test_a_counselor_put_in_the_room_by_the_deadline_is_told_there_when_the_slow
     assert "The caller has hung up." in told
     assert "<Hangup" in told  # not left in the empty room
     eventually(lambda: only_transfer(app).state == "abandoned")
-    assert fake.get_call(caller_sid).redirects == []
+    assert redirect.remaining == 0  # the redirect was tried, and found them gone
+
+
+@pytest.mark.usefixtures("wednesday_evening", "production_deadline")
+def test_a_refusal_decided_before_the_deadline_is_what_the_deadline_says_even_when_the_answer_is_slow_to_leave(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acceptance promised the room; then the redirect found the caller gone and the handler
+    decided on "hung up", but its answer was slow to leave: the deadline must not put Ben in the
+    room it had been promised (nobody would tell him it is empty)."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    fake.inject_fault("POST", rf"/Calls/{caller.identity.call_sid}\.json$", status=404, code=20404, delay=1.0)
+    answer = transfer.views.twiml_response
+
+    def slow_to_leave(twiml: Any) -> Response:
+        if request.path.endswith("/offer/decide"):
+            time.sleep(1.5)  # past the deadline, after the decision
+        return answer(twiml)
+
+    monkeypatch.setattr(transfer.views, "twiml_response", slow_to_leave)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert ben.conference is None
+    assert "The caller has hung up." in ben.heard_text()
+    assert "sorry" not in ben.heard_text().lower()
+    eventually(lambda: only_transfer(app).state == "abandoned")
+    assert fake.get_call(leg_to(fake, BEN).sid).redirects == []  # told in his own answer, not over REST
 
 
 @pytest.mark.usefixtures("wednesday_evening")
@@ -102,42 +186,91 @@ def test_a_press_of_1_handled_after_the_deadline_apologised_is_no_acceptance_and
 ) -> None:
     """The deadline answered Ben with its apology (his webhook was stuck before the acceptance),
     and his leg's end has not been heard yet: the late handler must not accept for him."""
-    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    ben_leg = leg_to(fake, BEN).sid
-    fake.advance_call(ben_leg, "ringing")
-    fake.advance_call(ben_leg, "in-progress")  # Ben hears the whisper
-    offer = offer_to(app, BEN, fake)
-    assert offer.state == "answered"
+    offer, _ = ben_whispered(app, phone, fake)
 
-    with app.app_context():
-        offer, transfer = db.session.get_one(Offer, offer.id), db.session.get_one(Transfer, offer.transfer_id)
-        decision = flow.offer_decided(offer, transfer, active_document(), "1", still_answering=lambda: False)
-    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    decision = decide(app, offer, still_answering=False)
 
     assert decision.kind == "staff"
     assert (offer_to(app, BEN, fake).state, offer_to(app, BEN, fake).outcome) == ("ended", flow.DEADLINE_PASSED)
     assert only_transfer(app).state == "waiting"
-    assert fake.get_call(caller.identity.call_sid).redirects == []
+    assert fake.get_call(only_call_sid(app)).redirects == []
     assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+    assert "offer.accepted" not in event_kinds(app)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_an_acceptance_written_while_the_deadline_apologised_is_withdrawn_and_the_next_counselor_is_rung(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """A slow database: the deadline apologised to Ben while his acceptance was being written.
+    Before, the caller was then brought into the room Ben never reached, told their counselor
+    had been disconnected, and searched for again."""
+    offer, _ = ben_whispered(app, phone, fake)
+
+    decision = decide(app, offer, promised=False)
+
+    assert decision.kind == "staff"
+    assert (offer_to(app, BEN, fake).state, offer_to(app, BEN, fake).outcome) == ("ended", flow.DEADLINE_PASSED)
+    transfer_now = only_transfer(app)
+    assert (transfer_now.state, transfer_now.accepted_offer_id) == ("waiting", None)
+    assert fake.get_call(only_call_sid(app)).redirects == []
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+    assert "offer.accepted" not in event_kinds(app)
+
+    fake.advance_call(leg_to(fake, BEN).sid, "completed")  # his leg's end, heard afterwards
+    assert missed_in_a_row(app, "ben-carter") == 0
+    assert offer_to(app, BEN, fake).outcome == flow.DEADLINE_PASSED
 
 
 @pytest.mark.usefixtures("wednesday_evening")
 def test_a_missed_deadline_before_the_acceptance_does_not_count_as_a_miss_of_the_counselors(
     app: Flask, phone: Phone, fake: FakeTwilio
 ) -> None:
-    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    ben_leg = leg_to(fake, BEN).sid
-    fake.advance_call(ben_leg, "ringing")
-    fake.advance_call(ben_leg, "in-progress")
+    offer, _ = ben_whispered(app, phone, fake)
 
-    with app.app_context():
-        offer = db.session.scalars(select(Offer).where(Offer.call_sid == ben_leg)).one()
-        flow.offer_decided(
-            offer, db.session.get_one(Transfer, offer.transfer_id), active_document(), "1",
-            still_answering=lambda: False,
-        )  # fmt: skip
-    fake.advance_call(ben_leg, "completed")  # his leg's end arrives afterwards
+    decide(app, offer, still_answering=False)
+    fake.advance_call(leg_to(fake, BEN).sid, "completed")  # his leg's end arrives afterwards
 
+    assert offer_to(app, BEN, fake).outcome == flow.DEADLINE_PASSED
+    assert missed_in_a_row(app, "ben-carter") == 0
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_caller_with_nobody_left_after_a_late_press_of_1_is_moved_on_at_once(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Not at their next hold turn, which a long hold-music clip can put minutes away."""
+    offer, _ = ben_whispered(app, phone, fake)
+    with app.app_context():  # everyone goes off shift meanwhile
+        for responder_id in ("ben-carter", "diego-morales"):
+            set_paused(responder_id, True, "self")
+        db.session.commit()
+
+    decide(app, offer, still_answering=False)
+
+    redirected_to = [redirect.url or "" for redirect in fake.get_call(only_call_sid(app)).redirects]
+    assert ["/voice/hold?" in url for url in redirected_to] == [True], redirected_to
+    assert [leg.to for leg in legs(fake)] == [BEN]
+    assert only_transfer(app).state == "waiting"
+
+
+def only_call_sid(app: Flask) -> str:
     with app.app_context():
-        ben_state = db.session.scalars(select(ResponderState).where(ResponderState.responder_id == "ben-carter")).one()
-        assert ben_state.missed_in_a_row == 0
+        transfer_now = db.session.scalars(select(Transfer)).one()
+        return transfer_now.caller_call_sid or ""
+
+
+@pytest.mark.parametrize(
+    ("state", "mode", "key"),
+    [
+        ("to_backup", "live", "caller_on_backup"),
+        ("to_backup", "callback", "caller_gone"),  # a callback search given up: nobody was on a line
+        ("callback", "live", "caller_gone"),  # they left the line to be called back
+        ("abandoned", "live", "caller_gone"),
+        ("ended", "live", "caller_gone"),
+        ("connecting", "live", "already_connected"),
+        ("connected", "callback", "already_connected"),
+    ],
+)
+def test_a_counselor_too_late_for_a_caller_is_told_where_they_went(state: str, mode: str, key: str) -> None:
+    assert flow.too_late_key(Transfer(state=state, mode=mode)) == key
