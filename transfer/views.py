@@ -245,12 +245,17 @@ def decide() -> Response:
     """The responder's key after the whisper: 1 joins them to the caller (if they are first)."""
     offer, transfer = _offer()
     document = active_document()
+    digits = request.form.get("Digits", "").strip()[:1]
+    if digits != "1":
+        # A pass is a pass whatever follows (ringing the next person, moving a caller with
+        # nobody left on): a deadline passing meanwhile says so, not sorry.
+        deadline.answer_if_late(transfer_twiml.staff_message(document.staff_prompt("passed")).to_xml())
 
     def promise_join(lead: str) -> bool:
         return deadline.answer_if_late(_responder_join_twiml(offer, transfer, document, lead=lead).to_xml())
 
     decision = flow.offer_decided(
-        offer, transfer, document, request.form.get("Digits", "").strip()[:1],
+        offer, transfer, document, digits,
         still_answering=lambda: deadline.answered_by_deadline() is None, promise_join=promise_join,
     )  # fmt: skip
     if decision.kind == "joined":

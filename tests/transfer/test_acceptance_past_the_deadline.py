@@ -274,3 +274,24 @@ def only_call_sid(app: Flask) -> str:
 )
 def test_a_counselor_too_late_for_a_caller_is_told_where_they_went(state: str, mode: str, key: str) -> None:
     assert flow.too_late_key(Transfer(state=state, mode=mode)) == key
+
+
+@pytest.mark.usefixtures("wednesday_evening", "production_deadline")
+def test_a_pass_whose_caller_is_moved_on_slowly_still_hears_passed_not_sorry(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Nobody left after Ben's 2: the caller is moved on at once, over a slow Twilio API."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    caller_sid = caller.identity.call_sid
+    with app.app_context():
+        for responder_id in ("ben-carter", "diego-morales"):
+            set_paused(responder_id, True, "self")
+        db.session.commit()
+    fake.inject_fault("POST", rf"/Calls/{caller_sid}\.json$", status=200, delay=SLOWER_THAN_THE_DEADLINE)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("2")])
+
+    assert "Passed. Thank you." in ben.heard_text()
+    assert "sorry" not in ben.heard_text().lower()
+    eventually(lambda: [r.fetched for r in fake.get_call(caller_sid).redirects] == [True])
+    assert "/voice/hold?" in (fake.get_call(caller_sid).redirects[0].url or "")
