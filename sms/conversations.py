@@ -468,9 +468,10 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
     long waits get the backup option once, unanswered texters go back to the queue, idle
     conversations are closed with a note. One broken conversation never stops the others."""
     counts = {"retried": 0, "escalated": 0, "realerted": 0, "reoffered": 0, "backup": 0, "idle_closed": 0,
-              "requeued": 0, "stopped": 0, "after_stop": 0}  # fmt: skip
+              "requeued": 0, "stopped": 0, "after_stop": 0, "after_stop_realerted": 0}  # fmt: skip
     steps = (_retry_unhandled, _escalate_stuck, _alert_again, _expire_offers, _offer_queued, _backup_option,
-             _requeue_unanswered, _close_idle, _close_stopped, _tell_of_texts_after_stop)  # fmt: skip
+             _requeue_unanswered, _close_idle, _close_stopped, _tell_of_texts_after_stop,
+             _alert_again_after_stop)  # fmt: skip
     for step in steps:
         try:
             step(document, counts)
@@ -621,6 +622,40 @@ def _tell_of_texts_after_stop(document: RoutingDocument, counts: dict[str, int])
     for key, message in newest_per_hour.items():
         body = document.staff_prompt("text_after_stop_sms", case=stuck_case(message.id))
         counts["after_stop"] += outbox.tell_supervisors(document, key=key, body=body, from_number=_line_of(message))
+
+
+def _alert_again_after_stop(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """People the line cannot text back whose alert reached none of the supervisors (Twilio
+    refused it, or could not be reached): texted again, as stuck texts are, a round every
+    ``REALERT_EVERY``, ``MAX_ALERT_ROUNDS`` in all, within ``REALERT_WINDOW`` of the first.
+    Not once they text START. A round's keys are claimed like every text: two sweeps send it
+    once, and one still being sent (``claimed``) is too recent to follow."""
+    if not document.supervisors:
+        return
+    moment = now()
+    sent = select(Message.idempotency_key, Message.status, Message.created_at).where(
+        Message.party == "supervisor",
+        Message.idempotency_key.like(f"{AFTER_STOP_KEY}:%"),
+        Message.created_at >= moment - REALERT_WINDOW,
+    )
+    alerts: dict[str, tuple[int, datetime, bool]] = {}  # per person and hour: (rounds, last tried, anyone told)
+    for key, status, tried_at in db.session.execute(sent.limit(2000)):
+        parts = str(key).split(":")  # text-after-stop:<texter>:<hour>[:r<round>]:<supervisor>
+        base = ":".join(parts[:3])
+        number = int(parts[3].removeprefix("r")) + 1 if len(parts) == 5 else 1  # rounds this one makes
+        rounds, last, told = alerts.get(base, (0, tried_at, False))
+        alerts[base] = (max(rounds, number), max(last, tried_at), told or delivery.taken(status))
+    for base, (rounds, last, told) in alerts.items():
+        if told or rounds >= MAX_ALERT_ROUNDS or last > moment - REALERT_EVERY:
+            continue
+        texter_id = base.split(":")[1]
+        still_stopped = texts_after_stop(moment).where(Message.texter_id == int(texter_id)).limit(1)
+        message = db.session.scalars(still_stopped).first()
+        if message is None:
+            continue  # they texted START: the line can answer them again
+        body = document.staff_prompt("text_after_stop_sms", case=stuck_case(message.id))
+        outbox.tell_supervisors(document, key=f"{base}:r{rounds}", body=body, from_number=_line_of(message))
+        counts["after_stop_realerted"] += 1
 
 
 def _line_of(message: Message) -> str:

@@ -166,3 +166,58 @@ def test_a_carrier_block_the_line_learns_late_still_reaches_the_supervisors(
     assert first["after_stop"] + second["after_stop"] == 1
     (alert,) = alerts(texting)
     assert ALERT.match(alert).group(1) == f"T{message_id}"  # type: ignore[union-attr]
+
+
+def test_an_alert_about_someone_after_stop_that_no_supervisor_got_is_sent_again_until_one_does(
+    texting: TextingPhone, fake: FakeTwilio, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    texting.send(TEXTER, "STOP")
+    texting.send(TEXTER, WORDS)
+    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable")
+    assert clock_tick()["texts"]["after_stop"] == 0  # tried: Twilio refused it
+    assert alerts(texting) == []
+
+    wednesday_evening.shift(timedelta(minutes=1))
+    assert clock_tick()["texts"]["after_stop_realerted"] == 0  # not before the next round is due
+    wednesday_evening.shift(convo.REALERT_EVERY)
+    assert clock_tick()["texts"]["after_stop_realerted"] == 1
+    wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
+    assert clock_tick()["texts"]["after_stop_realerted"] == 0  # Sam has it now: no more rounds
+
+    (alert,) = alerts(texting)
+    assert "kill" not in alert and "5550177" not in alert
+
+
+def test_alerts_about_someone_after_stop_that_twilio_keeps_refusing_stop_after_six_rounds(
+    texting: TextingPhone, fake: FakeTwilio, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    texting.send(TEXTER, "STOP")
+    texting.send(TEXTER, WORDS)
+    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable", times=None)
+    clock_tick()
+
+    realerts = 0
+    for _minute in range(60):  # the clock's every-minute sweep, for an hour
+        wednesday_evening.shift(timedelta(seconds=61))
+        realerts += clock_tick()["texts"]["after_stop_realerted"]
+
+    assert realerts == convo.MAX_ALERT_ROUNDS - 1  # the first alert and five more rounds
+    assert alerts(texting) == []
+
+
+def test_someone_who_texts_start_is_not_alerted_about_again(
+    texting: TextingPhone, fake: FakeTwilio, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    texting.send(TEXTER, "STOP")
+    texting.send(TEXTER, WORDS)
+    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable")
+    clock_tick()
+    texting.send(TEXTER, "START")
+
+    wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
+
+    assert clock_tick()["texts"]["after_stop_realerted"] == 0
+    assert alerts(texting) == []
