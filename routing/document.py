@@ -109,6 +109,7 @@ SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_texter_left": frozenset({"tag"}),
     "sms_needs_tag": frozenset({"command"}),
     "sms_requeued": frozenset({"tag"}),
+    "sms_line_trouble": frozenset(),
 }
 STAFF_PROMPT_PLACEHOLDERS.update(SMS_STAFF_PROMPT_PLACEHOLDERS)
 

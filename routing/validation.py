@@ -66,6 +66,10 @@ LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
 }
 LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "caller_on_backup": lambda prompts: "The caller has been passed to our backup line. Thank you.",
+    "sms_line_trouble": lambda prompts: (
+        "Crisis line: the line is having trouble with your text. It is kept and will be handled as soon as it"
+        " can be; an answer may come late."
+    ),
     "text_stuck_sms": lambda prompts: (
         "Crisis line: text {case} could not be handled for {minutes} minutes. Please see the live board."
     ),

@@ -31,6 +31,18 @@ from sms.texting import handle_texter_message
 bp = Blueprint("sms", __name__, url_prefix="/sms")
 log = logging.getLogger(__name__)
 FAILSAFE_TEXT = "To talk to someone now, call this number, or call or text 988. If you are in danger, call 911."
+# In ``PROGRESS``: what a failure or the deadline answers a counselor or unit instead (they
+# would read the public pointer to 988 as the line mistaking them for a texter).
+STAFF_FAILSAFE = "staff_failsafe"
+
+
+def failsafe_text() -> str:
+    """The text a failure answers: the public pointer to the backup line, or, for a sender
+    the routing names as staff (known before anything is stored), what the line's trouble
+    means for them. Touches neither the database nor anything that can raise."""
+    progress = request.environ.get(PROGRESS)
+    staff_text = progress.get(STAFF_FAILSAFE) if isinstance(progress, dict) else None
+    return staff_text if isinstance(staff_text, str) and staff_text else FAILSAFE_TEXT
 
 
 def _twiml(text: str | None = None, replies: Sequence[tuple[int, str]] = ()) -> Response:
@@ -88,6 +100,8 @@ def incoming() -> Response:
         if active is None:
             raise LookupError("no routing published")
         document = active.document
+        if replies.to_number and document.responder_by_phone(replies.to_number):
+            request.environ.get(PROGRESS, {})[STAFF_FAILSAFE] = document.staff_prompt("sms_line_trouble")
         inbound = store_inbound(document, request.form, line_number=settings.line_phone_number)
         request.environ.get(PROGRESS, {})["stored"] = True
     except Exception as error:
@@ -103,7 +117,7 @@ def incoming() -> Response:
     except Exception as error:
         log.error("sms webhook failed: %s", type(error).__name__)
         _rollback_quietly()
-        return _answer(replies, FAILSAFE_TEXT)  # with any reply claimed before it failed
+        return _answer(replies, failsafe_text())  # with any reply claimed before it failed
     return _answer(replies)
 
 
@@ -127,7 +141,7 @@ def keep_and_point_to_backup(error: BaseException) -> Response:
         # Stored, slow to handle: the handling goes on and replies itself, over REST. With no
         # reply yet, the texter is pointed to the backup line now, as when it was not stored:
         # a handling that then fails has no answer left to carry its fail-safe text.
-        return _twiml(replies=parts) if parts else _twiml(FAILSAFE_TEXT)
+        return _twiml(replies=parts) if parts else _twiml(failsafe_text())
     if not request.form.get("MessageSid"):
         return _twiml(FAILSAFE_TEXT)  # never checked by the view (it never ran): nothing to key it by
     try:
@@ -135,7 +149,7 @@ def keep_and_point_to_backup(error: BaseException) -> Response:
     except Exception as failure:  # keep() logs its own Redis failures; this is anything else
         log.error("a text the database could not store was lost: %s", type(failure).__name__)
     _rollback_quietly()
-    return _twiml(FAILSAFE_TEXT, parts)
+    return _twiml(failsafe_text(), parts)
 
 
 def _rollback_quietly() -> None:
