@@ -160,6 +160,17 @@ def answer_if_late(twiml: str) -> bool:
         return True
 
 
+def promised_answer() -> str | None:
+    """The TwiML this request's handler asked its deadline to answer with (``answer_if_late``),
+    if any: what its own failure should answer too."""
+    progress = request.environ.get(PROGRESS) if has_request_context() else None
+    if progress is None:
+        return None
+    with _ANSWER_LOCK:
+        promised: str | None = progress.get(LATE_TWIML)
+        return promised
+
+
 def answered_by_deadline() -> str | None:
     """Whether this request's deadline has already answered for it: ``PROMISED`` (with the
     handler's ``answer_if_late`` TwiML), ``FAILSAFE`` (the route's fail-safe), or None."""

@@ -156,8 +156,8 @@ def voice_contact(
             speed = (occurred_at - (queued_at or started_at)).total_seconds()
         elif kind in ("offer.missed", "offer.passed") and not outcome:
             rollovers += 1
-        elif kind == "offer.ended" and detail.get("outcome") == "no_decision" and not outcome:
-            rollovers += 1  # answered and never pressed a key: the next responder was rung
+        elif kind == "offer.ended" and detail.get("outcome") in ("no_decision", "deadline_passed") and not outcome:
+            rollovers += 1  # answered, no key pressed in time (or pressed as the line failed): the next was rung
         elif kind == "callback.requested" and not outcome:
             outcome, waited = CALLBACK, _seconds(detail, occurred_at, queued_at)
         elif kind == "transfer.to_backup" and not outcome:

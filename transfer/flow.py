@@ -11,7 +11,7 @@ from functools import partial
 
 import requests
 from blinker import Namespace
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
@@ -386,15 +386,6 @@ def offer_decided(
         db.session.refresh(transfer)
         key = too_late_key(transfer)
         return Decision("staff", key)
-    db.session.commit()  # the acceptance, on its own: what the promise stands on
-    # From here a deadline puts the counselor in the room, not in an apology.
-    if not promise_join("callback_calling" if transfer.mode == "callback" else "connecting"):
-        # It apologised while the acceptance was being written (a slow database): withdrawn,
-        # unless the caller has moved on meanwhile (their hold turn joined them, or the
-        # counselor's leg end already searched again), and the next person is rung.
-        if state.withdraw_acceptance(transfer.id, offer, DEADLINE_PASSED):
-            _deadline_passed(offer, transfer, document)
-        return Decision("staff", "passed")
     waited = (state.now() - transfer.started_at).total_seconds()
     record_event(
         transfer,
@@ -404,7 +395,20 @@ def offer_decided(
         speed_to_answer_seconds=round(waited),
     )
     state.count_missed(offer.responder_id, "accepted")
-    db.session.commit()
+    # Kept loaded: what follows reads only what an acceptance does not change, and the room
+    # promised next must not wait on reading the rows again (a slow database is why it may be late).
+    commit_keeping_loaded()
+    # From here a deadline puts the counselor in the room, not in an apology.
+    if not promise_join("callback_calling" if transfer.mode == "callback" else "connecting"):
+        # It apologised while the acceptance was being written (a slow database): withdrawn,
+        # unless the caller may have moved on meanwhile (their hold turn joins them once the
+        # redirect's grace is over), and the next person is rung.
+        if state.withdraw_acceptance(transfer.id, offer, DEADLINE_PASSED, accepted_after=_withdrawable_since()):
+            _unrecord(transfer, f"offer:{offer.id}:outcome")  # no acceptance in the figures
+            _deadline_passed(offer, transfer, document)
+        else:
+            db.session.commit()
+        return Decision("staff", "passed")
     if transfer.mode == "callback":
         stop_ringing(transfer, keep=offer.id)
         # The callbacks feature dials the person (it subscribes; transfer does not import it).
@@ -477,6 +481,17 @@ def ring_next(transfer: Transfer, document: RoutingDocument) -> None:
             dispatch.redirect_caller(transfer, "transfer.hold")
         else:
             send_to_backup(transfer, "caller_not_holding")
+
+
+def _withdrawable_since() -> datetime:
+    """An acceptance made after this can still be withdrawn: no hold turn has joined the caller
+    for it yet (they wait ``JOIN_REDIRECT_GRACE`` for the redirect), with a second to spare."""
+    return state.now() - JOIN_REDIRECT_GRACE + timedelta(seconds=1)
+
+
+def _unrecord(transfer: Transfer, key: str) -> None:
+    """Take back an event recorded in this round (a withdrawn acceptance). Not committed."""
+    db.session.execute(delete(CallEvent).where(CallEvent.call_id == transfer.call_id, CallEvent.dedupe_key == key))
 
 
 def _deadline_passed(offer: Offer, transfer: Transfer, document: RoutingDocument) -> None:

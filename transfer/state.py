@@ -138,16 +138,22 @@ def accept(transfer_id: int, offer_id: int) -> bool:
     return False
 
 
-def withdraw_acceptance(transfer_id: int, offer: Offer, outcome: str) -> bool:
-    """Undo an acceptance its responder never acted on (they never got the room): the transfer
-    back to waiting, the offer closed with ``outcome`` and its responder freed. False, and
-    nothing changed, once the caller has moved on (joined the room, or gone). Not committed.
+def withdraw_acceptance(transfer_id: int, offer: Offer, outcome: str, *, accepted_after: datetime) -> bool:
+    """Undo ``offer``'s acceptance, made after ``accepted_after``, that its responder never
+    acted on (they never got the room): the transfer back to waiting, the offer closed with
+    ``outcome`` and its responder freed. False, and nothing changed, once the caller may have
+    moved on (joined the room, gone, or accepted longer ago than that). Not committed.
     The transfer first: an offer closed under a caller already in the room would leave them
     there alone (nothing would notice the responder's leg end)."""
-    if not move_transfer(transfer_id, ("connecting",), "waiting", accepted_offer_id=None, accepted_at=None):
-        return False
-    finish_offer(offer, outcome, from_states=("accepted",))  # unless their leg's end closed it first
-    return True
+    withdrawn = _change(
+        Transfer,
+        [Transfer.id == transfer_id, Transfer.state == "connecting", Transfer.accepted_offer_id == offer.id,
+         Transfer.accepted_at > accepted_after],
+        {"state": "waiting", "accepted_offer_id": None, "accepted_at": None},
+    )  # fmt: skip
+    if withdrawn:
+        finish_offer(offer, outcome, from_states=("accepted",))  # unless their leg's end closed it first
+    return withdrawn
 
 
 def accept_join(offer_id: int) -> bool:

@@ -35,9 +35,11 @@ STAFF_ERROR = "Sorry, something went wrong on the crisis line. The caller is sti
 
 # A failure on a responder's leg ends that leg politely; it must never dial the backup line
 # from a counselor's phone. The caller's own hold loop keeps them safe.
-staff_failsafe = answering_failures_with(
-    lambda _error: twiml_response(transfer_twiml.staff_message(STAFF_ERROR)), "responder webhook failed"
-)
+def staff_error_answer(_error: BaseException | None = None) -> Response:
+    return twiml_response(transfer_twiml.staff_message(STAFF_ERROR))
+
+
+staff_failsafe = answering_failures_with(staff_error_answer, "responder webhook failed")
 
 
 def active_document() -> RoutingDocument:
@@ -110,7 +112,9 @@ def hold_turn(transfer: Transfer, document: RoutingDocument, tick: int) -> Respo
 def step_twiml(transfer: Transfer, document: RoutingDocument, step: flow.HoldStep, tick: int) -> VoiceResponse:
     """The TwiML of a hold step other than ``backup``: join, hold, or the callback-or-backup choice."""
     if step.kind == "join":
-        flow.caller_joined(transfer)
+        if not flow.caller_joined(transfer):
+            # Not accepted after all (withdrawn this instant, or over): the hold loop decides.
+            return hold_twiml(transfer, document, "hold_update", tick)
         return caller_join_twiml(transfer)
     if step.kind == "settle":
         return transfer_twiml.settle(path_for("transfer.hold", transfer=transfer.id, tick=tick + 1))
@@ -238,9 +242,17 @@ def staff_fallback() -> Response:
     return twiml_response(transfer_twiml.staff_message(STAFF_ERROR))
 
 
+def _promised_or_apology(_error: BaseException) -> Response:
+    """A press of 1 that fails after its acceptance promised the room (a database failing on
+    what follows, say) still puts the responder there: the caller is on their way in (their
+    redirect, or their own hold turn). Otherwise the apology."""
+    promised = deadline.promised_answer()
+    return Response(promised, status=200, mimetype="text/xml") if promised else staff_error_answer()
+
+
 @bp.post("/offer/decide")
 @twilio_signed
-@staff_failsafe
+@answering_failures_with(_promised_or_apology, "responder webhook failed")
 def decide() -> Response:
     """The responder's key after the whisper: 1 joins them to the caller (if they are first)."""
     offer, transfer = _offer()
@@ -262,6 +274,8 @@ def decide() -> Response:
         return twiml_response(_responder_join_twiml(offer, transfer, document, lead=decision.lead))
     message = document.staff_prompt(decision.key)
     answer = transfer_twiml.staff_message(message)
+    if digits != "1":
+        return twiml_response(answer)  # the answer promised above
     # This answer replaces any promised room for a deadline still to pass; if it already put
     # them in the room, it will stay empty (the caller hung up meanwhile, the person's phone
     # could not be dialled): they are told there, over REST.

@@ -66,6 +66,15 @@ def test_the_first_outcome_wins_and_a_second_round_after_the_counselor_left_chan
     assert (contact.outcome, contact.speed_to_answer_seconds, contact.rollovers) == (ANSWERED, 30, 1)
 
 
+def test_a_press_of_1_the_line_could_not_answer_in_time_is_a_rollover_and_the_next_acceptance_answers() -> None:
+    contact = contact_of(
+        log(ROUTED, QUEUED,
+            ("offer.ended", 30, {"transfer": 1, "responder": "ben", "outcome": "deadline_passed"}),
+            ("offer.accepted", 45, {"transfer": 1, "responder": "ana"}))
+    )  # fmt: skip
+    assert (contact.outcome, contact.speed_to_answer_seconds, contact.rollovers) == (ANSWERED, 35, 1)
+
+
 def test_a_unit_joining_the_call_is_a_co_responder_involvement() -> None:
     contact = contact_of(
         log(ROUTED, QUEUED, ("offer.accepted", 20, {"transfer": 1, "responder": "ana"}),

@@ -5,6 +5,7 @@ answer would have said, and the caller is never brought into a room nobody is in
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -161,12 +162,12 @@ def test_a_refusal_decided_before_the_deadline_is_what_the_deadline_says_even_wh
     decided on "hung up", but its answer was slow to leave: the deadline must not put Ben in the
     room it had been promised (nobody would tell him it is empty)."""
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    fake.inject_fault("POST", rf"/Calls/{caller.identity.call_sid}\.json$", status=404, code=20404, delay=1.0)
+    fake.inject_fault("POST", rf"/Calls/{caller.identity.call_sid}\.json$", status=404, code=20404, delay=0.5)
     answer = transfer.views.twiml_response
 
     def slow_to_leave(twiml: Any) -> Response:
         if request.path.endswith("/offer/decide"):
-            time.sleep(1.5)  # past the deadline, after the decision
+            time.sleep(DEADLINE)  # past the deadline, after the decision (about 0.6 s in)
         return answer(twiml)
 
     monkeypatch.setattr(transfer.views, "twiml_response", slow_to_leave)
@@ -289,9 +290,79 @@ def test_a_pass_whose_caller_is_moved_on_slowly_still_hears_passed_not_sorry(
         db.session.commit()
     fake.inject_fault("POST", rf"/Calls/{caller_sid}\.json$", status=200, delay=SLOWER_THAN_THE_DEADLINE)
 
+    phone.transport = timed = TimedTransport(phone.transport)
+
     ben = phone.answer(leg_to(fake, BEN).sid, [Keys("2")])
 
+    assert timed.seconds["offer/decide"] < DEADLINE + 0.5  # the deadline's answer, not the handler's
     assert "Passed. Thank you." in ben.heard_text()
     assert "sorry" not in ben.heard_text().lower()
     eventually(lambda: [r.fetched for r in fake.get_call(caller_sid).redirects] == [True])
     assert "/voice/hold?" in (fake.get_call(caller_sid).redirects[0].url or "")
+    ben_leg = fake.get_call(leg_to(fake, BEN).sid)
+    assert (ben_leg.redirects, ben_leg.status_updates) == ([], [])  # not told "Passed" again over REST
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_an_acceptance_the_deadline_apologised_for_too_long_ago_is_left_to_the_counselors_leg_end(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: Any
+) -> None:
+    """Written so slowly that the caller's own hold turn may already have joined them: it is
+    not withdrawn from under them; Ben's leg end tells the caller and searches again."""
+    offer, _ = ben_whispered(app, phone, fake)
+
+    def too_late(_lead: str) -> bool:
+        wednesday_evening.shift(flow.JOIN_REDIRECT_GRACE)
+        return False
+
+    with app.app_context():
+        own_offer = db.session.get_one(Offer, offer.id)
+        decision = flow.offer_decided(
+            own_offer, db.session.get_one(Transfer, own_offer.transfer_id), active_document(), "1",
+            promise_join=too_late,
+        )  # fmt: skip
+    assert decision.kind == "staff"
+    assert (only_transfer(app).state, offer_to(app, BEN, fake).state) == ("connecting", "accepted")
+
+    fake.advance_call(leg_to(fake, BEN).sid, "completed")  # he heard the apology and was hung up
+
+    redirected_to = [redirect.url or "" for redirect in fake.get_call(only_call_sid(app)).redirects]
+    assert ["/voice/transfer/staff-left" in url for url in redirected_to] == [True], redirected_to
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_hold_turn_told_to_join_a_transfer_no_longer_accepted_holds_instead_of_entering_an_empty_room(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acceptance was withdrawn between the turn's read and its join: no room, no silence."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    monkeypatch.setattr(flow, "hold_step", lambda *_args, **_kwargs: flow.HoldStep("join"))
+
+    phone.resume(caller, max_hold_turns=1)
+
+    assert caller.conference is None
+    assert only_transfer(app).state == "waiting"
+    last = caller.steps[-1]
+    assert "/voice/hold" in last.url and last.twiml is not None  # the turn told to join...
+    assert "/voice/hold?" in ET.tostring(last.twiml, encoding="unicode")  # ...answered another turn
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_press_of_1_that_fails_after_promising_the_room_still_puts_the_counselor_there(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails after the acceptance and the redirect (stopping the other phones):
+    the caller is on their way into the room, so Ben must be there, not hung up with an apology."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("simulated database failure")
+
+    monkeypatch.setattr(flow, "stop_ringing", broken)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert "sorry" not in ben.heard_text().lower()
+    assert ben.conference is not None
+    phone.resume(caller, max_hold_turns=1)
+    assert caller.conference == ben.conference
