@@ -23,6 +23,7 @@ from flask import current_app
 from crisisline import twilio_params
 from crisisline.db import db
 from crisisline.privacy import DecryptionError
+from crisisline.retention import Cutoffs, registers_purge
 from crisisline.settings import Settings
 from sms import outbox
 
@@ -122,6 +123,31 @@ def store_kept(
             continue
         client.lrem(KEY, 1, token)
     return stored
+
+
+@registers_purge("kept_texts")
+def purge_kept(cutoffs: Cutoffs) -> int:
+    """Kept texts (still to be stored, or given up on) that arrived before the texts'
+    retention cutoff are removed, as stored texts are: a list's expiry is renewed by every
+    text added, so it alone would keep an old one for as long as outages keep coming. One that
+    cannot be opened (sealed under a retired key) is left to that expiry. Never raises: with
+    Redis away, the rest of the purge goes on."""
+    removed = 0
+    try:
+        client = _redis()
+        for key in (KEY, DEAD_KEY):
+            for item in client.lrange(key, 0, -1):
+                token = item.decode() if isinstance(item, bytes) else str(item)
+                try:
+                    record = json.loads(outbox.vault().open(token, context=CONTEXT))
+                    received_at = datetime.fromisoformat(record["received_at"])
+                except (DecryptionError, ValueError, KeyError, TypeError):
+                    continue
+                if received_at < cutoffs.texts:
+                    removed += int(client.lrem(key, 1, token))
+    except redis.RedisError as error:
+        log.error("kept texts not purged this time, Redis failed: %s", type(error).__name__)
+    return removed
 
 
 def _to_the_back(client: redis.Redis, token: str) -> None:

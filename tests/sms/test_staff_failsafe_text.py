@@ -49,7 +49,7 @@ def test_a_counselors_text_whose_handling_fails_is_answered_for_staff_and_a_text
     assert texting.send(TEXTER, "hello") == [FAILSAFE_TEXT]
 
 
-@pytest.mark.usefixtures("wednesday_evening")
+@pytest.mark.usefixtures("wednesday_evening", "clean_redis")  # the texts kept for the clock go with it
 def test_a_counselors_text_the_database_would_not_take_is_kept_and_answered_for_staff(
     texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
 ) -> None:

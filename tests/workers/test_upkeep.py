@@ -7,6 +7,8 @@ import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 
+import pytest
+import redis
 import time_machine
 from flask import Flask
 from sqlalchemy import select
@@ -31,6 +33,7 @@ def row(app: Flask, call_sid: str) -> Call:
         return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
 
 
+@pytest.mark.usefixtures("clean_redis")  # no other test's kept texts
 def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phone: Phone) -> None:
     now = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
     old = place_call_at(phone, now - timedelta(days=31))
@@ -43,7 +46,7 @@ def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phon
         second = purge_personal_data(now.isoformat())
 
     assert first == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0, "surveys": 0,
-                     "wrap_up_notes": 0, "unmask_reasons": 0}  # fmt: skip
+                     "wrap_up_notes": 0, "unmask_reasons": 0, "kept_texts": 0}  # fmt: skip
     assert set(second.values()) == {0}
     scrubbed, kept = row(app, old), row(app, recent)
     assert scrubbed.sealed_caller is None and scrubbed.caller_hash is None
@@ -55,6 +58,7 @@ def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phon
     assert all(t is None for t in transcripts)
 
 
+@pytest.mark.usefixtures("clean_redis")
 def test_purge_runs_as_a_job_on_the_procfile_worker(app: Flask, phone: Phone, settings: Settings) -> None:
     old = place_call_at(phone, datetime.now(UTC) - timedelta(days=60))
     with app.app_context():
@@ -76,7 +80,7 @@ def test_purge_runs_as_a_job_on_the_procfile_worker(app: Flask, phone: Phone, se
     job.refresh()
     assert job.get_status() == "finished"
     assert job.return_value() == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0, "surveys": 0,
-                                  "wrap_up_notes": 0, "unmask_reasons": 0}  # fmt: skip
+                                  "wrap_up_notes": 0, "unmask_reasons": 0, "kept_texts": 0}  # fmt: skip
     assert row(app, old).sealed_caller is None
 
 
@@ -130,3 +134,44 @@ def test_workers_status_lists_queues_workers_and_periodic_jobs(app: Flask) -> No
     assert "0 worker(s) alive" in result.output
     assert "* * * * *    calls      workers.upkeep.reconcile_transfers" in result.output
     assert "17 * * * *   upkeep     workers.upkeep.purge_personal_data" in result.output
+
+
+def test_purge_removes_kept_texts_past_the_texts_window_from_both_redis_lists(
+    app: Flask, clean_redis: redis.Redis
+) -> None:
+    """Texts the database could not take wait in Redis, sealed; the lists' expiry is renewed by
+    every text added, so without the purge an old one could outlive its retention window."""
+    from sms import unstored
+    from workers.upkeep import purge_personal_data
+
+    now = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    with app.app_context():
+        for sid, days_ago in (("SM" + "1" * 32, 31), ("SM" + "2" * 32, 29), ("SM" + "3" * 32, 40)):
+            params = {"MessageSid": sid, "From": "+13125550177", "To": "+13125550100", "Body": "hello"}
+            assert unstored.keep(params, now - timedelta(days=days_ago))
+        oldest = clean_redis.lpop(unstored.KEY)  # given up on: a person's to see
+        assert oldest is not None
+        clean_redis.rpush(unstored.DEAD_KEY, oldest)
+        clean_redis.rpush(unstored.KEY, b"not a sealed text")  # cannot be opened: left to its expiry
+
+        first = purge_personal_data(now.isoformat())
+        second = purge_personal_data(now.isoformat())
+        left = [unstored.KEY, unstored.DEAD_KEY]
+
+    assert (first["kept_texts"], second["kept_texts"]) == (2, 0)
+    assert [clean_redis.llen(key) for key in left] == [2, 0]
+    assert clean_redis.lindex(unstored.KEY, -1) == b"not a sealed text"
+
+
+def test_purge_goes_on_without_redis(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sms import unstored
+    from workers.upkeep import purge_personal_data
+
+    def away() -> redis.Redis:
+        raise redis.ConnectionError("Redis away")
+
+    monkeypatch.setattr(unstored, "_redis", away)
+    with app.app_context():
+        counts = purge_personal_data(datetime(2027, 3, 1, 12, 0, tzinfo=UTC).isoformat())
+
+    assert counts["kept_texts"] == 0 and counts["calls"] == 0
