@@ -382,14 +382,23 @@ def test_a_config_written_before_the_stuck_text_alert_stays_valid_with_an_englis
     assert alert.startswith("Crisis line: text T12 could not be handled for 3 minutes.")
 
 
-def test_a_config_written_before_the_backup_line_refusal_stays_valid_and_says_where_the_caller_is() -> None:
+@pytest.mark.parametrize(
+    ("key", "stand_in"),
+    [
+        ("caller_on_backup", "The caller has been passed to our backup line. Thank you."),
+        ("sms_line_trouble", "Crisis line: the line is having trouble with your text."),
+    ],
+)
+def test_a_config_written_before_a_later_staff_prompt_stays_valid_with_an_english_stand_in(
+    key: str, stand_in: str
+) -> None:
     raw = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))
-    del raw["staff_prompts"]["caller_on_backup"]
+    del raw["staff_prompts"][key]
 
     document, problems = validate_text(yaml.safe_dump(raw, allow_unicode=True))
 
     assert document is not None and [str(p) for p in problems] == []
-    assert document.staff_prompt("caller_on_backup") == "The caller has been passed to our backup line. Thank you."
+    assert document.staff_prompt(key).startswith(stand_in)
 
 
 def test_a_stuck_text_alert_without_its_case_number_is_refused() -> None:
