@@ -110,6 +110,7 @@ SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_needs_tag": frozenset({"command"}),
     "sms_requeued": frozenset({"tag"}),
     "sms_line_trouble": frozenset(),
+    "sms_line_lost": frozenset(),
 }
 STAFF_PROMPT_PLACEHOLDERS.update(SMS_STAFF_PROMPT_PLACEHOLDERS)
 

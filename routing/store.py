@@ -118,6 +118,13 @@ def active_routing() -> ActiveRouting | None:
     return active
 
 
+def last_read_routing() -> ActiveRouting | None:
+    """The routing this process last read, from memory (None before its first read): for a
+    fail-safe that must not touch the database, which may be what failed."""
+    with _cache_lock:
+        return next(iter(_cache.values()), None)
+
+
 # Built once: every webhook runs it (``crisisline.db``, "Statements built once").
 _NEWEST_VERSION = select(RoutingVersion.id, RoutingVersion.digest).order_by(RoutingVersion.id.desc()).limit(1)
 

@@ -70,6 +70,9 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
         "Crisis line: the line is having trouble with your text. It is kept and will be handled as soon as it"
         " can be; an answer may come late."
     ),
+    "sms_line_lost": lambda prompts: (
+        "Crisis line: the line could not take your text just now. Please send it again in a few minutes."
+    ),
     "text_stuck_sms": lambda prompts: (
         "Crisis line: text {case} could not be handled for {minutes} minutes. Please see the live board."
     ),

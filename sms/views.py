@@ -22,7 +22,7 @@ from crisisline.failsafe import DeadlineExceeded
 from crisisline.phone import caller_number
 from crisisline.twilio_auth import twilio_signed
 from crisisline.urls import public_url
-from routing.store import active_routing
+from routing.store import active_routing, last_read_routing
 from sms import conversations as convo
 from sms import outbox, unstored
 from sms.inbound import handle_inbound, store_inbound
@@ -31,18 +31,23 @@ from sms.texting import handle_texter_message
 bp = Blueprint("sms", __name__, url_prefix="/sms")
 log = logging.getLogger(__name__)
 FAILSAFE_TEXT = "To talk to someone now, call this number, or call or text 988. If you are in danger, call 911."
-# In ``PROGRESS``: what a failure or the deadline answers a counselor or unit instead (they
-# would read the public pointer to 988 as the line mistaking them for a texter).
-STAFF_FAILSAFE = "staff_failsafe"
 
 
-def failsafe_text() -> str:
-    """The text a failure answers: the public pointer to the backup line, or, for a sender
-    the routing names as staff (known before anything is stored), what the line's trouble
-    means for them. Touches neither the database nor anything that can raise."""
-    progress = request.environ.get(PROGRESS)
-    staff_text = progress.get(STAFF_FAILSAFE) if isinstance(progress, dict) else None
-    return staff_text if isinstance(staff_text, str) and staff_text else FAILSAFE_TEXT
+def failsafe_text(*, kept: bool = True) -> str:
+    """The text a failure answers: the public pointer to the backup line, or, for a sender the
+    routing names as staff (a counselor would read the pointer to 988 as the line mistaking
+    them for a texter), what the line's trouble means for them: their text is kept and will be
+    handled (``sms_line_trouble``), or, when it could be neither stored nor kept, that they
+    should send it again (``sms_line_lost``). From the routing this process last read, in
+    memory: never the database, which may be what failed. Never raises."""
+    try:
+        sender = caller_number(request.form.get("From"))
+        known = last_read_routing()
+        if sender and known is not None and known.document.responder_by_phone(sender) is not None:
+            return known.document.staff_prompt("sms_line_trouble" if kept else "sms_line_lost")
+    except Exception as error:  # the public text is always a safe answer
+        log.warning("could not tell whether a failed text came from staff: %s", type(error).__name__)
+    return FAILSAFE_TEXT
 
 
 def _twiml(text: str | None = None, replies: Sequence[tuple[int, str]] = ()) -> Response:
@@ -100,8 +105,6 @@ def incoming() -> Response:
         if active is None:
             raise LookupError("no routing published")
         document = active.document
-        if replies.to_number and document.responder_by_phone(replies.to_number):
-            request.environ.get(PROGRESS, {})[STAFF_FAILSAFE] = document.staff_prompt("sms_line_trouble")
         inbound = store_inbound(document, request.form, line_number=settings.line_phone_number)
         request.environ.get(PROGRESS, {})["stored"] = True
     except Exception as error:
@@ -144,12 +147,13 @@ def keep_and_point_to_backup(error: BaseException) -> Response:
         return _twiml(replies=parts) if parts else _twiml(failsafe_text())
     if not request.form.get("MessageSid"):
         return _twiml(FAILSAFE_TEXT)  # never checked by the view (it never ran): nothing to key it by
+    kept = False
     try:
-        unstored.keep(request.form, convo.now())
+        kept = unstored.keep(request.form, convo.now())
     except Exception as failure:  # keep() logs its own Redis failures; this is anything else
         log.error("a text the database could not store was lost: %s", type(failure).__name__)
     _rollback_quietly()
-    return _twiml(failsafe_text(), parts)
+    return _twiml(failsafe_text(kept=kept), parts)
 
 
 def _rollback_quietly() -> None:

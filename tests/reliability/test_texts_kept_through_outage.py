@@ -286,3 +286,37 @@ def test_a_stored_text_slow_to_handle_gets_its_own_reply_not_the_fail_safe_and_i
     line.app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
     line.app.extensions["crisisline.background"].wait_idle(timeout=30)
     assert len(texting_the_line.inbox(TEXTER)) == 1
+
+
+@pytest.mark.parametrize("fault", ["refuse", "stall"])
+def test_a_counselors_text_while_the_database_is_away_is_kept_and_answered_for_staff_not_with_988(
+    line: Line, texting_the_line: TextingPhone, kept: redis.Redis, fault: str,  # noqa: F811
+) -> None:  # fmt: skip
+    """Staff are known from the routing the process last read, in memory: the database that
+    failed is not asked (it would fail before anything else)."""
+    from tests.rota import ANA
+    from tests.sms.test_staff_failsafe_text import TROUBLE
+
+    texting_the_line.send(ANA, "STATUS")  # the line has read its routing
+    getattr(line.database, fault)()
+
+    answer = texting_the_line.deliver(sms_params(TEST_ACCOUNT_SID, ANA, LINE_NUMBER, "YES 12"))
+
+    assert TROUBLE in answer.text and FAILSAFE_TEXT not in answer.text
+    assert kept.llen(unstored.KEY) >= 1
+
+
+def test_a_counselors_text_neither_stored_nor_kept_asks_them_to_send_it_again(
+    line: Line, texting_the_line: TextingPhone, kept: redis.Redis,  # noqa: F811
+) -> None:  # fmt: skip
+    from tests.rota import ANA
+    from tests.sms.test_staff_failsafe_text import TROUBLE
+
+    texting_the_line.send(ANA, "STATUS")
+    line.database.refuse()
+    line.redis.refuse()
+
+    answer = texting_the_line.deliver(sms_params(TEST_ACCOUNT_SID, ANA, LINE_NUMBER, "YES 12"))
+
+    assert "Please send it again in a few minutes." in answer.text
+    assert TROUBLE not in answer.text and FAILSAFE_TEXT not in answer.text

@@ -387,6 +387,7 @@ def test_a_config_written_before_the_stuck_text_alert_stays_valid_with_an_englis
     [
         ("caller_on_backup", "The caller has been passed to our backup line. Thank you."),
         ("sms_line_trouble", "Crisis line: the line is having trouble with your text."),
+        ("sms_line_lost", "Crisis line: the line could not take your text just now."),
     ],
 )
 def test_a_config_written_before_a_later_staff_prompt_stays_valid_with_an_english_stand_in(

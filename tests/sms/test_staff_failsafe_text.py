@@ -8,11 +8,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 import sms.inbound
 import sms.views
+from sms import unstored
 from sms.views import FAILSAFE_TEXT
 from tests.conftest import TextingPhone
 from tests.rota import ANA
@@ -49,9 +51,9 @@ def test_a_counselors_text_whose_handling_fails_is_answered_for_staff_and_a_text
     assert texting.send(TEXTER, "hello") == [FAILSAFE_TEXT]
 
 
-@pytest.mark.usefixtures("wednesday_evening", "clean_redis")  # the texts kept for the clock go with it
+@pytest.mark.usefixtures("wednesday_evening")
 def test_a_counselors_text_the_database_would_not_take_is_kept_and_answered_for_staff(
-    texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+    texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, clean_redis: redis.Redis
 ) -> None:
     def refused(*_args: object, **_kwargs: object) -> None:
         raise OperationalError("INSERT", {}, ConnectionRefusedError("database away"))
@@ -59,6 +61,7 @@ def test_a_counselors_text_the_database_would_not_take_is_kept_and_answered_for_
     monkeypatch.setattr(sms.views, "store_inbound", refused)
 
     assert texting.send(ANA, "YES 12") == [TROUBLE]
+    assert clean_redis.llen(unstored.KEY) == 1  # kept for the clock, as it says
     assert texting.send(TEXTER, "hello") == [FAILSAFE_TEXT]
 
 
