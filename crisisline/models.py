@@ -326,6 +326,13 @@ class Message(Model):
             postgresql_where=text(NOT_DELIVERED_ROWS),
             sqlite_where=text(NOT_DELIVERED_ROWS),
         ),
+        # The supervisors' alerts (a few a day), which the board and the sweep look up by time.
+        Index(
+            "ix_messages_supervisor_alerts",
+            "created_at",
+            postgresql_where=text("party = 'supervisor'"),
+            sqlite_where=text("party = 'supervisor'"),
+        ),
     )
 
 

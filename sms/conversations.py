@@ -6,8 +6,10 @@ Every state change is a conditional UPDATE (one winner); every text sent has a k
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
@@ -593,6 +595,9 @@ def texts_after_stop(moment: datetime) -> Select[Message]:
             Message.person_needed_at >= moment - STUCK_LISTED_FOR,
             Message.handled_at.is_not(None),
             Texter.opted_out.is_(True),
+            # Written since this opt-out: someone who texted START, talked, then STOP again was
+            # helped; what they wrote under the earlier STOP is no one's to see to now.
+            Message.person_needed_at >= Texter.opted_out_at,
         )
         .order_by(Message.person_needed_at.desc(), Message.id.desc())
     )
@@ -610,7 +615,7 @@ def latest_texts_after_stop(moment: datetime, limit: int = 200) -> list[Message]
 def _tell_of_texts_after_stop(document: RoutingDocument, counts: dict[str, int]) -> None:
     """Supervisors hear of the texts the line could not answer (the case only), once per
     sender per hour: the keys are claimed like every text, so two sweeps send it once. An
-    alert Twilio refused is not sent again (the unmask page lists the sender all the same)."""
+    alert no supervisor got is sent again (``_alert_again_after_stop``)."""
     if not document.supervisors:
         return
     moment = now()
@@ -624,37 +629,75 @@ def _tell_of_texts_after_stop(document: RoutingDocument, counts: dict[str, int])
         counts["after_stop"] += outbox.tell_supervisors(document, key=key, body=body, from_number=_line_of(message))
 
 
+# ``<AFTER_STOP_KEY>:<texter>:<hour>[:r<round>]:<supervisor>``; a long alert split in parts
+# adds ``:<part>`` to its later parts' keys, which do not match (the first part counts).
+_AFTER_STOP_ALERT_KEY = re.compile(
+    rf"^{AFTER_STOP_KEY}:(?P<texter>\d+):(?P<hour>\d{{10}}):(?:r(?P<round>\d+):)?(?P<supervisor>[a-z][a-z0-9_-]*)$"
+)
+
+
+@dataclass(frozen=True)
+class AfterStopAlert:
+    """One supervisor's alert text about someone the line cannot text back."""
+
+    texter_id: int
+    hour: str  # the hour the text was marked, "%Y%m%d%H": one series of rounds per hour
+    round: int
+    supervisor: str
+    status: str
+    sent_at: datetime
+
+
+def after_stop_alerts(since: datetime) -> list[AfterStopAlert]:
+    """The alerts about people after STOP since ``since``, newest first (at most 2,000), read
+    through the partial index of supervisors' texts, which are few."""
+    rows = db.session.execute(
+        select(Message.idempotency_key, Message.status, Message.created_at)
+        .where(Message.party == "supervisor", Message.created_at >= since,
+               Message.idempotency_key.like(f"{AFTER_STOP_KEY}:%"))
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(2000)
+    )  # fmt: skip
+    alerts = []
+    for key, status, sent_at in rows:
+        found = _AFTER_STOP_ALERT_KEY.match(str(key))
+        if found is not None:
+            alerts.append(
+                AfterStopAlert(int(found["texter"]), found["hour"], int(found["round"] or 0), found["supervisor"],
+                               str(status), sent_at)
+            )  # fmt: skip
+    return alerts
+
+
 def _alert_again_after_stop(document: RoutingDocument, counts: dict[str, int]) -> None:
-    """People the line cannot text back whose alert reached none of the supervisors (Twilio
-    refused it, or could not be reached): texted again, as stuck texts are, a round every
-    ``REALERT_EVERY``, ``MAX_ALERT_ROUNDS`` in all, within ``REALERT_WINDOW`` of the first.
-    Not once they text START. A round's keys are claimed like every text: two sweeps send it
-    once, and one still being sent (``claimed``) is too recent to follow."""
+    """People the line cannot text back about whom no supervisor got an alert (Twilio refused
+    them, or could not be reached): their latest series is texted again, as stuck texts are, a
+    round every ``REALERT_EVERY``, ``MAX_ALERT_ROUNDS`` in all, within ``REALERT_WINDOW``. Per
+    person, not per hour: someone who wrote either side of the hour gets one series. Not once
+    they text START. A round's keys are claimed like every text: two sweeps send it once, and
+    one still being sent (``claimed``) is too recent to follow."""
     if not document.supervisors:
         return
     moment = now()
-    sent = select(Message.idempotency_key, Message.status, Message.created_at).where(
-        Message.party == "supervisor",
-        Message.idempotency_key.like(f"{AFTER_STOP_KEY}:%"),
-        Message.created_at >= moment - REALERT_WINDOW,
-    )
-    alerts: dict[str, tuple[int, datetime, bool]] = {}  # per person and hour: (rounds, last tried, anyone told)
-    for key, status, tried_at in db.session.execute(sent.limit(2000)):
-        parts = str(key).split(":")  # text-after-stop:<texter>:<hour>[:r<round>]:<supervisor>
-        base = ":".join(parts[:3])
-        number = int(parts[3].removeprefix("r")) + 1 if len(parts) == 5 else 1  # rounds this one makes
-        rounds, last, told = alerts.get(base, (0, tried_at, False))
-        alerts[base] = (max(rounds, number), max(last, tried_at), told or delivery.taken(status))
-    for base, (rounds, last, told) in alerts.items():
-        if told or rounds >= MAX_ALERT_ROUNDS or last > moment - REALERT_EVERY:
+    by_person: dict[int, list[AfterStopAlert]] = {}
+    for alert in after_stop_alerts(moment - REALERT_WINDOW):
+        by_person.setdefault(alert.texter_id, []).append(alert)
+    for texter_id, alerts in by_person.items():
+        if any(delivery.taken(alert.status) for alert in alerts):
+            continue  # a supervisor has it
+        if max(alert.sent_at for alert in alerts) > moment - REALERT_EVERY:
             continue
-        texter_id = base.split(":")[1]
-        still_stopped = texts_after_stop(moment).where(Message.texter_id == int(texter_id)).limit(1)
+        hour = max(alert.hour for alert in alerts)
+        rounds = 1 + max(alert.round for alert in alerts if alert.hour == hour)
+        if rounds >= MAX_ALERT_ROUNDS:
+            continue
+        still_stopped = texts_after_stop(moment).where(Message.texter_id == texter_id).limit(1)
         message = db.session.scalars(still_stopped).first()
         if message is None:
             continue  # they texted START: the line can answer them again
         body = document.staff_prompt("text_after_stop_sms", case=stuck_case(message.id))
-        outbox.tell_supervisors(document, key=f"{base}:r{rounds}", body=body, from_number=_line_of(message))
+        key = f"{AFTER_STOP_KEY}:{texter_id}:{hour}:r{rounds}"
+        outbox.tell_supervisors(document, key=key, body=body, from_number=_line_of(message))
         counts["after_stop_realerted"] += 1
 
 

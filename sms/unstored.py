@@ -143,10 +143,13 @@ def purge_kept(cutoffs: Cutoffs) -> int:
                     received_at = datetime.fromisoformat(record["received_at"])
                 except (DecryptionError, ValueError, KeyError, TypeError):
                     continue
-                if received_at < cutoffs.texts:
-                    removed += int(client.lrem(key, 1, token))
-    except redis.RedisError as error:
-        log.error("kept texts not purged this time, Redis failed: %s", type(error).__name__)
+                if received_at < cutoffs.texts and client.lrem(key, 1, token):
+                    removed += 1
+                    if key == KEY:  # never stored: lost to its retention window, as an operator should know
+                        sid = twilio_params.message_key(str(record.get("MessageSid", "")))
+                        log.error("kept text %s was never stored and is past its retention: removed", sid)
+    except Exception as error:  # Redis away, or anything else: the rest of the purge goes on
+        log.error("kept texts not purged this time: %s", type(error).__name__)
     return removed
 
 

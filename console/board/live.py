@@ -24,10 +24,11 @@ from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
 from sms.conversations import (
     AFTER_STOP_ALERT_WINDOW,
-    AFTER_STOP_KEY,
     OPEN_STATES,
     RETRY_AFTER,
     STUCK_LISTED_FOR,
+    AfterStopAlert,
+    after_stop_alerts,
     latest_texts_after_stop,
     stuck_alert_keys,
     stuck_case,
@@ -285,34 +286,28 @@ def stuck_text_rows(document: RoutingDocument, moment: datetime) -> list[StuckTe
 
 def after_stop_rows(document: RoutingDocument, moment: datetime) -> list[AfterStopRow]:
     """The people the line cannot text back, newest first, one row each (their latest text),
-    with whether the supervisors were texted about them: an alert goes once per person per
-    hour, so any alert about them in the listed day counts."""
+    with how many supervisors were texted about it: alerts since the hour it was marked (one
+    goes per person per hour, and is sent again while nobody got it), each supervisor once."""
     messages = latest_texts_after_stop(moment, limit=BOARD_LIMIT)
     if not messages:
         return []
-    tried: dict[str, int] = {}
-    taken: dict[str, int] = {}
-    alerts = select(Message.idempotency_key, Message.status).where(
-        Message.party == "supervisor",
-        Message.idempotency_key.like(f"{AFTER_STOP_KEY}:%"),
-        Message.created_at >= moment - STUCK_LISTED_FOR,
-    )
-    for key, status in db.session.execute(alerts.limit(20 * BOARD_LIMIT)):
-        texter = str(key).split(":")[1]  # text-after-stop:<texter>:<hour>:<supervisor>
-        tried[texter] = tried.get(texter, 0) + 1
-        taken[texter] = taken.get(texter, 0) + int(told_by(status))
+    alerts: dict[int, list[AfterStopAlert]] = {}
+    for alert in after_stop_alerts(moment - STUCK_LISTED_FOR):
+        alerts.setdefault(alert.texter_id, []).append(alert)
     rows = []
     for message in messages:
         marked = message.person_needed_at or moment
-        texter = str(message.texter_id)
-        if texter in tried:
-            alert = alert_state(True, tried[texter], taken[texter])
+        about_it = [a for a in alerts.get(message.texter_id or 0, []) if a.hour >= f"{marked:%Y%m%d%H}"]
+        tried = {alert.supervisor for alert in about_it}
+        told = {alert.supervisor for alert in about_it if told_by(alert.status)}
+        if tried:
+            alert_text = alert_state(True, len(tried), len(told))
         elif not document.supervisors:
-            alert = "no supervisor is listed to text"
+            alert_text = "no supervisor is listed to text"
         else:
-            alert = "not yet" if moment - marked < AFTER_STOP_ALERT_WINDOW else "no alert was sent"
+            alert_text = "not yet" if moment - marked < AFTER_STOP_ALERT_WINDOW else "no alert was sent"
         seconds_ago = max(0, int((moment - marked).total_seconds()))
-        rows.append(AfterStopRow(message.id, stuck_case(message.id), seconds_ago, ago(seconds_ago), alert))
+        rows.append(AfterStopRow(message.id, stuck_case(message.id), seconds_ago, ago(seconds_ago), alert_text))
     return rows
 
 

@@ -102,3 +102,20 @@ def test_a_line_without_supervisors_says_there_was_nobody_to_text(
 )  # fmt: skip
 def test_how_long_ago_reads_for_rows_listed_a_whole_day(seconds: int, said: str) -> None:
     assert ago(seconds) == said
+
+
+def test_the_board_counts_each_supervisor_once_for_the_persons_latest_text_not_every_alert_of_the_day(
+    client: FlaskClient, supervisor: Account, texting: TextingPhone, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    texting.send(TEXTER, "STOP")
+    texting.send(TEXTER, WORDS)
+    clock_tick()
+    wednesday_evening.shift(timedelta(hours=1))
+    texting.send(TEXTER, "please")
+    clock_tick()  # a second alert to the same supervisor, for the new hour
+    sign_in(client, supervisor)
+
+    (row,) = board(client)["after_stop"]
+
+    assert row["alert"] == "yes (1)"

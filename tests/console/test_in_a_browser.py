@@ -456,7 +456,7 @@ def test_a_supervisors_open_board_shows_someone_who_wrote_after_stop_and_points_
         rows = page.locator("#after-stop-rows tr")
         expect(rows).to_have_count(1, timeout=BOARD_REFRESH_WAIT_MS)  # drawn by the board's own refresh
         expect(section).to_be_visible()
-        expect(rows.first).to_contain_text("yes (1)")
+        expect(rows.first).to_contain_text("yes (1)", timeout=BOARD_REFRESH_WAIT_MS)  # drawn "not yet" first
         expect(section.get_by_role("link", name="emergency unmask")).to_be_visible()
         assert "kill" not in page.content() and "5550177" not in page.content()
         shot(page, database, "board-after-stop")

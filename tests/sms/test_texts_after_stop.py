@@ -221,3 +221,45 @@ def test_someone_who_texts_start_is_not_alerted_about_again(
 
     assert clock_tick()["texts"]["after_stop_realerted"] == 0
     assert alerts(texting) == []
+
+
+def test_someone_who_wrote_either_side_of_the_hour_gets_one_series_of_alerts_not_two(
+    texting: TextingPhone, fake: FakeTwilio, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    wednesday_evening.shift(timedelta(minutes=57))  # 17:57
+    texting.send(TEXTER, "STOP")
+    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable", times=None)
+    texting.send(TEXTER, WORDS)
+    clock_tick()
+    wednesday_evening.shift(timedelta(minutes=4))  # 18:01: a new hour, a new first alert
+    texting.send(TEXTER, "please")
+    clock_tick()
+
+    realerts = 0
+    for _minute in range(45):
+        wednesday_evening.shift(timedelta(seconds=61))
+        realerts += clock_tick()["texts"]["after_stop_realerted"]
+
+    assert realerts == convo.MAX_ALERT_ROUNDS - 1
+
+
+def test_a_text_from_before_a_start_is_not_alerted_about_again_when_they_text_stop_once_more(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    """STOP is how texters end a conversation: someone helped since must not be alerted about,
+    listed on the board or offered for unmasking, for what they wrote under the earlier STOP."""
+    texting.send(TEXTER, "STOP")
+    texting.send(TEXTER, WORDS)
+    fake.inject_fault("POST", r"/Messages\.json$", status=503, code=20503, message="Service Unavailable")
+    clock_tick()  # the alert is refused
+    texting.send(TEXTER, "START")
+    texting.send(TEXTER, "STOP")  # they talked, and ended it
+
+    wednesday_evening.shift(convo.REALERT_EVERY + timedelta(seconds=1))
+
+    assert clock_tick()["texts"]["after_stop_realerted"] == 0
+    assert alerts(texting) == []
+    with app.app_context():
+        assert convo.latest_texts_after_stop(convo.now()) == []
