@@ -606,10 +606,18 @@ def texts_after_stop(moment: datetime) -> Select[Message]:
 def latest_texts_after_stop(moment: datetime, limit: int = 200) -> list[Message]:
     """Each opted-out sender's latest text the line could not answer (one per person), the
     newest people first: what the board and the emergency unmask page list."""
-    latest: dict[int | None, Message] = {}
-    for message in db.session.scalars(texts_after_stop(moment).limit(5 * limit)):
-        latest.setdefault(message.texter_id, message)
-    return list(latest.values())[:limit]
+    newest_per_person = (
+        texts_after_stop(moment)
+        .with_only_columns(func.max(Message.id))
+        .group_by(Message.texter_id)
+        .order_by(None)
+        .order_by(func.max(Message.person_needed_at).desc())
+        .limit(limit)
+    )
+    chosen = select(Message).where(Message.id.in_(newest_per_person.scalar_subquery()))
+    latest = list(db.session.scalars(chosen))
+    latest.sort(key=lambda message: (message.person_needed_at or moment, message.id), reverse=True)
+    return latest
 
 
 def _tell_of_texts_after_stop(document: RoutingDocument, counts: dict[str, int]) -> None:

@@ -263,3 +263,22 @@ def test_a_text_from_before_a_start_is_not_alerted_about_again_when_they_text_st
     assert alerts(texting) == []
     with app.app_context():
         assert convo.latest_texts_after_stop(convo.now()) == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_someone_who_writes_many_times_after_stop_does_not_hide_anyone_else_from_the_lists(
+    app: Flask, texting: TextingPhone
+) -> None:
+    other = "+13125550178"
+    texting.send(other, "STOP")
+    texting.send(other, WORDS)
+    texting.send(TEXTER, "STOP")
+    for attempt in range(12):
+        texting.send(TEXTER, f"is anyone there {attempt}")
+    newest = last_inbound_id(app)
+
+    with app.app_context():
+        listed = convo.latest_texts_after_stop(convo.now(), limit=2)
+
+        assert listed[0].id == newest  # the newest person first, their latest text
+        assert len(listed) == 2 and len({message.texter_id for message in listed}) == 2
