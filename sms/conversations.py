@@ -151,12 +151,13 @@ def relay_to_counselor(
     conversation: Conversation, responder: Responder, document: RoutingDocument, message_id: int, body: str
 ) -> bool:
     """A texter's words (their inbound text ``message_id``) to the counselor with them, tagged;
-    one key per text, so live relays, the backlog and retries never send it twice."""
+    one key per text and counselor, so live relays, the backlog and retries never send it
+    twice, and a counselor taking a passed or requeued conversation still gets it all."""
     words = body.strip()
     if not words:
         return False
     prompt = document.staff_prompt("sms_relay", tag=conversation.tag, body=words)
-    return to_counselor(conversation, responder, f"relay:{message_id}", prompt)
+    return to_counselor(conversation, responder, f"relay:{message_id}:{responder.id}", prompt)
 
 
 def estimate_wait_minutes(conversation: Conversation, document: RoutingDocument) -> int:

@@ -58,13 +58,13 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
     tagged = _TAGGED.match(body)
     if tagged:
         verb, tag = tagged.group(1).upper(), tagged.group(2)
-        conversation = db.session.get(Conversation, int(tag))
+        conversation = _conversation(tag)
         if conversation is None:
             return Reply(document.staff_prompt("sms_too_late", tag=tag))
         return _tagged_command(document, responder, verb, conversation)
     relay = _RELAY.match(body)
     if relay:
-        conversation = db.session.get(Conversation, int(relay.group(1)))
+        conversation = _conversation(relay.group(1))
         words = relay.group(2).strip()
         if conversation is None or conversation.state != "active" or conversation.counselor_id != responder.id:
             return Reply(document.staff_prompt("sms_too_late", tag=relay.group(1)))
@@ -73,10 +73,14 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
     if bare in NEVER_RELAYED:
         # "END" without a number must not reach a texter (and is an opt-out word to carriers).
         return Reply(document.staff_prompt("sms_needs_tag", command=bare))
-    mine = _active_conversations(responder)
+    # Only conversations they had when they wrote: a text handled late (the clock's retry) must
+    # not reach a texter they took since. Late with several, who wrote last may have changed
+    # too: they are asked for the tag rather than guessed for.
+    mine = [c for c in _active_conversations(responder) if c.assigned_at is None or c.assigned_at <= inbound.created_at]
     if not mine:
         return Reply(document.staff_prompt("sms_no_conversation"))
-    target = _untagged_target(mine)
+    late = convo.now() - inbound.created_at > convo.RETRY_AFTER
+    target = None if late and len(mine) > 1 else _untagged_target(mine)
     if target is None:
         tags = ", ".join(f"#{c.tag}" for c in mine)
         return Reply(document.staff_prompt("sms_ambiguous", tags=tags))
@@ -101,6 +105,17 @@ def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, 
         return Reply(document.staff_prompt("sms_ended", tag=tag))
     convo.pass_back(conversation, responder, document)
     return Reply(document.staff_prompt("sms_passed", tag=tag))
+
+
+# Conversation ids are 32-bit: a longer "tag" (a pasted phone number) is no conversation, and
+# must not reach the database, which would refuse the number and leave the text unhandled.
+MAX_TAG_DIGITS = 9
+
+
+def _conversation(tag: str) -> Conversation | None:
+    if len(tag) > MAX_TAG_DIGITS:
+        return None
+    return db.session.get(Conversation, int(tag))
 
 
 def _relay(conversation: Conversation, inbound: Message, words: str) -> Reply:

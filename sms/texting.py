@@ -80,14 +80,20 @@ def handle_texter_message(
         db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=current.id))
         # The row comes back from its UPDATE (which locks it until the commit): its state, as a
         # counselor or the queue may have left it, without reading it again.
-        conversation = db.session.scalars(
+        still_open = db.session.scalars(
             update(Conversation)
-            .where(Conversation.id == current.id)
+            .where(Conversation.id == current.id, Conversation.state.in_(convo.OPEN_STATES))
             .values(last_activity_at=convo.now(), last_texter_at=convo.now())
             .returning(Conversation)
             .execution_options(populate_existing=True)
-        ).one()
-        commit_keeping_loaded()
+        ).one_or_none()
+        if still_open is None:
+            # Closed since it was read (the counselor's END, an idle close committed meanwhile):
+            # this text opens a new conversation, as it would have a moment later. Never dropped.
+            conversation = convo.start_conversation(texter, line_number, with_text=inbound.id)
+        else:
+            conversation = still_open
+            commit_keeping_loaded()
     language = document.language(conversation.language)
     if conversation.state == "active":
         handle_step(document, conversation, inbound, body)  # with a counselor, every word goes to them

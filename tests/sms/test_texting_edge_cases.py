@@ -51,7 +51,11 @@ def test_a_counselors_command_without_a_number_is_never_relayed(app: Flask, text
     replies = texting.send(BEN, word)
 
     assert texting.inbox(TEXTER) == before
-    assert replies == [f"Not sent. Add the conversation number, like {word.upper()} 12."]
+    command = word.upper()
+    assert replies == [
+        f"Not sent: {command} on its own is never passed on. To send it to your texter, write #12 {command}."
+        " Commands take the number: YES 12, END 12, PASS 12."
+    ]
 
 
 def taken_by_ben_who_wrote(app: Flask, texting: TextingPhone) -> int:

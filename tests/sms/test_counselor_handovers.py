@@ -1,0 +1,120 @@
+"""What a counselor's phone gets when a conversation changes hands, a reply is handled late, a
+"tag" is not one, or the texter writes as the counselor ends it: nothing lost, nothing sent
+to the wrong texter, nothing stuck."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import select
+
+import sms.inbound
+from crisisline.db import db
+from crisisline.models import Conversation, Message
+from sms import conversations as convo
+from tests.conftest import TextingPhone
+from tests.rota import BEN, DIEGO
+
+TEXTER = "+13125550177"
+OTHER_TEXTER = "+13125550178"
+
+
+def conversations(app: Flask) -> list[Conversation]:
+    with app.app_context():
+        return list(db.session.scalars(select(Conversation).order_by(Conversation.id)))
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_taking_a_passed_conversation_gets_everything_the_texter_wrote(
+    app: Flask, texting: TextingPhone
+) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    tag = conversations(app)[0].id
+    texting.send(BEN, f"YES {tag}")
+    texting.send(TEXTER, "I have the pills here")
+    texting.send(BEN, f"PASS {tag}")
+
+    taken = texting.send(DIEGO, f"YES {tag}")
+
+    assert f"#{tag}: I want to kill myself" in taken
+    assert f"#{tag}: I have the pills here" in taken
+
+
+def test_a_counselors_untagged_reply_retried_by_the_clock_never_reaches_a_texter_taken_since(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    texting.send(TEXTER, "I want to kill myself")
+    first = conversations(app)[0].id
+    texting.send(BEN, f"YES {first}")
+    handle = sms.inbound.handle_staff_message
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(sms.inbound, "handle_staff_message", handle)
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(sms.inbound, "handle_staff_message", fails_once)
+    texting.send(BEN, "Please put the pills in another room")  # meant for the first texter; handling fails
+    wednesday_evening.shift(timedelta(minutes=3))  # the other texter writes well after the first one
+    texting.send(OTHER_TEXTER, "I want to end my life")
+    second = conversations(app)[1].id
+    assert texting.send(BEN, f"YES {second}")[-1].startswith(f"You have #{second}.")
+    texting.send(OTHER_TEXTER, "are you there")
+    wednesday_evening.shift(timedelta(seconds=30))
+
+    clock_tick()  # the retry of Ben's reply
+
+    assert not any("pills" in text for text in texting.inbox(OTHER_TEXTER))
+    assert any("pills" in text for text in texting.inbox(TEXTER))  # the only one he had when he wrote
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+@pytest.mark.parametrize("body", ["#3333333333 call me", "YES 99999999999999999999", "#12345678901234567890"])
+def test_a_tag_too_long_to_be_a_conversation_is_answered_not_left_stuck(
+    app: Flask, texting: TextingPhone, body: str
+) -> None:
+    """A pasted phone number, say: the database would refuse the number, and the text would be
+    retried for hours and reported stuck to the supervisors."""
+    replies = texting.send(BEN, body)
+
+    assert len(replies) == 1 and "already taken or closed" in replies[0]
+    with app.app_context():
+        assert db.session.scalars(convo.stuck_texts(convo.now())).all() == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_texters_text_arriving_as_their_counselor_ends_the_conversation_opens_a_new_one(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text's handling read the conversation open; Ben's END committed before it wrote."""
+    texting.send(TEXTER, "I want to kill myself")
+    tag = conversations(app)[0].id
+    texting.send(BEN, f"YES {tag}")
+    read_open = convo.open_conversation
+
+    def ended_meanwhile(texter: Any) -> Any:
+        found = read_open(texter)
+        monkeypatch.setattr(convo, "open_conversation", read_open)
+        db.session.execute(
+            Conversation.__table__.update().where(Conversation.id == tag).values(state="closed")  # type: ignore[attr-defined]
+        )
+        db.session.commit()
+        return found
+
+    monkeypatch.setattr(convo, "open_conversation", ended_meanwhile)
+
+    texting.send(TEXTER, "wait, I'm not ok")
+
+    states = [conversation.state for conversation in conversations(app)]
+    assert states[0] == "closed" and len(states) == 2 and states[1] != "closed"  # a new one, at the menus
+    with app.app_context():
+        newest = db.session.scalars(
+            select(Message).where(Message.direction == "in").order_by(Message.id.desc())
+        ).first()
+        assert newest is not None and newest.conversation_id == conversations(app)[1].id
+    assert len(texting.inbox(TEXTER)) >= 2  # answered, not silent
