@@ -68,7 +68,19 @@ def start_attempt(contact: ScheduledContact) -> str:
     db.session.refresh(callback)
     call = db.session.get(Call, callback.call_id)
     assert call is not None
-    if _reached_us_since(callback, call):
+    reached = _reached_us_since(callback, call)
+    if reached == HOLDING:
+        # They called in again and hold live now: that call keeps their place, and a search for
+        # them now would ring a counselor to call a phone that is busy on our line. Asked again
+        # in a minute: a human reached them by then (canceled below), or they hung up without
+        # one (this attempt runs then; their callback is not lost with that call).
+        due = state.now() + HOLDING_RECHECK
+        schedule(
+            "callback", f"callback:{callback.id}:{contact.attempt}:holding:{due:%Y%m%d%H%M}", due,
+            call_id=callback.call_id, callback_id=callback.id, attempt=contact.attempt,
+        )  # fmt: skip
+        return "not_needed"
+    if reached == REACHED:
         canceled = db.session.execute(
             update(Callback)
             .where(Callback.id == callback.id, Callback.state == "waiting")
@@ -89,13 +101,18 @@ def start_attempt(contact: ScheduledContact) -> str:
     return "sent"
 
 
-def _reached_us_since(callback: Callback, call: Call) -> bool:
-    """The person called in again after asking, and is (or was) being looked after live."""
+REACHED, HOLDING = "reached", "holding"
+HOLDING_RECHECK = timedelta(minutes=1)
+
+
+def _reached_us_since(callback: Callback, call: Call) -> str | None:
+    """Whether the person called in again after asking: ``REACHED`` (a counselor has, or had,
+    them live), ``HOLDING`` (they hold live now, nobody yet), or None."""
     if not call.caller_hash:
-        return False
-    return (
-        db.session.scalar(
-            select(func.count(Transfer.id))
+        return None
+    states = set(
+        db.session.scalars(
+            select(Transfer.state)
             .join(Call, Call.id == Transfer.call_id)
             .where(
                 Call.caller_hash == call.caller_hash,
@@ -105,8 +122,10 @@ def _reached_us_since(callback: Callback, call: Call) -> bool:
                 Transfer.state.in_(("waiting", "connecting", "connected", "ended")),
             )
         )
-        or 0
-    ) > 0
+    )
+    if states & {"connecting", "connected", "ended"}:
+        return REACHED
+    return HOLDING if states else None
 
 
 @sends("callback_missed")

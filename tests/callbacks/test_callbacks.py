@@ -355,6 +355,7 @@ def test_a_person_who_calls_in_again_before_the_callback_is_not_called_twice(
     ask_for_callback(phone)
     again = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)  # same number, holding live now
     legs_before = len(responder_legs(fake))
+    phone.answer(responder_legs(fake)[-1].sid, [Keys("1")])  # a counselor takes their live call
 
     run_worker()
 
@@ -362,6 +363,50 @@ def test_a_person_who_calls_in_again_before_the_callback_is_not_called_twice(
     assert len(responder_legs(fake)) == legs_before  # nobody rung for the stale callback
     (callback,) = callbacks(app)
     assert (callback.state, callback.outcome) == ("canceled", "called_in")
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_callback_waits_while_its_person_holds_live_and_is_cancelled_once_a_counselor_has_them(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    ask_for_callback(phone)
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)  # holding live, nobody has them yet
+    legs_before = len(responder_legs(fake))
+
+    run_worker()
+
+    assert len(responder_legs(fake)) == legs_before  # nobody rung to call a phone busy on our line
+    (callback,) = callbacks(app)
+    assert callback.state == "waiting"
+    later = contacts(app, "callback")[-1]
+    assert later.state == "pending"
+
+    phone.answer(responder_legs(fake)[-1].sid, [Keys("1")])  # then a counselor takes the live call
+    with time_machine.travel(later.due_at + timedelta(seconds=1)):
+        assert run_contact(app, later) == "not_needed"
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("canceled", "called_in")
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_person_who_hangs_up_holding_on_a_second_call_still_gets_their_callback(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    """Before, the second call cancelled the callback as "called in" the moment it held, and
+    its hang-up left them with neither a counselor nor the callback they were promised."""
+    ask_for_callback(phone)
+    again = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    run_worker()
+    later = contacts(app, "callback")[-1]
+    phone.hang_up(again)  # gives up holding before anyone answers
+    legs_before = len(responder_legs(fake))
+
+    with time_machine.travel(later.due_at + timedelta(seconds=1)):
+        assert run_contact(app, later) == "sent"
+
+    (callback,) = callbacks(app)
+    assert callback.state == "waiting"
+    assert len(responder_legs(fake)) > legs_before  # a counselor is rung for their callback
 
 
 def test_a_check_in_reply_2_on_a_talk_by_call_line_rings_a_counselor_then_calls_them(
