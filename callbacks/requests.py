@@ -135,10 +135,29 @@ def _call_for_texter(call_sid: str, texter: Texter, line_number: str | None, lan
     return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
 
 
+# A callback still to be made: a person asking again (another call, a text) is given this one.
+OPEN_CALLBACK_STATES = ("waiting", "calling", "retry_wait")
+
+
 def _create(
     *, dedupe_key: str, origin: str, call_id: int, conversation_id: int | None, language: str, need: str,
     queue_since: datetime,
 ) -> Callback:  # fmt: skip
+    """The callback for this request: the person's own still to be made, if they asked before
+    (on another call, or by text), so two counselors never dial one phone at once; else a new
+    one (once per ``dedupe_key``)."""
+    call = db.session.get(Call, call_id)
+    if call is not None and call.caller_hash:
+        already = db.session.scalars(
+            select(Callback)
+            .join(Call, Call.id == Callback.call_id)
+            .where(Call.caller_hash == call.caller_hash, Callback.state.in_(OPEN_CALLBACK_STATES))
+            .order_by(Callback.id)
+            .limit(1)
+        ).first()
+        if already is not None:
+            db.session.commit()
+            return already
     db.session.execute(
         insert_ignoring_duplicates(
             Callback,

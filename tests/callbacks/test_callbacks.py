@@ -479,3 +479,29 @@ def test_a_person_answering_after_their_counselor_hung_up_is_not_left_in_an_empt
     assert "/voice/hold" in twiml  # searching again, with them live on the line
     (callback,) = callbacks(app)
     assert (callback.state, callback.outcome) == ("connected", "answered_late")
+
+
+def test_a_person_asking_again_on_another_call_or_by_text_keeps_one_callback_and_one_counselor_dials_them(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None],
+    run_worker: Callable[..., None],
+) -> None:  # fmt: skip
+    """Before, each request made its own callback: two counselors were rung at once, both
+    pressed 1, and the same phone was dialled twice."""
+    first = ask_for_callback(phone)
+    second = ask_for_callback(phone)  # called again a minute later, and asked again
+    texting.send(CALLER, "I need to talk to someone")
+    by_text = texting.send(CALLER, "CALL")
+
+    promised = "We will call you back at this number as soon as someone is free."
+    assert promised in first.heard_text() and promised in second.heard_text()
+    assert by_text == [
+        "We will call you at this number as soon as a counselor is free. If you are in danger, call 911."
+    ]
+    assert len(callbacks(app)) == 1
+
+    run_worker()
+    counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])  # one counselor rung, once
+
+    (person_leg,) = person_legs(fake)
+    person = phone.answer(person_leg.sid)
+    assert person.conference == counselor.conference
