@@ -17,6 +17,9 @@ from transfer.availability import availability
 
 COMMANDS = ("ON", "OFF", "STATUS")
 AMBIGUITY_WINDOW = timedelta(minutes=2)
+# How far two processes' clocks may differ (a conversation taken by one, a reply stored by
+# another): a reply is never held to have come before a conversation taken this much after it.
+CLOCKS_APART = timedelta(seconds=5)
 NEVER_RELAYED = frozenset(
     {"YES", "END", "PASS", "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "QUIT", "REVOKE", "OPTOUT", "START",
      "UNSTOP", "HELP", "INFO"}
@@ -76,7 +79,8 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
     # Only conversations they had when they wrote: a text handled late (the clock's retry) must
     # not reach a texter they took since. Late with several, who wrote last may have changed
     # too: they are asked for the tag rather than guessed for.
-    mine = [c for c in _active_conversations(responder) if c.assigned_at is None or c.assigned_at <= inbound.created_at]
+    written = inbound.created_at + CLOCKS_APART  # another process's clock may run a little ahead
+    mine = [c for c in _active_conversations(responder) if c.assigned_at is None or c.assigned_at <= written]
     if not mine:
         return Reply(document.staff_prompt("sms_no_conversation"))
     late = convo.now() - inbound.created_at > convo.RETRY_AFTER
