@@ -108,6 +108,7 @@ def test_a_callback_canceled_because_the_person_called_in_again_records_callback
     publish_routing(callback_at_once)
     caller(phone, 13, [*MENTAL_HEALTH, CALLBACK_KEY])
     caller(phone, 13, MENTAL_HEALTH, max_hold_turns=0)  # the same number, holding live now
+    phone.answer(ringing(fake).sid, [Keys("1")])  # and a counselor has them
 
     assert run_due() == ["not_needed"]
 
