@@ -163,23 +163,24 @@ def answer_if_late(twiml: str) -> bool:
 def promised_answer() -> str | None:
     """The TwiML this request's handler asked its deadline to answer with (``answer_if_late``),
     if any: what its own failure should answer too."""
-    progress = request.environ.get(PROGRESS) if has_request_context() else None
-    if progress is None:
-        return None
-    with _ANSWER_LOCK:
-        promised: str | None = progress.get(LATE_TWIML)
-        return promised
+    return _read_progress(LATE_TWIML)
 
 
 def answered_by_deadline() -> str | None:
     """Whether this request's deadline has already answered for it: ``PROMISED`` (with the
     handler's ``answer_if_late`` TwiML), ``FAILSAFE`` (the route's fail-safe), or None."""
+    return _read_progress(ANSWERED)
+
+
+def _read_progress(key: str) -> str | None:
+    """One of the keys the handler and its deadline share, read under their lock (None outside
+    a deadline-bound request)."""
     progress = request.environ.get(PROGRESS) if has_request_context() else None
     if progress is None:
         return None
     with _ANSWER_LOCK:
-        answered: str | None = progress.get(ANSWERED)
-        return answered
+        value: str | None = progress.get(key)
+        return value
 
 
 def _read_body(environ: dict[str, Any], limit: int) -> bytes:
