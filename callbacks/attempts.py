@@ -33,6 +33,7 @@ from workers.contacts import schedule, sends
 
 log = logging.getLogger(__name__)
 PERSON_LEG_GRACE = timedelta(seconds=120)  # past ring timeout: ask Twilio about a silent person leg
+UNSURE_LEG_GRACE = timedelta(seconds=30)  # past ring timeout: a leg never heard of was not placed
 
 
 def _active_document() -> RoutingDocument | None:
@@ -153,18 +154,26 @@ def send_missed_text(contact: ScheduledContact) -> str:
 
 
 @flow.callback_accepted.connect
-def _dial_the_person(transfer: Transfer, *, document: RoutingDocument, **_: object) -> bool:
+def _dial_the_person(transfer: Transfer, *, document: RoutingDocument, **_: object) -> bool | str:
     return call_person(transfer, document)
 
 
-def call_person(transfer: Transfer, document: RoutingDocument) -> bool:
-    """A responder accepted a callback: ring the person into their conference (once)."""
+def call_person(transfer: Transfer, document: RoutingDocument) -> bool | str:
+    """A responder accepted a callback: ring the person into their conference (once).
+
+    True if their phone rings (or may: Twilio's answer was lost), else the key of the staff
+    prompt that tells the responder why not."""
     callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
     call = db.session.get(Call, transfer.call_id)
     if callback is None or call is None or not call.sealed_caller:
-        return False
+        return NO_ANSWER
     if transfer.caller_call_sid:
         return True  # the same accept delivered twice: the person is already being rung
+    reached = _reached_us_since(callback, call)
+    if reached is not None:
+        # They called the line again while this search rang: never dial a phone that is busy
+        # on our own line, or a person a counselor has had since.
+        return _called_in_meanwhile(transfer, callback, reached)
     number = _vault().open(call.sealed_caller, context=PHONE_CONTEXT)
     try:
         placed = dispatch.rest_client().calls.create(
@@ -182,26 +191,85 @@ def call_person(transfer: Transfer, document: RoutingDocument) -> bool:
             # privacy), tell the counselor, and try again later.
             machine_detection="Enable",
         )
+    except (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError) as error:
+        # Twilio may have placed it all the same: the responder waits as if it rings. Its own
+        # webhooks bring its SID (``adopt_person_leg``); if none comes, ``tend`` ends the attempt.
+        log.warning("callback %s: unsure whether the person's call was placed (%s)", callback.id, type(error).__name__)
+        _calling(transfer, callback, unsure=True)
+        return True
     except (TwilioRestException, requests.RequestException, OSError) as error:
         code = getattr(error, "code", None) or type(error).__name__
         log.warning("callback %s: the person's call was not placed (%s)", callback.id, code)
-        person_not_reached(transfer, document, "not_placed", tell_responder=False)  # told in the reply
-        return False
+        return person_not_reached(transfer, document, "not_placed", tell_responder=False)  # told in the reply
     db.session.execute(
         update(Transfer)
         .where(Transfer.id == transfer.id, Transfer.caller_call_sid == "")
         .values(caller_call_sid=placed.sid)
     )
-    db.session.execute(
-        update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="calling")
-    )
     # queue_time: how long Twilio's calls-per-second queue held the call before it rang (ms).
     queued_ms = dispatch.queue_time_ms(placed)
     line_queue.call_queue().heard(queued_ms)
-    flow.record_event(transfer, "callback.dialled", f"callback:{callback.id}:dialled:{transfer.id}",
-                      queue_time_ms=queued_ms)  # fmt: skip
-    db.session.commit()
+    _calling(transfer, callback, queue_time_ms=queued_ms)
     return True
+
+
+def _calling(transfer: Transfer, callback: Callback, **detail: object) -> None:
+    db.session.execute(
+        update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="calling")
+    )
+    flow.record_event(transfer, "callback.dialled", f"callback:{callback.id}:dialled:{transfer.id}", **detail)
+    db.session.commit()
+
+
+# What a responder who accepted a callback is told when the person is not rung.
+NO_ANSWER, LAST_NO_ANSWER = "callback_no_answer", "callback_no_answer_last"
+CALLED_IN, HOLDING_LIVE = "callback_called_in", "callback_person_holding"
+
+
+def _called_in_meanwhile(transfer: Transfer, callback: Callback, reached: str) -> str:
+    """The person called the line again while this attempt's search rang a counselor. Reached
+    by a counselor since: the callback is done. Holding live now: this attempt ends unrung and
+    the next is due in a minute (their live call goes first; hanging up on it loses them
+    nothing). The responder who accepted is told, and is free for the next contact (their live
+    call among them) once they hang up."""
+    state.move_transfer(transfer.id, ("connecting",), "ended", end_reason="person_called_in")
+    flow.record_event(transfer, "callback.person_called_in", f"transfer:{transfer.id}:called_in", reached=reached)
+    if reached == REACHED:
+        canceled = db.session.execute(
+            update(Callback)
+            .where(Callback.id == callback.id, Callback.state == "waiting")
+            .values(state="canceled", outcome="called_in", finished_at=state.now())
+        ).rowcount  # type: ignore[attr-defined]
+        if canceled:
+            record_outcome(callback, "callback.canceled", "called_in")
+        db.session.commit()
+        return CALLED_IN
+    moved = db.session.execute(
+        update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="retry_wait")
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if moved:
+        attempt = callback.attempts + 1
+        schedule(
+            "callback", f"callback:{callback.id}:{attempt}", state.now() + HOLDING_RECHECK, call_id=callback.call_id,
+            callback_id=callback.id, attempt=attempt,
+        )  # fmt: skip
+    return HOLDING_LIVE
+
+
+def adopt_person_leg(transfer: Transfer, call_sid: str) -> None:
+    """The person's leg reported itself (its SID unknown: Twilio's answer to placing it was
+    lost). From now on it is this attempt's leg."""
+    if transfer.caller_call_sid or not call_sid:
+        return
+    db.session.execute(
+        update(Transfer)
+        .where(Transfer.id == transfer.id, Transfer.caller_call_sid == "")
+        .values(caller_call_sid=call_sid)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    db.session.refresh(transfer)
 
 
 def person_answered(transfer: Transfer) -> bool:
@@ -253,23 +321,30 @@ def person_leg_ended(transfer: Transfer, document: RoutingDocument, status: str,
 
 def person_not_reached(
     transfer: Transfer, document: RoutingDocument, reason: str, *, tell_responder: bool = True
-) -> None:
-    """End this attempt (once): tell the waiting responder, then retry or text."""
+) -> str:
+    """End this attempt (once): tell the waiting responder, then retry or text. Returns the key
+    of what the responder is told (whether another attempt will follow)."""
+    callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
+    told = NO_ANSWER if callback is None or _retries_left(callback, document) else LAST_NO_ANSWER
     if not state.move_transfer(transfer.id, ("connecting",), "ended", end_reason="person_no_answer"):
         db.session.commit()
-        return
+        return told
     flow.record_event(transfer, "callback.no_answer", f"transfer:{transfer.id}:no_answer", reason=reason)
     db.session.commit()
     for offer in state.staff_on_call(transfer.id) if tell_responder else ():
-        dispatch.tell_responder(offer.call_sid, document.staff_prompt("callback_no_answer"))
-    callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
+        dispatch.tell_responder(offer.call_sid, document.staff_prompt(told))
     if callback is not None:
         _next_step(callback, document)
+    return told
+
+
+def _retries_left(callback: Callback, document: RoutingDocument) -> bool:
+    return callback.attempts <= len(document.callbacks.retry_after_minutes)
 
 
 def _next_step(callback: Callback, document: RoutingDocument) -> None:
     retries = document.callbacks.retry_after_minutes
-    if callback.attempts <= len(retries):
+    if _retries_left(callback, document):
         moved = db.session.execute(
             update(Callback)
             .where(Callback.id == callback.id, Callback.state.in_(("waiting", "calling")))
@@ -327,7 +402,10 @@ def tend(document: RoutingDocument) -> dict[str, int]:
         select(Transfer).where(Transfer.mode == "callback", Transfer.state == "connecting")
     ).all()
     for transfer in stalled:
-        overdue = transfer.accepted_at is not None and moment - transfer.accepted_at > ring_limit
+        # No SID: Twilio's answer to placing it was lost. Had it placed the call, the leg's own
+        # webhooks would have brought the SID by now.
+        limit = ring_limit if transfer.caller_call_sid else ring_limit - PERSON_LEG_GRACE + UNSURE_LEG_GRACE
+        overdue = transfer.accepted_at is not None and moment - transfer.accepted_at > limit
         if overdue and (not transfer.caller_call_sid or dispatch.call_has_ended(transfer.caller_call_sid)):
             person_not_reached(transfer, document, "lost_status")
             counts["settled"] += 1

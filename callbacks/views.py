@@ -66,6 +66,7 @@ def person_answer() -> Response:
     """The person we called back picked up: a greeting, then their responder's conference.
     If the responder has gone meanwhile, they are on the line with us: search again."""
     transfer, document = transfer_views.requested_transfer(), transfer_views.active_document()
+    attempts.adopt_person_leg(transfer, twilio_params.call_sid(request.form) or "")
     answered_by = request.form.get("AnsweredBy", "")
     if answered_by.startswith("machine") or answered_by == "fax":
         attempts.person_not_reached(transfer, document, "machine")
@@ -91,6 +92,7 @@ def person_status() -> Response:
     status, call_sid = twilio_params.call_status(request.form), twilio_params.call_sid(request.form)
     if transfer is None or call_sid is None:
         return Response(status=204)  # acknowledged and ignored: no callback or no leg we know
+    attempts.adopt_person_leg(transfer, call_sid)
     if status in flow.TERMINAL_LEG_STATUSES and transfer.caller_call_sid in ("", call_sid):
         attempts.person_leg_ended(transfer, transfer_views.active_document(), status, call_sid)
     return Response(status=204)

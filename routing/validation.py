@@ -66,6 +66,16 @@ LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
 }
 LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "caller_on_backup": lambda prompts: "The caller has been passed to our backup line. Thank you.",
+    "callback_no_answer_last": lambda prompts: (
+        "They did not answer, and that was our last try. We will text them how to reach us. Thank you."
+    ),
+    "callback_called_in": lambda prompts: (
+        "They have reached us again since they asked, so we will not call them. Thank you."
+    ),
+    "callback_person_holding": lambda prompts: (
+        "They have just called the line again and are holding, so we will not call them now. Please hang up:"
+        " you may be rung for their call."
+    ),
     "sms_line_trouble": lambda prompts: (
         "Crisis line: the line is having trouble with your text. It is kept and will be handled as soon as it"
         " can be; an answer may come late."

@@ -28,7 +28,8 @@ from workers.contacts import schedule
 
 log = logging.getLogger(__name__)
 # A responder accepted a callback search (sender: the transfer; ``document``): a receiver
-# dials the person into the responder's conference and returns True if the call was placed.
+# dials the person into the responder's conference and returns True if their phone rings, or
+# else the key of the staff prompt the responder is told (``callback_no_answer`` by default).
 callback_accepted = Namespace().signal("callback-accepted")
 TERMINAL_LEG_STATUSES = dispatch.TERMINAL_LEG_STATUSES
 # An offer whose press of 1 came after the counselor's webhook had answered without it (its
@@ -412,10 +413,12 @@ def offer_decided(
     if transfer.mode == "callback":
         stop_ringing(transfer, keep=offer.id)
         # The callbacks feature dials the person (it subscribes; transfer does not import it).
-        placed = [result for _receiver, result in callback_accepted.send(transfer, document=document)]
-        if any(placed):
+        # A receiver answers True (their phone rings) or the staff prompt to tell the counselor.
+        answers = [result for _receiver, result in callback_accepted.send(transfer, document=document)]
+        if True in answers:
             return Decision("joined", lead="callback_calling")
-        return Decision("staff", "callback_no_answer")
+        told = next((answer for answer in answers if isinstance(answer, str)), "callback_no_answer")
+        return Decision("staff", told)
     # The caller first (their next hold turn would also bring them in if this fails), then
     # stop the other ringing phones, so pressing 1 never waits on them.
     redirected = dispatch.redirect_caller(transfer, "transfer.caller_join")

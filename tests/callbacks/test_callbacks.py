@@ -125,7 +125,10 @@ def test_a_person_who_does_not_answer_is_retried_on_schedule_then_texted_once(
             counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
             fake.advance_call(person_legs(fake)[-1].sid, "no-answer")
             phone.resume(counselor)  # the counselor is told, and their leg ends
-            assert "They did not answer. We will try again later." in counselor.heard_text()
+            if attempt < 3:
+                assert "They did not answer. We will try again later." in counselor.heard_text()
+            else:  # never promised a try that will not come
+                assert "They did not answer, and that was our last try." in counselor.heard_text()
             assert counselor.finished
             if attempt < 3:
                 pending = contacts(app, "callback")[-1]
@@ -505,3 +508,138 @@ def test_a_person_asking_again_on_another_call_or_by_text_keeps_one_callback_and
     (person_leg,) = person_legs(fake)
     person = phone.answer(person_leg.sid)
     assert person.conference == counselor.conference
+
+
+def callback_search_ringing(phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]) -> CallRecord:
+    """Asked for a callback; its first attempt rings a counselor (returned, not yet answered)."""
+    ask_for_callback(phone)
+    run_worker()
+    return ringing_responder(fake)
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_counselor_accepting_a_callback_while_its_person_holds_live_is_told_and_nobody_dials_them(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    """Before, the counselor's 1 dialled the person's phone while it was busy holding on our
+    own line: the live call waited behind its own callback, and the counselor heard "no answer"."""
+    callback_counselor = callback_search_ringing(phone, fake, run_worker)
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)  # called again meanwhile: holding live
+
+    counselor = phone.answer(callback_counselor.sid, [Keys("1")])
+
+    assert "They have just called the line again and are holding" in counselor.heard_text()
+    assert counselor.finished
+    assert person_legs(fake) == []  # never dialled
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.attempts) == ("retry_wait", 1)
+    recheck = contacts(app, "callback")[-1]
+    assert (recheck.attempt, recheck.state) == (2, "pending")
+    assert (recheck.due_at - recheck.created_at).total_seconds() == pytest.approx(60, abs=2)
+
+    live_leg = [leg for leg in responder_legs(fake) if leg.status in ("queued", "initiated", "ringing")][-1]
+    phone.answer(live_leg.sid, [Keys("1")])  # a counselor takes their live call
+    with time_machine.travel(recheck.due_at + timedelta(seconds=1)):
+        assert run_contact(app, recheck) == "not_needed"
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("canceled", "called_in")
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_callback_whose_person_hangs_up_on_their_second_call_is_tried_after_the_one_minute_wait(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    callback_counselor = callback_search_ringing(phone, fake, run_worker)
+    again = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    phone.answer(callback_counselor.sid, [Keys("1")])
+    phone.hang_up(again)  # gave up holding before anyone answered
+    recheck = contacts(app, "callback")[-1]
+    legs_before = len(responder_legs(fake))
+
+    with time_machine.travel(recheck.due_at + timedelta(seconds=1)):
+        assert run_contact(app, recheck) == "sent"
+
+    assert len(responder_legs(fake)) > legs_before  # their callback searches again
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.attempts) == ("waiting", 2)
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_counselor_accepting_a_callback_for_someone_a_counselor_has_reached_since_is_told_it_is_done(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    callback_counselor = callback_search_ringing(phone, fake, run_worker)
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    live_leg = [leg for leg in responder_legs(fake) if leg.status in ("queued", "initiated", "ringing")][-1]
+    assert live_leg.sid != callback_counselor.sid
+    phone.answer(live_leg.sid, [Keys("1")])  # someone has them live now
+
+    counselor = phone.answer(callback_counselor.sid, [Keys("1")])
+
+    assert "They have reached us again since they asked, so we will not call them." in counselor.heard_text()
+    assert person_legs(fake) == []
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("canceled", "called_in")
+    assert [c for c in contacts(app, "callback") if c.state == "pending"] == []
+
+
+REST_TIMEOUT = 3.0  # transfer.dispatch.INLINE_REST_TIMEOUT_SECONDS
+
+
+def _wait_for_person_leg(fake: FakeTwilio, seconds: float = REST_TIMEOUT + 5) -> CallRecord:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not person_legs(fake) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (leg,) = person_legs(fake)
+    return leg
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_person_dialled_by_a_request_whose_answer_timed_out_still_joins_their_counselor(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    """Before, a read timeout told the counselor "They did not answer" and ended the attempt,
+    while Twilio placed the call all the same: the person answered into a new search."""
+    callback_counselor = callback_search_ringing(phone, fake, run_worker)
+    fake.inject_fault("POST", r"/Calls\.json$", status=200, delay=REST_TIMEOUT + 1, times=1)
+
+    counselor = phone.answer(callback_counselor.sid, [Keys("1")])
+    assert "We are calling them now." in counselor.heard_text()
+    assert "did not answer" not in counselor.heard_text()
+    person_leg = _wait_for_person_leg(fake)
+    person = phone.answer(person_leg.sid)
+
+    assert person.conference is not None and person.conference == counselor.conference
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("connected", "connected")
+    with app.app_context():
+        attempt = db.session.scalars(select(Transfer).where(Transfer.callback_id == callback.id)).one()
+        assert (attempt.state, attempt.caller_call_sid) == ("connected", person_leg.sid)
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_person_call_that_timed_out_and_was_never_placed_ends_the_attempt_soon_after_the_ring_timeout(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    from workers.upkeep import tend_callbacks
+
+    callback_counselor = callback_search_ringing(phone, fake, run_worker)
+    fake.inject_fault("POST", r"/Calls\.json$", status=503, delay=REST_TIMEOUT + 1, times=1)
+    counselor = phone.answer(callback_counselor.sid, [Keys("1")])
+    assert "We are calling them now." in counselor.heard_text()
+
+    ring_timeout = 25  # the example's callbacks.ring_timeout_seconds
+    with time_machine.travel(fake_now() + timedelta(seconds=ring_timeout + 20)), app.app_context():
+        early = tend_callbacks()
+    with time_machine.travel(fake_now() + timedelta(seconds=ring_timeout + 40)), app.app_context():
+        settled = tend_callbacks()
+    phone.resume(counselor)
+
+    assert (early["settled"], settled["settled"]) == (0, 1)
+    assert person_legs(fake) == []
+    assert "They did not answer. We will try again later." in counselor.heard_text()
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.attempts) == ("retry_wait", 1)
+    assert contacts(app, "callback")[-1].attempt == 2
