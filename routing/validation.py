@@ -531,8 +531,11 @@ class _Checker:
 
     def timezone(self, line: dict[str, Any]) -> ZoneInfo | None:
         value = line.get("timezone")
+        if value is None:
+            return None  # reported as missing already
         if not isinstance(value, str):
-            return None  # reported as missing already, or reported here
+            self.error("line.timezone", f"must be an IANA time zone like 'America/Chicago', not {_kind(value)}")
+            return None
         try:
             return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -665,9 +668,16 @@ class _Checker:
                 self.error(where, "must be non-empty text")
                 continue
             try:
-                used = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+                fields = [(name, spec_, conv) for _, name, spec_, conv in string.Formatter().parse(value)]
             except ValueError as error:
                 self.error(where, f"broken {{placeholder}}: {error}")
+                continue
+            used = {name for name, _, _ in fields if name is not None}
+            formatted = sorted({name for name, spec_, conv in fields if name is not None and (spec_ or conv)})
+            for name in formatted:
+                # ``{position:º}`` reads as a placeholder but fails on a live call: refused here.
+                self.error(where, f"write {{{name}}} alone: a placeholder takes no ':' or '!' after its name")
+            if formatted:
                 continue
             for missing in sorted(spec[key] - used):
                 self.error(where, f"must contain {{{missing}}}")

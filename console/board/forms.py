@@ -13,6 +13,8 @@ class UnmaskForm(FlaskForm):
     reason = TextAreaField(
         "Reason (required: the imminent risk; kept encrypted in the audit log)",
         validators=[DataRequired(), Length(min=MIN_REASON, max=MAX_REASON)],
+        # Counted as kept: "OD" and a few spaces is no reason (and once failed with a 500).
+        filters=[lambda value: value.strip() if isinstance(value, str) else value],
     )
 
 

@@ -410,3 +410,43 @@ def test_a_stuck_text_alert_without_its_case_number_is_refused() -> None:
 
     assert document is None
     assert any("text_stuck_sms" in str(p) and "{case}" in str(p) for p in problems)
+
+
+# --- placeholders that would fail on a live call ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "placeholder"),
+    [
+        (["languages", 1, "prompts", "hold_position"], "Es el número {position:º} ({minutes}).", "position"),
+        (["languages", 0, "sms", "queued"], "A counselor will text you in about {minutes:.1f} min.", "minutes"),
+        (["languages", 0, "prompts", "need_option"], "For {label!z}, press {digit}.", "label"),
+        (["staff_prompts", "whisper"], "Crisis line: {language} caller, {need}, waited {wait:{width}}.", "wait"),
+    ],
+)  # fmt: skip
+def test_a_placeholder_with_a_format_is_refused_at_its_line_not_left_to_fail_on_a_call(
+    path: list[Any], text: str, placeholder: str
+) -> None:
+    """Before, ``{position:º}`` passed: the publish went through and every Spanish caller who
+    was not first in line was sent to the backup line by a hold turn that failed."""
+    raw = example()
+    target: Any = raw
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = text
+    where = ".".join(str(key) for key in path).replace(".1.", "[1].").replace(".0.", "[0].")
+
+    messages = [f"{problem.path}: {problem.message}" for problem in errors_of(dump(raw))]
+
+    assert f"{where}: write {{{placeholder}}} alone: a placeholder takes no ':' or '!' after its name" in messages
+    assert check_text(dump(raw), now=datetime.now(UTC)).document is None  # the review does not crash on it
+
+
+@pytest.mark.parametrize(("value", "kind"), [(5, "a number"), (["America/Chicago"], "a list")])
+def test_a_time_zone_that_is_not_text_is_refused_with_a_message(value: object, kind: str) -> None:
+    raw = example()
+    raw["line"]["timezone"] = value
+
+    messages = [f"{problem.path}: {problem.message}" for problem in errors_of(dump(raw))]
+
+    assert f"line.timezone: must be an IANA time zone like 'America/Chicago', not {kind}" in messages
