@@ -450,3 +450,14 @@ def test_a_time_zone_that_is_not_text_is_refused_with_a_message(value: object, k
     messages = [f"{problem.path}: {problem.message}" for problem in errors_of(dump(raw))]
 
     assert f"line.timezone: must be an IANA time zone like 'America/Chicago', not {kind}" in messages
+
+
+def test_a_version_published_before_the_format_check_is_read_with_its_placeholders_bare() -> None:
+    raw = example()
+    raw["languages"][1]["prompts"]["hold_position"] = "Es el número {position:º} ({minutes!r}), {{sic}}."
+
+    document, problems = validate_text(dump(raw), strict=False)
+
+    assert document is not None
+    assert document.language("es").prompt("hold_position", position=2, minutes=5) == "Es el número 2 (5), {sic}."
+    assert [p.severity for p in problems if p.path == "languages[1].prompts.hold_position"] == ["warning", "warning"]
