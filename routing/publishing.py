@@ -207,19 +207,29 @@ def version_diff(number: int) -> str:
     return unified_diff(before_text, store.source_of(target), before_name, f"version {number}")
 
 
-def rollback(number: int, *, author: str, note: str | None = None, now: datetime | None = None) -> Published:
+def rollback(
+    number: int, *, author: str, note: str | None = None, now: datetime | None = None, seen_live: int | None = None
+) -> Published:
     """Publish version ``number``'s text again, as a new version (history is never rewritten).
 
     It is validated like any draft: a version that today's checks refuse is not republished.
+    ``seen_live``: the version that was live when the admin chose to roll back; if another
+    has been published since, nothing is (their change would be undone unseen).
     """
     old = version(number)
     if old is None:
         raise PublishRefused("unknown_version", f"there is no version {number} (see `flask routing history`)")
     reason = f"rollback to version {number}" + (f": {note.strip()}" if note and note.strip() else "")
     live = live_version()
+    if seen_live is not None and live is not None and live.id != seen_live:
+        raise PublishRefused(
+            "stale",
+            f"version {live.id} was published after you opened this page (version {seen_live} was live then); "
+            "look at what it changed before rolling back",
+        )
     return publish(
         store.source_of(old),
-        base=live.id if live is not None else None,
+        base=seen_live if seen_live is not None else (live.id if live is not None else None),
         note=reason[:MAX_NOTE_LENGTH],
         author=author,
         now=now,

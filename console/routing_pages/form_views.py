@@ -449,6 +449,7 @@ def menus_page(base: Base, *, menu: MenuForm | None = None, settings: SettingsFo
     if settings is None:
         settings = SettingsForm(formdata=None)
         views._current_settings(document, settings)
+    settings.base.data = str(base.number)
     return render_template(
         "console/routing_form_menus.html", document=document, menu=menu, settings=settings,
         paths=timing.path_timings(document), refusal=refusal, problems=problems,
@@ -488,6 +489,32 @@ def edit_menus() -> Page:
     outcome = _draft(base, lambda text: changes.set_values(text, changed), what, fields)
     if isinstance(outcome, list):
         return menus_page(base, menu=form, refusal=REFUSED, problems=outcome), 400
+    return outcome
+
+
+@bp.post("/people/settings")
+@allow(ADMIN)
+def line_settings() -> Page:
+    """Mode, ringing strategy and timeouts, as a draft to preview and publish (durations are
+    checked by the shared validator there, at their line). Only what the admin changed from
+    the version the form was drawn from is written, through the stale check and merge, so a
+    change published meanwhile is never quietly reverted."""
+    base = _base(request.form.get("base"))
+    settings = SettingsForm()
+    if not settings.validate_on_submit():
+        return menus_page(base, settings=settings), 400
+    current = SettingsForm(formdata=None)
+    views._current_settings(base.document, current)
+    changed: dict[tuple[drafts.Key, ...], object] = {}
+    for name, keys in views.SETTINGS.items():
+        value = (getattr(settings, name).data or "").strip()
+        if value != getattr(current, name).data:
+            changed[keys] = int(value) if value.isdigit() else value
+    fields = {".".join(keys): getattr(settings, name) for name, keys in views.SETTINGS.items()}
+    what = "changing " + (", ".join(".".join(map(str, keys)) for keys in changed) or "nothing")
+    outcome = _draft(base, lambda text: changes.set_values(text, changed), what, fields)
+    if isinstance(outcome, list):
+        return menus_page(base, settings=settings, refusal=REFUSED, problems=outcome), 400
     return outcome
 
 

@@ -50,6 +50,8 @@ class EditorForm(FlaskForm):
 
 class RollbackForm(FlaskForm):
     note = StringField("Why roll back (optional, added to the note)", validators=[Optional(), Length(max=400)])
+    # The version live when the page was drawn: a rollback never undoes one published since, unseen.
+    live = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}$")])
 
 
 class ResponderForm(FlaskForm):
@@ -89,6 +91,8 @@ class ShiftForm(FlaskForm):
 
 class SettingsForm(FlaskForm):
     """A few line-wide settings; only the ones changed are written into the draft."""
+
+    base = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}$")])  # as ``BaseForm``'s
 
     mode = SelectField(
         "Mode",

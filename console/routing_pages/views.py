@@ -183,7 +183,7 @@ def _stale(form: EditorForm, result: publishing.Preview) -> Stale | None:
 @bp.get("/history")
 @allow(ADMIN)
 def history() -> str:
-    return render_template("console/routing_history.html", versions=publishing.history(), form=RollbackForm())
+    return render_template("console/routing_history.html", versions=publishing.history(), form=_rollback_form())
 
 
 @bp.get("/history/<int:number>")
@@ -195,7 +195,14 @@ def version(number: int) -> str:
     except publishing.PublishRefused:
         abort(404)
     info = next((row for row in publishing.history() if row.number == number), None)
-    return render_template("console/routing_version.html", info=info, diff=diff, form=RollbackForm())
+    return render_template("console/routing_version.html", info=info, diff=diff, form=_rollback_form())
+
+
+def _rollback_form() -> RollbackForm:
+    form = RollbackForm()
+    live = publishing.live_version()
+    form.live.data = str(live.id) if live is not None else ""
+    return form
 
 
 @bp.post("/history/<int:number>/rollback")
@@ -208,7 +215,8 @@ def rollback(number: int) -> Response:
         return redirect(url_for("console.routing.history"))
     user = signed_in()
     try:
-        result = publishing.rollback(number, author=user.username, note=form.note.data)
+        seen_live = int(form.live.data) if form.live.data else None
+        result = publishing.rollback(number, author=user.username, note=form.note.data, seen_live=seen_live)
     except publishing.PublishRefused as refused:
         db.session.rollback()
         if refused.reason == "unknown_version":
@@ -427,32 +435,6 @@ def add_shift() -> tuple[str, int]:
     return _draft_page(text, f"a shift for {chosen.name}: {days} {shift.start.data}–{shift.end.data}"), 200
 
 
-@bp.post("/people/settings")
-@allow(ADMIN)
-def line_settings() -> tuple[str, int]:
-    """Mode, ringing strategy and timeouts, as a draft to preview and publish (durations are
-    checked by the shared validator there, at their line)."""
-    document = _document_or_none()
-    if document is None:
-        abort(404)
-    settings = SettingsForm()
-    if not settings.validate_on_submit():
-        return form_views.menus_page(form_views._base(), settings=settings), 400
-    current = SettingsForm(formdata=None)
-    _current_settings(document, current)
-    text, changed = _live_text(), []
-    try:
-        for name, keys in SETTINGS.items():
-            value = (getattr(settings, name).data or "").strip()
-            if value != getattr(current, name).data:
-                text = drafts.set_value(text, keys, int(value) if value.isdigit() else value)
-                changed.append(".".join(keys))
-    except drafts.DraftError as error:
-        settings.mode.errors = [*settings.mode.errors, str(error)]
-        return form_views.menus_page(form_views._base(), settings=settings), 400
-    return _draft_page(text, "changing " + (", ".join(changed) or "nothing")), 200
-
-
 # The forms for languages, needs, prompts, menus and overrides: the same blueprint, registered
 # by importing them once this module is complete.
-from console.routing_pages import form_views  # noqa: E402
+from console.routing_pages import form_views  # noqa: E402, F401  (registers its routes)
