@@ -14,12 +14,13 @@ a conversation a counselor ended asks for consent (the receivers at the end of t
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, or_, select, union_all, update
+from sqlalchemy import and_, bindparam, func, or_, select, union_all, update
 
 from crisisline import events
 from crisisline.db import db, insert_once
@@ -42,12 +43,23 @@ SURVEY_ANSWER_WINDOW = timedelta(hours=24)
 # Check-ins in these states may still send something: STOP cancels them.
 PENDING_STATES = ("asked", "consented", "sent", "second_sent")
 AWAITING_REPLY = ("sent", "second_sent")
+# A reply this soon after the supervisors were told "no reply" still answers the check-in
+# (and they are told it came): a "2" then is the person asking to talk, not a menu answer.
+REPLY_AFTER_FLAG = timedelta(hours=24)
+# Twilio refused a check-in text (certainly not sent): tried again after these waits, then
+# the supervisors are told it could not be sent. The same for a flag nobody could be told.
+SEND_RETRIES = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30), timedelta(hours=1))
+# While the person has a conversation open, a check-in text waits this long at a time.
+WHILE_IN_CONTACT = timedelta(hours=1)
 # Conversations opened by a check-in reply are answered before ordinary ones.
 CHECKIN_PRIORITY = 5
 REPLY_CONTEXT = "checkin-reply"
 # A survey's dedupe key is this + its check-in's (the purge finds the check-in by it).
 SURVEY_KEY_PREFIX = "survey:"
-FLAG_REASON_TEXT = {"no_reply": "no reply to two check-in texts"}
+FLAG_REASON_TEXT = {
+    "no_reply": "no reply to two check-in texts",
+    "send_failed": "the check-in text could not be sent",
+}
 
 
 def now() -> datetime:
@@ -197,15 +209,27 @@ def nothing_pending(texter: Texter, inbound: Message) -> bool:
     a check-in awaiting a reply or answered by this very text, an unanswered survey): so for
     nearly every first text. One query for the three it otherwise takes (a superset of theirs,
     without their time windows: a match only means those three run)."""
-    bound = {"texter": texter.id, "answered_at": inbound.created_at}
+    bound = {"texter": texter.id, "answered_at": inbound.created_at, "flagged_since": now() - REPLY_AFTER_FLAG}
     return db.session.execute(_ANY_PENDING, bound).first() is None
+
+
+def _awaits_reply() -> Any:
+    """A check-in whose reply still counts: sent, sent twice, or flagged a moment ago after a
+    text of it went out (not one the line could never send)."""
+    return or_(
+        CheckIn.state.in_(AWAITING_REPLY),
+        and_(
+            CheckIn.state == "flagged", CheckIn.flagged_at >= bindparam("flagged_since"), CheckIn.sent_at.is_not(None)
+        ),
+    )
 
 
 _ANY_PENDING = union_all(
     select(CheckIn.id).where(
         CheckIn.texter_id == bindparam("texter"),
         or_(
-            CheckIn.state.in_(("asked", *AWAITING_REPLY)),
+            CheckIn.state == "asked",
+            _awaits_reply(),
             and_(CheckIn.state == "answered", CheckIn.replied_at == bindparam("answered_at")),
         ),
     ),
@@ -221,25 +245,21 @@ def awaiting_reply(texter: Texter, inbound: Message | None = None) -> CheckIn | 
     ``record_reply`` and the clock's sweep hands the same text back. A later text of theirs
     was stored later, so it never matches (``replied_at`` is the answering text's
     ``created_at``, to the microsecond). One query either way: it runs for every first text."""
+    flagged_since = now() - REPLY_AFTER_FLAG
     if inbound is None:
-        return db.session.scalars(_AWAITING_REPLY, {"texter": texter.id}).first()
-    bound = {"texter": texter.id, "answered_at": inbound.created_at}
+        return db.session.scalars(_AWAITING_REPLY, {"texter": texter.id, "flagged_since": flagged_since}).first()
+    bound = {"texter": texter.id, "answered_at": inbound.created_at, "flagged_since": flagged_since}
     return db.session.scalars(_AWAITING_OR_ANSWERED_BY, bound).first()
 
 
 _AWAITING_REPLY = (
-    select(CheckIn)
-    .where(CheckIn.texter_id == bindparam("texter"), CheckIn.state.in_(AWAITING_REPLY))
-    .order_by(CheckIn.id.desc())
+    select(CheckIn).where(CheckIn.texter_id == bindparam("texter"), _awaits_reply()).order_by(CheckIn.id.desc())
 )
 _AWAITING_OR_ANSWERED_BY = (
     select(CheckIn)
     .where(
         CheckIn.texter_id == bindparam("texter"),
-        or_(
-            CheckIn.state.in_(AWAITING_REPLY),
-            and_(CheckIn.state == "answered", CheckIn.replied_at == bindparam("answered_at")),
-        ),
+        or_(_awaits_reply(), and_(CheckIn.state == "answered", CheckIn.replied_at == bindparam("answered_at"))),
     )
     .order_by(CheckIn.id.desc())
 )
@@ -260,23 +280,36 @@ def record_reply(checkin: CheckIn, reply: str, words: str | None = None, *, at: 
     values: dict[str, Any] = {"state": "answered", "reply": reply, "replied_at": replied_at}
     if words:
         values["sealed_reply"] = current_app.extensions["crisisline.vault"].seal(words, context=REPLY_CONTEXT)
+    since = {"flagged_since": now() - REPLY_AFTER_FLAG}
+    was_flagged = checkin.state == "flagged"
     moved = db.session.execute(
-        update(CheckIn).where(CheckIn.id == checkin.id, CheckIn.state.in_(AWAITING_REPLY)).values(**values)
+        update(CheckIn).where(CheckIn.id == checkin.id, _awaits_reply()).values(**values), since
     ).rowcount  # type: ignore[attr-defined]
     if moved:
         answered = [checkin.id]
         if checkin.texter_id is not None:
             answered += db.session.scalars(
                 update(CheckIn)
-                .where(
-                    CheckIn.texter_id == checkin.texter_id, CheckIn.id < checkin.id, CheckIn.state.in_(AWAITING_REPLY)
-                )
+                .where(CheckIn.texter_id == checkin.texter_id, CheckIn.id < checkin.id, _awaits_reply())
                 .values(state="answered", reply=reply, replied_at=replied_at)
-                .returning(CheckIn.id)
+                .returning(CheckIn.id),
+                since,
             ).all()
         _cancel_contacts(answered, "answered", kinds=("checkin", "checkin_escalate"))
     db.session.commit()
+    if moved and was_flagged:
+        _tell_supervisors_it_was_answered(checkin)
     return bool(moved)
+
+
+def _tell_supervisors_it_was_answered(checkin: CheckIn) -> None:
+    """They were told "no reply"; now there is one, and the person is being looked after."""
+    document = _document()
+    if document is None or not document.supervisors:
+        return
+    body = document.staff_prompt("checkin_answered_sms", case=f"C{checkin.id}")
+    from_number = checkin.line_number or _settings_line_number() or ""
+    outbox.tell_supervisors(document, key=f"checkin-answered:{checkin.id}", body=body, from_number=from_number)
 
 
 def awaiting_survey(texter: Texter) -> SurveyResponse | None:
@@ -344,6 +377,13 @@ def send_checkin(contact: ScheduledContact) -> str:
     texter, refusal = _recipient(checkin)
     if texter is None:
         return refusal or "no_number"
+    if not first and _answered_by_contact(checkin, "sent"):
+        return "not_needed"  # they texted or called the line after the first check-in text
+    if _in_conversation(texter):
+        # "How are you? Reply 1 or 2" in the middle of a conversation would be read as part of
+        # it (their "2" reaching their counselor, and a "no reply" flag for someone in touch).
+        _again_later(contact, "later", WHILE_IN_CONTACT)
+        return POSTPONED
     # A newer question supersedes an unanswered survey: a "1" is then about the check-in.
     db.session.execute(
         update(SurveyResponse)
@@ -357,8 +397,12 @@ def send_checkin(contact: ScheduledContact) -> str:
     db.session.refresh(texter)
     if texter.opted_out:
         return "opted_out"
-    if not sent:
+    if not sent and _refused(f"contact:{contact.id}"):
+        if not _again_later(contact, "retry", *SEND_RETRIES):
+            _flag(checkin, document, "send_failed")
         return "send_failed"
+    # Sent, or perhaps (Twilio's answer was lost): carried on as sent, so a reply is taken as
+    # the answer, and silence leads to the second text and the flag as usual.
     moment = now()
     if first:
         values: dict[str, Any] = {"state": "sent", "sent_at": moment}
@@ -384,6 +428,14 @@ def escalate_checkin(contact: ScheduledContact) -> str:
     document = _document()
     if checkin is None or document is None:
         return "not_needed"
+    round_ = _round(contact)
+    if round_:
+        # Nobody could be told last time: this flag again, under this round's own keys.
+        if checkin.state != "flagged":
+            return "not_needed"  # answered meanwhile
+        return _notify_or_retry(checkin, document, checkin.flag_reason or "no_reply", contact)
+    if _answered_by_contact(checkin, "second_sent"):
+        return "not_needed"  # they texted or called the line after the check-in: not "no reply"
     moved = db.session.execute(
         update(CheckIn)
         .where(CheckIn.id == checkin.id, CheckIn.state == "second_sent")
@@ -392,17 +444,116 @@ def escalate_checkin(contact: ScheduledContact) -> str:
     db.session.commit()
     if not moved:
         return "not_needed"
-    return notify_supervisors(checkin, document, "no_reply")
+    return _notify_or_retry(checkin, document, "no_reply", contact)
 
 
-def notify_supervisors(checkin: CheckIn, document: RoutingDocument, reason: str) -> str:
+def _flag(checkin: CheckIn, document: RoutingDocument, reason: str) -> None:
+    """Flag a check-in the line could not carry out and tell the supervisors (retried)."""
+    moved = db.session.execute(
+        update(CheckIn)
+        .where(CheckIn.id == checkin.id, CheckIn.state.in_(("consented", "sent")))
+        .values(state="flagged", flagged_at=now(), flag_reason=reason)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if moved:
+        due = now()
+        schedule("checkin_escalate", f"checkin:{checkin.id}:escalate:again:1", due, checkin_id=checkin.id, attempt=3)
+
+
+def _notify_or_retry(checkin: CheckIn, document: RoutingDocument, reason: str, contact: ScheduledContact) -> str:
+    told = notify_supervisors(checkin, document, reason, round_=_round(contact))
+    if told == "send_failed" and not _again_later(contact, "retry", *SEND_RETRIES):
+        log.error("check-in %s is flagged and no supervisor could be told (Twilio refused every try)", checkin.id)
+    return told
+
+
+def notify_supervisors(checkin: CheckIn, document: RoutingDocument, reason: str, *, round_: int = 0) -> str:
     if not document.supervisors:
         log.error("check-in %s is flagged but no supervisor is configured to be told", checkin.id)
         return "no_supervisors"
     from_number = checkin.line_number or _settings_line_number() or ""
     body = document.staff_prompt("checkin_flag_sms", case=f"C{checkin.id}", reason=FLAG_REASON_TEXT.get(reason, reason))
-    told = outbox.tell_supervisors(document, key=f"checkin-flag:{checkin.id}", body=body, from_number=from_number)
+    key = f"checkin-flag:{checkin.id}" + (f":r{round_}" if round_ else "")
+    told = outbox.tell_supervisors(document, key=key, body=body, from_number=from_number)
     return "sent" if told else "send_failed"
+
+
+# --- sent again later --------------------------------------------------------------------------
+
+POSTPONED = "postponed"
+_AGAIN = re.compile(r"^(?P<base>.+?):again:(?P<round>\d+)$")
+
+
+def _round(contact: ScheduledContact) -> int:
+    """0 for a contact as first scheduled; n for the n-th time it was scheduled again."""
+    found = _AGAIN.match(contact.dedupe_key)
+    return int(found["round"]) if found else 0
+
+
+def _again_later(contact: ScheduledContact, why: str, *waits: timedelta) -> bool:
+    """Schedule this contact once more (same kind, check-in and attempt) after the next of
+    ``waits``: ``retry`` (Twilio refused it) counts its earlier refusals and is False once
+    ``waits`` are used up; ``later`` (the person was in conversation) waits ``waits[0]`` for
+    as long as it takes."""
+    found = _AGAIN.match(contact.dedupe_key)
+    base = found["base"] if found else contact.dedupe_key
+    wait = waits[0]
+    if why == "retry":
+        refused = db.session.scalar(
+            select(func.count(ScheduledContact.id)).where(
+                ScheduledContact.checkin_id == contact.checkin_id, ScheduledContact.kind == contact.kind,
+                ScheduledContact.attempt == contact.attempt, ScheduledContact.outcome == "send_failed",
+            )
+        ) or 0  # fmt: skip
+        # This contact is not marked yet: it is the (refused + 1)-th refusal.
+        if refused >= len(waits):
+            return False
+        wait = waits[refused]
+    next_round = _round(contact) + 1
+    schedule(contact.kind, f"{base}:again:{next_round}", now() + wait, checkin_id=contact.checkin_id,
+             attempt=contact.attempt)  # fmt: skip
+    return True
+
+
+def _refused(key: str) -> bool:
+    """Twilio refused the text sent under ``key``: certainly not sent (unlike a lost answer)."""
+    status = db.session.scalar(select(Message.status).where(Message.idempotency_key == key))
+    return status == "failed"
+
+
+def _in_conversation(texter: Texter) -> bool:
+    return (
+        db.session.scalar(
+            select(Conversation.id).where(Conversation.texter_id == texter.id, Conversation.state != "closed").limit(1)
+        )
+        is not None
+    )
+
+
+def _answered_by_contact(checkin: CheckIn, from_state: str) -> bool:
+    """If the person has texted or called the line since the check-in was sent (their "2"
+    may have gone into a conversation), it is answered (``in_touch``): True."""
+    if checkin.sent_at is None or not _in_touch_since(checkin, checkin.sent_at):
+        return False
+    answered = db.session.execute(
+        update(CheckIn)
+        .where(CheckIn.id == checkin.id, CheckIn.state == from_state)
+        .values(state="answered", reply="in_touch", replied_at=now())
+    ).rowcount  # type: ignore[attr-defined]
+    if answered:
+        _cancel_contacts([checkin.id], "answered", kinds=("checkin", "checkin_escalate"))
+    db.session.commit()
+    return bool(answered)
+
+
+def _in_touch_since(checkin: CheckIn, since: datetime) -> bool:
+    """The person has texted or called the line since ``since``."""
+    texter = db.session.get(Texter, checkin.texter_id) if checkin.texter_id else None
+    if texter is None:
+        return False
+    texted = select(Conversation.id).where(Conversation.texter_id == texter.id, Conversation.started_at >= since)
+    called = select(Call.id).where(Call.caller_hash == texter.number_hash, Call.started_at >= since)
+    return db.session.execute(union_all(texted, called).limit(1)).first() is not None
 
 
 @sends("survey")

@@ -46,6 +46,9 @@ def handle_reply(
         return True
     if late:
         return False  # a conversation of theirs is open: their words belong to it
+    if checkin is not None and _reply_kind(text) in ("ok", "talk"):
+        # A check-in's "1"/"2" before a survey's rating: a "2" may be someone asking to talk.
+        return _checkin_reply(document, texter, checkin, inbound, text)
     survey = checkins.awaiting_survey(texter)
     if survey is not None and text.strip(".!") in {"1", "2", "3", "4", "5"}:
         if checkins.record_rating(survey, int(text.strip(".!"))):

@@ -66,6 +66,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "callback_called_in": frozenset(),
     "callback_person_holding": frozenset(),
     "checkin_flag_sms": frozenset({"case", "reason"}),
+    "checkin_answered_sms": frozenset({"case"}),
     "text_stuck_sms": frozenset({"case", "minutes"}),
     "text_after_stop_sms": frozenset({"case"}),
 }

@@ -83,6 +83,9 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "sms_line_lost": lambda prompts: (
         "Crisis line: the line could not take your text just now. Please send it again in a few minutes."
     ),
+    "checkin_answered_sms": lambda prompts: (
+        "Crisis line: check-in case {case} has now replied; the line is looking after them."
+    ),
     "text_stuck_sms": lambda prompts: (
         "Crisis line: text {case} could not be handled for {minutes} minutes. Please see the live board."
     ),

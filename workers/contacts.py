@@ -44,7 +44,8 @@ Sender = Callable[[ScheduledContact], str]
 SENDERS: dict[str, Sender] = {}
 # Modules whose senders register themselves with ``@sends(kind)``; imported before a job runs.
 SENDER_MODULES = ("workers.contacts", "callbacks.attempts", "followups.checkins")
-CANCELED_OUTCOMES = frozenset({"opted_out", "no_number", "not_needed"})
+# "postponed": a later contact of the same kind carries it on.
+CANCELED_OUTCOMES = frozenset({"opted_out", "no_number", "not_needed", "postponed"})
 # Kinds whose action is idempotent (safe to run twice): a claim left by a killed worker is
 # run again rather than handed to a human. A text is never among them.
 RETRY_SAFE_KINDS: set[str] = set()
