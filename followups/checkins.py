@@ -51,6 +51,11 @@ REPLY_AFTER_FLAG = timedelta(hours=24)
 SEND_RETRIES = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30), timedelta(hours=1))
 # While the person has a conversation open, a check-in text waits this long at a time.
 WHILE_IN_CONTACT = timedelta(hours=1)
+# A check-in under way (the retention purge leaves whom to text alone) and the longest one
+# can be: due after up to 14 days, the second text and the flag up to 3 days later each, a
+# day for a reply after the flag, and a margin for retries.
+RUNNING_CHECKIN_STATES = ("consented", "sent", "second_sent", "flagged")
+LONGEST_CHECKIN = timedelta(days=14 + 3 + 3 + 1 + 1)
 # Conversations opened by a check-in reply are answered before ordinary ones.
 CHECKIN_PRIORITY = 5
 REPLY_CONTEXT = "checkin-reply"
@@ -122,6 +127,12 @@ def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
     """Record consent once and schedule the check-in (and the survey, if the line runs one)."""
     moment = now()
     due = moment + timedelta(hours=document.followups.checkin_hours(checkin.need))
+    if checkin.state != "asked":
+        return False
+    # Scheduled first: a crash before the consent is stored leaves the question open, and the
+    # clock's retry of their YES consents again (the contact is kept once, by its key). The
+    # other way round, a crash in between left a consent with nothing scheduled, for good.
+    schedule("checkin", f"checkin:{checkin.id}:1", due, checkin_id=checkin.id, attempt=1)
     moved = db.session.execute(
         update(CheckIn)
         .where(CheckIn.id == checkin.id, CheckIn.state == "asked")
@@ -130,7 +141,6 @@ def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
     db.session.commit()
     if not moved:
         return False
-    schedule("checkin", f"checkin:{checkin.id}:1", due, checkin_id=checkin.id, attempt=1)
     if document.followups.survey:
         insert_once(
             SurveyResponse,

@@ -18,7 +18,7 @@ from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, S
 from crisisline.phone import caller_number
 from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
-from followups.checkins import SURVEY_ANSWER_WINDOW, SURVEY_KEY_PREFIX
+from followups.checkins import LONGEST_CHECKIN, RUNNING_CHECKIN_STATES, SURVEY_ANSWER_WINDOW, SURVEY_KEY_PREFIX
 from metrics.rollup import refresh_metrics_rollup
 from routing.document import RoutingDocument
 from routing.store import active_routing
@@ -79,6 +79,9 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         update(CheckIn)
         .where(CheckIn.asked_at < followups_cutoff)
         .where(or_(CheckIn.sealed_reply.is_not(None), CheckIn.texter_id.is_not(None)))
+        # A check-in still under way (due in up to 14 days, then its second text, the flag and
+        # a day for a reply) keeps whom to text, however short the window, until it ends.
+        .where(or_(CheckIn.state.not_in(RUNNING_CHECKIN_STATES), CheckIn.asked_at < now - LONGEST_CHECKIN))
         .values(sealed_reply=None, texter_id=None)
         .execution_options(synchronize_session=False)
     )

@@ -9,13 +9,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import time_machine
 from flask import Flask
 from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Conversation
-from tests.conftest import TextingPhone
+from crisisline.settings import Settings
+from tests.conftest import TextingPhone, settings_for
 from tests.followups.conftest import checkins, contacts
 from tests.followups.test_checkins import (
     CHECKIN_EN,
@@ -25,6 +27,7 @@ from tests.followups.test_checkins import (
     TEXTER,
     checkin_sent,
     consent_by_text,
+    end_a_text_conversation,
 )
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
@@ -202,3 +205,50 @@ def test_a_check_in_due_while_the_person_is_in_a_conversation_waits_and_a_call_s
     assert (checkin.state, checkin.reply) == ("answered", "in_touch")
     assert SECOND_EN not in texting.inbox(TEXTER)
     assert texting.inbox(SUPERVISOR) == []
+
+
+def test_a_crash_as_consent_is_recorded_leaves_the_question_open_and_the_retry_of_their_yes_schedules_it(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """Before, the consent was stored first: a crash before the check-in was scheduled left a
+    consent with nothing scheduled, and the retry of the YES opened a menu conversation."""
+    from followups import checkins as checkins_module
+    from tests.followups.test_checkin_reply_crash import crash_once, retry_later
+
+    end_a_text_conversation(app, texting)
+    crashed = crash_once(monkeypatch, checkins_module, "schedule")
+    texting.send(TEXTER, "yes")
+    assert crashed and checkins(app)[0].state == "asked"
+
+    retry_later(wednesday_evening, clock_tick)
+
+    assert checkins(app)[0].state == "consented"
+    assert [c.kind for c in contacts(app)] == ["checkin"]
+    assert conversations(app) == [("closed", "en", conversations(app)[0][2])]  # no menu conversation
+    wednesday_evening.shift(12 * HOURS + timedelta(minutes=1))
+    assert run_due() == ["sent"] and texting.inbox(TEXTER)[-1] == CHECKIN_EN
+
+
+def test_a_short_follow_up_retention_never_cuts_a_check_in_still_under_way_from_whom_to_text(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, settings: Settings,
+    run_due: Callable[[], list[str]], make_app: Callable[[Settings], Flask],
+) -> None:  # fmt: skip
+    """Before, ``RETENTION_DAYS_FOLLOWUPS=1`` cut a check-in from its person a day after the
+    question, whatever was still to come: its second text (or a check-in due in two days)
+    was never sent (``no_number``), and a reply was not recognised."""
+    from workers.upkeep import purge_personal_data
+
+    consent_by_text(app, texting)
+    one_day = make_app(settings_for(settings.database_url, settings.redis_url, RETENTION_DAYS_FOLLOWUPS="1"))
+    wednesday_evening.shift(12 * HOURS + timedelta(minutes=1))
+    assert run_due() == ["sent"]
+    wednesday_evening.shift(25 * HOURS)
+    with one_day.app_context():
+        purged = purge_personal_data()
+
+    assert purged["checkins"] == 0
+    (checkin,) = checkins(app)
+    assert (checkin.state, checkin.texter_id is not None) == ("sent", True)
+    assert run_due() == ["sent"]  # the second text still goes out, to them
+    assert texting.inbox(TEXTER)[-1] == SECOND_EN
