@@ -798,6 +798,7 @@ class _Checker:
     def responders(self, top: dict[str, Any], codes: set[str], needs: set[str], region: str) -> list[Responder]:
         result: list[Responder] = []
         ids: dict[str, str] = {}
+        phones: dict[str, str] = {}
         for section, kind in (("counselors", "counselor"), ("co_responder_units", "co_responder")):
             for index, entry in enumerate(self.items(top.get(section), section)):
                 path = f"{section}[{index}]"
@@ -818,12 +819,20 @@ class _Checker:
                 for offset, skill in enumerate(skills):
                     if skill not in needs:
                         self.error(f"{path}.skills[{offset}]", f"{skill!r} is not a need key")
+                phone = self.phone(item, "phone", path, region)
+                if phone and phone in phones:
+                    self.warn(
+                        f"{path}.phone",
+                        f"the same phone as {phones[phone]}: its texts are taken as from whichever of the two is on"
+                        " call (the first listed when both or neither are); give each their own phone if you can",
+                    )
+                phones.setdefault(phone, f"{path} ({responder_id})")
                 result.append(
                     Responder(
                         id=responder_id,
                         kind=kind,
                         name=self.text(item, "name", path),
-                        phone=self.phone(item, "phone", path, region),
+                        phone=phone,
                         languages=languages,
                         skills=frozenset(skills),
                         shifts=tuple(self.shifts(item.get("shifts"), f"{path}.shifts")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, update
 
@@ -18,7 +19,8 @@ from crisisline.models import Message, Texter
 from crisisline.phone import caller_number
 from crisisline.sms_segments import segment_count
 from ivr.call_log import phone_hash
-from routing.document import RoutingDocument
+from routing.document import Responder, RoutingDocument
+from routing.schedule import is_on_call, local_time
 from sms import conversations as convo
 from sms import outbox
 from sms.staff import handle_staff_message
@@ -30,13 +32,23 @@ log = logging.getLogger(__name__)
 TexterHandler = Callable[[RoutingDocument, Texter, Message, str, int, str | None], None]
 
 
+def _whose_phone(document: RoutingDocument, phone: str) -> Responder | None:
+    """The responder texting from ``phone``. Two sharing one phone (a warning when published):
+    the one on call now, if one is, else the first listed."""
+    sharing = [responder for responder in document.responders if responder.phone == phone]
+    if len(sharing) > 1:
+        wall_clock = local_time(document, datetime.now(UTC))
+        return next((responder for responder in sharing if is_on_call(responder, wall_clock)), sharing[0])
+    return sharing[0] if sharing else None
+
+
 def store_inbound(document: RoutingDocument, params: Mapping[str, str], *, line_number: str | None) -> Message | None:
     """Store one inbound text (Twilio's webhook parameters) before anything is done with it;
     None for a duplicate delivery (stored already: handled, or being retried by the sweep).
     ``line_number``: the line's own, for a text whose ``To`` is unreadable."""
     # A withheld or unreadable sender cannot be answered, but what they wrote is still kept.
     sender = caller_number(params.get("From"))
-    responder = document.responder_by_phone(sender) if sender else None
+    responder = _whose_phone(document, sender) if sender else None
     texter = convo.find_or_create_texter(sender, phone_hash(sender)) if sender and not responder else None
     body = params.get("Body", "")  # as written, whole: sealed, never trimmed
     inbound = inserted_row(

@@ -461,3 +461,15 @@ def test_a_version_published_before_the_format_check_is_read_with_its_placeholde
     assert document is not None
     assert document.language("es").prompt("hold_position", position=2, minutes=5) == "Es el número 2 (5), {sic}."
     assert [p.severity for p in problems if p.path == "languages[1].prompts.hold_position"] == ["warning", "warning"]
+
+
+def test_two_responders_sharing_a_phone_is_a_warning_at_the_second() -> None:
+    raw = example()
+    raw["counselors"][1]["phone"] = raw["counselors"][0]["phone"]
+
+    document, problems = validate_text(dump(raw))
+
+    assert document is not None  # a shared on-call phone is allowed
+    (shared,) = [problem for problem in problems if problem.path == "counselors[1].phone"]
+    assert shared.severity == "warning"
+    assert shared.message.startswith("the same phone as counselors[0] (ana-ruiz):")

@@ -118,3 +118,22 @@ def test_a_texters_text_arriving_as_their_counselor_ends_the_conversation_opens_
         ).first()
         assert newest is not None and newest.conversation_id == conversations(app)[1].id
     assert len(texting.inbox(TEXTER)) >= 2  # answered, not silent
+
+
+def test_a_phone_two_counselors_share_texts_as_the_one_on_call(
+    app: Flask, texting: TextingPhone, publish_routing: Callable[..., int], wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Before, a shared on-call phone was always the first listed counselor's: Ana, off shift
+    at 17:00, took the conversation Ben (on shift, the phone in his hand) said YES to."""
+
+    def ana_shares_bens_phone(document: dict[str, Any]) -> None:
+        ana = next(counselor for counselor in document["counselors"] if counselor["id"] == "ana-ruiz")
+        ana["phone"] = BEN
+
+    publish_routing(ana_shares_bens_phone)
+    texting.send(TEXTER, "I want to kill myself")
+    tag = conversations(app)[0].id
+
+    texting.send(BEN, f"YES {tag}")
+
+    assert conversations(app)[0].counselor_id == "ben-carter"
