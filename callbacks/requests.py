@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import select, update
 
 from callbacks.attempts import record_outcome
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
 from ivr import call_log
+from ivr.call_log import PHONE_CONTEXT
 from routing.document import RoutingDocument
 from routing.store import active_routing
+from sms.conversations import find_or_create_texter
 from sms.texting import call_requested
 from transfer import flow, state
 from workers.contacts import schedule
@@ -148,6 +151,7 @@ def _create(
     one (once per ``dedupe_key``)."""
     call = db.session.get(Call, call_id)
     if call is not None and call.caller_hash:
+        _one_request_at_a_time(call)
         already = db.session.scalars(
             select(Callback)
             .join(Call, Call.id == Callback.call_id)
@@ -171,6 +175,22 @@ def _create(
     callback = db.session.scalars(select(Callback).where(Callback.dedupe_key == dedupe_key)).one()
     db.session.commit()
     return callback
+
+
+def _one_request_at_a_time(call: Call) -> None:
+    """Hold this person's lock until the request commits: their row in ``texters`` (made if
+    they never texted), written to, so that a second request from them (two calls pressing the
+    key together, a key and a CALL) waits, then finds the callback this one made. A write, not
+    a read: SQLite takes its lock only for a write, and PostgreSQL locks the row."""
+    if call.sealed_caller and call.caller_hash:
+        number = current_app.extensions["crisisline.vault"].open(call.sealed_caller, context=PHONE_CONTEXT)
+        find_or_create_texter(number, call.caller_hash)
+    db.session.execute(
+        update(Texter)
+        .where(Texter.number_hash == call.caller_hash)
+        .values(number_hash=Texter.number_hash)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _cancel(callback: Callback, outcome: str) -> None:

@@ -11,12 +11,12 @@ from functools import partial
 
 import requests
 from blinker import Namespace
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
 from crisisline.background import start_soon
-from crisisline.db import commit_keeping_loaded, db
+from crisisline.db import commit_keeping_loaded, db, insert_once
 from crisisline.failsafe import answered_by_failsafe
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Offer, Transfer
 from ivr import call_log
@@ -479,11 +479,26 @@ def ring_next(transfer: Transfer, document: RoutingDocument) -> None:
     left, a live caller is moved on now rather than at their next hold turn (a long hold-music
     clip can put that minutes away)."""
     result = dispatch.advance(transfer.id, document)
-    if result.exhausted and transfer.mode == "live":
+    if result.exhausted and transfer.mode == "live" and _first_to_find_nobody_left(transfer):
         if caller_is_ours(transfer):
             dispatch.redirect_caller(transfer, "transfer.hold")
         else:
             send_to_backup(transfer, "caller_not_holding")
+
+
+def _first_to_find_nobody_left(transfer: Transfer) -> bool:
+    """One mover per time nobody is left: two offers closing at once (a pass and a leg's end)
+    both find it, and a second redirect would cut into the callback-or-backup prompt the first
+    brought. Claimed by the last offer made, so a later round with new offers moves them again."""
+    last_offer = db.session.scalar(select(func.max(Offer.id)).where(Offer.transfer_id == transfer.id)) or 0
+    claimed = insert_once(
+        CallEvent,
+        {"call_id": transfer.call_id, "kind": "transfer.nobody_left", "detail": {"transfer": transfer.id},
+         "dedupe_key": f"transfer:{transfer.id}:nobody_left:{last_offer}", "occurred_at": state.now(),
+         "sealed_detail": None},
+    )  # fmt: skip
+    db.session.commit()
+    return claimed
 
 
 def _withdrawable_since() -> datetime:

@@ -643,3 +643,53 @@ def test_a_person_call_that_timed_out_and_was_never_placed_ends_the_attempt_soon
     (callback,) = callbacks(app)
     assert (callback.state, callback.attempts) == ("retry_wait", 1)
     assert contacts(app, "callback")[-1].attempt == 2
+
+
+@pytest.mark.usefixtures("rota")
+def test_two_requests_from_one_person_at_the_same_instant_make_one_callback(
+    app: Flask, phone: Phone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the person's open callback was looked for and then inserted with nothing
+    between: two requests in the same instant (two calls pressing the key together) both found
+    none and made two, and two counselors dialled one phone."""
+    import contextlib
+    import threading
+
+    from callbacks import requests as callback_requests
+    from routing.store import active_routing
+
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)  # the same number, on a second line
+    with app.app_context():
+        transfer_ids = list(db.session.scalars(select(Transfer.id).order_by(Transfer.id)))
+    assert len(transfer_ids) == 2
+
+    # Each request, once past its look for an open callback, waits for the other to get there
+    # too (or 1.5 s, if the other cannot: it is waiting for this one's lock).
+    both_looked = threading.Barrier(2)
+    real_insert = callback_requests.insert_ignoring_duplicates
+
+    def insert_after_both_looked(*args: Any, **kwargs: Any) -> Any:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_looked.wait(timeout=1.5)
+        return real_insert(*args, **kwargs)
+
+    monkeypatch.setattr(callback_requests, "insert_ignoring_duplicates", insert_after_both_looked)
+    outcomes: list[str] = []
+
+    def press_the_key(transfer_id: int) -> None:
+        with app.app_context():
+            active = active_routing()
+            assert active is not None
+            transfer = db.session.get(Transfer, transfer_id)
+            assert transfer is not None
+            outcomes.append(callback_requests.request_from_hold(transfer, active.document))
+
+    pressing = [threading.Thread(target=press_the_key, args=(transfer_id,)) for transfer_id in transfer_ids]
+    for thread in pressing:
+        thread.start()
+    for thread in pressing:
+        thread.join(timeout=30)
+
+    assert outcomes == ["requested", "requested"]
+    assert [(c.state, c.origin) for c in callbacks(app)] == [("waiting", "call")]

@@ -582,6 +582,14 @@ def test_a_caller_deep_in_a_long_hold_clip_with_nobody_left_to_ring_is_moved_on_
     assert len(redirected_to) == 1 and "/voice/hold?" in redirected_to[0], redirected_to
     assert only_transfer(app).state == "waiting"
 
+    # A second offer closing in the same moment (a pass) finds nobody left too: the caller is
+    # not redirected again, into the middle of the prompt the first redirect brought.
+    with app.app_context():
+        active = active_routing()
+        assert active is not None
+        transfer.flow.ring_next(db.session.get(Transfer, only_transfer(app).id), active.document)
+    assert len(fake.get_call(caller.identity.call_sid).redirects) == 1
+
 
 @pytest.mark.usefixtures("wednesday_evening")
 def test_a_caller_the_failsafe_sent_to_the_backup_line_unrecorded_is_never_pulled_off_it_when_the_database_returns(
