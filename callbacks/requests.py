@@ -54,6 +54,7 @@ def request_from_hold(transfer: Transfer, document: RoutingDocument) -> str:
     callback = _create(
         dedupe_key=f"call:{call.id}:{transfer.id}", origin="call", call_id=call.id, conversation_id=None,
         language=transfer.language, need=transfer.need, queue_since=transfer.started_at,
+        fresh_if_closed=transfer.state == "waiting",
     )  # fmt: skip
     if not state.move_transfer(transfer.id, ("waiting",), "callback", end_reason="callback_requested"):
         db.session.commit()
@@ -144,11 +145,12 @@ OPEN_CALLBACK_STATES = ("waiting", "calling", "retry_wait")
 
 def _create(
     *, dedupe_key: str, origin: str, call_id: int, conversation_id: int | None, language: str, need: str,
-    queue_since: datetime,
+    queue_since: datetime, fresh_if_closed: bool = False,
 ) -> Callback:  # fmt: skip
     """The callback for this request: the person's own still to be made, if they asked before
     (on another call, or by text), so two counselors never dial one phone at once; else a new
-    one (once per ``dedupe_key``)."""
+    one (once per ``dedupe_key``). ``fresh_if_closed``: this request is a new one (their hold
+    is still waiting), so the request's callback cancelled before does not answer it."""
     call = db.session.get(Call, call_id)
     if call is not None and call.caller_hash:
         _one_request_at_a_time(call)
@@ -174,6 +176,14 @@ def _create(
     )  # fmt: skip
     callback = db.session.scalars(select(Callback).where(Callback.dedupe_key == dedupe_key)).one()
     db.session.commit()
+    if fresh_if_closed and callback.state not in OPEN_CALLBACK_STATES:
+        # Asked again on the same hold after this one was cancelled (an acceptance that was
+        # then withdrawn): a new one, not the cancelled one, which would never be made.
+        return _create(
+            dedupe_key=f"{dedupe_key}:again:{callback.id}", origin=origin, call_id=call_id,
+            conversation_id=conversation_id, language=language, need=need, queue_since=queue_since,
+            fresh_if_closed=True,
+        )  # fmt: skip
     return callback
 
 

@@ -693,3 +693,31 @@ def test_two_requests_from_one_person_at_the_same_instant_make_one_callback(
 
     assert outcomes == ["requested", "requested"]
     assert [(c.state, c.origin) for c in callbacks(app)] == [("waiting", "call")]
+
+
+@pytest.mark.usefixtures("rota")
+def test_the_callback_key_pressed_again_after_an_acceptance_was_withdrawn_makes_a_callback_that_will_be_made(
+    app: Flask, phone: Phone
+) -> None:
+    """Before, the second press found the first press's callback (cancelled when a counselor
+    accepted in that moment) and promised it: "We will call you back", and nobody would."""
+    from callbacks.requests import request_from_hold
+    from routing.store import active_routing
+
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    with app.app_context():
+        active = active_routing()
+        assert active is not None
+        transfer = db.session.scalars(select(Transfer)).one()
+        transfer.state = "connecting"  # a counselor's 1, a moment before the caller's 9
+        db.session.commit()
+        assert request_from_hold(transfer, active.document) == "join"
+        transfer.state = "waiting"  # the acceptance was withdrawn: the caller holds on
+        db.session.commit()
+
+        assert request_from_hold(transfer, active.document) == "requested"
+        assert request_from_hold(transfer, active.document) == "requested"  # a duplicated press: the same
+
+    assert [(c.state, c.outcome) for c in callbacks(app)] == [("canceled", "answered_live"), ("waiting", None)]
+    (first_attempt,) = contacts(app, "callback")
+    assert first_attempt.callback_id == callbacks(app)[1].id
