@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ from ivr.call_log import PHONE_CONTEXT, phone_hash
 from routing.document import RoutingDocument
 from routing.store import active_routing
 from sms import conversations as convo
-from sms import outbox
+from sms import delivery, outbox
 from workers.contacts import schedule, sends
 
 log = logging.getLogger(__name__)
@@ -602,6 +603,65 @@ def send_survey(contact: ScheduledContact) -> str:
 def _forget_asker(survey: SurveyResponse) -> None:
     db.session.execute(update(SurveyResponse).where(SurveyResponse.id == survey.id).values(texter_id=None))
     db.session.commit()
+
+
+# --- flagged check-ins, for the supervisors' board --------------------------------------------
+
+FLAGGED_LISTED_FOR = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class FlaggedCheckIn:
+    """A check-in that needs a person (no reply, or its text could not be sent): its case and
+    why, never whom. ``tried``/``told``: supervisors texted about it, and those Twilio took."""
+
+    checkin_id: int
+    case: str
+    reason: str
+    flagged_at: datetime
+    tried: int
+    told: int
+
+
+def flagged_checkins(moment: datetime, *, limit: int) -> list[FlaggedCheckIn]:
+    """Flagged in the last week and not yet marked followed up, oldest first."""
+    rows = db.session.execute(
+        select(CheckIn.id, CheckIn.flag_reason, CheckIn.flagged_at)
+        .where(CheckIn.state == "flagged", CheckIn.flagged_at >= moment - FLAGGED_LISTED_FOR)
+        .order_by(CheckIn.flagged_at, CheckIn.id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return []
+    alerts = db.session.execute(
+        select(Message.idempotency_key, Message.status).where(
+            Message.party == "supervisor",
+            or_(*(Message.idempotency_key.like(f"checkin-flag:{checkin_id}:%") for checkin_id, _, _ in rows)),
+        )
+    ).all()
+    # Keys: checkin-flag:<id>:<supervisor> and, sent again, checkin-flag:<id>:r<n>:<supervisor>.
+    by_checkin: dict[str, list[tuple[str, str]]] = {}
+    for key, status in alerts:
+        parts = (key or "").split(":")
+        by_checkin.setdefault(parts[1] if len(parts) > 2 else "", []).append((parts[-1], status))
+    result = []
+    for checkin_id, reason, flagged_at in rows:
+        about = by_checkin.get(str(checkin_id), [])
+        tried = {supervisor for supervisor, _ in about}
+        told = {supervisor for supervisor, status in about if delivery.taken(status)}
+        reason_text = FLAG_REASON_TEXT.get(reason or "", reason or "")
+        result.append(
+            FlaggedCheckIn(checkin_id, f"C{checkin_id}", reason_text, flagged_at or moment, len(tried), len(told))
+        )
+    return result
+
+
+def mark_followed_up(checkin_id: int) -> bool:
+    """A supervisor has followed a flagged check-in up: off the board. Once (False after)."""
+    moved = db.session.execute(
+        update(CheckIn).where(CheckIn.id == checkin_id, CheckIn.state == "flagged").values(state="followed_up")
+    ).rowcount  # type: ignore[attr-defined]
+    return bool(moved)
 
 
 # --- reactions to texts (connected when this module is imported) -------------------------------

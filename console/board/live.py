@@ -19,6 +19,7 @@ from crisisline.models import (
     ResponderState,
     Transfer,
 )
+from followups.checkins import flagged_checkins
 from line_queue.waiting import TEXT_WAITING_STATES, WaitingContact, head
 from routing.document import Responder, RoutingDocument
 from routing.schedule import is_on_call, local_time
@@ -110,6 +111,17 @@ class AfterStopRow:
 
 
 @dataclass(frozen=True)
+class FlaggedCheckInRow:
+    """A check-in that needs a person: no reply to two texts, or its text could not be sent."""
+
+    checkin_id: int
+    case: str  # "C12", as the supervisors' alert names it
+    reason: str
+    ago: str  # since it was flagged
+    alert: str  # whether the supervisors were texted about it
+
+
+@dataclass(frozen=True)
 class Board:
     at: datetime
     waiting: list[WaitingRow]  # the head of the queue, at most ``BOARD_LIMIT``
@@ -118,6 +130,7 @@ class Board:
     stuck_texts: list[StuckTextRow] = field(default_factory=list)
     undelivered: list[UndeliveredRow] = field(default_factory=list)
     after_stop: list[AfterStopRow] = field(default_factory=list)
+    flagged_checkins: list[FlaggedCheckInRow] = field(default_factory=list)
 
     @property
     def longest_wait_seconds(self) -> int:
@@ -138,6 +151,7 @@ class Board:
             "stuck_texts": len(self.stuck_texts),
             "undelivered": len(self.undelivered),
             "after_stop": len(self.after_stop),
+            "flagged_checkins": len(self.flagged_checkins),
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -150,6 +164,7 @@ class Board:
             "stuck_texts": [asdict(row) for row in self.stuck_texts],
             "undelivered": [asdict(row) for row in self.undelivered],
             "after_stop": [asdict(row) for row in self.after_stop],
+            "flagged_checkins": [asdict(row) for row in self.flagged_checkins],
         }
 
 
@@ -223,8 +238,21 @@ def snapshot(document: RoutingDocument, moment: datetime) -> Board:
         )
     return Board(
         moment, waiting, responders, waiting_by_channel(), stuck_text_rows(document, moment),
-        undelivered_rows(document, moment), after_stop_rows(document, moment),
+        undelivered_rows(document, moment), after_stop_rows(document, moment), flagged_checkin_rows(document, moment),
     )  # fmt: skip
+
+
+def flagged_checkin_rows(document: RoutingDocument, moment: datetime) -> list[FlaggedCheckInRow]:
+    """Check-ins flagged in the last week that nobody has marked followed up, oldest first."""
+    rows = []
+    for flagged in flagged_checkins(moment, limit=BOARD_LIMIT):
+        if flagged.tried:
+            alert = alert_state(True, flagged.tried, flagged.told)
+        else:
+            alert = "no supervisor is listed to text" if not document.supervisors else "not yet"
+        seconds_ago = max(0, int((moment - flagged.flagged_at).total_seconds()))
+        rows.append(FlaggedCheckInRow(flagged.checkin_id, flagged.case, flagged.reason, ago(seconds_ago), alert))
+    return rows
 
 
 def undelivered_rows(document: RoutingDocument, moment: datetime) -> list[UndeliveredRow]:

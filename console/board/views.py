@@ -15,6 +15,7 @@ from console.board.forms import TakeOverForm, UnmaskForm
 from console.board.live import snapshot
 from console.models import ADMIN, SUPERVISOR
 from crisisline.db import db
+from followups.checkins import mark_followed_up
 from routing.store import active_routing
 from sms.conversations import stuck_case, take_over_stuck
 
@@ -53,6 +54,22 @@ def take_over(message_id: int) -> Response:
     else:
         db.session.rollback()
         flash(f"Text {case} is not one to take over: handled or taken over already, or not on the board.", "info")
+    return redirect(url_for("console.board.page"))
+
+
+@bp.post("/board/check-ins/<int:checkin_id>/followed-up")
+@allow(ADMIN, SUPERVISOR)
+def checkin_followed_up(checkin_id: int) -> Response:
+    """A supervisor has followed up a flagged check-in (called them, or decided): off the board, audited."""
+    if not TakeOverForm().validate_on_submit():
+        abort(400)
+    if mark_followed_up(checkin_id):
+        audit.record("checkin_followed_up", actor=signed_in(), target=f"checkin:{checkin_id}", case=f"C{checkin_id}")
+        db.session.commit()
+        flash(f"Check-in C{checkin_id} is marked as followed up.", "success")
+    else:
+        db.session.rollback()
+        flash(f"Check-in C{checkin_id} is not one to follow up: answered, or marked already.", "info")
     return redirect(url_for("console.board.page"))
 
 

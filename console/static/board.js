@@ -57,6 +57,32 @@
     }));
     section.hidden = people.length === 0;
   }
+  // Check-ins flagged for a person, each with its "Followed up" form.
+  function renderFlagged(flagged) {
+    var section = document.getElementById("flagged-checkins");
+    var body = document.getElementById("flagged-rows");
+    if (!section || !body) { return; }
+    var token = document.querySelector('meta[name="csrf-token"]');
+    body.replaceChildren.apply(body, flagged.map(function (f) {
+      var row = window.consoleRow([f.case, f.reason, f.ago, f.alert, ""]);
+      var form = document.createElement("form");
+      form.method = "post";
+      form.action = section.dataset.action.replace(/\/0\/followed-up$/, "/" + f.checkin_id + "/followed-up");
+      var csrf = document.createElement("input");
+      csrf.type = "hidden";
+      csrf.name = "csrf_token";
+      csrf.value = token ? token.content : "";
+      var button = document.createElement("button");
+      button.type = "submit";
+      button.textContent = "Followed up";
+      form.appendChild(csrf);
+      form.appendChild(button);
+      row.children[4].appendChild(form);
+      row.dataset.checkin = String(f.checkin_id);
+      return row;
+    }));
+    section.hidden = flagged.length === 0;
+  }
   function render(data) {
     var queue = document.getElementById("queue-rows");
     var rows = data.waiting.map(function (w) {
@@ -84,6 +110,7 @@
     renderStuck(data.stuck_texts || []);
     renderUndelivered(data.undelivered || []);
     renderAfterStop(data.after_stop || []);
+    renderFlagged(data.flagged_checkins || []);
     set("waiting-count", String(data.counts.waiting));
     set("shown-count", String(data.counts.shown));
     var cut = document.getElementById("queue-cut");

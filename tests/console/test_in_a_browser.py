@@ -465,6 +465,43 @@ def test_a_supervisors_open_board_shows_someone_who_wrote_after_stop_and_points_
         expect(section).to_be_hidden(timeout=BOARD_REFRESH_WAIT_MS)
 
 
+def test_a_supervisors_open_board_shows_a_check_in_that_needs_a_person_and_marks_it_followed_up(
+    app: Flask, browser: Any, live_server: str, make_user: MakeUser, settings: Settings
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from crisisline.db import db
+    from crisisline.models import CheckIn
+
+    expect = sync_api.expect
+    database = settings.database_url.split(":")[0].split("+")[0]
+    with board_open_for_a_supervisor(browser, live_server, make_user) as page:
+        section = page.locator("#flagged-checkins")
+        expect(section).to_be_hidden()
+        now = datetime.now(UTC)
+        with app.app_context():  # two check-in texts went unanswered (tests/followups show how)
+            checkin = CheckIn(
+                dedupe_key="text:999", origin="text", language="en", need="suicide", state="flagged",
+                asked_at=now - timedelta(hours=21), sent_at=now - timedelta(hours=8), flagged_at=now,
+                flag_reason="no_reply",
+            )  # fmt: skip
+            db.session.add(checkin)
+            db.session.commit()
+            case = f"C{checkin.id}"
+
+        rows = page.locator("#flagged-rows tr")
+        expect(rows).to_have_count(1, timeout=BOARD_REFRESH_WAIT_MS)  # drawn by the board's own refresh
+        expect(section).to_be_visible()
+        expect(rows.first).to_contain_text(case)
+        expect(rows.first).to_contain_text("no reply to two check-in texts")
+        shot(page, database, "board-flagged-checkin")
+
+        rows.first.get_by_role("button", name="Followed up").click()
+
+        expect(page.get_by_role("status").first).to_contain_text(f"Check-in {case} is marked as followed up")
+        expect(page.locator("#flagged-checkins")).to_be_hidden()
+
+
 def test_a_supervisors_open_board_shows_a_text_that_did_not_reach_its_texter(
     app: Flask, browser: Any, live_server: str, client: FlaskClient, texting: TextingPhone, fake: FakeTwilio,
     make_user: MakeUser, publish_routing: Callable[..., int], settings: Settings,

@@ -27,6 +27,11 @@ def _empty_redis(clean_redis: redis.Redis) -> redis.Redis:
 def run_due(app: Flask) -> Callable[[], list[str]]:
     """Run every pending contact that is due by the (travelled) clock, as the RQ job does;
     returns their outcomes. Contacts not yet due are left alone."""
+    return due_contacts_runner(app)
+
+
+def due_contacts_runner(app: Flask) -> Callable[[], list[str]]:
+    """``run_due``'s runner, for tests elsewhere that need one."""
 
     def run() -> list[str]:
         from workers.contacts import now, run_scheduled_contact
