@@ -138,7 +138,8 @@ def _digit(given: MenuInput, languages: Sequence[Language]) -> int | None:
     if given.digits:
         # numDigits=1 should give one key; if a phone sends more, the first one counts.
         first = given.digits[0]
-        return int(first) if first.isdigit() else -1
+        # ``isdecimal``: "²".isdigit() is True, and int("²") raises (a texter's "²" did).
+        return int(first) if first.isdecimal() else -1
     if given.speech:
         return spoken_digit(given.speech, _digit_words(languages), _fillers(languages))
     return None

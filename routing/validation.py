@@ -76,6 +76,9 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
         "They have just called the line again and are holding, so we will not call them now. Please hang up:"
         " you may be rung for their call."
     ),
+    "sms_picture": lambda prompts: (
+        "[#{tag} sent a picture: the line cannot pass pictures on. Ask them to describe it.]"
+    ),
     "sms_line_trouble": lambda prompts: (
         "Crisis line: the line is having trouble with your text. It is kept and will be handled as soon as it"
         " can be; an answer may come late."

@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import Insert, Select, Update, bindparam, case, func, select, update
+from sqlalchemy import Insert, Select, Update, bindparam, case, func, or_, select, update
 
 import line_queue
 from crisisline import events
@@ -148,12 +148,17 @@ def to_counselor(conversation: Conversation, responder: Responder, key: str, bod
 
 
 def relay_to_counselor(
-    conversation: Conversation, responder: Responder, document: RoutingDocument, message_id: int, body: str
-) -> bool:
+    conversation: Conversation, responder: Responder, document: RoutingDocument, message_id: int, body: str,
+    *, pictures: int = 0,
+) -> bool:  # fmt: skip
     """A texter's words (their inbound text ``message_id``) to the counselor with them, tagged;
     one key per text and counselor, so live relays, the backlog and retries never send it
-    twice, and a counselor taking a passed or requeued conversation still gets it all."""
+    twice, and a counselor taking a passed or requeued conversation still gets it all. A
+    picture is never passed on (the line keeps none), but the counselor is told one came."""
     words = body.strip()
+    if pictures:
+        note = document.staff_prompt("sms_picture", tag=conversation.tag)
+        words = f"{words}\n{note}" if words else note
     if not words:
         return False
     prompt = document.staff_prompt("sms_relay", tag=conversation.tag, body=words)
@@ -380,7 +385,7 @@ def relay_backlog(conversation: Conversation, responder: Responder) -> None:
     ).all()
     for message in backlog:
         body = outbox.vault().open(message.sealed_body, context=outbox.BODY_CONTEXT) if message.sealed_body else ""
-        relay_to_counselor(conversation, responder, active.document, message.id, body)
+        relay_to_counselor(conversation, responder, active.document, message.id, body, pictures=message.num_media)
 
 
 def pass_back(conversation: Conversation, responder: Responder, document: RoutingDocument) -> bool:
@@ -875,7 +880,15 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
     time runs from their first text since the counselor last wrote: asking "are you there?"
     again must not keep them with a counselor who has gone."""
     before = now() - timedelta(minutes=document.sms.idle_close_minutes)
-    counselor_wrote = func.coalesce(Conversation.last_counselor_at, Conversation.assigned_at)
+    # The later of the two: a counselor who took it over is timed from taking it, not from what
+    # the counselor before them last wrote (who may have been silent for the idle time).
+    counselor_wrote = case(
+        (
+            or_(Conversation.last_counselor_at.is_(None), Conversation.assigned_at > Conversation.last_counselor_at),
+            Conversation.assigned_at,
+        ),
+        else_=Conversation.last_counselor_at,
+    )
     first_unanswered = (
         select(func.min(Message.created_at))
         .where(Message.conversation_id == Conversation.id, Message.direction == "in", Message.party == "texter",
@@ -890,7 +903,10 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
             func.coalesce(first_unanswered, Conversation.last_texter_at) <= before,
         )
     ).all():
-        counselor_last = conversation.last_counselor_at or conversation.assigned_at
+        counselor_last = max(
+            (moment for moment in (conversation.last_counselor_at, conversation.assigned_at) if moment is not None),
+            default=None,
+        )
         if counselor_last is not None and counselor_last >= (conversation.last_texter_at or counselor_last):
             continue  # the counselor wrote last: the texter has gone quiet (see _close_idle)
         responder = document.responder(conversation.counselor_id or "")
@@ -898,7 +914,7 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
             requeue_orphan(conversation, document)
             counts["requeued"] += 1
         elif pass_back(conversation, responder, document):
-            key = f"requeued:{conversation.last_texter_at}"
+            key = f"requeued:{conversation.last_texter_at}:{responder.id}"
             to_counselor(conversation, responder, key, document.staff_prompt("sms_requeued", tag=conversation.tag))
             counts["requeued"] += 1
 

@@ -8,7 +8,7 @@ from sqlalchemy import update
 from crisisline import events
 from crisisline.db import commit_keeping_loaded, db
 from crisisline.models import Conversation, Message, Texter
-from ivr.menu import MenuInput, choose_need
+from ivr.menu import MenuInput, choose_language, choose_need
 from routing.document import RoutingDocument
 from sms import conversations as convo
 from sms.language import detect
@@ -110,6 +110,10 @@ def handle_texter_message(
             f"help:{inbound.id}",
             language.text("help", line=document.line_name, voice_number=voice),
         )
+        if conversation.state == "language" and conversation.menu_attempts == 0:
+            # "Help" may be a first cry, not the keyword: ask which language, so they know what next.
+            _count_attempt(conversation)
+            convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
         return
     if num_media:
         convo.to_texter(conversation, f"mms:{inbound.id}", language.text("mms"))
@@ -129,6 +133,12 @@ def _call_me_back(document: RoutingDocument, conversation: Conversation, texter:
     language = document.language(conversation.language)
     arranged = call_requested.send(conversation, texter=texter, document=document)
     if not any(done for _receiver, done in arranged):
+        # "A counselor will text you back here": so they must be in the queue (at the menus
+        # they were not), with what they chose so far and the defaults for the rest.
+        if conversation.state in ("language", "need"):
+            need = document.need(conversation.need or "") or document.need(document.menu.default_need)
+            chosen = (need.key, need.priority) if need else None
+            convo.queue(conversation, document, need=chosen, language_code=language.code)
         convo.to_texter(conversation, f"callback-impossible:{inbound.id}", language.text("callback_impossible"))
         return
     convo.to_texter(conversation, f"callback:{inbound.id}", language.text("callback_confirmed"))
@@ -148,13 +158,13 @@ def handle_step(document: RoutingDocument, conversation: Conversation, inbound: 
         if responder is None:
             convo.requeue_orphan(conversation, document)  # their counselor left the rota
         else:
-            convo.relay_to_counselor(conversation, responder, document, inbound.id, body)
+            convo.relay_to_counselor(conversation, responder, document, inbound.id, body, pictures=inbound.num_media)
 
 
 def _language_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
     chosen = None
     text = body.strip()
-    if conversation.menu_attempts > 0 and text[:1].isdigit():
+    if conversation.menu_attempts > 0 and text[:1].isdecimal():
         chosen = next((lang for lang in document.languages if str(lang.digit) == text[:1]), None)
     if chosen is None:
         detected, confidence = detect(document, text)
@@ -166,7 +176,7 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
         _count_attempt(conversation)
         convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
         return
-    need = choose_need(document, chosen, MenuInput(speech=text)) if not text[:1].isdigit() else None
+    need = choose_need(document, chosen, MenuInput(speech=text)) if not text[:1].isdecimal() else None
     if need is not None and need.key == document.menu.default_need:
         need = None  # "talk to someone" is not a choice; show the menu so they can pick
     if need is not None:
@@ -195,20 +205,24 @@ def _language_question(document: RoutingDocument) -> str:
     return " / ".join(lang.text("language_option", digit=lang.digit) for lang in document.languages)
 
 
-def _send_welcome_and_need_menu(document: RoutingDocument, conversation: Conversation, welcome: str) -> None:
+def _send_welcome_and_need_menu(
+    document: RoutingDocument, conversation: Conversation, welcome: str, key: str = "welcome"
+) -> None:
     language = document.language(conversation.language)
     lines = [welcome, "", language.text("need_menu")] + [
         language.text("need_option", digit=need.digit, label=need.labels.get(language.code, need.key))
         for need in document.needs
     ]
-    convo.to_texter(conversation, "welcome", "\n".join(lines))
+    convo.to_texter(conversation, key, "\n".join(lines))
 
 
 def _need_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
     language = document.language(conversation.language)
     text = body.strip()
-    given = MenuInput(digits=text[:1]) if text[:1].isdigit() and len(text) <= 2 else MenuInput(speech=text)
+    given = MenuInput(digits=text[:1]) if text[:1].isdecimal() and len(text) <= 2 else MenuInput(speech=text)
     need = choose_need(document, language, given)
+    if need is None and given.speech and _switch_language(document, conversation, inbound, given):
+        return
     if need is None:
         _count_attempt(conversation)
         if conversation.menu_attempts <= document.menu.retries:
@@ -216,6 +230,25 @@ def _need_step(document: RoutingDocument, conversation: Conversation, inbound: M
             return
         need = document.need(document.menu.default_need) or document.needs[-1]
     convo.queue(conversation, document, need=(need.key, need.priority))
+
+
+def _switch_language(document: RoutingDocument, conversation: Conversation, inbound: Message, given: MenuInput) -> bool:
+    """At the need menu, "English please": their language was guessed wrong from their first
+    words ("I'm Sofia" reads as Spanish). The menu again, in the language they named."""
+    named = choose_language(document, MenuInput(speech=given.speech))
+    if named is None or named.code == conversation.language:
+        return False
+    moved = db.session.scalars(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state == "need")
+        .values(language=named.code, menu_attempts=0)
+        .returning(Conversation)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).first()
+    db.session.commit()
+    if moved is not None:
+        _send_welcome_and_need_menu(document, moved, named.text("welcome"), key=f"language-switch:{inbound.id}")
+    return True
 
 
 def _count_attempt(conversation: Conversation) -> None:
