@@ -549,6 +549,9 @@ def _after_staff_left(transfer: Transfer) -> bool:
         return False
     if transfer.mode == "callback" and transfer.state == "connecting":
         return False  # the person's phone is still ringing: their status callback settles it
+    if transfer.mode == "live" and caller_is_off_our_line(transfer):
+        on_the_backup_line(transfer, "caller_on_backup")  # never pulled off it mid-conversation
+        return False
     return dispatch.redirect_caller(transfer, "transfer.staff_left") == dispatch.REDIRECTED
 
 
@@ -663,8 +666,34 @@ def failsafe_took_over(call_sid: str) -> None:
     if call is None:
         return
     transfer = state.open_transfer(call)
-    if transfer is not None:
+    if transfer is None:
+        return
+    if transfer.state == "waiting":
         send_to_backup(transfer, "failsafe")
+    elif transfer.mode == "live" and transfer.caller_call_sid == call_sid:
+        # Accepted, but the caller's join failed: they are with the backup line, and their
+        # counselor alone in the room. Nobody may pull them back to it when the counselor leaves.
+        on_the_backup_line(transfer, "failsafe")
+
+
+def on_the_backup_line(transfer: Transfer, reason: str) -> bool:
+    """A connecting or connected caller is found on the backup line (the fail-safe took them
+    there): the transfer ends there, and a counselor still in the room is told where the caller
+    went (off the request thread). True if this ended it."""
+    if not state.move_transfer(transfer.id, ("connecting", "connected"), "to_backup", end_reason=reason):
+        db.session.commit()
+        return False
+    record_event(transfer, "transfer.to_backup", f"transfer:{transfer.id}:backup", reason=reason)
+    db.session.commit()
+    active = active_routing()
+    told = active.document.staff_prompt("caller_on_backup") if active is not None else ""
+    for offer in state.staff_on_call(transfer.id):
+        if state.finish_offer(offer, "caller_on_backup", from_states=("accepted",)):
+            db.session.commit()
+            if offer.call_sid and told:
+                start_soon(f"tell:{offer.call_sid}", partial(dispatch.tell_responder, offer.call_sid, told))
+    stop_ringing(transfer)
+    return True
 
 
 def _callback_requested_at(transfer: Transfer) -> datetime | None:

@@ -64,6 +64,9 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
             # stores the call's end first, and failed after it): close it now.
             flow.leg_gone(transfer, caller)
             continue
+        if transfer.mode == "live" and flow.caller_is_off_our_line(transfer):
+            flow.on_the_backup_line(transfer, "caller_on_backup")  # talking there: left there
+            continue
         outcome = dispatch.redirect_caller(transfer, "transfer.staff_left")
         if outcome == dispatch.CALLER_GONE:
             flow.leg_gone(transfer, caller)
