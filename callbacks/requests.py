@@ -53,7 +53,7 @@ def request_from_hold(transfer: Transfer, document: RoutingDocument) -> str:
         return "impossible"
     callback = _create(
         dedupe_key=f"call:{call.id}:{transfer.id}", origin="call", call_id=call.id, conversation_id=None,
-        language=transfer.language, need=transfer.need, queue_since=transfer.started_at,
+        language=transfer.language, need=transfer.need, queue_since=transfer.queued_since,
         fresh_if_closed=transfer.state == "waiting",
     )  # fmt: skip
     if not state.move_transfer(transfer.id, ("waiting",), "callback", end_reason="callback_requested"):

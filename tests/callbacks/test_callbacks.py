@@ -721,3 +721,25 @@ def test_the_callback_key_pressed_again_after_an_acceptance_was_withdrawn_makes_
     assert [(c.state, c.outcome) for c in callbacks(app)] == [("canceled", "answered_live"), ("waiting", None)]
     (first_attempt,) = contacts(app, "callback")
     assert first_attempt.callback_id == callbacks(app)[1].id
+
+
+def test_a_callback_asked_for_after_a_counselor_left_keeps_the_callers_first_place_in_line(
+    app: Flask, phone: Phone, fake: FakeTwilio, rota: Callable[..., None], wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Before, it queued from the new search's start, behind everyone who called meanwhile."""
+    from tests.rota import BEN as BEN_PHONE
+    from tests.rota import leg_to
+
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben = phone.answer(leg_to(fake, BEN_PHONE).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    assert caller.conference == ben.conference is not None
+    wednesday_evening.shift(timedelta(minutes=5))
+    phone.hang_up(ben)  # Ben leaves: a new search for the caller, who keeps their place
+    phone.resume(caller, [Keys("2"), Keys("9")], max_hold_turns=2)
+
+    with app.app_context():
+        first = db.session.scalars(select(Transfer).order_by(Transfer.id)).first()
+        assert first is not None
+        (callback,) = db.session.scalars(select(Callback)).all()
+        assert callback.queue_since == first.queued_since
