@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import CompoundSelect, String, bindparam, literal, or_, select, union_all
+from sqlalchemy import CompoundSelect, Select, String, and_, bindparam, func, literal, not_, or_, select, union_all
 
 from crisisline.background import one_writer_at_a_time, side_by_side, start_soon, within_budget
 from crisisline.db import db
@@ -47,9 +47,17 @@ HEAD_LIMIT = 50
 # How deep a pass looks, at contacts someone free could take, when responders are still free
 # after the head (see ``_fill_pass``).
 DEEPER_HEAD_LIMIT = 500
-# An offer that ended like this never reached the responder's phone (Twilio refused the
-# number, or could not be reached): they cannot take this contact, however long it waits.
-UNREACHABLE_OUTCOMES = ("error", "rest_unreachable", "rest_lost")
+# An offer Twilio refused for the responder's number itself (invalid, unreachable from the
+# account, blocked: ``rest_error_<code>``) can never ring them for this contact, however long it
+# waits. One refused for a moment (rate limited, Twilio's own failure, unreachable, our request
+# lost) only waits out the re-offer cooldown, like a missed ring: a single 429 must not bar the
+# only counselor on shift from a caller. Twice for one contact, and they do not count for it
+# either: in an outage of Twilio's API callers move on to the backup line, not hold for nobody.
+PASSING_FAILURES_ALLOWED = 1
+PASSING_REST_OUTCOMES = (
+    "rest_error_20429", "rest_error_429", "rest_error_20500", "rest_error_20503", "error", "rest_unreachable",
+    "rest_lost",
+)  # fmt: skip
 
 # channel → how a contact of that channel is offered to these responders; returns how many
 # offers were made. Registered by ``transfer.dispatch`` (voice) and ``sms.conversations`` (text).
@@ -557,15 +565,33 @@ def recently_offered(
     return result
 
 
+def _passing_failure(outcome: Any) -> Any:
+    return or_(outcome.in_(PASSING_REST_OUTCOMES), outcome.like("rest_error_5%"))
+
+
 def _unreachable(outcome: Any) -> Any:
-    return or_(outcome.in_(UNREACHABLE_OUTCOMES), outcome.like("rest_error%"))
+    return and_(outcome.like("rest_error%"), not_(_passing_failure(outcome)))
+
+
+def _failing_again(contact: Any) -> Select[int, str]:
+    """(contact, responder) pairs whose ring for ``contact`` failed for a moment more than
+    ``PASSING_FAILURES_ALLOWED`` times: unreachable for it, as a refused number is."""
+    return (
+        select(Offer.transfer_id, Offer.responder_id)
+        .where(contact, _passing_failure(Offer.outcome))
+        .group_by(Offer.transfer_id, Offer.responder_id)
+        .having(func.count(Offer.id) > PASSING_FAILURES_ALLOWED)
+    )
 
 
 # ``recently_offered``'s reads, built once: ``ids`` the contacts, ``since`` the cooldown's start.
-_VOICE_OFFERED = select(Offer.transfer_id, Offer.responder_id).where(
-    Offer.transfer_id.in_(bindparam("ids", expanding=True)),
-    or_(Offer.state.in_(ACTIVE_OFFER_STATES), Offer.ended_at >= bindparam("since"), _unreachable(Offer.outcome)),
-    or_(Offer.outcome.is_(None), Offer.outcome != "engaged_elsewhere"),
+_VOICE_OFFERED: CompoundSelect[Any] = union_all(
+    select(Offer.transfer_id, Offer.responder_id).where(
+        Offer.transfer_id.in_(bindparam("ids", expanding=True)),
+        or_(Offer.state.in_(ACTIVE_OFFER_STATES), Offer.ended_at >= bindparam("since"), _unreachable(Offer.outcome)),
+        or_(Offer.outcome.is_(None), Offer.outcome != "engaged_elsewhere"),
+    ),
+    _failing_again(Offer.transfer_id.in_(bindparam("ids", expanding=True))),
 )
 _TEXT_OFFERED = select(ConversationOffer.conversation_id, ConversationOffer.responder_id).where(
     ConversationOffer.conversation_id.in_(bindparam("ids", expanding=True)),
@@ -589,6 +615,7 @@ def anyone_can_take(document: RoutingDocument, language: str, need_key: str, tra
 _PAUSED_OR_UNREACHABLE: CompoundSelect[Any] = union_all(
     select(ResponderState.responder_id).where(ResponderState.paused.is_(True)),
     select(Offer.responder_id).where(Offer.transfer_id == bindparam("transfer"), _unreachable(Offer.outcome)),
+    _failing_again(Offer.transfer_id == bindparam("transfer")).with_only_columns(Offer.responder_id),
 )
 
 

@@ -122,11 +122,35 @@ def test_invalid_responder_number_is_skipped_and_logged_without_the_number(
     assert ben.outcome == "rest_error_21211"
 
 
-@pytest.mark.usefixtures("wednesday_evening")
-def test_twilio_outage_on_ringing_still_gets_the_caller_to_the_backup_line(phone: Phone, fake: FakeTwilio) -> None:
-    fake.inject_fault("POST", r"/Calls\.json$", status=503, times=None)
+@pytest.mark.usefixtures("wednesday_morning")
+def test_one_rate_limited_ring_of_the_only_counselor_on_shift_does_not_cost_the_caller_them(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_morning: time_machine.Coordinates
+) -> None:
+    """Before, one 429 placing Ana's call barred her from this caller for good: "All of our
+    counselors are helping other callers", then the backup line, with Ana free."""
+    fake.inject_fault("POST", r"/Calls\.json$", status=429, code=20429, message="Too Many Requests", times=1)
+    caller = phone.call([Keys("1"), Keys("3")], max_hold_turns=1)
+    assert legs(fake) == []  # refused once
+    assert caller.dials == [] and "helping other callers" not in caller.heard_text()
 
-    caller = phone.call([Keys("1"), Keys("2")], dial_outcomes=["completed"])
+    wednesday_morning.shift(timedelta(seconds=61))  # past the re-offer cooldown
+    phone.resume(caller, max_hold_turns=1)
+
+    assert [leg.to for leg in legs(fake)] == [ANA]  # rung again
+    assert caller.dials == []
+
+
+def test_twilio_outage_on_ringing_still_gets_the_caller_to_the_backup_line(
+    phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Each ring refused for a moment is tried once more after the cooldown; refused again,
+    nobody counts as reachable and the caller moves on, well before the hold limit."""
+    fake.inject_fault("POST", r"/Calls\.json$", status=503, times=None)
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=1)
+    assert caller.dials == []
+
+    wednesday_evening.shift(timedelta(seconds=61))
+    phone.resume(caller, dial_outcomes=["completed"])
 
     assert caller.dials[0].numbers == ["+18002738255"]
     assert "All of our counselors are helping other callers" in caller.heard_text()
