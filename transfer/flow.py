@@ -11,7 +11,7 @@ from functools import partial
 
 import requests
 from blinker import Namespace
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
@@ -61,6 +61,12 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
     # (read back through RETURNING) stay loaded: nobody else has seen the transfer yet.
     commit_keeping_loaded()
     call_log.facts_of(call)  # its line number and whether it can be called back, for its hold turns and rings
+    if db.session.scalar(_CALL_STATUS, {"call": call.id}) in call_log.TERMINAL_STATUSES:
+        # They hung up as they chose, and their call's end was handled before this answer was
+        # stored (it found no transfer to end): nobody may be rung for nobody. Read after the
+        # commit, so either this or the hang-up's handling sees the other.
+        leg_gone(transfer, call)
+        return transfer
     if answered_by_failsafe(call.call_sid):
         # This request ran past its deadline and the caller is on the backup line already:
         # no search for them (checked after the commit, so either this or the fail-safe's own
@@ -68,6 +74,10 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
         send_to_backup(transfer, "failsafe")
         db.session.commit()
     return transfer  # its first hold step (``hold_step``) rings who is free, at once
+
+
+# Built once: every need answer reads it (``crisisline.db``, "Statements built once").
+_CALL_STATUS = select(Call.status).where(Call.id == bindparam("call"))
 
 
 @dataclass(frozen=True)

@@ -618,3 +618,20 @@ def test_a_caller_the_failsafe_sent_to_the_backup_line_unrecorded_is_never_pulle
     assert ben.conference is None
     assert only_transfer(app).state == "to_backup"
     assert fake.get_call(caller.identity.call_sid).redirects == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_need_answer_handled_after_the_callers_hang_up_rings_nobody(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Before, the search began for a caller already gone: a counselor was rung (and counted a
+    miss if they did not pick up) until the minute's repair noticed, 75 s or more later."""
+    from twilio_fake.signing import gather_digits_params
+
+    caller = phone.call([Keys("1")], hang_up_after_requests=2)  # the greeting and the language answer
+    phone.hang_up(caller)  # their final status callback is handled first
+    phone.post(f"{phone.base_url}/voice/menu/need?lang=en&attempt=1", gather_digits_params(caller.identity, "2"))
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert [transfer.state for transfer in transfers(app)] == ["abandoned"]
+    assert legs(fake) == []
