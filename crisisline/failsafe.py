@@ -30,9 +30,10 @@ P = ParamSpec("P")
 AFTER_FAILSAFE: list[Callable[[str], None]] = []
 
 FAILSAFE_MESSAGE = "Please stay on the line. We are connecting you with someone who can help."
-FAILSAFE_RETRY_MESSAGE = "Please stay on the line. We are still trying to connect you."
+# Heard after the first dial ends, answered or not (see ``backup_twiml``): true either way.
+FAILSAFE_RETRY_MESSAGE = "If you still need someone to talk to, please stay on the line. We are connecting you again."
 LAST_RESORT_MESSAGE = (
-    "We could not connect your call. Please call or text 9 8 8 now. If you are in immediate danger, call 9 1 1."
+    "If you still need someone to talk to, please call or text 9 8 8 now. If you are in immediate danger, call 9 1 1."
 )
 BACKUP_DIAL_TIMEOUT_SECONDS = 30
 # A caller already safely in the hold loop whose turn fails on the database (down, hung, pool
@@ -61,8 +62,12 @@ def twiml_response(twiml: VoiceResponse) -> Response:
 def backup_twiml(backup_number: str, caller_id: str | None = None) -> VoiceResponse:
     """Say one calm sentence, then dial the backup line; if that fails, try once more.
 
-    No ``action`` on the ``<Dial>`` so it needs no further request to us: when the first
-    dial ends unanswered Twilio simply runs the next verbs.
+    No ``action`` on the ``<Dial>`` so it needs no further request to us (this answers when
+    our own app may be failing): when the first dial ends Twilio simply runs the next verbs.
+    It also runs them after a conversation with the backup line that ended while the caller
+    stayed on, which TwiML alone cannot tell apart; so what follows is worded to be true
+    either way ("If you still need someone to talk to…"), and a caller who needs it again
+    is connected again.
     """
     twiml = VoiceResponse()
     twiml.say(FAILSAFE_MESSAGE)

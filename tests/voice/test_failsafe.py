@@ -140,6 +140,25 @@ def test_a_bug_in_the_routing_engine_still_connects_the_caller(
     assert call.steps[-1].status == 200
 
 
+def test_what_the_fail_safe_says_after_a_finished_backup_conversation_is_true(
+    app: Flask, phone: Phone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fail-safe's TwiML runs on after its first dial however that ended (it needs no
+    request to a line that may be failing): after a conversation that ended with the caller
+    still on, "We could not connect your call" was untrue."""
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(ivr.views, "decide_route", broken)
+
+    call = phone.call([Keys("1"), Keys("2")], dial_outcomes=["completed", "completed"])
+
+    after = call.heard_text().split("connecting you with someone who can help.", 1)[-1]
+    assert "could not connect" not in after and "still trying" not in after
+    assert "If you still need someone to talk to, please stay on the line." in after
+
+
 def test_line_mode_override_sends_callers_to_backup_without_touching_the_database(
     redis_url: str, make_app: Callable[[Settings], Flask]
 ) -> None:
