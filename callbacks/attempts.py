@@ -107,26 +107,24 @@ HOLDING_RECHECK = timedelta(minutes=1)
 
 
 def _reached_us_since(callback: Callback, call: Call) -> str | None:
-    """Whether the person called in again after asking: ``REACHED`` (a counselor has, or had,
-    them live), ``HOLDING`` (they hold live now, nobody yet), or None."""
+    """Whether the person called in again after asking: ``REACHED`` (they were with a counselor
+    live: joined, not merely accepted), ``HOLDING`` (on our line now: holding, or being brought
+    to a counselor), or None (never, or gone without anyone: the callback stands)."""
     if not call.caller_hash:
         return None
-    states = set(
-        db.session.scalars(
-            select(Transfer.state)
-            .join(Call, Call.id == Transfer.call_id)
-            .where(
-                Call.caller_hash == call.caller_hash,
-                Call.id != call.id,
-                Call.started_at > callback.requested_at,
-                Transfer.mode == "live",
-                Transfer.state.in_(("waiting", "connecting", "connected", "ended")),
-            )
+    rounds = db.session.execute(
+        select(Transfer.state, Transfer.connected_at)
+        .join(Call, Call.id == Transfer.call_id)
+        .where(
+            Call.caller_hash == call.caller_hash,
+            Call.id != call.id,
+            Call.started_at > callback.requested_at,
+            Transfer.mode == "live",
         )
-    )
-    if states & {"connecting", "connected", "ended"}:
+    ).all()
+    if any(connected_at is not None for _state, connected_at in rounds):
         return REACHED
-    return HOLDING if states else None
+    return HOLDING if any(state in ("waiting", "connecting") for state, _ in rounds) else None
 
 
 @sends("callback_missed")

@@ -11,17 +11,14 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from callbacks.attempts import record_outcome
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
 from ivr import call_log
-from ivr.call_log import PHONE_CONTEXT
 from routing.document import RoutingDocument
 from routing.store import active_routing
-from sms.conversations import find_or_create_texter
 from sms.texting import call_requested
 from transfer import flow, state
 from workers.contacts import schedule
@@ -188,19 +185,17 @@ def _create(
 
 
 def _one_request_at_a_time(call: Call) -> None:
-    """Hold this person's lock until the request commits: their row in ``texters`` (made if
-    they never texted), written to, so that a second request from them (two calls pressing the
-    key together, a key and a CALL) waits, then finds the callback this one made. A write, not
-    a read: SQLite takes its lock only for a write, and PostgreSQL locks the row."""
-    if call.sealed_caller and call.caller_hash:
-        number = current_app.extensions["crisisline.vault"].open(call.sealed_caller, context=PHONE_CONTEXT)
-        find_or_create_texter(number, call.caller_hash)
-    db.session.execute(
-        update(Texter)
-        .where(Texter.number_hash == call.caller_hash)
-        .values(number_hash=Texter.number_hash)
-        .execution_options(synchronize_session=False)
-    )
+    """Hold this person's lock until the request commits, so that a second request from them
+    (two calls pressing the key together, a key and a CALL) waits, then finds the callback this
+    one made. PostgreSQL: a transaction-scoped advisory lock on their keyed hash (no row, no
+    personal data). SQLite: a write, which takes its one database-wide write lock."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:person, 0))"),
+            {"person": f"callback:{call.caller_hash}"},
+        )
+    else:
+        db.session.execute(update(Callback).where(Callback.id == -1).values(state=Callback.state))
 
 
 def _cancel(callback: Callback, outcome: str) -> None:

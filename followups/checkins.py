@@ -25,7 +25,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, union_all, update
 
 from crisisline import events
 from crisisline.db import db, insert_once
-from crisisline.models import Call, CheckIn, Conversation, Message, ScheduledContact, SurveyResponse, Texter
+from crisisline.models import Call, CheckIn, Conversation, Message, ScheduledContact, SurveyResponse, Texter, Transfer
 from ivr.call_log import PHONE_CONTEXT, phone_hash
 from routing.document import RoutingDocument
 from routing.store import active_routing
@@ -309,18 +309,24 @@ def record_reply(checkin: CheckIn, reply: str, words: str | None = None, *, at: 
         _cancel_contacts(answered, "answered", kinds=("checkin", "checkin_escalate"))
     db.session.commit()
     if moved and was_flagged:
-        _tell_supervisors_it_was_answered(checkin)
+        # By a worker: never on the webhook that carries out what the person asked for.
+        schedule("checkin_answered", f"checkin:{checkin.id}:answered", now(), checkin_id=checkin.id, attempt=4)
     return bool(moved)
 
 
-def _tell_supervisors_it_was_answered(checkin: CheckIn) -> None:
+@sends("checkin_answered")
+def tell_supervisors_it_was_answered(contact: ScheduledContact) -> str:
     """They were told "no reply"; now there is one, and the person is being looked after."""
+    checkin = db.session.get(CheckIn, contact.checkin_id) if contact.checkin_id else None
     document = _document()
-    if document is None or not document.supervisors:
-        return
+    if checkin is None or document is None:
+        return "not_needed"
+    if not document.supervisors:
+        return "no_supervisors"
     body = document.staff_prompt("checkin_answered_sms", case=f"C{checkin.id}")
     from_number = checkin.line_number or _settings_line_number() or ""
-    outbox.tell_supervisors(document, key=f"checkin-answered:{checkin.id}", body=body, from_number=from_number)
+    told = outbox.tell_supervisors(document, key=f"checkin-answered:{checkin.id}", body=body, from_number=from_number)
+    return "sent" if told else "send_failed"
 
 
 def awaiting_survey(texter: Texter) -> SurveyResponse | None:
@@ -527,9 +533,13 @@ def _again_later(contact: ScheduledContact, why: str, *waits: timedelta) -> bool
 
 
 def _refused(key: str) -> bool:
-    """Twilio refused the text sent under ``key``: certainly not sent (unlike a lost answer)."""
-    status = db.session.scalar(select(Message.status).where(Message.idempotency_key == key))
-    return status == "failed"
+    """Twilio refused the text sent under ``key`` with a 4xx (its code, e.g. 20429, 21211):
+    certainly not sent. Not a 5xx (Twilio may have taken it before failing) nor a lost answer:
+    those are carried on as sent rather than risk sending the person the same text twice."""
+    found = db.session.execute(select(Message.status, Message.error_code).where(Message.idempotency_key == key)).first()
+    if found is None or found.status != "failed" or found.error_code is None:
+        return False
+    return not 20500 <= found.error_code < 20600
 
 
 def _in_conversation(texter: Texter) -> bool:
@@ -558,12 +568,20 @@ def _answered_by_contact(checkin: CheckIn, from_state: str) -> bool:
 
 
 def _in_touch_since(checkin: CheckIn, since: datetime) -> bool:
-    """The person has texted or called the line since ``since``."""
+    """The person has talked with someone at the line since ``since``: a text conversation a
+    counselor took, or a call a counselor joined. Calling and hanging up at the menu, or a text
+    nobody answered, is no answer: the flag is for exactly the person who tried and gave up."""
     texter = db.session.get(Texter, checkin.texter_id) if checkin.texter_id else None
     if texter is None:
         return False
-    texted = select(Conversation.id).where(Conversation.texter_id == texter.id, Conversation.started_at >= since)
-    called = select(Call.id).where(Call.caller_hash == texter.number_hash, Call.started_at >= since)
+    texted = select(Conversation.id).where(
+        Conversation.texter_id == texter.id, Conversation.started_at >= since, Conversation.assigned_at.is_not(None)
+    )
+    called = (
+        select(Call.id)
+        .join(Transfer, Transfer.call_id == Call.id)
+        .where(Call.caller_hash == texter.number_hash, Call.started_at >= since, Transfer.connected_at.is_not(None))
+    )
     return db.session.execute(union_all(texted, called).limit(1)).first() is not None
 
 
@@ -607,7 +625,9 @@ def _forget_asker(survey: SurveyResponse) -> None:
 
 # --- flagged check-ins, for the supervisors' board --------------------------------------------
 
-FLAGGED_LISTED_FOR = timedelta(days=7)
+# Listed until someone marks them followed up, or for a month (flags from before the board
+# listed them are not all brought back at once).
+FLAGGED_LISTED_FOR = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -624,7 +644,7 @@ class FlaggedCheckIn:
 
 
 def flagged_checkins(moment: datetime, *, limit: int) -> list[FlaggedCheckIn]:
-    """Flagged in the last week and not yet marked followed up, oldest first."""
+    """Flagged in the last month and not yet marked followed up, oldest first."""
     rows = db.session.execute(
         select(CheckIn.id, CheckIn.flag_reason, CheckIn.flagged_at)
         .where(CheckIn.state == "flagged", CheckIn.flagged_at >= moment - FLAGGED_LISTED_FOR)

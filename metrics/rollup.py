@@ -62,7 +62,10 @@ from routing.store import active_routing
 
 SETTLE = timedelta(minutes=2)  # a transaction that records an event commits within this
 LEASE = timedelta(minutes=2)  # renewed after every chunk
-FOLLOWUP_WINDOW = timedelta(days=14)  # a check-in or a survey question changes no more after this
+# A check-in or a survey question changes no more after this: the longest check-in
+# (``followups.checkins.LONGEST_CHECKIN``, 22 days: due after 14, its second text, the flag and a
+# day for a reply) and a day to spare.
+FOLLOWUP_WINDOW = timedelta(days=23)
 CHUNK = 2000  # sources per statement (SQLite allows 32,766 bound values)
 STATE_ID = 1
 JOB_BUDGET = 200_000  # sources per clock run: well inside the job's 300 s timeout

@@ -877,38 +877,31 @@ def _backup_option(document: RoutingDocument, counts: dict[str, int]) -> None:
 
 def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> None:
     """A texter who wrote last and got no reply for the idle time goes back to the queue. The
-    time runs from their first text since the counselor last wrote: asking "are you there?"
-    again must not keep them with a counselor who has gone."""
+    time runs from their first text since the counselor last wrote (asking "are you there?"
+    again must not keep them with a counselor who has gone), and never from before the current
+    counselor took them (one who took over from a silent counselor gets the whole idle time)."""
     before = now() - timedelta(minutes=document.sms.idle_close_minutes)
-    # The later of the two: a counselor who took it over is timed from taking it, not from what
-    # the counselor before them last wrote (who may have been silent for the idle time).
-    counselor_wrote = case(
-        (
-            or_(Conversation.last_counselor_at.is_(None), Conversation.assigned_at > Conversation.last_counselor_at),
-            Conversation.assigned_at,
-        ),
-        else_=Conversation.last_counselor_at,
-    )
+    # Taking a conversation is no reply: only what a counselor wrote answers the texter.
+    unanswered = or_(Conversation.last_counselor_at.is_(None), Message.created_at > Conversation.last_counselor_at)
     first_unanswered = (
         select(func.min(Message.created_at))
         .where(Message.conversation_id == Conversation.id, Message.direction == "in", Message.party == "texter",
-               Message.created_at > counselor_wrote)
+               unanswered)
         .scalar_subquery()
     )  # fmt: skip
+    # A text stored before the counselor wrote and handled after: timed from its handling.
+    waiting_since = func.coalesce(first_unanswered, Conversation.last_texter_at)
+    timed_from = case((Conversation.assigned_at > waiting_since, Conversation.assigned_at), else_=waiting_since)
     for conversation in db.session.scalars(
         select(Conversation).where(
             Conversation.state == "active",
-            Conversation.last_texter_at > counselor_wrote,
-            # A text stored before the counselor wrote and handled after: timed from its handling.
-            func.coalesce(first_unanswered, Conversation.last_texter_at) <= before,
+            Conversation.last_texter_at.is_not(None),
+            or_(Conversation.last_counselor_at.is_(None), Conversation.last_texter_at > Conversation.last_counselor_at),
+            timed_from <= before,
         )
     ).all():
-        counselor_last = max(
-            (moment for moment in (conversation.last_counselor_at, conversation.assigned_at) if moment is not None),
-            default=None,
-        )
-        if counselor_last is not None and counselor_last >= (conversation.last_texter_at or counselor_last):
-            continue  # the counselor wrote last: the texter has gone quiet (see _close_idle)
+        if not texter_waits_on_us(conversation):
+            continue  # the counselor wrote meanwhile
         responder = document.responder(conversation.counselor_id or "")
         if responder is None:
             requeue_orphan(conversation, document)
@@ -917,6 +910,12 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
             key = f"requeued:{conversation.last_texter_at}:{responder.id}"
             to_counselor(conversation, responder, key, document.staff_prompt("sms_requeued", tag=conversation.tag))
             counts["requeued"] += 1
+
+
+def texter_waits_on_us(conversation: Conversation) -> bool:
+    """The texter wrote last: nothing a counselor wrote answers them yet (taking it is no answer)."""
+    texter, counselor = conversation.last_texter_at, conversation.last_counselor_at
+    return texter is not None and (counselor is None or texter > counselor)
 
 
 def requeue_orphan(conversation: Conversation, document: RoutingDocument) -> None:
@@ -940,11 +939,8 @@ def _close_idle(document: RoutingDocument, counts: dict[str, int]) -> None:
             Conversation.state.in_(("language", "need", "active")), Conversation.last_activity_at <= before
         )
     ).all():
-        if conversation.state == "active":
-            counselor_last = conversation.last_counselor_at or conversation.assigned_at
-            texter_last = conversation.last_texter_at
-            if texter_last is not None and (counselor_last is None or texter_last > counselor_last):
-                continue
+        if conversation.state == "active" and texter_waits_on_us(conversation):
+            continue  # waiting on us: ``_requeue_unanswered`` hands them on, never an idle close
         closed = close(conversation, document, "idle", tell_texter="idle_closed", quiet_since=before)
         counts["idle_closed"] += int(closed)
 

@@ -4,6 +4,7 @@ duplicated or late Twilio callback finds the state already moved on and does not
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -681,9 +682,46 @@ def failsafe_took_over(call_sid: str) -> None:
     if transfer.state == "waiting":
         send_to_backup(transfer, "failsafe")
     elif transfer.mode == "live" and transfer.caller_call_sid == call_sid:
-        # Accepted, but the caller's join failed: they are with the backup line, and their
-        # counselor alone in the room. Nobody may pull them back to it when the counselor leaves.
+        # Accepted, but a request of the caller's failed: they may be with the backup line and
+        # their counselor alone in the room, or (a late hold turn's answer discarded by a redirect
+        # to the room) joining them. Twilio is asked, off this request: the fail-safe's answer
+        # must not wait on it. Unsure, they are left alone: the counselor leaving asks again.
+        transfer_id = transfer.id
+        record_event(transfer, FAILSAFE_WHILE_ACCEPTED, f"transfer:{transfer_id}:failsafe")  # for the minute's repair
+        db.session.commit()
+        start_soon(f"backup-check:{transfer_id}", partial(_settle_if_on_the_backup_line, transfer_id))
+
+
+# The fail-safe answered a caller a counselor had accepted: the minute's repair asks Twilio
+# where they are until the transfer ends (``transfer.reconcile``), should the checks below miss it.
+FAILSAFE_WHILE_ACCEPTED = "transfer.failsafe_while_accepted"
+
+
+# When to ask Twilio, after the fail-safe answered, whether the caller's backup ``<Dial>`` has
+# begun (it starts only once Twilio has read the answer and spoken its first sentence).
+BACKUP_CHECKS_AFTER_SECONDS = (1.0, 3.0, 6.0)
+
+
+def _settle_if_on_the_backup_line(transfer_id: int) -> None:
+    waited = 0.0
+    for at in BACKUP_CHECKS_AFTER_SECONDS:
+        time.sleep(at - waited)
+        waited = at
+        db.session.rollback()  # a fresh look at the transfer each time
+        transfer = db.session.get(Transfer, transfer_id)
+        if transfer is None or settle_if_on_the_backup_line(transfer) is not None:
+            return
+
+
+def settle_if_on_the_backup_line(transfer: Transfer) -> bool | None:
+    """An accepted caller the fail-safe answered: if Twilio says they are on the backup line,
+    the transfer ends there and their counselor is told (True). None while it cannot tell."""
+    if transfer.state not in ("connecting", "connected"):
+        return False
+    off = caller_is_off_our_line(transfer)
+    if off:
         on_the_backup_line(transfer, "failsafe")
+    return True if off else None
 
 
 def on_the_backup_line(transfer: Transfer, reason: str) -> bool:

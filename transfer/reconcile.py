@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from crisisline.db import commit_keeping_loaded, db
-from crisisline.models import Call, Offer, Transfer
+from crisisline.models import Call, CallEvent, Offer, Transfer
 from routing.document import RoutingDocument
 from transfer import dispatch, flow, state
 
@@ -74,6 +74,7 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
     db.session.commit()
     # Last: with Twilio slow, its requests must not hold up the repairs above.
     counts["callers_moved"] += settle_callers_off_the_hold_loop()
+    counts["callers_moved"] += settle_accepted_callers_the_failsafe_answered()
     return counts
 
 
@@ -131,3 +132,22 @@ def cancel_unneeded_lost_legs(document: RoutingDocument) -> int:
             continue
         cancelled += dispatch.cancel_stray_legs(offer, responder.phone, transfer)
     return cancelled
+
+
+def settle_accepted_callers_the_failsafe_answered() -> int:
+    """Callers a counselor had accepted when the fail-safe answered them (their join failed):
+    found on the backup line, the transfer ends there and the counselor waiting in the room is
+    told. Only these transfers are asked about (a Twilio request each), within the run's cap."""
+    found = db.session.scalars(
+        select(Transfer)
+        .join(CallEvent, CallEvent.call_id == Transfer.call_id)
+        .where(
+            Transfer.state.in_(("connecting", "connected")),
+            Transfer.mode == "live",
+            CallEvent.kind == flow.FAILSAFE_WHILE_ACCEPTED,
+            CallEvent.occurred_at >= Transfer.started_at,
+        )
+        .distinct()
+        .limit(QUIET_CALLERS_PER_RUN)
+    ).all()
+    return sum(1 for transfer in found if flow.settle_if_on_the_backup_line(transfer))

@@ -743,3 +743,25 @@ def test_a_callback_asked_for_after_a_counselor_left_keeps_the_callers_first_pla
         assert first is not None
         (callback,) = db.session.scalars(select(Callback)).all()
         assert callback.queue_since == first.queued_since
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_person_who_left_before_joining_a_counselor_on_a_second_call_is_still_called_back(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    """Accepted is not reached: before, a round of their second call that ended before they
+    joined anyone (the counselor who accepted left first, or they hung up while being brought
+    in) counted as "reached", and their callback was cancelled unkept."""
+    callback_counselor = callback_search_ringing(phone, fake, run_worker)
+    again = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    with app.app_context():  # that round ended before they joined anyone
+        live = db.session.scalars(select(Transfer).where(Transfer.mode == "live", Transfer.state == "waiting")).one()
+        live.state, live.end_reason = "ended", "staff_left"
+        db.session.commit()
+    phone.hang_up(again)
+
+    phone.answer(callback_counselor.sid, [Keys("1")])
+
+    assert len(person_legs(fake)) == 1  # the callback goes ahead
+    (callback,) = callbacks(app)
+    assert callback.state == "calling"

@@ -38,6 +38,7 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.board.unmask_list": STAFF,
     "console.board.unmask_reveal": STAFF,
     "console.board.take_over": STAFF,
+    "console.board.checkin_followed_up": STAFF,
     "console.metrics.page": STAFF,
     "console.metrics.download": STAFF,
     "console.metrics.staffing": STAFF,
@@ -90,7 +91,7 @@ INTENDED.update(
 # the roles allowed, the same refusals as any route for the others).
 ARGUMENTS = {
     "conversation_id": 999_999, "contact_id": 999_999, "channel": "text", "command": "end", "number": 999_999,
-    "message_id": 999_999,
+    "message_id": 999_999, "checkin_id": 999_999,
 }  # fmt: skip
 ANONYMOUS = "anonymous"
 

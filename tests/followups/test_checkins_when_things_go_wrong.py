@@ -29,6 +29,7 @@ from tests.followups.test_checkins import (
     consent_by_text,
     end_a_text_conversation,
 )
+from tests.rota import legs
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
 
@@ -67,9 +68,10 @@ def test_a_2_after_the_supervisors_were_told_no_reply_opens_the_prioritised_conv
     assert (checkin.state, checkin.reply) == ("answered", "talk")
     state, language, priority = conversations(app)[-1]
     assert state in ("queued", "offered") and language == "en" and priority >= 5  # ahead of ordinary texts
-    assert texting.inbox(SUPERVISOR)[-1] == (
-        f"Crisis line: check-in case C{checkin.id} has now replied; the line is looking after them."
-    )
+    told = f"Crisis line: check-in case C{checkin.id} has now replied; the line is looking after them."
+    assert told not in texting.inbox(SUPERVISOR)  # not on the webhook carrying out what they asked
+    assert run_due() == ["sent"]  # but by a worker, at once
+    assert texting.inbox(SUPERVISOR)[-1] == told
 
 
 def test_a_text_a_day_after_the_flag_is_an_ordinary_first_text(
@@ -107,7 +109,7 @@ def test_a_check_in_text_refused_at_every_try_is_flagged_to_the_supervisors_afte
     run_due: Callable[[], list[str]],
 ) -> None:  # fmt: skip
     consent_by_text(app, texting)
-    fake.inject_fault("POST", MESSAGES, status=503, code=20503, message="Service Unavailable", times=None)
+    fake.inject_fault("POST", MESSAGES, status=429, code=20429, message="Too Many Requests", times=None)
     wednesday_evening.shift(12 * HOURS + timedelta(minutes=1))
     outcomes = run_due()
     for wait in (5, 15, 30, 60):
@@ -173,8 +175,37 @@ def test_a_2_after_a_survey_sent_after_the_check_in_is_the_person_asking_to_talk
     assert texting.send(TEXTER, "4") != ["Thank you. Your answer helps us help others."]  # in conversation now
 
 
-def test_a_check_in_due_while_the_person_is_in_a_conversation_waits_and_a_call_since_is_no_silence(
+def test_a_check_in_text_twilio_failed_on_with_a_5xx_is_not_sent_again(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]],
+) -> None:  # fmt: skip
+    """A 5xx may come after Twilio took the text: sending it again could text the person twice.
+    It is carried on as sent (a reply counts; silence brings the second text and the flag)."""
+    consent_by_text(app, texting)
+    wednesday_evening.shift(12 * HOURS + timedelta(minutes=1))
+    fake.inject_fault("POST", MESSAGES, status=503, code=20503, message="Service Unavailable")
+
+    assert run_due() == ["sent"]
+    wednesday_evening.shift(timedelta(minutes=5, seconds=1))
+    assert run_due() == []
+    assert checkins(app)[0].state == "sent"
+
+
+def test_a_call_that_reached_nobody_since_the_check_in_is_no_answer_to_it(
     app: Flask, texting: TextingPhone, phone: Phone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]],
+) -> None:  # fmt: skip
+    """Calling and hanging up at the menu is trying and giving up: exactly whom the flag is for."""
+    checkin_sent(app, texting, wednesday_evening, run_due)
+    phone.hang_up(phone.call([Keys("1")], identity=phone.identity(TEXTER), hang_up_after_requests=2))
+
+    wednesday_evening.shift(4 * HOURS + timedelta(minutes=1))
+    assert run_due() == ["sent"]
+    assert texting.inbox(TEXTER)[-1] == SECOND_EN
+
+
+def test_a_check_in_due_while_the_person_is_in_a_conversation_waits_and_a_call_since_is_no_silence(
+    app: Flask, texting: TextingPhone, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
     run_due: Callable[[], list[str]],
 ) -> None:  # fmt: skip
     """Before, the check-in went out mid-conversation, its "2" went to the counselor, and the
@@ -196,7 +227,12 @@ def test_a_check_in_due_while_the_person_is_in_a_conversation_waits_and_a_call_s
     assert run_due() == ["sent"]
     assert texting.inbox(TEXTER)[-1] == CHECKIN_EN
 
-    phone.hang_up(phone.call([Keys("1"), Keys("2")], identity=phone.identity(TEXTER), max_hold_turns=0))
+    # They call the line instead of answering 1 or 2, and talk with a counselor.
+    caller = phone.call([Keys("1"), Keys("2")], identity=phone.identity(TEXTER), max_hold_turns=0)
+    counselor = phone.answer(legs(fake)[-1].sid, [Keys("1")])  # whoever is on call now
+    phone.resume(caller, max_hold_turns=0)
+    assert caller.conference == counselor.conference is not None
+    phone.hang_up(caller)
     wednesday_evening.shift(4 * HOURS + timedelta(minutes=1))
     assert run_due() == ["not_needed"]  # no "we wanted to check on you again"
     wednesday_evening.shift(4 * HOURS + timedelta(minutes=1))

@@ -39,11 +39,14 @@ def test_a_texter_requeued_from_a_silent_counselor_stays_with_the_counselor_who_
     conversation = only_conversation(app)
     assert (conversation.state, conversation.counselor_id) == ("active", "diego-morales")
 
-    texting.send(TEXTER, "hello??")  # and if Diego goes silent for an hour too, he is told
+    # Diego stays silent for the idle time too, though the texter does not write again: they
+    # are not left with him (nor closed as if they had gone quiet); he is told.
     wednesday_evening.shift(timedelta(minutes=61))
     clock_tick()
     requeued = f"#{tag} had no reply for a while, so it went back to the queue for someone else."
     assert texting.inbox(DIEGO)[-1] == requeued
+    assert only_conversation(app).state in ("queued", "offered")
+    assert not any(text.startswith("We have not heard from you") for text in texting.inbox(TEXTER))
 
 
 def test_call_at_the_menus_when_nobody_can_call_them_puts_them_in_the_queue_as_promised(
