@@ -27,7 +27,9 @@ from twilio_fake.signing import CallIdentity, gather_digits_params, signed_heade
 BUDGET = {
     "incoming": 4,
     "language_answer": 4,
-    "need_answer": 19,  # 17-18 (one INSERT for its events, its own line's pass); +1 for a responder's first ring
+    # 17-18 (one INSERT for its events, its own line's pass); +1 for a responder's first ring; +1 (2026-12-03):
+    # the caller's status read after the commit, so no one is rung for a caller whose hang-up came first
+    "need_answer": 20,
     "hold_turn": 4,
     "status_callback": 15,
     "first_text": 13,  # 12: the welcome and the need menu are one text; one look for a pending follow-up

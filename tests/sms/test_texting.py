@@ -240,6 +240,7 @@ def test_an_idle_conversation_closes_with_a_message(
     texting.send(TEXTER, "I want to kill myself")
     tag = conversation_of(app).id
     texting.send(BEN, f"YES {tag}")
+    texting.send(BEN, f"#{tag} I'm Ben. I'm here with you.")  # then the texter goes quiet
 
     wednesday_evening.shift(timedelta(minutes=61))
     clock_tick()
