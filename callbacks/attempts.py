@@ -82,14 +82,7 @@ def start_attempt(contact: ScheduledContact) -> str:
         )  # fmt: skip
         return "not_needed"
     if reached == REACHED:
-        canceled = db.session.execute(
-            update(Callback)
-            .where(Callback.id == callback.id, Callback.state == "waiting")
-            .values(state="canceled", outcome="called_in", finished_at=state.now())
-        ).rowcount  # type: ignore[attr-defined]
-        if canceled:
-            record_outcome(callback, "callback.canceled", "called_in")
-        db.session.commit()
+        _cancel_as_called_in(callback)
         return "not_needed"
     need = document.need(callback.need)
     transfer = state.start_transfer(
@@ -100,6 +93,18 @@ def start_attempt(contact: ScheduledContact) -> str:
     db.session.commit()
     dispatch.advance(transfer.id, document)
     return "sent"
+
+
+def _cancel_as_called_in(callback: Callback) -> None:
+    """A counselor has had the person live since they asked: the callback is done (once)."""
+    canceled = db.session.execute(
+        update(Callback)
+        .where(Callback.id == callback.id, Callback.state == "waiting")
+        .values(state="canceled", outcome="called_in", finished_at=state.now())
+    ).rowcount  # type: ignore[attr-defined]
+    if canceled:
+        record_outcome(callback, "callback.canceled", "called_in")
+    db.session.commit()
 
 
 REACHED, HOLDING = "reached", "holding"
@@ -233,14 +238,7 @@ def _called_in_meanwhile(transfer: Transfer, callback: Callback, reached: str) -
     state.move_transfer(transfer.id, ("connecting",), "ended", end_reason="person_called_in")
     flow.record_event(transfer, "callback.person_called_in", f"transfer:{transfer.id}:called_in", reached=reached)
     if reached == REACHED:
-        canceled = db.session.execute(
-            update(Callback)
-            .where(Callback.id == callback.id, Callback.state == "waiting")
-            .values(state="canceled", outcome="called_in", finished_at=state.now())
-        ).rowcount  # type: ignore[attr-defined]
-        if canceled:
-            record_outcome(callback, "callback.canceled", "called_in")
-        db.session.commit()
+        _cancel_as_called_in(callback)
         return CALLED_IN
     moved = db.session.execute(
         update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="retry_wait")
