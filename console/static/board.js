@@ -4,28 +4,33 @@
   var root = document.getElementById("board");
   if (!root || !document.getElementById("queue-rows")) { return; }
   function set(id, text) { var node = document.getElementById(id); if (node) { node.textContent = text; } }
+  // A row's action: a POST form with the page's CSRF token and one button.
+  function actionForm(action, label) {
+    var token = document.querySelector('meta[name="csrf-token"]');
+    var form = document.createElement("form");
+    form.method = "post";
+    form.action = action;
+    var csrf = document.createElement("input");
+    csrf.type = "hidden";
+    csrf.name = "csrf_token";
+    csrf.value = token ? token.content : "";
+    var button = document.createElement("button");
+    button.type = "submit";
+    button.textContent = label;
+    form.appendChild(csrf);
+    form.appendChild(button);
+    return form;
+  }
   // Texts the line could not handle: each row carries its own "A person has this" form.
   function renderStuck(stuck) {
     var section = document.getElementById("stuck-texts");
     var body = document.getElementById("stuck-rows");
     if (!section || !body) { return; }
-    var token = document.querySelector('meta[name="csrf-token"]');
     body.replaceChildren.apply(body, stuck.map(function (s) {
       var row = window.consoleRow([s.case, s.sender, s.tag || "", window.consoleDuration(s.waiting_seconds),
         s.alert, ""]);
-      var form = document.createElement("form");
-      form.method = "post";
-      form.action = section.dataset.action.replace(/\/0\/taken$/, "/" + s.message_id + "/taken");
-      var csrf = document.createElement("input");
-      csrf.type = "hidden";
-      csrf.name = "csrf_token";
-      csrf.value = token ? token.content : "";
-      var button = document.createElement("button");
-      button.type = "submit";
-      button.textContent = "A person has this";
-      form.appendChild(csrf);
-      form.appendChild(button);
-      row.children[5].appendChild(form);
+      row.children[5].appendChild(
+        actionForm(section.dataset.action.replace(/\/0\/taken$/, "/" + s.message_id + "/taken"), "A person has this"));
       row.dataset.message = String(s.message_id);
       return row;
     }));
@@ -62,22 +67,10 @@
     var section = document.getElementById("flagged-checkins");
     var body = document.getElementById("flagged-rows");
     if (!section || !body) { return; }
-    var token = document.querySelector('meta[name="csrf-token"]');
     body.replaceChildren.apply(body, flagged.map(function (f) {
       var row = window.consoleRow([f.case, f.reason, f.ago, f.alert, ""]);
-      var form = document.createElement("form");
-      form.method = "post";
-      form.action = section.dataset.action.replace(/\/0\/followed-up$/, "/" + f.checkin_id + "/followed-up");
-      var csrf = document.createElement("input");
-      csrf.type = "hidden";
-      csrf.name = "csrf_token";
-      csrf.value = token ? token.content : "";
-      var button = document.createElement("button");
-      button.type = "submit";
-      button.textContent = "Followed up";
-      form.appendChild(csrf);
-      form.appendChild(button);
-      row.children[4].appendChild(form);
+      row.children[4].appendChild(actionForm(
+        section.dataset.action.replace(/\/0\/followed-up$/, "/" + f.checkin_id + "/followed-up"), "Followed up"));
       row.dataset.checkin = String(f.checkin_id);
       return row;
     }));
