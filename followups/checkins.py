@@ -28,6 +28,7 @@ from crisisline.db import db, insert_once
 from crisisline.models import Call, CheckIn, Conversation, Message, ScheduledContact, SurveyResponse, Texter, Transfer
 from ivr.call_log import PHONE_CONTEXT, phone_hash
 from routing.document import RoutingDocument
+from routing.schedule import after_quiet_hours
 from routing.store import active_routing
 from sms import conversations as convo
 from sms import delivery, outbox
@@ -54,9 +55,10 @@ SEND_RETRIES = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=3
 WHILE_IN_CONTACT = timedelta(hours=1)
 # A check-in under way (the retention purge leaves whom to text alone) and the longest one
 # can be: due after up to 14 days, the second text and the flag up to 3 days later each, a
-# day for a reply after the flag, and a margin for retries.
+# day for a reply after the flag, a margin for retries, and a day for each of the two texts to
+# wait out the quiet hours.
 RUNNING_CHECKIN_STATES = ("consented", "sent", "second_sent", "flagged")
-LONGEST_CHECKIN = timedelta(days=14 + 3 + 3 + 1 + 1)
+LONGEST_CHECKIN = timedelta(days=14 + 3 + 3 + 1 + 1 + 2)
 # Conversations opened by a check-in reply are answered before ordinary ones.
 CHECKIN_PRIORITY = 5
 REPLY_CONTEXT = "checkin-reply"
@@ -127,7 +129,7 @@ def asked_checkin(texter: Texter) -> CheckIn | None:
 def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
     """Record consent once and schedule the check-in (and the survey, if the line runs one)."""
     moment = now()
-    due = moment + timedelta(hours=document.followups.checkin_hours(checkin.need))
+    due = after_quiet_hours(document, moment + timedelta(hours=document.followups.checkin_hours(checkin.need)))
     if checkin.state != "asked":
         return False
     # Scheduled first: a crash before the consent is stored leaves the question open, and the
@@ -150,7 +152,7 @@ def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
         )  # fmt: skip
         db.session.commit()
         after = timedelta(minutes=document.followups.survey_after_minutes)
-        schedule("survey", f"survey:{checkin.id}", moment + after, checkin_id=checkin.id)
+        schedule("survey", f"survey:{checkin.id}", after_quiet_hours(document, moment + after), checkin_id=checkin.id)
     return True
 
 
@@ -399,7 +401,7 @@ def send_checkin(contact: ScheduledContact) -> str:
     if _in_conversation(texter):
         # "How are you? Reply 1 or 2" in the middle of a conversation would be read as part of
         # it (their "2" reaching their counselor, and a "no reply" flag for someone in touch).
-        _again_later(contact, "later", WHILE_IN_CONTACT)
+        _again_later(contact, "later", WHILE_IN_CONTACT, document=document)
         return POSTPONED
     # A newer question supersedes an unanswered survey: a "1" is then about the check-in.
     db.session.execute(
@@ -415,7 +417,7 @@ def send_checkin(contact: ScheduledContact) -> str:
     if texter.opted_out:
         return "opted_out"
     if not sent and _refused(f"contact:{contact.id}"):
-        if not _again_later(contact, "retry", *SEND_RETRIES):
+        if not _again_later(contact, "retry", *SEND_RETRIES, document=document):
             _flag(checkin, document, "send_failed")
         return "send_failed"
     # Sent, or perhaps (Twilio's answer was lost): carried on as sent, so a reply is taken as
@@ -434,7 +436,10 @@ def send_checkin(contact: ScheduledContact) -> str:
     db.session.commit()
     if moved:
         kind, key, hours, attempt = follow
-        schedule(kind, key, moment + timedelta(hours=hours), checkin_id=checkin.id, attempt=attempt)
+        due = moment + timedelta(hours=hours)
+        # The second text keeps the quiet hours; the flag (to supervisors on call) need not.
+        schedule(kind, key, after_quiet_hours(document, due) if first else due, checkin_id=checkin.id,
+                 attempt=attempt)  # fmt: skip
     return "sent"
 
 
@@ -507,11 +512,14 @@ def _round(contact: ScheduledContact) -> int:
     return int(found["round"]) if found else 0
 
 
-def _again_later(contact: ScheduledContact, why: str, *waits: timedelta) -> bool:
+def _again_later(
+    contact: ScheduledContact, why: str, *waits: timedelta, document: RoutingDocument | None = None
+) -> bool:
     """Schedule this contact once more (same kind, check-in and attempt) after the next of
     ``waits``: ``retry`` (Twilio refused it) counts its earlier refusals and is False once
     ``waits`` are used up; ``later`` (the person was in conversation) waits ``waits[0]`` for
-    as long as it takes."""
+    as long as it takes. Given the line's ``document``, a text to the person keeps its quiet
+    hours."""
     found = _AGAIN.match(contact.dedupe_key)
     base = found["base"] if found else contact.dedupe_key
     wait = waits[0]
@@ -527,7 +535,10 @@ def _again_later(contact: ScheduledContact, why: str, *waits: timedelta) -> bool
             return False
         wait = waits[refused]
     next_round = _round(contact) + 1
-    schedule(contact.kind, f"{base}:again:{next_round}", now() + wait, checkin_id=contact.checkin_id,
+    due = now() + wait
+    if document is not None:
+        due = after_quiet_hours(document, due)
+    schedule(contact.kind, f"{base}:again:{next_round}", due, checkin_id=contact.checkin_id,
              attempt=contact.attempt)  # fmt: skip
     return True
 

@@ -63,9 +63,9 @@ from routing.store import active_routing
 SETTLE = timedelta(minutes=2)  # a transaction that records an event commits within this
 LEASE = timedelta(minutes=2)  # renewed after every chunk
 # A check-in or a survey question changes no more after this: the longest check-in
-# (``followups.checkins.LONGEST_CHECKIN``, 22 days: due after 14, its second text, the flag and a
-# day for a reply) and a day to spare.
-FOLLOWUP_WINDOW = timedelta(days=23)
+# (``followups.checkins.LONGEST_CHECKIN``, 24 days: due after 14, its second text, the flag, a
+# day for a reply and the quiet hours) and a day to spare.
+FOLLOWUP_WINDOW = timedelta(days=25)
 CHUNK = 2000  # sources per statement (SQLite allows 32,766 bound values)
 STATE_ID = 1
 JOB_BUDGET = 200_000  # sources per clock run: well inside the job's 300 s timeout

@@ -272,6 +272,9 @@ class FollowupSettings:
     talk_by: str  # what a "2 I'd like to talk" reply opens: "text" or "call"
     survey: bool  # one-question rating by text after a consented contact
     survey_after_minutes: int
+    # No check-in or survey text between these local times (start, end; end <= start runs past
+    # midnight): one due then waits for the end. None: texts go whenever they fall due.
+    quiet_hours: tuple[time, time] | None = None
 
     def checkin_hours(self, need: str | None) -> float:
         return self.checkin_after_hours.get(need or "", self.checkin_after_hours.get("default", 24.0))

@@ -35,3 +35,23 @@ def on_call(document: RoutingDocument, moment: datetime) -> list[Responder]:
     """Every responder on call at ``moment``, in config order."""
     wall_clock = local_time(document, moment)
     return [r for r in document.responders if is_on_call(r, wall_clock)]
+
+
+def after_quiet_hours(document: RoutingDocument, moment: datetime) -> datetime:
+    """``moment`` (aware), or the end of the line's quiet hours if it falls inside them, so a
+    check-in consented in the afternoon does not wake the person at 03:00."""
+    quiet = document.followups.quiet_hours
+    if quiet is None:
+        return moment
+    start, end = quiet
+    wall_clock = local_time(document, moment)
+    clock = wall_clock.time()
+    if start < end:
+        inside, end_day = start <= clock < end, wall_clock.date()
+    else:  # past midnight: the evening part ends tomorrow, the early hours today
+        inside = clock >= start or clock < end
+        end_day = wall_clock.date() + timedelta(days=1) if clock >= start else wall_clock.date()
+    if not inside:
+        return moment
+    # A wall-clock end that a daylight-saving change skips comes out an hour later (fold 0).
+    return datetime.combine(end_day, end, tzinfo=document.timezone).astimezone(moment.tzinfo)

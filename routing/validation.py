@@ -997,7 +997,7 @@ class _Checker:
             raw,
             "followups",
             {"missed_contact_after_seconds", "checkins", "checkin_after_hours", "second_attempt_after_hours",
-             "escalate_after_hours", "talk_by", "survey", "survey_after_minutes"},
+             "escalate_after_hours", "talk_by", "survey", "survey_after_minutes", "quiet_hours"},
             set(),
         )  # fmt: skip
         hours_raw = item.get("checkin_after_hours", {"default": 24})
@@ -1028,7 +1028,24 @@ class _Checker:
             talk_by=talk_by,
             survey=self.boolean(item, "survey", "followups", False),
             survey_after_minutes=self.whole_minutes(item, "survey_after_minutes", "followups", 1, 10080, 60),
+            quiet_hours=self.quiet_hours(item.get("quiet_hours"), "followups.quiet_hours"),
         )
+
+    def quiet_hours(self, raw: Any, path: str) -> tuple[time, time] | None:
+        """``{start: "21:00", end: "08:00"}`` in the line's time zone, or nothing (no quiet hours)."""
+        if raw is None:
+            return None
+        item = self.mapping(raw, path, {"start", "end"}, {"start", "end"})
+        if not item:
+            return None
+        start = self.time_of_day(item.get("start"), f"{path}.start")
+        end = self.time_of_day(item.get("end"), f"{path}.end")
+        if start is None or end is None:
+            return None
+        if start == end:
+            self.error(path, "start and end are the same time (leave quiet_hours out for none)")
+            return None
+        return (start, end)
 
     def callbacks(self, raw: Any) -> CallbackSettings:
         item = self.mapping(
