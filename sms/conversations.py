@@ -53,6 +53,10 @@ def find_or_create_texter(number: str, number_hash: str) -> Texter:
         }
         created = inserted_row(Texter, values)
         texter = created or db.session.scalars(_TEXTER_BY_HASH, known).one()  # or a concurrent first text's
+    elif texter.sealed_number is None:
+        # Someone who sent STOP keeps their row past the purge (so STOP holds) but not their
+        # number; they are writing again, so the line needs it to answer them.
+        texter.sealed_number = outbox.vault().seal(number, context="phone")
     commit_keeping_loaded()
     return texter
 

@@ -175,3 +175,31 @@ def test_purge_goes_on_without_redis(app: Flask, monkeypatch: pytest.MonkeyPatch
         counts = purge_personal_data(datetime(2027, 3, 1, 12, 0, tzinfo=UTC).isoformat())
 
     assert counts["kept_texts"] == 0 and counts["calls"] == 0
+
+
+def test_someone_who_sent_stop_before_the_purge_is_answered_when_they_come_back(
+    app: Flask, texting: TextingPhone
+) -> None:
+    from sqlalchemy import update
+
+    from crisisline.models import Conversation, Texter
+    from sms.views import FAILSAFE_TEXT
+    from workers.upkeep import purge_personal_data
+
+    now = datetime.now(UTC)
+    with time_machine.travel(now - timedelta(days=40), tick=False):
+        texting.send("+13125550181", "hello")
+        texting.send("+13125550181", "STOP")
+    with app.app_context():
+        db.session.execute(update(Conversation).values(state="closed"))
+        db.session.commit()
+        purge_personal_data(now.isoformat())
+        assert db.session.scalars(select(Texter.sealed_number)).one() is None  # STOP kept, number gone
+
+    replies = texting.send("+13125550181", "START") + texting.send("+13125550181", "please I need to talk to someone")
+
+    assert FAILSAFE_TEXT not in replies
+    assert replies[0] == "You will get our texts again. Text us any time you need to talk."
+    assert "What is happening? Reply with a number" in replies[1]  # their words are answered
+    with app.app_context():
+        assert db.session.scalars(select(Texter.sealed_number)).one() is not None
