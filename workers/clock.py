@@ -8,6 +8,9 @@
   (reconcile transfers, tend callbacks, sweep texts, rebuild the schedule) itself, in this
   process: they are idempotent and need only the database, so a callback promised while Redis
   was down is still placed, and the schedule is rebuilt in Redis once it returns.
+- **No worker is not the end either.** With Redis up but no worker taking jobs (the worker
+  process crashed, was never started, or is stuck), the leader runs the same safety nets and
+  the due contacts itself, once a minute, until a worker keeps up again: see ``workers_behind``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 import redis
 from flask import current_app
+from rq import Queue, Worker
 from rq.cron import CronJob, CronScheduler
 from rq.exceptions import StopRequested
 from rq.utils import now
@@ -38,6 +43,10 @@ MAX_BACKOFF_SECONDS = 30
 INLINE_EVERY_SECONDS = 60
 CLOCK_REDIS_TIMEOUT_SECONDS = 5
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# The queues the every-minute safety nets and the scheduled contacts go to.
+SAFETY_NET_QUEUES = ("calls", "messages", "followups")
+# A job waiting this long, or a contact this overdue, means no worker is keeping up.
+WORKERS_BEHIND_AFTER = timedelta(seconds=90)
 # Extend the lease only if we still hold it (atomic in Redis).
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -58,6 +67,7 @@ class LineClock(CronScheduler):
         self.inline_jobs = list(inline_jobs)
         self.last_inline_run = 0.0
         self.registered = False
+        self.leading = False
         self.backoff = 1.0
 
     # --- leadership ------------------------------------------------------------------------
@@ -75,7 +85,8 @@ class LineClock(CronScheduler):
     def enqueue_jobs(self) -> list[CronJob]:
         """Enqueue due jobs if this clock leads; otherwise only keep their time (no busy loop,
         and a follower taking over starts from the next due run, not a backlog)."""
-        if self.lead():
+        self.leading = self.lead()
+        if self.leading:
             return super().enqueue_jobs()
         moment = now()
         for job in self._cron_jobs:
@@ -95,6 +106,8 @@ class LineClock(CronScheduler):
             if self.enqueue_jobs():
                 self.save()
             self.heartbeat()
+            if self.leading and self.workers_behind():
+                self.run_inline_safety_nets()
         except REDIS_ERRORS as error:
             log.error("clock: Redis unavailable (%s); retrying in %.0f s", type(error).__name__, self.backoff)
             self.run_inline_safety_nets()
@@ -103,8 +116,34 @@ class LineClock(CronScheduler):
         self.backoff = 1.0
         return float(self.calculate_sleep_interval())
 
+    def workers_behind(self) -> bool:
+        """Is no worker running the safety nets? None is alive for one of their queues, the
+        oldest job on one has waited ``WORKERS_BEHIND_AFTER``, or a due contact is that late
+        (a worker without its scheduler never moves scheduled jobs to a queue)."""
+        moment = now()
+        for name in SAFETY_NET_QUEUES:
+            queue = Queue(name, connection=self.connection)
+            if not Worker.all(queue=queue):  # a dead worker's key expires with its heartbeat
+                return self._behind(f"no worker for {name}")
+            oldest = queue.get_job_ids(0, 1)
+            job = queue.fetch_job(oldest[0]) if oldest else None
+            if job is not None and job.enqueued_at and moment - job.enqueued_at > WORKERS_BEHIND_AFTER:
+                return self._behind(f"{name} jobs waiting")
+        overdue = db.session.scalar(
+            select(ScheduledContact.id)
+            .where(ScheduledContact.state == "pending", ScheduledContact.due_at < contacts_now() - WORKERS_BEHIND_AFTER)
+            .limit(1)
+        )
+        db.session.rollback()  # no transaction left open between ticks
+        return overdue is not None and self._behind("scheduled contacts overdue")
+
+    def _behind(self, why: str) -> bool:
+        log.warning("clock: workers are not keeping up (%s); running the safety nets here", why)
+        return True
+
     def run_inline_safety_nets(self) -> None:
-        """Redis is down: run the every-minute safety nets here, at most once a minute."""
+        """Redis is down, or no worker keeps up: run the every-minute safety nets here, at
+        most once a minute."""
         if time.monotonic() - self.last_inline_run < INLINE_EVERY_SECONDS:
             return
         self.last_inline_run = time.monotonic()

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
+import time_machine
 from flask import Flask
-from rq import Queue
+from rq import Queue, Worker
 from rq.utils import now
 from sqlalchemy import select
 
+from crisisline.app import rq
 from crisisline.db import db
 from crisisline.models import Callback, ScheduledContact
 from crisisline.settings import Settings
@@ -121,3 +123,76 @@ def test_a_callback_promised_while_redis_is_down_is_placed_by_the_clock_alone(
     rung = [leg for leg in fake.calls.values() if leg.to == BEN and leg.sid not in ringing_before]
     assert len(rung) == 1  # the counselor is rung for the callback, counselor first
     assert callback.state in ("searching", "ringing", "waiting")
+
+
+def test_a_callback_promised_while_the_worker_is_down_is_placed_by_the_clock(
+    app: Flask, live_server: str, publish_routing: Callable[..., int], fake: FakeTwilio, clean_redis: redis.Redis,
+) -> None:  # fmt: skip
+    """Redis is healthy but no worker runs (crashed, never started): the safety net must not
+    depend on one. The leading clock sees nobody serving the queues and runs what is due."""
+
+    def only_ben(document: dict[str, Any]) -> None:
+        around_the_clock(document, on_call=("ben-carter",))
+
+    publish_routing(only_ben)
+    phone = Phone(RequestsTransport(), live_server, TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER, fake=fake)
+    caller = phone.call([Keys("1"), Keys("2"), Keys("9")], identity=phone.identity("+13125550191"))
+    assert "We will call you back at this number as soon as someone is free." in caller.heard_text()
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    ringing_before = [leg.sid for leg in fake.calls.values() if leg.to == BEN]
+    with app.app_context():
+        clock = make_clock()
+        due_now(clock).tick()
+        db.session.expire_all()
+        (callback,) = db.session.scalars(select(Callback))
+        (contact,) = db.session.scalars(select(ScheduledContact).where(ScheduledContact.kind == "callback"))
+        clock.resign()
+
+    rung = [leg for leg in fake.calls.values() if leg.to == BEN and leg.sid not in ringing_before]
+    assert len(rung) == 1  # the counselor is rung for the callback
+    assert contact.state in ("sent", "sending")
+    assert callback.state in ("searching", "ringing", "waiting")
+
+
+def _alive_worker(connection: redis.Redis) -> Worker:
+    worker = Worker(["calls", "messages", "followups", "upkeep"], connection=connection)
+    worker.register_birth()
+    worker.heartbeat()
+    return worker
+
+
+def test_the_clock_leaves_the_safety_nets_to_a_live_worker_that_keeps_up(app: Flask, clean_redis: redis.Redis) -> None:
+    ran: list[str] = []
+    worker = _alive_worker(clean_redis)
+    try:
+        with app.app_context():
+            clock = LineClock(clean_redis, inline_jobs=[lambda: ran.append("inline")])
+            for item in rq._cron_job_data:
+                clock.register(**item)
+            due_now(clock).tick()
+            clock.resign()
+    finally:
+        worker.register_death()
+
+    assert ran == []
+    assert queued_jobs(clean_redis) == len(PERIODIC_JOBS)  # the worker's to run
+
+
+def test_a_worker_alive_but_not_taking_jobs_leaves_the_clock_to_run_them(app: Flask, clean_redis: redis.Redis) -> None:
+    ran: list[str] = []
+    worker = _alive_worker(clean_redis)  # registered, its heartbeat fresh, but stuck
+    try:
+        with app.app_context():
+            clock = LineClock(clean_redis, inline_jobs=[lambda: ran.append("inline")])
+            for item in rq._cron_job_data:
+                clock.register(**item)
+            due_now(clock).tick()
+            assert ran == []  # its jobs have only just been queued
+            with time_machine.travel(datetime.now(UTC) + timedelta(seconds=100)):
+                worker.heartbeat()
+                due_now(clock).tick()
+            clock.resign()
+    finally:
+        worker.register_death()
+
+    assert ran == ["inline"]
