@@ -14,12 +14,13 @@ from collections.abc import Callable
 from typing import ParamSpec
 from urllib.parse import parse_qsl, urlencode
 
-from flask import Response, current_app, request
+from flask import Response, current_app, has_request_context, request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline.background import start_soon
+from crisisline.phone import caller_number
 from crisisline.settings import Settings
 from crisisline.urls import url_prefix
 
@@ -107,8 +108,20 @@ def failsafe_backup_number() -> str:
     return settings.backup_number
 
 
+def caller_id_for_backup() -> str | None:
+    """The ``callerId`` a ``<Dial>`` to the backup line sets: None (the caller's own number goes
+    through, which the backup line may need) unless it is withheld or not a number. Twilio
+    then passes the invalid ID on, which "may cause some destination providers to reject the
+    call" (its error 13214), so the line's own number, the call's ``To``, is sent instead.
+    No I/O: the fail-safe answers with it too."""
+    if not has_request_context() or caller_number(request.form.get("From")) is not None:
+        return None
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    return caller_number(request.form.get("To")) or settings.line_phone_number
+
+
 def failsafe_response() -> Response:
-    return twiml_response(backup_twiml(failsafe_backup_number()))
+    return twiml_response(backup_twiml(failsafe_backup_number(), caller_id_for_backup()))
 
 
 def answering_failures_with(

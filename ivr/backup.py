@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response
 
 from crisisline.db import db
-from crisisline.failsafe import twiml_response
+from crisisline.failsafe import caller_id_for_backup, twiml_response
 from crisisline.models import Call
 from crisisline.urls import path_for
 from ivr import call_log, twiml
@@ -23,5 +23,6 @@ def to_backup(call: Call, document: RoutingDocument, language: Language, message
             language,
             message_key=message_key,
             action=path_for("voice.backup_result", lang=language.code, attempt=attempt),
+            caller_id=caller_id_for_backup(),
         )
     )

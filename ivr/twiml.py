@@ -147,11 +147,14 @@ def confirm_need(
     return twiml
 
 
-def backup(document: RoutingDocument, language: Language, *, message_key: str, action: str) -> VoiceResponse:
-    """A calm sentence, then the backup line; ``action`` retries or gives the last resort."""
+def backup(
+    document: RoutingDocument, language: Language, *, message_key: str, action: str, caller_id: str | None = None
+) -> VoiceResponse:
+    """A calm sentence, then the backup line; ``action`` retries or gives the last resort.
+    ``caller_id`` stands in for a withheld caller's (``crisisline.failsafe.caller_id_for_backup``)."""
     twiml = VoiceResponse()
     say(twiml, language, language.prompt(message_key))
-    twiml.dial(document.backup_number, action=action, method="POST", timeout=BACKUP_RING_SECONDS)
+    twiml.dial(document.backup_number, action=action, method="POST", timeout=BACKUP_RING_SECONDS, caller_id=caller_id)
     return twiml
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Call
+from tests.conftest import LINE_NUMBER, TEST_BACKUP_NUMBER
 from tests.rota import around_the_clock
 from twilio_fake.phone import Keys, Phone
 
@@ -48,3 +49,32 @@ def test_a_withheld_caller_is_never_offered_a_callback(app: Flask, phone: Phone,
     assert "press 9" not in heard
     with app.app_context():
         assert db.session.scalars(select(Call)).one().sealed_caller is None
+
+
+@pytest.mark.usefixtures("clean_redis")
+@pytest.mark.parametrize("withheld", ["anonymous", "Restricted", "+266696687", ""])
+def test_a_withheld_caller_sent_to_the_backup_line_reaches_it_from_the_lines_number(
+    phone: Phone, publish_routing: Callable[..., int], withheld: str
+) -> None:
+    """Twilio passes an invalid caller ID on to a ``<Dial>`` without ``callerId``, and "this may
+    cause some destination providers to reject the call" (error 13214): the line's number,
+    which Twilio allows as the call's ``To``, stands in."""
+    publish_routing(lambda document: document["line"].update(mode="system_down"))
+
+    call = phone.call([], identity=phone.identity(withheld))
+
+    (dial, *_) = call.dials
+    assert dial.numbers == [TEST_BACKUP_NUMBER]
+    assert dial.attributes.get("callerId") == LINE_NUMBER
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_caller_with_a_number_reaches_the_backup_line_with_their_own_caller_id(
+    phone: Phone, publish_routing: Callable[..., int]
+) -> None:
+    publish_routing(lambda document: document["line"].update(mode="system_down"))
+
+    call = phone.call([], identity=phone.identity("+13125550123"))
+
+    (dial, *_) = call.dials
+    assert "callerId" not in dial.attributes  # the backup line sees who is calling

@@ -217,3 +217,18 @@ def test_a_voice_webhook_without_a_call_sid_still_dials_the_backup_line(app: Fla
 
     assert response.status_code == 200
     assert_dials_backup(response.data)
+
+
+@pytest.mark.parametrize("withheld", ["anonymous", "+266696687", ""])
+def test_the_fail_safe_dials_the_backup_line_for_a_withheld_caller_from_the_lines_number(
+    broken_app: Flask, withheld: str
+) -> None:
+    identity = CallIdentity(TEST_ACCOUNT_SID, withheld, LINE_NUMBER)
+    params = identity.voice_params("in-progress")
+    url = "http://localhost/voice/incoming"
+
+    response = broken_app.test_client().post(url, data=params, headers=signed_headers(TEST_AUTH_TOKEN, url, params))
+
+    assert_dials_backup(response.data)
+    dials = ET.fromstring(response.data).findall("Dial")  # noqa: S314
+    assert [dial.get("callerId") for dial in dials] == [LINE_NUMBER] * len(dials)
