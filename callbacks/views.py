@@ -11,7 +11,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from callbacks import attempts
 from callbacks.requests import request_from_hold
 from crisisline import twilio_params
-from crisisline.failsafe import twiml_response, voice_failsafe
+from crisisline.failsafe import acknowledged, status_deadline, twiml_response, voice_failsafe
 from crisisline.twilio_auth import twilio_signed
 from ivr import twiml as ivr_twiml
 from transfer import flow
@@ -86,6 +86,7 @@ def person_answer() -> Response:
 
 @bp.post("/status")
 @twilio_signed
+@status_deadline(acknowledged)
 def person_status() -> Response:
     """Status callbacks of the person's leg (duplicated and reordered by Twilio at will)."""
     transfer = transfer_views.found_transfer()

@@ -11,7 +11,11 @@ handler finishes on its own thread; its answer is dropped, and its changes are t
 idempotent, conditional ones every handler makes.
 
 The signature is still checked first: a forged request gets 403 even while everything hangs.
-Status callbacks are not under the deadline: Twilio needs no TwiML from them. An inbound text
+Status callbacks are under it too, on a pool of their own (``STATUS_LANE``): Twilio needs no
+TwiML from them, but one stuck on a hung database would hold a web thread for good, and a
+few of them would leave the next caller's webhook no thread at all. Past the deadline they
+are acknowledged (``crisisline.failsafe.status_deadline``); the clock's repairs ask Twilio
+for what a lost one would have said. An inbound text
 is: a database that hangs must not keep the text from being kept (``sms.views``, which notes
 in ``PROGRESS`` whether the text was stored when its deadline passed).
 """
@@ -31,7 +35,7 @@ from flask import Flask, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from crisisline.background import ARRIVED_AT
-from crisisline.failsafe import DeadlineExceeded, run_after_failsafe_hooks
+from crisisline.failsafe import STATUS_LANE, DeadlineExceeded, run_after_failsafe_hooks
 from crisisline.twilio_auth import request_is_from_twilio
 
 log = logging.getLogger(__name__)
@@ -52,22 +56,29 @@ class VoiceDeadline:
     """WSGI middleware running deadline-bound routes (views marked ``on_deadline`` by the
     fail-safe decorators) on a bounded pool, answering in time whatever they do."""
 
-    def __init__(self, app: Flask, seconds: float, workers: int = 16) -> None:
+    def __init__(self, app: Flask, seconds: float, workers: int = 16, status_workers: int = 8) -> None:
         self.app = app
         self.inner: Callable[..., Iterable[bytes]] = app.wsgi_app
         self.seconds = seconds
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voice-deadline")
+        self.status_pool = ThreadPoolExecutor(max_workers=status_workers, thread_name_prefix="status-deadline")
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop both pools (tests: ``wait`` lets late handlers finish first)."""
+        self.pool.shutdown(wait=wait)
+        self.status_pool.shutdown(wait=wait)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         arrived_at = time.monotonic()
-        endpoint, on_deadline = self._route(environ)
+        endpoint, on_deadline, lane = self._route(environ)
         if on_deadline is None or environ.get("REQUEST_METHOD") != "POST":
             return self.inner(environ, start_response)
         environ[ARRIVED_AT] = arrived_at
         environ[PROGRESS] = {}  # shared with the worker's copy below: the late answer may read it
         body = _read_body(environ, self.app.config.get("MAX_CONTENT_LENGTH") or 256 * 1024)
         worker_environ = dict(environ, **{"wsgi.input": io.BytesIO(body)})
-        future: Future[Captured] = self.pool.submit(self._run, worker_environ)
+        pool = self.status_pool if lane == STATUS_LANE else self.pool
+        future: Future[Captured] = pool.submit(self._run, worker_environ)
         try:
             # Counted from arrival: reading the body came out of the caller's silence too.
             status, headers, payload = future.result(timeout=max(0.0, arrived_at + self.seconds - time.monotonic()))
@@ -78,14 +89,14 @@ class VoiceDeadline:
         start_response(status, headers)
         return [payload]
 
-    def _route(self, environ: dict[str, Any]) -> tuple[str, Callable[[BaseException], Response] | None]:
-        """The route's endpoint and its fail-safe (None: not deadline-bound)."""
+    def _route(self, environ: dict[str, Any]) -> tuple[str, Callable[[BaseException], Response] | None, str]:
+        """The route's endpoint, its fail-safe (None: not deadline-bound) and its pool's lane."""
         try:
             endpoint, _ = self.app.url_map.bind_to_environ(environ).match(method="POST")
         except HTTPException:
-            return "", None
+            return "", None, ""
         view = self.app.view_functions.get(str(endpoint))
-        return str(endpoint), getattr(view, "on_deadline", None)
+        return str(endpoint), getattr(view, "on_deadline", None), getattr(view, "deadline_lane", "")
 
     def _run(self, environ: dict[str, Any]) -> Captured:
         """The whole request on this pool thread, with its own app context and session."""

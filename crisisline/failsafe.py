@@ -172,6 +172,32 @@ def _dial_backup(error: BaseException) -> Response:
     return response
 
 
+# A view's ``deadline_lane`` (``crisisline.deadline``): status callbacks wait on a pool of their
+# own, so a flood of them on a slow database never holds up a caller's webhook.
+STATUS_LANE = "status"
+
+
+def status_deadline(
+    acknowledgement: Callable[[], Response],
+) -> Callable[[Callable[P, Response]], Callable[P, Response]]:
+    """A decorator for a status callback: deadline-bound on the status lane
+    (``crisisline.deadline.STATUS_LANE``); past the deadline, or on any failure (logged by
+    class name), answered with ``acknowledgement()``. A late handler finishes on its own
+    thread, if it ever does; Twilio does not send a status again either way."""
+
+    def decorate(view: Callable[P, Response]) -> Callable[P, Response]:
+        wrapper = answering_failures_with(lambda _error: acknowledgement(), "status callback failed")(view)
+        wrapper.deadline_lane = STATUS_LANE  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def acknowledged() -> Response:
+    """A status callback's answer: Twilio needs no TwiML from one."""
+    return Response(status=204)
+
+
 voice_failsafe = answering_failures_with(_dial_backup, "voice webhook failed, dialling backup line")
 voice_failsafe.__doc__ = "Turn any failure inside a voice webhook into TwiML that dials the backup line."
 

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, request
 
 from crisisline import twilio_params
 from crisisline.db import commit_keeping_loaded, db
-from crisisline.failsafe import failsafe_response, twiml_response, voice_failsafe
+from crisisline.failsafe import acknowledged, failsafe_response, status_deadline, twiml_response, voice_failsafe
 from crisisline.models import Call
 from crisisline.settings import Settings
 from crisisline.twilio_auth import twilio_signed
@@ -321,6 +321,7 @@ def _confirm_url(language: Language, need: Need, attempt: int, tries: int) -> st
 
 @bp.post("/status")
 @twilio_signed
+@status_deadline(acknowledged)
 def status_callback() -> Response:
     """Twilio's call status callback for the caller's leg. Idempotent; never controls the call."""
     form = request.form

@@ -18,7 +18,7 @@ from crisisline import twilio_params
 from crisisline.background import start_soon
 from crisisline.db import db
 from crisisline.deadline import PROGRESS
-from crisisline.failsafe import DeadlineExceeded
+from crisisline.failsafe import DeadlineExceeded, status_deadline
 from crisisline.phone import caller_number
 from crisisline.twilio_auth import twilio_signed
 from crisisline.urls import public_url
@@ -169,6 +169,7 @@ incoming.on_deadline = keep_and_point_to_backup  # type: ignore[attr-defined]
 
 @bp.post("/status")
 @twilio_signed
+@status_deadline(_twiml)
 def message_status() -> Response:
     """Delivery status of a text we sent (duplicated and reordered by Twilio at will); also the
     ``action`` of the last reply in a webhook's TwiML (``_twiml``)."""

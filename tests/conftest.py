@@ -166,7 +166,7 @@ def app(settings: Settings) -> Iterator[Flask]:
             _migrated.add(settings.database_url)
         store.publish(DEFAULT_ROUTING_FILE.read_text(), published_by="tests")
     yield app
-    app.extensions["crisisline.deadline"].pool.shutdown(wait=True)  # webhooks still finishing
+    app.extensions["crisisline.deadline"].shutdown(wait=True)  # webhooks still finishing
     app.extensions["crisisline.background"].shutdown()  # and the ringing they started
     with app.app_context():
         db.session.remove()
@@ -185,7 +185,7 @@ def make_app() -> Iterator[Callable[[Settings], Flask]]:
 
     yield make
     for extra_app in made:
-        extra_app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
+        extra_app.extensions["crisisline.deadline"].shutdown(wait=True)
         extra_app.extensions["crisisline.background"].shutdown()
         with extra_app.app_context():
             db.session.remove()

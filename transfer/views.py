@@ -15,7 +15,15 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline import deadline, twilio_params
 from crisisline.db import db
-from crisisline.failsafe import AFTER_FAILSAFE, answering_failures_with, hold_failsafe, twiml_response, voice_failsafe
+from crisisline.failsafe import (
+    AFTER_FAILSAFE,
+    acknowledged,
+    answering_failures_with,
+    hold_failsafe,
+    status_deadline,
+    twiml_response,
+    voice_failsafe,
+)
 from crisisline.models import Call, Offer, Transfer
 from crisisline.twilio_auth import twilio_signed
 from crisisline.urls import path_for
@@ -201,6 +209,7 @@ def staff_left() -> Response:
 
 @bp.post("/conference/events")
 @twilio_signed
+@status_deadline(acknowledged)
 def conference_events() -> Response:
     """Conference status callbacks: recorded for metrics; they never steer the call."""
     transfer = found_transfer()
@@ -297,6 +306,7 @@ def _responder_join_twiml(
 
 @bp.post("/offer/status")
 @twilio_signed
+@status_deadline(acknowledged)
 def offer_status() -> Response:
     """Status callbacks of a responder's leg (duplicated and reordered by Twilio at will)."""
     found = _found_offer()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
@@ -49,7 +50,7 @@ def hung_database_client(
             # Let the late handlers finish against the live link and close their connections
             # before the engine is disposed: nothing is left half-open for the next test.
             proxy.resume()
-            line.extensions["crisisline.deadline"].pool.shutdown(wait=True)
+            line.extensions["crisisline.deadline"].shutdown(wait=True)
             line.extensions["crisisline.background"].shutdown()
 
 
@@ -187,3 +188,49 @@ def test_readiness_names_what_is_down_and_liveness_never_touches_it(
     assert not_ready.get_json() == {"status": "not ready", "database": "down", "redis": "ok"}
     assert seconds < 1.5
     assert alive.get_json() == {"status": "ok"}
+
+
+STATUS_CALLBACKS = [
+    "/voice/status",
+    "/voice/offer/status?offer=1",
+    "/voice/conference/events?transfer=1",
+    "/voice/callback/status?transfer=1",
+    "/sms/status?message=1",
+]
+
+
+def test_status_callbacks_on_a_hung_database_are_acknowledged_in_time_and_leave_callers_a_thread(
+    hung_database_client: tuple[FlaskClient, StallingProxy],
+) -> None:
+    """A status callback stuck on a hung database held its web thread for good: four of them
+    (gunicorn's threads a worker) left the next caller's webhook unanswered until Twilio gave
+    up. They now run on a lane of their own and are acknowledged at the deadline."""
+    client, proxy = hung_database_client
+    phone = Phone(WsgiTransport(client), "http://localhost", *_credentials())
+    callers = [phone.identity(f"+131255501{n:02d}") for n in range(70, 80)]
+    with ThreadPoolExecutor(max_workers=8) as warm:  # live pooled connections, as in production
+        list(warm.map(lambda c: phone.post("http://localhost/voice/status", c.voice_params("ringing")), callers))
+    proxy.stall()
+    try:
+        with ThreadPoolExecutor(max_workers=len(STATUS_CALLBACKS) * 2 + 1) as web_threads:
+            started = time.perf_counter()
+            statuses = [
+                web_threads.submit(phone.post, "http://localhost" + path, callers[n].voice_params("completed"))
+                for n, path in enumerate(STATUS_CALLBACKS * 2)
+            ]
+            time.sleep(0.2)
+            new_caller = phone.identity("+13125550189").voice_params()
+            incoming = web_threads.submit(timed, phone, "/voice/incoming", new_caller)
+            replies = [future.result(timeout=15) for future in statuses]
+            status_seconds = time.perf_counter() - started
+            caller_seconds, twiml = incoming.result(timeout=15)
+    finally:
+        proxy.resume()
+
+    assert [reply.status for reply in replies] == [204, 204, 204, 204, 200] * 2
+    assert status_seconds < DEADLINE + GRACE
+    dial = twiml.find("Dial")
+    assert dial is not None and (dial.text or "").strip() == TEST_BACKUP_NUMBER
+    assert caller_seconds < DEADLINE + GRACE
+    print(f"\nhung database: 10 status callbacks acknowledged within {status_seconds:.2f} s; "
+          f"a new caller answered after {caller_seconds:.2f} s")  # fmt: skip

@@ -84,7 +84,7 @@ def line(
                 database.resume()
                 redis.resume()
                 fake.clear_faults()
-                proxied.extensions["crisisline.deadline"].pool.shutdown(wait=True)
+                proxied.extensions["crisisline.deadline"].shutdown(wait=True)
                 proxied.extensions["crisisline.background"].shutdown()
 
 
@@ -172,7 +172,20 @@ def route_requests(line: Line, fake: FakeTwilio) -> dict[str, tuple[str, dict[st
         "transfer.responder_after": (f"/voice/offer/after?offer={o}", ben.voice_params("in-progress")),
         "transfer.counselor_menu": (f"/voice/offer/menu?offer={o}", ben.voice_params("in-progress", Digits="1")),
         "transfer.rejoin": (f"/voice/offer/rejoin?offer={o}", ben.voice_params("in-progress")),
+        # Status callbacks: acknowledged in time too (a stuck one held a web thread for good).
+        "voice.status_callback": ("/voice/status", holding.voice_params("in-progress")),
+        "transfer.offer_status": (f"/voice/offer/status?offer={o}", ben.voice_params("ringing")),
+        "transfer.conference_events": (
+            f"/voice/conference/events?transfer={t}",
+            {**holding.voice_params("in-progress"), "StatusCallbackEvent": "conference-start"},
+        ),
+        "callbacks.person_status": (f"/voice/callback/status?transfer={t}", new.voice_params("ringing")),
     }
+
+
+STATUS_ROUTES = {
+    "voice.status_callback", "transfer.offer_status", "transfer.conference_events", "callbacks.person_status",
+}  # fmt: skip
 
 
 def deadline_bound_routes(app: Flask) -> set[str]:
@@ -221,6 +234,10 @@ def test_every_voice_route_answers_in_time_under_each_fault(line: Line, fake: Fa
 
     problems = []
     for route, status, body, seconds in answers:
+        if route in STATUS_ROUTES:
+            if status != 204 or seconds > DEADLINE + GRACE:
+                problems.append(f"{route}: HTTP {status} after {seconds:.2f} s")
+            continue
         if status != 200:
             problems.append(f"{route}: HTTP {status}")
             continue
