@@ -652,6 +652,11 @@ def restart_for_person(transfer: Transfer, document: RoutingDocument, caller_cal
     record_event(renewed, "transfer.started", f"transfer:{renewed.id}:started", need=renewed.need,
                  language=renewed.language, language_matched=renewed.language_matched)  # fmt: skip
     db.session.commit()
+    if answered_by_failsafe(caller_call_sid or call.call_sid):
+        # This request ran past its deadline and the person is on the backup line already: no
+        # counselor may be rung for them (checked after the commit, as ``begin`` does).
+        send_to_backup(renewed, "failsafe")
+        return renewed
     dispatch.advance(renewed.id, document)
     return renewed
 

@@ -5,17 +5,20 @@ failed before (the caller was redirected to "your counselor has left" and search
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+import followups.views
 import transfer.flow
 import transfer.views
 from crisisline.db import db
 from crisisline.models import Transfer
 from tests.conftest import TEST_BACKUP_NUMBER
-from tests.rota import BEN, leg_to
+from tests.rota import BEN, leg_to, legs
 from twilio_fake.phone import TALKING, Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
 
@@ -79,3 +82,32 @@ def test_a_caller_on_the_backup_line_after_a_failed_staff_left_turn_is_left_ther
 
     assert len(fake.get_call(caller.identity.call_sid).redirects) == before
     assert transfer_states(app) == ["to_backup"]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_staff_left_turn_answered_by_the_fail_safe_rings_nobody_for_the_caller_on_the_backup_line(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a bug hunt: the late handler of a staff-left turn went on to search again for a
+    caller the deadline had sent to the backup line, and rang Diego, who pressed 1 for nobody."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    assert caller.conference == ben.conference is not None
+    monkeypatch.setattr(app.extensions["crisisline.deadline"], "seconds", 1.0)
+
+    def slow_database(*_args: object, **_kwargs: object) -> None:
+        time.sleep(1.6)
+        return None  # no check-in question (check-ins off, or they sent STOP): search again
+
+    monkeypatch.setattr(followups.views, "checkin_offer", slow_database)
+    phone.hang_up(ben)
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    phone.resume(caller, dial_outcomes=[TALKING], max_hold_turns=0)
+    assert caller.dials and caller.dials[-1].numbers == [TEST_BACKUP_NUMBER]  # the deadline's answer
+    rung_before = {leg.sid for leg in legs(fake)}
+    app.extensions["crisisline.deadline"].shutdown(wait=True)  # the late handler finishes
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert [leg.to for leg in legs(fake) if leg.sid not in rung_before] == []
+    assert transfer_states(app) in (["ended", "to_backup"], ["to_backup", "to_backup"])
