@@ -24,7 +24,8 @@ def hold(
     twiml = VoiceResponse()
     turn: VoiceResponse | Gather = twiml
     if callback_offer and callback_url:
-        turn = Gather(input="dtmf", num_digits=1, timeout=1, action=callback_url, method="POST")
+        # No finish key: a callback key of ``#`` would otherwise end the entry as no input.
+        turn = Gather(input="dtmf", num_digits=1, timeout=1, finish_on_key="", action=callback_url, method="POST")
         twiml.append(turn)
     say(turn, language, message)
     if callback_offer:
@@ -57,7 +58,7 @@ def callback_or_backup(
 ) -> VoiceResponse:
     """Nobody can take the call now: offer a callback for a few seconds, else the backup line."""
     twiml = VoiceResponse()
-    gather = Gather(input="dtmf", num_digits=1, timeout=6, action=callback_url, method="POST")
+    gather = Gather(input="dtmf", num_digits=1, timeout=6, finish_on_key="", action=callback_url, method="POST")
     say(gather, language, message)
     say(gather, language, callback_offer)
     twiml.append(gather)

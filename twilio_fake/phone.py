@@ -624,11 +624,14 @@ class Phone:
                     action = self.listen(record, verb) if self.listen is not None else Silence()
                 target = urljoin(current_url, verb.get("action") or current_url)
                 if isinstance(action, Keys):
-                    record.next_url, record.next_params = (
-                        target,
-                        gather_digits_params(identity, action.digits),
-                    )
-                    return
+                    # As Twilio: the finishOnKey (``#`` unless set; ``""`` for none) ends the
+                    # entry and is not sent; pressed first, it is no input at all.
+                    finish_on = verb.get("finishOnKey", "#")
+                    digits = action.digits.split(finish_on, 1)[0] if finish_on else action.digits
+                    if digits:
+                        record.next_url, record.next_params = target, gather_digits_params(identity, digits)
+                        return
+                    action = Silence()
                 if isinstance(action, Words):
                     record.next_url = target
                     record.next_params = gather_speech_params(identity, action.speech, action.confidence)

@@ -765,3 +765,26 @@ def test_a_person_who_left_before_joining_a_counselor_on_a_second_call_is_still_
     assert len(person_legs(fake)) == 1  # the callback goes ahead
     (callback,) = callbacks(app)
     assert callback.state == "calling"
+
+
+@pytest.mark.parametrize("key", ["#", "*"])
+def test_a_callback_key_of_hash_or_star_requests_the_callback_on_hold_and_at_the_hold_limit(
+    app: Flask, phone: Phone, rota: Callable[..., None], key: str
+) -> None:
+    """``#`` is a Gather's finish key unless told otherwise: pressed first it is no input, so a
+    line whose callback key was ``#`` never heard it (found by a bug hunt)."""
+    rota(digit=key)
+    holding = phone.call([Keys("1"), Keys("2"), Keys(key)], identity=phone.identity("+13125550181"))
+    rota(on_call=(), digit=key)
+    at_the_limit = phone.call([Keys("1"), Keys("2"), Keys(key)], identity=phone.identity("+13125550182"))
+
+    assert "We will call you back" in holding.heard_text()
+    assert "We will call you back" in at_the_limit.heard_text()
+    assert [callback.state for callback in callbacks(app)] == ["waiting", "waiting"]
+
+
+def test_a_menu_answered_with_the_finish_key_alone_is_no_input_as_on_twilio(phone: Phone) -> None:
+    call = phone.call([Keys("#"), Keys("1")], max_hold_turns=0)
+
+    assert call.steps[1].params.get("Digits") is None  # "#" first: Twilio sends nothing
+    assert next(step.params.get("Digits") for step in call.steps if "Digits" in step.params) == "1"
