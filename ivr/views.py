@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, request
+from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline import twilio_params
 from crisisline.db import commit_keeping_loaded, db
@@ -301,6 +302,9 @@ def backup_result() -> Response:
     attempt = _attempt()
     status = twilio_params.choice(request.form, "DialCallStatus", twilio_params.DIAL_CALL_STATUSES) or ""
     call_log.record_event(call, "backup.result", f"backup-result:{attempt}", {"attempt": attempt, "status": status})
+    if request.form.get("CallStatus") in call_log.TERMINAL_STATUSES:
+        db.session.commit()  # they hung up while it rang: nobody to try again for
+        return twiml_response(VoiceResponse())
     if status == "completed":
         db.session.commit()
         return twiml_response(twiml.finished())

@@ -371,3 +371,22 @@ def test_fallback_url_dials_the_backup_number_from_settings(phone: Phone) -> Non
     dials = call.last_twiml.findall("Dial")
     assert [d.text for d in dials] == [TEST_BACKUP_NUMBER, TEST_BACKUP_NUMBER]
     assert call.ended_by == "end-of-twiml"
+
+
+def test_a_backup_dial_ending_because_the_caller_hung_up_is_not_tried_again(
+    app: Flask, phone: Phone, publish_routing: Callable[..., int]
+) -> None:
+    """Twilio requests the ``<Dial>``'s action even when the caller hung up while the backup line
+    rang (``CallStatus=completed``): nobody is there to try again for, nor to call unreachable."""
+    publish_routing(lambda document: document["line"].update(mode="system_down"))
+    call = phone.call([], dial_outcomes=["no-answer"], hang_up_after_requests=1)
+    hung_up = call.identity.voice_params("completed", DialCallStatus="no-answer", DialCallSid="CA" + "1" * 32)
+
+    reply = phone.post(phone.base_url + "/voice/backup-result?lang=en&attempt=1", hung_up)
+
+    assert "<Dial" not in reply.body and "<Say" not in reply.body
+    with app.app_context():
+        kinds = list(db.session.scalars(select(CallEvent.kind).order_by(CallEvent.id)))
+    assert kinds.count("backup.dialled") == 1
+    assert "backup.unreachable" not in kinds
+    assert "backup.result" in kinds  # what the backup line did is still recorded
