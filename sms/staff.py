@@ -67,11 +67,7 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
         return _tagged_command(document, responder, verb, conversation)
     relay = _RELAY.match(body)
     if relay:
-        conversation = _conversation(relay.group(1))
-        words = relay.group(2).strip()
-        if conversation is None or conversation.state != "active" or conversation.counselor_id != responder.id:
-            return Reply(document.staff_prompt("sms_too_late", tag=relay.group(1)))
-        return _relay(conversation, inbound, words)
+        return relay_to_tag(document, responder, inbound, relay.group(1), relay.group(2).strip())
     bare = body.strip().strip(".!").upper()
     if bare in NEVER_RELAYED:
         # "END" without a number must not reach a texter (and is an opt-out word to carriers).
@@ -89,6 +85,16 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
         tags = ", ".join(f"#{c.tag}" for c in mine)
         return Reply(document.staff_prompt("sms_ambiguous", tags=tags))
     return _relay(target, inbound, body.strip())
+
+
+def relay_to_tag(document: RoutingDocument, responder: Responder, inbound: Message, tag: str, words: str) -> Reply:
+    """``words`` for the texter of conversation ``tag``, exactly as given, if it is still this
+    responder's: a texted ``#12 words`` once parsed, or the console's reply box (which must not
+    go through the parser: it strips a leading "-", ":" or "," as the tag's separator)."""
+    conversation = _conversation(tag)
+    if conversation is None or conversation.state != "active" or conversation.counselor_id != responder.id:
+        return Reply(document.staff_prompt("sms_too_late", tag=tag))
+    return _relay(conversation, inbound, words)
 
 
 def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, conversation: Conversation) -> Reply:

@@ -12,6 +12,7 @@ stored text is unique by it, so a double submit sends nothing twice.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,7 +27,7 @@ from crisisline.sms_segments import segment_count
 from routing.document import Responder, RoutingDocument
 from sms.delivery import DELIVERED_STATUSES, Delivery, delivery_of, not_delivered
 from sms.outbox import BODY_CONTEXT
-from sms.staff import handle_staff_message
+from sms.staff import Reply, handle_staff_message, relay_to_tag
 
 FORM_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 COMMANDS = {"end": "END", "pass": "PASS", "take": "YES"}
@@ -106,9 +107,10 @@ def thread(conversation: Conversation, moment: datetime | None = None) -> list[L
 
 def send_as_text(
     user: User, document: RoutingDocument, responder: Responder, conversation: Conversation, form_key: str,
-    body: str,
+    body: str, handle: Callable[[Message], Reply] | None = None,
 ) -> Sent:  # fmt: skip
-    """Handle ``body`` as the counselor's text to the line, once per ``form_key``."""
+    """Handle ``body`` as the counselor's text to the line, once per ``form_key`` (by ``handle``
+    if given, else as a text from their phone is)."""
     if not FORM_KEY.match(form_key):
         raise ValueError("bad form key")
     key = f"console:{user.id}:{form_key}"
@@ -133,7 +135,7 @@ def send_as_text(
     if not inserted:
         return Sent(False, "")
     inbound = db.session.scalars(select(Message).where(Message.idempotency_key == key)).one()
-    reply = handle_staff_message(document, responder, inbound, body)
+    reply = handle(inbound) if handle else handle_staff_message(document, responder, inbound, body)
     db.session.execute(update(Message).where(Message.id == inbound.id).values(handled_at=utcnow()))
     db.session.commit()
     return Sent(True, reply.text)
@@ -143,8 +145,14 @@ def reply(
     user: User, document: RoutingDocument, responder: Responder, conversation: Conversation, form_key: str,
     words: str,
 ) -> Sent:  # fmt: skip
-    """Words for the texter: ``#<tag> words``, the tagged reply, so it goes to this one."""
-    return send_as_text(user, document, responder, conversation, form_key, f"#{conversation.tag} {words.strip()}")
+    """Words for the texter, as typed, to this conversation only (kept as ``#<tag> words``)."""
+    words = words.strip()
+    tag = str(conversation.tag)
+
+    def relay(inbound: Message) -> Reply:
+        return relay_to_tag(document, responder, inbound, tag, words)
+
+    return send_as_text(user, document, responder, conversation, form_key, f"#{tag} {words}", relay)
 
 
 def command(

@@ -210,3 +210,26 @@ def test_a_wrap_up_is_only_for_the_counselors_own_ended_contacts(
 
     assert client.get(f"/console/me/wrap-up/text/{tag}").status_code == 404
     assert post(client, f"/console/me/wrap-up/text/{tag}", outcome="other").status_code == 404
+
+
+def test_a_reply_from_the_browser_reaches_the_texter_exactly_as_typed(
+    app: Flask, client: FlaskClient, texting: TextingPhone, publish_routing: Callable[..., int],
+    make_user: MakeUser,
+) -> None:  # fmt: skip
+    """The reply box went through the SMS parser as ``#12 words``, which strips a leading "-",
+    ":" or "," as the tag's separator: "-1 is not…" arrived as "1 is not…" and "--" as nothing,
+    while the page said "Sent" (found by a bug hunt)."""
+    only_ana_on_call(publish_routing)
+    sign_in(client, make_user(COUNSELOR, "ana"))
+    texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
+    tag = offered_tag(texting)
+    thread = f"/console/me/texts/{tag}"
+    assert post(client, f"{thread}/take", key="take-key-0000000000001").status_code == 302
+    before = len(texting.inbox(TEXTER))
+    typed = ["-1 is not an answer, tell me more", ":-)", "--", ", and then?"]
+
+    for number, words in enumerate(typed):
+        post(client, f"{thread}/reply", body=words, key=f"reply-key-0000000000{number}")
+
+    assert texting.inbox(TEXTER)[before:] == typed
+    assert f"Sent to #{tag}." in client.get("/console/me").get_data(as_text=True)
