@@ -163,8 +163,10 @@ def _configure_logging(level: str, log_format: str = "text") -> None:
             for handler in root.handlers:
                 handler.setFormatter(JsonLines())
     root.setLevel(level)
-    # twilio's HTTP client logs every request (URL and parameters) at INFO: not for our logs.
-    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    # twilio's HTTP client logs every request (URL and parameters) at INFO, and urllib3 every
+    # request line at DEBUG (``GET .../Calls.json?To=%2B1...``): not for our logs, at any level.
+    for chatty in ("twilio.http_client", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     for handler in root.handlers:
         if not any(isinstance(f, RedactPhoneNumbers) for f in handler.filters):
             handler.addFilter(RedactPhoneNumbers())

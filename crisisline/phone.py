@@ -56,7 +56,13 @@ def caller_number(raw_from: str | None) -> str | None:
 
 
 LOG_REGION = "US"
-E164_IN_TEXT = re.compile(r"\+[1-9][0-9]{7,14}(?![0-9])")
+# A "+" (or "%2B", as it is in a URL's query string: urllib3 logs ``Calls.json?To=%2B1...``),
+# a digit 1-9, then digits in groups split by one space, hyphen or "%20", an area code perhaps
+# in brackets: "+13125550142", "%2B13125550142", "+44 7700 900123", "+1 (312) 555-0142".
+# Masked from 8 digits on, valid or not (caller_number accepts numbers libphonenumber does not
+# know). Timestamps' offsets ("+00:00", "+10:00"), durations and ids have no such shape.
+NUMBER_IN_TEXT = re.compile(r"(?:\+|%2[Bb])[1-9][0-9]*(?:(?:[ \-]|%20)\(?[0-9]+\)?|\([0-9]+\))*")
+MIN_LOGGED_NUMBER_DIGITS = 8
 
 
 class RedactPhoneNumbers(logging.Filter):
@@ -81,10 +87,18 @@ _TRACEBACKS = logging.Formatter()
 
 def redact_numbers(text: str) -> str:
     """``text`` with anything shaped like a phone number replaced by ``[redacted-number]``."""
-    redacted = text
-    # libphonenumber's own matcher: finds "(312) 555-0123" and "+44 20 7946 0958" but
+    # First anything written as an international number, URL-encoded or not, known to
+    # libphonenumber or not (the line accepts numbers it does not know: caller_number).
+    redacted = NUMBER_IN_TEXT.sub(_mask_international, text)
+    # ...then libphonenumber's own matcher: finds "(312) 555-0123" and national numbers but
     # not IP addresses, timings or status codes.
-    for match in phonenumbers.PhoneNumberMatcher(text, LOG_REGION, leniency=phonenumbers.Leniency.VALID):
+    for match in phonenumbers.PhoneNumberMatcher(redacted, LOG_REGION, leniency=phonenumbers.Leniency.VALID):
         redacted = redacted.replace(match.raw_string, "[redacted-number]")
-    # ...and numbers it does not know but the line accepts from callers (caller_number).
-    return E164_IN_TEXT.sub("[redacted-number]", redacted)
+    return redacted
+
+
+def _mask_international(match: re.Match[str]) -> str:
+    found = match.group()
+    plain = found.replace("%20", " ")[3:] if found[0] == "%" else found[1:]
+    digits = sum(character.isdigit() for character in plain)
+    return "[redacted-number]" if digits >= MIN_LOGGED_NUMBER_DIGITS else found

@@ -1,12 +1,17 @@
-"""Logs: JSON lines when asked, phone numbers masked either way, twilio's request lines off."""
+"""Logs: JSON lines when asked, phone numbers masked either way, twilio's and urllib3's request
+lines off."""
 
 from __future__ import annotations
 
 import json
 import logging
 
+import pytest
+import requests
+
 from crisisline.app import JsonLines, _configure_logging
 from crisisline.phone import RedactPhoneNumbers
+from twilio_fake.server import FakeTwilioServer
 
 
 def test_json_lines_carry_the_message_with_numbers_masked_and_exceptions_by_class_only() -> None:
@@ -46,3 +51,65 @@ def test_a_traceback_whose_exception_text_carries_a_number_is_masked_in_plain_lo
 
     assert "RuntimeError" in text and "Traceback" in text
     assert "5550177" not in text
+
+
+def test_urllib3s_request_lines_are_turned_down_even_at_debug() -> None:
+    _configure_logging("DEBUG")
+
+    assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.WARNING)
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_url_encoded_number_in_urllib3s_own_request_line_is_masked(fake_twilio_server: FakeTwilioServer) -> None:
+    """What urllib3 logs for ``calls.list(to=..., from_=...)`` should its level be lowered."""
+    kept, urllib3_log = Kept(), logging.getLogger("urllib3")
+    level = urllib3_log.level
+    kept.addFilter(RedactPhoneNumbers())
+    urllib3_log.addHandler(kept)
+    urllib3_log.setLevel(logging.DEBUG)
+    try:
+        requests.get(
+            f"{fake_twilio_server.base_url}/2010-04-01/Accounts/AC00/Calls.json",
+            params={"To": "+13125550142", "From": "+13125550100", "PageSize": "20"},
+            timeout=10,
+        )
+    finally:
+        urllib3_log.removeHandler(kept)
+        urllib3_log.setLevel(level)
+    lines = [record.getMessage() for record in kept.records]
+
+    assert any("Calls.json?To=[redacted-number]&From=[redacted-number]&PageSize=20" in line for line in lines), lines
+    assert not any("5550142" in line or "5550100" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["+44 7700 900123", "+44 7700 900 123", "+1 (312) 555-0142", "%2B13125550142", "%2B44%207700%20900123"],
+)
+def test_numbers_libphonenumber_does_not_find_are_masked_when_shaped_like_international_ones(number: str) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, f"from {number} now", None, None)
+
+    RedactPhoneNumbers().filter(record)
+
+    assert record.getMessage() == "from [redacted-number] now"
+
+
+def test_timestamps_offsets_durations_and_ids_are_left_alone() -> None:
+    message = (
+        "2027-03-01T12:00:00.123456+00:00 2027-03-01 12:00:00+10:00 contact-12345678 took 1.234567s "
+        "retry +12 s CA" + "1" * 32 + " 10.0.0.1:5000 pid <+12345>"
+    )
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None)
+
+    RedactPhoneNumbers().filter(record)
+
+    assert record.getMessage() == message
