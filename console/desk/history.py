@@ -1,16 +1,25 @@
 """Earlier contacts by the same person: found by the keyed hash their number is stored under
 (a caller's ``calls.caller_hash`` and a texter's ``texters.number_hash`` are the same hash),
-never by the number itself. Only dates, channels and needs: nothing they said."""
+never by the number itself. Only dates, channels and needs: nothing they said.
+
+Only contacts started within their channel's retention window (``crisisline.retention``'s
+cutoffs, the ones the hourly purge uses) are linked to the person. The purge unlinks an old
+call (its hash goes), but a conversation stays tied to its texter for as long as the texter
+row keeps its hash: one who writes every few weeks, or who once sent STOP (their hash is kept
+for as long as the line exists), would otherwise show conversations from years ago.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import func, select
 
 from crisisline.db import db
 from crisisline.models import Call, Conversation, Texter, Transfer
+from crisisline.retention import Cutoffs
 
 SHOWN = 5
 
@@ -39,16 +48,27 @@ def person_hash_of_conversation(conversation: Conversation) -> str | None:
 
 
 def earlier_contacts(
-    person_hash: str | None, before: datetime, *, call_id: int | None = None, conversation_id: int | None = None
+    person_hash: str | None,
+    before: datetime,
+    *,
+    now: datetime,
+    call_id: int | None = None,
+    conversation_id: int | None = None,
 ) -> History:
-    """Calls and text conversations from ``person_hash`` that started before ``before``
-    (the current one, ``call_id`` or ``conversation_id``, left out)."""
+    """Calls and text conversations from ``person_hash`` that started before ``before`` and,
+    at ``now``, within their channel's retention window (the current one, ``call_id`` or
+    ``conversation_id``, left out)."""
     if not person_hash:
         return History()
-    calls = [Call.caller_hash == person_hash, Call.started_at < before]
+    cutoffs = Cutoffs.at(now, current_app.extensions["crisisline.settings"])
+    calls = [Call.caller_hash == person_hash, Call.started_at < before, Call.started_at >= cutoffs.calls]
     if call_id is not None:
         calls.append(Call.id != call_id)
-    texts = [Texter.number_hash == person_hash, Conversation.started_at < before]
+    texts = [
+        Texter.number_hash == person_hash,
+        Conversation.started_at < before,
+        Conversation.started_at >= cutoffs.texts,
+    ]
     if conversation_id is not None:
         texts.append(Conversation.id != conversation_id)
     count = (db.session.scalar(select(func.count(Call.id)).where(*calls)) or 0) + (

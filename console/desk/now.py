@@ -77,7 +77,7 @@ def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> D
         if offer is not None and transfer is not None:
             ringing = offer.state in ACTIVE_OFFER_STATES
             person, call_id = person_hash_of_transfer(transfer)
-            history = earlier_contacts(person, transfer.started_at, call_id=call_id)
+            history = earlier_contacts(person, transfer.started_at, now=moment, call_id=call_id)
             contacts.append(
                 Contact(
                     channel="voice",
@@ -105,7 +105,10 @@ def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> D
         *((c, "active", c.assigned_at) for c in active),
     ]:
         history = earlier_contacts(
-            person_hash_of_conversation(conversation), conversation.started_at, conversation_id=conversation.id
+            person_hash_of_conversation(conversation),
+            conversation.started_at,
+            now=moment,
+            conversation_id=conversation.id,
         )
         contacts.append(
             Contact(
