@@ -4,6 +4,12 @@ Exports suppress small numbers so no person can be singled out: a count from 1 t
 ``min_count - 1`` is withheld, and so is every value computed over such a count (a rate, a
 mean, a percentile). Withheld cells are empty in CSV and ``null`` in JSON, and listed in
 ``suppressed``. Zero is shown: it describes nobody.
+
+A breakdown's groups add up to ``all`` for every count, so one withheld group would be ``all``
+minus the others. Complementary suppression closes that: in a count's column, when the groups
+withheld are only small ones, the next-smallest nonzero group is withheld too (with the values
+computed over it). Withholding ``all`` instead would not do: the same ``all`` is in every
+breakdown of the period, and in the report without one.
 """
 
 from __future__ import annotations
@@ -23,17 +29,58 @@ def is_small(value: Value, min_count: int) -> bool:
     return isinstance(value, int) and 0 < value < min_count
 
 
-def suppressed_row(row: Row, metrics: tuple[Metric, ...], min_count: int) -> dict[str, Value]:
-    """The row's values with small counts, and values computed over them, set to None."""
+def small_counts(row: Row, metrics: tuple[Metric, ...], min_count: int) -> set[str]:
+    """The counts of ``row`` withheld for being small (primary suppression)."""
+    return {m.name for m in metrics if m.kind == "count" and is_small(row.values.get(m.name), min_count)}
+
+
+def withheld_counts(report: Report, min_count: int) -> list[set[str]]:
+    """Per row of ``report``, the counts withheld: the small ones and, in a breakdown, the
+    complementary ones (see the module's docstring)."""
+    metrics = report.metrics()
+    withheld = [small_counts(row, metrics, min_count) for row in report.rows]
+    if report.breakdown is None:
+        return withheld
+    groups = range(1, len(report.rows))  # rows[0] is ``all``
+    for metric in metrics:
+        if metric.kind != "count" or not any(metric.name in withheld[i] for i in groups):
+            continue
+        # Withheld groups here are all small (nothing else is withheld yet): their sum, ``all``
+        # minus the groups shown, would give one away, or pin two ones. Add the smallest shown.
+        shown = [
+            (value, i)
+            for i in groups
+            if metric.name not in withheld[i]
+            and isinstance(value := report.rows[i].values.get(metric.name), int)
+            and value > 0
+        ]
+        if shown:
+            withheld[min(shown)[1]].add(metric.name)
+    return withheld
+
+
+def suppressed_row(
+    row: Row, metrics: tuple[Metric, ...], min_count: int, withheld: set[str] | None = None
+) -> dict[str, Value]:
+    """The row's values with withheld counts (``withheld``; by default its small ones), and
+    values computed over them, set to None."""
+    hidden = small_counts(row, metrics, min_count) if withheld is None else withheld
     values: dict[str, Value] = {}
     for metric in metrics:
-        value = row.values.get(metric.name)
-        inputs_small = any(is_small(row.values.get(name), min_count) for name in metric.inputs)
-        if (metric.kind == "count" and is_small(value, min_count)) or inputs_small:
+        if metric.name in hidden or any(name in hidden for name in metric.inputs):
             values[metric.name] = None
         else:
-            values[metric.name] = value
+            values[metric.name] = row.values.get(metric.name)
     return values
+
+
+def suppressed_rows(report: Report, min_count: int) -> list[dict[str, Value]]:
+    """Every row's values as an export shows them: small and complementary counts withheld."""
+    metrics = report.metrics()
+    return [
+        suppressed_row(row, metrics, min_count, withheld)
+        for row, withheld in zip(report.rows, withheld_counts(report, min_count), strict=True)
+    ]
 
 
 def _shown(value: Value, metric: Metric) -> str:
@@ -47,19 +94,23 @@ def _shown(value: Value, metric: Metric) -> str:
 
 
 def to_table(report: Report, min_count: int | None = None) -> str:
-    """Metrics down, groups across. With ``min_count``, small numbers show as ``<n``."""
+    """Metrics down, groups across. With ``min_count``, small counts show as ``<n`` and other
+    withheld values (computed over a withheld count, or complementary) as ``*``."""
     metrics = report.metrics()
-    rows = [
-        (row.group, suppressed_row(row, metrics, min_count) if min_count else dict(row.values)) for row in report.rows
-    ]
-    header = ["metric", *[group for group, _ in rows]]
+    shown = suppressed_rows(report, min_count) if min_count else [dict(row.values) for row in report.rows]
+    header = ["metric", *[row.group for row in report.rows]]
     lines = [header]
+    starred = False
     for metric in metrics:
         cells = [metric.label]
-        for (_group, values), original in zip(rows, report.rows, strict=True):
-            value = values.get(metric.name)
-            hidden = value is None and original.values.get(metric.name) is not None
-            cells.append(SUPPRESSED.format(n=min_count) if hidden else (_shown(value, metric) or "-"))
+        for values, original in zip(shown, report.rows, strict=True):
+            value, exact = values.get(metric.name), original.values.get(metric.name)
+            if value is None and exact is not None and min_count:
+                small = metric.kind == "count" and is_small(exact, min_count)
+                starred = starred or not small
+                cells.append(SUPPRESSED.format(n=min_count) if small else "*")
+            else:
+                cells.append(_shown(value, metric) or "-")
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     title = (
@@ -70,7 +121,8 @@ def to_table(report: Report, min_count: int | None = None) -> str:
         "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(line))
         for line in lines
     ]
-    return "\n".join([title, "", *body]) + "\n"
+    note = [f"* withheld: computed over a withheld count, or so that a count under {min_count} cannot be worked out"]
+    return "\n".join([title, "", *body, *(note if starred else [])]) + "\n"
 
 
 def to_csv(report: Report, min_count: int = DEFAULT_MIN_COUNT) -> str:
@@ -79,8 +131,7 @@ def to_csv(report: Report, min_count: int = DEFAULT_MIN_COUNT) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["period_start", "period_end", "channel", "breakdown", "group", *[m.name for m in metrics]])
-    for row in report.rows:
-        values = suppressed_row(row, metrics, min_count)
+    for row, values in zip(report.rows, suppressed_rows(report, min_count), strict=True):
         writer.writerow(
             [
                 report.period.start.isoformat(),
@@ -110,8 +161,7 @@ def to_json(report: Report, min_count: int = DEFAULT_MIN_COUNT) -> str:
         "metrics": {m.name: {"label": m.label, "kind": m.kind} for m in metrics},
         "rows": [],
     }
-    for row in report.rows:
-        values = suppressed_row(row, metrics, min_count)
+    for row, values in zip(report.rows, suppressed_rows(report, min_count), strict=True):
         document["rows"].append(
             {
                 "group": row.group,

@@ -58,6 +58,48 @@ def test_csv_and_json_exports_suppress_and_the_table_shows_what_it_suppresses_on
     assert json.loads(to_json(result, min_count=1))["rows"][0]["values"]["abandoned"] == 2
 
 
+def test_a_withheld_group_cannot_be_worked_out_as_all_minus_the_groups_shown() -> None:
+    # Spanish: 2 contacts, withheld. Without more, all (30) - English (20) - French (8) = 2.
+    facts = Facts(contacts=(*contacts(20, 0, "en"), *contacts(2, 0, "es"), *contacts(7, 1, "fr")), timezone=CHICAGO)
+    result = report(facts, DAY, "voice", "language")
+
+    rows = {line["group"]: line for line in csv.DictReader(io.StringIO(to_csv(result)))}
+    document = {row["group"]: row for row in json.loads(to_json(result))["rows"]}
+
+    assert (rows["all"]["offered"], rows["en"]["offered"]) == ("30", "20")
+    assert rows["es"]["offered"] == ""  # small
+    assert rows["fr"]["offered"] == ""  # the next-smallest, withheld with it: es + fr = 10, any split
+    assert rows["fr"]["answer_rate"] == "" and rows["fr"]["speed_to_answer_mean"] == ""  # computed over it
+    assert rows["en"]["answer_rate"] == "1.0"
+    assert "offered" in document["fr"]["suppressed"] and document["fr"]["values"]["offered"] is None
+    # Abandoned: French's 1 is withheld, and so is all's (the same 1); zeros single nobody out.
+    assert (rows["all"]["abandoned"], rows["fr"]["abandoned"], rows["en"]["abandoned"]) == ("", "", "0")
+    table = to_table(result, min_count=5)
+    assert "<5" in table and "*" in table and "cannot be worked out" in table
+
+
+def test_two_small_groups_are_not_each_given_away_by_their_sum() -> None:
+    # 1 and 1 withheld with 22 - 20 shown would be 2: both 1. The 20 is withheld too.
+    facts = Facts(contacts=(*contacts(20, 0, "en"), *contacts(1, 0, "es"), *contacts(1, 0, "fr")), timezone=CHICAGO)
+    result = report(facts, DAY, "voice", "language")
+
+    rows = {line["group"]: line for line in csv.DictReader(io.StringIO(to_csv(result)))}
+
+    assert rows["all"]["offered"] == "22"
+    assert (rows["en"]["offered"], rows["es"]["offered"], rows["fr"]["offered"]) == ("", "", "")
+
+
+def test_a_report_without_small_groups_withholds_nothing() -> None:
+    facts = Facts(contacts=(*contacts(20, 5, "en"), *contacts(6, 0, "es")), timezone=CHICAGO)
+    result = report(facts, DAY, "voice", "language")
+
+    rows = {line["group"]: line for line in csv.DictReader(io.StringIO(to_csv(result)))}
+
+    assert (rows["all"]["offered"], rows["en"]["offered"], rows["es"]["offered"]) == ("31", "25", "6")
+    assert (rows["en"]["abandoned"], rows["es"]["abandoned"]) == ("5", "0")
+    assert "*" not in to_table(result, min_count=5)
+
+
 @pytest.fixture
 def two_calls(
     app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Traveller, clean_redis: object
