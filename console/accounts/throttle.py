@@ -5,6 +5,10 @@ An account is locked after ``ACCOUNT_LIMIT`` failures within ``WINDOW`` (a succe
 count); an address after ``ADDRESS_LIMIT``. A locked attempt is refused before the password
 is looked at, and is not itself counted, so an attacker cannot extend the lock by trying more.
 Names and addresses are stored as keyed hashes only.
+
+An attempt is counted as a failure before its password is checked (``claim``), under one lock
+shared by every process, and marked as a success afterwards if it was one: guesses sent all at
+once cannot all pass the check before any of them is counted.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text, update
 
 from console.models import SignInAttempt
 from crisisline.db import db
@@ -24,6 +28,7 @@ ACCOUNT_LIMIT = 5
 ADDRESS_LIMIT = 20
 WINDOW = timedelta(minutes=15)
 KEEP = timedelta(days=1)
+CLAIM_LOCK_KEY = 0x5369676E496E  # PostgreSQL advisory lock: one claim at a time ("SignIn")
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,38 @@ def lockout(username: str, address: str | None) -> Lockout | None:
     return None
 
 
-def note_attempt(username: str, address: str | None, *, succeeded: bool) -> None:
-    """Count an attempt (in the current transaction), and forget ones too old to matter."""
-    db.session.add(
-        SignInAttempt(account_key=account_key(username), address_key=address_key(address), succeeded=succeeded)
-    )
+def claim(username: str, address: str | None) -> Lockout | int:
+    """The lock that refuses this sign-in now, or else the attempt counted as a failure and
+    committed, before anyone looks at the password: its id, for ``succeeded``.
+
+    Checking and counting happen under one lock for every web process (PostgreSQL: an advisory
+    lock; SQLite: its one write lock), so of guesses sent in parallel no more than the limit
+    get their password checked. An attempt whose password is still being checked counts as a
+    failure meanwhile. Commits (which releases the lock)."""
+    _one_claim_at_a_time()
+    locked = lockout(username, address)
+    if locked is not None:
+        db.session.commit()
+        return locked
+    attempt = SignInAttempt(account_key=account_key(username), address_key=address_key(address), succeeded=False)
+    db.session.add(attempt)
     db.session.execute(delete(SignInAttempt).where(SignInAttempt.attempted_at < _now() - KEEP))
+    db.session.flush()
+    claimed = attempt.id
+    db.session.commit()
+    return claimed
+
+
+def succeeded(attempt_id: int) -> None:
+    """A claimed attempt whose password matched: it clears the account's count (in the current
+    transaction)."""
+    db.session.execute(update(SignInAttempt).where(SignInAttempt.id == attempt_id).values(succeeded=True))
+
+
+def _one_claim_at_a_time() -> None:
+    """Hold the claims' lock until this transaction ends. SQLite: a write (of no rows) takes
+    the database's one write lock now, before this transaction reads a count."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+    else:
+        db.session.execute(text("UPDATE console_sign_in_attempts SET id = id WHERE 0 = 1"))

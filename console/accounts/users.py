@@ -122,20 +122,19 @@ WRONG = "That username and password do not match an active account."
 
 def sign_in(username: str, password: str, address: str | None) -> SignIn:
     """Check a sign-in under the rate limits; counts the attempt and audits it. Commits."""
-    locked = throttle.lockout(username, address)
     user = find(username)
-    if locked is not None:
+    claimed = throttle.claim(username, address)  # counted as a failure before the password is checked
+    if isinstance(claimed, throttle.Lockout):
         if not _locked_recently(_target(user)):  # one entry per lock, however hard someone hammers
-            record("sign_in_locked", actor=user or "unknown account", target=_target(user), scope=locked.scope)
+            record("sign_in_locked", actor=user or "unknown account", target=_target(user), scope=claimed.scope)
             db.session.commit()
-        return SignIn(None, locked.message, 429)
+        return SignIn(None, claimed.message, 429)
     matches = verify_password(user.password_hash if user else None, password)
     if user is None or not matches or not user.active:
-        throttle.note_attempt(username, address, succeeded=False)
         record("sign_in_failed", actor=user or "unknown account", target=_target(user))
         db.session.commit()
         return SignIn(None, WRONG, 200)
-    throttle.note_attempt(username, address, succeeded=True)
+    throttle.succeeded(claimed)
     if needs_rehash(user.password_hash):
         user.password_hash = rehash(password)
     user.last_sign_in_at = datetime.now(UTC)

@@ -3,11 +3,14 @@ sign-out everywhere), the audit rows they leave, and ``flask users``. SQLite and
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import requests
 import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
@@ -129,6 +132,53 @@ def test_a_success_clears_the_account_count(app: Flask, client: FlaskClient, cou
     for _ in range(throttle.ACCOUNT_LIMIT - 1):
         sign_in(client, counselor, "a wrong password")
     assert sign_in(client, counselor) == 302
+
+
+def test_parallel_wrong_passwords_for_one_account_check_no_more_passwords_than_the_limit(
+    app: Flask, live_server: str, counselor: Account
+) -> None:
+    """Guesses sent all at once, over real HTTP to a threaded server, cannot all pass the
+    lock check before any of them is counted: only ``ACCOUNT_LIMIT`` passwords are checked
+    (each answered "do not match" and audited), every other guess is refused as locked."""
+    guesses = throttle.ACCOUNT_LIMIT * 3
+    sessions = []
+    for _ in range(guesses):
+        session = requests.Session()
+        page = session.get(f"{live_server}/console/sign-in", timeout=15).text
+        found = re.search(r'name="csrf[-_]token" (?:content|value)="([^"]+)"', page)
+        assert found, page
+        sessions.append((session, found.group(1)))
+    start = threading.Barrier(guesses)
+    statuses: list[int] = []
+
+    def guess(number: int) -> None:
+        session, token = sessions[number]
+        start.wait()
+        form = {"username": counselor.username, "password": f"wrong password {number:04d}", "csrf_token": token}
+        reply = session.post(f"{live_server}/console/sign-in", data=form, allow_redirects=False, timeout=60)
+        statuses.append(reply.status_code)
+
+    threads = [threading.Thread(target=guess, args=(number,)) for number in range(guesses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200] * throttle.ACCOUNT_LIMIT + [429] * (guesses - throttle.ACCOUNT_LIMIT)
+    checked = [entry for entry in audit_actions(app) if entry[1] == "sign_in_failed"]
+    assert checked == [("ana", "sign_in_failed", "user:ana")] * throttle.ACCOUNT_LIMIT
+    with app.app_context():
+        counted = db.session.scalars(select(SignInAttempt).where(SignInAttempt.succeeded.is_(False))).all()
+        assert len(counted) == throttle.ACCOUNT_LIMIT  # a refused guess is not counted (it would extend the lock)
+
+
+def test_a_right_password_is_counted_as_a_success_not_a_failure(
+    app: Flask, client: FlaskClient, counselor: Account
+) -> None:
+    assert sign_in(client, counselor) == 302
+    with app.app_context():
+        attempts = db.session.scalars(select(SignInAttempt)).all()
+        assert [attempt.succeeded for attempt in attempts] == [True]
 
 
 def test_one_address_trying_many_accounts_is_locked_out(app: Flask, client: FlaskClient, make_user: MakeUser) -> None:
