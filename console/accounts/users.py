@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from console.accounts import throttle
 from console.accounts.passwords import hash_password, needs_rehash, rehash, verify_password
@@ -18,6 +18,8 @@ from crisisline.db import db
 from routing.store import active_routing
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+ADMINS_LOCK_KEY = 0x41646D696E73  # PostgreSQL advisory lock: one change to admins at a time ("Admins")
+LAST_ADMIN = "This is the last active administrator; add another one first."
 
 
 class AccountError(ValueError):
@@ -74,10 +76,23 @@ def count_admins() -> int:
     return db.session.scalar(select(func.count(User.id)).where(User.role == ADMIN, User.active.is_(True))) or 0
 
 
+def _refuse_closing_the_last_admin(user: User) -> None:
+    """Refuse a change that would leave no active administrator, checked under a lock held
+    until the caller commits or rolls back (PostgreSQL: an advisory lock; SQLite: its one write
+    lock), with ``user`` read again under it: two administrators closing each other at once
+    cannot both pass on a count read before the other's change was committed."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMINS_LOCK_KEY})
+    else:  # a write (of no rows) takes the database's one write lock now
+        db.session.execute(text("UPDATE console_users SET id = id WHERE 0 = 1"))
+    db.session.refresh(user)
+    if user.role == ADMIN and user.active and count_admins() <= 1:
+        raise AccountError(LAST_ADMIN)
+
+
 def deactivate(user: User, *, actor: User | str) -> None:
     """Close an account: its sessions end at once. The last active admin cannot be closed."""
-    if user.role == ADMIN and user.active and count_admins() <= 1:
-        raise AccountError("This is the last active administrator; add another one first.")
+    _refuse_closing_the_last_admin(user)
     user.active = False
     user.session_token = new_session_token()
     record("user_deactivated", actor=actor, target=f"user:{user.username}")
@@ -92,8 +107,8 @@ def set_role(user: User, role: str, *, actor: User | str, responder_id: str | No
         raise AccountError("A counselor account must be linked to a responder id from the routing config.")
     if responder_id is not None and responder_id not in responder_ids():
         raise AccountError(f"No responder {responder_id!r} in the active routing config.")
-    if user.role == ADMIN and role != ADMIN and user.active and count_admins() <= 1:
-        raise AccountError("This is the last active administrator; add another one first.")
+    if role != ADMIN:
+        _refuse_closing_the_last_admin(user)
     before = (user.role, user.responder_id)
     user.role, user.responder_id = role, responder_id
     user.session_token = new_session_token()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -16,8 +17,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from console.accounts import throttle
+from console.accounts import throttle, users
 from console.accounts.passwords import MIN_LENGTH, WeakPassword, hash_password, needs_rehash, verify_password
+from console.audit.log import CLI
 from console.models import ADMIN, COUNSELOR, SignInAttempt, User
 from crisisline.db import db
 from crisisline.settings import Settings
@@ -308,6 +310,56 @@ def test_users_add_links_a_counselor_to_a_responder_of_the_routing(app: Flask) -
 def test_the_last_admin_cannot_be_closed(app: Flask, admin: Account) -> None:
     result = app.test_cli_runner().invoke(args=["users", "deactivate", admin.username])
     assert result.exit_code != 0 and "last active administrator" in result.output
+
+
+CLOSE_OR_DEMOTE: dict[str, Callable[[User], None]] = {
+    "deactivate": lambda user: users.deactivate(user, actor=CLI),
+    "demote": lambda user: users.set_role(user, "supervisor", actor=CLI),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CLOSE_OR_DEMOTE))
+def test_two_admins_closing_each_other_at_once_leave_one_active_admin(
+    app: Flask, make_user: MakeUser, change: str
+) -> None:
+    """The only two administrators close (or demote) each other at the same moment: the one
+    who is second to write is refused with the last-admin message, not let through on a count
+    read while the first change was not yet committed."""
+    ada, bob = make_user(ADMIN, "ada-admin"), make_user(ADMIN, "bob-admin")
+    apply = CLOSE_OR_DEMOTE[change]
+    first_checked = threading.Event()
+    outcome: dict[str, str] = {}
+
+    def first() -> None:  # Ada closes Bob, and is slow to commit
+        with app.app_context():
+            apply(db.session.get_one(User, bob.id))
+            first_checked.set()
+            time.sleep(0.5)  # meanwhile Bob closes Ada
+            db.session.commit()
+            outcome["ada"] = "done"
+
+    def second() -> None:
+        first_checked.wait(timeout=10)
+        with app.app_context():
+            try:
+                apply(db.session.get_one(User, ada.id))
+            except users.AccountError as refused:
+                db.session.rollback()
+                outcome["bob"] = str(refused)
+            else:
+                db.session.commit()
+                outcome["bob"] = "done"
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert outcome == {"ada": "done", "bob": "This is the last active administrator; add another one first."}
+    with app.app_context():
+        assert users.count_admins() == 1
+        assert db.session.get_one(User, ada.id).role == ADMIN and db.session.get_one(User, ada.id).active
 
 
 def test_set_password_ends_existing_sessions(app: Flask, client: FlaskClient, counselor: Account) -> None:
