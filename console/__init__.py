@@ -35,10 +35,12 @@ def init_app(app: Flask) -> None:
     from console.audit.views import bp as audit_bp
     from console.board.views import bp as board_bp
     from console.desk.views import bp as desk_bp
+    from console.inputs import IdConverter
     from console.metrics_pages.views import bp as metrics_bp
     from console.routing_pages.views import bp as routing_bp
 
     init_access(app)
+    app.url_map.converters["id"] = IdConverter  # ``<id:...>``: a number no row can have is a 404
     console = Blueprint(
         "console", __name__, url_prefix="/console", template_folder="templates", static_folder="static",
         static_url_path="/static",

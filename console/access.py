@@ -23,6 +23,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from console.audit.log import record
+from console.inputs import has_control_characters
 from console.models import ROLES, User
 from crisisline.db import db
 from crisisline.settings import Settings
@@ -197,6 +198,12 @@ def security_headers(response: Response) -> Response:
 
 def safe_next(target: str | None) -> str | None:
     """A redirect target after sign-in, only if it is a path inside the console."""
-    if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+    if (
+        target
+        and target.startswith("/console/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not has_control_characters(target)  # CR/LF would split the Location header
+    ):
         return target
     return None

@@ -416,7 +416,7 @@ class _Checker:
 
     def digit(self, raw: dict[str, Any], path: str, seen: dict[int, str]) -> int:
         value = raw.get("digit")
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
             self.error(_join(path, "digit"), f"must be a single keypad digit 0-9, not {value!r}")
@@ -1190,7 +1190,7 @@ def parse_duration(value: object, unit: str) -> int | None:
     if not isinstance(value, str):
         return None
     text = value.strip().replace(" ", "")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is true, and int("²") fails
         return int(text) * UNIT_SECONDS[unit]
     match = DURATION.match(text)
     if not text or not match:

@@ -31,7 +31,12 @@ def new_session_token() -> str:
 
 
 def find(username: str) -> User | None:
-    return db.session.scalars(select(User).where(User.username == username.strip().lower())).first()
+    """The account named ``username``; None for a name no account can have (a NUL in it, say,
+    which PostgreSQL would refuse with an error rather than find nothing)."""
+    username = username.strip().lower()
+    if not USERNAME.match(username):
+        return None
+    return db.session.scalars(select(User).where(User.username == username)).first()
 
 
 def responder_ids() -> set[str]:

@@ -92,7 +92,7 @@ def user_add() -> Response | tuple[str, int]:
     return _user_page(form), 400
 
 
-@bp.post("/users/<int:user_id>/deactivate")
+@bp.post("/users/<id:user_id>/deactivate")
 @allow(ADMIN)
 def user_deactivate(user_id: int) -> Response:
     user = db.session.get(User, user_id)

@@ -40,7 +40,7 @@ def data() -> dict[str, Any]:
     return snapshot(active.document, datetime.now(UTC)).as_json()
 
 
-@bp.post("/board/stuck-texts/<int:message_id>/taken")
+@bp.post("/board/stuck-texts/<id:message_id>/taken")
 @allow(ADMIN, SUPERVISOR)
 def take_over(message_id: int) -> Response:
     """A supervisor has a person on a text the line could not handle: its retries stop, audited."""
@@ -57,7 +57,7 @@ def take_over(message_id: int) -> Response:
     return redirect(url_for("console.board.page"))
 
 
-@bp.post("/board/check-ins/<int:checkin_id>/followed-up")
+@bp.post("/board/check-ins/<id:checkin_id>/followed-up")
 @allow(ADMIN, SUPERVISOR)
 def checkin_followed_up(checkin_id: int) -> Response:
     """A supervisor has followed up a flagged check-in (called them, or decided): off the board, audited."""
@@ -85,7 +85,7 @@ def unmask_list() -> str:
     return render_template("console/unmask.html", contacts=contacts, form=UnmaskForm(), revealed=None, chosen=None)
 
 
-@bp.post("/board/unmask/<any(voice, text, stuck, after_stop):channel>/<int:contact_id>")
+@bp.post("/board/unmask/<any(voice, text, stuck, after_stop):channel>/<id:contact_id>")
 @allow(ADMIN, SUPERVISOR)
 def unmask_reveal(channel: str, contact_id: int) -> tuple[str, int] | str:
     """The number, shown once in this response (never stored, logged or cached), audited."""

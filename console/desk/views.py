@@ -119,7 +119,7 @@ def availability() -> Response:
 # --- the SMS inbox ------------------------------------------------------------------------------
 
 
-@bp.get("/me/texts/<int:conversation_id>")
+@bp.get("/me/texts/<id:conversation_id>")
 @allow(COUNSELOR)
 def conversation(conversation_id: int) -> str:
     """One of the counselor's open conversations, whole. Anyone else's: 404."""
@@ -147,7 +147,7 @@ def _said(sent: texts.Sent, done: str) -> None:
         flash(sent.answer or done, "info")
 
 
-@bp.post("/me/texts/<int:conversation_id>/reply")
+@bp.post("/me/texts/<id:conversation_id>/reply")
 @allow(COUNSELOR)
 def reply(conversation_id: int) -> Response:
     """Words for the texter, relayed from the line's number as a text of theirs would be."""
@@ -164,7 +164,7 @@ def reply(conversation_id: int) -> Response:
     return _back(conversation_id)
 
 
-@bp.post("/me/texts/<int:conversation_id>/<any(end, pass, take):command>")
+@bp.post("/me/texts/<id:conversation_id>/<any(end, pass, take):command>")
 @allow(COUNSELOR)
 def command(conversation_id: int, command: str) -> Response:
     """END (close; the texter gets the closing text), PASS (back to the queue) or, for a
@@ -206,7 +206,7 @@ def _wrap_up_page(document: RoutingDocument, contact: wrapups.EndedContact, form
     )  # fmt: skip
 
 
-@bp.get("/me/wrap-up/<any(voice, text):channel>/<int:contact_id>")
+@bp.get("/me/wrap-up/<any(voice, text):channel>/<id:contact_id>")
 @allow(COUNSELOR)
 def wrap_up(channel: str, contact_id: int) -> str:
     document, contact = _ended_or_404(channel, contact_id)
@@ -216,7 +216,7 @@ def wrap_up(channel: str, contact_id: int) -> str:
     return _wrap_up_page(document, contact, form)
 
 
-@bp.post("/me/wrap-up/<any(voice, text):channel>/<int:contact_id>")
+@bp.post("/me/wrap-up/<any(voice, text):channel>/<id:contact_id>")
 @allow(COUNSELOR)
 def wrap_up_save(channel: str, contact_id: int) -> Response | tuple[str, int]:
     document, contact = _ended_or_404(channel, contact_id)
@@ -238,7 +238,7 @@ def wrap_up_save(channel: str, contact_id: int) -> Response | tuple[str, int]:
 # --- on a live call: bring in the co-responder unit ----------------------------------------------
 
 
-@bp.post("/me/calls/<int:contact_id>/unit")
+@bp.post("/me/calls/<id:contact_id>/unit")
 @allow(COUNSELOR)
 def bring_unit(contact_id: int) -> Response:
     """Ask the line to ring the co-responder unit into this counselor's live call (once)."""
@@ -261,7 +261,7 @@ def _recipient_or_404(channel: str, contact_id: int) -> tuple[RoutingDocument, R
     return document, responder, recipient
 
 
-@bp.get("/me/referral/<any(voice, text):channel>/<int:contact_id>")
+@bp.get("/me/referral/<any(voice, text):channel>/<id:contact_id>")
 @allow(COUNSELOR)
 def referral(channel: str, contact_id: int) -> str:
     """Choose services (a GET form: nothing changes), then preview the text and send it."""
@@ -282,7 +282,7 @@ def referral(channel: str, contact_id: int) -> str:
     )  # fmt: skip
 
 
-@bp.post("/me/referral/<any(voice, text):channel>/<int:contact_id>/send")
+@bp.post("/me/referral/<any(voice, text):channel>/<id:contact_id>/send")
 @allow(COUNSELOR)
 def referral_send(channel: str, contact_id: int) -> Response:
     """Text the chosen services to the person, once for this contact and set of services."""

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, render_template, request
 from markupsafe import Markup
 
 from console.access import allow
+from console.inputs import calendar_day
 from console.metrics_pages.definitions import defined_names, definitions
 from console.models import ADMIN, SUPERVISOR
 from crisisline.db import db
@@ -43,9 +44,9 @@ def _day(name: str, default: date) -> tuple[date, str | None]:
     if not raw:
         return default, None
     try:
-        return date.fromisoformat(raw), None
-    except ValueError:
-        return default, f"{name}: use a date like 2026-11-01"
+        return calendar_day(raw), None
+    except ValueError as problem:
+        return default, f"{name}: {problem}"
 
 
 def _chosen(document: RoutingDocument) -> tuple[Period, str, str | None, list[str]]:

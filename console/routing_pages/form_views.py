@@ -16,6 +16,7 @@ from flask import abort, render_template, request
 from wtforms import Field, SelectChoice  # type: ignore[import-untyped]
 
 from console.access import allow
+from console.inputs import DAY_RANGE, MAX_ID, calendar_day, row_id, whole_number
 from console.models import ADMIN
 from console.routing_pages import changes, drafts, views
 from console.routing_pages.forms import (
@@ -52,9 +53,16 @@ class Base:
     document: RoutingDocument
 
 
+NO_BASE = "This form was not drawn from a published version: open its page again."
+
+
 def _base(number: str | None = None) -> Base:
-    """Version ``number`` (a form's hidden ``base``), or the live one; 404 before any."""
-    row = publishing.version(int(number)) if number and number.isdigit() else None
+    """Version ``number`` (a form's hidden ``base``), or the live one; 404 before any, 400 for
+    a ``base`` that no version's number can be."""
+    chosen = row_id(number)
+    if number and chosen is None:
+        abort(400, NO_BASE)
+    row = publishing.version(chosen) if chosen is not None else None
     row = row or publishing.live_version()
     if row is None:
         abort(404)
@@ -103,6 +111,13 @@ REFUSED = "Not a valid change: see the fields marked below."
 def _clean(value: str | None) -> str:
     """One line of text from a form field (browsers send CRLF and stray spaces)."""
     return " ".join((value or "").split())
+
+
+def _number_or_text(value: str) -> int | str:
+    """A form's duration as the config writes it: a plain number of seconds, or the text (which
+    the validator reads, or refuses at its field: ``²`` is not a number)."""
+    number = whole_number(value, MAX_ID)
+    return value if number is None else number
 
 
 def _words(value: str | None) -> list[str]:
@@ -475,7 +490,7 @@ def edit_menus() -> Page:
     wanted: dict[str, object] = {
         "ask_need": form.ask_need.data == "on", "retries": int(form.retries.data),
         "default_language": form.default_language.data, "default_need": form.default_need.data,
-        "max_seconds_to_ring": int(limit) if limit.isdigit() else limit,
+        "max_seconds_to_ring": _number_or_text(limit),
     }  # fmt: skip
     now = {"ask_need": current.ask_need, "retries": current.retries, "default_language": current.default_language,
            "default_need": current.default_need, "max_seconds_to_ring": current.max_seconds_to_ring}  # fmt: skip
@@ -509,7 +524,7 @@ def line_settings() -> Page:
     for name, keys in views.SETTINGS.items():
         value = (getattr(settings, name).data or "").strip()
         if value != getattr(current, name).data:
-            changed[keys] = int(value) if value.isdigit() else value
+            changed[keys] = _number_or_text(value)
     fields = {".".join(keys): getattr(settings, name) for name, keys in views.SETTINGS.items()}
     what = "changing " + (", ".join(".".join(map(str, keys)) for keys in changed) or "nothing")
     outcome = _draft(base, lambda text: changes.set_values(text, changed), what, fields)
@@ -578,9 +593,14 @@ def add_override() -> Page:
     day = None
     if form.validate_on_submit():
         try:
-            day = date.fromisoformat(form.day.data)
+            date.fromisoformat(form.day.data)
         except ValueError:
             form.day.errors = [*form.day.errors, "A date like 2026-12-24."]
+        else:
+            try:
+                day = calendar_day(form.day.data)  # a day after it must exist too: the end may be then
+            except ValueError:
+                form.day.errors = [*form.day.errors, f"A date {DAY_RANGE}."]
         if form.start.data == form.end.data:
             form.end.errors = [*form.end.errors, "The end must differ from the start."]
     if day is None or form.errors:

@@ -13,6 +13,7 @@ from wtforms import SelectChoice  # type: ignore[import-untyped]
 
 from console.access import allow, signed_in
 from console.audit.log import record
+from console.inputs import DAY_RANGE, calendar_day, row_id
 from console.models import ADMIN, SUPERVISOR
 from console.routing_pages import drafts
 from console.routing_pages.forms import DAY_NAMES, EditorForm, ResponderForm, RollbackForm, SettingsForm, ShiftForm
@@ -90,7 +91,7 @@ def editor() -> str:
     live = publishing.live_version()
     form = EditorForm(formdata=None)
     form.base.data = str(live.id) if live is not None else ""
-    from_version = request.args.get("from_version", type=int)
+    from_version = row_id(request.args.get("from_version"))
     old = publishing.version(from_version) if from_version is not None else None
     form.text.data = store.source_of(old) if old is not None else _live_text()
     draft_of = f"the text of version {old.id}" if old is not None else None
@@ -186,7 +187,7 @@ def history() -> str:
     return render_template("console/routing_history.html", versions=publishing.history(), form=_rollback_form())
 
 
-@bp.get("/history/<int:number>")
+@bp.get("/history/<id:number>")
 @allow(ADMIN)
 def version(number: int) -> str:
     """What version ``number`` changed, against the one before it."""
@@ -205,7 +206,7 @@ def _rollback_form() -> RollbackForm:
     return form
 
 
-@bp.post("/history/<int:number>/rollback")
+@bp.post("/history/<id:number>/rollback")
 @allow(ADMIN)
 def rollback(number: int) -> Response:
     """Publish an old version's text again as a new version, with a note; audited."""
@@ -285,16 +286,16 @@ def simulator() -> str:
 
 @bp.get("/coverage")
 @allow(ADMIN, SUPERVISOR)
-def coverage_week() -> str:
+def coverage_week() -> str | tuple[str, int]:
     """The week per language and need: who is covered, when, and every gap."""
     document = _document_or_none()
     week_text = request.args.get("week") or ""
     week, problem = None, None
     if week_text:
         try:
-            week = date.fromisoformat(week_text)
+            week = calendar_day(week_text)
         except ValueError:
-            problem = f"{week_text!r} is not a date like 2026-12-24."
+            problem = f"{week_text!r} is not a date {DAY_RANGE}."
     rows: list[dict[str, Any]] = []
     if document is not None:
         for row in coverage.week_coverage(document, week):
@@ -305,10 +306,11 @@ def coverage_week() -> str:
                 "need": need.labels.get("en", need.key) if need else row.need,
                 "grid": list(zip(coverage.DAY_NAMES, coverage.hourly_grid(row), strict=True)),
             })  # fmt: skip
-    return render_template(
+    page = render_template(
         "console/routing_coverage.html", document=document, rows=rows, week=week, week_text=week_text,
         problem=problem, status_words=STATUS_WORDS, names=_responder_names(document),
     )  # fmt: skip
+    return (page, 400) if problem else page
 
 
 def _responder_names(document: RoutingDocument | None) -> dict[str, str]:
