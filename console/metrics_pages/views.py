@@ -20,6 +20,10 @@ from routing.store import active_routing
 
 bp = Blueprint("metrics", __name__)
 DEFAULT_DAYS = 28
+# The longest periods asked for: a page's numbers are computed while someone waits (a thousand
+# years took 5.5 s of one web worker); the CSV, for reports over several years, may take longer.
+MAX_PAGE_DAYS = 366
+MAX_CSV_DAYS = 3 * 366
 # Sources the page's own refresh may look at: the clock's job keeps the rollup current, so
 # this is the last few minutes' tail; a first build of a long history is left to the clock.
 PAGE_BUDGET = 5000
@@ -49,15 +53,18 @@ def _day(name: str, default: date) -> tuple[date, str | None]:
         return default, f"{name}: {problem}"
 
 
-def _chosen(document: RoutingDocument) -> tuple[Period, str, str | None, list[str]]:
-    """The period, channel and breakdown asked for, with a message for each bad field (the
-    page then shows the default instead of failing)."""
+def _chosen(document: RoutingDocument, max_days: int) -> tuple[Period, str, str | None, list[str]]:
+    """The period (at most ``max_days`` long), channel and breakdown asked for, with a message
+    for each bad field (the page then shows the default instead of failing)."""
     today = datetime.now(document.timezone).date()
     end, end_problem = _day("to", today + timedelta(days=1))
     start, start_problem = _day("from", end - timedelta(days=DEFAULT_DAYS))
     problems = [problem for problem in (start_problem, end_problem) if problem]
     if end <= start:
         problems.append("the period must end after it starts")
+        start, end = end - timedelta(days=DEFAULT_DAYS), end
+    elif (end - start).days > max_days:
+        problems.append(f"the period can be at most {max_days} days long")
         start, end = end - timedelta(days=DEFAULT_DAYS), end
     channel = request.args.get("channel", "voice")
     if channel not in CHANNELS:
@@ -76,7 +83,7 @@ def page() -> str | tuple[str, int]:
     document = _document()
     if document is None:
         return render_template("console/metrics.html", report=None, problems=["No routing is published yet."]), 200
-    period, channel, breakdown, problems = _chosen(document)
+    period, channel, breakdown, problems = _chosen(document, MAX_PAGE_DAYS)
     notices = _refresh(document)
     report = build_report(db.session, document, period, channel, breakdown, budget=0)
     charts = {
@@ -97,7 +104,7 @@ def download() -> Response:
     document = _document()
     if document is None:
         return Response("No routing is published yet.\n", status=409, mimetype="text/plain")
-    period, channel, breakdown, problems = _chosen(document)
+    period, channel, breakdown, problems = _chosen(document, MAX_CSV_DAYS)
     if problems:
         return Response("; ".join(problems) + "\n", status=400, mimetype="text/plain")
     report = build_report(db.session, document, period, channel, breakdown, budget=PAGE_BUDGET)
