@@ -35,8 +35,10 @@ ROLES_ATTRIBUTE = "console_roles"
 PUBLIC: frozenset[str] = frozenset({"public"})
 IDLE_MINUTES = 30  # CONSOLE_IDLE_MINUTES overrides
 # Sent by the pages' own refresh: a page left open is not activity, so it does not keep a
-# session alive past the idle timeout.
+# session alive past the idle timeout. A page that reloads itself (the desk, when its inbox
+# changes) asks for ``?poll=1`` instead, as a reload cannot send a header.
 POLL_HEADER = "X-Console-Poll"
+POLL_QUERY = "poll"
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -144,11 +146,16 @@ def guard() -> BaseResponse | None:
         session.clear()
         flash("You were signed out after a time without activity. Please sign in again.", "info")
         return _to_sign_in()
-    if request.headers.get(POLL_HEADER) != "1":
+    if not _is_poll():
         session["seen"] = datetime.now(UTC).timestamp()
     if current_user.role not in roles:
         return _refuse(403)
     return None
+
+
+def _is_poll() -> bool:
+    """The page's own refresh or reload, not someone at the screen."""
+    return request.headers.get(POLL_HEADER) == "1" or request.args.get(POLL_QUERY) == "1"
 
 
 def _idle_too_long() -> bool:

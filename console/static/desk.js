@@ -62,7 +62,11 @@
     }
     list.replaceChildren.apply(list, items);
     if (typeof data.inbox === "string" && data.inbox !== root.dataset.inbox && !writing()) {
-      window.location.reload();
+      // ?poll=1: the reload is the page's own, not activity (console/access.py), so a desk left
+      // open still signs out after the idle timeout.
+      var again = new URL(window.location.href);
+      again.searchParams.set("poll", "1");
+      window.location.replace(again.toString());
     }
   }
   window.consolePoll(root, render, "desk-problem");

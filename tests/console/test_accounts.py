@@ -228,6 +228,33 @@ def test_sessions_end_after_the_idle_timeout_and_polling_does_not_extend_them(
     assert audit_actions(app)[-1] == ("sue-supervisor", "signed_out_idle", None)
 
 
+def test_the_desk_reloads_itself_with_poll_1(client: FlaskClient) -> None:
+    """desk.js reloads the page when the inbox changes: that reload asks for ``?poll=1``."""
+    with client.get("/console/static/desk.js") as response:
+        script = response.get_data(as_text=True)
+    assert 'searchParams.set("poll", "1")' in script and "location.reload()" not in script
+
+
+def test_a_page_reload_with_poll_1_does_not_keep_an_unattended_session_alive(
+    app: Flask, client: FlaskClient, counselor: Account
+) -> None:
+    """The guard does not count a page's own reload (``?poll=1``) as activity, as it does not
+    count a poll (``X-Console-Poll: 1``): a desk left open still signs out when idle."""
+    idle = timedelta(minutes=app.config["CONSOLE_IDLE_MINUTES"])
+    with time_machine.travel("2026-12-02 16:00:00Z", tick=False) as traveller:
+        sign_in(client, counselor)
+        traveller.shift(idle - timedelta(minutes=1))
+        assert client.get("/console/me").status_code == 200  # activity: the clock restarts
+        traveller.shift(idle - timedelta(minutes=1))
+        for _ in range(3):  # the page reloading itself is not activity
+            assert client.get("/console/me?poll=1").status_code == 200
+        traveller.shift(timedelta(minutes=2))
+
+        signed_out = client.get("/console/me?poll=1")
+        assert signed_out.status_code == 302 and "/console/sign-in" in signed_out.headers["Location"]
+    assert audit_actions(app)[-1] == ("ana", "signed_out_idle", None)
+
+
 def test_session_cookies_are_http_only_and_same_site_lax(client: FlaskClient, counselor: Account) -> None:
     client.get("/console/sign-in")
     token = csrf_token(client)
