@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select
 
 from callbacks.attempts import record_outcome
-from crisisline.db import db, insert_ignoring_duplicates
+from crisisline.db import db, hold_lock, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
 from ivr import call_log
 from routing.document import RoutingDocument
@@ -189,13 +189,7 @@ def _one_request_at_a_time(call: Call) -> None:
     (two calls pressing the key together, a key and a CALL) waits, then finds the callback this
     one made. PostgreSQL: a transaction-scoped advisory lock on their keyed hash (no row, no
     personal data). SQLite: a write, which takes its one database-wide write lock."""
-    if db.engine.dialect.name == "postgresql":
-        db.session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:person, 0))"),
-            {"person": f"callback:{call.caller_hash}"},
-        )
-    else:
-        db.session.execute(update(Callback).where(Callback.id == -1).values(state=Callback.state))
+    hold_lock(f"callback:{call.caller_hash}")
 
 
 def _cancel(callback: Callback, outcome: str) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BindParameter, DateTime, Insert, MetaData, Table, bindparam, event, exc, literal
+from sqlalchemy import BindParameter, DateTime, Insert, MetaData, Table, bindparam, event, exc, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, SessionTransaction
@@ -124,6 +124,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def hold_lock(name: str) -> None:
+    """Serialise this transaction with every other that asks for ``name``, in any process,
+    until it commits or rolls back. PostgreSQL: a transaction-level advisory lock on the name's
+    hash (no row is written; a name may carry a keyed hash, never personal data). SQLite: a
+    write of no rows, which takes its one database-wide write lock now (any table will do)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(_ADVISORY_LOCK, {"name": name})
+    else:
+        db.session.execute(_SQLITE_WRITE_LOCK)
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
+_SQLITE_WRITE_LOCK = text("UPDATE calls SET id = id WHERE 0 = 1")
 
 
 def constant(value: str) -> BindParameter[str]:

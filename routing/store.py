@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import current_app, has_request_context, request
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from crisisline.db import db
+from crisisline.db import db, hold_lock
 from crisisline.failsafe import remember_backup_number
 from crisisline.models import RoutingVersion
 from crisisline.privacy import Vault
@@ -39,9 +39,6 @@ def _vault() -> Vault:
     return vault
 
 
-PUBLISH_LOCK_KEY = 0x526F757465  # PostgreSQL advisory lock: one publish at a time
-
-
 def publish(
     source: str,
     *,
@@ -63,10 +60,7 @@ def publish(
         return latest
     # One publisher at a time, held until commit or rollback, so two cannot both pass
     # ``check_live`` against the same live version.
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PUBLISH_LOCK_KEY})
-    else:  # SQLite: a write (of no rows) takes the database's one write lock now
-        db.session.execute(text("UPDATE routing_versions SET id = id WHERE 0 = 1"))
+    hold_lock("routing:publish")
     latest = _latest()  # again, under the lock
     if latest is not None and latest.digest == digest:
         db.session.commit()  # someone published this very text meanwhile; release the lock

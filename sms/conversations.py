@@ -19,7 +19,7 @@ from sqlalchemy import Insert, Select, Update, bindparam, case, func, or_, selec
 
 import line_queue
 from crisisline import events
-from crisisline.db import commit_keeping_loaded, db, insert_ignoring_duplicates, inserted_row
+from crisisline.db import commit_keeping_loaded, db, hold_lock, insert_ignoring_duplicates, inserted_row
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
 from line_queue.responders import ensure_responder_state
 from routing.document import Responder, RoutingDocument
@@ -345,7 +345,13 @@ def take(conversation: Conversation, responder: Responder, document: RoutingDocu
     if conversation.state == "active" and conversation.counselor_id == responder.id:
         relay_backlog(conversation, responder)
         return True
-    if responder.kind != "counselor" or counselor_load(responder.id) >= document.sms.max_conversations_per_counselor:
+    if responder.kind != "counselor":
+        return False
+    # Her load is read and raised under her lock: two "take"s at once (two tabs, a text and
+    # the page) cannot both pass the limit on a count read before the other's commit.
+    hold_lock(f"counselor-load:{responder.id}")
+    if counselor_load(responder.id) >= document.sms.max_conversations_per_counselor:
+        db.session.commit()  # releases the lock
         return False
     won = db.session.execute(
         update(Conversation)

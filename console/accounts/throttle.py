@@ -19,16 +19,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 
 from console.models import SignInAttempt
-from crisisline.db import db
+from crisisline.db import db, hold_lock
 
 ACCOUNT_LIMIT = 5
 ADDRESS_LIMIT = 20
 WINDOW = timedelta(minutes=15)
 KEEP = timedelta(days=1)
-CLAIM_LOCK_KEY = 0x5369676E496E  # PostgreSQL advisory lock: one claim at a time ("SignIn")
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def claim(username: str, address: str | None) -> Lockout | int:
     lock; SQLite: its one write lock), so of guesses sent in parallel no more than the limit
     get their password checked. An attempt whose password is still being checked counts as a
     failure meanwhile. Commits (which releases the lock)."""
-    _one_claim_at_a_time()
+    hold_lock("console:sign-in")  # until the commit below
     locked = lockout(username, address)
     if locked is not None:
         db.session.commit()
@@ -123,12 +122,3 @@ def succeeded(attempt_id: int) -> None:
     """A claimed attempt whose password matched: it clears the account's count (in the current
     transaction)."""
     db.session.execute(update(SignInAttempt).where(SignInAttempt.id == attempt_id).values(succeeded=True))
-
-
-def _one_claim_at_a_time() -> None:
-    """Hold the claims' lock until this transaction ends. SQLite: a write (of no rows) takes
-    the database's one write lock now, before this transaction reads a count."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
-    else:
-        db.session.execute(text("UPDATE console_sign_in_attempts SET id = id WHERE 0 = 1"))

@@ -8,17 +8,16 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from console.accounts import throttle
 from console.accounts.passwords import hash_password, needs_rehash, rehash, verify_password
 from console.audit.log import record
 from console.models import ADMIN, COUNSELOR, ROLES, AuditEntry, User
-from crisisline.db import db
+from crisisline.db import db, hold_lock
 from routing.store import active_routing
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
-ADMINS_LOCK_KEY = 0x41646D696E73  # PostgreSQL advisory lock: one change to admins at a time ("Admins")
 LAST_ADMIN = "This is the last active administrator; add another one first."
 
 
@@ -86,10 +85,7 @@ def _refuse_closing_the_last_admin(user: User) -> None:
     until the caller commits or rolls back (PostgreSQL: an advisory lock; SQLite: its one write
     lock), with ``user`` read again under it: two administrators closing each other at once
     cannot both pass on a count read before the other's change was committed."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMINS_LOCK_KEY})
-    else:  # a write (of no rows) takes the database's one write lock now
-        db.session.execute(text("UPDATE console_users SET id = id WHERE 0 = 1"))
+    hold_lock("console:admins")
     db.session.refresh(user)
     if user.role == ADMIN and user.active and count_admins() <= 1:
         raise AccountError(LAST_ADMIN)

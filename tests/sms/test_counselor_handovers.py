@@ -4,7 +4,10 @@ to the wrong texter, nothing stuck."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +19,7 @@ from sqlalchemy import select
 import sms.inbound
 from crisisline.db import db
 from crisisline.models import Conversation, Message
+from routing.store import active_routing
 from sms import conversations as convo
 from tests.conftest import TextingPhone
 from tests.rota import BEN, DIEGO
@@ -137,3 +141,41 @@ def test_a_phone_two_counselors_share_texts_as_the_one_on_call(
     texting.send(BEN, f"YES {tag}")
 
     assert conversations(app)[0].counselor_id == "ben-carter"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_two_takes_at_once_never_put_a_counselor_over_her_conversation_limit(
+    app: Flask, texting: TextingPhone, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Her load was read before the conditional UPDATE: two "take"s at once (two tabs, a YES
+    by text and the page) both passed a limit of 1 (found by a bug hunt)."""
+    publish_routing(lambda document: document["sms"].update(max_conversations_per_counselor=1))
+    texting.send(TEXTER, "I want to kill myself")
+    texting.send(OTHER_TEXTER, "I have thoughts of suicide")
+    assert [c.state for c in conversations(app)] in (["offered", "queued"], ["offered", "offered"])
+    first, second = (conversation.id for conversation in conversations(app))
+    load = convo.counselor_load
+
+    def slow_load(responder_id: str) -> int:
+        found = load(responder_id)
+        time.sleep(0.3)  # the other take reads the load meanwhile, if it may
+        return found
+
+    monkeypatch.setattr(convo, "counselor_load", slow_load)
+    start = threading.Barrier(2)
+
+    def take(conversation_id: int) -> bool:
+        with app.app_context():
+            active = active_routing()
+            assert active is not None
+            ben = active.document.responder("ben-carter")
+            conversation = db.session.get(Conversation, conversation_id)
+            assert ben is not None and conversation is not None
+            start.wait()
+            return convo.take(conversation, ben, active.document)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        won = sorted(pool.map(take, (first, second)))
+
+    assert won == [False, True]
+    assert [c.state for c in conversations(app)].count("active") == 1
