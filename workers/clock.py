@@ -113,6 +113,11 @@ class LineClock(CronScheduler):
             self.run_inline_safety_nets()
             pause, self.backoff = self.backoff, min(self.backoff * 2, MAX_BACKOFF_SECONDS)
             return pause
+        except Exception as error:  # anything else (the database failing): the clock outlives it
+            log.error("clock: turn failed (%s); retrying in %.0f s", type(error).__name__, self.backoff)
+            _rollback_quietly()
+            pause, self.backoff = self.backoff, min(self.backoff * 2, MAX_BACKOFF_SECONDS)
+            return pause
         self.backoff = 1.0
         return float(self.calculate_sleep_interval())
 
@@ -129,12 +134,19 @@ class LineClock(CronScheduler):
             job = queue.fetch_job(oldest[0]) if oldest else None
             if job is not None and job.enqueued_at and moment - job.enqueued_at > WORKERS_BEHIND_AFTER:
                 return self._behind(f"{name} jobs waiting")
-        overdue = db.session.scalar(
-            select(ScheduledContact.id)
-            .where(ScheduledContact.state == "pending", ScheduledContact.due_at < contacts_now() - WORKERS_BEHIND_AFTER)
-            .limit(1)
-        )
-        db.session.rollback()  # no transaction left open between ticks
+        try:
+            overdue = db.session.scalar(
+                select(ScheduledContact.id)
+                .where(
+                    ScheduledContact.state == "pending", ScheduledContact.due_at < contacts_now() - WORKERS_BEHIND_AFTER
+                )
+                .limit(1)
+            )
+        except Exception as error:  # the database failing must not end the clock (nor this check)
+            log.error("clock: could not read the scheduled contacts (%s)", type(error).__name__)
+            overdue = None
+        finally:
+            _rollback_quietly()  # no transaction left open between ticks
         return overdue is not None and self._behind("scheduled contacts overdue")
 
     def _behind(self, why: str) -> bool:
@@ -172,6 +184,13 @@ class LineClock(CronScheduler):
                     self.register_death()
             except REDIS_ERRORS:
                 pass
+
+
+def _rollback_quietly() -> None:
+    try:
+        db.session.rollback()
+    except Exception as error:  # a broken connection: the pool replaces it on the next checkout
+        log.error("clock: rollback failed (%s)", type(error).__name__)
 
 
 def run_due_contacts() -> dict[str, int]:

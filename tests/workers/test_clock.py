@@ -196,3 +196,24 @@ def test_a_worker_alive_but_not_taking_jobs_leaves_the_clock_to_run_them(app: Fl
         worker.register_death()
 
     assert ran == ["inline"]
+
+
+def test_a_database_that_fails_never_ends_the_clock(
+    settings: Settings, make_app: Callable[[Settings], Flask], clean_redis: redis.Redis
+) -> None:
+    """Found by a review: the check that workers keep up reads the database, and its error left
+    the clock's loop (only Redis errors were caught), so a database restart ended the clock."""
+    dead_database = make_app(replace(settings, database_url="postgresql+psycopg://postgres@127.0.0.1:1/test"))
+    worker = _alive_worker(clean_redis)  # so the check goes as far as the database
+    try:
+        with dead_database.app_context():
+            clock = LineClock(clean_redis, inline_jobs=[])
+            for item in rq._cron_job_data:
+                clock.register(**item)
+            pauses = [due_now(clock).tick() for _ in range(2)]
+            clock.resign()
+    finally:
+        worker.register_death()
+
+    assert all(pause >= 0 for pause in pauses)
+    assert queued_jobs(clean_redis) == 2 * len(PERIODIC_JOBS)  # it went on leading: each turn queued them
