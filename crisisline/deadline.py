@@ -50,6 +50,10 @@ PROMISED, FAILSAFE = "promised", "failsafe"
 # which answer went out.
 _ANSWER_LOCK = threading.Lock()
 Captured = tuple[str, list[tuple[str, str]], bytes]
+# Status callbacks a process keeps waiting for a thread past their deadline (a few KB each):
+# beyond this, during a long database outage, a late one is dropped, and the clock's repairs
+# ask Twilio for what it would have said.
+STATUS_BACKLOG = 2000
 
 
 class VoiceDeadline:
@@ -62,6 +66,23 @@ class VoiceDeadline:
         self.seconds = seconds
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voice-deadline")
         self.status_pool = ThreadPoolExecutor(max_workers=status_workers, thread_name_prefix="status-deadline")
+        self._status_lock = threading.Lock()
+        self._status_pending = 0  # status callbacks submitted and not yet run
+
+    def _count_status(self, future: Future[Captured]) -> None:
+        """Count a status callback in the status pool until it has run (or was cancelled)."""
+        with self._status_lock:
+            self._status_pending += 1
+
+        def done(_future: Future[Captured]) -> None:
+            with self._status_lock:
+                self._status_pending -= 1
+
+        future.add_done_callback(done)
+
+    def _status_backlog_full(self) -> bool:
+        with self._status_lock:
+            return self._status_pending > STATUS_BACKLOG
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop both pools (tests: ``wait`` lets late handlers finish first)."""
@@ -79,11 +100,16 @@ class VoiceDeadline:
         worker_environ = dict(environ, **{"wsgi.input": io.BytesIO(body)})
         pool = self.status_pool if lane == STATUS_LANE else self.pool
         future: Future[Captured] = pool.submit(self._run, worker_environ)
+        if lane == STATUS_LANE:
+            self._count_status(future)
         try:
             # Counted from arrival: reading the body came out of the caller's silence too.
             status, headers, payload = future.result(timeout=max(0.0, arrived_at + self.seconds - time.monotonic()))
         except FutureTimeout:
-            future.cancel()  # not started yet (the pool is full of stuck handlers): never start it
+            if lane != STATUS_LANE or self._status_backlog_full():
+                future.cancel()  # not started yet (the pool is full of stuck handlers): never start it
+            # A status callback still waiting for a thread runs when one frees (Twilio sends it
+            # once; its handler is idempotent), unless the backlog is already at its bound.
             environ["wsgi.input"] = io.BytesIO(body)
             return self._late(environ, endpoint, on_deadline, start_response)
         start_response(status, headers)

@@ -16,7 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from crisisline.db import db
+from crisisline.models import Call
 from crisisline.settings import Settings
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_BACKUP_NUMBER, settings_for
 from tests.faults import StallingProxy
@@ -234,3 +237,35 @@ def test_status_callbacks_on_a_hung_database_are_acknowledged_in_time_and_leave_
     assert caller_seconds < DEADLINE + GRACE
     print(f"\nhung database: 10 status callbacks acknowledged within {status_seconds:.2f} s; "
           f"a new caller answered after {caller_seconds:.2f} s")  # fmt: skip
+
+
+def test_a_status_callback_waiting_for_a_thread_past_its_deadline_still_runs_once_the_database_returns(
+    app: Flask, hung_database_client: tuple[FlaskClient, StallingProxy]
+) -> None:
+    """Found by a review: a status callback still queued for the status pool when its deadline
+    passed was cancelled, and Twilio does not send it again; it now runs once a thread frees."""
+    client, proxy = hung_database_client
+    line = client.application
+    deadline = line.extensions["crisisline.deadline"]
+    phone = Phone(WsgiTransport(client), "http://localhost", *_credentials())
+    stuck, waiting = phone.identity("+13125550201"), phone.identity("+13125550202")
+    for caller in (stuck, waiting):  # their calls exist; the pool holds a live connection
+        phone.post("http://localhost/voice/status", caller.voice_params("ringing"))
+    deadline.status_pool.shutdown(wait=True)
+    deadline.status_pool = ThreadPoolExecutor(max_workers=1)  # one thread: the second waits for it
+    proxy.stall()
+    try:
+        with ThreadPoolExecutor(max_workers=2) as web_threads:
+            first = web_threads.submit(phone.post, "http://localhost/voice/status", stuck.voice_params("completed"))
+            time.sleep(0.2)
+            second = web_threads.submit(phone.post, "http://localhost/voice/status", waiting.voice_params("completed"))
+            replies = [first.result(timeout=15), second.result(timeout=15)]
+    finally:
+        proxy.resume()
+    deadline.shutdown(wait=True)  # every status callback has run
+
+    assert [reply.status for reply in replies] == [204, 204]  # both acknowledged at the deadline
+    with line.app_context():
+        statuses = {sid: status for sid, status in db.session.execute(select(Call.call_sid, Call.status))}
+    assert statuses[waiting.call_sid] == "completed"  # the one that waited for a thread was not dropped
+    assert statuses[stuck.call_sid] == "completed"
