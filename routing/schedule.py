@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from routing.document import Responder, RoutingDocument, Shift
 
@@ -53,5 +53,9 @@ def after_quiet_hours(document: RoutingDocument, moment: datetime) -> datetime:
         end_day = wall_clock.date() + timedelta(days=1) if clock >= start else wall_clock.date()
     if not inside:
         return moment
-    # A wall-clock end that a daylight-saving change skips comes out an hour later (fold 0).
-    return datetime.combine(end_day, end, tzinfo=document.timezone).astimezone(moment.tzinfo)
+    # On the night the clocks go back the end's wall-clock time may come twice: the first that
+    # is still ahead (compared in UTC, where ``fold`` counts). One the change skips comes out an
+    # hour later (fold 0).
+    ends = (datetime.combine(end_day, end, tzinfo=document.timezone).replace(fold=fold) for fold in (0, 1))
+    ahead = [at.astimezone(UTC) for at in ends if at.astimezone(UTC) > moment.astimezone(UTC)]
+    return min(ahead).astimezone(moment.tzinfo) if ahead else moment

@@ -108,6 +108,22 @@ def test_quiet_hours_past_midnight_move_a_time_to_their_end_on_the_right_day(
     assert moved.astimezone(CHICAGO).replace(tzinfo=None) == expected
 
 
+def test_the_repeated_hour_of_the_night_the_clocks_go_back_is_quiet_both_times() -> None:
+    """2026-11-01 in Chicago: 01:00-02:00 comes twice. A check-in due at the second 01:15 (CST)
+    waited for an end computed in the first pass, an hour in the past, and went at once
+    (found by a bug hunt; compared in UTC, where ``fold`` counts)."""
+    raw = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))
+    raw["followups"]["quiet_hours"] = {"start": "21:00", "end": "01:30"}
+    document = load_document(yaml.safe_dump(raw))
+    utc = ZoneInfo("UTC")
+
+    for fold in (0, 1):
+        moment = datetime(2026, 11, 1, 1, 15, fold=fold, tzinfo=CHICAGO)
+        moved = after_quiet_hours(document, moment).astimezone(utc)
+        assert moved > moment.astimezone(utc)
+        assert moved - moment.astimezone(utc) == timedelta(minutes=15)  # 01:30 of the same pass
+
+
 @pytest.mark.parametrize(
     ("quiet_hours", "message"),
     [
