@@ -85,10 +85,12 @@ def start_attempt(contact: ScheduledContact) -> str:
         _cancel_as_called_in(callback)
         return "not_needed"
     need = document.need(callback.need)
+    priority = need.priority if need else 0
+    if callback.origin == "checkin":  # keeps the place a check-in answer has, as by text
+        priority = max(line_queue.CHECKIN_PRIORITY, priority)
     transfer = state.start_transfer(
-        call, callback.language, callback.need, language_matched=True, callback=callback,
-        priority=need.priority if need else 0,
-    )  # fmt: skip
+        call, callback.language, callback.need, language_matched=True, callback=callback, priority=priority
+    )
     flow.record_event(transfer, "callback.attempt", f"callback:{callback.id}:attempt:{contact.attempt}")
     db.session.commit()
     dispatch.advance(transfer.id, document)

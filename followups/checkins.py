@@ -23,6 +23,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import and_, bindparam, func, or_, select, union_all, update
 
+import line_queue
 from crisisline import events
 from crisisline.db import db, insert_once
 from crisisline.models import Call, CheckIn, Conversation, Message, ScheduledContact, SurveyResponse, Texter, Transfer
@@ -59,8 +60,8 @@ WHILE_IN_CONTACT = timedelta(hours=1)
 # wait out the quiet hours.
 RUNNING_CHECKIN_STATES = ("consented", "sent", "second_sent", "flagged")
 LONGEST_CHECKIN = timedelta(days=14 + 3 + 3 + 1 + 1 + 2)
-# Conversations opened by a check-in reply are answered before ordinary ones.
-CHECKIN_PRIORITY = 5
+# Conversations (and callbacks) opened by a check-in reply are answered before ordinary ones.
+CHECKIN_PRIORITY = line_queue.CHECKIN_PRIORITY
 REPLY_CONTEXT = "checkin-reply"
 # A survey's dedupe key is this + its check-in's (the purge finds the check-in by it).
 SURVEY_KEY_PREFIX = "survey:"

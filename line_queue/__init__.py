@@ -21,9 +21,9 @@ from line_queue.matching import (
     offers_for,
     safety_net_due,
 )
-from line_queue.waiting import WaitingContact, expected_wait_minutes, head, position
+from line_queue.waiting import CHECKIN_PRIORITY, WaitingContact, expected_wait_minutes, head, position
 
 __all__ = [
-    "WaitingContact", "anyone_can_take", "call_queue", "expected_wait_minutes", "fill", "fill_soon", "head",
-    "offers_allowed", "offers_for", "position", "safety_net_due",
+    "CHECKIN_PRIORITY", "WaitingContact", "anyone_can_take", "call_queue", "expected_wait_minutes", "fill",
+    "fill_soon", "head", "offers_allowed", "offers_for", "position", "safety_net_due",
 ]  # fmt: skip

@@ -29,6 +29,10 @@ RECENT = 20  # how many recent calls the wait estimate learns from
 HANDLE_SECONDS_KEPT = timedelta(seconds=60)
 HANDLE_SECONDS_EXTENSION = "line_queue.handle_seconds"
 
+# A person answering a check-in ("2, I'd like to talk") waits ahead of ordinary contacts, as a
+# text conversation or as a callback: at least this priority.
+CHECKIN_PRIORITY = 5
+
 
 def now() -> datetime:
     return datetime.now(UTC)

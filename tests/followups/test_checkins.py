@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import time_machine
 from flask import Flask
 from sqlalchemy import select
 
 from crisisline.db import db
-from crisisline.models import Conversation, Message, ScheduledContact, Texter
+from crisisline.models import Conversation, Message, ScheduledContact, Texter, Transfer
+from followups.checkins import CHECKIN_PRIORITY
 from tests.conftest import TextingPhone
 from tests.followups.conftest import checkins, contacts
 from tests.rota import BEN, DIEGO, leg_to
@@ -389,3 +391,26 @@ def test_flushall_with_check_ins_pending_restores_all_and_sends_each_once(
     for number in texters:
         assert texting.inbox(number).count(CHECKIN_EN) == 1
     assert [c.state for c in contacts(app) if c.kind == "checkin" and c.attempt == 1] == ["sent"] * 3
+
+
+def test_a_2_answered_by_a_callback_keeps_the_check_ins_place_ahead_of_ordinary_callers(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """By text a check-in answer queues at ``CHECKIN_PRIORITY`` at least; with ``talk_by: call``
+    its callback queued at the need's own priority (found by a bug hunt)."""
+
+    def talk_by_call(document: dict[str, Any]) -> None:
+        document["followups"]["talk_by"] = "call"
+        for need in document["needs"]:
+            if need["key"] == "suicide":
+                need["priority"] = 0  # valid: a line may prioritise only danger_now
+
+    publish_routing(talk_by_call)
+    checkin_sent(app, texting, wednesday_evening, run_due)
+    texting.send(TEXTER, "2")
+
+    assert run_due() == ["sent"]  # the callback's first attempt
+    with app.app_context():
+        (transfer,) = db.session.scalars(select(Transfer).where(Transfer.mode == "callback"))
+        assert transfer.priority >= CHECKIN_PRIORITY
