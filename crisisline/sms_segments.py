@@ -25,20 +25,33 @@ def segment_count(text: str) -> int:
         units = sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
         single, multi = 160, 153
     else:
-        units = sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)  # UTF-16 code units
+        units = body_length(text)
         single, multi = 70, 67
     if units <= single:
         return 1
     return -(-units // multi)
 
 
+def body_length(text: str) -> int:
+    """``text``'s length as Twilio holds it to ``MAX_BODY``: in UTF-16 code units, so an emoji
+    counts twice (its error 21617: emoji "will be counted as multiple characters")."""
+    return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+
+
 def split_for_sms(text: str, limit: int = MAX_BODY) -> list[str]:
-    """Split a long text at word boundaries into parts Twilio accepts (≤ ``limit`` characters)."""
+    """Split a long text at word boundaries into parts Twilio accepts (≤ ``limit`` UTF-16
+    code units each; never inside a character)."""
     text = text.strip()
     parts: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind(" ", 0, limit)
-        cut = cut if cut > limit // 2 else limit
+    while body_length(text) > limit:
+        fits, units = 0, 0  # the most characters from the start that fit
+        for ch in text:
+            units += 2 if ord(ch) > 0xFFFF else 1
+            if units > limit:
+                break
+            fits += 1
+        cut = text.rfind(" ", 0, fits)
+        cut = cut if cut > fits // 2 else fits
         parts.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
     if text:

@@ -665,7 +665,7 @@ class FakeTwilio:
             raise FakeTwilioError(400, 21603, "A 'From' phone number is required.")
         if not body and not media:
             raise FakeTwilioError(400, 21602, "Message body is required.")
-        if len(body) > MAX_BODY_CHARS:
+        if sum(2 if ord(ch) > 0xFFFF else 1 for ch in body) > MAX_BODY_CHARS:  # UTF-16: an emoji is 2
             raise FakeTwilioError(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
         if not is_valid_number(to):
             raise FakeTwilioError(400, 21211, "Invalid 'To' Phone Number")
