@@ -421,6 +421,25 @@ def pass_back(conversation: Conversation, responder: Responder, document: Routin
     return bool(moved)
 
 
+@outbox.text_to_counselor_failed.connect
+def _hand_on_from_an_unreachable_counselor(
+    _message_id: int, *, conversation_id: int, responder_id: str, **_: object
+) -> None:
+    """Twilio refused or could not deliver a text to the counselor holding this conversation
+    (the texter's words, say: their phone off, out of signal, a carrier filter, STOP): the
+    texter believes someone is reading. Handed back to the queue at once, for the next
+    counselor, who gets everything they wrote; not after the hour's idle requeue."""
+    conversation = db.session.get(Conversation, conversation_id)
+    active = active_routing()
+    if conversation is None or active is None:
+        return
+    if conversation.state != "active" or conversation.counselor_id != responder_id:
+        return  # an offer to someone else, or already handed on
+    responder = active.document.responder(responder_id)
+    if responder is not None and pass_back(conversation, responder, active.document):
+        log.warning("conversation %s: a text to its counselor failed; handed back to the queue", conversation.id)
+
+
 def close(
     conversation: Conversation, document: RoutingDocument, reason: str, *, tell_texter: str | None,
     quiet_since: datetime | None = None,

@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import requests
+from blinker import Namespace
 from flask import current_app, has_request_context, request
-from sqlalchemy import bindparam, case, func, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from twilio.base.exceptions import TwilioRestException
 
@@ -36,6 +37,11 @@ from routing.document import RoutingDocument
 from transfer.dispatch import rest_client
 
 log = logging.getLogger(__name__)
+# Sent with the message id as sender, after its failure is committed: a text to a counselor
+# about a conversation (an offer, the texter's words) that Twilio refused or could not deliver,
+# with ``conversation_id`` and ``responder_id``. ``sms.conversations`` hands such a conversation
+# on if it is theirs: a texter must not wait on a counselor whose phone the line cannot reach.
+text_to_counselor_failed = Namespace().signal("text-to-counselor-failed")
 BODY_CONTEXT = "sms-body"
 OPTED_OUT = 21610
 # Later statuses never overwrite final ones (callbacks arrive out of order).
@@ -214,10 +220,9 @@ def _send_over_rest(
         if error.code == OPTED_OUT and texter is not None:
             mark_opted_out(texter)
         if error.code == OPTED_OUT and responder_id is not None:
-            # A counselor whose phone blocks the line can't get offers: pause them, loudly.
-            set_paused(responder_id, True, "sms_blocked")
-            log.error("responder %s blocks texts from the line (21610): paused", responder_id)
+            _pause_blocked(responder_id)
         db.session.commit()
+        _tell_if_a_counselors_text(message_id)
         return False
     except (requests.RequestException, OSError) as error:
         # Left "claimed": never retried blindly (it may have gone out). After two minutes the
@@ -296,7 +301,46 @@ def record_status(message_id: int, status: str, error_code: str | None, message_
         texter = _texter_of(message_id)
         if texter is not None:
             mark_opted_out(texter)
+        responder_id = db.session.scalar(_COUNSELOR_OF, {"message": message_id})
+        if responder_id is not None:  # a reply in TwiML to a counselor who sent STOP, say
+            _pause_blocked(responder_id)
     db.session.commit()
+    if status in UNSENT_STATUSES:
+        _tell_if_a_counselors_text(message_id)
+
+
+_COUNSELOR_OF = select(Message.responder_id).where(
+    Message.id == bindparam("message"), Message.party == "counselor", Message.responder_id.is_not(None)
+)
+
+
+def _pause_blocked(responder_id: str) -> None:
+    """A counselor whose phone blocks the line (21610: they texted STOP) can't get offers:
+    pause them, loudly (not committed)."""
+    set_paused(responder_id, True, "sms_blocked")
+    log.error("responder %s blocks texts from the line (21610): paused", responder_id)
+
+
+def _tell_if_a_counselors_text(message_id: int) -> None:
+    """Send ``text_to_counselor_failed`` if this failed text was to a counselor about a
+    conversation. A receiver's failure is logged: the idle requeue is the safety net."""
+    found = db.session.execute(_COUNSELORS_TEXT, {"message": message_id}).first()
+    if found is None:
+        return
+    try:
+        text_to_counselor_failed.send(message_id, conversation_id=found.conversation_id,
+                                      responder_id=found.responder_id)  # fmt: skip
+    except Exception as error:
+        log.error("text-to-counselor-failed receiver failed: %s", type(error).__name__)
+        db.session.rollback()
+
+
+_COUNSELORS_TEXT = select(Message.conversation_id, Message.responder_id).where(
+    Message.id == bindparam("message"),
+    Message.party == "counselor",
+    Message.responder_id.is_not(None),
+    Message.conversation_id.is_not(None),
+)
 
 
 def _texter_of(message_id: int) -> Texter | None:

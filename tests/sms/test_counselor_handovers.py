@@ -18,11 +18,12 @@ from sqlalchemy import select
 
 import sms.inbound
 from crisisline.db import db
-from crisisline.models import Conversation, Message
+from crisisline.models import Conversation, Message, ResponderState
 from routing.store import active_routing
 from sms import conversations as convo
 from tests.conftest import TextingPhone
 from tests.rota import BEN, DIEGO
+from twilio_fake.rest_api import FakeTwilio
 
 TEXTER = "+13125550177"
 OTHER_TEXTER = "+13125550178"
@@ -179,3 +180,63 @@ def test_two_takes_at_once_never_put_a_counselor_over_her_conversation_limit(
 
     assert won == [False, True]
     assert [c.state for c in conversations(app)].count("active") == 1
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_texter_whose_words_did_not_reach_their_counselor_is_handed_to_the_next_at_once(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    """Found by a bug hunt: Ben's phone lost signal, "no. i took the pills" came back
+    undelivered (30003), and the texter stayed with him for the hour's idle requeue."""
+    texting.send(TEXTER, "I want to kill myself")
+    tag = conversations(app)[0].id
+    texting.send(BEN, f"YES {tag}")
+    texting.send(BEN, f"#{tag} I'm here. Are you safe?")
+    texting.send(TEXTER, "no. i took the pills")
+    (relay,) = [m for m in fake.messages.values() if m.to == BEN and "took the pills" in m.body]
+
+    fake.deliver_message(relay.sid, "undelivered", 30003)
+
+    (conversation,) = conversations(app)
+    assert conversation.state in ("queued", "offered") and conversation.counselor_id is None
+    taken = texting.send(DIEGO, f"YES {tag}")
+    assert any("no. i took the pills" in text for text in taken)  # the next counselor gets it all
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_an_offer_to_another_counselor_that_fails_hands_nothing_on(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    tag = conversations(app)[0].id
+    texting.send(BEN, f"YES {tag}")
+    texting.send(TEXTER, "are you there")
+    texting.send(OTHER_TEXTER, "I have thoughts of suicide")
+    offers = [m for m in fake.messages.values() if m.to != BEN and m.body.startswith("New text #")]
+
+    for offer in offers:
+        fake.deliver_message(offer.sid, "undelivered", 30003)
+
+    held = next(c for c in conversations(app) if c.id == tag)
+    assert (held.state, held.counselor_id) == ("active", "ben-carter")
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_sent_stop_is_paused_and_their_texter_handed_on(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    """A counselor's bare STOP opts their phone out at Twilio: the line's answer in TwiML then
+    fails with 21610, which paused nobody, and their texter's words went to a blocked phone."""
+    texting.send(TEXTER, "I want to kill myself")
+    tag = conversations(app)[0].id
+    texting.send(BEN, f"YES {tag}")
+    fake.receive_keyword(BEN, "STOP")  # Twilio's own keyword handling, first
+    texting.send(BEN, "STOP")
+
+    texting.send(TEXTER, "are you still there? i have the pills")
+
+    with app.app_context():
+        state = db.session.get(ResponderState, "ben-carter")
+        assert state is not None and state.paused
+    (conversation,) = conversations(app)
+    assert conversation.counselor_id != "ben-carter"
