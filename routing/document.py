@@ -111,6 +111,7 @@ SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_passed": frozenset({"tag"}),
     "sms_relay": frozenset({"tag", "body"}),
     "sms_picture": frozenset({"tag"}),
+    "sms_not_delivered": frozenset({"tag", "reason"}),
     "sms_texter_left": frozenset({"tag"}),
     "sms_needs_tag": frozenset({"command"}),
     "sms_requeued": frozenset({"tag"}),

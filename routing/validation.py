@@ -79,6 +79,9 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "sms_picture": lambda prompts: (
         "[#{tag} sent a picture: the line cannot pass pictures on. Ask them to describe it.]"
     ),
+    "sms_not_delivered": lambda prompts: (
+        "[#{tag}: your last text did not reach them ({reason}). You may say it another way.]"
+    ),
     "sms_line_trouble": lambda prompts: (
         "Crisis line: the line is having trouble with your text. It is kept and will be handled as soon as it"
         " can be; an answer may come late."

@@ -421,6 +421,25 @@ def pass_back(conversation: Conversation, responder: Responder, document: Routin
     return bool(moved)
 
 
+@outbox.relay_to_texter_failed.connect
+def _tell_the_counselor_their_words_did_not_arrive(
+    message_id: int, *, conversation_id: int, error_code: int | None, **_: object
+) -> None:
+    """A counselor's words to their texter were refused or not delivered (a carrier filter,
+    their phone off): the counselor is told once, with why, and may say it another way. A
+    texter's STOP (21610) is told by the conversation's close instead."""
+    conversation = db.session.get(Conversation, conversation_id)
+    active = active_routing()
+    if error_code == outbox.OPTED_OUT or conversation is None or active is None or conversation.state != "active":
+        return
+    responder = active.document.responder(conversation.counselor_id or "")
+    if responder is None:
+        return
+    reason = delivery.FAILURE_REASONS.get(error_code or 0) or "Twilio could not deliver it"
+    note = active.document.staff_prompt("sms_not_delivered", tag=conversation.tag, reason=reason)
+    to_counselor(conversation, responder, f"not-delivered:{message_id}", note)
+
+
 @outbox.text_to_counselor_failed.connect
 def _hand_on_from_an_unreachable_counselor(
     _message_id: int, *, conversation_id: int, responder_id: str, **_: object

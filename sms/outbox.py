@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 # with ``conversation_id`` and ``responder_id``. ``sms.conversations`` hands such a conversation
 # on if it is theirs: a texter must not wait on a counselor whose phone the line cannot reach.
 text_to_counselor_failed = Namespace().signal("text-to-counselor-failed")
+# Sent likewise for a counselor's words relayed to a texter (``c<id>:relay:…``) that Twilio
+# refused or could not deliver, with ``conversation_id`` and ``error_code`` (None if none):
+# the counselor is told, who would otherwise believe they were read.
+relay_to_texter_failed = Namespace().signal("relay-to-texter-failed")
 BODY_CONTEXT = "sms-body"
 OPTED_OUT = 21610
 # Later statuses never overwrite final ones (callbacks arrive out of order).
@@ -323,24 +327,26 @@ def _pause_blocked(responder_id: str) -> None:
 
 def _tell_if_a_counselors_text(message_id: int) -> None:
     """Send ``text_to_counselor_failed`` if this failed text was to a counselor about a
-    conversation. A receiver's failure is logged: the idle requeue is the safety net."""
-    found = db.session.execute(_COUNSELORS_TEXT, {"message": message_id}).first()
-    if found is None:
+    conversation, ``relay_to_texter_failed`` if it was a counselor's words to a texter. A
+    receiver's failure is logged: the idle requeue and the board are the safety nets."""
+    found = db.session.execute(_FAILED_TEXT, {"message": message_id}).first()
+    if found is None or found.conversation_id is None:
         return
     try:
-        text_to_counselor_failed.send(message_id, conversation_id=found.conversation_id,
-                                      responder_id=found.responder_id)  # fmt: skip
+        if found.party == "counselor" and found.responder_id is not None:
+            text_to_counselor_failed.send(message_id, conversation_id=found.conversation_id,
+                                          responder_id=found.responder_id)  # fmt: skip
+        elif found.party == "texter" and ":relay:" in (found.idempotency_key or ""):
+            relay_to_texter_failed.send(message_id, conversation_id=found.conversation_id,
+                                        error_code=found.error_code)  # fmt: skip
     except Exception as error:
-        log.error("text-to-counselor-failed receiver failed: %s", type(error).__name__)
+        log.error("failed-text receiver failed: %s", type(error).__name__)
         db.session.rollback()
 
 
-_COUNSELORS_TEXT = select(Message.conversation_id, Message.responder_id).where(
-    Message.id == bindparam("message"),
-    Message.party == "counselor",
-    Message.responder_id.is_not(None),
-    Message.conversation_id.is_not(None),
-)
+_FAILED_TEXT = select(
+    Message.party, Message.conversation_id, Message.responder_id, Message.idempotency_key, Message.error_code
+).where(Message.id == bindparam("message"))
 
 
 def _texter_of(message_id: int) -> Texter | None:

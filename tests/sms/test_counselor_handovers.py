@@ -240,3 +240,25 @@ def test_a_counselor_who_sent_stop_is_paused_and_their_texter_handed_on(
         assert state is not None and state.paused
     (conversation,) = conversations(app)
     assert conversation.counselor_id != "ben-carter"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_is_told_once_when_their_words_did_not_reach_the_texter(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    """Found by a bug hunt: a carrier filtered Ben's reply (30007); he believed it was read and
+    the texter saw silence after being taken."""
+    texting.send(TEXTER, "I want to kill myself")
+    tag = conversations(app)[0].id
+    texting.send(BEN, f"YES {tag}")
+    texting.send(BEN, f"#{tag} I'm here. Are you safe right now? Can you put the pills away?")
+    (reply,) = [m for m in fake.messages.values() if m.to == TEXTER and "put the pills away" in m.body]
+    before = len(texting.inbox(BEN))
+
+    for _ in range(2):  # Twilio may report it twice
+        fake.deliver_message(reply.sid, "undelivered", 30007)
+
+    told = texting.inbox(BEN)[before:]
+    assert told == [
+        f"[#{tag}: your last text did not reach them (their carrier filtered it). You may say it another way.]"
+    ]
