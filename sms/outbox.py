@@ -226,7 +226,8 @@ def _send_over_rest(
         if error.code == OPTED_OUT and responder_id is not None:
             _pause_blocked(responder_id)
         db.session.commit()
-        _tell_if_a_counselors_text(message_id)
+        # Twilio busy (429) or failing (5xx) says nothing of the counselor's phone: no hand-on.
+        _tell_if_a_counselors_text(message_id, phone_unreachable=error.status != 429 and error.status < 500)
         return False
     except (requests.RequestException, OSError) as error:
         # Left "claimed": never retried blindly (it may have gone out). After two minutes the
@@ -325,7 +326,7 @@ def _pause_blocked(responder_id: str) -> None:
     log.error("responder %s blocks texts from the line (21610): paused", responder_id)
 
 
-def _tell_if_a_counselors_text(message_id: int) -> None:
+def _tell_if_a_counselors_text(message_id: int, *, phone_unreachable: bool = True) -> None:
     """Send ``text_to_counselor_failed`` if this failed text was to a counselor about a
     conversation, ``relay_to_texter_failed`` if it was a counselor's words to a texter. A
     receiver's failure is logged: the idle requeue and the board are the safety nets."""
@@ -333,7 +334,7 @@ def _tell_if_a_counselors_text(message_id: int) -> None:
     if found is None or found.conversation_id is None:
         return
     try:
-        if found.party == "counselor" and found.responder_id is not None:
+        if found.party == "counselor" and found.responder_id is not None and phone_unreachable:
             text_to_counselor_failed.send(message_id, conversation_id=found.conversation_id,
                                           responder_id=found.responder_id)  # fmt: skip
         elif found.party == "texter" and ":relay:" in (found.idempotency_key or ""):

@@ -262,3 +262,19 @@ def test_a_counselor_is_told_once_when_their_words_did_not_reach_the_texter(
     assert told == [
         f"[#{tag}: your last text did not reach them (their carrier filtered it). You may say it another way.]"
     ]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_twilio_too_busy_to_relay_a_text_to_the_counselor_keeps_the_texter_with_them(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    """A 429 (or 5xx) says nothing of the counselor's phone: no hand-on for it."""
+    texting.send(TEXTER, "I want to kill myself")
+    tag = conversations(app)[0].id
+    texting.send(BEN, f"YES {tag}")
+    fake.inject_fault("POST", r"/Messages\.json$", status=429, code=20429, message="Too Many Requests")
+
+    texting.send(TEXTER, "are you there")
+
+    (conversation,) = conversations(app)
+    assert (conversation.state, conversation.counselor_id) == ("active", "ben-carter")
