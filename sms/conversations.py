@@ -429,34 +429,23 @@ def _tell_the_counselor_their_words_did_not_arrive(
     their phone off): the counselor is told once, with why, and may say it another way. A
     texter's STOP (21610) is told by the conversation's close instead."""
     conversation = db.session.get(Conversation, conversation_id)
+    message = db.session.get(Message, message_id)
     active = active_routing()
-    if error_code == outbox.OPTED_OUT or conversation is None or active is None or conversation.state != "active":
+    if error_code == outbox.OPTED_OUT or conversation is None or message is None or active is None:
         return
+    db.session.refresh(conversation)
+    if (
+        conversation.state != "active"
+        or conversation.assigned_at is None
+        or message.created_at < conversation.assigned_at
+    ):
+        return  # closed, or words from an earlier counselor's stint
     responder = active.document.responder(conversation.counselor_id or "")
     if responder is None:
         return
     reason = delivery.FAILURE_REASONS.get(error_code or 0) or "Twilio could not deliver it"
     note = active.document.staff_prompt("sms_not_delivered", tag=conversation.tag, reason=reason)
     to_counselor(conversation, responder, f"not-delivered:{message_id}", note)
-
-
-@outbox.text_to_counselor_failed.connect
-def _hand_on_from_an_unreachable_counselor(
-    _message_id: int, *, conversation_id: int, responder_id: str, **_: object
-) -> None:
-    """Twilio refused or could not deliver a text to the counselor holding this conversation
-    (the texter's words, say: their phone off, out of signal, a carrier filter, STOP): the
-    texter believes someone is reading. Handed back to the queue at once, for the next
-    counselor, who gets everything they wrote; not after the hour's idle requeue."""
-    conversation = db.session.get(Conversation, conversation_id)
-    active = active_routing()
-    if conversation is None or active is None:
-        return
-    if conversation.state != "active" or conversation.counselor_id != responder_id:
-        return  # an offer to someone else, or already handed on
-    responder = active.document.responder(responder_id)
-    if responder is not None and pass_back(conversation, responder, active.document):
-        log.warning("conversation %s: a text to its counselor failed; handed back to the queue", conversation.id)
 
 
 def close(
@@ -927,8 +916,24 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
     """A texter who wrote last and got no reply for the idle time goes back to the queue. The
     time runs from their first text since the counselor last wrote (asking "are you there?"
     again must not keep them with a counselor who has gone), and never from before the current
-    counselor took them (one who took over from a silent counselor gets the whole idle time)."""
-    before = now() - timedelta(minutes=document.sms.idle_close_minutes)
+    counselor took them (one who took over from a silent counselor gets the whole idle time).
+
+    Sooner, ``COUNSELOR_UNREACHABLE_FOR`` after a text to their counselor failed in a way that
+    says their phone cannot get the line's texts (``UNREACHABLE_PHONE``: off, out of signal, a
+    landline, their own STOP), unless the counselor has written since (from the console, say):
+    the texter believes someone is reading."""
+    moment = now()
+    before = moment - timedelta(minutes=document.sms.idle_close_minutes)
+    unreachable = (
+        select(Message.id)
+        .where(
+            Message.conversation_id == Conversation.id, Message.party == "counselor",
+            Message.responder_id == Conversation.counselor_id, Message.error_code.in_(UNREACHABLE_PHONE),
+            Message.created_at > Conversation.assigned_at, Message.created_at <= moment - COUNSELOR_UNREACHABLE_FOR,
+            or_(Conversation.last_counselor_at.is_(None), Message.created_at > Conversation.last_counselor_at),
+        )
+        .exists()
+    )  # fmt: skip
     # Taking a conversation is no reply: only what a counselor wrote answers the texter.
     unanswered = or_(Conversation.last_counselor_at.is_(None), Message.created_at > Conversation.last_counselor_at)
     first_unanswered = (
@@ -945,7 +950,7 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
             Conversation.state == "active",
             Conversation.last_texter_at.is_not(None),
             or_(Conversation.last_counselor_at.is_(None), Conversation.last_texter_at > Conversation.last_counselor_at),
-            timed_from <= before,
+            or_(timed_from <= before, unreachable),
         )
     ).all():
         if not texter_waits_on_us(conversation):
@@ -958,6 +963,13 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
             key = f"requeued:{conversation.last_texter_at}:{responder.id}"
             to_counselor(conversation, responder, key, document.staff_prompt("sms_requeued", tag=conversation.tag))
             counts["requeued"] += 1
+
+
+# Twilio's answers that say a counselor's phone cannot get the line's texts (not a filter of
+# what was said, 30007, nor Twilio busy or failing): their STOP, not a mobile or not a number,
+# off or out of signal, unknown to the carrier, a landline.
+UNREACHABLE_PHONE = (21610, 21211, 21614, 30003, 30005, 30006)
+COUNSELOR_UNREACHABLE_FOR = timedelta(minutes=5)
 
 
 def texter_waits_on_us(conversation: Conversation) -> bool:

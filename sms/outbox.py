@@ -37,14 +37,10 @@ from routing.document import RoutingDocument
 from transfer.dispatch import rest_client
 
 log = logging.getLogger(__name__)
-# Sent with the message id as sender, after its failure is committed: a text to a counselor
-# about a conversation (an offer, the texter's words) that Twilio refused or could not deliver,
-# with ``conversation_id`` and ``responder_id``. ``sms.conversations`` hands such a conversation
-# on if it is theirs: a texter must not wait on a counselor whose phone the line cannot reach.
-text_to_counselor_failed = Namespace().signal("text-to-counselor-failed")
-# Sent likewise for a counselor's words relayed to a texter (``c<id>:relay:…``) that Twilio
-# refused or could not deliver, with ``conversation_id`` and ``error_code`` (None if none):
-# the counselor is told, who would otherwise believe they were read.
+# Sent with the message id as sender, after its failure is committed: a counselor's words
+# relayed to a texter (``c<id>:relay:…``) that Twilio refused or could not deliver, with
+# ``conversation_id`` and ``error_code`` (None if none): the counselor is told, who would
+# otherwise believe they were read.
 relay_to_texter_failed = Namespace().signal("relay-to-texter-failed")
 BODY_CONTEXT = "sms-body"
 OPTED_OUT = 21610
@@ -226,8 +222,7 @@ def _send_over_rest(
         if error.code == OPTED_OUT and responder_id is not None:
             _pause_blocked(responder_id)
         db.session.commit()
-        # Twilio busy (429) or failing (5xx) says nothing of the counselor's phone: no hand-on.
-        _tell_if_a_counselors_text(message_id, phone_unreachable=error.status != 429 and error.status < 500)
+        _tell_if_a_relay_to_a_texter(message_id)
         return False
     except (requests.RequestException, OSError) as error:
         # Left "claimed": never retried blindly (it may have gone out). After two minutes the
@@ -297,11 +292,11 @@ def record_status(message_id: int, status: str, error_code: str | None, message_
         values["error_code"] = int(error_code)
     moving = update(Message).where(Message.id == message_id, Message.status_rank < rank)
     try:
-        db.session.execute(moving.values(**values))
+        moved = db.session.execute(moving.values(**values)).rowcount  # type: ignore[attr-defined]
     except IntegrityError:  # the SID is another text's: the status alone
         db.session.rollback()
         values.pop("message_sid", None)
-        db.session.execute(moving.values(**values))
+        moved = db.session.execute(moving.values(**values)).rowcount  # type: ignore[attr-defined]
     if error_code == str(OPTED_OUT):
         texter = _texter_of(message_id)
         if texter is not None:
@@ -310,8 +305,8 @@ def record_status(message_id: int, status: str, error_code: str | None, message_
         if responder_id is not None:  # a reply in TwiML to a counselor who sent STOP, say
             _pause_blocked(responder_id)
     db.session.commit()
-    if status in UNSENT_STATUSES:
-        _tell_if_a_counselors_text(message_id)
+    if moved and status in UNSENT_STATUSES:  # a repeated or late callback tells nobody again
+        _tell_if_a_relay_to_a_texter(message_id)
 
 
 _COUNSELOR_OF = select(Message.responder_id).where(
@@ -326,28 +321,22 @@ def _pause_blocked(responder_id: str) -> None:
     log.error("responder %s blocks texts from the line (21610): paused", responder_id)
 
 
-def _tell_if_a_counselors_text(message_id: int, *, phone_unreachable: bool = True) -> None:
-    """Send ``text_to_counselor_failed`` if this failed text was to a counselor about a
-    conversation, ``relay_to_texter_failed`` if it was a counselor's words to a texter. A
-    receiver's failure is logged: the idle requeue and the board are the safety nets."""
+def _tell_if_a_relay_to_a_texter(message_id: int) -> None:
+    """Send ``relay_to_texter_failed`` if this failed text was a counselor's words to a texter.
+    A receiver's failure is logged: the console's thread shows the failure anyway."""
     found = db.session.execute(_FAILED_TEXT, {"message": message_id}).first()
-    if found is None or found.conversation_id is None:
+    if found is None or found.conversation_id is None or ":relay:" not in (found.idempotency_key or ""):
         return
     try:
-        if found.party == "counselor" and found.responder_id is not None and phone_unreachable:
-            text_to_counselor_failed.send(message_id, conversation_id=found.conversation_id,
-                                          responder_id=found.responder_id)  # fmt: skip
-        elif found.party == "texter" and ":relay:" in (found.idempotency_key or ""):
-            relay_to_texter_failed.send(message_id, conversation_id=found.conversation_id,
-                                        error_code=found.error_code)  # fmt: skip
+        relay_to_texter_failed.send(message_id, conversation_id=found.conversation_id, error_code=found.error_code)
     except Exception as error:
-        log.error("failed-text receiver failed: %s", type(error).__name__)
+        log.error("relay-to-texter-failed receiver failed: %s", type(error).__name__)
         db.session.rollback()
 
 
-_FAILED_TEXT = select(
-    Message.party, Message.conversation_id, Message.responder_id, Message.idempotency_key, Message.error_code
-).where(Message.id == bindparam("message"))
+_FAILED_TEXT = select(Message.conversation_id, Message.idempotency_key, Message.error_code).where(
+    Message.id == bindparam("message"), Message.party == "texter"
+)
 
 
 def _texter_of(message_id: int) -> Texter | None:
