@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -116,6 +117,12 @@ class LineClock(CronScheduler):
         except Exception as error:  # anything else (the database failing): the clock outlives it
             log.error("clock: turn failed (%s); retrying in %.0f s", type(error).__name__, self.backoff)
             _rollback_quietly()
+            # A turn that keeps failing must not hold the lead doing nothing: another clock may
+            # do better; meanwhile this one runs the safety nets itself.
+            with contextlib.suppress(*REDIS_ERRORS):
+                self.resign()
+            self.leading = False
+            self.run_inline_safety_nets()
             pause, self.backoff = self.backoff, min(self.backoff * 2, MAX_BACKOFF_SECONDS)
             return pause
         self.backoff = 1.0

@@ -217,3 +217,25 @@ def test_a_database_that_fails_never_ends_the_clock(
 
     assert all(pause >= 0 for pause in pauses)
     assert queued_jobs(clean_redis) == 2 * len(PERIODIC_JOBS)  # it went on leading: each turn queued them
+
+
+def test_a_turn_that_fails_gives_up_the_lead_and_runs_the_safety_nets_itself(
+    app: Flask, clean_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: a turn failing for any other reason kept renewing the lease and did
+    nothing; it now lets another clock lead, and runs the nets meanwhile."""
+    ran: list[str] = []
+    with app.app_context():
+        clock = LineClock(clean_redis, inline_jobs=[lambda: ran.append("inline")])
+        clock.tick()  # leads
+        assert clean_redis.get(LEADER_KEY) == clock.identity.encode()
+
+        def broken() -> list[Any]:
+            raise RuntimeError("a bad job definition")
+
+        monkeypatch.setattr(clock, "enqueue_jobs", broken)
+        pause = clock.tick()
+
+    assert pause >= 1
+    assert clean_redis.get(LEADER_KEY) is None
+    assert ran == ["inline"]
