@@ -53,9 +53,10 @@ def after_quiet_hours(document: RoutingDocument, moment: datetime) -> datetime:
         end_day = wall_clock.date() + timedelta(days=1) if clock >= start else wall_clock.date()
     if not inside:
         return moment
-    # On the night the clocks go back the end's wall-clock time may come twice: the first that
-    # is still ahead (compared in UTC, where ``fold`` counts). One the change skips comes out an
-    # hour later (fold 0).
-    ends = (datetime.combine(end_day, end, tzinfo=document.timezone).replace(fold=fold) for fold in (0, 1))
-    ahead = [at.astimezone(UTC) for at in ends if at.astimezone(UTC) > moment.astimezone(UTC)]
+    # On the night the clocks go back the end's wall-clock time comes twice: the first that is
+    # still ahead (compared in UTC, where ``fold`` counts). One the clocks skip going forward
+    # does not exist: fold 0 reads it an hour later, never earlier.
+    ends = [datetime.combine(end_day, end, tzinfo=document.timezone).replace(fold=fold) for fold in (0, 1)]
+    real = [at for at in ends if at.astimezone(UTC).astimezone(document.timezone).time() == end]
+    ahead = [at.astimezone(UTC) for at in real or ends[:1] if at.astimezone(UTC) > moment.astimezone(UTC)]
     return min(ahead).astimezone(moment.tzinfo) if ahead else moment

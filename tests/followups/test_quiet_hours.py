@@ -124,6 +124,18 @@ def test_the_repeated_hour_of_the_night_the_clocks_go_back_is_quiet_both_times()
         assert moved - moment.astimezone(utc) == timedelta(minutes=15)  # 01:30 of the same pass
 
 
+def test_quiet_hours_ending_in_the_hour_the_clocks_skip_end_after_it_never_before() -> None:
+    """2026-03-08 in Chicago: 02:00 becomes 03:00, so an end of 02:30 does not exist; read with
+    the later offset it came out at 01:30, still inside the quiet hours (found by review)."""
+    raw = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))
+    raw["followups"]["quiet_hours"] = {"start": "21:00", "end": "02:30"}
+    document = load_document(yaml.safe_dump(raw))
+
+    moved = after_quiet_hours(document, datetime(2026, 3, 8, 1, 15, tzinfo=CHICAGO))
+
+    assert moved.astimezone(CHICAGO).replace(tzinfo=None) == datetime(2026, 3, 8, 3, 30)
+
+
 @pytest.mark.parametrize(
     ("quiet_hours", "message"),
     [
