@@ -229,8 +229,11 @@ def test_every_voice_route_answers_in_time_under_each_fault(line: Line, fake: Fa
         reply = line.phone.post(line.url + path, params)
         return route, reply.status, reply.body, time.perf_counter() - started
 
+    # The voice routes all at once, as before; then the status callbacks all at once (together
+    # they loaded 2 shared cores past the deadline's grace on a busy CI machine).
+    voice = sorted(set(requests_by_route) - STATUS_ROUTES)
     with ThreadPoolExecutor(max_workers=len(requests_by_route)) as pool:
-        answers = list(pool.map(answer, sorted(requests_by_route)))
+        answers = list(pool.map(answer, voice)) + list(pool.map(answer, sorted(STATUS_ROUTES)))
 
     problems = []
     for route, status, body, seconds in answers:
