@@ -193,6 +193,13 @@ def ben_holds_a_texter(app: Flask, texting: TextingPhone) -> int:
     return tag
 
 
+def relay_of_the_texters_words_fails(texting: TextingPhone, fake: FakeTwilio, status: str, code: int) -> None:
+    """The texter writes; Twilio reports the relay of it to Ben ``status`` with ``code``."""
+    texting.send(TEXTER, "no. i took the pills")
+    (relay,) = [m for m in fake.messages.values() if m.to == BEN and "took the pills" in m.body]
+    fake.deliver_message(relay.sid, status, code)
+
+
 def test_a_texter_whose_words_did_not_reach_their_counselor_is_handed_on_within_minutes(
     app: Flask, texting: TextingPhone, fake: FakeTwilio, clock_tick: Callable[[], Any],
     wednesday_evening: time_machine.Coordinates,
@@ -200,9 +207,7 @@ def test_a_texter_whose_words_did_not_reach_their_counselor_is_handed_on_within_
     """Found by a bug hunt: Ben's phone lost signal, "no. i took the pills" came back
     undelivered (30003), and the texter stayed with him for the hour's idle requeue."""
     tag = ben_holds_a_texter(app, texting)
-    texting.send(TEXTER, "no. i took the pills")
-    (relay,) = [m for m in fake.messages.values() if m.to == BEN and "took the pills" in m.body]
-    fake.deliver_message(relay.sid, "undelivered", 30003)
+    relay_of_the_texters_words_fails(texting, fake, "undelivered", 30003)
     clock_tick()
     assert conversations(app)[0].counselor_id == "ben-carter"  # not at once: he may answer from the console
 
@@ -221,9 +226,7 @@ def test_a_counselor_who_writes_after_a_failed_relay_keeps_the_texter(
 ) -> None:  # fmt: skip
     """Her phone is off but she works from the console (or it came back): she keeps them."""
     tag = ben_holds_a_texter(app, texting)
-    texting.send(TEXTER, "no. i took the pills")
-    (relay,) = [m for m in fake.messages.values() if m.to == BEN and "took the pills" in m.body]
-    fake.deliver_message(relay.sid, "undelivered", 30003)
+    relay_of_the_texters_words_fails(texting, fake, "undelivered", 30003)
     wednesday_evening.shift(timedelta(minutes=1))
     texting.send(BEN, f"#{tag} Please call 911 now, or tell me where you are.")
     texting.send(TEXTER, "ok")  # the texter wrote last again, the relay of it went through
@@ -243,9 +246,7 @@ def test_a_relay_filtered_or_refused_for_a_reason_not_of_the_phone_keeps_the_tex
     """A carrier filtering what was said (30007) would filter it for the next counselor too,
     and Twilio busy (429) says nothing of the phone: no hand-on for them (found by review)."""
     ben_holds_a_texter(app, texting)
-    texting.send(TEXTER, "no. i took the pills")
-    (relay,) = [m for m in fake.messages.values() if m.to == BEN and "took the pills" in m.body]
-    fake.deliver_message(relay.sid, status, code)
+    relay_of_the_texters_words_fails(texting, fake, status, code)
 
     wednesday_evening.shift(SOON_AFTER)
     clock_tick()

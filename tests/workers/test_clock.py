@@ -154,6 +154,15 @@ def test_a_callback_promised_while_the_worker_is_down_is_placed_by_the_clock(
     assert callback.state in ("searching", "ringing", "waiting")
 
 
+def clock_with_periodic_jobs(connection: redis.Redis, inline: Callable[[], object] | None = None) -> LineClock:
+    """A clock on ``connection`` with the app's periodic jobs, as ``make_clock`` makes it, and
+    ``inline`` as its only inline safety net (to see whether it ran)."""
+    clock = LineClock(connection, inline_jobs=[inline] if inline else [])
+    for item in rq._cron_job_data:
+        clock.register(**item)
+    return clock
+
+
 def _alive_worker(connection: redis.Redis) -> Worker:
     worker = Worker(["calls", "messages", "followups", "upkeep"], connection=connection)
     worker.register_birth()
@@ -166,9 +175,7 @@ def test_the_clock_leaves_the_safety_nets_to_a_live_worker_that_keeps_up(app: Fl
     worker = _alive_worker(clean_redis)
     try:
         with app.app_context():
-            clock = LineClock(clean_redis, inline_jobs=[lambda: ran.append("inline")])
-            for item in rq._cron_job_data:
-                clock.register(**item)
+            clock = clock_with_periodic_jobs(clean_redis, inline=lambda: ran.append("inline"))
             due_now(clock).tick()
             clock.resign()
     finally:
@@ -183,9 +190,7 @@ def test_a_worker_alive_but_not_taking_jobs_leaves_the_clock_to_run_them(app: Fl
     worker = _alive_worker(clean_redis)  # registered, its heartbeat fresh, but stuck
     try:
         with app.app_context():
-            clock = LineClock(clean_redis, inline_jobs=[lambda: ran.append("inline")])
-            for item in rq._cron_job_data:
-                clock.register(**item)
+            clock = clock_with_periodic_jobs(clean_redis, inline=lambda: ran.append("inline"))
             due_now(clock).tick()
             assert ran == []  # its jobs have only just been queued
             with time_machine.travel(datetime.now(UTC) + timedelta(seconds=100)):
@@ -207,9 +212,7 @@ def test_a_database_that_fails_never_ends_the_clock(
     worker = _alive_worker(clean_redis)  # so the check goes as far as the database
     try:
         with dead_database.app_context():
-            clock = LineClock(clean_redis, inline_jobs=[])
-            for item in rq._cron_job_data:
-                clock.register(**item)
+            clock = clock_with_periodic_jobs(clean_redis)
             pauses = [due_now(clock).tick() for _ in range(2)]
             clock.resign()
     finally:
