@@ -13,7 +13,12 @@ from typing import Any
 bind_host = os.environ.get("BIND_HOST", "127.0.0.1")
 bind = f"{bind_host}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
+# Many threads, most of them waiting: a voice webhook runs on the deadline's own pool
+# (``crisisline.deadline``) while its gunicorn thread waits for the answer, up to the deadline
+# when the database hangs. With 4 threads, 24 callers at once on a hung database were answered
+# after up to 10 s, as each waited for a thread before its deadline even began; with 32, all
+# within the deadline (``tests/reliability/test_hung_database_under_gunicorn.py``).
+threads = int(os.environ.get("WEB_THREADS", "32"))
 # Twilio gives up on a webhook after 15 s; a stuck worker must be replaced before that.
 timeout = 14
 graceful_timeout = 10

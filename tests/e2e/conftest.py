@@ -171,7 +171,7 @@ def line(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFac
         **os.environ,
         **deployment_environment(database_url, redis_url, TWILIO_API_BASE_URL=twilio_url, PUBLIC_BASE_URL=web_url,
                                  LOG_LEVEL="INFO"),
-        "PORT": str(web_port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "WEB_THREADS": "4",
+        "PORT": str(web_port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2",
     }  # fmt: skip
     processes: list[subprocess.Popen[bytes]] = []
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import requests
 from flask import Flask
 from sqlalchemy import select
 
@@ -28,8 +25,9 @@ from crisisline.db import db
 from crisisline.models import Offer, Transfer
 from crisisline.redis_server import free_port
 from crisisline.settings import Settings
-from tests.conftest import LINE_NUMBER, ROOT, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, deployment_environment
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, deployment_environment
 from tests.rota import around_the_clock
+from tests.web_process import gunicorn_serving
 from twilio_fake.phone import Keys, Phone, PhoneCall, RequestsTransport
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.server import FakeTwilioServer
@@ -47,36 +45,21 @@ SIMULTANEOUS = timedelta(milliseconds=500)
 def gunicorn_line(
     app: Flask, settings: Settings, fake_twilio_server: FakeTwilioServer, publish_routing: Callable[..., int]
 ) -> Iterator[str]:
-    """The Procfile's web process (gunicorn, 2 worker processes, 4 threads each) on this test's
+    """The Procfile's web process (gunicorn, its workers and threads as shipped) on this test's
     database, serving the public URL the fake Twilio calls back."""
     if not settings.database_url.startswith("postgresql"):
         pytest.skip("the surge runs on PostgreSQL, as a scaled-out line does")
     publish_routing(lambda document: around_the_clock(document, on_call=tuple(COUNSELORS)))
     port = free_port()
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name not in ("WEB_CONCURRENCY", "WEB_THREADS")},
         **deployment_environment(
             settings.database_url, settings.redis_url, TWILIO_API_BASE_URL=fake_twilio_server.base_url,
             PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
         ),
-        "PORT": str(port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", "WEB_THREADS": "4",
     }  # fmt: skip
-    command = [sys.executable, "-m", "gunicorn", "crisisline:create_app()", "--config", "gunicorn.conf.py"]
-    server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        else:
-            pytest.fail("gunicorn did not start")
+    with gunicorn_serving(env, port) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
 
 
 def _counselor(phone: Phone, fake: FakeTwilio, number: str, stop: threading.Event, errors: list[str]) -> None:

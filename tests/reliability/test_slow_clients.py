@@ -47,6 +47,7 @@ from flask import Flask
 from crisisline.redis_server import free_port
 from crisisline.settings import Settings
 from tests.conftest import LINE_NUMBER, ROOT, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, deployment_environment
+from tests.web_process import stop, wait_until_healthy
 from twilio_fake.server import FakeTwilioServer
 from twilio_fake.signing import CallIdentity, sign, signed_headers
 
@@ -212,33 +213,12 @@ class Line:
     logs: Callable[[], str]
 
 
-def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], what: str, logs: Callable[[], str]) -> None:
-    for _ in range(150):
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited with {process.returncode}:\n{logs()}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not start:\n{logs()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-
-
 @pytest.fixture
 def line_behind_nginx(
     app: Flask, settings: Settings, fake_twilio_server: FakeTwilioServer
 ) -> Iterator[Line]:  # fmt: skip
-    """gunicorn (2 workers x 4 threads, loopback only, TRUSTED_PROXY_COUNT=1) and, in front,
+    """gunicorn (2 workers x 4 threads, far fewer than the slow clients: nginx must be what
+    keeps them off gunicorn; loopback only, TRUSTED_PROXY_COUNT=1) and, in front,
     a non-root nginx running the shipped config's essentials on a test port."""
     assert NGINX is not None
     gunicorn_port, nginx_port = free_port(), free_port()
@@ -275,18 +255,18 @@ def line_behind_nginx(
         with gunicorn_log.open("wb") as log_file:
             gunicorn = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
         try:
-            _wait_until_healthy(f"http://127.0.0.1:{gunicorn_port}", gunicorn, "gunicorn", logs)
+            wait_until_healthy(f"http://127.0.0.1:{gunicorn_port}", gunicorn, "gunicorn", logs)
             nginx = subprocess.Popen(  # noqa: S603 - the nginx binary found above
                 [NGINX, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(conf), "-g", "daemon off;"],
                 cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as,
             )  # fmt: skip
             try:
-                _wait_until_healthy(public_url, nginx, "nginx", logs)
+                wait_until_healthy(public_url, nginx, "nginx", logs)
                 yield Line(public_url, f"http://127.0.0.1:{gunicorn_port}", logs)
             finally:
-                _stop(nginx)
+                stop(nginx)
         finally:
-            _stop(gunicorn)
+            stop(gunicorn)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
