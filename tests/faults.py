@@ -5,10 +5,27 @@ link or an overloaded server), refuse (the service is down), and recover."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import TracebackType
+
+
+@contextlib.contextmanager
+def without_collector_pauses() -> Iterator[None]:
+    """For a timed burst served in this process: collect first, then keep the cyclic garbage
+    collector off until the block ends. By the end of the suite the test process holds every
+    earlier test's leftovers, and one full collection of them (with the finalizers it runs)
+    took 0.8 to 1.1 s, measured with ``gc.callbacks``: it freezes the server's threads, the
+    deadline's timers and the client's clocks alike, a pause a web process never has."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class StallingProxy:

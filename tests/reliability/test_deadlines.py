@@ -22,7 +22,7 @@ from crisisline.db import db
 from crisisline.models import Call
 from crisisline.settings import Settings
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_BACKUP_NUMBER, settings_for
-from tests.faults import StallingProxy
+from tests.faults import StallingProxy, without_collector_pauses
 from twilio_fake.phone import HttpReply, Keys, Phone, WsgiTransport
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.signing import CallIdentity
@@ -215,7 +215,7 @@ def test_status_callbacks_on_a_hung_database_are_acknowledged_in_time_and_leave_
         list(warm.map(lambda c: phone.post("http://localhost/voice/status", c.voice_params("ringing")), callers))
     proxy.stall()
     try:
-        with ThreadPoolExecutor(max_workers=len(STATUS_CALLBACKS) * 2 + 1) as web_threads:
+        with without_collector_pauses(), ThreadPoolExecutor(max_workers=len(STATUS_CALLBACKS) * 2 + 1) as web_threads:
             started = time.perf_counter()
             statuses = [
                 web_threads.submit(phone.post, "http://localhost" + path, callers[n].voice_params("completed"))
