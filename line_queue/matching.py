@@ -329,6 +329,7 @@ def _offer_to(
 
     made = attempted = 0
     for number, contacts in enumerate(rounds):
+        firsts = number == 0 and len(rounds) > 1
         if number and may_defer and made and api_is_slow() and any(room_left(entry) for entry in contacts):
             # Twilio is slow and first phones were just rung: the extra phones go to the next
             # pass (``fill`` runs it at once), which first rings whoever joined meanwhile.
@@ -339,16 +340,23 @@ def _offer_to(
         # contact would otherwise wait for every request before theirs. The next round starts
         # once they end, so every first phone is asked for before any extra one.
         later: list[Callable[[], int]] = []
+        # First phones are decided for the whole round before any is rung (``first_phones``):
+        # a caller is not given the only free speaker of the language of someone behind them
+        # when another free responder would do for them.
+        planned = _first_phones(contacts, pools, matcher, excluded, shared) if firsts else {}
         for entry in contacts:
             pool = pools.get(entry.channel, {})
             offerer = _offerers.get(entry.channel)
             key = (entry.channel, entry.id)
             room = matcher.capacity(entry) - entry.active_offers - given[key]
-            if number == 0 and len(rounds) > 1:
+            if firsts:
                 room = min(room, 1)
             if not pool or offerer is None or room <= 0:
                 continue
-            chosen = matcher.eligible(entry, pool, partial(excluded, key))[:room]
+            if firsts:
+                chosen = [planned[key]] if key in planned and planned[key].id in pool else []
+            else:
+                chosen = matcher.eligible(entry, pool, partial(excluded, key))[:room]
             if not chosen:
                 continue
             if later or api_is_slow():
@@ -370,6 +378,82 @@ def _offer_to(
         if not any(pools.values()):
             break
     return made, attempted, False
+
+
+def _first_phones(
+    contacts: list[WaitingContact], pools: dict[str, dict[str, Responder]], matcher: _Matcher,
+    excluded: Callable[[tuple[str, int]], set[str]], shared: bool,
+) -> dict[tuple[str, int], Responder]:  # fmt: skip
+    """A first phone for each of ``contacts`` (in queue order) who can have one now: who rings
+    for whom in this round (``first_phones``, over this pass's routing decisions)."""
+    wanting = [
+        entry for entry in contacts
+        if pools.get(entry.channel) and entry.channel in _offerers and matcher.capacity(entry) > entry.active_offers
+    ]  # fmt: skip
+
+    def lane_of(entry: WaitingContact) -> str:
+        return "shared" if shared else entry.channel  # a responder taken is taken from every contact of a lane
+
+    def choices(entry: WaitingContact, taken: set[str]) -> list[Responder]:
+        pool = pools[entry.channel]
+        free = {rid: responder for rid, responder in pool.items() if rid not in taken} if taken else pool
+        return matcher.eligible(entry, free, partial(excluded, (entry.channel, entry.id)))
+
+    slots = {(lane_of(entry), rid) for entry in wanting for rid in pools[entry.channel]}
+    chosen = first_phones(wanting, lane_of, choices, Counter(lane for lane, _rid in slots))
+    return {(entry.channel, entry.id): responder for entry, responder in zip(wanting, chosen, strict=True) if responder}
+
+
+def first_phones(
+    contacts: Sequence[WaitingContact], lane: Callable[[WaitingContact], str],
+    choices: Callable[[WaitingContact, set[str]], list[Responder]], free: Counter[str],
+) -> list[Responder | None]:  # fmt: skip
+    """One responder (or None) for each contact, in queue order, none given twice in a lane
+    (``free``: how many responders each lane has free).
+
+    ``choices(contact, taken)``: whom the routing would ring for them, best first, were the
+    responders ``taken`` (ids, in the contact's lane) not free; all equally fit for them (one
+    target and language match: ``decide_route``). Each contact in turn takes the first of its
+    choices still free, as in a plain pass in queue order; when none is, an earlier contact
+    moves to another of its own choices to make room, if that frees one (an augmenting path,
+    tried before anything worse). So an English caller first in line takes Ben rather than
+    Diego, the only Spanish speaker free, when the Spanish caller behind them needs him; and
+    nobody earlier ends up worse off: a contact moved keeps one of its own choices. Only a
+    contact that can take none of its choices is given what the routing chooses among those
+    left (another language, the fallback target), as a pass in order would have."""
+    options: list[list[Responder]] = []
+    holder: dict[tuple[str, str], int] = {}  # (lane, responder id) → the contact it rings for
+
+    def place(index: int, tried: set[tuple[str, str]]) -> bool:
+        slots = [(lane(contacts[index]), responder.id) for responder in options[index]]
+        for slot in slots:  # a free one first: nobody moves when nobody needs to
+            if slot not in holder:
+                holder[slot] = index
+                return True
+        for slot in slots:
+            if slot not in tried:
+                tried.add(slot)
+                if place(holder[slot], tried):
+                    holder[slot] = index
+                    return True
+        return False
+
+    left = Counter(free)
+    for index, contact in enumerate(contacts):
+        if left[lane(contact)] <= 0:
+            options.append([])  # everyone in their lane rings for someone ahead of them
+            continue
+        options.append(choices(contact, set()))
+        if not place(index, set()):
+            taken = {rid for slot_lane, rid in holder if slot_lane == lane(contact)}
+            options[index] = choices(contact, taken)
+            if not place(index, set()):
+                continue
+        left[lane(contact)] -= 1
+    given: list[Responder | None] = [None] * len(contacts)
+    for (_lane, rid), index in holder.items():
+        given[index] = next(responder for responder in options[index] if responder.id == rid)
+    return given
 
 
 # The fill pass's reads, built once: a need answer, a status callback and a text each run a

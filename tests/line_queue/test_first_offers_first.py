@@ -20,7 +20,7 @@ from crisisline.db import db
 from crisisline.models import Offer, Transfer
 from line_queue.matching import fill
 from routing.store import active_routing
-from tests.rota import around_the_clock, legs
+from tests.rota import BEN, DIEGO, around_the_clock, legs
 from transfer import dispatch
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
@@ -172,3 +172,69 @@ def test_a_caller_with_no_phone_ringing_is_rung_before_one_already_ringing_gets_
     one_pass(app)  # Diego is the only one free: the second caller's first phone, not the first's second
 
     assert rung_for(app, fake) == [first, second]
+
+
+ENGLISH_SUICIDE, SPANISH_SUICIDE = [Keys("1"), Keys("2")], [Keys("2"), Keys("2")]
+
+
+def diego_listed_first(document: dict[str, Any]) -> None:
+    """Ben (English) and Diego (Spanish and English) on call, Diego first in the rotation."""
+    around_the_clock(document)
+    document["counselors"].sort(key=lambda counselor: counselor["id"] != "diego-morales")
+
+
+def waiting_unrung(phone: Phone, monkeypatch: pytest.MonkeyPatch, *menus: list[Keys]) -> None:
+    """Callers answer the need menu (``menus``, in this order) while no pass runs."""
+    with monkeypatch.context() as patched:
+        patched.setattr(line_queue, "fill_soon", lambda *_args, **_kwargs: 0)
+        for index, keys in enumerate(menus):
+            phone.call(keys, identity=phone.identity(f"+1312555{4100 + index}"), max_hold_turns=0)
+
+
+def rung_to(app: Flask, fake: FakeTwilio) -> dict[int, str]:
+    """Each caller (transfer) rung and the number rung for them."""
+    with app.app_context():
+        transfer_of = {sid: transfer for sid, transfer in db.session.execute(select(Offer.call_sid, Offer.transfer_id))}
+    return {transfer_of[leg.sid]: leg.to for leg in legs(fake)}
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_an_english_caller_first_in_line_leaves_the_only_spanish_speaker_to_the_spanish_caller_behind(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_routing(diego_listed_first)
+    waiting_unrung(phone, monkeypatch, ENGLISH_SUICIDE, SPANISH_SUICIDE)
+
+    one_pass(app)
+
+    english, spanish = transfer_ids(app)
+    assert rung_for(app, fake) == [english, spanish]  # still in queue order, both in this pass
+    assert rung_to(app, fake) == {english: BEN, spanish: DIEGO}
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_lone_english_caller_still_gets_the_counselor_first_in_the_rotation(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_routing(diego_listed_first)
+    waiting_unrung(phone, monkeypatch, ENGLISH_SUICIDE, ENGLISH_SUICIDE)
+
+    one_pass(app)
+
+    first, second = transfer_ids(app)
+    assert rung_to(app, fake) == {first: DIEGO, second: BEN}  # nobody behind needs Diego more
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_spanish_caller_first_in_line_keeps_the_only_spanish_speaker_over_a_second_spanish_caller(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_routing(diego_listed_first)
+    waiting_unrung(phone, monkeypatch, SPANISH_SUICIDE, ENGLISH_SUICIDE, SPANISH_SUICIDE)
+
+    one_pass(app)
+
+    first, english, _second = transfer_ids(app)
+    # The first Spanish caller keeps Diego; the English caller, ahead of the second, gets Ben;
+    # nobody is left to ring for the second Spanish caller.
+    assert rung_to(app, fake) == {first: DIEGO, english: BEN}
