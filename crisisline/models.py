@@ -132,6 +132,10 @@ class Transfer(Model):
     need: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="waiting", index=True)
     language_matched: Mapped[bool] = mapped_column(default=True)
+    # The caller and "nobody who speaks your language is available": None (nothing to say),
+    # "due" (someone who does not speak it was rung for them; their next hold turn says so) or
+    # "said" (heard already, as they were put on hold or on a hold turn).
+    language_notice: Mapped[str | None] = mapped_column(String(8))
     accepted_offer_id: Mapped[int | None] = mapped_column(Integer)
     dispatch_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Each hold turn of the caller touches this: proof they are still in our hold loop.

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 
+import line_queue
 from crisisline import twilio_params
 from crisisline.db import commit_keeping_loaded, db
 from crisisline.failsafe import acknowledged, failsafe_response, status_deadline, twiml_response, voice_failsafe
@@ -279,12 +280,19 @@ def _route(
     # Nobody on call but a callback is possible: begin the search anyway; the hold step
     # finds nobody to ring and offers the callback key for a few seconds before the backup line.
     call.route = decision.target  # committed with the new transfer, by ``flow.begin``
-    transfer = flow.begin(call, document, language.code, need.key, language_matched=decision.language_matched)
+    # Told there is no language match when nobody on call speaks their language, and also when
+    # nobody free now who could take them does: the queue rings whoever is free, at once, and a
+    # speaker busy on another call may never be theirs. Otherwise their next hold turn tells
+    # them, should the queue ring someone who does not speak it (``flow.hold_step``).
+    matched = decision.language_matched or decision.target == "backup"
+    notice = not matched or line_queue.rung_in_another_language(document, language.code, need.key)
+    transfer = flow.begin(
+        call, document, language.code, need.key, language_matched=decision.language_matched, notice_said=notice
+    )
     step = flow.hold_step(transfer, document, tick=1)
     if step.kind == "backup":
         return to_backup(call, document, language, "nobody_available", attempt=1)
-    matched = decision.language_matched or decision.target == "backup"
-    told = [*lead, *([] if matched else [language.prompt("no_language_match")])]
+    told = [*lead, *([language.prompt("no_language_match")] if notice else [])]
     follow = transfer_views.step_twiml(transfer, document, step, 1)
     return twiml_response(twiml.with_lead(language, told, follow))
 

@@ -19,11 +19,12 @@ from line_queue.matching import (
     fill_soon,
     offers_allowed,
     offers_for,
+    rung_in_another_language,
     safety_net_due,
 )
 from line_queue.waiting import CHECKIN_PRIORITY, WaitingContact, expected_wait_minutes, head, position
 
 __all__ = [
     "CHECKIN_PRIORITY", "WaitingContact", "anyone_can_take", "call_queue", "expected_wait_minutes", "fill",
-    "fill_soon", "head", "offers_allowed", "offers_for", "position", "safety_net_due",
+    "fill_soon", "head", "offers_allowed", "offers_for", "position", "rung_in_another_language", "safety_net_due",
 ]  # fmt: skip

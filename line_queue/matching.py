@@ -32,6 +32,7 @@ from crisisline.events import responder_freed
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState
 from crisisline.settings import Settings
 from crisisline.telephony import api_is_slow
+from line_queue.responders import unavailable_responder_ids
 from line_queue.waiting import WaitingContact, Wanted, head, now
 from routing.document import Responder, RoutingDocument
 from routing.engine import decide_route
@@ -692,6 +693,24 @@ def anyone_can_take(document: RoutingDocument, language: str, need_key: str, tra
         return False
     unavailable = set(db.session.scalars(_PAUSED_OR_UNREACHABLE, {"transfer": transfer_id or 0}))  # 0: no row
     return bool(decide_route(document, language, need, now(), unavailable=unavailable).responders)
+
+
+def rung_in_another_language(document: RoutingDocument, language: str, need_key: str) -> bool:
+    """Would a contact of this language and need, rung now, be rung through to someone who does
+    not speak their language? So when nobody free (not paused, not ringing or on a call) who
+    could take them speaks it, and someone free who could does not. Who is free is read only
+    when the routing could choose someone who does not speak it (never on a line where all who
+    could take them speak it)."""
+    need = document.need(need_key) or document.need(document.menu.default_need)
+    if need is None:
+        return False
+    moment = now()
+    present = on_call(document, moment)
+    speakers = {responder.id for responder in present if language in responder.languages}
+    if not decide_route(document, language, need, moment, unavailable=speakers, present=present).responders:
+        return False  # nobody else could ever be rung for them
+    decision = decide_route(document, language, need, moment, unavailable=unavailable_responder_ids(), present=present)
+    return bool(decision.responders) and not decision.language_matched
 
 
 # ``anyone_can_take``'s read, built once and in one round trip (every need answer on a line

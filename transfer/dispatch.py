@@ -119,10 +119,14 @@ def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], documen
     commit_keeping_loaded()  # the transfer as the lease left it stays loaded
     try:
         allowed = line_queue.offers_allowed(document, "voice", transfer.need)
-        ringing = sum(offer.purpose == "answer" for offer in state.active_offers(transfer_id))
-        chosen = responders[: max(0, allowed - ringing)]
+        ringing = [offer.responder_id for offer in state.active_offers(transfer_id) if offer.purpose == "answer"]
+        chosen = responders[: max(0, allowed - len(ringing))]
         if not chosen or transfer.state != "waiting":
             return 0
+        already = [responder for responder in map(document.responder, ringing) if responder is not None]
+        if _notice_due(transfer, [*chosen, *already]):
+            state.language_notice_due(transfer_id)
+            commit_keeping_loaded()  # before the ring: a hold turn meanwhile says it
         # Parallel ringing's phones, side by side when Twilio is slow (``side_by_side``).
         rings = [partial(_ring, transfer, chosen[0], document, purpose="answer")]
         rings += [partial(_ring_while_waiting, transfer_id, responder, document) for responder in chosen[1:]]
@@ -130,6 +134,15 @@ def ring_for_transfer(transfer_id: int, responders: Sequence[Responder], documen
     finally:
         state.release_dispatch(transfer_id)
         db.session.commit()
+
+
+def _notice_due(transfer: Transfer, phones: Sequence[Responder]) -> bool:
+    """A live caller who has not heard that nobody who speaks their language is available is
+    about to have ``phones`` ringing for them (those about to ring and those ringing already),
+    none of whom speaks it."""
+    if transfer.mode != "live" or transfer.language_notice is not None:
+        return False
+    return not any(transfer.language in responder.languages for responder in phones)
 
 
 def _ring_while_waiting(transfer_id: int, responder: Responder, document: RoutingDocument) -> int:

@@ -45,11 +45,23 @@ def record_event(transfer: Transfer, kind: str, key: str, **detail: object) -> N
         call_log.record_event(call, kind, key, {"transfer": transfer.id, "round": transfer.round, **detail})
 
 
-def begin(call: Call, document: RoutingDocument, language: str, need: str, *, language_matched: bool) -> Transfer:
-    """Put this caller in the queue; the first hold step, in the same request, rings."""
+# The caller heard that nobody who speaks their language is available (docs/metrics.md).
+LANGUAGE_NOTICE = "transfer.language_notice"
+
+
+def begin(
+    call: Call, document: RoutingDocument, language: str, need: str, *, language_matched: bool,
+    notice_said: bool = False,
+) -> Transfer:  # fmt: skip
+    """Put this caller in the queue; the first hold step, in the same request, rings.
+    ``notice_said``: the answer putting them on hold says nobody who speaks their language is
+    available (their hold turns do not say it again)."""
     need_config = document.need(need)
     priority = need_config.priority if need_config else 0
-    transfer = state.start_transfer(call, language, need, language_matched=language_matched, priority=priority)
+    transfer = state.start_transfer(
+        call, language, need, language_matched=language_matched, priority=priority,
+        language_notice="said" if notice_said else None,
+    )  # fmt: skip
     record_event(
         transfer,
         "transfer.started",
@@ -58,6 +70,8 @@ def begin(call: Call, document: RoutingDocument, language: str, need: str, *, la
         language=language,
         language_matched=language_matched,
     )
+    if notice_said:
+        record_event(transfer, LANGUAGE_NOTICE, f"transfer:{transfer.id}:language_notice", at="put_on_hold")
     # The menu's answer, the route and the new transfer in one commit; the call and the transfer
     # (read back through RETURNING) stay loaded: nobody else has seen the transfer yet.
     commit_keeping_loaded()
@@ -86,7 +100,9 @@ class HoldStep:
     """What the waiting caller hears next: ``hold`` (``message`` key, with ``position`` and
     ``minutes`` for the prompts that say them), ``join``, ``settle`` (a second's pause while
     the redirect to their responder lands), ``staff_left`` (everyone who accepted has gone:
-    on to the staff-left turn), ``callback_or_backup`` or ``backup``."""
+    on to the staff-left turn), ``callback_or_backup`` or ``backup``. ``language_notice``: a
+    ``hold`` first says nobody who speaks their language is available (someone who does not
+    is being rung for them)."""
 
     kind: str
     message: str = ""
@@ -94,6 +110,7 @@ class HoldStep:
     offer_callback: bool = False
     position: int = 0
     reason: str = ""  # why a ``callback_or_backup`` step moves the caller on, if they choose nothing
+    language_notice: bool = False
 
 
 def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldStep:
@@ -129,16 +146,30 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
             return HoldStep("callback_or_backup", "nobody_available", reason="nobody_left")
         return backup_unless_accepted(transfer, "nobody_left")
     offer = callback_ok and waited >= document.callbacks.offer_after_seconds
+    notice = _language_notice_now(transfer)
     if tick <= 1:
-        return HoldStep("hold", "hold", offer_callback=offer)
+        return HoldStep("hold", "hold", offer_callback=offer, language_notice=notice)
     place = line_queue.position(document, "voice", transfer.priority, transfer.queued_since, transfer.id)
     if place == 1 and result.ringing:
-        return HoldStep("hold", "hold_next", offer_callback=offer, position=1)
+        return HoldStep("hold", "hold_next", offer_callback=offer, position=1, language_notice=notice)
     minutes = line_queue.expected_wait_minutes(document, place, transfer.language, transfer.need)
     if document.queue.announce_position:
-        return HoldStep("hold", "hold_position", minutes=minutes, offer_callback=offer, position=place)
+        return HoldStep(
+            "hold", "hold_position", minutes=minutes, offer_callback=offer, position=place, language_notice=notice
+        )
     message = "hold_wait" if tick % 2 == 0 else "hold_update"
-    return HoldStep("hold", message, minutes=minutes, offer_callback=offer, position=place)
+    return HoldStep("hold", message, minutes=minutes, offer_callback=offer, position=place, language_notice=notice)
+
+
+def _language_notice_now(transfer: Transfer) -> bool:
+    """Whether this hold turn says nobody who speaks the caller's language is available: someone
+    who does not was rung for them (``dispatch.ring_for_transfer``) and they have not heard it.
+    Said once, by the first turn to claim it; a turn with nothing to say writes nothing."""
+    if transfer.language_notice != "due" or not state.claim_language_notice(transfer.id):
+        return False
+    record_event(transfer, LANGUAGE_NOTICE, f"transfer:{transfer.id}:language_notice", at="hold_turn")
+    db.session.commit()
+    return True
 
 
 def join_or_settle(transfer: Transfer) -> HoldStep | None:
@@ -648,6 +679,7 @@ def restart_for_person(transfer: Transfer, document: RoutingDocument, caller_cal
         call, transfer.language, transfer.need, language_matched=transfer.language_matched,
         caller_call_sid=caller_call_sid or call.call_sid, priority=transfer.priority,
         queued_since=transfer.queued_since,
+        language_notice="said" if transfer.language_notice == "said" else None,  # once a call is enough
     )  # fmt: skip
     record_event(renewed, "transfer.started", f"transfer:{renewed.id}:started", need=renewed.need,
                  language=renewed.language, language_matched=renewed.language_matched)  # fmt: skip

@@ -46,6 +46,7 @@ _OPEN_TRANSFER = (
 def start_transfer(
     call: Call, language: str, need: str, *, language_matched: bool, caller_call_sid: str | None = None,
     callback: Callback | None = None, priority: int = 0, queued_since: datetime | None = None,
+    language_notice: str | None = None,
 ) -> Transfer:  # fmt: skip
     """Begin (or return the already begun) search for a human for this caller.
 
@@ -54,6 +55,8 @@ def start_transfer(
     events it records about the new transfer: one commit for the lot). With ``callback`` it is a
     callback search: nobody is on the line, and it queues from the person's first wait.
     ``priority`` and ``queued_since`` are the person's place in the one queue (default: now).
+    ``language_notice``: "said" when the caller has heard that nobody who speaks their
+    language is available (``Transfer.language_notice``).
     """
     # Every round of this call, as the database has them now (a copy this session holds may
     # predate an UPDATE that ended it): the open one if any, else the next round's number.
@@ -72,6 +75,7 @@ def start_transfer(
             "need": need,
             "state": "waiting",
             "language_matched": language_matched,
+            "language_notice": language_notice,
             "started_at": now(),
             "queued_since": callback.queue_since if callback else (queued_since or now()),
             "priority": priority,
@@ -193,6 +197,33 @@ _RELEASE_LEASE = (
     update(Transfer)
     .where(Transfer.id == bindparam("transfer"))
     .values(dispatch_lease_until=None)
+    .execution_options(synchronize_session=False)
+)
+
+
+def language_notice_due(transfer_id: int) -> bool:
+    """Someone who does not speak the caller's language is being rung for them: their next hold
+    turn says so, unless they heard it already. Not committed."""
+    return bool(db.session.execute(_NOTICE_DUE, {"transfer": transfer_id}).rowcount)  # type: ignore[attr-defined]
+
+
+def claim_language_notice(transfer_id: int) -> bool:
+    """The notice is due: this hold turn says it (True), once however many turns run at once.
+    Not committed."""
+    return bool(db.session.execute(_NOTICE_SAID, {"transfer": transfer_id}).rowcount)  # type: ignore[attr-defined]
+
+
+# Built once, like every statement a ring or a hold turn may run.
+_NOTICE_DUE = (
+    update(Transfer)
+    .where(Transfer.id == bindparam("transfer"), Transfer.language_notice.is_(None))
+    .values(language_notice="due")
+    .execution_options(synchronize_session=False)
+)
+_NOTICE_SAID = (
+    update(Transfer)
+    .where(Transfer.id == bindparam("transfer"), Transfer.language_notice == "due")
+    .values(language_notice="said")
     .execution_options(synchronize_session=False)
 )
 

@@ -98,15 +98,17 @@ def caller_join_twiml(transfer: Transfer) -> VoiceResponse:
 
 def hold_twiml(
     transfer: Transfer, document: RoutingDocument, message: str, tick: int, *, minutes: int = 0,
-    offer_callback: bool = False, position: int = 0,
+    offer_callback: bool = False, position: int = 0, language_notice: bool = False,
 ) -> VoiceResponse:  # fmt: skip
+    """A hold turn; with ``language_notice`` it first says nobody who speaks their language is available."""
     language = document.language(transfer.language)
     text = language.prompt(message, minutes=minutes, position=position)  # unused placeholders are ignored
-    return transfer_twiml.hold(
+    turn = transfer_twiml.hold(
         document, language, message=text, next_url=path_for("transfer.hold", transfer=transfer.id, tick=tick + 1),
         callback_offer=language.prompt("callback_offer", digit=document.callbacks.digit) if offer_callback else None,
         callback_url=path_for("callbacks.caller_key", transfer=transfer.id, tick=tick + 1),
     )  # fmt: skip
+    return ivr_twiml.with_lead(language, [language.prompt("no_language_match")], turn) if language_notice else turn
 
 
 def hold_turn(transfer: Transfer, document: RoutingDocument, tick: int) -> Response:
@@ -139,7 +141,7 @@ def step_twiml(transfer: Transfer, document: RoutingDocument, step: flow.HoldSte
         )
     return hold_twiml(
         transfer, document, step.message, tick, minutes=step.minutes, offer_callback=step.offer_callback,
-        position=step.position,
+        position=step.position, language_notice=step.language_notice,
     )  # fmt: skip
 
 
