@@ -282,7 +282,9 @@ def person_answered(transfer: Transfer) -> bool:
         return False
     connected = db.session.execute(
         update(Callback)
-        .where(Callback.id == transfer.callback_id, Callback.state == "calling")
+        # From ``waiting`` too: the person's answer can be handled before the press of 1 that
+        # rang them has recorded ``calling`` (which then changes nothing).
+        .where(Callback.id == transfer.callback_id, Callback.state.in_(("waiting", "calling")))
         .values(state="connected", connected_at=state.now(), outcome="connected", finished_at=state.now())
     ).rowcount  # type: ignore[attr-defined]
     callback = db.session.get(Callback, transfer.callback_id) if connected and transfer.callback_id else None
@@ -312,6 +314,9 @@ def person_leg_ended(transfer: Transfer, document: RoutingDocument, status: str,
         flow.record_event(transfer, "transfer.ended", f"transfer:{transfer.id}:ended")
         db.session.commit()
         flow.stop_ringing(transfer)
+        # As for a live caller: a counselor still in the room (the person hung up during the
+        # greeting, before joining it) is told and their leg ended, which frees them.
+        flow.release_staff(transfer)
         return
     if transfer.state == "connecting":
         person_not_reached(transfer, document, status.replace("-", "_"))

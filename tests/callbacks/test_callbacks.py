@@ -16,7 +16,6 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import Callback, Conversation, ScheduledContact, Transfer
 from tests.conftest import TextingPhone
-from tests.rota import around_the_clock
 from twilio_fake.phone import Keys, Phone, PhoneCall
 from twilio_fake.rest_api import CallRecord, FakeTwilio
 
@@ -27,19 +26,6 @@ COUNSELORS = {"+13125550101", BEN, "+13125550103", DIEGO, "+13125550105"}  # eve
 TRIED_TEXT = (
     "Riverside County Crisis Line: we tried to call you back. Call or text us any time. If you are in danger, call 911."
 )
-
-
-@pytest.fixture
-def rota(publish_routing: Callable[..., int]) -> Callable[..., None]:
-    def publish(**changes: Any) -> None:
-        def change(document: dict[str, Any]) -> None:
-            around_the_clock(document, **{k: v for k, v in changes.items() if k == "on_call"})
-            document["callbacks"].update({k: v for k, v in changes.items() if k != "on_call"})
-
-        publish_routing(change)
-
-    publish()
-    return publish
 
 
 def responder_legs(fake: FakeTwilio) -> list[CallRecord]:
