@@ -125,7 +125,7 @@ def _reached_us_since(callback: Callback, call: Call) -> str | None:
         .where(
             Call.caller_hash == call.caller_hash,
             Call.id != call.id,
-            Call.started_at > callback.requested_at,
+            Call.started_at > callback.promised_since,
             Transfer.mode == "live",
         )
     ).all()
@@ -392,7 +392,11 @@ def tend(document: RoutingDocument) -> dict[str, int]:
     overdue_searches = db.session.scalars(
         select(Transfer)
         .join(Callback, Callback.id == Transfer.callback_id)
-        .where(Transfer.mode == "callback", Transfer.state == "waiting", Callback.requested_at < moment - give_up_after)
+        .where(
+            Transfer.mode == "callback",
+            Transfer.state == "waiting",
+            func.coalesce(Callback.promised_at, Callback.requested_at) < moment - give_up_after,
+        )
     ).all()
     for transfer in overdue_searches:
         callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None

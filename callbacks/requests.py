@@ -161,8 +161,9 @@ def _create(
         if already is not None:
             # A new promise: counted from now, so the person's contacts before it (a counselor
             # reached on the call they ask from) do not cancel it as "called in", and it is not
-            # given up by the clock of their first request. Their place in line is kept.
-            already.requested_at = state.now()
+            # given up by the clock of their first request. Their place in line and the time
+            # they first asked (metrics, the counselor's briefing) are kept.
+            already.promised_at = state.now()
             db.session.commit()
             return already
     db.session.execute(

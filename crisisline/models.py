@@ -392,10 +392,18 @@ class Callback(Model):
     state: Mapped[str] = mapped_column(String(16), default="waiting", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     queue_since: Mapped[datetime] = mapped_column(UTCDateTime)
-    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # first asked (metrics)
+    # Asked again while it was still to be made (the one callback reused): the latest promise,
+    # which the give-up and "reached since" clocks count from (``promised_since``).
+    promised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))
+
+    @property
+    def promised_since(self) -> datetime:
+        """When the person was last promised this callback."""
+        return self.promised_at or self.requested_at
 
 
 class CheckIn(Model):
