@@ -37,3 +37,9 @@ def around_the_clock(document: dict[str, Any], *, on_call: tuple[str, ...] = ("b
         ]
         counselor["shifts"] = whole_day if counselor["id"] in on_call else []
     document["callbacks"]["offer_after_seconds"] = 0  # the key is offered from the first hold turn
+
+
+def diego_listed_first(document: dict[str, Any]) -> None:
+    """Ben (English) and Diego (Spanish and English) on call, Diego first in the rotation."""
+    around_the_clock(document)
+    document["counselors"].sort(key=lambda counselor: counselor["id"] != "diego-morales")

@@ -20,12 +20,12 @@ from crisisline.db import db
 from crisisline.models import Offer, Transfer
 from line_queue.matching import fill
 from routing.store import active_routing
-from tests.rota import BEN, DIEGO, around_the_clock, legs
+from tests.rota import BEN, DIEGO, around_the_clock, diego_listed_first, legs
 from transfer import dispatch
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
 
-SUICIDE_IN_ENGLISH = [Keys("1"), Keys("2")]
+SUICIDE_IN_ENGLISH, SUICIDE_IN_SPANISH = [Keys("1"), Keys("2")], [Keys("2"), Keys("2")]
 
 
 @pytest.fixture(autouse=True)
@@ -43,13 +43,13 @@ def parallel_of_three(document: dict[str, Any]) -> None:
     document["transfer"].update(strategy="parallel", parallel_max=3)
 
 
-def callers_waiting_unrung(phone: Phone, monkeypatch: pytest.MonkeyPatch, count: int) -> None:
-    """``count`` callers answer the need menu while no pass runs (as when they arrive together
-    and one pass serves them all): each waits with nobody rung yet."""
+def callers_waiting_unrung(phone: Phone, monkeypatch: pytest.MonkeyPatch, *menus: list[Keys]) -> None:
+    """Callers answer the need menu (``menus``, in this order) while no pass runs (as when they
+    arrive together and one pass serves them all): each waits with nobody rung yet."""
     with monkeypatch.context() as patched:
         patched.setattr(line_queue, "fill_soon", lambda *_args, **_kwargs: 0)
-        for index in range(count):
-            phone.call(SUICIDE_IN_ENGLISH, identity=phone.identity(f"+1312555{4000 + index}"), max_hold_turns=0)
+        for index, keys in enumerate(menus):
+            phone.call(keys, identity=phone.identity(f"+1312555{4000 + index}"), max_hold_turns=0)
 
 
 def rung_for(app: Flask, fake: FakeTwilio) -> list[int]:
@@ -77,7 +77,7 @@ def test_a_pass_rings_one_phone_for_each_waiting_caller_before_a_second_for_any(
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish_routing(parallel_of_three)
-    callers_waiting_unrung(phone, monkeypatch, 2)
+    callers_waiting_unrung(phone, monkeypatch, *[SUICIDE_IN_ENGLISH] * 2)
     assert legs(fake) == []
 
     one_pass(app)
@@ -94,7 +94,7 @@ def test_scarce_responders_go_one_to_each_caller_in_queue_order(
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish_routing(parallel_of_three)
-    callers_waiting_unrung(phone, monkeypatch, 5)
+    callers_waiting_unrung(phone, monkeypatch, *[SUICIDE_IN_ENGLISH] * 5)
 
     one_pass(app)
 
@@ -161,7 +161,7 @@ def test_a_caller_with_no_phone_ringing_is_rung_before_one_already_ringing_gets_
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish_routing(lambda document: (around_the_clock(document), document["transfer"].update(strategy="parallel")))
-    callers_waiting_unrung(phone, monkeypatch, 2)
+    callers_waiting_unrung(phone, monkeypatch, *[SUICIDE_IN_ENGLISH] * 2)
     first, second = transfer_ids(app)
     with app.app_context():
         active = active_routing()
@@ -172,23 +172,6 @@ def test_a_caller_with_no_phone_ringing_is_rung_before_one_already_ringing_gets_
     one_pass(app)  # Diego is the only one free: the second caller's first phone, not the first's second
 
     assert rung_for(app, fake) == [first, second]
-
-
-ENGLISH_SUICIDE, SPANISH_SUICIDE = [Keys("1"), Keys("2")], [Keys("2"), Keys("2")]
-
-
-def diego_listed_first(document: dict[str, Any]) -> None:
-    """Ben (English) and Diego (Spanish and English) on call, Diego first in the rotation."""
-    around_the_clock(document)
-    document["counselors"].sort(key=lambda counselor: counselor["id"] != "diego-morales")
-
-
-def waiting_unrung(phone: Phone, monkeypatch: pytest.MonkeyPatch, *menus: list[Keys]) -> None:
-    """Callers answer the need menu (``menus``, in this order) while no pass runs."""
-    with monkeypatch.context() as patched:
-        patched.setattr(line_queue, "fill_soon", lambda *_args, **_kwargs: 0)
-        for index, keys in enumerate(menus):
-            phone.call(keys, identity=phone.identity(f"+1312555{4100 + index}"), max_hold_turns=0)
 
 
 def rung_to(app: Flask, fake: FakeTwilio) -> dict[int, str]:
@@ -203,7 +186,7 @@ def test_an_english_caller_first_in_line_leaves_the_only_spanish_speaker_to_the_
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish_routing(diego_listed_first)
-    waiting_unrung(phone, monkeypatch, ENGLISH_SUICIDE, SPANISH_SUICIDE)
+    callers_waiting_unrung(phone, monkeypatch, SUICIDE_IN_ENGLISH, SUICIDE_IN_SPANISH)
 
     one_pass(app)
 
@@ -217,7 +200,7 @@ def test_a_lone_english_caller_still_gets_the_counselor_first_in_the_rotation(
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish_routing(diego_listed_first)
-    waiting_unrung(phone, monkeypatch, ENGLISH_SUICIDE, ENGLISH_SUICIDE)
+    callers_waiting_unrung(phone, monkeypatch, SUICIDE_IN_ENGLISH, SUICIDE_IN_ENGLISH)
 
     one_pass(app)
 
@@ -230,7 +213,7 @@ def test_a_spanish_caller_first_in_line_keeps_the_only_spanish_speaker_over_a_se
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish_routing(diego_listed_first)
-    waiting_unrung(phone, monkeypatch, SPANISH_SUICIDE, ENGLISH_SUICIDE, SPANISH_SUICIDE)
+    callers_waiting_unrung(phone, monkeypatch, SUICIDE_IN_SPANISH, SUICIDE_IN_ENGLISH, SUICIDE_IN_SPANISH)
 
     one_pass(app)
 

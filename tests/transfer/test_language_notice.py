@@ -15,18 +15,12 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import CallEvent, Offer, Transfer
-from tests.rota import BEN, DIEGO, around_the_clock, legs
+from tests.rota import BEN, DIEGO, around_the_clock, diego_listed_first, legs
 from twilio_fake.phone import Keys, Phone, PhoneCall
 from twilio_fake.rest_api import FakeTwilio
 
 ENGLISH_SUICIDE, SPANISH_SUICIDE = [Keys("1"), Keys("2")], [Keys("2"), Keys("2")]
 NOTICE = "nadie disponible que hable español"  # the Spanish no_language_match prompt
-
-
-def diego_listed_first(document: dict[str, Any]) -> None:
-    """Ben (English) and Diego (Spanish and English) on call, Diego first in the rotation."""
-    around_the_clock(document)
-    document["counselors"].sort(key=lambda counselor: counselor["id"] != "diego-morales")
 
 
 def caller(phone: Phone, number: int, keys: list[Keys], **options: Any) -> PhoneCall:
@@ -45,6 +39,18 @@ def connect(phone: Phone, fake: FakeTwilio, number: str, person: PhoneCall) -> P
 def end_call(phone: Phone, person: PhoneCall, counselor: PhoneCall) -> None:
     phone.hang_up(person)
     phone.resume(counselor)
+
+
+def spanish_caller_behind_two_calls(
+    phone: Phone, fake: FakeTwilio
+) -> tuple[tuple[PhoneCall, PhoneCall], tuple[PhoneCall, PhoneCall], PhoneCall]:  # fmt: skip
+    """Ben and Diego each on a call with an English caller; then a Spanish caller holds (one
+    turn). Returns (caller, Ben), (caller, Diego) and the Spanish caller."""
+    first = caller(phone, 1, ENGLISH_SUICIDE, max_hold_turns=0)
+    ben = connect(phone, fake, BEN, first)
+    second = caller(phone, 3, ENGLISH_SUICIDE, max_hold_turns=0)
+    diego = connect(phone, fake, DIEGO, second)
+    return (first, ben), (second, diego), caller(phone, 2, SPANISH_SUICIDE, max_hold_turns=1)
 
 
 def rung_for_spanish_caller(app: Flask) -> list[str]:
@@ -83,11 +89,7 @@ def test_a_spanish_caller_waiting_for_busy_counselors_hears_so_on_the_hold_turn_
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int]
 ) -> None:
     publish_routing(around_the_clock)
-    first = caller(phone, 1, ENGLISH_SUICIDE, max_hold_turns=0)
-    ben = connect(phone, fake, BEN, first)
-    second = caller(phone, 3, ENGLISH_SUICIDE, max_hold_turns=0)
-    connect(phone, fake, DIEGO, second)
-    spanish = caller(phone, 2, SPANISH_SUICIDE, max_hold_turns=1)
+    (first, ben), _with_diego, spanish = spanish_caller_behind_two_calls(phone, fake)
     assert NOTICE not in spanish.heard_text()  # Diego speaks Spanish: they may get him yet
 
     end_call(phone, first, ben)  # Ben is free first: rung for the Spanish caller
@@ -105,11 +107,7 @@ def test_a_spanish_caller_waiting_for_busy_counselors_is_not_told_when_diego_is_
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int]
 ) -> None:
     publish_routing(around_the_clock)
-    first = caller(phone, 1, ENGLISH_SUICIDE, max_hold_turns=0)
-    connect(phone, fake, BEN, first)
-    second = caller(phone, 3, ENGLISH_SUICIDE, max_hold_turns=0)
-    diego = connect(phone, fake, DIEGO, second)
-    spanish = caller(phone, 2, SPANISH_SUICIDE, max_hold_turns=1)
+    _with_ben, (second, diego), spanish = spanish_caller_behind_two_calls(phone, fake)
 
     end_call(phone, second, diego)  # Diego is free first
     assert rung_for_spanish_caller(app) == ["diego-morales"]
