@@ -395,7 +395,7 @@ def tend(document: RoutingDocument) -> dict[str, int]:
         .where(
             Transfer.mode == "callback",
             Transfer.state == "waiting",
-            func.coalesce(Callback.promised_at, Callback.requested_at) < moment - give_up_after,
+            Callback.promised_since < moment - give_up_after,
         )
     ).all()
     for transfer in overdue_searches:

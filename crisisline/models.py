@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, ColumnElement, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, text
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crisisline.db import Model, UTCDateTime
@@ -400,10 +401,15 @@ class Callback(Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))
 
-    @property
+    @hybrid_property
     def promised_since(self) -> datetime:
-        """When the person was last promised this callback."""
+        """When the person was last promised this callback (in a query too)."""
         return self.promised_at or self.requested_at
+
+    @promised_since.inplace.expression
+    @classmethod
+    def _promised_since_expression(cls) -> ColumnElement[datetime]:
+        return func.coalesce(cls.promised_at, cls.requested_at)
 
 
 class CheckIn(Model):
