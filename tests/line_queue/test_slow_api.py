@@ -17,6 +17,7 @@ from crisisline.telephony import REST_EXTENSION, SLOW_API_SECONDS, api_is_slow
 from line_queue import matching
 from routing.document import RoutingDocument
 from tests.line_queue.test_first_offers_first import (
+    SUICIDE_IN_ENGLISH,
     callers_waiting_unrung,
     one_pass,
     parallel_of_three,
@@ -71,7 +72,7 @@ def test_with_a_slow_api_a_pass_asks_for_the_rest_of_its_callers_phones_side_by_
     monkeypatch: pytest.MonkeyPatch, slow_calls: Callable[[], None], database_url: str,
 ) -> None:  # fmt: skip
     publish_routing(parallel_of_three)
-    callers_waiting_unrung(phone, monkeypatch, 5)
+    callers_waiting_unrung(phone, monkeypatch, *[SUICIDE_IN_ENGLISH] * 5)
     slow_calls()
 
     one_pass(app)
@@ -96,7 +97,7 @@ def test_with_a_slow_api_a_lone_callers_parallel_phones_are_asked_for_side_by_si
     monkeypatch: pytest.MonkeyPatch, slow_calls: Callable[[], None], database_url: str,
 ) -> None:  # fmt: skip
     publish_routing(parallel_of_three)
-    callers_waiting_unrung(phone, monkeypatch, 1)
+    callers_waiting_unrung(phone, monkeypatch, SUICIDE_IN_ENGLISH)
     slow_calls()
 
     one_pass(app)
@@ -118,7 +119,7 @@ def test_with_a_slow_api_a_pass_rings_first_phones_and_leaves_extra_phones_to_a_
 ) -> None:  # fmt: skip
     """Whoever joins the queue while the first phones are asked for is rung before the extras."""
     publish_routing(parallel_of_three_among_five)
-    callers_waiting_unrung(phone, monkeypatch, 2)
+    callers_waiting_unrung(phone, monkeypatch, *[SUICIDE_IN_ENGLISH] * 2)
     legs_after_each_pass: list[int] = []
 
     monkeypatch.setattr(matching, "_fill_pass", recording_legs_after_each_pass(fake, legs_after_each_pass))
@@ -136,7 +137,7 @@ def test_while_the_api_answers_quickly_a_pass_asks_for_phones_one_after_another_
     app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish_routing(parallel_of_three_among_five)
-    callers_waiting_unrung(phone, monkeypatch, 2)
+    callers_waiting_unrung(phone, monkeypatch, *[SUICIDE_IN_ENGLISH] * 2)
     legs_after_each_pass: list[int] = []
     monkeypatch.setattr(matching, "_fill_pass", recording_legs_after_each_pass(fake, legs_after_each_pass))
 
