@@ -15,6 +15,7 @@ bench:
 	.venv/bin/python -m bench.language_memory
 	.venv/bin/python -m bench.failsafe_latency
 	.venv/bin/python -m bench.cpu
+	.venv/bin/python -m bench.slow_database
 bench-quick:
 	.venv/bin/python -m bench.load --quick
 	.venv/bin/python -m bench.workers --quick

@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crisisline import background, events
 from crisisline.db import db, engine_options, init_migrations, ping_idle_connections
-from crisisline.deadline import VoiceDeadline
+from crisisline.deadline import STATUS_WORKERS, VOICE_WORKERS, VoiceDeadline
 from crisisline.failsafe import KnownBackupNumber
 from crisisline.phone import RedactPhoneNumbers
 from crisisline.privacy import Vault
@@ -28,6 +28,28 @@ QUEUES = ("calls", "messages", "followups", "upkeep")
 REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
 
 
+def database_pool(settings: Settings) -> tuple[int, int]:
+    """PostgreSQL connections a process may hold: (kept open, more while busy).
+
+    A thread of each pool that serves webhooks and the work they start gets a connection of its
+    own, so no webhook waits for one behind another on a slow database (SQLAlchemy's default of
+    5 + 10 made callers wait up to ``pool_timeout`` and hear the backup line in a surge:
+    ``bench.slow_database``); the overflow is for the side-by-side lanes and console pages.
+    ``DATABASE_POOL_SIZE`` / ``DATABASE_MAX_OVERFLOW`` override it to fit ``max_connections``."""
+    size = settings.database_pool_size
+    overflow = settings.database_max_overflow
+    if size is None:
+        size = VOICE_WORKERS + STATUS_WORKERS + background.WORKERS
+    if overflow is None:
+        overflow = DATABASE_OVERFLOW
+    return size, overflow
+
+
+# Connections beyond the pool's size while busy: side-by-side steps hold one only around their
+# reads and writes, console pages briefly.
+DATABASE_OVERFLOW = 24
+
+
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """Build the app. ``settings`` defaults to the environment; ``overrides`` go to app.config."""
     settings = settings or Settings.from_env()
@@ -37,7 +59,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.config.from_mapping(
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.database_url, database_pool(settings)),
         RQ_CONNECTION=settings.redis_url,
         RQ_CONNECTION_CLASS="crisisline.app.FastConnectRedis",
         RQ_QUEUES=list(QUEUES),

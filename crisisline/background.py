@@ -34,6 +34,8 @@ ARRIVED_AT = "crisisline.arrived_at"
 
 # How many of one task's independent steps run at once (``side_by_side``).
 SIDE_BY_SIDE = 8
+# Threads of a process's pool for work a webhook starts (queue passes, rings).
+WORKERS = 4
 
 
 class Background:
@@ -42,7 +44,7 @@ class Background:
     burst of hold turns and texts costs two passes over the queue, not one each fighting for
     the same leases."""
 
-    def __init__(self, app: Flask, workers: int = 4) -> None:
+    def __init__(self, app: Flask, workers: int = WORKERS) -> None:
         self.app = app
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="background")
         # For ``side_by_side``: threads of their own (a pass waiting on them never waits for
@@ -142,7 +144,7 @@ def _log_late_failure(future: Future[Any]) -> None:
         log.error("background work failed after its caller moved on: %s", type(error).__name__)
 
 
-def init_app(app: Flask, workers: int = 4) -> Background:
+def init_app(app: Flask, workers: int = WORKERS) -> Background:
     background = Background(app, workers)
     app.extensions[EXTENSION] = background
     return background

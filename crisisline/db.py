@@ -65,9 +65,10 @@ PING_AFTER_IDLE_SECONDS = 1.0
 _RETURNED_AT = "crisisline.returned_at"
 
 
-def engine_options(database_url: str) -> dict[str, Any]:
+def engine_options(database_url: str, pool: tuple[int, int] | None = None) -> dict[str, Any]:
     """Engine options per backend: short timeouts, no parameters in error text (pings:
-    ``ping_idle_connections``)."""
+    ``ping_idle_connections``); ``pool``: PostgreSQL's pool size and overflow (connections
+    are opened as threads need them; the size is how many stay open)."""
     options: dict[str, Any] = {"hide_parameters": True}
     if database_url.startswith("postgresql"):
         options["connect_args"] = {
@@ -75,6 +76,8 @@ def engine_options(database_url: str) -> dict[str, Any]:
             "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
         }
         options["pool_timeout"] = CONNECT_TIMEOUT_SECONDS
+        if pool is not None:
+            options["pool_size"], options["max_overflow"] = pool
     elif database_url.startswith("sqlite"):
         options["connect_args"] = {"timeout": 5}
     return options

@@ -54,13 +54,17 @@ Captured = tuple[str, list[tuple[str, str]], bytes]
 # beyond this, during a long database outage, a late one is dropped, and the clock's repairs
 # ask Twilio for what it would have said.
 STATUS_BACKLOG = 2000
+# Threads a process runs deadline-bound webhooks on: voice and texts, and status callbacks.
+VOICE_WORKERS, STATUS_WORKERS = 16, 8
 
 
 class VoiceDeadline:
     """WSGI middleware running deadline-bound routes (views marked ``on_deadline`` by the
     fail-safe decorators) on a bounded pool, answering in time whatever they do."""
 
-    def __init__(self, app: Flask, seconds: float, workers: int = 16, status_workers: int = 8) -> None:
+    def __init__(
+        self, app: Flask, seconds: float, workers: int = VOICE_WORKERS, status_workers: int = STATUS_WORKERS
+    ) -> None:
         self.app = app
         self.inner: Callable[..., Iterable[bytes]] = app.wsgi_app
         self.seconds = seconds

@@ -72,6 +72,9 @@ class Settings:
     # itself is a ``DataKey`` carrying both, so ``Vault(settings.data_encryption_key)`` has the ring.
     data_encryption_old_keys: tuple[bytes, ...] = ()
     lookup_hash_key: bytes | None = None
+    # PostgreSQL connections per process (``crisisline.app.database_pool``); None: the line's own.
+    database_pool_size: int | None = None
+    database_max_overflow: int | None = None
 
     @property
     def twilio_is_local(self) -> bool:
@@ -200,6 +203,11 @@ class Settings:
         if not 0.5 <= voice_deadline <= 5:
             problems.append("VOICE_DEADLINE_SECONDS: must be a number of seconds from 0.5 to 5 (Twilio waits 15)")
 
+        pool_size, max_overflow = (
+            _whole_number_or_problem(env, name, 0 if name.endswith("OVERFLOW") else 1, 500, problems)
+            for name in ("DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW")
+        )
+
         if production:
             problems += _unsafe_in_production(env, secret_key, data_key, public_base_url)
             problems += _unsafe_keyring_in_production(data_key, old_keys, lookup_hash_key)
@@ -230,6 +238,8 @@ class Settings:
             retention_days_followups=per_kind["followups"],
             voice_deadline_seconds=voice_deadline,
             log_format=log_format,
+            database_pool_size=pool_size,
+            database_max_overflow=max_overflow,
         )
 
 
@@ -255,6 +265,19 @@ def _unsafe_in_production(
     if public_url and urlsplit(public_url).scheme != "https":
         problems.append("PUBLIC_BASE_URL: must be https:// in production (Twilio's webhooks carry personal data)")
     return problems
+
+
+def _whole_number_or_problem(
+    env: Mapping[str, str], name: str, lowest: int, highest: int, problems: list[str]
+) -> int | None:
+    """``name``'s value as a whole number within bounds; None when unset."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if raw.isdigit() and lowest <= int(raw) <= highest:
+        return int(raw)
+    problems.append(f"{name}: must be a whole number from {lowest} to {highest}")
+    return None
 
 
 def _normalise_database_url(url: str) -> str:

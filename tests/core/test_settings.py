@@ -45,6 +45,9 @@ def test_production_settings_are_normalised() -> None:
         ({"PUBLIC_BASE_URL": "http://line.example.org"}, "PUBLIC_BASE_URL: must be https:// in production"),
         ({"VOICE_DEADLINE_SECONDS": "14"}, "VOICE_DEADLINE_SECONDS: must be a number of seconds from 0.5 to 5"),
         ({"VOICE_DEADLINE_SECONDS": "soon"}, "VOICE_DEADLINE_SECONDS: must be a number of seconds from 0.5 to 5"),
+        ({"DATABASE_POOL_SIZE": "0"}, "DATABASE_POOL_SIZE: must be a whole number from 1 to 500"),
+        ({"DATABASE_POOL_SIZE": "many"}, "DATABASE_POOL_SIZE: must be a whole number from 1 to 500"),
+        ({"DATABASE_MAX_OVERFLOW": "-1"}, "DATABASE_MAX_OVERFLOW: must be a whole number from 0 to 500"),
     ],
 )
 def test_production_refuses_unsafe_settings_with_a_clear_message(changes: dict[str, str], refused: str) -> None:
