@@ -66,6 +66,11 @@ class StallingProxy:
         self.listener.close()
         for sock in self.sockets:
             with contextlib.suppress(OSError):
+                # Shut down before closing: a close() alone, while a pump thread waits in recv()
+                # on the socket, sends nothing, and the database kept every backend the app had
+                # opened through the proxy (the fault matrix reached PostgreSQL's 100).
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 sock.close()
 
     def __enter__(self) -> StallingProxy:
