@@ -203,10 +203,8 @@ class Settings:
         if not 0.5 <= voice_deadline <= 5:
             problems.append("VOICE_DEADLINE_SECONDS: must be a number of seconds from 0.5 to 5 (Twilio waits 15)")
 
-        pool_size, max_overflow = (
-            _whole_number_or_problem(env, name, 0 if name.endswith("OVERFLOW") else 1, 500, problems)
-            for name in ("DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW")
-        )
+        pool_size = _whole_number_or_problem(env, "DATABASE_POOL_SIZE", 1, 500, problems)
+        max_overflow = _whole_number_or_problem(env, "DATABASE_MAX_OVERFLOW", 0, 500, problems)
 
         if production:
             problems += _unsafe_in_production(env, secret_key, data_key, public_base_url)
