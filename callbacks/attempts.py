@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import requests
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
@@ -63,7 +63,7 @@ def start_attempt(contact: ScheduledContact) -> str:
     )
     db.session.commit()
     db.session.refresh(callback)
-    started = db.session.scalar(select(func.count(Transfer.id)).where(Transfer.callback_id == callback.id)) or 0
+    started = db.session.scalar(_STARTED_SEARCHES, {"callback": callback.id}) or 0
     if callback.state != "waiting" or callback.attempts != contact.attempt or started >= contact.attempt:
         return "not_needed"
     db.session.refresh(callback)
@@ -95,6 +95,16 @@ def start_attempt(contact: ScheduledContact) -> str:
     db.session.commit()
     dispatch.advance(transfer.id, document)
     return "sent"
+
+
+# An attempt's search ended because its person held live on another call when a counselor
+# accepted: nobody tried their phone, so the same attempt runs again (``_called_in_meanwhile``).
+PERSON_CALLED_IN = "person_called_in"
+# The searches an attempt number counts: one per attempt, a search ended unrung (above) aside.
+_STARTED_SEARCHES = select(func.count(Transfer.id)).where(
+    Transfer.callback_id == bindparam("callback"),
+    or_(Transfer.end_reason.is_(None), Transfer.end_reason != PERSON_CALLED_IN),
+)
 
 
 def _cancel_as_called_in(callback: Callback) -> None:
@@ -234,24 +244,24 @@ CALLED_IN, HOLDING_LIVE = "callback_called_in", "callback_person_holding"
 def _called_in_meanwhile(transfer: Transfer, callback: Callback, reached: str) -> str:
     """The person called the line again while this attempt's search rang a counselor. Reached
     by a counselor since: the callback is done. Holding live now: this attempt ends unrung and
-    the next is due in a minute (their live call goes first; hanging up on it loses them
-    nothing). The responder who accepted is told, and is free for the next contact (their live
-    call among them) once they hang up."""
-    state.move_transfer(transfer.id, ("connecting",), "ended", end_reason="person_called_in")
+    is run again in a minute, as the same attempt (nobody tried their phone: it costs them none
+    of their tries; their live call goes first; hanging up on it loses them nothing). The
+    responder who accepted is told, and is free for the next contact (their live call among
+    them) once they hang up."""
+    moved = state.move_transfer(transfer.id, ("connecting",), "ended", end_reason=PERSON_CALLED_IN)
     flow.record_event(transfer, "callback.person_called_in", f"transfer:{transfer.id}:called_in", reached=reached)
     if reached == REACHED:
         _cancel_as_called_in(callback)
         return CALLED_IN
-    moved = db.session.execute(
-        update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="retry_wait")
-    ).rowcount  # type: ignore[attr-defined]
-    db.session.commit()
     if moved:
-        attempt = callback.attempts + 1
+        # In the transaction that ends the attempt (``schedule`` commits both): it is never
+        # left ended with nothing due. The callback stays ``waiting``, for this same attempt.
         schedule(
-            "callback", f"callback:{callback.id}:{attempt}", state.now() + HOLDING_RECHECK, call_id=callback.call_id,
-            callback_id=callback.id, attempt=attempt,
+            "callback", f"callback:{callback.id}:{callback.attempts}:holding:{transfer.id}",
+            state.now() + HOLDING_RECHECK, call_id=callback.call_id, callback_id=callback.id,
+            attempt=callback.attempts,
         )  # fmt: skip
+    db.session.commit()
     return HOLDING_LIVE
 
 

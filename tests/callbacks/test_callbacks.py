@@ -518,9 +518,9 @@ def test_a_counselor_accepting_a_callback_while_its_person_holds_live_is_told_an
     assert counselor.finished
     assert person_legs(fake) == []  # never dialled
     (callback,) = callbacks(app)
-    assert (callback.state, callback.attempts) == ("retry_wait", 1)
+    assert (callback.state, callback.attempts) == ("waiting", 1)
     recheck = contacts(app, "callback")[-1]
-    assert (recheck.attempt, recheck.state) == (2, "pending")
+    assert (recheck.attempt, recheck.state) == (1, "pending")  # the same attempt again: nobody tried their phone
     assert (recheck.due_at - recheck.created_at).total_seconds() == pytest.approx(60, abs=2)
 
     live_leg = [leg for leg in responder_legs(fake) if leg.status in ("queued", "initiated", "ringing")][-1]
@@ -547,7 +547,42 @@ def test_a_callback_whose_person_hangs_up_on_their_second_call_is_tried_after_th
 
     assert len(responder_legs(fake)) > legs_before  # their callback searches again
     (callback,) = callbacks(app)
-    assert (callback.state, callback.attempts) == ("waiting", 2)
+    assert (callback.state, callback.attempts) == ("waiting", 1)
+
+
+@pytest.mark.usefixtures("rota")
+def test_an_attempt_ended_because_its_person_held_live_costs_them_none_of_their_tries(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]
+) -> None:
+    """Found by a bug hunt: the counselor's 1 for a person holding live on another call moved
+    the callback on to its next attempt, as a no-answer does, so that person was dialled one
+    time fewer than the routing promises (2 retries: 3 tries)."""
+    callback_counselor = callback_search_ringing(phone, fake, run_worker)
+    again = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    phone.answer(callback_counselor.sid, [Keys("1")])  # told they hold live: nobody dials them
+    phone.hang_up(again)
+    recheck = contacts(app, "callback")[-1]
+    assert recheck.attempt == 1  # the same attempt, a minute later
+
+    with time_machine.travel(recheck.due_at + timedelta(seconds=1), tick=True) as clock:
+        assert run_contact(app, recheck) == "sent"
+        assert run_contact(app, recheck) == "not pending"  # a duplicated job starts nothing
+        for attempt in (1, 2, 3):
+            counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+            fake.advance_call(person_legs(fake)[-1].sid, "no-answer")
+            phone.resume(counselor)
+            if attempt < 3:
+                assert "We will try again later." in counselor.heard_text()
+                pending = contacts(app, "callback")[-1]
+                assert pending.attempt == attempt + 1
+                clock.shift(pending.due_at - fake_now() + timedelta(seconds=1))
+                assert run_contact(app, pending) == "sent"
+            else:
+                assert "that was our last try" in counselor.heard_text()
+
+    assert len(person_legs(fake)) == 3
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome, callback.attempts) == ("gave_up", "no_answer", 3)
 
 
 @pytest.mark.usefixtures("rota")
