@@ -20,6 +20,7 @@ from twilio.base.exceptions import TwilioRestException
 
 import line_queue
 from crisisline.db import db
+from crisisline.failsafe import answered_by_failsafe
 from crisisline.models import Call, Callback, ScheduledContact, Texter, Transfer
 from crisisline.privacy import Vault
 from crisisline.urls import public_url
@@ -282,6 +283,10 @@ def adopt_person_leg(transfer: Transfer, call_sid: str) -> None:
 
 def person_answered(transfer: Transfer) -> bool:
     """The person picked up: into the conference if their responder is still there."""
+    if answered_by_failsafe(transfer.caller_call_sid):
+        # This is the late handler of an answer the deadline gave: the fail-safe has put them
+        # through to the backup line, and its hook ends this attempt there.
+        return False
     if not flow.caller_joined(transfer):
         return False
     if not state.staff_on_call(transfer.id):
@@ -302,6 +307,29 @@ def person_answered(transfer: Transfer) -> bool:
         record_outcome(callback, "callback.connected", "connected")
     db.session.commit()
     return True
+
+
+# A callback's outcome (``callback.canceled``): the fail-safe put the person it reached through
+# to the backup line.
+TO_BACKUP = "to_backup"
+
+
+@flow.callback_on_backup.connect
+def _handed_to_backup(transfer: Transfer, **_: object) -> None:
+    """The fail-safe put the person this attempt reached through to the backup line (their
+    answer, or a later request of their leg, failed): the callback ends there, once, and no
+    later attempt rings them; the counselor waiting for them is told and freed by the sender.
+    A callback already connected keeps that outcome. The sender commits."""
+    if transfer.callback_id is None:
+        return
+    ended = db.session.execute(
+        update(Callback)
+        .where(Callback.id == transfer.callback_id, Callback.state.in_(("waiting", "calling")))
+        .values(state="canceled", outcome=TO_BACKUP, finished_at=state.now())
+    ).rowcount  # type: ignore[attr-defined]
+    callback = db.session.get(Callback, transfer.callback_id) if ended else None
+    if callback is not None:
+        record_outcome(callback, "callback.canceled", TO_BACKUP)
 
 
 def person_leg_ended(transfer: Transfer, document: RoutingDocument, status: str, call_sid: str) -> None:
@@ -395,8 +423,9 @@ def give_up(callback: Callback, outcome: str) -> None:
 def tend(document: RoutingDocument) -> dict[str, int]:
     """Every minute: give up on callbacks nobody could take in time, offer free responders to
     the queue (callbacks among everyone waiting, in queue order: the safety net behind the
-    events), and settle person legs whose final status callback was lost. Idempotent."""
-    counts = {"rung": 0, "gave_up": 0, "settled": 0}
+    events), settle person legs whose final status callback was lost, and find people the
+    fail-safe put through to the backup line unrecorded. Idempotent."""
+    counts = {"rung": 0, "gave_up": 0, "settled": 0, "on_backup": 0}
     moment = state.now()
     give_up_after = timedelta(minutes=document.callbacks.give_up_after_minutes)
     overdue_searches = db.session.scalars(
@@ -423,7 +452,16 @@ def tend(document: RoutingDocument) -> dict[str, int]:
         # webhooks would have brought the SID by now.
         limit = ring_limit if transfer.caller_call_sid else ring_limit - PERSON_LEG_GRACE + UNSURE_LEG_GRACE
         overdue = transfer.accepted_at is not None and moment - transfer.accepted_at > limit
-        if overdue and (not transfer.caller_call_sid or dispatch.call_has_ended(transfer.caller_call_sid)):
+        if not overdue:
+            continue
+        status = dispatch.call_status(transfer.caller_call_sid) if transfer.caller_call_sid else "never_placed"
+        if status == "in-progress":
+            # Answered long ago, yet never in the room: their answer was never handled (it
+            # failed, and so did the fail-safe's hook after it, or Twilio's Fallback URL
+            # answered): the fail-safe has put them through to the backup line.
+            if flow.on_the_backup_line(transfer, "failsafe"):
+                counts["on_backup"] += 1
+        elif status == "never_placed" or status in flow.TERMINAL_LEG_STATUSES:
             person_not_reached(transfer, document, "lost_status")
             counts["settled"] += 1
     return counts

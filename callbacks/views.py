@@ -11,7 +11,14 @@ from twilio.twiml.voice_response import VoiceResponse
 from callbacks import attempts
 from callbacks.requests import request_from_hold
 from crisisline import twilio_params
-from crisisline.failsafe import acknowledged, status_deadline, twiml_response, voice_failsafe
+from crisisline.failsafe import (
+    acknowledged,
+    answered_by_failsafe,
+    failsafe_response,
+    status_deadline,
+    twiml_response,
+    voice_failsafe,
+)
 from crisisline.twilio_auth import twilio_signed
 from ivr import twiml as ivr_twiml
 from transfer import flow
@@ -77,6 +84,10 @@ def person_answer() -> Response:
     greeting = [language.prompt("callback_greeting")]
     if attempts.person_answered(transfer):
         return twiml_response(ivr_twiml.with_lead(language, greeting, transfer_views.caller_join_twiml(transfer)))
+    if transfer.state == "to_backup" or answered_by_failsafe(transfer.caller_call_sid):
+        # The fail-safe has put them through to the backup line (this is its late handler, or
+        # the same answer again): they stay there, and nobody is rung for them.
+        return failsafe_response()
     attempts.answered_after_all(transfer)
     renewed = flow.restart_for_person(transfer, document, request.form.get("CallSid", ""))
     return twiml_response(

@@ -391,10 +391,17 @@ def caller_dial_legs(call_sid: str | None) -> list[str] | None:
 
 def call_has_ended(call_sid: str) -> bool | None:
     """Ask Twilio whether a call is over (None if Twilio cannot be asked right now)."""
+    status = call_status(call_sid)
+    return None if status is None else status in ("completed", "busy", "failed", "no-answer", "canceled")
+
+
+def call_status(call_sid: str) -> str | None:
+    """Ask Twilio a call's status (``completed`` for a call it does not know; None if Twilio
+    cannot be asked right now)."""
     try:
         status = rest_client().calls(call_sid).fetch().status
     except TwilioRestException as error:
-        return True if error.status == 404 else None
+        return "completed" if error.status == 404 else None
     except (requests.RequestException, OSError):
         return None
-    return str(status) in ("completed", "busy", "failed", "no-answer", "canceled")
+    return str(status)

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # dials the person into the responder's conference and returns True if their phone rings, or
 # else the key of the staff prompt the responder is told (``callback_no_answer`` by default).
 callback_accepted = Namespace().signal("callback-accepted")
+# The person a callback's attempt reached was put through to the backup line by the fail-safe
+# (sender: the transfer, its move to ``to_backup`` not yet committed): a receiver records the
+# callback's outcome, in that transaction.
+callback_on_backup = Namespace().signal("callback-on-backup")
 TERMINAL_LEG_STATUSES = dispatch.TERMINAL_LEG_STATUSES
 # An offer whose press of 1 came after the counselor's webhook had answered without it (its
 # deadline passed): not a miss of theirs.
@@ -709,16 +713,21 @@ def caller_still_with_us(offer: Offer, transfer: Transfer) -> bool:
 
 def failsafe_took_over(call_sid: str) -> None:
     """The fail-safe sent this caller to the backup line: stop searching for them, so no
-    accepting responder can pull them off it. Best effort: the database may be what failed."""
-    call = call_log.find_call(call_sid)
-    if call is None:
-        return
-    transfer = state.open_transfer(call)
+    accepting responder can pull them off it. Best effort: the database may be what failed.
+
+    Found by the leg, not the call: a person the line called back is on a leg the line placed
+    (their transfers hang on the call that asked), and their counselor, waiting in the room, is
+    told and freed as a live caller's is."""
+    transfer = state.open_transfer_on_leg(call_sid)
     if transfer is None:
         return
     if transfer.state == "waiting":
         send_to_backup(transfer, "failsafe")
-    elif transfer.mode == "live" and transfer.caller_call_sid == call_sid:
+    elif transfer.mode == "callback":
+        # The fail-safe answered the leg the line placed to them (their answer, or a turn after
+        # it): nothing else moves that leg, so they are on the backup line. No need to ask Twilio.
+        on_the_backup_line(transfer, "failsafe")
+    else:
         # Accepted, but a request of the caller's failed: they may be with the backup line and
         # their counselor alone in the room, or (a late hold turn's answer discarded by a redirect
         # to the room) joining them. Twilio is asked, off this request: the fail-safe's answer
@@ -768,7 +777,10 @@ def on_the_backup_line(transfer: Transfer, reason: str) -> bool:
     if not state.move_transfer(transfer.id, ("connecting", "connected"), "to_backup", end_reason=reason):
         db.session.commit()
         return False
-    record_event(transfer, "transfer.to_backup", f"transfer:{transfer.id}:backup", reason=reason)
+    if transfer.mode == "live":
+        record_event(transfer, "transfer.to_backup", f"transfer:{transfer.id}:backup", reason=reason)
+    else:  # a callback's attempt: the callbacks feature records the callback's outcome
+        callback_on_backup.send(transfer)
     db.session.commit()
     active = active_routing()
     told = active.document.staff_prompt("caller_on_backup") if active is not None else ""

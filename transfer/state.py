@@ -43,6 +43,21 @@ _OPEN_TRANSFER = (
 )
 
 
+def open_transfer_on_leg(call_sid: str) -> Transfer | None:
+    """The transfer in progress whose caller is on this call leg: a caller's own call, or the
+    leg the line placed to a person it called back (their transfers hang on the call that asked)."""
+    if not call_sid:
+        return None  # a callback search nobody has been dialled for yet has no leg
+    return db.session.scalars(_OPEN_TRANSFER_ON_LEG, {"leg": call_sid}).first()
+
+
+_OPEN_TRANSFER_ON_LEG = (
+    select(Transfer)
+    .where(Transfer.caller_call_sid == bindparam("leg"), Transfer.state.in_(OPEN_TRANSFER_STATES))
+    .order_by(Transfer.id.desc())
+)
+
+
 def start_transfer(
     call: Call, language: str, need: str, *, language_matched: bool, caller_call_sid: str | None = None,
     callback: Callback | None = None, priority: int = 0, queued_since: datetime | None = None,

@@ -1,0 +1,176 @@
+"""A called-back person whose answer the line cannot handle (a bug, a deadline passed) is put
+through to the backup line by the fail-safe, like a live caller. Found by a bug hunt: the
+fail-safe's hook looked the leg up among inbound calls only, found nothing, and left the
+counselor waiting in the room (engaged, unavailable to anyone else) for the length of the
+backup call; the backup line was shown the line's number, not the person's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+import callbacks.attempts
+from crisisline.db import db
+from crisisline.models import Callback, Offer, ResponderState, ScheduledContact, Transfer
+from tests.callbacks.test_callbacks import ask_for_callback, person_legs, responder_legs, ringing_responder
+from tests.conftest import TEST_BACKUP_NUMBER
+from twilio_fake.phone import Keys, Phone, PhoneCall
+from twilio_fake.rest_api import FakeTwilio
+
+pytestmark = pytest.mark.usefixtures("clean_redis")
+ON_BACKUP = "The caller has been passed to our backup line."
+
+
+def crash(*_args: object, **_kwargs: object) -> bool:
+    raise RuntimeError("simulated bug")
+
+
+def counselor_waiting_for_the_person(phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None]) -> PhoneCall:
+    """A callback's counselor pressed 1 and waits in the room while the person's phone rings."""
+    ask_for_callback(phone)
+    run_worker()
+    counselor = phone.answer(ringing_responder(fake).sid, [Keys("1")])
+    assert "We are calling them now." in counselor.heard_text()
+    assert counselor.ended_by == "in-conference"
+    return counselor
+
+
+def person_picks_up(fake: FakeTwilio) -> str:
+    """The person answers; their leg stays up (talking with whoever the TwiML put them through to)."""
+    (leg,) = person_legs(fake)
+    fake.advance_call(leg.sid, "ringing")
+    twiml = fake.advance_call(leg.sid, "in-progress")
+    assert twiml is not None
+    return twiml
+
+
+def the_attempt(app: Flask) -> tuple[Transfer, Callback, list[Offer], dict[str, Any]]:
+    with app.app_context():
+        (callback,) = db.session.scalars(select(Callback)).all()
+        transfer = db.session.scalars(select(Transfer).where(Transfer.callback_id == callback.id)).one()
+        offers = list(db.session.scalars(select(Offer).where(Offer.transfer_id == transfer.id, Offer.state != "ended")))
+        engaged = {row.responder_id: row.engaged_offer_id for row in db.session.scalars(select(ResponderState))}
+        return transfer, callback, offers, engaged
+
+
+def pending_attempts(app: Flask) -> list[ScheduledContact]:
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                select(ScheduledContact).where(ScheduledContact.kind == "callback", ScheduledContact.state == "pending")
+            )
+        )
+
+
+def assert_handed_to_the_backup_line(app: Flask, phone: Phone, counselor: PhoneCall) -> None:
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    phone.resume(counselor)  # Twilio runs what the line told their leg
+    assert ON_BACKUP in counselor.heard_text()
+    assert counselor.finished  # their leg ended: free for the next caller
+    transfer, callback, accepted, engaged = the_attempt(app)
+    assert (transfer.state, transfer.end_reason) == ("to_backup", "failsafe")
+    assert accepted == []
+    assert all(offer is None for offer in engaged.values()), engaged
+    assert (callback.state, callback.outcome) == ("canceled", "to_backup")
+    assert pending_attempts(app) == []  # they are being helped: nobody rings them again
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_called_back_persons_failed_answer_sends_them_to_the_backup_line_and_frees_their_counselor(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
+    monkeypatch.setattr(callbacks.attempts, "person_answered", crash)
+
+    twiml = person_picks_up(fake)
+
+    assert f">{TEST_BACKUP_NUMBER}</Dial>" in twiml  # the fail-safe's answer
+    assert_handed_to_the_backup_line(app, phone, counselor)
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_called_back_persons_answer_past_its_deadline_sends_them_to_the_backup_line_and_rings_nobody_else(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The late handler carries on after the deadline answered: it must neither join the person
+    (they are on the backup line) nor start a new search that rings another counselor for them."""
+    counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
+    monkeypatch.setattr(app.extensions["crisisline.deadline"], "seconds", 1.0)
+    answered = callbacks.attempts.person_answered
+
+    def slow_database(transfer: Transfer) -> bool:
+        time.sleep(1.6)
+        return answered(transfer)
+
+    monkeypatch.setattr(callbacks.attempts, "person_answered", slow_database)
+    rung_before = {leg.sid for leg in responder_legs(fake)}
+
+    twiml = person_picks_up(fake)
+    app.extensions["crisisline.deadline"].shutdown(wait=True)  # the late handler finishes
+
+    assert f">{TEST_BACKUP_NUMBER}</Dial>" in twiml  # the deadline's answer
+    assert_handed_to_the_backup_line(app, phone, counselor)
+    assert [leg.to for leg in responder_legs(fake) if leg.sid not in rung_before] == []
+
+
+@pytest.mark.usefixtures("rota")
+def test_the_fail_safe_hand_off_of_a_called_back_person_is_recorded_once_whatever_twilio_repeats(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crisisline.failsafe import run_after_failsafe_hooks
+    from crisisline.models import CallEvent
+
+    counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
+    monkeypatch.setattr(callbacks.attempts, "person_answered", crash)
+    person_picks_up(fake)
+    (leg,) = person_legs(fake)
+    with app.app_context():
+        run_after_failsafe_hooks(leg.sid)  # the same failure handled again (another request of the leg)
+    fake.advance_call(leg.sid, "completed")  # their talk with the backup line ends
+    fake.advance_call(leg.sid, "completed")  # and Twilio says so twice
+
+    assert_handed_to_the_backup_line(app, phone, counselor)
+    with app.app_context():
+        outcomes = db.session.scalars(select(CallEvent.kind).where(CallEvent.dedupe_key.like("callback:%:outcome")))
+        assert list(outcomes) == ["callback.canceled"]
+        kinds = list(db.session.scalars(select(CallEvent.kind)))
+    assert "callback.no_answer" not in kinds  # the person answered: not a failed attempt
+    assert "transfer.to_backup" not in kinds  # a live search's outcome; a callback has its own
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_hand_off_the_fail_safe_could_not_record_is_found_by_the_minutes_tending_and_frees_the_counselor(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failed the person's answer and the hook after it (or Twilio's Fallback URL
+    answered): their leg is up but never joined the room. Before, the counselor waited for the
+    whole backup call, then heard "They did not answer" and a try was used up."""
+    from datetime import timedelta
+
+    import time_machine
+
+    import crisisline.failsafe
+    from tests.callbacks.test_callbacks import fake_now
+    from workers.upkeep import tend_callbacks
+
+    counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
+    with monkeypatch.context() as outage:
+        outage.setattr(callbacks.attempts, "person_answered", crash)
+        outage.setattr(crisisline.failsafe, "AFTER_FAILSAFE", [])  # it could not record where they went
+        person_picks_up(fake)
+
+    ring_timeout = 25  # the example's callbacks.ring_timeout_seconds
+    with time_machine.travel(fake_now() + timedelta(seconds=ring_timeout + 60)), app.app_context():
+        early = tend_callbacks()
+    with time_machine.travel(fake_now() + timedelta(seconds=ring_timeout + 130)), app.app_context():
+        found = tend_callbacks()
+        again = tend_callbacks()
+
+    assert (early["on_backup"], found["on_backup"], again["on_backup"]) == (0, 1, 0)
+    assert_handed_to_the_backup_line(app, phone, counselor)
+    assert "did not answer" not in counselor.heard_text()
