@@ -113,8 +113,17 @@ def caller_id_for_backup() -> str | None:
     through, which the backup line may need) unless it is withheld or not a number. Twilio
     then passes the invalid ID on, which "may cause some destination providers to reject the
     call" (its error 13214), so the line's own number, the call's ``To``, is sent instead.
-    No I/O: the fail-safe answers with it too."""
-    if not has_request_context() or caller_number(request.form.get("From")) is not None:
+
+    On a leg the line placed (``Direction`` ``outbound-api``: a person it called back), ``From``
+    is the line's own number and ``To`` the person's. The person's number is sent, so the backup
+    line can call them back if cut off, as it can an inbound caller: Twilio allows the leg's
+    called number as ``callerId`` ("the calling number, called number, or a validated outgoing
+    number", error 13214). No I/O: the fail-safe answers with it too."""
+    if not has_request_context():
+        return None
+    if request.form.get("Direction") == "outbound-api":
+        return caller_number(request.form.get("To"))  # None (never: we dialled it): the line's number shows
+    if caller_number(request.form.get("From")) is not None:
         return None
     settings: Settings = current_app.extensions["crisisline.settings"]
     return caller_number(request.form.get("To")) or settings.line_phone_number

@@ -151,7 +151,8 @@ def backup(
     document: RoutingDocument, language: Language, *, message_key: str, action: str, caller_id: str | None = None
 ) -> VoiceResponse:
     """A calm sentence, then the backup line; ``action`` retries or gives the last resort.
-    ``caller_id`` stands in for a withheld caller's (``crisisline.failsafe.caller_id_for_backup``)."""
+    ``caller_id`` stands in for a withheld caller's, or is the number of a person the line called
+    back (``crisisline.failsafe.caller_id_for_backup``)."""
     twiml = VoiceResponse()
     say(twiml, language, language.prompt(message_key))
     twiml.dial(document.backup_number, action=action, method="POST", timeout=BACKUP_RING_SECONDS, caller_id=caller_id)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 import callbacks.attempts
 from crisisline.db import db
 from crisisline.models import Callback, Offer, ResponderState, ScheduledContact, Transfer
-from tests.callbacks.test_callbacks import ask_for_callback, person_legs, responder_legs, ringing_responder
+from tests.callbacks.test_callbacks import CALLER, ask_for_callback, person_legs, responder_legs, ringing_responder
 from tests.conftest import TEST_BACKUP_NUMBER
 from twilio_fake.phone import Keys, Phone, PhoneCall
 from twilio_fake.rest_api import FakeTwilio
@@ -144,6 +144,22 @@ def test_the_fail_safe_hand_off_of_a_called_back_person_is_recorded_once_whateve
 
 
 @pytest.mark.usefixtures("rota")
+def test_the_backup_line_is_shown_the_called_back_persons_number_so_it_can_call_them_back(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twilio lets a ``<Dial>`` show the called number of the leg (its error 13214: "the calling
+    number, called number, or a validated outgoing number"): on the leg the line placed to the
+    person, that is the person's own number, as an inbound caller's own number passes through."""
+    counselor_waiting_for_the_person(phone, fake, run_worker)
+    monkeypatch.setattr(callbacks.attempts, "person_answered", crash)
+
+    twiml = person_picks_up(fake)
+
+    assert twiml.count(f'callerId="{CALLER}"') == 2  # both dials of the backup line
+    assert phone.line_number not in twiml
+
+
+@pytest.mark.usefixtures("rota")
 def test_a_hand_off_the_fail_safe_could_not_record_is_found_by_the_minutes_tending_and_frees_the_counselor(
     app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,3 +190,22 @@ def test_a_hand_off_the_fail_safe_could_not_record_is_found_by_the_minutes_tendi
     assert (early["on_backup"], found["on_backup"], again["on_backup"]) == (0, 1, 0)
     assert_handed_to_the_backup_line(app, phone, counselor)
     assert "did not answer" not in counselor.heard_text()
+
+
+@pytest.mark.parametrize(
+    ("direction", "from_", "to", "shown"),
+    [
+        ("outbound-api", "+13125550100", CALLER, CALLER),  # the leg the line placed to a person: theirs
+        ("inbound", CALLER, "+13125550100", None),  # an inbound caller's own number passes through
+        ("inbound", "anonymous", "+13125550100", "+13125550100"),  # withheld: the line's (error 13214)
+    ],
+)
+def test_every_backup_dial_shows_the_person_on_the_line_their_own_number_where_it_can(
+    app: Flask, direction: str, from_: str, to: str, shown: str | None
+) -> None:
+    """Also the backup line a called-back person reaches from their hold loop (``ivr.backup``)."""
+    from crisisline.failsafe import caller_id_for_backup
+
+    form = {"CallSid": "CA" + "1" * 32, "Direction": direction, "From": from_, "To": to}
+    with app.test_request_context("/voice/hold", method="POST", data=form):
+        assert caller_id_for_backup() == shown
