@@ -724,8 +724,11 @@ def failsafe_took_over(call_sid: str) -> None:
     if transfer.state == "waiting":
         send_to_backup(transfer, "failsafe")
     elif transfer.mode == "callback":
-        # The fail-safe answered the leg the line placed to them (their answer, or a turn after
-        # it): nothing else moves that leg, so they are on the backup line. No need to ask Twilio.
+        # The fail-safe answered the leg the line placed to them. Their answer (``connecting``):
+        # nothing else moves a leg before it joins the room, so they are on the backup line, no
+        # need to ask Twilio. A later request (``connected``: the room ended, their counselor
+        # left): the same, unless the counselor-left redirect overtook the fail-safe's answer (a
+        # rare race: they then hold for the new search that redirect starts; this attempt is over).
         on_the_backup_line(transfer, "failsafe")
     else:
         # Accepted, but a request of the caller's failed: they may be with the backup line and
