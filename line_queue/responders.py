@@ -6,6 +6,12 @@ a counselor who texts OFF is not rung, one whose phone blocks the line's texts i
 Every change is one conditional UPDATE, so concurrent webhooks and workers cannot produce two
 winners. Freeing or un-pausing someone notes ``responder_freed`` (``crisisline.events``): once
 the unit of work is over, the queue offers them the first contact they can take.
+
+A responder whose console account was closed is paused with the reason ``ACCOUNT_CLOSED``
+(:func:`stop_ringing`). Being paused is what every path that picks someone to ring already
+reads (the queue's passes, ``decide_route``'s ``unavailable``, the claim itself), so the line
+stops ringing them with no statement added to any webhook. Only an administrator lifts it
+(:func:`ring_again`): their own ``ON`` text, or the desk's switch, does not.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from crisisline import events
 from crisisline.db import db, insert_ignoring_duplicates
 from crisisline.models import ResponderState
 
+# Why a responder is paused when their console account was closed (``paused_reason``).
+ACCOUNT_CLOSED = "account_closed"
 # Outcomes that count as a missed offer (a deliberate "2" does not).
 MISSED_OUTCOMES = frozenset({"no_answer", "busy", "no_decision"})
 
@@ -101,19 +109,59 @@ def count_missed(responder_id: str, outcome: str) -> int:
 
 
 def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
-    """Pause or resume a responder. True if this changed anything (idempotent)."""
+    """Pause or resume a responder. True if this changed anything (idempotent). Never resumes
+    one paused because their account was closed (see :func:`ring_again`)."""
     ensure_responder_state(responder_id)
     values: dict[str, Any] = {
         "paused": paused,
         "paused_reason": reason if paused else None,
         "updated_at": _now(),
     }
+    where = [ResponderState.responder_id == responder_id, ResponderState.paused.is_(not paused)]
     if not paused:
         values["missed_in_a_row"] = 0
-    changed = _change([ResponderState.responder_id == responder_id, ResponderState.paused.is_(not paused)], values)
+        where.append(_NOT_CLOSED)
+    changed = _change(where, values)
     if changed and not paused:
         events.note_responder_freed(responder_id)
     return changed
+
+
+_NOT_CLOSED = or_(ResponderState.paused_reason.is_(None), ResponderState.paused_reason != ACCOUNT_CLOSED)
+
+
+def stop_ringing(responder_id: str) -> bool:
+    """The line rings ``responder_id`` no more: their console account was closed. Paused with
+    ``ACCOUNT_CLOSED`` (over any other reason, so their ``ON`` cannot undo it). A call or text
+    conversation they are in now goes on. True if this changed anything."""
+    ensure_responder_state(responder_id)
+    return _change(
+        [ResponderState.responder_id == responder_id, _NOT_CLOSED | ResponderState.paused.is_(False)],
+        {"paused": True, "paused_reason": ACCOUNT_CLOSED, "updated_at": _now()},
+    )
+
+
+def ring_again(responder_id: str) -> bool:
+    """Lift :func:`stop_ringing` (an active account is linked to the responder again). True if
+    they were stopped; the queue then offers them the first contact they can take."""
+    changed = _change(
+        [ResponderState.responder_id == responder_id, ResponderState.paused_reason == ACCOUNT_CLOSED],
+        {"paused": False, "paused_reason": None, "missed_in_a_row": 0, "updated_at": _now()},
+    )
+    if changed:
+        events.note_responder_freed(responder_id)
+    return changed
+
+
+def closed_responder_ids() -> set[str]:
+    """Responders the line does not ring because their console account was closed."""
+    return set(
+        db.session.scalars(
+            select(ResponderState.responder_id).where(
+                ResponderState.paused.is_(True), ResponderState.paused_reason == ACCOUNT_CLOSED
+            )
+        )
+    )
 
 
 def unavailable_responder_ids() -> set[str]:

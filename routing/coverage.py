@@ -9,6 +9,7 @@ gets. Plain values, for ``flask routing coverage``, ``flask routing check`` and 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -157,3 +158,71 @@ def hourly_grid(coverage: Coverage) -> list[str]:
             hour = (minute % WEEK_MINUTES) // 60
             cells[hour] = max(cells[hour], worst[stretch.status])
     return ["".join(symbol[cell] for cell in cells[day * 24 : (day + 1) * 24]) for day in range(7)]
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A stretch of the weekly rota that gets worse for callers of one language and need."""
+
+    language: str
+    need: str
+    label: str  # ``Mon 16:00-22:00``
+    status: str  # what they get then: OTHER_LANGUAGE or NOBODY
+
+    def __str__(self) -> str:
+        return f"{self.label}, {self.language} / {self.need}: {_WORSE[self.status]}"
+
+
+_WORSE = {NOBODY: "nobody on call (the backup line)", OTHER_LANGUAGE: "nobody on call speaks it"}
+_RANK = {COVERED: 0, OTHER_LANGUAGE: 1, NOBODY: 2}
+
+
+def gaps_opened(
+    document: RoutingDocument, without: Collection[str], *, already_without: Collection[str] = ()
+) -> list[Opened]:
+    """What leaving the responders ``without`` out of the weekly rota does to callers: every
+    stretch where a caller of some language and need would get nobody who speaks it, or
+    nobody at all, and did not before. ``already_without``: responders left out of both (the
+    line does not ring them already)."""
+
+    def rota(left_out: Collection[str]) -> RoutingDocument:
+        return replace(document, responders=tuple(r for r in document.responders if r.id not in left_out))
+
+    before = week_coverage(rota(set(already_without)))
+    after = week_coverage(rota(set(already_without) | set(without)))
+    opened = []
+    for was, now in zip(before, after, strict=True):
+        worse = [0] * WEEK_MINUTES
+        ranks = _ranks(was)
+        for minute, rank in enumerate(_ranks(now)):
+            worse[minute] = rank if rank > ranks[minute] else 0
+        for start, end, rank in _runs(worse):
+            status = NOBODY if rank == _RANK[NOBODY] else OTHER_LANGUAGE
+            opened.append(Opened(now.language, now.need, span_label(start, end), status))
+    return opened
+
+
+def _ranks(coverage: Coverage) -> list[int]:
+    ranks = [0] * WEEK_MINUTES
+    for stretch in coverage.stretches:
+        for minute in range(stretch.start, stretch.end):
+            ranks[minute % WEEK_MINUTES] = _RANK[stretch.status]
+    return ranks
+
+
+def _runs(values: list[int]) -> list[tuple[int, int, int]]:
+    """(start, end, value) of each run of one non-zero value in a week that wraps around
+    (a run over Sunday midnight is one run, its end past ``WEEK_MINUTES``)."""
+    if all(value == values[0] for value in values):
+        return [(0, WEEK_MINUTES, values[0])] if values[0] else []
+    first = next(minute for minute in range(WEEK_MINUTES) if values[minute] != values[minute - 1])
+    runs = []
+    start = first
+    for step in range(1, WEEK_MINUTES + 1):
+        minute = first + step
+        if step == WEEK_MINUTES or values[minute % WEEK_MINUTES] != values[start % WEEK_MINUTES]:
+            if values[start % WEEK_MINUTES]:
+                begin = start % WEEK_MINUTES
+                runs.append((begin, begin + (minute - start), values[begin]))
+            start = minute
+    return sorted(runs)

@@ -14,7 +14,7 @@ import yaml
 from flask import Flask
 
 from crisisline.settings import DEFAULT_ROUTING_FILE
-from routing.coverage import COVERED, NOBODY, OTHER_LANGUAGE, hourly_grid, week_coverage
+from routing.coverage import COVERED, NOBODY, OTHER_LANGUAGE, gaps_opened, hourly_grid, week_coverage
 from routing.document import RoutingDocument
 from routing.simulator import UnknownChoice, who_would_be_rung
 from routing.timing import path_timings
@@ -164,3 +164,17 @@ def test_who_refuses_a_time_it_cannot_read(app: Flask) -> None:
     )
 
     assert result.exit_code == 1 and "is not a time like" in result.output
+
+
+def test_leaving_a_responder_out_names_each_stretch_it_leaves_worse_even_over_sunday_midnight(
+    document: RoutingDocument,
+) -> None:
+    """The unit is the only Spanish speaker for danger now at night: without it, Spanish
+    callers get someone in another language, Sunday 22:00 to Monday 02:00 as one stretch."""
+    opened = gaps_opened(document, {"unit-north"})
+
+    spanish_danger = [(gap.label, gap.status) for gap in opened if (gap.language, gap.need) == ("es", "danger_now")]
+    assert ("Sun 22:00–Mon 02:00", OTHER_LANGUAGE) in spanish_danger
+    assert ("Mon 16:00–Tue 02:00", OTHER_LANGUAGE) in spanish_danger
+    assert all(gap.status != NOBODY for gap in opened)  # counselors still answer: nobody goes to the backup
+    assert gaps_opened(document, {"unit-north"}, already_without={"unit-north"}) == []  # nothing changes twice
