@@ -113,14 +113,26 @@ def set_role(username: str, role: str, responder_id: str | None) -> None:
 
 @users_cli.command("deactivate")
 @click.argument("username")
-def deactivate(username: str) -> None:
-    """Close an account; its sessions end at once."""
+@click.option(
+    "--keep-ringing", is_flag=True,
+    help="Go on ringing the account's responder (a phone that stays in service, a shared unit phone).",
+)  # fmt: skip
+def deactivate(username: str, keep_ringing: bool) -> None:
+    """Close an account; its sessions end at once, and the line stops ringing its responder
+    (unless another active account is linked to it, or --keep-ringing). Says what happens to
+    the responder's calls and where the routing still lists them."""
     user = users.find(username)
     if user is None:
         raise click.ClickException(f"no account named {username!r}")
     try:
-        users.deactivate(user, actor=CLI)
+        closing = users.deactivate(user, actor=CLI, keep_ringing=keep_ringing)
     except users.AccountError as problem:
         raise click.ClickException(str(problem)) from None
     db.session.commit()
     click.echo(f"closed {user.username!r}")
+    for sentence in closing.summary():
+        click.echo(sentence)
+    for line in closing.gap_lines():
+        click.echo(f"  {line}")
+    if closing.in_routing and closing.ringing in (users.STOPPED, users.KEPT):
+        click.echo("Remove it in the console's routing editor, or with flask routing export and flask routing load.")

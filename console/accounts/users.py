@@ -15,6 +15,9 @@ from console.accounts.passwords import hash_password, needs_rehash, rehash, veri
 from console.audit.log import record
 from console.models import ADMIN, COUNSELOR, ROLES, AuditEntry, User
 from crisisline.db import db, hold_lock
+from line_queue import responders
+from routing.coverage import NOBODY, OTHER_LANGUAGE, Opened, gaps_opened
+from routing.document import RoutingDocument
 from routing.store import active_routing
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
@@ -72,7 +75,11 @@ def create_user(
     )
     db.session.add(user)
     db.session.flush()
-    record("user_created", actor=actor, target=f"user:{user.username}", role=role, responder_id=responder_id)
+    again = link_rings_again(responder_id)
+    record(
+        "user_created", actor=actor, target=f"user:{user.username}", role=role, responder_id=responder_id,
+        **({"rung_again": True} if again else {}),
+    )  # fmt: skip
     return user
 
 
@@ -91,12 +98,185 @@ def _refuse_closing_the_last_admin(user: User) -> None:
         raise AccountError(LAST_ADMIN)
 
 
-def deactivate(user: User, *, actor: User | str) -> None:
-    """Close an account: its sessions end at once. The last active admin cannot be closed."""
+# What closing an account does to the phone of its responder (``Closing.ringing``).
+NO_RESPONDER = "no_responder"  # linked to none: no phone changes
+STILL_LINKED = "still_linked"  # another active account is linked to the same responder: still rung
+KEPT = "kept"  # the administrator chose to keep ringing the phone (a shared unit phone, say)
+STOPPED = "stopped"  # the line rings the responder no more
+
+
+@dataclass(frozen=True)
+class Closing:
+    """What closing an account does (or did) to the calls and texts of its responder, in the
+    words the administrator is shown at that moment: the CLI, the close page, the audit log."""
+
+    username: str
+    responder_id: str | None
+    ringing: str  # NO_RESPONDER, STILL_LINKED, KEPT or STOPPED
+    entries: tuple[str, ...]  # where the live routing lists the responder: ``counselors[1] (Ben Carter)``
+    still_linked: tuple[str, ...]  # other active accounts linked to the responder
+    gaps: tuple[Opened, ...]  # weekly-rota stretches left with nobody (who speaks the language) to ring
+
+    @property
+    def in_routing(self) -> bool:
+        return bool(self.entries)
+
+    def summary(self) -> list[str]:
+        """Plain sentences: what happens to calls for this person, and what is left to do."""
+        rid, where = self.responder_id, ", ".join(self.entries)
+        if self.ringing == NO_RESPONDER:
+            return [f"{self.username} is linked to no responder: the line rings nobody differently."]
+        if self.ringing == STILL_LINKED:
+            return [
+                f"The line keeps ringing {rid} ({where or 'not in the live routing'}): it is still linked to the "
+                f"active account(s) {', '.join(self.still_linked)}."
+            ]
+        if not self.in_routing:
+            return [f"{rid} is not in the live routing: the line rings nobody differently."]
+        if self.ringing == KEPT:
+            return [
+                f"The line still rings {rid} ({where}). Remove the entry in the routing when that phone should no "
+                "longer be rung."
+            ]
+        said = [
+            f"The line no longer rings {rid} ({where}): calls and texts go to whoever else is on call. "
+            "The entry is still in the routing: remove it (or link an active account to ring it again)."
+        ]
+        if self.gaps:
+            said.append(
+                f"Without {rid}, the weekly rota has stretches with nobody on call (callers go to the backup line) "
+                "or nobody who speaks the caller's language:"
+            )
+        else:
+            said.append("Every stretch of the weekly rota still has someone on call who speaks the caller's language.")
+        return said
+
+    def gap_lines(self) -> list[str]:
+        """The stretches the rota is left without anyone, one line per language and need:
+        ``en / suicide: Mon 16:00-22:00, Tue 16:00-22:00: nobody on call (the backup line)``."""
+        grouped: dict[tuple[str, str, str], list[str]] = {}
+        for gap in self.gaps:
+            grouped.setdefault((gap.language, gap.need, gap.status), []).append(gap.label)
+        return [
+            f"{language} / {need}: {', '.join(labels)}: {WHAT_THEY_GET[status]}"
+            for (language, need, status), labels in grouped.items()
+        ]
+
+
+WHAT_THEY_GET = {NOBODY: "nobody on call (the backup line)", OTHER_LANGUAGE: "nobody on call speaks the language"}
+
+
+def routing_entries(document: RoutingDocument | None, responder_id: str) -> tuple[str, ...]:
+    """Where ``document`` lists ``responder_id``, as its validator names the place and with the
+    responder's name (never their phone): ``counselors[1] (Ben Carter)``."""
+    if document is None:
+        return ()
+    sections = {"counselor": "counselors", "co_responder": "co_responder_units"}
+    found = []
+    for kind, section in sections.items():
+        of_kind = [r for r in document.responders if r.kind == kind]
+        found += [f"{section}[{index}] ({r.name})" for index, r in enumerate(of_kind) if r.id == responder_id]
+    return tuple(found)
+
+
+def closing(user: User, *, keep_ringing: bool = False, stopped: bool | None = None) -> Closing:
+    """What closing ``user`` does to its responder's phone (``stopped``: what it did, once
+    closed). Reads the live routing and the accounts; writes nothing."""
+    rid = user.responder_id
+    if rid is None:
+        return Closing(user.username, None, NO_RESPONDER, (), (), ())
+    others = tuple(
+        db.session.scalars(
+            select(User.username).where(User.responder_id == rid, User.active.is_(True), User.id != user.id)
+        )
+    )
+    active = active_routing()
+    document = active.document if active is not None else None
+    entries = routing_entries(document, rid)
+    if others:
+        ringing = STILL_LINKED
+    elif stopped is None:
+        ringing = KEPT if keep_ringing else STOPPED
+    else:
+        ringing = STOPPED if stopped else KEPT
+    gaps: tuple[Opened, ...] = ()
+    if ringing == STOPPED and document is not None and entries:
+        gaps = tuple(gaps_opened(document, {rid}, already_without=responders.closed_responder_ids() - {rid}))
+    return Closing(user.username, rid, ringing, entries, others, gaps)
+
+
+def deactivate(user: User, *, actor: User | str, keep_ringing: bool = False) -> Closing:
+    """Close an account: its sessions end at once. The last active admin cannot be closed.
+
+    The line stops ringing its responder (``line_queue.responders.stop_ringing``), unless
+    another active account is linked to the same responder or ``keep_ringing``. Returns what
+    was done, for the administrator (see :class:`Closing`); it is audited with the change.
+
+    Why the responder is paused rather than taken out of the routing: the routing is the
+    administrator's document, versioned and reviewed, and editing it behind their back would
+    surprise them; and a pause is read by every path that picks whom to ring with no new
+    statement on any webhook. The routing keeps the entry, and the pages say so until it goes.
+    """
     _refuse_closing_the_last_admin(user)
+    result = closing(user, keep_ringing=keep_ringing)
     user.active = False
     user.session_token = new_session_token()
-    record("user_deactivated", actor=actor, target=f"user:{user.username}")
+    if result.ringing == STOPPED and result.responder_id is not None:
+        responders.stop_ringing(result.responder_id)
+    record(
+        "user_deactivated", actor=actor, target=f"user:{user.username}", responder_id=result.responder_id,
+        ringing=result.ringing, routing_entries=list(result.entries), still_linked=list(result.still_linked),
+        gaps_opened=result.gap_lines(),
+    )  # fmt: skip
+    return result
+
+
+def stop_ringing_closed(user: User, *, actor: User | str) -> Closing:
+    """Stop ringing the responder of an account closed while the line went on ringing it (the
+    administrator chose so, or it was closed before closing stopped the ringing). Refused while
+    another active account is linked to the responder. Audited; the caller commits."""
+    if user.active:
+        raise AccountError("This account is open: close it to stop ringing its responder.")
+    if user.responder_id is None:
+        raise AccountError(f"{user.username} is linked to no responder.")
+    now = closing(user, stopped=True)
+    if now.ringing == STILL_LINKED:
+        raise AccountError(now.summary()[0])
+    responders.stop_ringing(user.responder_id)
+    record(
+        "responder_not_rung", actor=actor, target=f"user:{user.username}", responder_id=user.responder_id,
+        routing_entries=list(now.entries), gaps_opened=now.gap_lines(),
+    )  # fmt: skip
+    return now
+
+
+@dataclass(frozen=True)
+class NotRung:
+    """A responder a routing lists whom the line does not ring: their account was closed."""
+
+    responder_id: str
+    entries: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (
+            f"{', '.join(self.entries)}, {self.responder_id}: not rung, because the console account linked to it was "
+            "closed. Remove the entry from the routing, or link an active account to ring it again."
+        )
+
+
+def not_rung(document: RoutingDocument | None) -> list[NotRung]:
+    """The responders ``document`` lists that the line does not ring because their console
+    account was closed (one small read: for the routing pages and the live board, not webhooks)."""
+    if document is None:
+        return []
+    closed = responders.closed_responder_ids()
+    return [NotRung(r.id, routing_entries(document, r.id)) for r in document.responders if r.id in closed]
+
+
+def link_rings_again(responder_id: str | None) -> bool:
+    """An active account is linked to ``responder_id``: a responder the line stopped ringing
+    when an account was closed is rung again. True if so."""
+    return responder_id is not None and responders.ring_again(responder_id)
 
 
 def set_role(user: User, role: str, *, actor: User | str, responder_id: str | None = None) -> None:
@@ -113,9 +293,11 @@ def set_role(user: User, role: str, *, actor: User | str, responder_id: str | No
     before = (user.role, user.responder_id)
     user.role, user.responder_id = role, responder_id
     user.session_token = new_session_token()
+    again = user.active and link_rings_again(responder_id)
     record(
         "user_role_changed", actor=actor, target=f"user:{user.username}",
         role=role, responder_id=responder_id, was_role=before[0], was_responder_id=before[1],
+        **({"rung_again": True} if again else {}),
     )  # fmt: skip
 
 
