@@ -42,3 +42,13 @@ class AddUserForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """A button that changes something: it needs nothing but its CSRF token."""
+
+
+class CloseAccountForm(FlaskForm):
+    """Closing an account: whether the line goes on ringing its responder's phone. Without a
+    choice (an older page, a script), the phone is no longer rung: the person has left."""
+
+    ringing = HiddenField(default="stop")
+
+    def keep_ringing(self) -> bool:
+        return self.ringing.data == "keep"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
@@ -10,12 +11,14 @@ from werkzeug.wrappers import Response
 
 from console.access import allow, current_user, login_user, logout_user, public, safe_next, signed_in
 from console.accounts import users
-from console.accounts.forms import AddUserForm, ConfirmForm, SignInForm
+from console.accounts.forms import AddUserForm, CloseAccountForm, SignInForm
 from console.accounts.passwords import WeakPassword
 from console.models import ADMIN, COUNSELOR, ROLES, SUPERVISOR, User
 from crisisline.db import db
+from line_queue.responders import closed_responder_ids
 
 bp = Blueprint("accounts", __name__)
+log = logging.getLogger(__name__)
 
 HOME = {ADMIN: "console.board.page", SUPERVISOR: "console.board.page", COUNSELOR: "console.desk.page"}
 
@@ -66,7 +69,8 @@ def _user_page(form: AddUserForm) -> str:
         "console/users.html",
         form=form,
         accounts=accounts,
-        confirm=ConfirmForm(),
+        not_rung=closed_responder_ids() & users.responder_ids(),
+        in_routing=users.responder_ids(),
         responders=sorted(users.responder_ids()),
     )
 
@@ -76,6 +80,7 @@ def _user_page(form: AddUserForm) -> str:
 def user_add() -> Response | tuple[str, int]:
     form = AddUserForm()
     if form.validate_on_submit():
+        was_not_rung = closed_responder_ids()
         try:
             user = users.create_user(
                 form.username.data or "", form.password.data or "", role=form.role.data or "",
@@ -88,8 +93,47 @@ def user_add() -> Response | tuple[str, int]:
         else:
             db.session.commit()
             flash(f"Account {user.username} created.", "info")
+            if user.responder_id in was_not_rung:
+                flash(f"The line rings {user.responder_id} again: an active account is linked to it.", "warning")
             return redirect(url_for("console.accounts.user_list"))
     return _user_page(form), 400
+
+
+@bp.get("/users/<id:user_id>/close")
+@allow(ADMIN)
+def user_close(user_id: int) -> str:
+    """Before closing an account, what it does to the calls of its responder, and the choice;
+    after, what the line does now and what is left to do in the routing."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    stopped = None if user.active else user.responder_id in closed_responder_ids()
+    return render_template(
+        "console/user_close.html",
+        account=user,
+        stop=users.closing(user, stopped=stopped),
+        keep=users.closing(user, keep_ringing=True) if user.active else None,
+        form=CloseAccountForm(),
+    )
+
+
+@bp.post("/users/<id:user_id>/stop-ringing")
+@allow(ADMIN)
+def user_stop_ringing(user_id: int) -> Response:
+    """A closed account whose responder the line still rings: stop ringing it."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    if CloseAccountForm().validate_on_submit():
+        try:
+            users.stop_ringing_closed(user, actor=signed_in())
+        except users.AccountError as problem:
+            db.session.rollback()
+            flash(str(problem), "error")
+        else:
+            db.session.commit()
+            flash(f"The line no longer rings {user.responder_id}.", "info")
+    return redirect(url_for("console.accounts.user_close", user_id=user.id))
 
 
 @bp.post("/users/<id:user_id>/deactivate")
@@ -98,13 +142,17 @@ def user_deactivate(user_id: int) -> Response:
     user = db.session.get(User, user_id)
     if user is None:
         abort(404)
-    if ConfirmForm().validate_on_submit():
+    form = CloseAccountForm()
+    if form.validate_on_submit():
         try:
-            users.deactivate(user, actor=signed_in())
+            closing = users.deactivate(user, actor=signed_in(), keep_ringing=form.keep_ringing())
         except users.AccountError as problem:
             db.session.rollback()
             flash(str(problem), "error")
         else:
             db.session.commit()
             flash(f"Account {user.username} closed; its sessions have ended.", "info")
+            # The page it goes to says what happens to the calls of its responder now.
+            log.info("account closed; its responder's phone: %s", closing.ringing)
+            return redirect(url_for("console.accounts.user_close", user_id=user.id))
     return redirect(url_for("console.accounts.user_list"))

@@ -9,6 +9,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from console.access import allow, signed_in
+from console.accounts.users import not_rung
 from console.audit import log as audit
 from console.board import unmask
 from console.board.forms import TakeOverForm, UnmaskForm
@@ -28,7 +29,10 @@ REFRESH_SECONDS = 5
 def page() -> str:
     active = active_routing()
     board = snapshot(active.document, datetime.now(UTC)) if active else None
-    return render_template("console/board.html", board=board, refresh_seconds=REFRESH_SECONDS)
+    return render_template(
+        "console/board.html",
+        board=board, refresh_seconds=REFRESH_SECONDS, not_rung=not_rung(active.document if active else None),
+    )  # fmt: skip
 
 
 @bp.get("/board.json")

@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 from wtforms import SelectChoice  # type: ignore[import-untyped]
 
 from console.access import allow, signed_in
+from console.accounts.users import not_rung
 from console.audit.log import record
 from console.inputs import DAY_RANGE, calendar_day, row_id
 from console.models import ADMIN, SUPERVISOR
@@ -77,10 +78,15 @@ def _editor(
     for problem in preview.problems if preview else []:
         if problem.line is not None:
             marked[problem.line] = "error"
+    # The draft's responders when it reads, else the live ones: who is listed but not rung.
+    listed = preview.document if preview is not None and preview.document is not None else None
+    if listed is None:
+        live = store.active_routing()
+        listed = live.document if live is not None else None
     return render_template(
         "console/routing_editor.html",
         form=form, live=_live_info(), preview=preview, stale=stale, refusal=refusal, draft_of=draft_of,
-        source_lines=text.splitlines() if marked else [], marked=marked,
+        source_lines=text.splitlines() if marked else [], marked=marked, not_rung=not_rung(listed),
     )  # fmt: skip
 
 
