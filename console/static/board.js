@@ -94,7 +94,7 @@
         r.on_shift ? "yes" : "no", "", String(r.texts) + (r.text_offered ? " + offer" : "")]);
       var status = document.createElement("span");
       status.className = "status " + r.status.replace(/ /g, "-");
-      var paused = r.paused_reason ? (r.status === "paused" ? "" : " · paused") + " (" + r.paused_reason + ")" : "";
+      var paused = r.paused_reason ? (r.status === "paused" ? "" : " · paused") + " (" + r.paused_reason.replace(/_/g, " ") + ")" : "";
       status.textContent = r.status + paused;
       row.children[3].appendChild(status);
       row.dataset.responder = r.id;
