@@ -46,8 +46,8 @@ def database_pool(settings: Settings) -> tuple[int, int]:
 
 
 # Connections beyond the pool's size while busy: side-by-side steps hold one only around their
-# reads and writes, console pages briefly. Kept small so two web workers, the worker and the
-# clock fit PostgreSQL's default of 100 connections in any surge the benches have made.
+# reads and writes, console pages briefly. Kept small, as ``max_connections`` is sized from the
+# most every process could open (docs/deployment.md); the surges measured used 55 a machine.
 DATABASE_OVERFLOW = 8
 
 
