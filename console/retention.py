@@ -1,7 +1,9 @@
 """The console's personal data in the retention purge: counselors' wrap-up notes and the
 reasons given for emergency unmasks are scrubbed with their contact's channel window
-(``RETENTION_DAYS_CALLS`` or ``_TEXTS``). Outcomes, needs and who did what stay: metrics and
-the audit log need them, and they hold nothing personal."""
+(``RETENTION_DAYS_CALLS`` or ``_TEXTS``). A note goes by when its contact began (the call's or
+the conversation's start), not by when it was written: wrap-ups are offered for days after
+the contact, and a note must not outlive what it is about. Outcomes, needs and who did what
+stay: metrics and the audit log need them, and they hold nothing personal."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from sqlalchemy import CursorResult, and_, or_, update
 
 from console.models import AuditEntry, WrapUp
 from crisisline.db import db
+from crisisline.models import Call, Conversation
 from crisisline.retention import Cutoffs, registers_purge
 
 
@@ -16,9 +19,16 @@ from crisisline.retention import Cutoffs, registers_purge
 def purge_wrap_up_notes(cutoffs: Cutoffs) -> int:
     scrubbed = 0
     for channel in ("voice", "text"):
+        cutoff = cutoffs.for_channel(channel)
+        # Its contact's start; a note whose contact is unknown (deleted) goes by when it was written.
+        contact_is_old = (
+            WrapUp.call_id.in_(db.select(Call.id).where(Call.started_at < cutoff))
+            if channel == "voice"
+            else WrapUp.conversation_id.in_(db.select(Conversation.id).where(Conversation.started_at < cutoff))
+        )
         result = db.session.execute(
             update(WrapUp)
-            .where(WrapUp.channel == channel, WrapUp.created_at < cutoffs.for_channel(channel))
+            .where(WrapUp.channel == channel, or_(WrapUp.created_at < cutoff, contact_is_old))
             .where(WrapUp.sealed_note.is_not(None))
             .values(sealed_note=None)
             .execution_options(synchronize_session=False)

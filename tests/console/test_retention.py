@@ -1,6 +1,7 @@
 """The retention purge covers what the console keeps that is personal: counselors' wrap-up
-notes and emergency-unmask reasons go with their contact's channel window; outcomes, needs
-and the audit trail of who did what stay."""
+notes and emergency-unmask reasons go with their contact's channel window (a note by when its
+contact began, however much later it was written); outcomes, needs and the audit trail of who
+did what stay."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from sqlalchemy import select
 from console.board.unmask import LiveContact, reveal
 from console.models import NOTE_CONTEXT, AuditEntry, User, WrapUp
 from crisisline.db import db
+from crisisline.models import Call, Conversation, Texter, Transfer
 from crisisline.privacy import Vault
 from crisisline.settings import Settings
+from ivr.call_log import PHONE_CONTEXT, phone_hash
 from tests.conftest import settings_for
 from tests.console.conftest import Account
 
@@ -34,6 +37,41 @@ def wrap_up_at(app: Flask, moment: datetime, channel: str, key: str, responder: 
             )
         )  # fmt: skip
         db.session.commit()
+
+
+def contact_with_a_late_note(app: Flask, began: datetime, channel: str, number: str) -> str:
+    """Factory: a call (and its transfer) or a text conversation that began at ``began``, whose
+    wrap-up note was written 6 days later (wrap-ups are offered for 7). Returns its contact key."""
+    with app.app_context():
+        vault: Vault = app.extensions["crisisline.vault"]
+        sealed = vault.seal(number, context=PHONE_CONTEXT)
+        if channel == "voice":
+            call = Call(call_sid="CA" + number[-10:].rjust(32, "1"), caller_hash=phone_hash(number),
+                        sealed_caller=sealed, started_at=began, language="en", need="suicide",
+                        status="completed")  # fmt: skip
+            db.session.add(call)
+            db.session.flush()
+            transfer = Transfer(call_id=call.id, caller_call_sid=call.call_sid, language="en", need="suicide",
+                                state="ended", started_at=began, connected_at=began, queued_since=began)  # fmt: skip
+            db.session.add(transfer)
+            db.session.flush()
+            key, links = f"call:{transfer.id}", {"call_id": call.id, "transfer_id": transfer.id}
+        else:
+            texter = Texter(number_hash=phone_hash(number), sealed_number=sealed, created_at=began)
+            db.session.add(texter)
+            db.session.flush()
+            conversation = Conversation(texter_id=texter.id, state="closed", language="en", need="suicide",
+                                        started_at=began, last_activity_at=began, closed_at=began)  # fmt: skip
+            db.session.add(conversation)
+            db.session.flush()
+            key, links = f"text:{conversation.id}", {"conversation_id": conversation.id}
+        db.session.add(WrapUp(
+            contact_key=key, channel=channel, responder_id="ana-ruiz", outcome="de_escalated",
+            sealed_note=vault.seal("her sister Maria, 14 Elm St", context=NOTE_CONTEXT),
+            created_at=began + timedelta(days=6), **links,
+        ))  # fmt: skip
+        db.session.commit()
+        return key
 
 
 def unmask_at(app: Flask, supervisor: Account, moment: datetime, channel: str, contact_id: int) -> None:
@@ -79,6 +117,20 @@ def test_a_shorter_texts_window_scrubs_text_notes_and_leaves_call_notes(
     with app.app_context():
         notes = {w.contact_key: w.sealed_note for w in db.session.scalars(select(WrapUp))}
     assert notes["text:7"] is None and notes["call:7"] is not None
+
+
+def test_a_wrap_up_note_written_days_after_its_contact_is_scrubbed_by_the_contacts_start(app: Flask) -> None:
+    old_call = contact_with_a_late_note(app, NOW - timedelta(days=31), "voice", "+13125550123")  # past 30 days
+    old_text = contact_with_a_late_note(app, NOW - timedelta(days=31), "text", "+13125550124")
+    recent_call = contact_with_a_late_note(app, NOW - timedelta(days=29), "voice", "+13125550125")  # within them
+
+    first, second = purge(app, NOW), purge(app, NOW)
+
+    assert (first["calls"], first["texters"], first["wrap_up_notes"], second["wrap_up_notes"]) == (1, 1, 2, 0)
+    with app.app_context():
+        notes = {w.contact_key: w.sealed_note for w in db.session.scalars(select(WrapUp))}
+    assert notes[old_call] is None and notes[old_text] is None  # gone with their contacts' numbers
+    assert notes[recent_call] is not None
 
 
 def test_unmask_reasons_are_scrubbed_after_the_window_and_the_audit_entry_stays(
