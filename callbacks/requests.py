@@ -115,8 +115,14 @@ def request_from_checkin(checkin: CheckIn) -> bool:
     return True
 
 
+# The call records of callbacks asked for by text (``CALL``, a check-in's "2"): they hold the
+# texter's number, so the purge scrubs them by the shorter of the calls' and the texts' windows.
+TEXT_BORN_CALL_SID_PREFIXES = ("text-callback-", "checkin-callback-")
+
+
 def _call_for_texter(call_sid: str, texter: Texter, line_number: str | None, language: str, need: str) -> Call:
-    """The call record a callback for someone who texted hangs on (idempotent by ``call_sid``)."""
+    """The call record a callback for someone who texted hangs on (idempotent by ``call_sid``,
+    which starts with one of ``TEXT_BORN_CALL_SID_PREFIXES``)."""
     db.session.execute(
         insert_ignoring_duplicates(
             Call,

@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, or_, update
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
 from callbacks.attempts import tend
+from callbacks.requests import TEXT_BORN_CALL_SID_PREFIXES
 from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db
@@ -37,7 +38,8 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
 
     Each kind has its own window (``RETENTION_DAYS_CALLS``, ``_TEXTS``, ``_FOLLOWUPS``, each
     defaulting to ``PERSONAL_DATA_RETENTION_DAYS``). Calls: the sealed caller number and keyed
-    hash, sealed speech transcripts. Texts: sealed bodies, and texters' sealed numbers; a
+    hash, sealed speech transcripts (a texter's number on a callback asked for by text, by the
+    shorter of the calls' and the texts' windows). Texts: sealed bodies, and texters' sealed numbers; a
     texter's keyed hash is replaced by a random one (the link to the person is gone) unless
     they opted out, because STOP must be honoured for as long as the line exists. Follow-ups:
     check-ins' sealed replies and their link to the texter; survey answers lose their link
@@ -51,9 +53,12 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
     cutoffs = Cutoffs.at(now, settings)
     calls_cutoff, texts_cutoff, followups_cutoff = cutoffs.calls, cutoffs.texts, cutoffs.followups
+    # A callback asked for by text holds the texter's number on its call record: that goes by
+    # the texts' window too, if shorter.
+    from_a_text = or_(*(Call.call_sid.startswith(prefix, autoescape=True) for prefix in TEXT_BORN_CALL_SID_PREFIXES))
     old_calls = (
         db.select(Call.id)
-        .where(Call.started_at < calls_cutoff)
+        .where(or_(Call.started_at < calls_cutoff, and_(from_a_text, Call.started_at < texts_cutoff)))
         .where(or_(Call.sealed_caller.is_not(None), Call.caller_hash.is_not(None)))
     )
     old_call_ids = list(db.session.scalars(old_calls))

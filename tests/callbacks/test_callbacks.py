@@ -5,7 +5,7 @@ dialled into the counselor's conference; retries, the "we tried" text, and queue
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,8 +14,9 @@ from flask import Flask
 from sqlalchemy import select
 
 from crisisline.db import db
-from crisisline.models import Callback, Conversation, ScheduledContact, Transfer
-from tests.conftest import TextingPhone
+from crisisline.models import Call, Callback, Conversation, ScheduledContact, Texter, Transfer
+from crisisline.settings import Settings
+from tests.conftest import TextingPhone, settings_for
 from twilio_fake.phone import Keys, Phone, PhoneCall
 from twilio_fake.rest_api import CallRecord, FakeTwilio
 
@@ -180,6 +181,33 @@ def test_a_texter_who_replies_call_is_called_back_counselor_first(
     assert person.conference == counselor.conference
     (callback,) = callbacks(app)
     assert (callback.origin, callback.state) == ("text", "connected")
+
+
+def test_a_texters_number_on_their_callbacks_call_record_goes_by_the_texts_window_when_shorter(
+    app: Flask, phone: Phone, texting: TextingPhone, settings: Settings, make_app: Callable[[Settings], Flask],
+) -> None:  # fmt: skip
+    from tests.workers.test_upkeep import place_call_at
+    from workers.upkeep import purge_personal_data
+
+    texter = "+13125550177"
+    texting.send(texter, "I need to talk to someone")
+    texting.send(texter, "CALL")  # the callback hangs on a call record holding the texter's number
+    caller = place_call_at(phone, datetime.now(UTC))  # an ordinary call, as old
+    # Texts kept a week, calls 90 days: 8 days on, the number that came by text is gone.
+    short = make_app(settings_for(settings.database_url, settings.redis_url,
+                                  RETENTION_DAYS_TEXTS="7", RETENTION_DAYS_CALLS="90"))  # fmt: skip
+    with short.app_context():
+        counts = purge_personal_data((datetime.now(UTC) + timedelta(days=8)).isoformat())
+        again = purge_personal_data((datetime.now(UTC) + timedelta(days=8)).isoformat())
+        calls = {call.call_sid: call for call in db.session.scalars(select(Call))}
+        texter_row = db.session.scalars(select(Texter)).one()
+
+    assert (counts["texters"], counts["calls"], again["calls"]) == (1, 1, 0)
+    assert texter_row.sealed_number is None
+    (from_text,) = (call for sid, call in calls.items() if sid.startswith("text-callback-"))
+    assert (from_text.sealed_caller, from_text.caller_hash) == (None, None)
+    assert from_text.personal_data_purged_at is not None
+    assert calls[caller].sealed_caller is not None  # a caller's own number keeps the calls' window
 
 
 @pytest.mark.usefixtures("rota")
