@@ -38,10 +38,11 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
 
     Each kind has its own window (``RETENTION_DAYS_CALLS``, ``_TEXTS``, ``_FOLLOWUPS``, each
     defaulting to ``PERSONAL_DATA_RETENTION_DAYS``). Calls: the sealed caller number and keyed
-    hash, sealed speech transcripts (a texter's number on a callback asked for by text, by the
-    shorter of the calls' and the texts' windows). Texts: sealed bodies, and texters' sealed numbers; a
+    hash, sealed speech transcripts. Texts: sealed bodies, and texters' sealed numbers; a
     texter's keyed hash is replaced by a random one (the link to the person is gone) unless
-    they opted out, because STOP must be honoured for as long as the line exists. Follow-ups:
+    they opted out, because STOP must be honoured for as long as the line exists. A number one
+    channel copied from the other (a texter's on a callback they asked for by text, a caller's
+    on the texts the line sent them) goes by the shorter of the two windows. Follow-ups:
     check-ins' sealed replies and their link to the texter; survey answers lose their link
     once answered or unanswered for a day (one never asked, with its check-in's). Kept: the
     anonymous paths, states, ratings, needs and timings metrics need. Purges registered by
@@ -111,7 +112,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .values(texter_id=None)
         .execution_options(synchronize_session=False)
     )
-    texters = _purge_texters(texts_cutoff)
+    texters = _purge_texters(texts_cutoff, calls_cutoff)
     registered = {name: purge(cutoffs) for name, purge in registered_purges().items()}
     db.session.commit()
     return {
@@ -125,19 +126,26 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     }
 
 
-def _purge_texters(cutoff: datetime) -> int:
+def _purge_texters(cutoff: datetime, calls_cutoff: datetime) -> int:
     recent = (
         db.select(Conversation.texter_id)
         .where(or_(Conversation.last_activity_at >= cutoff, Conversation.state != "closed"))
         .scalar_subquery()
     )
+    # Every conversation starts with the texter's own text. A texter with none got their number
+    # from a call (the missed-call text, the "we tried to call you back" text, a referral after a
+    # call, a check-in agreed on a call), or only ever texted a keyword or a follow-up reply: it
+    # goes by the shorter of the calls' and texts' windows. Once they text the line themselves
+    # (a conversation), their number came by text too, and the texts' window applies.
+    texted_us = db.select(Conversation.id).where(Conversation.texter_id == Texter.id).exists()
+    old_enough = or_(Texter.created_at < cutoff, and_(Texter.created_at < calls_cutoff, ~texted_us))
     # Someone a follow-up may still text (or whose answer is awaited) keeps their number until
     # the follow-up's own window has passed.
     checked_in = db.select(CheckIn.texter_id).where(CheckIn.texter_id.is_not(None)).scalar_subquery()
     surveyed = db.select(SurveyResponse.texter_id).where(SurveyResponse.texter_id.is_not(None)).scalar_subquery()
     stale = db.session.scalars(
         db.select(Texter).where(
-            Texter.created_at < cutoff, Texter.sealed_number.is_not(None), Texter.id.not_in(recent),
+            old_enough, Texter.sealed_number.is_not(None), Texter.id.not_in(recent),
             Texter.id.not_in(checked_in), Texter.id.not_in(surveyed),
         )
     ).all()  # fmt: skip

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 import time_machine
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from crisisline.app import rq
 from crisisline.db import db
 from crisisline.models import Call, CallEvent
 from crisisline.settings import Settings
-from tests.conftest import ROOT, TextingPhone, deployment_environment
+from ivr.call_log import PHONE_CONTEXT
+from tests.conftest import ROOT, TextingPhone, deployment_environment, settings_for
 from tests.workers.jobs import PROCFILE_WORKER
 from twilio_fake.phone import Keys, Phone, Words
 
@@ -123,6 +125,41 @@ def test_purge_scrubs_old_texts_and_numbers_but_keeps_stop_honoured(app: Flask, 
     kept, gone = (t for t in texters if t.opted_out), (t for t in texters if not t.opted_out)
     assert all(not t.number_hash.startswith("purged:") for t in kept)  # STOP still recognised
     assert all(t.number_hash.startswith("purged:") for t in gone)
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_callers_number_the_line_texted_goes_by_the_calls_window_unless_they_text_the_line_themselves(
+    app: Flask, phone: Phone, texting: TextingPhone, settings: Settings, make_app: Callable[[Settings], Flask],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    from crisisline.models import Conversation, ScheduledContact, Texter
+    from tests.workers.test_scheduled_contacts import wait_then_hang_up
+    from workers.contacts import run_scheduled_contact
+    from workers.upkeep import purge_personal_data
+
+    only_called, texted_too = "+13125550161", "+13125550162"
+    for number in (only_called, texted_too):
+        wait_then_hang_up(phone, wednesday_evening, number)
+    with app.app_context():
+        for contact in db.session.scalars(select(ScheduledContact)).all():  # the missed-call texts
+            assert run_scheduled_contact(contact.id) == "sent"
+    texting.send(texted_too, "thanks, can we talk by text?")  # their own text: a conversation
+    with app.app_context():
+        db.session.execute(update(Conversation).values(state="closed"))
+        db.session.commit()
+    # Calls kept a week, texts 90 days.
+    short = make_app(settings_for(settings.database_url, settings.redis_url,
+                                  RETENTION_DAYS_CALLS="7", RETENTION_DAYS_TEXTS="90"))  # fmt: skip
+    with short.app_context():
+        counts = purge_personal_data((datetime.now(UTC) + timedelta(days=8)).isoformat())
+        again = purge_personal_data((datetime.now(UTC) + timedelta(days=8)).isoformat())
+        vault = short.extensions["crisisline.vault"]
+        kept = {vault.open(t.sealed_number, context=PHONE_CONTEXT)
+                for t in db.session.scalars(select(Texter)) if t.sealed_number}  # fmt: skip
+
+    assert (counts["calls"], counts["texters"], again["texters"]) == (2, 1, 0)
+    assert only_called not in kept  # the number the missed-call text copied, gone with the call's
+    assert texted_too in kept  # they texted the line: kept by the texts' window
 
 
 def test_workers_status_lists_queues_workers_and_periodic_jobs(app: Flask) -> None:
