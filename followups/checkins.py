@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -63,8 +64,10 @@ LONGEST_CHECKIN = timedelta(days=14 + 3 + 3 + 1 + 1 + 2)
 # Conversations (and callbacks) opened by a check-in reply are answered before ordinary ones.
 CHECKIN_PRIORITY = line_queue.CHECKIN_PRIORITY
 REPLY_CONTEXT = "checkin-reply"
-# A survey's dedupe key is this + its check-in's (the purge finds the check-in by it).
+# A survey's dedupe key is this + its check-in's (the purge finds the check-in by it), while
+# it is linked to its asker; once answered or unlinked, a random one (``unlinked_survey_key``).
 SURVEY_KEY_PREFIX = "survey:"
+UNLINKED_SURVEY_KEY_PREFIX = "unlinked:"
 FLAG_REASON_TEXT = {
     "no_reply": "no reply to two check-in texts",
     "send_failed": "the check-in text could not be sent",
@@ -347,12 +350,20 @@ _AWAITING_SURVEY = (
 )
 
 
+def unlinked_survey_key() -> str:
+    """A survey's key once it has no link to its asker: random, so it names no check-in (and so
+    no call or conversation). Its check-in's key is no longer needed: the survey is sent once
+    (its scheduled contact) and answered once (``answered_at``)."""
+    return UNLINKED_SURVEY_KEY_PREFIX + secrets.token_hex(16)
+
+
 def record_rating(survey: SurveyResponse, rating: int) -> bool:
-    """Store the rating and drop the link to the person: the answer is anonymous from now on."""
+    """Store the rating and drop every link to the person (their texter, and the key naming
+    the check-in it followed): the answer is anonymous from now on."""
     moved = db.session.execute(
         update(SurveyResponse)
         .where(SurveyResponse.id == survey.id, SurveyResponse.answered_at.is_(None))
-        .values(rating=rating, answered_at=now(), texter_id=None)
+        .values(rating=rating, answered_at=now(), texter_id=None, dedupe_key=unlinked_survey_key())
     ).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     return bool(moved)

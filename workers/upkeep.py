@@ -19,7 +19,13 @@ from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, S
 from crisisline.phone import caller_number
 from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
-from followups.checkins import LONGEST_CHECKIN, RUNNING_CHECKIN_STATES, SURVEY_ANSWER_WINDOW, SURVEY_KEY_PREFIX
+from followups.checkins import (
+    LONGEST_CHECKIN,
+    RUNNING_CHECKIN_STATES,
+    SURVEY_ANSWER_WINDOW,
+    SURVEY_KEY_PREFIX,
+    unlinked_survey_key,
+)
 from metrics.rollup import refresh_metrics_rollup
 from routing.document import RoutingDocument
 from routing.store import active_routing
@@ -44,7 +50,8 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     channel copied from the other (a texter's on a callback they asked for by text, a caller's
     on the texts the line sent them) goes by the shorter of the two windows. Follow-ups:
     check-ins' sealed replies and their link to the texter; survey answers lose their link
-    once answered or unanswered for a day (one never asked, with its check-in's). Kept: the
+    once answered or unanswered for a day (one never asked, with its check-in's), and then
+    their key naming the check-in. Kept: the
     anonymous paths, states, ratings, needs and timings metrics need. Purges registered by
     higher packages (``crisisline.retention``: the console's wrap-up notes and unmask reasons)
     run in the same transaction.
@@ -112,6 +119,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .values(texter_id=None)
         .execution_options(synchronize_session=False)
     )
+    _unlink_survey_keys()
     texters = _purge_texters(texts_cutoff, calls_cutoff)
     registered = {name: purge(cutoffs) for name, purge in registered_purges().items()}
     db.session.commit()
@@ -124,6 +132,22 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         "surveys": surveys.rowcount,  # type: ignore[attr-defined]
         **registered,
     }
+
+
+def _unlink_survey_keys() -> None:
+    """A survey no longer linked to its asker (unlinked above, superseded by a check-in, not
+    sent after a STOP) loses its key naming its check-in too: a random one instead (an answered
+    one already has, ``followups.checkins.record_rating``)."""
+    unlinked = db.session.scalars(
+        db.select(SurveyResponse.id).where(
+            SurveyResponse.texter_id.is_(None),
+            SurveyResponse.dedupe_key.startswith(SURVEY_KEY_PREFIX, autoescape=True),
+        )
+    ).all()
+    if unlinked:
+        db.session.execute(
+            update(SurveyResponse), [{"id": survey_id, "dedupe_key": unlinked_survey_key()} for survey_id in unlinked]
+        )
 
 
 def _purge_texters(cutoff: datetime, calls_cutoff: datetime) -> int:

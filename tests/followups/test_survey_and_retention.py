@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from crisisline.db import db
 from crisisline.models import CheckIn, Conversation, SurveyResponse, Texter
 from crisisline.settings import Settings, SettingsError
+from ivr.call_log import PHONE_CONTEXT
 from tests.conftest import TextingPhone, settings_for
 from tests.followups.conftest import checkins
 from tests.followups.test_checkins import TEXTER, consent_by_text
@@ -50,6 +51,59 @@ def test_a_survey_rating_is_stored_without_any_link_to_the_person(
     assert (survey.rating, survey.texter_id, survey.language, survey.need) == (4, None, "en", "suicide")
     assert survey.answered_at is not None
     assert checkins(app)[0].state == "consented"  # the check-in itself is untouched
+
+
+def test_an_answered_survey_keeps_no_key_leading_back_to_its_check_in_conversation_or_number(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    publish_routing(survey_on)
+    consent_by_text(app, texting)
+    wednesday_evening.shift(timedelta(minutes=61))
+    assert run_due() == ["sent"]
+    texting.send(TEXTER, "2")  # a low rating
+
+    (survey,) = surveys(app)
+    (checkin,) = checkins(app)
+    assert (survey.rating, survey.texter_id) == (2, None)
+    assert survey.dedupe_key.startswith("unlinked:") and checkin.dedupe_key not in survey.dedupe_key
+    with app.app_context():
+        vault = app.extensions["crisisline.vault"]
+        found = db.session.scalars(
+            select(Texter.sealed_number)
+            .join(CheckIn, CheckIn.texter_id == Texter.id)
+            .where(CheckIn.dedupe_key == survey.dedupe_key.removeprefix("survey:"))
+        ).all() + db.session.scalars(
+            select(Texter.sealed_number)
+            .join(Conversation, Conversation.texter_id == Texter.id)
+            .where("survey:text:" + Conversation.id.cast(db.String) == survey.dedupe_key)
+        ).all()  # fmt: skip
+        numbers = {vault.open(sealed, context=PHONE_CONTEXT) for sealed in found if sealed}
+    assert numbers == set()
+
+
+def test_a_survey_the_purge_unlinks_from_its_asker_loses_its_check_in_key_once(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    from workers.upkeep import purge_personal_data
+
+    publish_routing(survey_on)
+    consent_by_text(app, texting)
+    start = datetime.now(UTC)
+    wednesday_evening.shift(timedelta(minutes=61))
+    assert run_due() == ["sent"]  # never answered
+    assert surveys(app)[0].dedupe_key == "survey:" + checkins(app)[0].dedupe_key  # while awaited
+
+    with app.app_context():
+        first = purge_personal_data((start + timedelta(hours=26)).isoformat())
+    unlinked = surveys(app)[0].dedupe_key
+    with app.app_context():
+        again = purge_personal_data((start + timedelta(hours=27)).isoformat())
+
+    assert (first["surveys"], again["surveys"]) == (1, 0)
+    assert unlinked.startswith("unlinked:") and checkins(app)[0].dedupe_key not in unlinked
+    assert surveys(app)[0].dedupe_key == unlinked  # a second purge changes nothing
 
 
 def test_no_survey_unless_the_line_runs_one(
