@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 import requests
 from flask import current_app
@@ -19,7 +20,8 @@ from sqlalchemy import bindparam, func, or_, select, update
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
-from crisisline.db import db
+from crisisline.background import start_soon
+from crisisline.db import commit_keeping_loaded, db
 from crisisline.failsafe import answered_by_failsafe
 from crisisline.models import Call, Callback, ScheduledContact, Texter, Transfer
 from crisisline.privacy import Vault
@@ -356,8 +358,51 @@ def person_leg_ended(transfer: Transfer, document: RoutingDocument, status: str,
         # greeting, before joining it) is told and their leg ended, which frees them.
         flow.release_staff(transfer)
         return
-    if transfer.state == "connecting":
+    if transfer.state != "connecting":
+        return
+    if status != "completed":
         person_not_reached(transfer, document, status.replace("-", "_"))
+        return
+    # Answered (a phone not answered ends ``no-answer``, ``busy``, ``failed`` or ``canceled``),
+    # yet never in the room: their answer was never handled as a join (``person_answered``
+    # joins them before the greeting, so a hang-up during it ends a connected attempt, above).
+    if answered_by_failsafe(call_sid):
+        flow.on_the_backup_line(transfer, "failsafe")
+        return
+    # Twilio is asked whether the fail-safe's ``<Dial>`` took them to the backup line: off this
+    # status callback's thread. Unsure there, the minute's ``tend`` asks again.
+    start_soon(f"answered-unjoined:{transfer.id}", partial(_settle_answered_unjoined, transfer.id))
+
+
+def _settle_answered_unjoined(transfer_id: int) -> None:
+    """In its own app context (``start_soon``): settle an attempt whose person's leg completed
+    without joining the room."""
+    transfer = db.session.get(Transfer, transfer_id)
+    document = _active_document()
+    if transfer is not None and document is not None and transfer.state == "connecting":
+        answered_but_never_joined(transfer, document, "completed")
+
+
+ON_BACKUP, NOT_REACHED = "on_backup", "settled"
+
+
+def answered_but_never_joined(transfer: Transfer, document: RoutingDocument, reason: str) -> str | None:
+    """A ``connecting`` attempt whose person's leg completed (answered) without ever joining
+    the room: the fail-safe put them through to the backup line unrecorded (their answer
+    failed, and so did the hook after it, or Twilio's Fallback URL answered) if their leg dialled
+    one: the attempt ends there, no try used (``ON_BACKUP``). Otherwise they hung up before
+    their answer was handled (or it was a machine): not reached (``NOT_REACHED``). None while
+    Twilio cannot say (asked again by the minute's ``tend``)."""
+    if answered_by_failsafe(transfer.caller_call_sid):
+        return ON_BACKUP if flow.on_the_backup_line(transfer, "failsafe") else None
+    commit_keeping_loaded()  # no read transaction held open while Twilio answers
+    dialled = dispatch.caller_dial_legs(transfer.caller_call_sid)
+    if dialled is None:
+        return None
+    if dialled:
+        return ON_BACKUP if flow.on_the_backup_line(transfer, "failsafe") else None
+    person_not_reached(transfer, document, reason)
+    return NOT_REACHED
 
 
 def person_not_reached(
@@ -461,6 +506,10 @@ def tend(document: RoutingDocument) -> dict[str, int]:
             # answered): the fail-safe has put them through to the backup line.
             if flow.on_the_backup_line(transfer, "failsafe"):
                 counts["on_backup"] += 1
+        elif status == "completed":
+            settled = answered_but_never_joined(transfer, document, "lost_status")
+            if settled is not None:
+                counts[settled] += 1
         elif status == "never_placed" or status in flow.TERMINAL_LEG_STATUSES:
             person_not_reached(transfer, document, "lost_status")
             counts["settled"] += 1

@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from flask import Flask
 from sqlalchemy import select
 
 import callbacks.attempts
+import crisisline.failsafe
 from crisisline.db import db
-from crisisline.models import Callback, Offer, ResponderState, ScheduledContact, Transfer
-from tests.callbacks.test_callbacks import CALLER, ask_for_callback, person_legs, responder_legs, ringing_responder
+from crisisline.failsafe import caller_id_for_backup, run_after_failsafe_hooks
+from crisisline.models import Callback, CallEvent, Offer, ResponderState, ScheduledContact, Transfer
+from tests.callbacks.test_callbacks import (
+    CALLER,
+    ask_for_callback,
+    fake_now,
+    person_legs,
+    responder_legs,
+    ringing_responder,
+)
 from tests.conftest import TEST_BACKUP_NUMBER
 from twilio_fake.phone import Keys, Phone, PhoneCall
 from twilio_fake.rest_api import FakeTwilio
+from workers.upkeep import tend_callbacks
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 ON_BACKUP = "The caller has been passed to our backup line."
@@ -122,9 +134,6 @@ def test_a_called_back_persons_answer_past_its_deadline_sends_them_to_the_backup
 def test_the_fail_safe_hand_off_of_a_called_back_person_is_recorded_once_whatever_twilio_repeats(
     app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crisisline.failsafe import run_after_failsafe_hooks
-    from crisisline.models import CallEvent
-
     counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
     monkeypatch.setattr(callbacks.attempts, "person_answered", crash)
     person_picks_up(fake)
@@ -166,14 +175,6 @@ def test_a_hand_off_the_fail_safe_could_not_record_is_found_by_the_minutes_tendi
     """The database failed the person's answer and the hook after it (or Twilio's Fallback URL
     answered): their leg is up but never joined the room. Before, the counselor waited for the
     whole backup call, then heard "They did not answer" and a try was used up."""
-    from datetime import timedelta
-
-    import time_machine
-
-    import crisisline.failsafe
-    from tests.callbacks.test_callbacks import fake_now
-    from workers.upkeep import tend_callbacks
-
     counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
     with monkeypatch.context() as outage:
         outage.setattr(callbacks.attempts, "person_answered", crash)
@@ -204,8 +205,66 @@ def test_every_backup_dial_shows_the_person_on_the_line_their_own_number_where_i
     app: Flask, direction: str, from_: str, to: str, shown: str | None
 ) -> None:
     """Also the backup line a called-back person reaches from their hold loop (``ivr.backup``)."""
-    from crisisline.failsafe import caller_id_for_backup
-
     form = {"CallSid": "CA" + "1" * 32, "Direction": direction, "From": from_, "To": to}
     with app.test_request_context("/voice/hold", method="POST", data=form):
         assert caller_id_for_backup() == shown
+
+
+def backup_call_ends(fake: FakeTwilio) -> None:
+    """The person's talk with the backup line (a ``<Dial>`` child of their leg) ends, then their leg."""
+    (leg,) = person_legs(fake)
+    fake.dial_leg(leg.sid, TEST_BACKUP_NUMBER, CALLER, "completed")
+    fake.advance_call(leg.sid, "completed")
+
+
+def assert_not_counted_a_no_answer(app: Flask, phone: Phone, counselor: PhoneCall) -> None:
+    phone.resume(counselor)
+    transfer, callback, _, _ = the_attempt(app)
+    with app.app_context():
+        kinds = list(db.session.scalars(select(CallEvent.kind)))
+    assert "did not answer" not in counselor.heard_text()
+    assert "callback.no_answer" not in kinds, (transfer.state, transfer.end_reason, callback.state)
+    assert pending_attempts(app) == []  # no try used up, nobody rings them again
+    assert (transfer.state, transfer.end_reason) == ("to_backup", "failsafe")
+    assert (callback.state, callback.outcome) == ("canceled", "to_backup")
+
+
+@pytest.mark.usefixtures("rota")
+def test_an_unrecorded_hand_off_whose_backup_call_ends_before_the_tend_looks_is_not_a_no_answer(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook could not record the hand-off, and the person's backup call ended before the
+    minute's tending looked: their leg's ``completed`` (an answered call) is not a no-answer."""
+    counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
+    with monkeypatch.context() as outage:
+        outage.setattr(callbacks.attempts, "person_answered", crash)
+        outage.setattr(crisisline.failsafe, "AFTER_FAILSAFE", [])  # the hook could not record it
+        person_picks_up(fake)
+    backup_call_ends(fake)  # a 90-second talk with the backup line ends
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    with time_machine.travel(fake_now() + timedelta(seconds=25 + 130)), app.app_context():
+        tend_callbacks()
+
+    assert_not_counted_a_no_answer(app, phone, counselor)
+
+
+@pytest.mark.usefixtures("rota")
+def test_an_unrecorded_hand_off_whose_end_was_not_heard_is_found_by_the_tend_and_not_counted_a_no_answer(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, and the leg's final status callback failed too: the minute's tending sees a
+    completed leg that dialled the backup line."""
+    counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
+    with monkeypatch.context() as outage:
+        outage.setattr(callbacks.attempts, "person_answered", crash)
+        outage.setattr(crisisline.failsafe, "AFTER_FAILSAFE", [])
+        person_picks_up(fake)
+        outage.setattr(callbacks.attempts, "person_leg_ended", crash)
+        backup_call_ends(fake)
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    with time_machine.travel(fake_now() + timedelta(seconds=25 + 130)), app.app_context():
+        found = tend_callbacks()
+        again = tend_callbacks()
+
+    assert (found["on_backup"], found["settled"], again["on_backup"]) == (1, 0, 0)
+    assert_not_counted_a_no_answer(app, phone, counselor)
