@@ -11,6 +11,7 @@ kind ``callback_missed`` texts them how to reach us.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
@@ -283,8 +284,14 @@ def adopt_person_leg(transfer: Transfer, call_sid: str) -> None:
     db.session.refresh(transfer)
 
 
-def person_answered(transfer: Transfer) -> bool:
-    """The person picked up: into the conference if their responder is still there."""
+def person_answered(transfer: Transfer, promise_join: Callable[[], bool] = lambda: True) -> bool:
+    """The person picked up: into the conference if their responder is still there.
+
+    ``promise_join`` (``crisisline.deadline.answer_if_late`` with their join TwiML) is called
+    once their join is stored and their responder is known to be in the room: should the
+    request's deadline pass after that, it answers with the room, not the backup line. False
+    if the deadline has already answered with the backup line: the attempt ends there (the
+    fail-safe's hook), and is not counted connected."""
     if answered_by_failsafe(transfer.caller_call_sid):
         # This is the late handler of an answer the deadline gave: the fail-safe has put them
         # through to the backup line, and its hook ends this attempt there.
@@ -296,6 +303,8 @@ def person_answered(transfer: Transfer) -> bool:
         state.move_transfer(transfer.id, ("connected",), "ended", end_reason="staff_left")
         flow.record_event(transfer, "transfer.staff_left", f"transfer:{transfer.id}:staff_left")
         db.session.commit()
+        return False
+    if not promise_join():
         return False
     connected = db.session.execute(
         update(Callback)

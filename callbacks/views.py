@@ -10,7 +10,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from callbacks import attempts
 from callbacks.requests import request_from_hold
-from crisisline import twilio_params
+from crisisline import deadline, twilio_params
 from crisisline.failsafe import (
     acknowledged,
     answered_by_failsafe,
@@ -82,9 +82,22 @@ def person_answer() -> Response:
         return twiml_response(response)
     language = document.language(transfer.language)
     greeting = [language.prompt("callback_greeting")]
-    if attempts.person_answered(transfer):
-        return twiml_response(ivr_twiml.with_lead(language, greeting, transfer_views.caller_join_twiml(transfer)))
-    if transfer.state == "to_backup" or answered_by_failsafe(transfer.caller_call_sid):
+
+    def join() -> VoiceResponse:
+        return ivr_twiml.with_lead(language, greeting, transfer_views.caller_join_twiml(transfer))
+
+    def promise_join() -> bool:
+        # Their join is stored: should the deadline pass now, it answers with the room (as for
+        # a counselor's press of 1), not the backup line, so the records say where they are.
+        return deadline.answer_if_late(join().to_xml())
+
+    if attempts.person_answered(transfer, promise_join):
+        return twiml_response(join())
+    if (
+        transfer.state == "to_backup"
+        or answered_by_failsafe(transfer.caller_call_sid)
+        or deadline.answered_by_deadline() == deadline.FAILSAFE
+    ):
         # The fail-safe has put them through to the backup line (this is its late handler, or
         # the same answer again): they stay there, and nobody is rung for them.
         return failsafe_response()

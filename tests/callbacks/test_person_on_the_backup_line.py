@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 import callbacks.attempts
 import crisisline.failsafe
+import transfer.views as transfer_views
 from crisisline.db import db
 from crisisline.failsafe import caller_id_for_backup, run_after_failsafe_hooks
 from crisisline.models import Callback, CallEvent, Offer, ResponderState, ScheduledContact, Transfer
@@ -268,3 +269,55 @@ def test_an_unrecorded_hand_off_whose_end_was_not_heard_is_found_by_the_tend_and
 
     assert (found["on_backup"], found["settled"], again["on_backup"]) == (1, 0, 0)
     assert_not_counted_a_no_answer(app, phone, counselor)
+
+
+@pytest.mark.usefixtures("rota")
+def test_an_answer_whose_deadline_passes_after_the_join_was_stored_is_not_counted_connected(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The join is stored, then the handler is slow before it promised the deadline the room:
+    the deadline answers with the backup line, and the records say so."""
+    counselor_waiting_for_the_person(phone, fake, run_worker)
+    monkeypatch.setattr(app.extensions["crisisline.deadline"], "seconds", 1.0)
+    join = transfer_views.caller_join_twiml
+
+    def slow_after_the_join(transfer: Transfer) -> Any:
+        time.sleep(1.6)  # e.g. a slow read after the join's commit
+        return join(transfer)
+
+    monkeypatch.setattr(transfer_views, "caller_join_twiml", slow_after_the_join)
+    twiml = person_picks_up(fake)
+    app.extensions["crisisline.deadline"].shutdown(wait=True)
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert f">{TEST_BACKUP_NUMBER}</Dial>" in twiml  # the person is on the backup line
+    transfer, callback, _, _ = the_attempt(app)
+    assert transfer.state == "to_backup"
+    assert (callback.state, callback.outcome) == ("canceled", "to_backup")
+
+
+@pytest.mark.usefixtures("rota")
+def test_an_answer_whose_deadline_passes_after_the_join_was_promised_puts_the_person_in_the_room(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the join is stored and their counselor is known to be in the room, the deadline
+    answers with the room (as for a counselor's press of 1): the person really joins."""
+    counselor_waiting_for_the_person(phone, fake, run_worker)
+    monkeypatch.setattr(app.extensions["crisisline.deadline"], "seconds", 1.0)
+    record = callbacks.attempts.record_outcome
+
+    def slow_record(*args: Any, **kwargs: Any) -> None:
+        time.sleep(1.6)  # e.g. a slow write after the join
+        record(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks.attempts, "record_outcome", slow_record)
+    twiml = person_picks_up(fake)
+    app.extensions["crisisline.deadline"].shutdown(wait=True)
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert TEST_BACKUP_NUMBER not in twiml
+    assert "<Conference" in twiml  # the room their counselor waits in
+    transfer, callback, accepted, _ = the_attempt(app)
+    assert transfer.state == "connected"
+    assert (callback.state, callback.outcome) == ("connected", "connected")
+    assert len(accepted) == 1
