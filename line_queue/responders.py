@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, or_, select, update
 
 from crisisline import events
 from crisisline.db import db, insert_ignoring_duplicates
-from crisisline.models import ResponderState
+from crisisline.models import ConversationOffer, ResponderState
 
 # Why a responder is paused when their console account was closed (``paused_reason``).
 ACCOUNT_CLOSED = "account_closed"
@@ -133,11 +133,26 @@ _NOT_CLOSED = or_(ResponderState.paused_reason.is_(None), ResponderState.paused_
 def stop_ringing(responder_id: str) -> bool:
     """The line rings ``responder_id`` no more: their console account was closed. Paused with
     ``ACCOUNT_CLOSED`` (over any other reason, so their ``ON`` cannot undo it). A call or text
-    conversation they are in now goes on. True if this changed anything."""
+    conversation they are in now goes on. True if this changed anything.
+
+    A text offer still open to them is made due at once, in the same unit of work: the clock's
+    next sweep hands it back to the queue as it hands back any expired offer, and their
+    ``YES <tag>`` is refused meanwhile (``sms.conversations.take``)."""
     ensure_responder_state(responder_id)
+    moment = _now()
+    db.session.execute(
+        update(ConversationOffer)
+        .where(
+            ConversationOffer.responder_id == responder_id,
+            ConversationOffer.state == "open",
+            ConversationOffer.expires_at > moment,
+        )
+        .values(expires_at=moment)
+        .execution_options(synchronize_session=False)
+    )
     return _change(
         [ResponderState.responder_id == responder_id, _NOT_CLOSED | ResponderState.paused.is_(False)],
-        {"paused": True, "paused_reason": ACCOUNT_CLOSED, "updated_at": _now()},
+        {"paused": True, "paused_reason": ACCOUNT_CLOSED, "updated_at": moment},
     )
 
 
@@ -151,6 +166,13 @@ def ring_again(responder_id: str) -> bool:
     if changed:
         events.note_responder_freed(responder_id)
     return changed
+
+
+def is_closed(responder_id: str) -> bool:
+    """Whether the line stopped ringing ``responder_id`` because their account was closed (one
+    small read: for their own ON/OFF/STATUS or a refused YES, never a webhook's usual path)."""
+    reason = db.session.scalar(select(ResponderState.paused_reason).where(ResponderState.responder_id == responder_id))
+    return reason == ACCOUNT_CLOSED
 
 
 def closed_responder_ids() -> set[str]:

@@ -59,6 +59,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "status_sms": frozenset({"status"}),
     "on_sms": frozenset(),
     "off_sms": frozenset(),
+    "not_rung_sms": frozenset(),  # their console account was closed (``line_queue.responders.stop_ringing``)
     "whisper_callback": frozenset({"language", "need", "ago"}),
     "callback_calling": frozenset(),
     "callback_no_answer": frozenset(),

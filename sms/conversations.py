@@ -21,7 +21,7 @@ import line_queue
 from crisisline import events
 from crisisline.db import commit_keeping_loaded, db, hold_lock, insert_ignoring_duplicates, inserted_row
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
-from line_queue.responders import ensure_responder_state
+from line_queue.responders import ACCOUNT_CLOSED, ensure_responder_state
 from routing.document import Responder, RoutingDocument
 from routing.store import active_routing
 from sms import delivery, outbox
@@ -338,7 +338,8 @@ def offer_conversation(conversation_id: int, counselors: Sequence[Responder], do
 
 
 def take(conversation: Conversation, responder: Responder, document: RoutingDocument) -> bool:
-    """A counselor takes a waiting conversation: exactly one can (conditional UPDATE).
+    """A counselor takes a waiting conversation: exactly one can (conditional UPDATE), and never
+    one whose console account was closed (``line_queue.responders.stop_ringing``).
 
     Theirs already (their YES handled again after a failure part way, or sent twice): True,
     and the backlog is relayed again, which sends only what did not go out (the same keys)."""
@@ -353,9 +354,16 @@ def take(conversation: Conversation, responder: Responder, document: RoutingDocu
     if counselor_load(responder.id) >= document.sms.max_conversations_per_counselor:
         db.session.commit()  # releases the lock
         return False
+    # Never a responder whose console account was closed (their phone may still text "YES 12"):
+    # checked in the claim itself, so it costs no statement and a closing cannot slip between.
+    closed = (
+        select(ResponderState.responder_id)
+        .where(ResponderState.responder_id == responder.id, ResponderState.paused_reason == ACCOUNT_CLOSED)
+        .exists()
+    )
     won = db.session.execute(
         update(Conversation)
-        .where(Conversation.id == conversation.id, Conversation.state.in_(WAITING_STATES))
+        .where(Conversation.id == conversation.id, Conversation.state.in_(WAITING_STATES), ~closed)
         .values(state="active", counselor_id=responder.id, assigned_at=now(), last_activity_at=now())
     ).rowcount  # type: ignore[attr-defined]
     if won:

@@ -35,11 +35,19 @@ def parse_command(body: str) -> str | None:
 
 
 def run_command(document: RoutingDocument, responder: Responder, command: str) -> str:
-    """Carry out ON / OFF / STATUS for ``responder``; returns the reply text. Idempotent."""
+    """Carry out ON / OFF / STATUS for ``responder``; returns the reply text. Idempotent.
+
+    A responder whose console account was closed is told so (``not_rung_sms``) whatever they
+    text: their ON lifts nothing (``state.set_paused``), and "available" or "Reply ON" would
+    not be true."""
     if command == "ON":
-        state.set_paused(responder.id, False, None)
+        changed = state.set_paused(responder.id, False, None)
         db.session.commit()
+        if not changed and state.is_closed(responder.id):
+            return document.staff_prompt("not_rung_sms")
         return document.staff_prompt("on_sms")
+    if state.is_closed(responder.id):
+        return document.staff_prompt("not_rung_sms")
     if command == "OFF":
         state.set_paused(responder.id, True, "self")
         db.session.commit()
@@ -101,7 +109,8 @@ def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, 
     tag = conversation.tag
     if verb == "YES":
         if not convo.take(conversation, responder, document):
-            return Reply(document.staff_prompt("sms_too_late", tag=tag))
+            refused = "not_rung_sms" if state.is_closed(responder.id) else "sms_too_late"
+            return Reply(document.staff_prompt(refused, tag=tag))
         db.session.refresh(conversation)
         text = document.staff_prompt("sms_taken", tag=tag)
         if conversation.previous_id:

@@ -5,6 +5,8 @@ what is left to do in the routing, and the warning stays where they look until i
 from __future__ import annotations
 
 import html
+import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from console.accounts import users
 from console.audit.log import CLI
 from console.models import COUNSELOR, SUPERVISOR, AuditEntry, User
 from crisisline.db import db
-from crisisline.models import ResponderState
+from crisisline.models import Conversation, ResponderState
 from line_queue import responders
 from tests.conftest import TextingPhone
 from tests.console.conftest import MakeUser
@@ -26,6 +28,8 @@ from twilio_fake.rest_api import FakeTwilio
 
 SUICIDE = [Keys("1"), Keys("2")]  # English, thoughts of suicide: Ben, then Diego, on Wednesday evening
 BEN_ENTRY = "counselors[1] (Ben Carter)"
+TEXTER = "+13125550177"
+NOT_RUNG = "Crisis line: the line no longer rings or texts this phone: the console account linked to it was closed."
 
 
 def close(app: Flask, user_id: int, *, keep_ringing: bool = False) -> users.Closing:
@@ -87,6 +91,65 @@ def test_the_responder_texting_on_does_not_undo_the_closing(
     with app.app_context():
         state = db.session.get_one(ResponderState, "ben-carter")
         assert (state.paused, state.paused_reason) == (True, responders.ACCOUNT_CLOSED)
+
+
+def offered_tag(texting: TextingPhone, number: str) -> str:
+    offers = [text for text in texting.inbox(number) if text.startswith("New text #")]
+    assert offers, texting.inbox(number)
+    found = re.search(r"#(\d+)", offers[-1])
+    assert found is not None
+    return found.group(1)
+
+
+def counselor_of(app: Flask, tag: str) -> str | None:
+    with app.app_context():
+        return db.session.get_one(Conversation, int(tag)).counselor_id
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_responder_of_a_closed_account_cannot_take_a_texter_by_texting_yes(
+    app: Flask, texting: TextingPhone, make_user: MakeUser
+) -> None:
+    close(app, make_user(COUNSELOR, "ben", responder_id="ben-carter").id)
+    texting.send(TEXTER, "I want to kill myself")
+    tag = offered_tag(texting, DIEGO)
+
+    replies = texting.send(BEN, f"YES {tag}")  # the phone of the person whose account was closed
+
+    assert counselor_of(app, tag) is None
+    assert any(reply.startswith(NOT_RUNG) for reply in replies), replies
+    texting.send(DIEGO, f"YES {tag}")
+    assert counselor_of(app, tag) == "diego-morales"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_text_offer_open_to_the_responder_when_the_account_is_closed_goes_to_someone_else(
+    app: Flask, texting: TextingPhone, make_user: MakeUser, clock_tick: Callable[[], Any]
+) -> None:
+    ben = make_user(COUNSELOR, "ben", responder_id="ben-carter")
+    texting.send(TEXTER, "I want to kill myself")
+    tag = offered_tag(texting, BEN)
+
+    close(app, ben.id)
+    texting.send(BEN, f"YES {tag}")
+    clock_tick()
+
+    assert counselor_of(app, tag) is None
+    assert offered_tag(texting, DIEGO) == tag
+
+
+@pytest.mark.parametrize("command", ["ON", "OFF", "STATUS"])
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_responder_of_a_closed_account_is_told_the_line_no_longer_rings_them_whatever_they_text(
+    app: Flask, texting: TextingPhone, make_user: MakeUser, command: str
+) -> None:
+    close(app, make_user(COUNSELOR, "ben", responder_id="ben-carter").id)
+
+    replies = texting.send(BEN, command)
+
+    assert [reply for reply in replies if reply.startswith("Crisis line:")] == [
+        f"{NOT_RUNG} If that is a mistake, ask an administrator."
+    ]
 
 
 @pytest.mark.usefixtures("wednesday_evening")
