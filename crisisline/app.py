@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     from crisisline import cli as line_cli
     from followups.views import bp as followups_bp
     from ivr.views import bp as voice_bp
-    from routing.cli import routing_cli
+    from line_queue.responders import closed_responder_ids
+    from routing.cli import NOT_RUNG, routing_cli
     from sms.views import bp as sms_bp
     from transfer.views import bp as transfer_bp
     from workers import cli as workers_cli
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(followups_bp)
     app.register_blueprint(callbacks_bp)
     app.cli.add_command(routing_cli)
+    # ``flask routing who/coverage/load`` leave out whom the line does not ring (``line_queue`` is above ``routing``).
+    app.extensions[NOT_RUNG] = closed_responder_ids
     line_cli.register(app)
     workers_cli.register(app)
     console.init_app(app)  # staff console: sign-in, roles, CSRF for the app (Twilio views keep signatures)

@@ -8,10 +8,12 @@ Thin: the logic is in plain functions (``routing.review``, ``routing.publishing`
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Collection
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
 from routing import coverage, publishing, store, timing
@@ -28,6 +30,17 @@ def _read(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise click.ClickException(f"{path}: cannot read file ({error.__class__.__name__})") from error
+
+
+# Where the app factory registers who the line does not ring whatever the routing says (responders
+# whose console account was closed: ``line_queue.responders.closed_responder_ids``, a layer above).
+NOT_RUNG = "routing.not_rung"
+
+
+def _left_out() -> frozenset[str]:
+    """Responders the line does not ring whatever the routing says: none if nothing registered."""
+    not_rung: Callable[[], Collection[str]] | None = current_app.extensions.get(NOT_RUNG)
+    return frozenset(not_rung()) if not_rung is not None else frozenset()
 
 
 def _echo_problems(path: str, problems: list[Problem]) -> None:
@@ -96,7 +109,7 @@ def load(path: str, note: str, base: int | None, force: bool, author: str | None
     text = _read(path)
     try:
         result = publishing.publish(
-            text, base=base, note=note, author=author or publishing.default_author(), force=force
+            text, base=base, note=note, author=author or publishing.default_author(), force=force, left_out=_left_out()
         )
     except publishing.PublishRefused as refused:
         if refused.preview is not None:
@@ -198,7 +211,7 @@ def who(language_choice: str, need_choice: str, at: str | None, path: str | None
     document = _document_from(path)
     moment = _local_moment(document, at)
     try:
-        result = who_would_be_rung(document, language_choice, need_choice, moment)
+        result = who_would_be_rung(document, language_choice, need_choice, moment, left_out=_left_out())
     except UnknownChoice as error:
         raise click.ClickException(str(error)) from error
     language = document.language(result.language)
@@ -241,7 +254,7 @@ def coverage_command(week_of: str | None, path: str | None) -> None:
             raise click.ClickException(f"--week {week_of!r} is not a date like 2026-12-24") from error
     title = "the weekly rota (one-off overrides left out)" if week is None else f"the week of {week:%Y-%m-%d}"
     click.echo(f"Coverage of {title}; each character is an hour, 00 to 23")
-    for row in coverage.week_coverage(document, week):
+    for row in coverage.week_coverage(document, week, left_out=_left_out()):
         who = document.language(row.language).staff_name
         click.echo(f"{who} ({row.language}) / {row.need}: " + ("covered all week" if not row.gaps else "gaps"))
         if not row.gaps:

@@ -82,11 +82,15 @@ def routable_needs(document: RoutingDocument) -> tuple[Need, ...]:
     return (default,) if default is not None else ()
 
 
-def week_coverage(document: RoutingDocument, week_of: date | None = None) -> list[Coverage]:
+def week_coverage(
+    document: RoutingDocument, week_of: date | None = None, *, left_out: Collection[str] = frozenset()
+) -> list[Coverage]:
     """Every routable language x need over a week.
 
     ``week_of`` None: the weekly rota alone (one-off overrides left out). A date: the week
-    (Monday to Sunday) holding it, overrides included.
+    (Monday to Sunday) holding it, overrides included. ``left_out``: responders the line does
+    not ring whatever the routing says (their console account was closed: the caller passes
+    ``line_queue.responders.closed_responder_ids()``), counted as not there.
     """
     monday = REFERENCE_MONDAY if week_of is None else week_of - timedelta(days=week_of.weekday())
     # Evaluate on the line's wall-clock: a UTC document makes local time equal to the moment
@@ -94,9 +98,11 @@ def week_coverage(document: RoutingDocument, week_of: date | None = None) -> lis
     rota = replace(
         document,
         timezone=UTC,
-        responders=document.responders
-        if week_of is not None
-        else tuple(replace(responder, overrides=()) for responder in document.responders),
+        responders=tuple(
+            responder if week_of is not None else replace(responder, overrides=())
+            for responder in document.responders
+            if responder.id not in left_out
+        ),
     )
     start_of_week = datetime.combine(monday, time(0))
     edges = _edges(rota, start_of_week)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import getpass
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -109,10 +110,16 @@ def unified_diff(before: str, after: str, before_name: str, after_name: str) -> 
     )
 
 
-def preview(text: str, base: int | None = None, *, now: datetime | None = None) -> Preview:
-    """Check ``text`` as a draft edited from version ``base`` (None: unknown). Writes nothing."""
+def preview(
+    text: str, base: int | None = None, *, now: datetime | None = None, left_out: Collection[str] = frozenset()
+) -> Preview:
+    """Check ``text`` as a draft edited from version ``base`` (None: unknown). Writes nothing.
+    ``left_out``: responders the line does not ring whatever the routing says (the coverage
+    warnings count them out; see ``routing.review.coverage_warnings``)."""
     live = live_version()
-    report = check_text(text, now=now or datetime.now(UTC), environment_backup_number=environment_backup_number())
+    report = check_text(
+        text, now=now or datetime.now(UTC), environment_backup_number=environment_backup_number(), left_out=left_out
+    )
     live_text = store.source_of(live) if live is not None else ""
     live_name = f"live (version {live.id})" if live is not None else "live (nothing published)"
     draft_name = f"draft (from version {base})" if base is not None else "draft"
@@ -134,6 +141,7 @@ def publish(
     author: str,
     force: bool = False,
     now: datetime | None = None,
+    left_out: Collection[str] = frozenset(),
 ) -> Published:
     """Publish ``text`` as the new live version, edited from version ``base``.
 
@@ -149,7 +157,7 @@ def publish(
         raise PublishRefused("no_note", f"the note is {len(note)} characters; at most {MAX_NOTE_LENGTH}")
     if base is not None and version(base) is None:
         raise PublishRefused("unknown_base", f"there is no version {base} (see `flask routing history`)")
-    draft = preview(text, base, now=now)
+    draft = preview(text, base, now=now, left_out=left_out)
     if not draft.valid:
         raise PublishRefused("invalid", f"{len(draft.problems)} error(s); the live routing is unchanged", draft)
     if draft.unchanged:

@@ -10,6 +10,7 @@ before the first ring). ``flask routing check``, ``load`` and the web console al
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,18 +43,23 @@ class Report:
         return self.document is not None
 
 
-def check_text(text: str, *, now: datetime, environment_backup_number: str | None = None) -> Report:
+def check_text(
+    text: str, *, now: datetime, environment_backup_number: str | None = None, left_out: Collection[str] = frozenset()
+) -> Report:
     """Validate ``text`` and, when valid, review it (see the module docstring).
 
     ``now`` (aware) dates the overrides; ``environment_backup_number`` is ``BACKUP_NUMBER``
-    (E.164), which the fail-safe dials with the database down.
+    (E.164), which the fail-safe dials with the database down. ``left_out``: responders the line
+    does not ring whatever the routing says (see :func:`coverage_warnings`).
     """
     raw, source_map, problems = compose(text)
     document = None
     if not problems:
         document, problems = validate(raw)
     if document is not None:
-        problems = problems + review(document, now=now, environment_backup_number=environment_backup_number)
+        problems = problems + review(
+            document, now=now, environment_backup_number=environment_backup_number, left_out=left_out
+        )
     placed = [source_map.place(problem) for problem in problems]
     return Report(
         document,
@@ -62,13 +68,19 @@ def check_text(text: str, *, now: datetime, environment_backup_number: str | Non
     )
 
 
-def review(document: RoutingDocument, *, now: datetime, environment_backup_number: str | None = None) -> list[Problem]:
+def review(
+    document: RoutingDocument,
+    *,
+    now: datetime,
+    environment_backup_number: str | None = None,
+    left_out: Collection[str] = frozenset(),
+) -> list[Problem]:
     """Warnings about a valid document that the validator alone cannot give."""
     return [
         *backup_number_warnings(document, environment_backup_number),
         *past_override_warnings(document, now),
         *overlapping_shift_warnings(document),
-        *coverage_warnings(document),
+        *coverage_warnings(document, left_out=left_out),
         *time_to_ring_warnings(document),
     ]
 
@@ -147,16 +159,18 @@ def _responder_paths(document: RoutingDocument) -> list[tuple[str, Responder]]:
     return result
 
 
-def coverage_warnings(document: RoutingDocument) -> list[Problem]:
+def coverage_warnings(document: RoutingDocument, *, left_out: Collection[str] = frozenset()) -> list[Problem]:
     """Each stretch of the weekly rota when a language and need callers can choose has nobody
-    to ring, or nobody who speaks the language; same hours on several days in one warning."""
+    to ring, or nobody who speaks the language; same hours on several days in one warning.
+    ``left_out``: responders the line does not ring whatever the routing says (their console
+    account was closed: the caller passes ``line_queue.responders.closed_responder_ids()``)."""
     if document.mode == "system_down":
         return []  # everyone goes to the backup line on purpose
     # First the days on which one need has the same gap hours, then the needs that share
     # those days and hours: one warning each.
     days_of: dict[tuple[str, str, str, int, int], set[int]] = {}
     merged: dict[tuple[str, str, str], list[str]] = {}
-    for row in coverage.week_coverage(document):
+    for row in coverage.week_coverage(document, left_out=left_out):
         for gap in row.gaps:
             length = gap.end - gap.start
             if length >= 24 * 60:

@@ -8,6 +8,7 @@ the web console.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -78,17 +79,20 @@ def who_would_be_rung(
     moment: datetime,
     *,
     words_per_second: float = timing.DEFAULT_WORDS_PER_SECOND,
+    left_out: Collection[str] = frozenset(),
 ) -> Simulation:
     """A caller choosing ``language_choice`` and ``need_choice`` (code/key or digit) at
     ``moment`` (aware): who is rung in what order, what they hear, and for how long before
-    the first ring. Raises :class:`UnknownChoice` for a language or need the line lacks."""
+    the first ring. Raises :class:`UnknownChoice` for a language or need the line lacks.
+    ``left_out``: responders the line does not ring whatever the routing says (their console
+    account was closed: the caller passes ``line_queue.responders.closed_responder_ids()``)."""
     language = choose_language(document, language_choice)
     need = choose_need(document, need_choice)
     asked = document.menu.ask_need
     if not asked:
         default = document.need(document.menu.default_need)
         need = default if default is not None else need
-    decision = decide_route(document, language.code, need, moment)
+    decision = decide_route(document, language.code, need, moment, unavailable=left_out)
     strategy = document.transfer.strategy_for(need)
     at_once = document.transfer.parallel_max if strategy == "parallel" else 1
     rings = tuple(

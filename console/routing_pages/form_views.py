@@ -92,7 +92,7 @@ def _draft(base: Base, change: Callable[[str], str], what: str, fields: dict[str
         text = change(base.text)
     except drafts.DraftError as error:
         return [str(error)]
-    result = publishing.preview(text, base.number)
+    result = publishing.preview(text, base.number, left_out=views.left_out())
     if result.problems:
         attached = _attach(result.problems, fields)
         if attached:
@@ -101,7 +101,7 @@ def _draft(base: Base, change: Callable[[str], str], what: str, fields: dict[str
     form.text.data, form.base.data = text, str(base.number)
     stale = views._stale(form, result) if result.stale else None
     if stale is not None and stale.merged:  # the editor now holds the merge: preview that
-        result = publishing.preview(views._draft_text(form), form.base_version())
+        result = publishing.preview(views._draft_text(form), form.base_version(), left_out=views.left_out())
     return views._editor(form, preview=result, stale=stale, draft_of=what), 200
 
 

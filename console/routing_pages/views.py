@@ -21,6 +21,7 @@ from console.routing_pages.forms import DAY_NAMES, EditorForm, ResponderForm, Ro
 from console.routing_pages.merge import three_way
 from crisisline.db import db
 from crisisline.phone import InvalidPhoneNumber, to_e164
+from line_queue.responders import closed_responder_ids
 from routing import coverage, publishing, store
 from routing.document import RoutingDocument
 from routing.simulator import UnknownChoice, who_would_be_rung
@@ -114,12 +115,12 @@ def preview() -> tuple[str, int]:
         return _editor(form, refusal="The draft could not be read: " + _form_errors(form)), 400
     base = form.base_version()
     form.base.data, form.rebase.data = (str(base) if base is not None else ""), ""
-    result = publishing.preview(_draft_text(form), base)
+    result = publishing.preview(_draft_text(form), base, left_out=left_out())
     if not result.stale:
         return _editor(form, preview=result), 200
     stale = _stale(form, result)
     if stale is not None and stale.merged:  # the editor now holds the merge: preview that
-        result = publishing.preview(_draft_text(form), form.base_version())
+        result = publishing.preview(_draft_text(form), form.base_version(), left_out=left_out())
     return _editor(form, preview=result, stale=stale), 200
 
 
@@ -133,17 +134,19 @@ def publish() -> Response | tuple[str, int]:
         return _editor(form, refusal="The draft could not be read: " + _form_errors(form)), 400
     text, base, user = _draft_text(form), form.base_version(), signed_in()
     try:
-        result = publishing.publish(text, base=base, note=form.note.data or "", author=user.username)
+        result = publishing.publish(
+            text, base=base, note=form.note.data or "", author=user.username, left_out=left_out()
+        )
     except publishing.PublishRefused as refused:
         db.session.rollback()
-        shown = refused.preview or publishing.preview(text, base)
+        shown = refused.preview or publishing.preview(text, base, left_out=left_out())
         if refused.reason == "no_note":
             form.note.errors = [*form.note.errors, f"Not published: {refused}."]
             return _editor(form, preview=shown, refusal=f"Not published: {refused}."), 422
         if refused.reason == "stale":
             stale = _stale(form, shown)
             if stale is not None and stale.merged:  # the editor now holds the merge: preview that
-                shown = publishing.preview(_draft_text(form), form.base_version())
+                shown = publishing.preview(_draft_text(form), form.base_version(), left_out=left_out())
             return _editor(form, preview=shown, stale=stale, refusal="Not published: the live version is newer."), 409
         if refused.reason == "invalid":
             errors = len(shown.problems)
@@ -281,7 +284,7 @@ def simulator() -> str:
         else:
             moment = next_moment(document, chosen["day"], clock.replace(tzinfo=None), now.date())
             try:
-                result = who_would_be_rung(document, chosen["language"], chosen["need"], moment)
+                result = who_would_be_rung(document, chosen["language"], chosen["need"], moment, left_out=left_out())
             except UnknownChoice as error:
                 problem = str(error)
     return render_template(
@@ -304,7 +307,7 @@ def coverage_week() -> str | tuple[str, int]:
             problem = f"{week_text!r} is not a date {DAY_RANGE}."
     rows: list[dict[str, Any]] = []
     if document is not None:
-        for row in coverage.week_coverage(document, week):
+        for row in coverage.week_coverage(document, week, left_out=left_out()):
             language, need = document.language(row.language), document.need(row.need)
             rows.append({
                 "coverage": row,
@@ -317,6 +320,12 @@ def coverage_week() -> str | tuple[str, int]:
         problem=problem, status_words=STATUS_WORDS, names=_responder_names(document),
     )  # fmt: skip
     return (page, 400) if problem else page
+
+
+def left_out() -> frozenset[str]:
+    """Responders the line does not ring whatever the routing says (their console account was
+    closed): the simulator, the coverage and the routing's warnings leave them out."""
+    return frozenset(closed_responder_ids())
 
 
 def _responder_names(document: RoutingDocument | None) -> dict[str, str]:
@@ -372,7 +381,7 @@ def _draft_page(text: str, what: str) -> str:
     live = publishing.live_version()
     form = EditorForm(formdata=None)
     form.text.data, form.base.data = text, str(live.id) if live is not None else ""
-    result = publishing.preview(text, live.id if live is not None else None)
+    result = publishing.preview(text, live.id if live is not None else None, left_out=left_out())
     return _editor(form, preview=result, draft_of=what)
 
 

@@ -20,8 +20,9 @@ from console.models import COUNSELOR, SUPERVISOR, AuditEntry, User
 from crisisline.db import db
 from crisisline.models import Conversation, ResponderState
 from line_queue import responders
+from routing import publishing, store
 from tests.conftest import TextingPhone
-from tests.console.conftest import MakeUser
+from tests.console.conftest import Account, MakeUser, sign_in
 from tests.rota import BEN, DIEGO, legs
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
@@ -249,3 +250,50 @@ def test_the_cli_says_what_happens_to_the_calls_and_can_keep_the_phone_ringing(a
     assert "The line still rings ana-ruiz (counselors[0] (Ana Ruiz)). Remove the entry" in kept.output
     with app.app_context():
         assert responders.closed_responder_ids() == {"ben-carter"}
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_simulator_does_not_list_the_responder_of_a_closed_account_as_rung(
+    app: Flask, client: FlaskClient, admin: Account, make_user: MakeUser
+) -> None:
+    close(app, make_user(COUNSELOR, "ben", responder_id="ben-carter").id)
+    sign_in(client, admin)
+
+    shown = page(client, "/console/routing/simulator?language=en&need=suicide&day=wed&time=19:00")
+
+    assert "Ben Carter" not in shown
+    assert "Diego Morales" in shown
+
+
+def test_the_coverage_and_the_routing_warnings_leave_out_the_responder_of_a_closed_account(
+    app: Flask, client: FlaskClient, admin: Account, make_user: MakeUser
+) -> None:
+    sign_in(client, admin)
+    before = page(client, "/console/routing/coverage").count("Mon 16:00–22:00")
+    close(app, make_user(COUNSELOR, "ben", responder_id="ben-carter").id)
+
+    after = page(client, "/console/routing/coverage").count("Mon 16:00–22:00")
+    with app.app_context():
+        live = publishing.live_version()
+        assert live is not None
+        text = store.source_of(live)
+        counted_out = [str(w) for w in publishing.preview(text, left_out=responders.closed_responder_ids()).warnings]
+        counted_in = [str(w) for w in publishing.preview(text).warnings]
+
+    assert after > before  # en / suicide among the stretches left to the backup line
+    gap = "coverage gap Mon, Tue, Fri 16:00–22:00, English (en) / suicide"
+    assert any(gap in warning for warning in counted_out), counted_out
+    assert not any(gap in warning for warning in counted_in), counted_in
+
+
+def test_the_cli_who_and_coverage_leave_out_the_responder_of_a_closed_account(app: Flask, make_user: MakeUser) -> None:
+    close(app, make_user(COUNSELOR, "ben", responder_id="ben-carter").id)
+    runner = app.test_cli_runner()
+
+    who = runner.invoke(args=["routing", "who", "--language", "en", "--need", "suicide", "--at", "2026-12-02 19:00"])
+    week = runner.invoke(args=["routing", "coverage"])
+
+    assert who.exit_code == 0, who.output
+    assert "Ben Carter" not in who.output and "Diego Morales" in who.output
+    assert week.exit_code == 0, week.output
+    assert "gap Mon 16:00–22:00: nobody: the backup line" in week.output
