@@ -216,8 +216,14 @@ def deactivate(user: User, *, actor: User | str, keep_ringing: bool = False) -> 
     administrator's document, versioned and reviewed, and editing it behind their back would
     surprise them; and a pause is read by every path that picks whom to ring with no new
     statement on any webhook. The routing keeps the entry, and the pages say so until it goes.
+
+    An account closed already is refused (a form sent twice, two administrators at once): read
+    again under the lock, so the second neither audits a second closing nor stops the phone
+    an administrator may since have chosen to keep ringing.
     """
-    _refuse_closing_the_last_admin(user)
+    _refuse_closing_the_last_admin(user)  # holds the lock and reads ``user`` again under it
+    if not user.active:
+        raise AccountError(f"{user.username} is closed already: nothing was changed.")
     result = closing(user, keep_ringing=keep_ringing)
     user.active = False
     user.session_token = new_session_token()

@@ -149,6 +149,8 @@ def user_deactivate(user_id: int) -> Response:
         except users.AccountError as problem:
             db.session.rollback()
             flash(str(problem), "error")
+            if not user.active:  # closed already (sent twice): its page says what was done
+                return redirect(url_for("console.accounts.user_close", user_id=user.id))
         else:
             db.session.commit()
             flash(f"Account {user.username} closed; its sessions have ended.", "info")

@@ -297,3 +297,18 @@ def test_the_cli_who_and_coverage_leave_out_the_responder_of_a_closed_account(ap
     assert "Ben Carter" not in who.output and "Diego Morales" in who.output
     assert week.exit_code == 0, week.output
     assert "gap Mon 16:00–22:00: nobody: the backup line" in week.output
+
+
+def test_the_cli_refuses_to_close_an_account_closed_already(app: Flask, make_user: MakeUser) -> None:
+    make_user(COUNSELOR, "ben", responder_id="ben-carter")
+    runner = app.test_cli_runner()
+    runner.invoke(args=["users", "deactivate", "ben", "--keep-ringing"])
+
+    again = runner.invoke(args=["users", "deactivate", "ben"])
+
+    assert again.exit_code != 0
+    assert "ben is closed already: nothing was changed." in again.output
+    with app.app_context():
+        assert responders.closed_responder_ids() == set()
+        entries = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "user_deactivated")).all()
+        assert len(entries) == 1

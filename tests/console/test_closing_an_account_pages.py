@@ -9,9 +9,10 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from console.accounts import users
-from console.models import COUNSELOR, User
+from console.models import COUNSELOR, AuditEntry, User
 from crisisline.db import db
 from line_queue import responders
 from tests.console.conftest import Account, MakeUser, csrf_token, sign_in
@@ -96,3 +97,23 @@ def test_a_closed_account_still_rung_is_marked_and_its_phone_can_be_stopped_late
     with app.app_context():
         assert responders.closed_responder_ids() == {"ben-carter"}
     assert last_audit_detail(app, "responder_not_rung")["routing_entries"] == [BEN_ENTRY]
+
+
+def test_closing_an_account_twice_is_refused_with_no_second_audit_entry_or_change_to_the_phone(
+    app: Flask, client: FlaskClient, admin: Account, make_user: MakeUser
+) -> None:
+    """The form sent twice (a double click, a second tab, two administrators): the first
+    closing stands, the administrator's choice to keep the phone ringing included."""
+    ben = make_user(COUNSELOR, "ben", responder_id="ben-carter")
+    sign_in(client, admin)
+    token = csrf_token(client, f"/console/users/{ben.id}/close")
+    client.post(f"/console/users/{ben.id}/deactivate", data={"csrf_token": token, "ringing": "keep"})
+
+    again = client.post(f"/console/users/{ben.id}/deactivate", data={"csrf_token": token, "ringing": "stop"})
+
+    assert again.status_code == 302 and again.headers["Location"] == f"/console/users/{ben.id}/close"
+    assert "ben is closed already: nothing was changed." in page(client, again.headers["Location"])
+    with app.app_context():
+        closings = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "user_deactivated")).all()
+        assert [entry.detail["ringing"] for entry in closings] == [users.KEPT]
+        assert responders.closed_responder_ids() == set()
