@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import requests
@@ -38,6 +38,10 @@ from workers.contacts import schedule, sends
 log = logging.getLogger(__name__)
 PERSON_LEG_GRACE = timedelta(seconds=120)  # past ring timeout: ask Twilio about a silent person leg
 UNSURE_LEG_GRACE = timedelta(seconds=30)  # past ring timeout: a leg never heard of was not placed
+# An answered person leg's answer webhook has come and gone by then: answering machine detection
+# (up to 30 s, Twilio's default) and the webhook's own 15 s, with room to spare. Counted from the
+# leg's ``start_time``: a dial Twilio's calls-per-second queue held starts late.
+ANSWER_HANDLED_WITHIN = timedelta(seconds=90)
 
 
 def _active_document() -> RoutingDocument | None:
@@ -508,8 +512,13 @@ def tend(document: RoutingDocument) -> dict[str, int]:
         overdue = transfer.accepted_at is not None and moment - transfer.accepted_at > limit
         if not overdue:
             continue
-        status = dispatch.call_status(transfer.caller_call_sid) if transfer.caller_call_sid else "never_placed"
+        status: str | None = "never_placed"
+        started: datetime | None = None
+        if transfer.caller_call_sid:
+            status, started = dispatch.call_status_since(transfer.caller_call_sid) or (None, None)
         if status == "in-progress":
+            if started is not None and moment - started < ANSWER_HANDLED_WITHIN:
+                continue  # answered moments ago (Twilio's CPS queue held the dial): their answer may be on its way
             # Answered long ago, yet never in the room: their answer was never handled (it
             # failed, and so did the fail-safe's hook after it, or Twilio's Fallback URL
             # answered): the fail-safe has put them through to the backup line.

@@ -84,6 +84,7 @@ class PlacedCall:
     status: str
     date_created: datetime | None
     queue_time: str | None
+    start_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -154,12 +155,13 @@ def twilio_form(**values: Any) -> dict[str, Any]:
 
 
 def _placed(payload: dict[str, Any]) -> PlacedCall:
-    created = payload.get("date_created")
+    created, started = payload.get("date_created"), payload.get("start_time")
     return PlacedCall(
         sid=str(payload.get("sid", "")),
         status=str(payload.get("status", "")),
         date_created=parsedate_to_datetime(created) if created else None,
         queue_time=payload.get("queue_time"),
+        start_time=parsedate_to_datetime(started) if started else None,
     )
 
 

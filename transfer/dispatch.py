@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import requests
@@ -398,10 +398,17 @@ def call_has_ended(call_sid: str) -> bool | None:
 def call_status(call_sid: str) -> str | None:
     """Ask Twilio a call's status (``completed`` for a call it does not know; None if Twilio
     cannot be asked right now)."""
+    found = call_status_since(call_sid)
+    return None if found is None else found[0]
+
+
+def call_status_since(call_sid: str) -> tuple[str, datetime | None] | None:
+    """Ask Twilio a call's status and its ``start_time`` (``("completed", None)`` for a call it
+    does not know; None if Twilio cannot be asked right now)."""
     try:
-        status = rest_client().calls(call_sid).fetch().status
+        placed = rest_client().calls(call_sid).fetch()
     except TwilioRestException as error:
-        return "completed" if error.status == 404 else None
+        return ("completed", None) if error.status == 404 else None
     except (requests.RequestException, OSError):
         return None
-    return str(status)
+    return str(placed.status), placed.start_time

@@ -194,6 +194,29 @@ def test_a_hand_off_the_fail_safe_could_not_record_is_found_by_the_minutes_tendi
     assert "did not answer" not in counselor.heard_text()
 
 
+@pytest.mark.usefixtures("rota")
+def test_a_person_who_answered_moments_ago_is_not_handed_to_the_backup_line_however_long_ago_the_counselor_accepted(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twilio's calls-per-second queue held the dial: the person answers minutes after their
+    counselor pressed 1, and their answer (machine detection first) is still on its way when
+    the minute's tending looks. Their leg is up and not in the room yet: not a lost hand-off."""
+    counselor = counselor_waiting_for_the_person(phone, fake, run_worker)
+    ring_timeout = 25  # the example's callbacks.ring_timeout_seconds
+    answered_late = fake_now() + timedelta(seconds=ring_timeout + 150)
+    with monkeypatch.context() as not_yet, time_machine.travel(answered_late):
+        not_yet.setattr(callbacks.attempts, "person_answered", crash)  # stands for an answer not yet handled
+        not_yet.setattr(crisisline.failsafe, "AFTER_FAILSAFE", [])
+        person_picks_up(fake)
+    with time_machine.travel(answered_late + timedelta(seconds=20)), app.app_context():
+        moments_later = tend_callbacks()
+    with time_machine.travel(answered_late + timedelta(seconds=100)), app.app_context():
+        long_after = tend_callbacks()
+
+    assert (moments_later["on_backup"], long_after["on_backup"]) == (0, 1)
+    assert_handed_to_the_backup_line(app, phone, counselor)
+
+
 @pytest.mark.parametrize(
     ("direction", "from_", "to", "shown"),
     [
