@@ -164,7 +164,9 @@ def history(diff_of: int | None) -> None:
 def rollback(number: int, note: str | None, author: str | None) -> None:
     """Publish version NUMBER again, as a new version (nothing in the history is changed)."""
     try:
-        result = publishing.rollback(number, author=author or publishing.default_author(), note=note)
+        result = publishing.rollback(
+            number, author=author or publishing.default_author(), note=note, left_out=_left_out()
+        )
     except publishing.PublishRefused as refused:
         if refused.preview is not None:
             _show_preview(f"version {number}", refused.preview)

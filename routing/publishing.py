@@ -216,13 +216,15 @@ def version_diff(number: int) -> str:
 
 
 def rollback(
-    number: int, *, author: str, note: str | None = None, now: datetime | None = None, seen_live: int | None = None
-) -> Published:
+    number: int, *, author: str, note: str | None = None, now: datetime | None = None, seen_live: int | None = None,
+    left_out: Collection[str] = frozenset(),
+) -> Published:  # fmt: skip
     """Publish version ``number``'s text again, as a new version (history is never rewritten).
 
     It is validated like any draft: a version that today's checks refuse is not republished.
     ``seen_live``: the version that was live when the admin chose to roll back; if another
-    has been published since, nothing is (their change would be undone unseen).
+    has been published since, nothing is (their change would be undone unseen). ``left_out``:
+    as for ``preview``.
     """
     old = version(number)
     if old is None:
@@ -241,4 +243,5 @@ def rollback(
         note=reason[:MAX_NOTE_LENGTH],
         author=author,
         now=now,
+        left_out=left_out,
     )

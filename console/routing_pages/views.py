@@ -226,7 +226,9 @@ def rollback(number: int) -> Response:
     user = signed_in()
     try:
         seen_live = int(form.live.data) if form.live.data else None
-        result = publishing.rollback(number, author=user.username, note=form.note.data, seen_live=seen_live)
+        result = publishing.rollback(
+            number, author=user.username, note=form.note.data, seen_live=seen_live, left_out=left_out()
+        )
     except publishing.PublishRefused as refused:
         db.session.rollback()
         if refused.reason == "unknown_version":

@@ -299,6 +299,21 @@ def test_the_cli_who_and_coverage_leave_out_the_responder_of_a_closed_account(ap
     assert "gap Mon 16:00–22:00: nobody: the backup line" in week.output
 
 
+def test_a_rollback_warns_of_the_gaps_the_responder_of_a_closed_account_leaves(app: Flask, make_user: MakeUser) -> None:
+    close(app, make_user(COUNSELOR, "ben", responder_id="ben-carter").id)
+    with app.app_context():
+        first = publishing.live_version()
+        assert first is not None
+        first_id = first.id
+        publishing.publish(store.source_of(first) + "\n# a later edit\n", base=first_id, note="an edit", author="tests")
+        db.session.commit()
+
+    rolled = app.test_cli_runner().invoke(args=["routing", "rollback", str(first_id), "--note", "undo the edit"])
+
+    assert rolled.exit_code == 0, rolled.output
+    assert "coverage gap Mon, Tue, Fri 16:00–22:00, English (en) / suicide" in rolled.output
+
+
 def test_the_cli_refuses_to_close_an_account_closed_already(app: Flask, make_user: MakeUser) -> None:
     make_user(COUNSELOR, "ben", responder_id="ben-carter")
     runner = app.test_cli_runner()
