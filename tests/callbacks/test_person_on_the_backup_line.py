@@ -116,9 +116,9 @@ def test_a_called_back_persons_answer_past_its_deadline_sends_them_to_the_backup
     monkeypatch.setattr(app.extensions["crisisline.deadline"], "seconds", 1.0)
     answered = callbacks.attempts.person_answered
 
-    def slow_database(transfer: Transfer) -> bool:
+    def slow_database(transfer: Transfer, promise_join: Callable[[], bool] = lambda: True) -> bool:
         time.sleep(1.6)
-        return answered(transfer)
+        return answered(transfer, promise_join)
 
     monkeypatch.setattr(callbacks.attempts, "person_answered", slow_database)
     rung_before = {leg.sid for leg in responder_legs(fake)}
