@@ -18,6 +18,7 @@ from ivr.call_log import PHONE_CONTEXT
 from tests.conftest import TextingPhone, settings_for
 from tests.followups.conftest import checkins
 from tests.followups.test_checkins import TEXTER, consent_by_text
+from workers.upkeep import purge_personal_data
 
 SURVEY_EN = "How helpful was talking with us? Reply 1 (not at all) to 5 (very)."
 
@@ -86,8 +87,6 @@ def test_a_survey_the_purge_unlinks_from_its_asker_loses_its_check_in_key_once(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
     run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
 ) -> None:  # fmt: skip
-    from workers.upkeep import purge_personal_data
-
     publish_routing(survey_on)
     consent_by_text(app, texting)
     start = datetime.now(UTC)
@@ -120,8 +119,6 @@ def test_purge_scrubs_follow_up_links_and_replies_per_kind_window_and_twice_chan
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, settings: Settings,
     run_due: Callable[[], list[str]], publish_routing: Callable[..., int], make_app: Callable[[Settings], Flask],
 ) -> None:  # fmt: skip
-    from workers.upkeep import purge_personal_data
-
     publish_routing(survey_on)
     consent_by_text(app, texting)
     start = datetime.now(UTC)
@@ -163,8 +160,6 @@ def test_a_survey_never_asked_loses_its_link_to_the_person_with_its_check_in_so_
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
     run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
 ) -> None:  # fmt: skip
-    from workers.upkeep import purge_personal_data
-
     publish_routing(survey_on)
     consent_by_text(app, texting)
     start = datetime.now(UTC)
