@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import ParamSpec
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from flask import Response, current_app, has_request_context, request
 from sqlalchemy.exc import DBAPIError
@@ -172,12 +172,35 @@ def _dial_backup(error: BaseException) -> Response:
         # The database failed this request; it may take the next one (a dropped connection, a
         # failover). The hooks run off this thread, where they cannot hold the answer: left
         # undone, a counselor freed later could pull the caller off the backup line.
-        call_sid = request.form.get("CallSid", "")
-        note_answered_by_failsafe(call_sid)
-        if call_sid:
-            start_soon(f"after-failsafe:{call_sid}", functools.partial(run_after_failsafe_hooks, call_sid))
+        _hooks_off_this_thread(request.form.get("CallSid", ""))
     else:
         run_after_failsafe_hooks(request.form.get("CallSid", ""))
+    return response
+
+
+def _hooks_off_this_thread(call_sid: str) -> None:
+    note_answered_by_failsafe(call_sid)
+    if call_sid:
+        start_soon(f"after-failsafe:{call_sid}", functools.partial(run_after_failsafe_hooks, call_sid))
+
+
+def fallback_url_answer() -> Response:
+    """Twilio's Fallback URL (``/voice/fallback``): one of our webhooks failed as Twilio saw it
+    (a 502 from the proxy while a worker restarts, an answer that never came) and Twilio asks
+    here at once. The backup line, from settings only; then, off this thread, the search for the
+    caller stops as after our own fail-safe: a counselor accepting later must not pull them off
+    the backup line, and phones ringing for them stop. The answer never waits on the database."""
+    error_code = request.form.get("ErrorCode", "")
+    failed_path = urlsplit(request.form.get("ErrorUrl", "")).path
+    # The code and our own path only: the failed URL's query names rows, never a person, but
+    # the path is what an operator needs.
+    log.warning(
+        "Twilio used the fallback URL: error %s at %s",
+        error_code if error_code.isdecimal() else "unknown",
+        failed_path if failed_path.isascii() and failed_path.isprintable() else "an unreadable URL",
+    )
+    response = failsafe_response()
+    _hooks_off_this_thread(request.form.get("CallSid", ""))
     return response
 
 

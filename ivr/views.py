@@ -17,7 +17,14 @@ from twilio.twiml.voice_response import VoiceResponse
 import line_queue
 from crisisline import twilio_params
 from crisisline.db import commit_keeping_loaded, db
-from crisisline.failsafe import acknowledged, failsafe_response, status_deadline, twiml_response, voice_failsafe
+from crisisline.failsafe import (
+    acknowledged,
+    failsafe_response,
+    fallback_url_answer,
+    status_deadline,
+    twiml_response,
+    voice_failsafe,
+)
 from crisisline.models import Call
 from crisisline.settings import Settings
 from crisisline.twilio_auth import twilio_signed
@@ -355,5 +362,5 @@ def status_callback() -> Response:
 @bp.post("/fallback")
 @twilio_signed
 def fallback() -> Response:
-    """Twilio's Fallback URL: reached when our main webhook failed. Settings only, no DB."""
-    return failsafe_response()
+    """Twilio's Fallback URL: reached when our main webhook failed. Answered from settings."""
+    return fallback_url_answer()
