@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, String, cast, exists, literal, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from console.audit.log import record
 from console.models import NOTE_CONTEXT, OUTCOMES, User, WrapUp
@@ -48,7 +49,18 @@ def _vault() -> Vault:
     return vault
 
 
-def _calls(responder_id: str, since: datetime, transfer_id: int | None = None) -> list[EndedContact]:
+def _not_wrapped_up(
+    key_prefix: str, contact_id: ColumnElement[int] | InstrumentedAttribute[int]
+) -> ColumnElement[bool]:
+    """No wrap-up for this contact: filtered before ``LIMIT``, so a counselor's 20 newest
+    contacts, all wrapped up, never hide an older one that still needs a wrap-up."""
+    key = literal(key_prefix).concat(cast(contact_id, String))
+    return ~exists().where(WrapUp.contact_key == key)
+
+
+def _calls(
+    responder_id: str, since: datetime, transfer_id: int | None = None, *, unwrapped_only: bool = False
+) -> list[EndedContact]:
     query = (
         select(Transfer)
         .join(Offer, Offer.id == Transfer.accepted_offer_id)
@@ -59,12 +71,16 @@ def _calls(responder_id: str, since: datetime, transfer_id: int | None = None) -
     )  # fmt: skip
     if transfer_id is not None:
         query = query.where(Transfer.id == transfer_id)
+    if unwrapped_only:
+        query = query.where(_not_wrapped_up("call:", Transfer.id))
     return [
         EndedContact("voice", t.id, t.language, t.need, t.ended_at or t.connected_at) for t in db.session.scalars(query)
     ]
 
 
-def _texts(responder_id: str, since: datetime, conversation_id: int | None = None) -> list[EndedContact]:
+def _texts(
+    responder_id: str, since: datetime, conversation_id: int | None = None, *, unwrapped_only: bool = False
+) -> list[EndedContact]:
     query = (
         select(Conversation)
         .where(Conversation.counselor_id == responder_id, Conversation.state == "closed",
@@ -74,6 +90,8 @@ def _texts(responder_id: str, since: datetime, conversation_id: int | None = Non
     )  # fmt: skip
     if conversation_id is not None:
         query = query.where(Conversation.id == conversation_id)
+    if unwrapped_only:
+        query = query.where(_not_wrapped_up("text:", Conversation.id))
     return [EndedContact("text", c.id, c.language, c.need, c.closed_at) for c in db.session.scalars(query)]
 
 
@@ -86,9 +104,7 @@ def _done(keys: list[str]) -> set[str]:
 def pending(responder_id: str) -> list[EndedContact]:
     """This counselor's contacts of the last ``WINDOW`` that ended without a wrap-up, newest first."""
     since = utcnow() - WINDOW
-    contacts = _calls(responder_id, since) + _texts(responder_id, since)
-    done = _done([contact.key for contact in contacts])
-    left = [contact for contact in contacts if contact.key not in done]
+    left = _calls(responder_id, since, unwrapped_only=True) + _texts(responder_id, since, unwrapped_only=True)
     return sorted(left, key=lambda contact: contact.ended_at or since, reverse=True)
 
 
@@ -138,6 +154,7 @@ def save(
     )  # fmt: skip
     db.session.commit()
     if not inserted:
+        _schedule_promised_checkin(document, contact)
         return None
     followup = schedule_checkin(document, contact) if consent else None
     wrap_up = db.session.scalars(select(WrapUp).where(WrapUp.contact_key == contact.key)).one()
@@ -147,6 +164,21 @@ def save(
     db.session.commit()
     db.session.refresh(wrap_up)
     return wrap_up
+
+
+def _schedule_promised_checkin(document: RoutingDocument, contact: EndedContact) -> None:
+    """The contact has a wrap-up already. If it records the person's consent to a check-in but
+    no follow-up (the request that stored it failed before scheduling it), schedule it now: the
+    counselor sending the form again must not find the promise stored and never kept.
+    Scheduling is idempotent (one check-in per contact), so a double submission is harmless."""
+    wrap_up = db.session.scalars(select(WrapUp).where(WrapUp.contact_key == contact.key)).one()
+    if not wrap_up.followup_consent or wrap_up.followup is not None:
+        return
+    followup = schedule_checkin(document, contact)
+    db.session.execute(
+        update(WrapUp).where(WrapUp.id == wrap_up.id, WrapUp.followup.is_(None)).values(followup=followup)
+    )
+    db.session.commit()
 
 
 def schedule_checkin(document: RoutingDocument, contact: EndedContact) -> str:
