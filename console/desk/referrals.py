@@ -35,6 +35,9 @@ from sms.conversations import find_or_create_texter
 WINDOW = timedelta(days=7)  # as for wrap-ups: contacts of the last week
 MAX_SERVICES = 5
 SENT, ALREADY, FAILED, CANNOT_TEXT, SENDING = "sent", "already", "failed", "cannot_text", "sending"
+# The text was claimed but Twilio never said it took it (unreachable, or our request lost): it
+# may or may not have gone out, and it is never sent again blindly.
+UNSURE = "unsure"
 REASONS = {
     "withheld": "Their number was withheld or is not a number that can be texted.",
     "opted_out": "They opted out of texts from the line (STOP).",
@@ -175,14 +178,14 @@ def earlier(recipient: Recipient) -> list[Earlier]:
 
 def send(user: User, recipient: Recipient, services: list[Service], responder_id: str) -> str:
     """Text ``services`` to the person once: ``sent``, ``already`` (this referral went out
-    before), ``failed``, ``cannot_text`` (see ``recipient.reason``) or ``sending`` (still
-    under way off the request; it will be sent once)."""
+    before), ``failed``, ``unsure`` (Twilio never said it took it), ``cannot_text`` (see
+    ``recipient.reason``) or ``sending`` (still under way off the request; it will be sent once)."""
     if recipient.reason:
         return CANNOT_TEXT
     key = referral_key(recipient, services)
     stored = _stored(key)
     if stored is not None:  # once per key, whatever became of it (a failed text is not retried blindly)
-        return FAILED if stored.status in ("failed", "undelivered") else ALREADY
+        return _outcome_of(stored)
     settings: Settings = current_app.extensions["crisisline.settings"]
     ids = [service.id for service in services]
     channel, contact_id, user_id = recipient.channel, recipient.id, user.id
@@ -196,6 +199,15 @@ def send(user: User, recipient: Recipient, services: list[Service], responder_id
 
 def _stored(key: str) -> Message | None:
     return db.session.scalars(select(Message).where(Message.idempotency_key == key)).first()
+
+
+def _outcome_of(stored: Message) -> str:
+    """What became of a referral text claimed before: only one Twilio took is "already" sent."""
+    if stored.status in ("failed", "undelivered"):
+        return FAILED
+    if stored.status == "claimed":
+        return UNSURE
+    return ALREADY
 
 
 def deliver(user_id: int, responder_id: str, channel: str, contact_id: int, service_ids: list[str], key: str) -> str:
@@ -216,7 +228,7 @@ def deliver(user_id: int, responder_id: str, channel: str, contact_id: int, serv
     )  # fmt: skip
     if not sent:
         stored = _stored(key)
-        return ALREADY if stored is not None and stored.status not in ("failed", "undelivered") else FAILED
+        return _outcome_of(stored) if stored is not None else FAILED
     ids = [service.id for service in services]
     if channel == "voice":
         transfer = db.session.get(Transfer, contact_id)

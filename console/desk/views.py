@@ -302,7 +302,11 @@ def referral_send(channel: str, contact_id: int) -> Response:
             referrals.SENT: (f"Referral sent to the {recipient.label}: {names}.", "info"),
             referrals.SENDING: (f"Sending the referral to the {recipient.label}: {names}.", "info"),
             referrals.ALREADY: ("Already sent: this referral went to them before (nothing was sent twice).", "info"),
+            referrals.UNSURE: (
+                "The referral may not have been sent: Twilio could not be reached. Give them the numbers by voice.",
+                "error",
+            ),
             referrals.CANNOT_TEXT: (f"Not sent: {recipient.reason_text}", "error"),
-        }.get(outcome, ("The referral could not be sent. Give them the numbers by voice or try later.", "error"))
+        }.get(outcome, ("The referral could not be sent. Give them the numbers by voice.", "error"))
     )
     return redirect(back)
