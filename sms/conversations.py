@@ -458,19 +458,25 @@ def _tell_the_counselor_their_words_did_not_arrive(
 
 def close(
     conversation: Conversation, document: RoutingDocument, reason: str, *, tell_texter: str | None,
-    quiet_since: datetime | None = None,
+    quiet_since: datetime | None = None, holder: str | None = None,
 ) -> bool:  # fmt: skip
     """Close once; tell the texter (``tell_texter`` is a prompt key) and the counselor.
 
     ``quiet_since``: close only if nobody has written since then (an idle close read before a
-    text arrived must not close the conversation that text just woke)."""
+    text arrived must not close the conversation that text just woke).
+
+    ``holder``: close only while this responder holds it (a counselor's END): checked in the
+    UPDATE, so an END read before they passed it on, and another counselor took it, closes
+    nothing of the new counselor's."""
     closing = update(Conversation).where(Conversation.id == conversation.id, Conversation.state.in_(OPEN_STATES))
     if quiet_since is not None:
         closing = closing.where(Conversation.last_activity_at <= quiet_since)
+    if holder is not None:
+        closing = closing.where(Conversation.state == "active", Conversation.counselor_id == holder)
     closed = db.session.execute(closing.values(state="closed", closed_at=now(), close_reason=reason)).rowcount  # type: ignore[attr-defined]
-    if not closed and quiet_since is not None:
+    if not closed and (quiet_since is not None or holder is not None):
         db.session.commit()
-        return False  # written in since: still open, its offers too
+        return False  # written in since, or no longer theirs: still open, its offers too
     holders = set(
         db.session.scalars(
             select(ConversationOffer.responder_id).where(

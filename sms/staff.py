@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from crisisline.db import db
 from crisisline.models import Conversation, Message
@@ -92,7 +92,7 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
     if target is None:
         tags = ", ".join(f"#{c.tag}" for c in mine)
         return Reply(document.staff_prompt("sms_ambiguous", tags=tags))
-    return _relay(target, inbound, body.strip())
+    return _relay(target, responder, inbound, body.strip())
 
 
 def relay_to_tag(document: RoutingDocument, responder: Responder, inbound: Message, tag: str, words: str) -> Reply:
@@ -102,7 +102,7 @@ def relay_to_tag(document: RoutingDocument, responder: Responder, inbound: Messa
     conversation = _conversation(tag)
     if conversation is None or conversation.state != "active" or conversation.counselor_id != responder.id:
         return Reply(document.staff_prompt("sms_too_late", tag=tag))
-    return _relay(conversation, inbound, words)
+    return _relay(conversation, responder, inbound, words)
 
 
 def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, conversation: Conversation) -> Reply:
@@ -118,11 +118,15 @@ def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, 
         return Reply(text, conversation)
     if conversation.counselor_id != responder.id or conversation.state != "active":
         return Reply(document.staff_prompt("sms_too_late", tag=tag))
+    # The checks above read the row; the change below checks again that it is still theirs (a
+    # pass from another tab, or the sweep's, and another counselor's YES may come between).
     if verb == "END":
         # Closing frees a slot; the queue offers it to the next texter in line.
-        convo.close(conversation, document, "counselor_ended", tell_texter="closed")
+        if not convo.close(conversation, document, "counselor_ended", tell_texter="closed", holder=responder.id):
+            return Reply(document.staff_prompt("sms_too_late", tag=tag))
         return Reply(document.staff_prompt("sms_ended", tag=tag))
-    convo.pass_back(conversation, responder, document)
+    if not convo.pass_back(conversation, responder, document):
+        return Reply(document.staff_prompt("sms_too_late", tag=tag))
     return Reply(document.staff_prompt("sms_passed", tag=tag))
 
 
@@ -137,15 +141,26 @@ def _conversation(tag: str) -> Conversation | None:
     return db.session.get(Conversation, int(tag))
 
 
-def _relay(conversation: Conversation, inbound: Message, words: str) -> Reply:
-    """Counselor → texter, from the line's number: neither ever sees the other's number."""
+def _relay(conversation: Conversation, responder: Responder, inbound: Message, words: str) -> Reply:
+    """Counselor → texter, from the line's number: neither ever sees the other's number.
+
+    Sent only while the conversation is still this counselor's, checked in the UPDATE that
+    stamps it: words written to a texter they passed on (from another tab, or by the sweep)
+    never reach that texter once another counselor holds the conversation."""
     if words:
-        db.session.refresh(conversation)
-        if conversation.state != "active":
-            return Reply(f"#{conversation.tag} is closed; not sent.", conversation)
-        conversation.last_activity_at = convo.now()
-        conversation.last_counselor_at = convo.now()
+        moment = convo.now()
+        still_theirs = db.session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation.id, Conversation.state == "active",
+                   Conversation.counselor_id == responder.id)
+            .values(last_activity_at=moment, last_counselor_at=moment)
+        ).rowcount  # type: ignore[attr-defined]  # fmt: skip
         db.session.commit()
+        db.session.refresh(conversation)
+        if not still_theirs and conversation.state == "closed":
+            return Reply(f"#{conversation.tag} is closed; not sent.", conversation)
+        if not still_theirs:
+            return Reply(f"#{conversation.tag} is no longer yours; not sent.", conversation)
         convo.to_texter(conversation, f"relay:{inbound.id}", words)
     return Reply("", conversation)
 
