@@ -13,7 +13,10 @@ isolation a job needs from the next one made explicit instead:
   worker takes the next job; a job over its ``job_timeout`` is interrupted by RQ's SIGALRM
   death penalty, in this same process;
 - after a failed job the pool is emptied (``engine.dispose``): a connection the job broke
-  (a statement cut off by the timeout, a server restart) is never handed to the next job.
+  (a statement cut off by the timeout, a server restart) is never handed to the next job;
+- a failed job's traceback, which RQ keeps in Redis in plain text for the job's
+  ``failure_ttl`` (its result stream, webhooks), has phone numbers masked as the logs do: an
+  exception's message may quote one (Twilio's 21211 "The 'To' number +1... is not valid").
 
 What a forking worker protects against that this does not: a job that kills the interpreter
 itself (a segfault in a C extension, ``os._exit``) takes the worker with it. The process
@@ -39,6 +42,7 @@ from rq.worker import SimpleWorker
 
 from crisisline.app import rq
 from crisisline.db import db
+from crisisline.phone import redact_numbers
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,17 @@ class AppWorker(SimpleWorker):
                 log.warning("job %s failed; connection pool reset before the next job", job.id)
                 db.engine.dispose()
         return succeeded
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        # Every stored copy of the traceback (the failure result, the webhook) passes here.
+        super().handle_job_failure(job, queue, started_job_registry, redact_numbers(exc_string), execution)
 
 
 def make_worker(app: Flask, queue_names: tuple[str, ...], **kwargs: Any) -> AppWorker:

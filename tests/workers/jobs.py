@@ -36,3 +36,17 @@ def exit_the_interpreter() -> None:
 
 def succeed(value: int) -> int:
     return value * 2
+
+
+# A number that appears in no job's arguments (jobs carry ids): only the exception quotes it.
+NUMBER_IN_AN_ERROR = "+13125550187"
+
+
+def fail_quoting_a_number() -> None:
+    """Fails as Twilio's client does on error 21211, whose message quotes the number."""
+    from twilio.base.exceptions import TwilioRestException
+
+    raise TwilioRestException(
+        400, "https://api.twilio.com/2010-04-01/Accounts/AC0/Messages.json",
+        f"The 'To' number {NUMBER_IN_AN_ERROR} is not a valid phone number (or (312) 555-0187).", 21211, "POST",
+    )  # fmt: skip
