@@ -6,6 +6,8 @@ real worker process. Prints what it scanned; a leak is named by place, never by 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import subprocess
@@ -93,16 +95,21 @@ class Scan:
 
 def as_texts(value: object) -> Iterator[str]:
     """A stored value as text, and again decompressed when it is zlib data (RQ's job payloads
-    and tracebacks are), so compression cannot hide anything."""
+    are) or base64 of zlib data (RQ's results: a failed job's traceback), so compression
+    cannot hide anything."""
     if not isinstance(value, bytes):
         yield str(value)
         return
     yield value.decode("utf-8", "replace")
     try:
-        decompressed = zlib.decompress(value)
-    except zlib.error:
-        return
-    yield decompressed.decode("utf-8", "replace")
+        unwrapped = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        unwrapped = b""
+    for candidate in (value, unwrapped):
+        try:
+            yield zlib.decompress(candidate).decode("utf-8", "replace")
+        except zlib.error:
+            continue
 
 
 def scan_database(app: Flask, scan: Scan) -> None:
