@@ -308,6 +308,10 @@ class Message(Model):
     status_rank: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Inbound only, and only for a text kept in Redis through a database outage (``sms.unstored``):
+    # when it arrived. Its ``created_at`` is when the clock stored it, which the sweep's retry
+    # and escalation windows count from; its retention counts from this (the purge).
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # The clock's every-minute retry and escalation, and the board, look for inbound texts not
     # yet handled: a handful, among every text the line has kept. The board also lists texts

@@ -42,10 +42,17 @@ def _whose_phone(document: RoutingDocument, phone: str) -> Responder | None:
     return sharing[0] if sharing else None
 
 
-def store_inbound(document: RoutingDocument, params: Mapping[str, str], *, line_number: str | None) -> Message | None:
+def store_inbound(
+    document: RoutingDocument,
+    params: Mapping[str, str],
+    *,
+    line_number: str | None,
+    received_at: datetime | None = None,
+) -> Message | None:
     """Store one inbound text (Twilio's webhook parameters) before anything is done with it;
     None for a duplicate delivery (stored already: handled, or being retried by the sweep).
-    ``line_number``: the line's own, for a text whose ``To`` is unreadable."""
+    ``line_number``: the line's own, for a text whose ``To`` is unreadable. ``received_at``:
+    when a text kept through an outage arrived (its retention counts from it)."""
     # A withheld or unreadable sender cannot be answered, but what they wrote is still kept.
     sender = caller_number(params.get("From"))
     responder = _whose_phone(document, sender) if sender else None
@@ -66,6 +73,7 @@ def store_inbound(document: RoutingDocument, params: Mapping[str, str], *, line_
             "status": "received",
             "status_rank": 5,
             "created_at": convo.now(),
+            "received_at": received_at,
         },
     )
     commit_keeping_loaded()  # stored before anything is done with it; the texter and it stay loaded
@@ -77,8 +85,9 @@ def receive_kept(document: RoutingDocument, kept: KeptText, *, line_number: str 
     handled; True if it was stored now (False: stored already, by another run or by the
     webhook's late handler). Stored as arriving now, not when it was sent, so the sweep's
     retry and escalation windows (``sms.conversations``) count from here: if handling fails,
-    the sweep retries it like any other text, and never while it is being handled here."""
-    inbound = store_inbound(document, kept.params, line_number=line_number)
+    the sweep retries it like any other text, and never while it is being handled here. When
+    it was sent is kept too: the purge counts its retention from then."""
+    inbound = store_inbound(document, kept.params, line_number=line_number, received_at=kept.received_at)
     if inbound is None:
         return False
     try:

@@ -84,7 +84,9 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     )
     texts = db.session.execute(
         update(Message)
-        .where(Message.created_at < texts_cutoff, Message.sealed_body.is_not(None))
+        # A text kept through an outage goes by when it arrived, not when it was stored.
+        .where(or_(Message.created_at < texts_cutoff, Message.received_at < texts_cutoff))
+        .where(Message.sealed_body.is_not(None))
         .values(sealed_body=None)
         .execution_options(synchronize_session=False)
     )

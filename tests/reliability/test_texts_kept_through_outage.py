@@ -320,3 +320,27 @@ def test_a_counselors_text_neither_stored_nor_kept_asks_them_to_send_it_again(
 
     assert "Please send it again in a few minutes." in answer.text
     assert TROUBLE not in answer.text and FAILSAFE_TEXT not in answer.text
+
+
+def test_a_kept_text_stored_hours_later_is_purged_by_when_it_arrived(
+    app: Flask, fake: FakeTwilio, kept: redis.Redis, settings: Settings, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """Its retention counts from when the texter sent it, not from when the clock stored it:
+    an outage must not lengthen how long their words are kept."""
+    import time_machine
+
+    from workers.upkeep import purge_personal_data
+
+    received = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    sid = keep_directly(app, TEXTER, WORDS, received)
+    with time_machine.travel(received + timedelta(hours=5)):  # the database back hours later
+        assert clock_tick()["texts"]["kept_stored"] == 1
+    window = timedelta(days=settings.retention_days_texts)
+
+    def body_after_purge_at(moment: datetime) -> str | None:
+        with app.app_context():
+            purge_personal_data(moment.isoformat())
+            return db.session.scalars(select(Message.sealed_body).where(Message.message_sid == sid)).one()
+
+    assert body_after_purge_at(received + window - timedelta(minutes=1)) is not None
+    assert body_after_purge_at(received + window + timedelta(minutes=1)) is None
