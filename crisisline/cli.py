@@ -85,7 +85,7 @@ def _number_argument(raw: str | None) -> str:
 
 @blocklist_cli.command("add")
 @click.argument("number", required=False)
-@click.option("--reason", help="Why (no personal details).")
+@click.option("--reason", help="Why (no personal details; blanked after RETENTION_DAYS_CALLS, the block stays).")
 @click.option("--by", "added_by", default="cli", show_default=True)
 def blocklist_add(number: str | None, reason: str | None, added_by: str) -> None:
     """Block NUMBER (asked for if omitted, so it stays out of shell history). Idempotent."""

@@ -93,6 +93,7 @@ class BlockedNumber(Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Staff's words, which may name the person: blanked by the purge after the calls' window.
     reason: Mapped[str | None] = mapped_column(String(200))
     added_by: Mapped[str] = mapped_column(String(120))
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -15,7 +15,7 @@ from callbacks.requests import TEXT_BORN_CALL_SID_PREFIXES
 from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db
-from crisisline.models import Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
+from crisisline.models import BlockedNumber, Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
 from crisisline.phone import caller_number
 from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
@@ -51,7 +51,8 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     on the texts the line sent them) goes by the shorter of the two windows. Follow-ups:
     check-ins' sealed replies and their link to the texter; survey answers lose their link
     once answered or unanswered for a day (one never asked, with its check-in's), and then
-    their key naming the check-in. Kept: the
+    their key naming the check-in. Blocklist: why a number was blocked (staff's words, which
+    may name the person) by the calls' window; the block itself stays, as STOP does. Kept: the
     anonymous paths, states, ratings, needs and timings metrics need. Purges registered by
     higher packages (``crisisline.retention``: the console's wrap-up notes and unmask reasons)
     run in the same transaction.
@@ -122,6 +123,13 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .execution_options(synchronize_session=False)
     )
     _unlink_survey_keys()
+    # The blocklist is checked on calls only: its reasons go by the calls' window.
+    block_reasons = db.session.execute(
+        update(BlockedNumber)
+        .where(BlockedNumber.added_at < calls_cutoff, BlockedNumber.reason.is_not(None))
+        .values(reason=None)
+        .execution_options(synchronize_session=False)
+    )
     texters = _purge_texters(texts_cutoff, calls_cutoff)
     registered = {name: purge(cutoffs) for name, purge in registered_purges().items()}
     db.session.commit()
@@ -132,6 +140,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         "texters": texters,
         "checkins": checkins.rowcount,  # type: ignore[attr-defined]
         "surveys": surveys.rowcount,  # type: ignore[attr-defined]
+        "block_reasons": block_reasons.rowcount,  # type: ignore[attr-defined]
         **registered,
     }
 

@@ -48,7 +48,7 @@ def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phon
         second = purge_personal_data(now.isoformat())
 
     assert first == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0, "surveys": 0,
-                     "wrap_up_notes": 0, "unmask_reasons": 0, "kept_texts": 0}  # fmt: skip
+                     "block_reasons": 0, "wrap_up_notes": 0, "unmask_reasons": 0, "kept_texts": 0}  # fmt: skip
     assert set(second.values()) == {0}
     scrubbed, kept = row(app, old), row(app, recent)
     assert scrubbed.sealed_caller is None and scrubbed.caller_hash is None
@@ -82,7 +82,8 @@ def test_purge_runs_as_a_job_on_the_procfile_worker(app: Flask, phone: Phone, se
     job.refresh()
     assert job.get_status() == "finished"
     assert job.return_value() == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0, "surveys": 0,
-                                  "wrap_up_notes": 0, "unmask_reasons": 0, "kept_texts": 0}  # fmt: skip
+                                  "block_reasons": 0, "wrap_up_notes": 0, "unmask_reasons": 0,
+                                  "kept_texts": 0}  # fmt: skip
     assert row(app, old).sealed_caller is None
 
 
@@ -240,3 +241,29 @@ def test_someone_who_sent_stop_before_the_purge_is_answered_when_they_come_back(
     assert "What is happening? Reply with a number" in replies[1]  # their words are answered
     with app.app_context():
         assert db.session.scalars(select(Texter.sealed_number)).one() is not None
+
+
+def test_a_blocklist_reason_is_blanked_after_the_calls_window_and_the_number_stays_blocked(
+    app: Flask, settings: Settings
+) -> None:
+    """Staff write why a number is blocked, and may name the person; the block outlives any
+    window (as STOP does), what they wrote about the person does not."""
+    from crisisline.models import BlockedNumber
+    from ivr.call_log import is_blocked
+    from workers.upkeep import purge_personal_data
+
+    added, written = datetime(2027, 3, 1, 12, 0, tzinfo=UTC), "Jo Bloggs of Elm St, threatens staff"
+    with time_machine.travel(added, tick=False):
+        blocking = ["blocklist", "add", "+13125550166", "--reason", written, "--by", "ada"]
+        result = app.test_cli_runner().invoke(args=blocking)
+    assert result.output == "blocked\n"
+    window = timedelta(days=settings.retention_days_calls)
+
+    def after_purge_at(moment: datetime) -> tuple[str | None, str, bool]:
+        with app.app_context():
+            purge_personal_data(moment.isoformat())
+            row = db.session.scalars(select(BlockedNumber)).one()
+            return row.reason, row.added_by, is_blocked("+13125550166")
+
+    assert after_purge_at(added + window - timedelta(minutes=1)) == (written, "ada", True)
+    assert after_purge_at(added + window + timedelta(minutes=1)) == (None, "ada", True)
