@@ -62,6 +62,8 @@ def create_user(
         raise AccountError("A counselor account must be linked to a responder id from the routing config.")
     if responder_id is not None and responder_id not in responder_ids():
         raise AccountError(f"No responder {responder_id!r} in the active routing config.")
+    if responder_id is not None:
+        hold_lock(ACCOUNTS_LOCK)  # before any row is written: the lock first, always (no deadlock)
     if find(username) is not None:
         raise AccountError(f"There is already an account named {username!r}.")
     user = User(
@@ -87,12 +89,17 @@ def count_admins() -> int:
     return db.session.scalar(select(func.count(User.id)).where(User.role == ADMIN, User.active.is_(True))) or 0
 
 
+# The administrators' lock: changes to who is an active admin, and to which active accounts
+# link a responder the line rings, are serialised under it (``hold_lock``: held to commit).
+ACCOUNTS_LOCK = "console:admins"
+
+
 def _refuse_closing_the_last_admin(user: User) -> None:
     """Refuse a change that would leave no active administrator, checked under a lock held
     until the caller commits or rolls back (PostgreSQL: an advisory lock; SQLite: its one write
     lock), with ``user`` read again under it: two administrators closing each other at once
     cannot both pass on a count read before the other's change was committed."""
-    hold_lock("console:admins")
+    hold_lock(ACCOUNTS_LOCK)
     db.session.refresh(user)
     if user.role == ADMIN and user.active and count_admins() <= 1:
         raise AccountError(LAST_ADMIN)
@@ -240,7 +247,12 @@ def deactivate(user: User, *, actor: User | str, keep_ringing: bool = False) -> 
 def stop_ringing_closed(user: User, *, actor: User | str) -> Closing:
     """Stop ringing the responder of an account closed while the line went on ringing it (the
     administrator chose so, or it was closed before closing stopped the ringing). Refused while
-    another active account is linked to the responder. Audited; the caller commits."""
+    another active account is linked to the responder. Audited; the caller commits.
+
+    Under the administrators' lock, with ``user`` read again: an account linked to the
+    responder at the same moment is seen (see :func:`link_rings_again`)."""
+    hold_lock(ACCOUNTS_LOCK)
+    db.session.refresh(user)
     if user.active:
         raise AccountError("This account is open: close it to stop ringing its responder.")
     if user.responder_id is None:
@@ -281,8 +293,17 @@ def not_rung(document: RoutingDocument | None) -> list[NotRung]:
 
 def link_rings_again(responder_id: str | None) -> bool:
     """An active account is linked to ``responder_id``: a responder the line stopped ringing
-    when an account was closed is rung again. True if so."""
-    return responder_id is not None and responders.ring_again(responder_id)
+    when an account was closed is rung again. True if so.
+
+    Under the administrators' lock, which closing an account takes before it reads who else
+    is linked (:func:`deactivate`, :func:`stop_ringing_closed`): without it, a closing that
+    read the accounts before this link was committed would stop ringing the responder after
+    this found nothing to lift, leaving an active account's phone silent. Held to commit, so
+    whichever is second sees the other's change (the link, or the pause to lift)."""
+    if responder_id is None:
+        return False
+    hold_lock(ACCOUNTS_LOCK)
+    return responders.ring_again(responder_id)
 
 
 def set_role(user: User, role: str, *, actor: User | str, responder_id: str | None = None) -> None:
@@ -294,6 +315,10 @@ def set_role(user: User, role: str, *, actor: User | str, responder_id: str | No
         raise AccountError("A counselor account must be linked to a responder id from the routing config.")
     if responder_id is not None and responder_id not in responder_ids():
         raise AccountError(f"No responder {responder_id!r} in the active routing config.")
+    # The lock before the account's row is written, whatever the role: a closing of this same
+    # account holds the lock and then writes the row, so the other order could deadlock.
+    hold_lock(ACCOUNTS_LOCK)
+    db.session.refresh(user)  # read again under the lock: closed meanwhile, it links nothing
     if role != ADMIN:
         _refuse_closing_the_last_admin(user)
     before = (user.role, user.responder_id)

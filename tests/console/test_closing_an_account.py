@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,13 +18,13 @@ from sqlalchemy import select
 
 from console.accounts import users
 from console.audit.log import CLI
-from console.models import COUNSELOR, SUPERVISOR, AuditEntry, User
+from console.models import ADMIN, COUNSELOR, SUPERVISOR, AuditEntry, User
 from crisisline.db import db
 from crisisline.models import Conversation, ResponderState
 from line_queue import responders
 from routing import publishing, store
 from tests.conftest import TextingPhone
-from tests.console.conftest import Account, MakeUser, sign_in
+from tests.console.conftest import PASSWORD, Account, MakeUser, sign_in
 from tests.rota import BEN, DIEGO, legs
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
@@ -327,3 +329,72 @@ def test_the_cli_refuses_to_close_an_account_closed_already(app: Flask, make_use
         assert responders.closed_responder_ids() == set()
         entries = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "user_deactivated")).all()
         assert len(entries) == 1
+
+
+# An administrator links an active account to Ben's responder id, the other way the line
+# learns he is to be rung: a new account, or an account given his responder id.
+LINK_TO_BEN: dict[str, Callable[[int], object]] = {
+    "a new account": lambda _sue_id: users.create_user(
+        "ben-again", PASSWORD, role=COUNSELOR, actor=CLI, responder_id="ben-carter"
+    ),
+    "set-role --responder": lambda sue_id: users.set_role(
+        db.session.get_one(User, sue_id), ADMIN, actor=CLI, responder_id="ben-carter"
+    ),
+}
+
+
+def _stop_ringing_closed(ben_id: int) -> str:
+    try:
+        users.stop_ringing_closed(db.session.get_one(User, ben_id), actor=CLI)
+    except users.AccountError:
+        return users.STILL_LINKED
+    return users.STOPPED
+
+
+# An administrator stops ringing Ben's phone: closing his account, or, for an account closed
+# while the phone was kept ringing, the *stop ringing* step.
+STOP_BEN: dict[str, Callable[[int], str]] = {
+    "deactivate": lambda ben_id: users.deactivate(db.session.get_one(User, ben_id), actor=CLI).ringing,
+    "stop ringing a closed account": _stop_ringing_closed,
+}
+
+
+@pytest.mark.parametrize("link", sorted(LINK_TO_BEN))
+@pytest.mark.parametrize("stop", sorted(STOP_BEN))
+def test_stopping_a_responder_while_another_account_is_linked_to_it_at_once_leaves_it_rung(
+    app: Flask, make_user: MakeUser, link: str, stop: str
+) -> None:
+    """One administrator links an active account to Ben's responder while another stops
+    ringing it (each in their own transaction and connection): the two are serialised, so
+    the second sees the first's change, and the line never ends up not ringing a responder
+    an active account is linked to."""
+    ben = make_user(COUNSELOR, "ben", responder_id="ben-carter")
+    sue = make_user(SUPERVISOR, "sue")
+    make_user(ADMIN, "ada-admin")
+    if stop == "stop ringing a closed account":
+        close(app, ben.id, keep_ringing=True)
+    linked = threading.Event()
+    outcome: dict[str, str] = {}
+
+    def linking() -> None:  # links, and is slow to commit
+        with app.app_context():
+            LINK_TO_BEN[link](sue.id)
+            linked.set()
+            time.sleep(0.5)  # meanwhile the other administrator stops ringing Ben
+            db.session.commit()
+
+    def stopping() -> None:
+        linked.wait(timeout=10)
+        with app.app_context():
+            outcome["ringing"] = STOP_BEN[stop](ben.id)
+            db.session.commit()
+
+    threads = [threading.Thread(target=linking), threading.Thread(target=stopping)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert outcome == {"ringing": users.STILL_LINKED}
+    with app.app_context():
+        assert responders.closed_responder_ids() == set()
