@@ -168,9 +168,22 @@ def ring_again(responder_id: str) -> bool:
     return changed
 
 
+def still_rung(responder_id: Any) -> Any:
+    """A condition for a claim's own WHERE (``responder_id``: a column or value): the account
+    linked to the responder was not closed. Read in the claiming UPDATE itself, so it costs no
+    statement on the hot path and a closing committed before the claim cannot slip past it
+    (a voice acceptance, ``transfer.state.accept``; a text's ``sms.conversations.take``)."""
+    return ~(
+        select(ResponderState.responder_id)
+        .where(ResponderState.responder_id == responder_id, ResponderState.paused_reason == ACCOUNT_CLOSED)
+        .exists()
+    )
+
+
 def is_closed(responder_id: str) -> bool:
     """Whether the line stopped ringing ``responder_id`` because their account was closed (one
-    small read: for their own ON/OFF/STATUS or a refused YES, never a webhook's usual path)."""
+    small read: for their own ON/OFF/STATUS, a refused YES or a refused press of 1, never a
+    webhook's usual path)."""
     reason = db.session.scalar(select(ResponderState.paused_reason).where(ResponderState.responder_id == responder_id))
     return reason == ACCOUNT_CLOSED
 

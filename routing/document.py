@@ -60,6 +60,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "on_sms": frozenset(),
     "off_sms": frozenset(),
     "not_rung_sms": frozenset(),  # their console account was closed (``line_queue.responders.stop_ringing``)
+    "not_rung": frozenset(),  # spoken: their press of 1 refused, the account closed while their phone rang
     "whisper_callback": frozenset({"language", "need", "ago"}),
     "callback_calling": frozenset(),
     "callback_no_answer": frozenset(),

@@ -86,6 +86,10 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
         "Crisis line: the line is having trouble with your text. It is kept and will be handled as soon as it"
         " can be; an answer may come late."
     ),
+    "not_rung": lambda prompts: (
+        "The line no longer rings this phone: the console account linked to it was closed, so this caller goes to"
+        " someone else. If that is a mistake, ask an administrator."
+    ),
     "not_rung_sms": lambda prompts: (
         "Crisis line: the line no longer rings or texts this phone: the console account linked to it was closed."
         " If that is a mistake, ask an administrator."

@@ -21,7 +21,7 @@ import line_queue
 from crisisline import events
 from crisisline.db import commit_keeping_loaded, db, hold_lock, insert_ignoring_duplicates, inserted_row
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
-from line_queue.responders import ACCOUNT_CLOSED, ensure_responder_state
+from line_queue.responders import ensure_responder_state, still_rung
 from routing.document import Responder, RoutingDocument
 from routing.store import active_routing
 from sms import delivery, outbox
@@ -356,14 +356,9 @@ def take(conversation: Conversation, responder: Responder, document: RoutingDocu
         return False
     # Never a responder whose console account was closed (their phone may still text "YES 12"):
     # checked in the claim itself, so it costs no statement and a closing cannot slip between.
-    closed = (
-        select(ResponderState.responder_id)
-        .where(ResponderState.responder_id == responder.id, ResponderState.paused_reason == ACCOUNT_CLOSED)
-        .exists()
-    )
     won = db.session.execute(
         update(Conversation)
-        .where(Conversation.id == conversation.id, Conversation.state.in_(WAITING_STATES), ~closed)
+        .where(Conversation.id == conversation.id, Conversation.state.in_(WAITING_STATES), still_rung(responder.id))
         .values(state="active", counselor_id=responder.id, assigned_at=now(), last_activity_at=now())
     ).rowcount  # type: ignore[attr-defined]
     if won:

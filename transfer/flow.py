@@ -414,6 +414,8 @@ def offer_decided(
             )
             db.session.commit()
             return Decision("joined")
+        if state.is_closed(offer.responder_id):  # one read, only for a refused press
+            return _refuse_closed_account(offer, transfer, document)
         db.session.commit()
         return Decision("staff", "caller_gone")
 
@@ -428,6 +430,8 @@ def offer_decided(
             _deadline_passed(offer, transfer, document)
         return Decision("staff", "passed")
     if not state.accept(transfer.id, offer.id):
+        if state.is_closed(offer.responder_id):  # one read, only for a refused press
+            return _refuse_closed_account(offer, transfer, document)
         state.finish_offer(offer, "too_late")
         db.session.commit()
         db.session.refresh(transfer)
@@ -481,6 +485,24 @@ def offer_decided(
         db.session.commit()
     stop_ringing(transfer, keep=offer.id)
     return Decision("joined")
+
+
+def _refuse_closed_account(offer: Offer, transfer: Transfer, document: RoutingDocument) -> Decision:
+    """A press of 1 refused because the responder's console account was closed while their
+    phone rang: the offer ends as a pass does, the caller is not dropped (the next person is
+    rung), and the responder is told why (``not_rung``)."""
+    if state.finish_offer(offer, state.ACCOUNT_CLOSED):
+        record_event(
+            transfer, "offer.ended", f"offer:{offer.id}:outcome", responder=offer.responder_id,
+            outcome=state.ACCOUNT_CLOSED,
+        )  # fmt: skip
+        db.session.commit()
+        db.session.refresh(transfer)  # ``accept`` may have moved it and back: what it is now
+        if offer.purpose == "answer" and transfer.state == "waiting":
+            ring_next(transfer, document)
+    else:
+        db.session.commit()
+    return Decision("staff", "not_rung")
 
 
 def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument, status: str) -> bool:

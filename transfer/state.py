@@ -15,11 +15,13 @@ from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transf
 
 # Responders' availability is shared with texts, so it lives below both channels; these
 # names stay importable from here for voice's callers.
+from line_queue.responders import ACCOUNT_CLOSED as ACCOUNT_CLOSED
 from line_queue.responders import MISSED_OUTCOMES as MISSED_OUTCOMES
 from line_queue.responders import claim_responder as claim_responder
 from line_queue.responders import count_missed as count_missed
 from line_queue.responders import ensure_responder_state as ensure_responder_state
-from line_queue.responders import release_responder
+from line_queue.responders import is_closed as is_closed
+from line_queue.responders import release_responder, still_rung
 from line_queue.responders import set_paused as set_paused
 from line_queue.responders import unavailable_responder_ids as unavailable_responder_ids
 
@@ -147,10 +149,12 @@ def _move_statement(columns: tuple[str, ...]) -> Update:
 def accept(transfer_id: int, offer_id: int) -> bool:
     """The one-winner step: of all responders pressing 1, exactly one gets True, and only with
     a leg still live: a press of 1 handled after the leg's end (they pressed and hung up, the
-    callbacks crossed) is no acceptance; the transfer stays waiting, under this transaction's lock."""
+    callbacks crossed) is no acceptance; the transfer stays waiting, under this transaction's lock.
+    Nor is a press of 1 from a responder whose console account was closed while their phone
+    rang (``line_queue.responders.stop_ringing``): checked in the offer's UPDATE itself."""
     if not move_transfer(transfer_id, ("waiting",), "connecting", accepted_offer_id=offer_id, accepted_at=now()):
         return False
-    live = [Offer.id == offer_id, Offer.state.in_(ACTIVE_OFFER_STATES)]
+    live = [Offer.id == offer_id, Offer.state.in_(ACTIVE_OFFER_STATES), still_rung(Offer.responder_id)]
     if _change(Offer, live, {"state": "accepted", "decided_at": now()}):
         return True
     move_transfer(transfer_id, ("connecting",), "waiting", accepted_offer_id=None, accepted_at=None)
@@ -176,10 +180,11 @@ def withdraw_acceptance(transfer_id: int, offer: Offer, outcome: str, *, accepte
 
 
 def accept_join(offer_id: int) -> bool:
-    """A co-responder unit accepts joining a live call (several units may be invited)."""
+    """A co-responder unit accepts joining a live call (several units may be invited); never
+    one whose console account was closed while their phone rang (as :func:`accept`)."""
     return _change(
         Offer,
-        [Offer.id == offer_id, Offer.state.in_(ACTIVE_OFFER_STATES)],
+        [Offer.id == offer_id, Offer.state.in_(ACTIVE_OFFER_STATES), still_rung(Offer.responder_id)],
         {"state": "accepted", "decided_at": now()},
     )
 

@@ -8,8 +8,10 @@ import html
 import re
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from flask import Flask
@@ -20,14 +22,15 @@ from console.accounts import users
 from console.audit.log import CLI
 from console.models import ADMIN, COUNSELOR, SUPERVISOR, AuditEntry, User
 from crisisline.db import db
-from crisisline.models import Conversation, ResponderState
+from crisisline.models import Conversation, Offer, ResponderState
 from line_queue import responders
 from routing import publishing, store
 from tests.conftest import TextingPhone
 from tests.console.conftest import PASSWORD, Account, MakeUser, sign_in
-from tests.rota import BEN, DIEGO, legs
+from tests.rota import BEN, DIEGO, leg_to, legs
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import CallIdentity, gather_digits_params
 
 SUICIDE = [Keys("1"), Keys("2")]  # English, thoughts of suicide: Ben, then Diego, on Wednesday evening
 BEN_ENTRY = "counselors[1] (Ben Carter)"
@@ -398,3 +401,38 @@ def test_stopping_a_responder_while_another_account_is_linked_to_it_at_once_leav
     assert outcome == {"ringing": users.STILL_LINKED}
     with app.app_context():
         assert responders.closed_responder_ids() == set()
+
+
+def picked_up(fake: FakeTwilio, number: str) -> tuple[str, dict[str, str]]:
+    """The responder at ``number`` answers their leg and hears the whisper; the request their
+    pressing 1 makes, to post when the test says."""
+    leg = leg_to(fake, number)
+    fake.advance_call(leg.sid, "ringing")
+    whisper = ET.fromstring(fake.advance_call(leg.sid, "in-progress") or "")  # noqa: S314 - our own TwiML
+    gather = whisper.find("Gather")
+    assert gather is not None
+    identity = CallIdentity(fake.account_sid, leg.from_, leg.to, call_sid=leg.sid, direction="outbound-api")
+    return urljoin(leg.url or "", gather.get("action", "")), gather_digits_params(identity, "1")
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_call_ringing_the_responder_when_the_account_is_closed_cannot_be_accepted_and_goes_on_to_the_next(
+    app: Flask, phone: Phone, fake: FakeTwilio, make_user: MakeUser
+) -> None:
+    ben = make_user(COUNSELOR, "ben", responder_id="ben-carter")
+    caller = phone.call(SUICIDE, max_hold_turns=0)
+    press_one = picked_up(fake, BEN)  # Ben hears the whisper...
+    close(app, ben.id)  # ...when his account is closed
+
+    told = phone.post(*press_one).body
+
+    assert "<Conference" not in told
+    assert "the console account linked to it was closed" in told
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]  # the search went on, as for a pass
+    diego = phone.answer(leg_to(fake, DIEGO).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    assert caller.conference is not None and caller.conference == diego.conference
+    with app.app_context():
+        offer = db.session.scalars(select(Offer).where(Offer.responder_id == "ben-carter")).one()
+        assert (offer.state, offer.outcome) == ("ended", responders.ACCOUNT_CLOSED)
+        assert db.session.get_one(ResponderState, "ben-carter").engaged_offer_id is None
