@@ -109,7 +109,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(followups_bp)
     app.register_blueprint(callbacks_bp)
     app.cli.add_command(routing_cli)
-    # ``flask routing who/coverage/load`` leave out whom the line does not ring (``line_queue`` is above ``routing``).
+    # ``flask routing who/coverage/check/load`` leave out whom the line does not ring
+    # (``line_queue`` is above ``routing``).
     app.extensions[NOT_RUNG] = closed_responder_ids
     line_cli.register(app)
     workers_cli.register(app)

@@ -15,11 +15,13 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
 
+from crisisline.db import db
 from routing import coverage, publishing, store, timing
 from routing.document import RoutingDocument
 from routing.review import check_text
-from routing.simulator import UnknownChoice, who_would_be_rung
+from routing.simulator import NotRung, UnknownChoice, who_would_be_rung
 from routing.validation import Problem, validate_text
 
 routing_cli = AppGroup("routing", help="Check, publish and export the line's routing config.")
@@ -43,6 +45,21 @@ def _left_out() -> frozenset[str]:
     return frozenset(not_rung()) if not_rung is not None else frozenset()
 
 
+def _left_out_if_known() -> frozenset[str] | None:
+    """``_left_out`` for ``check``, which reads only a file and must work without a database:
+    None when no database can say (a SQLite file not created yet, which asking would create;
+    a server that cannot be reached; tables not migrated), and the check goes on without."""
+    url = db.engine.url
+    file = url.database if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") else None
+    if file is not None and not Path(file).exists():
+        return None
+    try:
+        return _left_out()
+    except SQLAlchemyError:
+        db.session.rollback()
+        return None
+
+
 def _echo_problems(path: str, problems: list[Problem]) -> None:
     for problem in problems:
         click.echo(f"{path}: {problem.describe()}", err=True)
@@ -51,10 +68,17 @@ def _echo_problems(path: str, problems: list[Problem]) -> None:
 @routing_cli.command("check")
 @click.argument("path", type=click.Path(dir_okay=False))
 def check(path: str) -> None:
-    """Validate PATH and print every problem with its line and place in the file. Changes nothing."""
+    """Validate PATH and print every problem with its line and place in the file. Changes nothing.
+
+    With the line's database at hand, the coverage warnings leave out the responders the line
+    does not ring (their console account was closed), as ``load`` does, and say who they are;
+    without it, they count everyone and say so."""
+    text = _read(path)  # before the database: an unreadable file is the first thing to hear
+    left_out = _left_out_if_known()
     report = check_text(
-        _read(path), now=datetime.now(UTC), environment_backup_number=publishing.environment_backup_number()
-    )
+        text, now=datetime.now(UTC), environment_backup_number=publishing.environment_backup_number(),
+        left_out=left_out or frozenset(),
+    )  # fmt: skip
     _echo_problems(path, report.errors + report.warnings)
     if report.document is None:
         click.echo(f"{path}: {len(report.errors)} error(s); this file would be refused", err=True)
@@ -64,6 +88,16 @@ def check(path: str) -> None:
         f"{path}: valid ({len(document.languages)} languages, {len(document.needs)} needs, "
         f"{len(document.responders)} responders)"
     )
+    if left_out is None:
+        click.echo(
+            f"{path}: the line's database could not be read: the coverage warnings count every responder, "
+            "a closed account's too",
+            err=True,
+        )
+    for responder in document.responders:
+        if left_out and responder.id in left_out:
+            left = NotRung(responder.id, responder.name, document.entries(responder.id))
+            click.echo(f"{path}: {left}; left out of the coverage warnings")
     for line in queue_policy(document):
         click.echo(f"{path}: {line}")
 
@@ -237,6 +271,8 @@ def who(language_choice: str, need_choice: str, at: str | None, path: str | None
             click.echo(f"  nobody on call speaks {language.staff_name}: they are told so")
     else:
         click.echo(f"Nobody is rung ({result.reason}): the backup line {result.backup_number}")
+    for left in result.not_rung:
+        click.echo(f"  {left}")
     click.echo("Then:")
     for sentence in result.heard_after_choice:
         click.echo(f"  {sentence}")

@@ -331,6 +331,16 @@ class RoutingDocument:
     def responder(self, responder_id: str) -> Responder | None:
         return next((r for r in self.responders if r.id == responder_id), None)
 
+    def entries(self, responder_id: str) -> tuple[str, ...]:
+        """Where the file lists ``responder_id``, as its validator names the place, with the
+        responder's name and never their phone: ``counselors[1] (Ben Carter)``."""
+        sections = {"counselor": "counselors", "co_responder": "co_responder_units"}
+        found: list[str] = []
+        for kind, section in sections.items():
+            of_kind = [r for r in self.responders if r.kind == kind]
+            found += [f"{section}[{index}] ({r.name})" for index, r in enumerate(of_kind) if r.id == responder_id]
+        return tuple(found)
+
     def responder_by_phone(self, phone: str) -> Responder | None:
         return next((r for r in self.responders if r.phone == phone), None)
 

@@ -36,6 +36,23 @@ class Rung:
     languages: tuple[str, ...]
 
 
+# Why a responder the routing would ring is not: the only reason ``left_out`` has today.
+NOT_RUNG_WHY = "console account closed"
+
+
+@dataclass(frozen=True)
+class NotRung:
+    """A responder this caller would have been offered, whom the line does not ring."""
+
+    id: str
+    name: str
+    entries: tuple[str, ...]  # where the routing lists them: ``counselors[1] (Ben Carter)``
+    why: str = NOT_RUNG_WHY
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.entries) or self.name}: not rung: {self.why}"
+
+
 @dataclass(frozen=True)
 class Simulation:
     language: str
@@ -52,6 +69,7 @@ class Simulation:
     seconds_before_ring_barge_in: float  # pressing keys during the prompts
     backup_number: str | None  # dialled when nobody is rung
     need_was_asked: bool  # false with ``menu.ask_need: false``: everyone has the default need
+    not_rung: tuple[NotRung, ...] = ()  # on call for this caller, left out (never silently)
 
 
 def choose_language(document: RoutingDocument, chosen: str) -> Language:
@@ -93,6 +111,10 @@ def who_would_be_rung(
         default = document.need(document.menu.default_need)
         need = default if default is not None else need
     decision = decide_route(document, language.code, need, moment, unavailable=left_out)
+    # Whom the routing alone would offer this caller and the line does not ring: said, by
+    # name and entry, so a silent absence is not read as a rota mistake.
+    routed = decide_route(document, language.code, need, moment).responders if left_out else ()
+    not_rung = tuple(NotRung(r.id, r.name, document.entries(r.id)) for r in routed if r.id in left_out)
     strategy = document.transfer.strategy_for(need)
     at_once = document.transfer.parallel_max if strategy == "parallel" else 1
     rings = tuple(
@@ -116,6 +138,7 @@ def who_would_be_rung(
         seconds_before_ring_barge_in=barge_in,
         backup_number=document.backup_number if not rings else None,
         need_was_asked=asked,
+        not_rung=not_rung,
     )
 
 

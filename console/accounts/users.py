@@ -176,14 +176,7 @@ WHAT_THEY_GET = {NOBODY: "nobody on call (the backup line)", OTHER_LANGUAGE: "no
 def routing_entries(document: RoutingDocument | None, responder_id: str) -> tuple[str, ...]:
     """Where ``document`` lists ``responder_id``, as its validator names the place and with the
     responder's name (never their phone): ``counselors[1] (Ben Carter)``."""
-    if document is None:
-        return ()
-    sections = {"counselor": "counselors", "co_responder": "co_responder_units"}
-    found = []
-    for kind, section in sections.items():
-        of_kind = [r for r in document.responders if r.kind == kind]
-        found += [f"{section}[{index}] ({r.name})" for index, r in enumerate(of_kind) if r.id == responder_id]
-    return tuple(found)
+    return document.entries(responder_id) if document is not None else ()
 
 
 def closing(user: User, *, keep_ringing: bool = False, stopped: bool | None = None) -> Closing:
