@@ -110,10 +110,17 @@ def handle_texter_message(
             f"help:{inbound.id}",
             language.text("help", line=document.line_name, voice_number=voice),
         )
-        if conversation.state == "language" and conversation.menu_attempts == 0:
-            # "Help" may be a first cry, not the keyword: ask which language, so they know what next.
+        # At the menus "help" may be a cry, not the keyword: after the help text it counts as an
+        # answer the menu did not take (asked again, then the default route), so someone who can
+        # only write "help" still reaches a counselor.
+        if conversation.state == "language":
             _count_attempt(conversation)
-            convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
+            if conversation.menu_attempts <= document.menu.retries:
+                convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
+            else:
+                _language_step(document, conversation, inbound, body)  # their words' language, or the default
+        elif conversation.state == "need":
+            _need_step(document, conversation, inbound, body)
         return
     if num_media:
         convo.to_texter(conversation, f"mms:{inbound.id}", language.text("mms"))
@@ -164,7 +171,7 @@ def handle_step(document: RoutingDocument, conversation: Conversation, inbound: 
 def _language_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
     chosen = None
     text = body.strip()
-    if conversation.menu_attempts > 0 and text[:1].isdecimal():
+    if conversation.menu_attempts > 0 and _menu_digit(text):
         chosen = next((lang for lang in document.languages if str(lang.digit) == text[:1]), None)
     if chosen is None:
         detected, confidence = detect(document, text)
@@ -176,7 +183,8 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
         _count_attempt(conversation)
         convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
         return
-    need = choose_need(document, chosen, MenuInput(speech=text)) if not text[:1].isdecimal() else None
+    # Their words may name a need whatever they begin with ("2 days now and I want to die").
+    need = choose_need(document, chosen, MenuInput(speech=text)) if not _menu_digit(text) else None
     if need is not None and need.key == document.menu.default_need:
         need = None  # "talk to someone" is not a choice; show the menu so they can pick
     if need is not None:
@@ -201,6 +209,11 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     _send_welcome_and_need_menu(document, conversation, chosen.text("welcome"))
 
 
+def _menu_digit(text: str) -> bool:
+    """A menu answer by number ("2", "2."), not words that begin with one ("2 days now...")."""
+    return text[:1].isdecimal() and len(text) <= 2
+
+
 def _language_question(document: RoutingDocument) -> str:
     return " / ".join(lang.text("language_option", digit=lang.digit) for lang in document.languages)
 
@@ -219,7 +232,7 @@ def _send_welcome_and_need_menu(
 def _need_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
     language = document.language(conversation.language)
     text = body.strip()
-    given = MenuInput(digits=text[:1]) if text[:1].isdecimal() and len(text) <= 2 else MenuInput(speech=text)
+    given = MenuInput(digits=text[:1]) if _menu_digit(text) else MenuInput(speech=text)
     need = choose_need(document, language, given)
     if need is None and given.speech and _switch_language(document, conversation, inbound, given):
         return

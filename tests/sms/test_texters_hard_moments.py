@@ -125,3 +125,44 @@ def test_help_as_a_first_text_gets_the_line_information_and_the_language_questio
     assert any(LANGUAGE_QUESTION in reply for reply in replies), replies
     texting.send(TEXTER, "1")
     assert only_conversation(app).state == "need"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_texter_who_can_only_write_help_at_the_menus_is_asked_again_then_given_the_default_route(
+    app: Flask, texting: TextingPhone
+) -> None:
+    """Before, every "help" after the first got the information only: the texter stayed at the
+    language menu for good, never queued."""
+    answers = [texting.send(TEXTER, "help") for _ in range(6)]
+
+    assert sum(any(LANGUAGE_QUESTION in reply for reply in replies) for replies in answers) >= 2  # asked again
+    conversation = only_conversation(app)
+    assert conversation.state in ("queued", "offered"), (conversation.state, conversation.menu_attempts)
+    assert conversation.need == "something_else"  # the example routing's default need
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_help_as_the_answer_to_the_need_menu_is_asked_again_then_routed(app: Flask, texting: TextingPhone) -> None:
+    texting.send(TEXTER, "I need to talk to someone")
+    assert only_conversation(app).state == "need"
+
+    for _ in range(4):
+        texting.send(TEXTER, "help")
+
+    conversation = only_conversation(app)
+    assert conversation.state in ("queued", "offered"), (conversation.state, conversation.menu_attempts)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+@pytest.mark.parametrize(
+    "first", ["I want to kill myself", "2 days now and I want to kill myself", "3am and i want to kill myself"]
+)
+def test_a_first_text_naming_suicide_is_queued_as_suicide_whatever_it_begins_with(
+    app: Flask, texting: TextingPhone, first: str
+) -> None:
+    """Before, a first text beginning with a digit skipped the need its words name: the menu,
+    at the lowest priority, for someone who wrote they want to die."""
+    texting.send(TEXTER, first)
+
+    conversation = only_conversation(app)
+    assert (conversation.state, conversation.need) in {("queued", "suicide"), ("offered", "suicide")}
