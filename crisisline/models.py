@@ -189,6 +189,10 @@ class Texter(Model):
     """Someone who texts the line, known only by keyed hash (plus their sealed number, to reply).
 
     ``opted_out`` is the STOP status: while set, the line sends them nothing at all.
+    ``opt_changed_at``: when the person sent the opt-out or opt-in now in force (a STOP or
+    START's arrival; for Twilio's 21610, when the refused text was sent). One sent before it,
+    handled late (kept through an outage, a repeated callback), changes nothing: the latest by
+    the time it was sent wins, as with Twilio's own block.
     """
 
     __tablename__ = "texters"
@@ -198,6 +202,7 @@ class Texter(Model):
     sealed_number: Mapped[str | None] = mapped_column(Text)
     opted_out: Mapped[bool] = mapped_column(default=False)
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opt_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

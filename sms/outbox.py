@@ -18,11 +18,12 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import requests
 from blinker import Namespace
 from flask import current_app, has_request_context, request
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from twilio.base.exceptions import TwilioRestException
 
@@ -347,6 +348,28 @@ def _texter_of(message_id: int) -> Texter | None:
     return db.session.get(Texter, conversation.texter_id) if conversation else None
 
 
-def mark_opted_out(texter: Texter) -> None:
-    texter.opted_out = True
-    texter.opted_out_at = texter.opted_out_at or utcnow()
+def mark_opted_out(texter: Texter, *, at: datetime | None = None) -> bool:
+    """The person opted out at ``at`` (a STOP's arrival, a text Twilio refused with 21610 by when
+    it was sent; now if not given). Not committed. False: they opted in (or out) later than
+    that, and that stands (``Texter.opt_changed_at``). ``opted_out_at`` stays the first of this
+    opt-out: texts written since then are the ones a person must see to."""
+    when = at or utcnow()
+    return _change_opt(texter, when, opted_out=True, opted_out_at=func.coalesce(Texter.opted_out_at, when))
+
+
+def mark_opted_in(texter: Texter, *, at: datetime) -> bool:
+    """The person opted in (START) at ``at``: as ``mark_opted_out``, the other way."""
+    return _change_opt(texter, at, opted_out=False, opted_out_at=None)
+
+
+def _change_opt(texter: Texter, at: datetime, **values: object) -> bool:
+    # One conditional UPDATE: of a STOP and a START handled at once, the later sent wins
+    # whichever commits last (the second waits for the row, then reads the first's time).
+    changed = db.session.scalars(
+        update(Texter)
+        .where(Texter.id == texter.id, or_(Texter.opt_changed_at.is_(None), Texter.opt_changed_at <= at))
+        .values(opt_changed_at=at, **values)
+        .returning(Texter)
+        .execution_options(populate_existing=True)  # ``texter`` as the row now is
+    ).one_or_none()
+    return changed is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from blinker import Namespace
 from sqlalchemy import update
 
@@ -12,7 +14,7 @@ from ivr.menu import MenuInput, choose_language, choose_need
 from routing.document import RoutingDocument
 from sms import conversations as convo
 from sms.language import detect
-from sms.outbox import mark_opted_out
+from sms.outbox import mark_opted_in, mark_opted_out
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 START_WORDS = frozenset({"START", "UNSTOP"})
@@ -45,12 +47,17 @@ def handle_texter_message(
 ) -> None:  # fmt: skip
     """Handle one inbound text (already deduplicated by MessageSid)."""
     keyword = keyword_of(body)
+    # When the person sent it (a text kept through an outage is stored, and handled, later): a
+    # STOP or START sent before their latest change applies nothing, as with Twilio's own block.
+    sent_at = inbound.received_at or inbound.created_at
     if keyword in STOP_WORDS:
-        _opt_out(document, texter)
+        _opt_out(document, texter, sent_at)
         return
     if keyword in START_WORDS or (keyword == "YES" and texter.opted_out):
-        texter.opted_out, texter.opted_out_at = False, None
+        applied = mark_opted_in(texter, at=sent_at)
         db.session.commit()
+        if not applied:
+            return  # they opted out (or in) since: that stands; this text is kept, unanswered
         conversation = convo.open_or_start_conversation(texter, line_number)
         convo.to_texter(conversation, f"start:{inbound.id}", document.default_language.text("started"))
         return
@@ -289,10 +296,13 @@ def _raise_priority(document: RoutingDocument, conversation: Conversation, body:
         db.session.commit()
 
 
-def _opt_out(document: RoutingDocument, texter: Texter) -> None:
-    """STOP: nothing more is sent to this number (follow-ups included); open threads close."""
-    mark_opted_out(texter)
+def _opt_out(document: RoutingDocument, texter: Texter, sent_at: datetime) -> None:
+    """STOP: nothing more is sent to this number (follow-ups included); open threads close.
+    Not if they opted in (or out) since it was sent."""
+    applied = mark_opted_out(texter, at=sent_at)
     db.session.commit()
+    if not applied:
+        return
     events.texter_opted_out.send(texter)  # e.g. pending check-ins are canceled
     conversation = convo.open_conversation(texter)
     if conversation is not None:

@@ -19,7 +19,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from crisisline.db import db
-from crisisline.models import Message
+from crisisline.models import Message, Texter
 from crisisline.settings import Settings
 from sms import unstored
 from sms.views import FAILSAFE_TEXT
@@ -344,3 +344,54 @@ def test_a_kept_text_stored_hours_later_is_purged_by_when_it_arrived(
 
     assert body_after_purge_at(received + window - timedelta(minutes=1)) is not None
     assert body_after_purge_at(received + window + timedelta(minutes=1)) is None
+
+
+def opted_out(app: Flask) -> bool:
+    with app.app_context():
+        return db.session.scalars(select(Texter)).one().opted_out
+
+
+STARTED = "You will get our texts again. Text us any time you need to talk."
+
+
+def test_a_stop_kept_through_an_outage_does_not_undo_the_start_the_texter_sent_after_it(
+    line: Line, texting_the_line: TextingPhone, kept: redis.Redis, fake: FakeTwilio,  # noqa: F811
+) -> None:  # fmt: skip
+    """Twilio's block follows their last word (START): so does the line, or it never answers them again."""
+    line.database.refuse()
+    fake.receive_keyword(TEXTER, "STOP")
+    stop = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, "STOP")
+    assert FAILSAFE_TEXT in texting_the_line.deliver(stop).text
+    assert kept.llen(unstored.KEY) == 1
+    line.database.resume()
+    fake.receive_keyword(TEXTER, "START")
+    assert texting_the_line.send(TEXTER, "START") == [STARTED]
+
+    clock_run(line.app)  # stores and handles the kept STOP, sent before the START
+
+    assert not opted_out(line.app), "the kept STOP, older than their START, opted them out"
+    assert [text.message_sid for text in inbound_texts(line.app)].count(stop["MessageSid"]) == 1  # still stored
+    assert texting_the_line.send(TEXTER, WORDS) != []  # answered
+
+
+def test_a_start_kept_through_an_outage_does_not_undo_the_stop_the_texter_sent_after_it(
+    app: Flask, texting: TextingPhone, kept: redis.Redis, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    keep_directly(app, TEXTER, "START", datetime.now(UTC) - timedelta(minutes=2))
+    texting.send(TEXTER, "STOP")
+
+    clock_tick()
+
+    assert opted_out(app)
+    assert texting.inbox(TEXTER) == []  # not even "You will get our texts again"
+
+
+def test_a_stop_kept_through_an_outage_opts_the_texter_out_when_nothing_came_after_it(
+    app: Flask, texting: TextingPhone, kept: redis.Redis, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    assert texting.send(TEXTER, "START") == [STARTED]  # an earlier START counts for nothing against it
+    keep_directly(app, TEXTER, "STOP", datetime.now(UTC))
+
+    clock_tick()
+
+    assert opted_out(app)
