@@ -298,10 +298,12 @@ def record_status(message_id: int, status: str, error_code: str | None, message_
         db.session.rollback()
         values.pop("message_sid", None)
         moved = db.session.execute(moving.values(**values)).rowcount  # type: ignore[attr-defined]
-    if error_code == str(OPTED_OUT):
-        texter = _texter_of(message_id)
-        if texter is not None:
-            mark_opted_out(texter)
+    # Only a callback that moved the row is news: a TwiML reply's failure comes twice (its action
+    # and its status callback), and Twilio may repeat either, after the person's START too.
+    if moved and error_code == str(OPTED_OUT):
+        refused = _texter_of(message_id)
+        if refused is not None:  # as of when it was sent: a text sent before their START says nothing now
+            mark_opted_out(refused[0], at=refused[1])
         responder_id = db.session.scalar(_COUNSELOR_OF, {"message": message_id})
         if responder_id is not None:  # a reply in TwiML to a counselor who sent STOP, say
             _pause_blocked(responder_id)
@@ -340,12 +342,14 @@ _FAILED_TEXT = select(Message.conversation_id, Message.idempotency_key, Message.
 )
 
 
-def _texter_of(message_id: int) -> Texter | None:
+def _texter_of(message_id: int) -> tuple[Texter, datetime] | None:
+    """The texter a text went to, and when it was sent (claimed)."""
     message = db.session.get(Message, message_id)
     if message is None or message.conversation_id is None or message.party != "texter":
         return None
     conversation = db.session.get(Conversation, message.conversation_id)
-    return db.session.get(Texter, conversation.texter_id) if conversation else None
+    texter = db.session.get(Texter, conversation.texter_id) if conversation else None
+    return (texter, message.created_at) if texter is not None else None
 
 
 def mark_opted_out(texter: Texter, *, at: datetime | None = None) -> bool:
