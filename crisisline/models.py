@@ -283,6 +283,9 @@ NOT_DELIVERED_ROWS = (
     "direction = 'out' AND status IN ('claimed', 'failed', 'undelivered', 'canceled', 'partially_delivered')"
 )
 
+# Texts Twilio refused for now, waiting for the text sweep's next try (``sms.outbox``).
+RETRYING_ROWS = "status = 'retrying'"
+
 
 class Message(Model):
     """One text in or out. Inbound rows are unique by Twilio's ``MessageSid`` (dedupe); outbound
@@ -340,6 +343,14 @@ class Message(Model):
             "created_at",
             postgresql_where=text(NOT_DELIVERED_ROWS),
             sqlite_where=text(NOT_DELIVERED_ROWS),
+        ),
+        # Texts Twilio refused for now (``sms.outbox.RETRYING``), which the minute's sweep tries
+        # again: a handful at most, among every text the line has kept.
+        Index(
+            "ix_messages_retrying",
+            "id",
+            postgresql_where=text(RETRYING_ROWS),
+            sqlite_where=text(RETRYING_ROWS),
         ),
         # The supervisors' alerts (a few a day), which the board and the sweep look up by time.
         Index(

@@ -15,11 +15,11 @@ from functools import cache
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import Insert, Select, Update, bindparam, case, func, or_, select, update
+from sqlalchemy import Insert, Select, Update, and_, bindparam, case, func, or_, select, update
 
 import line_queue
 from crisisline import events
-from crisisline.db import commit_keeping_loaded, db, hold_lock, insert_ignoring_duplicates, inserted_row
+from crisisline.db import commit_keeping_loaded, constant, db, hold_lock, insert_ignoring_duplicates, inserted_row
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
 from line_queue.responders import ensure_responder_state, still_rung
 from routing.document import Responder, RoutingDocument
@@ -139,7 +139,7 @@ def to_texter(conversation: Conversation, key: str, body: str) -> bool:
         return False
     return outbox.send_text(
         key=text_key(conversation, key), to_number=texter_number(texter), from_number=conversation.line_number,
-        body=body, party="texter", conversation_id=conversation.id, texter=texter,
+        body=body, party="texter", conversation_id=conversation.id, texter=texter, retry_refused=True,
     )  # fmt: skip
 
 
@@ -147,7 +147,7 @@ def to_counselor(conversation: Conversation, responder: Responder, key: str, bod
     return outbox.send_text(
         key=text_key(conversation, key), to_number=responder.phone,
         from_number=conversation.line_number or "", body=body, party="counselor",
-        conversation_id=conversation.id, responder_id=responder.id,
+        conversation_id=conversation.id, responder_id=responder.id, retry_refused=True,
     )  # fmt: skip
 
 
@@ -521,10 +521,10 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
     """Timed work, safe to run anywhere any number of times: expired offers are re-offered,
     long waits get the backup option once, unanswered texters go back to the queue, idle
     conversations are closed with a note. One broken conversation never stops the others."""
-    counts = {"retried": 0, "escalated": 0, "realerted": 0, "reoffered": 0, "backup": 0, "idle_closed": 0,
+    counts = {"retried": 0, "resent": 0, "escalated": 0, "realerted": 0, "reoffered": 0, "backup": 0, "idle_closed": 0,
               "requeued": 0, "stopped": 0, "after_stop": 0, "after_stop_realerted": 0}  # fmt: skip
-    steps = (_retry_unhandled, _escalate_stuck, _alert_again, _expire_offers, _offer_queued, _backup_option,
-             _requeue_unanswered, _close_idle, _close_stopped, _tell_of_texts_after_stop,
+    steps = (_retry_unhandled, _retry_refused, _escalate_stuck, _alert_again, _expire_offers, _offer_queued,
+             _backup_option, _requeue_unanswered, _close_idle, _close_stopped, _tell_of_texts_after_stop,
              _alert_again_after_stop)  # fmt: skip
     for step in steps:
         try:
@@ -583,6 +583,69 @@ def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
         except Exception as error:
             log.error("retry of inbound text %s failed: %s", message.id, type(error).__name__)
             db.session.rollback()
+
+
+# A conversation's text Twilio refused for now (``outbox.REFUSED_FOR_NOW``: it created nothing)
+# is tried again by each minute's sweep for this long; the try after that is its last, and if
+# Twilio refuses that too the text fails as any refusal does (``_requeue_unanswered``).
+REFUSED_RETRIED_FOR = timedelta(minutes=5)
+
+
+def _retry_refused(document: RoutingDocument, counts: dict[str, int]) -> None:
+    """Texts Twilio refused for now (busy, failing) are sent again, oldest first, one try each
+    per sweep under their own claimed rows: a texter's words to their counselor are not lost to
+    one 503. The recipient is found again as it was sent (``to_texter``, ``to_counselor``). A
+    text refused again holds back the later ones to the same person, so they arrive in order."""
+    moment = now()
+    held_back: set[tuple[int | None, str, str | None]] = set()
+    for message in db.session.scalars(refused_texts().limit(100)).all():
+        recipient = (message.conversation_id, message.party, message.responder_id)
+        if recipient in held_back:
+            continue
+        conversation = db.session.get(Conversation, message.conversation_id) if message.conversation_id else None
+        to_number, texter = _recipient_of(message, conversation, document)
+        if to_number is None or conversation is None or not conversation.line_number:
+            outbox.give_up_refused(message.id)
+            continue
+        last_try = message.created_at <= moment - REFUSED_RETRIED_FOR
+        outcome = outbox.retry_refused(message.id, to_number, conversation.line_number,
+                                       responder_id=message.responder_id, texter=texter, last_try=last_try)  # fmt: skip
+        if outcome == "sent":
+            counts["resent"] += 1
+        elif outcome == "unreachable":
+            # Each next try would wait out the REST timeout too: the rest wait for the next sweep.
+            log.error("Twilio unreachable retrying refused texts: the rest wait for the next sweep")
+            return
+        else:
+            held_back.add(recipient)
+
+
+def refused_texts() -> Select[Message]:
+    """Texts Twilio refused for now, waiting for another try, oldest first. The status is
+    written in, so SQLite sees that ``ix_messages_retrying`` applies (``constant``)."""
+    return select(Message).where(Message.status == constant(outbox.RETRYING)).order_by(Message.id)
+
+
+def _recipient_of(
+    message: Message, conversation: Conversation | None, document: RoutingDocument
+) -> tuple[str | None, Texter | None]:
+    """(number, texter) a refused text is still for, or (None, None) if nobody now: a texter
+    who has since opted out, a counselor gone from the routing, or the texter's words to a
+    counselor who no longer has them (the counselor who has them now got them as backlog)."""
+    if conversation is None:
+        return None, None
+    if message.party == "texter":
+        texter = db.session.get(Texter, conversation.texter_id)
+        if texter is None or texter.opted_out or not texter.sealed_number:
+            return None, None
+        return texter_number(texter), texter
+    responder = document.responder(message.responder_id or "") if message.party == "counselor" else None
+    if responder is None:
+        return None, None
+    relayed = ":relay:" in (message.idempotency_key or "")
+    if relayed and (conversation.state != "active" or conversation.counselor_id != responder.id):
+        return None, None
+    return responder.phone, None
 
 
 STUCK_ALERT_KEY = "text-stuck"
@@ -929,15 +992,20 @@ def _requeue_unanswered(document: RoutingDocument, counts: dict[str, int]) -> No
 
     Sooner, ``COUNSELOR_UNREACHABLE_FOR`` after a text to their counselor failed in a way that
     says their phone cannot get the line's texts (``UNREACHABLE_PHONE``: off, out of signal, a
-    landline, their own STOP), unless the counselor has written since (from the console, say):
-    the texter believes someone is reading."""
+    landline, their own STOP), or that Twilio kept refusing for now (busy, failing) through all
+    of ``_retry_refused``'s tries, unless the counselor has written since (from the console,
+    say): the texter believes someone is reading."""
     moment = now()
     before = moment - timedelta(minutes=document.sms.idle_close_minutes)
+    # Refused by Twilio for now (busy, failing) and still refused after ``_retry_refused``'s
+    # tries: Twilio created nothing (no SID), so the counselor never got it.
+    refused = and_(Message.status == "failed", Message.message_sid.is_(None),
+                   Message.error_code.in_(outbox.REFUSED_FOR_NOW))  # fmt: skip
     unreachable = (
         select(Message.id)
         .where(
             Message.conversation_id == Conversation.id, Message.party == "counselor",
-            Message.responder_id == Conversation.counselor_id, Message.error_code.in_(UNREACHABLE_PHONE),
+            Message.responder_id == Conversation.counselor_id, or_(Message.error_code.in_(UNREACHABLE_PHONE), refused),
             Message.created_at > Conversation.assigned_at, Message.created_at <= moment - COUNSELOR_UNREACHABLE_FOR,
             or_(Conversation.last_counselor_at.is_(None), Message.created_at > Conversation.last_counselor_at),
         )

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, and_, or_
 
 from crisisline.db import constant
 from crisisline.models import Message
-from sms.outbox import OPTED_OUT, UNSENT_STATUSES
+from sms.outbox import OPTED_OUT, REFUSED_FOR_NOW, RETRYING, UNSENT_STATUSES
 
 UNSURE_AFTER = timedelta(minutes=2)
 DELIVERED_STATUSES = ("delivered", "read")
@@ -29,6 +29,8 @@ FAILURE_REASONS = {
     30005: "their carrier does not know the number",
     30006: "the number cannot receive texts (a landline?)",
     30007: "their carrier filtered it",
+    # Refused for now (busy, failing), then through every retry (``sms.conversations``).
+    **dict.fromkeys(REFUSED_FOR_NOW, "Twilio was busy or failing and kept refusing it for several minutes"),
 }
 
 
@@ -40,7 +42,7 @@ class Delivery:
 
 def taken(status: str) -> bool:
     """Whether Twilio took a text and nothing says it failed to arrive (on its way, or there)."""
-    return status not in ("claimed", *NOT_ARRIVED)
+    return status not in ("claimed", RETRYING, *NOT_ARRIVED)
 
 
 def delivery_of(status: str, error_code: int | None, sent_at: datetime, moment: datetime) -> Delivery | None:

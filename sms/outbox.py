@@ -55,6 +55,17 @@ UNSENT_STATUSES = ("failed", "undelivered", "canceled")
 INBOUND_STATUSES = frozenset({"receiving", "received"})
 # Every MessageStatus Twilio reports; anything else in a status callback is ignored.
 MESSAGE_STATUSES = frozenset(STATUS_RANK) - {"claimed"}
+# Twilio's refusals that say it created nothing and that a later try may be taken: too many
+# requests (HTTP 429, 20429) and Twilio failing (HTTP 500 and 503, 20500 and 20503). A
+# conversation's text so refused is not failed at once but left ``RETRYING`` under its claimed
+# key, and the minute's text sweep tries it again (``retry_refused``); only once that has not
+# worked for a few minutes is it failed as any refusal is. A 502 or 504 is not among them: a
+# gateway said it, which may have passed the request on (the text may have gone out). Kept in
+# ``error_code`` as Twilio's code, or the HTTP status when Twilio gave none.
+REFUSED_FOR_NOW_STATUSES = frozenset({429, 500, 503})
+REFUSED_FOR_NOW_CODES = frozenset({20429, 20500, 20503})
+REFUSED_FOR_NOW = tuple(sorted(REFUSED_FOR_NOW_STATUSES | REFUSED_FOR_NOW_CODES))
+RETRYING = "retrying"
 
 
 # At most this much of a webhook's answer is replies; the rest go over REST, after them. Twilio
@@ -75,6 +86,7 @@ class TakenReply:
     text: str
     responder_id: str | None = None
     texter: Texter | None = None
+    retry_refused: bool = False
 
 
 class TwimlReplies:
@@ -163,67 +175,92 @@ def send_text(
     conversation_id: int | None = None,
     responder_id: str | None = None,
     texter: Texter | None = None,
+    retry_refused: bool = False,
 ) -> bool:
     """Send ``body`` once for ``key`` (split if over 1600 characters). True if sent now.
 
     Texts to an opted-out texter are never sent; Twilio's 21610 marks them opted out.
+    ``retry_refused``: a refusal that means Twilio created nothing (``REFUSED_FOR_NOW``) leaves
+    the text, and its later parts, ``RETRYING`` for the text sweep, which knows the recipient
+    again from the row (a conversation's texts only: ``sms.conversations``); it is not sent now.
     """
     if texter is not None and texter.opted_out:
         return False
     sent_any = False
+    refused_for_now: int | None = None  # the code a part was refused with; later parts wait behind it
     for index, part in enumerate(split_for_sms(body)):
         part_key = key if index == 0 else f"{key}:{index}"
-        message_id = inserted_id(
-            Message,
-            {
-                "conversation_id": conversation_id,
-                "direction": "out",
-                "party": party,
-                "idempotency_key": part_key,
-                "responder_id": responder_id,
-                "sealed_body": vault().seal(part, context=BODY_CONTEXT),
-                "segments": segment_count(part),
-                "status": "claimed",
-                "status_rank": 0,
-            },
-        )
+        claim: dict[str, object] = {
+            "conversation_id": conversation_id,
+            "direction": "out",
+            "party": party,
+            "idempotency_key": part_key,
+            "responder_id": responder_id,
+            "sealed_body": vault().seal(part, context=BODY_CONTEXT),
+            "segments": segment_count(part),
+            "status": "claimed",
+            "status_rank": 0,
+        }
+        if refused_for_now is not None:  # in order, after the refused part: the sweep sends it
+            claim.update(status=RETRYING, error_code=refused_for_now)
+        message_id = inserted_id(Message, claim)
         commit_keeping_loaded()  # the claim, before the request: the sender's rows stay loaded
-        if message_id is None:
-            continue  # sent (or being sent) already for this key
+        if message_id is None or refused_for_now is not None:
+            continue  # sent (or being sent) already for this key, or left for the sweep
         replies = _twiml_replies()
         if replies is not None and replies.answers(to_number, from_number):
-            taken, earlier = replies.take(TakenReply(message_id, part, responder_id, texter))
+            taken, earlier = replies.take(TakenReply(message_id, part, responder_id, texter, retry_refused))
             for reply in earlier:  # taken for the answer, now sent before this part, in order
                 _send_over_rest(reply.message_id, to_number, from_number, reply.text,
-                                responder_id=reply.responder_id, texter=reply.texter)  # fmt: skip
+                                responder_id=reply.responder_id, texter=reply.texter,
+                                retry_refused=reply.retry_refused)  # fmt: skip
             if taken:
                 sent_any = True
                 continue
-        if not _send_over_rest(message_id, to_number, from_number, part, responder_id=responder_id, texter=texter):
+        outcome = _send_over_rest(
+            message_id, to_number, from_number, part, responder_id=responder_id, texter=texter,
+            retry_refused=retry_refused,
+        )  # fmt: skip
+        if outcome is True:
+            sent_any = True
+        elif outcome is False:
             return sent_any
-        sent_any = True
+        else:
+            refused_for_now = outcome
     return sent_any
+
+
+def _refused_for_now(error: TwilioRestException) -> int | None:
+    """The code to keep for a refusal after which Twilio created nothing and a later try may
+    be taken (``REFUSED_FOR_NOW``), or None."""
+    if error.code in REFUSED_FOR_NOW_CODES or error.status in REFUSED_FOR_NOW_STATUSES:
+        return int(error.code or error.status)
+    return None
 
 
 def _send_over_rest(
     message_id: int, to_number: str, from_number: str, part: str, *, responder_id: str | None = None,
-    texter: Texter | None = None,
-) -> bool:  # fmt: skip
-    """One claimed part, over the REST API; True if Twilio took it."""
+    texter: Texter | None = None, retry_refused: bool = False,
+) -> bool | int:  # fmt: skip
+    """One claimed part, over the REST API: True if Twilio took it, False if not; with
+    ``retry_refused``, a refusal for now leaves it ``RETRYING`` and returns its code (an int)."""
     try:
         created = rest_client().messages.create(
             to=to_number, from_=from_number, body=part,
             status_callback=public_url("sms.message_status", message=message_id),
         )  # fmt: skip
     except TwilioRestException as error:
+        code = _refused_for_now(error)
+        if retry_refused and code is not None:
+            # Nothing was created: the same row, still claimed under its key, is tried again by
+            # the minute's sweep; never here (a webhook's REST calls have a budget).
+            log.warning("text %s refused for now (Twilio %s, HTTP %s): the sweep tries it again",
+                        message_id, error.code, error.status)  # fmt: skip
+            _set(message_id, status=RETRYING, status_rank=0, error_code=code)
+            db.session.commit()
+            return code
         log.warning("text %s not sent: Twilio error %s", message_id, error.code)
-        _set(message_id, status="failed", status_rank=4, error_code=error.code)
-        if error.code == OPTED_OUT and texter is not None:
-            mark_opted_out(texter)
-        if error.code == OPTED_OUT and responder_id is not None:
-            _pause_blocked(responder_id)
-        db.session.commit()
-        _tell_if_a_relay_to_a_texter(message_id)
+        _failed(message_id, error.code if error.code is not None else code, responder_id=responder_id, texter=texter)
         return False
     except (requests.RequestException, OSError) as error:
         # Left "claimed": never retried blindly (it may have gone out). After two minutes the
@@ -233,6 +270,59 @@ def _send_over_rest(
     db.session.execute(_SENT, {"message": message_id, "sid": created.sid})
     commit_keeping_loaded()
     return True
+
+
+def _failed(message_id: int, code: int | None, *, responder_id: str | None, texter: Texter | None) -> None:
+    """Twilio refused this text for good: failed, and whoever must know is told (committed)."""
+    _set(message_id, status="failed", status_rank=4, error_code=code)
+    if code == OPTED_OUT and texter is not None:
+        mark_opted_out(texter)
+    if code == OPTED_OUT and responder_id is not None:
+        _pause_blocked(responder_id)
+    db.session.commit()
+    _tell_if_a_relay_to_a_texter(message_id)
+
+
+_TRY_AGAIN = (
+    update(Message)
+    .where(Message.id == bindparam("message"), Message.status == RETRYING)
+    .values(status="claimed")
+    .execution_options(synchronize_session=False)
+)
+
+
+def retry_refused(
+    message_id: int, to_number: str, from_number: str, *, responder_id: str | None, texter: Texter | None,
+    last_try: bool,
+) -> str:  # fmt: skip
+    """One more try of a text Twilio refused for now (``RETRYING``), by whichever process claims
+    it first (back to ``claimed``: one try at a time, never two copies). Refused for now again:
+    ``RETRYING`` again, unless ``last_try``, when it fails for good. What became of it: "sent",
+    "refused" (for now, or for good), "unreachable" (left claimed, as any text Twilio could not
+    be asked about: it may have gone out), or "taken" (another process has this try)."""
+    claimed = db.session.execute(_TRY_AGAIN, {"message": message_id}).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if not claimed:
+        return "taken"
+    sealed = db.session.scalar(select(Message.sealed_body).where(Message.id == message_id))
+    part = vault().open(sealed, context=BODY_CONTEXT) if sealed else ""
+    outcome = _send_over_rest(message_id, to_number, from_number, part, responder_id=responder_id,
+                              texter=texter, retry_refused=not last_try)  # fmt: skip
+    if outcome is True:
+        return "sent"
+    if outcome is False and db.session.scalar(select(Message.status).where(Message.id == message_id)) == "claimed":
+        return "unreachable"
+    return "refused"
+
+
+def give_up_refused(message_id: int) -> None:
+    """A text refused for now that will not be tried again (its recipient is gone, or no longer
+    the one it was for): failed with the refusal's code, as a refusal for good is."""
+    failing = update(Message).where(Message.id == message_id, Message.status == RETRYING)
+    failed = db.session.execute(failing.values(status="failed", status_rank=4)).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if failed:
+        _tell_if_a_relay_to_a_texter(message_id)
 
 
 def handed_to_twilio(message_ids: Iterable[int]) -> None:
