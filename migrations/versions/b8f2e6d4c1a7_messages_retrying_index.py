@@ -2,7 +2,7 @@
 the text sweep tries again every minute
 
 Revision ID: b8f2e6d4c1a7
-Revises: a9e3d5c7b1f4
+Revises: b6d2f8a4c1e7
 Create Date: 2026-12-04 03:00:00.000000
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'b8f2e6d4c1a7'
-down_revision = 'a9e3d5c7b1f4'
+down_revision = 'b6d2f8a4c1e7'
 branch_labels = None
 depends_on = None
 
