@@ -939,10 +939,15 @@ class _Checker:
         default_language = item.get("default_language")
         if default_language is None and codes:
             default_language = sorted(codes)[0]
-        if default_language not in codes:
+        # A list or mapping here cannot be looked up in a set (unhashable): say what it must be.
+        if not isinstance(default_language, str):
+            self.error("menu.default_language", f"must be a language code like 'en', not {_kind(default_language)}")
+        elif default_language not in codes:
             self.error("menu.default_language", f"{default_language!r} is not one of the line's languages")
         default_need = item.get("default_need")
-        if "default_need" in item and default_need not in needs:
+        if "default_need" in item and not isinstance(default_need, str):
+            self.error("menu.default_need", f"must be a need key like 'something_else', not {_kind(default_need)}")
+        elif "default_need" in item and default_need not in needs:
             self.error("menu.default_need", f"{default_need!r} is not a need key")
         return MenuSettings(
             timeout_seconds=self.duration(item, "timeout_seconds", "menu", "s", 2, 30, 6),
