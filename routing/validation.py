@@ -555,7 +555,8 @@ class _Checker:
             return None
         try:
             return ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: a folder of zones ('America' is IsADirectoryError) or a name too long for a path.
             self.error("line.timezone", f"{value!r} is not an IANA time zone like 'America/Chicago'")
             return None
 

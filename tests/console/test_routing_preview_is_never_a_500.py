@@ -35,3 +35,12 @@ def test_a_list_where_one_value_belongs_is_shown_as_an_error_in_the_preview(
 
     assert status < 500
     assert field in page
+
+
+def test_a_region_given_as_the_time_zone_is_shown_as_an_error_in_the_preview(
+    app: Flask, client: FlaskClient, admin: Account
+) -> None:
+    status, page = preview(app, client, admin, "  timezone: America/Chicago", "  timezone: America")
+
+    assert status < 500
+    assert "line.timezone" in page

@@ -40,3 +40,10 @@ def test_a_default_need_given_as_a_list_or_mapping_must_be_a_need_key(value: str
     errors = errors_at(edited("  default_need: something_else", f"  default_need: {value}"))
 
     assert "must be a need key" in errors["menu.default_need"]
+
+
+@pytest.mark.parametrize("zone", ["America", "Europe/" + "x" * 300])
+def test_a_time_zone_that_is_a_region_or_too_long_a_name_is_an_error_at_line_timezone(zone: str) -> None:
+    errors = errors_at(edited("  timezone: America/Chicago", f"  timezone: {zone}"))
+
+    assert "is not an IANA time zone" in errors["line.timezone"]
