@@ -54,6 +54,8 @@ TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
 HOUR, DAY = 3600, 86400
 UNIT_SECONDS = {"s": 1, "m": 60, "h": HOUR, "d": DAY}
 UNIT_NAMES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_NUMBER_DIGITS = 100  # in the YAML; the longest real value (a phone number) has 15
+MAX_DURATION_DIGITS = 9  # 999999999 s is 31 years: far past every duration's upper bound
 DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 # Prompts added after the first configs were written: an older config without them stays
@@ -198,6 +200,7 @@ class SourceMap:
     def __init__(self, root: yaml.Node | None) -> None:
         self.marks: dict[str, tuple[int, int]] = {}
         self.duplicates: list[Problem] = []
+        self.too_long: list[Problem] = []  # numbers too long to read: refused before constructing
         self._visited = 0
         if root is not None:
             self.marks[""] = _position(root.start_mark)
@@ -238,6 +241,17 @@ class SourceMap:
                 child = f"{path}[{index}]"
                 self.marks[child] = _position(item.start_mark)
                 self._walk(item, child, inside)
+        elif node.tag == "tag:yaml.org,2002:int" and len(str(node.value)) > MAX_NUMBER_DIGITS:
+            # Python refuses to read an integer of over 4300 digits (a ValueError, not a YAML
+            # error); no setting takes a number anywhere near this long anyway.
+            self.too_long.append(
+                Problem(
+                    path,
+                    f"a number {len(str(node.value))} digits long: too long for any setting",
+                    line=node.start_mark.line + 1,
+                    column=node.start_mark.column + 1,
+                )
+            )
 
     def locate(self, path: str) -> tuple[int, int] | None:
         """(line, column) of ``path``, or of its nearest ancestor that is in the text."""
@@ -275,6 +289,8 @@ def compose(text: str) -> tuple[Any, SourceMap, list[Problem]]:
     try:
         root = loader.get_single_node()
         source_map = SourceMap(root)
+        if source_map.too_long:
+            return None, source_map, source_map.too_long
         raw = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
@@ -284,6 +300,8 @@ def compose(text: str) -> tuple[Any, SourceMap, list[Problem]]:
         return None, SourceMap(None), [Problem("", f"YAML error: {error}")]
     except RecursionError:  # PyYAML composes recursively: thousands of nested brackets
         return None, SourceMap(None), [Problem("", "YAML error: nested too deeply")]
+    except ValueError:  # a value PyYAML's constructors cannot read (the long numbers are caught above)
+        return None, SourceMap(None), [Problem("", "YAML error: a value that cannot be read (a number too long?)")]
     finally:
         loader.dispose()
     return raw, source_map, source_map.duplicates
@@ -1207,6 +1225,8 @@ def parse_duration(value: object, unit: str) -> int | None:
     if not isinstance(value, str):
         return None
     text = value.strip().replace(" ", "")
+    if any(len(run) > MAX_DURATION_DIGITS for run in re.findall(r"\d+", text)):
+        return None  # out of every bound; and int() refuses more than 4300 digits
     if text.isascii() and text.isdigit():  # "²".isdigit() is true, and int("²") fails
         return int(text) * UNIT_SECONDS[unit]
     match = DURATION.match(text)

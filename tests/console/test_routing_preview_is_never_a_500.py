@@ -44,3 +44,12 @@ def test_a_region_given_as_the_time_zone_is_shown_as_an_error_in_the_preview(
 
     assert status < 500
     assert "line.timezone" in page
+
+
+def test_a_number_too_long_to_read_is_shown_as_an_error_in_the_preview(
+    app: Flask, client: FlaskClient, admin: Account
+) -> None:
+    status, page = preview(app, client, admin, "  retries: 2 ", "  retries: " + "9" * 5000 + " ")
+
+    assert status < 500
+    assert "menu.retries" in page and "5000 digits long" in page

@@ -11,6 +11,7 @@ import pytest
 
 from crisisline.settings import DEFAULT_ROUTING_FILE
 from routing.review import check_text
+from routing.validation import parse_duration
 
 EXAMPLE = DEFAULT_ROUTING_FILE.read_text(encoding="utf-8")
 
@@ -47,3 +48,29 @@ def test_a_time_zone_that_is_a_region_or_too_long_a_name_is_an_error_at_line_tim
     errors = errors_at(edited("  timezone: America/Chicago", f"  timezone: {zone}"))
 
     assert "is not an IANA time zone" in errors["line.timezone"]
+
+
+def test_a_number_too_long_to_read_is_an_error_at_its_field_and_line() -> None:
+    text = edited("  retries: 2 ", "  retries: " + "9" * 5000 + " ")
+
+    errors = check_text(text, now=datetime.now(UTC)).errors
+
+    assert [(error.path, error.line) for error in errors] == [("menu.retries", line_of(text, "  retries: 9"))]
+    assert "5000 digits long" in errors[0].message
+    assert len(str(errors[0])) < 200
+
+
+@pytest.mark.parametrize("written", ["9" * 5000 + "s", "9" * 5000, "1h" + "9" * 5000 + "m"])
+def test_a_duration_with_too_many_digits_is_an_error_at_its_field(written: str) -> None:
+    errors = errors_at(edited("  max_hold_seconds: 4m ", f'  max_hold_seconds: "{written}" '))
+
+    assert "must be a duration like" in errors["transfer.max_hold_seconds"]
+
+
+def test_a_duration_of_more_than_nine_digits_is_not_read() -> None:
+    assert parse_duration("999999999s", "s") == 999_999_999
+    assert [parse_duration(text, "s") for text in ("9999999999s", "9999999999", "1h9999999999m")] == [None] * 3
+
+
+def line_of(text: str, fragment: str) -> int:
+    return next(number for number, line in enumerate(text.splitlines(), start=1) if fragment in line)
