@@ -7,6 +7,7 @@ document whole; warnings (e.g. a language nobody on the rota speaks) are reporte
 from __future__ import annotations
 
 import re
+import reprlib
 import string
 import unicodedata
 from collections.abc import Callable
@@ -168,7 +169,22 @@ class InvalidRoutingDocument(ValueError):
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML without YAML 1.1's surprises: ``no`` stays a string (Norwegian), ``9:30`` stays
-    a time rather than the integer 570, and dates stay text for our own parser."""
+    a time rather than the integer 570, and dates stay text for our own parser. Anchors and
+    aliases (``&name``, ``*name``) are refused: the routing format has no use for them, and
+    nested aliases make a 30 KB text a tree of millions of values (every check, and every
+    message quoting a value, then takes minutes and gigabytes)."""
+
+    refuse_aliases = True
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()
+        aliased = isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None
+        if aliased and self.refuse_aliases:
+            what = "an alias (*name)" if isinstance(event, yaml.AliasEvent) else "an anchor (&name)"
+            raise yaml.composer.ComposerError(
+                None, None, f"{what} is not allowed in a routing file: write the value out in full", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 _StrictLoader.yaml_implicit_resolvers = {
@@ -185,6 +201,13 @@ _StrictLoader.add_implicit_resolver(
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
 )
+
+
+class _PublishedLoader(_StrictLoader):
+    """Reads a version published before aliases were refused: it keeps running as it was
+    (``validate_text(strict=False)``); its next publish is strict."""
+
+    refuse_aliases = False
 
 
 class SourceMap:
@@ -224,7 +247,7 @@ class SourceMap:
                     self.duplicates.append(
                         Problem(
                             child,
-                            f"{key_node.value!r} appears twice in the same mapping (first at line "
+                            f"{_shown(key_node.value)} appears twice in the same mapping (first at line "
                             f"{first_seen[key_node.value]}); keep one",
                             line=key_line,
                             column=key_node.start_mark.column + 1,
@@ -282,10 +305,11 @@ def _parent_path(path: str) -> str:
     return path.rpartition(".")[0]
 
 
-def compose(text: str) -> tuple[Any, SourceMap, list[Problem]]:
-    """Parse YAML text: (data, where each value is, problems). A syntax error, or any key
-    given twice in one mapping, is a problem with its line and column."""
-    loader = _StrictLoader(text)
+def compose(text: str, *, aliases: bool = False) -> tuple[Any, SourceMap, list[Problem]]:
+    """Parse YAML text: (data, where each value is, problems). A syntax error, any key given
+    twice in one mapping, or an anchor or alias (unless ``aliases``: a published version), is
+    a problem with its line and column."""
+    loader = _PublishedLoader(text) if aliases else _StrictLoader(text)
     try:
         root = loader.get_single_node()
         source_map = SourceMap(root)
@@ -321,7 +345,7 @@ def validate_text(text: str, *, strict: bool = True) -> tuple[RoutingDocument | 
     published (duplicate keys, voices) must not take a working line down, so they are
     ignored or only warned about. Publishing is always strict.
     """
-    raw, source_map, problems = compose(text)
+    raw, source_map, problems = compose(text, aliases=not strict)
     if not strict:
         problems = [problem for problem in problems if problem not in source_map.duplicates]
     if problems:
@@ -387,7 +411,7 @@ class _Checker:
             self.error(_join(path, key), f"must be a whole number, not {_kind(value)}")
             return default
         if not low <= value <= high:
-            self.error(_join(path, key), f"must be between {low} and {high}, not {value}")
+            self.error(_join(path, key), f"must be between {low} and {high}, not {_shown(value)}")
             return default
         return value
 
@@ -400,13 +424,14 @@ class _Checker:
         where = _join(path, key)
         if seconds is None:
             self.error(
-                where, f"must be a duration like 90s, 15m, 2h or 3d (or a number of {UNIT_NAMES[unit]}), not {value!r}"
+                where,
+                f"must be a duration like 90s, 15m, 2h or 3d (or a number of {UNIT_NAMES[unit]}), not {_shown(value)}",
             )
             return default
         if not low <= seconds <= high:
             plain = isinstance(value, int)  # say it in the unit it was written in
             shown = (
-                (low // UNIT_SECONDS[unit], high // UNIT_SECONDS[unit], value)
+                (low // UNIT_SECONDS[unit], high // UNIT_SECONDS[unit], _shown(value))
                 if plain and low % UNIT_SECONDS[unit] == 0 and high % UNIT_SECONDS[unit] == 0
                 else (format_duration(low), format_duration(high), format_duration(seconds))
             )
@@ -448,7 +473,7 @@ class _Checker:
         if isinstance(value, str) and value.isascii() and value.isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
-            self.error(_join(path, "digit"), f"must be a single keypad digit 0-9, not {value!r}")
+            self.error(_join(path, "digit"), f"must be a single keypad digit 0-9, not {_shown(value)}")
             return -1
         if value in seen:
             self.error(_join(path, "digit"), f"{value} is already used by {seen[value]}")
@@ -473,10 +498,10 @@ class _Checker:
         pattern = LANGUAGE_CODE if what == "language" else IDENTIFIER
         if not isinstance(value, str) or not pattern.match(value):
             hint = "a code like 'en' or 'es'" if what == "language" else "lowercase letters, digits, - or _"
-            self.error(_join(path, key_name), f"{value!r} is not valid ({hint})")
+            self.error(_join(path, key_name), f"{_shown(value)} is not valid ({hint})")
             return ""
         if value in seen:
-            self.error(_join(path, key_name), f"{value!r} is already used by {seen[value]}")
+            self.error(_join(path, key_name), f"{_shown(value)} is already used by {seen[value]}")
         else:
             seen[value] = path
         return value
@@ -521,7 +546,7 @@ class _Checker:
         region = self.text(line, "region", "line", "US").upper()
         mode = self.text(line, "mode", "line", "normal")
         if mode and mode not in LINE_MODES:
-            self.error("line.mode", f"{mode!r} is not one of {', '.join(LINE_MODES)}")
+            self.error("line.mode", f"{_shown(mode)} is not one of {', '.join(LINE_MODES)}")
         backup = self.phone(line, "backup_number", "line", region)
 
         languages = self.languages(top.get("languages"))
@@ -575,7 +600,7 @@ class _Checker:
             return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):
             # OSError: a folder of zones ('America' is IsADirectoryError) or a name too long for a path.
-            self.error("line.timezone", f"{value!r} is not an IANA time zone like 'America/Chicago'")
+            self.error("line.timezone", f"{_shown(value)} is not an IANA time zone like 'America/Chicago'")
             return None
 
     def languages(self, raw: Any) -> list[Language]:
@@ -615,7 +640,7 @@ class _Checker:
             for word in speech:
                 normal = normalise_words(word)
                 if normal in words:
-                    self.error(f"{path}.speech_words", f"{word!r} is already used by {words[normal]}")
+                    self.error(f"{path}.speech_words", f"{_shown(word)} is already used by {words[normal]}")
                 words[normal] = path
             prompts = self.prompts(item.get("prompts"), path)
             voice = self.text(item, "voice", path)
@@ -672,7 +697,7 @@ class _Checker:
             if not normal or len(normal.split()) != 1:
                 self.error(f"{path}.{word}", "must be a single spoken word")
             elif isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
-                self.error(f"{path}.{word}", f"must be a keypad digit 0-9, not {digit!r}")
+                self.error(f"{path}.{word}", f"must be a keypad digit 0-9, not {_shown(digit)}")
             else:
                 result[normal] = digit
         return result
@@ -694,7 +719,7 @@ class _Checker:
             later = LATER_STAFF_PROMPTS
         for key in spec:
             if key not in raw and key not in later:
-                self.error(path or section, f"prompt {key!r} missing")
+                self.error(path or section, f"prompt {_shown(key)} missing")
         for key, value in raw.items():
             where = f"{where_all}.{key}"
             if key not in spec:
@@ -761,10 +786,10 @@ class _Checker:
             digit = self.digit(item, path, digits)
             target = self.text(item, "target", path)
             if target and target not in TARGETS:
-                self.error(f"{path}.target", f"{target!r} is not one of {', '.join(TARGETS)}")
+                self.error(f"{path}.target", f"{_shown(target)} is not one of {', '.join(TARGETS)}")
             fallback = item.get("fallback")
             if fallback is not None and fallback not in TARGETS:
-                self.error(f"{path}.fallback", f"{fallback!r} is not one of {', '.join(TARGETS)}")
+                self.error(f"{path}.fallback", f"{_shown(fallback)} is not one of {', '.join(TARGETS)}")
             labels = self.per_language(item.get("labels"), f"{path}.labels", codes, self.label)
             speech = self.per_language(
                 item.get("speech_words") or {},
@@ -777,12 +802,12 @@ class _Checker:
                 for word in code_words:
                     normal = (code, normalise_words(word))
                     if normal in words:
-                        self.error(f"{path}.speech_words.{code}", f"{word!r} is already used by {words[normal]}")
+                        self.error(f"{path}.speech_words.{code}", f"{_shown(word)} is already used by {words[normal]}")
                     words[normal] = path
             skill = item.get("skill", key)
             strategy = item.get("strategy")
             if strategy is not None and strategy not in STRATEGIES:
-                self.error(f"{path}.strategy", f"{strategy!r} is not one of {', '.join(STRATEGIES)}")
+                self.error(f"{path}.strategy", f"{_shown(strategy)} is not one of {', '.join(STRATEGIES)}")
                 strategy = None
             result.append(
                 Need(
@@ -825,7 +850,7 @@ class _Checker:
             result[code] = read(value, f"{path}.{code}")
         if require_all:
             for code in sorted(codes - raw.keys()):
-                self.error(path, f"missing for language {code!r}")
+                self.error(path, f"missing for language {_shown(code)}")
         return result
 
     def responders(self, top: dict[str, Any], codes: set[str], needs: set[str], region: str) -> list[Responder]:
@@ -847,11 +872,11 @@ class _Checker:
                 languages = self.words(item.get("languages"), f"{path}.languages")
                 for offset, code in enumerate(languages):
                     if code not in codes:
-                        self.error(f"{path}.languages[{offset}]", f"{code!r} is not one of the line's languages")
+                        self.error(f"{path}.languages[{offset}]", f"{_shown(code)} is not one of the line's languages")
                 skills = self.words(item.get("skills"), f"{path}.skills")
                 for offset, skill in enumerate(skills):
                     if skill not in needs:
-                        self.error(f"{path}.skills[{offset}]", f"{skill!r} is not a need key")
+                        self.error(f"{path}.skills[{offset}]", f"{_shown(skill)} is not a need key")
                 phone = self.phone(item, "phone", path, region)
                 if phone and phone in phones:
                     self.warn(
@@ -907,13 +932,13 @@ class _Checker:
             elif name in WEEKDAYS:
                 days.add(WEEKDAYS[name])
             else:
-                self.error(f"{path}[{index}]", f"{day!r} is not a day (mon … sun, weekdays, weekends, daily)")
+                self.error(f"{path}[{index}]", f"{_shown(day)} is not a day (mon … sun, weekdays, weekends, daily)")
         return days
 
     def time_of_day(self, raw: Any, path: str) -> time | None:
         match = TIME_OF_DAY.match(raw) if isinstance(raw, str) else None
         if not match or (match.group(1) == "24" and match.group(2) != "00"):
-            self.error(path, f"{raw!r} is not a time of day like '08:00' or '24:00'")
+            self.error(path, f"{_shown(raw)} is not a time of day like '08:00' or '24:00'")
             return None
         hour = int(match.group(1))
         return time(0) if hour == 24 else time(hour, int(match.group(2)))
@@ -941,7 +966,7 @@ class _Checker:
         try:
             value = datetime.fromisoformat(str(raw))
         except ValueError:
-            self.error(path, f"{raw!r} is not a local date and time like '2026-12-24T18:00'")
+            self.error(path, f"{_shown(raw)} is not a local date and time like '2026-12-24T18:00'")
             return None
         if value.tzinfo is not None:
             self.error(path, "give local time without an offset; the line's time zone applies")
@@ -962,12 +987,12 @@ class _Checker:
         if not isinstance(default_language, str):
             self.error("menu.default_language", f"must be a language code like 'en', not {_kind(default_language)}")
         elif default_language not in codes:
-            self.error("menu.default_language", f"{default_language!r} is not one of the line's languages")
+            self.error("menu.default_language", f"{_shown(default_language)} is not one of the line's languages")
         default_need = item.get("default_need")
         if "default_need" in item and not isinstance(default_need, str):
             self.error("menu.default_need", f"must be a need key like 'something_else', not {_kind(default_need)}")
         elif "default_need" in item and default_need not in needs:
-            self.error("menu.default_need", f"{default_need!r} is not a need key")
+            self.error("menu.default_need", f"{_shown(default_need)} is not a need key")
         return MenuSettings(
             timeout_seconds=self.duration(item, "timeout_seconds", "menu", "s", 2, 30, 6),
             retries=self.integer(item, "retries", "menu", 0, 5, 2),
@@ -990,7 +1015,7 @@ class _Checker:
             self.error("transfer.language_fallback", "must be 'any_language' or 'backup'")
         strategy = self.text(item, "strategy", "transfer", "sequential")
         if strategy not in STRATEGIES:
-            self.error("transfer.strategy", f"{strategy!r} is not one of {', '.join(STRATEGIES)}")
+            self.error("transfer.strategy", f"{_shown(strategy)} is not one of {', '.join(STRATEGIES)}")
         music = item.get("hold_music_url")
         if music is not None and not (isinstance(music, str) and music.startswith("https://")):
             self.error("transfer.hold_music_url", "must be an https:// URL of an MP3 or WAV file")
@@ -1042,13 +1067,13 @@ class _Checker:
             hours_raw = {}
         for key in hours_raw:
             if key != "default" and key not in needs:
-                self.error(f"followups.checkin_after_hours.{key}", f"{key!r} is not a need key (or 'default')")
+                self.error(f"followups.checkin_after_hours.{key}", f"{_shown(key)} is not a need key (or 'default')")
                 continue
             hours[str(key)] = self.hours(hours_raw, key, "followups.checkin_after_hours", 15 * 60, 14 * DAY, 24 * HOUR)
         hours.setdefault("default", 24.0)
         talk_by = self.text(item, "talk_by", "followups", "text")
         if talk_by not in ("text", "call"):
-            self.error("followups.talk_by", f"{talk_by!r} is not 'text' or 'call'")
+            self.error("followups.talk_by", f"{_shown(talk_by)} is not 'text' or 'call'")
             talk_by = "text"
         return FollowupSettings(
             missed_contact_after_seconds=self.duration(
@@ -1092,7 +1117,7 @@ class _Checker:
         )  # fmt: skip
         digit = str(item.get("digit", "9"))
         if len(digit) != 1 or digit not in "0123456789*#":
-            self.error("callbacks.digit", f"must be one keypad key (0-9, * or #), not {item.get('digit')!r}")
+            self.error("callbacks.digit", f"must be one keypad key (0-9, * or #), not {_shown(item.get('digit'))}")
             digit = "9"
         retries: list[int] = []
         for index, minutes in enumerate(self.items(item.get("retry_after_minutes", [5, 15]), "callbacks")):
@@ -1113,7 +1138,7 @@ class _Checker:
         item = self.mapping(raw, "queue", {"reoffer_after_seconds", "channels", "announce_position"}, set())
         channels = self.text(item, "channels", "queue", "separate")
         if channels not in QUEUE_CHANNELS:
-            self.error("queue.channels", f"{channels!r} is not one of {', '.join(QUEUE_CHANNELS)}")
+            self.error("queue.channels", f"{_shown(channels)} is not one of {', '.join(QUEUE_CHANNELS)}")
             channels = "separate"
         reoffer = self.duration(item, "reoffer_after_seconds", "queue", "s", 0, 3600, 60)
         if reoffer >= transfer.max_hold_seconds:
@@ -1160,11 +1185,13 @@ class _Checker:
             languages = self.words(item.get("languages"), f"{path}.languages")
             for offset, code in enumerate(languages):
                 if not LANGUAGE_CODE.match(code):
-                    self.error(f"{path}.languages[{offset}]", f"{code!r} is not a language code like 'en' or 'es'")
+                    self.error(
+                        f"{path}.languages[{offset}]", f"{_shown(code)} is not a language code like 'en' or 'es'"
+                    )
             helps = self.words(item.get("needs"), f"{path}.needs")
             for offset, key in enumerate(helps):
                 if key not in needs:
-                    self.warn(f"{path}.needs[{offset}]", f"{key!r} is not a need key: never matched by it")
+                    self.warn(f"{path}.needs[{offset}]", f"{_shown(key)} is not a need key: never matched by it")
             description = self.text(item, "description", path) if item.get("description") is not None else ""
             if len(description) > 160:
                 self.error(f"{path}.description", f"{len(description)} characters: at most 160 (one text)")
@@ -1196,7 +1223,7 @@ class _Checker:
                 if odd:
                     self.warn(
                         where,
-                        f"{''.join(odd)!r} is not in GSM-7, so this text is sent as UCS-2 "
+                        f"{_shown(''.join(odd))} is not in GSM-7, so this text is sent as UCS-2 "
                         "(70 characters a segment instead of 160)",
                     )
                 elif segment_count(text) > 1:
@@ -1210,7 +1237,7 @@ class _Checker:
             if need.target == "counselors" and not any(
                 r.kind == "counselor" and need.skill in r.skills for r in responders
             ):
-                self.warn(f"needs[{index}]", f"no counselor has the skill {need.skill!r}")
+                self.warn(f"needs[{index}]", f"no counselor has the skill {_shown(need.skill)}")
             if need.target == "co_responders" and not any(r.kind == "co_responder" for r in responders):
                 self.warn(f"needs[{index}]", "there are no co_responder_units")
 
@@ -1279,6 +1306,18 @@ def _bare_placeholders(text: str) -> str:
         if name is not None:
             parts.append(f"{{{name}}}")
     return "".join(parts)
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother, _SHORT_REPR.maxlong = 2, 60, 60, 40
+_SHORT_REPR.maxlist = _SHORT_REPR.maxdict = 4
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``value``'s repr as an error message shows it: at most ``limit`` characters. A message
+    quoting a whole pasted value (or a long list) would bury the field it is about."""
+    shown = _SHORT_REPR.repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _kind(value: Any) -> str:

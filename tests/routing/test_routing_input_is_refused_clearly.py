@@ -11,7 +11,7 @@ import pytest
 
 from crisisline.settings import DEFAULT_ROUTING_FILE
 from routing.review import check_text
-from routing.validation import parse_duration
+from routing.validation import parse_duration, validate_text
 
 EXAMPLE = DEFAULT_ROUTING_FILE.read_text(encoding="utf-8")
 
@@ -74,3 +74,49 @@ def test_a_duration_of_more_than_nine_digits_is_not_read() -> None:
 
 def line_of(text: str, fragment: str) -> int:
     return next(number for number, line in enumerate(text.splitlines(), start=1) if fragment in line)
+
+
+def test_an_alias_is_refused_at_its_line_and_a_nested_alias_bomb_gives_one_short_error() -> None:
+    levels = 6  # 10**6 values if the aliases were followed; each level more is ten times that
+    anchors = ['x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    anchors += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    text = "\n".join(anchors) + "\n" + edited("  timeout_seconds: 6 ", f"  timeout_seconds: *a{levels - 1} ", 1)
+
+    (error,) = check_text(text, now=datetime.now(UTC)).errors
+
+    assert error.line == 1 and "an anchor (&name) is not allowed" in error.message
+
+
+def test_an_alias_alone_is_refused_too() -> None:
+    text = edited("  timeout_seconds: 6 ", "  timeout_seconds: *six ", 1)
+
+    (error,) = check_text(text, now=datetime.now(UTC)).errors
+
+    assert error.line == line_of(text, "*six") and "an alias (*name) is not allowed" in error.message
+
+
+def test_a_version_published_with_aliases_before_they_were_refused_still_loads() -> None:
+    text = edited("  timeout_seconds: 6 ", "  timeout_seconds: &six 6 ", 1).replace(
+        "  max_seconds_to_ring: 20 ", "  max_seconds_to_ring: *six ", 1
+    )
+    assert validate_text(text)[0] is None
+
+    document, _ = validate_text(text, strict=False)
+
+    assert document is not None and document.menu.max_seconds_to_ring == 6
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("  timeout_seconds: 6 ", '  timeout_seconds: "' + "x" * 5000 + '" ', "menu.timeout_seconds"),
+        ("  default_need: something_else", "  default_need: " + "y" * 5000, "menu.default_need"),
+        ("  timezone: America/Chicago", "  timezone: " + "Z" * 5000, "line.timezone"),
+        ("  timeout_seconds: 6 ", "  timeout_seconds: [" + ", ".join(["6"] * 2000) + "] ", "menu.timeout_seconds"),
+    ],
+    ids=["long text", "long need key", "long time zone", "long list"],
+)
+def test_a_message_quotes_at_most_80_characters_of_the_value(old: str, new: str, field: str) -> None:
+    errors = errors_at(edited(old, new, 1))
+
+    assert len(errors[field]) < 200
