@@ -49,6 +49,8 @@ from routing.voices import check_voice
 T = TypeVar("T")
 WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 DAY_GROUPS = {"daily": set(range(7)), "weekdays": set(range(5)), "weekends": {5, 6}}
+FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAY_WORDS = {**WEEKDAYS, **{name: number for number, name in enumerate(FULL_DAY_NAMES)}}
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
@@ -906,7 +908,7 @@ class _Checker:
             item = self.mapping(entry, where, {"days", "start", "end"}, {"days", "start", "end"})
             if not item:
                 continue
-            days = self.weekdays(item.get("days"), f"{where}.days")
+            days = self.weekdays(item["days"], f"{where}.days") if "days" in item else set()  # else: "missing"
             start = self.time_of_day(item.get("start"), f"{where}.start")
             end = self.time_of_day(item.get("end"), f"{where}.end")
             if item.get("start") == "24:00":
@@ -922,17 +924,32 @@ class _Checker:
         return result
 
     def weekdays(self, raw: Any, path: str) -> set[int]:
+        if raw is None or raw == []:
+            # Left out, the shift would be dropped without a word: its hours never covered.
+            # A version published before this check keeps running as it did (shift dropped).
+            (self.error if self.strict else self.warn)(
+                path, "at least one day (mon … sun, monday … sunday, weekdays, weekends or daily)"
+            )
+            return set()
         if isinstance(raw, str):
             raw = [raw]
         days: set[int] = set()
         for index, day in enumerate(self.items(raw, path)):
-            name = str(day).lower()[:3] if str(day).lower() not in DAY_GROUPS else str(day).lower()
+            # Whole names only: a first-three-letters reading took 'monkey' as Monday.
+            name = day.strip().lower() if isinstance(day, str) else None
             if name in DAY_GROUPS:
                 days |= DAY_GROUPS[name]
-            elif name in WEEKDAYS:
-                days.add(WEEKDAYS[name])
+            elif name in DAY_WORDS:
+                days.add(DAY_WORDS[name])
+            elif not self.strict and name is not None and name[:3] in WEEKDAYS:
+                # Published when the first three letters were enough: read as it was then.
+                self.warn(f"{path}[{index}]", f"{_shown(day)} is read as {name[:3]}; write mon … sun or the whole name")
+                days.add(WEEKDAYS[name[:3]])
             else:
-                self.error(f"{path}[{index}]", f"{_shown(day)} is not a day (mon … sun, weekdays, weekends, daily)")
+                self.error(
+                    f"{path}[{index}]",
+                    f"{_shown(day)} is not a day (mon … sun, monday … sunday, weekdays, weekends, daily)",
+                )
         return days
 
     def time_of_day(self, raw: Any, path: str) -> time | None:

@@ -120,3 +120,54 @@ def test_a_message_quotes_at_most_80_characters_of_the_value(old: str, new: str,
     errors = errors_at(edited(old, new, 1))
 
     assert len(errors[field]) < 200
+
+
+@pytest.mark.parametrize("written", ["days: []", "days: ", "days: null"])
+def test_a_shift_with_no_days_is_an_error_at_its_days_not_silently_dropped(written: str) -> None:
+    errors = errors_at(edited("days: weekdays", written, 1))
+
+    assert "at least one day" in errors["counselors[0].shifts[0].days"]
+
+
+def test_a_shift_without_a_days_key_is_reported_missing_once() -> None:
+    errors = errors_at(edited('{days: weekdays, start: "08:00"', '{start: "08:00"', 1))
+
+    assert errors["counselors[0].shifts[0].days"] == "missing"
+
+
+@pytest.mark.parametrize("day", ["monkey", "sunshine", "Tuesdays", "thurs", "mo", 1])
+def test_a_word_that_only_begins_like_a_day_is_not_a_day(day: object) -> None:
+    errors = errors_at(edited("days: weekdays", f"days: [fri, {day}]", 1))
+
+    assert "is not a day" in errors["counselors[0].shifts[0].days[1]"]
+
+
+@pytest.mark.parametrize(
+    ("written", "weekdays"),
+    [
+        ("[mon, Tuesday, WED]", {0, 1, 2}),
+        ("[thursday, friday, saturday, sunday]", {3, 4, 5, 6}),
+        ("monday", {0}),
+        ("Weekends", {5, 6}),
+        ("[daily]", set(range(7))),
+    ],
+)
+def test_days_are_whole_names_the_three_letter_ones_or_the_groups(written: str, weekdays: set[int]) -> None:
+    document, _ = validate_text(edited("days: weekdays", f"days: {written}", 1))
+
+    assert document is not None
+    assert document.responders[0].shifts[0].weekdays == frozenset(weekdays)
+
+
+def test_a_version_published_with_no_days_or_a_day_read_by_its_first_letters_still_loads_as_it_did() -> None:
+    text = edited("days: weekdays", "days: []", 1).replace("days: [wed, thu]", "days: [wednesday, thurs]", 1)
+    assert validate_text(text)[0] is None
+
+    document, problems = validate_text(text, strict=False)
+
+    assert document is not None
+    assert document.responders[0].shifts == ()  # the shift with no days dropped, as before
+    assert frozenset({2, 3}) in [shift.weekdays for shift in document.responders[3].shifts]
+    assert {"counselors[0].shifts[0].days", "counselors[3].shifts[1].days[1]"} <= {
+        problem.path for problem in problems if problem.severity == "warning"
+    }
