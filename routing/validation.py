@@ -57,6 +57,7 @@ TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
 HOUR, DAY = 3600, 86400
 UNIT_SECONDS = {"s": 1, "m": 60, "h": HOUR, "d": DAY}
 UNIT_NAMES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_EXPANDED_VALUES = 100_000  # the example routing is 1 204; a line of 500 counselors about 20 000
 MAX_NUMBER_DIGITS = 100  # in the YAML; the longest real value (a phone number) has 15
 MAX_DURATION_DIGITS = 9  # 999999999 s is 31 years: far past every duration's upper bound
 DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
@@ -171,45 +172,7 @@ class InvalidRoutingDocument(ValueError):
 
 class _StrictLoader(yaml.SafeLoader):
     """YAML without YAML 1.1's surprises: ``no`` stays a string (Norwegian), ``9:30`` stays
-    a time rather than the integer 570, and dates stay text for our own parser. Anchors and
-    aliases (``&name``, ``*name``) are refused: the routing format has no use for them, and
-    nested aliases make a 30 KB text a tree of millions of values (every check, and every
-    message quoting a value, then takes minutes and gigabytes)."""
-
-    refuse_aliases = True
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()
-        aliased = isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None
-        if aliased and self.refuse_aliases:
-            what = "an alias (*name)" if isinstance(event, yaml.AliasEvent) else "an anchor (&name)"
-            raise yaml.composer.ComposerError(
-                None, None, f"{what} is not allowed in a routing file: write the value out in full", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
-_StrictLoader.yaml_implicit_resolvers = {
-    first: [
-        (tag, regexp)
-        for tag, regexp in resolvers
-        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp")
-    ]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
-)
-
-
-class _PublishedLoader(_StrictLoader):
-    """Reads a version published before aliases were refused: it keeps running as it was
-    (``validate_text(strict=False)``); its next publish is strict."""
-
-    refuse_aliases = False
+    a time rather than the integer 570, and dates stay text for our own parser."""
 
 
 class SourceMap:
@@ -307,13 +270,41 @@ def _parent_path(path: str) -> str:
     return path.rpartition(".")[0]
 
 
-def compose(text: str, *, aliases: bool = False) -> tuple[Any, SourceMap, list[Problem]]:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` is with every alias followed; each node counted once per use
+    but computed once (``sizes``), so ten levels of ten aliases cost ten steps, not 10**10.
+    A node that contains itself is endless."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = MAX_EXPANDED_VALUES + 1  # while inside it: a loop back to it is endless
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    total = 1
+    for child in children:
+        total = min(total + _expanded_size(child, sizes), MAX_EXPANDED_VALUES + 1)
+    sizes[id(node)] = total
+    return total
+
+
+def compose(text: str, *, published: bool = False) -> tuple[Any, SourceMap, list[Problem]]:
     """Parse YAML text: (data, where each value is, problems). A syntax error, any key given
-    twice in one mapping, or an anchor or alias (unless ``aliases``: a published version), is
-    a problem with its line and column."""
-    loader = _PublishedLoader(text) if aliases else _StrictLoader(text)
+    twice in one mapping, or (unless ``published``: a version already live) aliases that make
+    the text more than ``MAX_EXPANDED_VALUES`` values, is a problem with its line and column."""
+    loader = _StrictLoader(text)
     try:
         root = loader.get_single_node()
+        if not published and root is not None and _expanded_size(root, {}) > MAX_EXPANDED_VALUES:
+            # Aliases are allowed (``yaml.safe_dump`` writes them for a value used twice), but
+            # nested ones make a 30 KB text millions of values: every check would take minutes.
+            message = (
+                f"YAML aliases (*name) make this text more than {MAX_EXPANDED_VALUES} values; "
+                "write the repeated values out, or repeat fewer"
+            )
+            return None, SourceMap(None), [Problem("", message)]
         source_map = SourceMap(root)
         if source_map.too_long:
             return None, source_map, source_map.too_long
@@ -347,7 +338,7 @@ def validate_text(text: str, *, strict: bool = True) -> tuple[RoutingDocument | 
     published (duplicate keys, voices) must not take a working line down, so they are
     ignored or only warned about. Publishing is always strict.
     """
-    raw, source_map, problems = compose(text, aliases=not strict)
+    raw, source_map, problems = compose(text, published=not strict)
     if not strict:
         problems = [problem for problem in problems if problem not in source_map.duplicates]
     if problems:

@@ -1,7 +1,7 @@
 """Routing input an administrator can type but the line cannot use is refused with an error
 naming the field, never a crash: a list where one value belongs, a time zone that is a folder
-or too long a name, a number too big to read, YAML aliases, a shift with no days, a day name
-that only begins like one."""
+or too long a name, a number too big to read, YAML aliases nested into millions of values, a
+shift with no days, a day name that only begins like one."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def line_of(text: str, fragment: str) -> int:
     return next(number for number, line in enumerate(text.splitlines(), start=1) if fragment in line)
 
 
-def test_an_alias_is_refused_at_its_line_and_a_nested_alias_bomb_gives_one_short_error() -> None:
+def test_nested_aliases_that_make_a_small_text_millions_of_values_give_one_short_error() -> None:
     levels = 6  # 10**6 values if the aliases were followed; each level more is ten times that
     anchors = ['x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     anchors += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
@@ -84,24 +84,24 @@ def test_an_alias_is_refused_at_its_line_and_a_nested_alias_bomb_gives_one_short
 
     (error,) = check_text(text, now=datetime.now(UTC)).errors
 
-    assert error.line == 1 and "an anchor (&name) is not allowed" in error.message
+    assert "YAML aliases (*name) make this text more than 100000 values" in error.message
+    assert len(str(error)) < 200
 
 
-def test_an_alias_alone_is_refused_too() -> None:
-    text = edited("  timeout_seconds: 6 ", "  timeout_seconds: *six ", 1)
+def test_an_alias_that_contains_itself_is_refused() -> None:
+    text = "loop: &me [*me]\n" + EXAMPLE
 
     (error,) = check_text(text, now=datetime.now(UTC)).errors
 
-    assert error.line == line_of(text, "*six") and "an alias (*name) is not allowed" in error.message
+    assert "YAML aliases (*name)" in error.message
 
 
-def test_a_version_published_with_aliases_before_they_were_refused_still_loads() -> None:
+def test_aliases_as_yaml_safe_dump_writes_them_for_a_value_used_twice_are_read() -> None:
     text = edited("  timeout_seconds: 6 ", "  timeout_seconds: &six 6 ", 1).replace(
         "  max_seconds_to_ring: 20 ", "  max_seconds_to_ring: *six ", 1
     )
-    assert validate_text(text)[0] is None
 
-    document, _ = validate_text(text, strict=False)
+    document, _ = validate_text(text)
 
     assert document is not None and document.menu.max_seconds_to_ring == 6
 
