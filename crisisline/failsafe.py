@@ -100,11 +100,28 @@ def remember_backup_number(number: str) -> None:
 
 
 def failsafe_backup_number() -> str:
-    """The routing's backup number as last read here, else ``BACKUP_NUMBER``. No I/O."""
+    """The routing's backup number as last read here, else ``BACKUP_NUMBER``; never the line's
+    own number (see :func:`backup_number_to_dial`). No I/O."""
     known: KnownBackupNumber | None = current_app.extensions.get("crisisline.known_backup")
     if known is not None and known.number:
-        return known.number
+        return backup_number_to_dial(known.number)
     settings: Settings = current_app.extensions["crisisline.settings"]
+    return settings.backup_number
+
+
+def backup_number_to_dial(number: str) -> str:
+    """``number`` (the routing's backup number), or ``BACKUP_NUMBER`` when it is the line's own:
+    ``LINE_PHONE_NUMBER``, or this call's own number (an inbound call's ``To``, the ``From`` of
+    a leg the line placed). Dialling it would send the caller round into the line again, every
+    time (a routing published before such a number was refused). No I/O: fail-safes use it."""
+    settings: Settings = current_app.extensions["crisisline.settings"]
+    own = {settings.line_phone_number}
+    if has_request_context():
+        outbound = request.form.get("Direction") == "outbound-api"
+        own.add(request.form.get("From") if outbound else request.form.get("To"))
+    if number not in own:
+        return number
+    log.warning("the routing's backup number is the line's own number; dialling BACKUP_NUMBER instead")
     return settings.backup_number
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response
 
 from crisisline.db import db
-from crisisline.failsafe import caller_id_for_backup, twiml_response
+from crisisline.failsafe import backup_number_to_dial, caller_id_for_backup, twiml_response
 from crisisline.models import Call
 from crisisline.urls import path_for
 from ivr import call_log, twiml
@@ -24,5 +24,6 @@ def to_backup(call: Call, document: RoutingDocument, language: Language, message
             message_key=message_key,
             action=path_for("voice.backup_result", lang=language.code, attempt=attempt),
             caller_id=caller_id_for_backup(),
+            backup_number=backup_number_to_dial(document.backup_number),
         )
     )

@@ -148,14 +148,22 @@ def confirm_need(
 
 
 def backup(
-    document: RoutingDocument, language: Language, *, message_key: str, action: str, caller_id: str | None = None
+    document: RoutingDocument,
+    language: Language,
+    *,
+    message_key: str,
+    action: str,
+    caller_id: str | None = None,
+    backup_number: str | None = None,
 ) -> VoiceResponse:
     """A calm sentence, then the backup line; ``action`` retries or gives the last resort.
     ``caller_id`` stands in for a withheld caller's, or is the number of a person the line called
-    back (``crisisline.failsafe.caller_id_for_backup``)."""
+    back (``crisisline.failsafe.caller_id_for_backup``). ``backup_number``: the number to dial
+    instead of the routing's (``crisisline.failsafe.backup_number_to_dial``)."""
     twiml = VoiceResponse()
     say(twiml, language, language.prompt(message_key))
-    twiml.dial(document.backup_number, action=action, method="POST", timeout=BACKUP_RING_SECONDS, caller_id=caller_id)
+    number = backup_number or document.backup_number
+    twiml.dial(number, action=action, method="POST", timeout=BACKUP_RING_SECONDS, caller_id=caller_id)
     return twiml
 
 

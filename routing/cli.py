@@ -77,7 +77,7 @@ def check(path: str) -> None:
     left_out = _left_out_if_known()
     report = check_text(
         text, now=datetime.now(UTC), environment_backup_number=publishing.environment_backup_number(),
-        left_out=left_out or frozenset(),
+        left_out=left_out or frozenset(), line_number=publishing.line_phone_number(),
     )  # fmt: skip
     _echo_problems(path, report.errors + report.warnings)
     if report.document is None:

@@ -96,6 +96,13 @@ def environment_backup_number() -> str | None:
     return number if isinstance(number, str) else None
 
 
+def line_phone_number() -> str | None:
+    """``LINE_PHONE_NUMBER`` (E.164), when the app's settings are loaded and it is set."""
+    settings = current_app.extensions.get("crisisline.settings")
+    number = getattr(settings, "line_phone_number", None)
+    return number if isinstance(number, str) else None
+
+
 def live_version() -> RoutingVersion | None:
     return db.session.scalars(select(RoutingVersion).order_by(RoutingVersion.id.desc()).limit(1)).first()
 
@@ -118,7 +125,11 @@ def preview(
     warnings count them out; see ``routing.review.coverage_warnings``)."""
     live = live_version()
     report = check_text(
-        text, now=now or datetime.now(UTC), environment_backup_number=environment_backup_number(), left_out=left_out
+        text,
+        now=now or datetime.now(UTC),
+        environment_backup_number=environment_backup_number(),
+        left_out=left_out,
+        line_number=line_phone_number(),
     )
     live_text = store.source_of(live) if live is not None else ""
     live_name = f"live (version {live.id})" if live is not None else "live (nothing published)"

@@ -4,8 +4,10 @@
 the same answer. The warnings here depend on more than the text, so they are kept apart:
 the clock (an override already over), the environment (``BACKUP_NUMBER``), and the whole rota
 read through the engine (a stretch of the week with nobody to ring, the seconds of menus
-before the first ring). ``flask routing check``, ``load`` and the web console all call
-:func:`check_text`, so they report the same problems at the same lines.
+before the first ring). One check here is an error: no number in the routing may be the line's
+own (``LINE_PHONE_NUMBER``), which only the environment knows. ``flask routing check``,
+``load`` and the web console all call :func:`check_text`, so they report the same problems at
+the same lines.
 """
 
 from __future__ import annotations
@@ -44,22 +46,36 @@ class Report:
 
 
 def check_text(
-    text: str, *, now: datetime, environment_backup_number: str | None = None, left_out: Collection[str] = frozenset()
+    text: str,
+    *,
+    now: datetime,
+    environment_backup_number: str | None = None,
+    left_out: Collection[str] = frozenset(),
+    line_number: str | None = None,
 ) -> Report:
     """Validate ``text`` and, when valid, review it (see the module docstring).
 
     ``now`` (aware) dates the overrides; ``environment_backup_number`` is ``BACKUP_NUMBER``
     (E.164), which the fail-safe dials with the database down. ``left_out``: responders the line
-    does not ring whatever the routing says (see :func:`coverage_warnings`).
+    does not ring whatever the routing says (see :func:`coverage_warnings`). ``line_number``:
+    the line's own number (``LINE_PHONE_NUMBER``, E.164) when known; no number in the routing
+    may be it (see :func:`own_number_errors`), and the review's errors refuse the text too.
     """
     raw, source_map, problems = compose(text)
     document = None
     if not problems:
         document, problems = validate(raw)
     if document is not None:
-        problems = problems + review(
-            document, now=now, environment_backup_number=environment_backup_number, left_out=left_out
+        reviewed = review(
+            document,
+            now=now,
+            environment_backup_number=environment_backup_number,
+            left_out=left_out,
+            line_number=line_number,
         )
+        problems = problems + reviewed
+        if any(problem.severity == "error" for problem in reviewed):
+            document = None
     placed = [source_map.place(problem) for problem in problems]
     return Report(
         document,
@@ -74,9 +90,12 @@ def review(
     now: datetime,
     environment_backup_number: str | None = None,
     left_out: Collection[str] = frozenset(),
+    line_number: str | None = None,
 ) -> list[Problem]:
-    """Warnings about a valid document that the validator alone cannot give."""
+    """Warnings about a valid document that the validator alone cannot give, and the errors
+    that need the line's own number (``line_number``; skipped when it is not known)."""
     return [
+        *own_number_errors(document, line_number),
         *backup_number_warnings(document, environment_backup_number),
         *past_override_warnings(document, now),
         *overlapping_shift_warnings(document),
@@ -100,6 +119,30 @@ def backup_number_warnings(document: RoutingDocument, environment_backup_number:
             "warning",
         )
     ]
+
+
+def own_number_errors(document: RoutingDocument, line_number: str | None) -> list[Problem]:
+    """A number in the routing that is the line's own: the backup line (``system_down`` would
+    send every caller back into the line, and every fail-safe dials it once read), or a
+    responder's or supervisor's phone (a call or text to them reaches the line itself).
+    The number is not repeated in the message: it is in the field named."""
+    if not line_number:
+        return []
+    because = "is the line's own number (LINE_PHONE_NUMBER)"
+    problems = []
+    if document.backup_number == line_number:
+        problems.append(
+            Problem("line.backup_number", f"{because}: callers sent to the backup line would call the line again")
+        )
+    for path, responder in _responder_paths(document):
+        if responder.phone == line_number:
+            problems.append(Problem(f"{path}.phone", f"{because}: ringing them would ring the line itself"))
+    for index, supervisor in enumerate(document.supervisors):
+        if supervisor.phone == line_number:
+            problems.append(
+                Problem(f"supervisors[{index}].phone", f"{because}: texts to them would go to the line itself")
+            )
+    return problems
 
 
 def past_override_warnings(document: RoutingDocument, now: datetime) -> list[Problem]:
