@@ -139,6 +139,10 @@ class Settings:
             if line_number_raw
             else None
         )
+        if line_phone_number is not None and line_phone_number == backup_number:
+            # Every fail-safe dials BACKUP_NUMBER: the line's own would send callers round into
+            # the line again, never to a person.
+            problems.append("BACKUP_NUMBER: is the line's own number (LINE_PHONE_NUMBER); it must be another line")
 
         public_base_url = env.get("PUBLIC_BASE_URL", "").strip().rstrip("/") or None
         if public_base_url and urlsplit(public_base_url).scheme not in ("http", "https"):

@@ -106,6 +106,14 @@ def test_bad_values_get_a_clear_error(name: str, value: str, message: str) -> No
     assert any(message in problem for problem in raised.value.problems)
 
 
+def test_a_backup_number_that_is_the_lines_own_number_is_refused_however_it_is_written() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(production_env(LINE_PHONE_NUMBER="+1 312 555 0100", BACKUP_NUMBER="(312) 555-0100"))
+
+    assert any("BACKUP_NUMBER: is the line's own number" in problem for problem in raised.value.problems)
+    assert not any("555" in problem for problem in raised.value.problems)  # the message repeats no number
+
+
 def test_settings_are_frozen() -> None:
     settings = Settings.from_env(production_env())
 
