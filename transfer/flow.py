@@ -342,11 +342,15 @@ def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) 
         db.session.commit()
         key = too_late_key(transfer)
         return WhisperStep("staff", document.staff_prompt(key))
-    db.session.execute(
+    answered = db.session.execute(
         db.update(Offer)
-        .where(Offer.id == offer.id, Offer.state.in_(("placing", "ringing")))
+        # A responder whose console account was closed while their phone rang is not briefed
+        # on the caller: checked in this UPDATE, so the usual pickup costs no extra statement.
+        .where(Offer.id == offer.id, Offer.state.in_(("placing", "ringing")), state.still_rung(Offer.responder_id))
         .values(state="answered", answered_at=state.now())
-    )
+    ).rowcount  # type: ignore[attr-defined]
+    if not answered and state.is_closed(offer.responder_id):  # one read, only when refused
+        return WhisperStep("staff", document.staff_prompt(_refuse_closed_account(offer, transfer, document).key))
     db.session.commit()
     language = document.language(transfer.language)
     need = document.need(transfer.need)

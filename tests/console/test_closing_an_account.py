@@ -439,3 +439,26 @@ def test_a_call_ringing_the_responder_when_the_account_is_closed_cannot_be_accep
         offer = db.session.scalars(select(Offer).where(Offer.responder_id == "ben-carter")).one()
         assert (offer.state, offer.outcome) == ("ended", responders.ACCOUNT_CLOSED)
         assert db.session.get_one(ResponderState, "ben-carter").engaged_offer_id is None
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_responder_whose_account_was_closed_while_their_phone_rang_is_not_briefed_on_the_caller(
+    app: Flask, phone: Phone, fake: FakeTwilio, make_user: MakeUser
+) -> None:
+    ben = make_user(COUNSELOR, "ben", responder_id="ben-carter")
+    caller = phone.call(SUICIDE, max_hold_turns=0)
+    ringing = leg_to(fake, BEN)
+    close(app, ben.id)  # while his phone rings
+
+    fake.advance_call(ringing.sid, "ringing")
+    heard = fake.advance_call(ringing.sid, "in-progress") or ""  # he picks up
+
+    assert "the console account linked to it was closed" in heard
+    assert "<Gather" not in heard and "suicide" not in heard.lower()  # no whisper, nothing of the caller
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]  # the search went on at once
+    diego = phone.answer(leg_to(fake, DIEGO).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    assert caller.conference is not None and caller.conference == diego.conference
+    with app.app_context():
+        offer = db.session.scalars(select(Offer).where(Offer.responder_id == "ben-carter")).one()
+        assert (offer.state, offer.outcome) == ("ended", responders.ACCOUNT_CLOSED)
