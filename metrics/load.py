@@ -58,6 +58,8 @@ VOICE_KINDS = (
 CALLBACK_OUTCOMES = {"callback.connected": "connected", "callback.gave_up": "gave_up", "callback.canceled": "canceled"}
 ROW_OUTCOMES = {"connected": "connected", "gave_up": "gave_up", "canceled": "canceled"}  # before the events existed
 DbSession = Session | scoped_session[Any]  # Flask-SQLAlchemy's ``db.session`` or a plain session
+# ``offer.ended`` outcomes after which the next person was rung, as after a miss or a pass.
+ROLLOVER_ENDINGS = ("no_decision", "deadline_passed", "account_closed")
 TERMINAL_CALL_STATUSES = ("completed", "busy", "failed", "no-answer", "canceled")
 CHANNEL_OF_ORIGIN = {"call": "voice", "checkin": "voice", "text": "sms"}
 
@@ -156,8 +158,10 @@ def voice_contact(
             speed = (occurred_at - (queued_at or started_at)).total_seconds()
         elif kind in ("offer.missed", "offer.passed") and not outcome:
             rollovers += 1
-        elif kind == "offer.ended" and detail.get("outcome") in ("no_decision", "deadline_passed") and not outcome:
-            rollovers += 1  # answered, no key pressed in time (or pressed as the line failed): the next was rung
+        elif kind == "offer.ended" and detail.get("outcome") in ROLLOVER_ENDINGS and not outcome:
+            rollovers += (
+                1  # answered, but not taken (no key in time, the line failing, an account closed): the next was rung
+            )
         elif kind == "callback.requested" and not outcome:
             outcome, waited = CALLBACK, _seconds(detail, occurred_at, queued_at)
         elif kind == "transfer.to_backup" and not outcome:

@@ -638,6 +638,8 @@ def _recipient_of(
         texter = db.session.get(Texter, conversation.texter_id)
         if texter is None or texter.opted_out or not texter.sealed_number:
             return None, None
+        if not _still_with_the_writer(message, conversation):
+            return None, None
         return texter_number(texter), texter
     responder = document.responder(message.responder_id or "") if message.party == "counselor" else None
     if responder is None:
@@ -646,6 +648,19 @@ def _recipient_of(
     if relayed and (conversation.state != "active" or conversation.counselor_id != responder.id):
         return None, None
     return responder.phone, None
+
+
+def _still_with_the_writer(message: Message, conversation: Conversation) -> bool:
+    """A counselor's words to their texter (``c<id>:relay:<their text's id>``) are sent again
+    only while that counselor still has the conversation, as when they wrote them
+    (``sms.staff._relay``): not after they passed it on or ended it. Any other text: True."""
+    _, relayed, rest = (message.idempotency_key or "").partition(":relay:")
+    if not relayed:
+        return True
+    written = rest.split(":", 1)[0]
+    source = db.session.get(Message, int(written)) if written.isdecimal() else None
+    writer = source.responder_id if source is not None else None
+    return conversation.state == "active" and writer is not None and conversation.counselor_id == writer
 
 
 STUCK_ALERT_KEY = "text-stuck"

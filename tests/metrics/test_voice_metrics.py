@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +18,8 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import Call, CallEvent
 from metrics import Report
+from metrics.facts import Contact
+from metrics.load import voice_contact
 from routing.store import active_routing
 from tests.rota import BEN, DIEGO, around_the_clock, legs
 from transfer import state
@@ -181,3 +183,22 @@ def test_a_caller_who_hangs_up_in_the_menus_is_not_offered(
         assert call.need is None
     values = metrics_of("voice").overall.values
     assert (values["offered"], values["ended_in_menu"]) == (0, 1)
+
+
+def test_a_pickup_refused_because_the_account_was_closed_is_a_rollover_as_a_pass_is() -> None:
+    """Found by review: the next person is rung as after a pass, but it was not counted."""
+    start = datetime(2026, 12, 2, 23, 0, tzinfo=UTC)
+
+    def contact(kind: str, detail: dict[str, str]) -> Contact | None:
+        events = [
+            ("call.started", start, {}),
+            ("route.decided", start + timedelta(seconds=20), {"target": "counselors"}),
+            (kind, start + timedelta(seconds=40), {"responder": "ben-carter", **detail}),
+            ("offer.accepted", start + timedelta(seconds=70), {"responder": "diego-morales"}),
+        ]
+        return voice_contact(events, start, "en", "suicide", "completed", set(), {})
+
+    passed, refused = contact("offer.passed", {}), contact("offer.ended", {"outcome": "account_closed"})
+
+    assert passed is not None and refused is not None
+    assert passed.rollovers == refused.rollovers == 1

@@ -219,3 +219,32 @@ def test_a_retry_twilio_does_not_answer_is_never_sent_again_and_holds_the_others
             .order_by(Message.id)
         ).all()  # fmt: skip
     assert statuses == ["claimed", "queued"]  # never sent again; the board lists the first after 2 min
+
+
+@pytest.mark.parametrize("then", ["passed on to Diego", "ended"])
+def test_a_counselors_refused_words_are_not_sent_again_once_the_conversation_is_no_longer_theirs(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any], then: str,
+) -> None:  # fmt: skip
+    """Found by the review of the retry: the holder was checked when Ben wrote, not when the
+    sweep sent his words minutes later, so they reached a texter Diego now had, or one told
+    "this conversation has ended"."""
+    tag = ben_holds_a_texter(app, texting)
+    fake.inject_fault("POST", MESSAGES, status=503, code=20503, times=1)
+    texting.send(BEN, f"#{tag} I'll stay with you all night")
+    if then == "ended":
+        texting.send(BEN, f"END {tag}")
+    else:
+        texting.send(BEN, f"PASS {tag}")
+        wednesday_evening.shift(timedelta(seconds=5))
+        texting.send(DIEGO, f"YES {tag}")
+
+    wednesday_evening.shift(timedelta(minutes=1))
+    clock_tick()
+
+    assert copies(fake, TEXTER, "stay with you all night") == 0
+    with app.app_context():  # given up, not left to be tried again
+        relays = db.session.scalars(
+            select(Message.status).where(Message.idempotency_key.like(f"c{tag}:relay:%"), Message.party == "texter")
+        ).all()
+    assert "retrying" not in relays and "failed" in relays
