@@ -121,7 +121,9 @@ def handle_texter_message(
         # answer the menu did not take (asked again, then the default route), so someone who can
         # only write "help" still reaches a counselor.
         if conversation.state == "language":
-            _count_attempt(conversation)
+            _count_attempt(conversation)  # reads the row again: a text beside this one may have moved it on
+            if conversation.state != "language":
+                return  # at the need menu now: a language question would have its "1" read as a need
             if conversation.menu_attempts <= document.menu.retries:
                 convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
             else:
