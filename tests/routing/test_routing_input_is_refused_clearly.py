@@ -11,7 +11,7 @@ import pytest
 
 from crisisline.settings import DEFAULT_ROUTING_FILE
 from routing.review import check_text
-from routing.validation import parse_duration, validate_text
+from routing.validation import compose, parse_duration, validate_text
 
 EXAMPLE = DEFAULT_ROUTING_FILE.read_text(encoding="utf-8")
 
@@ -171,3 +171,12 @@ def test_a_version_published_with_no_days_or_a_day_read_by_its_first_letters_sti
     assert {"counselors[0].shifts[0].days", "counselors[3].shifts[1].days[1]"} <= {
         problem.path for problem in problems if problem.severity == "warning"
     }
+
+
+def test_yaml_1_1_surprises_stay_off_no_stays_text_and_a_time_stays_a_time() -> None:
+    """A fix for aliases once dropped the loader's own rules by mistake (no test failed): ``no``
+    read as false, ``17:30`` as the integer 1050 (YAML 1.1's base 60), a date as a date."""
+    data, _where, problems = compose("code: no\nstart: 17:30\nmoment: 2026-12-02\nflag: yes\nretries: 2\n")
+
+    assert problems == []
+    assert data == {"code": "no", "start": "17:30", "moment": "2026-12-02", "flag": "yes", "retries": 2}
