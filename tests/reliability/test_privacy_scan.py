@@ -127,25 +127,31 @@ def scan_database(app: Flask, scan: Scan) -> None:
                         scan.look(f"table {table}, column {column}", content)
 
 
+def stored_values(connection: redis.Redis, key: bytes) -> tuple[str, list[object]]:
+    """A Redis key's kind and every value it holds (members, fields and values, entries)."""
+    kind = connection.type(key).decode()
+    values: list[object] = []
+    if kind == "string":
+        values = [connection.get(key)]
+    elif kind == "hash":
+        values = [part for pair in connection.hgetall(key).items() for part in pair]
+    elif kind == "list":
+        values = list(connection.lrange(key, 0, -1))
+    elif kind == "set":
+        values = list(connection.smembers(key))
+    elif kind == "zset":
+        values = [member for member, _score in connection.zrange(key, 0, -1, withscores=True)]
+    elif kind == "stream":
+        values = [part for _id, entry in connection.xrange(key) for pair in entry.items() for part in pair]
+    return kind, values
+
+
 def scan_redis(connection: redis.Redis, scan: Scan) -> None:
     for key in connection.scan_iter(count=500):
         scan.count("Redis keys")
         name = key.decode("utf-8", "replace")
         scan.look(f"Redis key name {name}", name)
-        kind = connection.type(key).decode()
-        values: list[object] = []
-        if kind == "string":
-            values = [connection.get(key)]
-        elif kind == "hash":
-            values = [part for pair in connection.hgetall(key).items() for part in pair]
-        elif kind == "list":
-            values = list(connection.lrange(key, 0, -1))
-        elif kind == "set":
-            values = list(connection.smembers(key))
-        elif kind == "zset":
-            values = [member for member, _score in connection.zrange(key, 0, -1, withscores=True)]
-        elif kind == "stream":
-            values = [part for _id, entry in connection.xrange(key) for pair in entry.items() for part in pair]
+        kind, values = stored_values(connection, key)
         for value in values:
             scan.count("Redis values")
             for content in as_texts(value):
