@@ -9,12 +9,16 @@ pass), which it waits for. PostgreSQL, Redis and the fake Twilio are other proce
 not counted. The baseline (``bench.baseline``, ``c_pg``) runs in the same process, on the same
 database, interleaved with the line's requests round by round.
 
-    .venv/bin/python -m bench.cpu [--rounds 40] [--busy 80] [--profile need_answer]
+    .venv/bin/python -m bench.cpu [--rounds 40] [--busy 80] [--profile need_answer] [--sql-share]
 
 ``--busy N``: a busy line, as ``bench.load``'s is after its first seconds and a surge's is:
 N callers wait and every responder who could take them is ringing for one (nobody answers);
 those free take other needs or languages. Each round one more caller joins (menus, hold
 turns); at the end the callers measured hang up while waiting (the status callbacks).
+
+``--sql-share`` also reports how much of each kind's CPU is spent in SQLAlchemy and psycopg
+(the session's and results' methods, outermost call only, on every thread), which says
+whether a kind costs what it does per statement or by its number of statements.
 
 ``--profile KIND`` also prints where that kind's CPU goes (cProfile, by own time and by
 cumulative time), which is how to find the next thing to cut. cProfile sees one thread, so
@@ -33,6 +37,7 @@ import pstats
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -70,8 +75,9 @@ KINDS = ("baseline_c_pg", "voice_incoming", "language_answer", "need_answer", "h
 class Meter:
     """CPU seconds of this process per request kind; one kind may be profiled."""
 
-    def __init__(self, profile_kind: str) -> None:
+    def __init__(self, profile_kind: str, sql_share: SqlShare | None = None) -> None:
         self.cpu: dict[str, list[float]] = defaultdict(list)
+        self.sql_share = sql_share
         self.profile_kind = profile_kind
         self.profiler = cProfile.Profile(time.process_time) if profile_kind else None  # CPU, not waits
 
@@ -79,12 +85,58 @@ class Meter:
         profiling = self.profiler is not None and kind == self.profile_kind
         if profiling and self.profiler is not None:
             self.profiler.enable()
+        if self.sql_share is not None:
+            self.sql_share.kind = kind
         started = time.process_time()
         body = request(*args, **kwargs)
         self.cpu[kind].append(time.process_time() - started)
+        if self.sql_share is not None:
+            self.sql_share.kind = ""
         if profiling and self.profiler is not None:
             self.profiler.disable()
         return body
+
+
+class SqlShare:
+    """CPU spent in the database layer per request kind: every thread's time inside a
+    ``Session`` method or a result's fetch (SQLAlchemy, psycopg and the round trips' CPU),
+    counted at the outermost such call. Requests run one at a time here, so the kind being
+    measured is the one all threads are working for."""
+
+    SESSION_METHODS = ("execute", "scalars", "scalar", "get", "refresh", "flush", "commit", "rollback", "close")
+    RESULT_METHODS = ("first", "all", "one", "one_or_none", "scalar", "scalar_one", "scalar_one_or_none",
+                      "fetchall", "fetchone", "__iter__", "partitions")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.kind = ""
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        from sqlalchemy.engine import Connection, Result, ScalarResult
+        from sqlalchemy.orm import Session
+
+        for owner, names in ((Session, self.SESSION_METHODS), (Result, self.RESULT_METHODS),
+                             (ScalarResult, self.RESULT_METHODS), (Connection, ("execute",))):  # fmt: skip
+            for name in names:
+                if name in vars(owner):
+                    setattr(owner, name, self._counted(getattr(owner, name)))
+
+    def _counted(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            depth = getattr(self._local, "depth", 0)
+            self._local.depth = depth + 1
+            started = time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._local.depth = depth
+                if depth == 0 and self.kind:
+                    with self._lock:
+                        self.seconds[self.kind] += time.thread_time() - started
+
+        return counted
 
 
 def post(client: FlaskClient, public: str, path: str, params: dict[str, str], *, voice: bool = True) -> str:
@@ -153,8 +205,11 @@ def baseline_hit(client: FlaskClient, public: str, meter: Meter) -> None:
     meter.measure("baseline_c_pg", hit)
 
 
-def run(rounds: int, profile_kind: str, busy: int = 0) -> tuple[Meter, dict[str, Any]]:
-    meter = Meter(profile_kind)
+def run(rounds: int, profile_kind: str, busy: int = 0, sql_share: bool = False) -> tuple[Meter, dict[str, Any]]:
+    share = SqlShare() if sql_share else None
+    if share is not None:
+        share.install()
+    meter = Meter(profile_kind, share)
     with (
         tempfile.TemporaryDirectory() as scratch_name,
         fresh_database("crisisline_bench_cpu") as database_url,
@@ -205,8 +260,10 @@ def run(rounds: int, profile_kind: str, busy: int = 0) -> tuple[Meter, dict[str,
 def report(meter: Meter) -> str:
     base = sorted(meter.cpu["baseline_c_pg"])
     base_median = base[len(base) // 2]
-    lines = ["| request | n | CPU ms p50 | CPU ms mean | x baseline (p50 CPU, baseline / kind) |",
-             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    share = meter.sql_share
+    lines = ["| request | n | CPU ms p50 | CPU ms mean | x baseline (p50 CPU, baseline / kind) |"
+             + (" database layer ms mean | database layer share |" if share else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|---:|" if share else "")]  # fmt: skip
     ratios: dict[str, float] = {}
     for kind in KINDS:
         samples = sorted(meter.cpu[kind])
@@ -215,7 +272,11 @@ def report(meter: Meter) -> str:
         median = samples[len(samples) // 2]
         mean = sum(samples) / len(samples)
         ratios[kind] = base_median / median
-        lines.append(f"| {kind} | {len(samples)} | {median * 1000:.2f} | {mean * 1000:.2f} | {ratios[kind]:.2f} |")
+        line = f"| {kind} | {len(samples)} | {median * 1000:.2f} | {mean * 1000:.2f} | {ratios[kind]:.2f} |"
+        if share is not None:
+            in_database = share.seconds[kind] / len(samples)
+            line += f" {in_database * 1000:.2f} | {in_database / mean:.0%} |"
+        lines.append(line)
     mix = mix_ratio(ratios)
     if mix is not None:
         lines += ["", f"Call-flow mix ({CALL_FLOW_MIX}): {mix:.2f}x the baseline."]
@@ -237,11 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="call flows and texters measured (after 3 to warm up)")
     parser.add_argument("--busy", type=int, default=0, help="a busy line with this many callers waiting (0: idle)")
     parser.add_argument("--profile", default="", choices=["", *KINDS], help="also profile this kind's requests")
+    parser.add_argument("--sql-share", action="store_true", help="also report the CPU spent in the database layer")
     parser.add_argument("--profile-file", default="", help="save the profile here too (pstats, e.g. for snakeviz)")
     args = parser.parse_args(argv)
     random.seed(7)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    meter, _ = run(args.rounds, args.profile, args.busy)
+    meter, _ = run(args.rounds, args.profile, args.busy, args.sql_share)
     busy_line = f"A busy line: {args.busy} callers waiting, everyone who could take them ringing.\n"
     print(busy_line if args.busy else "An idle line.\n")
     print(report(meter))
