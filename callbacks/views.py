@@ -15,6 +15,7 @@ from crisisline.failsafe import (
     acknowledged,
     answered_by_failsafe,
     failsafe_response,
+    hold_failsafe,
     status_deadline,
     twiml_response,
     voice_failsafe,
@@ -29,7 +30,7 @@ bp = Blueprint("callbacks", __name__, url_prefix="/voice/callback")
 
 @bp.post("/request")
 @twilio_signed
-@voice_failsafe
+@hold_failsafe  # a caller already in the queue: a database blip holds them, as a hold turn's does
 def caller_key() -> Response:
     """A key pressed while holding: the callback key hands them to a callback; any other
     key (or one when a callback is impossible) carries on holding."""
