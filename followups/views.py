@@ -62,6 +62,8 @@ def _checkin_offer(transfer: Transfer, document: RoutingDocument) -> VoiceRespon
     texter = checkins.texter_for_call(call, create=False)
     if texter is not None and texter.opted_out:
         return None  # STOP: we would never text them, so we do not ask
+    if transfer.connected_at is None:
+        return None  # they never reached the room: no conversation to check in about; search on
     if transfer.state not in ("connecting", "connected") and not _asked_before(transfer):
         return None
     # The conversation is over: end this round now, so nothing treats the caller as connected

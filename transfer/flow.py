@@ -714,12 +714,34 @@ def restart_for_person(transfer: Transfer, document: RoutingDocument, caller_cal
     record_event(renewed, "transfer.started", f"transfer:{renewed.id}:started", need=renewed.need,
                  language=renewed.language, language_matched=renewed.language_matched)  # fmt: skip
     db.session.commit()
+    if renewed.caller_call_sid == call.call_sid and (
+        db.session.scalar(_CALL_STATUS, {"call": call.id}) in call_log.TERMINAL_STATUSES
+    ):
+        # They hung up, and their call's end was handled before this request (Twilio's redirect
+        # or their answer, sent while they were still on): it found no round to end, so nobody
+        # may be rung for nobody. Read after the commit, as ``begin`` does.
+        leg_gone(renewed, call)
+        return renewed
     if answered_by_failsafe(caller_call_sid or call.call_sid):
         # This request ran past its deadline and the person is on the backup line already: no
         # counselor may be rung for them (checked after the commit, as ``begin`` does).
         send_to_backup(renewed, "failsafe")
         return renewed
     dispatch.advance(renewed.id, document)
+    return renewed
+
+
+def current_round(transfer: Transfer) -> Transfer:
+    """The round a caller's request acts on: ``transfer``, or, when its counselor left and a new
+    search for the same caller on the same leg has begun, that search. A request for the old
+    round can arrive late (a join redirect Twilio carried out after our REST request timed out):
+    its hold turn must not send a caller who is being searched for to the backup line.
+    Reads nothing unless ``transfer`` ended that way."""
+    if transfer.state != "ended" or transfer.end_reason != "staff_left":
+        return transfer
+    renewed = state.open_transfer_on_leg(transfer.caller_call_sid)
+    if renewed is None or renewed.call_id != transfer.call_id or renewed.round <= transfer.round:
+        return transfer
     return renewed
 
 

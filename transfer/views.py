@@ -113,6 +113,7 @@ def hold_twiml(
 
 def hold_turn(transfer: Transfer, document: RoutingDocument, tick: int) -> Response:
     """One turn of the hold loop as TwiML: hold (maybe offering a callback), join, or backup."""
+    transfer = flow.current_round(transfer)
     step = flow.hold_step(transfer, document, tick)
     if step.kind == "backup":
         return backup(transfer, document, step.message)
@@ -169,7 +170,7 @@ def hold() -> Response:
 @voice_failsafe
 def caller_join() -> Response:
     """Where an accepting responder's press of 1 redirects the caller: into the conference."""
-    transfer, document = requested_transfer(), active_document()
+    transfer, document = flow.current_round(requested_transfer()), active_document()
     if flow.caller_joined(transfer):
         return twiml_response(caller_join_twiml(transfer))
     # Not accepted after all (or already over): back to the hold loop, which knows what next.
@@ -194,7 +195,12 @@ def caller_after() -> Response:
     for _receiver, first in staff_left_caller.send(transfer, document=document):
         if first is not None:
             return twiml_response(first)
+    reached_the_room = transfer.connected_at is not None
     renewed = flow.restart_after_staff_left(transfer, document)
+    if not reached_the_room:
+        # Their counselor left before they reached the room: nobody they were talking with was
+        # disconnected, as far as they know; they are still waiting.
+        return twiml_response(hold_twiml(renewed, document, "hold_update", 1))
     language = document.language(transfer.language)
     return twiml_response(
         ivr_twiml.with_lead(language, [language.prompt("staff_left")], hold_twiml(renewed, document, "hold", 1))
