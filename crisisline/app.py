@@ -14,7 +14,7 @@ from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crisisline import background, events
-from crisisline.db import db, engine_options, init_migrations, ping_idle_connections
+from crisisline.db import db, engine_options, init_migrations, keep_prepared_statements, ping_idle_connections
 from crisisline.deadline import STATUS_WORKERS, VOICE_WORKERS, VoiceDeadline
 from crisisline.failsafe import KnownBackupNumber
 from crisisline.phone import RedactPhoneNumbers
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     db.init_app(app)
     with app.app_context():
         ping_idle_connections(db.engine)
+        keep_prepared_statements(db.engine)
     init_migrations(app, PROJECT_ROOT / "migrations")
     rq.init_app(app)
 

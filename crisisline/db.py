@@ -9,8 +9,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import psycopg
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from psycopg import pq
 from sqlalchemy import BindParameter, DateTime, Insert, MetaData, Table, bindparam, event, exc, literal, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
@@ -117,6 +119,43 @@ def ping_idle_connections(engine: Engine) -> None:
             # The database went away (a restart, a failover): as pre-ping does, every connection
             # opened before now is replaced, not only this one; the checkout retries on a new one.
             raise exc.InvalidatePoolError("an idle connection failed its ping") from error
+
+
+def keep_prepared_statements(engine: Engine) -> None:
+    """On PostgreSQL, end a transaction that is rolled back without forgetting the connection's
+    prepared statements (``_KeepPreparedConnection``). No-op on other databases."""
+    if engine.dialect.driver != "psycopg":
+        return
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return _KeepPreparedConnection.connect(*cargs, **cparams)
+
+
+class _KeepPreparedConnection(psycopg.Connection[Any]):
+    """psycopg prepares a statement on a connection once it has run 5 times there, and forgets
+    all of them (``DEALLOCATE ALL``) on every ROLLBACK, in case the transaction dropped or altered
+    what they use. Every read-only request ends its transaction with a ROLLBACK (a hold turn,
+    the most frequent webhook, among them), so statements were almost never prepared and
+    PostgreSQL parsed and planned each one again: 30 to 50% of its CPU per webhook
+    (``bench.cpu --database-cpu``, docs/performance.md). The line's requests never change the
+    schema (migrations run in their own process, and a DROP or ALTER still empties the cache),
+    so a rollback here keeps them. Anything unusual (a lost connection, a failed ROLLBACK) goes
+    through psycopg's own rollback, which raises as SQLAlchemy expects."""
+
+    def rollback(self) -> None:
+        connection = self.pgconn
+        status = connection.transaction_status
+        if connection.status == pq.ConnStatus.OK and status == pq.TransactionStatus.IDLE:
+            return  # nothing to end (psycopg's own rollback does the same)
+        if connection.status == pq.ConnStatus.OK and status in (
+            pq.TransactionStatus.INTRANS,
+            pq.TransactionStatus.INERROR,
+        ):
+            result = connection.exec_(b"ROLLBACK")  # libpq's own, which lets other threads run while it waits
+            if result.status == pq.ExecStatus.COMMAND_OK:
+                return
+        super().rollback()
 
 
 @event.listens_for(Engine, "connect")
