@@ -64,7 +64,9 @@ def test_a_caller_whose_responder_left_before_twilio_could_bring_them_in_is_told
     phone.resume(caller, max_hold_turns=1)
 
     assert caller.conference is None  # never put in an empty room
-    assert "The person you were talking with has been disconnected." in caller.heard_text()
+    # They never reached Ben: they are asked to stay on the line, not told he was disconnected.
+    assert "Please stay on the line; someone will be with you" in caller.heard_text()
+    assert "The person you were talking with has been disconnected." not in caller.heard_text()
     assert [t.state for t in transfers(app)] == ["ended", "waiting"]  # searched for again
 
 
