@@ -64,8 +64,9 @@ def handle_texter_message(
     if texter.opted_out:
         # Twilio would refuse any reply (21610): the message is kept, nothing is sent, and a
         # person is told (the sweep texts the supervisors; the unmask page lists the sender).
-        # Not a text written before their STOP and handled after it (a retry, a burst).
-        if texter.opted_out_at is None or inbound.created_at >= texter.opted_out_at:
+        # Not a text written before their STOP and handled after it (a retry, a burst, a text
+        # kept through an outage: stored after the STOP, written before it).
+        if texter.opted_out_at is None or sent_at >= texter.opted_out_at:
             convo.needs_a_person(inbound.id)
         return
     current = convo.open_conversation(texter)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from crisisline.db import db
 from crisisline.models import Message
 from sms import conversations as convo
 from tests.conftest import TextingPhone
+from tests.reliability.test_texts_kept_through_outage import keep_directly
 from tests.sms.stuck import HandlingFails
 from twilio_fake.rest_api import FakeTwilio
 
@@ -282,3 +283,26 @@ def test_someone_who_writes_many_times_after_stop_does_not_hide_anyone_else_from
 
         assert listed[0].id == newest  # the newest person first, their latest text
         assert len(listed) == 2 and len({message.texter_id for message in listed}) == 2
+
+
+@pytest.mark.usefixtures("wednesday_evening", "clean_redis")
+@pytest.mark.parametrize(("written", "alerted"), [("before", 0), ("after", 1)])
+def test_a_text_kept_through_an_outage_is_a_text_after_stop_only_if_written_after_the_stop(
+    app: Flask, texting: TextingPhone, clock_tick: Callable[[], Any], written: str, alerted: int
+) -> None:
+    """Found by review: a kept text's store time (the clock's, after the outage) was compared with
+    their STOP, not when they wrote it: words written before STOP were sent to the supervisors as
+    written after it."""
+    texting.send(TEXTER, "I need to talk")
+    now = datetime.now(UTC)
+    if written == "before":
+        keep_directly(app, TEXTER, WORDS, now - timedelta(minutes=2))  # before the STOP below
+        texting.send(TEXTER, "STOP")
+    else:
+        texting.send(TEXTER, "STOP")
+        keep_directly(app, TEXTER, WORDS, datetime.now(UTC) + timedelta(seconds=1))
+
+    clock_tick()  # stores and handles the kept text
+    clock_tick()  # tells the supervisors of texts after STOP
+
+    assert len(alerts(texting)) == alerted
