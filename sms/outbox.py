@@ -256,7 +256,13 @@ def _send_over_rest(
             # the minute's sweep; never here (a webhook's REST calls have a budget).
             log.warning("text %s refused for now (Twilio %s, HTTP %s): the sweep tries it again",
                         message_id, error.code, error.status)  # fmt: skip
-            _set(message_id, status=RETRYING, status_rank=0, error_code=code)
+            # Only from this try's claim: a status callback that moved the row on meanwhile
+            # stands (written back ``RETRYING``, the sweep would send it again).
+            db.session.execute(
+                update(Message)
+                .where(Message.id == message_id, Message.status == "claimed")
+                .values(status=RETRYING, status_rank=0, error_code=code)
+            )
             db.session.commit()
             return code
         log.warning("text %s not sent: Twilio error %s", message_id, error.code)

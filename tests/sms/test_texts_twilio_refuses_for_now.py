@@ -20,10 +20,11 @@ from crisisline.settings import Settings
 from crisisline.telephony import REST_TIMEOUT_SECONDS
 from sms import conversations as convo
 from sms import outbox
-from tests.conftest import TextingPhone
+from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TextingPhone
 from tests.console.test_delivery_in_the_thread import plan_of
 from tests.rota import BEN, DIEGO
 from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import signed_headers
 
 TEXTER = "+13125550177"
 MESSAGES = r"/Messages\.json$"
@@ -40,6 +41,36 @@ def ben_holds_a_texter(app: Flask, texting: TextingPhone) -> int:
 
 def copies(fake: FakeTwilio, number: str, words: str) -> int:
     return sum(1 for m in fake.messages.values() if m.to == number and words in m.body)
+
+
+def retrying_text(app: Flask) -> int:
+    with app.app_context():
+        return db.session.scalars(convo.refused_texts()).one().id
+
+
+def status_callback(texting: TextingPhone, message_id: int, status: str) -> None:
+    """Twilio's status callback for the line's text ``message_id`` (no ErrorCode), over HTTP."""
+    url = texting.url.replace("/sms/incoming", f"/sms/status?message={message_id}")
+    params = {"AccountSid": TEST_ACCOUNT_SID, "MessageSid": "SM" + "a" * 32, "MessageStatus": status}
+    headers = signed_headers(TEST_AUTH_TOKEN, url, params, voice=False)
+    assert texting.session.post(url, data=params, headers=headers, timeout=15).status_code == 200
+
+
+class CallbackDuringTheTry:
+    """The REST client, but while the sweep's try of ``message_id`` is in flight, a status
+    callback for that text reaches the line (before Twilio answers the try)."""
+
+    def __init__(self, texting: TextingPhone, message_id: int, status: str) -> None:
+        self.real, self.texting, self.message_id, self.status = outbox.rest_client, texting, message_id, status
+        self.messages = self
+
+    def __call__(self) -> CallbackDuringTheTry:
+        return self
+
+    def create(self, **request: Any) -> Any:
+        if request["status_callback"].endswith(f"message={self.message_id}"):
+            status_callback(self.texting, self.message_id, self.status)
+        return self.real().messages.create(**request)
 
 
 @pytest.mark.parametrize(("status", "code"), [(503, 20503), (500, 20500), (429, 20429)])
@@ -248,3 +279,25 @@ def test_a_counselors_refused_words_are_not_sent_again_once_the_conversation_is_
             select(Message.status).where(Message.idempotency_key.like(f"c{tag}:relay:%"), Message.party == "texter")
         ).all()
     assert "retrying" not in relays and "failed" in relays
+
+
+def test_a_status_a_text_reached_while_its_retry_was_refused_again_is_kept_and_it_is_never_sent_again(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Found by review: a try refused again wrote ``retrying`` back over the status a callback
+    had recorded meanwhile, and the next sweep sent Ben the texter's words a second time."""
+    ben_holds_a_texter(app, texting)
+    fake.inject_fault("POST", MESSAGES, status=503, code=20503, times=2)  # the webhook's try, the sweep's
+    texting.send(TEXTER, "no. I took the pills")
+    relay = retrying_text(app)
+    monkeypatch.setattr(outbox, "rest_client", CallbackDuringTheTry(texting, relay, "delivered"))
+
+    wednesday_evening.shift(timedelta(minutes=1))
+    clock_tick()  # refused again, after the callback said "delivered"
+    with app.app_context():
+        assert db.session.get(Message, relay).status == "delivered"  # type: ignore[union-attr]
+    wednesday_evening.shift(timedelta(minutes=1))
+    clock_tick()
+
+    assert copies(fake, BEN, "I took the pills") == 0  # the callback said it arrived: never again
