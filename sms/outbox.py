@@ -356,7 +356,8 @@ def tell_supervisors(document: RoutingDocument, *, key: str, body: str, from_num
 
 
 # Built once: every text sent runs it (``crisisline.db``, "Statements built once").
-# A status callback may come before it: the SID is kept, the status never moved back.
+# A status callback may come before it: the SID is kept, the status never moved back. A text
+# taken on a retry drops its refusal's code (else a later failure would be told as that refusal).
 _SENT = (
     update(Message)
     .where(Message.id == bindparam("message"))
@@ -364,6 +365,7 @@ _SENT = (
         message_sid=bindparam("sid"),
         status=case((Message.status_rank < 1, "queued"), else_=Message.status),
         status_rank=case((Message.status_rank < 1, 1), else_=Message.status_rank),
+        error_code=case((Message.status_rank < 1, None), else_=Message.error_code),
     )
     .execution_options(synchronize_session=False)
 )

@@ -233,6 +233,8 @@ def test_a_retry_twilio_does_not_answer_is_never_sent_again_and_holds_the_others
     fake.inject_fault("POST", MESSAGES, status=503, code=20503, times=2)
     texting.send(TEXTER, "no. I took the pills")  # to Ben: refused for now
     texting.send(BEN, f"#{tag} Please call 911 now")  # to the texter: refused for now
+    with app.app_context():
+        refused = db.session.scalars(select(Message.id).where(Message.status == "retrying").order_by(Message.id)).all()
     hang = fake.inject_fault("POST", MESSAGES, status=200, delay=REST_TIMEOUT_SECONDS + 1, times=100)
 
     wednesday_evening.shift(timedelta(minutes=1))
@@ -245,11 +247,11 @@ def test_a_retry_twilio_does_not_answer_is_never_sent_again_and_holds_the_others
     assert copies(fake, TEXTER, "Please call 911 now") == 1
     assert copies(fake, BEN, "I took the pills") <= 1  # the unanswered try may have gone out: never again
     with app.app_context():
-        statuses = db.session.scalars(
-            select(Message.status).where(Message.direction == "out", Message.error_code == 20503)
-            .order_by(Message.id)
-        ).all()  # fmt: skip
-    assert statuses == ["claimed", "queued"]  # never sent again; the board lists the first after 2 min
+        statuses = db.session.execute(
+            select(Message.status, Message.error_code).where(Message.id.in_(refused)).order_by(Message.id)
+        ).all()
+    # Never sent again (the board lists the first after 2 min); the second, taken, drops its refusal.
+    assert [tuple(row) for row in statuses] == [("claimed", 20503), ("queued", None)]
 
 
 @pytest.mark.parametrize("then", ["passed on to Diego", "ended"])
@@ -301,3 +303,26 @@ def test_a_status_a_text_reached_while_its_retry_was_refused_again_is_kept_and_i
     clock_tick()
 
     assert copies(fake, BEN, "I took the pills") == 0  # the callback said it arrived: never again
+
+
+def test_a_counselors_words_sent_on_a_retry_and_then_not_delivered_are_not_reported_as_refused(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """Found by review: a text Twilio took on its retry kept the refusal's code, so when it later
+    did not arrive, Ben was told Twilio had kept refusing it (he would wait for Twilio, not ask
+    the texter another way)."""
+    tag = ben_holds_a_texter(app, texting)
+    fake.inject_fault("POST", MESSAGES, status=503, code=20503, times=1)
+    texting.send(BEN, f"#{tag} Please call 911 now")
+    words = retrying_text(app)
+    wednesday_evening.shift(timedelta(minutes=1))
+    clock_tick()
+    assert copies(fake, TEXTER, "Please call 911 now") == 1
+    with app.app_context():
+        assert db.session.get(Message, words).error_code is None  # type: ignore[union-attr]
+
+    status_callback(texting, words, "undelivered")  # Twilio took it; it did not arrive (no code given)
+
+    (note,) = [text for text in texting.inbox(BEN) if text.startswith(f"[#{tag}:") and "did not reach" in text]
+    assert "busy or failing" not in note
