@@ -301,11 +301,15 @@ def _raise_priority(document: RoutingDocument, conversation: Conversation, body:
 
 def _opt_out(document: RoutingDocument, texter: Texter, sent_at: datetime) -> None:
     """STOP: nothing more is sent to this number (follow-ups included); open threads close.
-    Not if they opted in (or out) since it was sent."""
+    Not if they opted in since it was sent: their START stands, and so does their conversation.
+    An opt-out recorded since (a 21610 for a text sent after this STOP) is this STOP's news:
+    closing and its reactions are idempotent, so they run as for a STOP applied now."""
     applied = mark_opted_out(texter, at=sent_at)
     db.session.commit()
     if not applied:
-        return
+        db.session.refresh(texter)  # the later change, as committed: its row was not returned
+        if not texter.opted_out:
+            return
     events.texter_opted_out.send(texter)  # e.g. pending check-ins are canceled
     conversation = convo.open_conversation(texter)
     if conversation is not None:

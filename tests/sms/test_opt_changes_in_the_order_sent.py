@@ -6,14 +6,20 @@ test_texts_kept_through_outage.py``.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
+import sms.texting
 from crisisline.db import db
 from crisisline.models import Conversation, Texter
+from sms import outbox
 from tests.conftest import TEST_AUTH_TOKEN, TextingPhone
 from tests.rota import BEN
+from tests.sms.test_texts_twilio_refuses_for_now import ben_holds_a_texter
 from twilio_fake.rest_api import FakeTwilio, WebhookLogEntry
 from twilio_fake.signing import signed_headers
 
@@ -91,3 +97,55 @@ def test_a_repeated_21610_callback_is_no_news_even_when_the_time_of_their_start_
         post_again(texting, entry)
 
     assert not opted_out(app)
+
+
+def recorded_before_the_stop_is_handled(monkeypatch: pytest.MonkeyPatch, change: Callable[..., bool]) -> None:
+    """As the STOP's handling opts them out, another process has just committed an opt change
+    ``change`` sent a second after the STOP (a START handled first, a 21610 callback)."""
+    mark_opted_out = sms.texting.mark_opted_out
+
+    def with_a_later_change(texter: Texter, *, at: datetime) -> bool:
+        assert change(texter, at=at + timedelta(seconds=1))
+        db.session.commit()
+        return mark_opted_out(texter, at=at)
+
+    monkeypatch.setattr(sms.texting, "mark_opted_out", with_a_later_change)
+
+
+def ben_holds(app: Flask, tag: int) -> bool:
+    with app.app_context():
+        conversation = db.session.get(Conversation, tag)
+        assert conversation is not None
+        return (conversation.state, conversation.counselor_id) == ("active", "ben-carter")
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_stop_handled_after_the_start_sent_after_it_leaves_their_conversation_open(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their latest word is START: they are the line's to answer, and Ben still has them."""
+    tag = ben_holds_a_texter(app, texting)
+    recorded_before_the_stop_is_handled(monkeypatch, outbox.mark_opted_in)
+
+    texting.send(TEXTER, "STOP")
+
+    assert not opted_out(app)
+    assert ben_holds(app, tag)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_stop_handled_after_a_21610_for_a_text_sent_after_it_closes_their_conversation_at_once(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: Twilio blocks the number at their STOP, so a text to them sent a moment
+    later fails with 21610, and its callback can be recorded before the STOP is handled. The
+    STOP then found a later opt change and did nothing: Ben kept the conversation of someone
+    whose last word was STOP (until the next sweep), and their check-ins were not canceled."""
+    tag = ben_holds_a_texter(app, texting)
+    recorded_before_the_stop_is_handled(monkeypatch, outbox.mark_opted_out)
+
+    texting.send(TEXTER, "STOP")
+
+    assert opted_out(app)
+    assert not ben_holds(app, tag)
+    assert f"#{tag} was closed (the texter stopped or went quiet)." in texting.inbox(BEN)
