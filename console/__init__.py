@@ -34,6 +34,7 @@ def init_app(app: Flask) -> None:
     from console.accounts.views import bp as accounts_bp
     from console.audit.views import bp as audit_bp
     from console.board.views import bp as board_bp
+    from console.desk import wrapups  # noqa: F401 - the clock keeps check-ins wrap-ups promised
     from console.desk.views import bp as desk_bp
     from console.inputs import IdConverter
     from console.metrics_pages.views import bp as metrics_bp

@@ -10,8 +10,9 @@ each job, or explicitly. So a subscriber never runs inside someone else's half-d
 
 ``texter_opted_out`` and ``conversation_ended_by_counselor`` are sent at once, where they
 happen (after the change is committed), for reactions of features above the channels
-(``followups``). Hooks whose receivers return a value that steers a channel's own flow live
-beside the code that asks, in that channel: ``transfer.flow.callback_accepted``,
+(``followups``). ``stored_promises_due`` is the clock's, every minute: the console keeps the
+check-ins wrap-ups promised. Hooks whose receivers return a value that steers a channel's own
+flow live beside the code that asks, in that channel: ``transfer.flow.callback_accepted``,
 ``transfer.views.staff_left_caller``, ``sms.texting.text_between_conversations`` and
 ``sms.texting.call_requested``. Packages depend only downward (see the README): a feature
 reacts by connecting a receiver when its module is imported, never by being imported from below.
@@ -35,6 +36,11 @@ texter_opted_out = signals.signal("texter-opted-out")
 # Sent with the Conversation as sender and ``document`` (the routing document), right after a
 # counselor ended it (END): e.g. the texter is asked whether we may check in later.
 conversation_ended_by_counselor = signals.signal("conversation-ended-by-counselor")
+# Sent every minute by the clock (``workers.upkeep.keep_stored_promises``), with no sender: a
+# feature above the core that stores a promise before it keeps it (the console's wrap-up, the
+# person's consent to a check-in) keeps those a request that died in between left unkept.
+# Receivers are idempotent and return ``(name, how many they kept)``.
+stored_promises_due = signals.signal("stored-promises-due")
 
 _PENDING_FREED = "crisisline.pending_freed"
 

@@ -130,9 +130,12 @@ def asked_checkin(texter: Texter) -> CheckIn | None:
     return db.session.scalars(_ASKED_CHECKIN, {"texter": texter.id, "since": now() - CONSENT_WINDOW}).first()
 
 
-def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
-    """Record consent once and schedule the check-in (and the survey, if the line runs one)."""
-    moment = now()
+def consent(checkin: CheckIn, document: RoutingDocument, *, at: datetime | None = None) -> bool:
+    """Record consent once and schedule the check-in (and the survey, if the line runs one).
+
+    ``at``: when the person agreed, if not now (a wrap-up that recorded it before the request
+    died): the check-in is due the need's hours after that, as it was promised."""
+    moment = at or now()
     due = after_quiet_hours(document, moment + timedelta(hours=document.followups.checkin_hours(checkin.need)))
     if checkin.state != "asked":
         return False
@@ -160,8 +163,11 @@ def consent(checkin: CheckIn, document: RoutingDocument) -> bool:
     return True
 
 
-def consent_from_call(call: Call, language: str, need: str | None, document: RoutingDocument) -> CheckIn | None:
-    """A caller pressed 1 for a check-in. Idempotent: a repeated webhook finds the same one."""
+def consent_from_call(
+    call: Call, language: str, need: str | None, document: RoutingDocument, *, at: datetime | None = None
+) -> CheckIn | None:
+    """A caller pressed 1 for a check-in (or agreed to one with a counselor ``at``: see
+    ``consent``). Idempotent: a repeated webhook finds the same one."""
     texter = texter_for_call(call)
     line_number = call.line_number or _settings_line_number()
     if texter is None or texter.opted_out or not line_number:
@@ -174,7 +180,7 @@ def consent_from_call(call: Call, language: str, need: str | None, document: Rou
     insert_once(CheckIn, values)
     db.session.commit()
     checkin = db.session.scalars(select(CheckIn).where(CheckIn.dedupe_key == f"call:{call.id}")).one()
-    consent(checkin, document)
+    consent(checkin, document, at=at)
     db.session.refresh(checkin)
     return checkin
 

@@ -243,6 +243,16 @@ def tend_callbacks() -> dict[str, int]:
     return counts
 
 
+def keep_stored_promises() -> dict[str, int]:
+    """Keep promises stored and not yet kept by features above the workers (a check-in the
+    person agreed to in a counselor's wrap-up, the request dying before it was scheduled):
+    they react to ``events.stored_promises_due``. Idempotent; counts by receiver."""
+    counts: dict[str, int] = {}
+    for _receiver, (name, kept) in events.stored_promises_due.send():
+        counts[name] = counts.get(name, 0) + kept
+    return counts
+
+
 def rebuild_scheduled_contacts() -> dict[str, int]:
     """Re-queue scheduled contacts Redis lost; flag stuck sends for a human. Idempotent."""
     return rebuild_schedule()
@@ -255,6 +265,7 @@ PERIODIC_JOBS = [
     (reconcile_transfers, "* * * * *", "calls"),
     (tend_callbacks, "* * * * *", "calls"),
     (rebuild_scheduled_contacts, "* * * * *", "followups"),
+    (keep_stored_promises, "* * * * *", "followups"),
     (refresh_metrics_rollup, "*/5 * * * *", "upkeep"),
 ]
 

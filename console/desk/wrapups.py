@@ -2,10 +2,15 @@
 outcome), whether the person agreed to a check-in (scheduled through ``followups``), and a
 short note sealed with the Vault. One per contact; offered on the counselor's page for their
 contacts of the last ``WINDOW`` that ended without one.
+
+The consent is stored before the check-in is scheduled: a request that dies in between leaves
+the promise stored and not kept. Sending the form again keeps it, and so does the clock, every
+minute (``keep_promised_checkins``).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,16 +20,23 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from console.audit.log import record
 from console.models import NOTE_CONTEXT, OUTCOMES, User, WrapUp
+from crisisline import events
 from crisisline.db import db, insert_once
 from crisisline.models import Call, CheckIn, Conversation, Offer, Texter, Transfer, utcnow
 from crisisline.privacy import Vault
 from followups import checkins
 from routing.document import RoutingDocument
+from routing.store import active_routing
 from transfer.state import OPEN_TRANSFER_STATES
 
+log = logging.getLogger(__name__)
 WINDOW = timedelta(days=7)
 LIMIT = 20
 MAX_NOTE = 2000
+# The clock leaves a wrap-up this young to the request that stored it (it may be scheduling
+# the check-in right now), and keeps at most this many promises a run.
+PROMISE_GRACE = timedelta(minutes=2)
+PROMISES_PER_RUN = 100
 
 
 @dataclass(frozen=True)
@@ -174,16 +186,67 @@ def _schedule_promised_checkin(document: RoutingDocument, contact: EndedContact)
     wrap_up = db.session.scalars(select(WrapUp).where(WrapUp.contact_key == contact.key)).one()
     if not wrap_up.followup_consent or wrap_up.followup is not None:
         return
-    followup = schedule_checkin(document, contact)
+    _keep(document, wrap_up, contact)
+
+
+def _keep(document: RoutingDocument, wrap_up: WrapUp, contact: EndedContact) -> None:
+    """Schedule the check-in ``wrap_up`` promised, due as it was promised (the need's hours
+    after the wrap-up), and record what came of it once."""
+    followup = schedule_checkin(document, contact, at=wrap_up.created_at)
     db.session.execute(
         update(WrapUp).where(WrapUp.id == wrap_up.id, WrapUp.followup.is_(None)).values(followup=followup)
     )
     db.session.commit()
 
 
-def schedule_checkin(document: RoutingDocument, contact: EndedContact) -> str:
+@events.stored_promises_due.connect
+def keep_promised_checkins(_sender: object = None, **_kwargs: object) -> tuple[str, int]:
+    """The clock, every minute: a wrap-up that records the person's consent to a check-in and no
+    follow-up (the request that stored it died before scheduling it, and the form was not sent
+    again) has its check-in scheduled now, due when it was promised.
+
+    Only once the request had ``PROMISE_GRACE`` to do it itself, and only until the check-in
+    would have been due (the need's ``checkin_after_hours`` after the wrap-up): later, a text
+    out of the blue is not the check-in they agreed to. Idempotent with the form sent again and
+    with a second clock: one check-in per contact (its key), one scheduled contact (its key),
+    the follow-up recorded once (a conditional UPDATE)."""
+    active = active_routing()
+    if active is None:
+        return "wrap_up_checkins", 0
+    document = active.document
+    moment = utcnow()
+    longest = timedelta(hours=max(document.followups.checkin_after_hours.values(), default=24.0))
+    unkept = db.session.scalars(
+        select(WrapUp)
+        .where(WrapUp.followup_consent.is_(True), WrapUp.followup.is_(None),
+               WrapUp.created_at <= moment - PROMISE_GRACE, WrapUp.created_at > moment - longest)
+        .order_by(WrapUp.created_at)
+        .limit(PROMISES_PER_RUN)
+    ).all()  # fmt: skip
+    db.session.commit()  # no transaction held open while the check-ins are scheduled
+    kept = 0
+    for wrap_up in unkept:
+        if wrap_up.created_at + timedelta(hours=document.followups.checkin_hours(wrap_up.need)) <= moment:
+            continue  # its check-in would have gone already: too late to be the one agreed to
+        contact_id = wrap_up.transfer_id if wrap_up.channel == "voice" else wrap_up.conversation_id
+        if contact_id is None:  # its call or conversation is gone: nobody to check in with
+            continue
+        contact = EndedContact(wrap_up.channel, contact_id, wrap_up.language, wrap_up.need, None)
+        try:
+            _keep(document, wrap_up, contact)
+        except Exception as error:  # one failing must not keep the others: the next run tries again
+            log.error("wrap-up %s: check-in not scheduled yet (%s)", wrap_up.id, type(error).__name__)
+            db.session.rollback()
+            continue
+        kept += 1
+        log.warning("wrap-up %s: the check-in agreed to was scheduled by the clock", wrap_up.id)
+    return "wrap_up_checkins", kept
+
+
+def schedule_checkin(document: RoutingDocument, contact: EndedContact, *, at: datetime | None = None) -> str:
     """Schedule the check-in through ``followups`` (consent, as a caller's 1 or a texter's
-    YES records it): "scheduled", or why not ("checkins_off", "no_number", "opted_out")."""
+    YES records it, given ``at``: now if None): "scheduled", or why not ("checkins_off",
+    "no_number", "opted_out")."""
     if not document.followups.checkins:
         return "checkins_off"
     if contact.channel == "voice":
@@ -194,7 +257,7 @@ def schedule_checkin(document: RoutingDocument, contact: EndedContact) -> str:
         known = checkins.texter_for_call(call, create=False)
         if known is not None and known.opted_out:
             return "opted_out"
-        checkin = checkins.consent_from_call(call, transfer.language, transfer.need, document)
+        checkin = checkins.consent_from_call(call, transfer.language, transfer.need, document, at=at)
         return "scheduled" if checkin is not None and checkin.consented_at else "no_number"
     conversation = db.session.get(Conversation, contact.id)
     texter = db.session.get(Texter, conversation.texter_id) if conversation else None
@@ -213,6 +276,6 @@ def schedule_checkin(document: RoutingDocument, contact: EndedContact) -> str:
     )  # fmt: skip
     db.session.commit()
     checkin = db.session.scalars(select(CheckIn).where(CheckIn.dedupe_key == f"text:{conversation.id}")).one()
-    checkins.consent(checkin, document)
+    checkins.consent(checkin, document, at=at)
     db.session.refresh(checkin)
     return "scheduled" if checkin.consented_at else "not_scheduled"
