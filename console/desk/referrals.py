@@ -26,17 +26,20 @@ from crisisline.models import Call, CallEvent, Conversation, Message, Offer, Tex
 from crisisline.privacy import Vault
 from crisisline.settings import Settings
 from crisisline.sms_segments import segment_count
+from crisisline.telephony import REST_TIMEOUT_SECONDS
 from ivr.call_log import PHONE_CONTEXT
 from routing.document import RoutingDocument, Service
 from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
+from transfer.dispatch import rest_client
 
 WINDOW = timedelta(days=7)  # as for wrap-ups: contacts of the last week
 MAX_SERVICES = 5
 SENT, ALREADY, FAILED, CANNOT_TEXT, SENDING = "sent", "already", "failed", "cannot_text", "sending"
 # The text was claimed but Twilio never said it took it (unreachable, or our request lost): it
-# may or may not have gone out, and it is never sent again blindly.
+# may or may not have gone out, and it is never sent again blindly. While the claim is younger
+# than the send's REST timeout, Twilio may still answer: it is reported as being sent (SENDING).
 UNSURE = "unsure"
 REASONS = {
     "withheld": "Their number was withheld or is not a number that can be texted.",
@@ -185,7 +188,7 @@ def send(user: User, recipient: Recipient, services: list[Service], responder_id
     key = referral_key(recipient, services)
     stored = _stored(key)
     if stored is not None:  # once per key, whatever became of it (a failed text is not retried blindly)
-        return _outcome_of(stored)
+        return _outcome_of(stored, maybe_in_flight=True)
     settings: Settings = current_app.extensions["crisisline.settings"]
     ids = [service.id for service in services]
     channel, contact_id, user_id = recipient.channel, recipient.id, user.id
@@ -201,13 +204,25 @@ def _stored(key: str) -> Message | None:
     return db.session.scalars(select(Message).where(Message.idempotency_key == key)).first()
 
 
-def _outcome_of(stored: Message) -> str:
-    """What became of a referral text claimed before: only one Twilio took is "already" sent."""
+def _outcome_of(stored: Message, *, maybe_in_flight: bool = False) -> str:
+    """What became of a referral text claimed before: only one Twilio took is "already" sent.
+
+    ``maybe_in_flight``: the send may still be waiting for Twilio (asked by a second click, not
+    by the send itself): a claim younger than the send's REST timeout is still being sent."""
     if stored.status in ("failed", "undelivered"):
         return FAILED
     if stored.status == "claimed":
+        if maybe_in_flight and stored.created_at > utcnow() - _send_timeout():
+            return SENDING
         return UNSURE
     return ALREADY
+
+
+def _send_timeout() -> timedelta:
+    """How long a text's send waits for Twilio's answer: the REST client's timeout."""
+    http_client = rest_client().client.http_client
+    timeout = getattr(http_client, "timeout", None)
+    return timedelta(seconds=timeout if isinstance(timeout, int | float) else REST_TIMEOUT_SECONDS)
 
 
 def deliver(user_id: int, responder_id: str, channel: str, contact_id: int, service_ids: list[str], key: str) -> str:
