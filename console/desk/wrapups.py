@@ -189,14 +189,15 @@ def _schedule_promised_checkin(document: RoutingDocument, contact: EndedContact)
     _keep(document, wrap_up, contact)
 
 
-def _keep(document: RoutingDocument, wrap_up: WrapUp, contact: EndedContact) -> None:
+def _keep(document: RoutingDocument, wrap_up: WrapUp, contact: EndedContact) -> bool:
     """Schedule the check-in ``wrap_up`` promised, due as it was promised (the need's hours
-    after the wrap-up), and record what came of it once."""
+    after the wrap-up), and record what came of it once. True if this call recorded it."""
     followup = schedule_checkin(document, contact, at=wrap_up.created_at)
-    db.session.execute(
+    recorded = db.session.execute(
         update(WrapUp).where(WrapUp.id == wrap_up.id, WrapUp.followup.is_(None)).values(followup=followup)
-    )
+    ).rowcount  # type: ignore[attr-defined]
     db.session.commit()
+    return bool(recorded)
 
 
 @events.stored_promises_due.connect
@@ -215,7 +216,8 @@ def keep_promised_checkins(_sender: object = None, **_kwargs: object) -> tuple[s
         return "wrap_up_checkins", 0
     document = active.document
     moment = utcnow()
-    longest = timedelta(hours=max(document.followups.checkin_after_hours.values(), default=24.0))
+    # The longest wait of any need (24 hours for a need the config leaves out and no default).
+    longest = timedelta(hours=max([24.0, *document.followups.checkin_after_hours.values()]))
     unkept = db.session.scalars(
         select(WrapUp)
         .where(WrapUp.followup_consent.is_(True), WrapUp.followup.is_(None),
@@ -233,13 +235,14 @@ def keep_promised_checkins(_sender: object = None, **_kwargs: object) -> tuple[s
             continue
         contact = EndedContact(wrap_up.channel, contact_id, wrap_up.language, wrap_up.need, None)
         try:
-            _keep(document, wrap_up, contact)
+            recorded = _keep(document, wrap_up, contact)
         except Exception as error:  # one failing must not keep the others: the next run tries again
             log.error("wrap-up %s: check-in not scheduled yet (%s)", wrap_up.id, type(error).__name__)
             db.session.rollback()
             continue
-        kept += 1
-        log.warning("wrap-up %s: the check-in agreed to was scheduled by the clock", wrap_up.id)
+        if recorded:  # not by the form sent again, or another clock, meanwhile
+            kept += 1
+            log.warning("wrap-up %s: the check-in agreed to was kept by the clock", wrap_up.id)
     return "wrap_up_checkins", kept
 
 
