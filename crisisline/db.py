@@ -138,20 +138,20 @@ class _KeepPreparedConnection(psycopg.Connection[Any]):
     what they use. Every read-only request ends its transaction with a ROLLBACK (a hold turn,
     the most frequent webhook, among them), so statements were almost never prepared and
     PostgreSQL parsed and planned each one again: 30 to 50% of its CPU per webhook
-    (``bench.cpu --database-cpu``, docs/performance.md). The line's requests never change the
-    schema (migrations run in their own process, and a DROP or ALTER still empties the cache),
-    so a rollback here keeps them. Anything unusual (a lost connection, a failed ROLLBACK) goes
-    through psycopg's own rollback, which raises as SQLAlchemy expects."""
+    (``bench.cpu --database-cpu``, docs/performance.md). So the rollback of a transaction in good
+    standing keeps them. Anything else goes through psycopg's own rollback, which forgets them
+    and raises as SQLAlchemy expects: a failed transaction (a statement a migration in another
+    process made stale fails once, and the next request runs it afresh), a lost connection."""
 
     def rollback(self) -> None:
         connection = self.pgconn
         status = connection.transaction_status
         if connection.status == pq.ConnStatus.OK and status == pq.TransactionStatus.IDLE:
             return  # nothing to end (psycopg's own rollback does the same)
-        if connection.status == pq.ConnStatus.OK and status in (
-            pq.TransactionStatus.INTRANS,
-            pq.TransactionStatus.INERROR,
-        ):
+        # Only a transaction in good standing: one that failed may have failed on a prepared
+        # statement another process's migration made stale ("cached plan must not change result
+        # type"), and psycopg's own rollback forgets them all, so the next request heals.
+        if connection.status == pq.ConnStatus.OK and status == pq.TransactionStatus.INTRANS:
             result = connection.exec_(b"ROLLBACK")  # libpq's own, which lets other threads run while it waits
             if result.status == pq.ExecStatus.COMMAND_OK:
                 return

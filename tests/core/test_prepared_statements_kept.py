@@ -86,3 +86,42 @@ def test_a_connection_the_database_dropped_mid_transaction_is_replaced(app: Flas
         replacement = db.session.execute(text("SELECT pg_backend_pid()")).scalar()
         db.session.remove()
     assert replacement != dropped
+
+
+@pytest.mark.usefixtures("postgres_only")
+def test_a_statement_a_migration_made_stale_fails_once_and_the_next_requests_heal(
+    app: Flask, database_url: str
+) -> None:
+    """Another process's migration widens a column a prepared statement reads: its next run
+    fails ("cached plan must not change result type"); the failed transaction's rollback
+    forgets the connection's prepared statements, so later requests on it run (found by review:
+    a first version kept them through that rollback too, and every later request failed)."""
+    stale = text("SELECT id, label FROM kept_prepared_stale WHERE id = :id")
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as other:
+        other.execute(text("DROP TABLE IF EXISTS kept_prepared_stale"))
+        other.execute(text("CREATE TABLE kept_prepared_stale (id int primary key, label varchar(20))"))
+        other.execute(text("INSERT INTO kept_prepared_stale VALUES (1, 'x')"))
+    try:
+        with app.app_context():
+            for _ in range(PREPARE_THRESHOLD + 1):  # prepared on this pooled connection
+                db.session.execute(stale, {"id": 1}).all()
+                db.session.remove()
+            with admin.connect() as other:  # a deploy's release step, from another machine
+                other.execute(text("ALTER TABLE kept_prepared_stale ALTER COLUMN label TYPE varchar(40)"))
+            first_failure = ""
+            try:  # fails if it ran on the connection that prepared it
+                db.session.execute(stale, {"id": 1}).all()
+            except DBAPIError as error:
+                first_failure = str(error)
+            db.session.remove()
+            later = []
+            for _ in range(5):
+                later.append(db.session.execute(stale, {"id": 1}).all())
+                db.session.remove()
+        assert first_failure == "" or "cached plan must not change result type" in first_failure
+        assert later == [[(1, "x")]] * 5
+    finally:
+        with admin.connect() as other:
+            other.execute(text("DROP TABLE IF EXISTS kept_prepared_stale"))
+        admin.dispose()
