@@ -191,8 +191,12 @@ def _schedule_promised_checkin(document: RoutingDocument, contact: EndedContact)
 
 def _keep(document: RoutingDocument, wrap_up: WrapUp, contact: EndedContact) -> bool:
     """Schedule the check-in ``wrap_up`` promised, due as it was promised (the need's hours
-    after the wrap-up), and record what came of it once. True if this call recorded it."""
-    followup = schedule_checkin(document, contact, at=wrap_up.created_at)
+    after the wrap-up), and record what came of it once. True if this call recorded it.
+    One whose promised time has passed (the form sent again days later) is due the need's
+    hours from now instead: never sent at once, out of the blue (the clock leaves those)."""
+    promised_due = wrap_up.created_at + timedelta(hours=document.followups.checkin_hours(wrap_up.need))
+    at = wrap_up.created_at if promised_due > utcnow() else None
+    followup = schedule_checkin(document, contact, at=at)
     recorded = db.session.execute(
         update(WrapUp).where(WrapUp.id == wrap_up.id, WrapUp.followup.is_(None)).values(followup=followup)
     ).rowcount  # type: ignore[attr-defined]

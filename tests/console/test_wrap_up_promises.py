@@ -230,3 +230,20 @@ def test_the_clock_leaves_a_wrap_up_in_flight_or_past_its_check_in_alone(
         assert upkeep.keep_stored_promises() == {"wrap_up_checkins": 0}
 
     assert _checkin_contacts(app) == []
+
+
+def test_the_form_sent_again_after_the_promised_time_schedules_the_check_in_ahead_not_at_once(
+    app: Flask, client: FlaskClient, texting: TextingPhone, publish_routing: Callable[..., int],
+    make_user: MakeUser, monkeypatch: pytest.MonkeyPatch, clean_redis: redis.Redis,
+) -> None:  # fmt: skip
+    """Found by review: counted from the wrap-up, a check-in whose time had passed was due in the
+    past and went out at once (at night, too); the clock itself leaves such a promise alone."""
+    form = _wrap_up_that_died_before_scheduling(app, client, texting, publish_routing, make_user, monkeypatch)
+    _age_wrap_ups(app, timedelta(hours=30))  # past the need's 24 hours
+
+    fields = {"outcome": "de_escalated", "consent": "y", "csrf_token": csrf_token(client, "/console/me")}
+    assert client.post(form, data=fields).status_code == 302
+
+    contacts = _checkin_contacts(app)
+    assert len(contacts) == 1
+    assert all(due > utcnow() + timedelta(hours=1) for _id, _job, due in contacts)
