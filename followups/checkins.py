@@ -136,7 +136,10 @@ def consent(checkin: CheckIn, document: RoutingDocument, *, at: datetime | None 
     ``at``: when the person agreed, if not now (a wrap-up that recorded it before the request
     died): the check-in is due the need's hours after that, as it was promised."""
     moment = at or now()
-    due = after_quiet_hours(document, moment + timedelta(hours=document.followups.checkin_hours(checkin.need)))
+    # Never in the past (quiet hours are judged at the moment it would go, not at a passed one).
+    due = after_quiet_hours(
+        document, max(moment + timedelta(hours=document.followups.checkin_hours(checkin.need)), now())
+    )
     if checkin.state != "asked":
         return False
     # Scheduled first: a crash before the consent is stored leaves the question open, and the
@@ -159,7 +162,8 @@ def consent(checkin: CheckIn, document: RoutingDocument, *, at: datetime | None 
         )  # fmt: skip
         db.session.commit()
         after = timedelta(minutes=document.followups.survey_after_minutes)
-        schedule("survey", f"survey:{checkin.id}", after_quiet_hours(document, moment + after), checkin_id=checkin.id)
+        survey_at = after_quiet_hours(document, max(moment + after, now()))
+        schedule("survey", f"survey:{checkin.id}", survey_at, checkin_id=checkin.id)
     return True
 
 
