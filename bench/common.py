@@ -219,10 +219,16 @@ def wait_for_http(url: str, process: Process, timeout: float = 60.0) -> None:
 
 def start_fake_twilio(started: Processes, *extra_args: str) -> str:
     """The fake Twilio REST API as its own process (its CPU is then not the load generator's);
-    ``extra_args`` e.g. ``--calls-per-second 1``."""
+    ``extra_args`` e.g. ``--calls-per-second 1``.
+
+    It keeps HTTP connections open between requests, as api.twilio.com does, so the line's
+    requests reuse theirs as they would in production. ``BENCH_FAKE_CLOSES_CONNECTIONS=1``
+    serves it as the tests and ``dev.py`` do (werkzeug: a new connection for every request,
+    as the benches ran before 2026-12-04)."""
     port = free_port()
+    keep_alive = [] if os.environ.get("BENCH_FAKE_CLOSES_CONNECTIONS") == "1" else ["--keep-alive"]
     argv = [sys.executable, "-m", "twilio_fake.server", "--port", str(port),
-            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN, *extra_args]  # fmt: skip
+            "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN, *keep_alive, *extra_args]  # fmt: skip
     process = started.start("fake-twilio", argv, {**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/_fake/state", process)

@@ -154,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--line-url", default=None, help="the line's URL: serve the browser phone at /phone/ for it")
     parser.add_argument("--line-number", default=DEFAULT_LINE_NUMBER, help="the line's phone number")
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="serve with gunicorn, which keeps HTTP connections open between requests as api.twilio.com "
+        "does (werkzeug's server closes each one, so every request opens a new connection); the benches use it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     fake = FakeTwilio(
@@ -164,15 +170,19 @@ def main(argv: list[str] | None = None) -> int:
         calls_per_second=args.calls_per_second,
     )
     web_phone = WebPhone(fake, args.line_url, args.line_number) if args.line_url else None
-    server = _make_server(args.host, args.port, fake, web_phone)
-    print(f"fake Twilio API on http://{args.host}:{server.server_port}", flush=True)
+    server = None if args.keep_alive else _make_server(args.host, args.port, fake, web_phone)
+    port = server.server_port if server is not None else args.port
+    print(f"fake Twilio API on http://{args.host}:{port}", flush=True)
     if web_phone is not None:
-        print(f"browser phone on http://{args.host}:{server.server_port}/phone/", flush=True)
+        print(f"browser phone on http://{args.host}:{port}/phone/", flush=True)
     if args.auth_token is None:
         # Made up here, so printed on purpose: the app needs them. Given ones are not echoed
         # (dev.py passes the local ones and keeps this output in a log file).
         print(f"TWILIO_ACCOUNT_SID={fake.account_sid}")
         print(f"TWILIO_AUTH_TOKEN={fake.auth_token}", flush=True)
+    if server is None:
+        _serve_keeping_connections(args.host, args.port, fake, web_phone)
+        return 0
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -180,6 +190,29 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _serve_keeping_connections(host: str, port: int, fake: FakeTwilio, web_phone: WebPhone | None) -> None:
+    """Serve through gunicorn: one worker (the fake's state lives in one process), many
+    threads, connections kept open between requests. The fake is made before gunicorn forks
+    its worker; it starts its threads only when first used, so they run in the worker."""
+    from gunicorn.app.base import BaseApplication
+
+    app = create_fake_twilio_app(fake)
+    if web_phone is not None:
+        add_web_phone(app, web_phone)
+
+    class _FakeTwilioGunicorn(BaseApplication):
+        def load_config(self) -> None:
+            options = {"bind": f"{host}:{port}", "workers": 1, "worker_class": "gthread", "threads": 32,
+                       "keepalive": 75, "timeout": 0, "graceful_timeout": 2, "loglevel": "warning"}  # fmt: skip
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    _FakeTwilioGunicorn().run()
 
 
 if __name__ == "__main__":
