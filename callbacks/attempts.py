@@ -14,10 +14,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 import requests
 from flask import current_app
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
@@ -429,11 +430,14 @@ def person_not_reached(
         db.session.commit()
         return told
     flow.record_event(transfer, "callback.no_answer", f"transfer:{transfer.id}:no_answer", reason=reason)
+    # The attempt's end, the callback's next state and the next contact's row: one transaction
+    # (``schedule`` commits it), before anything is said to anyone, so no crash or failure in
+    # between leaves the callback open with nothing due.
+    if callback is not None:
+        _next_step(callback, document)
     db.session.commit()
     for offer in state.staff_on_call(transfer.id) if tell_responder else ():
         dispatch.tell_responder(offer.call_sid, document.staff_prompt(told))
-    if callback is not None:
-        _next_step(callback, document)
     return told
 
 
@@ -442,40 +446,189 @@ def _retries_left(callback: Callback, document: RoutingDocument) -> bool:
 
 
 def _next_step(callback: Callback, document: RoutingDocument) -> None:
-    retries = document.callbacks.retry_after_minutes
-    if _retries_left(callback, document):
-        moved = db.session.execute(
-            update(Callback)
-            .where(Callback.id == callback.id, Callback.state.in_(("waiting", "calling")))
-            .values(state="retry_wait")
-        ).rowcount  # type: ignore[attr-defined]
-        db.session.commit()
-        if moved:
-            due = state.now() + timedelta(minutes=retries[callback.attempts - 1])
-            attempt = callback.attempts + 1
-            schedule(
-                "callback", f"callback:{callback.id}:{attempt}", due, call_id=callback.call_id,
-                callback_id=callback.id, attempt=attempt,
-            )  # fmt: skip
+    """The next attempt after its configured wait, or the "we tried" text after the last: the
+    callback's state and the contact's row in the caller's transaction, which this commits."""
+    if not _retries_left(callback, document):
+        give_up(callback, "no_answer")
         return
-    give_up(callback, "no_answer")
+    wait = timedelta(minutes=document.callbacks.retry_after_minutes[callback.attempts - 1])
+    _next_attempt(callback, state.now() + wait)
 
 
-def give_up(callback: Callback, outcome: str) -> None:
-    """No more attempts: text the person how to reach us (once)."""
+def _next_attempt(callback: Callback, due: datetime, repair: str = "") -> bool:
+    """Attempt ``attempts + 1`` at ``due`` (once): the callback waits for it (a conditional
+    UPDATE) and its contact's row is stored, committed with the caller's transaction
+    (``schedule``). ``repair``: a suffix keying a contact that replaces one lost."""
     moved = db.session.execute(
         update(Callback)
-        .where(Callback.id == callback.id, Callback.state.in_(("waiting", "calling", "retry_wait")))
+        .where(
+            Callback.id == callback.id,
+            Callback.state.in_(OPEN_CALLBACK_STATES),
+            Callback.attempts == callback.attempts,
+        )
+        .values(state="retry_wait")
+    ).rowcount  # type: ignore[attr-defined]
+    if not moved:
+        db.session.commit()
+        return False
+    attempt = callback.attempts + 1
+    return schedule(
+        "callback", f"callback:{callback.id}:{attempt}{repair}", due, call_id=callback.call_id,
+        callback_id=callback.id, attempt=attempt,
+    )  # fmt: skip
+
+
+def give_up(callback: Callback, outcome: str) -> bool:
+    """No more attempts: text the person how to reach us (once). The callback's end and the
+    text's row are committed together (``schedule``), with whatever the caller's transaction
+    holds (the search it ends)."""
+    moved = db.session.execute(
+        update(Callback)
+        .where(Callback.id == callback.id, Callback.state.in_(OPEN_CALLBACK_STATES))
         .values(state="gave_up", outcome=outcome, finished_at=state.now())
     ).rowcount  # type: ignore[attr-defined]
-    if moved:
-        record_outcome(callback, "callback.gave_up", outcome)
-    db.session.commit()
-    if moved:
-        schedule(
-            "callback_missed", f"callback-missed:{callback.id}", state.now(), call_id=callback.call_id,
-            callback_id=callback.id,
+    if not moved:
+        db.session.commit()
+        return False
+    record_outcome(callback, "callback.gave_up", outcome)
+    return schedule(
+        "callback_missed", f"callback-missed:{callback.id}", state.now(), call_id=callback.call_id,
+        callback_id=callback.id,
+    )  # fmt: skip
+
+
+# A callback still to be made: a person asking again (another call, a text) is given this one.
+OPEN_CALLBACK_STATES = ("waiting", "calling", "retry_wait")
+# A callback gave up here when nobody took its search in time (the search's end reason).
+NOBODY_FREE = "callback_gave_up"
+# An open callback with neither an open search nor a contact due this long after anything last
+# happened to it lost its next step (a crash between two commits, before they were one): the
+# minute's ``tend`` gives it one. Longer than any step between two of its commits takes.
+ORPHANED_AFTER = timedelta(minutes=2)
+
+
+def _give_up_search(transfer: Transfer, callback: Callback) -> bool:
+    """Nobody took this attempt's search in time: it ends, and the callback with the "we tried"
+    text, in one transaction; then the responders' legs stop ringing. Once."""
+    if not state.move_transfer(transfer.id, ("waiting",), "to_backup", end_reason=NOBODY_FREE):
+        db.session.commit()
+        return False
+    give_up(callback, "nobody_free")  # commits the search's end with it
+    flow.stop_ringing(transfer)
+    return True
+
+
+def has_next_step(callback_id: int) -> bool:
+    """Whether something will happen for this callback: a search open, or a contact due (or
+    being sent)."""
+    return bool(db.session.scalar(select(_next_step_pending(callback_id))))
+
+
+def _next_step_pending(callback_id: Any) -> ColumnElement[bool]:
+    searching = (
+        select(Transfer.id)
+        .where(Transfer.callback_id == callback_id, Transfer.state.in_(state.OPEN_TRANSFER_STATES))
+        .exists()
+    )
+    due = (
+        select(ScheduledContact.id)
+        .where(ScheduledContact.callback_id == callback_id, ScheduledContact.state.in_(("pending", "sending")))
+        .exists()
+    )
+    return or_(searching, due)
+
+
+def _orphaned_callbacks(moment: datetime) -> list[tuple[Callback, int]]:
+    """Open callbacks with nothing open or due, untouched for ``ORPHANED_AFTER``, each with the
+    newest of its contacts' ids (0 for none): what a repair's contact is keyed by."""
+    found = db.session.scalars(
+        select(Callback).where(
+            Callback.state.in_(OPEN_CALLBACK_STATES),
+            ~_next_step_pending(Callback.id),
+            Callback.promised_since < moment - ORPHANED_AFTER,
+        )
+    ).all()
+    orphans = []
+    for callback in found:
+        searched = db.session.execute(
+            select(func.max(Transfer.started_at), func.max(Transfer.ended_at)).where(
+                Transfer.callback_id == callback.id
+            )
+        ).one()
+        contacted = db.session.execute(
+            select(
+                func.max(ScheduledContact.id),
+                func.max(ScheduledContact.created_at),
+                func.max(ScheduledContact.finished_at),
+            ).where(ScheduledContact.callback_id == callback.id)
+        ).one()
+        moments = [m for m in (*searched, *contacted[1:]) if m is not None]
+        if moments and moment - max(moments) < ORPHANED_AFTER:
+            continue
+        orphans.append((callback, contacted[0] or 0))
+    return orphans
+
+
+def keep_to_its_promise(callback: Callback) -> bool:
+    """An open callback handed to a new request (the person asked again): should it have lost
+    its next step, it gets an attempt now, in the request's transaction (committed here), even
+    past its last retry (this is a new promise). True if it needed one. So "we will call you
+    back" is never said over a callback nothing will make."""
+    document = _active_document()
+    if document is None or has_next_step(callback.id):
+        return False
+    newest = db.session.scalar(select(func.max(ScheduledContact.id)).where(ScheduledContact.callback_id == callback.id))
+    log.warning("callback %s had no next step: repaired for a new request", callback.id)
+    return repair(callback, document, newest or 0, asked_again=True) is not None
+
+
+def repair(
+    callback: Callback, document: RoutingDocument, newest_contact: int, *, asked_again: bool = False
+) -> str | None:
+    """Give an open callback that lost its next step one: its attempt again if that attempt's
+    search never started; else the next attempt (after its wait from the last search's end),
+    or, with none left or its search given up, the "we tried" text (its person put through to
+    the backup line: it ends there). ``asked_again``: the person has just been promised it
+    again: an attempt now, whatever came before. Once: the new contact's key names the newest
+    contact the repairer saw (a give-up or an end is a conditional UPDATE), so two clocks
+    repairing what they both found schedule one contact. Commits. Returns what it did
+    ("attempt", "gave_up", "canceled"), or None."""
+    started = db.session.scalar(_STARTED_SEARCHES, {"callback": callback.id}) or 0
+    last = db.session.scalars(
+        select(Transfer).where(Transfer.callback_id == callback.id).order_by(Transfer.id.desc()).limit(1)
+    ).first()
+    key = f":repair:{newest_contact}"
+    if callback.attempts == 0 or (callback.state == "waiting" and started < callback.attempts):
+        attempt = max(callback.attempts, 1)  # its search never started: this attempt, again
+        if not newest_contact:
+            key = ""  # its first contact was never stored: the one its request would have made
+        again = schedule(
+            "callback", f"callback:{callback.id}:{attempt}{key}", state.now(), call_id=callback.call_id,
+            callback_id=callback.id, attempt=attempt,
         )  # fmt: skip
+        return "attempt" if again else None
+    if asked_again:
+        return "attempt" if _next_attempt(callback, state.now(), key) else None
+    if last is not None and last.state == "to_backup" and last.end_reason == NOBODY_FREE:
+        return "gave_up" if give_up(callback, "nobody_free") else None
+    if last is not None and last.state == "to_backup":
+        # The fail-safe put the person it reached through to the backup line: it ends there.
+        ended = db.session.execute(
+            update(Callback)
+            .where(Callback.id == callback.id, Callback.state.in_(OPEN_CALLBACK_STATES))
+            .values(state="canceled", outcome=TO_BACKUP, finished_at=state.now())
+        ).rowcount  # type: ignore[attr-defined]
+        if ended:
+            record_outcome(callback, "callback.canceled", TO_BACKUP)
+        db.session.commit()
+        return "canceled" if ended else None
+    if not _retries_left(callback, document):
+        return "gave_up" if give_up(callback, "no_answer") else None
+    due = state.now()
+    if last is not None and last.ended_at is not None:
+        wait = timedelta(minutes=document.callbacks.retry_after_minutes[callback.attempts - 1])
+        due = max(due, last.ended_at + wait)
+    return "attempt" if _next_attempt(callback, due, key) else None
 
 
 def tend(document: RoutingDocument) -> dict[str, int]:
@@ -483,7 +636,7 @@ def tend(document: RoutingDocument) -> dict[str, int]:
     the queue (callbacks among everyone waiting, in queue order: the safety net behind the
     events), settle person legs whose final status callback was lost, and find people the
     fail-safe put through to the backup line unrecorded. Idempotent."""
-    counts = {"rung": 0, "gave_up": 0, "settled": 0, "on_backup": 0}
+    counts = {"rung": 0, "gave_up": 0, "repaired": 0, "settled": 0, "on_backup": 0}
     moment = state.now()
     give_up_after = timedelta(minutes=document.callbacks.give_up_after_minutes)
     overdue_searches = db.session.scalars(
@@ -493,13 +646,19 @@ def tend(document: RoutingDocument) -> dict[str, int]:
             Transfer.mode == "callback",
             Transfer.state == "waiting",
             Callback.promised_since < moment - give_up_after,
+            # A retry's search has its own time, from its start: it is not given up while a
+            # counselor's phone rings for it because the first attempt began long ago.
+            or_(Callback.attempts <= 1, Transfer.started_at < moment - give_up_after),
         )
     ).all()
     for transfer in overdue_searches:
         callback = db.session.get(Callback, transfer.callback_id) if transfer.callback_id else None
-        if callback is not None and flow.send_to_backup(transfer, "callback_gave_up"):
-            give_up(callback, "nobody_free")
+        if callback is not None and _give_up_search(transfer, callback):
             counts["gave_up"] += 1
+    for callback, newest_contact in _orphaned_callbacks(moment):
+        log.warning("callback %s had no next step: repaired", callback.id)
+        if repair(callback, document, newest_contact) is not None:
+            counts["repaired"] += 1
     counts["rung"] += line_queue.fill(document)
     ring_limit = timedelta(seconds=document.callbacks.ring_timeout_seconds) + PERSON_LEG_GRACE
     stalled = db.session.scalars(

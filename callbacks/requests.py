@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from callbacks.attempts import record_outcome
+from callbacks.attempts import OPEN_CALLBACK_STATES, keep_to_its_promise, record_outcome
 from crisisline.db import db, hold_lock, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
 from ivr import call_log
@@ -142,10 +142,6 @@ def _call_for_texter(call_sid: str, texter: Texter, line_number: str | None, lan
     return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
 
 
-# A callback still to be made: a person asking again (another call, a text) is given this one.
-OPEN_CALLBACK_STATES = ("waiting", "calling", "retry_wait")
-
-
 def _create(
     *, dedupe_key: str, origin: str, call_id: int, conversation_id: int | None, language: str, need: str,
     queue_since: datetime, fresh_if_closed: bool = False,
@@ -170,7 +166,10 @@ def _create(
             # given up by the clock of their first request. Their place in line and the time
             # they first asked (metrics, the counselor's briefing) are kept.
             already.promised_at = state.now()
-            db.session.commit()
+            # One that lost its next step (a crash between two commits) is given it now: never
+            # promised again over a callback nothing will make.
+            if not keep_to_its_promise(already):
+                db.session.commit()
             return already
     db.session.execute(
         insert_ignoring_duplicates(

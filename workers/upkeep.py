@@ -11,11 +11,22 @@ from sqlalchemy import and_, func, or_, update
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
 from callbacks.attempts import tend
-from callbacks.requests import TEXT_BORN_CALL_SID_PREFIXES
+from callbacks.requests import OPEN_CALLBACK_STATES, TEXT_BORN_CALL_SID_PREFIXES
 from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db
-from crisisline.models import BlockedNumber, Call, CallEvent, CheckIn, Conversation, Message, SurveyResponse, Texter
+from crisisline.models import (
+    BlockedNumber,
+    Call,
+    Callback,
+    CallEvent,
+    CheckIn,
+    Conversation,
+    Message,
+    ScheduledContact,
+    SurveyResponse,
+    Texter,
+)
 from crisisline.phone import caller_number
 from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
@@ -65,21 +76,31 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     # A callback asked for by text holds the texter's number on its call record: that goes by
     # the texts' window too, if shorter.
     from_a_text = or_(*(Call.call_sid.startswith(prefix, autoescape=True) for prefix in TEXT_BORN_CALL_SID_PREFIXES))
-    old_calls = (
-        db.select(Call.id)
-        .where(or_(Call.started_at < calls_cutoff, and_(from_a_text, Call.started_at < texts_cutoff)))
-        .where(or_(Call.sealed_caller.is_not(None), Call.caller_hash.is_not(None)))
+    # A callback still to be made keeps the number it will call (however short the window)
+    # until it ends (connected, given up, cancelled) and its "we tried" text has gone.
+    callback_open = or_(
+        db.select(Callback.id).where(Callback.call_id == Call.id, Callback.state.in_(OPEN_CALLBACK_STATES)).exists(),
+        db.select(ScheduledContact.id)
+        .where(
+            ScheduledContact.call_id == Call.id,
+            ScheduledContact.state.in_(("pending", "sending")),
+            ScheduledContact.kind == "callback_missed",
+        )
+        .exists(),
     )
-    old_call_ids = list(db.session.scalars(old_calls))
     events = db.session.execute(
         update(CallEvent)
         .where(CallEvent.occurred_at < calls_cutoff, CallEvent.sealed_detail.is_not(None))
         .values(sealed_detail=None)
         .execution_options(synchronize_session=False)
     )
+    # One statement whatever the backlog: its conditions, never a list of ids (one bound
+    # parameter each: past 32,766 on SQLite or 65,535 on PostgreSQL the purge fails whole).
     calls = db.session.execute(
         update(Call)
-        .where(Call.id.in_(old_call_ids))
+        .where(or_(Call.started_at < calls_cutoff, and_(from_a_text, Call.started_at < texts_cutoff)))
+        .where(or_(Call.sealed_caller.is_not(None), Call.caller_hash.is_not(None)))
+        .where(~callback_open)
         .values(sealed_caller=None, caller_hash=None, personal_data_purged_at=now)
         .execution_options(synchronize_session=False)
     )
