@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, has_request_context, request
 
+from crisisline import events
 from crisisline.db import db
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,14 @@ class Background:
     def _run(self, key: str, work: Callable[[], object], future: Future[object]) -> None:
         try:
             with self.app.app_context():
-                future.set_result(work())
+                try:
+                    future.set_result(work())
+                finally:
+                    # After the result is handed over: whoever waits for it does not wait for this.
+                    publish_noted()
         except BaseException as error:  # handed to whoever waits on the future
-            future.set_exception(error)
+            if not future.done():
+                future.set_exception(error)
         finally:
             with self._idle:
                 self._active.discard(key)
@@ -252,9 +258,23 @@ def _in_app_context(app: Flask, step: Callable[[], T]) -> T:
     _side.running = True
     try:
         with app.app_context():
-            return step()
+            try:
+                return step()
+            finally:
+                publish_noted()
     finally:
         _side.running = False
+
+
+def publish_noted() -> None:
+    """Publish the events work run here noted in this app context's session (a responder freed
+    by a ring that failed, or by stopping a search: ``crisisline.events``), as the end of a
+    request or a job does; that session ends with the context, and its notes with it. Never
+    raises: the hold loop and the clock are the safety nets."""
+    try:
+        events.publish_pending()
+    except Exception as error:
+        log.error("events not published after background work: %s", type(error).__name__)
 
 
 def one_writer_at_a_time() -> bool:

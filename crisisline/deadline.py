@@ -34,7 +34,7 @@ from typing import Any
 from flask import Flask, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
-from crisisline.background import ARRIVED_AT
+from crisisline.background import ARRIVED_AT, publish_noted
 from crisisline.failsafe import STATUS_LANE, DeadlineExceeded, run_after_failsafe_hooks
 from crisisline.twilio_auth import request_is_from_twilio
 
@@ -179,7 +179,10 @@ class VoiceDeadline:
 
         def run() -> None:
             with self.app.app_context():
-                run_after_failsafe_hooks(call_sid)
+                try:
+                    run_after_failsafe_hooks(call_sid)
+                finally:
+                    publish_noted()  # the counselors its stopped rings freed: offered the next caller now
 
         self.pool.submit(run)
 

@@ -71,6 +71,7 @@ def _checkin_offer(transfer: Transfer, document: RoutingDocument) -> VoiceRespon
     state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="staff_left")
     flow.record_event(transfer, "checkin.asked", _asked_key(transfer))
     db.session.commit()
+    flow.stop_ringing(transfer)  # a unit rung to join this round: not into an empty room
     language = document.language(transfer.language)
     action = path_for("followups.consent", transfer=transfer.id)
     twiml = VoiceResponse()

@@ -17,7 +17,7 @@ from functools import partial
 
 import requests
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy import and_, bindparam, case, insert, literal, or_, select, update
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -174,10 +174,19 @@ def _on_call_units(document: RoutingDocument) -> list[Responder]:
 
 
 def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *, purpose: str) -> int:
-    """Claim ``responder`` and place their call. Returns 1 if their phone is now ringing."""
-    offer = Offer(transfer_id=transfer.id, responder_id=responder.id, purpose=purpose, state="placing")
-    db.session.add(offer)
-    db.session.flush()
+    """Claim ``responder`` and place their call. Returns 1 if their phone is now ringing.
+
+    ``transfer`` may have been read before its caller hung up, went to the backup line or was
+    taken: the offer is stored only if it is still as this ring needs it (``_PLACE_OFFER``),
+    so nobody is rung, or held engaged, for a caller who has moved on."""
+    bound = {
+        "transfer": transfer.id, "needed": RINGS_WHILE[purpose], "responder": responder.id, "offer_purpose": purpose,
+        "at": state.now(),
+    }  # fmt: skip
+    offer = db.session.scalars(_PLACE_OFFER, bound).first()
+    if offer is None:
+        db.session.commit()
+        return 0
     if not state.claim_responder(responder.id, offer.id):
         offer.state, offer.outcome = "ended", "engaged_elsewhere"
         db.session.commit()
@@ -233,7 +242,33 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
     return 1
 
 
-# Built once: every ring runs it (``crisisline.db``, "Statements built once").
+# What a transfer must still be for a ring of each purpose: a caller waiting for someone to
+# answer, a live call a unit is asked to join.
+RINGS_WHILE = {"answer": "waiting", "join": "connected"}
+# Built once, as every statement a ring runs (``crisisline.db``, "Statements built once").
+# The new offer, stored only while its transfer is ``needed`` (``RINGS_WHILE``): the check costs
+# no statement of its own. On PostgreSQL the transfer's row is held (FOR SHARE) until the ring's
+# commit, so a move of it (the caller hung up, someone accepted) either came first and no offer
+# is stored, or waits for that commit and its ``flow.stop_ringing`` then finds the offer; SQLite
+# takes one writer at a time, with the same effect.
+_PLACE_OFFER = (
+    insert(Offer)
+    .from_select(
+        ["transfer_id", "responder_id", "purpose", "state", "status_sequence", "created_at"],
+        select(
+            Transfer.id,
+            bindparam("responder", type_=Offer.responder_id.type),
+            bindparam("offer_purpose", type_=Offer.purpose.type),
+            literal("placing", Offer.state.type),
+            literal(-1, Offer.status_sequence.type),
+            bindparam("at", type_=Offer.created_at.type),
+        )
+        .where(Transfer.id == bindparam("transfer"), Transfer.state == bindparam("needed"))
+        .with_for_update(read=True),
+    )
+    .returning(Offer)
+    .execution_options(dml_strategy="orm")  # one row, from the SELECT (not "bulk": a params dict)
+)
 # An offer its own leg's webhooks moved on first (the responder picked up, even pressed 1, before
 # the REST answer reached us) is still theirs: it gets its SID and keeps its state.
 _PLACED = (
@@ -319,9 +354,12 @@ def redirect_caller(transfer: Transfer, endpoint: str) -> str:
     turns will carry them on), or ``unsure`` (the request went out but its answer timed out or
     broke off: the redirect may still happen)."""
     try:
+        # With the line's voice fallback, as their call has it: should the new TwiML fail (a 502
+        # while a web process restarts), Twilio asks it and the caller reaches the backup line.
         rest_client().calls(transfer.caller_call_sid).update(
-            url=public_url(endpoint, transfer=transfer.id), method="POST"
-        )
+            url=public_url(endpoint, transfer=transfer.id), method="POST",
+            fallback_url=public_url("voice.fallback"), fallback_method="POST",
+        )  # fmt: skip
     except TwilioRestException as error:
         log.info("could not redirect caller of transfer %s: Twilio error %s", transfer.id, error.code)
         gone = error.status == 404 or error.code in GONE_ERROR_CODES

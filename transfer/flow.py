@@ -515,12 +515,7 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     Returns True if this moved the caller on (their responder left and nobody else is there).
     """
     if offer.state == "accepted":
-        # They were with the caller and have left. The caller must not be left alone.
-        if state.finish_offer(offer, "completed", from_states=("accepted",)):
-            record_event(transfer, "offer.left", f"offer:{offer.id}:left", responder=offer.responder_id)
-            db.session.commit()
-            return _after_staff_left(transfer)
-        return False
+        return _accepted_leg_ended(offer, transfer)
     outcome = {
         "busy": "busy",
         "no-answer": "no_answer",
@@ -529,7 +524,11 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
         "completed": "no_decision" if offer.state == "answered" else "no_answer",
     }[status]
     if not state.finish_offer(offer, outcome):
-        return False
+        # Closed meanwhile, or accepted: their press of 1 was handled after this callback read
+        # the offer and before it closed it. Then they have left a caller who is on their way
+        # into the room: the staff-left handling moves the caller on (one read, only here).
+        db.session.refresh(offer)
+        return _accepted_leg_ended(offer, transfer) if offer.state == "accepted" else False
     record_event(
         transfer,
         "offer.missed" if outcome in state.MISSED_OUTCOMES else "offer.ended",
@@ -539,11 +538,25 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     )
     missed = state.count_missed(offer.responder_id, outcome)
     db.session.commit()
-    if outcome in state.MISSED_OUTCOMES and missed >= document.transfer.pause_after_missed:
-        pause_for_missed(offer.responder_id, missed, document, transfer)
+    # Paused before the next person is rung (the pass must not offer them the caller again),
+    # told after: the text is a REST request of up to 3 s the caller must not wait on.
+    paused = outcome in state.MISSED_OUTCOMES and missed >= document.transfer.pause_after_missed
+    paused = paused and pause_for_missed(offer.responder_id)
     if offer.purpose == "answer" and transfer.state == "waiting":
         ring_next(transfer, document)
+    if paused:
+        tell_paused(offer.responder_id, missed, document, transfer)
     return False
+
+
+def _accepted_leg_ended(offer: Offer, transfer: Transfer) -> bool:
+    """An accepted responder's leg ended: they were with the caller (or the caller was on their
+    way in) and have left. The caller must not be left alone. True if this moved them on."""
+    if not state.finish_offer(offer, "completed", from_states=("accepted",)):
+        return False
+    record_event(transfer, "offer.left", f"offer:{offer.id}:left", responder=offer.responder_id)
+    db.session.commit()
+    return _after_staff_left(transfer)
 
 
 def ring_next(transfer: Transfer, document: RoutingDocument) -> None:
@@ -594,11 +607,17 @@ def _deadline_passed(offer: Offer, transfer: Transfer, document: RoutingDocument
     ring_next(transfer, document)
 
 
-def pause_for_missed(responder_id: str, missed: int, document: RoutingDocument, transfer: Transfer) -> None:
-    """Pause a responder who missed too many offers in a row, and tell them by SMS how to return."""
+def pause_for_missed(responder_id: str) -> bool:
+    """Pause a responder who missed too many offers in a row (committed). True if this paused
+    them: they are then told (:func:`tell_paused`)."""
     if not state.set_paused(responder_id, True, "missed_offers"):
-        return
+        return False
     db.session.commit()
+    return True
+
+
+def tell_paused(responder_id: str, missed: int, document: RoutingDocument, transfer: Transfer) -> None:
+    """Tell a responder just paused for missed offers, by SMS, how to return."""
     responder = document.responder(responder_id)
     if responder is None:
         return
@@ -696,6 +715,9 @@ def restart_after_staff_left(transfer: Transfer, document: RoutingDocument) -> T
     state.move_transfer(transfer.id, ("connecting", "connected"), "ended", end_reason="staff_left")
     record_event(transfer, "transfer.staff_left", f"transfer:{transfer.id}:staff_left")
     db.session.commit()
+    # A co-responder unit rung (or being briefed) to join this round must not ring on into an
+    # empty room, nor stay engaged, while the caller is searched for again.
+    stop_ringing(transfer)
     return restart_for_person(transfer, document, transfer.caller_call_sid)
 
 

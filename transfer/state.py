@@ -182,12 +182,23 @@ def withdraw_acceptance(transfer_id: int, offer: Offer, outcome: str, *, accepte
 
 def accept_join(offer_id: int) -> bool:
     """A co-responder unit accepts joining a live call (several units may be invited); never
-    one whose console account was closed while their phone rang (as :func:`accept`)."""
-    return _change(
-        Offer,
-        [Offer.id == offer_id, Offer.state.in_(ACTIVE_OFFER_STATES), still_rung(Offer.responder_id)],
-        {"state": "accepted", "decided_at": now()},
-    )
+    one whose console account was closed while their phone rang (as :func:`accept`), nor once
+    the call's round is over (its counselor left: the caller is being searched for again and
+    the room is empty). The round is read in the acceptance's own UPDATE and, on PostgreSQL,
+    held (``FOR SHARE``) until it commits, as :func:`accept` holds its transfer: a round's end
+    committed first refuses it, and one committing meanwhile waits for it."""
+    live = [Offer.id == offer_id, Offer.state.in_(ACTIVE_OFFER_STATES), still_rung(Offer.responder_id)]
+    return _change(Offer, [*live, _ROUND_CONNECTED], {"state": "accepted", "decided_at": now()})
+
+
+# The offer's transfer is still connected (``accept_join``): the row locked against a
+# concurrent move until the acceptance commits (FOR SHARE on PostgreSQL; SQLite has one writer).
+_ROUND_CONNECTED = (
+    select(Transfer.id)
+    .where(Transfer.id == Offer.transfer_id, Transfer.state == "connected")
+    .with_for_update(read=True)
+    .exists()
+)
 
 
 def lease_dispatch(transfer_id: int, seconds: int = 20) -> Transfer | None:
