@@ -173,7 +173,9 @@ def _wants_json() -> bool:
 def _to_sign_in() -> BaseResponse:
     if _wants_json():
         return _refuse(401)
-    target = request.full_path.rstrip("?") if request.method == "GET" else None
+    # With the path the proxy serves the line under (X-Forwarded-Prefix: ``script_root``), so
+    # signing in again lands on this very page.
+    target = request.script_root + request.full_path.rstrip("?") if request.method == "GET" else None
     return redirect(url_for("console.accounts.sign_in", next=target))
 
 
@@ -204,10 +206,12 @@ def security_headers(response: Response) -> Response:
 
 
 def safe_next(target: str | None) -> str | None:
-    """A redirect target after sign-in, only if it is a path inside the console."""
+    """A redirect target after sign-in, only if it is a path inside the console, under the
+    path the proxy serves the line under (``request.script_root``, "" at the root): never
+    another site, nor ``//host`` (a browser reads it as one)."""
     if (
         target
-        and target.startswith("/console/")
+        and target.startswith(request.script_root + "/console/")
         and not target.startswith("//")
         and "\\" not in target
         and not has_control_characters(target)  # CR/LF would split the Location header

@@ -6,6 +6,9 @@ arithmetic: a value it cannot use is a clear refusal (a form error, 400 or 404),
   ``int("²")`` fails). ``IdConverter`` is the same rule for ``<id:...>`` in a route.
 - ``calendar_day``: an ISO date far enough from the ends of Python's calendar that a week,
   a period's default length or a time zone's offset around it can still be computed.
+- ``unix_line_breaks``: a form filter: a text area's CR LF (and a lone CR) as one LF, before
+  its length is checked. A browser counts a line break as one character toward a text
+  area's ``maxlength`` but sends CR LF, so text that fit the box would fail ``Length``.
 - ``has_control_characters``: NUL (which PostgreSQL refuses in text), CR/LF (a header) and
   their kin, which no name, filter or path the console uses contains.
 """
@@ -60,3 +63,11 @@ def calendar_day(text: str) -> date:
 def has_control_characters(text: str) -> bool:
     """True if ``text`` holds a control, format or line/paragraph-separator character."""
     return any(unicodedata.category(character)[0] == "C" or character in "\u2028\u2029" for character in text)
+
+
+def unix_line_breaks(value: object) -> object:
+    """A text area's line breaks as the browser counted them (one character each): CR LF and
+    a lone CR become LF. A WTForms filter, so ``Length`` checks what fit the box."""
+    if isinstance(value, str):
+        return value.replace("\r\n", "\n").replace("\r", "\n")
+    return value

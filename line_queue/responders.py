@@ -132,8 +132,10 @@ _NOT_CLOSED = or_(ResponderState.paused_reason.is_(None), ResponderState.paused_
 
 def stop_ringing(responder_id: str) -> bool:
     """The line rings ``responder_id`` no more: their console account was closed. Paused with
-    ``ACCOUNT_CLOSED`` (over any other reason, so their ``ON`` cannot undo it). A call or text
-    conversation they are in now goes on. True if this changed anything.
+    ``ACCOUNT_CLOSED`` (over any other reason, so their ``ON`` cannot undo it). A call they are
+    on now goes on; the text conversations they hold are handed back to the queue by the
+    console once the closing is committed, and nothing they text reaches a texter
+    (``sms.staff``). True if this changed anything.
 
     A text offer still open to them is made due at once, in the same unit of work: the clock's
     next sweep hands it back to the queue as it hands back any expired offer, and their

@@ -59,6 +59,7 @@ def run_command(document: RoutingDocument, responder: Responder, command: str) -
 class Reply:
     text: str
     conversation: Conversation | None = None
+    refused: bool = False  # nothing was sent or done: not theirs (any more), or their account was closed
 
 
 def handle_staff_message(document: RoutingDocument, responder: Responder, inbound: Message, body: str) -> Reply:
@@ -71,7 +72,7 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
         verb, tag = tagged.group(1).upper(), tagged.group(2)
         conversation = _conversation(tag)
         if conversation is None:
-            return Reply(document.staff_prompt("sms_too_late", tag=tag))
+            return _refused(document, responder, tag)
         return _tagged_command(document, responder, verb, conversation)
     relay = _RELAY.match(body)
     if relay:
@@ -86,13 +87,15 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
     written = inbound.created_at + CLOCKS_APART  # another process's clock may run a little ahead
     mine = [c for c in _active_conversations(responder) if c.assigned_at is None or c.assigned_at <= written]
     if not mine:
+        if state.is_closed(responder.id):  # one read, only when there is nothing to relay to
+            return Reply(document.staff_prompt("not_rung_sms"), refused=True)
         return Reply(document.staff_prompt("sms_no_conversation"))
     late = convo.now() - inbound.created_at > convo.RETRY_AFTER
     target = None if late and len(mine) > 1 else _untagged_target(mine)
     if target is None:
         tags = ", ".join(f"#{c.tag}" for c in mine)
         return Reply(document.staff_prompt("sms_ambiguous", tags=tags))
-    return _relay(target, responder, inbound, body.strip())
+    return _relay(target, responder, inbound, body.strip(), document)
 
 
 def relay_to_tag(document: RoutingDocument, responder: Responder, inbound: Message, tag: str, words: str) -> Reply:
@@ -101,32 +104,45 @@ def relay_to_tag(document: RoutingDocument, responder: Responder, inbound: Messa
     go through the parser: it strips a leading "-", ":" or "," as the tag's separator)."""
     conversation = _conversation(tag)
     if conversation is None or conversation.state != "active" or conversation.counselor_id != responder.id:
-        return Reply(document.staff_prompt("sms_too_late", tag=tag))
-    return _relay(conversation, responder, inbound, words)
+        return _refused(document, responder, tag)
+    return _relay(conversation, responder, inbound, words, document)
+
+
+def _refused(document: RoutingDocument, responder: Responder, tag: str) -> Reply:
+    """Nothing done for ``#tag``: it is not this responder's (any more), or their console
+    account was closed (``not_rung_sms``: one read, only on this refusal)."""
+    if state.is_closed(responder.id):
+        return Reply(document.staff_prompt("not_rung_sms"), refused=True)
+    return Reply(document.staff_prompt("sms_too_late", tag=tag), refused=True)
 
 
 def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, conversation: Conversation) -> Reply:
     tag = conversation.tag
+    holds_it = conversation.counselor_id == responder.id and conversation.state == "active"
     if verb == "YES":
-        if not convo.take(conversation, responder, document):
-            refused = "not_rung_sms" if state.is_closed(responder.id) else "sms_too_late"
-            return Reply(document.staff_prompt(refused, tag=tag))
+        # Theirs already, ``take`` relays the backlog again: never to a closed account's phone
+        # (one read, only for a YES to a conversation they hold).
+        if (holds_it and state.is_closed(responder.id)) or not convo.take(conversation, responder, document):
+            return _refused(document, responder, str(tag))
         db.session.refresh(conversation)
         text = document.staff_prompt("sms_taken", tag=tag)
         if conversation.previous_id:
             text += " " + document.staff_prompt("sms_returning", tag=tag)
         return Reply(text, conversation)
-    if conversation.counselor_id != responder.id or conversation.state != "active":
-        return Reply(document.staff_prompt("sms_too_late", tag=tag))
+    if not holds_it:
+        return _refused(document, responder, str(tag))
+    if state.is_closed(responder.id):  # one read per END or PASS: a closed account's phone ends nothing
+        convo.pass_back(conversation, responder, document)  # its closing's hand-back has not run yet
+        return _refused(document, responder, str(tag))
     # The checks above read the row; the change below checks again that it is still theirs (a
     # pass from another tab, or the sweep's, and another counselor's YES may come between).
     if verb == "END":
         # Closing frees a slot; the queue offers it to the next texter in line.
         if not convo.close(conversation, document, "counselor_ended", tell_texter="closed", holder=responder.id):
-            return Reply(document.staff_prompt("sms_too_late", tag=tag))
+            return _refused(document, responder, str(tag))
         return Reply(document.staff_prompt("sms_ended", tag=tag))
     if not convo.pass_back(conversation, responder, document):
-        return Reply(document.staff_prompt("sms_too_late", tag=tag))
+        return _refused(document, responder, str(tag))
     return Reply(document.staff_prompt("sms_passed", tag=tag))
 
 
@@ -141,26 +157,34 @@ def _conversation(tag: str) -> Conversation | None:
     return db.session.get(Conversation, int(tag))
 
 
-def _relay(conversation: Conversation, responder: Responder, inbound: Message, words: str) -> Reply:
+def _relay(
+    conversation: Conversation, responder: Responder, inbound: Message, words: str, document: RoutingDocument
+) -> Reply:
     """Counselor → texter, from the line's number: neither ever sees the other's number.
 
-    Sent only while the conversation is still this counselor's, checked in the UPDATE that
-    stamps it: words written to a texter they passed on (from another tab, or by the sweep)
-    never reach that texter once another counselor holds the conversation."""
+    Sent only while the conversation is still this counselor's and their console account is
+    not closed (``state.still_rung``), both checked in the UPDATE that stamps it: words written
+    to a texter they passed on (from another tab, or by the sweep) never reach that texter once
+    another counselor holds the conversation, and a closed account's phone reaches no texter.
+    A conversation such a phone still holds (its closing's hand-back has not run yet) goes
+    back to the queue now, as after their PASS: its texter is not left waiting on them."""
     if words:
         moment = convo.now()
         still_theirs = db.session.execute(
             update(Conversation)
             .where(Conversation.id == conversation.id, Conversation.state == "active",
-                   Conversation.counselor_id == responder.id)
+                   Conversation.counselor_id == responder.id, state.still_rung(responder.id))
             .values(last_activity_at=moment, last_counselor_at=moment)
         ).rowcount  # type: ignore[attr-defined]  # fmt: skip
         db.session.commit()
         db.session.refresh(conversation)
+        if not still_theirs and state.is_closed(responder.id):  # one read, only when refused
+            convo.pass_back(conversation, responder, document)  # a no-op unless it is still theirs
+            return Reply(document.staff_prompt("not_rung_sms"), conversation, refused=True)
         if not still_theirs and conversation.state == "closed":
-            return Reply(f"#{conversation.tag} is closed; not sent.", conversation)
+            return Reply(f"#{conversation.tag} is closed; not sent.", conversation, refused=True)
         if not still_theirs:
-            return Reply(f"#{conversation.tag} is no longer yours; not sent.", conversation)
+            return Reply(f"#{conversation.tag} is no longer yours; not sent.", conversation, refused=True)
         convo.to_texter(conversation, f"relay:{inbound.id}", words)
     return Reply("", conversation)
 

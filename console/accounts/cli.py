@@ -129,7 +129,10 @@ def deactivate(username: str, keep_ringing: bool) -> None:
     except users.AccountError as problem:
         raise click.ClickException(str(problem)) from None
     db.session.commit()
+    handed = users.hand_on_texts(closing)  # once the closing is committed
     click.echo(f"closed {user.username!r}")
+    if handed:
+        click.echo(users.handed_on(handed))
     for sentence in closing.summary():
         click.echo(sentence)
     for line in closing.gap_lines():

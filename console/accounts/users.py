@@ -15,10 +15,12 @@ from console.accounts.passwords import hash_password, needs_rehash, rehash, veri
 from console.audit.log import record
 from console.models import ADMIN, COUNSELOR, ROLES, AuditEntry, User
 from crisisline.db import db, hold_lock
+from crisisline.models import Conversation
 from line_queue import responders
 from routing.coverage import NOBODY, OTHER_LANGUAGE, Opened, gaps_opened
 from routing.document import RoutingDocument
 from routing.store import active_routing
+from sms import conversations as convo
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 LAST_ADMIN = "This is the last active administrator; add another one first."
@@ -62,8 +64,10 @@ def create_user(
         raise AccountError("A counselor account must be linked to a responder id from the routing config.")
     if responder_id is not None and responder_id not in responder_ids():
         raise AccountError(f"No responder {responder_id!r} in the active routing config.")
-    if responder_id is not None:
-        hold_lock(ACCOUNTS_LOCK)  # before any row is written: the lock first, always (no deadlock)
+    # Every role, before any row is written (the lock first, always: no deadlock): the name is
+    # looked up under it, so the same form sent twice at once finds the first one's account
+    # and is refused in words, never by the unique index (an IntegrityError, a 500).
+    hold_lock(ACCOUNTS_LOCK)
     if find(username) is not None:
         raise AccountError(f"There is already an account named {username!r}.")
     user = User(
@@ -123,6 +127,7 @@ class Closing:
     entries: tuple[str, ...]  # where the live routing lists the responder: ``counselors[1] (Ben Carter)``
     still_linked: tuple[str, ...]  # other active accounts linked to the responder
     gaps: tuple[Opened, ...]  # weekly-rota stretches left with nobody (who speaks the language) to ring
+    texts: int = 0  # text conversations the responder holds, handed back to the queue when the ringing stops
 
     @property
     def in_routing(self) -> bool:
@@ -158,6 +163,17 @@ class Closing:
             said.append("Every stretch of the weekly rota still has someone on call who speaks the caller's language.")
         return said
 
+    def texts_sentence(self) -> str | None:
+        """What becomes of the text conversations the responder holds now, if any, before closing."""
+        if not self.texts:
+            return None
+        if self.ringing != STOPPED:
+            return f"{self.responder_id} holds {_conversations(self.texts)}: they stay with that phone."
+        return (
+            f"{self.responder_id} holds {_conversations(self.texts)}: each goes back to the queue, as after a pass, "
+            "and is offered to the next counselor free. No texter is dropped."
+        )
+
     def gap_lines(self) -> list[str]:
         """The stretches the rota is left without anyone, one line per language and need:
         ``en / suicide: Mon 16:00-22:00, Tue 16:00-22:00: nobody on call (the backup line)``."""
@@ -168,6 +184,10 @@ class Closing:
             f"{language} / {need}: {', '.join(labels)}: {WHAT_THEY_GET[status]}"
             for (language, need, status), labels in grouped.items()
         ]
+
+
+def _conversations(count: int) -> str:
+    return f"{count} text conversation{'' if count == 1 else 's'}"
 
 
 WHAT_THEY_GET = {NOBODY: "nobody on call (the backup line)", OTHER_LANGUAGE: "nobody on call speaks the language"}
@@ -193,6 +213,7 @@ def closing(user: User, *, keep_ringing: bool = False, stopped: bool | None = No
     active = active_routing()
     document = active.document if active is not None else None
     entries = routing_entries(document, rid)
+    texts = convo.counselor_load(rid)  # a count of the text conversations they hold now
     if others:
         ringing = STILL_LINKED
     elif stopped is None:
@@ -202,7 +223,40 @@ def closing(user: User, *, keep_ringing: bool = False, stopped: bool | None = No
     gaps: tuple[Opened, ...] = ()
     if ringing == STOPPED and document is not None and entries:
         gaps = tuple(gaps_opened(document, {rid}, already_without=responders.closed_responder_ids() - {rid}))
-    return Closing(user.username, rid, ringing, entries, others, gaps)
+    return Closing(user.username, rid, ringing, entries, others, gaps, texts)
+
+
+def handed_on(count: int) -> str:
+    """What :func:`hand_on_texts` did, for the administrator ("" when nothing was handed on)."""
+    if not count:
+        return ""
+    return f"{_conversations(count)} went back to the queue for the next counselor."
+
+
+def hand_on_texts(closing: Closing) -> int:
+    """Once a closing that stopped ringing the responder is committed: each text conversation
+    the responder still holds goes back to the queue the way their PASS would
+    (``sms.conversations.pass_back``: conditional on their still holding it, then offered to
+    the next counselor free), so no texter waits on a phone the line no longer texts. Their
+    phone is refused any relay meanwhile, either way (``sms.staff``). Commits each. Returns how
+    many were handed on; 0 unless the ringing stopped."""
+    rid = closing.responder_id
+    active = active_routing()
+    if closing.ringing != STOPPED or rid is None or active is None:
+        return 0
+    document = active.document
+    responder = document.responder(rid)
+    held = db.session.scalars(
+        select(Conversation).where(Conversation.counselor_id == rid, Conversation.state == "active")
+    ).all()
+    handed = 0
+    for conversation in held:
+        if responder is None:  # no longer in the routing: as a texter's next text would find it
+            convo.requeue_orphan(conversation, document)
+            handed += 1
+        elif convo.pass_back(conversation, responder, document):
+            handed += 1
+    return handed
 
 
 def deactivate(user: User, *, actor: User | str, keep_ringing: bool = False) -> Closing:
@@ -211,6 +265,8 @@ def deactivate(user: User, *, actor: User | str, keep_ringing: bool = False) -> 
     The line stops ringing its responder (``line_queue.responders.stop_ringing``), unless
     another active account is linked to the same responder or ``keep_ringing``. Returns what
     was done, for the administrator (see :class:`Closing`); it is audited with the change.
+    Once the caller has committed, :func:`hand_on_texts` hands the text conversations the
+    responder holds back to the queue (a live call goes on).
 
     Why the responder is paused rather than taken out of the routing: the routing is the
     administrator's document, versioned and reviewed, and editing it behind their back would
@@ -232,7 +288,7 @@ def deactivate(user: User, *, actor: User | str, keep_ringing: bool = False) -> 
     record(
         "user_deactivated", actor=actor, target=f"user:{user.username}", responder_id=result.responder_id,
         ringing=result.ringing, routing_entries=list(result.entries), still_linked=list(result.still_linked),
-        gaps_opened=result.gap_lines(),
+        gaps_opened=result.gap_lines(), text_conversations_held=result.texts,
     )  # fmt: skip
     return result
 

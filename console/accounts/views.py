@@ -126,13 +126,14 @@ def user_stop_ringing(user_id: int) -> Response:
         abort(404)
     if CloseAccountForm().validate_on_submit():
         try:
-            users.stop_ringing_closed(user, actor=signed_in())
+            closing = users.stop_ringing_closed(user, actor=signed_in())
         except users.AccountError as problem:
             db.session.rollback()
             flash(str(problem), "error")
         else:
             db.session.commit()
-            flash(f"The line no longer rings {user.responder_id}.", "info")
+            handed = users.hand_on_texts(closing)  # once the change is committed
+            flash(f"The line no longer rings {user.responder_id}. {users.handed_on(handed)}".strip(), "info")
     return redirect(url_for("console.accounts.user_close", user_id=user.id))
 
 
@@ -153,7 +154,8 @@ def user_deactivate(user_id: int) -> Response:
                 return redirect(url_for("console.accounts.user_close", user_id=user.id))
         else:
             db.session.commit()
-            flash(f"Account {user.username} closed; its sessions have ended.", "info")
+            handed = users.hand_on_texts(closing)  # once the closing is committed
+            flash(f"Account {user.username} closed; its sessions have ended. {users.handed_on(handed)}".strip(), "info")
             # The page it goes to says what happens to the calls of its responder now.
             log.info("account closed; its responder's phone: %s", closing.ringing)
             return redirect(url_for("console.accounts.user_close", user_id=user.id))

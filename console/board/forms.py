@@ -7,6 +7,7 @@ from wtforms import TextAreaField  # type: ignore[import-untyped]
 from wtforms.validators import DataRequired, Length  # type: ignore[import-untyped]
 
 from console.board.unmask import MAX_REASON, MIN_REASON
+from console.inputs import unix_line_breaks
 
 
 class UnmaskForm(FlaskForm):
@@ -14,7 +15,7 @@ class UnmaskForm(FlaskForm):
         "Reason (required: the imminent risk; kept encrypted in the audit log)",
         validators=[DataRequired(), Length(min=MIN_REASON, max=MAX_REASON)],
         # Counted as kept: "OD" and a few spaces is no reason (and once failed with a 500).
-        filters=[lambda value: value.strip() if isinstance(value, str) else value],
+        filters=[unix_line_breaks, lambda value: value.strip() if isinstance(value, str) else value],
     )
 
 

@@ -11,6 +11,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Regexp  # ty
 
 from console.desk.texts import FORM_KEY, MAX_REPLY
 from console.desk.wrapups import MAX_NOTE
+from console.inputs import unix_line_breaks
 from console.models import OUTCOMES
 
 
@@ -23,7 +24,14 @@ class KeyedForm(FlaskForm):
 
 
 class ReplyForm(KeyedForm):
-    body = TextAreaField("Your reply", validators=[DataRequired(), Length(max=MAX_REPLY)])
+    body = TextAreaField(
+        "Your reply",
+        validators=[
+            DataRequired(message="Not sent: write a reply first."),
+            Length(max=MAX_REPLY, message=f"Not sent: a reply is at most {MAX_REPLY} characters."),
+        ],
+        filters=[unix_line_breaks],
+    )
 
 
 class ReferralForm(FlaskForm):
@@ -36,4 +44,4 @@ class WrapUpForm(FlaskForm):
         "Outcome", choices=[SelectChoice(key, label) for key, label in OUTCOMES.items()], validators=[InputRequired()]
     )
     consent = BooleanField("They agreed to a check-in later (the line texts them)")
-    note = TextAreaField("Short note (stored encrypted)", validators=[Length(max=MAX_NOTE)])
+    note = TextAreaField("Short note (stored encrypted)", validators=[Length(max=MAX_NOTE)], filters=[unix_line_breaks])

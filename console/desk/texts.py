@@ -46,6 +46,7 @@ class Line:
 class Sent:
     handled: bool  # False: this form was submitted before (nothing sent again)
     answer: str  # what the line would have texted back to the counselor ("" for a plain reply)
+    refused: bool = False  # nothing was sent or done: the conversation is not theirs (any more)
 
 
 def _vault() -> Vault:
@@ -59,6 +60,35 @@ def mine(responder_id: str, conversation_id: int) -> Conversation | None:
     if conversation is None or conversation.state != "active" or conversation.counselor_id != responder_id:
         return None
     return conversation
+
+
+# Why a conversation was closed (``Conversation.close_reason``), in the counselor's words.
+CLOSED_BECAUSE = {
+    "stopped": "the texter texted STOP, so the line cannot text them any more",
+    "idle": "it was closed after a time with no messages",
+    "counselor_ended": "it was ended",
+    "callback": "the texter asked to be called instead",
+}
+
+
+def why_not_yours(responder_id: str, conversation_id: int) -> str:
+    """Why conversation ``conversation_id`` is not this counselor's now, in plain words (never
+    who has it, nor anything the texter wrote)."""
+    conversation = db.session.get(Conversation, conversation_id)
+    if conversation is None:
+        return f"#{conversation_id} is not one of your conversations."
+    tag = f"#{conversation.tag}"
+    if conversation.state == "closed":
+        why = CLOSED_BECAUSE.get(conversation.close_reason or "")
+        return f"{tag} is closed: {why}." if why else f"{tag} is closed."
+    if conversation.state in ("queued", "offered"):
+        return (
+            f"{tag} was handed back to the queue (passed, or after a time without a reply), and the next counselor "
+            "free is offered it."
+        )
+    if conversation.state == "active" and conversation.counselor_id != responder_id:
+        return f"{tag} is with another counselor now."
+    return f"{tag} is not one of your conversations now."
 
 
 def offered_to(responder_id: str, conversation_id: int) -> Conversation | None:
@@ -138,7 +168,7 @@ def send_as_text(
     reply = handle(inbound) if handle else handle_staff_message(document, responder, inbound, body)
     db.session.execute(update(Message).where(Message.id == inbound.id).values(handled_at=utcnow()))
     db.session.commit()
-    return Sent(True, reply.text)
+    return Sent(True, reply.text, reply.refused)
 
 
 def reply(

@@ -4,6 +4,7 @@ co-responder unit into a live call, and referrals texted from the line's directo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,10 +128,29 @@ def conversation(conversation_id: int) -> str:
     held = texts.mine(responder.id, conversation_id)
     if held is None:
         abort(404)
+    return _thread_page(document, held, ReplyForm)
+
+
+def _thread_page(document: RoutingDocument, held: Conversation, reply_form: Callable[[], ReplyForm]) -> str:
+    """The thread's page; its END and PASS forms are new (with keys of their own) even when it
+    answers a POST, which they must not read their keys from."""
     return render_template(
-        "console/conversation.html", card=_card(document, held, datetime.now(UTC)), reply_form=ReplyForm,
-        command_form=KeyedForm,
+        "console/conversation.html", card=_card(document, held, datetime.now(UTC)), reply_form=reply_form,
+        command_form=lambda: KeyedForm(formdata=None),
     )  # fmt: skip
+
+
+NOT_DONE = {"reply": "Your reply to #{tag} was not sent", "end": "#{tag} was not ended",
+            "pass": "#{tag} was not passed back"}  # fmt: skip
+
+
+def _not_sent(responder: Responder, conversation_id: int, what: str, words: str = "") -> tuple[str, int]:
+    """The conversation is not this counselor's (any more): nothing was sent or done, and why,
+    with their words shown (read-only, to copy) rather than lost. 409: the conversation changed."""
+    return render_template(
+        "console/not_sent.html", headline=NOT_DONE[what].format(tag=conversation_id),
+        why=texts.why_not_yours(responder.id, conversation_id), words=words,
+    ), 409  # fmt: skip
 
 
 def _back(conversation_id: int) -> Response:
@@ -144,42 +164,55 @@ def _said(sent: texts.Sent, done: str) -> None:
     if not sent.handled:
         flash("Already done: this form was sent before (nothing was sent twice).", "info")
     else:
-        flash(sent.answer or done, "info")
+        flash(sent.answer or done, "error" if sent.refused else "info")
 
 
 @bp.post("/me/texts/<id:conversation_id>/reply")
 @allow(COUNSELOR)
-def reply(conversation_id: int) -> Response:
-    """Words for the texter, relayed from the line's number as a text of theirs would be."""
+def reply(conversation_id: int) -> Response | tuple[str, int]:
+    """Words for the texter, relayed from the line's number as a text of theirs would be.
+
+    Refused, the words are never lost, nor put in a flash or the session (a cookie): a reply
+    the form refuses (too long, say) comes back in the reply box of the thread's page (400); one
+    to a conversation no longer theirs, on a page that says why (409)."""
     document, responder = _mine_or_404()
+    form = ReplyForm()
+    words = form.body.data or ""
     held = texts.mine(responder.id, conversation_id)
     if held is None:
-        abort(404)
-    form = ReplyForm()
-    if not form.validate_on_submit() or not (form.body.data or "").strip():
-        flash("Nothing sent: write a reply first (at most 1600 characters).", "error")
-        return _back(conversation_id)
-    sent = texts.reply(signed_in(), document, responder, held, form.key.data, form.body.data)
+        return _not_sent(responder, conversation_id, "reply", words)
+    if not form.validate_on_submit():
+        again = ReplyForm(formdata=None, body=words)  # a new key: nothing was stored under the old one
+        again.body.errors = list(form.body.errors) or ["Not sent: the form could not be accepted; send it again."]
+        return _thread_page(document, held, lambda: again), 400
+    sent = texts.reply(signed_in(), document, responder, held, form.key.data, words)
+    if sent.refused:  # passed on, or closed, between the check above and the relay
+        return _not_sent(responder, conversation_id, "reply", words)
     _said(sent, f"Sent to #{held.tag}.")
     return _back(conversation_id)
 
 
 @bp.post("/me/texts/<id:conversation_id>/<any(end, pass, take):command>")
 @allow(COUNSELOR)
-def command(conversation_id: int, command: str) -> Response:
+def command(conversation_id: int, command: str) -> Response | tuple[str, int]:
     """END (close; the texter gets the closing text), PASS (back to the queue) or, for a
-    conversation offered to them, YES (take it): as the same words by text would."""
+    conversation offered to them, YES (take it): as the same words by text would. END or PASS
+    for a conversation no longer theirs: a page says why nothing was done (409)."""
     document, responder = _mine_or_404()
     if command == "take":
         target = texts.offered_to(responder.id, conversation_id)
     else:
         target = texts.mine(responder.id, conversation_id)
     if target is None:
-        abort(404)
+        if command == "take":
+            abort(404)
+        return _not_sent(responder, conversation_id, command)
     form = KeyedForm()
     if not form.validate_on_submit():
         abort(400)
     sent = texts.command(signed_in(), document, responder, target, form.key.data, command)
+    if sent.refused and command != "take":
+        return _not_sent(responder, conversation_id, command)
     _said(sent, "Done.")
     if command == "take":
         return redirect(url_for("console.desk.page") + f"#text-{conversation_id}")
