@@ -60,9 +60,12 @@ def test_callback_rings_the_counselor_first_then_the_person_into_their_conferenc
     assert caller.ended_by == "hangup"  # the line said its promise and hung up
     (live,) = line.query(lambda: db.session.scalars(select(Transfer).where(Transfer.mode == "live")).all())
     assert live.state == "callback"  # the live search was handed over to the callback
+    # Ben's phone rings while the caller holds, unless the ring (off the need answer's request)
+    # had not been placed when the 9 came, on a loaded machine: then the search has ended and
+    # nobody is rung for it (tests/transfer/test_no_ring_for_a_caller_who_moved_on.py).
     live_sids = [sid for sid in _offer_sids(line, mode="live") if sid]
-    assert live_sids, "Ben's phone should have rung while the caller held"
-    _eventually(lambda: {line.twilio.get_call(sid).status for sid in live_sids} == {"canceled"})  # ringing stopped
+    if live_sids:
+        _eventually(lambda: {line.twilio.get_call(sid).status for sid in live_sids} == {"canceled"})  # stopped
 
     # The worker (its own process) runs the attempt: Ben's phone rings, and nobody calls the person yet.
     found: list[CallRecord] = []
