@@ -110,7 +110,7 @@ def _carry_out(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbo
     if checkin.reply == "text" and counselor is not None:
         # A retry that finds the conversation taken already (the backlog went to the counselor
         # before these words were linked): relayed under the key a live relay uses, so once.
-        convo.relay_to_counselor(conversation, counselor, document, inbound.id, body)
+        convo.relay_or_hand_back(conversation, counselor, document, inbound.id, body)
     line_queue.fill_soon(document)  # the clock's sweep offers it if this never runs
 
 

@@ -21,7 +21,7 @@ import line_queue
 from crisisline import events
 from crisisline.db import commit_keeping_loaded, constant, db, hold_lock, insert_ignoring_duplicates, inserted_row
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
-from line_queue.responders import ensure_responder_state, still_rung
+from line_queue.responders import ensure_responder_state, is_closed, still_rung
 from routing.document import Responder, RoutingDocument
 from routing.store import active_routing
 from sms import delivery, outbox
@@ -167,6 +167,21 @@ def relay_to_counselor(
         return False
     prompt = document.staff_prompt("sms_relay", tag=conversation.tag, body=words)
     return to_counselor(conversation, responder, f"relay:{message_id}:{responder.id}", prompt)
+
+
+def relay_or_hand_back(
+    conversation: Conversation, responder: Responder, document: RoutingDocument, message_id: int, body: str,
+    *, pictures: int = 0,
+) -> bool:  # fmt: skip
+    """A texter's new words to the counselor holding their conversation, unless that
+    counselor's console account was closed: then the conversation goes back to the queue as
+    their PASS would, and the next counselor to take it gets these words with the backlog.
+    The closing hands conversations back itself; this covers a text handled while it did, or
+    a closing whose hand-back never ran. One small read per relay, never on a first text."""
+    if is_closed(responder.id):
+        pass_back(conversation, responder, document)
+        return False
+    return relay_to_counselor(conversation, responder, document, message_id, body, pictures=pictures)
 
 
 def estimate_wait_minutes(conversation: Conversation, document: RoutingDocument) -> int:

@@ -175,7 +175,7 @@ def handle_step(document: RoutingDocument, conversation: Conversation, inbound: 
         if responder is None:
             convo.requeue_orphan(conversation, document)  # their counselor left the rota
         else:
-            convo.relay_to_counselor(conversation, responder, document, inbound.id, body, pictures=inbound.num_media)
+            convo.relay_or_hand_back(conversation, responder, document, inbound.id, body, pictures=inbound.num_media)
 
 
 def _language_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
