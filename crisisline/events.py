@@ -52,14 +52,19 @@ def note_responder_freed(responder_id: str) -> None:
 
 
 def publish_pending() -> int:
-    """Publish the events noted so far (once each). A subscriber's failure is logged by class
-    name only and never reaches the caller of this function: the hold loop and the clock are
-    the safety nets. Returns how many were published."""
-    pending: set[str] = db.session.info.pop(_PENDING_FREED, set())
-    for responder_id in sorted(pending):
-        try:
-            responder_freed.send(responder_id)
-        except Exception as error:
-            log.error("responder-freed subscriber failed: %s", type(error).__name__)
-            db.session.rollback()
-    return len(pending)
+    """Publish the events noted so far, and those their subscribers note in turn (a freed
+    counselor offered a caller whose ring failed frees someone else), each responder once: a
+    ring that fails again at once is left to the hold loop and the clock, never retried in a
+    loop here. A subscriber's failure is logged by class name only and never reaches the
+    caller of this function: the hold loop and the clock are the safety nets. Returns how
+    many were published."""
+    published: set[str] = set()
+    while pending := db.session.info.pop(_PENDING_FREED, set()) - published:
+        for responder_id in sorted(pending):
+            try:
+                responder_freed.send(responder_id)
+            except Exception as error:
+                log.error("responder-freed subscriber failed: %s", type(error).__name__)
+                db.session.rollback()
+        published |= pending
+    return len(published)
