@@ -540,3 +540,29 @@ class MetricRollupState(Model):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     marks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TwilioRecord(Model):
+    """A record Twilio keeps of a contact whose personal data the line has purged: a call (the
+    caller's, a responder's leg, a callback's) or a text, in or out. Twilio's copy holds the
+    number (and a text's body) until the line deletes it (``workers.twilio_records``).
+
+    Noted by the purge in its own transaction, so nothing is deleted at Twilio before the line's
+    own copy is gone. ``state``: pending (to delete from ``due_at``) → deleting (claimed by one
+    run until ``due_at``, when an unfinished claim lapses) → the row itself is removed, SID and
+    all, once Twilio says the record is gone (204, or 404: already gone).
+    """
+
+    __tablename__ = "twilio_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # call | message
+    sid: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    claim: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Why the last try failed: Twilio's error code or the exception's class (never its message,
+    # which may quote a number).
+    last_error: Mapped[str | None] = mapped_column(String(40))
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -27,6 +27,10 @@ DEFAULT_ROUTING_FILE = PROJECT_ROOT / "config" / "routing.example.yaml"
 ENVIRONMENTS = ("development", "production", "test")
 LINE_MODES = ("normal", "system_down")
 RETENTION_KINDS = ("calls", "texts", "followups")  # RETENTION_DAYS_<KIND> overrides the general window
+# What becomes of Twilio's own records of a contact (its calls' and texts' logs: numbers, bodies)
+# once the line has purged its copy: deleted through the REST API, or kept for a policy that
+# needs Twilio's logs (billing disputes). ``workers.twilio_records``.
+TWILIO_RECORDS_CHOICES = ("delete", "keep")
 # The 988 Suicide & Crisis Lifeline: a sane backup for a development checkout only.
 DEVELOPMENT_BACKUP_NUMBER = "+18002738255"
 
@@ -75,6 +79,8 @@ class Settings:
     # PostgreSQL connections per process (``crisisline.app.database_pool``); None: the line's own.
     database_pool_size: int | None = None
     database_max_overflow: int | None = None
+    # ``TWILIO_RECORDS_AFTER_PURGE``: one of ``TWILIO_RECORDS_CHOICES``; privacy by default.
+    twilio_records_after_purge: str = "delete"
 
     @property
     def twilio_is_local(self) -> bool:
@@ -207,6 +213,10 @@ class Settings:
         if not 0.5 <= voice_deadline <= 5:
             problems.append("VOICE_DEADLINE_SECONDS: must be a number of seconds from 0.5 to 5 (Twilio waits 15)")
 
+        twilio_records = env.get("TWILIO_RECORDS_AFTER_PURGE", "delete").strip().lower() or "delete"
+        if twilio_records not in TWILIO_RECORDS_CHOICES:
+            problems.append("TWILIO_RECORDS_AFTER_PURGE: must be delete or keep")
+
         pool_size = _whole_number_or_problem(env, "DATABASE_POOL_SIZE", 1, 500, problems)
         max_overflow = _whole_number_or_problem(env, "DATABASE_MAX_OVERFLOW", 0, 500, problems)
 
@@ -242,6 +252,7 @@ class Settings:
             log_format=log_format,
             database_pool_size=pool_size,
             database_max_overflow=max_overflow,
+            twilio_records_after_purge=twilio_records,
         )
 
 

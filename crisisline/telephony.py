@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from flask import current_app
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.base.version import Version
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
@@ -128,6 +129,17 @@ class TwilioRest:
         body: dict[str, Any] = json.loads(response.text) if response.text else {}
         return body
 
+    def delete(self, path: str, *, timeout: float | None = None) -> bool:
+        """``DELETE`` one record (204): True; False if Twilio has no such record (404, 20404:
+        deleted before), so deleting twice is harmless. Any other refusal is raised."""
+        try:
+            self.request("DELETE", path, timeout=timeout)
+        except (TwilioRestException, TwilioServiceException) as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
 
 # The app's ``TwilioRest`` (``transfer.dispatch.rest_client`` makes it on first use).
 REST_EXTENSION = "crisisline.rest"
@@ -175,6 +187,12 @@ class _CallContext:
     def fetch(self) -> PlacedCall:
         return _placed(self.rest.request("GET", f"Calls/{self.sid}.json"))
 
+    def delete(self, *, timeout: float | None = None) -> bool:
+        """Delete the call's record at Twilio (its numbers, times, price); False if it was gone
+        already. Twilio refuses a call not over yet (20009: "cannot delete this resource before
+        it is complete")."""
+        return self.rest.delete(f"Calls/{self.sid}.json", timeout=timeout)
+
 
 class _Calls:
     def __init__(self, rest: TwilioRest) -> None:
@@ -193,9 +211,22 @@ class _Calls:
         return [_placed(call) for call in page.get("calls", [])[:limit]]
 
 
+class _MessageContext:
+    def __init__(self, rest: TwilioRest, sid: str) -> None:
+        self.rest, self.sid = rest, sid
+
+    def delete(self, *, timeout: float | None = None) -> bool:
+        """Delete the text's record at Twilio, and with it its body, numbers and media; False if
+        it was gone already. Twilio refuses a text not in a final state yet (20009)."""
+        return self.rest.delete(f"Messages/{self.sid}.json", timeout=timeout)
+
+
 class _Messages:
     def __init__(self, rest: TwilioRest) -> None:
         self.rest = rest
+
+    def __call__(self, sid: str) -> _MessageContext:
+        return _MessageContext(self.rest, sid)
 
     def create(self, **values: Any) -> SentMessage:
         payload = self.rest.request("POST", "Messages.json", data=twilio_form(**values))

@@ -102,6 +102,12 @@ _SIP_RESPONSE_CODES = {
 }
 CONFERENCE_EVENTS = frozenset({"start", "end", "join", "leave", "mute", "hold", "modify", "speaker", "announcement"})
 MESSAGE_FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
+# A message still on its way cannot be deleted (20009, "Cannot delete this resource before it is
+# complete": https://www.twilio.com/docs/api/errors/20009); one received, or in a final status,
+# can. [INF] ``sent`` counts as done: many carriers never report delivery after it.
+MESSAGE_UNFINISHED_STATUSES = frozenset({"queued", "accepted", "scheduled", "sending", "receiving"})
+# [INF] The HTTP status of a 20009 refusal (Twilio's docs give only the code).
+NOT_COMPLETE_STATUS, NOT_COMPLETE_CODE = 400, 20009
 # How a programmed number treats a call: rings until answered or its Timeout (default),
 # never answers (rings out to no-answer), is busy, or cannot be reached (failed).
 NUMBER_BEHAVIOURS = frozenset({"ring", "no-answer", "busy", "failed"})
@@ -505,6 +511,8 @@ class FakeTwilio:
         self.opted_out: set[str] = set()
         self.faults: list[FaultRecord] = []
         self.webhook_log: list[WebhookLogEntry] = []
+        # Every DELETE of a call or message record the API answered: (sid, HTTP status), in order.
+        self.delete_log: list[tuple[str, int]] = []
         self.generation = 0  # bumped by ``reset``: a request delayed across it does nothing
         # Called after ``advance_call`` has sent its callbacks: a test sets it to wait for the
         # work the app started off its request path (ringing the next person, say).
@@ -524,6 +532,7 @@ class FakeTwilio:
             self.opted_out.clear()
             self.faults.clear()
             self.webhook_log.clear()
+            self.delete_log.clear()
 
     # ---- webhooks -------------------------------------------------------------------------
 
@@ -836,6 +845,37 @@ class FakeTwilio:
             params["MessagingServiceSid"] = message.messaging_service_sid
         params.update(extra)
         return params
+
+    def record_inbound_message(self, message_sid: str, from_: str, to: str, body: str = "") -> MessageRecord:
+        """Keep a text the test phone sends the line, as Twilio keeps it (direction ``inbound``,
+        status ``received``), so the app can fetch or delete it over REST. Returns the existing
+        record if the sid is known."""
+        with self._lock:
+            if message_sid in self.messages:
+                return self.messages[message_sid]
+            message = MessageRecord(
+                sid=message_sid, account_sid=self.account_sid, to=to, from_=from_, body=body,
+                status="received", num_segments=count_segments(body), direction="inbound",
+            )  # fmt: skip
+            self.messages[message_sid] = message
+        return message
+
+    def delete_message(self, sid: str) -> None:
+        """``DELETE Messages/<Sid>.json``: forget a message's record, its body, numbers and
+        media with it. 404/20404 for one unknown (or deleted before); 20009 for one still on its
+        way (queued, sending...)."""
+        with self._lock:
+            try:
+                message = self._message(sid)
+                if message.status in MESSAGE_UNFINISHED_STATUSES:
+                    raise FakeTwilioError(
+                        NOT_COMPLETE_STATUS, NOT_COMPLETE_CODE, "Cannot delete this resource before it is complete"
+                    )
+            except FakeTwilioError as error:
+                self.delete_log.append((sid, error.status))
+                raise
+            del self.messages[sid]
+            self.delete_log.append((sid, 204))
 
     def _message(self, sid: str) -> MessageRecord:
         message = self.messages.get(sid)
@@ -1292,10 +1332,20 @@ class FakeTwilio:
         return call
 
     def delete_call(self, call_sid: str) -> None:
-        """``DELETE Calls/<Sid>.json``: forget a call's record."""
+        """``DELETE Calls/<Sid>.json``: forget a call's record. 404/20404 for one unknown (or
+        deleted before); 20009 for a call not over yet (Twilio deletes only completed calls)."""
         with self._lock:
-            self._call(call_sid)
+            try:
+                call = self._call(call_sid)
+                if call.status not in TERMINAL_CALL_STATUSES:
+                    raise FakeTwilioError(
+                        NOT_COMPLETE_STATUS, NOT_COMPLETE_CODE, "Cannot delete this resource before it is complete"
+                    )
+            except FakeTwilioError as error:
+                self.delete_log.append((call_sid, error.status))
+                raise
             del self.calls[call_sid]
+            self.delete_log.append((call_sid, 204))
 
     # ---- conferences ----------------------------------------------------------------------
 
@@ -2063,6 +2113,11 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
         with fake._lock:
             return jsonify(message_json(fake._message(sid)))
 
+    @app.delete(f"{base}/Messages/<sid>.json")
+    def delete_message(account_sid: str, sid: str) -> ResponseReturnValue:
+        fake.delete_message(sid)
+        return "", 204
+
     @app.get(f"{base}/Messages.json")
     def list_messages(account_sid: str) -> ResponseReturnValue:
         to, from_ = request.args.get("To"), request.args.get("From")
@@ -2374,6 +2429,14 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
                 message_json(m) for m in fake.messages.values() if to is None or _normalize(m.to) == _normalize(to)
             ]
         return jsonify({"messages": items})
+
+    @app.post("/_fake/messages/inbound")
+    def inbound_message() -> ResponseReturnValue:
+        """A phone texted the line: Twilio's record of that text (``inbound``, ``received``)."""
+        form = request.form
+        message = fake.record_inbound_message(form["MessageSid"], form["From"], form["To"], form.get("Body", ""))
+        with fake._lock:
+            return jsonify(message_json(message)), 201
 
     @app.post("/_fake/messages/<sid>/deliver")
     def deliver(sid: str) -> ResponseReturnValue:

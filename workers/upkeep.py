@@ -45,6 +45,7 @@ from sms.conversations import sweep
 from sms.inbound import receive_kept
 from transfer.reconcile import reconcile
 from workers.contacts import rebuild_schedule
+from workers.twilio_records import delete_twilio_records, note_purged
 
 log = logging.getLogger(__name__)
 GIVE_UP_MINUTES = unstored.GIVE_UP_AFTER.total_seconds() // 60
@@ -66,7 +67,8 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     may name the person) by the calls' window; the block itself stays, as STOP does. Kept: the
     anonymous paths, states, ratings, needs and timings metrics need. Purges registered by
     higher packages (``crisisline.retention``: the console's wrap-up notes and unmask reasons)
-    run in the same transaction.
+    run in the same transaction. Twilio's own records of the calls and texts scrubbed are noted
+    in it too, for ``workers.twilio_records`` to delete at Twilio.
     Idempotent: a second run finds nothing left to scrub.
     """
     settings: Settings = current_app.extensions["crisisline.settings"]
@@ -94,23 +96,28 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .values(sealed_detail=None)
         .execution_options(synchronize_session=False)
     )
+    calls_due = and_(
+        or_(Call.started_at < calls_cutoff, and_(from_a_text, Call.started_at < texts_cutoff)),
+        or_(Call.sealed_caller.is_not(None), Call.caller_hash.is_not(None)),
+        ~callback_open,
+    )
+    # A text kept through an outage goes by when it arrived, not when it was stored.
+    texts_due = and_(
+        or_(Message.created_at < texts_cutoff, Message.received_at < texts_cutoff), Message.sealed_body.is_not(None)
+    )
+    # Twilio's own records of what is scrubbed now, to delete there too: noted in this
+    # transaction, so never before the line's own copy is gone.
+    note_purged(calls_due, texts_due, now)
     # One statement whatever the backlog: its conditions, never a list of ids (one bound
     # parameter each: past 32,766 on SQLite or 65,535 on PostgreSQL the purge fails whole).
     calls = db.session.execute(
         update(Call)
-        .where(or_(Call.started_at < calls_cutoff, and_(from_a_text, Call.started_at < texts_cutoff)))
-        .where(or_(Call.sealed_caller.is_not(None), Call.caller_hash.is_not(None)))
-        .where(~callback_open)
+        .where(calls_due)
         .values(sealed_caller=None, caller_hash=None, personal_data_purged_at=now)
         .execution_options(synchronize_session=False)
     )
     texts = db.session.execute(
-        update(Message)
-        # A text kept through an outage goes by when it arrived, not when it was stored.
-        .where(or_(Message.created_at < texts_cutoff, Message.received_at < texts_cutoff))
-        .where(Message.sealed_body.is_not(None))
-        .values(sealed_body=None)
-        .execution_options(synchronize_session=False)
+        update(Message).where(texts_due).values(sealed_body=None).execution_options(synchronize_session=False)
     )
     checkins = db.session.execute(
         update(CheckIn)
@@ -288,6 +295,8 @@ PERIODIC_JOBS = [
     (rebuild_scheduled_contacts, "* * * * *", "followups"),
     (keep_stored_promises, "* * * * *", "followups"),
     (refresh_metrics_rollup, "*/5 * * * *", "upkeep"),
+    # Twilio's records of purged contacts: a few seconds' worth each minute (``RUN_SECONDS``).
+    (delete_twilio_records, "* * * * *", "upkeep"),
 ]
 
 for job, schedule, queue in PERIODIC_JOBS:

@@ -1,0 +1,324 @@
+"""Twilio's own records of a purged contact (its calls and texts) are deleted through the REST API
+after the line's purge, never before; once each, whatever fails or runs twice; and not at all
+with ``TWILIO_RECORDS_AFTER_PURGE=keep``. Against the fake Twilio over real HTTP, on both databases."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import func, or_, select, update
+
+from crisisline.app import rq
+from crisisline.db import db
+from crisisline.models import Call, Conversation, Message, Offer, Transfer, TwilioRecord
+from crisisline.settings import Settings, SettingsError
+from tests.conftest import LINE_NUMBER, TEST_BACKUP_NUMBER, TextingPhone, settings_for
+from twilio_fake.phone import Keys, Phone, PhoneCall, Words
+from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import new_sid
+from workers.twilio_records import delete_twilio_records
+from workers.upkeep import purge_personal_data
+
+CALLER, TEXTER = "+13125550181", "+13125550182"
+PAST_RETENTION, WITHIN_RETENTION = timedelta(days=31), timedelta(days=29)
+
+
+def a_call(phone: Phone, fake: FakeTwilio, *, hang_up: bool = True) -> PhoneCall:
+    """A caller who asks for a counselor (one is rung: a responder's leg) and hangs up on hold."""
+    call = phone.call([Keys("1"), Words("I want to kill myself")], identity=phone.identity(CALLER), max_hold_turns=0)
+    if hang_up:
+        phone.hang_up(call)  # their leg ends, and with it the responder's (canceled)
+    return call
+
+
+def a_text(texting: TextingPhone, fake: FakeTwilio, body: str = "I can't sleep again") -> str:
+    """A text to the line, kept by Twilio as it keeps every text; its replies delivered."""
+    sid = new_sid("SM")
+    fake.record_inbound_message(sid, TEXTER, LINE_NUMBER, body)
+    texting.send(TEXTER, body, message_sid=sid)
+    for message in list(fake.messages.values()):
+        if message.status == "queued":
+            fake.deliver_message(message.sid)
+    return sid
+
+
+def sids_the_line_holds(app: Flask) -> set[str]:
+    """Every Twilio SID in the line's tables: calls, callback and responder legs, texts."""
+    with app.app_context():
+        found = {
+            *db.session.scalars(select(Call.call_sid)),
+            *db.session.scalars(select(Transfer.caller_call_sid)),
+            *db.session.scalars(select(Offer.call_sid)),
+            *db.session.scalars(select(Message.message_sid)),
+        }
+    return {sid for sid in found if sid and sid.startswith(("CA", "SM", "MM"))}
+
+
+def at_twilio(fake: FakeTwilio, sids: set[str]) -> set[str]:
+    return {sid for sid in sids if sid in fake.calls or sid in fake.messages}
+
+
+def noted(app: Flask) -> list[TwilioRecord]:
+    with app.app_context():
+        records = list(db.session.scalars(select(TwilioRecord).order_by(TwilioRecord.id)))
+        db.session.expunge_all()
+    return records
+
+
+def purge(app: Flask, now: datetime) -> None:
+    with app.app_context():
+        purge_personal_data(now.isoformat())
+
+
+def delete_run(app: Flask, now: datetime) -> dict[str, int]:
+    with app.app_context():
+        return delete_twilio_records(now.isoformat())
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_purged_contacts_calls_legs_and_texts_are_deleted_at_twilio_each_once(
+    app: Flask, phone: Phone, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    call = a_call(phone, fake)
+    caller_sid = call.identity.call_sid
+    # The backup line dialled from their call (a <Dial> leg: Twilio's record holds their number
+    # as caller ID), and a callback's leg to their phone.
+    backup_leg = fake.dial_leg(caller_sid, TEST_BACKUP_NUMBER, CALLER, "completed")
+    callback_leg = fake.create_call(CALLER, LINE_NUMBER, twiml="<Response/>")
+    fake.advance_call(callback_leg.sid, "canceled")
+    with app.app_context():
+        call_id = db.session.scalars(select(Call.id).where(Call.call_sid == caller_sid)).one()
+        db.session.add(Transfer(call_id=call_id, caller_call_sid=callback_leg.sid, round=2, language="en",
+                                need="suicide", state="ended", mode="callback"))  # fmt: skip
+        db.session.commit()
+    inbound = a_text(texting, fake)
+    held = sids_the_line_holds(app)
+    assert {caller_sid, callback_leg.sid, inbound} <= held
+    assert any(sid in fake.calls and fake.calls[sid].direction == "outbound-api" for sid in held - {callback_leg.sid})
+    assert at_twilio(fake, held) == held
+
+    now = datetime.now(UTC) + PAST_RETENTION
+    purge(app, now)
+    counts = delete_run(app, now)
+
+    assert at_twilio(fake, held) == set()
+    assert backup_leg.sid not in fake.calls
+    assert counts == {"deleted": len(held), "gone": 0, "refused": 0, "failed": 0}
+    assert sorted(sid for sid, _ in fake.delete_log) == sorted(held | {backup_leg.sid})  # each once
+    assert {status for _, status in fake.delete_log} == {204}
+    assert noted(app) == []  # done: the SIDs are no longer noted either
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_nothing_is_deleted_at_twilio_while_the_line_keeps_the_contact(
+    app: Flask, phone: Phone, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    a_call(phone, fake)
+    a_text(texting, fake)
+    held = sids_the_line_holds(app)
+
+    now = datetime.now(UTC) + WITHIN_RETENTION
+    purge(app, now)
+    counts = delete_run(app, now)
+
+    assert set(counts.values()) == {0}
+    assert at_twilio(fake, held) == held
+    assert fake.delete_log == []
+    assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_running_the_purge_and_the_deletion_again_deletes_nothing_more(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    a_text(texting, fake)
+    now = datetime.now(UTC) + PAST_RETENTION
+    purge(app, now)
+    first = delete_run(app, now)
+    log_after_first = list(fake.delete_log)
+
+    purge(app, now + timedelta(hours=1))
+    again = delete_run(app, now + timedelta(hours=1))
+
+    assert first["deleted"] > 0
+    assert set(again.values()) == {0}
+    assert fake.delete_log == log_after_first
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_record_twilio_no_longer_has_counts_as_deleted(app: Flask, texting: TextingPhone, fake: FakeTwilio) -> None:
+    inbound = a_text(texting, fake)
+    now = datetime.now(UTC) + PAST_RETENTION
+    purge(app, now)
+    fake.delete_message(inbound)  # deleted already (by hand in Twilio's console, say)
+
+    counts = delete_run(app, now)
+
+    assert counts["gone"] == 1
+    assert (inbound, 404) in fake.delete_log
+    assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_twilio_server_error_is_tried_again_at_the_next_run_not_the_same_one(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    inbound = a_text(texting, fake)
+    now = datetime.now(UTC) + PAST_RETENTION
+    purge(app, now)
+    fake.inject_fault("DELETE", rf"/Messages/{inbound}\.json$", status=503, code=20503, times=2)
+
+    first = delete_run(app, now)
+    (left,) = noted(app)
+    second = delete_run(app, now + timedelta(minutes=1))
+
+    assert first["failed"] == 1
+    assert (left.sid, left.state, left.last_error) == (inbound, "pending", "20503")
+    assert inbound in fake.messages  # the second injected failure was never used by the first run
+    assert second["failed"] == 1  # the next run tried it (and Twilio failed once more)
+    third = delete_run(app, now + timedelta(minutes=2))
+    assert third == {"deleted": 1, "gone": 0, "refused": 0, "failed": 0}
+    assert inbound not in fake.messages
+    assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_call_still_in_progress_is_left_and_deleted_once_it_is_over(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    call = a_call(phone, fake, hang_up=False)  # on hold still (its record at Twilio: in progress)
+    held = sids_the_line_holds(app)
+    now = datetime.now(UTC) + PAST_RETENTION
+    purge(app, now)
+
+    refused = delete_run(app, now)
+    soon_after = delete_run(app, now + timedelta(minutes=1))
+    tried = list(fake.delete_log)
+    phone.hang_up(call)
+    later = delete_run(app, now + timedelta(minutes=16))
+
+    assert refused["refused"] == len(held) and refused["deleted"] == 0
+    assert {status for _, status in tried} == {400}  # 20009: not over yet
+    assert set(soon_after.values()) == {0}  # not asked again a minute later
+    assert later["deleted"] == len(held)
+    assert at_twilio(fake, held) == set()
+    assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_keep_deletes_nothing_at_twilio_and_switching_back_to_delete_catches_up(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, settings: Settings, make_app: Callable[[Settings], Flask]
+) -> None:
+    a_text(texting, fake)
+    held = sids_the_line_holds(app)
+    keeping = make_app(
+        settings_for(settings.database_url, settings.redis_url, TWILIO_RECORDS_AFTER_PURGE="keep",
+                     TWILIO_API_BASE_URL=settings.twilio_api_base_url or "")
+    )  # fmt: skip
+    now = datetime.now(UTC) + PAST_RETENTION
+
+    purge(keeping, now)
+    kept = delete_run(keeping, now)
+
+    assert keeping.extensions["crisisline.settings"].twilio_records_after_purge == "keep"
+    assert set(kept.values()) == {0}
+    assert at_twilio(fake, held) == held
+    assert fake.delete_log == []
+    assert {record.sid for record in noted(app)} == held  # noted all the same
+
+    deleting = delete_run(app, now)
+
+    assert deleting["deleted"] == len(held)
+    assert at_twilio(fake, held) == set()
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_two_runs_at_once_delete_each_record_once(app: Flask, fake: FakeTwilio) -> None:
+    now = datetime.now(UTC)
+    sids = [new_sid("SM") for _ in range(45)]
+    for sid in sids:
+        fake.record_inbound_message(sid, TEXTER, LINE_NUMBER, "words")
+    with app.app_context():
+        db.session.add_all(TwilioRecord(kind="message", sid=sid, state="pending", due_at=now) for sid in sids)
+        db.session.commit()
+    fake.inject_fault("DELETE", r"/Messages/", status=200, delay=0.02, times=None)  # slow enough to overlap
+    results: list[dict[str, int]] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        with app.app_context():
+            start.wait()
+            results.append(delete_twilio_records(now.isoformat()))
+
+    runs = [threading.Thread(target=run) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(timeout=60)
+
+    assert len(results) == 2
+    assert sum(result["deleted"] for result in results) == len(sids)
+    assert all(result["deleted"] > 0 for result in results)  # both worked, on different records
+    assert sorted(sid for sid, _ in fake.delete_log) == sorted(sids)  # no SID asked twice
+    assert {status for _, status in fake.delete_log} == {204}
+    assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_killed_runs_claim_lapses_and_another_run_deletes_its_records(app: Flask, fake: FakeTwilio) -> None:
+    now = datetime.now(UTC)
+    sid = new_sid("SM")
+    fake.record_inbound_message(sid, TEXTER, LINE_NUMBER, "words")
+    with app.app_context():  # claimed by a run that died before asking Twilio
+        db.session.add(TwilioRecord(kind="message", sid=sid, state="deleting", claim="dead-run", due_at=now))
+        db.session.commit()
+
+    while_claimed = delete_run(app, now - timedelta(minutes=1))
+    after = delete_run(app, now)
+
+    assert set(while_claimed.values()) == {0}
+    assert after["deleted"] == 1
+    assert sid not in fake.messages
+
+
+def test_the_deletion_runs_every_minute_on_the_upkeep_queue(app: Flask) -> None:
+    with app.app_context():
+        scheduler = rq.make_cron_scheduler()
+
+    jobs = {job.func.__name__: job for job in scheduler.get_jobs()}
+    assert jobs["delete_twilio_records"].queue_name == "upkeep"
+
+
+def test_twilio_records_after_purge_is_delete_unless_set_to_keep(settings: Settings) -> None:
+    assert settings.twilio_records_after_purge == "delete"
+    with pytest.raises(SettingsError) as raised:
+        settings_for(settings.database_url, settings.redis_url, TWILIO_RECORDS_AFTER_PURGE="redact")
+    assert "TWILIO_RECORDS_AFTER_PURGE: must be delete or keep" in raised.value.problems
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_the_migration_notes_the_records_of_contacts_purged_before_it(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    inbound = a_text(texting, fake)
+    with app.app_context():
+        db.session.execute(update(Conversation).values(state="closed"))
+        db.session.commit()
+    purge(app, datetime.now(UTC) + PAST_RETENTION)
+    held = sids_the_line_holds(app)
+    with app.app_context():
+        downgrade(revision="b8f2e6d4c1a7")  # as if purged before this feature existed
+        upgrade()
+        unpurged = db.session.scalar(
+            select(func.count(Message.id)).where(or_(Message.sealed_body.is_not(None), Message.message_sid.is_(None)))
+        )
+
+    assert unpurged == 0
+    assert inbound in held
+    assert {record.sid for record in noted(app)} == held
