@@ -244,7 +244,8 @@ def _event_set(events: str | Iterable[str] | None) -> list[str]:
 class WebhookLogEntry:
     """One outbound request the fake made to the app (status callback or TwiML fetch)."""
 
-    kind: str  # call-status | call-url | call-redirect | conference-status | message-status | message-action
+    # call-status | call-url | call-redirect | call-fallback | conference-status | message-status | message-action
+    kind: str
     sid: str
     method: str
     url: str
@@ -340,6 +341,7 @@ class CallRecord:
     twiml: str | None = None
     application_sid: str | None = None
     fallback_url: str | None = None
+    fallback_method: str = "POST"
     status_callback: str | None = None
     status_callback_method: str = "POST"
     status_callback_events: list[str] = field(default_factory=lambda: ["completed"])
@@ -403,6 +405,18 @@ class FaultRecord:
     message: str
     delay: float
     remaining: int | None  # None: forever
+
+
+def _is_twiml(entry: WebhookLogEntry) -> bool:
+    """Whether a fetch answered TwiML Twilio would run: a 2xx with an XML body under
+    ``<Response>``. Anything else is a retrieval failure (11200), which sends a call to its
+    fallback URL."""
+    if entry.status_code is None or not 200 <= entry.status_code < 300 or not entry.response_text:
+        return False
+    try:
+        return ET.fromstring(entry.response_text).tag == "Response"  # noqa: S314 - our own app's TwiML
+    except ET.ParseError:
+        return False
 
 
 @dataclass
@@ -1275,6 +1289,8 @@ class FakeTwilio:
         method: str = "POST",
         twiml: str | None = None,
         status_callback: str | None = None,
+        fallback_url: str | None = None,
+        fallback_method: str = "POST",
     ) -> CallRecord:
         """``POST Calls/<Sid>.json``: cancel, hang up or redirect a call.
 
@@ -1285,7 +1301,10 @@ class FakeTwilio:
         ``url``/``twiml`` on a live call takes it out of its conference and runs the new TwiML:
         a ``RedirectRecord`` holding the inline TwiML or the body fetched (signed) from ``url``
         is appended to ``call.redirects``. Before answer it only replaces the Url/Twiml.
-        Raises 21220 when redirecting a finished call.
+        Raises 21220 when redirecting a finished call. When fetching ``url`` fails (no answer,
+        a 4xx/5xx, not TwiML), ``fallback_url`` (or the call's own, from its create) is requested
+        at once with ``ErrorCode`` 11200 and ``ErrorUrl``, and its TwiML is what the call runs
+        (twilio-semantics, "Fallback URL").
         """
         if status is not None and status not in ("canceled", "completed"):
             raise FakeTwilioError(400, 21218, f"Invalid Status: {status}")
@@ -1298,6 +1317,8 @@ class FakeTwilio:
                 call.status_updates.append(status)
             if status_callback:
                 call.status_callback = status_callback
+            if fallback_url:
+                call.fallback_url, call.fallback_method = fallback_url, fallback_method.upper()
             if (url or twiml) and status is None:
                 if call.status in TERMINAL_CALL_STATUSES:
                     raise FakeTwilioError(400, 21220, "Call is not in-progress. Cannot redirect.")
@@ -1325,6 +1346,11 @@ class FakeTwilio:
         self._send_all(hooks)
         if fetch is not None and redirect is not None:
             entry = self._send(fetch)
+            if not _is_twiml(entry) and call.fallback_url:
+                fallback = {**fetch.params, "ErrorCode": "11200", "ErrorUrl": fetch.url}
+                entry = self._send(
+                    _Outbound("call-fallback", call.sid, call.fallback_url, call.fallback_method, fallback)
+                )
             with self._lock:
                 redirect.twiml = entry.response_text
                 redirect.status_code = entry.status_code
@@ -2184,6 +2210,8 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
             method=form.get("Method") or "POST",
             twiml=form.get("Twiml") or None,
             status_callback=form.get("StatusCallback") or None,
+            fallback_url=form.get("FallbackUrl") or None,
+            fallback_method=form.get("FallbackMethod") or "POST",
         )
         return jsonify(call_json(call))
 
