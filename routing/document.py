@@ -50,6 +50,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "already_connected": frozenset(),
     "caller_gone": frozenset(),
     "caller_on_backup": frozenset(),
+    "unit_not_needed": frozenset(),  # a unit's join accepted as the counselor left: the caller moved on
     "connecting": frozenset(),
     "passed": frozenset(),
     "no_response": frozenset(),

@@ -72,6 +72,10 @@ LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
 }
 LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "caller_on_backup": lambda prompts: "The caller has been passed to our backup line. Thank you.",
+    "unit_not_needed": lambda prompts: (
+        "The counselor has left this call and the caller is being connected to someone else, so you are not"
+        " needed on it. Thank you."
+    ),
     "callback_no_answer_last": lambda prompts: (
         "They did not answer, and that was our last try. We will text them how to reach us. Thank you."
     ),

@@ -247,9 +247,16 @@ def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
 
     The offers end here; the legs are ended off the request thread (Twilio REST calls a slow
     API must not add to anyone's wait). If this process dies first, a leg still answered
-    finds its offer over and is ended by its own webhook."""
-    for offer in state.active_offers(transfer.id):
+    finds its offer over and is ended by its own webhook.
+
+    A round that ended because nobody from the line was with the caller also sends away a unit
+    whose press of 1 committed just before that end: it is headed for (or in) the room the
+    caller has left, and is told so (``state.send_unit_away``). Read with the ringing legs."""
+    for offer in state.offers_to_stop(transfer.id):
         if offer.id == keep:
+            continue
+        if offer.state == "accepted":
+            _send_unit_away(offer, transfer, tell=True)
             continue
         answered, call_sid = offer.state == "answered", offer.call_sid  # read before it changes
         if state.finish_offer(offer, "superseded"):
@@ -257,6 +264,36 @@ def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
             if call_sid:
                 start_soon(f"hang_up:{call_sid}", partial(dispatch.hang_up_call, call_sid, answered=answered))
     db.session.commit()
+
+
+# What a unit sent away hears: the caller is not gone, the counselor is (``send_unit_away``).
+UNIT_NOT_NEEDED = "unit_not_needed"
+
+
+def _unit_too_late_key(transfer: Transfer) -> str:
+    """What a unit whose press of 1 came too late is told: the caller hung up, or the counselor
+    left and the caller is being connected to someone else (then "hung up" would be untrue)."""
+    return UNIT_NOT_NEEDED if transfer.end_reason == "staff_left" else "caller_gone"
+
+
+def _send_unit_away(offer: Offer, transfer: Transfer, *, tell: bool) -> bool:
+    """A unit accepted joining a round that has ended with its caller moved on: the acceptance
+    ends (taken back from the figures: the unit never joined the caller), the unit is freed and,
+    with ``tell``, told over REST (off the request thread), as a counselor left in the room is
+    (``on_the_backup_line``). True if this sent it away. Committed."""
+    call_sid = offer.call_sid  # read before the commit expires it
+    if not state.send_unit_away(offer):
+        db.session.commit()
+        return False
+    key = f"offer:{offer.id}:outcome"
+    _unrecord(transfer, key)
+    record_event(transfer, "offer.ended", key, responder=offer.responder_id, outcome="caller_gone")
+    db.session.commit()
+    active = active_routing()
+    if tell and call_sid and active is not None:
+        told = active.document.staff_prompt(UNIT_NOT_NEEDED)
+        start_soon(f"tell:{call_sid}", partial(dispatch.tell_responder, call_sid, told))
+    return True
 
 
 # After an acceptance, how long the caller's own hold turn leaves the REST redirect to bring
@@ -417,11 +454,18 @@ def offer_decided(
                 purpose="join",
             )
             db.session.commit()
+            # Read again after the commit (it expired the copy): a round's end that waited for
+            # this acceptance (``accept_join`` holds the round) has committed by now if it came
+            # first, and the unit is told here rather than sent into the room the caller left.
+            # One that commits later sends the unit away itself (``stop_ringing``).
+            if transfer.state != "connected":
+                _send_unit_away(offer, transfer, tell=False)  # unless that end did (telling the same)
+                return Decision("staff", _unit_too_late_key(transfer))
             return Decision("joined")
         if state.is_closed(offer.responder_id):  # one read, only for a refused press
             return _refuse_closed_account(offer, transfer, document)
-        db.session.commit()
-        return Decision("staff", "caller_gone")
+        db.session.commit()  # the transfer is read again below: as it stands now
+        return Decision("staff", _unit_too_late_key(transfer))
 
     if transfer.mode == "live" and not caller_is_ours(transfer):
         # On the backup line (or not holding, when Twilio cannot say): bringing them in would

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, func, or_, select, update
 
 from crisisline.db import bound_set, db, inserted_row, new_values
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, Offer, Transfer
@@ -201,6 +201,30 @@ _ROUND_CONNECTED = (
 )
 
 
+def send_unit_away(offer: Offer) -> bool:
+    """A unit's acceptance of joining a round that ended since because nobody from the line was
+    with the caller (``staff_left``: the caller was moved on before the unit reached the room):
+    ended (``caller_gone``) and the unit freed. An acceptance commits before such an end can
+    (``accept_join`` holds the round), so the end's own read finds it. False while the round
+    goes on, or once the offer is closed. Not committed."""
+    sent = _change(
+        Offer,
+        [Offer.id == offer.id, Offer.purpose == "join", Offer.state == "accepted", _ROUND_LEFT_BY_STAFF],
+        {"state": "ended", "outcome": "caller_gone", "ended_at": now()},
+    )
+    if sent:
+        release_responder(offer.responder_id, offer.id)
+    return sent
+
+
+# The offer's round ended with nobody from the line left with the caller (``send_unit_away``).
+_ROUND_LEFT_BY_STAFF = (
+    select(Transfer.id)
+    .where(Transfer.id == Offer.transfer_id, Transfer.state == "ended", Transfer.end_reason == "staff_left")
+    .exists()
+)
+
+
 def lease_dispatch(transfer_id: int, seconds: int = 20) -> Transfer | None:
     """Only one process rings for a transfer at a time; a crashed holder's lease expires.
 
@@ -331,6 +355,24 @@ def active_offers(transfer_id: int) -> list[Offer]:
     """The transfer's offers still ringing, whispering or answered, as the database has them now
     (a copy the session kept from earlier in the request is overwritten: its leg's sid, say)."""
     return list(db.session.scalars(_ACTIVE_OFFERS, {"transfer_id": transfer_id}))
+
+
+# What a round's end stops (``flow.stop_ringing``): the legs still ringing, whispering or
+# answered, and the units that accepted joining it (``send_unit_away``), in the same read.
+_OFFERS_TO_STOP = (
+    select(Offer)
+    .where(
+        Offer.transfer_id == bindparam("transfer_id"),
+        or_(Offer.state.in_(ACTIVE_OFFER_STATES), and_(Offer.purpose == "join", Offer.state == "accepted")),
+    )
+    .execution_options(populate_existing=True)
+)
+
+
+def offers_to_stop(transfer_id: int) -> list[Offer]:
+    """``active_offers``, and the transfer's units that accepted joining it: as the database
+    has them now."""
+    return list(db.session.scalars(_OFFERS_TO_STOP, {"transfer_id": transfer_id}))
 
 
 # A transfer as it stands, with how many of its legs are in progress, in one read.
