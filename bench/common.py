@@ -1,22 +1,31 @@
 """What the load and worker benches share: a fresh PostgreSQL database, Redis, the fake
-Twilio, the Procfile's processes started as the Procfile starts them, and peak memory."""
+Twilio, the Procfile's processes started as the Procfile starts them, peak memory, and the
+webhooks Twilio sends for a call a counselor takes (``answered_call``)."""
 
 from __future__ import annotations
 
 import base64
+import email.utils
+import html
+import itertools
 import os
 import platform
+import random
+import re
 import shlex
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import psycopg
 import requests
@@ -24,6 +33,7 @@ import yaml
 
 from crisisline.redis_server import free_port, start_redis
 from crisisline.settings import DEFAULT_ROUTING_FILE
+from twilio_fake.signing import CallIdentity, gather_digits_params
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -325,3 +335,217 @@ def machine() -> dict[str, Any]:
         "git_commit": commit,
         "uncommitted_files": changed,
     }
+
+
+# --- A call a counselor takes, as Twilio plays it ---------------------------------------------
+# ``bench.load`` replays these under load, many calls at once over its connections; the fake
+# Twilio only records the calls the line places and the caller's redirect (the line's requests
+# to it are real), so the bench plays Twilio's side: every webhook below is one it would send.
+
+ANSWERED_KINDS = ("offer_status", "whisper", "accept", "caller_join", "conference_callback", "status_after_talk")
+
+
+def path_of(url: str) -> str:
+    """A webhook URL's path and query: what a bench posts to (signing the public URL)."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def rfc2822_now() -> str:
+    """Now, as Twilio's ``Timestamp`` parameter says it."""
+    return email.utils.format_datetime(datetime.now(UTC).replace(microsecond=0))
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One request Twilio sends: the report's kind, where to, its parameters, and the status a
+    good answer has (200 with TwiML; 204 for a callback acknowledged)."""
+
+    kind: str
+    path: str
+    params: dict[str, str]
+    expect_status: int = 200
+
+
+@dataclass
+class ResponderLeg:
+    """A responder's call the line placed over REST: where Twilio fetches its TwiML (the
+    whisper) and sends its status callbacks, whose ``SequenceNumber`` counts from 0."""
+
+    identity: CallIdentity
+    whisper_path: str
+    status_path: str
+    sequence: Iterator[int] = field(default_factory=itertools.count)
+
+    @classmethod
+    def from_fake(cls, call: Mapping[str, Any]) -> ResponderLeg:
+        """From the fake's record of the line's ``Calls.json`` request (``/_fake/calls``)."""
+        identity = CallIdentity(ACCOUNT_SID, call["from"], call["to"], call_sid=call["sid"], direction="outbound-api")
+        whisper = path_of(call.get("url") or "")
+        # Each offer's leg has its own status callback; a record without it: the whisper's sibling.
+        status = path_of(call.get("status_callback") or "") or whisper.replace("/offer/whisper", "/offer/status")
+        return cls(identity, whisper, status)
+
+    def status(self, status: str, **extra: str) -> Webhook:
+        progress = {"CallbackSource": "call-progress-events", "SequenceNumber": str(next(self.sequence))}
+        params = self.identity.voice_params(status, **progress, Timestamp=rfc2822_now(), **extra)
+        return Webhook("offer_status", self.status_path, params, 204)
+
+
+_CONFERENCE = re.compile(r"<Conference\b([^>]*)>([^<]+)</Conference>")
+_ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass
+class Room:
+    """The conference a press of 1 put the responder in, read from their TwiML: where its
+    events go (a URL naming the transfer), its name, and the responder's participant label."""
+
+    events_path: str
+    transfer_id: int | None
+    friendly_name: str
+    responder_label: str
+    conference_sid: str = field(default_factory=lambda: f"CF{random.getrandbits(128):032x}")
+    sequence: Iterator[int] = field(default_factory=itertools.count)
+
+    @classmethod
+    def from_twiml(cls, twiml: str) -> Room | None:
+        found = _CONFERENCE.search(twiml)
+        attributes = {name: html.unescape(value) for name, value in _ATTRIBUTE.findall(found.group(1))} if found else {}
+        if found is None or not attributes.get("statusCallback"):
+            return None
+        events_path = path_of(attributes["statusCallback"])
+        transfer = re.search(r"[?&]transfer=(\d+)", events_path)
+        return cls(events_path, int(transfer.group(1)) if transfer else None, html.unescape(found.group(2)).strip(),
+                   attributes.get("participantLabel", ""))  # fmt: skip
+
+    def event(
+        self, event: str, participant: CallIdentity | None = None, *, label: str = "", ends_room: bool = False,
+        extra: Mapping[str, str] | None = None,
+    ) -> Webhook:  # fmt: skip
+        params = {"ConferenceSid": self.conference_sid, "FriendlyName": self.friendly_name, "AccountSid": ACCOUNT_SID,
+                  "StatusCallbackEvent": event, "SequenceNumber": str(next(self.sequence)),
+                  "Timestamp": rfc2822_now()}  # fmt: skip
+        if participant is not None:
+            params.update(CallSid=participant.call_sid, Muted="false", Hold="false", Coaching="false",
+                          EndConferenceOnExit=str(ends_room).lower(), StartConferenceOnEnter="true",
+                          ParticipantLabel=label)  # fmt: skip
+        return Webhook("conference_callback", self.events_path, {**params, **(extra or {})}, 204)
+
+
+@dataclass(frozen=True)
+class AnswerOutcome:
+    """How an answered ring ended: ``accepted`` (the whole call played, ``transfer_id`` the
+    caller's), ``too_late`` (the line told the responder the caller had moved on, answering
+    the ``whisper`` or the ``accept``; ``key`` is the staff prompt it said, e.g.
+    ``whisper/caller_gone``), or ``failed`` (``key``: the kind of the webhook that failed, or
+    ``caller_not_redirected``)."""
+
+    result: str
+    key: str = ""
+    transfer_id: int | None = None
+
+    def __str__(self) -> str:
+        return "/".join(filter(None, (self.result, self.key)))
+
+
+# The caller whose transfer a press of 1 accepted and the URL the line redirected their call
+# to (as Twilio recorded the line's ``Calls/<Sid>.json`` update); None if unknown.
+CallerLookup = Callable[[int | None], tuple[CallIdentity, str] | None]
+# Yields each webhook; takes back its answer (the body, "" for a 204, None if it failed).
+AnsweredCall = Generator[Webhook, str | None, AnswerOutcome]
+
+
+class WebhookFailed(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+def answered_call(leg: ResponderLeg, find_caller: CallerLookup, *, talk_seconds: int = 600) -> AnsweredCall:
+    """Every webhook Twilio sends for a ring a responder answers, in order: their leg's status
+    callbacks (initiated, ringing); the whisper and the leg's answered callback; the press of 1
+    (accept); their joining the room; the caller's redirect into it (caller join) and their
+    joining, which starts the conference; after the talk the caller hangs up (their status
+    callback, their leaving, the counselor's, the room's end), and the counselor's leg ends.
+    A whisper or press of 1 answered with a staff message (the caller moved on, or someone
+    else has them) is heard, then the leg ends there: ``too_late``. A webhook that fails stops
+    the call: ``failed``."""
+    try:
+        return (yield from _answered_call(leg, find_caller, talk_seconds))
+    except WebhookFailed as failed:
+        return AnswerOutcome("failed", failed.kind)
+
+
+def play(call: AnsweredCall, post: Callable[[Webhook], str | None]) -> AnswerOutcome:
+    """Run ``call`` one webhook at a time: ``post`` sends one and returns its answer."""
+    try:
+        hook = next(call)
+        while True:
+            hook = call.send(post(hook))
+    except StopIteration as done:
+        outcome: AnswerOutcome = done.value
+        return outcome
+
+
+def _sent(hook: Webhook) -> Generator[Webhook, str | None, str]:
+    answer = yield hook
+    if answer is None:
+        raise WebhookFailed(hook.kind)
+    return answer
+
+
+def _answered_call(leg: ResponderLeg, find_caller: CallerLookup, talk_seconds: int) -> AnsweredCall:
+    counselor = leg.identity
+    yield from _sent(leg.status("initiated"))
+    yield from _sent(leg.status("ringing"))
+    whisper = yield from _sent(Webhook("whisper", leg.whisper_path, counselor.voice_params("in-progress")))
+    yield from _sent(leg.status("in-progress"))
+    action = re.search(r'<Gather\b[^>]*\baction="([^"]+)"', whisper)
+    if action is None:
+        return (yield from _staff_message_heard(leg, "whisper", whisper))
+    accept = Webhook("accept", path_of(html.unescape(action.group(1))), gather_digits_params(counselor, "1"))
+    answer = yield from _sent(accept)
+    room = Room.from_twiml(answer)
+    if room is None:
+        return (yield from _staff_message_heard(leg, "accept", answer))
+    yield from _sent(room.event("participant-join", counselor, label=room.responder_label))
+    found = find_caller(room.transfer_id)
+    if found is None or "/transfer/join" not in found[1]:
+        return AnswerOutcome("failed", "caller_not_redirected", room.transfer_id)
+    caller, join_url = found
+    yield from _sent(Webhook("caller_join", path_of(join_url), caller.voice_params("in-progress")))
+    yield from _sent(room.event("participant-join", caller, label="caller", ends_room=True))
+    yield from _sent(room.event("conference-start"))
+    hung_up = caller.voice_params("completed", CallDuration=str(talk_seconds), SequenceNumber="3")
+    yield from _sent(Webhook("status_after_talk", "/voice/status", hung_up, 204))
+    left = {"ParticipantCallStatus": "completed", "ReasonParticipantLeft": "participant_hung_up"}
+    yield from _sent(room.event("participant-leave", caller, label="caller", ends_room=True, extra=left))
+    # The caller's leaving ends the room (endConferenceOnExit): the counselor is taken out of it.
+    ended = {"ParticipantCallStatus": "in-progress", "ReasonParticipantLeft": "moderator_ended_conference"}
+    yield from _sent(room.event("participant-leave", counselor, label=room.responder_label, extra=ended))
+    end = {"CallSidEndingConference": caller.call_sid, "ParticipantLabelEndingConference": "caller",
+           "ReasonConferenceEnded": "participant-with-end-conference-on-exit-left"}  # fmt: skip
+    yield from _sent(room.event("conference-end", extra=end))
+    minutes = str(-(-talk_seconds // 60))  # ``Duration`` is billed minutes, rounded up
+    yield from _sent(leg.status("completed", CallDuration=str(talk_seconds), Duration=minutes))
+    return AnswerOutcome("accepted", transfer_id=room.transfer_id)
+
+
+def _staff_message_heard(leg: ResponderLeg, kind: str, twiml: str) -> Generator[Webhook, str | None, AnswerOutcome]:
+    """The responder heard a staff message (the answer to ``kind``) and the ``<Hangup>`` after
+    it: their leg's end."""
+    yield from _sent(leg.status("completed", CallDuration="6", Duration="1"))
+    return AnswerOutcome("too_late", f"{kind}/{staff_prompt_key(twiml)}")
+
+
+@cache
+def _staff_prompts_by_text() -> dict[str, str]:
+    prompts: dict[str, Any] = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text()).get("staff_prompts", {})
+    return {str(text).strip(): key for key, text in prompts.items() if "{" not in str(text)}
+
+
+def staff_prompt_key(twiml: str) -> str:
+    """Which of the routing's staff prompts a staff message says (``staff_message`` if none)."""
+    said = " ".join(html.unescape(text).strip() for text in re.findall(r"<Say\b[^>]*>([^<]*)</Say>", twiml))
+    return _staff_prompts_by_text().get(said, "staff_message")

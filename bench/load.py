@@ -8,8 +8,17 @@ connections, one webhook kind at a time, each kind's calls carried on from the p
 (the calls that came in choose a language, then a need, then hold, then hang up):
 
     baseline (c_pg) -> /voice/incoming -> language answer -> need answer (rings a responder)
-    -> hold turn (every waiting caller, in turn) -> call status callback (hang-up)
-    -> inbound SMS (a first text, then the need menu's answer) -> surge -> baseline again
+    -> hold turn (every waiting caller, in turn) -> answering (counselors take calls)
+    -> call status callback (the rest hang up) -> inbound SMS (a first text, then the need
+    menu's answer) -> surge -> baseline again
+
+Answering: the rings the need answers placed (and those each hang-up brings next) are played
+as Twilio plays them (``bench.common.answered_call``): the responder leg's status callbacks,
+the whisper, the press of 1, the caller's redirect into the room, the conference's callbacks,
+the hang-up after the talk, each its own kind; a ring whose caller moved on ends at the staff
+message it gets (counted apart, not an error). Meanwhile the callers still waiting keep
+holding on the connections no answered call needs. Checked after it: one acceptance per
+transfer, every accepted caller's transfer ended after the talk, no errors.
 
 The surge: many first calls and first texts at once, over a queue left long by the phases
 before. Reported per kind: req/s, ratio to the baseline, p50/p90/p99, errors (non-2xx,
@@ -32,9 +41,12 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -47,13 +59,19 @@ from sqlalchemy import create_engine, text
 from bench import baseline
 from bench.common import (
     ACCOUNT_SID,
+    ANSWERED_KINDS,
     AUTH_TOKEN,
     BACKUP_NUMBER,
     CALL_FLOW_MIX,
     LINE_NUMBER,
     RESULTS,
+    AnsweredCall,
+    AnswerOutcome,
     MemorySampler,
     Processes,
+    ResponderLeg,
+    Webhook,
+    answered_call,
     deployment_env,
     flask,
     fresh_database,
@@ -139,6 +157,13 @@ class Caller:
     identity: CallIdentity
     next_path: str = ""
     hold_turns: int = 0
+    taken: bool = False  # a counselor accepted them: their hold loop is over
+
+    @property
+    def transfer_id(self) -> int | None:
+        """The transfer their hold turns name (``/voice/hold?transfer=12&tick=3``)."""
+        found = re.search(r"[?&]transfer=(\d+)", self.next_path)
+        return int(found.group(1)) if found else None
 
 
 def new_caller(index: int) -> Caller:
@@ -234,7 +259,8 @@ def run_phase(
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    return PhaseResult(name, samples, wall, sampler.cpu_seconds(cpu_role) - cpu_before)
+    cpu = sampler.cpu_seconds(cpu_role) - cpu_before
+    return PhaseResult(name, samples, wall, cpu, extra={"connections": len(connections)})
 
 
 def timed(connection: Connection, kind: str, path: str, params: dict[str, str], *, voice: bool = True,
@@ -339,6 +365,8 @@ class CallFlow:
 
     def hang_up(self) -> Iterator[Task]:
         for caller in self._drain(self.holding):
+            if caller.taken:
+                continue  # hung up after their talk with a counselor (``Answering``)
 
             def task(connection: Connection, caller: Caller = caller) -> list[Sample]:
                 params = caller.identity.voice_params("completed", CallDuration="95", SequenceNumber="3")
@@ -346,6 +374,218 @@ class CallFlow:
                 return [sample]
 
             yield task
+
+
+HOLD_BESIDE_ANSWERS = "hold_turn_while_answering"
+LOOK_FOR_RINGS_EVERY = 0.05  # seconds between looks at the fake for legs the line placed
+# The fake leaves the legs the line places queued (it rings nothing by itself unless started
+# with --ring-timeouts); the callers made known to it are "ringing" inbound calls, so asking
+# for every unanswered status would list each waiting caller on every look.
+LOOK_FOR_LEGS_IN = ("queued", "initiated")
+
+
+@dataclass
+class _Answer:
+    """One answered ring under way: its script, and the webhook Twilio sends next."""
+
+    leg: ResponderLeg
+    call: AnsweredCall
+    pending: Webhook
+
+
+class Answering:
+    """Twilio's side of the calls counselors take, while the callers who wait keep holding.
+
+    The rings are the calls the line placed with the fake (``Calls.json``): those the need
+    answers placed, then those each hang-up brings (the freed counselor's next caller). Each
+    is played by ``answered_call``, one webhook per task, so a call's webhooks go over
+    whichever connection is free next, as Twilio's would. A connection with none due runs a
+    waiting caller's hold turn (``hold_turn_while_answering``), which keeps every connection
+    busy, as in the hold phase. Rings are answered for ``seconds``; the calls under way then
+    finish. Twilio's records are the fake's: the callers waiting are made known to it first
+    (``know_the_callers``) so the line can redirect them into the room, and each leg is closed
+    there once played (its callbacks were the bench's to send)."""
+
+    def __init__(self, flow: CallFlow, twilio_url: str, seconds: float) -> None:
+        self.flow, self.twilio_url, self.seconds = flow, twilio_url.rstrip("/"), seconds
+        self.by_transfer: dict[int, Caller] = {}
+        self.outcomes: Counter[str] = Counter()
+        self.accepted: Counter[int] = Counter()  # transfer -> presses of 1 that put the caller in a room
+        self.rings_found = 0
+        self._ready: deque[_Answer] = deque()
+        self._under_way = 0
+        self._seen: set[str] = set()
+        self._looking = False
+        self._looked_at = 0.0
+        self._stop_at = float("inf")
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def know_the_callers(self, public_url: str, threads: int) -> int:
+        """Record every waiting caller's call with the fake, as Twilio knows the calls it
+        carries, its final status going to the line's ``/voice/status`` (untimed, before the
+        phase). Returns how many."""
+        callers = list(CallFlow._drain(self.flow.holding))
+
+        def record(caller: Caller) -> None:
+            identity = caller.identity
+            data = {"CallSid": identity.call_sid, "From": identity.from_number, "To": identity.to_number,
+                    "StatusCallback": f"{public_url}/voice/status"}  # fmt: skip
+            self._session().post(f"{self.twilio_url}/_fake/calls/inbound", data=data, timeout=30).raise_for_status()
+
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            list(pool.map(record, callers))
+        for caller in callers:
+            if caller.transfer_id is not None:
+                self.by_transfer[caller.transfer_id] = caller
+            self.flow.holding.put(caller)
+        return len(callers)
+
+    def tasks(self) -> Iterator[Task]:
+        self._stop_at = time.perf_counter() + self.seconds
+        while True:
+            now = time.perf_counter()
+            with self._lock:
+                answer = self._ready.popleft() if self._ready else None
+                over = now >= self._stop_at and not self._under_way and not self._looking
+                look = (answer is None and now < self._stop_at and not self._looking
+                        and now - self._looked_at >= LOOK_FOR_RINGS_EVERY)  # fmt: skip
+                self._looking = self._looking or look
+            if answer is not None:
+                yield partial(self._step, answer=answer)
+            elif over:
+                return
+            elif look:
+                yield self._look
+            else:
+                yield self._hold_turn
+
+    def _look(self, connection: Connection) -> list[Sample]:
+        """Find the legs the line placed that nobody has answered yet."""
+        del connection
+        try:
+            params = [("status", status) for status in LOOK_FOR_LEGS_IN]
+            reply = self._session().get(f"{self.twilio_url}/_fake/calls", params=params, timeout=30)
+            calls = reply.json()["calls"] if reply.ok else []
+        except requests.RequestException:
+            calls = []
+        with self._lock:
+            if time.perf_counter() < self._stop_at:
+                for call in calls:
+                    if call["direction"] != "outbound-api" or call["sid"] in self._seen:
+                        continue
+                    if "/offer/whisper" not in (call.get("url") or ""):
+                        continue
+                    self._seen.add(call["sid"])
+                    leg = ResponderLeg.from_fake(call)
+                    script = answered_call(leg, self._find_caller)
+                    self._ready.append(_Answer(leg, script, next(script)))
+                    self._under_way += 1
+                    self.rings_found += 1
+            self._looking, self._looked_at = False, time.perf_counter()
+        return []
+
+    def _step(self, connection: Connection, *, answer: _Answer) -> list[Sample]:
+        """Send an answered call's next webhook, as Twilio would; then queue the one after."""
+        hook = answer.pending
+        sample, reply = timed(connection, hook.kind, hook.path, hook.params, expect_status=hook.expect_status)
+        body = reply.body if reply is not None and sample.error is None else None
+        try:
+            answer.pending = answer.call.send(body)
+        except StopIteration as done:
+            self._finish(answer, done.value)
+        except Exception as error:  # the fake unreachable while finding the caller: counted, never stuck
+            self._finish(answer, AnswerOutcome("failed", type(error).__name__))
+        else:
+            with self._lock:
+                self._ready.append(answer)
+        return [sample]
+
+    def _find_caller(self, transfer_id: int | None) -> tuple[CallIdentity, str] | None:
+        """The accepted caller, and the URL the line redirected their call to (the fake's record)."""
+        caller = self.by_transfer.get(transfer_id) if transfer_id is not None else None
+        if caller is None:
+            return None
+        caller.taken = True  # in the room from now on: no more hold turns
+        reply = self._session().get(f"{self.twilio_url}/_fake/calls/{caller.identity.call_sid}", timeout=30)
+        if not reply.ok:
+            return None
+        record = reply.json()
+        redirects = record.get("redirects") or []
+        return caller.identity, (redirects[-1].get("url") if redirects else None) or record.get("url") or ""
+
+    def _finish(self, answer: _Answer, outcome: AnswerOutcome) -> None:
+        # The leg is over in Twilio's books too (untimed): the fake, which never rang it, would
+        # otherwise list it as ringing. Cancelling a queued call sends no callback.
+        with contextlib.suppress(requests.RequestException):
+            self._session().post(
+                f"{self.twilio_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{answer.leg.identity.call_sid}.json",
+                data={"Status": "completed"}, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=30,
+            )  # fmt: skip
+        with self._lock:
+            self._under_way -= 1
+            self.outcomes[str(outcome)] += 1
+            if outcome.result == "accepted" and outcome.transfer_id is not None:
+                self.accepted[outcome.transfer_id] += 1
+
+    def _hold_turn(self, connection: Connection) -> list[Sample]:
+        """A waiting caller's hold turn, while no answered call's webhook is due."""
+        try:
+            caller = self.flow.holding.get_nowait()
+        except queue.Empty:
+            return _pause(connection)
+        if caller.taken:
+            return []  # in a room now: their hold loop is over
+        path = caller.next_path
+        sample, reply = timed(connection, HOLD_BESIDE_ANSWERS, path, caller.identity.voice_params("in-progress"))
+        following = next_path(path, reply.body) if reply is not None and sample.error is None else path
+        if following:
+            caller.next_path = following
+            caller.hold_turns += 1
+            if caller.transfer_id is not None:
+                self.by_transfer.setdefault(caller.transfer_id, caller)
+            self.flow.holding.put(caller)
+        # else the turn joined them to the room of a counselor who accepted them (their redirect
+        # is played by that call), or moved them on: no more turns
+        return [sample]
+
+    def checks(self, database_url: str, result: PhaseResult) -> dict[str, Any]:
+        """One acceptance per transfer (the call event log's ``offer.accepted``, per transfer),
+        each caller the bench saw accepted put in a room once and their transfer ended after
+        the talk, and no webhook answered with an error."""
+        engine = create_engine(database_url)
+        try:
+            with engine.connect() as db:
+                per_transfer = {int(transfer): int(n) for transfer, n in db.execute(text(
+                    "SELECT detail->>'transfer', COUNT(*) FROM call_events "
+                    "WHERE kind = 'offer.accepted' AND (detail->>'purpose') IS NULL GROUP BY 1"
+                ))}  # fmt: skip
+                states: dict[int, str] = {int(t): str(state) for t, state in db.execute(
+                    text("SELECT id, state FROM transfers"))}  # fmt: skip
+        finally:
+            engine.dispose()
+        errors = sum(1 for s in result.samples if s.error)
+        failed = sum(n for outcome, n in self.outcomes.items() if outcome.startswith("failed"))
+        twice = sorted(t for t, n in per_transfer.items() if n > 1)
+        seen_twice = sorted(t for t, n in self.accepted.items() if n > 1)
+        unrecorded = sorted(t for t in self.accepted if per_transfer.get(t) != 1)
+        not_ended = sorted(t for t in self.accepted if states.get(t) != "ended")
+        return {
+            "transfers_accepted": len(per_transfer),
+            "transfers_accepted_twice": twice,
+            "rooms_opened_twice": seen_twice,
+            "accepted_without_one_acceptance_recorded": unrecorded,
+            "accepted_not_ended_after_the_talk": not_ended,
+            "errors": errors,
+            "failed_calls": failed,
+            "ok": not (twice or seen_twice or unrecorded or not_ended or errors or failed),
+        }
 
 
 # Where the load generator, playing Twilio, sends the replies in the line's messaging TwiML
@@ -475,6 +715,25 @@ def summarise(result: PhaseResult, kind: str) -> dict[str, Any]:
     }
 
 
+def mixed_phase_figures(result: PhaseResult, kind: str) -> dict[str, Any]:
+    """A kind's req/s in a phase whose kinds share the connections (answering): what the
+    phase's connections would serve of it alone, each request taking the kind's mean latency
+    plus the phase's mean time between a connection's requests. For a phase of one kind this is
+    its measured req/s; the measured share is kept as ``req_per_s_in_phase``. Web CPU is the
+    phase's average per request (it cannot be told apart by kind)."""
+    connections = result.extra.get("connections", 0)
+    mine = [s.seconds for s in result.samples if s.kind == kind]
+    busy = sum(s.seconds for s in result.samples)
+    between = max(0.0, connections * result.wall_seconds - busy) / max(1, len(result.samples))
+    alone = connections / (statistics.fmean(mine) + between) if mine and connections else 0.0
+    return {
+        "req_per_s": round(alone, 1),
+        "req_per_s_in_phase": summarise(result, kind)["req_per_s"],
+        "web_cpu_ms_per_request": round(result.web_cpu_seconds * 1000 / max(1, len(result.samples)), 2),
+        "shares_connections": True,
+    }
+
+
 def waiting_counts(database_url: str) -> dict[str, int]:
     """How long the queue is (callers holding, texters waiting), for the record."""
     engine = create_engine(database_url)
@@ -545,15 +804,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             phases.append(("baseline_c_pg", run_phase("baseline", baseline_tasks(), baseline_connections, seconds,
                                                       sampler, "baseline-web")))  # fmt: skip
             flow = CallFlow()
-            plan: list[tuple[str, str, Iterator[Task], float]] = [
-                ("voice_incoming", "incoming", flow.incoming(), seconds),
-                ("language_answer", "language", flow.language(), seconds),
-                ("need_answer", "need", flow.need(), seconds),
-                ("hold_turn", "hold", flow.hold(), seconds),
-                ("status_callback", "status", flow.hang_up(), seconds),
-                ("inbound_sms", "sms", texts(), seconds),
+            answering = Answering(flow, twilio_url, seconds)
+            # (kinds, name, tasks, longest run): a phase of several kinds shares its connections.
+            plan: list[tuple[tuple[str, ...], str, Iterator[Task], float]] = [
+                (("voice_incoming",), "incoming", flow.incoming(), seconds),
+                (("language_answer",), "language", flow.language(), seconds),
+                (("need_answer",), "need", flow.need(), seconds),
+                (("hold_turn",), "hold", flow.hold(), seconds),
+                # Counselors answer the rings; the calls under way at the end finish (at most a minute).
+                ((*ANSWERED_KINDS, HOLD_BESIDE_ANSWERS), "answering", answering.tasks(), seconds + 60.0),
+                (("status_callback",), "status", flow.hang_up(), seconds),
+                (("inbound_sms",), "sms", texts(), seconds),
             ]
-            for kind, name, tasks, duration in plan:
+            for phase_kinds, name, tasks, duration in plan:
+                if name == "answering":
+                    answering.know_the_callers(line[0].public_url, args.connections)
                 # The machine is shared: each kind is compared with a baseline slice run just
                 # before it, so a neighbour's test run moves both alike.
                 slice_before = run_phase(f"baseline-before-{name}", baseline_tasks(), baseline_connections,
@@ -561,8 +826,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result = run_phase(name, tasks, line, duration, sampler, "web")
                 result.extra["baseline"] = summarise(slice_before, "baseline_c_pg")
                 result.extra["queue_after"] = waiting_counts(database_url)
-                phases.append((kind, result))
+                result.extra["mixed"] = len(phase_kinds) > 1
+                phases.extend((kind, result) for kind in phase_kinds)
                 print(f"  {name:<10} {len(result.samples):>6} requests in {result.wall_seconds:5.1f} s", flush=True)
+                if name == "answering":
+                    report["answering"] = {
+                        "rings_answered": answering.rings_found,
+                        "outcomes": dict(sorted(answering.outcomes.items())),
+                        "checks": answering.checks(database_url, result),
+                    }
+                    print(f"  answering: {report['answering']['outcomes']}", flush=True)
             report["rss_mib_after_texts"] = {k: round(v, 1) for k, v in sampler.sample().items()}
             surge_result = run_phase("surge", surge(args.surge), line, max(seconds * 4, 30.0), sampler, "web")
             surge_result.extra["queue_after"] = waiting_counts(database_url)
@@ -583,6 +856,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row = summarise(result, kind)
         adjacent = result.extra["baseline"]["req_per_s"] or reference
         row["baseline_req_per_s_just_before"] = adjacent
+        if result.extra.get("mixed"):
+            row.update(mixed_phase_figures(result, kind))
         row["ratio"] = round(row["req_per_s"] / adjacent, 2)
         row["queue_after"] = result.extra.get("queue_after", {})
         kinds[kind] = row
@@ -620,6 +895,13 @@ LABELS = {
     "need_answer": "need answer (rings a responder)",
     "hold_turn": "hold turn",
     "status_callback": "call status callback",
+    "offer_status": "responder leg status callback",
+    "whisper": "whisper (responder picks up)",
+    "accept": "press of 1 (accept)",
+    "caller_join": "caller redirected into the room",
+    "conference_callback": "conference status callback",
+    "status_after_talk": "caller hangs up after the talk",
+    HOLD_BESIDE_ANSWERS: "hold turn, while counselors answer",
     "inbound_sms": "inbound SMS",
 }
 
@@ -647,11 +929,32 @@ def markdown(report: dict[str, Any]) -> str:
     rows = [*report["kinds"].items(), ("baseline_after", report["baseline_after"])]
     for kind, row in rows:
         label = LABELS.get(kind, "baseline `c_pg`, again at the end")
+        mark = "†" if row.get("shares_connections") else ""
         lines.append(
-            f"| {label} | {row['requests']} | {row['req_per_s']} | {row.get('baseline_req_per_s_just_before', '')} | "
-            f"{row['ratio']} | "
-            f"{row['p50_ms']} / {row['p90_ms']} / {row['p99_ms']} | {row['errors']} | {row['web_cpu_ms_per_request']} |"
+            f"| {label} | {row['requests']} | {row['req_per_s']}{mark} | "
+            f"{row.get('baseline_req_per_s_just_before', '')} | {row['ratio']} | "
+            f"{row['p50_ms']} / {row['p90_ms']} / {row['p99_ms']} | {row['errors']} | "
+            f"{row['web_cpu_ms_per_request']}{mark} |"
         )
+    answering = report.get("answering")
+    if answering:
+        checks = answering["checks"]
+        outcomes = ", ".join(f"{n} {outcome}" for outcome, n in answering["outcomes"].items()) or "none"
+        lines += [
+            "",
+            "† Answering phase: its kinds share the connections (a waiting caller's hold turn runs where no webhook "
+            "of an answered call is due). A kind's req/s is what the connections would serve of it alone (its mean "
+            "latency plus the phase's mean time between a connection's requests; `req_per_s_in_phase` in the JSON "
+            "is its share), and web CPU the phase's average per request.",
+            "",
+            f"Answering: {answering['rings_answered']} rings answered: {outcomes} (too_late: the line told the "
+            "responder the caller had moved on, a valid answer). "
+            f"Checks: {checks['transfers_accepted']} transfers accepted, "
+            f"twice: {len(checks['transfers_accepted_twice'])}, "
+            f"not ended after the talk: {len(checks['accepted_not_ended_after_the_talk'])}, "
+            f"errors: {checks['errors']}, failed calls: {checks['failed_calls']}: "
+            f"**{'ok' if checks['ok'] else 'FAILED'}**.",
+        ]
     mix = report.get("call_flow_mix", {})
     if mix:
         per_call = ", ".join(f"{count} {LABELS[kind]}" for kind, count in mix["per_call"].items())

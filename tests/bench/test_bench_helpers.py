@@ -11,7 +11,7 @@ import pytest
 from bench import baseline
 from bench.common import AUTH_TOKEN, BACKUP_NUMBER, CALL_FLOW_MIX, mix_ratio, procfile_command
 from bench.cpu import Meter, report
-from bench.load import Reply, check_twiml, next_path
+from bench.load import PhaseResult, Reply, Sample, check_twiml, mixed_phase_figures, next_path, summarise
 from twilio_fake.signing import CallIdentity, signed_headers
 
 HOLD_TWIML = (
@@ -102,3 +102,21 @@ def test_the_cpu_bench_reports_the_call_flow_mix_once_every_kind_of_it_was_measu
     assert report(meter).splitlines()[-1].endswith(": 0.50x the baseline.")
     del meter.cpu["need_answer"]
     assert "Call-flow mix" not in report(meter)
+
+
+def test_a_kind_sharing_its_phases_connections_is_rated_as_if_it_had_them_all() -> None:
+    # 2 connections for 1 s, busy 0.8 s each: 0.1 s between a connection's requests (on average).
+    alone = PhaseResult("hold", [Sample("hold_turn", 0.1, None, 0.0)] * 8, 1.0, 0.0, extra={"connections": 2})
+    shared = PhaseResult(
+        "answering",
+        [Sample("hold_turn_while_answering", 0.1, None, 0.0)] * 6 + [Sample("accept", 0.3, None, 0.5)] * 2,
+        1.0, 0.0, extra={"connections": 2},
+    )  # fmt: skip
+
+    # One kind: the measured req/s (8 requests in 1 s).
+    assert mixed_phase_figures(alone, "hold_turn")["req_per_s"] == summarise(alone, "hold_turn")["req_per_s"] == 8.0
+    # Sharing: busy 1.2 s of 2 connection-seconds, 0.1 s between requests; alone, 2 / (0.3 + 0.1).
+    figures = mixed_phase_figures(shared, "accept")
+    assert figures["req_per_s"] == 5.0
+    assert mixed_phase_figures(shared, "hold_turn_while_answering")["req_per_s"] == 10.0
+    assert figures["shares_connections"] and figures["req_per_s_in_phase"] == summarise(shared, "accept")["req_per_s"]
