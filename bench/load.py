@@ -558,7 +558,8 @@ class Answering:
     def checks(self, database_url: str, result: PhaseResult) -> dict[str, Any]:
         """One acceptance per transfer (the call event log's ``offer.accepted``, per transfer),
         each caller the bench saw accepted put in a room once and their transfer ended after
-        the talk, and no webhook answered with an error."""
+        the talk, no phone still ringing for a caller whose search is over, and no webhook
+        answered with an error."""
         engine = create_engine(database_url)
         try:
             with engine.connect() as db:
@@ -568,6 +569,12 @@ class Answering:
                 ))}  # fmt: skip
                 states: dict[int, str] = {int(t): str(state) for t, state in db.execute(
                     text("SELECT id, state FROM transfers"))}  # fmt: skip
+                # A phone left ringing (or whispering) for a caller who has moved on: a stuck call.
+                ringing_for_nobody = sorted(int(offer) for (offer,) in db.execute(text(
+                    "SELECT o.id FROM offers o JOIN transfers t ON t.id = o.transfer_id "
+                    "WHERE o.state IN ('placing', 'ringing', 'answered') "
+                    "AND t.state IN ('abandoned', 'ended', 'to_backup', 'callback')"
+                )))  # fmt: skip
         finally:
             engine.dispose()
         errors = sum(1 for s in result.samples if s.error)
@@ -584,7 +591,8 @@ class Answering:
             "accepted_not_ended_after_the_talk": not_ended,
             "errors": errors,
             "failed_calls": failed,
-            "ok": not (twice or seen_twice or unrecorded or not_ended or errors or failed),
+            "offers_ringing_for_a_caller_gone": ringing_for_nobody,
+            "ok": not (twice or seen_twice or unrecorded or not_ended or errors or failed or ringing_for_nobody),
         }
 
 
@@ -952,7 +960,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"Checks: {checks['transfers_accepted']} transfers accepted, "
             f"twice: {len(checks['transfers_accepted_twice'])}, "
             f"not ended after the talk: {len(checks['accepted_not_ended_after_the_talk'])}, "
-            f"errors: {checks['errors']}, failed calls: {checks['failed_calls']}: "
+            f"errors: {checks['errors']}, failed calls: {checks['failed_calls']}, "
+            f"phones left ringing for a caller gone: {len(checks['offers_ringing_for_a_caller_gone'])}: "
             f"**{'ok' if checks['ok'] else 'FAILED'}**.",
         ]
     mix = report.get("call_flow_mix", {})
