@@ -265,7 +265,10 @@ def schedule_checkin(document: RoutingDocument, contact: EndedContact, *, at: da
         if known is not None and known.opted_out:
             return "opted_out"
         checkin = checkins.consent_from_call(call, transfer.language, transfer.need, document, at=at)
-        return "scheduled" if checkin is not None and checkin.consented_at else "no_number"
+        if checkin is None:
+            return "no_number"
+        # A question settled before (declined, answered): nothing new, but not for want of a number.
+        return "scheduled" if checkin.consented_at else "not_scheduled"
     conversation = db.session.get(Conversation, contact.id)
     texter = db.session.get(Texter, conversation.texter_id) if conversation else None
     if conversation is None or texter is None or not texter.sealed_number or not conversation.line_number:
