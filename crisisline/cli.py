@@ -121,6 +121,8 @@ SEAL_CONTEXTS: dict[tuple[str, str], str] = {
     ("calls", "sealed_caller"): PHONE_CONTEXT,
     ("call_events", "sealed_detail"): SPEECH_CONTEXT,
     ("texters", "sealed_number"): PHONE_CONTEXT,
+    # A texter's number copied from their row by the purge, to find their texts at Twilio.
+    ("twilio_records", "sealed_number"): PHONE_CONTEXT,
     ("messages", "sealed_body"): BODY_CONTEXT,
     ("checkins", "sealed_reply"): REPLY_CONTEXT,
     ("console_wrap_ups", "sealed_note"): WRAP_UP_NOTE_CONTEXT,

@@ -547,6 +547,11 @@ class TwilioRecord(Model):
     caller's, a responder's leg, a callback's) or a text, in or out. Twilio's copy holds the
     number (and a text's body) until the line deletes it (``workers.twilio_records``).
 
+    ``kind`` texts: the texts between one of the line's numbers and a texter's, sent before
+    ``sent_before``, found by listing them at Twilio (the replies a webhook's TwiML carried,
+    whose SIDs the line never learns); ``sid`` is then the row's own key, not a SID. The
+    texter's number is kept sealed (as numbers are at rest) only until the row goes.
+
     Noted by the purge in its own transaction, so nothing is deleted at Twilio before the line's
     own copy is gone. ``state``: pending (to delete from ``due_at``) → deleting (claimed by one
     run until ``due_at``, when an unfinished claim lapses) → the row itself is removed, SID and
@@ -556,7 +561,7 @@ class TwilioRecord(Model):
     __tablename__ = "twilio_records"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(8))  # call | message
+    kind: Mapped[str] = mapped_column(String(8))  # call | message | texts
     sid: Mapped[str] = mapped_column(String(64), unique=True)
     state: Mapped[str] = mapped_column(String(12), default="pending")
     due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
@@ -566,3 +571,7 @@ class TwilioRecord(Model):
     # which may quote a number).
     last_error: Mapped[str | None] = mapped_column(String(40))
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Kind texts only: the texter's number (sealed), the line's own, and the purge's cutoff.
+    sealed_number: Mapped[str | None] = mapped_column(Text)
+    line_number: Mapped[str | None] = mapped_column(String(20))
+    sent_before: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -94,6 +95,18 @@ class SentMessage:
     status: str
 
 
+@dataclass(frozen=True)
+class ListedMessage:
+    """What the line reads of a Message resource found by a list (never its body)."""
+
+    sid: str
+    to: str
+    from_: str
+    status: str
+    date_created: datetime | None
+    date_sent: datetime | None
+
+
 class TwilioRest:
     """The Call and Message resources the line uses, through twilio-python's own ``Client``
     (its auth, headers, HTTP client and exceptions) without its generated resource classes:
@@ -114,7 +127,22 @@ class TwilioRest:
                 params: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
         """One request to ``/2010-04-01/Accounts/<sid>/<path>``; its JSON, or Twilio's error raised.
         ``timeout``: this request's own, shorter than the client's."""
-        uri = f"{TWILIO_API_ORIGIN}/2010-04-01/Accounts/{self.client.account_sid}/{path}"
+        return self._send(method, f"{self.account_root()}/{path}", path, data=data, params=params, timeout=timeout)
+
+    def account_root(self) -> str:
+        """Where the account's resources are: ``https://api.twilio.com/2010-04-01/Accounts/<sid>``."""
+        return f"{TWILIO_API_ORIGIN}/2010-04-01/Accounts/{self.client.account_sid}"
+
+    def next_page(self, next_page_uri: str, resource: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """The page a list's ``next_page_uri`` names (a path on Twilio's API, resolved against
+        its origin as twilio-python does): only one of the account's own ``resource`` lists."""
+        own = self.account_root()[len(TWILIO_API_ORIGIN) :] + f"/{resource}?"
+        if not next_page_uri.startswith(own):
+            raise ValueError("next_page_uri is not a page of the list asked for")
+        return self._send("GET", TWILIO_API_ORIGIN + next_page_uri, resource, timeout=timeout)
+
+    def _send(self, method: str, uri: str, path: str, *, data: dict[str, Any] | None = None,
+              params: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
         headers = {"Accept": "application/json"}
         if method == "POST":
             headers["Content-Type"] = "application/x-www-form-urlencoded"
@@ -125,7 +153,8 @@ class TwilioRest:
             if method == "POST" and path in CREATES:
                 self.create_seconds[path] = time.monotonic() - started
         if not 200 <= response.status_code < 300:
-            raise Version.exception(method, uri, response, f"Unable to {method} {path}")
+            # Without a next page's query string, which may name a number (``To=``).
+            raise Version.exception(method, uri.split("?", 1)[0], response, f"Unable to {method} {path}")
         body: dict[str, Any] = json.loads(response.text) if response.text else {}
         return body
 
@@ -221,12 +250,44 @@ class _MessageContext:
         return self.rest.delete(f"Messages/{self.sid}.json", timeout=timeout)
 
 
+def _listed(payload: dict[str, Any]) -> ListedMessage:
+    created, sent = payload.get("date_created"), payload.get("date_sent")
+    return ListedMessage(
+        sid=str(payload.get("sid", "")),
+        to=str(payload.get("to") or ""),
+        from_=str(payload.get("from") or ""),
+        status=str(payload.get("status", "")),
+        date_created=parsedate_to_datetime(created) if created else None,
+        date_sent=parsedate_to_datetime(sent) if sent else None,
+    )
+
+
 class _Messages:
     def __init__(self, rest: TwilioRest) -> None:
         self.rest = rest
 
     def __call__(self, sid: str) -> _MessageContext:
         return _MessageContext(self.rest, sid)
+
+    def pages(
+        self, *, to: str, from_: str, sent_before: datetime, page_size: int = 100, timeout: float | None = None
+    ) -> Iterator[list[ListedMessage]]:
+        """The texts ``from_`` sent ``to``, a page at a time (newest first, each page one request,
+        following ``next_page_uri``), at least every one sent before ``sent_before``.
+
+        Twilio's ``DateSent<`` takes a GMT date, ``YYYY-MM-DD``, and finds the texts sent on or
+        before it (the Message list's documented filter; a time of day is not documented), so it
+        is given the day after ``sent_before``'s: every text sent before ``sent_before`` is
+        listed, with some after it, which the caller tells apart by each text's own dates."""
+        day_after: date = (sent_before.astimezone(UTC) + timedelta(days=1)).date()
+        params = {"To": to, "From": from_, "DateSent<": day_after.isoformat(), "PageSize": page_size}
+        page = self.rest.request("GET", "Messages.json", params=params, timeout=timeout)
+        while True:
+            yield [_listed(message) for message in page.get("messages", [])]
+            next_page_uri = page.get("next_page_uri")
+            if not next_page_uri:
+                return
+            page = self.rest.next_page(str(next_page_uri), "Messages.json", timeout=timeout)
 
     def create(self, **values: Any) -> SentMessage:
         payload = self.rest.request("POST", "Messages.json", data=twilio_form(**values))

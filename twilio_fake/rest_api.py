@@ -58,7 +58,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -867,9 +867,12 @@ class FakeTwilio:
         with self._lock:
             if message_sid in self.messages:
                 return self.messages[message_sid]
+            now = _now()
+            # An inbound text's ``date_sent``: when Twilio requested the line's webhook with it.
             message = MessageRecord(
                 sid=message_sid, account_sid=self.account_sid, to=to, from_=from_, body=body,
                 status="received", num_segments=count_segments(body), direction="inbound",
+                date_created=now, date_updated=now, date_sent=now,
             )  # fmt: skip
             self.messages[message_sid] = message
         return message
@@ -2064,6 +2067,35 @@ def _int_param(name: str, default: int) -> int:
         raise FakeTwilioError(400, 21216, f"Invalid '{name}' parameter") from None
 
 
+def _sent_date_filter(args: Mapping[str, str]) -> Callable[[MessageRecord], bool]:
+    """The Message list's ``DateSent`` filters: a GMT date (``YYYY-MM-DD``) the text was sent on;
+    ``DateSent<`` on or before it, ``DateSent>`` on or after it (Twilio's docs: "to find Messages
+    with sent_dates on and before a specific date"). [INF] twilio-python sends a timestamp
+    (``YYYY-MM-DDTHH:MM:SSZ``): only its date counts, as only dates are documented. A text with
+    no ``date_sent`` (never sent) is on no date, so any of them leaves it out [INF]."""
+    bounds: list[tuple[str, date]] = []
+    for name, relation in (("DateSent", "on"), ("DateSent<", "by"), ("DateSent>", "from")):
+        value = args.get(name)
+        if value is None:
+            continue
+        try:
+            bounds.append((relation, date.fromisoformat(value[:10])))
+        except ValueError:
+            raise FakeTwilioError(400, 20001, "Invalid date value.") from None
+
+    def matches(message: MessageRecord) -> bool:
+        if not bounds:
+            return True
+        if message.date_sent is None:
+            return False
+        day = message.date_sent.astimezone(UTC).date()
+        return all(
+            {"on": day == bound, "by": day <= bound, "from": day >= bound}[relation] for relation, bound in bounds
+        )
+
+    return matches
+
+
 def _newest_first(records: Iterable[Any]) -> list[Any]:
     # Insertion order is creation order; Twilio lists newest first.
     return list(reversed(list(records)))
@@ -2147,11 +2179,12 @@ def create_fake_twilio_app(fake: FakeTwilio) -> Flask:
     @app.get(f"{base}/Messages.json")
     def list_messages(account_sid: str) -> ResponseReturnValue:
         to, from_ = request.args.get("To"), request.args.get("From")
+        sent = _sent_date_filter(request.args)
         with fake._lock:
             items = [
                 message_json(m)
                 for m in _newest_first(fake.messages.values())
-                if (to is None or m.to == to) and (from_ is None or m.from_ == from_)
+                if (to is None or m.to == to) and (from_ is None or m.from_ == from_) and sent(m)
             ]
         return jsonify(_page("messages", items, f"{_account_uri(account_sid)}/Messages.json"))
 

@@ -17,9 +17,23 @@ time within ``RUN_SECONDS``:
 - a call's own ``<Dial>`` legs (the backup line, dialled with the caller's number as caller
   ID) are found by ``ParentCallSid`` and deleted before it.
 
+The replies a text's webhook answers with in TwiML have no SID the line learns (only the
+last ``<Message>`` may carry an ``action``, and Twilio reports a SID only to that), nor has the
+fail-safe text. So for each texter whose texts the purge scrubs, it also notes, in the same
+statement's way, "the texts between this line number and this texter's number sent before the
+cutoff" (kind ``texts``: the number copied sealed from the texter's row, as numbers are kept at
+rest). The job lists those texts at Twilio in both directions (``To``/``From`` and ``DateSent<``,
+every page), checks each one's numbers and dates itself, deletes each, then the row and the
+number with it. Never a text the texter sent after the cutoff: they may have texted again
+within retention. The line's own texts go up to ``REPLY_WINDOW`` past it (a reply reaches
+Twilio a few seconds after the text it answers, which may be just before the cutoff), but
+never past the texter's first text after the cutoff, nor past the cutoff of the job's own
+moment. A row whose number the vault can no longer open is dropped (logged by id).
+
 ``TWILIO_RECORDS_AFTER_PURGE=keep`` leaves Twilio's records alone for a line whose policy needs
 them (billing disputes): the purge still notes them, so switching back to ``delete`` deletes
-every record of every contact purged meanwhile.
+every record of every contact purged meanwhile, by SID. The texts noted by number are dropped,
+unsent, at the next run: their rows would keep a purged texter's number in the line's database.
 Logs carry row ids and error codes only: never a SID (Twilio's record of it holds a number).
 """
 
@@ -29,19 +43,22 @@ import logging
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 from flask import current_app
-from sqlalchemy import ColumnElement, delete, literal, or_, select, true, union, update
+from sqlalchemy import ColumnElement, String, cast, delete, literal, or_, select, true, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 
 from crisisline.db import UTCDateTime, db
-from crisisline.models import Call, Message, Offer, Transfer, TwilioRecord
+from crisisline.models import Call, Message, Offer, Texter, Transfer, TwilioRecord
+from crisisline.privacy import DecryptionError, Vault
+from crisisline.retention import Cutoffs
 from crisisline.settings import Settings
-from crisisline.telephony import TwilioRest
+from crisisline.telephony import ListedMessage, TwilioRest
 from crisisline.twilio_params import SID
+from ivr.call_log import PHONE_CONTEXT
 from transfer.dispatch import rest_client
 
 log = logging.getLogger(__name__)
@@ -63,14 +80,25 @@ REFUSED_RETRY, LONGEST_RETRY = timedelta(minutes=15), timedelta(days=1)
 # The SIDs of each kind (text-born callbacks' call records have made-up ones: never sent).
 CALL_PREFIXES, MESSAGE_PREFIXES = ("CA",), ("SM", "MM")
 CHILD_LEGS_LISTED = 50
+# Texts found by number: a page of Twilio's list at a time, each one request.
+TEXTS_PAGE_SIZE = 100
+# A reply to a text from just before the cutoff reaches Twilio after it: the webhook answers
+# within Twilio's 15 s, the fail-safe at its deadline. Rows are due this long after the purge,
+# when the cutoff has moved past it.
+REPLY_WINDOW = timedelta(minutes=1)
+TEXTS = "texts"
 
 DONE, GONE, REFUSED, FAILED = "deleted", "gone", "refused", "failed"
+# Texts deleted through the rows of kind texts (each such row counts once as deleted or gone).
+BY_NUMBER = "texts_by_number"
+UNFINISHED = "unfinished"  # the run's time ran out in a row's texts: the next run goes on
 
 
-def note_purged(calls: ColumnElement[bool], texts: ColumnElement[bool], now: datetime) -> int:
+def note_purged(calls: ColumnElement[bool], texts: ColumnElement[bool], now: datetime, texts_cutoff: datetime) -> int:
     """Note the Twilio records of the calls and texts the purge is about to scrub (``calls`` and
-    ``texts``: its own conditions), in its transaction: one statement, whatever the backlog.
-    A record noted before stays as it is. Returns how many were noted (or already were)."""
+    ``texts``: its own conditions), in its transaction: one statement for the SIDs and one for
+    the texts found by number (``texts_cutoff``: the purge's), whatever the backlog. A record
+    noted before stays as it is. Returns how many SIDs were noted (or already were)."""
     purged_calls = select(Call.id).where(calls)
     their_transfers = select(Transfer.id).where(Transfer.call_id.in_(purged_calls))
     sids = union(
@@ -89,26 +117,80 @@ def note_purged(calls: ColumnElement[bool], texts: ColumnElement[bool], now: dat
     # The WHERE is for SQLite: an INSERT ... SELECT with ON CONFLICT needs one to parse.
     rows = select(sids.c.kind, sids.c.sid, literal("pending"), at, literal(0), at).where(true())
     columns = ["kind", "sid", "state", "due_at", "attempts", "queued_at"]
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
     noted = db.session.execute(
-        dialect.insert(TwilioRecord).from_select(columns, rows).on_conflict_do_nothing(),
+        _dialect().insert(TwilioRecord).from_select(columns, rows).on_conflict_do_nothing(),
         execution_options={"synchronize_session": False},
     )
+    _note_texts_by_number(texts, now, texts_cutoff)
     return int(noted.rowcount)  # type: ignore[attr-defined]
+
+
+def _note_texts_by_number(texts: ColumnElement[bool], now: datetime, cutoff: datetime) -> None:
+    """Per texter and line number with a text of theirs scrubbed now (every TwiML reply and
+    fail-safe answers one, from the number it was sent to): the texts between them before
+    ``cutoff``, with the texter's number as sealed in their row (before the purge scrubs it).
+    The key names the cutoff, so a purge run again notes nothing twice."""
+    pairs = (
+        select(Message.texter_id, Message.line_number)
+        .where(texts, Message.direction == "in", Message.texter_id.is_not(None), Message.line_number.is_not(None))
+        .distinct()
+        .subquery()
+    )
+    key = (
+        literal("texts:") + cast(pairs.c.texter_id, String) + literal(":") + pairs.c.line_number
+        + literal(":" + cutoff.astimezone(UTC).strftime("%Y%m%dT%H%M%S"))
+    )  # fmt: skip
+    at, due = literal(now, UTCDateTime()), literal(now + REPLY_WINDOW, UTCDateTime())
+    rows = (
+        select(
+            literal(TEXTS),
+            key,
+            literal("pending"),
+            due,
+            literal(0),
+            at,
+            Texter.sealed_number,
+            pairs.c.line_number,
+            literal(cutoff, UTCDateTime()),
+        )
+        .join_from(pairs, Texter, Texter.id == pairs.c.texter_id)
+        .where(Texter.sealed_number.is_not(None))
+    )
+    columns = ["kind", "sid", "state", "due_at", "attempts", "queued_at", "sealed_number", "line_number", "sent_before"]
+    db.session.execute(
+        _dialect().insert(TwilioRecord).from_select(columns, rows).on_conflict_do_nothing(),
+        execution_options={"synchronize_session": False},
+    )
+
+
+def _dialect() -> Any:
+    return postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
 
 
 def _starts(column: Any, prefixes: tuple[str, ...]) -> ColumnElement[bool]:
     return or_(*(column.startswith(prefix, autoescape=True) for prefix in prefixes))
 
 
+class Claimed(NamedTuple):
+    id: int
+    kind: str
+    sid: str
+    attempts: int
+    sealed_number: str | None
+    line_number: str | None
+    sent_before: datetime | None
+
+
 def delete_twilio_records(now_iso: str | None = None, *, budget_seconds: float = RUN_SECONDS) -> dict[str, int]:
     """Delete at Twilio the records the purge noted, as many as ``budget_seconds`` allows
     (the rest next run). Idempotent and safe to run twice at once: each record is claimed by
     one run. Counts: deleted (204), gone (404: deleted before), refused (tried later),
-    failed (tried next run). With ``TWILIO_RECORDS_AFTER_PURGE=keep``, nothing is sent."""
-    counts = dict.fromkeys((DONE, GONE, REFUSED, FAILED), 0)
+    failed (tried next run), and the texts found by number and deleted. With
+    ``TWILIO_RECORDS_AFTER_PURGE=keep``, nothing is sent (and the texts noted by number are dropped)."""
+    counts = dict.fromkeys((DONE, GONE, REFUSED, FAILED, BY_NUMBER), 0)
     settings: Settings = current_app.extensions["crisisline.settings"]
     if settings.twilio_records_after_purge != "delete":
+        _drop_texts_by_number()
         return counts
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
     deadline = time.monotonic() + budget_seconds
@@ -118,12 +200,19 @@ def delete_twilio_records(now_iso: str | None = None, *, budget_seconds: float =
         token, claimed = _claim(now)
         if claimed is None:
             break  # nothing due
-        for position, (record_id, kind, sid, attempts) in enumerate(claimed):
+        for position, record in enumerate(claimed):
             if time.monotonic() >= deadline:
-                _release([row[0] for row in claimed[position:]], token, now)
+                _release([row.id for row in claimed[position:]], token, now)
                 break
-            outcome, error = _delete(rest, kind, sid)
-            _settle(record_id, token, outcome, error, now, attempts)
+            if record.kind == TEXTS:
+                outcome, error, deleted = _delete_texts(rest, record, settings, now, deadline)
+                counts[BY_NUMBER] += deleted
+            else:
+                outcome, error = _delete(rest, record.kind, record.sid)
+            if outcome == UNFINISHED:
+                _release([row.id for row in claimed[position:]], token, now)
+                break
+            _settle(record.id, token, outcome, error, now, record.attempts)
             counts[outcome] += 1
             if error:
                 errors.add(error)
@@ -134,7 +223,15 @@ def delete_twilio_records(now_iso: str | None = None, *, budget_seconds: float =
     return counts
 
 
-def _claim(now: datetime) -> tuple[str, list[tuple[int, str, str, int]] | None]:
+def _drop_texts_by_number() -> None:
+    """Kept at Twilio: the rows of kind texts go, and the texters' numbers with them."""
+    db.session.execute(
+        delete(TwilioRecord).where(TwilioRecord.kind == TEXTS).execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def _claim(now: datetime) -> tuple[str, list[Claimed] | None]:
     """Take up to ``BATCH`` records due by ``now`` for this run: one conditional UPDATE, so of
     two runs reading the same rows only one takes each (the other's UPDATE finds them not due,
     and it reads again). None when nothing is due."""
@@ -156,12 +253,99 @@ def _claim(now: datetime) -> tuple[str, list[tuple[int, str, str, int]] | None]:
     )
     db.session.commit()
     rows = db.session.execute(
-        select(TwilioRecord.id, TwilioRecord.kind, TwilioRecord.sid, TwilioRecord.attempts)
+        select(
+            TwilioRecord.id, TwilioRecord.kind, TwilioRecord.sid, TwilioRecord.attempts, TwilioRecord.sealed_number,
+            TwilioRecord.line_number, TwilioRecord.sent_before,
+        )
         .where(TwilioRecord.claim == token)
-        .order_by(TwilioRecord.id)
-    ).all()
+        .order_by(TwilioRecord.kind == TEXTS, TwilioRecord.id)  # by SID first: a listing then finds fewer
+    ).all()  # fmt: skip
     db.session.rollback()
-    return token, [(row.id, row.kind, row.sid, row.attempts) for row in rows]
+    return token, [Claimed(*row) for row in rows]
+
+
+def _delete_texts(
+    rest: TwilioRest, record: Claimed, settings: Settings, now: datetime, deadline: float
+) -> tuple[str, str | None, int]:
+    """Delete the texts a row of kind texts names (``TwilioRecord``): list both directions
+    first (every page), then delete each text old enough. The outcome, the error, and how many
+    Twilio deleted. A run out of time leaves the row ``UNFINISHED`` (listed again next run:
+    what it deleted is no longer there)."""
+    if record.sealed_number is None or record.line_number is None or record.sent_before is None:
+        return GONE, None, 0  # nothing to find it by
+    vault: Vault = current_app.extensions["crisisline.vault"]
+    try:
+        texter = vault.open(record.sealed_number, context=PHONE_CONTEXT)
+    except DecryptionError:
+        log.warning("twilio records: row %s: its number cannot be opened (DecryptionError); dropped", record.id)
+        return GONE, None, 0
+    # The texter's own texts up to the purge's cutoff; the line's up to ``REPLY_WINDOW`` past it
+    # (replies to texts from just before it), but not past the texter's first text after it:
+    # from then on they answer a text the line keeps. Never past the cutoff of this moment.
+    now_cutoff = Cutoffs.at(now, settings).texts
+    theirs_before = min(record.sent_before, now_cutoff)
+    window_end = min(record.sent_before + REPLY_WINDOW, now_cutoff)
+    try:
+        theirs = _listed(rest, to=record.line_number, from_=texter, before=window_end, deadline=deadline)
+        ours = _listed(rest, to=texter, from_=record.line_number, before=window_end, deadline=deadline)
+    except (TwilioRestException, TwilioServiceException) as error:
+        return _failure(error), str(error.code or error.status), 0
+    except (requests.RequestException, OSError, ValueError) as error:  # ValueError: not JSON, a foreign next page
+        return FAILED, type(error).__name__, 0
+    if theirs is None or ours is None:
+        return UNFINISHED, None, 0
+    ours_before = min([window_end, *(_earliest(text) for text in theirs if _earliest(text) >= theirs_before)])
+    old = [text.sid for text in theirs if _before(text, theirs_before)]
+    old += [text.sid for text in ours if _before(text, ours_before)]
+    deleted, refusal = 0, None
+    for sid in old:
+        if time.monotonic() >= deadline:
+            return UNFINISHED, None, deleted
+        try:
+            deleted += rest.messages(sid).delete(timeout=REQUEST_TIMEOUT_SECONDS)
+        except (TwilioRestException, TwilioServiceException) as error:
+            if _failure(error) == FAILED:
+                return FAILED, str(error.code or error.status), deleted
+            refusal = str(error.code or error.status)  # the others still go; this row is tried later
+        except (requests.RequestException, OSError) as error:
+            return FAILED, type(error).__name__, deleted
+    if refusal is not None:
+        return REFUSED, refusal, deleted
+    return (DONE if deleted else GONE), None, deleted
+
+
+def _listed(rest: TwilioRest, *, to: str, from_: str, before: datetime, deadline: float) -> list[ListedMessage] | None:
+    """Every text ``from_`` sent ``to`` that Twilio lists as sent by ``before``'s day (whose
+    SID is a message's), checked to be between those very numbers. None if the run's time ran out."""
+    if time.monotonic() >= deadline:
+        return None
+    found = []
+    for page in rest.messages.pages(to=to, from_=from_, sent_before=before, page_size=TEXTS_PAGE_SIZE,
+                                    timeout=REQUEST_TIMEOUT_SECONDS):  # fmt: skip
+        found += [text for text in page if (text.to, text.from_) == (to, from_) and _a_message(text.sid)]
+        if time.monotonic() >= deadline:
+            return None
+    return found
+
+
+def _a_message(sid: str) -> bool:
+    return bool(SID.fullmatch(sid)) and sid.startswith(MESSAGE_PREFIXES)
+
+
+def _before(text: ListedMessage, moment: datetime) -> bool:
+    """Whether Twilio created and sent ``text`` before ``moment`` (by both of its dates)."""
+    dates = [known for known in (text.date_created, text.date_sent) if known is not None]
+    return bool(dates) and max(dates) < moment
+
+
+def _earliest(text: ListedMessage) -> datetime:
+    dates = [known for known in (text.date_created, text.date_sent) if known is not None]
+    return min(dates) if dates else datetime.max.replace(tzinfo=UTC)
+
+
+def _failure(error: TwilioRestException | TwilioServiceException) -> str:
+    """A 5xx or 429 is Twilio failing (the next run); any other refusal is for now (later)."""
+    return FAILED if error.status == 429 or error.status >= 500 else REFUSED
 
 
 def _delete(rest: TwilioRest, kind: str, sid: str) -> tuple[str, str | None]:

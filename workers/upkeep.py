@@ -107,7 +107,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     )
     # Twilio's own records of what is scrubbed now, to delete there too: noted in this
     # transaction, so never before the line's own copy is gone.
-    note_purged(calls_due, texts_due, now)
+    note_purged(calls_due, texts_due, now, texts_cutoff)
     # One statement whatever the backlog: its conditions, never a list of ids (one bound
     # parameter each: past 32,766 on SQLite or 65,535 on PostgreSQL the purge fails whole).
     calls = db.session.execute(

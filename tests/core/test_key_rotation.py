@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,11 +17,11 @@ from sqlalchemy import create_engine, func, insert, select, update
 from console.models import NOTE_CONTEXT, UNMASK_REASON_CONTEXT, AuditEntry, WrapUp
 from crisisline.cli import SEAL_CONTEXTS, rotate_sealed_values, sealed_columns, sealed_value_counts
 from crisisline.db import db
-from crisisline.models import Call, CheckIn, Message, Texter
+from crisisline.models import Call, CheckIn, Message, Texter, TwilioRecord
 from crisisline.privacy import DecryptionError, Vault, derived_lookup_hash_key, key_id
 from crisisline.settings import Settings, SettingsError, new_data_encryption_key
 from followups.checkins import REPLY_CONTEXT
-from ivr.call_log import phone_hash
+from ivr.call_log import PHONE_CONTEXT, phone_hash
 from sms.outbox import BODY_CONTEXT
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_DATA_KEY, TextingPhone, serving
 from tests.conftest import settings_for as conftest_settings_for
@@ -225,6 +226,11 @@ def a_day_on_the_old_key(app: Flask, port: int, fake: FakeTwilio) -> None:
             )
         )
         db.session.add(AuditEntry(actor="supervisor", action="unmask", target="call:1", sealed_detail=reason))
+        # What the purge notes to find a texter's texts at Twilio: their number, sealed.
+        number = vault.seal(TEXTER, context=PHONE_CONTEXT)
+        now = datetime.now(UTC)
+        db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=now,
+                                    sealed_number=number, line_number=LINE_NUMBER, sent_before=now))  # fmt: skip
         db.session.commit()
 
 

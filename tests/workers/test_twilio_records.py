@@ -12,17 +12,22 @@ import pytest
 import time_machine
 from flask import Flask
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import String, Text, func, or_, select, update
 
+import sms.views as sms_views
 from crisisline.app import rq
 from crisisline.db import db
-from crisisline.models import Call, Conversation, Message, Offer, Transfer, TwilioRecord
+from crisisline.models import Call, Conversation, Message, Offer, Texter, Transfer, TwilioRecord
+from crisisline.privacy import DecryptionError, Vault
 from crisisline.settings import Settings, SettingsError
+from ivr.call_log import PHONE_CONTEXT
+from sms import outbox
 from tests.conftest import LINE_NUMBER, TEST_BACKUP_NUMBER, TextingPhone, settings_for
 from twilio_fake.phone import Keys, Phone, PhoneCall, Words
-from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.rest_api import FakeTwilio, MessageRecord
 from twilio_fake.signing import new_sid
-from workers.twilio_records import delete_twilio_records
+from workers import twilio_records
+from workers.twilio_records import REPLY_WINDOW, delete_twilio_records
 from workers.upkeep import purge_personal_data
 
 CALLER, TEXTER = "+13125550181", "+13125550182"
@@ -48,6 +53,20 @@ def a_text(texting: TextingPhone, fake: FakeTwilio, body: str = "I can't sleep a
     return sid
 
 
+def two_replies(document: object, texter: Texter, inbound: Message, body: str, *_: object) -> None:
+    """A handler answering with two texts: two ``<Message>`` verbs, only the last with an ``action``."""
+    for part in ("We're here.", "A counselor will text you shortly."):
+        outbox.send_text(key=f"reply:{inbound.id}:{part}", to_number=TEXTER, from_number=LINE_NUMBER, body=part,
+                         party="line", texter=texter)  # fmt: skip
+
+
+def a_reply_then_failure(document: object, texter: Texter, inbound: Message, body: str, *_: object) -> None:
+    """A handler that replies, then fails: the reply and the fail-safe text, neither with an ``action``."""
+    outbox.send_text(key=f"reply:{inbound.id}", to_number=TEXTER, from_number=LINE_NUMBER, body="We're here.",
+                     party="line", texter=texter)  # fmt: skip
+    raise RuntimeError("the handling failed")
+
+
 def sids_the_line_holds(app: Flask) -> set[str]:
     """Every Twilio SID in the line's tables: calls, callback and responder legs, texts."""
     with app.app_context():
@@ -58,6 +77,11 @@ def sids_the_line_holds(app: Flask) -> set[str]:
             *db.session.scalars(select(Message.message_sid)),
         }
     return {sid for sid in found if sid and sid.startswith(("CA", "SM", "MM"))}
+
+
+def between_texter_and_line(fake: FakeTwilio) -> set[str]:
+    """Every text Twilio keeps between the texter and the line, either way."""
+    return {sid for sid, m in fake.messages.items() if {m.to, m.from_} == {TEXTER, LINE_NUMBER}}
 
 
 def at_twilio(fake: FakeTwilio, sids: set[str]) -> set[str]:
@@ -103,13 +127,17 @@ def test_a_purged_contacts_calls_legs_and_texts_are_deleted_at_twilio_each_once(
     assert any(sid in fake.calls and fake.calls[sid].direction == "outbound-api" for sid in held - {callback_leg.sid})
     assert at_twilio(fake, held) == held
 
+    assert between_texter_and_line(fake) <= held  # one reply, with its action: the line has its SID
+
     now = datetime.now(UTC) + PAST_RETENTION
     purge(app, now)
-    counts = delete_run(app, now)
+    counts = delete_run(app, now + REPLY_WINDOW)
 
     assert at_twilio(fake, held) == set()
     assert backup_leg.sid not in fake.calls
-    assert counts == {"deleted": len(held), "gone": 0, "refused": 0, "failed": 0}
+    assert between_texter_and_line(fake) == set()
+    # Each SID; then the texts between the texter and the line's number, listed: none left.
+    assert counts == {"deleted": len(held), "gone": 1, "refused": 0, "failed": 0, "texts_by_number": 0}
     assert sorted(sid for sid, _ in fake.delete_log) == sorted(held | {backup_leg.sid})  # each once
     assert {status for _, status in fake.delete_log} == {204}
     assert noted(app) == []  # done: the SIDs are no longer noted either
@@ -135,20 +163,25 @@ def test_nothing_is_deleted_at_twilio_while_the_line_keeps_the_contact(
 
 @pytest.mark.usefixtures("clean_redis")
 def test_running_the_purge_and_the_deletion_again_deletes_nothing_more(
-    app: Flask, texting: TextingPhone, fake: FakeTwilio
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sms_views, "handle_texter_message", two_replies)
     a_text(texting, fake)
     now = datetime.now(UTC) + PAST_RETENTION
     purge(app, now)
-    first = delete_run(app, now)
+    first = delete_run(app, now + REPLY_WINDOW)
     log_after_first = list(fake.delete_log)
+    listing_fails = fake.inject_fault("GET", r"/Messages\.json", status=500, code=20500, times=100)
 
     purge(app, now + timedelta(hours=1))
     again = delete_run(app, now + timedelta(hours=1))
 
-    assert first["deleted"] > 0
+    assert first["deleted"] > 0 and first["texts_by_number"] > 0
+    assert between_texter_and_line(fake) == set()
     assert set(again.values()) == {0}
     assert fake.delete_log == log_after_first
+    assert noted(app) == []  # nothing noted again, so nothing listed (a listing would have failed)
+    assert listing_fails.remaining == 100
 
 
 @pytest.mark.usefixtures("clean_redis")
@@ -158,9 +191,9 @@ def test_a_record_twilio_no_longer_has_counts_as_deleted(app: Flask, texting: Te
     purge(app, now)
     fake.delete_message(inbound)  # deleted already (by hand in Twilio's console, say)
 
-    counts = delete_run(app, now)
+    counts = delete_run(app, now + REPLY_WINDOW)
 
-    assert counts["gone"] == 1
+    assert counts["gone"] == 2  # it, and the texts listed by number (none left)
     assert (inbound, 404) in fake.delete_log
     assert noted(app) == []
 
@@ -175,15 +208,15 @@ def test_a_twilio_server_error_is_tried_again_at_the_next_run_not_the_same_one(
     fake.inject_fault("DELETE", rf"/Messages/{inbound}\.json$", status=503, code=20503, times=2)
 
     first = delete_run(app, now)
-    (left,) = noted(app)
-    second = delete_run(app, now + timedelta(minutes=1))
+    (left,) = [record for record in noted(app) if record.kind != "texts"]  # those by number: not due yet
+    second = delete_run(app, now + timedelta(seconds=30))
 
     assert first["failed"] == 1
     assert (left.sid, left.state, left.last_error) == (inbound, "pending", "20503")
     assert inbound in fake.messages  # the second injected failure was never used by the first run
     assert second["failed"] == 1  # the next run tried it (and Twilio failed once more)
     third = delete_run(app, now + timedelta(minutes=2))
-    assert third == {"deleted": 1, "gone": 0, "refused": 0, "failed": 0}
+    assert (third["deleted"], third["gone"], third["failed"]) == (1, 1, 0)  # then listed by number: none left
     assert inbound not in fake.messages
     assert noted(app) == []
 
@@ -322,3 +355,135 @@ def test_the_migration_notes_the_records_of_contacts_purged_before_it(
     assert unpurged == 0
     assert inbound in held
     assert {record.sid for record in noted(app)} == held
+
+
+def the_number_is_kept(app: Flask, number: str) -> list[str]:
+    """Where the database still holds ``number``: plain in any text column, or sealed in any
+    ``sealed_*`` column (opened with the line's vault)."""
+    vault: Vault = app.extensions["crisisline.vault"]
+    digits = number.lstrip("+")
+    found = []
+    with app.app_context():
+        for table in db.metadata.sorted_tables:
+            columns = [column for column in table.columns if isinstance(column.type, (String, Text))]
+            for row in db.session.execute(select(*columns)) if columns else ():
+                for column, value in zip(columns, row, strict=True):
+                    if not isinstance(value, str):
+                        continue
+                    if digits in value:
+                        found.append(f"{table.name}.{column.name}")
+                    elif column.name.startswith("sealed_"):
+                        try:
+                            if vault.open(value, context=PHONE_CONTEXT) == number:
+                                found.append(f"{table.name}.{column.name} (sealed)")
+                        except DecryptionError:
+                            pass  # a body, a note: sealed under another context
+    return found
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_replies_a_webhooks_twiml_carried_and_the_fail_safe_are_deleted_at_twilio_after_the_purge(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(twilio_records, "TEXTS_PAGE_SIZE", 2)  # the listing follows Twilio's pages
+    monkeypatch.setattr(sms_views, "handle_texter_message", two_replies)
+    a_text(texting, fake, "I can't sleep again")
+    monkeypatch.setattr(sms_views, "handle_texter_message", a_reply_then_failure)
+    a_text(texting, fake, "are you there?")
+    with app.app_context():
+        db.session.execute(update(Conversation).values(state="closed"))
+        db.session.commit()
+    held = sids_the_line_holds(app)
+    unknown = between_texter_and_line(fake) - held
+    # The first reply of two; the reply before the failure, and the fail-safe text after it.
+    assert sorted(fake.messages[sid].body for sid in unknown) == sorted([sms_views.FAILSAFE_TEXT, *["We're here."] * 2])
+
+    now = datetime.now(UTC) + PAST_RETENTION
+    purge(app, now)
+    assert [record.kind for record in noted(app)].count("texts") == 1  # the texter and the line's number
+    counts = delete_run(app, now + REPLY_WINDOW)
+
+    assert between_texter_and_line(fake) == set()
+    assert counts["texts_by_number"] == len(unknown) and counts["failed"] == counts["refused"] == 0
+    assert sorted(sid for sid, _ in fake.delete_log) == sorted(held | unknown)  # each once
+    assert noted(app) == []
+    assert the_number_is_kept(app, TEXTER) == []  # scrubbed, and the row noting its texts gone with it
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_newer_text_of_the_same_texter_and_its_replies_stay_at_twilio(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sms_views, "handle_texter_message", two_replies)
+    start = datetime.now(UTC)
+    a_text(texting, fake, "I can't sleep again")
+    old = between_texter_and_line(fake)
+    with time_machine.travel(start + timedelta(days=20), tick=True):  # within retention at the purge
+        a_text(texting, fake, "it's happening again")
+    newer = between_texter_and_line(fake) - old
+    assert len(old) == len(newer) == 3
+
+    now = start + PAST_RETENTION
+    purge(app, now)
+    counts = delete_run(app, now + REPLY_WINDOW)
+
+    assert between_texter_and_line(fake) == newer
+    assert counts["texts_by_number"] == 1 and counts["failed"] == 0  # the first reply: no SID
+    assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_texts_found_by_number_stop_at_the_cutoff_and_replies_just_after_it_at_the_texters_next_text(
+    app: Flask, fake: FakeTwilio
+) -> None:
+    cutoff = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+
+    def text(to: str, from_: str, seconds: int) -> str:
+        at = cutoff + timedelta(seconds=seconds)
+        message = MessageRecord(sid=new_sid("SM"), account_sid=fake.account_sid, to=to, from_=from_, body="words",
+                                status="delivered", date_created=at, date_updated=at, date_sent=at)  # fmt: skip
+        fake.messages[message.sid] = message
+        return message.sid
+
+    theirs_before = text(LINE_NUMBER, TEXTER, -5)
+    reply_after = text(TEXTER, LINE_NUMBER, 3)  # to the text just before the cutoff
+    theirs_after = text(LINE_NUMBER, TEXTER, 10)  # texted again: kept, and what answers it
+    reply_to_newer = text(TEXTER, LINE_NUMBER, 12)
+    someone_else = text("+13125550199", LINE_NUMBER, -60)
+    sealed = app.extensions["crisisline.vault"].seal(TEXTER, context=PHONE_CONTEXT)
+    with app.app_context():
+        db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=cutoff,
+                                    sealed_number=sealed, line_number=LINE_NUMBER, sent_before=cutoff))  # fmt: skip
+        db.session.commit()
+
+    counts = delete_run(app, cutoff + timedelta(days=30) + REPLY_WINDOW)
+
+    assert counts["texts_by_number"] == 2
+    assert sorted(sid for sid, _ in fake.delete_log) == sorted([theirs_before, reply_after])
+    assert {theirs_after, reply_to_newer, someone_else} <= set(fake.messages)
+    assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_keep_sends_nothing_and_drops_the_texters_numbers_noted_to_find_their_texts(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, settings: Settings, make_app: Callable[[Settings], Flask],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(sms_views, "handle_texter_message", two_replies)
+    a_text(texting, fake)
+    kept = between_texter_and_line(fake)
+    keeping = make_app(
+        settings_for(settings.database_url, settings.redis_url, TWILIO_RECORDS_AFTER_PURGE="keep",
+                     TWILIO_API_BASE_URL=settings.twilio_api_base_url or "")
+    )  # fmt: skip
+    listing = fake.inject_fault("GET", r"/Messages\.json", status=500, code=20500, times=100)
+    now = datetime.now(UTC) + PAST_RETENTION
+
+    purge(keeping, now)
+    assert [record.kind for record in noted(app)].count("texts") == 1
+    counts = delete_run(keeping, now + REPLY_WINDOW)
+
+    assert set(counts.values()) == {0}
+    assert (fake.delete_log, listing.remaining) == ([], 100)  # nothing deleted, nothing listed
+    assert between_texter_and_line(fake) == kept
+    assert "texts" not in {record.kind for record in noted(app)}  # the SIDs stay noted, the number goes
