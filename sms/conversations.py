@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import Insert, Select, Update, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Insert, Select, Update, and_, bindparam, case, func, or_, select, update
 
 import line_queue
 from crisisline import events
@@ -468,12 +468,16 @@ def _tell_the_counselor_their_words_did_not_arrive(
 
 def close(
     conversation: Conversation, document: RoutingDocument, reason: str, *, tell_texter: str | None,
-    quiet_since: datetime | None = None, holder: str | None = None,
+    quiet_since: datetime | None = None, holder: str | None = None, unless_texter_unhandled: bool = False,
 ) -> bool:  # fmt: skip
     """Close once; tell the texter (``tell_texter`` is a prompt key) and the counselor.
 
     ``quiet_since``: close only if nobody has written since then (an idle close read before a
     text arrived must not close the conversation that text just woke).
+
+    ``unless_texter_unhandled``: close only if no text of the texter's is still to be handled
+    (stored, its handling failed, the clock retries it): an idle close must not land between
+    their words and the retry that brings them to the conversation.
 
     ``holder``: close only while this responder holds it (a counselor's END): checked in the
     UPDATE, so an END read before they passed it on, and another counselor took it, closes
@@ -483,10 +487,12 @@ def close(
         closing = closing.where(Conversation.last_activity_at <= quiet_since)
     if holder is not None:
         closing = closing.where(Conversation.state == "active", Conversation.counselor_id == holder)
+    if unless_texter_unhandled:
+        closing = closing.where(~_texter_has_unhandled_text(now()))
     closed = db.session.execute(closing.values(state="closed", closed_at=now(), close_reason=reason)).rowcount  # type: ignore[attr-defined]
-    if not closed and (quiet_since is not None or holder is not None):
+    if not closed and (quiet_since is not None or holder is not None or unless_texter_unhandled):
         db.session.commit()
-        return False  # written in since, or no longer theirs: still open, its offers too
+        return False  # written in since (or a text of theirs awaits its retry), or no longer theirs: still open
     holders = set(
         db.session.scalars(
             select(ConversationOffer.responder_id).where(
@@ -522,6 +528,37 @@ def close(
     return True
 
 
+def _texter_has_unhandled_text(moment: datetime) -> ColumnElement[bool]:
+    """The conversation's texter has an inbound text the clock still retries
+    (``_retry_unhandled``'s window; ``ix_messages_unhandled`` finds the few)."""
+    return (
+        select(Message.id)
+        .where(
+            Message.direction == "in",
+            Message.handled_at.is_(None),
+            Message.created_at >= moment - GIVE_UP_AFTER,
+            Message.texter_id == Conversation.texter_id,
+        )
+        .exists()
+    )
+
+
+def close_unused(conversation: Conversation) -> bool:
+    """Close, quietly, a conversation opened only to carry the line's reply to START: unless a
+    text of theirs joined it meanwhile (one winner: a text that read it open and links to it
+    after this finds it closed, and opens a new one, as after any close). Nothing stays open to
+    be idle-closed an hour later with "We have not heard from you"."""
+    joined = select(Message.id).where(Message.conversation_id == Conversation.id, Message.direction == "in").exists()
+    closed = db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state == "language", ~joined)
+        .values(state="closed", closed_at=now(), close_reason="opted_in")
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    return bool(closed)
+
+
 def _ask_for_checkin(conversation: Conversation, document: RoutingDocument) -> None:
     """A counselor ended this conversation: whoever reacts does now (``followups`` asks for
     consent to a check-in). A reaction's failure never affects the close."""
@@ -552,6 +589,8 @@ def sweep(document: RoutingDocument) -> dict[str, int]:
 
 RETRY_AFTER = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(hours=6)
+# Unhandled texts retried per sweep (the next minute's sweep takes the rest).
+RETRY_BATCH = 100
 # A text the retries have not handled by then is a person's to deal with: the supervisors are
 # told and the board lists it (for ``STUCK_LISTED_FOR``) until it is handled or taken over.
 ESCALATE_AFTER = timedelta(minutes=3)
@@ -588,8 +627,10 @@ def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
             Message.created_at <= moment - RETRY_AFTER,
             Message.created_at >= moment - GIVE_UP_AFTER,
         )
-        .order_by(Message.id)
-        .limit(100)
+        # Texts already escalated (failing for minutes: a person is told) after fresh ones, so
+        # a batch of always-failing texts never holds newer texts back.
+        .order_by(case((Message.escalated_at.is_(None), 0), else_=1), Message.id)
+        .limit(RETRY_BATCH)
     ).all():
         try:
             body = outbox.vault().open(message.sealed_body, context=outbox.BODY_CONTEXT) if message.sealed_body else ""
@@ -1108,7 +1149,8 @@ def _close_idle(document: RoutingDocument, counts: dict[str, int]) -> None:
     ).all():
         if conversation.state == "active" and texter_waits_on_us(conversation):
             continue  # waiting on us: ``_requeue_unanswered`` hands them on, never an idle close
-        closed = close(conversation, document, "idle", tell_texter="idle_closed", quiet_since=before)
+        closed = close(conversation, document, "idle", tell_texter="idle_closed", quiet_since=before,
+                       unless_texter_unhandled=True)  # fmt: skip
         counts["idle_closed"] += int(closed)
 
 

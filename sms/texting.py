@@ -60,6 +60,9 @@ def handle_texter_message(
             return  # they opted out (or in) since: that stands; this text is kept, unanswered
         conversation = convo.open_or_start_conversation(texter, line_number)
         convo.to_texter(conversation, f"start:{inbound.id}", document.default_language.text("started"))
+        # Opened only to carry that reply (none of their texts in it; a retry of this START
+        # finds it so too): closed quietly, so nothing idles an hour and then texts them.
+        convo.close_unused(conversation)
         return
     if texter.opted_out:
         # Twilio would refuse any reply (21610): the message is kept, nothing is sent, and a
@@ -122,9 +125,10 @@ def handle_texter_message(
         # answer the menu did not take (asked again, then the default route), so someone who can
         # only write "help" still reaches a counselor.
         if conversation.state == "language":
-            _count_attempt(conversation)  # reads the row again: a text beside this one may have moved it on
-            if conversation.state != "language":
-                return  # at the need menu now: a language question would have its "1" read as a need
+            if not _count_attempt(conversation):
+                # A text beside this one counted (and asks, or routes) or moved it on: at the
+                # need menu a language question would have its "1" read as a need.
+                return
             if conversation.menu_attempts <= document.menu.retries:
                 convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
             else:
@@ -138,8 +142,9 @@ def handle_texter_message(
         # may have moved the conversation on during the Twilio request just made.
         db.session.refresh(conversation)
         if not body.strip():
-            if conversation.state == "language" and conversation.menu_attempts == 0:
-                _count_attempt(conversation)  # a picture alone: ask which language, so they know what next
+            # A picture alone: ask which language, so they know what next (unless a text beside
+            # it counted first: that one asks).
+            if conversation.state == "language" and conversation.menu_attempts == 0 and _count_attempt(conversation):
                 convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
             return
     handle_step(document, conversation, inbound, body)
@@ -190,8 +195,8 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     if chosen is None and conversation.menu_attempts > document.menu.retries:
         chosen = document.default_language
     if chosen is None:
-        _count_attempt(conversation)
-        convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
+        if _count_attempt(conversation):
+            convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
         return
     # Their words may name a need whatever they begin with ("2 days now and I want to die").
     need = choose_need(document, chosen, MenuInput(speech=text)) if not _menu_digit(text) else None
@@ -247,7 +252,8 @@ def _need_step(document: RoutingDocument, conversation: Conversation, inbound: M
     if need is None and given.speech and _switch_language(document, conversation, inbound, given):
         return
     if need is None:
-        _count_attempt(conversation)
+        if not _count_attempt(conversation):
+            return  # a text beside this one counted (it asks again, or routes) or sorted them
         if conversation.menu_attempts <= document.menu.retries:
             convo.to_texter(conversation, f"need-retry:{inbound.id}", language.text("need_retry"))
             return
@@ -274,14 +280,22 @@ def _switch_language(document: RoutingDocument, conversation: Conversation, inbo
     return True
 
 
-def _count_attempt(conversation: Conversation) -> None:
-    db.session.execute(
+def _count_attempt(conversation: Conversation) -> bool:
+    """Count a menu answer not taken, if nobody counted one or moved the menu on since this text
+    read the row: texts handled at once count one try between them, and only the one that
+    counted asks again or takes the default route (a burst is asked once, and never skips to
+    the default). The loser stays silent: the winner's question or route is what they get, and
+    the clock retries the winner's handling until it is done. The row is read again either way."""
+    counted = db.session.execute(
         update(Conversation)
-        .where(Conversation.id == conversation.id)
+        .where(Conversation.id == conversation.id, Conversation.state == conversation.state,
+               Conversation.menu_attempts == conversation.menu_attempts)
         .values(menu_attempts=Conversation.menu_attempts + 1)
-    )
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]  # fmt: skip
     db.session.commit()
     db.session.refresh(conversation)
+    return bool(counted)
 
 
 def _raise_priority(document: RoutingDocument, conversation: Conversation, body: str) -> None:
