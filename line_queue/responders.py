@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, or_, select, update
 
 from crisisline import events
 from crisisline.db import db, insert_ignoring_duplicates
-from crisisline.models import ConversationOffer, ResponderState
+from crisisline.models import Conversation, ConversationOffer, ResponderState
 
 # Why a responder is paused when their console account was closed (``paused_reason``).
 ACCOUNT_CLOSED = "account_closed"
@@ -141,6 +141,18 @@ def stop_ringing(responder_id: str) -> bool:
     next sweep hands it back to the queue as it hands back any expired offer, and their
     ``YES <tag>`` is refused meanwhile (``sms.conversations.take``)."""
     ensure_responder_state(responder_id)
+    moment = make_offers_due(responder_id)
+    return _change(
+        [ResponderState.responder_id == responder_id, _NOT_CLOSED | ResponderState.paused.is_(False)],
+        {"paused": True, "paused_reason": ACCOUNT_CLOSED, "updated_at": moment},
+    )
+
+
+def make_offers_due(responder_id: str) -> datetime:
+    """Every text offer still open to ``responder_id`` is due now (not committed): the clock's
+    next sweep hands each back to the queue as it hands back any expired offer. For a phone
+    the line can no longer reach (an account closed, a phone that blocks the line's texts): a
+    texter never waits out an offer nobody will read. Returns the moment used."""
     moment = _now()
     db.session.execute(
         update(ConversationOffer)
@@ -152,10 +164,35 @@ def stop_ringing(responder_id: str) -> bool:
         .values(expires_at=moment)
         .execution_options(synchronize_session=False)
     )
-    return _change(
-        [ResponderState.responder_id == responder_id, _NOT_CLOSED | ResponderState.paused.is_(False)],
-        {"paused": True, "paused_reason": ACCOUNT_CLOSED, "updated_at": moment},
-    )
+    return moment
+
+
+def expire_offer(responder_id: str, conversation_id: int) -> bool:
+    """The text offer of ``conversation_id`` open to ``responder_id`` ends now, as an expired
+    one does (not committed): they may not take it (at their conversation limit, say), so its
+    texter goes back to the queue at once, and once the unit of work is over the queue offers
+    it to the next counselor (``responder_freed``; the re-offer cooldown keeps it from them).
+    True if such an offer was open."""
+    moment = _now()
+    expired = db.session.execute(
+        update(ConversationOffer)
+        .where(
+            ConversationOffer.responder_id == responder_id,
+            ConversationOffer.conversation_id == conversation_id,
+            ConversationOffer.state == "open",
+        )
+        .values(state="expired", decided_at=moment)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if expired:
+        db.session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.state == "offered")
+            .values(state="queued")
+            .execution_options(synchronize_session=False)
+        )
+        events.note_responder_freed(responder_id)
+    return bool(expired)
 
 
 def ring_again(responder_id: str) -> bool:

@@ -120,6 +120,8 @@ SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_requeued": frozenset({"tag"}),
     "sms_line_trouble": frozenset(),
     "sms_line_lost": frozenset(),
+    "sms_at_limit": frozenset({"tag", "count"}),
+    "sms_empty_reply": frozenset({"tag"}),
 }
 STAFF_PROMPT_PLACEHOLDERS.update(SMS_STAFF_PROMPT_PLACEHOLDERS)
 

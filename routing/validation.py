@@ -107,6 +107,13 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "sms_line_lost": lambda prompts: (
         "Crisis line: the line could not take your text just now. Please send it again in a few minutes."
     ),
+    "sms_at_limit": lambda prompts: (
+        "Not taken: you are at your limit of open conversations ({count}). #{tag} goes to someone else. To take"
+        " more, END or PASS one first."
+    ),
+    "sms_empty_reply": lambda prompts: (
+        "Not sent: nothing came after #{tag}. Write your words after the tag, like #{tag} I'm here."
+    ),
     "checkin_answered_sms": lambda prompts: (
         "Crisis line: check-in case {case} has now replied; the line is looking after them."
     ),

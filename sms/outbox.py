@@ -33,7 +33,7 @@ from crisisline.models import Conversation, Message, Texter, utcnow
 from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count, split_for_sms
 from crisisline.urls import public_url
-from line_queue.responders import set_paused
+from line_queue.responders import make_offers_due, set_paused
 from routing.document import RoutingDocument
 from transfer.dispatch import rest_client
 
@@ -205,6 +205,15 @@ def send_text(
             claim.update(status=RETRYING, error_code=refused_for_now)
         message_id = inserted_id(Message, claim)
         commit_keeping_loaded()  # the claim, before the request: the sender's rows stay loaded
+        if message_id is None and refused_for_now is None:
+            # Claimed before (a re-run: a retried job, a duplicated webhook). A part that did
+            # not go out ends the text here, as it ended the first run: the parts after it
+            # never go alone. One left for the sweep holds the new parts after it behind it.
+            claimed = db.session.execute(_CLAIM_OF, {"key": part_key}).first()
+            if claimed is not None and claimed.status in UNSENT_STATUSES:
+                return sent_any
+            if claimed is not None and claimed.status == RETRYING and claimed.error_code is not None:
+                refused_for_now = claimed.error_code
         if message_id is None or refused_for_now is not None:
             continue  # sent (or being sent) already for this key, or left for the sweep
         replies = _twiml_replies()
@@ -228,6 +237,10 @@ def send_text(
         else:
             refused_for_now = outcome
     return sent_any
+
+
+# ``send_text``'s read of a part claimed before under its key (a re-run only).
+_CLAIM_OF = select(Message.status, Message.error_code).where(Message.idempotency_key == bindparam("key"))
 
 
 def _refused_for_now(error: TwilioRestException) -> int | None:
@@ -417,8 +430,10 @@ _COUNSELOR_OF = select(Message.responder_id).where(
 
 def _pause_blocked(responder_id: str) -> None:
     """A counselor whose phone blocks the line (21610: they texted STOP) can't get offers:
-    pause them, loudly (not committed)."""
+    pause them, loudly (not committed). A text offer open to them is made due at once: its
+    texter is handed on by the clock's next sweep, not left waiting out an offer never read."""
     set_paused(responder_id, True, "sms_blocked")
+    make_offers_due(responder_id)
     log.error("responder %s blocks texts from the line (21610): paused", responder_id)
 
 

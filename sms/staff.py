@@ -76,7 +76,10 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
         return _tagged_command(document, responder, verb, conversation)
     relay = _RELAY.match(body)
     if relay:
-        return relay_to_tag(document, responder, inbound, relay.group(1), relay.group(2).strip())
+        tag, words = relay.group(1), relay.group(2).strip()
+        if not words:  # "#12" alone: nothing to send, and they must not believe something went
+            return _nothing_to_send(document, responder, tag)
+        return relay_to_tag(document, responder, inbound, tag, words)
     bare = body.strip().strip(".!").upper()
     if bare in NEVER_RELAYED:
         # "END" without a number must not reach a texter (and is an opt-out word to carriers).
@@ -108,6 +111,16 @@ def relay_to_tag(document: RoutingDocument, responder: Responder, inbound: Messa
     return _relay(conversation, responder, inbound, words, document)
 
 
+def _nothing_to_send(document: RoutingDocument, responder: Responder, tag: str) -> Reply:
+    """A tag with no words after it: told nothing was sent, unless ``#tag`` is not theirs or
+    their account was closed (then they are told that, as for words to it)."""
+    conversation = _conversation(tag)
+    theirs = conversation is not None and conversation.state == "active" and conversation.counselor_id == responder.id
+    if not theirs or state.is_closed(responder.id):
+        return _refused(document, responder, tag)
+    return Reply(document.staff_prompt("sms_empty_reply", tag=tag), conversation, refused=True)
+
+
 def _refused(document: RoutingDocument, responder: Responder, tag: str) -> Reply:
     """Nothing done for ``#tag``: it is not this responder's (any more), or their console
     account was closed (``not_rung_sms``: one read, only on this refusal)."""
@@ -116,14 +129,32 @@ def _refused(document: RoutingDocument, responder: Responder, tag: str) -> Reply
     return Reply(document.staff_prompt("sms_too_late", tag=tag), refused=True)
 
 
+def _yes_refused(document: RoutingDocument, responder: Responder, conversation: Conversation) -> Reply:
+    """Their YES took nothing. At their conversation limit (one read, only on this refusal),
+    they are told so, not that it was taken, and an offer of it open to them ends now: its
+    texter goes to the next counselor rather than waiting out an offer they cannot take."""
+    tag = str(conversation.tag)
+    if state.is_closed(responder.id):
+        return Reply(document.staff_prompt("not_rung_sms"), refused=True)
+    limit = document.sms.max_conversations_per_counselor
+    load = convo.counselor_load(responder.id) if responder.kind == "counselor" else 0
+    if load < limit:
+        return Reply(document.staff_prompt("sms_too_late", tag=tag), refused=True)
+    state.expire_offer(responder.id, conversation.id)
+    db.session.commit()
+    return Reply(document.staff_prompt("sms_at_limit", tag=tag, count=load), refused=True)
+
+
 def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, conversation: Conversation) -> Reply:
     tag = conversation.tag
     holds_it = conversation.counselor_id == responder.id and conversation.state == "active"
     if verb == "YES":
         # Theirs already, ``take`` relays the backlog again: never to a closed account's phone
         # (one read, only for a YES to a conversation they hold).
-        if (holds_it and state.is_closed(responder.id)) or not convo.take(conversation, responder, document):
+        if holds_it and state.is_closed(responder.id):
             return _refused(document, responder, str(tag))
+        if not convo.take(conversation, responder, document):
+            return _yes_refused(document, responder, conversation)
         db.session.refresh(conversation)
         text = document.staff_prompt("sms_taken", tag=tag)
         if conversation.previous_id:

@@ -376,7 +376,10 @@ def test_a_counselor_is_not_offered_more_than_their_limit_of_conversations(
     second = conversation_of(app, 2)
     assert second.state == "queued"  # Ben is full and Diego is paused: nobody is offered it
     assert not any(text.startswith(f"New text #{second.id}") for text in texting.inbox(BEN))
-    assert texting.send(BEN, f"YES {second.id}") == [f"#{second.id} is already taken or closed. Thank you."]
+    assert texting.send(BEN, f"YES {second.id}") == [
+        f"Not taken: you are at your limit of open conversations (1). #{second.id} goes to someone else."
+        " To take more, END or PASS one first."
+    ]
 
 
 @pytest.mark.usefixtures("wednesday_evening")
