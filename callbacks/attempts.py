@@ -274,6 +274,49 @@ def _called_in_meanwhile(transfer: Transfer, callback: Callback, reached: str) -
     return HOLDING_LIVE
 
 
+# The caller's own callback searches still ringing counselors (none accepted yet): read once
+# per live search begun, for a caller whose number is known.
+_RINGING_FOR_CALLER = (
+    select(Transfer)
+    .join(Call, Call.id == Transfer.call_id)
+    .where(
+        Call.caller_hash == bindparam("caller_hash"),
+        Call.id != bindparam("call"),
+        Transfer.mode == "callback",
+        Transfer.state == "waiting",
+    )
+)
+
+
+@flow.live_search_started.connect
+def _stop_callback_search_for_caller(transfer: Transfer, *, call: Call, **_: object) -> None:
+    """The person called the line live while a search for their callback rang counselors:
+    that search ends unaccepted and stops ringing, so the counselor free for their live call is
+    not rung and briefed for their callback (nor counted a miss for not taking it). Their
+    callback keeps its place: the same attempt is asked again in a minute, as when a counselor
+    accepts it while they hold (``_called_in_meanwhile``)."""
+    if not call.caller_hash:
+        return
+    for search in db.session.scalars(_RINGING_FOR_CALLER, {"caller_hash": call.caller_hash, "call": call.id}).all():
+        callback = db.session.get(Callback, search.callback_id) if search.callback_id else None
+        if callback is None:
+            continue
+        if not state.move_transfer(search.id, ("waiting",), "ended", end_reason=PERSON_CALLED_IN):
+            db.session.commit()  # a counselor accepted it first: their 1 finds the person holding
+            continue
+        flow.record_event(
+            search, "callback.person_called_in", f"transfer:{search.id}:called_in", reached=HOLDING, live=transfer.id
+        )
+        # In the transaction that ends the search (``schedule`` commits both): never ended with
+        # nothing due. The callback stays ``waiting``, for this same attempt.
+        schedule(
+            "callback", f"callback:{callback.id}:{callback.attempts}:holding:{search.id}",
+            state.now() + HOLDING_RECHECK, call_id=callback.call_id, callback_id=callback.id,
+            attempt=callback.attempts,
+        )  # fmt: skip
+        flow.stop_ringing(search)
+
+
 def adopt_person_leg(transfer: Transfer, call_sid: str) -> None:
     """The person's leg reported itself (its SID unknown: Twilio's answer to placing it was
     lost). From now on it is this attempt's leg."""

@@ -53,8 +53,11 @@ REPLY_AFTER_FLAG = timedelta(hours=24)
 # Twilio refused a check-in text (certainly not sent): tried again after these waits, then
 # the supervisors are told it could not be sent. The same for a flag nobody could be told.
 SEND_RETRIES = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30), timedelta(hours=1))
-# While the person has a conversation open, a check-in text waits this long at a time.
+# While the person has a conversation open, a check-in text waits this long at a time, for up
+# to ``POSTPONED_AT_MOST`` past when it was first due: then it is never sent into that
+# conversation, and the supervisors are told instead (a conversation left queued never closes).
 WHILE_IN_CONTACT = timedelta(hours=1)
+POSTPONED_AT_MOST = timedelta(hours=24)
 # A check-in under way (the retention purge leaves whom to text alone) and the longest one
 # can be: due after up to 14 days, the second text and the flag up to 3 days later each, a
 # day for a reply after the flag, a margin for retries, and a day for each of the two texts to
@@ -71,6 +74,7 @@ UNLINKED_SURVEY_KEY_PREFIX = "unlinked:"
 FLAG_REASON_TEXT = {
     "no_reply": "no reply to two check-in texts",
     "send_failed": "the check-in text could not be sent",
+    "in_conversation": "the check-in text waited a day for a conversation of theirs to close",
 }
 
 
@@ -117,17 +121,25 @@ def _plain(word: str) -> str:
 
 
 # A first text asks all three of these (a consent, a check-in answer, a rating?): built once
-# (``crisisline.db``, "Statements built once").
-_ASKED_CHECKIN = (
+# (``crisisline.db``, "Statements built once"). A question texted after a conversation that a
+# counselor's wrap-up (or an earlier YES) consented to already: a YES within the window
+# answers it, as it would have.
+_CONSENTED_BY_TEXT = and_(CheckIn.state == "consented", CheckIn.origin == "text")
+_CONSENT_QUESTION = (
     select(CheckIn)
-    .where(CheckIn.texter_id == bindparam("texter"), CheckIn.state == "asked", CheckIn.asked_at >= bindparam("since"))
+    .where(
+        CheckIn.texter_id == bindparam("texter"),
+        or_(CheckIn.state == "asked", _CONSENTED_BY_TEXT),
+        CheckIn.asked_at >= bindparam("since"),
+    )
     .order_by(CheckIn.id.desc())
 )
 
 
-def asked_checkin(texter: Texter) -> CheckIn | None:
-    """The texter's consent question still open for a YES (the most recent one)."""
-    return db.session.scalars(_ASKED_CHECKIN, {"texter": texter.id, "since": now() - CONSENT_WINDOW}).first()
+def consent_question(texter: Texter) -> CheckIn | None:
+    """The texter's most recent consent question a YES answers now: still open (``asked``), or
+    consented already (their YES is then an answer to it, not a first text)."""
+    return db.session.scalars(_CONSENT_QUESTION, {"texter": texter.id, "since": now() - CONSENT_WINDOW}).first()
 
 
 def consent(checkin: CheckIn, document: RoutingDocument, *, at: datetime | None = None) -> bool:
@@ -235,8 +247,12 @@ def nothing_pending(texter: Texter, inbound: Message) -> bool:
     """No check-in or survey of theirs could take ``inbound`` as its answer (a consent question,
     a check-in awaiting a reply or answered by this very text, an unanswered survey): so for
     nearly every first text. One query for the three it otherwise takes (a superset of theirs,
-    without their time windows: a match only means those three run)."""
-    bound = {"texter": texter.id, "answered_at": inbound.created_at, "flagged_since": now() - REPLY_AFTER_FLAG}
+    without their time windows: a match only means those three run; a consent already given
+    counts only within its window, or a consented check-in would run them for days)."""
+    bound = {
+        "texter": texter.id, "answered_at": inbound.created_at, "flagged_since": now() - REPLY_AFTER_FLAG,
+        "asked_since": now() - CONSENT_WINDOW,
+    }  # fmt: skip
     return db.session.execute(_ANY_PENDING, bound).first() is None
 
 
@@ -256,6 +272,7 @@ _ANY_PENDING = union_all(
         CheckIn.texter_id == bindparam("texter"),
         or_(
             CheckIn.state == "asked",
+            and_(_CONSENTED_BY_TEXT, CheckIn.asked_at >= bindparam("asked_since")),
             _awaits_reply(),
             and_(CheckIn.state == "answered", CheckIn.replied_at == bindparam("answered_at")),
         ),
@@ -423,6 +440,9 @@ def send_checkin(contact: ScheduledContact) -> str:
     if _in_conversation(texter):
         # "How are you? Reply 1 or 2" in the middle of a conversation would be read as part of
         # it (their "2" reaching their counselor, and a "no reply" flag for someone in touch).
+        if _postponed_since(contact) <= now() - POSTPONED_AT_MOST:
+            _flag(checkin, document, "in_conversation")  # never silently kept waiting for good
+            return "not_needed"
         _again_later(contact, "later", WHILE_IN_CONTACT, document=document)
         return POSTPONED
     # A newer question supersedes an unanswered survey: a "1" is then about the check-in.
@@ -563,6 +583,17 @@ def _again_later(
     schedule(contact.kind, f"{base}:again:{next_round}", due, checkin_id=contact.checkin_id,
              attempt=contact.attempt)  # fmt: skip
     return True
+
+
+def _postponed_since(contact: ScheduledContact) -> datetime:
+    """When this text (its check-in's attempt) was first due: its first contact's due time."""
+    first = db.session.scalar(
+        select(func.min(ScheduledContact.due_at)).where(
+            ScheduledContact.checkin_id == contact.checkin_id, ScheduledContact.kind == contact.kind,
+            ScheduledContact.attempt == contact.attempt,
+        )
+    )  # fmt: skip
+    return first or contact.due_at
 
 
 def _refused(key: str) -> bool:

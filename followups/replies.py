@@ -57,10 +57,16 @@ def handle_reply(
         return True
     if checkin is not None and text:
         return _checkin_reply(document, texter, checkin, inbound, text)
-    asked = checkins.asked_checkin(texter)
-    if asked is not None and checkins.is_consent(text):
-        if checkins.consent(asked, document):
-            _to_texter(texter, asked.line_number or line_number or "", f"checkin-consent:{inbound.id}",
+    asked = checkins.consent_question(texter) if checkins.is_consent(text) else None
+    if asked is not None:
+        # Asked: consent now. Consented already (a counselor's wrap-up recorded it, or a YES
+        # before this one): this YES answers the same question, never a first text that opens
+        # a conversation at the menus. Confirmed once per question, whichever YES comes first.
+        if asked.state == "asked":
+            checkins.consent(asked, document)
+            db.session.refresh(asked)
+        if asked.state == "consented":
+            _to_texter(texter, asked.line_number or line_number or "", f"checkin-consented:{asked.id}",
                        document.language(asked.language).text("checkin_ok"))  # fmt: skip
         return True
     return False

@@ -36,6 +36,9 @@ callback_accepted = Namespace().signal("callback-accepted")
 # (sender: the transfer, its move to ``to_backup`` not yet committed): a receiver records the
 # callback's outcome, in that transaction.
 callback_on_backup = Namespace().signal("callback-on-backup")
+# A live search began for a caller holding on our line (sender: the transfer, committed;
+# ``call``): a receiver stops a search of theirs that rings counselors to call them back.
+live_search_started = Namespace().signal("live-search-started")
 TERMINAL_LEG_STATUSES = dispatch.TERMINAL_LEG_STATUSES
 # An offer whose press of 1 came after the counselor's webhook had answered without it (its
 # deadline passed): not a miss of theirs.
@@ -92,6 +95,12 @@ def begin(
         # hook, ``failsafe_took_over``, sees the transfer and ends it).
         send_to_backup(transfer, "failsafe")
         db.session.commit()
+        return transfer
+    try:
+        live_search_started.send(transfer, call=call)
+    except Exception as error:  # their own search goes on: a callback's accept checks again
+        log.error("live-search-started receiver failed: %s", type(error).__name__)
+        db.session.rollback()
     return transfer  # its first hold step (``hold_step``) rings who is free, at once
 
 

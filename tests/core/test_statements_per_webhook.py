@@ -28,8 +28,9 @@ BUDGET = {
     "incoming": 4,
     "language_answer": 4,
     # 17-18 (one INSERT for its events, its own line's pass); +1 for a responder's first ring; +1 (2026-12-03):
-    # the caller's status read after the commit, so no one is rung for a caller whose hang-up came first
-    "need_answer": 20,
+    # the caller's status read after the commit, so no one is rung for a caller whose hang-up came first;
+    # +1 (2026-12-04): whether the caller's own callback search is ringing someone (``live_search_started``)
+    "need_answer": 21,
     "hold_turn": 4,
     "status_callback": 15,
     "first_text": 13,  # 12: the welcome and the need menu are one text; one look for a pending follow-up
