@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import and_, case, func, select, update
@@ -40,6 +41,21 @@ class Line:
     at: datetime
     body: str
     delivery: Delivery | None = None  # texts sent to the texter only; None while on its way
+
+    @property
+    def label(self) -> str:
+        return SPEAKERS[self.who]
+
+    def as_json(self) -> dict[str, Any]:
+        """For the open thread page to redraw (console/static/thread.js): what the template shows."""
+        return {
+            "who": self.who, "label": self.label, "at": self.at.isoformat(), "time": self.at.strftime("%H:%M"),
+            "body": self.body,
+            "delivery": {"kind": self.delivery.kind, "text": self.delivery.text} if self.delivery else None,
+        }  # fmt: skip
+
+
+SPEAKERS = {"texter": "Texter", "counselor": "Counselor", "line": "Line"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,25 @@ def why_not_yours(responder_id: str, conversation_id: int) -> str:
     if conversation.state == "active" and conversation.counselor_id != responder_id:
         return f"{tag} is with another counselor now."
     return f"{tag} is not one of your conversations now."
+
+
+def why_not_taken(responder_id: str, conversation_id: int) -> str | None:
+    """Why this counselor cannot take conversation ``conversation_id`` now, in plain words
+    (never who has it, nor anything the texter wrote); None when there is no such conversation."""
+    conversation = db.session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    tag = f"#{conversation.tag}"
+    if conversation.state == "active" and conversation.counselor_id == responder_id:
+        return f"{tag} is yours already."
+    if conversation.state == "active":
+        return f"{tag} was taken by another counselor."
+    if conversation.state == "closed":
+        why = CLOSED_BECAUSE.get(conversation.close_reason or "")
+        return f"{tag} is no longer waiting: it is closed{': ' + why if why else ''}."
+    if conversation.state in ("queued", "offered"):
+        return f"{tag} is no longer offered to you: it was handed on, and the next counselor free is offered it."
+    return f"{tag} is not waiting for a counselor."
 
 
 def offered_to(responder_id: str, conversation_id: int) -> Conversation | None:

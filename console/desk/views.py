@@ -24,6 +24,7 @@ from routing.store import active_routing
 
 bp = Blueprint("desk", __name__)
 REFRESH_SECONDS = 5
+REPLY_SENT = "reply-sent"  # a flash category: "<account id>:<conversation id>", read by drafts.js
 FOLLOWUP_WORDS = {
     "scheduled": "A check-in is scheduled.",
     "checkins_off": "No check-in: this line does not run check-ins.",
@@ -136,8 +137,20 @@ def _thread_page(document: RoutingDocument, held: Conversation, reply_form: Call
     answers a POST, which they must not read their keys from."""
     return render_template(
         "console/conversation.html", card=_card(document, held, datetime.now(UTC)), reply_form=reply_form,
-        command_form=lambda: KeyedForm(formdata=None),
+        command_form=lambda: KeyedForm(formdata=None), refresh_seconds=REFRESH_SECONDS,
     )  # fmt: skip
+
+
+@bp.get("/me/texts/<id:conversation_id>.json")
+@allow(COUNSELOR)
+def conversation_data(conversation_id: int) -> dict[str, Any]:
+    """The open thread page's messages, redrawn in place by thread.js (its reply box is left
+    alone). No longer theirs: why (as a reply would be told), and no messages."""
+    _document, responder = _mine_or_404()
+    held = texts.mine(responder.id, conversation_id)
+    if held is None:
+        return {"gone": texts.why_not_yours(responder.id, conversation_id), "lines": []}
+    return {"gone": "", "lines": [line.as_json() for line in texts.thread(held)]}
 
 
 NOT_DONE = {"reply": "Your reply to #{tag} was not sent", "end": "#{tag} was not ended",
@@ -189,6 +202,8 @@ def reply(conversation_id: int) -> Response | tuple[str, int]:
     if sent.refused:  # passed on, or closed, between the check above and the relay
         return _not_sent(responder, conversation_id, "reply", words)
     _said(sent, f"Sent to #{held.tag}.")
+    # For the page after it: the copy of the words this tab kept (drafts.js) may go. Ids only.
+    flash(f"{signed_in().id}:{conversation_id}", REPLY_SENT)
     return _back(conversation_id)
 
 
@@ -200,23 +215,47 @@ def command(conversation_id: int, command: str) -> Response | tuple[str, int]:
     for a conversation no longer theirs: a page says why nothing was done (409)."""
     document, responder = _mine_or_404()
     if command == "take":
-        target = texts.offered_to(responder.id, conversation_id)
-    else:
-        target = texts.mine(responder.id, conversation_id)
+        return _take(document, responder, conversation_id)
+    target = texts.mine(responder.id, conversation_id)
     if target is None:
-        if command == "take":
-            abort(404)
         return _not_sent(responder, conversation_id, command)
     form = KeyedForm()
     if not form.validate_on_submit():
         abort(400)
     sent = texts.command(signed_in(), document, responder, target, form.key.data, command)
-    if sent.refused and command != "take":
+    if sent.refused:
         return _not_sent(responder, conversation_id, command)
     _said(sent, "Done.")
-    if command == "take":
-        return redirect(url_for("console.desk.page") + f"#text-{conversation_id}")
     return redirect(url_for("console.desk.page"))
+
+
+def _take(document: RoutingDocument, responder: Responder, conversation_id: int) -> Response | tuple[str, int]:
+    """YES from the page. An offer no longer open (taken by another counselor, handed on, or
+    the texter gone) is a page saying so (409), an id no conversation has a 404; one the
+    counselor holds already (taken from their phone, or the form sent twice) is simply theirs."""
+    offered = texts.offered_to(responder.id, conversation_id)
+    if offered is None:
+        return _not_taken(responder, conversation_id)
+    form = KeyedForm()
+    if not form.validate_on_submit():
+        abort(400)
+    sent = texts.command(signed_in(), document, responder, offered, form.key.data, "take")
+    if sent.refused and texts.offered_to(responder.id, conversation_id) is None:
+        return _not_taken(responder, conversation_id)  # another counselor's YES came between
+    _said(sent, "Done.")  # refused, still offered to them: at their limit of conversations, say
+    return redirect(url_for("console.desk.page") + f"#text-{conversation_id}")
+
+
+def _not_taken(responder: Responder, conversation_id: int) -> Response | tuple[str, int]:
+    if texts.mine(responder.id, conversation_id) is not None:
+        flash(f"#{conversation_id} is yours already.", "info")
+        return redirect(url_for("console.desk.page") + f"#text-{conversation_id}")
+    why = texts.why_not_taken(responder.id, conversation_id)
+    if why is None:
+        abort(404)
+    return render_template(
+        "console/not_sent.html", title="Not taken", headline=f"#{conversation_id} was not taken", why=why,
+    ), 409  # fmt: skip
 
 
 # --- wrap-ups -----------------------------------------------------------------------------------

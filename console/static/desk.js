@@ -54,13 +54,7 @@
       if (c.channel === "text" && c.state === "offered" && c.tag) { item.appendChild(takeForm(c.tag)); }
       return item;
     });
-    if (items.length === 0) {
-      var empty = document.createElement("li");
-      empty.className = "empty";
-      empty.textContent = "Nothing right now.";
-      items = [empty];
-    }
-    list.replaceChildren.apply(list, items);
+    window.consoleFillList(list, items, "Nothing right now.");
     if (typeof data.inbox === "string" && data.inbox !== root.dataset.inbox && !writing()) {
       // ?poll=1: the reload is the page's own, not activity (console/access.py), so a desk left
       // open still signs out after the idle timeout.

@@ -6,10 +6,19 @@ window.consolePoll = function (root, render, problemId) {
   var source = root.dataset.source;
   var every = Math.max(2, parseInt(root.dataset.refresh, 10) || 5) * 1000;
   var problem = document.getElementById(problemId);
+  // Signed out (the idle timeout): to the sign-in page, and back to this page after it (a
+  // reply being typed is kept by drafts.js and put back there).
+  function signInAndBack() {
+    var here = new URL(window.location.href);
+    here.searchParams.delete("poll");
+    var target = new URL(root.dataset.signIn, window.location.href);
+    target.searchParams.set("next", here.pathname + here.search);
+    return target.toString();
+  }
   function tick() {
     fetch(source, { credentials: "same-origin", headers: { "X-Console-Poll": "1", "Accept": "application/json" } })
       .then(function (response) {
-        if (response.status === 401) { window.location.assign(root.dataset.signIn); return null; }
+        if (response.status === 401) { window.location.assign(signInAndBack()); return null; }
         if (!response.ok) { throw new Error("HTTP " + response.status); }
         return response.json();
       })
@@ -26,6 +35,16 @@ window.consolePoll = function (root, render, problemId) {
 window.consoleDuration = function (seconds) {
   var minutes = Math.floor(seconds / 60), rest = seconds % 60;
   return minutes + ":" + (rest < 10 ? "0" : "") + rest;
+};
+// A list's items drawn anew, or one "empty" line saying so.
+window.consoleFillList = function (list, items, emptyText) {
+  if (items.length === 0) {
+    var empty = document.createElement("li");
+    empty.className = "empty";
+    empty.textContent = emptyText;
+    items = [empty];
+  }
+  list.replaceChildren.apply(list, items);
 };
 window.consoleRow = function (cells) {
   var row = document.createElement("tr");

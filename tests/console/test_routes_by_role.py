@@ -51,6 +51,7 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.desk.conversation": frozenset({COUNSELOR}),
     "console.desk.reply": frozenset({COUNSELOR}),
     "console.desk.command": frozenset({COUNSELOR}),
+    "console.desk.conversation_data": frozenset({COUNSELOR}),
     "console.desk.wrap_up": frozenset({COUNSELOR}),
     "console.desk.wrap_up_save": frozenset({COUNSELOR}),
     "console.routing.editor": frozenset({ADMIN}),
