@@ -84,6 +84,7 @@ CLOSED_BECAUSE = {
     "idle": "it was closed after a time with no messages",
     "counselor_ended": "it was ended",
     "callback": "the texter asked to be called instead",
+    "opted_in": "it only carried the line's answer to the texter's START",
 }
 
 
