@@ -21,7 +21,7 @@ import line_queue
 from crisisline import events
 from crisisline.db import commit_keeping_loaded, constant, db, hold_lock, insert_ignoring_duplicates, inserted_row
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
-from line_queue.responders import ensure_responder_state, is_closed, still_rung
+from line_queue.responders import ensure_responder_state, expire_offer, is_closed, still_rung
 from routing.document import Responder, RoutingDocument
 from routing.store import active_routing
 from sms import delivery, outbox
@@ -1012,22 +1012,13 @@ def _alert_again(document: RoutingDocument, counts: dict[str, int]) -> None:
 
 def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:
     moment = now()
-    for offer in db.session.scalars(
-        select(ConversationOffer).where(ConversationOffer.state == "open", ConversationOffer.expires_at <= moment)
+    for responder_id, conversation_id in db.session.execute(
+        select(ConversationOffer.responder_id, ConversationOffer.conversation_id).where(
+            ConversationOffer.state == "open", ConversationOffer.expires_at <= moment
+        )
     ).all():
-        expired = db.session.execute(
-            update(ConversationOffer).where(ConversationOffer.id == offer.id, ConversationOffer.state == "open")
-            .values(state="expired", decided_at=moment)
-        ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+        expire_offer(responder_id, conversation_id)
         db.session.commit()
-        conversation = db.session.get(Conversation, offer.conversation_id)
-        if expired and conversation is not None and conversation.state == "offered":
-            db.session.execute(
-                update(Conversation).where(Conversation.id == conversation.id, Conversation.state == "offered")
-                .values(state="queued")
-            )  # fmt: skip
-            db.session.commit()
-            events.note_responder_freed(offer.responder_id)
     counts["reoffered"] += line_queue.fill_soon(document)
 
 
