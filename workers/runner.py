@@ -15,8 +15,10 @@ isolation a job needs from the next one made explicit instead:
 - after a failed job the pool is emptied (``engine.dispose``): a connection the job broke
   (a statement cut off by the timeout, a server restart) is never handed to the next job;
 - a failed job's traceback, which RQ keeps in Redis in plain text for the job's
-  ``failure_ttl`` (its result stream, webhooks), has phone numbers masked as the logs do: an
-  exception's message may quote one (Twilio's 21211 "The 'To' number +1... is not valid").
+  ``failure_ttl`` (its result stream, webhooks) and logs at ERROR, keeps the exception classes
+  and the frames (file, line, function, code) but not one exception's message: a message may
+  quote a number (Twilio's 21211 "The 'To' number +1... is not valid") or a texter's words (a
+  database error echoing a parameter, a ``ValueError`` raised with the text).
 
 What a forking worker protects against that this does not: a job that kills the interpreter
 itself (a segfault in a C extension, ``os._exit``) takes the worker with it. The process
@@ -29,14 +31,16 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from flask import Flask
-from rq.exceptions import StopRequested
+from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.queue import Queue
 from rq.worker import SimpleWorker
 
@@ -45,6 +49,51 @@ from crisisline.db import db
 from crisisline.phone import redact_numbers
 
 log = logging.getLogger(__name__)
+
+MESSAGE_WITHHELD = "<message withheld>"
+# Python's own words between the exceptions of a chain (as ``traceback`` prints them).
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def withheld_traceback(error: BaseException) -> str:
+    """``error``'s traceback as Python prints it, with every exception of the chain (its causes
+    and contexts, an exception group's members) shown by class name only: the frames (file,
+    line, function, code) are kept, messages and notes are not."""
+    return _withheld_chain(error, set())
+
+
+def _withheld_chain(error: BaseException, seen: set[int]) -> str:
+    blocks: list[str] = []
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:  # a chain can loop
+        seen.add(id(current))
+        blocks.append(_withheld_block(current, seen))
+        if current.__cause__ is not None:
+            blocks.append(_CAUSE)
+            current = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            blocks.append(_CONTEXT)
+            current = current.__context__
+        else:
+            current = None
+    if blocks and blocks[-1] in (_CAUSE, _CONTEXT):  # the loop stopped at one already shown
+        blocks.pop()
+    return "".join(reversed(blocks))  # oldest first, as Python prints a chain
+
+
+def _withheld_block(error: BaseException, seen: set[int]) -> str:
+    kind = type(error)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    block = (f"Traceback (most recent call last):\n{frames}" if frames else "") + f"{name}: {MESSAGE_WITHHELD}\n"
+    members = error.exceptions if isinstance(error, BaseExceptionGroup) else ()
+    for number, member in enumerate(members, 1):
+        inner = _withheld_chain(member, seen).rstrip("\n").replace("\n", "\n  | ")
+        block += f"  +-- {number} --\n  | {inner}\n"
+    return block
 
 
 class AppWorker(SimpleWorker):
@@ -68,6 +117,26 @@ class AppWorker(SimpleWorker):
                 db.engine.dispose()
         return succeeded
 
+    # The withheld traceback of the job that just raised (job id, text): RQ hands the exception
+    # itself to ``handle_exception`` and only its full text to ``handle_job_failure``, next.
+    _withheld: tuple[str, str] | None = None
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        # RQ's own logs the full traceback (messages included) with the job's arguments as
+        # ``extra``: the withheld traceback instead, and ids only.
+        error: BaseException = exc_info[1]
+        withheld = withheld_traceback(error)
+        self._withheld = (job.id, withheld)
+        try:
+            func_name = job.func_name
+        except DeserializationError:
+            func_name = "<DeserializationError>"
+        self.log.error(
+            "Worker %s: job %s: exception raised while executing (%s)\n%s",
+            self.name, job.id, func_name, withheld, extra={"func": func_name, "queue": job.origin, "job_id": job.id},
+        )  # fmt: skip
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
+
     def handle_job_failure(
         self,
         job: Job,
@@ -76,7 +145,12 @@ class AppWorker(SimpleWorker):
         exc_string: str = "",
         execution: Execution | None = None,
     ) -> None:
-        # Every stored copy of the traceback (the failure result, the webhook) passes here.
+        # Every stored copy of the traceback (the job, the failed-job registry, the failure
+        # result, the webhook) passes here. A failure with no exception behind it (RQ's own
+        # words: a lost job, a killed horse) keeps its text, numbers masked all the same.
+        withheld, self._withheld = self._withheld, None
+        if withheld is not None and withheld[0] == job.id:
+            exc_string = withheld[1]
         super().handle_job_failure(job, queue, started_job_registry, redact_numbers(exc_string), execution)
 
 

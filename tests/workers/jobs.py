@@ -50,3 +50,24 @@ def fail_quoting_a_number() -> None:
         400, "https://api.twilio.com/2010-04-01/Accounts/AC0/Messages.json",
         f"The 'To' number {NUMBER_IN_AN_ERROR} is not a valid phone number (or (312) 555-0187).", 21211, "POST",
     )  # fmt: skip
+
+
+# A texter's words, with a word found nowhere else, and a number in national format.
+BODY_IN_AN_ERROR = "please help, the Lanternfish pills are on the table"
+NATIONAL_NUMBER_IN_AN_ERROR = "(312) 555-0142"
+
+
+def _store_the_text(body: str) -> None:
+    raise ValueError(f"invalid input value for column body: {body!r} from {NATIONAL_NUMBER_IN_AN_ERROR}")
+
+
+def fail_quoting_a_body() -> None:
+    """Fails with a chain (a context, then a cause) each of whose messages quotes the text or a
+    number, as a database error echoing its parameters would."""
+    try:
+        try:
+            _store_the_text(BODY_IN_AN_ERROR)
+        except ValueError:
+            raise LookupError(f"no conversation for {NUMBER_IN_AN_ERROR}: {BODY_IN_AN_ERROR}")  # noqa: B904
+    except LookupError as missing:
+        raise RuntimeError(f"inbound text not handled: {BODY_IN_AN_ERROR}") from missing
