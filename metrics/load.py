@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, scoped_session
 
 from crisisline.models import (
@@ -194,14 +194,23 @@ def _seconds(detail: dict[str, Any], occurred_at: datetime, queued_at: datetime 
     return None if queued_at is None else (occurred_at - queued_at).total_seconds()
 
 
+# A conversation opened only to carry the line's reply to START, and closed so at once
+# (``sms.conversations.close_unused``): nobody reached out, so it is no contact.
+NOT_A_CONTACT = "opted_in"
+
+
 def text_contacts(session: DbSession, conversation_ids: IdSet) -> dict[int, Contact]:
-    """The contacts of these text conversations, by conversation id."""
+    """The contacts of these text conversations, by conversation id (one that only carried the
+    reply to a START has none)."""
     rows = session.execute(
         select(
             Conversation.id, Conversation.started_at, Conversation.language, Conversation.need,
             Conversation.queued_at, Conversation.assigned_at, Conversation.closed_at, Conversation.close_reason,
             Conversation.backup_offered_at, Conversation.state,
-        ).where(Conversation.id.in_(conversation_ids))
+        ).where(
+            Conversation.id.in_(conversation_ids),
+            or_(Conversation.close_reason.is_(None), Conversation.close_reason != NOT_A_CONTACT),
+        )
     ).all()  # fmt: skip
     if not rows:
         return {}

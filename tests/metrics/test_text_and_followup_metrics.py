@@ -12,13 +12,16 @@ from flask import Flask
 from sqlalchemy import select
 
 from crisisline.db import db
-from crisisline.models import Conversation
+from crisisline.models import Conversation, MetricFact
 from metrics import Report
+from metrics.facts import ABANDONED
+from metrics.load import load_facts, text_contacts
+from routing.store import active_routing
 from tests.conftest import TextingPhone
-from tests.metrics.conftest import WEDNESDAY_AND_THURSDAY, number
+from tests.metrics.conftest import WEDNESDAY, WEDNESDAY_AND_THURSDAY, number
 from tests.rota import BEN
 
-FIRST_TEXTER, SECOND_TEXTER = "+13125550381", "+13125550382"
+FIRST_TEXTER, SECOND_TEXTER, THIRD_TEXTER = "+13125550381", "+13125550382", "+13125550383"
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 
@@ -52,6 +55,38 @@ def test_texts_answered_and_abandoned_with_speed_to_answer_and_first_response(
     assert 60 <= number(values["first_response_mean"]) < 70
     assert values["first_responses"] == 1
     assert metrics_of("voice").overall.values["offered"] == 0  # texts are not calls
+
+
+def test_a_conversation_that_only_carried_the_reply_to_start_is_no_contact_nor_abandoned(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Traveller,
+    metrics_of: Callable[..., Report],
+) -> None:  # fmt: skip
+    texting.send(FIRST_TEXTER, "I have been having panic attacks all day and I am scared")
+    wednesday_evening.shift(timedelta(seconds=5))
+    texting.send(FIRST_TEXTER, "STOP")  # a real contact, abandoned
+    texting.send(THIRD_TEXTER, "STOP")
+    wednesday_evening.shift(timedelta(minutes=1))
+    texting.send(THIRD_TEXTER, "START")  # nothing open: a conversation opened for the reply only
+    with app.app_context():
+        reasons = dict(db.session.execute(select(Conversation.id, Conversation.close_reason)).all())
+        started_only = {cid for cid, reason in reasons.items() if reason == "opted_in"}
+        abandoned = set(reasons) - started_only
+        assert len(started_only) == 1 and len(abandoned) == 1
+
+    values = metrics_of("sms").overall.values  # the rollup brought up to now, checked against the replay
+    assert (values["offered"], values["abandoned"]) == (1, 1)
+    with app.app_context():
+        contacts = text_contacts(db.session, list(reasons))
+        assert set(contacts) == abandoned and contacts[abandoned.pop()].outcome == ABANDONED
+        active = active_routing()
+        assert active is not None
+        replayed = load_facts(db.session, WEDNESDAY, active.document).contacts
+        assert [(c.channel, c.outcome, c.offered) for c in replayed] == [("sms", ABANDONED, True)]
+        rolled_up = db.session.execute(
+            select(MetricFact.source_id, MetricFact.outcome).where(MetricFact.source == "conversation")
+        ).all()
+        assert [source_id for source_id, _ in rolled_up] == [cid for cid in reasons if cid not in started_only]
+        assert [outcome for _, outcome in rolled_up] == [ABANDONED]
 
 
 def consent_after_a_conversation(app: Flask, texting: TextingPhone, texter: str) -> None:
