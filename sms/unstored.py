@@ -6,6 +6,10 @@ Only what storing needs is kept (the message id, the sender, the line's number, 
 the media count, when it arrived), sealed whole with the Vault: Redis never holds a number
 or words in clear. A text that Redis could not take either is lost, loudly (logged by its
 MessageSid, Twilio's id, with which an operator can still find it in Twilio's logs).
+
+A person must learn of a kept text that could never be stored, even while the database (where
+every text out is claimed first, once) still refuses writes: its alert is owed in Redis until
+the supervisors have been told, and every run tries it again.
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ from sms import outbox
 log = logging.getLogger(__name__)
 KEY = "sms:unstored"
 DEAD_KEY = "sms:unstored:dead"  # kept texts that could never be stored: for a person (sealed)
+# Alerts owed for them: MessageSid -> the line's number it was sent to, sealed (no texter's
+# number, no words). No expiry: an entry goes once the supervisors are told.
+ALERT_OWED_KEY = "sms:unstored:dead:alert-owed"
 CONTEXT = "sms-unstored"
+ALERT_CONTEXT = "sms-unstored-alert"
 FIELDS = ("MessageSid", "From", "To", "Body", "NumMedia")
 KEPT_FOR = timedelta(days=7)  # an outage longer than this is for a human; the key then expires
 # A hung Redis must not hold a texter's webhook: it is already failing over.
@@ -38,6 +46,8 @@ REDIS_TIMEOUT_SECONDS = 0.5
 BATCH = 100
 BUDGET_SECONDS = 30.0
 GIVE_UP_AFTER = timedelta(hours=6)
+# Owed alerts are tried after the kept texts: with the database away each try may wait for it.
+ALERT_BUDGET_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,16 +88,18 @@ def keep(params: Mapping[str, str], received_at: datetime) -> bool:
 def store_kept(
     store: Callable[[KeptText], bool],
     *,
-    on_dead: Callable[[KeptText, str], None],
+    on_dead: Callable[[str, str | None], None],
     budget_seconds: float = BUDGET_SECONDS,
 ) -> int:
     """Store each kept text with ``store``, which returns True if it stored it now (False: it
     was stored already; it must be idempotent by MessageSid, as two runs may overlap), and
     forget it once stored. One that fails, or cannot be opened (sealed under a key this process
     lacks, mid-rotation), goes to the back of the list: it holds no other up. One still failing
-    after ``GIVE_UP_AFTER`` moves to ``DEAD_KEY`` and ``on_dead(it, its MessageSid)`` tells a
-    person. Stops after ``budget_seconds`` (the clock has other work). Returns how many were
-    stored now."""
+    after ``GIVE_UP_AFTER`` moves to ``DEAD_KEY`` with its alert owed (one transaction), and
+    ``on_dead(its MessageSid, the line's number it was sent to or None)`` tells a person: after
+    the kept texts, this run and every run until it returns (so it must be idempotent by the
+    MessageSid), each alert's failure holding no other up. Stops after ``budget_seconds`` (the
+    clock has other work). Returns how many were stored now."""
     client = _redis()
     stored = 0
     started = time.monotonic()
@@ -114,15 +126,39 @@ def store_kept(
                 _to_the_back(client, token)
                 continue
             log.error("kept text %s still could not be stored: moved to %s for a person", sid, DEAD_KEY)
-            with client.pipeline() as pipe:
+            owed = outbox.vault().seal(json.dumps({"To": kept.params["To"]}), context=ALERT_CONTEXT)
+            with client.pipeline() as pipe:  # MULTI: never given up on without its alert owed
                 pipe.rpush(DEAD_KEY, token)
                 pipe.expire(DEAD_KEY, KEPT_FOR)
+                pipe.hset(ALERT_OWED_KEY, sid, owed)
                 pipe.lrem(KEY, 1, token)
                 pipe.execute()
-            on_dead(kept, sid)
             continue
         client.lrem(KEY, 1, token)
+    _tell_owed(client, on_dead)
     return stored
+
+
+def _tell_owed(client: redis.Redis, on_dead: Callable[[str, str | None], None]) -> None:
+    """Each alert still owed is tried; one that returns is no longer owed. One that raises (the
+    database still refusing its rows) stays owed for the next run."""
+    started = time.monotonic()
+    for field, value in client.hgetall(ALERT_OWED_KEY).items():
+        if time.monotonic() - started > ALERT_BUDGET_SECONDS:
+            break
+        sid = field.decode() if isinstance(field, bytes) else str(field)
+        sealed = value.decode() if isinstance(value, bytes) else str(value)
+        try:
+            to_number = str(json.loads(outbox.vault().open(sealed, context=ALERT_CONTEXT))["To"])
+        except (DecryptionError, ValueError, KeyError, TypeError):
+            to_number = None  # sealed under a key this process lacks: no key is worth a person not told
+        try:
+            on_dead(sid, to_number)
+        except Exception as error:  # class name only; the next run tries again
+            db.session.rollback()
+            log.error("supervisors not told yet of dead kept text %s: %s", sid, type(error).__name__)
+            continue
+        client.hdel(ALERT_OWED_KEY, sid)
 
 
 @registers_purge("kept_texts")
@@ -130,8 +166,10 @@ def purge_kept(cutoffs: Cutoffs) -> int:
     """Kept texts (still to be stored, or given up on) that arrived before the texts'
     retention cutoff are removed, as stored texts are: a list's expiry is renewed by every
     text added, so it alone would keep an old one for as long as outages keep coming. One that
-    cannot be opened (sealed under a retired key) is left to that expiry. Never raises: with
-    Redis away, the rest of the purge goes on."""
+    cannot be opened (sealed under a retired key) is left to that expiry. Alerts owed for them
+    (``ALERT_OWED_KEY``) hold nothing personal (a MessageSid, the line's own number, sealed),
+    and go once told: they are not purged, so none is lost. Never raises: with Redis away, the
+    rest of the purge goes on."""
     removed = 0
     try:
         client = _redis()

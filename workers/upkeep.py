@@ -236,12 +236,14 @@ def sweep_text_conversations() -> dict[str, int]:
 
 def _store_kept_texts(document: RoutingDocument) -> int:
     """Texts kept in Redis while the database was away are stored and handled now (their
-    sender was pointed to the backup line meanwhile). A Redis that is away too waits a run."""
+    sender was pointed to the backup line meanwhile). A Redis that is away too waits a run.
+    One never stored tells the supervisors, retried every run until the database takes the
+    alert's rows (once each: its key)."""
     line_number = current_app.extensions["crisisline.settings"].line_phone_number
 
-    def tell_a_person(kept: unstored.KeptText, message_sid: str) -> None:
+    def tell_a_person(message_sid: str, to_number: str | None) -> None:
         body = document.staff_prompt("text_stuck_sms", case=message_sid, minutes=int(GIVE_UP_MINUTES))
-        from_number = caller_number(kept.params.get("To")) or line_number or ""
+        from_number = caller_number(to_number) or line_number or ""
         outbox.tell_supervisors(document, key=f"text-dead:{message_sid}", body=body, from_number=from_number)
 
     try:
