@@ -282,6 +282,27 @@ class MemorySampler:
                 continue
         return found
 
+    def sample_shared(self) -> dict[str, dict[str, float]]:
+        """PSS and USS now (MiB) per process, named as ``sample`` names them. RSS counts every
+        page a process maps, shared ones whole in each process that maps them (the code of the
+        shared libraries, cryptography's 7 MiB of it among them); PSS counts a shared page's
+        share, USS only the process's own pages: what one more worker would cost. Read from
+        smaps, so only at a few moments, not every 0.2 s."""
+        found: dict[str, dict[str, float]] = {}
+        for role, pid in list(self.tracked.items()):
+            try:
+                parent = self._psutil.Process(pid)
+                members = [(role, parent)] + [
+                    (f"{role}/worker-{index}", child)
+                    for index, child in enumerate(sorted(parent.children(), key=lambda c: c.pid), 1)
+                ]
+                for name, process in members:
+                    full = process.memory_full_info()
+                    found[name] = {"pss": full.pss / 2**20, "uss": full.uss / 2**20}
+            except self._psutil.Error:
+                continue
+        return found
+
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             for name, rss in self.sample().items():

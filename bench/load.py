@@ -845,6 +845,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                     print(f"  answering: {report['answering']['outcomes']}", flush=True)
             report["rss_mib_after_texts"] = {k: round(v, 1) for k, v in sampler.sample().items()}
+            report["pss_uss_mib_after_texts"] = {
+                k: {kind: round(v, 1) for kind, v in values.items()} for k, values in sampler.sample_shared().items()
+            }
             surge_result = run_phase("surge", surge(args.surge), line, max(seconds * 4, 30.0), sampler, "web")
             surge_result.extra["queue_after"] = waiting_counts(database_url)
             print(f"  surge      {len(surge_result.samples):>6} requests in {surge_result.wall_seconds:5.1f} s")
@@ -994,16 +997,23 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Peak RSS (MiB) per process:",
         "",
-        "| process | idle | after texts | peak (whole run) |",
-        "|---|---:|---:|---:|",
+        "| process | idle | after texts | peak (whole run) | PSS / USS after texts |",
+        "|---|---:|---:|---:|---:|",
     ]
+    shared = report.get("pss_uss_mib_after_texts", {})
     peak_all: dict[str, float] = {}
     for peaks in report["rss_mib_peak_by_phase"].values():
         for name, rss in peaks.items():
             peak_all[name] = max(peak_all.get(name, 0.0), rss)
     for name in sorted(peak_all):
         idle, after_texts = report["rss_mib_idle"].get(name, ""), report["rss_mib_after_texts"].get(name, "")
-        lines.append(f"| {name} | {idle} | {after_texts} | {peak_all[name]} |")
+        pss_uss = f"{shared[name]['pss']} / {shared[name]['uss']}" if name in shared else ""
+        lines.append(f"| {name} | {idle} | {after_texts} | {peak_all[name]} | {pss_uss} |")
+    lines += [
+        "",
+        "RSS counts shared pages (the shared libraries' code) whole in every process that maps them;"
+        " PSS counts each its share, USS only the process's own pages.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -4,12 +4,13 @@ app checks Twilio's signature like the line does."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from bench import baseline
-from bench.common import AUTH_TOKEN, BACKUP_NUMBER, CALL_FLOW_MIX, mix_ratio, procfile_command
+from bench.common import AUTH_TOKEN, BACKUP_NUMBER, CALL_FLOW_MIX, MemorySampler, mix_ratio, procfile_command
 from bench.cpu import Meter, report
 from bench.load import PhaseResult, Reply, Sample, check_twiml, mixed_phase_figures, next_path, summarise
 from twilio_fake.signing import CallIdentity, signed_headers
@@ -120,3 +121,34 @@ def test_a_kind_sharing_its_phases_connections_is_rated_as_if_it_had_them_all() 
     assert figures["req_per_s"] == 5.0
     assert mixed_phase_figures(shared, "hold_turn_while_answering")["req_per_s"] == 10.0
     assert figures["shares_connections"] and figures["req_per_s_in_phase"] == summarise(shared, "accept")["req_per_s"]
+
+
+def test_the_memory_sampler_counts_pages_shared_with_a_parent_once_in_pss_and_not_in_uss() -> None:
+    import subprocess
+    import sys
+
+    # A parent that touches 64 MiB, then forks a child that only reads them: the child's RSS
+    # counts them whole, its PSS half of them, its USS none.
+    script = (
+        "import os, time\n"
+        "block = bytearray(b'x' * (64 * 2**20))\n"
+        "if os.fork() == 0:\n"
+        "    total = sum(block[::4096]); time.sleep(30); os._exit(0)\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])  # noqa: S603  # our own interpreter, our own script
+    try:
+        sampler = MemorySampler()
+        sampler.track("demo", parent.pid)
+        deadline = time.monotonic() + 10
+        while "demo/worker-1" not in sampler.sample() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the child's reading pass
+        rss = sampler.sample()["demo/worker-1"]
+        shared = sampler.sample_shared()["demo/worker-1"]
+    finally:
+        parent.kill()
+        parent.wait()
+    assert rss > 64
+    assert shared["pss"] < rss - 25  # about half of the 64 MiB block is the parent's
+    assert shared["uss"] < rss - 55
