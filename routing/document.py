@@ -71,6 +71,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "checkin_flag_sms": frozenset({"case", "reason"}),
     "checkin_answered_sms": frozenset({"case"}),
     "text_stuck_sms": frozenset({"case", "minutes"}),
+    "texts_stuck_sms": frozenset({"count", "cases"}),  # many at once: one summary (``sms.conversations``)
     "text_after_stop_sms": frozenset({"case"}),
 }
 STRATEGIES = ("sequential", "parallel")

@@ -120,6 +120,10 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "text_stuck_sms": lambda prompts: (
         "Crisis line: text {case} could not be handled for {minutes} minutes. Please see the live board."
     ),
+    "texts_stuck_sms": lambda prompts: (
+        "Crisis line: {count} texts could not be handled, among them {cases}. Something may be failing for every"
+        " text: please see the live board."
+    ),
     "text_after_stop_sms": lambda prompts: (
         "Crisis line: text {case} is from someone who had texted STOP: the line cannot text them back."
         " If they may be at risk, their number is on the board's emergency page."

@@ -725,6 +725,13 @@ STUCK_ALERT_KEY = "text-stuck"
 REALERT_EVERY = timedelta(minutes=5)
 MAX_ALERT_ROUNDS = 6
 REALERT_WINDOW = ESCALATE_AFTER + (MAX_ALERT_ROUNDS + 1) * REALERT_EVERY
+# More stuck texts than this alerted by one step of one sweep (a bug that fails every text, a
+# dependency down) and each supervisor gets one summary (``texts_stuck_sms``: how many, the
+# first cases) instead of a text per text, which would bury the alert and cost the line. The
+# board lists them all. At most this many keep the alert per text.
+SUMMARY_ABOVE = 3
+SUMMARY_NAMES = 3  # the cases a summary names, the oldest first
+STUCK_SUMMARY_KEY = f"{STUCK_ALERT_KEY}:all"
 
 
 def stuck_alert_key(message_id: int, round_number: int = 0) -> str:
@@ -743,6 +750,57 @@ def stuck_alert_keys(message_ids: Iterable[int], supervisor_ids: Iterable[str]) 
         for number in range(MAX_ALERT_ROUNDS)
         for supervisor in supervisors
     }
+
+
+def stuck_summary_key(at: datetime, round_number: int = 0) -> str:
+    """The outbound key of a summary alert in a round, before ``:<supervisor id>``, about the
+    stuck texts claimed together at ``at``. Each keeps ``at`` as its ``escalated_at`` until its
+    next round: that is how a text finds the summary that told of it (``stuck_alerts``)."""
+    return f"{STUCK_SUMMARY_KEY}:{at.astimezone(UTC):%Y%m%d%H%M%S%f}:r{round_number}"
+
+
+@dataclass(frozen=True)
+class StuckAlerts:
+    """What the supervisors' alerts about one stuck text came to: its last round (-1: none
+    yet), how many alerts were tried, and how many Twilio took."""
+
+    last_round: int = -1
+    tried: int = 0
+    taken: int = 0
+
+
+def stuck_alerts(messages: Sequence[Message], supervisor_ids: Iterable[str]) -> dict[int, StuckAlerts]:
+    """Per stuck text, its alerts to the supervisors listed now: its own (every round), and the
+    summary of the texts claimed with it in its latest round (the one its ``escalated_at``
+    names). Two sweeps claiming in the same microsecond would share a summary: each text is
+    still covered by an alert that went out, which points to the board."""
+    supervisors = list(supervisor_ids)
+    keys: dict[str, tuple[list[int], int]] = {
+        key: ([message_id], number)
+        for key, (message_id, number) in stuck_alert_keys((message.id for message in messages), supervisors).items()
+    }
+    claimed_together: dict[datetime, list[int]] = {}
+    for message in messages:
+        if message.escalated_at is not None:
+            claimed_together.setdefault(message.escalated_at, []).append(message.id)
+    for at, message_ids in claimed_together.items():
+        for number in range(MAX_ALERT_ROUNDS):
+            for supervisor in supervisors:
+                keys[f"{stuck_summary_key(at, number)}:{supervisor}"] = (message_ids, number)
+    last_round = {message.id: -1 for message in messages}
+    tried = dict.fromkeys(last_round, 0)
+    taken = dict.fromkeys(last_round, 0)
+    if keys:
+        for key, status in db.session.execute(
+            select(Message.idempotency_key, Message.status).where(Message.idempotency_key.in_(keys))
+        ):
+            message_ids, number = keys[str(key)]
+            for message_id in message_ids:
+                last_round[message_id] = max(last_round[message_id], number)
+                tried[message_id] += 1
+                taken[message_id] += int(delivery.taken(status))
+    return {message_id: StuckAlerts(last_round[message_id], tried[message_id], taken[message_id])
+            for message_id in last_round}  # fmt: skip
 
 
 def stuck_case(message_id: int) -> str:
@@ -933,27 +991,52 @@ def take_over_stuck(message_id: int) -> bool:
 def _escalate_stuck(document: RoutingDocument, counts: dict[str, int]) -> None:
     """Texts the retries have not handled in ``ESCALATE_AFTER`` (a bug that fails every time,
     a dependency down for long): the supervisors are told once, by a text naming the case
-    only. The sender was already pointed to the backup line by the webhook's fail-safe reply;
-    this puts a person on it. One winner per text, whoever runs the sweep. Whether each
-    supervisor was told is on the outbound texts (keys ``text-stuck:<id>:<supervisor>``); if
-    none was, ``_alert_again`` tries again in rounds, and the board shows how it went."""
+    only, or by one summary for them all when more than ``SUMMARY_ABOVE`` are. The sender was
+    already pointed to the backup line by the webhook's fail-safe reply; this puts a person on
+    it. One winner per text, whoever runs the sweep: each is claimed first, then the alerts go.
+    Whether each supervisor was told is on the outbound texts (keys
+    ``text-stuck:<id>:<supervisor>``, or the summary's, ``stuck_summary_key``); if none was,
+    ``_alert_again`` tries again in rounds, and the board shows how it went."""
     moment = now()
     waiting = stuck_texts(moment).where(Message.escalated_at.is_(None), Message.created_at <= moment - ESCALATE_AFTER)
+    claimed = []
     for message in db.session.scalars(waiting.limit(100)).all():
-        claimed = db.session.execute(
+        won = db.session.execute(
             update(Message)
             .where(Message.id == message.id, Message.escalated_at.is_(None), Message.handled_at.is_(None))
             .values(escalated_at=moment)
         ).rowcount  # type: ignore[attr-defined]
         db.session.commit()
-        if not claimed:
-            continue
-        counts["escalated"] += 1
-        if not document.supervisors:
+        if won:
+            claimed.append(message)
+    counts["escalated"] += len(claimed)
+    if not document.supervisors:
+        for message in claimed:
             log.error("text %s could not be handled and no supervisor is configured to be told", message.id)
+        return
+    _tell_of_stuck(document, [(0, moment, claimed)])
+
+
+def _tell_of_stuck(document: RoutingDocument, rounds: Sequence[tuple[int, datetime, Sequence[Message]]]) -> None:
+    """Alert the supervisors of the texts one step claimed, per (round, the moment they were
+    claimed at, texts): each text on its own, or, past ``SUMMARY_ABOVE`` texts in all, one
+    summary per round (their texts are claimed at a moment of their own; a round of one text
+    keeps its own alert, which names it)."""
+    summary = sum(len(texts) for _, _, texts in rounds) > SUMMARY_ABOVE
+    for round_number, at, texts in rounds:
+        if summary and len(texts) > 1:
+            if not _alert_summary(document, texts, at, round_number):
+                log.error("%d texts from %s on could not be handled and no supervisor could be told (alert round"
+                          " %d): the board lists them", len(texts), stuck_case(texts[0].id), round_number)  # fmt: skip
             continue
-        if not _alert_supervisors(document, message, moment, 0):
-            log.error("text %s could not be handled and no supervisor could be told: the board lists it", message.id)
+        for message in texts:
+            if _alert_supervisors(document, message, at, round_number):
+                continue
+            if round_number == 0:
+                log.error("text %s could not be handled and no supervisor could be told: the board lists it",
+                          message.id)  # fmt: skip
+            else:
+                log.error("text %s: still no supervisor could be told (alert round %d)", message.id, round_number)
 
 
 def _alert_supervisors(document: RoutingDocument, message: Message, moment: datetime, round_number: int) -> int:
@@ -965,49 +1048,59 @@ def _alert_supervisors(document: RoutingDocument, message: Message, moment: date
     return outbox.tell_supervisors(document, key=key, body=body, from_number=_line_of(message))
 
 
+def _alert_summary(document: RoutingDocument, texts: Sequence[Message], at: datetime, round_number: int) -> int:
+    """Text every supervisor once that ``texts``, claimed at ``at``, are stuck: how many, and
+    the first cases (the board lists them all), once for this round; how many Twilio took."""
+    cases = ", ".join(stuck_case(message.id) for message in texts[:SUMMARY_NAMES])
+    body = document.staff_prompt("texts_stuck_sms", count=len(texts), cases=cases)
+    key = stuck_summary_key(at, round_number)
+    return outbox.tell_supervisors(document, key=key, body=body, from_number=_line_of(texts[0]))
+
+
 def _alert_again(document: RoutingDocument, counts: dict[str, int]) -> None:
     """Stuck texts whose alerts reached none of the supervisors listed now (Twilio refused them,
     or could not be reached, or nobody was listed then): they are all texted again, a round
     every ``REALERT_EVERY``, ``MAX_ALERT_ROUNDS`` in all, for texts from the last
-    ``REALERT_WINDOW`` only (older ones are the board's). One winner per round: it moves the
-    text's ``escalated_at`` on, conditionally, before sending, and a round's keys are claimed
-    like every text. An alert left unsent may have gone out: a supervisor may get it twice,
-    never not at all. The board says how it went."""
+    ``REALERT_WINDOW`` only (older ones are the board's). A summary a supervisor got counts for
+    every text it covered; past ``SUMMARY_ABOVE`` texts a round goes as a summary again. One
+    winner per round: it moves the text's ``escalated_at`` on, conditionally, before sending,
+    and a round's keys are claimed like every text. An alert left unsent may have gone out: a
+    supervisor may get it twice, never not at all. The board says how it went."""
     if not document.supervisors:
         return
     moment = now()
     due = stuck_texts(moment).where(
         Message.escalated_at <= moment - REALERT_EVERY, Message.created_at >= moment - REALERT_WINDOW
     )
-    messages = {message.id: message for message in db.session.scalars(due.limit(100))}
+    messages = db.session.scalars(due.limit(100)).all()
     if not messages:
         return
-    keys = stuck_alert_keys(messages, (supervisor.id for supervisor in document.supervisors))
-    rounds: dict[int, int] = {}
-    told: set[int] = set()
-    for key, status in db.session.execute(
-        select(Message.idempotency_key, Message.status).where(Message.idempotency_key.in_(keys))
-    ):
-        message_id, number = keys[str(key)]
-        rounds[message_id] = max(rounds.get(message_id, -1), number)
-        if delivery.taken(status):
-            told.add(message_id)
-    for message_id, message in messages.items():
-        next_round = rounds.get(message_id, -1) + 1
-        if message_id in told or next_round >= MAX_ALERT_ROUNDS:
+    alerts = stuck_alerts(messages, (supervisor.id for supervisor in document.supervisors))
+    by_round: dict[int, list[Message]] = {}
+    for message in messages:
+        alert = alerts[message.id]
+        if alert.taken or alert.last_round + 1 >= MAX_ALERT_ROUNDS:
             continue
-        claimed = db.session.execute(
-            update(Message)
-            .where(Message.id == message_id, Message.escalated_at <= moment - REALERT_EVERY,
-                   Message.handled_at.is_(None))
-            .values(escalated_at=moment)
-        ).rowcount  # type: ignore[attr-defined]  # fmt: skip
-        db.session.commit()
-        if not claimed:
-            continue  # another sweep has this round, or a person took the text over
-        counts["realerted"] += 1
-        if not _alert_supervisors(document, message, moment, next_round):
-            log.error("text %s: still no supervisor could be told (alert round %d)", message_id, next_round)
+        by_round.setdefault(alert.last_round + 1, []).append(message)
+    rounds = []
+    for position, round_number in enumerate(sorted(by_round)):
+        # Texts escalated together stay together (one round); texts of another round (a clock
+        # that was away) get a moment of their own, which their summary is known by.
+        at = moment + timedelta(microseconds=position)
+        claimed = []
+        for message in by_round[round_number]:
+            won = db.session.execute(
+                update(Message)
+                .where(Message.id == message.id, Message.escalated_at <= moment - REALERT_EVERY,
+                       Message.handled_at.is_(None))
+                .values(escalated_at=at)
+            ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+            db.session.commit()
+            if won:  # else another sweep has this round, or a person took the text over
+                claimed.append(message)
+        counts["realerted"] += len(claimed)
+        rounds.append((round_number, at, claimed))
+    _tell_of_stuck(document, rounds)
 
 
 def _expire_offers(document: RoutingDocument, counts: dict[str, int]) -> None:

@@ -31,7 +31,7 @@ from sms.conversations import (
     AfterStopAlert,
     after_stop_alerts,
     latest_texts_after_stop,
-    stuck_alert_keys,
+    stuck_alerts,
     stuck_case,
     stuck_texts,
 )
@@ -288,7 +288,7 @@ def stuck_text_rows(document: RoutingDocument, moment: datetime) -> list[StuckTe
     """Texts not handled for longer than a retry takes, oldest first (at most ``BOARD_LIMIT``)."""
     older = stuck_texts(moment).where(Message.created_at <= moment - RETRY_AFTER).limit(BOARD_LIMIT)
     messages = db.session.scalars(older).all()
-    tried, told = _alerts(document, [message.id for message in messages if message.escalated_at is not None])
+    tried, told = _alerts(document, [message for message in messages if message.escalated_at is not None])
     texter_ids = {message.texter_id for message in messages if message.texter_id is not None}
     open_by_texter = dict(
         db.session.execute(
@@ -358,24 +358,11 @@ def alert_state(escalated: bool, tried: int, told: int) -> str:
     return "no: the alert could not be sent" if tried else "no alert was sent"
 
 
-def _alerts(document: RoutingDocument, message_ids: list[int]) -> tuple[dict[int, int], dict[int, int]]:
-    """Per stuck text, how many supervisor alerts were tried, and how many Twilio took."""
-    keys = {
-        key: message_id
-        for key, (message_id, _round) in stuck_alert_keys(message_ids, (s.id for s in document.supervisors)).items()
-    }
-    tried: dict[int, int] = {}
-    taken: dict[int, int] = {}
-    if not keys:
-        return tried, taken
-    for key, status in db.session.execute(
-        select(Message.idempotency_key, Message.status).where(Message.idempotency_key.in_(keys))
-    ):
-        message_id = keys[str(key)]
-        tried[message_id] = tried.get(message_id, 0) + 1
-        if told_by(status):
-            taken[message_id] = taken.get(message_id, 0) + 1
-    return tried, taken
+def _alerts(document: RoutingDocument, messages: list[Message]) -> tuple[dict[int, int], dict[int, int]]:
+    """Per stuck text, how many supervisor alerts were tried, and how many Twilio took: its own,
+    and the summary that covered it when many were stuck at once (``sms.conversations``)."""
+    alerts = stuck_alerts(messages, (s.id for s in document.supervisors))
+    return {i: a.tried for i, a in alerts.items() if a.tried}, {i: a.taken for i, a in alerts.items() if a.taken}
 
 
 def waiting_by_channel() -> dict[str, int]:

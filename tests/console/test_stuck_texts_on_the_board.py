@@ -138,3 +138,20 @@ def test_a_supervisor_can_unmask_the_sender_of_a_stuck_text_who_has_no_conversat
     assert shown.status_code == 200
     assert TEXTER in shown.get_data(as_text=True)
     assert ("sue-supervisor", "unmask", f"message:{message_id}") in audit_actions(app)
+
+
+def test_texts_told_of_by_one_summary_show_the_supervisor_told_on_the_board(
+    client: FlaskClient, supervisor: Account, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch,
+    wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    HandlingFails(monkeypatch)
+    for number in range(convo.SUMMARY_ABOVE + 2):
+        texting.send(f"+1312555018{number}", WORDS)
+    wednesday_evening.shift(convo.ESCALATE_AFTER + timedelta(seconds=1))
+    assert clock_tick()["texts"]["escalated"] == convo.SUMMARY_ABOVE + 2
+    sign_in(client, supervisor)
+
+    rows = board(client)["stuck_texts"]
+
+    assert len(rows) == convo.SUMMARY_ABOVE + 2
+    assert {(row["supervisors_told"], row["alert"]) for row in rows} == {(1, "yes (1)")}
