@@ -663,7 +663,9 @@ def _retry_refused(document: RoutingDocument, counts: dict[str, int]) -> None:
         if to_number is None or conversation is None or not conversation.line_number:
             outbox.give_up_refused(message.id)
             continue
-        last_try = message.created_at <= moment - REFUSED_RETRIED_FOR
+        # A text held back only for order (``outbox``: RETRYING with no error code) was never
+        # refused by Twilio itself: its first try is never its last.
+        last_try = message.error_code is not None and message.created_at <= moment - REFUSED_RETRIED_FOR
         outcome = outbox.retry_refused(message.id, to_number, conversation.line_number,
                                        responder_id=message.responder_id, texter=texter, last_try=last_try)  # fmt: skip
         if outcome == "sent":

@@ -19,15 +19,16 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 import requests
 from blinker import Namespace
 from flask import current_app, has_request_context, request
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import Insert, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from twilio.base.exceptions import TwilioRestException
 
-from crisisline.db import commit_keeping_loaded, db, inserted_id
+from crisisline.db import commit_keeping_loaded, constant, db, insert_ignoring_duplicates, inserted_id
 from crisisline.deadline import PROGRESS
 from crisisline.models import Conversation, Message, Texter, utcnow
 from crisisline.privacy import Vault
@@ -78,6 +79,11 @@ MAX_TWIML_REPLY_BYTES = 16_000
 _NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
+# Whom one of the sweep's texts is for, as it tells them apart (``sms.conversations``): the
+# conversation, the party, and which counselor (None for a texter).
+Recipient = tuple[int | None, str, str | None]
+
+
 @dataclass(frozen=True)
 class TakenReply:
     """A claimed part kept for the answer; what a REST send of it would need too."""
@@ -87,6 +93,7 @@ class TakenReply:
     responder_id: str | None = None
     texter: Texter | None = None
     retry_refused: bool = False
+    recipient: Recipient | None = None  # for the sweep's texts (``send_text``)
 
 
 class TwimlReplies:
@@ -183,11 +190,17 @@ def send_text(
     ``retry_refused``: a refusal that means Twilio created nothing (``REFUSED_FOR_NOW``) leaves
     the text, and its later parts, ``RETRYING`` for the text sweep, which knows the recipient
     again from the row (a conversation's texts only: ``sms.conversations``); it is not sent now.
+    Such a text to a recipient who still has an earlier one ``RETRYING`` is not sent now either
+    (over REST or in TwiML): it is claimed ``RETRYING`` behind it, so the sweep sends both in
+    order (a texter must never read a counselor's second text before their first).
     """
     if texter is not None and texter.opted_out:
         return False
+    # The sweep's texts (``sms.conversations``): kept in order per recipient, as the sweep keeps them.
+    recipient: Recipient | None = (conversation_id, party, responder_id) if retry_refused and conversation_id else None
     sent_any = False
-    refused_for_now: int | None = None  # the code a part was refused with; later parts wait behind it
+    held = False  # this text's parts wait for the sweep: refused for now, or behind an earlier text
+    held_code: int | None = None  # the refusal they wait behind (None: held for order, never refused)
     for index, part in enumerate(split_for_sms(body)):
         part_key = key if index == 0 else f"{key}:{index}"
         claim: dict[str, object] = {
@@ -200,29 +213,38 @@ def send_text(
             "segments": segment_count(part),
             "status": "claimed",
             "status_rank": 0,
+            "error_code": None,
         }
-        if refused_for_now is not None:  # in order, after the refused part: the sweep sends it
-            claim.update(status=RETRYING, error_code=refused_for_now)
-        message_id = inserted_id(Message, claim)
+        if held:  # in order, after the part that waits: the sweep sends it
+            claim.update(status=RETRYING, error_code=held_code)
+            message_id = inserted_id(Message, claim)
+        elif recipient is not None:
+            message_id, held = _claim_in_order(claim)
+        else:
+            message_id = inserted_id(Message, claim)
         commit_keeping_loaded()  # the claim, before the request: the sender's rows stay loaded
-        if message_id is None and refused_for_now is None:
+        if message_id is None and not held:
             # Claimed before (a re-run: a retried job, a duplicated webhook). A part that did
             # not go out ends the text here, as it ended the first run: the parts after it
             # never go alone. One left for the sweep holds the new parts after it behind it.
             claimed = db.session.execute(_CLAIM_OF, {"key": part_key}).first()
             if claimed is not None and claimed.status in UNSENT_STATUSES:
                 return sent_any
-            if claimed is not None and claimed.status == RETRYING and claimed.error_code is not None:
-                refused_for_now = claimed.error_code
-        if message_id is None or refused_for_now is not None:
+            if claimed is not None and claimed.status == RETRYING:
+                held, held_code = True, claimed.error_code
+        if message_id is None or held:
             continue  # sent (or being sent) already for this key, or left for the sweep
         replies = _twiml_replies()
         if replies is not None and replies.answers(to_number, from_number):
-            taken, earlier = replies.take(TakenReply(message_id, part, responder_id, texter, retry_refused))
-            for reply in earlier:  # taken for the answer, now sent before this part, in order
-                _send_over_rest(reply.message_id, to_number, from_number, reply.text,
-                                responder_id=reply.responder_id, texter=reply.texter,
-                                retry_refused=reply.retry_refused)  # fmt: skip
+            reply = TakenReply(message_id, part, responder_id, texter, retry_refused, recipient)
+            taken, earlier = replies.take(reply)
+            # Those taken for the answer before it go over REST first; if one is left for the
+            # sweep, this part follows it there.
+            waiting = _send_spilled(earlier, to_number, from_number)
+            if recipient is not None and recipient in waiting:
+                _hold(message_id)
+                held = True
+                continue
             if taken:
                 sent_any = True
                 continue
@@ -235,12 +257,78 @@ def send_text(
         elif outcome is False:
             return sent_any
         else:
-            refused_for_now = outcome
+            held, held_code = True, outcome
     return sent_any
 
 
 # ``send_text``'s read of a part claimed before under its key (a re-run only).
 _CLAIM_OF = select(Message.status, Message.error_code).where(Message.idempotency_key == bindparam("key"))
+# An earlier text to the same recipient still waits for the sweep: the claim's subquery. The
+# status is written in, so SQLite sees that ``ix_messages_retrying`` applies (``constant``);
+# the WHERE values are bound under names that are no column's (``crisisline.db``). Never an
+# offer (``c<id>:offer:<offer id>``): what follows it in its conversation comes once the
+# counselor has taken it (their backlog, the texter's next words), when it says nothing more.
+_WAITING_BEFORE = (
+    select(Message.id)
+    .where(
+        Message.status == constant(RETRYING),
+        Message.conversation_id == bindparam("to_conversation"),
+        Message.party == bindparam("to_party"),
+        or_(Message.party != "counselor", Message.responder_id == bindparam("to_responder")),
+        Message.idempotency_key.not_like("%:offer:%"),
+    )
+    .exists()
+)
+
+
+def _claim_in_order(claim: dict[str, object]) -> tuple[int | None, bool]:
+    """Claim a part of one of the sweep's texts: ``RETRYING`` (no error code: Twilio never
+    refused it) if its recipient has an earlier text ``RETRYING``, else ``claimed``. One
+    statement, the read inside the INSERT: the webhook pays no round trip for it. Returns the
+    new row's id (None if claimed before) and whether it waits for the sweep."""
+    statement = _insert_in_order(db.session.get_bind().dialect.name)
+    params = {**claim, "to_conversation": claim["conversation_id"], "to_party": claim["party"],
+              "to_responder": claim["responder_id"]}  # fmt: skip
+    row = db.session.execute(statement, params).first()
+    if row is None:
+        return None, False
+    return row.id, row.status == RETRYING
+
+
+@cache
+def _insert_in_order(dialect: str) -> Insert:
+    """``_claim_in_order``'s INSERT, built once per backend."""
+    keys = ("conversation_id", "direction", "party", "idempotency_key", "responder_id", "sealed_body", "segments",
+            "status_rank", "error_code")  # fmt: skip
+    columns: dict[str, object] = {name: bindparam(name) for name in keys}
+    columns["status"] = case((_WAITING_BEFORE, RETRYING), else_=bindparam("status"))
+    return insert_ignoring_duplicates(Message, columns).returning(Message.id, Message.status)
+
+
+def _send_spilled(spilled: list[TakenReply], to_number: str, from_number: str) -> set[Recipient]:
+    """Replies taken for a webhook's answer that now go over REST instead, in order (they did
+    not all fit in it). One refused for now holds the sweep's texts to its recipient after it
+    (``RETRYING`` behind it, unsent). Returns the recipients now waiting for the sweep."""
+    waiting: set[Recipient] = set()
+    for reply in spilled:
+        if reply.recipient is not None and reply.recipient in waiting:
+            _hold(reply.message_id)
+            continue
+        outcome = _send_over_rest(reply.message_id, to_number, from_number, reply.text,
+                                  responder_id=reply.responder_id, texter=reply.texter,
+                                  retry_refused=reply.retry_refused)  # fmt: skip
+        if outcome is not True and outcome is not False and reply.recipient is not None:
+            waiting.add(reply.recipient)
+    return waiting
+
+
+def _hold(message_id: int) -> None:
+    """A claimed part not sent now: left for the sweep behind an earlier text to the same
+    recipient (no error code: Twilio never refused it). Committed."""
+    db.session.execute(
+        update(Message).where(Message.id == message_id, Message.status == "claimed").values(status=RETRYING)
+    )
+    db.session.commit()
 
 
 def _refused_for_now(error: TwilioRestException) -> int | None:
