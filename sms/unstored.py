@@ -10,25 +10,36 @@ MessageSid, Twilio's id, with which an operator can still find it in Twilio's lo
 A person must learn of a kept text that could never be stored, even while the database (where
 every text out is claimed first, once) still refuses writes: its alert is owed in Redis until
 the supervisors have been told, and every run tries it again.
+
+Twilio keeps its own copy of a kept text (their number and words) and of the fail-safe reply
+(their number), as of any text. The retention purge that removes a kept text from Redis has
+them deleted there too, as a stored text's are (``workers.twilio_records``, kind ``texts``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from flask import current_app
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 
 from crisisline import twilio_params
 from crisisline.db import db
+from crisisline.phone import caller_number
 from crisisline.privacy import DecryptionError
 from crisisline.retention import Cutoffs, registers_purge
 from crisisline.settings import Settings
+from crisisline.texts_at_twilio import cutoff_stamp, note_texts
+from ivr.call_log import PHONE_CONTEXT  # as ``Texter.sealed_number`` is sealed: the deleting job opens it so
 from sms import outbox
 
 log = logging.getLogger(__name__)
@@ -39,6 +50,13 @@ DEAD_KEY = "sms:unstored:dead"  # kept texts that could never be stored: for a p
 ALERT_OWED_KEY = "sms:unstored:dead:alert-owed"
 CONTEXT = "sms-unstored"
 ALERT_CONTEXT = "sms-unstored-alert"
+# Kept texts the purge removed, whose copies at Twilio (the text, the fail-safe reply) are still
+# to be noted for deleting: MessageSid -> both numbers and the purge's cutoff, sealed (no words).
+# Put in the kept text's place in one MULTI, and gone once a purge that noted its row has
+# committed: a row is never lost with the text already gone. No expiry, as for alerts owed.
+TWILIO_OWED_KEY = "sms:unstored:twilio-owed"
+TWILIO_CONTEXT = "sms-unstored-twilio"
+_NOTED = "sms.unstored.twilio_owed_noted"  # Session.info: Redis, and the entries this transaction noted
 FIELDS = ("MessageSid", "From", "To", "Body", "NumMedia")
 KEPT_FOR = timedelta(days=7)  # an outage longer than this is for a human; the key then expires
 # A hung Redis must not hold a texter's webhook: it is already failing over.
@@ -168,8 +186,13 @@ def purge_kept(cutoffs: Cutoffs) -> int:
     text added, so it alone would keep an old one for as long as outages keep coming. One that
     cannot be opened (sealed under a retired key) is left to that expiry. Alerts owed for them
     (``ALERT_OWED_KEY``) hold nothing personal (a MessageSid, the line's own number, sealed),
-    and go once told: they are not purged, so none is lost. Never raises: with Redis away, the
-    rest of the purge goes on."""
+    and go once told: they are not purged, so none is lost.
+
+    Twilio's copies of each removed text go too: what finding them takes (no words) is owed in
+    its place (``TWILIO_OWED_KEY``), and every owed one is noted as a ``TwilioRecord`` of kind
+    texts in the purge's transaction, then forgotten once that commits (never before: a commit
+    that fails leaves it for the next purge, which notes it again, once, by its key). Never
+    raises for Redis: with Redis away, the rest of the purge goes on."""
     removed = 0
     try:
         client = _redis()
@@ -181,14 +204,83 @@ def purge_kept(cutoffs: Cutoffs) -> int:
                     received_at = datetime.fromisoformat(record["received_at"])
                 except (DecryptionError, ValueError, KeyError, TypeError):
                     continue
-                if received_at < cutoffs.texts and client.lrem(key, 1, token):
+                if received_at < cutoffs.texts and _forget_kept(client, key, token, record, cutoffs.texts):
                     removed += 1
                     if key == KEY:  # never stored: lost to its retention window, as an operator should know
                         sid = twilio_params.message_key(str(record.get("MessageSid", "")))
                         log.error("kept text %s was never stored and is past its retention: removed", sid)
+        owed = client.hgetall(TWILIO_OWED_KEY)
     except Exception as error:  # Redis away, or anything else: the rest of the purge goes on
         log.error("kept texts not purged this time: %s", type(error).__name__)
+        return removed
+    _note_owed(client, owed, cutoffs.now)
     return removed
+
+
+def _forget_kept(client: redis.Redis, key: str, token: str, record: Mapping[str, Any], cutoff: datetime) -> bool:
+    """The kept text goes from ``key`` and what deleting its copies at Twilio takes is owed in
+    its place, in one MULTI. False if another purge removed it first."""
+    texter, line = caller_number(str(record.get("From", ""))), caller_number(str(record.get("To", "")))
+    owed = None
+    if texter and line:  # withheld or unreadable: Twilio cannot be asked for texts by it
+        owed = outbox.vault().seal(json.dumps({"From": texter, "To": line, "cutoff": cutoff.isoformat()}),
+                                   context=TWILIO_CONTEXT)  # fmt: skip
+    with client.pipeline() as pipe:
+        pipe.lrem(key, 1, token)
+        if owed is not None:
+            pipe.hset(TWILIO_OWED_KEY, twilio_params.message_key(str(record.get("MessageSid", ""))), owed)
+        return bool(pipe.execute()[0])
+
+
+def _note_owed(client: redis.Redis, owed: Mapping[Any, Any], now: datetime) -> None:
+    """Each owed entry becomes a ``TwilioRecord`` of kind texts in the caller's transaction
+    (database errors are the purge's: it fails whole, and the entries stay owed); the entries
+    noted are forgotten once it commits (``_forget_noted``). One this process cannot open is
+    left for a process with its key."""
+    noted = []
+    for field, value in owed.items():
+        name = field.decode() if isinstance(field, bytes) else str(field)
+        try:
+            sealed = value.decode() if isinstance(value, bytes) else str(value)
+            entry = json.loads(outbox.vault().open(sealed, context=TWILIO_CONTEXT))
+            texter, line, cutoff = str(entry["From"]), str(entry["To"]), datetime.fromisoformat(entry["cutoff"])
+        except (DecryptionError, ValueError, KeyError, TypeError):
+            continue
+        note_texts(_record_key(name, cutoff), sealed_number=outbox.vault().seal(texter, context=PHONE_CONTEXT),
+                   line_number=line, sent_before=cutoff, now=now)  # fmt: skip
+        noted.append(name)
+    if noted:  # after the INSERTs: the transaction has begun, so its end drops these with it
+        db.session.info.setdefault(_NOTED, (client, set()))[1].update(noted)
+
+
+def _record_key(field: str, cutoff: datetime) -> str:
+    """The row's key: 61 characters for a MessageSid (``TwilioRecord.sid`` holds 64); a
+    malformed one (kept under its digest) by a digest of the same length."""
+    ref = field if twilio_params.SID.fullmatch(field) else hashlib.sha256(field.encode()).hexdigest()[:34]
+    return f"texts:kept:{ref}:{cutoff_stamp(cutoff)}"
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_noted(session: Session) -> None:
+    """The owed entries a purge noted go once its transaction has committed (a savepoint's
+    commit is not that). Redis away now: they stay, and the next purge notes them again."""
+    if session.in_nested_transaction():
+        return
+    noted: tuple[redis.Redis, set[str]] | None = session.info.pop(_NOTED, None)
+    if noted is None:
+        return
+    client, fields = noted
+    try:
+        client.hdel(TWILIO_OWED_KEY, *fields)
+    except Exception as error:  # the commit has happened: never fail it
+        log.warning("kept texts' Twilio copies noted, not forgotten in Redis yet: %s", type(error).__name__)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    """A rollback or close: nothing was noted, so the entries stay owed."""
+    if transaction.parent is None:
+        session.info.pop(_NOTED, None)
 
 
 def _to_the_back(client: redis.Redis, token: str) -> None:

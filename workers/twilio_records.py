@@ -28,7 +28,9 @@ number with it. Never a text the texter sent after the cutoff: they may have tex
 within retention. The line's own texts go up to ``REPLY_WINDOW`` past it (a reply reaches
 Twilio a few seconds after the text it answers, which may be just before the cutoff), but
 never past the texter's first text after the cutoff, nor past the cutoff of the job's own
-moment. A row whose number the vault can no longer open is dropped (logged by id).
+moment. A row whose number the vault can no longer open is dropped (logged by id). A text
+kept through an outage (``sms.unstored``) and purged from Redis unstored gets such a row too,
+from its own purge: Twilio holds it, and the fail-safe reply, as it holds any other.
 
 ``TWILIO_RECORDS_AFTER_PURGE=keep`` leaves Twilio's records alone for a line whose policy needs
 them (billing disputes): the purge still notes them, so switching back to ``delete`` deletes
@@ -57,6 +59,7 @@ from crisisline.privacy import DecryptionError, Vault
 from crisisline.retention import Cutoffs
 from crisisline.settings import Settings
 from crisisline.telephony import ListedMessage, TwilioRest
+from crisisline.texts_at_twilio import REPLY_WINDOW, TEXTS, cutoff_stamp
 from crisisline.twilio_params import SID
 from ivr.call_log import PHONE_CONTEXT
 from transfer.dispatch import rest_client
@@ -82,11 +85,6 @@ CALL_PREFIXES, MESSAGE_PREFIXES = ("CA",), ("SM", "MM")
 CHILD_LEGS_LISTED = 50
 # Texts found by number: a page of Twilio's list at a time, each one request.
 TEXTS_PAGE_SIZE = 100
-# A reply to a text from just before the cutoff reaches Twilio after it: the webhook answers
-# within Twilio's 15 s, the fail-safe at its deadline. Rows are due this long after the purge,
-# when the cutoff has moved past it.
-REPLY_WINDOW = timedelta(minutes=1)
-TEXTS = "texts"
 
 DONE, GONE, REFUSED, FAILED = "deleted", "gone", "refused", "failed"
 # Texts deleted through the rows of kind texts (each such row counts once as deleted or gone).
@@ -138,7 +136,7 @@ def _note_texts_by_number(texts: ColumnElement[bool], now: datetime, cutoff: dat
     )
     key = (
         literal("texts:") + cast(pairs.c.texter_id, String) + literal(":") + pairs.c.line_number
-        + literal(":" + cutoff.astimezone(UTC).strftime("%Y%m%dT%H%M%S"))
+        + literal(":" + cutoff_stamp(cutoff))
     )  # fmt: skip
     at, due = literal(now, UTCDateTime()), literal(now + REPLY_WINDOW, UTCDateTime())
     rows = (
