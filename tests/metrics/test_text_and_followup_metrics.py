@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 from flask import Flask
+from flask_migrate import downgrade, upgrade
 from sqlalchemy import select
 
 from crisisline.db import db
@@ -87,6 +88,33 @@ def test_a_conversation_that_only_carried_the_reply_to_start_is_no_contact_nor_a
         ).all()
         assert [source_id for source_id, _ in rolled_up] == [cid for cid in reasons if cid not in started_only]
         assert [outcome for _, outcome in rolled_up] == [ABANDONED]
+
+
+def test_the_migration_removes_facts_rolled_up_before_for_start_only_conversations(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Traveller,
+    metrics_of: Callable[..., Report],
+) -> None:  # fmt: skip
+    texting.send(FIRST_TEXTER, "I have been having panic attacks all day and I am scared")
+    texting.send(FIRST_TEXTER, "STOP")  # a real contact, abandoned: its fact stays
+    texting.send(THIRD_TEXTER, "STOP")
+    wednesday_evening.shift(timedelta(minutes=1))
+    texting.send(THIRD_TEXTER, "START")
+    metrics_of("sms")  # the rollup brought up to now
+    with app.app_context():
+        started_only = db.session.scalar(select(Conversation.id).where(Conversation.close_reason == "opted_in"))
+        kept = db.session.scalar(select(MetricFact).where(MetricFact.source == "conversation"))
+        assert kept is not None and started_only is not None
+        # As the rollup wrote it before START-only conversations were left out.
+        kept_source = kept.source_id
+        stale = {column.key: getattr(kept, column.key) for column in MetricFact.__table__.columns if column.key != "id"}
+        db.session.add(MetricFact(**{**stale, "source_id": started_only}))
+        db.session.commit()
+
+        downgrade(revision="e4b8c2d6f0a3")
+        upgrade()
+
+        facts = db.session.scalars(select(MetricFact.source_id).where(MetricFact.source == "conversation")).all()
+    assert facts == [kept_source]
 
 
 def consent_after_a_conversation(app: Flask, texting: TextingPhone, texter: str) -> None:
