@@ -39,7 +39,8 @@ class Cutoffs:
 
 
 # A purge takes the cutoffs, scrubs its rows in the caller's session (the caller commits)
-# and returns how many rows it scrubbed. It must be idempotent.
+# and returns how many rows it scrubbed. It must be idempotent, and must not wrap its writes in
+# a savepoint: ``sms.unstored`` forgets what it noted when the outer transaction commits.
 Purge = Callable[[Cutoffs], int]
 _PURGES: dict[str, Purge] = {}
 

@@ -24,7 +24,7 @@ from functools import cache
 import requests
 from blinker import Namespace
 from flask import current_app, has_request_context, request
-from sqlalchemy import Insert, bindparam, case, func, or_, select, update
+from sqlalchemy import Insert, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from twilio.base.exceptions import TwilioRestException
 
@@ -271,7 +271,12 @@ _CLAIM_OF = select(Message.status, Message.error_code).where(Message.idempotency
 _WAITING_BEFORE = (
     select(Message.id)
     .where(
-        Message.status == constant(RETRYING),
+        or_(
+            Message.status == constant(RETRYING),
+            # Being tried again by the sweep right now (``_TRY_AGAIN``: claimed, its code kept,
+            # no SID yet): refused once more, it would be behind whatever went out meanwhile.
+            and_(Message.status == "claimed", Message.error_code.is_not(None), Message.message_sid.is_(None)),
+        ),
         Message.conversation_id == bindparam("to_conversation"),
         Message.party == bindparam("to_party"),
         or_(Message.party != "counselor", Message.responder_id == bindparam("to_responder")),
@@ -393,7 +398,9 @@ def _failed(message_id: int, code: int | None, *, responder_id: str | None, text
 _TRY_AGAIN = (
     update(Message)
     .where(Message.id == bindparam("message"), Message.status == RETRYING)
-    .values(status="claimed")
+    # A code while in flight (0 for a text held only for order), so later texts to the same
+    # person still wait behind it (``_WAITING_BEFORE``); sent, ``_SENT`` clears it.
+    .values(status="claimed", error_code=func.coalesce(Message.error_code, 0))
     .execution_options(synchronize_session=False)
 )
 
@@ -418,6 +425,11 @@ def retry_refused(
     if outcome is True:
         return "sent"
     if outcome is False and db.session.scalar(select(Message.status).where(Message.id == message_id)) == "claimed":
+        # Left claimed for review (it may have gone out): it no longer holds later texts back.
+        db.session.execute(
+            update(Message).where(Message.id == message_id, Message.status == "claimed").values(error_code=None)
+        )
+        db.session.commit()
         return "unreachable"
     return "refused"
 

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import time_machine
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from crisisline.db import db
-from crisisline.models import Conversation
+from crisisline.models import Conversation, Message
 from crisisline.settings import Settings
 from sms import conversations as convo
+from sms import outbox
 from tests.conftest import TextingPhone
 from tests.console.test_delivery_in_the_thread import plan_of
 from tests.rota import BEN, DIEGO
@@ -198,5 +199,38 @@ def test_a_text_held_only_for_order_is_tried_again_when_its_earlier_text_got_thr
 
     texts = bodies_to(fake, TEXTER)
     assert sum(FIRST in text for text in texts) == 1 and sum(SECOND in text for text in texts) == 1, texts
+    assert position(texts, FIRST) < position(texts, SECOND)
+    assert waiting_texts(app) == []
+
+
+def test_words_sent_while_the_sweep_is_trying_the_refused_text_again_still_wait_behind_it(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """Found by review: the sweep's retry claims the refused text (``claimed``) before its REST
+    request; Ben's next words, sent in that moment, saw nothing ``RETRYING`` and went out, and
+    the retry, refused again, left the first behind them."""
+    tag = ben_holds_a_texter(app, texting)
+    fake.inject_fault("POST", MESSAGES, status=503, code=20503, times=1)
+    texting.send(BEN, f"#{tag} {FIRST}")
+    ((first_key, _code),) = waiting_texts(app)
+    with app.app_context():  # the sweep's claim of its next try, committed before its request
+        first = db.session.scalar(select(Message.id).where(Message.idempotency_key == first_key))
+        assert db.session.execute(outbox._TRY_AGAIN, {"message": first}).rowcount == 1  # type: ignore[attr-defined]
+        db.session.commit()
+
+    texting.send(BEN, f"#{tag} {SECOND}")  # meanwhile
+
+    assert not any(SECOND in text for text in bodies_to(fake, TEXTER))
+    with app.app_context():  # the sweep's try refused again, as ``_send_over_rest`` writes it
+        db.session.execute(
+            update(Message).where(Message.id == first, Message.status == "claimed")
+            .values(status=outbox.RETRYING, error_code=20503)
+        )  # fmt: skip
+        db.session.commit()
+    wednesday_evening.shift(timedelta(minutes=1))
+    clock_tick()
+
+    texts = bodies_to(fake, TEXTER)
     assert position(texts, FIRST) < position(texts, SECOND)
     assert waiting_texts(app) == []
