@@ -107,6 +107,7 @@ def store_kept(
     store: Callable[[KeptText], bool],
     *,
     on_dead: Callable[[str, str | None], None],
+    on_many_dead: Callable[[list[str], str | None], None] | None = None,
     budget_seconds: float = BUDGET_SECONDS,
 ) -> int:
     """Store each kept text with ``store``, which returns True if it stored it now (False: it
@@ -116,8 +117,10 @@ def store_kept(
     after ``GIVE_UP_AFTER`` moves to ``DEAD_KEY`` with its alert owed (one transaction), and
     ``on_dead(its MessageSid, the line's number it was sent to or None)`` tells a person: after
     the kept texts, this run and every run until it returns (so it must be idempotent by the
-    MessageSid), each alert's failure holding no other up. Stops after ``budget_seconds`` (the
-    clock has other work). Returns how many were stored now."""
+    MessageSid), each alert's failure holding no other up. More than ``MANY_DEAD`` owed at once
+    (an outage that outlasted ``GIVE_UP_AFTER`` for many texts) go to ``on_many_dead(their
+    MessageSids, the first one's line number)`` instead, one alert for them all. Stops after
+    ``budget_seconds`` (the clock has other work). Returns how many were stored now."""
     client = _redis()
     stored = 0
     started = time.monotonic()
@@ -153,23 +156,44 @@ def store_kept(
                 pipe.execute()
             continue
         client.lrem(KEY, 1, token)
-    _tell_owed(client, on_dead)
+    _tell_owed(client, on_dead, on_many_dead)
     return stored
 
 
-def _tell_owed(client: redis.Redis, on_dead: Callable[[str, str | None], None]) -> None:
+# More dead texts than this owed at once are told of in one alert (``store_kept``): a text per
+# text would bury it, as for texts stuck in the sweep (``sms.conversations.SUMMARY_ABOVE``).
+MANY_DEAD = 3
+
+
+def _tell_owed(
+    client: redis.Redis, on_dead: Callable[[str, str | None], None],
+    on_many_dead: Callable[[list[str], str | None], None] | None = None,
+) -> None:  # fmt: skip
     """Each alert still owed is tried; one that returns is no longer owed. One that raises (the
-    database still refusing its rows) stays owed for the next run."""
-    started = time.monotonic()
-    for field, value in client.hgetall(ALERT_OWED_KEY).items():
-        if time.monotonic() - started > ALERT_BUDGET_SECONDS:
-            break
+    database still refusing its rows) stays owed for the next run. Past ``MANY_DEAD``, one
+    alert for them all, owed until it returns."""
+    owed: list[tuple[str, str | None]] = []
+    for field, value in sorted(client.hgetall(ALERT_OWED_KEY).items()):
         sid = field.decode() if isinstance(field, bytes) else str(field)
         sealed = value.decode() if isinstance(value, bytes) else str(value)
         try:
-            to_number = str(json.loads(outbox.vault().open(sealed, context=ALERT_CONTEXT))["To"])
+            to_number: str | None = str(json.loads(outbox.vault().open(sealed, context=ALERT_CONTEXT))["To"])
         except (DecryptionError, ValueError, KeyError, TypeError):
             to_number = None  # sealed under a key this process lacks: no key is worth a person not told
+        owed.append((sid, to_number))
+    if on_many_dead is not None and len(owed) > MANY_DEAD:
+        try:
+            on_many_dead([sid for sid, _ in owed], owed[0][1])
+        except Exception as error:  # class name only; the next run tries again
+            db.session.rollback()
+            log.error("supervisors not told yet of %d dead kept texts: %s", len(owed), type(error).__name__)
+            return
+        client.hdel(ALERT_OWED_KEY, *(sid for sid, _ in owed))
+        return
+    started = time.monotonic()
+    for sid, to_number in owed:
+        if time.monotonic() - started > ALERT_BUDGET_SECONDS:
+            break
         try:
             on_dead(sid, to_number)
         except Exception as error:  # class name only; the next run tries again

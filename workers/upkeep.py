@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -246,10 +247,20 @@ def _store_kept_texts(document: RoutingDocument) -> int:
         from_number = caller_number(to_number) or line_number or ""
         outbox.tell_supervisors(document, key=f"text-dead:{message_sid}", body=body, from_number=from_number)
 
+    def tell_of_many(message_sids: list[str], to_number: str | None) -> None:
+        # Keyed by the texts it tells of: a run that failed part-way sends the same one again,
+        # and each supervisor who got it is skipped (one dying later makes a new one).
+        digest = hashlib.sha256(",".join(message_sids).encode()).hexdigest()[:16]
+        cases = ", ".join(message_sids[: unstored.MANY_DEAD])
+        body = document.staff_prompt("texts_stuck_sms", count=len(message_sids), cases=cases)
+        from_number = caller_number(to_number) or line_number or ""
+        outbox.tell_supervisors(document, key=f"text-dead:all:{digest}", body=body, from_number=from_number)
+
     try:
         return unstored.store_kept(
-            lambda kept: receive_kept(document, kept, line_number=line_number), on_dead=tell_a_person
-        )
+            lambda kept: receive_kept(document, kept, line_number=line_number), on_dead=tell_a_person,
+            on_many_dead=tell_of_many,
+        )  # fmt: skip
     except Exception as error:  # never the sweep's or the events' loss: the next run tries again
         log.error("kept texts not stored this run: %s", type(error).__name__)
         db.session.rollback()

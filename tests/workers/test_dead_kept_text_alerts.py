@@ -178,3 +178,36 @@ def test_an_owed_alert_holds_nothing_personal_and_outlives_the_purge_of_its_text
     (alert,) = [message for message in fake.messages.values() if message.to == SUPERVISOR]
     assert sid in alert.body and alert.from_ == LINE_NUMBER  # from the number the text was sent to
     assert kept.exists(unstored.ALERT_OWED_KEY) == 0
+
+
+def test_many_texts_given_up_on_at_once_tell_each_supervisor_in_one_alert_once(
+    app: Flask, fake: FakeTwilio, kept: redis.Redis, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """A surge kept through a long outage dies together: one text per dead text would bury the
+    alert on the supervisors' own phones, as stuck texts in the sweep would."""
+    sids = [keep_directly(app, f"+1312555017{n}", WORDS, given_up_on()) for n in range(unstored.MANY_DEAD + 2)]
+
+    with writes_refused(app):
+        clock_tick()  # all given up on, their alerts owed
+    assert alerts(fake) == []
+    assert len(kept.hkeys(unstored.ALERT_OWED_KEY)) == len(sids)
+
+    clock_tick()
+    clock_tick()
+
+    (alert,) = alerts(fake)
+    assert f"{len(sids)} texts" in alert and sorted(sids)[0] in alert and "kill" not in alert
+    assert kept.exists(unstored.ALERT_OWED_KEY) == 0
+
+
+def test_three_texts_given_up_on_at_once_keep_an_alert_each(
+    app: Flask, fake: FakeTwilio, kept: redis.Redis, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    sids = [keep_directly(app, f"+1312555017{n}", WORDS, given_up_on()) for n in range(unstored.MANY_DEAD)]
+    with writes_refused(app):
+        clock_tick()
+
+    clock_tick()
+
+    told = alerts(fake)
+    assert len(told) == len(sids) and all(any(sid in alert for alert in told) for sid in sids)
