@@ -263,9 +263,9 @@ def send_text(
 
 # ``send_text``'s read of a part claimed before under its key (a re-run only).
 _CLAIM_OF = select(Message.status, Message.error_code).where(Message.idempotency_key == bindparam("key"))
-# An earlier text to the same recipient still waits for the sweep: the claim's subquery. The
-# status is written in, so SQLite sees that ``ix_messages_retrying`` applies (``constant``);
-# the WHERE values are bound under names that are no column's (``crisisline.db``). Never an
+# An earlier text to the same recipient still waits for the sweep: the claim's subquery, read
+# through the conversation's texts (``ix_messages_conversation_id``); the WHERE values are bound
+# under names that are no column's (``crisisline.db``). Never an
 # offer (``c<id>:offer:<offer id>``): what follows it in its conversation comes once the
 # counselor has taken it (their backlog, the texter's next words), when it says nothing more.
 _WAITING_BEFORE = (
@@ -288,7 +288,8 @@ _WAITING_BEFORE = (
 
 def _claim_in_order(claim: dict[str, object]) -> tuple[int | None, bool]:
     """Claim a part of one of the sweep's texts: ``RETRYING`` (no error code: Twilio never
-    refused it) if its recipient has an earlier text ``RETRYING``, else ``claimed``. One
+    refused it) if its recipient has an earlier text waiting for the sweep or being tried again
+    by it (``_WAITING_BEFORE``), else ``claimed``. One
     statement, the read inside the INSERT: the webhook pays no round trip for it. Returns the
     new row's id (None if claimed before) and whether it waits for the sweep."""
     statement = _insert_in_order(db.session.get_bind().dialect.name)

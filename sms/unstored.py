@@ -41,6 +41,7 @@ from crisisline.settings import Settings
 from crisisline.texts_at_twilio import cutoff_stamp, note_texts
 from ivr.call_log import PHONE_CONTEXT  # as ``Texter.sealed_number`` is sealed: the deleting job opens it so
 from sms import outbox
+from sms.conversations import SUMMARY_ABOVE
 
 log = logging.getLogger(__name__)
 KEY = "sms:unstored"
@@ -161,8 +162,8 @@ def store_kept(
 
 
 # More dead texts than this owed at once are told of in one alert (``store_kept``): a text per
-# text would bury it, as for texts stuck in the sweep (``sms.conversations.SUMMARY_ABOVE``).
-MANY_DEAD = 3
+# text would bury it, as for texts stuck in the sweep, whose threshold this is.
+MANY_DEAD = SUMMARY_ABOVE
 
 
 def _tell_owed(

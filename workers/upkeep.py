@@ -42,7 +42,7 @@ from metrics.rollup import refresh_metrics_rollup
 from routing.document import RoutingDocument
 from routing.store import active_routing
 from sms import outbox, unstored
-from sms.conversations import sweep
+from sms.conversations import SUMMARY_NAMES, sweep
 from sms.inbound import receive_kept
 from transfer.reconcile import reconcile
 from workers.contacts import rebuild_schedule
@@ -251,7 +251,7 @@ def _store_kept_texts(document: RoutingDocument) -> int:
         # Keyed by the texts it tells of: a run that failed part-way sends the same one again,
         # and each supervisor who got it is skipped (one dying later makes a new one).
         digest = hashlib.sha256(",".join(message_sids).encode()).hexdigest()[:16]
-        cases = ", ".join(message_sids[: unstored.MANY_DEAD])
+        cases = ", ".join(message_sids[:SUMMARY_NAMES])
         body = document.staff_prompt("texts_stuck_sms", count=len(message_sids), cases=cases)
         from_number = caller_number(to_number) or line_number or ""
         outbox.tell_supervisors(document, key=f"text-dead:all:{digest}", body=body, from_number=from_number)
