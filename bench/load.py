@@ -97,6 +97,7 @@ SPANISH_FIRST_TEXTS = (
     "No estoy bien esta noche y necesito hablar con alguien por favor",
     "Todo se esta cayendo y no se a quien mas pedirle ayuda",
 )
+APP_SPEC = "crisisline:create_app()"  # the Procfile's web line serves it; the baseline takes its place
 NEED_KEYS = ("2", "3", "4", "5", "6")  # not 1: danger_now rings the co-responder unit
 
 
@@ -790,7 +791,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             baseline.create_tables(database_url)
 
             gunicorn = procfile_command("web")
-            baseline_argv = [*gunicorn[:1], "bench.baseline:create_app()", *gunicorn[2:]]
+            if APP_SPEC not in gunicorn:
+                raise RuntimeError(f"the Procfile's web line no longer serves {APP_SPEC}")
+            # The same command, interpreter flags (-OO) included, serving the baseline's app.
+            baseline_argv = [("bench.baseline:create_app()" if word == APP_SPEC else word) for word in gunicorn]
             start_web(started, base_env, "baseline-web", baseline_argv, base_port, sampler)
             start_web(started, line_env, "web", gunicorn, line_port, sampler)
             for role in ("worker", "clock"):

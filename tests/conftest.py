@@ -385,6 +385,18 @@ def run_worker(settings: Settings, fake_twilio_server: FakeTwilioServer) -> Call
     return run
 
 
+def procfile_argv(process: str) -> list[str]:
+    """The Procfile's line for ``process`` as argv for this interpreter: ``python -OO -m
+    gunicorn ...`` as ``<this python> -OO -m gunicorn ...``, ``flask ...`` as ``<this python>
+    -m flask ...``, so a test runs exactly what a deployment runs, in the test's venv."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            program, *arguments = shlex.split(command)
+            return [sys.executable, *arguments] if program == "python" else [sys.executable, "-m", program, *arguments]
+    raise AssertionError(f"the Procfile has no {process} line")
+
+
 def procfile_worker() -> list[str]:
     """The Procfile's ``worker:`` line as argv for this interpreter, without its queue names
     and ``--with-scheduler`` (each test names its queues and runs in burst mode)."""

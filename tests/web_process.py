@@ -4,7 +4,6 @@ deployed: its own interpreter, its workers and threads, real HTTP."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, procfile_argv
 
-GUNICORN = [sys.executable, "-m", "gunicorn", "crisisline:create_app()", "--config", "gunicorn.conf.py"]
+GUNICORN = procfile_argv("web")
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes], what: str, logs: Callable[[], str]) -> None:

@@ -44,7 +44,7 @@ def test_the_backup_line_and_anything_twilio_would_reject_are_errors() -> None:
 
 
 def test_the_benches_start_the_procfiles_own_commands() -> None:
-    assert procfile_command("web")[0] == "gunicorn"
+    assert procfile_command("web")[:4] == ["python", "-OO", "-m", "gunicorn"]
     assert "--config" in procfile_command("web")
     assert procfile_command("worker")[:5] == ["flask", "--app", "crisisline", "workers", "run"]
 

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +25,15 @@ from flask.testing import FlaskClient
 
 from console.models import ADMIN, COUNSELOR, SUPERVISOR
 from crisisline.settings import Settings
-from tests.conftest import LINE_NUMBER, ROOT, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TextingPhone, deployment_environment
+from tests.conftest import (
+    LINE_NUMBER,
+    ROOT,
+    TEST_ACCOUNT_SID,
+    TEST_AUTH_TOKEN,
+    TextingPhone,
+    deployment_environment,
+    procfile_argv,
+)
 from tests.console.conftest import Account, MakeUser
 from tests.rota import ANA, around_the_clock, legs
 from twilio_fake.phone import Keys, Phone, RequestsTransport
@@ -74,8 +81,7 @@ def procfile_web(
         "BIND_HOST": "127.0.0.1", "PORT": str(app_port), "WEB_CONCURRENCY": "1", "WEB_THREADS": "4",
     }  # fmt: skip
     log = (tmp_path / "gunicorn.log").open("w")
-    command = [sys.executable, "-m", "gunicorn", "crisisline:create_app()", "--config", "gunicorn.conf.py"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    process = subprocess.Popen(procfile_argv("web"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     try:
         deadline = time.monotonic() + 60
         while True:

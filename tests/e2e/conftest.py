@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ from tests.conftest import (
     _empty_all_tables,
     _migrated,
     deployment_environment,
+    procfile_argv,
     settings_for,
 )
 from tests.rota import around_the_clock
@@ -50,20 +50,8 @@ from twilio_fake.signing import signed_headers, sms_params
 STARTUP_SECONDS = 90.0
 
 
-def _procfile(*names: str) -> dict[str, list[str]]:
-    """The Procfile's lines as argv for this interpreter (``gunicorn ...`` runs as
-    ``python -m gunicorn ...``), so the stories run exactly what a deployment runs."""
-    commands: dict[str, list[str]] = {}
-    for entry in (ROOT / "Procfile").read_text().splitlines():
-        name, _, command = entry.partition(":")
-        if name.strip() in names:
-            program, *arguments = shlex.split(command)
-            commands[name.strip()] = [sys.executable, "-m", program, *arguments]
-    assert set(commands) == set(names), f"the Procfile lacks {set(names) - set(commands)}"
-    return commands
-
-
-PROCFILE = _procfile("web", "worker", "clock")
+# The Procfile's lines as argv for this interpreter, so the stories run what a deployment runs.
+PROCFILE = {name: procfile_argv(name) for name in ("web", "worker", "clock")}
 COUNSELOR_PHONES = {
     "ana-ruiz": "+13125550101",  # en, es
     "ben-carter": "+13125550102",  # en
