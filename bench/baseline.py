@@ -1,9 +1,10 @@
 """``c_pg``: the least a Twilio webhook on this stack can cost, to compare the line against.
 
 Twilio's ``RequestValidator`` on the signed request, one ORM insert and one select on the same
-PostgreSQL, a few lines of TwiML. Served by the same gunicorn settings as the line::
+PostgreSQL, a few lines of TwiML. Served by the Procfile's web line with this app in place of
+the line's (``bench.load``), interpreter flags and gunicorn settings the same::
 
-    gunicorn 'bench.baseline:create_app()' --config gunicorn.conf.py
+    python -OO -m gunicorn 'bench.baseline:create_app()' --config gunicorn.conf.py
 """
 
 from __future__ import annotations

@@ -771,7 +771,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "settings": {"connections": args.connections, "seconds_per_kind": seconds, "surge_people": args.surge,
                      "api_latency_seconds": args.api_latency,
-                     "web": "gunicorn, gunicorn.conf.py, 2 workers x 4 threads", "quick": args.quick},
+                     "web": "python -OO -m gunicorn, gunicorn.conf.py, 2 workers x 4 threads", "quick": args.quick},
         "note": "2-core machine shared with other engineers' test runs: compare ratios within one run only.",
     }  # fmt: skip
     sampler = MemorySampler().start()

@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "settings": {"callers": args.callers, "connections": args.connections, "surge_callers": args.surge_callers,
-                     "raised_cps": args.raised_cps, "web": "gunicorn, gunicorn.conf.py, 2 workers x 4 threads"},
+                     "raised_cps": args.raised_cps, "web": "python -OO -m gunicorn, gunicorn.conf.py, 2 x 4"},
         "note": "2-core machine shared with other engineers' work: compare within one run only.",
     }  # fmt: skip
     sampler = MemorySampler().start()

@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "settings": {"latency_each_way_s": args.latency, "people": args.people, "connections": args.connections,
                      "boards": args.boards, "poll_every_s": args.poll_every,
-                     "web": "gunicorn, gunicorn.conf.py as shipped (2 workers x 32 threads)"},
+                     "web": "python -OO -m gunicorn, gunicorn.conf.py as shipped (2 x 32)"},
         "runs": [],
     }  # fmt: skip
     sampler = MemorySampler().start()

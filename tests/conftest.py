@@ -393,7 +393,9 @@ def procfile_argv(process: str) -> list[str]:
         name, _, command = line.partition(":")
         if name.strip() == process:
             program, *arguments = shlex.split(command)
-            return [sys.executable, *arguments] if program == "python" else [sys.executable, "-m", program, *arguments]
+            if program.startswith("python"):  # python, python3, python3.11: this test's interpreter
+                return [sys.executable, *arguments]
+            return [sys.executable, "-m", program, *arguments]
     raise AssertionError(f"the Procfile has no {process} line")
 
 

@@ -25,7 +25,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -46,7 +45,7 @@ from flask import Flask
 
 from crisisline.redis_server import free_port
 from crisisline.settings import Settings
-from tests.conftest import LINE_NUMBER, ROOT, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, deployment_environment
+from tests.conftest import LINE_NUMBER, ROOT, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, deployment_environment, procfile_argv
 from tests.web_process import stop, wait_until_healthy
 from twilio_fake.server import FakeTwilioServer
 from twilio_fake.signing import CallIdentity, sign, signed_headers
@@ -251,9 +250,10 @@ def line_behind_nginx(
                     parts.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
             return "\n".join(parts)
 
-        command = [sys.executable, "-m", "gunicorn", "crisisline:create_app()", "--config", "gunicorn.conf.py"]
         with gunicorn_log.open("wb") as log_file:
-            gunicorn = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
+            gunicorn = subprocess.Popen(  # noqa: S603 - the Procfile's own web line
+                procfile_argv("web"), env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT
+            )
         try:
             wait_until_healthy(f"http://127.0.0.1:{gunicorn_port}", gunicorn, "gunicorn", logs)
             nginx = subprocess.Popen(  # noqa: S603 - the nginx binary found above
