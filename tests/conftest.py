@@ -402,10 +402,8 @@ def procfile_argv(process: str) -> list[str]:
 def procfile_worker() -> list[str]:
     """The Procfile's ``worker:`` line as argv for this interpreter, without its queue names
     and ``--with-scheduler`` (each test names its queues and runs in burst mode)."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("worker:"):
-            words = shlex.split(line.removeprefix("worker:"))
-            assert words[0] == "flask"
-            options = [word for word in words[1:] if word.startswith("-") or word in ("workers", "run", "crisisline")]
-            return [sys.executable, "-m", "flask", *(o for o in options if o != "--with-scheduler")]
-    raise AssertionError("the Procfile has no worker line")
+    argv = procfile_argv("worker")
+    program, words = argv[:3], argv[3:]
+    assert program == [sys.executable, "-m", "flask"]
+    options = [word for word in words if word.startswith("-") or word in ("workers", "run", "crisisline")]
+    return [*program, *(o for o in options if o != "--with-scheduler")]
