@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -270,17 +270,15 @@ class _Messages:
         return _MessageContext(self.rest, sid)
 
     def pages(
-        self, *, to: str, from_: str, sent_before: datetime, page_size: int = 100, timeout: float | None = None
+        self, *, to: str, from_: str, page_size: int = 100, timeout: float | None = None
     ) -> Iterator[list[ListedMessage]]:
-        """The texts ``from_`` sent ``to``, a page at a time (newest first, each page one request,
-        following ``next_page_uri``), at least every one sent before ``sent_before``.
+        """Every text ``from_`` sent ``to``, a page at a time (newest first, each page one
+        request, following ``next_page_uri``); the caller tells them apart by their own dates.
 
-        Twilio's ``DateSent<`` takes a GMT date, ``YYYY-MM-DD``, and finds the texts sent on or
-        before it (the Message list's documented filter; a time of day is not documented), so it
-        is given the day after ``sent_before``'s: every text sent before ``sent_before`` is
-        listed, with some after it, which the caller tells apart by each text's own dates."""
-        day_after: date = (sent_before.astimezone(UTC) + timedelta(days=1)).date()
-        params = {"To": to, "From": from_, "DateSent<": day_after.isoformat(), "PageSize": page_size}
+        No ``DateSent`` filter: a text Twilio never sent (``failed``: an unreachable number,
+        a full queue) has no ``date_sent``, so is on no date and any of the list's date filters
+        leaves it out, yet Twilio keeps it with both numbers and the body."""
+        params = {"To": to, "From": from_, "PageSize": page_size}
         page = self.rest.request("GET", "Messages.json", params=params, timeout=timeout)
         while True:
             yield [_listed(message) for message in page.get("messages", [])]

@@ -22,8 +22,9 @@ last ``<Message>`` may carry an ``action``, and Twilio reports a SID only to tha
 fail-safe text. So for each texter whose texts the purge scrubs, it also notes, in the same
 statement's way, "the texts between this line number and this texter's number sent before the
 cutoff" (kind ``texts``: the number copied sealed from the texter's row, as numbers are kept at
-rest). The job lists those texts at Twilio in both directions (``To``/``From`` and ``DateSent<``,
-every page), checks each one's numbers and dates itself, deletes each, then the row and the
+rest). The job lists the texts at Twilio between those numbers in both directions (``To`` and
+``From``, every page; no ``DateSent`` filter, which would leave out a text Twilio never sent),
+checks each one's numbers and dates itself, deletes each old enough, then the row and the
 number with it. Never a text the texter sent after the cutoff: they may have texted again
 within retention. The line's own texts go up to ``REPLY_WINDOW`` past it (a reply reaches
 Twilio a few seconds after the text it answers, which may be just before the cutoff), but
@@ -83,8 +84,11 @@ REFUSED_RETRY, LONGEST_RETRY = timedelta(minutes=15), timedelta(days=1)
 # The SIDs of each kind (text-born callbacks' call records have made-up ones: never sent).
 CALL_PREFIXES, MESSAGE_PREFIXES = ("CA",), ("SM", "MM")
 CHILD_LEGS_LISTED = 50
-# Texts found by number: a page of Twilio's list at a time, each one request.
-TEXTS_PAGE_SIZE = 100
+# Texts found by number: a page of Twilio's list at a time, each one request, of the most a
+# page holds. The listing has no date filter (it would miss texts never sent), so a texter who
+# texts on within retention is listed whole at every run: at 1,000 a page, 10,000 texts are 10
+# requests, well inside a run's ``RUN_SECONDS``.
+TEXTS_PAGE_SIZE = 1000
 
 DONE, GONE, REFUSED, FAILED = "deleted", "gone", "refused", "failed"
 # Texts deleted through the rows of kind texts (each such row counts once as deleted or gone).
@@ -284,8 +288,8 @@ def _delete_texts(
     theirs_before = min(record.sent_before, now_cutoff)
     window_end = min(record.sent_before + REPLY_WINDOW, now_cutoff)
     try:
-        theirs = _listed(rest, to=record.line_number, from_=texter, before=window_end, deadline=deadline)
-        ours = _listed(rest, to=texter, from_=record.line_number, before=window_end, deadline=deadline)
+        theirs = _listed(rest, to=record.line_number, from_=texter, deadline=deadline)
+        ours = _listed(rest, to=texter, from_=record.line_number, deadline=deadline)
     except (TwilioRestException, TwilioServiceException) as error:
         return _failure(error), str(error.code or error.status), 0
     except (requests.RequestException, OSError, ValueError) as error:  # ValueError: not JSON, a foreign next page
@@ -312,14 +316,14 @@ def _delete_texts(
     return (DONE if deleted else GONE), None, deleted
 
 
-def _listed(rest: TwilioRest, *, to: str, from_: str, before: datetime, deadline: float) -> list[ListedMessage] | None:
-    """Every text ``from_`` sent ``to`` that Twilio lists as sent by ``before``'s day (whose
-    SID is a message's), checked to be between those very numbers. None if the run's time ran out."""
+def _listed(rest: TwilioRest, *, to: str, from_: str, deadline: float) -> list[ListedMessage] | None:
+    """Every text ``from_`` sent ``to`` that Twilio lists (whose SID is a message's), checked to
+    be between those very numbers, sent or not: the caller keeps those old enough by their own
+    dates. None if the run's time ran out."""
     if time.monotonic() >= deadline:
         return None
     found = []
-    for page in rest.messages.pages(to=to, from_=from_, sent_before=before, page_size=TEXTS_PAGE_SIZE,
-                                    timeout=REQUEST_TIMEOUT_SECONDS):  # fmt: skip
+    for page in rest.messages.pages(to=to, from_=from_, page_size=TEXTS_PAGE_SIZE, timeout=REQUEST_TIMEOUT_SECONDS):
         found += [text for text in page if (text.to, text.from_) == (to, from_) and _a_message(text.sid)]
         if time.monotonic() >= deadline:
             return None
@@ -331,7 +335,8 @@ def _a_message(sid: str) -> bool:
 
 
 def _before(text: ListedMessage, moment: datetime) -> bool:
-    """Whether Twilio created and sent ``text`` before ``moment`` (by both of its dates)."""
+    """Whether Twilio created and sent ``text`` before ``moment`` (by both of its dates; a text
+    never sent has only its creation's)."""
     dates = [known for known in (text.date_created, text.date_sent) if known is not None]
     return bool(dates) and max(dates) < moment
 

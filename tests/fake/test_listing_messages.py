@@ -61,20 +61,23 @@ def test_a_date_twilio_cannot_read_is_refused(server: FakeTwilioServer) -> None:
     assert (response.status_code, response.json()["code"]) == (400, 20001)
 
 
-def test_the_lines_client_reads_every_page_and_every_text_sent_before_a_moment(
+def test_the_lines_client_reads_every_page_and_every_text_between_two_numbers_sent_or_never_sent(
     server: FakeTwilioServer, rest: TwilioRest
 ) -> None:
-    sent = [a_text(server, TEXTER, LINE, DAY - timedelta(hours=hours)) for hours in reversed(range(5))]
+    sent = [a_text(server, TEXTER, LINE, DAY - timedelta(hours=hours)) for hours in reversed(range(4))]
+    never_sent = a_text(server, TEXTER, LINE, None)  # failed: no date_sent, which a DateSent filter drops
     later = a_text(server, TEXTER, LINE, DAY + timedelta(days=2))
+    a_text(server, OTHER, LINE, DAY)
 
-    pages = list(rest.messages.pages(to=TEXTER, from_=LINE, sent_before=DAY, page_size=2))
+    pages = list(rest.messages.pages(to=TEXTER, from_=LINE, page_size=2))
 
-    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [len(page) for page in pages] == [2, 2, 2]
     listed = [text.sid for page in pages for text in page]
-    assert listed == sent[::-1]  # newest first; the day after's would be listed too, not two days after
-    assert later not in listed
+    assert listed == [later, never_sent, *sent[::-1]]  # newest first
     assert {(text.to, text.from_) for page in pages for text in page} == {(TEXTER, LINE)}
-    assert pages[0][0].date_sent == DAY and pages[0][0].date_created is not None
+    by_sid = {text.sid: text for page in pages for text in page}
+    assert by_sid[sent[-1]].date_sent == DAY and by_sid[sent[-1]].date_created is not None
+    assert by_sid[never_sent].date_sent is None and by_sid[never_sent].date_created == DAY
 
 
 def test_the_lines_client_follows_no_next_page_outside_the_list(rest: TwilioRest) -> None:

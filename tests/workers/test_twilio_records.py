@@ -465,6 +465,39 @@ def test_texts_found_by_number_stop_at_the_cutoff_and_replies_just_after_it_at_t
 
 
 @pytest.mark.usefixtures("clean_redis")
+def test_a_text_twilio_never_sent_is_found_by_number_and_deleted_by_when_it_was_created(
+    app: Flask, fake: FakeTwilio
+) -> None:
+    cutoff = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+
+    def text(to: str, from_: str, seconds: int, *, sent: bool = True) -> str:
+        at = cutoff + timedelta(seconds=seconds)
+        message = MessageRecord(sid=new_sid("SM"), account_sid=fake.account_sid, to=to, from_=from_, body="words",
+                                status="delivered" if sent else "failed", date_created=at, date_updated=at,
+                                date_sent=at if sent else None)  # fmt: skip
+        fake.messages[message.sid] = message
+        return message.sid
+
+    theirs_before = text(LINE_NUMBER, TEXTER, -5)
+    failed_reply = text(TEXTER, LINE_NUMBER, -3, sent=False)  # Twilio could not send it: no DateSent
+    failed_after = text(TEXTER, LINE_NUMBER, 3, sent=False)  # within the reply window: a reply too
+    theirs_after = text(LINE_NUMBER, TEXTER, 10)
+    failed_to_newer = text(TEXTER, LINE_NUMBER, 12, sent=False)  # answers a text the line keeps
+    sealed = app.extensions["crisisline.vault"].seal(TEXTER, context=PHONE_CONTEXT)
+    with app.app_context():
+        db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=cutoff,
+                                    sealed_number=sealed, line_number=LINE_NUMBER, sent_before=cutoff))  # fmt: skip
+        db.session.commit()
+
+    counts = delete_run(app, cutoff + timedelta(days=30) + REPLY_WINDOW)
+
+    assert counts["texts_by_number"] == 3 and counts["failed"] == counts["refused"] == 0
+    assert sorted(sid for sid, _ in fake.delete_log) == sorted([theirs_before, failed_reply, failed_after])
+    assert {theirs_after, failed_to_newer} <= set(fake.messages)
+    assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
 def test_keep_sends_nothing_and_drops_the_texters_numbers_noted_to_find_their_texts(
     app: Flask, texting: TextingPhone, fake: FakeTwilio, settings: Settings, make_app: Callable[[Settings], Flask],
     monkeypatch: pytest.MonkeyPatch,
