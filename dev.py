@@ -42,6 +42,15 @@ def ensure_venv() -> None:
     subprocess.run(
         [str(PYTHON), "-m", "pip", "install", "--quiet", "-r", str(ROOT / "requirements-dev.txt")], check=True
     )
+    # The web process runs under -OO (Procfile), whose .opt-2.pyc files pip does not write: without
+    # them every web worker compiles its libraries at start (1.4 s more here), and where
+    # PYTHONDONTWRITEBYTECODE is set, at every start. About 10 s, once per install.
+    print("compiling the libraries for python -OO …", flush=True)
+    libraries = subprocess.run(
+        [str(PYTHON), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run([str(PYTHON), "-OO", "-m", "compileall", "-q", libraries], check=False, stdout=subprocess.DEVNULL)
     STAMP.write_text(digest)
 
 
