@@ -602,6 +602,29 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     return False
 
 
+def staff_left_the_room(transfer: Transfer, label: str, call_sid: str | None, call_status: str | None) -> bool:
+    """A responder's ``participant-leave`` from the caller's conference (their label is ours:
+    ``answer-12``, ``join-12``). When it says their call is over, their leg's end is handled now,
+    as its final status callback would handle it: a caller is never left alone in the room
+    because that callback was lost, failed, or comes late (the room does not end when a
+    responder leaves it, so the caller's ``<Dial>`` would not end either). A responder who
+    pressed ``*`` for their menu leaves with their call still in progress: nothing here.
+    Idempotent with the status callback (the offer moves from ``accepted`` once).
+    True if this moved the caller on."""
+    if call_status not in TERMINAL_LEG_STATUSES or call_sid is None:
+        return False
+    purpose, _, offer_id = label.partition("-")
+    if purpose not in ("answer", "join") or not offer_id.isascii() or not offer_id.isdigit():
+        return False
+    offer = db.session.get(Offer, int(offer_id))
+    if offer is None or offer.transfer_id != transfer.id or offer.call_sid != call_sid:
+        return False
+    active = active_routing()
+    if offer.state != "accepted" or active is None:
+        return False  # ended already (its status callback came first), or never in the room
+    return offer_leg_ended(offer, transfer, active.document, call_status)
+
+
 def _accepted_leg_ended(offer: Offer, transfer: Transfer) -> bool:
     """An accepted responder's leg ended: they were with the caller (or the caller was on their
     way in) and have left. The caller must not be left alone. True if this moved them on."""

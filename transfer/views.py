@@ -219,16 +219,21 @@ def staff_left() -> Response:
 @twilio_signed
 @status_deadline(acknowledged)
 def conference_events() -> Response:
-    """Conference status callbacks: recorded for metrics; they never steer the call."""
+    """Conference status callbacks: recorded for metrics. One also steers: a responder who
+    hung up (``participant-leave``, their call over) is handled as their leg's end, at once."""
     transfer = found_transfer()
-    event = twilio_params.choice(request.form, "StatusCallbackEvent", twilio_params.CONFERENCE_EVENTS)
+    form = request.form
+    event = twilio_params.choice(form, "StatusCallbackEvent", twilio_params.CONFERENCE_EVENTS)
     if transfer is None or event is None:
         return Response(status=204)  # acknowledged and ignored: nothing known to record it on
-    sequence = twilio_params.number(request.form, "SequenceNumber")
-    label = twilio_params.text(request.form, "ParticipantLabel", limit=64)  # our own, e.g. "answer-12"
+    sequence = twilio_params.number(form, "SequenceNumber")
+    label = twilio_params.text(form, "ParticipantLabel", limit=64)  # our own, e.g. "answer-12"
     key = f"conference:{transfer.id}:{'' if sequence is None else sequence}:{event}"
     flow.record_event(transfer, f"conference.{event}", key, label=label)
     db.session.commit()
+    if event == "participant-leave":
+        call_status = twilio_params.call_status(form, "ParticipantCallStatus")
+        flow.staff_left_the_room(transfer, label, twilio_params.call_sid(form), call_status)
     return Response(status=204)
 
 

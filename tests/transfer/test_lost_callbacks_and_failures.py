@@ -149,6 +149,51 @@ def test_a_redirect_whose_answer_timed_out_is_not_taken_for_failed_and_brings_th
 
 
 @pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_hung_up_in_the_room_moves_the_caller_on_from_the_conference_event_without_the_clock(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    room, redirected = ben.conference or "", len(fake.get_call(caller.identity.call_sid).redirects)  # into the room
+    # Ben's phone drops: Twilio takes him out of the room (participant-leave, his call
+    # completed); his leg's own final status callback is lost. No clock runs.
+    fake.calls[ben.identity.call_sid].status = "completed"
+    fake.leave_conference(room, ben.identity.call_sid)
+
+    with app.app_context():
+        outcomes = [(o.state, o.outcome) for o in db.session.scalars(select(Offer).order_by(Offer.id))]
+    assert outcomes[0] == ("ended", "completed")  # Ben's acceptance ended: he left the caller
+    assert len(fake.get_call(caller.identity.call_sid).redirects) == redirected + 1  # sent on at once, over REST
+    phone.resume(caller, max_hold_turns=0)
+    assert "The person you were talking with has been disconnected." in caller.heard_text()
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+
+    # The lost callback arrives after all, twice: nothing more happens.
+    for _ in range(2):
+        fake.advance_call(ben.identity.call_sid, "completed")
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+    assert len(fake.get_call(caller.identity.call_sid).redirects) == redirected + 1
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_leaves_the_room_with_their_call_still_on_does_not_move_the_caller_from_the_event(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Leaving the room with the call in progress is pressing * for the menu, not a hang-up:
+    the conference event alone moves nobody (the menu's own answers do)."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    redirected = len(fake.get_call(caller.identity.call_sid).redirects)  # into the room
+    fake.leave_conference(ben.conference or "", ben.identity.call_sid)  # his call is still in progress
+
+    assert len(fake.get_call(caller.identity.call_sid).redirects) == redirected
+    assert only_transfer(app).state == "connected"
+    assert [leg.to for leg in legs(fake)] == [BEN]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
 def test_a_lost_callback_after_the_counselor_left_is_repaired_by_the_clock(
     app: Flask, phone: Phone, fake: FakeTwilio
 ) -> None:
