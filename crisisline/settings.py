@@ -67,6 +67,9 @@ class Settings:
     # How long a voice webhook may take before it answers with its fail-safe (``crisisline.deadline``).
     voice_deadline_seconds: float = 2.0
     log_format: str = "text"  # or "json": one JSON object per line
+    # The auth token being rotated out (``TWILIO_PREVIOUS_AUTH_TOKEN``): webhooks it signed are
+    # accepted too, until Twilio signs with the new one (the promotion). Never used for REST.
+    twilio_previous_auth_token: str | None = None
     # Per kind of data; each defaults to ``personal_data_retention_days``.
     retention_days_calls: int = 30
     retention_days_texts: int = 30
@@ -160,6 +163,9 @@ class Settings:
         auth_token = env.get("TWILIO_AUTH_TOKEN", "").strip() or dev_secret("TWILIO_AUTH_TOKEN")
         if production and not (account_sid and auth_token):
             problems.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required in production")
+        previous_auth_token = env.get("TWILIO_PREVIOUS_AUTH_TOKEN", "").strip() or None
+        if previous_auth_token is not None and previous_auth_token == auth_token:
+            previous_auth_token = None  # the rotation is over: one token
         if account_sid and not (account_sid.startswith("AC") and len(account_sid) == 34):
             problems.append("TWILIO_ACCOUNT_SID: must be 'AC' followed by 32 characters")
 
@@ -237,6 +243,7 @@ class Settings:
             public_base_url=public_base_url,
             twilio_account_sid=account_sid,
             twilio_auth_token=auth_token,
+            twilio_previous_auth_token=previous_auth_token,
             twilio_api_base_url=api_base_url,
             line_phone_number=line_phone_number,
             default_region=default_region,

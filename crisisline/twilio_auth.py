@@ -42,15 +42,24 @@ def candidate_urls(public_base_url: str | None) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
+def signing_tokens(settings: Settings) -> list[str]:
+    """The auth tokens a webhook may be signed with: the line's, then, while it is being rotated
+    out, the previous one (Twilio signs with the account's primary token, which changes only
+    when the new token is promoted: accepting both leaves no moment where every call and text
+    is refused, the Fallback URL included)."""
+    return [token for token in (settings.twilio_auth_token, settings.twilio_previous_auth_token) if token]
+
+
 def request_is_from_twilio() -> bool:
     settings: Settings = current_app.extensions["crisisline.settings"]
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not settings.twilio_auth_token:
+    tokens = signing_tokens(settings)
+    if not signature or not tokens:
         return False
-    validator = RequestValidator(settings.twilio_auth_token)
     # Every received field is signed, including ones Twilio adds without notice.
     params = request.form if request.method == "POST" else {}
-    return any(validator.validate(url, params, signature) for url in candidate_urls(settings.public_base_url))
+    urls = candidate_urls(settings.public_base_url)
+    return any(RequestValidator(token).validate(url, params, signature) for token in tokens for url in urls)
 
 
 def twilio_signed(view: Callable[P, R]) -> Callable[P, R]:

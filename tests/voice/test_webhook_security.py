@@ -180,3 +180,46 @@ def test_public_base_url_validates_without_any_proxy_headers(
     )
 
     assert response.status_code == 200
+
+
+PREVIOUS_AUTH_TOKEN = "the-token-being-rotated-out-0000"
+
+
+@pytest.mark.parametrize("route", ["/voice/incoming", "/voice/fallback", "/sms/incoming"])
+def test_while_the_auth_token_is_rotated_webhooks_signed_with_either_token_are_accepted_and_no_other(
+    settings: Settings, app: Flask, make_app: Callable[[Settings], Flask], route: str
+) -> None:
+    """Twilio signs with the account's primary token, which changes the moment the new one is
+    promoted: with the line told both, no call or text is refused on either side of it."""
+    from dataclasses import replace
+
+    rotating = make_app(replace(settings, twilio_previous_auth_token=PREVIOUS_AUTH_TOKEN)).test_client()
+    url = f"http://localhost{route}"
+    params = IDENTITY.voice_params() if route.startswith("/voice") else {
+        "MessageSid": "SM" + "1" * 32, "AccountSid": IDENTITY.account_sid, "From": "+13125550123",
+        "To": "+13125550100", "Body": "hello", "NumMedia": "0",
+    }  # fmt: skip
+
+    answers = {
+        token: rotating.post(
+            url, data=params, headers=signed_headers(token, url, params, voice=route.startswith("/voice"))
+        )
+        for token in (TEST_AUTH_TOKEN, PREVIOUS_AUTH_TOKEN, "a-token-nobody-was-given-00000000")
+    }
+
+    assert [answer.status_code for answer in answers.values()] == [200, 200, 403]
+    assert all(answer.mimetype == "text/xml" for answer in list(answers.values())[:2])
+    refused = app.test_client().post(
+        url, data=params, headers=signed_headers(PREVIOUS_AUTH_TOKEN, url, params, voice=route.startswith("/voice"))
+    )
+    assert refused.status_code == 403  # once the rotation is over (no previous token), refused again
+
+
+def test_a_previous_auth_token_equal_to_the_current_one_is_no_second_token() -> None:
+    from tests.conftest import settings_for
+
+    same = settings_for("sqlite://", "redis://127.0.0.1:1/0", TWILIO_PREVIOUS_AUTH_TOKEN=TEST_AUTH_TOKEN)
+    other = settings_for("sqlite://", "redis://127.0.0.1:1/0", TWILIO_PREVIOUS_AUTH_TOKEN=f" {PREVIOUS_AUTH_TOKEN} ")
+
+    assert same.twilio_previous_auth_token is None
+    assert other.twilio_previous_auth_token == PREVIOUS_AUTH_TOKEN
