@@ -143,11 +143,17 @@ def to_texter(conversation: Conversation, key: str, body: str) -> bool:
     )  # fmt: skip
 
 
-def to_counselor(conversation: Conversation, responder: Responder, key: str, body: str) -> bool:
+def to_counselor(
+    conversation: Conversation, responder: Responder, key: str, body: str, *, texters_words: bool = False
+) -> bool:
+    """``texters_words``: the text carries what the texter wrote, so it goes over REST, never
+    in the counselor's own webhook's answer (``outbox.send_text(in_twiml=False)``): its SID is
+    kept, and Twilio's copy is deleted by it after the purge."""
     return outbox.send_text(
         key=text_key(conversation, key), to_number=responder.phone,
         from_number=conversation.line_number or "", body=body, party="counselor",
         conversation_id=conversation.id, responder_id=responder.id, retry_refused=True,
+        in_twiml=not texters_words,
     )  # fmt: skip
 
 
@@ -166,7 +172,7 @@ def relay_to_counselor(
     if not words:
         return False
     prompt = document.staff_prompt("sms_relay", tag=conversation.tag, body=words)
-    return to_counselor(conversation, responder, f"relay:{message_id}:{responder.id}", prompt)
+    return to_counselor(conversation, responder, f"relay:{message_id}:{responder.id}", prompt, texters_words=True)
 
 
 def relay_or_hand_back(

@@ -136,6 +136,16 @@ class TwimlReplies:
             spilled, self._parts = self._parts, []
             return False, spilled
 
+    def spill(self) -> list[TakenReply]:
+        """A reply that must not go in the answer (``send_text(in_twiml=False)``): the replies
+        taken before it go over REST first, in order, then it and every later one."""
+        with self._lock:
+            if self._state != "open":
+                return []
+            self._state = "spilled"
+            spilled, self._parts = self._parts, []
+            return spilled
+
     def render(self) -> list[tuple[int, str]] | None:
         """For the handler's answer: (message id, text) of each reply, or None if the deadline
         answered already (with the replies taken by then)."""
@@ -183,8 +193,15 @@ def send_text(
     responder_id: str | None = None,
     texter: Texter | None = None,
     retry_refused: bool = False,
+    in_twiml: bool = True,
 ) -> bool:
     """Send ``body`` once for ``key`` (split if over 1600 characters). True if sent now.
+
+    ``in_twiml=False``: never in the TwiML answer of the webhook it replies to, always over
+    REST. Twilio reports a TwiML reply's SID only for the answer's last ``<Message>``, and a
+    text whose SID the line never learns is deleted at Twilio after the purge only if it is
+    found by number, which only a texter's texts are (``workers.twilio_records``). So a text
+    carrying a texter's words to anyone else (a relay to their counselor) goes over REST.
 
     Texts to an opted-out texter are never sent; Twilio's 21610 marks them opted out.
     ``retry_refused``: a refusal that means Twilio created nothing (``REFUSED_FOR_NOW``) leaves
@@ -237,7 +254,7 @@ def send_text(
         replies = _twiml_replies()
         if replies is not None and replies.answers(to_number, from_number):
             reply = TakenReply(message_id, part, responder_id, texter, retry_refused, recipient)
-            taken, earlier = replies.take(reply)
+            taken, earlier = replies.take(reply) if in_twiml else (False, replies.spill())
             # Those taken for the answer before it go over REST first; if one is left for the
             # sweep, this part follows it there.
             waiting = _send_spilled(earlier, to_number, from_number)

@@ -1,7 +1,8 @@
 """A reply to the person whose text the line is answering goes out in the webhook's own TwiML,
 as Twilio means replies to be sent: no REST request holds their webhook. Each reply is claimed
 in the database before the answer and tracked by its ``<Message statusCallback>``. Texts to
-anyone else (a counselor offered the conversation) still go over the REST API. If the
+anyone else (a counselor offered the conversation) still go over the REST API, as does a
+texter's words relayed to the counselor whose webhook it answers (its SID must be kept). If the
 webhook's deadline answers before its handler, the replies go over REST instead: none lost,
 none sent twice."""
 
@@ -17,8 +18,10 @@ import requests
 from flask import Flask
 from sqlalchemy import select
 
+import sms.views as sms_views
 from crisisline.db import db
-from crisisline.models import Message
+from crisisline.models import Message, Texter
+from sms import outbox
 from sms.outbox import MAX_TWIML_REPLIES, MAX_TWIML_REPLY_BYTES, TakenReply, TwimlReplies
 from sms.views import FAILSAFE_TEXT
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TextingPhone
@@ -180,25 +183,55 @@ def test_a_counselor_taking_a_long_backlog_gets_every_text_once_in_order(
 
 
 @pytest.mark.usefixtures("wednesday_evening")
-def test_only_the_last_reply_has_an_action_so_no_reply_after_it_is_lost_and_its_status_comes_back(
+def test_a_texters_words_relayed_to_the_counselor_who_takes_them_go_over_rest_in_order_each_with_its_sid(
     app: Flask, texting: TextingPhone, fake: FakeTwilio
 ) -> None:
-    """Twilio reports a TwiML reply's status only to a ``<Message>`` with an ``action`` too, and
-    reaches no verb after an ``action`` (twilio-semantics §2.2)."""
+    """Twilio reports no SID for a TwiML reply but the last: a relay of the texter's words in
+    the counselor's answer could never be deleted at Twilio after the purge (only texts to and
+    from a texter are found there by number)."""
     texting.send(TEXTER, WORDS)  # queued, offered to Ben
-    for number in range(3):
-        texting.send(TEXTER, f"still here {number}")
+    backlog = [f"still here {number}" for number in range(3)]
+    for text in backlog:
+        texting.send(TEXTER, text)
     offer = next(text for text in texting.inbox(BEN) if text.startswith("New text #"))
     tag = offer.split("#", 1)[1].split(":", 1)[0]
 
     answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, BEN, LINE_NUMBER, f"YES {tag}"))
 
+    in_answer = [message.text or "" for message in ET.fromstring(answer.text).findall("Message")]  # noqa: S314
+    assert not any(WORDS in text or "still here" in text for text in in_answer)
+    relayed = [message for message in fake.messages.values() if message.to == BEN and "#" + tag in message.body
+               and any(words in message.body for words in (WORDS, *backlog))]  # fmt: skip
+    assert [next(w for w in (WORDS, *backlog) if m.body.endswith(w)) for m in relayed] == [WORDS, *backlog]
+    assert {message.direction for message in relayed} == {"outbound-api"}
+    with app.app_context():
+        kept = set(db.session.scalars(select(Message.message_sid).where(Message.idempotency_key.like("%:relay:%"))))
+    assert {message.sid for message in relayed} <= kept  # each deletable by its SID after the purge
+
+
+def four_replies(document: object, texter: Texter, inbound: Message, body: str, *_: object) -> None:
+    """A handler answering its texter with four texts: four ``<Message>`` verbs."""
+    for number in range(4):
+        outbox.send_text(key=f"reply:{inbound.id}:{number}", to_number=TEXTER, from_number=LINE_NUMBER,
+                         body=f"reply {number}", party="line", texter=texter)  # fmt: skip
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_only_the_last_reply_has_an_action_so_no_reply_after_it_is_lost_and_its_status_comes_back(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twilio reports a TwiML reply's status only to a ``<Message>`` with an ``action`` too, and
+    reaches no verb after an ``action`` (twilio-semantics §2.2)."""
+    monkeypatch.setattr(sms_views, "handle_texter_message", four_replies)
+
+    answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, WORDS))
+
     messages = ET.fromstring(answer.text).findall("Message")  # noqa: S314 - the app's own TwiML
-    assert len(messages) >= 4  # the backlog, relayed in answer to the counselor's YES
+    assert len(messages) == 4
     assert [message.get("action") for message in messages[:-1]] == [None] * (len(messages) - 1)
     assert messages[-1].get("action") == messages[-1].get("statusCallback") is not None
     relayed = [
-        message for message in fake.messages.values() if message.to == BEN and message.direction == "outbound-reply"
+        message for message in fake.messages.values() if message.to == TEXTER and message.direction == "outbound-reply"
     ]
     assert [message.body for message in relayed] == [message.text for message in messages]  # none unreachable
     sent_before = len(fake.messages)

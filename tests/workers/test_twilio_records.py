@@ -23,6 +23,7 @@ from crisisline.settings import Settings, SettingsError
 from ivr.call_log import PHONE_CONTEXT
 from sms import outbox
 from tests.conftest import LINE_NUMBER, TEST_BACKUP_NUMBER, TextingPhone, settings_for
+from tests.rota import BEN
 from twilio_fake.phone import Keys, Phone, PhoneCall, Words
 from twilio_fake.rest_api import FakeTwilio, MessageRecord
 from twilio_fake.signing import new_sid
@@ -408,6 +409,35 @@ def test_replies_a_webhooks_twiml_carried_and_the_fail_safe_are_deleted_at_twili
     assert sorted(sid for sid, _ in fake.delete_log) == sorted(held | unknown)  # each once
     assert noted(app) == []
     assert the_number_is_kept(app, TEXTER) == []  # scrubbed, and the row noting its texts gone with it
+
+
+@pytest.mark.usefixtures("clean_redis", "wednesday_evening")
+def test_a_texters_words_relayed_to_the_counselor_who_took_them_are_deleted_at_twilio_after_the_purge(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    """The backlog a counselor's YES brings is relayed over REST, never in the answer to their
+    text, where Twilio would report no SID: nothing the texter wrote stays at Twilio."""
+    words = ["I want to kill myself tonight", "I have the pills here"]
+    for text in words:
+        a_text(texting, fake, text)  # queued, offered to Ben
+    offer = next(text for text in texting.inbox(BEN) if text.startswith("New text #"))
+    tag = offer.split("#", 1)[1].split(":", 1)[0]
+    texting.send(BEN, f"YES {tag}")
+    for message in list(fake.messages.values()):
+        if message.status == "queued":
+            fake.deliver_message(message.sid)
+    assert sum(any(said in m.body for said in words) for m in fake.messages.values() if m.to == BEN) == 2
+    with app.app_context():
+        db.session.execute(update(Conversation).values(state="closed"))
+        db.session.commit()
+
+    now = datetime.now(UTC) + PAST_RETENTION
+    purge(app, now)
+    counts = delete_run(app, now + REPLY_WINDOW)
+
+    assert counts["failed"] == counts["refused"] == 0
+    assert [m.body for m in fake.messages.values() if any(said in m.body for said in words)] == []
+    assert noted(app) == []
 
 
 @pytest.mark.usefixtures("clean_redis")
