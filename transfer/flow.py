@@ -608,7 +608,10 @@ def staff_left_the_room(transfer: Transfer, label: str, call_sid: str | None, ca
     as its final status callback would handle it: a caller is never left alone in the room
     because that callback was lost, failed, or comes late (the room does not end when a
     responder leaves it, so the caller's ``<Dial>`` would not end either). A responder who
-    pressed ``*`` for their menu leaves with their call still in progress: nothing here.
+    pressed ``*`` for their menu leaves with their call still in progress: nothing here. What
+    Twilio reports for that exit is not documented, so a final status is confirmed with Twilio
+    first (one request, only when a responder in the room reports one); when Twilio cannot say,
+    the leg's own status callback (or the clock's repair) decides, as before.
     Idempotent with the status callback (the offer moves from ``accepted`` once).
     True if this moved the caller on."""
     if call_status not in TERMINAL_LEG_STATUSES or call_sid is None:
@@ -622,6 +625,9 @@ def staff_left_the_room(transfer: Transfer, label: str, call_sid: str | None, ca
     active = active_routing()
     if offer.state != "accepted" or active is None:
         return False  # ended already (its status callback came first), or never in the room
+    commit_keeping_loaded()  # nothing pending: no transaction held open while Twilio answers
+    if dispatch.call_has_ended(call_sid) is not True:
+        return False
     return offer_leg_ended(offer, transfer, active.document, call_status)
 
 

@@ -1535,10 +1535,13 @@ class FakeTwilio:
         friendly_name_or_sid: str,
         call_sid: str,
         reason: str = "participant_hung_up",
+        reported_status: str | None = None,
     ) -> ConferenceRecord:
         """Take a joined call out of a conference (its ``<Dial>`` ends; the call goes on).
 
-        Sends ``participant-leave`` (``ReasonParticipantLeft=reason``). If the leaver had
+        Sends ``participant-leave`` (``ReasonParticipantLeft=reason``; ``ParticipantCallStatus``
+        the call's own status, or ``reported_status``: what Twilio reports for a leg leaving
+        through ``hangupOnStar`` is not documented [INF]). If the leaver had
         ``end_on_exit`` or was the last one in, the conference ends: remaining participants
         leave (REST participant legs hang up) and ``conference-end`` is sent with
         ``ReasonConferenceEnded``.
@@ -1549,7 +1552,7 @@ class FakeTwilio:
             if participant is None or not participant.joined:
                 raise FakeTwilioError(404, 20404, f"Participant {call_sid} is not in conference {conference.sid}")
             call = self.calls.get(call_sid)
-            call_status = call.status if call is not None else "completed"
+            call_status = reported_status or (call.status if call is not None else "completed")
             hooks = self._leave(conference, participant, reason, call_status=call_status)
         self._send_all(hooks)
         return conference

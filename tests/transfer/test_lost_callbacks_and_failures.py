@@ -194,6 +194,25 @@ def test_a_counselor_who_leaves_the_room_with_their_call_still_on_does_not_move_
 
 
 @pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_leaving_the_room_reported_as_completed_while_their_call_goes_on_moves_nobody(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Were Twilio to report a final status for a ``*`` exit (undocumented), the line asks
+    Twilio whether the call is really over before it moves the caller."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    redirected = len(fake.get_call(caller.identity.call_sid).redirects)  # into the room
+    fake.leave_conference(ben.conference or "", ben.identity.call_sid, reported_status="completed")
+
+    assert fake.get_call(ben.identity.call_sid).status == "in-progress"
+    assert len(fake.get_call(caller.identity.call_sid).redirects) == redirected
+    assert only_transfer(app).state == "connected"
+    with app.app_context():
+        assert db.session.scalars(select(Offer.state).order_by(Offer.id)).first() == "accepted"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
 def test_a_lost_callback_after_the_counselor_left_is_repaired_by_the_clock(
     app: Flask, phone: Phone, fake: FakeTwilio
 ) -> None:
