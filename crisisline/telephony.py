@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -270,15 +270,21 @@ class _Messages:
         return _MessageContext(self.rest, sid)
 
     def pages(
-        self, *, to: str, from_: str, page_size: int = 100, timeout: float | None = None
-    ) -> Iterator[list[ListedMessage]]:
-        """Every text ``from_`` sent ``to``, a page at a time (newest first, each page one
-        request, following ``next_page_uri``); the caller tells them apart by their own dates.
+        self, *, to: str, from_: str, sent_before: datetime | None = None, page_size: int = 100,
+        timeout: float | None = None,
+    ) -> Iterator[list[ListedMessage]]:  # fmt: skip
+        """The texts ``from_`` sent ``to``, a page at a time (newest first, each page one request,
+        following ``next_page_uri``); the caller tells them apart by their own dates.
 
-        No ``DateSent`` filter: a text Twilio never sent (``failed``: an unreachable number,
-        a full queue) has no ``date_sent``, so is on no date and any of the list's date filters
-        leaves it out, yet Twilio keeps it with both numbers and the body."""
-        params = {"To": to, "From": from_, "PageSize": page_size}
+        ``sent_before``: at least every text sent before it, with some after it. Twilio's
+        ``DateSent<`` takes a GMT date, ``YYYY-MM-DD``, and finds the texts sent on or before it
+        (the documented filter; a time of day is not documented), so it is given the day after
+        ``sent_before``'s. A text Twilio never sent (``failed``: an unreachable number, a full
+        queue) has no ``date_sent`` and is on no date, so the filter leaves it out, yet Twilio
+        keeps it with both numbers and the body: without ``sent_before``, every text."""
+        params: dict[str, str | int] = {"To": to, "From": from_, "PageSize": page_size}
+        if sent_before is not None:
+            params["DateSent<"] = (sent_before.astimezone(UTC) + timedelta(days=1)).date().isoformat()
         page = self.rest.request("GET", "Messages.json", params=params, timeout=timeout)
         while True:
             yield [_listed(message) for message in page.get("messages", [])]

@@ -22,10 +22,10 @@ last ``<Message>`` may carry an ``action``, and Twilio reports a SID only to tha
 fail-safe text. So for each texter whose texts the purge scrubs, it also notes, in the same
 statement's way, "the texts between this line number and this texter's number sent before the
 cutoff" (kind ``texts``: the number copied sealed from the texter's row, as numbers are kept at
-rest). The job lists the texts at Twilio between those numbers in both directions (``To`` and
-``From``, every page; no ``DateSent`` filter, which would leave out a text Twilio never sent),
-checks each one's numbers and dates itself, deletes each old enough, then the row and the
-number with it. Never a text the texter sent after the cutoff: they may have texted again
+rest). The job lists those texts at Twilio in both directions (``To``/``From``, every page: the
+texter's with ``DateSent<``, the line's with no date filter, which would leave out a text Twilio
+never sent), checks each one's numbers and dates itself, deletes each old enough, then the row
+and the number with it. Never a text the texter sent after the cutoff: they may have texted again
 within retention. The line's own texts go up to ``REPLY_WINDOW`` past it (a reply reaches
 Twilio a few seconds after the text it answers, which may be just before the cutoff), but
 never past the texter's first text after the cutoff, nor past the cutoff of the job's own
@@ -85,9 +85,10 @@ REFUSED_RETRY, LONGEST_RETRY = timedelta(minutes=15), timedelta(days=1)
 CALL_PREFIXES, MESSAGE_PREFIXES = ("CA",), ("SM", "MM")
 CHILD_LEGS_LISTED = 50
 # Texts found by number: a page of Twilio's list at a time, each one request, of the most a
-# page holds. The listing has no date filter (it would miss texts never sent), so a texter who
-# texts on within retention is listed whole at every run: at 1,000 a page, 10,000 texts are 10
-# requests, well inside a run's ``RUN_SECONDS``.
+# page holds. The line's texts to a texter are listed with no date filter (it would miss those
+# never sent), so those sent within retention are listed again at every run: at 1,000 a page,
+# a few thousand are a few requests. A listing the run's time cannot finish starts again at
+# the next run (nothing resumes a listing part-way).
 TEXTS_PAGE_SIZE = 1000
 
 DONE, GONE, REFUSED, FAILED = "deleted", "gone", "refused", "failed"
@@ -288,8 +289,10 @@ def _delete_texts(
     theirs_before = min(record.sent_before, now_cutoff)
     window_end = min(record.sent_before + REPLY_WINDOW, now_cutoff)
     try:
-        theirs = _listed(rest, to=record.line_number, from_=texter, deadline=deadline)
-        ours = _listed(rest, to=texter, from_=record.line_number, deadline=deadline)
+        # A text the texter sent has a DateSent (when Twilio passed it on): theirs are listed up to
+        # the window's day. One of the line's may have none (never sent): ours are listed whole.
+        theirs = _listed(rest, to=record.line_number, from_=texter, before=window_end, deadline=deadline)
+        ours = _listed(rest, to=texter, from_=record.line_number, before=None, deadline=deadline)
     except (TwilioRestException, TwilioServiceException) as error:
         return _failure(error), str(error.code or error.status), 0
     except (requests.RequestException, OSError, ValueError) as error:  # ValueError: not JSON, a foreign next page
@@ -316,14 +319,18 @@ def _delete_texts(
     return (DONE if deleted else GONE), None, deleted
 
 
-def _listed(rest: TwilioRest, *, to: str, from_: str, deadline: float) -> list[ListedMessage] | None:
-    """Every text ``from_`` sent ``to`` that Twilio lists (whose SID is a message's), checked to
-    be between those very numbers, sent or not: the caller keeps those old enough by their own
-    dates. None if the run's time ran out."""
+def _listed(
+    rest: TwilioRest, *, to: str, from_: str, before: datetime | None, deadline: float
+) -> list[ListedMessage] | None:
+    """Every text ``from_`` sent ``to`` that Twilio lists as sent by ``before``'s day, or every
+    one, sent or not, with ``before`` None (whose SID is a message's), checked to be between
+    those very numbers: the caller keeps those old enough by their own dates. None if the
+    run's time ran out."""
     if time.monotonic() >= deadline:
         return None
     found = []
-    for page in rest.messages.pages(to=to, from_=from_, page_size=TEXTS_PAGE_SIZE, timeout=REQUEST_TIMEOUT_SECONDS):
+    for page in rest.messages.pages(to=to, from_=from_, sent_before=before, page_size=TEXTS_PAGE_SIZE,
+                                    timeout=REQUEST_TIMEOUT_SECONDS):  # fmt: skip
         found += [text for text in page if (text.to, text.from_) == (to, from_) and _a_message(text.sid)]
         if time.monotonic() >= deadline:
             return None

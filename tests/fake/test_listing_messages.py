@@ -89,3 +89,17 @@ def test_an_inbound_text_is_dated_as_sent_when_twilio_received_it(server: FakeTw
     message = server.fake.record_inbound_message(new_sid("SM"), TEXTER, LINE, "hello")
 
     assert message.date_sent is not None and message.date_sent == message.date_created
+
+
+def test_the_lines_client_given_a_moment_lists_every_text_sent_before_it_and_none_never_sent(
+    server: FakeTwilioServer, rest: TwilioRest
+) -> None:
+    sent = [a_text(server, TEXTER, LINE, DAY - timedelta(hours=hours)) for hours in reversed(range(3))]
+    never_sent = a_text(server, TEXTER, LINE, None)
+    later = a_text(server, TEXTER, LINE, DAY + timedelta(days=2))
+
+    pages = list(rest.messages.pages(to=TEXTER, from_=LINE, sent_before=DAY, page_size=2))
+
+    listed = [text.sid for page in pages for text in page]
+    assert listed == sent[::-1]  # newest first; the day after's would be listed too, not two days after
+    assert later not in listed and never_sent not in listed  # Twilio's DateSent< leaves out a text never sent
