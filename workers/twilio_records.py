@@ -81,6 +81,11 @@ FAILED_RETRY = timedelta(seconds=30)
 # A refusal (a call still in progress, a text not final): Twilio says wait several minutes,
 # rarely up to 14 days. Doubled each time, up to a day.
 REFUSED_RETRY, LONGEST_RETRY = timedelta(minutes=15), timedelta(days=1)
+# A row of kind texts keeps a purged texter's number (sealed) only to find their texts at Twilio.
+# Past this since the purge noted it (refused or failing all along: a token Twilio no longer
+# takes, a listing too long for a run), it goes, number and all: retention outranks Twilio's
+# copies, which the log says are left. Twilio's own refusals last up to 14 days.
+TEXTS_NOTED_FOR_AT_MOST = timedelta(days=15)
 # The SIDs of each kind (text-born callbacks' call records have made-up ones: never sent).
 CALL_PREFIXES, MESSAGE_PREFIXES = ("CA",), ("SM", "MM")
 CHILD_LEGS_LISTED = 50
@@ -196,6 +201,7 @@ def delete_twilio_records(now_iso: str | None = None, *, budget_seconds: float =
         _drop_texts_by_number()
         return counts
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
+    _give_up_on_old_texts(now)
     deadline = time.monotonic() + budget_seconds
     rest = rest_client()
     errors: set[str] = set()
@@ -224,6 +230,33 @@ def delete_twilio_records(now_iso: str | None = None, *, budget_seconds: float =
             "twilio records: %s; not deleted for now (%s), tried again later", counts, ", ".join(sorted(errors))
         )
     return counts
+
+
+def _give_up_on_old_texts(now: datetime) -> None:
+    """Rows of kind texts noted longer ago than ``TEXTS_NOTED_FOR_AT_MOST`` go, and the texters'
+    numbers with them; logged by row id and last error, never a number. Not one claimed by a
+    run under way (it settles its own)."""
+    old = (
+        TwilioRecord.kind == TEXTS,
+        TwilioRecord.queued_at < now - TEXTS_NOTED_FOR_AT_MOST,
+        or_(TwilioRecord.claim.is_(None), TwilioRecord.due_at <= now),
+    )
+    given_up = db.session.execute(select(TwilioRecord.id, TwilioRecord.last_error).where(*old)).all()
+    if not given_up:
+        db.session.rollback()
+        return
+    db.session.execute(
+        delete(TwilioRecord)
+        .where(TwilioRecord.id.in_([row.id for row in given_up]), *old)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    log.warning(
+        "twilio records: texts of %d purged texters not deleted at Twilio within %d days (rows %s, last errors %s): "
+        "given up, and the numbers kept to find them dropped; Twilio may still hold those texts",
+        len(given_up), TEXTS_NOTED_FOR_AT_MOST.days, ", ".join(str(row.id) for row in given_up),
+        ", ".join(sorted({row.last_error or "none" for row in given_up})),
+    )  # fmt: skip
 
 
 def _drop_texts_by_number() -> None:

@@ -483,7 +483,8 @@ def test_texts_found_by_number_stop_at_the_cutoff_and_replies_just_after_it_at_t
     sealed = app.extensions["crisisline.vault"].seal(TEXTER, context=PHONE_CONTEXT)
     with app.app_context():
         db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=cutoff,
-                                    sealed_number=sealed, line_number=LINE_NUMBER, sent_before=cutoff))  # fmt: skip
+                                    queued_at=cutoff + timedelta(days=30), sealed_number=sealed,
+                                    line_number=LINE_NUMBER, sent_before=cutoff))  # fmt: skip
         db.session.commit()
 
     counts = delete_run(app, cutoff + timedelta(days=30) + REPLY_WINDOW)
@@ -516,7 +517,8 @@ def test_a_text_twilio_never_sent_is_found_by_number_and_deleted_by_when_it_was_
     sealed = app.extensions["crisisline.vault"].seal(TEXTER, context=PHONE_CONTEXT)
     with app.app_context():
         db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=cutoff,
-                                    sealed_number=sealed, line_number=LINE_NUMBER, sent_before=cutoff))  # fmt: skip
+                                    queued_at=cutoff + timedelta(days=30), sealed_number=sealed,
+                                    line_number=LINE_NUMBER, sent_before=cutoff))  # fmt: skip
         db.session.commit()
 
     counts = delete_run(app, cutoff + timedelta(days=30) + REPLY_WINDOW)
@@ -525,6 +527,33 @@ def test_a_text_twilio_never_sent_is_found_by_number_and_deleted_by_when_it_was_
     assert sorted(sid for sid, _ in fake.delete_log) == sorted([theirs_before, failed_reply, failed_after])
     assert {theirs_after, failed_to_newer} <= set(fake.messages)
     assert noted(app) == []
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_texters_number_noted_to_find_their_texts_goes_after_fifteen_days_of_twilio_refusing(
+    app: Flask, fake: FakeTwilio, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listing Twilio refuses for good (a token it no longer takes) must not keep a purged
+    texter's number in the line's database for ever: retention outranks Twilio's copies."""
+    purged_at = datetime.now(UTC).replace(microsecond=0)
+    sealed = app.extensions["crisisline.vault"].seal(TEXTER, context=PHONE_CONTEXT)
+    with app.app_context():
+        db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=purged_at,
+                                    queued_at=purged_at, sealed_number=sealed, line_number=LINE_NUMBER,
+                                    sent_before=purged_at - timedelta(days=30)))  # fmt: skip
+        db.session.commit()
+    fake.inject_fault("GET", r"/Messages\.json", status=401, code=20003, times=None)
+
+    refused = delete_run(app, purged_at + timedelta(days=14))
+    still_noted = [record.sid for record in noted(app)]
+    with caplog.at_level("WARNING", logger="workers.twilio_records"):
+        after = delete_run(app, purged_at + timedelta(days=15, minutes=1))
+
+    assert refused["refused"] == 1 and still_noted == ["texts:1:test"]  # tried daily until then
+    assert after["refused"] == 0 and noted(app) == []
+    assert the_number_is_kept(app, TEXTER) == []
+    (warning,) = [r.getMessage() for r in caplog.records if "given up" in r.getMessage()]
+    assert "20003" in warning and TEXTER.lstrip("+") not in warning
 
 
 @pytest.mark.usefixtures("clean_redis")
