@@ -462,6 +462,25 @@ def test_a_newer_text_of_the_same_texter_and_its_replies_stay_at_twilio(
     assert noted(app) == []
 
 
+def a_text_at_twilio(fake: FakeTwilio, to: str, from_: str, at: datetime, *, sent: bool = True) -> str:
+    """A text Twilio keeps, created at ``at``: delivered then, or never sent (``failed``, no DateSent)."""
+    message = MessageRecord(sid=new_sid("SM"), account_sid=fake.account_sid, to=to, from_=from_, body="words",
+                            status="delivered" if sent else "failed", date_created=at, date_updated=at,
+                            date_sent=at if sent else None)  # fmt: skip
+    fake.messages[message.sid] = message
+    return message.sid
+
+
+def note_the_texters_texts(app: Flask, cutoff: datetime, *, purged_at: datetime) -> None:
+    """The row a purge at ``purged_at`` notes to find TEXTER's texts before ``cutoff`` at Twilio."""
+    sealed = app.extensions["crisisline.vault"].seal(TEXTER, context=PHONE_CONTEXT)
+    with app.app_context():
+        db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=cutoff,
+                                    queued_at=purged_at, sealed_number=sealed, line_number=LINE_NUMBER,
+                                    sent_before=cutoff))  # fmt: skip
+        db.session.commit()
+
+
 @pytest.mark.usefixtures("clean_redis")
 def test_texts_found_by_number_stop_at_the_cutoff_and_replies_just_after_it_at_the_texters_next_text(
     app: Flask, fake: FakeTwilio
@@ -469,23 +488,14 @@ def test_texts_found_by_number_stop_at_the_cutoff_and_replies_just_after_it_at_t
     cutoff = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 
     def text(to: str, from_: str, seconds: int) -> str:
-        at = cutoff + timedelta(seconds=seconds)
-        message = MessageRecord(sid=new_sid("SM"), account_sid=fake.account_sid, to=to, from_=from_, body="words",
-                                status="delivered", date_created=at, date_updated=at, date_sent=at)  # fmt: skip
-        fake.messages[message.sid] = message
-        return message.sid
+        return a_text_at_twilio(fake, to, from_, cutoff + timedelta(seconds=seconds))
 
     theirs_before = text(LINE_NUMBER, TEXTER, -5)
     reply_after = text(TEXTER, LINE_NUMBER, 3)  # to the text just before the cutoff
     theirs_after = text(LINE_NUMBER, TEXTER, 10)  # texted again: kept, and what answers it
     reply_to_newer = text(TEXTER, LINE_NUMBER, 12)
     someone_else = text("+13125550199", LINE_NUMBER, -60)
-    sealed = app.extensions["crisisline.vault"].seal(TEXTER, context=PHONE_CONTEXT)
-    with app.app_context():
-        db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=cutoff,
-                                    queued_at=cutoff + timedelta(days=30), sealed_number=sealed,
-                                    line_number=LINE_NUMBER, sent_before=cutoff))  # fmt: skip
-        db.session.commit()
+    note_the_texters_texts(app, cutoff, purged_at=cutoff + timedelta(days=30))
 
     counts = delete_run(app, cutoff + timedelta(days=30) + REPLY_WINDOW)
 
@@ -502,24 +512,14 @@ def test_a_text_twilio_never_sent_is_found_by_number_and_deleted_by_when_it_was_
     cutoff = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 
     def text(to: str, from_: str, seconds: int, *, sent: bool = True) -> str:
-        at = cutoff + timedelta(seconds=seconds)
-        message = MessageRecord(sid=new_sid("SM"), account_sid=fake.account_sid, to=to, from_=from_, body="words",
-                                status="delivered" if sent else "failed", date_created=at, date_updated=at,
-                                date_sent=at if sent else None)  # fmt: skip
-        fake.messages[message.sid] = message
-        return message.sid
+        return a_text_at_twilio(fake, to, from_, cutoff + timedelta(seconds=seconds), sent=sent)
 
     theirs_before = text(LINE_NUMBER, TEXTER, -5)
     failed_reply = text(TEXTER, LINE_NUMBER, -3, sent=False)  # Twilio could not send it: no DateSent
     failed_after = text(TEXTER, LINE_NUMBER, 3, sent=False)  # within the reply window: a reply too
     theirs_after = text(LINE_NUMBER, TEXTER, 10)
     failed_to_newer = text(TEXTER, LINE_NUMBER, 12, sent=False)  # answers a text the line keeps
-    sealed = app.extensions["crisisline.vault"].seal(TEXTER, context=PHONE_CONTEXT)
-    with app.app_context():
-        db.session.add(TwilioRecord(kind="texts", sid="texts:1:test", state="pending", due_at=cutoff,
-                                    queued_at=cutoff + timedelta(days=30), sealed_number=sealed,
-                                    line_number=LINE_NUMBER, sent_before=cutoff))  # fmt: skip
-        db.session.commit()
+    note_the_texters_texts(app, cutoff, purged_at=cutoff + timedelta(days=30))
 
     counts = delete_run(app, cutoff + timedelta(days=30) + REPLY_WINDOW)
 
