@@ -19,7 +19,7 @@ from line_queue.responders import set_paused
 from routing.store import active_routing
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_BACKUP_NUMBER
 from tests.rota import BEN, DIEGO, leg_to, legs
-from twilio_fake.phone import TALKING, Keys, Phone
+from twilio_fake.phone import TALKING, Keys, Phone, PhoneCall
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.signing import CallIdentity
 
@@ -148,14 +148,21 @@ def test_a_redirect_whose_answer_timed_out_is_not_taken_for_failed_and_brings_th
     assert only_transfer(app).state == "connected"
 
 
+def caller_and_ben_in_the_room(phone: Phone, fake: FakeTwilio) -> tuple[PhoneCall, PhoneCall, int]:
+    """A caller Ben took and talks with in the conference, and the redirects the caller has had
+    so far (the one into the room)."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+    phone.resume(caller, max_hold_turns=0)
+    return caller, ben, len(fake.get_call(caller.identity.call_sid).redirects)
+
+
 @pytest.mark.usefixtures("wednesday_evening")
 def test_a_counselor_who_hung_up_in_the_room_moves_the_caller_on_from_the_conference_event_without_the_clock(
     app: Flask, phone: Phone, fake: FakeTwilio
 ) -> None:
-    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
-    phone.resume(caller, max_hold_turns=0)
-    room, redirected = ben.conference or "", len(fake.get_call(caller.identity.call_sid).redirects)  # into the room
+    caller, ben, redirected = caller_and_ben_in_the_room(phone, fake)
+    room = ben.conference or ""
     # Ben's phone drops: Twilio takes him out of the room (participant-leave, his call
     # completed); his leg's own final status callback is lost. No clock runs.
     fake.calls[ben.identity.call_sid].status = "completed"
@@ -182,10 +189,7 @@ def test_a_counselor_who_leaves_the_room_with_their_call_still_on_does_not_move_
 ) -> None:
     """Leaving the room with the call in progress is pressing * for the menu, not a hang-up:
     the conference event alone moves nobody (the menu's own answers do)."""
-    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
-    phone.resume(caller, max_hold_turns=0)
-    redirected = len(fake.get_call(caller.identity.call_sid).redirects)  # into the room
+    caller, ben, redirected = caller_and_ben_in_the_room(phone, fake)
     fake.leave_conference(ben.conference or "", ben.identity.call_sid)  # his call is still in progress
 
     assert len(fake.get_call(caller.identity.call_sid).redirects) == redirected
@@ -199,10 +203,7 @@ def test_a_counselor_leaving_the_room_reported_as_completed_while_their_call_goe
 ) -> None:
     """Were Twilio to report a final status for a ``*`` exit (undocumented), the line asks
     Twilio whether the call is really over before it moves the caller."""
-    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
-    phone.resume(caller, max_hold_turns=0)
-    redirected = len(fake.get_call(caller.identity.call_sid).redirects)  # into the room
+    caller, ben, redirected = caller_and_ben_in_the_room(phone, fake)
     fake.leave_conference(ben.conference or "", ben.identity.call_sid, reported_status="completed")
 
     assert fake.get_call(ben.identity.call_sid).status == "in-progress"
