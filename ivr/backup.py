@@ -11,6 +11,18 @@ from crisisline.urls import path_for
 from ivr import call_log, twiml
 from routing.document import Language, RoutingDocument
 
+# A backup line that answered and hung up within this many seconds, with our caller still on the
+# line, did not take the call: a full voicemail box, an auto-attendant's "we are closed". Tried
+# again like an unanswered one. A real conversation that ends this soon costs the caller one
+# "we are trying again", and they can hang up.
+BACKUP_ANSWER_TOO_BRIEF_SECONDS = 30
+
+
+def answered_too_briefly(talked_seconds: int | None) -> bool:
+    """Whether a completed backup ``<Dial>`` (``DialCallDuration``, None if Twilio did not say)
+    was too short to have been a conversation."""
+    return talked_seconds is not None and talked_seconds < BACKUP_ANSWER_TOO_BRIEF_SECONDS
+
 
 def to_backup(call: Call, document: RoutingDocument, language: Language, message_key: str, *, attempt: int) -> Response:
     """A calm sentence (``message_key``) and the backup line; its result comes back to us."""

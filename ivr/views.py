@@ -30,7 +30,7 @@ from crisisline.settings import Settings
 from crisisline.twilio_auth import twilio_signed
 from crisisline.urls import path_for
 from ivr import call_log, twiml
-from ivr.backup import to_backup
+from ivr.backup import answered_too_briefly, to_backup
 from ivr.menu import (
     CONFIRM_TRIES,
     MenuInput,
@@ -316,13 +316,18 @@ def backup_result() -> Response:
     language = document.language(request.args.get("lang"))
     attempt = _attempt()
     status = twilio_params.choice(request.form, "DialCallStatus", twilio_params.DIAL_CALL_STATUSES) or ""
-    call_log.record_event(call, "backup.result", f"backup-result:{attempt}", {"attempt": attempt, "status": status})
+    talked = twilio_params.number(request.form, "DialCallDuration")
+    call_log.record_event(
+        call, "backup.result", f"backup-result:{attempt}", {"attempt": attempt, "status": status, "seconds": talked}
+    )
     if request.form.get("CallStatus") in call_log.TERMINAL_STATUSES:
         db.session.commit()  # they hung up while it rang: nobody to try again for
         return twiml_response(VoiceResponse())
-    if status == "completed":
+    if status == "completed" and not answered_too_briefly(talked):
         db.session.commit()
         return twiml_response(twiml.finished())
+    # Not answered, or answered and hung up on a caller still here (a full voicemail box, an
+    # auto-attendant's "we are closed"): tried again, then told where to turn.
     if attempt < document.transfer.backup_attempts:
         return to_backup(call, document, language, "backup_retry", attempt=attempt + 1)
     call_log.record_event(call, "backup.unreachable", "backup-unreachable", {"attempts": attempt})

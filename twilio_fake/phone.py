@@ -258,10 +258,14 @@ class Heard:
 # A ``dial_outcomes`` entry, not a ``DialCallStatus``: the dialled number answered and the
 # conversation is still going when the test looks (the call stops there, its dial leg live).
 TALKING = "talking"
+# Another: the dialled number answered and hung up a few seconds later (``DialCallStatus``
+# ``completed``, ``DialCallDuration`` ``HUNG_UP_SECONDS``), as a full voicemail box does.
+HUNG_UP_AT_ONCE = "hung-up-at-once"
+HUNG_UP_SECONDS = 4
 # The final status of a ``<Dial>``'s child call for each outcome.
 _DIAL_LEG_STATUS = {
     TALKING: "in-progress", "completed": "completed", "answered": "completed", "busy": "busy",
-    "no-answer": "no-answer", "failed": "failed", "canceled": "canceled",
+    "no-answer": "no-answer", "failed": "failed", "canceled": "canceled", HUNG_UP_AT_ONCE: "completed",
 }  # fmt: skip
 
 
@@ -659,13 +663,15 @@ class Phone:
                     record.ended_by = "on-a-dial"  # answered, and they are talking still: the test stops here
                     return
                 if verb.get("action"):
+                    status = "completed" if dialled.outcome == HUNG_UP_AT_ONCE else dialled.outcome
                     extra = {
-                        "DialCallStatus": dialled.outcome,
-                        "DialBridged": str(dialled.outcome == "completed").lower(),
+                        "DialCallStatus": status,
+                        "DialBridged": str(status == "completed").lower(),
                         "DialCallSid": dial_sid or "CA" + "0" * 32,
                     }
-                    if dialled.outcome == "completed":
-                        extra["DialCallDuration"] = str(DIAL_LEG_SECONDS)
+                    if status == "completed":
+                        talked = HUNG_UP_SECONDS if dialled.outcome == HUNG_UP_AT_ONCE else DIAL_LEG_SECONDS
+                        extra["DialCallDuration"] = str(talked)
                     record.next_url = urljoin(current_url, verb.get("action", ""))
                     record.next_params = identity.voice_params("in-progress", **extra)
                     return

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import Call, CallEvent
 from tests.conftest import LINE_NUMBER, TEST_BACKUP_NUMBER
-from twilio_fake.phone import Keys, Phone, Silence, Words
+from twilio_fake.phone import HUNG_UP_AT_ONCE, Keys, Phone, Silence, Words
 from twilio_fake.rest_api import FakeTwilio
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -325,6 +325,32 @@ def test_system_down_mode_sends_every_caller_straight_to_the_backup_line(
     assert call.heard[0].text.startswith("Our centre cannot take calls right now")
     assert call.dials[0].numbers == ["+18002738255"]
     assert call_row(app, call.identity.call_sid).route == "backup"
+
+
+def test_a_backup_line_that_answers_and_hangs_up_at_once_is_tried_again(
+    app: Flask, phone: Phone, publish_routing: Callable[..., int]
+) -> None:
+    """A full voicemail box or an auto-attendant saying "we are closed" answers the backup
+    ``<Dial>`` and hangs up with our caller still on the line: that was not a conversation."""
+    publish_routing(lambda document: document["line"].update(mode="system_down"))
+
+    call = phone.call([], dial_outcomes=[HUNG_UP_AT_ONCE, "completed"])
+
+    assert [dial.numbers for dial in call.dials] == [["+18002738255"], ["+18002738255"]]
+    assert "we are trying again" in call.heard_text()
+    assert call.requested_paths()[-1] == "voice/backup-result?lang=en&attempt=2"
+    assert call.ended_by == "hangup"  # the second answer was a conversation: done
+
+
+def test_a_backup_line_that_keeps_hanging_up_at_once_ends_with_where_to_turn(
+    phone: Phone, publish_routing: Callable[..., int]
+) -> None:
+    publish_routing(lambda document: document["line"].update(mode="system_down"))
+
+    call = phone.call([], dial_outcomes=[HUNG_UP_AT_ONCE] * 3)
+
+    assert len(call.dials) == 3  # the routing's backup_attempts
+    assert "Please call or text 9 8 8 right now" in call.heard[-1].text
 
 
 def test_blocklisted_caller_gets_a_polite_message_and_the_backup_line(app: Flask, phone: Phone) -> None:
