@@ -142,9 +142,9 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
     if transfer.last_hold_at is None or state.now() - transfer.last_hold_at >= state.HOLD_BEAT_EVERY:
         state.touch_hold(transfer.id)  # the heartbeat, only when it is getting old: no write otherwise
         db.session.commit()
-    waited = (state.now() - transfer.started_at).total_seconds()
     callback_ok = callback_possible(transfer, document)
-    if waited >= document.transfer.max_hold_seconds:
+    waited = (state.now() - transfer.started_at).total_seconds()
+    if held_past_the_limit(transfer, document):
         if callback_ok:  # a few seconds to choose a callback, else the backup line
             return HoldStep("callback_or_backup", "nobody_available", reason="hold_limit")
         return backup_unless_accepted(transfer, "hold_limit")
@@ -172,6 +172,12 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
         )
     message = "hold_wait" if tick % 2 == 0 else "hold_update"
     return HoldStep("hold", message, minutes=minutes, offer_callback=offer, position=place, language_notice=notice)
+
+
+def held_past_the_limit(transfer: Transfer, document: RoutingDocument) -> bool:
+    """Whether the caller has waited the routing's ``max_hold_seconds``: their next hold turn
+    offers a callback or takes them to the backup line."""
+    return (state.now() - transfer.started_at).total_seconds() >= document.transfer.max_hold_seconds
 
 
 def _language_notice_now(transfer: Transfer) -> bool:

@@ -73,7 +73,7 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
         counts["callers_moved"] += int(outcome == dispatch.REDIRECTED)
     db.session.commit()
     # Last: with Twilio slow, its requests must not hold up the repairs above.
-    counts["callers_moved"] += settle_callers_off_the_hold_loop()
+    counts["callers_moved"] += settle_callers_off_the_hold_loop(document)
     counts["callers_moved"] += settle_accepted_callers_the_failsafe_answered()
     return counts
 
@@ -83,12 +83,14 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
 QUIET_CALLERS_PER_RUN = 20
 
 
-def settle_callers_off_the_hold_loop() -> int:
+def settle_callers_off_the_hold_loop(document: RoutingDocument) -> int:
     """Waiting callers whose hold turns stopped: the search for them ends if their call has
     dialled out (the fail-safe sent them to the backup line while the database could not record
     it) or is over (its status callback was lost). Otherwise responders would go on being rung
     for them, and one who pressed 1 could be refused or, worse, pull them off the backup line.
-    A caller whose hold turn is merely long (a long hold-music clip) is still ours and waits on."""
+    A caller whose hold turn is merely long (a long hold-music clip) is still ours and waits on,
+    until they have waited ``max_hold_seconds``: then they are brought to their next hold turn,
+    which keeps that limit (a callback offer or the backup line), rather than left in the clip."""
     moved = 0
     stale_before = state.now() - flow.HOLD_STALE_AFTER
     quiet = (
@@ -115,6 +117,8 @@ def settle_callers_off_the_hold_loop() -> int:
             moved += int(flow.send_to_backup(transfer, "caller_not_holding"))
         elif dialled == [] and dispatch.call_has_ended(transfer.caller_call_sid):
             moved += int(flow.leg_gone(transfer, caller))
+        elif dialled == [] and flow.held_past_the_limit(transfer, document):
+            moved += int(dispatch.redirect_caller(transfer, "transfer.hold") == dispatch.REDIRECTED)
     return moved
 
 

@@ -529,6 +529,29 @@ def test_the_minutes_repair_leaves_a_caller_in_a_long_hold_turn_waiting_and_thei
 
 
 @pytest.mark.usefixtures("wednesday_evening")
+def test_the_minutes_repair_brings_a_caller_held_past_the_limit_in_a_long_clip_to_their_next_hold_turn(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Only a hold turn keeps ``max_hold_seconds`` (4 min here): a clip longer than that would
+    keep the caller waiting past it, their counselor's phone still ringing, until it ended."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    wednesday_evening.shift(timedelta(minutes=4, seconds=1))
+
+    with app.app_context():
+        from workers.upkeep import reconcile_transfers
+
+        counts = reconcile_transfers()
+        again = reconcile_transfers()  # the next minute's run, before that turn came
+
+    redirected_to = [redirect.url or "" for redirect in fake.get_call(caller.identity.call_sid).redirects]
+    assert len(redirected_to) == 1 and "/voice/hold?" in redirected_to[0], redirected_to
+    assert counts["callers_moved"] == 1 and again["callers_moved"] == 0
+    phone.resume(caller, max_hold_turns=1)
+    assert "All of our counselors are helping other callers" in caller.heard_text()
+    assert caller.dials[-1].numbers == [TEST_BACKUP_NUMBER]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
 def test_the_minutes_repair_closes_the_search_for_a_caller_whose_hang_up_was_never_heard(
     app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
 ) -> None:
