@@ -63,6 +63,12 @@ LOG_REGION = "US"
 # know). Timestamps' offsets ("+00:00", "+10:00"), durations and ids have no such shape.
 NUMBER_IN_TEXT = re.compile(r"(?:\+|%2[Bb])[1-9][0-9]*(?:(?:[ \-]|%20)\(?[0-9]+\)?|\([0-9]+\))*")
 MIN_LOGGED_NUMBER_DIGITS = 8
+# An international number written without its "+": bare ("447700900123"), after the "00" most
+# of the world dials abroad with ("00447700900123"), or after a space or "%20" standing for a
+# "+" a form or query string decoded as one. Masked when, read with a "+", it has a country
+# code and a length a number there can have (libphonenumber's "possible", not "valid": the
+# line takes numbers it does not know). Ids, epoch times and counts rarely fit both.
+BARE_INTERNATIONAL = re.compile(r"(?:(?<=%20)|(?<![\w.%]))(?:00)?([1-9][0-9]{9,14})(?![\w.])")
 
 
 class RedactPhoneNumbers(logging.Filter):
@@ -90,6 +96,7 @@ def redact_numbers(text: str) -> str:
     # First anything written as an international number, URL-encoded or not, known to
     # libphonenumber or not (the line accepts numbers it does not know: caller_number).
     redacted = NUMBER_IN_TEXT.sub(_mask_international, text)
+    redacted = BARE_INTERNATIONAL.sub(_mask_bare_international, redacted)
     # ...then libphonenumber's own matcher: finds "(312) 555-0123" and national numbers but
     # not IP addresses, timings or status codes.
     for match in phonenumbers.PhoneNumberMatcher(redacted, LOG_REGION, leniency=phonenumbers.Leniency.VALID):
@@ -102,3 +109,11 @@ def _mask_international(match: re.Match[str]) -> str:
     plain = found.replace("%20", " ")[3:] if found[0] == "%" else found[1:]
     digits = sum(character.isdigit() for character in plain)
     return "[redacted-number]" if digits >= MIN_LOGGED_NUMBER_DIGITS else found
+
+
+def _mask_bare_international(match: re.Match[str]) -> str:
+    try:
+        number = phonenumbers.parse("+" + match.group(1))
+    except phonenumbers.NumberParseException:
+        return match.group()
+    return "[redacted-number]" if phonenumbers.is_possible_number(number) else match.group()

@@ -103,6 +103,29 @@ def test_numbers_libphonenumber_does_not_find_are_masked_when_shaped_like_intern
     assert record.getMessage() == "from [redacted-number] now"
 
 
+@pytest.mark.parametrize(
+    "number", ["447700900123", "00447700900123", "004915123456789", " 33612345678", "%20447700900123"]
+)
+def test_international_numbers_written_without_their_plus_are_masked(number: str) -> None:
+    """Defence in depth: no log call is known to write one, but a number copied from a form
+    (where a "+" decodes as a space) or typed as dialled abroad ("00") must not slip through."""
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, f"from {number} now", None, None)
+
+    RedactPhoneNumbers().filter(record)
+
+    assert "[redacted-number]" in record.getMessage()
+    assert number.strip().removeprefix("%20")[-9:] not in record.getMessage()
+
+
+def test_long_runs_of_digits_that_are_not_valid_numbers_are_left_alone() -> None:
+    message = "epoch 1733371234567 job 1234567890 size 99999999999 order 0099999999999"
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None)
+
+    RedactPhoneNumbers().filter(record)
+
+    assert record.getMessage() == message
+
+
 def test_timestamps_offsets_durations_and_ids_are_left_alone() -> None:
     message = (
         "2027-03-01T12:00:00.123456+00:00 2027-03-01 12:00:00+10:00 contact-12345678 took 1.234567s "
