@@ -11,7 +11,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar
 
 from flask import current_app
@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Insert, Select, Update, and_, bindparam, c
 
 import line_queue
 from crisisline import events
+from crisisline.background import start_soon
 from crisisline.db import commit_keeping_loaded, constant, db, hold_lock, insert_ignoring_duplicates, inserted_row
 from crisisline.models import Conversation, ConversationOffer, Message, ResponderState, Texter
 from line_queue.responders import ensure_responder_state, expire_offer, is_closed, still_rung
@@ -653,14 +654,32 @@ def _retry_unhandled(document: RoutingDocument, counts: dict[str, int]) -> None:
 REFUSED_RETRIED_FOR = timedelta(minutes=5)
 
 
-def _retry_refused(document: RoutingDocument, counts: dict[str, int]) -> None:
+@outbox.texts_held_for_time.connect
+def _send_held_texts_soon(conversation_id: int, **_: object) -> None:
+    start_soon(f"held-texts:{conversation_id}", partial(send_held_texts, conversation_id))
+
+
+def send_held_texts(conversation_id: int) -> None:
+    """A conversation's texts a webhook held for want of time (``outbox.texts_held_for_time``),
+    sent now, in order, as the sweep would; any that another process is sending is left to it."""
+    active = active_routing()
+    if active is not None:
+        _retry_refused(active.document, {"resent": 0}, conversation_id=conversation_id)
+
+
+def _retry_refused(document: RoutingDocument, counts: dict[str, int], *, conversation_id: int | None = None) -> None:
     """Texts Twilio refused for now (busy, failing) are sent again, oldest first, one try each
     per sweep under their own claimed rows: a texter's words to their counselor are not lost to
     one 503. The recipient is found again as it was sent (``to_texter``, ``to_counselor``). A
-    text refused again holds back the later ones to the same person, so they arrive in order."""
+    text refused again holds back the later ones to the same person, so they arrive in order.
+    Also sends texts held only for order or for want of time (no error code). ``conversation_id``:
+    that conversation's only."""
     moment = now()
     held_back: set[tuple[int | None, str, str | None]] = set()
-    for message in db.session.scalars(refused_texts().limit(100)).all():
+    waiting = refused_texts()
+    if conversation_id is not None:
+        waiting = waiting.where(Message.conversation_id == conversation_id)
+    for message in db.session.scalars(waiting.limit(100)).all():
         recipient = (message.conversation_id, message.party, message.responder_id)
         if recipient in held_back:
             continue

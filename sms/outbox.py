@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,8 +29,9 @@ from sqlalchemy import Insert, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from twilio.base.exceptions import TwilioRestException
 
+from crisisline.background import ARRIVED_AT
 from crisisline.db import commit_keeping_loaded, constant, db, insert_ignoring_duplicates, inserted_id
-from crisisline.deadline import PROGRESS
+from crisisline.deadline import ANSWERED, PROGRESS
 from crisisline.models import Conversation, Message, Texter, utcnow
 from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count, split_for_sms
@@ -44,6 +46,15 @@ log = logging.getLogger(__name__)
 # ``conversation_id`` and ``error_code`` (None if none): the counselor is told, who would
 # otherwise believe they were read.
 relay_to_texter_failed = Namespace().signal("relay-to-texter-failed")
+# Sent with the conversation's id as sender, once the texts held for it are committed: texts a
+# webhook left ``RETRYING`` for want of time (``WEBHOOK_REST_SHARE``), to be sent beside its
+# answer (``sms.conversations``); the minute's sweep sends them should that never run.
+texts_held_for_time = Namespace().signal("texts-held-for-time")
+# A webhook starts its REST sends within this share of its deadline; a conversation's texts
+# after that wait for a send started beside its answer. A counselor's YES relays the whole
+# backlog, one REST request a text (100 to 300 ms at Twilio, more when it is slow): a dozen
+# would pass the deadline, and the counselor read "the line is having trouble" first.
+WEBHOOK_REST_SHARE = 0.5
 BODY_CONTEXT = "sms-body"
 OPTED_OUT = 21610
 # Later statuses never overwrite final ones (callbacks arrive out of order).
@@ -265,6 +276,10 @@ def send_text(
             if taken:
                 sent_any = True
                 continue
+        if recipient is not None and _webhook_out_of_time():
+            _hold(message_id)  # with the parts after it: sent beside the answer, in order
+            held = True
+            continue
         outcome = _send_over_rest(
             message_id, to_number, from_number, part, responder_id=responder_id, texter=texter,
             retry_refused=retry_refused,
@@ -275,7 +290,22 @@ def send_text(
             return sent_any
         else:
             held, held_code = True, outcome
+    if held and recipient is not None and _webhook_out_of_time():
+        texts_held_for_time.send(conversation_id)
     return sent_any
+
+
+def _webhook_out_of_time() -> bool:
+    """Whether this request, a webhook under the deadline, has used its share for REST sends.
+    False outside one (a job, the sweep, the console): those have no caller's deadline; and
+    once the deadline has answered for it, as nothing then waits on this handler."""
+    if not has_request_context():
+        return False
+    arrived_at = request.environ.get(ARRIVED_AT)
+    if arrived_at is None or request.environ.get(PROGRESS, {}).get(ANSWERED):
+        return False
+    deadline: float = current_app.extensions["crisisline.settings"].voice_deadline_seconds
+    return time.monotonic() - arrived_at > deadline * WEBHOOK_REST_SHARE
 
 
 # ``send_text``'s read of a part claimed before under its key (a re-run only).

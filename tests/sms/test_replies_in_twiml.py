@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 import sms.views as sms_views
 from crisisline.db import db
@@ -207,6 +207,39 @@ def test_a_texters_words_relayed_to_the_counselor_who_takes_them_go_over_rest_in
     with app.app_context():
         kept = set(db.session.scalars(select(Message.message_sid).where(Message.idempotency_key.like("%:relay:%"))))
     assert {message.sid for message in relayed} <= kept  # each deletable by its SID after the purge
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_taking_a_long_backlog_over_a_slow_api_is_answered_in_time_and_gets_it_all_once_in_order(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    """Each relay is a REST request (500 ms here, as a slow Twilio API can take): twelve of them
+    inside the counselor's webhook would pass its deadline (5 s in tests, 2 s by default), and
+    they would read "the line is having trouble with your text" before the texter's words.
+    Those past the webhook's share for REST sends wait for a send started at once beside the
+    answer (the minute's sweep, should this process die)."""
+    texting.send(TEXTER, WORDS)  # queued, offered to Ben
+    backlog = [f"still here {number}" for number in range(11)]
+    for text in backlog:
+        texting.send(TEXTER, text)
+    offer = next(text for text in texting.inbox(BEN) if text.startswith("New text #"))
+    tag = offer.split("#", 1)[1].split(":", 1)[0]
+    fake.inject_fault("POST", r"/Messages\.json$", status=200, delay=0.5, times=None)
+    deadline = app.extensions["crisisline.settings"].voice_deadline_seconds
+
+    started = time.monotonic()
+    answer = texting.deliver(sms_params(TEST_ACCOUNT_SID, BEN, LINE_NUMBER, f"YES {tag}"))
+    answered_in = answer.elapsed.total_seconds()
+
+    assert "having trouble" not in answer.text
+    assert answered_in < deadline * outbox.WEBHOOK_REST_SHARE + 0.5 + 0.5, answered_in  # one send may be under way
+    relayed = [message.body for message in fake.messages.values() if message.to == BEN
+               and any(message.body.endswith(words) for words in (WORDS, *backlog))]  # fmt: skip
+    assert [next(w for w in (WORDS, *backlog) if body.endswith(w)) for body in relayed] == [WORDS, *backlog]
+    assert time.monotonic() - started < 12 * 0.5 + 3  # sent at once, not by the next minute's sweep
+    with app.app_context():
+        waiting = db.session.scalar(select(func.count()).where(Message.status == outbox.RETRYING))
+    assert waiting == 0
 
 
 def four_replies(document: object, texter: Texter, inbound: Message, body: str, *_: object) -> None:
