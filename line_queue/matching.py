@@ -684,15 +684,22 @@ _TEXT_OFFERED = select(ConversationOffer.conversation_id, ConversationOffer.resp
 )
 
 
-def anyone_can_take(document: RoutingDocument, language: str, need_key: str, transfer_id: int | None = None) -> bool:
+def anyone_can_take(
+    document: RoutingDocument, language: str, need_key: str, transfer_id: int | None = None, *, channel: str = "voice"
+) -> bool:
     """Is anyone who could take this contact on shift and not paused, even if busy right now?
     While so, a caller waits (up to the hold limit) rather than moving on. Responders whose
-    phone Twilio could not ring for this contact do not count."""
+    phone Twilio could not ring for this contact do not count; for a texter (``channel``
+    ``text``), nor do co-responder units, who take calls only."""
     need = document.need(need_key) or document.need(document.menu.default_need)
     if need is None:
         return False
+    moment = now()
+    units = {r.id for r in document.responders if r.kind != "counselor"} if channel == "text" else set()
+    if not decide_route(document, language, need, moment, unavailable=units).responders:
+        return False  # nobody on shift at all: no need to read who is paused
     unavailable = set(db.session.scalars(_PAUSED_OR_UNREACHABLE, {"transfer": transfer_id or 0}))  # 0: no row
-    return bool(decide_route(document, language, need, now(), unavailable=unavailable).responders)
+    return bool(decide_route(document, language, need, moment, unavailable=unavailable | units).responders)
 
 
 def rung_in_another_language(document: RoutingDocument, language: str, need_key: str) -> bool:

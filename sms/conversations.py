@@ -249,13 +249,42 @@ def queue(conversation: Conversation, document: RoutingDocument, *, welcome: str
         return
     line_queue.fill_soon(document, joined="text")
     db.session.refresh(conversation)
-    language = document.language(conversation.language)
-    minutes = estimate_wait_minutes(conversation, document)
-    key = "queued" if conversation.state in ("offered", "active") else "nobody_free"
-    wait = language.text(key, minutes=minutes)
+    wait = wait_text(conversation, document)
     # Under the wait's own key, never the menu's ("welcome"): a menu sent for another first
     # text of theirs must not stop the wait going out. The welcome may then come twice.
     to_texter(conversation, "queued", f"{welcome}\n\n{wait}" if welcome else wait)
+
+
+def wait_text(conversation: Conversation, document: RoutingDocument) -> str:
+    """What a texter just queued is told: an honest wait; or, when no counselor on shift could
+    ever take them (nobody on call with their need and language, all paused, the line down,
+    a need meant for the backup line), the backup line's text at once, not a wait that would
+    never end (the sweep would say it only after ``max_wait_seconds``). They stay in line for
+    whoever comes on shift."""
+    language = document.language(conversation.language)
+    if not anyone_can_text(conversation, document):
+        claim_backup_offer(conversation)
+        return language.text("backup")
+    key = "queued" if conversation.state in ("offered", "active") else "nobody_free"
+    return language.text(key, minutes=estimate_wait_minutes(conversation, document))
+
+
+def anyone_can_text(conversation: Conversation, document: RoutingDocument) -> bool:
+    """Is a counselor on shift, not paused, who could take this texter, even if busy now?"""
+    language = conversation.language or document.menu.default_language
+    need = conversation.need or document.menu.default_need
+    return line_queue.anyone_can_take(document, language, need, channel="text")
+
+
+def claim_backup_offer(conversation: Conversation) -> bool:
+    """Note, once, that this texter is being told of the backup line (committed): True for the
+    one who should tell them."""
+    claimed = db.session.execute(
+        update(Conversation).where(Conversation.id == conversation.id, Conversation.backup_offered_at.is_(None))
+        .values(backup_offered_at=now())
+    ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+    commit_keeping_loaded()
+    return bool(claimed)
 
 
 @cache
@@ -298,8 +327,7 @@ def tell_wait_if_never_told(conversation: Conversation, document: RoutingDocumen
     if wait_key in sent:
         return False
     language = document.language(conversation.language)
-    key = "queued" if conversation.state in ("offered", "active") else "nobody_free"
-    wait = language.text(key, minutes=estimate_wait_minutes(conversation, document))
+    wait = wait_text(conversation, document)
     return to_texter(conversation, "queued", wait if welcome_key in sent else f"{language.text('welcome')}\n\n{wait}")
 
 
@@ -1156,12 +1184,7 @@ def _backup_option(document: RoutingDocument, counts: dict[str, int]) -> None:
             Conversation.queued_at <= moment - timedelta(seconds=document.sms.max_wait_seconds),
         )
     ).all():
-        claimed = db.session.execute(
-            update(Conversation).where(Conversation.id == conversation.id, Conversation.backup_offered_at.is_(None))
-            .values(backup_offered_at=moment)
-        ).rowcount  # type: ignore[attr-defined]  # fmt: skip
-        db.session.commit()
-        if claimed:
+        if claim_backup_offer(conversation):
             to_texter(conversation, "backup", document.language(conversation.language).text("backup"))
             counts["backup"] += 1
 

@@ -164,11 +164,17 @@ def _call_me_back(document: RoutingDocument, conversation: Conversation, texter:
         convo.to_texter(conversation, f"callback-impossible:{inbound.id}", language.text("callback_impossible"))
         return
     convo.to_texter(conversation, f"callback:{inbound.id}", language.text("callback_confirmed"))
+    if not convo.anyone_can_text(conversation, document) and convo.claim_backup_offer(conversation):
+        # Nobody on shift could call them yet: the callback waits for someone, and they are
+        # told of the backup line now, as a texter left waiting is (the conversation closes).
+        convo.to_texter(conversation, "backup", language.text("backup"))
     convo.close(conversation, document, "callback", tell_texter=None)
 
 
 def handle_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
-    if conversation.state == "language":
+    if document.mode == "system_down" and conversation.state in ("language", "need"):
+        _past_the_menus_to_the_backup_line(document, conversation, body)
+    elif conversation.state == "language":
         _language_step(document, conversation, inbound, body)
     elif conversation.state == "need":
         _need_step(document, conversation, inbound, body)
@@ -222,6 +228,22 @@ def _language_step(document: RoutingDocument, conversation: Conversation, inboun
     # The welcome and the menu in one text: two texts may arrive in either order, and the menu
     # must not come before the welcome. Sent once per conversation, as the welcome alone was.
     _send_welcome_and_need_menu(document, conversation, chosen.text("welcome"))
+
+
+def _past_the_menus_to_the_backup_line(document: RoutingDocument, conversation: Conversation, body: str) -> None:
+    """The line is down (``mode: system_down``): as a caller goes straight to the backup line, a
+    texter is told it at once, without the menus (``convo.wait_text``). They stay in line, in
+    their language if their words show it, for when the line is back up."""
+    welcome = ""
+    if conversation.state == "language":
+        detected, confidence = detect(document, body.strip())
+        sure = detected is not None and confidence >= document.sms.language_confidence
+        language = detected if sure and detected is not None else document.default_language
+        welcome = language.text("welcome")
+    else:
+        language = document.language(conversation.language)
+    need = document.need(document.menu.default_need) or document.needs[-1]
+    convo.queue(conversation, document, welcome=welcome, need=(need.key, need.priority), language_code=language.code)
 
 
 def _menu_digit(text: str) -> bool:

@@ -6,13 +6,16 @@ their counselor, and "Help" as their very first text."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
 from flask import Flask
 
+from crisisline.db import db
+from line_queue.responders import set_paused
 from sms.views import FAILSAFE_TEXT
 from tests.conftest import TextingPhone
 from tests.rota import BEN, DIEGO
@@ -166,3 +169,59 @@ def test_a_first_text_naming_suicide_is_queued_as_suicide_whatever_it_begins_wit
 
     conversation = only_conversation(app)
     assert (conversation.state, conversation.need) in {("queued", "suicide"), ("offered", "suicide")}
+
+
+# Wednesday 03:00: Chloe alone is on call, and she does not take substance use.
+NIGHT = datetime(2026, 12, 2, 3, 0, tzinfo=ZoneInfo("America/Chicago"))
+DRINKING = "I have been drinking all day and I can't stop"
+BACKUP_TEXT = "If you cannot wait, you can also call or text 988 now. If you are in danger, call 911."
+
+
+def test_a_texter_no_counselor_on_shift_can_take_is_told_the_backup_line_at_once_not_a_wait(
+    app: Flask, texting: TextingPhone, clock_tick: Callable[[], Any]
+) -> None:
+    """A caller in the same case goes to the backup line at once. Before, the texter was told
+    "All our counselors are busy right now; the wait is about 3 min" and heard of the backup
+    line only after ``max_wait_seconds`` (15 min), from a queue nobody on shift could serve."""
+    with time_machine.travel(NIGHT, tick=False) as night:
+        replies = texting.send(TEXTER, DRINKING)  # their words name the need: sorted at once
+
+        assert any(BACKUP_TEXT in reply for reply in replies), replies
+        assert not any("busy" in reply for reply in replies)
+        for _ in range(20):
+            night.shift(timedelta(minutes=1))
+            clock_tick()
+
+    assert [text for text in texting.inbox(TEXTER) if BACKUP_TEXT in text] == [replies[-1]]  # told once
+    assert only_conversation(app).state == "queued"  # still in line for whoever comes on shift
+
+
+def test_a_texter_no_counselor_on_shift_can_take_who_asks_to_be_called_is_told_the_backup_line_too(
+    app: Flask, texting: TextingPhone, clock_tick: Callable[[], Any]
+) -> None:
+    """Their callback waits for someone to come on shift, up to ``give_up_after_minutes``, and
+    the conversation closes: before, they were told "we will call you" and nothing more."""
+    with time_machine.travel(NIGHT, tick=False):
+        texting.send(TEXTER, "hi")
+        with app.app_context():  # Chloe, the one counselor on call, goes off
+            set_paused("chloe-nguyen", True, "self")
+            db.session.commit()
+        replies = texting.send(TEXTER, "CALL")
+
+    assert any("We will call you" in reply for reply in replies), replies
+    assert sum(BACKUP_TEXT in text for text in texting.inbox(TEXTER)) == 1
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_with_the_line_down_a_texter_is_told_the_backup_line_at_their_first_text_without_the_menus(
+    app: Flask, texting: TextingPhone, publish_routing: Callable[..., int]
+) -> None:
+    """``mode: system_down`` takes every caller straight to the backup line. Before, a texter
+    went through both menus and was then told to wait for counselors nobody would offer them to."""
+    publish_routing(lambda document: document["line"].update(mode="system_down"))
+
+    replies = texting.send(TEXTER, "quiero morir, no puedo más")
+
+    assert len(replies) == 1 and "988" in replies[0] and "2 para" not in replies[0], replies
+    conversation = only_conversation(app)
+    assert (conversation.state, conversation.language) == ("queued", "es")

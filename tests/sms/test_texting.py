@@ -219,7 +219,10 @@ def test_an_offer_not_taken_in_time_goes_to_the_next_counselor(
 def test_nobody_free_tells_the_wait_then_gives_the_backup_option_once(
     app: Flask, texting: TextingPhone, wednesday_morning: time_machine.Coordinates, clock_tick: Callable[[], Any]
 ) -> None:
-    texting.send(ANA, "OFF")  # the only counselor on for this need
+    # Ana, the only counselor on for this need, is busy with as many texters as she may take.
+    for number in range(3):
+        texting.send(f"+1312555019{number}", "I have been drinking all day and I can't stop")
+        texting.send(ANA, f"YES {conversation_of(app, number + 1).tag}")
 
     replies = texting.send(TEXTER, "I have been drinking all day and I can't stop")
     assert replies[-1].split("\n\n")[-1].startswith("All our counselors are busy right now; the wait is about")
@@ -232,6 +235,22 @@ def test_nobody_free_tells_the_wait_then_gives_the_backup_option_once(
 
     backups = [t for t in texting.inbox(TEXTER) if t.startswith("If you cannot wait")]
     assert len(backups) == 1
+
+
+def test_with_the_only_counselor_for_their_need_off_a_texter_is_given_the_backup_option_at_once_and_once(
+    app: Flask, texting: TextingPhone, wednesday_morning: time_machine.Coordinates, clock_tick: Callable[[], Any]
+) -> None:
+    texting.send(ANA, "OFF")  # the only counselor on for this need: nobody could ever take them
+
+    replies = texting.send(TEXTER, "I have been drinking all day and I can't stop")
+    assert replies[-1].split("\n\n")[-1].startswith("If you cannot wait")
+
+    wednesday_morning.shift(timedelta(seconds=901))
+    clock_tick()
+    texting.send(TEXTER, "still there?")
+
+    assert sum(text.startswith("If you cannot wait") or "\n\nIf you cannot wait" in text
+               for text in texting.inbox(TEXTER)) == 1  # fmt: skip
 
 
 def test_an_idle_conversation_closes_with_a_message(
