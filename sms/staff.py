@@ -17,6 +17,10 @@ from transfer.availability import availability
 
 COMMANDS = ("ON", "OFF", "STATUS")
 AMBIGUITY_WINDOW = timedelta(minutes=2)
+# With several conversations, an untagged reply written this soon after the newest texter's
+# words cannot be known to answer them: the counselor was most likely still typing to another
+# texter, whose words would then go to the wrong person. They are asked for the tag.
+JUST_WROTE = timedelta(seconds=60)
 # How far two processes' clocks may differ (a conversation taken by one, a reply stored by
 # another): a reply is never held to have come before a conversation taken this much after it.
 CLOCKS_APART = timedelta(seconds=5)
@@ -94,7 +98,7 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
             return Reply(document.staff_prompt("not_rung_sms"), refused=True)
         return Reply(document.staff_prompt("sms_no_conversation"))
     late = convo.now() - inbound.created_at > convo.RETRY_AFTER
-    target = None if late and len(mine) > 1 else _untagged_target(mine)
+    target = None if late and len(mine) > 1 else _untagged_target(mine, inbound.created_at)
     if target is None:
         tags = ", ".join(f"#{c.tag}" for c in mine)
         return Reply(document.staff_prompt("sms_ambiguous", tags=tags))
@@ -230,12 +234,13 @@ def _active_conversations(responder: Responder) -> list[Conversation]:
     )
 
 
-def _untagged_target(mine: list[Conversation]) -> Conversation | None:
-    """The only conversation, or the most recent one unless another texter wrote just as recently."""
+def _untagged_target(mine: list[Conversation], written_at: datetime) -> Conversation | None:
+    """The only conversation, or the most recent one unless another texter wrote just as
+    recently, or its texter wrote just before the reply (``JUST_WROTE``)."""
     if len(mine) == 1:
         return mine[0]
     latest, runner_up = mine[0].last_texter_at, mine[1].last_texter_at
-    if latest is None:
+    if latest is None or written_at - latest < JUST_WROTE:
         return None
     if runner_up is not None and latest - runner_up < AMBIGUITY_WINDOW:
         return None

@@ -170,6 +170,34 @@ def test_untagged_replies_go_to_the_only_conversation_and_ambiguous_ones_bounce(
     assert texting.inbox(OTHER_TEXTER)[-1] == "Take a deep breath."
 
 
+def test_an_untagged_reply_just_after_another_texter_wrote_bounces_rather_than_going_to_them(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Ben holds two conversations and is answering the texter who wrote three minutes ago when
+    the other writes "ok": his untagged words went to the one who wrote last, a second before
+    he sent them, who cannot have been the one he was answering."""
+    texting.send(TEXTER, "I want to kill myself")
+    texting.send(OTHER_TEXTER, "I want to die")
+    first, second = conversation_of(app).id, conversation_of(app, 2).id
+    texting.send(BEN, f"YES {first}")
+    texting.send(BEN, f"YES {second}")
+    texting.send(TEXTER, "I have the pills in my hand")
+    wednesday_evening.shift(timedelta(minutes=3))  # Ben reads, thinks, types his answer
+    texting.send(OTHER_TEXTER, "ok")
+    wednesday_evening.shift(timedelta(seconds=1))
+
+    bounced = texting.send(BEN, "Can you put the pills down on the table for me?")
+
+    assert bounced == [
+        f"Not sent: you have several conversations (#{second}, #{first}). Start your reply with the tag, like #12."
+    ]
+    assert "Can you put the pills down on the table for me?" not in texting.inbox(OTHER_TEXTER)
+    # A minute and more after they wrote, the newest texter is the one answered, as before.
+    wednesday_evening.shift(timedelta(seconds=61))
+    texting.send(BEN, "Thank you for telling me.")
+    assert texting.inbox(OTHER_TEXTER)[-1] == "Thank you for telling me."
+
+
 @pytest.mark.usefixtures("wednesday_evening")
 def test_end_closes_with_a_message_in_the_texters_language(app: Flask, texting: TextingPhone) -> None:
     texting.send(TEXTER, "me quiero morir")
