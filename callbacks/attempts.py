@@ -153,7 +153,7 @@ def _reached_us_since(callback: Callback, call: Call) -> str | None:
     return HOLDING if any(state in ("waiting", "connecting") for state, _ in rounds) else None
 
 
-@sends("callback_missed")
+@sends("callback_missed", one_text=True)
 def send_missed_text(contact: ScheduledContact) -> str:
     """We could not reach them (no answer, or nobody free in time): say so, and how to reach us."""
     document = _active_document()

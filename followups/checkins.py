@@ -34,7 +34,7 @@ from routing.schedule import after_quiet_hours
 from routing.store import active_routing
 from sms import conversations as convo
 from sms import delivery, outbox
-from workers.contacts import schedule, sends
+from workers.contacts import contact_needs_a_human, schedule, sends
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ FLAG_REASON_TEXT = {
     "no_reply": "no reply to two check-in texts",
     "send_failed": "the check-in text could not be sent",
     "in_conversation": "the check-in text waited a day for a conversation of theirs to close",
+    "send_uncertain": "the line failed while sending a check-in text, which may not have gone out",
 }
 
 
@@ -422,7 +423,7 @@ def _recipient(checkin: CheckIn) -> tuple[Texter | None, str | None]:
     return texter, None
 
 
-@sends("checkin")
+@sends("checkin", one_text=True)
 def send_checkin(contact: ScheduledContact) -> str:
     """Attempt 1 (``checkin``) or 2 (``checkin_second``); each schedules what follows silence."""
     checkin = db.session.get(CheckIn, contact.checkin_id) if contact.checkin_id else None
@@ -435,6 +436,8 @@ def send_checkin(contact: ScheduledContact) -> str:
     texter, refusal = _recipient(checkin)
     if texter is None:
         return refusal or "no_number"
+    if first and _answered_another_since_consent(checkin):
+        return "not_needed"
     if not first and _answered_by_contact(checkin, "sent"):
         return "not_needed"  # they texted or called the line after the first check-in text
     if _in_conversation(texter):
@@ -511,11 +514,47 @@ def escalate_checkin(contact: ScheduledContact) -> str:
     return _notify_or_retry(checkin, document, "no_reply", contact)
 
 
+def _answered_another_since_consent(checkin: CheckIn) -> bool:
+    """They told an earlier check-in how they are after agreeing to this one (two conversations
+    a few hours apart, each with a check-in): this one is answered by it, as ``record_reply``
+    answers those awaiting a reply then, and sends nothing (committed). Before, they were asked
+    again an hour after saying they were OK, and flagged "no reply" after that."""
+    if checkin.texter_id is None or checkin.consented_at is None:
+        return False
+    answer = db.session.scalars(
+        select(CheckIn)
+        .where(CheckIn.texter_id == checkin.texter_id, CheckIn.id != checkin.id, CheckIn.state == "answered",
+               CheckIn.replied_at > checkin.consented_at)
+        .order_by(CheckIn.replied_at.desc())
+        .limit(1)
+    ).first()  # fmt: skip
+    if answer is None:
+        return False
+    db.session.execute(
+        update(CheckIn).where(CheckIn.id == checkin.id, CheckIn.state == "consented")
+        .values(state="answered", reply=answer.reply, replied_at=answer.replied_at)
+    )  # fmt: skip
+    db.session.commit()
+    return True
+
+
+@contact_needs_a_human.connect
+def _flag_an_interrupted_checkin(contact_id: int, **_: object) -> None:
+    """A check-in's text or flag whose run stopped part way (``workers.contacts.interrupted``):
+    the check-in is flagged, so supervisors are told and the board lists it, rather than left
+    waiting for a step that will never come."""
+    contact = db.session.get(ScheduledContact, contact_id)
+    checkin = db.session.get(CheckIn, contact.checkin_id) if contact is not None and contact.checkin_id else None
+    document = _document()
+    if checkin is not None and document is not None:
+        _flag(checkin, document, "send_uncertain")
+
+
 def _flag(checkin: CheckIn, document: RoutingDocument, reason: str) -> None:
     """Flag a check-in the line could not carry out and tell the supervisors (retried)."""
     moved = db.session.execute(
         update(CheckIn)
-        .where(CheckIn.id == checkin.id, CheckIn.state.in_(("consented", "sent")))
+        .where(CheckIn.id == checkin.id, CheckIn.state.in_(("consented", "sent", "second_sent")))
         .values(state="flagged", flagged_at=now(), flag_reason=reason)
     ).rowcount  # type: ignore[attr-defined]
     db.session.commit()

@@ -4,7 +4,8 @@ Every contact is a database row first (unique by ``dedupe_key``, so a duplicated
 cannot schedule two) and an RQ job second (``contact-<id>``, so enqueuing twice is harmless).
 ``rebuild_schedule`` re-enqueues from the database whatever Redis lost. A job claims its row
 (pending → sending) before sending and marks it after; a worker killed in between leaves
-``sending``, which ``rebuild_schedule`` turns into ``needs_human`` rather than a second send.
+``sending``, which ``rebuild_schedule`` turns into ``needs_human`` rather than a second send,
+unless nothing can have gone out (``interrupted``): then the contact is simply run again.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from blinker import Namespace
 from flask import current_app
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db, insert_once
-from crisisline.models import Call, ScheduledContact, Texter
+from crisisline.models import Call, Message, ScheduledContact, Texter
 from crisisline.privacy import Vault
 from ivr.call_log import PHONE_CONTEXT, phone_hash
 from routing.store import active_routing
@@ -49,15 +51,28 @@ CANCELED_OUTCOMES = frozenset({"opted_out", "no_number", "not_needed", "postpone
 # Kinds whose action is idempotent (safe to run twice): a claim left by a killed worker is
 # run again rather than handed to a human. A text is never among them.
 RETRY_SAFE_KINDS: set[str] = set()
+# Kinds whose one message is a text claimed under ``contact:<id>`` before it goes to Twilio
+# (``outbox.send_text``): an interrupted run that claimed none sent nothing, and is run again.
+ONE_TEXT_KINDS: set[str] = set()
+# How often an interrupted run that sent nothing is run again (a minute apart, or at the
+# clock's next rebuild) before a human is asked: a sender that fails every time is a bug.
+RERUNS_AFTER_INTERRUPTION = 3
+RERUN_AFTER = timedelta(minutes=1)
+# Sent with the contact's id as sender once it is ``needs_human``: a feature whose promise it
+# carried (a check-in) makes it seen by a person (``followups.checkins``).
+contact_needs_a_human = Namespace().signal("contact-needs-a-human")
 
 
-def sends(kind: str, *, retry_safe: bool = False) -> Callable[[Sender], Sender]:
-    """Register the sender for contacts of ``kind`` (``retry_safe``: running it twice is harmless)."""
+def sends(kind: str, *, retry_safe: bool = False, one_text: bool = False) -> Callable[[Sender], Sender]:
+    """Register the sender for contacts of ``kind`` (``retry_safe``: running it twice is harmless;
+    ``one_text``: its one message is a text under ``contact:<id>``, see ``ONE_TEXT_KINDS``)."""
 
     def register(function: Sender) -> Sender:
         SENDERS[kind] = function
         if retry_safe:
             RETRY_SAFE_KINDS.add(kind)
+        if one_text:
+            ONE_TEXT_KINDS.add(kind)
         return function
 
     return register
@@ -121,7 +136,14 @@ def run_scheduled_contact(contact_id: int) -> str:
     contact = db.session.get(ScheduledContact, contact_id)
     assert contact is not None
     sender = sender_for(contact.kind)
-    outcome = sender(contact) if sender else "unknown_kind"
+    try:
+        outcome = sender(contact) if sender else "unknown_kind"
+    except Exception:
+        # A database blip, a bug: RQ records the job failed. The row must not stay claimed
+        # for good, the promise silently dropped: run again, or seen by a person.
+        db.session.rollback()
+        interrupted(contact_id, rerun_at=now() + RERUN_AFTER)
+        raise
     final = "sent" if outcome == "sent" else ("canceled" if outcome in CANCELED_OUTCOMES else "failed")
     db.session.execute(
         update(ScheduledContact)
@@ -133,7 +155,41 @@ def run_scheduled_contact(contact_id: int) -> str:
     return outcome
 
 
-@sends("missed_contact")
+def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
+    """A claimed contact whose run did not finish (its sender raised, its worker died). Run
+    again at ``rerun_at`` ("rerun") if it is of a kind whose one text was never claimed, so
+    nothing went out (``ONE_TEXT_KINDS``), up to ``RERUNS_AFTER_INTERRUPTION`` times; else
+    ``needs_human`` ("needs_human"), never a second send, and ``contact_needs_a_human`` is
+    sent. "gone": it was no longer claimed."""
+    contact = db.session.get(ScheduledContact, contact_id)
+    if contact is None or contact.state != "sending":
+        return "gone"
+    before, _, count = (contact.outcome or "").partition(":")
+    reruns = int(count) if before == "interrupted" and count.isdecimal() else 0
+    key = f"contact:{contact.id}"
+    its_text = select(Message.id).where(or_(Message.idempotency_key == key, Message.idempotency_key.like(f"{key}:%")))
+    nothing_sent = contact.kind in ONE_TEXT_KINDS and db.session.scalar(its_text.limit(1)) is None
+    still_claimed = (ScheduledContact.id == contact_id, ScheduledContact.state == "sending")
+    if nothing_sent and reruns < RERUNS_AFTER_INTERRUPTION:
+        moved = db.session.execute(
+            update(ScheduledContact).where(*still_claimed)
+            .values(state="pending", claimed_at=None, due_at=rerun_at, outcome=f"interrupted:{reruns + 1}")
+        ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+        db.session.commit()
+        return "rerun" if moved else "gone"
+    moved = db.session.execute(
+        update(ScheduledContact).where(*still_claimed)
+        .values(state="needs_human", outcome="worker_died_mid_send", finished_at=now())
+    ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+    db.session.commit()
+    if not moved:
+        return "gone"
+    log.error("scheduled contact %s (%s) needs a human: its run stopped part way", contact_id, contact.kind)
+    contact_needs_a_human.send(contact_id)
+    return "needs_human"
+
+
+@sends("missed_contact", one_text=True)
 def _send_missed_contact(contact: ScheduledContact) -> str:
     call = db.session.get(Call, contact.call_id) if contact.call_id else None
     active = active_routing()
@@ -196,17 +252,17 @@ def rebuild_schedule() -> dict[str, int]:
         if retried:
             enqueue(contact)  # the dead worker's job still exists in Redis: queue it afresh
             counts["retried"] += 1
+    stuck = db.session.scalars(
+        select(ScheduledContact.id).where(
+            ScheduledContact.state == "sending", ScheduledContact.claimed_at < now() - STUCK_AFTER
+        )
+    ).all()
+    for contact_id in stuck:
+        outcome = interrupted(contact_id, rerun_at=now())
+        counts["retried"] += outcome == "rerun"  # queued again just below
+        counts["needs_human"] += outcome == "needs_human"
     for contact in db.session.scalars(select(ScheduledContact).where(ScheduledContact.state == "pending")).all():
         if not _waiting_in_redis(contact.job_id, connection):
             enqueue(contact)
             counts["requeued"] += 1
-    stuck = db.session.execute(
-        update(ScheduledContact)
-        .where(ScheduledContact.state == "sending", ScheduledContact.claimed_at < now() - STUCK_AFTER)
-        .values(state="needs_human", outcome="worker_died_mid_send", finished_at=now())
-    ).rowcount  # type: ignore[attr-defined]
-    db.session.commit()
-    counts["needs_human"] = stuck
-    if stuck:
-        log.error("%s scheduled contact(s) need a human: a worker stopped mid-send", stuck)
     return counts

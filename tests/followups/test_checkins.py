@@ -414,3 +414,27 @@ def test_a_2_answered_by_a_callback_keeps_the_check_ins_place_ahead_of_ordinary_
     with app.app_context():
         (transfer,) = db.session.scalars(select(Transfer).where(Transfer.mode == "callback"))
         assert transfer.priority >= CHECKIN_PRIORITY
+
+
+def test_a_checkin_agreed_to_before_the_person_answered_another_is_answered_by_it_and_sends_nothing(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, run_due: Callable[[], list[str]]
+) -> None:
+    """Two conversations an hour apart, each ending with a check-in agreed to: the first is
+    sent and answered "1". Before, the second still texted them an hour later, then flagged
+    them to the supervisors as "no reply"."""
+    consent_by_text(app, texting)
+    wednesday_evening.shift(1 * HOURS)
+    consent_by_text(app, texting)
+    wednesday_evening.shift(11 * HOURS + timedelta(minutes=1))
+    assert run_due() == ["sent"]
+    texting.send(TEXTER, "1")
+
+    outcomes = []
+    for _ in range(3):
+        wednesday_evening.shift(4 * HOURS + timedelta(minutes=1))
+        outcomes += run_due()
+
+    assert outcomes == ["not_needed"]
+    assert texting.inbox(TEXTER).count(CHECKIN_EN) == 1
+    assert texting.inbox(SUPERVISOR) == []
+    assert [(checkin.state, checkin.reply) for checkin in checkins(app)] == [("answered", "ok"), ("answered", "ok")]

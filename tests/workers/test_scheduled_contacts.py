@@ -15,7 +15,7 @@ from flask import Flask
 from sqlalchemy import select, update
 
 from crisisline.db import db
-from crisisline.models import ScheduledContact
+from crisisline.models import Message, ScheduledContact
 from crisisline.settings import Settings
 from tests.conftest import ROOT, TextingPhone, deployment_environment
 from tests.workers.jobs import PROCFILE_WORKER
@@ -110,13 +110,40 @@ def test_a_number_that_texted_stop_gets_no_missed_contact_text(
 
 
 @pytest.mark.usefixtures("clean_redis")
+def test_a_contact_whose_dead_worker_never_claimed_its_text_is_run_again_and_sent_once(
+    app: Flask, phone: Phone, fake: FakeTwilio, run_worker: object, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Nothing can have gone out: before, it went to ``needs_human`` and nobody was texted."""
+    wait_then_hang_up(phone, wednesday_evening, "+13125550166")
+    with app.app_context():  # a worker claimed the contact, then was SIGKILLed before the text
+        db.session.execute(update(ScheduledContact).values(state="sending", claimed_at=datetime.now(UTC)))
+        db.session.commit()
+    wednesday_evening.shift(timedelta(minutes=4))
+
+    with app.app_context():
+        from workers.upkeep import rebuild_scheduled_contacts
+
+        counts = rebuild_scheduled_contacts()
+        again = rebuild_scheduled_contacts()
+    run_worker()  # type: ignore[operator]
+
+    assert (counts["retried"], counts["needs_human"], again["retried"]) == (1, 0, 0)
+    assert len([m for m in fake.messages.values() if m.to == "+13125550166"]) == 1
+    (contact,) = contacts(app)
+    assert (contact.state, contact.outcome) == ("sent", "sent")
+
+
+@pytest.mark.usefixtures("clean_redis")
 def test_a_send_left_half_done_by_a_dead_worker_goes_to_a_human_not_out_again(
     app: Flask, phone: Phone, fake: FakeTwilio, run_worker: object, wednesday_evening: time_machine.Coordinates
 ) -> None:
     wait_then_hang_up(phone, wednesday_evening, "+13125550166")
-    with app.app_context():  # a worker claimed it, then was SIGKILLed before sending
+    with app.app_context():  # a worker claimed it and its text, then was SIGKILLed in the request
         # On the test's clock: the database's now() is the real one, hours from the traveled one.
         db.session.execute(update(ScheduledContact).values(state="sending", claimed_at=datetime.now(UTC)))
+        (contact_id,) = db.session.scalars(select(ScheduledContact.id)).all()
+        db.session.add(Message(direction="out", party="texter", idempotency_key=f"contact:{contact_id}",
+                               status="claimed", status_rank=0, segments=1))  # fmt: skip
         db.session.commit()
     wednesday_evening.shift(timedelta(minutes=4))
 
