@@ -109,11 +109,48 @@ def start_attempt(contact: ScheduledContact) -> str:
 # An attempt's search ended because its person held live on another call when a counselor
 # accepted: nobody tried their phone, so the same attempt runs again (``_called_in_meanwhile``).
 PERSON_CALLED_IN = "person_called_in"
-# The searches an attempt number counts: one per attempt, a search ended unrung (above) aside.
+# ...or because Twilio refused for a moment to place the person's call (``_not_placed_for_now``).
+PERSON_NOT_PLACED = "person_not_placed"
+# The searches an attempt number counts: one per attempt, searches ended unrung (above) aside.
 _STARTED_SEARCHES = select(func.count(Transfer.id)).where(
     Transfer.callback_id == bindparam("callback"),
-    or_(Transfer.end_reason.is_(None), Transfer.end_reason != PERSON_CALLED_IN),
+    or_(Transfer.end_reason.is_(None), Transfer.end_reason.not_in((PERSON_CALLED_IN, PERSON_NOT_PLACED))),
 )
+# Twilio's refusals after which it created nothing and a later request may be taken (too many
+# requests; Twilio failing), as ``sms.outbox`` retries texts; and a connection never made.
+_FOR_NOW_STATUSES, _FOR_NOW_CODES = frozenset({429, 500, 503}), frozenset({20429, 20500, 20503})
+# How many of a callback's searches may end so before a refusal counts as an attempt: a Twilio
+# that refuses for an hour must not keep ringing counselors for a call it will not place.
+NOT_PLACED_AT_MOST = 3
+NOT_PLACED_RETRY_AFTER = timedelta(minutes=1)
+
+
+def _placed_nothing_for_now(error: BaseException) -> bool:
+    if isinstance(error, TwilioRestException):
+        return error.code in _FOR_NOW_CODES or error.status in _FOR_NOW_STATUSES
+    return isinstance(error, requests.ConnectionError) and not isinstance(error, requests.ReadTimeout)
+
+
+def _not_placed_for_now(transfer: Transfer, callback: Callback) -> bool:
+    """Twilio refused for a moment to place the person's call: their phone never rang, so this
+    search ends without using one of their tries and the same attempt runs again in a minute,
+    ``NOT_PLACED_AT_MOST`` times at most (False after that: it then counts). Before, each such
+    refusal used a try, and after the last they were texted "we tried to call you back"."""
+    its_searches = (Transfer.callback_id == callback.id, Transfer.end_reason == PERSON_NOT_PLACED)
+    ended_so = db.session.scalar(select(func.count(Transfer.id)).where(*its_searches)) or 0
+    if ended_so >= NOT_PLACED_AT_MOST:
+        return False
+    if state.move_transfer(transfer.id, ("connecting",), "ended", end_reason=PERSON_NOT_PLACED):
+        flow.record_event(transfer, "callback.not_placed", f"transfer:{transfer.id}:not_placed")
+        # In the transaction that ends the search (``schedule`` commits both): never ended with
+        # nothing due. The callback stays ``waiting``, for this same attempt.
+        schedule(
+            "callback", f"callback:{callback.id}:{callback.attempts}:not-placed:{transfer.id}",
+            state.now() + NOT_PLACED_RETRY_AFTER, call_id=callback.call_id, callback_id=callback.id,
+            attempt=callback.attempts,
+        )  # fmt: skip
+    db.session.commit()
+    return True
 
 
 def _cancel_as_called_in(callback: Callback) -> None:
@@ -224,6 +261,8 @@ def call_person(transfer: Transfer, document: RoutingDocument) -> bool | str:
     except (TwilioRestException, requests.RequestException, OSError) as error:
         code = getattr(error, "code", None) or type(error).__name__
         log.warning("callback %s: the person's call was not placed (%s)", callback.id, code)
+        if _placed_nothing_for_now(error) and _not_placed_for_now(transfer, callback):
+            return NO_ANSWER  # "we will try again later": true, and it costs them no try
         return person_not_reached(transfer, document, "not_placed", tell_responder=False)  # told in the reply
     db.session.execute(
         update(Transfer)
