@@ -128,7 +128,8 @@ NOT_PLACED_RETRY_AFTER = timedelta(minutes=1)
 def _placed_nothing_for_now(error: BaseException) -> bool:
     if isinstance(error, TwilioRestException):
         return error.code in _FOR_NOW_CODES or error.status in _FOR_NOW_STATUSES
-    return isinstance(error, requests.ConnectionError) and not isinstance(error, requests.ReadTimeout)
+    # Not any ConnectionError: "connection aborted" can come after the request went out.
+    return isinstance(error, requests.ConnectTimeout)
 
 
 def _not_placed_for_now(transfer: Transfer, callback: Callback) -> bool:

@@ -68,7 +68,7 @@ MIN_LOGGED_NUMBER_DIGITS = 8
 # "+" a form or query string decoded as one. Masked when, read with a "+", it has a country
 # code and a length a number there can have (libphonenumber's "possible", not "valid": the
 # line takes numbers it does not know). Ids, epoch times and counts rarely fit both.
-BARE_INTERNATIONAL = re.compile(r"(?:(?<=%20)|(?<![\w.%]))(?:00)?([1-9][0-9]{9,14})(?![\w.])")
+BARE_INTERNATIONAL = re.compile(r"(?:(?<=%20)|(?<![\w.%]))(?:00)?([1-9][0-9]{9,14})(?!\w|\.\d)")
 
 
 class RedactPhoneNumbers(logging.Filter):

@@ -514,6 +514,9 @@ def escalate_checkin(contact: ScheduledContact) -> str:
     return _notify_or_retry(checkin, document, "no_reply", contact)
 
 
+ANSWERED_ANOTHER_WITHIN = timedelta(hours=24)
+
+
 def _answered_another_since_consent(checkin: CheckIn) -> bool:
     """They told an earlier check-in how they are after agreeing to this one (two conversations
     a few hours apart, each with a check-in): this one is answered by it, as ``record_reply``
@@ -521,18 +524,22 @@ def _answered_another_since_consent(checkin: CheckIn) -> bool:
     again an hour after saying they were OK, and flagged "no reply" after that."""
     if checkin.texter_id is None or checkin.consented_at is None:
         return False
-    answer = db.session.scalars(
-        select(CheckIn)
+    # Only an answer near this one's time says how they are now: not one from days before it.
+    since = max(checkin.consented_at, (checkin.due_at or checkin.consented_at) - ANSWERED_ANOTHER_WITHIN)
+    answered = db.session.scalar(
+        select(CheckIn.replied_at)
         .where(CheckIn.texter_id == checkin.texter_id, CheckIn.id != checkin.id, CheckIn.state == "answered",
-               CheckIn.replied_at > checkin.consented_at)
+               CheckIn.replied_at > since)
         .order_by(CheckIn.replied_at.desc())
         .limit(1)
-    ).first()  # fmt: skip
-    if answer is None:
+    )  # fmt: skip
+    if answered is None:
         return False
+    # "in_touch", as for someone in a conversation when it fell due: their answer (ok, talk)
+    # is counted once, on the check-in it answered.
     db.session.execute(
         update(CheckIn).where(CheckIn.id == checkin.id, CheckIn.state == "consented")
-        .values(state="answered", reply=answer.reply, replied_at=answer.replied_at)
+        .values(state="answered", reply="in_touch", replied_at=answered)
     )  # fmt: skip
     db.session.commit()
     return True
@@ -546,7 +553,11 @@ def _flag_an_interrupted_checkin(contact_id: int, **_: object) -> None:
     contact = db.session.get(ScheduledContact, contact_id)
     checkin = db.session.get(CheckIn, contact.checkin_id) if contact is not None and contact.checkin_id else None
     document = _document()
-    if checkin is not None and document is not None:
+    if contact is None or checkin is None or document is None:
+        return
+    if contact.kind == "checkin_escalate":
+        _flag(checkin, document, "no_reply")  # stopped before or while telling the supervisors
+    else:
         _flag(checkin, document, "send_uncertain")
 
 

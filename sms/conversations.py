@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import statistics
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -684,7 +685,33 @@ REFUSED_RETRIED_FOR = timedelta(minutes=5)
 
 @outbox.texts_held_for_time.connect
 def _send_held_texts_soon(conversation_id: int, **_: object) -> None:
-    start_soon(f"held-texts:{conversation_id}", partial(send_held_texts, conversation_id))
+    """Noted, and sent by one run at a time per process (``start_soon`` runs of one key never
+    overlap): held texts, each a REST request to a perhaps slow Twilio, never take more than one
+    of the threads that also run the queue's passes, which ring counselors for callers."""
+    held: HeldTexts = current_app.extensions.setdefault("sms.held_texts", HeldTexts())
+    held.note(conversation_id)
+    start_soon("held-texts", partial(_send_noted_held_texts, held))
+
+
+class HeldTexts:
+    """The conversations with texts held for want of time in this process, not yet sent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conversations: set[int] = set()
+
+    def note(self, conversation_id: int) -> None:
+        with self._lock:
+            self._conversations.add(conversation_id)
+
+    def take(self) -> int | None:
+        with self._lock:
+            return self._conversations.pop() if self._conversations else None
+
+
+def _send_noted_held_texts(held: HeldTexts) -> None:
+    while (conversation_id := held.take()) is not None:
+        send_held_texts(conversation_id)
 
 
 def send_held_texts(conversation_id: int) -> None:

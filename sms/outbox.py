@@ -27,6 +27,7 @@ from blinker import Namespace
 from flask import current_app, has_request_context, request
 from sqlalchemy import Insert, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from twilio.base.exceptions import TwilioRestException
 
 from crisisline.background import ARRIVED_AT
@@ -443,9 +444,27 @@ def _failed(message_id: int, code: int | None, *, responder_id: str | None, text
     _tell_if_a_relay_to_a_texter(message_id)
 
 
+# An earlier text to the same recipient that waits for a try or is being tried right now:
+# one process's try must not overtake another's (the sweep beside a webhook's held texts).
+_EARLIER = aliased(Message)
+_EARLIER_WAITING = (
+    select(_EARLIER.id)
+    .where(
+        _EARLIER.id < Message.id,
+        _EARLIER.conversation_id == Message.conversation_id,
+        _EARLIER.party == Message.party,
+        or_(_EARLIER.party != "counselor", _EARLIER.responder_id == Message.responder_id),
+        or_(
+            _EARLIER.status == constant(RETRYING),
+            and_(_EARLIER.status == "claimed", _EARLIER.error_code.is_not(None), _EARLIER.message_sid.is_(None)),
+        ),
+        _EARLIER.idempotency_key.not_like("%:offer:%"),
+    )
+    .exists()
+)
 _TRY_AGAIN = (
     update(Message)
-    .where(Message.id == bindparam("message"), Message.status == RETRYING)
+    .where(Message.id == bindparam("message"), Message.status == RETRYING, ~_EARLIER_WAITING)
     # A code while in flight (0 for a text held only for order), so later texts to the same
     # person still wait behind it (``_WAITING_BEFORE``); sent, ``_SENT`` clears it.
     .values(status="claimed", error_code=func.coalesce(Message.error_code, 0))
@@ -461,7 +480,8 @@ def retry_refused(
     it first (back to ``claimed``: one try at a time, never two copies). Refused for now again:
     ``RETRYING`` again, unless ``last_try``, when it fails for good. What became of it: "sent",
     "refused" (for now, or for good), "unreachable" (left claimed, as any text Twilio could not
-    be asked about: it may have gone out), or "taken" (another process has this try)."""
+    be asked about: it may have gone out), or "taken" (another process has this try, or an
+    earlier text to the same person still waits or is being tried: it goes first)."""
     claimed = db.session.execute(_TRY_AGAIN, {"message": message_id}).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     if not claimed:

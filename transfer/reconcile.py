@@ -118,7 +118,10 @@ def settle_callers_off_the_hold_loop(document: RoutingDocument) -> int:
         elif dialled == [] and dispatch.call_has_ended(transfer.caller_call_sid):
             moved += int(flow.leg_gone(transfer, caller))
         elif dialled == [] and flow.held_past_the_limit(transfer, document):
-            moved += int(dispatch.redirect_caller(transfer, "transfer.hold") == dispatch.REDIRECTED)
+            db.session.refresh(transfer)  # as it is now, after Twilio's answers: still waiting?
+            commit_keeping_loaded()
+            if transfer.state == "waiting":
+                moved += int(dispatch.redirect_caller(transfer, "transfer.hold") == dispatch.REDIRECTED)
     return moved
 
 

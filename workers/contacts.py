@@ -20,7 +20,7 @@ from flask import current_app
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from crisisline import events
 from crisisline.app import rq
@@ -157,35 +157,44 @@ def run_scheduled_contact(contact_id: int) -> str:
 
 def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
     """A claimed contact whose run did not finish (its sender raised, its worker died). Run
-    again at ``rerun_at`` ("rerun") if it is of a kind whose one text was never claimed, so
-    nothing went out (``ONE_TEXT_KINDS``), up to ``RERUNS_AFTER_INTERRUPTION`` times; else
-    ``needs_human`` ("needs_human"), never a second send, and ``contact_needs_a_human`` is
-    sent. "gone": it was no longer claimed."""
+    again at ``rerun_at`` ("rerun") if that is safe: a kind whose one text was never claimed,
+    so nothing went out (``ONE_TEXT_KINDS``), or one safe to run twice, up to
+    ``RERUNS_AFTER_INTERRUPTION`` times. Else ``needs_human`` ("needs_human"), never a second
+    send, once ``contact_needs_a_human`` has been sent: its receivers (a check-in's flag) run
+    first, so a failure among them leaves the claim for the next rebuild to try again. "gone":
+    it was no longer this claim (finished, or claimed afresh by a rerun meanwhile)."""
     contact = db.session.get(ScheduledContact, contact_id)
     if contact is None or contact.state != "sending":
         return "gone"
     before, _, count = (contact.outcome or "").partition(":")
     reruns = int(count) if before == "interrupted" and count.isdecimal() else 0
-    key = f"contact:{contact.id}"
-    its_text = select(Message.id).where(or_(Message.idempotency_key == key, Message.idempotency_key.like(f"{key}:%")))
-    nothing_sent = contact.kind in ONE_TEXT_KINDS and db.session.scalar(its_text.limit(1)) is None
-    still_claimed = (ScheduledContact.id == contact_id, ScheduledContact.state == "sending")
-    if nothing_sent and reruns < RERUNS_AFTER_INTERRUPTION:
+    # The text's first part is claimed first, under the key itself: one indexed lookup.
+    its_text = select(Message.id).where(Message.idempotency_key == f"contact:{contact.id}")
+    safe = contact.kind in RETRY_SAFE_KINDS or (
+        contact.kind in ONE_TEXT_KINDS and db.session.scalar(its_text.limit(1)) is None
+    )
+    # This very claim: a stale call (two rebuilds at once) never acts on a rerun's new claim.
+    this_claim = (
+        ScheduledContact.id == contact_id, ScheduledContact.state == "sending",
+        ScheduledContact.claimed_at == contact.claimed_at,
+    )  # fmt: skip
+    if safe and reruns < RERUNS_AFTER_INTERRUPTION:
         moved = db.session.execute(
-            update(ScheduledContact).where(*still_claimed)
+            update(ScheduledContact).where(*this_claim)
             .values(state="pending", claimed_at=None, due_at=rerun_at, outcome=f"interrupted:{reruns + 1}")
         ).rowcount  # type: ignore[attr-defined]  # fmt: skip
         db.session.commit()
         return "rerun" if moved else "gone"
+    db.session.commit()  # not idle in a transaction while the receivers work
+    contact_needs_a_human.send(contact_id)
     moved = db.session.execute(
-        update(ScheduledContact).where(*still_claimed)
+        update(ScheduledContact).where(*this_claim)
         .values(state="needs_human", outcome="worker_died_mid_send", finished_at=now())
     ).rowcount  # type: ignore[attr-defined]  # fmt: skip
     db.session.commit()
     if not moved:
         return "gone"
     log.error("scheduled contact %s (%s) needs a human: its run stopped part way", contact_id, contact.kind)
-    contact_needs_a_human.send(contact_id)
     return "needs_human"
 
 
@@ -258,7 +267,12 @@ def rebuild_schedule() -> dict[str, int]:
         )
     ).all()
     for contact_id in stuck:
-        outcome = interrupted(contact_id, rerun_at=now())
+        try:
+            outcome = interrupted(contact_id, rerun_at=now())
+        except Exception as error:  # one contact's trouble must not keep the rest from repair
+            db.session.rollback()
+            log.error("scheduled contact %s: could not settle its stopped run (%s)", contact_id, type(error).__name__)
+            continue
         counts["retried"] += outcome == "rerun"  # queued again just below
         counts["needs_human"] += outcome == "needs_human"
     for contact in db.session.scalars(select(ScheduledContact).where(ScheduledContact.state == "pending")).all():

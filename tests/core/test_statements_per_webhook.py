@@ -34,7 +34,9 @@ BUDGET = {
     "hold_turn": 4,
     "status_callback": 15,
     "first_text": 13,  # 12: the welcome and the need menu are one text; one look for a pending follow-up
-    "need_answer_text": 16,  # 15: the need stored by the queue's own UPDATE, a pass of the texts' line
+    # 15: the need stored by the queue's own UPDATE, a pass of the texts' line; +1 (2026-12-05): who
+    # is paused, so a texter no counselor on shift could ever take is told the backup line at once
+    "need_answer_text": 17,
 }
 WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 

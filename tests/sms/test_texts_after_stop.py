@@ -18,10 +18,11 @@ from sqlalchemy import select
 import sms.texting
 import sms.views
 from crisisline.db import db
-from crisisline.models import Message
+from crisisline.models import Conversation, Message
 from sms import conversations as convo
 from tests.conftest import TextingPhone
 from tests.reliability.test_texts_kept_through_outage import keep_directly
+from tests.rota import BEN
 from tests.sms.stuck import HandlingFails
 from twilio_fake.rest_api import FakeTwilio
 
@@ -143,7 +144,9 @@ def test_a_carrier_block_the_line_learns_late_still_reaches_the_supervisors(
     wednesday_evening: time_machine.Coordinates,
 ) -> None:  # fmt: skip
     """The texter waits in the queue; their number is blocked meanwhile, and the line learns it
-    only when the sweep's text to them (the backup option, 15 minutes on) is refused."""
+    only when the sweep's text to them (the backup option, 15 minutes on) is refused. Ben, the
+    one counselor not off, is busy with as many texters as he may take: the texter waits for
+    him (with nobody on shift who could take them, the backup option comes at once)."""
     with app.app_context():
         from line_queue.responders import set_paused
         from routing.store import active_routing
@@ -151,8 +154,13 @@ def test_a_carrier_block_the_line_learns_late_still_reaches_the_supervisors(
         active = active_routing()
         assert active is not None
         for responder in active.document.responders:
-            set_paused(responder.id, True, "self")
+            set_paused(responder.id, responder.id != "ben-carter", "self")
         db.session.commit()
+    for number in range(3):
+        texting.send(f"+1312555019{number}", WORDS)
+        with app.app_context():
+            tag = db.session.scalars(select(Conversation.id).order_by(Conversation.id.desc())).first()
+        texting.send(BEN, f"YES {tag}")
     texting.send(TEXTER, WORDS)
     texting.send(TEXTER, "1")
     message_id = last_inbound_id(app)

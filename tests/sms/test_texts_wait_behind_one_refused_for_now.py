@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import time_machine
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from crisisline.db import db
 from crisisline.models import Conversation, Message
@@ -234,3 +234,35 @@ def test_words_sent_while_the_sweep_is_trying_the_refused_text_again_still_wait_
     texts = bodies_to(fake, TEXTER)
     assert position(texts, FIRST) < position(texts, SECOND)
     assert waiting_texts(app) == []
+
+
+def test_a_later_held_text_is_not_tried_while_another_process_is_trying_the_earlier_one(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """Two processes may try held texts at once (a webhook's held texts sent beside its answer,
+    the minute's sweep): the one that finds only the later text waiting must leave it, or it
+    would overtake the earlier one in flight (found by review)."""
+    tag = ben_holds_a_texter(app, texting)
+    fake.inject_fault("POST", MESSAGES, status=503, code=20503, times=1)
+    texting.send(BEN, f"#{tag} {FIRST}")
+    texting.send(BEN, f"#{tag} {SECOND}")  # held behind it
+    (first_key, _), (second_key, _) = waiting_texts(app)
+    with app.app_context():  # another process has claimed the first's try: its request is in flight
+        id_of = select(Message.id).where(Message.idempotency_key == bindparam("key"))
+        first, second = (db.session.scalar(id_of, {"key": key}) for key in (first_key, second_key))
+        assert db.session.execute(outbox._TRY_AGAIN, {"message": first}).rowcount == 1  # type: ignore[attr-defined]
+        db.session.commit()
+
+        outcome = outbox.retry_refused(second, TEXTER, "", responder_id=None, texter=None, last_try=False)
+
+    assert outcome == "taken"
+    assert not any(SECOND in text for text in bodies_to(fake, TEXTER))
+    with app.app_context():  # the first's try refused again, as ``_send_over_rest`` writes it
+        db.session.execute(update(Message).where(Message.id == first).values(status=outbox.RETRYING, error_code=20503))
+        db.session.commit()
+    wednesday_evening.shift(timedelta(minutes=1))
+    clock_tick()
+
+    texts = bodies_to(fake, TEXTER)
+    assert position(texts, FIRST) < position(texts, SECOND)
