@@ -143,15 +143,19 @@ def _not_placed_for_now(transfer: Transfer, callback: Callback) -> bool:
         return False
     if state.move_transfer(transfer.id, ("connecting",), "ended", end_reason=PERSON_NOT_PLACED):
         flow.record_event(transfer, "callback.not_placed", f"transfer:{transfer.id}:not_placed")
-        # In the transaction that ends the search (``schedule`` commits both): never ended with
-        # nothing due. The callback stays ``waiting``, for this same attempt.
-        schedule(
-            "callback", f"callback:{callback.id}:{callback.attempts}:not-placed:{transfer.id}",
-            state.now() + NOT_PLACED_RETRY_AFTER, call_id=callback.call_id, callback_id=callback.id,
-            attempt=callback.attempts,
-        )  # fmt: skip
+        _same_attempt_again(callback, f"not-placed:{transfer.id}", state.now() + NOT_PLACED_RETRY_AFTER)
     db.session.commit()
     return True
+
+
+def _same_attempt_again(callback: Callback, why: str, due: datetime) -> None:
+    """The attempt's search ended unrung (nobody tried their phone): the same attempt again at
+    ``due``, keyed by ``why``. In the transaction that ended the search (``schedule`` commits
+    both): never ended with nothing due. The callback stays ``waiting``, for this attempt."""
+    schedule(
+        "callback", f"callback:{callback.id}:{callback.attempts}:{why}", due, call_id=callback.call_id,
+        callback_id=callback.id, attempt=callback.attempts,
+    )  # fmt: skip
 
 
 def _cancel_as_called_in(callback: Callback) -> None:
@@ -303,13 +307,7 @@ def _called_in_meanwhile(transfer: Transfer, callback: Callback, reached: str) -
         _cancel_as_called_in(callback)
         return CALLED_IN
     if moved:
-        # In the transaction that ends the attempt (``schedule`` commits both): it is never
-        # left ended with nothing due. The callback stays ``waiting``, for this same attempt.
-        schedule(
-            "callback", f"callback:{callback.id}:{callback.attempts}:holding:{transfer.id}",
-            state.now() + HOLDING_RECHECK, call_id=callback.call_id, callback_id=callback.id,
-            attempt=callback.attempts,
-        )  # fmt: skip
+        _same_attempt_again(callback, f"holding:{transfer.id}", state.now() + HOLDING_RECHECK)
     db.session.commit()
     return HOLDING_LIVE
 
