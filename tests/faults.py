@@ -9,7 +9,7 @@ import gc
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 
@@ -116,3 +116,18 @@ class StallingProxy:
                 sink.sendall(data)
             except OSError:
                 return
+
+
+def failing_once_on_the_database(real: Callable[..., object]) -> Callable[..., object]:
+    """``real``, except that its first call raises as a database connection dropped mid-query
+    does (``OperationalError``): a blip, for a step a test patches with it."""
+    from sqlalchemy.exc import OperationalError
+
+    blips = iter([True])
+
+    def blip_once(*args: object, **kwargs: object) -> object:
+        if next(blips, False):
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        return real(*args, **kwargs)
+
+    return blip_once

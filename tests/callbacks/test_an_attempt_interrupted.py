@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from callbacks import attempts as callback_attempts
 from tests.callbacks.test_callbacks import ask_for_callback, callbacks, contacts, ringing_responder, run_contact
+from tests.faults import failing_once_on_the_database
 from twilio_fake.phone import Phone
 from twilio_fake.rest_api import FakeTwilio
 
@@ -21,15 +22,8 @@ def test_a_callback_attempt_that_hits_a_database_blip_is_run_again(
 ) -> None:
     ask_for_callback(phone)
     (attempt,) = contacts(app, "callback")
-    real = callback_attempts._reached_us_since
-    blips = iter([True])
-
-    def blip_once(*args: object) -> object:
-        if next(blips, False):
-            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(callback_attempts, "_reached_us_since", blip_once)
+    blip = failing_once_on_the_database(callback_attempts._reached_us_since)
+    monkeypatch.setattr(callback_attempts, "_reached_us_since", blip)
     with pytest.raises(OperationalError):
         run_contact(app, attempt)
 

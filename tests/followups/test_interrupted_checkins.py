@@ -18,6 +18,7 @@ from crisisline.db import db
 from crisisline.models import Message, ScheduledContact
 from followups import checkins as checkins_module
 from tests.conftest import TextingPhone
+from tests.faults import failing_once_on_the_database
 from tests.followups.conftest import checkins
 from tests.followups.test_checkins import CHECKIN_EN, HOURS, SUPERVISOR, TEXTER, consent_by_text
 from workers.contacts import RERUN_AFTER, rebuild_schedule
@@ -29,15 +30,8 @@ def test_a_checkin_whose_send_hits_a_database_blip_is_sent_a_minute_later(
 ) -> None:  # fmt: skip
     consent_by_text(app, texting)
     wednesday_evening.shift(12 * HOURS + timedelta(minutes=1))
-    real = checkins_module._in_conversation
-    blips = iter([True])
-
-    def blip_once(*args: object) -> bool:
-        if next(blips, False):
-            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(checkins_module, "_in_conversation", blip_once)
+    blip = failing_once_on_the_database(checkins_module._in_conversation)
+    monkeypatch.setattr(checkins_module, "_in_conversation", blip)
     with pytest.raises(OperationalError):
         run_due()  # the job fails as RQ sees it
     assert texting.inbox(TEXTER)[-1] != CHECKIN_EN
