@@ -65,6 +65,14 @@ def test_a_counselor_freed_off_the_request_thread_is_offered_the_next_waiting_ca
     assert wait_for(lambda: [leg.to for leg in legs(fake)] == [ANA, ANA]), "Ana was not offered the next caller"
     first_leg, second_leg = legs(fake)
     assert fake.get_call(first_leg.sid).status == "canceled"
+
+    def offer_recorded() -> bool:
+        # The fake holds the leg the moment it is created; the app records its sid once the
+        # create returns, on the thread that placed it.
+        with app.app_context():
+            return db.session.scalars(select(Offer.id).where(Offer.call_sid == second_leg.sid)).first() is not None
+
+    assert wait_for(offer_recorded), "the second ring's call was not recorded on its offer"
     with app.app_context():
         offer = db.session.scalars(select(Offer).where(Offer.call_sid == second_leg.sid)).one()
         transfer = db.session.get(Transfer, offer.transfer_id)
