@@ -86,6 +86,7 @@ SMS_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "queued": frozenset({"minutes"}),
     "nobody_free": frozenset({"minutes"}),
     "backup": frozenset(),
+    "still_waiting": frozenset(),  # a waiting texter wrote again (``sms.conversations.tell_still_waiting``)
     "closed": frozenset(),
     "idle_closed": frozenset(),
     "help": frozenset({"line", "voice_number"}),

@@ -129,6 +129,12 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
         " If they may be at risk, their number is on the board's emergency page."
     ),
 }
+# Texts to texters added later, stood in for from the same language's texts.
+LATER_SMS_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
+    # A waiting texter who writes again ("hello?") hears they are still in line; an older
+    # config answers with its backup-line text, which is in their language and never wrong.
+    "still_waiting": lambda prompts: prompts.get("backup", ""),
+}
 
 # ``languages[i].words``: how speech is understood. A language without them (a config written
 # before they were configurable) gets English and Spanish together, as the line used to.
@@ -741,6 +747,8 @@ class _Checker:
         later = LATER_PROMPTS if spec is PROMPT_PLACEHOLDERS else {}
         if spec is STAFF_PROMPT_PLACEHOLDERS:
             later = LATER_STAFF_PROMPTS
+        if spec is SMS_PROMPT_PLACEHOLDERS:
+            later = LATER_SMS_PROMPTS
         for key in spec:
             if key not in raw and key not in later:
                 self.error(path or section, f"prompt {_shown(key)} missing")

@@ -332,6 +332,32 @@ def tell_wait_if_never_told(conversation: Conversation, document: RoutingDocumen
     return to_texter(conversation, "queued", wait if welcome_key in sent else f"{language.text('welcome')}\n\n{wait}")
 
 
+# A waiting texter who writes again is answered at most this often: a burst of "hello?" gets
+# one reply, and someone still writing minutes later hears again that they are not forgotten.
+STILL_WAITING_EVERY = timedelta(minutes=2)
+
+
+def tell_still_waiting(conversation: Conversation, document: RoutingDocument) -> bool:
+    """A texter in line who writes again ("hello?", "is anyone there") is told their words are
+    kept for the counselor and they are still in line; not within ``STILL_WAITING_EVERY`` of any
+    text the line sent them (the wait just told, the last such reply). One per window of that
+    length since they were queued (its key), so texts handled side by side, in two processes,
+    send it once. True if sent."""
+    queued_at, moment = conversation.queued_at, now()
+    if queued_at is None or queued_at > moment - WAIT_TOLD_LATE_AFTER:
+        return False  # the handling that queued them may still be telling the wait
+    last_told = db.session.scalar(
+        select(func.max(Message.created_at)).where(
+            Message.conversation_id == conversation.id, Message.direction == "out", Message.party == "texter"
+        )
+    )
+    if last_told is not None and last_told > moment - STILL_WAITING_EVERY:
+        return False
+    window = int((moment - queued_at) / STILL_WAITING_EVERY)
+    language = document.language(conversation.language)
+    return to_texter(conversation, f"still-waiting:{window}", language.text("still_waiting"))
+
+
 def counselor_load(responder_id: str) -> int:
     return (
         db.session.scalar(

@@ -180,7 +180,8 @@ def handle_step(document: RoutingDocument, conversation: Conversation, inbound: 
         _need_step(document, conversation, inbound, body)
     elif conversation.state in convo.WAITING_STATES:
         _raise_priority(document, conversation, body)
-        convo.tell_wait_if_never_told(conversation, document)
+        if not convo.tell_wait_if_never_told(conversation, document):
+            convo.tell_still_waiting(conversation, document)
     elif conversation.state == "active" and conversation.counselor_id:
         responder = document.responder(conversation.counselor_id)
         if responder is None:

@@ -402,6 +402,18 @@ def test_a_config_written_before_a_later_staff_prompt_stays_valid_with_an_englis
     assert document.staff_prompt(key).startswith(stand_in)
 
 
+def test_a_config_written_before_the_still_waiting_text_stays_valid_and_answers_with_its_backup_text() -> None:
+    raw = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))
+    for language in raw["languages"]:
+        del language["sms"]["still_waiting"]
+
+    document, problems = validate_text(yaml.safe_dump(raw, allow_unicode=True))
+
+    assert document is not None and [str(p) for p in problems] == []
+    for language in document.languages:
+        assert language.text("still_waiting") == language.text("backup")  # in the texter's own language
+
+
 def test_a_stuck_text_alert_without_its_case_number_is_refused() -> None:
     raw = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))
     raw["staff_prompts"]["text_stuck_sms"] = "A text could not be handled for {minutes} minutes."
