@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import requests
+from blinker import Namespace
 from flask import current_app
 from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from twilio.base.exceptions import TwilioRestException
@@ -37,6 +38,12 @@ from transfer import dispatch, flow, state
 from workers.contacts import schedule, sends
 
 log = logging.getLogger(__name__)
+signals = Namespace()
+# A callback ended without reaching the person (no answer to its last attempt, or nobody took
+# its search in time), its "we tried" text stored. Sender: the Callback; ``outcome``. Features
+# above callbacks react (``followups``: a check-in's "2, I'd like to talk" that no call reached
+# is flagged to the supervisors). Sent after the commit, once per callback.
+callback_gave_up = signals.signal("callback-gave-up")
 PERSON_LEG_GRACE = timedelta(seconds=120)  # past ring timeout: ask Twilio about a silent person leg
 UNSURE_LEG_GRACE = timedelta(seconds=30)  # past ring timeout: a leg never heard of was not placed
 # An answered person leg's answer webhook has come and gone by then: answering machine detection
@@ -572,10 +579,16 @@ def give_up(callback: Callback, outcome: str) -> bool:
         db.session.commit()
         return False
     record_outcome(callback, "callback.gave_up", outcome)
-    return schedule(
+    stored = schedule(
         "callback_missed", f"callback-missed:{callback.id}", state.now(), call_id=callback.call_id,
         callback_id=callback.id,
     )  # fmt: skip
+    try:
+        callback_gave_up.send(callback, outcome=outcome)
+    except Exception as error:  # the give-up stands; its path (a search's end) goes on
+        log.error("callback-gave-up subscriber failed for callback %s: %s", callback.id, type(error).__name__)
+        db.session.rollback()
+    return stored
 
 
 # A callback still to be made: a person asking again (another call, a text) is given this one.

@@ -106,13 +106,25 @@ def request_from_checkin(checkin: CheckIn) -> bool:
     need = checkin.need or document.menu.default_need
     call = _call_for_texter(f"checkin-callback-{checkin.id}", texter, checkin.line_number, checkin.language, need)
     callback = _create(
-        dedupe_key=f"checkin:{checkin.id}", origin="checkin", call_id=call.id, conversation_id=None,
+        dedupe_key=f"{CHECKIN_KEY_PREFIX}{checkin.id}", origin="checkin", call_id=call.id, conversation_id=None,
         language=checkin.language, need=need, queue_since=checkin.sent_at or state.now(),
     )  # fmt: skip
     call_log.record_event(call, "callback.requested", f"callback:{callback.id}:requested", {"origin": "checkin"})
     db.session.commit()
     _schedule_first_attempt(callback)
     return True
+
+
+CHECKIN_KEY_PREFIX = "checkin:"
+
+
+def checkin_of(callback: Callback) -> int | None:
+    """The check-in whose "2, I'd like to talk" asked for this callback, if one did."""
+    key = callback.dedupe_key or ""
+    if callback.origin != "checkin" or not key.startswith(CHECKIN_KEY_PREFIX):
+        return None
+    number = key.removeprefix(CHECKIN_KEY_PREFIX)
+    return int(number) if number.isdecimal() else None
 
 
 # The call records of callbacks asked for by text (``CALL``, a check-in's "2"): they hold the

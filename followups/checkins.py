@@ -76,7 +76,12 @@ FLAG_REASON_TEXT = {
     "send_failed": "the check-in text could not be sent",
     "in_conversation": "the check-in text waited a day for a conversation of theirs to close",
     "send_uncertain": "the line failed while sending a check-in text, which may not have gone out",
+    "talk_nobody_free": "asked to talk in reply to a check-in, and no counselor was free to call them back",
+    "talk_no_answer": "asked to talk in reply to a check-in, and did not answer our calls back",
 }
+# A check-in answered "2, I'd like to talk" (``talk_by: call``) whose callback gave up: the
+# callback's outcome, and the flag it raises.
+TALK_NOT_REACHED = {"nobody_free": "talk_nobody_free", "no_answer": "talk_no_answer"}
 
 
 def now() -> datetime:
@@ -262,8 +267,13 @@ def _awaits_reply() -> Any:
     text of it went out (not one the line could never send)."""
     return or_(
         CheckIn.state.in_(AWAITING_REPLY),
+        # Not one flagged after it was answered (its "2, I'd like to talk" not reached by phone):
+        # a later text of theirs is a new contact, never taken as a second answer to it.
         and_(
-            CheckIn.state == "flagged", CheckIn.flagged_at >= bindparam("flagged_since"), CheckIn.sent_at.is_not(None)
+            CheckIn.state == "flagged",
+            CheckIn.flagged_at >= bindparam("flagged_since"),
+            CheckIn.sent_at.is_not(None),
+            CheckIn.reply.is_(None),
         ),
     )
 
@@ -570,8 +580,32 @@ def _flag(checkin: CheckIn, document: RoutingDocument, reason: str) -> None:
     ).rowcount  # type: ignore[attr-defined]
     db.session.commit()
     if moved:
-        due = now()
-        schedule("checkin_escalate", f"checkin:{checkin.id}:escalate:again:1", due, checkin_id=checkin.id, attempt=3)
+        _tell_supervisors_of_the_flag(checkin.id)
+
+
+def flag_talk_not_reached(checkin_id: int, outcome: str) -> bool:
+    """Their "2, I'd like to talk" asked for a callback that gave up (``outcome``: nobody free
+    in time, or no answer to the last try): they got only the "we tried" text. A person who
+    said they want to talk and was never reached is flagged, so supervisors are told and the
+    board lists them. Once (the answered check-in moves to flagged once). True if flagged."""
+    reason = TALK_NOT_REACHED.get(outcome)
+    if reason is None:
+        return False
+    moved = db.session.execute(
+        update(CheckIn)
+        .where(CheckIn.id == checkin_id, CheckIn.state == "answered", CheckIn.reply == "talk")
+        .values(state="flagged", flagged_at=now(), flag_reason=reason)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if moved:
+        _tell_supervisors_of_the_flag(checkin_id)
+    return bool(moved)
+
+
+def _tell_supervisors_of_the_flag(checkin_id: int) -> None:
+    """By a worker (``escalate_checkin``'s round 1: a flag already raised, told and retried)."""
+    key = f"checkin:{checkin_id}:escalate:again:1"
+    schedule("checkin_escalate", key, now(), checkin_id=checkin_id, attempt=3)
 
 
 def _notify_or_retry(checkin: CheckIn, document: RoutingDocument, reason: str, contact: ScheduledContact) -> str:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 import line_queue
-from callbacks.requests import request_from_checkin
+from callbacks.attempts import callback_gave_up
+from callbacks.requests import checkin_of, request_from_checkin
 from crisisline.db import db
-from crisisline.models import CheckIn, Conversation, Message, Texter
+from crisisline.models import Callback, CheckIn, Conversation, Message, Texter
 from followups import checkins
 from routing.document import RoutingDocument
 from sms import conversations as convo
@@ -29,6 +30,14 @@ def _answer(
     late: bool = False, **_: object,
 ) -> bool:  # fmt: skip
     return handle_reply(document, texter, inbound, body, line_number, late=late)
+
+
+@callback_gave_up.connect
+def _talk_not_reached(callback: Callback, *, outcome: str, **_: object) -> None:
+    """A check-in's "2, I'd like to talk" whose callback never reached them: flagged."""
+    checkin_id = checkin_of(callback)
+    if checkin_id is not None:
+        checkins.flag_talk_not_reached(checkin_id, outcome)
 
 
 def handle_reply(

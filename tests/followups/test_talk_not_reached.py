@@ -1,0 +1,134 @@
+"""A check-in answered "2, I'd like to talk" on a line with ``followups.talk_by: call`` asks for a
+callback. When that callback gives up (nobody free to call within ``give_up_after_minutes``, or
+no answer to its last try), the person got only the "we tried" text: before, no supervisor was
+told that someone who said they wanted to talk was never reached. Now the check-in is flagged:
+the supervisors are texted and the board lists it until someone follows up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import select
+
+from callbacks.attempts import give_up
+from crisisline.db import db
+from crisisline.models import Callback, Conversation
+from followups.checkins import flagged_checkins, now
+from tests.conftest import TextingPhone
+from tests.followups.conftest import checkins
+from tests.followups.test_checkins import SUPERVISOR, TEXTER, checkin_sent
+from tests.rota import around_the_clock
+
+TRIED = "Riverside County Crisis Line: we tried to call you back."
+FLAG_NOBODY_FREE = (
+    "Crisis line: check-in case C{case} needs a person: asked to talk in reply to a check-in, and no counselor was"
+    " free to call them back. Please follow up."
+)
+
+
+def talk_by_call(document: dict[str, Any]) -> None:
+    document["followups"]["talk_by"] = "call"
+
+
+def nobody_on_call(document: dict[str, Any]) -> None:
+    talk_by_call(document)
+    around_the_clock(document, on_call=())
+
+
+def asked_to_talk_with_nobody_on_call(
+    app: Flask, texting: TextingPhone, clock: time_machine.Coordinates, run_due: Callable[[], list[str]],
+    publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    publish_routing(talk_by_call)
+    checkin_sent(app, texting, clock, run_due)
+    publish_routing(nobody_on_call)
+    assert texting.send(TEXTER, "2") == ["Thank you. A counselor will be with you shortly."]
+    run_due()  # the callback's first attempt: nobody to ring, it waits in the queue
+
+
+def test_a_2_whose_callback_nobody_took_in_time_is_flagged_to_the_supervisors_and_listed(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
+
+    wednesday_evening.shift(timedelta(minutes=121))
+    with app.app_context():
+        from workers.upkeep import tend_callbacks
+
+        assert tend_callbacks()["gave_up"] == 1
+    run_due()  # the "we tried" text and the supervisors' flag
+
+    assert texting.inbox(TEXTER)[-1].startswith(TRIED)
+    (checkin,) = checkins(app)
+    assert (checkin.state, checkin.reply, checkin.flag_reason) == ("flagged", "talk", "talk_nobody_free")
+    assert texting.inbox(SUPERVISOR) == [FLAG_NOBODY_FREE.format(case=checkin.id)]
+    with app.app_context():
+        (listed,) = flagged_checkins(now(), limit=10)
+    assert (listed.checkin_id, listed.told) == (checkin.id, 1)
+    assert listed.reason.startswith("asked to talk in reply to a check-in")
+
+
+def test_a_text_after_the_flag_is_a_new_conversation_not_a_second_answer_to_the_check_in(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """A "2" again would otherwise be promised a counselor by a callback that has given up."""
+    asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
+    wednesday_evening.shift(timedelta(minutes=121))
+    with app.app_context():
+        from workers.upkeep import tend_callbacks
+
+        tend_callbacks()
+    run_due()
+    publish_routing(talk_by_call)  # Ben and Diego back on
+
+    replies = texting.send(TEXTER, "I want to kill myself")
+
+    assert not any(reply.startswith("Thank you. A counselor will be with you shortly") for reply in replies)
+    (checkin,) = checkins(app)
+    assert checkin.state == "flagged"
+    with app.app_context():
+        assert db.session.scalars(select(Conversation.state).order_by(Conversation.id.desc())).first() == "offered"
+
+
+@pytest.mark.parametrize(("outcome", "reason"), [("no_answer", "talk_no_answer"), ("nobody_free", "talk_nobody_free")])
+def test_a_check_in_callback_that_gives_up_flags_its_check_in_once_whichever_way_it_ended(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int], outcome: str, reason: str,
+) -> None:  # fmt: skip
+    asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
+
+    with app.app_context():
+        (callback,) = db.session.scalars(select(Callback)).all()
+        assert (give_up(callback, outcome), give_up(callback, outcome)) == (True, False)
+    run_due()
+    run_due()
+
+    (checkin,) = checkins(app)
+    assert (checkin.state, checkin.flag_reason) == ("flagged", reason)
+    assert len(texting.inbox(SUPERVISOR)) == 1
+
+
+def test_a_callback_asked_for_on_a_call_that_gives_up_flags_no_check_in(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """A texter's CALL is an ordinary callback: its "we tried" text is the whole of it."""
+    publish_routing(nobody_on_call)
+    texting.send(TEXTER, "I want to kill myself")
+    texting.send(TEXTER, "CALL")
+    run_due()
+
+    with app.app_context():
+        (callback,) = db.session.scalars(select(Callback)).all()
+        assert give_up(callback, "nobody_free")
+    run_due()
+
+    assert texting.inbox(SUPERVISOR) == []
+    assert checkins(app) == []
