@@ -35,7 +35,7 @@ from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
 from transfer import dispatch, flow, state
-from workers.contacts import schedule, sends
+from workers.contacts import schedule, sends, text_outcome
 
 log = logging.getLogger(__name__)
 signals = Namespace()
@@ -223,7 +223,7 @@ def send_missed_text(contact: ScheduledContact) -> str:
         key=f"contact:{contact.id}", to_number=number, from_number=from_number,
         body=document.language(callback.language).text("callback_missed"), party="line", texter=texter,
     )  # fmt: skip
-    return "sent" if sent else "send_failed"
+    return text_outcome(contact, sent)
 
 
 @flow.callback_accepted.connect

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -58,6 +59,13 @@ ONE_TEXT_KINDS: set[str] = set()
 # clock's next rebuild) before a human is asked: a sender that fails every time is a bug.
 RERUNS_AFTER_INTERRUPTION = 3
 RERUN_AFTER = timedelta(minutes=1)
+# A one-text contact's text Twilio refused for now (``outbox.REFUSED_FOR_NOW``: busy, or
+# failing before it created anything), so certainly not sent: tried again as a new contact of
+# the same kind after each of these waits (its own text key), then failed. A sender opts in by
+# returning ``text_outcome``'s "refused_for_now".
+REFUSED_TEXT_RETRY_WAITS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15))
+REFUSED_FOR_NOW = "refused_for_now"
+_REFUSED_ROUND = re.compile(r"^(?P<base>.+?):refused:(?P<round>\d+)$")
 # Sent with the contact's id as sender once it is ``needs_human``: a feature whose promise it
 # carried (a check-in) makes it seen by a person (``followups.checkins``).
 contact_needs_a_human = Namespace().signal("contact-needs-a-human")
@@ -144,6 +152,8 @@ def run_scheduled_contact(contact_id: int) -> str:
         db.session.rollback()
         interrupted(contact_id, rerun_at=now() + RERUN_AFTER)
         raise
+    if outcome == REFUSED_FOR_NOW:
+        outcome = "postponed" if _again_after_refusal(contact) else "send_failed"
     final = "sent" if outcome == "sent" else ("canceled" if outcome in CANCELED_OUTCOMES else "failed")
     db.session.execute(
         update(ScheduledContact)
@@ -153,6 +163,35 @@ def run_scheduled_contact(contact_id: int) -> str:
     db.session.commit()
     events.publish_pending()  # e.g. a callback search freed a responder: the queue offers them
     return outcome
+
+
+def text_outcome(contact: ScheduledContact, sent: bool) -> str:
+    """A one-text sender's outcome: "sent"; ``REFUSED_FOR_NOW`` when Twilio refused its text
+    (``contact:<id>``) for now, which the runner schedules again; else "send_failed"."""
+    if sent:
+        return "sent"
+    found = db.session.execute(
+        select(Message.status, Message.error_code).where(Message.idempotency_key == f"contact:{contact.id}")
+    ).first()
+    if found is not None and found.status == "failed" and found.error_code in outbox.REFUSED_FOR_NOW:
+        return REFUSED_FOR_NOW
+    return "send_failed"
+
+
+def _again_after_refusal(contact: ScheduledContact) -> bool:
+    """Schedule a refused one-text contact once more after its next wait (a new contact, so a
+    new text key), or False once ``REFUSED_TEXT_RETRY_WAITS`` are used up."""
+    found = _REFUSED_ROUND.match(contact.dedupe_key)
+    base, tries = (found["base"], int(found["round"])) if found else (contact.dedupe_key, 0)
+    if tries >= len(REFUSED_TEXT_RETRY_WAITS):
+        return False
+    schedule(
+        contact.kind, f"{base}:refused:{tries + 1}", now() + REFUSED_TEXT_RETRY_WAITS[tries], call_id=contact.call_id,
+        conversation_id=contact.conversation_id, callback_id=contact.callback_id, checkin_id=contact.checkin_id,
+        attempt=contact.attempt,
+    )  # fmt: skip
+    log.warning("scheduled contact %s (%s): its text was refused for now; tried again later", contact.id, contact.kind)
+    return True
 
 
 def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
@@ -218,7 +257,7 @@ def _send_missed_contact(contact: ScheduledContact) -> str:
     db.session.refresh(texter)
     if texter.opted_out:
         return "opted_out"
-    return "sent" if sent else "send_failed"
+    return text_outcome(contact, sent)
 
 
 def _waiting_in_redis(job_id: str, connection: Redis) -> bool:
