@@ -82,6 +82,10 @@ FLAG_REASON_TEXT = {
 # A check-in answered "2, I'd like to talk" (``talk_by: call``) whose callback gave up: the
 # callback's outcome, and the flag it raises.
 TALK_NOT_REACHED = {"nobody_free": "talk_nobody_free", "no_answer": "talk_no_answer"}
+TALK_FLAGS = frozenset(TALK_NOT_REACHED.values())
+# A talk flag may follow an earlier flag of the same check-in (its text's run interrupted, a
+# reply within a day of a "no reply" flag): its contacts and alerts have keys of their own.
+TALK_FLAG_ATTEMPT = 4
 
 
 def now() -> datetime:
@@ -578,34 +582,47 @@ def _flag(checkin: CheckIn, document: RoutingDocument, reason: str) -> None:
         .where(CheckIn.id == checkin.id, CheckIn.state.in_(("consented", "sent", "second_sent")))
         .values(state="flagged", flagged_at=now(), flag_reason=reason)
     ).rowcount  # type: ignore[attr-defined]
-    db.session.commit()
-    if moved:
-        _tell_supervisors_of_the_flag(checkin.id)
+    _tell_supervisors_of_the_flag(checkin.id, reason, flagged=bool(moved))
 
 
 def flag_talk_not_reached(checkin_id: int, outcome: str) -> bool:
     """Their "2, I'd like to talk" asked for a callback that gave up (``outcome``: nobody free
     in time, or no answer to the last try): they got only the "we tried" text. A person who
     said they want to talk and was never reached is flagged, so supervisors are told and the
-    board lists them. Once (the answered check-in moves to flagged once). True if flagged."""
+    board lists them; not one who has talked with a counselor since (they texted in and were
+    taken). Once (the answered check-in moves to flagged once). True if flagged."""
     reason = TALK_NOT_REACHED.get(outcome)
-    if reason is None:
+    checkin = db.session.get(CheckIn, checkin_id)
+    if reason is None or checkin is None or (checkin.state, checkin.reply) != ("answered", "talk"):
+        return False
+    if _in_touch_since(checkin, checkin.replied_at or checkin.sent_at or now()):
         return False
     moved = db.session.execute(
         update(CheckIn)
         .where(CheckIn.id == checkin_id, CheckIn.state == "answered", CheckIn.reply == "talk")
         .values(state="flagged", flagged_at=now(), flag_reason=reason)
     ).rowcount  # type: ignore[attr-defined]
-    db.session.commit()
-    if moved:
-        _tell_supervisors_of_the_flag(checkin_id)
+    _tell_supervisors_of_the_flag(checkin_id, reason, flagged=bool(moved))
     return bool(moved)
 
 
-def _tell_supervisors_of_the_flag(checkin_id: int) -> None:
-    """By a worker (``escalate_checkin``'s round 1: a flag already raised, told and retried)."""
-    key = f"checkin:{checkin_id}:escalate:again:1"
-    schedule("checkin_escalate", key, now(), checkin_id=checkin_id, attempt=3)
+def _tell_supervisors_of_the_flag(checkin_id: int, reason: str, *, flagged: bool) -> None:
+    """Commit the flag just written (``flagged``) with the contact that tells the supervisors
+    of it, by a worker (``escalate_checkin``'s round 1: a flag already raised, told and
+    retried): a process dying between the two never leaves a flag nobody is told of."""
+    if not flagged:
+        db.session.commit()
+        return
+    if reason in TALK_FLAGS:
+        schedule("checkin_escalate", f"checkin:{checkin_id}:talk:escalate:again:1", now(), checkin_id=checkin_id,
+                 attempt=TALK_FLAG_ATTEMPT)  # fmt: skip
+    else:
+        schedule("checkin_escalate", f"checkin:{checkin_id}:escalate:again:1", now(), checkin_id=checkin_id, attempt=3)
+
+
+def flag_alert_key(checkin_id: int, reason: str) -> str:
+    """The key (before the round and the supervisor) of the supervisors' texts about this flag."""
+    return f"checkin-flag:{checkin_id}" + (":talk" if reason in TALK_FLAGS else "")
 
 
 def _notify_or_retry(checkin: CheckIn, document: RoutingDocument, reason: str, contact: ScheduledContact) -> str:
@@ -621,7 +638,7 @@ def notify_supervisors(checkin: CheckIn, document: RoutingDocument, reason: str,
         return "no_supervisors"
     from_number = checkin.line_number or _settings_line_number() or ""
     body = document.staff_prompt("checkin_flag_sms", case=f"C{checkin.id}", reason=FLAG_REASON_TEXT.get(reason, reason))
-    key = f"checkin-flag:{checkin.id}" + (f":r{round_}" if round_ else "")
+    key = flag_alert_key(checkin.id, reason) + (f":r{round_}" if round_ else "")
     told = outbox.tell_supervisors(document, key=key, body=body, from_number=from_number)
     return "sent" if told else "send_failed"
 
@@ -807,14 +824,16 @@ def flagged_checkins(moment: datetime, *, limit: int) -> list[FlaggedCheckIn]:
             or_(*(Message.idempotency_key.like(f"checkin-flag:{checkin_id}:%") for checkin_id, _, _ in rows)),
         )
     ).all()
-    # Keys: checkin-flag:<id>:<supervisor> and, sent again, checkin-flag:<id>:r<n>:<supervisor>.
-    by_checkin: dict[str, list[tuple[str, str]]] = {}
+    # Keys: checkin-flag:<id>:<supervisor> and, sent again, checkin-flag:<id>:r<n>:<supervisor>;
+    # a talk flag's with ":talk" after the id. Only the alerts about the flag listed count.
+    by_flag: dict[tuple[str, bool], list[tuple[str, str]]] = {}
     for key, status in alerts:
         parts = (key or "").split(":")
-        by_checkin.setdefault(parts[1] if len(parts) > 2 else "", []).append((parts[-1], status))
+        if len(parts) > 2:
+            by_flag.setdefault((parts[1], parts[2] == "talk"), []).append((parts[-1], status))
     result = []
     for checkin_id, reason, flagged_at in rows:
-        about = by_checkin.get(str(checkin_id), [])
+        about = by_flag.get((str(checkin_id), reason in TALK_FLAGS), [])
         tried = {supervisor for supervisor, _ in about}
         told = {supervisor for supervisor, status in about if delivery.taken(status)}
         reason_text = FLAG_REASON_TEXT.get(reason or "", reason or "")

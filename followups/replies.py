@@ -10,11 +10,14 @@ otherwise the ordinary texting flow takes it.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select, update
 
 import line_queue
 from callbacks.attempts import callback_gave_up
 from callbacks.requests import checkin_of, request_from_checkin
+from crisisline import events
 from crisisline.db import db
 from crisisline.models import Callback, CheckIn, Conversation, Message, Texter
 from followups import checkins
@@ -38,6 +41,32 @@ def _talk_not_reached(callback: Callback, *, outcome: str, **_: object) -> None:
     checkin_id = checkin_of(callback)
     if checkin_id is not None:
         checkins.flag_talk_not_reached(checkin_id, outcome)
+
+
+# How far back the clock looks for a check-in callback that gave up with no flag raised.
+TALK_FLAG_SWEEP_LOOKBACK = timedelta(days=1)
+
+
+@events.stored_promises_due.connect
+def flag_talks_not_reached(_sender: object = None, **_kwargs: object) -> tuple[str, int]:
+    """The clock, every minute: a check-in callback that gave up in the last day and whose
+    check-in is not flagged (the process died between the give-up and its flag, or the flag
+    met a database blip) is flagged now. A callback that gave up is final, so a few rows."""
+    gave_up = db.session.scalars(
+        select(Callback).where(
+            Callback.origin == "checkin", Callback.state == "gave_up",
+            Callback.finished_at >= checkins.now() - TALK_FLAG_SWEEP_LOOKBACK,
+        )
+    ).all()  # fmt: skip
+    by_checkin = {checkin_id: c.outcome or "" for c in gave_up if (checkin_id := checkin_of(c)) is not None}
+    if not by_checkin:
+        return "talk_flags", 0
+    unflagged = db.session.scalars(
+        select(CheckIn.id).where(CheckIn.id.in_(by_checkin), CheckIn.state == "answered", CheckIn.reply == "talk")
+    ).all()
+    return "talk_flags", sum(
+        checkins.flag_talk_not_reached(checkin_id, by_checkin[checkin_id]) for checkin_id in unflagged
+    )
 
 
 def handle_reply(

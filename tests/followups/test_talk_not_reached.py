@@ -14,15 +14,18 @@ import pytest
 import time_machine
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from callbacks.attempts import give_up
 from crisisline.db import db
-from crisisline.models import Callback, Conversation
-from followups.checkins import flagged_checkins, now
+from crisisline.models import Callback, CheckIn, Conversation
+from followups import checkins as checkins_module
+from followups.checkins import _flag, flagged_checkins, now
+from routing.store import active_routing
 from tests.conftest import TextingPhone
 from tests.followups.conftest import checkins
 from tests.followups.test_checkins import SUPERVISOR, TEXTER, checkin_sent
-from tests.rota import around_the_clock
+from tests.rota import BEN, around_the_clock
 
 TRIED = "Riverside County Crisis Line: we tried to call you back."
 FLAG_NOBODY_FREE = (
@@ -132,3 +135,89 @@ def test_a_callback_asked_for_on_a_call_that_gives_up_flags_no_check_in(
 
     assert texting.inbox(SUPERVISOR) == []
     assert checkins(app) == []
+
+
+def test_a_talk_flag_after_an_earlier_flag_of_the_same_check_in_is_told_under_its_own_keys(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """Found by review: the talk flag's contact and alerts took the keys of the check-in's
+    earlier flag (here: its text's run interrupted), so no supervisor heard of it."""
+    publish_routing(talk_by_call)
+    checkin_sent(app, texting, wednesday_evening, run_due)
+    with app.app_context():
+        (checkin,) = db.session.scalars(select(CheckIn)).all()
+        active = active_routing()
+        assert active is not None
+        _flag(checkin, active.document, "send_uncertain")
+    run_due()
+    assert len(texting.inbox(SUPERVISOR)) == 1  # the earlier flag
+    publish_routing(nobody_on_call)
+    texting.send(TEXTER, "2")  # within a day of that flag: it still answers the check-in
+    run_due()
+
+    with app.app_context():
+        (callback,) = db.session.scalars(select(Callback)).all()
+        assert give_up(callback, "nobody_free")
+    run_due()
+
+    (checkin,) = checkins(app)
+    assert checkin.flag_reason == "talk_nobody_free"
+    assert texting.inbox(SUPERVISOR)[-1] == FLAG_NOBODY_FREE.format(case=checkin.id)
+    with app.app_context():
+        (listed,) = flagged_checkins(now(), limit=10)
+    assert (listed.reason.startswith("asked to talk"), listed.tried, listed.told) == (True, 1, 1)
+
+
+def test_a_talk_flag_lost_to_a_database_blip_at_the_give_up_is_raised_by_the_clock(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
+    flag = checkins_module.flag_talk_not_reached
+
+    def database_blip(*_args: object, **_kwargs: object) -> bool:
+        raise OperationalError("UPDATE checkins", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(checkins_module, "flag_talk_not_reached", database_blip)
+    wednesday_evening.shift(timedelta(minutes=121))
+    with app.app_context():
+        from workers.upkeep import tend_callbacks
+
+        assert tend_callbacks()["gave_up"] == 1
+    assert checkins(app)[0].state == "answered"
+    monkeypatch.setattr(checkins_module, "flag_talk_not_reached", flag)  # the database is back
+
+    with app.app_context():
+        from workers.upkeep import keep_stored_promises
+
+        first, second = keep_stored_promises(), keep_stored_promises()
+    run_due()
+
+    assert (first["talk_flags"], second["talk_flags"]) == (1, 0)
+    (checkin,) = checkins(app)
+    assert (checkin.state, checkin.flag_reason) == ("flagged", "talk_nobody_free")
+    assert texting.inbox(SUPERVISOR) == [FLAG_NOBODY_FREE.format(case=checkin.id)]
+
+
+def test_a_person_who_talked_with_a_counselor_by_text_since_their_2_is_not_flagged(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """Found by review: they were flagged "no counselor was free" while Ben texted with them."""
+    asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
+    publish_routing(talk_by_call)  # Ben and Diego back on
+    wednesday_evening.shift(timedelta(minutes=30))
+    texting.send(TEXTER, "nobody called, I want to kill myself")
+    with app.app_context():
+        tag = db.session.scalars(select(Conversation.id).order_by(Conversation.id.desc())).first()
+    texting.send(BEN, f"YES {tag}")
+    texting.send(BEN, f"#{tag} I'm here, let's talk.")
+
+    with app.app_context():
+        (callback,) = db.session.scalars(select(Callback)).all()
+        give_up(callback, "nobody_free")
+    run_due()
+
+    assert checkins(app)[0].state == "answered"
+    assert texting.inbox(SUPERVISOR) == []
