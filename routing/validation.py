@@ -129,11 +129,10 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
         " If they may be at risk, their number is on the board's emergency page."
     ),
 }
-# Texts to texters added later, stood in for from the same language's texts.
-LATER_SMS_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
-    # A waiting texter who writes again ("hello?") hears they are still in line; an older
-    # config answers with its backup-line text, which is in their language and never wrong.
-    "still_waiting": lambda prompts: prompts.get("backup", ""),
+# Texts to texters added later: no stand-in could be in each line's own words and languages,
+# so an older config without one stays valid, warned of what the line does without it.
+OPTIONAL_SMS_PROMPTS = {
+    "still_waiting": "missing: a waiting texter who writes again gets no reply until it is added",
 }
 
 # ``languages[i].words``: how speech is understood. A language without them (a config written
@@ -747,10 +746,11 @@ class _Checker:
         later = LATER_PROMPTS if spec is PROMPT_PLACEHOLDERS else {}
         if spec is STAFF_PROMPT_PLACEHOLDERS:
             later = LATER_STAFF_PROMPTS
-        if spec is SMS_PROMPT_PLACEHOLDERS:
-            later = LATER_SMS_PROMPTS
+        optional = OPTIONAL_SMS_PROMPTS if spec is SMS_PROMPT_PLACEHOLDERS else {}
         for key in spec:
-            if key not in raw and key not in later:
+            if key not in raw and key in optional:
+                self.warn(f"{where_all}.{key}", optional[key])
+            elif key not in raw and key not in later:
                 self.error(path or section, f"prompt {_shown(key)} missing")
         for key, value in raw.items():
             where = f"{where_all}.{key}"

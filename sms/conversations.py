@@ -339,23 +339,32 @@ STILL_WAITING_EVERY = timedelta(minutes=2)
 
 def tell_still_waiting(conversation: Conversation, document: RoutingDocument) -> bool:
     """A texter in line who writes again ("hello?", "is anyone there") is told their words are
-    kept for the counselor and they are still in line; not within ``STILL_WAITING_EVERY`` of any
-    text the line sent them (the wait just told, the last such reply). One per window of that
-    length since they were queued (its key), so texts handled side by side, in two processes,
-    send it once. True if sent."""
-    queued_at, moment = conversation.queued_at, now()
-    if queued_at is None or queued_at > moment - WAIT_TOLD_LATE_AFTER:
-        return False  # the handling that queued them may still be telling the wait
-    last_told = db.session.scalar(
-        select(func.max(Message.created_at)).where(
-            Message.conversation_id == conversation.id, Message.direction == "out", Message.party == "texter"
-        )
-    )
-    if last_told is not None and last_told > moment - STILL_WAITING_EVERY:
-        return False
-    window = int((moment - queued_at) / STILL_WAITING_EVERY)
+    kept for the counselor and they are still in line; not within ``STILL_WAITING_EVERY`` of the
+    last text the line sent them (the wait just told, the last such reply), nor once they are
+    no longer waiting (a counselor took them meanwhile). Keyed by that last text: texts handled
+    side by side, in two processes, read the same one and send one reply. A config without the
+    text (written before it) sends nothing. True if sent."""
     language = document.language(conversation.language)
-    return to_texter(conversation, f"still-waiting:{window}", language.text("still_waiting"))
+    queued_at, moment = conversation.queued_at, now()
+    if "still_waiting" not in language.sms or queued_at is None or queued_at > moment - WAIT_TOLD_LATE_AFTER:
+        return False  # the handling that queued them may still be telling the wait
+    last_told = db.session.execute(_LAST_TOLD_WHILE_WAITING, {"conversation": conversation.id}).first()
+    if last_told is None or last_told.created_at > moment - STILL_WAITING_EVERY:
+        return False
+    return to_texter(conversation, f"still-waiting:after:{last_told.id}", language.text("still_waiting"))
+
+
+# The last text the line sent a conversation's texter, while the conversation still waits.
+_LAST_TOLD_WHILE_WAITING = (
+    select(Message.id, Message.created_at)
+    .join(Conversation, Conversation.id == Message.conversation_id)
+    .where(
+        Message.conversation_id == bindparam("conversation"), Message.direction == "out",
+        Message.party == "texter", Conversation.state.in_(WAITING_STATES),
+    )
+    .order_by(Message.id.desc())
+    .limit(1)
+)  # fmt: skip
 
 
 def counselor_load(responder_id: str) -> int:

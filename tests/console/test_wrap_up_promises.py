@@ -163,8 +163,7 @@ def test_a_check_in_agreed_to_in_a_wrap_up_that_died_part_way_is_scheduled_by_th
     with app.app_context():
         second = upkeep.keep_stored_promises()
 
-    assert first == {"wrap_up_checkins": 1}
-    assert second == {"wrap_up_checkins": 0}
+    assert (first["wrap_up_checkins"], second["wrap_up_checkins"]) == (1, 0)
     assert len(contacts) == 1
     assert _checkin_contacts(app) == contacts
     assert _jobs(clean_redis) == {contacts[0][1]}
@@ -207,8 +206,8 @@ def test_the_clock_and_the_form_sent_again_schedule_the_promised_check_in_once(
     with app.app_context():
         after = upkeep.keep_stored_promises()
 
-    assert swept == [{"wrap_up_checkins": 1}]
-    assert after == {"wrap_up_checkins": 0}
+    assert [counts["wrap_up_checkins"] for counts in swept] == [1]
+    assert after["wrap_up_checkins"] == 0
     contacts = _checkin_contacts(app)
     assert len(contacts) == 1
     assert _jobs(clean_redis) == {contacts[0][1]}
@@ -227,7 +226,7 @@ def test_the_clock_leaves_a_wrap_up_in_flight_or_past_its_check_in_alone(
     _age_wrap_ups(app, age)
 
     with app.app_context():
-        assert upkeep.keep_stored_promises() == {"wrap_up_checkins": 0}
+        assert upkeep.keep_stored_promises()["wrap_up_checkins"] == 0
 
     assert _checkin_contacts(app) == []
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
+import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
@@ -38,6 +40,10 @@ BUDGET = {
     # is paused, so a texter no counselor on shift could ever take is told the backup line at once
     "need_answer_text": 17,
 }
+# A text while waiting: 10 when the line stays quiet (the wait told seconds ago), 12 when it says
+# they are still in line (2026-12-05: the last text to them, read while they still wait, and the
+# reply's claim and send); more would mean it re-reads the queue.
+TEXT_WHILE_WAITING_BUDGET = {"quiet": 10, "still_waiting": 12}
 WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
@@ -127,3 +133,19 @@ def test_an_inbound_text_costs_the_same_with_few_and_many_texters_waiting(
     for kind in ("first_text", "need_answer_text"):
         assert len(many[kind]) == len(few[kind]), (kind, len(few[kind]), len(many[kind]))
         assert len(many[kind]) <= BUDGET[kind], (kind, many[kind])
+
+
+def test_a_text_while_waiting_stays_within_its_statement_budget_whether_or_not_it_is_answered(
+    webhook: Callable[..., tuple[str, list[str]]], wednesday_evening: time_machine.Coordinates
+) -> None:
+    number = "+17735550001"
+    one_texter(webhook, number)
+
+    wednesday_evening.shift(timedelta(seconds=30))
+    quiet, sent_quiet = webhook("/sms/incoming", sms_params(TEST_ACCOUNT_SID, number, LINE_NUMBER, "ok"), voice=False)
+    wednesday_evening.shift(timedelta(minutes=3))
+    told, sent_told = webhook("/sms/incoming", sms_params(TEST_ACCOUNT_SID, number, LINE_NUMBER, "hello?"), voice=False)
+
+    assert "still in line" not in quiet and "still in line" in told
+    assert len(sent_quiet) <= TEXT_WHILE_WAITING_BUDGET["quiet"], sent_quiet
+    assert len(sent_told) <= TEXT_WHILE_WAITING_BUDGET["still_waiting"], sent_told

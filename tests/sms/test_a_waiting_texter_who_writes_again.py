@@ -10,9 +10,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import time_machine
 from flask import Flask
 
+from sms import conversations as convo
 from tests.conftest import TextingPhone
 from tests.rota import ANA
 from tests.sms.test_texting import TEXTER, conversation_of
@@ -115,3 +117,69 @@ def test_a_texter_no_counselor_on_shift_can_take_who_writes_again_hears_they_are
 
     assert len(still_waiting_replies(texting)) == 1
     assert sum("If you cannot wait" in text for text in texting.inbox(TEXTER)) == 1
+
+
+def test_two_texts_straddling_a_two_minute_mark_send_one_reply(
+    app: Flask, texting: TextingPhone, wednesday_morning: time_machine.Coordinates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: keyed by the window since queueing, a text read at 3:59 and one
+    handled at 4:01 before the first one's send each had a key of their own."""
+    waiting_behind_three(app, texting)
+    queued_at = conversation_of(app, 4).queued_at
+    assert queued_at is not None
+    wednesday_morning.move_to(queued_at + timedelta(minutes=4) - timedelta(seconds=1))
+    real = convo.to_texter
+    other_handled = threading.Event()
+
+    def another_text_handled_meanwhile(conversation: Any, key: str, body: str) -> bool:
+        if key.startswith("still-waiting") and not other_handled.is_set():
+            other_handled.set()
+            convo.db.session.commit()
+            wednesday_morning.shift(timedelta(seconds=2))
+            other = threading.Thread(target=texting.send, args=(TEXTER, "is anyone there"))
+            other.start()
+            other.join()
+        return real(conversation, key, body)
+
+    monkeypatch.setattr(convo, "to_texter", another_text_handled_meanwhile)
+    texting.send(TEXTER, "hello?")
+
+    assert other_handled.is_set()
+    assert len(still_waiting_replies(texting)) == 1
+
+
+def test_a_texter_a_counselor_took_while_their_text_was_handled_is_not_told_they_are_still_in_line(
+    app: Flask, texting: TextingPhone, wednesday_morning: time_machine.Coordinates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting_behind_three(app, texting)
+    texting.send(ANA, f"END {conversation_of(app, 1).tag}")  # a place with Ana: the texter is offered to her
+    wednesday_morning.shift(timedelta(minutes=3))
+    real = convo.tell_still_waiting
+
+    def ana_takes_them_first(conversation: Any, document: Any) -> bool:
+        convo.db.session.commit()
+        taker = threading.Thread(target=texting.send, args=(ANA, f"YES {conversation.tag}"))
+        taker.start()
+        taker.join()
+        return real(conversation, document)
+
+    monkeypatch.setattr(convo, "tell_still_waiting", ana_takes_them_first)
+    texting.send(TEXTER, "hello?")
+
+    assert conversation_of(app, 4).state == "active"
+    assert still_waiting_replies(texting) == []
+
+
+def test_with_a_config_written_before_the_still_waiting_text_a_waiting_texter_writing_again_gets_nothing_new(
+    app: Flask, texting: TextingPhone, wednesday_morning: time_machine.Coordinates,
+    publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    def without_still_waiting(document: dict[str, Any]) -> None:
+        for language in document["languages"]:
+            del language["sms"]["still_waiting"]
+
+    publish_routing(without_still_waiting)
+    waiting_behind_three(app, texting)
+    wednesday_morning.shift(timedelta(minutes=3))
+
+    assert texting.send(TEXTER, "hello?") == []
