@@ -26,7 +26,7 @@ import line_queue
 from crisisline.background import start_soon
 from crisisline.db import commit_keeping_loaded, db
 from crisisline.failsafe import answered_by_failsafe
-from crisisline.models import Call, Callback, ScheduledContact, Texter, Transfer
+from crisisline.models import Call, Callback, Conversation, ScheduledContact, Texter, Transfer
 from crisisline.privacy import Vault
 from crisisline.urls import public_url
 from ivr.call_log import PHONE_CONTEXT, phone_hash, record_event
@@ -178,15 +178,25 @@ def _cancel_as_called_in(callback: Callback) -> None:
 
 
 REACHED, HOLDING = "reached", "holding"
+# A text conversation of the person's that a counselor took after the callback was promised.
+_TAKEN_BY_TEXT_SINCE = (
+    select(Conversation.id)
+    .join(Texter, Texter.id == Conversation.texter_id)
+    .where(Texter.number_hash == bindparam("number_hash"), Conversation.assigned_at > bindparam("since"))
+    .limit(1)
+)
 HOLDING_RECHECK = timedelta(minutes=1)
 
 
 def _reached_us_since(callback: Callback, call: Call) -> str | None:
     """Whether the person called in again after asking: ``REACHED`` (they were with a counselor
-    live: joined, not merely accepted), ``HOLDING`` (on our line now: holding, or being brought
-    to a counselor), or None (never, or gone without anyone: the callback stands)."""
+    live: joined, not merely accepted; or a counselor took a text conversation of theirs),
+    ``HOLDING`` (on our line now: holding, or being brought to a counselor), or None (never, or
+    gone without anyone: the callback stands)."""
     if not call.caller_hash:
         return None
+    if db.session.scalar(_TAKEN_BY_TEXT_SINCE, {"number_hash": call.caller_hash, "since": callback.promised_since}):
+        return REACHED  # a counselor has them by text: calling too would cross them
     rounds = db.session.execute(
         select(Transfer.state, Transfer.connected_at)
         .join(Call, Call.id == Transfer.call_id)

@@ -1,0 +1,59 @@
+"""A person who asked to be called back and then texted the line, and whose text conversation
+a counselor took, is not called as well: the callback is done (``called_in``), as when a
+counselor has them on a later call. Before, only calls counted: the line rang a counselor, then
+phoned someone already talking with another counselor by text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask
+from sqlalchemy import select
+
+from crisisline.db import db
+from crisisline.models import Conversation
+from tests.callbacks.test_callbacks import (
+    BEN,
+    CALLER,
+    ask_for_callback,
+    callbacks,
+    contacts,
+    responder_legs,
+    run_contact,
+)
+from tests.conftest import TextingPhone
+from twilio_fake.phone import Phone
+from twilio_fake.rest_api import FakeTwilio
+
+
+def test_a_callback_whose_person_a_counselor_has_taken_by_text_since_is_done_without_a_call(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None]
+) -> None:
+    rota(on_call=("ben-carter",))
+    ask_for_callback(phone)
+    texting.send(CALLER, "I want to kill myself")
+    with app.app_context():
+        tag = db.session.scalars(select(Conversation.id)).one()
+    texting.send(BEN, f"YES {tag}")
+    legs_before = len(responder_legs(fake))
+
+    (attempt,) = contacts(app, "callback")
+    assert run_contact(app, attempt) == "not_needed"
+
+    assert len(responder_legs(fake)) == legs_before  # nobody rung to call them
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("canceled", "called_in")
+
+
+def test_a_text_nobody_has_taken_yet_leaves_the_callback_standing(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None]
+) -> None:
+    rota(on_call=("ben-carter",))
+    ask_for_callback(phone)
+    texting.send(CALLER, "I want to kill myself")  # offered to Ben, not taken
+
+    (attempt,) = contacts(app, "callback")
+    assert run_contact(app, attempt) == "sent"
+
+    (callback,) = callbacks(app)
+    assert callback.state == "waiting"
