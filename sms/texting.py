@@ -123,8 +123,10 @@ def handle_texter_message(
         )
         # At the menus "help" may be a cry, not the keyword: after the help text it counts as an
         # answer the menu did not take (asked again, then the default route), so someone who can
-        # only write "help" still reaches a counselor.
-        if conversation.state == "language":
+        # only write "help" still reaches a counselor. With the line down, past the menus now.
+        if _line_down_at_the_menus(document, conversation):
+            _past_the_menus_to_the_backup_line(document, conversation, body)
+        elif conversation.state == "language":
             if not _count_attempt(conversation):
                 # A text beside this one counted (and asks, or routes) or moved it on: at the
                 # need menu a language question would have its "1" read as a need.
@@ -143,8 +145,10 @@ def handle_texter_message(
         db.session.refresh(conversation)
         if not body.strip():
             # A picture alone: ask which language, so they know what next (unless a text beside
-            # it counted first: that one asks).
-            if conversation.state == "language" and conversation.menu_attempts == 0 and _count_attempt(conversation):
+            # it counted first: that one asks). With the line down, past the menus now.
+            if _line_down_at_the_menus(document, conversation):
+                _past_the_menus_to_the_backup_line(document, conversation, body)
+            elif conversation.state == "language" and conversation.menu_attempts == 0 and _count_attempt(conversation):
                 convo.to_texter(conversation, f"language-ask:{inbound.id}", _language_question(document))
             return
     handle_step(document, conversation, inbound, body)
@@ -171,8 +175,12 @@ def _call_me_back(document: RoutingDocument, conversation: Conversation, texter:
     convo.close(conversation, document, "callback", tell_texter=None)
 
 
+def _line_down_at_the_menus(document: RoutingDocument, conversation: Conversation) -> bool:
+    return document.mode == "system_down" and conversation.state in ("language", "need")
+
+
 def handle_step(document: RoutingDocument, conversation: Conversation, inbound: Message, body: str) -> None:
-    if document.mode == "system_down" and conversation.state in ("language", "need"):
+    if _line_down_at_the_menus(document, conversation):
         _past_the_menus_to_the_backup_line(document, conversation, body)
     elif conversation.state == "language":
         _language_step(document, conversation, inbound, body)

@@ -6,6 +6,7 @@ their counselor, and "Help" as their very first text."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -225,3 +226,34 @@ def test_with_the_line_down_a_texter_is_told_the_backup_line_at_their_first_text
     assert len(replies) == 1 and "988" in replies[0] and "2 para" not in replies[0], replies
     conversation = only_conversation(app)
     assert (conversation.state, conversation.language) == ("queued", "es")
+
+
+@pytest.mark.usefixtures("wednesday_evening")  # Ben and Diego on shift: they would be offered it
+def test_the_operators_emergency_switch_reaches_texters_too(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LINE_MODE_OVERRIDE=system_down`` sent callers to the backup line; before, texters still
+    went through the menus and waited in the queue."""
+    settings = app.extensions["crisisline.settings"]
+    monkeypatch.setitem(app.extensions, "crisisline.settings", replace(settings, line_mode_override="system_down"))
+
+    replies = texting.send(TEXTER, "I can't do this anymore, I need help")
+
+    assert len(replies) == 1 and "988" in replies[0] and "Reply 1 for English" not in replies[0], replies
+    conversation = only_conversation(app)
+    assert (conversation.state, conversation.language) == ("queued", "en")  # kept in line, stored
+    assert texting.inbox(BEN) == [] and texting.inbox(DIEGO) == []  # nobody offered it while the line is down
+
+
+@pytest.mark.parametrize(("body", "num_media"), [("Help", 0), ("", 1)])
+def test_with_the_line_down_a_first_text_of_help_or_a_picture_alone_is_told_the_backup_line_at_once(
+    app: Flask, texting: TextingPhone, publish_routing: Callable[..., int], body: str, num_media: int
+) -> None:
+    """Left by the last review: these two still got the language question first."""
+    publish_routing(lambda document: document["line"].update(mode="system_down"))
+
+    replies = texting.send(TEXTER, body, num_media=num_media)
+
+    assert any("988" in reply for reply in replies), replies
+    assert not any(LANGUAGE_QUESTION in reply for reply in replies), replies
+    assert only_conversation(app).state == "queued"
