@@ -182,7 +182,11 @@ REACHED, HOLDING = "reached", "holding"
 _TAKEN_BY_TEXT_SINCE = (
     select(Conversation.id)
     .join(Texter, Texter.id == Conversation.texter_id)
-    .where(Texter.number_hash == bindparam("number_hash"), Conversation.assigned_at > bindparam("since"))
+    .where(
+        Texter.number_hash == bindparam("number_hash"),
+        Conversation.assigned_at > bindparam("since"),
+        Conversation.id != bindparam("own"),
+    )
     .limit(1)
 )
 HOLDING_RECHECK = timedelta(minutes=1)
@@ -195,7 +199,10 @@ def _reached_us_since(callback: Callback, call: Call) -> str | None:
     gone without anyone: the callback stands)."""
     if not call.caller_hash:
         return None
-    if db.session.scalar(_TAKEN_BY_TEXT_SINCE, {"number_hash": call.caller_hash, "since": callback.promised_since}):
+    # Not the conversation their CALL came from: a counselor's YES crossing that CALL takes it
+    # a moment before the CALL closes it, and they were promised the call.
+    bound = {"number_hash": call.caller_hash, "since": callback.promised_since, "own": callback.conversation_id or 0}
+    if db.session.scalar(_TAKEN_BY_TEXT_SINCE, bound):
         return REACHED  # a counselor has them by text: calling too would cross them
     rounds = db.session.execute(
         select(Transfer.state, Transfer.connected_at)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flask import current_app, has_request_context, request
 from sqlalchemy import select
@@ -31,7 +31,7 @@ class ActiveRouting:
 
 
 _cache_lock = threading.Lock()
-_cache: dict[tuple[int, str], ActiveRouting] = {}
+_cache: dict[tuple[int, str, str | None], ActiveRouting] = {}
 
 
 def _vault() -> Vault:
@@ -123,12 +123,28 @@ def last_read_routing() -> ActiveRouting | None:
 _NEWEST_VERSION = select(RoutingVersion.id, RoutingVersion.digest).order_by(RoutingVersion.id.desc()).limit(1)
 
 
+def _line_mode_override() -> str | None:
+    settings = current_app.extensions.get("crisisline.settings")
+    return settings.line_mode_override if settings is not None else None
+
+
+def _as_the_operator_set_it(document: RoutingDocument) -> RoutingDocument:
+    """``LINE_MODE_OVERRIDE=system_down``, the operator's emergency switch: every path that
+    reads the routing (calls, texts, the queue's passes, the clock's retries and sweeps) sees
+    the line down, as if its published mode were ``system_down``. A new caller is sent to the
+    backup line before the routing is read at all (``ivr.views.incoming``)."""
+    if _line_mode_override() != "system_down" or document.mode == "system_down":
+        return document
+    return replace(document, mode="system_down")
+
+
 def _read_active_routing() -> ActiveRouting | None:
     newest = db.session.execute(_NEWEST_VERSION).first()
     if newest is None:
         return None
-    # Keyed by digest too: ids can be reused after a restore, contents cannot collide.
-    key = (newest.id, newest.digest)
+    # Keyed by digest too: ids can be reused after a restore, contents cannot collide; and by
+    # the operator's switch, which changes what is served (an app's own settings).
+    key = (newest.id, newest.digest, _line_mode_override())
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:
@@ -138,7 +154,7 @@ def _read_active_routing() -> ActiveRouting | None:
     if version is None:
         return None
     # Not strict: a version published before a newer check must keep the line running.
-    active = ActiveRouting(version.id, load_document(source_of(version), strict=False))
+    active = ActiveRouting(version.id, _as_the_operator_set_it(load_document(source_of(version), strict=False)))
     with _cache_lock:
         _cache.clear()  # only the newest version is ever served
         _cache[key] = active

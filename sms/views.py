@@ -7,7 +7,6 @@ when the handling failed. Texts to anyone else go through the REST API.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from functools import partial
@@ -23,7 +22,6 @@ from crisisline.failsafe import DeadlineExceeded, status_deadline
 from crisisline.phone import caller_number
 from crisisline.twilio_auth import twilio_signed
 from crisisline.urls import public_url
-from routing.document import RoutingDocument
 from routing.store import active_routing, last_read_routing
 from sms import conversations as convo
 from sms import outbox, unstored
@@ -50,24 +48,6 @@ def failsafe_text(*, kept: bool = True) -> str:
     except Exception as error:  # the public text is always a safe answer
         log.warning("could not tell whether a failed text came from staff: %s", type(error).__name__)
     return FAILSAFE_TEXT
-
-
-def as_the_operator_set_it(document: RoutingDocument, override: str | None) -> RoutingDocument:
-    """``LINE_MODE_OVERRIDE=system_down``, the operator's emergency switch, reaches texts as it
-    reaches calls: the routing as if its mode were ``system_down``, so a texter is told the
-    backup line at their first text, without the menus, and is kept in line (the text is still
-    stored: a text is never lost). One copy per published routing, made once."""
-    if override != "system_down" or document.mode == "system_down":
-        return document
-    copies: dict[int, tuple[RoutingDocument, RoutingDocument]] = current_app.extensions.setdefault(
-        "sms.documents_overridden", {}
-    )
-    original, overridden = copies.get(id(document), (None, document))
-    if original is not document:
-        overridden = dataclasses.replace(document, mode="system_down")
-        copies.clear()  # only the routing in use is kept
-        copies[id(document)] = (document, overridden)
-    return overridden
 
 
 def _twiml(text: str | None = None, replies: Sequence[tuple[int, str]] = ()) -> Response:
@@ -124,7 +104,7 @@ def incoming() -> Response:
         active = active_routing()
         if active is None:
             raise LookupError("no routing published")
-        document = as_the_operator_set_it(active.document, settings.line_mode_override)
+        document = active.document
         inbound = store_inbound(document, request.form, line_number=settings.line_phone_number)
         request.environ.get(PROGRESS, {})["stored"] = True
     except Exception as error:

@@ -6,6 +6,7 @@ phoned someone already talking with another counselor by text."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from flask import Flask
 from sqlalchemy import select
@@ -57,3 +58,24 @@ def test_a_text_nobody_has_taken_yet_leaves_the_callback_standing(
 
     (callback,) = callbacks(app)
     assert callback.state == "waiting"
+
+
+def test_a_callback_asked_for_by_call_is_made_though_a_counselors_yes_crossed_it_on_that_conversation(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None]
+) -> None:
+    """Found by review: a YES landing between the CALL's callback and its close stamped the
+    conversation taken after the promise, and the callback was cancelled as ``called_in``
+    though the conversation closed: the person got neither."""
+    rota(on_call=("ben-carter",))
+    texting.send(CALLER, "I want to kill myself")
+    texting.send(CALLER, "CALL")
+    with app.app_context():  # as the crossing YES leaves it: taken a moment after the promise
+        (conversation,) = db.session.scalars(select(Conversation)).all()
+        conversation.assigned_at = datetime.now(UTC) + timedelta(seconds=1)
+        db.session.commit()
+
+    (attempt,) = contacts(app, "callback")
+    assert run_contact(app, attempt) == "sent"
+
+    (callback,) = callbacks(app)
+    assert (callback.origin, callback.state) == ("text", "waiting")

@@ -17,6 +17,8 @@ from flask import Flask
 
 from crisisline.db import db
 from line_queue.responders import set_paused
+from sms import views as sms_views
+from sms.conversations import RETRY_AFTER
 from sms.views import FAILSAFE_TEXT
 from tests.conftest import TextingPhone
 from tests.rota import BEN, DIEGO
@@ -230,19 +232,43 @@ def test_with_the_line_down_a_texter_is_told_the_backup_line_at_their_first_text
 
 @pytest.mark.usefixtures("wednesday_evening")  # Ben and Diego on shift: they would be offered it
 def test_the_operators_emergency_switch_reaches_texters_too(
-    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, clock_tick: Callable[[], Any]
 ) -> None:
     """``LINE_MODE_OVERRIDE=system_down`` sent callers to the backup line; before, texters still
-    went through the menus and waited in the queue."""
+    went through the menus and waited in the queue. The clock's passes see the switch too."""
     settings = app.extensions["crisisline.settings"]
     monkeypatch.setitem(app.extensions, "crisisline.settings", replace(settings, line_mode_override="system_down"))
 
     replies = texting.send(TEXTER, "I can't do this anymore, I need help")
+    clock_tick()
 
     assert len(replies) == 1 and "988" in replies[0] and "Reply 1 for English" not in replies[0], replies
     conversation = only_conversation(app)
     assert (conversation.state, conversation.language) == ("queued", "en")  # kept in line, stored
     assert texting.inbox(BEN) == [] and texting.inbox(DIEGO) == []  # nobody offered it while the line is down
+
+
+def test_a_text_the_clock_retries_under_the_emergency_switch_is_past_the_menus_too(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, clock_tick: Callable[[], Any],
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    """Found by review: the clock's retry of a text whose handling failed read the routing as
+    published, and gave the texter the menus."""
+    settings = app.extensions["crisisline.settings"]
+    monkeypatch.setitem(app.extensions, "crisisline.settings", replace(settings, line_mode_override="system_down"))
+
+    def failing(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sms_views, "handle_texter_message", failing)
+    assert texting.send(TEXTER, "I can't do this anymore, I need help") == [FAILSAFE_TEXT]
+    monkeypatch.undo()  # the bug fixed, the switch still on
+    monkeypatch.setitem(app.extensions, "crisisline.settings", replace(settings, line_mode_override="system_down"))
+    wednesday_evening.shift(RETRY_AFTER + timedelta(seconds=1))
+    clock_tick()
+
+    assert not any("What is happening?" in text for text in texting.inbox(TEXTER))
+    assert only_conversation(app).state == "queued"
 
 
 @pytest.mark.parametrize(("body", "num_media"), [("Help", 0), ("", 1)])
