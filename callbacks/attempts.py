@@ -185,7 +185,9 @@ _TAKEN_BY_TEXT_SINCE = (
     .where(
         Texter.number_hash == bindparam("number_hash"),
         Conversation.assigned_at > bindparam("since"),
-        Conversation.id != bindparam("own"),
+        # Their own CALL's conversation only once closed (the CALL closed it): one whose CALL's
+        # handling died before the close, and that a counselor then took, has them by text.
+        or_(Conversation.id != bindparam("own"), Conversation.state != "closed"),
     )
     .limit(1)
 )

@@ -79,3 +79,25 @@ def test_a_callback_asked_for_by_call_is_made_though_a_counselors_yes_crossed_it
 
     (callback,) = callbacks(app)
     assert (callback.origin, callback.state) == ("text", "waiting")
+
+
+def test_a_callback_whose_call_handling_died_before_the_close_is_done_once_a_counselor_has_that_conversation(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None]
+) -> None:
+    """Found by review: the CALL's own conversation, left open when its handling died after
+    storing the callback and then taken by a counselor, has them by text: no call as well."""
+    rota(on_call=("ben-carter",))
+    texting.send(CALLER, "I want to kill myself")
+    texting.send(CALLER, "CALL")
+    with app.app_context():  # as a handling that died before the close, then Ben's YES, leave it
+        (conversation,) = db.session.scalars(select(Conversation)).all()
+        conversation.state, conversation.close_reason, conversation.closed_at = "active", None, None
+        conversation.counselor_id = "ben-carter"
+        conversation.assigned_at = datetime.now(UTC) + timedelta(seconds=1)
+        db.session.commit()
+
+    (attempt,) = contacts(app, "callback")
+    assert run_contact(app, attempt) == "not_needed"
+
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("canceled", "called_in")
