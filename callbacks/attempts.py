@@ -201,8 +201,8 @@ def _reached_us_since(callback: Callback, call: Call) -> str | None:
     gone without anyone: the callback stands)."""
     if not call.caller_hash:
         return None
-    # Not the conversation their CALL came from: a counselor's YES crossing that CALL takes it
-    # a moment before the CALL closes it, and they were promised the call.
+    # ``own``: the conversation their CALL came from, which counts only while open (a YES
+    # crossing the CALL takes it a moment before the CALL closes it: they were promised the call).
     bound = {"number_hash": call.caller_hash, "since": callback.promised_since, "own": callback.conversation_id or 0}
     if db.session.scalar(_TAKEN_BY_TEXT_SINCE, bound):
         return REACHED  # a counselor has them by text: calling too would cross them

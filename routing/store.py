@@ -128,12 +128,12 @@ def _line_mode_override() -> str | None:
     return settings.line_mode_override if settings is not None else None
 
 
-def _as_the_operator_set_it(document: RoutingDocument) -> RoutingDocument:
+def _as_the_operator_set_it(document: RoutingDocument, override: str | None) -> RoutingDocument:
     """``LINE_MODE_OVERRIDE=system_down``, the operator's emergency switch: every path that
     reads the routing (calls, texts, the queue's passes, the clock's retries and sweeps) sees
     the line down, as if its published mode were ``system_down``. A new caller is sent to the
     backup line before the routing is read at all (``ivr.views.incoming``)."""
-    if _line_mode_override() != "system_down" or document.mode == "system_down":
+    if override != "system_down" or document.mode == "system_down":
         return document
     return replace(document, mode="system_down")
 
@@ -144,7 +144,8 @@ def _read_active_routing() -> ActiveRouting | None:
         return None
     # Keyed by digest too: ids can be reused after a restore, contents cannot collide; and by
     # the operator's switch, which changes what is served (an app's own settings).
-    key = (newest.id, newest.digest, _line_mode_override())
+    override = _line_mode_override()
+    key = (newest.id, newest.digest, override)
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:
@@ -154,7 +155,8 @@ def _read_active_routing() -> ActiveRouting | None:
     if version is None:
         return None
     # Not strict: a version published before a newer check must keep the line running.
-    active = ActiveRouting(version.id, _as_the_operator_set_it(load_document(source_of(version), strict=False)))
+    document = _as_the_operator_set_it(load_document(source_of(version), strict=False), override)
+    active = ActiveRouting(version.id, document)
     with _cache_lock:
         _cache.clear()  # only the newest version is ever served
         _cache[key] = active

@@ -54,17 +54,22 @@ def asked_to_talk_with_nobody_on_call(
     run_due()  # the callback's first attempt: nobody to ring, it waits in the queue
 
 
+def given_up_by_the_clock(app: Flask, clock: time_machine.Coordinates) -> None:
+    """``give_up_after_minutes`` (2 h) pass with nobody free: the clock's tend gives up."""
+    clock.shift(timedelta(minutes=121))
+    with app.app_context():
+        from workers.upkeep import tend_callbacks
+
+        assert tend_callbacks()["gave_up"] == 1
+
+
 def test_a_2_whose_callback_nobody_took_in_time_is_flagged_to_the_supervisors_and_listed(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
     run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
 ) -> None:  # fmt: skip
     asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
 
-    wednesday_evening.shift(timedelta(minutes=121))
-    with app.app_context():
-        from workers.upkeep import tend_callbacks
-
-        assert tend_callbacks()["gave_up"] == 1
+    given_up_by_the_clock(app, wednesday_evening)
     run_due()  # the "we tried" text and the supervisors' flag
 
     assert texting.inbox(TEXTER)[-1].startswith(TRIED)
@@ -83,11 +88,7 @@ def test_a_text_after_the_flag_is_a_new_conversation_not_a_second_answer_to_the_
 ) -> None:  # fmt: skip
     """A "2" again would otherwise be promised a counselor by a callback that has given up."""
     asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
-    wednesday_evening.shift(timedelta(minutes=121))
-    with app.app_context():
-        from workers.upkeep import tend_callbacks
-
-        tend_callbacks()
+    given_up_by_the_clock(app, wednesday_evening)
     run_due()
     publish_routing(talk_by_call)  # Ben and Diego back on
 
@@ -180,11 +181,7 @@ def test_a_talk_flag_lost_to_a_database_blip_at_the_give_up_is_raised_by_the_clo
         raise OperationalError("UPDATE checkins", {}, Exception("server closed the connection unexpectedly"))
 
     monkeypatch.setattr(checkins_module, "flag_talk_not_reached", database_blip)
-    wednesday_evening.shift(timedelta(minutes=121))
-    with app.app_context():
-        from workers.upkeep import tend_callbacks
-
-        assert tend_callbacks()["gave_up"] == 1
+    given_up_by_the_clock(app, wednesday_evening)
     assert checkins(app)[0].state == "answered"
     monkeypatch.setattr(checkins_module, "flag_talk_not_reached", flag)  # the database is back
 
