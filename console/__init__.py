@@ -37,6 +37,7 @@ def init_app(app: Flask) -> None:
     from console.desk import wrapups  # noqa: F401 - the clock keeps check-ins wrap-ups promised
     from console.desk.views import bp as desk_bp
     from console.inputs import IdConverter
+    from console.line_state import inject_line_state
     from console.metrics_pages.views import bp as metrics_bp
     from console.routing_pages.views import bp as routing_bp
 
@@ -48,6 +49,7 @@ def init_app(app: Flask) -> None:
     )  # fmt: skip
     console.before_request(guard)
     console.after_request(security_headers)
+    console.context_processor(inject_line_state)  # the line-down banner on every page
     for child in (accounts_bp, audit_bp, board_bp, desk_bp, metrics_bp, routing_bp):
         console.register_blueprint(child)
     app.register_blueprint(console)

@@ -14,6 +14,7 @@ from console.audit import log as audit
 from console.board import unmask
 from console.board.forms import TakeOverForm, UnmaskForm
 from console.board.live import snapshot
+from console.line_state import current_line_down_message
 from console.models import ADMIN, SUPERVISOR
 from crisisline.db import db
 from followups.checkins import mark_followed_up
@@ -41,7 +42,7 @@ def data() -> dict[str, Any]:
     active = active_routing()
     if active is None:
         return {"error": "no routing published", "waiting": [], "responders": []}
-    return snapshot(active.document, datetime.now(UTC)).as_json()
+    return snapshot(active.document, datetime.now(UTC)).as_json() | {"line_down": current_line_down_message()}
 
 
 @bp.post("/board/stuck-texts/<id:message_id>/taken")

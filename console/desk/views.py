@@ -17,6 +17,7 @@ from console.board.live import language_name, need_label
 from console.desk import calls, referrals, texts, wrapups
 from console.desk.forms import KeyedForm, ReferralForm, ReplyForm, WrapUpForm
 from console.desk.now import desk, set_available
+from console.line_state import current_line_down_message
 from console.models import COUNSELOR
 from crisisline.models import Conversation
 from routing.document import Responder, RoutingDocument
@@ -102,7 +103,11 @@ def data() -> dict[str, Any]:
     if mine is None:
         return {"error": "not linked to a responder of the routing config"}
     moment = datetime.now(UTC)
-    return {**desk(*mine, moment).as_json(), "inbox": _signature(*mine, moment)}
+    return {
+        **desk(*mine, moment).as_json(),
+        "inbox": _signature(*mine, moment),
+        "line_down": current_line_down_message(),
+    }
 
 
 @bp.post("/me/availability")

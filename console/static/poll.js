@@ -15,6 +15,13 @@ window.consolePoll = function (root, render, problemId) {
     target.searchParams.set("next", here.pathname + here.search);
     return target.toString();
   }
+  // The line-down banner (base.html) follows the endpoint's "line_down" when it has one.
+  function showLineDown(data) {
+    var banner = document.getElementById("line-down");
+    if (!banner || !("line_down" in data)) { return; }
+    banner.textContent = data.line_down || "";
+    banner.hidden = !data.line_down;
+  }
   function tick() {
     fetch(source, { credentials: "same-origin", headers: { "X-Console-Poll": "1", "Accept": "application/json" } })
       .then(function (response) {
@@ -24,6 +31,7 @@ window.consolePoll = function (root, render, problemId) {
       })
       .then(function (data) {
         if (data === null) { return; }
+        showLineDown(data);
         render(data);
         if (problem) { problem.textContent = ""; }
       })
