@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from callbacks.attempts import OPEN_CALLBACK_STATES, keep_to_its_promise, record_outcome
 from crisisline.db import db, hold_lock, insert_ignoring_duplicates
@@ -104,7 +104,9 @@ def request_from_checkin(checkin: CheckIn) -> bool:
         return False
     document = active.document
     need = checkin.need or document.menu.default_need
-    call = _call_for_texter(f"checkin-callback-{checkin.id}", texter, checkin.line_number, checkin.language, need)
+    call = _call_for_texter(
+        f"{CHECKIN_CALL_SID_PREFIX}{checkin.id}", texter, checkin.line_number, checkin.language, need
+    )
     callback = _create(
         dedupe_key=f"{CHECKIN_KEY_PREFIX}{checkin.id}", origin="checkin", call_id=call.id, conversation_id=None,
         language=checkin.language, need=need, queue_since=checkin.sent_at or state.now(),
@@ -116,6 +118,7 @@ def request_from_checkin(checkin: CheckIn) -> bool:
 
 
 CHECKIN_KEY_PREFIX = "checkin:"
+CHECKIN_CALL_SID_PREFIX = "checkin-callback-"  # the call record a check-in's "2" hangs its callback on
 
 
 def checkin_of(callback: Callback) -> int | None:
@@ -127,9 +130,53 @@ def checkin_of(callback: Callback) -> int | None:
     return int(number) if number.isdecimal() else None
 
 
+def checkins_carried_by(callback: Callback) -> list[int]:
+    """The check-ins whose "2, I'd like to talk" this callback carries: the one that asked for
+    it, and any whose "2" joined it because the person had asked already (``_create``: one
+    callback per person at a time). A joined "2" left its call record (``checkin-callback-<id>``),
+    made while this callback was open."""
+    carried = [own] if (own := checkin_of(callback)) is not None else []
+    call = db.session.get(Call, callback.call_id) if callback.call_id else None
+    if call is None or not call.caller_hash:
+        return carried
+    asked_while_open = [
+        Call.caller_hash == call.caller_hash,
+        Call.call_sid.startswith(CHECKIN_CALL_SID_PREFIX),
+        Call.started_at >= callback.requested_at,
+    ]
+    if callback.finished_at is not None:
+        asked_while_open.append(Call.started_at <= callback.finished_at)
+    for call_sid in db.session.scalars(select(Call.call_sid).where(*asked_while_open)):
+        number = call_sid.removeprefix(CHECKIN_CALL_SID_PREFIX)
+        if number.isdecimal() and int(number) not in carried:
+            carried.append(int(number))
+    return carried
+
+
+def callback_carrying(checkin: CheckIn) -> Callback | None:
+    """The callback that carries this check-in's "2" (its own, or the one it joined), if any."""
+    own = db.session.scalars(select(Callback).where(Callback.dedupe_key == f"{CHECKIN_KEY_PREFIX}{checkin.id}")).first()
+    if own is not None:
+        return own
+    asked = db.session.scalars(select(Call).where(Call.call_sid == f"{CHECKIN_CALL_SID_PREFIX}{checkin.id}")).first()
+    if asked is None or not asked.caller_hash:
+        return None  # its "2" asked for no callback (talk by text, or callbacks off)
+    return db.session.scalars(
+        select(Callback)
+        .join(Call, Call.id == Callback.call_id)
+        .where(
+            Call.caller_hash == asked.caller_hash,
+            Callback.requested_at <= asked.started_at,
+            or_(Callback.finished_at.is_(None), Callback.finished_at >= asked.started_at),
+        )
+        .order_by(Callback.id)
+        .limit(1)
+    ).first()
+
+
 # The call records of callbacks asked for by text (``CALL``, a check-in's "2"): they hold the
 # texter's number, so the purge scrubs them by the shorter of the calls' and the texts' windows.
-TEXT_BORN_CALL_SID_PREFIXES = ("text-callback-", "checkin-callback-")
+TEXT_BORN_CALL_SID_PREFIXES = ("text-callback-", CHECKIN_CALL_SID_PREFIX)
 
 
 def _call_for_texter(call_sid: str, texter: Texter, line_number: str | None, language: str, need: str) -> Call:

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 import line_queue
 from callbacks.attempts import callback_gave_up
-from callbacks.requests import checkin_of, request_from_checkin
+from callbacks.requests import callback_carrying, checkins_carried_by, request_from_checkin
 from crisisline import events
 from crisisline.db import db
 from crisisline.models import Callback, CheckIn, Conversation, Message, Texter
@@ -37,36 +37,33 @@ def _answer(
 
 @callback_gave_up.connect
 def _talk_not_reached(callback: Callback, *, outcome: str, **_: object) -> None:
-    """A check-in's "2, I'd like to talk" whose callback never reached them: flagged."""
-    checkin_id = checkin_of(callback)
-    if checkin_id is not None:
+    """A check-in's "2, I'd like to talk" whose callback never reached them: flagged (the
+    check-in that asked for it, or one whose "2" joined the callback they had asked for)."""
+    for checkin_id in checkins_carried_by(callback):
         checkins.flag_talk_not_reached(checkin_id, outcome)
 
 
-# How far back the clock looks for a check-in callback that gave up with no flag raised.
-TALK_FLAG_SWEEP_LOOKBACK = timedelta(days=1)
+# How far back the clock looks for a "2" whose callback gave up with no flag raised.
+TALK_FLAG_SWEEP_LOOKBACK = timedelta(days=2)
 
 
 @events.stored_promises_due.connect
 def flag_talks_not_reached(_sender: object = None, **_kwargs: object) -> tuple[str, int]:
-    """The clock, every minute: a check-in callback that gave up in the last day and whose
-    check-in is not flagged (the process died between the give-up and its flag, or the flag
-    met a database blip) is flagged now. A callback that gave up is final, so a few rows."""
-    gave_up = db.session.scalars(
-        select(Callback).where(
-            Callback.origin == "checkin", Callback.state == "gave_up",
-            Callback.finished_at >= checkins.now() - TALK_FLAG_SWEEP_LOOKBACK,
+    """The clock, every minute: a check-in answered "2" in the last two days whose callback
+    gave up and which is not flagged (the process died between the give-up and its flag, or
+    the flag met a database blip) is flagged now. Such check-ins are a handful."""
+    asked_to_talk = db.session.scalars(
+        select(CheckIn).where(
+            CheckIn.state == "answered", CheckIn.reply == "talk",
+            CheckIn.replied_at >= checkins.now() - TALK_FLAG_SWEEP_LOOKBACK,
         )
     ).all()  # fmt: skip
-    by_checkin = {checkin_id: c.outcome or "" for c in gave_up if (checkin_id := checkin_of(c)) is not None}
-    if not by_checkin:
-        return "talk_flags", 0
-    unflagged = db.session.scalars(
-        select(CheckIn.id).where(CheckIn.id.in_(by_checkin), CheckIn.state == "answered", CheckIn.reply == "talk")
-    ).all()
-    return "talk_flags", sum(
-        checkins.flag_talk_not_reached(checkin_id, by_checkin[checkin_id]) for checkin_id in unflagged
-    )
+    flagged = 0
+    for checkin in asked_to_talk:
+        callback = callback_carrying(checkin)
+        if callback is not None and callback.state == "gave_up":
+            flagged += checkins.flag_talk_not_reached(checkin.id, callback.outcome or "")
+    return "talk_flags", flagged
 
 
 def handle_reply(

@@ -20,12 +20,15 @@ from callbacks.attempts import give_up
 from crisisline.db import db
 from crisisline.models import Callback, CheckIn, Conversation
 from followups import checkins as checkins_module
+from followups import replies
 from followups.checkins import _flag, flagged_checkins, now
 from routing.store import active_routing
+from tests.callbacks.test_callbacks import ask_for_callback
 from tests.conftest import TextingPhone
 from tests.followups.conftest import checkins
 from tests.followups.test_checkins import SUPERVISOR, TEXTER, checkin_sent
 from tests.rota import BEN, around_the_clock
+from twilio_fake.phone import Phone
 
 TRIED = "Riverside County Crisis Line: we tried to call you back."
 FLAG_NOBODY_FREE = (
@@ -214,6 +217,87 @@ def test_a_person_who_talked_with_a_counselor_by_text_since_their_2_is_not_flagg
     with app.app_context():
         (callback,) = db.session.scalars(select(Callback)).all()
         give_up(callback, "nobody_free")
+    run_due()
+
+    assert checkins(app)[0].state == "answered"
+    assert texting.inbox(SUPERVISOR) == []
+
+
+def asked_to_talk_after_asking_for_a_callback_on_a_call(
+    app: Flask, texting: TextingPhone, phone: Phone, clock: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """Their "2" joins the callback they asked for on a call (one callback per person)."""
+    publish_routing(talk_by_call)
+    checkin_sent(app, texting, clock, run_due)
+    publish_routing(nobody_on_call)
+    ask_for_callback(phone, TEXTER)
+    assert texting.send(TEXTER, "2") == ["Thank you. A counselor will be with you shortly."]
+    run_due()
+    with app.app_context():
+        assert [c.origin for c in db.session.scalars(select(Callback))] == ["call"]  # joined, not a second
+
+
+def test_a_2_that_joined_the_callback_they_had_asked_for_on_a_call_is_flagged_when_it_gives_up(
+    app: Flask, texting: TextingPhone, phone: Phone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """Before, only a callback keyed by the check-in flagged it: a "2" that joined the callback
+    the person had asked for on a call was never flagged, and no supervisor was told."""
+    asked_to_talk_after_asking_for_a_callback_on_a_call(
+        app, texting, phone, wednesday_evening, run_due, publish_routing
+    )
+
+    given_up_by_the_clock(app, wednesday_evening)
+    run_due()
+
+    (checkin,) = checkins(app)
+    assert (checkin.state, checkin.flag_reason) == ("flagged", "talk_nobody_free")
+    assert texting.inbox(SUPERVISOR) == [FLAG_NOBODY_FREE.format(case=checkin.id)]
+
+
+def test_a_2_that_joined_a_callback_whose_flag_was_lost_is_flagged_by_the_clock(
+    app: Flask, texting: TextingPhone, phone: Phone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    asked_to_talk_after_asking_for_a_callback_on_a_call(
+        app, texting, phone, wednesday_evening, run_due, publish_routing
+    )
+    monkeypatch.setattr(replies, "checkins_carried_by", lambda _callback: [])  # the signal's flag lost
+    given_up_by_the_clock(app, wednesday_evening)
+    assert checkins(app)[0].state == "answered"
+    monkeypatch.undo()
+
+    with app.app_context():
+        from workers.upkeep import keep_stored_promises
+
+        first, second = keep_stored_promises(), keep_stored_promises()
+    run_due()
+
+    assert (first["talk_flags"], second["talk_flags"]) == (1, 0)
+    assert checkins(app)[0].flag_reason == "talk_nobody_free"
+
+
+def test_a_callback_asked_for_on_a_call_after_the_2_was_handled_flags_no_check_in(
+    app: Flask, texting: TextingPhone, phone: Phone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """A "2" whose own callback connected them, and a later callback of theirs that gave up:
+    the later one carries no check-in."""
+    asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
+    with app.app_context():
+        (own,) = db.session.scalars(select(Callback)).all()
+        own.state, own.outcome, own.finished_at = "connected", "connected", now()
+        own_id = own.id
+        db.session.commit()
+    wednesday_evening.shift(timedelta(hours=1))
+    ask_for_callback(phone, TEXTER)
+    run_due()
+
+    with app.app_context():
+        later = db.session.scalars(select(Callback).order_by(Callback.id.desc())).first()
+        assert later is not None and later.id != own_id
+        assert give_up(later, "nobody_free")
     run_due()
 
     assert checkins(app)[0].state == "answered"
