@@ -26,10 +26,11 @@ import line_queue
 from crisisline.background import start_soon
 from crisisline.db import commit_keeping_loaded, db
 from crisisline.failsafe import answered_by_failsafe
-from crisisline.models import Call, Callback, Conversation, ScheduledContact, Texter, Transfer
+from crisisline.models import Call, Callback, ScheduledContact, Texter, Transfer
 from crisisline.privacy import Vault
 from crisisline.urls import public_url
 from ivr.call_log import PHONE_CONTEXT, phone_hash, record_event
+from line_queue.reached import HOLDING, REACHED, reached_since
 from routing.document import RoutingDocument
 from routing.store import active_routing
 from sms import outbox
@@ -177,48 +178,16 @@ def _cancel_as_called_in(callback: Callback) -> None:
     db.session.commit()
 
 
-REACHED, HOLDING = "reached", "holding"
-# A text conversation of the person's that a counselor took after the callback was promised.
-_TAKEN_BY_TEXT_SINCE = (
-    select(Conversation.id)
-    .join(Texter, Texter.id == Conversation.texter_id)
-    .where(
-        Texter.number_hash == bindparam("number_hash"),
-        Conversation.assigned_at > bindparam("since"),
-        # Their own CALL's conversation only once closed (the CALL closed it): one whose CALL's
-        # handling died before the close, and that a counselor then took, has them by text.
-        or_(Conversation.id != bindparam("own"), Conversation.state != "closed"),
-    )
-    .limit(1)
-)
 HOLDING_RECHECK = timedelta(minutes=1)
 
 
 def _reached_us_since(callback: Callback, call: Call) -> str | None:
-    """Whether the person called in again after asking: ``REACHED`` (they were with a counselor
-    live: joined, not merely accepted; or a counselor took a text conversation of theirs),
-    ``HOLDING`` (on our line now: holding, or being brought to a counselor), or None (never, or
-    gone without anyone: the callback stands)."""
-    if not call.caller_hash:
-        return None
-    # ``own``: the conversation their CALL came from, which counts only while open (a YES
-    # crossing the CALL takes it a moment before the CALL closes it: they were promised the call).
-    bound = {"number_hash": call.caller_hash, "since": callback.promised_since, "own": callback.conversation_id or 0}
-    if db.session.scalar(_TAKEN_BY_TEXT_SINCE, bound):
-        return REACHED  # a counselor has them by text: calling too would cross them
-    rounds = db.session.execute(
-        select(Transfer.state, Transfer.connected_at)
-        .join(Call, Call.id == Transfer.call_id)
-        .where(
-            Call.caller_hash == call.caller_hash,
-            Call.id != call.id,
-            Call.started_at > callback.promised_since,
-            Transfer.mode == "live",
-        )
-    ).all()
-    if any(connected_at is not None for _state, connected_at in rounds):
-        return REACHED
-    return HOLDING if any(state in ("waiting", "connecting") for state, _ in rounds) else None
+    """Whether the person reached the line after asking (``line_queue.reached``): the call
+    they asked on left out, and the conversation their CALL came from once that CALL closed it
+    (a YES crossing the CALL takes it a moment before: they were promised the call)."""
+    return reached_since(
+        call.caller_hash, callback.promised_since, promised_on_call=call.id, own_conversation=callback.conversation_id
+    )
 
 
 @sends("callback_missed", one_text=True)
@@ -229,6 +198,8 @@ def send_missed_text(contact: ScheduledContact) -> str:
     call = db.session.get(Call, callback.call_id) if callback else None
     if callback is None or call is None or not call.sealed_caller or document is None:
         return "no_number"
+    if _reached_us_since(callback, call):
+        return "not_needed"  # with a counselor since, or on the line now: "we tried" would be wrong
     number = _vault().open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
     if known is not None and known.opted_out:

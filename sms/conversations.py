@@ -540,6 +540,7 @@ def _tell_the_counselor_their_words_did_not_arrive(
 def close(
     conversation: Conversation, document: RoutingDocument, reason: str, *, tell_texter: str | None,
     quiet_since: datetime | None = None, holder: str | None = None, unless_texter_unhandled: bool = False,
+    unless_taken: bool = False,
 ) -> bool:  # fmt: skip
     """Close once; tell the texter (``tell_texter`` is a prompt key) and the counselor.
 
@@ -552,7 +553,10 @@ def close(
 
     ``holder``: close only while this responder holds it (a counselor's END): checked in the
     UPDATE, so an END read before they passed it on, and another counselor took it, closes
-    nothing of the new counselor's."""
+    nothing of the new counselor's.
+
+    ``unless_taken``: close only while no counselor has it (a texter's CALL must not close the
+    conversation a counselor's YES took a moment before)."""
     closing = update(Conversation).where(Conversation.id == conversation.id, Conversation.state.in_(OPEN_STATES))
     if quiet_since is not None:
         closing = closing.where(Conversation.last_activity_at <= quiet_since)
@@ -560,8 +564,10 @@ def close(
         closing = closing.where(Conversation.state == "active", Conversation.counselor_id == holder)
     if unless_texter_unhandled:
         closing = closing.where(~_texter_has_unhandled_text(now()))
+    if unless_taken:
+        closing = closing.where(Conversation.state != "active")
     closed = db.session.execute(closing.values(state="closed", closed_at=now(), close_reason=reason)).rowcount  # type: ignore[attr-defined]
-    if not closed and (quiet_since is not None or holder is not None or unless_texter_unhandled):
+    if not closed and (quiet_since is not None or holder is not None or unless_texter_unhandled or unless_taken):
         db.session.commit()
         return False  # written in since (or a text of theirs awaits its retry), or no longer theirs: still open
     holders = set(

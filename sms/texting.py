@@ -112,7 +112,7 @@ def handle_texter_message(
             convo.to_texter(conversation, f"mms:{inbound.id}", language.text("mms"))
         return
     if keyword in CALL_WORDS and conversation.state != "active":
-        _call_me_back(document, conversation, texter, inbound)
+        _call_me_back(document, conversation, texter, inbound, body)
         return
     if keyword in HELP_WORDS:
         voice = conversation.line_number or ""
@@ -154,7 +154,9 @@ def handle_texter_message(
     handle_step(document, conversation, inbound, body)
 
 
-def _call_me_back(document: RoutingDocument, conversation: Conversation, texter: Texter, inbound: Message) -> None:
+def _call_me_back(
+    document: RoutingDocument, conversation: Conversation, texter: Texter, inbound: Message, body: str
+) -> None:
     """``CALL``: the texter would rather talk. A callback takes over their place in the queue."""
     language = document.language(conversation.language)
     arranged = call_requested.send(conversation, texter=texter, document=document)
@@ -167,12 +169,20 @@ def _call_me_back(document: RoutingDocument, conversation: Conversation, texter:
             convo.queue(conversation, document, need=chosen, language_code=language.code)
         convo.to_texter(conversation, f"callback-impossible:{inbound.id}", language.text("callback_impossible"))
         return
+    # Closed before they are told: a counselor's YES that took the conversation a moment ago
+    # wins, and the callback (its attempt sees them taken) is done without a call.
+    if not convo.close(conversation, document, "callback", tell_texter=None, unless_taken=True):
+        db.session.refresh(conversation)
+        responder = document.responder(conversation.counselor_id) if conversation.counselor_id else None
+        if conversation.state == "active" and responder is not None:
+            # Their counselor reads that they would rather talk, and can say how.
+            convo.relay_or_hand_back(conversation, responder, document, inbound.id, body)
+            return
     convo.to_texter(conversation, f"callback:{inbound.id}", language.text("callback_confirmed"))
     if not convo.anyone_can_text(conversation, document) and convo.claim_backup_offer(conversation):
         # Nobody on shift could call them yet: the callback waits for someone, and they are
-        # told of the backup line now, as a texter left waiting is (the conversation closes).
+        # told of the backup line now, as a texter left waiting is.
         convo.to_texter(conversation, "backup", language.text("backup"))
-    convo.close(conversation, document, "callback", tell_texter=None)
 
 
 def _line_down_at_the_menus(document: RoutingDocument, conversation: Conversation) -> bool:

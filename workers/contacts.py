@@ -29,6 +29,7 @@ from crisisline.db import db, insert_once
 from crisisline.models import Call, Message, ScheduledContact, Texter
 from crisisline.privacy import Vault
 from ivr.call_log import PHONE_CONTEXT, phone_hash
+from line_queue.reached import reached_since
 from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
@@ -243,6 +244,8 @@ def _send_missed_contact(contact: ScheduledContact) -> str:
     active = active_routing()
     if call is None or call.sealed_caller is None or active is None or not call.line_number:
         return "no_number"
+    if reached_since(call.caller_hash, call.started_at, promised_on_call=call.id):
+        return "not_needed"  # with a counselor since, or on the line now: "we missed you" would be wrong
     vault: Vault = current_app.extensions["crisisline.vault"]
     number = vault.open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()

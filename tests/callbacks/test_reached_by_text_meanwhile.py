@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from callbacks import requests as requests_module
 from crisisline.db import db
 from crisisline.models import Conversation
 from tests.callbacks.test_callbacks import (
@@ -99,5 +102,40 @@ def test_a_callback_whose_call_handling_died_before_the_close_is_done_once_a_cou
     (attempt,) = contacts(app, "callback")
     assert run_contact(app, attempt) == "not_needed"
 
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("canceled", "called_in")
+
+
+def test_a_call_request_crossed_by_a_yes_that_landed_first_leaves_the_texter_with_that_counselor(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Before, the CALL closed the conversation Ben had just taken: he lost the person he was
+    about to text, and they were told to wait for a call. Now his YES wins: the conversation
+    stays his, he reads their CALL, and the callback is done without ringing anyone."""
+    rota(on_call=("ben-carter",))
+    texting.send(CALLER, "I want to kill myself")
+    with app.app_context():
+        tag = db.session.scalars(select(Conversation.id)).one()
+    bens_phone = TextingPhone(texting.url.removesuffix("/sms/incoming"), fake)
+    arrange = requests_module.request_from_text
+
+    def crossed_by_bens_yes(*args: Any) -> bool:
+        arranged = arrange(*args)
+        bens_phone.send(BEN, f"YES {tag}")  # lands after the callback is stored, before the close
+        return arranged
+
+    monkeypatch.setattr(requests_module, "request_from_text", crossed_by_bens_yes)
+    replies = texting.send(CALLER, "CALL")
+    legs_before = len(responder_legs(fake))
+
+    assert not any("call you" in reply for reply in replies), replies
+    with app.app_context():
+        conversation = db.session.get(Conversation, tag)
+        assert conversation is not None and (conversation.state, conversation.counselor_id) == ("active", "ben-carter")
+    assert any("CALL" in text for text in texting.inbox(BEN)[-2:]), texting.inbox(BEN)
+    (attempt,) = contacts(app, "callback")
+    assert run_contact(app, attempt) == "not_needed"
+    assert len(responder_legs(fake)) == legs_before
     (callback,) = callbacks(app)
     assert (callback.state, callback.outcome) == ("canceled", "called_in")

@@ -1,0 +1,68 @@
+"""Has a person reached the line since a moment? Asked before keeping a promise that would be
+wrong once they have: a callback (a second counselor would cross the first), or a "we missed
+you, reach us here" text (said to someone a counselor has just talked with, it tells them they
+were never heard). Shared by ``callbacks`` and ``workers.contacts``; by keyed hash only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, bindparam, or_, select
+
+from crisisline.db import db
+from crisisline.models import Call, Conversation, Texter, Transfer
+
+REACHED, HOLDING = "reached", "holding"
+
+# A text conversation of the person's that a counselor took after ``since``.
+_TAKEN_BY_TEXT_SINCE = (
+    select(Conversation.id)
+    .join(Texter, Texter.id == Conversation.texter_id)
+    .where(
+        Texter.number_hash == bindparam("number_hash"),
+        or_(
+            and_(Conversation.id != bindparam("own"), Conversation.assigned_at > bindparam("since")),
+            # ``own``: the conversation a callback's CALL came from. The CALL closes it unless
+            # a counselor's YES took it first (then it stays theirs, whenever the YES landed),
+            # or the CALL's handling died before the close and a counselor took it since.
+            and_(
+                Conversation.id == bindparam("own"),
+                Conversation.state != "closed",
+                Conversation.assigned_at.is_not(None),
+            ),
+        ),
+    )
+    .limit(1)
+)
+# Their live calls' transfers after ``since``, the call the promise came from left out.
+_CALLS_SINCE = (
+    select(Transfer.state, Transfer.connected_at)
+    .join(Call, Call.id == Transfer.call_id)
+    .where(
+        Call.caller_hash == bindparam("number_hash"),
+        Call.id != bindparam("promised_on"),
+        Call.started_at > bindparam("since"),
+        Transfer.mode == "live",
+    )
+)
+
+
+def reached_since(
+    number_hash: str | None, since: datetime, *, promised_on_call: int | None = None,
+    own_conversation: int | None = None,
+) -> str | None:  # fmt: skip
+    """``REACHED`` (with a counselor live since ``since``: joined, not merely accepted; or a
+    counselor took a text conversation of theirs), ``HOLDING`` (on the line now: holding, or
+    being brought to a counselor), or None (never, or gone without anyone)."""
+    if not number_hash:
+        return None
+    if db.session.scalar(_TAKEN_BY_TEXT_SINCE, {"number_hash": number_hash, "since": since,
+                                                "own": own_conversation or 0}):  # fmt: skip
+        return REACHED
+    rounds = db.session.execute(
+        _CALLS_SINCE, {"number_hash": number_hash, "since": since, "promised_on": promised_on_call or 0}
+    ).all()
+    if any(connected_at is not None for _state, connected_at in rounds):
+        return REACHED
+    return HOLDING if any(state in ("waiting", "connecting") for state, _ in rounds) else None

@@ -1,0 +1,101 @@
+"""A "we missed your call" or "we tried to call you back" text is not sent to someone who has
+reached a counselor since (a counselor took their text) or is on the line again now. Before,
+a text Twilio refused for now was sent up to 21 minutes later whatever had happened meanwhile:
+someone a counselor had just talked with was told nobody had answered them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import select
+
+from crisisline.db import db
+from crisisline.models import Conversation
+from tests.callbacks.test_callbacks import BEN, TRIED_TEXT
+from tests.conftest import TextingPhone
+from tests.followups.conftest import due_contacts_runner
+from tests.rota import around_the_clock
+from tests.workers.test_one_text_refused_for_now import (
+    CALLER,
+    MESSAGES,
+    a_callback_given_up,
+    kinds_and_outcomes,
+    texts_to,
+)
+from tests.workers.test_scheduled_contacts import MISSED_ES, wait_then_hang_up
+from twilio_fake.phone import Keys, Phone
+from twilio_fake.rest_api import FakeTwilio
+
+pytestmark = pytest.mark.usefixtures("clean_redis")
+HUNG_UP = "+13125550167"
+
+
+def only_ben(document: dict[str, object]) -> None:
+    around_the_clock(document, on_call=("ben-carter",))  # type: ignore[arg-type]
+
+
+def a_counselor_takes_their_text(app: Flask, texting: TextingPhone, number: str) -> None:
+    texting.send(number, "I want to kill myself")
+    with app.app_context():
+        tag = db.session.scalars(select(Conversation.id)).one()
+    texting.send(BEN, f"YES {tag}")
+
+
+def test_a_missed_call_text_refused_for_now_is_not_sent_once_a_counselor_has_taken_their_text(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    publish_routing(only_ben)
+    wait_then_hang_up(phone, wednesday_evening, HUNG_UP, spanish=True)
+    run_due = due_contacts_runner(app)
+    fake.inject_fault("POST", MESSAGES, status=429, code=20429, message="Too Many Requests")
+    assert run_due() == ["postponed"]
+
+    a_counselor_takes_their_text(app, texting, HUNG_UP)
+    wednesday_evening.shift(timedelta(seconds=61))
+
+    assert run_due() == ["not_needed"]
+    assert MISSED_ES not in texts_to(fake, HUNG_UP)
+    assert kinds_and_outcomes(app, "missed_contact") == [("canceled", "postponed"), ("canceled", "not_needed")]
+
+
+def test_a_missed_call_text_is_not_sent_while_they_are_holding_on_a_new_call(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    wait_then_hang_up(phone, wednesday_evening, HUNG_UP, spanish=True)
+    phone.call([Keys("2"), Keys("2")], identity=phone.identity(HUNG_UP), max_hold_turns=0)  # straight back
+
+    assert due_contacts_runner(app)() == ["not_needed"]
+    assert texts_to(fake, HUNG_UP) == []
+
+
+def test_a_missed_call_text_still_goes_to_someone_whose_text_nobody_has_taken(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    publish_routing(only_ben)
+    wait_then_hang_up(phone, wednesday_evening, HUNG_UP, spanish=True)
+    texting.send(HUNG_UP, "I want to kill myself")  # offered to Ben, not taken: nobody has them yet
+
+    assert due_contacts_runner(app)() == ["sent"]
+    assert MISSED_ES in texts_to(fake, HUNG_UP)
+
+
+def test_a_we_tried_text_refused_for_now_is_not_sent_once_a_counselor_has_taken_their_text(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    run_due = a_callback_given_up(app, phone, wednesday_evening, publish_routing)
+    fake.inject_fault("POST", MESSAGES, status=429, code=20429, message="Too Many Requests")
+    assert run_due() == ["postponed"]
+
+    publish_routing(only_ben)  # Ben comes on call and takes their text
+    a_counselor_takes_their_text(app, texting, CALLER)
+    wednesday_evening.shift(timedelta(seconds=61))
+
+    assert run_due() == ["not_needed"]
+    assert TRIED_TEXT not in texts_to(fake, CALLER)
