@@ -142,7 +142,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
             except Exception:
                 status[name] = "down"
         ready = all(value == "ok" for value in status.values())
-        return {"status": "ready" if ready else "not ready", **status}, 200 if ready else 503
+        body = {"status": "ready" if ready else "not ready", **status}
+        override = app.extensions["crisisline.settings"].line_mode_override
+        if override:
+            # Still ready (the backup line answers), but monitoring should see the switch is on.
+            body["line_mode_override"] = override
+        return body, 200 if ready else 503
 
     return app
 

@@ -166,8 +166,10 @@ def test_line_mode_override_sends_callers_to_backup_without_touching_the_databas
     phone = Phone(WsgiTransport(app.test_client()), "http://localhost", TEST_AUTH_TOKEN, TEST_ACCOUNT_SID)
 
     call = phone.call([], dial_outcomes=["completed"])
+    ready = app.test_client().get("/readyz").get_json()
 
     assert call.dials[0].numbers == [TEST_BACKUP_NUMBER]
+    assert ready["line_mode_override"] == "system_down"  # monitoring sees the switch is on
 
 
 def test_no_published_routing_still_connects_callers_to_backup(app: Flask) -> None:
