@@ -388,8 +388,12 @@ def _hold(message_id: int) -> None:
 def _refused_for_now(error: TwilioRestException) -> int | None:
     """The code to keep for a refusal after which Twilio created nothing and a later try may
     be taken (``REFUSED_FOR_NOW``), or None."""
-    if error.code in REFUSED_FOR_NOW_CODES or error.status in REFUSED_FOR_NOW_STATUSES:
-        return int(error.code or error.status)
+    if error.code in REFUSED_FOR_NOW_CODES:
+        return int(error.code)
+    if error.status in REFUSED_FOR_NOW_STATUSES:
+        # Kept as the HTTP status when Twilio's code is one we do not list (a 429 carrying
+        # another rate-limit code): whoever reads it back knows it among ``REFUSED_FOR_NOW``.
+        return int(error.status)
     return None
 
 
@@ -421,7 +425,8 @@ def _send_over_rest(
             db.session.commit()
             return code
         log.warning("text %s not sent: Twilio error %s", message_id, error.code)
-        _failed(message_id, error.code if error.code is not None else code, responder_id=responder_id, texter=texter)
+        # A refusal for now is kept as such (``REFUSED_FOR_NOW``): a one-text contact retries it.
+        _failed(message_id, code if code is not None else error.code, responder_id=responder_id, texter=texter)
         return False
     except (requests.RequestException, OSError) as error:
         # Left "claimed": never retried blindly (it may have gone out). After two minutes the
