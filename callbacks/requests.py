@@ -78,8 +78,8 @@ def _call_the_texter(conversation: Conversation, *, texter: Texter, document: Ro
 
 
 def request_from_text(conversation: Conversation, texter: Texter, document: RoutingDocument) -> bool:
-    """A texter replied ``CALL``. Their conversation is handed to the callback (it closes
-    quietly) and keeps its queue place. False if callbacks are off or the number unknown."""
+    """A texter replied ``CALL``. Their conversation, closed for it (``sms.texting``), is handed
+    to the callback, which keeps its queue place. False if callbacks are off or the number unknown."""
     if not document.callbacks.enabled or not texter.sealed_number:
         return False
     language = conversation.language or document.menu.default_language

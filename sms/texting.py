@@ -31,9 +31,10 @@ signals = Namespace()
 # this text was written (a retry, a burst): only an answer already recorded for this very text
 # may be finished; anything else is left to that conversation.
 text_between_conversations = signals.signal("text-between-conversations")
-# A texter asked to be called (CALL, LLAMAR…) while not yet with a counselor. Sender: the
-# Conversation; ``texter``, ``document``. A receiver that arranged a callback (``callbacks``)
-# returns True: the conversation then closes quietly. No True: they hear it is not possible.
+# A texter asked to be called (CALL, LLAMAR…) while not yet with a counselor, on a line with
+# callbacks and a number to call. Sender: the Conversation, closed for the callback a moment
+# before (unless a counselor took it first); ``texter``, ``document``. A receiver that
+# arranged the callback (``callbacks``) returns True.
 call_requested = signals.signal("call-requested")
 
 
@@ -159,8 +160,7 @@ def _call_me_back(
 ) -> None:
     """``CALL``: the texter would rather talk. A callback takes over their place in the queue."""
     language = document.language(conversation.language)
-    arranged = call_requested.send(conversation, texter=texter, document=document)
-    if not any(done for _receiver, done in arranged):
+    if not (document.callbacks.enabled and texter.sealed_number):
         # "A counselor will text you back here": so they must be in the queue (at the menus
         # they were not), with what they chose so far and the defaults for the rest.
         if conversation.state in ("language", "need"):
@@ -169,20 +169,44 @@ def _call_me_back(
             convo.queue(conversation, document, need=chosen, language_code=language.code)
         convo.to_texter(conversation, f"callback-impossible:{inbound.id}", language.text("callback_impossible"))
         return
-    # Closed before they are told: a counselor's YES that took the conversation a moment ago
-    # wins, and the callback (its attempt sees them taken) is done without a call.
-    if not convo.close(conversation, document, "callback", tell_texter=None, unless_taken=True):
-        db.session.refresh(conversation)
-        responder = document.responder(conversation.counselor_id) if conversation.counselor_id else None
-        if conversation.state == "active" and responder is not None:
-            # Their counselor reads that they would rather talk, and can say how.
-            convo.relay_or_hand_back(conversation, responder, document, inbound.id, body)
-            return
+    if not _closed_for_the_callback(document, conversation, inbound, body):
+        return  # a counselor's YES took it a moment ago: they have them, and read the CALL
+    arranged = call_requested.send(conversation, texter=texter, document=document)
+    if not any(done for _receiver, done in arranged):
+        # Closed for a callback that was not made: never left so. The clock retries this
+        # text, in a new conversation (the case above, or the callback then made).
+        raise RuntimeError(f"conversation {conversation.id}: CALL not arranged")
     convo.to_texter(conversation, f"callback:{inbound.id}", language.text("callback_confirmed"))
     if not convo.anyone_can_text(conversation, document) and convo.claim_backup_offer(conversation):
         # Nobody on shift could call them yet: the callback waits for someone, and they are
         # told of the backup line now, as a texter left waiting is.
         convo.to_texter(conversation, "backup", language.text("backup"))
+
+
+def _closed_for_the_callback(
+    document: RoutingDocument, conversation: Conversation, inbound: Message, body: str
+) -> bool:
+    """Close the conversation for the callback before it is arranged, only while no counselor
+    has it (checked in the UPDATE): a YES that took it a moment before the CALL wins, the
+    counselor reads the CALL, and no callback is made (one would cross them). True: closed
+    (or closed meanwhile: they asked to be called all the same), the callback goes ahead."""
+    for _ in range(2):  # again once a conversation held by a counselor who is gone is handed back
+        if convo.close(conversation, document, "callback", tell_texter=None, unless_taken=True):
+            return True
+        db.session.refresh(conversation)
+        if conversation.state != "active":
+            return True
+        responder = document.responder(conversation.counselor_id) if conversation.counselor_id else None
+        if responder is None:
+            convo.requeue_orphan(conversation, document)  # their counselor left the rota
+        else:
+            # To them unless their YES's backlog carried it already; handed back if their
+            # account was closed.
+            convo.relay_or_hand_back(conversation, responder, document, inbound.id, body)
+        db.session.refresh(conversation)
+        if conversation.state == "active":
+            return False
+    return False  # taken again at once: the counselor who has them gets the CALL with the backlog
 
 
 def _line_down_at_the_menus(document: RoutingDocument, conversation: Conversation) -> bool:

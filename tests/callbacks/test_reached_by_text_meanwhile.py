@@ -13,9 +13,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from callbacks import requests as requests_module
 from crisisline.db import db
 from crisisline.models import Conversation
+from sms import texting as sms_texting
 from tests.callbacks.test_callbacks import (
     BEN,
     CALLER,
@@ -106,36 +106,66 @@ def test_a_callback_whose_call_handling_died_before_the_close_is_done_once_a_cou
     assert (callback.state, callback.outcome) == ("canceled", "called_in")
 
 
+def crossed_by_a_yes(
+    app: Flask, fake: FakeTwilio, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], list[str]]:
+    """Their CALL, handled as Ben's YES for their conversation lands after the CALL's handling
+    read the conversation (still offered) and before it acts on it. Returns the CALL's replies."""
+    with app.app_context():
+        tag = db.session.scalars(select(Conversation.id).order_by(Conversation.id.desc())).first()
+    bens_phone = TextingPhone(texting.url.removesuffix("/sms/incoming"), fake)
+    call_me_back = sms_texting._call_me_back
+
+    def crossed_by_bens_yes(*args: Any) -> None:
+        bens_phone.send(BEN, f"YES {tag}")
+        call_me_back(*args)
+
+    def send_call() -> list[str]:
+        monkeypatch.setattr(sms_texting, "_call_me_back", crossed_by_bens_yes)
+        try:
+            return texting.send(CALLER, "CALL")
+        finally:
+            monkeypatch.setattr(sms_texting, "_call_me_back", call_me_back)
+
+    return send_call
+
+
 def test_a_call_request_crossed_by_a_yes_that_landed_first_leaves_the_texter_with_that_counselor(
     app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Before, the CALL closed the conversation Ben had just taken: he lost the person he was
     about to text, and they were told to wait for a call. Now his YES wins: the conversation
-    stays his, he reads their CALL, and the callback is done without ringing anyone."""
+    stays his, he reads their CALL, and no callback is made (one would cross him, even after
+    he ends the conversation)."""
     rota(on_call=("ben-carter",))
     texting.send(CALLER, "I want to kill myself")
-    with app.app_context():
-        tag = db.session.scalars(select(Conversation.id)).one()
-    bens_phone = TextingPhone(texting.url.removesuffix("/sms/incoming"), fake)
-    arrange = requests_module.request_from_text
 
-    def crossed_by_bens_yes(*args: Any) -> bool:
-        arranged = arrange(*args)
-        bens_phone.send(BEN, f"YES {tag}")  # lands after the callback is stored, before the close
-        return arranged
-
-    monkeypatch.setattr(requests_module, "request_from_text", crossed_by_bens_yes)
-    replies = texting.send(CALLER, "CALL")
-    legs_before = len(responder_legs(fake))
+    replies = crossed_by_a_yes(app, fake, texting, monkeypatch)()
 
     assert not any("call you" in reply for reply in replies), replies
     with app.app_context():
-        conversation = db.session.get(Conversation, tag)
-        assert conversation is not None and (conversation.state, conversation.counselor_id) == ("active", "ben-carter")
-    assert any("CALL" in text for text in texting.inbox(BEN)[-2:]), texting.inbox(BEN)
+        conversation = db.session.scalars(select(Conversation)).one()
+        assert (conversation.state, conversation.counselor_id) == ("active", "ben-carter")
+    assert texting.inbox(BEN).count(f"#{conversation.tag}: CALL") == 1, texting.inbox(BEN)
+    assert callbacks(app) == [] and contacts(app, "callback") == []
+
+
+def test_a_call_request_crossed_by_a_yes_leaves_their_earlier_callback_to_end_as_called_in(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Found by review: a CALL that joined the callback they had asked for on a call moved its
+    promise past Ben's YES, and the line then rang a counselor to phone someone Ben was texting."""
+    rota(on_call=("ben-carter",))
+    ask_for_callback(phone)
+    texting.send(CALLER, "I want to kill myself")
+    crossed_by_a_yes(app, fake, texting, monkeypatch)()
+    legs_before = len(responder_legs(fake))
+
     (attempt,) = contacts(app, "callback")
     assert run_contact(app, attempt) == "not_needed"
+
     assert len(responder_legs(fake)) == legs_before
     (callback,) = callbacks(app)
     assert (callback.state, callback.outcome) == ("canceled", "called_in")
