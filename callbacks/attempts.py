@@ -36,7 +36,7 @@ from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
 from transfer import dispatch, flow, state
-from workers.contacts import schedule, sends, text_outcome
+from workers.contacts import WHILE_HOLDING, again_once_not_holding, schedule, sends, text_outcome
 
 log = logging.getLogger(__name__)
 signals = Namespace()
@@ -198,8 +198,11 @@ def send_missed_text(contact: ScheduledContact) -> str:
     call = db.session.get(Call, callback.call_id) if callback else None
     if callback is None or call is None or not call.sealed_caller or document is None:
         return "no_number"
-    if _reached_us_since(callback, call):
-        return "not_needed"  # with a counselor since, or on the line now: "we tried" would be wrong
+    reached = _reached_us_since(callback, call)
+    if reached == REACHED:
+        return "not_needed"  # a counselor has had them since: "we tried" would be wrong
+    if reached == HOLDING and again_once_not_holding(contact):
+        return WHILE_HOLDING
     number = _vault().open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
     if known is not None and known.opted_out:

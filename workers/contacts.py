@@ -21,7 +21,7 @@ from flask import current_app
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from crisisline import events
 from crisisline.app import rq
@@ -29,7 +29,7 @@ from crisisline.db import db, insert_once
 from crisisline.models import Call, Message, ScheduledContact, Texter
 from crisisline.privacy import Vault
 from ivr.call_log import PHONE_CONTEXT, phone_hash
-from line_queue.reached import reached_since
+from line_queue.reached import HOLDING, REACHED, reached_since
 from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
@@ -67,6 +67,14 @@ RERUN_AFTER = timedelta(minutes=1)
 REFUSED_TEXT_RETRY_WAITS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15))
 REFUSED_FOR_NOW = "refused_for_now"
 _REFUSED_ROUND = re.compile(r"^(?P<base>.+?):refused:(?P<round>\d+)$")
+# A text that would tell someone nobody answered them ("we missed your call", "we tried to
+# call you back"), weighed while they are on the line again, holding for a counselor: weighed
+# again a minute or two later (the same contact, queued again by the clock's rebuild), rather
+# than dropped (they may hang up again unheard) or sent (telling someone on hold nobody
+# answered). At most this many times: a hold longer than any routing allows is a stale record.
+RECHECK_WHILE_HOLDING = timedelta(minutes=1)
+HOLDING_RECHECKS = 31
+WHILE_HOLDING = "holding"
 # Sent with the contact's id as sender once it is ``needs_human``: a feature whose promise it
 # carried (a check-in) makes it seen by a person (``followups.checkins``).
 contact_needs_a_human = Namespace().signal("contact-needs-a-human")
@@ -179,6 +187,25 @@ def text_outcome(contact: ScheduledContact, sent: bool) -> str:
     return "send_failed"
 
 
+def again_once_not_holding(contact: ScheduledContact) -> bool:
+    """``RECHECK_WHILE_HOLDING``: this claimed contact goes back to pending, due a minute later
+    (its sender then returns ``WHILE_HOLDING``). False once ``HOLDING_RECHECKS`` are used up,
+    or if this run no longer holds the claim: the sender then carries on as if not holding."""
+    before, _, count = (contact.outcome or "").partition(":")
+    rounds = int(count) if before == WHILE_HOLDING and count.isdecimal() else 0
+    if rounds >= HOLDING_RECHECKS:
+        return False
+    moved = db.session.execute(
+        update(ScheduledContact)
+        .where(ScheduledContact.id == contact.id, ScheduledContact.state == "sending",
+               ScheduledContact.claimed_at == contact.claimed_at)
+        .values(state="pending", claimed_at=None, due_at=now() + RECHECK_WHILE_HOLDING,
+                outcome=f"{WHILE_HOLDING}:{rounds + 1}")
+    ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+    db.session.commit()
+    return bool(moved)  # queued again by the clock's rebuild (not from inside its own job)
+
+
 def _again_after_refusal(contact: ScheduledContact) -> bool:
     """Schedule a refused one-text contact once more after its next wait (a new contact, so a
     new text key), or False once ``REFUSED_TEXT_RETRY_WAITS`` are used up."""
@@ -238,14 +265,32 @@ def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
     return "needs_human"
 
 
+# A missed-call text of the same person's for a call that began after this one.
+_A_LATER_MISSED_CALL = (
+    select(ScheduledContact.id)
+    .join(Call, Call.id == ScheduledContact.call_id)
+    .where(
+        ScheduledContact.kind == "missed_contact",
+        Call.caller_hash == bindparam("caller_hash"),
+        Call.started_at > bindparam("started_at"),
+    )
+    .limit(1)
+)
+
+
 @sends("missed_contact", one_text=True)
 def _send_missed_contact(contact: ScheduledContact) -> str:
     call = db.session.get(Call, contact.call_id) if contact.call_id else None
     active = active_routing()
     if call is None or call.sealed_caller is None or active is None or not call.line_number:
         return "no_number"
-    if reached_since(call.caller_hash, call.started_at, promised_on_call=call.id):
-        return "not_needed"  # with a counselor since, or on the line now: "we missed you" would be wrong
+    reached = reached_since(call.caller_hash, call.started_at, promised_on_call=call.id)
+    if reached == REACHED:
+        return "not_needed"  # a counselor has had them since: "we missed you" would be wrong
+    if reached == HOLDING and again_once_not_holding(contact):
+        return WHILE_HOLDING
+    if db.session.scalar(_A_LATER_MISSED_CALL, {"caller_hash": call.caller_hash, "started_at": call.started_at}):
+        return "not_needed"  # a later call of theirs has its own (it waited here while they held)
     vault: Vault = current_app.extensions["crisisline.vault"]
     number = vault.open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
