@@ -12,6 +12,7 @@ import phonenumbers
 from flask import current_app
 
 from console.access import current_user
+from crisisline.failsafe import failsafe_backup_number
 from routing.store import active_routing
 
 
@@ -38,8 +39,8 @@ def current_line_down_message() -> str | None:
     settings = current_app.extensions.get("crisisline.settings")
     switch_on = settings is not None and settings.line_mode_override == "system_down"
     active = active_routing()  # served as down already while the switch is on
-    if active is None:
-        return None
+    if active is None:  # nothing published yet: callers go to BACKUP_NUMBER whatever the switch
+        return line_down_message(switch_on=switch_on, published_down=False, backup_number=failsafe_backup_number())
     published_down = active.document.mode == "system_down"
     return line_down_message(
         switch_on=switch_on, published_down=published_down, backup_number=active.document.backup_number

@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import delete
 
 from console.line_state import line_down_message
+from crisisline.db import db
+from crisisline.models import RoutingVersion
 from tests.console.conftest import Account, sign_in
 from tests.console.test_board_and_desk import board
 
@@ -103,3 +106,17 @@ def test_the_switch_is_named_even_when_the_published_routing_is_down_too() -> No
     assert both is not None and both.startswith("Emergency switch on") and BACKUP_SHOWN in both
     assert published is not None and published.startswith("The line is down")
     assert line_down_message(switch_on=False, published_down=False, backup_number="+18002738255") is None
+
+
+def test_the_switch_is_said_before_any_routing_is_published(
+    app: Flask, client: FlaskClient, supervisor: Account, switch_on: None
+) -> None:
+    """Found by review: with nothing published the banner said nothing of the switch."""
+    sign_in(client, supervisor)
+    with app.app_context():
+        db.session.execute(delete(RoutingVersion))
+        db.session.commit()
+
+    shown, text = banner(client, "/console/audit")
+
+    assert shown and "Emergency switch on" in text
