@@ -537,6 +537,22 @@ def _tell_the_counselor_their_words_did_not_arrive(
     to_counselor(conversation, responder, f"not-delivered:{message_id}", note)
 
 
+def reopen_closed_for(conversation: Conversation, document: RoutingDocument, reason: str, state_before: str) -> bool:
+    """Open again a conversation this handling closed for ``reason`` when what it closed it for
+    then failed (a callback not stored): as it was, a waiting one back in line (the offers the
+    close ended are made again by the queue). True if reopened (committed)."""
+    state = "queued" if state_before in WAITING_STATES else state_before
+    reopened = db.session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state == "closed", Conversation.close_reason == reason)
+        .values(state=state, closed_at=None, close_reason=None)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if reopened and state == "queued":
+        line_queue.fill_soon(document)
+    return bool(reopened)
+
+
 def close(
     conversation: Conversation, document: RoutingDocument, reason: str, *, tell_texter: str | None,
     quiet_since: datetime | None = None, holder: str | None = None, unless_texter_unhandled: bool = False,

@@ -169,13 +169,19 @@ def _call_me_back(
             convo.queue(conversation, document, need=chosen, language_code=language.code)
         convo.to_texter(conversation, f"callback-impossible:{inbound.id}", language.text("callback_impossible"))
         return
+    state_before = conversation.state
     if not _closed_for_the_callback(document, conversation, inbound, body):
         return  # a counselor's YES took it a moment ago: they have them, and read the CALL
-    arranged = call_requested.send(conversation, texter=texter, document=document)
-    if not any(done for _receiver, done in arranged):
-        # Closed for a callback that was not made: never left so. The clock retries this
-        # text, in a new conversation (the case above, or the callback then made).
-        raise RuntimeError(f"conversation {conversation.id}: CALL not arranged")
+    try:
+        arranged = call_requested.send(conversation, texter=texter, document=document)
+        if not any(done for _receiver, done in arranged):
+            raise RuntimeError(f"conversation {conversation.id}: CALL not arranged")
+    except Exception:
+        # Closed for a callback that was not stored: never left so. Open again as it was
+        # (their language, need and place), so the clock's retry of this text finds it.
+        db.session.rollback()
+        convo.reopen_closed_for(conversation, document, "callback", state_before)
+        raise
     convo.to_texter(conversation, f"callback:{inbound.id}", language.text("callback_confirmed"))
     if not convo.anyone_can_text(conversation, document) and convo.claim_backup_offer(conversation):
         # Nobody on shift could call them yet: the callback waits for someone, and they are

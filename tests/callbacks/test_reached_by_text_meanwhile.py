@@ -10,12 +10,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
+from callbacks import requests as requests_module
 from crisisline.db import db
 from crisisline.models import Conversation
 from sms import texting as sms_texting
+from sms.conversations import RETRY_AFTER
+from sms.views import FAILSAFE_TEXT
 from tests.callbacks.test_callbacks import (
     BEN,
     CALLER,
@@ -169,3 +174,39 @@ def test_a_call_request_crossed_by_a_yes_leaves_their_earlier_callback_to_end_as
     assert len(responder_legs(fake)) == legs_before
     (callback,) = callbacks(app)
     assert (callback.state, callback.outcome) == ("canceled", "called_in")
+
+
+def test_a_call_whose_callback_could_not_be_stored_keeps_its_conversation_for_the_clocks_retry(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone, rota: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates, clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """Found by review: the CALL now closes the conversation before the callback is stored; a
+    database error in between left it closed, and the retry started them over at the menus,
+    in the default language and at the back of the line. It is opened again as it was."""
+    rota(on_call=())
+    texting.send(CALLER, "2")  # Spanish at the language menu
+    texting.send(CALLER, "quiero morir")
+    with app.app_context():
+        before = db.session.scalars(select(Conversation)).one()
+        queued_at, language = before.queued_at, before.language
+
+    def database_blip(*_args: Any) -> bool:
+        raise OperationalError("INSERT INTO callbacks", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(requests_module, "request_from_text", database_blip)
+    assert texting.send(CALLER, "LLAMAR") == [FAILSAFE_TEXT]
+    with app.app_context():
+        kept = db.session.scalars(select(Conversation)).one()
+        assert (kept.state, kept.language, kept.queued_at) == ("queued", language, queued_at)
+    monkeypatch.undo()  # the database is back
+    wednesday_evening.shift(RETRY_AFTER + timedelta(seconds=1))
+    clock_tick()
+
+    (callback,) = callbacks(app)
+    with app.app_context():
+        conversations = db.session.scalars(select(Conversation)).all()
+    assert [c.state for c in conversations] == ["closed"]  # the same conversation, no new one
+    assert (callback.conversation_id, callback.language, callback.queue_since) == (
+        conversations[0].id, "es", queued_at,
+    )  # fmt: skip
+    assert any(text.startswith("Le llamaremos") for text in texting.inbox(CALLER)), texting.inbox(CALLER)
