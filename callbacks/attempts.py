@@ -36,7 +36,14 @@ from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
 from transfer import dispatch, flow, state
-from workers.contacts import WHILE_HOLDING, again_once_not_holding, schedule, sends, text_outcome
+from workers.contacts import (
+    WHILE_HOLDING,
+    again_once_not_holding,
+    schedule,
+    sends,
+    superseded_since,
+    text_outcome,
+)
 
 log = logging.getLogger(__name__)
 signals = Namespace()
@@ -203,6 +210,8 @@ def send_missed_text(contact: ScheduledContact) -> str:
         return "not_needed"  # a counselor has had them since: "we tried" would be wrong
     if reached == HOLDING and again_once_not_holding(contact):
         return WHILE_HOLDING
+    if superseded_since(call.caller_hash, contact.created_at, this_call=call.id, this_callback=callback.id):
+        return "not_needed"  # a later missed call's own text, or a new callback of theirs, says it
     number = _vault().open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
     if known is not None and known.opted_out:

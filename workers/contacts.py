@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, select, update
 from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db, insert_once
-from crisisline.models import Call, Message, ScheduledContact, Texter
+from crisisline.models import Call, Callback, Message, ScheduledContact, Texter
 from crisisline.privacy import Vault
 from ivr.call_log import PHONE_CONTEXT, phone_hash
 from line_queue.reached import HOLDING, REACHED, reached_since
@@ -152,6 +152,7 @@ def run_scheduled_contact(contact_id: int) -> str:
         return "not pending"
     contact = db.session.get(ScheduledContact, contact_id)
     assert contact is not None
+    this_claim = contact.claimed_at  # as stored: the final UPDATE is for this run's claim only
     sender = sender_for(contact.kind)
     try:
         outcome = sender(contact) if sender else "unknown_kind"
@@ -166,9 +167,12 @@ def run_scheduled_contact(contact_id: int) -> str:
     final = "sent" if outcome == "sent" else ("canceled" if outcome in CANCELED_OUTCOMES else "failed")
     db.session.execute(
         update(ScheduledContact)
-        .where(ScheduledContact.id == contact_id, ScheduledContact.state == "sending")
+        # This run's claim only: a sender may have put the row back to pending (``WHILE_HOLDING``)
+        # and another copy of the job claimed it since.
+        .where(ScheduledContact.id == contact_id, ScheduledContact.state == "sending",
+               ScheduledContact.claimed_at == this_claim)
         .values(state=final, outcome=outcome, finished_at=now())
-    )
+    )  # fmt: skip
     db.session.commit()
     events.publish_pending()  # e.g. a callback search freed a responder: the queue offers them
     return outcome
@@ -265,17 +269,47 @@ def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
     return "needs_human"
 
 
-# A missed-call text of the same person's for a call that began after this one.
+# What says it better, of the same person's, since a "call or text us" text was due: another
+# call's own missed-call text, or a callback they asked for since (the text would cross it).
 _A_LATER_MISSED_CALL = (
     select(ScheduledContact.id)
     .join(Call, Call.id == ScheduledContact.call_id)
     .where(
         ScheduledContact.kind == "missed_contact",
         Call.caller_hash == bindparam("caller_hash"),
-        Call.started_at > bindparam("started_at"),
+        ScheduledContact.created_at > bindparam("since"),
+        ScheduledContact.call_id != bindparam("this_call"),
     )
     .limit(1)
 )
+_A_CALLBACK_ASKED_SINCE = (
+    select(Callback.id)
+    .join(Call, Call.id == Callback.call_id)
+    .where(
+        Call.caller_hash == bindparam("caller_hash"),
+        Callback.requested_at > bindparam("since"),
+        Callback.id != bindparam("this_callback"),
+    )
+    .limit(1)
+)
+
+
+def superseded_since(
+    caller_hash: str | None, since: datetime, *, this_call: int | None = None, this_callback: int | None = None
+) -> bool:
+    """Is a "call or text us" text due since ``since`` overtaken by something of theirs since
+    (``_A_LATER_MISSED_CALL``, ``_A_CALLBACK_ASKED_SINCE``; the call and callback the text is
+    about left out)? Two such texts a minute apart, or one after a new promise of a call, would
+    only confuse someone in crisis."""
+    if not caller_hash:
+        return False
+    bound = {
+        "caller_hash": caller_hash,
+        "since": since,
+        "this_call": this_call or 0,
+        "this_callback": this_callback or 0,
+    }
+    return bool(db.session.scalar(_A_LATER_MISSED_CALL, bound) or db.session.scalar(_A_CALLBACK_ASKED_SINCE, bound))
 
 
 @sends("missed_contact", one_text=True)
@@ -289,8 +323,8 @@ def _send_missed_contact(contact: ScheduledContact) -> str:
         return "not_needed"  # a counselor has had them since: "we missed you" would be wrong
     if reached == HOLDING and again_once_not_holding(contact):
         return WHILE_HOLDING
-    if db.session.scalar(_A_LATER_MISSED_CALL, {"caller_hash": call.caller_hash, "started_at": call.started_at}):
-        return "not_needed"  # a later call of theirs has its own (it waited here while they held)
+    if superseded_since(call.caller_hash, call.started_at, this_call=call.id):
+        return "not_needed"  # a later call of theirs has its own, or they asked for a callback since
     vault: Vault = current_app.extensions["crisisline.vault"]
     number = vault.open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()

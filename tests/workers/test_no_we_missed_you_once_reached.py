@@ -124,3 +124,20 @@ def test_a_we_tried_text_refused_for_now_is_not_sent_once_a_counselor_has_taken_
 
     assert run_due() == ["not_needed"]
     assert TRIED_TEXT not in texts_to(fake, CALLER)
+
+
+def test_a_we_tried_text_still_waiting_gives_way_to_the_missed_call_text_of_a_later_call(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """Found by review: a "we tried" text held while they were on hold, and that call's own
+    "we missed you" after they hung up, reached them a minute apart. One is enough."""
+    run_due = a_callback_given_up(app, phone, wednesday_evening, publish_routing)  # its text not run yet
+    publish_routing(only_ben)  # Ben on call, not answering
+    wait_then_hang_up(phone, wednesday_evening, CALLER)
+
+    outcomes = run_due()
+
+    assert sorted(outcomes) == ["not_needed", "sent"]
+    assert kinds_and_outcomes(app, "callback_missed") == [("canceled", "not_needed")]
+    assert TRIED_TEXT not in texts_to(fake, CALLER) and len(texts_to(fake, CALLER)) == 1
