@@ -23,9 +23,9 @@ _TAKEN_BY_TEXT_SINCE = (
         Texter.number_hash == bindparam("number_hash"),
         or_(
             and_(Conversation.id != bindparam("own"), Conversation.assigned_at > bindparam("since")),
-            # ``own``: the conversation a callback's CALL came from. The CALL closes it unless
-            # a counselor's YES took it first (then it stays theirs, whenever the YES landed),
-            # or the CALL's handling died before the close and a counselor took it since.
+            # ``own``: the conversation a callback's CALL came from, closed by the CALL before
+            # the callback is stored (a YES that came first makes no callback). Open and taken
+            # only for a callback an earlier version of the line stored before its close.
             and_(
                 Conversation.id == bindparam("own"),
                 Conversation.state != "closed",
