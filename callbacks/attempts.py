@@ -36,14 +36,7 @@ from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
 from transfer import dispatch, flow, state
-from workers.contacts import (
-    WHILE_HOLDING,
-    again_once_not_holding,
-    schedule,
-    sends,
-    superseded_since,
-    text_outcome,
-)
+from workers.contacts import held_back, schedule, sends, text_outcome
 
 log = logging.getLogger(__name__)
 signals = Namespace()
@@ -190,8 +183,8 @@ HOLDING_RECHECK = timedelta(minutes=1)
 
 def _reached_us_since(callback: Callback, call: Call) -> str | None:
     """Whether the person reached the line after asking (``line_queue.reached``): the call
-    they asked on left out, and the conversation their CALL came from once that CALL closed it
-    (a YES crossing the CALL takes it a moment before: they were promised the call)."""
+    they asked on left out, and the conversation their CALL came from, which that CALL closed
+    before storing the callback."""
     return reached_since(
         call.caller_hash, callback.promised_since, promised_on_call=call.id, own_conversation=callback.conversation_id
     )
@@ -206,12 +199,11 @@ def send_missed_text(contact: ScheduledContact) -> str:
     if callback is None or call is None or not call.sealed_caller or document is None:
         return "no_number"
     reached = _reached_us_since(callback, call)
-    if reached == REACHED:
-        return "not_needed"  # a counselor has had them since: "we tried" would be wrong
-    if reached == HOLDING and again_once_not_holding(contact):
-        return WHILE_HOLDING
-    if superseded_since(call.caller_hash, contact.created_at, this_call=call.id, this_callback=callback.id):
-        return "not_needed"  # a later missed call's own text, or a new callback of theirs, says it
+    waits = held_back(
+        contact, reached, call.caller_hash, contact.created_at, this_call=call.id, this_callback=callback.id
+    )
+    if waits is not None:
+        return waits
     number = _vault().open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
     if known is not None and known.opted_out:

@@ -312,6 +312,22 @@ def superseded_since(
     return bool(db.session.scalar(_A_LATER_MISSED_CALL, bound) or db.session.scalar(_A_CALLBACK_ASKED_SINCE, bound))
 
 
+def held_back(
+    contact: ScheduledContact, reached: str | None, caller_hash: str | None, since: datetime, *,
+    this_call: int, this_callback: int | None = None,
+) -> str | None:  # fmt: skip
+    """Why a "call or text us" text ("we missed your call", "we tried to call you back") does
+    not go now, as its sender's outcome, or None to send it. ``reached``: ``reached_since``'s
+    answer for the person; ``since``, ``this_call``, ``this_callback``: ``superseded_since``'s."""
+    if reached == REACHED:
+        return "not_needed"  # a counselor has had them since: it would say nobody answered
+    if reached == HOLDING and again_once_not_holding(contact):
+        return WHILE_HOLDING
+    if superseded_since(caller_hash, since, this_call=this_call, this_callback=this_callback):
+        return "not_needed"  # a later missed call's own text, or a callback asked for since, says it
+    return None
+
+
 @sends("missed_contact", one_text=True)
 def _send_missed_contact(contact: ScheduledContact) -> str:
     call = db.session.get(Call, contact.call_id) if contact.call_id else None
@@ -319,12 +335,8 @@ def _send_missed_contact(contact: ScheduledContact) -> str:
     if call is None or call.sealed_caller is None or active is None or not call.line_number:
         return "no_number"
     reached = reached_since(call.caller_hash, call.started_at, promised_on_call=call.id)
-    if reached == REACHED:
-        return "not_needed"  # a counselor has had them since: "we missed you" would be wrong
-    if reached == HOLDING and again_once_not_holding(contact):
-        return WHILE_HOLDING
-    if superseded_since(call.caller_hash, call.started_at, this_call=call.id):
-        return "not_needed"  # a later call of theirs has its own, or they asked for a callback since
+    if (waits := held_back(contact, reached, call.caller_hash, call.started_at, this_call=call.id)) is not None:
+        return waits
     vault: Vault = current_app.extensions["crisisline.vault"]
     number = vault.open(call.sealed_caller, context=PHONE_CONTEXT)
     known = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).first()
