@@ -75,6 +75,8 @@ _REFUSED_ROUND = re.compile(r"^(?P<base>.+?):refused:(?P<round>\d+)$")
 RECHECK_WHILE_HOLDING = timedelta(minutes=1)
 HOLDING_RECHECKS = 31
 WHILE_HOLDING = "holding"
+INTERRUPTED = "interrupted"
+TALLIED = (WHILE_HOLDING, INTERRUPTED)
 # Sent with the contact's id as sender once it is ``needs_human``: a feature whose promise it
 # carried (a check-in) makes it seen by a person (``followups.checkins``).
 contact_needs_a_human = Namespace().signal("contact-needs-a-human")
@@ -191,12 +193,29 @@ def text_outcome(contact: ScheduledContact, sent: bool) -> str:
     return "send_failed"
 
 
+def tallies(outcome: str | None) -> dict[str, int]:
+    """The counts a pending contact carries in ``outcome`` ("holding:3 interrupted:1"): how
+    often it was weighed again while its person held, and rerun after its run stopped. Kept
+    side by side, so neither resets the other and both bounds hold whatever alternates."""
+    counts = {}
+    for part in (outcome or "").split():
+        name, _, count = part.partition(":")
+        if name in TALLIED and count.isdecimal():
+            counts[name] = int(count)
+    return counts
+
+
+def tallied(outcome: str | None, name: str, count: int) -> str:
+    """``outcome`` with ``name``'s count set to ``count``, the other counts kept."""
+    counts = tallies(outcome) | {name: count}
+    return " ".join(f"{each}:{counts[each]}" for each in TALLIED if counts.get(each))
+
+
 def again_once_not_holding(contact: ScheduledContact) -> bool:
     """``RECHECK_WHILE_HOLDING``: this claimed contact goes back to pending, due a minute later
     (its sender then returns ``WHILE_HOLDING``). False once ``HOLDING_RECHECKS`` are used up,
     or if this run no longer holds the claim: the sender then carries on as if not holding."""
-    before, _, count = (contact.outcome or "").partition(":")
-    rounds = int(count) if before == WHILE_HOLDING and count.isdecimal() else 0
+    rounds = tallies(contact.outcome).get(WHILE_HOLDING, 0)
     if rounds >= HOLDING_RECHECKS:
         return False
     moved = db.session.execute(
@@ -204,7 +223,7 @@ def again_once_not_holding(contact: ScheduledContact) -> bool:
         .where(ScheduledContact.id == contact.id, ScheduledContact.state == "sending",
                ScheduledContact.claimed_at == contact.claimed_at)
         .values(state="pending", claimed_at=None, due_at=now() + RECHECK_WHILE_HOLDING,
-                outcome=f"{WHILE_HOLDING}:{rounds + 1}")
+                outcome=tallied(contact.outcome, WHILE_HOLDING, rounds + 1))
     ).rowcount  # type: ignore[attr-defined]  # fmt: skip
     db.session.commit()
     return bool(moved)  # queued again by the clock's rebuild (not from inside its own job)
@@ -237,8 +256,7 @@ def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
     contact = db.session.get(ScheduledContact, contact_id)
     if contact is None or contact.state != "sending":
         return "gone"
-    before, _, count = (contact.outcome or "").partition(":")
-    reruns = int(count) if before == "interrupted" and count.isdecimal() else 0
+    reruns = tallies(contact.outcome).get(INTERRUPTED, 0)
     # The text's first part is claimed first, under the key itself: one indexed lookup.
     its_text = select(Message.id).where(Message.idempotency_key == f"contact:{contact.id}")
     safe = contact.kind in RETRY_SAFE_KINDS or (
@@ -252,7 +270,8 @@ def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
     if safe and reruns < RERUNS_AFTER_INTERRUPTION:
         moved = db.session.execute(
             update(ScheduledContact).where(*this_claim)
-            .values(state="pending", claimed_at=None, due_at=rerun_at, outcome=f"interrupted:{reruns + 1}")
+            .values(state="pending", claimed_at=None, due_at=rerun_at,
+                    outcome=tallied(contact.outcome, INTERRUPTED, reruns + 1))
         ).rowcount  # type: ignore[attr-defined]  # fmt: skip
         db.session.commit()
         return "rerun" if moved else "gone"

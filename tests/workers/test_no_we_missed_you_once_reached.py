@@ -12,6 +12,7 @@ import pytest
 import time_machine
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from crisisline.db import db
 from crisisline.models import Conversation
@@ -29,6 +30,7 @@ from tests.workers.test_one_text_refused_for_now import (
 from tests.workers.test_scheduled_contacts import MISSED_ES, wait_then_hang_up
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
+from workers import contacts as worker_contacts
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 HUNG_UP = "+13125550167"
@@ -141,3 +143,37 @@ def test_a_we_tried_text_still_waiting_gives_way_to_the_missed_call_text_of_a_la
     assert sorted(outcomes) == ["not_needed", "sent"]
     assert kinds_and_outcomes(app, "callback_missed") == [("canceled", "not_needed")]
     assert TRIED_TEXT not in texts_to(fake, CALLER) and len(texts_to(fake, CALLER)) == 1
+
+
+def test_runs_that_stop_part_way_between_holds_still_end_with_a_person_told(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Each wait while they hold and each rerun after a run stopped part way is counted on its
+    own. Found by review: each reset the other's count, so runs that stopped between holds
+    were rerun without end and never reached a person."""
+    wait_then_hang_up(phone, wednesday_evening, HUNG_UP, spanish=True)
+    phone.call([Keys("2"), Keys("2")], identity=phone.identity(HUNG_UP), max_hold_turns=0)  # holding from now on
+    run_due = due_contacts_runner(app)
+    blip = {"on": False}
+    weigh = worker_contacts.held_back
+
+    def weighing_that_can_fail(*args: object, **kwargs: object) -> str | None:
+        if blip["on"]:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return weigh(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker_contacts, "held_back", weighing_that_can_fail)
+    outcomes: list[str] = []
+    for _ in range(worker_contacts.RERUNS_AFTER_INTERRUPTION + 1):
+        blip["on"] = True
+        with pytest.raises(OperationalError):
+            run_due()
+        wednesday_evening.shift(worker_contacts.RERUN_AFTER + timedelta(seconds=1))
+        blip["on"] = False
+        outcomes += run_due()
+        wednesday_evening.shift(worker_contacts.RECHECK_WHILE_HOLDING + timedelta(seconds=1))
+
+    assert outcomes == [worker_contacts.WHILE_HOLDING] * worker_contacts.RERUNS_AFTER_INTERRUPTION
+    assert kinds_and_outcomes(app, "missed_contact") == [("needs_human", "worker_died_mid_send")]
+    assert texts_to(fake, HUNG_UP) == []
