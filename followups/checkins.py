@@ -565,9 +565,13 @@ def _flag_an_interrupted_checkin(contact_id: int, **_: object) -> None:
     the check-in is flagged, so supervisors are told and the board lists it, rather than left
     waiting for a step that will never come."""
     contact = db.session.get(ScheduledContact, contact_id)
-    checkin = db.session.get(CheckIn, contact.checkin_id) if contact is not None and contact.checkin_id else None
+    # Only the check-in's own steps: a survey or an "answered" notice that stopped part way
+    # says nothing about the check-in, which still goes (or went) as agreed.
+    if contact is None or contact.kind not in ("checkin", "checkin_escalate") or not contact.checkin_id:
+        return
+    checkin = db.session.get(CheckIn, contact.checkin_id)
     document = _document()
-    if contact is None or checkin is None or document is None:
+    if checkin is None or document is None:
         return
     if contact.kind == "checkin_escalate":
         _flag(checkin, document, "no_reply")  # stopped before or while telling the supervisors
@@ -750,7 +754,7 @@ def _in_touch_since(checkin: CheckIn, since: datetime) -> bool:
     return db.session.execute(union_all(texted, called).limit(1)).first() is not None
 
 
-@sends("survey")
+@sends("survey", one_text=True)  # its one text is keyed ``contact:<id>``
 def send_survey(contact: ScheduledContact) -> str:
     checkin = db.session.get(CheckIn, contact.checkin_id) if contact.checkin_id else None
     survey_key = SURVEY_KEY_PREFIX + checkin.dedupe_key if checkin else None

@@ -21,6 +21,7 @@ from tests.conftest import TextingPhone
 from tests.faults import failing_once_on_the_database
 from tests.followups.conftest import checkins
 from tests.followups.test_checkins import CHECKIN_EN, HOURS, SUPERVISOR, TEXTER, consent_by_text
+from tests.followups.test_survey_and_retention import survey_on
 from workers.contacts import RERUN_AFTER, rebuild_schedule
 
 
@@ -75,3 +76,31 @@ def test_a_checkin_whose_worker_died_after_claiming_its_text_is_flagged_to_the_s
         board = checkins_module.flagged_checkins(checkins_module.now(), limit=10)
     assert [row.checkin_id for row in board] == [checkin.id]
     assert texting.inbox(TEXTER).count(CHECKIN_EN) == 0  # never a second send
+
+
+def test_a_survey_whose_run_stops_part_way_leaves_its_check_in_to_go_out_unflagged(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Found by review: any interrupted follow-up flagged its check-in "send_uncertain", so a
+    survey that failed an hour after consent stopped the check-in the person had agreed to and
+    told the supervisors, falsely, that a check-in text had failed."""
+    publish_routing(survey_on)
+    consent_by_text(app, texting)
+    wednesday_evening.shift(timedelta(minutes=61))  # the survey is due; the check-in is not
+    monkeypatch.setattr(checkins_module, "_text", failing_every_time)
+    with pytest.raises(OperationalError):
+        run_due()
+    monkeypatch.undo()
+
+    (checkin,) = checkins(app)
+    assert (checkin.state, checkin.flag_reason) == ("consented", None)
+    wednesday_evening.shift(12 * HOURS)
+    with app.app_context():
+        rebuild_schedule()
+    run_due()
+    assert texting.inbox(TEXTER).count(CHECKIN_EN) == 1
+
+
+def failing_every_time(*_: object, **__: object) -> bool:
+    raise OperationalError("INSERT INTO messages", {}, Exception("server closed the connection"))
