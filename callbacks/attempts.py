@@ -36,7 +36,7 @@ from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
 from transfer import dispatch, flow, state
-from workers.contacts import held_back, schedule, sends, text_outcome
+from workers.contacts import contact_needs_a_human, held_back, schedule, sends, text_outcome
 
 log = logging.getLogger(__name__)
 signals = Namespace()
@@ -587,6 +587,31 @@ def give_up(callback: Callback, outcome: str) -> bool:
 
 # A callback still to be made: a person asking again (another call, a text) is given this one.
 OPEN_CALLBACK_STATES = ("waiting", "calling", "retry_wait")
+# A callback ended because its attempt's runs kept stopping part way (a bug, not a busy line).
+LINE_FAILED = "line_failed"
+
+
+@contact_needs_a_human.connect
+def _give_up_a_callback_the_line_could_not_make(contact_id: int, **_: object) -> None:
+    """An attempt whose runs kept stopping part way (``workers.contacts.interrupted``): the
+    callback ends (``LINE_FAILED``) rather than stay a promise nothing keeps, which the clock's
+    repair would hand the same failing attempt again, for ever. So the person is texted how to
+    reach us, a check-in's "2" is flagged, and the board lists the attempt for a supervisor.
+    Not while a search of its is open: that search ends the callback itself."""
+    contact = db.session.get(ScheduledContact, contact_id)
+    if contact is None or contact.kind != "callback" or contact.callback_id is None:
+        return
+    callback = db.session.get(Callback, contact.callback_id)
+    searching = select(Transfer.id).where(
+        Transfer.callback_id == contact.callback_id, Transfer.state.in_(state.OPEN_TRANSFER_STATES)
+    )
+    if callback is None or callback.state not in OPEN_CALLBACK_STATES or db.session.scalar(searching.limit(1)):
+        db.session.commit()
+        return
+    log.error("callback %s ended: its attempt (contact %s) kept failing", callback.id, contact_id)
+    give_up(callback, LINE_FAILED)  # commits
+
+
 # A callback gave up here when nobody took its search in time (the search's end reason).
 NOBODY_FREE = "callback_gave_up"
 # An open callback with neither an open search nor a contact due this long after anything last

@@ -388,31 +388,16 @@ def _waiting_in_redis(job_id: str, connection: Redis) -> bool:
 
 
 def rebuild_schedule() -> dict[str, int]:
-    """Re-queue pending contacts whose job Redis lost, and hand stuck claims to a human (or,
-    for kinds that are safe to run twice, run them again).
+    """Re-queue pending contacts whose job Redis lost, and settle stuck claims
+    (``interrupted``: run again if safe, a few times, else handed to a human).
 
     Idempotent: a contact whose job exists is left alone, and ``enqueue`` reuses its job id.
     """
     counts = {"requeued": 0, "needs_human": 0, "retried": 0}
     connection = rq.get_queue(QUEUE).connection
     sender_for("")  # load every sender module, so RETRY_SAFE_KINDS is complete
-    stuck_but_safe = db.session.scalars(
-        select(ScheduledContact).where(
-            ScheduledContact.state == "sending",
-            ScheduledContact.claimed_at < now() - STUCK_AFTER,
-            ScheduledContact.kind.in_(RETRY_SAFE_KINDS),
-        )
-    ).all()
-    for contact in stuck_but_safe:
-        retried = db.session.execute(
-            update(ScheduledContact)
-            .where(ScheduledContact.id == contact.id, ScheduledContact.state == "sending")
-            .values(state="pending", claimed_at=None)
-        ).rowcount  # type: ignore[attr-defined]
-        db.session.commit()
-        if retried:
-            enqueue(contact)  # the dead worker's job still exists in Redis: queue it afresh
-            counts["retried"] += 1
+    # A stopped run of any kind goes through ``interrupted``: counted, on its own claim only.
+    rerun: set[int] = set()
     stuck = db.session.scalars(
         select(ScheduledContact.id).where(
             ScheduledContact.state == "sending", ScheduledContact.claimed_at < now() - STUCK_AFTER
@@ -425,10 +410,12 @@ def rebuild_schedule() -> dict[str, int]:
             db.session.rollback()
             log.error("scheduled contact %s: could not settle its stopped run (%s)", contact_id, type(error).__name__)
             continue
-        counts["retried"] += outcome == "rerun"  # queued again just below
+        if outcome == "rerun":
+            rerun.add(contact_id)  # queued again just below
         counts["needs_human"] += outcome == "needs_human"
+    counts["retried"] = len(rerun)
     for contact in db.session.scalars(select(ScheduledContact).where(ScheduledContact.state == "pending")).all():
         if not _waiting_in_redis(contact.job_id, connection):
             enqueue(contact)
-            counts["requeued"] += 1
+            counts["requeued"] += contact.id not in rerun
     return counts
