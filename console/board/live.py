@@ -17,6 +17,7 @@ from crisisline.models import (
     Message,
     Offer,
     ResponderState,
+    ScheduledContact,
     Transfer,
 )
 from followups.checkins import flagged_checkins
@@ -42,6 +43,14 @@ from transfer.availability import ON_A_CALL, availability
 
 BOARD_LIMIT = 100  # the queue's head; the total is counted separately
 UNDELIVERED_LISTED_FOR = timedelta(hours=1)
+# A follow-up the line gave up running (``needs_human``): listed for a day. Check-ins have
+# their own list (flagged); a survey is not a promise. What each left the person without:
+UNFINISHED_LISTED_FOR = timedelta(days=1)
+UNFINISHED_KINDS = {
+    "callback": "a callback we promised them was not made; they were texted how to reach us, if that text went",
+    "callback_missed": 'our "we tried to call you back" text may not have gone out',
+    "missed_contact": 'our "we missed your call" text may not have gone out',
+}
 RINGING = "ringing"
 KIND_LABELS = {"call": "call", "callback": "callback", "text": "text"}
 
@@ -122,6 +131,16 @@ class FlaggedCheckInRow:
 
 
 @dataclass(frozen=True)
+class UnfinishedRow:
+    """A follow-up the line promised someone (a callback, a text after a missed call) whose
+    runs kept failing part way: the person may be left without it, so a person should look."""
+
+    contact_id: int  # as the worker's log and ``flask workers status`` name it
+    what: str
+    ago: str  # since the line gave up running it
+
+
+@dataclass(frozen=True)
 class Board:
     at: datetime
     waiting: list[WaitingRow]  # the head of the queue, at most ``BOARD_LIMIT``
@@ -131,6 +150,7 @@ class Board:
     undelivered: list[UndeliveredRow] = field(default_factory=list)
     after_stop: list[AfterStopRow] = field(default_factory=list)
     flagged_checkins: list[FlaggedCheckInRow] = field(default_factory=list)
+    unfinished: list[UnfinishedRow] = field(default_factory=list)
 
     @property
     def longest_wait_seconds(self) -> int:
@@ -152,6 +172,7 @@ class Board:
             "undelivered": len(self.undelivered),
             "after_stop": len(self.after_stop),
             "flagged_checkins": len(self.flagged_checkins),
+            "unfinished": len(self.unfinished),
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -165,6 +186,7 @@ class Board:
             "undelivered": [asdict(row) for row in self.undelivered],
             "after_stop": [asdict(row) for row in self.after_stop],
             "flagged_checkins": [asdict(row) for row in self.flagged_checkins],
+            "unfinished": [asdict(row) for row in self.unfinished],
         }
 
 
@@ -239,7 +261,23 @@ def snapshot(document: RoutingDocument, moment: datetime) -> Board:
     return Board(
         moment, waiting, responders, waiting_by_channel(), stuck_text_rows(document, moment),
         undelivered_rows(document, moment), after_stop_rows(document, moment), flagged_checkin_rows(document, moment),
+        unfinished_rows(moment),
     )  # fmt: skip
+
+
+def unfinished_rows(moment: datetime) -> list[UnfinishedRow]:
+    """Follow-ups the line gave up running in the last day, newest first."""
+    found = db.session.execute(
+        select(ScheduledContact.id, ScheduledContact.kind, ScheduledContact.finished_at)
+        .where(ScheduledContact.state == "needs_human", ScheduledContact.kind.in_(UNFINISHED_KINDS),
+               ScheduledContact.finished_at >= moment - UNFINISHED_LISTED_FOR)
+        .order_by(ScheduledContact.finished_at.desc(), ScheduledContact.id.desc())
+        .limit(BOARD_LIMIT)
+    ).all()  # fmt: skip
+    return [
+        UnfinishedRow(contact_id, UNFINISHED_KINDS[kind], ago(max(0, int((moment - finished_at).total_seconds()))))
+        for contact_id, kind, finished_at in found
+    ]
 
 
 def flagged_checkin_rows(document: RoutingDocument, moment: datetime) -> list[FlaggedCheckInRow]:
@@ -262,7 +300,8 @@ def undelivered_rows(document: RoutingDocument, moment: datetime) -> list[Undeli
         select(Message.id, Message.status, Message.error_code, Message.created_at, Conversation.id,
                Conversation.counselor_id, Conversation.state)
         .outerjoin(Conversation, Conversation.id == Message.conversation_id)
-        .where(Message.party == "texter", Message.created_at >= moment - UNDELIVERED_LISTED_FOR,
+        # "line": a text to someone with no conversation, such as "we tried to call you back".
+        .where(Message.party.in_(("texter", "line")), Message.created_at >= moment - UNDELIVERED_LISTED_FOR,
                not_delivered(moment), Message.error_code.is_distinct_from(OPTED_OUT))
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(BOARD_LIMIT)

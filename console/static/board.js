@@ -76,6 +76,18 @@
     }));
     section.hidden = flagged.length === 0;
   }
+  // Follow-ups the line gave up running (information: the worker's log names each number).
+  function renderUnfinished(unfinished) {
+    var section = document.getElementById("unfinished-contacts");
+    var body = document.getElementById("unfinished-rows");
+    if (!section || !body) { return; }
+    body.replaceChildren.apply(body, unfinished.map(function (u) {
+      var row = window.consoleRow([String(u.contact_id), u.what, u.ago]);
+      row.dataset.contact = String(u.contact_id);
+      return row;
+    }));
+    section.hidden = unfinished.length === 0;
+  }
   function render(data) {
     var queue = document.getElementById("queue-rows");
     var rows = data.waiting.map(function (w) {
@@ -104,6 +116,7 @@
     renderUndelivered(data.undelivered || []);
     renderAfterStop(data.after_stop || []);
     renderFlagged(data.flagged_checkins || []);
+    renderUnfinished(data.unfinished || []);
     set("waiting-count", String(data.counts.waiting));
     set("shown-count", String(data.counts.shown));
     var cut = document.getElementById("queue-cut");
