@@ -212,7 +212,12 @@ def run_due_contacts() -> dict[str, int]:
     ).all()
     outcomes: dict[str, int] = {}
     for contact_id in due:
-        outcome = run_scheduled_contact(contact_id)
+        try:
+            outcome = run_scheduled_contact(contact_id)
+        except Exception as error:  # settled by ``interrupted``: the rest of the batch still goes
+            _rollback_quietly()
+            log.error("clock: scheduled contact %s failed (%s)", contact_id, type(error).__name__)
+            outcome = "failed_here"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
 

@@ -328,7 +328,7 @@ def test_a_callback_attempt_left_by_a_killed_worker_is_run_again_and_rings_once(
     if killed == "after_ringing":
         run_worker()  # the search started and a phone rings; then the worker "died" before marking it
     with app.app_context():
-        db.session.execute(update(ScheduledContact).values(state="sending", claimed_at=db.func.now()))
+        db.session.execute(update(ScheduledContact).values(state="sending", claimed_at=fake_now()))  # as a claim is
         db.session.commit()
 
     with time_machine.travel(fake_now() + timedelta(minutes=4)), app.app_context():

@@ -22,9 +22,11 @@ from crisisline.models import Callback, ScheduledContact
 from crisisline.settings import Settings
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, serving
 from tests.rota import around_the_clock
+from tests.workers.test_scheduled_contacts import wait_then_hang_up
 from twilio_fake.phone import Keys, Phone, RequestsTransport
 from twilio_fake.rest_api import FakeTwilio
 from workers import clock as clock_module
+from workers import contacts as worker_contacts
 from workers.clock import LEADER_KEY, LineClock, make_clock
 from workers.upkeep import PERIODIC_JOBS
 
@@ -242,3 +244,31 @@ def test_a_turn_that_fails_gives_up_the_lead_and_runs_the_safety_nets_itself(
     assert pause >= 1
     assert clean_redis.get(LEADER_KEY) is None
     assert ran == ["inline"]
+
+
+def test_a_due_contact_that_fails_in_the_clock_does_not_keep_the_rest_of_the_batch_waiting(
+    app: Flask, phone: Phone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Found by review: the first contact's exception ended the clock's run of due contacts,
+    so with Redis down every contact behind a failing one waited another minute, each time."""
+    wait_then_hang_up(phone, wednesday_evening, "+13125550166")
+    wait_then_hang_up(phone, wednesday_evening, "+13125550167")
+    wednesday_evening.shift(timedelta(minutes=2))
+    with app.app_context():
+        first, _ = db.session.scalars(select(ScheduledContact.id).order_by(ScheduledContact.due_at)).all()
+    weigh = worker_contacts.held_back
+
+    def failing_for_the_first(contact: ScheduledContact, *args: Any, **kwargs: Any) -> str | None:
+        if contact.id == first:
+            raise RuntimeError("a bug in one contact's path")
+        return weigh(contact, *args, **kwargs)
+
+    monkeypatch.setattr(worker_contacts, "held_back", failing_for_the_first)
+    with app.app_context():
+        outcomes = clock_module.run_due_contacts()
+
+    assert outcomes == {"failed_here": 1, "sent": 1}
+    assert [m.to for m in fake.messages.values()] == ["+13125550167"]
+    with app.app_context():
+        assert db.session.get(ScheduledContact, first).state == "pending"  # type: ignore[union-attr]  # run again
