@@ -51,16 +51,16 @@ WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6
 DAY_GROUPS = {"daily": set(range(7)), "weekdays": set(range(5)), "weekends": {5, 6}}
 FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY_WORDS = {**WEEKDAYS, **{name: number for number, name in enumerate(FULL_DAY_NAMES)}}
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
-TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}\Z")
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?\Z")
+TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)\Z")
 HOUR, DAY = 3600, 86400
 UNIT_SECONDS = {"s": 1, "m": 60, "h": HOUR, "d": DAY}
 UNIT_NAMES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 MAX_EXPANDED_VALUES = 100_000  # the example routing is 1 204; a line of 500 counselors about 20 000
 MAX_NUMBER_DIGITS = 100  # in the YAML; the longest real value (a phone number) has 15
 MAX_DURATION_DIGITS = 9  # 999999999 s is 31 years: far past every duration's upper bound
-DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?\Z")
 
 # Prompts added after the first configs were written: an older config without them stays
 # valid and says these stand-ins, built from prompts it already has in the same language.
@@ -204,10 +204,10 @@ _StrictLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"), list("tTfF")
 )
 _StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)\Z"), list("-+0123456789")
 )
 
 
@@ -330,7 +330,10 @@ def compose(text: str, *, published: bool = False) -> tuple[Any, SourceMap, list
     """Parse YAML text: (data, where each value is, problems). A syntax error, any key given
     twice in one mapping, or (unless ``published``: a version already live) aliases that make
     the text more than ``MAX_EXPANDED_VALUES`` values, is a problem with its line and column."""
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # its reader refuses a control character here, before parsing
+    except yaml.reader.ReaderError as error:
+        return None, SourceMap(None), [_unreadable_character(text, error)]
     try:
         root = loader.get_single_node()
         if not published and root is not None and _expanded_size(root, {}) > MAX_EXPANDED_VALUES:
@@ -358,6 +361,18 @@ def compose(text: str, *, published: bool = False) -> tuple[Any, SourceMap, list
     finally:
         loader.dispose()
     return raw, source_map, source_map.duplicates
+
+
+def _unreadable_character(text: str, error: yaml.reader.ReaderError) -> Problem:
+    """A character YAML does not allow (a vertical tab from Word's Shift+Enter, a NUL), where."""
+    before = text[: max(0, error.position)]
+    line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+    code = error.character if isinstance(error.character, int) else ord(str(error.character)[:1] or "?")
+    message = (
+        f"a special character (U+{code:04X}) that YAML does not allow, often pasted from a word processor: "
+        "delete it and type that part again"
+    )
+    return Problem("", message, line=line, column=column)
 
 
 def parse_yaml(text: str) -> tuple[Any, list[Problem]]:

@@ -54,9 +54,9 @@ POLLY_ENGINES = ("", "-Neural", "-Generative")
 BASIC_VOICES = frozenset({"man", "woman"})
 BASIC_LANGUAGES = frozenset({"en", "es", "fr", "de"})
 GOOGLE_VOICE = re.compile(
-    r"^Google\.(?P<locale>[a-z]{2,3}-[A-Z]{2})-(?:Standard|Wavenet|Neural2|News|Studio|Polyglot|Journey|Chirp-HD|Chirp3-HD)-[A-Za-z0-9]+$"
+    r"^Google\.(?P<locale>[a-z]{2,3}-[A-Z]{2})-(?:Standard|Wavenet|Neural2|News|Studio|Polyglot|Journey|Chirp-HD|Chirp3-HD)-[A-Za-z0-9]+\Z"
 )
-POLLY_VOICE = re.compile(r"^Polly\.(?P<name>[A-Z][a-z]+)(?P<engine>-Neural|-Generative)?$")
+POLLY_VOICE = re.compile(r"^Polly\.(?P<name>[A-Z][a-z]+)(?P<engine>-Neural|-Generative)?\Z")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from routing.document import RoutingDocument
 from routing.store import active_routing
 from sms import conversations as convo
 
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}\Z")
 LAST_ADMIN = "This is the last active administrator; add another one first."
 
 

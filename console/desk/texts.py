@@ -30,7 +30,7 @@ from sms.delivery import DELIVERED_STATUSES, Delivery, delivery_of, not_delivere
 from sms.outbox import BODY_CONTEXT
 from sms.staff import Reply, handle_staff_message, relay_to_tag
 
-FORM_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+FORM_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}\Z")
 COMMANDS = {"end": "END", "pass": "PASS", "take": "YES"}
 MAX_REPLY = 1600
 

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, render_template, request
 from markupsafe import Markup
 
 from console.access import allow
-from console.inputs import calendar_day
+from console.inputs import calendar_day, whole_number
 from console.metrics_pages.definitions import defined_names, definitions
 from console.models import ADMIN, SUPERVISOR
 from crisisline.db import db
@@ -122,7 +122,7 @@ def staffing() -> str:
     if document is None:
         return render_template("console/staffing.html", grid=None, chart=None, problems=["No routing is published."])
     weeks_raw = request.args.get("weeks", "4")
-    weeks = int(weeks_raw) if weeks_raw.isdecimal() and 1 <= int(weeks_raw) <= 52 else 4
+    weeks = whole_number(weeks_raw, 52) or 4  # anything else (0, 5,000 digits, "٣"): the default
     codes = [language.code for language in document.languages]
     language = request.args.get("language") or None
     if language not in (None, *codes):

@@ -14,14 +14,15 @@ from wtforms import (  # type: ignore[import-untyped]
 )
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp  # type: ignore[import-untyped]
 
+from console.inputs import row_id
 from routing.publishing import MAX_NOTE_LENGTH
 
 MAX_TEXT = 100_000  # characters of YAML; the example is under 30 000
 DAY_NAMES = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday", "fri": "Friday",
              "sat": "Saturday", "sun": "Sunday"}  # fmt: skip
 DAYS = [SelectChoice(key, name) for key, name in DAY_NAMES.items()]
-CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-CLOCK_OR_MIDNIGHT = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z"
+CLOCK_OR_MIDNIGHT = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)\Z"
 
 
 class CheckboxesField(SelectMultipleField):
@@ -34,24 +35,23 @@ class CheckboxesField(SelectMultipleField):
 class EditorForm(FlaskForm):
     text = TextAreaField("Routing YAML", validators=[InputRequired(), Length(max=MAX_TEXT)],
                          render_kw={"spellcheck": "false", "autocapitalize": "none", "rows": 30})  # fmt: skip
-    base = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}$")])
+    base = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}\Z")])
     note = StringField(
         "Note: why this change (required to publish)",
         validators=[Optional(), Length(max=MAX_NOTE_LENGTH)],
         render_kw={"maxlength": MAX_NOTE_LENGTH},
     )
-    rebase = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}$")])
+    rebase = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}\Z")])
 
     def base_version(self) -> int | None:
         """The version the draft was edited from (the rebase button's, when pressed)."""
-        chosen = self.rebase.data or self.base.data
-        return int(chosen) if chosen else None
+        return row_id(self.rebase.data) or row_id(self.base.data)  # blank (or only spaces): none
 
 
 class RollbackForm(FlaskForm):
     note = StringField("Why roll back (optional, added to the note)", validators=[Optional(), Length(max=400)])
     # The version live when the page was drawn: a rollback never undoes one published since, unseen.
-    live = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}$")])
+    live = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}\Z")])
 
 
 class ResponderForm(FlaskForm):
@@ -60,7 +60,7 @@ class ResponderForm(FlaskForm):
     )
     responder_id = StringField(
         "Id (lowercase letters, digits and dashes, e.g. fay-lopez)",
-        validators=[DataRequired(), Length(max=64), Regexp(r"^[a-z0-9][a-z0-9-]*$", message="Use a-z, 0-9 and -.")],
+        validators=[DataRequired(), Length(max=64), Regexp(r"^[a-z0-9][a-z0-9-]*\Z", message="Use a-z, 0-9 and -.")],
         render_kw={"autocapitalize": "none", "spellcheck": "false"},
     )
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
@@ -92,7 +92,7 @@ class ShiftForm(FlaskForm):
 class SettingsForm(FlaskForm):
     """A few line-wide settings; only the ones changed are written into the draft."""
 
-    base = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}$")])  # as ``BaseForm``'s
+    base = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}\Z")])  # as ``BaseForm``'s
 
     mode = SelectField(
         "Mode",
@@ -121,7 +121,7 @@ class SettingsForm(FlaskForm):
 # Each carries ``base``: the version its values were read from. A form posted after someone
 # else published goes through the editor's stale check and merge, as a YAML draft does.
 
-DIGIT = r"^[0-9]$"
+DIGIT = r"^[0-9]\Z"
 TARGET_CHOICES = [
     SelectChoice("counselors", "Counselors (by skill)"),
     SelectChoice("co_responders", "Co-responder units"),
@@ -133,7 +133,7 @@ KEY_MESSAGE = "Use lowercase letters, digits, - or _, starting with a letter."
 
 
 class BaseForm(FlaskForm):
-    base = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}$")])
+    base = HiddenField(validators=[Optional(), Regexp(r"^[0-9]{1,9}\Z")])
 
 
 def _digit_field(label: str) -> StringField:
@@ -155,7 +155,7 @@ class LanguageForm(BaseForm):
         validators=[
             DataRequired(),
             Length(max=16),
-            Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$", message="A locale like es-US."),
+            Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}\Z", message="A locale like es-US."),
         ],
         render_kw={"autocapitalize": "none", "spellcheck": "false"},
     )
@@ -176,7 +176,7 @@ class NewLanguageForm(LanguageForm):
         validators=[
             DataRequired(),
             Length(max=12),
-            Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", message="A code like fr."),
+            Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?\Z", message="A code like fr."),
         ],
         render_kw={"autocapitalize": "none", "spellcheck": "false"},
     )
@@ -202,7 +202,7 @@ class NeedForm(BaseForm):
 class NewNeedForm(NeedForm):
     key = StringField(
         "Key (e.g. grief)",
-        validators=[DataRequired(), Length(max=64), Regexp(r"^[a-z][a-z0-9_-]*$", message=KEY_MESSAGE)],
+        validators=[DataRequired(), Length(max=64), Regexp(r"^[a-z][a-z0-9_-]*\Z", message=KEY_MESSAGE)],
         render_kw={"autocapitalize": "none", "spellcheck": "false"},
     )
 
@@ -235,7 +235,7 @@ class OverrideForm(BaseForm):
     responder_id = SelectField("Who", validators=[DataRequired()], id="override_responder_id")
     day = StringField(
         "Date",
-        validators=[DataRequired(), Regexp(r"^\d{4}-\d{2}-\d{2}$", message="A date like 2026-12-24.")],
+        validators=[DataRequired(), Regexp(r"^\d{4}-\d{2}-\d{2}\Z", message="A date like 2026-12-24.")],
         render_kw={"type": "date"},
     )
     start = StringField(
@@ -254,7 +254,7 @@ class OverrideForm(BaseForm):
 
 class RemoveOverrideForm(BaseForm):
     responder_id = HiddenField(validators=[DataRequired()])
-    index = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9]{1,4}$")])
+    index = HiddenField(validators=[DataRequired(), Regexp(r"^[0-9]{1,4}\Z")])
 
 
 class PromptsForm(BaseForm):

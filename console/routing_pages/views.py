@@ -225,7 +225,7 @@ def rollback(number: int) -> Response:
         return redirect(url_for("console.routing.history"))
     user = signed_in()
     try:
-        seen_live = int(form.live.data) if form.live.data else None
+        seen_live = row_id(form.live.data)
         result = publishing.rollback(
             number, author=user.username, note=form.note.data, seen_live=seen_live, left_out=left_out()
         )

@@ -162,3 +162,66 @@ def test_an_account_id_too_big_for_an_id_is_not_found(client: FlaskClient, admin
     token = csrf_token(client, "/console/users")
     assert client.post(f"/console/users/{MAX_ID + 1}/deactivate", data={"csrf_token": token}).status_code == 404
     assert client.post(f"/console/users/{MAX_ID}/deactivate", data={"csrf_token": token}).status_code == 404
+
+
+def editor_form(client: FlaskClient) -> tuple[str, str, str]:
+    """The routing editor's token, base version and text, as the page draws them."""
+    page = client.get("/console/routing").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    base = re.search(r'name="base" type="hidden" value="([^"]*)"', page)
+    text = re.search(r'<textarea[^>]*name="text"[^>]*>\n?([^<]*)</textarea>', page)
+    assert token and base and text
+    return token.group(1), base.group(1), html.unescape(text.group(1))
+
+
+@pytest.mark.parametrize("pasted", ["\x0b", "\x00", "\x0c"], ids=["vertical-tab", "nul", "page-break"])
+def test_a_special_character_pasted_into_the_routing_text_is_a_problem_at_its_line_not_a_server_error(
+    client: FlaskClient, admin: Account, pasted: str
+) -> None:
+    """Found by review: YAML's reader refused it before the parser's own error handling, so
+    Preview and Publish gave a server error and the draft was lost (Word's Shift+Enter is a
+    vertical tab)."""
+    sign_in(client, admin)
+    token, base, text = editor_form(client)
+    draft = text.replace("Hello, this is the", f"Hello,{pasted}this is the", 1)
+    assert draft != text
+    line = draft[: draft.index(pasted)].count("\n") + 1
+
+    response = client.post("/console/routing/preview", data={"csrf_token": token, "base": base, "text": draft})
+
+    page = html.unescape(response.get_data(as_text=True))
+    assert response.status_code < 500
+    assert "a special character" in page and f"line {line}" in page
+    assert "Hello,this is the" in page.replace(pasted, "")  # the draft is still in the editor
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/console/routing/preview", {"base": " "}),
+        ("/console/routing/history/1/rollback", {"live": " "}),
+        ("/console/routing/overrides/add", {"responder_id": "ana-ruiz", "day": "2026-12-24", "start": "08:00\n",
+                                            "end": "16:00", "on_call": "on"}),
+    ],
+    ids=["a-blank-base-version", "a-blank-live-version", "a-time-with-a-line-break"],
+)  # fmt: skip
+def test_hand_made_odd_values_in_routing_forms_are_refused_not_a_server_error(
+    app: Flask, client: FlaskClient, admin: Account, path: str, fields: dict[str, str]
+) -> None:
+    before = live(app)
+    sign_in(client, admin)
+    token, base, text = editor_form(client)
+    data = {"csrf_token": token, "base": base, "text": text} | fields
+
+    assert client.post(path, data=data).status_code < 500
+    if path.endswith("/add"):
+        assert live(app) == before
+
+
+def test_a_staffing_period_of_thousands_of_digits_shows_the_default_period(
+    client: FlaskClient, supervisor: Account
+) -> None:
+    sign_in(client, supervisor)
+    response = client.get("/console/metrics/staffing", query_string={"weeks": "9" * 5000})
+    assert response.status_code == 200
+    assert "over the last 4 weeks" in response.get_data(as_text=True)
