@@ -145,6 +145,9 @@ def guard() -> BaseResponse | None:
         logout_user()
         session.clear()
         flash("You were signed out after a time without activity. Please sign in again.", "info")
+        typed = typed_in_the_form()
+        if typed and not _wants_json():  # a form sent after the timeout: what it held, to copy
+            return Response(render_template("console/refused.html", status=401, typed=typed), status=401)
         return _to_sign_in()
     if not _is_poll():
         session["seen"] = datetime.now(UTC).timestamp()
@@ -187,8 +190,22 @@ def _refuse(status: int) -> Response:
 
 
 def csrf_failed(error: CSRFError) -> tuple[str, int]:
-    """A form without a valid token: say so plainly (most often, it was open too long)."""
-    return render_template("console/refused.html", status=400, reason=error.description), 400
+    """A form without a valid token: say so plainly (most often, it was open too long), and
+    give back what it held to copy."""
+    return render_template("console/refused.html", status=400, reason=error.description, typed=typed_in_the_form()), 400
+
+
+# Free text someone may have spent a while on (a routing draft, a wrap-up note, an unmask
+# reason, a reply): shown back to copy when its form is refused for an expired token or an
+# idle sign-out, so nothing typed is lost with the refusal. Only to the browser that sent it.
+TYPED_FIELDS = {"text": "The routing text", "note": "Your note", "reason": "Your reason", "body": "Your message"}
+
+
+def typed_in_the_form() -> list[tuple[str, str]]:
+    """(label, what was typed) of the free-text fields of the form being refused."""
+    if request.method != "POST":
+        return []
+    return [(label, request.form[name]) for name, label in TYPED_FIELDS.items() if request.form.get(name, "").strip()]
 
 
 def security_headers(response: Response) -> Response:
