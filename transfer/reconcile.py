@@ -75,6 +75,7 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
     # Last: with Twilio slow, its requests must not hold up the repairs above.
     counts["callers_moved"] += settle_callers_off_the_hold_loop(document)
     counts["callers_moved"] += settle_accepted_callers_the_failsafe_answered()
+    counts["callers_moved"] += bring_in_accepted_callers_left_on_hold()
     return counts
 
 
@@ -158,3 +159,42 @@ def settle_accepted_callers_the_failsafe_answered() -> int:
         .limit(QUIET_CALLERS_PER_RUN)
     ).all()
     return sum(1 for transfer in found if flow.settle_if_on_the_backup_line(transfer))
+
+
+# An accepted caller is brought into the room by the press of 1's redirect, or else by their
+# next hold turn; past this, with neither, they are still in the hold loop's music.
+ACCEPTED_NOT_JOINED_AFTER = flow.JOIN_REDIRECT_GRACE + timedelta(seconds=15)
+
+
+def bring_in_accepted_callers_left_on_hold() -> int:
+    """Callers a counselor accepted who never came into the room: the press of 1's redirect
+    failed (a Twilio 5xx) or was lost, and a long hold-music clip keeps their next hold turn
+    minutes away while the counselor waits alone. "connecting" means their call has fetched no
+    join TwiML, so they are not in the room: they are brought to their hold turn now, which
+    joins them (or tells them the counselor left). Gone, or on the backup line: settled so."""
+    moved = 0
+    stuck = db.session.scalars(
+        select(Transfer)
+        .where(
+            Transfer.state == "connecting", Transfer.mode == "live",
+            Transfer.accepted_at < state.now() - ACCEPTED_NOT_JOINED_AFTER,
+        )
+        .order_by(Transfer.accepted_at, Transfer.id)
+        .limit(QUIET_CALLERS_PER_RUN)
+    ).all()  # fmt: skip
+    for transfer in stuck:
+        caller = db.session.get(Call, transfer.call_id)
+        if caller is None:
+            continue
+        if flow.caller_hung_up(transfer):
+            moved += int(flow.leg_gone(transfer, caller))
+            continue
+        commit_keeping_loaded()  # not idle in a transaction while Twilio answers
+        if flow.caller_is_off_our_line(transfer):
+            moved += int(flow.on_the_backup_line(transfer, "caller_on_backup"))
+            continue
+        outcome = dispatch.redirect_caller(transfer, "transfer.hold")
+        if outcome == dispatch.CALLER_GONE:
+            flow.leg_gone(transfer, caller)
+        moved += int(outcome == dispatch.REDIRECTED)
+    return moved
