@@ -196,9 +196,11 @@ def csrf_failed(error: CSRFError) -> tuple[str, int]:
 
 
 # Free text someone may have spent a while on (a routing draft, a wrap-up note, an unmask
-# reason, a reply): shown back to copy when its form is refused for an expired token or an
-# idle sign-out, so nothing typed is lost with the refusal. Only to the browser that sent it.
-TYPED_FIELDS = {"text": "The routing text", "note": "Your note", "reason": "Your reason", "body": "Your message"}
+# reason): shown back to copy when its form is refused for an expired token or an idle
+# sign-out, so nothing typed is lost with the refusal. Only to the browser that sent it. A
+# reply to a texter is not among them: its tab keeps it and puts it back after signing in
+# (``drafts.js``), which the sign-in page's redirect relies on.
+TYPED_FIELDS = {"text": "The routing text", "note": "Your note", "reason": "Your reason"}
 
 
 def typed_in_the_form() -> list[tuple[str, str]]:
