@@ -56,6 +56,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "no_response": frozenset(),
     "counselor_menu": frozenset(),
     "unit_calling": frozenset(),
+    "unit_unavailable": frozenset(),  # ``*`` then 1 with no unit to ring (none on shift, all busy, refused)
     "paused_sms": frozenset({"count"}),
     "status_sms": frozenset({"status"}),
     "on_sms": frozenset(),

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from functools import partial
 
 import requests
@@ -406,8 +407,9 @@ def cancel_stray_legs(offer: Offer, phone: str, transfer: Transfer) -> int:
 
 
 LIVE_LEG_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
-# Asked on a counselor's press of 1, before the redirect, within that webhook's 2 s deadline:
-# a slower answer counts as "Twilio cannot say" (the hold turns decide), not a missed deadline.
+# Asked on a counselor's press of 1, before the redirect, and on their in-call menu (``*``), within
+# that webhook's 2 s deadline: a slower answer counts as "Twilio cannot say" (the hold turns
+# decide; the counselor goes back to the caller), not a missed deadline.
 WHEREABOUTS_TIMEOUT_SECONDS = 0.8
 
 
@@ -427,26 +429,29 @@ def caller_dial_legs(call_sid: str | None) -> list[str] | None:
     return [child.status for child in children]
 
 
-def call_has_ended(call_sid: str) -> bool | None:
-    """Ask Twilio whether a call is over (None if Twilio cannot be asked right now)."""
-    status = call_status(call_sid)
+def call_has_ended(call_sid: str, *, timeout: float | None = None) -> bool | None:
+    """Ask Twilio whether a call is over (None if Twilio cannot be asked right now).
+    ``timeout``: shorter than the client's, for a webhook that must answer first."""
+    status = call_status(call_sid, timeout=timeout)
     return None if status is None else status in ("completed", "busy", "failed", "no-answer", "canceled")
 
 
-def call_status(call_sid: str) -> str | None:
+def call_status(call_sid: str, *, timeout: float | None = None) -> str | None:
     """Ask Twilio a call's status (``completed`` for a call it does not know; None if Twilio
     cannot be asked right now)."""
-    found = call_status_since(call_sid)
+    found = call_status_since(call_sid, timeout=timeout)
     return None if found is None else found[0]
 
 
-def call_status_since(call_sid: str) -> tuple[str, datetime | None] | None:
+def call_status_since(call_sid: str, *, timeout: float | None = None) -> tuple[str, datetime | None] | None:
     """Ask Twilio a call's status and its ``start_time`` (``("completed", None)`` for a call it
-    does not know; None if Twilio cannot be asked right now)."""
+    does not know; None if Twilio cannot be asked right now, or not within ``timeout``)."""
     try:
-        placed = rest_client().calls(call_sid).fetch()
+        # The Call resource read directly: ``calls(sid).fetch()`` takes no timeout of its own.
+        placed = rest_client().request("GET", f"Calls/{call_sid}.json", timeout=timeout)
     except TwilioRestException as error:
         return ("completed", None) if error.status == 404 else None
     except (requests.RequestException, OSError):
         return None
-    return str(placed.status), placed.start_time
+    started = placed.get("start_time")
+    return str(placed.get("status", "")), parsedate_to_datetime(started) if started else None

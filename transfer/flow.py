@@ -855,18 +855,26 @@ def current_round(transfer: Transfer) -> Transfer:
     return renewed
 
 
-def caller_still_with_us(offer: Offer, transfer: Transfer) -> bool:
+def caller_still_with_us(
+    offer: Offer, transfer: Transfer, *, before_asking_twilio: Callable[[], object] | None = None
+) -> bool:
     """Before putting a responder back into the room: is the caller still in it?
 
     Checks our own records first, then asks Twilio, because the conference-end that sends a
-    responder to their menu can arrive before the caller's final status callback.
+    responder to their menu can arrive before the caller's final status callback. Twilio is
+    given ``WHEREABOUTS_TIMEOUT_SECONDS``: unsure counts as still there. ``before_asking_twilio``
+    runs once our records say the caller is there (the webhook's promise of the room, should
+    its deadline pass while Twilio is asked).
     """
     db.session.refresh(transfer)
     if offer.state != "accepted" or transfer.state not in ("connecting", "connected"):
         return False
     if caller_hung_up(transfer) or not transfer.caller_call_sid:
         return False
-    return dispatch.call_has_ended(transfer.caller_call_sid) is not True
+    if before_asking_twilio is not None:
+        before_asking_twilio()
+    ended = dispatch.call_has_ended(transfer.caller_call_sid, timeout=dispatch.WHEREABOUTS_TIMEOUT_SECONDS)
+    return ended is not True
 
 
 def failsafe_took_over(call_sid: str) -> None:

@@ -1,8 +1,9 @@
-"""A counselor on a live call asks for the co-responder unit to join it (from the console).
+"""A counselor on a live call asks for the co-responder unit to join it (from the console, or
+from their phone: ``*`` then 1).
 
-The ringing and the briefing are the phone menu's own (``*`` then 1): ``dispatch.invite_unit``
-rings an on-call unit with an offer of purpose ``join``, the unit hears ``whisper_add_unit`` and
-presses 1 to join the caller's conference (``flow.offer_answered``/``offer_decided``).
+The ringing and the briefing: ``dispatch.invite_unit`` rings an on-call unit with an offer of
+purpose ``join``, the unit hears ``whisper_add_unit`` and presses 1 to join the caller's
+conference (``flow.offer_answered``/``offer_decided``).
 
 What this adds is the once-only request: the request is a ``unit.requested`` call event whose
 ``dedupe_key`` carries an attempt number, so of two clicks or two tabs racing, one insert wins
@@ -43,6 +44,11 @@ class JoinRequest:
     outcome: str
     unit_id: str | None = None  # the unit asked (a config id, never a number)
     rung: bool | None = None  # for ``ringing``: its phone rings (None: still being placed)
+
+
+# What a counselor who asked from their phone is told (``transfer.views.counselor_menu``): the
+# unit is being called, it is on the call already (nothing to add), or nobody is being called.
+CALLING, ON_THE_CALL, NOT_CALLED = "calling", "on_the_call", "not_called"
 
 
 @dataclass(frozen=True)
@@ -190,3 +196,16 @@ def _ring_unit(transfer_id: int, request_key: str) -> bool:
         )  # fmt: skip
     db.session.commit()
     return bool(rung)
+
+
+def phone_outcome(asked: JoinRequest, transfer: Transfer) -> str:
+    """What to tell a counselor about their request ``asked`` (``CALLING``, ``ON_THE_CALL`` or
+    ``NOT_CALLED``): "calling" only while a unit is being rung or placed."""
+    if asked.outcome == RINGING:
+        # ``rung`` None: still being placed when the webhook could wait no longer. Should Twilio
+        # refuse it after all, the request is settled (``NOT_RUNG``): the console's desk shows
+        # the unit as not asked, and ``*`` then 1 asks again.
+        return NOT_CALLED if asked.rung is False else CALLING
+    if asked.outcome == ALREADY:
+        return ON_THE_CALL if unit_status(transfer).state == "joined" else CALLING
+    return NOT_CALLED

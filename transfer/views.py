@@ -31,7 +31,7 @@ from ivr import twiml as ivr_twiml
 from ivr.backup import to_backup
 from routing.document import RoutingDocument
 from routing.store import active_routing
-from transfer import dispatch, flow, state
+from transfer import dispatch, flow, joining, state
 from transfer import twiml as transfer_twiml
 
 bp = Blueprint("transfer", __name__, url_prefix="/voice")
@@ -267,7 +267,8 @@ def staff_fallback() -> Response:
 def _promised_or_apology(_error: BaseException) -> Response:
     """A press of 1 that fails after its acceptance promised the room (a database failing on
     what follows, say) still puts the responder there: the caller is on their way in (their
-    redirect, or their own hold turn). Otherwise the apology."""
+    redirect, or their own hold turn). So does a counselor's menu once the caller is known to
+    be with them. Otherwise the apology."""
     promised = deadline.promised_answer()
     return Response(promised, status=200, mimetype="text/xml") if promised else staff_error_answer()
 
@@ -335,51 +336,90 @@ def offer_status() -> Response:
     return Response(status=204)
 
 
+# The counselor's in-call menu: past the deadline, or on a failure once the caller is known to
+# be with us, they are put back where they were (``deadline.answer_if_late``), never hung up on
+# mid-call: that would leave the caller alone in the room.
+back_in_the_call_failsafe = answering_failures_with(_promised_or_apology, "responder webhook failed")
+
+
+def _caller_still_there(offer: Offer, transfer: Transfer, back: VoiceResponse) -> bool:
+    """``flow.caller_still_with_us``, promising ``back`` should the deadline pass while Twilio
+    is asked (our records say the caller is there: Twilio only confirms it)."""
+    return flow.caller_still_with_us(
+        offer, transfer, before_asking_twilio=lambda: deadline.answer_if_late(back.to_xml())
+    )
+
+
+def _caller_gone(offer: Offer, document: RoutingDocument) -> Response:
+    """Tell a responder the caller has gone, and end their leg. If the deadline already put
+    them back in the (empty) room, they are told there, over REST, as ``decide`` does."""
+    message = document.staff_prompt("caller_gone")
+    answer = transfer_twiml.staff_message(message)
+    if not deadline.answer_if_late(answer.to_xml()) and deadline.answered_by_deadline() == deadline.PROMISED:
+        dispatch.tell_responder(offer.call_sid, message)
+    return twiml_response(answer)
+
+
+def _counselor_menu_twiml(offer: Offer, document: RoutingDocument) -> VoiceResponse:
+    return transfer_twiml.counselor_menu(
+        document,
+        action=path_for("transfer.counselor_menu", offer=offer.id),
+        back_url=path_for("transfer.rejoin", offer=offer.id),
+    )
+
+
 @bp.post("/offer/after")
 @twilio_signed
-@staff_failsafe
+@back_in_the_call_failsafe
 def responder_after() -> Response:
     """A responder's conference ``<Dial>`` ended: they pressed ``*``, or the call is over."""
     offer, transfer = _offer()
     document = active_document()
-    if not flow.caller_still_with_us(offer, transfer):
-        return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
-    if offer.purpose != "answer":
-        return twiml_response(_responder_join_twiml(offer, transfer, document))
-    return twiml_response(
-        transfer_twiml.counselor_menu(
-            document,
-            action=path_for("transfer.counselor_menu", offer=offer.id),
-            back_url=path_for("transfer.rejoin", offer=offer.id),
-        )
-    )
+    if offer.purpose == "answer":
+        after = _counselor_menu_twiml(offer, document)
+    else:
+        after = _responder_join_twiml(offer, transfer, document)
+    if not _caller_still_there(offer, transfer, after):
+        return _caller_gone(offer, document)
+    return twiml_response(after)
 
 
 @bp.post("/offer/menu")
 @twilio_signed
-@staff_failsafe
+@back_in_the_call_failsafe
 def counselor_menu() -> Response:
-    """The counselor's menu: 1 rings the co-responder unit into the call; anything else goes back."""
+    """The counselor's menu: 1 asks the co-responder unit to join the call; anything else goes back."""
     offer, transfer = _offer()
     document = active_document()
-    if not flow.caller_still_with_us(offer, transfer):
-        return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
+    back = _responder_join_twiml(offer, transfer, document)
+    if not _caller_still_there(offer, transfer, back):
+        return _caller_gone(offer, document)
+    if not request.form.get("Digits", "").startswith("1"):
+        return twiml_response(back)
+    # The console's once-only request: a second ``*`` 1 while the unit rings rings nobody new.
+    asked = joining.request_unit_join(transfer.id, offer.responder_id, document)
+    outcome = joining.phone_outcome(asked, transfer)
+    if outcome == joining.ON_THE_CALL:
+        return twiml_response(back)
+    if outcome == joining.CALLING:
+        told = document.staff_prompt("unit_calling")
+    else:
+        told = document.staff_prompt("unit_unavailable")  # none on shift, all busy, or Twilio refused
     response = VoiceResponse()
-    if request.form.get("Digits", "").startswith("1"):
-        dispatch.invite_unit(transfer, document)
-        response.say(document.staff_prompt("unit_calling"))
-    for verb in _responder_join_twiml(offer, transfer, document).verbs:
+    response.say(told)
+    for verb in back.verbs:
         response.append(verb)
     return twiml_response(response)
 
 
 @bp.post("/offer/rejoin")
 @twilio_signed
-@staff_failsafe
+@back_in_the_call_failsafe
 def rejoin() -> Response:
     """Back into the caller's conference (if the caller is still there)."""
     offer, transfer = _offer()
     document = active_document()
-    if not flow.caller_still_with_us(offer, transfer):
-        return twiml_response(transfer_twiml.staff_message(document.staff_prompt("caller_gone")))
-    return twiml_response(_responder_join_twiml(offer, transfer, document))
+    back = _responder_join_twiml(offer, transfer, document)
+    if not _caller_still_there(offer, transfer, back):
+        return _caller_gone(offer, document)
+    return twiml_response(back)

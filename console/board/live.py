@@ -275,7 +275,9 @@ def unfinished_rows(moment: datetime) -> list[UnfinishedRow]:
         .limit(BOARD_LIMIT)
     ).all()  # fmt: skip
     return [
-        UnfinishedRow(contact_id, UNFINISHED_KINDS[kind], ago(max(0, int((moment - finished_at).total_seconds()))))
+        UnfinishedRow(
+            contact_id, UNFINISHED_KINDS[kind], ago(max(0, int((moment - (finished_at or moment)).total_seconds())))
+        )
         for contact_id, kind, finished_at in found
     ]
 
