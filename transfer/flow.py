@@ -276,9 +276,24 @@ def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
         answered, call_sid = offer.state == "answered", offer.call_sid  # read before it changes
         if state.finish_offer(offer, "superseded"):
             db.session.commit()
-            if call_sid:
+            told = _why_the_whisper_ended(transfer) if answered else None
+            if call_sid and told:
+                start_soon(f"hang_up:{call_sid}", partial(dispatch.tell_responder, call_sid, told))
+            elif call_sid:
                 start_soon(f"hang_up:{call_sid}", partial(dispatch.hang_up_call, call_sid, answered=answered))
     db.session.commit()
+
+
+# What a responder still hearing the whisper is told as their phone is freed, by how the
+# round ended, rather than a call that just drops mid-sentence.
+_WHISPER_ENDED_BY = {"abandoned": "caller_gone", "to_backup": "caller_on_backup", "connecting": "already_connected",
+                     "connected": "already_connected"}  # fmt: skip
+
+
+def _why_the_whisper_ended(transfer: Transfer) -> str | None:
+    active = active_routing()
+    key = _WHISPER_ENDED_BY.get(transfer.state)
+    return active.document.staff_prompt(key) if active is not None and key else None
 
 
 # What a unit sent away hears: the caller is not gone, the counselor is (``send_unit_away``).
