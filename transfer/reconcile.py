@@ -190,8 +190,15 @@ def bring_in_accepted_callers_left_on_hold() -> int:
             moved += int(flow.leg_gone(transfer, caller))
             continue
         commit_keeping_loaded()  # not idle in a transaction while Twilio answers
-        if flow.caller_is_off_our_line(transfer):
+        off = flow.caller_is_off_our_line(transfer)
+        if off:
             moved += int(flow.on_the_backup_line(transfer, "caller_on_backup"))
+            continue
+        if off is None:
+            continue  # Twilio cannot say: maybe talking on the backup line, never pulled off it
+        db.session.refresh(transfer)  # as it is now, after Twilio's answer: their own turn may have joined them
+        commit_keeping_loaded()
+        if transfer.state != "connecting":
             continue
         outcome = dispatch.redirect_caller(transfer, "transfer.hold")
         if outcome == dispatch.CALLER_GONE:
