@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, flash, redirect, render_template, request, session, url_for
 
@@ -204,8 +205,10 @@ TYPED_FIELDS = {"text": "The routing text", "note": "Your note", "reason": "Your
 
 
 def typed_in_the_form() -> list[tuple[str, str]]:
-    """(label, what was typed) of the free-text fields of the form being refused."""
-    if request.method != "POST":
+    """(label, what was typed) of the free-text fields of the form being refused; nothing for
+    a form another site's page sent (it could put words of its own before an administrator,
+    on our page, as theirs to paste back)."""
+    if request.method != "POST" or not _sent_from_our_pages():
         return []
     return [(label, request.form[name]) for name, label in TYPED_FIELDS.items() if request.form.get(name, "").strip()]
 
@@ -237,3 +240,11 @@ def safe_next(target: str | None) -> str | None:
     ):
         return target
     return None
+
+
+def _sent_from_our_pages() -> bool:
+    """A browser says where a POST came from: ``Sec-Fetch-Site``, else ``Origin``."""
+    if request.headers.get("Sec-Fetch-Site") == "same-origin":
+        return True
+    origin = request.headers.get("Origin", "")
+    return bool(origin) and urlsplit(origin).netloc == request.host

@@ -26,6 +26,7 @@ from tests.console.test_routing_pages import live
 from twilio_fake.phone import Phone
 
 EDITS = "# 35 minutes of careful edits\n"
+OURS = {"Origin": "http://localhost"}  # as a browser sends a form from the console's own page
 
 
 def copy_boxes(page: str) -> list[str]:
@@ -57,7 +58,7 @@ def test_a_routing_draft_sent_after_the_idle_timeout_comes_back_to_copy_and_noth
             traveller.shift(idle + timedelta(minutes=5))
 
         response = client.post(
-            "/console/routing/preview", data={"csrf_token": token, "base": base, "text": text + EDITS}
+            "/console/routing/preview", data={"csrf_token": token, "base": base, "text": text + EDITS}, headers=OURS
         )
 
     page = response.get_data(as_text=True)
@@ -73,7 +74,7 @@ def test_a_wrap_up_note_sent_with_an_expired_form_token_comes_back_to_copy(
     sign_in(client, counselor)
     note = "Caller safe with sister tonight.\r\nFollow up tomorrow."
 
-    response = client.post("/console/me/wrap-up/voice/1", data={"csrf_token": "expired", "note": note})
+    response = client.post("/console/me/wrap-up/voice/1", data={"csrf_token": "expired", "note": note}, headers=OURS)
 
     page = response.get_data(as_text=True)
     assert response.status_code == 400 and "This form could not be accepted" in page
@@ -82,7 +83,7 @@ def test_a_wrap_up_note_sent_with_an_expired_form_token_comes_back_to_copy(
 
 def test_a_refusal_with_nothing_typed_shows_no_copy_box(client: FlaskClient, counselor: Account) -> None:
     sign_in(client, counselor)
-    response = client.post("/console/me/wrap-up/voice/1", data={"csrf_token": "expired", "note": "  "})
+    response = client.post("/console/me/wrap-up/voice/1", data={"csrf_token": "expired", "note": "  "}, headers=OURS)
     assert response.status_code == 400 and copy_boxes(response.get_data(as_text=True)) == []
 
 
@@ -103,3 +104,12 @@ def test_an_unmask_reason_refused_as_too_short_stays_in_its_box(
     box = re.search(rf'<textarea id="reason-voice-{transfer_id}"[^>]*>\n?([^<]*)</textarea>', page)
     assert box and box.group(1) == "OD"
     assert "+13125550201" not in page
+
+
+def test_a_form_another_site_sent_gets_no_words_of_its_own_shown_as_the_readers(client: FlaskClient) -> None:
+    """Found by review: another site's page could send routing text of its own and have our
+    page ask an administrator to paste it back."""
+    forged = "backup_number: '+15550009999'\n"
+    for where in ({"Origin": "https://elsewhere.example"}, {"Sec-Fetch-Site": "cross-site"}, {}):
+        page = client.post("/console/routing/preview", data={"text": forged}, headers=where).get_data(as_text=True)
+        assert "+15550009999" not in page and copy_boxes(page) == []
