@@ -51,9 +51,10 @@ WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6
 DAY_GROUPS = {"daily": set(range(7)), "weekdays": set(range(5)), "weekends": {5, 6}}
 FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY_WORDS = {**WEEKDAYS, **{name: number for number, name in enumerate(FULL_DAY_NAMES)}}
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}\Z")
-LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?\Z")
-TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)\Z")
+# ``$`` as published versions were checked with (a trailing line break passes): a live version must load.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
 HOUR, DAY = 3600, 86400
 UNIT_SECONDS = {"s": 1, "m": 60, "h": HOUR, "d": DAY}
 UNIT_NAMES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

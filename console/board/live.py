@@ -47,7 +47,7 @@ UNDELIVERED_LISTED_FOR = timedelta(hours=1)
 # their own list (flagged); a survey is not a promise. What each left the person without:
 UNFINISHED_LISTED_FOR = timedelta(days=1)
 UNFINISHED_KINDS = {
-    "callback": "a callback we promised them was not made; they were texted how to reach us, if that text went",
+    "callback": "a callback we promised them could not be started (the line failed): check that someone reached them",
     "callback_missed": 'our "we tried to call you back" text may not have gone out',
     "missed_contact": 'our "we missed your call" text may not have gone out',
 }

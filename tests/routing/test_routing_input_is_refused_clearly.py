@@ -11,7 +11,7 @@ import pytest
 
 from crisisline.settings import DEFAULT_ROUTING_FILE
 from routing.review import check_text
-from routing.validation import compose, parse_duration, validate_text
+from routing.validation import compose, load_document, parse_duration, validate_text
 
 EXAMPLE = DEFAULT_ROUTING_FILE.read_text(encoding="utf-8")
 
@@ -180,3 +180,13 @@ def test_yaml_1_1_surprises_stay_off_no_stays_text_and_a_time_stays_a_time() -> 
 
     assert problems == []
     assert data == {"code": "no", "start": "17:30", "moment": "2026-12-02", "flag": "yes", "retries": 2}
+
+
+def test_a_live_version_whose_shift_time_ends_in_a_line_break_still_loads() -> None:
+    """Published under the checks of its day (a trailing line break passed): a live version
+    must keep loading, or every webhook falls to the fail-safe. Found by review of a change
+    that briefly made these checks stricter."""
+    old = '{days: weekdays, start: "08:00", end: "16:00"}'
+    assert old in EXAMPLE
+    text = EXAMPLE.replace(old, '{days: weekdays, start: "08:00\\n", end: "16:00"}', 1)
+    assert load_document(text, strict=False) is not None
