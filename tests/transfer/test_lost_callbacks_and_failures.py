@@ -379,7 +379,7 @@ def test_a_caller_who_hung_up_is_not_searched_for_again(app: Flask, phone: Phone
 
 
 @pytest.mark.usefixtures("wednesday_evening")
-def test_a_counselor_hearing_the_whisper_is_hung_up_when_the_caller_leaves(
+def test_a_counselor_hearing_the_whisper_is_told_and_hung_up_when_the_caller_leaves(
     app: Flask, phone: Phone, fake: FakeTwilio
 ) -> None:
     caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
@@ -389,7 +389,9 @@ def test_a_counselor_hearing_the_whisper_is_hung_up_when_the_caller_leaves(
 
     phone.hang_up(caller)
 
-    assert fake.get_call(ben_leg.sid).status == "completed"
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+    told = fake.get_call(ben_leg.sid).redirects[-1].twiml or ""
+    assert "The caller has hung up" in told and "<Hangup" in told  # said, then his leg ends
     with app.app_context():
         from crisisline.models import ResponderState
 
