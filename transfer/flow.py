@@ -293,6 +293,8 @@ _WHISPER_ENDED_BY = {"abandoned": "caller_gone", "to_backup": "caller_on_backup"
 def _why_the_whisper_ended(transfer: Transfer) -> str | None:
     active = active_routing()
     key = _WHISPER_ENDED_BY.get(transfer.state)
+    if key == "caller_on_backup" and transfer.mode != "live":
+        key = None  # a callback's search given up (nobody free in time): nobody is on any line
     return active.document.staff_prompt(key) if active is not None and key else None
 
 
