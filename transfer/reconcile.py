@@ -189,8 +189,7 @@ def bring_in_accepted_callers_left_on_hold() -> int:
         if flow.caller_hung_up(transfer):
             moved += int(flow.leg_gone(transfer, caller))
             continue
-        commit_keeping_loaded()  # not idle in a transaction while Twilio answers
-        off = flow.caller_is_off_our_line(transfer)
+        off = flow.caller_is_off_our_line(transfer)  # ends the read transaction before asking Twilio
         if off:
             moved += int(flow.on_the_backup_line(transfer, "caller_on_backup"))
             continue
