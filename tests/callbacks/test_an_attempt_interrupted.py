@@ -56,6 +56,14 @@ def a_bug_in_the_attempts_path(*_: object, **__: object) -> object:
     raise RuntimeError("a bug in the attempt's path")
 
 
+def run_each_try_of_the_attempt(app: Flask) -> None:
+    """Run the callback's attempt and each rerun, every one stopping part way (it raises)."""
+    for _ in range(RERUNS_AFTER_INTERRUPTION + 1):
+        (due,) = [contact for contact in contacts(app, "callback") if contact.state == "pending"]
+        with pytest.raises(RuntimeError):
+            run_contact(app, due)
+
+
 def test_a_callback_whose_attempt_keeps_failing_ends_with_the_person_texted_not_repaired_for_ever(
     app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -64,10 +72,7 @@ def test_a_callback_whose_attempt_keeps_failing_ends_with_the_person_texted_not_
     failing attempt to a worker again every few minutes, for ever."""
     ask_for_callback(phone)
     monkeypatch.setattr(callback_attempts, "_reached_us_since", a_bug_in_the_attempts_path)
-    for _ in range(RERUNS_AFTER_INTERRUPTION + 1):
-        (due,) = [contact for contact in contacts(app, "callback") if contact.state == "pending"]
-        with pytest.raises(RuntimeError):
-            run_contact(app, due)
+    run_each_try_of_the_attempt(app)
 
     assert [(c.state, c.outcome) for c in contacts(app, "callback")] == [("needs_human", "worker_died_mid_send")]
     (callback,) = callbacks(app)

@@ -15,15 +15,14 @@ from flask.testing import FlaskClient
 
 from callbacks import attempts as callback_attempts
 from console.board.live import UNFINISHED_KINDS, UNFINISHED_LISTED_FOR
-from tests.callbacks.test_an_attempt_interrupted import a_bug_in_the_attempts_path
-from tests.callbacks.test_callbacks import CALLER, ask_for_callback, contacts, run_contact
+from tests.callbacks.test_an_attempt_interrupted import a_bug_in_the_attempts_path, run_each_try_of_the_attempt
+from tests.callbacks.test_callbacks import CALLER, ask_for_callback, contacts
 from tests.console.conftest import Account, sign_in
 from tests.console.test_board_and_desk import board, without_digits_of
 from tests.rota import around_the_clock
 from tests.workers.test_one_text_refused_for_now import MESSAGES, a_callback_given_up, kinds_and_outcomes
 from twilio_fake.phone import Phone
 from twilio_fake.rest_api import FakeTwilio
-from workers.contacts import RERUNS_AFTER_INTERRUPTION
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 
@@ -34,10 +33,7 @@ def a_callback_the_line_could_not_make(
     publish_routing(around_the_clock)
     ask_for_callback(phone)
     monkeypatch.setattr(callback_attempts, "_reached_us_since", a_bug_in_the_attempts_path)
-    for _ in range(RERUNS_AFTER_INTERRUPTION + 1):
-        (due,) = [contact for contact in contacts(app, "callback") if contact.state == "pending"]
-        with pytest.raises(RuntimeError):
-            run_contact(app, due)
+    run_each_try_of_the_attempt(app)
     monkeypatch.undo()
     (given_up,) = contacts(app, "callback")
     assert given_up.state == "needs_human"
