@@ -367,7 +367,8 @@ class ScheduledContact(Model):
     callback). It lives here first and in Redis second: a lost Redis is rebuilt from these rows.
 
     ``state``: pending → sending (claimed by one worker) → sent | failed | canceled; a claim
-    that never finishes (a killed worker) becomes ``needs_human``, never a second send.
+    that never finishes (a killed worker) becomes ``needs_human``, never a second send, and
+    ``taken_over`` once a supervisor says a person has it.
     """
 
     __tablename__ = "scheduled_contacts"

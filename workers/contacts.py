@@ -6,6 +6,7 @@ cannot schedule two) and an RQ job second (``contact-<id>``, so enqueuing twice 
 (pending → sending) before sending and marks it after; a worker killed in between leaves
 ``sending``, which ``rebuild_schedule`` turns into ``needs_human`` rather than a second send,
 unless nothing can have gone out (``interrupted``): then the contact is simply run again.
+A person who then takes a ``needs_human`` contact on marks it ``taken_over`` (``take_over_contact``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 from blinker import Namespace
@@ -286,6 +287,20 @@ def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
         return "gone"
     log.error("scheduled contact %s (%s) needs a human: its run stopped part way", contact_id, contact.kind)
     return "needs_human"
+
+
+def take_over_contact(contact_id: int, *, kinds: Collection[str], finished_since: datetime) -> bool:
+    """A person has taken on a contact the line gave up running (``needs_human``, of one of
+    ``kinds``, given up since ``finished_since``): it becomes ``taken_over``. Once: False if it
+    is not such a contact, or someone took it first. Not committed: the caller audits it in the
+    same transaction."""
+    moved = db.session.execute(
+        update(ScheduledContact)
+        .where(ScheduledContact.id == contact_id, ScheduledContact.state == "needs_human",
+               ScheduledContact.kind.in_(kinds), ScheduledContact.finished_at >= finished_since)
+        .values(state="taken_over")
+    ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+    return bool(moved)
 
 
 # What says it better, of the same person's, since a "call or text us" text was due: another

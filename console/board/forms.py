@@ -20,4 +20,4 @@ class UnmaskForm(FlaskForm):
 
 
 class TakeOverForm(FlaskForm):
-    """ "A person has this text": the CSRF token is its only field."""
+    """ "A person has this" (a text, a follow-up) or "Followed up": the CSRF token is its only field."""

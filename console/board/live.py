@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from crisisline.db import db
 from crisisline.models import (
@@ -265,12 +265,19 @@ def snapshot(document: RoutingDocument, moment: datetime) -> Board:
     )  # fmt: skip
 
 
+def unfinished_contacts(moment: datetime) -> Select[ScheduledContact]:
+    """The follow-ups the board lists as unfinished at ``moment`` (nobody has said a person has them)."""
+    return select(ScheduledContact).where(
+        ScheduledContact.state == "needs_human", ScheduledContact.kind.in_(UNFINISHED_KINDS),
+        ScheduledContact.finished_at >= moment - UNFINISHED_LISTED_FOR,
+    )  # fmt: skip
+
+
 def unfinished_rows(moment: datetime) -> list[UnfinishedRow]:
     """Follow-ups the line gave up running in the last day, newest first."""
     found = db.session.execute(
-        select(ScheduledContact.id, ScheduledContact.kind, ScheduledContact.finished_at)
-        .where(ScheduledContact.state == "needs_human", ScheduledContact.kind.in_(UNFINISHED_KINDS),
-               ScheduledContact.finished_at >= moment - UNFINISHED_LISTED_FOR)
+        unfinished_contacts(moment)
+        .with_only_columns(ScheduledContact.id, ScheduledContact.kind, ScheduledContact.finished_at)
         .order_by(ScheduledContact.finished_at.desc(), ScheduledContact.id.desc())
         .limit(BOARD_LIMIT)
     ).all()  # fmt: skip

@@ -1,7 +1,8 @@
 """Emergency unmask: a supervisor reveals a live caller's or texter's number, for imminent
-risk, with a reason. Every reveal is audited (who, when, which contact; the reason sealed
-with the Vault, never in the entry's plain detail). The number is returned to the view once;
-nothing here logs or stores it."""
+risk, or the number of someone the board says a person must reach (a flagged check-in, a
+follow-up the line could not finish), with a reason. Every reveal is audited (who, when,
+which contact; the reason sealed with the Vault, never in the entry's plain detail). The
+number is returned to the view once; nothing here logs or stores it."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from flask import current_app
 from sqlalchemy import Select, select
 
 from console.audit.log import record
-from console.board.live import language_name, need_label
+from console.board.live import UNFINISHED_KINDS, language_name, need_label, unfinished_contacts
 from console.models import UNMASK_REASON_CONTEXT, User
 from crisisline.db import db
-from crisisline.models import Call, Conversation, Message, Texter, Transfer
+from crisisline.models import Call, Callback, CheckIn, Conversation, Message, ScheduledContact, Texter, Transfer
 from crisisline.privacy import DecryptionError, Vault
+from followups.checkins import FLAG_REASON_TEXT, FLAGGED_LISTED_FOR
 from ivr.call_log import PHONE_CONTEXT
 from routing.document import RoutingDocument
 from sms.conversations import (
@@ -29,7 +31,7 @@ from sms.conversations import (
 )
 from transfer.state import OPEN_TRANSFER_STATES
 
-CHANNELS = ("voice", "text", "stuck", "after_stop")
+CHANNELS = ("voice", "text", "stuck", "after_stop", "checkin", "followup")
 MIN_REASON = 5
 MAX_REASON = 500
 
@@ -37,9 +39,12 @@ MAX_REASON = 500
 @dataclass(frozen=True)
 class LiveContact:
     # voice | text | stuck (a text the line could not handle) | after_stop (a text it could not
-    # answer: its sender had texted STOP)
+    # answer: its sender had texted STOP) | checkin (flagged for a person) | followup (a
+    # follow-up the line could not finish)
     channel: str
-    id: int  # transfer id (voice), conversation id (text) or message id (stuck, after_stop)
+    # transfer id (voice), conversation id (text), message id (stuck, after_stop), check-in id,
+    # or scheduled contact id (followup)
+    id: int
     state: str
     language: str
     need: str
@@ -47,11 +52,14 @@ class LiveContact:
 
     @property
     def target(self) -> str:
-        return {"voice": f"call:{self.id}", "text": f"text:{self.id}"}.get(self.channel, f"message:{self.id}")
+        targets = {"voice": "call", "text": "text", "checkin": "checkin", "followup": "contact"}
+        return f"{targets.get(self.channel, 'message')}:{self.id}"
 
     @property
     def label(self) -> str:
-        return {"voice": f"call {self.id}", "text": f"text #{self.id}"}.get(self.channel, f"text {stuck_case(self.id)}")
+        labels = {"voice": f"call {self.id}", "text": f"text #{self.id}", "checkin": f"check-in C{self.id}",
+                  "followup": f"follow-up {self.id}"}  # fmt: skip
+        return labels.get(self.channel, f"text {stuck_case(self.id)}")
 
 
 def _vault() -> Vault:
@@ -83,6 +91,36 @@ def _after_stop_row(message: Message) -> LiveContact:
     return LiveContact("after_stop", message.id, state, unknown, unknown, message.created_at)
 
 
+def _checkin_row(document: RoutingDocument, checkin: CheckIn) -> LiveContact:
+    reason = FLAG_REASON_TEXT.get(checkin.flag_reason or "", checkin.flag_reason or "")
+    return LiveContact(
+        "checkin", checkin.id, f"check-in that needs a person: {reason}", language_name(document, checkin.language),
+        need_label(document, checkin.need or document.menu.default_need), checkin.flagged_at or checkin.asked_at,
+    )  # fmt: skip
+
+
+def _followup_row(document: RoutingDocument, contact: ScheduledContact) -> LiveContact:
+    call = db.session.get(Call, _call_id(contact))
+    return LiveContact(
+        "followup", contact.id, f"follow-up the line could not finish: {UNFINISHED_KINDS[contact.kind]}",
+        language_name(document, (call.language if call else None) or document.menu.default_language),
+        need_label(document, (call.need if call else None) or document.menu.default_need),
+        contact.finished_at or contact.created_at,
+    )  # fmt: skip
+
+
+def _call_id(contact: ScheduledContact) -> int | None:
+    """The call whose caller a follow-up is for: its own, or its callback's."""
+    if contact.call_id is not None:
+        return contact.call_id
+    callback = db.session.get(Callback, contact.callback_id) if contact.callback_id else None
+    return callback.call_id if callback else None
+
+
+def _flagged_checkins(moment: datetime) -> Select[CheckIn]:
+    return select(CheckIn).where(CheckIn.state == "flagged", CheckIn.flagged_at >= moment - FLAGGED_LISTED_FOR)
+
+
 def _stuck_from_texters(moment: datetime) -> Select[Message]:
     """Texts the line could not handle whose sender is a texter (a counselor's number is in the routing)."""
     return stuck_texts(moment).where(Message.created_at <= moment - RETRY_AFTER, Message.texter_id.is_not(None))
@@ -90,7 +128,8 @@ def _stuck_from_texters(moment: datetime) -> Select[Message]:
 
 def live_contacts(document: RoutingDocument) -> list[LiveContact]:
     """Everyone in contact with the line now: callers waiting or talking, open text threads, and
-    texters whose text the line could not handle (they may have no thread)."""
+    texters whose text the line could not handle (they may have no thread); then the people the
+    board says a person must reach (flagged check-ins, follow-ups the line could not finish)."""
     transfers = db.session.scalars(
         select(Transfer).where(Transfer.state.in_(OPEN_TRANSFER_STATES)).order_by(Transfer.started_at).limit(200)
     )
@@ -99,11 +138,15 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
     )
     moment = datetime.now(UTC)
     stuck = db.session.scalars(_stuck_from_texters(moment).limit(200))
+    flagged = db.session.scalars(_flagged_checkins(moment).order_by(CheckIn.flagged_at).limit(200))
+    unfinished = db.session.scalars(unfinished_contacts(moment).order_by(ScheduledContact.finished_at).limit(200))
     return (
         [_transfer_row(document, t) for t in transfers]
         + [_conversation_row(document, c) for c in conversations]
         + [_stuck_row(m) for m in stuck]
         + [_after_stop_row(m) for m in latest_texts_after_stop(moment)]
+        + [_checkin_row(document, c) for c in flagged]
+        + [_followup_row(document, c) for c in unfinished]
     )
 
 
@@ -117,6 +160,12 @@ def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveC
     if channel == "after_stop":
         message = db.session.scalar(texts_after_stop(datetime.now(UTC)).where(Message.id == contact_id))
         return _after_stop_row(message) if message is not None else None
+    if channel == "checkin":
+        checkin = db.session.scalar(_flagged_checkins(datetime.now(UTC)).where(CheckIn.id == contact_id))
+        return _checkin_row(document, checkin) if checkin is not None else None
+    if channel == "followup":
+        contact = db.session.scalar(unfinished_contacts(datetime.now(UTC)).where(ScheduledContact.id == contact_id))
+        return _followup_row(document, contact) if contact is not None else None
     conversation = db.session.get(Conversation, contact_id)
     if conversation is None or conversation.state not in OPEN_STATES:
         return None
@@ -124,6 +173,15 @@ def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveC
 
 
 def _sealed_number(contact: LiveContact) -> str | None:
+    if contact.channel == "checkin":
+        checkin = db.session.get(CheckIn, contact.id)
+        texter = db.session.get(Texter, checkin.texter_id) if checkin and checkin.texter_id else None
+        return texter.sealed_number if texter else None
+    if contact.channel == "followup":
+        scheduled = db.session.get(ScheduledContact, contact.id)
+        call_id = _call_id(scheduled) if scheduled else None
+        call = db.session.get(Call, call_id) if call_id else None
+        return call.sealed_caller if call else None
     if contact.channel == "voice":
         transfer = db.session.get(Transfer, contact.id)
         call = db.session.get(Call, transfer.call_id) if transfer else None

@@ -13,13 +13,14 @@ from console.accounts.users import not_rung
 from console.audit import log as audit
 from console.board import unmask
 from console.board.forms import TakeOverForm, UnmaskForm
-from console.board.live import snapshot
+from console.board.live import UNFINISHED_KINDS, UNFINISHED_LISTED_FOR, snapshot
 from console.line_state import current_line_down_message
 from console.models import ADMIN, SUPERVISOR
 from crisisline.db import db
 from followups.checkins import mark_followed_up
 from routing.store import active_routing
 from sms.conversations import stuck_case, take_over_stuck
+from workers.contacts import take_over_contact
 
 bp = Blueprint("board", __name__)
 REFRESH_SECONDS = 5
@@ -78,6 +79,23 @@ def checkin_followed_up(checkin_id: int) -> Response:
     return redirect(url_for("console.board.page"))
 
 
+@bp.post("/board/follow-ups/<id:contact_id>/taken")
+@allow(ADMIN, SUPERVISOR)
+def follow_up_taken(contact_id: int) -> Response:
+    """A supervisor has a person on a follow-up the line could not finish: off the board, audited."""
+    if not TakeOverForm().validate_on_submit():
+        abort(400)
+    moment = datetime.now(UTC)
+    if take_over_contact(contact_id, kinds=UNFINISHED_KINDS, finished_since=moment - UNFINISHED_LISTED_FOR):
+        audit.record("follow_up_taken_over", actor=signed_in(), target=f"contact:{contact_id}")
+        db.session.commit()
+        flash(f"Follow-up {contact_id} is marked as taken over by a person.", "success")
+    else:
+        db.session.rollback()
+        flash(f"Follow-up {contact_id} is not one to take over: taken over already, or not on the board.", "info")
+    return redirect(url_for("console.board.page"))
+
+
 # --- emergency unmask ---------------------------------------------------------------------------
 
 
@@ -90,7 +108,7 @@ def unmask_list() -> str:
     return render_template("console/unmask.html", contacts=contacts, form=UnmaskForm(), revealed=None, chosen=None)
 
 
-@bp.post("/board/unmask/<any(voice, text, stuck, after_stop):channel>/<id:contact_id>")
+@bp.post("/board/unmask/<any(voice, text, stuck, after_stop, checkin, followup):channel>/<id:contact_id>")
 @allow(ADMIN, SUPERVISOR)
 def unmask_reveal(channel: str, contact_id: int) -> tuple[str, int] | str:
     """The number, shown once in this response (never stored, logged or cached), audited."""

@@ -76,13 +76,15 @@
     }));
     section.hidden = flagged.length === 0;
   }
-  // Follow-ups the line gave up running (information: the worker's log names each number).
+  // Follow-ups the line gave up running, each with its "A person has this" form.
   function renderUnfinished(unfinished) {
     var section = document.getElementById("unfinished-contacts");
     var body = document.getElementById("unfinished-rows");
     if (!section || !body) { return; }
     body.replaceChildren.apply(body, unfinished.map(function (u) {
-      var row = window.consoleRow([String(u.contact_id), u.what, u.ago]);
+      var row = window.consoleRow([String(u.contact_id), u.what, u.ago, ""]);
+      row.children[3].appendChild(actionForm(
+        section.dataset.action.replace(/\/0\/taken$/, "/" + u.contact_id + "/taken"), "A person has this"));
       row.dataset.contact = String(u.contact_id);
       return row;
     }));

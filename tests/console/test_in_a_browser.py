@@ -569,3 +569,10 @@ def test_a_supervisors_open_board_shows_a_follow_up_the_line_could_not_finish(
         expect(rows.first).to_contain_text(str(contact_id))
         expect(rows.first).to_contain_text(UNFINISHED_KINDS["missed_contact"])
         shot(page, database, "board-unfinished-follow-up")
+
+        rows.first.get_by_role("button", name="A person has this").click()  # the form the script drew
+
+        expect(page.get_by_text(f"Follow-up {contact_id} is marked as taken over by a person.")).to_be_visible()
+        expect(section).to_be_hidden()
+        with app.app_context():
+            assert db.session.get(ScheduledContact, contact_id).state == "taken_over"  # type: ignore[union-attr]

@@ -41,6 +41,7 @@ INTENDED: dict[str, frozenset[str]] = {
     "console.board.unmask_reveal": STAFF,
     "console.board.take_over": STAFF,
     "console.board.checkin_followed_up": STAFF,
+    "console.board.follow_up_taken": STAFF,
     "console.metrics.page": STAFF,
     "console.metrics.download": STAFF,
     "console.metrics.staffing": STAFF,
