@@ -289,6 +289,11 @@ def interrupted(contact_id: int, *, rerun_at: datetime) -> str:
     return "needs_human"
 
 
+# How long the console lists a contact the line gave up running for a person to reach; its
+# person's number is kept that long, however short the retention window.
+NEEDS_HUMAN_LISTED_FOR = timedelta(days=1)
+
+
 def take_over_contact(contact_id: int, *, kinds: Collection[str], finished_since: datetime) -> bool:
     """A person has taken on a contact the line gave up running (``needs_human``, of one of
     ``kinds``, given up since ``finished_since``): it becomes ``taken_over``. Once: False if it

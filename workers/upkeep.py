@@ -42,10 +42,10 @@ from metrics.rollup import refresh_metrics_rollup
 from routing.document import RoutingDocument
 from routing.store import active_routing
 from sms import outbox, unstored
-from sms.conversations import SUMMARY_NAMES, sweep
+from sms.conversations import STUCK_LISTED_FOR, SUMMARY_NAMES, sweep
 from sms.inbound import receive_kept
 from transfer.reconcile import reconcile
-from workers.contacts import rebuild_schedule
+from workers.contacts import NEEDS_HUMAN_LISTED_FOR, rebuild_schedule
 from workers.twilio_records import delete_twilio_records, note_purged
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,11 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     from_a_text = or_(*(Call.call_sid.startswith(prefix, autoescape=True) for prefix in TEXT_BORN_CALL_SID_PREFIXES))
     # A callback still to be made keeps the number it will call (however short the window)
     # until it ends (connected, given up, cancelled) and its "we tried" text has gone.
+    # A follow-up the line could not finish keeps it while the board lists it for a person to
+    # reach (the emergency unmask page gives its number), however short the window.
+    unfinished = and_(
+        ScheduledContact.state == "needs_human", ScheduledContact.finished_at >= now - NEEDS_HUMAN_LISTED_FOR
+    )
     callback_open = or_(
         db.select(Callback.id).where(Callback.call_id == Call.id, Callback.state.in_(OPEN_CALLBACK_STATES)).exists(),
         db.select(ScheduledContact.id)
@@ -89,6 +94,11 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
             ScheduledContact.state.in_(("pending", "sending")),
             ScheduledContact.kind == "callback_missed",
         )
+        .exists(),
+        db.select(ScheduledContact.id).where(ScheduledContact.call_id == Call.id, unfinished).exists(),
+        db.select(ScheduledContact.id)
+        .join(Callback, Callback.id == ScheduledContact.callback_id)
+        .where(Callback.call_id == Call.id, unfinished)
         .exists(),
     )
     events = db.session.execute(
@@ -159,7 +169,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .values(reason=None)
         .execution_options(synchronize_session=False)
     )
-    texters = _purge_texters(texts_cutoff, calls_cutoff)
+    texters = _purge_texters(texts_cutoff, calls_cutoff, now)
     registered = {name: purge(cutoffs) for name, purge in registered_purges().items()}
     db.session.commit()
     return {
@@ -190,7 +200,7 @@ def _unlink_survey_keys() -> None:
         )
 
 
-def _purge_texters(cutoff: datetime, calls_cutoff: datetime) -> int:
+def _purge_texters(cutoff: datetime, calls_cutoff: datetime, now: datetime) -> int:
     recent = (
         db.select(Conversation.texter_id)
         .where(or_(Conversation.last_activity_at >= cutoff, Conversation.state != "closed"))
@@ -207,10 +217,24 @@ def _purge_texters(cutoff: datetime, calls_cutoff: datetime) -> int:
     # the follow-up's own window has passed.
     checked_in = db.select(CheckIn.texter_id).where(CheckIn.texter_id.is_not(None)).scalar_subquery()
     surveyed = db.select(SurveyResponse.texter_id).where(SurveyResponse.texter_id.is_not(None)).scalar_subquery()
+    # Someone whose text the board lists for a person to reach keeps their number while it is
+    # listed (the emergency unmask page gives it): a text after their STOP, which opens no
+    # conversation, or one the line could not handle. Their old number went with the texts'
+    # window and came back with this text.
+    listed_since = now - STUCK_LISTED_FOR
+    to_reach = (
+        db.select(Message.texter_id)
+        .where(
+            Message.texter_id.is_not(None), Message.direction == "in",
+            or_(Message.person_needed_at >= listed_since,
+                and_(Message.handled_at.is_(None), Message.created_at >= listed_since)),
+        )
+        .scalar_subquery()
+    )  # fmt: skip
     stale = db.session.scalars(
         db.select(Texter).where(
             old_enough, Texter.sealed_number.is_not(None), Texter.id.not_in(recent),
-            Texter.id.not_in(checked_in), Texter.id.not_in(surveyed),
+            Texter.id.not_in(checked_in), Texter.id.not_in(surveyed), Texter.id.not_in(to_reach),
         )
     ).all()  # fmt: skip
     for texter in stale:

@@ -40,12 +40,13 @@ from sms.delivery import delivery_of, not_delivered
 from sms.delivery import taken as told_by
 from sms.outbox import OPTED_OUT
 from transfer.availability import ON_A_CALL, availability
+from workers.contacts import NEEDS_HUMAN_LISTED_FOR
 
 BOARD_LIMIT = 100  # the queue's head; the total is counted separately
 UNDELIVERED_LISTED_FOR = timedelta(hours=1)
 # A follow-up the line gave up running (``needs_human``): listed for a day. Check-ins have
 # their own list (flagged); a survey is not a promise. What each left the person without:
-UNFINISHED_LISTED_FOR = timedelta(days=1)
+UNFINISHED_LISTED_FOR = NEEDS_HUMAN_LISTED_FOR
 UNFINISHED_KINDS = {
     "callback": "a callback we promised them could not be started (the line failed): check that someone reached them",
     "callback_missed": 'our "we tried to call you back" text may not have gone out',
