@@ -524,11 +524,11 @@ def _tell_the_counselor_their_words_did_not_arrive(
         return
     db.session.refresh(conversation)
     if (
-        conversation.state != "active"
+        not (conversation.state == "active" or ended_by_its_counselor(conversation))
         or conversation.assigned_at is None
         or message.created_at < conversation.assigned_at
     ):
-        return  # closed, or words from an earlier counselor's stint
+        return  # closed otherwise, or words from an earlier counselor's stint
     responder = active.document.responder(conversation.counselor_id or "")
     if responder is None:
         return
@@ -848,14 +848,22 @@ def _recipient_of(
 def _still_with_the_writer(message: Message, conversation: Conversation) -> bool:
     """A counselor's words to their texter (``c<id>:relay:<their text's id>``) are sent again
     only while that counselor still has the conversation, as when they wrote them
-    (``sms.staff._relay``): not after they passed it on or ended it. Any other text: True."""
+    (``sms.staff._relay``), or after they ended it themselves: their last words ("call 988
+    tonight") still go, before the closing text, which waits behind them (``outbox``). Not
+    after they passed it on (another counselor has the texter now). Any other text: True."""
     _, relayed, rest = (message.idempotency_key or "").partition(":relay:")
     if not relayed:
         return True
     written = rest.split(":", 1)[0]
     source = db.session.get(Message, int(written)) if written.isdecimal() else None
     writer = source.responder_id if source is not None else None
-    return conversation.state == "active" and writer is not None and conversation.counselor_id == writer
+    holding = conversation.state == "active" or ended_by_its_counselor(conversation)
+    return holding and writer is not None and conversation.counselor_id == writer
+
+
+def ended_by_its_counselor(conversation: Conversation) -> bool:
+    """Closed by the END of the counselor it names (``counselor_id`` stays on a closed conversation)."""
+    return conversation.state == "closed" and conversation.close_reason == "counselor_ended"
 
 
 STUCK_ALERT_KEY = "text-stuck"
