@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from callbacks.attempts import OPEN_CALLBACK_STATES, keep_to_its_promise, record_outcome
 from crisisline.db import db, hold_lock, insert_ignoring_duplicates
@@ -212,19 +212,14 @@ def _create(
     call = db.session.get(Call, call_id)
     if call is not None and call.caller_hash:
         _one_request_at_a_time(call)
-        already = db.session.scalars(
-            select(Callback)
-            .join(Call, Call.id == Callback.call_id)
-            .where(Call.caller_hash == call.caller_hash, Callback.state.in_(OPEN_CALLBACK_STATES))
-            .order_by(Callback.id)
-            .limit(1)
-        ).first()
-        if already is not None:
-            # A new promise: counted from now, so the person's contacts before it (a counselor
-            # reached on the call they ask from) do not cancel it as "called in", and it is not
-            # given up by the clock of their first request. Their place in line and the time
-            # they first asked (metrics, the counselor's briefing) are kept.
-            already.promised_at = state.now()
+        already = their_open_callback(call.caller_hash)
+        # A new promise: counted from now, so the person's contacts before it (a counselor
+        # reached on the call they ask from) do not cancel it as "called in", and it is not
+        # given up by the clock of their first request. Their place in line and the time they
+        # first asked (metrics, the counselor's briefing) are kept. Only while it is still open:
+        # one given up or made this instant (the lock orders requests, not the clock's give-up)
+        # is not promised again; this request gets a new one.
+        if already is not None and _promised_again(already):
             # One that lost its next step (a crash between two commits) is given it now: never
             # promised again over a callback nothing will make.
             if not keep_to_its_promise(already):
@@ -251,6 +246,29 @@ def _create(
             fresh_if_closed=True,
         )  # fmt: skip
     return callback
+
+
+def their_open_callback(caller_hash: str) -> Callback | None:
+    """The person's callback still to be made (their first, if somehow more than one)."""
+    return db.session.scalars(
+        select(Callback)
+        .join(Call, Call.id == Callback.call_id)
+        .where(Call.caller_hash == caller_hash, Callback.state.in_(OPEN_CALLBACK_STATES))
+        .order_by(Callback.id)
+        .limit(1)
+    ).first()
+
+
+def _promised_again(callback: Callback) -> bool:
+    """Counts the promise from now if the callback is still open (a conditional UPDATE)."""
+    renewed = db.session.execute(
+        update(Callback)
+        .where(Callback.id == callback.id, Callback.state.in_(OPEN_CALLBACK_STATES))
+        .values(promised_at=state.now())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.refresh(callback)
+    return bool(renewed)
 
 
 def _one_request_at_a_time(call: Call) -> None:
