@@ -23,7 +23,8 @@ class InvalidPhoneNumber(ValueError):
 
 
 def to_e164(raw: str, default_region: str = "US") -> str:
-    """Normalise ``raw`` to E.164 (``+14155550100``) or raise :class:`InvalidPhoneNumber`."""
+    """Normalise ``raw`` to E.164 (``+14155550100``) or raise :class:`InvalidPhoneNumber`.
+    An extension ("x 42", "ext. 42") is dropped: E.164 has none (see ``has_extension``)."""
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as error:
@@ -31,6 +32,14 @@ def to_e164(raw: str, default_region: str = "US") -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhoneNumber("not a valid phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def has_extension(raw: str, default_region: str = "US") -> bool:
+    """``raw`` names an extension, which the line cannot dial: the main number would ring."""
+    try:
+        return bool(phonenumbers.parse(raw, default_region).extension)
+    except phonenumbers.NumberParseException:
+        return False
 
 
 def caller_number(raw_from: str | None) -> str | None:

@@ -255,7 +255,9 @@ def takeable(
             for language in document.languages
             for need in document.needs
             if pool
-            and decide_route(document, language.code, need, moment, unavailable=busy, present=present).responders
+            and decide_route(
+                document, language.code, need, moment, unavailable=busy, present=present, channel=channel
+            ).responders
         )
         if len(cache) >= TAKEABLE_CACHE_SIZE:
             cache.clear()
@@ -583,8 +585,9 @@ def eligible(
     if entry.channel == "text":
         unavailable |= {r.id for r in document.responders if r.kind != "counselor"}  # units take calls only
     decision = decide_route(
-        document, entry.language, need, moment, unavailable=unavailable, last_offered=rotation, present=present
-    )
+        document, entry.language, need, moment, unavailable=unavailable, last_offered=rotation, present=present,
+        channel=entry.channel,
+    )  # fmt: skip
     return [responder for responder in decision.responders if responder.id in pool]
 
 
@@ -696,10 +699,12 @@ def anyone_can_take(
         return False
     moment = now()
     units = {r.id for r in document.responders if r.kind != "counselor"} if channel == "text" else set()
-    if not decide_route(document, language, need, moment, unavailable=units).responders:
+    if not decide_route(document, language, need, moment, unavailable=units, channel=channel).responders:
         return False  # nobody on shift at all: no need to read who is paused
     unavailable = set(db.session.scalars(_PAUSED_OR_UNREACHABLE, {"transfer": transfer_id or 0}))  # 0: no row
-    return bool(decide_route(document, language, need, moment, unavailable=unavailable | units).responders)
+    return bool(
+        decide_route(document, language, need, moment, unavailable=unavailable | units, channel=channel).responders
+    )
 
 
 def rung_in_another_language(document: RoutingDocument, language: str, need_key: str) -> bool:

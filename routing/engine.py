@@ -8,7 +8,7 @@ responders are unavailable, so the same rules serve voice, SMS, callbacks and th
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from routing.document import Need, Responder, RoutingDocument
@@ -36,6 +36,7 @@ def decide_route(
     unavailable: Collection[str] = (),
     last_offered: Mapping[str, datetime] | None = None,
     present: Sequence[Responder] | None = None,
+    channel: str = "voice",
 ) -> RouteDecision:
     """Choose the responders for ``need`` in ``language_code`` at ``moment``.
 
@@ -46,9 +47,14 @@ def decide_route(
     Within a pool, the least recently offered responder comes first.
     ``present``: ``on_call(document, moment)``, when the caller has it already (a queue pass
     asks for many contacts at one moment).
+    ``channel``: ``text`` for a texter, whom co-responder units never take (they take calls):
+    a need routed to units falls back to counselors for them, whatever its own fallback.
     """
     if document.mode == "system_down":
         return RouteDecision("backup", (), True, "system_down")
+    if channel == "text" and need.target == "co_responders" and need.fallback != "counselors":
+        # Else a texter choosing it (danger now) would be offered to nobody, ever.
+        need = replace(need, fallback="counselors")
     targets = [need.target] + ([need.fallback] if need.fallback else [])
     available = [r for r in (on_call(document, moment) if present is None else present) if r.id not in unavailable]
     pools = [

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from crisisline.phone import InvalidPhoneNumber, to_e164
+from crisisline.phone import InvalidPhoneNumber, has_extension, to_e164
 from crisisline.settings import LINE_MODES
 from crisisline.sms_segments import is_gsm7, segment_count
 from routing.document import (
@@ -416,6 +416,11 @@ def validate(raw: Any, *, strict: bool = True) -> tuple[RoutingDocument | None, 
     return (None if errors else document), checker.problems
 
 
+# A spoken prompt's longest: Twilio's <Say> takes 3,000 characters with Polly voices (warning
+# 13521, and the text is not said in full); the rest is room for its placeholders filled in.
+MAX_SPOKEN_PROMPT = 2_500
+
+
 class _Checker:
     """Walks the raw document once, collecting every problem instead of stopping at the first."""
 
@@ -533,10 +538,17 @@ class _Checker:
             self.error(_join(path, key), "missing or not text; quote phone numbers")
             return ""
         try:
-            return to_e164(str(value), region)
+            number = to_e164(str(value), region)
         except InvalidPhoneNumber:
             self.error(_join(path, key), "not a valid phone number")
             return ""
+        if has_extension(str(value), region):
+            # Dialled without it, the switchboard rings instead of the person (or the partner's
+            # main menu instead of the backup line). Only warned about in a published version.
+            (self.error if self.strict else self.warn)(
+                _join(path, key), "has an extension, which the line cannot dial: give a direct number"
+            )
+        return number
 
     def unique_id(self, raw: dict[str, Any], path: str, seen: dict[str, str], what: str) -> str:
         key_name = "key" if what == "need" else ("code" if what == "language" else "id")
@@ -793,6 +805,10 @@ class _Checker:
                 continue
             if formatted:
                 value = _bare_placeholders(value)
+            if spec is not SMS_PROMPT_PLACEHOLDERS and len(value) > MAX_SPOKEN_PROMPT:
+                message = (f"is {len(value):,} characters long: at most {MAX_SPOKEN_PROMPT:,}, or Twilio may "
+                           "not say it (3,000 with Polly voices, with the placeholders filled in)")  # fmt: skip
+                (self.error if self.strict else self.warn)(where, message)
             for missing in sorted(spec[key] - used):
                 self.error(where, f"must contain {{{missing}}}")
             for unknown in sorted(used - spec[key]):

@@ -20,7 +20,7 @@ from console.routing_pages import drafts
 from console.routing_pages.forms import DAY_NAMES, EditorForm, ResponderForm, RollbackForm, SettingsForm, ShiftForm
 from console.routing_pages.merge import three_way
 from crisisline.db import db
-from crisisline.phone import InvalidPhoneNumber, to_e164
+from crisisline.phone import InvalidPhoneNumber, has_extension, to_e164
 from line_queue.responders import closed_responder_ids
 from routing import coverage, publishing, store
 from routing.document import RoutingDocument
@@ -405,6 +405,12 @@ def add_responder() -> tuple[str, int]:
                 *responder.phone.errors,
                 f"{responder.phone.data!r} is not a valid phone number; write it with the country code, "
                 "like +1 312 555 0109.",
+            ]
+        if phone is not None and has_extension(responder.phone.data or "", document.region):
+            phone = None  # the switchboard would ring, not the person
+            responder.phone.errors = [
+                *responder.phone.errors,
+                f"{responder.phone.data!r} has an extension, which the line cannot dial: give a direct number.",
             ]
         if document.responder(responder.responder_id.data or "") is not None:
             taken = "There is already a responder with this id."

@@ -278,6 +278,8 @@ def test_people_and_shift_forms_make_drafts_that_go_live_only_when_published(
     assert status == 400
     assert "is not a valid phone number; write it with the country code" in invalid
     assert 'aria-invalid="true"' in invalid
+    status, extension = post(client, "/console/routing/people/responder", **person, phone="+1 312 555 0109 ext. 42")
+    assert status == 400 and "has an extension, which the line cannot dial" in extension  # not the switchboard
     status, taken = post(client, "/console/routing/people/responder", **{**person, "responder_id": "ana-ruiz"},
                          phone="+1 312 555 0109")  # fmt: skip
     assert status == 400 and "already a responder with this id" in taken

@@ -190,3 +190,40 @@ def test_a_live_version_whose_shift_time_ends_in_a_line_break_still_loads() -> N
     assert old in EXAMPLE
     text = EXAMPLE.replace(old, '{days: weekdays, start: "08:00\\n", end: "16:00"}', 1)
     assert load_document(text, strict=False) is not None
+
+
+@pytest.mark.parametrize("extension", ["ext. 42", "x 42", ";ext=42"])
+def test_a_phone_number_with_an_extension_is_refused_not_cut_to_the_switchboard(extension: str) -> None:
+    """Found by review: ``phonenumbers`` reads the extension apart and E.164 has none, so the
+    line rang the main number (a switchboard, the partner's menu) instead of the person."""
+    text = edited('backup_number: "+1 800 273 8255"', f'backup_number: "+1 800 273 8255 {extension}"')
+    text = text.replace('phone: "+1 312 555 0101"', f'phone: "+1 312 555 0101 {extension}"')
+
+    errors = errors_at(text)
+
+    assert "has an extension" in errors["line.backup_number"]
+    assert "has an extension" in errors["counselors[0].phone"]
+
+
+def test_a_published_version_with_an_extension_still_loads_with_a_warning() -> None:
+    """Checks added since a version was published never stop the line: it is only warned about."""
+    text = edited('backup_number: "+1 800 273 8255"', 'backup_number: "+1 800 273 8255 x 1"')
+
+    document, problems = validate_text(text, strict=False)
+
+    assert document is not None and document.backup_number == "+18002738255"
+    assert [p.path for p in problems if "has an extension" in p.message] == ["line.backup_number"]
+
+
+def test_a_spoken_prompt_longer_than_twilio_can_say_is_refused_and_a_published_one_only_warned_about() -> None:
+    """Found by review: only the menu's prompts were bounded (by the time to the first ring);
+    the backup line's last words to a caller could be any length."""
+    said = "We could not connect your call. Please call or text 9 8 8 right now."
+    text = edited(f"backup_unreachable: {said}", "backup_unreachable: " + "Please call 9 8 8 now. " * 200, 1)
+
+    errors = errors_at(text)
+    document, problems = validate_text(text, strict=False)
+
+    assert "characters long: at most 2,500" in errors["languages[0].prompts.backup_unreachable"]
+    assert document is not None
+    assert [p.path for p in problems if "characters long" in p.message] == ["languages[0].prompts.backup_unreachable"]
