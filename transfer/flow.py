@@ -748,7 +748,47 @@ def _after_staff_left(transfer: Transfer) -> bool:
     if transfer.mode == "live" and caller_is_off_our_line(transfer):
         on_the_backup_line(transfer, "caller_on_backup")  # never pulled off it mid-conversation
         return False
-    return dispatch.redirect_caller(transfer, "transfer.staff_left") == dispatch.REDIRECTED
+    return move_on_after_staff_left(transfer) == dispatch.REDIRECTED
+
+
+# A move of the caller after staff left holds for its window and the next (30 to 60 s): time
+# for the staff-left turn it brings to end the round. One that never arrived (its redirect lost)
+# is tried again by the minute's repair after that.
+MOVE_ON_WINDOW_SECONDS = 30
+MOVED_ALREADY = "moved_already"
+
+
+def move_on_after_staff_left(transfer: Transfer) -> str:
+    """Redirect the caller to the staff-left turn, once: ``dispatch.redirect_caller``'s outcome,
+    or ``MOVED_ALREADY``. The leaving leg's status callback and the clock's repair can both find
+    nobody from the line left with the caller at once, and a second redirect would pull them out
+    of wherever the first sent them (the check-in question, a new counselor's room). Reads the
+    round again once it has the claim: moved on meanwhile, it is left alone."""
+    if not _first_to_move_on(transfer):
+        return MOVED_ALREADY
+    db.session.refresh(transfer)
+    if transfer.state not in ("connecting", "connected"):
+        return MOVED_ALREADY
+    return dispatch.redirect_caller(transfer, "transfer.staff_left")
+
+
+def _first_to_move_on(transfer: Transfer) -> bool:
+    """Claims this window and the one before it, in that order (no deadlock between two
+    claimers): of two movers in the same or neighbouring windows, one finds a row taken."""
+    db.session.commit()  # the claim is its own transaction: a lost one rolls back nothing else
+    window = int(state.now().timestamp()) // MOVE_ON_WINDOW_SECONDS
+    for each in (window - 1, window):
+        claimed = insert_once(
+            CallEvent,
+            {"call_id": transfer.call_id, "kind": "transfer.moved_on", "detail": {"transfer": transfer.id},
+             "dedupe_key": f"transfer:{transfer.id}:moved_on:{each}", "occurred_at": state.now(),
+             "sealed_detail": None},
+        )  # fmt: skip
+        if not claimed:
+            db.session.rollback()
+            return False
+    db.session.commit()
+    return True
 
 
 def caller_hung_up(transfer: Transfer) -> bool:

@@ -67,7 +67,7 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
         if transfer.mode == "live" and flow.caller_is_off_our_line(transfer):
             flow.on_the_backup_line(transfer, "caller_on_backup")  # talking there: left there
             continue
-        outcome = dispatch.redirect_caller(transfer, "transfer.staff_left")
+        outcome = flow.move_on_after_staff_left(transfer)  # once, with the leaving leg's own callback
         if outcome == dispatch.CALLER_GONE:
             flow.leg_gone(transfer, caller)
         counts["callers_moved"] += int(outcome == dispatch.REDIRECTED)

@@ -192,6 +192,11 @@ def caller_after() -> Response:
     transfer, document = requested_transfer(), active_document()
     if request.form.get("CallStatus") in flow.TERMINAL_LEG_STATUSES:
         return twiml_response(VoiceResponse())  # they hung up: nobody to search for
+    current = flow.current_round(transfer)
+    if current.id != transfer.id and current.state in ("connecting", "connected"):
+        # A move for a leaving already handled, arriving late: someone else has them now, and
+        # they go straight back to that room (never told "disconnected", never asked again).
+        return hold_turn(current, document, 1)
     for _receiver, first in staff_left_caller.send(transfer, document=document):
         if first is not None:
             return twiml_response(first)
