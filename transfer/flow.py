@@ -764,31 +764,41 @@ def move_on_after_staff_left(transfer: Transfer) -> str:
     nobody from the line left with the caller at once, and a second redirect would pull them out
     of wherever the first sent them (the check-in question, a new counselor's room). Reads the
     round again once it has the claim: moved on meanwhile, it is left alone."""
-    if not _first_to_move_on(transfer):
+    claim = _first_to_move_on(transfer)
+    if claim is None:
         return MOVED_ALREADY
     db.session.refresh(transfer)
     if transfer.state not in ("connecting", "connected"):
         return MOVED_ALREADY
-    return dispatch.redirect_caller(transfer, "transfer.staff_left")
+    outcome = dispatch.redirect_caller(transfer, "transfer.staff_left")
+    if outcome == dispatch.REDIRECT_FAILED:
+        # Twilio refused it (or could not be reached): nobody moved them, so the claim goes
+        # back and the next mover (the minute's repair) may. An "unsure" one may still happen.
+        db.session.execute(
+            delete(CallEvent).where(CallEvent.call_id == transfer.call_id, CallEvent.dedupe_key.in_(claim))
+        )
+        db.session.commit()
+    return outcome
 
 
-def _first_to_move_on(transfer: Transfer) -> bool:
+def _first_to_move_on(transfer: Transfer) -> list[str] | None:
     """Claims this window and the one before it, in that order (no deadlock between two
-    claimers): of two movers in the same or neighbouring windows, one finds a row taken."""
+    claimers): of two movers in the same or neighbouring windows, one finds a row taken.
+    The claim's keys, or None if another mover has it."""
     db.session.commit()  # the claim is its own transaction: a lost one rolls back nothing else
     window = int(state.now().timestamp()) // MOVE_ON_WINDOW_SECONDS
-    for each in (window - 1, window):
+    keys = [f"transfer:{transfer.id}:moved_on:{each}" for each in (window - 1, window)]
+    for key in keys:
         claimed = insert_once(
             CallEvent,
             {"call_id": transfer.call_id, "kind": "transfer.moved_on", "detail": {"transfer": transfer.id},
-             "dedupe_key": f"transfer:{transfer.id}:moved_on:{each}", "occurred_at": state.now(),
-             "sealed_detail": None},
+             "dedupe_key": key, "occurred_at": state.now(), "sealed_detail": None},
         )  # fmt: skip
         if not claimed:
             db.session.rollback()
-            return False
+            return None
     db.session.commit()
-    return True
+    return keys
 
 
 def caller_hung_up(transfer: Transfer) -> bool:

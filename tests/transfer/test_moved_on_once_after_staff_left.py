@@ -113,3 +113,53 @@ def test_a_late_staff_left_turn_sends_the_caller_back_to_the_counselor_who_took_
     with app.app_context():
         rounds = [(t.state, t.end_reason) for t in db.session.scalars(select(Transfer).order_by(Transfer.id))]
     assert rounds == [("ended", "staff_left"), ("connected", None)]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_two_movers_past_their_checks_at_once_redirect_the_caller_once(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim itself: the status callback and the repair both past their checks before
+    either redirect has run the staff-left turn (found by the review of this fix: the tests
+    above pass on the re-read alone)."""
+    caller, first_id = ben_connected_then_his_phone_drops(app, phone, fake)
+    real_redirect, redirects = dispatch.redirect_caller, []
+
+    def the_other_mover_arrives_meanwhile(transfer: Transfer, endpoint: str) -> str:
+        redirects.append(endpoint)
+        if len(redirects) == 1:
+
+            def other() -> None:
+                with app.app_context():
+                    flow.move_on_after_staff_left(db.session.get(Transfer, first_id))  # type: ignore[arg-type]
+
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join(30)
+        return real_redirect(transfer, endpoint)
+
+    monkeypatch.setattr(dispatch, "redirect_caller", the_other_mover_arrives_meanwhile)
+    with app.app_context():
+        outcome = flow.move_on_after_staff_left(db.session.get(Transfer, first_id))  # type: ignore[arg-type]
+
+    assert outcome == dispatch.REDIRECTED and redirects == ["transfer.staff_left"]
+    assert staff_left_redirects(fake, caller) == 1
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_move_twilio_refused_leaves_the_caller_to_the_minutes_repair(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Found by the review of this fix: a refused redirect kept its claim, so the repair a few
+    seconds later was told "moved already" and the caller sat in the silent room a minute more."""
+    caller, first_id = ben_connected_then_his_phone_drops(app, phone, fake)
+    sid = caller.identity.call_sid
+    fake.inject_fault("POST", rf"/Calls/{sid}\.json$", status=503, code=20503, message="Service Unavailable", times=1)
+    with app.app_context():  # Ben's status callback: Twilio refuses its redirect (it created nothing)
+        assert not flow._after_staff_left(db.session.get(Transfer, first_id))  # type: ignore[arg-type]
+    assert staff_left_redirects(fake, caller) == 0
+
+    with app.app_context():
+        reconcile_transfers()
+
+    assert staff_left_redirects(fake, caller) == 1
