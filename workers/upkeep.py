@@ -32,6 +32,7 @@ from crisisline.phone import caller_number
 from crisisline.retention import Cutoffs, registered_purges
 from crisisline.settings import Settings
 from followups.checkins import (
+    FLAGGED_LISTED_FOR,
     LONGEST_CHECKIN,
     RUNNING_CHECKIN_STATES,
     SURVEY_ANSWER_WINDOW,
@@ -137,6 +138,9 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         # A check-in still under way (due in up to 14 days, then its second text, the flag and
         # a day for a reply) keeps whom to text, however short the window, until it ends.
         .where(or_(CheckIn.state.not_in(RUNNING_CHECKIN_STATES), CheckIn.asked_at < now - LONGEST_CHECKIN))
+        # One flagged for a person keeps it while the board lists it (a month at most, or until
+        # marked followed up): the emergency unmask page gives its number.
+        .where(~and_(CheckIn.state == "flagged", CheckIn.flagged_at >= now - FLAGGED_LISTED_FOR))
         .values(sealed_reply=None, texter_id=None)
         .execution_options(synchronize_session=False)
     )

@@ -16,12 +16,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from crisisline.db import db
-from crisisline.models import Call, Conversation, Message, ScheduledContact, Texter
+from crisisline.models import Call, CheckIn, Conversation, Message, ScheduledContact, Texter
 from crisisline.settings import Settings
 from tests.conftest import TextingPhone, settings_for
 from tests.console.conftest import Account, sign_in
 from tests.console.test_reaching_people_the_board_lists import a_callback_the_line_could_not_make
 from tests.console.test_unmask import unmask
+from tests.followups.conftest import checkins, due_contacts_runner
+from tests.followups.test_checkins import TEXTER as CHECKIN_TEXTER
+from tests.followups.test_checkins_when_things_go_wrong import flagged_no_reply
 from tests.sms.test_texts_after_stop import TEXTER, WORDS, last_inbound_id
 from twilio_fake.phone import Phone
 from workers.upkeep import purge_personal_data
@@ -111,3 +114,28 @@ def test_an_old_texter_nobody_is_listed_for_loses_their_number_as_before(app: Fl
         db.session.commit()
         assert db.session.scalar(select(Message.id)) is None
         assert purge_personal_data(now.isoformat())["texters"] == 1
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_flagged_check_in_still_listed_keeps_its_number_through_the_purge(
+    app: Flask, client: FlaskClient, supervisor: Account, texting: TextingPhone,
+    wednesday_evening: time_machine.Coordinates,
+) -> None:  # fmt: skip
+    """Found by the review of this change: the board lists a flagged check-in for a month from
+    its flag, but the purge unlinked its texter a month from when it was asked."""
+    flagged_no_reply(app, texting, wednesday_evening, due_contacts_runner(app))
+    (checkin,) = checkins(app)
+    assert checkin.flagged_at is not None
+    with app.app_context():  # agreed to 20 days before its flag (due 14 days later, a second text, ...)
+        db.session.execute(
+            update(CheckIn).where(CheckIn.id == checkin.id).values(asked_at=checkin.flagged_at - timedelta(days=20))
+        )
+        db.session.commit()
+    wednesday_evening.shift(timedelta(days=11))  # flagged 11 days ago: listed 19 days more
+    with app.app_context():
+        purge_personal_data()  # the default 30-day window
+    sign_in(client, supervisor)
+
+    status, page = unmask(client, f"/console/board/unmask/checkin/{checkin.id}", "No reply to the check-in; calling")
+
+    assert status == 200 and CHECKIN_TEXTER in page
