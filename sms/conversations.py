@@ -862,8 +862,15 @@ def _still_with_the_writer(message: Message, conversation: Conversation) -> bool
 
 
 def ended_by_its_counselor(conversation: Conversation) -> bool:
-    """Closed by the END of the counselor it names (``counselor_id`` stays on a closed conversation)."""
-    return conversation.state == "closed" and conversation.close_reason == "counselor_ended"
+    """Closed by the END of the counselor it names (``counselor_id`` stays on a closed
+    conversation), and the texter has not written since: a new conversation of theirs (with
+    another counselor, maybe) is not to get the last one's words."""
+    if conversation.state != "closed" or conversation.close_reason != "counselor_ended":
+        return False
+    newer = select(Conversation.id).where(
+        Conversation.texter_id == conversation.texter_id, Conversation.id > conversation.id
+    )
+    return db.session.scalar(newer.limit(1)) is None
 
 
 STUCK_ALERT_KEY = "text-stuck"

@@ -302,6 +302,27 @@ def test_a_counselors_last_words_refused_for_now_before_their_end_reach_the_text
     assert words < closing  # in the order Ben sent them
 
 
+def test_a_counselors_last_words_refused_before_their_end_are_not_sent_once_the_texter_wrote_again(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates,
+    clock_tick: Callable[[], Any],
+) -> None:  # fmt: skip
+    """Found by the review of the fix above: the texter's new conversation (maybe with another
+    counselor) is not to get the last one's words minutes later."""
+    tag = ben_holds_a_texter(app, texting)
+    fake.inject_fault("POST", MESSAGES, status=503, code=20503, times=1)
+    texting.send(BEN, f"#{tag} If you feel unsafe tonight call 988 right away")
+    texting.send(BEN, f"END {tag}")
+    wednesday_evening.shift(timedelta(seconds=20))
+    texting.send(TEXTER, "I want to kill myself")  # a new conversation
+    with app.app_context():
+        assert len(db.session.scalars(select(Conversation)).all()) == 2
+
+    wednesday_evening.shift(timedelta(minutes=1))
+    clock_tick()
+
+    assert copies(fake, TEXTER, "call 988 right away") == 0
+
+
 def test_a_counselors_last_words_that_cannot_be_delivered_after_their_end_are_told_to_them(
     app: Flask, texting: TextingPhone, fake: FakeTwilio
 ) -> None:
