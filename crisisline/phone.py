@@ -24,7 +24,7 @@ class InvalidPhoneNumber(ValueError):
 
 def to_e164(raw: str, default_region: str = "US") -> str:
     """Normalise ``raw`` to E.164 (``+14155550100``) or raise :class:`InvalidPhoneNumber`.
-    An extension ("x 42", "ext. 42") is dropped: E.164 has none (see ``has_extension``)."""
+    An extension ("x 42", "ext. 42") is dropped: E.164 has none (see ``extension_of``)."""
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as error:
@@ -34,12 +34,13 @@ def to_e164(raw: str, default_region: str = "US") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def has_extension(raw: str, default_region: str = "US") -> bool:
-    """``raw`` names an extension, which the line cannot dial: the main number would ring."""
+def extension_of(raw: str, default_region: str = "US") -> str:
+    """The extension ``raw`` names ("" if none), which the line cannot dial: dialled, the main
+    number would ring."""
     try:
-        return bool(phonenumbers.parse(raw, default_region).extension)
+        return phonenumbers.parse(raw, default_region).extension or ""
     except phonenumbers.NumberParseException:
-        return False
+        return ""
 
 
 def caller_number(raw_from: str | None) -> str | None:

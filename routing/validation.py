@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from crisisline.phone import InvalidPhoneNumber, has_extension, to_e164
+from crisisline.phone import InvalidPhoneNumber, extension_of, to_e164
 from crisisline.settings import LINE_MODES
 from crisisline.sms_segments import is_gsm7, segment_count
 from routing.document import (
@@ -532,7 +532,8 @@ class _Checker:
             seen[value] = path
         return value
 
-    def phone(self, raw: dict[str, Any], key: str, path: str, region: str) -> str:
+    def phone(self, raw: dict[str, Any], key: str, path: str, region: str, *, dialled: bool = True) -> str:
+        """E.164. ``dialled=False``: a number people read (a referral), which keeps its extension."""
         value = raw.get(key)
         if not isinstance(value, str | int) or isinstance(value, bool):
             self.error(_join(path, key), "missing or not text; quote phone numbers")
@@ -542,11 +543,15 @@ class _Checker:
         except InvalidPhoneNumber:
             self.error(_join(path, key), "not a valid phone number")
             return ""
-        if has_extension(str(value), region):
-            # Dialled without it, the switchboard rings instead of the person (or the partner's
-            # main menu instead of the backup line). Only warned about in a published version.
+        extension = extension_of(str(value), region)
+        if extension and not dialled:
+            return f"{number} ext. {extension}"
+        if extension:
+            # Dialled or texted without it, the switchboard gets it instead of the person (or
+            # the partner's main menu instead of the backup line). Only a warning in a version
+            # already published.
             (self.error if self.strict else self.warn)(
-                _join(path, key), "has an extension, which the line cannot dial: give a direct number"
+                _join(path, key), "has an extension, which the line cannot dial or text: give a direct number"
             )
         return number
 
@@ -1279,7 +1284,7 @@ class _Checker:
                 Service(
                     id=self.unique_id(item, path, ids, "service"),
                     name=self.text(item, "name", path),
-                    phone=self.phone(item, "phone", path, region),
+                    phone=self.phone(item, "phone", path, region, dialled=False),
                     languages=languages or tuple(sorted(codes)),
                     needs=helps,
                     description=description,

@@ -20,7 +20,7 @@ from console.routing_pages import drafts
 from console.routing_pages.forms import DAY_NAMES, EditorForm, ResponderForm, RollbackForm, SettingsForm, ShiftForm
 from console.routing_pages.merge import three_way
 from crisisline.db import db
-from crisisline.phone import InvalidPhoneNumber, has_extension, to_e164
+from crisisline.phone import InvalidPhoneNumber, extension_of, to_e164
 from line_queue.responders import closed_responder_ids
 from routing import coverage, publishing, store
 from routing.document import RoutingDocument
@@ -406,7 +406,7 @@ def add_responder() -> tuple[str, int]:
                 f"{responder.phone.data!r} is not a valid phone number; write it with the country code, "
                 "like +1 312 555 0109.",
             ]
-        if phone is not None and has_extension(responder.phone.data or "", document.region):
+        if phone is not None and extension_of(responder.phone.data or "", document.region):
             phone = None  # the switchboard would ring, not the person
             responder.phone.errors = [
                 *responder.phone.errors,

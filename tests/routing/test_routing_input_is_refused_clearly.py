@@ -227,3 +227,13 @@ def test_a_spoken_prompt_longer_than_twilio_can_say_is_refused_and_a_published_o
     assert "characters long: at most 2,500" in errors["languages[0].prompts.backup_unreachable"]
     assert document is not None
     assert [p.path for p in problems if "characters long" in p.message] == ["languages[0].prompts.backup_unreachable"]
+
+
+def test_a_referral_services_extension_is_kept_for_the_person_who_reads_it() -> None:
+    """A service's number is read by a person in a referral text, never dialled by the line."""
+    text = edited('phone: "+1 312 555 0170"', 'phone: "+1 312 555 0170 ext. 42"', 1)
+
+    document, problems = validate_text(text)
+
+    assert document is not None and not [p for p in problems if p.severity == "error"]
+    assert document.services[0].phone == "+13125550170 ext. 42"
