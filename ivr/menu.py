@@ -74,6 +74,7 @@ class HeardNeeds:
 
     said: tuple[Need, ...]
     denied: tuple[Need, ...]
+    denied_beside_said: tuple[Need, ...] = ()  # denied in a clause where a need is also said
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,23 @@ def choose_language(document: RoutingDocument, given: MenuInput) -> Language | N
     if digit is not None:
         return next((lang for lang in document.languages if lang.digit == digit), None)
     if given.speech:
-        return match_words(given.speech, [(lang, (lang.name, *lang.speech_words)) for lang in document.languages])
+        words = normalise_words(given.speech).split()
+        negations = {w for lang in document.languages for w in lang.negation_words}
+        named: dict[str, tuple[Language, bool]] = {}
+        for lang in document.languages:
+            for phrase in (lang.name, *lang.speech_words):
+                parts = normalised_configured(phrase).split()
+                for start in _find(words, parts, [True] * len(words)):
+                    before = " ".join(words[max(0, start - 3) : start])
+                    negated = any(f" {n} " in f" {before} " for n in negations)
+                    if not negated or lang.code not in named:
+                        named[lang.code] = (lang, negated)
+        said = [lang for lang, negated in named.values() if not negated]
+        if len(said) == 1:
+            return said[0]
+        denied = [lang for lang, negated in named.values() if negated]
+        if not said and len(denied) == 1 and len(document.languages) == 2:
+            return next(lang for lang in document.languages if lang.code != denied[0].code)
     return None
 
 
@@ -217,15 +234,23 @@ def heard_needs(document: RoutingDocument, language: Language, speech: str) -> H
 
     said: dict[str, Need] = {}
     denied: dict[str, Need] = {}
+    said_clauses: set[int] = set()
+    denied_at: list[tuple[int, Need]] = []
     for start, need in matches:
         doubted = clause_of[start] in hedged or any(
             where == clause_of[start] and 0 < start - end <= NEGATION_REACH for where, end in negations
         )
         (denied if doubted else said)[need.key] = need
+        if doubted:
+            denied_at.append((clause_of[start], need))
+        else:
+            said_clauses.add(clause_of[start])
+    beside = {need.key: need for clause, need in denied_at if clause in said_clauses and need.key not in said}
     order = {need.key: index for index, need in enumerate(document.needs)}
     return HeardNeeds(
         said=tuple(sorted(said.values(), key=lambda n: order[n.key])),
         denied=tuple(sorted((n for k, n in denied.items() if k not in said), key=lambda n: order[n.key])),
+        denied_beside_said=tuple(beside.values()),
     )
 
 
@@ -245,10 +270,13 @@ def understand_need(document: RoutingDocument, language: Language, given: MenuIn
         return NeedAnswer(None, bool(given.digits), "invalid" if given.digits else "unclear")
     if not given.speech:
         return NeedAnswer(None, by_key=False, reason="no_input")
-    said = heard_needs(document, language, given.speech).said
+    heard = heard_needs(document, language, given.speech)
+    said = heard.said
     specific = [need for need in said if need.key != document.menu.default_need] or list(said)
     if specific:
         top = max(need.priority for need in specific)
+        if any(need.priority > top for need in heard.denied_beside_said):
+            return NeedAnswer(None, by_key=False, reason="unclear")  # never trade a denied higher need down
         leaders = [need for need in specific if need.priority == top]
         if len(leaders) == 1:
             return NeedAnswer(leaders[0], by_key=False)
@@ -306,7 +334,10 @@ def confirm_step(document: RoutingDocument, language: Language, given: MenuInput
     if given.speech:
         languages = _languages_from(document, language)
         digit = spoken_digit(given.speech, _digit_words(languages), _fillers(languages))
-        if digit == int(CHOOSE_AGAIN_KEY) or _says_any(given.speech, (w for lang in languages for w in lang.no_words)):
+        yes = _starts_with_any(given.speech, (w for lang in languages for w in lang.yes_words))
+        if not yes and (
+            digit == int(CHOOSE_AGAIN_KEY) or _says_any(given.speech, (w for lang in languages for w in lang.no_words))
+        ):
             return ConfirmStep("choose_again", tries, "declined")
         if digit != int(CONFIRM_KEY) and not _says_any(given.speech, (w for lang in languages for w in lang.yes_words)):
             return ConfirmStep("choose_again", tries, "other")
@@ -413,3 +444,8 @@ def _mask(words: Sequence[str], free: list[bool], clause_of: Sequence[int], phra
 def _says_any(speech: str, phrases: Iterable[str]) -> bool:
     heard = f" {normalise_words(speech)} "
     return any(f" {phrase} " in heard for phrase in phrases if phrase)
+
+
+def _starts_with_any(speech: str, phrases: Iterable[str]) -> bool:
+    heard = f"{normalise_words(speech)} "
+    return any(heard.startswith(f"{phrase} ") for phrase in phrases if phrase)

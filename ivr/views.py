@@ -139,13 +139,12 @@ def language_menu() -> Response:
     if step.outcome == "retry":
         call_log.record_event(call, f"menu.language.{step.reason}", f"language:{attempt}", detail, speech=given.speech)
         db.session.commit()
-        language = document.default_language
-        sorry = language.prompt("no_input" if step.reason == "no_input" else "invalid_input")
+        key = "no_input" if step.reason == "no_input" else "invalid_input"
         return twiml_response(
             twiml.language_menu(
                 document,
                 action=path_for("voice.language_menu", attempt=step.attempt),
-                lead=[(language, sorry)],
+                lead=[(lang, lang.prompt(key)) for lang in document.languages],
             )
         )
 
