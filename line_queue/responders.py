@@ -92,10 +92,14 @@ def release_responder(responder_id: str, offer_id: int) -> None:
         events.note_responder_freed(responder_id)
 
 
+# A responder who pressed a key was there: their misses are no longer "in a row".
+PRESENT_OUTCOMES = frozenset({"accepted", "passed"})
+
+
 def count_missed(responder_id: str, outcome: str) -> int:
-    """Track missed offers in a row; returns the new count (0 after an accepted call)."""
+    """Track missed offers in a row; returns the new count (0 after an accepted or passed call)."""
     ensure_responder_state(responder_id)
-    if outcome == "accepted":
+    if outcome in PRESENT_OUTCOMES:
         _change([ResponderState.responder_id == responder_id], {"missed_in_a_row": 0})
         return 0
     if outcome not in MISSED_OUTCOMES:

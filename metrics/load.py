@@ -59,7 +59,7 @@ CALLBACK_OUTCOMES = {"callback.connected": "connected", "callback.gave_up": "gav
 ROW_OUTCOMES = {"connected": "connected", "gave_up": "gave_up", "canceled": "canceled"}  # before the events existed
 DbSession = Session | scoped_session[Any]  # Flask-SQLAlchemy's ``db.session`` or a plain session
 # ``offer.ended`` outcomes after which the next person was rung, as after a miss or a pass.
-ROLLOVER_ENDINGS = ("no_decision", "deadline_passed", "account_closed")
+ROLLOVER_ENDINGS = ("no_decision", "deadline_passed", "account_closed", "not_briefed")
 TERMINAL_CALL_STATUSES = ("completed", "busy", "failed", "no-answer", "canceled")
 CHANNEL_OF_ORIGIN = {"call": "voice", "checkin": "voice", "text": "sms"}
 

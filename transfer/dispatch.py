@@ -271,14 +271,18 @@ _PLACE_OFFER = (
     .execution_options(dml_strategy="orm")  # one row, from the SELECT (not "bulk": a params dict)
 )
 # An offer its own leg's webhooks moved on first (the responder picked up, even pressed 1, before
-# the REST answer reached us) is still theirs: it gets its SID and keeps its state.
+# the REST answer reached us) is still theirs: it gets its SID (or has it already, from their
+# pickup: ``flow.offer_answered``) and keeps its state.
 _PLACED = (
     update(Offer)
     .where(
         Offer.id == bindparam("offer"),
         or_(
             Offer.state == "placing",
-            and_(Offer.state.in_(("ringing", "answered", "accepted")), Offer.call_sid.is_(None)),
+            and_(
+                Offer.state.in_(("ringing", "answered", "accepted")),
+                or_(Offer.call_sid.is_(None), Offer.call_sid == bindparam("sid")),
+            ),
         ),
     )
     .values(call_sid=bindparam("sid"), state=case((Offer.state == "placing", "ringing"), else_=Offer.state))

@@ -399,8 +399,12 @@ def adopt_lost_leg(offer: Offer, transfer: Transfer, call_sid: str | None) -> bo
     return adopted
 
 
-def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) -> WhisperStep:
-    """A responder picked up: brief them, or tell them the caller is taken or gone."""
+def offer_answered(
+    offer: Offer, transfer: Transfer, document: RoutingDocument, call_sid: str | None = None
+) -> WhisperStep:
+    """A responder picked up (on ``call_sid``): brief them, or tell them the caller is taken or
+    gone. The leg's SID is kept if the offer has none yet (its REST answer is still on its way,
+    or was lost): so the line can still tell them, or end their leg, when the caller leaves."""
     if offer.purpose == "join":
         if transfer.state != "connected" or offer.state not in ACTIVE_OFFER_STATES:
             state.finish_offer(offer, "superseded")
@@ -416,7 +420,7 @@ def offer_answered(offer: Offer, transfer: Transfer, document: RoutingDocument) 
         # A responder whose console account was closed while their phone rang is not briefed
         # on the caller: checked in this UPDATE, so the usual pickup costs no extra statement.
         .where(Offer.id == offer.id, Offer.state.in_(("placing", "ringing")), state.still_rung(Offer.responder_id))
-        .values(state="answered", answered_at=state.now())
+        .values(state="answered", answered_at=state.now(), call_sid=func.coalesce(Offer.call_sid, call_sid))
     ).rowcount  # type: ignore[attr-defined]
     if not answered and state.is_closed(offer.responder_id):  # one read, only when refused
         return WhisperStep("staff", document.staff_prompt(_refuse_closed_account(offer, transfer, document).key))
@@ -468,9 +472,15 @@ def offer_decided(
     if digits != "1":
         if state.finish_offer(offer, "passed"):
             record_event(transfer, "offer.passed", f"offer:{offer.id}:outcome", responder=offer.responder_id)
+            state.count_missed(offer.responder_id, "passed")
             db.session.commit()
             if offer.purpose == "answer":
                 ring_next(transfer, document)
+        elif state.passed_after_all(offer.id):
+            # Their press of 2 and their hang-up crossed, and the leg's end was handled first
+            # (``no_decision``, the next person rung already): a pass, not a miss of theirs.
+            state.count_missed(offer.responder_id, "passed")
+            db.session.commit()
         return Decision("staff", "passed")
 
     if offer.state == "accepted" and transfer.state in ("connecting", "connected"):
@@ -597,7 +607,9 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
         "no-answer": "no_answer",
         "failed": "failed",
         "canceled": "canceled",
-        "completed": "no_decision" if offer.state == "answered" else "no_answer",
+        # Answered (Twilio says ``completed`` only then) but never briefed: the line's whisper
+        # failed, or their hang-up was handled before it. Not their miss.
+        "completed": "no_decision" if offer.state == "answered" else state.NOT_BRIEFED,
     }[status]
     if not state.finish_offer(offer, outcome):
         # Closed meanwhile, or accepted: their press of 1 was handled after this callback read

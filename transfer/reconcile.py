@@ -48,9 +48,11 @@ def reconcile(document: RoutingDocument) -> dict[str, int]:
             continue
         if not offer.call_sid:
             continue
-        if dispatch.call_has_ended(offer.call_sid):
+        # The status its lost callback would have brought: a leg Twilio failed is not a miss.
+        status = dispatch.call_status(offer.call_sid)
+        if status in flow.TERMINAL_LEG_STATUSES:
             before = offer.state
-            counts["callers_moved"] += int(flow.offer_leg_ended(offer, transfer, document, "completed"))
+            counts["callers_moved"] += int(flow.offer_leg_ended(offer, transfer, document, status))
             db.session.refresh(offer)
             counts["offers_closed"] += int(offer.state != before)
     for transfer in db.session.scalars(select(Transfer).where(Transfer.state == "connected")):

@@ -324,6 +324,24 @@ _FINISH_OFFER = (
     .execution_options(synchronize_session=False)
 )
 
+# A leg answered (``completed``) whose whisper never ran: the line's failure, or a hang-up
+# handled first. Not the responder's miss (``MISSED_OUTCOMES``); a rollover in the metrics.
+NOT_BRIEFED = "not_briefed"
+
+
+def passed_after_all(offer_id: int) -> bool:
+    """A press of 2 arriving after the leg's end closed the offer as ``no_decision`` (the two
+    crossed): it becomes ``passed``. Once; False if it was closed otherwise."""
+    return bool(
+        db.session.execute(
+            update(Offer)
+            .where(Offer.id == offer_id, Offer.state == "ended", Offer.outcome == "no_decision")
+            .values(outcome="passed")
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+    )
+
+
 # Twilio may have placed a call whose REST answer we never got (a read timeout): the offer is
 # closed with this outcome, and the leg, if it exists, is adopted or cancelled later.
 LOST_REST_ANSWER = "rest_lost"

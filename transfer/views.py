@@ -252,8 +252,9 @@ def whisper() -> Response:
     """A responder answered their phone: brief them and ask for 1 (accept) or 2 (pass)."""
     offer, transfer = _offer()
     document = active_document()
-    flow.adopt_lost_leg(offer, transfer, twilio_params.call_sid(request.form))
-    step = flow.offer_answered(offer, transfer, document)
+    leg = twilio_params.call_sid(request.form)
+    flow.adopt_lost_leg(offer, transfer, leg)
+    step = flow.offer_answered(offer, transfer, document, leg)
     if step.kind == "staff":
         return twiml_response(transfer_twiml.staff_message(step.text))
     return twiml_response(

@@ -1,0 +1,116 @@
+"""Who counts as having missed a call (``missed_in_a_row``, which pauses a counselor after
+``pause_after_missed``): only a counselor who did not answer, was busy, or answered and pressed
+nothing. Found by a review of the responder's leg: a press of 2 crossing the leg's end, a leg
+Twilio failed whose callback was lost, and a whisper the line itself failed to serve were all
+counted as the counselor's miss, and a pass did not break the row."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from sqlalchemy import select
+
+import transfer.flow
+from crisisline.db import db
+from crisisline.models import Offer, ResponderState
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID
+from tests.rota import BEN, DIEGO, leg_to, legs
+from twilio_fake.phone import Keys, Phone
+from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import CallIdentity
+
+pytestmark = pytest.mark.usefixtures("fake")
+
+
+def missed_in_a_row(app: Flask, responder_id: str) -> int:
+    with app.app_context():
+        state = db.session.get(ResponderState, responder_id)
+        return state.missed_in_a_row if state else 0
+
+
+def offer_of(app: Flask, call_sid: str) -> Offer:
+    with app.app_context():
+        return db.session.scalars(select(Offer).where(Offer.call_sid == call_sid)).one()
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_press_of_2_whose_leg_end_is_handled_first_is_a_pass_not_a_miss(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Ben presses 2 and puts his phone down at once: Twilio sends the Gather action and, a
+    moment later, the leg's final status callback; the two cross (Law 3)."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN)
+    fake.advance_call(ben_leg.sid, "in-progress")  # Ben hears the whisper
+    fake.advance_call(ben_leg.sid, "completed")  # ...presses 2 and hangs up: the end is handled first
+    offer_id = offer_of(app, ben_leg.sid).id
+    ben = CallIdentity(TEST_ACCOUNT_SID, LINE_NUMBER, BEN, call_sid=ben_leg.sid, direction="outbound-api")
+
+    phone.post(f"{phone.base_url}/voice/offer/decide?offer={offer_id}", ben.voice_params("in-progress", Digits="2"))
+
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+    assert offer_of(app, ben_leg.sid).outcome == "passed", "a deliberate 2 was recorded as no decision"
+    assert missed_in_a_row(app, "ben-carter") == 0, "a counselor who pressed 2 was counted as missing the call"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_whisper_the_line_failed_to_serve_is_not_the_counselors_miss(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ben picks up; our whisper webhook fails (a database blip): he hears the apology and is
+    hung up. That is the line's failure, not Ben's: three of them must not pause him."""
+
+    def broken(*_args: object, **_kwargs: object) -> object:
+        raise RuntimeError("database went away")
+
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    monkeypatch.setattr(transfer.flow, "offer_answered", broken)
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert "something went wrong" in ben.heard_text()
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]  # the caller is not dropped
+    assert offer_of(app, ben.identity.call_sid).outcome not in ("no_answer", "no_decision", "busy")
+    assert missed_in_a_row(app, "ben-carter") == 0, "the line's own failure was counted as the counselor's miss"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_minutes_repair_of_a_lost_failed_callback_does_not_count_a_miss(
+    app: Flask, phone: Phone, fake: FakeTwilio, clock_tick: object, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Ben's leg failed at Twilio (unreachable number); its status callback was lost (a deploy
+    restart). The clock's repair asks Twilio and closes the offer: as ``failed``, not as a miss."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN)
+    fake.calls[ben_leg.sid].status = "failed"  # its final status callback never arrives
+
+    wednesday_evening.shift(timedelta(minutes=3))  # past ring + accept + 60 s
+    clock_tick()  # type: ignore[operator]
+
+    assert offer_of(app, ben_leg.sid).outcome == "failed"
+    assert missed_in_a_row(app, "ben-carter") == 0, "a call Twilio failed to place was counted as Ben's miss"
+
+
+@pytest.mark.usefixtures("wednesday_morning")
+def test_a_pass_between_two_misses_breaks_the_row(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: object
+) -> None:
+    """Ana misses a call, answers the next and presses 2 (she is there, deciding), then misses
+    one: that is not two misses "in a row", and she must not be paused."""
+    from tests.rota import ANA
+
+    publish_routing(lambda document: document["transfer"].update(pause_after_missed=2))  # type: ignore[operator]
+    phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550130"), max_hold_turns=0)
+    fake.advance_call(legs(fake)[-1].sid, "no-answer")
+    phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550131"), max_hold_turns=0)
+    phone.answer(legs(fake)[-1].sid, [Keys("2")])
+    phone.call([Keys("1"), Keys("3")], identity=phone.identity("+13125550132"), max_hold_turns=0)
+    fake.advance_call(legs(fake)[-1].sid, "no-answer")
+
+    assert [leg.to for leg in legs(fake)] == [ANA, ANA, ANA]
+    with app.app_context():
+        state = db.session.get(ResponderState, "ana-ruiz")
+        assert state is not None
+        assert not state.paused, f"paused after {state.missed_in_a_row} misses 'in a row' with a pass between"
