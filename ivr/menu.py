@@ -164,23 +164,44 @@ def choose_language(document: RoutingDocument, given: MenuInput) -> Language | N
     if digit is not None:
         return next((lang for lang in document.languages if lang.digit == digit), None)
     if given.speech:
-        words = normalise_words(given.speech).split()
-        negations = {w for lang in document.languages for w in lang.negation_words}
-        named: dict[str, tuple[Language, bool]] = {}
-        for lang in document.languages:
-            for phrase in (lang.name, *lang.speech_words):
-                parts = normalised_configured(phrase).split()
-                for start in _find(words, parts, [True] * len(words)):
-                    before = " ".join(words[max(0, start - 3) : start])
-                    negated = any(f" {n} " in f" {before} " for n in negations)
-                    if not negated or lang.code not in named:
-                        named[lang.code] = (lang, negated)
-        said = [lang for lang, negated in named.values() if not negated]
-        if len(said) == 1:
-            return said[0]
-        denied = [lang for lang, negated in named.values() if negated]
-        if not said and len(denied) == 1 and len(document.languages) == 2:
-            return next(lang for lang in document.languages if lang.code != denied[0].code)
+        return _spoken_language(document, given.speech)
+    return None
+
+
+# A language named this close after a negation, in the same clause, is denied ("no hablo inglés").
+LANGUAGE_NEGATION_REACH = 3
+
+
+def _spoken_language(document: RoutingDocument, speech: str) -> Language | None:
+    """The one language the speech names plainly. A language named only to deny it ("No hablo
+    inglés", "I don't speak English") is not chosen: on a two-language line, denying the one
+    means the other. A negation counts only in its own clause ("No, English" is English; "no
+    estoy bien, español" is Spanish), and look-alikes ("not okay") deny nothing. Anything else
+    (two languages said, none) is None: asked again."""
+    languages = list(document.languages)
+    words, clause_of = _tokens(speech)
+    free = [True] * len(words)
+    found: list[tuple[int, Language]] = []
+    for language in languages:
+        for phrase in (language.name, *language.speech_words):
+            parts = normalised_configured(phrase).split()
+            for start in _find(words, parts, free, clause_of):
+                free[start : start + len(parts)] = [False] * len(parts)
+                found.append((start, language))
+    _mask(words, free, clause_of, (w for lang in languages for w in lang.not_negation_words))
+    negation_words = [word for lang in languages for word in lang.negation_words]
+    negations = [(clause_of[start], start + size - 1) for start, size in _spans(words, free, clause_of, negation_words)]
+    said: dict[str, Language] = {}
+    denied: dict[str, Language] = {}
+    for start, language in found:
+        negated = any(
+            where == clause_of[start] and 0 < start - end <= LANGUAGE_NEGATION_REACH for where, end in negations
+        )
+        (denied if negated else said)[language.code] = language
+    if len(said) == 1:
+        return next(iter(said.values()))
+    if not said and len(denied) == 1 and len(languages) == 2:
+        return next(language for language in languages if language.code not in denied)
     return None
 
 
@@ -234,18 +255,25 @@ def heard_needs(document: RoutingDocument, language: Language, speech: str) -> H
 
     said: dict[str, Need] = {}
     denied: dict[str, Need] = {}
-    said_clauses: set[int] = set()
-    denied_at: list[tuple[int, Need]] = []
+    said_at: list[tuple[int, int]] = []  # (clause, first word) of each need said plainly
+    denied_at: list[tuple[int, int, Need]] = []
     for start, need in matches:
         doubted = clause_of[start] in hedged or any(
             where == clause_of[start] and 0 < start - end <= NEGATION_REACH for where, end in negations
         )
         (denied if doubted else said)[need.key] = need
         if doubted:
-            denied_at.append((clause_of[start], need))
+            denied_at.append((clause_of[start], start, need))
         else:
-            said_clauses.add(clause_of[start])
-    beside = {need.key: need for clause, need in denied_at if clause in said_clauses and need.key not in said}
+            said_at.append((clause_of[start], start))
+    # A need denied before another said in the same clause: "nobody cares I want to kill myself
+    # I'm drunk" (the negation may belong to a sentence the transcript ran together). Not one
+    # denied after it: "depressed not suicidal" says what it is, then what it is not.
+    beside = {
+        need.key: need
+        for clause, start, need in denied_at
+        if need.key not in said and any(c == clause and s > start for c, s in said_at)
+    }
     order = {need.key: index for index, need in enumerate(document.needs)}
     return HeardNeeds(
         said=tuple(sorted(said.values(), key=lambda n: order[n.key])),
@@ -334,9 +362,12 @@ def confirm_step(document: RoutingDocument, language: Language, given: MenuInput
     if given.speech:
         languages = _languages_from(document, language)
         digit = spoken_digit(given.speech, _digit_words(languages), _fillers(languages))
+        no_words = [w for lang in languages for w in lang.no_words]
+        # An answer that starts with yes is a yes ("sí, no estoy a salvo"), unless its "no" is
+        # the answer itself: alone in a clause or last ("sí, no", "yeah no", "claro que no").
         yes = _starts_with_any(given.speech, (w for lang in languages for w in lang.yes_words))
-        if not yes and (
-            digit == int(CHOOSE_AGAIN_KEY) or _says_any(given.speech, (w for lang in languages for w in lang.no_words))
+        if (not yes and (digit == int(CHOOSE_AGAIN_KEY) or _says_any(given.speech, no_words))) or (
+            yes and _answers_no(given.speech, no_words)
         ):
             return ConfirmStep("choose_again", tries, "declined")
         if digit != int(CONFIRM_KEY) and not _says_any(given.speech, (w for lang in languages for w in lang.yes_words)):
@@ -444,6 +475,14 @@ def _mask(words: Sequence[str], free: list[bool], clause_of: Sequence[int], phra
 def _says_any(speech: str, phrases: Iterable[str]) -> bool:
     heard = f" {normalise_words(speech)} "
     return any(f" {phrase} " in heard for phrase in phrases if phrase)
+
+
+def _answers_no(speech: str, no_words: Sequence[str]) -> bool:
+    """A no word that is a whole clause of ``speech``, or its last word."""
+    words, clause_of = _tokens(speech)
+    clauses = [" ".join(w for w, c in zip(words, clause_of, strict=True) if c == clause) for clause in set(clause_of)]
+    said = {normalised_configured(word) for word in no_words}
+    return bool(words) and (words[-1] in said or any(clause in said for clause in clauses))
 
 
 def _starts_with_any(speech: str, phrases: Iterable[str]) -> bool:

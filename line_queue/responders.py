@@ -131,6 +131,19 @@ def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
     return changed
 
 
+def resume_after_a_pass(responder_id: str) -> bool:
+    """Undo a pause for missed offers that a press of 2 crossing their hang-up caused (the leg's
+    end, handled first, counted it as their miss). True if it resumed them."""
+    changed = _change(
+        [ResponderState.responder_id == responder_id, ResponderState.paused.is_(True),
+         ResponderState.paused_reason == "missed_offers"],
+        {"paused": False, "paused_reason": None, "missed_in_a_row": 0, "updated_at": _now()},
+    )  # fmt: skip
+    if changed:
+        events.note_responder_freed(responder_id)
+    return changed
+
+
 _NOT_CLOSED = or_(ResponderState.paused_reason.is_(None), ResponderState.paused_reason != ACCOUNT_CLOSED)
 
 

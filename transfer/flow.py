@@ -478,8 +478,10 @@ def offer_decided(
                 ring_next(transfer, document)
         elif state.passed_after_all(offer.id):
             # Their press of 2 and their hang-up crossed, and the leg's end was handled first
-            # (``no_decision``, the next person rung already): a pass, not a miss of theirs.
+            # (``no_decision``, the next person rung already): a pass, not a miss of theirs,
+            # nor a pause (already rung, they were not paused before this offer).
             state.count_missed(offer.responder_id, "passed")
+            state.resume_after_a_pass(offer.responder_id)
             db.session.commit()
         return Decision("staff", "passed")
 

@@ -22,6 +22,7 @@ from line_queue.responders import count_missed as count_missed
 from line_queue.responders import ensure_responder_state as ensure_responder_state
 from line_queue.responders import is_closed as is_closed
 from line_queue.responders import release_responder
+from line_queue.responders import resume_after_a_pass as resume_after_a_pass
 from line_queue.responders import set_paused as set_paused
 from line_queue.responders import still_rung as still_rung
 from line_queue.responders import unavailable_responder_ids as unavailable_responder_ids

@@ -6,6 +6,7 @@ counted as the counselor's miss, and a pass did not break the row."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -114,3 +115,26 @@ def test_a_pass_between_two_misses_breaks_the_row(
         state = db.session.get(ResponderState, "ana-ruiz")
         assert state is not None
         assert not state.paused, f"paused after {state.missed_in_a_row} misses 'in a row' with a pass between"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_press_of_2_crossing_the_hang_up_does_not_leave_the_counselor_paused(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int]
+) -> None:
+    """Found by the review of the fix above: with ``pause_after_missed: 1`` the leg's end,
+    handled first, had paused Ben for the miss it counted; the late 2 reset the count only."""
+    publish_routing(lambda document: document["transfer"].update(pause_after_missed=1))
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN)
+    fake.advance_call(ben_leg.sid, "in-progress")
+    fake.advance_call(ben_leg.sid, "completed")  # the end is handled first: no_decision, paused
+    offer_id = offer_of(app, ben_leg.sid).id
+    ben = CallIdentity(TEST_ACCOUNT_SID, LINE_NUMBER, BEN, call_sid=ben_leg.sid, direction="outbound-api")
+
+    phone.post(f"{phone.base_url}/voice/offer/decide?offer={offer_id}", ben.voice_params("in-progress", Digits="2"))
+
+    assert offer_of(app, ben_leg.sid).outcome == "passed"
+    with app.app_context():
+        state = db.session.get(ResponderState, "ben-carter")
+        assert state is not None
+        assert (state.missed_in_a_row, state.paused) == (0, False)

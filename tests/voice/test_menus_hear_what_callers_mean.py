@@ -17,7 +17,7 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import Call
 from crisisline.settings import DEFAULT_ROUTING_FILE
-from ivr.menu import MenuInput, confirm_step, need_step
+from ivr.menu import MenuInput, choose_language, confirm_step, need_step
 from routing.validation import load_document
 from twilio_fake.phone import Phone, Silence, Words
 
@@ -105,3 +105,49 @@ def test_a_spoken_yes_with_a_no_in_it_is_asked_for_the_key_not_sent_back_to_the_
     step = confirm_step(document, document.language(language), MenuInput("", speech), 1)
 
     assert (step.outcome, step.reason) == ("again", "spoken_yes")
+
+
+# --- found by the review of the fixes above: what they must not break -------------------------
+
+
+@pytest.mark.parametrize(
+    ("speech", "wanted"),
+    [
+        ("No, English", "en"),  # the "no" answers something else; English is the choice
+        ("No. English please", "en"),
+        ("I'm not okay, English", "en"),  # a look-alike, and across a comma
+        ("no estoy bien, español", "es"),
+        ("no sé, español", "es"),
+        ("never mind, English", "en"),
+        ("no hablo inglés, español por favor", "es"),
+        ("I don't speak Spanish", "en"),
+    ],
+)
+def test_a_negation_counts_only_in_its_own_clause_for_the_language(document: Any, speech: str, wanted: str) -> None:
+    chosen = choose_language(document, MenuInput("", speech))
+
+    assert chosen is not None and chosen.code == wanted, (speech, chosen and chosen.code)
+
+
+@pytest.mark.parametrize(("language", "speech"), [("en", "yeah no"), ("es", "claro que no"), ("es", "sí, no")])
+def test_a_no_that_is_the_answer_after_a_yes_word_still_goes_back_to_the_menu(
+    document: Any, language: str, speech: str
+) -> None:
+    step = confirm_step(document, document.language(language), MenuInput("", speech), 1)
+
+    assert (step.outcome, step.reason) == ("choose_again", "declined"), (speech, step)
+
+
+@pytest.mark.parametrize(
+    ("speech", "wanted"),
+    [
+        ("depressed not suicidal", "mental_health"),
+        ("I have depression not suicidal thoughts", "mental_health"),
+        ("drugs not suicide", "substance_use"),
+        ("I'm anxious I'm not going to hurt myself", "mental_health"),
+    ],
+)
+def test_a_need_said_plainly_then_a_plain_denial_is_still_routed(document: Any, speech: str, wanted: str) -> None:
+    step = need_step(document, document.language("en"), MenuInput("", speech), 1)
+
+    assert (step.outcome, step.choice and step.choice.key) == ("chosen", wanted)
