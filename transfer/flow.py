@@ -627,11 +627,12 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
         outcome=outcome,
     )
     missed = state.count_missed(offer.responder_id, outcome)
-    db.session.commit()
-    # Paused before the next person is rung (the pass must not offer them the caller again),
-    # told after: the text is a REST request of up to 3 s the caller must not wait on.
+    # Paused in the commit that frees them, before the next person is rung: neither this pass
+    # nor another process's may offer them a caller in between. Told after: the text is a REST
+    # request of up to 3 s the caller must not wait on.
     paused = outcome in state.MISSED_OUTCOMES and missed >= document.transfer.pause_after_missed
     paused = paused and pause_for_missed(offer.responder_id)
+    db.session.commit()
     if offer.purpose == "answer" and transfer.state == "waiting":
         ring_next(transfer, document)
     if paused:
@@ -727,12 +728,9 @@ def _deadline_passed(offer: Offer, transfer: Transfer, document: RoutingDocument
 
 
 def pause_for_missed(responder_id: str) -> bool:
-    """Pause a responder who missed too many offers in a row (committed). True if this paused
-    them: they are then told (:func:`tell_paused`)."""
-    if not state.set_paused(responder_id, True, "missed_offers"):
-        return False
-    db.session.commit()
-    return True
+    """Pause a responder who missed too many offers in a row (not committed: in the commit
+    that frees them). True if this paused them: they are then told (:func:`tell_paused`)."""
+    return state.set_paused(responder_id, True, "missed_offers")
 
 
 def tell_paused(responder_id: str, missed: int, document: RoutingDocument, transfer: Transfer) -> None:

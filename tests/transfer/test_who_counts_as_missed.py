@@ -138,3 +138,36 @@ def test_a_press_of_2_crossing_the_hang_up_does_not_leave_the_counselor_paused(
         state = db.session.get(ResponderState, "ben-carter")
         assert state is not None
         assert (state.missed_in_a_row, state.paused) == (0, False)
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_paused_for_misses_is_never_seen_free_and_unpaused_by_another_process(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review of the responder's leg: the miss freed Ben in one commit and paused him
+    in the next, so another process's queue pass could ring him in between. Now one commit."""
+    publish_routing(lambda document: document["transfer"].update(pause_after_missed=1))
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN)
+    seen_by_another_process: list[tuple[bool, int | None]] = []
+    real_set_paused = transfer.state.set_paused
+
+    def another_process_looks_first(responder_id: str, paused: bool, reason: str | None) -> bool:
+        with db.engine.connect() as other:  # its own connection: only what is committed
+            row = other.execute(
+                select(ResponderState.paused, ResponderState.engaged_offer_id).where(
+                    ResponderState.responder_id == responder_id
+                )
+            ).one()
+        seen_by_another_process.append((row.paused, row.engaged_offer_id))
+        return real_set_paused(responder_id, paused, reason)
+
+    monkeypatch.setattr(transfer.state, "set_paused", another_process_looks_first)
+
+    fake.advance_call(ben_leg.sid, "no-answer")
+
+    ((paused, engaged),) = seen_by_another_process
+    assert not (paused is False and engaged is None), "Ben was free and unpaused for another process's pass"
+    with app.app_context():
+        state = db.session.get(ResponderState, "ben-carter")
+        assert state is not None and (state.paused, state.paused_reason) == (True, "missed_offers")
