@@ -50,49 +50,59 @@ def data() -> dict[str, Any]:
 @allow(ADMIN, SUPERVISOR)
 def take_over(message_id: int) -> Response:
     """A supervisor has a person on a text the line could not handle: its retries stop, audited."""
-    if not TakeOverForm().validate_on_submit():
-        abort(400)
+    _form_sent()
     case = stuck_case(message_id)
-    if take_over_stuck(message_id):
-        audit.record("stuck_text_taken_over", actor=signed_in(), target=f"message:{message_id}", case=case)
-        db.session.commit()
-        flash(f"Text {case} is marked as taken over by a person. The line stops retrying it.", "success")
-    else:
-        db.session.rollback()
-        flash(f"Text {case} is not one to take over: handled or taken over already, or not on the board.", "info")
-    return redirect(url_for("console.board.page"))
+    return _marked(
+        take_over_stuck(message_id), "stuck_text_taken_over", f"message:{message_id}",
+        done=f"Text {case} is marked as taken over by a person. The line stops retrying it.",
+        not_done=f"Text {case} is not one to take over: handled or taken over already, or not on the board.",
+        case=case,
+    )  # fmt: skip
 
 
 @bp.post("/board/check-ins/<id:checkin_id>/followed-up")
 @allow(ADMIN, SUPERVISOR)
 def checkin_followed_up(checkin_id: int) -> Response:
     """A supervisor has followed up a flagged check-in (called them, or decided): off the board, audited."""
-    if not TakeOverForm().validate_on_submit():
-        abort(400)
-    if mark_followed_up(checkin_id):
-        audit.record("checkin_followed_up", actor=signed_in(), target=f"checkin:{checkin_id}", case=f"C{checkin_id}")
-        db.session.commit()
-        flash(f"Check-in C{checkin_id} is marked as followed up.", "success")
-    else:
-        db.session.rollback()
-        flash(f"Check-in C{checkin_id} is not one to follow up: answered, or marked already.", "info")
-    return redirect(url_for("console.board.page"))
+    _form_sent()
+    return _marked(
+        mark_followed_up(checkin_id), "checkin_followed_up", f"checkin:{checkin_id}",
+        done=f"Check-in C{checkin_id} is marked as followed up.",
+        not_done=f"Check-in C{checkin_id} is not one to follow up: answered, or marked already.",
+        case=f"C{checkin_id}",
+    )  # fmt: skip
 
 
 @bp.post("/board/follow-ups/<id:contact_id>/taken")
 @allow(ADMIN, SUPERVISOR)
 def follow_up_taken(contact_id: int) -> Response:
     """A supervisor has a person on a follow-up the line could not finish: off the board, audited."""
+    _form_sent()
+    since = datetime.now(UTC) - UNFINISHED_LISTED_FOR
+    return _marked(
+        take_over_contact(contact_id, kinds=UNFINISHED_KINDS, finished_since=since),
+        "follow_up_taken_over", f"contact:{contact_id}",
+        done=f"Follow-up {contact_id} is marked as taken over by a person.",
+        not_done=f"Follow-up {contact_id} is not one to take over: taken over already, or not on the board.",
+    )  # fmt: skip
+
+
+def _form_sent() -> None:
+    """A board action's form (its CSRF token is its only field), or 400."""
     if not TakeOverForm().validate_on_submit():
         abort(400)
-    moment = datetime.now(UTC)
-    if take_over_contact(contact_id, kinds=UNFINISHED_KINDS, finished_since=moment - UNFINISHED_LISTED_FOR):
-        audit.record("follow_up_taken_over", actor=signed_in(), target=f"contact:{contact_id}")
+
+
+def _marked(changed: bool, action: str, target: str, *, done: str, not_done: str, **detail: Any) -> Response:
+    """A board action's end: audited in the same transaction as its change, or rolled back and
+    said to be nothing to do; back to the board either way."""
+    if changed:
+        audit.record(action, actor=signed_in(), target=target, **detail)
         db.session.commit()
-        flash(f"Follow-up {contact_id} is marked as taken over by a person.", "success")
+        flash(done, "success")
     else:
         db.session.rollback()
-        flash(f"Follow-up {contact_id} is not one to take over: taken over already, or not on the board.", "info")
+        flash(not_done, "info")
     return redirect(url_for("console.board.page"))
 
 
