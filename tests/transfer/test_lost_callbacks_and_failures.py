@@ -338,10 +338,11 @@ def test_a_counselor_who_picks_up_before_twilios_rest_answer_arrives_is_kept_on_
     assert (offer.state, offer.call_sid) == ("answered", ben_leg.sid)
 
 
-@pytest.mark.usefixtures("wednesday_evening")
-def test_a_counselor_who_picks_up_while_twilios_rest_answer_is_lost_can_still_accept(
+def ben_presses_1_after_his_rest_answer_was_lost(
     app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> PhoneCall:
+    """Ben picks up while Twilio's answer to his ring is on its way, the answer is lost (a read
+    timeout), and he presses 1. Returns the caller's call, paused on hold."""
     import requests
 
     picked_up_while_twilio_answers(fake, monkeypatch, then=requests.ReadTimeout("the REST answer never came"))
@@ -352,14 +353,21 @@ def test_a_counselor_who_picks_up_while_twilios_rest_answer_is_lost_can_still_ac
     with app.app_context():
         offer_id = db.session.scalars(select(Offer.id).where(Offer.responder_id == "ben-carter")).one()
     ben = CallIdentity(TEST_ACCOUNT_SID, LINE_NUMBER, BEN, call_sid=ben_leg.sid, direction="outbound-api")
-
     phone.post(f"{phone.base_url}/voice/offer/decide?offer={offer_id}", ben.voice_params("in-progress", Digits="1"))
+    return caller
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_picks_up_while_twilios_rest_answer_is_lost_can_still_accept(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caller = ben_presses_1_after_his_rest_answer_was_lost(app, phone, fake, monkeypatch)
 
     assert only_transfer(app).state in ("connecting", "connected")  # Ben's acceptance counts
     phone.resume(caller, max_hold_turns=2)
     assert only_transfer(app).state == "connected"
     with app.app_context():
-        assert db.session.get(Offer, offer_id).state == "accepted"  # type: ignore[union-attr]
+        assert db.session.scalars(select(Offer).where(Offer.responder_id == "ben-carter")).one().state == "accepted"
 
 
 @pytest.mark.usefixtures("wednesday_evening")
