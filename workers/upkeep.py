@@ -80,13 +80,13 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     # A callback asked for by text holds the texter's number on its call record: that goes by
     # the texts' window too, if shorter.
     from_a_text = or_(*(Call.call_sid.startswith(prefix, autoescape=True) for prefix in TEXT_BORN_CALL_SID_PREFIXES))
-    # A callback still to be made keeps the number it will call (however short the window)
-    # until it ends (connected, given up, cancelled) and its "we tried" text has gone.
     # A follow-up the line could not finish keeps it while the board lists it for a person to
     # reach (the emergency unmask page gives its number), however short the window.
     unfinished = and_(
         ScheduledContact.state == "needs_human", ScheduledContact.finished_at >= now - NEEDS_HUMAN_LISTED_FOR
     )
+    # A callback still to be made keeps the number it will call (however short the window)
+    # until it ends (connected, given up, cancelled) and its "we tried" text has gone.
     callback_open = or_(
         db.select(Callback.id).where(Callback.call_id == Call.id, Callback.state.in_(OPEN_CALLBACK_STATES)).exists(),
         db.select(ScheduledContact.id)
