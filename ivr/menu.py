@@ -149,15 +149,6 @@ def _digit(given: MenuInput, languages: Sequence[Language]) -> int | None:
 # --- the language menu -----------------------------------------------------------------------
 
 
-def match_words(speech: str, options: Sequence[tuple[Choice, Sequence[str]]]) -> Choice | None:
-    """The first option (in config order) with a configured word or phrase in ``speech``."""
-    heard = f" {normalise_words(speech)} "
-    for choice, words in options:
-        if any(f" {normalised_configured(word)} " in heard for word in words if normalised_configured(word)):
-            return choice
-    return None
-
-
 def choose_language(document: RoutingDocument, given: MenuInput) -> Language | None:
     """The language a caller picked by key ("2") or by voice ("español"), or None."""
     digit = _digit(given, _languages_from(document, document.default_language))
