@@ -57,6 +57,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "counselor_menu": frozenset(),
     "unit_calling": frozenset(),
     "unit_unavailable": frozenset(),  # ``*`` then 1 with no unit to ring (none on shift, all busy, refused)
+    "unit_not_reached": frozenset(),  # after "calling": every unit asked passed, did not answer or was refused
     "paused_sms": frozenset({"count"}),
     "status_sms": frozenset({"status"}),
     "on_sms": frozenset(),

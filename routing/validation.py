@@ -74,6 +74,10 @@ LATER_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
 LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "caller_on_backup": lambda prompts: "The caller has been passed to our backup line. Thank you.",
     "unit_unavailable": lambda prompts: "No co-responder unit is free right now. Going back to the caller.",
+    "unit_not_reached": lambda prompts: (
+        "The co-responder unit did not answer, and no other unit is free. Press star, then 1, to try again."
+        " Going back to the caller."
+    ),
     "unit_not_needed": lambda prompts: (
         "The counselor has left this call and the caller is being connected to someone else, so you are not"
         " needed on it. Thank you."

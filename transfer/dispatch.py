@@ -155,17 +155,21 @@ def _ring_while_waiting(transfer_id: int, responder: Responder, document: Routin
     return _ring(transfer, responder, document, purpose="answer")
 
 
-def invite_unit(transfer: Transfer, document: RoutingDocument) -> bool:
-    """Ring an on-call co-responder unit to join a live call (three-way). True if one was rung."""
+def invite_unit(transfer: Transfer, document: RoutingDocument, *, not_again: frozenset[str] = frozenset()) -> bool:
+    """Ring an on-call co-responder unit to join a live call (three-way). True if one was rung.
+
+    The first free unit that can be rung: one whose call Twilio refuses (a wrong number) or who
+    was claimed elsewhere meanwhile does not keep the others from being asked. ``not_again``:
+    units asked already for this request (they did not come)."""
     need = document.need(transfer.need)
     if need is None:
         return False
     unavailable = state.unavailable_responder_ids() | {offer.responder_id for offer in state.staff_on_call(transfer.id)}
-    units = [r for r in _on_call_units(document) if r.id not in unavailable]
+    units = [r for r in _on_call_units(document) if r.id not in unavailable and r.id not in not_again]
     units.sort(key=lambda unit: transfer.language not in unit.languages)  # speakers first
     if transfer.state != "connected":
         return False  # the caller has gone: nobody is rung into an empty room
-    return any(_ring(transfer, unit, document, purpose="join") for unit in units[:1])
+    return any(_ring(transfer, unit, document, purpose="join") for unit in units)
 
 
 def _on_call_units(document: RoutingDocument) -> list[Responder]:
@@ -347,6 +351,20 @@ def tell_responder(call_sid: str | None, text: str) -> None:
     except (TwilioRestException, requests.RequestException, OSError) as error:
         log.info("could not tell the responder: %s", type(error).__name__)
         hang_up_call(call_sid, answered=True)
+
+
+def play_to_responder(call_sid: str | None, twiml: VoiceResponse) -> bool:
+    """Replace what a responder's leg is doing with ``twiml`` (which must take them back where
+    they were: it is not a goodbye). Absolute URLs only: inline TwiML has no page of its own
+    for a relative one. False if Twilio could not be asked or refused (their leg has ended)."""
+    if not call_sid:
+        return False
+    try:
+        rest_client().calls(call_sid).update(twiml=str(twiml))
+    except (TwilioRestException, requests.RequestException, OSError) as error:
+        log.info("could not update a responder's leg: %s", type(error).__name__)
+        return False
+    return True
 
 
 REDIRECTED, CALLER_GONE, REDIRECT_FAILED, REDIRECT_UNSURE = "redirected", "caller_gone", "failed", "unsure"

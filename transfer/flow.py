@@ -23,7 +23,7 @@ from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Of
 from ivr import call_log
 from routing.document import RoutingDocument
 from routing.store import active_routing
-from transfer import dispatch, state
+from transfer import dispatch, joining, state
 from transfer.twiml import spoken_wait
 from workers.contacts import schedule
 
@@ -476,6 +476,8 @@ def offer_decided(
             db.session.commit()
             if offer.purpose == "answer":
                 ring_next(transfer, document)
+            else:
+                joining.unit_did_not_come_soon(transfer.id, document)
         elif state.passed_after_all(offer.id):
             # Their press of 2 and their hang-up crossed, and the leg's end was handled first
             # (``no_decision``, the next person rung already): a pass, not a miss of theirs,
@@ -635,6 +637,8 @@ def offer_leg_ended(offer: Offer, transfer: Transfer, document: RoutingDocument,
     db.session.commit()
     if offer.purpose == "answer" and transfer.state == "waiting":
         ring_next(transfer, document)
+    elif offer.purpose == "join" and transfer.state == "connected":
+        joining.unit_did_not_come_soon(transfer.id, document)
     if paused:
         tell_paused(offer.responder_id, missed, document, transfer)
     return False

@@ -10,6 +10,11 @@ What this adds is the once-only request: the request is a ``unit.requested`` cal
 and only the winner rings. A new attempt is possible once the previous one is settled (the unit
 passed, did not answer, or could not be rung). The REST call runs off the request thread
 (``crisisline.background``), as the queue's ringing does.
+
+A counselor who heard "We are calling the co-responder unit" is not left waiting for a unit that
+is not coming: a unit that passes, does not answer or cannot be rung is followed by the next
+free unit on shift, and when none is left the counselor is told on their own leg
+(``unit_not_reached``) and put back with the caller, once per request.
 """
 
 from __future__ import annotations
@@ -20,17 +25,24 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import func, select
 
-from crisisline.background import within_budget
+from crisisline.background import start_soon, within_budget
 from crisisline.db import db, insert_once
 from crisisline.models import ACTIVE_OFFER_STATES, CallEvent, Offer, Transfer
 from crisisline.settings import Settings
+from crisisline.urls import public_url
 from routing.document import Responder, RoutingDocument
 from routing.schedule import on_call
 from routing.store import active_routing
 from transfer import dispatch, state
+from transfer import twiml as transfer_twiml
 
 REQUESTED = "unit.requested"
 NOT_RUNG = "unit.not_rung"
+# Who tells the counselor about a request: its webhook ("calling") or, when its ring failed
+# after the webhook stopped waiting for it, that ring (over REST). One insert wins.
+TOLD = "unit.told"
+# The counselor was told no unit is coming after all (once per request).
+NOT_REACHED = "unit.not_reached"
 # A request whose ringing has not shown up as an offer by then was lost with its process.
 IN_FLIGHT = timedelta(seconds=30)
 
@@ -179,23 +191,85 @@ def request_unit_join(transfer_id: int, requested_by: str, document: RoutingDocu
     rung = within_budget(
         f"transfer.unit_join:{transfer.id}", lambda: _ring_unit(transfer_id, key), settings.voice_deadline_seconds / 2
     )
+    if rung is None:
+        # Still being placed: this webhook will say "calling", unless the ring has failed in
+        # the meantime and claimed the telling (then it is not coming, and is said so now).
+        if not _claim(transfer, TOLD, f"{key}:told"):
+            rung = False
+        db.session.commit()
     return JoinRequest(RINGING, unit.id, rung)
+
+
+def _claim(transfer: Transfer, kind: str, dedupe_key: str) -> bool:
+    return insert_once(
+        CallEvent,
+        {"call_id": transfer.call_id, "kind": kind, "dedupe_key": dedupe_key, "occurred_at": state.now(),
+         "detail": {"transfer": transfer.id}},
+    )  # fmt: skip
 
 
 def _ring_unit(transfer_id: int, request_key: str) -> bool:
     """Ring the unit (ids only: this may run off the request thread). If nobody could be
-    rung, the request is marked settled at once, so the counselor may ask again."""
+    rung, the request is marked settled at once, so the counselor may ask again; and if its
+    webhook had stopped waiting and said "calling", the counselor is told it is not coming."""
     transfer = db.session.get(Transfer, transfer_id)
     active = active_routing()
     rung = transfer is not None and active is not None and dispatch.invite_unit(transfer, active.document)
+    told_calling = False
     if not rung and transfer is not None:
-        insert_once(
-            CallEvent,
-            {"call_id": transfer.call_id, "kind": NOT_RUNG, "dedupe_key": f"{request_key}:not_rung",
-             "occurred_at": state.now(), "detail": {"transfer": transfer.id}},
-        )  # fmt: skip
+        _claim(transfer, NOT_RUNG, f"{request_key}:not_rung")
+        told_calling = not _claim(transfer, TOLD, f"{request_key}:told")
     db.session.commit()
+    if told_calling and transfer is not None and active is not None:
+        _tell_counselor_not_coming(transfer, active.document, request_key)
     return bool(rung)
+
+
+def unit_did_not_come_soon(transfer_id: int, document: RoutingDocument) -> None:
+    """``unit_did_not_come`` off the request thread (it rings, or tells over REST)."""
+    start_soon(f"transfer.unit_not_come:{transfer_id}", lambda: unit_did_not_come(transfer_id, document))
+
+
+def unit_did_not_come(transfer_id: int, document: RoutingDocument) -> None:
+    """A unit rung to join ``transfer_id`` ended without joining (passed, no answer, busy, its
+    call failed): ring the next free unit on shift not yet asked since the counselor's latest
+    request; with none left, tell the counselor, who heard "calling". Nothing while another
+    unit rings or is on the call, or once the call's round is over."""
+    transfer = db.session.get(Transfer, transfer_id, populate_existing=True)
+    if transfer is None or transfer.state != "connected":
+        return
+    offers = _join_offers(transfer.id)
+    if any(offer.state in (*ACTIVE_OFFER_STATES, "accepted") for offer in offers):
+        return
+    requests = _requests(transfer)
+    if not requests:
+        return
+    latest = requests[0]
+    asked = frozenset(offer.responder_id for offer in offers if offer.created_at >= latest.occurred_at)
+    if dispatch.invite_unit(transfer, document, not_again=asked):
+        return
+    _tell_counselor_not_coming(transfer, document, latest.dedupe_key)
+
+
+def _tell_counselor_not_coming(transfer: Transfer, document: RoutingDocument, request_key: str) -> None:
+    """Say ``unit_not_reached`` on the counselor's own leg and put them back in the caller's
+    room (inline TwiML: nothing more for the line to answer). Once per request."""
+    if not _claim(transfer, NOT_REACHED, f"{request_key}:not_reached"):
+        db.session.commit()
+        return
+    db.session.commit()
+    counselor = next(
+        (offer for offer in state.staff_on_call(transfer.id) if offer.purpose == "answer" and offer.call_sid), None
+    )
+    if counselor is None:
+        return
+    back = transfer_twiml.responder_joins(
+        document, transfer.conference_name,
+        events_url=public_url("transfer.conference_events", transfer=transfer.id),
+        after_url=public_url("transfer.responder_after", offer=counselor.id),
+        label=f"answer-{counselor.id}", lead="unit_not_reached",
+    )  # fmt: skip
+    dispatch.play_to_responder(counselor.call_sid, back)
 
 
 def phone_outcome(asked: JoinRequest, transfer: Transfer) -> str:
