@@ -41,7 +41,10 @@ BACKUP_DIAL_TIMEOUT_SECONDS = 30
 # exhausted) hears one more hold turn, twice at most, then the backup line: the backup line
 # would take them out of the queue for what may be a few seconds' blip.
 LATE_HOLD_TURNS = 2
-LATE_HOLD_PAUSE_SECONDS = 5
+LATE_HOLD_PAUSE_SECONDS = 3
+# Said on each late turn: a caller who heard music and updates a moment before must not sit in
+# dead air (a late turn's wait for us, its pause, and the next wait were 16 s of silence).
+LATE_HOLD_MESSAGE = "Please stay on the line. We are still connecting you."
 
 
 class DeadlineExceeded(Exception):
@@ -258,10 +261,11 @@ def late_hold_turns(query_string: bytes) -> int:
 
 
 def one_more_hold_turn(path: str, query_string: bytes) -> VoiceResponse:
-    """A pause and the same hold URL again, counting the late turns in ``late``."""
+    """A sentence, a short pause and the same hold URL again, counting the late turns in ``late``."""
     query = dict(parse_qsl(query_string.decode("latin-1")))
     query["late"] = str(late_hold_turns(query_string) + 1)
     twiml = VoiceResponse()
+    twiml.say(LATE_HOLD_MESSAGE)
     twiml.pause(length=LATE_HOLD_PAUSE_SECONDS)
     twiml.redirect(f"{path}?{urlencode(query)}", method="POST")
     return twiml

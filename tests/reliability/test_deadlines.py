@@ -104,6 +104,11 @@ def test_a_hung_database_keeps_a_holding_caller_on_hold_twice_then_the_backup_li
     assert redirect is not None and first.find("Pause") is not None and first.find("Dial") is None
     assert "late=1" in (redirect.text or "")
     _, second = timed(phone, (redirect.text or "").strip(), params)
+    # Never dead air: each late turn says a sentence (before, a bare 5 s pause: 16 s of silence
+    # from the first late answer to the backup line's first word).
+    for late in (first, second):
+        assert "stay on the line" in " ".join(say.text or "" for say in late.iter("Say"))
+        assert sum(int(pause.get("length", "1")) for pause in late.iter("Pause")) <= 3
     next_url = (second.find("Redirect").text or "").strip()  # type: ignore[union-attr]
     assert "late=2" in next_url
     _, third = timed(phone, next_url, params)

@@ -124,6 +124,8 @@ def test_a_holding_caller_is_held_twice_more_while_the_database_is_down_then_sen
     assert [turn.find("Pause") is not None for turn in turns] == [True, True, False]
     assert "late=2" in path and "tick=4" in path
     assert_dials_backup(ET.tostring(turns[-1]))
+    # Each late turn speaks: before, a bare 5 s pause (with the waits for us, 16 s of dead air).
+    assert ["stay on the line" in " ".join(s.text or "" for s in turn.iter("Say")) for turn in turns[:2]] == [True] * 2
 
 
 def test_a_bug_in_the_routing_engine_still_connects_the_caller(
