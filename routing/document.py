@@ -126,6 +126,8 @@ SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_line_lost": frozenset(),
     "sms_at_limit": frozenset({"tag", "count"}),
     "sms_empty_reply": frozenset({"tag"}),
+    "sms_command_alone": frozenset({"command"}),  # "END 12 thanks": neither done nor sent
+    "sms_staff_picture": frozenset(),  # a counselor's picture: never passed on
 }
 STAFF_PROMPT_PLACEHOLDERS.update(SMS_STAFF_PROMPT_PLACEHOLDERS)
 

@@ -120,6 +120,13 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "sms_empty_reply": lambda prompts: (
         "Not sent: nothing came after #{tag}. Write your words after the tag, like #{tag} I'm here."
     ),
+    "sms_command_alone": lambda prompts: (
+        "Not sent, and nothing done: write {command} and the number alone, like {command} 12. To send words"
+        " to your texter, start with their number: #12 your words."
+    ),
+    "sms_staff_picture": lambda prompts: (
+        "Your picture was not sent: the line cannot pass pictures on. Describe it in words instead."
+    ),
     "checkin_answered_sms": lambda prompts: (
         "Crisis line: check-in case {case} has now replied; the line is looking after them."
     ),

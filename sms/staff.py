@@ -30,6 +30,9 @@ NEVER_RELAYED = frozenset(
 )  # fmt: skip  # two texters this close together: ask for the tag
 _TAGGED = re.compile(r"^\s*(YES|END|PASS)\s*#?\s*(\d+)\s*[.!]?\s*$", re.IGNORECASE)
 _RELAY = re.compile(r"^\s*#\s*(\d+)[\s:,-]*(.*)$", re.DOTALL)
+# A command with something more ("END 12 thanks", "Yes, 13"): never words for a texter, and not
+# carried out either (what the "more" meant cannot be known).
+_COMMAND_WITH_MORE = re.compile(r"^\s*(YES|END|PASS)\b[\s,.:;#-]*\d", re.IGNORECASE)
 
 
 def parse_command(body: str) -> str | None:
@@ -67,7 +70,17 @@ class Reply:
 
 
 def handle_staff_message(document: RoutingDocument, responder: Responder, inbound: Message, body: str) -> Reply:
-    """A responder's text: a command, or words for a texter (relayed from the line's number)."""
+    """A responder's text: a command, or words for a texter (relayed from the line's number).
+    A picture is never passed on: they are told, so they do not believe the texter has it."""
+    if inbound.num_media and not body.strip():
+        return Reply(document.staff_prompt("sms_staff_picture"), refused=True)
+    reply = _handle_words(document, responder, inbound, body)
+    if inbound.num_media and not reply.refused and not reply.text:
+        return Reply(document.staff_prompt("sms_staff_picture"), reply.conversation)  # the words went
+    return reply
+
+
+def _handle_words(document: RoutingDocument, responder: Responder, inbound: Message, body: str) -> Reply:
     command = parse_command(body)
     if command is not None:
         return Reply(run_command(document, responder, command))
@@ -88,17 +101,22 @@ def handle_staff_message(document: RoutingDocument, responder: Responder, inboun
     if bare in NEVER_RELAYED:
         # "END" without a number must not reach a texter (and is an opt-out word to carriers).
         return Reply(document.staff_prompt("sms_needs_tag", command=bare))
-    # Only conversations they had when they wrote: a text handled late (the clock's retry) must
-    # not reach a texter they took since. Late with several, who wrote last may have changed
-    # too: they are asked for the tag rather than guessed for.
-    written = inbound.created_at + CLOCKS_APART  # another process's clock may run a little ahead
+    with_more = _COMMAND_WITH_MORE.match(body)
+    if with_more:
+        return Reply(document.staff_prompt("sms_command_alone", command=with_more.group(1).upper()), refused=True)
+    # Only conversations they had when they wrote: a text handled late (the clock's retry, or
+    # one kept through a database outage, whose ``received_at`` says when it came) must not
+    # reach a texter they took since. Late with several, who wrote last may have changed too:
+    # they are asked for the tag rather than guessed for.
+    sent_at = inbound.received_at or inbound.created_at
+    written = sent_at + CLOCKS_APART  # another process's clock may run a little ahead
     mine = [c for c in _active_conversations(responder) if c.assigned_at is None or c.assigned_at <= written]
     if not mine:
         if state.is_closed(responder.id):  # one read, only when there is nothing to relay to
             return Reply(document.staff_prompt("not_rung_sms"), refused=True)
         return Reply(document.staff_prompt("sms_no_conversation"))
-    late = convo.now() - inbound.created_at > convo.RETRY_AFTER
-    target = None if late and len(mine) > 1 else _untagged_target(mine, inbound.created_at)
+    late = convo.now() - sent_at > convo.RETRY_AFTER
+    target = None if late and len(mine) > 1 else _untagged_target(mine, sent_at)
     if target is None:
         tags = ", ".join(f"#{c.tag}" for c in mine)
         return Reply(document.staff_prompt("sms_ambiguous", tags=tags))
@@ -234,12 +252,21 @@ def _active_conversations(responder: Responder) -> list[Conversation]:
     )
 
 
+def _words_reached_them(conversation: Conversation) -> datetime | None:
+    """When a conversation's newest words reached the counselor's phone: when its texter wrote,
+    or when the counselor took it, if later (taking it brings its backlog, however old)."""
+    wrote, taken = conversation.last_texter_at, conversation.assigned_at
+    return max(wrote, taken) if wrote is not None and taken is not None else wrote
+
+
 def _untagged_target(mine: list[Conversation], written_at: datetime) -> Conversation | None:
-    """The only conversation, or the most recent one unless another texter wrote just as
-    recently, or its texter wrote just before the reply (``JUST_WROTE``)."""
+    """The only conversation, or the one whose words reached the counselor last unless
+    another's reached them just as recently, or they reached them just before the reply
+    (``JUST_WROTE``)."""
     if len(mine) == 1:
         return mine[0]
-    latest, runner_up = mine[0].last_texter_at, mine[1].last_texter_at
+    mine = sorted(mine, key=lambda c: _words_reached_them(c) or datetime.min.replace(tzinfo=UTC), reverse=True)
+    latest, runner_up = _words_reached_them(mine[0]), _words_reached_them(mine[1])
     if latest is None or written_at - latest < JUST_WROTE:
         return None
     if runner_up is not None and latest - runner_up < AMBIGUITY_WINDOW:
