@@ -167,6 +167,27 @@ def start_soon(key: str, work: Callable[[], object]) -> None:
     background.submit(key, work).add_done_callback(_log_late_failure)
 
 
+def start_later(seconds: float, key: str, work: Callable[[], object]) -> None:
+    """``work()`` on this process's background threads ``seconds`` from now, not waited for,
+    and holding none of them meanwhile (a timer waits, not a pool thread: a database blip that
+    makes many webhooks retry must not keep the queue's ringing from the pool). Inline at once
+    where there is no pool (a CLI)."""
+    background: Background | None = current_app.extensions.get(EXTENSION)
+    if background is None:
+        work()
+        return
+
+    def start() -> None:
+        try:
+            background.submit(key, work).add_done_callback(_log_late_failure)
+        except RuntimeError:  # shutting down
+            log.info("%s not retried: background work is shutting down", key)
+
+    timer = threading.Timer(seconds, start)
+    timer.daemon = True
+    timer.start()
+
+
 def within_budget(key: str, work: Callable[[], T], budget: float) -> T | None:
     """``work()`` off the request thread when serving a request, inline otherwise.
 

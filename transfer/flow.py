@@ -13,10 +13,12 @@ from functools import partial
 import requests
 from blinker import Namespace
 from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
-from crisisline.background import start_soon
+from crisisline.background import start_later, start_soon
 from crisisline.db import commit_keeping_loaded, db, insert_once
 from crisisline.failsafe import answered_by_failsafe
 from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Offer, Transfer
@@ -671,6 +673,42 @@ def staff_left_the_room(transfer: Transfer, label: str, call_sid: str | None, ca
     if dispatch.call_has_ended(call_sid) is not True:
         return False
     return offer_leg_ended(offer, transfer, active.document, call_status)
+
+
+# A responder's leg's end the line failed to handle (the database failed its status callback,
+# or the room's participant-leave, both acknowledged all the same: Twilio sends neither again)
+# is handled again after these many seconds from the failure. A caller inside the room has no
+# hold turn to carry them on: without this, only the clock's minute repair would, and nothing
+# with the clock down.
+LEG_END_AGAIN_AFTER_SECONDS = (1.0, 3.0, 10.0)
+
+
+def leg_end_again_later(offer_id: int | None, status: str | None, attempt: int = 0) -> None:
+    """Handle offer ``offer_id``'s leg end again soon, off the request thread. ``status``: the
+    final status Twilio reported for it, or None to ask Twilio (a room's participant-leave)."""
+    if offer_id is None or attempt >= len(LEG_END_AGAIN_AFTER_SECONDS):
+        return
+    wait = LEG_END_AGAIN_AFTER_SECONDS[attempt] - (LEG_END_AGAIN_AFTER_SECONDS[attempt - 1] if attempt else 0.0)
+    start_later(wait, f"leg-end-again:{offer_id}", partial(_leg_end_again, offer_id, status, attempt))
+
+
+def _leg_end_again(offer_id: int, status: str | None, attempt: int) -> None:
+    try:
+        offer = db.session.get(Offer, offer_id, populate_existing=True)
+        if offer is None or offer.state not in (*ACTIVE_OFFER_STATES, "accepted"):
+            return  # handled meanwhile (a repeated callback, the clock)
+        transfer = db.session.get(Transfer, offer.transfer_id)
+        active = active_routing()
+        commit_keeping_loaded()  # no transaction held open while Twilio is asked
+        if transfer is None or active is None or not offer.call_sid:
+            return
+        final = status if status in TERMINAL_LEG_STATUSES else dispatch.call_status(offer.call_sid)
+        if final in TERMINAL_LEG_STATUSES:
+            offer_leg_ended(offer, transfer, active.document, final)
+    except (DBAPIError, PoolTimeout) as error:
+        db.session.rollback()
+        log.warning("leg end of offer %s failed again (%s): trying later", offer_id, type(error).__name__)
+        leg_end_again_later(offer_id, status, attempt + 1)
 
 
 def _accepted_leg_ended(offer: Offer, transfer: Transfer) -> bool:

@@ -11,6 +11,8 @@ from typing import ParamSpec
 
 from blinker import Namespace
 from flask import Blueprint, Response, abort, request
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline import deadline, twilio_params
@@ -238,8 +240,19 @@ def conference_events() -> Response:
     db.session.commit()
     if event == "participant-leave":
         call_status = twilio_params.call_status(form, "ParticipantCallStatus")
-        flow.staff_left_the_room(transfer, label, twilio_params.call_sid(form), call_status)
+        try:
+            flow.staff_left_the_room(transfer, label, twilio_params.call_sid(form), call_status)
+        except (DBAPIError, PoolTimeout):
+            if call_status in flow.TERMINAL_LEG_STATUSES:  # a responder hung up: the caller may be alone
+                flow.leg_end_again_later(_offer_id_of(label), None)
+            raise
     return Response(status=204)
+
+
+def _offer_id_of(label: str) -> int | None:
+    """The offer id in a responder's conference label (``answer-12``, ``join-12``)."""
+    _purpose, _, offer_id = label.partition("-")
+    return int(offer_id) if offer_id.isascii() and offer_id.isdigit() and len(offer_id) < 12 else None
 
 
 # --- responders ------------------------------------------------------------------------------
@@ -328,17 +341,23 @@ def _responder_join_twiml(
 @twilio_signed
 @status_deadline(acknowledged)
 def offer_status() -> Response:
-    """Status callbacks of a responder's leg (duplicated and reordered by Twilio at will)."""
-    found = _found_offer()
-    if found is None:
-        return Response(status=204)  # acknowledged and ignored: no such offer
-    offer, transfer = found
+    """Status callbacks of a responder's leg (duplicated and reordered by Twilio at will). A
+    final status the database failed is handled again in a moment (``flow.leg_end_again_later``)."""
     status = twilio_params.call_status(request.form) or ""
-    fresh = state.apply_offer_sequence(offer, twilio_params.number(request.form, "SequenceNumber"))
-    db.session.commit()
-    if fresh and status in flow.TERMINAL_LEG_STATUSES:
-        db.session.refresh(offer)
-        flow.offer_leg_ended(offer, transfer, active_document(), status)
+    try:
+        found = _found_offer()
+        if found is None:
+            return Response(status=204)  # acknowledged and ignored: no such offer
+        offer, transfer = found
+        fresh = state.apply_offer_sequence(offer, twilio_params.number(request.form, "SequenceNumber"))
+        db.session.commit()
+        if fresh and status in flow.TERMINAL_LEG_STATUSES:
+            db.session.refresh(offer)
+            flow.offer_leg_ended(offer, transfer, active_document(), status)
+    except (DBAPIError, PoolTimeout):
+        if status in flow.TERMINAL_LEG_STATUSES:
+            flow.leg_end_again_later(twilio_params.query_id("offer"), status)
+        raise
     return Response(status=204)
 
 
