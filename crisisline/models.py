@@ -296,9 +296,10 @@ class Message(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"), index=True)
     direction: Mapped[str] = mapped_column(String(8))  # in | out
-    party: Mapped[str] = mapped_column(String(16))  # texter | counselor | line
+    party: Mapped[str] = mapped_column(String(16))  # texter | counselor | supervisor | line
     message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    # A counselor's or unit's config id; on a supervisor's own inbound text, the supervisor's.
     responder_id: Mapped[str | None] = mapped_column(String(64))
     texter_id: Mapped[int | None] = mapped_column(ForeignKey("texters.id", ondelete="SET NULL"))
     line_number: Mapped[str | None] = mapped_column(String(20))  # the line's own number, not personal

@@ -128,6 +128,7 @@ SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_empty_reply": frozenset({"tag"}),
     "sms_command_alone": frozenset({"command"}),  # "END 12 thanks": neither done nor sent
     "sms_staff_picture": frozenset(),  # a counselor's picture: never passed on
+    "sms_supervisor_text": frozenset(),  # a supervisor texted the line: not a texter, not passed on
 }
 STAFF_PROMPT_PLACEHOLDERS.update(SMS_STAFF_PROMPT_PLACEHOLDERS)
 
@@ -352,6 +353,12 @@ class RoutingDocument:
 
     def responder_by_phone(self, phone: str) -> Responder | None:
         return next((r for r in self.responders if r.phone == phone), None)
+
+    def supervisor_by_phone(self, phone: str) -> Supervisor | None:
+        return next((s for s in self.supervisors if s.phone == phone), None)
+
+    def supervisor(self, supervisor_id: str | None) -> Supervisor | None:
+        return next((s for s in self.supervisors if s.id == supervisor_id), None)
 
     @property
     def default_language(self) -> Language:

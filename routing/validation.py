@@ -127,6 +127,10 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "sms_staff_picture": lambda prompts: (
         "Your picture was not sent: the line cannot pass pictures on. Describe it in words instead."
     ),
+    "sms_supervisor_text": lambda prompts: (
+        "Crisis line: texts from supervisors are not passed on to anyone. The live board shows the cases."
+        " (Replying STOP would stop the line's alerts to you.)"
+    ),
     "checkin_answered_sms": lambda prompts: (
         "Crisis line: check-in case {case} has now replied; the line is looking after them."
     ),

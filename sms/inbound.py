@@ -56,15 +56,18 @@ def store_inbound(
     # A withheld or unreadable sender cannot be answered, but what they wrote is still kept.
     sender = caller_number(params.get("From"))
     responder = _whose_phone(document, sender) if sender else None
-    texter = convo.find_or_create_texter(sender, phone_hash(sender)) if sender and not responder else None
+    # A supervisor answering an alert is staff, not a texter: never put through the menus.
+    supervisor = document.supervisor_by_phone(sender) if sender and not responder else None
+    staff = responder or supervisor
+    texter = convo.find_or_create_texter(sender, phone_hash(sender)) if sender and not staff else None
     body = params.get("Body", "")  # as written, whole: sealed, never trimmed
     inbound = inserted_row(
         Message,
         {
             "direction": "in",
-            "party": "counselor" if responder else "texter",
+            "party": "counselor" if responder else "supervisor" if supervisor else "texter",
             "message_sid": twilio_params.message_key(params.get("MessageSid", "")),
-            "responder_id": responder.id if responder else None,
+            "responder_id": staff.id if staff else None,  # a supervisor's own texts: their config id
             "texter_id": texter.id if texter else None,
             "line_number": caller_number(params.get("To")) or line_number,
             "num_media": twilio_params.count(params, "NumMedia", highest=twilio_params.MAX_MEDIA),
@@ -106,7 +109,14 @@ def handle_inbound(
     """Handle one stored inbound text, then mark it handled. Safe to run again for the same
     text: every reply and relay it sends is keyed on the text's id, and every state change
     is conditional. ``texter_handler``: the webhook passes the one it imported."""
-    if inbound.responder_id is not None:
+    if inbound.party == "supervisor":
+        supervisor = document.supervisor(inbound.responder_id)
+        if supervisor is not None:
+            outbox.send_text(
+                key=f"staff:{inbound.id}", to_number=supervisor.phone, from_number=inbound.line_number or "",
+                body=document.staff_prompt("sms_supervisor_text"), party="supervisor",
+            )  # fmt: skip
+    elif inbound.responder_id is not None:
         responder = document.responder(inbound.responder_id)
         if responder is not None:
             reply = handle_staff_message(document, responder, inbound, body)
