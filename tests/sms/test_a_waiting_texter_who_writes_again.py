@@ -26,7 +26,7 @@ def waiting_behind_three(app: Flask, texting: TextingPhone) -> None:
     """Ana, the only counselor on for this need, is busy with as many texters as she may take;
     the texter is told the wait."""
     for number in range(3):
-        texting.send(f"+1312555019{number}", "I have been drinking all day and I can't stop")
+        texting.send(f"+1312555026{number}", "I have been drinking all day and I can't stop")
         texting.send(ANA, f"YES {conversation_of(app, number + 1).tag}")
     replies = texting.send(TEXTER, "I have been drinking all day and I can't stop")
     assert replies[-1].split("\n\n")[-1].startswith("All our counselors are busy right now")

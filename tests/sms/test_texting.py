@@ -249,7 +249,7 @@ def test_nobody_free_tells_the_wait_then_gives_the_backup_option_once(
 ) -> None:
     # Ana, the only counselor on for this need, is busy with as many texters as she may take.
     for number in range(3):
-        texting.send(f"+1312555019{number}", "I have been drinking all day and I can't stop")
+        texting.send(f"+1312555026{number}", "I have been drinking all day and I can't stop")
         texting.send(ANA, f"YES {conversation_of(app, number + 1).tag}")
 
     replies = texting.send(TEXTER, "I have been drinking all day and I can't stop")

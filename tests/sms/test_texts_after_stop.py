@@ -157,7 +157,7 @@ def test_a_carrier_block_the_line_learns_late_still_reaches_the_supervisors(
             set_paused(responder.id, responder.id != "ben-carter", "self")
         db.session.commit()
     for number in range(3):
-        texting.send(f"+1312555019{number}", WORDS)
+        texting.send(f"+1312555026{number}", WORDS)
         with app.app_context():
             tag = db.session.scalars(select(Conversation.id).order_by(Conversation.id.desc())).first()
         texting.send(BEN, f"YES {tag}")
