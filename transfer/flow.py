@@ -695,9 +695,15 @@ def leg_end_again_later(offer_id: int | None, status: str | None, attempt: int =
 def _leg_end_again(offer_id: int, status: str | None, attempt: int) -> None:
     try:
         offer = db.session.get(Offer, offer_id, populate_existing=True)
-        if offer is None or offer.state not in (*ACTIVE_OFFER_STATES, "accepted"):
-            return  # handled meanwhile (a repeated callback, the clock)
+        if offer is None:
+            return
         transfer = db.session.get(Transfer, offer.transfer_id)
+        if offer.state not in (*ACTIVE_OFFER_STATES, "accepted"):
+            # Closed meanwhile (a repeated callback, the clock), or closed by the failed handling
+            # itself before what followed failed: the caller must still not be left alone.
+            if transfer is not None and offer.purpose == "answer":
+                _after_staff_left(transfer)
+            return
         active = active_routing()
         commit_keeping_loaded()  # no transaction held open while Twilio is asked
         if transfer is None or active is None or not offer.call_sid:

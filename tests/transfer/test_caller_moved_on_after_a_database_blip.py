@@ -27,9 +27,9 @@ from twilio_fake.rest_api import FakeTwilio
 pytestmark = pytest.mark.usefixtures("wednesday_evening")
 
 
-def failing_for(calls: int) -> Callable[..., bool]:
-    """``flow.offer_leg_ended`` failing on the database for its first ``calls`` calls."""
-    real, failed = transfer.flow.offer_leg_ended, [0]
+def failing_for(calls: int, name: str = "offer_leg_ended") -> Callable[..., bool]:
+    """``flow.<name>`` failing on the database for its first ``calls`` calls."""
+    real, failed = getattr(transfer.flow, name), [0]
 
     def blip(*args: object, **kwargs: object) -> bool:
         if failed[0] < calls:
@@ -82,4 +82,20 @@ def test_a_leg_end_handled_meanwhile_is_not_handled_again(
     time.sleep(1.5)  # past the first retry
     app.extensions["crisisline.background"].wait_idle(timeout=30)
 
+    assert len(fake.get_call(caller.identity.call_sid).redirects) == redirected + 1
+
+
+def test_a_failure_after_the_counselors_leaving_was_stored_still_moves_the_caller_on(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ben's leaving is stored, then moving the caller on fails: the room's participant-leave
+    finds his offer closed already, so only the retry is left to move the caller."""
+    caller, ben, redirected = caller_and_ben_in_the_room(phone, fake)
+    monkeypatch.setattr(transfer.flow, "_after_staff_left", failing_for(1, "_after_staff_left"))
+
+    fake.advance_call(ben.identity.call_sid, "completed")
+
+    moved = wait_for(lambda: len(fake.get_call(caller.identity.call_sid).redirects) > redirected, seconds=8)
+    assert moved, "the caller is alone in the room with nothing but the clock to move them on"
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
     assert len(fake.get_call(caller.identity.call_sid).redirects) == redirected + 1
