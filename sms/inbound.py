@@ -28,6 +28,8 @@ from sms.texting import handle_texter_message
 from sms.unstored import KeptText
 
 log = logging.getLogger(__name__)
+# Twilio's ``OptOutType`` values (Advanced Opt-Out); the keyword a texter sent means this.
+OPT_OUT_TYPES = frozenset({"STOP", "START", "HELP"})
 # (document, texter, text, body, number of media, line number)
 TexterHandler = Callable[[RoutingDocument, Texter, Message, str, int, str | None], None]
 
@@ -71,6 +73,7 @@ def store_inbound(
             "texter_id": texter.id if texter else None,
             "line_number": caller_number(params.get("To")) or line_number,
             "num_media": twilio_params.count(params, "NumMedia", highest=twilio_params.MAX_MEDIA),
+            "opt_out_type": twilio_params.choice(params, "OptOutType", OPT_OUT_TYPES),
             "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
             "segments": segment_count(body) if body else 0,
             "status": "received",

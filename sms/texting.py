@@ -46,8 +46,10 @@ def handle_texter_message(
     document: RoutingDocument, texter: Texter, inbound: Message, body: str, num_media: int,
     line_number: str | None,
 ) -> None:  # fmt: skip
-    """Handle one inbound text (already deduplicated by MessageSid)."""
-    keyword = keyword_of(body)
+    """Handle one inbound text (already deduplicated by MessageSid). A keyword of the line's
+    Messaging Service (Advanced Opt-Out: "PARAR", "COMENZAR") arrives with Twilio's
+    ``OptOutType``: Twilio has applied it already, and the line takes it as Twilio did."""
+    keyword = inbound.opt_out_type or keyword_of(body)
     # When the person sent it (a text kept through an outage is stored, and handled, later): a
     # STOP or START sent before their latest change applies nothing, as with Twilio's own block.
     sent_at = inbound.received_at or inbound.created_at
