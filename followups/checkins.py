@@ -17,8 +17,9 @@ import logging
 import re
 import secrets
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from flask import current_app
@@ -27,7 +28,17 @@ from sqlalchemy import and_, bindparam, func, or_, select, union_all, update
 import line_queue
 from crisisline import events
 from crisisline.db import db, insert_once
-from crisisline.models import Call, CheckIn, Conversation, Message, ScheduledContact, SurveyResponse, Texter, Transfer
+from crisisline.models import (
+    Call,
+    CheckIn,
+    Conversation,
+    Message,
+    ScheduledContact,
+    SurveyResponse,
+    Texter,
+    Transfer,
+    TwilioRecord,
+)
 from ivr.call_log import PHONE_CONTEXT, phone_hash
 from routing.document import RoutingDocument
 from routing.schedule import after_quiet_hours
@@ -71,6 +82,8 @@ REPLY_CONTEXT = "checkin-reply"
 # it is linked to its asker; once answered or unlinked, a random one (``unlinked_survey_key``).
 SURVEY_KEY_PREFIX = "survey:"
 UNLINKED_SURVEY_KEY_PREFIX = "unlinked:"
+# The thanks for a rating is keyed by the text that carried it (``followups.replies``).
+SURVEY_THANKS_KEY_PREFIX = "survey-thanks:"
 FLAG_REASON_TEXT = {
     "no_reply": "no reply to two check-in texts",
     "send_failed": "the check-in text could not be sent",
@@ -402,16 +415,75 @@ def unlinked_survey_key() -> str:
     return UNLINKED_SURVEY_KEY_PREFIX + secrets.token_hex(16)
 
 
-def record_rating(survey: SurveyResponse, rating: int) -> bool:
-    """Store the rating and drop every link to the person (their texter, and the key naming
-    the check-in it followed): the answer is anonymous from now on."""
+def record_rating(survey: SurveyResponse, rating: int, inbound: Message, zone: tzinfo) -> bool:
+    """Store the rating and drop every link to the person, in one transaction, once: their
+    texter and the key naming the check-in it followed (the survey's and its scheduled
+    contact's), and the text that carried the rating (its texter and its body, which is the
+    rating). Its times are kept to the hour (``coarse_time``), so no timestamp matches the
+    texts around it to the second. The answer is anonymous from now on."""
+    checkin_key = survey.dedupe_key.removeprefix(SURVEY_KEY_PREFIX) if survey.dedupe_key.startswith(
+        SURVEY_KEY_PREFIX) else None  # fmt: skip
+    asked_at = coarse_time(survey.asked_at, zone) if survey.asked_at else None
     moved = db.session.execute(
         update(SurveyResponse)
         .where(SurveyResponse.id == survey.id, SurveyResponse.answered_at.is_(None))
-        .values(rating=rating, answered_at=now(), texter_id=None, dedupe_key=unlinked_survey_key())
-    ).rowcount  # type: ignore[attr-defined]
+        .values(rating=rating, asked_at=asked_at, answered_at=coarse_time(now(), zone), texter_id=None,
+                dedupe_key=unlinked_survey_key())
+    ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+    if not moved:
+        db.session.commit()
+        return False
+    if checkin_key is not None:
+        its_checkin = select(CheckIn.id).where(CheckIn.dedupe_key == checkin_key).scalar_subquery()
+        contacts = db.session.scalars(
+            select(ScheduledContact.id).where(ScheduledContact.kind == "survey",
+                                              ScheduledContact.checkin_id == its_checkin)
+        ).all()  # fmt: skip
+        unlink_survey_contacts(contacts)
+    unlink_ratings([inbound.id])
     db.session.commit()
-    return bool(moved)
+    return True
+
+
+def coarse_time(at: datetime, zone: tzinfo) -> datetime:
+    """``at`` down to the hour in the line's time zone (so a metric's local day and hour stay
+    right in a zone whose offset is not whole hours): how an answered survey's times are kept."""
+    return at.astimezone(zone).replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def unlink_survey_contacts(contact_ids: Sequence[int]) -> None:
+    """These survey questions' scheduled contacts (their survey answered, or no longer linked
+    to its asker) lose their check-in and their key naming it: a random key instead. Nothing
+    reads a contact's check-in once its survey has been answered (``send_survey`` then finds
+    nothing to send) or once it finished, and a survey is scheduled once, with its consent."""
+    if contact_ids:
+        db.session.execute(
+            update(ScheduledContact),
+            [{"id": each, "checkin_id": None, "dedupe_key": unlinked_survey_key()} for each in contact_ids],
+        )
+
+
+def unlink_ratings(message_ids: Sequence[int]) -> None:
+    """These inbound texts carried a survey's rating: they lose their texter and their body (the
+    rating itself), so only the anonymous survey row keeps it. Their ``MessageSid`` stays (a
+    repeated webhook is still recognised); Twilio's own record of each, which holds the number,
+    is noted for deletion now (``workers.twilio_records``), as the purge notes every text whose
+    body it scrubs (it can no longer find this one by its body)."""
+    if not message_ids:
+        return
+    sids = db.session.scalars(
+        select(Message.message_sid).where(Message.id.in_(message_ids), Message.sealed_body.is_not(None))
+    ).all()
+    for sid in sids:
+        if sid and sid[:2] in ("SM", "MM"):
+            insert_once(TwilioRecord, {"kind": "message", "sid": sid, "state": "pending", "due_at": now(),
+                                       "attempts": 0, "queued_at": now()})  # fmt: skip
+    db.session.execute(
+        update(Message)
+        .where(Message.id.in_(message_ids), Message.direction == "in")
+        .values(texter_id=None, sealed_body=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 # --- the scheduled senders ---------------------------------------------------------------------

@@ -86,9 +86,9 @@ def handle_reply(
         return _checkin_reply(document, texter, checkin, inbound, text)
     survey = checkins.awaiting_survey(texter)
     if survey is not None and text.strip(".!") in {"1", "2", "3", "4", "5"}:
-        if checkins.record_rating(survey, int(text.strip(".!"))):
+        if checkins.record_rating(survey, int(text.strip(".!")), inbound, document.timezone):
             thanks = document.language(survey.language).text("survey_thanks")
-            _to_texter(texter, line_number or "", f"survey-thanks:{inbound.id}", thanks)
+            _to_texter(texter, line_number or "", f"{checkins.SURVEY_THANKS_KEY_PREFIX}{inbound.id}", thanks)
         return True
     if checkin is not None and text:
         return _checkin_reply(document, texter, checkin, inbound, text)

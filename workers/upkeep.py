@@ -8,7 +8,7 @@ import secrets
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, literal, or_, update
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
 from callbacks.attempts import tend
@@ -24,6 +24,7 @@ from crisisline.models import (
     CheckIn,
     Conversation,
     Message,
+    MetricFact,
     ScheduledContact,
     SurveyResponse,
     Texter,
@@ -37,6 +38,10 @@ from followups.checkins import (
     RUNNING_CHECKIN_STATES,
     SURVEY_ANSWER_WINDOW,
     SURVEY_KEY_PREFIX,
+    SURVEY_THANKS_KEY_PREFIX,
+    coarse_time,
+    unlink_ratings,
+    unlink_survey_contacts,
     unlinked_survey_key,
 )
 from metrics.rollup import refresh_metrics_rollup
@@ -166,6 +171,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .execution_options(synchronize_session=False)
     )
     _unlink_survey_keys()
+    _unlink_survey_traces()
     # The blocklist is checked on calls only: its reasons go by the calls' window.
     block_reasons = db.session.execute(
         update(BlockedNumber)
@@ -202,6 +208,68 @@ def _unlink_survey_keys() -> None:
         db.session.execute(
             update(SurveyResponse), [{"id": survey_id, "dedupe_key": unlinked_survey_key()} for survey_id in unlinked]
         )
+
+
+CHUNK = 1000  # ids per statement
+
+
+def _unlink_survey_traces() -> None:
+    """What ``followups.checkins.record_rating`` unlinks when a rating comes, for surveys
+    answered before it did, and for questions no longer linked to their asker: their finished
+    scheduled contacts lose the check-in and the key naming it, their times are kept to the hour
+    (their metric facts' too), and the texts that carried a rating lose their texter and body."""
+    its_survey_is_linked = (
+        db.select(SurveyResponse.id)
+        .join(CheckIn, SurveyResponse.dedupe_key == literal(SURVEY_KEY_PREFIX) + CheckIn.dedupe_key)
+        .where(CheckIn.id == ScheduledContact.checkin_id)
+        .exists()
+    )
+    contacts = db.session.scalars(
+        db.select(ScheduledContact.id).where(
+            ScheduledContact.kind == "survey", ScheduledContact.checkin_id.is_not(None),
+            ScheduledContact.state.not_in(("pending", "sending")), ~its_survey_is_linked,
+        )
+    ).all()  # fmt: skip
+    unlink_survey_contacts(contacts)
+    active = active_routing()
+    zone = active.document.timezone if active else UTC
+    unlinked = db.session.execute(
+        db.select(SurveyResponse.id, SurveyResponse.asked_at, SurveyResponse.answered_at).where(
+            SurveyResponse.texter_id.is_(None),
+            or_(SurveyResponse.asked_at.is_not(None), SurveyResponse.answered_at.is_not(None)),
+        )
+    ).all()
+    coarser = [
+        {"id": row.id, "asked_at": coarse_time(row.asked_at, zone) if row.asked_at else None,
+         "answered_at": coarse_time(row.answered_at, zone) if row.answered_at else None}
+        for row in unlinked
+        if any(at is not None and coarse_time(at, zone) != at for at in (row.asked_at, row.answered_at))
+    ]  # fmt: skip
+    if coarser:
+        db.session.execute(update(SurveyResponse), coarser)
+        for each in coarser:
+            if each["answered_at"] is not None:
+                db.session.execute(
+                    update(MetricFact)
+                    .where(MetricFact.source == "survey", MetricFact.source_id == each["id"])
+                    .values(at=each["answered_at"])
+                    .execution_options(synchronize_session=False)
+                )
+    thanked = db.session.scalars(
+        db.select(Message.idempotency_key).where(
+            Message.idempotency_key.startswith(SURVEY_THANKS_KEY_PREFIX, autoescape=True)
+        )
+    ).all()
+    ratings = [int(key[len(SURVEY_THANKS_KEY_PREFIX):]) for key in thanked if key and key[len(
+        SURVEY_THANKS_KEY_PREFIX):].isdecimal()]  # fmt: skip
+    for start in range(0, len(ratings), CHUNK):
+        linked = db.session.scalars(
+            db.select(Message.id).where(
+                Message.id.in_(ratings[start : start + CHUNK]), Message.direction == "in",
+                or_(Message.texter_id.is_not(None), Message.sealed_body.is_not(None)),
+            )
+        ).all()  # fmt: skip
+        unlink_ratings(linked)
 
 
 def _purge_texters(cutoff: datetime, calls_cutoff: datetime, now: datetime) -> int:
