@@ -106,14 +106,14 @@ def application_server(conf: str) -> str:
 
 
 def render_for_test(conf: str, *, listen_port: int, upstream_port: int, workdir: Path) -> str:
-    """The shipped upstream, log format and application server, on plain HTTP on loopback."""
+    """The shipped upstream, log format, maps and application server, on plain HTTP on loopback."""
     kept = []
     for statement in top_level_statements(conf):
         if statement.startswith("upstream"):
             rendered, count = re.subn(r"server\s+127\.0\.0\.1:\d+", f"server 127.0.0.1:{upstream_port}", statement)
             assert count == 1, "the upstream should be gunicorn on 127.0.0.1 (BIND_HOST)"
             kept.append(rendered)
-        elif statement.startswith("log_format"):
+        elif statement.startswith(("log_format", "map")):
             kept.append(statement)
     server = application_server(conf)
     server = re.sub(r"^\s*listen\s[^;]*;\s*$", "", server, flags=re.MULTILINE)
