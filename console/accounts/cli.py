@@ -80,7 +80,8 @@ def list_users() -> None:
 @users_cli.command("set-password")
 @click.argument("username")
 def set_password(username: str) -> None:
-    """Give an account a new password (its sessions end). Password: prompt, or $CONSOLE_PASSWORD."""
+    """Give an account a new password (its sessions end; a lock from failed sign-ins is lifted).
+    Password: prompt, or $CONSOLE_PASSWORD."""
     user = users.find(username)
     if user is None:
         raise click.ClickException(f"no account named {username!r}")
@@ -91,6 +92,19 @@ def set_password(username: str) -> None:
         raise click.ClickException(str(problem)) from None
     db.session.commit()
     click.echo(f"password changed for {user.username!r}")
+
+
+@users_cli.command("unlock")
+@click.argument("username")
+def unlock(username: str) -> None:
+    """Lift the lock that failed sign-ins put on an account (its password stays). Setting a
+    new password lifts it too."""
+    user = users.find(username)
+    if user is None:
+        raise click.ClickException(f"no account named {username!r}")
+    cleared = users.unlock(user, actor=CLI)
+    db.session.commit()
+    click.echo(f"{user.username!r} can sign in again ({cleared} failed sign-in(s) cleared)")
 
 
 @users_cli.command("set-role")

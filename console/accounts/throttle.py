@@ -9,6 +9,10 @@ Names and addresses are stored as keyed hashes only.
 An attempt is counted as a failure before its password is checked (``claim``), under one lock
 shared by every process, and marked as a success afterwards if it was one: guesses sent all at
 once cannot all pass the check before any of them is counted.
+
+An administrator lifts an account's lock by setting a new password or with ``flask users
+unlock`` (:func:`clear_account`): its failures stop counting against the account, and still
+count against the addresses they came from.
 """
 
 from __future__ import annotations
@@ -116,6 +120,21 @@ def claim(username: str, address: str | None) -> Lockout | int:
     claimed = attempt.id
     db.session.commit()
     return claimed
+
+
+def clear_account(username: str) -> int:
+    """Lift the account's lock and clear its count of failures (an administrator reset its
+    password, or unlocked it): they no longer count against the account, and still count
+    against their addresses (the row stays, under a key no name has). Holds the sign-in lock
+    until the caller commits. Returns how many failures were cleared."""
+    hold_lock("console:sign-in")
+    cleared = db.session.execute(
+        update(SignInAttempt)
+        .where(SignInAttempt.account_key == account_key(username), SignInAttempt.succeeded.is_(False))
+        .values(account_key=_key("cleared", "by an administrator"))
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    return int(cleared or 0)
 
 
 def succeeded(attempt_id: int) -> None:

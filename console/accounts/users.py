@@ -385,7 +385,16 @@ def set_password(user: User, password: str, *, actor: User | str) -> None:
     user.password_hash = hash_password(password)
     user.password_changed_at = datetime.now(UTC)
     user.session_token = new_session_token()
+    throttle.clear_account(user.username)  # the lock page tells them to ask an administrator
     record("password_changed", actor=actor, target=f"user:{user.username}")
+
+
+def unlock(user: User, *, actor: User | str) -> int:
+    """Lift the lock that failed sign-ins put on the account (its password stays). Audited;
+    the caller commits. Returns how many failures were cleared."""
+    cleared = throttle.clear_account(user.username)
+    record("account_unlocked", actor=actor, target=f"user:{user.username}", failures_cleared=cleared)
+    return cleared
 
 
 @dataclass(frozen=True)
