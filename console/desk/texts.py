@@ -88,12 +88,31 @@ CLOSED_BECAUSE = {
 }
 
 
+def not_one_of_yours(conversation_id: int) -> str:
+    return f"#{conversation_id} is not one of your conversations."
+
+
+def was_theirs(responder_id: str, conversation_id: int) -> bool:
+    """Whether this counselor holds or held the conversation, or was offered it: an offer to
+    them, or a text the line sent their phone for it (a YES with no offer brings the backlog).
+    Only they are told what became of it; to anyone else it is not one of theirs."""
+    offered = select(ConversationOffer.id).where(
+        ConversationOffer.conversation_id == conversation_id, ConversationOffer.responder_id == responder_id
+    )
+    texted = select(Message.id).where(
+        Message.conversation_id == conversation_id, Message.party == "counselor", Message.responder_id == responder_id
+    )
+    held = select(Conversation.id).where(Conversation.id == conversation_id, Conversation.counselor_id == responder_id)
+    return bool(db.session.scalar(select(offered.exists() | texted.exists() | held.exists())))
+
+
 def why_not_yours(responder_id: str, conversation_id: int) -> str:
     """Why conversation ``conversation_id`` is not this counselor's now, in plain words (never
-    who has it, nor anything the texter wrote)."""
+    who has it, nor anything the texter wrote); to a counselor who never held it nor was
+    offered it, only that it is not one of theirs."""
     conversation = db.session.get(Conversation, conversation_id)
-    if conversation is None:
-        return f"#{conversation_id} is not one of your conversations."
+    if conversation is None or not was_theirs(responder_id, conversation_id):
+        return not_one_of_yours(conversation_id)
     tag = f"#{conversation.tag}"
     if conversation.state == "closed":
         why = CLOSED_BECAUSE.get(conversation.close_reason or "")
@@ -110,10 +129,13 @@ def why_not_yours(responder_id: str, conversation_id: int) -> str:
 
 def why_not_taken(responder_id: str, conversation_id: int) -> str | None:
     """Why this counselor cannot take conversation ``conversation_id`` now, in plain words
-    (never who has it, nor anything the texter wrote); None when there is no such conversation."""
+    (never who has it, nor anything the texter wrote; to a counselor never offered it, only
+    that it is not one of theirs); None when there is no such conversation."""
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None:
         return None
+    if not was_theirs(responder_id, conversation_id):
+        return not_one_of_yours(conversation_id)
     tag = f"#{conversation.tag}"
     if conversation.state == "active" and conversation.counselor_id == responder_id:
         return f"{tag} is yours already."
