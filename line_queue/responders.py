@@ -212,6 +212,20 @@ def expire_offer(responder_id: str, conversation_id: int) -> bool:
     return bool(expired)
 
 
+def hand_on_offers(responder_id: str) -> list[int]:
+    """Every text offer open to ``responder_id`` ends now, as an expired one does (not
+    committed): for a counselor who paused themselves (``OFF``, the desk's "Pause me"), who
+    will not take it, so its texter is offered to the next counselor once the unit of work is
+    over instead of waiting out an offer nobody will read. Conversations they hold stay
+    theirs. Returns the conversations handed on."""
+    offered = db.session.scalars(
+        select(ConversationOffer.conversation_id).where(
+            ConversationOffer.responder_id == responder_id, ConversationOffer.state == "open"
+        )
+    ).all()
+    return [conversation_id for conversation_id in offered if expire_offer(responder_id, conversation_id)]
+
+
 def ring_again(responder_id: str) -> bool:
     """Lift :func:`stop_ringing` (an active account is linked to the responder again). True if
     they were stopped; the queue then offers them the first contact they can take."""

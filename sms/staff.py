@@ -57,6 +57,7 @@ def run_command(document: RoutingDocument, responder: Responder, command: str) -
         return document.staff_prompt("not_rung_sms")
     if command == "OFF":
         state.set_paused(responder.id, True, "self")
+        state.hand_on_offers(responder.id)  # a texter offered to them goes to the next counselor
         db.session.commit()
         return document.staff_prompt("off_sms")
     return document.staff_prompt("status_sms", status=availability(document, responder, datetime.now(UTC)))

@@ -51,8 +51,39 @@ class Desk:
     on_shift: bool
     contacts: list[Contact] = field(default_factory=list)
 
+    @property
+    def held(self) -> list[str]:
+        """The tags of the text conversations they hold now (``#12``): pausing leaves them theirs."""
+        return [c.tag for c in self.contacts if c.channel == "text" and c.state == "active" and c.tag]
+
+    @property
+    def still_held(self) -> str:
+        """ "You still hold #12 …" while paused with conversations, else ""."""
+        return still_holding(self.held) if self.paused else ""
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def still_holding(tags: list[str]) -> str:
+    """What pausing leaves with them, in plain words ("" when nothing)."""
+    if not tags:
+        return ""
+    them = "it stays yours until you end or pass it" if len(tags) == 1 else "they stay yours until you end or pass them"
+    return f"You still hold {_listed(tags)}: {them}."
+
+
+def handed_on_words(conversation_ids: list[int]) -> str:
+    """What pausing did with the texts offered to them, in plain words ("" when none were)."""
+    if not conversation_ids:
+        return ""
+    tags = [f"#{conversation_id}" for conversation_id in conversation_ids]
+    what = "The text" if len(tags) == 1 else "The texts"
+    return f"{what} offered to you ({_listed(tags)}) went to the next counselor."
 
 
 def _seconds(moment: datetime, since: datetime | None) -> int:
@@ -132,10 +163,19 @@ def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> D
     )
 
 
-def set_available(user: User, responder: Responder, available: bool) -> bool:
-    """The availability switch. True if it changed anything; audited; commits."""
+@dataclass(frozen=True)
+class Switched:
+    changed: bool  # False: it was so already (the form sent twice)
+    handed_on: list[int]  # pausing: the conversations offered to them, now offered to the next counselor
+
+
+def set_available(user: User, responder: Responder, available: bool) -> Switched:
+    """The availability switch; audited; commits. Pausing hands every text offer open to them
+    on at once (as their ``OFF`` does): the texter is offered to the next counselor, not kept
+    waiting on a paused phone. The conversations they hold stay theirs."""
     changed = responders.set_paused(responder.id, not available, None if available else "self")
+    handed_on = [] if available else responders.hand_on_offers(responder.id)
     if changed:
         record("availability_changed", actor=user, target=f"responder:{responder.id}", available=available)
     db.session.commit()
-    return changed
+    return Switched(changed, handed_on)

@@ -16,7 +16,7 @@ from console.accounts.forms import ConfirmForm
 from console.board.live import language_name, need_label
 from console.desk import calls, referrals, texts, wrapups
 from console.desk.forms import KeyedForm, ReferralForm, ReplyForm, WrapUpForm
-from console.desk.now import desk, set_available
+from console.desk.now import desk, handed_on_words, set_available, still_holding
 from console.line_state import current_line_down_message
 from console.models import COUNSELOR
 from crisisline.models import Conversation
@@ -117,9 +117,13 @@ def availability() -> Response:
     mine = _mine()
     if form.validate_on_submit() and mine is not None:
         available = request.form.get("available") == "1"
-        set_available(signed_in(), mine[1], available)
-        flash("You are available: the line will offer you contacts." if available
-              else "You are paused: the line will not offer you contacts.", "info")  # fmt: skip
+        switched = set_available(signed_in(), mine[1], available)
+        if available:
+            flash("You are available: the line will offer you contacts.", "info")
+        else:
+            held = still_holding([f"#{c.tag}" for c in texts.open_conversations(mine[1].id)])
+            words = ["You are paused: the line will not offer you contacts.", handed_on_words(switched.handed_on), held]
+            flash(" ".join(word for word in words if word), "info")
     return redirect(url_for("console.desk.page"))
 
 
