@@ -3,6 +3,7 @@ coverage week, and the people and shift forms that produce drafts for the editor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from line_queue.responders import closed_responder_ids
 from routing import coverage, publishing, store
 from routing.document import RoutingDocument
 from routing.simulator import UnknownChoice, who_would_be_rung
-from routing.validation import format_duration
+from routing.validation import Problem, format_duration
 
 bp = Blueprint("routing", __name__, url_prefix="/routing")
 
@@ -160,6 +161,7 @@ def publish() -> Response | tuple[str, int]:
            base=base, note=form.note.data.strip() if form.note.data else "")  # fmt: skip
     db.session.commit()
     flash(f"Published routing version {result.version}.", "info")
+    _warn_of_what_is_new(result)
     return redirect(url_for("console.routing.history"))
 
 
@@ -243,7 +245,43 @@ def rollback(number: int) -> Response:
            rolled_back_to=number, note=(form.note.data or "").strip())  # fmt: skip
     db.session.commit()
     flash(f"Published routing version {result.version}: the text of version {number}.", "info")
+    _warn_of_what_is_new(result)
     return redirect(url_for("console.routing.history"))
+
+
+# A warning's pointer to a terminal command, which the console's own pages replace.
+_COMMAND_HINT = re.compile(r"\s*\(see `flask routing \w+`\)")
+
+
+def plain_warning(warning: Problem) -> str:
+    """A warning in the words an administrator reads after publishing: no terminal command,
+    and the routing entry it is about when it names one (a coverage gap names the whole rota)."""
+    message = _COMMAND_HINT.sub("", warning.message)
+    return f"{warning.path}: {message}" if warning.path and warning.path != "counselors" else message
+
+
+def _warn_of_what_is_new(result: publishing.Published) -> None:
+    """After publishing (with or without a preview first) or rolling back: every warning of the
+    new version that the version live before it did not have (a coverage gap it opens, above
+    all), flashed as a warning. The old version's are still there and not repeated."""
+    before = result.preview.live_version
+    old = publishing.version(before) if before is not None else None
+    had = (
+        {str(w) for w in publishing.preview(store.source_of(old), before, left_out=left_out()).warnings}
+        if old is not None
+        else set()
+    )
+    new = [warning for warning in result.preview.warnings if str(warning) not in had]
+    if not new:
+        return
+    since = f"version {before}" if before is not None else "the line before it"
+    flash(
+        f"Version {result.version} has {len(new)} warning(s) that {since} did not have. Check them now "
+        "(the Coverage page shows the whole week):",
+        "warning",
+    )
+    for warning in new:
+        flash(plain_warning(warning), "warning")
 
 
 # --- simulator and coverage (supervisors too) -----------------------------------------------------
