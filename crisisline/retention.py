@@ -14,6 +14,11 @@ from datetime import datetime, timedelta
 
 from crisisline.settings import Settings
 
+# A call or text conversation that just ended stays on the emergency unmask page this long
+# (someone at risk who hung up while a supervisor typed the reason), and the hourly purge
+# keeps its number meanwhile, however short the retention window.
+ENDED_CONTACT_UNMASKABLE_FOR = timedelta(minutes=15)
+
 
 @dataclass(frozen=True)
 class Cutoffs:

@@ -28,9 +28,10 @@ from crisisline.models import (
     ScheduledContact,
     SurveyResponse,
     Texter,
+    Transfer,
 )
 from crisisline.phone import caller_number
-from crisisline.retention import Cutoffs, registered_purges
+from crisisline.retention import ENDED_CONTACT_UNMASKABLE_FOR, Cutoffs, registered_purges
 from crisisline.settings import Settings
 from followups.checkins import (
     FLAGGED_LISTED_FOR,
@@ -113,10 +114,18 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .values(sealed_detail=None)
         .execution_options(synchronize_session=False)
     )
+    # A call whose transfer just ended stays on the emergency unmask page for a while (the
+    # caller hung up as a supervisor typed the reason): it keeps its number meanwhile.
+    just_ended = (
+        db.select(Transfer.id)
+        .where(Transfer.call_id == Call.id, Transfer.ended_at >= now - ENDED_CONTACT_UNMASKABLE_FOR)
+        .exists()
+    )
     calls_due = and_(
         or_(Call.started_at < calls_cutoff, and_(from_a_text, Call.started_at < texts_cutoff)),
         or_(Call.sealed_caller.is_not(None), Call.caller_hash.is_not(None)),
         ~callback_open,
+        ~just_ended,
     )
     # A text kept through an outage goes by when it arrived, not when it was stored.
     texts_due = and_(
@@ -273,9 +282,16 @@ def _unlink_survey_traces() -> None:
 
 
 def _purge_texters(cutoff: datetime, calls_cutoff: datetime, now: datetime) -> int:
+    # One just closed stays on the emergency unmask page for a while: it keeps the number too.
     recent = (
         db.select(Conversation.texter_id)
-        .where(or_(Conversation.last_activity_at >= cutoff, Conversation.state != "closed"))
+        .where(
+            or_(
+                Conversation.last_activity_at >= cutoff,
+                Conversation.state != "closed",
+                Conversation.closed_at >= now - ENDED_CONTACT_UNMASKABLE_FOR,
+            )
+        )
         .scalar_subquery()
     )
     # Every conversation starts with the texter's own text. A texter with none got their number

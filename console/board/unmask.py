@@ -1,8 +1,10 @@
 """Emergency unmask: a supervisor reveals a live caller's or texter's number, for imminent
-risk, or the number of someone the board says a person must reach (a flagged check-in, a
-follow-up the line could not finish), with a reason. Every reveal is audited (who, when,
-which contact; the reason sealed with the Vault, never in the entry's plain detail). The
-number is returned to the view once; nothing here logs or stores it."""
+risk (also for ``ENDED_CONTACT_UNMASKABLE_FOR`` after their call or conversation ended: they
+may have hung up while the reason was typed), or the number of someone the board says a
+person must reach (a flagged check-in, a follow-up the line could not finish), with a reason.
+Every reveal is audited (who, when, which contact; the reason sealed with the Vault, never in
+the entry's plain detail). The number is returned to the view once; nothing here logs or
+stores it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import aliased
 
 from console.audit.log import record
 from console.board.live import UNFINISHED_KINDS, language_name, need_label, unfinished_contacts
@@ -18,6 +21,7 @@ from console.models import UNMASK_REASON_CONTEXT, User
 from crisisline.db import db
 from crisisline.models import Call, Callback, CheckIn, Conversation, Message, ScheduledContact, Texter, Transfer
 from crisisline.privacy import DecryptionError, Vault
+from crisisline.retention import ENDED_CONTACT_UNMASKABLE_FOR
 from followups.checkins import FLAG_REASON_TEXT, FLAGGED_LISTED_FOR
 from ivr.call_log import PHONE_CONTEXT
 from routing.document import RoutingDocument
@@ -49,6 +53,8 @@ class LiveContact:
     language: str
     need: str
     since: datetime
+    # voice and text: when the contact ended (listed for ``ENDED_CONTACT_UNMASKABLE_FOR`` after)
+    ended_at: datetime | None = None
 
     @property
     def target(self) -> str:
@@ -67,17 +73,54 @@ def _vault() -> Vault:
     return vault
 
 
+def minutes_ago(moment: datetime, now: datetime) -> str:
+    """ "3 minutes ago", "1 minute ago", "less than a minute ago"."""
+    minutes = max(0, int((now - moment).total_seconds() // 60))
+    if minutes == 0:
+        return "less than a minute ago"
+    return f"{minutes} minute{'s' if minutes != 1 else ''} ago"
+
+
+def _ended(ended_at: datetime | None, state: str) -> str:
+    return f"ended {minutes_ago(ended_at, datetime.now(UTC))}" if ended_at is not None else state
+
+
 def _transfer_row(document: RoutingDocument, transfer: Transfer) -> LiveContact:
-    return LiveContact("voice", transfer.id, transfer.state, language_name(document, transfer.language),
-                       need_label(document, transfer.need), transfer.started_at)  # fmt: skip
+    ended_at = None if transfer.state in OPEN_TRANSFER_STATES else transfer.ended_at
+    return LiveContact(
+        "voice", transfer.id, _ended(ended_at, transfer.state), language_name(document, transfer.language),
+        need_label(document, transfer.need), transfer.started_at, ended_at,
+    )  # fmt: skip
 
 
 def _conversation_row(document: RoutingDocument, conversation: Conversation) -> LiveContact:
+    ended_at = None if conversation.state in OPEN_STATES else conversation.closed_at
     return LiveContact(
-        "text", conversation.id, conversation.state,
+        "text", conversation.id, _ended(ended_at, conversation.state),
         language_name(document, conversation.language or document.menu.default_language),
-        need_label(document, conversation.need or document.menu.default_need), conversation.started_at,
+        need_label(document, conversation.need or document.menu.default_need), conversation.started_at, ended_at,
     )  # fmt: skip
+
+
+def _listed_transfers(moment: datetime) -> Select[Transfer]:
+    """Calls the page lists: waiting or talking now, or ended within ``ENDED_CONTACT_UNMASKABLE_FOR``."""
+    return select(Transfer).where(
+        or_(Transfer.state.in_(OPEN_TRANSFER_STATES), Transfer.ended_at >= moment - ENDED_CONTACT_UNMASKABLE_FOR)
+    )
+
+
+def _listed_conversations(moment: datetime) -> Select[Conversation]:
+    """Text conversations the page lists: open now, or closed within ``ENDED_CONTACT_UNMASKABLE_FOR``
+    (not one that only carried the line's answer to a START: nobody reached out)."""
+    return select(Conversation).where(
+        or_(
+            Conversation.state.in_(OPEN_STATES),
+            and_(
+                Conversation.closed_at >= moment - ENDED_CONTACT_UNMASKABLE_FOR,
+                or_(Conversation.close_reason.is_(None), Conversation.close_reason != "opted_in"),
+            ),
+        )
+    )
 
 
 def _stuck_row(message: Message) -> LiveContact:
@@ -130,13 +173,25 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
     """Everyone in contact with the line now: callers waiting or talking, open text threads, and
     texters whose text the line could not handle (they may have no thread); then the people the
     board says a person must reach (flagged check-ins, follow-ups the line could not finish)."""
-    transfers = db.session.scalars(
-        select(Transfer).where(Transfer.state.in_(OPEN_TRANSFER_STATES)).order_by(Transfer.started_at).limit(200)
-    )
-    conversations = db.session.scalars(
-        select(Conversation).where(Conversation.state.in_(OPEN_STATES)).order_by(Conversation.started_at).limit(200)
-    )
     moment = datetime.now(UTC)
+    # A call or conversation that ended just now is listed too, after those still on, unless
+    # the same person's next one (a later round of the call, their next conversation) is.
+    newer_round = aliased(Transfer)
+    transfers = db.session.scalars(
+        _listed_transfers(moment)
+        .where(~select(newer_round.id).where(newer_round.call_id == Transfer.call_id,
+                                             newer_round.id > Transfer.id).exists())
+        .order_by(Transfer.ended_at.is_not(None), Transfer.started_at)
+        .limit(200)
+    )  # fmt: skip
+    newer_conversation = aliased(Conversation)
+    conversations = db.session.scalars(
+        _listed_conversations(moment)
+        .where(~select(newer_conversation.id).where(newer_conversation.texter_id == Conversation.texter_id,
+                                                    newer_conversation.id > Conversation.id).exists())
+        .order_by(Conversation.closed_at.is_not(None), Conversation.started_at)
+        .limit(200)
+    )  # fmt: skip
     stuck = db.session.scalars(_stuck_from_texters(moment).limit(200))
     flagged = db.session.scalars(_flagged_checkins(moment).order_by(CheckIn.flagged_at).limit(200))
     unfinished = db.session.scalars(unfinished_contacts(moment).order_by(ScheduledContact.finished_at).limit(200))
@@ -151,9 +206,11 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
 
 
 def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveContact | None:
+    """The contact if the page lists it now (a call or conversation that ended within
+    ``ENDED_CONTACT_UNMASKABLE_FOR`` included), else None."""
     if channel == "voice":
-        transfer = db.session.get(Transfer, contact_id)
-        return _transfer_row(document, transfer) if transfer and transfer.state in OPEN_TRANSFER_STATES else None
+        transfer = db.session.scalar(_listed_transfers(datetime.now(UTC)).where(Transfer.id == contact_id))
+        return _transfer_row(document, transfer) if transfer is not None else None
     if channel == "stuck":
         message = db.session.scalar(_stuck_from_texters(datetime.now(UTC)).where(Message.id == contact_id))
         return _stuck_row(message) if message is not None else None
@@ -166,10 +223,34 @@ def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveC
     if channel == "followup":
         contact = db.session.scalar(unfinished_contacts(datetime.now(UTC)).where(ScheduledContact.id == contact_id))
         return _followup_row(document, contact) if contact is not None else None
-    conversation = db.session.get(Conversation, contact_id)
-    if conversation is None or conversation.state not in OPEN_STATES:
-        return None
-    return _conversation_row(document, conversation)
+    conversation = db.session.scalar(_listed_conversations(datetime.now(UTC)).where(Conversation.id == contact_id))
+    return _conversation_row(document, conversation) if conversation is not None else None
+
+
+def why_not_listed(channel: str, contact_id: int) -> str:
+    """Why the page no longer lists this contact, in plain words, for the supervisor who typed
+    a reason to unmask it (nothing of the person)."""
+    moment = datetime.now(UTC)
+    ended: datetime | None = None
+    if channel == "voice":
+        transfer = db.session.get(Transfer, contact_id)
+        ended = transfer.ended_at if transfer is not None else None
+    elif channel == "text":
+        conversation = db.session.get(Conversation, contact_id)
+        ended = conversation.closed_at if conversation is not None else None
+    if ended is not None:
+        person = "caller" if channel == "voice" else "texter"
+        return (
+            f"The {person}'s contact with the line ended {minutes_ago(ended, moment)}: their number can no longer be "
+            f"shown here (it can for {int(ENDED_CONTACT_UNMASKABLE_FOR.total_seconds() // 60)} minutes after a "
+            "contact ends)."
+        )
+    if channel in ("voice", "text"):
+        return "This contact is not with the line now: its number cannot be shown here."
+    return (
+        "The board no longer lists this person (a person has it in hand, it was marked, or its time on the board is "
+        "over): their number can no longer be shown here."
+    )
 
 
 def _sealed_number(contact: LiveContact) -> str | None:

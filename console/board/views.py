@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from console.access import allow, signed_in
+from console.access import allow, signed_in, typed_in_the_form
 from console.accounts.users import not_rung
 from console.audit import log as audit
 from console.board import unmask
@@ -125,7 +125,10 @@ def unmask_reveal(channel: str, contact_id: int) -> tuple[str, int] | str:
     active = active_routing()
     contact = unmask.find_live(active.document, channel, contact_id) if active else None
     if active is None or contact is None:
-        abort(404)
+        # Ended past the grace period, or off the board: said on a page, the reason typed given back.
+        gone = unmask.why_not_listed(channel, contact_id)
+        page = render_template("console/unmask_gone.html", gone=gone, typed=typed_in_the_form())
+        return page, 404
     form = UnmaskForm()
     if not form.validate_on_submit():
         contacts = unmask.live_contacts(active.document)

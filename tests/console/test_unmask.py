@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -16,6 +18,7 @@ from sqlalchemy import select
 from console.models import UNMASK_REASON_CONTEXT, AuditEntry
 from crisisline.db import db
 from crisisline.models import Conversation, Transfer
+from crisisline.retention import ENDED_CONTACT_UNMASKABLE_FOR
 from tests.conftest import TextingPhone
 from tests.console.conftest import Account, audit_actions, csrf_token, sign_in
 from tests.console.test_board_and_desk import MENTAL_HEALTH, caller, only_ana_on_call
@@ -88,17 +91,20 @@ def test_a_supervisor_unmasks_a_waiting_caller_only_with_a_reason_and_it_is_audi
     assert TEXTER not in caplog.text
 
 
-def test_only_a_live_contact_can_be_unmasked(
+def test_only_a_live_contact_or_one_that_just_ended_can_be_unmasked(
     app: Flask, client: FlaskClient, texting: TextingPhone, publish_routing: Callable[..., int], supervisor: Account
 ) -> None:
+    """Once past ``ENDED_CONTACT_UNMASKABLE_FOR`` after it ended (see
+    test_unmasking_a_contact_that_just_ended.py for the minutes before)."""
     only_ana_on_call(publish_routing)
     texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
     texting.send(TEXTER, "STOP")  # their thread closes
-    sign_in(client, supervisor)
     with app.app_context():
         conversation = db.session.scalars(select(Conversation)).one()
         assert conversation.state == "closed"
 
-    status, page = unmask(client, f"/console/board/unmask/text/{conversation.id}", REASON)
+    with time_machine.travel(datetime.now(UTC) + ENDED_CONTACT_UNMASKABLE_FOR + timedelta(seconds=1), tick=False):
+        sign_in(client, supervisor)
+        status, page = unmask(client, f"/console/board/unmask/text/{conversation.id}", REASON)
     assert status == 404 and TEXTER not in page
     assert not [entry for entry in audit_actions(app) if entry[1] == "unmask"]
