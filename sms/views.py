@@ -43,10 +43,14 @@ def failsafe_text(*, kept: bool = True) -> str:
     try:
         sender = caller_number(request.form.get("From"))
         known = last_read_routing()
-        staff = known is not None and (
-            known.document.responder_by_phone(sender) or known.document.supervisor_by_phone(sender)
-        )
-        if sender and known is not None and staff:
+        if (
+            sender
+            and known is not None
+            and (
+                known.document.responder_by_phone(sender) is not None
+                or known.document.supervisor_by_phone(sender) is not None
+            )
+        ):
             return known.document.staff_prompt("sms_line_trouble" if kept else "sms_line_lost")
     except Exception as error:  # the public text is always a safe answer
         log.warning("could not tell whether a failed text came from staff: %s", type(error).__name__)

@@ -10,10 +10,13 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
+import sms.inbound
 from crisisline.db import db
 from crisisline.models import Conversation, Message, Texter
 from tests.conftest import TextingPhone
 from tests.rota import BEN
+from tests.sms.stuck import HandlingFails
+from tests.sms.test_staff_failsafe_text import TROUBLE
 
 SAM = "+13125550190"  # the example routing's supervisor
 TEXTER = "+13125550177"
@@ -44,3 +47,17 @@ def test_a_supervisors_text_reaches_no_counselor(app: Flask, texting: TextingPho
     assert texting.inbox(BEN) == before
     with app.app_context():
         assert len(db.session.scalars(select(Conversation)).all()) == 1
+
+
+def test_a_supervisors_text_the_line_cannot_handle_is_answered_for_staff_not_with_the_988_pointer(
+    texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(sms.inbound.outbox, "send_text", broken)
+    HandlingFails(monkeypatch)
+
+    answer = texting.send(SAM, "On it")
+
+    assert answer == [TROUBLE]
