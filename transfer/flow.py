@@ -701,7 +701,7 @@ def _leg_end_again(offer_id: int, status: str | None, attempt: int) -> None:
         if offer.state not in (*ACTIVE_OFFER_STATES, "accepted"):
             # Closed meanwhile (a repeated callback, the clock), or closed by the failed handling
             # itself before what followed failed: the caller must still not be left alone.
-            if transfer is not None and offer.purpose == "answer":
+            if transfer is not None:  # a counselor's or the unit left last: nobody else there?
                 _after_staff_left(transfer)
             return
         active = active_routing()

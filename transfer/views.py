@@ -227,25 +227,26 @@ def staff_left() -> Response:
 @status_deadline(acknowledged)
 def conference_events() -> Response:
     """Conference status callbacks: recorded for metrics. One also steers: a responder who
-    hung up (``participant-leave``, their call over) is handled as their leg's end, at once."""
-    transfer = found_transfer()
+    hung up (``participant-leave``, their call over) is handled as their leg's end, at once;
+    if the database fails it, again in a moment (``flow.leg_end_again_later``)."""
     form = request.form
     event = twilio_params.choice(form, "StatusCallbackEvent", twilio_params.CONFERENCE_EVENTS)
-    if transfer is None or event is None:
-        return Response(status=204)  # acknowledged and ignored: nothing known to record it on
-    sequence = twilio_params.number(form, "SequenceNumber")
     label = twilio_params.text(form, "ParticipantLabel", limit=64)  # our own, e.g. "answer-12"
-    key = f"conference:{transfer.id}:{'' if sequence is None else sequence}:{event}"
-    flow.record_event(transfer, f"conference.{event}", key, label=label)
-    db.session.commit()
-    if event == "participant-leave":
-        call_status = twilio_params.call_status(form, "ParticipantCallStatus")
-        try:
+    call_status = twilio_params.call_status(form, "ParticipantCallStatus")
+    try:
+        transfer = found_transfer()
+        if transfer is None or event is None:
+            return Response(status=204)  # acknowledged and ignored: nothing known to record it on
+        sequence = twilio_params.number(form, "SequenceNumber")
+        key = f"conference:{transfer.id}:{'' if sequence is None else sequence}:{event}"
+        flow.record_event(transfer, f"conference.{event}", key, label=label)
+        db.session.commit()
+        if event == "participant-leave":
             flow.staff_left_the_room(transfer, label, twilio_params.call_sid(form), call_status)
-        except (DBAPIError, PoolTimeout):
-            if call_status in flow.TERMINAL_LEG_STATUSES:  # a responder hung up: the caller may be alone
-                flow.leg_end_again_later(_offer_id_of(label), None)
-            raise
+    except (DBAPIError, PoolTimeout):
+        if event == "participant-leave" and call_status in flow.TERMINAL_LEG_STATUSES:
+            flow.leg_end_again_later(_offer_id_of(label), None)  # a responder hung up: the caller may be alone
+        raise
     return Response(status=204)
 
 
