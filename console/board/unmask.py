@@ -187,8 +187,12 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
     newer_conversation = aliased(Conversation)
     conversations = db.session.scalars(
         _listed_conversations(moment)
-        .where(~select(newer_conversation.id).where(newer_conversation.texter_id == Conversation.texter_id,
-                                                    newer_conversation.id > Conversation.id).exists())
+        # Listed once per texter (their newest), where a conversation opened only to carry the
+        # reply to their START (closed at once, never listed itself) does not count as newer.
+        .where(~select(newer_conversation.id).where(
+            newer_conversation.texter_id == Conversation.texter_id, newer_conversation.id > Conversation.id,
+            or_(newer_conversation.close_reason.is_(None), newer_conversation.close_reason != "opted_in"),
+        ).exists())
         .order_by(Conversation.closed_at.is_not(None), Conversation.started_at)
         .limit(200)
     )  # fmt: skip

@@ -20,15 +20,20 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
+from console.board.unmask import live_contacts
 from crisisline.db import db
 from crisisline.models import Call, Conversation, Texter, Transfer
 from crisisline.retention import ENDED_CONTACT_UNMASKABLE_FOR
 from crisisline.settings import Settings
+from routing.store import active_routing
 from tests.conftest import TextingPhone, settings_for
 from tests.console.conftest import Account, audit_actions, csrf_token, sign_in
 from tests.console.test_board_and_desk import MENTAL_HEALTH, caller, only_ana_on_call
 from twilio_fake.phone import Phone
+from twilio_fake.rest_api import FakeTwilio
 from workers.upkeep import purge_personal_data
+
+TEXTER_AT_RISK = "+13125550277"
 
 CALLER = "+13125550201"
 TEXTER = "+13125550177"
@@ -144,3 +149,20 @@ def test_the_hourly_purge_keeps_the_number_of_a_contact_that_just_ended_however_
 
     assert (within["calls"], within["texters"]) == (0, 0)
     assert (after["calls"], after["texters"]) == (1, 1)
+
+
+def test_a_texter_who_sent_stop_then_start_stays_listed(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """Found by a review: the conversation opened only to carry the reply to START (closed at
+    once, never listed) hid the texter's real one, just closed by their STOP."""
+    texting.send(TEXTER_AT_RISK, "I took all my pills")
+    fake.opt_out(TEXTER_AT_RISK)
+    texting.send(TEXTER_AT_RISK, "STOP")
+    fake.opt_in(TEXTER_AT_RISK)
+    texting.send(TEXTER_AT_RISK, "START")
+
+    with app.app_context():
+        active = active_routing()
+        assert active is not None
+        assert [contact.channel for contact in live_contacts(active.document)] == ["text"]
