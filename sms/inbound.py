@@ -44,6 +44,12 @@ def _whose_phone(document: RoutingDocument, phone: str) -> Responder | None:
     return sharing[0] if sharing else None
 
 
+def _opt_out_type(params: Mapping[str, str]) -> str | None:
+    """Twilio's ``OptOutType``; absent (or "" in a text kept before it was kept) unless the
+    line's Messaging Service has Advanced Opt-Out."""
+    return twilio_params.choice(params, "OptOutType", OPT_OUT_TYPES) if params.get("OptOutType") else None
+
+
 def store_inbound(
     document: RoutingDocument,
     params: Mapping[str, str],
@@ -73,7 +79,7 @@ def store_inbound(
             "texter_id": texter.id if texter else None,
             "line_number": caller_number(params.get("To")) or line_number,
             "num_media": twilio_params.count(params, "NumMedia", highest=twilio_params.MAX_MEDIA),
-            "opt_out_type": twilio_params.choice(params, "OptOutType", OPT_OUT_TYPES),
+            "opt_out_type": _opt_out_type(params),
             "sealed_body": outbox.vault().seal(body, context=outbox.BODY_CONTEXT),
             "segments": segment_count(body) if body else 0,
             "status": "received",

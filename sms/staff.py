@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from crisisline.db import db
-from crisisline.models import Conversation, Message
+from crisisline.models import Conversation, ConversationOffer, Message
 from line_queue import responders as state  # pause/resume: shared with voice, below both
 from routing.document import Responder, RoutingDocument
 from sms import conversations as convo
@@ -30,9 +30,10 @@ NEVER_RELAYED = frozenset(
 )  # fmt: skip  # two texters this close together: ask for the tag
 _TAGGED = re.compile(r"^\s*(YES|END|PASS)\s*#?\s*(\d+)\s*[.!]?\s*$", re.IGNORECASE)
 _RELAY = re.compile(r"^\s*#\s*(\d+)[\s:,-]*(.*)$", re.DOTALL)
-# A command with something more ("END 12 thanks", "Yes, 13"): never words for a texter, and not
-# carried out either (what the "more" meant cannot be known).
-_COMMAND_WITH_MORE = re.compile(r"^\s*(YES|END|PASS)\b[\s,.:;#-]*\d", re.IGNORECASE)
+# A command with something more ("END 12 thanks", "Yes, 13") naming a conversation of theirs:
+# never words for a texter, and not carried out either (what the "more" meant cannot be known).
+# "Yes, 24/7 someone is here" names none of theirs: words, as written.
+_COMMAND_WITH_MORE = re.compile(r"^\s*(YES|END|PASS)\b[\s,.:;#-]*(\d+)", re.IGNORECASE)
 
 
 def parse_command(body: str) -> str | None:
@@ -103,7 +104,7 @@ def _handle_words(document: RoutingDocument, responder: Responder, inbound: Mess
         # "END" without a number must not reach a texter (and is an opt-out word to carriers).
         return Reply(document.staff_prompt("sms_needs_tag", command=bare))
     with_more = _COMMAND_WITH_MORE.match(body)
-    if with_more:
+    if with_more and _one_of_theirs(responder, with_more.group(2)):
         return Reply(document.staff_prompt("sms_command_alone", command=with_more.group(1).upper()), refused=True)
     # Only conversations they had when they wrote: a text handled late (the clock's retry, or
     # one kept through a database outage, whose ``received_at`` says when it came) must not
@@ -203,6 +204,20 @@ def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, 
 # Conversation ids are 32-bit: a longer "tag" (a pasted phone number) is no conversation, and
 # must not reach the database, which would refuse the number and leave the text unhandled.
 MAX_TAG_DIGITS = 9
+
+
+def _one_of_theirs(responder: Responder, tag: str) -> bool:
+    """Does ``tag`` name a conversation ``responder`` holds, or was offered? (Reads only for a
+    text that starts like a command with a number.)"""
+    conversation = _conversation(tag)
+    if conversation is None:
+        return False
+    if conversation.counselor_id == responder.id:
+        return True
+    offered = select(ConversationOffer.id).where(
+        ConversationOffer.conversation_id == conversation.id, ConversationOffer.responder_id == responder.id
+    )
+    return db.session.scalar(offered.limit(1)) is not None
 
 
 def _conversation(tag: str) -> Conversation | None:

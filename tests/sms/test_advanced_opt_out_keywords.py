@@ -8,12 +8,17 @@ later text of theirs went unanswered.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Conversation, Texter
+from routing.store import active_routing
+from sms import unstored
+from sms.inbound import receive_kept
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TextingPhone
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.signing import sms_params
@@ -64,3 +69,23 @@ def test_an_opt_out_type_the_line_does_not_know_is_ignored_and_the_words_are_rea
     with app.app_context():
         assert db.session.scalars(select(Texter.opted_out)).one() is False
         assert len(db.session.scalars(select(Conversation)).all()) == 1
+
+
+def test_a_services_stop_keyword_kept_through_a_database_outage_is_still_a_stop(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio, clean_redis: object
+) -> None:
+    """Found by a review: a text kept in Redis while the database was away lost its OptOutType."""
+    texting.send(TEXTER, "me quiero morir")
+    fake.opt_out(TEXTER)
+    params = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, "PARAR")
+    params.update(OptOutType="STOP", MessagingServiceSid=SERVICE)
+    with app.app_context():
+        assert unstored.keep(params, datetime.now(UTC))  # the database refused it: kept
+        active = active_routing()
+        assert active is not None
+        stored = unstored.store_kept(
+            lambda kept: receive_kept(active.document, kept, line_number=LINE_NUMBER), on_dead=lambda *_: None
+        )
+        assert stored == 1
+        assert db.session.scalars(select(Texter.opted_out)).one() is True
+        assert [c.state for c in db.session.scalars(select(Conversation))] == ["closed"]

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from crisisline.db import db
 from crisisline.models import Conversation
+from line_queue.responders import set_paused
 from routing.store import active_routing
 from sms import conversations as convo
 from sms.inbound import receive_kept
@@ -108,8 +109,12 @@ def test_yes_with_a_comma_to_a_new_offer_is_not_sent_to_the_texter_he_holds(app:
     texting.send(TEXTER, "I want to kill myself")
     first = conversation_ids(app)[0]
     texting.send(BEN, f"YES {first}")
+    with app.app_context():
+        set_paused("diego-morales", True, "self")  # so the next texter is offered to Ben
+        db.session.commit()
     texting.send(OTHER_TEXTER, "I want to die")
     second = conversation_ids(app)[1]
+    assert f"Reply YES {second} to take it." in " ".join(texting.inbox(BEN))
 
     answer = texting.send(BEN, f"Yes, {second}")
 
@@ -118,13 +123,21 @@ def test_yes_with_a_comma_to_a_new_offer_is_not_sent_to_the_texter_he_holds(app:
 
 
 @pytest.mark.usefixtures("wednesday_evening")
-def test_words_that_only_start_like_a_command_still_reach_the_texter(app: Flask, texting: TextingPhone) -> None:
+@pytest.mark.parametrize(
+    "words",
+    ["Yesterday must have been hard. I'm listening.", "Yes, 24/7 someone is here for you.", "End 2023 was hard"],
+)
+def test_words_that_only_start_like_a_command_still_reach_the_texter(
+    app: Flask, texting: TextingPhone, words: str
+) -> None:
+    """A number after YES or END that names no conversation of theirs is words (found by a
+    review of the fix: "Yes, 24/7 someone is here for you" was refused)."""
     texting.send(TEXTER, "I want to kill myself")
     texting.send(BEN, f"YES {conversation_ids(app)[0]}")
 
-    texting.send(BEN, "Yesterday must have been hard. I'm listening.")
+    texting.send(BEN, words)
 
-    assert "Yesterday must have been hard. I'm listening." in texting.inbox(TEXTER)
+    assert words in texting.inbox(TEXTER)
 
 
 def test_a_reply_kept_through_a_database_outage_never_reaches_a_texter_taken_after_it_was_written(
