@@ -9,6 +9,7 @@ A texter's ``CALL`` reaches :func:`request_from_text` through ``sms.texting.call
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import or_, select, update
@@ -39,11 +40,16 @@ def offer_callback_now(transfer: Transfer, document: RoutingDocument) -> bool:
     return waited >= document.callbacks.offer_after_seconds
 
 
-def request_from_hold(transfer: Transfer, document: RoutingDocument) -> str:
+def request_from_hold(
+    transfer: Transfer, document: RoutingDocument, promise_confirmed: Callable[[], object] = lambda: None
+) -> str:
     """The holding caller pressed the callback key. Returns ``requested`` (tell them and
     hang up), ``join`` (a responder accepted this very moment), or ``impossible``.
 
-    Idempotent: a repeated press finds the transfer already handed to the callback.
+    ``promise_confirmed`` is called once the callback and the transfer's hand-over to it are
+    committed (``crisisline.deadline.answer_if_late`` with the confirmation): what is slow after
+    that (ending the rings, queueing the first attempt) must not turn a stored callback into
+    the backup line. Idempotent: a repeated press finds the transfer already handed to the callback.
     """
     call = db.session.get(Call, transfer.call_id)
     if call is None or not can_call_back(call, document):
@@ -62,11 +68,13 @@ def request_from_hold(transfer: Transfer, document: RoutingDocument) -> str:
         if transfer.state != "callback":
             _cancel(callback, "caller_gone")
             return "impossible"
+        promise_confirmed()
         _schedule_first_attempt(callback)  # idempotent: a repeated press, or a crash before scheduling
         return "requested"
     waited = round((state.now() - transfer.started_at).total_seconds())
     flow.record_event(transfer, "callback.requested", f"callback:{callback.id}:requested", waited_seconds=waited)
     db.session.commit()
+    promise_confirmed()
     flow.stop_ringing(transfer)
     _schedule_first_attempt(callback)
     return "requested"
@@ -291,4 +299,9 @@ def _cancel(callback: Callback, outcome: str) -> None:
 
 
 def _schedule_first_attempt(callback: Callback) -> None:
-    schedule("callback", f"callback:{callback.id}:1", state.now(), call_id=callback.call_id, callback_id=callback.id)
+    """Its first attempt, due now: the row is committed here, its job queued off the request
+    thread (a hung Redis must not hold the person's answer; the clock queues what it lost)."""
+    schedule(
+        "callback", f"callback:{callback.id}:1", state.now(), call_id=callback.call_id, callback_id=callback.id,
+        enqueue_off_this_thread=True,
+    )  # fmt: skip

@@ -39,12 +39,12 @@ def caller_key() -> Response:
     tick = twilio_params.query_number("tick", 1)
     if request.form.get("Digits", "").strip()[:1] != document.callbacks.digit:
         return transfer_views.hold_turn(transfer, document, tick)
-    outcome = request_from_hold(transfer, document)
+    confirmed = transfer_views.callback_confirmed_twiml(transfer, document)
+    # Once the callback is stored, a deadline passing on what is slow after it answers with the
+    # confirmation (as for a counselor's press of 1), never the backup line.
+    outcome = request_from_hold(transfer, document, lambda: deadline.answer_if_late(confirmed.to_xml()))
     if outcome == "requested":
-        response = VoiceResponse()
-        ivr_twiml.say(response, language, language.prompt("callback_confirmed"))
-        response.hangup()
-        return twiml_response(response)
+        return twiml_response(confirmed)
     if outcome == "join":
         return transfer_views.hold_turn(transfer, document, tick)
     lead = [language.prompt("callback_impossible")]

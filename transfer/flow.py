@@ -115,7 +115,8 @@ class HoldStep:
     """What the waiting caller hears next: ``hold`` (``message`` key, with ``position`` and
     ``minutes`` for the prompts that say them), ``join``, ``settle`` (a second's pause while
     the redirect to their responder lands), ``staff_left`` (everyone who accepted has gone:
-    on to the staff-left turn), ``callback_or_backup`` or ``backup``. ``language_notice``: a
+    on to the staff-left turn), ``callback_or_backup``, ``callback_confirmed`` (they asked for a
+    callback, and it is stored: told so, then hung up on) or ``backup``. ``language_notice``: a
     ``hold`` first says nobody who speaks their language is available (someone who does not
     is being rung for them)."""
 
@@ -139,6 +140,10 @@ def hold_step(transfer: Transfer, document: RoutingDocument, tick: int) -> HoldS
     accepted = join_or_settle(transfer)
     if accepted is not None:
         return accepted
+    if transfer.state == "callback":
+        # Handed to their callback (the key's request, stored): a late turn of that request
+        # (its deadline's "one more hold turn") tells them so, never the backup line.
+        return HoldStep("callback_confirmed", "callback_confirmed")
     if transfer.state != "waiting":
         return HoldStep("backup", "nobody_available")
     if transfer.last_hold_at is None or state.now() - transfer.last_hold_at >= state.HOLD_BEAT_EVERY:

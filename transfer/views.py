@@ -133,6 +133,8 @@ def step_twiml(transfer: Transfer, document: RoutingDocument, step: flow.HoldSte
         return transfer_twiml.settle(path_for("transfer.hold", transfer=transfer.id, tick=tick + 1))
     if step.kind == "staff_left":
         return transfer_twiml.go_to(path_for("transfer.staff_left", transfer=transfer.id))
+    if step.kind == "callback_confirmed":
+        return callback_confirmed_twiml(transfer, document)
     if step.kind == "callback_or_backup":
         language = document.language(transfer.language)
         return transfer_twiml.callback_or_backup(
@@ -146,6 +148,15 @@ def step_twiml(transfer: Transfer, document: RoutingDocument, step: flow.HoldSte
         transfer, document, step.message, tick, minutes=step.minutes, offer_callback=step.offer_callback,
         position=step.position, language_notice=step.language_notice,
     )  # fmt: skip
+
+
+def callback_confirmed_twiml(transfer: Transfer, document: RoutingDocument) -> VoiceResponse:
+    """Their callback is stored: "We will call you back…", then the line hangs up."""
+    language = document.language(transfer.language)
+    response = VoiceResponse()
+    ivr_twiml.say(response, language, language.prompt("callback_confirmed"))
+    response.hangup()
+    return response
 
 
 def backup(transfer: Transfer, document: RoutingDocument, message: str) -> Response:

@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from blinker import Namespace
 from flask import current_app
@@ -26,6 +27,7 @@ from sqlalchemy import bindparam, select, update
 
 from crisisline import events
 from crisisline.app import rq
+from crisisline.background import start_soon
 from crisisline.db import db, insert_once
 from crisisline.models import Call, Callback, Message, ScheduledContact, Texter
 from crisisline.privacy import Vault
@@ -111,12 +113,14 @@ def now() -> datetime:
 def schedule(
     kind: str, dedupe_key: str, due_at: datetime, *, call_id: int | None = None,
     conversation_id: int | None = None, callback_id: int | None = None, checkin_id: int | None = None,
-    attempt: int = 1,
+    attempt: int = 1, enqueue_off_this_thread: bool = False,
 ) -> bool:  # fmt: skip
     """Record a contact (once per ``dedupe_key``) and queue its job. True if newly scheduled.
 
     Redis being down does not lose it: the row is committed first, and the clock's
-    ``rebuild_schedule`` enqueues it once Redis is back.
+    ``rebuild_schedule`` enqueues it once Redis is back. ``enqueue_off_this_thread``: the job is
+    queued off a webhook's thread (``crisisline.background.start_soon``), so a hung Redis holds
+    no caller's answer.
     """
     created = insert_once(
         ScheduledContact,
@@ -126,12 +130,23 @@ def schedule(
     )  # fmt: skip
     db.session.commit()
     if created:
-        contact = db.session.scalars(select(ScheduledContact).where(ScheduledContact.dedupe_key == dedupe_key)).one()
-        try:
-            enqueue(contact)
-        except Exception as error:  # Redis down: the database copy is the one that counts
-            log.warning("contact %s not queued yet (%s); the clock will queue it", contact.id, type(error).__name__)
+        contact_id = db.session.scalar(select(ScheduledContact.id).where(ScheduledContact.dedupe_key == dedupe_key))
+        assert contact_id is not None
+        if enqueue_off_this_thread:
+            start_soon(f"enqueue-contact:{contact_id}", partial(_enqueue_or_leave_to_the_clock, contact_id))
+        else:
+            _enqueue_or_leave_to_the_clock(contact_id)
     return created
+
+
+def _enqueue_or_leave_to_the_clock(contact_id: int) -> None:
+    contact = db.session.get(ScheduledContact, contact_id)
+    if contact is None:
+        return
+    try:
+        enqueue(contact)
+    except Exception as error:  # Redis down: the database copy is the one that counts
+        log.warning("contact %s not queued yet (%s); the clock will queue it", contact.id, type(error).__name__)
 
 
 def enqueue(contact: ScheduledContact) -> None:
