@@ -101,17 +101,24 @@ def start_attempt(contact: ScheduledContact) -> str:
     if reached == REACHED:
         _cancel_as_called_in(callback)
         return "not_needed"
-    need = document.need(callback.need)
-    priority = need.priority if need else 0
-    if callback.origin == "checkin":  # keeps the place a check-in answer has, as by text
-        priority = max(line_queue.CHECKIN_PRIORITY, priority)
     transfer = state.start_transfer(
-        call, callback.language, callback.need, language_matched=True, callback=callback, priority=priority
-    )
+        call, callback.language, callback.need, language_matched=True, callback=callback,
+        priority=callback_priority(callback, document),
+    )  # fmt: skip
     flow.record_event(transfer, "callback.attempt", f"callback:{callback.id}:attempt:{contact.attempt}")
     db.session.commit()
     dispatch.advance(transfer.id, document)
     return "sent"
+
+
+def callback_priority(callback: Callback, document: RoutingDocument) -> int:
+    """The priority a callback queues with: its need's, at least a check-in answer's for one
+    a check-in's "2" asked for (it keeps the place a check-in answer has, as by text)."""
+    need = document.need(callback.need)
+    priority = need.priority if need else 0
+    if callback.origin == "checkin":
+        priority = max(line_queue.CHECKIN_PRIORITY, priority)
+    return priority
 
 
 # An attempt's search ended because its person held live on another call when a counselor

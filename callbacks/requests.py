@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 
-from callbacks.attempts import OPEN_CALLBACK_STATES, keep_to_its_promise, record_outcome
+from callbacks.attempts import OPEN_CALLBACK_STATES, callback_priority, keep_to_its_promise, record_outcome
 from crisisline.db import db, hold_lock, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
 from ivr import call_log
@@ -78,6 +78,37 @@ def request_from_hold(
     flow.stop_ringing(transfer)
     _schedule_first_attempt(callback)
     return "requested"
+
+
+@flow.live_search_started.connect
+def _keep_their_callbacks_place(transfer: Transfer, *, call: Call, **_: object) -> None:
+    """The person whose callback is still to be made called the line live: their live search
+    queues from their callback's place (when they first started waiting), with the higher of
+    the two priorities, so they are not put behind everyone who called since they asked.
+    One conditional UPDATE: only a search still waiting, only ever earlier and higher."""
+    if not call.caller_hash:
+        return
+    callback = their_open_callback(call.caller_hash)
+    active = active_routing()
+    if callback is None or callback.call_id == call.id or active is None:
+        return
+    since, priority = callback.queue_since, callback_priority(callback, active.document)
+    moved = db.session.execute(
+        update(Transfer)
+        .where(
+            Transfer.id == transfer.id,
+            Transfer.state == "waiting",
+            or_(Transfer.queued_since > since, Transfer.priority < priority),
+        )
+        .values(
+            queued_since=case((Transfer.queued_since > since, since), else_=Transfer.queued_since),
+            priority=case((Transfer.priority < priority, priority), else_=Transfer.priority),
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if moved:
+        db.session.refresh(transfer)  # its first hold step says the place it has now
 
 
 @call_requested.connect
