@@ -702,6 +702,41 @@ def keep_to_its_promise(callback: Callback) -> bool:
     return repair(callback, document, newest or 0, asked_again=True) is not None
 
 
+def bring_the_retry_forward(callback: Callback) -> bool:
+    """An open callback waiting for its next try (``retry_wait``) handed to a new request (the
+    person asked again, so they can be reached now): that try is due now, once. Its pending
+    contact is cancelled by a conditional UPDATE (one winner however many requests, processes
+    or duplicated webhooks) and its attempt stored due now under a key naming the one it
+    replaces (insert-once), in one commit (``schedule``); its job at the old time finds it
+    cancelled. A try already running, or due already, is left as it is. True if moved."""
+    if callback.state != "retry_wait":
+        return False
+    due_later = db.session.scalars(
+        select(ScheduledContact).where(
+            ScheduledContact.callback_id == callback.id,
+            ScheduledContact.kind == "callback",
+            ScheduledContact.state == "pending",
+            ScheduledContact.attempt == callback.attempts + 1,
+            ScheduledContact.due_at > state.now(),
+        )
+    ).first()
+    if due_later is None:
+        return False
+    replaced = db.session.execute(
+        update(ScheduledContact)
+        .where(ScheduledContact.id == due_later.id, ScheduledContact.state == "pending")
+        .values(state="canceled", outcome="postponed", finished_at=state.now())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if not replaced:
+        db.session.commit()
+        return False
+    return schedule(
+        "callback", f"callback:{callback.id}:{due_later.attempt}:asked-again:{due_later.id}", state.now(),
+        call_id=callback.call_id, callback_id=callback.id, attempt=due_later.attempt, enqueue_off_this_thread=True,
+    )  # fmt: skip
+
+
 def repair(
     callback: Callback, document: RoutingDocument, newest_contact: int, *, asked_again: bool = False
 ) -> str | None:

@@ -14,7 +14,13 @@ from datetime import datetime
 
 from sqlalchemy import case, or_, select, update
 
-from callbacks.attempts import OPEN_CALLBACK_STATES, callback_priority, keep_to_its_promise, record_outcome
+from callbacks.attempts import (
+    OPEN_CALLBACK_STATES,
+    bring_the_retry_forward,
+    callback_priority,
+    keep_to_its_promise,
+    record_outcome,
+)
 from crisisline.db import db, hold_lock, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
 from ivr import call_log
@@ -263,6 +269,9 @@ def _create(
             # promised again over a callback nothing will make.
             if not keep_to_its_promise(already):
                 db.session.commit()
+            # Waiting for its next try: they can be reached now (they have just asked), so
+            # that try is due now, once, rather than at its old time.
+            bring_the_retry_forward(already)
             return already
     db.session.execute(
         insert_ignoring_duplicates(
