@@ -134,6 +134,15 @@ _STARTED_SEARCHES = select(func.count(Transfer.id)).where(
 # Twilio's refusals after which it created nothing and a later request may be taken (too many
 # requests; Twilio failing), as ``sms.outbox`` retries texts; and a connection never made.
 _FOR_NOW_STATUSES, _FOR_NOW_CODES = frozenset({429, 500, 503}), frozenset({20429, 20500, 20503})
+# Twilio's refusals to place a call that are about the number itself, for good (its error
+# dictionary): 21211 "invalid 'To' phone number" and 21217 "phone number does not appear to be
+# valid" (not a number that can be called or texted: no "we tried" text either); 21214 "'To'
+# phone number cannot be reached", 21215 (the account's Geo Permissions do not allow it) and
+# 21216 "call blocked by Twilio" (fraud risk, regulation): no call will go, a text may. 13224 is
+# left out: Twilio says it can also come from a carrier's outage.
+INVALID_NUMBER_CODES = frozenset({21211, 21217})
+NOT_CALLABLE_CODES = frozenset({21214, 21215, 21216})
+NUMBER_INVALID, NUMBER_NOT_CALLABLE = "number_invalid", "number_not_callable"
 # How many of a callback's searches may end so before a refusal counts as an attempt: a Twilio
 # that refuses for an hour must not keep ringing counselors for a call it will not place.
 NOT_PLACED_AT_MOST = 3
@@ -274,6 +283,8 @@ def call_person(transfer: Transfer, document: RoutingDocument) -> bool | str:
     except (TwilioRestException, requests.RequestException, OSError) as error:
         code = getattr(error, "code", None) or type(error).__name__
         log.warning("callback %s: the person's call was not placed (%s)", callback.id, code)
+        if isinstance(error, TwilioRestException) and error.code in INVALID_NUMBER_CODES | NOT_CALLABLE_CODES:
+            return _refused_for_good(transfer, callback, error.code)
         if _placed_nothing_for_now(error) and _not_placed_for_now(transfer, callback):
             return NO_ANSWER  # "we will try again later": true, and it costs them no try
         return person_not_reached(transfer, document, "not_placed", tell_responder=False)  # told in the reply
@@ -289,6 +300,18 @@ def call_person(transfer: Transfer, document: RoutingDocument) -> bool | str:
     return True
 
 
+def _refused_for_good(transfer: Transfer, callback: Callback, code: int) -> str:
+    """Twilio will never place a call to this number: the callback ends now (once), with no
+    further try, so no counselor is rung and briefed for it again. The "we tried" text goes
+    only where a text can arrive (not to an invalid number); the give-up tells supervisors."""
+    outcome = NUMBER_INVALID if code in INVALID_NUMBER_CODES else NUMBER_NOT_CALLABLE
+    if state.move_transfer(transfer.id, ("connecting",), "ended", end_reason=outcome):
+        flow.record_event(transfer, "callback.number_refused", f"transfer:{transfer.id}:number_refused", code=code)
+        give_up(callback, outcome, text=outcome != NUMBER_INVALID)
+    db.session.commit()
+    return NUMBER_REFUSED
+
+
 def _calling(transfer: Transfer, callback: Callback, **detail: object) -> None:
     db.session.execute(
         update(Callback).where(Callback.id == callback.id, Callback.state == "waiting").values(state="calling")
@@ -300,6 +323,7 @@ def _calling(transfer: Transfer, callback: Callback, **detail: object) -> None:
 # What a responder who accepted a callback is told when the person is not rung.
 NO_ANSWER, LAST_NO_ANSWER = "callback_no_answer", "callback_no_answer_last"
 CALLED_IN, HOLDING_LIVE = "callback_called_in", "callback_person_holding"
+NUMBER_REFUSED = "callback_number_refused"
 
 
 def _called_in_meanwhile(transfer: Transfer, callback: Callback, reached: str) -> str:
@@ -567,10 +591,10 @@ def _next_attempt(callback: Callback, due: datetime, repair: str = "") -> bool:
     )  # fmt: skip
 
 
-def give_up(callback: Callback, outcome: str) -> bool:
-    """No more attempts: text the person how to reach us (once). The callback's end and the
-    text's row are committed together (``schedule``), with whatever the caller's transaction
-    holds (the search it ends)."""
+def give_up(callback: Callback, outcome: str, *, text: bool = True) -> bool:
+    """No more attempts: text the person how to reach us (once; not with ``text=False``, for a
+    number no text can reach). The callback's end and the text's row are committed together
+    (``schedule``), with whatever the caller's transaction holds (the search it ends)."""
     moved = db.session.execute(
         update(Callback)
         .where(Callback.id == callback.id, Callback.state.in_(OPEN_CALLBACK_STATES))
@@ -580,10 +604,14 @@ def give_up(callback: Callback, outcome: str) -> bool:
         db.session.commit()
         return False
     record_outcome(callback, "callback.gave_up", outcome)
-    stored = schedule(
-        "callback_missed", f"callback-missed:{callback.id}", state.now(), call_id=callback.call_id,
-        callback_id=callback.id,
-    )  # fmt: skip
+    if text:
+        stored = schedule(
+            "callback_missed", f"callback-missed:{callback.id}", state.now(), call_id=callback.call_id,
+            callback_id=callback.id,
+        )  # fmt: skip
+    else:
+        db.session.commit()
+        stored = True
     try:
         callback_gave_up.send(callback, outcome=outcome)
     except Exception as error:  # the give-up stands; its path (a search's end) goes on

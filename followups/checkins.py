@@ -92,11 +92,13 @@ FLAG_REASON_TEXT = {
     "talk_nobody_free": "asked to talk in reply to a check-in, and no counselor was free to call them back",
     "talk_no_answer": "asked to talk in reply to a check-in, and did not answer our calls back",
     "talk_line_failed": "asked to talk in reply to a check-in, and the line failed to call them back",
+    "talk_number_refused": "asked to talk in reply to a check-in, and our phone service will not call their number",
 }
 # A check-in answered "2, I'd like to talk" (``talk_by: call``) whose callback gave up: the
 # callback's outcome, and the flag it raises.
 TALK_NOT_REACHED = {
     "nobody_free": "talk_nobody_free", "no_answer": "talk_no_answer", "line_failed": "talk_line_failed",
+    "number_invalid": "talk_number_refused", "number_not_callable": "talk_number_refused",
 }  # fmt: skip
 TALK_FLAGS = frozenset(TALK_NOT_REACHED.values())
 # A talk flag may follow an earlier flag of the same check-in (its text's run interrupted, a

@@ -69,6 +69,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "callback_no_answer": frozenset(),
     "callback_no_answer_last": frozenset(),
     "callback_called_in": frozenset(),
+    "callback_number_refused": frozenset(),  # Twilio will never call their number (``callbacks.attempts``)
     "callback_person_holding": frozenset(),
     "checkin_flag_sms": frozenset({"case", "reason"}),
     "checkin_answered_sms": frozenset({"case"}),

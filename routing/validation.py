@@ -85,6 +85,9 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     "callback_no_answer_last": lambda prompts: (
         "They did not answer, and that was our last try. We will text them how to reach us. Thank you."
     ),
+    "callback_number_refused": lambda prompts: (
+        "Our phone service will not call this number, so we will not try again. Thank you."
+    ),
     "callback_called_in": lambda prompts: (
         "They have reached us again since they asked, so we will not call them. Thank you."
     ),

@@ -1,6 +1,7 @@
 """Twilio refusing for a moment to place the person's call (429, 503, a connection never
 made) is not a try: their phone never rang. The same attempt runs again a minute later, a
-few times at most; a refusal for good (an invalid number) still counts, as before."""
+few times at most; a refusal for good (an invalid number) ends the callback
+(``test_a_number_twilio_refuses_for_good.py``)."""
 
 from __future__ import annotations
 

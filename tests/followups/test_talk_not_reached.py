@@ -106,8 +106,11 @@ def test_a_text_after_the_flag_is_a_new_conversation_not_a_second_answer_to_the_
 
 @pytest.mark.parametrize(
     ("outcome", "reason"),
-    [("no_answer", "talk_no_answer"), ("nobody_free", "talk_nobody_free"), ("line_failed", "talk_line_failed")],
-)
+    [
+        ("no_answer", "talk_no_answer"), ("nobody_free", "talk_nobody_free"), ("line_failed", "talk_line_failed"),
+        ("number_invalid", "talk_number_refused"), ("number_not_callable", "talk_number_refused"),
+    ],
+)  # fmt: skip
 def test_a_check_in_callback_that_gives_up_flags_its_check_in_once_whichever_way_it_ended(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
     run_due: Callable[[], list[str]], publish_routing: Callable[..., int], outcome: str, reason: str,
