@@ -24,7 +24,7 @@ from twilio.base.exceptions import TwilioRestException
 
 import line_queue
 from crisisline.background import start_soon
-from crisisline.db import commit_keeping_loaded, db
+from crisisline.db import commit_keeping_loaded, db, insert_once
 from crisisline.failsafe import answered_by_failsafe
 from crisisline.models import Call, Callback, ScheduledContact, Texter, Transfer
 from crisisline.privacy import Vault
@@ -36,7 +36,14 @@ from routing.store import active_routing
 from sms import outbox
 from sms.conversations import find_or_create_texter
 from transfer import dispatch, flow, state
-from workers.contacts import contact_needs_a_human, held_back, schedule, sends, text_outcome
+from workers.contacts import (
+    contact_needs_a_human,
+    enqueue_or_leave_to_the_clock,
+    held_back,
+    schedule,
+    sends,
+    text_outcome,
+)
 
 log = logging.getLogger(__name__)
 signals = Namespace()
@@ -604,6 +611,14 @@ def give_up(callback: Callback, outcome: str, *, text: bool = True) -> bool:
         db.session.commit()
         return False
     record_outcome(callback, "callback.gave_up", outcome)
+    # The supervisors are told (``tell_supervisors_unreached``): its row in the give-up's commit,
+    # so no process dying in between leaves a callback given up that nobody is told of.
+    alert_key = f"{UNREACHED_ALERT}:{callback.id}"
+    insert_once(
+        ScheduledContact,
+        {"kind": UNREACHED_ALERT, "dedupe_key": alert_key, "call_id": callback.call_id, "callback_id": callback.id,
+         "attempt": 1, "due_at": state.now(), "state": "pending", "created_at": state.now()},
+    )  # fmt: skip
     if text:
         stored = schedule(
             "callback_missed", f"callback-missed:{callback.id}", state.now(), call_id=callback.call_id,
@@ -612,12 +627,55 @@ def give_up(callback: Callback, outcome: str, *, text: bool = True) -> bool:
     else:
         db.session.commit()
         stored = True
+    alert = db.session.scalar(select(ScheduledContact.id).where(ScheduledContact.dedupe_key == alert_key))
+    if alert is not None:
+        enqueue_or_leave_to_the_clock(alert)
     try:
         callback_gave_up.send(callback, outcome=outcome)
     except Exception as error:  # the give-up stands; its path (a search's end) goes on
         log.error("callback-gave-up subscriber failed for callback %s: %s", callback.id, type(error).__name__)
         db.session.rollback()
     return stored
+
+
+# A callback given up without reaching its person: every supervisor is told, by case id only.
+UNREACHED_ALERT = "callback_unreached"
+# Why, as the supervisors' text says it (``callback_unreached_sms``'s ``reason``): never who.
+UNREACHED_REASON = {
+    "nobody_free": "no counselor was free to call them back in time",
+    "no_answer": "they did not answer any of our calls back",
+    "line_failed": "the line failed to call them back",  # LINE_FAILED, below
+    NUMBER_INVALID: "their number is not a valid phone number",
+    NUMBER_NOT_CALLABLE: "our phone service will not call their number",
+}
+
+
+@sends(UNREACHED_ALERT, retry_safe=True)
+def tell_supervisors_unreached(contact: ScheduledContact) -> str:
+    """A callback was given up without reaching the person who asked for it: every supervisor
+    is texted its case id and why (``callback_unreached_sms``), never a number or a need. Not
+    when a check-in's "2" rides on it (that check-in is flagged, and told, instead), nor once a
+    counselor has had them since. Safe to run again: each supervisor's text is sent once."""
+    from callbacks.requests import checkins_carried_by  # requests imports this module
+
+    document = _active_document()
+    callback = db.session.get(Callback, contact.callback_id) if contact.callback_id else None
+    call = db.session.get(Call, callback.call_id) if callback else None
+    if callback is None or call is None or document is None or callback.state != "gave_up":
+        return "not_needed"
+    if checkins_carried_by(callback) or _reached_us_since(callback, call) == REACHED:
+        return "not_needed"
+    if not document.supervisors:
+        log.error("callback %s was given up unreached, and no supervisor is configured to be told", callback.id)
+        return "no_supervisors"
+    reason = UNREACHED_REASON.get(callback.outcome or "", "the line could not call them back")
+    body = document.staff_prompt("callback_unreached_sms", case=f"CB{callback.id}", reason=reason)
+    settings = current_app.extensions["crisisline.settings"]
+    from_number = call.line_number or settings.line_phone_number or ""
+    told = outbox.tell_supervisors(document, key=f"{UNREACHED_ALERT}:{callback.id}", body=body, from_number=from_number)
+    if not told:
+        log.error("callback %s was given up unreached, and no supervisor could be told now", callback.id)
+    return "sent" if told else "send_failed"
 
 
 # A callback still to be made: a person asking again (another call, a text) is given this one.

@@ -73,6 +73,7 @@ STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "callback_person_holding": frozenset(),
     "checkin_flag_sms": frozenset({"case", "reason"}),
     "checkin_answered_sms": frozenset({"case"}),
+    "callback_unreached_sms": frozenset({"case", "reason"}),  # a callback given up (``callbacks.attempts``)
     "text_stuck_sms": frozenset({"case", "minutes"}),
     "texts_stuck_sms": frozenset({"count", "cases"}),  # many at once: one summary (``sms.conversations``)
     "text_after_stop_sms": frozenset({"case"}),

@@ -133,13 +133,14 @@ def schedule(
         contact_id = db.session.scalar(select(ScheduledContact.id).where(ScheduledContact.dedupe_key == dedupe_key))
         assert contact_id is not None
         if enqueue_off_this_thread:
-            start_soon(f"enqueue-contact:{contact_id}", partial(_enqueue_or_leave_to_the_clock, contact_id))
+            start_soon(f"enqueue-contact:{contact_id}", partial(enqueue_or_leave_to_the_clock, contact_id))
         else:
-            _enqueue_or_leave_to_the_clock(contact_id)
+            enqueue_or_leave_to_the_clock(contact_id)
     return created
 
 
-def _enqueue_or_leave_to_the_clock(contact_id: int) -> None:
+def enqueue_or_leave_to_the_clock(contact_id: int) -> None:
+    """Queue a committed contact's job now; Redis down, the clock's ``rebuild_schedule`` will."""
     contact = db.session.get(ScheduledContact, contact_id)
     if contact is None:
         return

@@ -43,16 +43,21 @@ def texts_to(fake: FakeTwilio, number: str) -> list[str]:
 def a_callback_given_up(
     app: Flask, phone: Phone, clock: time_machine.Coordinates, publish_routing: Callable[..., int]
 ) -> Callable[[], list[str]]:
-    """Nobody on call: the callback's search waits, then gives up at the next tend."""
+    """Nobody on call: the callback's search waits, then gives up at the next tend. The
+    supervisors' alert of it is sent at once, so what is left due is the "we tried" text."""
     publish_routing(lambda document: around_the_clock(document, on_call=()))
     ask_for_callback(phone)
     run_due = due_contacts_runner(app)
     run_due()  # the first attempt: nobody to ring
     clock.shift(timedelta(minutes=121))
     with app.app_context():
+        from callbacks.attempts import UNREACHED_ALERT
+        from workers.contacts import run_scheduled_contact
         from workers.upkeep import tend_callbacks
 
         assert tend_callbacks()["gave_up"] == 1
+        alerts = db.session.scalars(select(ScheduledContact.id).where(ScheduledContact.kind == UNREACHED_ALERT)).all()
+        assert [run_scheduled_contact(alert) for alert in alerts] == ["sent"]
     return run_due
 
 
