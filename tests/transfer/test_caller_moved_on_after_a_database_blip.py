@@ -25,6 +25,7 @@ from tests.transfer.test_lost_callbacks_and_failures import caller_and_ben_in_th
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
 
+
 def failing_for(calls: int, name: str = "offer_leg_ended", module: object = transfer.flow) -> Callable[..., bool]:
     """``<module>.<name>`` failing on the database for its first ``calls`` calls."""
     real, failed = getattr(module, name), [0]
