@@ -19,7 +19,7 @@ from typing import Any
 import requests
 from blinker import Namespace
 from flask import current_app
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
@@ -640,6 +640,16 @@ def give_up(callback: Callback, outcome: str, *, text: bool = True) -> bool:
 
 # A callback given up without reaching its person: every supervisor is told, by case id only.
 UNREACHED_ALERT = "callback_unreached"
+# ...and for a day the emergency unmask lists it by that case id (``CB12``), so the supervisor
+# told can call the person; its number is kept that long, however short the retention window.
+UNREACHED_LISTED_FOR = timedelta(days=1)
+
+
+def unreached_callbacks(moment: datetime) -> Select[Callback]:
+    """Callbacks given up in the last ``UNREACHED_LISTED_FOR`` (the supervisors were told)."""
+    return select(Callback).where(Callback.state == "gave_up", Callback.finished_at >= moment - UNREACHED_LISTED_FOR)
+
+
 # Why, as the supervisors' text says it (``callback_unreached_sms``'s ``reason``): never who.
 UNREACHED_REASON = {
     "nobody_free": "no counselor was free to call them back in time",

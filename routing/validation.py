@@ -138,7 +138,8 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
         "Crisis line: check-in case {case} has now replied; the line is looking after them."
     ),
     "callback_unreached_sms": lambda prompts: (
-        "Crisis line: a callback the line promised never reached the person who asked for it. Please follow up."
+        "Crisis line: a callback the line promised never reached the person who asked for it. Please follow up:"
+        " the emergency unmask page lists it for a day."
     ),
     "text_stuck_sms": lambda prompts: (
         "Crisis line: text {case} could not be handled for {minutes} minutes. Please see the live board."

@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import and_, func, literal, or_, update
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
-from callbacks.attempts import tend
+from callbacks.attempts import UNREACHED_LISTED_FOR, tend
 from callbacks.requests import OPEN_CALLBACK_STATES, TEXT_BORN_CALL_SID_PREFIXES
 from crisisline import events
 from crisisline.app import rq
@@ -106,6 +106,12 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         db.select(ScheduledContact.id)
         .join(Callback, Callback.id == ScheduledContact.callback_id)
         .where(Callback.call_id == Call.id, unfinished)
+        .exists(),
+        # Given up without reaching them: the unmask page lists it for the supervisors told.
+        db.select(Callback.id)
+        .where(
+            Callback.call_id == Call.id, Callback.state == "gave_up", Callback.finished_at >= now - UNREACHED_LISTED_FOR
+        )
         .exists(),
     )
     events = db.session.execute(

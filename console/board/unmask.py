@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import aliased
 
+from callbacks.attempts import UNREACHED_REASON, unreached_callbacks
 from console.audit.log import record
 from console.board.live import UNFINISHED_KINDS, language_name, need_label, unfinished_contacts
 from console.models import UNMASK_REASON_CONTEXT, User
@@ -35,7 +36,7 @@ from sms.conversations import (
 )
 from transfer.state import OPEN_TRANSFER_STATES
 
-CHANNELS = ("voice", "text", "stuck", "after_stop", "checkin", "followup")
+CHANNELS = ("voice", "text", "stuck", "after_stop", "checkin", "followup", "callback")
 MIN_REASON = 5
 MAX_REASON = 500
 
@@ -44,10 +45,10 @@ MAX_REASON = 500
 class LiveContact:
     # voice | text | stuck (a text the line could not handle) | after_stop (a text it could not
     # answer: its sender had texted STOP) | checkin (flagged for a person) | followup (a
-    # follow-up the line could not finish)
+    # follow-up the line could not finish) | callback (given up without reaching its person)
     channel: str
     # transfer id (voice), conversation id (text), message id (stuck, after_stop), check-in id,
-    # or scheduled contact id (followup)
+    # scheduled contact id (followup), or callback id
     id: int
     state: str
     language: str
@@ -58,13 +59,13 @@ class LiveContact:
 
     @property
     def target(self) -> str:
-        targets = {"voice": "call", "text": "text", "checkin": "checkin", "followup": "contact"}
+        targets = {"voice": "call", "text": "text", "checkin": "checkin", "followup": "contact", "callback": "callback"}
         return f"{targets.get(self.channel, 'message')}:{self.id}"
 
     @property
     def label(self) -> str:
         labels = {"voice": f"call {self.id}", "text": f"text #{self.id}", "checkin": f"check-in C{self.id}",
-                  "followup": f"follow-up {self.id}"}  # fmt: skip
+                  "followup": f"follow-up {self.id}", "callback": f"callback CB{self.id}"}  # fmt: skip
         return labels.get(self.channel, f"text {stuck_case(self.id)}")
 
 
@@ -152,6 +153,14 @@ def _followup_row(document: RoutingDocument, contact: ScheduledContact) -> LiveC
     )  # fmt: skip
 
 
+def _callback_row(document: RoutingDocument, callback: Callback) -> LiveContact:
+    why = UNREACHED_REASON.get(callback.outcome or "", "the line could not call them back")
+    return LiveContact(
+        "callback", callback.id, f"callback nobody reached: {why}", language_name(document, callback.language),
+        need_label(document, callback.need), callback.finished_at or callback.requested_at,
+    )  # fmt: skip
+
+
 def _call_id(contact: ScheduledContact) -> int | None:
     """The call whose caller a follow-up is for: its own, or its callback's."""
     if contact.call_id is not None:
@@ -199,6 +208,7 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
     stuck = db.session.scalars(_stuck_from_texters(moment).limit(200))
     flagged = db.session.scalars(_flagged_checkins(moment).order_by(CheckIn.flagged_at).limit(200))
     unfinished = db.session.scalars(unfinished_contacts(moment).order_by(ScheduledContact.finished_at).limit(200))
+    unreached = db.session.scalars(unreached_callbacks(moment).order_by(Callback.finished_at).limit(200))
     return (
         [_transfer_row(document, t) for t in transfers]
         + [_conversation_row(document, c) for c in conversations]
@@ -206,6 +216,7 @@ def live_contacts(document: RoutingDocument) -> list[LiveContact]:
         + [_after_stop_row(m) for m in latest_texts_after_stop(moment)]
         + [_checkin_row(document, c) for c in flagged]
         + [_followup_row(document, c) for c in unfinished]
+        + [_callback_row(document, c) for c in unreached]
     )
 
 
@@ -227,6 +238,9 @@ def find_live(document: RoutingDocument, channel: str, contact_id: int) -> LiveC
     if channel == "followup":
         contact = db.session.scalar(unfinished_contacts(datetime.now(UTC)).where(ScheduledContact.id == contact_id))
         return _followup_row(document, contact) if contact is not None else None
+    if channel == "callback":
+        callback = db.session.scalar(unreached_callbacks(datetime.now(UTC)).where(Callback.id == contact_id))
+        return _callback_row(document, callback) if callback is not None else None
     conversation = db.session.scalar(_listed_conversations(datetime.now(UTC)).where(Conversation.id == contact_id))
     return _conversation_row(document, conversation) if conversation is not None else None
 
@@ -266,6 +280,10 @@ def _sealed_number(contact: LiveContact) -> str | None:
         scheduled = db.session.get(ScheduledContact, contact.id)
         call_id = _call_id(scheduled) if scheduled else None
         call = db.session.get(Call, call_id) if call_id else None
+        return call.sealed_caller if call else None
+    if contact.channel == "callback":
+        callback = db.session.get(Callback, contact.id)
+        call = db.session.get(Call, callback.call_id) if callback else None
         return call.sealed_caller if call else None
     if contact.channel == "voice":
         transfer = db.session.get(Transfer, contact.id)

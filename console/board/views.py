@@ -118,7 +118,7 @@ def unmask_list() -> str:
     return render_template("console/unmask.html", contacts=contacts, form=UnmaskForm(), revealed=None, chosen=None)
 
 
-@bp.post("/board/unmask/<any(voice, text, stuck, after_stop, checkin, followup):channel>/<id:contact_id>")
+@bp.post("/board/unmask/<any(voice, text, stuck, after_stop, checkin, followup, callback):channel>/<id:contact_id>")
 @allow(ADMIN, SUPERVISOR)
 def unmask_reveal(channel: str, contact_id: int) -> tuple[str, int] | str:
     """The number, shown once in this response (never stored, logged or cached), audited."""

@@ -53,7 +53,7 @@ def test_a_suicide_callback_nobody_was_free_to_make_is_told_to_the_supervisors_b
     assert [m.body for m in fake.messages.values() if m.to == CALLER] == [TRIED_TEXT]
     assert supervisor_texts(fake) == [
         f"Crisis line: callback case CB{callback.id} never reached the person who asked for it: no counselor was"
-        " free to call them back in time. Please follow up."
+        " free to call them back in time. Please follow up: the emergency unmask page lists it for a day."
     ]
     (alert,) = contacts(app, "callback_unreached")
     assert run_contact(app, alert) == "not pending"  # a duplicated job tells nobody twice
@@ -74,5 +74,5 @@ def test_a_callback_to_a_number_twilio_refuses_for_good_is_told_to_the_superviso
     (callback,) = callbacks(app)
     assert supervisor_texts(fake) == [
         f"Crisis line: callback case CB{callback.id} never reached the person who asked for it: their number is not"
-        " a valid phone number. Please follow up."
+        " a valid phone number. Please follow up: the emergency unmask page lists it for a day."
     ]
