@@ -365,9 +365,9 @@ _RINGING_FOR_CALLER = (
 )
 
 
-@flow.live_search_started.connect
-def _stop_callback_search_for_caller(transfer: Transfer, *, call: Call, **_: object) -> None:
-    """The person called the line live while a search for their callback rang counselors:
+def stop_callback_search_for_caller(transfer: Transfer, call: Call) -> None:
+    """The person called the line live while a search for their callback rang counselors
+    (``callbacks.requests`` calls this when they have a callback still to be made):
     that search ends unaccepted and stops ringing, so the counselor free for their live call is
     not rung and briefed for their callback (nor counted a miss for not taking it). Their
     callback keeps its place: the same attempt is asked again in a minute, as when a counselor

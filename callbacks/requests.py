@@ -20,6 +20,7 @@ from callbacks.attempts import (
     callback_priority,
     keep_to_its_promise,
     record_outcome,
+    stop_callback_search_for_caller,
 )
 from crisisline.db import db, hold_lock, insert_ignoring_duplicates
 from crisisline.models import Call, Callback, CheckIn, Conversation, Texter, Transfer
@@ -87,16 +88,26 @@ def request_from_hold(
 
 
 @flow.live_search_started.connect
-def _keep_their_callbacks_place(transfer: Transfer, *, call: Call, **_: object) -> None:
-    """The person whose callback is still to be made called the line live: their live search
-    queues from their callback's place (when they first started waiting), with the higher of
-    the two priorities, so they are not put behind everyone who called since they asked.
-    One conditional UPDATE: only a search still waiting, only ever earlier and higher."""
+def _their_callback_meets_their_call(transfer: Transfer, *, call: Call, **_: object) -> None:
+    """The person whose callback is still to be made called the line live. One read finds
+    that callback (none, the usual case: nothing more is read); then a search ringing for it
+    stops (``stop_callback_search_for_caller``) and their live search keeps its place."""
     if not call.caller_hash:
         return
     callback = their_open_callback(call.caller_hash)
+    if callback is None or callback.call_id == call.id:
+        return
+    stop_callback_search_for_caller(transfer, call)
+    _keep_their_callbacks_place(transfer, callback)
+
+
+def _keep_their_callbacks_place(transfer: Transfer, callback: Callback) -> None:
+    """Their live search queues from their callback's place (when they first started
+    waiting), with the higher of the two priorities, so they are not put behind everyone who
+    called since they asked. One conditional UPDATE: only a search still waiting, only ever
+    earlier and higher."""
     active = active_routing()
-    if callback is None or callback.call_id == call.id or active is None:
+    if active is None:
         return
     since, priority = callback.queue_since, callback_priority(callback, active.document)
     moved = db.session.execute(
