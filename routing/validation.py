@@ -132,7 +132,7 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
     ),
     "sms_supervisor_text": lambda prompts: (
         "Crisis line: texts from supervisors are not passed on to anyone. The live board shows the cases."
-        " (Replying STOP would stop the line's alerts to you.)"
+        " (Replying STOP would stop the line's alerts to you.) If you need help yourself, call or text 988."
     ),
     "checkin_answered_sms": lambda prompts: (
         "Crisis line: check-in case {case} has now replied; the line is looking after them."
