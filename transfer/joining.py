@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from flask import current_app
 from sqlalchemy import func, select
 
-from crisisline.background import start_soon, within_budget
+from crisisline.background import start_later, start_soon, within_budget
 from crisisline.db import db, insert_once
 from crisisline.models import ACTIVE_OFFER_STATES, CallEvent, Offer, Transfer
 from crisisline.settings import Settings
@@ -258,18 +259,38 @@ def _tell_counselor_not_coming(transfer: Transfer, document: RoutingDocument, re
         db.session.commit()
         return
     db.session.commit()
+    _tell_on_their_leg(transfer.id, document, attempt=0)
+
+
+# The claim above is taken before Twilio is asked: should Twilio not take the news (unreachable,
+# erroring), it is asked again after these many seconds from the first try, while the counselor
+# is still with the caller. Without it, the claim kept any later try from telling them.
+TELL_AGAIN_AFTER_SECONDS = (1.0, 3.0, 10.0)
+
+
+def _tell_on_their_leg(transfer_id: int, document: RoutingDocument, attempt: int) -> None:
+    transfer = db.session.get(Transfer, transfer_id, populate_existing=True)
     counselor = next(
-        (offer for offer in state.staff_on_call(transfer.id) if offer.purpose == "answer" and offer.call_sid), None
+        (offer for offer in state.staff_on_call(transfer_id) if offer.purpose == "answer" and offer.call_sid), None
     )
-    if counselor is None:
-        return
+    if transfer is None or transfer.state != "connected" or counselor is None:
+        db.session.commit()
+        return  # the call is over, or their counselor has left it: nobody to tell
     back = transfer_twiml.responder_joins(
         document, transfer.conference_name,
-        events_url=public_url("transfer.conference_events", transfer=transfer.id),
+        events_url=public_url("transfer.conference_events", transfer=transfer_id),
         after_url=public_url("transfer.responder_after", offer=counselor.id),
         label=f"answer-{counselor.id}", lead="unit_not_reached",
     )  # fmt: skip
-    dispatch.play_to_responder(counselor.call_sid, back)
+    call_sid = counselor.call_sid
+    db.session.commit()  # no transaction held open while Twilio is asked
+    if dispatch.play_to_responder(call_sid, back) or attempt >= len(TELL_AGAIN_AFTER_SECONDS):
+        return
+    wait = TELL_AGAIN_AFTER_SECONDS[attempt] - (TELL_AGAIN_AFTER_SECONDS[attempt - 1] if attempt else 0.0)
+    start_later(
+        wait, f"transfer.unit_not_reached_again:{transfer_id}",
+        partial(_tell_on_their_leg, transfer_id, document, attempt + 1),
+    )  # fmt: skip
 
 
 def phone_outcome(asked: JoinRequest, transfer: Transfer) -> str:

@@ -178,3 +178,25 @@ def test_the_counselor_is_not_told_once_the_caller_has_gone(app: Flask, phone: P
     assert not any(NOT_COMING in twiml for twiml in told_on_her_leg(fake))
     with app.app_context():
         assert db.session.scalars(select(Offer.state).where(Offer.purpose == "join")).all() == ["ended"]
+
+
+def test_the_counselor_is_told_once_twilio_takes_the_news_after_failing_to(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Telling them is claimed once per request, before Twilio is asked. Before, when Twilio
+    failed that one request (a 503), the claim kept anything else from telling them: the
+    counselor went on promising the caller a unit that was not coming."""
+    caller, ana = ana_asks_for_the_unit(phone, fake)
+    her_leg = leg_to(fake, ANA).sid
+    fake.inject_fault("POST", rf"/Calls/{her_leg}\.json$", status=503, times=2)
+
+    fake.advance_call(leg_to(fake, UNIT).sid, "no-answer")
+    settle(app)
+    assert told_on_her_leg(fake) == []  # Twilio refused the first try
+
+    wait_for(lambda: told_on_her_leg(fake))  # the second fails too; the third, 3 s on, is taken
+    told = told_on_her_leg(fake)
+    assert len(told) == 1 and NOT_COMING in told[0], told
+    phone.resume(ana)
+    assert NOT_COMING in ana.heard_text()
+    assert ana.conference == caller.conference
