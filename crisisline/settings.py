@@ -379,6 +379,11 @@ def _e164_or_problem(name: str, raw: str, region: str, problems: list[str]) -> s
     if number is None or not phonenumbers.is_valid_number(number):
         problems.append(f"{name}: not a valid phone number")
         return ""
+    if number.extension:
+        # E.164 has no extension: dialled, the main number would ring (a switchboard's menu
+        # where a caller in crisis expected the backup line's people).
+        problems.append(f"{name}: has an extension, which the line cannot dial: give a direct number")
+        return ""
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -91,6 +91,8 @@ def test_production_refuses_to_start_without_secrets_and_lists_every_problem() -
     ("name", "value", "message"),
     [
         ("BACKUP_NUMBER", "12345", "BACKUP_NUMBER: not a valid phone number"),
+        ("BACKUP_NUMBER", "+1 312 555 0199 ext. 4", "BACKUP_NUMBER: has an extension"),
+        ("LINE_PHONE_NUMBER", "(312) 555-0100 x12", "LINE_PHONE_NUMBER: has an extension"),
         ("DATA_ENCRYPTION_KEY", "c2hvcnQ=", "DATA_ENCRYPTION_KEY: must be 32 random bytes"),
         ("TRUSTED_PROXY_COUNT", "many", "TRUSTED_PROXY_COUNT: must be a whole number"),
         ("REDIS_URL", "http://cache", "REDIS_URL: must start with redis://"),
