@@ -108,9 +108,10 @@ def handle_reply(
 
 
 def _reply_kind(text: str) -> str:
-    """ok ("1") | talk ("2") | text (anything else: their words)."""
+    """ok ("1") | talk ("2", or "help": asked how they are, they ask for help) | text
+    (anything else: their words)."""
     answer = text.strip(".!")
-    return {"1": "ok", "2": "talk"}.get(answer, "text")
+    return {"1": "ok", "2": "talk", "HELP": "talk"}.get(answer.upper(), "text")
 
 
 def _checkin_reply(document: RoutingDocument, texter: Texter, checkin: CheckIn, inbound: Message, text: str) -> bool:

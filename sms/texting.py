@@ -23,7 +23,8 @@ CALL_WORDS = frozenset({"CALL", "CALL ME", "PHONE ME", "LLAMAR", "LLAMADA", "LLA
 
 # Hooks for the features above texts (they connect when imported; see ``crisisline.events``).
 signals = Namespace()
-# A texter (not opted out) wrote while no conversation of theirs is open, and not HELP. Sender:
+# A texter (not opted out) wrote while no conversation of theirs is open, and not INFO (a HELP
+# may answer a check-in: someone asked how they are who writes "help" is asking to talk). Sender:
 # the Texter; ``document``, ``inbound`` (the Message), ``body``, ``line_number``, ``late``. A
 # receiver that recognises an answer to something the line sent (``followups``: a survey
 # rating, a check-in reply, a YES to the check-in question) handles it and returns True: then
@@ -40,6 +41,16 @@ call_requested = signals.signal("call-requested")
 
 def keyword_of(body: str) -> str:
     return body.strip().strip(".!").upper()
+
+
+def _help_text(document: RoutingDocument, texter: Texter, inbound: Message) -> None:
+    """The HELP keyword's answer (who this is, how to call), in the conversation of theirs that
+    is open now; none when the line will call them (its text says so)."""
+    conversation = convo.open_conversation(texter)
+    if conversation is not None:
+        language = document.language(conversation.language)
+        help_text = language.text("help", line=document.line_name, voice_number=conversation.line_number or "")
+        convo.to_texter(conversation, f"help:{inbound.id}", help_text)
 
 
 def handle_texter_message(
@@ -81,11 +92,13 @@ def handle_texter_message(
     # line recorded for this very text is finished (matched exactly, never by comparing two
     # processes' clocks, as this test does); anything else belongs to the open conversation.
     late = current is not None and inbound.created_at < current.started_at
-    if keyword not in HELP_WORDS and (current is None or late):
+    if keyword != "INFO" and (current is None or late):
         answered = text_between_conversations.send(
             texter, document=document, inbound=inbound, body=body, line_number=line_number, late=late
         )
         if any(handled for _receiver, handled in answered):
+            if keyword in HELP_WORDS:
+                _help_text(document, texter, inbound)  # the keyword's answer too, in what it opened
             return
     if current is None:
         # Read or written a moment ago (stamped with this text's time when it is ours).

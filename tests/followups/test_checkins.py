@@ -224,6 +224,42 @@ def test_reply_2_opens_a_prioritised_conversation_in_their_language_and_need(
     assert texting.inbox(CHLOE)[-1].startswith(f"New text #{talk.id}: English, thoughts of suicide")
 
 
+def test_help_in_reply_to_a_check_in_is_asking_to_talk_and_gets_the_help_text_too(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, run_due: Callable[[], list[str]]
+) -> None:
+    """Before, "HELP" was only the keyword: the help text, and a new conversation at the
+    language menu behind ordinary texters, while the check-in stayed unanswered (a second text
+    and a supervisor's flag to follow)."""
+    checkin_sent(app, texting, wednesday_evening, run_due)
+
+    replies = texting.send(TEXTER, "Help!")
+
+    assert replies[0] == "Thank you. A counselor will be with you shortly."
+    assert replies[1].startswith("Riverside County Crisis Line: text us to reach a crisis counselor")
+    (checkin,) = checkins(app)
+    assert (checkin.state, checkin.reply) == ("answered", "talk")
+    with app.app_context():
+        talk = db.session.scalars(select(Conversation).order_by(Conversation.id.desc())).first()
+    assert talk is not None
+    assert (talk.state, talk.language) == ("offered", "en")
+    assert talk.priority >= CHECKIN_PRIORITY  # ahead of ordinary texters
+    assert texting.inbox(CHLOE)[-1].startswith(f"New text #{talk.id}: English, thoughts of suicide")
+    wednesday_evening.shift(9 * HOURS)
+    assert run_due() == []  # no second check-in text
+
+
+def test_info_in_reply_to_a_check_in_is_only_the_keyword(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, run_due: Callable[[], list[str]]
+) -> None:
+    checkin_sent(app, texting, wednesday_evening, run_due)
+
+    replies = texting.send(TEXTER, "INFO")
+
+    assert replies[0].startswith("Riverside County Crisis Line: text us to reach a crisis counselor")
+    (checkin,) = checkins(app)
+    assert checkin.state == "sent"
+
+
 def test_a_free_text_reply_is_kept_sealed_and_relayed_to_the_counselor_who_takes_it(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, run_due: Callable[[], list[str]]
 ) -> None:
