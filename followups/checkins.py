@@ -6,7 +6,9 @@ flagged for the supervisors. Every text goes through ``sms.outbox`` under its ow
 once), every state change is a conditional UPDATE, and a texter who sent STOP gets nothing.
 
 The senders below run as scheduled contacts (``workers.contacts``): each returns "sent",
-"not_needed" (answered or canceled meanwhile), "opted_out" or "no_number", or a failure.
+"not_needed" (answered or canceled meanwhile), "opted_out" or "no_number", "postponed" (a
+later contact carries it on: the person is in a conversation, or it is the line's quiet hours
+as it falls to be sent), or a failure.
 Texts tell us what they need through ``crisisline.events``: a STOP cancels pending check-ins,
 a conversation a counselor ended asks for consent (the receivers at the end of this module).
 """
@@ -539,6 +541,8 @@ def send_checkin(contact: ScheduledContact) -> str:
             return "not_needed"
         _again_later(contact, "later", WHILE_IN_CONTACT, document=document)
         return POSTPONED
+    if _quiet_now(contact, document):
+        return POSTPONED
     # A newer question supersedes an unanswered survey: a "1" is then about the check-in.
     db.session.execute(
         update(SurveyResponse)
@@ -741,9 +745,10 @@ def _again_later(
 ) -> bool:
     """Schedule this contact once more (same kind, check-in and attempt) after the next of
     ``waits``: ``retry`` (Twilio refused it) counts its earlier refusals and is False once
-    ``waits`` are used up; ``later`` (the person was in conversation) waits ``waits[0]`` for
-    as long as it takes. Given the line's ``document``, a text to the person keeps its quiet
-    hours."""
+    ``waits`` are used up; ``later`` (the person was in conversation, or it is their quiet
+    hours) waits ``waits[0]`` for as long as it takes. Given the line's ``document``, a text
+    to the person keeps its quiet hours. Once per round: run again, this contact schedules the
+    same next one (its key), never a second."""
     found = _AGAIN.match(contact.dedupe_key)
     base = found["base"] if found else contact.dedupe_key
     wait = waits[0]
@@ -764,6 +769,19 @@ def _again_later(
         due = after_quiet_hours(document, due)
     schedule(contact.kind, f"{base}:again:{next_round}", due, checkin_id=contact.checkin_id,
              attempt=contact.attempt)  # fmt: skip
+    return True
+
+
+def _quiet_now(contact: ScheduledContact, document: RoutingDocument) -> bool:
+    """The line's quiet hours are on now (by its live routing): this text to the person waits
+    for their end, carried on by the next contact of its kind (``_again_later``), and True.
+    Judged as it goes, not only when it was scheduled: one due before the quiet hours that no
+    worker ran in time (workers down, behind), or quiet hours an administrator set since,
+    would otherwise wake them at night."""
+    moment = now()
+    if after_quiet_hours(document, moment) <= moment:
+        return False
+    _again_later(contact, "later", timedelta(0), document=document)
     return True
 
 
@@ -851,6 +869,8 @@ def send_survey(contact: ScheduledContact) -> str:
     if refusal or texter is None:
         _forget_asker(survey)
         return refusal or "no_number"
+    if _quiet_now(contact, document):
+        return POSTPONED
     body = document.language(survey.language).text("survey")
     sent = _text(checkin, texter, f"contact:{contact.id}", body)
     db.session.refresh(texter)

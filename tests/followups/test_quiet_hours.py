@@ -17,8 +17,9 @@ from crisisline.settings import DEFAULT_ROUTING_FILE
 from routing.schedule import after_quiet_hours
 from routing.validation import load_document, validate_text
 from tests.conftest import TextingPhone
-from tests.followups.conftest import checkins
+from tests.followups.conftest import checkins, contacts
 from tests.followups.test_checkins import CHECKIN_EN, TEXTER, consent_by_text
+from workers.clock import run_due_contacts
 
 CHICAGO = ZoneInfo("America/Chicago")
 HOURS = timedelta(hours=1)
@@ -154,3 +155,86 @@ def test_quiet_hours_that_cannot_be_read_are_refused_at_their_line(quiet_hours: 
 
     assert document is None
     assert any(p.path.startswith("followups.quiet_hours") and message in p.message for p in problems), problems
+
+
+# --- quiet hours are kept when a text goes, not only when it was scheduled ----------------------
+
+
+def pending_due_local(app: Flask, kind: str) -> list[datetime]:
+    """When each pending contact of ``kind`` is due, on the line's wall clock (Chicago), to the
+    minute (the travelled clock ticks)."""
+    return [
+        contact.due_at.astimezone(CHICAGO).replace(tzinfo=None, second=0, microsecond=0)
+        for contact in contacts(app)
+        if contact.kind == kind and contact.state == "pending"
+    ]
+
+
+def test_a_check_in_due_before_the_quiet_hours_that_no_worker_sent_in_time_waits_for_their_end(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """Due 21:50, quiet from 22:00: the workers were down and the clock runs it at 02:30. It
+    was texted then, waking the person; it waits for 08:00 now, and goes then, once."""
+
+    def change(document: dict[str, Any]) -> None:
+        quiet("22:00", "08:00")(document)
+        document["followups"]["checkin_after_hours"]["suicide"] = "4h50m"
+
+    publish_routing(change)
+    consent_by_text(app, texting)  # Wednesday 17:00 in Chicago: due 21:50, before the quiet hours
+    assert pending_due_local(app, "checkin") == [datetime(2026, 12, 2, 21, 50)]
+    before = len(texting.inbox(TEXTER))
+
+    wednesday_evening.shift(9 * HOURS + 30 * MINUTE)  # 02:30 Thursday: a worker is back
+    with app.app_context():
+        assert run_due_contacts() == {"postponed": 1}  # the clock's own run of overdue contacts
+
+    assert len(texting.inbox(TEXTER)) == before  # nothing texted at 02:30
+    assert checkins(app)[0].state == "consented"
+    assert pending_due_local(app, "checkin") == [datetime(2026, 12, 3, 8, 0)]
+    assert run_due() == []  # nothing else due meanwhile, and the postponed one not twice
+
+    wednesday_evening.shift(5 * HOURS + 31 * MINUTE)  # 08:01
+    assert run_due() == ["sent"]
+    assert texting.inbox(TEXTER)[before:] == [CHECKIN_EN]
+    assert checkins(app)[0].state == "sent"
+
+
+def test_quiet_hours_set_after_a_check_in_was_scheduled_hold_its_text_back(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    publish_routing()  # no quiet hours when they agree
+    consent_by_text(app, texting)  # Wednesday 17:00: due 05:00 Thursday
+    assert pending_due_local(app, "checkin") == [datetime(2026, 12, 3, 5, 0)]
+    before = len(texting.inbox(TEXTER))
+    publish_routing(quiet("22:00", "08:00"))  # an administrator sets them that evening
+
+    wednesday_evening.shift(12 * HOURS + MINUTE)  # 05:01
+    assert run_due() == ["postponed"]
+
+    assert len(texting.inbox(TEXTER)) == before
+    assert pending_due_local(app, "checkin") == [datetime(2026, 12, 3, 8, 0)]
+    wednesday_evening.shift(3 * HOURS)  # 08:01
+    assert run_due() == ["sent"]
+    assert texting.inbox(TEXTER)[before:] == [CHECKIN_EN]
+
+
+def test_a_survey_question_overdue_into_the_quiet_hours_waits_for_their_end(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    publish_routing(lambda d: d["followups"].update(survey=True))
+    consent_by_text(app, texting)  # 17:00: the survey is due at 18:00
+    before = len(texting.inbox(TEXTER))
+    publish_routing(lambda d: d["followups"].update(survey=True, quiet_hours={"start": "22:00", "end": "08:00"}))
+
+    wednesday_evening.shift(6 * HOURS)  # 23:00, no worker ran it at 18:00
+    assert run_due() == ["postponed"]
+
+    assert len(texting.inbox(TEXTER)) == before
+    assert pending_due_local(app, "survey") == [datetime(2026, 12, 3, 8, 0)]
+    wednesday_evening.shift(9 * HOURS + MINUTE)  # 08:01: the check-in (05:00) and the survey
+    assert sorted(run_due()) == ["sent", "sent"]
+    assert len(texting.inbox(TEXTER)) == before + 2
