@@ -77,6 +77,13 @@ POSTPONED_AT_MOST = timedelta(hours=24)
 # wait out the quiet hours.
 RUNNING_CHECKIN_STATES = ("consented", "sent", "second_sent", "flagged")
 LONGEST_CHECKIN = timedelta(days=14 + 3 + 3 + 1 + 1 + 2)
+# How long after an answer its handling may still need whom it came from, whenever the check-in
+# was asked: the clock's retry of the text that carried it (6 h), and a "2" whose callback gives
+# up (``callbacks.give_up_after_minutes``, a day at most, and its retries) is flagged unless
+# they have talked with someone since; the clock looks for those this far back
+# (``followups.replies``). The retention purge keeps the link that long, and while a callback
+# carrying the "2" is open.
+ANSWER_HANDLED_WITHIN = timedelta(days=2)
 # Conversations (and callbacks) opened by a check-in reply are answered before ordinary ones.
 CHECKIN_PRIORITY = line_queue.CHECKIN_PRIORITY
 REPLY_CONTEXT = "checkin-reply"

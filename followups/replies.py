@@ -10,8 +10,6 @@ otherwise the ordinary texting flow takes it.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy import select, update
 
 import line_queue
@@ -44,7 +42,7 @@ def _talk_not_reached(callback: Callback, *, outcome: str, **_: object) -> None:
 
 
 # How far back the clock looks for a "2" whose callback gave up with no flag raised.
-TALK_FLAG_SWEEP_LOOKBACK = timedelta(days=2)
+TALK_FLAG_SWEEP_LOOKBACK = checkins.ANSWER_HANDLED_WITHIN
 
 
 @events.stored_promises_due.connect

@@ -8,11 +8,17 @@ import secrets
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import and_, func, literal, or_, update
+from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, update
+from sqlalchemy.orm import aliased
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
 from callbacks.attempts import UNREACHED_LISTED_FOR, tend
-from callbacks.requests import OPEN_CALLBACK_STATES, TEXT_BORN_CALL_SID_PREFIXES
+from callbacks.requests import (
+    CHECKIN_CALL_SID_PREFIX,
+    CHECKIN_KEY_PREFIX,
+    OPEN_CALLBACK_STATES,
+    TEXT_BORN_CALL_SID_PREFIXES,
+)
 from crisisline import events
 from crisisline.app import rq
 from crisisline.db import db
@@ -34,6 +40,7 @@ from crisisline.phone import caller_number
 from crisisline.retention import ENDED_CONTACT_UNMASKABLE_FOR, Cutoffs, registered_purges
 from crisisline.settings import Settings
 from followups.checkins import (
+    ANSWER_HANDLED_WITHIN,
     FLAGGED_LISTED_FOR,
     LONGEST_CHECKIN,
     RUNNING_CHECKIN_STATES,
@@ -161,6 +168,15 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         # One flagged for a person keeps it while the board lists it (a month at most, or until
         # marked followed up): the emergency unmask page gives its number.
         .where(~and_(CheckIn.state == "flagged", CheckIn.flagged_at >= now - FLAGGED_LISTED_FOR))
+        # One answered keeps it while its answer is carried out (asked days ago, answered a
+        # minute ago): the clock's retry of their text finds the check-in by them, and a "2"
+        # whose callback gives up is flagged unless they have talked with someone since.
+        .where(
+            ~and_(
+                CheckIn.state == "answered",
+                or_(CheckIn.replied_at >= now - ANSWER_HANDLED_WITHIN, _talk_callback_open()),
+            )
+        )
         .values(sealed_reply=None, texter_id=None)
         .execution_options(synchronize_session=False)
     )
@@ -207,6 +223,28 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         "block_reasons": block_reasons.rowcount,  # type: ignore[attr-defined]
         **registered,
     }
+
+
+def _talk_callback_open() -> ColumnElement[bool]:
+    """A callback carrying the check-in's "2" is still open (``callbacks.requests.callback_carrying``
+    in SQL, for the purge's check-ins): its own, or the one they had asked for already, which
+    their "2" joined (its call record ``checkin-callback-<id>`` then names the same caller)."""
+    open_ = Callback.state.in_(OPEN_CALLBACK_STATES)
+    its_own = db.select(Callback.id).where(
+        Callback.dedupe_key == literal(CHECKIN_KEY_PREFIX) + cast(CheckIn.id, String), open_
+    )
+    asked, holder = aliased(Call), aliased(Call)
+    joined = (
+        db.select(Callback.id)
+        .join(holder, holder.id == Callback.call_id)
+        .join(asked, asked.caller_hash == holder.caller_hash)
+        .where(
+            asked.call_sid == literal(CHECKIN_CALL_SID_PREFIX) + cast(CheckIn.id, String),
+            Callback.requested_at <= asked.started_at,
+            open_,
+        )
+    )
+    return or_(its_own.exists(), joined.exists())
 
 
 def _unlink_survey_keys() -> None:

@@ -7,28 +7,30 @@ the supervisors are texted and the board lists it until someone follows up."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
-from callbacks.attempts import give_up
+from callbacks.attempts import OPEN_CALLBACK_STATES, give_up
 from crisisline.db import db
 from crisisline.models import Callback, CheckIn, Conversation
+from crisisline.settings import Settings
 from followups import checkins as checkins_module
 from followups import replies
-from followups.checkins import _flag, flagged_checkins, now
+from followups.checkins import ANSWER_HANDLED_WITHIN, _flag, flagged_checkins, now
 from routing.store import active_routing
 from tests.callbacks.test_callbacks import ask_for_callback
-from tests.conftest import TextingPhone
+from tests.conftest import TextingPhone, settings_for
 from tests.followups.conftest import checkins
 from tests.followups.test_checkins import SUPERVISOR, TEXTER, checkin_sent
 from tests.rota import BEN, around_the_clock
 from twilio_fake.phone import Phone
+from workers.upkeep import purge_personal_data
 
 TRIED = "Riverside County Crisis Line: we tried to call you back."
 FLAG_NOBODY_FREE = (
@@ -315,3 +317,50 @@ def test_a_callback_asked_for_on_a_call_after_the_2_was_handled_flags_no_check_i
     assert [text.startswith(f"Crisis line: callback case CB{later_id} ") for text in texting.inbox(SUPERVISOR)] == [
         True
     ]
+
+
+@pytest.mark.parametrize("callback", ["its own", "joined"])
+def test_a_2_to_a_check_in_asked_days_ago_keeps_whom_it_came_from_while_its_callback_and_handling_last(
+    app: Flask, texting: TextingPhone, phone: Phone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], publish_routing: Callable[..., int], settings: Settings,
+    make_app: Callable[[Settings], Flask], callback: str,
+) -> None:  # fmt: skip
+    """``RETENTION_DAYS_FOLLOWUPS=1``: a check-in asked three days ago and answered "2" a minute
+    ago lost its link to the person at the next hourly purge, its callback still open: when that
+    callback gave up, nothing could see they had talked with someone since, and the clock's
+    retry of their "2" could no longer find it. It keeps it while the callback is open and for
+    ``ANSWER_HANDLED_WITHIN`` after the reply; then it goes as before."""
+    if callback == "joined":
+        asked_to_talk_after_asking_for_a_callback_on_a_call(
+            app, texting, phone, wednesday_evening, run_due, publish_routing
+        )
+    else:
+        asked_to_talk_with_nobody_on_call(app, texting, wednesday_evening, run_due, publish_routing)
+    with app.app_context():
+        db.session.execute(update(CheckIn).values(asked_at=now() - timedelta(days=3)))
+        db.session.commit()
+        (its_callback,) = db.session.scalars(select(Callback)).all()
+        assert its_callback.state in OPEN_CALLBACK_STATES
+    (checkin,) = checkins(app)
+    assert (checkin.state, checkin.reply) == ("answered", "talk")
+    assert checkin.replied_at is not None and checkin.texter_id is not None
+    replied, texter_id = checkin.replied_at, checkin.texter_id
+    short = make_app(settings_for(settings.database_url, settings.redis_url, RETENTION_DAYS_FOLLOWUPS="1"))
+
+    def texter_after_purge_at(moment: datetime) -> int | None:
+        with short.app_context():
+            purge_personal_data(moment.isoformat())
+        return checkins(app)[0].texter_id
+
+    assert texter_after_purge_at(replied + timedelta(minutes=1)) == texter_id  # the next hourly purge
+    # Long past the reply, its callback still open (retries may take days): kept.
+    assert texter_after_purge_at(replied + ANSWER_HANDLED_WITHIN + timedelta(hours=1)) == texter_id
+
+    with app.app_context():  # the callback reaches them and ends
+        db.session.execute(
+            update(Callback).values(state="connected", outcome="connected", finished_at=replied + timedelta(hours=1))
+        )
+        db.session.commit()
+    assert texter_after_purge_at(replied + ANSWER_HANDLED_WITHIN - timedelta(minutes=1)) == texter_id
+    assert texter_after_purge_at(replied + ANSWER_HANDLED_WITHIN + timedelta(minutes=1)) is None
+    assert checkins(app)[0].sealed_reply is None
