@@ -4,7 +4,9 @@ web process sees the same counts).
 An account is locked after ``ACCOUNT_LIMIT`` failures within ``WINDOW`` (a success clears its
 count); an address after ``ADDRESS_LIMIT``. A locked attempt is refused before the password
 is looked at, and is not itself counted, so an attacker cannot extend the lock by trying more.
-Names and addresses are stored as keyed hashes only.
+Names and addresses are stored as keyed hashes only, keyed with a key derived from
+``SECRET_KEY`` for this purpose alone (:func:`hash_key`), never with ``SECRET_KEY`` itself
+(which signs the session cookies). Changing ``SECRET_KEY`` forgets the counts.
 
 An attempt is counted as a failure before its password is checked (``claim``), under one lock
 shared by every process, and marked as a success afterwards if it was one: guesses sent all at
@@ -17,11 +19,14 @@ count against the addresses they came from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from sqlalchemy import delete, func, select, update
 
@@ -53,9 +58,22 @@ class Lockout:
         )
 
 
+HASH_KEY_PURPOSE = b"crisisline/console-sign-in-throttle/v1"
+
+
+def hash_key() -> bytes:
+    """The key of the throttle's hashes: HKDF-SHA256 of ``SECRET_KEY`` for this purpose only,
+    so the session secret is never used for a second thing and a hash reveals nothing of it."""
+    return _derive(current_app.config["SECRET_KEY"].encode())
+
+
+@functools.lru_cache(maxsize=4)
+def _derive(secret: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HASH_KEY_PURPOSE).derive(secret)
+
+
 def _key(kind: str, value: str) -> str:
-    secret = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(secret, f"console-sign-in:{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(hash_key(), f"console-sign-in:{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
 def account_key(username: str) -> str:
