@@ -1,9 +1,23 @@
-"""Sign-in rate limits, per account and per client address, kept in the database (so every
-web process sees the same counts).
+"""Sign-in rate limits, kept in the database (so every web process sees the same counts).
 
-An account is locked after ``ACCOUNT_LIMIT`` failures within ``WINDOW`` (a success clears its
-count); an address after ``ADDRESS_LIMIT``. A locked attempt is refused before the password
-is looked at, and is not itself counted, so an attacker cannot extend the lock by trying more.
+Failures within ``WINDOW`` are counted three ways (as OWASP's authentication cheat sheet has
+it), and any one of them at its limit refuses the sign-in:
+
+- per account and client address, ``PAIR_LIMIT``: someone guessing one account's password
+  from one place. A success clears that pair's failures (the person who mistyped has shown
+  they know the password), and only that pair's;
+- per account from any address, ``ACCOUNT_LIMIT`` (higher): guesses spread over addresses.
+  A success elsewhere does not clear them, so a counselor signing in gives no fresh start to
+  someone guessing her password from another place;
+- per address over every account, ``ADDRESS_LIMIT``, a much higher ceiling: someone trying a
+  few passwords on many accounts. Many counselors of one centre may share one address (NAT):
+  their mistakes that end in a success do not count here, and a few people's that do not
+  stay far below it, so they do not lock their colleagues out.
+
+A locked attempt is refused before the password is looked at, and is not itself counted, so
+an attacker cannot extend the lock by trying more. Each lock wears off once the oldest of the
+failures that reached its limit is ``WINDOW`` old.
+
 Names and addresses are stored as keyed hashes only, keyed with a key derived from
 ``SECRET_KEY`` for this purpose alone (:func:`hash_key`), never with ``SECRET_KEY`` itself
 (which signs the session cookies). Changing ``SECRET_KEY`` forgets the counts.
@@ -13,8 +27,8 @@ shared by every process, and marked as a success afterwards if it was one: guess
 once cannot all pass the check before any of them is counted.
 
 An administrator lifts an account's lock by setting a new password or with ``flask users
-unlock`` (:func:`clear_account`): its failures stop counting against the account, and still
-count against the addresses they came from.
+unlock`` (:func:`clear_account`): its failures stop counting against the account (from any
+address), and still count against the addresses they came from.
 """
 
 from __future__ import annotations
@@ -28,20 +42,21 @@ from datetime import UTC, datetime, timedelta
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from console.models import SignInAttempt
 from crisisline.db import db, hold_lock
 
-ACCOUNT_LIMIT = 5
-ADDRESS_LIMIT = 20
+PAIR_LIMIT = 5
+ACCOUNT_LIMIT = 10
+ADDRESS_LIMIT = 50
 WINDOW = timedelta(minutes=15)
 KEEP = timedelta(days=1)
 
 
 @dataclass(frozen=True)
 class Lockout:
-    scope: str  # "account" or "address"
+    scope: str  # "account_at_address", "account" or "address"
     retry_after: timedelta
 
     @property
@@ -50,7 +65,11 @@ class Lockout:
 
     @property
     def message(self) -> str:
-        whose = "this account" if self.scope == "account" else "your network address"
+        whose = {
+            "account_at_address": "this account from your network address",
+            "account": "this account",
+            "address": "your network address",
+        }[self.scope]
         return (
             f"Too many failed sign-ins for {whose}. For safety, signing in is paused: "
             f"try again in {self.minutes} minute{'s' if self.minutes != 1 else ''}, "
@@ -89,33 +108,27 @@ def _now() -> datetime:
 
 
 def lockout(username: str, address: str | None) -> Lockout | None:
-    """The lock that refuses a sign-in now, if any."""
+    """The lock that refuses a sign-in now, if any (the longest, if more than one)."""
     now = _now()
-    since = now - WINDOW
-    account = account_key(username)
-    last_success = db.session.scalar(
-        select(func.max(SignInAttempt.attempted_at)).where(
-            SignInAttempt.account_key == account, SignInAttempt.succeeded.is_(True)
-        )
-    )
-    account_since = max(since, last_success) if last_success else since
+    account, place = account_key(username), address_key(address)
+    locks = []
     for scope, where, limit in (
-        ("account", [SignInAttempt.account_key == account, SignInAttempt.attempted_at > account_since], ACCOUNT_LIMIT),
-        ("address", [SignInAttempt.address_key == address_key(address), SignInAttempt.attempted_at > since],
-         ADDRESS_LIMIT),
-    ):  # fmt: skip
+        ("account_at_address", [SignInAttempt.account_key == account, SignInAttempt.address_key == place], PAIR_LIMIT),
+        ("account", [SignInAttempt.account_key == account], ACCOUNT_LIMIT),
+        ("address", [SignInAttempt.address_key == place], ADDRESS_LIMIT),
+    ):
         failures = list(
             db.session.scalars(
                 select(SignInAttempt.attempted_at)
-                .where(SignInAttempt.succeeded.is_(False), *where)
+                .where(SignInAttempt.succeeded.is_(False), SignInAttempt.attempted_at > now - WINDOW, *where)
                 .order_by(SignInAttempt.attempted_at.desc())
                 .limit(limit)
             )
         )
         if len(failures) >= limit:
             # Unlocked when the oldest of the last ``limit`` failures leaves the window.
-            return Lockout(scope, failures[-1] + WINDOW - now)
-    return None
+            locks.append(Lockout(scope, failures[-1] + WINDOW - now))
+    return max(locks, key=lambda lock: lock.retry_after, default=None)
 
 
 def claim(username: str, address: str | None) -> Lockout | int:
@@ -155,7 +168,20 @@ def clear_account(username: str) -> int:
     return int(cleared or 0)
 
 
-def succeeded(attempt_id: int) -> None:
-    """A claimed attempt whose password matched: it clears the account's count (in the current
-    transaction)."""
+def succeeded(attempt_id: int, username: str, address: str | None) -> None:
+    """A claimed attempt whose password matched: it clears the failures of the same name from
+    the same address, which then count against neither the account nor the address (in the
+    current transaction, holding the sign-in lock until the caller commits). Failures of the
+    account from other addresses, and of other accounts from this one, still count."""
+    hold_lock("console:sign-in")
+    db.session.execute(
+        delete(SignInAttempt)
+        .where(
+            SignInAttempt.account_key == account_key(username),
+            SignInAttempt.address_key == address_key(address),
+            SignInAttempt.succeeded.is_(False),
+            SignInAttempt.id < attempt_id,  # claimed before it: a guess claimed since still counts
+        )
+        .execution_options(synchronize_session=False)
+    )
     db.session.execute(update(SignInAttempt).where(SignInAttempt.id == attempt_id).values(succeeded=True))

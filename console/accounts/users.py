@@ -421,11 +421,11 @@ def sign_in(username: str, password: str, address: str | None) -> SignIn:
         record("sign_in_failed", actor=user or "unknown account", target=_target(user))
         db.session.commit()
         return SignIn(None, WRONG, 200)
-    throttle.succeeded(claimed)
     if needs_rehash(user.password_hash):
         user.password_hash = rehash(password)
     user.last_sign_in_at = datetime.now(UTC)
     record("sign_in", actor=user, target=_target(user))
+    throttle.succeeded(claimed, username, address)  # last: it holds the sign-in lock until the commit
     db.session.commit()
     return SignIn(user, None)
 

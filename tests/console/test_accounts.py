@@ -104,7 +104,7 @@ def test_an_account_is_locked_after_repeated_failures_then_unlocks(
     app: Flask, client: FlaskClient, counselor: Account
 ) -> None:
     with time_machine.travel("2026-12-02 16:00:00Z", tick=False) as traveller:
-        for _ in range(throttle.ACCOUNT_LIMIT):
+        for _ in range(throttle.PAIR_LIMIT):  # from one address: the limit of the account there
             assert sign_in(client, counselor, "a wrong password") == 200
 
         # Locked: even the right password is refused, before it is looked at, with a clear reason.
@@ -127,11 +127,11 @@ def test_an_account_is_locked_after_repeated_failures_then_unlocks(
 
 
 def test_a_success_clears_the_account_count(app: Flask, client: FlaskClient, counselor: Account) -> None:
-    for _ in range(throttle.ACCOUNT_LIMIT - 1):
+    for _ in range(throttle.PAIR_LIMIT - 1):
         sign_in(client, counselor, "a wrong password")
     assert sign_in(client, counselor) == 302
     client.post("/console/sign-out", data={"csrf_token": csrf_token(client, "/console/me")})
-    for _ in range(throttle.ACCOUNT_LIMIT - 1):
+    for _ in range(throttle.PAIR_LIMIT - 1):
         sign_in(client, counselor, "a wrong password")
     assert sign_in(client, counselor) == 302
 
@@ -140,9 +140,9 @@ def test_parallel_wrong_passwords_for_one_account_check_no_more_passwords_than_t
     app: Flask, live_server: str, counselor: Account
 ) -> None:
     """Guesses sent all at once, over real HTTP to a threaded server, cannot all pass the
-    lock check before any of them is counted: only ``ACCOUNT_LIMIT`` passwords are checked
-    (each answered "do not match" and audited), every other guess is refused as locked."""
-    guesses = throttle.ACCOUNT_LIMIT * 3
+    lock check before any of them is counted: only ``PAIR_LIMIT`` passwords are checked (each
+    answered "do not match" and audited), every other guess is refused as locked."""
+    guesses = throttle.PAIR_LIMIT * 3
     sessions = []
     for _ in range(guesses):
         session = requests.Session()
@@ -166,12 +166,12 @@ def test_parallel_wrong_passwords_for_one_account_check_no_more_passwords_than_t
     for thread in threads:
         thread.join()
 
-    assert sorted(statuses) == [200] * throttle.ACCOUNT_LIMIT + [429] * (guesses - throttle.ACCOUNT_LIMIT)
+    assert sorted(statuses) == [200] * throttle.PAIR_LIMIT + [429] * (guesses - throttle.PAIR_LIMIT)
     checked = [entry for entry in audit_actions(app) if entry[1] == "sign_in_failed"]
-    assert checked == [("ana", "sign_in_failed", "user:ana")] * throttle.ACCOUNT_LIMIT
+    assert checked == [("ana", "sign_in_failed", "user:ana")] * throttle.PAIR_LIMIT
     with app.app_context():
         counted = db.session.scalars(select(SignInAttempt).where(SignInAttempt.succeeded.is_(False))).all()
-        assert len(counted) == throttle.ACCOUNT_LIMIT  # a refused guess is not counted (it would extend the lock)
+        assert len(counted) == throttle.PAIR_LIMIT  # a refused guess is not counted (it would extend the lock)
 
 
 def test_a_right_password_is_counted_as_a_success_not_a_failure(

@@ -17,7 +17,7 @@ NEW_PASSWORD = "a brand new passphrase"
 
 def lock_out(client: FlaskClient, account: Account) -> None:
     """Someone who knows the username guesses until the account is locked."""
-    for _ in range(throttle.ACCOUNT_LIMIT):
+    for _ in range(throttle.PAIR_LIMIT):
         assert sign_in(client, account, "somebody else guessing") == 200
     locked = client.post(
         "/console/sign-in", data={"username": account.username, "password": PASSWORD, "csrf_token": csrf_token(client)}
@@ -63,7 +63,7 @@ def test_the_guesses_still_count_against_the_address_they_came_from(
     app: Flask, client: FlaskClient, counselor: Account
 ) -> None:
     """Unlocking the account forgives nothing to the address the guessing came from."""
-    for _ in range(throttle.ADDRESS_LIMIT // throttle.ACCOUNT_LIMIT):
+    for _ in range(throttle.ADDRESS_LIMIT // throttle.PAIR_LIMIT):
         lock_out(client, counselor)
         assert app.test_cli_runner().invoke(args=["users", "unlock", counselor.username]).exit_code == 0
 
