@@ -660,6 +660,11 @@ UNREACHED_REASON = {
 }
 
 
+def unreached_reason(outcome: str | None) -> str:
+    """Why a callback nobody reached was given up, in ``UNREACHED_REASON``'s words."""
+    return UNREACHED_REASON.get(outcome or "", "the line could not call them back")
+
+
 @sends(UNREACHED_ALERT, retry_safe=True)
 def tell_supervisors_unreached(contact: ScheduledContact) -> str:
     """A callback was given up without reaching the person who asked for it: every supervisor
@@ -678,7 +683,7 @@ def tell_supervisors_unreached(contact: ScheduledContact) -> str:
     if not document.supervisors:
         log.error("callback %s was given up unreached, and no supervisor is configured to be told", callback.id)
         return "no_supervisors"
-    reason = UNREACHED_REASON.get(callback.outcome or "", "the line could not call them back")
+    reason = unreached_reason(callback.outcome)
     body = document.staff_prompt("callback_unreached_sms", case=f"CB{callback.id}", reason=reason)
     settings = current_app.extensions["crisisline.settings"]
     from_number = call.line_number or settings.line_phone_number or ""

@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import aliased
 
-from callbacks.attempts import UNREACHED_REASON, unreached_callbacks
+from callbacks.attempts import unreached_callbacks, unreached_reason
 from console.audit.log import record
 from console.board.live import UNFINISHED_KINDS, language_name, need_label, unfinished_contacts
 from console.models import UNMASK_REASON_CONTEXT, User
@@ -154,7 +154,7 @@ def _followup_row(document: RoutingDocument, contact: ScheduledContact) -> LiveC
 
 
 def _callback_row(document: RoutingDocument, callback: Callback) -> LiveContact:
-    why = UNREACHED_REASON.get(callback.outcome or "", "the line could not call them back")
+    why = unreached_reason(callback.outcome)
     return LiveContact(
         "callback", callback.id, f"callback nobody reached: {why}", language_name(document, callback.language),
         need_label(document, callback.need), callback.finished_at or callback.requested_at,
