@@ -9,9 +9,12 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
+from callbacks.attempts import LINE_FAILED, unreached_callbacks, unreached_reason
 from crisisline.db import db
 from crisisline.models import (
     ACTIVE_OFFER_STATES,
+    Call,
+    Callback,
     Conversation,
     ConversationOffer,
     Message,
@@ -52,6 +55,11 @@ UNFINISHED_KINDS = {
     "callback_missed": 'our "we tried to call you back" text may not have gone out',
     "missed_contact": 'our "we missed your call" text may not have gone out',
 }
+# A callback the line gave up without reaching its person (``callbacks.attempts``): listed among
+# these for as long as the emergency unmask lists it (``UNREACHED_LISTED_FOR``, a day), by the
+# case the supervisors were texted, and why in that text's words.
+UNREACHED_WHAT = "a callback we promised them reached nobody: {reason}"
+NOT_KNOWN = "not known"  # a follow-up's call that never chose a language or a need
 RINGING = "ringing"
 KIND_LABELS = {"call": "call", "callback": "callback", "text": "text"}
 
@@ -134,11 +142,18 @@ class FlaggedCheckInRow:
 @dataclass(frozen=True)
 class UnfinishedRow:
     """A follow-up the line promised someone (a callback, a text after a missed call) whose
-    runs kept failing part way: the person may be left without it, so a person should look."""
+    runs kept failing part way, or a callback it gave up without reaching them (nobody free in
+    time, no answer, a number our phone service will not call): the person may be left without
+    what we promised, so a person should look."""
 
-    contact_id: int  # as the worker's log and ``flask workers status`` name it
+    # A follow-up's, as the worker's log and ``flask workers status`` name it (what "a person has
+    # this" marks); None for a callback nobody reached, which leaves the board after its day.
+    contact_id: int | None
     what: str
-    ago: str  # since the line gave up running it
+    ago: str  # since the line gave up on it
+    case: str  # as the board names it: a follow-up's number ("34"); a callback's "CB12", as its alert did
+    language: str  # as the queue shows them (``NOT_KNOWN`` for a call that never chose one)
+    need: str
 
 
 @dataclass(frozen=True)
@@ -262,7 +277,7 @@ def snapshot(document: RoutingDocument, moment: datetime) -> Board:
     return Board(
         moment, waiting, responders, waiting_by_channel(), stuck_text_rows(document, moment),
         undelivered_rows(document, moment), after_stop_rows(document, moment), flagged_checkin_rows(document, moment),
-        unfinished_rows(moment),
+        unfinished_rows(document, moment),
     )  # fmt: skip
 
 
@@ -274,20 +289,50 @@ def unfinished_contacts(moment: datetime) -> Select[ScheduledContact]:
     )  # fmt: skip
 
 
-def unfinished_rows(moment: datetime) -> list[UnfinishedRow]:
-    """Follow-ups the line gave up running in the last day, newest first."""
-    found = db.session.execute(
+def unreached_on_the_board(moment: datetime) -> Select[Callback]:
+    """The callbacks nobody reached that the board lists at ``moment``: those the emergency
+    unmask lists, but one the line failed to make (``LINE_FAILED``), which is listed already as
+    its follow-up (kind ``callback``) and leaves with it once a person has it."""
+    return unreached_callbacks(moment).where(Callback.outcome.is_distinct_from(LINE_FAILED))
+
+
+def unfinished_rows(document: RoutingDocument, moment: datetime) -> list[UnfinishedRow]:
+    """Follow-ups the line gave up running, and callbacks it gave up without reaching their
+    person, in the last day, newest first: one query each, at most ``BOARD_LIMIT`` rows in all."""
+    followups = db.session.execute(
         unfinished_contacts(moment)
-        .with_only_columns(ScheduledContact.id, ScheduledContact.kind, ScheduledContact.finished_at)
+        .outerjoin(Call, Call.id == ScheduledContact.call_id)
+        .with_only_columns(ScheduledContact.id, ScheduledContact.kind, ScheduledContact.finished_at, Call.language,
+                           Call.need)
         .order_by(ScheduledContact.finished_at.desc(), ScheduledContact.id.desc())
         .limit(BOARD_LIMIT)
     ).all()  # fmt: skip
-    return [
-        UnfinishedRow(
-            contact_id, UNFINISHED_KINDS[kind], ago(max(0, int((moment - (finished_at or moment)).total_seconds())))
-        )
-        for contact_id, kind, finished_at in found
-    ]
+    callbacks = db.session.execute(
+        unreached_on_the_board(moment)
+        .with_only_columns(Callback.id, Callback.outcome, Callback.finished_at, Callback.language, Callback.need)
+        .order_by(Callback.finished_at.desc(), Callback.id.desc())
+        .limit(BOARD_LIMIT)
+    ).all()  # fmt: skip
+
+    def since(finished_at: datetime | None) -> str:
+        return ago(max(0, int((moment - (finished_at or moment)).total_seconds())))
+
+    rows = [
+        (finished_at or moment, UnfinishedRow(
+            contact_id, UNFINISHED_KINDS[kind], since(finished_at), str(contact_id),
+            language_name(document, language) if language else NOT_KNOWN,
+            need_label(document, need) if need else NOT_KNOWN,
+        ))
+        for contact_id, kind, finished_at, language, need in followups
+    ] + [
+        (finished_at or moment, UnfinishedRow(
+            None, UNREACHED_WHAT.format(reason=unreached_reason(outcome)), since(finished_at), f"CB{callback_id}",
+            language_name(document, language), need_label(document, need),
+        ))
+        for callback_id, outcome, finished_at, language, need in callbacks
+    ]  # fmt: skip
+    rows.sort(key=lambda when_row: when_row[0], reverse=True)  # stable: each list's own order kept on a tie
+    return [row for _, row in rows[:BOARD_LIMIT]]
 
 
 def flagged_checkin_rows(document: RoutingDocument, moment: datetime) -> list[FlaggedCheckInRow]:

@@ -76,14 +76,19 @@
     }));
     section.hidden = flagged.length === 0;
   }
-  // Follow-ups the line gave up running, each with its "A person has this" form.
+  // Follow-ups the line gave up running, each with its "A person has this" form, and callbacks
+  // it gave up without reaching the person (no contact id: nothing to mark; listed for a day).
   function renderUnfinished(unfinished) {
     var section = document.getElementById("unfinished-contacts");
     var body = document.getElementById("unfinished-rows");
     if (!section || !body) { return; }
     body.replaceChildren.apply(body, unfinished.map(function (u) {
-      var row = window.consoleRow([String(u.contact_id), u.what, u.ago, ""]);
-      row.children[3].appendChild(actionForm(
+      var row = window.consoleRow([u.case, u.what, u.language, u.need, u.ago, ""]);
+      if (u.contact_id === null) {
+        row.dataset.case = u.case;
+        return row;
+      }
+      row.children[5].appendChild(actionForm(
         section.dataset.action.replace(/\/0\/taken$/, "/" + u.contact_id + "/taken"), "A person has this"));
       row.dataset.contact = String(u.contact_id);
       return row;
