@@ -10,9 +10,11 @@ each job, or explicitly. So a subscriber never runs inside someone else's half-d
 
 ``texter_opted_out`` and ``conversation_ended_by_counselor`` are sent at once, where they
 happen (after the change is committed), for reactions of features above the channels
-(``followups``). ``stored_promises_due`` is the clock's, every minute: the console keeps the
-check-ins wrap-ups promised. Hooks whose receivers return a value that steers a channel's own
-flow live beside the code that asks, in that channel: ``transfer.flow.callback_accepted``,
+(``followups``); ``responder_paused`` too, for voice (``transfer``) to stop a phone that rings
+for a caller while its counselor paused by text or at the desk. ``stored_promises_due`` is the
+clock's, every minute: the console keeps the check-ins wrap-ups promised. Hooks whose
+receivers return a value that steers a channel's own flow live beside the code that asks, in
+that channel: ``transfer.flow.callback_accepted``,
 ``transfer.views.staff_left_caller``, ``sms.texting.text_between_conversations`` and
 ``sms.texting.call_requested``. Packages depend only downward (see the README): a feature
 reacts by connecting a receiver when its module is imported, never by being imported from below.
@@ -36,6 +38,10 @@ texter_opted_out = signals.signal("texter-opted-out")
 # Sent with the Conversation as sender and ``document`` (the routing document), right after a
 # counselor ended it (END): e.g. the texter is asked whether we may check in later.
 conversation_ended_by_counselor = signals.signal("conversation-ended-by-counselor")
+# Sent with the responder's config id as sender, right after a pause they asked for (their
+# ``OFF``, the desk's switch) is committed (:func:`send_responder_paused`): a phone of theirs
+# still ringing for a caller stops, and that caller's next person is rung (``transfer.flow``).
+responder_paused = signals.signal("responder-paused")
 # Sent every minute by the clock (``workers.upkeep.keep_stored_promises``), with no sender: a
 # feature above the core that stores a promise before it keeps it (the console's wrap-up, the
 # person's consent to a check-in) keeps those a request that died in between left unkept.
@@ -68,3 +74,14 @@ def publish_pending() -> int:
                 db.session.rollback()
         published |= pending
     return len(published)
+
+
+def send_responder_paused(responder_id: str) -> None:
+    """Tell the channels ``responder_id`` paused themselves (committed already). A receiver's
+    failure is logged by class name only and never reaches the pause: the phone then rings
+    out its own timeout, and the caller's next person is rung after it, as before."""
+    try:
+        responder_paused.send(responder_id)
+    except Exception as error:
+        log.error("responder-paused subscriber failed: %s", type(error).__name__)
+        db.session.rollback()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
+from crisisline import events
 from crisisline.db import db
 from crisisline.models import Conversation, ConversationOffer, Message
 from line_queue import responders as state  # pause/resume: shared with voice, below both
@@ -60,6 +61,7 @@ def run_command(document: RoutingDocument, responder: Responder, command: str) -
         state.set_paused(responder.id, True, "self")
         state.hand_on_offers(responder.id)  # a texter offered to them goes to the next counselor
         db.session.commit()
+        events.send_responder_paused(responder.id)  # a caller their phone rings for: the next person
         return document.staff_prompt("off_sms")
     return document.staff_prompt("status_sms", status=availability(document, responder, datetime.now(UTC)))
 

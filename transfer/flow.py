@@ -18,10 +18,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
+from crisisline import events
 from crisisline.background import start_later, start_soon
 from crisisline.db import commit_keeping_loaded, db, insert_once
 from crisisline.failsafe import answered_by_failsafe
-from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Offer, Transfer
+from crisisline.models import ACTIVE_OFFER_STATES, Call, Callback, CallEvent, Offer, ResponderState, Transfer
 from ivr import call_log
 from routing.document import RoutingDocument
 from routing.store import active_routing
@@ -586,6 +587,55 @@ def offer_decided(
         db.session.commit()
     stop_ringing(transfer, keep=offer.id)
     return Decision("joined")
+
+
+# The offer a responder's phone is ringing for, for a caller (not picked up yet): by their
+# ``engaged_offer_id``, so one indexed read. Bound: ``responder``.
+_RINGING_FOR_A_CALLER = (
+    select(Offer)
+    .join(ResponderState, ResponderState.engaged_offer_id == Offer.id)
+    .where(
+        ResponderState.responder_id == bindparam("responder"),
+        Offer.purpose == "answer",
+        Offer.state.in_(("placing", "ringing")),
+    )
+)
+
+
+@events.responder_paused.connect
+def paused_while_rung(responder_id: str, **_: object) -> bool:
+    """A responder paused themselves (their ``OFF``, the desk's switch; committed) while their
+    phone rang for a caller: the offer ends as their press of 2 would end it (``passed``, one
+    conditional UPDATE), their phone stops ringing and the caller's next person is rung, both
+    off the request thread, rather than the caller waiting out the ring timeout on someone
+    who said they are away. A phone picked up already (the whisper, a press of 1, the call
+    itself) is left alone: they decide there. The leg's own status callback that follows
+    (``canceled``) finds the offer closed and does nothing. True if it ended an offer."""
+    offer = db.session.scalars(_RINGING_FOR_A_CALLER, {"responder": responder_id}).first()
+    if offer is None:
+        db.session.commit()
+        return False
+    transfer_id, call_sid = offer.transfer_id, offer.call_sid  # read before it changes
+    transfer = db.session.get(Transfer, transfer_id)
+    if transfer is None or not state.finish_offer(offer, "passed", from_states=("placing", "ringing")):
+        db.session.commit()  # picked up meanwhile, or ended by its leg: theirs to decide, or done
+        return False
+    record_event(transfer, "offer.passed", f"offer:{offer.id}:outcome", responder=responder_id, paused=True)
+    state.count_missed(responder_id, "passed")
+    db.session.commit()
+    # A leg still being placed (no SID yet) is ended by its ring once Twilio answers (``_PLACED``).
+    if call_sid:
+        start_soon(f"hang_up:{call_sid}", partial(dispatch.hang_up_call, call_sid, answered=False))
+    start_soon(f"ring-next:{transfer_id}", partial(_ring_next_after_a_pause, transfer_id))
+    return True
+
+
+def _ring_next_after_a_pause(transfer_id: int) -> None:
+    transfer = db.session.get(Transfer, transfer_id)
+    active = active_routing()
+    if transfer is not None and active is not None and transfer.state == "waiting":
+        ring_next(transfer, active.document)
+    db.session.commit()
 
 
 def _refuse_closed_account(offer: Offer, transfer: Transfer, document: RoutingDocument) -> Decision:

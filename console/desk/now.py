@@ -14,6 +14,7 @@ from console.audit.log import record
 from console.board.live import RINGING, language_name, need_label, voice_status
 from console.desk.history import History, earlier_contacts, person_hash_of_conversation, person_hash_of_transfer
 from console.models import User
+from crisisline import events
 from crisisline.db import db
 from crisisline.models import ACTIVE_OFFER_STATES, Conversation, ConversationOffer, Offer, ResponderState, Transfer
 from line_queue import responders
@@ -172,10 +173,14 @@ class Switched:
 def set_available(user: User, responder: Responder, available: bool) -> Switched:
     """The availability switch; audited; commits. Pausing hands every text offer open to them
     on at once (as their ``OFF`` does): the texter is offered to the next counselor, not kept
-    waiting on a paused phone. The conversations they hold stay theirs."""
+    waiting on a paused phone. A phone of theirs still ringing for a caller stops, and the
+    caller's next person is rung (``events.responder_paused``). The conversations they hold,
+    and a call they picked up, stay theirs."""
     changed = responders.set_paused(responder.id, not available, None if available else "self")
     handed_on = [] if available else responders.hand_on_offers(responder.id)
     if changed:
         record("availability_changed", actor=user, target=f"responder:{responder.id}", available=available)
     db.session.commit()
+    if not available:  # sent again for a form sent twice: harmless, and whatever it missed is done
+        events.send_responder_paused(responder.id)
     return Switched(changed, handed_on)
