@@ -386,6 +386,13 @@ def offer_conversation(conversation_id: int, counselors: Sequence[Responder], do
     The claim, the offer and the counselor's stamp commit together: an "offered" conversation
     always has the offer whose expiry hands it back (a crash between them left it offered to
     nobody, for good).
+
+    The stamp is taken only while the counselor is not paused: the queue chose them from a
+    read made earlier, and a pause (their ``OFF``, the desk's switch) that committed since
+    would otherwise leave the texter on an offer nobody will read until it expires. Then the
+    claim is undone in the same transaction (the conversation stays queued, nothing is sent)
+    and 0 is returned: the queue's next pass offers it to someone free. A pause committed
+    after the stamp waits for this commit and then hands the offer on (``hand_on_offers``).
     """
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None or not counselors:
@@ -399,16 +406,27 @@ def offer_conversation(conversation_id: int, counselors: Sequence[Responder], do
         db.session.commit()
         return 0
     counselor = counselors[0]
+    # Stamp the offer on the responder, so offers rotate (least recently offered first): as
+    # a call's claim does, only while they are not paused (an account closed is paused too).
+    ensure_responder_state(counselor.id)
+    stamped = db.session.execute(
+        update(ResponderState)
+        .where(ResponderState.responder_id == counselor.id, ResponderState.paused.is_(False))
+        .values(last_offered_at=now())
+    ).rowcount  # type: ignore[attr-defined]
+    if not stamped:
+        db.session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation.id, Conversation.state == "offered")
+            .values(state="queued")
+        )
+        db.session.commit()
+        return 0
     offer = ConversationOffer(
         conversation_id=conversation.id, responder_id=counselor.id, state="open", created_at=now(),
         expires_at=now() + timedelta(seconds=document.sms.offer_timeout_seconds),
     )  # fmt: skip
     db.session.add(offer)
-    # Stamp the offer on the responder, so offers rotate (least recently offered first).
-    ensure_responder_state(counselor.id)
-    db.session.execute(
-        update(ResponderState).where(ResponderState.responder_id == counselor.id).values(last_offered_at=now())
-    )
     db.session.commit()
     db.session.refresh(conversation)
     need = document.need(conversation.need) or document.need(document.menu.default_need) or document.needs[-1]
