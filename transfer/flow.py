@@ -615,15 +615,17 @@ def paused_while_rung(responder_id: str, **_: object) -> bool:
     if offer is None:
         db.session.commit()
         return False
-    transfer_id, call_sid = offer.transfer_id, offer.call_sid  # read before it changes
+    offer_id, transfer_id = offer.id, offer.transfer_id
     transfer = db.session.get(Transfer, transfer_id)
     if transfer is None or not state.finish_offer(offer, "passed", from_states=("placing", "ringing")):
         db.session.commit()  # picked up meanwhile, or ended by its leg: theirs to decide, or done
         return False
-    record_event(transfer, "offer.passed", f"offer:{offer.id}:outcome", responder=responder_id, paused=True)
+    record_event(transfer, "offer.passed", f"offer:{offer_id}:outcome", responder=responder_id, paused=True)
     state.count_missed(responder_id, "passed")
     db.session.commit()
-    # A leg still being placed (no SID yet) is ended by its ring once Twilio answers (``_PLACED``).
+    # Read after the end is committed: a SID stored before it is here, and a leg whose REST
+    # answer comes after it finds the offer over and is ended by its own ring (``_PLACED``).
+    call_sid = db.session.scalar(select(Offer.call_sid).where(Offer.id == offer_id))
     if call_sid:
         start_soon(f"hang_up:{call_sid}", partial(dispatch.hang_up_call, call_sid, answered=False))
     start_soon(f"ring-next:{transfer_id}", partial(_ring_next_after_a_pause, transfer_id))
