@@ -16,7 +16,7 @@ from console.accounts.forms import ConfirmForm
 from console.board.live import language_name, need_label
 from console.desk import calls, referrals, texts, wrapups
 from console.desk.forms import KeyedForm, ReferralForm, ReplyForm, WrapUpForm
-from console.desk.now import desk, handed_on_words, set_available, still_holding
+from console.desk.now import Desk, desk, handed_on_words, set_available, still_holding
 from console.line_state import current_line_down_message
 from console.models import COUNSELOR
 from crisisline.models import Conversation
@@ -32,6 +32,13 @@ FOLLOWUP_WORDS = {
     "no_number": "No check-in: the line has no number to text them at.",
     "opted_out": "No check-in: they opted out of texts (STOP).",
     "not_scheduled": "No check-in could be scheduled (they declined or it was already settled).",
+}
+# Why the line paused them (``ResponderState.paused_reason``), in their words on the desk.
+PAUSED_WORDS = {
+    "self": "You paused yourself (here, or by texting OFF to the line).",
+    "missed_offers": "Paused after {missed} missed calls in a row.",
+    "sms_blocked": "Your phone is blocking the line's texts: text START to the line, then take contacts again.",
+    "account_closed": "Your account was closed: only an administrator can have the line offer you contacts again.",
 }
 
 
@@ -58,12 +65,22 @@ def _inbox(document: RoutingDocument, responder: Responder, moment: datetime) ->
     return [_card(document, conversation, moment) for conversation in texts.open_conversations(responder.id)]
 
 
-def _signature(document: RoutingDocument, responder: Responder, moment: datetime) -> str:
-    """What makes the open page reload (see desk.js): the inbox, and the live call's state.
-    ``moment``: the page's own, so a note the page lacks is never already counted here."""
+def _signature(document: RoutingDocument, responder: Responder, moment: datetime, now: Desk) -> str:
+    """What makes the open page reload (see desk.js): the inbox, the live call's state, and
+    whether (and why) they are paused, which the switch shows: a pause made elsewhere (their OFF
+    text, missed calls, their phone blocking the line) redraws it. ``moment``: the page's own,
+    so a note the page lacks is never already counted here."""
     live = calls.live_call(document, responder)
     inbox = texts.inbox_signature(responder.id, moment)
-    return f"{inbox}|{live.signature}" if live else inbox
+    signature = f"{inbox}|{live.signature}" if live else inbox
+    return f"{signature}|paused:{now.paused_reason or ''}" if now.paused else signature
+
+
+def paused_words(document: RoutingDocument, now: Desk) -> str:
+    """Why they are paused, in plain words ("" when not paused, or for no reason known)."""
+    if not now.paused or now.paused_reason not in PAUSED_WORDS:
+        return ""
+    return PAUSED_WORDS[now.paused_reason].format(missed=document.transfer.pause_after_missed)
 
 
 def _card(document: RoutingDocument, conversation: Conversation, moment: datetime) -> dict[str, Any]:
@@ -89,7 +106,8 @@ def page() -> str:
         "console/desk.html", desk=now, form=AvailabilityForm(), refresh_seconds=REFRESH_SECONDS,
         inbox=_inbox(*mine, moment) if mine else [], reply_form=ReplyForm, command_form=KeyedForm,
         wrap_ups=wrapups.pending(mine[1].id) if mine else [],
-        inbox_signature=_signature(*mine, moment) if mine else "",
+        inbox_signature=_signature(*mine, moment, now) if mine and now else "",
+        paused_words=paused_words(mine[0], now) if mine and now else "",
         live=live, unit_form=ConfirmForm(),
         live_recipient=referrals.find(mine[1].id, "voice", live.transfer_id) if mine and live else None,
         need_of=(lambda key: need_label(mine[0], key or mine[0].menu.default_need)) if mine else str,
@@ -103,9 +121,10 @@ def data() -> dict[str, Any]:
     if mine is None:
         return {"error": "not linked to a responder of the routing config"}
     moment = datetime.now(UTC)
+    now = desk(*mine, moment)
     return {
-        **desk(*mine, moment).as_json(),
-        "inbox": _signature(*mine, moment),
+        **now.as_json(),
+        "inbox": _signature(*mine, moment, now),
         "line_down": current_line_down_message(),
     }
 
