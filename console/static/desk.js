@@ -1,11 +1,20 @@
 // The counselor's page refreshes what they are offered or on now from me.json, and reloads
 // its text inbox when a conversation opens, closes or gets a message (unless a reply is
-// being written). No innerHTML: text only.
+// being written). What changed is said once, in one short sentence, in #desk-said (for
+// screen readers). No innerHTML: text only.
 "use strict";
 (function () {
   var root = document.getElementById("desk");
   if (!root) { return; }
   var token = document.querySelector("meta[name='csrf-token']");
+  var SAID_KEY = "console-desk-said";
+  var STATUS_WORDS = {
+    "available": "You are available.", "ringing": "A call is ringing on your phone.",
+    "on a call": "You are on a call.", "paused": "You are paused.", "off shift": "You are off shift."
+  };
+  var status = document.getElementById("my-status");
+  var said = document.getElementById("desk-said");
+  var shown = { status: status.textContent, offered: offeredOnPage() };
   function formKey() {
     var bytes = new Uint8Array(18);
     window.crypto.getRandomValues(bytes);
@@ -20,6 +29,7 @@
     var form = document.createElement("form");
     form.method = "post";
     form.action = root.dataset.take.replace("/0/", "/" + tag.slice(1) + "/");
+    form.dataset.key = "take" + tag;  // as desk.html's: consoleFillList leaves it (and its focus) be
     form.append(hidden("csrf_token", token ? token.content : ""), hidden("key", formKey()));
     var button = document.createElement("button");
     button.type = "submit"; button.className = "go";
@@ -28,19 +38,47 @@
     form.appendChild(button);
     return form;
   }
+  function offeredOnPage() {
+    return Array.prototype.map.call(document.querySelectorAll("#my-contacts form[data-key^='take#']"),
+      function (form) { return form.dataset.key.slice(4); });
+  }
   function writing() {
     var areas = Array.prototype.slice.call(document.querySelectorAll("#inbox textarea"));
     return areas.some(function (area) { return area.value.trim() !== "" || area === document.activeElement; });
   }
+  // A sentence said as the page reloads is said again after it (this tab's sessionStorage).
+  function keepSaid(words) {
+    try { window.sessionStorage.setItem(SAID_KEY, words); } catch (error) { /* storage turned off */ }
+  }
+  function takeSaid() {
+    try {
+      var words = window.sessionStorage.getItem(SAID_KEY) || "";
+      window.sessionStorage.removeItem(SAID_KEY);
+      return words;
+    } catch (error) { return ""; }
+  }
+  function say(data) {
+    var offered = data.contacts.filter(function (c) { return c.channel === "text" && c.state === "offered" && c.tag; })
+      .map(function (c) { return c.tag; });
+    var words = [];
+    if (data.status !== shown.status) { words.push(STATUS_WORDS[data.status] || "Your status: " + data.status + "."); }
+    offered.forEach(function (tag) { if (shown.offered.indexOf(tag) === -1) { words.push("Text " + tag + " offered to you."); } });
+    shown = { status: data.status, offered: offered };
+    if (words.length) { said.textContent = words.join(" "); }
+    return words.join(" ");
+  }
+  var carried = takeSaid();
+  if (carried) { window.setTimeout(function () { said.textContent = carried; }, 500); }
   function render(data) {
     if (data.error) { return; }
-    var status = document.getElementById("my-status");
+    var words = say(data);
     status.textContent = data.status;
     status.className = "status " + data.status.replace(/ /g, "-");
     document.getElementById("my-shift").textContent = data.on_shift ? "on shift" : "off shift";
     var list = document.getElementById("my-contacts");
     var items = data.contacts.map(function (c) {
       var item = document.createElement("li");
+      item.dataset.key = c.channel + (c.tag || "");
       var title = document.createElement("strong");
       title.textContent = c.channel + (c.tag ? " " + c.tag : "") + ": " + c.state;
       var line = document.createElement("span");
@@ -56,6 +94,7 @@
     });
     window.consoleFillList(list, items, "Nothing right now.");
     if (typeof data.inbox === "string" && data.inbox !== root.dataset.inbox && !writing()) {
+      if (words) { keepSaid(words); }
       // ?poll=1: the reload is the page's own, not activity (console/access.py), so a desk left
       // open still signs out after the idle timeout.
       var again = new URL(window.location.href);

@@ -44,16 +44,49 @@ window.consoleDuration = function (seconds) {
   var minutes = Math.floor(seconds / 60), rest = seconds % 60;
   return minutes + ":" + (rest < 10 ? "0" : "") + rest;
 };
-// A list's items drawn anew, or one "empty" line saying so.
-window.consoleFillList = function (list, items, emptyText) {
-  if (items.length === 0) {
-    var empty = document.createElement("li");
-    empty.className = "empty";
-    empty.textContent = emptyText;
-    items = [empty];
+// A list's items drawn anew, or one "empty" line saying so. When it shows the same items
+// already (in the same places, with the same data-key or none), each is changed only where it
+// differs, child by child, and a child whose data-key is unchanged (a Take form) stays: a
+// focused button keeps the keyboard focus, a screen reader its place; unchanged, nothing moves.
+// Drawn anew, the focus goes back to the element with the same aria-label, if there is one.
+(function () {
+  var slice = Array.prototype.slice;
+  function ownText(element) {
+    return slice.call(element.childNodes).filter(function (node) { return node.nodeType === 3; })
+      .map(function (node) { return node.data.trim(); }).filter(Boolean).join(" ");
   }
-  list.replaceChildren.apply(list, items);
-};
+  function sameItem(shown, item) {
+    return shown.tagName === item.tagName && shown.className === item.className &&
+      shown.getAttribute("data-key") === item.getAttribute("data-key") &&
+      shown.children.length === item.children.length && ownText(shown) === ownText(item);
+  }
+  function patch(shown, item) {
+    slice.call(item.children).forEach(function (child, index) {
+      var old = shown.children[index];
+      var kept = old.hasAttribute("data-key") && old.getAttribute("data-key") === child.getAttribute("data-key");
+      if (!kept && !old.isEqualNode(child)) { shown.replaceChild(child, old); }
+    });
+  }
+  window.consoleFillList = function (list, items, emptyText) {
+    if (items.length === 0) {
+      var empty = document.createElement("li");
+      empty.className = "empty";
+      empty.textContent = emptyText;
+      items = [empty];
+    }
+    var shown = slice.call(list.children);
+    if (shown.length === items.length && items.every(function (item, index) { return sameItem(shown[index], item); })) {
+      items.forEach(function (item, index) { patch(shown[index], item); });
+      return;
+    }
+    var focused = document.activeElement;
+    var label = focused && focused !== list && list.contains(focused) ? focused.getAttribute("aria-label") : null;
+    list.replaceChildren.apply(list, items);
+    var again = label && slice.call(list.querySelectorAll("[aria-label]"))
+      .filter(function (element) { return element.getAttribute("aria-label") === label; })[0];
+    if (again) { again.focus(); }
+  };
+})();
 window.consoleRow = function (cells) {
   var row = document.createElement("tr");
   cells.forEach(function (text) { var cell = document.createElement("td"); cell.textContent = text; row.appendChild(cell); });
