@@ -1,12 +1,15 @@
 // The counselor's page refreshes what they are offered or on now from me.json, and reloads
-// its text inbox when a conversation opens, closes or gets a message (unless a reply is
-// being written). What changed is said once, in one short sentence, in #desk-said (for
-// screen readers). No innerHTML: text only.
+// when a conversation opens, closes or gets a message, the live call changes, or they are
+// paused or un-paused elsewhere (me.json's "inbox"). Not while a reply is being written: its
+// box has the focus, or was typed in moments ago (drafts.js puts unsent words back after a
+// reload, so words merely left in a box hold nothing off). What changed is said once, in one
+// short sentence, in #desk-said (for screen readers). No innerHTML: text only.
 "use strict";
 (function () {
   var root = document.getElementById("desk");
   if (!root) { return; }
   var token = document.querySelector("meta[name='csrf-token']");
+  var TYPING_MS = 10000;
   var SAID_KEY = "console-desk-said";
   var STATUS_WORDS = {
     "available": "You are available.", "ringing": "A call is ringing on your phone.",
@@ -15,6 +18,7 @@
   var status = document.getElementById("my-status");
   var said = document.getElementById("desk-said");
   var shown = { status: status.textContent, offered: offeredOnPage() };
+  var typedAt = 0;
   function formKey() {
     var bytes = new Uint8Array(18);
     window.crypto.getRandomValues(bytes);
@@ -42,10 +46,9 @@
     return Array.prototype.map.call(document.querySelectorAll("#my-contacts form[data-key^='take#']"),
       function (form) { return form.dataset.key.slice(4); });
   }
-  function writing() {
-    var areas = Array.prototype.slice.call(document.querySelectorAll("#inbox textarea"));
-    return areas.some(function (area) { return area.value.trim() !== "" || area === document.activeElement; });
-  }
+  function replyBox(element) { return element instanceof Element && element.matches("#inbox textarea"); }
+  document.addEventListener("input", function (event) { if (replyBox(event.target)) { typedAt = Date.now(); } });
+  function writing() { return replyBox(document.activeElement) || Date.now() - typedAt < TYPING_MS; }
   // A sentence said as the page reloads is said again after it (this tab's sessionStorage).
   function keepSaid(words) {
     try { window.sessionStorage.setItem(SAID_KEY, words); } catch (error) { /* storage turned off */ }

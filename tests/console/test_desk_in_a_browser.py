@@ -1,8 +1,11 @@
 """The counselor's desk on her phone, in a real Chromium (as in test_in_a_browser.py) against the
 app served over HTTP: its refresh every few seconds leaves the keyboard focus where it was (on
-a Take button), and says what changed to screen readers (a text offered, a call ringing) once,
-not on every refresh. Found by review: the list was redrawn from new nodes on every refresh,
-and nothing was announced."""
+a Take button), says what changed to screen readers (a text offered, a call ringing, a pause)
+once, not on every refresh, and, when she is paused from elsewhere (missed calls), reloads to
+say so and why, with the reply she had half typed and left put back in its box (one she is
+still typing holds the reload off). Found by review: the list was redrawn from new nodes on
+every refresh, nothing was announced, and any reply left in a box held off the reload (and the
+live call's panel it draws) for good."""
 
 from __future__ import annotations
 
@@ -11,13 +14,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from console.models import COUNSELOR
+from crisisline.db import db
 from tests.conftest import TextingPhone
 from tests.console.conftest import Account, MakeUser
 from tests.console.test_board_and_desk import MENTAL_HEALTH, caller, only_ana_on_call
 from tests.console.test_in_a_browser import BOARD_REFRESH_WAIT_MS, browser, sign_in, sync_api
 from tests.console.test_inbox_and_wrap_up import offered_tag
+from tests.rota import ANA
+from transfer import flow
 from twilio_fake.phone import Phone
 
 __all__ = ["browser"]  # a fixture, used by name
@@ -88,3 +95,50 @@ def test_a_text_offered_is_announced_once_and_the_focused_take_button_keeps_the_
 
     desk.keyboard.press("Enter")  # she takes it with the keyboard
     expect(desk.locator("#inbox")).to_contain_text("panic attacks")
+
+
+def test_paused_after_missed_calls_the_desk_reloads_says_why_and_puts_back_the_reply_left_half_typed(
+    app: Flask, desk: Any, texting: TextingPhone
+) -> None:
+    expect = sync_api.expect
+    texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
+    tag = offered_tag(texting)
+    texting.send(ANA, f"YES {tag}")
+    desk.reload()
+    box = desk.locator(f"#reply-{tag}")
+    box.fill("Breathe with me: in for four,")
+    box.blur()  # she leaves it there, half typed, and looks at her phone
+    desk.wait_for_timeout(10_500)  # no longer being typed (desk.js's TYPING_MS)
+    expect(desk.get_by_role("button", name="Pause me")).to_be_visible()
+    desk.evaluate("window.notReloaded = true")
+
+    with app.app_context():  # what the line does after her third missed call in a row
+        assert flow.pause_for_missed("ana-ruiz")
+        db.session.commit()
+
+    expect(desk.get_by_role("button", name="Take contacts again")).to_be_visible(timeout=REFRESH_WAIT_MS)
+    assert desk.evaluate("window.notReloaded === undefined")  # the page reloaded
+    expect(desk.locator("#paused-why")).to_have_text("Paused after 3 missed calls in a row.")
+    expect(desk.get_by_role("status").filter(has_text="You are paused.")).to_have_count(1)
+    expect(desk.locator(f"#reply-{tag}")).to_have_value("Breathe with me: in for four,")
+
+
+def test_a_reply_box_in_use_holds_the_reload_off(app: Flask, desk: Any, texting: TextingPhone) -> None:
+    expect = sync_api.expect
+    texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
+    tag = offered_tag(texting)
+    texting.send(ANA, f"YES {tag}")
+    desk.reload()
+    box = desk.locator(f"#reply-{tag}")
+    box.fill("Breathe with me")  # and the box keeps the focus
+    desk.evaluate("window.notReloaded = true")
+
+    with app.app_context():
+        assert flow.pause_for_missed("ana-ruiz")
+        db.session.commit()
+
+    expect(desk.locator("#my-status")).to_have_text("paused", timeout=REFRESH_WAIT_MS)
+    refreshes(desk, 1)
+    assert desk.evaluate("window.notReloaded === true")
+    expect(box).to_be_focused()
+    expect(box).to_have_value("Breathe with me")
