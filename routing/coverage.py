@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from routing.document import Need, RoutingDocument
@@ -232,3 +233,122 @@ def _runs(values: list[int]) -> list[tuple[int, int, int]]:
                 runs.append((begin, begin + (minute - start), values[begin]))
             start = minute
     return sorted(runs)
+
+
+# How far ahead the dated weeks are checked: a preview stays cheap (at most this many weeks
+# plus the one under way are computed), and a rota usually changes before then anyway.
+DATED_WEEKS_AHEAD = 8
+
+
+@dataclass(frozen=True)
+class DatedGap:
+    """A stretch of real dates when one-off overrides leave callers of one language and need
+    worse off than the weekly rota alone does. ``start``/``end``: the line's wall-clock."""
+
+    language: str
+    need: str
+    start: datetime
+    end: datetime
+    status: str  # what they get then: OTHER_LANGUAGE or NOBODY
+
+    @property
+    def label(self) -> str:
+        """``Thu 2026-03-12 00:00-24:00``, ``Fri 2026-03-13 18:00-Mon 2026-03-16 08:00``."""
+        first = f"{DAY_NAMES[self.start.weekday()]} {self.start:%Y-%m-%d %H:%M}"
+        days = (self.end.date() - self.start.date()).days
+        if days == 0:
+            return f"{first}–{self.end:%H:%M}"
+        if days == 1 and self.end.time() == time(0):
+            return f"{first}–24:00"
+        return f"{first}–{DAY_NAMES[self.end.weekday()]} {self.end:%Y-%m-%d %H:%M}"
+
+
+def dated_horizon(document: RoutingDocument, now: datetime) -> tuple[datetime, datetime]:
+    """(now, the end of what :func:`override_gaps` checks) on the line's wall-clock: this
+    minute, and ``DATED_WEEKS_AHEAD`` weeks later."""
+    local_now = now.astimezone(document.timezone).replace(tzinfo=None, second=0, microsecond=0)
+    return local_now, local_now + timedelta(weeks=DATED_WEEKS_AHEAD)
+
+
+def override_gaps(
+    document: RoutingDocument, now: datetime, *, left_out: Collection[str] = frozenset()
+) -> list[DatedGap]:
+    """Every stretch from ``now`` (aware) to ``DATED_WEEKS_AHEAD`` weeks later when the one-off
+    overrides leave a caller of some language and need with nobody who speaks it, or nobody at
+    all, where the weekly rota alone has someone (its own gaps are warned of already).
+
+    Only the weeks holding a part of an off-call override (leave) still to come are computed,
+    with :func:`week_coverage` and every override of that week: an on-call override only adds
+    someone, so it never opens a gap, but it may fill the one a leave opens. ``left_out`` as
+    for :func:`week_coverage`."""
+    local_now, horizon = dated_horizon(document, now)
+    mondays: set[date] = set()
+    for responder in document.responders:
+        if responder.id in left_out:
+            continue
+        for override in responder.overrides:
+            if override.on_call or override.end <= local_now or override.start >= horizon:
+                continue
+            first = max(override.start, local_now).date()
+            last = (min(override.end, horizon) - timedelta(microseconds=1)).date()
+            monday = first - timedelta(days=first.weekday())
+            while monday <= last:
+                mondays.add(monday)
+                monday += timedelta(days=7)
+    if not mondays:
+        return []
+    rota = week_coverage(document, left_out=left_out)
+    gaps: list[DatedGap] = []
+    for monday in sorted(mondays):
+        start_of_week = datetime.combine(monday, time(0))
+        for was, now_row in zip(rota, week_coverage(document, monday, left_out=left_out), strict=True):
+            for start, end, rank in _worse_runs(was, now_row):
+                gap = DatedGap(
+                    now_row.language,
+                    now_row.need,
+                    max(start_of_week + timedelta(minutes=start), local_now),
+                    min(start_of_week + timedelta(minutes=end), horizon),
+                    NOBODY if rank == _RANK[NOBODY] else OTHER_LANGUAGE,
+                )
+                if gap.end <= gap.start:
+                    continue
+                previous = next(
+                    (
+                        index
+                        for index, seen in enumerate(gaps)
+                        if (seen.language, seen.need, seen.status, seen.end)
+                        == (gap.language, gap.need, gap.status, gap.start)
+                    ),
+                    None,
+                )
+                if previous is not None:  # one gap over Sunday midnight into the next week
+                    gaps[previous] = replace(gaps[previous], end=gap.end)
+                else:
+                    gaps.append(gap)
+    return gaps
+
+
+def _worse_runs(was: Coverage, now: Coverage) -> list[tuple[int, int, int]]:
+    """(start, end, rank) of each stretch of a dated week (``now``, not wrapping) where callers
+    get worse than in the weekly rota (``was``, which may wrap over Sunday midnight), in
+    minutes of the week; ``rank`` is what they get then."""
+    edges = {0, WEEK_MINUTES}
+    rota: list[tuple[int, int, int]] = []
+    for stretch in was.stretches:
+        for start, end in ((stretch.start, stretch.end), (stretch.start - WEEK_MINUTES, stretch.end - WEEK_MINUTES)):
+            start, end = max(start, 0), min(end, WEEK_MINUTES)
+            if start < end:
+                rota.append((start, end, _RANK[stretch.status]))
+                edges |= {start, end}
+    edges |= {minute for stretch in now.stretches for minute in (stretch.start, stretch.end)}
+    runs: list[tuple[int, int, int]] = []
+    ordered = sorted(edges)
+    for start, end in pairwise(ordered):
+        before = next(rank for first, last, rank in rota if first <= start < last)
+        after = next(_RANK[s.status] for s in now.stretches if s.start <= start < s.end)
+        worse = after if after > before else 0
+        if runs and runs[-1][1] == start and runs[-1][2] == worse:
+            runs[-1] = (runs[-1][0], end, worse)
+        else:
+            runs.append((start, end, worse))
+    return [run for run in runs if run[2]]

@@ -100,6 +100,7 @@ def review(
         *past_override_warnings(document, now),
         *overlapping_shift_warnings(document),
         *coverage_warnings(document, left_out=left_out),
+        *override_coverage_warnings(document, now, left_out=left_out),
         *time_to_ring_warnings(document),
     ]
 
@@ -238,6 +239,52 @@ def coverage_warnings(document: RoutingDocument, *, left_out: Collection[str] = 
                 "warning",
             )
         )
+    return problems
+
+
+def override_coverage_warnings(
+    document: RoutingDocument, now: datetime, *, left_out: Collection[str] = frozenset()
+) -> list[Problem]:
+    """Each stretch of real dates, from ``now`` to ``coverage.DATED_WEEKS_AHEAD`` weeks ahead,
+    when one-off overrides (someone off call) leave a language and need with nobody to ring,
+    or nobody who speaks the language, though the weekly rota has someone then: the weekly
+    rota's own gaps are :func:`coverage_warnings`'. Needs with the same gap in one warning.
+    An off-call override running past those weeks is named: what it leaves later is not
+    checked yet. ``left_out`` as for :func:`coverage_warnings`."""
+    if document.mode == "system_down":
+        return []  # everyone goes to the backup line on purpose
+    merged: dict[tuple[str, datetime, str, str], list[str]] = {}
+    for gap in coverage.override_gaps(document, now, left_out=left_out):
+        merged.setdefault((gap.language, gap.start, gap.status, gap.label), []).append(gap.need)
+    order = {need.key: index for index, need in enumerate(document.needs)}
+    problems = []
+    for (language, start, status, label), needs in sorted(merged.items()):
+        named = ", ".join(sorted(set(needs), key=order.__getitem__))
+        who = document.language(language).staff_name
+        problems.append(
+            Problem(
+                "counselors",
+                f"coverage gap {label}, {who} ({language}) / {named}: {WHAT_CALLERS_GET[status]}, "
+                "because of the one-off overrides (off call) then "
+                f"(see `flask routing coverage --week {start:%Y-%m-%d}`)",
+                "warning",
+            )
+        )
+    local_now, horizon = coverage.dated_horizon(document, now)
+    for path, responder in _responder_paths(document):
+        if responder.id in left_out:
+            continue
+        for offset, override in enumerate(responder.overrides):
+            if not override.on_call and override.end > horizon and override.end > local_now:
+                problems.append(
+                    Problem(
+                        f"{path}.overrides[{offset}]",
+                        f"off call until {override.end:%Y-%m-%d %H:%M}: coverage gaps are checked only "
+                        f"{coverage.DATED_WEEKS_AHEAD} weeks ahead, so one this leaves later is not warned of; "
+                        "preview the routing again nearer the time",
+                        "warning",
+                    )
+                )
     return problems
 
 

@@ -250,7 +250,7 @@ def rollback(number: int) -> Response:
 
 
 # A warning's pointer to a terminal command, which the console's own pages replace.
-_COMMAND_HINT = re.compile(r"\s*\(see `flask routing \w+`\)")
+_COMMAND_HINT = re.compile(r"\s*\(see `flask routing [^`]+`\)")
 
 
 def plain_warning(warning: Problem) -> str:

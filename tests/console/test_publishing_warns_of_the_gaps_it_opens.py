@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import datetime, timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient
+from markupsafe import escape
 
+from console.routing_pages import drafts
+from routing.validation import validate_text
 from tests.console.conftest import Account, csrf_token, sign_in
-from tests.console.test_routing_pages import HOLD, NEW_HOLD, live, publish_as_someone_else
+from tests.console.test_routing_pages import HOLD, NEW_HOLD, live, post, publish_as_someone_else
 
 NEW_WARNINGS = re.compile(r"Version (\d+) has (\d+) warning\(s\) that version (\d+) did not have")
 
@@ -84,3 +88,33 @@ def test_rolling_back_to_a_version_with_gaps_warns_of_them(app: Flask, client: F
     shown = warnings_shown(response.get_data(as_text=True))
     assert shown and NEW_WARNINGS.search(shown[0])
     assert any(w.startswith("coverage gap") for w in shown[1:])
+
+
+def test_preview_and_publish_warn_of_a_day_three_days_ahead_that_overrides_leave_with_nobody(
+    app: Flask, client: FlaskClient, admin: Account
+) -> None:
+    """Found by review: every responder off call for a whole day (a one-off override each) gave
+    the same warnings as the rota before, and every caller that day would go to the backup line."""
+    number, text = live(app)
+    document, _ = validate_text(text)
+    assert document is not None
+    day = (datetime.now(document.timezone) + timedelta(days=3)).date()
+    draft = text
+    for responder in document.responders:
+        leave = {"start": f"{day}T00:00", "end": f"{day + timedelta(days=1)}T00:00", "on_call": False}
+        draft = drafts.add_override(draft, responder.id, leave)
+    gap = f"coverage gap {day:%a} {day:%Y-%m-%d} 00:00–"
+    sign_in(client, admin)
+
+    status, preview = post(client, "/console/routing/preview", text=draft, base=str(number))
+
+    assert status == 200 and "ready to publish with a note" in preview
+    assert escape(gap) in preview and "English (en) / danger_now" in preview
+
+    page = publish(client, draft, number)
+
+    shown = warnings_shown(page)
+    assert shown and NEW_WARNINGS.search(shown[0])
+    told = [w for w in shown[1:] if w.startswith(gap)]
+    assert any("English (en) / danger_now" in w and "nobody on call: callers go to the backup line" in w for w in told)
+    assert not any("flask routing" in w for w in shown)  # the console's words, not a terminal's
