@@ -19,7 +19,7 @@ from typing import Any
 import requests
 from blinker import Namespace
 from flask import current_app
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, String, bindparam, cast, func, literal, or_, select, update
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
@@ -646,8 +646,21 @@ UNREACHED_LISTED_FOR = timedelta(days=1)
 
 
 def unreached_callbacks(moment: datetime) -> Select[Callback]:
-    """Callbacks given up in the last ``UNREACHED_LISTED_FOR`` (the supervisors were told)."""
-    return select(Callback).where(Callback.state == "gave_up", Callback.finished_at >= moment - UNREACHED_LISTED_FOR)
+    """Callbacks given up in the last ``UNREACHED_LISTED_FOR`` whose supervisors are told (or
+    about to be): not one whose alert found nothing to tell (``tell_supervisors_unreached``:
+    a check-in's "2" rides on it, flagged and listed as that check-in instead, or a counselor
+    has had them since), so no supervisor is sent to call someone the line has reached."""
+    nothing_to_tell = (
+        select(ScheduledContact.id)
+        .where(
+            ScheduledContact.dedupe_key == literal(f"{UNREACHED_ALERT}:") + cast(Callback.id, String),
+            ScheduledContact.outcome == "not_needed",
+        )
+        .exists()
+    )
+    return select(Callback).where(
+        Callback.state == "gave_up", Callback.finished_at >= moment - UNREACHED_LISTED_FOR, ~nothing_to_tell
+    )
 
 
 # Why, as the supervisors' text says it (``callback_unreached_sms``'s ``reason``): never who.

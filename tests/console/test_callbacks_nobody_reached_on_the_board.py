@@ -22,13 +22,14 @@ from callbacks.attempts import (
     LINE_FAILED,
     NUMBER_INVALID,
     NUMBER_NOT_CALLABLE,
+    UNREACHED_ALERT,
     UNREACHED_LISTED_FOR,
     UNREACHED_REASON,
     give_up,
 )
 from console.board.live import UNREACHED_WHAT
 from crisisline.db import db
-from crisisline.models import Callback
+from crisisline.models import Callback, ScheduledContact
 from tests.callbacks.test_callbacks import CALLER, ask_for_callback, callbacks
 from tests.console.conftest import Account, sign_in
 from tests.console.test_board_and_desk import board, without_digits_of
@@ -168,3 +169,31 @@ def test_a_callback_the_line_failed_to_make_is_listed_once_as_its_follow_up_with
     ]
     assert f'data-case="CB{callback.id}"' not in page
     assert "<td>English</td><td>Thoughts of suicide</td>" in unfinished_section(page)
+
+
+def test_a_callback_whose_alert_found_nothing_to_tell_is_not_on_the_board_nor_unmaskable(
+    app: Flask, client: FlaskClient, supervisor: Account, phone: Phone,
+    wednesday_evening: time_machine.Coordinates, publish_routing: Callable[..., int],
+) -> None:  # fmt: skip
+    """Its supervisors' alert ran and found nothing to tell (a counselor has had them since, or
+    a check-in's "2" rode on it and is listed as that check-in): the worker's outcome for it is
+    ``not_needed``. Before, the board still asked a supervisor to reach them, by a case nobody
+    was texted, and the unmask page offered their number."""
+    first, second = two_callbacks_asked_with_nobody_on_call(app, phone, publish_routing)
+    given_up(app, first, "no_answer")
+    given_up(app, second, "no_answer")
+    with app.app_context():
+        db.session.execute(
+            update(ScheduledContact)
+            .where(ScheduledContact.dedupe_key == f"{UNREACHED_ALERT}:{second}")
+            .values(state="sent", outcome="not_needed", finished_at=datetime.now(UTC))
+        )
+        db.session.commit()
+    sign_in(client, supervisor)
+
+    listed, page = the_board(client)
+
+    assert [row["case"] for row in listed["unfinished"]] == [f"CB{first}"]
+    assert f'data-case="CB{second}"' not in page
+    unmask_page = html.unescape(client.get("/console/board/unmask").get_data(as_text=True))
+    assert f"CB{first}" in unmask_page and f"CB{second}" not in unmask_page
