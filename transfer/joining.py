@@ -259,7 +259,7 @@ def _tell_counselor_not_coming(transfer: Transfer, document: RoutingDocument, re
         db.session.commit()
         return
     db.session.commit()
-    _tell_on_their_leg(transfer.id, document, attempt=0)
+    _tell_on_their_leg(transfer.id, document, request_key, attempt=0)
 
 
 # The claim above is taken before Twilio is asked: should Twilio not take the news (unreachable,
@@ -268,7 +268,7 @@ def _tell_counselor_not_coming(transfer: Transfer, document: RoutingDocument, re
 TELL_AGAIN_AFTER_SECONDS = (1.0, 3.0, 10.0)
 
 
-def _tell_on_their_leg(transfer_id: int, document: RoutingDocument, attempt: int) -> None:
+def _tell_on_their_leg(transfer_id: int, document: RoutingDocument, request_key: str, attempt: int) -> None:
     transfer = db.session.get(Transfer, transfer_id, populate_existing=True)
     counselor = next(
         (offer for offer in state.staff_on_call(transfer_id) if offer.purpose == "answer" and offer.call_sid), None
@@ -276,6 +276,9 @@ def _tell_on_their_leg(transfer_id: int, document: RoutingDocument, attempt: int
     if transfer is None or transfer.state != "connected" or counselor is None:
         db.session.commit()
         return  # the call is over, or their counselor has left it: nobody to tell
+    if attempt and _asked_again_since(transfer, request_key):
+        db.session.commit()
+        return  # that request has its own news
     back = transfer_twiml.responder_joins(
         document, transfer.conference_name,
         events_url=public_url("transfer.conference_events", transfer=transfer_id),
@@ -289,8 +292,17 @@ def _tell_on_their_leg(transfer_id: int, document: RoutingDocument, attempt: int
     wait = TELL_AGAIN_AFTER_SECONDS[attempt] - (TELL_AGAIN_AFTER_SECONDS[attempt - 1] if attempt else 0.0)
     start_later(
         wait, f"transfer.unit_not_reached_again:{transfer_id}",
-        partial(_tell_on_their_leg, transfer_id, document, attempt + 1),
+        partial(_tell_on_their_leg, transfer_id, document, request_key, attempt + 1),
     )  # fmt: skip
+
+
+def _asked_again_since(transfer: Transfer, request_key: str) -> bool:
+    """The counselor asked for a unit again after request ``request_key`` (the desk, ``*`` then
+    1), or a unit rings or has joined: its "not coming" is no longer true to tell."""
+    latest = next(iter(_requests(transfer)), None)
+    if latest is not None and latest.dedupe_key != request_key:
+        return True
+    return unit_status(transfer).state in ("joined", "ringing", "requested")
 
 
 def phone_outcome(asked: JoinRequest, transfer: Transfer) -> str:

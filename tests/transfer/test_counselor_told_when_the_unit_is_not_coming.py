@@ -11,6 +11,7 @@ leg and is put back with the caller, once per request.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -199,4 +200,25 @@ def test_the_counselor_is_told_once_twilio_takes_the_news_after_failing_to(
     assert len(told) == 1 and NOT_COMING in told[0], told
     phone.resume(ana)
     assert NOT_COMING in ana.heard_text()
+    assert ana.conference == caller.conference
+
+
+def test_news_retried_after_the_counselor_asked_again_is_not_told(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
+    """Twilio failed to take "the unit is not coming"; before its retry, Ana asked again (``*``
+    then 1) and the unit is ringing: the retry must not tell her that news over the new
+    request's (review: it checked only that she was still with the caller)."""
+    caller, ana = ana_asks_for_the_unit(phone, fake)
+    her_leg = leg_to(fake, ANA).sid
+    fake.inject_fault("POST", rf"/Calls/{her_leg}\.json$", status=503, times=2)
+    fake.advance_call(leg_to(fake, UNIT).sid, "no-answer")
+    settle(app)
+
+    assert phone.press_star(ana)
+    phone.resume(ana, [Keys("1")])
+    assert CALLING in ana.heard_text()
+    wait_for(lambda: len([leg for leg in legs(fake) if leg.to == UNIT]) == 2)  # the unit rung again
+    time.sleep(3.5)  # past the third try, which Twilio would have taken
+    settle(app)
+
+    assert told_on_her_leg(fake) == []
     assert ana.conference == caller.conference
