@@ -158,26 +158,34 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     texts = db.session.execute(
         update(Message).where(texts_due).values(sealed_body=None).execution_options(synchronize_session=False)
     )
-    checkins = db.session.execute(
-        update(CheckIn)
-        .where(CheckIn.asked_at < followups_cutoff)
-        .where(or_(CheckIn.sealed_reply.is_not(None), CheckIn.texter_id.is_not(None)))
+    checkins_due = and_(
+        CheckIn.asked_at < followups_cutoff,
         # A check-in still under way (due in up to 14 days, then its second text, the flag and
         # a day for a reply) keeps whom to text, however short the window, until it ends.
-        .where(or_(CheckIn.state.not_in(RUNNING_CHECKIN_STATES), CheckIn.asked_at < now - LONGEST_CHECKIN))
+        or_(CheckIn.state.not_in(RUNNING_CHECKIN_STATES), CheckIn.asked_at < now - LONGEST_CHECKIN),
         # One flagged for a person keeps it while the board lists it (a month at most, or until
         # marked followed up): the emergency unmask page gives its number.
-        .where(~and_(CheckIn.state == "flagged", CheckIn.flagged_at >= now - FLAGGED_LISTED_FOR))
-        # One answered keeps it while its answer is carried out (asked days ago, answered a
-        # minute ago): the clock's retry of their text finds the check-in by them, and a "2"
-        # whose callback gives up is flagged unless they have talked with someone since.
-        .where(
-            ~and_(
-                CheckIn.state == "answered",
-                or_(CheckIn.replied_at >= now - ANSWER_HANDLED_WITHIN, _talk_callback_open()),
-            )
-        )
-        .values(sealed_reply=None, texter_id=None)
+        ~and_(CheckIn.state == "flagged", CheckIn.flagged_at >= now - FLAGGED_LISTED_FOR),
+    )
+    # Their words in reply go with the window (nothing reads them once relayed), and whom it
+    # came from too, but for one answered that is still being carried out (asked days ago,
+    # answered a minute ago): the clock's retry of their text finds the check-in by them, and a
+    # "2" whose callback gives up is flagged unless they have talked with someone since.
+    replies = db.session.execute(
+        update(CheckIn)
+        .where(checkins_due, CheckIn.sealed_reply.is_not(None))
+        .values(sealed_reply=None)
+        .execution_options(synchronize_session=False)
+    )
+    being_carried_out = and_(
+        CheckIn.state == "answered",
+        CheckIn.replied_at.is_not(None),  # NULL-safe: NOT of an unknown would keep it for good
+        or_(CheckIn.replied_at >= now - ANSWER_HANDLED_WITHIN, _talk_callback_open()),
+    )
+    checkins = db.session.execute(
+        update(CheckIn)
+        .where(checkins_due, CheckIn.texter_id.is_not(None), ~being_carried_out)
+        .values(texter_id=None)
         .execution_options(synchronize_session=False)
     )
     survey_cutoff = max(followups_cutoff, now - SURVEY_ANSWER_WINDOW)
@@ -218,7 +226,8 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         "events": events.rowcount,  # type: ignore[attr-defined]
         "texts": texts.rowcount,  # type: ignore[attr-defined]
         "texters": texters,
-        "checkins": checkins.rowcount,  # type: ignore[attr-defined]
+        "checkins": checkins.rowcount,  # type: ignore[attr-defined]  # whom it came from
+        "checkin_replies": replies.rowcount,  # type: ignore[attr-defined]
         "surveys": surveys.rowcount,  # type: ignore[attr-defined]
         "block_reasons": block_reasons.rowcount,  # type: ignore[attr-defined]
         **registered,

@@ -364,3 +364,26 @@ def test_a_2_to_a_check_in_asked_days_ago_keeps_whom_it_came_from_while_its_call
     assert texter_after_purge_at(replied + ANSWER_HANDLED_WITHIN - timedelta(minutes=1)) == texter_id
     assert texter_after_purge_at(replied + ANSWER_HANDLED_WITHIN + timedelta(minutes=1)) is None
     assert checkins(app)[0].sealed_reply is None
+
+
+def test_words_in_reply_to_a_check_in_asked_days_ago_go_with_the_window_while_whom_they_came_from_stays(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
+    run_due: Callable[[], list[str]], settings: Settings, make_app: Callable[[Settings], Flask],
+) -> None:  # fmt: skip
+    """Keeping an answer's link to the person while it is carried out must not keep their words
+    past ``RETENTION_DAYS_FOLLOWUPS`` (review: both were kept): nothing reads them once relayed."""
+    checkin_sent(app, texting, wednesday_evening, run_due)
+    texting.send(TEXTER, "not great, couldn't sleep")
+    with app.app_context():
+        db.session.execute(update(CheckIn).values(asked_at=now() - timedelta(days=3)))
+        db.session.commit()
+    (checkin,) = checkins(app)
+    assert checkin.state == "answered" and checkin.sealed_reply is not None and checkin.replied_at is not None
+    short = make_app(settings_for(settings.database_url, settings.redis_url, RETENTION_DAYS_FOLLOWUPS="1"))
+
+    with short.app_context():
+        purged = purge_personal_data((checkin.replied_at + timedelta(minutes=1)).isoformat())
+
+    (after,) = checkins(app)
+    assert after.sealed_reply is None and purged["checkin_replies"] == 1
+    assert after.texter_id == checkin.texter_id and purged["checkins"] == 0

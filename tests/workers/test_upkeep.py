@@ -47,8 +47,9 @@ def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phon
         first = purge_personal_data(now.isoformat())
         second = purge_personal_data(now.isoformat())
 
-    assert first == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0, "surveys": 0,
-                     "block_reasons": 0, "wrap_up_notes": 0, "unmask_reasons": 0, "kept_texts": 0}  # fmt: skip
+    assert first == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0, "checkin_replies": 0,
+                     "surveys": 0, "block_reasons": 0, "wrap_up_notes": 0, "unmask_reasons": 0,
+                     "kept_texts": 0}  # fmt: skip
     assert set(second.values()) == {0}
     scrubbed, kept = row(app, old), row(app, recent)
     assert scrubbed.sealed_caller is None and scrubbed.caller_hash is None
@@ -81,9 +82,9 @@ def test_purge_runs_as_a_job_on_the_procfile_worker(app: Flask, phone: Phone, se
 
     job.refresh()
     assert job.get_status() == "finished"
-    assert job.return_value() == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0, "surveys": 0,
-                                  "block_reasons": 0, "wrap_up_notes": 0, "unmask_reasons": 0,
-                                  "kept_texts": 0}  # fmt: skip
+    assert job.return_value() == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0,
+                                  "checkin_replies": 0, "surveys": 0, "block_reasons": 0, "wrap_up_notes": 0,
+                                  "unmask_reasons": 0, "kept_texts": 0}  # fmt: skip
     assert row(app, old).sealed_caller is None
 
 
