@@ -39,6 +39,9 @@ class Preview:
     live_version: int | None
     base: int | None
     document: RoutingDocument | None
+    # The moment its dated warnings were judged at (a gap in a leave under way starts "now"):
+    # another preview compared with this one is judged at the same moment.
+    checked_at: datetime
 
     @property
     def valid(self) -> bool:
@@ -124,9 +127,10 @@ def preview(
     ``left_out``: responders the line does not ring whatever the routing says (the coverage
     warnings count them out; see ``routing.review.coverage_warnings``)."""
     live = live_version()
+    checked_at = now or datetime.now(UTC)
     report = check_text(
         text,
-        now=now or datetime.now(UTC),
+        now=checked_at,
         environment_backup_number=environment_backup_number(),
         left_out=left_out,
         line_number=line_phone_number(),
@@ -141,6 +145,7 @@ def preview(
         live_version=live.id if live is not None else None,
         base=base,
         document=report.document,
+        checked_at=checked_at,
     )
 
 

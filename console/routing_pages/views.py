@@ -267,7 +267,12 @@ def _warn_of_what_is_new(result: publishing.Published) -> None:
     before = result.preview.live_version
     old = publishing.version(before) if before is not None else None
     had = (
-        {str(w) for w in publishing.preview(store.source_of(old), before, left_out=left_out()).warnings}
+        {
+            str(w)
+            for w in publishing.preview(
+                store.source_of(old), before, now=result.preview.checked_at, left_out=left_out()
+            ).warnings
+        }
         if old is not None
         else set()
     )
