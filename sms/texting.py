@@ -92,7 +92,8 @@ def handle_texter_message(
     # line recorded for this very text is finished (matched exactly, never by comparing two
     # processes' clocks, as this test does); anything else belongs to the open conversation.
     late = current is not None and inbound.created_at < current.started_at
-    if keyword != "INFO" and (current is None or late):
+    # INFO by its words: with Advanced Opt-Out it arrives as ``OptOutType`` HELP too.
+    if keyword_of(body) != "INFO" and (current is None or late):
         answered = text_between_conversations.send(
             texter, document=document, inbound=inbound, body=body, line_number=line_number, late=late
         )

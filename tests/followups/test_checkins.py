@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import time_machine
 from flask import Flask
 from sqlalchemy import select
@@ -15,11 +16,12 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import Conversation, Message, ScheduledContact, Texter, Transfer
 from followups.checkins import CHECKIN_PRIORITY
-from tests.conftest import TextingPhone
+from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TextingPhone
 from tests.followups.conftest import checkins, contacts
 from tests.rota import BEN, DIEGO, leg_to
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
+from twilio_fake.signing import sms_params
 
 TEXTER = "+13125550181"
 CALLER = "+13125550182"
@@ -248,12 +250,22 @@ def test_help_in_reply_to_a_check_in_is_asking_to_talk_and_gets_the_help_text_to
     assert run_due() == []  # no second check-in text
 
 
+@pytest.mark.parametrize("service", [False, True], ids=["plain", "advanced-opt-out"])
 def test_info_in_reply_to_a_check_in_is_only_the_keyword(
-    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, run_due: Callable[[], list[str]]
-) -> None:
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, run_due: Callable[[], list[str]],
+    service: bool,
+) -> None:  # fmt: skip
+    """With Advanced Opt-Out, Twilio sends INFO as ``OptOutType`` HELP (review: taken as words)."""
     checkin_sent(app, texting, wednesday_evening, run_due)
 
-    replies = texting.send(TEXTER, "INFO")
+    if service:
+        params = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, "INFO")
+        params.update(OptOutType="HELP", MessagingServiceSid="MG" + "0" * 32)
+        before = len(texting.inbox(TEXTER))
+        texting.deliver(params)
+        replies = texting.inbox(TEXTER)[before:]
+    else:
+        replies = texting.send(TEXTER, "INFO")
 
     assert replies[0].startswith("Riverside County Crisis Line: text us to reach a crisis counselor")
     (checkin,) = checkins(app)
