@@ -48,7 +48,19 @@
   }
   function replyBox(element) { return element instanceof Element && element.matches("#inbox textarea"); }
   document.addEventListener("input", function (event) { if (replyBox(event.target)) { typedAt = Date.now(); } });
-  function writing() { return replyBox(document.activeElement) || Date.now() - typedAt < TYPING_MS; }
+  // Words left in a reply box come back after a reload (drafts.js, this tab's sessionStorage):
+  // only a box in use holds the reload off. Without that storage, any box with words in it does.
+  var draftsKept = (function () {
+    try { return Boolean(window.sessionStorage); } catch (error) { return false; }
+  })();
+  function wordsInABox() {
+    return Array.prototype.some.call(document.querySelectorAll("#inbox textarea"), function (box) {
+      return box.value.trim() !== "";
+    });
+  }
+  function writing() {
+    return replyBox(document.activeElement) || Date.now() - typedAt < TYPING_MS || (!draftsKept && wordsInABox());
+  }
   // A sentence said as the page reloads is said again after it (this tab's sessionStorage).
   function keepSaid(words) {
     try { window.sessionStorage.setItem(SAID_KEY, words); } catch (error) { /* storage turned off */ }

@@ -142,3 +142,38 @@ def test_a_reply_box_in_use_holds_the_reload_off(app: Flask, desk: Any, texting:
     assert desk.evaluate("window.notReloaded === true")
     expect(box).to_be_focused()
     expect(box).to_have_value("Breathe with me")
+
+
+def test_without_the_tabs_storage_a_reply_left_in_its_box_still_holds_the_reload_off(
+    app: Flask, browser: Any, live_server: str, ana: Account, texting: TextingPhone
+) -> None:
+    """Storage turned off (a browser setting): drafts.js cannot put a reply back after a reload,
+    so words left in a box hold it off as before (review: they were lost to the reload)."""
+    expect = sync_api.expect
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    context.add_init_script(
+        "Object.defineProperty(window, 'sessionStorage', {get() { throw new DOMException('off', 'SecurityError'); }});"
+    )
+    try:
+        desk = context.new_page()
+        sign_in(desk, live_server, ana)
+        texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
+        tag = offered_tag(texting)
+        texting.send(ANA, f"YES {tag}")
+        desk.reload()
+        box = desk.locator(f"#reply-{tag}")
+        box.fill("Breathe with me: in for four,")
+        box.blur()
+        desk.wait_for_timeout(10_500)  # no longer being typed (desk.js's TYPING_MS)
+        desk.evaluate("window.notReloaded = true")
+
+        with app.app_context():
+            assert flow.pause_for_missed("ana-ruiz")
+            db.session.commit()
+
+        expect(desk.locator("#my-status")).to_have_text("paused", timeout=REFRESH_WAIT_MS)
+        refreshes(desk, 1)
+        assert desk.evaluate("window.notReloaded === true")
+        expect(box).to_have_value("Breathe with me: in for four,")
+    finally:
+        context.close()
