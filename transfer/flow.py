@@ -589,14 +589,15 @@ def offer_decided(
     return Decision("joined")
 
 
-# The offer a responder's phone is ringing for, for a caller (not picked up yet): by their
-# ``engaged_offer_id``, so one indexed read. Bound: ``responder``.
+# The offer a responder's phone is ringing for, for a caller (not picked up yet): to answer
+# them, or a unit's to join their call. By their ``engaged_offer_id``, so one indexed read.
+# Bound: ``responder``.
 _RINGING_FOR_A_CALLER = (
     select(Offer)
     .join(ResponderState, ResponderState.engaged_offer_id == Offer.id)
     .where(
         ResponderState.responder_id == bindparam("responder"),
-        Offer.purpose == "answer",
+        Offer.purpose.in_(("answer", "join")),
         Offer.state.in_(("placing", "ringing")),
     )
 )
@@ -605,17 +606,18 @@ _RINGING_FOR_A_CALLER = (
 @events.responder_paused.connect
 def paused_while_rung(responder_id: str, **_: object) -> bool:
     """A responder paused themselves (their ``OFF``, the desk's switch; committed) while their
-    phone rang for a caller: the offer ends as their press of 2 would end it (``passed``, one
-    conditional UPDATE), their phone stops ringing and the caller's next person is rung, both
-    off the request thread, rather than the caller waiting out the ring timeout on someone
-    who said they are away. A phone picked up already (the whisper, a press of 1, the call
-    itself) is left alone: they decide there. The leg's own status callback that follows
-    (``canceled``) finds the offer closed and does nothing. True if it ended an offer."""
+    phone rang for a caller (or, a unit's, to join a call): the offer ends as their press of 2
+    would end it (``passed``, one conditional UPDATE), their phone stops ringing and the
+    caller's next person (the next unit) is rung, both off the request thread, rather than the
+    caller waiting out the ring timeout on someone who said they are away. A phone picked up
+    already (the whisper, a press of 1, the call itself) is left alone: they decide there. The
+    leg's own status callback that follows (``canceled``) finds the offer closed and does
+    nothing. True if it ended an offer."""
     offer = db.session.scalars(_RINGING_FOR_A_CALLER, {"responder": responder_id}).first()
     if offer is None:
         db.session.commit()
         return False
-    offer_id, transfer_id = offer.id, offer.transfer_id
+    offer_id, transfer_id, purpose = offer.id, offer.transfer_id, offer.purpose
     transfer = db.session.get(Transfer, transfer_id)
     if transfer is None or not state.finish_offer(offer, "passed", from_states=("placing", "ringing")):
         db.session.commit()  # picked up meanwhile, or ended by its leg: theirs to decide, or done
@@ -628,15 +630,19 @@ def paused_while_rung(responder_id: str, **_: object) -> bool:
     call_sid = db.session.scalar(select(Offer.call_sid).where(Offer.id == offer_id))
     if call_sid:
         start_soon(f"hang_up:{call_sid}", partial(dispatch.hang_up_call, call_sid, answered=False))
-    start_soon(f"ring-next:{transfer_id}", partial(_ring_next_after_a_pause, transfer_id))
+    start_soon(f"ring-next:{transfer_id}", partial(_ring_next_after_a_pause, transfer_id, purpose))
     return True
 
 
-def _ring_next_after_a_pause(transfer_id: int) -> None:
+def _ring_next_after_a_pause(transfer_id: int, purpose: str) -> None:
+    """As after a press of 2: the caller's next person, or for a unit asked to join, the next
+    unit on shift (or the counselor told none is coming)."""
     transfer = db.session.get(Transfer, transfer_id)
     active = active_routing()
-    if transfer is not None and active is not None and transfer.state == "waiting":
+    if transfer is not None and active is not None and purpose == "answer" and transfer.state == "waiting":
         ring_next(transfer, active.document)
+    elif transfer is not None and active is not None and purpose == "join" and transfer.state == "connected":
+        joining.unit_did_not_come(transfer.id, active.document)
     db.session.commit()
 
 

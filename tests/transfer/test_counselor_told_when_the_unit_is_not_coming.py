@@ -21,7 +21,14 @@ from sqlalchemy import select
 from crisisline.db import db
 from crisisline.models import CallEvent, Offer
 from crisisline.settings import Settings
-from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, settings_for, settle_after_callbacks
+from tests.conftest import (
+    LINE_NUMBER,
+    TEST_ACCOUNT_SID,
+    TEST_AUTH_TOKEN,
+    TextingPhone,
+    settings_for,
+    settle_after_callbacks,
+)
 from tests.rota import ANA, UNIT, leg_to, legs
 from tests.transfer.test_counselor_star_menu import CALLING, NOBODY_FREE, ana_with_the_caller, join_offers, wait_for
 from twilio_fake.phone import Keys, Phone, RequestsTransport
@@ -222,3 +229,22 @@ def test_news_retried_after_the_counselor_asked_again_is_not_told(app: Flask, ph
 
     assert told_on_her_leg(fake) == []
     assert ana.conference == caller.conference
+
+
+@pytest.mark.usefixtures("two_units")
+def test_a_unit_that_pauses_while_its_phone_rings_to_join_hands_the_request_to_the_next_unit_at_once(
+    app: Flask, phone: Phone, fake: FakeTwilio, texting: TextingPhone
+) -> None:
+    """A unit texting OFF while it is rung to join a call stops ringing, and the next unit on
+    shift is rung at once, as after its press of 2 (before, it rang out its timeout)."""
+    caller, ana = ana_asks_for_the_unit(phone, fake)
+    first = next(leg for leg in legs(fake) if leg.to in (UNIT, SOUTH))
+
+    texting.send(first.to, "OFF")
+    settle(app)
+
+    assert fake.get_call(first.sid).status == "canceled"
+    second = next(leg for leg in legs(fake) if leg.to in (UNIT, SOUTH) and leg.sid != first.sid)
+    assert told_on_her_leg(fake) == []
+    unit = phone.answer(second.sid, [Keys("1")])
+    assert unit.conference == caller.conference == ana.conference
