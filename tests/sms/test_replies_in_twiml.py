@@ -232,7 +232,9 @@ def test_a_counselor_taking_a_long_backlog_over_a_slow_api_is_answered_in_time_a
     answered_in = answer.elapsed.total_seconds()
 
     assert "having trouble" not in answer.text
-    assert answered_in < deadline * outbox.WEBHOOK_REST_SHARE + 0.5 + 0.5, answered_in  # one send may be under way
+    # Its share for REST sends, one send that may be under way, and a second of grace for a
+    # loaded machine (CI once took 3.52 s against 3.5): twelve sends inline would take 6 s.
+    assert answered_in < deadline * outbox.WEBHOOK_REST_SHARE + 0.5 + 1.0, answered_in
     relayed = [message.body for message in fake.messages.values() if message.to == BEN
                and any(message.body.endswith(words) for words in (WORDS, *backlog))]  # fmt: skip
     assert [next(w for w in (WORDS, *backlog) if body.endswith(w)) for body in relayed] == [WORDS, *backlog]
