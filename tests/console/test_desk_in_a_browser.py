@@ -97,45 +97,48 @@ def test_a_text_offered_is_announced_once_and_the_focused_take_button_keeps_the_
     expect(desk.locator("#inbox")).to_contain_text("panic attacks")
 
 
+def ana_holds_a_text(desk: Any, texting: TextingPhone) -> Any:
+    """A texter Ana has taken, her desk reloaded to show it: its reply box."""
+    texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
+    texting.send(ANA, f"YES {offered_tag(texting)}")
+    desk.reload()
+    return desk.locator("#inbox textarea")
+
+
+def paused_after_missed_calls(app: Flask) -> None:
+    """What the line does after her third missed call in a row (from outside her desk)."""
+    with app.app_context():
+        assert flow.pause_for_missed("ana-ruiz")
+        db.session.commit()
+
+
 def test_paused_after_missed_calls_the_desk_reloads_says_why_and_puts_back_the_reply_left_half_typed(
     app: Flask, desk: Any, texting: TextingPhone
 ) -> None:
     expect = sync_api.expect
-    texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
-    tag = offered_tag(texting)
-    texting.send(ANA, f"YES {tag}")
-    desk.reload()
-    box = desk.locator(f"#reply-{tag}")
+    box = ana_holds_a_text(desk, texting)
     box.fill("Breathe with me: in for four,")
     box.blur()  # she leaves it there, half typed, and looks at her phone
     desk.wait_for_timeout(10_500)  # no longer being typed (desk.js's TYPING_MS)
     expect(desk.get_by_role("button", name="Pause me")).to_be_visible()
     desk.evaluate("window.notReloaded = true")
 
-    with app.app_context():  # what the line does after her third missed call in a row
-        assert flow.pause_for_missed("ana-ruiz")
-        db.session.commit()
+    paused_after_missed_calls(app)
 
     expect(desk.get_by_role("button", name="Take contacts again")).to_be_visible(timeout=REFRESH_WAIT_MS)
     assert desk.evaluate("window.notReloaded === undefined")  # the page reloaded
     expect(desk.locator("#paused-why")).to_have_text("Paused after 3 missed calls in a row.")
     expect(desk.get_by_role("status").filter(has_text="You are paused.")).to_have_count(1)
-    expect(desk.locator(f"#reply-{tag}")).to_have_value("Breathe with me: in for four,")
+    expect(desk.locator("#inbox textarea")).to_have_value("Breathe with me: in for four,")
 
 
 def test_a_reply_box_in_use_holds_the_reload_off(app: Flask, desk: Any, texting: TextingPhone) -> None:
     expect = sync_api.expect
-    texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
-    tag = offered_tag(texting)
-    texting.send(ANA, f"YES {tag}")
-    desk.reload()
-    box = desk.locator(f"#reply-{tag}")
+    box = ana_holds_a_text(desk, texting)
     box.fill("Breathe with me")  # and the box keeps the focus
     desk.evaluate("window.notReloaded = true")
 
-    with app.app_context():
-        assert flow.pause_for_missed("ana-ruiz")
-        db.session.commit()
+    paused_after_missed_calls(app)
 
     expect(desk.locator("#my-status")).to_have_text("paused", timeout=REFRESH_WAIT_MS)
     refreshes(desk, 1)
@@ -157,19 +160,13 @@ def test_without_the_tabs_storage_a_reply_left_in_its_box_still_holds_the_reload
     try:
         desk = context.new_page()
         sign_in(desk, live_server, ana)
-        texting.send(TEXTER, "I keep having panic attacks and I can't breathe")
-        tag = offered_tag(texting)
-        texting.send(ANA, f"YES {tag}")
-        desk.reload()
-        box = desk.locator(f"#reply-{tag}")
+        box = ana_holds_a_text(desk, texting)
         box.fill("Breathe with me: in for four,")
         box.blur()
         desk.wait_for_timeout(10_500)  # no longer being typed (desk.js's TYPING_MS)
         desk.evaluate("window.notReloaded = true")
 
-        with app.app_context():
-            assert flow.pause_for_missed("ana-ruiz")
-            db.session.commit()
+        paused_after_missed_calls(app)
 
         expect(desk.locator("#my-status")).to_have_text("paused", timeout=REFRESH_WAIT_MS)
         refreshes(desk, 1)
