@@ -157,6 +157,12 @@ def guard() -> BaseResponse | None:
     return None
 
 
+def count_as_activity() -> None:
+    """For a view whose poll is someone at work though the screen is untouched (a counselor on
+    a call with a caller, the desk open beside them): the idle clock restarts as for a click."""
+    session["seen"] = datetime.now(UTC).timestamp()
+
+
 def _is_poll() -> bool:
     """The page's own refresh or reload, not someone at the screen."""
     return request.headers.get(POLL_HEADER) == "1" or request.args.get(POLL_QUERY) == "1"

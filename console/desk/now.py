@@ -62,6 +62,11 @@ class Desk:
         """ "You still hold #12 …" while paused with conversations, else ""."""
         return still_holding(self.held) if self.paused else ""
 
+    @property
+    def on_a_call(self) -> bool:
+        """Talking with a caller now (put through, not only rung)."""
+        return any(c.channel == "voice" and c.state == "on a call" for c in self.contacts)
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from console.access import allow, current_user, signed_in
+from console.access import allow, count_as_activity, current_user, signed_in
 from console.accounts.forms import ConfirmForm
 from console.board.live import language_name, need_label
 from console.desk import calls, referrals, texts, wrapups
@@ -95,12 +95,20 @@ def _card(document: RoutingDocument, conversation: Conversation, moment: datetim
     }
 
 
+def _on_a_call_is_activity(now: Desk | None) -> None:
+    """A counselor talking with a caller for half an hour is not away from the desk: its own
+    refresh keeps them signed in while the call lasts (the line knows the call, not the page)."""
+    if now is not None and now.on_a_call:
+        count_as_activity()
+
+
 @bp.get("/me")
 @allow(COUNSELOR)
 def page() -> str:
     mine = _mine()
     moment = datetime.now(UTC)
     now = desk(*mine, moment) if mine else None
+    _on_a_call_is_activity(now)
     live = calls.live_call(*mine) if mine else None
     return render_template(
         "console/desk.html", desk=now, form=AvailabilityForm(), refresh_seconds=REFRESH_SECONDS,
@@ -122,6 +130,7 @@ def data() -> dict[str, Any]:
         return {"error": "not linked to a responder of the routing config"}
     moment = datetime.now(UTC)
     now = desk(*mine, moment)
+    _on_a_call_is_activity(now)
     return {
         **now.as_json(),
         "inbox": _signature(*mine, moment, now),

@@ -9,8 +9,10 @@ import json
 import re
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -316,3 +318,37 @@ def test_two_tabs_asking_at_the_same_moment_ring_the_unit_once(
     assert [leg.to for leg in legs(fake)].count(UNIT) == 1
     assert join_offers(app) == [("unit-north", "join")]
     assert len(events(app, "unit.requested")) == 1
+
+
+# --- the idle sign-out ----------------------------------------------------------------------------
+
+
+def test_a_counselor_on_a_long_call_stays_signed_in_by_the_desks_refresh_until_the_call_ends(
+    app: Flask, client: FlaskClient, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    make_user: MakeUser,
+) -> None:  # fmt: skip
+    """An hour with a caller, the desk open and untouched: its refresh keeps Ana signed in while
+    she talks. Once the call is over the refresh is not activity again, and the idle sign-out
+    comes as for anyone."""
+    rota(publish_routing, unit_on_shift=False)
+    idle = timedelta(minutes=app.config["CONSOLE_IDLE_MINUTES"])
+    poll = {"X-Console-Poll": "1"}
+    with time_machine.travel(datetime.now(UTC), tick=True) as traveller:
+        sign_in(client, make_user(COUNSELOR, "ana"))
+        caller, ana = ana_on_a_live_call(phone, fake)
+        for _ in range(3):  # 3 x (idle - 1 min) on the call, only the desk's own refresh
+            traveller.shift(idle - timedelta(minutes=1))
+            polled = client.get("/console/me.json", headers=poll)
+            assert polled.status_code == 200 and polled.get_json()["status"] == "on a call"
+        traveller.shift(idle - timedelta(minutes=1))
+        assert client.get("/console/me?poll=1").status_code == 200  # the page's own reload too
+
+        phone.hang_up(caller)
+        phone.hang_up(ana)
+        app.extensions["crisisline.background"].wait_idle(timeout=30)
+        traveller.shift(idle - timedelta(minutes=1))
+        polled = client.get("/console/me.json", headers=poll)
+        assert polled.status_code == 200 and polled.get_json()["status"] != "on a call"
+        traveller.shift(timedelta(minutes=2))
+        assert client.get("/console/me.json", headers=poll).status_code == 401
+    assert audit_actions(app)[-1] == ("ana", "signed_out_idle", None)
