@@ -39,7 +39,8 @@ texter_opted_out = signals.signal("texter-opted-out")
 # counselor ended it (END): e.g. the texter is asked whether we may check in later.
 conversation_ended_by_counselor = signals.signal("conversation-ended-by-counselor")
 # Sent with the responder's config id as sender, right after a pause they asked for (their
-# ``OFF``, the desk's switch) is committed (:func:`send_responder_paused`): a phone of theirs
+# ``OFF``, the desk's switch) or their phone's blocking the line's texts (error 21610) is
+# committed (:func:`send_responder_paused`): a phone of theirs
 # still ringing for a caller stops, and that caller's next person is rung (``transfer.flow``).
 responder_paused = signals.signal("responder-paused")
 # Sent every minute by the clock (``workers.upkeep.keep_stored_promises``), with no sender: a
@@ -77,7 +78,7 @@ def publish_pending() -> int:
 
 
 def send_responder_paused(responder_id: str) -> None:
-    """Tell the channels ``responder_id`` paused themselves (committed already). A receiver's
+    """Tell the channels ``responder_id`` is paused (committed already). A receiver's
     failure is logged by class name only and never reaches the pause: the phone then rings
     out its own timeout, and the caller's next person is rung after it, as before."""
     try:

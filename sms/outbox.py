@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from twilio.base.exceptions import TwilioRestException
 
+from crisisline import events
 from crisisline.background import ARRIVED_AT
 from crisisline.db import commit_keeping_loaded, constant, db, insert_ignoring_duplicates, inserted_id
 from crisisline.deadline import ANSWERED, PROGRESS
@@ -584,14 +585,17 @@ def record_status(message_id: int, status: str, error_code: str | None, message_
         moved = db.session.execute(moving.values(**values)).rowcount  # type: ignore[attr-defined]
     # Only a callback that moved the row is news: a TwiML reply's failure comes twice (its action
     # and its status callback), and Twilio may repeat either, after the person's START too.
+    blocked: str | None = None
     if moved and error_code == str(OPTED_OUT):
         refused = _texter_of(message_id)
         if refused is not None:  # as of when it was sent: a text sent before their START says nothing now
             mark_opted_out(refused[0], at=refused[1])
-        responder_id = db.session.scalar(_COUNSELOR_OF, {"message": message_id})
-        if responder_id is not None:  # a reply in TwiML to a counselor who sent STOP, say
-            _pause_blocked(responder_id)
+        blocked = db.session.scalar(_COUNSELOR_OF, {"message": message_id})
+        if blocked is not None:  # a reply in TwiML to a counselor who sent STOP, say
+            _pause_blocked(blocked)
     db.session.commit()
+    if blocked is not None:  # their phone ringing for a caller: the caller's next person now
+        events.send_responder_paused(blocked)
     if moved and status in UNSENT_STATUSES:  # a repeated or late callback tells nobody again
         _tell_if_a_relay_to_a_texter(message_id)
 

@@ -107,6 +107,26 @@ def test_texting_off_while_the_phone_rings_rings_the_next_counselor_at_once(
     assert_ana_let_go_and_ben_rung(app, fake, ana_leg.sid)
 
 
+def test_a_phone_that_blocks_the_lines_texts_while_it_rings_rings_the_next_counselor_at_once(
+    app: Flask, phone: Phone, texting: TextingPhone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    make_user: MakeUser,
+) -> None:  # fmt: skip
+    """Ana texts STOP while her phone rings: Twilio opts her phone out, the line's answer fails
+    with 21610 and pauses her (``sms_blocked``). Her caller was left on her phone's ring timeout."""
+    ana_then_ben(publish_routing, make_user)
+    a_caller_rings_ana(phone, fake)
+    ana_leg = leg_to(fake, ANA)
+
+    fake.receive_keyword(ANA, "STOP")  # Twilio's own keyword handling, first
+    texting.send(ANA, "STOP")
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    with app.app_context():
+        state = db.session.get(ResponderState, "ana-ruiz")
+        assert state is not None and state.paused_reason == "sms_blocked"
+    assert_ana_let_go_and_ben_rung(app, fake, ana_leg.sid)
+
+
 def test_pausing_after_accepting_leaves_the_call_alone(
     app: Flask, client: FlaskClient, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
     make_user: MakeUser,
