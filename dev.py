@@ -209,7 +209,17 @@ def run_tests(pytest_args: list[str]) -> int:
         print("$", " ".join(command), flush=True)
         if subprocess.run([str(BIN / command[0]), *command[1:]], cwd=ROOT).returncode:
             return 1
+    compile_the_project()
     return subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT).returncode
+
+
+def compile_the_project() -> None:
+    """Write the project's bytecode, plain and ``-OO``: the tests start hundreds of worker, web
+    and clock processes, and where PYTHONDONTWRITEBYTECODE is set (as on CI) each compiled the
+    project again at start (0.4 s of CPU). Stale files are ignored: Python checks the source."""
+    skipped = r"[/\\](\.venv|\.git|tests|instance)[/\\]"
+    command = ["-m", "compileall", "-q", "-o", "0", "-o", "2", "-x", skipped, str(ROOT)]
+    subprocess.run([str(PYTHON), *command], cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
 
 
 def main() -> int:
