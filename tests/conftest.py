@@ -23,12 +23,14 @@ import redis
 import requests
 import time_machine
 import yaml
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
+from console.accounts import passwords
 from crisisline import create_app
 from crisisline.db import db
 from crisisline.redis_server import free_port, start_redis
@@ -51,6 +53,20 @@ LINE_NUMBER = "+13125550100"
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # One database per test run, so two runs on one machine never drop each other's tables.
 POSTGRES_TEST_DB = f"crisisline_test_{os.getpid()}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "production_password_cost: hash passwords at the production cost")
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id at its production cost (64 MiB, 3 passes) takes 0.2 s a hash and a check here,
+    and the console's tests make and sign in accounts hundreds of times: in this process they
+    use the same algorithm at its lowest cost. The test of the cost itself is marked
+    ``production_password_cost``; every process a test starts hashes at the production cost."""
+    if request.node.get_closest_marker("production_password_cost") is None:
+        monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
 def settings_for(database_url: str, redis_url: str, **extra: str) -> Settings:

@@ -26,6 +26,7 @@ from crisisline.settings import Settings
 from tests.console.conftest import PASSWORD, Account, MakeUser, audit_actions, csrf_token, sign_in
 
 
+@pytest.mark.production_password_cost
 def test_passwords_are_hashed_with_argon2id_at_the_recommended_cost() -> None:
     stored = hash_password(PASSWORD)
 
