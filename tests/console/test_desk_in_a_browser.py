@@ -45,6 +45,7 @@ def ana(publish_routing: Callable[..., int], make_user: MakeUser) -> Account:
 def desk(browser: Any, live_server: str, ana: Account) -> Iterator[Any]:
     """Ana's desk open on her phone."""
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    context.clock.install()  # time runs as usual; a wait for the typing window jumps it instead
     try:
         page = context.new_page()
         sign_in(page, live_server, ana)
@@ -56,10 +57,11 @@ def desk(browser: Any, live_server: str, ana: Account) -> Iterator[Any]:
 
 
 def refreshes(page: Any, count: int) -> None:
-    """Let the desk refresh ``count`` times, and draw what it got."""
+    """Let the desk refresh ``count`` times (its clock jumped to each, not waited for), and
+    draw what it got."""
     for _ in range(count):
         with page.expect_response(ME_JSON, timeout=REFRESH_WAIT_MS):
-            pass
+            page.clock.fast_forward(5_000)
     page.wait_for_timeout(500)
 
 
@@ -119,7 +121,7 @@ def test_paused_after_missed_calls_the_desk_reloads_says_why_and_puts_back_the_r
     box = ana_holds_a_text(desk, texting)
     box.fill("Breathe with me: in for four,")
     box.blur()  # she leaves it there, half typed, and looks at her phone
-    desk.wait_for_timeout(10_500)  # no longer being typed (desk.js's TYPING_MS)
+    desk.clock.fast_forward(10_500)  # no longer being typed (desk.js's TYPING_MS)
     expect(desk.get_by_role("button", name="Pause me")).to_be_visible()
     desk.evaluate("window.notReloaded = true")
 
@@ -157,13 +159,14 @@ def test_without_the_tabs_storage_a_reply_left_in_its_box_still_holds_the_reload
     context.add_init_script(
         "Object.defineProperty(window, 'sessionStorage', {get() { throw new DOMException('off', 'SecurityError'); }});"
     )
+    context.clock.install()
     try:
         desk = context.new_page()
         sign_in(desk, live_server, ana)
         box = ana_holds_a_text(desk, texting)
         box.fill("Breathe with me: in for four,")
         box.blur()
-        desk.wait_for_timeout(10_500)  # no longer being typed (desk.js's TYPING_MS)
+        desk.clock.fast_forward(10_500)  # no longer being typed (desk.js's TYPING_MS)
         desk.evaluate("window.notReloaded = true")
 
         paused_after_missed_calls(app)
