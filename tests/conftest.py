@@ -41,7 +41,7 @@ from twilio_fake.phone import HttpReply, Phone, RequestsTransport, WsgiTransport
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.server import FakeTwilioServer
 from twilio_fake.signing import signed_headers, sms_params
-from workers import upkeep
+from workers import contacts, upkeep
 
 TEST_ACCOUNT_SID = "AC" + "7" * 32
 TEST_AUTH_TOKEN = "d2f1c0ffee0d2f1c0ffee0d2f1c0ffee"
@@ -383,7 +383,8 @@ def clean_redis(settings: Settings) -> Iterator[redis.Redis]:
 @pytest.fixture
 def run_worker(settings: Settings, fake_twilio_server: FakeTwilioServer) -> Callable[..., None]:
     """Runs the Procfile's worker (its ``worker:`` line, in burst mode) as a real process until
-    the queues are empty, with this test's database, Redis and fake Twilio."""
+    the queues are empty, with this test's database, Redis and fake Twilio. Its queues: those
+    named, else the ones scheduled contacts go to (a callback's attempt, a check-in…)."""
 
     def run(*queues: str) -> None:
         env = {
@@ -394,7 +395,7 @@ def run_worker(settings: Settings, fake_twilio_server: FakeTwilioServer) -> Call
             ),
         }  # fmt: skip
         subprocess.run(  # noqa: S603 - our own interpreter and module
-            [*procfile_worker(), "--burst", *(queues or ("followups",))],
+            [*procfile_worker(), "--burst", *(queues or contacts.CONTACT_QUEUES)],
             env=env, cwd=ROOT, check=True, capture_output=True, timeout=120,
         )  # fmt: skip
 

@@ -38,7 +38,15 @@ from sms import outbox
 from sms.conversations import find_or_create_texter
 
 log = logging.getLogger(__name__)
+# Queues named by purpose (``crisisline.app.QUEUES``, which a worker takes in order). Routine
+# contacts (check-ins, surveys, missed-call texts…) go to ``followups``; a contact a person is
+# waiting on for a human (a callback's attempt) goes to ``calls``, taken first, so it never
+# waits in line behind a batch of texts (every check-in due at night falls due as the quiet
+# hours end). ``queue_for`` decides, for every enqueue (a retry, the rebuild after a flush).
 QUEUE = "followups"
+AHEAD_QUEUE = "calls"
+AHEAD_KINDS = frozenset({"callback"})
+CONTACT_QUEUES = (AHEAD_QUEUE, QUEUE)  # every queue a contact's job may be on, first taken first
 JOB_TIMEOUT_SECONDS = 60
 FAILURE_TTL_SECONDS = 24 * 3600  # failed jobs must not keep even ids for RQ's default year
 # A claim older than the job timeout plus a margin belongs to a dead worker (RQ kills a job at
@@ -150,8 +158,14 @@ def enqueue_or_leave_to_the_clock(contact_id: int) -> None:
         log.warning("contact %s not queued yet (%s); the clock will queue it", contact.id, type(error).__name__)
 
 
+def queue_for(kind: str) -> str:
+    """The queue a contact of ``kind`` goes to: ``AHEAD_QUEUE`` for one a person waits on for a
+    human (``AHEAD_KINDS``), else ``QUEUE``."""
+    return AHEAD_QUEUE if kind in AHEAD_KINDS else QUEUE
+
+
 def enqueue(contact: ScheduledContact) -> None:
-    queue = rq.get_queue(QUEUE)
+    queue = rq.get_queue(queue_for(contact.kind))
     options = {"job_id": contact.job_id, "job_timeout": JOB_TIMEOUT_SECONDS, "failure_ttl": FAILURE_TTL_SECONDS}
     if contact.due_at <= now():
         queue.enqueue(run_scheduled_contact, contact.id, **options)
@@ -414,12 +428,15 @@ def _waiting_in_redis(job_id: str, connection: Redis) -> bool:
     (started, failed) will not run again by itself, though it still exists: re-queue it. A
     job that is in fact running now is harmless to queue again: its claim makes it run once."""
     try:
-        status = Job.fetch(job_id, connection=connection).get_status(refresh=False)
+        job = Job.fetch(job_id, connection=connection)
     except NoSuchJobError:
         return False
+    status = job.get_status(refresh=False)
     if status == JobStatus.QUEUED:
         # Still marked queued, but a worker may have popped it and died before starting it.
-        return rq.get_queue(QUEUE).get_job_position(job_id) is not None
+        # Looked for on the queue it was put on (one queued before ``queue_for`` moved its kind
+        # is still there, and still runs).
+        return job.get_position() is not None
     return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 

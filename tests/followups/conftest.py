@@ -56,19 +56,20 @@ def run_real_worker(app: Flask, run_worker: Callable[..., None]) -> Callable[[],
     time comes) and run the Procfile's worker as a real process, in burst mode."""
 
     def run() -> None:
-        from workers.contacts import QUEUE, now
+        from workers.contacts import CONTACT_QUEUES, now
 
         with app.app_context():
-            queue = rq.get_queue(QUEUE)
-            registry = ScheduledJobRegistry(queue=queue)
-            for job_id in registry.get_job_ids():
-                contact = db.session.scalars(
-                    select(ScheduledContact).where(ScheduledContact.id == int(job_id.removeprefix("contact-")))
-                ).one()
-                if contact.due_at <= now():
-                    registry.remove(job_id)
-                    queue.enqueue_job(Job.fetch(job_id, connection=queue.connection))
-        run_worker(QUEUE)
+            for name in CONTACT_QUEUES:
+                queue = rq.get_queue(name)
+                registry = ScheduledJobRegistry(queue=queue)
+                for job_id in registry.get_job_ids():
+                    contact = db.session.scalars(
+                        select(ScheduledContact).where(ScheduledContact.id == int(job_id.removeprefix("contact-")))
+                    ).one()
+                    if contact.due_at <= now():
+                        registry.remove(job_id)
+                        queue.enqueue_job(Job.fetch(job_id, connection=queue.connection))
+        run_worker(*CONTACT_QUEUES)
 
     return run
 

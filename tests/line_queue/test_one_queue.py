@@ -132,7 +132,7 @@ def _callback_waiting(app: Flask, phone: Phone, run_worker: Callable[..., None],
     assert turn.twiml is not None and turn.twiml.find("Gather") is not None, "the callback key is offered"
     phone.resume(holding, [Keys("9")], max_hold_turns=1)
     assert "We will call you back" in holding.heard_text()
-    run_worker("followups")
+    run_worker()
     return holding
 
 

@@ -34,6 +34,7 @@ from tests.rota import BEN, legs
 from twilio_fake.phone import Keys, Phone, PhoneCall, Words
 from twilio_fake.rest_api import FakeTwilio
 from twilio_fake.server import FakeTwilioServer
+from workers.contacts import CONTACT_QUEUES
 
 # The people of the day (none is a staff number or the line's own).
 PEOPLE = {
@@ -181,7 +182,7 @@ def run_worker_logging_everything(settings: Settings, fake_twilio_server: FakeTw
             **extra,
         ),
     }  # fmt: skip
-    command = [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", "followups"]
+    command = [sys.executable, "-m", "flask", "--app", "crisisline", "rq", "worker", "--burst", *CONTACT_QUEUES]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=120, check=True)  # noqa: S603
     return done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
 
@@ -287,8 +288,8 @@ def test_a_day_of_calls_and_texts_leaves_no_number_or_words_in_plain_text(
 
     scan = Scan()
     with app.app_context():  # counted without RQ's clean-up, which (on the travelled clock) would expire them
-        failed_jobs = clean_redis.zcard(FailedJobRegistry(queue=rq.get_queue("followups")).key)
-    scan.count("failed jobs (followups)", failed_jobs)
+        failed_jobs = sum(clean_redis.zcard(FailedJobRegistry(queue=rq.get_queue(name)).key) for name in CONTACT_QUEUES)
+    scan.count("failed jobs (scheduled contacts)", failed_jobs)
     scan_redis(clean_redis, scan)
     scan_database(app, scan)
     scan_logs(caplog.get_records("setup") + caplog.records, scan)
