@@ -27,14 +27,14 @@ from rq import Queue, Worker
 from rq.cron import CronJob, CronScheduler
 from rq.exceptions import StopRequested
 from rq.utils import now
-from sqlalchemy import select
+from sqlalchemy import case, select
 
 from crisisline.app import FastConnectRedis, rq
 from crisisline.db import db
 from crisisline.models import ScheduledContact
 from crisisline.settings import Settings
+from workers.contacts import AHEAD_KINDS, run_scheduled_contact
 from workers.contacts import now as contacts_now
-from workers.contacts import run_scheduled_contact
 from workers.upkeep import PERIODIC_JOBS
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ LEADER_KEY = "crisisline:clock:leader"
 LEASE_SECONDS = 90
 MAX_BACKOFF_SECONDS = 30
 INLINE_EVERY_SECONDS = 60
+INLINE_CONTACTS_PER_RUN = 100  # due contacts the clock runs itself each time, callbacks first
 CLOCK_REDIS_TIMEOUT_SECONDS = 5
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # The queues the every-minute safety nets and the scheduled contacts go to.
@@ -203,12 +204,16 @@ def _rollback_quietly() -> None:
 def run_due_contacts() -> dict[str, int]:
     """Redis is down, so no worker can take scheduled contacts (a promised callback, a check-in):
     run the due ones here. Each claims its row first (pending → sending), so a job Redis still
-    holds, run later by a worker, does nothing."""
+    holds, run later by a worker, does nothing. In the workers' order: a person waiting for a
+    human (``AHEAD_KINDS``, a callback) first, then the oldest due, so a callback is not left
+    behind a backlog of overdue check-ins (a hundred a minute)."""
     due = db.session.scalars(
         select(ScheduledContact.id)
         .where(ScheduledContact.state == "pending", ScheduledContact.due_at <= contacts_now())
-        .order_by(ScheduledContact.due_at)
-        .limit(100)
+        .order_by(
+            case((ScheduledContact.kind.in_(AHEAD_KINDS), 0), else_=1), ScheduledContact.due_at, ScheduledContact.id
+        )
+        .limit(INLINE_CONTACTS_PER_RUN)
     ).all()
     outcomes: dict[str, int] = {}
     for contact_id in due:

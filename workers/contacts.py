@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 # contacts (check-ins, surveys, missed-call texts…) go to ``followups``; a contact a person is
 # waiting on for a human (a callback's attempt) goes to ``calls``, taken first, so it never
 # waits in line behind a batch of texts (every check-in due at night falls due as the quiet
-# hours end). ``queue_for`` decides, for every enqueue (a retry, the rebuild after a flush).
+# hours end). ``queue_for`` decides, for every enqueue (a retry, the rebuild after a flush);
+# the clock running due contacts itself takes ``AHEAD_KINDS`` first too.
 QUEUE = "followups"
 AHEAD_QUEUE = "calls"
 AHEAD_KINDS = frozenset({"callback"})

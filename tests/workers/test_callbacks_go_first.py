@@ -1,6 +1,7 @@
 """A person waiting for a callback goes ahead of routine texts: every check-in due at night falls
 due at the same instant (the quiet hours' end), and a callback asked for a moment later is
-taken before that batch, not after it, by the Procfile's worker, also after Redis lost its jobs."""
+taken before that batch, not after it, by the Procfile's worker, after Redis lost its jobs, and
+by the clock running the due contacts itself while no worker keeps up."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from tests.conftest import LINE_NUMBER, procfile_argv
 from tests.rota import around_the_clock
 from twilio_fake.phone import Keys, Phone
 from twilio_fake.rest_api import FakeTwilio
+from workers import clock as clock_module
+from workers.clock import LineClock
 from workers.contacts import schedule
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
@@ -114,4 +117,21 @@ def test_after_redis_lost_its_jobs_the_rebuilt_schedule_still_puts_the_callback_
     run_worker(*procfile_queues())
 
     assert counts["requeued"] == CHECKINS + 1
+    assert_callback_taken_before_every_checkin(app, fake)
+
+
+def test_the_clock_running_overdue_contacts_itself_takes_a_new_callback_before_older_check_ins(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], clean_redis: redis.Redis
+) -> None:
+    """No worker is running (crashed, never started): the leading clock runs what is due, at
+    most a hundred a minute. Check-ins overdue since the outage began must not keep a callback
+    asked for now waiting."""
+    checkins_due_together(app, datetime.now(UTC) - timedelta(minutes=10))
+    ask_for_a_callback(app, phone, publish_routing)
+    with app.app_context():
+        clock = LineClock(clean_redis, inline_jobs=[clock_module.run_due_contacts])
+
+        clock.tick()  # leads, finds no worker for the queues, runs the due contacts here
+        clock.resign()
+
     assert_callback_taken_before_every_checkin(app, fake)
