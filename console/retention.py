@@ -3,13 +3,15 @@ reasons given for emergency unmasks are scrubbed with their contact's channel wi
 (``RETENTION_DAYS_CALLS`` or ``_TEXTS``). A note goes by when its contact began (the call's or
 the conversation's start), not by when it was written: wrap-ups are offered for days after
 the contact, and a note must not outlive what it is about. Outcomes, needs and who did what
-stay: metrics and the audit log need them, and they hold nothing personal."""
+stay: metrics and the audit log need them, and they hold nothing personal. Sign-in attempts
+(a keyed hash of the name typed and of the address) go once the throttle's window has passed."""
 
 from __future__ import annotations
 
-from sqlalchemy import CursorResult, and_, or_, update
+from sqlalchemy import CursorResult, and_, delete, or_, update
 
-from console.models import AuditEntry, WrapUp
+from console.accounts.throttle import WINDOW
+from console.models import AuditEntry, SignInAttempt, WrapUp
 from crisisline.db import db
 from crisisline.models import Call, Conversation
 from crisisline.retention import Cutoffs, registers_purge
@@ -67,6 +69,19 @@ def purge_unmask_reasons(cutoffs: Cutoffs) -> int:
         .execution_options(synchronize_session=False)
     )
     return scrubbed + _count(other)
+
+
+@registers_purge("sign_in_attempts")
+def purge_sign_in_attempts(cutoffs: Cutoffs) -> int:
+    """Attempts the throttle no longer counts (older than its ``WINDOW``), whatever the
+    retention windows: each one holds a keyed hash of an address, and the next sign-in, which
+    deletes them too, may be days away."""
+    result = db.session.execute(
+        delete(SignInAttempt)
+        .where(SignInAttempt.attempted_at < cutoffs.now - WINDOW)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(result)
 
 
 def _count(result: object) -> int:

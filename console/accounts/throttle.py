@@ -29,6 +29,9 @@ once cannot all pass the check before any of them is counted.
 An administrator lifts an account's lock by setting a new password or with ``flask users
 unlock`` (:func:`clear_account`): its failures stop counting against the account (from any
 address), and still count against the addresses they came from.
+
+An attempt is kept no longer than ``WINDOW`` needs it: the next sign-in deletes older ones, and
+so does the hourly retention purge (``console.retention``) when nobody signs in.
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ PAIR_LIMIT = 5
 ACCOUNT_LIMIT = 10
 ADDRESS_LIMIT = 50
 WINDOW = timedelta(minutes=15)
-KEEP = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def claim(username: str, address: str | None) -> Lockout | int:
         return locked
     attempt = SignInAttempt(account_key=account_key(username), address_key=address_key(address), succeeded=False)
     db.session.add(attempt)
-    db.session.execute(delete(SignInAttempt).where(SignInAttempt.attempted_at < _now() - KEEP))
+    db.session.execute(delete(SignInAttempt).where(SignInAttempt.attempted_at < _now() - WINDOW))
     db.session.flush()
     claimed = attempt.id
     db.session.commit()

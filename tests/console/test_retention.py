@@ -13,7 +13,8 @@ from flask import Flask
 from sqlalchemy import select
 
 from console.board.unmask import LiveContact, reveal
-from console.models import NOTE_CONTEXT, AuditEntry, User, WrapUp
+from console.accounts import throttle
+from console.models import NOTE_CONTEXT, AuditEntry, SignInAttempt, User, WrapUp
 from crisisline.db import db
 from crisisline.models import Call, Conversation, Texter, Transfer
 from crisisline.privacy import Vault
@@ -148,3 +149,20 @@ def test_unmask_reasons_are_scrubbed_after_the_window_and_the_audit_entry_stays(
     assert entries["call:11"].sealed_detail is None and entries["text:12"].sealed_detail is None
     assert entries["call:13"].sealed_detail is not None
     assert {e.actor for e in entries.values()} == {supervisor.username}  # who unmasked is never purged
+
+
+def test_sign_in_attempts_past_the_throttles_window_go_with_the_hourly_purge_though_nobody_signs_in(
+    app: Flask,
+) -> None:
+    with app.app_context():
+        for minutes, succeeded in ((60 * 24 * 3, False), (throttle.WINDOW.total_seconds() // 60 + 1, True), (5, False)):
+            db.session.add(SignInAttempt(account_key="a" * 64, address_key="b" * 64, succeeded=succeeded,
+                                         attempted_at=NOW - timedelta(minutes=minutes)))  # fmt: skip
+        db.session.commit()
+
+    first, second = purge(app, NOW), purge(app, NOW)
+
+    assert (first["sign_in_attempts"], second["sign_in_attempts"]) == (2, 0)
+    with app.app_context():
+        kept = db.session.scalars(select(SignInAttempt.attempted_at)).all()
+    assert kept == [NOW - timedelta(minutes=5)]  # still counted by the throttle
