@@ -71,7 +71,8 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
 
     Each kind has its own window (``RETENTION_DAYS_CALLS``, ``_TEXTS``, ``_FOLLOWUPS``, each
     defaulting to ``PERSONAL_DATA_RETENTION_DAYS``). Calls: the sealed caller number and keyed
-    hash, sealed speech transcripts. Texts: sealed bodies, and texters' sealed numbers; a
+    hash, sealed speech transcripts. Texts: sealed bodies, and texters' sealed numbers (not
+    before the last of their own texts loses its body: Twilio's copies are found by it); a
     texter's keyed hash is replaced by a random one (the link to the person is gone) unless
     they opted out, because STOP must be honoured for as long as the line exists. A number one
     channel copied from the other (a texter's on a callback they asked for by text, a caller's
@@ -372,10 +373,20 @@ def _purge_texters(cutoff: datetime, calls_cutoff: datetime, now: datetime) -> i
         )
         .scalar_subquery()
     )  # fmt: skip
+    # Someone whose own text still has its body (a STOP, HELP or follow-up reply sent after their
+    # last conversation) keeps their number until that body goes, by the texts' window: the run
+    # that scrubs it notes their texts at Twilio by this number (``note_purged``), then drops it.
+    # Dropped sooner, Twilio's copies (its own reply to STOP: no SID the line knows) would stay.
+    still_worded = (
+        db.select(Message.texter_id)
+        .where(Message.texter_id.is_not(None), Message.direction == "in", Message.sealed_body.is_not(None))
+        .scalar_subquery()
+    )
     stale = db.session.scalars(
         db.select(Texter).where(
             old_enough, Texter.sealed_number.is_not(None), Texter.id.not_in(recent),
             Texter.id.not_in(checked_in), Texter.id.not_in(surveyed), Texter.id.not_in(to_reach),
+            Texter.id.not_in(still_worded),
         )
     ).all()  # fmt: skip
     for texter in stale:

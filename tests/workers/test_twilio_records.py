@@ -579,3 +579,34 @@ def test_keep_sends_nothing_and_drops_the_texters_numbers_noted_to_find_their_te
     assert (fake.delete_log, listing.remaining) == ([], 100)  # nothing deleted, nothing listed
     assert between_texter_and_line(fake) == kept
     assert "texts" not in {record.kind for record in noted(app)}  # the SIDs stay noted, the number goes
+
+
+@pytest.mark.usefixtures("clean_redis")
+def test_a_texters_stop_sent_after_their_conversation_keeps_their_number_until_its_body_goes_then_twilio_deletes_it(
+    app: Flask, texting: TextingPhone, fake: FakeTwilio
+) -> None:
+    start = datetime.now(UTC)
+    a_text(texting, fake, "I can't sleep again")  # a conversation, closed at once
+    with app.app_context():
+        db.session.execute(update(Conversation).values(state="closed", closed_at=start))
+        db.session.commit()
+    with time_machine.travel(start + timedelta(days=20), tick=True):
+        stop = a_text(texting, fake, "STOP")  # no conversation: a text on its own, within retention below
+
+    purge(app, start + PAST_RETENTION)  # the conversation's texts go; the STOP's body is kept
+    with app.app_context():
+        assert db.session.scalars(select(Texter.sealed_number)).one() is not None
+    delete_run(app, start + PAST_RETENTION + REPLY_WINDOW)
+    assert stop in fake.messages  # within retention: Twilio keeps it as the line does
+
+    later = start + timedelta(days=20) + PAST_RETENTION
+    purge(app, later)  # the STOP's body goes: its texts are noted by number, then the number goes
+    assert [record.kind for record in noted(app)].count("texts") == 1
+    delete_run(app, later + REPLY_WINDOW)
+
+    assert stop not in fake.messages
+    assert between_texter_and_line(fake) == set()
+    assert noted(app) == []
+    with app.app_context():
+        texter = db.session.scalars(select(Texter)).one()
+        assert texter.sealed_number is None and texter.opted_out  # STOP still honoured
