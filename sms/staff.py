@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import select, update
 
 from crisisline import events
 from crisisline.db import db
 from crisisline.models import Conversation, ConversationOffer, Message
+from crisisline.retention import Cutoffs
 from line_queue import responders as state  # pause/resume: shared with voice, below both
 from routing.document import Responder, RoutingDocument
 from sms import conversations as convo
@@ -171,6 +173,17 @@ def _yes_refused(document: RoutingDocument, responder: Responder, conversation: 
     return Reply(document.staff_prompt("sms_at_limit", tag=tag, count=load), refused=True)
 
 
+def _texted_before_within_retention(conversation: Conversation) -> bool:
+    """Their conversation before this one started within the texts' window, as the desk's
+    history counts them (``console.desk.history``): an older one is no longer theirs to
+    mention (the hourly purge unlinks it, ``workers.upkeep``; until it runs, this)."""
+    if not conversation.previous_id:
+        return False
+    started = db.session.scalar(select(Conversation.started_at).where(Conversation.id == conversation.previous_id))
+    cutoff = Cutoffs.at(convo.now(), current_app.extensions["crisisline.settings"]).texts
+    return started is not None and started >= cutoff
+
+
 def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, conversation: Conversation) -> Reply:
     tag = conversation.tag
     holds_it = conversation.counselor_id == responder.id and conversation.state == "active"
@@ -183,7 +196,7 @@ def _tagged_command(document: RoutingDocument, responder: Responder, verb: str, 
             return _yes_refused(document, responder, conversation)
         db.session.refresh(conversation)
         text = document.staff_prompt("sms_taken", tag=tag)
-        if conversation.previous_id:
+        if _texted_before_within_retention(conversation):
             text += " " + document.staff_prompt("sms_returning", tag=tag)
         return Reply(text, conversation)
     if not holds_it:

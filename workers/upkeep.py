@@ -6,9 +6,11 @@ import hashlib
 import logging
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
@@ -21,7 +23,7 @@ from callbacks.requests import (
 )
 from crisisline import events
 from crisisline.app import rq
-from crisisline.db import db
+from crisisline.db import UTCDateTime, db
 from crisisline.models import (
     BlockedNumber,
     Call,
@@ -220,6 +222,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .execution_options(synchronize_session=False)
     )
     texters = _purge_texters(texts_cutoff, calls_cutoff, now)
+    _unlink_old_conversations(texts_cutoff, now)
     registered = {name: purge(cutoffs) for name, purge in registered_purges().items()}
     db.session.commit()
     return {
@@ -394,6 +397,77 @@ def _purge_texters(cutoff: datetime, calls_cutoff: datetime, now: datetime) -> i
         if not texter.opted_out:
             texter.number_hash = "purged:" + secrets.token_hex(24)
     return len(stale)
+
+
+# A conversation past the texts' window gets a texter row of its own, under this "hash" and
+# its id: no keyed hash of a number is ever one, so nobody's next text finds it.
+UNLINKED_CONVERSATION_PREFIX = "purged-conversation:"
+
+
+def _unlink_old_conversations(cutoff: datetime, now: datetime) -> None:
+    """Conversations past the texts' window (closed, their last activity before ``cutoff``) are
+    moved, with their texts, to a texter row of their own holding nothing (no number, a hash no
+    number has), and lose their links to and from the texter's other conversations
+    (``previous_id``). Whoever keeps their hash (STOP is honoured for good; someone who texts
+    every few weeks) keeps only their contacts within the window; the old ones stay, for
+    metrics, anonymous and unlinked. Their texts sent outside any conversation lose their
+    sender once past the window too, unless the board still lists them for a person to reach.
+    Set-based: a few statements, whatever the backlog."""
+    old = and_(
+        Conversation.state == "closed",
+        Conversation.last_activity_at < cutoff,
+        or_(Conversation.closed_at.is_(None), Conversation.closed_at < now - ENDED_CONTACT_UNMASKABLE_FOR),
+    )
+    anonymous = literal(UNLINKED_CONVERSATION_PREFIX) + cast(Conversation.id, String)
+    still_linked = (
+        db.select(Texter.id).where(Texter.id == Conversation.texter_id, Texter.number_hash == anonymous).exists()
+    )
+    due = db.select(Conversation.id).where(old, ~still_linked)
+    columns = ["number_hash", "opted_out", "created_at"]
+    rows = db.select(anonymous, literal(False), literal(now, UTCDateTime())).where(old, ~still_linked)
+    db.session.execute(
+        _insert(Texter).from_select(columns, rows).on_conflict_do_nothing(),
+        execution_options={"synchronize_session": False},
+    )
+    moved = db.session.scalars(due).all()
+    for start in range(0, len(moved), CHUNK):
+        ids = moved[start : start + CHUNK]
+        own = db.select(Texter.id).where(Texter.number_hash == anonymous).scalar_subquery()
+        db.session.execute(
+            update(Conversation)
+            .where(Conversation.id.in_(ids))
+            .values(texter_id=own, previous_id=None)
+            .execution_options(synchronize_session=False)
+        )
+        its_texter = db.select(Conversation.texter_id).where(Conversation.id == Message.conversation_id)
+        db.session.execute(
+            update(Message)
+            .where(Message.conversation_id.in_(ids), Message.texter_id.is_not(None))
+            .values(texter_id=its_texter.scalar_subquery())
+            .execution_options(synchronize_session=False)
+        )
+        db.session.execute(
+            update(Conversation)
+            .where(Conversation.previous_id.in_(ids))
+            .values(previous_id=None)
+            .execution_options(synchronize_session=False)
+        )
+    listed_since = now - STUCK_LISTED_FOR
+    db.session.execute(
+        update(Message)
+        .where(
+            Message.conversation_id.is_(None), Message.texter_id.is_not(None), Message.sealed_body.is_(None),
+            Message.created_at < cutoff, or_(Message.received_at.is_(None), Message.received_at < cutoff),
+            or_(Message.person_needed_at.is_(None), Message.person_needed_at < listed_since),
+            or_(Message.handled_at.is_not(None), Message.created_at < listed_since),
+        )
+        .values(texter_id=None)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+
+
+def _insert(model: Any) -> Any:
+    return (postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite).insert(model)
 
 
 def sweep_text_conversations() -> dict[str, int]:

@@ -491,3 +491,21 @@ def test_matching_words_remembers_the_configs_words_but_never_what_a_texter_wrot
     assert remembered, "the configured words go through the cache"
     assert not [word for word in remembered if "zqxwv" in word.lower()]
     assert normalised_configured.cache_info().hits > 0  # the second text normalised nothing again
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_is_not_told_the_texter_texted_before_when_that_was_before_the_texts_window(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates
+) -> None:
+    texting.send(TEXTER, "I want to kill myself")
+    first = conversation_of(app).id
+    texting.send(BEN, f"YES {first}")
+    texting.send(BEN, f"END {first}")
+    wednesday_evening.shift(timedelta(days=31))  # past the texts' 30 days; no purge has run yet
+
+    texting.send(TEXTER, "I want to kill myself again")
+    second = conversation_of(app, 2)
+    taken = texting.send(BEN, f"YES {second.id}")
+
+    assert second.previous_id == first
+    assert "texted the line before" not in taken[-1]

@@ -268,3 +268,88 @@ def test_a_blocklist_reason_is_blanked_after_the_calls_window_and_the_number_sta
 
     assert after_purge_at(added + window - timedelta(minutes=1)) == (written, "ada", True)
     assert after_purge_at(added + window + timedelta(minutes=1)) == (None, "ada", True)
+
+
+def conversations_of(app: Flask, number: str) -> list[int]:
+    """The conversations joined to the texter row ``number``'s keyed hash finds."""
+    from crisisline.models import Conversation, Texter
+    from ivr.call_log import phone_hash
+
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                select(Conversation.id)
+                .join(Texter, Texter.id == Conversation.texter_id)
+                .where(Texter.number_hash == phone_hash(number))
+                .order_by(Conversation.id)
+            )
+        )
+
+
+def test_conversations_past_the_texts_window_are_unlinked_from_a_number_kept_for_its_stop(
+    app: Flask, texting: TextingPhone
+) -> None:
+    from crisisline.models import Conversation, Message, Texter
+
+    number, now = "+13125550172", datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    with time_machine.travel(now - timedelta(days=400), tick=False):
+        texting.send(number, "I want to kill myself")
+    with app.app_context():
+        db.session.execute(update(Conversation).values(state="closed", closed_at=now - timedelta(days=399)))
+        db.session.commit()
+    with time_machine.travel(now - timedelta(days=200), tick=False):
+        texting.send(number, "STOP")
+    assert len(conversations_of(app, number)) == 1
+
+    with app.app_context():
+        from workers.upkeep import purge_personal_data
+
+        purge_personal_data(now.isoformat())
+        again = purge_personal_data(now.isoformat())
+        conversation = db.session.scalars(select(Conversation)).one()
+        its_texter = db.session.get(Texter, conversation.texter_id)
+        assert its_texter is not None
+        anonymous = (its_texter.number_hash, its_texter.sealed_number, its_texter.opted_out)
+        linked = db.session.execute(select(Message.id, Message.texter_id).where(Message.texter_id.is_not(None))).all()
+        inbound = db.session.scalars(
+            select(Message.id).where(Message.conversation_id == conversation.id, Message.direction == "in")
+        ).all()
+
+    assert conversations_of(app, number) == []
+    assert anonymous == (f"purged-conversation:{conversation.id}", None, False)
+    # Its text moved with it; the old STOP, outside any conversation, has no sender any more.
+    assert [tuple(row) for row in linked] == [(message, conversation.texter_id) for message in inbound]
+    assert set(again.values()) == {0}
+    # The opt-out still holds: the number's hash still finds an opted-out texter, who gets nothing.
+    assert texting.send(number, "hello") == []
+    with app.app_context():
+        from ivr.call_log import phone_hash
+
+        kept = db.session.scalars(select(Texter).where(Texter.number_hash == phone_hash(number))).one()
+        assert kept.opted_out
+
+
+def test_only_the_conversations_past_the_texts_window_lose_their_link_and_the_next_ones_previous(
+    app: Flask, texting: TextingPhone
+) -> None:
+    from crisisline.models import Conversation
+
+    number, now = "+13125550173", datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+    for days in (60, 10):
+        with time_machine.travel(now - timedelta(days=days), tick=False):
+            texting.send(number, "I want to kill myself")
+        with app.app_context():
+            db.session.execute(update(Conversation).values(state="closed", closed_at=now - timedelta(days=days)))
+            db.session.commit()
+    with app.app_context():
+        old, recent = db.session.scalars(select(Conversation).order_by(Conversation.id)).all()
+        assert recent.previous_id == old.id
+
+        from workers.upkeep import purge_personal_data
+
+        purge_personal_data(now.isoformat())
+        db.session.expire_all()
+        previous = db.session.get(Conversation, recent.id).previous_id  # type: ignore[union-attr]
+
+    assert conversations_of(app, number) == [recent.id]
+    assert previous is None
