@@ -12,8 +12,8 @@ import time_machine
 from flask import Flask
 from sqlalchemy import select
 
-from console.board.unmask import LiveContact, reveal
 from console.accounts import throttle
+from console.board.unmask import LiveContact, reveal
 from console.models import NOTE_CONTEXT, AuditEntry, SignInAttempt, User, WrapUp
 from crisisline.db import db
 from crisisline.models import Call, Conversation, Texter, Transfer
