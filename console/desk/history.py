@@ -4,9 +4,9 @@ never by the number itself. Only dates, channels and needs: nothing they said.
 
 Only contacts started within their channel's retention window (``crisisline.retention``'s
 cutoffs, the ones the hourly purge uses) are linked to the person. The purge unlinks an old
-call (its hash goes), but a conversation stays tied to its texter for as long as the texter
-row keeps its hash: one who writes every few weeks, or who once sent STOP (their hash is kept
-for as long as the line exists), would otherwise show conversations from years ago.
+call (its hash goes) and an old conversation (moved to a texter row of its own); until it runs,
+the windows are applied here too, for one who writes every few weeks, or who once sent STOP
+(their hash is kept for as long as the line exists).
 """
 
 from __future__ import annotations

@@ -70,13 +70,17 @@ def test_an_opted_out_texters_conversation_older_than_the_texts_window_is_no_ear
         a_whole_conversation(texting, "I want to kill myself")
         texting.send(TEXTER, "STOP")
     with app.app_context():
-        purge_personal_data(now.isoformat())  # the hash stays, to honour STOP
-        gone = earlier_contacts(phone_hash(TEXTER), now, now=now)
+        before = earlier_contacts(phone_hash(TEXTER), now, now=now)
         # The same history as it was seen 371 days ago, the conversation then within the window.
         then = earlier_contacts(phone_hash(TEXTER), now, now=now - 400 * DAY + WINDOW - DAY)
+        purge_personal_data(now.isoformat())  # the hash stays, to honour STOP
+        gone = earlier_contacts(phone_hash(TEXTER), now, now=now)
+        # Once purged, the conversation is no longer theirs at all (moved to a texter of its own).
+        unlinked = earlier_contacts(phone_hash(TEXTER), now, now=now - 400 * DAY + WINDOW - DAY)
 
-    assert (gone.count, gone.recent) == (0, [])
+    assert (before.count, before.recent) == (gone.count, gone.recent) == (0, [])
     assert then.count == 1 and [e.channel for e in then.recent] == ["text"]
+    assert unlinked.count == 0
 
 
 def test_calls_older_than_the_calls_window_are_no_earlier_contacts_even_before_the_purge_runs(app: Flask) -> None:

@@ -27,7 +27,7 @@ from tests.followups.test_checkins import TEXTER as CHECKIN_TEXTER
 from tests.followups.test_checkins_when_things_go_wrong import flagged_no_reply
 from tests.sms.test_texts_after_stop import TEXTER, WORDS, last_inbound_id
 from twilio_fake.phone import Phone
-from workers.upkeep import purge_personal_data
+from workers.upkeep import UNLINKED_CONVERSATION_PREFIX, purge_personal_data
 
 
 def test_the_number_of_someone_writing_after_an_old_stop_outlives_the_next_hourly_purge(
@@ -41,12 +41,13 @@ def test_the_number_of_someone_writing_after_an_old_stop_outlives_the_next_hourl
         db.session.execute(update(Conversation).values(state="closed"))
         db.session.commit()
         purge_personal_data(now.isoformat())  # 40 days on: their number goes, their STOP stays
-        assert db.session.scalars(select(Texter.sealed_number)).one() is None
+        person = ~Texter.number_hash.startswith(UNLINKED_CONVERSATION_PREFIX)  # not their old conversation's
+        assert db.session.scalars(select(Texter.sealed_number).where(person)).one() is None
 
     texting.send(TEXTER, WORDS)  # today, after their STOP: the line cannot text them back
     message_id = last_inbound_id(app)
     with app.app_context():
-        assert db.session.scalars(select(Texter.sealed_number)).one() is not None  # sealed again for a person
+        assert db.session.scalars(select(Texter.sealed_number).where(person)).one() is not None  # sealed again
         counts = purge_personal_data((now + timedelta(minutes=20)).isoformat())  # the next hourly run
     assert counts["texters"] == 0
 
