@@ -338,7 +338,13 @@ def insert_ignoring_duplicates(model: Any, values: dict[str, Any]) -> Any:
 
     Check-then-insert races between processes; a unique constraint plus this does not.
     """
-    return _insert(db.session.get_bind().dialect.name, model).values(**values)
+    return insert_ignoring_conflicts(model).values(**values)
+
+
+def insert_ignoring_conflicts(model: Any) -> Insert:
+    """``INSERT … ON CONFLICT DO NOTHING`` on this session's backend, to give its rows
+    (``.values``, ``.from_select``)."""
+    return _insert(db.session.get_bind().dialect.name, model)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

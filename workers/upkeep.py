@@ -6,11 +6,9 @@ import hashlib
 import logging
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import current_app
 from sqlalchemy import ColumnElement, String, and_, cast, func, literal, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
 import sms.inbound  # noqa: F401 - registers the handler the text sweep retries unhandled texts with
@@ -23,7 +21,7 @@ from callbacks.requests import (
 )
 from crisisline import events
 from crisisline.app import rq
-from crisisline.db import UTCDateTime, db
+from crisisline.db import UTCDateTime, db, insert_ignoring_conflicts
 from crisisline.models import (
     BlockedNumber,
     Call,
@@ -426,7 +424,7 @@ def _unlink_old_conversations(cutoff: datetime, now: datetime) -> None:
     columns = ["number_hash", "opted_out", "created_at"]
     rows = db.select(anonymous, literal(False), literal(now, UTCDateTime())).where(old, ~still_linked)
     db.session.execute(
-        _insert(Texter).from_select(columns, rows).on_conflict_do_nothing(),
+        insert_ignoring_conflicts(Texter).from_select(columns, rows),
         execution_options={"synchronize_session": False},
     )
     moved = db.session.scalars(due).all()
@@ -464,10 +462,6 @@ def _unlink_old_conversations(cutoff: datetime, now: datetime) -> None:
         .values(texter_id=None)
         .execution_options(synchronize_session=False)
     )  # fmt: skip
-
-
-def _insert(model: Any) -> Any:
-    return (postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite).insert(model)
 
 
 def sweep_text_conversations() -> dict[str, int]:
