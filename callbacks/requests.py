@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import case, or_, select, update
 
@@ -61,20 +62,19 @@ def request_from_hold(
     call = db.session.get(Call, transfer.call_id)
     if call is None or not can_call_back(call, document):
         return "impossible"
-    callback = _create(
+    request = _create(
         dedupe_key=f"call:{call.id}:{transfer.id}", origin="call", call_id=call.id, conversation_id=None,
         language=transfer.language, need=transfer.need, queue_since=transfer.queued_since,
         fresh_if_closed=transfer.state == "waiting",
     )  # fmt: skip
+    callback = request.callback
     if not state.move_transfer(transfer.id, ("waiting",), "callback", end_reason="callback_requested"):
         db.session.commit()
         db.session.refresh(transfer)
-        if transfer.state in ("connecting", "connected"):
-            _cancel(callback, "answered_live")
-            return "join"
-        if transfer.state != "callback":
-            _cancel(callback, "caller_gone")
-            return "impossible"
+        if transfer.state != "callback":  # the press lost its race: answered live, or gone
+            answered = transfer.state in ("connecting", "connected")
+            _take_back(request, call, "answered_live" if answered else "caller_gone")
+            return "join" if answered else "impossible"
         promise_confirmed()
         _schedule_first_attempt(callback)  # idempotent: a repeated press, or a crash before scheduling
         return "requested"
@@ -144,7 +144,7 @@ def request_from_text(conversation: Conversation, texter: Texter, document: Rout
     callback = _create(
         dedupe_key=f"text:{conversation.id}", origin="text", call_id=call.id, conversation_id=conversation.id,
         language=language, need=need, queue_since=conversation.queued_at or conversation.started_at,
-    )  # fmt: skip
+    ).callback  # fmt: skip
     call_log.record_event(call, "callback.requested", f"callback:{callback.id}:requested", {"origin": "text"})
     db.session.commit()
     _schedule_first_attempt(callback)
@@ -166,7 +166,7 @@ def request_from_checkin(checkin: CheckIn) -> bool:
     callback = _create(
         dedupe_key=f"{CHECKIN_KEY_PREFIX}{checkin.id}", origin="checkin", call_id=call.id, conversation_id=None,
         language=checkin.language, need=need, queue_since=checkin.sent_at or state.now(),
-    )  # fmt: skip
+    ).callback  # fmt: skip
     call_log.record_event(call, "callback.requested", f"callback:{callback.id}:requested", {"origin": "checkin"})
     db.session.commit()
     _schedule_first_attempt(callback)
@@ -257,10 +257,19 @@ def _call_for_texter(call_sid: str, texter: Texter, line_number: str | None, lan
     return db.session.scalars(select(Call).where(Call.call_sid == call_sid)).one()
 
 
+class _Request(NamedTuple):
+    """The callback a request is answered with, and, if it is the person's own from an earlier
+    request that this one promised again, the promise it had before (``promised_at``) and the
+    new one: a key press that then loses its race puts the earlier promise back (``_take_back``)."""
+
+    callback: Callback
+    promised_again: tuple[datetime | None, datetime] | None = None
+
+
 def _create(
     *, dedupe_key: str, origin: str, call_id: int, conversation_id: int | None, language: str, need: str,
     queue_since: datetime, fresh_if_closed: bool = False,
-) -> Callback:  # fmt: skip
+) -> _Request:  # fmt: skip
     """The callback for this request: the person's own still to be made, if they asked before
     (on another call, or by text), so two counselors never dial one phone at once; else a new
     one (once per ``dedupe_key``). ``fresh_if_closed``: this request is a new one (their hold
@@ -269,6 +278,7 @@ def _create(
     if call is not None and call.caller_hash:
         _one_request_at_a_time(call)
         already = their_open_callback(call.caller_hash)
+        promised_before = already.promised_at if already is not None else None
         # A new promise: counted from now, so the person's contacts before it (a counselor
         # reached on the call they ask from) do not cancel it as "called in", and it is not
         # given up by the clock of their first request. Their place in line and the time they
@@ -283,7 +293,8 @@ def _create(
             # Waiting for its next try: they can be reached now (they have just asked), so
             # that try is due now, once, rather than at its old time.
             bring_the_retry_forward(already)
-            return already
+            assert already.promised_at is not None  # stamped by ``_promised_again``
+            return _Request(already, (promised_before, already.promised_at))
     db.session.execute(
         insert_ignoring_duplicates(
             Callback,
@@ -304,7 +315,7 @@ def _create(
             conversation_id=conversation_id, language=language, need=need, queue_since=queue_since,
             fresh_if_closed=True,
         )  # fmt: skip
-    return callback
+    return _Request(callback)
 
 
 def their_open_callback(caller_hash: str) -> Callback | None:
@@ -336,6 +347,30 @@ def _one_request_at_a_time(call: Call) -> None:
     one made. PostgreSQL: a transaction-scoped advisory lock on their keyed hash (no row, no
     personal data). SQLite: a write, which takes its one database-wide write lock."""
     hold_lock(f"callback:{call.caller_hash}")
+
+
+def _take_back(request: _Request, call: Call, outcome: str) -> None:
+    """The callback key pressed on ``call`` lost its race: the caller was answered live, or left,
+    before the press could hand their hold to the callback, so nothing was promised. A callback
+    this call asked for is cancelled (``outcome``; only before its first attempt). One asked for
+    earlier (another call, a text) that this press was handed stays open, with its promise as it
+    was before the press: a counselor who has the person live on this call counts as reaching
+    them since (``line_queue.reached``: the attempt is then not made, ``called_in``), and while
+    they hold on it the attempt waits, as if they had never pressed (before, the press cancelled
+    it: the earlier promise was dropped with no attempt, no "we tried" text and no alert)."""
+    if request.callback.call_id == call.id:
+        _cancel(request.callback, outcome)
+        return
+    if request.promised_again is not None:
+        before, stamped = request.promised_again
+        db.session.execute(
+            update(Callback)
+            .where(Callback.id == request.callback.id, Callback.promised_at == stamped)  # not promised since
+            .values(promised_at=before)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+        db.session.refresh(request.callback)
 
 
 def _cancel(callback: Callback, outcome: str) -> None:
