@@ -205,11 +205,12 @@ HOLDING_RECHECK = timedelta(minutes=1)
 
 
 def _reached_us_since(callback: Callback, call: Call) -> str | None:
-    """Whether the person reached the line after asking (``line_queue.reached``): the call
-    they asked on left out, and the conversation their CALL came from, which that CALL closed
-    before storing the callback."""
+    """Whether the person reached the line after asking (``line_queue.reached``): on the call
+    they asked on, only a counselor joining them after the promise (or their holding on it
+    still), and the conversation their CALL came from left out, which that CALL closed before
+    storing the callback."""
     return reached_since(
-        call.caller_hash, callback.promised_since, promised_on_call=call.id, own_conversation=callback.conversation_id
+        call.caller_hash, callback.promised_since, asked_on_call=call.id, own_conversation=callback.conversation_id
     )
 
 
