@@ -1,7 +1,7 @@
 """The retention purge covers what the console keeps that is personal: counselors' wrap-up
 notes and emergency-unmask reasons go with their contact's channel window (a note by when its
-contact began, however much later it was written); outcomes, needs and the audit trail of who
-did what stay."""
+contact began, however much later it was written; an unmask of a follow-up's person by the
+follow-ups' window too, if shorter); outcomes, needs and the audit trail of who did what stay."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from console.accounts import throttle
 from console.board.unmask import LiveContact, reveal
-from console.models import NOTE_CONTEXT, AuditEntry, SignInAttempt, User, WrapUp
+from console.models import NOTE_CONTEXT, UNMASK_REASON_CONTEXT, AuditEntry, SignInAttempt, User, WrapUp
 from crisisline.db import db
 from crisisline.models import Call, Conversation, Texter, Transfer
 from crisisline.privacy import Vault
@@ -166,3 +166,53 @@ def test_sign_in_attempts_past_the_throttles_window_go_with_the_hourly_purge_tho
     with app.app_context():
         kept = db.session.scalars(select(SignInAttempt.attempted_at)).all()
     assert kept == [NOW - timedelta(minutes=5)]  # still counted by the throttle
+
+
+def test_unmask_reasons_about_a_follow_ups_person_go_with_a_shorter_follow_ups_window(
+    database_url: str, redis_url: str, make_app: Callable[[Settings], Flask], app: Flask, supervisor: Account
+) -> None:
+    # A flagged check-in, a follow-up the line could not finish and a callback nobody reached:
+    # each names a follow-up's person. A live call and conversation do not.
+    for channel, contact_id in (("checkin", 21), ("followup", 22), ("callback", 23), ("voice", 24), ("text", 25)):
+        unmask_at(app, supervisor, NOW - timedelta(days=8), channel, contact_id)
+    unmask_at(app, supervisor, NOW - timedelta(days=6), "checkin", 26)  # within the follow-ups' 7 days
+    short = make_app(settings_for(database_url, redis_url, RETENTION_DAYS_FOLLOWUPS="7"))
+
+    first, second = purge(short, NOW), purge(short, NOW)
+
+    assert (first["unmask_reasons"], second["unmask_reasons"]) == (3, 0)
+    with app.app_context():
+        reasons = {
+            e.target: e.sealed_detail
+            for e in db.session.scalars(select(AuditEntry).where(AuditEntry.action == "unmask"))
+        }
+    assert reasons["checkin:21"] is None and reasons["contact:22"] is None and reasons["callback:23"] is None
+    assert reasons["call:24"] is not None and reasons["text:25"] is not None  # 30 days for calls and texts
+    assert reasons["checkin:26"] is not None
+
+
+def test_unmask_reasons_about_a_follow_ups_person_go_with_a_shorter_calls_or_texts_window(
+    database_url: str, redis_url: str, make_app: Callable[[Settings], Flask], app: Flask, supervisor: Account
+) -> None:
+    # Whom a check-in, follow-up or callback reaches is a texter's or caller's number: the
+    # calls' and texts' windows apply to the words about them too.
+    for channel, contact_id in (("checkin", 31), ("followup", 32), ("callback", 33)):
+        unmask_at(app, supervisor, NOW - timedelta(days=8), channel, contact_id)
+    short_calls = make_app(settings_for(database_url, redis_url, RETENTION_DAYS_CALLS="7"))
+
+    assert purge(short_calls, NOW)["unmask_reasons"] == 3
+
+
+def test_an_unmask_reason_with_an_unknown_target_goes_with_the_shortest_window_of_all(
+    database_url: str, redis_url: str, make_app: Callable[[Settings], Flask], app: Flask, supervisor: Account
+) -> None:
+    with app.app_context():
+        vault: Vault = app.extensions["crisisline.vault"]
+        for target in ("someday:1", None):
+            reason = vault.seal("her brother's name", context=UNMASK_REASON_CONTEXT)
+            db.session.add(AuditEntry(action="unmask", actor=supervisor.username, target=target,
+                                      occurred_at=NOW - timedelta(days=8), sealed_detail=reason))  # fmt: skip
+        db.session.commit()
+    short = make_app(settings_for(database_url, redis_url, RETENTION_DAYS_FOLLOWUPS="7"))
+
+    assert purge(short, NOW)["unmask_reasons"] == 2
