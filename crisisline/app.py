@@ -17,7 +17,7 @@ from crisisline import background, events
 from crisisline.db import db, engine_options, init_migrations, keep_prepared_statements, ping_idle_connections
 from crisisline.deadline import STATUS_WORKERS, VOICE_WORKERS, VoiceDeadline
 from crisisline.failsafe import KnownBackupNumber
-from crisisline.phone import RedactPhoneNumbers
+from crisisline.phone import LOG_REGION, RedactPhoneNumbers
 from crisisline.privacy import Vault
 from crisisline.settings import PROJECT_ROOT, Settings
 
@@ -54,7 +54,7 @@ DATABASE_OVERFLOW = 8
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """Build the app. ``settings`` defaults to the environment; ``overrides`` go to app.config."""
     settings = settings or Settings.from_env()
-    _configure_logging(settings.log_level, settings.log_format)
+    _configure_logging(settings.log_level, settings.log_format, settings.default_region)
 
     app = Flask(__name__, instance_path=str(PROJECT_ROOT / "instance"))
     app.config.from_mapping(
@@ -188,7 +188,7 @@ class FastConnectRedis(redis.Redis):
         return cast(FastConnectRedis, super().from_url(url, **kwargs))
 
 
-def _configure_logging(level: str, log_format: str = "text") -> None:
+def _configure_logging(level: str, log_format: str = "text", region: str = LOG_REGION) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -200,9 +200,15 @@ def _configure_logging(level: str, log_format: str = "text") -> None:
     # request line at DEBUG (``GET .../Calls.json?To=%2B1...``): not for our logs, at any level.
     for chatty in ("twilio.http_client", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    # National numbers are masked as the line's callers write them (``DEFAULT_REGION``).
+    # gunicorn's own loggers do not propagate here: ``gunicorn.conf.py`` masks theirs.
     for handler in root.handlers:
-        if not any(isinstance(f, RedactPhoneNumbers) for f in handler.filters):
-            handler.addFilter(RedactPhoneNumbers())
+        redacting = [f for f in handler.filters if isinstance(f, RedactPhoneNumbers)]
+        if redacting:
+            for existing in redacting:
+                existing.region = region
+        else:
+            handler.addFilter(RedactPhoneNumbers(region))
 
 
 class JsonLines(logging.Formatter):

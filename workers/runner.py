@@ -151,7 +151,8 @@ class AppWorker(SimpleWorker):
         withheld, self._withheld = self._withheld, None
         if withheld is not None and withheld[0] == job.id:
             exc_string = withheld[1]
-        super().handle_job_failure(job, queue, started_job_registry, redact_numbers(exc_string), execution)
+        region = self.app.extensions["crisisline.settings"].default_region
+        super().handle_job_failure(job, queue, started_job_registry, redact_numbers(exc_string, region), execution)
 
 
 def make_worker(app: Flask, queue_names: tuple[str, ...], **kwargs: Any) -> AppWorker:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import pytest
 import requests
+from flask import Flask
 
 from crisisline.app import JsonLines, _configure_logging
 from crisisline.phone import RedactPhoneNumbers
+from crisisline.settings import Settings
+from tests.conftest import settings_for
 from twilio_fake.server import FakeTwilioServer
 
 
@@ -136,3 +140,56 @@ def test_timestamps_offsets_durations_and_ids_are_left_alone() -> None:
     RedactPhoneNumbers().filter(record)
 
     assert record.getMessage() == message
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["+44 (0)7700 900123", "+61 (0) 412 345 678", "0044 7700 900123", "00 44 7700 900123", "0033 6 12 34 56 78",
+     "0049 30 901820", "%2B44%20(0)7700%20900123"],
+)  # fmt: skip
+@pytest.mark.parametrize("region", ["US", "GB", "FR"])
+def test_international_numbers_with_a_trunk_zero_or_dialled_with_00_are_masked_whatever_the_region(
+    number: str, region: str
+) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, f"from {number} now", None, None)
+
+    RedactPhoneNumbers(region).filter(record)
+
+    assert record.getMessage() == "from [redacted-number] now"
+
+
+@pytest.mark.parametrize(
+    ("region", "number"),
+    [("GB", "07911 123456"), ("GB", "020 7946 0958"), ("FR", "06 12 34 56 78"), ("AU", "0412 345 678")],
+)
+def test_national_numbers_are_masked_as_written_in_the_lines_region(region: str, number: str) -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, f"from {number} now", None, None)
+
+    RedactPhoneNumbers(region).filter(record)
+
+    assert record.getMessage() == "from [redacted-number] now"
+
+
+def test_digits_after_a_time_or_a_decimal_point_are_not_taken_for_a_number_dialled_with_00() -> None:
+    message = "at 12:00 1234 5678 paid 1.00 1234 5678 order 0099999999999 took 00 12 ms"
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None)
+
+    RedactPhoneNumbers("GB").filter(record)
+
+    assert record.getMessage() == message
+
+
+def test_the_app_masks_national_numbers_in_its_configured_region(
+    database_url: str, redis_url: str, make_app: Callable[[Settings], Flask]
+) -> None:
+    kept = Kept()
+    root = logging.getLogger()
+    root.addHandler(kept)
+    try:
+        make_app(settings_for(database_url, redis_url, DEFAULT_REGION="GB"))
+        logging.getLogger("sms.views").warning("reply to %s failed", "07911 123456")
+    finally:
+        root.removeHandler(kept)
+        _configure_logging("WARNING")  # the other tests' handlers back to the default region
+
+    assert [record.getMessage() for record in kept.records] == ["reply to [redacted-number] failed"]
