@@ -8,6 +8,7 @@ itself buffers whole requests: ``BIND_HOST=0.0.0.0``).
 
 import ctypes
 import ipaddress
+import logging
 import os
 from typing import Any
 
@@ -69,3 +70,28 @@ def on_starting(server: Any) -> None:
             "whole requests (deploy/nginx.conf) is the only way in",
             bind,
         )
+
+
+# gunicorn's own loggers (its error log: a request it could not read, quoted; an error handling
+# one; a worker's traceback when the app fails to load) do not propagate to the root logger the
+# app masks phone numbers on (``crisisline.app._configure_logging``), so they get the same filter
+# here, on the loggers themselves: gunicorn replaces their handlers when it reloads its
+# configuration, never their filters. National numbers are read in the line's region, from the
+# environment as the app reads it. The master, which never loads the app and does not log
+# requests, is left as it is (importing the app there before forking would preload it).
+GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
+
+
+def mask_numbers_in_gunicorns_logs() -> None:
+    from crisisline.phone import RedactPhoneNumbers
+
+    region = os.environ.get("DEFAULT_REGION", "US").upper()
+    for name in GUNICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactPhoneNumbers) for f in logger.filters):
+            logger.addFilter(RedactPhoneNumbers(region))
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In each worker, before it loads the app (whose failure to load it logs)."""
+    mask_numbers_in_gunicorns_logs()
