@@ -78,8 +78,10 @@ def on_starting(server: Any) -> None:
 # here, on the loggers themselves: gunicorn replaces their handlers when it reloads its
 # configuration, never their filters. National numbers are read in the line's region, from the
 # environment as the app reads it. The master, which never loads the app and does not log
-# requests, is left as it is (importing the app there before forking would preload it).
-GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
+# requests, is left as it is (importing the app there before forking would preload it). The
+# access log is left too: its format (above) has no field a number comes in, and the filter
+# would cost every request about a millisecond of CPU (libphonenumber's matcher).
+GUNICORN_LOGGERS = ("gunicorn.error",)
 
 
 def mask_numbers_in_gunicorns_logs() -> None:
