@@ -11,6 +11,7 @@ kind ``callback_missed`` texts them how to reach us.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
@@ -684,7 +685,8 @@ def tell_supervisors_unreached(contact: ScheduledContact) -> str:
     """A callback was given up without reaching the person who asked for it: every supervisor
     is texted its case id and why (``callback_unreached_sms``), never a number or a need. Not
     when a check-in's "2" rides on it (that check-in is flagged, and told, instead), nor once a
-    counselor has had them since. Safe to run again: each supervisor's text is sent once."""
+    counselor has had them since. Safe to run again: each supervisor's text is sent once. One
+    Twilio refused for now is texted again by this alert's next round (``_alert_again``)."""
     from callbacks.requests import checkins_carried_by  # requests imports this module
 
     document = _active_document()
@@ -701,10 +703,39 @@ def tell_supervisors_unreached(contact: ScheduledContact) -> str:
     body = document.staff_prompt("callback_unreached_sms", case=f"CB{callback.id}", reason=reason)
     settings = current_app.extensions["crisisline.settings"]
     from_number = call.line_number or settings.line_phone_number or ""
-    told = outbox.tell_supervisors(document, key=f"{UNREACHED_ALERT}:{callback.id}", body=body, from_number=from_number)
-    if not told:
-        log.error("callback %s was given up unreached, and no supervisor could be told now", callback.id)
-    return "sent" if told else "send_failed"
+    round_ = _alert_round(contact)
+    keys = [f"{UNREACHED_ALERT}:{callback.id}" + (f":r{n}" if n else "") for n in range(round_ + 1)]
+    told = outbox.tell_supervisors(document, key=keys[-1], earlier=keys[:-1], body=body, from_number=from_number)
+    have_it = len(outbox.supervisors_told(document, keys))
+    if have_it < len(document.supervisors) and not _alert_again(contact, round_):
+        log.error("callback %s was given up unreached, and not every supervisor could be told (Twilio refused"
+                  " every try)", callback.id)  # fmt: skip
+    return "sent" if told or have_it == len(document.supervisors) else "send_failed"
+
+
+# Supervisors Twilio would not text now (a 429, a 503: a busy night) are texted again after the
+# next of these, as a flagged check-in's are (``followups.checkins.SEND_RETRIES``); then an error.
+UNREACHED_ALERT_RETRIES = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30), timedelta(hours=1))
+_ALERT_AGAIN = re.compile(r"^(?P<base>.+?):again:(?P<round>\d+)$")
+
+
+def _alert_round(contact: ScheduledContact) -> int:
+    """0 for the alert as first scheduled (``give_up``); n for its n-th time again: the earlier
+    runs that each left a supervisor untold (each scheduled the next only then)."""
+    found = _ALERT_AGAIN.match(contact.dedupe_key)
+    return int(found["round"]) if found else 0
+
+
+def _alert_again(contact: ScheduledContact, round_: int) -> bool:
+    """Schedule this alert once more, after the next of ``UNREACHED_ALERT_RETRIES`` (its earlier
+    refusals counted by ``round_``); False once they are used up. Once per round: run again, this
+    contact schedules the same next one (its key), never a second."""
+    if round_ >= len(UNREACHED_ALERT_RETRIES):
+        return False
+    base = f"{UNREACHED_ALERT}:{contact.callback_id}"
+    schedule(UNREACHED_ALERT, f"{base}:again:{round_ + 1}", state.now() + UNREACHED_ALERT_RETRIES[round_],
+             call_id=contact.call_id, callback_id=contact.callback_id)  # fmt: skip
+    return True
 
 
 # A callback still to be made: a person asking again (another call, a text) is given this one.

@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -530,16 +530,38 @@ def handed_to_twilio(message_ids: Iterable[int]) -> None:
         db.session.commit()
 
 
-def tell_supervisors(document: RoutingDocument, *, key: str, body: str, from_number: str) -> int:
+def tell_supervisors(
+    document: RoutingDocument, *, key: str, body: str, from_number: str, earlier: Sequence[str] = ()
+) -> int:
     """Text ``body`` to every supervisor in the routing, once each for ``key``; returns how many
-    were sent now. ``body`` names a case, never a number or what anyone wrote."""
+    were sent now. ``body`` names a case, never a number or what anyone wrote. ``earlier``: the
+    keys it went out under before (an alert's earlier rounds): one who has it under one of
+    them (``supervisors_told``) is not texted again."""
+    told_before = supervisors_told(document, earlier) if earlier else set()
     told = 0
     for supervisor in document.supervisors:
+        if supervisor.id in told_before:
+            continue
         told += int(
             send_text(key=f"{key}:{supervisor.id}", to_number=supervisor.phone, from_number=from_number, body=body,
                       party="supervisor")
         )  # fmt: skip
     return told
+
+
+def supervisors_told(document: RoutingDocument, keys: Sequence[str]) -> set[str]:
+    """The supervisors (ids) who have the text ``tell_supervisors`` sent under one of ``keys``:
+    taken by Twilio, or perhaps (its request's answer lost: never sent blindly again); not one
+    Twilio refused."""
+    by_key = {f"{key}:{supervisor.id}": supervisor.id for supervisor in document.supervisors for key in keys}
+    if not by_key:
+        return set()
+    found = db.session.scalars(
+        select(Message.idempotency_key).where(
+            Message.idempotency_key.in_(list(by_key)), Message.status.not_in(UNSENT_STATUSES)
+        )
+    )
+    return {by_key[key] for key in found if key is not None}
 
 
 # Built once: every text sent runs it (``crisisline.db``, "Statements built once").
