@@ -270,7 +270,11 @@ def schedule_checkin(document: RoutingDocument, contact: EndedContact, *, at: da
         # A question settled before (declined, answered): nothing new, but not for want of a number.
         return "scheduled" if checkin.consented_at else "not_scheduled"
     conversation = db.session.get(Conversation, contact.id)
-    texter = db.session.get(Texter, conversation.texter_id) if conversation else None
+    # Whom a question sent at END asked: the purge may have unlinked the conversation from them
+    # since (a texts window shorter than the wrap-up's week), while that check-in keeps them.
+    asked = db.session.scalar(select(CheckIn.texter_id).where(CheckIn.dedupe_key == f"text:{contact.id}"))
+    texter_id = asked or (conversation.texter_id if conversation else None)
+    texter = db.session.get(Texter, texter_id) if texter_id else None
     if conversation is None or texter is None or not texter.sealed_number or not conversation.line_number:
         return "no_number"
     if texter.opted_out:
