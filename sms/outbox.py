@@ -444,9 +444,12 @@ def _failed(message_id: int, code: int | None, *, responder_id: str | None, text
     _set(message_id, status="failed", status_rank=4, error_code=code)
     if code == OPTED_OUT and texter is not None:
         mark_opted_out(texter)
-    if code == OPTED_OUT and responder_id is not None:
-        _pause_blocked(responder_id)
+    blocked = responder_id if code == OPTED_OUT else None
+    if blocked is not None:
+        _pause_blocked(blocked)
     db.session.commit()
+    if blocked is not None:  # their phone ringing for a caller: the caller's next person now
+        events.send_responder_paused(blocked)
     _tell_if_a_relay_to_a_texter(message_id)
 
 

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from console.models import COUNSELOR
 from crisisline.db import db
 from crisisline.models import Offer, ResponderState, Transfer
-from tests.conftest import TextingPhone
+from sms import outbox
+from tests.conftest import LINE_NUMBER, TextingPhone
 from tests.console.conftest import Account, MakeUser, csrf_token, sign_in
 from tests.rota import ANA, BEN, around_the_clock, leg_to, legs
 from twilio_fake.phone import Keys, Phone, PhoneCall
@@ -121,6 +122,29 @@ def test_a_phone_that_blocks_the_lines_texts_while_it_rings_rings_the_next_couns
     texting.send(ANA, "STOP")
     app.extensions["crisisline.background"].wait_idle(timeout=30)
 
+    with app.app_context():
+        state = db.session.get(ResponderState, "ana-ruiz")
+        assert state is not None and state.paused_reason == "sms_blocked"
+    assert_ana_let_go_and_ben_rung(app, fake, ana_leg.sid)
+
+
+def test_a_text_to_a_ringing_counselor_refused_as_blocked_rings_the_next_counselor_at_once(
+    app: Flask, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int], make_user: MakeUser
+) -> None:
+    """The same, found when the line next texts her over the REST API (a relay, a staff alert):
+    Twilio refuses it at once with 21610. Found by review: only a status callback's 21610 rang
+    the caller's next person."""
+    ana_then_ben(publish_routing, make_user)
+    a_caller_rings_ana(phone, fake)
+    ana_leg = leg_to(fake, ANA)
+    fake.receive_keyword(ANA, "STOP")  # Twilio's own keyword handling; the line has not heard it
+
+    with app.test_request_context():
+        sent = outbox.send_text(key="test:to-ana", to_number=ANA, from_number=LINE_NUMBER, body="A note",
+                                party="counselor", responder_id="ana-ruiz", in_twiml=False)  # fmt: skip
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert not sent
     with app.app_context():
         state = db.session.get(ResponderState, "ana-ruiz")
         assert state is not None and state.paused_reason == "sms_blocked"
