@@ -20,7 +20,7 @@ from typing import Any
 import requests
 from blinker import Namespace
 from flask import current_app
-from sqlalchemy import ColumnElement, Select, String, bindparam, cast, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from twilio.base.exceptions import TwilioRestException
 
 import line_queue
@@ -655,7 +655,9 @@ def unreached_callbacks(moment: datetime) -> Select[Callback]:
     nothing_to_tell = (
         select(ScheduledContact.id)
         .where(
-            ScheduledContact.dedupe_key == literal(f"{UNREACHED_ALERT}:") + cast(Callback.id, String),
+            # Any round of its alert (``_alert_again``): a later one may find them reached since.
+            ScheduledContact.callback_id == Callback.id,
+            ScheduledContact.kind == UNREACHED_ALERT,
             ScheduledContact.outcome == "not_needed",
         )
         .exists()

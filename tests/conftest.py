@@ -67,6 +67,7 @@ def quick_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.M
     ``production_password_cost``; every process a test starts hashes at the production cost."""
     if request.node.get_closest_marker("production_password_cost") is None:
         monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        passwords._dummy_hash.cache_clear()  # made by whichever hasher came first: this one's now
 
 
 def settings_for(database_url: str, redis_url: str, **extra: str) -> Settings:

@@ -37,6 +37,7 @@ from tests.console.test_unfinished_follow_ups_on_the_board import a_callback_the
 from tests.rota import around_the_clock
 from tests.workers.test_one_text_refused_for_now import a_callback_given_up
 from twilio_fake.phone import Phone
+from workers.contacts import schedule
 
 pytestmark = pytest.mark.usefixtures("clean_redis")
 OTHER_CALLER = "+13125550177"
@@ -171,21 +172,26 @@ def test_a_callback_the_line_failed_to_make_is_listed_once_as_its_follow_up_with
     assert "<td>English</td><td>Thoughts of suicide</td>" in unfinished_section(page)
 
 
+@pytest.mark.parametrize("round_", [0, 2], ids=["its-first-alert", "an-alert-sent-again"])
 def test_a_callback_whose_alert_found_nothing_to_tell_is_not_on_the_board_nor_unmaskable(
     app: Flask, client: FlaskClient, supervisor: Account, phone: Phone,
-    wednesday_evening: time_machine.Coordinates, publish_routing: Callable[..., int],
+    wednesday_evening: time_machine.Coordinates, publish_routing: Callable[..., int], round_: int,
 ) -> None:  # fmt: skip
     """Its supervisors' alert ran and found nothing to tell (a counselor has had them since, or
     a check-in's "2" rode on it and is listed as that check-in): the worker's outcome for it is
     ``not_needed``. Before, the board still asked a supervisor to reach them, by a case nobody
-    was texted, and the unmask page offered their number."""
+    was texted, and the unmask page offered their number. So too when an alert sent again
+    (Twilio refused the first for now) finds it: the board looked at the first round only."""
     first, second = two_callbacks_asked_with_nobody_on_call(app, phone, publish_routing)
     given_up(app, first, "no_answer")
     given_up(app, second, "no_answer")
+    key = f"{UNREACHED_ALERT}:{second}" + (f":again:{round_}" if round_ else "")
     with app.app_context():
+        if round_:  # as ``callbacks.attempts._alert_again`` schedules it
+            schedule(UNREACHED_ALERT, key, datetime.now(UTC), callback_id=second)
         db.session.execute(
             update(ScheduledContact)
-            .where(ScheduledContact.dedupe_key == f"{UNREACHED_ALERT}:{second}")
+            .where(ScheduledContact.dedupe_key == key)
             .values(state="sent", outcome="not_needed", finished_at=datetime.now(UTC))
         )
         db.session.commit()
