@@ -151,16 +151,21 @@ def guard() -> BaseResponse | None:
             return Response(render_template("console/refused.html", status=401, typed=typed), status=401)
         return _to_sign_in()
     if not _is_poll():
-        session["seen"] = datetime.now(UTC).timestamp()
+        session["seen"] = session["touched"] = datetime.now(UTC).timestamp()
     if current_user.role not in roles:
         return _refuse(403)
     return None
 
 
-def count_as_activity() -> None:
+def count_as_activity(since: datetime) -> None:
     """For a view whose poll is someone at work though the screen is untouched (a counselor on
-    a call with a caller, the desk open beside them): the idle clock restarts as for a click."""
-    session["seen"] = datetime.now(UTC).timestamp()
+    a call with a caller since ``since``, the desk open beside them): the idle clock restarts
+    as for a click, in a session someone used within the idle limit before ``since``. A desk
+    left open elsewhere (an office screen) is not kept signed in by the calls that follow."""
+    touched = session.get("touched")
+    limit = timedelta(minutes=current_app.config["CONSOLE_IDLE_MINUTES"])
+    if isinstance(touched, int | float) and touched >= (since - limit).timestamp():
+        session["seen"] = datetime.now(UTC).timestamp()
 
 
 def _is_poll() -> bool:

@@ -37,7 +37,7 @@ def sign_in() -> Response | tuple[str, int] | str:
     session.clear()  # nothing from before sign-in carries over
     session.permanent = True
     login_user(result.user)
-    session["seen"] = datetime.now(UTC).timestamp()
+    session["seen"] = session["touched"] = datetime.now(UTC).timestamp()
     return redirect(safe_next(form.next.data) or url_for(HOME[result.user.role]))
 
 

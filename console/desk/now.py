@@ -63,9 +63,9 @@ class Desk:
         return still_holding(self.held) if self.paused else ""
 
     @property
-    def on_a_call(self) -> bool:
-        """Talking with a caller now (put through, not only rung)."""
-        return any(c.channel == "voice" and c.state == "on a call" for c in self.contacts)
+    def on_a_call_for(self) -> int | None:
+        """Seconds talking with a caller now (put through, not only rung), or None."""
+        return next((c.seconds for c in self.contacts if c.channel == "voice" and c.state == "on a call"), None)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,7 +5,7 @@ co-responder unit into a live call, and referrals texted from the line's directo
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -95,11 +95,13 @@ def _card(document: RoutingDocument, conversation: Conversation, moment: datetim
     }
 
 
-def _on_a_call_is_activity(now: Desk | None) -> None:
+def _on_a_call_is_activity(now: Desk | None, moment: datetime) -> None:
     """A counselor talking with a caller for half an hour is not away from the desk: its own
-    refresh keeps them signed in while the call lasts (the line knows the call, not the page)."""
-    if now is not None and now.on_a_call:
-        count_as_activity()
+    refresh keeps them signed in while the call lasts (the line knows the call, not the page),
+    if they used this desk shortly before the call began."""
+    seconds = now.on_a_call_for if now is not None else None
+    if seconds is not None:
+        count_as_activity(since=moment - timedelta(seconds=seconds))
 
 
 @bp.get("/me")
@@ -108,7 +110,7 @@ def page() -> str:
     mine = _mine()
     moment = datetime.now(UTC)
     now = desk(*mine, moment) if mine else None
-    _on_a_call_is_activity(now)
+    _on_a_call_is_activity(now, moment)
     live = calls.live_call(*mine) if mine else None
     return render_template(
         "console/desk.html", desk=now, form=AvailabilityForm(), refresh_seconds=REFRESH_SECONDS,
@@ -130,7 +132,7 @@ def data() -> dict[str, Any]:
         return {"error": "not linked to a responder of the routing config"}
     moment = datetime.now(UTC)
     now = desk(*mine, moment)
-    _on_a_call_is_activity(now)
+    _on_a_call_is_activity(now, moment)
     return {
         **now.as_json(),
         "inbox": _signature(*mine, moment, now),

@@ -352,3 +352,40 @@ def test_a_counselor_on_a_long_call_stays_signed_in_by_the_desks_refresh_until_t
         traveller.shift(timedelta(minutes=2))
         assert client.get("/console/me.json", headers=poll).status_code == 401
     assert audit_actions(app)[-1] == ("ana", "signed_out_idle", None)
+
+
+def test_a_desk_left_open_on_another_device_is_not_kept_signed_in_by_the_calls_that_follow(
+    app: Flask, client: FlaskClient, phone: Phone, fake: FakeTwilio, publish_routing: Callable[..., int],
+    make_user: MakeUser,
+) -> None:  # fmt: skip
+    """Ana signed in at the office, then took calls on her own phone, her phone's desk open:
+    each call keeps signed in a desk she used shortly before it began, not the office's screen
+    she left, which shows her texters' threads (found by review)."""
+    rota(publish_routing, unit_on_shift=False)
+    idle = timedelta(minutes=app.config["CONSOLE_IDLE_MINUTES"])
+    poll = {"X-Console-Poll": "1"}
+    account = make_user(COUNSELOR, "ana")
+    office = app.test_client()
+    with time_machine.travel(datetime.now(UTC), tick=True) as traveller:
+        sign_in(office, account)
+        sign_in(client, account)
+        caller, ana = ana_on_a_live_call(phone, fake)
+        for _ in range(2):  # a long first call: both desks were used just before it began
+            traveller.shift(idle - timedelta(minutes=1))
+            assert [desk.get("/console/me.json", headers=poll).status_code for desk in (office, client)] == [200, 200]
+        phone.hang_up(caller)
+        phone.hang_up(ana)
+        app.extensions["crisisline.background"].wait_idle(timeout=30)
+        assert client.get("/console/me").status_code == 200  # between calls she looks at her phone's desk
+
+        second = phone.call(MENTAL_HEALTH, identity=phone.identity("+13125550202"), max_hold_turns=1)
+        counselor = phone.answer([leg for leg in legs(fake) if leg.to == ANA][-1].sid, [Keys("1")])
+        phone.resume(second, max_hold_turns=0)
+        assert second.conference is not None and second.conference == counselor.conference
+        traveller.shift(idle - timedelta(minutes=1))
+        assert [desk.get("/console/me.json", headers=poll).status_code for desk in (office, client)] == [200, 200]
+        traveller.shift(timedelta(minutes=2))
+        assert office.get("/console/me.json", headers=poll).status_code == 401  # the office screen
+        assert client.get("/console/me.json", headers=poll).status_code == 200
+        traveller.shift(idle - timedelta(minutes=1))
+        assert client.get("/console/me.json", headers=poll).status_code == 200  # her phone's, on the call
