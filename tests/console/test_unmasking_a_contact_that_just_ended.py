@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 
 from console.board.unmask import live_contacts
 from crisisline.db import db
-from crisisline.models import Call, Conversation, Texter, Transfer
+from crisisline.models import Call, Conversation, Message, Texter, Transfer
 from crisisline.retention import ENDED_CONTACT_UNMASKABLE_FOR
 from crisisline.settings import Settings
 from routing.store import active_routing
@@ -137,6 +137,8 @@ def test_the_hourly_purge_keeps_the_number_of_a_contact_that_just_ended_however_
         db.session.execute(update(Transfer).values(started_at=now - timedelta(days=2), ended_at=now))
         db.session.execute(update(Texter).values(created_at=long_ago))
         db.session.execute(update(Conversation).values(started_at=long_ago, last_activity_at=long_ago, closed_at=now))
+        # Their texts too: a texter's number is kept while a text of theirs still has its words.
+        db.session.execute(update(Message).values(created_at=long_ago, received_at=long_ago))
         db.session.commit()
     one_day = make_app(
         settings_for(settings.database_url, settings.redis_url, RETENTION_DAYS_CALLS="1", RETENTION_DAYS_TEXTS="1")
