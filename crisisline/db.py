@@ -58,6 +58,9 @@ def init_migrations(app: Flask, directory: Path) -> None:
 # fail-safe can still dial the backup line.
 CONNECT_TIMEOUT_SECONDS = 2
 STATEMENT_TIMEOUT_MS = 4000
+# A background job's bulk statements (the hourly purge over a backlog) are on no caller's
+# path: for their transaction only, they may take this long (``allow_bulk_statements``).
+BULK_STATEMENT_TIMEOUT_MS = 120_000
 
 
 # A connection back in the pool for longer than this is pinged before its next use; one used
@@ -364,3 +367,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def allow_bulk_statements() -> None:
+    """Until this transaction ends, statements may take ``BULK_STATEMENT_TIMEOUT_MS`` rather
+    than a webhook's ``STATEMENT_TIMEOUT_MS`` (PostgreSQL's ``SET LOCAL``; SQLite has no
+    timeout). For background jobs' bulk work, never a webhook: one slow moment of the server
+    must not fail the hourly purge of a large backlog whole, hour after hour."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text(f"SET LOCAL statement_timeout = {BULK_STATEMENT_TIMEOUT_MS}"))

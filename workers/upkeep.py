@@ -21,7 +21,7 @@ from callbacks.requests import (
 )
 from crisisline import events
 from crisisline.app import rq
-from crisisline.db import UTCDateTime, db, insert_ignoring_conflicts
+from crisisline.db import UTCDateTime, allow_bulk_statements, db, insert_ignoring_conflicts
 from crisisline.models import (
     BlockedNumber,
     Call,
@@ -91,6 +91,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
     now = datetime.fromisoformat(now_iso) if now_iso else datetime.now(UTC)
     cutoffs = Cutoffs.at(now, settings)
     calls_cutoff, texts_cutoff, followups_cutoff = cutoffs.calls, cutoffs.texts, cutoffs.followups
+    allow_bulk_statements()  # one transaction, committed at the end: a backlog takes its time
     # A callback asked for by text holds the texter's number on its call record: that goes by
     # the texts' window too, if shorter.
     from_a_text = or_(*(Call.call_sid.startswith(prefix, autoescape=True) for prefix in TEXT_BORN_CALL_SID_PREFIXES))
