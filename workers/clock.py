@@ -205,8 +205,8 @@ def run_due_contacts() -> dict[str, int]:
     """Redis is down, so no worker can take scheduled contacts (a promised callback, a check-in):
     run the due ones here. Each claims its row first (pending → sending), so a job Redis still
     holds, run later by a worker, does nothing. In the workers' order: a person waiting for a
-    human (``AHEAD_KINDS``, a callback) first, then the oldest due, so a callback is not left
-    behind a backlog of overdue check-ins (a hundred a minute)."""
+    human or an alert of someone not reached (``AHEAD_KINDS``) first, then the oldest due, so
+    neither is left behind a backlog of overdue check-ins (a hundred a minute)."""
     due = db.session.scalars(
         select(ScheduledContact.id)
         .where(ScheduledContact.state == "pending", ScheduledContact.due_at <= contacts_now())

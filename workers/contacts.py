@@ -40,13 +40,14 @@ from sms.conversations import find_or_create_texter
 log = logging.getLogger(__name__)
 # Queues named by purpose (``crisisline.app.QUEUES``, which a worker takes in order). Routine
 # contacts (check-ins, surveys, missed-call texts…) go to ``followups``; a contact a person is
-# waiting on for a human (a callback's attempt) goes to ``calls``, taken first, so it never
-# waits in line behind a batch of texts (every check-in due at night falls due as the quiet
-# hours end). ``queue_for`` decides, for every enqueue (a retry, the rebuild after a flush);
-# the clock running due contacts itself takes ``AHEAD_KINDS`` first too.
+# waiting on for a human (a callback's attempt) or that tells supervisors of someone the line
+# could not reach (a callback given up on, a check-in with no reply) goes to ``calls``, taken
+# first, so it never waits in line behind a batch of texts (every check-in due at night falls
+# due as the quiet hours end). ``queue_for`` decides, for every enqueue (a retry, the rebuild
+# after a flush); the clock running due contacts itself takes ``AHEAD_KINDS`` first too.
 QUEUE = "followups"
 AHEAD_QUEUE = "calls"
-AHEAD_KINDS = frozenset({"callback"})
+AHEAD_KINDS = frozenset({"callback", "callback_unreached", "checkin_escalate"})
 CONTACT_QUEUES = (AHEAD_QUEUE, QUEUE)  # every queue a contact's job may be on, first taken first
 JOB_TIMEOUT_SECONDS = 60
 FAILURE_TTL_SECONDS = 24 * 3600  # failed jobs must not keep even ids for RQ's default year
@@ -160,8 +161,8 @@ def enqueue_or_leave_to_the_clock(contact_id: int) -> None:
 
 
 def queue_for(kind: str) -> str:
-    """The queue a contact of ``kind`` goes to: ``AHEAD_QUEUE`` for one a person waits on for a
-    human (``AHEAD_KINDS``), else ``QUEUE``."""
+    """The queue a contact of ``kind`` goes to: ``AHEAD_QUEUE`` for a person waiting on a human or
+    someone not reached (``AHEAD_KINDS``), else ``QUEUE``."""
     return AHEAD_QUEUE if kind in AHEAD_KINDS else QUEUE
 
 

@@ -550,7 +550,8 @@ PERIODIC_JOBS = [
     (sweep_text_conversations, "* * * * *", "messages"),
     (reconcile_transfers, "* * * * *", "calls"),
     (tend_callbacks, "* * * * *", "calls"),
-    (rebuild_scheduled_contacts, "* * * * *", "followups"),
+    # On ``calls``: it re-queues lost callbacks and alerts, which must not wait behind check-ins.
+    (rebuild_scheduled_contacts, "* * * * *", "calls"),
     (keep_stored_promises, "* * * * *", "followups"),
     (refresh_metrics_rollup, "*/5 * * * *", "upkeep"),
     # Twilio's records of purged contacts: a few seconds' worth each minute (``RUN_SECONDS``).

@@ -135,3 +135,40 @@ def test_the_clock_running_overdue_contacts_itself_takes_a_new_callback_before_o
         clock.resign()
 
     assert_callback_taken_before_every_checkin(app, fake)
+
+
+def test_the_supervisors_flag_of_a_check_in_nobody_answered_is_taken_before_a_batch_of_check_ins(
+    app: Flask, publish_routing: Callable[..., int], run_worker: Callable[..., None]
+) -> None:
+    """Someone agreed to a check-in and answered neither text: the supervisors' flag falls due
+    a moment after the night's batch of routine check-ins, and is sent before that batch."""
+    publish_routing()
+    due = datetime.now(UTC) - timedelta(seconds=5)
+    checkins_due_together(app, due)
+    with app.app_context():
+        number = "+14155550177"
+        texter = find_or_create_texter(number, phone_hash(number))
+        silent = CheckIn(
+            dedupe_key="text:go-first:silent", origin="text", texter_id=texter.id, language="en", need="suicide",
+            line_number=LINE_NUMBER, state="second_sent", consented_at=due - timedelta(hours=30),
+            due_at=due - timedelta(hours=6), sent_at=due - timedelta(hours=6), second_sent_at=due - timedelta(hours=4),
+        )  # fmt: skip
+        db.session.add(silent)
+        db.session.commit()
+        schedule("checkin_escalate", f"checkin:{silent.id}:escalate", due + timedelta(seconds=1),
+                 checkin_id=silent.id, attempt=3)  # fmt: skip
+        silent_id = silent.id
+
+    run_worker(*procfile_queues())
+
+    with app.app_context():
+        (flag,) = db.session.scalars(select(ScheduledContact).where(ScheduledContact.kind == "checkin_escalate"))
+        checkins = db.session.scalars(
+            select(ScheduledContact).where(ScheduledContact.kind == "checkin", ScheduledContact.attempt == 1)
+        ).all()
+        flagged = db.session.get(CheckIn, silent_id)
+        assert flagged is not None and flagged.state == "flagged"
+        assert len(checkins) == CHECKINS and {c.state for c in checkins} == {"sent"}
+        assert flag.claimed_at is not None and all(c.claimed_at is not None for c in checkins)
+        before_the_flag = [c.id for c in checkins if c.claimed_at is not None and c.claimed_at < flag.claimed_at]
+        assert before_the_flag == [], f"the flag waited behind {len(before_the_flag)} of {CHECKINS} check-in texts"
