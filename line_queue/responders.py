@@ -27,6 +27,11 @@ from crisisline.models import Conversation, ConversationOffer, ResponderState
 
 # Why a responder is paused when their console account was closed (``paused_reason``).
 ACCOUNT_CLOSED = "account_closed"
+# Their phone blocks the line's texts (they texted STOP: Twilio refuses every text, 21610), so
+# no offer can reach them: paused, and only their START (or YES) lifts it, to ``TEXTS_UNBLOCKED``,
+# still paused until they take contacts again. Their ON and the desk's switch do not lift it.
+TEXTS_BLOCKED = "sms_blocked"
+TEXTS_UNBLOCKED = "sms_unblocked"
 # Outcomes that count as a missed offer (a deliberate "2" does not).
 MISSED_OUTCOMES = frozenset({"no_answer", "busy", "no_decision"})
 
@@ -114,7 +119,8 @@ def count_missed(responder_id: str, outcome: str) -> int:
 
 def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
     """Pause or resume a responder. True if this changed anything (idempotent). Never resumes
-    one paused because their account was closed (see :func:`ring_again`)."""
+    one paused because their account was closed (see :func:`ring_again`) or whose phone blocks
+    the line's texts (see :func:`lift_text_block`): :func:`paused_reason` says which."""
     ensure_responder_state(responder_id)
     values: dict[str, Any] = {
         "paused": paused,
@@ -124,7 +130,7 @@ def set_paused(responder_id: str, paused: bool, reason: str | None) -> bool:
     where = [ResponderState.responder_id == responder_id, ResponderState.paused.is_(not paused)]
     if not paused:
         values["missed_in_a_row"] = 0
-        where.append(_NOT_CLOSED)
+        where.append(_MAY_RESUME)
     changed = _change(where, values)
     if changed and not paused:
         events.note_responder_freed(responder_id)
@@ -145,6 +151,30 @@ def resume_after_a_pass(responder_id: str) -> bool:
 
 
 _NOT_CLOSED = or_(ResponderState.paused_reason.is_(None), ResponderState.paused_reason != ACCOUNT_CLOSED)
+_MAY_RESUME = or_(
+    ResponderState.paused_reason.is_(None), ResponderState.paused_reason.not_in((ACCOUNT_CLOSED, TEXTS_BLOCKED))
+)
+
+
+def lift_text_block(responder_id: str) -> bool:
+    """Their phone takes the line's texts again (they texted START): a pause for the block
+    becomes ``TEXTS_UNBLOCKED``, still paused (they take contacts again when ready, by ON or
+    the desk). True if they were paused for the block."""
+    return _change(
+        [ResponderState.responder_id == responder_id, ResponderState.paused.is_(True),
+         ResponderState.paused_reason == TEXTS_BLOCKED],
+        {"paused_reason": TEXTS_UNBLOCKED, "updated_at": _now()},
+    )  # fmt: skip
+
+
+def paused_reason(responder_id: str) -> str | None:
+    """Why ``responder_id`` is paused, or None if they are not (one small read: for a refused
+    resume, never a webhook's usual path)."""
+    return db.session.scalar(
+        select(ResponderState.paused_reason).where(
+            ResponderState.responder_id == responder_id, ResponderState.paused.is_(True)
+        )
+    )
 
 
 def stop_ringing(responder_id: str) -> bool:

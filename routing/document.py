@@ -131,6 +131,8 @@ SMS_STAFF_PROMPT_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "sms_command_alone": frozenset({"command"}),  # "END 12 thanks": neither done nor sent
     "sms_staff_picture": frozenset(),  # a counselor's picture: never passed on
     "sms_supervisor_text": frozenset(),  # a supervisor texted the line: not a texter, not passed on
+    "sms_started": frozenset({"status"}),  # their START: the line can text their phone again
+    "sms_blocked_on": frozenset(),  # their ON while their phone still blocks the line's texts
 }
 STAFF_PROMPT_PLACEHOLDERS.update(SMS_STAFF_PROMPT_PLACEHOLDERS)
 

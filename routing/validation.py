@@ -134,6 +134,13 @@ LATER_STAFF_PROMPTS: dict[str, Callable[[dict[str, str]], str]] = {
         "Crisis line: texts from supervisors are not passed on to anyone. The live board shows the cases."
         " (Replying STOP would stop the line's alerts to you.) If you need help yourself, call or text 988."
     ),
+    "sms_started": lambda prompts: (
+        "Crisis line: the line can text this phone again. You are {status}. Reply ON to take calls, OFF to pause."
+    ),
+    "sms_blocked_on": lambda prompts: (
+        "Crisis line: you stay paused: this phone blocks the line's texts, so it cannot be offered texts. Text"
+        " START to the line first, then ON."
+    ),
     "checkin_answered_sms": lambda prompts: (
         "Crisis line: check-in case {case} has now replied; the line is looking after them."
     ),

@@ -38,7 +38,7 @@ from crisisline.models import Conversation, Message, Texter, utcnow
 from crisisline.privacy import Vault
 from crisisline.sms_segments import segment_count, split_for_sms
 from crisisline.urls import public_url
-from line_queue.responders import make_offers_due, set_paused
+from line_queue.responders import TEXTS_BLOCKED, make_offers_due, set_paused
 from routing.document import RoutingDocument
 from transfer.dispatch import rest_client
 
@@ -634,7 +634,7 @@ def _pause_blocked(responder_id: str) -> None:
     """A counselor whose phone blocks the line (21610: they texted STOP) can't get offers:
     pause them, loudly (not committed). A text offer open to them is made due at once: its
     texter is handed on by the clock's next sweep, not left waiting out an offer never read."""
-    set_paused(responder_id, True, "sms_blocked")
+    set_paused(responder_id, True, TEXTS_BLOCKED)
     make_offers_due(responder_id)
     log.error("responder %s blocks texts from the line (21610): paused", responder_id)
 

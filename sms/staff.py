@@ -31,6 +31,9 @@ NEVER_RELAYED = frozenset(
     {"YES", "END", "PASS", "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "QUIT", "REVOKE", "OPTOUT", "START",
      "UNSTOP", "HELP", "INFO"}
 )  # fmt: skip  # two texters this close together: ask for the tag
+# Twilio's opt-in words, alone in a text: a phone that blocked the line's texts (STOP) takes
+# them again. YES is one only for a blocked phone; otherwise it is a counselor's command.
+OPT_IN_WORDS = frozenset({"START", "UNSTOP", "YES"})
 _TAGGED = re.compile(r"^\s*(YES|END|PASS)\s*#?\s*(\d+)\s*[.!]?\s*$", re.IGNORECASE)
 _RELAY = re.compile(r"^\s*#\s*(\d+)[\s:,-]*(.*)$", re.DOTALL)
 # A command with something more ("END 12 thanks", "Yes, 13") naming a conversation of theirs:
@@ -54,8 +57,11 @@ def run_command(document: RoutingDocument, responder: Responder, command: str) -
     if command == "ON":
         changed = state.set_paused(responder.id, False, None)
         db.session.commit()
-        if not changed and state.is_closed(responder.id):
+        refused = None if changed else state.paused_reason(responder.id)
+        if refused == state.ACCOUNT_CLOSED:
             return document.staff_prompt("not_rung_sms")
+        if refused == state.TEXTS_BLOCKED:  # Twilio refuses this reply too, unless the block is gone
+            return document.staff_prompt("sms_blocked_on")
         return document.staff_prompt("on_sms")
     if state.is_closed(responder.id):
         return document.staff_prompt("not_rung_sms")
@@ -104,7 +110,13 @@ def _handle_words(document: RoutingDocument, responder: Responder, inbound: Mess
             return _nothing_to_send(document, responder, tag)
         return relay_to_tag(document, responder, inbound, tag, words)
     bare = body.strip().strip(".!").upper()
-    if bare in NEVER_RELAYED:
+    if inbound.opt_out_type == "START" or bare in OPT_IN_WORDS:
+        lifted = state.lift_text_block(responder.id)
+        db.session.commit()
+        if lifted or bare != "YES":
+            status = availability(document, responder, datetime.now(UTC))
+            return Reply(document.staff_prompt("sms_started", status=status))
+    if bare in NEVER_RELAYED or inbound.opt_out_type:  # a keyword of the Messaging Service's too
         # "END" without a number must not reach a texter (and is an opt-out word to carriers).
         return Reply(document.staff_prompt("sms_needs_tag", command=bare))
     with_more = _COMMAND_WITH_MORE.match(body)

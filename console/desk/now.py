@@ -171,8 +171,9 @@ def desk(document: RoutingDocument, responder: Responder, moment: datetime) -> D
 
 @dataclass(frozen=True)
 class Switched:
-    changed: bool  # False: it was so already (the form sent twice)
+    changed: bool  # False: it was so already (the form sent twice), or refused
     handed_on: list[int]  # pausing: the conversations offered to them, now offered to the next counselor
+    refused: str | None = None  # taking contacts again refused: why they stay paused (``paused_reason``)
 
 
 def set_available(user: User, responder: Responder, available: bool) -> Switched:
@@ -183,9 +184,12 @@ def set_available(user: User, responder: Responder, available: bool) -> Switched
     and a call they picked up, stay theirs."""
     changed = responders.set_paused(responder.id, not available, None if available else "self")
     handed_on = [] if available else responders.hand_on_offers(responder.id)
+    # Their account closed, or their phone blocking the line's texts: only an administrator, or
+    # their START, lifts that.
+    refused = responders.paused_reason(responder.id) if available and not changed else None
     if changed:
         record("availability_changed", actor=user, target=f"responder:{responder.id}", available=available)
     db.session.commit()
     if not available:  # sent again for a form sent twice: harmless, and whatever it missed is done
         events.send_responder_paused(responder.id)
-    return Switched(changed, handed_on)
+    return Switched(changed, handed_on, refused)

@@ -38,6 +38,7 @@ PAUSED_WORDS = {
     "self": "You paused yourself (here, or by texting OFF to the line).",
     "missed_offers": "Paused after {missed} missed calls in a row.",
     "sms_blocked": "Your phone is blocking the line's texts: text START to the line, then take contacts again.",
+    "sms_unblocked": "Your phone takes the line's texts again: take contacts again when you are ready.",
     "account_closed": "Your account was closed: only an administrator can have the line offer you contacts again.",
 }
 
@@ -148,7 +149,10 @@ def availability() -> Response:
     if form.validate_on_submit() and mine is not None:
         available = request.form.get("available") == "1"
         switched = set_available(signed_in(), mine[1], available)
-        if available:
+        if switched.refused in PAUSED_WORDS:
+            words = PAUSED_WORDS[switched.refused].format(missed=mine[0].transfer.pause_after_missed)
+            flash(f"You are still paused. {words}", "error")
+        elif available:
             flash("You are available: the line will offer you contacts.", "info")
         else:
             held = still_holding([f"#{c.tag}" for c in texts.open_conversations(mine[1].id)])
