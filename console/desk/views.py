@@ -150,8 +150,8 @@ def availability() -> Response:
         available = request.form.get("available") == "1"
         switched = set_available(signed_in(), mine[1], available)
         if switched.refused in PAUSED_WORDS:
-            words = PAUSED_WORDS[switched.refused].format(missed=mine[0].transfer.pause_after_missed)
-            flash(f"You are still paused. {words}", "error")
+            why = PAUSED_WORDS[switched.refused].format(missed=mine[0].transfer.pause_after_missed)
+            flash(f"You are still paused. {why}", "error")
         elif available:
             flash("You are available: the line will offer you contacts.", "info")
         else:
