@@ -221,7 +221,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         .execution_options(synchronize_session=False)
     )
     texters = _purge_texters(texts_cutoff, calls_cutoff, now)
-    _unlink_old_conversations(texts_cutoff, now)
+    conversations_unlinked = _unlink_old_conversations(texts_cutoff, now)
     registered = {name: purge(cutoffs) for name, purge in registered_purges().items()}
     db.session.commit()
     return {
@@ -229,6 +229,7 @@ def purge_personal_data(now_iso: str | None = None) -> dict[str, int]:
         "events": events.rowcount,  # type: ignore[attr-defined]
         "texts": texts.rowcount,  # type: ignore[attr-defined]
         "texters": texters,
+        "conversations_unlinked": conversations_unlinked,  # from the number they came from
         "checkins": checkins.rowcount,  # type: ignore[attr-defined]  # whom it came from
         "checkin_replies": replies.rowcount,  # type: ignore[attr-defined]
         "surveys": surveys.rowcount,  # type: ignore[attr-defined]
@@ -403,7 +404,7 @@ def _purge_texters(cutoff: datetime, calls_cutoff: datetime, now: datetime) -> i
 UNLINKED_CONVERSATION_PREFIX = "purged-conversation:"
 
 
-def _unlink_old_conversations(cutoff: datetime, now: datetime) -> None:
+def _unlink_old_conversations(cutoff: datetime, now: datetime) -> int:
     """Conversations past the texts' window (closed, their last activity before ``cutoff``) are
     moved, with their texts, to a texter row of their own holding nothing (no number, a hash no
     number has), and lose their links to and from the texter's other conversations
@@ -411,7 +412,7 @@ def _unlink_old_conversations(cutoff: datetime, now: datetime) -> None:
     every few weeks) keeps only their contacts within the window; the old ones stay, for
     metrics, anonymous and unlinked. Their texts sent outside any conversation lose their
     sender once past the window too, unless the board still lists them for a person to reach.
-    Set-based: a few statements, whatever the backlog."""
+    Set-based: a few statements, whatever the backlog. Returns how many conversations moved."""
     old = and_(
         Conversation.state == "closed",
         Conversation.last_activity_at < cutoff,
@@ -463,6 +464,7 @@ def _unlink_old_conversations(cutoff: datetime, now: datetime) -> None:
         .values(texter_id=None)
         .execution_options(synchronize_session=False)
     )  # fmt: skip
+    return len(moved)
 
 
 def sweep_text_conversations() -> dict[str, int]:

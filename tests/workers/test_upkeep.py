@@ -48,7 +48,8 @@ def test_purge_scrubs_only_data_older_than_the_retention_window(app: Flask, phon
         first = purge_personal_data(now.isoformat())
         second = purge_personal_data(now.isoformat())
 
-    assert first == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0, "checkin_replies": 0,
+    assert first == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "conversations_unlinked": 0, "checkins": 0,
+                     "checkin_replies": 0,
                      "surveys": 0, "block_reasons": 0, "wrap_up_notes": 0, "unmask_reasons": 0,
                      "kept_texts": 0, "sign_in_attempts": 0}  # fmt: skip
     assert set(second.values()) == {0}
@@ -83,7 +84,8 @@ def test_purge_runs_as_a_job_on_the_procfile_worker(app: Flask, phone: Phone, se
 
     job.refresh()
     assert job.get_status() == "finished"
-    assert job.return_value() == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "checkins": 0,
+    assert job.return_value() == {"calls": 1, "events": 1, "texts": 0, "texters": 0, "conversations_unlinked": 0,
+                                  "checkins": 0,
                                   "checkin_replies": 0, "surveys": 0, "block_reasons": 0, "wrap_up_notes": 0,
                                   "unmask_reasons": 0, "kept_texts": 0, "sign_in_attempts": 0}  # fmt: skip
     assert row(app, old).sealed_caller is None
@@ -307,7 +309,7 @@ def test_conversations_past_the_texts_window_are_unlinked_from_a_number_kept_for
     with app.app_context():
         from workers.upkeep import purge_personal_data
 
-        purge_personal_data(now.isoformat())
+        first = purge_personal_data(now.isoformat())
         again = purge_personal_data(now.isoformat())
         conversation = db.session.scalars(select(Conversation)).one()
         its_texter = db.session.get(Texter, conversation.texter_id)
@@ -322,6 +324,7 @@ def test_conversations_past_the_texts_window_are_unlinked_from_a_number_kept_for
     assert anonymous == (f"purged-conversation:{conversation.id}", None, False)
     # Its text moved with it; the old STOP, outside any conversation, has no sender any more.
     assert [tuple(row) for row in linked] == [(message, conversation.texter_id) for message in inbound]
+    assert first["conversations_unlinked"] == 1
     assert set(again.values()) == {0}
     # The opt-out still holds: the number's hash still finds an opted-out texter, who gets nothing.
     assert texting.send(number, "hello") == []
