@@ -164,7 +164,8 @@ def publish(
     Refused (:class:`PublishRefused`, nothing written) when the text is invalid, the note is
     empty, ``base`` is not a published version, or the live version is newer than ``base``
     (or ``base`` is None while something is live), unless ``force``. The same text as the live
-    version publishes nothing and returns the live version.
+    version publishes nothing and returns the live version, not created: also when another
+    publisher wrote this very text after the preview (only one of them published it).
     """
     note = note.strip()
     if not note:
@@ -198,10 +199,14 @@ def publish(
         )
 
     try:
-        published = store.publish(text, published_by=author.strip() or "unknown", note=note, check_live=refuse_if_stale)
+        published = store.publish_once(
+            text, published_by=author.strip() or "unknown", note=note, check_live=refuse_if_stale
+        )
     except InvalidRoutingDocument as error:  # cannot happen after a valid preview; never publish anyway
         raise PublishRefused("invalid", str(error), draft) from error
-    return Published(published.id, published.id != draft.live_version, draft)
+    # Whether this call wrote it, not whether it differs from the live version previewed above:
+    # another may have published this very text since, and then only they published it.
+    return Published(published.version.id, published.created, draft)
 
 
 def history(limit: int | None = None) -> list[VersionInfo]:

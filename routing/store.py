@@ -39,6 +39,12 @@ def _vault() -> Vault:
     return vault
 
 
+@dataclass(frozen=True)
+class Publication:
+    version: RoutingVersion
+    created: bool  # False: this very text was already the latest version; nothing was written
+
+
 def publish(
     source: str,
     *,
@@ -46,10 +52,27 @@ def publish(
     note: str | None = None,
     check_live: Callable[[int | None], None] | None = None,
 ) -> RoutingVersion:
-    """Validate ``source`` and publish it as the new active version.
+    """Validate ``source`` and publish it as the new active version; the version it is now.
+
+    As :func:`publish_once`, for a caller that need not know whether a row was written.
+    """
+    return publish_once(source, published_by=published_by, note=note, check_live=check_live).version
+
+
+def publish_once(
+    source: str,
+    *,
+    published_by: str,
+    note: str | None = None,
+    check_live: Callable[[int | None], None] | None = None,
+) -> Publication:
+    """Validate ``source`` and publish it as the new active version, saying whether this call
+    wrote it (``created``).
 
     Raises :class:`routing.validation.InvalidRoutingDocument` and writes nothing if invalid.
-    Publishing the same text as the active version again is a no-op returning that version.
+    Publishing the same text as the active version again is a no-op returning that version,
+    not created: also when another publisher wrote this very text a moment before (a
+    double-clicked Publish, two administrators at once), so only one of them records it.
     ``check_live`` is called with the live version's id (None if none) while publishes are
     serialised, and may raise to refuse (a draft based on an older version): nothing is written.
     """
@@ -57,14 +80,14 @@ def publish(
     digest = hashlib.sha256(source.encode()).hexdigest()
     latest = _latest()
     if latest is not None and latest.digest == digest:
-        return latest
+        return Publication(latest, created=False)
     # One publisher at a time, held until commit or rollback, so two cannot both pass
     # ``check_live`` against the same live version.
     hold_lock("routing:publish")
     latest = _latest()  # again, under the lock
     if latest is not None and latest.digest == digest:
         db.session.commit()  # someone published this very text meanwhile; release the lock
-        return latest
+        return Publication(latest, created=False)
     if check_live is not None:
         try:
             check_live(latest.id if latest is not None else None)
@@ -81,7 +104,7 @@ def publish(
     db.session.commit()
     if has_request_context():
         request.environ.pop(_REQUEST_KEY, None)  # this request now sees the new version
-    return version
+    return Publication(version, created=True)
 
 
 def _latest() -> RoutingVersion | None:

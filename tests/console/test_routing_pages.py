@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import html
 import re
+import threading
+from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import escape
 
+from console.models import ADMIN
 from console.routing_pages.merge import three_way
 from routing import coverage, publishing, store
-from tests.console.conftest import Account, audit_actions, csrf_token, sign_in
+from tests.console.conftest import Account, MakeUser, audit_actions, csrf_token, sign_in
 
 HOLD = "hold: Please stay on the line while we find someone to talk with you."
 NEW_HOLD = "hold: Please stay on the line. Someone will be with you soon."
@@ -120,6 +124,62 @@ def test_preview_shows_the_diff_and_every_warning_then_publish_needs_a_note_and_
     changes = client.get(f"/console/routing/history/{new_number}").get_data(as_text=True)
     assert escape("+      " + NEW_HOLD) in changes
     assert ("ada-admin", "routing_published", f"routing:{new_number}") in audit_actions(app)
+
+
+def test_the_same_draft_published_twice_at_once_is_published_and_audited_once(
+    app: Flask, make_user: MakeUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double-clicked Publish, or two administrators with the same edit, both previewed
+    against the same live version: one version, one ``routing_published`` entry (its
+    publisher's), and the other is told there was nothing to publish."""
+    number, text = live(app)
+    edited = text.replace(HOLD, NEW_HOLD, 1)
+    clients = {}
+    for name in ("ada-admin", "bob-admin"):
+        clients[name] = app.test_client()
+        sign_in(clients[name], make_user(ADMIN, name))
+    tokens = {name: csrf_token(client, "/console/routing") for name, client in clients.items()}
+    previewed = threading.Barrier(2, timeout=30)  # both publish only once both previewed
+    passed = threading.Event()  # then previews go on as usual (the winner's page of warnings)
+    preview = publishing.preview
+
+    def previewed_by_both(*args: Any, **kwargs: Any) -> publishing.Preview:
+        draft = preview(*args, **kwargs)
+        if not passed.is_set():
+            previewed.wait()
+            passed.set()
+        return draft
+
+    monkeypatch.setattr(publishing, "preview", previewed_by_both)
+    landed: dict[str, str] = {}
+
+    def publish(name: str) -> None:
+        form = {"text": edited, "base": str(number), "note": f"{name}'s note", "csrf_token": tokens[name]}
+        response = clients[name].post("/console/routing/publish", data=form)
+        assert response.status_code == 302
+        landed[name] = response.headers["Location"]
+
+    threads = [threading.Thread(target=publish, args=(name,)) for name in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    published = [entry for entry in audit_actions(app) if entry[1] == "routing_published"]
+    assert len(published) == 1, published
+    winner = published[0][0]
+    loser = next(name for name in clients if name != winner)
+    assert published == [(winner, "routing_published", f"routing:{number + 1}")]
+    assert landed[winner].endswith("/console/routing/history") and landed[loser].endswith("/console/routing")
+    assert live(app) == (number + 1, edited)
+    with app.app_context():
+        assert [(row.number, row.author, row.note) for row in publishing.history()][:2] == [
+            (number + 1, winner, f"{winner}'s note"),
+            (number, "tests", ""),
+        ]
+    told = clients[loser].get("/console/routing").get_data(as_text=True)
+    assert f"Nothing to publish: this is the live version {number + 1}." in told
+    assert "Published routing version" not in told
 
 
 def test_a_stale_draft_is_refused_and_merged_when_the_changes_touch_different_lines(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -236,4 +237,52 @@ def test_two_editors_publishing_from_the_same_base_at_once_one_is_refused(app: F
     winner = next(author for author, outcome in outcomes.items() if outcome == "published")
     assert exported(app) == (FEWER_RETRIES if winner == "ana" else LONGER_TIMEOUT)
     with app.app_context():
+        assert len(publishing.history()) == 2
+
+
+def previewing_together(monkeypatch: pytest.MonkeyPatch, publishers: int) -> None:
+    """Each of ``publishers`` publishes only once all have previewed their draft, so every one
+    of them saw the same live version there (as two clicks a moment apart do)."""
+    previewed = threading.Barrier(publishers, timeout=30)
+    preview = publishing.preview
+
+    def previewed_by_all(*args: Any, **kwargs: Any) -> publishing.Preview:
+        draft = preview(*args, **kwargs)
+        previewed.wait()
+        return draft
+
+    monkeypatch.setattr(publishing, "preview", previewed_by_all)
+
+
+def test_two_editors_publishing_the_same_text_at_once_only_one_publishes_it(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double-clicked Publish, or two administrators with the same edit: one version is
+    written, and only its publisher is told they created it (the other is told it is live)."""
+    base = live(app)
+    previewing_together(monkeypatch, 2)
+    start = threading.Barrier(2)
+    results: dict[str, publishing.Published] = {}
+
+    def edit(author: str) -> None:
+        with app.app_context():
+            start.wait()
+            results[author] = publishing.publish(FEWER_RETRIES, base=base, note=f"{author}'s note", author=author)
+
+    editors = [threading.Thread(target=edit, args=(author,)) for author in ("ana", "ben")]
+    for editor in editors:
+        editor.start()
+    for editor in editors:
+        editor.join(timeout=30)
+
+    assert sorted(results) == ["ana", "ben"]
+    assert {result.version for result in results.values()} == {base + 1}
+    assert sorted(result.created for result in results.values()) == [False, True]
+    winner = next(author for author, result in results.items() if result.created)
+    assert exported(app) == FEWER_RETRIES
+    with app.app_context():
+        assert [(row.number, row.author, row.note) for row in publishing.history()][:2] == [
+            (base + 1, winner, f"{winner}'s note"),
+            (base, "tests", ""),
+        ]
         assert len(publishing.history()) == 2
