@@ -51,9 +51,13 @@ WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6
 DAY_GROUPS = {"daily": set(range(7)), "weekdays": set(range(5)), "weekends": {5, 6}}
 FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY_WORDS = {**WEEKDAYS, **{name: number for number, name in enumerate(FULL_DAY_NAMES)}}
+# What an id (a responder's, a supervisor's, a service's) or a need's key may be, and a
+# language's code: the console's forms check their fields with these very rules.
+IDENTIFIER_RULE = r"[a-z][a-z0-9_-]{0,63}"
+LANGUAGE_CODE_RULE = r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?"
 # ``$`` as published versions were checked with (a trailing line break passes): a live version must load.
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+IDENTIFIER = re.compile(rf"^{IDENTIFIER_RULE}$")
+LANGUAGE_CODE = re.compile(rf"^{LANGUAGE_CODE_RULE}$")
 TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
 HOUR, DAY = 3600, 86400
 UNIT_SECONDS = {"s": 1, "m": 60, "h": HOUR, "d": DAY}

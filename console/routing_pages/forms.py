@@ -16,6 +16,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Re
 
 from console.inputs import row_id
 from routing.publishing import MAX_NOTE_LENGTH
+from routing.validation import IDENTIFIER_RULE, LANGUAGE_CODE_RULE
 
 MAX_TEXT = 100_000  # characters of YAML; the example is under 30 000
 DAY_NAMES = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday", "fri": "Friday",
@@ -23,6 +24,13 @@ DAY_NAMES = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thur
 DAYS = [SelectChoice(key, name) for key, name in DAY_NAMES.items()]
 CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z"
 CLOCK_OR_MIDNIGHT = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)\Z"
+# The validator's own rules for an id or a need's key and for a language's code (a form that
+# let through what it refuses would only show its error in the YAML editor, at the draft's line).
+IDENTIFIER = rf"^{IDENTIFIER_RULE}\Z"
+LANGUAGE_CODE = rf"^{LANGUAGE_CODE_RULE}\Z"
+ID_MESSAGE = (
+    "Start with a lowercase letter (a to z), then use only lowercase letters, digits, - or _ (no spaces or capitals)."
+)
 
 
 class CheckboxesField(SelectMultipleField):
@@ -59,8 +67,8 @@ class ResponderForm(FlaskForm):
         "Kind", choices=[SelectChoice("counselor", "Counselor"), SelectChoice("co_responder", "Co-responder unit")]
     )
     responder_id = StringField(
-        "Id (lowercase letters, digits and dashes, e.g. fay-lopez)",
-        validators=[DataRequired(), Length(max=64), Regexp(r"^[a-z0-9][a-z0-9-]*\Z", message="Use a-z, 0-9 and -.")],
+        "Id (a lowercase letter first, then letters, digits, - or _; e.g. fay-lopez)",
+        validators=[DataRequired(), Length(max=64), Regexp(IDENTIFIER, message=ID_MESSAGE)],
         render_kw={"autocapitalize": "none", "spellcheck": "false"},
     )
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
@@ -129,7 +137,6 @@ TARGET_CHOICES = [
 ]
 FALLBACK_CHOICES = [SelectChoice("", "None: the backup line"), *TARGET_CHOICES[:2]]
 PRIORITY_CHOICES = [SelectChoice(str(level), str(level)) for level in range(9, -1, -1)]
-KEY_MESSAGE = "Use lowercase letters, digits, - or _, starting with a letter."
 
 
 class BaseForm(FlaskForm):
@@ -176,7 +183,7 @@ class NewLanguageForm(LanguageForm):
         validators=[
             DataRequired(),
             Length(max=12),
-            Regexp(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?\Z", message="A code like fr."),
+            Regexp(LANGUAGE_CODE, message="A code like fr."),
         ],
         render_kw={"autocapitalize": "none", "spellcheck": "false"},
     )
@@ -202,7 +209,7 @@ class NeedForm(BaseForm):
 class NewNeedForm(NeedForm):
     key = StringField(
         "Key (e.g. grief)",
-        validators=[DataRequired(), Length(max=64), Regexp(r"^[a-z][a-z0-9_-]*\Z", message=KEY_MESSAGE)],
+        validators=[DataRequired(), Length(max=64), Regexp(IDENTIFIER, message=ID_MESSAGE)],
         render_kw={"autocapitalize": "none", "spellcheck": "false"},
     )
 

@@ -112,6 +112,28 @@ def test_a_need_form_sets_priority_and_who_takes_it_and_a_taken_key_is_refused_o
     assert live(app) == (number, text)
 
 
+def test_a_responder_id_the_validator_refuses_is_refused_on_the_people_form_at_its_field(
+    app: Flask, client: FlaskClient, admin: Account
+) -> None:
+    """The form checks an id with the validator's own rule: one starting with a digit is
+    refused at its field (not let through to fail in the YAML editor), one with ``_`` taken."""
+    number, text = live(app)
+    sign_in(client, admin)
+    person = {"kind": "counselor", "name": "North desk", "phone": "+1 312 555 0109", "languages": ["en"],
+              "skills": ["suicide"]}  # fmt: skip
+
+    status, refused = post(client, "/console/routing/people/responder", **person, responder_id="7-north")
+    assert status == 400
+    assert re.search(r'id="responder_id-errors" role="alert">Start with a lowercase letter \(a to z\)', refused)
+    assert "is not valid" not in refused  # the validator's message, as the editor would show it
+    assert live(app) == (number, text)
+
+    status, draft = post(client, "/console/routing/people/responder", **person, responder_id="north_7")
+    assert status == 200 and "Draft: adding North desk (counselor)" in draft
+    assert escape('+  - id: "north_7"') in diff_lines(draft)
+    assert "this draft would be refused" not in draft
+
+
 def test_an_unknown_voice_is_refused_on_the_language_form_with_the_live_config_unchanged(
     app: Flask, client: FlaskClient, admin: Account
 ) -> None:
