@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import wait
 from typing import Any, cast
 
 import redis
 from flask import Flask, Response, current_app
 from flask_rq import RQ
-from sqlalchemy import text
+from sqlalchemy import select, text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crisisline import background, events
 from crisisline.db import db, engine_options, init_migrations, keep_prepared_statements, ping_idle_connections
 from crisisline.deadline import STATUS_WORKERS, VOICE_WORKERS, VoiceDeadline
 from crisisline.failsafe import KnownBackupNumber
+from crisisline.models import RoutingVersion
 from crisisline.phone import LOG_REGION, RedactPhoneNumbers
 from crisisline.privacy import Vault
 from crisisline.settings import PROJECT_ROOT, Settings
@@ -131,16 +133,26 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
     @app.get("/readyz")
     def readyz() -> tuple[dict[str, str], int]:
-        """Readiness for a load balancer: the database and Redis each answer within a second.
-        Names what is down, never why (error text could carry connection details)."""
-        checks = {"database": _database_answers, "redis": _redis_answers}
+        """Readiness, for monitoring: the database and Redis each answer within a second, and a
+        routing is published (with none, every caller and texter gets the backup line). Names
+        what is down, never why (error text could carry connection details). Not for a load
+        balancer's health check: a web process with a dead database is what answers callers
+        with the backup line (``/healthz`` is)."""
+        checks = {"database": _database_answers, "redis": _redis_answers, "routing": _routing_published}
         futures = {name: deadline.pool.submit(_in_app_context, app, check) for name, check in checks.items()}
-        status = {}
+        wait(futures.values(), timeout=READINESS_TIMEOUT_SECONDS)  # one second for all of them
+        answers: dict[str, bool | None] = {}
         for name, future in futures.items():
             try:
-                status[name] = "ok" if future.result(timeout=READINESS_TIMEOUT_SECONDS) else "down"
+                answers[name] = future.result(timeout=0)
             except Exception:
-                status[name] = "down"
+                answers[name] = None  # raised or too slow: down
+        status = {name: "ok" if answers[name] else "down" for name in ("database", "redis")}
+        routing = answers["routing"]
+        if status["database"] != "ok":
+            status["routing"] = "unknown"  # it is read from the database
+        else:
+            status["routing"] = "ok" if routing else ("none" if routing is False else "down")
         ready = all(value == "ok" for value in status.values())
         body = {"status": "ready" if ready else "not ready", **status}
         override = app.extensions["crisisline.settings"].line_mode_override
@@ -163,6 +175,14 @@ def _in_app_context(app: Flask, check: Callable[[], bool]) -> bool:
 def _database_answers() -> bool:
     try:
         return db.session.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        db.session.remove()
+
+
+def _routing_published() -> bool:
+    """Whether any routing version was ever published (the line's menus and who to ring)."""
+    try:
+        return db.session.scalar(select(RoutingVersion.id).limit(1)) is not None
     finally:
         db.session.remove()
 

@@ -183,7 +183,7 @@ def test_readiness_names_what_is_down_and_liveness_never_touches_it(
     hung_database_client: tuple[FlaskClient, StallingProxy],
 ) -> None:
     client, proxy = hung_database_client
-    assert client.get("/readyz").get_json() == {"status": "ready", "database": "ok", "redis": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ready", "database": "ok", "redis": "ok", "routing": "ok"}
 
     proxy.stall()
     started = time.perf_counter()
@@ -193,7 +193,7 @@ def test_readiness_names_what_is_down_and_liveness_never_touches_it(
     proxy.resume()
 
     assert not_ready.status_code == 503
-    assert not_ready.get_json() == {"status": "not ready", "database": "down", "redis": "ok"}
+    assert not_ready.get_json() == {"status": "not ready", "database": "down", "redis": "ok", "routing": "unknown"}
     assert seconds < 1.5
     assert alive.get_json() == {"status": "ok"}
 

@@ -187,6 +187,28 @@ def test_no_published_routing_still_connects_callers_to_backup(app: Flask) -> No
     assert_dials_backup(response.data)
 
 
+def test_readiness_is_refused_while_no_routing_is_published_and_given_once_one_is(
+    app: Flask, publish_routing: Callable[..., int]
+) -> None:
+    """With no routing every caller and texter gets the backup line: monitoring must see it
+    (a deployment whose first routing was never published, say). Liveness is unaffected."""
+    from tests.conftest import _empty_all_tables
+
+    _empty_all_tables(app.config["SQLALCHEMY_DATABASE_URI"])
+    client = app.test_client()
+
+    without = client.get("/readyz")
+    alive = client.get("/healthz")
+    publish_routing()
+    with_one = client.get("/readyz")
+
+    assert (without.status_code, without.get_json()) == (
+        503, {"status": "not ready", "database": "ok", "redis": "ok", "routing": "none"}
+    )  # fmt: skip
+    assert alive.status_code == 200
+    assert (with_one.status_code, with_one.get_json()["routing"]) == (200, "ok")
+
+
 def test_failsafe_logs_no_phone_number_or_secret(broken_app: Flask, caplog: pytest.LogCaptureFixture) -> None:
     identity = CallIdentity(TEST_ACCOUNT_SID, "+13125550188", LINE_NUMBER)
     params = identity.voice_params()
