@@ -838,6 +838,43 @@ def _deadline_passed(offer: Offer, transfer: Transfer, document: RoutingDocument
     ring_next(transfer, document)
 
 
+def line_failed_the_leg(offer_id: int, outcome: str, attempt: int = 0) -> None:
+    """The line answered a responder's pickup or key with its apology and hangs their leg up
+    (its own webhook failed: the database, the deadline, Twilio's fallback), before any decision
+    of theirs was stored. The offer ends now with ``outcome`` (``state.NOT_BRIEFED`` or
+    ``DEADLINE_PASSED``: not their miss), rather than as ``no_decision`` when their leg's
+    ``completed`` finds it still answered; and the caller's next person is rung, as after a
+    pass. Run off the request thread (the apology never waits on the database); a database
+    failure tries again soon (``LEG_END_AGAIN_AFTER_SECONDS``). One winner with the leg's end
+    and the handler itself (a conditional UPDATE from the active states: an accepted offer,
+    or one already ended, is left alone)."""
+    try:
+        offer = db.session.get(Offer, offer_id, populate_existing=True)
+        if offer is None or offer.state not in ACTIVE_OFFER_STATES:
+            db.session.commit()
+            return
+        transfer = db.session.get(Transfer, offer.transfer_id)
+        if transfer is None or not state.finish_offer(offer, outcome):
+            db.session.commit()
+            return
+        key = f"offer:{offer.id}:outcome"
+        record_event(transfer, "offer.ended", key, responder=offer.responder_id, outcome=outcome)
+        db.session.commit()
+        active = active_routing()
+        if active is None:
+            return
+        if offer.purpose == "answer" and transfer.state == "waiting":
+            ring_next(transfer, active.document)
+        elif offer.purpose == "join" and transfer.state == "connected":
+            joining.unit_did_not_come_soon(transfer.id, active.document)
+    except (DBAPIError, PoolTimeout) as error:
+        db.session.rollback()
+        log.warning("offer %s the line failed not ended (%s): trying later", offer_id, type(error).__name__)
+        if attempt < len(LEG_END_AGAIN_AFTER_SECONDS):
+            wait = LEG_END_AGAIN_AFTER_SECONDS[attempt] - (LEG_END_AGAIN_AFTER_SECONDS[attempt - 1] if attempt else 0.0)
+            start_later(wait, f"line-failed:{offer_id}", partial(line_failed_the_leg, offer_id, outcome, attempt + 1))
+
+
 def pause_for_missed(responder_id: str) -> bool:
     """Pause a responder who missed too many offers in a row (not committed: in the commit
     that frees them). True if this paused them: they are then told (:func:`tell_paused`)."""

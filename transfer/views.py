@@ -7,7 +7,9 @@ routes fail by ending the responder's leg politely, since the caller's hold loop
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import ParamSpec
+from urllib.parse import urlsplit
 
 from blinker import Namespace
 from flask import Blueprint, Response, abort, request
@@ -16,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from twilio.twiml.voice_response import VoiceResponse
 
 from crisisline import deadline, twilio_params
+from crisisline.background import start_soon
 from crisisline.db import db
 from crisisline.failsafe import (
     AFTER_FAILSAFE,
@@ -49,7 +52,28 @@ def staff_error_answer(_error: BaseException | None = None) -> Response:
     return twiml_response(transfer_twiml.staff_message(STAFF_ERROR))
 
 
-staff_failsafe = answering_failures_with(staff_error_answer, "responder webhook failed")
+def _end_the_offer_the_line_failed(outcome: str) -> None:
+    """The line apologises on a responder's leg (``?offer=``) and hangs it up: their offer ends
+    as ``outcome``, not their miss, and the caller's next person is rung
+    (``flow.line_failed_the_leg``), off this thread: the apology never waits on the database.
+    Best effort: should this fail, their leg's end still closes the offer."""
+    offer_id = twilio_params.query_id("offer")
+    if offer_id is None:
+        return
+    try:
+        start_soon(f"line-failed:{offer_id}", partial(flow.line_failed_the_leg, offer_id, outcome))
+    except Exception as error:  # the apology goes out whatever happens here
+        log.warning("offer the line failed not handed on: %s", type(error).__name__)
+
+
+def _apology_unbriefed(_error: BaseException) -> Response:
+    """The whisper failed (or ran past its deadline): the apology, and the offer ends unbriefed."""
+    answer = staff_error_answer()
+    _end_the_offer_the_line_failed(state.NOT_BRIEFED)
+    return answer
+
+
+staff_failsafe = answering_failures_with(_apology_unbriefed, "responder webhook failed")
 
 
 def active_document() -> RoutingDocument:
@@ -291,8 +315,12 @@ def whisper() -> Response:
 @twilio_signed
 def staff_fallback() -> Response:
     """Twilio's fallback for a responder's leg (our whisper or decide failed): a plain apology
-    instead of Twilio's generic error; the caller's own hold loop carries on regardless."""
-    return twiml_response(transfer_twiml.staff_message(STAFF_ERROR))
+    instead of Twilio's generic error; the caller's own hold loop carries on regardless. The
+    offer ends as the failed webhook's own fail-safe ends it: not the responder's miss."""
+    answer = staff_error_answer()
+    failed_decide = urlsplit(request.form.get("ErrorUrl", "")).path.endswith("/offer/decide")
+    _end_the_offer_the_line_failed(flow.DEADLINE_PASSED if failed_decide else state.NOT_BRIEFED)
+    return answer
 
 
 def _promised_or_apology(_error: BaseException) -> Response:
@@ -304,9 +332,17 @@ def _promised_or_apology(_error: BaseException) -> Response:
     return Response(promised, status=200, mimetype="text/xml") if promised else staff_error_answer()
 
 
+def _decide_failed(error: BaseException) -> Response:
+    """A key press that failed or ran past its deadline: ``_promised_or_apology``; an offer
+    still open (no acceptance or pass stored) ends as ``DEADLINE_PASSED``, not their miss."""
+    answer = _promised_or_apology(error)
+    _end_the_offer_the_line_failed(flow.DEADLINE_PASSED)
+    return answer
+
+
 @bp.post("/offer/decide")
 @twilio_signed
-@answering_failures_with(_promised_or_apology, "responder webhook failed")
+@answering_failures_with(_decide_failed, "responder webhook failed")
 def decide() -> Response:
     """The responder's key after the whisper: 1 joins them to the caller (if they are first)."""
     offer, transfer = _offer()

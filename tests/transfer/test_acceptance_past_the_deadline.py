@@ -368,3 +368,33 @@ def test_a_press_of_1_that_fails_after_promising_the_room_still_puts_the_counsel
     assert ben.conference is not None
     phone.resume(caller, max_hold_turns=1)
     assert caller.conference == ben.conference
+
+
+@pytest.mark.usefixtures("wednesday_evening", "production_deadline")
+def test_a_press_of_1_stuck_past_its_deadline_whose_leg_end_is_heard_first_is_not_the_counselors_miss(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The case left by the fix above: his press's handler is stuck before the acceptance (the
+    pool full, a slow database), the deadline apologises, and his hang-up is handled before the
+    late press: it was ``no_decision``, his miss."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    real = flow.offer_decided
+    finished: list[str] = []
+
+    def stuck(*args: Any, **kwargs: Any) -> flow.Decision:
+        time.sleep(SLOWER_THAN_THE_DEADLINE)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            finished.append("done")
+
+    monkeypatch.setattr(flow, "offer_decided", stuck)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])  # the apology, then his leg's end at once
+    eventually(lambda: finished == ["done"])
+
+    assert "something went wrong" in ben.heard_text()
+    assert offer_to(app, BEN, fake).outcome == flow.DEADLINE_PASSED
+    assert missed_in_a_row(app, "ben-carter") == 0
+    assert only_transfer(app).state == "waiting"
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]

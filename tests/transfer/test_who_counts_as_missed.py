@@ -6,15 +6,19 @@ counted as the counselor's miss, and a pass did not break the row."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import time_machine
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 import transfer.flow
+import transfer.state as state_module
 from crisisline.db import db
 from crisisline.models import Offer, ResponderState
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID
@@ -171,3 +175,122 @@ def test_a_counselor_paused_for_misses_is_never_seen_free_and_unpaused_by_anothe
     with app.app_context():
         state = db.session.get(ResponderState, "ben-carter")
         assert state is not None and (state.paused, state.paused_reason) == (True, "missed_offers")
+
+
+def database_went_away(*_args: object, **_kwargs: object) -> object:
+    raise OperationalError("SELECT offers", {}, Exception("database went away"))
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_press_of_1_the_line_failed_to_take_is_not_the_counselors_miss(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch, publish_routing: Callable[..., int]
+) -> None:
+    """Found by a review: Ben is briefed and presses 1; his press's webhook fails on the database
+    before anything is stored, he hears the apology and is hung up, and his leg's end found the
+    offer still answered: ``no_decision``, his miss. A few minutes of slow database paused
+    every counselor that way."""
+    publish_routing(lambda document: document["transfer"].update(pause_after_missed=1))
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    monkeypatch.setattr(transfer.flow, "offer_decided", database_went_away)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])
+
+    assert "something went wrong" in ben.heard_text()
+    assert fake.get_call(ben.identity.call_sid).status == "completed"  # hung up: his leg's end was heard
+    assert offer_of(app, ben.identity.call_sid).outcome == transfer.flow.DEADLINE_PASSED
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]  # the caller's next person, rung once
+    with app.app_context():
+        state = db.session.get(ResponderState, "ben-carter")
+        assert state is not None
+        assert (state.missed_in_a_row, state.paused) == (0, False), "the line's failure paused the counselor"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_press_of_1_whose_webhook_failed_at_twilio_is_not_the_counselors_miss(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """The same press answered by Twilio's fallback for his leg (a 502 from the proxy while a
+    worker restarts): the apology, then his leg's end."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN).sid
+    fake.advance_call(ben_leg, "in-progress")  # briefed: the offer is answered
+    offer_id = offer_of(app, ben_leg).id
+    ben = CallIdentity(TEST_ACCOUNT_SID, LINE_NUMBER, BEN, call_sid=ben_leg, direction="outbound-api")
+    failed = f"{phone.base_url}/voice/offer/decide?offer={offer_id}"
+
+    reply = phone.post(
+        f"{phone.base_url}/voice/offer/fallback?offer={offer_id}",
+        ben.voice_params("in-progress", Digits="1", ErrorCode="11200", ErrorUrl=failed),
+    )
+    fake.advance_call(ben_leg, "completed")
+
+    assert "something went wrong" in reply.body
+    assert offer_of(app, ben_leg).outcome == transfer.flow.DEADLINE_PASSED
+    assert missed_in_a_row(app, "ben-carter") == 0
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_an_offer_the_line_failed_is_ended_once(app: Flask, phone: Phone, fake: FakeTwilio) -> None:
+    """The line's end of the offer run twice (a retry, or the fallback and the handler's own
+    fail-safe), then the leg's end: one winner, the next person rung once, no miss."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN).sid
+    fake.advance_call(ben_leg, "in-progress")
+    offer_id = offer_of(app, ben_leg).id
+
+    with app.app_context():
+        transfer.flow.line_failed_the_leg(offer_id, transfer.flow.DEADLINE_PASSED)
+        transfer.flow.line_failed_the_leg(offer_id, state_module.NOT_BRIEFED)
+    fake.advance_call(ben_leg, "completed")
+
+    assert offer_of(app, ben_leg).outcome == transfer.flow.DEADLINE_PASSED
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+    assert missed_in_a_row(app, "ben-carter") == 0
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_picks_up_and_presses_nothing_still_misses_the_call(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """The guard on the fixes above: a whisper served in time and never answered (they put the
+    phone down, or a voicemail greeting took it) is their miss, as before."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+
+    ben = phone.answer(leg_to(fake, BEN).sid, [])
+
+    assert "something went wrong" not in ben.heard_text()
+    assert fake.get_call(ben.identity.call_sid).status == "completed"
+    assert offer_of(app, ben.identity.call_sid).outcome == "no_decision"
+    assert missed_in_a_row(app, "ben-carter") == 1
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_the_lines_end_of_an_offer_the_database_failed_is_tried_again(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database that failed Ben's press fails its end too: tried again a second later."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN).sid
+    fake.advance_call(ben_leg, "in-progress")
+    offer_id = offer_of(app, ben_leg).id
+    real_finish = state_module.finish_offer
+    failures = [OperationalError("UPDATE offers", {}, Exception("database went away"))]
+
+    def fails_once(*args: Any, **kwargs: Any) -> bool:
+        if failures:
+            raise failures.pop()
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(state_module, "finish_offer", fails_once)
+    with app.app_context():
+        transfer.flow.line_failed_the_leg(offer_id, transfer.flow.DEADLINE_PASSED)
+        assert offer_of(app, ben_leg).outcome is None  # not yet: the database failed it
+        give_up = time.monotonic() + 10
+        while offer_of(app, ben_leg).outcome is None and time.monotonic() < give_up:
+            time.sleep(0.05)
+        app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert offer_of(app, ben_leg).outcome == transfer.flow.DEADLINE_PASSED
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
