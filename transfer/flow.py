@@ -390,6 +390,10 @@ class WhisperStep:
     text: str
 
 
+def _still_answering() -> bool:
+    return True
+
+
 def adopt_lost_leg(offer: Offer, transfer: Transfer, call_sid: str | None) -> bool:
     """A responder answered a leg whose REST answer was lost (Twilio placed it after our
     request timed out): if the caller still waits and the responder is free, it becomes the
@@ -408,11 +412,17 @@ def adopt_lost_leg(offer: Offer, transfer: Transfer, call_sid: str | None) -> bo
 
 
 def offer_answered(
-    offer: Offer, transfer: Transfer, document: RoutingDocument, call_sid: str | None = None
-) -> WhisperStep:
+    offer: Offer, transfer: Transfer, document: RoutingDocument, call_sid: str | None = None, *,
+    still_answering: Callable[[], bool] = _still_answering,
+) -> WhisperStep:  # fmt: skip
     """A responder picked up (on ``call_sid``): brief them, or tell them the caller is taken or
     gone. The leg's SID is kept if the offer has none yet (its REST answer is still on its way,
-    or was lost): so the line can still tell them, or end their leg, when the caller leaves."""
+    or was lost): so the line can still tell them, or end their leg, when the caller leaves.
+
+    ``still_answering`` says whether this webhook's answer is still ours to give: once its
+    deadline has answered with the apology, they are never briefed, so the offer is not marked
+    answered (their leg's end would count the line's slowness as their ``no_decision``); it
+    ends as ``state.NOT_BRIEFED`` (``line_failed_the_leg``, or their leg's end)."""
     if offer.purpose == "join":
         if transfer.state != "connected" or offer.state not in ACTIVE_OFFER_STATES:
             state.finish_offer(offer, "superseded")
@@ -423,6 +433,9 @@ def offer_answered(
         db.session.commit()
         key = too_late_key(transfer)
         return WhisperStep("staff", document.staff_prompt(key))
+    if not still_answering():
+        db.session.commit()
+        return WhisperStep("staff", "")  # never heard: the deadline's apology went out instead
     answered = db.session.execute(
         db.update(Offer)
         # A responder whose console account was closed while their phone rang is not briefed
@@ -455,10 +468,6 @@ class Decision:
     kind: str
     key: str = ""
     lead: str = "connecting"  # for ``joined``: what the responder hears before the conference
-
-
-def _still_answering() -> bool:
-    return True
 
 
 def _promise_nothing(_lead: str) -> bool:

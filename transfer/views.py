@@ -303,7 +303,9 @@ def whisper() -> Response:
     document = active_document()
     leg = twilio_params.call_sid(request.form)
     flow.adopt_lost_leg(offer, transfer, leg)
-    step = flow.offer_answered(offer, transfer, document, leg)
+    step = flow.offer_answered(
+        offer, transfer, document, leg, still_answering=lambda: deadline.answered_by_deadline() is None
+    )
     if step.kind == "staff":
         return twiml_response(transfer_twiml.staff_message(step.text))
     return twiml_response(

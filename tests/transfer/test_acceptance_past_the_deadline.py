@@ -14,6 +14,7 @@ import pytest
 from flask import Flask, Response, request
 from sqlalchemy import select
 
+import transfer.state
 import transfer.views
 from crisisline.db import db
 from crisisline.models import CallEvent, Offer, ResponderState, Transfer
@@ -368,6 +369,50 @@ def test_a_press_of_1_that_fails_after_promising_the_room_still_puts_the_counsel
     assert ben.conference is not None
     phone.resume(caller, max_hold_turns=1)
     assert caller.conference == ben.conference
+
+
+def whisper_slower_than_the_deadline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Ben's whisper handler outlasts its deadline (a slow database), then runs for real: the
+    returned list gets ``"done"`` when the late handler has finished."""
+    finished: list[str] = []
+    real = flow.offer_answered
+
+    def slow(*args: Any, **kwargs: Any) -> flow.WhisperStep:
+        time.sleep(SLOWER_THAN_THE_DEADLINE)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            finished.append("done")
+
+    monkeypatch.setattr(flow, "offer_answered", slow)
+    return finished
+
+
+@pytest.mark.usefixtures("wednesday_evening", "production_deadline")
+@pytest.mark.parametrize("line_ends_the_offer", [True, False], ids=["ended-at-once", "end-lost"])
+def test_a_whisper_that_outlasts_its_deadline_is_not_the_counselors_miss(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch, line_ends_the_offer: bool
+) -> None:
+    """Found by a review: the deadline apologised to Ben and hung him up, the late handler then
+    marked his offer answered, and his leg's end (heard after the apology was spoken) counted
+    the line's slowness as his ``no_decision``. Also when the line's own end of the offer is
+    lost (the database failing it too): the late handler must not brief a counselor nobody is
+    briefing."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    finished = whisper_slower_than_the_deadline(monkeypatch)
+    if not line_ends_the_offer:
+        monkeypatch.setattr(flow, "line_failed_the_leg", lambda *_args, **_kwargs: None)
+    ben_leg = leg_to(fake, BEN).sid
+    fake.advance_call(ben_leg, "ringing")
+
+    answer = fake.advance_call(ben_leg, "in-progress") or ""  # he picks up: the whisper's request
+    eventually(lambda: finished == ["done"])
+    fake.advance_call(ben_leg, "completed")  # the apology spoken, he is hung up
+
+    assert "something went wrong" in answer
+    assert offer_to(app, BEN, fake).outcome == transfer.state.NOT_BRIEFED
+    assert missed_in_a_row(app, "ben-carter") == 0
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
 
 
 @pytest.mark.usefixtures("wednesday_evening", "production_deadline")
