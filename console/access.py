@@ -34,7 +34,7 @@ V = TypeVar("V", bound=Callable[..., Any])
 
 ROLES_ATTRIBUTE = "console_roles"
 PUBLIC: frozenset[str] = frozenset({"public"})
-IDLE_MINUTES = 30  # CONSOLE_IDLE_MINUTES overrides
+IDLE_MINUTES = 30  # app.config["CONSOLE_IDLE_MINUTES"] (a create_app keyword) overrides it; never read from the env
 # Sent by the pages' own refresh: a page left open is not activity, so it does not keep a
 # session alive past the idle timeout. A page that reloads itself (the desk, when its inbox
 # changes) asks for ``?poll=1`` instead, as a reload cannot send a header.
