@@ -122,14 +122,12 @@ def run_line(args: list[str]) -> int:
         return 1
     redis_process = None
     if not env.get("REDIS_URL"):
-        # On Redis's default port when it is free: then the line's own CLIs (`flask workers
-        # status`), which fall back to redis://127.0.0.1:6379/0, find it without REDIS_URL.
+        # On Redis's default port when it is free; on any port, the line's own CLIs (`flask
+        # workers status`) find it through instance/line.json while this runs.
         redis_port = 6379 if not port_in_use("127.0.0.1", 6379) else free_port()
         redis_process = start_redis(ROOT / "instance" / "redis", port=redis_port)
         env["REDIS_URL"] = redis_process.url
         print(f"started a private Redis at {redis_process.url} (data in instance/redis)", flush=True)
-        if redis_port != 6379:
-            print(f"  (port 6379 was taken: run flask commands with REDIS_URL={redis_process.url})", flush=True)
     twilio_process = None
     honcho: subprocess.Popen[bytes] | None = None
     try:

@@ -433,5 +433,19 @@ def _local_line_redis() -> str | None:
         data = json.loads((INSTANCE_DIR / "line.json").read_text())
     except (OSError, ValueError):
         return None
-    url = data.get("redis_url") if isinstance(data, dict) else None
-    return url if isinstance(url, str) and url.startswith(("redis://", "unix://")) else None
+    if not isinstance(data, dict) or not _process_alive(data.get("pid")):
+        return None  # a file left by a run that was killed: its Redis is gone with it
+    url = data.get("redis_url")
+    return url if isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")) else None
+
+
+def _process_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True

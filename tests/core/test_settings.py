@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import crisisline.settings as settings_module
 from crisisline.settings import Settings, SettingsError, new_data_encryption_key
 
 
@@ -121,3 +127,20 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(AttributeError):
         settings.backup_number = "+15555555555"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("whose", "expected"), [("running", "redis://127.0.0.1:6390/0"), ("killed", "redis://127.0.0.1:6379/0")]
+)
+def test_outside_production_flask_commands_find_the_private_redis_of_a_running_line_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whose: str, expected: str
+) -> None:
+    """``dev.py run`` writes its private Redis (any free port) to ``instance/line.json``; a run
+    killed outright leaves the file behind, and its Redis is gone: the default is used then."""
+    monkeypatch.setattr(settings_module, "INSTANCE_DIR", tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid = os.getpid() if whose == "running" else dead.pid
+    (tmp_path / "line.json").write_text(json.dumps({"redis_url": "redis://127.0.0.1:6390/0", "pid": pid}))
+
+    assert Settings.from_env({"CRISISLINE_ENV": "development"}).redis_url == expected
