@@ -394,13 +394,17 @@ def _still_answering() -> bool:
     return True
 
 
-def adopt_lost_leg(offer: Offer, transfer: Transfer, call_sid: str | None) -> bool:
+def adopt_lost_leg(
+    offer: Offer, transfer: Transfer, call_sid: str | None, *, still_answering: Callable[[], bool] = _still_answering
+) -> bool:
     """A responder answered a leg whose REST answer was lost (Twilio placed it after our
     request timed out): if the caller still waits and the responder is free, it becomes the
-    offer it was meant to be, and they are briefed as usual. Otherwise they hear the truth."""
+    offer it was meant to be, and they are briefed as usual. Otherwise they hear the truth.
+    Not once this webhook's deadline has apologised and hung the leg up (``still_answering``):
+    revived then, it would ring on with no leg behind it, holding up the caller's search."""
     if offer.state != "ended" or offer.outcome != state.LOST_REST_ANSWER or not call_sid:
         return False
-    if transfer.state != "waiting" or offer.purpose != "answer":
+    if transfer.state != "waiting" or offer.purpose != "answer" or not still_answering():
         return False
     adopted = state.revive_lost_offer(offer, call_sid)
     db.session.commit()
@@ -859,16 +863,23 @@ def line_failed_the_leg(offer_id: int, outcome: str, attempt: int = 0) -> None:
     or one already ended, is left alone)."""
     try:
         offer = db.session.get(Offer, offer_id, populate_existing=True)
-        if offer is None or offer.state not in ACTIVE_OFFER_STATES:
+        # A retry after the end was stored but what follows failed: on to what follows (each
+        # step of it is idempotent).
+        ended_here = attempt > 0 and offer is not None and (offer.state, offer.outcome) == ("ended", outcome)
+        if offer is None or (offer.state not in ACTIVE_OFFER_STATES and not ended_here):
             db.session.commit()
             return
         transfer = db.session.get(Transfer, offer.transfer_id)
-        if transfer is None or not state.finish_offer(offer, outcome):
+        if transfer is None:
             db.session.commit()
             return
-        key = f"offer:{offer.id}:outcome"
-        record_event(transfer, "offer.ended", key, responder=offer.responder_id, outcome=outcome)
-        db.session.commit()
+        if not ended_here:
+            if not state.finish_offer(offer, outcome):
+                db.session.commit()
+                return
+            key = f"offer:{offer.id}:outcome"
+            record_event(transfer, "offer.ended", key, responder=offer.responder_id, outcome=outcome)
+            db.session.commit()
         active = active_routing()
         if active is None:
             return

@@ -302,10 +302,12 @@ def whisper() -> Response:
     offer, transfer = _offer()
     document = active_document()
     leg = twilio_params.call_sid(request.form)
-    flow.adopt_lost_leg(offer, transfer, leg)
-    step = flow.offer_answered(
-        offer, transfer, document, leg, still_answering=lambda: deadline.answered_by_deadline() is None
-    )
+
+    def still_answering() -> bool:
+        return deadline.answered_by_deadline() is None
+
+    flow.adopt_lost_leg(offer, transfer, leg, still_answering=still_answering)
+    step = flow.offer_answered(offer, transfer, document, leg, still_answering=still_answering)
     if step.kind == "staff":
         return twiml_response(transfer_twiml.staff_message(step.text))
     return twiml_response(
@@ -337,7 +339,9 @@ def _promised_or_apology(_error: BaseException) -> Response:
 def _decide_failed(error: BaseException) -> Response:
     """A key press that failed or ran past its deadline: ``_promised_or_apology``; an offer
     still open (no acceptance or pass stored) ends as ``DEADLINE_PASSED``, not their miss."""
-    answer = _promised_or_apology(error)
+    if deadline.promised_answer():  # stored before promised: an acceptance or a pass, nothing to end
+        return _promised_or_apology(error)
+    answer = staff_error_answer()
     _end_the_offer_the_line_failed(flow.DEADLINE_PASSED)
     return answer
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
+import transfer.views
 from crisisline.db import db
 from crisisline.failsafe import note_answered_by_failsafe
-from crisisline.models import CallEvent, Offer, Transfer
+from crisisline.models import CallEvent, Offer, ResponderState, Transfer
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from tests.rota import BEN, DIEGO, leg_to, legs
 from twilio_fake.phone import Keys, Phone, PhoneCall, RequestsTransport
@@ -22,6 +24,7 @@ from workers.upkeep import reconcile_transfers
 
 pytestmark = pytest.mark.usefixtures("fake", "wednesday_evening")
 REST_TIMEOUT = 3.0  # transfer.dispatch.INLINE_REST_TIMEOUT_SECONDS
+PRODUCTION_DEADLINE = 2.0  # VOICE_DEADLINE_SECONDS by default (the tests' app allows 5 s)
 
 
 @pytest.fixture
@@ -145,3 +148,39 @@ def test_a_need_answer_that_finishes_after_the_failsafe_answered_rings_nobody(
     with app.app_context():
         (transfer,) = db.session.scalars(select(Transfer))
         assert (transfer.state, transfer.end_reason) == ("to_backup", "failsafe")
+
+
+def test_a_lost_ring_answered_by_a_whisper_past_its_deadline_is_not_revived_with_no_leg_behind_it(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: Ben's ring was given up as lost (Twilio placed it after our request
+    timed out), he picked up, the whisper outlasted its deadline (2 s, as in production), which
+    apologised and hung him up; the late handler then revived his offer as ringing. Nothing was
+    behind it, and while it "rang" the caller's search counted it as someone being rung."""
+    fake.inject_fault("POST", r"/Calls\.json$", status=200, delay=REST_TIMEOUT + 1, times=1)
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    stray = _lost_leg(fake, BEN)
+    assert offers(app)["ben-carter"].outcome == "rest_lost"
+    monkeypatch.setattr(app.extensions["crisisline.deadline"], "seconds", PRODUCTION_DEADLINE)
+    real = transfer.views.active_document
+    finished: list[str] = []
+
+    def slow(*args: Any, **kwargs: Any) -> Any:  # a slow database read before the adoption
+        try:
+            time.sleep(PRODUCTION_DEADLINE + 0.6)
+            return real(*args, **kwargs)
+        finally:
+            finished.append("done")
+
+    monkeypatch.setattr(transfer.views, "active_document", slow)
+
+    ben = phone.answer(stray.sid, [Keys("1")])  # the apology, and his hang-up
+    wait_for(lambda: finished == ["done"])  # the late handler's turn
+    time.sleep(0.5)  # and what follows it
+
+    assert "something went wrong" in ben.heard_text()
+    lost = offers(app)["ben-carter"]
+    assert (lost.state, lost.outcome) == ("ended", "rest_lost")
+    with app.app_context():
+        state = db.session.get(ResponderState, "ben-carter")
+        assert state is None or state.engaged_offer_id is None

@@ -294,3 +294,35 @@ def test_the_lines_end_of_an_offer_the_database_failed_is_tried_again(
 
     assert offer_of(app, ben_leg).outcome == transfer.flow.DEADLINE_PASSED
     assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_when_the_database_fails_after_the_lines_end_of_an_offer_the_retry_still_rings_the_next_person(
+    app: Flask, phone: Phone, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the review of the fix above: the offer's end was stored, then ringing the next
+    person failed on the database; the retry found the offer ended and did nothing more."""
+    phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    ben_leg = leg_to(fake, BEN).sid
+    fake.advance_call(ben_leg, "in-progress")
+    offer_id = offer_of(app, ben_leg).id
+    real_ring_next = transfer.flow.ring_next
+    failures = [OperationalError("SELECT transfers", {}, Exception("database went away"))]
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_ring_next(*args, **kwargs)
+
+    monkeypatch.setattr(transfer.flow, "ring_next", fails_once)
+    with app.app_context():
+        transfer.flow.line_failed_the_leg(offer_id, transfer.flow.DEADLINE_PASSED)
+        assert offer_of(app, ben_leg).outcome == transfer.flow.DEADLINE_PASSED  # stored; the ringing failed
+        assert [leg.to for leg in legs(fake)] == [BEN]
+        give_up = time.monotonic() + 10
+        while len(legs(fake)) < 2 and time.monotonic() < give_up:
+            time.sleep(0.05)
+        app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    assert [leg.to for leg in legs(fake)] == [BEN, DIEGO]
+    assert failures == []
