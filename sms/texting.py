@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from blinker import Namespace
@@ -312,8 +313,10 @@ def _past_the_menus_to_the_backup_line(document: RoutingDocument, conversation: 
 
 
 def _menu_digit(text: str) -> bool:
-    """A menu answer by number ("2", "2."), not words that begin with one ("2 days now...")."""
-    return text[:1].isdecimal() and len(text) <= 2
+    """A menu answer by number ("2", "2.", "2!"), not words that begin with one ("2 days now...")
+    nor a number of two digits ("12" is not the need of its first digit: it is asked again).
+    A digit as ``isdecimal`` reads one: "²" is words; other scripts' digits count, as before."""
+    return re.fullmatch(r"\d[.!]?", text) is not None
 
 
 def _language_question(document: RoutingDocument) -> str:

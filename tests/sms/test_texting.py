@@ -469,6 +469,30 @@ def test_need_by_keyword_after_the_menu_and_a_retry_for_nonsense(app: Flask, tex
 
 
 @pytest.mark.usefixtures("wednesday_evening")
+def test_a_two_digit_answer_is_no_menu_answer_and_is_asked_again(app: Flask, texting: TextingPhone) -> None:
+    # "12" is not the need of its first digit (1: someone in danger, the highest priority).
+    texting.send(TEXTER, "I need to talk to someone")
+
+    assert texting.send(TEXTER, "12") == ["Sorry, please reply with one of the numbers, or tell us in a few words."]
+
+    conversation = conversation_of(app)
+    assert (conversation.state, conversation.need, conversation.menu_attempts) == ("need", None, 1)
+    assert texting.inbox(BEN) == []
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_two_digit_answer_at_the_language_menu_is_asked_again(app: Flask, texting: TextingPhone) -> None:
+    question = ["Reply 1 for English / Responda 2 para español"]
+    assert texting.send(OTHER_TEXTER, "ok") == question
+
+    assert texting.send(OTHER_TEXTER, "12") == question  # not language 1
+
+    conversation = conversation_of(app)
+    assert (conversation.state, conversation.language, conversation.menu_attempts) == ("language", None, 2)
+    assert texting.send(OTHER_TEXTER, "2.")[0].startswith("Linea de Crisis")
+
+
+@pytest.mark.usefixtures("wednesday_evening")
 def test_matching_words_remembers_the_configs_words_but_never_what_a_texter_wrote(
     app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
