@@ -92,28 +92,57 @@ def start_conversation(
     ``queued_as``: already sorted (language, need, priority), so it starts in the queue, never
     at the menus (a check-in's answer: ``followups``). ``with_text``: the id of their inbound
     text that opened it, linked in the same transaction (never a conversation without it)."""
+    moment = now()
     values: dict[str, object] = {
         "texter_id": texter.id,
         "previous_of": texter.id,
         "state": "language",
         "line_number": line_number,
-        "started_at": now(),
-        "last_activity_at": now(),
-        "last_texter_at": now(),  # a texter's text starts every conversation
+        "started_at": moment,
+        "last_activity_at": moment,
+        "last_texter_at": moment,  # a texter's text starts every conversation
         "priority": 0,
         "menu_attempts": 0,
     }
     if queued_as is not None:
-        values.update(queued_as, state="queued", queued_at=now())
+        values.update(queued_as, state="queued", queued_at=moment)
     dialect = db.session.get_bind().dialect.name
     statement = _new_conversation(dialect, tuple(sorted(values)))
-    created = db.session.scalars(statement, values).first()
-    conversation = created or open_conversation(texter)  # or the one a concurrent text opened
+    conversation = None
+    for _ in range(3):
+        created = db.session.scalars(statement, values).first()
+        # Or the one a concurrent text (or START) opened: confirmed open by a conditional
+        # UPDATE that locks it until this commits. It may have closed since the insert met
+        # it (START's ``close_unused``, an END): then a new one is inserted.
+        conversation = created or _still_open(open_conversation(texter))
+        if conversation is not None:
+            break
     if conversation is not None and with_text is not None:
         db.session.execute(update(Message).where(Message.id == with_text).values(conversation_id=conversation.id))
     commit_keeping_loaded()
     assert conversation is not None
     return conversation
+
+
+def touched_at(conversation: Conversation) -> datetime:
+    """The ``last_activity_at`` a text joining this conversation sets: now, and never the value
+    it holds (a clock behind another process's), so ``close_unused`` sees the row changed."""
+    return max(now(), conversation.last_activity_at + timedelta(microseconds=1))
+
+
+def _still_open(conversation: Conversation | None) -> Conversation | None:
+    """``conversation`` as it is now, if it is still open: a text of theirs is joining it
+    (``last_activity_at``, ``last_texter_at``); None if it closed since it was read. The row,
+    locked until the commit, comes back from its UPDATE."""
+    if conversation is None:
+        return None
+    return db.session.scalars(
+        update(Conversation)
+        .where(Conversation.id == conversation.id, Conversation.state.in_(OPEN_STATES))
+        .values(last_activity_at=touched_at(conversation), last_texter_at=now())
+        .returning(Conversation)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
 
 
 @cache
@@ -658,11 +687,20 @@ def close_unused(conversation: Conversation) -> bool:
     """Close, quietly, a conversation opened only to carry the line's reply to START: unless a
     text of theirs joined it meanwhile (one winner: a text that read it open and links to it
     after this finds it closed, and opens a new one, as after any close). Nothing stays open to
-    be idle-closed an hour later with "We have not heard from you"."""
+    be idle-closed an hour later with "We have not heard from you".
+
+    A text joining it changes the row itself (``last_activity_at``, in the UPDATE that links
+    it): PostgreSQL re-checks a waiting UPDATE's WHERE on the row as committed, but a subquery
+    on the messages with the snapshot it began with, which may not see the text."""
     joined = select(Message.id).where(Message.conversation_id == Conversation.id, Message.direction == "in").exists()
     closed = db.session.execute(
         update(Conversation)
-        .where(Conversation.id == conversation.id, Conversation.state == "language", ~joined)
+        .where(
+            Conversation.id == conversation.id,
+            Conversation.state == "language",
+            Conversation.last_activity_at == conversation.last_activity_at,
+            ~joined,
+        )
         .values(state="closed", closed_at=now(), close_reason="opted_in")
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]

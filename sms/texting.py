@@ -112,7 +112,7 @@ def handle_texter_message(
         still_open = db.session.scalars(
             update(Conversation)
             .where(Conversation.id == current.id, Conversation.state.in_(convo.OPEN_STATES))
-            .values(last_activity_at=convo.now(), last_texter_at=convo.now())
+            .values(last_activity_at=convo.touched_at(current), last_texter_at=convo.now())
             .returning(Conversation)
             .execution_options(populate_existing=True)
         ).one_or_none()

@@ -5,8 +5,12 @@ idle-close an hour later, and texts at the language menu handled at once."""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -124,6 +128,104 @@ def test_start_while_a_conversation_is_open_leaves_it_open(
     texting.send(TEXTER, "I need to talk to someone")
 
     assert texting.send(TEXTER, "START") == [STARTED]
+    assert db_states(app) == ["need"]
+
+
+def start_handled_up_to_its_close(texting: TextingPhone, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """A texter who opted out sends START: handled up to the close of the conversation it
+    opened for its reply, which waits (returned: that conversation as START's handling read it)."""
+    texting.send(TEXTER, "STOP")
+    real_close_unused = convo.close_unused
+    read: list[SimpleNamespace] = []
+
+    def held(conversation: Conversation) -> bool:
+        read.append(SimpleNamespace(id=conversation.id, last_activity_at=conversation.last_activity_at))
+        return True
+
+    monkeypatch.setattr(convo, "close_unused", held)
+    assert texting.send(TEXTER, "START") == [STARTED]
+    monkeypatch.setattr(convo, "close_unused", real_close_unused)
+    return read[0]
+
+
+def none_open_when_their_text_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their next text's handling reads no open conversation (it read before START's stored
+    one); the insert that then collides with START's reads it as it is."""
+    read_open = convo.open_conversation
+
+    def before_start_stored(texter: Any) -> Any:
+        if sys._getframe(1).f_code.co_name == "handle_texter_message":
+            return None
+        return read_open(texter)
+
+    monkeypatch.setattr(convo, "open_conversation", before_start_stored)
+
+
+def test_a_text_beside_start_is_never_linked_to_the_conversation_start_closes(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """START and "I need to talk" sent at once: the text's insert met START's conversation, read
+    it open, and START closed it (no text joined yet) before the text was linked. Before, the
+    text was linked to the closed conversation and handled there: no reply, nobody saw it."""
+    started = start_handled_up_to_its_close(texting, monkeypatch)
+    read_open = convo.open_conversation
+
+    def closed_by_start_once_read(texter: Any) -> Any:
+        caller = sys._getframe(1).f_code.co_name
+        if caller == "handle_texter_message":
+            return None
+        found = read_open(texter)
+        if caller == "start_conversation":
+            monkeypatch.setattr(convo, "open_conversation", read_open)
+            convo.close_unused(started)  # type: ignore[arg-type]  # START's, as it read it
+        return found
+
+    monkeypatch.setattr(convo, "open_conversation", closed_by_start_once_read)
+
+    replies = texting.send(TEXTER, "I need to talk to someone")
+
+    assert replies and replies[0].startswith("Riverside County Crisis Line.")
+    assert db_states(app) == ["closed", "need"]
+    with app.app_context():
+        text = db.session.get(Message, newest_inbound_id(app))
+        assert text is not None and text.handled_at is not None
+        linked = db.session.get(Conversation, text.conversation_id)
+        assert linked is not None and linked.state == "need"  # the open one, at the need menu
+
+
+def test_a_text_beside_start_linked_while_start_closes_keeps_the_conversation_open(
+    app: Flask, texting: TextingPhone, monkeypatch: pytest.MonkeyPatch, wednesday_evening: time_machine.Coordinates
+) -> None:
+    """The same pair, START's close running while the text's link is not yet committed.
+    PostgreSQL re-checks a waiting UPDATE's WHERE on the row as committed, but its subquery on
+    the messages with the snapshot it began with: before, "no text joined" held and the
+    conversation closed under the text (SQLite's lock made START wait and see the text)."""
+    started = start_handled_up_to_its_close(texting, monkeypatch)
+    none_open_when_their_text_is_read(monkeypatch)
+    real_commit = convo.commit_keeping_loaded
+    closed: list[bool] = []
+
+    def start_closes_beside_the_link() -> None:
+        if sys._getframe(1).f_code.co_name == "start_conversation" and not closed:
+
+            def close() -> None:
+                with app.app_context():
+                    closed.append(convo.close_unused(started))  # type: ignore[arg-type]
+
+            beside = threading.Thread(target=close)
+            beside.start()
+            time.sleep(0.5)  # START's UPDATE has run (and waits, or finds nothing to wait for)
+            real_commit()
+            beside.join(timeout=10)
+            return
+        real_commit()
+
+    monkeypatch.setattr(convo, "commit_keeping_loaded", start_closes_beside_the_link)
+
+    replies = texting.send(TEXTER, "I need to talk to someone")
+
+    assert closed == [False]
+    assert replies and replies[0].startswith("Riverside County Crisis Line.")
     assert db_states(app) == ["need"]
 
 
