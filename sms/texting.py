@@ -69,16 +69,20 @@ def handle_texter_message(
         _opt_out(document, texter, sent_at)
         return
     if keyword in START_WORDS or (keyword == "YES" and texter.opted_out):
-        applied = mark_opted_in(texter, at=sent_at)
+        was_opted_out = texter.opted_out
+        applied = mark_opted_in(texter, at=sent_at)  # its time recorded all the same (the order)
         db.session.commit()
         if not applied:
             return  # they opted out (or in) since: that stands; this text is kept, unanswered
-        conversation = convo.open_or_start_conversation(texter, line_number)
-        convo.to_texter(conversation, f"start:{inbound.id}", document.default_language.text("started"))
-        # Opened only to carry that reply (none of their texts in it; a retry of this START
-        # finds it so too): closed quietly, so nothing idles an hour and then texts them.
-        convo.close_unused(conversation)
-        return
+        if was_opted_out or convo.open_conversation(texter) is None:
+            conversation = convo.open_or_start_conversation(texter, line_number)
+            convo.to_texter(conversation, f"start:{inbound.id}", document.default_language.text("started"))
+            # Opened only to carry that reply (none of their texts in it; a retry of this START
+            # finds it so too): closed quietly, so nothing idles an hour and then texts them.
+            convo.close_unused(conversation)
+            return
+        # Not opted out, in a conversation (with a counselor, say): nothing to start again, so
+        # "Start" is their words to it, linked and passed on as any text of theirs.
     if texter.opted_out:
         # Twilio would refuse any reply (21610): the message is kept, nothing is sent, and a
         # person is told (the sweep texts the supervisors; the unmask page lists the sender).

@@ -127,8 +127,29 @@ def test_start_while_a_conversation_is_open_leaves_it_open(
 ) -> None:
     texting.send(TEXTER, "I need to talk to someone")
 
-    assert texting.send(TEXTER, "START") == [STARTED]
+    # Not opted out, at the need menu: an answer the menu did not take (asked again), never
+    # "You will get our texts again" (they never stopped getting them).
+    assert texting.send(TEXTER, "START") == ["Sorry, please reply with one of the numbers, or tell us in a few words."]
     assert db_states(app) == ["need"]
+
+
+@pytest.mark.parametrize("word", ["Start", "Unstop"])
+def test_start_from_a_texter_with_a_counselor_reaches_the_counselor(
+    app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates, word: str
+) -> None:
+    """Not opted out, with Ben: "Start" is their words to Ben. Before, the line answered "You
+    will get our texts again" and the word never reached Ben or the conversation."""
+    tag = taken_by_ben_who_wrote(app, texting)
+
+    replies = texting.send(TEXTER, word)
+
+    assert STARTED not in replies
+    assert texting.inbox(BEN)[-1] == f"#{tag}: {word}"
+    conversation = only_conversation(app)
+    assert (conversation.state, conversation.counselor_id) == ("active", "ben-carter")
+    with app.app_context():
+        text = db.session.get(Message, newest_inbound_id(app))
+        assert text is not None and text.conversation_id == tag
 
 
 def start_handled_up_to_its_close(texting: TextingPhone, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
