@@ -305,7 +305,8 @@ class Message(Model):
     line_number: Mapped[str | None] = mapped_column(String(20))  # the line's own number, not personal
     num_media: Mapped[int] = mapped_column(Integer, default=0)
     # Inbound only: Twilio's ``OptOutType`` (STOP, START or HELP), sent only with Advanced
-    # Opt-Out, whose own keywords (a Messaging Service's "PARAR") Twilio has already applied.
+    # Opt-Out, whose own keywords (a Messaging Service's "PARAR") Twilio has already applied;
+    # "" for any other text through a Messaging Service (``sms.inbound._opt_out_type``).
     opt_out_type: Mapped[str | None] = mapped_column(String(8))
     # Inbound only: set once the text was fully handled; the sweep retries any left unset.
     handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

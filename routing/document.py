@@ -245,6 +245,9 @@ class SmsSettings:
     max_wait_seconds: int  # then the texter is given the backup line's text option
     idle_close_minutes: int
     language_confidence: float  # below this the texter is asked which language
+    # The line's number is in a Messaging Service with Advanced Opt-Out: a text through it opts
+    # in or out only by Twilio's ``OptOutType`` (its list may leave out CANCEL, END, QUIT...).
+    advanced_opt_out: bool = False
 
 
 @dataclass(frozen=True)

@@ -1155,7 +1155,7 @@ class _Checker:
             raw,
             "sms",
             {"offer_timeout_seconds", "max_conversations_per_counselor", "max_wait_seconds",
-             "idle_close_minutes", "language_confidence"},
+             "idle_close_minutes", "language_confidence", "advanced_opt_out"},
             set(),
         )  # fmt: skip
         confidence = item.get("language_confidence", 0.75)
@@ -1168,6 +1168,7 @@ class _Checker:
             max_wait_seconds=self.duration(item, "max_wait_seconds", "sms", "s", 60, 86400, 900),
             idle_close_minutes=self.whole_minutes(item, "idle_close_minutes", "sms", 5, 1440, 60),
             language_confidence=float(confidence),
+            advanced_opt_out=self.boolean(item, "advanced_opt_out", "sms", False),
         )
 
     def followups(self, raw: Any, needs: set[str]) -> FollowupSettings:

@@ -46,8 +46,13 @@ def _whose_phone(document: RoutingDocument, phone: str) -> Responder | None:
 
 def _opt_out_type(params: Mapping[str, str]) -> str | None:
     """Twilio's ``OptOutType``; absent (or "" in a text kept before it was kept) unless the
-    line's Messaging Service has Advanced Opt-Out."""
-    return twilio_params.choice(params, "OptOutType", OPT_OUT_TYPES) if params.get("OptOutType") else None
+    line's Messaging Service has Advanced Opt-Out. Without one, "" for a text that came through
+    a Messaging Service (``MessagingServiceSid``): kept with the text, so its handling, and the
+    clock's retry of it, know Twilio's default keywords on a long code did not apply to it
+    (``sms.advanced_opt_out``: then only ``OptOutType`` opts in or out). None otherwise."""
+    if params.get("OptOutType"):
+        return twilio_params.choice(params, "OptOutType", OPT_OUT_TYPES)
+    return "" if params.get("MessagingServiceSid") else None
 
 
 def store_inbound(

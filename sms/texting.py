@@ -60,15 +60,20 @@ def handle_texter_message(
 ) -> None:  # fmt: skip
     """Handle one inbound text (already deduplicated by MessageSid). A keyword of the line's
     Messaging Service (Advanced Opt-Out: "PARAR", "COMENZAR") arrives with Twilio's
-    ``OptOutType``: Twilio has applied it already, and the line takes it as Twilio did."""
+    ``OptOutType``: Twilio has applied it already, and the line takes it as Twilio did. With
+    ``sms.advanced_opt_out``, a text through the service (``opt_out_type`` "" or a type) opts
+    in or out only by it: a word its list left out ("CANCEL") is blocked by nothing, and is
+    words. On a long code, Twilio's default keywords: the line's word lists."""
     keyword = inbound.opt_out_type or keyword_of(body)
+    service_decides = document.sms.advanced_opt_out and inbound.opt_out_type is not None
+    opting = inbound.opt_out_type if service_decides else keyword
     # When the person sent it (a text kept through an outage is stored, and handled, later): a
     # STOP or START sent before their latest change applies nothing, as with Twilio's own block.
     sent_at = inbound.received_at or inbound.created_at
-    if keyword in STOP_WORDS:
+    if opting in STOP_WORDS:
         _opt_out(document, texter, sent_at)
         return
-    if keyword in START_WORDS or (keyword == "YES" and texter.opted_out):
+    if opting in START_WORDS or (opting == "YES" and texter.opted_out):
         was_opted_out = texter.opted_out
         applied = mark_opted_in(texter, at=sent_at)  # its time recorded all the same (the order)
         db.session.commit()

@@ -58,7 +58,7 @@ ALERT_CONTEXT = "sms-unstored-alert"
 TWILIO_OWED_KEY = "sms:unstored:twilio-owed"
 TWILIO_CONTEXT = "sms-unstored-twilio"
 _NOTED = "sms.unstored.twilio_owed_noted"  # Session.info: Redis, and the entries this transaction noted
-FIELDS = ("MessageSid", "From", "To", "Body", "NumMedia", "OptOutType")
+FIELDS = ("MessageSid", "From", "To", "Body", "NumMedia", "OptOutType", "MessagingServiceSid")
 KEPT_FOR = timedelta(days=7)  # an outage longer than this is for a human; the key then expires
 # A hung Redis must not hold a texter's webhook: it is already failing over.
 REDIS_TIMEOUT_SECONDS = 0.5
