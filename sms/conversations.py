@@ -114,7 +114,7 @@ def start_conversation(
         # Or the one a concurrent text (or START) opened: confirmed open by a conditional
         # UPDATE that locks it until this commits. It may have closed since the insert met
         # it (START's ``close_unused``, an END): then a new one is inserted.
-        conversation = created or _still_open(open_conversation(texter))
+        conversation = created or still_open(open_conversation(texter))
         if conversation is not None:
             break
     if conversation is not None and with_text is not None:
@@ -124,13 +124,13 @@ def start_conversation(
     return conversation
 
 
-def touched_at(conversation: Conversation) -> datetime:
+def _touched_at(conversation: Conversation) -> datetime:
     """The ``last_activity_at`` a text joining this conversation sets: now, and never the value
     it holds (a clock behind another process's), so ``close_unused`` sees the row changed."""
     return max(now(), conversation.last_activity_at + timedelta(microseconds=1))
 
 
-def _still_open(conversation: Conversation | None) -> Conversation | None:
+def still_open(conversation: Conversation | None) -> Conversation | None:
     """``conversation`` as it is now, if it is still open: a text of theirs is joining it
     (``last_activity_at``, ``last_texter_at``); None if it closed since it was read. The row,
     locked until the commit, comes back from its UPDATE."""
@@ -139,7 +139,7 @@ def _still_open(conversation: Conversation | None) -> Conversation | None:
     return db.session.scalars(
         update(Conversation)
         .where(Conversation.id == conversation.id, Conversation.state.in_(OPEN_STATES))
-        .values(last_activity_at=touched_at(conversation), last_texter_at=now())
+        .values(last_activity_at=_touched_at(conversation), last_texter_at=now())
         .returning(Conversation)
         .execution_options(populate_existing=True)
     ).one_or_none()

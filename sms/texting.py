@@ -118,13 +118,7 @@ def handle_texter_message(
         db.session.execute(update(Message).where(Message.id == inbound.id).values(conversation_id=current.id))
         # The row comes back from its UPDATE (which locks it until the commit): its state, as a
         # counselor or the queue may have left it, without reading it again.
-        still_open = db.session.scalars(
-            update(Conversation)
-            .where(Conversation.id == current.id, Conversation.state.in_(convo.OPEN_STATES))
-            .values(last_activity_at=convo.touched_at(current), last_texter_at=convo.now())
-            .returning(Conversation)
-            .execution_options(populate_existing=True)
-        ).one_or_none()
+        still_open = convo.still_open(current)
         if still_open is None:
             # Closed since it was read (the counselor's END, an idle close committed meanwhile):
             # this text opens a new conversation, as it would have a moment later. Never dropped.
