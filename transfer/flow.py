@@ -762,10 +762,18 @@ LEG_END_AGAIN_AFTER_SECONDS = (1.0, 3.0, 10.0)
 def leg_end_again_later(offer_id: int | None, status: str | None, attempt: int = 0) -> None:
     """Handle offer ``offer_id``'s leg end again soon, off the request thread. ``status``: the
     final status Twilio reported for it, or None to ask Twilio (a room's participant-leave)."""
-    if offer_id is None or attempt >= len(LEG_END_AGAIN_AFTER_SECONDS):
+    if offer_id is None:
+        return
+    _again_later(f"leg-end-again:{offer_id}", attempt, partial(_leg_end_again, offer_id, status, attempt))
+
+
+def _again_later(name: str, attempt: int, job: Callable[[], object]) -> None:
+    """Run ``job`` off the request thread at the ``attempt``-th of ``LEG_END_AGAIN_AFTER_SECONDS``
+    (counted from the first failure); after the last, nothing more."""
+    if attempt >= len(LEG_END_AGAIN_AFTER_SECONDS):
         return
     wait = LEG_END_AGAIN_AFTER_SECONDS[attempt] - (LEG_END_AGAIN_AFTER_SECONDS[attempt - 1] if attempt else 0.0)
-    start_later(wait, f"leg-end-again:{offer_id}", partial(_leg_end_again, offer_id, status, attempt))
+    start_later(wait, name, job)
 
 
 def _leg_end_again(offer_id: int, status: str | None, attempt: int) -> None:
@@ -890,9 +898,7 @@ def line_failed_the_leg(offer_id: int, outcome: str, attempt: int = 0) -> None:
     except (DBAPIError, PoolTimeout) as error:
         db.session.rollback()
         log.warning("offer %s the line failed not ended (%s): trying later", offer_id, type(error).__name__)
-        if attempt < len(LEG_END_AGAIN_AFTER_SECONDS):
-            wait = LEG_END_AGAIN_AFTER_SECONDS[attempt] - (LEG_END_AGAIN_AFTER_SECONDS[attempt - 1] if attempt else 0.0)
-            start_later(wait, f"line-failed:{offer_id}", partial(line_failed_the_leg, offer_id, outcome, attempt + 1))
+        _again_later(f"line-failed:{offer_id}", attempt, partial(line_failed_the_leg, offer_id, outcome, attempt + 1))
 
 
 def pause_for_missed(responder_id: str) -> bool:
