@@ -82,6 +82,17 @@ def test_an_opt_out_type_the_line_does_not_know_is_ignored_and_the_words_are_rea
         assert len(db.session.scalars(select(Conversation)).all()) == 1
 
 
+def kept_then_stored(params: dict[str, str]) -> None:
+    """The text kept in Redis as when the database refused it, then stored by the clock."""
+    assert unstored.keep(params, datetime.now(UTC))
+    active = active_routing()
+    assert active is not None
+    stored = unstored.store_kept(
+        lambda kept: receive_kept(active.document, kept, line_number=LINE_NUMBER), on_dead=lambda *_: None
+    )
+    assert stored == 1
+
+
 def test_a_services_stop_keyword_kept_through_a_database_outage_is_still_a_stop(
     app: Flask, texting: TextingPhone, fake: FakeTwilio, clean_redis: object
 ) -> None:
@@ -91,13 +102,7 @@ def test_a_services_stop_keyword_kept_through_a_database_outage_is_still_a_stop(
     params = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, "PARAR")
     params.update(OptOutType="STOP", MessagingServiceSid=SERVICE)
     with app.app_context():
-        assert unstored.keep(params, datetime.now(UTC))  # the database refused it: kept
-        active = active_routing()
-        assert active is not None
-        stored = unstored.store_kept(
-            lambda kept: receive_kept(active.document, kept, line_number=LINE_NUMBER), on_dead=lambda *_: None
-        )
-        assert stored == 1
+        kept_then_stored(params)
         assert db.session.scalars(select(Texter.opted_out)).one() is True
         assert [c.state for c in db.session.scalars(select(Conversation))] == ["closed"]
 
@@ -172,12 +177,6 @@ def test_a_left_out_word_kept_through_a_database_outage_is_still_words(
     params = sms_params(TEST_ACCOUNT_SID, TEXTER, LINE_NUMBER, "END")
     params.update(MessagingServiceSid=SERVICE)
     with app.app_context():
-        assert unstored.keep(params, datetime.now(UTC))
-        active = active_routing()
-        assert active is not None
-        stored = unstored.store_kept(
-            lambda kept: receive_kept(active.document, kept, line_number=LINE_NUMBER), on_dead=lambda *_: None
-        )
-        assert stored == 1
+        kept_then_stored(params)
         assert db.session.scalars(select(Texter.opted_out)).one() is False
     assert texting.inbox(BEN)[-1] == f"#{tag}: END"

@@ -371,21 +371,29 @@ def test_a_press_of_1_that_fails_after_promising_the_room_still_puts_the_counsel
     assert caller.conference == ben.conference
 
 
-def whisper_slower_than_the_deadline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Ben's whisper handler outlasts its deadline (a slow database), then runs for real: the
-    returned list gets ``"done"`` when the late handler has finished."""
+def slower_than_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str, seconds: float = SLOWER_THAN_THE_DEADLINE
+) -> list[str]:
+    """``module.name`` (a step of a counselor's webhook) outlasts the webhook's deadline (a slow
+    database, a full pool), then runs for real: the returned list gets ``"done"`` when the late
+    handler has finished."""
     finished: list[str] = []
-    real = flow.offer_answered
+    real = getattr(module, name)
 
-    def slow(*args: Any, **kwargs: Any) -> flow.WhisperStep:
-        time.sleep(SLOWER_THAN_THE_DEADLINE)
+    def slow(*args: Any, **kwargs: Any) -> Any:
         try:
+            time.sleep(seconds)
             return real(*args, **kwargs)
         finally:
             finished.append("done")
 
-    monkeypatch.setattr(flow, "offer_answered", slow)
+    monkeypatch.setattr(module, name, slow)
     return finished
+
+
+def whisper_slower_than_the_deadline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Ben's whisper handler outlasts its deadline, then runs for real."""
+    return slower_than_the_deadline(monkeypatch, flow, "offer_answered")
 
 
 @pytest.mark.usefixtures("wednesday_evening", "production_deadline")
@@ -423,17 +431,7 @@ def test_a_press_of_1_stuck_past_its_deadline_whose_leg_end_is_heard_first_is_no
     pool full, a slow database), the deadline apologises, and his hang-up is handled before the
     late press: it was ``no_decision``, his miss."""
     phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
-    real = flow.offer_decided
-    finished: list[str] = []
-
-    def stuck(*args: Any, **kwargs: Any) -> flow.Decision:
-        time.sleep(SLOWER_THAN_THE_DEADLINE)
-        try:
-            return real(*args, **kwargs)
-        finally:
-            finished.append("done")
-
-    monkeypatch.setattr(flow, "offer_decided", stuck)
+    finished = slower_than_the_deadline(monkeypatch, flow, "offer_decided")
 
     ben = phone.answer(leg_to(fake, BEN).sid, [Keys("1")])  # the apology, then his leg's end at once
     eventually(lambda: finished == ["done"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -18,6 +17,7 @@ from crisisline.failsafe import note_answered_by_failsafe
 from crisisline.models import CallEvent, Offer, ResponderState, Transfer
 from tests.conftest import LINE_NUMBER, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from tests.rota import BEN, DIEGO, leg_to, legs
+from tests.transfer.test_acceptance_past_the_deadline import slower_than_the_deadline
 from twilio_fake.phone import Keys, Phone, PhoneCall, RequestsTransport
 from twilio_fake.rest_api import CallRecord, FakeTwilio
 from workers.upkeep import reconcile_transfers
@@ -162,17 +162,8 @@ def test_a_lost_ring_answered_by_a_whisper_past_its_deadline_is_not_revived_with
     stray = _lost_leg(fake, BEN)
     assert offers(app)["ben-carter"].outcome == "rest_lost"
     monkeypatch.setattr(app.extensions["crisisline.deadline"], "seconds", PRODUCTION_DEADLINE)
-    real = transfer.views.active_document
-    finished: list[str] = []
-
-    def slow(*args: Any, **kwargs: Any) -> Any:  # a slow database read before the adoption
-        try:
-            time.sleep(PRODUCTION_DEADLINE + 0.6)
-            return real(*args, **kwargs)
-        finally:
-            finished.append("done")
-
-    monkeypatch.setattr(transfer.views, "active_document", slow)
+    # a slow database read before the adoption
+    finished = slower_than_the_deadline(monkeypatch, transfer.views, "active_document", PRODUCTION_DEADLINE + 0.6)
 
     ben = phone.answer(stray.sid, [Keys("1")])  # the apology, and his hang-up
     wait_for(lambda: finished == ["done"])  # the late handler's turn
