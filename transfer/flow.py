@@ -281,8 +281,9 @@ def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
         if offer.state == "accepted":
             _send_unit_away(offer, transfer, tell=True)
             continue
-        answered, call_sid = offer.state == "answered", offer.call_sid  # read before it changes
-        if state.finish_offer(offer, "superseded"):
+        answered = offer.state == "answered"  # read before it changes
+        closed, call_sid = state.finish_offer_for_its_leg(offer, "superseded")
+        if closed:
             db.session.commit()
             told = _why_the_whisper_ended(transfer) if answered else None
             if call_sid and told:

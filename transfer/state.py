@@ -317,6 +317,20 @@ def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = A
     return closed
 
 
+def finish_offer_for_its_leg(
+    offer: Offer, outcome: str, *, from_states: tuple[str, ...] = ACTIVE_OFFER_STATES
+) -> tuple[bool, str | None]:
+    """``finish_offer``, and its leg's SID as the close found it: the ring's REST answer may have
+    stored it (``dispatch._PLACED``) after ``offer`` was read, and then only this close is left
+    to end that leg. (False, None) if already closed."""
+    bound = {"offer": offer.id, "from_states": list(from_states), "outcome": outcome, "at": now()}
+    closed = db.session.execute(_FINISH_OFFER_FOR_ITS_LEG, bound).first()
+    if closed is None:
+        return False, None
+    release_responder(offer.responder_id, offer.id)
+    return True, closed.call_sid
+
+
 # Built once: every ended leg closes its offer.
 _FINISH_OFFER = (
     update(Offer)
@@ -324,6 +338,7 @@ _FINISH_OFFER = (
     .values(state="ended", outcome=bindparam("outcome"), ended_at=bindparam("at"))
     .execution_options(synchronize_session=False)
 )
+_FINISH_OFFER_FOR_ITS_LEG = _FINISH_OFFER.returning(Offer.call_sid)
 
 # A leg answered (``completed``) whose whisper never ran: the line's failure, or a hang-up
 # handled first. Not the responder's miss (``MISSED_OUTCOMES``); a rollover in the metrics.
