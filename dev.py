@@ -208,7 +208,17 @@ def run_tests(pytest_args: list[str]) -> int:
         if subprocess.run([str(BIN / command[0]), *command[1:]], cwd=ROOT).returncode:
             return 1
     compile_the_project()
-    return subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT).returncode
+    return subprocess.run([str(PYTHON), "-m", "pytest", *in_parallel(pytest_args), *pytest_args], cwd=ROOT).returncode
+
+
+def in_parallel(pytest_args: list[str]) -> list[str]:
+    """pytest-xdist's ``-n auto`` (a process per CPU: most tests wait on sockets, sleeps and
+    other processes, so two halve the suite's time on two cores) unless the arguments choose
+    (``-n 0`` runs it in one process). Not with ``TEST_REDIS_URL``: every process would share
+    that one server, and some tests empty it. Each process has its own PostgreSQL database,
+    private Redis and Twilio stand-in (tests/conftest.py)."""
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) for arg in pytest_args) or "no:xdist" in pytest_args
+    return [] if chosen or os.environ.get("TEST_REDIS_URL") else ["-n", "auto"]
 
 
 def compile_the_project() -> None:

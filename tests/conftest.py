@@ -119,16 +119,27 @@ def _postgres_database_url() -> str:
     return f"{base}/{POSTGRES_TEST_DB}"
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Each database backend, migrated once per test session with Alembic (not create_all)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'line.db'}"
-        return
+@pytest.fixture(scope="session")
+def sqlite_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """This process's SQLite database file, made (and migrated, by ``app``) once."""
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'line.db'}"
+
+
+@pytest.fixture(scope="session")
+def postgresql_database_url() -> Iterator[str]:
+    """This process's PostgreSQL database, made once and dropped at the end of the run."""
     yield _postgres_database_url()
     admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {POSTGRES_TEST_DB} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each database backend, migrated once per process with Alembic (not create_all). Each is
+    its own session fixture, so a process that takes tests of both (``pytest -n``) switching
+    between them neither remakes nor migrates a database again."""
+    return str(request.getfixturevalue(f"{request.param}_database_url"))
 
 
 _migrated: set[str] = set()
