@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 from typing import ParamSpec
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from blinker import Namespace
 from flask import Blueprint, Response, abort, request
@@ -320,10 +320,18 @@ def whisper() -> Response:
 def staff_fallback() -> Response:
     """Twilio's fallback for a responder's leg (our whisper or decide failed): a plain apology
     instead of Twilio's generic error; the caller's own hold loop carries on regardless. The
-    offer ends as the failed webhook's own fail-safe ends it: not the responder's miss."""
+    offer ends as the failed webhook's own fail-safe ends it: not the responder's miss.
+
+    A counselor's in-call menu that failed (they are with a caller, out of the room for a
+    moment) takes them back to the call shortly instead (``_back_to_the_call_shortly``)."""
+    failed = urlsplit(request.form.get("ErrorUrl", ""))
+    if failed.path.endswith(IN_CALL_PATHS):
+        tried = twilio_params.natural(parse_qs(failed.query).get("again", [""])[0], highest=BACK_TO_THE_CALL_TRIES)
+        back = _back_to_the_call_shortly(twilio_params.query_id("offer"), tried or 0)
+        if back is not None:
+            return back
     answer = staff_error_answer()
-    failed_decide = urlsplit(request.form.get("ErrorUrl", "")).path.endswith("/offer/decide")
-    _end_the_offer_the_line_failed(flow.DEADLINE_PASSED if failed_decide else state.NOT_BRIEFED)
+    _end_the_offer_the_line_failed(flow.DEADLINE_PASSED if failed.path.endswith("/offer/decide") else state.NOT_BRIEFED)
     return answer
 
 
@@ -415,10 +423,43 @@ def offer_status() -> Response:
     return Response(status=204)
 
 
+# A counselor whose in-call menu the line cannot answer (its database failing, or the web
+# process down: Twilio's fallback) is with a caller, out of the room for a moment: a pause, then
+# the way back in (``/offer/rejoin``) is asked again, this many times in all, before the apology.
+# Needs no database: a blip of a few seconds no longer cuts a counselor off their caller.
+BACK_TO_THE_CALL_TRIES = 3
+BACK_TO_THE_CALL_PAUSE_SECONDS = 2
+ONE_MOMENT = "One moment, taking you back to the call."
+IN_CALL_PATHS = ("/offer/after", "/offer/menu", "/offer/rejoin")
+
+
+def _back_to_the_call_shortly(offer_id: int | None, tried: int) -> Response | None:
+    """The pause and ``/offer/rejoin`` again (its ``again=`` counts the tries); None once
+    ``BACK_TO_THE_CALL_TRIES`` were made, or without the offer's id."""
+    if offer_id is None or tried >= BACK_TO_THE_CALL_TRIES:
+        return None
+    response = VoiceResponse()
+    if not tried:
+        response.say(ONE_MOMENT)
+    response.pause(length=BACK_TO_THE_CALL_PAUSE_SECONDS)
+    response.redirect(path_for("transfer.rejoin", offer=offer_id, again=tried + 1), method="POST")
+    return twiml_response(response)
+
+
+def _promised_or_back_shortly(error: BaseException) -> Response:
+    """An in-call menu that failed: what it promised (the room, the caller known to be there),
+    else back to the call shortly, else (tried enough) the apology."""
+    if deadline.promised_answer():
+        return _promised_or_apology(error)
+    tried = twilio_params.query_number("again", 0, lowest=0, highest=BACK_TO_THE_CALL_TRIES)
+    return _back_to_the_call_shortly(twilio_params.query_id("offer"), tried) or staff_error_answer()
+
+
 # The counselor's in-call menu: past the deadline, or on a failure once the caller is known to
-# be with us, they are put back where they were (``deadline.answer_if_late``), never hung up on
-# mid-call: that would leave the caller alone in the room.
-back_in_the_call_failsafe = answering_failures_with(_promised_or_apology, "responder webhook failed")
+# be with us, they are put back where they were (``deadline.answer_if_late``); on a failure
+# before that, taken back shortly (``_promised_or_back_shortly``); never hung up on mid-call at
+# the first failure: that would leave the caller alone in the room.
+back_in_the_call_failsafe = answering_failures_with(_promised_or_back_shortly, "responder webhook failed")
 
 
 def _caller_still_there(offer: Offer, transfer: Transfer, back: VoiceResponse) -> bool:
