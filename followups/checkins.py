@@ -661,20 +661,29 @@ def _flag_an_interrupted_checkin(contact_id: int, **_: object) -> None:
     document = _document()
     if checkin is None or document is None:
         return
-    if contact.kind == "checkin_escalate":
-        _flag(checkin, document, "no_reply")  # stopped before or while telling the supervisors
-    else:
+    if contact.kind != "checkin_escalate":
         _flag(checkin, document, "send_uncertain")
+    elif not _flag(checkin, document, "no_reply") and _still_flagged(checkin.id):
+        # It stopped after its flag was raised, while telling the supervisors: they are told
+        # in its next round (one who has it already is not texted again: ``notify_supervisors``).
+        _again_later(contact, "later", timedelta(0))
+        db.session.commit()
 
 
-def _flag(checkin: CheckIn, document: RoutingDocument, reason: str) -> None:
-    """Flag a check-in the line could not carry out and tell the supervisors (retried)."""
+def _still_flagged(checkin_id: int) -> bool:
+    return db.session.scalar(select(CheckIn.state).where(CheckIn.id == checkin_id)) == "flagged"
+
+
+def _flag(checkin: CheckIn, document: RoutingDocument, reason: str) -> bool:
+    """Flag a check-in the line could not carry out and tell the supervisors (retried). False
+    if it was not waiting on the line (answered, or flagged already)."""
     moved = db.session.execute(
         update(CheckIn)
         .where(CheckIn.id == checkin.id, CheckIn.state.in_(("consented", "sent", "second_sent")))
         .values(state="flagged", flagged_at=now(), flag_reason=reason)
     ).rowcount  # type: ignore[attr-defined]
     _tell_supervisors_of_the_flag(checkin.id, reason, flagged=bool(moved))
+    return bool(moved)
 
 
 def flag_talk_not_reached(checkin_id: int, outcome: str) -> bool:
@@ -730,9 +739,12 @@ def notify_supervisors(checkin: CheckIn, document: RoutingDocument, reason: str,
         return "no_supervisors"
     from_number = checkin.line_number or _settings_line_number() or ""
     body = document.staff_prompt("checkin_flag_sms", case=f"C{checkin.id}", reason=FLAG_REASON_TEXT.get(reason, reason))
-    key = flag_alert_key(checkin.id, reason) + (f":r{round_}" if round_ else "")
-    told = outbox.tell_supervisors(document, key=key, body=body, from_number=from_number)
-    return "sent" if told else "send_failed"
+    # Each round under its own keys; a supervisor who has it under an earlier round's is not
+    # texted again, and one Twilio refused is texted in the next (as callbacks' alert does).
+    keys = [flag_alert_key(checkin.id, reason) + (f":r{n}" if n else "") for n in range(round_ + 1)]
+    outbox.tell_supervisors(document, key=keys[-1], earlier=keys[:-1], body=body, from_number=from_number)
+    have_it = len(outbox.supervisors_told(document, keys))
+    return "sent" if have_it == len(document.supervisors) else "send_failed"
 
 
 # --- sent again later --------------------------------------------------------------------------
