@@ -217,8 +217,10 @@ def in_parallel(pytest_args: list[str]) -> list[str]:
     (``-n 0`` runs it in one process). Not with ``TEST_REDIS_URL``: every process would share
     that one server, and some tests empty it. Each process has its own PostgreSQL database,
     private Redis and Twilio stand-in (tests/conftest.py)."""
-    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) for arg in pytest_args) or "no:xdist" in pytest_args
-    return [] if chosen or os.environ.get("TEST_REDIS_URL") else ["-n", "auto"]
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg.endswith("no:xdist") for arg in pytest_args)
+    # ``loadgroup``: the tests that start the line's processes run in one test process
+    # (tests/conftest.py, ``MANY_PROCESSES``); the rest go wherever a process is free.
+    return [] if chosen or os.environ.get("TEST_REDIS_URL") else ["-n", "auto", "--dist", "loadgroup"]
 
 
 def compile_the_project() -> None:

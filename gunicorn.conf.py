@@ -29,6 +29,10 @@ accesslog = "-"
 # personal data, but a query string can: a number misconfigured to GET its webhooks sends
 # ``From=%2B1...&Body=...`` in it. ``%(r)s`` (the request line) would log it whole.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
+# Gunicorn 23+ opens a control socket at ~/.gunicorn/gunicorn.ctl by default: two web processes
+# on one machine (scaling out, or the tests' many) would replace each other's. The line never
+# uses it (signals restart and stop workers).
+control_socket_disable = True
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)

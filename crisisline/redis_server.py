@@ -5,6 +5,8 @@ Used by the run command and the test suite, so a machine with only Python gets a
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 import socket
 import subprocess
@@ -34,11 +36,37 @@ def redis_server_binary() -> str:
     return str(binary)
 
 
+# Where one process of several that pick ports at once takes them from: "10000-10999@<pid>", a
+# range of its own below the kernel's ephemeral ports, for that process only (its children
+# inherit the variable, not the range). Set by the test suite in each of its processes
+# (tests/conftest.py), so a port one has picked but not yet bound is never handed to another.
+FREE_PORTS = "FREE_PORTS"
+_picks = itertools.count()
+
+
 def free_port() -> int:
+    """A port free on 127.0.0.1 now (nothing holds it for the caller: bind it soon)."""
+    own = _own_port_range()
+    for _ in range(len(own)):
+        port = own[next(_picks) % len(own)]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or lingering after use
+            return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        picked: int = probe.getsockname()[1]
+        return picked
+
+
+def _own_port_range() -> range:
+    span, _, owner = os.environ.get(FREE_PORTS, "").partition("@")
+    low, _, high = span.partition("-")
+    if not (low.isdigit() and high.isdigit() and owner == str(os.getpid())):
+        return range(0)
+    return range(int(low), int(high) + 1)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from werkzeug.serving import make_server
 from console.accounts import passwords
 from crisisline import create_app
 from crisisline.db import db
-from crisisline.redis_server import free_port, start_redis
+from crisisline.redis_server import FREE_PORTS, free_port, start_redis
 from crisisline.settings import DEFAULT_ROUTING_FILE, Settings
 from routing import store
 from tests.rota import WEDNESDAY_EVENING, WEDNESDAY_MORNING
@@ -57,6 +57,32 @@ POSTGRES_TEST_DB = f"crisisline_test_{os.getpid()}"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "production_password_cost: hash passwords at the production cost")
+    if os.environ.get("TEST_REDIS_URL") and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("TEST_REDIS_URL would be shared by every test process (some tests empty it): -n 0")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1"... under pytest -n
+    if worker[2:].isdigit():
+        # Ports of this process's own (``free_port``): never one another process picked.
+        low = 10000 + 1000 * (int(worker[2:]) % 20)
+        os.environ[FREE_PORTS] = f"{low}-{low + 999}@{os.getpid()}"
+
+
+# Tests that run the line as processes (gunicorn's workers, the Procfile's worker and clock),
+# each with a pool of database connections: under pytest -n they all run in one test process
+# (``--dist loadgroup``), one after another, so two of them at once never pass PostgreSQL's 100
+# connections, nor load the machine's two cores twice over. The e2e folder's processes then
+# start once, not once per test process.
+MANY_PROCESSES = (
+    "tests/e2e/", "tests/console/test_in_a_browser.py", "tests/core/test_process_logs.py",
+    "tests/line_queue/test_surge.py", "tests/reliability/test_hung_database_under_gunicorn.py",
+    "tests/reliability/test_slow_clients.py", "tests/workers/test_callbacks_go_first.py",
+)  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(MANY_PROCESSES):
+            item.add_marker(pytest.mark.xdist_group("many_processes"))
 
 
 @pytest.fixture(autouse=True)
