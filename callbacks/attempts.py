@@ -507,16 +507,22 @@ def person_leg_ended(transfer: Transfer, document: RoutingDocument, status: str,
         return
     # Twilio is asked whether the fail-safe's ``<Dial>`` took them to the backup line: off this
     # status callback's thread. Unsure there, the minute's ``tend`` asks again.
-    start_soon(f"answered-unjoined:{transfer.id}", partial(_settle_answered_unjoined, transfer.id))
+    start_soon(f"answered-unjoined:{transfer.id}", partial(_settle_answered_unjoined, transfer.id, call_sid))
 
 
-def _settle_answered_unjoined(transfer_id: int) -> None:
+def _settle_answered_unjoined(transfer_id: int, call_sid: str) -> None:
     """In its own app context (``start_soon``): settle an attempt whose person's leg completed
     without joining the room."""
     transfer = db.session.get(Transfer, transfer_id)
     document = _active_document()
-    if transfer is not None and document is not None and transfer.state == "connecting":
+    if transfer is None or document is None:
+        return
+    if transfer.state == "connecting":
         answered_but_never_joined(transfer, document, "completed")
+    elif transfer.state == "connected" and transfer.caller_call_sid == call_sid:
+        # Their answer was handled as a join after their leg's end was (they hung up while it
+        # was): the call is over, and the counselor waiting in the room is told and freed.
+        person_leg_ended(transfer, document, "completed", call_sid)
 
 
 ON_BACKUP, NOT_REACHED = "on_backup", "settled"
