@@ -240,11 +240,19 @@ def _ring(transfer: Transfer, responder: Responder, document: RoutingDocument, *
     _record_queue_time(queued, queued_ms)
     db.session.commit()
     if not placed.rowcount:  # type: ignore[attr-defined]
-        # Superseded while Twilio was placing it (accepted by someone else, the caller left
-        # or went to the backup line): nobody owns this leg any more, so it must not ring on.
-        hang_up_call(call.sid, answered=False)
+        end_a_leg_placed_too_late(offer_id, call.sid)
         return 0
     return 1
+
+
+def end_a_leg_placed_too_late(offer_id: int, call_sid: str) -> None:
+    """Twilio placed this leg after its offer closed (accepted by someone else, the caller left
+    or went to the backup line): nobody owns it, so it must not ring on. Unless the offer holds
+    its SID (picked up before the REST answer came): then what closed the offer ended the leg,
+    telling them why, and a hang-up here would cut that short."""
+    if db.session.scalar(select(Offer.call_sid).where(Offer.id == offer_id)) != call_sid:
+        hang_up_call(call_sid, answered=False)
+    db.session.commit()
 
 
 # What a transfer must still be for a ring of each purpose: a caller waiting for someone to

@@ -281,10 +281,10 @@ def stop_ringing(transfer: Transfer, keep: int | None = None) -> None:
         if offer.state == "accepted":
             _send_unit_away(offer, transfer, tell=True)
             continue
-        answered = offer.state == "answered"  # read before it changes
-        closed, call_sid = state.finish_offer_for_its_leg(offer, "superseded")
-        if closed:
+        leg = state.finish_offer_for_its_leg(offer, "superseded")
+        if leg is not None:
             db.session.commit()
+            answered, call_sid = leg.answered, leg.call_sid
             told = _why_the_whisper_ended(transfer) if answered else None
             if call_sid and told:
                 start_soon(f"hang_up:{call_sid}", partial(dispatch.tell_responder, call_sid, told))

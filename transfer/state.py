@@ -4,6 +4,7 @@ ring a responder who is already engaged, or move a transfer backwards."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -317,18 +318,26 @@ def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = A
     return closed
 
 
+@dataclass(frozen=True)
+class ClosedLeg:
+    """An offer's leg as the close that ended the offer found it."""
+
+    call_sid: str | None
+    answered: bool  # picked up (the whisper ran): ended with words, not cancelled
+
+
 def finish_offer_for_its_leg(
     offer: Offer, outcome: str, *, from_states: tuple[str, ...] = ACTIVE_OFFER_STATES
-) -> tuple[bool, str | None]:
-    """``finish_offer``, and its leg's SID as the close found it: the ring's REST answer may have
-    stored it (``dispatch._PLACED``) after ``offer`` was read, and then only this close is left
-    to end that leg. (False, None) if already closed."""
+) -> ClosedLeg | None:
+    """``finish_offer``, and its leg as the close found it: the ring's REST answer may have
+    stored its SID (``dispatch._PLACED``), or its responder picked up, after ``offer`` was read,
+    and then only this close is left to end that leg as it now is. None if already closed."""
     bound = {"offer": offer.id, "from_states": list(from_states), "outcome": outcome, "at": now()}
     closed = db.session.execute(_FINISH_OFFER_FOR_ITS_LEG, bound).first()
     if closed is None:
-        return False, None
+        return None
     release_responder(offer.responder_id, offer.id)
-    return True, closed.call_sid
+    return ClosedLeg(closed.call_sid, closed.answered_at is not None)
 
 
 # Built once: every ended leg closes its offer.
@@ -338,7 +347,7 @@ _FINISH_OFFER = (
     .values(state="ended", outcome=bindparam("outcome"), ended_at=bindparam("at"))
     .execution_options(synchronize_session=False)
 )
-_FINISH_OFFER_FOR_ITS_LEG = _FINISH_OFFER.returning(Offer.call_sid)
+_FINISH_OFFER_FOR_ITS_LEG = _FINISH_OFFER.returning(Offer.call_sid, Offer.answered_at)
 
 # A leg answered (``completed``) whose whisper never ran: the line's failure, or a hang-up
 # handled first. Not the responder's miss (``MISSED_OUTCOMES``); a rollover in the metrics.

@@ -70,3 +70,28 @@ def test_a_leg_whose_sid_is_stored_as_its_round_ends_is_still_stopped(
         assert transfer.state == "abandoned"
         assert offer is not None and (offer.state, offer.call_sid) == ("ended", sid)
     assert leg_to(fake, BEN).status == "canceled", "Ben's phone rang on for a caller who had moved on"
+
+
+@pytest.mark.usefixtures("wednesday_evening")
+def test_a_counselor_who_picked_up_before_the_rings_rest_answer_hears_why_it_ended_in_full(
+    app: Flask, phone: Phone, fake: FakeTwilio
+) -> None:
+    """Ben picked up (the whisper stored his leg's SID) before the REST answer that placed it
+    came back; the caller hung up meanwhile, and the round's end told Ben why over REST. The
+    late REST answer finds the offer closed: it must not hang his leg up, cutting that short."""
+    caller = phone.call([Keys("1"), Keys("2")], max_hold_turns=0)
+    offer_id, sid = _as_if_still_placing(app)
+    fake.advance_call(sid, "ringing")
+    fake.advance_call(sid, "in-progress")  # he picks up: the whisper stores his leg's SID
+    with app.app_context():
+        offer = db.session.get(Offer, offer_id)
+        assert offer is not None and (offer.state, offer.call_sid) == ("answered", sid)
+    phone.hang_up(caller)
+    app.extensions["crisisline.background"].wait_idle(timeout=30)
+
+    with app.app_context():
+        dispatch.end_a_leg_placed_too_late(offer_id, sid)  # the REST answer, at last
+
+    leg = leg_to(fake, BEN)
+    assert any("hung up" in (redirect.twiml or "") for redirect in leg.redirects), "Ben was not told"
+    assert leg.status_updates == [], "his leg was hung up over what he was being told"
