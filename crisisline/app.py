@@ -133,26 +133,30 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 
     @app.get("/readyz")
     def readyz() -> tuple[dict[str, str], int]:
-        """Readiness, for monitoring: the database and Redis each answer within a second, and a
-        routing is published (with none, every caller and texter gets the backup line). Names
-        what is down, never why (error text could carry connection details). Not for a load
-        balancer's health check: a web process with a dead database is what answers callers
-        with the backup line (``/healthz`` is)."""
-        checks = {"database": _database_answers, "redis": _redis_answers, "routing": _routing_published}
+        """Readiness, for monitoring: the database and Redis each answer within a second, a
+        routing is published (with none, every caller and texter gets the backup line), and a
+        clock holds its lease (without one, no safety net runs: searches nobody took are never
+        given up, lost jobs never re-queued, callbacks never repaired). Names what is down,
+        never why (error text could carry connection details). Not for a load balancer's
+        health check: a web process with a dead database is what answers callers with the
+        backup line (``/healthz`` is)."""
+        checks = {"database": _database_answers, "redis": _redis_and_clock, "routing": _routing_published}
         futures = {name: deadline.pool.submit(_in_app_context, app, check) for name, check in checks.items()}
         wait(futures.values(), timeout=READINESS_TIMEOUT_SECONDS)  # one second for all of them
-        answers: dict[str, bool | None] = {}
+        answers: dict[str, Any] = {}
         for name, future in futures.items():
             try:
                 answers[name] = future.result(timeout=0)
             except Exception:
                 answers[name] = None  # raised or too slow: down
-        status = {name: "ok" if answers[name] else "down" for name in ("database", "redis")}
+        redis_ok, clock_leads = answers["redis"] or (False, False)
+        status = {"database": "ok" if answers["database"] else "down", "redis": "ok" if redis_ok else "down"}
         routing = answers["routing"]
         if status["database"] != "ok":
             status["routing"] = "unknown"  # it is read from the database
         else:
             status["routing"] = "ok" if routing else ("none" if routing is False else "down")
+        status["clock"] = ("ok" if clock_leads else "down") if redis_ok else "unknown"  # its lease is in Redis
         ready = all(value == "ok" for value in status.values())
         body = {"status": "ready" if ready else "not ready", **status}
         override = app.extensions["crisisline.settings"].line_mode_override
@@ -187,13 +191,19 @@ def _routing_published() -> bool:
         db.session.remove()
 
 
-def _redis_answers() -> bool:
+# Held by the leading clock process (``workers.clock``), renewed as it runs; gone within
+# ``workers.clock.LEASE_SECONDS`` of its last renewal when no clock runs.
+CLOCK_LEADER_KEY = "crisisline:clock:leader"
+
+
+def _redis_and_clock() -> tuple[bool, bool]:
+    """Whether Redis answers, and whether a clock holds its lease there."""
     settings: Settings = current_app.extensions["crisisline.settings"]
     client = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=READINESS_TIMEOUT_SECONDS, socket_timeout=READINESS_TIMEOUT_SECONDS
     )
     try:
-        return bool(client.ping())
+        return bool(client.ping()), bool(client.exists(CLOCK_LEADER_KEY))
     finally:
         client.close()
 

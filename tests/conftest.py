@@ -32,6 +32,7 @@ from werkzeug.serving import make_server
 
 from console.accounts import passwords
 from crisisline import create_app
+from crisisline.app import CLOCK_LEADER_KEY
 from crisisline.db import db
 from crisisline.redis_server import FREE_PORTS, free_port, start_redis
 from crisisline.settings import DEFAULT_ROUTING_FILE, Settings
@@ -416,6 +417,14 @@ def clean_redis(settings: Settings) -> Iterator[redis.Redis]:
     connection.flushdb()
     yield connection
     connection.flushdb()
+
+
+@pytest.fixture
+def a_clock_leads(clean_redis: redis.Redis) -> Iterator[None]:
+    """A clock process's lease, as the Procfile's clock holds it (``/readyz`` reads it)."""
+    clean_redis.set(CLOCK_LEADER_KEY, "tests:clock", ex=300)
+    yield
+    clean_redis.delete(CLOCK_LEADER_KEY)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from rq.exceptions import StopRequested
 from rq.utils import now
 from sqlalchemy import case, select
 
-from crisisline.app import FastConnectRedis, rq
+from crisisline.app import CLOCK_LEADER_KEY, FastConnectRedis, rq
 from crisisline.db import db
 from crisisline.models import ScheduledContact
 from crisisline.settings import Settings
@@ -38,7 +38,7 @@ from workers.contacts import now as contacts_now
 from workers.upkeep import PERIODIC_JOBS
 
 log = logging.getLogger(__name__)
-LEADER_KEY = "crisisline:clock:leader"
+LEADER_KEY = CLOCK_LEADER_KEY  # /readyz reads it: a clock leads
 LEASE_SECONDS = 90
 MAX_BACKOFF_SECONDS = 30
 INLINE_EVERY_SECONDS = 60

@@ -179,11 +179,13 @@ def _credentials() -> tuple[str, str, str]:
     return TEST_AUTH_TOKEN, TEST_ACCOUNT_SID, LINE_NUMBER
 
 
+@pytest.mark.usefixtures("a_clock_leads")
 def test_readiness_names_what_is_down_and_liveness_never_touches_it(
     hung_database_client: tuple[FlaskClient, StallingProxy],
 ) -> None:
     client, proxy = hung_database_client
-    assert client.get("/readyz").get_json() == {"status": "ready", "database": "ok", "redis": "ok", "routing": "ok"}
+    ready = {"status": "ready", "database": "ok", "redis": "ok", "routing": "ok", "clock": "ok"}
+    assert client.get("/readyz").get_json() == ready
 
     proxy.stall()
     started = time.perf_counter()
@@ -193,7 +195,8 @@ def test_readiness_names_what_is_down_and_liveness_never_touches_it(
     proxy.resume()
 
     assert not_ready.status_code == 503
-    assert not_ready.get_json() == {"status": "not ready", "database": "down", "redis": "ok", "routing": "unknown"}
+    down = {"status": "not ready", "database": "down", "redis": "ok", "routing": "unknown", "clock": "ok"}
+    assert not_ready.get_json() == down
     assert seconds < 1.5
     assert alive.get_json() == {"status": "ok"}
 

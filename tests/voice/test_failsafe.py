@@ -10,6 +10,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 import time_machine
 from flask import Flask
 
@@ -187,6 +188,7 @@ def test_no_published_routing_still_connects_callers_to_backup(app: Flask) -> No
     assert_dials_backup(response.data)
 
 
+@pytest.mark.usefixtures("a_clock_leads")
 def test_readiness_is_refused_while_no_routing_is_published_and_given_once_one_is(
     app: Flask, publish_routing: Callable[..., int]
 ) -> None:
@@ -203,7 +205,7 @@ def test_readiness_is_refused_while_no_routing_is_published_and_given_once_one_i
     with_one = client.get("/readyz")
 
     assert (without.status_code, without.get_json()) == (
-        503, {"status": "not ready", "database": "ok", "redis": "ok", "routing": "none"}
+        503, {"status": "not ready", "database": "ok", "redis": "ok", "routing": "none", "clock": "ok"}
     )  # fmt: skip
     assert alive.status_code == 200
     assert (with_one.status_code, with_one.get_json()["routing"]) == (200, "ok")
@@ -258,3 +260,23 @@ def test_the_fail_safe_dials_the_backup_line_for_a_withheld_caller_from_the_line
     assert_dials_backup(response.data)
     dials = ET.fromstring(response.data).findall("Dial")  # noqa: S314
     assert [dial.get("callerId") for dial in dials] == [LINE_NUMBER] * len(dials)
+
+
+def test_readiness_is_refused_while_no_clock_holds_its_lease_and_given_once_one_does(
+    app: Flask, clean_redis: redis.Redis
+) -> None:
+    """Without a clock no safety net runs (searches nobody took are never given up, lost jobs
+    never re-queued): monitoring must see it. The lease lapses within the clock's
+    ``LEASE_SECONDS`` of its last renewal; liveness is unaffected."""
+    from crisisline.app import CLOCK_LEADER_KEY
+
+    client = app.test_client()
+    without = client.get("/readyz")
+    clean_redis.set(CLOCK_LEADER_KEY, "host:123:abc", ex=90)  # as the leading clock takes it
+    with_one = client.get("/readyz")
+
+    assert (without.status_code, without.get_json()) == (
+        503, {"status": "not ready", "database": "ok", "redis": "ok", "routing": "ok", "clock": "down"}
+    )  # fmt: skip
+    assert client.get("/healthz").status_code == 200
+    assert (with_one.status_code, with_one.get_json()["clock"]) == (200, "ok")
