@@ -326,10 +326,9 @@ def staff_fallback() -> Response:
     moment) takes them back to the call shortly instead (``_back_to_the_call_shortly``)."""
     failed = urlsplit(request.form.get("ErrorUrl", ""))
     if failed.path.endswith(IN_CALL_PATHS):
+        # Their offer is accepted: nothing to end (their leg's end moves their caller on).
         tried = twilio_params.natural(parse_qs(failed.query).get("again", [""])[0], highest=BACK_TO_THE_CALL_TRIES)
-        back = _back_to_the_call_shortly(twilio_params.query_id("offer"), tried or 0)
-        if back is not None:
-            return back
+        return _back_to_the_call_shortly(twilio_params.query_id("offer"), tried or 0) or staff_error_answer()
     answer = staff_error_answer()
     _end_the_offer_the_line_failed(flow.DEADLINE_PASSED if failed.path.endswith("/offer/decide") else state.NOT_BRIEFED)
     return answer
