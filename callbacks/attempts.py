@@ -940,6 +940,10 @@ def repair(
     return "attempt" if _next_attempt(callback, due, key) else None
 
 
+# However late a callback's search starts, it is not given up before it has searched this long.
+SEARCHES_AT_LEAST = timedelta(minutes=10)
+
+
 def tend(document: RoutingDocument) -> dict[str, int]:
     """Every minute: give up on callbacks nobody could take in time, offer free responders to
     the queue (callbacks among everyone waiting, in queue order: the safety net behind the
@@ -958,6 +962,9 @@ def tend(document: RoutingDocument) -> dict[str, int]:
             # A retry's search has its own time, from its start: it is not given up while a
             # counselor's phone rings for it because the first attempt began long ago.
             or_(Callback.attempts <= 1, Transfer.started_at < moment - give_up_after),
+            # A first attempt that could only start late (no worker, Redis down for longer than
+            # the give-up time) still searches a while: "we tried to call you" must be true.
+            Transfer.started_at < moment - min(give_up_after, SEARCHES_AT_LEAST),
         )
     ).all()
     for transfer in overdue_searches:

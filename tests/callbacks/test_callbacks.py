@@ -869,3 +869,28 @@ def test_a_menu_answered_with_the_finish_key_alone_is_no_input_as_on_twilio(phon
 
     assert call.steps[1].params.get("Digits") is None  # "#" first: Twilio sends nothing
     assert next(step.params.get("Digits") for step in call.steps if "Digits" in step.params) == "1"
+
+
+def test_a_callback_whose_first_attempt_could_only_start_late_searches_a_while_before_giving_up(
+    app: Flask, phone: Phone, fake: FakeTwilio, rota: Callable[..., None]
+) -> None:
+    """Found in review: with no worker (or Redis down) for longer than the give-up time, the
+    first attempt's search started, and the next minute's tend gave it up at once, texting the
+    person "we tried to call you back" although nobody had been asked."""
+    from workers.upkeep import tend_callbacks
+
+    rota(on_call=())
+    ask_for_callback(phone)
+    (attempt,) = contacts(app, "callback")
+    start = fake_now()
+
+    with time_machine.travel(start + timedelta(minutes=130)):
+        assert run_contact(app, attempt) == "sent"  # the search starts at last, two hours late
+    with time_machine.travel(start + timedelta(minutes=131)), app.app_context():
+        soon_after = tend_callbacks()
+    with time_machine.travel(start + timedelta(minutes=141)), app.app_context():
+        after_searching = tend_callbacks()
+
+    assert (soon_after["gave_up"], after_searching["gave_up"]) == (0, 1)
+    (callback,) = callbacks(app)
+    assert (callback.state, callback.outcome) == ("gave_up", "nobody_free")
