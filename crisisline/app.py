@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import wait
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 from flask import Flask, Response, current_app
@@ -24,6 +24,7 @@ from crisisline.privacy import Vault
 from crisisline.settings import PROJECT_ROOT, Settings
 
 rq = RQ()
+T = TypeVar("T")
 
 # Queues named by purpose, highest priority first; the Procfile's worker listens to all.
 QUEUES = ("calls", "messages", "followups", "upkeep")
@@ -171,7 +172,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
 READINESS_TIMEOUT_SECONDS = 1.0
 
 
-def _in_app_context(app: Flask, check: Callable[[], bool]) -> bool:
+def _in_app_context(app: Flask, check: Callable[[], T]) -> T:
     with app.app_context():
         return check()
 
