@@ -311,11 +311,7 @@ def release_dispatch(transfer_id: int) -> None:
 
 def finish_offer(offer: Offer, outcome: str, *, from_states: tuple[str, ...] = ACTIVE_OFFER_STATES) -> bool:
     """Close an offer with its outcome and free the responder. False if already closed."""
-    bound = {"offer": offer.id, "from_states": list(from_states), "outcome": outcome, "at": now()}
-    closed = bool(db.session.execute(_FINISH_OFFER, bound).rowcount)  # type: ignore[attr-defined]
-    if closed:
-        release_responder(offer.responder_id, offer.id)
-    return closed
+    return finish_offer_for_its_leg(offer, outcome, from_states=from_states) is not None
 
 
 @dataclass(frozen=True)
@@ -333,21 +329,21 @@ def finish_offer_for_its_leg(
     stored its SID (``dispatch._PLACED``), or its responder picked up, after ``offer`` was read,
     and then only this close is left to end that leg as it now is. None if already closed."""
     bound = {"offer": offer.id, "from_states": list(from_states), "outcome": outcome, "at": now()}
-    closed = db.session.execute(_FINISH_OFFER_FOR_ITS_LEG, bound).first()
+    closed = db.session.execute(_FINISH_OFFER, bound).first()
     if closed is None:
         return None
     release_responder(offer.responder_id, offer.id)
     return ClosedLeg(closed.call_sid, closed.answered_at is not None)
 
 
-# Built once: every ended leg closes its offer.
+# Built once: every ended leg closes its offer (and says what its leg was then).
 _FINISH_OFFER = (
     update(Offer)
     .where(Offer.id == bindparam("offer"), Offer.state.in_(bindparam("from_states", expanding=True)))
     .values(state="ended", outcome=bindparam("outcome"), ended_at=bindparam("at"))
+    .returning(Offer.call_sid, Offer.answered_at)
     .execution_options(synchronize_session=False)
 )
-_FINISH_OFFER_FOR_ITS_LEG = _FINISH_OFFER.returning(Offer.call_sid, Offer.answered_at)
 
 # A leg answered (``completed``) whose whisper never ran: the line's failure, or a hang-up
 # handled first. Not the responder's miss (``MISSED_OUTCOMES``); a rollover in the metrics.
