@@ -21,22 +21,11 @@ from sqlalchemy.exc import OperationalError
 from sms import outbox
 from tests.conftest import TextingPhone
 from tests.followups.conftest import checkins, contacts
-from tests.followups.test_checkins import HOURS, SECOND_EN, SUPERVISOR, TEXTER, checkin_sent
+from tests.followups.test_checkins import SUPERVISOR, no_reply_to_either_text
 from twilio_fake.rest_api import FakeTwilio
 
 SECOND_SUPERVISOR = "+13125550191"
 FLAG_TEXT = "needs a person: no reply to two check-in texts"
-
-
-def no_reply_to_either_text(
-    app: Flask, texting: TextingPhone, clock: time_machine.Coordinates, run_due: Callable[[], list[str]]
-) -> None:
-    """The check-in and its second text went unanswered: the escalation is due."""
-    checkin_sent(app, texting, clock, run_due)
-    clock.shift(4 * HOURS + timedelta(minutes=1))
-    assert run_due() == ["sent"]
-    assert texting.inbox(TEXTER)[-1] == SECOND_EN
-    clock.shift(4 * HOURS + timedelta(minutes=1))
 
 
 def stops_telling_the_supervisors(monkeypatch: pytest.MonkeyPatch, *, after_texting: bool) -> None:

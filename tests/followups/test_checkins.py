@@ -66,6 +66,17 @@ def checkin_sent(
     assert texting.inbox(TEXTER)[-1] == CHECKIN_EN
 
 
+def no_reply_to_either_text(
+    app: Flask, texting: TextingPhone, clock: time_machine.Coordinates, run_due: Callable[[], list[str]]
+) -> None:
+    """The check-in and its second text went unanswered: the escalation is due."""
+    checkin_sent(app, texting, clock, run_due)
+    clock.shift(4 * HOURS + timedelta(minutes=1))
+    assert run_due() == ["sent"]
+    assert texting.inbox(TEXTER)[-1] == SECOND_EN
+    clock.shift(4 * HOURS + timedelta(minutes=1))
+
+
 def test_yes_after_a_counselor_ends_the_conversation_schedules_a_check_in_in_spanish_at_the_due_time(
     app: Flask, texting: TextingPhone, wednesday_evening: time_machine.Coordinates,
     run_due: Callable[[], list[str]], run_real_worker: Callable[[], None],

@@ -28,6 +28,7 @@ from tests.followups.test_checkins import (
     checkin_sent,
     consent_by_text,
     end_a_text_conversation,
+    no_reply_to_either_text,
 )
 from tests.rota import legs
 from twilio_fake.phone import Keys, Phone
@@ -41,10 +42,7 @@ def flagged_no_reply(
     app: Flask, texting: TextingPhone, clock: time_machine.Coordinates, run_due: Callable[[], list[str]]
 ) -> None:
     """The check-in and the second text went unanswered; the supervisor is told."""
-    checkin_sent(app, texting, clock, run_due)
-    clock.shift(4 * HOURS + timedelta(minutes=1))
-    assert run_due() == ["sent"]
-    clock.shift(4 * HOURS + timedelta(minutes=1))
+    no_reply_to_either_text(app, texting, clock, run_due)
     assert run_due() == ["sent"]
     assert checkins(app)[0].state == "flagged"
 
